@@ -1,0 +1,24 @@
+/** Bundles: reading, validating, building and sourcing OPA bundles per tenant. */
+export {
+  DEFAULT_BUNDLE_LIMITS,
+  pathWithin,
+  readBundle,
+  type Bundle,
+  type BundleLimits,
+  type BundleManifest,
+  type ReadBundleOptions,
+  type WasmResolver,
+} from './archive.ts';
+export {
+  TENANT_ID,
+  buildTenantBundle,
+  defaultBuildDirectory,
+  definitionPath,
+  listDefinitions,
+  readDefinition,
+  type BuildOptions,
+  type BuildResult,
+  type BundleDefinition,
+} from './build.ts';
+export { LocalDirectoryBundleSource, type BundleSource } from './bundle-source.ts';
+export { normaliseEntryName, readTar, type TarEntry } from './tar.ts';

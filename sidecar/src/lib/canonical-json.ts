@@ -1,0 +1,53 @@
+/**
+ * Canonical JSON for cache keys: object keys sorted recursively (by UTF-16 code units,
+ * as RFC 8785 does), no whitespace. Numbers and strings use JSON.stringify's forms.
+ * Also enforces a nesting-depth bound, so a hostile input cannot exhaust the stack of any
+ * later recursive walk.
+ */
+import { ErrorCodes, PavilionError } from './errors.ts';
+
+function tooDeep(maxDepth: number): PavilionError {
+  return new PavilionError(ErrorCodes.REQUEST_TOO_DEEP, `input is nested deeper than ${maxDepth} levels`, {
+    details: { maxDepth },
+  });
+}
+
+function write(value: unknown, depth: number, maxDepth: number): string {
+  if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'null';
+  if (depth >= maxDepth) throw tooDeep(maxDepth);
+  if (Array.isArray(value)) {
+    let out = '[';
+    for (let i = 0; i < value.length; i++) {
+      if (i > 0) out += ',';
+      out += write(value[i], depth + 1, maxDepth);
+    }
+    return `${out}]`;
+  }
+  const keys = Object.keys(value).sort();
+  let out = '{';
+  let first = true;
+  for (const key of keys) {
+    const child = (value as Record<string, unknown>)[key];
+    if (child === undefined) continue;
+    if (!first) out += ',';
+    first = false;
+    out += `${JSON.stringify(key)}:${write(child, depth + 1, maxDepth)}`;
+  }
+  return `${out}}`;
+}
+
+export function canonicalJson(value: unknown, maxDepth = 64): string {
+  return write(value, 0, maxDepth);
+}
+
+/** Throws ERR_REQUEST_TOO_DEEP when `value` nests deeper than `maxDepth`. */
+export function assertDepth(value: unknown, maxDepth: number): void {
+  const stack: Array<[unknown, number]> = [[value, 0]];
+  while (stack.length > 0) {
+    const [node, depth] = stack.pop() as [unknown, number];
+    if (node === null || typeof node !== 'object') continue;
+    if (depth >= maxDepth) throw tooDeep(maxDepth);
+    const children = Array.isArray(node) ? node : Object.values(node);
+    for (const child of children) if (child !== null && typeof child === 'object') stack.push([child, depth + 1]);
+  }
+}

@@ -1,0 +1,106 @@
+/**
+ * One error base class for all of Pavilion, with stable codes.
+ *
+ * Every error Pavilion raises is a `PavilionError` whose `code` is one of `ErrorCode`.
+ * Codes are part of the public contract (they appear in API bodies, logs, metrics and
+ * status reports) and are never renamed. Foreign errors (opa-wasm throws strings, Node
+ * throws `RangeError`s, ...) are wrapped with `cause` kept.
+ *
+ * Mapping a code to an HTTP status and an OPA error body happens in exactly one place:
+ * `sidecar/src/api/errors.ts`.
+ */
+
+export const ErrorCodes = {
+  // configuration
+  CONFIG_INVALID: 'ERR_CONFIG_INVALID',
+  // tenants and routing
+  TENANT_REQUIRED: 'ERR_TENANT_REQUIRED',
+  TENANT_UNKNOWN: 'ERR_TENANT_UNKNOWN',
+  TENANT_NOT_READY: 'ERR_TENANT_NOT_READY',
+  // requests
+  REQUEST_MALFORMED_JSON: 'ERR_REQUEST_MALFORMED_JSON',
+  REQUEST_UNSUPPORTED_MEDIA_TYPE: 'ERR_REQUEST_UNSUPPORTED_MEDIA_TYPE',
+  REQUEST_TOO_LARGE: 'ERR_REQUEST_TOO_LARGE',
+  REQUEST_TOO_DEEP: 'ERR_REQUEST_TOO_DEEP',
+  REQUEST_INVALID: 'ERR_REQUEST_INVALID',
+  METHOD_NOT_ALLOWED: 'ERR_METHOD_NOT_ALLOWED',
+  ROUTE_NOT_FOUND: 'ERR_ROUTE_NOT_FOUND',
+  // bundles
+  BUNDLE_TOO_LARGE: 'ERR_BUNDLE_TOO_LARGE',
+  BUNDLE_CORRUPT: 'ERR_BUNDLE_CORRUPT',
+  BUNDLE_PATH_TRAVERSAL: 'ERR_BUNDLE_PATH_TRAVERSAL',
+  BUNDLE_UNEXPECTED_ENTRY: 'ERR_BUNDLE_UNEXPECTED_ENTRY',
+  BUNDLE_MANIFEST_MISSING: 'ERR_BUNDLE_MANIFEST_MISSING',
+  BUNDLE_MANIFEST_INVALID: 'ERR_BUNDLE_MANIFEST_INVALID',
+  BUNDLE_ROOTS_FOREIGN: 'ERR_BUNDLE_ROOTS_FOREIGN',
+  BUNDLE_ROOTS_OVERLAP: 'ERR_BUNDLE_ROOTS_OVERLAP',
+  BUNDLE_DATA_OUTSIDE_ROOTS: 'ERR_BUNDLE_DATA_OUTSIDE_ROOTS',
+  BUNDLE_WASM_MISSING: 'ERR_BUNDLE_WASM_MISSING',
+  BUNDLE_WASM_INVALID: 'ERR_BUNDLE_WASM_INVALID',
+  BUNDLE_ABI_UNSUPPORTED: 'ERR_BUNDLE_ABI_UNSUPPORTED',
+  BUNDLE_BUILTIN_MISSING: 'ERR_BUNDLE_BUILTIN_MISSING',
+  BUNDLE_BUILD_FAILED: 'ERR_BUNDLE_BUILD_FAILED',
+  // evaluation
+  ENTRYPOINT_UNKNOWN: 'ERR_ENTRYPOINT_UNKNOWN',
+  EVAL_TIMEOUT: 'ERR_EVAL_TIMEOUT',
+  EVAL_TRAP: 'ERR_EVAL_TRAP',
+  EVAL_MEMORY: 'ERR_EVAL_MEMORY',
+  EVAL_CONFLICT: 'ERR_EVAL_CONFLICT',
+  EVAL_BUILTIN: 'ERR_EVAL_BUILTIN',
+  EVAL_OVERLOADED: 'ERR_EVAL_OVERLOADED',
+  ENGINE_STOPPED: 'ERR_ENGINE_STOPPED',
+  // tooling
+  TOOL_MISSING: 'ERR_TOOL_MISSING',
+  INTERNAL: 'ERR_INTERNAL',
+} as const;
+
+export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
+
+export interface PavilionErrorOptions {
+  readonly cause?: unknown;
+  /** Structured, JSON-safe details (never secrets or personal data). */
+  readonly details?: Readonly<Record<string, unknown>>;
+}
+
+export class PavilionError extends Error {
+  override readonly name = 'PavilionError';
+  readonly code: ErrorCode;
+  readonly details: Readonly<Record<string, unknown>> | undefined;
+
+  constructor(code: ErrorCode, message: string, options: PavilionErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.details = options.details;
+  }
+
+  toJSON(): { code: ErrorCode; message: string; details?: Readonly<Record<string, unknown>> } {
+    return this.details === undefined
+      ? { code: this.code, message: this.message }
+      : { code: this.code, message: this.message, details: this.details };
+  }
+}
+
+export function isPavilionError(value: unknown, code?: ErrorCode): value is PavilionError {
+  return value instanceof PavilionError && (code === undefined || value.code === code);
+}
+
+/** Text of anything thrown, including the strings and plain objects opa-wasm throws. */
+export function describeThrown(thrown: unknown): string {
+  if (thrown instanceof Error) return thrown.message;
+  if (typeof thrown === 'string') return thrown;
+  if (typeof thrown === 'object' && thrown !== null && 'message' in thrown) {
+    const message = (thrown as { message: unknown }).message;
+    if (typeof message === 'string') return message;
+  }
+  try {
+    return JSON.stringify(thrown);
+  } catch {
+    return String(thrown);
+  }
+}
+
+/** Wrap a foreign error unless it already is a PavilionError. */
+export function wrapError(thrown: unknown, code: ErrorCode, context: string): PavilionError {
+  if (thrown instanceof PavilionError) return thrown;
+  return new PavilionError(code, `${context}: ${describeThrown(thrown)}`, { cause: thrown });
+}

@@ -1,0 +1,157 @@
+/**
+ * The bundle loader refuses every malformed or hostile archive with its own code, and
+ * accepts what `opa build -t wasm` produces.
+ */
+import assert from 'node:assert/strict';
+import { before, describe, test } from 'node:test';
+import { gzipSync } from 'node:zlib';
+import { readBundle } from '../sidecar/src/bundles/index.ts';
+import { ErrorCodes, PavilionError, type ErrorCode } from '../sidecar/src/lib/errors.ts';
+import { buildFixtureBundle, makeTarGz, unpackFixture, type RawTarEntry } from './harness/fixtures.ts';
+
+const OPTIONS = { tenant: 'acme', namespace: 'acme' } as const;
+
+async function refused(archive: Buffer, code: ErrorCode, options: Parameters<typeof readBundle>[1] = OPTIONS): Promise<PavilionError> {
+  const error = await readBundle(archive, options).then(
+    () => assert.fail(`expected ${code}, but the bundle was accepted`),
+    (e: unknown) => e,
+  );
+  assert.ok(error instanceof PavilionError, `expected a PavilionError, got ${String(error)}`);
+  assert.equal(error.code, code, error.message);
+  return error;
+}
+
+describe('bundle archive loader', () => {
+  let good: Buffer;
+  let goodEntries: RawTarEntry[];
+
+  before(async () => {
+    good = await buildFixtureBundle({
+      modules: { 'acme/authz.rego': 'package acme.authz\n\ndefault allow := false\n\nallow if input.user == data.acme.admin\n' },
+      data: { 'acme': { admin: 'alice' } },
+      entrypoints: ['acme/authz/allow'],
+      roots: ['acme'],
+      revision: 'rev-1',
+    });
+    goodEntries = await unpackFixture(good);
+  });
+
+  const repack = (change: (entries: RawTarEntry[]) => RawTarEntry[]): Buffer => makeTarGz(change([...goodEntries]));
+  const withManifest = (manifest: unknown): Buffer =>
+    repack((entries) => entries.map((e) => (e.name === '.manifest' ? { name: e.name, data: JSON.stringify(manifest) } : e)));
+
+  test('accepts a bundle built by opa build -t wasm, with its revision, data and entrypoints', async () => {
+    const bundle = await readBundle(good, OPTIONS);
+    assert.equal(bundle.revision, 'rev-1');
+    assert.deepEqual(bundle.entrypoints, ['acme/authz/allow']);
+    assert.deepEqual(bundle.data, { acme: { admin: 'alice' } });
+    assert.deepEqual(bundle.manifest.roots, ['acme']);
+    assert.equal(bundle.wasm.subarray(0, 4).toString('latin1'), '\0asm');
+    assert.match(bundle.digest, /^[0-9a-f]{64}$/);
+  });
+
+  test('not gzip -> ERR_BUNDLE_CORRUPT', async () => {
+    await refused(Buffer.from('this is not a gzip stream'), ErrorCodes.BUNDLE_CORRUPT);
+  });
+
+  test('truncated gzip -> ERR_BUNDLE_CORRUPT', async () => {
+    await refused(good.subarray(0, Math.floor(good.length / 2)), ErrorCodes.BUNDLE_CORRUPT);
+  });
+
+  test('gzip of something that is not a tar -> ERR_BUNDLE_CORRUPT', async () => {
+    await refused(gzipSync(Buffer.alloc(2048, 0x41)), ErrorCodes.BUNDLE_CORRUPT);
+  });
+
+  test('a tar header with a wrong checksum -> ERR_BUNDLE_CORRUPT', async () => {
+    const { makeTar } = await import('./harness/fixtures.ts');
+    const tar = makeTar(goodEntries);
+    tar[0] = (tar[0] ?? 0) ^ 0x01; // flip a bit in the first name
+    await refused(gzipSync(tar), ErrorCodes.BUNDLE_CORRUPT);
+  });
+
+  test('compressed size over the limit -> ERR_BUNDLE_TOO_LARGE', async () => {
+    await refused(good, ErrorCodes.BUNDLE_TOO_LARGE, {
+      ...OPTIONS,
+      limits: { maxCompressedBytes: 1024, maxUncompressedBytes: 1024 * 1024 },
+    });
+  });
+
+  test('decompression bomb (64 MiB of zeros in a small gzip) -> ERR_BUNDLE_TOO_LARGE', async () => {
+    const bomb = gzipSync(Buffer.alloc(64 * 1024 * 1024), { level: 9 });
+    assert.ok(bomb.length < 128 * 1024, 'the bomb itself is small');
+    await refused(bomb, ErrorCodes.BUNDLE_TOO_LARGE, {
+      ...OPTIONS,
+      limits: { maxCompressedBytes: 1024 * 1024, maxUncompressedBytes: 8 * 1024 * 1024 },
+    });
+  });
+
+  test('path traversal (../) -> ERR_BUNDLE_PATH_TRAVERSAL', async () => {
+    await refused(repack((e) => [...e, { name: '../../etc/cron.d/x/data.json', data: '{}' }]), ErrorCodes.BUNDLE_PATH_TRAVERSAL);
+  });
+
+  test('a symbolic link entry -> ERR_BUNDLE_UNEXPECTED_ENTRY', async () => {
+    await refused(repack((e) => [...e, { name: 'acme/data.json', type: '2', linkName: '/etc/passwd' }]), ErrorCodes.BUNDLE_UNEXPECTED_ENTRY);
+  });
+
+  test('an unexpected file (a shell script) -> ERR_BUNDLE_UNEXPECTED_ENTRY', async () => {
+    await refused(repack((e) => [...e, { name: 'run.sh', data: '#!/bin/sh\n' }]), ErrorCodes.BUNDLE_UNEXPECTED_ENTRY);
+  });
+
+  test('a duplicated entry -> ERR_BUNDLE_CORRUPT', async () => {
+    await refused(repack((e) => [...e, { name: 'data.json', data: '{"acme": {"admin": "mallory"}}' }]), ErrorCodes.BUNDLE_CORRUPT);
+  });
+
+  test('no .manifest -> ERR_BUNDLE_MANIFEST_MISSING', async () => {
+    await refused(repack((e) => e.filter((x) => x.name !== '.manifest')), ErrorCodes.BUNDLE_MANIFEST_MISSING);
+  });
+
+  test('.manifest that is not JSON -> ERR_BUNDLE_MANIFEST_INVALID', async () => {
+    await refused(repack((e) => e.map((x) => (x.name === '.manifest' ? { name: x.name, data: '{revision' } : x))), ErrorCodes.BUNDLE_MANIFEST_INVALID);
+  });
+
+  test('.manifest without a string revision -> ERR_BUNDLE_MANIFEST_INVALID', async () => {
+    await refused(withManifest({ revision: 7, roots: ['acme'], wasm: [{ entrypoint: 'acme/authz/allow', module: '/policy.wasm' }] }), ErrorCodes.BUNDLE_MANIFEST_INVALID);
+  });
+
+  test("roots outside the tenant's namespace -> ERR_BUNDLE_ROOTS_FOREIGN", async () => {
+    await refused(withManifest({ revision: 'r', roots: ['acme', 'globex'], wasm: [{ entrypoint: 'acme/authz/allow', module: '/policy.wasm' }] }), ErrorCodes.BUNDLE_ROOTS_FOREIGN);
+  });
+
+  test('no roots at all (claims the whole data tree) -> ERR_BUNDLE_ROOTS_FOREIGN', async () => {
+    await refused(withManifest({ revision: 'r', wasm: [{ entrypoint: 'acme/authz/allow', module: '/policy.wasm' }] }), ErrorCodes.BUNDLE_ROOTS_FOREIGN);
+  });
+
+  test('a root that is a prefix-string but not a path prefix (acmecorp for tenant acme) -> ERR_BUNDLE_ROOTS_FOREIGN', async () => {
+    await refused(withManifest({ revision: 'r', roots: ['acmecorp'], wasm: [{ entrypoint: 'acmecorp/x', module: '/policy.wasm' }] }), ErrorCodes.BUNDLE_ROOTS_FOREIGN);
+  });
+
+  test('overlapping roots -> ERR_BUNDLE_ROOTS_OVERLAP', async () => {
+    await refused(withManifest({ revision: 'r', roots: ['acme', 'acme/authz'], wasm: [{ entrypoint: 'acme/authz/allow', module: '/policy.wasm' }] }), ErrorCodes.BUNDLE_ROOTS_OVERLAP);
+  });
+
+  test('data outside the roots -> ERR_BUNDLE_DATA_OUTSIDE_ROOTS', async () => {
+    await refused(
+      repack((e) => e.map((x) => (x.name === 'data.json' ? { name: x.name, data: '{"acme": {}, "globex": {"secret": 1}}' } : x))),
+      ErrorCodes.BUNDLE_DATA_OUTSIDE_ROOTS,
+    );
+  });
+
+  test("a rego source declaring another tenant's package -> ERR_BUNDLE_ROOTS_FOREIGN", async () => {
+    await refused(repack((e) => [...e, { name: 'evil.rego', data: 'package globex.authz\nallow := true\n' }]), ErrorCodes.BUNDLE_ROOTS_FOREIGN);
+  });
+
+  test('manifest names a wasm module that is missing -> ERR_BUNDLE_WASM_MISSING', async () => {
+    await refused(repack((e) => e.filter((x) => x.name !== 'policy.wasm')), ErrorCodes.BUNDLE_WASM_MISSING);
+  });
+
+  test('manifest without wasm entrypoints (a rego-only bundle) -> ERR_BUNDLE_WASM_MISSING', async () => {
+    await refused(
+      repack((e) => e.filter((x) => x.name !== 'policy.wasm').map((x) => (x.name === '.manifest' ? { name: x.name, data: '{"revision":"r","roots":["acme"]}' } : x))),
+      ErrorCodes.BUNDLE_WASM_MISSING,
+    );
+  });
+
+  test('an entrypoint outside the roots -> ERR_BUNDLE_ROOTS_FOREIGN', async () => {
+    await refused(withManifest({ revision: 'r', roots: ['acme'], wasm: [{ entrypoint: 'globex/authz/allow', module: '/policy.wasm' }] }), ErrorCodes.BUNDLE_ROOTS_FOREIGN);
+  });
+});
