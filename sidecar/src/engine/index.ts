@@ -1,0 +1,12 @@
+/** Engine: compiled per-tenant Wasm policies evaluated on worker threads, with a decision cache. */
+export { inspectWasm, type WasmInspection } from './abi.ts';
+export { compilePolicy, SDK_BUILTIN_NAMES, type CompiledPolicy, type CompileOptions } from './compiled-policy.ts';
+export {
+  PolicyEngine,
+  type ActivePolicy,
+  type Decision,
+  type EngineObserver,
+  type EngineOptions,
+  type EvaluateOptions,
+} from './policy-engine.ts';
+export { HOST_BUILTIN_NAMES, NON_DETERMINISTIC_BUILTINS } from './builtins/index.ts';

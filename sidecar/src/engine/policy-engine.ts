@@ -1,0 +1,190 @@
+/**
+ * The policy engine: per-tenant compiled policies, evaluated on a worker pool, with a
+ * decision cache in front. Activation is an atomic swap of the tenant's active revision
+ * after every worker has loaded the new one, so no request ever sees a half-loaded policy.
+ */
+import { ErrorCodes, PavilionError } from '../lib/errors.ts';
+import { assertDepth, canonicalJson } from '../lib/canonical-json.ts';
+import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
+import { WASM_PAGE_BYTES } from './abi.ts';
+import type { CompiledPolicy } from './compiled-policy.ts';
+import { DecisionCache } from './decision-cache.ts';
+import { policyKey } from './protocol.ts';
+import { WorkerPool } from './worker-pool.ts';
+
+export interface EngineOptions {
+  readonly workers: number;
+  readonly evaluationTimeoutMs: number;
+  readonly maxQueuedEvaluations: number;
+  readonly memoryInitialPages: number;
+  readonly memoryMaxBytes: number;
+  readonly maxInputDepth: number;
+  readonly cache: {
+    readonly enabled: boolean;
+    readonly maxEntries: number;
+    readonly maxKeyBytes: number;
+  };
+}
+
+/** Hooks for telemetry; the engine knows nothing of Prometheus. */
+export interface EngineObserver {
+  onCacheLookup?(tenant: string, hit: boolean): void;
+  onWorkerRestart?(reason: 'timeout' | 'crash'): void;
+}
+
+export interface ActivePolicy {
+  readonly tenant: string;
+  readonly revision: string;
+  readonly entrypoints: readonly string[];
+  readonly deterministic: boolean;
+  readonly requiredBuiltins: readonly string[];
+  readonly bundleDigest: string;
+  readonly activatedAt: Date;
+}
+
+export interface Decision {
+  /** The entrypoint's value; undefined when the document is undefined. */
+  readonly result: unknown;
+  readonly revision: string;
+  readonly cached: boolean;
+  readonly evalNs: number;
+}
+
+export interface EvaluateOptions {
+  /** Fix time.now_ns for this evaluation (tests, replays). */
+  readonly nowNs?: bigint;
+}
+
+interface ActiveEntry {
+  readonly info: ActivePolicy;
+  readonly entrypoints: ReadonlyMap<string, number>;
+}
+
+export class PolicyEngine implements Component {
+  readonly name = 'engine';
+  readonly #options: EngineOptions;
+  readonly #observer: EngineObserver;
+  readonly #pool: WorkerPool;
+  readonly #cache: DecisionCache;
+  readonly #active = new Map<string, ActiveEntry>();
+  #started = false;
+
+  constructor(options: EngineOptions, observer: EngineObserver = {}) {
+    this.#options = options;
+    this.#observer = observer;
+    this.#cache = new DecisionCache(options.cache.enabled ? options.cache.maxEntries : 0);
+    this.#pool = new WorkerPool({
+      workers: options.workers,
+      evaluationTimeoutMs: options.evaluationTimeoutMs,
+      maxQueuedEvaluations: options.maxQueuedEvaluations,
+      memory: {
+        initialPages: options.memoryInitialPages,
+        maximumPages: Math.max(options.memoryInitialPages, Math.floor(options.memoryMaxBytes / WASM_PAGE_BYTES)),
+      },
+      onWorkerRestart: (reason) => observer.onWorkerRestart?.(reason),
+    });
+  }
+
+  async start(): Promise<void> {
+    await this.#pool.start();
+    this.#started = true;
+  }
+
+  async stop(): Promise<void> {
+    this.#started = false;
+    await this.#pool.stop();
+  }
+
+  status(): ComponentStatus {
+    if (!this.#started) return { state: 'NOT_READY', message: 'engine not started' };
+    const ready = this.#pool.readyWorkers;
+    const details = { workers: this.#pool.size, readyWorkers: ready, workerRestarts: this.#pool.restarts, cacheEntries: this.#cache.size };
+    if (ready === 0) return { state: 'ERROR', message: 'no evaluation worker is ready', details };
+    if (ready < this.#pool.size) return { state: 'WARN', message: 'an evaluation worker is restarting', details };
+    return { state: 'OK', details };
+  }
+
+  active(tenant: string): ActivePolicy | undefined {
+    return this.#active.get(tenant)?.info;
+  }
+
+  /** Load `policy` into every worker, then make it the tenant's active revision. */
+  async activate(policy: CompiledPolicy): Promise<ActivePolicy> {
+    const key = policyKey(policy.tenant, policy.revision);
+    const previous = this.#active.get(policy.tenant);
+    await this.#pool.load({
+      type: 'load',
+      key,
+      module: policy.module,
+      data: policy.data,
+      memory: {
+        initialPages: this.#options.memoryInitialPages,
+        maximumPages: Math.max(this.#options.memoryInitialPages, Math.floor(this.#options.memoryMaxBytes / WASM_PAGE_BYTES)),
+      },
+    });
+    const info: ActivePolicy = {
+      tenant: policy.tenant,
+      revision: policy.revision,
+      entrypoints: [...policy.entrypoints.keys()],
+      deterministic: policy.deterministic,
+      requiredBuiltins: policy.requiredBuiltins,
+      bundleDigest: policy.bundleDigest,
+      activatedAt: new Date(),
+    };
+    this.#active.set(policy.tenant, { info, entrypoints: policy.entrypoints });
+    this.#cache.purgeTenant(policy.tenant);
+    if (previous !== undefined && previous.info.revision !== policy.revision) {
+      // Requests already dispatched against the previous revision finish on it; unload
+      // once they have had time to drain.
+      const oldKey = policyKey(previous.info.tenant, previous.info.revision);
+      setTimeout(() => this.#pool.unload(oldKey), Math.max(1_000, this.#options.evaluationTimeoutMs * 4)).unref();
+    }
+    return info;
+  }
+
+  async evaluate(tenant: string, path: string, input: unknown, options: EvaluateOptions = {}): Promise<Decision> {
+    const entry = this.#active.get(tenant);
+    if (entry === undefined) {
+      throw new PavilionError(ErrorCodes.TENANT_NOT_READY, `tenant ${tenant} has no active policy`);
+    }
+    const entrypointId = entry.entrypoints.get(path);
+    if (entrypointId === undefined) {
+      throw new PavilionError(
+        ErrorCodes.ENTRYPOINT_UNKNOWN,
+        `${path === '' ? 'the data root' : `path ${path}`} is not an entrypoint of tenant ${tenant}'s bundle`,
+        { details: { entrypoints: entry.info.entrypoints } },
+      );
+    }
+    const { revision } = entry.info;
+    const cacheable = this.#options.cache.enabled && entry.info.deterministic && options.nowNs === undefined;
+    let inputJson: string | null = null;
+    let cacheKey: string | undefined;
+    if (input !== undefined) {
+      if (cacheable) {
+        inputJson = canonicalJson(input, this.#options.maxInputDepth);
+        if (inputJson.length <= this.#options.cache.maxKeyBytes) cacheKey = DecisionCache.key(tenant, revision, path, inputJson);
+      } else {
+        assertDepth(input, this.#options.maxInputDepth);
+        inputJson = JSON.stringify(input);
+      }
+    } else if (cacheable) {
+      cacheKey = DecisionCache.key(tenant, revision, path, '');
+    }
+    if (cacheKey !== undefined) {
+      const hit = this.#cache.get(cacheKey);
+      this.#observer.onCacheLookup?.(tenant, hit !== undefined);
+      if (hit !== undefined) return { result: hit.result, revision, cached: true, evalNs: 0 };
+    }
+    const outcome = await this.#pool.evaluate({
+      key: policyKey(tenant, revision),
+      entrypointId,
+      input: inputJson,
+      nowNs: options.nowNs === undefined ? null : options.nowNs.toString(),
+    });
+    if (!outcome.ok) {
+      throw new PavilionError(outcome.code, outcome.message, { details: { tenant, path, revision } });
+    }
+    if (cacheKey !== undefined) this.#cache.set(cacheKey, { result: outcome.result });
+    return { result: outcome.result, revision, cached: false, evalNs: outcome.evalNs };
+  }
+}

@@ -1,0 +1,73 @@
+/**
+ * Messages between the engine (main thread) and its evaluation workers. Versioned by
+ * shape only inside one process, so no version field: both sides ship together.
+ */
+import type { ErrorCode } from '../lib/errors.ts';
+
+export interface MemoryLimits {
+  readonly initialPages: number;
+  readonly maximumPages: number;
+}
+
+export interface LoadMessage {
+  readonly type: 'load';
+  readonly key: string;
+  readonly module: WebAssembly.Module;
+  readonly data: Record<string, unknown>;
+  readonly memory: MemoryLimits;
+}
+
+export interface UnloadMessage {
+  readonly type: 'unload';
+  readonly key: string;
+}
+
+export interface EvalItem {
+  readonly key: string;
+  readonly entrypointId: number;
+  /** JSON text of the input, or null when no input was given. */
+  readonly input: string | null;
+  /** Decimal nanoseconds since the epoch to use for time.now_ns, or null for "now". */
+  readonly nowNs: string | null;
+}
+
+export interface EvalMessage {
+  readonly type: 'eval';
+  readonly batch: number;
+  readonly items: readonly EvalItem[];
+}
+
+export type ToWorker = LoadMessage | UnloadMessage | EvalMessage;
+
+export interface EvalSuccess {
+  readonly ok: true;
+  /** The value of the entrypoint, or undefined when the document is undefined. */
+  readonly result: unknown;
+  readonly evalNs: number;
+}
+
+export interface EvalFailure {
+  readonly ok: false;
+  readonly code: ErrorCode;
+  readonly message: string;
+}
+
+export type EvalOutcome = EvalSuccess | EvalFailure;
+
+export type FromWorker =
+  | { readonly type: 'ready' }
+  | { readonly type: 'loaded'; readonly key: string; readonly error: { code: ErrorCode; message: string } | null }
+  | { readonly type: 'results'; readonly batch: number; readonly results: readonly EvalOutcome[] };
+
+/**
+ * Layout of the shared control block each worker writes while evaluating, so the main
+ * thread can see a runaway evaluation without the worker's cooperation.
+ */
+export const CONTROL_START_MS = 0; // wall-clock ms (timeOrigin + now) when the current item began; 0 = idle
+export const CONTROL_BATCH = 1;
+export const CONTROL_INDEX = 2;
+export const CONTROL_SLOTS = 3;
+
+export function policyKey(tenant: string, revision: string): string {
+  return `${tenant}\u0000${revision}`;
+}

@@ -1,0 +1,340 @@
+/**
+ * A pool of evaluation workers, sized to the cores, so Wasm evaluation never blocks the
+ * event loop.
+ *
+ * - Requests are batched per worker (one postMessage per event-loop turn and worker) and
+ *   dispatched to the worker with the least outstanding work.
+ * - Each worker writes the start time of its current evaluation into a shared control
+ *   block. A watchdog on the main thread terminates a worker whose evaluation overruns the
+ *   deadline: that evaluation fails with ERR_EVAL_TIMEOUT, everything else the worker held
+ *   is re-dispatched (evaluation is pure), and a fresh worker is started with every loaded
+ *   policy. Other tenants see at most a short delay, never an error.
+ * - A worker that dies for any other reason is replaced the same way; an item that was
+ *   on board for two deaths fails with ERR_EVAL_TRAP instead of being retried forever.
+ */
+import { Worker } from 'node:worker_threads';
+import { ErrorCodes, PavilionError } from '../lib/errors.ts';
+import {
+  CONTROL_BATCH,
+  CONTROL_INDEX,
+  CONTROL_SLOTS,
+  CONTROL_START_MS,
+  type EvalItem,
+  type EvalOutcome,
+  type FromWorker,
+  type LoadMessage,
+  type MemoryLimits,
+  type ToWorker,
+} from './protocol.ts';
+
+export interface WorkerPoolOptions {
+  readonly workers: number;
+  readonly evaluationTimeoutMs: number;
+  readonly maxQueuedEvaluations: number;
+  readonly memory: MemoryLimits;
+  /** Called when a worker is replaced (metrics). */
+  readonly onWorkerRestart?: (reason: 'timeout' | 'crash') => void;
+}
+
+interface Pending {
+  readonly item: EvalItem;
+  readonly resolve: (outcome: EvalOutcome) => void;
+  deaths: number;
+}
+
+interface LoadWaiter {
+  resolve(): void;
+  reject(error: PavilionError): void;
+}
+
+// From TypeScript sources the worker needs tsx registered in its own thread (loader hooks
+// are per thread); from compiled JavaScript it loads directly.
+const workerUrl = import.meta.url.endsWith('.ts')
+  ? new URL('./worker-entry.mjs', import.meta.url)
+  : new URL('./worker.js', import.meta.url);
+
+class Slot {
+  readonly control = new Float64Array(new SharedArrayBuffer(CONTROL_SLOTS * Float64Array.BYTES_PER_ELEMENT));
+  readonly worker: Worker;
+  readonly batches = new Map<number, Pending[]>();
+  readonly loadWaiters = new Map<string, LoadWaiter>();
+  /** Policy keys this worker has instantiated. */
+  readonly loaded = new Set<string>();
+  outbox: Pending[] = [];
+  outstanding = 0;
+  ready = false;
+  dead = false;
+  flushScheduled = false;
+
+  constructor() {
+    this.worker = new Worker(workerUrl, { workerData: { control: this.control.buffer } });
+  }
+
+  post(message: ToWorker): void {
+    this.worker.postMessage(message);
+  }
+}
+
+function nowMs(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+export class WorkerPool {
+  readonly #options: WorkerPoolOptions;
+  readonly #slots: Slot[] = [];
+  readonly #policies = new Map<string, LoadMessage>();
+  #backlog: Pending[] = [];
+  #nextBatch = 1;
+  #watchdog: NodeJS.Timeout | undefined;
+  #stopped = false;
+  #restarts = 0;
+
+  constructor(options: WorkerPoolOptions) {
+    this.#options = options;
+  }
+
+  get restarts(): number {
+    return this.#restarts;
+  }
+
+  get readyWorkers(): number {
+    return this.#slots.filter((slot) => slot.ready).length;
+  }
+
+  get size(): number {
+    return this.#options.workers;
+  }
+
+  async start(): Promise<void> {
+    const started = Array.from({ length: this.#options.workers }, () => this.#spawn());
+    await Promise.all(started.map((slot) => this.#whenReady(slot)));
+    const period = Math.max(2, Math.min(50, Math.floor(this.#options.evaluationTimeoutMs / 4)));
+    this.#watchdog = setInterval(() => this.#checkDeadlines(), period);
+    this.#watchdog.unref();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    if (this.#watchdog !== undefined) clearInterval(this.#watchdog);
+    const failure: EvalOutcome = { ok: false, code: ErrorCodes.ENGINE_STOPPED, message: 'the policy engine is stopping' };
+    for (const pending of this.#backlog) pending.resolve(failure);
+    this.#backlog = [];
+    await Promise.all(
+      this.#slots.map(async (slot) => {
+        slot.dead = true;
+        for (const pending of this.#drain(slot)) pending.resolve(failure);
+        await slot.worker.terminate();
+      }),
+    );
+    this.#slots.length = 0;
+  }
+
+  /**
+   * Load a policy into every ready worker; resolves once all have instantiated it. A worker
+   * still starting picks it up from the registry before it is marked ready.
+   */
+  async load(spec: LoadMessage): Promise<void> {
+    this.#policies.set(spec.key, spec);
+    try {
+      await Promise.all(this.#slots.filter((slot) => slot.ready && !slot.dead).map((slot) => this.#loadInto(slot, spec)));
+    } catch (error) {
+      this.unload(spec.key);
+      throw error;
+    }
+  }
+
+  unload(key: string): void {
+    this.#policies.delete(key);
+    for (const slot of this.#slots) {
+      if (slot.dead || !slot.loaded.has(key)) continue;
+      slot.loaded.delete(key);
+      slot.post({ type: 'unload', key });
+    }
+  }
+
+  evaluate(item: EvalItem): Promise<EvalOutcome> {
+    if (this.#stopped) {
+      return Promise.resolve({ ok: false, code: ErrorCodes.ENGINE_STOPPED, message: 'the policy engine is stopped' });
+    }
+    return new Promise((resolve) => this.#dispatch({ item, resolve, deaths: 0 }));
+  }
+
+  #spawn(): Slot {
+    const slot = new Slot();
+    this.#slots.push(slot);
+    slot.worker.on('message', (message: FromWorker) => this.#onMessage(slot, message));
+    slot.worker.on('error', () => this.#replace(slot, 'crash', undefined));
+    slot.worker.on('exit', () => this.#replace(slot, 'crash', undefined));
+    return slot;
+  }
+
+  #whenReady(slot: Slot): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const onMessage = (message: FromWorker): void => {
+        if (message.type !== 'ready') return;
+        slot.worker.off('message', onMessage);
+        slot.worker.off('error', reject);
+        resolve();
+      };
+      slot.worker.on('message', onMessage);
+      slot.worker.once('error', reject);
+    });
+  }
+
+  #loadInto(slot: Slot, spec: LoadMessage): Promise<void> {
+    if (slot.loaded.has(spec.key)) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      slot.loadWaiters.set(spec.key, {
+        resolve: () => {
+          slot.loaded.add(spec.key);
+          resolve();
+        },
+        reject,
+      });
+      slot.post(spec);
+    });
+  }
+
+  #onMessage(slot: Slot, message: FromWorker): void {
+    switch (message.type) {
+      case 'ready':
+        void this.#onReady(slot);
+        return;
+      case 'loaded': {
+        const waiter = slot.loadWaiters.get(message.key);
+        slot.loadWaiters.delete(message.key);
+        if (message.error === null) waiter?.resolve();
+        else waiter?.reject(new PavilionError(message.error.code, message.error.message));
+        return;
+      }
+      case 'results': {
+        const batch = slot.batches.get(message.batch);
+        if (batch === undefined) return;
+        slot.batches.delete(message.batch);
+        slot.outstanding -= batch.length;
+        batch.forEach((pending, i) => {
+          pending.resolve(
+            message.results[i] ?? { ok: false, code: ErrorCodes.INTERNAL, message: 'worker returned no result' },
+          );
+        });
+        return;
+      }
+    }
+  }
+
+  async #onReady(slot: Slot): Promise<void> {
+    try {
+      // Policies may be added while this runs: repeat until the worker has all of them.
+      for (;;) {
+        const missing = [...this.#policies.values()].filter((spec) => !slot.loaded.has(spec.key));
+        if (missing.length === 0 || slot.dead) break;
+        await Promise.all(missing.map((spec) => this.#loadInto(slot, spec)));
+      }
+    } catch {
+      // A policy that loaded before cannot fail now except through a dying worker, which
+      // is replaced on its own; the slot stays not ready.
+      return;
+    }
+    if (slot.dead) return;
+    slot.ready = true;
+    const backlog = this.#backlog;
+    this.#backlog = [];
+    for (const pending of backlog) this.#dispatch(pending);
+  }
+
+  #dispatch(pending: Pending): void {
+    let best: Slot | undefined;
+    for (const slot of this.#slots) {
+      if (!slot.ready || slot.dead) continue;
+      if (best === undefined || slot.outstanding < best.outstanding) best = slot;
+    }
+    if (best === undefined) {
+      if (this.#backlog.length >= this.#options.maxQueuedEvaluations) {
+        pending.resolve({ ok: false, code: ErrorCodes.EVAL_OVERLOADED, message: 'no evaluation worker is available' });
+        return;
+      }
+      this.#backlog.push(pending);
+      return;
+    }
+    if (best.outstanding >= this.#options.maxQueuedEvaluations) {
+      pending.resolve({ ok: false, code: ErrorCodes.EVAL_OVERLOADED, message: 'evaluation queue is full' });
+      return;
+    }
+    best.outbox.push(pending);
+    best.outstanding++;
+    if (!best.flushScheduled) {
+      best.flushScheduled = true;
+      const slot = best;
+      setImmediate(() => this.#flush(slot));
+    }
+  }
+
+  #flush(slot: Slot): void {
+    slot.flushScheduled = false;
+    if (slot.dead || slot.outbox.length === 0) return;
+    const batch = this.#nextBatch++;
+    const items = slot.outbox;
+    slot.outbox = [];
+    slot.batches.set(batch, items);
+    slot.post({ type: 'eval', batch, items: items.map((pending) => pending.item) });
+  }
+
+  #checkDeadlines(): void {
+    const now = nowMs();
+    for (const slot of this.#slots) {
+      if (slot.dead || slot.outstanding === 0) continue;
+      const started = slot.control[CONTROL_START_MS] ?? 0;
+      if (started > 0 && now - started > this.#options.evaluationTimeoutMs) {
+        const culprit = { batch: slot.control[CONTROL_BATCH] ?? -1, index: slot.control[CONTROL_INDEX] ?? -1 };
+        this.#replace(slot, 'timeout', culprit);
+      }
+    }
+  }
+
+  /** Everything a slot holds, in dispatch order, and clears it. */
+  #drain(slot: Slot): Pending[] {
+    const held: Pending[] = [];
+    for (const batch of [...slot.batches.keys()].sort((a, b) => a - b)) held.push(...(slot.batches.get(batch) ?? []));
+    held.push(...slot.outbox);
+    slot.batches.clear();
+    slot.outbox = [];
+    slot.outstanding = 0;
+    return held;
+  }
+
+  #replace(slot: Slot, reason: 'timeout' | 'crash', culprit: { batch: number; index: number } | undefined): void {
+    if (slot.dead) return;
+    slot.dead = true;
+    slot.ready = false;
+    const index = this.#slots.indexOf(slot);
+    if (index >= 0) this.#slots.splice(index, 1);
+    const culpritPending =
+      culprit === undefined ? undefined : slot.batches.get(culprit.batch)?.[culprit.index];
+    const held = this.#drain(slot);
+    for (const waiter of slot.loadWaiters.values()) {
+      waiter.reject(new PavilionError(ErrorCodes.EVAL_TRAP, 'evaluation worker restarted while loading a policy'));
+    }
+    slot.loadWaiters.clear();
+    void slot.worker.terminate();
+    this.#restarts++;
+    this.#options.onWorkerRestart?.(reason);
+    if (this.#stopped) return;
+    this.#spawn();
+    for (const pending of held) {
+      if (pending === culpritPending) {
+        pending.resolve({
+          ok: false,
+          code: ErrorCodes.EVAL_TIMEOUT,
+          message: `policy evaluation exceeded its deadline of ${this.#options.evaluationTimeoutMs} ms and was stopped`,
+        });
+        continue;
+      }
+      pending.deaths++;
+      if (pending.deaths > 2) {
+        pending.resolve({ ok: false, code: ErrorCodes.EVAL_TRAP, message: 'evaluation worker died repeatedly on this request' });
+        continue;
+      }
+      this.#dispatch(pending);
+    }
+  }
+}

@@ -1,0 +1,132 @@
+/**
+ * Evaluation worker: holds one opa-wasm instance per loaded (tenant, revision) and
+ * evaluates batches of requests synchronously. The main thread watches the shared control
+ * block and terminates this thread when an evaluation overruns its deadline.
+ */
+import { createRequire } from 'node:module';
+import { parentPort, workerData } from 'node:worker_threads';
+import type { LoadedPolicy } from '@open-policy-agent/opa-wasm';
+import { ErrorCodes, PavilionError, describeThrown, type ErrorCode } from '../lib/errors.ts';
+import { createHostBuiltins, type EvaluationContext } from './builtins/index.ts';
+import {
+  CONTROL_BATCH,
+  CONTROL_INDEX,
+  CONTROL_START_MS,
+  type EvalItem,
+  type EvalOutcome,
+  type LoadMessage,
+  type ToWorker,
+} from './protocol.ts';
+
+// ESM pitfall of opa-wasm 1.10: the named export loadPolicySync only exists on the CJS side.
+const require = createRequire(import.meta.url);
+const { loadPolicySync } = require('@open-policy-agent/opa-wasm') as {
+  loadPolicySync: (
+    wasm: WebAssembly.Module,
+    memory: WebAssembly.MemoryDescriptor,
+    builtins: Record<string, (...args: unknown[]) => unknown>,
+  ) => LoadedPolicy;
+};
+
+const port = parentPort;
+if (port === null) throw new Error('engine worker must run in a worker thread');
+const control = new Float64Array(workerData.control as SharedArrayBuffer);
+
+let context: EvaluationContext = { nowNs: 0n };
+const builtins = createHostBuiltins(() => context);
+const specs = new Map<string, LoadMessage>();
+const instances = new Map<string, LoadedPolicy>();
+
+function instantiate(spec: LoadMessage): LoadedPolicy {
+  const policy = loadPolicySync(
+    spec.module,
+    { initial: spec.memory.initialPages, maximum: spec.memory.maximumPages },
+    builtins as Record<string, (...args: unknown[]) => unknown>,
+  );
+  policy.setData(spec.data);
+  return policy;
+}
+
+function nowMs(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+function wallClockNs(): bigint {
+  // Millisecond precision from timeOrigin plus sub-millisecond from the monotonic clock.
+  return BigInt(Math.round(nowMs() * 1000)) * 1000n;
+}
+
+function classify(thrown: unknown): { code: ErrorCode; recycle: boolean } {
+  if (thrown instanceof PavilionError) return { code: ErrorCodes.EVAL_BUILTIN, recycle: false };
+  const text = describeThrown(thrown);
+  // opa-wasm aborts with strings: "opa_malloc: failed" when the memory maximum is reached,
+  // "<file>:<row>:<col>: var assignment conflict" / "object insert conflict" for conflicts.
+  if (thrown instanceof RangeError || /opa_malloc|out of memory/i.test(text)) {
+    return { code: ErrorCodes.EVAL_MEMORY, recycle: true };
+  }
+  if (typeof thrown === 'string' && /conflict|multiple outputs/i.test(thrown)) {
+    return { code: ErrorCodes.EVAL_CONFLICT, recycle: false };
+  }
+  return { code: ErrorCodes.EVAL_TRAP, recycle: true };
+}
+
+const encoder = new TextEncoder();
+
+function evaluate(item: EvalItem): EvalOutcome {
+  let policy = instances.get(item.key);
+  const spec = specs.get(item.key);
+  if (spec === undefined) {
+    return { ok: false, code: ErrorCodes.TENANT_NOT_READY, message: 'policy revision is not loaded in this worker' };
+  }
+  try {
+    if (policy === undefined) {
+      policy = instantiate(spec);
+      instances.set(item.key, policy);
+    }
+    context = { nowNs: item.nowNs === null ? wallClockNs() : BigInt(item.nowNs) };
+    const started = performance.now();
+    const input = item.input === null ? undefined : encoder.encode(item.input).buffer;
+    const resultSet = policy.evaluate(input, item.entrypointId) as Array<{ result: unknown }>;
+    const evalNs = Math.round((performance.now() - started) * 1e6);
+    return { ok: true, result: resultSet[0]?.result, evalNs };
+  } catch (thrown) {
+    const { code, recycle } = classify(thrown);
+    if (recycle) instances.delete(item.key); // re-instantiated with fresh memory on next use
+    return { ok: false, code, message: describeThrown(thrown) };
+  }
+}
+
+port.on('message', (message: ToWorker) => {
+  switch (message.type) {
+    case 'load': {
+      try {
+        specs.set(message.key, message);
+        instances.set(message.key, instantiate(message));
+        port.postMessage({ type: 'loaded', key: message.key, error: null });
+      } catch (thrown) {
+        specs.delete(message.key);
+        const code = thrown instanceof PavilionError ? thrown.code : ErrorCodes.BUNDLE_WASM_INVALID;
+        port.postMessage({ type: 'loaded', key: message.key, error: { code, message: describeThrown(thrown) } });
+      }
+      return;
+    }
+    case 'unload':
+      specs.delete(message.key);
+      instances.delete(message.key);
+      return;
+    case 'eval': {
+      const results: EvalOutcome[] = [];
+      control[CONTROL_BATCH] = message.batch;
+      for (let i = 0; i < message.items.length; i++) {
+        control[CONTROL_INDEX] = i;
+        control[CONTROL_START_MS] = nowMs();
+        results.push(evaluate(message.items[i] as EvalItem));
+        control[CONTROL_START_MS] = 0;
+      }
+      port.postMessage({ type: 'results', batch: message.batch, results });
+      return;
+    }
+  }
+});
+
+port.postMessage({ type: 'ready' });

@@ -1,0 +1,218 @@
+/**
+ * The evaluation engine on real Wasm built by opa: isolation between tenants, deadlines,
+ * traps and conflicts as typed errors, recycling, load-time builtin checks, the decision
+ * cache and its exemption for time-dependent policies.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { readBundle } from '../sidecar/src/bundles/index.ts';
+import { compilePolicy, PolicyEngine, type EngineOptions } from '../sidecar/src/engine/index.ts';
+import { ErrorCodes, PavilionError, type ErrorCode } from '../sidecar/src/lib/errors.ts';
+import { buildFixtureBundle, type FixtureBundle } from './harness/fixtures.ts';
+
+const ENGINE: EngineOptions = {
+  workers: 2,
+  evaluationTimeoutMs: 60,
+  maxQueuedEvaluations: 1000,
+  memoryInitialPages: 5,
+  memoryMaxBytes: 64 * 1024 * 1024,
+  maxInputDepth: 32,
+  cache: { enabled: true, maxEntries: 1000, maxKeyBytes: 4096 },
+};
+
+async function compiled(tenant: string, fixture: FixtureBundle) {
+  const bundle = await readBundle(await buildFixtureBundle(fixture), { tenant, namespace: tenant });
+  return compilePolicy(bundle, { initialMemoryPages: 5 });
+}
+
+async function rejects(promise: Promise<unknown>, code: ErrorCode): Promise<PavilionError> {
+  const error = await promise.then(() => assert.fail(`expected ${code}`), (e: unknown) => e);
+  assert.ok(error instanceof PavilionError, String(error));
+  assert.equal(error.code, code, error.message);
+  return error;
+}
+
+const HEAVY = `package heavy
+
+spin if {
+	every i in numbers.range(1, input.n) {
+		every j in numbers.range(1, input.n) {
+			i + j > 0
+		}
+	}
+}
+
+hog := count([x | some x in numbers.range(1, input.n)])
+
+conflict := input.a if input.a
+conflict := input.b if input.b
+
+echo := input
+`;
+
+describe('policy engine', () => {
+  const hits: boolean[] = [];
+  const restarts: string[] = [];
+  const engine = new PolicyEngine(ENGINE, {
+    onCacheLookup: (_tenant, hit) => hits.push(hit),
+    onWorkerRestart: (reason) => restarts.push(reason),
+  });
+
+  before(async () => {
+    await engine.start();
+    await engine.activate(await compiled('heavy', {
+      modules: { 'heavy.rego': HEAVY },
+      entrypoints: ['heavy/spin', 'heavy/hog', 'heavy/conflict', 'heavy/echo'],
+      roots: ['heavy'],
+    }));
+    await engine.activate(await compiled('calm', {
+      modules: {
+        'calm.rego': 'package calm\n\nallow if input.user == data.calm.owner\n\nclock := time.now_ns()\n',
+      },
+      data: { calm: { owner: 'alice' } },
+      entrypoints: ['calm/allow', 'calm/clock'],
+      roots: ['calm'],
+    }));
+  });
+  after(() => engine.stop());
+
+  test('evaluates per tenant with that tenant\'s data', async () => {
+    assert.equal((await engine.evaluate('calm', 'calm/allow', { user: 'alice' })).result, true);
+    assert.equal((await engine.evaluate('calm', 'calm/allow', { user: 'bob' })).result, undefined);
+  });
+
+  test("a tenant cannot evaluate another tenant's entrypoint -> ERR_ENTRYPOINT_UNKNOWN", async () => {
+    await rejects(engine.evaluate('calm', 'heavy/echo', {}), ErrorCodes.ENTRYPOINT_UNKNOWN);
+  });
+
+  test('a tenant without an active policy -> ERR_TENANT_NOT_READY', async () => {
+    await rejects(engine.evaluate('nobody', 'nobody/allow', {}), ErrorCodes.TENANT_NOT_READY);
+  });
+
+  test('conflicting values -> ERR_EVAL_CONFLICT, and the next evaluation works', async () => {
+    await rejects(engine.evaluate('heavy', 'heavy/conflict', { a: 'x', b: 'y' }), ErrorCodes.EVAL_CONFLICT);
+    assert.equal((await engine.evaluate('heavy', 'heavy/conflict', { a: 'x' })).result, 'x');
+  });
+
+  test('a looping policy is stopped at the deadline -> ERR_EVAL_TIMEOUT; other tenants keep answering', async () => {
+    const before = restarts.length;
+    const slow = engine.evaluate('heavy', 'heavy/spin', { n: 700 }).then(() => undefined, (e: unknown) => e);
+    // Meanwhile the other tenant is served, on the other worker or after the restart.
+    const others = await Promise.all(Array.from({ length: 20 }, (_, i) => engine.evaluate('calm', 'calm/allow', { user: i % 2 === 0 ? 'alice' : 'bob', i })));
+    assert.ok(others.every((d, i) => d.result === (i % 2 === 0 ? true : undefined)));
+    const error = await slow;
+    assert.ok(error instanceof PavilionError, String(error));
+    assert.equal(error.code, ErrorCodes.EVAL_TIMEOUT);
+    assert.equal(restarts.length, before + 1);
+    assert.equal(restarts.at(-1), 'timeout');
+    // The replacement worker has every policy loaded.
+    const after = await Promise.all(Array.from({ length: 8 }, () => engine.evaluate('heavy', 'heavy/echo', { ok: 1 })));
+    assert.ok(after.every((d) => (d.result as { ok: number }).ok === 1));
+  });
+
+  test('deeply nested input -> ERR_REQUEST_TOO_DEEP', async () => {
+    let input: unknown = 'leaf';
+    for (let i = 0; i < 100; i++) input = { nested: input };
+    await rejects(engine.evaluate('heavy', 'heavy/echo', input), ErrorCodes.REQUEST_TOO_DEEP);
+  });
+
+  test('identical inputs hit the cache, keyed canonically (key order does not matter)', async () => {
+    hits.length = 0;
+    const first = await engine.evaluate('heavy', 'heavy/echo', { b: 2, a: 1 });
+    const second = await engine.evaluate('heavy', 'heavy/echo', { a: 1, b: 2 });
+    assert.equal(first.cached, false);
+    assert.equal(second.cached, true);
+    assert.deepEqual(second.result, { a: 1, b: 2 });
+    assert.deepEqual(hits, [false, true]);
+  });
+
+  test('policies using time.now_ns are never cached, and time.now_ns is fixed per evaluation', async () => {
+    hits.length = 0;
+    const a = await engine.evaluate('calm', 'calm/clock', {});
+    const b = await engine.evaluate('calm', 'calm/clock', {});
+    assert.equal(a.cached, false);
+    assert.equal(b.cached, false);
+    assert.deepEqual(hits, [], 'no cache lookups for a non-deterministic policy');
+    const fixed = await engine.evaluate('calm', 'calm/clock', {}, { nowNs: 1_700_000_000_123_456_789n });
+    assert.equal(fixed.result, 1_700_000_000_123_456_789);
+    assert.equal(typeof a.result, 'number');
+    assert.ok(Math.abs((a.result as number) / 1e6 - Date.now()) < 60_000, 'time.now_ns is the wall clock');
+  });
+
+  test('a new revision is activated atomically and the cache does not serve the old one', async () => {
+    await engine.evaluate('calm', 'calm/allow', { user: 'carol' });
+    await engine.activate(await compiled('calm', {
+      modules: { 'calm.rego': 'package calm\n\nallow if input.user == data.calm.owner\n\nclock := time.now_ns()\n' },
+      data: { calm: { owner: 'carol' } },
+      entrypoints: ['calm/allow', 'calm/clock'],
+      roots: ['calm'],
+      revision: 'r2',
+    }));
+    const decision = await engine.evaluate('calm', 'calm/allow', { user: 'carol' });
+    assert.equal(decision.result, true);
+    assert.equal(decision.revision, 'r2');
+    assert.equal(engine.active('calm')?.revision, 'r2');
+  });
+});
+
+describe('memory maximum', () => {
+  const engine = new PolicyEngine({ ...ENGINE, workers: 1, evaluationTimeoutMs: 10_000, memoryMaxBytes: 8 * 1024 * 1024 });
+  before(async () => {
+    await engine.start();
+    await engine.activate(await compiled('heavy', { modules: { 'heavy.rego': HEAVY }, entrypoints: ['heavy/hog'], roots: ['heavy'] }));
+  });
+  after(() => engine.stop());
+
+  test('a policy exhausting its memory maximum -> ERR_EVAL_MEMORY, and the instance is recycled', async () => {
+    await rejects(engine.evaluate('heavy', 'heavy/hog', { n: 5_000_000 }), ErrorCodes.EVAL_MEMORY);
+    assert.equal((await engine.evaluate('heavy', 'heavy/hog', { n: 10 })).result, 10);
+  });
+});
+
+describe('load-time checks', () => {
+  test('a module needing a builtin Pavilion does not provide is refused, naming it -> ERR_BUNDLE_BUILTIN_MISSING', async () => {
+    const bundle = await readBundle(
+      await buildFixtureBundle({
+        modules: { 'net.rego': 'package acme\n\nresp := http.send({"method": "GET", "url": input.url})\n' },
+        entrypoints: ['acme/resp'],
+        roots: ['acme'],
+      }),
+      { tenant: 'acme', namespace: 'acme' },
+    );
+    const error = (() => {
+      try {
+        compilePolicy(bundle, { initialMemoryPages: 5 });
+      } catch (e) {
+        return e;
+      }
+      return undefined;
+    })();
+    assert.ok(error instanceof PavilionError);
+    assert.equal(error.code, ErrorCodes.BUNDLE_BUILTIN_MISSING);
+    assert.match(error.message, /http\.send/);
+  });
+
+  test('bytes that are not Wasm -> ERR_BUNDLE_WASM_INVALID', async () => {
+    const bundle = await readBundle(
+      await buildFixtureBundle({ modules: { 'a.rego': 'package acme\n\nallow := true\n' }, entrypoints: ['acme/allow'], roots: ['acme'] }),
+      { tenant: 'acme', namespace: 'acme' },
+    );
+    assert.throws(
+      () => compilePolicy({ ...bundle, wasm: Buffer.from('\0asm\x02\0\0\0garbage') }, { initialMemoryPages: 5 }),
+      (e: unknown) => e instanceof PavilionError && e.code === ErrorCodes.BUNDLE_WASM_INVALID,
+    );
+  });
+
+  test('a Wasm module that is not an OPA policy -> ERR_BUNDLE_WASM_INVALID or ERR_BUNDLE_ABI_UNSUPPORTED', async () => {
+    const bundle = await readBundle(
+      await buildFixtureBundle({ modules: { 'a.rego': 'package acme\n\nallow := true\n' }, entrypoints: ['acme/allow'], roots: ['acme'] }),
+      { tenant: 'acme', namespace: 'acme' },
+    );
+    // The smallest valid module: magic + version, no sections.
+    const empty = Buffer.from([0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00]);
+    assert.throws(
+      () => compilePolicy({ ...bundle, wasm: empty }, { initialMemoryPages: 5 }),
+      (e: unknown) => e instanceof PavilionError && (e.code === ErrorCodes.BUNDLE_ABI_UNSUPPORTED || e.code === ErrorCodes.BUNDLE_WASM_INVALID),
+    );
+  });
+});
