@@ -1,0 +1,47 @@
+/**
+ * The one place where Pavilion error codes become HTTP statuses and OPA-style error bodies
+ * (`{"code": <OPA code>, "message": ..., "errors": [{"code": <Pavilion code>, "message": ...}]}`).
+ * The top-level `code` uses OPA's vocabulary (v1/server/types), so OPA clients understand
+ * it; `errors[0].code` is Pavilion's stable code.
+ */
+import { ErrorCodes, PavilionError, type ErrorCode } from '../lib/errors.ts';
+
+export type OpaErrorCode =
+  | 'invalid_parameter'
+  | 'invalid_operation'
+  | 'resource_not_found'
+  | 'undefined_document'
+  | 'internal_error';
+
+export interface OpaErrorBody {
+  readonly code: OpaErrorCode;
+  readonly message: string;
+  readonly errors: ReadonlyArray<{ readonly code: ErrorCode; readonly message: string }>;
+}
+
+const MAPPING: Partial<Record<ErrorCode, readonly [status: number, code: OpaErrorCode]>> = {
+  [ErrorCodes.TENANT_REQUIRED]: [400, 'invalid_parameter'],
+  [ErrorCodes.TENANT_UNKNOWN]: [404, 'resource_not_found'],
+  [ErrorCodes.TENANT_NOT_READY]: [503, 'internal_error'],
+  [ErrorCodes.REQUEST_MALFORMED_JSON]: [400, 'invalid_parameter'],
+  [ErrorCodes.REQUEST_UNSUPPORTED_MEDIA_TYPE]: [415, 'invalid_parameter'],
+  [ErrorCodes.REQUEST_TOO_LARGE]: [413, 'invalid_parameter'],
+  [ErrorCodes.REQUEST_TOO_DEEP]: [400, 'invalid_parameter'],
+  [ErrorCodes.REQUEST_INVALID]: [400, 'invalid_parameter'],
+  [ErrorCodes.METHOD_NOT_ALLOWED]: [405, 'invalid_operation'],
+  [ErrorCodes.ROUTE_NOT_FOUND]: [404, 'resource_not_found'],
+  [ErrorCodes.ENTRYPOINT_UNKNOWN]: [404, 'resource_not_found'],
+  [ErrorCodes.EVAL_OVERLOADED]: [503, 'internal_error'],
+  [ErrorCodes.ENGINE_STOPPED]: [503, 'internal_error'],
+};
+
+export function toHttpError(error: unknown): { status: number; body: OpaErrorBody } {
+  const pavilion = error instanceof PavilionError
+    ? error
+    : new PavilionError(ErrorCodes.INTERNAL, 'internal error', { cause: error });
+  const [status, code] = MAPPING[pavilion.code] ?? [500, 'internal_error'];
+  return {
+    status,
+    body: { code, message: pavilion.message, errors: [{ code: pavilion.code, message: pavilion.message }] },
+  };
+}

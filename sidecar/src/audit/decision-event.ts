@@ -1,0 +1,34 @@
+/**
+ * Decision log events in OPA's `EventV1` shape
+ * (https://www.openpolicyagent.org/docs/management-decision-logs), so existing decision-log
+ * consumers read Pavilion's events unchanged. `tenant` is Pavilion's addition.
+ */
+export interface DecisionEventV1 {
+  readonly labels: Readonly<Record<string, string>>;
+  readonly decision_id: string;
+  readonly tenant: string;
+  readonly bundles: Readonly<Record<string, { readonly revision: string }>>;
+  readonly path: string;
+  readonly input?: unknown;
+  readonly result?: unknown;
+  readonly erased?: readonly string[];
+  readonly masked?: readonly string[];
+  readonly error?: { readonly code: string; readonly message: string };
+  readonly requested_by: string;
+  /** RFC 3339 with nanoseconds where available. */
+  readonly timestamp: string;
+  readonly metrics: Readonly<Record<string, number>>;
+  readonly req_id: number;
+  readonly trace_id?: string;
+  readonly span_id?: string;
+}
+
+/** Where decision events go. Implementations must not lose an event they accepted. */
+export interface DecisionSink {
+  readonly name: string;
+  start(): Promise<void>;
+  /** Accept one event. May apply backpressure by returning a promise. */
+  write(event: DecisionEventV1): void | Promise<void>;
+  stop(deadlineMs: number): Promise<void>;
+  status(): import('../lib/lifecycle.ts').ComponentStatus;
+}

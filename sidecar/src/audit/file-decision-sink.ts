@@ -1,0 +1,77 @@
+/**
+ * The embedded default decision sink: one JSON event per line, appended to a local file.
+ * Writes are buffered by the stream and flushed on stop; a write error turns the sink's
+ * status to ERROR (and health with it) instead of being swallowed.
+ */
+import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
+import { dirname } from 'node:path';
+import { describeThrown } from '../lib/errors.ts';
+import { withDeadline, type ComponentStatus } from '../lib/lifecycle.ts';
+import type { DecisionEventV1, DecisionSink } from './decision-event.ts';
+
+export class FileDecisionSink implements DecisionSink {
+  readonly name = 'decision_log';
+  readonly #path: string;
+  #stream: WriteStream | undefined;
+  #error: string | undefined;
+  #written = 0;
+
+  constructor(path: string) {
+    this.#path = path;
+  }
+
+  get path(): string {
+    return this.#path;
+  }
+
+  async start(): Promise<void> {
+    mkdirSync(dirname(this.#path), { recursive: true });
+    const stream = createWriteStream(this.#path, { flags: 'a' });
+    stream.on('error', (error) => {
+      this.#error = describeThrown(error);
+    });
+    await new Promise<void>((resolve, reject) => {
+      stream.once('open', () => resolve());
+      stream.once('error', reject);
+    });
+    this.#stream = stream;
+  }
+
+  write(event: DecisionEventV1): void {
+    if (this.#stream === undefined) return;
+    let line: string;
+    try {
+      line = `${JSON.stringify(event)}\n`;
+    } catch (error) {
+      // Never fail the request over its log line, and never drop it silently either.
+      this.#error = `event ${event.decision_id} could not be serialised: ${describeThrown(error)}`;
+      return;
+    }
+    this.#stream.write(line);
+    this.#written++;
+  }
+
+  async stop(deadlineMs: number): Promise<void> {
+    const stream = this.#stream;
+    this.#stream = undefined;
+    if (stream === undefined) return;
+    await withDeadline(new Promise<void>((resolve) => stream.end(resolve)), deadlineMs);
+  }
+
+  status(): ComponentStatus {
+    if (this.#error !== undefined) return { state: 'ERROR', message: `decision log write failed: ${this.#error}` };
+    if (this.#stream === undefined) return { state: 'NOT_READY', message: 'decision log not open' };
+    return { state: 'OK', details: { path: this.#path, events: this.#written } };
+  }
+}
+
+/** Discards events; for deployments that log decisions elsewhere. */
+export class NullDecisionSink implements DecisionSink {
+  readonly name = 'decision_log';
+  async start(): Promise<void> {}
+  write(): void {}
+  async stop(): Promise<void> {}
+  status(): ComponentStatus {
+    return { state: 'OK', message: 'decision logging disabled' };
+  }
+}

@@ -1,0 +1,55 @@
+/**
+ * `npm start`: run the sidecar on its configuration (embedded defaults when
+ * PAVILION_CONFIG is not set: the local bundle directory, every tenant found there,
+ * decisions appended to var/decisions.ndjson).
+ */
+import { loadConfig } from './config/index.ts';
+import { describeThrown, isPavilionError } from './lib/errors.ts';
+import { Pavilion } from './pavilion.ts';
+
+function log(level: 'info' | 'error', msg: string, fields: Record<string, unknown> = {}): void {
+  process.stderr.write(`${JSON.stringify({ level, time: new Date().toISOString(), msg, ...fields })}\n`);
+}
+
+async function main(): Promise<void> {
+  const config = loadConfig();
+  const pavilion = new Pavilion(config);
+  await pavilion.start();
+  const address = pavilion.api.address();
+  for (const tenant of pavilion.tenants.list()) {
+    if (tenant.active !== undefined) {
+      log('info', 'tenant active', { tenant: tenant.id, revision: tenant.active.revision, entrypoints: tenant.active.entrypoints });
+    } else {
+      log('error', 'tenant has no active policy', { tenant: tenant.id, error: tenant.lastError });
+    }
+  }
+  log('info', 'pavilion listening', {
+    url: `http://${address.address}:${address.port}`,
+    workers: config.engine.workers,
+    bundles: config.bundles.directory,
+    decision_log: config.decisionLog.sink === 'file' ? config.decisionLog.path : 'none',
+  });
+  let stopping = false;
+  const shutdown = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log('info', 'stopping', { signal });
+    pavilion.stop().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        log('error', 'stop failed', { error: describeThrown(error) });
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+}
+
+main().catch((error: unknown) => {
+  log('error', 'pavilion failed to start', {
+    code: isPavilionError(error) ? error.code : 'ERR_INTERNAL',
+    error: describeThrown(error),
+  });
+  process.exit(1);
+});

@@ -1,0 +1,84 @@
+/**
+ * The composition root: builds every component from a validated config, starts them in
+ * dependency order and stops them in reverse. Tests and `main.ts` both use it.
+ */
+import { ApiServer } from './api/index.ts';
+import { FileDecisionSink, NullDecisionSink, type DecisionSink } from './audit/index.ts';
+import { LocalDirectoryBundleSource, type BundleSource } from './bundles/index.ts';
+import type { PavilionConfig } from './config/index.ts';
+import { PolicyEngine } from './engine/index.ts';
+import type { Component } from './lib/lifecycle.ts';
+import { Metrics } from './telemetry/index.ts';
+import { TenantManager } from './tenants/index.ts';
+
+export interface PavilionOptions {
+  /** Replace the bundle source (default: the configured local directory). */
+  readonly source?: BundleSource;
+  readonly sink?: DecisionSink;
+}
+
+export class Pavilion {
+  readonly config: PavilionConfig;
+  readonly metrics = new Metrics();
+  readonly engine: PolicyEngine;
+  readonly tenants: TenantManager;
+  readonly sink: DecisionSink;
+  readonly api: ApiServer;
+  #started: Component[] = [];
+
+  constructor(config: PavilionConfig, options: PavilionOptions = {}) {
+    this.config = config;
+    this.engine = new PolicyEngine(
+      {
+        workers: config.engine.workers,
+        evaluationTimeoutMs: config.engine.evaluationTimeoutMs,
+        maxQueuedEvaluations: config.engine.maxQueuedEvaluations,
+        memoryInitialPages: config.engine.memoryInitialPages,
+        memoryMaxBytes: config.engine.memoryMaxBytes,
+        maxInputDepth: config.http.maxInputDepth,
+        cache: config.engine.cache,
+      },
+      this.metrics,
+    );
+    const limits = {
+      maxCompressedBytes: config.bundles.maxCompressedBytes,
+      maxUncompressedBytes: config.bundles.maxUncompressedBytes,
+    };
+    this.tenants = new TenantManager({
+      tenants: config.tenants,
+      source: options.source ?? new LocalDirectoryBundleSource(config.bundles.directory, limits),
+      engine: this.engine,
+      limits,
+      memoryInitialPages: config.engine.memoryInitialPages,
+      onActivation: (tenant, outcome) => {
+        this.metrics.onActivation(tenant, outcome);
+        const active = this.engine.active(tenant);
+        if (outcome === 'ok' && active !== undefined) this.metrics.setActiveRevision(tenant, active.revision);
+      },
+    });
+    this.sink = options.sink ?? (config.decisionLog.sink === 'file'
+      ? new FileDecisionSink(config.decisionLog.path)
+      : new NullDecisionSink());
+    this.api = new ApiServer({
+      config,
+      engine: this.engine,
+      tenants: this.tenants,
+      sink: this.sink,
+      metrics: this.metrics,
+      components: () => [this.engine, this.tenants, this.sink, this.api],
+    });
+  }
+
+  async start(): Promise<void> {
+    for (const component of [this.sink, this.engine, this.tenants, this.api] as Component[]) {
+      await component.start();
+      this.#started.push(component);
+    }
+  }
+
+  async stop(): Promise<void> {
+    const deadline = this.config.shutdownTimeoutMs;
+    for (const component of this.#started.reverse()) await component.stop(deadline);
+    this.#started = [];
+  }
+}

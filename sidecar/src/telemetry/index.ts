@@ -1,0 +1,2 @@
+/** Telemetry: Prometheus metrics. */
+export { Metrics } from './metrics.ts';

@@ -1,0 +1,84 @@
+/**
+ * Prometheus metrics, on a registry owned by this object (no global registry).
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { EngineObserver } from '../engine/index.ts';
+
+export class Metrics implements EngineObserver {
+  readonly registry = new Registry();
+  readonly decisions: Counter<'tenant' | 'path' | 'outcome'>;
+  readonly evaluationSeconds: Histogram<'tenant'>;
+  readonly cacheLookups: Counter<'tenant' | 'result'>;
+  readonly workerRestarts: Counter<'reason'>;
+  readonly bundleActivations: Counter<'tenant' | 'outcome'>;
+  readonly httpRequestSeconds: Histogram<'route'>;
+  readonly tenantRevision: Gauge<'tenant' | 'revision'>;
+  readonly #revisions = new Map<string, string>();
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry, prefix: 'pavilion_' });
+    this.decisions = new Counter({
+      name: 'pavilion_decisions_total',
+      help: 'Policy decisions by tenant, decision path and outcome (allow/deny/defined/undefined/error code).',
+      labelNames: ['tenant', 'path', 'outcome'],
+      registers: [this.registry],
+    });
+    this.evaluationSeconds = new Histogram({
+      name: 'pavilion_evaluation_duration_seconds',
+      help: 'Wasm evaluation time per decision (cache hits excluded).',
+      labelNames: ['tenant'],
+      buckets: [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.25],
+      registers: [this.registry],
+    });
+    this.httpRequestSeconds = new Histogram({
+      name: 'pavilion_http_request_duration_seconds',
+      help: 'Server-side handling time of API requests.',
+      labelNames: ['route'],
+      buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers: [this.registry],
+    });
+    this.cacheLookups = new Counter({
+      name: 'pavilion_decision_cache_lookups_total',
+      help: 'Decision cache lookups by result (hit/miss).',
+      labelNames: ['tenant', 'result'],
+      registers: [this.registry],
+    });
+    this.workerRestarts = new Counter({
+      name: 'pavilion_engine_worker_restarts_total',
+      help: 'Evaluation workers replaced, by reason (timeout/crash).',
+      labelNames: ['reason'],
+      registers: [this.registry],
+    });
+    this.bundleActivations = new Counter({
+      name: 'pavilion_bundle_activations_total',
+      help: 'Bundle activation attempts by tenant and outcome (ok or error code).',
+      labelNames: ['tenant', 'outcome'],
+      registers: [this.registry],
+    });
+    this.tenantRevision = new Gauge({
+      name: 'pavilion_tenant_active_revision_info',
+      help: 'Active bundle revision per tenant (value 1).',
+      labelNames: ['tenant', 'revision'],
+      registers: [this.registry],
+    });
+  }
+
+  onCacheLookup(tenant: string, hit: boolean): void {
+    this.cacheLookups.inc({ tenant, result: hit ? 'hit' : 'miss' });
+  }
+
+  onWorkerRestart(reason: 'timeout' | 'crash'): void {
+    this.workerRestarts.inc({ reason });
+  }
+
+  onActivation(tenant: string, outcome: string): void {
+    this.bundleActivations.inc({ tenant, outcome });
+  }
+
+  setActiveRevision(tenant: string, revision: string): void {
+    const previous = this.#revisions.get(tenant);
+    if (previous !== undefined && previous !== revision) this.tenantRevision.remove({ tenant, revision: previous });
+    this.#revisions.set(tenant, revision);
+    this.tenantRevision.set({ tenant, revision }, 1);
+  }
+}

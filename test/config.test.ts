@@ -1,0 +1,69 @@
+/**
+ * Configuration is parsed once: defaults with units, unknown keys and contradictions
+ * refused with ERR_CONFIG_INVALID, environment overrides applied, the result frozen.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { parseConfig } from '../sidecar/src/config/index.ts';
+import { ErrorCodes, PavilionError } from '../sidecar/src/lib/errors.ts';
+
+function invalid(raw: unknown, pattern: RegExp, env: NodeJS.ProcessEnv = {}): void {
+  assert.throws(
+    () => parseConfig(raw, '/base', env),
+    (e: unknown) => e instanceof PavilionError && e.code === ErrorCodes.CONFIG_INVALID && pattern.test(e.message),
+  );
+}
+
+describe('config', () => {
+  test('defaults: loopback on 8181, a per-evaluation deadline, a bounded cache, file decision log', () => {
+    const config = parseConfig({});
+    assert.equal(config.http.host, '127.0.0.1');
+    assert.equal(config.http.port, 8181);
+    assert.equal(config.engine.evaluationTimeoutMs, 250);
+    assert.ok(config.engine.workers >= 1);
+    assert.equal(config.engine.cache.enabled, true);
+    assert.equal(config.decisionLog.sink, 'file');
+    assert.deepEqual(config.tenants, []);
+  });
+
+  test('the parsed config is deeply frozen', () => {
+    const config = parseConfig({ tenants: [{ id: 'bank' }] });
+    assert.ok(Object.isFrozen(config.engine.cache));
+    assert.ok(Object.isFrozen(config.tenants[0]));
+  });
+
+  test('relative paths resolve against the config file folder', () => {
+    const config = parseConfig({ bundles: { directory: 'b' }, decisionLog: { path: 'd/x.ndjson' } }, '/base');
+    assert.equal(config.bundles.directory, '/base/b');
+    assert.equal(config.decisionLog.path, '/base/d/x.ndjson');
+  });
+
+  test('an unknown key (a typo) is refused, naming it', () => {
+    invalid({ engine: { evaluationTimeout: 100 } }, /\$\.engine\.evaluationTimeout: unknown key/);
+    invalid({ htpp: {} }, /\$\.htpp: unknown key/);
+  });
+
+  test('out-of-range and mistyped values are refused', () => {
+    invalid({ http: { port: 70000 } }, /\$\.http\.port/);
+    invalid({ engine: { workers: 0 } }, /\$\.engine\.workers/);
+    invalid({ engine: { cache: { enabled: 'yes' } } }, /\$\.engine\.cache\.enabled: must be a boolean/);
+    invalid({ decisionLog: { sink: 'kafka' } }, /\$\.decisionLog\.sink/);
+  });
+
+  test('contradictions are refused at parse time', () => {
+    invalid({ engine: { memoryInitialPages: 100, memoryMaxBytes: 1024 * 1024 } }, /memoryMaxBytes: is below memoryInitialPages/);
+    invalid({ bundles: { maxCompressedBytes: 4096, maxUncompressedBytes: 2048 } }, /maxUncompressedBytes: is below maxCompressedBytes/);
+  });
+
+  test('tenant ids must be identifiers and unique', () => {
+    invalid({ tenants: [{ id: '../etc' }] }, /\$\.tenants\[0\]\.id/);
+    invalid({ tenants: [{ id: 'bank' }, { id: 'bank' }] }, /duplicate tenant bank/);
+  });
+
+  test('PAVILION_HTTP_PORT and PAVILION_HTTP_HOST override the file', () => {
+    const config = parseConfig({ http: { port: 1 } }, '/base', { PAVILION_HTTP_PORT: '9999', PAVILION_HTTP_HOST: '::1' });
+    assert.equal(config.http.port, 9999);
+    assert.equal(config.http.host, '::1');
+    invalid({}, /PAVILION_HTTP_PORT/, { PAVILION_HTTP_PORT: 'eighty' });
+  });
+});

@@ -1,0 +1,105 @@
+/**
+ * The shared harness for integration tests: starts a real Pavilion (HTTP server, worker
+ * threads, Wasm) on a random loopback port with its own temp directories, and stops it.
+ */
+import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseConfig, type PavilionConfig } from '../../sidecar/src/config/index.ts';
+import { defaultBuildDirectory } from '../../sidecar/src/bundles/index.ts';
+import { Pavilion } from '../../sidecar/src/pavilion.ts';
+
+export interface RunningPavilion {
+  readonly url: string;
+  readonly pavilion: Pavilion;
+  readonly config: PavilionConfig;
+  readonly dir: string;
+  /** Decision events written so far. */
+  decisions(): Promise<Array<Record<string, unknown>>>;
+  stop(): Promise<void>;
+}
+
+export interface HarnessOptions {
+  /** Raw config on top of the test defaults (http.port 0, temp decision log). */
+  readonly config?: Record<string, unknown>;
+  /** Bundles to serve, tenant -> archive. Default: the built sample bundles. */
+  readonly bundles?: Readonly<Record<string, Buffer>>;
+}
+
+export async function startPavilion(options: HarnessOptions = {}): Promise<RunningPavilion> {
+  const dir = await mkdtemp(join(tmpdir(), 'pavilion-test-'));
+  let bundleDir = defaultBuildDirectory();
+  if (options.bundles !== undefined) {
+    bundleDir = join(dir, 'bundles');
+    for (const [tenant, archive] of Object.entries(options.bundles)) {
+      await mkdir(join(bundleDir, tenant), { recursive: true });
+      await writeFile(join(bundleDir, tenant, 'bundle.tar.gz'), archive);
+    }
+  }
+  const raw = options.config ?? {};
+  const config = parseConfig({
+    ...raw,
+    http: { host: '127.0.0.1', port: 0, ...(raw['http'] as object | undefined) },
+    engine: { workers: 2, ...(raw['engine'] as object | undefined) },
+    bundles: { directory: bundleDir, ...(raw['bundles'] as object | undefined) },
+    decisionLog: { sink: 'file', path: join(dir, 'decisions.ndjson'), ...(raw['decisionLog'] as object | undefined) },
+  });
+  const pavilion = new Pavilion(config);
+  await pavilion.start();
+  const { port } = pavilion.api.address();
+  let stopped = false;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    pavilion,
+    config,
+    dir,
+    async decisions() {
+      let text = '';
+      try {
+        text = await readFile(config.decisionLog.path, 'utf8');
+      } catch {
+        return [];
+      }
+      return text.split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as Record<string, unknown>);
+    },
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      await pavilion.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface JsonResponse {
+  readonly status: number;
+  readonly headers: Headers;
+  readonly body: Record<string, unknown>;
+}
+
+/** POST JSON (or a raw string body) and parse the JSON answer. */
+export async function post(
+  url: string,
+  body: unknown,
+  headers: Record<string, string> = {},
+): Promise<JsonResponse> {
+  const response = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
+  const text = await response.text();
+  return { status: response.status, headers: response.headers, body: text === '' ? {} : JSON.parse(text) };
+}
+
+export async function get(url: string, headers: Record<string, string> = {}): Promise<JsonResponse> {
+  const response = await fetch(url, { headers });
+  const text = await response.text();
+  let body: Record<string, unknown>;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    body = { text };
+  }
+  return { status: response.status, headers: response.headers, body };
+}
