@@ -1,0 +1,188 @@
+/**
+ * `npm run bench -- decision`: Pavilion against `opa run --server` on the same policies
+ * and inputs, same load generator (autocannon in its own process), same connections.
+ *
+ * The peer evaluates the same staged sources built as a plain bundle (`opa build -t rego`):
+ * OPA's release binary has no Wasm engine and refuses bundles with Wasm resolvers.
+ *
+ * Cases: cache off / cache on with a repeating (cache-friendly) mix / cache on with unique
+ * inputs (cache-hostile) / decision logging on for both. Per case and server: requests/s,
+ * p50/p99 latency, CPU-seconds per 1,000 decisions, RSS. Plus an in-process micro-benchmark
+ * of one evaluation: opa-wasm (Pavilion's engine, no HTTP) against `opa bench`.
+ *
+ * Env: BENCH_DURATION_S (default 10), BENCH_CONNECTIONS (default 32).
+ */
+import { createRequire } from 'node:module';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { buildTenantBundle, definitionPath, listDefinitions, readBundle } from '../sidecar/src/bundles/index.ts';
+import { createHostBuiltins } from '../sidecar/src/engine/builtins/index.ts';
+import { findOpa, REPO_ROOT } from '../sidecar/src/lib/tools.ts';
+import { cpuSeconds, memoryMb } from './lib/process-stats.ts';
+import { writeResults, type BenchCase, type Metrics } from './lib/results.ts';
+import { freePort, startServer, type Server } from './lib/servers.ts';
+
+const exec = promisify(execFile);
+const DURATION_S = Number(process.env['BENCH_DURATION_S'] ?? 10);
+const CONNECTIONS = Number(process.env['BENCH_CONNECTIONS'] ?? 32);
+const WARMUP_S = 3;
+
+interface Example {
+  readonly name: string;
+  readonly path: string;
+  readonly input: unknown;
+  readonly expect: unknown;
+}
+
+interface Request {
+  readonly path: string;
+  readonly headers: Record<string, string>;
+  readonly body: string;
+}
+
+async function load(url: string, requests: readonly Request[], unique: boolean, durationSeconds: number): Promise<Metrics> {
+  const dir = await mkdtemp(join(tmpdir(), 'pavilion-loadgen-'));
+  try {
+    const spec = join(dir, 'spec.json');
+    await writeFile(spec, JSON.stringify({ url, connections: CONNECTIONS, durationSeconds, requests, unique }));
+    const { stdout } = await exec(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'bench', 'lib', 'loadgen.ts'), spec], {
+      maxBuffer: 16 * 1024 * 1024,
+    });
+    return JSON.parse(stdout.trim().split('\n').at(-1) as string) as Metrics;
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+async function measure(server: Server, requests: readonly Request[], unique: boolean): Promise<Metrics> {
+  await load(server.url, requests, unique, WARMUP_S);
+  const cpuBefore = cpuSeconds(server.pid);
+  const result = await load(server.url, requests, unique, DURATION_S);
+  const cpu = cpuSeconds(server.pid) - cpuBefore;
+  const total = result['requests_total'] ?? 0;
+  return {
+    rps: Math.round(result['rps'] ?? 0),
+    p50_ms: result['p50_ms'] ?? 0,
+    p99_ms: result['p99_ms'] ?? 0,
+    cpu_s_per_1k: total > 0 ? Math.round((cpu / (total / 1000)) * 10000) / 10000 : 0,
+    ...memoryMb(server.pid),
+    errors: (result['errors'] ?? 0) + (result['non_2xx'] ?? 0),
+  };
+}
+
+async function startPavilion(bundleDir: string, cache: boolean, decisionLog: boolean, workDir: string): Promise<Server> {
+  const port = await freePort();
+  const config = join(workDir, `pavilion-${port}.json`);
+  await writeFile(config, JSON.stringify({
+    http: { host: '127.0.0.1', port },
+    engine: { cache: { enabled: cache } },
+    bundles: { directory: bundleDir },
+    decisionLog: decisionLog ? { sink: 'file', path: join(workDir, `decisions-${port}.ndjson`) } : { sink: 'none' },
+  }));
+  return startServer(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'sidecar', 'src', 'main.ts')],
+    `http://127.0.0.1:${port}`, '/health', { ...process.env, PAVILION_CONFIG: config });
+}
+
+async function startOpa(regoBundles: readonly string[], decisionLog: boolean): Promise<Server> {
+  const port = await freePort();
+  return startServer(findOpa(), [
+    'run', '--server', '--addr', `127.0.0.1:${port}`, '--log-level', 'error',
+    ...(decisionLog ? ['--set', 'decision_logs.console=true'] : []),
+    ...regoBundles,
+  ], `http://127.0.0.1:${port}`, '/health?bundles');
+}
+
+async function microBenchmark(tenant: string, wasmBundle: string, regoBundle: string, example: Example): Promise<BenchCase> {
+  const bundle = await readBundle(await readFile(wasmBundle), { tenant, namespace: tenant });
+  const require = createRequire(import.meta.url);
+  const { loadPolicySync } = require('@open-policy-agent/opa-wasm') as {
+    loadPolicySync: (m: Uint8Array, mem: object, b: object) => { setData(d: object): void; evaluate(i: unknown, e: string): unknown };
+  };
+  const policy = loadPolicySync(bundle.wasm, { initial: 5, maximum: 2048 }, createHostBuiltins(() => ({ nowNs: BigInt(Date.now()) * 1_000_000n })));
+  policy.setData(bundle.data);
+  const input = new TextEncoder().encode(JSON.stringify(example.input)).buffer;
+  for (let i = 0; i < 20_000; i++) policy.evaluate(input, example.path);
+  const iterations = 100_000;
+  const started = process.hrtime.bigint();
+  for (let i = 0; i < iterations; i++) policy.evaluate(input, example.path);
+  const wasmUs = Number(process.hrtime.bigint() - started) / iterations / 1000;
+
+  const dir = await mkdtemp(join(tmpdir(), 'pavilion-opa-bench-'));
+  try {
+    const inputFile = join(dir, 'input.json');
+    await writeFile(inputFile, JSON.stringify(example.input));
+    const { stdout } = await exec(findOpa(), [
+      'bench', '-b', regoBundle, '-i', inputFile, '--format', 'json', '--count', '3', `data.${example.path.replaceAll('/', '.')}`,
+    ], { maxBuffer: 16 * 1024 * 1024 });
+    // --count 3 prints one JSON document per run
+    const runs = stdout.trim().split(/\n(?=\{)/).map((text) => JSON.parse(text) as { N: number; T: number });
+    const opaUs = Math.min(...runs.map((r) => r.T / r.N / 1000));
+    return {
+      name: `in-process evaluation of ${tenant} ${example.path} ("${example.name}")`,
+      pavilion: { us_per_eval: Math.round(wasmUs * 100) / 100 },
+      peer: { us_per_eval: Math.round(opaUs * 100) / 100 },
+      peerName: 'opa bench (topdown)',
+      notes: 'opa-wasm LoadedPolicy.evaluate on the main thread vs `opa bench` on the same input; no HTTP, no worker hop',
+    };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+export async function run(): Promise<void> {
+  const work = await mkdtemp(join(tmpdir(), 'pavilion-bench-decision-'));
+  const servers: Server[] = [];
+  try {
+    const tenants = await listDefinitions();
+    const wasmDir = join(work, 'wasm');
+    const regoDir = join(work, 'rego');
+    const regoBundles: string[] = [];
+    const examples: Array<Example & { tenant: string }> = [];
+    for (const tenant of tenants) {
+      await buildTenantBundle(definitionPath(tenant), { outputDirectory: wasmDir });
+      const rego = await buildTenantBundle(definitionPath(tenant), { outputDirectory: regoDir, target: 'rego', skipTests: true });
+      regoBundles.push(rego.output);
+      for (const e of JSON.parse(await readFile(join(REPO_ROOT, 'bundles', tenant, 'examples.json'), 'utf8')) as Example[]) {
+        examples.push({ ...e, tenant });
+      }
+    }
+    const requests: Request[] = examples.map((e) => ({
+      path: `/v1/data/${e.path}`,
+      headers: { 'x-pavilion-tenant': e.tenant },
+      body: JSON.stringify({ input: e.input }),
+    }));
+    process.stdout.write(`${tenants.length} tenants, ${requests.length} example requests, ${CONNECTIONS} connections, ${DURATION_S}s per run\n`);
+
+    const cases: BenchCase[] = [];
+    const scenarios = [
+      { name: 'cache off, mixed allow/deny examples of all tenants', cache: false, unique: false, log: false },
+      { name: 'cache on, cache-friendly (the examples repeat)', cache: true, unique: false, log: false },
+      { name: 'cache on, cache-hostile (every input unique)', cache: true, unique: true, log: false },
+      { name: 'decision logging on (Pavilion: NDJSON file; OPA: console sink), cache off', cache: false, unique: false, log: true },
+    ];
+    for (const scenario of scenarios) {
+      process.stdout.write(`- ${scenario.name}\n`);
+      const pavilion = await startPavilion(join(wasmDir), scenario.cache, scenario.log, work);
+      servers.push(pavilion);
+      const p = await measure(pavilion, requests, scenario.unique);
+      await pavilion.stop();
+      const opa = await startOpa(regoBundles, scenario.log);
+      servers.push(opa);
+      const o = await measure(opa, requests, scenario.unique);
+      await opa.stop();
+      cases.push({ name: scenario.name, pavilion: p, peer: o, peerName: 'opa run --server v1.22.3' });
+    }
+
+    const bank = examples.find((e) => e.tenant === 'bank') ?? examples[0];
+    if (bank !== undefined) {
+      cases.push(await microBenchmark(bank.tenant, join(wasmDir, bank.tenant, 'bundle.tar.gz'), join(regoDir, bank.tenant, 'bundle.tar.gz'), bank));
+    }
+    await writeResults('decision', cases, { connections: CONNECTIONS, duration_s: DURATION_S, load_generator: 'autocannon (separate process)' });
+  } finally {
+    for (const server of servers) await server.stop();
+    await rm(work, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,60 @@
+/** Starting the servers under test as child processes on free loopback ports. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+export interface Server {
+  readonly child: ChildProcess;
+  readonly pid: number;
+  readonly url: string;
+  stop(): Promise<void>;
+}
+
+export async function startServer(
+  command: string,
+  args: readonly string[],
+  url: string,
+  readyPath: string,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<Server> {
+  const child = spawn(command, args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr?.on('data', (chunk: Buffer) => {
+    stderr = (stderr + chunk.toString()).slice(-4000);
+  });
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`${command} exited: ${stderr}`);
+    try {
+      const response = await fetch(`${url}${readyPath}`);
+      if (response.status === 200) break;
+    } catch {
+      // not yet listening
+    }
+    if (Date.now() > deadline) throw new Error(`${command} did not become ready: ${stderr}`);
+    await sleep(100);
+  }
+  return {
+    child,
+    pid: child.pid as number,
+    url,
+    async stop() {
+      if (child.exitCode !== null) return;
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGTERM');
+      await Promise.race([exited, sleep(5000)]);
+      if (child.exitCode === null) child.kill('SIGKILL');
+    },
+  };
+}

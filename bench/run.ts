@@ -1,0 +1,17 @@
+/**
+ * `npm run bench -- <name>`: run one benchmark (or several) and write bench/results/<name>.json.
+ */
+const BENCHMARKS: Record<string, () => Promise<{ run(): Promise<void> }>> = {
+  decision: () => import('./decision.ts'),
+  http: () => import('./http.ts'),
+};
+
+const names = process.argv.slice(2);
+if (names.length === 0 || names.some((n) => !(n in BENCHMARKS))) {
+  process.stderr.write(`usage: npm run bench -- <${Object.keys(BENCHMARKS).join('|')}> ...\n`);
+  process.exit(2);
+}
+for (const name of names) {
+  const module = await (BENCHMARKS[name] as () => Promise<{ run(): Promise<void> }>)();
+  await module.run();
+}
