@@ -34,7 +34,8 @@ export interface BuildResult {
   readonly tenant: string;
   readonly revision: string;
   readonly output: string;
-  readonly bundle: Bundle;
+  /** The bundle as the sidecar reads it (undefined for a 'rego' target build). */
+  readonly bundle: Bundle | undefined;
   readonly testsPassed: number;
 }
 
@@ -127,6 +128,11 @@ export interface BuildOptions {
   readonly outputDirectory?: string;
   /** Skip `opa test` (never for release builds; used for deliberately broken fixtures). */
   readonly skipTests?: boolean;
+  /**
+   * 'wasm' (default) is what the sidecar loads. 'rego' builds the same staged sources as a
+   * plain bundle for OPA's own evaluator, so benchmarks can run the peer on identical policy.
+   */
+  readonly target?: 'wasm' | 'rego';
 }
 
 export async function buildTenantBundle(definitionFile: string, options: BuildOptions = {}): Promise<BuildResult> {
@@ -180,13 +186,17 @@ export async function buildTenantBundle(definitionFile: string, options: BuildOp
     const outDir = join(options.outputDirectory ?? defaultBuildDirectory(root), definition.tenant);
     await mkdir(outDir, { recursive: true });
     const output = join(outDir, 'bundle.tar.gz');
+    const target = options.target ?? 'wasm';
     await runTool(
       opa,
-      ['build', '-t', 'wasm', '-b', sources, '--revision', revision, '-o', output,
+      ['build', '-t', target, '-b', sources, '--revision', revision, '-o', output,
         ...definition.entrypoints.flatMap((e) => ['-e', e])],
       { failureCode: ErrorCodes.BUNDLE_BUILD_FAILED, timeoutMs: 300_000 },
     );
-    // 5. read it back with the sidecar's own loader
+    // 5. read it back with the sidecar's own loader (a rego bundle has no Wasm to load)
+    if (target === 'rego') {
+      return { tenant: definition.tenant, revision, output, bundle: undefined, testsPassed };
+    }
     const bundle = await readBundle(await readFile(output), { tenant: definition.tenant, namespace: definition.tenant });
     return { tenant: definition.tenant, revision, output, bundle, testsPassed };
   } finally {
