@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The test command (npm test runs bootstrap first): typecheck, build the sample tenants'
+# bundles (opa check + opa test + opa build -t wasm), then every test file with node's
+# built-in test runner. Integration tests start their own servers on random loopback ports.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== typecheck"
+npx tsc -p tsconfig.json --noEmit
+
+echo "== build sample bundles"
+npx tsx sidecar/src/cli/main.ts bundle build --all
+
+echo "== tests"
+mapfile -t files < <(find test -name '*.test.ts' -not -path '*/node_modules/*' | sort)
+if [ "$#" -gt 0 ]; then files=("$@"); fi
+exec node --import tsx --test --test-reporter=spec "${files[@]}"
