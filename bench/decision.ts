@@ -23,7 +23,7 @@ import { createHostBuiltins } from '../sidecar/src/engine/builtins/index.ts';
 import { findOpa, REPO_ROOT } from '../sidecar/src/lib/tools.ts';
 import { cpuSeconds, memoryMb } from './lib/process-stats.ts';
 import { writeResults, type BenchCase, type Metrics } from './lib/results.ts';
-import { freePort, startServer, type Server } from './lib/servers.ts';
+import { buildSidecar, freePort, startServer, type Server } from './lib/servers.ts';
 
 const exec = promisify(execFile);
 const DURATION_S = Number(process.env['BENCH_DURATION_S'] ?? 10);
@@ -73,7 +73,7 @@ async function measure(server: Server, requests: readonly Request[], unique: boo
   };
 }
 
-async function startPavilion(bundleDir: string, cache: boolean, decisionLog: boolean, workDir: string): Promise<Server> {
+async function startPavilion(main: string, bundleDir: string, cache: boolean, decisionLog: boolean, workDir: string): Promise<Server> {
   const port = await freePort();
   const config = join(workDir, `pavilion-${port}.json`);
   await writeFile(config, JSON.stringify({
@@ -82,8 +82,7 @@ async function startPavilion(bundleDir: string, cache: boolean, decisionLog: boo
     bundles: { directory: bundleDir },
     decisionLog: decisionLog ? { sink: 'file', path: join(workDir, `decisions-${port}.ndjson`) } : { sink: 'none' },
   }));
-  return startServer(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'sidecar', 'src', 'main.ts')],
-    `http://127.0.0.1:${port}`, '/health', { ...process.env, PAVILION_CONFIG: config });
+  return startServer(process.execPath, [main], `http://127.0.0.1:${port}`, '/health', { ...process.env, PAVILION_CONFIG: config });
 }
 
 async function startOpa(regoBundles: readonly string[], decisionLog: boolean): Promise<Server> {
@@ -136,6 +135,7 @@ export async function run(): Promise<void> {
   const work = await mkdtemp(join(tmpdir(), 'pavilion-bench-decision-'));
   const servers: Server[] = [];
   try {
+    const main = await buildSidecar(REPO_ROOT);
     const tenants = await listDefinitions();
     const wasmDir = join(work, 'wasm');
     const regoDir = join(work, 'rego');
@@ -165,7 +165,7 @@ export async function run(): Promise<void> {
     ];
     for (const scenario of scenarios) {
       process.stdout.write(`- ${scenario.name}\n`);
-      const pavilion = await startPavilion(join(wasmDir), scenario.cache, scenario.log, work);
+      const pavilion = await startPavilion(main, wasmDir, scenario.cache, scenario.log, work);
       servers.push(pavilion);
       const p = await measure(pavilion, requests, scenario.unique);
       await pavilion.stop();

@@ -6,13 +6,27 @@
  * then `PATH`. A missing tool is a typed `ERR_TOOL_MISSING` error that says how to get it.
  */
 import { execFile } from 'node:child_process';
-import { accessSync, constants } from 'node:fs';
+import { accessSync, constants, existsSync } from 'node:fs';
 import { delimiter, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ErrorCodes, PavilionError } from './errors.ts';
 
-/** Repository root (this file is at sidecar/src/lib/tools.ts). */
-export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+/**
+ * Repository root: the nearest folder above this file with a package.json. Found by walking
+ * up rather than by a fixed depth, because this file runs both from sidecar/src/lib (tsx)
+ * and from dist/sidecar/src/lib (compiled).
+ */
+function findRepoRoot(start: string): string {
+  let dir = start;
+  for (;;) {
+    if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'bundles'))) return dir;
+    const parent = dirname(dir);
+    if (parent === dir) return resolve(start, '..', '..', '..');
+    dir = parent;
+  }
+}
+
+export const REPO_ROOT = findRepoRoot(dirname(fileURLToPath(import.meta.url)));
 
 export const OPA_VERSION = 'v1.22.3';
 
