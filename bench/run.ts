@@ -3,6 +3,7 @@
  */
 const BENCHMARKS: Record<string, () => Promise<{ run(): Promise<void> }>> = {
   decision: () => import('./decision.ts'),
+  extauthz: () => import('./extauthz.ts'),
   http: () => import('./http.ts'),
 };
 

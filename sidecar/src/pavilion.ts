@@ -7,6 +7,7 @@ import { FileDecisionSink, NullDecisionSink, type DecisionSink } from './audit/i
 import { LocalDirectoryBundleSource, type BundleSource } from './bundles/index.ts';
 import type { PavilionConfig } from './config/index.ts';
 import { PolicyEngine } from './engine/index.ts';
+import { ExtAuthz } from './extauthz/index.ts';
 import type { Component } from './lib/lifecycle.ts';
 import { Metrics } from './telemetry/index.ts';
 import { TenantManager } from './tenants/index.ts';
@@ -24,6 +25,8 @@ export class Pavilion {
   readonly tenants: TenantManager;
   readonly sink: DecisionSink;
   readonly api: ApiServer;
+  /** Envoy ext_authz (gRPC server and HTTP service mode); undefined unless configured. */
+  readonly extAuthz: ExtAuthz | undefined;
   #started: Component[] = [];
 
   constructor(config: PavilionConfig, options: PavilionOptions = {}) {
@@ -59,18 +62,32 @@ export class Pavilion {
     this.sink = options.sink ?? (config.decisionLog.sink === 'file'
       ? new FileDecisionSink(config.decisionLog.path)
       : new NullDecisionSink());
+    this.extAuthz = config.extAuthz === undefined
+      ? undefined
+      : new ExtAuthz({
+          config: config.extAuthz,
+          labels: config.labels,
+          engine: this.engine,
+          tenants: this.tenants,
+          sink: this.sink,
+          metrics: this.metrics,
+        });
+    const mounted = this.extAuthz?.http;
     this.api = new ApiServer({
       config,
       engine: this.engine,
       tenants: this.tenants,
       sink: this.sink,
       metrics: this.metrics,
-      components: () => [this.engine, this.tenants, this.sink, this.api],
+      ...(mounted === undefined ? {} : { mounted }),
+      components: () => [this.engine, this.tenants, this.sink, this.api, ...(this.extAuthz === undefined ? [] : [this.extAuthz])],
     });
   }
 
   async start(): Promise<void> {
-    for (const component of [this.sink, this.engine, this.tenants, this.api] as Component[]) {
+    const components: Component[] = [this.sink, this.engine, this.tenants, this.api];
+    if (this.extAuthz !== undefined) components.push(this.extAuthz);
+    for (const component of components) {
       await component.start();
       this.#started.push(component);
     }

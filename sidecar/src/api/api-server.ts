@@ -35,6 +35,11 @@ export interface ApiServerDeps {
   readonly metrics: Metrics;
   /** Components whose status makes up /health. */
   readonly components: () => readonly Component[];
+  /** A handler served under its own path prefix (Envoy ext_authz's HTTP service mode). */
+  readonly mounted?: {
+    readonly pathPrefix: string;
+    handle(req: IncomingMessage, res: ServerResponse): Promise<void>;
+  };
 }
 
 interface Query {
@@ -145,8 +150,12 @@ export class ApiServer implements Component {
     const pathname = q === -1 ? url : url.slice(0, q);
     const query = parseQuery(q === -1 ? '' : url.slice(q + 1));
     let route = 'other';
+    const mounted = this.#deps.mounted;
     try {
-      if (pathname.startsWith('/v1/data') && (pathname.length === 8 || pathname[8] === '/')) {
+      if (mounted !== undefined && (pathname === mounted.pathPrefix || pathname.startsWith(`${mounted.pathPrefix}/`))) {
+        route = 'ext_authz';
+        await mounted.handle(req, res);
+      } else if (pathname.startsWith('/v1/data') && (pathname.length === 8 || pathname[8] === '/')) {
         route = 'data';
         await this.#data(req, res, undefined, pathname.slice(8), query, started);
       } else if (pathname.startsWith('/v1/tenants/')) {

@@ -19,6 +19,38 @@ export interface TenantConfig {
   readonly namespace: string;
 }
 
+/** Per-tenant settings of Envoy ext_authz checks (the `extAuthz` section, sidecar/src/extauthz). */
+export interface ExtAuthzTenantConfig {
+  /** Decision path, e.g. `bank/envoy/authz/allow` (default `<tenant>/envoy/authz/allow`). */
+  readonly path: string;
+  /** Always allow, but log the real decision. */
+  readonly dryRun: boolean;
+  /** Leave `parsed_body` and `truncated_body` out of the input document. */
+  readonly skipRequestBodyParse: boolean;
+  /** Request bodies longer than this are cut to it and marked `truncated_body`. */
+  readonly maxRequestBodyBytes: number;
+  /** HTTP status Envoy sends downstream when a check fails (error, deadline, unknown tenant). */
+  readonly failureStatus: number;
+  /** Per-check deadline; a well-formed failure response is sent when it passes. */
+  readonly timeoutMs: number;
+}
+
+/** Where a check's tenant comes from: never guessed, always one configured place. */
+export type ExtAuthzTenantSource =
+  | { readonly kind: 'header'; readonly header: string }
+  | { readonly kind: 'contextExtension'; readonly key: string }
+  | { readonly kind: 'destination'; readonly map: Readonly<Record<string, string>> }
+  | { readonly kind: 'fixed'; readonly tenant: string };
+
+export interface ExtAuthzConfig {
+  readonly grpc: { readonly enabled: boolean; readonly host: string; readonly port: number; readonly maxReceiveMessageBytes: number };
+  readonly http: { readonly enabled: boolean; readonly pathPrefix: string };
+  readonly tenantFrom: ExtAuthzTenantSource;
+  /** Settings for tenants without an entry in `tenants` (their path is `<tenant>/envoy/authz/allow`). */
+  readonly defaults: Omit<ExtAuthzTenantConfig, 'path'>;
+  readonly tenants: Readonly<Record<string, ExtAuthzTenantConfig>>;
+}
+
 export interface PavilionConfig {
   readonly labels: { readonly id: string; readonly version: string };
   readonly http: {
@@ -50,6 +82,8 @@ export interface PavilionConfig {
   /** Empty: every tenant found in the bundle directory. */
   readonly tenants: readonly TenantConfig[];
   readonly shutdownTimeoutMs: number;
+  /** Envoy ext_authz (gRPC and HTTP service); absent when the section is not configured. */
+  readonly extAuthz?: ExtAuthzConfig;
 }
 
 const MiB = 1024 * 1024;
@@ -142,7 +176,7 @@ function deepFreeze<T>(value: T): T {
 export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: NodeJS.ProcessEnv = {}): PavilionConfig {
   const d = defaultConfig();
   const root = objectAt(raw ?? {}, '$');
-  refuseUnknown(root, ['labels', 'http', 'engine', 'bundles', 'decisionLog', 'tenants', 'shutdownTimeoutMs'], '$');
+  refuseUnknown(root, ['labels', 'http', 'engine', 'bundles', 'decisionLog', 'tenants', 'shutdownTimeoutMs', 'extAuthz'], '$');
   const p = (file: string): string => (isAbsolute(file) ? file : resolve(baseDir, file));
 
   const labels = section(root, 'labels', '$', ['id', 'version']);
@@ -220,7 +254,107 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
     },
     tenants,
     shutdownTimeoutMs: int(root, 'shutdownTimeoutMs', '$', d.shutdownTimeoutMs, 0, 600_000),
+    ...(root['extAuthz'] === undefined ? {} : { extAuthz: parseExtAuthz(root['extAuthz']) }),
   });
+}
+
+const EXTAUTHZ_TENANT_KEYS = ['path', 'dryRun', 'skipRequestBodyParse', 'maxRequestBodyBytes', 'failureStatus', 'timeoutMs'] as const;
+const HTTP_HEADER_NAME = /^[!#$%&'*+.^_`|~0-9a-z-]+$/;
+const RESERVED_PREFIXES = ['/v1', '/health', '/metrics'];
+
+function extAuthzTenantSettings(obj: Json, path: string, fallback: Omit<ExtAuthzTenantConfig, 'path'>): Omit<ExtAuthzTenantConfig, 'path'> {
+  return {
+    dryRun: bool(obj, 'dryRun', path, fallback.dryRun),
+    skipRequestBodyParse: bool(obj, 'skipRequestBodyParse', path, fallback.skipRequestBodyParse),
+    maxRequestBodyBytes: int(obj, 'maxRequestBodyBytes', path, fallback.maxRequestBodyBytes, 0, 1024 * MiB),
+    failureStatus: int(obj, 'failureStatus', path, fallback.failureStatus, 400, 599),
+    timeoutMs: int(obj, 'timeoutMs', path, fallback.timeoutMs, 1, 60_000),
+  };
+}
+
+/** The `extAuthz` section (see README, "Envoy / Istio ext_authz"). */
+function parseExtAuthz(raw: unknown): ExtAuthzConfig {
+  const root = objectAt(raw, '$.extAuthz');
+  refuseUnknown(root, ['grpc', 'http', 'tenantFrom', 'tenants', ...EXTAUTHZ_TENANT_KEYS.filter((k) => k !== 'path')], '$.extAuthz');
+  const grpc = section(root, 'grpc', '$.extAuthz', ['enabled', 'host', 'port', 'maxReceiveMessageBytes']);
+  const http = section(root, 'http', '$.extAuthz', ['enabled', 'pathPrefix']);
+  const pathPrefix = str(http, 'pathPrefix', '$.extAuthz.http', '/ext_authz');
+  if (!/^(\/[A-Za-z0-9._~-]+)+$/.test(pathPrefix)) fail('$.extAuthz.http.pathPrefix', "must look like '/ext_authz' (segments, no trailing slash)");
+  if (RESERVED_PREFIXES.some((r) => pathPrefix === r || pathPrefix.startsWith(`${r}/`))) {
+    fail('$.extAuthz.http.pathPrefix', `must not shadow the API's own routes (${RESERVED_PREFIXES.join(', ')})`);
+  }
+
+  if (root['tenantFrom'] === undefined) {
+    fail('$.extAuthz.tenantFrom', 'is required: {"header": ...}, {"contextExtension": ...}, {"destination": {...}} or {"fixed": ...}');
+  }
+  const from = objectAt(root['tenantFrom'], '$.extAuthz.tenantFrom');
+  const kinds = Object.keys(from);
+  if (kinds.length !== 1) fail('$.extAuthz.tenantFrom', 'must name exactly one of header, contextExtension, destination, fixed');
+  let tenantFrom: ExtAuthzTenantSource;
+  switch (kinds[0]) {
+    case 'header': {
+      const header = str(from, 'header', '$.extAuthz.tenantFrom', '').toLowerCase();
+      if (!HTTP_HEADER_NAME.test(header)) fail('$.extAuthz.tenantFrom.header', 'must be an HTTP header name');
+      tenantFrom = { kind: 'header', header };
+      break;
+    }
+    case 'contextExtension':
+      tenantFrom = { kind: 'contextExtension', key: str(from, 'contextExtension', '$.extAuthz.tenantFrom', '') };
+      break;
+    case 'destination': {
+      const map = objectAt(from['destination'], '$.extAuthz.tenantFrom.destination');
+      if (Object.keys(map).length === 0) fail('$.extAuthz.tenantFrom.destination', 'must map at least one address or host to a tenant');
+      const out: Record<string, string> = {};
+      for (const [key, value] of Object.entries(map)) {
+        if (typeof value !== 'string' || !TENANT_ID_PATTERN.test(value)) {
+          fail(`$.extAuthz.tenantFrom.destination.${key}`, `must be a tenant id matching ${TENANT_ID_PATTERN.source}`);
+        }
+        out[key.toLowerCase()] = value;
+      }
+      tenantFrom = { kind: 'destination', map: out };
+      break;
+    }
+    case 'fixed': {
+      const tenant = str(from, 'fixed', '$.extAuthz.tenantFrom', '');
+      if (!TENANT_ID_PATTERN.test(tenant)) fail('$.extAuthz.tenantFrom.fixed', `must match ${TENANT_ID_PATTERN.source}`);
+      tenantFrom = { kind: 'fixed', tenant };
+      break;
+    }
+    default:
+      fail(`$.extAuthz.tenantFrom.${kinds[0] ?? ''}`, 'unknown key; use header, contextExtension, destination or fixed');
+  }
+
+  const defaults = extAuthzTenantSettings(root, '$.extAuthz', {
+    dryRun: false,
+    skipRequestBodyParse: false,
+    maxRequestBodyBytes: 1 * MiB,
+    failureStatus: 403,
+    timeoutMs: 200,
+  });
+  const tenantsRaw = objectAt(root['tenants'] ?? {}, '$.extAuthz.tenants');
+  const tenants: Record<string, ExtAuthzTenantConfig> = {};
+  for (const [id, value] of Object.entries(tenantsRaw)) {
+    const path = `$.extAuthz.tenants.${id}`;
+    if (!TENANT_ID_PATTERN.test(id)) fail(path, `tenant ids must match ${TENANT_ID_PATTERN.source}`);
+    const t = objectAt(value, path);
+    refuseUnknown(t, EXTAUTHZ_TENANT_KEYS, path);
+    const decisionPath = str(t, 'path', path, `${id}/envoy/authz/allow`).replace(/^\/+|\/+$/g, '');
+    if (decisionPath === '' || decisionPath.split('/').some((s) => s === '')) fail(`${path}.path`, 'must be a slash-separated decision path');
+    tenants[id] = { path: decisionPath, ...extAuthzTenantSettings(t, path, defaults) };
+  }
+
+  return {
+    grpc: {
+      enabled: bool(grpc, 'enabled', '$.extAuthz.grpc', true),
+      host: str(grpc, 'host', '$.extAuthz.grpc', '127.0.0.1'),
+      port: int(grpc, 'port', '$.extAuthz.grpc', 9191, 0, 65535),
+      maxReceiveMessageBytes: int(grpc, 'maxReceiveMessageBytes', '$.extAuthz.grpc', 16 * MiB, 1024, 1024 * MiB),
+    },
+    http: { enabled: bool(http, 'enabled', '$.extAuthz.http', true), pathPrefix },
+    tenantFrom,
+    defaults,
+    tenants,
+  };
 }
 
 /** Load from `PAVILION_CONFIG` (or `file`), apply environment overrides. */

@@ -4,6 +4,9 @@ export {
   defaultConfig,
   loadConfig,
   parseConfig,
+  type ExtAuthzConfig,
+  type ExtAuthzTenantConfig,
+  type ExtAuthzTenantSource,
   type PavilionConfig,
   type TenantConfig,
 } from './config.ts';

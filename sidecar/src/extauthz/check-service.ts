@@ -1,0 +1,303 @@
+/**
+ * One ext_authz check, whatever the transport: resolve the tenant, build the input document,
+ * evaluate the tenant's decision path within the check's deadline, map the decision to a
+ * CheckResponse, log a decision event and count it.
+ *
+ * Every path ends in a well-formed CheckResponse. Where opa-envoy-plugin answers with a gRPC
+ * error (evaluation errors, bad decisions, a timed-out check), Pavilion answers
+ * PERMISSION_DENIED with a denied response carrying the configured `failureStatus` (default
+ * 403), and the error code in the decision event, the metrics, `status.message` and
+ * `dynamic_metadata.error_code`. Requests whose path, query or body cannot be parsed get
+ * upstream's own answer: PERMISSION_DENIED with a 400 denied response whose body is the
+ * parse error.
+ */
+import { randomUUID } from 'node:crypto';
+import { validateHeaderName, validateHeaderValue } from 'node:http';
+import { Counter, Histogram } from 'prom-client';
+import type { DecisionEventV1, DecisionSink } from '../audit/index.ts';
+import type { ExtAuthzConfig, ExtAuthzTenantConfig } from '../config/index.ts';
+import { TENANT_ID_PATTERN } from '../config/index.ts';
+import type { Decision, EvaluateOptions, PolicyEngine } from '../engine/index.ts';
+import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
+import type { Metrics } from '../telemetry/index.ts';
+import type { TenantManager } from '../tenants/index.ts';
+import {
+  ENVOY_HTTP_STATUS_CODES,
+  RpcCode,
+  decisionToCheckResponse,
+  failureCheckResponse,
+  type CheckResponse,
+  type HeaderValueOption,
+} from './decision.ts';
+import { checkRequestToInput, type CheckRequestJson, type JsonObject } from './input.ts';
+import { resolveTenant } from './tenant-resolver.ts';
+
+export type Transport = 'grpc' | 'http';
+
+/** Pavilion's EventV1 plus what an ext_authz check adds: Envoy's `x-request-id` and the outcome. */
+export interface ExtAuthzDecisionEvent extends DecisionEventV1 {
+  /** The `x-request-id` header Envoy sent (the id of the request being authorized). */
+  readonly request_id?: string;
+  readonly ext_authz: {
+    readonly transport: Transport;
+    /** What Envoy was told (after dry run). */
+    readonly allowed: boolean;
+    readonly dry_run: boolean;
+    /** The HTTP status of the denied response, when there is one. */
+    readonly http_status?: number;
+  };
+}
+
+export interface CheckServiceDeps {
+  readonly config: ExtAuthzConfig;
+  readonly labels: { readonly id: string; readonly version: string };
+  readonly engine: Pick<PolicyEngine, 'evaluate' | 'active'>;
+  readonly tenants: Pick<TenantManager, 'has'>;
+  readonly sink: DecisionSink;
+  readonly metrics: Metrics;
+}
+
+export interface CheckContext {
+  readonly transport: Transport;
+  /** Peer address of the caller (Envoy). */
+  readonly requestedBy: string;
+  /** Milliseconds the caller still waits (a gRPC deadline), if it said. */
+  readonly callerBudgetMs?: number;
+  /** Fix time.now_ns for this check (tests, replays). */
+  readonly nowNs?: bigint;
+}
+
+export interface CheckResult {
+  readonly response: CheckResponse;
+  readonly decisionId: string;
+  readonly tenant: string | undefined;
+  /** The error code when the check could not be decided normally. */
+  readonly code: string | undefined;
+}
+
+interface Outcome {
+  response: CheckResponse;
+  code: string | undefined;
+  message: string | undefined;
+  policyAllowed: boolean | undefined;
+  decision: Decision | undefined;
+  input: unknown;
+}
+
+const UNKNOWN = '(unknown)';
+
+export class CheckService {
+  readonly #deps: CheckServiceDeps;
+  readonly #checks: Counter<'transport' | 'tenant' | 'result'>;
+  readonly #duration: Histogram<'transport'>;
+  #requestCounter = 0;
+
+  constructor(deps: CheckServiceDeps) {
+    this.#deps = deps;
+    this.#checks = new Counter({
+      name: 'pavilion_extauthz_checks_total',
+      help: 'Envoy ext_authz checks by transport (grpc/http), tenant and result (allow/deny or the error code).',
+      labelNames: ['transport', 'tenant', 'result'],
+      registers: [deps.metrics.registry],
+    });
+    this.#duration = new Histogram({
+      name: 'pavilion_extauthz_check_duration_seconds',
+      help: 'Time from receiving an ext_authz check to having its response, by transport.',
+      labelNames: ['transport'],
+      buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5],
+      registers: [deps.metrics.registry],
+    });
+  }
+
+  /** The settings for a tenant (configured entry, else the defaults with `<tenant>/envoy/authz/allow`). */
+  settingsFor(tenant: string): ExtAuthzTenantConfig {
+    const { tenants, defaults } = this.#deps.config;
+    return Object.hasOwn(tenants, tenant) ? (tenants[tenant] as ExtAuthzTenantConfig) : { path: `${tenant}/envoy/authz/allow`, ...defaults };
+  }
+
+  /** The tenant a request belongs to, or the error that says why there is none. */
+  tenantOf(request: CheckRequestJson): { tenant: string } | { error: PavilionError; claimed: string | undefined } {
+    let claimed: string;
+    try {
+      claimed = resolveTenant(this.#deps.config.tenantFrom, request);
+    } catch (error) {
+      return { error: error instanceof PavilionError ? error : new PavilionError(ErrorCodes.INTERNAL, describeThrown(error)), claimed: undefined };
+    }
+    if (!TENANT_ID_PATTERN.test(claimed) || !this.#deps.tenants.has(claimed)) {
+      return { error: new PavilionError(ErrorCodes.TENANT_UNKNOWN, `unknown tenant ${JSON.stringify(claimed.slice(0, 64))}`), claimed };
+    }
+    return { tenant: claimed };
+  }
+
+  /** Answer one check; never throws, always a well-formed CheckResponse. */
+  async check(request: CheckRequestJson | PavilionError, context: CheckContext): Promise<CheckResult> {
+    const started = process.hrtime.bigint();
+    const decisionId = randomUUID();
+    const timestamp = new Date().toISOString();
+    const defaults = this.#deps.config.defaults;
+    let tenant: string | undefined;
+    let settings: ExtAuthzTenantConfig | undefined;
+    let outcome: Outcome;
+    try {
+      if (request instanceof PavilionError) throw request;
+      const owner = this.tenantOf(request);
+      if ('error' in owner) throw owner.error;
+      tenant = owner.tenant;
+      settings = this.settingsFor(tenant);
+      outcome = await this.#decide(request, tenant, settings, decisionId, context);
+    } catch (error) {
+      const failure = error instanceof PavilionError ? error : new PavilionError(ErrorCodes.INTERNAL, describeThrown(error), { cause: error });
+      outcome = this.#failure(decisionId, settings?.failureStatus ?? defaults.failureStatus, failure, undefined);
+    }
+    if (settings?.dryRun === true && outcome.response.status.code !== RpcCode.OK) {
+      outcome.response = {
+        status: { code: RpcCode.OK },
+        okResponse: { headers: [], headersToRemove: [], responseHeadersToAdd: [], queryParametersToSet: [], queryParametersToRemove: [] },
+        ...(outcome.response.dynamicMetadata === undefined ? {} : { dynamicMetadata: outcome.response.dynamicMetadata }),
+      };
+    }
+    this.#record(request, context, tenant, settings, decisionId, timestamp, started, outcome);
+    return { response: outcome.response, decisionId, tenant, code: outcome.code };
+  }
+
+  async #decide(
+    request: CheckRequestJson,
+    tenant: string,
+    settings: ExtAuthzTenantConfig,
+    decisionId: string,
+    context: CheckContext,
+  ): Promise<Outcome> {
+    let input: JsonObject;
+    try {
+      input = checkRequestToInput(request, settings).input;
+    } catch (error) {
+      if (error instanceof PavilionError && error.code === ErrorCodes.EXTAUTHZ_REQUEST_INVALID) {
+        // upstream's answer to a request it cannot turn into an input document
+        return this.#failure(decisionId, 400, error, undefined, error.message);
+      }
+      throw error;
+    }
+    const budget = Math.max(0, Math.min(settings.timeoutMs, context.callerBudgetMs ?? Number.POSITIVE_INFINITY));
+    let decision: Decision;
+    try {
+      decision = await this.#evaluate(tenant, settings.path, input, budget, context.nowNs === undefined ? {} : { nowNs: context.nowNs });
+    } catch (error) {
+      const failure = error instanceof PavilionError ? error : new PavilionError(ErrorCodes.INTERNAL, describeThrown(error), { cause: error });
+      return this.#failure(decisionId, settings.failureStatus, failure, input);
+    }
+    try {
+      const mapped = decisionToCheckResponse(decision.result, { decisionId, dryRun: settings.dryRun });
+      if (context.transport === 'http') assertHttpExpressible(mapped.response);
+      return { response: mapped.response, code: undefined, message: undefined, policyAllowed: mapped.allowed, decision, input };
+    } catch (error) {
+      const failure = error instanceof PavilionError ? error : new PavilionError(ErrorCodes.INTERNAL, describeThrown(error), { cause: error });
+      return { ...this.#failure(decisionId, settings.failureStatus, failure, input), decision };
+    }
+  }
+
+  async #evaluate(tenant: string, path: string, input: JsonObject, budgetMs: number, options: EvaluateOptions): Promise<Decision> {
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(
+        () => reject(new PavilionError(ErrorCodes.EXTAUTHZ_DEADLINE_EXCEEDED, `no decision within the check's ${budgetMs} ms deadline`)),
+        budgetMs,
+      );
+    });
+    const evaluation = this.#deps.engine.evaluate(tenant, path, input, options);
+    // an evaluation that finishes (or fails) after the deadline is dropped
+    evaluation.catch(() => undefined);
+    try {
+      return await Promise.race([evaluation, deadline]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  #failure(decisionId: string, httpStatus: number, error: PavilionError, input: unknown, body?: string): Outcome {
+    return {
+      response: failureCheckResponse({ decisionId, httpStatus, code: error.code, message: error.message, ...(body === undefined ? {} : { body }) }),
+      code: error.code,
+      message: error.message,
+      policyAllowed: undefined,
+      decision: undefined,
+      input,
+    };
+  }
+
+  #record(
+    request: CheckRequestJson | PavilionError,
+    context: CheckContext,
+    tenant: string | undefined,
+    settings: ExtAuthzTenantConfig | undefined,
+    decisionId: string,
+    timestamp: string,
+    started: bigint,
+    outcome: Outcome,
+  ): void {
+    const { metrics, sink, labels } = this.#deps;
+    const handlerNs = Number(process.hrtime.bigint() - started);
+    const result = outcome.code ?? (outcome.policyAllowed === true ? 'allow' : 'deny');
+    this.#checks.inc({ transport: context.transport, tenant: tenant ?? UNKNOWN, result });
+    this.#duration.observe({ transport: context.transport }, handlerNs / 1e9);
+    if (tenant !== undefined && settings !== undefined) {
+      metrics.decisions.inc({ tenant, path: settings.path, outcome: result });
+      if (outcome.decision !== undefined && !outcome.decision.cached) {
+        metrics.evaluationSeconds.observe({ tenant }, outcome.decision.evalNs / 1e9);
+      }
+    }
+    const requestId = request instanceof PavilionError ? undefined : request.attributes?.request?.http?.headers?.['x-request-id'];
+    const revision = outcome.decision?.revision ?? (tenant === undefined ? undefined : this.#deps.engine.active(tenant)?.revision);
+    const denied = outcome.response.deniedResponse;
+    const event: ExtAuthzDecisionEvent = {
+      labels: { id: labels.id, version: labels.version },
+      decision_id: decisionId,
+      tenant: tenant ?? '',
+      bundles: tenant === undefined || revision === undefined ? {} : { [tenant]: { revision } },
+      path: settings?.path ?? '',
+      ...(outcome.input === undefined ? {} : { input: outcome.input }),
+      ...(outcome.decision === undefined || outcome.decision.result === undefined ? {} : { result: outcome.decision.result }),
+      ...(outcome.code === undefined ? {} : { error: { code: outcome.code, message: outcome.message ?? '' } }),
+      requested_by: context.requestedBy,
+      timestamp,
+      metrics: { timer_rego_query_eval_ns: outcome.decision?.evalNs ?? 0, timer_server_handler_ns: handlerNs },
+      req_id: ++this.#requestCounter,
+      ...(typeof requestId === 'string' && requestId !== '' ? { request_id: requestId } : {}),
+      ext_authz: {
+        transport: context.transport,
+        allowed: outcome.response.status.code === RpcCode.OK,
+        dry_run: settings?.dryRun ?? false,
+        ...(denied === undefined ? {} : { http_status: denied.status.code }),
+      },
+    };
+    void sink.write(event);
+  }
+}
+
+/**
+ * Envoy's HTTP service mode can only carry valid HTTP headers, and reads a 200 as "allow":
+ * a decision that cannot be expressed there is refused rather than half applied.
+ */
+function assertHttpExpressible(response: CheckResponse): void {
+  const check = (list: readonly HeaderValueOption[]): void => {
+    for (const { header } of list) {
+      try {
+        validateHeaderName(header.key);
+        validateHeaderValue(header.key, header.value);
+      } catch (error) {
+        throw new PavilionError(ErrorCodes.EXTAUTHZ_DECISION_INVALID, `header ${JSON.stringify(header.key)} cannot be sent over HTTP: ${describeThrown(error)}`);
+      }
+    }
+  };
+  if (response.okResponse !== undefined) {
+    check(response.okResponse.headers);
+    check(response.okResponse.responseHeadersToAdd);
+    check(response.okResponse.headersToRemove.map((key) => ({ header: { key, value: '' } })));
+  }
+  if (response.deniedResponse !== undefined) {
+    check(response.deniedResponse.headers);
+    const status = response.deniedResponse.status.code;
+    if (status === 200 || !ENVOY_HTTP_STATUS_CODES.has(status)) {
+      throw new PavilionError(ErrorCodes.EXTAUTHZ_DECISION_INVALID, `http_status ${status} cannot deny a request in Envoy's HTTP service mode`);
+    }
+  }
+}
