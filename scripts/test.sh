@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+echo "== tools for the tests (helm for the chart tests)"
+bash scripts/install-helm.sh
+
 echo "== typecheck"
 npx tsc -p tsconfig.json --noEmit
 

@@ -1,0 +1,680 @@
+/**
+ * The Helm charts: helm/pavilion-sidecar (a library chart that adds the sidecar to another
+ * chart's pod) and helm/broker-example (a broker Deployment with Pavilion beside it, wired
+ * into Istio). Lints both with --strict, renders the example with its default and its
+ * production values, and checks the manifests that matter: the sidecar container, its
+ * config (parsed by the sidecar's own config parser), the Istio objects, and that typos and
+ * contradictory values fail the render.
+ *
+ * helm comes from .tools/bin/helm; `before` runs scripts/install-helm.sh, which is quiet
+ * when helm v3.22 is there and builds it with `go install` (a few minutes) when not.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { parse as parseYaml, parseAllDocuments } from 'yaml';
+import { defaultConfig, parseConfig } from '../sidecar/src/config/index.ts';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const HELM = join(ROOT, '.tools', 'bin', 'helm');
+const LIB_CHART = join(ROOT, 'helm', 'pavilion-sidecar');
+const APP_CHART = join(ROOT, 'helm', 'broker-example');
+const PROD_VALUES = join(APP_CHART, 'values-production.yaml');
+const RELEASE = 'broker';
+const NAMESPACE = 'brokers';
+
+// ---- Kubernetes shapes the assertions read ----------------------------------------------
+
+interface Metadata {
+  name: string;
+  namespace?: string;
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+}
+interface Manifest {
+  apiVersion: string;
+  kind: string;
+  metadata: Metadata;
+  spec?: unknown;
+  data?: Record<string, string>;
+}
+interface EnvVar {
+  name: string;
+  value?: string;
+  valueFrom?: { secretKeyRef?: { name: string; key: string } };
+}
+interface Probe {
+  httpGet?: { path: string; port: string | number };
+  exec?: { command: string[] };
+  periodSeconds?: number;
+  failureThreshold?: number;
+}
+interface Container {
+  name: string;
+  image: string;
+  command?: string[];
+  env?: EnvVar[];
+  ports?: { name: string; containerPort: number; protocol?: string }[];
+  startupProbe?: Probe;
+  livenessProbe?: Probe;
+  readinessProbe?: Probe;
+  resources?: { requests?: Record<string, string>; limits?: Record<string, string> };
+  securityContext?: {
+    runAsNonRoot?: boolean;
+    runAsUser?: number;
+    readOnlyRootFilesystem?: boolean;
+    allowPrivilegeEscalation?: boolean;
+    capabilities?: { drop?: string[]; add?: string[] };
+    seccompProfile?: { type: string };
+  };
+  volumeMounts?: { name: string; mountPath: string; readOnly?: boolean; subPath?: string }[];
+}
+interface Volume {
+  name: string;
+  configMap?: { name: string };
+  emptyDir?: { sizeLimit?: string; medium?: string };
+  secret?: { secretName: string; defaultMode?: number };
+  hostPath?: { path: string };
+  csi?: { driver: string; readOnly?: boolean };
+  persistentVolumeClaim?: { claimName: string; readOnly?: boolean };
+}
+interface DeploymentSpec {
+  replicas: number;
+  selector: { matchLabels: Record<string, string> };
+  template: {
+    metadata: { labels: Record<string, string>; annotations?: Record<string, string> };
+    spec: { containers: Container[]; volumes: Volume[]; securityContext?: { fsGroup?: number } };
+  };
+}
+interface Operation {
+  ports?: string[];
+  paths?: string[];
+  notPaths?: string[];
+  methods?: string[];
+}
+interface AuthorizationPolicySpec {
+  selector: { matchLabels: Record<string, string> };
+  action: string;
+  provider?: { name: string };
+  rules: { to?: { operation: Operation }[] }[];
+}
+interface ServiceEntrySpec {
+  hosts: string[];
+  exportTo?: string[];
+  endpoints: { address: string }[];
+  ports: { name: string; number: number; protocol: string }[];
+  resolution: string;
+  addresses?: string[];
+}
+interface NetworkPolicyPeer {
+  namespaceSelector?: { matchLabels?: Record<string, string>; matchExpressions?: { key: string; operator: string; values: string[] }[] };
+  podSelector?: unknown;
+  ipBlock?: unknown;
+}
+interface NetworkPolicySpec {
+  podSelector: { matchLabels: Record<string, string> };
+  policyTypes: string[];
+  ingress: { from: NetworkPolicyPeer[]; ports: { port: number | string; protocol: string }[] }[];
+}
+interface ServiceSpec {
+  clusterIP?: string;
+  selector: Record<string, string>;
+  ports: { name: string; port: number; targetPort: number | string }[];
+}
+interface ServiceMonitorSpec {
+  selector: { matchLabels: Record<string, string> };
+  endpoints: { port: string; path: string }[];
+}
+
+// ---- running helm -----------------------------------------------------------------------
+
+const helmHome = mkdtempSync(join(tmpdir(), 'pavilion-helm-test-'));
+
+interface Run {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function helm(args: readonly string[], cwd: string = ROOT): Run {
+  const result = spawnSync(HELM, args, {
+    cwd,
+    encoding: 'utf8',
+    timeout: 120_000,
+    env: {
+      ...process.env,
+      // Keep helm's repository config and caches out of the developer's home.
+      HELM_CACHE_HOME: join(helmHome, 'cache'),
+      HELM_CONFIG_HOME: join(helmHome, 'config'),
+      HELM_DATA_HOME: join(helmHome, 'data'),
+    },
+  });
+  if (result.error !== undefined) throw result.error;
+  return { status: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+function helmOk(args: readonly string[], cwd?: string): string {
+  const run = helm(args, cwd);
+  assert.equal(run.status, 0, `helm ${args.join(' ')} failed:\n${run.stderr}${run.stdout}`);
+  return run.stdout;
+}
+
+function parseManifests(text: string): Manifest[] {
+  const manifests: Manifest[] = [];
+  for (const doc of parseAllDocuments(text)) {
+    assert.deepEqual(doc.errors, [], 'every rendered document is valid YAML');
+    const value: unknown = doc.toJS();
+    if (value === null || value === undefined) continue;
+    const m = value as Manifest;
+    assert.equal(typeof m.kind, 'string', 'every rendered document has a kind');
+    assert.equal(typeof m.metadata?.name, 'string', `${m.kind} has a name`);
+    manifests.push(m);
+  }
+  return manifests;
+}
+
+function render(extraArgs: readonly string[] = [], chart: string = APP_CHART, cwd?: string): Manifest[] {
+  return parseManifests(helmOk(['template', RELEASE, chart, '--namespace', NAMESPACE, ...extraArgs], cwd));
+}
+
+function the(manifests: readonly Manifest[], kind: string, nameSuffix = ''): Manifest {
+  const found = manifests.filter((m) => m.kind === kind && m.metadata.name.endsWith(nameSuffix));
+  assert.equal(found.length, 1, `exactly one ${kind}${nameSuffix ? ` named *${nameSuffix}` : ''} (found ${found.length})`);
+  return found[0] as Manifest;
+}
+
+function kinds(manifests: readonly Manifest[]): string[] {
+  return manifests.map((m) => m.kind).sort();
+}
+
+function deployment(manifests: readonly Manifest[]): DeploymentSpec {
+  return the(manifests, 'Deployment').spec as DeploymentSpec;
+}
+
+function container(manifests: readonly Manifest[], name: string): Container {
+  const found = deployment(manifests).template.spec.containers.find((c) => c.name === name);
+  assert.ok(found, `the Deployment has a container named ${name}`);
+  return found;
+}
+
+function env(c: Container, name: string): EnvVar | undefined {
+  return c.env?.find((e) => e.name === name);
+}
+
+function mount(c: Container, mountPath: string): { name: string; readOnly?: boolean; subPath?: string } | undefined {
+  return c.volumeMounts?.find((m) => m.mountPath === mountPath);
+}
+
+function volume(manifests: readonly Manifest[], name: string): Volume {
+  const found = deployment(manifests).template.spec.volumes.find((v) => v.name === name);
+  assert.ok(found, `the pod has a volume named ${name}`);
+  return found;
+}
+
+function renderedConfig(manifests: readonly Manifest[]): Record<string, unknown> {
+  const text = the(manifests, 'ConfigMap', '-pavilion-config').data?.['config.json'];
+  assert.equal(typeof text, 'string', 'the ConfigMap has config.json');
+  return JSON.parse(text as string) as Record<string, unknown>;
+}
+
+/** helm template with extra args must fail, and its error output must match `pattern`. */
+function renderFails(args: readonly string[], pattern: RegExp): void {
+  const run = helm(['template', RELEASE, APP_CHART, '--namespace', NAMESPACE, ...args]);
+  assert.notEqual(run.status, 0, `helm template ${args.join(' ')} should fail`);
+  assert.match(run.stderr, pattern);
+}
+
+// The JSON schemas, read as plain objects.
+interface Schema {
+  type?: string | string[];
+  additionalProperties?: boolean | Schema;
+  properties?: Record<string, Schema>;
+}
+function readSchema(chart: string): Schema {
+  return JSON.parse(readFileSync(join(chart, 'values.schema.json'), 'utf8')) as Schema;
+}
+
+// The fields of Istio's MeshConfig.ExtensionProvider (name + envoyExtAuthzGrpc) and of
+// EnvoyExternalAuthorizationGrpcProvider / EnvoyExternalAuthorizationRequestBody, in the
+// JSON (camelCase) form meshConfig uses (istio/api mesh/v1alpha1/config.proto).
+const EXTENSION_PROVIDER_FIELDS = new Set(['name', 'envoyExtAuthzGrpc']);
+const GRPC_PROVIDER_FIELDS = new Set(['service', 'port', 'timeout', 'failOpen', 'statusOnError', 'includeRequestBodyInCheck']);
+const REQUEST_BODY_FIELDS = new Set(['maxRequestBytes', 'allowPartialMessage', 'packAsBytes']);
+
+function assertIstioProviderShape(provider: Record<string, unknown>, where: string): Record<string, unknown> {
+  for (const key of Object.keys(provider)) assert.ok(EXTENSION_PROVIDER_FIELDS.has(key), `${where}: unknown ExtensionProvider field ${key}`);
+  const grpc = provider['envoyExtAuthzGrpc'] as Record<string, unknown> | undefined;
+  assert.ok(grpc, `${where}: has envoyExtAuthzGrpc`);
+  for (const key of Object.keys(grpc)) assert.ok(GRPC_PROVIDER_FIELDS.has(key), `${where}: unknown envoyExtAuthzGrpc field ${key}`);
+  const body = grpc['includeRequestBodyInCheck'] as Record<string, unknown> | undefined;
+  for (const key of Object.keys(body ?? {})) assert.ok(REQUEST_BODY_FIELDS.has(key), `${where}: unknown includeRequestBodyInCheck field ${key}`);
+  return grpc;
+}
+
+// ---- setup ------------------------------------------------------------------------------
+
+let byDefault: Manifest[] = [];
+let production: Manifest[] = [];
+
+before(() => {
+  const install = spawnSync('bash', [join(ROOT, 'scripts', 'install-helm.sh')], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'] });
+  assert.equal(install.status, 0, 'scripts/install-helm.sh installs helm');
+  assert.ok(existsSync(HELM), `helm is at ${HELM}`);
+  // charts/ is not committed: vendor the library chart from ../pavilion-sidecar (Chart.lock).
+  helmOk(['dependency', 'build', APP_CHART]);
+  byDefault = render();
+  production = render(['--values', PROD_VALUES]);
+});
+
+after(() => {
+  rmSync(helmHome, { recursive: true, force: true });
+});
+
+// ---- tests ------------------------------------------------------------------------------
+
+describe('helm lint --strict', () => {
+  test('the library chart pavilion-sidecar lints clean', () => {
+    helmOk(['lint', '--strict', LIB_CHART]);
+  });
+
+  test('broker-example lints clean with its default values', () => {
+    helmOk(['lint', '--strict', APP_CHART, '--namespace', NAMESPACE]);
+  });
+
+  test('broker-example lints clean with values-production.yaml', () => {
+    helmOk(['lint', '--strict', APP_CHART, '--namespace', NAMESPACE, '--values', PROD_VALUES]);
+  });
+});
+
+describe('broker-example, default values', () => {
+  test('renders the broker, its Service, the sidecar ConfigMap and the Istio objects, and nothing opt-in', () => {
+    assert.deepEqual(kinds(byDefault), [
+      'AuthorizationPolicy', 'ConfigMap', 'Deployment', 'PeerAuthentication', 'Service', 'ServiceAccount', 'ServiceEntry',
+    ]);
+  });
+
+  test('the broker Deployment runs the broker and the pavilion sidecar', () => {
+    const names = deployment(byDefault).template.spec.containers.map((c) => c.name);
+    assert.deepEqual(names, ['broker', 'pavilion']);
+    assert.equal(container(byDefault, 'broker').image, 'ghcr.io/example/broker:1.0.0');
+    assert.equal(container(byDefault, 'pavilion').image, 'ghcr.io/example/pavilion-sidecar:0.1.0');
+  });
+
+  test('the sidecar runs the compiled entry point by default', () => {
+    assert.deepEqual(container(byDefault, 'pavilion').command, ['node', 'dist/sidecar/src/main.js']);
+  });
+
+  test('the sidecar declares http-pavilion 8181 and grpc-authz 9191', () => {
+    const ports = container(byDefault, 'pavilion').ports?.map((p) => [p.name, p.containerPort, p.protocol]);
+    assert.deepEqual(ports, [['http-pavilion', 8181, 'TCP'], ['grpc-authz', 9191, 'TCP']]);
+  });
+
+  test('startup and liveness probe GET /health/live, readiness GET /health/ready, on the http port', () => {
+    const c = container(byDefault, 'pavilion');
+    assert.deepEqual(c.startupProbe?.httpGet, { path: '/health/live', port: 'http-pavilion' });
+    assert.deepEqual(c.livenessProbe?.httpGet, { path: '/health/live', port: 'http-pavilion' });
+    assert.deepEqual(c.readinessProbe?.httpGet, { path: '/health/ready', port: 'http-pavilion' });
+  });
+
+  test('the sidecar bound to 127.0.0.1 is probed through Istio, which is told to probe localhost', () => {
+    // The kubelet probes the pod IP; the istio-agent (after the injector's probe rewrite)
+    // probes localhost only with REWRITE_PROBE_LEGACY_LOCALHOST_DESTINATION.
+    const annotations = deployment(byDefault).template.metadata.annotations ?? {};
+    assert.equal(annotations['sidecar.istio.io/rewriteAppHTTPProbers'], 'true');
+    const proxyConfig = JSON.parse(annotations['proxy.istio.io/config'] ?? '{}') as { proxyMetadata?: Record<string, string> };
+    assert.equal(proxyConfig.proxyMetadata?.['REWRITE_PROBE_LEGACY_LOCALHOST_DESTINATION'], 'true');
+    assert.equal(deployment(byDefault).template.metadata.labels['sidecar.istio.io/inject'], 'true');
+  });
+
+  test('the sidecar runs as 10001, non-root, read-only root, no privilege escalation, ALL capabilities dropped, RuntimeDefault seccomp', () => {
+    const sc = container(byDefault, 'pavilion').securityContext;
+    assert.equal(sc?.runAsNonRoot, true);
+    assert.equal(sc?.runAsUser, 10001);
+    assert.equal(sc?.readOnlyRootFilesystem, true);
+    assert.equal(sc?.allowPrivilegeEscalation, false);
+    assert.deepEqual(sc?.capabilities, { drop: ['ALL'] });
+    assert.deepEqual(sc?.seccompProfile, { type: 'RuntimeDefault' });
+  });
+
+  test('the sidecar requests 200m/256Mi and is limited to 1 CPU/512Mi', () => {
+    assert.deepEqual(container(byDefault, 'pavilion').resources, {
+      requests: { cpu: '200m', memory: '256Mi' },
+      limits: { cpu: '1', memory: '512Mi' },
+    });
+  });
+
+  test('PAVILION_CONFIG names the mounted config; no HSM PIN, NATS or Redis without values', () => {
+    const c = container(byDefault, 'pavilion');
+    assert.deepEqual(env(c, 'PAVILION_CONFIG'), { name: 'PAVILION_CONFIG', value: '/etc/pavilion/config.json' });
+    for (const name of ['PAVILION_HSM_PIN', 'PAVILION_HSM_MODULE', 'PAVILION_NATS_URL', 'PAVILION_REDIS_URL', 'PAVILION_REDIS_PASSWORD']) {
+      assert.equal(env(c, name), undefined, `${name} is not set by default`);
+    }
+  });
+
+  test('the config is mounted read-only from the ConfigMap; /var/lib/pavilion and /tmp are emptyDirs, the only writable paths', () => {
+    const c = container(byDefault, 'pavilion');
+    assert.deepEqual(mount(c, '/etc/pavilion/config.json'), {
+      name: 'pavilion-config', mountPath: '/etc/pavilion/config.json', subPath: 'config.json', readOnly: true,
+    });
+    assert.equal(volume(byDefault, 'pavilion-config').configMap?.name, `${RELEASE}-pavilion-config`);
+    assert.equal(mount(c, '/var/lib/pavilion')?.name, 'pavilion-data');
+    assert.equal(mount(c, '/tmp')?.name, 'pavilion-tmp');
+    assert.deepEqual(volume(byDefault, 'pavilion-data').emptyDir, { sizeLimit: '1Gi' });
+    assert.ok(volume(byDefault, 'pavilion-tmp').emptyDir, 'tmp is an emptyDir');
+    const writable = (c.volumeMounts ?? []).filter((m) => m.readOnly !== true).map((m) => m.mountPath).sort();
+    assert.deepEqual(writable, ['/tmp', '/var/lib/pavilion']);
+  });
+
+  test('the ConfigMap holds the production defaults, the tenants and the ext_authz port, and the sidecar parses it', () => {
+    const raw = renderedConfig(byDefault);
+    assert.deepEqual(raw['http'], { host: '127.0.0.1', port: 8181 });
+    assert.deepEqual(raw['bundles'], { directory: '/var/lib/pavilion/bundles' });
+    assert.deepEqual(raw['decisionLog'], { sink: 'file', path: '/var/lib/pavilion/decisions.ndjson' });
+    assert.deepEqual(raw['tenants'], [{ id: 'bank', namespace: 'bank' }]);
+    assert.deepEqual(raw['labels'], { id: `${RELEASE}-pavilion`, version: '0.1.0' });
+    const config = parseConfig(raw, '/etc/pavilion');
+    assert.equal(config.engine.workers, 2);
+    assert.equal(config.extAuthz?.grpc.port, 9191);
+    assert.deepEqual(config.tenants.map((t) => t.id), ['bank']);
+  });
+
+  test('a config change rolls the pods: the pod template carries a checksum of the config', () => {
+    const before = deployment(byDefault).template.metadata.annotations?.['checksum/pavilion-config'];
+    const changed = deployment(render(['--set', 'pavilion.config.engine.workers=3'])).template.metadata.annotations?.['checksum/pavilion-config'];
+    assert.match(before ?? '', /^[0-9a-f]{64}$/);
+    assert.notEqual(changed, before);
+  });
+
+  test('metrics reach Prometheus through the istio-agent merge, the sidecar staying on loopback', () => {
+    const annotations = deployment(byDefault).template.metadata.annotations ?? {};
+    assert.equal(annotations['prometheus.io/scrape'], 'true');
+    assert.equal(annotations['prometheus.io/port'], '8181');
+    assert.equal(annotations['prometheus.io/path'], '/metrics');
+    assert.equal(annotations['traffic.sidecar.istio.io/excludeInboundPorts'], undefined);
+  });
+
+  test('the AuthorizationPolicy is CUSTOM with provider pavilion-ext-authz, on the broker pods and port, all paths and methods', () => {
+    const spec = the(byDefault, 'AuthorizationPolicy').spec as AuthorizationPolicySpec;
+    assert.equal(spec.action, 'CUSTOM');
+    assert.deepEqual(spec.provider, { name: 'pavilion-ext-authz' });
+    assert.deepEqual(spec.selector.matchLabels, deployment(byDefault).selector.matchLabels);
+    assert.deepEqual(spec.rules, [{ to: [{ operation: { ports: ['8080'] } }] }]);
+  });
+
+  test('the ServiceEntry maps pavilion-ext-authz.local:9191 (GRPC, STATIC) to 127.0.0.1', () => {
+    const spec = the(byDefault, 'ServiceEntry').spec as ServiceEntrySpec;
+    assert.deepEqual(spec.hosts, ['pavilion-ext-authz.local']);
+    assert.deepEqual(spec.endpoints, [{ address: '127.0.0.1' }]);
+    assert.deepEqual(spec.ports, [{ name: 'grpc-authz', number: 9191, protocol: 'GRPC' }]);
+    assert.equal(spec.resolution, 'STATIC');
+    assert.deepEqual(spec.exportTo, ['.']);
+  });
+
+  test('PeerAuthentication requires STRICT mTLS for the broker pods', () => {
+    const pa = the(byDefault, 'PeerAuthentication');
+    const spec = pa.spec as { selector: { matchLabels: Record<string, string> }; mtls: { mode: string } };
+    assert.equal(pa.apiVersion, 'security.istio.io/v1');
+    assert.deepEqual(spec.selector.matchLabels, deployment(byDefault).selector.matchLabels);
+    assert.deepEqual(spec.mtls, { mode: 'STRICT' });
+  });
+
+  test('the Service exposes the broker port only, never the sidecar ports', () => {
+    const spec = the(byDefault, 'Service').spec as ServiceSpec;
+    assert.deepEqual(spec.ports.map((p) => [p.name, p.port, p.targetPort]), [['http', 80, 'http-broker']]);
+  });
+
+  test('each Istio object can be switched off on its own, and all at once', () => {
+    assert.ok(!kinds(render(['--set', 'istio.serviceEntry.enabled=false'])).includes('ServiceEntry'));
+    assert.ok(!kinds(render(['--set', 'istio.peerAuthentication.enabled=false'])).includes('PeerAuthentication'));
+    assert.ok(!kinds(render(['--set', 'istio.authorizationPolicy.enabled=false'])).includes('AuthorizationPolicy'));
+    const off = render(['--set', 'istio.enabled=false']);
+    for (const kind of ['AuthorizationPolicy', 'ServiceEntry', 'PeerAuthentication']) assert.ok(!kinds(off).includes(kind), `${kind} is off`);
+    assert.equal(deployment(off).template.metadata.labels['sidecar.istio.io/inject'], undefined);
+  });
+});
+
+describe('broker-example, values-production.yaml', () => {
+  test('adds the NetworkPolicy, the PodDisruptionBudget, the ServiceMonitor and its metrics Service', () => {
+    assert.deepEqual(kinds(production), [
+      'AuthorizationPolicy', 'ConfigMap', 'Deployment', 'NetworkPolicy', 'PeerAuthentication', 'PodDisruptionBudget',
+      'Service', 'Service', 'ServiceAccount', 'ServiceEntry', 'ServiceMonitor',
+    ]);
+  });
+
+  test('runs 3 replicas, keeps 2 available through disruptions, spread over zones', () => {
+    const spec = deployment(production);
+    assert.equal(spec.replicas, 3);
+    const pdb = the(production, 'PodDisruptionBudget');
+    assert.equal(pdb.apiVersion, 'policy/v1');
+    assert.deepEqual(pdb.spec, { minAvailable: 2, selector: { matchLabels: spec.selector.matchLabels } });
+  });
+
+  test('raises the sidecar resources for three tenants', () => {
+    assert.deepEqual(container(production, 'pavilion').resources, {
+      requests: { cpu: '500m', memory: '768Mi' },
+      limits: { cpu: '2', memory: '1536Mi' },
+    });
+  });
+
+  test('the HSM PIN comes from a Secret via secretKeyRef, the PKCS#11 module from a read-only volume at /opt/pkcs11', () => {
+    const c = container(production, 'pavilion');
+    assert.deepEqual(env(c, 'PAVILION_HSM_PIN'), {
+      name: 'PAVILION_HSM_PIN', valueFrom: { secretKeyRef: { name: 'pavilion-hsm', key: 'pin' } },
+    });
+    assert.equal(env(c, 'PAVILION_HSM_MODULE')?.value, '/opt/pkcs11/libsofthsm2.so');
+    assert.deepEqual(mount(c, '/opt/pkcs11'), { name: 'pavilion-pkcs11', mountPath: '/opt/pkcs11', readOnly: true });
+    assert.deepEqual(volume(production, 'pavilion-pkcs11').csi?.driver, 'pkcs11.csi.example.com');
+    // No secret value anywhere in the rendered manifests: only references.
+    assert.ok(!production.some((m) => m.kind === 'Secret'), 'the chart renders no Secret');
+  });
+
+  test('bundle verification keys and NATS credentials are read-only Secret mounts', () => {
+    const c = container(production, 'pavilion');
+    assert.deepEqual(mount(c, '/etc/pavilion/keys'), { name: 'pavilion-bundle-keys', mountPath: '/etc/pavilion/keys', readOnly: true });
+    assert.equal(volume(production, 'pavilion-bundle-keys').secret?.secretName, 'pavilion-bundle-keys');
+    assert.deepEqual(mount(c, '/etc/pavilion/nats'), { name: 'pavilion-nats-creds', mountPath: '/etc/pavilion/nats', readOnly: true });
+    assert.equal(volume(production, 'pavilion-nats-creds').secret?.secretName, 'pavilion-nats');
+    assert.equal(env(c, 'PAVILION_NATS_CREDS')?.value, '/etc/pavilion/nats/pavilion.creds');
+    assert.equal(env(c, 'PAVILION_BUNDLE_KEYS_DIR')?.value, '/etc/pavilion/keys');
+  });
+
+  test('NATS and Redis endpoints are env vars, the Redis password a secretKeyRef', () => {
+    const c = container(production, 'pavilion');
+    assert.equal(env(c, 'PAVILION_NATS_URL')?.value, 'tls://nats.nats.svc.cluster.local:4222');
+    assert.equal(env(c, 'PAVILION_REDIS_URL')?.value, 'rediss://redis-master.redis.svc.cluster.local:6380/0');
+    assert.deepEqual(env(c, 'PAVILION_REDIS_PASSWORD')?.valueFrom, { secretKeyRef: { name: 'pavilion-redis', key: 'password' } });
+  });
+
+  test('the config holds the three tenants and the sidecar parses it', () => {
+    const raw = renderedConfig(production);
+    const config = parseConfig(raw, '/etc/pavilion');
+    assert.deepEqual(config.tenants.map((t) => t.id), ['bank', 'hospital', 'agency']);
+    assert.equal(config.http.host, '127.0.0.1');
+    assert.equal(config.extAuthz?.grpc.port, 9191);
+    assert.equal(config.extAuthz?.defaults.timeoutMs, 150);
+  });
+
+  test('the NetworkPolicy admits ingress to the broker port only, plus Prometheus to the istio-agent metrics port', () => {
+    const spec = the(production, 'NetworkPolicy').spec as NetworkPolicySpec;
+    assert.deepEqual(spec.podSelector.matchLabels, deployment(production).selector.matchLabels);
+    assert.deepEqual(spec.policyTypes, ['Ingress']);
+    assert.equal(spec.ingress.length, 2);
+    const [broker, metrics] = spec.ingress;
+    assert.deepEqual(broker?.ports, [{ port: 8080, protocol: 'TCP' }]);
+    assert.deepEqual(broker?.from.map((p) => Object.keys(p)), [['namespaceSelector'], ['namespaceSelector']], 'namespaces only');
+    assert.deepEqual(metrics?.ports, [{ port: 15020, protocol: 'TCP' }]);
+    assert.deepEqual(metrics?.from[0]?.namespaceSelector?.matchExpressions?.[0]?.values, ['monitoring']);
+    const open = spec.ingress.flatMap((rule) => rule.ports.map((p) => Number(p.port)));
+    for (const port of [8181, 9191]) assert.ok(!open.includes(port), `sidecar port ${port} is not reachable from other pods`);
+  });
+
+  test('the ServiceMonitor scrapes the merged metrics at :15020/stats/prometheus through a headless metrics Service', () => {
+    const sm = the(production, 'ServiceMonitor');
+    assert.equal(sm.apiVersion, 'monitoring.coreos.com/v1');
+    assert.equal(sm.metadata.labels?.['release'], 'kube-prometheus-stack');
+    const spec = sm.spec as ServiceMonitorSpec;
+    assert.deepEqual(spec.endpoints.map((e) => [e.port, e.path]), [['http-metrics', '/stats/prometheus']]);
+    const svc = the(production, 'Service', '-metrics');
+    const svcSpec = svc.spec as ServiceSpec;
+    assert.equal(svcSpec.clusterIP, 'None');
+    assert.deepEqual(svcSpec.ports.map((p) => [p.name, p.port]), [['http-metrics', 15020]]);
+    for (const [key, value] of Object.entries(spec.selector.matchLabels)) assert.equal(svc.metadata.labels?.[key], value);
+    const broker = the(production, 'Service', `${RELEASE}-broker-example`);
+    assert.notEqual(broker.metadata.labels?.['app.kubernetes.io/component'], 'metrics', 'the broker Service is not scraped');
+  });
+
+  test('the AuthorizationPolicy leaves out the configured notPaths', () => {
+    const spec = the(production, 'AuthorizationPolicy').spec as AuthorizationPolicySpec;
+    assert.deepEqual(spec.rules[0]?.to?.[0]?.operation, { ports: ['8080'], notPaths: ['/healthz', '/readyz'] });
+  });
+});
+
+describe('other modes', () => {
+  test('probes.mode exec probes 127.0.0.1 from inside the container, with no Istio probe annotations', () => {
+    const manifests = render(['--set', 'pavilion.probes.mode=exec']);
+    const c = container(manifests, 'pavilion');
+    assert.equal(c.livenessProbe?.httpGet, undefined);
+    assert.match(c.livenessProbe?.exec?.command.join(' ') ?? '', /^node -e .*http:\/\/127\.0\.0\.1:8181\/health\/live/);
+    assert.match(c.readinessProbe?.exec?.command.join(' ') ?? '', /http:\/\/127\.0\.0\.1:8181\/health\/ready/);
+    assert.equal(deployment(manifests).template.metadata.annotations?.['proxy.istio.io/config'], undefined);
+  });
+
+  test('metrics.mode direct binds 0.0.0.0, keeps 8181 out of Envoy, and scrapes /metrics on the sidecar port', () => {
+    const manifests = render([
+      '--set', 'pavilion.metrics.mode=direct', '--set', 'pavilion.config.http.host=0.0.0.0',
+      '--set', 'serviceMonitor.enabled=true', '--set', 'networkPolicy.enabled=true',
+    ]);
+    const annotations = deployment(manifests).template.metadata.annotations ?? {};
+    assert.equal(annotations['traffic.sidecar.istio.io/excludeInboundPorts'], '8181');
+    assert.equal(annotations['prometheus.io/scrape'], undefined);
+    assert.equal(annotations['proxy.istio.io/config'], undefined, 'no localhost probe rewrite needed on 0.0.0.0');
+    const spec = the(manifests, 'ServiceMonitor').spec as ServiceMonitorSpec;
+    assert.deepEqual(spec.endpoints.map((e) => [e.port, e.path]), [['http-metrics', '/metrics']]);
+    const np = the(manifests, 'NetworkPolicy').spec as NetworkPolicySpec;
+    assert.deepEqual(np.ingress[1]?.ports, [{ port: 8181, protocol: 'TCP' }]);
+  });
+
+  test('the PKCS#11 module can come from a hostPath or a PersistentVolumeClaim', () => {
+    const hsm = ['--set', 'pavilion.hsm.enabled=true', '--set', 'pavilion.hsm.pin.secretName=hsm'];
+    assert.equal(volume(render([...hsm]), 'pavilion-pkcs11').hostPath?.path, '/usr/lib/pkcs11');
+    const pvc = render([...hsm, '--set', 'pavilion.hsm.module.type=persistentVolumeClaim', '--set', 'pavilion.hsm.module.persistentVolumeClaim.claimName=pkcs11']);
+    assert.deepEqual(volume(pvc, 'pavilion-pkcs11').persistentVolumeClaim, { claimName: 'pkcs11', readOnly: true });
+  });
+});
+
+describe('values are validated', () => {
+  test('a typo in the pavilion block (pavilion.confg.x) fails helm template and helm lint through the schema', () => {
+    renderFails(['--set', 'pavilion.confg.x=1'], /additional properties 'confg' not allowed/);
+    const lint = helm(['lint', '--strict', APP_CHART, '--set', 'pavilion.confg.x=1']);
+    assert.notEqual(lint.status, 0, 'helm lint fails');
+    assert.match(lint.stdout + lint.stderr, /additional properties 'confg' not allowed/);
+  });
+
+  test('typos inside pavilion.config, at the top level and a bad tenant id fail through the schema', () => {
+    renderFails(['--set', 'pavilion.config.engine.wokers=2'], /additional properties 'wokers' not allowed/);
+    renderFails(['--set', 'pavilon.tenants=null'], /additional properties 'pavilon' not allowed/);
+    renderFails(['--set', 'pavilion.tenants[0].id=Bank'], /does not match pattern/);
+    renderFails(['--set', 'istio.extensionProvider.timout=1s'], /additional properties 'timout' not allowed/);
+  });
+
+  test('contradictory values fail the render with a message naming what to change', () => {
+    renderFails(['--set', 'pavilion.probes.istioLocalhostRewrite=false'], /kubelet probes the pod IP/);
+    renderFails(['--set', 'pavilion.metrics.mode=direct'], /metrics.mode direct needs pavilion.config.http.host 0.0.0.0/);
+    renderFails(['--set', 'pavilion.config.http.port=9000'], /must equal pavilion.ports.http.containerPort/);
+    renderFails(['--set', 'pavilion.config.extAuthz.grpc.port=9000'], /must equal pavilion.ports.grpc.containerPort/);
+    renderFails(['--set', 'pavilion.hsm.enabled=true'], /needs pavilion.hsm.pin.secretName/);
+    renderFails(['--set', 'pavilion.config.decisionLog.path=/etc/decisions.ndjson'], /must be under a writable mount/);
+    renderFails(['--set', 'pavilion.config.extAuthz=null'], /ext_authz gRPC port/);
+  });
+
+  test('the library chart and the example chart validate the pavilion block with the same schema', () => {
+    assert.deepEqual(readSchema(APP_CHART).properties?.['pavilion'], readSchema(LIB_CHART).properties?.['pavilion']);
+  });
+
+  test('the schema of pavilion.config has exactly the sidecar config sections and keys (sidecar/src/config)', () => {
+    // A key the sidecar gains must be settable from values, and the schema must not allow a
+    // key the sidecar refuses. tenants come from pavilion.tenants; extAuthz (optional, not
+    // in the defaults) is checked by the sidecar's parser on the rendered config above.
+    const schema = readSchema(APP_CHART).properties?.['pavilion']?.properties?.['config'];
+    assert.ok(schema);
+    const compare = (value: Record<string, unknown>, node: Schema, path: string): void => {
+      assert.equal(node.additionalProperties, false, `${path} refuses unknown keys`);
+      const expected = Object.keys(value).sort();
+      const actual = Object.keys(node.properties ?? {}).filter((k) => !(path === 'config' && k === 'extAuthz')).sort();
+      assert.deepEqual(actual, expected, `keys of ${path} (update helm/*/values.schema.json)`);
+      for (const [key, child] of Object.entries(value)) {
+        if (typeof child === 'object' && child !== null && !Array.isArray(child)) {
+          compare(child as Record<string, unknown>, node.properties?.[key] ?? {}, `${path}.${key}`);
+        }
+      }
+    };
+    const { tenants: _tenants, ...sections } = defaultConfig();
+    compare(sections as unknown as Record<string, unknown>, schema, 'config');
+  });
+});
+
+describe('Istio extension provider documentation', () => {
+  test('NOTES.txt prints a meshConfig extensionProviders entry with only Istio field names and this release\'s values', () => {
+    // NOTES.txt is not part of `helm template` output: render it through a copy of the chart.
+    const copy = mkdtempSync(join(tmpdir(), 'pavilion-notes-'));
+    try {
+      cpSync(APP_CHART, copy, { recursive: true });
+      writeFileSync(
+        join(copy, 'templates', 'zz-notes.yaml'),
+        'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n  notes: {{ include "broker-example/templates/NOTES.txt" . | quote }}\n',
+      );
+      const notes = the(render(['--show-only', 'templates/zz-notes.yaml'], copy), 'ConfigMap').data?.['notes'] ?? '';
+      const snippet = notes.slice(notes.indexOf('meshConfig:'), notes.indexOf('\n\n', notes.indexOf('meshConfig:')));
+      const parsed = parseYaml(snippet) as { meshConfig: { extensionProviders: Record<string, unknown>[] } };
+      const provider = parsed.meshConfig.extensionProviders[0];
+      assert.ok(provider);
+      assert.equal(provider['name'], 'pavilion-ext-authz');
+      const grpc = assertIstioProviderShape(provider, 'NOTES.txt');
+      assert.deepEqual(grpc, {
+        service: `${NAMESPACE}/pavilion-ext-authz.local`,
+        port: 9191,
+        timeout: '0.2s',
+        failOpen: false,
+        statusOnError: '403',
+        includeRequestBodyInCheck: { maxRequestBytes: 65536, allowPartialMessage: false, packAsBytes: false },
+      });
+    } finally {
+      rmSync(copy, { recursive: true, force: true });
+    }
+  });
+
+  test('docs/istio.md gives a meshConfig envoyExtAuthzGrpc snippet with only Istio field names, matching the chart', () => {
+    const doc = readFileSync(join(ROOT, 'docs', 'istio.md'), 'utf8');
+    const blocks = [...doc.matchAll(/```yaml\n([\s\S]*?)```/g)].map((m) => m[1] ?? '');
+    const mesh = blocks.map((b) => parseYaml(b) as unknown).find(
+      (v): v is { meshConfig: { extensionProviders: Record<string, unknown>[] } } =>
+        typeof v === 'object' && v !== null && 'meshConfig' in v,
+    );
+    assert.ok(mesh, 'docs/istio.md has a yaml block with meshConfig');
+    const provider = mesh.meshConfig.extensionProviders[0];
+    assert.ok(provider);
+    const grpc = assertIstioProviderShape(provider, 'docs/istio.md');
+    assert.equal(provider['name'], 'pavilion-ext-authz');
+    assert.equal(grpc['service'], 'pavilion-ext-authz.local');
+    assert.equal(grpc['port'], 9191);
+    assert.equal(grpc['timeout'], '0.2s');
+    assert.equal(grpc['failOpen'], false);
+    assert.equal(grpc['statusOnError'], '403');
+    assert.ok(grpc['includeRequestBodyInCheck'], 'includes the request body');
+  });
+});
+
+describe('image', () => {
+  test('the Dockerfile starts the same command the chart runs, as 10001, exposing 8181 and 9191', () => {
+    const dockerfile = readFileSync(join(ROOT, 'Dockerfile'), 'utf8');
+    const cmd = /^CMD (\[.*\])$/m.exec(dockerfile)?.[1];
+    assert.ok(cmd, 'the Dockerfile has an exec-form CMD');
+    assert.deepEqual(JSON.parse(cmd), container(byDefault, 'pavilion').command);
+    assert.match(dockerfile, /^USER 10001:10001$/m);
+    assert.match(dockerfile, /^EXPOSE 8181 9191$/m);
+  });
+});
