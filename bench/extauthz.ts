@@ -35,7 +35,7 @@ import { findOpa, REPO_ROOT } from '../sidecar/src/lib/tools.ts';
 import { generateCorpus } from '../test/extauthz/corpus.ts';
 import { cpuSeconds, memoryMb } from './lib/process-stats.ts';
 import { writeResults, type BenchCase, type Metrics } from './lib/results.ts';
-import { freePort, startServer, type Server } from './lib/servers.ts';
+import { buildSidecar, freePort, startServer, type Server } from './lib/servers.ts';
 
 const exec = promisify(execFile);
 const DURATION_S = Number(process.env['BENCH_DURATION_S'] ?? 8);
@@ -212,7 +212,8 @@ async function startPavilion(bundleDir: string, work: string): Promise<{ server:
     tenants: [{ id: TENANT }],
     extAuthz: { grpc: { host: '127.0.0.1', port: grpcPort }, tenantFrom: { fixed: TENANT }, timeoutMs: 1000 },
   }));
-  const server = await startServer(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'sidecar', 'src', 'main.ts')],
+  const main = await buildSidecar(REPO_ROOT);
+  const server = await startServer(process.execPath, [main],
     `http://127.0.0.1:${httpPort}`, '/health', { ...process.env, PAVILION_CONFIG: config });
   return { server, grpcTarget: `127.0.0.1:${grpcPort}` };
 }

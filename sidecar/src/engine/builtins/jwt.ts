@@ -183,7 +183,7 @@ function verifyHmac(hash: string, jwt: unknown, secret: unknown): boolean | unde
 // io.jwt.decode_verify
 
 interface Constraints {
-  keys: VerificationKey[] | undefined;
+  keys: readonly VerificationKey[] | undefined;
   secret: string;
   alg: string;
   iss: string;

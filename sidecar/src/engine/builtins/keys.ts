@@ -134,8 +134,33 @@ function jwkToKey(jwk: Record<string, unknown>): VerificationKey | undefined {
   return { alg: alg ?? '', kid: kid ?? '', publicKey, secret, isPrivate };
 }
 
-/** OPA's parseKeysFromCertOrJWK. */
-export function parseVerificationKeys(text: string): VerificationKey[] | undefined {
+/**
+ * Parsed keys by their text. Policies verify tokens against the same few keys on every
+ * request; parsing a PEM or JWK set costs more than the signature check itself. Bounded,
+ * least recently used first out; entries are frozen and KeyObjects are immutable.
+ */
+const KEY_CACHE_MAX_ENTRIES = 256;
+const keyCache = new Map<string, readonly VerificationKey[] | undefined>();
+
+/** OPA's parseKeysFromCertOrJWK, memoised. */
+export function parseVerificationKeys(text: string): readonly VerificationKey[] | undefined {
+  if (keyCache.has(text)) {
+    const hit = keyCache.get(text);
+    keyCache.delete(text);
+    keyCache.set(text, hit);
+    return hit;
+  }
+  const parsed = parseVerificationKeysUncached(text);
+  const frozen = parsed === undefined ? undefined : Object.freeze(parsed.map((key) => Object.freeze(key)));
+  keyCache.set(text, frozen);
+  if (keyCache.size > KEY_CACHE_MAX_ENTRIES) {
+    const oldest = keyCache.keys().next();
+    if (oldest.done !== true) keyCache.delete(oldest.value);
+  }
+  return frozen;
+}
+
+function parseVerificationKeysUncached(text: string): VerificationKey[] | undefined {
   const block = decodePem(text);
   if (block !== undefined) {
     if (block.rest.length > 0) return undefined;
