@@ -224,6 +224,51 @@ async function startOpa(regoBundle: string): Promise<Server> {
     `http://127.0.0.1:${port}`, '/health?bundles');
 }
 
+/**
+ * Pavilion alone under ghz (a Go gRPC load generator, far lighter than a Node client) at
+ * 1,000 checks/s, for Pavilion's own latency. There is no gRPC peer to drive the same way.
+ * Skipped when ghz is not installed (`GOBIN=$PWD/.tools/bin go install github.com/bojand/ghz/cmd/ghz@v0.93.0`).
+ */
+async function ghzRun(target: string, message: Buffer, work: string): Promise<Record<string, number | string> | undefined> {
+  const ghz = join(REPO_ROOT, '.tools', 'bin', 'ghz');
+  try {
+    readFileSync(ghz);
+  } catch {
+    process.stdout.write('- ghz not installed: skipping the ghz run\n');
+    return undefined;
+  }
+  process.stdout.write('- ghz, 1,000 checks/s, one allowed RS256 request repeated\n');
+  const file = join(work, 'check.bin');
+  await writeFile(file, message);
+  const proto = join(REPO_ROOT, 'sidecar', 'proto');
+  // ghz reads call data from stdin when stdin is a pipe: close it.
+  const stdout = await new Promise<string>((resolve, reject) => {
+    const child = execFile(ghz, [
+    '--insecure', '--proto', join(proto, 'envoy', 'service', 'auth', 'v3', 'external_auth.proto'), '--import-paths', proto,
+    '--call', 'envoy.service.auth.v3.Authorization.Check', '--binary', '--binary-file', file,
+    // a fixed count at a fixed rate: DURATION_S seconds of 1,000 checks/s
+    '--rps', '1000', '--concurrency', '8', '--connections', '1', '--total', String(1000 * DURATION_S), '--format', 'json', target,
+  ], { maxBuffer: 64 * 1024 * 1024 }, (error, out) => (error ? reject(error) : resolve(out)));
+    child.stdin?.end();
+  });
+  const report = JSON.parse(stdout) as {
+    rps: number;
+    count: number;
+    latencyDistribution: Array<{ percentage: number; latency: number }>;
+    statusCodeDistribution: Record<string, number>;
+  };
+  const at = (p: number): number => Math.round(((report.latencyDistribution.find((d) => d.percentage === p)?.latency ?? 0) / 1e6) * 1000) / 1000;
+  return {
+    load_generator: 'ghz v0.93.0 (--rps 1000, 8 concurrent, 1 connection)',
+    rps: Math.round(report.rps),
+    requests_total: report.count,
+    p50_ms: at(50),
+    p90_ms: at(90),
+    p99_ms: at(99),
+    non_ok: report.count - (report.statusCodeDistribution['OK'] ?? 0),
+  };
+}
+
 export async function run(): Promise<void> {
   const work = await mkdtemp(join(tmpdir(), 'pavilion-bench-extauthz-'));
   const servers: Server[] = [];
@@ -272,7 +317,9 @@ export async function run(): Promise<void> {
         notes: 'Pavilion: gRPC Check (protobuf decode, input document, Wasm evaluation, CheckResponse). Peer: OPA Data API POST with the same input documents, no protobuf, no response mapping, HTTP/1.1 keep-alive.',
       });
     }
+    const ghz = await ghzRun(pavilion.grpcTarget, Buffer.from(grpcPayloads[0] as string, 'base64'), work);
     await writeResults('extauthz', cases, {
+      ...(ghz === undefined ? {} : { pavilion_ghz_1000_rps: ghz }),
       duration_s: DURATION_S,
       warmup_s: WARMUP_S,
       in_flight: CONNECTIONS,

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { readBundle } from '../sidecar/src/bundles/index.ts';
-import { compilePolicy, PolicyEngine, type EngineOptions } from '../sidecar/src/engine/index.ts';
+import { compilePolicy, DecisionCache, PolicyEngine, type EngineOptions } from '../sidecar/src/engine/index.ts';
 import { ErrorCodes, PavilionError, type ErrorCode } from '../sidecar/src/lib/errors.ts';
 import { buildFixtureBundle, type FixtureBundle } from './harness/fixtures.ts';
 
@@ -17,7 +17,7 @@ const ENGINE: EngineOptions = {
   memoryInitialPages: 5,
   memoryMaxBytes: 64 * 1024 * 1024,
   maxInputDepth: 32,
-  cache: { enabled: true, maxEntries: 1000, maxKeyBytes: 4096 },
+  cache: { enabled: true, maxEntries: 1000, maxBytes: 1024 * 1024, maxKeyBytes: 4096 },
 };
 
 async function compiled(tenant: string, fixture: FixtureBundle) {
@@ -152,6 +152,36 @@ describe('policy engine', () => {
     assert.equal(decision.result, true);
     assert.equal(decision.revision, 'r2');
     assert.equal(engine.active('calm')?.revision, 'r2');
+  });
+});
+
+describe('decision cache bounds', () => {
+  test('evicts least recently used entries by count', () => {
+    const cache = new DecisionCache(2);
+    cache.set('a', { result: 1 });
+    cache.set('b', { result: 2 });
+    cache.get('a');
+    cache.set('c', { result: 3 });
+    assert.equal(cache.get('b'), undefined, 'b was least recently used');
+    assert.deepEqual(cache.get('a'), { result: 1 });
+    assert.equal(cache.size, 2);
+  });
+
+  test('evicts by approximate bytes, so unique large inputs cannot grow it past maxBytes', () => {
+    const maxBytes = 64 * 1024;
+    const cache = new DecisionCache(1_000_000, maxBytes);
+    for (let i = 0; i < 10_000; i++) cache.set(`tenant\u0000rev\u0000path\u0000${'x'.repeat(500)}${i}`, { result: i });
+    assert.ok(cache.bytes <= maxBytes, `${cache.bytes} bytes held`);
+    assert.ok(cache.size > 10 && cache.size < 100, `${cache.size} entries`);
+    cache.purgeTenant('tenant');
+    assert.equal(cache.size, 0);
+    assert.equal(cache.bytes, 0);
+  });
+
+  test('an entry larger than maxBytes is not cached at all', () => {
+    const cache = new DecisionCache(10, 100);
+    cache.set('k'.repeat(200), { result: true });
+    assert.equal(cache.size, 0);
   });
 });
 

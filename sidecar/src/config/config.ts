@@ -68,7 +68,7 @@ export interface PavilionConfig {
     readonly maxQueuedEvaluations: number;
     readonly memoryInitialPages: number;
     readonly memoryMaxBytes: number;
-    readonly cache: { readonly enabled: boolean; readonly maxEntries: number; readonly maxKeyBytes: number };
+    readonly cache: { readonly enabled: boolean; readonly maxEntries: number; readonly maxBytes: number; readonly maxKeyBytes: number };
   };
   readonly bundles: {
     readonly directory: string;
@@ -106,7 +106,7 @@ export function defaultConfig(): PavilionConfig {
       maxQueuedEvaluations: 10_000,
       memoryInitialPages: 5,
       memoryMaxBytes: 128 * MiB,
-      cache: { enabled: true, maxEntries: 100_000, maxKeyBytes: 16 * 1024 },
+      cache: { enabled: true, maxEntries: 100_000, maxBytes: 8 * MiB, maxKeyBytes: 16 * 1024 },
     },
     bundles: {
       directory: resolve(REPO_ROOT, 'bundles', '.build'),
@@ -186,7 +186,7 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
   const engine = section(root, 'engine', '$', [
     'workers', 'evaluationTimeoutMs', 'maxQueuedEvaluations', 'memoryInitialPages', 'memoryMaxBytes', 'cache',
   ]);
-  const cache = section(engine, 'cache', '$.engine', ['enabled', 'maxEntries', 'maxKeyBytes']);
+  const cache = section(engine, 'cache', '$.engine', ['enabled', 'maxEntries', 'maxBytes', 'maxKeyBytes']);
   const bundles = section(root, 'bundles', '$', ['directory', 'maxCompressedBytes', 'maxUncompressedBytes']);
   const decisionLog = section(root, 'decisionLog', '$', ['sink', 'path']);
 
@@ -240,6 +240,7 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
       cache: {
         enabled: bool(cache, 'enabled', '$.engine.cache', d.engine.cache.enabled),
         maxEntries: int(cache, 'maxEntries', '$.engine.cache', d.engine.cache.maxEntries, 0, 100_000_000),
+        maxBytes: int(cache, 'maxBytes', '$.engine.cache', d.engine.cache.maxBytes, 0, 64 * 1024 * MiB),
         maxKeyBytes: int(cache, 'maxKeyBytes', '$.engine.cache', d.engine.cache.maxKeyBytes, 0, 64 * MiB),
       },
     },

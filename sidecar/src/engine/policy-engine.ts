@@ -22,6 +22,7 @@ export interface EngineOptions {
   readonly cache: {
     readonly enabled: boolean;
     readonly maxEntries: number;
+    readonly maxBytes: number;
     readonly maxKeyBytes: number;
   };
 }
@@ -72,7 +73,7 @@ export class PolicyEngine implements Component {
   constructor(options: EngineOptions, observer: EngineObserver = {}) {
     this.#options = options;
     this.#observer = observer;
-    this.#cache = new DecisionCache(options.cache.enabled ? options.cache.maxEntries : 0);
+    this.#cache = new DecisionCache(options.cache.enabled ? options.cache.maxEntries : 0, options.cache.maxBytes);
     this.#pool = new WorkerPool({
       workers: options.workers,
       evaluationTimeoutMs: options.evaluationTimeoutMs,
@@ -98,7 +99,7 @@ export class PolicyEngine implements Component {
   status(): ComponentStatus {
     if (!this.#started) return { state: 'NOT_READY', message: 'engine not started' };
     const ready = this.#pool.readyWorkers;
-    const details = { workers: this.#pool.size, readyWorkers: ready, workerRestarts: this.#pool.restarts, cacheEntries: this.#cache.size };
+    const details = { workers: this.#pool.size, readyWorkers: ready, workerRestarts: this.#pool.restarts, cacheEntries: this.#cache.size, cacheBytes: this.#cache.bytes };
     if (ready === 0) return { state: 'ERROR', message: 'no evaluation worker is ready', details };
     if (ready < this.#pool.size) return { state: 'WARN', message: 'an evaluation worker is restarting', details };
     return { state: 'OK', details };
