@@ -33,6 +33,7 @@ import {
 } from './asn1.ts';
 import { exactInteger, goBase64Decode } from './common.ts';
 import { decodePem } from './keys.ts';
+import { ipString } from './net.ts';
 
 type Json = Record<string, unknown>;
 
@@ -158,32 +159,9 @@ function parseName(buf: Buffer, name: Tlv): Json {
   return out;
 }
 
+/** Go's net.IP.String, including its "?<hex>" for lengths that are not an address. */
 function ipText(bytes: Buffer): string {
-  if (bytes.length === 4) return Array.from(bytes).join('.');
-  if (bytes.length === 16) {
-    const mapped = bytes.subarray(0, 10).every((b) => b === 0) && bytes[10] === 0xff && bytes[11] === 0xff;
-    if (mapped) return Array.from(bytes.subarray(12)).join('.');
-    const groups: number[] = [];
-    for (let i = 0; i < 16; i += 2) groups.push(bytes.readUInt16BE(i));
-    let best = -1;
-    let bestLen = 0;
-    for (let i = 0; i < 8; ) {
-      if (groups[i] !== 0) {
-        i++;
-        continue;
-      }
-      let j = i;
-      while (j < 8 && groups[j] === 0) j++;
-      if (j - i >= 2 && j - i > bestLen) {
-        best = i;
-        bestLen = j - i;
-      }
-      i = j;
-    }
-    const hex = (g: number[]): string => g.map((x) => x.toString(16)).join(':');
-    return best < 0 ? hex(groups) : `${hex(groups.slice(0, best))}::${hex(groups.slice(best + bestLen))}`;
-  }
-  return `?${bytes.toString('hex')}`;
+  return bytes.length === 4 || bytes.length === 16 ? ipString(bytes) : `?${bytes.toString('hex')}`;
 }
 
 /** A simplified net/url.Parse, shaped like Go's url.URL JSON. */
