@@ -230,6 +230,28 @@ describe('ext_authz: bad input always gets a well-formed CheckResponse', () => {
     assert.equal(ok.headers.get('x-envoy-auth-headers-to-remove'), 'authorization');
   });
 
+  test('a body nested 5,000 deep: 403 ERR_REQUEST_TOO_DEEP, logged without its input, and the decision log stays healthy', async () => {
+    const deep = `${'['.repeat(5000)}${']'.repeat(5000)}`;
+    const token = signHs256(claims('alice', 'admin'));
+    const response = await client.check(checkRequest('envoy_demo', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: deep,
+    }));
+    const s = seen(response);
+    assert.equal(s.code, 7);
+    assert.equal(s.httpStatus, 403);
+    assert.equal(s.errorCode, 'ERR_REQUEST_TOO_DEEP');
+    const logged = await event(s.decisionId);
+    assert.equal('input' in logged, false, 'the unserialisable input is left out');
+    const error = logged['error'] as { code: string; cause?: { code: string } };
+    assert.equal(error.code, 'ERR_DECISION_LOG_UNSERIALISABLE');
+    assert.equal(error.cause?.code, 'ERR_REQUEST_TOO_DEEP');
+    const health = await get(`${app.url}/health?verbose`);
+    assert.equal(health.status, 200, JSON.stringify(health.body));
+    assert.equal((health.body['components'] as Record<string, { state: string }>)['decision_log']?.state, 'OK');
+  });
+
   test('health shows the ext_authz component', async () => {
     const health = await get(`${app.url}/health?verbose`);
     const components = health.body['components'] as Record<string, { state: string }>;

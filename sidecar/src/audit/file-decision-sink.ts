@@ -9,6 +9,27 @@ import { describeThrown } from '../lib/errors.ts';
 import { withDeadline, type ComponentStatus } from '../lib/lifecycle.ts';
 import type { DecisionEventV1, DecisionSink } from './decision-event.ts';
 
+/**
+ * One NDJSON line. An event whose input or result cannot be serialised (nested past the
+ * stack, for instance a hostile request body) is still logged - never dropped, never a
+ * reason to fail the sink - without those fields and with the reason in `error`.
+ */
+export function serialise(event: DecisionEventV1): string {
+  try {
+    return `${JSON.stringify(event)}\n`;
+  } catch (error) {
+    const { input: _input, result: _result, ...rest } = event;
+    return `${JSON.stringify({
+      ...rest,
+      error: {
+        code: 'ERR_DECISION_LOG_UNSERIALISABLE',
+        message: `input and result left out of the decision log: ${describeThrown(error)}`,
+        ...(event.error === undefined ? {} : { cause: event.error }),
+      },
+    })}\n`;
+  }
+}
+
 export class FileDecisionSink implements DecisionSink {
   readonly name = 'decision_log';
   readonly #path: string;
@@ -39,15 +60,7 @@ export class FileDecisionSink implements DecisionSink {
 
   write(event: DecisionEventV1): void {
     if (this.#stream === undefined) return;
-    let line: string;
-    try {
-      line = `${JSON.stringify(event)}\n`;
-    } catch (error) {
-      // Never fail the request over its log line, and never drop it silently either.
-      this.#error = `event ${event.decision_id} could not be serialised: ${describeThrown(error)}`;
-      return;
-    }
-    this.#stream.write(line);
+    this.#stream.write(serialise(event));
     this.#written++;
   }
 
