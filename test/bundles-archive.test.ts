@@ -151,6 +151,26 @@ describe('bundle archive loader', () => {
     );
   });
 
+  const probe = (): Record<string, unknown> => ({});
+
+  test('a data file under a __proto__ folder stays data and never reaches Object.prototype', async () => {
+    const archive = repack((e) => [...e, { name: 'acme/__proto__/data.json', data: '{"x-pavilion-tenant": "acme"}' }]);
+    const bundle = await readBundle(archive, OPTIONS);
+    assert.equal(probe()['x-pavilion-tenant'], undefined, 'Object.prototype was polluted through a data path');
+    const acme = bundle.data['acme'] as Record<string, unknown>;
+    assert.ok(Object.hasOwn(acme, '__proto__'), 'kept as an own key');
+    assert.deepEqual(Object.getOwnPropertyDescriptor(acme, '__proto__')?.value, { 'x-pavilion-tenant': 'acme' });
+  });
+
+  test('a __proto__ key merged into existing data stays data and never reaches Object.prototype', async () => {
+    const archive = repack((e) => [...e, { name: 'acme/data.json', data: '{"__proto__": {"polluted": "by key"}}' }]);
+    const bundle = await readBundle(archive, OPTIONS);
+    assert.equal(probe()['polluted'], undefined, 'Object.prototype was polluted through a data key');
+    const acme = bundle.data['acme'] as Record<string, unknown>;
+    assert.equal(acme['admin'], 'alice');
+    assert.ok(Object.hasOwn(acme, '__proto__'));
+  });
+
   test('an entrypoint outside the roots -> ERR_BUNDLE_ROOTS_FOREIGN', async () => {
     await refused(withManifest({ revision: 'r', roots: ['acme'], wasm: [{ entrypoint: 'globex/authz/allow', module: '/policy.wasm' }] }), ErrorCodes.BUNDLE_ROOTS_FOREIGN);
   });

@@ -108,7 +108,13 @@ export class ApiServer implements Component {
   constructor(deps: ApiServerDeps) {
     this.#deps = deps;
     this.#server = createServer((req, res) => {
-      void this.#handle(req, res);
+      this.#handle(req, res).catch((error: unknown) => {
+        // #handle answers every error itself; reaching here is a bug. Never crash the
+        // process over one request, and never leave it hanging.
+        process.stderr.write(`${JSON.stringify({ level: 'error', msg: 'request handler failed', error: String(error) })}\n`);
+        if (!res.headersSent) res.writeHead(500, { 'content-type': JSON_TYPE });
+        res.end();
+      });
     });
     this.#server.requestTimeout = deps.config.http.requestTimeoutMs;
     this.#server.headersTimeout = Math.min(deps.config.http.requestTimeoutMs, 60_000);

@@ -166,36 +166,49 @@ function checkDataUnderRoots(value: unknown, path: string[], roots: readonly str
   );
 }
 
+/**
+ * Own-property access only: bundle data is attacker-controlled, and `target['__proto__']`
+ * would read or replace the object's prototype (prototype pollution) instead of a key.
+ */
+function ownGet(target: Record<string, unknown>, key: string): unknown {
+  return Object.hasOwn(target, key) ? target[key] : undefined;
+}
+
+function ownSet(target: Record<string, unknown>, key: string, value: unknown): void {
+  Object.defineProperty(target, key, { value, writable: true, enumerable: true, configurable: true });
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
 function mergeInto(target: Record<string, unknown>, path: readonly string[], value: unknown, file: string): void {
   if (path.length === 0) {
-    if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    if (!isPlainObject(value)) {
       throw new PavilionError(ErrorCodes.BUNDLE_CORRUPT, `${file} at the data root must be an object`);
     }
     for (const [key, child] of Object.entries(value)) mergeInto(target, [key], child, file);
     return;
   }
   const [head, ...rest] = path as [string, ...string[]];
+  const existing = ownGet(target, head);
   if (rest.length === 0) {
-    const existing = target[head];
-    if (
-      typeof existing === 'object' && existing !== null && !Array.isArray(existing) &&
-      typeof value === 'object' && value !== null && !Array.isArray(value)
-    ) {
-      for (const [key, child] of Object.entries(value)) mergeInto(existing as Record<string, unknown>, [key], child, file);
+    if (isPlainObject(existing) && isPlainObject(value)) {
+      for (const [key, child] of Object.entries(value)) mergeInto(existing, [key], child, file);
       return;
     }
     if (existing !== undefined) {
       throw new PavilionError(ErrorCodes.BUNDLE_CORRUPT, `data conflict at '${path.join('/')}' (from ${file})`);
     }
-    target[head] = value;
+    ownSet(target, head, value);
     return;
   }
-  const next = target[head] ?? {};
-  if (typeof next !== 'object' || next === null || Array.isArray(next)) {
+  const next = existing ?? {};
+  if (!isPlainObject(next)) {
     throw new PavilionError(ErrorCodes.BUNDLE_CORRUPT, `data conflict at '${head}' (from ${file})`);
   }
-  target[head] = next;
-  mergeInto(next as Record<string, unknown>, rest, value, file);
+  ownSet(target, head, next);
+  mergeInto(next, rest, value, file);
 }
 
 const PACKAGE_LINE = /^\s*package\s+([A-Za-z_][\w.]*)/m;

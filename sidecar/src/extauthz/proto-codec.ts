@@ -63,10 +63,15 @@ export function jsonName(name: string): string {
   return out;
 }
 
+/** Keys come from the request: own properties only, so `__proto__` stays a key. */
+function defineKey(target: JsonObject, key: string, value: unknown): void {
+  Object.defineProperty(target, key, { value, writable: true, enumerable: true, configurable: true });
+}
+
 function structToJson(message: Record<string, unknown>): JsonObject {
   const out: JsonObject = {};
   const fields = (message['fields'] ?? {}) as Record<string, Record<string, unknown>>;
-  for (const [key, value] of Object.entries(fields)) out[key] = valueToJson(value);
+  for (const [key, value] of Object.entries(fields)) defineKey(out, key, valueToJson(value));
   return out;
 }
 
@@ -170,7 +175,7 @@ export class CheckCodec {
         if (entries.length === 0) continue;
         const map: JsonObject = {};
         for (const [key, v] of entries) {
-          map[key] = nested === undefined ? this.#scalar(v, field) : this.#toJson(v as Record<string, unknown>, nested);
+          defineKey(map, key, nested === undefined ? this.#scalar(v, field) : this.#toJson(v as Record<string, unknown>, nested));
         }
         out[name] = map;
       } else if (field.repeated) {
