@@ -17,4 +17,5 @@ npx tsx sidecar/src/cli/main.ts bundle build --all
 echo "== tests"
 mapfile -t files < <(find test -name '*.test.ts' -not -path '*/node_modules/*' | sort)
 if [ "$#" -gt 0 ]; then files=("$@"); fi
-exec node --import tsx --test --test-reporter=spec "${files[@]}"
+# A hard limit: a regression that blocks an event loop must fail the run, not hang CI.
+exec timeout --signal=KILL 1500 node --import tsx --test --test-reporter=spec "${files[@]}"

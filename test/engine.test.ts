@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import { readBundle } from '../sidecar/src/bundles/index.ts';
 import { compilePolicy, DecisionCache, PolicyEngine, type EngineOptions } from '../sidecar/src/engine/index.ts';
 import { ErrorCodes, PavilionError, type ErrorCode } from '../sidecar/src/lib/errors.ts';
-import { buildFixtureBundle, type FixtureBundle } from './harness/fixtures.ts';
+import { buildFixtureBundle, hostileWasm, type FixtureBundle } from './harness/fixtures.ts';
 
 const ENGINE: EngineOptions = {
   workers: 2,
@@ -22,7 +22,7 @@ const ENGINE: EngineOptions = {
 
 async function compiled(tenant: string, fixture: FixtureBundle) {
   const bundle = await readBundle(await buildFixtureBundle(fixture), { tenant, namespace: tenant });
-  return compilePolicy(bundle, { initialMemoryPages: 5 });
+  return await compilePolicy(bundle, { initialMemoryPages: 5 });
 }
 
 async function rejects(promise: Promise<unknown>, code: ErrorCode): Promise<PavilionError> {
@@ -185,6 +185,28 @@ describe('decision cache bounds', () => {
   });
 });
 
+describe('loading under the watchdog', () => {
+  const engine = new PolicyEngine({ ...ENGINE, loadTimeoutMs: 1 });
+  before(async () => {
+    await engine.start();
+  });
+  after(() => engine.stop());
+
+  test('a load that overruns its deadline fails the activation with ERR_BUNDLE_WASM_INVALID; active tenants keep answering', async () => {
+    // Activated while loads are still fast enough for a 1 ms deadline to be checked only by a
+    // watchdog tick; the big one is not.
+    const calm = await compiled('calm', { modules: { 'calm.rego': 'package calm\n\nallow := true\n' }, entrypoints: ['calm/allow'], roots: ['calm'] });
+    await engine.activate(calm).catch(() => undefined);
+    const rows = Array.from({ length: 200_000 }, (_, i) => ({ id: i, name: `row-${i}`, tags: ['a', 'b'] }));
+    const big = await compiled('big', { modules: { 'big.rego': 'package big\n\nn := count(data.big.rows)\n' }, data: { big: { rows } }, entrypoints: ['big/n'], roots: ['big'] });
+    await assert.rejects(engine.activate(big), (e: unknown) => e instanceof PavilionError && e.code === ErrorCodes.BUNDLE_WASM_INVALID && /did not finish within 1 ms/.test(e.message));
+    assert.equal(engine.active('big'), undefined);
+    if (engine.active('calm') !== undefined) {
+      assert.equal((await engine.evaluate('calm', 'calm/allow', {})).result, true);
+    }
+  });
+});
+
 describe('memory maximum', () => {
   const engine = new PolicyEngine({ ...ENGINE, workers: 1, evaluationTimeoutMs: 10_000, memoryMaxBytes: 8 * 1024 * 1024 });
   before(async () => {
@@ -209,14 +231,7 @@ describe('load-time checks', () => {
       }),
       { tenant: 'acme', namespace: 'acme' },
     );
-    const error = (() => {
-      try {
-        compilePolicy(bundle, { initialMemoryPages: 5 });
-      } catch (e) {
-        return e;
-      }
-      return undefined;
-    })();
+    const error = await compilePolicy(bundle, { initialMemoryPages: 5 }).then(() => undefined, (e: unknown) => e);
     assert.ok(error instanceof PavilionError);
     assert.equal(error.code, ErrorCodes.BUNDLE_BUILTIN_MISSING);
     assert.match(error.message, /http\.send/);
@@ -227,8 +242,8 @@ describe('load-time checks', () => {
       await buildFixtureBundle({ modules: { 'a.rego': 'package acme\n\nallow := true\n' }, entrypoints: ['acme/allow'], roots: ['acme'] }),
       { tenant: 'acme', namespace: 'acme' },
     );
-    assert.throws(
-      () => compilePolicy({ ...bundle, wasm: Buffer.from('\0asm\x02\0\0\0garbage') }, { initialMemoryPages: 5 }),
+    await assert.rejects(
+      async () => compilePolicy({ ...bundle, wasm: Buffer.from('\0asm\x02\0\0\0garbage') }, { initialMemoryPages: 5 }),
       (e: unknown) => e instanceof PavilionError && e.code === ErrorCodes.BUNDLE_WASM_INVALID,
     );
   });
@@ -240,9 +255,31 @@ describe('load-time checks', () => {
     );
     // The smallest valid module: magic + version, no sections.
     const empty = Buffer.from([0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00]);
-    assert.throws(
-      () => compilePolicy({ ...bundle, wasm: empty }, { initialMemoryPages: 5 }),
+    await assert.rejects(
+      compilePolicy({ ...bundle, wasm: empty }, { initialMemoryPages: 5 }),
       (e: unknown) => e instanceof PavilionError && (e.code === ErrorCodes.BUNDLE_ABI_UNSUPPORTED || e.code === ErrorCodes.BUNDLE_WASM_INVALID),
     );
   });
+
+  for (const loopIn of ['start', 'builtins'] as const) {
+    test(`a module whose ${loopIn === 'start' ? 'start function' : 'builtins export'} never returns is refused within the deadline, and the event loop keeps running -> ERR_BUNDLE_WASM_INVALID`, async () => {
+      const bundle = await readBundle(
+        await buildFixtureBundle({ modules: { 'a.rego': 'package acme\n\nallow := true\n' }, entrypoints: ['acme/allow'], roots: ['acme'] }),
+        { tenant: 'acme', namespace: 'acme' },
+      );
+      let ticks = 0;
+      const ticker = setInterval(() => ticks++, 10);
+      const started = performance.now();
+      try {
+        await assert.rejects(
+          compilePolicy({ ...bundle, wasm: hostileWasm(loopIn) }, { initialMemoryPages: 5, inspectionTimeoutMs: 300 }),
+          (e: unknown) => e instanceof PavilionError && e.code === ErrorCodes.BUNDLE_WASM_INVALID && /within 300 ms/.test(e.message),
+        );
+      } finally {
+        clearInterval(ticker);
+      }
+      assert.ok(performance.now() - started < 5_000, 'refused promptly');
+      assert.ok(ticks >= 10, `the event loop ran during the inspection (${ticks} ticks)`);
+    });
+  }
 });

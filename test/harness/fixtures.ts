@@ -93,3 +93,57 @@ export async function unpackFixture(archive: Buffer): Promise<RawTarEntry[]> {
   const { gunzipSync } = await import('node:zlib');
   return readTar(gunzipSync(archive)).map((entry) => ({ name: entry.name.slice(1), data: entry.data }));
 }
+
+/** Minimal WebAssembly binary writer for hostile-module tests (sections with LEB128 sizes). */
+function leb128(value: number): number[] {
+  const out: number[] = [];
+  let v = value >>> 0;
+  do {
+    let byte = v & 0x7f;
+    v >>>= 7;
+    if (v !== 0) byte |= 0x80;
+    out.push(byte);
+  } while (v !== 0);
+  return out;
+}
+
+function section(id: number, body: number[]): number[] {
+  return [id, ...leb128(body.length), ...body];
+}
+
+function name(text: string): number[] {
+  const bytes = [...Buffer.from(text, 'utf8')];
+  return [...leb128(bytes.length), ...bytes];
+}
+
+const LOOP_FOREVER = [0x03, 0x40, 0x0c, 0x00, 0x0b]; // loop ... br 0 ... end
+
+/**
+ * A module whose start function never returns (`loopIn: 'start'`), or one that exports the
+ * OPA ABI version globals and a `builtins` function that never returns (`loopIn: 'builtins'`).
+ */
+export function hostileWasm(loopIn: 'start' | 'builtins'): Buffer {
+  const types = section(1, [0x03, 0x60, 0x00, 0x00, 0x60, 0x00, 0x01, 0x7f, 0x60, 0x01, 0x7f, 0x01, 0x7f]); // ()->(), ()->i32, (i32)->i32
+  const header = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
+  if (loopIn === 'start') {
+    const functions = section(3, [0x01, 0x00]);
+    const start = section(8, [0x00]);
+    const body = [0x00, ...LOOP_FOREVER, 0x0b];
+    const code = section(10, [0x01, ...leb128(body.length), ...body]);
+    return Buffer.from([...header, ...types, ...functions, ...start, ...code]);
+  }
+  const functions = section(3, [0x02, 0x01, 0x02]); // 0: loops, ()->i32; 1: returns 0, (i32)->i32
+  const globals = section(6, [0x02, 0x7f, 0x00, 0x41, 0x01, 0x0b, 0x7f, 0x00, 0x41, 0x02, 0x0b]); // i32 1, i32 2
+  const exports = section(7, [
+    0x05,
+    ...name('builtins'), 0x00, 0x00,
+    ...name('entrypoints'), 0x00, 0x00,
+    ...name('opa_json_dump'), 0x00, 0x01,
+    ...name('opa_wasm_abi_version'), 0x03, 0x00,
+    ...name('opa_wasm_abi_minor_version'), 0x03, 0x01,
+  ]);
+  const loops = [0x00, ...LOOP_FOREVER, 0x41, 0x00, 0x0b];
+  const zero = [0x00, 0x41, 0x00, 0x0b];
+  const code = section(10, [0x02, ...leb128(loops.length), ...loops, ...leb128(zero.length), ...zero]);
+  return Buffer.from([...header, ...types, ...functions, ...globals, ...exports, ...code]);
+}

@@ -78,7 +78,7 @@ async function bundleInspect(args: string[]): Promise<number> {
     tenant: probe,
     namespace: manifestTenant ?? '',
   });
-  const compiled = compilePolicy(bundle, { initialMemoryPages: 5 });
+  const compiled = await compilePolicy(bundle, { initialMemoryPages: 5 });
   process.stdout.write(
     `${JSON.stringify(
       {

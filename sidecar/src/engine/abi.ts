@@ -8,6 +8,7 @@
  * module needs until one is called; `inspectWasm` reads that list up front, so a module
  * that needs a builtin Pavilion does not provide is refused at load time, not mid-request.
  */
+import { Worker } from 'node:worker_threads';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
 
 export const SUPPORTED_ABI_MAJOR = 1;
@@ -15,13 +16,6 @@ export const SUPPORTED_ABI_MAJOR = 1;
 export const MIN_ABI_MINOR = 2;
 export const WASM_PAGE_BYTES = 64 * 1024;
 
-interface OpaExports {
-  readonly builtins: () => number;
-  readonly entrypoints: () => number;
-  readonly opa_json_dump: (addr: number) => number;
-  readonly opa_wasm_abi_version?: WebAssembly.Global | number;
-  readonly opa_wasm_abi_minor_version?: WebAssembly.Global | number;
-}
 
 export interface WasmInspection {
   readonly abiVersion: number;
@@ -32,21 +26,8 @@ export interface WasmInspection {
   readonly entrypoints: Readonly<Record<string, number>>;
 }
 
-function globalValue(value: WebAssembly.Global | number | undefined): number | undefined {
-  if (value === undefined) return undefined;
-  return typeof value === 'number' ? value : Number(value.value);
-}
 
-function readCString(memory: WebAssembly.Memory, addr: number): string {
-  const bytes = new Uint8Array(memory.buffer);
-  let end = addr;
-  while (end < bytes.length && bytes[end] !== 0) end++;
-  return new TextDecoder().decode(bytes.subarray(addr, end));
-}
 
-function dumpJson(exports: OpaExports, memory: WebAssembly.Memory, addr: number): unknown {
-  return JSON.parse(readCString(memory, exports.opa_json_dump(addr)));
-}
 
 export function compileWasm(bytes: Uint8Array): WebAssembly.Module {
   try {
@@ -58,36 +39,90 @@ export function compileWasm(bytes: Uint8Array): WebAssembly.Module {
   }
 }
 
-/** Instantiate the module once with inert imports and read its ABI facts. */
-export function inspectWasm(module: WebAssembly.Module, initialPages: number): WasmInspection {
-  const memory = new WebAssembly.Memory({ initial: initialPages });
-  const refuse = (): never => {
-    throw new PavilionError(ErrorCodes.BUNDLE_WASM_INVALID, 'policy module called the host during inspection');
+/**
+ * The inspection, as a self-contained CommonJS script for a throwaway worker. The module is
+ * untrusted until it has passed: its start function and exports run there, under a deadline
+ * and a memory maximum, never on the event loop.
+ */
+const INSPECTION_SCRIPT = `
+const { parentPort, workerData } = require('node:worker_threads');
+const { module, initialPages, maximumPages } = workerData;
+const refuse = () => { throw new Error('policy module called the host during inspection'); };
+const value = (g) => (g === undefined ? undefined : typeof g === 'number' ? g : Number(g.value));
+try {
+  const memory = new WebAssembly.Memory({ initial: initialPages, maximum: maximumPages });
+  const instance = new WebAssembly.Instance(module, { env: {
+    memory, opa_abort: refuse, opa_println: () => undefined,
+    opa_builtin0: refuse, opa_builtin1: refuse, opa_builtin2: refuse, opa_builtin3: refuse, opa_builtin4: refuse,
+  } });
+  const e = instance.exports;
+  const dump = (addr) => {
+    const bytes = new Uint8Array(memory.buffer);
+    const start = e.opa_json_dump(addr);
+    let end = start;
+    while (end < bytes.length && bytes[end] !== 0) end++;
+    return new TextDecoder().decode(bytes.subarray(start, end));
   };
-  let instance: WebAssembly.Instance;
-  try {
-    instance = new WebAssembly.Instance(module, {
-      env: {
-        memory,
-        opa_abort: refuse,
-        opa_println: () => undefined,
-        opa_builtin0: refuse,
-        opa_builtin1: refuse,
-        opa_builtin2: refuse,
-        opa_builtin3: refuse,
-        opa_builtin4: refuse,
-      },
-    });
-  } catch (error) {
-    throw new PavilionError(
-      ErrorCodes.BUNDLE_WASM_INVALID,
-      `policy.wasm does not instantiate as an OPA policy: ${describeThrown(error)}`,
-      { cause: error },
-    );
+  const facts = { abiVersion: value(e.opa_wasm_abi_version), abiMinorVersion: value(e.opa_wasm_abi_minor_version) };
+  if (typeof e.builtins === 'function' && typeof e.entrypoints === 'function' && typeof e.opa_json_dump === 'function'
+      && facts.abiVersion === ${SUPPORTED_ABI_MAJOR} && facts.abiMinorVersion >= ${MIN_ABI_MINOR}) {
+    facts.builtins = dump(e.builtins());
+    facts.entrypoints = dump(e.entrypoints());
   }
-  const exports = instance.exports as unknown as OpaExports;
-  const abiVersion = globalValue(exports.opa_wasm_abi_version);
-  const abiMinorVersion = globalValue(exports.opa_wasm_abi_minor_version);
+  parentPort.postMessage({ ok: true, facts });
+} catch (error) {
+  parentPort.postMessage({ ok: false, message: String(error && error.message || error) });
+}
+`;
+
+interface InspectionFacts {
+  readonly abiVersion?: number;
+  readonly abiMinorVersion?: number;
+  readonly builtins?: string;
+  readonly entrypoints?: string;
+}
+
+export interface InspectionLimits {
+  readonly initialPages: number;
+  /** Memory the module may grow to while being inspected. */
+  readonly maximumPages: number;
+  readonly timeoutMs: number;
+}
+
+function runInspection(module: WebAssembly.Module, limits: InspectionLimits): Promise<InspectionFacts> {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(INSPECTION_SCRIPT, {
+      eval: true,
+      workerData: { module, initialPages: limits.initialPages, maximumPages: limits.maximumPages },
+      resourceLimits: { maxOldGenerationSizeMb: 64, maxYoungGenerationSizeMb: 8 },
+    });
+    let settled = false;
+    const settle = (fn: () => void): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      void worker.terminate();
+      fn();
+    };
+    const timer = setTimeout(() => settle(() => reject(new PavilionError(
+      ErrorCodes.BUNDLE_WASM_INVALID,
+      `policy.wasm did not finish instantiating within ${limits.timeoutMs} ms (a start function or export that does not return)`,
+    ))), limits.timeoutMs);
+    worker.once('message', (message: { ok: boolean; facts?: InspectionFacts; message?: string }) => settle(() => {
+      if (message.ok && message.facts !== undefined) resolve(message.facts);
+      else reject(new PavilionError(ErrorCodes.BUNDLE_WASM_INVALID, `policy.wasm does not instantiate as an OPA policy: ${message.message ?? 'unknown error'}`));
+    }));
+    worker.once('error', (error) => settle(() => reject(new PavilionError(
+      ErrorCodes.BUNDLE_WASM_INVALID, `policy.wasm inspection failed: ${describeThrown(error)}`, { cause: error },
+    ))));
+    worker.once('exit', () => settle(() => reject(new PavilionError(ErrorCodes.BUNDLE_WASM_INVALID, 'policy.wasm inspection ended without an answer'))));
+  });
+}
+
+/** Instantiate the module in a throwaway worker with inert imports and read its ABI facts. */
+export async function inspectWasm(module: WebAssembly.Module, limits: InspectionLimits): Promise<WasmInspection> {
+  const facts = await runInspection(module, limits);
+  const { abiVersion, abiMinorVersion } = facts;
   if (abiVersion !== SUPPORTED_ABI_MAJOR || abiMinorVersion === undefined || abiMinorVersion < MIN_ABI_MINOR) {
     throw new PavilionError(
       ErrorCodes.BUNDLE_ABI_UNSUPPORTED,
@@ -96,11 +131,17 @@ export function inspectWasm(module: WebAssembly.Module, initialPages: number): W
       { details: { abiVersion, abiMinorVersion } },
     );
   }
-  if (typeof exports.builtins !== 'function' || typeof exports.entrypoints !== 'function') {
+  if (facts.builtins === undefined || facts.entrypoints === undefined) {
     throw new PavilionError(ErrorCodes.BUNDLE_WASM_INVALID, 'policy.wasm lacks the builtins/entrypoints exports');
   }
-  const builtins = dumpJson(exports, memory, exports.builtins()) as Record<string, number>;
-  const entrypoints = dumpJson(exports, memory, exports.entrypoints()) as Record<string, number>;
+  let builtins: Record<string, number>;
+  let entrypoints: Record<string, number>;
+  try {
+    builtins = JSON.parse(facts.builtins) as Record<string, number>;
+    entrypoints = JSON.parse(facts.entrypoints) as Record<string, number>;
+  } catch (error) {
+    throw new PavilionError(ErrorCodes.BUNDLE_WASM_INVALID, `policy.wasm reported unreadable builtins or entrypoints: ${describeThrown(error)}`);
+  }
   return {
     abiVersion,
     abiMinorVersion,

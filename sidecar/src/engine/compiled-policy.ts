@@ -34,11 +34,19 @@ export interface CompiledPolicy {
 
 export interface CompileOptions {
   readonly initialMemoryPages: number;
+  /** Memory the module may use while inspected (default 1,024 pages = 64 MiB). */
+  readonly maximumMemoryPages?: number;
+  /** Deadline for instantiating the untrusted module (default 5,000 ms). */
+  readonly inspectionTimeoutMs?: number;
 }
 
-export function compilePolicy(bundle: Bundle, options: CompileOptions): CompiledPolicy {
+export async function compilePolicy(bundle: Bundle, options: CompileOptions): Promise<CompiledPolicy> {
   const module = compileWasm(bundle.wasm);
-  const inspection = inspectWasm(module, options.initialMemoryPages);
+  const inspection = await inspectWasm(module, {
+    initialPages: options.initialMemoryPages,
+    maximumPages: Math.max(options.initialMemoryPages, options.maximumMemoryPages ?? 1024),
+    timeoutMs: options.inspectionTimeoutMs ?? 5_000,
+  });
   const missing = inspection.requiredBuiltins.filter(
     (name) => !SDK_BUILTIN_NAMES.has(name) && !HOST_BUILTIN_NAMES.has(name),
   );

@@ -15,6 +15,8 @@ import { WorkerPool } from './worker-pool.ts';
 export interface EngineOptions {
   readonly workers: number;
   readonly evaluationTimeoutMs: number;
+  /** Deadline for loading a policy into a worker (default max(10 s, evaluationTimeoutMs)). */
+  readonly loadTimeoutMs?: number;
   readonly maxQueuedEvaluations: number;
   readonly memoryInitialPages: number;
   readonly memoryMaxBytes: number;
@@ -77,6 +79,7 @@ export class PolicyEngine implements Component {
     this.#pool = new WorkerPool({
       workers: options.workers,
       evaluationTimeoutMs: options.evaluationTimeoutMs,
+      ...(options.loadTimeoutMs === undefined ? {} : { loadTimeoutMs: options.loadTimeoutMs }),
       maxQueuedEvaluations: options.maxQueuedEvaluations,
       memory: {
         initialPages: options.memoryInitialPages,

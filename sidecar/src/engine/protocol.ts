@@ -64,7 +64,8 @@ export type FromWorker =
  * thread can see a runaway evaluation without the worker's cooperation.
  */
 export const CONTROL_START_MS = 0; // wall-clock ms (timeOrigin + now) when the current item began; 0 = idle
-export const CONTROL_BATCH = 1;
+export const CONTROL_BATCH = 1; // the batch being evaluated, or CONTROL_LOADING while a policy loads
+export const CONTROL_LOADING = -1;
 export const CONTROL_INDEX = 2;
 export const CONTROL_SLOTS = 3;
 

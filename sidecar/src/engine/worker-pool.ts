@@ -16,6 +16,7 @@ import { Worker } from 'node:worker_threads';
 import { ErrorCodes, PavilionError } from '../lib/errors.ts';
 import {
   CONTROL_BATCH,
+  CONTROL_LOADING,
   CONTROL_INDEX,
   CONTROL_SLOTS,
   CONTROL_START_MS,
@@ -30,6 +31,8 @@ import {
 export interface WorkerPoolOptions {
   readonly workers: number;
   readonly evaluationTimeoutMs: number;
+  /** Deadline for instantiating a policy and setting its data in a worker (default 10 s). */
+  readonly loadTimeoutMs?: number;
   readonly maxQueuedEvaluations: number;
   readonly memory: MemoryLimits;
   /** Called when a worker is replaced (metrics). */
@@ -281,12 +284,20 @@ export class WorkerPool {
 
   #checkDeadlines(): void {
     const now = nowMs();
-    for (const slot of this.#slots) {
-      if (slot.dead || slot.outstanding === 0) continue;
+    const loadTimeoutMs = this.#options.loadTimeoutMs ?? Math.max(10_000, this.#options.evaluationTimeoutMs);
+    for (const slot of [...this.#slots]) {
+      if (slot.dead) continue;
       const started = slot.control[CONTROL_START_MS] ?? 0;
-      if (started > 0 && now - started > this.#options.evaluationTimeoutMs) {
-        const culprit = { batch: slot.control[CONTROL_BATCH] ?? -1, index: slot.control[CONTROL_INDEX] ?? -1 };
-        this.#replace(slot, 'timeout', culprit);
+      if (started === 0) continue;
+      const loading = slot.control[CONTROL_BATCH] === CONTROL_LOADING;
+      if (now - started <= (loading ? loadTimeoutMs : this.#options.evaluationTimeoutMs)) continue;
+      if (loading) {
+        this.#replace(slot, 'timeout', undefined, new PavilionError(
+          ErrorCodes.BUNDLE_WASM_INVALID,
+          `loading the policy into an evaluation worker did not finish within ${loadTimeoutMs} ms`,
+        ));
+      } else {
+        this.#replace(slot, 'timeout', { batch: slot.control[CONTROL_BATCH] ?? -1, index: slot.control[CONTROL_INDEX] ?? -1 });
       }
     }
   }
@@ -302,7 +313,12 @@ export class WorkerPool {
     return held;
   }
 
-  #replace(slot: Slot, reason: 'timeout' | 'crash', culprit: { batch: number; index: number } | undefined): void {
+  #replace(
+    slot: Slot,
+    reason: 'timeout' | 'crash',
+    culprit: { batch: number; index: number } | undefined,
+    loadFailure?: PavilionError,
+  ): void {
     if (slot.dead) return;
     slot.dead = true;
     slot.ready = false;
@@ -312,7 +328,7 @@ export class WorkerPool {
       culprit === undefined ? undefined : slot.batches.get(culprit.batch)?.[culprit.index];
     const held = this.#drain(slot);
     for (const waiter of slot.loadWaiters.values()) {
-      waiter.reject(new PavilionError(ErrorCodes.EVAL_TRAP, 'evaluation worker restarted while loading a policy'));
+      waiter.reject(loadFailure ?? new PavilionError(ErrorCodes.EVAL_TRAP, 'evaluation worker restarted while loading a policy'));
     }
     slot.loadWaiters.clear();
     void slot.worker.terminate();

@@ -10,6 +10,7 @@ import { ErrorCodes, PavilionError, describeThrown, type ErrorCode } from '../li
 import { createHostBuiltins, type EvaluationContext } from './builtins/index.ts';
 import {
   CONTROL_BATCH,
+  CONTROL_LOADING,
   CONTROL_INDEX,
   CONTROL_START_MS,
   type EvalItem,
@@ -101,9 +102,14 @@ port.on('message', (message: ToWorker) => {
     case 'load': {
       try {
         specs.set(message.key, message);
+        // Untrusted module code runs here (start function, setData): under the watchdog too.
+        control[CONTROL_BATCH] = CONTROL_LOADING;
+        control[CONTROL_START_MS] = nowMs();
         instances.set(message.key, instantiate(message));
+        control[CONTROL_START_MS] = 0;
         port.postMessage({ type: 'loaded', key: message.key, error: null });
       } catch (thrown) {
+        control[CONTROL_START_MS] = 0;
         specs.delete(message.key);
         const code = thrown instanceof PavilionError ? thrown.code : ErrorCodes.BUNDLE_WASM_INVALID;
         port.postMessage({ type: 'loaded', key: message.key, error: { code, message: describeThrown(thrown) } });

@@ -96,7 +96,7 @@ export class TenantManager implements Component {
         namespace: entry.config.namespace,
         limits: this.#options.limits,
       });
-      const compiled = compilePolicy(bundle, { initialMemoryPages: this.#options.memoryInitialPages });
+      const compiled = await compilePolicy(bundle, { initialMemoryPages: this.#options.memoryInitialPages });
       const active = await this.#options.engine.activate(compiled);
       entry.lastError = undefined;
       this.#options.onActivation?.(tenant, 'ok');
