@@ -65,5 +65,8 @@ describe('config', () => {
     assert.equal(config.http.port, 9999);
     assert.equal(config.http.host, '::1');
     invalid({}, /PAVILION_HTTP_PORT/, { PAVILION_HTTP_PORT: 'eighty' });
+    const empty = parseConfig({}, '/base', { PAVILION_HTTP_HOST: '', PAVILION_HTTP_PORT: '' });
+    assert.equal(empty.http.host, '127.0.0.1', 'an empty override does not bind every interface');
+    assert.equal(empty.http.port, 8181, 'an empty override does not pick a random port');
   });
 });

@@ -185,6 +185,47 @@ describe('decision cache bounds', () => {
   });
 });
 
+describe('activation identity', () => {
+  const engine = new PolicyEngine(ENGINE);
+  const owner = async (name: string, revision = 'same') => compiled('acme', {
+    modules: { 'a.rego': 'package acme.policy\n\nowner := data.acme.people.owner\n' },
+    data: { acme: { people: { owner: name } } },
+    entrypoints: ['acme/policy/owner'],
+    roots: ['acme'],
+    revision,
+  });
+  before(() => engine.start());
+  after(() => engine.stop());
+
+  test('a new bundle reusing the same revision string is served, not the old content', async () => {
+    await engine.activate(await owner('alice'));
+    assert.equal((await engine.evaluate('acme', 'acme/policy/owner', {})).result, 'alice');
+    await engine.activate(await owner('bob'));
+    assert.equal((await engine.evaluate('acme', 'acme/policy/owner', {})).result, 'bob');
+  });
+
+  test('rolling back before the old policy is unloaded keeps serving it after the unload delay', async () => {
+    const a = await owner('carol', 'a');
+    const b = await owner('dave', 'b');
+    await engine.activate(a);
+    await engine.activate(b);
+    await engine.activate(a);
+    await new Promise((resolve) => setTimeout(resolve, 1_300)); // past the unload delay
+    const decisions = await Promise.all(Array.from({ length: 6 }, () => engine.evaluate('acme', 'acme/policy/owner', {})));
+    assert.ok(decisions.every((d) => d.result === 'carol'), JSON.stringify(decisions.map((d) => d.result)));
+  });
+
+  test('two concurrent activations of the same bundle both settle', async () => {
+    const c = await owner('erin', 'c');
+    const settled = await Promise.race([
+      Promise.all([engine.activate(c), engine.activate(c)]).then(() => 'settled'),
+      new Promise((resolve) => setTimeout(() => resolve('hung'), 5_000)),
+    ]);
+    assert.equal(settled, 'settled');
+    assert.equal((await engine.evaluate('acme', 'acme/policy/owner', {})).result, 'erin');
+  });
+});
+
 describe('loading under the watchdog', () => {
   const engine = new PolicyEngine({ ...ENGINE, loadTimeoutMs: 1 });
   before(async () => {

@@ -207,8 +207,10 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
     return { id, namespace: str(tenant, 'namespace', path, id) };
   });
 
-  const host = env['PAVILION_HTTP_HOST'] ?? str(http, 'host', '$.http', d.http.host);
-  const portText = env['PAVILION_HTTP_PORT'];
+  // An empty override is unset: `PAVILION_HTTP_HOST=` must not bind every interface.
+  const hostOverride = env['PAVILION_HTTP_HOST'] === '' ? undefined : env['PAVILION_HTTP_HOST'];
+  const host = hostOverride ?? str(http, 'host', '$.http', d.http.host);
+  const portText = env['PAVILION_HTTP_PORT'] === '' ? undefined : env['PAVILION_HTTP_PORT'];
   const port = portText === undefined
     ? int(http, 'port', '$.http', d.http.port, 0, 65535)
     : int({ port: Number(portText) }, 'port', 'PAVILION_HTTP_PORT', d.http.port, 0, 65535);

@@ -61,6 +61,8 @@ export interface EvaluateOptions {
 interface ActiveEntry {
   readonly info: ActivePolicy;
   readonly entrypoints: ReadonlyMap<string, number>;
+  /** Worker key: tenant + bundle digest (a revision string may be reused for new content). */
+  readonly key: string;
 }
 
 export class PolicyEngine implements Component {
@@ -70,6 +72,8 @@ export class PolicyEngine implements Component {
   readonly #pool: WorkerPool;
   readonly #cache: DecisionCache;
   readonly #active = new Map<string, ActiveEntry>();
+  /** Unloads scheduled for replaced policies, by worker key; cancelled if a key comes back. */
+  readonly #pendingUnloads = new Map<string, NodeJS.Timeout>();
   #started = false;
 
   constructor(options: EngineOptions, observer: EngineObserver = {}) {
@@ -114,8 +118,14 @@ export class PolicyEngine implements Component {
 
   /** Load `policy` into every worker, then make it the tenant's active revision. */
   async activate(policy: CompiledPolicy): Promise<ActivePolicy> {
-    const key = policyKey(policy.tenant, policy.revision);
+    const key = policyKey(policy.tenant, policy.bundleDigest);
     const previous = this.#active.get(policy.tenant);
+    const pending = this.#pendingUnloads.get(key);
+    if (pending !== undefined) {
+      // Rolled back to a policy whose unload was scheduled: keep it loaded.
+      clearTimeout(pending);
+      this.#pendingUnloads.delete(key);
+    }
     await this.#pool.load({
       type: 'load',
       key,
@@ -135,13 +145,19 @@ export class PolicyEngine implements Component {
       bundleDigest: policy.bundleDigest,
       activatedAt: new Date(),
     };
-    this.#active.set(policy.tenant, { info, entrypoints: policy.entrypoints });
+    this.#active.set(policy.tenant, { info, entrypoints: policy.entrypoints, key });
     this.#cache.purgeTenant(policy.tenant);
-    if (previous !== undefined && previous.info.revision !== policy.revision) {
-      // Requests already dispatched against the previous revision finish on it; unload
-      // once they have had time to drain.
-      const oldKey = policyKey(previous.info.tenant, previous.info.revision);
-      setTimeout(() => this.#pool.unload(oldKey), Math.max(1_000, this.#options.evaluationTimeoutMs * 4)).unref();
+    if (previous !== undefined && previous.key !== key) {
+      // Requests already dispatched against the previous policy finish on it; unload once
+      // they have had time to drain.
+      const oldKey = previous.key;
+      const timer = setTimeout(() => {
+        this.#pendingUnloads.delete(oldKey);
+        if ([...this.#active.values()].some((entry) => entry.key === oldKey)) return;
+        this.#pool.unload(oldKey);
+      }, Math.max(1_000, this.#options.evaluationTimeoutMs * 4));
+      timer.unref();
+      this.#pendingUnloads.set(oldKey, timer);
     }
     return info;
   }
@@ -160,19 +176,20 @@ export class PolicyEngine implements Component {
       );
     }
     const { revision } = entry.info;
+    const version = entry.key;
     const cacheable = this.#options.cache.enabled && entry.info.deterministic && options.nowNs === undefined;
     let inputJson: string | null = null;
     let cacheKey: string | undefined;
     if (input !== undefined) {
       if (cacheable) {
         inputJson = canonicalJson(input, this.#options.maxInputDepth);
-        if (inputJson.length <= this.#options.cache.maxKeyBytes) cacheKey = DecisionCache.key(tenant, revision, path, inputJson);
+        if (inputJson.length <= this.#options.cache.maxKeyBytes) cacheKey = DecisionCache.key(tenant, version, path, inputJson);
       } else {
         assertDepth(input, this.#options.maxInputDepth);
         inputJson = JSON.stringify(input);
       }
     } else if (cacheable) {
-      cacheKey = DecisionCache.key(tenant, revision, path, '');
+      cacheKey = DecisionCache.key(tenant, version, path, '');
     }
     if (cacheKey !== undefined) {
       const hit = this.#cache.get(cacheKey);
@@ -180,7 +197,7 @@ export class PolicyEngine implements Component {
       if (hit !== undefined) return { result: hit.result, revision, cached: true, evalNs: 0 };
     }
     const outcome = await this.#pool.evaluate({
-      key: policyKey(tenant, revision),
+      key: entry.key,
       entrypointId,
       input: inputJson,
       nowNs: options.nowNs === undefined ? null : options.nowNs.toString(),

@@ -69,6 +69,7 @@ export const CONTROL_LOADING = -1;
 export const CONTROL_INDEX = 2;
 export const CONTROL_SLOTS = 3;
 
-export function policyKey(tenant: string, revision: string): string {
-  return `${tenant}\u0000${revision}`;
+/** Worker-side identity of a loaded policy: the tenant and its bundle's content digest. */
+export function policyKey(tenant: string, bundleDigest: string): string {
+  return `${tenant}\u0000${bundleDigest}`;
 }

@@ -61,6 +61,8 @@ class Slot {
   readonly worker: Worker;
   readonly batches = new Map<number, Pending[]>();
   readonly loadWaiters = new Map<string, LoadWaiter>();
+  /** In-flight loads by key, so concurrent loads of one key share one answer. */
+  readonly loading = new Map<string, Promise<void>>();
   /** Policy keys this worker has instantiated. */
   readonly loaded = new Set<string>();
   outbox: Pending[] = [];
@@ -186,7 +188,9 @@ export class WorkerPool {
 
   #loadInto(slot: Slot, spec: LoadMessage): Promise<void> {
     if (slot.loaded.has(spec.key)) return Promise.resolve();
-    return new Promise<void>((resolve, reject) => {
+    const inFlight = slot.loading.get(spec.key);
+    if (inFlight !== undefined) return inFlight;
+    const promise = new Promise<void>((resolve, reject) => {
       slot.loadWaiters.set(spec.key, {
         resolve: () => {
           slot.loaded.add(spec.key);
@@ -195,7 +199,9 @@ export class WorkerPool {
         reject,
       });
       slot.post(spec);
-    });
+    }).finally(() => slot.loading.delete(spec.key));
+    slot.loading.set(spec.key, promise);
+    return promise;
   }
 
   #onMessage(slot: Slot, message: FromWorker): void {
