@@ -14,10 +14,10 @@ import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
+import { TENANT_ID_PATTERN } from '../lib/tenant-id.ts';
 import { findOpa, REPO_ROOT, runTool } from '../lib/tools.ts';
 import { readBundle, type Bundle } from './archive.ts';
 
-export const TENANT_ID = /^[a-z][a-z0-9_]{0,62}$/;
 
 /** `bundles/<tenant>/bundle.json`, version 1 of the definition format. */
 export interface BundleDefinition {
@@ -60,8 +60,8 @@ export async function readDefinition(file: string): Promise<BundleDefinition> {
   if (typeof raw !== 'object' || raw === null) throw invalid(file, 'must be an object');
   const d = raw as Record<string, unknown>;
   const tenant = d['tenant'];
-  if (typeof tenant !== 'string' || !TENANT_ID.test(tenant)) {
-    throw invalid(file, `tenant must match ${TENANT_ID.source}`);
+  if (typeof tenant !== 'string' || !TENANT_ID_PATTERN.test(tenant)) {
+    throw invalid(file, `tenant must match ${TENANT_ID_PATTERN.source}`);
   }
   const data = d['data'] ?? [];
   if (!Array.isArray(data)) throw invalid(file, 'data must be an array');

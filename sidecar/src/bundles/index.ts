@@ -10,7 +10,6 @@ export {
   type WasmResolver,
 } from './archive.ts';
 export {
-  TENANT_ID,
   buildTenantBundle,
   defaultBuildDirectory,
   definitionPath,

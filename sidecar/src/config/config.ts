@@ -11,7 +11,9 @@ import { isAbsolute, resolve } from 'node:path';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
 import { REPO_ROOT } from '../lib/tools.ts';
 
-export const TENANT_ID_PATTERN = /^[a-z][a-z0-9_]{0,62}$/;
+import { TENANT_ID_PATTERN } from '../lib/tenant-id.ts';
+
+export { TENANT_ID_PATTERN };
 
 export interface TenantConfig {
   readonly id: string;
