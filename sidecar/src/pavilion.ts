@@ -3,7 +3,7 @@
  * dependency order and stops them in reverse. Tests and `main.ts` both use it.
  */
 import { ApiServer } from './api/index.ts';
-import { FileDecisionSink, NullDecisionSink, type DecisionSink } from './audit/index.ts';
+import { DecisionEvents, FileDecisionSink, NullDecisionSink, type DecisionSink } from './audit/index.ts';
 import { LocalDirectoryBundleSource, type BundleSource } from './bundles/index.ts';
 import type { PavilionConfig } from './config/index.ts';
 import { PolicyEngine } from './engine/index.ts';
@@ -24,6 +24,8 @@ export class Pavilion {
   readonly engine: PolicyEngine;
   readonly tenants: TenantManager;
   readonly sink: DecisionSink;
+  /** One event builder (and req_id sequence) for every transport. */
+  readonly events: DecisionEvents;
   readonly api: ApiServer;
   /** Envoy ext_authz (gRPC server and HTTP service mode); undefined unless configured. */
   readonly extAuthz: ExtAuthz | undefined;
@@ -59,6 +61,7 @@ export class Pavilion {
         if (outcome === 'ok' && active !== undefined) this.metrics.setActiveRevision(tenant, active.revision);
       },
     });
+    this.events = new DecisionEvents(config.labels);
     this.sink = options.sink ?? (config.decisionLog.sink === 'file'
       ? new FileDecisionSink(config.decisionLog.path)
       : new NullDecisionSink());
@@ -66,7 +69,7 @@ export class Pavilion {
       ? undefined
       : new ExtAuthz({
           config: config.extAuthz,
-          labels: config.labels,
+          events: this.events,
           engine: this.engine,
           tenants: this.tenants,
           sink: this.sink,
@@ -78,6 +81,7 @@ export class Pavilion {
       engine: this.engine,
       tenants: this.tenants,
       sink: this.sink,
+      events: this.events,
       metrics: this.metrics,
       ...(mounted === undefined ? {} : { mounted }),
       components: () => [this.engine, this.tenants, this.sink, this.api, ...(this.extAuthz === undefined ? [] : [this.extAuthz])],

@@ -15,7 +15,7 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { DecisionEventV1, DecisionSink } from '../audit/index.ts';
+import type { DecisionEvents, DecisionRecord, DecisionSink } from '../audit/index.ts';
 import type { PavilionConfig } from '../config/index.ts';
 import { TENANT_ID_PATTERN } from '../config/index.ts';
 import type { PolicyEngine } from '../engine/index.ts';
@@ -32,6 +32,7 @@ export interface ApiServerDeps {
   readonly engine: PolicyEngine;
   readonly tenants: TenantManager;
   readonly sink: DecisionSink;
+  readonly events: DecisionEvents;
   readonly metrics: Metrics;
   /** Components whose status makes up /health. */
   readonly components: () => readonly Component[];
@@ -103,7 +104,6 @@ export class ApiServer implements Component {
   readonly #deps: ApiServerDeps;
   readonly #server: Server;
   #listening = false;
-  #requestCounter = 0;
 
   constructor(deps: ApiServerDeps) {
     this.#deps = deps;
@@ -328,7 +328,7 @@ export class ApiServer implements Component {
     const { input, hasInput } = await this.#readInput(req);
     const decisionId = randomUUID();
     const timestamp = new Date().toISOString();
-    const { metrics, sink } = this.#deps;
+    const { metrics } = this.#deps;
     let decision;
     try {
       decision = await this.#deps.engine.evaluate(tenant, path, input);
@@ -336,15 +336,20 @@ export class ApiServer implements Component {
       const code = error instanceof PavilionError ? error.code : ErrorCodes.INTERNAL;
       metrics.decisions.inc({ tenant, path: this.#knownPath(tenant, path), outcome: code });
       if (code !== ErrorCodes.ENTRYPOINT_UNKNOWN) {
-        this.#log(sink, req, tenant, path, decisionId, timestamp, input, undefined, started, 0,
-          this.#deps.engine.active(tenant)?.revision, { code, message: (error as Error).message });
+        this.#log(req, started, {
+          decisionId, tenant, path, timestamp, input, evalNs: 0,
+          revision: this.#deps.engine.active(tenant)?.revision,
+          error: { code, message: (error as Error).message },
+        });
       }
       throw error;
     }
     const handlerNs = Number(process.hrtime.bigint() - started);
     metrics.decisions.inc({ tenant, path, outcome: outcomeOf(decision.result) });
     if (!decision.cached) metrics.evaluationSeconds.observe({ tenant }, decision.evalNs / 1e9);
-    this.#log(sink, req, tenant, path, decisionId, timestamp, input, decision.result, started, decision.evalNs, decision.revision, undefined);
+    this.#log(req, started, {
+      decisionId, tenant, path, timestamp, input, result: decision.result, evalNs: decision.evalNs, revision: decision.revision,
+    });
 
     const body: Record<string, unknown> = { decision_id: decisionId };
     if (decision.result !== undefined) body['result'] = decision.result;
@@ -363,34 +368,12 @@ export class ApiServer implements Component {
     return this.#deps.engine.active(tenant)?.entrypoints.includes(path) === true ? path : '(unknown)';
   }
 
-  #log(
-    sink: DecisionSink,
-    req: IncomingMessage,
-    tenant: string,
-    path: string,
-    decisionId: string,
-    timestamp: string,
-    input: unknown,
-    result: unknown,
-    started: bigint,
-    evalNs: number,
-    revision: string | undefined,
-    error: { code: string; message: string } | undefined,
-  ): void {
-    const event: DecisionEventV1 = {
-      labels: { id: this.#deps.config.labels.id, version: this.#deps.config.labels.version },
-      decision_id: decisionId,
-      tenant,
-      bundles: revision === undefined ? {} : { [tenant]: { revision } },
-      path,
-      ...(input === undefined ? {} : { input }),
-      ...(result === undefined ? {} : { result }),
-      ...(error === undefined ? {} : { error }),
-      requested_by: `${req.socket.remoteAddress ?? ''}:${req.socket.remotePort ?? ''}`,
-      timestamp,
-      metrics: { timer_rego_query_eval_ns: evalNs, timer_server_handler_ns: Number(process.hrtime.bigint() - started) },
-      req_id: ++this.#requestCounter,
-    };
-    void sink.write(event);
+  #log(req: IncomingMessage, started: bigint, record: Omit<DecisionRecord, 'requestedBy' | 'handlerNs'>): void {
+    void this.#deps.sink.write(this.#deps.events.create({
+      ...record,
+      requestedBy: `${req.socket.remoteAddress ?? ''}:${req.socket.remotePort ?? ''}`,
+      handlerNs: Number(process.hrtime.bigint() - started),
+    }));
   }
+
 }

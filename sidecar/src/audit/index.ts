@@ -1,3 +1,4 @@
 /** Audit: decision events and where they go. */
 export type { DecisionEventV1, DecisionSink } from './decision-event.ts';
-export { FileDecisionSink, NullDecisionSink } from './file-decision-sink.ts';
+export { DecisionEvents, type DecisionRecord } from './decision-events.ts';
+export { FileDecisionSink, NullDecisionSink, serialise } from './file-decision-sink.ts';

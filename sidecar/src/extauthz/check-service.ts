@@ -14,7 +14,7 @@
 import { randomUUID } from 'node:crypto';
 import { validateHeaderName, validateHeaderValue } from 'node:http';
 import { Counter, Histogram } from 'prom-client';
-import type { DecisionEventV1, DecisionSink } from '../audit/index.ts';
+import type { DecisionEvents, DecisionEventV1, DecisionSink } from '../audit/index.ts';
 import type { ExtAuthzConfig, ExtAuthzTenantConfig } from '../config/index.ts';
 import { TENANT_ID_PATTERN } from '../config/index.ts';
 import type { Decision, EvaluateOptions, PolicyEngine } from '../engine/index.ts';
@@ -50,7 +50,7 @@ export interface ExtAuthzDecisionEvent extends DecisionEventV1 {
 
 export interface CheckServiceDeps {
   readonly config: ExtAuthzConfig;
-  readonly labels: { readonly id: string; readonly version: string };
+  readonly events: DecisionEvents;
   readonly engine: Pick<PolicyEngine, 'evaluate' | 'active'>;
   readonly tenants: Pick<TenantManager, 'has'>;
   readonly sink: DecisionSink;
@@ -90,7 +90,6 @@ export class CheckService {
   readonly #deps: CheckServiceDeps;
   readonly #checks: Counter<'transport' | 'tenant' | 'result'>;
   readonly #duration: Histogram<'transport'>;
-  #requestCounter = 0;
 
   constructor(deps: CheckServiceDeps) {
     this.#deps = deps;
@@ -234,7 +233,7 @@ export class CheckService {
     started: bigint,
     outcome: Outcome,
   ): void {
-    const { metrics, sink, labels } = this.#deps;
+    const { metrics, sink, events } = this.#deps;
     const handlerNs = Number(process.hrtime.bigint() - started);
     const result = outcome.code ?? (outcome.policyAllowed === true ? 'allow' : 'deny');
     this.#checks.inc({ transport: context.transport, tenant: tenant ?? UNKNOWN, result });
@@ -249,18 +248,19 @@ export class CheckService {
     const revision = outcome.decision?.revision ?? (tenant === undefined ? undefined : this.#deps.engine.active(tenant)?.revision);
     const denied = outcome.response.deniedResponse;
     const event: ExtAuthzDecisionEvent = {
-      labels: { id: labels.id, version: labels.version },
-      decision_id: decisionId,
-      tenant: tenant ?? '',
-      bundles: tenant === undefined || revision === undefined ? {} : { [tenant]: { revision } },
-      path: settings?.path ?? '',
-      ...(outcome.input === undefined ? {} : { input: outcome.input }),
-      ...(outcome.decision === undefined || outcome.decision.result === undefined ? {} : { result: outcome.decision.result }),
-      ...(outcome.code === undefined ? {} : { error: { code: outcome.code, message: outcome.message ?? '' } }),
-      requested_by: context.requestedBy,
-      timestamp,
-      metrics: { timer_rego_query_eval_ns: outcome.decision?.evalNs ?? 0, timer_server_handler_ns: handlerNs },
-      req_id: ++this.#requestCounter,
+      ...events.create({
+        decisionId,
+        tenant: tenant ?? '',
+        path: settings?.path ?? '',
+        revision,
+        input: outcome.input,
+        result: outcome.decision?.result,
+        error: outcome.code === undefined ? undefined : { code: outcome.code, message: outcome.message ?? '' },
+        requestedBy: context.requestedBy,
+        timestamp,
+        evalNs: outcome.decision?.evalNs ?? 0,
+        handlerNs,
+      }),
       ...(typeof requestId === 'string' && requestId !== '' ? { request_id: requestId } : {}),
       ext_authz: {
         transport: context.transport,

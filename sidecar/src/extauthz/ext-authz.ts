@@ -3,7 +3,7 @@
  * the HTTP service-mode handler (mounted on the API server, when enabled), with the common
  * lifecycle. Constructed from the validated `extAuthz` config section.
  */
-import type { DecisionSink } from '../audit/index.ts';
+import type { DecisionEvents, DecisionSink } from '../audit/index.ts';
 import type { ExtAuthzConfig } from '../config/index.ts';
 import type { PolicyEngine } from '../engine/index.ts';
 import { ErrorCodes, PavilionError } from '../lib/errors.ts';
@@ -18,7 +18,7 @@ import { CheckCodec } from './proto-codec.ts';
 
 export interface ExtAuthzDeps {
   readonly config: ExtAuthzConfig;
-  readonly labels: { readonly id: string; readonly version: string };
+  readonly events: DecisionEvents;
   readonly engine: PolicyEngine;
   readonly tenants: TenantManager;
   readonly sink: DecisionSink;
