@@ -72,6 +72,7 @@ export class PolicyEngine implements Component {
   readonly #pool: WorkerPool;
   readonly #cache: DecisionCache;
   readonly #active = new Map<string, ActiveEntry>();
+  readonly #memory: { readonly initialPages: number; readonly maximumPages: number };
   /** Unloads scheduled for replaced policies, by worker key; cancelled if a key comes back. */
   readonly #pendingUnloads = new Map<string, NodeJS.Timeout>();
   #started = false;
@@ -79,16 +80,17 @@ export class PolicyEngine implements Component {
   constructor(options: EngineOptions, observer: EngineObserver = {}) {
     this.#options = options;
     this.#observer = observer;
+    this.#memory = {
+      initialPages: options.memoryInitialPages,
+      maximumPages: Math.max(options.memoryInitialPages, Math.floor(options.memoryMaxBytes / WASM_PAGE_BYTES)),
+    };
     this.#cache = new DecisionCache(options.cache.enabled ? options.cache.maxEntries : 0, options.cache.maxBytes);
     this.#pool = new WorkerPool({
       workers: options.workers,
       evaluationTimeoutMs: options.evaluationTimeoutMs,
       ...(options.loadTimeoutMs === undefined ? {} : { loadTimeoutMs: options.loadTimeoutMs }),
       maxQueuedEvaluations: options.maxQueuedEvaluations,
-      memory: {
-        initialPages: options.memoryInitialPages,
-        maximumPages: Math.max(options.memoryInitialPages, Math.floor(options.memoryMaxBytes / WASM_PAGE_BYTES)),
-      },
+      memory: this.#memory,
       onWorkerRestart: (reason) => observer.onWorkerRestart?.(reason),
     });
   }
@@ -131,10 +133,7 @@ export class PolicyEngine implements Component {
       key,
       module: policy.module,
       data: policy.data,
-      memory: {
-        initialPages: this.#options.memoryInitialPages,
-        maximumPages: Math.max(this.#options.memoryInitialPages, Math.floor(this.#options.memoryMaxBytes / WASM_PAGE_BYTES)),
-      },
+      memory: this.#memory,
     });
     const info: ActivePolicy = {
       tenant: policy.tenant,
