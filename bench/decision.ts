@@ -21,8 +21,8 @@ import { promisify } from 'node:util';
 import { buildTenantBundle, definitionPath, listDefinitions, readBundle } from '../sidecar/src/bundles/index.ts';
 import { createHostBuiltins } from '../sidecar/src/engine/builtins/index.ts';
 import { findOpa, REPO_ROOT } from '../sidecar/src/lib/tools.ts';
-import { cpuSeconds, memoryMb } from './lib/process-stats.ts';
-import { writeResults, type BenchCase, type Metrics } from './lib/results.ts';
+import { measureServer, type LoadRequest } from './lib/load.ts';
+import { writeResults, type BenchCase } from './lib/results.ts';
 import { buildSidecar, freePort, startServer, type Server } from './lib/servers.ts';
 
 const exec = promisify(execFile);
@@ -35,42 +35,6 @@ interface Example {
   readonly path: string;
   readonly input: unknown;
   readonly expect: unknown;
-}
-
-interface Request {
-  readonly path: string;
-  readonly headers: Record<string, string>;
-  readonly body: string;
-}
-
-async function load(url: string, requests: readonly Request[], unique: boolean, durationSeconds: number): Promise<Metrics> {
-  const dir = await mkdtemp(join(tmpdir(), 'pavilion-loadgen-'));
-  try {
-    const spec = join(dir, 'spec.json');
-    await writeFile(spec, JSON.stringify({ url, connections: CONNECTIONS, durationSeconds, requests, unique }));
-    const { stdout } = await exec(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'bench', 'lib', 'loadgen.ts'), spec], {
-      maxBuffer: 16 * 1024 * 1024,
-    });
-    return JSON.parse(stdout.trim().split('\n').at(-1) as string) as Metrics;
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-}
-
-async function measure(server: Server, requests: readonly Request[], unique: boolean): Promise<Metrics> {
-  await load(server.url, requests, unique, WARMUP_S);
-  const cpuBefore = cpuSeconds(server.pid);
-  const result = await load(server.url, requests, unique, DURATION_S);
-  const cpu = cpuSeconds(server.pid) - cpuBefore;
-  const total = result['requests_total'] ?? 0;
-  return {
-    rps: Math.round(result['rps'] ?? 0),
-    p50_ms: result['p50_ms'] ?? 0,
-    p99_ms: result['p99_ms'] ?? 0,
-    cpu_s_per_1k: total > 0 ? Math.round((cpu / (total / 1000)) * 10000) / 10000 : 0,
-    ...memoryMb(server.pid),
-    errors: (result['errors'] ?? 0) + (result['non_2xx'] ?? 0),
-  };
 }
 
 async function startPavilion(main: string, bundleDir: string, cache: boolean, decisionLog: boolean, workDir: string): Promise<Server> {
@@ -149,7 +113,7 @@ export async function run(): Promise<void> {
         examples.push({ ...e, tenant });
       }
     }
-    const requests: Request[] = examples.map((e) => ({
+    const requests: LoadRequest[] = examples.map((e) => ({
       path: `/v1/data/${e.path}`,
       headers: { 'x-pavilion-tenant': e.tenant },
       body: JSON.stringify({ input: e.input }),
@@ -167,11 +131,12 @@ export async function run(): Promise<void> {
       process.stdout.write(`- ${scenario.name}\n`);
       const pavilion = await startPavilion(main, wasmDir, scenario.cache, scenario.log, work);
       servers.push(pavilion);
-      const p = await measure(pavilion, requests, scenario.unique);
+      const spec = (url: string) => ({ url, connections: CONNECTIONS, requests, unique: scenario.unique });
+      const p = await measureServer(pavilion, spec(pavilion.url), WARMUP_S, DURATION_S);
       await pavilion.stop();
       const opa = await startOpa(regoBundles, scenario.log);
       servers.push(opa);
-      const o = await measure(opa, requests, scenario.unique);
+      const o = await measureServer(opa, spec(opa.url), WARMUP_S, DURATION_S);
       await opa.stop();
       cases.push({ name: scenario.name, pavilion: p, peer: o, peerName: 'opa run --server v1.22.3' });
     }

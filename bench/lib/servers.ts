@@ -1,5 +1,7 @@
 /** Starting the servers under test as child processes on free loopback ports. */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { createServer } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -65,9 +67,6 @@ export async function startServer(
  * (about 90 MB of RSS with two workers).
  */
 export async function buildSidecar(root: string): Promise<string> {
-  const { execFile } = await import('node:child_process');
-  const { promisify } = await import('node:util');
-  const { join } = await import('node:path');
   await promisify(execFile)(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(root, 'tsconfig.build.json')], { cwd: root });
   return join(root, 'dist', 'sidecar', 'src', 'main.js');
 }

@@ -1,0 +1,61 @@
+/**
+ * Driving a server under test with the HTTP load generator (bench/lib/loadgen.ts, always in
+ * its own process) and turning one run into the metrics every HTTP benchmark reports.
+ */
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { REPO_ROOT } from '../../sidecar/src/lib/tools.ts';
+import { cpuSeconds, memoryMb } from './process-stats.ts';
+import type { Metrics } from './results.ts';
+import type { Server } from './servers.ts';
+
+const exec = promisify(execFile);
+
+export interface LoadRequest {
+  readonly path: string;
+  readonly headers: Record<string, string>;
+  readonly body: string;
+}
+
+export interface LoadSpec {
+  readonly url: string;
+  readonly connections: number;
+  readonly requests: readonly LoadRequest[];
+  /** Give every request a distinct input.nonce (defeats caches). */
+  readonly unique: boolean;
+}
+
+/** One run of the load generator: its raw figures (rps, percentiles, errors, totals). */
+export async function runLoad(spec: LoadSpec, durationSeconds: number): Promise<Metrics> {
+  const dir = await mkdtemp(join(tmpdir(), 'pavilion-loadgen-'));
+  try {
+    const file = join(dir, 'spec.json');
+    await writeFile(file, JSON.stringify({ ...spec, durationSeconds }));
+    const { stdout } = await exec(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'bench', 'lib', 'loadgen.ts'), file], {
+      maxBuffer: 16 * 1024 * 1024,
+    });
+    return JSON.parse(stdout.trim().split('\n').at(-1) as string) as Metrics;
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** Warm up, then measure: throughput, latency, CPU-seconds per 1,000 requests, RSS, errors. */
+export async function measureServer(server: Server, spec: LoadSpec, warmupSeconds: number, durationSeconds: number): Promise<Metrics> {
+  await runLoad(spec, warmupSeconds);
+  const cpuBefore = cpuSeconds(server.pid);
+  const result = await runLoad(spec, durationSeconds);
+  const cpu = cpuSeconds(server.pid) - cpuBefore;
+  const total = result['requests_total'] ?? 0;
+  return {
+    rps: Math.round(result['rps'] ?? 0),
+    p50_ms: result['p50_ms'] ?? 0,
+    p99_ms: result['p99_ms'] ?? 0,
+    cpu_s_per_1k: total > 0 ? Math.round((cpu / (total / 1000)) * 10000) / 10000 : 0,
+    ...memoryMb(server.pid),
+    errors: (result['errors'] ?? 0) + (result['non_2xx'] ?? 0),
+  };
+}
