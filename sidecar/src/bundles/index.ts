@@ -20,4 +20,18 @@ export {
   type BundleDefinition,
 } from './build.ts';
 export { LocalDirectoryBundleSource, type BundleSource } from './bundle-source.ts';
-export { normaliseEntryName, readTar, type TarEntry } from './tar.ts';
+export { normaliseEntryName, readTar, writeTar, type TarEntry } from './tar.ts';
+export { canonicalStructuredBytes, hashBundleFile, isStructuredFile } from './file-hash.ts';
+export {
+  SIGNING_ALGORITHMS,
+  defaultAlgorithmFor,
+  isSigningAlgorithm,
+  loadVerificationKey,
+  signBundle,
+  verifyBundleSignature,
+  type SignOptions,
+  type SignatureInfo,
+  type SignaturePolicy,
+  type SigningAlgorithm,
+  type VerificationKey,
+} from './signing.ts';
