@@ -4,7 +4,7 @@
  */
 import { ApiServer } from './api/index.ts';
 import { DecisionEvents, FileDecisionSink, NullDecisionSink, type DecisionSink } from './audit/index.ts';
-import { LocalDirectoryBundleSource, type BundleSource } from './bundles/index.ts';
+import { LastKnownGood, LocalDirectoryBundleSource, TrustStore, type BundleSource } from './bundles/index.ts';
 import type { PavilionConfig } from './config/index.ts';
 import { PolicyEngine } from './engine/index.ts';
 import { ExtAuthz } from './extauthz/index.ts';
@@ -55,6 +55,8 @@ export class Pavilion {
       engine: this.engine,
       limits,
       memoryInitialPages: config.engine.memoryInitialPages,
+      loadTrust: () => TrustStore.load(config.keys, config.bundles.keysDirectory),
+      persisted: new LastKnownGood(config.bundles.persistDirectory),
       onActivation: (tenant, outcome) => {
         this.metrics.onActivation(tenant, outcome);
         const active = this.engine.active(tenant);

@@ -10,7 +10,9 @@ export {
   type WasmResolver,
 } from './archive.ts';
 export {
+  DECISION_TESTS_METADATA_KEY,
   buildTenantBundle,
+  developmentKey,
   defaultBuildDirectory,
   definitionPath,
   listDefinitions,
@@ -35,3 +37,5 @@ export {
   type SigningAlgorithm,
   type VerificationKey,
 } from './signing.ts';
+export { TrustStore } from './trust.ts';
+export { LastKnownGood, type PersistedBundle, type PersistedBundleMeta } from './last-known-good.ts';

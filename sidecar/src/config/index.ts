@@ -2,11 +2,14 @@
 export {
   TENANT_ID_PATTERN,
   defaultConfig,
+  discoveredTenant,
   loadConfig,
   parseConfig,
   type ExtAuthzConfig,
   type ExtAuthzTenantConfig,
   type ExtAuthzTenantSource,
+  type KeyConfig,
+  type NatsConfig,
   type PavilionConfig,
   type TenantConfig,
 } from './config.ts';
