@@ -16,6 +16,8 @@ export interface FixtureBundle {
   /** Data files: data path -> value. */
   readonly data?: Readonly<Record<string, unknown>>;
   readonly revision?: string;
+  /** Manifest metadata (e.g. decision_tests). */
+  readonly metadata?: Readonly<Record<string, unknown>>;
   /** Data files given as exact text (data path -> JSON text), for canonical-hashing tests. */
   readonly dataText?: Readonly<Record<string, string>>;
   /** Sign with `opa build --signing-key` (PEM file) and these claims (`--claims-file`). */
@@ -49,7 +51,7 @@ export async function buildFixtureBundle(fixture: FixtureBundle): Promise<Buffer
         signing.push('--claims-file', join(dir, 'claims.json'));
       }
     }
-    await writeFile(join(src, '.manifest'), JSON.stringify({ revision: fixture.revision ?? 'r1', roots: fixture.roots }));
+    await writeFile(join(src, '.manifest'), JSON.stringify({ revision: fixture.revision ?? 'r1', roots: fixture.roots, ...(fixture.metadata === undefined ? {} : { metadata: fixture.metadata }) }));
     const out = join(dir, 'bundle.tar.gz');
     await runTool(findOpa(), [
       'build', '-t', 'wasm', '-b', src, '-o', out,

@@ -21,7 +21,7 @@ export {
   type BuildResult,
   type BundleDefinition,
 } from './build.ts';
-export { LocalDirectoryBundleSource, type BundleSource } from './bundle-source.ts';
+export { LocalDirectoryBundleSource, PushedBundleSource, type BundleSource } from './bundle-source.ts';
 export { normaliseEntryName, readTar, writeTar, type TarEntry } from './tar.ts';
 export { canonicalStructuredBytes, hashBundleFile, isStructuredFile } from './file-hash.ts';
 export {
