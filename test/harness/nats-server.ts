@@ -23,6 +23,8 @@ export interface RunningNats {
 export interface NatsOptions {
   /** Extra nats-server config text (accounts, authorization), appended to the generated file. */
   readonly extraConfig?: string;
+  /** Environment for the server (nats-server config files may read `$VARIABLES`). */
+  readonly env?: Readonly<Record<string, string>>;
 }
 
 async function freePort(): Promise<number> {
@@ -53,7 +55,7 @@ export async function startNats(options: NatsOptions = {}): Promise<RunningNats>
   let child: ChildProcess | undefined;
 
   const launch = async (): Promise<void> => {
-    const proc = spawn(findNatsServer(), ['-c', configFile], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const proc = spawn(findNatsServer(), ['-c', configFile], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...options.env } });
     child = proc;
     await new Promise<void>((resolve, reject) => {
       let log = '';

@@ -56,6 +56,30 @@ export async function connectNats(config: NatsConfig, options: ConnectOptions = 
   }
 }
 
+function isMissingStream(error: unknown): boolean {
+  return /stream not found|bucket not found|not found/i.test(describeThrown(error));
+}
+
+/** `Kvm.open` does not check that the bucket exists; its status call does. */
+async function openKv(kvm: Kvm, name: string): Promise<KV> {
+  const kv = await kvm.open(name);
+  await kv.status();
+  return kv;
+}
+
+async function openOrCreate<T>(name: string, create: boolean, open: () => Promise<T>, make: () => Promise<T>): Promise<T> {
+  try {
+    return await open();
+  } catch (error) {
+    if (!create || !isMissingStream(error)) throw unavailable(`cannot open bucket ${name}`, error);
+  }
+  try {
+    return await make();
+  } catch (error) {
+    throw unavailable(`cannot create bucket ${name}`, error);
+  }
+}
+
 export function sha256Hex(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex');
 }
@@ -76,27 +100,24 @@ export class NatsBundleStore {
     this.#objm = new Objm(nc);
   }
 
-  /** The pointer bucket; created (history 64) when `create` is set. */
+  /**
+   * The pointer bucket. Opened first (an operator may provision it, and a policy team's
+   * credentials may not allow creating streams); created with history 64 when missing and
+   * `create` is set.
+   */
   async pointers(create = false): Promise<KV> {
     if (this.#pointers === undefined) {
-      try {
-        this.#pointers = create
-          ? await this.#kvm.create(this.#config.pointerBucket, { history: DEPLOY_HISTORY })
-          : await this.#kvm.open(this.#config.pointerBucket);
-      } catch (error) {
-        throw unavailable(`cannot open KV bucket ${this.#config.pointerBucket}`, error);
-      }
+      this.#pointers = await openOrCreate(this.#config.pointerBucket, create,
+        () => openKv(this.#kvm, this.#config.pointerBucket),
+        () => this.#kvm.create(this.#config.pointerBucket, { history: DEPLOY_HISTORY }));
     }
     return this.#pointers;
   }
 
   async statusBucket(): Promise<KV> {
     if (this.#status === undefined) {
-      try {
-        this.#status = await this.#kvm.create(`${this.#config.pointerBucket}-status`, { history: 1 });
-      } catch (error) {
-        throw unavailable('cannot open the status bucket', error);
-      }
+      const name = `${this.#config.pointerBucket}-status`;
+      this.#status = await openOrCreate(name, true, () => openKv(this.#kvm, name), () => this.#kvm.create(name, { history: 1 }));
     }
     return this.#status;
   }
@@ -105,11 +126,7 @@ export class NatsBundleStore {
     let store = this.#objects.get(tenant);
     if (store === undefined) {
       const name = `${this.#config.objectBucketPrefix}${tenant}`;
-      try {
-        store = create ? await this.#objm.create(name) : await this.#objm.open(name);
-      } catch (error) {
-        throw unavailable(`cannot open object bucket ${name}`, error);
-      }
+      store = await openOrCreate(name, create, () => this.#objm.open(name), () => this.#objm.create(name));
       this.#objects.set(tenant, store);
     }
     return store;
