@@ -342,3 +342,101 @@ describe('NATS outages', () => {
     }
   });
 });
+
+describe('delta data updates (patch.json semantics, sequence guard)', () => {
+  let sidecar: RunningPavilion;
+  const limitModule = 'package bank.authz\n\nallow if input.amount <= data.bank.limits.max\n\nrev := "limits"\n';
+
+  async function allows(target: RunningPavilion, amount: number): Promise<boolean> {
+    const res = await post(`${target.url}/v1/data/bank/authz/allow`, { input: { amount } }, { 'x-pavilion-tenant': 'bank' });
+    return res.body['result'] === true;
+  }
+
+  async function publishRaw(message: Record<string, unknown>): Promise<void> {
+    const { jetstream } = await import('@nats-io/jetstream');
+    await store.ensureDeltaStream();
+    await jetstream(store.nc).publish(store.deltaSubject('bank'), Buffer.from(JSON.stringify(message)));
+  }
+
+  before(async () => {
+    // the publisher's connection lived through the outage tests: wait for its reconnect
+    await until('publisher reconnected', async () => store.nc.flush().then(() => true, () => false));
+    const archive = await signForTest('bank', await buildFixtureBundle({
+      modules: { 'bank/authz.rego': limitModule },
+      entrypoints: ['bank/authz/allow', 'bank/authz/rev'],
+      roots: ['bank'],
+      revision: 'limits',
+      data: { 'bank/limits': { max: 10 } },
+    }), keys);
+    await store.push('bank', archive, { revision: 'limits', pushedBy: 'alice' });
+    sidecar = await startPavilion({ config: sidecarConfig() });
+    await until('limits served', async () => (await revisionOf(sidecar)) === 'limits');
+  });
+
+  after(async () => {
+    await sidecar?.stop();
+  });
+
+  test('an upsert changes the data without recompiling or a new revision', async () => {
+    assert.equal(await allows(sidecar, 15), false);
+    const digest = sidecar.pavilion.engine.active('bank')?.bundleDigest;
+    const delta = await store.publishDelta('bank', { data: [{ op: 'upsert', path: '/bank/limits/max', value: 20 }] }, ['bank']);
+    assert.equal(delta.sequence, 1);
+    await until('delta 1 applied', async () => allows(sidecar, 15));
+    assert.equal(sidecar.pavilion.engine.active('bank')?.bundleDigest, digest, 'same bundle, same compiled module');
+    assert.equal(await revisionOf(sidecar), 'limits');
+    assert.deepEqual(sidecar.pavilion.tenants.deltaState('bank')?.sequence, 1);
+  });
+
+  test('a lost delta is detected, and the data is rebuilt from the snapshot once it arrives', async () => {
+    const base = sidecar.pavilion.tenants.deltaState('bank')?.base;
+    await publishRaw({ v: 1, tenant: 'bank', base, sequence: 3, roots: ['bank'], patch: { data: [{ op: 'replace', path: '/bank/limits/max', value: 40 }] } });
+    await until('gap detected', async () => (await refusalCode(sidecar)) === 'ERR_BUNDLE_DELTA_SEQUENCE');
+    assert.equal(await allows(sidecar, 35), false, 'nothing after the gap is applied');
+    await publishRaw({ v: 1, tenant: 'bank', base, sequence: 2, roots: ['bank'], patch: { data: [{ op: 'upsert', path: '/bank/limits/currency', value: 'EUR' }] } });
+    await until('rebuilt through delta 3', async () => sidecar.pavilion.tenants.deltaState('bank')?.sequence === 3, 10_000);
+    assert.equal(await allows(sidecar, 35), true);
+  });
+
+  test('a sidecar started later replays the deploy\'s deltas from the stream', async () => {
+    const late = await startPavilion({ config: sidecarConfig() });
+    try {
+      await until('late sidecar caught up', async () => late.pavilion.tenants.deltaState('bank')?.sequence === 3, 10_000);
+      assert.equal(await allows(late, 35), true);
+    } finally {
+      await late.stop();
+    }
+  });
+
+  test('remove and replace need an existing path: a remove of a missing one -> ERR_BUNDLE_DELTA_INVALID, data unchanged', async () => {
+    const delta = await store.publishDelta('bank', { data: [{ op: 'remove', path: '/bank/limits/nope' }] }, ['bank']);
+    assert.equal(delta.sequence, 4);
+    await until('delta refusal', async () => (await refusalCode(sidecar)) === 'ERR_BUNDLE_DELTA_INVALID');
+    assert.equal(await allows(sidecar, 35), true);
+    assert.equal(sidecar.pavilion.tenants.deltaState('bank')?.sequence, 3, 'a refused delta stops the sequence until the next deploy');
+  });
+
+  test('a new deploy starts from its own data: the old deploy\'s deltas no longer apply', async () => {
+    const archive = await signForTest('bank', await buildFixtureBundle({
+      modules: { 'bank/authz.rego': limitModule.replace('"limits"', '"limits2"') },
+      entrypoints: ['bank/authz/allow', 'bank/authz/rev'],
+      roots: ['bank'],
+      revision: 'limits2',
+      data: { 'bank/limits': { max: 10 } },
+    }), keys);
+    await store.push('bank', archive, { revision: 'limits2', pushedBy: 'alice' });
+    await until('limits2 served', async () => (await revisionOf(sidecar)) === 'limits2');
+    assert.equal(await allows(sidecar, 15), false);
+    assert.equal(sidecar.pavilion.tenants.deltaState('bank')?.sequence, 0);
+    const next = await store.publishDelta('bank', { data: [{ op: 'upsert', path: '/bank/limits/max', value: 100 }] }, ['bank']);
+    assert.equal(next.sequence, 1, 'a new deploy numbers its deltas from 1');
+    await until('delta on new deploy', async () => allows(sidecar, 99));
+  });
+
+  test('a delta with other roots than its snapshot -> ERR_BUNDLE_DELTA_ROOTS', async () => {
+    const base = sidecar.pavilion.tenants.deltaState('bank')?.base;
+    await publishRaw({ v: 1, tenant: 'bank', base, sequence: 2, roots: ['hospital'], patch: { data: [] } });
+    await until('roots refusal', async () => (await refusalCode(sidecar)) === 'ERR_BUNDLE_DELTA_ROOTS');
+    assert.equal(await allows(sidecar, 99), true);
+  });
+});

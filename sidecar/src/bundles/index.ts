@@ -39,3 +39,4 @@ export {
 } from './signing.ts';
 export { TrustStore } from './trust.ts';
 export { LastKnownGood, type PersistedBundle, type PersistedBundleMeta } from './last-known-good.ts';
+export { applyPatch, checkDeltaRoots, parsePatch, parsePatchPath, type PatchOperation } from './delta.ts';

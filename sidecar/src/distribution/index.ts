@@ -3,3 +3,4 @@ export { DEPLOY_HISTORY, NatsBundleStore, connectNats, sha256Hex } from './nats-
 export { NatsDistribution, type NatsDistributionOptions } from './nats-distribution.ts';
 export { encodePointer, parsePointer, type BundlePointer, type PointerAction, type PointerEntry } from './pointer.ts';
 export { buildStatusReport, type StatusReport } from './status-report.ts';
+export { parseDelta, type DeltaMessage } from './delta-message.ts';

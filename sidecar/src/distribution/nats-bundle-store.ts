@@ -17,9 +17,12 @@ import { createHash } from 'node:crypto';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { Kvm, type KV, type KvEntry } from '@nats-io/kv';
 import { Objm, type ObjectStore } from '@nats-io/obj';
+import { DeliverPolicy, jetstream, jetstreamManager, type JetStreamManager, type StoredMsg } from '@nats-io/jetstream';
+import { parsePatch } from '../bundles/index.ts';
 import type { NatsConfig } from '../config/index.ts';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
 import { encodePointer, parsePointer, type BundlePointer, type PointerAction, type PointerEntry } from './pointer.ts';
+import { parseDelta, type DeltaMessage } from './delta-message.ts';
 
 /** KV keeps at most 64 revisions per key: the deploy history a rollback can reach. */
 export const DEPLOY_HISTORY = 64;
@@ -241,6 +244,94 @@ export class NatsBundleStore {
     } catch (error) {
       throw unavailable(`cannot move the pointer of ${tenant}`, error);
     }
+  }
+
+  /** The JetStream stream that keeps delta updates (`<prefix>.delta.<tenant>`), 7 days. */
+  get deltaStream(): string {
+    return `${this.#config.subjectPrefix.replace(/[^A-Za-z0-9_-]/g, '_').toUpperCase()}_DELTAS`;
+  }
+
+  deltaSubject(tenant: string): string {
+    return `${this.#config.subjectPrefix}.delta.${tenant}`;
+  }
+
+  async #jsm(): Promise<JetStreamManager> {
+    try {
+      return await jetstreamManager(this.nc);
+    } catch (error) {
+      throw unavailable('JetStream is not available', error);
+    }
+  }
+
+  async ensureDeltaStream(): Promise<void> {
+    const jsm = await this.#jsm();
+    await openOrCreate(this.deltaStream, true, () => jsm.streams.info(this.deltaStream), () => jsm.streams.add({
+      name: this.deltaStream,
+      subjects: [`${this.#config.subjectPrefix}.delta.>`],
+      max_age: 7 * 24 * 3600 * 1_000_000_000,
+      duplicate_window: 120 * 1_000_000_000,
+    }));
+  }
+
+  async #lastDelta(tenant: string): Promise<{ message: DeltaMessage; streamSequence: number } | undefined> {
+    let stored: StoredMsg | null;
+    try {
+      stored = await (await this.#jsm()).streams.getMessage(this.deltaStream, { last_by_subj: this.deltaSubject(tenant) });
+    } catch (error) {
+      if (/no message found|not found/i.test(describeThrown(error))) return undefined;
+      throw unavailable(`cannot read the last delta of ${tenant}`, error);
+    }
+    return stored === null ? undefined : { message: parseDelta(stored.data, tenant), streamSequence: stored.seq };
+  }
+
+  /**
+   * Publish a delta on top of the tenant's current deploy: sequence = last delta of that
+   * deploy + 1, with the stream's expected-last-subject-sequence so two publishers racing
+   * for the same number cannot both succeed.
+   */
+  async publishDelta(tenant: string, patch: unknown, roots: readonly string[]): Promise<DeltaMessage> {
+    const operations = parsePatch(patch);
+    const current = await this.current(tenant);
+    if (current === undefined) throw new PavilionError(ErrorCodes.BUNDLE_REVISION_UNKNOWN, `tenant ${tenant} has no deploy to apply a delta to`);
+    await this.ensureDeltaStream();
+    const last = await this.#lastDelta(tenant);
+    const sameBase = last === undefined ? [] : (await this.deltas(tenant)).filter((d) => d.base === current.sequence);
+    const sequence = sameBase.reduce((max, d) => Math.max(max, d.sequence), 0) + 1;
+    const message: DeltaMessage = { v: 1, tenant, base: current.sequence, sequence, roots: [...roots], patch: { data: operations } };
+    try {
+      await jetstream(this.nc).publish(this.deltaSubject(tenant), Buffer.from(JSON.stringify(message)), {
+        msgID: `${tenant}.${current.sequence}.${sequence}`,
+        expect: { lastSubjectSequence: last?.streamSequence ?? 0 },
+      });
+    } catch (error) {
+      throw unavailable(`cannot publish the delta of ${tenant}`, error);
+    }
+    return message;
+  }
+
+  /** Every stored delta of a tenant, in stream order (for a rebuild from the snapshot). */
+  async deltas(tenant: string): Promise<DeltaMessage[]> {
+    const last = await this.#lastDelta(tenant).catch(() => undefined);
+    if (last === undefined) return [];
+    const out: DeltaMessage[] = [];
+    try {
+      const consumer = await jetstream(this.nc).consumers.get(this.deltaStream, {
+        filter_subjects: [this.deltaSubject(tenant)], deliver_policy: DeliverPolicy.All,
+      });
+      const messages = await consumer.consume();
+      for await (const m of messages) {
+        try {
+          out.push(parseDelta(m.data, tenant));
+        } catch {
+          // a malformed delta is skipped here; the sequence guard reports the gap it leaves
+        }
+        if (m.seq >= last.streamSequence) break;
+      }
+      messages.stop();
+    } catch (error) {
+      throw unavailable(`cannot read the deltas of ${tenant}`, error);
+    }
+    return out;
   }
 
   async close(): Promise<void> {

@@ -15,7 +15,9 @@
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { KvWatchEntry } from '@nats-io/kv';
 import type { NatsConfig } from '../config/index.ts';
-import { ErrorCodes, isPavilionError, wrapError } from '../lib/errors.ts';
+import { DeliverPolicy, jetstream, type ConsumerMessages } from '@nats-io/jetstream';
+import { ErrorCodes, PavilionError, isPavilionError, wrapError } from '../lib/errors.ts';
+import { parseDelta, type DeltaMessage } from './delta-message.ts';
 import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
 import { withDeadline } from '../lib/lifecycle.ts';
 import type { Metrics } from '../telemetry/index.ts';
@@ -42,6 +44,10 @@ interface TenantQueue {
   applied: number;
   pending: PointerEntry | undefined;
   running: Promise<void> | undefined;
+  /** Live deltas, one at a time (the tenant manager orders them with activations). */
+  deltas: Promise<void>;
+  /** A delta is missing: later ones wait in the stream, and each new arrival rebuilds. */
+  deltaGap: boolean;
 }
 
 /** Refusals that will not change on retry; anything else (network) is retried at the next resync. */
@@ -63,6 +69,7 @@ export class NatsDistribution implements Component {
   #stopping = false;
   #connecting: Promise<void> | undefined;
   #retryWake: (() => void) | undefined;
+  #deltaMessages: ConsumerMessages | undefined;
 
   constructor(options: NatsDistributionOptions) {
     this.#options = options;
@@ -102,6 +109,7 @@ export class NatsDistribution implements Component {
     this.#options.metrics?.distributionConnected.set(1);
     void this.#watchStatus(nc);
     void this.#watchPointers();
+    void this.#watchDeltas();
     await this.#resync();
     this.#statusTimer = setInterval(() => void this.publishStatus(), this.#options.config.statusIntervalMs);
     this.#statusTimer.unref();
@@ -146,6 +154,84 @@ export class NatsDistribution implements Component {
     }
   }
 
+  /** Live deltas: the next in sequence applies at once; a gap makes the tenant rebuild from its snapshot. */
+  async #watchDeltas(): Promise<void> {
+    const store = this.#store;
+    if (store === undefined) return;
+    while (!this.#stopping) {
+      try {
+        await store.ensureDeltaStream();
+        const consumer = await jetstream(store.nc).consumers.get(store.deltaStream, {
+          filter_subjects: [`${this.#options.config.subjectPrefix}.delta.>`], deliver_policy: DeliverPolicy.New,
+        });
+        const messages = await consumer.consume();
+        this.#deltaMessages = messages;
+        for await (const m of messages) {
+          if (this.#stopping) break;
+          const tenant = m.subject.slice(m.subject.lastIndexOf('.') + 1);
+          if (!this.#options.tenants.has(tenant)) continue;
+          let delta: DeltaMessage;
+          try {
+            delta = parseDelta(m.data, tenant);
+          } catch (error) {
+            this.#options.tenants.reportFailure(tenant, error);
+            continue;
+          }
+          this.#onDelta(tenant, delta);
+        }
+      } catch (error) {
+        this.#lastError = wrapError(error, ErrorCodes.DISTRIBUTION_UNAVAILABLE, 'watching deltas').message;
+      }
+      if (this.#stopping) return;
+      await new Promise((resolve) => setTimeout(resolve, this.#options.config.reconnectWaitMs).unref());
+    }
+  }
+
+  #onDelta(tenant: string, delta: DeltaMessage): void {
+    const state = this.#options.tenants.deltaState(tenant);
+    // A delta for another deploy: older ones are obsolete; a newer deploy's deltas are
+    // replayed once its pointer has been applied.
+    if (state === undefined || state.base !== delta.base || delta.sequence <= state.sequence) return;
+    const queue = this.#queue(tenant);
+    queue.deltas = queue.deltas.then(async () => {
+      const now = this.#options.tenants.deltaState(tenant);
+      if (now?.base !== delta.base || delta.sequence <= now.sequence) return;
+      if (delta.sequence === now.sequence + 1 && !queue.deltaGap) {
+        await this.#options.tenants.applyDeltas(tenant, [{ ...delta, operations: delta.patch.data }], 'append').catch(() => undefined);
+      } else {
+        await this.#replayDeltas(tenant);
+      }
+    }).catch(() => undefined);
+  }
+
+  /** Rebuild the tenant's data from its snapshot and every stored delta of its deploy. */
+  async #replayDeltas(tenant: string): Promise<void> {
+    const store = this.#store;
+    const state = this.#options.tenants.deltaState(tenant);
+    if (store === undefined || state?.base === undefined) return;
+    let all: DeltaMessage[];
+    try {
+      all = (await store.deltas(tenant)).filter((d) => d.base === state.base).sort((a, b) => a.sequence - b.sequence);
+    } catch {
+      return; // retried at the next resync
+    }
+    const contiguous: DeltaMessage[] = [];
+    for (const d of all) {
+      if (d.sequence === contiguous.length + 1) contiguous.push(d);
+      else if (d.sequence > contiguous.length + 1) break;
+    }
+    if (contiguous.length > 0 && (contiguous.length !== state.sequence || all.length > contiguous.length)) {
+      await this.#options.tenants.applyDeltas(tenant, contiguous.map((d) => ({ ...d, operations: d.patch.data })), 'rebuild').catch(() => undefined);
+    }
+    const missing = all.find((d) => d.sequence > contiguous.length + 1);
+    this.#queue(tenant).deltaGap = missing !== undefined;
+    if (missing !== undefined) {
+      this.#options.tenants.reportFailure(tenant, new PavilionError(ErrorCodes.BUNDLE_DELTA_SEQUENCE,
+        `delta ${contiguous.length + 1} of deploy ${state.base} is missing; serving the snapshot with deltas 1-${contiguous.length}`,
+        { details: { base: state.base, applied: contiguous.length, next: missing.sequence } }));
+    }
+  }
+
   #onKvEntry(kvEntry: KvWatchEntry): void {
     const tenant = kvEntry.key;
     if (!this.#options.tenants.discover(tenant)) return; // not a tenant of this sidecar
@@ -186,7 +272,7 @@ export class NatsDistribution implements Component {
   #queue(tenant: string): TenantQueue {
     let queue = this.#queues.get(tenant);
     if (queue === undefined) {
-      queue = { applied: this.#options.tenants.tenant(tenant)?.origin?.sequence ?? 0, pending: undefined, running: undefined };
+      queue = { applied: this.#options.tenants.tenant(tenant)?.origin?.sequence ?? 0, pending: undefined, running: undefined, deltas: Promise.resolve(), deltaGap: false };
       this.#queues.set(tenant, queue);
     }
     return queue;
@@ -221,6 +307,7 @@ export class NatsDistribution implements Component {
       });
       await this.#options.tenants.activate(tenant, archive, { kind: pointer.action, sequence });
       queue.applied = Math.max(queue.applied, sequence);
+      await this.#replayDeltas(tenant); // deltas published on this deploy before we had it
       this.#options.metrics?.distributionUpdates.inc({ tenant, outcome: 'ok' });
       const pushedAt = Date.parse(pointer.pushed_at);
       if (Number.isFinite(pushedAt)) this.#options.metrics?.rolloutSeconds.observe(Math.max(0, Date.now() - pushedAt) / 1000);
@@ -250,7 +337,7 @@ export class NatsDistribution implements Component {
 
   /** Wait until every queued pointer has been handled (tests, benchmarks). */
   async settled(): Promise<void> {
-    await Promise.all([...this.#queues.values()].map((q) => q.running));
+    await Promise.all([...this.#queues.values()].flatMap((q) => [q.running, q.deltas]));
   }
 
   status(): ComponentStatus {
@@ -274,6 +361,7 @@ export class NatsDistribution implements Component {
     this.#state = 'closed';
     if (this.#statusTimer !== undefined) clearInterval(this.#statusTimer);
     this.#retryWake?.();
+    this.#deltaMessages?.stop();
     // a first connection still in flight closes itself when it lands
     if (this.#connecting !== undefined) await withDeadline(this.#connecting, deadlineMs);
     const nc = this.#nc;

@@ -13,16 +13,19 @@
  */
 import {
   DECISION_TESTS_METADATA_KEY,
+  applyPatch,
+  checkDeltaRoots,
   readBundle,
   verifyBundleSignature,
   type Bundle,
   type BundleLimits,
   type BundleSource,
   type LastKnownGood,
+  type PatchOperation,
   type SignatureInfo,
   type TrustStore,
 } from '../bundles/index.ts';
-import { compilePolicy, type ActivePolicy, type LoadedPolicy, type PolicyEngine } from '../engine/index.ts';
+import { compilePolicy, type ActivePolicy, type CompiledPolicy, type LoadedPolicy, type PolicyEngine } from '../engine/index.ts';
 import { discoveredTenant, type TenantConfig } from '../config/index.ts';
 import { TENANT_ID_PATTERN } from '../lib/tenant-id.ts';
 import { canonicalJson } from '../lib/canonical-json.ts';
@@ -86,6 +89,21 @@ interface TenantEntry {
   readonly replaced: Set<string>;
   /** The activation chain: one activation at a time per tenant. */
   queue: Promise<unknown>;
+  /** The active snapshot, kept to apply deltas without recompiling. */
+  snapshot: { readonly compiled: CompiledPolicy; readonly roots: readonly string[]; readonly tests: readonly DecisionTest[] } | undefined;
+  /** Deltas applied on top of the snapshot (0 = none) and the data they produced. */
+  deltaSequence: number;
+  deltaData: Record<string, unknown> | undefined;
+}
+
+/** One delta data update (OPA `patch.json` semantics) on top of a tenant's snapshot. */
+export interface DeltaUpdate {
+  /** The deploy (pointer sequence) of the snapshot this delta applies to. */
+  readonly base: number;
+  /** 1, 2, 3, ... per snapshot: a gap means a delta was lost. */
+  readonly sequence: number;
+  readonly roots: readonly string[];
+  readonly operations: readonly PatchOperation[];
 }
 
 export interface DecisionTest {
@@ -176,6 +194,9 @@ export class TenantManager implements Component {
       testsPassed: 0,
       replaced: new Set(),
       queue: Promise.resolve(),
+      snapshot: undefined,
+      deltaSequence: 0,
+      deltaData: undefined,
     };
     this.#tenants.set(config.id, entry);
     return entry;
@@ -264,6 +285,9 @@ export class TenantManager implements Component {
       entry.signature = signature;
       entry.origin = origin;
       entry.testsPassed = tests.length;
+      entry.snapshot = { compiled, roots: bundle.manifest.roots, tests };
+      entry.deltaSequence = 0;
+      entry.deltaData = undefined;
       entry.lastError = undefined;
       entry.lastSuccessfulActivation = active.activatedAt.toISOString();
       this.#options.onActivation?.(tenant, 'ok');
@@ -280,6 +304,66 @@ export class TenantManager implements Component {
     } catch (error) {
       if (loaded !== undefined) engine.discard(loaded);
       throw this.#recordFailure(tenant, wrapError(error, ErrorCodes.BUNDLE_WASM_INVALID, 'activating bundle'));
+    }
+  }
+
+  /** Deltas applied on top of the tenant's active snapshot, and that snapshot's deploy. */
+  deltaState(tenant: string): { base: number | undefined; sequence: number } | undefined {
+    const entry = this.#tenants.get(tenant);
+    if (entry === undefined) return undefined;
+    return { base: entry.snapshot === undefined ? undefined : entry.origin?.sequence, sequence: entry.deltaSequence };
+  }
+
+  /**
+   * Apply deltas, in order, on top of the current data ('append': the next deltas) or of the
+   * snapshot's data ('rebuild': every delta since the snapshot, after a gap). The same
+   * compiled module gets the new data; the snapshot's decision test vectors run on it
+   * before the swap. Sequence guard: deltas must continue the applied sequence exactly.
+   */
+  async applyDeltas(tenant: string, deltas: readonly DeltaUpdate[], mode: 'append' | 'rebuild'): Promise<number> {
+    const entry = this.#tenants.get(tenant);
+    if (entry === undefined) throw new PavilionError(ErrorCodes.TENANT_UNKNOWN, `unknown tenant ${tenant}`);
+    const run = entry.queue.then(() => this.#applyDeltas(entry, deltas, mode));
+    entry.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  async #applyDeltas(entry: TenantEntry, deltas: readonly DeltaUpdate[], mode: 'append' | 'rebuild'): Promise<number> {
+    const tenant = entry.config.id;
+    const snapshot = entry.snapshot;
+    const base = entry.origin?.sequence;
+    let loaded: LoadedPolicy | undefined;
+    try {
+      if (snapshot === undefined || base === undefined) {
+        throw new PavilionError(ErrorCodes.BUNDLE_DELTA_SEQUENCE, `tenant ${tenant} has no distributed snapshot to apply deltas to`);
+      }
+      let sequence = mode === 'rebuild' ? 0 : entry.deltaSequence;
+      let data = mode === 'rebuild' || entry.deltaData === undefined ? snapshot.compiled.data : entry.deltaData;
+      for (const delta of deltas) {
+        if (delta.base !== base) {
+          throw new PavilionError(ErrorCodes.BUNDLE_DELTA_SEQUENCE, `delta ${delta.sequence} is for deploy ${delta.base}; the active snapshot is deploy ${base}`);
+        }
+        if (delta.sequence !== sequence + 1) {
+          throw new PavilionError(ErrorCodes.BUNDLE_DELTA_SEQUENCE, `delta ${delta.sequence} does not follow delta ${sequence} of deploy ${base} (lost or reordered)`, {
+            details: { expected: sequence + 1, received: delta.sequence, base },
+          });
+        }
+        checkDeltaRoots(delta.roots, snapshot.roots);
+        data = applyPatch(data, delta.operations, snapshot.roots);
+        sequence = delta.sequence;
+      }
+      if (deltas.length === 0) return entry.deltaSequence;
+      loaded = await this.#options.engine.load({ ...snapshot.compiled, data, variant: `${base}.${sequence}` });
+      await this.#runDecisionTests(loaded, snapshot.tests);
+      this.#options.engine.promote(loaded);
+      loaded = undefined;
+      entry.deltaSequence = sequence;
+      entry.deltaData = data;
+      entry.lastError = undefined;
+      return sequence;
+    } catch (error) {
+      if (loaded !== undefined) this.#options.engine.discard(loaded);
+      throw this.#recordFailure(tenant, wrapError(error, ErrorCodes.BUNDLE_DELTA_INVALID, 'applying delta'));
     }
   }
 
