@@ -15,3 +15,4 @@ export { Keyring, keyIdOf, publicKeyPem, type CheckpointSigner } from './signer.
 export { SoftwareSigner } from './software-signer.ts';
 export { verifyDecisionProof, verifyLogFile, type DecisionVerification, type LogVerification, type VerifyLogOptions } from './verify-log.ts';
 export type { FsyncPolicy, OnFullPolicy } from './wal-writer.ts';
+export { Pkcs11Module, Pkcs11Signer, ecPointToSpki, type Pkcs11KeyAttributes, type Pkcs11KeyOptions } from './pkcs11-signer.ts';
