@@ -1,4 +1,28 @@
-/** Audit: decision events and where they go. */
+/** Audit: decision events and where they go, and the verifiable per-tenant audit log. */
 export type { DecisionEventV1, DecisionSink } from './decision-event.ts';
 export { DecisionEvents, type DecisionRecord } from './decision-events.ts';
 export { FileDecisionSink, NullDecisionSink, serialise } from './file-decision-sink.ts';
+export {
+  AuditLog,
+  Keyring,
+  Pkcs11Module,
+  Pkcs11Signer,
+  SoftwareSigner,
+  WAL_FILE,
+  decodeCheckpoint,
+  proveFromLogFile,
+  publicKeyPem,
+  verifyDecisionProof,
+  verifyLogFile,
+  type AuditLogOptions,
+  type CheckpointSigner,
+  type DecisionProofV1,
+  type DecisionReceiptV1,
+  type DecisionVerification,
+  type FsyncPolicy,
+  type LogVerification,
+  type OnFullPolicy,
+  type RecoveryReport,
+  type SignedCheckpointV1,
+} from './log/index.ts';
+export { MerkleTree, hashLeaf, verifyConsistency, verifyInclusion } from './merkle/index.ts';

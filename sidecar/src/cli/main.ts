@@ -3,10 +3,23 @@
  *
  *   pavilion bundle build --tenant <id> | --all [--out <dir>] [--target wasm|rego]
  *   pavilion bundle inspect <bundle.tar.gz> [--tenant <id>]
+ *   pavilion audit verify-log --log <dir|file> --keys <pem|dir> [--origin <o>] [--trusted-checkpoint <file>]...
+ *   pavilion audit verify --decision <id> (--proof <file> | --log <dir|file>) --keys <pem|dir> [--origin <o>]
+ *   pavilion audit prove --decision <id> --log <dir|file>
  *   pavilion serve
  */
+import { statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import {
+  Keyring,
+  WAL_FILE,
+  decodeCheckpoint,
+  proveFromLogFile,
+  verifyDecisionProof,
+  verifyLogFile,
+} from '../audit/index.ts';
 import {
   buildTenantBundle,
   definitionPath,
@@ -14,11 +27,14 @@ import {
   readBundle,
 } from '../bundles/index.ts';
 import { compilePolicy } from '../engine/index.ts';
-import { describeThrown, isPavilionError } from '../lib/errors.ts';
+import { ErrorCodes, PavilionError, describeThrown, isPavilionError } from '../lib/errors.ts';
 
 const USAGE = `usage:
   pavilion bundle build --tenant <id> | --all [--out <dir>] [--target wasm|rego]
   pavilion bundle inspect <bundle.tar.gz> [--tenant <id>]
+  pavilion audit verify-log --log <dir|file> --keys <pem|dir> [--origin <o>] [--trusted-checkpoint <file>]...
+  pavilion audit verify --decision <id> (--proof <file> | --log <dir|file>) --keys <pem|dir> [--origin <o>]
+  pavilion audit prove --decision <id> --log <dir|file>
   pavilion serve`;
 
 async function bundleBuild(args: string[]): Promise<number> {
@@ -99,10 +115,84 @@ async function bundleInspect(args: string[]): Promise<number> {
   return 0;
 }
 
+/** A tenant's log directory or the log file itself. */
+function logFile(path: string): string {
+  try {
+    return statSync(path).isDirectory() ? join(path, WAL_FILE) : path;
+  } catch {
+    return path;
+  }
+}
+
+/** Print a verification failure (code, message, the first bad position) and return exit code 1. */
+function reportFailure(error: unknown): number {
+  if (!isPavilionError(error)) throw error;
+  process.stdout.write(`${JSON.stringify({ ok: false, code: error.code, message: error.message, position: error.details ?? {} }, null, 2)}\n`);
+  process.stderr.write(`verification FAILED [${error.code}] ${error.message}\n`);
+  return 1;
+}
+
+function parseProofFile(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new PavilionError(ErrorCodes.AUDIT_PROOF_INVALID, 'the proof file is not JSON', { cause: error, details: { reason: 'malformed' } });
+  }
+}
+
+async function auditCommand(command: string | undefined, args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      log: { type: 'string' },
+      keys: { type: 'string' },
+      origin: { type: 'string' },
+      decision: { type: 'string' },
+      proof: { type: 'string' },
+      'trusted-checkpoint': { type: 'string', multiple: true },
+    },
+  });
+  const usage = (): number => {
+    process.stderr.write(`${USAGE}\n`);
+    return 2;
+  };
+  if (command === 'prove') {
+    if (values.decision === undefined || values.log === undefined) return usage();
+    const proof = await proveFromLogFile(logFile(values.log), values.decision);
+    process.stdout.write(`${JSON.stringify(proof, null, 2)}\n`);
+    return 0;
+  }
+  if (command !== 'verify-log' && command !== 'verify') return usage();
+  // Trust comes from keys obtained out of band; never from the log directory by default.
+  if (values.keys === undefined) return usage();
+  const keyring = Keyring.load(values.keys);
+  const origin = values.origin === undefined ? {} : { origin: values.origin };
+  try {
+    if (command === 'verify-log') {
+      if (values.log === undefined) return usage();
+      const trustedCheckpoints = await Promise.all((values['trusted-checkpoint'] ?? []).map(async (file) => decodeCheckpoint(await readFile(file, 'utf8'))));
+      const result = await verifyLogFile(logFile(values.log), keyring, { ...origin, trustedCheckpoints });
+      process.stdout.write(`${JSON.stringify({ ok: true, ...result }, null, 2)}\n`);
+      if (result.unsignedLeaves > 0) process.stderr.write(`note: ${result.unsignedLeaves} leaves after the last checkpoint are intact but not yet signed\n`);
+      return 0;
+    }
+    if (values.decision === undefined || (values.proof === undefined) === (values.log === undefined)) return usage();
+    const proof: unknown = values.proof !== undefined
+      ? parseProofFile(await readFile(values.proof, 'utf8'))
+      : await proveFromLogFile(logFile(values.log ?? ''), values.decision);
+    const result = verifyDecisionProof(proof, keyring, { decisionId: values.decision, ...origin });
+    process.stdout.write(`${JSON.stringify({ ok: true, ...result }, null, 2)}\n`);
+    return 0;
+  } catch (error) {
+    return reportFailure(error);
+  }
+}
+
 async function main(argv: string[]): Promise<number> {
   const [group, command, ...rest] = argv;
   if (group === 'bundle' && command === 'build') return bundleBuild(rest);
   if (group === 'bundle' && command === 'inspect') return bundleInspect(rest);
+  if (group === 'audit') return auditCommand(command, rest);
   if (group === 'serve') {
     await import('../main.ts');
     return -1;

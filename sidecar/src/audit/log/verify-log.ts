@@ -219,3 +219,67 @@ export function verifyDecisionProof(value: unknown, keyring: Keyring, expect: { 
     checkpointTime: checkpoint.timestamp,
   };
 }
+
+/**
+ * Build the inclusion proof of a decision from a log file, offline (no running sidecar),
+ * against the latest checkpoint in the file that covers it. It proves nothing by itself:
+ * check the result with `verifyDecisionProof` and trusted keys. Throws
+ * ERR_AUDIT_DECISION_UNKNOWN when the decision is not in the file or no checkpoint covers it
+ * yet, ERR_AUDIT_RECORD_CORRUPT when the file cannot be read up to it.
+ */
+export async function proveFromLogFile(path: string, decisionId: string): Promise<DecisionProofV1> {
+  const handle = await open(path, 'r').catch((error: unknown) => {
+    throw new PavilionError(ErrorCodes.AUDIT_LOG_IO, `cannot open ${path}`, { cause: error });
+  });
+  const tree = new MerkleTree();
+  let found: { index: number; event: string } | undefined;
+  let covering: SignedCheckpointV1 | undefined;
+  try {
+    const header = Buffer.alloc(FILE_HEADER_BYTES);
+    const { bytesRead: headerBytes } = await handle.read(header, 0, FILE_HEADER_BYTES, 0);
+    const problem = checkFileHeader(header.subarray(0, headerBytes));
+    if (problem !== undefined) throw bad(ErrorCodes.AUDIT_RECORD_CORRUPT, `${path}: ${problem}`, { byteOffset: 0 });
+    const decoder = new FrameDecoder(FILE_HEADER_BYTES);
+    const chunk = Buffer.alloc(READ_CHUNK_BYTES);
+    let position = FILE_HEADER_BYTES;
+    for (;;) {
+      const { bytesRead } = await handle.read(chunk, 0, READ_CHUNK_BYTES, position);
+      if (bytesRead === 0) break;
+      position += bytesRead;
+      for (const record of decoder.push(Buffer.from(chunk.subarray(0, bytesRead)))) {
+        if (record.type === RecordType.LEAF) {
+          if (record.index !== tree.size) throw bad(ErrorCodes.AUDIT_SEQUENCE_BROKEN, `record ${record.recordNumber} is leaf ${record.index}, expected ${tree.size}`, { leafIndex: tree.size, byteOffset: record.offset });
+          tree.append(record.payload);
+          if (found === undefined) {
+            const text = record.payload.toString('utf8');
+            let id: unknown;
+            try {
+              id = (JSON.parse(text) as { decision_id?: unknown }).decision_id;
+            } catch {
+              id = undefined;
+            }
+            if (id === decisionId) found = { index: record.index, event: text };
+          }
+        } else if (found !== undefined) {
+          const checkpoint = decodeCheckpoint(record.payload);
+          if (checkpoint.tree_size > found.index && checkpoint.tree_size <= tree.size) covering = checkpoint;
+        }
+      }
+      if (decoder.damage !== undefined) break;
+    }
+    decoder.finish();
+  } finally {
+    await handle.close();
+  }
+  if (found === undefined) throw new PavilionError(ErrorCodes.AUDIT_DECISION_UNKNOWN, `decision ${JSON.stringify(decisionId)} is not in ${path}`, { details: { decisionId } });
+  if (covering === undefined) {
+    throw new PavilionError(ErrorCodes.AUDIT_DECISION_UNKNOWN, `decision ${JSON.stringify(decisionId)} is leaf ${found.index}, but no checkpoint in ${path} covers it yet`, { details: { decisionId, leafIndex: found.index } });
+  }
+  return {
+    version: 1,
+    event: found.event,
+    leaf_index: found.index,
+    inclusion_path: tree.inclusionProof(found.index, covering.tree_size).map((h) => h.toString('hex')),
+    checkpoint: covering,
+  };
+}
