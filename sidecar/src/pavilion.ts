@@ -3,7 +3,14 @@
  * dependency order and stops them in reverse. Tests and `main.ts` both use it.
  */
 import { ApiServer } from './api/index.ts';
-import { DecisionEvents, FileDecisionSink, NullDecisionSink, type DecisionSink } from './audit/index.ts';
+import {
+  AuditLogSink,
+  DecisionEvents,
+  FileDecisionSink,
+  NullDecisionSink,
+  createCheckpointSigner,
+  type DecisionSink,
+} from './audit/index.ts';
 import { LocalDirectoryBundleSource, type BundleSource } from './bundles/index.ts';
 import type { PavilionConfig } from './config/index.ts';
 import { PolicyEngine } from './engine/index.ts';
@@ -16,6 +23,22 @@ export interface PavilionOptions {
   /** Replace the bundle source (default: the configured local directory). */
   readonly source?: BundleSource;
   readonly sink?: DecisionSink;
+}
+
+/** The configured decision sink: NDJSON file (default), the verifiable audit log, or none. */
+function decisionSink(config: PavilionConfig): DecisionSink {
+  const { sink, path, audit } = config.decisionLog;
+  if (sink === 'file') return new FileDecisionSink(path);
+  if (sink === 'audit' && audit !== undefined) {
+    const { directory, signer, ...settings } = audit;
+    return new AuditLogSink({
+      directory,
+      originPrefix: config.labels.id,
+      settings,
+      createSigner: () => createCheckpointSigner(signer),
+    });
+  }
+  return new NullDecisionSink();
 }
 
 export class Pavilion {
@@ -62,9 +85,7 @@ export class Pavilion {
       },
     });
     this.events = new DecisionEvents(config.labels);
-    this.sink = options.sink ?? (config.decisionLog.sink === 'file'
-      ? new FileDecisionSink(config.decisionLog.path)
-      : new NullDecisionSink());
+    this.sink = options.sink ?? decisionSink(config);
     this.extAuthz = config.extAuthz === undefined
       ? undefined
       : new ExtAuthz({

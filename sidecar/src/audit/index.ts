@@ -26,3 +26,5 @@ export {
   type SignedCheckpointV1,
 } from './log/index.ts';
 export { MerkleTree, hashLeaf, verifyConsistency, verifyInclusion } from './merkle/index.ts';
+export { AuditLogSink, UNROUTED_TENANT, type AuditLogSettings, type AuditLogSinkOptions } from './audit-log-sink.ts';
+export { createCheckpointSigner, type CheckpointSignerSettings } from './checkpoint-signers.ts';

@@ -4,6 +4,8 @@ export {
   defaultConfig,
   loadConfig,
   parseConfig,
+  type AuditLogConfig,
+  type AuditSignerConfig,
   type ExtAuthzConfig,
   type ExtAuthzTenantConfig,
   type ExtAuthzTenantSource,
