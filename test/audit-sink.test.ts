@@ -64,7 +64,7 @@ describe('AuditLogSink', () => {
       directory: dir,
       originPrefix: 'pavilion-test',
       settings: {
-        fsync: 'always', fsyncIntervalMs: 100, groupCommitMaxDelayMs: 0, groupCommitMaxBytes: 1 << 20, maxDiskBytes: 2000,
+        fsync: 'always', fsyncIntervalMs: 100, groupCommitMaxDelayMs: 0, groupCommitMaxBytes: 1 << 20, maxDiskBytes: 4096 + 2000,
         onFull: 'refuse', blockTimeoutMs: 100, maxEventBytes: 1500, checkpointEveryEvents: 100, checkpointIntervalMs: 60_000,
       },
       createSigner: async () => SoftwareSigner.generate(),

@@ -15,7 +15,6 @@
  * does not match the rebuilt tree or whose signature fails) are not a torn write: the log
  * refuses to start (ERR_AUDIT_LOG_CORRUPT) and `pavilion audit verify-log` says where.
  */
-import { createHash } from 'node:crypto';
 import { open, mkdir, readFile, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ErrorCodes, PavilionError, describeThrown, isPavilionError } from '../../lib/errors.ts';
@@ -118,6 +117,8 @@ export class AuditLog {
   readonly #clock: () => number;
   readonly #tree = new MerkleTree();
   readonly #byDecision = new Map<string, number>();
+  /** Byte offset of each leaf's frame, so a proof reads one frame, not the file. */
+  readonly #offsets = new OffsetIndex();
   #signer: CheckpointSigner;
   /** The current signer's key and any this log rotated to. */
   #keyring: Keyring;
@@ -239,6 +240,7 @@ export class AuditLog {
       await handle.truncate(0);
       await handle.write(fileHeader(), 0, FILE_HEADER_BYTES, 0);
       await handle.sync();
+      await syncDirectory(this.#options.directory);
       const tornTail = size > 0 ? { reason: 'short_header' as const, offset: 0, bytesRemoved: size, savedAs: this.#tailName(0) } : undefined;
       return { end: FILE_HEADER_BYTES, report: { leaves: 0, checkpoints: 0, lastCheckpointSize: 0, tornTail } };
     }
@@ -262,6 +264,7 @@ export class AuditLog {
             });
           }
           this.#tree.appendLeafHash(hashLeaf(record.payload));
+          this.#offsets.push(record.offset);
           this.#indexDecision(record.payload, record.index);
         } else {
           this.#acceptRecoveredCheckpoint(record.payload, record.index, record.offset, record.recordNumber);
@@ -355,7 +358,8 @@ export class AuditLog {
     // From here to `append` nothing awaits: the tree and the file get the same order.
     const leafHash = hashLeaf(encoded.bytes);
     const index = this.#tree.appendLeafHash(leafHash);
-    const durable = this.#writer.append(encodeFrame(RecordType.LEAF, index, encoded.bytes));
+    const { offset, durable } = this.#writer.append(encodeFrame(RecordType.LEAF, index, encoded.bytes));
+    this.#offsets.push(offset);
     this.#byDecision.set(event.decision_id, index);
     if (++this.#sinceCheckpoint >= this.#options.checkpointEveryEvents) this.#checkpointInBackground();
     try {
@@ -426,9 +430,9 @@ export class AuditLog {
     this.#keyring.verifyCheckpoint(checkpoint);
     const payload = Buffer.from(JSON.stringify(checkpoint), 'utf8');
     const frame = encodeFrame(RecordType.CHECKPOINT, size, payload);
-    const waiting = writer.reserve(frame.length);
+    const waiting = writer.reserve(frame.length, 'checkpoint');
     if (waiting !== undefined) await waiting;
-    await writer.append(frame);
+    await writer.append(frame).durable;
     this.#checkpoints.push(checkpoint);
     this.#options.onCheckpoint?.(checkpoint);
     return checkpoint;
@@ -484,31 +488,24 @@ export class AuditLog {
     return this.#tree.root(treeSize).toString('hex');
   }
 
-  /** Read a leaf back from the file (a scan; proofs are rare next to appends). */
+  /** Read a leaf's frame back from the file and check it against the tree. */
   async #readLeaf(index: number): Promise<Buffer> {
-    await this.#writer?.drain();
+    const offset = this.#offsets.at(index);
     const handle = await open(this.path, 'r');
     try {
-      const decoder = new FrameDecoder(FILE_HEADER_BYTES);
-      const chunk = Buffer.alloc(READ_CHUNK_BYTES);
-      let position = FILE_HEADER_BYTES;
-      for (;;) {
-        const { bytesRead } = await handle.read(chunk, 0, READ_CHUNK_BYTES, position);
-        if (bytesRead === 0) break;
-        position += bytesRead;
-        for (const record of decoder.push(Buffer.from(chunk.subarray(0, bytesRead)))) {
-          if (record.type === RecordType.LEAF && record.index === index) {
-            if (!hashLeaf(record.payload).equals(this.#tree.leafHash(index))) {
-              throw corrupt(`${this.path}: leaf ${index} on disk no longer matches the tree`, { leafIndex: index, byteOffset: record.offset });
-            }
-            return record.payload;
-          }
-        }
+      const head = Buffer.alloc(FRAME_OVERHEAD_BYTES);
+      await handle.read(head, 0, FRAME_OVERHEAD_BYTES, offset);
+      const frame = Buffer.alloc(FRAME_OVERHEAD_BYTES + head.readUInt32BE(0));
+      const { bytesRead } = await handle.read(frame, 0, frame.length, offset);
+      const decoder = new FrameDecoder(offset);
+      const [record] = decoder.push(frame.subarray(0, bytesRead));
+      if (record === undefined || record.type !== RecordType.LEAF || record.index !== index || !hashLeaf(record.payload).equals(this.#tree.leafHash(index))) {
+        throw corrupt(`${this.path}: leaf ${index} at byte ${offset} no longer matches the tree`, { leafIndex: index, byteOffset: offset });
       }
+      return record.payload;
     } finally {
       await handle.close();
     }
-    throw corrupt(`${this.path}: leaf ${index} is missing from the file`, { leafIndex: index });
   }
 
   status(): ComponentStatus {
@@ -556,6 +553,32 @@ export class AuditLog {
   }
 }
 
-export function sha256Hex(bytes: Uint8Array): string {
-  return createHash('sha256').update(bytes).digest('hex');
+/** Make a new file's directory entry durable (fsync of the directory, as POSIX requires). */
+async function syncDirectory(directory: string): Promise<void> {
+  const handle = await open(directory, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** A growable list of byte offsets (8 bytes per leaf). */
+class OffsetIndex {
+  #values = new Float64Array(1024);
+  #count = 0;
+
+  push(offset: number): void {
+    if (this.#count === this.#values.length) {
+      const grown = new Float64Array(this.#values.length * 2);
+      grown.set(this.#values);
+      this.#values = grown;
+    }
+    this.#values[this.#count++] = offset;
+  }
+
+  at(index: number): number {
+    if (index < 0 || index >= this.#count) throw new PavilionError(ErrorCodes.AUDIT_MERKLE_RANGE, `no leaf ${index}`, { details: { leafIndex: index } });
+    return this.#values[index]!;
+  }
 }

@@ -16,11 +16,15 @@
  * Budget: bytes on disk plus bytes queued never exceed `maxDiskBytes`. When a frame does not
  * fit, 'refuse' throws ERR_AUDIT_LOG_FULL at once; 'block' waits (first come, first served)
  * until it fits or `blockTimeoutMs` passes, then throws ERR_AUDIT_LOG_FULL. Nothing is dropped.
+ * The last CHECKPOINT_HEADROOM_BYTES of the budget are kept for checkpoints, so a full log can
+ * still sign the leaves it holds.
  */
 import type { FileHandle } from 'node:fs/promises';
 import { ErrorCodes, PavilionError, describeThrown } from '../../lib/errors.ts';
 
 export type FsyncPolicy = 'always' | 'interval' | 'never';
+export type ReservationKind = 'leaf' | 'checkpoint';
+export const CHECKPOINT_HEADROOM_BYTES = 4096;
 export type OnFullPolicy = 'block' | 'refuse';
 
 export interface WalWriterOptions {
@@ -41,6 +45,7 @@ interface Pending {
 
 interface Waiter {
   readonly bytes: number;
+  readonly kind: ReservationKind;
   readonly resolve: () => void;
   readonly reject: (error: unknown) => void;
   timer: NodeJS.Timeout | undefined;
@@ -100,8 +105,12 @@ export class WalWriter {
     return this.#position + this.#queuedBytes + this.#reservedBytes;
   }
 
-  #fits(bytes: number): boolean {
-    return this.#used() + bytes <= this.#options.maxDiskBytes;
+  #limit(kind: ReservationKind): number {
+    return kind === 'checkpoint' ? this.#options.maxDiskBytes : this.#options.maxDiskBytes - CHECKPOINT_HEADROOM_BYTES;
+  }
+
+  #fits(bytes: number, kind: ReservationKind): boolean {
+    return this.#used() + bytes <= this.#limit(kind);
   }
 
   #full(bytes: number): PavilionError {
@@ -120,16 +129,16 @@ export class WalWriter {
    * nobody is waiting; otherwise a promise that resolves once reserved. The caller must
    * follow a resolved reservation with `append` of exactly that many bytes.
    */
-  reserve(bytes: number): Promise<void> | undefined {
+  reserve(bytes: number, kind: ReservationKind = 'leaf'): Promise<void> | undefined {
     this.#checkOpen();
-    if (bytes > this.#options.maxDiskBytes) throw this.#full(bytes);
-    if (this.#waiters.length === 0 && this.#fits(bytes)) {
+    if (bytes > this.#limit(kind)) throw this.#full(bytes);
+    if ((this.#waiters.length === 0 || kind === 'checkpoint') && this.#fits(bytes, kind)) {
       this.#reservedBytes += bytes;
       return undefined;
     }
     if (this.#options.onFull === 'refuse') throw this.#full(bytes);
     return new Promise<void>((resolve, reject) => {
-      const waiter: Waiter = { bytes, resolve, reject, timer: undefined };
+      const waiter: Waiter = { bytes, kind, resolve, reject, timer: undefined };
       waiter.timer = setTimeout(() => {
         const at = this.#waiters.indexOf(waiter);
         if (at >= 0) this.#waiters.splice(at, 1);
@@ -143,7 +152,7 @@ export class WalWriter {
   #releaseWaiters(): void {
     while (this.#waiters.length > 0) {
       const first = this.#waiters[0]!;
-      if (!this.#fits(first.bytes)) return;
+      if (!this.#fits(first.bytes, first.kind)) return;
       this.#waiters.shift();
       clearTimeout(first.timer);
       this.#reservedBytes += first.bytes;
@@ -151,15 +160,20 @@ export class WalWriter {
     }
   }
 
-  /** Queue a frame (after `reserve`); resolves when it is durable per the fsync policy. */
-  append(frame: Buffer): Promise<void> {
+  /**
+   * Queue a frame (after `reserve`). Returns the byte offset it will have in the file and a
+   * promise that resolves when it is durable per the fsync policy.
+   */
+  append(frame: Buffer): { readonly offset: number; readonly durable: Promise<void> } {
     this.#reservedBytes = Math.max(0, this.#reservedBytes - frame.length);
     this.#checkOpen();
-    return new Promise<void>((resolve, reject) => {
+    const offset = this.#position + this.#queuedBytes;
+    const durable = new Promise<void>((resolve, reject) => {
       this.#queue.push({ frame, resolve, reject });
-      this.#queuedBytes += frame.length;
-      this.#schedule();
     });
+    this.#queuedBytes += frame.length;
+    this.#schedule();
+    return { offset, durable };
   }
 
   #schedule(): void {
