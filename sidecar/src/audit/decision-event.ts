@@ -13,6 +13,8 @@ export interface DecisionEventV1 {
   readonly result?: unknown;
   readonly erased?: readonly string[];
   readonly masked?: readonly string[];
+  /** Pavilion's addition: fields replaced by keyed pseudonyms (sidecar/src/audit/masking). */
+  readonly pseudonymised?: readonly string[];
   readonly error?: { readonly code: string; readonly message: string };
   readonly requested_by: string;
   /** RFC 3339 with nanoseconds where available. */

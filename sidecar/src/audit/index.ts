@@ -28,3 +28,15 @@ export {
 export { MerkleTree, hashLeaf, verifyConsistency, verifyInclusion } from './merkle/index.ts';
 export { AuditLogSink, UNROUTED_TENANT, type AuditLogSettings, type AuditLogSinkOptions } from './audit-log-sink.ts';
 export { createCheckpointSigner, type CheckpointSignerSettings } from './checkpoint-signers.ts';
+export {
+  DecisionMasker,
+  MaskingDecisionSink,
+  PseudonymKeyStore,
+  applyMaskRules,
+  parseMaskRules,
+  parsePseudonymField,
+  pseudonymiseEvent,
+  type LogPolicy,
+  type MaskOutcome,
+  type Pseudonyms,
+} from './masking/index.ts';

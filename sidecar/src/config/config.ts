@@ -12,6 +12,7 @@ import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
 import { REPO_ROOT } from '../lib/tools.ts';
 
 import { TENANT_ID_PATTERN } from '../lib/tenant-id.ts';
+import { parseFieldPointer } from '../lib/field-pointer.ts';
 
 export { TENANT_ID_PATTERN };
 
@@ -82,6 +83,18 @@ export interface AuditLogConfig {
   readonly signer: AuditSignerConfig;
 }
 
+/** `decisionLog.privacy`: what happens to an event before any sink sees it. */
+export interface DecisionLogPrivacyConfig {
+  /** Evaluate each tenant's `<namespace>.system.log.drop` / `.mask` rules as OPA does (when its bundle has them as entrypoints). */
+  readonly maskPolicy: boolean;
+  /** JSON pointers (under /input or /result; `*` for every element) replaced by keyed pseudonyms. */
+  readonly pseudonymiseFields: readonly string[];
+  /** Per-tenant lists that replace `pseudonymiseFields` for that tenant. */
+  readonly pseudonymiseFieldsByTenant: Readonly<Record<string, readonly string[]>>;
+  /** Where the per-tenant pseudonymisation keys live (created on first use, 0600). */
+  readonly pseudonymKeyDirectory: string;
+}
+
 export interface PavilionConfig {
   readonly labels: { readonly id: string; readonly version: string };
   readonly http: {
@@ -111,6 +124,7 @@ export interface PavilionConfig {
     readonly path: string;
     /** The verifiable audit log (`sink: 'audit'`); absent otherwise. */
     readonly audit?: AuditLogConfig;
+    readonly privacy: DecisionLogPrivacyConfig;
   };
   /** Empty: every tenant found in the bundle directory. */
   readonly tenants: readonly TenantConfig[];
@@ -146,7 +160,11 @@ export function defaultConfig(): PavilionConfig {
       maxCompressedBytes: 32 * MiB,
       maxUncompressedBytes: 128 * MiB,
     },
-    decisionLog: { sink: 'file', path: resolve(REPO_ROOT, 'var', 'decisions.ndjson') },
+    decisionLog: {
+      sink: 'file',
+      path: resolve(REPO_ROOT, 'var', 'decisions.ndjson'),
+      privacy: { maskPolicy: true, pseudonymiseFields: [], pseudonymiseFieldsByTenant: {}, pseudonymKeyDirectory: resolve(REPO_ROOT, 'var', 'pseudonym-keys') },
+    },
     tenants: [],
     shutdownTimeoutMs: 5_000,
   };
@@ -221,7 +239,8 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
   ]);
   const cache = section(engine, 'cache', '$.engine', ['enabled', 'maxEntries', 'maxBytes', 'maxKeyBytes']);
   const bundles = section(root, 'bundles', '$', ['directory', 'maxCompressedBytes', 'maxUncompressedBytes']);
-  const decisionLog = section(root, 'decisionLog', '$', ['sink', 'path', 'audit']);
+  const decisionLog = section(root, 'decisionLog', '$', ['sink', 'path', 'audit', 'privacy']);
+  const privacy = parsePrivacy(decisionLog['privacy'] ?? {}, p);
 
   const sink = str(decisionLog, 'sink', '$.decisionLog', d.decisionLog.sink);
   if (sink !== 'file' && sink !== 'none' && sink !== 'audit') fail('$.decisionLog.sink', "must be 'file', 'none' or 'audit'");
@@ -290,11 +309,46 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
       sink,
       path: decisionLog['path'] === undefined ? d.decisionLog.path : p(str(decisionLog, 'path', '$.decisionLog', '')),
       ...(audit === undefined ? {} : { audit }),
+      privacy,
     },
     tenants,
     shutdownTimeoutMs: int(root, 'shutdownTimeoutMs', '$', d.shutdownTimeoutMs, 0, 600_000),
     ...(root['extAuthz'] === undefined ? {} : { extAuthz: parseExtAuthz(root['extAuthz']) }),
   });
+}
+
+function pointerList(value: unknown, path: string): string[] {
+  if (!Array.isArray(value) || value.some((v) => typeof v !== 'string')) fail(path, 'must be an array of JSON pointers');
+  const list = value as string[];
+  list.forEach((pointer, i) => {
+    try {
+      parseFieldPointer(pointer);
+    } catch (error) {
+      fail(`${path}[${i}]`, describeThrown(error));
+    }
+  });
+  return [...list];
+}
+
+/** The `decisionLog.privacy` section. */
+function parsePrivacy(raw: unknown, p: (file: string) => string): DecisionLogPrivacyConfig {
+  const path = '$.decisionLog.privacy';
+  const o = objectAt(raw, path);
+  refuseUnknown(o, ['maskPolicy', 'pseudonymiseFields', 'pseudonymiseFieldsByTenant', 'pseudonymKeyDirectory'], path);
+  const byTenantRaw = objectAt(o['pseudonymiseFieldsByTenant'] ?? {}, `${path}.pseudonymiseFieldsByTenant`);
+  const byTenant: Record<string, string[]> = {};
+  for (const [tenant, list] of Object.entries(byTenantRaw)) {
+    if (!TENANT_ID_PATTERN.test(tenant)) fail(`${path}.pseudonymiseFieldsByTenant.${tenant}`, `tenant ids must match ${TENANT_ID_PATTERN.source}`);
+    byTenant[tenant] = pointerList(list, `${path}.pseudonymiseFieldsByTenant.${tenant}`);
+  }
+  return {
+    maskPolicy: bool(o, 'maskPolicy', path, true),
+    pseudonymiseFields: o['pseudonymiseFields'] === undefined ? [] : pointerList(o['pseudonymiseFields'], `${path}.pseudonymiseFields`),
+    pseudonymiseFieldsByTenant: byTenant,
+    pseudonymKeyDirectory: o['pseudonymKeyDirectory'] === undefined
+      ? resolve(REPO_ROOT, 'var', 'pseudonym-keys')
+      : p(str(o, 'pseudonymKeyDirectory', path, '')),
+  };
 }
 
 function oneOf<T extends string>(obj: Json, key: string, path: string, fallback: T, allowed: readonly T[]): T {

@@ -6,6 +6,7 @@ export {
   parseConfig,
   type AuditLogConfig,
   type AuditSignerConfig,
+  type DecisionLogPrivacyConfig,
   type ExtAuthzConfig,
   type ExtAuthzTenantConfig,
   type ExtAuthzTenantSource,
