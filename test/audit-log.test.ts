@@ -4,7 +4,8 @@
  * rotation, and every refusal with its code.
  */
 import assert from 'node:assert/strict';
-import { appendFile, readFile, readdir, stat, truncate } from 'node:fs/promises';
+import { appendFile, readFile, readdir, stat, truncate, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { hashLeaf } from '../sidecar/src/audit/merkle/index.ts';
 import {
@@ -249,6 +250,16 @@ describe('restart', () => {
     await second.stop(5000);
     const result = await verifyLogFile(walPath(dir), ringOf(signer), { trustedCheckpoints: [before] });
     assert.equal(result.leaves, 11);
+  });
+
+  it("takes over a lock left by an earlier process with this process's pid (a restarted container is pid 1 again)", async () => {
+    const dir = await tempDir();
+    const log = await openLog(dir);
+    await log.stop(5000);
+    await writeFile(join(dir, 'LOCK'), `${process.pid} token-of-an-earlier-incarnation\n`);
+    const again = await openLog(dir);
+    assert.equal(again.recovery.staleLockPid, process.pid);
+    await again.stop(5000);
   });
 
   it('detects a torn tail, saves it aside, truncates it, reports it, and continues', async () => {

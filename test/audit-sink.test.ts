@@ -57,6 +57,31 @@ describe('decisionLog.audit config', () => {
   });
 });
 
+describe('decisionLog.privacy config', () => {
+  it('masks by OPA rules by default and pseudonymises nothing unless fields are named', () => {
+    const config = parseConfig({ decisionLog: { privacy: { pseudonymiseFields: ['/input/subject/id'], pseudonymiseFieldsByTenant: { bank: ['/input/account'] }, pseudonymKeyDirectory: 'keys' } } }, '/base');
+    assert.deepEqual(config.decisionLog.privacy, {
+      maskPolicy: true,
+      pseudonymiseFields: ['/input/subject/id'],
+      pseudonymiseFieldsByTenant: { bank: ['/input/account'] },
+      pseudonymKeyDirectory: '/base/keys',
+    });
+    assert.deepEqual(parseConfig({}).decisionLog.privacy.pseudonymiseFields, []);
+    assert.equal(parseConfig({}).decisionLog.privacy.maskPolicy, true);
+  });
+
+  it('refuses each bad value', () => {
+    const privacy = (p: Record<string, unknown>): unknown => ({ decisionLog: { privacy: p } });
+    invalid(privacy({ mask: true }), /privacy\.mask: unknown key/);
+    invalid(privacy({ maskPolicy: 'yes' }), /privacy\.maskPolicy: must be a boolean/);
+    invalid(privacy({ pseudonymiseFields: '/input/a' }), /pseudonymiseFields: must be an array/);
+    invalid(privacy({ pseudonymiseFields: ['/headers/a'] }), /pseudonymiseFields\[0\]: .*must start with \/input\/ or \/result\//);
+    invalid(privacy({ pseudonymiseFields: ['/input'] }), /pseudonymiseFields\[0\]: .*not all of it/);
+    invalid(privacy({ pseudonymiseFieldsByTenant: { 'Bad-Tenant': [] } }), /tenant ids must match/);
+    invalid(privacy({ pseudonymiseFieldsByTenant: { bank: [1] } }), /pseudonymiseFieldsByTenant\.bank: must be an array of JSON pointers/);
+  });
+});
+
 describe('AuditLogSink', () => {
   it('routes events per tenant, publishes its key, and refuses visibly (status, rejected write)', async () => {
     const dir = await tempDir();

@@ -15,6 +15,7 @@
  * does not match the rebuilt tree or whose signature fails) are not a torn write: the log
  * refuses to start (ERR_AUDIT_LOG_CORRUPT) and `pavilion audit verify-log` says where.
  */
+import { randomUUID } from 'node:crypto';
 import { open, mkdir, readFile, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ErrorCodes, PavilionError, describeThrown, isPavilionError } from '../../lib/errors.ts';
@@ -30,6 +31,8 @@ import { WalWriter, type FsyncPolicy, type OnFullPolicy } from './wal-writer.ts'
 
 export const WAL_FILE = 'audit.wal';
 const LOCK_FILE = 'LOCK';
+/** Tells this process's locks from those of an earlier process that had the same pid. Immutable. */
+const PROCESS_TOKEN = randomUUID();
 const READ_CHUNK_BYTES = 4 * 1024 * 1024;
 
 export interface AuditLogOptions {
@@ -204,22 +207,30 @@ export class AuditLog {
     this.#checkpointTimer.unref();
   }
 
+  /**
+   * Take the directory's lock file (`<pid> <process token>`). A lock whose process is gone is
+   * stale (a crash) and taken over. A lock with our own pid but another token was left by an
+   * earlier process that had the same pid (containers: every incarnation is pid 1), so it is
+   * stale too. Another live pid, or our own token, means the log is in use.
+   */
   async #lock(): Promise<number | undefined> {
     const file = join(this.#options.directory, LOCK_FILE);
     for (let attempt = 0; attempt < 2; attempt++) {
       try {
-        await writeFile(file, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
+        await writeFile(file, `${process.pid} ${PROCESS_TOKEN}\n`, { flag: 'wx', mode: 0o600 });
         return attempt === 0 ? undefined : this.#stalePid;
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code !== 'EEXIST') {
           throw new PavilionError(ErrorCodes.AUDIT_LOG_IO, `cannot lock ${this.#options.directory}: ${describeThrown(error)}`, { cause: error });
         }
-        const pid = Number.parseInt(await readFile(file, 'utf8').catch(() => ''), 10);
-        if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && pidAlive(pid)) {
-          throw new PavilionError(ErrorCodes.AUDIT_LOG_LOCKED, `the audit log in ${this.#options.directory} is in use by process ${pid}`, { details: { pid } });
-        }
-        if (pid === process.pid) {
+        const [pidText = '', token = ''] = (await readFile(file, 'utf8').catch(() => '')).trim().split(' ');
+        const pid = Number.parseInt(pidText, 10);
+        const ours = pid === process.pid;
+        if (ours && token === PROCESS_TOKEN) {
           throw new PavilionError(ErrorCodes.AUDIT_LOG_LOCKED, `the audit log in ${this.#options.directory} is already open in this process`, { details: { pid } });
+        }
+        if (!ours && Number.isInteger(pid) && pid > 0 && pidAlive(pid)) {
+          throw new PavilionError(ErrorCodes.AUDIT_LOG_LOCKED, `the audit log in ${this.#options.directory} is in use by process ${pid}`, { details: { pid } });
         }
         this.#stalePid = Number.isInteger(pid) ? pid : -1;
         await rm(file, { force: true });
