@@ -196,6 +196,8 @@ export class AuditLog {
       });
       this.#recovery = { ...recovered.report, staleLockPid };
     } catch (error) {
+      // The tree may hold part of the file: this instance cannot be started again.
+      this.#state = 'stopped';
       await handle?.close().catch(() => undefined);
       await this.#unlock();
       throw error;
