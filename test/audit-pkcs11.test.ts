@@ -11,6 +11,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { createCheckpointSigner } from '../sidecar/src/audit/index.ts';
 import { Keyring, Pkcs11Module, SoftwareSigner, checkpointMessage, ecPointToSpki, verifyDecisionProof, verifyLogFile } from '../sidecar/src/audit/log/index.ts';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
 import { decisionEvent, openLog, tempDir, walPath } from './audit/fixtures.ts';
@@ -105,6 +106,33 @@ describe('PKCS#11 signer (SoftHSM2)', () => {
       catch (e) { console.log(e.code, e.message); } finally { m.close(); }`;
     const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { env: process.env, encoding: 'utf8' });
     assert.match(out, /^ERR_AUDIT_SIGNER_CONFIG .*login .* failed.*CKR_PIN_INCORRECT/);
+  });
+
+  it("the configured 'pkcs11' signer drives a whole AuditLogSink (own process: one C_Initialize per process)", async () => {
+    const dir = await tempDir();
+    const sinkModule = JSON.stringify(new URL('../sidecar/src/audit/index.ts', import.meta.url).href);
+    const fixtures = JSON.stringify(new URL('./audit/fixtures.ts', import.meta.url).href);
+    const script = `
+      import { AuditLogSink, createCheckpointSigner } from ${sinkModule};
+      import { decisionEvent } from ${fixtures};
+      const signer = { kind: 'pkcs11', modulePath: ${JSON.stringify(MODULE)}, tokenLabel: ${JSON.stringify(TOKEN)}, keyLabel: 'sidecar-key', pinEnv: 'TEST_HSM_PIN', generateKey: true };
+      const sink = new AuditLogSink({ directory: ${JSON.stringify(dir)}, originPrefix: 'hsm-test', createSigner: () => createCheckpointSigner(signer),
+        settings: { fsync: 'always', fsyncIntervalMs: 100, groupCommitMaxDelayMs: 0, groupCommitMaxBytes: 1 << 20, maxDiskBytes: 1 << 30,
+          onFull: 'refuse', blockTimeoutMs: 100, maxEventBytes: 1 << 20, checkpointEveryEvents: 2, checkpointIntervalMs: 60000 } });
+      await sink.start();
+      for (let i = 0; i < 5; i++) await sink.append(decisionEvent(i));
+      console.log(sink.status().details.key_id);
+      await sink.stop(5000);`;
+    const keyId = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { env: { ...process.env, TEST_HSM_PIN: PIN }, encoding: 'utf8' }).trim();
+    const onToken = await module.signer({ tokenLabel: TOKEN, pin: PIN, keyLabel: 'sidecar-key' });
+    assert.equal(keyId, onToken.keyId, 'the key was generated on the token');
+    const keys = Keyring.load(join(dir, 'keys'));
+    assert.deepEqual(keys.ids(), [onToken.keyId], 'its public key was published');
+    const result = await verifyLogFile(join(dir, 'tenants', 'bank', 'audit.wal'), keys);
+    assert.equal(result.leaves, 5);
+    assert.equal(result.unsignedLeaves, 0);
+    await assert.rejects(createCheckpointSigner({ kind: 'pkcs11', modulePath: MODULE!, tokenLabel: TOKEN, keyLabel: 'k', pinEnv: 'UNSET_PIN_VARIABLE', generateKey: false }, {}),
+      (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_SIGNER_CONFIG) && /UNSET_PIN_VARIABLE is not set/.test(e.message));
   });
 
   it('the software signer and the token produce the same signature encoding (r||s, 64 bytes)', async () => {
