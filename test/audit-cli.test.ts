@@ -23,6 +23,7 @@ function pavilion(...args: string[]): { status: number | null; json: Record<stri
 let dir: string;
 let keys: string;
 let lastCheckpoint: SignedCheckpointV1;
+let firstCheckpoint: SignedCheckpointV1;
 
 before(async () => {
   dir = await tempDir();
@@ -33,6 +34,7 @@ before(async () => {
   for (let i = 0; i < 10; i++) await log.append(decisionEvent(i));
   await log.stop(5000);
   lastCheckpoint = log.latestCheckpoint!;
+  firstCheckpoint = log.checkpoints[0]!;
 });
 
 describe('pavilion audit', () => {
@@ -84,6 +86,23 @@ describe('pavilion audit', () => {
     const unknown = pavilion('verify', '--decision', 'nope', '--log', join(dir, 'bank'), '--keys', keys);
     assert.equal(unknown.status, 1);
     assert.equal(unknown.json['code'], 'ERR_AUDIT_DECISION_UNKNOWN');
+  });
+
+  it('prove-consistency and verify-consistency: the log only grew since a checkpoint an auditor kept', async () => {
+    const kept = join(dir, 'kept-checkpoint.json');
+    assert.equal(firstCheckpoint.tree_size, 4);
+    await writeFile(kept, JSON.stringify(firstCheckpoint));
+    const consistency = pavilion('prove-consistency', '--from', kept, '--log', join(dir, 'bank'));
+    assert.equal(consistency.status, 0, consistency.stderr);
+    const file = join(dir, 'consistency.json');
+    await writeFile(file, JSON.stringify(consistency.json));
+    const verified = pavilion('verify-consistency', '--proof', file, '--keys', keys);
+    assert.equal(verified.status, 0, verified.stderr);
+    assert.equal(verified.json['newSize'], 10);
+    await writeFile(file, JSON.stringify({ ...consistency.json, consistency_path: [] }));
+    const bad = pavilion('verify-consistency', '--proof', file, '--keys', keys);
+    assert.equal(bad.status, 1);
+    assert.equal(bad.json['code'], 'ERR_AUDIT_PROOF_INVALID');
   });
 
   it('refuses to verify without trusted keys (usage, exit 2)', () => {

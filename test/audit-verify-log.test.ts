@@ -201,3 +201,51 @@ describe('verify-log names the first bad position', () => {
     await failsWith(await fileWith(records), ErrorCodes.AUDIT_ROOT_MISMATCH, { treeSize: 6 }, { trustedCheckpoints: [foreign] });
   });
 });
+
+describe('consistency between two checkpoints, offline', () => {
+  it('a log that only grew proves it from any earlier checkpoint; each bad proof fails with its code', async () => {
+    const { proveConsistencyFromLogFile, verifyConsistencyProof } = await import('../sidecar/src/audit/log/index.ts');
+    const path = await fileOfBytes(source.bytes);
+    for (const old of source.checkpoints) {
+      const proof = await proveConsistencyFromLogFile(path, old);
+      const ok = verifyConsistencyProof(JSON.parse(JSON.stringify(proof)), ring);
+      assert.equal(ok.oldSize, old.tree_size);
+      assert.equal(ok.newSize, 20);
+    }
+    const proof = await proveConsistencyFromLogFile(path, source.checkpoints[1]!);
+    const fails = (value: unknown, code: string): void => {
+      assert.throws(() => verifyConsistencyProof(value, ring), (e: unknown) => isPavilionError(e) && e.code === code, code);
+    };
+    fails({ ...proof, consistency_path: proof.consistency_path.slice(1) }, ErrorCodes.AUDIT_PROOF_INVALID);
+    fails({ ...proof, consistency_path: [...proof.consistency_path].reverse() }, ErrorCodes.AUDIT_PROOF_INVALID);
+    fails({ ...proof, consistency_path: 'x' }, ErrorCodes.AUDIT_PROOF_INVALID);
+    fails({ ...proof, version: 9 }, ErrorCodes.AUDIT_PROOF_INVALID);
+    fails({ ...proof, old_checkpoint: proof.new_checkpoint, new_checkpoint: proof.old_checkpoint }, ErrorCodes.AUDIT_MERKLE_RANGE);
+    fails({ ...proof, old_checkpoint: { ...proof.old_checkpoint, root_hash: '11'.repeat(32) } }, ErrorCodes.AUDIT_SIGNATURE_INVALID);
+    fails({ ...proof, old_checkpoint: { ...proof.old_checkpoint, key_id: 'p256:00000000000000000000000000000000' } }, ErrorCodes.AUDIT_KEY_UNKNOWN);
+
+    // A rewritten history: the log's leaves no longer give the old checkpoint's root.
+    const records = source.records.map((r) => ({ ...r }));
+    const at = recordOfLeaf(2);
+    records[at] = { ...records[at]!, payload: Buffer.from(records[at]!.payload.toString('utf8').replace('"cust-2"', '"cust-Z"')) };
+    await assert.rejects(proveConsistencyFromLogFile(await fileWith(records), source.checkpoints[0]!), (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_ROOT_MISMATCH));
+    // A log cut below the old checkpoint.
+    const cut = source.records.slice(0, source.records.findIndex((r) => r.type === RecordType.CHECKPOINT && r.index === 10) + 1);
+    await assert.rejects(proveConsistencyFromLogFile(await fileWith(cut), source.checkpoints[3]!), (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_LOG_TRUNCATED));
+  });
+
+  it('the running log proves consistency from a checkpoint taken before a restart', async () => {
+    const dir = await tempDir();
+    const log = await openLog(dir, signer);
+    for (let i = 0; i < 3; i++) await log.append(decisionEvent(i));
+    const held = await log.checkpoint();
+    await log.stop(5000);
+    const again = await openLog(dir, signer);
+    for (let i = 3; i < 9; i++) await again.append(decisionEvent(i));
+    await again.checkpoint();
+    const { verifyConsistencyProof } = await import('../sidecar/src/audit/log/index.ts');
+    assert.equal(verifyConsistencyProof(again.consistencyProofFrom(held), ring).newSize, 9);
+    assert.throws(() => again.consistencyProofFrom({ ...held, origin: 'other/log' }), (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_CHECKPOINT_INVALID));
+    await again.stop(5000);
+  });
+});

@@ -23,6 +23,7 @@ import {
   publicKeyPem,
   type AuditLogOptions,
   type CheckpointSigner,
+  type ConsistencyProofV1,
   type DecisionProofV1,
   type DecisionReceiptV1,
   type SignedCheckpointV1,
@@ -142,6 +143,13 @@ export class AuditLogSink implements DecisionSink {
     const log = this.#opened.get(tenant);
     if (log === undefined) throw new PavilionError(ErrorCodes.AUDIT_MERKLE_RANGE, `no audit log for tenant ${JSON.stringify(tenant)}`, { details: { tenant } });
     return log.proveConsistency(oldSize, newSize);
+  }
+
+  /** Proof that the tenant's log only grew since `old`, up to its latest checkpoint. */
+  consistencyProofFrom(tenant: string, old: SignedCheckpointV1): ConsistencyProofV1 {
+    const log = this.#opened.get(tenant);
+    if (log === undefined) throw new PavilionError(ErrorCodes.AUDIT_DECISION_UNKNOWN, `no audit log for tenant ${JSON.stringify(tenant)}`, { details: { tenant } });
+    return log.consistencyProofFrom(old);
   }
 
   latestCheckpoint(tenant: string): SignedCheckpointV1 | undefined {

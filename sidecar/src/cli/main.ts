@@ -6,6 +6,8 @@
  *   pavilion audit verify-log --log <dir|file> --keys <pem|dir> [--origin <o>] [--trusted-checkpoint <file>]...
  *   pavilion audit verify --decision <id> (--proof <file> | --log <dir|file>) --keys <pem|dir> [--origin <o>]
  *   pavilion audit prove --decision <id> --log <dir|file>
+ *   pavilion audit prove-consistency --from <checkpoint.json> --log <dir|file>
+ *   pavilion audit verify-consistency --proof <file> --keys <pem|dir>
  *   pavilion serve
  */
 import { statSync } from 'node:fs';
@@ -16,7 +18,9 @@ import {
   Keyring,
   WAL_FILE,
   decodeCheckpoint,
+  proveConsistencyFromLogFile,
   proveFromLogFile,
+  verifyConsistencyProof,
   verifyDecisionProof,
   verifyLogFile,
 } from '../audit/index.ts';
@@ -35,6 +39,8 @@ const USAGE = `usage:
   pavilion audit verify-log --log <dir|file> --keys <pem|dir> [--origin <o>] [--trusted-checkpoint <file>]...
   pavilion audit verify --decision <id> (--proof <file> | --log <dir|file>) --keys <pem|dir> [--origin <o>]
   pavilion audit prove --decision <id> --log <dir|file>
+  pavilion audit prove-consistency --from <checkpoint.json> --log <dir|file>
+  pavilion audit verify-consistency --proof <file> --keys <pem|dir>
   pavilion serve`;
 
 async function bundleBuild(args: string[]): Promise<number> {
@@ -150,6 +156,7 @@ async function auditCommand(command: string | undefined, args: string[]): Promis
       decision: { type: 'string' },
       proof: { type: 'string' },
       'trusted-checkpoint': { type: 'string', multiple: true },
+      from: { type: 'string' },
     },
   });
   const usage = (): number => {
@@ -162,7 +169,13 @@ async function auditCommand(command: string | undefined, args: string[]): Promis
     process.stdout.write(`${JSON.stringify(proof, null, 2)}\n`);
     return 0;
   }
-  if (command !== 'verify-log' && command !== 'verify') return usage();
+  if (command === 'prove-consistency') {
+    if (values.from === undefined || values.log === undefined) return usage();
+    const proof = await proveConsistencyFromLogFile(logFile(values.log), decodeCheckpoint(await readFile(values.from, 'utf8')));
+    process.stdout.write(`${JSON.stringify(proof, null, 2)}\n`);
+    return 0;
+  }
+  if (command !== 'verify-log' && command !== 'verify' && command !== 'verify-consistency') return usage();
   // Trust comes from keys obtained out of band; never from the log directory by default.
   if (values.keys === undefined) return usage();
   const keyring = Keyring.load(values.keys);
@@ -174,6 +187,12 @@ async function auditCommand(command: string | undefined, args: string[]): Promis
       const result = await verifyLogFile(logFile(values.log), keyring, { ...origin, trustedCheckpoints });
       process.stdout.write(`${JSON.stringify({ ok: true, ...result }, null, 2)}\n`);
       if (result.unsignedLeaves > 0) process.stderr.write(`note: ${result.unsignedLeaves} leaves after the last checkpoint are intact but not yet signed\n`);
+      return 0;
+    }
+    if (command === 'verify-consistency') {
+      if (values.proof === undefined) return usage();
+      const result = verifyConsistencyProof(parseProofFile(await readFile(values.proof, 'utf8')), keyring);
+      process.stdout.write(`${JSON.stringify({ ok: true, ...result }, null, 2)}\n`);
       return 0;
     }
     if (values.decision === undefined || (values.proof === undefined) === (values.log === undefined)) return usage();

@@ -27,6 +27,7 @@ import { CHECKPOINT_ALGORITHM, checkpointMessage, decodeCheckpoint, isValidOrigi
 import { encodeEvent } from './event-encoding.ts';
 import { FILE_HEADER_BYTES, FRAME_OVERHEAD_BYTES, FrameDecoder, RecordType, checkFileHeader, encodeFrame, fileHeader, type FrameDamage } from './record-format.ts';
 import { Keyring, type CheckpointSigner } from './signer.ts';
+import type { ConsistencyProofV1 } from './verify-log.ts';
 import { WalWriter, type FsyncPolicy, type OnFullPolicy } from './wal-writer.ts';
 
 export const WAL_FILE = 'audit.wal';
@@ -494,6 +495,31 @@ export class AuditLog {
   /** RFC 9162 consistency proof between two tree sizes of this log, hex. */
   proveConsistency(oldSize: number, newSize: number): string[] {
     return this.#tree.consistencyProof(oldSize, newSize).map((h) => h.toString('hex'));
+  }
+
+  /**
+   * Proof that this log only grew since a checkpoint the caller holds, up to the latest
+   * checkpoint. Throws ERR_AUDIT_LOG_TRUNCATED / ERR_AUDIT_ROOT_MISMATCH when `old` is not a
+   * prefix of this log, ERR_AUDIT_DECISION_UNKNOWN when there is no checkpoint yet.
+   */
+  consistencyProofFrom(old: SignedCheckpointV1): ConsistencyProofV1 {
+    const latest = this.latestCheckpoint;
+    if (latest === undefined) throw new PavilionError(ErrorCodes.AUDIT_DECISION_UNKNOWN, `the audit log ${this.#options.origin} has no checkpoint yet`);
+    if (old.origin !== this.#options.origin) {
+      throw new PavilionError(ErrorCodes.AUDIT_CHECKPOINT_INVALID, `the checkpoint is of log ${old.origin}, not ${this.#options.origin}`, { details: { origin: old.origin } });
+    }
+    if (old.tree_size > latest.tree_size) {
+      throw new PavilionError(ErrorCodes.AUDIT_LOG_TRUNCATED, `the log's latest checkpoint covers ${latest.tree_size} leaves, fewer than ${old.tree_size}`, { details: { leafIndex: latest.tree_size, treeSize: old.tree_size } });
+    }
+    if (this.#tree.root(old.tree_size).toString('hex') !== old.root_hash) {
+      throw new PavilionError(ErrorCodes.AUDIT_ROOT_MISMATCH, `the log's first ${old.tree_size} leaves do not give the checkpoint's root`, { details: { leafIndex: 0, treeSize: old.tree_size } });
+    }
+    return {
+      version: 1,
+      old_checkpoint: old,
+      new_checkpoint: latest,
+      consistency_path: this.proveConsistency(old.tree_size, latest.tree_size),
+    };
   }
 
   /** The root hash at a tree size (default: now), hex. */

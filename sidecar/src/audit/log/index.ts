@@ -13,6 +13,17 @@ export { encodeEvent } from './event-encoding.ts';
 export { FILE_HEADER_BYTES, FRAME_OVERHEAD_BYTES, FrameDecoder, RecordType, encodeFrame, fileHeader } from './record-format.ts';
 export { Keyring, keyIdOf, publicKeyPem, type CheckpointSigner } from './signer.ts';
 export { SoftwareSigner } from './software-signer.ts';
-export { proveFromLogFile, verifyDecisionProof, verifyLogFile, type DecisionVerification, type LogVerification, type VerifyLogOptions } from './verify-log.ts';
+export {
+  proveConsistencyFromLogFile,
+  proveFromLogFile,
+  verifyConsistencyProof,
+  verifyDecisionProof,
+  verifyLogFile,
+  type ConsistencyProofV1,
+  type ConsistencyVerification,
+  type DecisionVerification,
+  type LogVerification,
+  type VerifyLogOptions,
+} from './verify-log.ts';
 export type { FsyncPolicy, OnFullPolicy } from './wal-writer.ts';
 export { Pkcs11Module, Pkcs11Signer, ecPointToSpki, type Pkcs11KeyAttributes, type Pkcs11KeyOptions } from './pkcs11-signer.ts';

@@ -283,3 +283,90 @@ export async function proveFromLogFile(path: string, decisionId: string): Promis
     checkpoint: covering,
   };
 }
+
+export interface ConsistencyProofV1 {
+  readonly version: 1;
+  readonly old_checkpoint: SignedCheckpointV1;
+  readonly new_checkpoint: SignedCheckpointV1;
+  /** RFC 9162 section 2.1.4 consistency path, hex. */
+  readonly consistency_path: readonly string[];
+}
+
+export interface ConsistencyVerification {
+  readonly origin: string;
+  readonly oldSize: number;
+  readonly newSize: number;
+  readonly oldRootHash: string;
+  readonly newRootHash: string;
+}
+
+/**
+ * Check offline that a log only grew between two of its checkpoints: both signatures with
+ * trusted keys, the same origin, and the RFC 9162 consistency proof between their roots. What
+ * a witness or an auditor holding an older checkpoint runs against a newer one. Throws
+ * ERR_AUDIT_PROOF_INVALID, ERR_AUDIT_CHECKPOINT_INVALID, ERR_AUDIT_KEY_UNKNOWN,
+ * ERR_AUDIT_SIGNATURE_INVALID or ERR_AUDIT_MERKLE_RANGE.
+ */
+export function verifyConsistencyProof(value: unknown, keyring: Keyring): ConsistencyVerification {
+  const malformed = (message: string): PavilionError => new PavilionError(ErrorCodes.AUDIT_PROOF_INVALID, `consistency proof: ${message}`, { details: { reason: 'malformed' } });
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw malformed('must be a JSON object');
+  const proof = value as Partial<Record<keyof ConsistencyProofV1, unknown>>;
+  if (proof.version !== 1) throw malformed('version must be 1');
+  const path = proof.consistency_path;
+  if (!Array.isArray(path) || path.some((h) => typeof h !== 'string' || !HEX32.test(h))) throw malformed('consistency_path must be an array of 32-byte hex hashes');
+  const older = keyring.verifyCheckpoint(decodeCheckpoint(JSON.stringify(proof.old_checkpoint ?? null)));
+  const newer = keyring.verifyCheckpoint(decodeCheckpoint(JSON.stringify(proof.new_checkpoint ?? null)));
+  if (older.origin !== newer.origin) {
+    throw new PavilionError(ErrorCodes.AUDIT_CHECKPOINT_INVALID, `the checkpoints are of different logs (${older.origin}, ${newer.origin})`, { details: { origin: older.origin } });
+  }
+  verifyConsistency(older.tree_size, newer.tree_size, Buffer.from(older.root_hash, 'hex'), Buffer.from(newer.root_hash, 'hex'), path.map((h: string) => Buffer.from(h, 'hex')));
+  return { origin: older.origin, oldSize: older.tree_size, newSize: newer.tree_size, oldRootHash: older.root_hash, newRootHash: newer.root_hash };
+}
+
+/**
+ * Build the consistency proof between a checkpoint the caller holds (`old`, which must be
+ * one of this file's or at least agree with it) and the file's latest checkpoint, offline.
+ * Throws ERR_AUDIT_LOG_TRUNCATED when the file no longer reaches `old`, and
+ * ERR_AUDIT_ROOT_MISMATCH when its leaves do not give `old`'s root.
+ */
+export async function proveConsistencyFromLogFile(path: string, old: SignedCheckpointV1): Promise<ConsistencyProofV1> {
+  const handle = await open(path, 'r').catch((error: unknown) => {
+    throw new PavilionError(ErrorCodes.AUDIT_LOG_IO, `cannot open ${path}`, { cause: error });
+  });
+  const tree = new MerkleTree();
+  let latest: SignedCheckpointV1 | undefined;
+  try {
+    const decoder = new FrameDecoder(FILE_HEADER_BYTES);
+    const chunk = Buffer.alloc(READ_CHUNK_BYTES);
+    let position = FILE_HEADER_BYTES;
+    for (;;) {
+      const { bytesRead } = await handle.read(chunk, 0, READ_CHUNK_BYTES, position);
+      if (bytesRead === 0) break;
+      position += bytesRead;
+      for (const record of decoder.push(Buffer.from(chunk.subarray(0, bytesRead)))) {
+        if (record.type === RecordType.LEAF) {
+          if (record.index !== tree.size) throw bad(ErrorCodes.AUDIT_SEQUENCE_BROKEN, `record ${record.recordNumber} is leaf ${record.index}, expected ${tree.size}`, { leafIndex: tree.size, byteOffset: record.offset });
+          tree.append(record.payload);
+        } else {
+          latest = decodeCheckpoint(record.payload);
+        }
+      }
+      if (decoder.damage !== undefined) break;
+    }
+  } finally {
+    await handle.close();
+  }
+  if (latest === undefined) throw new PavilionError(ErrorCodes.AUDIT_DECISION_UNKNOWN, `${path} has no checkpoint yet`);
+  if (old.tree_size > latest.tree_size) {
+    throw bad(ErrorCodes.AUDIT_LOG_TRUNCATED, `the log's latest checkpoint covers ${latest.tree_size} leaves, fewer than the ${old.tree_size} of the one given`, { leafIndex: latest.tree_size, treeSize: old.tree_size });
+  }
+  if (tree.root(old.tree_size).toString('hex') !== old.root_hash) {
+    throw bad(ErrorCodes.AUDIT_ROOT_MISMATCH, `the log's first ${old.tree_size} leaves do not give the given checkpoint's root`, { leafIndex: 0, treeSize: old.tree_size, firstSuspectLeaf: 0, lastSuspectLeaf: old.tree_size - 1 });
+  }
+  return {
+    version: 1,
+    old_checkpoint: old,
+    new_checkpoint: latest,
+    consistency_path: tree.consistencyProof(old.tree_size, latest.tree_size).map((h) => h.toString('hex')),
+  };
+}
