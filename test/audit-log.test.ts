@@ -357,3 +357,24 @@ describe('restart', () => {
     assert.equal(cp.key_id, oldKey.keyId);
   });
 });
+
+describe('leaf encoding', () => {
+  it('is canonical: an event parsed from the log and re-encoded gives the same leaf hash', async () => {
+    const dir = await tempDir();
+    const signer = SoftwareSigner.generate();
+    const log = await openLog(dir, signer);
+    const tricky = decisionEvent(1, {
+      input: { z: 1, a: { 'ü': 'snow ☃', '\u2028': 'line sep', e: 1e21, f: 0.1 + 0.2, neg: -0, big: 2 ** 53 }, list: [3, { b: 2, a: 1 }], quote: '"\\' },
+      result: { allow: true, reasons: [] },
+    });
+    const receipt = await log.append(tricky);
+    const proof = await log.proveInclusion(tricky.decision_id);
+    await log.stop(5000);
+    const reparsed = JSON.parse(proof.event) as typeof tricky;
+    assert.equal(hashLeaf(encodeEvent(reparsed).bytes).toString('hex'), receipt.leaf_hash);
+    assert.equal(encodeEvent(reparsed).inputSha256, receipt.input_sha256);
+    // Key order does not matter to the encoding.
+    const shuffled = Object.fromEntries(Object.entries(reparsed).reverse()) as typeof tricky;
+    assert.equal(hashLeaf(encodeEvent(shuffled).bytes).toString('hex'), receipt.leaf_hash);
+  });
+});
