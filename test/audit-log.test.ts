@@ -315,6 +315,24 @@ describe('restart', () => {
     await again.stop(5000);
   });
 
+  it('refuses to cut acknowledged records: damage far from the end of the file is not a torn write', async () => {
+    const dir = await tempDir();
+    const signer = SoftwareSigner.generate();
+    const log = await openLog(dir, signer);
+    for (let i = 0; i < 40; i++) await log.append(decisionEvent(i));
+    await log.stop(5000);
+    const { records } = await readRecords(dir);
+    const bytes = await readFile(walPath(dir));
+    const target = records[3]!;
+    bytes[target.offset + 40] = bytes[target.offset + 40]! ^ 0x01;
+    await (await import('node:fs/promises')).writeFile(walPath(dir), bytes);
+    const sizeBefore = bytes.length;
+    await assert.rejects(openLog(dir, signer, { maxTornTailBytes: 2000 }), (e: unknown) =>
+      isPavilionError(e, ErrorCodes.AUDIT_LOG_CORRUPT) && e.details?.['byteOffset'] === target.offset && e.details?.['leafIndex'] === 3);
+    assert.equal((await stat(walPath(dir))).size, sizeBefore, 'nothing was cut');
+    await assert.rejects(verifyLogFile(walPath(dir), ringOf(signer)), (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_RECORD_CORRUPT) && e.details?.['leafIndex'] === 3);
+  });
+
   it('refuses to start on damage that is not a torn write, with the position', async () => {
     const dir = await tempDir();
     const signer = SoftwareSigner.generate();

@@ -7,13 +7,17 @@
  * Lifecycle: construct -> start() (lock the directory, recover the file, rebuild the tree)
  * -> append()... -> stop(deadlineMs) (final checkpoint, drain, unlock).
  *
- * Recovery on start: frames are read in order; the first frame that is cut short or fails its
- * CRC and everything after it is the torn tail of a write that was never acknowledged. It is
- * copied aside (`audit.wal.torn-<offset>-<time>`, so nothing is destroyed), the file is
- * truncated to the last good frame, and `recovery` reports it (status WARN until restart).
- * Frames that decode but break the sequence (a leaf out of order, a checkpoint whose root
- * does not match the rebuilt tree or whose signature fails) are not a torn write: the log
- * refuses to start (ERR_AUDIT_LOG_CORRUPT) and `pavilion audit verify-log` says where.
+ * Recovery on start: frames are read in order; when the first frame that is cut short or fails
+ * its CRC lies within the last `maxTornTailBytes` of the file, it and everything after it are
+ * the torn tail of a write that was never acknowledged (one batch is in flight at a time, and
+ * it is acknowledged only once complete). The tail is copied aside
+ * (`audit.wal.torn-<offset>-<time>`, so nothing is destroyed), the file is truncated to the
+ * last good frame, and `recovery` reports it (status WARN until restart). Damage further from
+ * the end (a bad disk, an edit) and frames that decode but break the sequence (a leaf out of
+ * order, a checkpoint whose root does not match the rebuilt tree or whose signature fails)
+ * are not a torn write: the log refuses to start (ERR_AUDIT_LOG_CORRUPT, with the position),
+ * so acknowledged records are never cut off automatically; `pavilion audit verify-log` says
+ * more.
  */
 import { randomUUID } from 'node:crypto';
 import { open, mkdir, readFile, rm, writeFile, type FileHandle } from 'node:fs/promises';
@@ -56,6 +60,13 @@ export interface AuditLogOptions {
   readonly checkpointIntervalMs: number;
   /** Milliseconds since the epoch (injected for tests). */
   readonly clock?: () => number;
+  /**
+   * Damage closer than this to the end of the file is a torn write and is cut off; damage
+   * followed by more bytes than this is not (one write batch is at most
+   * groupCommitMaxBytes or one frame) and refuses the start. Default: groupCommitMaxBytes +
+   * maxEventBytes + 64 KiB.
+   */
+  readonly maxTornTailBytes?: number;
   /** Called with every checkpoint once it is durable (for anchoring or streaming). */
   readonly onCheckpoint?: (checkpoint: SignedCheckpointV1) => void;
 }
@@ -288,6 +299,13 @@ export class AuditLog {
     }
     const damage = decoder.finish();
     let tornTail: TornTailReport | undefined;
+    const limit = this.#options.maxTornTailBytes ?? this.#options.groupCommitMaxBytes + this.#options.maxEventBytes + 65_536;
+    if (damage !== undefined && size - damage.offset > limit) {
+      throw corrupt(
+        `${this.path}: record ${damage.recordNumber} at byte ${damage.offset} is damaged (${damage.reason}) and ${size - damage.offset} bytes follow it, more than a torn write can leave (${limit}); refusing to cut acknowledged records`,
+        { byteOffset: damage.offset, recordNumber: damage.recordNumber, leafIndex: this.#tree.size, reason: damage.reason, bytesAfter: size - damage.offset },
+      );
+    }
     if (damage !== undefined) {
       await this.#saveTail(handle, damage.offset, size);
       await handle.truncate(damage.offset);
