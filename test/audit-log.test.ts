@@ -46,6 +46,7 @@ describe('appending', () => {
     assert.deepEqual(receipts.map((r) => r.leaf_index), [0, 1, 2, 3, 4]);
     const { records } = await readRecords(dir);
     assert.equal(records.length, 5, 'every acknowledged record is in the file before stop');
+    assert.equal((await stat(walPath(dir))).mode & 0o777, 0o600, 'events may hold personal data: owner-only');
     for (const [i, record] of records.entries()) {
       assert.equal(record.type, RecordType.LEAF);
       assert.equal(record.index, i);

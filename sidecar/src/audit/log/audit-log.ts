@@ -193,7 +193,8 @@ export class AuditLog {
     const staleLockPid = await this.#lock();
     let handle: FileHandle | undefined;
     try {
-      handle = await open(this.path, 'a+');
+      // Decision events can hold personal data: owner-only, like the directory.
+      handle = await open(this.path, 'a+', 0o600);
       const recovered = await this.#recover(handle);
       await handle.close();
       handle = await open(this.path, 'r+');
