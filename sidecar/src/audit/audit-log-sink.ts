@@ -21,6 +21,7 @@ import {
   AuditLog,
   Keyring,
   publicKeyPem,
+  type Anchor,
   type AuditLogOptions,
   type CheckpointSigner,
   type ConsistencyProofV1,
@@ -31,7 +32,7 @@ import {
 
 export const UNROUTED_TENANT = '_unrouted';
 
-export type AuditLogSettings = Omit<AuditLogOptions, 'directory' | 'origin' | 'signer' | 'keyring' | 'onCheckpoint'>;
+export type AuditLogSettings = Omit<AuditLogOptions, 'directory' | 'origin' | 'signer' | 'keyring' | 'onCheckpoint' | 'anchor'>;
 
 export interface AuditLogSinkOptions {
   readonly directory: string;
@@ -41,6 +42,8 @@ export interface AuditLogSinkOptions {
   /** Called once at start; the sink closes the signer at stop. */
   readonly createSigner: () => Promise<CheckpointSigner>;
   readonly onCheckpoint?: (tenant: string, checkpoint: SignedCheckpointV1) => void;
+  /** Publishes each tenant's checkpoints outside (e.g. an EVM contract); none by default. */
+  readonly anchor?: Anchor;
 }
 
 const RANK: Record<ComponentState, number> = { OK: 0, NOT_READY: 1, WARN: 2, ERROR: 3 };
@@ -99,6 +102,7 @@ export class AuditLogSink implements DecisionSink {
       signer,
       ...(this.#earlierKeys === undefined ? {} : { keyring: this.#earlierKeys }),
       onCheckpoint: (checkpoint) => this.#options.onCheckpoint?.(tenant, checkpoint),
+      ...(this.#options.anchor === undefined ? {} : { anchor: this.#options.anchor }),
     });
     const opening = log.start().then(() => {
       this.#opened.set(tenant, log);

@@ -31,6 +31,7 @@ import { CHECKPOINT_ALGORITHM, checkpointMessage, decodeCheckpoint, isValidOrigi
 import { encodeEvent } from './event-encoding.ts';
 import { FILE_HEADER_BYTES, FRAME_OVERHEAD_BYTES, FrameDecoder, RecordType, checkFileHeader, encodeFrame, fileHeader, type FrameDamage } from './record-format.ts';
 import { Keyring, type CheckpointSigner } from './signer.ts';
+import { checkAnchorAgainst, decodeAnchorRecord, type Anchor, type AnchorRecordV1 } from './anchor.ts';
 import type { ConsistencyProofV1 } from './verify-log.ts';
 import { WalWriter, type FsyncPolicy, type OnFullPolicy } from './wal-writer.ts';
 
@@ -69,6 +70,8 @@ export interface AuditLogOptions {
   readonly maxTornTailBytes?: number;
   /** Called with every checkpoint once it is durable (for anchoring or streaming). */
   readonly onCheckpoint?: (checkpoint: SignedCheckpointV1) => void;
+  /** Publishes checkpoints outside (e.g. an EVM contract); its answers become anchor records. */
+  readonly anchor?: Anchor;
 }
 
 export interface TornTailReport {
@@ -144,6 +147,10 @@ export class AuditLog {
   #writer: WalWriter | undefined;
   #recovery: RecoveryReport | undefined;
   #checkpoints: SignedCheckpointV1[] = [];
+  #anchors: AnchorRecordV1[] = [];
+  #anchoring: Promise<void> | undefined;
+  /** The newest checkpoint waiting for the anchor while another is being anchored. */
+  #anchorNext: SignedCheckpointV1 | undefined;
   #checkpointing: Promise<SignedCheckpointV1> | undefined;
   #checkpointTimer: NodeJS.Timeout | undefined;
   #sinceCheckpoint = 0;
@@ -292,8 +299,10 @@ export class AuditLog {
           this.#tree.appendLeafHash(hashLeaf(record.payload));
           this.#offsets.push(record.offset);
           this.#indexDecision(record.payload, record.index);
-        } else {
+        } else if (record.type === RecordType.CHECKPOINT) {
           this.#acceptRecoveredCheckpoint(record.payload, record.index, record.offset, record.recordNumber);
+        } else {
+          this.#acceptRecoveredAnchor(record.payload, record.index, record.offset, record.recordNumber);
         }
       }
       if (decoder.damage !== undefined) break;
@@ -350,6 +359,55 @@ export class AuditLog {
       throw corrupt(`${this.path}: checkpoint record ${recordNumber} at byte ${offset}: ${describeThrown(error)}`, where);
     }
     this.#checkpoints.push(checkpoint);
+  }
+
+  #acceptRecoveredAnchor(payload: Buffer, index: number, offset: number, recordNumber: number): void {
+    try {
+      const anchor = decodeAnchorRecord(payload);
+      if (anchor.tree_size !== index) throw new Error('anchor frame index differs from its tree size');
+      checkAnchorAgainst(anchor, this.#checkpoints);
+      this.#anchors.push(anchor);
+    } catch (error) {
+      throw corrupt(`${this.path}: anchor record ${recordNumber} at byte ${offset}: ${describeThrown(error)}`, { byteOffset: offset, recordNumber });
+    }
+  }
+
+  /** Anchor records written so far (recovered and new). */
+  get anchors(): readonly AnchorRecordV1[] {
+    return this.#anchors;
+  }
+
+  #anchorInBackground(checkpoint: SignedCheckpointV1): void {
+    if (this.#options.anchor === undefined) return;
+    if (this.#anchoring !== undefined) {
+      this.#anchorNext = checkpoint; // anchoring the newest covers the older ones (consistency)
+      return;
+    }
+    this.#anchoring = this.#anchorOne(checkpoint).finally(() => {
+      this.#anchoring = undefined;
+      const next = this.#anchorNext;
+      this.#anchorNext = undefined;
+      if (next !== undefined && this.#state === 'open') this.#anchorInBackground(next);
+    });
+  }
+
+  async #anchorOne(checkpoint: SignedCheckpointV1): Promise<void> {
+    const anchor = this.#options.anchor;
+    const writer = this.#writer;
+    if (anchor === undefined || writer === undefined) return;
+    try {
+      const reference = await anchor.anchor(checkpoint);
+      const record: AnchorRecordV1 = { version: 1, kind: anchor.kind, tree_size: checkpoint.tree_size, root_hash: checkpoint.root_hash, reference };
+      const payload = Buffer.from(JSON.stringify(record), 'utf8');
+      decodeAnchorRecord(payload); // never write one that would not read back
+      const frame = encodeFrame(RecordType.ANCHOR, checkpoint.tree_size, payload);
+      const waiting = writer.reserve(frame.length, 'checkpoint');
+      if (waiting !== undefined) await waiting;
+      await writer.append(frame).durable;
+      this.#anchors.push(record);
+    } catch (error) {
+      this.#lastError = `anchoring the checkpoint at tree size ${checkpoint.tree_size} failed: ${describeThrown(error)}`;
+    }
   }
 
   #verifyWithKnownKeys(checkpoint: SignedCheckpointV1): void {
@@ -468,6 +526,7 @@ export class AuditLog {
     await writer.append(frame).durable;
     this.#checkpoints.push(checkpoint);
     this.#options.onCheckpoint?.(checkpoint);
+    this.#anchorInBackground(checkpoint);
     return checkpoint;
   }
 
@@ -575,6 +634,7 @@ export class AuditLog {
       origin: this.#options.origin,
       leaves: this.#tree.size,
       checkpoint_size: this.latestCheckpoint?.tree_size ?? 0,
+      anchored_size: this.#anchors.at(-1)?.tree_size ?? 0,
       bytes_on_disk: stats?.bytesOnDisk ?? 0,
       max_disk_bytes: stats?.maxDiskBytes ?? this.#options.maxDiskBytes,
       blocked_writers: stats?.waiting ?? 0,
@@ -602,6 +662,8 @@ export class AuditLog {
           this.#lastError = `final checkpoint failed: ${describeThrown(error)}`;
         });
       }
+      // Let the anchor publish the final checkpoint (bounded by the deadline).
+      while (this.#anchoring !== undefined) await this.#anchoring;
       this.#state = 'stopped';
       await writer?.close();
     })();

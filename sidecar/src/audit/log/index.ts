@@ -27,3 +27,4 @@ export {
 } from './verify-log.ts';
 export type { FsyncPolicy, OnFullPolicy } from './wal-writer.ts';
 export { Pkcs11Module, Pkcs11Signer, ecPointToSpki, type Pkcs11KeyAttributes, type Pkcs11KeyOptions } from './pkcs11-signer.ts';
+export { checkAnchorAgainst, decodeAnchorRecord, type Anchor, type AnchorRecordV1, type AnchorVerifier } from './anchor.ts';

@@ -8,7 +8,8 @@
  * The CRC-32 (node:zlib, ISO-HDLC, as gzip's) covers every byte of the frame before it, so a
  * frame cut short, zero-filled or flipped anywhere is detected. `type` 1 is a leaf (payload:
  * the decision event's canonical JSON, `index` its leaf index = sequence number); type 2 is
- * a signed checkpoint (payload: its JSON, `index` the tree size it covers). The CRC detects
+ * a signed checkpoint (payload: its JSON, `index` the tree size it covers); type 3 an anchor
+ * record (payload: its JSON, `index` the tree size of the checkpoint it anchors). The CRC detects
  * accidents, not attacks: tampering is caught by the Merkle tree and the signed checkpoints.
  */
 import { crc32 } from 'node:zlib';
@@ -20,7 +21,7 @@ export const FRAME_OVERHEAD_BYTES = 17;
 /** No record is larger; a length field above it is corruption, not a reason to allocate. */
 export const MAX_PAYLOAD_BYTES = 64 * 1024 * 1024;
 
-export const RecordType = { LEAF: 1, CHECKPOINT: 2 } as const;
+export const RecordType = { LEAF: 1, CHECKPOINT: 2, ANCHOR: 3 } as const;
 export type RecordType = (typeof RecordType)[keyof typeof RecordType];
 
 export interface LogRecord {
@@ -114,7 +115,7 @@ export class FrameDecoder {
         this.#damage = { reason: 'crc_mismatch', offset: this.#offset, recordNumber: this.#records };
         break;
       }
-      if (type !== RecordType.LEAF && type !== RecordType.CHECKPOINT) {
+      if (type !== RecordType.LEAF && type !== RecordType.CHECKPOINT && type !== RecordType.ANCHOR) {
         this.#damage = { reason: 'type_unknown', offset: this.#offset, recordNumber: this.#records };
         break;
       }

@@ -16,7 +16,9 @@
  *     leaf between the previous good checkpoint and this one was changed, inserted or removed
  *     with its framing rewritten; the report names that range, as precisely as signatures allow;
  *   - a trusted checkpoint (from a receipt, an anchor or an earlier run) that the log no
- *     longer reaches (ERR_AUDIT_LOG_TRUNCATED) or contradicts (ERR_AUDIT_ROOT_MISMATCH).
+ *     longer reaches (ERR_AUDIT_LOG_TRUNCATED) or contradicts (ERR_AUDIT_ROOT_MISMATCH);
+ *   - an anchor record that names no checkpoint of the log or another root, or (given a
+ *     verifier for its kind) that the outside system does not hold (ERR_AUDIT_ANCHOR_MISMATCH).
  * Between consecutive checkpoints it also checks an RFC 9162 consistency proof.
  */
 import { open } from 'node:fs/promises';
@@ -26,8 +28,13 @@ import { decodeCheckpoint, type SignedCheckpointV1 } from './checkpoint.ts';
 import { FILE_HEADER_BYTES, FrameDecoder, RecordType, checkFileHeader, type LogRecord } from './record-format.ts';
 import type { Keyring } from './signer.ts';
 import type { DecisionProofV1 } from './audit-log.ts';
+import { checkAnchorAgainst, decodeAnchorRecord, type AnchorRecordV1, type AnchorVerifier } from './anchor.ts';
 
 export interface LogVerification {
+  /** Anchor records in the log, and how many an AnchorVerifier confirmed with the outside system. */
+  readonly anchors: number;
+  readonly anchorsVerified: number;
+  readonly anchoredSize: number;
   readonly origin: string | undefined;
   readonly leaves: number;
   readonly checkpoints: number;
@@ -43,6 +50,8 @@ export interface VerifyLogOptions {
   readonly origin?: string;
   /** Checkpoints obtained elsewhere that the log must still reach and agree with. */
   readonly trustedCheckpoints?: readonly SignedCheckpointV1[];
+  /** Check anchor records of these kinds against their outside systems. */
+  readonly anchorVerifiers?: readonly AnchorVerifier[];
 }
 
 const READ_CHUNK_BYTES = 4 * 1024 * 1024;
@@ -58,6 +67,7 @@ export async function verifyLogFile(path: string, keyring: Keyring, options: Ver
   const tree = new MerkleTree();
   const checkpoints: SignedCheckpointV1[] = [];
   const keyIds = new Set<string>();
+  const anchors: Array<{ anchor: AnchorRecordV1; where: Record<string, unknown> }> = [];
   let origin = options.origin;
   try {
     const header = Buffer.alloc(FILE_HEADER_BYTES);
@@ -76,6 +86,18 @@ export async function verifyLogFile(path: string, keyring: Keyring, options: Ver
           throw bad(ErrorCodes.AUDIT_SEQUENCE_BROKEN, `record ${record.recordNumber} at byte ${record.offset} is leaf ${record.index} where leaf ${tree.size} was expected: ${kind}`, { ...where, found: record.index });
         }
         tree.append(record.payload);
+        return;
+      }
+      if (record.type === RecordType.ANCHOR) {
+        let anchor: AnchorRecordV1;
+        try {
+          anchor = decodeAnchorRecord(record.payload);
+          if (anchor.tree_size !== record.index) throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_MISMATCH, `the anchor's tree size ${anchor.tree_size} differs from its frame's ${record.index}`);
+          checkAnchorAgainst(anchor, checkpoints);
+        } catch (error) {
+          throw bad(ErrorCodes.AUDIT_ANCHOR_MISMATCH, `record ${record.recordNumber} at byte ${record.offset}: ${isPavilionError(error) ? error.message : 'unreadable anchor record'}`, where);
+        }
+        anchors.push({ anchor, where: { ...where, treeSize: anchor.tree_size } });
         return;
       }
       let checkpoint: SignedCheckpointV1;
@@ -148,8 +170,24 @@ export async function verifyLogFile(path: string, keyring: Keyring, options: Ver
     }
   }
 
+  // Anchors, in file order: each must be held by the outside system it names.
+  let anchorsVerified = 0;
+  for (const { anchor, where } of anchors) {
+    const verifier = options.anchorVerifiers?.find((v) => v.kind === anchor.kind);
+    if (verifier === undefined) continue;
+    try {
+      await verifier.verify(anchor);
+    } catch (error) {
+      throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_MISMATCH, `the ${anchor.kind} anchor of the checkpoint at tree size ${anchor.tree_size} (record ${String(where['recordNumber'])}) does not hold: ${isPavilionError(error) ? error.message : String(error)}`, { details: where, cause: error });
+    }
+    anchorsVerified++;
+  }
+
   const last = checkpoints.at(-1);
   return {
+    anchors: anchors.length,
+    anchorsVerified,
+    anchoredSize: anchors.at(-1)?.anchor.tree_size ?? 0,
     origin,
     leaves: tree.size,
     checkpoints: checkpoints.length,
@@ -260,7 +298,7 @@ export async function proveFromLogFile(path: string, decisionId: string): Promis
             }
             if (id === decisionId) found = { index: record.index, event: text };
           }
-        } else if (found !== undefined) {
+        } else if (record.type === RecordType.CHECKPOINT && found !== undefined) {
           const checkpoint = decodeCheckpoint(record.payload);
           if (checkpoint.tree_size > found.index && checkpoint.tree_size <= tree.size) covering = checkpoint;
         }
@@ -347,7 +385,7 @@ export async function proveConsistencyFromLogFile(path: string, old: SignedCheck
         if (record.type === RecordType.LEAF) {
           if (record.index !== tree.size) throw bad(ErrorCodes.AUDIT_SEQUENCE_BROKEN, `record ${record.recordNumber} is leaf ${record.index}, expected ${tree.size}`, { leafIndex: tree.size, byteOffset: record.offset });
           tree.append(record.payload);
-        } else {
+        } else if (record.type === RecordType.CHECKPOINT) {
           latest = decodeCheckpoint(record.payload);
         }
       }
