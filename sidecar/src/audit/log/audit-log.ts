@@ -492,7 +492,7 @@ export class AuditLog {
     try {
       return await making;
     } finally {
-      this.#checkpointing = undefined;
+      if (this.#checkpointing === making) this.#checkpointing = undefined;
     }
   }
 
