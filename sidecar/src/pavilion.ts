@@ -16,9 +16,10 @@ import {
   type DecisionSink,
   type LogPolicy,
 } from './audit/index.ts';
-import { LocalDirectoryBundleSource, type BundleSource } from './bundles/index.ts';
+import { LastKnownGood, LocalDirectoryBundleSource, PushedBundleSource, TrustStore, type BundleSource } from './bundles/index.ts';
 import type { PavilionConfig } from './config/index.ts';
 import { PolicyEngine } from './engine/index.ts';
+import { NatsDistribution, buildStatusReport, type StatusReport } from './distribution/index.ts';
 import { ExtAuthz } from './extauthz/index.ts';
 import type { Component } from './lib/lifecycle.ts';
 import { Metrics } from './telemetry/index.ts';
@@ -28,6 +29,7 @@ export interface PavilionOptions {
   /** Replace the bundle source (default: the configured local directory). */
   readonly source?: BundleSource;
   readonly sink?: DecisionSink;
+  readonly log?: (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => void;
 }
 
 /** The configured decision sink: NDJSON file (default), the verifiable audit log, or none. */
@@ -87,6 +89,8 @@ export class Pavilion {
   readonly api: ApiServer;
   /** Envoy ext_authz (gRPC server and HTTP service mode); undefined unless configured. */
   readonly extAuthz: ExtAuthz | undefined;
+  /** NATS JetStream bundle distribution; undefined with the directory source. */
+  readonly distribution: NatsDistribution | undefined;
   #started: Component[] = [];
 
   constructor(config: PavilionConfig, options: PavilionOptions = {}) {
@@ -109,16 +113,31 @@ export class Pavilion {
     };
     this.tenants = new TenantManager({
       tenants: config.tenants,
-      source: options.source ?? new LocalDirectoryBundleSource(config.bundles.directory, limits),
+      source: options.source ?? (config.bundles.source === 'nats'
+        ? new PushedBundleSource('nats')
+        : new LocalDirectoryBundleSource(config.bundles.directory, limits)),
       engine: this.engine,
       limits,
       memoryInitialPages: config.engine.memoryInitialPages,
+      loadTrust: () => TrustStore.load(config.keys, config.bundles.keysDirectory),
+      persisted: new LastKnownGood(config.bundles.persistDirectory),
       onActivation: (tenant, outcome) => {
         this.metrics.onActivation(tenant, outcome);
         const active = this.engine.active(tenant);
         if (outcome === 'ok' && active !== undefined) this.metrics.setActiveRevision(tenant, active.revision);
       },
     });
+    this.distribution = config.bundles.source === 'nats' && config.nats !== undefined
+      ? new NatsDistribution({
+          config: config.nats,
+          tenants: this.tenants,
+          maxBundleBytes: limits.maxCompressedBytes,
+          sidecarId: config.labels.id,
+          statusReport: () => this.statusReport(),
+          metrics: this.metrics,
+          ...(options.log === undefined ? {} : { log: options.log }),
+        })
+      : undefined;
     this.events = new DecisionEvents(config.labels);
     const sink = options.sink ?? decisionSink(config);
     this.auditLog = sink instanceof AuditLogSink ? sink : undefined;
@@ -142,14 +161,31 @@ export class Pavilion {
       events: this.events,
       metrics: this.metrics,
       ...(mounted === undefined ? {} : { mounted }),
-      components: () => [this.engine, this.tenants, this.sink, this.api, ...(this.extAuthz === undefined ? [] : [this.extAuthz])],
+      components: () => this.#components(),
+      statusReport: () => this.statusReport(),
     });
   }
 
+  #components(): Component[] {
+    return [
+      this.sink, this.engine, this.tenants,
+      ...(this.distribution === undefined ? [] : [this.distribution]),
+      this.api,
+      ...(this.extAuthz === undefined ? [] : [this.extAuthz]),
+    ];
+  }
+
+  /** OPA Status API shape: served at GET /v1/status and published to the status bucket. */
+  statusReport(): StatusReport {
+    return buildStatusReport(
+      { id: this.config.labels.id, version: this.config.labels.version },
+      this.tenants.list(),
+      this.#components().map((c) => ({ name: c.name, status: c.status() })),
+    );
+  }
+
   async start(): Promise<void> {
-    const components: Component[] = [this.sink, this.engine, this.tenants, this.api];
-    if (this.extAuthz !== undefined) components.push(this.extAuthz);
-    for (const component of components) {
+    for (const component of this.#components()) {
       await component.start();
       this.#started.push(component);
     }

@@ -20,6 +20,44 @@ export interface TenantConfig {
   readonly id: string;
   /** Data path prefix the tenant's bundle may own (default: the id). */
   readonly namespace: string;
+  /** Ids of the keys (from `keys` or the keys directory) this tenant's bundles may be signed with (default: [id]). */
+  readonly keys: readonly string[];
+  /** The `scope` claim a signature must carry (default: the id). */
+  readonly scope: string;
+  /** Development only: accept this tenant's bundles without `.signatures.json`. */
+  readonly allowUnsigned: boolean;
+}
+
+/** The defaults a tenant found in the bundle source (not listed in `tenants`) gets. */
+export function discoveredTenant(id: string): TenantConfig {
+  return { id, namespace: id, keys: [id], scope: id, allowUnsigned: false };
+}
+
+/** A bundle verification key, as in OPA's `keys` config: PEM (or an HMAC secret) inline or in a file. */
+export interface KeyConfig {
+  readonly algorithm?: string;
+  readonly file?: string;
+  readonly key?: string;
+}
+
+/** NATS JetStream bundle distribution (sidecar/src/distribution). */
+export interface NatsConfig {
+  readonly servers: readonly string[];
+  /** Client name (default: the sidecar's label id). */
+  readonly name: string;
+  readonly user?: string;
+  readonly password?: string;
+  readonly token?: string;
+  /** KV bucket of tenant pointers (its history is the deploy history). */
+  readonly pointerBucket: string;
+  /** Object Store bucket per tenant: `<objectBucketPrefix><tenant>`. */
+  readonly objectBucketPrefix: string;
+  /** Subjects: `<subjectPrefix>.status.<sidecar>` and `<subjectPrefix>.delta.<tenant>`. */
+  readonly subjectPrefix: string;
+  readonly connectTimeoutMs: number;
+  readonly reconnectWaitMs: number;
+  readonly reconnectJitterMs: number;
+  readonly statusIntervalMs: number;
 }
 
 /** Per-tenant settings of Envoy ext_authz checks (the `extAuthz` section, sidecar/src/extauthz). */
@@ -115,10 +153,19 @@ export interface PavilionConfig {
     readonly cache: { readonly enabled: boolean; readonly maxEntries: number; readonly maxBytes: number; readonly maxKeyBytes: number };
   };
   readonly bundles: {
+    /** 'directory' (embedded default) or 'nats' (JetStream KV + Object Store, needs `nats`). */
+    readonly source: 'directory' | 'nats';
     readonly directory: string;
     readonly maxCompressedBytes: number;
     readonly maxUncompressedBytes: number;
+    /** Public keys `<key id>.pub.pem` trusted in addition to `keys` (the sample tenants' dev keys). */
+    readonly keysDirectory: string;
+    /** Last known good: every activated bundle is kept here and served at start until the source answers. */
+    readonly persistDirectory: string;
   };
+  /** Bundle verification keys by key id. */
+  readonly keys: Readonly<Record<string, KeyConfig>>;
+  readonly nats?: NatsConfig;
   readonly decisionLog: {
     readonly sink: 'file' | 'none' | 'audit';
     readonly path: string;
@@ -156,10 +203,14 @@ export function defaultConfig(): PavilionConfig {
       cache: { enabled: true, maxEntries: 100_000, maxBytes: 8 * MiB, maxKeyBytes: 16 * 1024 },
     },
     bundles: {
+      source: 'directory',
       directory: resolve(REPO_ROOT, 'bundles', '.build'),
       maxCompressedBytes: 32 * MiB,
       maxUncompressedBytes: 128 * MiB,
+      keysDirectory: resolve(REPO_ROOT, 'bundles', '.build', 'keys'),
+      persistDirectory: resolve(REPO_ROOT, 'var', 'bundles'),
     },
+    keys: {},
     decisionLog: {
       sink: 'file',
       path: resolve(REPO_ROOT, 'var', 'decisions.ndjson'),
@@ -227,7 +278,7 @@ function deepFreeze<T>(value: T): T {
 export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: NodeJS.ProcessEnv = {}): PavilionConfig {
   const d = defaultConfig();
   const root = objectAt(raw ?? {}, '$');
-  refuseUnknown(root, ['labels', 'http', 'engine', 'bundles', 'decisionLog', 'tenants', 'shutdownTimeoutMs', 'extAuthz'], '$');
+  refuseUnknown(root, ['labels', 'http', 'engine', 'bundles', 'decisionLog', 'tenants', 'shutdownTimeoutMs', 'extAuthz', 'keys', 'nats'], '$');
   const p = (file: string): string => (isAbsolute(file) ? file : resolve(baseDir, file));
 
   const labels = section(root, 'labels', '$', ['id', 'version']);
@@ -238,7 +289,11 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
     'workers', 'evaluationTimeoutMs', 'maxQueuedEvaluations', 'memoryInitialPages', 'memoryMaxBytes', 'cache',
   ]);
   const cache = section(engine, 'cache', '$.engine', ['enabled', 'maxEntries', 'maxBytes', 'maxKeyBytes']);
-  const bundles = section(root, 'bundles', '$', ['directory', 'maxCompressedBytes', 'maxUncompressedBytes']);
+  const bundles = section(root, 'bundles', '$', ['source', 'directory', 'maxCompressedBytes', 'maxUncompressedBytes', 'keysDirectory', 'persistDirectory']);
+  const bundleSource = str(bundles, 'source', '$.bundles', d.bundles.source);
+  if (bundleSource !== 'directory' && bundleSource !== 'nats') fail('$.bundles.source', "must be 'directory' or 'nats'");
+  if (bundleSource === 'nats' && root['nats'] === undefined) fail('$.bundles.source', "is 'nats' but there is no nats section");
+  const keys = parseKeys(root['keys'] ?? {}, p);
   const decisionLog = section(root, 'decisionLog', '$', ['sink', 'path', 'audit', 'privacy']);
   const privacy = parsePrivacy(decisionLog['privacy'] ?? {}, p);
 
@@ -253,12 +308,22 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
   const tenants = tenantsRaw.map((t: unknown, i): TenantConfig => {
     const path = `$.tenants[${i}]`;
     const tenant = objectAt(t, path);
-    refuseUnknown(tenant, ['id', 'namespace'], path);
+    refuseUnknown(tenant, ['id', 'namespace', 'keys', 'scope', 'allowUnsigned'], path);
     const id = str(tenant, 'id', path, '');
     if (!TENANT_ID_PATTERN.test(id)) fail(`${path}.id`, `must match ${TENANT_ID_PATTERN.source}`);
     if (seen.has(id)) fail(`${path}.id`, `duplicate tenant ${id}`);
     seen.add(id);
-    return { id, namespace: str(tenant, 'namespace', path, id) };
+    const trusted = tenant['keys'] ?? [id];
+    if (!Array.isArray(trusted) || !trusted.every((k): k is string => typeof k === 'string' && k !== '')) {
+      fail(`${path}.keys`, 'must be an array of key ids');
+    }
+    return {
+      id,
+      namespace: str(tenant, 'namespace', path, id),
+      keys: trusted,
+      scope: str(tenant, 'scope', path, id),
+      allowUnsigned: bool(tenant, 'allowUnsigned', path, false),
+    };
   });
 
   // An empty override is unset: `PAVILION_HTTP_HOST=` must not bind every interface.
@@ -301,10 +366,15 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
       },
     },
     bundles: {
+      source: bundleSource,
       directory: bundles['directory'] === undefined ? d.bundles.directory : p(str(bundles, 'directory', '$.bundles', '')),
       maxCompressedBytes,
       maxUncompressedBytes,
+      keysDirectory: bundles['keysDirectory'] === undefined ? d.bundles.keysDirectory : p(str(bundles, 'keysDirectory', '$.bundles', '')),
+      persistDirectory: bundles['persistDirectory'] === undefined ? d.bundles.persistDirectory : p(str(bundles, 'persistDirectory', '$.bundles', '')),
     },
+    keys,
+    ...(root['nats'] === undefined ? {} : { nats: parseNats(root['nats'], str(labels, 'id', '$.labels', d.labels.id)) }),
     decisionLog: {
       sink,
       path: decisionLog['path'] === undefined ? d.decisionLog.path : p(str(decisionLog, 'path', '$.decisionLog', '')),
@@ -409,6 +479,65 @@ function parseAuditLog(raw: unknown, p: (file: string) => string): AuditLogConfi
     checkpointEveryEvents: int(a, 'checkpointEveryEvents', path, 1000, 1, 100_000_000),
     checkpointIntervalMs: int(a, 'checkpointIntervalMs', path, 10_000, 10, 86_400_000),
     signer,
+  };
+}
+
+const KEY_ALGORITHMS = ['ES256', 'ES384', 'ES512', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'EdDSA', 'HS256', 'HS384', 'HS512'];
+
+function parseKeys(raw: unknown, p: (file: string) => string): Record<string, KeyConfig> {
+  const keys: Record<string, KeyConfig> = {};
+  for (const [id, value] of Object.entries(objectAt(raw, '$.keys'))) {
+    const path = `$.keys.${id}`;
+    const key = objectAt(value, path);
+    refuseUnknown(key, ['algorithm', 'file', 'key'], path);
+    const algorithm = key['algorithm'];
+    if (algorithm !== undefined && (typeof algorithm !== 'string' || !KEY_ALGORITHMS.includes(algorithm))) {
+      fail(`${path}.algorithm`, `must be one of ${KEY_ALGORITHMS.join(', ')}`);
+    }
+    if ((key['file'] === undefined) === (key['key'] === undefined)) fail(path, 'needs exactly one of file or key');
+    keys[id] = {
+      ...(algorithm === undefined ? {} : { algorithm }),
+      ...(key['file'] === undefined ? {} : { file: p(str(key, 'file', path, '')) }),
+      ...(key['key'] === undefined ? {} : { key: str(key, 'key', path, '') }),
+    };
+  }
+  return keys;
+}
+
+const NATS_URL = /^(nats|tls|ws|wss):\/\/[^\s]+$/;
+const BUCKET_NAME = /^[A-Za-z0-9_-]+$/;
+const SUBJECT_PREFIX = /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/;
+
+function parseNats(raw: unknown, labelId: string): NatsConfig {
+  const root = objectAt(raw, '$.nats');
+  refuseUnknown(root, [
+    'servers', 'name', 'user', 'password', 'token', 'pointerBucket', 'objectBucketPrefix', 'subjectPrefix',
+    'connectTimeoutMs', 'reconnectWaitMs', 'reconnectJitterMs', 'statusIntervalMs',
+  ], '$.nats');
+  const servers = root['servers'];
+  if (!Array.isArray(servers) || servers.length === 0 || !servers.every((s): s is string => typeof s === 'string' && NATS_URL.test(s))) {
+    fail('$.nats.servers', 'must be a non-empty array of nats:// (or tls://, ws://, wss://) URLs');
+  }
+  const pointerBucket = str(root, 'pointerBucket', '$.nats', 'pavilion-bundles');
+  const objectBucketPrefix = str(root, 'objectBucketPrefix', '$.nats', 'pavilion-bundle-');
+  if (!BUCKET_NAME.test(pointerBucket)) fail('$.nats.pointerBucket', 'may hold only letters, digits, - and _');
+  if (!BUCKET_NAME.test(objectBucketPrefix)) fail('$.nats.objectBucketPrefix', 'may hold only letters, digits, - and _');
+  const subjectPrefix = str(root, 'subjectPrefix', '$.nats', 'pavilion');
+  if (!SUBJECT_PREFIX.test(subjectPrefix)) fail('$.nats.subjectPrefix', 'must be dot-separated tokens without wildcards');
+  const optional = (key: string): Record<string, string> => (root[key] === undefined ? {} : { [key]: str(root, key, '$.nats', '') });
+  return {
+    servers,
+    name: str(root, 'name', '$.nats', labelId),
+    ...optional('user'),
+    ...optional('password'),
+    ...optional('token'),
+    pointerBucket,
+    objectBucketPrefix,
+    subjectPrefix,
+    connectTimeoutMs: int(root, 'connectTimeoutMs', '$.nats', 2_000, 50, 600_000),
+    reconnectWaitMs: int(root, 'reconnectWaitMs', '$.nats', 250, 10, 600_000),
+    reconnectJitterMs: int(root, 'reconnectJitterMs', '$.nats', 250, 0, 600_000),
+    statusIntervalMs: int(root, 'statusIntervalMs', '$.nats', 10_000, 100, 3_600_000),
   };
 }
 

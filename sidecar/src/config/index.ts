@@ -2,6 +2,7 @@
 export {
   TENANT_ID_PATTERN,
   defaultConfig,
+  discoveredTenant,
   loadConfig,
   parseConfig,
   type AuditLogConfig,
@@ -10,6 +11,8 @@ export {
   type ExtAuthzConfig,
   type ExtAuthzTenantConfig,
   type ExtAuthzTenantSource,
+  type KeyConfig,
+  type NatsConfig,
   type PavilionConfig,
   type TenantConfig,
 } from './config.ts';
