@@ -29,7 +29,13 @@ export interface DecisionEventV1 {
 export interface DecisionSink {
   readonly name: string;
   start(): Promise<void>;
-  /** Accept one event. May apply backpressure by returning a promise. */
+  /**
+   * Accept one event. May apply backpressure by returning a promise, which resolves once the
+   * sink has the event as it promises (the audit log: durable per its fsync policy) and rejects
+   * with a typed error when the sink refuses it (ERR_AUDIT_LOG_FULL, ...). A caller that
+   * acknowledges decisions only once logged awaits it; a sink keeps refusals visible in
+   * status() and never lets an unawaited rejection go unhandled.
+   */
   write(event: DecisionEventV1): void | Promise<void>;
   stop(deadlineMs: number): Promise<void>;
   status(): import('../lib/lifecycle.ts').ComponentStatus;
