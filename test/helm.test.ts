@@ -604,7 +604,9 @@ describe('values are validated', () => {
     const compare = (value: Record<string, unknown>, node: Schema, path: string): void => {
       assert.equal(node.additionalProperties, false, `${path} refuses unknown keys`);
       const expected = Object.keys(value).sort();
-      const actual = Object.keys(node.properties ?? {}).filter((k) => !(path === 'config' && OPTIONAL_SECTIONS.includes(k))).sort();
+      // Optional sections absent from the defaults: OPTIONAL_SECTIONS, and decisionLog.audit (sink 'audit').
+      const optional = (k: string): boolean => (path === 'config' && OPTIONAL_SECTIONS.includes(k)) || (path === 'config.decisionLog' && k === 'audit');
+      const actual = Object.keys(node.properties ?? {}).filter((k) => !optional(k)).sort();
       assert.deepEqual(actual, expected, `keys of ${path} (update helm/*/values.schema.json)`);
       for (const [key, child] of Object.entries(value)) {
         if (path === 'config' && key === 'keys') {

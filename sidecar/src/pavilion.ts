@@ -3,7 +3,19 @@
  * dependency order and stops them in reverse. Tests and `main.ts` both use it.
  */
 import { ApiServer } from './api/index.ts';
-import { DecisionEvents, FileDecisionSink, NullDecisionSink, type DecisionSink } from './audit/index.ts';
+import {
+  AuditLogSink,
+  DecisionEvents,
+  FileDecisionSink,
+  NullDecisionSink,
+  DecisionMasker,
+  MaskingDecisionSink,
+  PseudonymKeyStore,
+  createCheckpointSigner,
+  parsePseudonymField,
+  type DecisionSink,
+  type LogPolicy,
+} from './audit/index.ts';
 import { LastKnownGood, LocalDirectoryBundleSource, PushedBundleSource, TrustStore, type BundleSource } from './bundles/index.ts';
 import type { PavilionConfig } from './config/index.ts';
 import { PolicyEngine } from './engine/index.ts';
@@ -20,12 +32,58 @@ export interface PavilionOptions {
   readonly log?: (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => void;
 }
 
+/** The configured decision sink: NDJSON file (default), the verifiable audit log, or none. */
+function decisionSink(config: PavilionConfig): DecisionSink {
+  const { sink, path, audit } = config.decisionLog;
+  if (sink === 'file') return new FileDecisionSink(path);
+  if (sink === 'audit' && audit !== undefined) {
+    const { directory, signer, ...settings } = audit;
+    return new AuditLogSink({
+      directory,
+      originPrefix: config.labels.id,
+      settings,
+      createSigner: () => createCheckpointSigner(signer),
+    });
+  }
+  return new NullDecisionSink();
+}
+
+/**
+ * Privacy before any sink: each tenant's `<namespace>.system.log.drop|mask` evaluated by the
+ * engine when its bundle has them as entrypoints (as OPA evaluates data.system.log.*), then
+ * keyed pseudonymisation of the configured fields.
+ */
+function decisionMasker(config: PavilionConfig, engine: PolicyEngine): DecisionMasker {
+  const { privacy } = config.decisionLog;
+  const namespaceOf = (tenant: string): string => config.tenants.find((t) => t.id === tenant)?.namespace ?? tenant;
+  const policy: LogPolicy = {
+    async evaluate(tenant, rule, input) {
+      const path = `${namespaceOf(tenant)}/system/log/${rule}`;
+      if (engine.active(tenant)?.entrypoints.includes(path) !== true) return { present: false };
+      return { present: true, result: (await engine.evaluate(tenant, path, input, { cache: false })).result };
+    },
+  };
+  const byTenant = new Map(Object.entries(privacy.pseudonymiseFieldsByTenant).map(([t, list]) => [t, list.map(parsePseudonymField)]));
+  const defaults = privacy.pseudonymiseFields.map(parsePseudonymField);
+  const anyFields = defaults.length > 0 || byTenant.size > 0;
+  const keys = new PseudonymKeyStore(privacy.pseudonymKeyDirectory);
+  return new DecisionMasker({
+    ...(privacy.maskPolicy ? { policy } : {}),
+    ...(anyFields
+      ? { pseudonyms: { fields: (tenant: string) => byTenant.get(tenant) ?? defaults, key: (tenant: string) => keys.key(tenant === '' ? '_unrouted' : tenant) } }
+      : {}),
+  });
+}
+
 export class Pavilion {
   readonly config: PavilionConfig;
   readonly metrics = new Metrics();
   readonly engine: PolicyEngine;
   readonly tenants: TenantManager;
+  /** Every decision event goes here: masking first, then the configured sink. */
   readonly sink: DecisionSink;
+  /** The verifiable audit log when `decisionLog.sink` is 'audit' (proofs, receipts, checkpoints). */
+  readonly auditLog: AuditLogSink | undefined;
   /** One event builder (and req_id sequence) for every transport. */
   readonly events: DecisionEvents;
   readonly api: ApiServer;
@@ -81,9 +139,9 @@ export class Pavilion {
         })
       : undefined;
     this.events = new DecisionEvents(config.labels);
-    this.sink = options.sink ?? (config.decisionLog.sink === 'file'
-      ? new FileDecisionSink(config.decisionLog.path)
-      : new NullDecisionSink());
+    const sink = options.sink ?? decisionSink(config);
+    this.auditLog = sink instanceof AuditLogSink ? sink : undefined;
+    this.sink = new MaskingDecisionSink(sink, decisionMasker(config, this.engine));
     this.extAuthz = config.extAuthz === undefined
       ? undefined
       : new ExtAuthz({

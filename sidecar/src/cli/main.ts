@@ -8,15 +8,31 @@
  *   pavilion bundle rollback --tenant <id> [--to <deploy>] [--by <who>] [--note <text>]
  *   pavilion bundle history --tenant <id>
  *   pavilion bundle status
+ *   pavilion audit verify-log --log <dir|file> --keys <pem|dir> [--origin <o>] [--trusted-checkpoint <file>]...
+ *   pavilion audit verify --decision <id> (--proof <file> | --log <dir|file>) --keys <pem|dir> [--origin <o>]
+ *   pavilion audit prove --decision <id> --log <dir|file>
+ *   pavilion audit prove-consistency --from <checkpoint.json> --log <dir|file>
+ *   pavilion audit verify-consistency --proof <file> --keys <pem|dir>
  *   pavilion serve
  *
  * push/rollback/history/status talk to NATS: --nats <url> (or PAVILION_NATS_URL), with
  * --user/--password (or PAVILION_NATS_USER/PAVILION_NATS_PASSWORD).
  */
+import { statSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { hostname, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import {
+  Keyring,
+  WAL_FILE,
+  decodeCheckpoint,
+  proveConsistencyFromLogFile,
+  proveFromLogFile,
+  verifyConsistencyProof,
+  verifyDecisionProof,
+  verifyLogFile,
+} from '../audit/index.ts';
 import {
   buildTenantBundle,
   defaultBuildDirectory,
@@ -29,7 +45,7 @@ import {
 import { parseConfig } from '../config/index.ts';
 import { NatsBundleStore, connectNats } from '../distribution/index.ts';
 import { compilePolicy } from '../engine/index.ts';
-import { describeThrown, isPavilionError } from '../lib/errors.ts';
+import { ErrorCodes, PavilionError, describeThrown, isPavilionError } from '../lib/errors.ts';
 
 const USAGE = `usage:
   pavilion bundle build --tenant <id> | --all [--out <dir>] [--target wasm|rego] [--unsigned]
@@ -39,6 +55,11 @@ const USAGE = `usage:
   pavilion bundle rollback --tenant <id> [--to <deploy>] [--by <who>] [--note <text>]      [nats options]
   pavilion bundle history --tenant <id>                                                    [nats options]
   pavilion bundle status                                                                   [nats options]
+  pavilion audit verify-log --log <dir|file> --keys <pem|dir> [--origin <o>] [--trusted-checkpoint <file>]...
+  pavilion audit verify --decision <id> (--proof <file> | --log <dir|file>) --keys <pem|dir> [--origin <o>]
+  pavilion audit prove --decision <id> --log <dir|file>
+  pavilion audit prove-consistency --from <checkpoint.json> --log <dir|file>
+  pavilion audit verify-consistency --proof <file> --keys <pem|dir>
   pavilion serve
 nats options: --nats <url> (default $PAVILION_NATS_URL or nats://127.0.0.1:4222) --user <u> --password <p>`;
 
@@ -249,10 +270,97 @@ async function bundleInspect(args: string[]): Promise<number> {
   return 0;
 }
 
+/** A tenant's log directory or the log file itself. */
+function logFile(path: string): string {
+  try {
+    return statSync(path).isDirectory() ? join(path, WAL_FILE) : path;
+  } catch {
+    return path;
+  }
+}
+
+/** Print a verification failure (code, message, the first bad position) and return exit code 1. */
+function reportFailure(error: unknown): number {
+  if (!isPavilionError(error)) throw error;
+  process.stdout.write(`${JSON.stringify({ ok: false, code: error.code, message: error.message, position: error.details ?? {} }, null, 2)}\n`);
+  process.stderr.write(`verification FAILED [${error.code}] ${error.message}\n`);
+  return 1;
+}
+
+function parseProofFile(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new PavilionError(ErrorCodes.AUDIT_PROOF_INVALID, 'the proof file is not JSON', { cause: error, details: { reason: 'malformed' } });
+  }
+}
+
+async function auditCommand(command: string | undefined, args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      log: { type: 'string' },
+      keys: { type: 'string' },
+      origin: { type: 'string' },
+      decision: { type: 'string' },
+      proof: { type: 'string' },
+      'trusted-checkpoint': { type: 'string', multiple: true },
+      from: { type: 'string' },
+    },
+  });
+  const usage = (): number => {
+    process.stderr.write(`${USAGE}\n`);
+    return 2;
+  };
+  if (command === 'prove') {
+    if (values.decision === undefined || values.log === undefined) return usage();
+    const proof = await proveFromLogFile(logFile(values.log), values.decision);
+    process.stdout.write(`${JSON.stringify(proof, null, 2)}\n`);
+    return 0;
+  }
+  if (command === 'prove-consistency') {
+    if (values.from === undefined || values.log === undefined) return usage();
+    const proof = await proveConsistencyFromLogFile(logFile(values.log), decodeCheckpoint(await readFile(values.from, 'utf8')));
+    process.stdout.write(`${JSON.stringify(proof, null, 2)}\n`);
+    return 0;
+  }
+  if (command !== 'verify-log' && command !== 'verify' && command !== 'verify-consistency') return usage();
+  // Trust comes from keys obtained out of band; never from the log directory by default.
+  if (values.keys === undefined) return usage();
+  const keyring = Keyring.load(values.keys);
+  const origin = values.origin === undefined ? {} : { origin: values.origin };
+  try {
+    if (command === 'verify-log') {
+      if (values.log === undefined) return usage();
+      const trustedCheckpoints = await Promise.all((values['trusted-checkpoint'] ?? []).map(async (file) => decodeCheckpoint(await readFile(file, 'utf8'))));
+      const result = await verifyLogFile(logFile(values.log), keyring, { ...origin, trustedCheckpoints });
+      process.stdout.write(`${JSON.stringify({ ok: true, ...result }, null, 2)}\n`);
+      if (result.unsignedLeaves > 0) process.stderr.write(`note: ${result.unsignedLeaves} leaves after the last checkpoint are intact but not yet signed\n`);
+      return 0;
+    }
+    if (command === 'verify-consistency') {
+      if (values.proof === undefined) return usage();
+      const result = verifyConsistencyProof(parseProofFile(await readFile(values.proof, 'utf8')), keyring);
+      process.stdout.write(`${JSON.stringify({ ok: true, ...result }, null, 2)}\n`);
+      return 0;
+    }
+    if (values.decision === undefined || (values.proof === undefined) === (values.log === undefined)) return usage();
+    const proof: unknown = values.proof !== undefined
+      ? parseProofFile(await readFile(values.proof, 'utf8'))
+      : await proveFromLogFile(logFile(values.log ?? ''), values.decision);
+    const result = verifyDecisionProof(proof, keyring, { decisionId: values.decision, ...origin });
+    process.stdout.write(`${JSON.stringify({ ok: true, ...result }, null, 2)}\n`);
+    return 0;
+  } catch (error) {
+    return reportFailure(error);
+  }
+}
+
 async function main(argv: string[]): Promise<number> {
   const [group, command, ...rest] = argv;
   if (group === 'bundle' && command === 'build') return bundleBuild(rest);
   if (group === 'bundle' && command === 'inspect') return bundleInspect(rest);
+  if (group === 'audit') return auditCommand(command, rest);
   if (group === 'bundle' && command === 'sign') return bundleSign(rest);
   if (group === 'bundle' && command === 'push') return bundlePush(rest);
   if (group === 'bundle' && command === 'rollback') return bundleRollback(rest);

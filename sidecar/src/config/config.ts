@@ -12,6 +12,7 @@ import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
 import { REPO_ROOT } from '../lib/tools.ts';
 
 import { TENANT_ID_PATTERN } from '../lib/tenant-id.ts';
+import { parseFieldPointer } from '../lib/field-pointer.ts';
 
 export { TENANT_ID_PATTERN };
 
@@ -91,6 +92,47 @@ export interface ExtAuthzConfig {
   readonly tenants: Readonly<Record<string, ExtAuthzTenantConfig>>;
 }
 
+/** Checkpoint signer of the audit log: the embedded software key, or a PKCS#11 token. */
+export type AuditSignerConfig =
+  | { readonly kind: 'software'; readonly keyFile: string }
+  | {
+      readonly kind: 'pkcs11';
+      readonly modulePath: string;
+      readonly tokenLabel: string;
+      readonly keyLabel: string;
+      readonly pinEnv: string;
+      readonly generateKey: boolean;
+    };
+
+/** `decisionLog.audit` (sidecar/src/audit): per-tenant WAL + Merkle tree + signed checkpoints. */
+export interface AuditLogConfig {
+  readonly directory: string;
+  readonly fsync: 'always' | 'interval' | 'never';
+  readonly fsyncIntervalMs: number;
+  readonly groupCommitMaxDelayMs: number;
+  readonly groupCommitMaxBytes: number;
+  /** Per tenant log. */
+  readonly maxDiskBytes: number;
+  readonly onFull: 'block' | 'refuse';
+  readonly blockTimeoutMs: number;
+  readonly maxEventBytes: number;
+  readonly checkpointEveryEvents: number;
+  readonly checkpointIntervalMs: number;
+  readonly signer: AuditSignerConfig;
+}
+
+/** `decisionLog.privacy`: what happens to an event before any sink sees it. */
+export interface DecisionLogPrivacyConfig {
+  /** Evaluate each tenant's `<namespace>.system.log.drop` / `.mask` rules as OPA does (when its bundle has them as entrypoints). */
+  readonly maskPolicy: boolean;
+  /** JSON pointers (under /input or /result; `*` for every element) replaced by keyed pseudonyms. */
+  readonly pseudonymiseFields: readonly string[];
+  /** Per-tenant lists that replace `pseudonymiseFields` for that tenant. */
+  readonly pseudonymiseFieldsByTenant: Readonly<Record<string, readonly string[]>>;
+  /** Where the per-tenant pseudonymisation keys live (created on first use, 0600). */
+  readonly pseudonymKeyDirectory: string;
+}
+
 export interface PavilionConfig {
   readonly labels: { readonly id: string; readonly version: string };
   readonly http: {
@@ -125,8 +167,11 @@ export interface PavilionConfig {
   readonly keys: Readonly<Record<string, KeyConfig>>;
   readonly nats?: NatsConfig;
   readonly decisionLog: {
-    readonly sink: 'file' | 'none';
+    readonly sink: 'file' | 'none' | 'audit';
     readonly path: string;
+    /** The verifiable audit log (`sink: 'audit'`); absent otherwise. */
+    readonly audit?: AuditLogConfig;
+    readonly privacy: DecisionLogPrivacyConfig;
   };
   /** Empty: every tenant found in the bundle directory. */
   readonly tenants: readonly TenantConfig[];
@@ -166,7 +211,11 @@ export function defaultConfig(): PavilionConfig {
       persistDirectory: resolve(REPO_ROOT, 'var', 'bundles'),
     },
     keys: {},
-    decisionLog: { sink: 'file', path: resolve(REPO_ROOT, 'var', 'decisions.ndjson') },
+    decisionLog: {
+      sink: 'file',
+      path: resolve(REPO_ROOT, 'var', 'decisions.ndjson'),
+      privacy: { maskPolicy: true, pseudonymiseFields: [], pseudonymiseFieldsByTenant: {}, pseudonymKeyDirectory: resolve(REPO_ROOT, 'var', 'pseudonym-keys') },
+    },
     tenants: [],
     shutdownTimeoutMs: 5_000,
   };
@@ -245,10 +294,13 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
   if (bundleSource !== 'directory' && bundleSource !== 'nats') fail('$.bundles.source', "must be 'directory' or 'nats'");
   if (bundleSource === 'nats' && root['nats'] === undefined) fail('$.bundles.source', "is 'nats' but there is no nats section");
   const keys = parseKeys(root['keys'] ?? {}, p);
-  const decisionLog = section(root, 'decisionLog', '$', ['sink', 'path']);
+  const decisionLog = section(root, 'decisionLog', '$', ['sink', 'path', 'audit', 'privacy']);
+  const privacy = parsePrivacy(decisionLog['privacy'] ?? {}, p);
 
   const sink = str(decisionLog, 'sink', '$.decisionLog', d.decisionLog.sink);
-  if (sink !== 'file' && sink !== 'none') fail('$.decisionLog.sink', "must be 'file' or 'none'");
+  if (sink !== 'file' && sink !== 'none' && sink !== 'audit') fail('$.decisionLog.sink', "must be 'file', 'none' or 'audit'");
+  if (decisionLog['audit'] !== undefined && sink !== 'audit') fail('$.decisionLog.audit', "is only used with sink 'audit'");
+  const audit = sink === 'audit' ? parseAuditLog(decisionLog['audit'] ?? {}, p) : undefined;
 
   const tenantsRaw = root['tenants'] ?? [];
   if (!Array.isArray(tenantsRaw)) fail('$.tenants', 'must be an array');
@@ -326,11 +378,108 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
     decisionLog: {
       sink,
       path: decisionLog['path'] === undefined ? d.decisionLog.path : p(str(decisionLog, 'path', '$.decisionLog', '')),
+      ...(audit === undefined ? {} : { audit }),
+      privacy,
     },
     tenants,
     shutdownTimeoutMs: int(root, 'shutdownTimeoutMs', '$', d.shutdownTimeoutMs, 0, 600_000),
     ...(root['extAuthz'] === undefined ? {} : { extAuthz: parseExtAuthz(root['extAuthz']) }),
   });
+}
+
+function pointerList(value: unknown, path: string): string[] {
+  if (!Array.isArray(value) || value.some((v) => typeof v !== 'string')) fail(path, 'must be an array of JSON pointers');
+  const list = value as string[];
+  list.forEach((pointer, i) => {
+    try {
+      parseFieldPointer(pointer);
+    } catch (error) {
+      fail(`${path}[${i}]`, describeThrown(error));
+    }
+  });
+  return [...list];
+}
+
+/** The `decisionLog.privacy` section. */
+function parsePrivacy(raw: unknown, p: (file: string) => string): DecisionLogPrivacyConfig {
+  const path = '$.decisionLog.privacy';
+  const o = objectAt(raw, path);
+  refuseUnknown(o, ['maskPolicy', 'pseudonymiseFields', 'pseudonymiseFieldsByTenant', 'pseudonymKeyDirectory'], path);
+  const byTenantRaw = objectAt(o['pseudonymiseFieldsByTenant'] ?? {}, `${path}.pseudonymiseFieldsByTenant`);
+  const byTenant: Record<string, string[]> = {};
+  for (const [tenant, list] of Object.entries(byTenantRaw)) {
+    if (!TENANT_ID_PATTERN.test(tenant)) fail(`${path}.pseudonymiseFieldsByTenant.${tenant}`, `tenant ids must match ${TENANT_ID_PATTERN.source}`);
+    byTenant[tenant] = pointerList(list, `${path}.pseudonymiseFieldsByTenant.${tenant}`);
+  }
+  return {
+    maskPolicy: bool(o, 'maskPolicy', path, true),
+    pseudonymiseFields: o['pseudonymiseFields'] === undefined ? [] : pointerList(o['pseudonymiseFields'], `${path}.pseudonymiseFields`),
+    pseudonymiseFieldsByTenant: byTenant,
+    pseudonymKeyDirectory: o['pseudonymKeyDirectory'] === undefined
+      ? resolve(REPO_ROOT, 'var', 'pseudonym-keys')
+      : p(str(o, 'pseudonymKeyDirectory', path, '')),
+  };
+}
+
+function oneOf<T extends string>(obj: Json, key: string, path: string, fallback: T, allowed: readonly T[]): T {
+  const value = str(obj, key, path, fallback);
+  if (!(allowed as readonly string[]).includes(value)) fail(`${path}.${key}`, `must be one of ${allowed.map((a) => `'${a}'`).join(', ')}`);
+  return value as T;
+}
+
+/** The `decisionLog.audit` section (see README, "Audit log"). Relative paths resolve like the rest. */
+function parseAuditLog(raw: unknown, p: (file: string) => string): AuditLogConfig {
+  const path = '$.decisionLog.audit';
+  const a = objectAt(raw, path);
+  refuseUnknown(a, [
+    'directory', 'fsync', 'fsyncIntervalMs', 'groupCommitMaxDelayMs', 'groupCommitMaxBytes', 'maxDiskBytes', 'onFull',
+    'blockTimeoutMs', 'maxEventBytes', 'checkpointEveryEvents', 'checkpointIntervalMs', 'signer',
+  ], path);
+  const directory = a['directory'] === undefined ? resolve(REPO_ROOT, 'var', 'audit') : p(str(a, 'directory', path, ''));
+  const maxDiskBytes = int(a, 'maxDiskBytes', path, 1024 * MiB, 64 * 1024, Number.MAX_SAFE_INTEGER);
+  const maxEventBytes = int(a, 'maxEventBytes', path, 1 * MiB, 1024, 64 * MiB);
+  const groupCommitMaxBytes = int(a, 'groupCommitMaxBytes', path, 1 * MiB, 4096, 256 * MiB);
+  if (maxEventBytes >= maxDiskBytes) fail(`${path}.maxEventBytes`, 'must be below maxDiskBytes');
+
+  const signerRaw = objectAt(a['signer'] ?? { kind: 'software' }, `${path}.signer`);
+  const kind = oneOf(signerRaw, 'kind', `${path}.signer`, 'software', ['software', 'pkcs11'] as const);
+  let signer: AuditSignerConfig;
+  if (kind === 'software') {
+    refuseUnknown(signerRaw, ['kind', 'keyFile'], `${path}.signer`);
+    signer = {
+      kind,
+      keyFile: signerRaw['keyFile'] === undefined ? resolve(directory, 'checkpoint-key.pem') : p(str(signerRaw, 'keyFile', `${path}.signer`, '')),
+    };
+  } else {
+    refuseUnknown(signerRaw, ['kind', 'modulePath', 'tokenLabel', 'keyLabel', 'pinEnv', 'generateKey'], `${path}.signer`);
+    for (const required of ['modulePath', 'tokenLabel', 'keyLabel']) {
+      if (signerRaw[required] === undefined) fail(`${path}.signer.${required}`, "is required for kind 'pkcs11'");
+    }
+    const pinEnv = str(signerRaw, 'pinEnv', `${path}.signer`, 'PAVILION_PKCS11_PIN');
+    if (!/^[A-Z_][A-Z0-9_]*$/.test(pinEnv)) fail(`${path}.signer.pinEnv`, 'must be an environment variable name (the PIN itself never goes in the config)');
+    signer = {
+      kind,
+      modulePath: str(signerRaw, 'modulePath', `${path}.signer`, ''),
+      tokenLabel: str(signerRaw, 'tokenLabel', `${path}.signer`, ''),
+      keyLabel: str(signerRaw, 'keyLabel', `${path}.signer`, ''),
+      pinEnv,
+      generateKey: bool(signerRaw, 'generateKey', `${path}.signer`, false),
+    };
+  }
+  return {
+    directory,
+    fsync: oneOf(a, 'fsync', path, 'always', ['always', 'interval', 'never'] as const),
+    fsyncIntervalMs: int(a, 'fsyncIntervalMs', path, 100, 1, 60_000),
+    groupCommitMaxDelayMs: int(a, 'groupCommitMaxDelayMs', path, 0, 0, 1000),
+    groupCommitMaxBytes,
+    maxDiskBytes,
+    onFull: oneOf(a, 'onFull', path, 'refuse', ['block', 'refuse'] as const),
+    blockTimeoutMs: int(a, 'blockTimeoutMs', path, 1000, 1, 600_000),
+    maxEventBytes,
+    checkpointEveryEvents: int(a, 'checkpointEveryEvents', path, 1000, 1, 100_000_000),
+    checkpointIntervalMs: int(a, 'checkpointIntervalMs', path, 10_000, 10, 86_400_000),
+    signer,
+  };
 }
 
 const KEY_ALGORITHMS = ['ES256', 'ES384', 'ES512', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'EdDSA', 'HS256', 'HS384', 'HS512'];

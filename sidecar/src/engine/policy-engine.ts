@@ -56,6 +56,8 @@ export interface Decision {
 export interface EvaluateOptions {
   /** Fix time.now_ns for this evaluation (tests, replays). */
   readonly nowNs?: bigint;
+  /** false: neither read nor fill the decision cache (inputs that never repeat, e.g. decision-log masking). */
+  readonly cache?: boolean;
 }
 
 /** A policy loaded into every worker: active, or staged for the gate or shadow mode. */
@@ -218,7 +220,7 @@ export class PolicyEngine implements Component {
     }
     const { revision } = entry.info;
     const version = entry.key;
-    const cacheable = useCache && entry.info.deterministic && options.nowNs === undefined;
+    const cacheable = useCache && entry.info.deterministic && options.nowNs === undefined && options.cache !== false;
     let inputJson: string | null = null;
     let cacheKey: string | undefined;
     if (input !== undefined) {
