@@ -5,6 +5,7 @@ const BENCHMARKS: Record<string, () => Promise<{ run(): Promise<void> }>> = {
   decision: () => import('./decision.ts'),
   extauthz: () => import('./extauthz.ts'),
   http: () => import('./http.ts'),
+  rollout: () => import('./rollout.ts'),
 };
 
 const names = process.argv.slice(2);

@@ -55,6 +55,7 @@ const USAGE = `usage:
   pavilion bundle rollback --tenant <id> [--to <deploy>] [--by <who>] [--note <text>]      [nats options]
   pavilion bundle history --tenant <id>                                                    [nats options]
   pavilion bundle status                                                                   [nats options]
+  pavilion bundle delta --tenant <id> --patch <patch.json> [--roots <root,...>]            [nats options]
   pavilion audit verify-log --log <dir|file> --keys <pem|dir> [--origin <o>] [--trusted-checkpoint <file>]...
   pavilion audit verify --decision <id> (--proof <file> | --log <dir|file>) --keys <pem|dir> [--origin <o>]
   pavilion audit prove --decision <id> --log <dir|file>
@@ -162,6 +163,20 @@ async function bundleHistory(args: string[]): Promise<number> {
     const action = pointer.action === 'rollback' ? `rollback(${pointer.restores ?? '?'})` : 'push';
     process.stdout.write(`${String(sequence).padEnd(7)} ${action.padEnd(9)} ${pointer.revision.padEnd(17)} ${pointer.digest.slice(0, 16)}  ${pointer.pushed_at.padEnd(25)} ${pointer.pushed_by}${pointer.note === undefined ? '' : `  "${pointer.note}"`}\n`);
   }
+  return 0;
+}
+
+async function bundleDelta(args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: { tenant: { type: 'string' }, patch: { type: 'string' }, roots: { type: 'string' }, ...NATS_OPTIONS } });
+  const tenant = values.tenant;
+  if (tenant === undefined || values.patch === undefined) {
+    process.stderr.write(`${USAGE}\n`);
+    return 2;
+  }
+  const patch: unknown = JSON.parse(await readFile(values.patch, 'utf8'));
+  const roots = (values.roots ?? tenant).split(',').filter((r) => r !== '');
+  const delta = await withStore(values, (store) => store.publishDelta(tenant, patch, roots));
+  process.stdout.write(`published delta ${delta.sequence} on deploy ${delta.base} of ${tenant} (${delta.patch.data.length} operations)\n`);
   return 0;
 }
 
@@ -366,6 +381,7 @@ async function main(argv: string[]): Promise<number> {
   if (group === 'bundle' && command === 'rollback') return bundleRollback(rest);
   if (group === 'bundle' && command === 'history') return bundleHistory(rest);
   if (group === 'bundle' && command === 'status') return bundleStatus(rest);
+  if (group === 'bundle' && command === 'delta') return bundleDelta(rest);
   if (group === 'serve') {
     await import('../main.ts');
     return -1;

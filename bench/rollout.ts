@@ -1,0 +1,377 @@
+/**
+ * `npm run bench -- rollout`: how fast a new bundle revision reaches a fleet of sidecars,
+ * and whether any request fails while it does.
+ *
+ * Pavilion: N sidecar processes on one nats-server (JetStream KV watch + Object Store),
+ * 20 pushes of a new signed revision, then 5 rollbacks. Peer: N `opa run --server`
+ * processes on OPA's fastest delivery, HTTP long polling against a bundle server that
+ * answers as soon as a new bundle exists (OPA's default is polling every 60-120 s), with
+ * the same policy built as a signed rego bundle and verified by OPA.
+ *
+ * Throughout, one probe loop per process asks for `bank/authz/rev` (the revision the
+ * policy reports) back to back on a keep-alive connection. The time from the push to the
+ * first answer with the new revision is that process's rollout latency; the fleet latency
+ * is the slowest process. Failed requests (anything but 200 with a revision) and
+ * regressions (an old revision after the new one on the same process) are counted.
+ *
+ * Env: BENCH_ROLLOUT_SIZES (default "10,30"), BENCH_ROLLOUT_PUSHES (default 20).
+ */
+import { execFile } from 'node:child_process';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { Agent, request } from 'node:http';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { developmentKey, signBundle } from '../sidecar/src/bundles/index.ts';
+import { parseConfig, type NatsConfig } from '../sidecar/src/config/index.ts';
+import { NatsBundleStore, connectNats } from '../sidecar/src/distribution/index.ts';
+import { findOpa, REPO_ROOT } from '../sidecar/src/lib/tools.ts';
+import { startNats } from '../test/harness/nats-server.ts';
+import { writeResults, type BenchCase, type Metrics } from './lib/results.ts';
+import { buildSidecar, freePort, startServer, type Server } from './lib/servers.ts';
+
+const exec = promisify(execFile);
+const SIZES = (process.env['BENCH_ROLLOUT_SIZES'] ?? '10,30').split(',').map(Number);
+const PUSHES = Number(process.env['BENCH_ROLLOUT_PUSHES'] ?? 20);
+const ROLLBACKS = 5;
+const TIMEOUT_MS = 30_000;
+
+function moduleFor(rev: string): string {
+  return `package bank.authz\n\nallow if input.user == "alice"\n\nrev := "${rev}"\n`;
+}
+
+/** Build revision `rev` with the real opa CLI: a signed Wasm bundle (Pavilion) and a signed rego bundle (OPA). */
+async function buildRevision(work: string, rev: string, keyFile: string, keyPem: string): Promise<{ wasm: Buffer; rego: Buffer }> {
+  const src = join(work, `src-${rev}`);
+  await mkdir(join(src, 'bank'), { recursive: true });
+  await writeFile(join(src, 'bank', 'authz.rego'), moduleFor(rev));
+  await writeFile(join(src, '.manifest'), JSON.stringify({ revision: rev, roots: ['bank'] }));
+  await writeFile(join(work, 'claims.json'), JSON.stringify({ scope: 'bank' }));
+  const opa = findOpa();
+  await exec(opa, ['build', '-t', 'wasm', '-b', src, '-e', 'bank/authz/allow', '-e', 'bank/authz/rev', '--revision', rev, '-o', join(work, `${rev}.wasm.tar.gz`)]);
+  await exec(opa, ['build', '-b', src, '--revision', rev, '--signing-key', keyFile, '--signing-alg', 'ES256', '--claims-file', join(work, 'claims.json'), '-o', join(work, `${rev}.rego.tar.gz`)]);
+  const wasm = await signBundle(await readFile(join(work, `${rev}.wasm.tar.gz`)), { key: keyPem, algorithm: 'ES256', keyId: 'bank', scope: 'bank' });
+  return { wasm, rego: await readFile(join(work, `${rev}.rego.tar.gz`)) };
+}
+
+interface Probe {
+  readonly url: string;
+  /** rev -> first time (ms, performance.now) this process answered with it. */
+  readonly firstSeen: Map<string, number>;
+  latest: string | undefined;
+  requests: number;
+  failures: number;
+  regressions: number;
+}
+
+function probeOnce(probe: Probe, agent: Agent, path: string, body: string, headers: Record<string, string>): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const req = request(`${probe.url}${path}`, { method: 'POST', agent, headers: { 'content-type': 'application/json', ...headers } }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => { text += chunk; });
+      res.on('end', () => {
+        try {
+          const parsed = JSON.parse(text) as { result?: unknown };
+          resolve(res.statusCode === 200 && typeof parsed.result === 'string' ? parsed.result : undefined);
+        } catch {
+          resolve(undefined);
+        }
+      });
+      res.on('error', () => resolve(undefined));
+    });
+    req.on('error', () => resolve(undefined));
+    req.end(body);
+  });
+}
+
+/** Probe every process back to back until `stop` is set; revisions ordered by `order`. */
+function startProbes(urls: readonly string[], path: string, headers: Record<string, string>, order: Map<string, number>): { probes: Probe[]; stop(): Promise<void> } {
+  let stopped = false;
+  const probes = urls.map((url): Probe => ({ url, firstSeen: new Map(), latest: undefined, requests: 0, failures: 0, regressions: 0 }));
+  const loops = probes.map(async (probe) => {
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    const body = JSON.stringify({ input: { user: 'alice' } });
+    while (!stopped) {
+      const rev = await probeOnce(probe, agent, path, body, headers);
+      const at = performance.now();
+      probe.requests++;
+      if (rev === undefined) {
+        probe.failures++;
+        continue;
+      }
+      if (probe.latest !== undefined && (order.get(rev) ?? 0) < (order.get(probe.latest) ?? 0) && !probe.firstSeen.has(`rollback:${rev}`)) {
+        probe.regressions++;
+      }
+      if (!probe.firstSeen.has(rev)) probe.firstSeen.set(rev, at);
+      probe.latest = rev;
+    }
+    agent.destroy();
+  });
+  return {
+    probes,
+    async stop() {
+      stopped = true;
+      await Promise.all(loops);
+    },
+  };
+}
+
+function quantile(sorted: readonly number[], q: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  return sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] as number;
+}
+
+async function waitAll(probes: readonly Probe[], rev: string, since: number): Promise<number[]> {
+  const deadline = Date.now() + TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    if (probes.every((p) => p.latest === rev)) break;
+    await sleep(5);
+  }
+  return probes.map((p) => {
+    const seen = p.latest === rev ? p.firstSeen.get(rev) : undefined;
+    return seen === undefined ? TIMEOUT_MS : Math.max(0, seen - since);
+  });
+}
+
+interface FleetRun {
+  /** Per push: each process's latency. */
+  readonly pushes: number[][];
+  readonly rollbacks: number[][];
+  readonly requests: number;
+  readonly failures: number;
+  readonly regressions: number;
+}
+
+function summarise(run: FleetRun): Metrics {
+  const perProcess = run.pushes.flat().sort((a, b) => a - b);
+  const fleet = run.pushes.map((latencies) => Math.max(...latencies)).sort((a, b) => a - b);
+  const rollbackFleet = run.rollbacks.map((latencies) => Math.max(...latencies)).sort((a, b) => a - b);
+  const round = (v: number): number => Math.round(v * 10) / 10;
+  return {
+    rollout_p50_ms: round(quantile(perProcess, 0.5)),
+    rollout_p99_ms: round(quantile(perProcess, 0.99)),
+    all_serving_p50_ms: round(quantile(fleet, 0.5)),
+    all_serving_p99_ms: round(quantile(fleet, 0.99)),
+    all_serving_max_ms: round(fleet.at(-1) ?? Number.NaN),
+    rollback_all_serving_p50_ms: round(quantile(rollbackFleet, 0.5)),
+    rollback_all_serving_max_ms: round(rollbackFleet.at(-1) ?? Number.NaN),
+    requests: run.requests,
+    failed_requests: run.failures,
+    revision_regressions: run.regressions,
+  };
+}
+
+async function runPavilionFleet(n: number, work: string, revisions: readonly { rev: string; wasm: Buffer }[], keysDir: string, main: string): Promise<FleetRun> {
+  const nats = await startNats();
+  const natsConfig = parseConfig({ nats: { servers: [nats.url], name: 'bench-publisher' } }).nats as NatsConfig;
+  const store = new NatsBundleStore(await connectNats(natsConfig), natsConfig);
+  const servers: Server[] = [];
+  try {
+    const first = revisions[0] as { rev: string; wasm: Buffer };
+    await store.push('bank', first.wasm, { revision: first.rev, pushedBy: 'bench' });
+    for (let i = 0; i < n; i++) {
+      const port = await freePort();
+      const config = join(work, `pavilion-${n}-${i}.json`);
+      await writeFile(config, JSON.stringify({
+        labels: { id: `sidecar-${i}` },
+        http: { host: '127.0.0.1', port },
+        engine: { workers: 1 },
+        tenants: [{ id: 'bank' }],
+        bundles: { source: 'nats', keysDirectory: keysDir, persistDirectory: join(work, `lkg-${n}-${i}`) },
+        decisionLog: { sink: 'none' },
+        nats: { servers: [nats.url], statusIntervalMs: 60_000 },
+      }));
+      servers.push(await startServer(process.execPath, ['--max-semi-space-size=2', main], `http://127.0.0.1:${port}`, '/health/ready', { ...process.env, PAVILION_CONFIG: config }));
+    }
+    const order = new Map(revisions.map((r, i) => [r.rev, i]));
+    const probing = startProbes(servers.map((s) => s.url), '/v1/data/bank/authz/rev', { 'x-pavilion-tenant': 'bank' }, order);
+    await sleep(500);
+    const pushes: number[][] = [];
+    const deploys = new Map<string, number>();
+    for (const { rev, wasm } of revisions.slice(1)) {
+      const since = performance.now();
+      const entry = await store.push('bank', wasm, { revision: rev, pushedBy: 'bench' });
+      deploys.set(rev, entry.sequence);
+      pushes.push(await waitAll(probing.probes, rev, since));
+      await sleep(200);
+    }
+    const rollbacks: number[][] = [];
+    for (let i = 0; i < ROLLBACKS; i++) {
+      // alternate between the last two revisions: each rollback is a real change for every process
+      const target = revisions[revisions.length - 2 + ((i + 1) % 2)] as { rev: string };
+      for (const p of probing.probes) p.firstSeen.set(`rollback:${target.rev}`, 0);
+      for (const p of probing.probes) p.firstSeen.delete(target.rev);
+      const since = performance.now();
+      await store.rollback('bank', { to: deploys.get(target.rev) as number, pushedBy: 'bench' });
+      rollbacks.push(await waitAll(probing.probes, target.rev, since));
+      await sleep(200);
+    }
+    await probing.stop();
+    return {
+      pushes,
+      rollbacks,
+      requests: probing.probes.reduce((s, p) => s + p.requests, 0),
+      failures: probing.probes.reduce((s, p) => s + p.failures, 0),
+      regressions: probing.probes.reduce((s, p) => s + p.regressions, 0),
+    };
+  } finally {
+    await Promise.all(servers.map((s) => s.stop()));
+    await store.close();
+    await nats.stop();
+  }
+}
+
+/** An OPA bundle server with long polling: a 304 is held until a new bundle exists. */
+function startBundleServer(): Promise<{ url: string; publish(bundle: Buffer, etag: string): void; close(): Promise<void> }> {
+  let current: { bundle: Buffer; etag: string } | undefined;
+  let waiters: Array<() => void> = [];
+  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+    const send = (): void => {
+      if (current === undefined) {
+        res.writeHead(404).end();
+        return;
+      }
+      if (req.headers['if-none-match'] === current.etag) {
+        res.writeHead(304, { etag: current.etag, 'content-type': 'application/vnd.openpolicyagent.bundles' }).end();
+        return;
+      }
+      res.writeHead(200, { etag: current.etag, 'content-type': 'application/vnd.openpolicyagent.bundles' }).end(current.bundle);
+    };
+    const wait = /wait=(\d+)/.exec(String(req.headers['prefer'] ?? ''));
+    if (wait !== null && current !== undefined && req.headers['if-none-match'] === current.etag) {
+      const timer = setTimeout(() => {
+        waiters = waiters.filter((w) => w !== wake);
+        send();
+      }, Number(wait[1]) * 1000);
+      const wake = (): void => {
+        clearTimeout(timer);
+        send();
+      };
+      waiters.push(wake);
+      return;
+    }
+    send();
+  });
+  server.keepAliveTimeout = 120_000;
+  return new Promise((resolve) => {
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      resolve({
+        url: `http://127.0.0.1:${port}`,
+        publish(bundle, etag) {
+          current = { bundle, etag };
+          const woken = waiters;
+          waiters = [];
+          for (const wake of woken) wake();
+        },
+        close: () => new Promise((done) => {
+          server.closeAllConnections();
+          server.close(() => done());
+        }),
+      });
+    });
+  });
+}
+
+async function runOpaFleet(n: number, work: string, revisions: readonly { rev: string; rego: Buffer }[], publicKeyFile: string): Promise<FleetRun> {
+  const bundles = await startBundleServer();
+  const servers: Server[] = [];
+  try {
+    const first = revisions[0] as { rev: string; rego: Buffer };
+    bundles.publish(first.rego, `"${first.rev}"`);
+    const opaConfig = join(work, 'opa.yaml');
+    await writeFile(opaConfig, [
+      'services:',
+      '  bundles:',
+      `    url: ${bundles.url}`,
+      'bundles:',
+      '  bank:',
+      '    service: bundles',
+      '    resource: bank.tar.gz',
+      '    polling:',
+      '      min_delay_seconds: 1',
+      '      max_delay_seconds: 1',
+      '      long_polling_timeout_seconds: 60',
+      '    signing:',
+      '      keyid: bank',
+      '      scope: bank',
+      'keys:',
+      '  bank:',
+      '    algorithm: ES256',
+      '    key: |',
+      ...(await readFile(publicKeyFile, 'utf8')).trim().split('\n').map((l) => `      ${l}`),
+      '',
+    ].join('\n'));
+    for (let i = 0; i < n; i++) {
+      const port = await freePort();
+      servers.push(await startServer(findOpa(), ['run', '--server', '--addr', `127.0.0.1:${port}`, '--log-level', 'error', '-c', opaConfig], `http://127.0.0.1:${port}`, '/health?bundles'));
+    }
+    const order = new Map(revisions.map((r, i) => [r.rev, i]));
+    const probing = startProbes(servers.map((s) => s.url), '/v1/data/bank/authz/rev', {}, order);
+    await sleep(1500);
+    const pushes: number[][] = [];
+    for (const { rev, rego } of revisions.slice(1)) {
+      const since = performance.now();
+      bundles.publish(rego, `"${rev}"`);
+      pushes.push(await waitAll(probing.probes, rev, since));
+      await sleep(200);
+    }
+    const rollbacks: number[][] = [];
+    for (let i = 0; i < ROLLBACKS; i++) {
+      const target = revisions[revisions.length - 2 + ((i + 1) % 2)] as { rev: string; rego: Buffer };
+      for (const p of probing.probes) p.firstSeen.set(`rollback:${target.rev}`, 0);
+      for (const p of probing.probes) p.firstSeen.delete(target.rev);
+      const since = performance.now();
+      bundles.publish(target.rego, `"${target.rev}-rollback-${i}"`);
+      rollbacks.push(await waitAll(probing.probes, target.rev, since));
+      await sleep(200);
+    }
+    await probing.stop();
+    return {
+      pushes,
+      rollbacks,
+      requests: probing.probes.reduce((s, p) => s + p.requests, 0),
+      failures: probing.probes.reduce((s, p) => s + p.failures, 0),
+      regressions: probing.probes.reduce((s, p) => s + p.regressions, 0),
+    };
+  } finally {
+    await Promise.all(servers.map((s) => s.stop()));
+    await bundles.close();
+  }
+}
+
+export async function run(): Promise<void> {
+  const work = await mkdtemp(join(tmpdir(), 'pavilion-bench-rollout-'));
+  try {
+    const main = await buildSidecar(REPO_ROOT);
+    const key = await developmentKey('bank', work);
+    const keyFile = join(work, 'keys', 'bank.key.pem');
+    process.stdout.write(`building ${PUSHES + 1} revisions with opa...\n`);
+    const revisions: Array<{ rev: string; wasm: Buffer; rego: Buffer }> = [];
+    for (let i = 0; i <= PUSHES; i++) {
+      const rev = `rev-${String(i).padStart(2, '0')}`;
+      revisions.push({ rev, ...(await buildRevision(work, rev, keyFile, key.keyPem)) });
+    }
+    const cases: BenchCase[] = [];
+    for (const n of SIZES) {
+      process.stdout.write(`pavilion: ${n} sidecars on one nats-server...\n`);
+      const pavilion = summarise(await runPavilionFleet(n, work, revisions, join(work, 'keys'), main));
+      process.stdout.write(`opa: ${n} servers long-polling one bundle server...\n`);
+      const peer = summarise(await runOpaFleet(n, work, revisions, join(work, 'keys', 'bank.pub.pem')));
+      cases.push({
+        name: `${n} processes, ${PUSHES} pushes + ${ROLLBACKS} rollbacks under continuous probing`,
+        pavilion,
+        peer,
+        peerName: `opa ${(await exec(findOpa(), ['version'])).stdout.split('\n')[0]?.replace('Version: ', 'v') ?? ''} run --server, HTTP long polling (its fastest delivery; default polling is 60-120 s), signed rego bundle`,
+      });
+    }
+    await writeResults('rollout', cases, {
+      method: 'one probe loop per process on a keep-alive connection asks for the revision the policy reports; rollout latency = push -> first answer with the new revision; all_serving = the slowest process of a push; everything on one 2-core machine (the fleet, nats-server or the bundle server, and the probes)',
+    });
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}
