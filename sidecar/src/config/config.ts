@@ -54,7 +54,11 @@ export interface NatsConfig {
   readonly objectBucketPrefix: string;
   /** Subjects: `<subjectPrefix>.status.<sidecar>` and `<subjectPrefix>.delta.<tenant>`. */
   readonly subjectPrefix: string;
+  /** Reply subjects prefix (default `_INBOX`); per-user prefixes let NATS permissions keep replies private. */
+  readonly inboxPrefix?: string;
   readonly connectTimeoutMs: number;
+  /** Deadline for downloading one bundle; a stalled download fails instead of blocking the tenant. */
+  readonly fetchTimeoutMs: number;
   readonly reconnectWaitMs: number;
   readonly reconnectJitterMs: number;
   readonly statusIntervalMs: number;
@@ -511,8 +515,8 @@ const SUBJECT_PREFIX = /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/;
 function parseNats(raw: unknown, labelId: string): NatsConfig {
   const root = objectAt(raw, '$.nats');
   refuseUnknown(root, [
-    'servers', 'name', 'user', 'password', 'token', 'pointerBucket', 'objectBucketPrefix', 'subjectPrefix',
-    'connectTimeoutMs', 'reconnectWaitMs', 'reconnectJitterMs', 'statusIntervalMs',
+    'servers', 'name', 'user', 'password', 'token', 'pointerBucket', 'objectBucketPrefix', 'subjectPrefix', 'inboxPrefix',
+    'connectTimeoutMs', 'fetchTimeoutMs', 'reconnectWaitMs', 'reconnectJitterMs', 'statusIntervalMs',
   ], '$.nats');
   const servers = root['servers'];
   if (!Array.isArray(servers) || servers.length === 0 || !servers.every((s): s is string => typeof s === 'string' && NATS_URL.test(s))) {
@@ -524,6 +528,7 @@ function parseNats(raw: unknown, labelId: string): NatsConfig {
   if (!BUCKET_NAME.test(objectBucketPrefix)) fail('$.nats.objectBucketPrefix', 'may hold only letters, digits, - and _');
   const subjectPrefix = str(root, 'subjectPrefix', '$.nats', 'pavilion');
   if (!SUBJECT_PREFIX.test(subjectPrefix)) fail('$.nats.subjectPrefix', 'must be dot-separated tokens without wildcards');
+  if (root['inboxPrefix'] !== undefined && !SUBJECT_PREFIX.test(str(root, 'inboxPrefix', '$.nats', ''))) fail('$.nats.inboxPrefix', 'must be dot-separated tokens without wildcards');
   const optional = (key: string): Record<string, string> => (root[key] === undefined ? {} : { [key]: str(root, key, '$.nats', '') });
   return {
     servers,
@@ -531,10 +536,12 @@ function parseNats(raw: unknown, labelId: string): NatsConfig {
     ...optional('user'),
     ...optional('password'),
     ...optional('token'),
+    ...optional('inboxPrefix'),
     pointerBucket,
     objectBucketPrefix,
     subjectPrefix,
     connectTimeoutMs: int(root, 'connectTimeoutMs', '$.nats', 2_000, 50, 600_000),
+    fetchTimeoutMs: int(root, 'fetchTimeoutMs', '$.nats', 30_000, 100, 3_600_000),
     reconnectWaitMs: int(root, 'reconnectWaitMs', '$.nats', 250, 10, 600_000),
     reconnectJitterMs: int(root, 'reconnectJitterMs', '$.nats', 250, 0, 600_000),
     statusIntervalMs: int(root, 'statusIntervalMs', '$.nats', 10_000, 100, 3_600_000),

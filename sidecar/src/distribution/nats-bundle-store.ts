@@ -46,6 +46,7 @@ export async function connectNats(config: NatsConfig, options: ConnectOptions = 
       ...(config.user === undefined ? {} : { user: config.user }),
       ...(config.password === undefined ? {} : { pass: config.password }),
       ...(config.token === undefined ? {} : { token: config.token }),
+      ...(config.inboxPrefix === undefined ? {} : { inboxPrefix: config.inboxPrefix }),
       reconnect: true,
       maxReconnectAttempts: -1,
       reconnectTimeWait: config.reconnectWaitMs,
@@ -61,6 +62,14 @@ export async function connectNats(config: NatsConfig, options: ConnectOptions = 
 
 function isMissingStream(error: unknown): boolean {
   return /stream not found|bucket not found|not found/i.test(describeThrown(error));
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new PavilionError(ErrorCodes.DISTRIBUTION_UNAVAILABLE, `${what} took longer than ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 /** `Kvm.open` does not check that the bucket exists; its status call does. */
@@ -187,7 +196,7 @@ export class NatsBundleStore {
       if (info !== null && info.size > maxBytes) {
         throw new PavilionError(ErrorCodes.BUNDLE_TOO_LARGE, `object ${pointer.object} is ${info.size} bytes; the limit is ${maxBytes}`);
       }
-      bytes = await store.getBlob(pointer.object);
+      bytes = await withTimeout(store.getBlob(pointer.object), this.#config.fetchTimeoutMs, `downloading ${pointer.object}`);
     } catch (error) {
       if (error instanceof PavilionError) throw error;
       throw unavailable(`cannot download ${pointer.object} for ${pointer.tenant}`, error);

@@ -40,39 +40,42 @@ export function compileWasm(bytes: Uint8Array): WebAssembly.Module {
 }
 
 /**
- * The inspection, as a self-contained CommonJS script for a throwaway worker. The module is
+ * The inspection, as a self-contained CommonJS script for a sandbox worker. The module is
  * untrusted until it has passed: its start function and exports run there, under a deadline
- * and a memory maximum, never on the event loop.
+ * and a memory maximum, never on the event loop. The worker is kept between inspections
+ * (spawning one costs tens of milliseconds of every rollout) and replaced whenever an
+ * inspection overruns its deadline or the worker dies.
  */
 const INSPECTION_SCRIPT = `
-const { parentPort, workerData } = require('node:worker_threads');
-const { module, initialPages, maximumPages } = workerData;
+const { parentPort } = require('node:worker_threads');
 const refuse = () => { throw new Error('policy module called the host during inspection'); };
 const value = (g) => (g === undefined ? undefined : typeof g === 'number' ? g : Number(g.value));
-try {
-  const memory = new WebAssembly.Memory({ initial: initialPages, maximum: maximumPages });
-  const instance = new WebAssembly.Instance(module, { env: {
-    memory, opa_abort: refuse, opa_println: () => undefined,
-    opa_builtin0: refuse, opa_builtin1: refuse, opa_builtin2: refuse, opa_builtin3: refuse, opa_builtin4: refuse,
-  } });
-  const e = instance.exports;
-  const dump = (addr) => {
-    const bytes = new Uint8Array(memory.buffer);
-    const start = e.opa_json_dump(addr);
-    let end = start;
-    while (end < bytes.length && bytes[end] !== 0) end++;
-    return new TextDecoder().decode(bytes.subarray(start, end));
-  };
-  const facts = { abiVersion: value(e.opa_wasm_abi_version), abiMinorVersion: value(e.opa_wasm_abi_minor_version) };
-  if (typeof e.builtins === 'function' && typeof e.entrypoints === 'function' && typeof e.opa_json_dump === 'function'
-      && facts.abiVersion === ${SUPPORTED_ABI_MAJOR} && facts.abiMinorVersion >= ${MIN_ABI_MINOR}) {
-    facts.builtins = dump(e.builtins());
-    facts.entrypoints = dump(e.entrypoints());
+parentPort.on('message', ({ id, module, initialPages, maximumPages }) => {
+  try {
+    const memory = new WebAssembly.Memory({ initial: initialPages, maximum: maximumPages });
+    const instance = new WebAssembly.Instance(module, { env: {
+      memory, opa_abort: refuse, opa_println: () => undefined,
+      opa_builtin0: refuse, opa_builtin1: refuse, opa_builtin2: refuse, opa_builtin3: refuse, opa_builtin4: refuse,
+    } });
+    const e = instance.exports;
+    const dump = (addr) => {
+      const bytes = new Uint8Array(memory.buffer);
+      const start = e.opa_json_dump(addr);
+      let end = start;
+      while (end < bytes.length && bytes[end] !== 0) end++;
+      return new TextDecoder().decode(bytes.subarray(start, end));
+    };
+    const facts = { abiVersion: value(e.opa_wasm_abi_version), abiMinorVersion: value(e.opa_wasm_abi_minor_version) };
+    if (typeof e.builtins === 'function' && typeof e.entrypoints === 'function' && typeof e.opa_json_dump === 'function'
+        && facts.abiVersion === ${SUPPORTED_ABI_MAJOR} && facts.abiMinorVersion >= ${MIN_ABI_MINOR}) {
+      facts.builtins = dump(e.builtins());
+      facts.entrypoints = dump(e.entrypoints());
+    }
+    parentPort.postMessage({ id, ok: true, facts });
+  } catch (error) {
+    parentPort.postMessage({ id, ok: false, message: String(error && error.message || error) });
   }
-  parentPort.postMessage({ ok: true, facts });
-} catch (error) {
-  parentPort.postMessage({ ok: false, message: String(error && error.message || error) });
-}
+});
 `;
 
 interface InspectionFacts {
@@ -89,37 +92,86 @@ export interface InspectionLimits {
   readonly timeoutMs: number;
 }
 
-function runInspection(module: WebAssembly.Module, limits: InspectionLimits): Promise<InspectionFacts> {
-  return new Promise((resolve, reject) => {
+type InspectionReply = { id: number; ok: boolean; facts?: InspectionFacts; message?: string };
+
+/** The sandbox worker, one inspection at a time. */
+class Inspector {
+  #worker: Worker | undefined;
+  #nextId = 1;
+  #queue: Promise<unknown> = Promise.resolve();
+
+  inspect(module: WebAssembly.Module, limits: InspectionLimits): Promise<InspectionFacts> {
+    const run = this.#queue.then(() => this.#run(module, limits));
+    this.#queue = run.catch(() => undefined);
+    return run;
+  }
+
+  #spawn(): Worker {
     const worker = new Worker(INSPECTION_SCRIPT, {
       eval: true,
-      workerData: { module, initialPages: limits.initialPages, maximumPages: limits.maximumPages },
       resourceLimits: { maxOldGenerationSizeMb: 64, maxYoungGenerationSizeMb: 8 },
     });
-    let settled = false;
-    const settle = (fn: () => void): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      void worker.terminate();
-      fn();
-    };
-    const timer = setTimeout(() => settle(() => reject(new PavilionError(
-      ErrorCodes.BUNDLE_WASM_INVALID,
-      `policy.wasm did not finish instantiating within ${limits.timeoutMs} ms (a start function or export that does not return)`,
-    ))), limits.timeoutMs);
-    worker.once('message', (message: { ok: boolean; facts?: InspectionFacts; message?: string }) => settle(() => {
-      if (message.ok && message.facts !== undefined) resolve(message.facts);
-      else reject(new PavilionError(ErrorCodes.BUNDLE_WASM_INVALID, `policy.wasm does not instantiate as an OPA policy: ${message.message ?? 'unknown error'}`));
-    }));
-    worker.once('error', (error) => settle(() => reject(new PavilionError(
-      ErrorCodes.BUNDLE_WASM_INVALID, `policy.wasm inspection failed: ${describeThrown(error)}`, { cause: error },
-    ))));
-    worker.once('exit', () => settle(() => reject(new PavilionError(ErrorCodes.BUNDLE_WASM_INVALID, 'policy.wasm inspection ended without an answer'))));
-  });
+    worker.unref();
+    worker.on('error', () => undefined); // reported through the pending inspection below
+    worker.once('exit', () => {
+      if (this.#worker === worker) this.#worker = undefined;
+    });
+    this.#worker = worker;
+    return worker;
+  }
+
+  #run(module: WebAssembly.Module, limits: InspectionLimits): Promise<InspectionFacts> {
+    const worker = this.#worker ?? this.#spawn();
+    const id = this.#nextId++;
+    return new Promise((resolve, reject) => {
+      const cleanup = (): void => {
+        clearTimeout(timer);
+        worker.off('message', onMessage);
+        worker.off('error', onError);
+        worker.off('exit', onExit);
+      };
+      const replace = (): void => {
+        if (this.#worker === worker) this.#worker = undefined;
+        void worker.terminate();
+      };
+      const timer = setTimeout(() => {
+        cleanup();
+        replace();
+        reject(new PavilionError(
+          ErrorCodes.BUNDLE_WASM_INVALID,
+          `policy.wasm did not finish instantiating within ${limits.timeoutMs} ms (a start function or export that does not return)`,
+        ));
+      }, limits.timeoutMs);
+      const onMessage = (message: InspectionReply): void => {
+        if (message.id !== id) return;
+        cleanup();
+        if (message.ok && message.facts !== undefined) resolve(message.facts);
+        else reject(new PavilionError(ErrorCodes.BUNDLE_WASM_INVALID, `policy.wasm does not instantiate as an OPA policy: ${message.message ?? 'unknown error'}`));
+      };
+      const onError = (error: Error): void => {
+        cleanup();
+        replace();
+        reject(new PavilionError(ErrorCodes.BUNDLE_WASM_INVALID, `policy.wasm inspection failed: ${describeThrown(error)}`, { cause: error }));
+      };
+      const onExit = (): void => {
+        cleanup();
+        reject(new PavilionError(ErrorCodes.BUNDLE_WASM_INVALID, 'policy.wasm inspection failed: the sandbox worker exited'));
+      };
+      worker.on('message', onMessage);
+      worker.once('error', onError);
+      worker.once('exit', onExit);
+      worker.postMessage({ id, module, initialPages: limits.initialPages, maximumPages: limits.maximumPages });
+    });
+  }
 }
 
-/** Instantiate the module in a throwaway worker with inert imports and read its ABI facts. */
+const inspector = new Inspector();
+
+function runInspection(module: WebAssembly.Module, limits: InspectionLimits): Promise<InspectionFacts> {
+  return inspector.inspect(module, limits);
+}
+
+/** Instantiate the module in the sandbox worker with inert imports and read its ABI facts. */
 export async function inspectWasm(module: WebAssembly.Module, limits: InspectionLimits): Promise<WasmInspection> {
   const facts = await runInspection(module, limits);
   const { abiVersion, abiMinorVersion } = facts;
