@@ -440,3 +440,76 @@ describe('delta data updates (patch.json semantics, sequence guard)', () => {
     assert.equal(await allows(sidecar, 99), true);
   });
 });
+
+describe('shadow mode: a staged revision evaluated on live traffic beside the active one', () => {
+  let sidecar: RunningPavilion;
+  const active = 'package bank.authz\n\nallow if input.user == "alice"\n\nrev := "shadow-active"\n';
+  const candidate = 'package bank.authz\n\nallow if input.user in {"alice", "bob"}\n\nrev := "shadow-candidate"\n';
+
+  async function bundleOf(module: string, rev: string, metadata?: Record<string, unknown>): Promise<Buffer> {
+    return signForTest('bank', await buildFixtureBundle({
+      modules: { 'bank/authz.rego': module }, entrypoints: ['bank/authz/allow', 'bank/authz/rev'], roots: ['bank'], revision: rev,
+      ...(metadata === undefined ? {} : { metadata }),
+    }), keys);
+  }
+
+  async function decide(user: string): Promise<unknown> {
+    return (await post(`${sidecar.url}/v1/data/bank/authz/allow`, { input: { user } }, { 'x-pavilion-tenant': 'bank' })).body['result'];
+  }
+
+  function shadowReport(): { revision: string; evaluations: number; differences: number; errors: number; samples: Array<Record<string, unknown>> } | undefined {
+    return sidecar.pavilion.tenants.tenant('bank')?.shadow as never;
+  }
+
+  before(async () => {
+    await until('publisher connected', async () => store.nc.flush().then(() => true, () => false));
+    await store.push('bank', await bundleOf(active, 'shadow-active'), { revision: 'shadow-active', pushedBy: 'alice' });
+    sidecar = await startPavilion({ config: sidecarConfig() });
+    await until('active served', async () => (await revisionOf(sidecar)) === 'shadow-active');
+  });
+
+  after(async () => {
+    await sidecar?.stop();
+  });
+
+  test('live decisions are answered by the active revision and compared on the shadow one', async () => {
+    await store.pushShadow('bank', await bundleOf(candidate, 'shadow-candidate'), { revision: 'shadow-candidate', pushedBy: 'carol' });
+    await until('shadow staged', () => shadowReport()?.revision === 'shadow-candidate');
+    assert.equal(await decide('alice'), true);
+    assert.equal(await decide('bob'), undefined, 'answers still come from the active revision');
+    await until('two comparisons', () => (shadowReport()?.evaluations ?? 0) >= 2);
+    const report = shadowReport();
+    assert.equal(report?.differences, 1);
+    assert.equal(report?.errors, 0);
+    const sample = report?.samples[0];
+    assert.equal(sample?.['path'], 'bank/authz/allow');
+    assert.equal(sample?.['active'], null);
+    assert.equal(sample?.['shadow'], true);
+    assert.match(String(sample?.['input_sha256']), /^[0-9a-f]{64}$/);
+    assert.equal(JSON.stringify(sample).includes('bob'), false, 'samples carry an input hash, not the input');
+    const status = (await get(`${sidecar.url}/v1/status`)).body['result'] as { bundles: Record<string, { active_revision: string; pavilion: { shadow?: { differences: number } } }> };
+    assert.equal(status.bundles['bank']?.active_revision, 'shadow-active');
+    assert.equal(status.bundles['bank']?.pavilion.shadow?.differences, 1);
+  });
+
+  test('a shadow revision that fails its test vectors is refused and never evaluated', async () => {
+    await store.pushShadow('bank', await bundleOf(candidate.replace('shadow-candidate', 'shadow-bad'), 'shadow-bad', {
+      decision_tests: [{ name: 'bob is denied', path: 'bank/authz/allow', input: { user: 'bob' } }],
+    }), { revision: 'shadow-bad', pushedBy: 'carol' });
+    await until('shadow refusal', async () => (await refusalCode(sidecar)) === 'ERR_BUNDLE_TESTS_FAILED');
+    assert.equal(shadowReport()?.revision, 'shadow-candidate', 'the previous shadow stays');
+  });
+
+  test('promote deploys the shadow revision and ends shadow mode; end-shadow stops it without deploying', async () => {
+    await store.pushShadow('bank', await bundleOf(candidate, 'shadow-candidate'), { revision: 'shadow-candidate', pushedBy: 'carol' });
+    await store.promoteShadow('bank', { pushedBy: 'carol' });
+    await until('candidate served', async () => (await revisionOf(sidecar)) === 'shadow-candidate');
+    await until('shadow ended', () => shadowReport() === undefined);
+    assert.equal(await decide('bob'), true);
+    await store.pushShadow('bank', await bundleOf(active.replace('shadow-active', 'shadow-third'), 'shadow-third'), { revision: 'shadow-third', pushedBy: 'carol' });
+    await until('third staged', () => shadowReport()?.revision === 'shadow-third');
+    await store.endShadow('bank');
+    await until('third ended', () => shadowReport() === undefined);
+    assert.equal(await revisionOf(sidecar), 'shadow-candidate');
+  });
+});

@@ -60,7 +60,7 @@ function decisionMasker(config: PavilionConfig, engine: PolicyEngine): DecisionM
     async evaluate(tenant, rule, input) {
       const path = `${namespaceOf(tenant)}/system/log/${rule}`;
       if (engine.active(tenant)?.entrypoints.includes(path) !== true) return { present: false };
-      return { present: true, result: (await engine.evaluate(tenant, path, input, { cache: false })).result };
+      return { present: true, result: (await engine.evaluate(tenant, path, input, { cache: false, shadow: false })).result };
     },
   };
   const byTenant = new Map(Object.entries(privacy.pseudonymiseFieldsByTenant).map(([t, list]) => [t, list.map(parsePseudonymField)]));
@@ -105,7 +105,14 @@ export class Pavilion {
         maxInputDepth: config.http.maxInputDepth,
         cache: config.engine.cache,
       },
-      this.metrics,
+      {
+        onCacheLookup: (tenant, hit) => this.metrics.onCacheLookup(tenant, hit),
+        onWorkerRestart: (reason) => this.metrics.onWorkerRestart(reason),
+        onShadowComparison: (comparison) => {
+          this.metrics.countShadowComparison(comparison.tenant, comparison.error !== undefined ? 'error' : comparison.same ? 'same' : 'different');
+          this.tenants.recordShadow(comparison);
+        },
+      },
     );
     const limits = {
       maxCompressedBytes: config.bundles.maxCompressedBytes,

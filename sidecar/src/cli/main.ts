@@ -4,7 +4,8 @@
  *   pavilion bundle build --tenant <id> | --all [--out <dir>] [--target wasm|rego]
  *   pavilion bundle inspect <bundle.tar.gz> [--tenant <id>]
  *   pavilion bundle sign <bundle.tar.gz> --key <pem> --key-id <id> --scope <tenant> [--alg ES256] [--out <file>]
- *   pavilion bundle push --tenant <id> [--file <bundle.tar.gz>] [--by <who>] [--note <text>]
+ *   pavilion bundle push --tenant <id> [--file <bundle.tar.gz>] [--by <who>] [--note <text>] [--shadow]
+ *   pavilion bundle promote --tenant <id> | pavilion bundle end-shadow --tenant <id>
  *   pavilion bundle rollback --tenant <id> [--to <deploy>] [--by <who>] [--note <text>]
  *   pavilion bundle history --tenant <id>
  *   pavilion bundle status
@@ -51,7 +52,9 @@ const USAGE = `usage:
   pavilion bundle build --tenant <id> | --all [--out <dir>] [--target wasm|rego] [--unsigned]
   pavilion bundle inspect <bundle.tar.gz> [--tenant <id>]
   pavilion bundle sign <bundle.tar.gz> --key <pem> --key-id <id> --scope <tenant> [--alg ES256] [--out <file>]
-  pavilion bundle push --tenant <id> [--file <bundle.tar.gz>] [--by <who>] [--note <text>]  [nats options]
+  pavilion bundle push --tenant <id> [--file <bundle.tar.gz>] [--by <who>] [--note <text>] [--shadow]  [nats options]
+  pavilion bundle promote --tenant <id> [--by <who>]       (deploy the shadow revision)  [nats options]
+  pavilion bundle end-shadow --tenant <id>                                               [nats options]
   pavilion bundle rollback --tenant <id> [--to <deploy>] [--by <who>] [--note <text>]      [nats options]
   pavilion bundle history --tenant <id>                                                    [nats options]
   pavilion bundle status                                                                   [nats options]
@@ -114,7 +117,7 @@ async function bundleSign(args: string[]): Promise<number> {
 }
 
 async function bundlePush(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, options: { tenant: { type: 'string' }, file: { type: 'string' }, by: { type: 'string' }, note: { type: 'string' }, ...NATS_OPTIONS } });
+  const { values } = parseArgs({ args, options: { tenant: { type: 'string' }, file: { type: 'string' }, by: { type: 'string' }, note: { type: 'string' }, shadow: { type: 'boolean' }, ...NATS_OPTIONS } });
   const tenant = values.tenant;
   if (tenant === undefined) {
     process.stderr.write(`${USAGE}\n`);
@@ -124,10 +127,31 @@ async function bundlePush(args: string[]): Promise<number> {
   const archive = await readFile(file);
   // Refuse locally what every sidecar would refuse anyway (structure, roots); signatures are theirs to check.
   const bundle = await readBundle(archive, { tenant, namespace: tenant });
-  const entry = await withStore(values, (store) => store.push(tenant, archive, {
-    revision: bundle.revision, pushedBy: who(values.by), ...(values.note === undefined ? {} : { note: values.note }),
-  }));
+  const meta = { revision: bundle.revision, pushedBy: who(values.by), ...(values.note === undefined ? {} : { note: values.note }) };
+  if (values.shadow === true) {
+    await withStore(values, (store) => store.pushShadow(tenant, archive, meta));
+    process.stdout.write(`staged ${tenant} revision ${bundle.revision} as the shadow revision; see 'bundle status', then 'bundle promote' or 'bundle end-shadow'\n`);
+    return 0;
+  }
+  const entry = await withStore(values, (store) => store.push(tenant, archive, meta));
   process.stdout.write(`pushed ${tenant} revision ${bundle.revision} as deploy ${entry.sequence} (sha256 ${entry.pointer.digest.slice(0, 16)}, ${archive.length} bytes)\n`);
+  return 0;
+}
+
+async function bundleShadowCommand(args: string[], action: 'promote' | 'end'): Promise<number> {
+  const { values } = parseArgs({ args, options: { tenant: { type: 'string' }, by: { type: 'string' }, ...NATS_OPTIONS } });
+  const tenant = values.tenant;
+  if (tenant === undefined) {
+    process.stderr.write(`${USAGE}\n`);
+    return 2;
+  }
+  if (action === 'end') {
+    await withStore(values, (store) => store.endShadow(tenant));
+    process.stdout.write(`ended shadow mode for ${tenant}\n`);
+    return 0;
+  }
+  const entry = await withStore(values, (store) => store.promoteShadow(tenant, { pushedBy: who(values.by) }));
+  process.stdout.write(`promoted ${tenant} shadow revision ${entry.pointer.revision} as deploy ${entry.sequence}\n`);
   return 0;
 }
 
@@ -197,9 +221,11 @@ async function bundleStatus(args: string[]): Promise<number> {
   }
   process.stdout.write('sidecar                  tenant       revision          state  reported_at\n');
   for (const report of reports) {
-    const bundles = (report['bundles'] ?? {}) as Record<string, { active_revision?: string; code?: string; pavilion?: { state?: string } }>;
+    const bundles = (report['bundles'] ?? {}) as Record<string, { active_revision?: string; code?: string; pavilion?: { state?: string; shadow?: { revision: string; evaluations: number; differences: number; errors: number } } }>;
     for (const [tenant, b] of Object.entries(bundles)) {
-      process.stdout.write(`${String(report['sidecar']).padEnd(24)} ${tenant.padEnd(12)} ${(b.active_revision ?? '-').padEnd(17)} ${(b.pavilion?.state ?? '?').padEnd(6)} ${String(report['reported_at'])}${b.code === undefined ? '' : `  last refusal: ${b.code}`}\n`);
+      const shadow = b.pavilion?.shadow;
+      const shadowText = shadow === undefined ? '' : `  shadow ${shadow.revision}: ${shadow.differences} differences, ${shadow.errors} errors in ${shadow.evaluations}`;
+      process.stdout.write(`${String(report['sidecar']).padEnd(24)} ${tenant.padEnd(12)} ${(b.active_revision ?? '-').padEnd(17)} ${(b.pavilion?.state ?? '?').padEnd(6)} ${String(report['reported_at'])}${b.code === undefined ? '' : `  last refusal: ${b.code}`}${shadowText}\n`);
     }
   }
   return 0;
@@ -382,6 +408,8 @@ async function main(argv: string[]): Promise<number> {
   if (group === 'bundle' && command === 'history') return bundleHistory(rest);
   if (group === 'bundle' && command === 'status') return bundleStatus(rest);
   if (group === 'bundle' && command === 'delta') return bundleDelta(rest);
+  if (group === 'bundle' && command === 'promote') return bundleShadowCommand(rest, 'promote');
+  if (group === 'bundle' && command === 'end-shadow') return bundleShadowCommand(rest, 'end');
   if (group === 'serve') {
     await import('../main.ts');
     return -1;

@@ -64,6 +64,11 @@ function isMissingStream(error: unknown): boolean {
   return /stream not found|bucket not found|not found/i.test(describeThrown(error));
 }
 
+/** The KV key of a tenant's shadow pointer. */
+export function shadowKey(tenant: string): string {
+  return `${tenant}.shadow`;
+}
+
 function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
@@ -163,7 +168,7 @@ export class NatsBundleStore {
   async tenants(): Promise<string[]> {
     const out: string[] = [];
     try {
-      for await (const key of await (await this.pointers()).keys()) out.push(key);
+      for await (const key of await (await this.pointers()).keys()) if (!key.includes('.')) out.push(key);
     } catch (error) {
       throw unavailable('cannot list tenants', error);
     }
@@ -227,6 +232,52 @@ export class NatsBundleStore {
     });
   }
 
+  /** Upload a bundle and point the tenant's shadow key at it: sidecars evaluate it beside the active revision. */
+  async pushShadow(tenant: string, archive: Buffer, meta: { revision: string; pushedBy: string; note?: string }): Promise<PointerEntry> {
+    const digest = sha256Hex(archive);
+    try {
+      const store = await this.#objectStore(tenant, true);
+      if ((await store.info(digest)) === null) await store.putBlob({ name: digest, description: `${tenant} ${meta.revision} (shadow)` }, archive);
+    } catch (error) {
+      throw unavailable(`cannot upload the bundle of ${tenant}`, error);
+    }
+    return this.#move(shadowKey(tenant), {
+      v: 1, tenant, revision: meta.revision, object: digest, digest, size_bytes: archive.length,
+      action: 'push', pushed_by: meta.pushedBy, pushed_at: new Date().toISOString(),
+      ...(meta.note === undefined ? {} : { note: meta.note }),
+    });
+  }
+
+  async currentShadow(tenant: string): Promise<PointerEntry | undefined> {
+    let kvEntry: KvEntry | null;
+    try {
+      kvEntry = await (await this.pointers()).get(shadowKey(tenant));
+    } catch (error) {
+      throw unavailable(`cannot read the shadow pointer of ${tenant}`, error);
+    }
+    return kvEntry === null ? undefined : NatsBundleStore.entry(tenant, kvEntry);
+  }
+
+  /** Deploy the shadow revision (a push) and end shadow mode. */
+  async promoteShadow(tenant: string, meta: { pushedBy: string; note?: string }): Promise<PointerEntry> {
+    const shadow = await this.currentShadow(tenant);
+    if (shadow === undefined) throw new PavilionError(ErrorCodes.BUNDLE_REVISION_UNKNOWN, `tenant ${tenant} has no shadow revision`);
+    const entry = await this.#move(tenant, {
+      ...shadow.pointer, action: 'push', pushed_by: meta.pushedBy, pushed_at: new Date().toISOString(),
+      ...(meta.note === undefined ? {} : { note: meta.note }),
+    });
+    await this.endShadow(tenant);
+    return entry;
+  }
+
+  async endShadow(tenant: string): Promise<void> {
+    try {
+      await (await this.pointers()).delete(shadowKey(tenant));
+    } catch (error) {
+      throw unavailable(`cannot end the shadow of ${tenant}`, error);
+    }
+  }
+
   /** Move the pointer back to an earlier deploy (default: the one before the current). */
   async rollback(tenant: string, meta: { to?: number; pushedBy: string; note?: string }): Promise<PointerEntry> {
     const history = await this.history(tenant);
@@ -246,12 +297,12 @@ export class NatsBundleStore {
     });
   }
 
-  async #move(tenant: string, pointer: BundlePointer): Promise<PointerEntry> {
+  async #move(key: string, pointer: BundlePointer): Promise<PointerEntry> {
     try {
-      const sequence = await (await this.pointers(true)).put(tenant, encodePointer(pointer));
+      const sequence = await (await this.pointers(true)).put(key, encodePointer(pointer));
       return { sequence, pointer };
     } catch (error) {
-      throw unavailable(`cannot move the pointer of ${tenant}`, error);
+      throw unavailable(`cannot move the pointer ${key}`, error);
     }
   }
 

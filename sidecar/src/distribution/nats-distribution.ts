@@ -48,7 +48,11 @@ interface TenantQueue {
   deltas: Promise<void>;
   /** A delta is missing: later ones wait in the stream, and each new arrival rebuilds. */
   deltaGap: boolean;
+  /** Shadow pointer changes, one at a time. */
+  shadow: Promise<void>;
 }
+
+const SHADOW_SUFFIX = '.shadow';
 
 /** Refusals that will not change on retry; anything else (network) is retried at the next resync. */
 function isFinal(error: unknown): boolean {
@@ -233,6 +237,21 @@ export class NatsDistribution implements Component {
   }
 
   #onKvEntry(kvEntry: KvWatchEntry): void {
+    if (kvEntry.key.endsWith(SHADOW_SUFFIX)) {
+      const tenant = kvEntry.key.slice(0, -SHADOW_SUFFIX.length);
+      if (!this.#options.tenants.has(tenant)) return;
+      if (kvEntry.operation !== 'PUT') {
+        this.#queue(tenant).shadow = this.#queue(tenant).shadow.then(() => this.#options.tenants.endShadow(tenant));
+        return;
+      }
+      try {
+        const entry = NatsBundleStore.entry(tenant, kvEntry);
+        if (entry !== undefined) this.#stageShadow(tenant, entry);
+      } catch (error) {
+        this.#options.tenants.reportFailure(tenant, error);
+      }
+      return;
+    }
     const tenant = kvEntry.key;
     if (!this.#options.tenants.discover(tenant)) return; // not a tenant of this sidecar
     let entry: PointerEntry | undefined;
@@ -246,6 +265,21 @@ export class NatsDistribution implements Component {
     if (entry !== undefined) this.#offer(tenant, entry);
   }
 
+  #stageShadow(tenant: string, entry: PointerEntry): void {
+    const store = this.#store;
+    if (store === undefined) return;
+    const queue = this.#queue(tenant);
+    queue.shadow = queue.shadow.then(async () => {
+      if (this.#options.tenants.tenant(tenant)?.shadow?.digest === entry.pointer.digest) return;
+      const archive = await store.fetch(entry.pointer, this.#options.maxBundleBytes).catch((error: unknown) => {
+        throw this.#options.tenants.reportFailure(tenant, error);
+      });
+      await this.#options.tenants.stageShadow(tenant, archive, entry.sequence);
+      this.#options.log?.('info', 'shadow revision staged beside the active one', { tenant, revision: entry.pointer.revision });
+      void this.publishStatus();
+    }).catch(() => undefined);
+  }
+
   /** Read every tenant's pointer again (after a reconnect, or a broken watch). */
   async #resync(): Promise<void> {
     const store = this.#store;
@@ -257,6 +291,9 @@ export class NatsDistribution implements Component {
         try {
           const entry = await store.current(tenant);
           if (entry !== undefined) this.#offer(tenant, entry);
+          const shadow = await store.currentShadow(tenant);
+          if (shadow !== undefined) this.#stageShadow(tenant, shadow);
+          else if (this.#options.tenants.tenant(tenant)?.shadow !== undefined) this.#options.tenants.endShadow(tenant);
         } catch (error) {
           if (isFinal(error)) this.#options.tenants.reportFailure(tenant, error);
         }
@@ -272,7 +309,7 @@ export class NatsDistribution implements Component {
   #queue(tenant: string): TenantQueue {
     let queue = this.#queues.get(tenant);
     if (queue === undefined) {
-      queue = { applied: this.#options.tenants.tenant(tenant)?.origin?.sequence ?? 0, pending: undefined, running: undefined, deltas: Promise.resolve(), deltaGap: false };
+      queue = { applied: this.#options.tenants.tenant(tenant)?.origin?.sequence ?? 0, pending: undefined, running: undefined, deltas: Promise.resolve(), deltaGap: false, shadow: Promise.resolve() };
       this.#queues.set(tenant, queue);
     }
     return queue;
@@ -337,7 +374,7 @@ export class NatsDistribution implements Component {
 
   /** Wait until every queued pointer has been handled (tests, benchmarks). */
   async settled(): Promise<void> {
-    await Promise.all([...this.#queues.values()].flatMap((q) => [q.running, q.deltas]));
+    await Promise.all([...this.#queues.values()].flatMap((q) => [q.running, q.deltas, q.shadow]));
   }
 
   status(): ComponentStatus {

@@ -10,5 +10,6 @@ export {
   type EngineOptions,
   type EvaluateOptions,
   type LoadedPolicy,
+  type ShadowComparison,
 } from './policy-engine.ts';
 export { HOST_BUILTIN_NAMES, NON_DETERMINISTIC_BUILTINS } from './builtins/index.ts';

@@ -33,6 +33,8 @@ export interface EngineOptions {
 export interface EngineObserver {
   onCacheLookup?(tenant: string, hit: boolean): void;
   onWorkerRestart?(reason: 'timeout' | 'crash'): void;
+  /** A live decision compared against the tenant's shadow revision. */
+  onShadowComparison?(comparison: ShadowComparison): void;
 }
 
 export interface ActivePolicy {
@@ -58,6 +60,22 @@ export interface EvaluateOptions {
   readonly nowNs?: bigint;
   /** false: neither read nor fill the decision cache (inputs that never repeat, e.g. decision-log masking). */
   readonly cache?: boolean;
+  /** false: do not evaluate the tenant's shadow revision beside this one (internal queries). */
+  readonly shadow?: boolean;
+}
+
+/** One live decision evaluated on a tenant's shadow revision beside the active one. */
+export interface ShadowComparison {
+  readonly tenant: string;
+  readonly path: string;
+  readonly shadowDigest: string;
+  /** The active revision's result (undefined = undefined document). */
+  readonly active: unknown;
+  readonly shadow: unknown;
+  readonly same: boolean;
+  /** The shadow evaluation failed (its code); `shadow` is then undefined. */
+  readonly error?: string;
+  readonly input: unknown;
 }
 
 /** A policy loaded into every worker: active, or staged for the gate or shadow mode. */
@@ -79,6 +97,8 @@ export class PolicyEngine implements Component {
   readonly #active = new Map<string, ActiveEntry>();
   /** Loaded but not active (staged). */
   readonly #loaded = new Set<LoadedPolicy>();
+  /** Per tenant: a staged revision every live decision is also evaluated on (shadow mode). */
+  readonly #shadows = new Map<string, LoadedPolicy>();
   readonly #memory: { readonly initialPages: number; readonly maximumPages: number };
   /** Unloads scheduled for replaced policies, by worker key; cancelled if a key comes back. */
   readonly #pendingUnloads = new Map<string, NodeJS.Timeout>();
@@ -180,6 +200,7 @@ export class PolicyEngine implements Component {
   #isInUse(key: string): boolean {
     for (const entry of this.#active.values()) if (entry.key === key) return true;
     for (const entry of this.#loaded) if (entry.key === key) return true;
+    for (const entry of this.#shadows.values()) if (entry.key === key) return true;
     return false;
   }
 
@@ -205,7 +226,32 @@ export class PolicyEngine implements Component {
     if (entry === undefined) {
       throw new PavilionError(ErrorCodes.TENANT_NOT_READY, `tenant ${tenant} has no active policy`);
     }
-    return this.#evaluateOn(entry, path, input, options, this.#options.cache.enabled);
+    const decision = await this.#evaluateOn(entry, path, input, options, this.#options.cache.enabled && options.cache !== false);
+    const shadow = this.#shadows.get(tenant);
+    if (shadow !== undefined && options.shadow !== false) void this.#compareShadow(shadow, path, input, decision.result, options);
+    return decision;
+  }
+
+  /**
+   * Shadow mode: evaluate every live decision of `tenant` on `loaded` too, off the
+   * response path, and report each comparison to the observer. undefined ends it.
+   */
+  setShadow(tenant: string, loaded: LoadedPolicy | undefined): void {
+    if (loaded === undefined) this.#shadows.delete(tenant);
+    else this.#shadows.set(tenant, loaded);
+  }
+
+  async #compareShadow(shadow: LoadedPolicy, path: string, input: unknown, active: unknown, options: EvaluateOptions): Promise<void> {
+    const base = { tenant: shadow.info.tenant, path, shadowDigest: shadow.info.bundleDigest, active, input };
+    try {
+      const { result } = await this.#evaluateOn(shadow, path, input, options, false);
+      const same = result === undefined || active === undefined
+        ? result === active
+        : canonicalJson(result, this.#options.maxInputDepth * 4) === canonicalJson(active, this.#options.maxInputDepth * 4);
+      this.#observer.onShadowComparison?.({ ...base, shadow: result, same });
+    } catch (error) {
+      this.#observer.onShadowComparison?.({ ...base, shadow: undefined, same: false, error: error instanceof PavilionError ? error.code : ErrorCodes.INTERNAL });
+    }
   }
 
   async #evaluateOn(entry: LoadedPolicy, path: string, input: unknown, options: EvaluateOptions, useCache: boolean): Promise<Decision> {

@@ -17,6 +17,7 @@ export class Metrics implements EngineObserver {
   readonly distributionReconnects: Counter;
   readonly distributionUpdates: Counter<'tenant' | 'outcome'>;
   readonly rolloutSeconds: Histogram;
+  readonly shadowComparisons: Counter<'tenant' | 'outcome'>;
   readonly #revisions = new Map<string, string>();
 
   constructor() {
@@ -81,6 +82,12 @@ export class Metrics implements EngineObserver {
       labelNames: ['tenant', 'outcome'],
       registers: [this.registry],
     });
+    this.shadowComparisons = new Counter({
+      name: 'pavilion_shadow_comparisons_total',
+      help: 'Live decisions also evaluated on a tenant\'s shadow revision, by outcome (same/different/error).',
+      labelNames: ['tenant', 'outcome'],
+      registers: [this.registry],
+    });
     this.rolloutSeconds = new Histogram({
       name: 'pavilion_bundle_rollout_seconds',
       help: 'From a pointer move (pushed_at) to this sidecar serving it; includes clock skew between hosts.',
@@ -95,6 +102,10 @@ export class Metrics implements EngineObserver {
 
   onWorkerRestart(reason: 'timeout' | 'crash'): void {
     this.workerRestarts.inc({ reason });
+  }
+
+  countShadowComparison(tenant: string, outcome: 'same' | 'different' | 'error'): void {
+    this.shadowComparisons.inc({ tenant, outcome });
   }
 
   onActivation(tenant: string, outcome: string): void {

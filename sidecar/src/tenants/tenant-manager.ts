@@ -25,7 +25,8 @@ import {
   type SignatureInfo,
   type TrustStore,
 } from '../bundles/index.ts';
-import { compilePolicy, type ActivePolicy, type CompiledPolicy, type LoadedPolicy, type PolicyEngine } from '../engine/index.ts';
+import { createHash } from 'node:crypto';
+import { compilePolicy, type ActivePolicy, type CompiledPolicy, type LoadedPolicy, type PolicyEngine, type ShadowComparison } from '../engine/index.ts';
 import { discoveredTenant, type TenantConfig } from '../config/index.ts';
 import { TENANT_ID_PATTERN } from '../lib/tenant-id.ts';
 import { canonicalJson } from '../lib/canonical-json.ts';
@@ -58,6 +59,8 @@ export interface TenantStatus {
   readonly lastSuccessfulActivation: string | undefined;
   readonly lastSuccessfulDownload: string | undefined;
   readonly testsPassed: number;
+  /** Shadow mode, while a staged revision runs beside the active one. */
+  readonly shadow: ShadowReport | undefined;
 }
 
 export interface TenantManagerOptions {
@@ -94,7 +97,45 @@ interface TenantEntry {
   /** Deltas applied on top of the snapshot (0 = none) and the data they produced. */
   deltaSequence: number;
   deltaData: Record<string, unknown> | undefined;
+  /** A staged revision evaluated beside the active one on live traffic. */
+  shadow: ShadowState | undefined;
 }
+
+interface ShadowState {
+  readonly loaded: LoadedPolicy;
+  readonly revision: string;
+  readonly digest: string;
+  readonly since: string;
+  readonly sequence: number | undefined;
+  evaluations: number;
+  differences: number;
+  errors: number;
+  readonly samples: ShadowSample[];
+}
+
+export interface ShadowSample {
+  readonly at: string;
+  readonly path: string;
+  readonly active: unknown;
+  readonly shadow: unknown;
+  readonly error?: string;
+  /** SHA-256 of the input's canonical JSON: correlates with the decision log without copying personal data. */
+  readonly input_sha256: string;
+}
+
+/** What shadow mode has seen so far, for status. */
+export interface ShadowReport {
+  readonly revision: string;
+  readonly digest: string;
+  readonly since: string;
+  readonly deploy?: number;
+  readonly evaluations: number;
+  readonly differences: number;
+  readonly errors: number;
+  readonly samples: readonly ShadowSample[];
+}
+
+const MAX_SHADOW_SAMPLES = 20;
 
 /** One delta data update (OPA `patch.json` semantics) on top of a tenant's snapshot. */
 export interface DeltaUpdate {
@@ -197,6 +238,7 @@ export class TenantManager implements Component {
       snapshot: undefined,
       deltaSequence: 0,
       deltaData: undefined,
+      shadow: undefined,
     };
     this.#tenants.set(config.id, entry);
     return entry;
@@ -305,6 +347,85 @@ export class TenantManager implements Component {
       if (loaded !== undefined) engine.discard(loaded);
       throw this.#recordFailure(tenant, wrapError(error, ErrorCodes.BUNDLE_WASM_INVALID, 'activating bundle'));
     }
+  }
+
+  /**
+   * Shadow mode: put a revision through the same gate as an activation (structure,
+   * signature, compile, test vectors) and load it beside the active one, without swapping;
+   * every live decision is then also evaluated on it and the differences counted.
+   */
+  async stageShadow(tenant: string, archive: Buffer, sequence?: number): Promise<ShadowReport> {
+    const entry = this.#tenants.get(tenant);
+    if (entry === undefined) throw new PavilionError(ErrorCodes.TENANT_UNKNOWN, `unknown tenant ${tenant}`);
+    const run = entry.queue.then(async () => {
+      let loaded: LoadedPolicy | undefined;
+      try {
+        const bundle = await readBundle(archive, { tenant, namespace: entry.config.namespace, limits: this.#options.limits });
+        await verifyBundleSignature(bundle.files, this.#trustStore().policyFor(entry.config, entry.explicit));
+        if (entry.shadow?.digest === bundle.digest) return this.#shadowReport(entry.shadow);
+        const tests = decisionTests(bundle, this.#options.maxDecisionTests);
+        const compiled = await compilePolicy({ ...bundle, digest: bundle.digest }, { initialMemoryPages: this.#options.memoryInitialPages });
+        loaded = await this.#options.engine.load({ ...compiled, variant: 'shadow' });
+        await this.#runDecisionTests(loaded, tests);
+        this.#endShadow(entry);
+        entry.shadow = {
+          loaded, revision: bundle.revision, digest: bundle.digest, since: new Date().toISOString(), sequence,
+          evaluations: 0, differences: 0, errors: 0, samples: [],
+        };
+        this.#options.engine.setShadow(tenant, loaded);
+        return this.#shadowReport(entry.shadow);
+      } catch (error) {
+        if (loaded !== undefined) this.#options.engine.discard(loaded);
+        throw this.#recordFailure(tenant, wrapError(error, ErrorCodes.BUNDLE_WASM_INVALID, 'staging shadow revision'));
+      }
+    });
+    entry.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  /** End shadow mode for a tenant (the shadow pointer was removed or promoted). */
+  endShadow(tenant: string): void {
+    const entry = this.#tenants.get(tenant);
+    if (entry !== undefined) this.#endShadow(entry);
+  }
+
+  #endShadow(entry: TenantEntry): void {
+    if (entry.shadow === undefined) return;
+    this.#options.engine.setShadow(entry.config.id, undefined);
+    this.#options.engine.discard(entry.shadow.loaded);
+    entry.shadow = undefined;
+  }
+
+  /** The engine's report of one live decision compared on the shadow revision. */
+  recordShadow(comparison: ShadowComparison): void {
+    const shadow = this.#tenants.get(comparison.tenant)?.shadow;
+    if (shadow === undefined || shadow.digest !== comparison.shadowDigest) return;
+    shadow.evaluations++;
+    if (comparison.error !== undefined) shadow.errors++;
+    else if (!comparison.same) shadow.differences++;
+    if ((comparison.error !== undefined || !comparison.same) && shadow.samples.length < MAX_SHADOW_SAMPLES) {
+      shadow.samples.push({
+        at: new Date().toISOString(),
+        path: comparison.path,
+        active: comparison.active ?? null,
+        shadow: comparison.shadow ?? null,
+        ...(comparison.error === undefined ? {} : { error: comparison.error }),
+        input_sha256: createHash('sha256').update(comparison.input === undefined ? '' : canonicalJson(comparison.input, 10_000)).digest('hex'),
+      });
+    }
+  }
+
+  #shadowReport(shadow: ShadowState): ShadowReport {
+    return {
+      revision: shadow.revision,
+      digest: shadow.digest,
+      since: shadow.since,
+      ...(shadow.sequence === undefined ? {} : { deploy: shadow.sequence }),
+      evaluations: shadow.evaluations,
+      differences: shadow.differences,
+      errors: shadow.errors,
+      samples: [...shadow.samples],
+    };
   }
 
   /** Deltas applied on top of the tenant's active snapshot, and that snapshot's deploy. */
@@ -439,6 +560,7 @@ export class TenantManager implements Component {
       lastSuccessfulActivation: entry.lastSuccessfulActivation,
       lastSuccessfulDownload: entry.lastSuccessfulDownload,
       testsPassed: entry.testsPassed,
+      shadow: entry.shadow === undefined ? undefined : this.#shadowReport(entry.shadow),
     };
   }
 
