@@ -143,6 +143,28 @@ interface FleetRun {
   readonly requests: number;
   readonly failures: number;
   readonly regressions: number;
+  /** Mean milliseconds per activation phase over the fleet (Pavilion's own histogram). */
+  readonly phases?: Record<string, number>;
+}
+
+async function scrapePhases(urls: readonly string[]): Promise<Record<string, number>> {
+  const sums = new Map<string, number>();
+  const counts = new Map<string, number>();
+  for (const url of urls) {
+    const text = await (await fetch(`${url}/metrics`)).text();
+    for (const line of text.split('\n')) {
+      const m = /^pavilion_bundle_activation_phase_seconds_(sum|count)\{phase="(\w+)"\} ([\d.e+-]+)/.exec(line);
+      if (m === null) continue;
+      const target = m[1] === 'sum' ? sums : counts;
+      target.set(m[2] as string, (target.get(m[2] as string) ?? 0) + Number(m[3]));
+    }
+  }
+  const out: Record<string, number> = {};
+  for (const [phase, sum] of sums) {
+    const count = counts.get(phase) ?? 0;
+    if (count > 0) out[`phase_${phase}_mean_ms`] = Math.round((sum / count) * 10_000) / 10;
+  }
+  return out;
 }
 
 function summarise(run: FleetRun): Metrics {
@@ -161,6 +183,7 @@ function summarise(run: FleetRun): Metrics {
     requests: run.requests,
     failed_requests: run.failures,
     revision_regressions: run.regressions,
+    ...run.phases,
   };
 }
 
@@ -201,7 +224,7 @@ async function runPavilionFleet(n: number, work: string, revisions: readonly { r
     const rollbacks: number[][] = [];
     for (let i = 0; i < ROLLBACKS; i++) {
       // alternate between the last two revisions: each rollback is a real change for every process
-      const target = revisions[revisions.length - 2 + ((i + 1) % 2)] as { rev: string };
+      const target = revisions[revisions.length - 2 + (i % 2)] as { rev: string };
       for (const p of probing.probes) p.firstSeen.set(`rollback:${target.rev}`, 0);
       for (const p of probing.probes) p.firstSeen.delete(target.rev);
       const since = performance.now();
@@ -216,6 +239,7 @@ async function runPavilionFleet(n: number, work: string, revisions: readonly { r
       requests: probing.probes.reduce((s, p) => s + p.requests, 0),
       failures: probing.probes.reduce((s, p) => s + p.failures, 0),
       regressions: probing.probes.reduce((s, p) => s + p.regressions, 0),
+      phases: await scrapePhases(servers.map((s) => s.url)),
     };
   } finally {
     await Promise.all(servers.map((s) => s.stop()));
@@ -321,7 +345,7 @@ async function runOpaFleet(n: number, work: string, revisions: readonly { rev: s
     }
     const rollbacks: number[][] = [];
     for (let i = 0; i < ROLLBACKS; i++) {
-      const target = revisions[revisions.length - 2 + ((i + 1) % 2)] as { rev: string; rego: Buffer };
+      const target = revisions[revisions.length - 2 + (i % 2)] as { rev: string; rego: Buffer };
       for (const p of probing.probes) p.firstSeen.set(`rollback:${target.rev}`, 0);
       for (const p of probing.probes) p.firstSeen.delete(target.rev);
       const since = performance.now();

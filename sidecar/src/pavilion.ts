@@ -128,6 +128,7 @@ export class Pavilion {
       memoryInitialPages: config.engine.memoryInitialPages,
       loadTrust: () => TrustStore.load(config.keys, config.bundles.keysDirectory),
       persisted: new LastKnownGood(config.bundles.persistDirectory),
+      onPhase: (phase, seconds) => this.metrics.activationPhaseSeconds.observe({ phase }, seconds),
       onActivation: (tenant, outcome) => {
         this.metrics.onActivation(tenant, outcome);
         const active = this.engine.active(tenant);

@@ -64,6 +64,37 @@ function isMissingStream(error: unknown): boolean {
   return /stream not found|bucket not found|not found/i.test(describeThrown(error));
 }
 
+/**
+ * Read an object in one request sequence: `get` returns the object's info with its data
+ * stream, so the size is checked before any chunk is kept, and reading stops at the limit
+ * (a lying pointer or object cannot make the sidecar buffer more than `maxBytes`). The
+ * client checks the object's own SHA-256 digest at the end of the stream.
+ */
+async function readObject(store: ObjectStore, name: string, maxBytes: number): Promise<Uint8Array | null> {
+  const result = await store.get(name);
+  if (result === null) return null;
+  if (result.info.size > maxBytes) {
+    void result.data.cancel().catch(() => undefined);
+    throw new PavilionError(ErrorCodes.BUNDLE_TOO_LARGE, `object ${name} is ${result.info.size} bytes; the limit is ${maxBytes}`);
+  }
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  const reader = result.data.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.length;
+    if (total > maxBytes) {
+      await reader.cancel().catch(() => undefined);
+      throw new PavilionError(ErrorCodes.BUNDLE_TOO_LARGE, `object ${name} is larger than ${maxBytes} bytes`);
+    }
+    chunks.push(value);
+  }
+  const error = await result.error;
+  if (error !== null && error !== undefined) throw error;
+  return Buffer.concat(chunks);
+}
+
 /** The KV key of a tenant's shadow pointer. */
 export function shadowKey(tenant: string): string {
   return `${tenant}.shadow`;
@@ -197,11 +228,7 @@ export class NatsBundleStore {
     let bytes: Uint8Array | null;
     try {
       const store = await this.#objectStore(pointer.tenant, false);
-      const info = await store.info(pointer.object);
-      if (info !== null && info.size > maxBytes) {
-        throw new PavilionError(ErrorCodes.BUNDLE_TOO_LARGE, `object ${pointer.object} is ${info.size} bytes; the limit is ${maxBytes}`);
-      }
-      bytes = await withTimeout(store.getBlob(pointer.object), this.#config.fetchTimeoutMs, `downloading ${pointer.object}`);
+      bytes = await withTimeout(readObject(store, pointer.object, maxBytes), this.#config.fetchTimeoutMs, `downloading ${pointer.object}`);
     } catch (error) {
       if (error instanceof PavilionError) throw error;
       throw unavailable(`cannot download ${pointer.object} for ${pointer.tenant}`, error);

@@ -339,9 +339,11 @@ export class NatsDistribution implements Component {
     if (store === undefined) return;
     const { pointer, sequence } = entry;
     try {
+      const fetchStarted = performance.now();
       const archive = await store.fetch(pointer, this.#options.maxBundleBytes).catch((error: unknown) => {
         throw this.#options.tenants.reportFailure(tenant, error);
       });
+      this.#options.metrics?.activationPhaseSeconds.observe({ phase: 'fetch' }, (performance.now() - fetchStarted) / 1000);
       await this.#options.tenants.activate(tenant, archive, { kind: pointer.action, sequence });
       queue.applied = Math.max(queue.applied, sequence);
       await this.#replayDeltas(tenant); // deltas published on this deploy before we had it

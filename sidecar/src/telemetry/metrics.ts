@@ -18,6 +18,7 @@ export class Metrics implements EngineObserver {
   readonly distributionUpdates: Counter<'tenant' | 'outcome'>;
   readonly rolloutSeconds: Histogram;
   readonly shadowComparisons: Counter<'tenant' | 'outcome'>;
+  readonly activationPhaseSeconds: Histogram<'phase'>;
   readonly #revisions = new Map<string, string>();
 
   constructor() {
@@ -86,6 +87,13 @@ export class Metrics implements EngineObserver {
       name: 'pavilion_shadow_comparisons_total',
       help: 'Live decisions also evaluated on a tenant\'s shadow revision, by outcome (same/different/error).',
       labelNames: ['tenant', 'outcome'],
+      registers: [this.registry],
+    });
+    this.activationPhaseSeconds = new Histogram({
+      name: 'pavilion_bundle_activation_phase_seconds',
+      help: 'Time in each step of a bundle activation: fetch (download), read, verify, compile, load, test, swap, persist.',
+      labelNames: ['phase'],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5],
       registers: [this.registry],
     });
     this.rolloutSeconds = new Histogram({

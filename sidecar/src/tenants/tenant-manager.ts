@@ -77,7 +77,11 @@ export interface TenantManagerOptions {
   /** Most decision test vectors a bundle may carry (each runs before activation). */
   readonly maxDecisionTests?: number;
   readonly onActivation?: (tenant: string, outcome: 'ok' | ErrorCode) => void;
+  /** Time spent in each step of an activation (telemetry). */
+  readonly onPhase?: (phase: ActivationPhase, seconds: number) => void;
 }
+
+export type ActivationPhase = 'read' | 'verify' | 'compile' | 'load' | 'test' | 'swap' | 'persist';
 
 interface TenantEntry {
   readonly config: TenantConfig;
@@ -304,10 +308,18 @@ export class TenantManager implements Component {
     const tenant = entry.config.id;
     const engine = this.#options.engine;
     let loaded: LoadedPolicy | undefined;
+    let started = performance.now();
+    const phase = (name: ActivationPhase): void => {
+      const now = performance.now();
+      this.#options.onPhase?.(name, (now - started) / 1000);
+      started = now;
+    };
     try {
       entry.lastSuccessfulDownload = new Date().toISOString();
       const bundle = await readBundle(archive, { tenant, namespace: entry.config.namespace, limits: this.#options.limits });
+      phase('read');
       const signature = await verifyBundleSignature(bundle.files, this.#trustStore().policyFor(entry.config, entry.explicit));
+      phase('verify');
       const current = engine.active(tenant);
       if (current?.bundleDigest === bundle.digest) {
         // Already serving these bytes (a resync, or a pointer re-announced): nothing to swap.
@@ -318,10 +330,14 @@ export class TenantManager implements Component {
       this.#checkReplay(entry, bundle, signature, origin);
       const tests = decisionTests(bundle, this.#options.maxDecisionTests);
       const compiled = await compilePolicy(bundle, { initialMemoryPages: this.#options.memoryInitialPages });
+      phase('compile');
       loaded = await engine.load(compiled);
+      phase('load');
       await this.#runDecisionTests(loaded, tests);
+      phase('test');
       const active = engine.promote(loaded);
       loaded = undefined;
+      phase('swap');
       if (current !== undefined) entry.replaced.add(current.bundleDigest);
       entry.replaced.delete(bundle.digest);
       entry.signature = signature;
@@ -341,6 +357,7 @@ export class TenantManager implements Component {
           ...(origin.sequence === undefined ? {} : { sequence: origin.sequence }),
           savedAt: new Date().toISOString(),
         }).catch(() => undefined); // persistence is best effort; serving is not affected
+        phase('persist');
       }
       return active;
     } catch (error) {
