@@ -41,8 +41,10 @@ export async function sampleKey(label: string, algorithm: SampleAlgorithm = 'Ed2
     const probe = await Ed25519Multikey.generate({ seed });
     const did = `did:key:${probe.publicKeyMultibase}`;
     const keyPair = await Ed25519Multikey.generate({ seed, controller: did, id: `${did}#${probe.publicKeyMultibase}` });
-    const privateJwk = await Ed25519Multikey.toJwk({ keyPair, secretKey: true });
-    const publicJwk = await Ed25519Multikey.toJwk({ keyPair });
+    const { kty, crv, x } = await Ed25519Multikey.toJwk({ keyPair });
+    const publicJwk = { kty: String(kty), crv: String(crv), x: String(x) };
+    // RFC 8037 section 2: `d` is the 32-byte seed (the multikey library exports seed || public key)
+    const privateJwk = { ...publicJwk, d: Buffer.from(seed).toString('base64url') };
     return { did, kid: `${did}#${probe.publicKeyMultibase}`, algorithm, publicJwk, privateJwk, signer: () => keyPair.signer() };
   }
   const d = p256.utils.randomSecretKey(seedFor(label, 48));
