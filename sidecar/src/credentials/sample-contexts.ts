@@ -29,6 +29,10 @@ const document = {
     claims: term('claims'),
     maxValiditySeconds: term('maxValiditySeconds'),
     knows: { '@id': 'https://pavilion.example/vocab#knows', '@type': '@id' },
+    // status entry for the BLS12-381 accumulator (sidecar/src/credentials/accumulator-registry.ts)
+    BlsAccumulatorStatusEntry: term('BlsAccumulatorStatusEntry'),
+    accumulatorId: term('accumulatorId'),
+    revocationHandle: term('revocationHandle'),
   },
 };
 
