@@ -88,8 +88,9 @@ export async function presentDataIntegrity(
   holder: SampleKey,
   binding: { challenge: string; domain: string },
   documentLoader: DocumentLoader,
+  holderId: string = holder.did,
 ): Promise<JsonObject> {
-  const presentation = vc.createPresentation({ verifiableCredential: structuredClone([...credentials]), holder: holder.did });
+  const presentation = vc.createPresentation({ verifiableCredential: structuredClone([...credentials]), holder: holderId });
   const suite = new DataIntegrityProof({ signer: holder.signer(), cryptosuite: holder.algorithm === 'Ed25519' ? eddsaRdfc2022 : ecdsaRdfc2019 });
   return vc.signPresentation({ presentation, suite, documentLoader, challenge: binding.challenge, domain: binding.domain });
 }
