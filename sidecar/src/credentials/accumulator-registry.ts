@@ -10,7 +10,7 @@
  */
 import { compactVerify, CompactSign, importJWK } from 'jose';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
-import { decodeWitness, elementFor, verifyMembership, PUBLIC_KEY_BYTES, VALUE_BYTES, type AccumulatorState } from './bls-accumulator.ts';
+import { decodeWitness, elementFor, prepareAccumulatorKey, verifyMembership, PUBLIC_KEY_BYTES, VALUE_BYTES, type AccumulatorState, type PreparedAccumulatorKey } from './bls-accumulator.ts';
 import type { ResolvedVerificationMethod } from './did-resolver.ts';
 import { assertAlgorithm, publicKeyFromJwk } from './jws-keys.ts';
 import { isObject, type JsonObject } from './json.ts';
@@ -54,6 +54,7 @@ interface HeldState {
 
 export class AccumulatorRegistry {
   readonly #pinned: ReadonlyMap<string, PinnedAccumulator>;
+  readonly #keys = new Map<string, PreparedAccumulatorKey>();
   readonly #states = new Map<string, HeldState>();
 
   constructor(
@@ -122,7 +123,12 @@ export class AccumulatorRegistry {
     if (witness.epoch !== held.epoch) {
       throw new PavilionError(ErrorCodes.CREDENTIAL_WITNESS_INVALID, `witness is for epoch ${witness.epoch}, the accumulator is at ${held.epoch}: update the witness`);
     }
-    const member = verifyMembership(held.value, new Uint8Array(Buffer.from(pinned.publicKeyHex, 'hex')), elementFor(entry.revocationHandle), witness.point);
+    let key = this.#keys.get(pinned.id);
+    if (key === undefined) {
+      key = prepareAccumulatorKey(new Uint8Array(Buffer.from(pinned.publicKeyHex, 'hex')));
+      this.#keys.set(pinned.id, key);
+    }
+    const member = verifyMembership(held.value, key, elementFor(entry.revocationHandle), witness.point);
     if (!member) throw new PavilionError(ErrorCodes.CREDENTIAL_REVOKED, `not a member of accumulator ${pinned.id} at epoch ${held.epoch} (revoked, or the witness is not this credential's)`);
     return { ageMs };
   }
