@@ -3,6 +3,7 @@
  *
  *   pavilion bundle build --tenant <id> | --all [--out <dir>] [--target wasm|rego]
  *   pavilion bundle inspect <bundle.tar.gz> [--tenant <id>]
+ *   pavilion credential <command> ...   (sample credentials: see credential-commands.ts)
  *   pavilion serve
  */
 import { readFile } from 'node:fs/promises';
@@ -15,10 +16,12 @@ import {
 } from '../bundles/index.ts';
 import { compilePolicy } from '../engine/index.ts';
 import { describeThrown, isPavilionError } from '../lib/errors.ts';
+import { CREDENTIAL_USAGE, credentialCommand } from './credential-commands.ts';
 
 const USAGE = `usage:
   pavilion bundle build --tenant <id> | --all [--out <dir>] [--target wasm|rego]
   pavilion bundle inspect <bundle.tar.gz> [--tenant <id>]
+${CREDENTIAL_USAGE}
   pavilion serve`;
 
 async function bundleBuild(args: string[]): Promise<number> {
@@ -103,6 +106,7 @@ async function main(argv: string[]): Promise<number> {
   const [group, command, ...rest] = argv;
   if (group === 'bundle' && command === 'build') return bundleBuild(rest);
   if (group === 'bundle' && command === 'inspect') return bundleInspect(rest);
+  if (group === 'credential') return credentialCommand(command, rest);
   if (group === 'serve') {
     await import('../main.ts');
     return -1;

@@ -20,11 +20,12 @@ export {
   encodeWitness,
   updateWitness,
   verifyMembership,
+  prepareAccumulatorKey,
   WITNESS_BYTES,
   VALUE_BYTES,
   PUBLIC_KEY_BYTES,
 } from './bls-accumulator.ts';
-export type { AccumulatorState, AccumulatorUpdate, Witness } from './bls-accumulator.ts';
+export type { AccumulatorState, AccumulatorUpdate, PreparedAccumulatorKey, Witness } from './bls-accumulator.ts';
 export { ACCUMULATOR_ENTRY_TYPE, signAccumulatorState } from './accumulator-registry.ts';
 export type { PinnedAccumulator } from './accumulator-registry.ts';
 export { pinContexts, builtInContexts } from './pinned-contexts.ts';
@@ -43,3 +44,12 @@ export {
 } from './sample-issuer.ts';
 export type { SampleKey, SampleAlgorithm } from './sample-issuer.ts';
 export { SAMPLE_CONTEXT_URL, sampleContext } from './sample-contexts.ts';
+export {
+  SAMPLE_TENANTS,
+  assertSampleTenant,
+  issueSampleCredential,
+  sampleParties,
+  sampleTenantPolicy,
+  sampleTenantPolicyJson,
+} from './sample-tenants.ts';
+export type { SampleFormat, SampleTenant } from './sample-tenants.ts';
