@@ -13,7 +13,10 @@
  *     "statusLists": {"ttlMs": 300000, "maxAgeMs": 3600000, "requiredForTypes": ["KycCredential"]},
  *     "accumulators": [{"id": "...", "issuer": "did:...", "publicKeyHex": "..."}], "accumulatorMaxAgeMs": 3600000,
  *     "keyBinding": {"required": true, "maxAgeMs": 300000},
- *     "presentations": {"challengeLifetimeMs": 600000}
+ *     "presentations": {"challengeLifetimeMs": 600000},
+ *     "domain": "https://bank.example",
+ *     "statusListFiles": [{"url": "https://...", "path": "list.json"}],
+ *     "accumulatorStateFiles": ["acc-state.jws"]
  *   }
  */
 import { createHash } from 'node:crypto';
@@ -40,6 +43,12 @@ export interface CredentialPolicy {
   readonly accumulatorMaxAgeMs: number;
   readonly keyBinding: { readonly required: boolean; readonly maxAgeMs: number };
   readonly presentations: { readonly challengeLifetimeMs: number };
+  /** This verifier's identity for holder binding (presentation `domain`, KB-JWT `aud`). */
+  readonly domain?: string;
+  /** Status list credentials held from the start (verified when the verifier starts). */
+  readonly initialStatusLists: ReadonlyArray<{ readonly url: string; readonly bytes: Uint8Array }>;
+  /** Signed accumulator states (compact JWS) held from the start. */
+  readonly initialAccumulatorStates: readonly string[];
 }
 
 const KiB = 1024;
@@ -59,6 +68,8 @@ export function defaultCredentialPolicy(tenantId: string): CredentialPolicy {
     accumulatorMaxAgeMs: 60 * 60_000,
     keyBinding: { required: true, maxAgeMs: 5 * 60_000 },
     presentations: { challengeLifetimeMs: 10 * 60_000 },
+    initialStatusLists: [],
+    initialAccumulatorStates: [],
   };
 }
 
@@ -115,7 +126,7 @@ export function parseCredentialPolicy(tenantId: string, raw: unknown, readFile: 
   const d = defaultCredentialPolicy(tenantId);
   const p = `$.credentials.${tenantId}`;
   const root = obj(raw ?? {}, p);
-  known(root, ['maxCredentialBytes', 'clockSkewMs', 'maxAgeMsByType', 'defaultMaxAgeMs', 'contexts', 'didWeb', 'trustAnchors', 'accreditations', 'maxChainDepth', 'statusLists', 'accumulators', 'accumulatorMaxAgeMs', 'keyBinding', 'presentations'], p);
+  known(root, ['maxCredentialBytes', 'clockSkewMs', 'maxAgeMsByType', 'defaultMaxAgeMs', 'contexts', 'didWeb', 'trustAnchors', 'accreditations', 'maxChainDepth', 'statusLists', 'accumulators', 'accumulatorMaxAgeMs', 'keyBinding', 'presentations', 'domain', 'statusListFiles', 'accumulatorStateFiles'], p);
 
   const read = (path: string, at: string): Uint8Array => {
     try {
@@ -136,7 +147,12 @@ export function parseCredentialPolicy(tenantId: string, raw: unknown, readFile: 
     known(o, ['url', 'sha256Hex', 'path'], at);
     const sha256Hex = str(o, 'sha256Hex', at);
     if (!/^[0-9a-fA-F]{64}$/.test(sha256Hex)) fail(`${at}.sha256Hex`, 'must be 64 hex digits');
-    return { url: str(o, 'url', at), sha256Hex, bytes: read(str(o, 'path', at), at) };
+    const bytes = read(str(o, 'path', at), at);
+    const actual = createHash('sha256').update(bytes).digest('hex');
+    if (actual !== sha256Hex.toLowerCase()) {
+      throw new PavilionError(ErrorCodes.CREDENTIAL_CONTEXT_HASH_MISMATCH, `credentials ${at}: context SHA-256 ${actual} differs from the pin`);
+    }
+    return { url: str(o, 'url', at), sha256Hex, bytes };
   });
 
   const didWeb = arr(root, 'didWeb', p).map((c, i): PinnedDidDocument => {
@@ -192,8 +208,24 @@ export function parseCredentialPolicy(tenantId: string, raw: unknown, readFile: 
   const presentations = obj(root['presentations'] ?? {}, `${p}.presentations`);
   known(presentations, ['challengeLifetimeMs'], `${p}.presentations`);
 
+  const initialStatusLists = arr(root, 'statusListFiles', p).map((f, i) => {
+    const at = `${p}.statusListFiles[${i}]`;
+    const o = obj(f, at);
+    known(o, ['url', 'path'], at);
+    return { url: str(o, 'url', at), bytes: read(str(o, 'path', at), at) };
+  });
+  const initialAccumulatorStates = arr(root, 'accumulatorStateFiles', p).map((f, i) => {
+    const at = `${p}.accumulatorStateFiles[${i}]`;
+    if (typeof f !== 'string' || f === '') fail(at, 'must be a file path');
+    return Buffer.from(read(f, at)).toString('utf8').trim();
+  });
+  const domain = root['domain'] === undefined ? undefined : str(root, 'domain', p);
+
   return deepFreeze({
     tenantId,
+    ...(domain === undefined ? {} : { domain }),
+    initialStatusLists,
+    initialAccumulatorStates,
     maxCredentialBytes: int(root, 'maxCredentialBytes', p, d.maxCredentialBytes, 256, 16 * 1024 * KiB),
     freshness: {
       clockSkewMs: int(root, 'clockSkewMs', p, d.freshness.clockSkewMs, 0, 10 * 60_000),
