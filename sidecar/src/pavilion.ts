@@ -6,6 +6,7 @@ import { ApiServer } from './api/index.ts';
 import { DecisionEvents, FileDecisionSink, NullDecisionSink, type DecisionSink } from './audit/index.ts';
 import { LocalDirectoryBundleSource, type BundleSource } from './bundles/index.ts';
 import type { PavilionConfig } from './config/index.ts';
+import { CredentialGate } from './credentials/index.ts';
 import { PolicyEngine } from './engine/index.ts';
 import { ExtAuthz } from './extauthz/index.ts';
 import type { Component } from './lib/lifecycle.ts';
@@ -29,6 +30,8 @@ export class Pavilion {
   readonly api: ApiServer;
   /** Envoy ext_authz (gRPC server and HTTP service mode); undefined unless configured. */
   readonly extAuthz: ExtAuthz | undefined;
+  /** Verifiable credentials into `input.credentials`; undefined unless configured. */
+  readonly credentials: CredentialGate | undefined;
   #started: Component[] = [];
 
   constructor(config: PavilionConfig, options: PavilionOptions = {}) {
@@ -75,6 +78,13 @@ export class Pavilion {
           sink: this.sink,
           metrics: this.metrics,
         });
+    this.credentials = config.credentials === undefined
+      ? undefined
+      : new CredentialGate({
+          policies: config.credentials.tenants,
+          refreshIntervalMs: config.credentials.refreshIntervalMs,
+          maxCredentialsPerRequest: config.credentials.maxCredentialsPerRequest,
+        });
     const mounted = this.extAuthz?.http;
     this.api = new ApiServer({
       config,
@@ -84,12 +94,19 @@ export class Pavilion {
       events: this.events,
       metrics: this.metrics,
       ...(mounted === undefined ? {} : { mounted }),
-      components: () => [this.engine, this.tenants, this.sink, this.api, ...(this.extAuthz === undefined ? [] : [this.extAuthz])],
+      ...(this.credentials === undefined ? {} : { credentials: this.credentials }),
+      components: () => [
+        this.engine, this.tenants, this.sink, this.api,
+        ...(this.extAuthz === undefined ? [] : [this.extAuthz]),
+        ...(this.credentials === undefined ? [] : [this.credentials]),
+      ],
     });
   }
 
   async start(): Promise<void> {
-    const components: Component[] = [this.sink, this.engine, this.tenants, this.api];
+    const components: Component[] = [this.sink, this.engine, this.tenants];
+    if (this.credentials !== undefined) components.push(this.credentials);
+    components.push(this.api);
     if (this.extAuthz !== undefined) components.push(this.extAuthz);
     for (const component of components) {
       await component.start();

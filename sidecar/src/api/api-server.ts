@@ -23,6 +23,7 @@ import { assertDepth } from '../lib/canonical-json.ts';
 import { ErrorCodes, PavilionError } from '../lib/errors.ts';
 import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
 import { withDeadline } from '../lib/lifecycle.ts';
+import type { CredentialGate } from '../credentials/index.ts';
 import type { Metrics } from '../telemetry/index.ts';
 import type { TenantManager } from '../tenants/index.ts';
 import { toHttpError } from './error-body.ts';
@@ -34,6 +35,8 @@ export interface ApiServerDeps {
   readonly sink: DecisionSink;
   readonly events: DecisionEvents;
   readonly metrics: Metrics;
+  /** Verifies the credentials a request carries into `input.credentials` (absent: not configured). */
+  readonly credentials?: CredentialGate;
   /** Components whose status makes up /health. */
   readonly components: () => readonly Component[];
   /** A handler served under its own path prefix (Envoy ext_authz's HTTP service mode). */
@@ -51,6 +54,35 @@ interface Query {
 }
 
 const JSON_TYPE = 'application/json';
+/** Compact credentials (VC-JWT, SD-JWT VC) in a header, comma-separated; JSON ones go in the body. */
+const CREDENTIALS_HEADER = 'x-pavilion-credentials';
+const CREDENTIAL_CHALLENGE_HEADER = 'x-pavilion-credential-challenge';
+
+/** What a Data API request carries besides its input. */
+interface RequestCredentials {
+  readonly credentials: readonly unknown[];
+  readonly challenge?: string;
+}
+
+function headerText(req: IncomingMessage, name: string): string | undefined {
+  const value = req.headers[name];
+  return Array.isArray(value) ? value.join(',') : value;
+}
+
+/** Credentials from the body's `credentials` and `credential_challenge` fields and the headers. */
+function requestCredentials(req: IncomingMessage, body: Record<string, unknown> | undefined): RequestCredentials {
+  const credentials: unknown[] = [];
+  const fromBody = body?.['credentials'];
+  if (fromBody !== undefined) {
+    if (!Array.isArray(fromBody)) throw new PavilionError(ErrorCodes.REQUEST_INVALID, '"credentials" must be an array of credentials and presentations');
+    credentials.push(...fromBody);
+  }
+  const fromHeader = headerText(req, CREDENTIALS_HEADER);
+  if (fromHeader !== undefined) credentials.push(...fromHeader.split(',').map((c) => c.trim()).filter((c) => c !== ''));
+  const challenge = body?.['credential_challenge'] ?? headerText(req, CREDENTIAL_CHALLENGE_HEADER);
+  if (challenge !== undefined && typeof challenge !== 'string') throw new PavilionError(ErrorCodes.REQUEST_INVALID, '"credential_challenge" must be a string');
+  return challenge === undefined ? { credentials } : { credentials, challenge };
+}
 
 function parseQuery(search: string): Query {
   const flags = new Set<string>();
@@ -285,8 +317,8 @@ export class ApiServer implements Component {
     return chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size);
   }
 
-  async #readInput(req: IncomingMessage): Promise<{ input: unknown; hasInput: boolean }> {
-    if (req.method === 'GET' || req.method === 'HEAD') return { input: undefined, hasInput: false };
+  async #readInput(req: IncomingMessage): Promise<{ input: unknown; hasInput: boolean; carried: RequestCredentials }> {
+    if (req.method === 'GET' || req.method === 'HEAD') return { input: undefined, hasInput: false, carried: requestCredentials(req, undefined) };
     if (req.method !== 'POST') {
       throw new PavilionError(ErrorCodes.METHOD_NOT_ALLOWED, `${req.method ?? ''} is not allowed on the data API; use POST or GET`);
     }
@@ -298,7 +330,7 @@ export class ApiServer implements Component {
       throw new PavilionError(ErrorCodes.REQUEST_UNSUPPORTED_MEDIA_TYPE, `content-encoding ${req.headers['content-encoding']} is not supported`);
     }
     const body = await this.#readBody(req);
-    if (body.length === 0) return { input: undefined, hasInput: false };
+    if (body.length === 0) return { input: undefined, hasInput: false, carried: requestCredentials(req, undefined) };
     let parsed: unknown;
     try {
       parsed = JSON.parse(body.toString('utf8'));
@@ -312,7 +344,7 @@ export class ApiServer implements Component {
     const input = (parsed as { input?: unknown }).input;
     // Bound the depth here, before anything (evaluation, logging, metrics) walks the input.
     assertDepth(input, this.#deps.config.http.maxInputDepth);
-    return { input, hasInput };
+    return { input, hasInput, carried: requestCredentials(req, parsed as Record<string, unknown>) };
   }
 
   async #data(
@@ -325,7 +357,12 @@ export class ApiServer implements Component {
   ): Promise<void> {
     const tenant = this.#resolveTenant(req, tenantFromPath);
     const path = decodeSegments(rawPath).join('/');
-    const { input, hasInput } = await this.#readInput(req);
+    const read = await this.#readInput(req);
+    const { hasInput } = read;
+    // verified facts replace whatever the client put in input.credentials (see CredentialGate)
+    const input = this.#deps.credentials === undefined
+      ? read.input
+      : await this.#deps.credentials.prepareInput(tenant, read.input, read.carried.credentials, read.carried);
     const decisionId = randomUUID();
     const timestamp = new Date().toISOString();
     const { metrics } = this.#deps;

@@ -1,0 +1,143 @@
+/**
+ * The credentials component: owns the tenants' CredentialVerifier, loads their initial status
+ * lists and accumulator states at start, refreshes status lists on a timer, and turns the
+ * credentials a request carries into the policy input's `credentials` (verified facts) and
+ * `credential_errors` (typed codes).
+ *
+ * For a tenant with a credential policy those two input keys always come from Pavilion: any
+ * value the client put there is replaced, so a policy can trust `input.credentials` without
+ * re-checking anything. Raw credentials never enter the input (nor, therefore, the decision log);
+ * only the verified facts, with undisclosed claims absent, do.
+ */
+import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
+import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
+import type { StatusListSource } from './bitstring-status-list.ts';
+import type { CredentialPolicy } from './credential-policy.ts';
+import { CredentialVerifier } from './credential-verifier.ts';
+import { isObject } from './json.ts';
+import type { NonceStore } from './nonce-store.ts';
+import type { CredentialErrorV1, VerifiedFactsV1 } from './verified-facts.ts';
+
+export interface CredentialGateOptions {
+  readonly policies: readonly CredentialPolicy[];
+  /** How often status lists past their TTL are refreshed from `statusListSource`. */
+  readonly refreshIntervalMs: number;
+  /** Most credentials accepted in one request. */
+  readonly maxCredentialsPerRequest: number;
+  readonly statusListSource?: StatusListSource;
+  readonly nonces?: NonceStore;
+  readonly clock?: () => number;
+}
+
+export interface CredentialBinding {
+  /** The verifier challenge the holder bound its presentation to. */
+  readonly challenge?: string;
+}
+
+export const CREDENTIALS_INPUT_KEY = 'credentials';
+export const CREDENTIAL_ERRORS_INPUT_KEY = 'credential_errors';
+
+export class CredentialGate implements Component {
+  readonly name = 'credentials';
+  readonly #options: CredentialGateOptions;
+  readonly #policies: ReadonlyMap<string, CredentialPolicy>;
+  #verifier: CredentialVerifier | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #abort = new AbortController();
+  #lastRefreshFailures = 0;
+  #startError: string | undefined;
+
+  constructor(options: CredentialGateOptions) {
+    this.#options = options;
+    this.#policies = new Map(options.policies.map((p) => [p.tenantId, p]));
+  }
+
+  async start(): Promise<void> {
+    try {
+      const verifier = await CredentialVerifier.create(this.#options.policies, {
+        ...(this.#options.clock === undefined ? {} : { clock: this.#options.clock }),
+        ...(this.#options.nonces === undefined ? {} : { nonces: this.#options.nonces }),
+        ...(this.#options.statusListSource === undefined ? {} : { statusListSource: this.#options.statusListSource }),
+      });
+      for (const policy of this.#options.policies) {
+        for (const list of policy.initialStatusLists) {
+          let credential: unknown;
+          try {
+            credential = JSON.parse(Buffer.from(list.bytes).toString('utf8'));
+          } catch (error) {
+            throw new PavilionError(ErrorCodes.CONFIG_INVALID, `credentials ${policy.tenantId}: status list ${list.url} is not JSON`, { cause: error });
+          }
+          await verifier.admitStatusList(policy.tenantId, list.url, credential);
+        }
+        for (const state of policy.initialAccumulatorStates) await verifier.admitAccumulatorState(policy.tenantId, state);
+      }
+      this.#verifier = verifier;
+    } catch (error) {
+      this.#startError = describeThrown(error);
+      throw error;
+    }
+    this.#abort = new AbortController();
+    this.#timer = setInterval(() => void this.#refresh(), this.#options.refreshIntervalMs);
+    this.#timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    this.#timer = undefined;
+    this.#abort.abort();
+    this.#verifier = undefined;
+  }
+
+  status(): ComponentStatus {
+    if (this.#verifier === undefined) return { state: this.#startError === undefined ? 'NOT_READY' : 'ERROR', message: this.#startError ?? 'not started' };
+    if (this.#lastRefreshFailures > 0) return { state: 'WARN', message: `${this.#lastRefreshFailures} status list refreshes failed; lists are used until their max age` };
+    return { state: 'OK', details: { tenants: [...this.#policies.keys()] } };
+  }
+
+  /** Whether `tenant` has a credential policy (and so owns `input.credentials`). */
+  governs(tenant: string): boolean {
+    return this.#policies.has(tenant);
+  }
+
+  /** The verifier, for admin paths (admitting status lists, accumulator states). */
+  get verifier(): CredentialVerifier {
+    if (this.#verifier === undefined) throw new PavilionError(ErrorCodes.TENANT_NOT_READY, 'credential verification is not started');
+    return this.#verifier;
+  }
+
+  /**
+   * The input the policy sees: `input` with `credentials` and `credential_errors` set from the
+   * verification of `credentials`. A non-object input gets the two keys only when credentials
+   * were sent (an object input is required to carry them).
+   */
+  async prepareInput(tenant: string, input: unknown, credentials: readonly unknown[], binding: CredentialBinding): Promise<unknown> {
+    if (!this.governs(tenant)) return input;
+    if (credentials.length === 0 && !isObject(input)) return input;
+    if (!isObject(input) && input !== undefined) {
+      throw new PavilionError(ErrorCodes.REQUEST_INVALID, 'credentials can only accompany an object input');
+    }
+    let facts: VerifiedFactsV1[] = [];
+    let errors: CredentialErrorV1[] = [];
+    if (credentials.length > this.#options.maxCredentialsPerRequest) {
+      errors = [{ version: 1, index: this.#options.maxCredentialsPerRequest, code: ErrorCodes.CREDENTIAL_TOO_LARGE, message: `at most ${this.#options.maxCredentialsPerRequest} credentials per request` }];
+    } else if (credentials.length > 0) {
+      const policy = this.#policies.get(tenant)!;
+      ({ credentials: facts, errors } = await this.verifier.verifyEach(tenant, credentials, {
+        ...(binding.challenge === undefined ? {} : { challenge: binding.challenge }),
+        ...(policy.domain === undefined ? {} : { domain: policy.domain }),
+      }));
+    }
+    return { ...(input ?? {}), [CREDENTIALS_INPUT_KEY]: facts, [CREDENTIAL_ERRORS_INPUT_KEY]: errors };
+  }
+
+  async #refresh(): Promise<void> {
+    const verifier = this.#verifier;
+    if (verifier === undefined) return;
+    try {
+      const failures = await verifier.refreshStatusLists(this.#abort.signal);
+      this.#lastRefreshFailures = failures.length;
+    } catch {
+      this.#lastRefreshFailures++;
+    }
+  }
+}

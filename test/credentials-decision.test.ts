@@ -1,0 +1,98 @@
+/**
+ * Credentials on the decision path: a real Pavilion with a credential policy for the bank; the
+ * Data API verifies the credentials a request carries (body field or header) and the policy sees
+ * only verified facts in input.credentials and codes in input.credential_errors.
+ */
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { ErrorCodes } from '../sidecar/src/lib/errors.ts';
+import { issueSampleCredential, presentSdJwtVc, sampleContext, sampleParties, sampleTenantPolicyJson } from '../sidecar/src/credentials/index.ts';
+import { buildFixtureBundle } from './harness/fixtures.ts';
+import { post, startPavilion, type RunningPavilion } from './harness/pavilion-harness.ts';
+
+const DOMAIN = 'https://bank.pavilion.example';
+const POLICY = `package bank.kyc
+import rego.v1
+
+default allow := false
+
+allow if {
+	some c in input.credentials
+	"KycCredential" in c.types
+	c.claims.kycLevel == "full"
+	count(c.chain) == 2
+}
+
+errors := [e.code | some e in input.credential_errors]
+`;
+
+describe('credentials in the Data API', () => {
+  let running: RunningPavilion;
+  let dir: string;
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'pavilion-cred-'));
+    await writeFile(join(dir, 'samples-v1.jsonld'), sampleContext().bytes);
+    const context = sampleContext();
+    const policy = {
+      ...(await sampleTenantPolicyJson('bank')),
+      domain: DOMAIN,
+      contexts: [{ url: context.url, sha256Hex: context.sha256Hex, path: join(dir, 'samples-v1.jsonld') }],
+    };
+    const bundle = await buildFixtureBundle({ modules: { 'kyc.rego': POLICY }, entrypoints: ['bank/kyc/allow', 'bank/kyc/errors'], roots: ['bank'] });
+    running = await startPavilion({ bundles: { bank: bundle }, config: { tenants: [{ id: 'bank' }], credentials: { tenants: { bank: policy } } } });
+  });
+
+  after(async () => {
+    await running?.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const ask = (path: string, body: unknown, headers: Record<string, string> = {}) =>
+    post(`${running.url}/v1/data/bank/kyc/${path}`, body, { 'x-pavilion-tenant': 'bank', ...headers });
+
+  it('allows with a verified KYC credential from the accredited issuer (body field)', async () => {
+    const credential = await issueSampleCredential('bank', { format: 'di', issuedAt: new Date(), validDays: 30 });
+    const response = await ask('allow', { input: { action: 'open' }, credentials: [credential] });
+    assert.equal(response.status, 200);
+    assert.equal(response.body['result'], true);
+  });
+
+  it('denies with a tampered credential and shows its code to the policy', async () => {
+    const credential = structuredClone(await issueSampleCredential('bank', { format: 'di', issuedAt: new Date(), validDays: 30 })) as Record<string, Record<string, unknown>>;
+    credential['credentialSubject']!['kycLevel'] = 'full-plus';
+    assert.equal((await ask('allow', { input: {}, credentials: [credential] })).body['result'], false);
+    assert.deepEqual((await ask('errors', { input: {}, credentials: [credential] })).body['result'], [ErrorCodes.CREDENTIAL_SIGNATURE_INVALID]);
+  });
+
+  it('ignores facts a client writes into input.credentials itself', async () => {
+    const forged = [{ types: ['KycCredential'], claims: { kycLevel: 'full' }, chain: ['a', 'b'] }];
+    assert.equal((await ask('allow', { input: { credentials: forged } })).body['result'], false);
+  });
+
+  it('accepts an SD-JWT VC in the header bound to the challenge, once', async () => {
+    const { holder } = await sampleParties('bank');
+    const issued = await issueSampleCredential('bank', { format: 'sd-jwt', issuedAt: new Date(), validDays: 30 }) as string;
+    const presented = await presentSdJwtVc(issued, ['kycLevel'], holder, { nonce: 'n-42', aud: DOMAIN, iatSeconds: Math.floor(Date.now() / 1000) });
+    const headers = { 'x-pavilion-credentials': presented, 'x-pavilion-credential-challenge': 'n-42' };
+    assert.equal((await ask('allow', { input: {} }, headers)).body['result'], true);
+    assert.deepEqual((await ask('errors', { input: {} }, headers)).body['result'], [ErrorCodes.CREDENTIAL_REPLAYED]);
+  });
+
+  it('logs verified facts only: no proof, no raw credential, no undisclosed claim', async () => {
+    const { holder } = await sampleParties('bank');
+    const issued = await issueSampleCredential('bank', { format: 'sd-jwt', issuedAt: new Date(), validDays: 30 }) as string;
+    const presented = await presentSdJwtVc(issued, ['kycLevel'], holder, { nonce: 'n-log', aud: DOMAIN, iatSeconds: Math.floor(Date.now() / 1000) });
+    await ask('allow', { input: { marker: 'log-check' }, credentials: [presented], credential_challenge: 'n-log' });
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const event = (await running.decisions()).find((d) => JSON.stringify(d['input'] ?? {}).includes('log-check'));
+    assert.ok(event !== undefined, 'the decision was logged');
+    const logged = JSON.stringify(event);
+    assert.ok(logged.includes('"kycLevel":"full"'));
+    assert.ok(!logged.includes('Alice'), 'an undisclosed claim reached the log');
+    assert.ok(!logged.includes(presented.slice(0, 40)), 'the raw credential reached the log');
+  });
+});
