@@ -5,8 +5,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ErrorCodes } from '../sidecar/src/lib/errors.ts';
-import { SAMPLE_CONTEXT_URL } from '../sidecar/src/credentials/index.ts';
-import { DAY_MS, NOW_MS, VC_V1, keys, kycCredential, rejectsWith, signed, trusting, verifier } from './credentials/fixtures.ts';
+import { SAMPLE_CONTEXT_URL, issueEd25519Signature2020 } from '../sidecar/src/credentials/index.ts';
+import { DAY_MS, NOW_MS, VC_V1, issuerLoader, keys, kycCredential, rejectsWith, signed, trusting, verifier } from './credentials/fixtures.ts';
 
 describe('Data Integrity credentials', () => {
   it('verifies eddsa-rdfc-2022 (VC 2.0) into facts with only the subject claims', async () => {
@@ -38,6 +38,17 @@ describe('Data Integrity credentials', () => {
     const credential = { ...rest, issuanceDate: '2026-01-01T00:00:00Z', expirationDate: '2027-01-01T00:00:00Z' };
     const facts = await v.verify('bank', await signed(credential, issuer));
     assert.equal(facts.validity.issuedAt, '2026-01-01T00:00:00Z');
+  });
+
+  it('verifies the legacy Ed25519Signature2020 suite on a VC 1.1 credential, and refuses it tampered', async () => {
+    const { issuer } = await keys();
+    const v = await verifier(trusting(issuer.did));
+    const { validFrom: _f, validUntil: _u, ...rest } = kycCredential(issuer.did, { '@context': [VC_V1, 'https://w3id.org/security/suites/ed25519-2020/v1', SAMPLE_CONTEXT_URL] });
+    const credential = await issueEd25519Signature2020({ ...rest, issuanceDate: '2026-01-01T00:00:00Z' }, issuer, issuerLoader(), new Date(NOW_MS - DAY_MS));
+    const facts = await v.verify('bank', credential);
+    assert.equal(facts.proofType, 'Ed25519Signature2020');
+    (credential['credentialSubject'] as Record<string, unknown>)['country'] = 'FR';
+    await rejectsWith(v.verify('bank', credential), ErrorCodes.CREDENTIAL_SIGNATURE_INVALID);
   });
 
   it('refuses a tampered claim', async () => {

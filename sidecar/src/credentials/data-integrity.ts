@@ -1,6 +1,7 @@
 /**
  * Data Integrity proofs on W3C credentials and presentations (VC Data Integrity 1.0,
- * cryptosuites eddsa-rdfc-2022 and ecdsa-rdfc-2019), verified by `@digitalbazaar/vc` with the
+ * cryptosuites eddsa-rdfc-2022 and ecdsa-rdfc-2019, and the legacy Ed25519Signature2020 suite
+ * of VC 1.1 credentials), verified by `@digitalbazaar/vc` with the
  * offline document loader. JSON-LD runs in safe mode (undefined terms are refused) and
  * rdf-canonize keeps its default work-factor cap, so a crafted graph stops with
  * `ERR_CREDENTIAL_CANONICALIZATION_LIMIT` instead of pinning a core.
@@ -12,14 +13,23 @@ import * as vc from '@digitalbazaar/vc';
 import { DataIntegrityProof } from '@digitalbazaar/data-integrity';
 import { cryptosuite as eddsaRdfc2022 } from '@digitalbazaar/eddsa-rdfc-2022-cryptosuite';
 import { cryptosuite as ecdsaRdfc2019 } from '@digitalbazaar/ecdsa-rdfc-2019-cryptosuite';
+import { Ed25519Signature2020 } from '@digitalbazaar/ed25519-signature-2020';
 import { ErrorCodes, PavilionError, type ErrorCode } from '../lib/errors.ts';
 import type { DocumentLoader } from './document-loader.ts';
 import { asArray, isObject, type JsonObject } from './json.ts';
 
 export const SUPPORTED_CRYPTOSUITES = ['eddsa-rdfc-2022', 'ecdsa-rdfc-2019'] as const;
 
+/** The legacy Linked Data proof accepted besides Data Integrity (VC 1.1 era, Ed25519 keys). */
+export const ED25519_SIGNATURE_2020 = 'Ed25519Signature2020';
+
 function suites(): unknown[] {
-  return [new DataIntegrityProof({ cryptosuite: eddsaRdfc2022 }), new DataIntegrityProof({ cryptosuite: ecdsaRdfc2019 })];
+  return [
+    new DataIntegrityProof({ cryptosuite: eddsaRdfc2022 }),
+    new DataIntegrityProof({ cryptosuite: ecdsaRdfc2019 }),
+    // converts the resolver's Multikey verification methods to Ed25519VerificationKey2020 itself
+    new Ed25519Signature2020(),
+  ];
 }
 
 /** The proof types of a secured document, refused unless every proof is one we verify. */
@@ -29,9 +39,10 @@ export function proofTypeOf(document: JsonObject): string {
   if (proofs.length > 1) throw new PavilionError(ErrorCodes.CREDENTIAL_PROOF_UNSUPPORTED, 'proof sets and chains are not accepted');
   const proof = proofs[0];
   if (!isObject(proof)) throw new PavilionError(ErrorCodes.CREDENTIAL_MALFORMED, 'proof must be an object');
+  if (proof['type'] === ED25519_SIGNATURE_2020) return ED25519_SIGNATURE_2020;
   const cryptosuite = proof['cryptosuite'];
   if (proof['type'] !== 'DataIntegrityProof' || typeof cryptosuite !== 'string' || !(SUPPORTED_CRYPTOSUITES as readonly string[]).includes(cryptosuite)) {
-    throw new PavilionError(ErrorCodes.CREDENTIAL_PROOF_UNSUPPORTED, `proof ${String(proof['type'])}/${String(cryptosuite)} is not accepted (accepted: DataIntegrityProof with ${SUPPORTED_CRYPTOSUITES.join(', ')})`);
+    throw new PavilionError(ErrorCodes.CREDENTIAL_PROOF_UNSUPPORTED, `proof ${String(proof['type'])}/${String(cryptosuite)} is not accepted (accepted: DataIntegrityProof with ${SUPPORTED_CRYPTOSUITES.join(', ')}, and ${ED25519_SIGNATURE_2020})`);
   }
   return `DataIntegrityProof/${cryptosuite}`;
 }

@@ -35,6 +35,7 @@ export { createDocumentLoader } from './document-loader.ts';
 export type { DocumentLoader } from './document-loader.ts';
 export {
   issueDataIntegrity,
+  issueEd25519Signature2020,
   issueSdJwtVc,
   issueVcJwt,
   jwsAlgorithm,

@@ -8,6 +8,7 @@ import * as vc from '@digitalbazaar/vc';
 import { DataIntegrityProof } from '@digitalbazaar/data-integrity';
 import { cryptosuite as eddsaRdfc2022 } from '@digitalbazaar/eddsa-rdfc-2022-cryptosuite';
 import { cryptosuite as ecdsaRdfc2019 } from '@digitalbazaar/ecdsa-rdfc-2019-cryptosuite';
+import { Ed25519Signature2020 } from '@digitalbazaar/ed25519-signature-2020';
 import * as Ed25519Multikey from '@digitalbazaar/ed25519-multikey';
 import * as EcdsaMultikey from '@digitalbazaar/ecdsa-multikey';
 import { p256 } from '@noble/curves/nist.js';
@@ -79,6 +80,14 @@ export async function issueDataIntegrity(credential: JsonObject, key: SampleKey,
     cryptosuite: key.algorithm === 'Ed25519' ? eddsaRdfc2022 : ecdsaRdfc2019,
     ...(created === undefined ? {} : { date: created }),
   });
+  return vc.issue({ credential: structuredClone(credential), suite, documentLoader, ...(created === undefined ? {} : { now: created }) });
+}
+
+/** Issue with the legacy Ed25519Signature2020 suite (the credential needs its context). */
+export async function issueEd25519Signature2020(credential: JsonObject, key: SampleKey, documentLoader: DocumentLoader, created?: Date): Promise<JsonObject> {
+  if (key.algorithm !== 'Ed25519') throw new Error('Ed25519Signature2020 needs an Ed25519 key');
+  // the suite mutates the credential it signs: always a copy
+  const suite = new Ed25519Signature2020({ signer: key.signer(), ...(created === undefined ? {} : { date: created }) });
   return vc.issue({ credential: structuredClone(credential), suite, documentLoader, ...(created === undefined ? {} : { now: created }) });
 }
 
