@@ -43,7 +43,14 @@ describe('credentials in the Data API', () => {
       contexts: [{ url: context.url, sha256Hex: context.sha256Hex, path: join(dir, 'samples-v1.jsonld') }],
     };
     const bundle = await buildFixtureBundle({ modules: { 'kyc.rego': POLICY }, entrypoints: ['bank/kyc/allow', 'bank/kyc/errors'], roots: ['bank'] });
-    running = await startPavilion({ bundles: { bank: bundle }, config: { tenants: [{ id: 'bank' }], credentials: { tenants: { bank: policy } } } });
+    running = await startPavilion({
+      bundles: { bank: bundle },
+      config: {
+        tenants: [{ id: 'bank' }],
+        credentials: { tenants: { bank: policy } },
+        extAuthz: { grpc: { enabled: false }, http: { enabled: true }, tenantFrom: { header: 'x-pavilion-tenant' }, tenants: { bank: { path: 'bank/kyc/allow' } } },
+      },
+    });
   });
 
   after(async () => {
@@ -94,5 +101,21 @@ describe('credentials in the Data API', () => {
     assert.ok(logged.includes('"kycLevel":"full"'));
     assert.ok(!logged.includes('Alice'), 'an undisclosed claim reached the log');
     assert.ok(!logged.includes(presented.slice(0, 40)), 'the raw credential reached the log');
+  });
+
+  it('ext_authz (HTTP mode): credentials in the checked request\'s header decide, and leave the logged input', async () => {
+    const { holder } = await sampleParties('bank');
+    const issued = await issueSampleCredential('bank', { format: 'sd-jwt', issuedAt: new Date(), validDays: 30 }) as string;
+    const presented = await presentSdJwtVc(issued, ['kycLevel'], holder, { nonce: 'n-envoy', aud: DOMAIN, iatSeconds: Math.floor(Date.now() / 1000) });
+    const check = (headers: Record<string, string>) => fetch(`${running.url}/ext_authz/accounts/open`, { headers: { 'x-pavilion-tenant': 'bank', ...headers } });
+    assert.equal((await check({})).status, 403);
+    const allowed = await check({ 'x-pavilion-credentials': presented, 'x-pavilion-credential-challenge': 'n-envoy' });
+    assert.equal(allowed.status, 200);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const events = (await running.decisions()).filter((d) => d['ext_authz'] !== undefined);
+    assert.ok(events.length >= 2);
+    const logged = JSON.stringify(events);
+    assert.ok(!logged.includes(presented.slice(0, 40)), 'the raw credential header reached the log');
+    assert.ok(logged.includes('"kycLevel":"full"'));
   });
 });

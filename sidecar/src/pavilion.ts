@@ -68,6 +68,13 @@ export class Pavilion {
     this.sink = options.sink ?? (config.decisionLog.sink === 'file'
       ? new FileDecisionSink(config.decisionLog.path)
       : new NullDecisionSink());
+    this.credentials = config.credentials === undefined
+      ? undefined
+      : new CredentialGate({
+          policies: config.credentials.tenants,
+          refreshIntervalMs: config.credentials.refreshIntervalMs,
+          maxCredentialsPerRequest: config.credentials.maxCredentialsPerRequest,
+        });
     this.extAuthz = config.extAuthz === undefined
       ? undefined
       : new ExtAuthz({
@@ -77,13 +84,7 @@ export class Pavilion {
           tenants: this.tenants,
           sink: this.sink,
           metrics: this.metrics,
-        });
-    this.credentials = config.credentials === undefined
-      ? undefined
-      : new CredentialGate({
-          policies: config.credentials.tenants,
-          refreshIntervalMs: config.credentials.refreshIntervalMs,
-          maxCredentialsPerRequest: config.credentials.maxCredentialsPerRequest,
+          ...(this.credentials === undefined ? {} : { credentials: this.credentials }),
         });
     const mounted = this.extAuthz?.http;
     this.api = new ApiServer({

@@ -23,7 +23,7 @@ import { assertDepth } from '../lib/canonical-json.ts';
 import { ErrorCodes, PavilionError } from '../lib/errors.ts';
 import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
 import { withDeadline } from '../lib/lifecycle.ts';
-import type { CredentialGate } from '../credentials/index.ts';
+import { CREDENTIAL_CHALLENGE_HEADER, CREDENTIALS_HEADER, credentialsFromHeader, type CredentialGate } from '../credentials/index.ts';
 import type { Metrics } from '../telemetry/index.ts';
 import type { TenantManager } from '../tenants/index.ts';
 import { toHttpError } from './error-body.ts';
@@ -54,10 +54,6 @@ interface Query {
 }
 
 const JSON_TYPE = 'application/json';
-/** Compact credentials (VC-JWT, SD-JWT VC) in a header, comma-separated; JSON ones go in the body. */
-const CREDENTIALS_HEADER = 'x-pavilion-credentials';
-const CREDENTIAL_CHALLENGE_HEADER = 'x-pavilion-credential-challenge';
-
 /** What a Data API request carries besides its input. */
 interface RequestCredentials {
   readonly credentials: readonly unknown[];
@@ -77,8 +73,7 @@ function requestCredentials(req: IncomingMessage, body: Record<string, unknown> 
     if (!Array.isArray(fromBody)) throw new PavilionError(ErrorCodes.REQUEST_INVALID, '"credentials" must be an array of credentials and presentations');
     credentials.push(...fromBody);
   }
-  const fromHeader = headerText(req, CREDENTIALS_HEADER);
-  if (fromHeader !== undefined) credentials.push(...fromHeader.split(',').map((c) => c.trim()).filter((c) => c !== ''));
+  credentials.push(...credentialsFromHeader(headerText(req, CREDENTIALS_HEADER)));
   const challenge = body?.['credential_challenge'] ?? headerText(req, CREDENTIAL_CHALLENGE_HEADER);
   if (challenge !== undefined && typeof challenge !== 'string') throw new PavilionError(ErrorCodes.REQUEST_INVALID, '"credential_challenge" must be a string');
   return challenge === undefined ? { credentials } : { credentials, challenge };

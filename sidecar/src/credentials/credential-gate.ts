@@ -34,6 +34,15 @@ export interface CredentialBinding {
   readonly challenge?: string;
 }
 
+/** Compact credentials (VC-JWT, SD-JWT VC) in a header, comma-separated; JSON ones go in a body. */
+export const CREDENTIALS_HEADER = 'x-pavilion-credentials';
+export const CREDENTIAL_CHALLENGE_HEADER = 'x-pavilion-credential-challenge';
+
+/** The credentials in a `x-pavilion-credentials` header value. */
+export function credentialsFromHeader(value: string | undefined): string[] {
+  return value === undefined ? [] : value.split(',').map((c) => c.trim()).filter((c) => c !== '');
+}
+
 export const CREDENTIALS_INPUT_KEY = 'credentials';
 export const CREDENTIAL_ERRORS_INPUT_KEY = 'credential_errors';
 

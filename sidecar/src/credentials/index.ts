@@ -54,5 +54,12 @@ export {
   sampleTenantPolicyJson,
 } from './sample-tenants.ts';
 export type { SampleFormat, SampleTenant } from './sample-tenants.ts';
-export { CredentialGate, CREDENTIALS_INPUT_KEY, CREDENTIAL_ERRORS_INPUT_KEY } from './credential-gate.ts';
+export {
+  CredentialGate,
+  CREDENTIALS_HEADER,
+  CREDENTIAL_CHALLENGE_HEADER,
+  CREDENTIALS_INPUT_KEY,
+  CREDENTIAL_ERRORS_INPUT_KEY,
+  credentialsFromHeader,
+} from './credential-gate.ts';
 export type { CredentialBinding, CredentialGateOptions } from './credential-gate.ts';
