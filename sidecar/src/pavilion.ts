@@ -74,6 +74,8 @@ export class Pavilion {
           policies: config.credentials.tenants,
           refreshIntervalMs: config.credentials.refreshIntervalMs,
           maxCredentialsPerRequest: config.credentials.maxCredentialsPerRequest,
+          proofWorkers: config.credentials.proofWorkers,
+          proofJobTimeoutMs: config.credentials.proofJobTimeoutMs,
         });
     this.extAuthz = config.extAuthz === undefined
       ? undefined

@@ -93,6 +93,9 @@ export interface PavilionConfig {
 
 /** The `credentials` section: per-tenant credential policies and how requests carry credentials. */
 export interface CredentialsConfig {
+  /** Worker threads verifying proofs (0: on the event loop). */
+  readonly proofWorkers: number;
+  readonly proofJobTimeoutMs: number;
   readonly refreshIntervalMs: number;
   readonly maxCredentialsPerRequest: number;
   readonly tenants: readonly CredentialPolicy[];
@@ -278,7 +281,7 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
 /** The `credentials` section (see README, "Verifiable credentials"); files resolve like other paths. */
 function parseCredentials(raw: unknown, resolvePath: (file: string) => string): CredentialsConfig {
   const root = objectAt(raw, '$.credentials');
-  refuseUnknown(root, ['refreshIntervalMs', 'maxCredentialsPerRequest', 'tenants'], '$.credentials');
+  refuseUnknown(root, ['proofWorkers', 'proofJobTimeoutMs', 'refreshIntervalMs', 'maxCredentialsPerRequest', 'tenants'], '$.credentials');
   const tenantsRaw = objectAt(root['tenants'] ?? {}, '$.credentials.tenants');
   const tenants: CredentialPolicy[] = [];
   for (const [id, policy] of Object.entries(tenantsRaw)) {
@@ -286,6 +289,8 @@ function parseCredentials(raw: unknown, resolvePath: (file: string) => string): 
     tenants.push(parseCredentialPolicy(id, policy, (file) => new Uint8Array(readFileSync(resolvePath(file)))));
   }
   return {
+    proofWorkers: int(root, 'proofWorkers', '$.credentials', 1, 0, 64),
+    proofJobTimeoutMs: int(root, 'proofJobTimeoutMs', '$.credentials', 2_000, 10, 60_000),
     refreshIntervalMs: int(root, 'refreshIntervalMs', '$.credentials', 30_000, 1_000, 3_600_000),
     maxCredentialsPerRequest: int(root, 'maxCredentialsPerRequest', '$.credentials', 8, 1, 256),
     tenants,

@@ -10,7 +10,7 @@
  */
 import { compactVerify, CompactSign, importJWK } from 'jose';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
-import { decodeWitness, elementFor, prepareAccumulatorKey, verifyMembership, PUBLIC_KEY_BYTES, VALUE_BYTES, type AccumulatorState, type PreparedAccumulatorKey } from './bls-accumulator.ts';
+import { decodeWitness, elementFor, PUBLIC_KEY_BYTES, VALUE_BYTES, type AccumulatorState } from './bls-accumulator.ts';
 import type { ResolvedVerificationMethod } from './did-resolver.ts';
 import { assertAlgorithm, publicKeyFromJwk } from './jws-keys.ts';
 import { isObject, type JsonObject } from './json.ts';
@@ -54,13 +54,14 @@ interface HeldState {
 
 export class AccumulatorRegistry {
   readonly #pinned: ReadonlyMap<string, PinnedAccumulator>;
-  readonly #keys = new Map<string, PreparedAccumulatorKey>();
   readonly #states = new Map<string, HeldState>();
 
   constructor(
     pinned: readonly PinnedAccumulator[],
     readonly maxAgeMs: number,
     readonly resolveKey: (kid: string) => Promise<ResolvedVerificationMethod>,
+    /** The pairing check (bls-accumulator.ts verifyMembership), possibly on a worker thread. */
+    readonly membership: (value: Uint8Array, publicKey: Uint8Array, element: bigint, witness: Uint8Array) => Promise<boolean>,
   ) {
     const map = new Map<string, PinnedAccumulator>();
     for (const p of pinned) {
@@ -109,7 +110,7 @@ export class AccumulatorRegistry {
   }
 
   /** Check membership of a credential's handle with the holder's witness; throws unless a member now. */
-  check(entry: AccumulatorEntry, issuer: string, witnessB64u: string | undefined, nowMs: number): { ageMs: number } {
+  async check(entry: AccumulatorEntry, issuer: string, witnessB64u: string | undefined, nowMs: number): Promise<{ ageMs: number }> {
     const pinned = this.#pinned.get(entry.accumulatorId);
     if (pinned === undefined) throw new PavilionError(ErrorCodes.CREDENTIAL_STATUS_UNAVAILABLE, `accumulator ${entry.accumulatorId.slice(0, 120)} is not pinned by this tenant`);
     if (pinned.issuer !== issuer) throw new PavilionError(ErrorCodes.CREDENTIAL_STATUS_INVALID, 'the accumulator belongs to another issuer');
@@ -123,12 +124,7 @@ export class AccumulatorRegistry {
     if (witness.epoch !== held.epoch) {
       throw new PavilionError(ErrorCodes.CREDENTIAL_WITNESS_INVALID, `witness is for epoch ${witness.epoch}, the accumulator is at ${held.epoch}: update the witness`);
     }
-    let key = this.#keys.get(pinned.id);
-    if (key === undefined) {
-      key = prepareAccumulatorKey(new Uint8Array(Buffer.from(pinned.publicKeyHex, 'hex')));
-      this.#keys.set(pinned.id, key);
-    }
-    const member = verifyMembership(held.value, key, elementFor(entry.revocationHandle), witness.point);
+    const member = await this.membership(held.value, new Uint8Array(Buffer.from(pinned.publicKeyHex, 'hex')), elementFor(entry.revocationHandle), witness.point);
     if (!member) throw new PavilionError(ErrorCodes.CREDENTIAL_REVOKED, `not a member of accumulator ${pinned.id} at epoch ${held.epoch} (revoked, or the witness is not this credential's)`);
     return { ageMs };
   }

@@ -14,6 +14,8 @@ import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
 import type { StatusListSource } from './bitstring-status-list.ts';
 import type { CredentialPolicy } from './credential-policy.ts';
 import { CredentialVerifier } from './credential-verifier.ts';
+import type { ProofExecutor } from './proof-executor.ts';
+import { WorkerProofExecutor } from './worker-proof-executor.ts';
 import { isObject } from './json.ts';
 import type { NonceStore } from './nonce-store.ts';
 import type { CredentialErrorV1, VerifiedFactsV1 } from './verified-facts.ts';
@@ -27,6 +29,9 @@ export interface CredentialGateOptions {
   readonly statusListSource?: StatusListSource;
   readonly nonces?: NonceStore;
   readonly clock?: () => number;
+  /** Worker threads for proof verification; 0 runs proofs on the event loop. */
+  readonly proofWorkers: number;
+  readonly proofJobTimeoutMs: number;
 }
 
 export interface CredentialBinding {
@@ -55,6 +60,7 @@ export class CredentialGate implements Component {
   #abort = new AbortController();
   #lastRefreshFailures = 0;
   #startError: string | undefined;
+  #executor: ProofExecutor | undefined;
 
   constructor(options: CredentialGateOptions) {
     this.#options = options;
@@ -63,7 +69,11 @@ export class CredentialGate implements Component {
 
   async start(): Promise<void> {
     try {
+      if (this.#options.proofWorkers > 0) {
+        this.#executor = await WorkerProofExecutor.start({ workers: this.#options.proofWorkers, jobTimeoutMs: this.#options.proofJobTimeoutMs });
+      }
       const verifier = await CredentialVerifier.create(this.#options.policies, {
+        ...(this.#executor === undefined ? {} : { executor: this.#executor }),
         ...(this.#options.clock === undefined ? {} : { clock: this.#options.clock }),
         ...(this.#options.nonces === undefined ? {} : { nonces: this.#options.nonces }),
         ...(this.#options.statusListSource === undefined ? {} : { statusListSource: this.#options.statusListSource }),
@@ -83,6 +93,8 @@ export class CredentialGate implements Component {
       this.#verifier = verifier;
     } catch (error) {
       this.#startError = describeThrown(error);
+      await this.#executor?.close();
+      this.#executor = undefined;
       throw error;
     }
     this.#abort = new AbortController();
@@ -95,12 +107,14 @@ export class CredentialGate implements Component {
     this.#timer = undefined;
     this.#abort.abort();
     this.#verifier = undefined;
+    await this.#executor?.close();
+    this.#executor = undefined;
   }
 
   status(): ComponentStatus {
     if (this.#verifier === undefined) return { state: this.#startError === undefined ? 'NOT_READY' : 'ERROR', message: this.#startError ?? 'not started' };
     if (this.#lastRefreshFailures > 0) return { state: 'WARN', message: `${this.#lastRefreshFailures} status list refreshes failed; lists are used until their max age` };
-    return { state: 'OK', details: { tenants: [...this.#policies.keys()] } };
+    return { state: 'OK', details: { tenants: [...this.#policies.keys()], proofWorkers: this.#options.proofWorkers } };
   }
 
   /** Whether `tenant` has a credential policy (and so owns `input.credentials`). */

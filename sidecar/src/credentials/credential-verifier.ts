@@ -14,7 +14,7 @@ import { ErrorCodes, PavilionError, describeThrown, isPavilionError } from '../l
 import { AccumulatorRegistry, ACCUMULATOR_ENTRY_TYPE, readAccumulatorEntry } from './accumulator-registry.ts';
 import { decodeStatusListCredential, readStatusListEntry, StatusListCache, type DecodedStatusList, type StatusListSource } from './bitstring-status-list.ts';
 import type { CredentialPolicy } from './credential-policy.ts';
-import { verifyDataIntegrityCredential, verifyDataIntegrityPresentation } from './data-integrity.ts';
+import { verifyDataIntegrityCredential } from './data-integrity.ts';
 import { DidResolver } from './did-resolver.ts';
 import { createDocumentLoader, type DocumentLoader } from './document-loader.ts';
 import { checkFreshness, type ValidityWindow } from './freshness.ts';
@@ -22,6 +22,7 @@ import { establishTrust, type Accreditation, type TrustPolicy } from './issuer-t
 import { asArray, isObject, nodeId, stringsOf, type JsonObject } from './json.ts';
 import { MemoryNonceStore, type NonceStore } from './nonce-store.ts';
 import { pinContexts } from './pinned-contexts.ts';
+import { InlineProofExecutor, type ProofExecutor } from './proof-executor.ts';
 import { verifySdJwtVc } from './sd-jwt-vc.ts';
 import type { CredentialErrorV1, CredentialFormat, StatusCheckV1, VerifiedFactsV1 } from './verified-facts.ts';
 import { verifyVcJwt } from './vc-jwt.ts';
@@ -51,6 +52,8 @@ export interface CredentialVerifierOptions {
   /** Where status lists are refreshed from in the background (none: only `admitStatusList`). */
   readonly statusListSource?: StatusListSource;
   readonly proofCacheEntries?: number;
+  /** Where Data Integrity proofs and accumulator pairings run (default: inline, this thread). */
+  readonly executor?: ProofExecutor;
 }
 
 /** What a proof check establishes, before freshness, trust and status. */
@@ -87,9 +90,11 @@ export class CredentialVerifier {
   readonly #nonces: NonceStore;
   readonly #proofCache = new Map<string, ProofOutcome>();
   readonly #proofCacheEntries: number;
+  readonly #executor: ProofExecutor;
 
   private constructor(tenants: Map<string, TenantRuntime>, options: CredentialVerifierOptions) {
     this.#tenants = tenants;
+    this.#executor = options.executor ?? new InlineProofExecutor();
     this.#clock = options.clock ?? Date.now;
     this.#nonces = options.nonces ?? new MemoryNonceStore();
     this.#proofCacheEntries = options.proofCacheEntries ?? 10_000;
@@ -106,7 +111,13 @@ export class CredentialVerifier {
       const verifyList = async (credential: unknown, url: string, nowMs: number): Promise<DecodedStatusList> =>
         verifier.#verifyStatusListCredential(loader, policy, credential, url, nowMs);
       const statusLists = new StatusListCache({ ttlMs: policy.statusLists.ttlMs, maxAgeMs: policy.statusLists.maxAgeMs }, verifyList, options.statusListSource);
-      const accumulators = new AccumulatorRegistry(policy.accumulators, policy.accumulatorMaxAgeMs, (kid) => dids.verificationMethod(kid));
+      await verifier.#executor.addTenant({ tenantId: policy.tenantId, contexts: policy.contexts, didWeb: policy.didWeb });
+      const accumulators = new AccumulatorRegistry(
+        policy.accumulators,
+        policy.accumulatorMaxAgeMs,
+        (kid) => dids.verificationMethod(kid),
+        (value, publicKey, element, witness) => verifier.#executor.verifyMembership(value, publicKey, element, witness),
+      );
       const runtime: TenantRuntime = { policy, dids, loader, trust: { anchors: policy.trustAnchors, accreditations: [], maxChainDepth: policy.maxChainDepth }, statusLists, accumulators };
       const accreditations: Accreditation[] = [];
       for (const [i, raw] of policy.accreditations.entries()) {
@@ -134,7 +145,7 @@ export class CredentialVerifier {
       throw new PavilionError(ErrorCodes.CREDENTIAL_FORMAT_UNSUPPORTED, 'a presentation: use verifyPresentation');
     }
     const proof = await this.#proof(tenant, credential, hash, options, nowMs);
-    return this.#finish(tenant, proof, hash, options, nowMs);
+    return await this.#finish(tenant, proof, hash, options, nowMs);
   }
 
   /**
@@ -152,8 +163,7 @@ export class CredentialVerifier {
     const { challenge, domain } = options;
     if (challenge === undefined || challenge === '') throw new PavilionError(ErrorCodes.CREDENTIAL_CHALLENGE_MISMATCH, 'a presentation is verified against a challenge, and none was given');
     if (domain === undefined || domain === '') throw new PavilionError(ErrorCodes.CREDENTIAL_DOMAIN_MISMATCH, 'a presentation is verified against a domain, and none was given');
-    const { holderKey } = await verifyDataIntegrityPresentation(presentation, {
-      documentLoader: tenant.loader,
+    const { holderKey } = await this.#executor.verifyPresentationProof(tenantId, presentation, {
       nowMs,
       clockSkewMs: tenant.policy.freshness.clockSkewMs,
       challenge,
@@ -281,8 +291,7 @@ export class CredentialVerifier {
     if (cached !== undefined) return cached;
     const view = readW3cCredential(credential);
     checkFreshness(view.window, view.types, nowMs, policy.freshness);
-    const { proofType } = await verifyDataIntegrityCredential(credential as JsonObject, {
-      documentLoader: tenant.loader,
+    const { proofType } = await this.#executor.verifyCredentialProof(policy.tenantId, credential as JsonObject, {
       nowMs,
       clockSkewMs: policy.freshness.clockSkewMs,
     });
@@ -311,7 +320,7 @@ export class CredentialVerifier {
   }
 
   /** Freshness (again, for cached proofs), trust and status: never cached. */
-  #finish(tenant: TenantRuntime, proof: ProofOutcome, hash: string, options: VerifyOptions, nowMs: number): VerifiedFactsV1 {
+  async #finish(tenant: TenantRuntime, proof: ProofOutcome, hash: string, options: VerifyOptions, nowMs: number): Promise<VerifiedFactsV1> {
     const { policy } = tenant;
     checkFreshness(proof.window, proof.types, nowMs, policy.freshness);
     const validFromMs = proof.window.validFromMs ?? proof.window.issuedAtMs;
@@ -326,7 +335,7 @@ export class CredentialVerifier {
       tenant.trust,
       nowMs,
     );
-    const status = this.#status(tenant, proof, options, nowMs);
+    const status = await this.#status(tenant, proof, options, nowMs);
     return {
       version: 1,
       format: proof.format,
@@ -343,7 +352,7 @@ export class CredentialVerifier {
     };
   }
 
-  #status(tenant: TenantRuntime, proof: ProofOutcome, options: VerifyOptions, nowMs: number): StatusCheckV1[] {
+  async #status(tenant: TenantRuntime, proof: ProofOutcome, options: VerifyOptions, nowMs: number): Promise<StatusCheckV1[]> {
     const checks: StatusCheckV1[] = [];
     for (const entry of proof.statusEntries) {
       const type = stringsOf(entry['type']);
@@ -356,7 +365,7 @@ export class CredentialVerifier {
         checks.push({ mechanism: 'BitstringStatusList', purpose: parsed.purpose, source: parsed.listUrl, ageSeconds: Math.floor(ageMs / 1000) });
       } else if (type.includes(ACCUMULATOR_ENTRY_TYPE)) {
         const parsed = readAccumulatorEntry(entry);
-        const { ageMs } = tenant.accumulators.check(parsed, proof.issuer, options.witnesses?.[parsed.revocationHandle], nowMs);
+        const { ageMs } = await tenant.accumulators.check(parsed, proof.issuer, options.witnesses?.[parsed.revocationHandle], nowMs);
         checks.push({ mechanism: 'BlsAccumulator', purpose: 'revocation', source: parsed.accumulatorId, ageSeconds: Math.floor(ageMs / 1000) });
       } else {
         throw new PavilionError(ErrorCodes.CREDENTIAL_STATUS_INVALID, `status type ${type.join(',') || '(none)'} is not understood; the credential is refused rather than accepted unchecked`);

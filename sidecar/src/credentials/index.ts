@@ -63,3 +63,7 @@ export {
   credentialsFromHeader,
 } from './credential-gate.ts';
 export type { CredentialBinding, CredentialGateOptions } from './credential-gate.ts';
+export { InlineProofExecutor } from './proof-executor.ts';
+export type { ProofExecutor, TenantProofMaterial } from './proof-executor.ts';
+export { WorkerProofExecutor } from './worker-proof-executor.ts';
+export type { WorkerProofExecutorOptions } from './worker-proof-executor.ts';
