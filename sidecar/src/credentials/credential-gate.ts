@@ -6,7 +6,7 @@
  *
  * For a tenant with a credential policy those two input keys always come from Pavilion: any
  * value the client put there is replaced, so a policy can trust `input.credentials` without
- * re-checking anything. Raw credentials never enter the input (nor, therefore, the decision log);
+ * re-checking anything. For the other tenants the keys are removed (reserved). Raw credentials never enter the input (nor, therefore, the decision log);
  * only the verified facts, with undisclosed claims absent, do.
  */
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
@@ -134,7 +134,13 @@ export class CredentialGate implements Component {
    * were sent (an object input is required to carry them).
    */
   async prepareInput(tenant: string, input: unknown, credentials: readonly unknown[], binding: CredentialBinding): Promise<unknown> {
-    if (!this.governs(tenant)) return input;
+    if (!this.governs(tenant)) {
+      // the two keys are reserved wherever credentials are configured: a tenant without a
+      // policy gets neither facts nor a client's imitation of them
+      if (!isObject(input) || !(CREDENTIALS_INPUT_KEY in input || CREDENTIAL_ERRORS_INPUT_KEY in input)) return input;
+      const { [CREDENTIALS_INPUT_KEY]: _facts, [CREDENTIAL_ERRORS_INPUT_KEY]: _errors, ...rest } = input;
+      return rest;
+    }
     if (credentials.length === 0 && !isObject(input)) return input;
     if (!isObject(input) && input !== undefined) {
       throw new PavilionError(ErrorCodes.REQUEST_INVALID, 'credentials can only accompany an object input');
