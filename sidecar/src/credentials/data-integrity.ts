@@ -1,6 +1,6 @@
 /**
  * Data Integrity proofs on W3C credentials and presentations (VC Data Integrity 1.0,
- * cryptosuites eddsa-rdfc-2022 and ecdsa-rdfc-2019, and the legacy Ed25519Signature2020 suite
+ * cryptosuites eddsa-rdfc-2022, ecdsa-rdfc-2019 and bbs-2023 (derived proofs), and the legacy Ed25519Signature2020 suite
  * of VC 1.1 credentials), verified by `@digitalbazaar/vc` with the
  * offline document loader. JSON-LD runs in safe mode (undefined terms are refused) and
  * rdf-canonize keeps its default work-factor cap, so a crafted graph stops with
@@ -14,11 +14,13 @@ import { DataIntegrityProof } from '@digitalbazaar/data-integrity';
 import { cryptosuite as eddsaRdfc2022 } from '@digitalbazaar/eddsa-rdfc-2022-cryptosuite';
 import { cryptosuite as ecdsaRdfc2019 } from '@digitalbazaar/ecdsa-rdfc-2019-cryptosuite';
 import { Ed25519Signature2020 } from '@digitalbazaar/ed25519-signature-2020';
+import { createVerifyCryptosuite as bbs2023Verify } from '@digitalbazaar/bbs-2023-cryptosuite';
 import { ErrorCodes, PavilionError, type ErrorCode } from '../lib/errors.ts';
 import type { DocumentLoader } from './document-loader.ts';
 import { asArray, isObject, type JsonObject } from './json.ts';
 
-export const SUPPORTED_CRYPTOSUITES = ['eddsa-rdfc-2022', 'ecdsa-rdfc-2019'] as const;
+/** bbs-2023 is accepted as derived proofs only: its verify suite refuses base proofs. */
+export const SUPPORTED_CRYPTOSUITES = ['eddsa-rdfc-2022', 'ecdsa-rdfc-2019', 'bbs-2023'] as const;
 
 /** The legacy Linked Data proof accepted besides Data Integrity (VC 1.1 era, Ed25519 keys). */
 export const ED25519_SIGNATURE_2020 = 'Ed25519Signature2020';
@@ -27,6 +29,8 @@ function suites(): unknown[] {
   return [
     new DataIntegrityProof({ cryptosuite: eddsaRdfc2022 }),
     new DataIntegrityProof({ cryptosuite: ecdsaRdfc2019 }),
+    // pure-JS pairings, 100s of ms: run it on a worker (WorkerProofExecutor)
+    new DataIntegrityProof({ cryptosuite: bbs2023Verify() }),
     // converts the resolver's Multikey verification methods to Ed25519VerificationKey2020 itself
     new Ed25519Signature2020(),
   ];

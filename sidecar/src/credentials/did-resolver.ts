@@ -14,13 +14,15 @@
  */
 import * as Ed25519Multikey from '@digitalbazaar/ed25519-multikey';
 import * as EcdsaMultikey from '@digitalbazaar/ecdsa-multikey';
+import * as Bls12381Multikey from '@digitalbazaar/bls12-381-multikey';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
 import { isObject, nodeId, asArray, type JsonObject } from './json.ts';
 
 export const DID_CONTEXT_V1 = 'https://www.w3.org/ns/did/v1';
 export const MULTIKEY_CONTEXT_V1 = 'https://w3id.org/security/multikey/v1';
 
-export type KeyAlgorithm = 'Ed25519' | 'P-256';
+/** Ed25519 and P-256 sign JWS and Data Integrity proofs; BLS12-381 G2 keys only bbs-2023 proofs. */
+export type KeyAlgorithm = 'Ed25519' | 'P-256' | 'Bls12381G2';
 
 /** A public key as every verifier in this domain needs it. */
 export interface ResolvedVerificationMethod {
@@ -28,6 +30,7 @@ export interface ResolvedVerificationMethod {
   readonly controller: string;
   readonly algorithm: KeyAlgorithm;
   readonly publicKeyMultibase: string;
+  /** The JWK form; for BLS12-381 keys empty (they never sign a JWS, and the JWS checks refuse them). */
   readonly publicKeyJwk: Readonly<Record<string, string>>;
 }
 
@@ -73,10 +76,14 @@ async function keyFromMultibase(publicKeyMultibase: string, id: string, controll
       if (publicKeyJwk['crv'] !== 'P-256') throw new Error(`curve ${publicKeyJwk['crv']} is not accepted`);
       return { id, controller, algorithm: 'P-256', publicKeyMultibase, publicKeyJwk: publicMembers(publicKeyJwk) };
     }
+    if (publicKeyMultibase.startsWith('zUC7')) {
+      await Bls12381Multikey.from({ type: 'Multikey', id, controller, publicKeyMultibase });
+      return { id, controller, algorithm: 'Bls12381G2', publicKeyMultibase, publicKeyJwk: Object.freeze({}) };
+    }
   } catch (error) {
     throw new PavilionError(ErrorCodes.CREDENTIAL_KEY_UNSUPPORTED, `key ${id.slice(0, 120)}: ${describeThrown(error)}`, { cause: error });
   }
-  throw new PavilionError(ErrorCodes.CREDENTIAL_KEY_UNSUPPORTED, `key ${id.slice(0, 120)}: only Ed25519 (z6Mk) and P-256 (zDn) multikeys are accepted`);
+  throw new PavilionError(ErrorCodes.CREDENTIAL_KEY_UNSUPPORTED, `key ${id.slice(0, 120)}: only Ed25519 (z6Mk), P-256 (zDn) and BLS12-381 G2 (zUC7) multikeys are accepted`);
 }
 
 async function keyFromJwk(jwk: unknown, id: string, controller: string): Promise<ResolvedVerificationMethod> {

@@ -34,6 +34,8 @@ export { DidResolver } from './did-resolver.ts';
 export { createDocumentLoader } from './document-loader.ts';
 export type { DocumentLoader } from './document-loader.ts';
 export {
+  deriveBbs,
+  issueBbsBase,
   issueDataIntegrity,
   issueEd25519Signature2020,
   issueSdJwtVc,
@@ -41,9 +43,10 @@ export {
   jwsAlgorithm,
   presentDataIntegrity,
   presentSdJwtVc,
+  sampleBbsKey,
   sampleKey,
 } from './sample-issuer.ts';
-export type { SampleKey, SampleAlgorithm } from './sample-issuer.ts';
+export type { SampleBbsKey, SampleKey, SampleAlgorithm } from './sample-issuer.ts';
 export { SAMPLE_CONTEXT_URL, sampleContext } from './sample-contexts.ts';
 export {
   SAMPLE_TENANTS,

@@ -11,6 +11,8 @@ import { cryptosuite as ecdsaRdfc2019 } from '@digitalbazaar/ecdsa-rdfc-2019-cry
 import { Ed25519Signature2020 } from '@digitalbazaar/ed25519-signature-2020';
 import * as Ed25519Multikey from '@digitalbazaar/ed25519-multikey';
 import * as EcdsaMultikey from '@digitalbazaar/ecdsa-multikey';
+import * as Bls12381Multikey from '@digitalbazaar/bls12-381-multikey';
+import { createDiscloseCryptosuite, createSignCryptosuite } from '@digitalbazaar/bbs-2023-cryptosuite';
 import { p256 } from '@noble/curves/nist.js';
 import { SignJWT, importJWK } from 'jose';
 import { SDJwtVcInstance } from '@sd-jwt/sd-jwt-vc';
@@ -58,6 +60,35 @@ export async function sampleKey(label: string, algorithm: SampleAlgorithm = 'Ed2
   const kid = `${did}#${probe.publicKeyMultibase}`;
   const keyPair = await EcdsaMultikey.fromJwk({ jwk: privateJwk, secretKey: true, id: kid, controller: did });
   return { did, kid, algorithm, publicJwk, privateJwk, signer: () => keyPair.signer() };
+}
+
+/** A BLS12-381 G2 key for bbs-2023, derived from `label` (issuing only: it signs no JWS). */
+export interface SampleBbsKey {
+  readonly did: string;
+  readonly kid: string;
+  readonly signer: () => unknown;
+}
+
+export async function sampleBbsKey(label: string): Promise<SampleBbsKey> {
+  const seed = seedFor(`bbs:${label}`, 32);
+  const algorithm = Bls12381Multikey.ALGORITHMS.BBS_BLS12381_SHA256;
+  const probe = await Bls12381Multikey.generateBbsKeyPair({ algorithm, seed });
+  const did = `did:key:${probe.publicKeyMultibase}`;
+  const kid = `${did}#${probe.publicKeyMultibase}`;
+  const keyPair = await Bls12381Multikey.generateBbsKeyPair({ algorithm, seed, id: kid, controller: did });
+  return { did, kid, signer: () => keyPair.signer() };
+}
+
+/** Issue a bbs-2023 base proof; `mandatoryPointers` (JSON Pointers) are always disclosed. */
+export async function issueBbsBase(credential: JsonObject, key: SampleBbsKey, mandatoryPointers: readonly string[], documentLoader: DocumentLoader): Promise<JsonObject> {
+  const suite = new DataIntegrityProof({ signer: key.signer(), cryptosuite: createSignCryptosuite({ mandatoryPointers: [...mandatoryPointers] }) });
+  return vc.issue({ credential: structuredClone(credential), suite, documentLoader });
+}
+
+/** Holder side of bbs-2023: derive an unlinkable proof revealing `selectivePointers` only. */
+export async function deriveBbs(baseCredential: JsonObject, selectivePointers: readonly string[], documentLoader: DocumentLoader): Promise<JsonObject> {
+  const suite = new DataIntegrityProof({ cryptosuite: createDiscloseCryptosuite({ selectivePointers: [...selectivePointers] }) });
+  return vc.derive({ verifiableCredential: structuredClone(baseCredential), suite, documentLoader });
 }
 
 /** Sign a JWS signing input with a sample key (raw signature, base64url). */

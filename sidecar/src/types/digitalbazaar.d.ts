@@ -15,6 +15,11 @@ declare module '@digitalbazaar/vc' {
     presentationResult?: { verified: boolean; results?: Array<{ verified: boolean; error?: unknown }>; error?: unknown };
     credentialResults?: Array<{ verified: boolean; error?: unknown; credentialId?: string }>;
   }
+  export function derive(options: {
+    verifiableCredential: Record<string, unknown>;
+    suite: unknown;
+    documentLoader: DocumentLoader;
+  }): Promise<Record<string, unknown>>;
   export function issue(options: {
     credential: Record<string, unknown>;
     suite: unknown;
@@ -126,4 +131,22 @@ declare module 'ed25519-signature-2020-context' {
 declare module 'did-context' {
   const pkg: { contexts: Map<string, unknown> };
   export default pkg;
+}
+
+declare module '@digitalbazaar/bbs-2023-cryptosuite' {
+  export function createVerifyCryptosuite(): { name: string };
+  export function createSignCryptosuite(options?: { mandatoryPointers?: string[] }): { name: string };
+  export function createDiscloseCryptosuite(options: { selectivePointers?: string[]; proofId?: string; presentationHeader?: Uint8Array }): { name: string };
+}
+
+declare module '@digitalbazaar/bls12-381-multikey' {
+  export interface Bls12381MultikeyKeyPair {
+    id?: string;
+    controller?: string;
+    publicKeyMultibase: string;
+    signer(): { algorithm: string; id?: string; sign(options: { data: Uint8Array }): Promise<Uint8Array> };
+  }
+  export const ALGORITHMS: { BBS_BLS12381_SHA256: string; BBS_BLS12381_SHAKE256: string };
+  export function generateBbsKeyPair(options: { id?: string; controller?: string; algorithm: string; seed?: Uint8Array }): Promise<Bls12381MultikeyKeyPair>;
+  export function from(key: unknown): Promise<Bls12381MultikeyKeyPair>;
 }
