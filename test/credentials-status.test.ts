@@ -25,6 +25,7 @@ import {
 import { bitAt } from '../sidecar/src/credentials/bitstring-status-list.ts';
 import { createHash } from 'node:crypto';
 import { gunzipSync, gzipSync } from 'node:zlib';
+import { readFileSync } from 'node:fs';
 import { NOW_MS, VC_V2, keys, kycCredential, rejectsWith, signed, trusting, verifier } from './credentials/fixtures.ts';
 
 const LIST_URL = 'https://status.bank.example/lists/1';
@@ -246,3 +247,43 @@ describe('BLS12-381 accumulator', () => {
   });
 });
 
+
+describe('status lists refreshed from their configured files', () => {
+  it('picks up a revocation written to the file once the TTL has passed', async () => {
+    const { mkdtemp, rm, writeFile, readFile } = await import('node:fs/promises');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { CredentialGate, parseCredentialPolicy, sampleContext } = await import('../sidecar/src/credentials/index.ts');
+    const { issuer } = await keys();
+    const dir = await mkdtemp(join(tmpdir(), 'pavilion-status-'));
+    try {
+      const listPath = join(dir, 'list.json');
+      await writeFile(listPath, JSON.stringify(await statusList(issuer, LIST_URL, 'revocation', [])));
+      await writeFile(join(dir, 'ctx.jsonld'), sampleContext().bytes);
+      const policy = parseCredentialPolicy('bank', {
+        ...trusting(issuer.did),
+        contexts: [{ url: sampleContext().url, sha256Hex: sampleContext().sha256Hex, path: 'ctx.jsonld' }],
+        statusLists: { ttlMs: 1_000, maxAgeMs: 60_000 },
+        statusListFiles: [{ url: LIST_URL, path: 'list.json' }],
+      }, (path) => new Uint8Array(readFileSync(join(dir, path))), (path) => join(dir, path));
+      let now = NOW_MS;
+      const gate = new CredentialGate({ policies: [policy], refreshIntervalMs: 3_600_000, maxCredentialsPerRequest: 4, proofWorkers: 0, proofJobTimeoutMs: 1_000, clock: () => now });
+      await gate.start();
+      try {
+        const credential = await signed(kycCredential(issuer.did, { credentialStatus: entry(6) }), issuer);
+        const before = (await gate.prepareInput('bank', {}, [credential], {})) as { credentials: unknown[] };
+        assert.equal(before.credentials.length, 1);
+        await writeFile(listPath, JSON.stringify(await statusList(issuer, LIST_URL, 'revocation', [6])));
+        assert.ok((await readFile(listPath, 'utf8')).length > 0);
+        now = NOW_MS + 2_000;
+        assert.deepEqual(await gate.verifier.refreshStatusLists(AbortSignal.timeout(5_000), now), []);
+        const after = (await gate.prepareInput('bank', {}, [credential], {})) as { credential_errors: Array<{ code: string }> };
+        assert.deepEqual(after.credential_errors.map((e) => e.code), [ErrorCodes.CREDENTIAL_REVOKED]);
+      } finally {
+        await gate.stop();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});

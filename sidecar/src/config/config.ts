@@ -286,7 +286,7 @@ function parseCredentials(raw: unknown, resolvePath: (file: string) => string): 
   const tenants: CredentialPolicy[] = [];
   for (const [id, policy] of Object.entries(tenantsRaw)) {
     if (!TENANT_ID_PATTERN.test(id)) fail(`$.credentials.tenants.${id}`, `tenant ids must match ${TENANT_ID_PATTERN.source}`);
-    tenants.push(parseCredentialPolicy(id, policy, (file) => new Uint8Array(readFileSync(resolvePath(file)))));
+    tenants.push(parseCredentialPolicy(id, policy, (file) => new Uint8Array(readFileSync(resolvePath(file))), resolvePath));
   }
   return {
     proofWorkers: int(root, 'proofWorkers', '$.credentials', 1, 0, 64),

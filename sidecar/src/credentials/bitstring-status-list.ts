@@ -103,6 +103,30 @@ export interface StatusListSource {
   fetch(url: string, signal: AbortSignal): Promise<unknown>;
 }
 
+/**
+ * Status lists re-read from files the operator keeps current (a sync job, a mounted volume): the
+ * offline source. Only configured URLs are served; anything else is refused, not guessed.
+ */
+export class FileStatusListSource implements StatusListSource {
+  readonly #paths: ReadonlyMap<string, string>;
+
+  constructor(files: ReadonlyArray<{ readonly url: string; readonly path: string }>) {
+    this.#paths = new Map(files.map((f) => [f.url, f.path]));
+  }
+
+  async fetch(url: string, signal: AbortSignal): Promise<unknown> {
+    const path = this.#paths.get(url);
+    if (path === undefined) throw new PavilionError(ErrorCodes.CREDENTIAL_STATUS_UNAVAILABLE, `no configured file for status list ${url.slice(0, 200)}`);
+    const { readFile } = await import('node:fs/promises');
+    const text = await readFile(path, { encoding: 'utf8', signal });
+    try {
+      return JSON.parse(text);
+    } catch (error) {
+      throw invalid(`status list file for ${url.slice(0, 200)} is not JSON`, error);
+    }
+  }
+}
+
 export interface StatusListCachePolicy {
   /** After this, a list is refreshed in the background (still used meanwhile). */
   readonly ttlMs: number;

@@ -11,7 +11,7 @@
  */
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
 import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
-import type { StatusListSource } from './bitstring-status-list.ts';
+import { FileStatusListSource, type StatusListSource } from './bitstring-status-list.ts';
 import type { CredentialPolicy } from './credential-policy.ts';
 import { CredentialVerifier } from './credential-verifier.ts';
 import type { ProofExecutor } from './proof-executor.ts';
@@ -22,7 +22,7 @@ import type { CredentialErrorV1, VerifiedFactsV1 } from './verified-facts.ts';
 
 export interface CredentialGateOptions {
   readonly policies: readonly CredentialPolicy[];
-  /** How often status lists past their TTL are refreshed from `statusListSource`. */
+  /** How often status lists past their TTL are refreshed (default source: their configured files). */
   readonly refreshIntervalMs: number;
   /** Most credentials accepted in one request. */
   readonly maxCredentialsPerRequest: number;
@@ -76,7 +76,10 @@ export class CredentialGate implements Component {
         ...(this.#executor === undefined ? {} : { executor: this.#executor }),
         ...(this.#options.clock === undefined ? {} : { clock: this.#options.clock }),
         ...(this.#options.nonces === undefined ? {} : { nonces: this.#options.nonces }),
-        ...(this.#options.statusListSource === undefined ? {} : { statusListSource: this.#options.statusListSource }),
+        statusListSource: this.#options.statusListSource ?? ((tenantId: string) => {
+          const files = this.#policies.get(tenantId)?.initialStatusLists ?? [];
+          return files.length === 0 ? undefined : new FileStatusListSource(files);
+        }),
       });
       for (const policy of this.#options.policies) {
         for (const list of policy.initialStatusLists) {

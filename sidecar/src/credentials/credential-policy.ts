@@ -45,8 +45,11 @@ export interface CredentialPolicy {
   readonly presentations: { readonly challengeLifetimeMs: number };
   /** This verifier's identity for holder binding (presentation `domain`, KB-JWT `aud`). */
   readonly domain?: string;
-  /** Status list credentials held from the start (verified when the verifier starts). */
-  readonly initialStatusLists: ReadonlyArray<{ readonly url: string; readonly bytes: Uint8Array }>;
+  /**
+   * Status list credentials held from the start (verified when the verifier starts) and re-read
+   * from `path` when past their TTL (FileStatusListSource).
+   */
+  readonly initialStatusLists: ReadonlyArray<{ readonly url: string; readonly path: string; readonly bytes: Uint8Array }>;
   /** Signed accumulator states (compact JWS) held from the start. */
   readonly initialAccumulatorStates: readonly string[];
 }
@@ -122,7 +125,16 @@ function deepFreeze<T>(value: T): T {
 
 const DAY_MS = 24 * 60 * 60_000;
 
-export function parseCredentialPolicy(tenantId: string, raw: unknown, readFile: (path: string) => Uint8Array): CredentialPolicy {
+/**
+ * `readFile` reads a path exactly as written in the policy; `resolvePath` (default: unchanged)
+ * gives the path stored for later re-reads (status list files).
+ */
+export function parseCredentialPolicy(
+  tenantId: string,
+  raw: unknown,
+  readFile: (path: string) => Uint8Array,
+  resolvePath: (path: string) => string = (path) => path,
+): CredentialPolicy {
   const d = defaultCredentialPolicy(tenantId);
   const p = `$.credentials.${tenantId}`;
   const root = obj(raw ?? {}, p);
@@ -212,7 +224,8 @@ export function parseCredentialPolicy(tenantId: string, raw: unknown, readFile: 
     const at = `${p}.statusListFiles[${i}]`;
     const o = obj(f, at);
     known(o, ['url', 'path'], at);
-    return { url: str(o, 'url', at), bytes: read(str(o, 'path', at), at) };
+    const path = str(o, 'path', at);
+    return { url: str(o, 'url', at), path: resolvePath(path), bytes: read(path, at) };
   });
   const initialAccumulatorStates = arr(root, 'accumulatorStateFiles', p).map((f, i) => {
     const at = `${p}.accumulatorStateFiles[${i}]`;

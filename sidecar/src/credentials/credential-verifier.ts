@@ -49,8 +49,11 @@ export interface PresentationResultV1 {
 export interface CredentialVerifierOptions {
   readonly clock?: () => number;
   readonly nonces?: NonceStore;
-  /** Where status lists are refreshed from in the background (none: only `admitStatusList`). */
-  readonly statusListSource?: StatusListSource;
+  /**
+   * Where status lists are refreshed from in the background (none: only `admitStatusList`):
+   * one source for every tenant, or one per tenant.
+   */
+  readonly statusListSource?: StatusListSource | ((tenantId: string) => StatusListSource | undefined);
   readonly proofCacheEntries?: number;
   /** Where Data Integrity proofs and accumulator pairings run (default: inline, this thread). */
   readonly executor?: ProofExecutor;
@@ -110,7 +113,8 @@ export class CredentialVerifier {
       const loader = createDocumentLoader({ contexts: pinContexts(policy.contexts), dids });
       const verifyList = async (credential: unknown, url: string, nowMs: number): Promise<DecodedStatusList> =>
         verifier.#verifyStatusListCredential(loader, policy, credential, url, nowMs);
-      const statusLists = new StatusListCache({ ttlMs: policy.statusLists.ttlMs, maxAgeMs: policy.statusLists.maxAgeMs }, verifyList, options.statusListSource);
+      const source = typeof options.statusListSource === 'function' ? options.statusListSource(policy.tenantId) : options.statusListSource;
+      const statusLists = new StatusListCache({ ttlMs: policy.statusLists.ttlMs, maxAgeMs: policy.statusLists.maxAgeMs }, verifyList, source);
       await verifier.#executor.addTenant({ tenantId: policy.tenantId, contexts: policy.contexts, didWeb: policy.didWeb });
       const accumulators = new AccumulatorRegistry(
         policy.accumulators,

@@ -10,7 +10,7 @@ export { defaultCredentialPolicy, parseCredentialPolicy } from './credential-pol
 export type { CredentialPolicy } from './credential-policy.ts';
 export type { CredentialErrorV1, CredentialFormat, StatusCheckV1, VerifiedFactsV1 } from './verified-facts.ts';
 export type { StatusListSource } from './bitstring-status-list.ts';
-export { encodeStatusList, MIN_STATUS_LIST_BITS } from './bitstring-status-list.ts';
+export { encodeStatusList, FileStatusListSource, MIN_STATUS_LIST_BITS } from './bitstring-status-list.ts';
 export { MemoryNonceStore } from './nonce-store.ts';
 export type { NonceStore } from './nonce-store.ts';
 export {
