@@ -7,7 +7,8 @@ import assert from 'node:assert/strict';
 import { createHash, createPrivateKey, sign, type JsonWebKey } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { ErrorCodes } from '../sidecar/src/lib/errors.ts';
-import { issueSdJwtVc, issueVcJwt, jwsAlgorithm, presentSdJwtVc, type SampleKey } from '../sidecar/src/credentials/index.ts';
+import { issueSdJwtVc, issueTokenStatusList, issueVcJwt, jwsAlgorithm, presentSdJwtVc, type SampleKey } from '../sidecar/src/credentials/index.ts';
+import { statusValueAt } from '../sidecar/src/credentials/token-status-list.ts';
 import { CHALLENGE, DOMAIN, NOW_MS, keys, kycCredential, rejectsWith, trusting, verifier } from './credentials/fixtures.ts';
 
 const NOW_S = Math.floor(NOW_MS / 1000);
@@ -145,11 +146,34 @@ describe('SD-JWT VC', () => {
     await rejectsWith(v.verify('bank', await sdJwt(anchor, holder)), ErrorCodes.CREDENTIAL_ISSUER_UNTRUSTED);
   });
 
-  it('refuses a status claim instead of skipping the status check (no fetch)', async () => {
-    const { issuer, holder } = await keys();
-    const v = await verifier({ ...trusting(issuer.did), keyBinding: { required: false } });
-    const withStatus = await sdJwt(issuer, holder, { status: { status_list: { idx: 1, uri: 'https://status.example/1' } } });
-    await rejectsWith(v.verify('bank', withStatus), ErrorCodes.CREDENTIAL_STATUS_UNAVAILABLE);
+  it('checks the status claim against held Status List Tokens: valid, revoked, suspended, unknown, stale', async () => {
+    const { issuer, holder, rogue } = await keys();
+    let now = NOW_MS;
+    const v = await verifier({ ...trusting(issuer.did), keyBinding: { required: false }, statusLists: { ttlMs: 60_000, maxAgeMs: 600_000 } }, { clock: () => now });
+    const uri = 'https://status.bank.example/tokens/1';
+    const withStatus = (idx: number) => sdJwt(issuer, holder, { status: { status_list: { idx, uri } } });
+    await rejectsWith(v.verify('bank', await withStatus(3)), ErrorCodes.CREDENTIAL_STATUS_UNAVAILABLE);
+    const values = new Map([[4, 1], [5, 2], [6, 3]]);
+    await v.admitTokenStatusList('bank', uri, issueTokenStatusList(issuer, uri, { bits: 2, size: 1024, values, iatSeconds: NOW_S }));
+    assert.deepEqual((await v.verify('bank', await withStatus(3))).status.map((s) => s.mechanism), ['TokenStatusList']);
+    await rejectsWith(v.verify('bank', await withStatus(4)), ErrorCodes.CREDENTIAL_REVOKED);
+    await rejectsWith(v.verify('bank', await withStatus(5)), ErrorCodes.CREDENTIAL_SUSPENDED);
+    await rejectsWith(v.verify('bank', await withStatus(6)), ErrorCodes.CREDENTIAL_STATUS_INVALID);
+    await rejectsWith(v.verify('bank', await withStatus(4096)), ErrorCodes.CREDENTIAL_STATUS_INVALID);
+    // a token from another issuer is held but not believed; one for another URI is not admitted
+    await v.admitTokenStatusList('bank', uri, issueTokenStatusList(rogue, uri, { bits: 1, size: 8, values: new Map(), iatSeconds: NOW_S }));
+    await rejectsWith(v.verify('bank', await withStatus(3)), ErrorCodes.CREDENTIAL_STATUS_INVALID);
+    await rejectsWith(v.admitTokenStatusList('bank', 'https://other.example/1', issueTokenStatusList(issuer, uri, { bits: 1, size: 8, values: new Map(), iatSeconds: NOW_S })), ErrorCodes.CREDENTIAL_STATUS_INVALID);
+    await v.admitTokenStatusList('bank', uri, issueTokenStatusList(issuer, uri, { bits: 2, size: 1024, values, iatSeconds: NOW_S }));
+    now = NOW_MS + 600_001;
+    await rejectsWith(v.verify('bank', await sdJwt(issuer, holder, { iat: NOW_S, exp: NOW_S + 7200, status: { status_list: { idx: 3, uri } } })), ErrorCodes.CREDENTIAL_STATUS_STALE);
+  });
+
+  it('decodes Token Status List entries least significant bits first (draft-ietf-oauth-status-list)', () => {
+    // the draft's 1-bit example: statuses [1,0,0,1,1,1,0,1, 1,1,0,0,0,1,0,1] are bytes 0xB9 0xA3
+    const bytes = new Uint8Array([0xb9, 0xa3]);
+    const decoded = Array.from({ length: 16 }, (_, i) => statusValueAt(bytes, 1, i));
+    assert.deepEqual(decoded, [1, 0, 0, 1, 1, 1, 0, 1, 1, 1, 0, 0, 0, 1, 0, 1]);
   });
 
   it('hashes disclosures as RFC 9901 does (its family_name "Möbius" example)', () => {

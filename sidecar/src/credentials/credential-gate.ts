@@ -91,6 +91,7 @@ export class CredentialGate implements Component {
           }
           await verifier.admitStatusList(policy.tenantId, list.url, credential);
         }
+        for (const token of policy.initialTokenStatusLists) await verifier.admitTokenStatusList(policy.tenantId, token.uri, token.jwt);
         for (const state of policy.initialAccumulatorStates) await verifier.admitAccumulatorState(policy.tenantId, state);
       }
       this.#verifier = verifier;

@@ -16,6 +16,7 @@
  *     "presentations": {"challengeLifetimeMs": 600000},
  *     "domain": "https://bank.example",
  *     "statusListFiles": [{"url": "https://...", "path": "list.json"}],
+ *     "tokenStatusListFiles": [{"uri": "https://...", "path": "list.jwt"}],
  *     "accumulatorStateFiles": ["acc-state.jws"]
  *   }
  */
@@ -50,6 +51,8 @@ export interface CredentialPolicy {
    * from `path` when past their TTL (FileStatusListSource).
    */
   readonly initialStatusLists: ReadonlyArray<{ readonly url: string; readonly path: string; readonly bytes: Uint8Array }>;
+  /** Status List Tokens (SD-JWT VC status, compact JWT) held from the start. */
+  readonly initialTokenStatusLists: ReadonlyArray<{ readonly uri: string; readonly jwt: string }>;
   /** Signed accumulator states (compact JWS) held from the start. */
   readonly initialAccumulatorStates: readonly string[];
 }
@@ -72,6 +75,7 @@ export function defaultCredentialPolicy(tenantId: string): CredentialPolicy {
     keyBinding: { required: true, maxAgeMs: 5 * 60_000 },
     presentations: { challengeLifetimeMs: 10 * 60_000 },
     initialStatusLists: [],
+    initialTokenStatusLists: [],
     initialAccumulatorStates: [],
   };
 }
@@ -138,7 +142,7 @@ export function parseCredentialPolicy(
   const d = defaultCredentialPolicy(tenantId);
   const p = `$.credentials.${tenantId}`;
   const root = obj(raw ?? {}, p);
-  known(root, ['maxCredentialBytes', 'clockSkewMs', 'maxAgeMsByType', 'defaultMaxAgeMs', 'contexts', 'didWeb', 'trustAnchors', 'accreditations', 'maxChainDepth', 'statusLists', 'accumulators', 'accumulatorMaxAgeMs', 'keyBinding', 'presentations', 'domain', 'statusListFiles', 'accumulatorStateFiles'], p);
+  known(root, ['maxCredentialBytes', 'clockSkewMs', 'maxAgeMsByType', 'defaultMaxAgeMs', 'contexts', 'didWeb', 'trustAnchors', 'accreditations', 'maxChainDepth', 'statusLists', 'accumulators', 'accumulatorMaxAgeMs', 'keyBinding', 'presentations', 'domain', 'statusListFiles', 'tokenStatusListFiles', 'accumulatorStateFiles'], p);
 
   const read = (path: string, at: string): Uint8Array => {
     try {
@@ -227,6 +231,12 @@ export function parseCredentialPolicy(
     const path = str(o, 'path', at);
     return { url: str(o, 'url', at), path: resolvePath(path), bytes: read(path, at) };
   });
+  const initialTokenStatusLists = arr(root, 'tokenStatusListFiles', p).map((f, i) => {
+    const at = `${p}.tokenStatusListFiles[${i}]`;
+    const o = obj(f, at);
+    known(o, ['uri', 'path'], at);
+    return { uri: str(o, 'uri', at), jwt: Buffer.from(read(str(o, 'path', at), at)).toString('utf8').trim() };
+  });
   const initialAccumulatorStates = arr(root, 'accumulatorStateFiles', p).map((f, i) => {
     const at = `${p}.accumulatorStateFiles[${i}]`;
     if (typeof f !== 'string' || f === '') fail(at, 'must be a file path');
@@ -238,6 +248,7 @@ export function parseCredentialPolicy(
     tenantId,
     ...(domain === undefined ? {} : { domain }),
     initialStatusLists,
+    initialTokenStatusLists,
     initialAccumulatorStates,
     maxCredentialBytes: int(root, 'maxCredentialBytes', p, d.maxCredentialBytes, 256, 16 * 1024 * KiB),
     freshness: {

@@ -24,6 +24,7 @@ import { MemoryNonceStore, type NonceStore } from './nonce-store.ts';
 import { pinContexts } from './pinned-contexts.ts';
 import { InlineProofExecutor, type ProofExecutor } from './proof-executor.ts';
 import { verifySdJwtVc } from './sd-jwt-vc.ts';
+import { TokenStatusListCache, type TokenStatusReference } from './token-status-list.ts';
 import type { CredentialErrorV1, CredentialFormat, StatusCheckV1, VerifiedFactsV1 } from './verified-facts.ts';
 import { verifyVcJwt } from './vc-jwt.ts';
 import { readW3cCredential } from './w3c-credential.ts';
@@ -72,6 +73,8 @@ interface ProofOutcome {
   readonly proofType: string;
   readonly holder?: string;
   readonly nonce?: string;
+  /** SD-JWT VC status (Token Status List). */
+  readonly tokenStatus?: TokenStatusReference;
 }
 
 interface TenantRuntime {
@@ -80,6 +83,7 @@ interface TenantRuntime {
   readonly loader: DocumentLoader;
   readonly trust: TrustPolicy;
   readonly statusLists: StatusListCache;
+  readonly tokenStatusLists: TokenStatusListCache;
   readonly accumulators: AccumulatorRegistry;
 }
 
@@ -122,7 +126,8 @@ export class CredentialVerifier {
         (kid) => dids.verificationMethod(kid),
         (value, publicKey, element, witness) => verifier.#executor.verifyMembership(value, publicKey, element, witness),
       );
-      const runtime: TenantRuntime = { policy, dids, loader, trust: { anchors: policy.trustAnchors, accreditations: [], maxChainDepth: policy.maxChainDepth }, statusLists, accumulators };
+      const tokenStatusLists = new TokenStatusListCache(policy.statusLists.maxAgeMs, dids);
+      const runtime: TenantRuntime = { policy, dids, loader, trust: { anchors: policy.trustAnchors, accreditations: [], maxChainDepth: policy.maxChainDepth }, statusLists, tokenStatusLists, accumulators };
       const accreditations: Accreditation[] = [];
       for (const [i, raw] of policy.accreditations.entries()) {
         try {
@@ -221,6 +226,11 @@ export class CredentialVerifier {
     await this.#tenant(tenantId).statusLists.admit(url, credential, nowMs);
   }
 
+  /** Verify and hold a Status List Token (SD-JWT VC status) for `uri`. */
+  async admitTokenStatusList(tenantId: string, uri: string, jwt: string, nowMs = this.#clock()): Promise<void> {
+    await this.#tenant(tenantId).tokenStatusLists.admit(uri, jwt, nowMs);
+  }
+
   /** Verify and hold a signed accumulator state; returns its epoch. */
   async admitAccumulatorState(tenantId: string, jws: string, nowMs = this.#clock()): Promise<number> {
     return this.#tenant(tenantId).accumulators.admit(jws, nowMs);
@@ -282,6 +292,7 @@ export class CredentialVerifier {
           validity: isoWindow(verified.window),
           statusEntries: [],
           proofType: verified.proofType,
+          ...(verified.statusReference === undefined ? {} : { tokenStatus: verified.statusReference }),
           ...(verified.holderJwk === undefined || !verified.keyBound ? {} : { holder: `urn:ietf:params:oauth:jwk-thumbprint:sha-256:${jwkThumbprint(verified.holderJwk)}` }),
         };
       }
@@ -358,6 +369,10 @@ export class CredentialVerifier {
 
   async #status(tenant: TenantRuntime, proof: ProofOutcome, options: VerifyOptions, nowMs: number): Promise<StatusCheckV1[]> {
     const checks: StatusCheckV1[] = [];
+    if (proof.tokenStatus !== undefined) {
+      const { ageMs } = tenant.tokenStatusLists.check(proof.tokenStatus, proof.issuer, nowMs);
+      checks.push({ mechanism: 'TokenStatusList', purpose: 'revocation', source: proof.tokenStatus.uri, ageSeconds: Math.floor(ageMs / 1000) });
+    }
     for (const entry of proof.statusEntries) {
       const type = stringsOf(entry['type']);
       if (type.includes('BitstringStatusListEntry')) {

@@ -39,6 +39,7 @@ export {
   issueDataIntegrity,
   issueEd25519Signature2020,
   issueSdJwtVc,
+  issueTokenStatusList,
   issueVcJwt,
   jwsAlgorithm,
   presentDataIntegrity,

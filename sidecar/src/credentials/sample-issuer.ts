@@ -4,6 +4,7 @@
  * are public knowledge - they exist to exercise the verifier, never to protect anything.
  */
 import { createHash, createPrivateKey, randomBytes, sign as cryptoSign } from 'node:crypto';
+import { deflateSync } from 'node:zlib';
 import * as vc from '@digitalbazaar/vc';
 import { DataIntegrityProof } from '@digitalbazaar/data-integrity';
 import { cryptosuite as eddsaRdfc2022 } from '@digitalbazaar/eddsa-rdfc-2022-cryptosuite';
@@ -194,4 +195,31 @@ export async function presentSdJwtVc(
   });
   const frame = Object.fromEntries(disclose.map((k) => [k, true]));
   return instance.present(sdJwt, frame, binding === undefined ? {} : { kb: { payload: { nonce: binding.nonce, aud: binding.aud, iat: binding.iatSeconds } } });
+}
+
+/**
+ * A Status List Token (draft-ietf-oauth-status-list) for `uri`: `values` maps index -> status
+ * (0 valid, 1 invalid, 2 suspended) in a list of `size` entries of `bits` each.
+ */
+export function issueTokenStatusList(
+  issuer: SampleKey,
+  uri: string,
+  options: { bits: 1 | 2 | 4 | 8; size: number; values: ReadonlyMap<number, number>; iatSeconds: number; expSeconds?: number },
+): string {
+  const bytes = new Uint8Array(Math.ceil((options.size * options.bits) / 8));
+  for (const [index, value] of options.values) {
+    const offset = index * options.bits;
+    bytes[Math.floor(offset / 8)]! |= (value & ((1 << options.bits) - 1)) << (offset % 8);
+  }
+  const header = { alg: jwsAlgorithm(issuer), kid: issuer.kid, typ: 'statuslist+jwt' };
+  const payload = {
+    iss: issuer.did,
+    sub: uri,
+    iat: options.iatSeconds,
+    ...(options.expSeconds === undefined ? {} : { exp: options.expSeconds }),
+    status_list: { bits: options.bits, lst: deflateSync(bytes).toString('base64url') },
+  };
+  const b64 = (value: unknown): string => Buffer.from(JSON.stringify(value)).toString('base64url');
+  const signingInput = `${b64(header)}.${b64(payload)}`;
+  return `${signingInput}.${signJws(issuer, signingInput)}`;
 }

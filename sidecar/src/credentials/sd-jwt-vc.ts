@@ -12,7 +12,8 @@
  *     SD-JWT; the library checks neither `aud` nor `iat` and only checks anything when a nonce
  *     is passed;
  *   - no network: the VC status list and type metadata fetchers of `@sd-jwt/sd-jwt-vc` are not
- *     used; a `status` claim is refused until Token Status List support lands.
+ *     used; a `status` claim is returned for the caller to check against the tenant's held
+ *     Status List Tokens (token-status-list.ts).
  * Only the disclosed claims are returned.
  */
 import { createHash } from 'node:crypto';
@@ -23,6 +24,7 @@ import { MAX_CLOCK_SKEW_MS, parseNumericDate, type ValidityWindow } from './fres
 import { assertAlgorithm, publicKeyFromJwk, verifyJwsSignature } from './jws-keys.ts';
 import { decodeCompactJws } from './jwt-parts.ts';
 import { isObject, type JsonObject } from './json.ts';
+import { readTokenStatusReference, type TokenStatusReference } from './token-status-list.ts';
 
 export interface KeyBindingPolicy {
   /** Refuse an SD-JWT VC without a key-binding JWT. */
@@ -43,6 +45,8 @@ export interface VerifiedSdJwtVc {
   readonly holderJwk?: JsonObject;
   readonly keyBound: boolean;
   readonly nonce?: string;
+  /** The Token Status List entry (`status.status_list`), checked by the caller. */
+  readonly statusReference?: TokenStatusReference;
 }
 
 const RESERVED = new Set(['iss', 'iat', 'nbf', 'exp', 'cnf', 'vct', 'vct#integrity', 'status', 'sub', '_sd_alg', '_sd', 'jti']);
@@ -150,9 +154,7 @@ export async function verifySdJwtVc(compact: string, check: SdJwtCheck): Promise
 
   const vct = payload['vct'];
   if (typeof vct !== 'string' || vct === '') throw new PavilionError(ErrorCodes.CREDENTIAL_MALFORMED, 'SD-JWT VC needs vct');
-  if (payload['status'] !== undefined) {
-    throw new PavilionError(ErrorCodes.CREDENTIAL_STATUS_UNAVAILABLE, 'SD-JWT VC status (Token Status List) is not supported yet; the credential is refused rather than accepted unchecked');
-  }
+  const statusReference = payload['status'] === undefined ? undefined : readTokenStatusReference(payload['status']);
 
   // 2. disclosures: the check @sd-jwt/core leaves out
   checkDisclosures(payload, disclosures);
@@ -205,6 +207,7 @@ export async function verifySdJwtVc(compact: string, check: SdJwtCheck): Promise
     ...(holderJwk === undefined ? {} : { holderJwk }),
     keyBound,
     ...(keyBound && check.challenge !== undefined ? { nonce: check.challenge } : {}),
+    ...(statusReference === undefined ? {} : { statusReference }),
   };
 }
 

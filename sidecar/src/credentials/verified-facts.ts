@@ -9,7 +9,7 @@ import type { JsonObject } from './json.ts';
 
 export type CredentialFormat = 'vc+data-integrity' | 'vc+jwt' | 'sd-jwt-vc';
 
-export type StatusMechanism = 'BitstringStatusList' | 'BlsAccumulator';
+export type StatusMechanism = 'BitstringStatusList' | 'TokenStatusList' | 'BlsAccumulator';
 
 export interface StatusCheckV1 {
   readonly mechanism: StatusMechanism;
