@@ -138,7 +138,7 @@ describe('Data Integrity credentials', () => {
     const { issuer } = await keys();
     const v = await verifier(trusting(issuer.did));
     const credential = await signed(kycCredential(issuer.did), issuer);
-    await rejectsWith(v.verify('bank', { ...credential, proof: { ...(credential['proof'] as object), cryptosuite: 'bbs-2023' } }), ErrorCodes.CREDENTIAL_PROOF_UNSUPPORTED);
+    await rejectsWith(v.verify('bank', { ...credential, proof: { ...(credential['proof'] as object), cryptosuite: 'ecdsa-sd-2023' } }), ErrorCodes.CREDENTIAL_PROOF_UNSUPPORTED);
     await rejectsWith(v.verify('bank', { ...credential, proof: { ...(credential['proof'] as object), type: 'RsaSignature2018' } }), ErrorCodes.CREDENTIAL_PROOF_UNSUPPORTED);
     const { proof: _p, ...bare } = credential;
     await rejectsWith(v.verify('bank', bare), ErrorCodes.CREDENTIAL_MALFORMED);
