@@ -118,4 +118,17 @@ describe('credentials in the Data API', () => {
     assert.ok(!logged.includes(presented.slice(0, 40)), 'the raw credential header reached the log');
     assert.ok(logged.includes('"kycLevel":"full"'));
   });
+
+  it('mints one-time challenges at POST /v1/tenants/{tenant}/credentials/challenge', async () => {
+    const minted = await post(`${running.url}/v1/tenants/bank/credentials/challenge`, {});
+    assert.equal(minted.status, 200);
+    const result = minted.body['result'] as { challenge: string; domain: string; expires_at: string };
+    assert.match(result.challenge, /^[A-Za-z0-9_-]{22}$/);
+    assert.equal(result.domain, DOMAIN);
+    assert.ok(Date.parse(result.expires_at) > Date.now());
+    const again = (await post(`${running.url}/v1/tenants/bank/credentials/challenge`, {})).body['result'] as { challenge: string };
+    assert.notEqual(again.challenge, result.challenge);
+    assert.equal((await fetch(`${running.url}/v1/tenants/bank/credentials/challenge`)).status, 405);
+    assert.equal((await post(`${running.url}/v1/tenants/nobody/credentials/challenge`, {})).status, 404);
+  });
 });

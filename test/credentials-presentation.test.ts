@@ -82,3 +82,25 @@ describe('verifiable presentations', () => {
     assert.deepEqual(result.errors.map((e) => [e.index, e.code]), [[1, ErrorCodes.CREDENTIAL_MALFORMED], [2, ErrorCodes.CREDENTIAL_MALFORMED]]);
   });
 });
+
+describe('verifier-minted challenges', () => {
+  it('with requireIssuedChallenge, accepts a presentation only for a challenge it issued, once, in time', async () => {
+    const { issuer, holder, credential } = await setup();
+    let now = Date.parse('2026-06-01T12:00:00Z');
+    const v = await verifier({ ...trusting(issuer.did), domain: DOMAIN, presentations: { requireIssuedChallenge: true, challengeLifetimeMs: 60_000 } }, { clock: () => now });
+    const { challenge, domain, expiresAtMs } = v.issueChallenge('bank');
+    assert.equal(domain, DOMAIN);
+    assert.equal(expiresAtMs, now + 60_000);
+    const vp = await presentDataIntegrity([credential], holder, { challenge, domain: DOMAIN }, issuerLoader());
+    await v.verifyPresentation('bank', vp, { challenge, domain: DOMAIN });
+    await rejectsWith(v.verifyPresentation('bank', vp, { challenge, domain: DOMAIN }), ErrorCodes.CREDENTIAL_REPLAYED);
+
+    const own = await presentDataIntegrity([credential], holder, { challenge: 'holder-chosen', domain: DOMAIN }, issuerLoader());
+    await rejectsWith(v.verifyPresentation('bank', own, { challenge: 'holder-chosen', domain: DOMAIN }), ErrorCodes.CREDENTIAL_CHALLENGE_MISMATCH);
+
+    const late = v.issueChallenge('bank');
+    const lateVp = await presentDataIntegrity([credential], holder, { challenge: late.challenge, domain: DOMAIN }, issuerLoader());
+    now += 60_001;
+    await rejectsWith(v.verifyPresentation('bank', lateVp, { challenge: late.challenge, domain: DOMAIN }), ErrorCodes.CREDENTIAL_CHALLENGE_MISMATCH);
+  });
+});

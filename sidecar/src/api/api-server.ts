@@ -4,6 +4,7 @@
  *   POST|GET /v1/data/{path}                  tenant from the configured header
  *   POST|GET /v1/tenants/{tenant}/data/{path} tenant from the path
  *   GET /health (/health/live, /health/ready) GET /metrics  GET /v1/tenants
+ *   POST /v1/tenants/{tenant}/credentials/challenge   a one-time challenge for a credential holder
  *
  * node:http rather than Express on this path: measured on the target machine, Express cost
  * about 4-5x in throughput on a small JSON POST (see README, "Why node:http").
@@ -199,6 +200,9 @@ export class ApiServer implements Component {
         if (after.startsWith('/data') && (after.length === 5 || after[5] === '/')) {
           route = 'data';
           await this.#data(req, res, tenant, after.slice(5), query, started);
+        } else if (after === '/credentials/challenge') {
+          route = 'credentials';
+          this.#challenge(req, res, tenant, query);
         } else if (after === '' || after === '/') {
           route = 'tenants';
           this.#onlyGet(req);
@@ -236,6 +240,16 @@ export class ApiServer implements Component {
     } finally {
       this.#deps.metrics.httpRequestSeconds.observe({ route }, Number(process.hrtime.bigint() - started) / 1e9);
     }
+  }
+
+  #challenge(req: IncomingMessage, res: ServerResponse, tenant: string, query: Query): void {
+    if (req.method !== 'POST') throw new PavilionError(ErrorCodes.METHOD_NOT_ALLOWED, `${req.method ?? ''} is not allowed here; use POST`);
+    const gate = this.#deps.credentials;
+    if (gate === undefined || !this.#deps.tenants.has(tenant) || !gate.governs(tenant)) {
+      throw new PavilionError(ErrorCodes.ROUTE_NOT_FOUND, `tenant ${JSON.stringify(tenant.slice(0, 64))} has no credential policy`);
+    }
+    req.resume();
+    this.#json(res, 200, { result: gate.issueChallenge(tenant) }, query.pretty);
   }
 
   #onlyGet(req: IncomingMessage): void {

@@ -126,6 +126,13 @@ export class CredentialGate implements Component {
     return this.#policies.has(tenant);
   }
 
+  /** Mint a one-time challenge for a holder of `tenant` (see CredentialVerifier.issueChallenge). */
+  issueChallenge(tenant: string): { challenge: string; domain?: string; expires_at: string } {
+    if (!this.governs(tenant)) throw new PavilionError(ErrorCodes.CREDENTIAL_TENANT_UNKNOWN, `tenant ${tenant.slice(0, 64)} has no credential policy`);
+    const { challenge, domain, expiresAtMs } = this.verifier.issueChallenge(tenant);
+    return { challenge, ...(domain === undefined ? {} : { domain }), expires_at: new Date(expiresAtMs).toISOString() };
+  }
+
   /** The verifier, for admin paths (admitting status lists, accumulator states). */
   get verifier(): CredentialVerifier {
     if (this.#verifier === undefined) throw new PavilionError(ErrorCodes.TENANT_NOT_READY, 'credential verification is not started');

@@ -13,7 +13,7 @@
  *     "statusLists": {"ttlMs": 300000, "maxAgeMs": 3600000, "requiredForTypes": ["KycCredential"]},
  *     "accumulators": [{"id": "...", "issuer": "did:...", "publicKeyHex": "..."}], "accumulatorMaxAgeMs": 3600000,
  *     "keyBinding": {"required": true, "maxAgeMs": 300000},
- *     "presentations": {"challengeLifetimeMs": 600000},
+ *     "presentations": {"challengeLifetimeMs": 600000, "requireIssuedChallenge": false},
  *     "domain": "https://bank.example",
  *     "statusListFiles": [{"url": "https://...", "path": "list.json"}],
  *     "tokenStatusListFiles": [{"uri": "https://...", "path": "list.jwt"}],
@@ -43,7 +43,11 @@ export interface CredentialPolicy {
   readonly accumulators: readonly PinnedAccumulator[];
   readonly accumulatorMaxAgeMs: number;
   readonly keyBinding: { readonly required: boolean; readonly maxAgeMs: number };
-  readonly presentations: { readonly challengeLifetimeMs: number };
+  readonly presentations: {
+    readonly challengeLifetimeMs: number;
+    /** Accept only challenges this verifier minted (CredentialVerifier.issueChallenge), once each. */
+    readonly requireIssuedChallenge: boolean;
+  };
   /** This verifier's identity for holder binding (presentation `domain`, KB-JWT `aud`). */
   readonly domain?: string;
   /**
@@ -73,7 +77,7 @@ export function defaultCredentialPolicy(tenantId: string): CredentialPolicy {
     accumulators: [],
     accumulatorMaxAgeMs: 60 * 60_000,
     keyBinding: { required: true, maxAgeMs: 5 * 60_000 },
-    presentations: { challengeLifetimeMs: 10 * 60_000 },
+    presentations: { challengeLifetimeMs: 10 * 60_000, requireIssuedChallenge: false },
     initialStatusLists: [],
     initialTokenStatusLists: [],
     initialAccumulatorStates: [],
@@ -222,7 +226,10 @@ export function parseCredentialPolicy(
   known(kb, ['required', 'maxAgeMs'], `${p}.keyBinding`);
   if (kb['required'] !== undefined && typeof kb['required'] !== 'boolean') fail(`${p}.keyBinding.required`, 'must be a boolean');
   const presentations = obj(root['presentations'] ?? {}, `${p}.presentations`);
-  known(presentations, ['challengeLifetimeMs'], `${p}.presentations`);
+  known(presentations, ['challengeLifetimeMs', 'requireIssuedChallenge'], `${p}.presentations`);
+  if (presentations['requireIssuedChallenge'] !== undefined && typeof presentations['requireIssuedChallenge'] !== 'boolean') {
+    fail(`${p}.presentations.requireIssuedChallenge`, 'must be a boolean');
+  }
 
   const initialStatusLists = arr(root, 'statusListFiles', p).map((f, i) => {
     const at = `${p}.statusListFiles[${i}]`;
@@ -268,6 +275,9 @@ export function parseCredentialPolicy(
       required: (kb['required'] as boolean | undefined) ?? d.keyBinding.required,
       maxAgeMs: int(kb, 'maxAgeMs', `${p}.keyBinding`, d.keyBinding.maxAgeMs, 1000, DAY_MS),
     },
-    presentations: { challengeLifetimeMs: int(presentations, 'challengeLifetimeMs', `${p}.presentations`, d.presentations.challengeLifetimeMs, 1000, DAY_MS) },
+    presentations: {
+      challengeLifetimeMs: int(presentations, 'challengeLifetimeMs', `${p}.presentations`, d.presentations.challengeLifetimeMs, 1000, DAY_MS),
+      requireIssuedChallenge: (presentations['requireIssuedChallenge'] as boolean | undefined) ?? d.presentations.requireIssuedChallenge,
+    },
   });
 }

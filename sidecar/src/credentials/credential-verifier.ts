@@ -9,7 +9,7 @@
  * status. The proof outcome is cached by the SHA-256 of the credential as received; every other
  * step runs on each call, so a cached credential is still re-checked for time, trust and status.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { ErrorCodes, PavilionError, describeThrown, isPavilionError } from '../lib/errors.ts';
 import { AccumulatorRegistry, ACCUMULATOR_ENTRY_TYPE, readAccumulatorEntry } from './accumulator-registry.ts';
 import { decodeStatusListCredential, readStatusListEntry, StatusListCache, type DecodedStatusList, type StatusListSource } from './bitstring-status-list.ts';
@@ -20,7 +20,7 @@ import { createDocumentLoader, type DocumentLoader } from './document-loader.ts'
 import { checkFreshness, type ValidityWindow } from './freshness.ts';
 import { establishTrust, type Accreditation, type TrustPolicy } from './issuer-trust.ts';
 import { asArray, isObject, nodeId, stringsOf, type JsonObject } from './json.ts';
-import { MemoryNonceStore, type NonceStore } from './nonce-store.ts';
+import { MemoryChallengeStore, MemoryNonceStore, type ChallengeStore, type NonceStore } from './nonce-store.ts';
 import { pinContexts } from './pinned-contexts.ts';
 import { InlineProofExecutor, type ProofExecutor } from './proof-executor.ts';
 import { verifySdJwtVc } from './sd-jwt-vc.ts';
@@ -50,6 +50,10 @@ export interface PresentationResultV1 {
 export interface CredentialVerifierOptions {
   readonly clock?: () => number;
   readonly nonces?: NonceStore;
+  /** Challenges minted by issueChallenge and not yet used (default: in memory). */
+  readonly challenges?: ChallengeStore;
+  /** Randomness for challenges (default: node:crypto randomBytes). */
+  readonly random?: (bytes: number) => Uint8Array;
   /**
    * Where status lists are refreshed from in the background (none: only `admitStatusList`):
    * one source for every tenant, or one per tenant.
@@ -95,6 +99,8 @@ export class CredentialVerifier {
   readonly #tenants: ReadonlyMap<string, TenantRuntime>;
   readonly #clock: () => number;
   readonly #nonces: NonceStore;
+  readonly #challenges: ChallengeStore;
+  readonly #random: (bytes: number) => Uint8Array;
   readonly #proofCache = new Map<string, ProofOutcome>();
   readonly #proofCacheEntries: number;
   readonly #executor: ProofExecutor;
@@ -104,6 +110,8 @@ export class CredentialVerifier {
     this.#executor = options.executor ?? new InlineProofExecutor();
     this.#clock = options.clock ?? Date.now;
     this.#nonces = options.nonces ?? new MemoryNonceStore();
+    this.#challenges = options.challenges ?? new MemoryChallengeStore();
+    this.#random = options.random ?? randomBytes;
     this.#proofCacheEntries = options.proofCacheEntries ?? 10_000;
   }
 
@@ -224,6 +232,18 @@ export class CredentialVerifier {
   /** Verify and hold a status list credential for `tenantId` (from config, a file or a refresh). */
   async admitStatusList(tenantId: string, url: string, credential: unknown, nowMs = this.#clock()): Promise<void> {
     await this.#tenant(tenantId).statusLists.admit(url, credential, nowMs);
+  }
+
+  /**
+   * Mint a one-time challenge for a holder to bind a presentation (or KB-JWT nonce) to; with
+   * `presentations.requireIssuedChallenge` only such challenges are accepted, once, in time.
+   */
+  issueChallenge(tenantId: string, nowMs = this.#clock()): { challenge: string; domain?: string; expiresAtMs: number } {
+    const tenant = this.#tenant(tenantId);
+    const challenge = Buffer.from(this.#random(16)).toString('base64url');
+    const expiresAtMs = nowMs + tenant.policy.presentations.challengeLifetimeMs;
+    this.#challenges.remember(`${tenantId}\u0000${challenge}`, expiresAtMs);
+    return { challenge, ...(tenant.policy.domain === undefined ? {} : { domain: tenant.policy.domain }), expiresAtMs };
   }
 
   /** Verify and hold a Status List Token (SD-JWT VC status) for `uri`. */
@@ -397,6 +417,14 @@ export class CredentialVerifier {
   }
 
   #consumeChallenge(tenant: TenantRuntime, kind: 'vp' | 'kb', challenge: string, domain: string, nowMs: number): void {
+    if (tenant.policy.presentations.requireIssuedChallenge && !this.#challenges.take(`${tenant.policy.tenantId}\u0000${challenge}`, nowMs)) {
+      // a challenge already taken is a replay; one never minted (or expired) is not ours
+      const key = `${tenant.policy.tenantId}\u0000${kind}\u0000${domain}\u0000${challenge}`;
+      if (!this.#nonces.consumeOnce(key, nowMs + tenant.policy.presentations.challengeLifetimeMs, nowMs)) {
+        throw new PavilionError(ErrorCodes.CREDENTIAL_REPLAYED, 'this challenge was already used: presentations are accepted once');
+      }
+      throw new PavilionError(ErrorCodes.CREDENTIAL_CHALLENGE_MISMATCH, 'this tenant accepts only challenges it issued, and this one was not issued or has expired');
+    }
     const key = `${tenant.policy.tenantId}\u0000${kind}\u0000${domain}\u0000${challenge}`;
     if (!this.#nonces.consumeOnce(key, nowMs + tenant.policy.presentations.challengeLifetimeMs, nowMs)) {
       throw new PavilionError(ErrorCodes.CREDENTIAL_REPLAYED, 'this challenge was already used: presentations are accepted once');

@@ -37,3 +37,35 @@ export class MemoryNonceStore implements NonceStore {
     if (oldestKey !== undefined) this.#seen.delete(oldestKey);
   }
 }
+
+/**
+ * Challenges a verifier minted and not yet used. A tenant that requires minted challenges
+ * accepts a presentation only for a challenge taken from here (once, before it expires).
+ */
+export interface ChallengeStore {
+  remember(key: string, expiresAtMs: number): void;
+  /** True once for a remembered, unexpired key; false otherwise. */
+  take(key: string, nowMs: number): boolean;
+}
+
+export class MemoryChallengeStore implements ChallengeStore {
+  readonly #open = new Map<string, number>();
+
+  constructor(readonly maxEntries = 100_000) {}
+
+  remember(key: string, expiresAtMs: number): void {
+    if (this.#open.size >= this.maxEntries) {
+      // the oldest challenge goes first: a holder who waited longest is the one asked to retry
+      const oldest = this.#open.keys().next().value;
+      if (oldest !== undefined) this.#open.delete(oldest);
+    }
+    this.#open.set(key, expiresAtMs);
+  }
+
+  take(key: string, nowMs: number): boolean {
+    const expires = this.#open.get(key);
+    if (expires === undefined) return false;
+    this.#open.delete(key);
+    return expires >= nowMs;
+  }
+}
