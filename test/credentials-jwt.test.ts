@@ -131,6 +131,18 @@ describe('SD-JWT VC', () => {
     await rejectsWith(v.verify('bank', presented, { challenge: CHALLENGE, domain: DOMAIN }), ErrorCodes.CREDENTIAL_REPLAYED);
   });
 
+  it('accepts several credentials answering one challenge in one request, and refuses the request replayed', async () => {
+    const { issuer, holder } = await keys();
+    const v = await verifier(trusting(issuer.did));
+    const kyc = await presentSdJwtVc(await sdJwt(issuer, holder), ['kyc_level'], holder, binding);
+    const name = await presentSdJwtVc(await sdJwt(issuer, holder, { iat: NOW_S - 60 }), ['given_name'], holder, binding);
+    const first = await v.verifyEach('bank', [kyc, name], { challenge: CHALLENGE, domain: DOMAIN });
+    assert.deepEqual(first.errors, []);
+    assert.equal(first.credentials.length, 2);
+    const again = await v.verifyEach('bank', [kyc, name], { challenge: CHALLENGE, domain: DOMAIN });
+    assert.deepEqual(again.errors.map((e) => e.code), [ErrorCodes.CREDENTIAL_REPLAYED, ErrorCodes.CREDENTIAL_REPLAYED]);
+  });
+
   it('refuses a tampered issuer JWT, a foreign issuer key, expiry, and an untrusted issuer', async () => {
     const { issuer, holder, rogue, anchor } = await keys();
     const v = await verifier({ ...trusting(issuer.did), keyBinding: { required: false } });

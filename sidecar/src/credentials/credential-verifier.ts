@@ -155,13 +155,22 @@ export class CredentialVerifier {
 
   /** Verify one credential (Data Integrity JSON, VC-JWT or SD-JWT VC string). */
   async verify(tenantId: string, credential: unknown, options: VerifyOptions = {}): Promise<VerifiedFactsV1> {
+    return this.#verifyOne(tenantId, credential, options, new Set());
+  }
+
+  /**
+   * `consumed`: the challenges this request already used. Several credentials answering one
+   * challenge (one KB-JWT nonce per SD-JWT, a presentation and an SD-JWT) are one use of it; a
+   * later request with the same challenge is a replay.
+   */
+  async #verifyOne(tenantId: string, credential: unknown, options: VerifyOptions, consumed: Set<string>): Promise<VerifiedFactsV1> {
     const tenant = this.#tenant(tenantId);
     const nowMs = options.nowMs ?? this.#clock();
     const { hash } = this.#measure(tenant, credential);
     if (isObject(credential) && stringsOf(credential['type']).includes('VerifiablePresentation')) {
       throw new PavilionError(ErrorCodes.CREDENTIAL_FORMAT_UNSUPPORTED, 'a presentation: use verifyPresentation');
     }
-    const proof = await this.#proof(tenant, credential, hash, options, nowMs);
+    const proof = await this.#proof(tenant, credential, hash, options, nowMs, consumed);
     return await this.#finish(tenant, proof, hash, options, nowMs);
   }
 
@@ -171,6 +180,10 @@ export class CredentialVerifier {
    * inside a good presentation is reported in `errors`.
    */
   async verifyPresentation(tenantId: string, presentation: unknown, options: VerifyOptions): Promise<PresentationResultV1> {
+    return this.#verifyPresentation(tenantId, presentation, options, new Set());
+  }
+
+  async #verifyPresentation(tenantId: string, presentation: unknown, options: VerifyOptions, consumed: Set<string>): Promise<PresentationResultV1> {
     const tenant = this.#tenant(tenantId);
     const nowMs = options.nowMs ?? this.#clock();
     this.#measure(tenant, presentation);
@@ -191,13 +204,13 @@ export class CredentialVerifier {
     if (holder === undefined || holder !== method.controller) {
       throw new PavilionError(ErrorCodes.CREDENTIAL_HOLDER_MISMATCH, 'the presentation is not signed by its holder');
     }
-    this.#consumeChallenge(tenant, 'vp', challenge, domain, nowMs);
+    this.#consumeChallenge(tenant, challenge, domain, nowMs, consumed);
 
     const credentials: VerifiedFactsV1[] = [];
     const errors: CredentialErrorV1[] = [];
     for (const [index, credential] of asArray(presentation['verifiableCredential']).entries()) {
       try {
-        const facts = await this.verify(tenantId, credential, { ...options, nowMs });
+        const facts = await this.#verifyOne(tenantId, credential, { ...options, nowMs }, consumed);
         if (facts.subject !== undefined && facts.subject !== holder) {
           throw new PavilionError(ErrorCodes.CREDENTIAL_HOLDER_MISMATCH, 'the credential subject is not the presentation holder');
         }
@@ -213,14 +226,15 @@ export class CredentialVerifier {
   async verifyEach(tenantId: string, credentials: readonly unknown[], options: VerifyOptions = {}): Promise<{ credentials: VerifiedFactsV1[]; errors: CredentialErrorV1[] }> {
     const facts: VerifiedFactsV1[] = [];
     const errors: CredentialErrorV1[] = [];
+    const consumed = new Set<string>();
     for (const [index, credential] of credentials.entries()) {
       try {
         if (isObject(credential) && stringsOf(credential['type']).includes('VerifiablePresentation')) {
-          const result = await this.verifyPresentation(tenantId, credential, options);
+          const result = await this.#verifyPresentation(tenantId, credential, options, consumed);
           facts.push(...result.credentials);
           errors.push(...result.errors.map((e) => ({ ...e, index })));
         } else {
-          facts.push(await this.verify(tenantId, credential, options));
+          facts.push(await this.#verifyOne(tenantId, credential, options, consumed));
         }
       } catch (error) {
         errors.push(toCredentialError(index, error));
@@ -288,7 +302,7 @@ export class CredentialVerifier {
     return { text, hash: sha256Hex(text) };
   }
 
-  async #proof(tenant: TenantRuntime, credential: unknown, hash: string, options: VerifyOptions, nowMs: number): Promise<ProofOutcome> {
+  async #proof(tenant: TenantRuntime, credential: unknown, hash: string, options: VerifyOptions, nowMs: number, consumed: Set<string>): Promise<ProofOutcome> {
     const { policy } = tenant;
     if (typeof credential === 'string') {
       if (credential.includes('~')) {
@@ -301,7 +315,7 @@ export class CredentialVerifier {
           ...(options.domain === undefined ? {} : { domain: options.domain }),
         });
         checkFreshness(verified.window, [verified.vct], nowMs, policy.freshness);
-        if (verified.keyBound) this.#consumeChallenge(tenant, 'kb', options.challenge ?? '', options.domain ?? '', nowMs);
+        if (verified.keyBound) this.#consumeChallenge(tenant, options.challenge ?? '', options.domain ?? '', nowMs, consumed);
         return {
           format: 'sd-jwt-vc',
           issuer: verified.issuer,
@@ -416,19 +430,22 @@ export class CredentialVerifier {
     return checks;
   }
 
-  #consumeChallenge(tenant: TenantRuntime, kind: 'vp' | 'kb', challenge: string, domain: string, nowMs: number): void {
+  /** Use `challenge` for this request: once per request, never again in a later one. */
+  #consumeChallenge(tenant: TenantRuntime, challenge: string, domain: string, nowMs: number, consumed: Set<string>): void {
+    const key = `${tenant.policy.tenantId}\u0000${domain}\u0000${challenge}`;
+    if (consumed.has(key)) return;
+    const lifetimeMs = tenant.policy.presentations.challengeLifetimeMs;
     if (tenant.policy.presentations.requireIssuedChallenge && !this.#challenges.take(`${tenant.policy.tenantId}\u0000${challenge}`, nowMs)) {
       // a challenge already taken is a replay; one never minted (or expired) is not ours
-      const key = `${tenant.policy.tenantId}\u0000${kind}\u0000${domain}\u0000${challenge}`;
-      if (!this.#nonces.consumeOnce(key, nowMs + tenant.policy.presentations.challengeLifetimeMs, nowMs)) {
+      if (!this.#nonces.consumeOnce(key, nowMs + lifetimeMs, nowMs)) {
         throw new PavilionError(ErrorCodes.CREDENTIAL_REPLAYED, 'this challenge was already used: presentations are accepted once');
       }
       throw new PavilionError(ErrorCodes.CREDENTIAL_CHALLENGE_MISMATCH, 'this tenant accepts only challenges it issued, and this one was not issued or has expired');
     }
-    const key = `${tenant.policy.tenantId}\u0000${kind}\u0000${domain}\u0000${challenge}`;
-    if (!this.#nonces.consumeOnce(key, nowMs + tenant.policy.presentations.challengeLifetimeMs, nowMs)) {
+    if (!this.#nonces.consumeOnce(key, nowMs + lifetimeMs, nowMs)) {
       throw new PavilionError(ErrorCodes.CREDENTIAL_REPLAYED, 'this challenge was already used: presentations are accepted once');
     }
+    consumed.add(key);
   }
 
   async #verifyStatusListCredential(loader: DocumentLoader, policy: CredentialPolicy, credential: unknown, url: string, nowMs: number): Promise<DecodedStatusList> {
