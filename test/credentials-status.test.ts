@@ -287,3 +287,44 @@ describe('status lists refreshed from their configured files', () => {
     }
   });
 });
+
+describe('Status List Tokens refreshed from their configured files', () => {
+  it('picks up a revocation in the token file once the TTL has passed', async () => {
+    const { mkdtemp, rm, writeFile } = await import('node:fs/promises');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { CredentialGate, parseCredentialPolicy, sampleContext, issueTokenStatusList, issueSdJwtVc } = await import('../sidecar/src/credentials/index.ts');
+    const { issuer } = await keys();
+    const dir = await mkdtemp(join(tmpdir(), 'pavilion-token-'));
+    const uri = 'https://status.bank.example/tokens/9';
+    const NOW_S = Math.floor(NOW_MS / 1000);
+    try {
+      const token = (values: Map<number, number>) => issueTokenStatusList(issuer, uri, { bits: 1, size: 64, values, iatSeconds: NOW_S });
+      await writeFile(join(dir, 't.jwt'), token(new Map()));
+      await writeFile(join(dir, 'ctx.jsonld'), sampleContext().bytes);
+      const policy = parseCredentialPolicy('bank', {
+        ...trusting(issuer.did),
+        contexts: [{ url: sampleContext().url, sha256Hex: sampleContext().sha256Hex, path: 'ctx.jsonld' }],
+        keyBinding: { required: false },
+        statusLists: { ttlMs: 1_000, maxAgeMs: 60_000 },
+        tokenStatusListFiles: [{ uri, path: 't.jwt' }],
+      }, (path) => new Uint8Array(readFileSync(join(dir, path))), (path) => join(dir, path));
+      let now = NOW_MS;
+      const gate = new CredentialGate({ policies: [policy], refreshIntervalMs: 3_600_000, maxCredentialsPerRequest: 4, proofWorkers: 0, proofJobTimeoutMs: 1_000, clock: () => now });
+      await gate.start();
+      try {
+        const sdJwt = await issueSdJwtVc({ iss: issuer.did, vct: 'KycCredential', iat: NOW_S, status: { status_list: { idx: 7, uri } } }, [], issuer, undefined);
+        assert.deepEqual(((await gate.prepareInput('bank', {}, [sdJwt], {})) as { credential_errors: unknown[] }).credential_errors, []);
+        await writeFile(join(dir, 't.jwt'), token(new Map([[7, 1]])));
+        now = NOW_MS + 2_000;
+        assert.deepEqual(await gate.verifier.refreshStatusLists(AbortSignal.timeout(5_000), now), []);
+        const after = (await gate.prepareInput('bank', {}, [sdJwt], {})) as { credential_errors: Array<{ code: string }> };
+        assert.deepEqual(after.credential_errors.map((e) => e.code), [ErrorCodes.CREDENTIAL_REVOKED]);
+      } finally {
+        await gate.stop();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});

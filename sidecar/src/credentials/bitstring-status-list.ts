@@ -98,7 +98,10 @@ export function encodeStatusList(lengthBits: number, setIndexes: Iterable<number
   return `u${gzipSync(bits).toString('base64url')}`;
 }
 
-/** Adapter: where a status list credential is refreshed from (HTTP client, file, message bus). */
+/**
+ * Adapter: where status information is refreshed from (HTTP client, file, message bus): a
+ * status list credential (a JSON object) or a Status List Token (a compact JWT string).
+ */
 export interface StatusListSource {
   fetch(url: string, signal: AbortSignal): Promise<unknown>;
 }
@@ -118,7 +121,8 @@ export class FileStatusListSource implements StatusListSource {
     const path = this.#paths.get(url);
     if (path === undefined) throw new PavilionError(ErrorCodes.CREDENTIAL_STATUS_UNAVAILABLE, `no configured file for status list ${url.slice(0, 200)}`);
     const { readFile } = await import('node:fs/promises');
-    const text = await readFile(path, { encoding: 'utf8', signal });
+    const text = (await readFile(path, { encoding: 'utf8', signal })).trim();
+    if (!text.startsWith('{')) return text; // a Status List Token (compact JWT)
     try {
       return JSON.parse(text);
     } catch (error) {

@@ -77,7 +77,11 @@ export class CredentialGate implements Component {
         ...(this.#options.clock === undefined ? {} : { clock: this.#options.clock }),
         ...(this.#options.nonces === undefined ? {} : { nonces: this.#options.nonces }),
         statusListSource: this.#options.statusListSource ?? ((tenantId: string) => {
-          const files = this.#policies.get(tenantId)?.initialStatusLists ?? [];
+          const policy = this.#policies.get(tenantId);
+          const files = [
+            ...(policy?.initialStatusLists ?? []),
+            ...(policy?.initialTokenStatusLists ?? []).map((t) => ({ url: t.uri, path: t.path })),
+          ];
           return files.length === 0 ? undefined : new FileStatusListSource(files);
         }),
       });

@@ -56,7 +56,7 @@ export interface CredentialPolicy {
    */
   readonly initialStatusLists: ReadonlyArray<{ readonly url: string; readonly path: string; readonly bytes: Uint8Array }>;
   /** Status List Tokens (SD-JWT VC status, compact JWT) held from the start. */
-  readonly initialTokenStatusLists: ReadonlyArray<{ readonly uri: string; readonly jwt: string }>;
+  readonly initialTokenStatusLists: ReadonlyArray<{ readonly uri: string; readonly path: string; readonly jwt: string }>;
   /** Signed accumulator states (compact JWS) held from the start. */
   readonly initialAccumulatorStates: readonly string[];
 }
@@ -242,7 +242,8 @@ export function parseCredentialPolicy(
     const at = `${p}.tokenStatusListFiles[${i}]`;
     const o = obj(f, at);
     known(o, ['uri', 'path'], at);
-    return { uri: str(o, 'uri', at), jwt: Buffer.from(read(str(o, 'path', at), at)).toString('utf8').trim() };
+    const path = str(o, 'path', at);
+    return { uri: str(o, 'uri', at), path: resolvePath(path), jwt: Buffer.from(read(path, at)).toString('utf8').trim() };
   });
   const initialAccumulatorStates = arr(root, 'accumulatorStateFiles', p).map((f, i) => {
     const at = `${p}.accumulatorStateFiles[${i}]`;

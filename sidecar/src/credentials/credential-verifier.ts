@@ -134,7 +134,7 @@ export class CredentialVerifier {
         (kid) => dids.verificationMethod(kid),
         (value, publicKey, element, witness) => verifier.#executor.verifyMembership(value, publicKey, element, witness),
       );
-      const tokenStatusLists = new TokenStatusListCache(policy.statusLists.maxAgeMs, dids);
+      const tokenStatusLists = new TokenStatusListCache(policy.statusLists.maxAgeMs, dids, policy.statusLists.ttlMs, source);
       const runtime: TenantRuntime = { policy, dids, loader, trust: { anchors: policy.trustAnchors, accreditations: [], maxChainDepth: policy.maxChainDepth }, statusLists, tokenStatusLists, accumulators };
       const accreditations: Accreditation[] = [];
       for (const [i, raw] of policy.accreditations.entries()) {
@@ -270,12 +270,14 @@ export class CredentialVerifier {
     return this.#tenant(tenantId).accumulators.admit(jws, nowMs);
   }
 
-  /** Refresh status lists past their TTL (call from a timer; failures keep old lists until max age). */
+  /** Refresh status lists and tokens past their TTL (call from a timer; failures keep old ones until max age). */
   async refreshStatusLists(signal: AbortSignal, nowMs = this.#clock()): Promise<Array<{ tenantId: string; url: string; error: PavilionError }>> {
     const failures: Array<{ tenantId: string; url: string; error: PavilionError }> = [];
     for (const [tenantId, tenant] of this.#tenants) {
       const { failed } = await tenant.statusLists.refreshDue(nowMs, signal);
       failures.push(...failed.map((f) => ({ tenantId, ...f })));
+      const tokens = await tenant.tokenStatusLists.refreshDue(nowMs, signal);
+      failures.push(...tokens.map((f) => ({ tenantId, ...f })));
     }
     return failures;
   }

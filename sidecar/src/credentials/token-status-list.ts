@@ -18,7 +18,7 @@ import { parseNumericDate } from './freshness.ts';
 import { assertAlgorithm, publicKeyFromJwk, verifyJwsSignature } from './jws-keys.ts';
 import { decodeCompactJws } from './jwt-parts.ts';
 import { isObject } from './json.ts';
-import { MAX_STATUS_LIST_BYTES } from './bitstring-status-list.ts';
+import { MAX_STATUS_LIST_BYTES, type StatusListSource } from './bitstring-status-list.ts';
 
 export interface TokenStatusReference {
   readonly idx: number;
@@ -56,10 +56,32 @@ export function statusValueAt(bytes: Uint8Array, bits: 1 | 2 | 4 | 8, index: num
 export class TokenStatusListCache {
   readonly #tokens = new Map<string, HeldToken>();
 
-  constructor(readonly maxAgeMs: number, readonly dids: DidResolver) {}
+  constructor(
+    readonly maxAgeMs: number,
+    readonly dids: DidResolver,
+    /** After this a held token is refreshed from `source` (still used meanwhile). */
+    readonly ttlMs: number = maxAgeMs,
+    readonly source?: StatusListSource,
+  ) {}
+
+  /** Refresh tokens older than the TTL from the source; failures keep the old token until max age. */
+  async refreshDue(nowMs: number, signal: AbortSignal): Promise<Array<{ url: string; error: PavilionError }>> {
+    const failed: Array<{ url: string; error: PavilionError }> = [];
+    if (this.source === undefined) return failed;
+    for (const [uri, held] of this.#tokens) {
+      if (nowMs - held.verifiedAtMs < this.ttlMs) continue;
+      try {
+        await this.admit(uri, await this.source.fetch(uri, signal), nowMs);
+      } catch (error) {
+        failed.push({ url: uri, error: error instanceof PavilionError ? error : new PavilionError(ErrorCodes.CREDENTIAL_STATUS_UNAVAILABLE, `refreshing ${uri}: ${describeThrown(error)}`, { cause: error }) });
+      }
+    }
+    return failed;
+  }
 
   /** Verify a Status List Token for `uri` (signature by a key of its `iss`, `sub` = uri) and hold it. */
-  async admit(uri: string, jwt: string, nowMs: number): Promise<void> {
+  async admit(uri: string, jwt: unknown, nowMs: number): Promise<void> {
+    if (typeof jwt !== 'string') throw invalid('a Status List Token is a compact JWT string');
     const { header, payload, signingInput, signature } = decodeCompactJws(jwt, 'status list token');
     if (header['typ'] !== 'statuslist+jwt') throw invalid('typ must be statuslist+jwt');
     const iss = payload['iss'];
