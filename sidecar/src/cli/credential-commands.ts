@@ -4,6 +4,7 @@
  *
  *   pavilion credential parties  --tenant bank|hospital
  *   pavilion credential policy   --tenant bank|hospital
+ *   pavilion credential context                     (the sample JSON-LD context the policies pin)
  *   pavilion credential issue    --tenant bank|hospital [--format di|vc-jwt|sd-jwt] [--valid-days N] [--now ISO]
  *   pavilion credential present  --tenant bank|hospital --credential <file> --challenge C --domain D [--disclose a,b] [--now ISO]
  *   pavilion credential verify   --tenant bank|hospital --credential <file> [--challenge C --domain D] [--now ISO]
@@ -38,6 +39,7 @@ import {
 
 export const CREDENTIAL_USAGE = `  pavilion credential parties  --tenant bank|hospital
   pavilion credential policy   --tenant bank|hospital
+  pavilion credential context
   pavilion credential issue    --tenant bank|hospital [--format di|vc-jwt|sd-jwt] [--valid-days N] [--now ISO]
   pavilion credential present  --tenant bank|hospital --credential <file> --challenge C --domain D [--disclose a,b] [--now ISO]
   pavilion credential verify   --tenant bank|hospital --credential <file> [--challenge C --domain D] [--now ISO]
@@ -75,6 +77,11 @@ export async function credentialCommand(command: string | undefined, args: strin
     },
   });
   if (command === 'accumulator-sizes') return accumulatorSizes(Number(values.members));
+  if (command === 'context') {
+    // exactly the pinned bytes: save as samples-v1.jsonld next to a config using `policy`'s output
+    process.stdout.write(sampleContext().bytes);
+    return 0;
+  }
   const tenant = assertSampleTenant(values.tenant ?? '');
   switch (command) {
     case 'parties': {
