@@ -119,6 +119,13 @@ describe('credentials in the Data API', () => {
     assert.ok(logged.includes('"kycLevel":"full"'));
   });
 
+  it('counts credentials by outcome in /metrics', async () => {
+    const text = await (await fetch(`${running.url}/metrics`)).text();
+    assert.match(text, /pavilion_credentials_total\{tenant="bank",outcome="vc\+data-integrity"\} [1-9]/);
+    assert.match(text, /pavilion_credentials_total\{tenant="bank",outcome="ERR_CREDENTIAL_SIGNATURE_INVALID"\} [1-9]/);
+    assert.match(text, /pavilion_credential_verification_duration_seconds_count\{tenant="bank"\} [1-9]/);
+  });
+
   it('mints one-time challenges at POST /v1/tenants/{tenant}/credentials/challenge', async () => {
     const minted = await post(`${running.url}/v1/tenants/bank/credentials/challenge`, {});
     assert.equal(minted.status, 200);

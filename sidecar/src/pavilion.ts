@@ -74,6 +74,7 @@ export class Pavilion {
           policies: config.credentials.tenants,
           refreshIntervalMs: config.credentials.refreshIntervalMs,
           maxCredentialsPerRequest: config.credentials.maxCredentialsPerRequest,
+          observer: this.metrics,
           proofWorkers: config.credentials.proofWorkers,
           proofJobTimeoutMs: config.credentials.proofJobTimeoutMs,
         });

@@ -20,6 +20,14 @@ import { isObject } from './json.ts';
 import type { NonceStore } from './nonce-store.ts';
 import type { CredentialErrorV1, VerifiedFactsV1 } from './verified-facts.ts';
 
+/** What the gate reports per request (implemented by telemetry's Metrics). */
+export interface CredentialObserver {
+  /** One credential's result: its format when verified, or the refusal code. */
+  onCredential(tenant: string, outcome: string): void;
+  /** Time spent verifying one request's credentials. */
+  onCredentialRequest(tenant: string, seconds: number): void;
+}
+
 export interface CredentialGateOptions {
   readonly policies: readonly CredentialPolicy[];
   /** How often status lists past their TTL are refreshed (default source: their configured files). */
@@ -29,6 +37,7 @@ export interface CredentialGateOptions {
   readonly statusListSource?: StatusListSource;
   readonly nonces?: NonceStore;
   readonly clock?: () => number;
+  readonly observer?: CredentialObserver;
   /** Worker threads for proof verification; 0 runs proofs on the event loop. */
   readonly proofWorkers: number;
   readonly proofJobTimeoutMs: number;
@@ -166,10 +175,17 @@ export class CredentialGate implements Component {
       errors = [{ version: 1, index: this.#options.maxCredentialsPerRequest, code: ErrorCodes.CREDENTIAL_TOO_LARGE, message: `at most ${this.#options.maxCredentialsPerRequest} credentials per request` }];
     } else if (credentials.length > 0) {
       const policy = this.#policies.get(tenant)!;
+      const started = performance.now();
       ({ credentials: facts, errors } = await this.verifier.verifyEach(tenant, credentials, {
         ...(binding.challenge === undefined ? {} : { challenge: binding.challenge }),
         ...(policy.domain === undefined ? {} : { domain: policy.domain }),
       }));
+      const observer = this.#options.observer;
+      if (observer !== undefined) {
+        observer.onCredentialRequest(tenant, (performance.now() - started) / 1000);
+        for (const fact of facts) observer.onCredential(tenant, fact.format);
+        for (const error of errors) observer.onCredential(tenant, error.code);
+      }
     }
     return { ...(input ?? {}), [CREDENTIALS_INPUT_KEY]: facts, [CREDENTIAL_ERRORS_INPUT_KEY]: errors };
   }

@@ -66,7 +66,7 @@ export {
   CREDENTIAL_ERRORS_INPUT_KEY,
   credentialsFromHeader,
 } from './credential-gate.ts';
-export type { CredentialBinding, CredentialGateOptions } from './credential-gate.ts';
+export type { CredentialBinding, CredentialGateOptions, CredentialObserver } from './credential-gate.ts';
 export { InlineProofExecutor } from './proof-executor.ts';
 export type { ProofExecutor, TenantProofMaterial } from './proof-executor.ts';
 export { WorkerProofExecutor } from './worker-proof-executor.ts';
