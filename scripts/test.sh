@@ -5,8 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== tools for the tests (helm for the chart tests)"
+echo "== tools for the tests (helm for the chart tests, nats-server for distribution, SoftHSM2 for the PKCS#11 signer tests)"
 bash scripts/install-helm.sh
+bash scripts/install-nats.sh
+bash scripts/install-softhsm.sh
 
 echo "== typecheck"
 npx tsc -p tsconfig.json --noEmit

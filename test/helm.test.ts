@@ -604,14 +604,22 @@ describe('values are validated', () => {
     const compare = (value: Record<string, unknown>, node: Schema, path: string): void => {
       assert.equal(node.additionalProperties, false, `${path} refuses unknown keys`);
       const expected = Object.keys(value).sort();
-      const actual = Object.keys(node.properties ?? {}).filter((k) => !(path === 'config' && k === 'extAuthz')).sort();
+      // Optional sections absent from the defaults: OPTIONAL_SECTIONS, and decisionLog.audit (sink 'audit').
+      const optional = (k: string): boolean => (path === 'config' && OPTIONAL_SECTIONS.includes(k)) || (path === 'config.decisionLog' && k === 'audit');
+      const actual = Object.keys(node.properties ?? {}).filter((k) => !optional(k)).sort();
       assert.deepEqual(actual, expected, `keys of ${path} (update helm/*/values.schema.json)`);
       for (const [key, child] of Object.entries(value)) {
+        if (path === 'config' && key === 'keys') {
+          // a map of key id -> key: its entries are checked, not its (free) names
+          assert.equal(typeof node.properties?.['keys']?.additionalProperties, 'object', 'config.keys is a map');
+          continue;
+        }
         if (typeof child === 'object' && child !== null && !Array.isArray(child)) {
           compare(child as Record<string, unknown>, node.properties?.[key] ?? {}, `${path}.${key}`);
         }
       }
     };
+    const OPTIONAL_SECTIONS = ['extAuthz', 'nats'];
     const { tenants: _tenants, ...sections } = defaultConfig();
     compare(sections as unknown as Record<string, unknown>, schema, 'config');
   });

@@ -7,13 +7,13 @@ import { loadConfig } from './config/index.ts';
 import { describeThrown, isPavilionError } from './lib/errors.ts';
 import { Pavilion } from './pavilion.ts';
 
-function log(level: 'info' | 'error', msg: string, fields: Record<string, unknown> = {}): void {
+function log(level: 'info' | 'warn' | 'error', msg: string, fields: Record<string, unknown> = {}): void {
   process.stderr.write(`${JSON.stringify({ level, time: new Date().toISOString(), msg, ...fields })}\n`);
 }
 
 async function main(): Promise<void> {
   const config = loadConfig();
-  const pavilion = new Pavilion(config);
+  const pavilion = new Pavilion(config, { log });
   await pavilion.start();
   const address = pavilion.api.address();
   for (const tenant of pavilion.tenants.list()) {
@@ -26,7 +26,7 @@ async function main(): Promise<void> {
   log('info', 'pavilion listening', {
     url: `http://${address.address}:${address.port}`,
     workers: config.engine.workers,
-    bundles: config.bundles.directory,
+    bundles: config.bundles.source === 'nats' ? `nats ${config.nats?.servers.join(',') ?? ''}` : config.bundles.directory,
     decision_log: config.decisionLog.sink === 'file' ? config.decisionLog.path : 'none',
   });
   let stopping = false;

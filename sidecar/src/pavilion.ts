@@ -3,11 +3,24 @@
  * dependency order and stops them in reverse. Tests and `main.ts` both use it.
  */
 import { ApiServer } from './api/index.ts';
-import { DecisionEvents, FileDecisionSink, NullDecisionSink, type DecisionSink } from './audit/index.ts';
-import { LocalDirectoryBundleSource, type BundleSource } from './bundles/index.ts';
+import {
+  AuditLogSink,
+  DecisionEvents,
+  FileDecisionSink,
+  NullDecisionSink,
+  DecisionMasker,
+  MaskingDecisionSink,
+  PseudonymKeyStore,
+  createCheckpointSigner,
+  parsePseudonymField,
+  type DecisionSink,
+  type LogPolicy,
+} from './audit/index.ts';
+import { LastKnownGood, LocalDirectoryBundleSource, PushedBundleSource, TrustStore, type BundleSource } from './bundles/index.ts';
 import type { PavilionConfig } from './config/index.ts';
 import { CredentialGate } from './credentials/index.ts';
 import { PolicyEngine } from './engine/index.ts';
+import { NatsDistribution, buildStatusReport, type StatusReport } from './distribution/index.ts';
 import { ExtAuthz } from './extauthz/index.ts';
 import type { Component } from './lib/lifecycle.ts';
 import { Metrics } from './telemetry/index.ts';
@@ -17,6 +30,50 @@ export interface PavilionOptions {
   /** Replace the bundle source (default: the configured local directory). */
   readonly source?: BundleSource;
   readonly sink?: DecisionSink;
+  readonly log?: (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => void;
+}
+
+/** The configured decision sink: NDJSON file (default), the verifiable audit log, or none. */
+function decisionSink(config: PavilionConfig): DecisionSink {
+  const { sink, path, audit } = config.decisionLog;
+  if (sink === 'file') return new FileDecisionSink(path);
+  if (sink === 'audit' && audit !== undefined) {
+    const { directory, signer, ...settings } = audit;
+    return new AuditLogSink({
+      directory,
+      originPrefix: config.labels.id,
+      settings,
+      createSigner: () => createCheckpointSigner(signer),
+    });
+  }
+  return new NullDecisionSink();
+}
+
+/**
+ * Privacy before any sink: each tenant's `<namespace>.system.log.drop|mask` evaluated by the
+ * engine when its bundle has them as entrypoints (as OPA evaluates data.system.log.*), then
+ * keyed pseudonymisation of the configured fields.
+ */
+function decisionMasker(config: PavilionConfig, engine: PolicyEngine): DecisionMasker {
+  const { privacy } = config.decisionLog;
+  const namespaceOf = (tenant: string): string => config.tenants.find((t) => t.id === tenant)?.namespace ?? tenant;
+  const policy: LogPolicy = {
+    async evaluate(tenant, rule, input) {
+      const path = `${namespaceOf(tenant)}/system/log/${rule}`;
+      if (engine.active(tenant)?.entrypoints.includes(path) !== true) return { present: false };
+      return { present: true, result: (await engine.evaluate(tenant, path, input, { cache: false })).result };
+    },
+  };
+  const byTenant = new Map(Object.entries(privacy.pseudonymiseFieldsByTenant).map(([t, list]) => [t, list.map(parsePseudonymField)]));
+  const defaults = privacy.pseudonymiseFields.map(parsePseudonymField);
+  const anyFields = defaults.length > 0 || byTenant.size > 0;
+  const keys = new PseudonymKeyStore(privacy.pseudonymKeyDirectory);
+  return new DecisionMasker({
+    ...(privacy.maskPolicy ? { policy } : {}),
+    ...(anyFields
+      ? { pseudonyms: { fields: (tenant: string) => byTenant.get(tenant) ?? defaults, key: (tenant: string) => keys.key(tenant === '' ? '_unrouted' : tenant) } }
+      : {}),
+  });
 }
 
 export class Pavilion {
@@ -24,12 +81,17 @@ export class Pavilion {
   readonly metrics = new Metrics();
   readonly engine: PolicyEngine;
   readonly tenants: TenantManager;
+  /** Every decision event goes here: masking first, then the configured sink. */
   readonly sink: DecisionSink;
+  /** The verifiable audit log when `decisionLog.sink` is 'audit' (proofs, receipts, checkpoints). */
+  readonly auditLog: AuditLogSink | undefined;
   /** One event builder (and req_id sequence) for every transport. */
   readonly events: DecisionEvents;
   readonly api: ApiServer;
   /** Envoy ext_authz (gRPC server and HTTP service mode); undefined unless configured. */
   readonly extAuthz: ExtAuthz | undefined;
+  /** NATS JetStream bundle distribution; undefined with the directory source. */
+  readonly distribution: NatsDistribution | undefined;
   /** Verifiable credentials into `input.credentials`; undefined unless configured. */
   readonly credentials: CredentialGate | undefined;
   #started: Component[] = [];
@@ -54,20 +116,35 @@ export class Pavilion {
     };
     this.tenants = new TenantManager({
       tenants: config.tenants,
-      source: options.source ?? new LocalDirectoryBundleSource(config.bundles.directory, limits),
+      source: options.source ?? (config.bundles.source === 'nats'
+        ? new PushedBundleSource('nats')
+        : new LocalDirectoryBundleSource(config.bundles.directory, limits)),
       engine: this.engine,
       limits,
       memoryInitialPages: config.engine.memoryInitialPages,
+      loadTrust: () => TrustStore.load(config.keys, config.bundles.keysDirectory),
+      persisted: new LastKnownGood(config.bundles.persistDirectory),
       onActivation: (tenant, outcome) => {
         this.metrics.onActivation(tenant, outcome);
         const active = this.engine.active(tenant);
         if (outcome === 'ok' && active !== undefined) this.metrics.setActiveRevision(tenant, active.revision);
       },
     });
+    this.distribution = config.bundles.source === 'nats' && config.nats !== undefined
+      ? new NatsDistribution({
+          config: config.nats,
+          tenants: this.tenants,
+          maxBundleBytes: limits.maxCompressedBytes,
+          sidecarId: config.labels.id,
+          statusReport: () => this.statusReport(),
+          metrics: this.metrics,
+          ...(options.log === undefined ? {} : { log: options.log }),
+        })
+      : undefined;
     this.events = new DecisionEvents(config.labels);
-    this.sink = options.sink ?? (config.decisionLog.sink === 'file'
-      ? new FileDecisionSink(config.decisionLog.path)
-      : new NullDecisionSink());
+    const sink = options.sink ?? decisionSink(config);
+    this.auditLog = sink instanceof AuditLogSink ? sink : undefined;
+    this.sink = new MaskingDecisionSink(sink, decisionMasker(config, this.engine));
     this.credentials = config.credentials === undefined
       ? undefined
       : new CredentialGate({
@@ -99,20 +176,33 @@ export class Pavilion {
       metrics: this.metrics,
       ...(mounted === undefined ? {} : { mounted }),
       ...(this.credentials === undefined ? {} : { credentials: this.credentials }),
-      components: () => [
-        this.engine, this.tenants, this.sink, this.api,
-        ...(this.extAuthz === undefined ? [] : [this.extAuthz]),
-        ...(this.credentials === undefined ? [] : [this.credentials]),
-      ],
+      components: () => this.#components(),
+      statusReport: () => this.statusReport(),
     });
   }
 
+  #components(): Component[] {
+    return [
+      this.sink, this.engine, this.tenants,
+      ...(this.distribution === undefined ? [] : [this.distribution]),
+      // before the API: requests carrying credentials need the verifier ready
+      ...(this.credentials === undefined ? [] : [this.credentials]),
+      this.api,
+      ...(this.extAuthz === undefined ? [] : [this.extAuthz]),
+    ];
+  }
+
+  /** OPA Status API shape: served at GET /v1/status and published to the status bucket. */
+  statusReport(): StatusReport {
+    return buildStatusReport(
+      { id: this.config.labels.id, version: this.config.labels.version },
+      this.tenants.list(),
+      this.#components().map((c) => ({ name: c.name, status: c.status() })),
+    );
+  }
+
   async start(): Promise<void> {
-    const components: Component[] = [this.sink, this.engine, this.tenants];
-    if (this.credentials !== undefined) components.push(this.credentials);
-    components.push(this.api);
-    if (this.extAuthz !== undefined) components.push(this.extAuthz);
-    for (const component of components) {
+    for (const component of this.#components()) {
       await component.start();
       this.#started.push(component);
     }

@@ -16,6 +16,12 @@ export interface FixtureBundle {
   /** Data files: data path -> value. */
   readonly data?: Readonly<Record<string, unknown>>;
   readonly revision?: string;
+  /** Manifest metadata (e.g. decision_tests). */
+  readonly metadata?: Readonly<Record<string, unknown>>;
+  /** Data files given as exact text (data path -> JSON text), for canonical-hashing tests. */
+  readonly dataText?: Readonly<Record<string, string>>;
+  /** Sign with `opa build --signing-key` (PEM file) and these claims (`--claims-file`). */
+  readonly signing?: { readonly keyFile: string; readonly algorithm: string; readonly claims?: Record<string, unknown> };
 }
 
 /** Build a Wasm bundle with the real opa CLI and return the archive bytes. */
@@ -32,11 +38,25 @@ export async function buildFixtureBundle(fixture: FixtureBundle): Promise<Buffer
       await mkdir(dirname(target), { recursive: true });
       await writeFile(target, JSON.stringify(value));
     }
-    await writeFile(join(src, '.manifest'), JSON.stringify({ revision: fixture.revision ?? 'r1', roots: fixture.roots }));
+    for (const [path, text] of Object.entries(fixture.dataText ?? {})) {
+      const target = join(src, ...path.split('/'), 'data.json');
+      await mkdir(dirname(target), { recursive: true });
+      await writeFile(target, text);
+    }
+    const signing: string[] = [];
+    if (fixture.signing !== undefined) {
+      signing.push('--signing-key', fixture.signing.keyFile, '--signing-alg', fixture.signing.algorithm);
+      if (fixture.signing.claims !== undefined) {
+        await writeFile(join(dir, 'claims.json'), JSON.stringify(fixture.signing.claims));
+        signing.push('--claims-file', join(dir, 'claims.json'));
+      }
+    }
+    await writeFile(join(src, '.manifest'), JSON.stringify({ revision: fixture.revision ?? 'r1', roots: fixture.roots, ...(fixture.metadata === undefined ? {} : { metadata: fixture.metadata }) }));
     const out = join(dir, 'bundle.tar.gz');
     await runTool(findOpa(), [
       'build', '-t', 'wasm', '-b', src, '-o', out,
       ...(fixture.revision === undefined ? [] : ['--revision', fixture.revision]),
+      ...signing,
       ...fixture.entrypoints.flatMap((e) => ['-e', e]),
     ]);
     return await readFile(out);

@@ -4,9 +4,9 @@
  */
 import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { parseConfig, type PavilionConfig } from '../../sidecar/src/config/index.ts';
-import { defaultBuildDirectory } from '../../sidecar/src/bundles/index.ts';
+import { defaultBuildDirectory, developmentKey, signBundle } from '../../sidecar/src/bundles/index.ts';
 import { Pavilion } from '../../sidecar/src/pavilion.ts';
 
 export interface RunningPavilion {
@@ -24,16 +24,33 @@ export interface HarnessOptions {
   readonly config?: Record<string, unknown>;
   /** Bundles to serve, tenant -> archive. Default: the built sample bundles. */
   readonly bundles?: Readonly<Record<string, Buffer>>;
+  /**
+   * Sign each of `bundles` with a per-tenant test key the sidecar trusts (default true), so
+   * tests exercise signature verification. Archives that cannot be read are passed as given.
+   */
+  readonly signBundles?: boolean;
+}
+
+/** Sign an archive with the tenant's test key in `keysDirectory` (created on first use). */
+export async function signForTest(tenant: string, archive: Buffer, keysDirectory: string): Promise<Buffer> {
+  const key = await developmentKey(tenant, dirname(keysDirectory));
+  try {
+    return await signBundle(archive, { key: key.keyPem, algorithm: key.algorithm, keyId: key.keyId, scope: tenant });
+  } catch {
+    return archive; // malformed on purpose: the test wants the structural refusal
+  }
 }
 
 export async function startPavilion(options: HarnessOptions = {}): Promise<RunningPavilion> {
   const dir = await mkdtemp(join(tmpdir(), 'pavilion-test-'));
   let bundleDir = defaultBuildDirectory();
+  let keysDirectory = join(bundleDir, 'keys');
   if (options.bundles !== undefined) {
     bundleDir = join(dir, 'bundles');
+    keysDirectory = join(dir, 'keys');
     for (const [tenant, archive] of Object.entries(options.bundles)) {
       await mkdir(join(bundleDir, tenant), { recursive: true });
-      await writeFile(join(bundleDir, tenant, 'bundle.tar.gz'), archive);
+      await writeFile(join(bundleDir, tenant, 'bundle.tar.gz'), options.signBundles === false ? archive : await signForTest(tenant, archive, keysDirectory));
     }
   }
   const raw = options.config ?? {};
@@ -41,7 +58,7 @@ export async function startPavilion(options: HarnessOptions = {}): Promise<Runni
     ...raw,
     http: { host: '127.0.0.1', port: 0, ...(raw['http'] as object | undefined) },
     engine: { workers: 2, ...(raw['engine'] as object | undefined) },
-    bundles: { directory: bundleDir, ...(raw['bundles'] as object | undefined) },
+    bundles: { directory: bundleDir, keysDirectory, persistDirectory: join(dir, 'persisted'), ...(raw['bundles'] as object | undefined) },
     decisionLog: { sink: 'file', path: join(dir, 'decisions.ndjson'), ...(raw['decisionLog'] as object | undefined) },
   });
   const pavilion = new Pavilion(config);

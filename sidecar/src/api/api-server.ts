@@ -40,6 +40,8 @@ export interface ApiServerDeps {
   readonly credentials?: CredentialGate;
   /** Components whose status makes up /health. */
   readonly components: () => readonly Component[];
+  /** This sidecar's report in OPA's Status API shape (`GET /v1/status`). */
+  readonly statusReport: () => unknown;
   /** A handler served under its own path prefix (Envoy ext_authz's HTTP service mode). */
   readonly mounted?: {
     readonly pathPrefix: string;
@@ -212,6 +214,10 @@ export class ApiServer implements Component {
         } else {
           throw new PavilionError(ErrorCodes.ROUTE_NOT_FOUND, `no route for ${pathname}`);
         }
+      } else if (pathname === '/v1/status') {
+        route = 'status';
+        this.#onlyGet(req);
+        this.#json(res, 200, { result: this.#deps.statusReport() }, query.pretty);
       } else if (pathname === '/v1/tenants') {
         route = 'tenants';
         this.#onlyGet(req);

@@ -13,6 +13,8 @@ export interface DecisionEventV1 {
   readonly result?: unknown;
   readonly erased?: readonly string[];
   readonly masked?: readonly string[];
+  /** Pavilion's addition: fields replaced by keyed pseudonyms (sidecar/src/audit/masking). */
+  readonly pseudonymised?: readonly string[];
   readonly error?: { readonly code: string; readonly message: string };
   readonly requested_by: string;
   /** RFC 3339 with nanoseconds where available. */
@@ -27,7 +29,13 @@ export interface DecisionEventV1 {
 export interface DecisionSink {
   readonly name: string;
   start(): Promise<void>;
-  /** Accept one event. May apply backpressure by returning a promise. */
+  /**
+   * Accept one event. May apply backpressure by returning a promise, which resolves once the
+   * sink has the event as it promises (the audit log: durable per its fsync policy) and rejects
+   * with a typed error when the sink refuses it (ERR_AUDIT_LOG_FULL, ...). A caller that
+   * acknowledges decisions only once logged awaits it; a sink keeps refusals visible in
+   * status() and never lets an unawaited rejection go unhandled.
+   */
   write(event: DecisionEventV1): void | Promise<void>;
   stop(deadlineMs: number): Promise<void>;
   status(): import('../lib/lifecycle.ts').ComponentStatus;

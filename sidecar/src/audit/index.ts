@@ -1,4 +1,48 @@
-/** Audit: decision events and where they go. */
+/** Audit: decision events and where they go, and the verifiable per-tenant audit log. */
 export type { DecisionEventV1, DecisionSink } from './decision-event.ts';
 export { DecisionEvents, type DecisionRecord } from './decision-events.ts';
 export { FileDecisionSink, NullDecisionSink, serialise } from './file-decision-sink.ts';
+export {
+  AuditLog,
+  Keyring,
+  Pkcs11Module,
+  Pkcs11Signer,
+  SoftwareSigner,
+  WAL_FILE,
+  decodeCheckpoint,
+  proveConsistencyFromLogFile,
+  proveFromLogFile,
+  publicKeyPem,
+  verifyConsistencyProof,
+  verifyDecisionProof,
+  verifyLogFile,
+  type Anchor,
+  type AnchorRecordV1,
+  type AnchorVerifier,
+  type AuditLogOptions,
+  type CheckpointSigner,
+  type ConsistencyProofV1,
+  type DecisionProofV1,
+  type DecisionReceiptV1,
+  type DecisionVerification,
+  type FsyncPolicy,
+  type LogVerification,
+  type OnFullPolicy,
+  type RecoveryReport,
+  type SignedCheckpointV1,
+} from './log/index.ts';
+export { MerkleTree, hashLeaf, verifyConsistency, verifyInclusion } from './merkle/index.ts';
+export { AuditLogSink, UNROUTED_TENANT, type AuditLogSettings, type AuditLogSinkOptions } from './audit-log-sink.ts';
+export { createCheckpointSigner, type CheckpointSignerSettings } from './checkpoint-signers.ts';
+export {
+  DecisionMasker,
+  MaskingDecisionSink,
+  PseudonymKeyStore,
+  applyMaskRules,
+  parseMaskRules,
+  parsePseudonymField,
+  pseudonymiseEvent,
+  type LogPolicy,
+  type MaskOutcome,
+  type Pseudonyms,
+} from './masking/index.ts';

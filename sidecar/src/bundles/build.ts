@@ -2,14 +2,20 @@
  * Building a tenant's bundle from its definition (`bundles/<tenant>/bundle.json`):
  *
  *   stage sources + data + tests -> `opa check` -> `opa test` -> drop tests, write .manifest
- *   -> `opa build -t wasm -b <stage> -e <entrypoints> --revision <rev>` -> bundle.tar.gz
+ *   (with the tenant's decision test vectors, `examples.json`, in `metadata.decision_tests`)
+ *   -> `opa build -t wasm -b <stage> -e <entrypoints> --revision <rev>` -> sign -> bundle.tar.gz
+ *
+ * Signing: with a given key, or by default with the tenant's development key
+ * (`<output>/keys/<tenant>.key.pem`, ES256, created on first use, key id = tenant id), whose
+ * public half `<tenant>.pub.pem` is what the embedded default config trusts. Development
+ * keys are for a laptop: production bundles are signed with the policy team's own key.
  *
  * The revision is content-addressed (SHA-256 over every staged file's path and bytes), so
  * the same sources always give the same revision and any change gives a new one.
  * The built archive is read back with `readBundle` before the build reports success, so a
  * definition whose roots leave the tenant's namespace fails at build time, not at load time.
  */
-import { createHash } from 'node:crypto';
+import { createHash, generateKeyPairSync } from 'node:crypto';
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
@@ -17,6 +23,10 @@ import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
 import { TENANT_ID_PATTERN } from '../lib/tenant-id.ts';
 import { findOpa, REPO_ROOT, runTool } from '../lib/tools.ts';
 import { readBundle, type Bundle } from './archive.ts';
+import { signBundle, type SigningAlgorithm } from './signing.ts';
+
+/** Manifest metadata key for decision test vectors (read back by the tenant manager's gate). */
+export const DECISION_TESTS_METADATA_KEY = 'decision_tests';
 
 
 /** `bundles/<tenant>/bundle.json`, version 1 of the definition format. */
@@ -133,6 +143,41 @@ export interface BuildOptions {
    * plain bundle for OPA's own evaluator, so benchmarks can run the peer on identical policy.
    */
   readonly target?: 'wasm' | 'rego';
+  /** 'dev' (default): the tenant's development key; false: unsigned; or a given key. */
+  readonly signing?: 'dev' | false | { readonly keyPem: string; readonly keyId: string; readonly algorithm: SigningAlgorithm };
+}
+
+/** The tenant's development signing key under `<buildDirectory>/keys`, created on first use. */
+export async function developmentKey(tenant: string, buildDirectory: string): Promise<{ keyPem: string; keyId: string; algorithm: SigningAlgorithm }> {
+  const dir = join(buildDirectory, 'keys');
+  const privateFile = join(dir, `${tenant}.key.pem`);
+  try {
+    return { keyPem: await readFile(privateFile, 'utf8'), keyId: tenant, algorithm: 'ES256' };
+  } catch {
+    // first use: create below
+  }
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+  const keyPem = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+  await writeFile(privateFile, keyPem, { mode: 0o600 });
+  await writeFile(join(dir, `${tenant}.pub.pem`), publicKey.export({ type: 'spki', format: 'pem' }).toString());
+  return { keyPem, keyId: tenant, algorithm: 'ES256' };
+}
+
+async function readDecisionTests(definitionFile: string): Promise<unknown[] | undefined> {
+  try {
+    const value: unknown = JSON.parse(await readFile(join(dirname(definitionFile), 'examples.json'), 'utf8'));
+    if (!Array.isArray(value)) throw invalid(definitionFile, 'examples.json must be an array');
+    return value.map((e: { name?: unknown; path?: unknown; input?: unknown; expect?: unknown }) => ({
+      name: e.name,
+      path: e.path,
+      ...(e.input === undefined ? {} : { input: e.input }),
+      ...(e.expect === undefined ? {} : { expect: e.expect }),
+    }));
+  } catch (error) {
+    if ((error as { code?: string }).code === 'ENOENT') return undefined;
+    throw error;
+  }
 }
 
 export async function buildTenantBundle(definitionFile: string, options: BuildOptions = {}): Promise<BuildResult> {
@@ -177,13 +222,14 @@ export async function buildTenantBundle(definitionFile: string, options: BuildOp
       hash.update(relative(sources, file)).update('\0').update(await readFile(file)).update('\0');
     }
     hash.update(JSON.stringify({ roots: definition.roots, entrypoints: definition.entrypoints, metadata: definition.metadata }));
+    const tests = await readDecisionTests(definitionFile);
+    hash.update(JSON.stringify(tests ?? null));
     const revision = hash.digest('hex').slice(0, 16);
-    await writeFile(
-      join(sources, '.manifest'),
-      JSON.stringify({ revision, roots: definition.roots, metadata: { ...definition.metadata, tenant: definition.tenant } }),
-    );
+    const metadata = { ...definition.metadata, tenant: definition.tenant, ...(tests === undefined ? {} : { [DECISION_TESTS_METADATA_KEY]: tests }) };
+    await writeFile(join(sources, '.manifest'), JSON.stringify({ revision, roots: definition.roots, metadata }));
     // 4. build
-    const outDir = join(options.outputDirectory ?? defaultBuildDirectory(root), definition.tenant);
+    const buildDirectory = options.outputDirectory ?? defaultBuildDirectory(root);
+    const outDir = join(buildDirectory, definition.tenant);
     await mkdir(outDir, { recursive: true });
     const output = join(outDir, 'bundle.tar.gz');
     const target = options.target ?? 'wasm';
@@ -193,7 +239,14 @@ export async function buildTenantBundle(definitionFile: string, options: BuildOp
         ...definition.entrypoints.flatMap((e) => ['-e', e])],
       { failureCode: ErrorCodes.BUNDLE_BUILD_FAILED, timeoutMs: 300_000 },
     );
-    // 5. read it back with the sidecar's own loader (a rego bundle has no Wasm to load)
+    // 5. sign (the rego target is for the benchmark peer and stays unsigned)
+    const signing = options.signing ?? 'dev';
+    if (target === 'wasm' && signing !== false) {
+      const key = signing === 'dev' ? await developmentKey(definition.tenant, buildDirectory) : signing;
+      const signed = await signBundle(await readFile(output), { key: key.keyPem, algorithm: key.algorithm, keyId: key.keyId, scope: definition.tenant });
+      await writeFile(output, signed);
+    }
+    // 6. read it back with the sidecar's own loader (a rego bundle has no Wasm to load)
     if (target === 'rego') {
       return { tenant: definition.tenant, revision, output, bundle: undefined, testsPassed };
     }

@@ -69,3 +69,23 @@ export class LocalDirectoryBundleSource implements BundleSource {
     }
   }
 }
+
+/**
+ * For sources that push bundles (NATS): nothing to list or fetch at start; the tenants
+ * serve their last known good revisions until the distribution delivers.
+ */
+export class PushedBundleSource implements BundleSource {
+  readonly kind: string;
+
+  constructor(kind: string) {
+    this.kind = kind;
+  }
+
+  async listTenants(): Promise<string[]> {
+    return [];
+  }
+
+  async fetch(): Promise<Buffer | undefined> {
+    return undefined;
+  }
+}

@@ -10,7 +10,9 @@ export {
   type WasmResolver,
 } from './archive.ts';
 export {
+  DECISION_TESTS_METADATA_KEY,
   buildTenantBundle,
+  developmentKey,
   defaultBuildDirectory,
   definitionPath,
   listDefinitions,
@@ -19,5 +21,22 @@ export {
   type BuildResult,
   type BundleDefinition,
 } from './build.ts';
-export { LocalDirectoryBundleSource, type BundleSource } from './bundle-source.ts';
-export { normaliseEntryName, readTar, type TarEntry } from './tar.ts';
+export { LocalDirectoryBundleSource, PushedBundleSource, type BundleSource } from './bundle-source.ts';
+export { normaliseEntryName, readTar, writeTar, type TarEntry } from './tar.ts';
+export { canonicalStructuredBytes, hashBundleFile, isStructuredFile } from './file-hash.ts';
+export {
+  SIGNING_ALGORITHMS,
+  defaultAlgorithmFor,
+  isSigningAlgorithm,
+  loadVerificationKey,
+  signBundle,
+  verifyBundleSignature,
+  type SignOptions,
+  type SignatureInfo,
+  type SignaturePolicy,
+  type SigningAlgorithm,
+  type VerificationKey,
+} from './signing.ts';
+export { TrustStore } from './trust.ts';
+export { LastKnownGood, type PersistedBundle, type PersistedBundleMeta } from './last-known-good.ts';
+export { applyPatch, checkDeltaRoots, parsePatch, parsePatchPath, type PatchOperation } from './delta.ts';

@@ -153,3 +153,48 @@ export function readTar(archive: Buffer): TarEntry[] {
   if (entries.length === 0) throw corrupt('archive contains no files');
   return entries;
 }
+
+function octalField(value: number, length: number): string {
+  return `${value.toString(8).padStart(length - 1, '0')}\0`;
+}
+
+/**
+ * Write regular files as a ustar archive (what `pavilion bundle sign` repacks). Names keep
+ * their leading '/', as `opa build` writes them (OPA's loader matches the manifest's
+ * `/policy.wasm` against them); names over 100 bytes use the ustar prefix field, and names
+ * that fit neither are refused.
+ */
+export function writeTar(entries: readonly TarEntry[]): Buffer {
+  const blocks: Buffer[] = [];
+  for (const entry of entries) {
+    const name = entry.name.startsWith('/') ? entry.name : `/${entry.name}`;
+    const header = Buffer.alloc(BLOCK);
+    let prefix = '';
+    let base = name;
+    if (Buffer.byteLength(name) > 100) {
+      const cut = name.lastIndexOf('/', name.length - 1);
+      prefix = cut > 0 ? name.slice(0, cut) : '';
+      base = cut > 0 ? name.slice(cut + 1) : name;
+      if (Buffer.byteLength(prefix) > 155 || Buffer.byteLength(base) > 100 || prefix === '') {
+        throw new PavilionError(ErrorCodes.BUNDLE_CORRUPT, `file name too long for a tar archive: ${name}`);
+      }
+    }
+    header.write(base, 0, 100, 'utf8');
+    header.write(octalField(0o644, 8), 100);
+    header.write(octalField(0, 8), 108);
+    header.write(octalField(0, 8), 116);
+    header.write(octalField(entry.data.length, 12), 124);
+    header.write(octalField(0, 12), 136);
+    header.write('        ', 148);
+    header.write('0', 156);
+    header.write('ustar\0', 257);
+    header.write('00', 263);
+    header.write(prefix, 345, 155, 'utf8');
+    let sum = 0;
+    for (const byte of header) sum += byte;
+    header.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148);
+    blocks.push(header, entry.data, Buffer.alloc((BLOCK - (entry.data.length % BLOCK)) % BLOCK));
+  }
+  blocks.push(Buffer.alloc(2 * BLOCK));
+  return Buffer.concat(blocks);
+}

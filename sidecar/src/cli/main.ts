@@ -3,26 +3,195 @@
  *
  *   pavilion bundle build --tenant <id> | --all [--out <dir>] [--target wasm|rego]
  *   pavilion bundle inspect <bundle.tar.gz> [--tenant <id>]
+ *   pavilion bundle sign <bundle.tar.gz> --key <pem> --key-id <id> --scope <tenant> [--alg ES256] [--out <file>]
+ *   pavilion bundle push --tenant <id> [--file <bundle.tar.gz>] [--by <who>] [--note <text>]
+ *   pavilion bundle rollback --tenant <id> [--to <deploy>] [--by <who>] [--note <text>]
+ *   pavilion bundle history --tenant <id>
+ *   pavilion bundle status
+ *   pavilion audit verify-log --log <dir|file> --keys <pem|dir> [--origin <o>] [--trusted-checkpoint <file>]...
+ *   pavilion audit verify --decision <id> (--proof <file> | --log <dir|file>) --keys <pem|dir> [--origin <o>]
+ *   pavilion audit prove --decision <id> --log <dir|file>
+ *   pavilion audit prove-consistency --from <checkpoint.json> --log <dir|file>
+ *   pavilion audit verify-consistency --proof <file> --keys <pem|dir>
  *   pavilion credential <command> ...   (sample credentials: see credential-commands.ts)
  *   pavilion serve
+ *
+ * push/rollback/history/status talk to NATS: --nats <url> (or PAVILION_NATS_URL), with
+ * --user/--password (or PAVILION_NATS_USER/PAVILION_NATS_PASSWORD).
  */
-import { readFile } from 'node:fs/promises';
+import { statSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
+import { hostname, userInfo } from 'node:os';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import {
+  Keyring,
+  WAL_FILE,
+  decodeCheckpoint,
+  proveConsistencyFromLogFile,
+  proveFromLogFile,
+  verifyConsistencyProof,
+  verifyDecisionProof,
+  verifyLogFile,
+} from '../audit/index.ts';
+import {
   buildTenantBundle,
+  defaultBuildDirectory,
   definitionPath,
+  isSigningAlgorithm,
   listDefinitions,
   readBundle,
+  signBundle,
 } from '../bundles/index.ts';
+import { parseConfig } from '../config/index.ts';
+import { NatsBundleStore, connectNats } from '../distribution/index.ts';
 import { compilePolicy } from '../engine/index.ts';
-import { describeThrown, isPavilionError } from '../lib/errors.ts';
+import { ErrorCodes, PavilionError, describeThrown, isPavilionError } from '../lib/errors.ts';
 import { CREDENTIAL_USAGE, credentialCommand } from './credential-commands.ts';
 
 const USAGE = `usage:
-  pavilion bundle build --tenant <id> | --all [--out <dir>] [--target wasm|rego]
+  pavilion bundle build --tenant <id> | --all [--out <dir>] [--target wasm|rego] [--unsigned]
   pavilion bundle inspect <bundle.tar.gz> [--tenant <id>]
+  pavilion bundle sign <bundle.tar.gz> --key <pem> --key-id <id> --scope <tenant> [--alg ES256] [--out <file>]
+  pavilion bundle push --tenant <id> [--file <bundle.tar.gz>] [--by <who>] [--note <text>]  [nats options]
+  pavilion bundle rollback --tenant <id> [--to <deploy>] [--by <who>] [--note <text>]      [nats options]
+  pavilion bundle history --tenant <id>                                                    [nats options]
+  pavilion bundle status                                                                   [nats options]
+  pavilion audit verify-log --log <dir|file> --keys <pem|dir> [--origin <o>] [--trusted-checkpoint <file>]...
+  pavilion audit verify --decision <id> (--proof <file> | --log <dir|file>) --keys <pem|dir> [--origin <o>]
+  pavilion audit prove --decision <id> --log <dir|file>
+  pavilion audit prove-consistency --from <checkpoint.json> --log <dir|file>
+  pavilion audit verify-consistency --proof <file> --keys <pem|dir>
 ${CREDENTIAL_USAGE}
-  pavilion serve`;
+  pavilion serve
+nats options: --nats <url> (default $PAVILION_NATS_URL or nats://127.0.0.1:4222) --user <u> --password <p>`;
+
+const NATS_OPTIONS = {
+  nats: { type: 'string' },
+  user: { type: 'string' },
+  password: { type: 'string' },
+} as const;
+
+async function withStore<T>(values: { nats?: string | undefined; user?: string | undefined; password?: string | undefined }, run: (store: NatsBundleStore) => Promise<T>): Promise<T> {
+  const user = values.user ?? process.env['PAVILION_NATS_USER'];
+  const password = values.password ?? process.env['PAVILION_NATS_PASSWORD'];
+  const config = parseConfig({
+    nats: {
+      servers: [values.nats ?? process.env['PAVILION_NATS_URL'] ?? 'nats://127.0.0.1:4222'],
+      name: 'pavilion-cli',
+      ...(user === undefined ? {} : { user }),
+      ...(password === undefined ? {} : { password }),
+    },
+  }).nats;
+  if (config === undefined) throw new Error('no NATS configuration');
+  const store = new NatsBundleStore(await connectNats(config), config);
+  try {
+    return await run(store);
+  } finally {
+    await store.close();
+  }
+}
+
+function who(by: string | undefined): string {
+  return by ?? `${userInfo().username}@${hostname()}`;
+}
+
+async function bundleSign(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { key: { type: 'string' }, 'key-id': { type: 'string' }, scope: { type: 'string' }, alg: { type: 'string', default: 'ES256' }, out: { type: 'string' } },
+  });
+  const file = positionals[0];
+  if (file === undefined || values.key === undefined || values['key-id'] === undefined || values.scope === undefined || !isSigningAlgorithm(values.alg)) {
+    process.stderr.write(`${USAGE}\n`);
+    return 2;
+  }
+  const signed = await signBundle(await readFile(file), {
+    key: await readFile(values.key, 'utf8'), algorithm: values.alg, keyId: values['key-id'], scope: values.scope,
+  });
+  await writeFile(values.out ?? file, signed);
+  process.stdout.write(`signed ${values.out ?? file} with key ${values['key-id']} (${values.alg}), scope ${values.scope}\n`);
+  return 0;
+}
+
+async function bundlePush(args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: { tenant: { type: 'string' }, file: { type: 'string' }, by: { type: 'string' }, note: { type: 'string' }, ...NATS_OPTIONS } });
+  const tenant = values.tenant;
+  if (tenant === undefined) {
+    process.stderr.write(`${USAGE}\n`);
+    return 2;
+  }
+  const file = values.file ?? join(defaultBuildDirectory(), tenant, 'bundle.tar.gz');
+  const archive = await readFile(file);
+  // Refuse locally what every sidecar would refuse anyway (structure, roots); signatures are theirs to check.
+  const bundle = await readBundle(archive, { tenant, namespace: tenant });
+  const entry = await withStore(values, (store) => store.push(tenant, archive, {
+    revision: bundle.revision, pushedBy: who(values.by), ...(values.note === undefined ? {} : { note: values.note }),
+  }));
+  process.stdout.write(`pushed ${tenant} revision ${bundle.revision} as deploy ${entry.sequence} (sha256 ${entry.pointer.digest.slice(0, 16)}, ${archive.length} bytes)\n`);
+  return 0;
+}
+
+async function bundleRollback(args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: { tenant: { type: 'string' }, to: { type: 'string' }, by: { type: 'string' }, note: { type: 'string' }, ...NATS_OPTIONS } });
+  const tenant = values.tenant;
+  const to = values.to === undefined ? undefined : Number(values.to);
+  if (tenant === undefined || (to !== undefined && !Number.isInteger(to))) {
+    process.stderr.write(`${USAGE}\n`);
+    return 2;
+  }
+  const entry = await withStore(values, (store) => store.rollback(tenant, {
+    pushedBy: who(values.by), ...(to === undefined ? {} : { to }), ...(values.note === undefined ? {} : { note: values.note }),
+  }));
+  process.stdout.write(`rolled ${tenant} back to revision ${entry.pointer.revision} (deploy ${entry.pointer.restores ?? '?'}) as deploy ${entry.sequence}\n`);
+  return 0;
+}
+
+async function bundleHistory(args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: { tenant: { type: 'string' }, json: { type: 'boolean' }, ...NATS_OPTIONS } });
+  const tenant = values.tenant;
+  if (tenant === undefined) {
+    process.stderr.write(`${USAGE}\n`);
+    return 2;
+  }
+  const history = await withStore(values, (store) => store.history(tenant));
+  if (values.json === true) {
+    process.stdout.write(`${JSON.stringify(history, null, 2)}\n`);
+    return 0;
+  }
+  process.stdout.write('deploy  action    revision          sha256            pushed_at                 by\n');
+  for (const { sequence, pointer } of history) {
+    const action = pointer.action === 'rollback' ? `rollback(${pointer.restores ?? '?'})` : 'push';
+    process.stdout.write(`${String(sequence).padEnd(7)} ${action.padEnd(9)} ${pointer.revision.padEnd(17)} ${pointer.digest.slice(0, 16)}  ${pointer.pushed_at.padEnd(25)} ${pointer.pushed_by}${pointer.note === undefined ? '' : `  "${pointer.note}"`}\n`);
+  }
+  return 0;
+}
+
+async function bundleStatus(args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: { json: { type: 'boolean' }, ...NATS_OPTIONS } });
+  const reports = await withStore(values, async (store) => {
+    const kv = await store.statusBucket();
+    const out: Array<Record<string, unknown>> = [];
+    for await (const key of await kv.keys()) {
+      const entry = await kv.get(key);
+      if (entry?.operation === 'PUT') out.push(JSON.parse(Buffer.from(entry.value).toString('utf8')) as Record<string, unknown>);
+    }
+    return out;
+  });
+  if (values.json === true) {
+    process.stdout.write(`${JSON.stringify(reports, null, 2)}\n`);
+    return 0;
+  }
+  process.stdout.write('sidecar                  tenant       revision          state  reported_at\n');
+  for (const report of reports) {
+    const bundles = (report['bundles'] ?? {}) as Record<string, { active_revision?: string; code?: string; pavilion?: { state?: string } }>;
+    for (const [tenant, b] of Object.entries(bundles)) {
+      process.stdout.write(`${String(report['sidecar']).padEnd(24)} ${tenant.padEnd(12)} ${(b.active_revision ?? '-').padEnd(17)} ${(b.pavilion?.state ?? '?').padEnd(6)} ${String(report['reported_at'])}${b.code === undefined ? '' : `  last refusal: ${b.code}`}\n`);
+    }
+  }
+  return 0;
+}
 
 async function bundleBuild(args: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -32,6 +201,7 @@ async function bundleBuild(args: string[]): Promise<number> {
       all: { type: 'boolean' },
       out: { type: 'string' },
       target: { type: 'string', default: 'wasm' },
+      unsigned: { type: 'boolean' },
     },
   });
   if (values.target !== 'wasm' && values.target !== 'rego') {
@@ -50,6 +220,7 @@ async function bundleBuild(args: string[]): Promise<number> {
     try {
       const result = await buildTenantBundle(definitionPath(tenant), {
         target,
+        ...(values.unsigned === true ? { signing: false } : {}),
         ...(values.out === undefined ? {} : { outputDirectory: values.out }),
       });
       const ms = Math.round(performance.now() - started);
@@ -102,10 +273,102 @@ async function bundleInspect(args: string[]): Promise<number> {
   return 0;
 }
 
+/** A tenant's log directory or the log file itself. */
+function logFile(path: string): string {
+  try {
+    return statSync(path).isDirectory() ? join(path, WAL_FILE) : path;
+  } catch {
+    return path;
+  }
+}
+
+/** Print a verification failure (code, message, the first bad position) and return exit code 1. */
+function reportFailure(error: unknown): number {
+  if (!isPavilionError(error)) throw error;
+  process.stdout.write(`${JSON.stringify({ ok: false, code: error.code, message: error.message, position: error.details ?? {} }, null, 2)}\n`);
+  process.stderr.write(`verification FAILED [${error.code}] ${error.message}\n`);
+  return 1;
+}
+
+function parseProofFile(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new PavilionError(ErrorCodes.AUDIT_PROOF_INVALID, 'the proof file is not JSON', { cause: error, details: { reason: 'malformed' } });
+  }
+}
+
+async function auditCommand(command: string | undefined, args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      log: { type: 'string' },
+      keys: { type: 'string' },
+      origin: { type: 'string' },
+      decision: { type: 'string' },
+      proof: { type: 'string' },
+      'trusted-checkpoint': { type: 'string', multiple: true },
+      from: { type: 'string' },
+    },
+  });
+  const usage = (): number => {
+    process.stderr.write(`${USAGE}\n`);
+    return 2;
+  };
+  if (command === 'prove') {
+    if (values.decision === undefined || values.log === undefined) return usage();
+    const proof = await proveFromLogFile(logFile(values.log), values.decision);
+    process.stdout.write(`${JSON.stringify(proof, null, 2)}\n`);
+    return 0;
+  }
+  if (command === 'prove-consistency') {
+    if (values.from === undefined || values.log === undefined) return usage();
+    const proof = await proveConsistencyFromLogFile(logFile(values.log), decodeCheckpoint(await readFile(values.from, 'utf8')));
+    process.stdout.write(`${JSON.stringify(proof, null, 2)}\n`);
+    return 0;
+  }
+  if (command !== 'verify-log' && command !== 'verify' && command !== 'verify-consistency') return usage();
+  // Trust comes from keys obtained out of band; never from the log directory by default.
+  if (values.keys === undefined) return usage();
+  const keyring = Keyring.load(values.keys);
+  const origin = values.origin === undefined ? {} : { origin: values.origin };
+  try {
+    if (command === 'verify-log') {
+      if (values.log === undefined) return usage();
+      const trustedCheckpoints = await Promise.all((values['trusted-checkpoint'] ?? []).map(async (file) => decodeCheckpoint(await readFile(file, 'utf8'))));
+      const result = await verifyLogFile(logFile(values.log), keyring, { ...origin, trustedCheckpoints });
+      process.stdout.write(`${JSON.stringify({ ok: true, ...result }, null, 2)}\n`);
+      if (result.unsignedLeaves > 0) process.stderr.write(`note: ${result.unsignedLeaves} leaves after the last checkpoint are intact but not yet signed\n`);
+      return 0;
+    }
+    if (command === 'verify-consistency') {
+      if (values.proof === undefined) return usage();
+      const result = verifyConsistencyProof(parseProofFile(await readFile(values.proof, 'utf8')), keyring);
+      process.stdout.write(`${JSON.stringify({ ok: true, ...result }, null, 2)}\n`);
+      return 0;
+    }
+    if (values.decision === undefined || (values.proof === undefined) === (values.log === undefined)) return usage();
+    const proof: unknown = values.proof !== undefined
+      ? parseProofFile(await readFile(values.proof, 'utf8'))
+      : await proveFromLogFile(logFile(values.log ?? ''), values.decision);
+    const result = verifyDecisionProof(proof, keyring, { decisionId: values.decision, ...origin });
+    process.stdout.write(`${JSON.stringify({ ok: true, ...result }, null, 2)}\n`);
+    return 0;
+  } catch (error) {
+    return reportFailure(error);
+  }
+}
+
 async function main(argv: string[]): Promise<number> {
   const [group, command, ...rest] = argv;
   if (group === 'bundle' && command === 'build') return bundleBuild(rest);
   if (group === 'bundle' && command === 'inspect') return bundleInspect(rest);
+  if (group === 'audit') return auditCommand(command, rest);
+  if (group === 'bundle' && command === 'sign') return bundleSign(rest);
+  if (group === 'bundle' && command === 'push') return bundlePush(rest);
+  if (group === 'bundle' && command === 'rollback') return bundleRollback(rest);
+  if (group === 'bundle' && command === 'history') return bundleHistory(rest);
+  if (group === 'bundle' && command === 'status') return bundleStatus(rest);
   if (group === 'credential') return credentialCommand(command, rest);
   if (group === 'serve') {
     await import('../main.ts');

@@ -12,6 +12,7 @@ import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
 import { REPO_ROOT } from '../lib/tools.ts';
 
 import { TENANT_ID_PATTERN } from '../lib/tenant-id.ts';
+import { parseFieldPointer } from '../lib/field-pointer.ts';
 import { parseCredentialPolicy, type CredentialPolicy } from '../credentials/index.ts';
 
 export { TENANT_ID_PATTERN };
@@ -20,6 +21,44 @@ export interface TenantConfig {
   readonly id: string;
   /** Data path prefix the tenant's bundle may own (default: the id). */
   readonly namespace: string;
+  /** Ids of the keys (from `keys` or the keys directory) this tenant's bundles may be signed with (default: [id]). */
+  readonly keys: readonly string[];
+  /** The `scope` claim a signature must carry (default: the id). */
+  readonly scope: string;
+  /** Development only: accept this tenant's bundles without `.signatures.json`. */
+  readonly allowUnsigned: boolean;
+}
+
+/** The defaults a tenant found in the bundle source (not listed in `tenants`) gets. */
+export function discoveredTenant(id: string): TenantConfig {
+  return { id, namespace: id, keys: [id], scope: id, allowUnsigned: false };
+}
+
+/** A bundle verification key, as in OPA's `keys` config: PEM (or an HMAC secret) inline or in a file. */
+export interface KeyConfig {
+  readonly algorithm?: string;
+  readonly file?: string;
+  readonly key?: string;
+}
+
+/** NATS JetStream bundle distribution (sidecar/src/distribution). */
+export interface NatsConfig {
+  readonly servers: readonly string[];
+  /** Client name (default: the sidecar's label id). */
+  readonly name: string;
+  readonly user?: string;
+  readonly password?: string;
+  readonly token?: string;
+  /** KV bucket of tenant pointers (its history is the deploy history). */
+  readonly pointerBucket: string;
+  /** Object Store bucket per tenant: `<objectBucketPrefix><tenant>`. */
+  readonly objectBucketPrefix: string;
+  /** Subjects: `<subjectPrefix>.status.<sidecar>` and `<subjectPrefix>.delta.<tenant>`. */
+  readonly subjectPrefix: string;
+  readonly connectTimeoutMs: number;
+  readonly reconnectWaitMs: number;
+  readonly reconnectJitterMs: number;
+  readonly statusIntervalMs: number;
 }
 
 /** Per-tenant settings of Envoy ext_authz checks (the `extAuthz` section, sidecar/src/extauthz). */
@@ -54,6 +93,47 @@ export interface ExtAuthzConfig {
   readonly tenants: Readonly<Record<string, ExtAuthzTenantConfig>>;
 }
 
+/** Checkpoint signer of the audit log: the embedded software key, or a PKCS#11 token. */
+export type AuditSignerConfig =
+  | { readonly kind: 'software'; readonly keyFile: string }
+  | {
+      readonly kind: 'pkcs11';
+      readonly modulePath: string;
+      readonly tokenLabel: string;
+      readonly keyLabel: string;
+      readonly pinEnv: string;
+      readonly generateKey: boolean;
+    };
+
+/** `decisionLog.audit` (sidecar/src/audit): per-tenant WAL + Merkle tree + signed checkpoints. */
+export interface AuditLogConfig {
+  readonly directory: string;
+  readonly fsync: 'always' | 'interval' | 'never';
+  readonly fsyncIntervalMs: number;
+  readonly groupCommitMaxDelayMs: number;
+  readonly groupCommitMaxBytes: number;
+  /** Per tenant log. */
+  readonly maxDiskBytes: number;
+  readonly onFull: 'block' | 'refuse';
+  readonly blockTimeoutMs: number;
+  readonly maxEventBytes: number;
+  readonly checkpointEveryEvents: number;
+  readonly checkpointIntervalMs: number;
+  readonly signer: AuditSignerConfig;
+}
+
+/** `decisionLog.privacy`: what happens to an event before any sink sees it. */
+export interface DecisionLogPrivacyConfig {
+  /** Evaluate each tenant's `<namespace>.system.log.drop` / `.mask` rules as OPA does (when its bundle has them as entrypoints). */
+  readonly maskPolicy: boolean;
+  /** JSON pointers (under /input or /result; `*` for every element) replaced by keyed pseudonyms. */
+  readonly pseudonymiseFields: readonly string[];
+  /** Per-tenant lists that replace `pseudonymiseFields` for that tenant. */
+  readonly pseudonymiseFieldsByTenant: Readonly<Record<string, readonly string[]>>;
+  /** Where the per-tenant pseudonymisation keys live (created on first use, 0600). */
+  readonly pseudonymKeyDirectory: string;
+}
+
 export interface PavilionConfig {
   readonly labels: { readonly id: string; readonly version: string };
   readonly http: {
@@ -74,13 +154,25 @@ export interface PavilionConfig {
     readonly cache: { readonly enabled: boolean; readonly maxEntries: number; readonly maxBytes: number; readonly maxKeyBytes: number };
   };
   readonly bundles: {
+    /** 'directory' (embedded default) or 'nats' (JetStream KV + Object Store, needs `nats`). */
+    readonly source: 'directory' | 'nats';
     readonly directory: string;
     readonly maxCompressedBytes: number;
     readonly maxUncompressedBytes: number;
+    /** Public keys `<key id>.pub.pem` trusted in addition to `keys` (the sample tenants' dev keys). */
+    readonly keysDirectory: string;
+    /** Last known good: every activated bundle is kept here and served at start until the source answers. */
+    readonly persistDirectory: string;
   };
+  /** Bundle verification keys by key id. */
+  readonly keys: Readonly<Record<string, KeyConfig>>;
+  readonly nats?: NatsConfig;
   readonly decisionLog: {
-    readonly sink: 'file' | 'none';
+    readonly sink: 'file' | 'none' | 'audit';
     readonly path: string;
+    /** The verifiable audit log (`sink: 'audit'`); absent otherwise. */
+    readonly audit?: AuditLogConfig;
+    readonly privacy: DecisionLogPrivacyConfig;
   };
   /** Empty: every tenant found in the bundle directory. */
   readonly tenants: readonly TenantConfig[];
@@ -124,11 +216,19 @@ export function defaultConfig(): PavilionConfig {
       cache: { enabled: true, maxEntries: 100_000, maxBytes: 8 * MiB, maxKeyBytes: 16 * 1024 },
     },
     bundles: {
+      source: 'directory',
       directory: resolve(REPO_ROOT, 'bundles', '.build'),
       maxCompressedBytes: 32 * MiB,
       maxUncompressedBytes: 128 * MiB,
+      keysDirectory: resolve(REPO_ROOT, 'bundles', '.build', 'keys'),
+      persistDirectory: resolve(REPO_ROOT, 'var', 'bundles'),
     },
-    decisionLog: { sink: 'file', path: resolve(REPO_ROOT, 'var', 'decisions.ndjson') },
+    keys: {},
+    decisionLog: {
+      sink: 'file',
+      path: resolve(REPO_ROOT, 'var', 'decisions.ndjson'),
+      privacy: { maskPolicy: true, pseudonymiseFields: [], pseudonymiseFieldsByTenant: {}, pseudonymKeyDirectory: resolve(REPO_ROOT, 'var', 'pseudonym-keys') },
+    },
     tenants: [],
     shutdownTimeoutMs: 5_000,
   };
@@ -192,7 +292,7 @@ function deepFreeze<T>(value: T): T {
 export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: NodeJS.ProcessEnv = {}): PavilionConfig {
   const d = defaultConfig();
   const root = objectAt(raw ?? {}, '$');
-  refuseUnknown(root, ['labels', 'http', 'engine', 'bundles', 'decisionLog', 'tenants', 'shutdownTimeoutMs', 'extAuthz', 'credentials'], '$');
+  refuseUnknown(root, ['labels', 'http', 'engine', 'bundles', 'decisionLog', 'tenants', 'shutdownTimeoutMs', 'extAuthz', 'keys', 'nats', 'credentials'], '$');
   const p = (file: string): string => (isAbsolute(file) ? file : resolve(baseDir, file));
 
   const labels = section(root, 'labels', '$', ['id', 'version']);
@@ -203,11 +303,18 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
     'workers', 'evaluationTimeoutMs', 'maxQueuedEvaluations', 'memoryInitialPages', 'memoryMaxBytes', 'cache',
   ]);
   const cache = section(engine, 'cache', '$.engine', ['enabled', 'maxEntries', 'maxBytes', 'maxKeyBytes']);
-  const bundles = section(root, 'bundles', '$', ['directory', 'maxCompressedBytes', 'maxUncompressedBytes']);
-  const decisionLog = section(root, 'decisionLog', '$', ['sink', 'path']);
+  const bundles = section(root, 'bundles', '$', ['source', 'directory', 'maxCompressedBytes', 'maxUncompressedBytes', 'keysDirectory', 'persistDirectory']);
+  const bundleSource = str(bundles, 'source', '$.bundles', d.bundles.source);
+  if (bundleSource !== 'directory' && bundleSource !== 'nats') fail('$.bundles.source', "must be 'directory' or 'nats'");
+  if (bundleSource === 'nats' && root['nats'] === undefined) fail('$.bundles.source', "is 'nats' but there is no nats section");
+  const keys = parseKeys(root['keys'] ?? {}, p);
+  const decisionLog = section(root, 'decisionLog', '$', ['sink', 'path', 'audit', 'privacy']);
+  const privacy = parsePrivacy(decisionLog['privacy'] ?? {}, p);
 
   const sink = str(decisionLog, 'sink', '$.decisionLog', d.decisionLog.sink);
-  if (sink !== 'file' && sink !== 'none') fail('$.decisionLog.sink', "must be 'file' or 'none'");
+  if (sink !== 'file' && sink !== 'none' && sink !== 'audit') fail('$.decisionLog.sink', "must be 'file', 'none' or 'audit'");
+  if (decisionLog['audit'] !== undefined && sink !== 'audit') fail('$.decisionLog.audit', "is only used with sink 'audit'");
+  const audit = sink === 'audit' ? parseAuditLog(decisionLog['audit'] ?? {}, p) : undefined;
 
   const tenantsRaw = root['tenants'] ?? [];
   if (!Array.isArray(tenantsRaw)) fail('$.tenants', 'must be an array');
@@ -215,12 +322,22 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
   const tenants = tenantsRaw.map((t: unknown, i): TenantConfig => {
     const path = `$.tenants[${i}]`;
     const tenant = objectAt(t, path);
-    refuseUnknown(tenant, ['id', 'namespace'], path);
+    refuseUnknown(tenant, ['id', 'namespace', 'keys', 'scope', 'allowUnsigned'], path);
     const id = str(tenant, 'id', path, '');
     if (!TENANT_ID_PATTERN.test(id)) fail(`${path}.id`, `must match ${TENANT_ID_PATTERN.source}`);
     if (seen.has(id)) fail(`${path}.id`, `duplicate tenant ${id}`);
     seen.add(id);
-    return { id, namespace: str(tenant, 'namespace', path, id) };
+    const trusted = tenant['keys'] ?? [id];
+    if (!Array.isArray(trusted) || !trusted.every((k): k is string => typeof k === 'string' && k !== '')) {
+      fail(`${path}.keys`, 'must be an array of key ids');
+    }
+    return {
+      id,
+      namespace: str(tenant, 'namespace', path, id),
+      keys: trusted,
+      scope: str(tenant, 'scope', path, id),
+      allowUnsigned: bool(tenant, 'allowUnsigned', path, false),
+    };
   });
 
   // An empty override is unset: `PAVILION_HTTP_HOST=` must not bind every interface.
@@ -263,13 +380,20 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
       },
     },
     bundles: {
+      source: bundleSource,
       directory: bundles['directory'] === undefined ? d.bundles.directory : p(str(bundles, 'directory', '$.bundles', '')),
       maxCompressedBytes,
       maxUncompressedBytes,
+      keysDirectory: bundles['keysDirectory'] === undefined ? d.bundles.keysDirectory : p(str(bundles, 'keysDirectory', '$.bundles', '')),
+      persistDirectory: bundles['persistDirectory'] === undefined ? d.bundles.persistDirectory : p(str(bundles, 'persistDirectory', '$.bundles', '')),
     },
+    keys,
+    ...(root['nats'] === undefined ? {} : { nats: parseNats(root['nats'], str(labels, 'id', '$.labels', d.labels.id)) }),
     decisionLog: {
       sink,
       path: decisionLog['path'] === undefined ? d.decisionLog.path : p(str(decisionLog, 'path', '$.decisionLog', '')),
+      ...(audit === undefined ? {} : { audit }),
+      privacy,
     },
     tenants,
     shutdownTimeoutMs: int(root, 'shutdownTimeoutMs', '$', d.shutdownTimeoutMs, 0, 600_000),
@@ -294,6 +418,160 @@ function parseCredentials(raw: unknown, resolvePath: (file: string) => string): 
     refreshIntervalMs: int(root, 'refreshIntervalMs', '$.credentials', 30_000, 1_000, 3_600_000),
     maxCredentialsPerRequest: int(root, 'maxCredentialsPerRequest', '$.credentials', 8, 1, 256),
     tenants,
+  };
+}
+
+function pointerList(value: unknown, path: string): string[] {
+  if (!Array.isArray(value) || value.some((v) => typeof v !== 'string')) fail(path, 'must be an array of JSON pointers');
+  const list = value as string[];
+  list.forEach((pointer, i) => {
+    try {
+      parseFieldPointer(pointer);
+    } catch (error) {
+      fail(`${path}[${i}]`, describeThrown(error));
+    }
+  });
+  return [...list];
+}
+
+/** The `decisionLog.privacy` section. */
+function parsePrivacy(raw: unknown, p: (file: string) => string): DecisionLogPrivacyConfig {
+  const path = '$.decisionLog.privacy';
+  const o = objectAt(raw, path);
+  refuseUnknown(o, ['maskPolicy', 'pseudonymiseFields', 'pseudonymiseFieldsByTenant', 'pseudonymKeyDirectory'], path);
+  const byTenantRaw = objectAt(o['pseudonymiseFieldsByTenant'] ?? {}, `${path}.pseudonymiseFieldsByTenant`);
+  const byTenant: Record<string, string[]> = {};
+  for (const [tenant, list] of Object.entries(byTenantRaw)) {
+    if (!TENANT_ID_PATTERN.test(tenant)) fail(`${path}.pseudonymiseFieldsByTenant.${tenant}`, `tenant ids must match ${TENANT_ID_PATTERN.source}`);
+    byTenant[tenant] = pointerList(list, `${path}.pseudonymiseFieldsByTenant.${tenant}`);
+  }
+  return {
+    maskPolicy: bool(o, 'maskPolicy', path, true),
+    pseudonymiseFields: o['pseudonymiseFields'] === undefined ? [] : pointerList(o['pseudonymiseFields'], `${path}.pseudonymiseFields`),
+    pseudonymiseFieldsByTenant: byTenant,
+    pseudonymKeyDirectory: o['pseudonymKeyDirectory'] === undefined
+      ? resolve(REPO_ROOT, 'var', 'pseudonym-keys')
+      : p(str(o, 'pseudonymKeyDirectory', path, '')),
+  };
+}
+
+function oneOf<T extends string>(obj: Json, key: string, path: string, fallback: T, allowed: readonly T[]): T {
+  const value = str(obj, key, path, fallback);
+  if (!(allowed as readonly string[]).includes(value)) fail(`${path}.${key}`, `must be one of ${allowed.map((a) => `'${a}'`).join(', ')}`);
+  return value as T;
+}
+
+/** The `decisionLog.audit` section (see README, "Audit log"). Relative paths resolve like the rest. */
+function parseAuditLog(raw: unknown, p: (file: string) => string): AuditLogConfig {
+  const path = '$.decisionLog.audit';
+  const a = objectAt(raw, path);
+  refuseUnknown(a, [
+    'directory', 'fsync', 'fsyncIntervalMs', 'groupCommitMaxDelayMs', 'groupCommitMaxBytes', 'maxDiskBytes', 'onFull',
+    'blockTimeoutMs', 'maxEventBytes', 'checkpointEveryEvents', 'checkpointIntervalMs', 'signer',
+  ], path);
+  const directory = a['directory'] === undefined ? resolve(REPO_ROOT, 'var', 'audit') : p(str(a, 'directory', path, ''));
+  const maxDiskBytes = int(a, 'maxDiskBytes', path, 1024 * MiB, 64 * 1024, Number.MAX_SAFE_INTEGER);
+  const maxEventBytes = int(a, 'maxEventBytes', path, 1 * MiB, 1024, 64 * MiB);
+  const groupCommitMaxBytes = int(a, 'groupCommitMaxBytes', path, 1 * MiB, 4096, 256 * MiB);
+  if (maxEventBytes >= maxDiskBytes) fail(`${path}.maxEventBytes`, 'must be below maxDiskBytes');
+
+  const signerRaw = objectAt(a['signer'] ?? { kind: 'software' }, `${path}.signer`);
+  const kind = oneOf(signerRaw, 'kind', `${path}.signer`, 'software', ['software', 'pkcs11'] as const);
+  let signer: AuditSignerConfig;
+  if (kind === 'software') {
+    refuseUnknown(signerRaw, ['kind', 'keyFile'], `${path}.signer`);
+    signer = {
+      kind,
+      keyFile: signerRaw['keyFile'] === undefined ? resolve(directory, 'checkpoint-key.pem') : p(str(signerRaw, 'keyFile', `${path}.signer`, '')),
+    };
+  } else {
+    refuseUnknown(signerRaw, ['kind', 'modulePath', 'tokenLabel', 'keyLabel', 'pinEnv', 'generateKey'], `${path}.signer`);
+    for (const required of ['modulePath', 'tokenLabel', 'keyLabel']) {
+      if (signerRaw[required] === undefined) fail(`${path}.signer.${required}`, "is required for kind 'pkcs11'");
+    }
+    const pinEnv = str(signerRaw, 'pinEnv', `${path}.signer`, 'PAVILION_PKCS11_PIN');
+    if (!/^[A-Z_][A-Z0-9_]*$/.test(pinEnv)) fail(`${path}.signer.pinEnv`, 'must be an environment variable name (the PIN itself never goes in the config)');
+    signer = {
+      kind,
+      modulePath: str(signerRaw, 'modulePath', `${path}.signer`, ''),
+      tokenLabel: str(signerRaw, 'tokenLabel', `${path}.signer`, ''),
+      keyLabel: str(signerRaw, 'keyLabel', `${path}.signer`, ''),
+      pinEnv,
+      generateKey: bool(signerRaw, 'generateKey', `${path}.signer`, false),
+    };
+  }
+  return {
+    directory,
+    fsync: oneOf(a, 'fsync', path, 'always', ['always', 'interval', 'never'] as const),
+    fsyncIntervalMs: int(a, 'fsyncIntervalMs', path, 100, 1, 60_000),
+    groupCommitMaxDelayMs: int(a, 'groupCommitMaxDelayMs', path, 0, 0, 1000),
+    groupCommitMaxBytes,
+    maxDiskBytes,
+    onFull: oneOf(a, 'onFull', path, 'refuse', ['block', 'refuse'] as const),
+    blockTimeoutMs: int(a, 'blockTimeoutMs', path, 1000, 1, 600_000),
+    maxEventBytes,
+    checkpointEveryEvents: int(a, 'checkpointEveryEvents', path, 1000, 1, 100_000_000),
+    checkpointIntervalMs: int(a, 'checkpointIntervalMs', path, 10_000, 10, 86_400_000),
+    signer,
+  };
+}
+
+const KEY_ALGORITHMS = ['ES256', 'ES384', 'ES512', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'EdDSA', 'HS256', 'HS384', 'HS512'];
+
+function parseKeys(raw: unknown, p: (file: string) => string): Record<string, KeyConfig> {
+  const keys: Record<string, KeyConfig> = {};
+  for (const [id, value] of Object.entries(objectAt(raw, '$.keys'))) {
+    const path = `$.keys.${id}`;
+    const key = objectAt(value, path);
+    refuseUnknown(key, ['algorithm', 'file', 'key'], path);
+    const algorithm = key['algorithm'];
+    if (algorithm !== undefined && (typeof algorithm !== 'string' || !KEY_ALGORITHMS.includes(algorithm))) {
+      fail(`${path}.algorithm`, `must be one of ${KEY_ALGORITHMS.join(', ')}`);
+    }
+    if ((key['file'] === undefined) === (key['key'] === undefined)) fail(path, 'needs exactly one of file or key');
+    keys[id] = {
+      ...(algorithm === undefined ? {} : { algorithm }),
+      ...(key['file'] === undefined ? {} : { file: p(str(key, 'file', path, '')) }),
+      ...(key['key'] === undefined ? {} : { key: str(key, 'key', path, '') }),
+    };
+  }
+  return keys;
+}
+
+const NATS_URL = /^(nats|tls|ws|wss):\/\/[^\s]+$/;
+const BUCKET_NAME = /^[A-Za-z0-9_-]+$/;
+const SUBJECT_PREFIX = /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/;
+
+function parseNats(raw: unknown, labelId: string): NatsConfig {
+  const root = objectAt(raw, '$.nats');
+  refuseUnknown(root, [
+    'servers', 'name', 'user', 'password', 'token', 'pointerBucket', 'objectBucketPrefix', 'subjectPrefix',
+    'connectTimeoutMs', 'reconnectWaitMs', 'reconnectJitterMs', 'statusIntervalMs',
+  ], '$.nats');
+  const servers = root['servers'];
+  if (!Array.isArray(servers) || servers.length === 0 || !servers.every((s): s is string => typeof s === 'string' && NATS_URL.test(s))) {
+    fail('$.nats.servers', 'must be a non-empty array of nats:// (or tls://, ws://, wss://) URLs');
+  }
+  const pointerBucket = str(root, 'pointerBucket', '$.nats', 'pavilion-bundles');
+  const objectBucketPrefix = str(root, 'objectBucketPrefix', '$.nats', 'pavilion-bundle-');
+  if (!BUCKET_NAME.test(pointerBucket)) fail('$.nats.pointerBucket', 'may hold only letters, digits, - and _');
+  if (!BUCKET_NAME.test(objectBucketPrefix)) fail('$.nats.objectBucketPrefix', 'may hold only letters, digits, - and _');
+  const subjectPrefix = str(root, 'subjectPrefix', '$.nats', 'pavilion');
+  if (!SUBJECT_PREFIX.test(subjectPrefix)) fail('$.nats.subjectPrefix', 'must be dot-separated tokens without wildcards');
+  const optional = (key: string): Record<string, string> => (root[key] === undefined ? {} : { [key]: str(root, key, '$.nats', '') });
+  return {
+    servers,
+    name: str(root, 'name', '$.nats', labelId),
+    ...optional('user'),
+    ...optional('password'),
+    ...optional('token'),
+    pointerBucket,
+    objectBucketPrefix,
+    subjectPrefix,
+    connectTimeoutMs: int(root, 'connectTimeoutMs', '$.nats', 2_000, 50, 600_000),
+    reconnectWaitMs: int(root, 'reconnectWaitMs', '$.nats', 250, 10, 600_000),
+    reconnectJitterMs: int(root, 'reconnectJitterMs', '$.nats', 250, 0, 600_000),
+    statusIntervalMs: int(root, 'statusIntervalMs', '$.nats', 10_000, 100, 3_600_000),
   };
 }
 

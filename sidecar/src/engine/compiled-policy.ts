@@ -30,6 +30,8 @@ export interface CompiledPolicy {
   readonly deterministic: boolean;
   readonly bundleDigest: string;
   readonly manifestMetadata: Readonly<Record<string, unknown>>;
+  /** Set when `data` is the bundle's data with deltas applied (same module, new data). */
+  readonly variant?: string;
 }
 
 export interface CompileOptions {

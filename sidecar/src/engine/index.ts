@@ -9,5 +9,6 @@ export {
   type EngineObserver,
   type EngineOptions,
   type EvaluateOptions,
+  type LoadedPolicy,
 } from './policy-engine.ts';
 export { HOST_BUILTIN_NAMES, NON_DETERMINISTIC_BUILTINS } from './builtins/index.ts';

@@ -56,14 +56,19 @@ export interface Decision {
 export interface EvaluateOptions {
   /** Fix time.now_ns for this evaluation (tests, replays). */
   readonly nowNs?: bigint;
+  /** false: neither read nor fill the decision cache (inputs that never repeat, e.g. decision-log masking). */
+  readonly cache?: boolean;
 }
 
-interface ActiveEntry {
+/** A policy loaded into every worker: active, or staged for the gate or shadow mode. */
+export interface LoadedPolicy {
   readonly info: ActivePolicy;
   readonly entrypoints: ReadonlyMap<string, number>;
-  /** Worker key: tenant + bundle digest (a revision string may be reused for new content). */
+  /** Worker key: tenant + bundle digest (+ data variant); a revision string may be reused for new content. */
   readonly key: string;
 }
+
+type ActiveEntry = LoadedPolicy;
 
 export class PolicyEngine implements Component {
   readonly name = 'engine';
@@ -72,6 +77,8 @@ export class PolicyEngine implements Component {
   readonly #pool: WorkerPool;
   readonly #cache: DecisionCache;
   readonly #active = new Map<string, ActiveEntry>();
+  /** Loaded but not active (staged). */
+  readonly #loaded = new Set<LoadedPolicy>();
   readonly #memory: { readonly initialPages: number; readonly maximumPages: number };
   /** Unloads scheduled for replaced policies, by worker key; cancelled if a key comes back. */
   readonly #pendingUnloads = new Map<string, NodeJS.Timeout>();
@@ -118,23 +125,21 @@ export class PolicyEngine implements Component {
     return this.#active.get(tenant)?.info;
   }
 
-  /** Load `policy` into every worker, then make it the tenant's active revision. */
-  async activate(policy: CompiledPolicy): Promise<ActivePolicy> {
-    const key = policyKey(policy.tenant, policy.bundleDigest);
-    const previous = this.#active.get(policy.tenant);
+  /**
+   * Load `policy` into every worker without making it active (the activation gate and
+   * shadow evaluation run on it first). Loading the tenant's active policy again is free.
+   */
+  async load(policy: CompiledPolicy): Promise<LoadedPolicy> {
+    const key = policyKey(policy.tenant, policy.bundleDigest, policy.variant);
     const pending = this.#pendingUnloads.get(key);
     if (pending !== undefined) {
       // Rolled back to a policy whose unload was scheduled: keep it loaded.
       clearTimeout(pending);
       this.#pendingUnloads.delete(key);
     }
-    await this.#pool.load({
-      type: 'load',
-      key,
-      module: policy.module,
-      data: policy.data,
-      memory: this.#memory,
-    });
+    if (!this.#isInUse(key)) {
+      await this.#pool.load({ type: 'load', key, module: policy.module, data: policy.data, memory: this.#memory });
+    }
     const info: ActivePolicy = {
       tenant: policy.tenant,
       revision: policy.revision,
@@ -144,21 +149,55 @@ export class PolicyEngine implements Component {
       bundleDigest: policy.bundleDigest,
       activatedAt: new Date(),
     };
-    this.#active.set(policy.tenant, { info, entrypoints: policy.entrypoints, key });
-    this.#cache.purgeTenant(policy.tenant);
-    if (previous !== undefined && previous.key !== key) {
-      // Requests already dispatched against the previous policy finish on it; unload once
-      // they have had time to drain.
-      const oldKey = previous.key;
-      const timer = setTimeout(() => {
-        this.#pendingUnloads.delete(oldKey);
-        if ([...this.#active.values()].some((entry) => entry.key === oldKey)) return;
-        this.#pool.unload(oldKey);
-      }, Math.max(1_000, this.#options.evaluationTimeoutMs * 4));
-      timer.unref();
-      this.#pendingUnloads.set(oldKey, timer);
-    }
+    const loaded: LoadedPolicy = { info, entrypoints: policy.entrypoints, key };
+    this.#loaded.add(loaded);
+    return loaded;
+  }
+
+  /** Make a loaded policy the tenant's active revision: an atomic swap. */
+  promote(loaded: LoadedPolicy): ActivePolicy {
+    const tenant = loaded.info.tenant;
+    const previous = this.#active.get(tenant);
+    const info: ActivePolicy = { ...loaded.info, activatedAt: new Date() };
+    this.#active.set(tenant, { info, entrypoints: loaded.entrypoints, key: loaded.key });
+    this.#loaded.delete(loaded);
+    this.#cache.purgeTenant(tenant);
+    if (previous !== undefined && previous.key !== loaded.key) this.#scheduleUnload(previous.key);
     return info;
+  }
+
+  /** Drop a loaded policy that will not be promoted (refused by the gate, or shadow ended). */
+  discard(loaded: LoadedPolicy): void {
+    if (!this.#loaded.delete(loaded)) return;
+    if (!this.#isInUse(loaded.key)) this.#pool.unload(loaded.key);
+  }
+
+  /** Load `policy` into every worker, then make it the tenant's active revision. */
+  async activate(policy: CompiledPolicy): Promise<ActivePolicy> {
+    return this.promote(await this.load(policy));
+  }
+
+  #isInUse(key: string): boolean {
+    for (const entry of this.#active.values()) if (entry.key === key) return true;
+    for (const entry of this.#loaded) if (entry.key === key) return true;
+    return false;
+  }
+
+  #scheduleUnload(oldKey: string): void {
+    // Requests already dispatched against the previous policy finish on it; unload once
+    // they have had time to drain.
+    const timer = setTimeout(() => {
+      this.#pendingUnloads.delete(oldKey);
+      if (this.#isInUse(oldKey)) return;
+      this.#pool.unload(oldKey);
+    }, Math.max(1_000, this.#options.evaluationTimeoutMs * 4));
+    timer.unref();
+    this.#pendingUnloads.set(oldKey, timer);
+  }
+
+  /** Evaluate on a loaded, not necessarily active, policy (no cache). */
+  async evaluateLoaded(loaded: LoadedPolicy, path: string, input: unknown, options: EvaluateOptions = {}): Promise<Decision> {
+    return this.#evaluateOn(loaded, path, input, options, false);
   }
 
   async evaluate(tenant: string, path: string, input: unknown, options: EvaluateOptions = {}): Promise<Decision> {
@@ -166,6 +205,11 @@ export class PolicyEngine implements Component {
     if (entry === undefined) {
       throw new PavilionError(ErrorCodes.TENANT_NOT_READY, `tenant ${tenant} has no active policy`);
     }
+    return this.#evaluateOn(entry, path, input, options, this.#options.cache.enabled);
+  }
+
+  async #evaluateOn(entry: LoadedPolicy, path: string, input: unknown, options: EvaluateOptions, useCache: boolean): Promise<Decision> {
+    const tenant = entry.info.tenant;
     const entrypointId = entry.entrypoints.get(path);
     if (entrypointId === undefined) {
       throw new PavilionError(
@@ -176,7 +220,7 @@ export class PolicyEngine implements Component {
     }
     const { revision } = entry.info;
     const version = entry.key;
-    const cacheable = this.#options.cache.enabled && entry.info.deterministic && options.nowNs === undefined;
+    const cacheable = useCache && entry.info.deterministic && options.nowNs === undefined && options.cache !== false;
     let inputJson: string | null = null;
     let cacheKey: string | undefined;
     if (input !== undefined) {

@@ -69,7 +69,10 @@ export const CONTROL_LOADING = -1;
 export const CONTROL_INDEX = 2;
 export const CONTROL_SLOTS = 3;
 
-/** Worker-side identity of a loaded policy: the tenant and its bundle's content digest. */
-export function policyKey(tenant: string, bundleDigest: string): string {
-  return `${tenant}\u0000${bundleDigest}`;
+/**
+ * Worker-side identity of a loaded policy: the tenant, its bundle's content digest, and a
+ * data variant (a delta applied on top of the bundle's data, same compiled module).
+ */
+export function policyKey(tenant: string, bundleDigest: string, variant = ''): string {
+  return `${tenant}\u0000${bundleDigest}\u0000${variant}`;
 }

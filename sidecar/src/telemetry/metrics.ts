@@ -16,6 +16,10 @@ export class Metrics implements EngineObserver, CredentialObserver {
   readonly tenantRevision: Gauge<'tenant' | 'revision'>;
   readonly credentials: Counter<'tenant' | 'outcome'>;
   readonly credentialSeconds: Histogram<'tenant'>;
+  readonly distributionConnected: Gauge;
+  readonly distributionReconnects: Counter;
+  readonly distributionUpdates: Counter<'tenant' | 'outcome'>;
+  readonly rolloutSeconds: Histogram;
   readonly #revisions = new Map<string, string>();
 
   constructor() {
@@ -75,6 +79,28 @@ export class Metrics implements EngineObserver, CredentialObserver {
       name: 'pavilion_tenant_active_revision_info',
       help: 'Active bundle revision per tenant (value 1).',
       labelNames: ['tenant', 'revision'],
+      registers: [this.registry],
+    });
+    this.distributionConnected = new Gauge({
+      name: 'pavilion_distribution_connected',
+      help: '1 while connected to the bundle distribution (NATS), else 0.',
+      registers: [this.registry],
+    });
+    this.distributionReconnects = new Counter({
+      name: 'pavilion_distribution_reconnects_total',
+      help: 'Reconnections to the bundle distribution (each followed by a resync of every pointer).',
+      registers: [this.registry],
+    });
+    this.distributionUpdates = new Counter({
+      name: 'pavilion_distribution_pointer_updates_total',
+      help: 'Pointer updates received, by tenant and outcome (ok, stale, or error code).',
+      labelNames: ['tenant', 'outcome'],
+      registers: [this.registry],
+    });
+    this.rolloutSeconds = new Histogram({
+      name: 'pavilion_bundle_rollout_seconds',
+      help: 'From a pointer move (pushed_at) to this sidecar serving it; includes clock skew between hosts.',
+      buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers: [this.registry],
     });
   }

@@ -1,2 +1,2 @@
 /** Tenants: the configured tenants and the activation of their bundles. */
-export { TenantManager, type TenantError, type TenantManagerOptions, type TenantStatus } from './tenant-manager.ts';
+export { TenantManager, decisionTests, type ActivationOrigin, type DecisionTest, type DeltaUpdate, type TenantError, type TenantManagerOptions, type TenantStatus } from './tenant-manager.ts';

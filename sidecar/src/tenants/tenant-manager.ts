@@ -1,19 +1,49 @@
 /**
- * Tenants: which tenants exist, and moving each one's bundle from its source into the
- * engine. A bundle that fails any check is refused with its code and the tenant keeps
- * serving its previous revision; the failure is kept for health and status.
+ * Tenants: which tenants exist, and moving each one's bundle into the engine. Every
+ * activation, whatever its origin (the local directory, a NATS push or rollback, the
+ * persisted last known good), passes the same gate, in order:
+ *
+ *   read + structural checks -> signature (the tenant's keys and scope) -> replay check
+ *   -> compile -> load beside the active revision -> decision test vectors -> atomic swap
+ *   -> persist as last known good
+ *
+ * A bundle that fails any step is refused with its code and the tenant keeps serving its
+ * previous revision; the failure is kept for health and status. Activations of one tenant
+ * run one at a time, in arrival order.
  */
-import { readBundle, type BundleLimits, type BundleSource } from '../bundles/index.ts';
-import { compilePolicy, type ActivePolicy, type PolicyEngine } from '../engine/index.ts';
-import type { TenantConfig } from '../config/index.ts';
-import { TENANT_ID_PATTERN } from '../config/index.ts';
-import { ErrorCodes, PavilionError, wrapError, type ErrorCode } from '../lib/errors.ts';
+import {
+  DECISION_TESTS_METADATA_KEY,
+  applyPatch,
+  checkDeltaRoots,
+  readBundle,
+  verifyBundleSignature,
+  type Bundle,
+  type BundleLimits,
+  type BundleSource,
+  type LastKnownGood,
+  type PatchOperation,
+  type SignatureInfo,
+  type TrustStore,
+} from '../bundles/index.ts';
+import { compilePolicy, type ActivePolicy, type CompiledPolicy, type LoadedPolicy, type PolicyEngine } from '../engine/index.ts';
+import { discoveredTenant, type TenantConfig } from '../config/index.ts';
+import { TENANT_ID_PATTERN } from '../lib/tenant-id.ts';
+import { canonicalJson } from '../lib/canonical-json.ts';
+import { ErrorCodes, PavilionError, describeThrown, wrapError, type ErrorCode } from '../lib/errors.ts';
 import type { Component, ComponentState, ComponentStatus } from '../lib/lifecycle.ts';
 
 export interface TenantError {
   readonly code: ErrorCode;
   readonly message: string;
   readonly at: string;
+  readonly details?: Readonly<Record<string, unknown>>;
+}
+
+/** Where an activation comes from. A `push` may not bring back a revision already replaced. */
+export interface ActivationOrigin {
+  readonly kind: 'source' | 'persisted' | 'push' | 'rollback';
+  /** The distribution pointer's sequence (KV revision), when there is one. */
+  readonly sequence?: number;
 }
 
 export interface TenantStatus {
@@ -21,28 +51,101 @@ export interface TenantStatus {
   readonly namespace: string;
   readonly state: ComponentState;
   readonly active: ActivePolicy | undefined;
+  readonly signature: SignatureInfo | undefined;
+  /** How the active revision got here ('persisted' = last known good, the source has not answered yet). */
+  readonly origin: ActivationOrigin | undefined;
   readonly lastError: TenantError | undefined;
+  readonly lastSuccessfulActivation: string | undefined;
+  readonly lastSuccessfulDownload: string | undefined;
+  readonly testsPassed: number;
 }
 
 export interface TenantManagerOptions {
-  /** Configured tenants; empty means every tenant the source has. */
+  /** Configured tenants; empty means every tenant the source (or the persisted store) has. */
   readonly tenants: readonly TenantConfig[];
   readonly source: BundleSource;
   readonly engine: PolicyEngine;
   readonly limits: BundleLimits;
   readonly memoryInitialPages: number;
+  /** The tenants' signature keys, read at start (key files are I/O). */
+  readonly loadTrust: () => Promise<TrustStore>;
+  /** Last known good store; undefined disables persistence. */
+  readonly persisted?: LastKnownGood;
+  /** Most decision test vectors a bundle may carry (each runs before activation). */
+  readonly maxDecisionTests?: number;
   readonly onActivation?: (tenant: string, outcome: 'ok' | ErrorCode) => void;
 }
 
 interface TenantEntry {
   readonly config: TenantConfig;
+  readonly explicit: boolean;
   lastError: TenantError | undefined;
+  signature: SignatureInfo | undefined;
+  origin: ActivationOrigin | undefined;
+  lastSuccessfulActivation: string | undefined;
+  lastSuccessfulDownload: string | undefined;
+  testsPassed: number;
+  /** Digests this sidecar has activated for the tenant and then replaced (replay detection). */
+  readonly replaced: Set<string>;
+  /** The activation chain: one activation at a time per tenant. */
+  queue: Promise<unknown>;
+  /** The active snapshot, kept to apply deltas without recompiling. */
+  snapshot: { readonly compiled: CompiledPolicy; readonly roots: readonly string[]; readonly tests: readonly DecisionTest[] } | undefined;
+  /** Deltas applied on top of the snapshot (0 = none) and the data they produced. */
+  deltaSequence: number;
+  deltaData: Record<string, unknown> | undefined;
+}
+
+/** One delta data update (OPA `patch.json` semantics) on top of a tenant's snapshot. */
+export interface DeltaUpdate {
+  /** The deploy (pointer sequence) of the snapshot this delta applies to. */
+  readonly base: number;
+  /** 1, 2, 3, ... per snapshot: a gap means a delta was lost. */
+  readonly sequence: number;
+  readonly roots: readonly string[];
+  readonly operations: readonly PatchOperation[];
+}
+
+export interface DecisionTest {
+  readonly name: string;
+  readonly path: string;
+  readonly input?: unknown;
+  readonly expect?: unknown;
+}
+
+const DEFAULT_MAX_DECISION_TESTS = 1_000;
+
+/** Read the bundle's test vectors from its manifest metadata (validated; none is fine). */
+export function decisionTests(bundle: Bundle, max: number = DEFAULT_MAX_DECISION_TESTS): DecisionTest[] {
+  const raw = bundle.manifest.metadata[DECISION_TESTS_METADATA_KEY];
+  if (raw === undefined) return [];
+  const invalid = (message: string): PavilionError =>
+    new PavilionError(ErrorCodes.BUNDLE_MANIFEST_INVALID, `bundle .manifest metadata.${DECISION_TESTS_METADATA_KEY} is invalid: ${message}`);
+  if (!Array.isArray(raw)) throw invalid('must be an array');
+  if (raw.length > max) throw invalid(`has ${raw.length} vectors; at most ${max} are run`);
+  return raw.map((value: unknown, i): DecisionTest => {
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) throw invalid(`[${i}] must be an object`);
+    const t = value as Record<string, unknown>;
+    if (typeof t['path'] !== 'string') throw invalid(`[${i}].path must be a string`);
+    return {
+      name: typeof t['name'] === 'string' ? t['name'] : `#${i}`,
+      path: t['path'].split('/').filter((s) => s !== '').join('/'),
+      ...(Object.hasOwn(t, 'input') ? { input: t['input'] } : {}),
+      ...(Object.hasOwn(t, 'expect') ? { expect: t['expect'] } : {}),
+    };
+  });
+}
+
+function sameJson(a: unknown, b: unknown): boolean {
+  if (a === undefined || b === undefined) return a === b;
+  return canonicalJson(a, 10_000) === canonicalJson(b, 10_000);
 }
 
 export class TenantManager implements Component {
   readonly name = 'tenants';
   readonly #options: TenantManagerOptions;
   readonly #tenants = new Map<string, TenantEntry>();
+  #trust: TrustStore | undefined;
   #started = false;
 
   constructor(options: TenantManagerOptions) {
@@ -50,18 +153,73 @@ export class TenantManager implements Component {
   }
 
   async start(): Promise<void> {
-    const configured = this.#options.tenants.length > 0
-      ? this.#options.tenants
-      : (await this.#options.source.listTenants())
-          .filter((id) => TENANT_ID_PATTERN.test(id))
-          .map((id) => ({ id, namespace: id }));
-    for (const config of configured) this.#tenants.set(config.id, { config, lastError: undefined });
-    await Promise.all(configured.map((config) => this.reload(config.id).catch(() => undefined)));
+    this.#trust = await this.#options.loadTrust();
+    const explicit = this.#options.tenants.length > 0;
+    let configured: TenantConfig[] = [...this.#options.tenants];
+    if (!explicit) {
+      const found = new Set([...(await this.#options.source.listTenants()), ...(await this.#options.persisted?.tenants() ?? [])]);
+      configured = [...found].filter((id) => TENANT_ID_PATTERN.test(id)).sort().map(discoveredTenant);
+    }
+    for (const config of configured) this.#add(config, explicit);
+    await Promise.all(configured.map((config) => this.#startTenant(config.id)));
     this.#started = true;
+  }
+
+  async #startTenant(tenant: string): Promise<void> {
+    try {
+      await this.reload(tenant);
+      return;
+    } catch {
+      // fall back to the last known good below
+    }
+    const persisted = await this.#options.persisted?.load(tenant);
+    if (persisted === undefined || this.#options.engine.active(tenant) !== undefined) return;
+    await this.activate(tenant, persisted.archive, {
+      kind: 'persisted',
+      ...(persisted.meta.sequence === undefined ? {} : { sequence: persisted.meta.sequence }),
+    }).catch(() => undefined);
+  }
+
+  #add(config: TenantConfig, explicit: boolean): TenantEntry {
+    // Resolve the trust policy now, so a tenant naming an unknown key fails at start.
+    this.#trustStore().policyFor(config, explicit);
+    const entry: TenantEntry = {
+      config,
+      explicit,
+      lastError: undefined,
+      signature: undefined,
+      origin: undefined,
+      lastSuccessfulActivation: undefined,
+      lastSuccessfulDownload: undefined,
+      testsPassed: 0,
+      replaced: new Set(),
+      queue: Promise.resolve(),
+      snapshot: undefined,
+      deltaSequence: 0,
+      deltaData: undefined,
+    };
+    this.#tenants.set(config.id, entry);
+    return entry;
+  }
+
+  /**
+   * A tenant the source announced after start (only when no tenants are configured, so
+   * the source decides which tenants exist). Returns false when the id is not acceptable.
+   */
+  discover(tenant: string): boolean {
+    if (this.#tenants.has(tenant)) return true;
+    if (this.#options.tenants.length > 0 || !TENANT_ID_PATTERN.test(tenant)) return false;
+    this.#add(discoveredTenant(tenant), false);
+    return true;
   }
 
   async stop(): Promise<void> {
     this.#started = false;
+  }
+
+  #trustStore(): TrustStore {
+    if (this.#trust === undefined) throw new PavilionError(ErrorCodes.TENANT_NOT_READY, 'tenants are not started');
+    return this.#trust;
   }
 
   has(tenant: string): boolean {
@@ -86,29 +244,179 @@ export class TenantManager implements Component {
     return this.activate(tenant, archive);
   }
 
-  /** Validate, compile and activate an archive for a tenant; the old revision stays on failure. */
-  async activate(tenant: string, archive: Buffer): Promise<ActivePolicy> {
+  /** Record that a download failed before an archive could be activated (for status). */
+  reportFailure(tenant: string, error: unknown): PavilionError {
+    return this.#recordFailure(tenant, wrapError(error, ErrorCodes.BUNDLE_CORRUPT, 'fetching bundle'));
+  }
+
+  /** Validate, verify, test and activate an archive for a tenant; the old revision stays on failure. */
+  async activate(tenant: string, archive: Buffer, origin: ActivationOrigin = { kind: 'source' }): Promise<ActivePolicy> {
     const entry = this.#tenants.get(tenant);
     if (entry === undefined) throw new PavilionError(ErrorCodes.TENANT_UNKNOWN, `unknown tenant ${tenant}`);
+    const run = entry.queue.then(() => this.#activate(entry, archive, origin));
+    entry.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  async #activate(entry: TenantEntry, archive: Buffer, origin: ActivationOrigin): Promise<ActivePolicy> {
+    const tenant = entry.config.id;
+    const engine = this.#options.engine;
+    let loaded: LoadedPolicy | undefined;
     try {
-      const bundle = await readBundle(archive, {
-        tenant,
-        namespace: entry.config.namespace,
-        limits: this.#options.limits,
-      });
+      entry.lastSuccessfulDownload = new Date().toISOString();
+      const bundle = await readBundle(archive, { tenant, namespace: entry.config.namespace, limits: this.#options.limits });
+      const signature = await verifyBundleSignature(bundle.files, this.#trustStore().policyFor(entry.config, entry.explicit));
+      const current = engine.active(tenant);
+      if (current?.bundleDigest === bundle.digest) {
+        // Already serving these bytes (a resync, or a pointer re-announced): nothing to swap.
+        entry.origin = origin;
+        entry.lastError = undefined;
+        return current;
+      }
+      this.#checkReplay(entry, bundle, signature, origin);
+      const tests = decisionTests(bundle, this.#options.maxDecisionTests);
       const compiled = await compilePolicy(bundle, { initialMemoryPages: this.#options.memoryInitialPages });
-      const active = await this.#options.engine.activate(compiled);
+      loaded = await engine.load(compiled);
+      await this.#runDecisionTests(loaded, tests);
+      const active = engine.promote(loaded);
+      loaded = undefined;
+      if (current !== undefined) entry.replaced.add(current.bundleDigest);
+      entry.replaced.delete(bundle.digest);
+      entry.signature = signature;
+      entry.origin = origin;
+      entry.testsPassed = tests.length;
+      entry.snapshot = { compiled, roots: bundle.manifest.roots, tests };
+      entry.deltaSequence = 0;
+      entry.deltaData = undefined;
       entry.lastError = undefined;
+      entry.lastSuccessfulActivation = active.activatedAt.toISOString();
       this.#options.onActivation?.(tenant, 'ok');
+      if (origin.kind !== 'persisted') {
+        await this.#options.persisted?.save(archive, {
+          tenant,
+          revision: bundle.revision,
+          digest: bundle.digest,
+          ...(origin.sequence === undefined ? {} : { sequence: origin.sequence }),
+          savedAt: new Date().toISOString(),
+        }).catch(() => undefined); // persistence is best effort; serving is not affected
+      }
       return active;
     } catch (error) {
+      if (loaded !== undefined) engine.discard(loaded);
       throw this.#recordFailure(tenant, wrapError(error, ErrorCodes.BUNDLE_WASM_INVALID, 'activating bundle'));
+    }
+  }
+
+  /** Deltas applied on top of the tenant's active snapshot, and that snapshot's deploy. */
+  deltaState(tenant: string): { base: number | undefined; sequence: number } | undefined {
+    const entry = this.#tenants.get(tenant);
+    if (entry === undefined) return undefined;
+    return { base: entry.snapshot === undefined ? undefined : entry.origin?.sequence, sequence: entry.deltaSequence };
+  }
+
+  /**
+   * Apply deltas, in order, on top of the current data ('append': the next deltas) or of the
+   * snapshot's data ('rebuild': every delta since the snapshot, after a gap). The same
+   * compiled module gets the new data; the snapshot's decision test vectors run on it
+   * before the swap. Sequence guard: deltas must continue the applied sequence exactly.
+   */
+  async applyDeltas(tenant: string, deltas: readonly DeltaUpdate[], mode: 'append' | 'rebuild'): Promise<number> {
+    const entry = this.#tenants.get(tenant);
+    if (entry === undefined) throw new PavilionError(ErrorCodes.TENANT_UNKNOWN, `unknown tenant ${tenant}`);
+    const run = entry.queue.then(() => this.#applyDeltas(entry, deltas, mode));
+    entry.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  async #applyDeltas(entry: TenantEntry, deltas: readonly DeltaUpdate[], mode: 'append' | 'rebuild'): Promise<number> {
+    const tenant = entry.config.id;
+    const snapshot = entry.snapshot;
+    const base = entry.origin?.sequence;
+    let loaded: LoadedPolicy | undefined;
+    try {
+      if (snapshot === undefined || base === undefined) {
+        throw new PavilionError(ErrorCodes.BUNDLE_DELTA_SEQUENCE, `tenant ${tenant} has no distributed snapshot to apply deltas to`);
+      }
+      let sequence = mode === 'rebuild' ? 0 : entry.deltaSequence;
+      let data = mode === 'rebuild' || entry.deltaData === undefined ? snapshot.compiled.data : entry.deltaData;
+      for (const delta of deltas) {
+        if (delta.base !== base) {
+          throw new PavilionError(ErrorCodes.BUNDLE_DELTA_SEQUENCE, `delta ${delta.sequence} is for deploy ${delta.base}; the active snapshot is deploy ${base}`);
+        }
+        if (delta.sequence !== sequence + 1) {
+          throw new PavilionError(ErrorCodes.BUNDLE_DELTA_SEQUENCE, `delta ${delta.sequence} does not follow delta ${sequence} of deploy ${base} (lost or reordered)`, {
+            details: { expected: sequence + 1, received: delta.sequence, base },
+          });
+        }
+        checkDeltaRoots(delta.roots, snapshot.roots);
+        data = applyPatch(data, delta.operations, snapshot.roots);
+        sequence = delta.sequence;
+      }
+      if (deltas.length === 0) return entry.deltaSequence;
+      loaded = await this.#options.engine.load({ ...snapshot.compiled, data, variant: `${base}.${sequence}` });
+      await this.#runDecisionTests(loaded, snapshot.tests);
+      this.#options.engine.promote(loaded);
+      loaded = undefined;
+      entry.deltaSequence = sequence;
+      entry.deltaData = data;
+      entry.lastError = undefined;
+      return sequence;
+    } catch (error) {
+      if (loaded !== undefined) this.#options.engine.discard(loaded);
+      throw this.#recordFailure(tenant, wrapError(error, ErrorCodes.BUNDLE_DELTA_INVALID, 'applying delta'));
+    }
+  }
+
+  /**
+   * A push must move forward: a bundle this sidecar already replaced, or one whose signature
+   * is older than the active one's, comes back only through an explicit rollback.
+   */
+  #checkReplay(entry: TenantEntry, bundle: Bundle, signature: SignatureInfo, origin: ActivationOrigin): void {
+    if (origin.kind !== 'push') return;
+    const activeIat = entry.signature?.issuedAt;
+    if (entry.replaced.has(bundle.digest)) {
+      throw new PavilionError(ErrorCodes.BUNDLE_REPLAYED, `bundle ${bundle.digest.slice(0, 12)} (revision ${bundle.revision}) was already replaced on this tenant; bring it back with a rollback`, {
+        details: { revision: bundle.revision, digest: bundle.digest },
+      });
+    }
+    if (signature.issuedAt !== undefined && activeIat !== undefined && signature.issuedAt < activeIat) {
+      throw new PavilionError(ErrorCodes.BUNDLE_REPLAYED, `bundle revision ${bundle.revision} was signed at ${signature.issuedAt}, before the active revision (${activeIat}); bring it back with a rollback`, {
+        details: { revision: bundle.revision, issuedAt: signature.issuedAt, activeIssuedAt: activeIat },
+      });
+    }
+  }
+
+  async #runDecisionTests(loaded: LoadedPolicy, tests: readonly DecisionTest[]): Promise<void> {
+    const failed: Array<Record<string, unknown>> = [];
+    for (const t of tests) {
+      let actual: unknown;
+      try {
+        actual = (await this.#options.engine.evaluateLoaded(loaded, t.path, t.input)).result;
+      } catch (error) {
+        failed.push({ name: t.name, path: t.path, error: describeThrown(error) });
+        continue;
+      }
+      if (!sameJson(actual, t.expect)) failed.push({ name: t.name, path: t.path, expected: t.expect ?? null, actual: actual ?? null });
+    }
+    if (failed.length > 0) {
+      throw new PavilionError(
+        ErrorCodes.BUNDLE_TESTS_FAILED,
+        `${failed.length} of ${tests.length} decision test vectors failed on revision ${loaded.info.revision}: ${failed.slice(0, 3).map((f) => String(f['name'])).join(', ')}`,
+        { details: { failed: failed.slice(0, 10), total: tests.length } },
+      );
     }
   }
 
   #recordFailure(tenant: string, error: PavilionError): PavilionError {
     const entry = this.#tenants.get(tenant);
-    if (entry !== undefined) entry.lastError = { code: error.code, message: error.message, at: new Date().toISOString() };
+    if (entry !== undefined) {
+      entry.lastError = {
+        code: error.code,
+        message: error.message,
+        at: new Date().toISOString(),
+        ...(error.details === undefined ? {} : { details: error.details }),
+      };
+    }
     this.#options.onActivation?.(tenant, error.code);
     return error;
   }
@@ -120,7 +428,18 @@ export class TenantManager implements Component {
     const state: ComponentState = active === undefined
       ? (entry.lastError === undefined ? 'NOT_READY' : 'ERROR')
       : (entry.lastError === undefined ? 'OK' : 'WARN');
-    return { id, namespace: entry.config.namespace, state, active, lastError: entry.lastError };
+    return {
+      id,
+      namespace: entry.config.namespace,
+      state,
+      active,
+      signature: entry.signature,
+      origin: entry.origin,
+      lastError: entry.lastError,
+      lastSuccessfulActivation: entry.lastSuccessfulActivation,
+      lastSuccessfulDownload: entry.lastSuccessfulDownload,
+      testsPassed: entry.testsPassed,
+    };
   }
 
   list(): TenantStatus[] {
@@ -130,16 +449,24 @@ export class TenantManager implements Component {
   status(): ComponentStatus {
     if (!this.#started) return { state: 'NOT_READY', message: 'tenants not loaded yet' };
     const tenants = this.list();
-    const details = Object.fromEntries(tenants.map((t) => [t.id, { state: t.state, revision: t.active?.revision, error: t.lastError?.code }]));
+    const details = Object.fromEntries(tenants.map((t) => [t.id, {
+      state: t.state,
+      revision: t.active?.revision,
+      error: t.lastError?.code,
+      ...(t.origin?.kind === 'persisted' ? { persisted: true } : {}),
+    }]));
     if (tenants.length === 0) return { state: 'ERROR', message: 'no tenants configured or found', details };
     const inactive = tenants.filter((t) => t.active === undefined);
     if (inactive.length > 0) {
       return { state: 'ERROR', message: `tenants without an active policy: ${inactive.map((t) => t.id).join(', ')}`, details };
     }
+    const persisted = tenants.filter((t) => t.origin?.kind === 'persisted');
     const warned = tenants.filter((t) => t.state === 'WARN');
-    if (warned.length > 0) {
-      return { state: 'WARN', message: `tenants whose last bundle was refused: ${warned.map((t) => t.id).join(', ')}`, details };
-    }
+    const messages = [
+      ...(warned.length > 0 ? [`tenants whose last bundle was refused: ${warned.map((t) => t.id).join(', ')}`] : []),
+      ...(persisted.length > 0 ? [`serving persisted (last known good) revisions for: ${persisted.map((t) => t.id).join(', ')}`] : []),
+    ];
+    if (messages.length > 0) return { state: 'WARN', message: messages.join('; '), details };
     return { state: 'OK', details };
   }
 }

@@ -1,0 +1,704 @@
+/**
+ * One tenant's append-only decision log: a write-ahead log file whose leaves form an RFC 9162
+ * Merkle tree, with signed checkpoints every `checkpointEveryEvents` events or
+ * `checkpointIntervalMs`, inclusion proofs by decision id and consistency proofs between
+ * sizes.
+ *
+ * Lifecycle: construct -> start() (lock the directory, recover the file, rebuild the tree)
+ * -> append()... -> stop(deadlineMs) (final checkpoint, drain, unlock).
+ *
+ * Recovery on start: frames are read in order; when the first frame that is cut short or fails
+ * its CRC lies within the last `maxTornTailBytes` of the file, it and everything after it are
+ * the torn tail of a write that was never acknowledged (one batch is in flight at a time, and
+ * it is acknowledged only once complete). The tail is copied aside
+ * (`audit.wal.torn-<offset>-<time>`, so nothing is destroyed), the file is truncated to the
+ * last good frame, and `recovery` reports it (status WARN until restart). Damage further from
+ * the end (a bad disk, an edit) and frames that decode but break the sequence (a leaf out of
+ * order, a checkpoint whose root does not match the rebuilt tree or whose signature fails)
+ * are not a torn write: the log refuses to start (ERR_AUDIT_LOG_CORRUPT, with the position),
+ * so acknowledged records are never cut off automatically; `pavilion audit verify-log` says
+ * more.
+ */
+import { randomUUID } from 'node:crypto';
+import { open, mkdir, readFile, rm, writeFile, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ErrorCodes, PavilionError, describeThrown, isPavilionError } from '../../lib/errors.ts';
+import type { ComponentStatus } from '../../lib/lifecycle.ts';
+import { withDeadline } from '../../lib/lifecycle.ts';
+import type { DecisionEventV1 } from '../decision-event.ts';
+import { MerkleTree, hashLeaf } from '../merkle/index.ts';
+import { CHECKPOINT_ALGORITHM, checkpointMessage, decodeCheckpoint, isValidOrigin, type SignedCheckpointV1 } from './checkpoint.ts';
+import { encodeEvent } from './event-encoding.ts';
+import { FILE_HEADER_BYTES, FRAME_OVERHEAD_BYTES, FrameDecoder, RecordType, checkFileHeader, encodeFrame, fileHeader, type FrameDamage } from './record-format.ts';
+import { Keyring, type CheckpointSigner } from './signer.ts';
+import { checkAnchorAgainst, decodeAnchorRecord, type Anchor, type AnchorRecordV1 } from './anchor.ts';
+import type { ConsistencyProofV1 } from './verify-log.ts';
+import { WalWriter, type FsyncPolicy, type OnFullPolicy } from './wal-writer.ts';
+
+export const WAL_FILE = 'audit.wal';
+const LOCK_FILE = 'LOCK';
+/** Tells this process's locks from those of an earlier process that had the same pid. Immutable. */
+const PROCESS_TOKEN = randomUUID();
+const READ_CHUNK_BYTES = 4 * 1024 * 1024;
+
+export interface AuditLogOptions {
+  /** This tenant's directory (created if missing). */
+  readonly directory: string;
+  /** Names the log in every checkpoint, e.g. `pavilion-local/bank`. */
+  readonly origin: string;
+  readonly signer: CheckpointSigner;
+  /** Public keys of earlier signers, so checkpoints from before a rotation verify at recovery. */
+  readonly keyring?: Keyring;
+  readonly fsync: FsyncPolicy;
+  readonly fsyncIntervalMs: number;
+  readonly groupCommitMaxDelayMs: number;
+  readonly groupCommitMaxBytes: number;
+  readonly maxDiskBytes: number;
+  readonly onFull: OnFullPolicy;
+  readonly blockTimeoutMs: number;
+  readonly maxEventBytes: number;
+  readonly checkpointEveryEvents: number;
+  readonly checkpointIntervalMs: number;
+  /** Milliseconds since the epoch (injected for tests). */
+  readonly clock?: () => number;
+  /**
+   * Damage closer than this to the end of the file is a torn write and is cut off; damage
+   * followed by more bytes than this is not (one write batch is at most
+   * groupCommitMaxBytes or one frame) and refuses the start. Default: groupCommitMaxBytes +
+   * maxEventBytes + 64 KiB.
+   */
+  readonly maxTornTailBytes?: number;
+  /** Called with every checkpoint once it is durable (for anchoring or streaming). */
+  readonly onCheckpoint?: (checkpoint: SignedCheckpointV1) => void;
+  /** Publishes checkpoints outside (e.g. an EVM contract); its answers become anchor records. */
+  readonly anchor?: Anchor;
+}
+
+export interface TornTailReport {
+  readonly reason: FrameDamage['reason'];
+  /** Where the file was cut (the first byte of the bad frame). */
+  readonly offset: number;
+  readonly bytesRemoved: number;
+  /** The removed bytes, kept for inspection. */
+  readonly savedAs: string;
+}
+
+export interface RecoveryReport {
+  readonly leaves: number;
+  readonly checkpoints: number;
+  readonly lastCheckpointSize: number;
+  readonly tornTail: TornTailReport | undefined;
+  /** A lock left by a process that is gone (a crash). */
+  readonly staleLockPid: number | undefined;
+}
+
+/** What an acknowledged decision gets back: where it is in the log and what was logged. */
+export interface DecisionReceiptV1 {
+  readonly version: 1;
+  readonly decision_id: string;
+  readonly origin: string;
+  readonly leaf_index: number;
+  /** RFC 9162 leaf hash of the logged event, hex. */
+  readonly leaf_hash: string;
+  /** SHA-256 of the canonical JSON of the event's input and result (absent when absent). */
+  readonly input_sha256?: string;
+  readonly result_sha256?: string;
+}
+
+/** Everything needed to check one decision offline (with the signer's public key). */
+export interface DecisionProofV1 {
+  readonly version: 1;
+  /** The logged event exactly as it is in the log (canonical JSON). */
+  readonly event: string;
+  readonly leaf_index: number;
+  /** Inclusion path in the checkpoint's tree, bottom-up, hex. */
+  readonly inclusion_path: readonly string[];
+  readonly checkpoint: SignedCheckpointV1;
+}
+
+function corrupt(message: string, details: Record<string, unknown>): PavilionError {
+  return new PavilionError(ErrorCodes.AUDIT_LOG_CORRUPT, message, { details });
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+export class AuditLog {
+  readonly name: string;
+  readonly #options: AuditLogOptions;
+  readonly #clock: () => number;
+  readonly #tree = new MerkleTree();
+  readonly #byDecision = new Map<string, number>();
+  /** Byte offset of each leaf's frame, so a proof reads one frame, not the file. */
+  readonly #offsets = new OffsetIndex();
+  #signer: CheckpointSigner;
+  /** The current signer's key and any this log rotated to. */
+  #keyring: Keyring;
+  /** Keys of signers before this process (rotation across restarts). */
+  readonly #earlierKeys: Keyring | undefined;
+  #stalePid: number | undefined;
+  #tailTime: number | undefined;
+  #writer: WalWriter | undefined;
+  #recovery: RecoveryReport | undefined;
+  #checkpoints: SignedCheckpointV1[] = [];
+  #anchors: AnchorRecordV1[] = [];
+  #anchoring: Promise<void> | undefined;
+  /** The newest checkpoint waiting for the anchor while another is being anchored. */
+  #anchorNext: SignedCheckpointV1 | undefined;
+  #checkpointing: Promise<SignedCheckpointV1> | undefined;
+  #checkpointTimer: NodeJS.Timeout | undefined;
+  #sinceCheckpoint = 0;
+  #lastError: string | undefined;
+  #state: 'new' | 'open' | 'stopped' = 'new';
+
+  constructor(options: AuditLogOptions) {
+    if (!isValidOrigin(options.origin)) throw new PavilionError(ErrorCodes.CONFIG_INVALID, `audit log origin ${JSON.stringify(options.origin)} is not valid`);
+    this.#options = options;
+    this.#clock = options.clock ?? Date.now;
+    this.#signer = options.signer;
+    this.#keyring = new Keyring();
+    this.#keyring.add(options.signer.publicKeySpki);
+    this.#earlierKeys = options.keyring;
+    this.name = `audit_log:${options.origin}`;
+  }
+
+  get path(): string {
+    return join(this.#options.directory, WAL_FILE);
+  }
+
+  get origin(): string {
+    return this.#options.origin;
+  }
+
+  get size(): number {
+    return this.#tree.size;
+  }
+
+  get recovery(): RecoveryReport {
+    if (this.#recovery === undefined) throw new PavilionError(ErrorCodes.AUDIT_LOG_CLOSED, 'the audit log has not been started');
+    return this.#recovery;
+  }
+
+  /** The latest durable checkpoint, if any. */
+  get latestCheckpoint(): SignedCheckpointV1 | undefined {
+    return this.#checkpoints.at(-1);
+  }
+
+  get checkpoints(): readonly SignedCheckpointV1[] {
+    return this.#checkpoints;
+  }
+
+  async start(): Promise<void> {
+    if (this.#state !== 'new') throw new PavilionError(ErrorCodes.AUDIT_LOG_CLOSED, 'an audit log is started once');
+    await mkdir(this.#options.directory, { recursive: true, mode: 0o700 });
+    const staleLockPid = await this.#lock();
+    let handle: FileHandle | undefined;
+    try {
+      // Decision events can hold personal data: owner-only, like the directory.
+      handle = await open(this.path, 'a+', 0o600);
+      const recovered = await this.#recover(handle);
+      await handle.close();
+      handle = await open(this.path, 'r+');
+      this.#writer = new WalWriter(handle, recovered.end, {
+        fsync: this.#options.fsync,
+        fsyncIntervalMs: this.#options.fsyncIntervalMs,
+        groupCommitMaxDelayMs: this.#options.groupCommitMaxDelayMs,
+        groupCommitMaxBytes: this.#options.groupCommitMaxBytes,
+        maxDiskBytes: this.#options.maxDiskBytes,
+        onFull: this.#options.onFull,
+        blockTimeoutMs: this.#options.blockTimeoutMs,
+      });
+      this.#recovery = { ...recovered.report, staleLockPid };
+    } catch (error) {
+      // The tree may hold part of the file: this instance cannot be started again.
+      this.#state = 'stopped';
+      await handle?.close().catch(() => undefined);
+      await this.#unlock();
+      throw error;
+    }
+    this.#state = 'open';
+    this.#checkpointTimer = setInterval(() => {
+      if (this.#tree.size > (this.latestCheckpoint?.tree_size ?? 0)) this.#checkpointInBackground();
+    }, this.#options.checkpointIntervalMs);
+    this.#checkpointTimer.unref();
+  }
+
+  /**
+   * Take the directory's lock file (`<pid> <process token>`). A lock whose process is gone is
+   * stale (a crash) and taken over. A lock with our own pid but another token was left by an
+   * earlier process that had the same pid (containers: every incarnation is pid 1), so it is
+   * stale too. Another live pid, or our own token, means the log is in use.
+   */
+  async #lock(): Promise<number | undefined> {
+    const file = join(this.#options.directory, LOCK_FILE);
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        await writeFile(file, `${process.pid} ${PROCESS_TOKEN}\n`, { flag: 'wx', mode: 0o600 });
+        return attempt === 0 ? undefined : this.#stalePid;
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') {
+          throw new PavilionError(ErrorCodes.AUDIT_LOG_IO, `cannot lock ${this.#options.directory}: ${describeThrown(error)}`, { cause: error });
+        }
+        const [pidText = '', token = ''] = (await readFile(file, 'utf8').catch(() => '')).trim().split(' ');
+        const pid = Number.parseInt(pidText, 10);
+        const ours = pid === process.pid;
+        if (ours && token === PROCESS_TOKEN) {
+          throw new PavilionError(ErrorCodes.AUDIT_LOG_LOCKED, `the audit log in ${this.#options.directory} is already open in this process`, { details: { pid } });
+        }
+        if (!ours && Number.isInteger(pid) && pid > 0 && pidAlive(pid)) {
+          throw new PavilionError(ErrorCodes.AUDIT_LOG_LOCKED, `the audit log in ${this.#options.directory} is in use by process ${pid}`, { details: { pid } });
+        }
+        this.#stalePid = Number.isInteger(pid) ? pid : -1;
+        await rm(file, { force: true });
+      }
+    }
+    throw new PavilionError(ErrorCodes.AUDIT_LOG_LOCKED, `cannot lock ${this.#options.directory}`);
+  }
+
+  async #unlock(): Promise<void> {
+    await rm(join(this.#options.directory, LOCK_FILE), { force: true });
+  }
+
+  async #recover(handle: FileHandle): Promise<{ end: number; report: Omit<RecoveryReport, 'staleLockPid'> }> {
+    const { size } = await handle.stat();
+    if (size < FILE_HEADER_BYTES) {
+      // A new log, or one whose header write was torn (nothing in it was ever acknowledged).
+      if (size > 0) await this.#saveTail(handle, 0, size);
+      await handle.truncate(0);
+      await handle.write(fileHeader(), 0, FILE_HEADER_BYTES, 0);
+      await handle.sync();
+      await syncDirectory(this.#options.directory);
+      const tornTail = size > 0 ? { reason: 'short_header' as const, offset: 0, bytesRemoved: size, savedAs: this.#tailName(0) } : undefined;
+      return { end: FILE_HEADER_BYTES, report: { leaves: 0, checkpoints: 0, lastCheckpointSize: 0, tornTail } };
+    }
+    const header = Buffer.alloc(FILE_HEADER_BYTES);
+    await handle.read(header, 0, FILE_HEADER_BYTES, 0);
+    const headerProblem = checkFileHeader(header);
+    if (headerProblem !== undefined) throw corrupt(`${this.path}: ${headerProblem}`, { byteOffset: 0 });
+
+    const decoder = new FrameDecoder(FILE_HEADER_BYTES);
+    const chunk = Buffer.alloc(READ_CHUNK_BYTES);
+    let position = FILE_HEADER_BYTES;
+    while (position < size) {
+      const { bytesRead } = await handle.read(chunk, 0, Math.min(READ_CHUNK_BYTES, size - position), position);
+      if (bytesRead === 0) break;
+      position += bytesRead;
+      for (const record of decoder.push(Buffer.from(chunk.subarray(0, bytesRead)))) {
+        if (record.type === RecordType.LEAF) {
+          if (record.index !== this.#tree.size) {
+            throw corrupt(`${this.path}: record ${record.recordNumber} at byte ${record.offset} is leaf ${record.index}, expected leaf ${this.#tree.size}`, {
+              byteOffset: record.offset, recordNumber: record.recordNumber, leafIndex: this.#tree.size,
+            });
+          }
+          this.#tree.appendLeafHash(hashLeaf(record.payload));
+          this.#offsets.push(record.offset);
+          this.#indexDecision(record.payload, record.index);
+        } else if (record.type === RecordType.CHECKPOINT) {
+          this.#acceptRecoveredCheckpoint(record.payload, record.index, record.offset, record.recordNumber);
+        } else {
+          this.#acceptRecoveredAnchor(record.payload, record.index, record.offset, record.recordNumber);
+        }
+      }
+      if (decoder.damage !== undefined) break;
+    }
+    const damage = decoder.finish();
+    let tornTail: TornTailReport | undefined;
+    const limit = this.#options.maxTornTailBytes ?? this.#options.groupCommitMaxBytes + this.#options.maxEventBytes + 65_536;
+    if (damage !== undefined && size - damage.offset > limit) {
+      throw corrupt(
+        `${this.path}: record ${damage.recordNumber} at byte ${damage.offset} is damaged (${damage.reason}) and ${size - damage.offset} bytes follow it, more than a torn write can leave (${limit}); refusing to cut acknowledged records`,
+        { byteOffset: damage.offset, recordNumber: damage.recordNumber, leafIndex: this.#tree.size, reason: damage.reason, bytesAfter: size - damage.offset },
+      );
+    }
+    if (damage !== undefined) {
+      await this.#saveTail(handle, damage.offset, size);
+      await handle.truncate(damage.offset);
+      await handle.sync();
+      tornTail = { reason: damage.reason, offset: damage.offset, bytesRemoved: size - damage.offset, savedAs: this.#tailName(damage.offset) };
+    }
+    this.#sinceCheckpoint = this.#tree.size - (this.latestCheckpoint?.tree_size ?? 0);
+    return {
+      end: decoder.goodEnd,
+      report: { leaves: this.#tree.size, checkpoints: this.#checkpoints.length, lastCheckpointSize: this.latestCheckpoint?.tree_size ?? 0, tornTail },
+    };
+  }
+
+  #tailName(offset: number): string {
+    this.#tailTime ??= this.#clock();
+    return `${this.path}.torn-${offset}-${this.#tailTime}`;
+  }
+
+  async #saveTail(handle: FileHandle, from: number, to: number): Promise<void> {
+    const bytes = Buffer.alloc(to - from);
+    await handle.read(bytes, 0, bytes.length, from);
+    await writeFile(this.#tailName(from), bytes, { mode: 0o600 });
+  }
+
+  #acceptRecoveredCheckpoint(payload: Buffer, index: number, offset: number, recordNumber: number): void {
+    const where = { byteOffset: offset, recordNumber };
+    let checkpoint: SignedCheckpointV1;
+    try {
+      checkpoint = decodeCheckpoint(payload);
+      if (checkpoint.tree_size !== index) throw corrupt('checkpoint frame index differs from its tree size', where);
+      if (checkpoint.origin !== this.#options.origin) throw corrupt(`checkpoint origin ${checkpoint.origin} is not this log's ${this.#options.origin}`, where);
+      if (checkpoint.tree_size > this.#tree.size || checkpoint.tree_size < (this.latestCheckpoint?.tree_size ?? 0)) {
+        throw corrupt(`checkpoint at tree size ${checkpoint.tree_size} does not fit between ${this.latestCheckpoint?.tree_size ?? 0} and ${this.#tree.size}`, where);
+      }
+      if (this.#tree.root(checkpoint.tree_size).toString('hex') !== checkpoint.root_hash) {
+        throw corrupt(`checkpoint at tree size ${checkpoint.tree_size} does not match the leaves before it`, { ...where, treeSize: checkpoint.tree_size });
+      }
+      this.#verifyWithKnownKeys(checkpoint);
+    } catch (error) {
+      if (isPavilionError(error, ErrorCodes.AUDIT_LOG_CORRUPT)) throw new PavilionError(ErrorCodes.AUDIT_LOG_CORRUPT, `${this.path}: ${error.message}`, { details: error.details ?? where, cause: error });
+      throw corrupt(`${this.path}: checkpoint record ${recordNumber} at byte ${offset}: ${describeThrown(error)}`, where);
+    }
+    this.#checkpoints.push(checkpoint);
+  }
+
+  #acceptRecoveredAnchor(payload: Buffer, index: number, offset: number, recordNumber: number): void {
+    try {
+      const anchor = decodeAnchorRecord(payload);
+      if (anchor.tree_size !== index) throw new Error('anchor frame index differs from its tree size');
+      checkAnchorAgainst(anchor, this.#checkpoints);
+      this.#anchors.push(anchor);
+    } catch (error) {
+      throw corrupt(`${this.path}: anchor record ${recordNumber} at byte ${offset}: ${describeThrown(error)}`, { byteOffset: offset, recordNumber });
+    }
+  }
+
+  /** Anchor records written so far (recovered and new). */
+  get anchors(): readonly AnchorRecordV1[] {
+    return this.#anchors;
+  }
+
+  #anchorInBackground(checkpoint: SignedCheckpointV1): void {
+    if (this.#options.anchor === undefined) return;
+    if (this.#anchoring !== undefined) {
+      this.#anchorNext = checkpoint; // anchoring the newest covers the older ones (consistency)
+      return;
+    }
+    this.#anchoring = this.#anchorOne(checkpoint).finally(() => {
+      this.#anchoring = undefined;
+      const next = this.#anchorNext;
+      this.#anchorNext = undefined;
+      if (next !== undefined && this.#state === 'open') this.#anchorInBackground(next);
+    });
+  }
+
+  async #anchorOne(checkpoint: SignedCheckpointV1): Promise<void> {
+    const anchor = this.#options.anchor;
+    const writer = this.#writer;
+    if (anchor === undefined || writer === undefined) return;
+    try {
+      const reference = await anchor.anchor(checkpoint);
+      const record: AnchorRecordV1 = { version: 1, kind: anchor.kind, tree_size: checkpoint.tree_size, root_hash: checkpoint.root_hash, reference };
+      const payload = Buffer.from(JSON.stringify(record), 'utf8');
+      decodeAnchorRecord(payload); // never write one that would not read back
+      const frame = encodeFrame(RecordType.ANCHOR, checkpoint.tree_size, payload);
+      const waiting = writer.reserve(frame.length, 'checkpoint');
+      if (waiting !== undefined) await waiting;
+      await writer.append(frame).durable;
+      this.#anchors.push(record);
+    } catch (error) {
+      this.#lastError = `anchoring the checkpoint at tree size ${checkpoint.tree_size} failed: ${describeThrown(error)}`;
+    }
+  }
+
+  #verifyWithKnownKeys(checkpoint: SignedCheckpointV1): void {
+    if (this.#earlierKeys !== undefined && this.#earlierKeys.ids().includes(checkpoint.key_id)) {
+      this.#earlierKeys.verifyCheckpoint(checkpoint);
+      return;
+    }
+    this.#keyring.verifyCheckpoint(checkpoint);
+  }
+
+  #indexDecision(payload: Buffer, index: number): void {
+    // The decision id is the event's `decision_id`; canonical JSON puts keys in order, so a
+    // cheap scan would do, but parsing keeps it simple and exact.
+    try {
+      const id = (JSON.parse(payload.toString('utf8')) as { decision_id?: unknown }).decision_id;
+      if (typeof id === 'string') this.#byDecision.set(id, index);
+    } catch {
+      // Not an event this build wrote; it still counts as a leaf.
+    }
+  }
+
+  /**
+   * Append one decision event. Resolves with its receipt once the record is durable as the
+   * fsync policy defines; rejects with ERR_AUDIT_LOG_FULL (budget, per policy),
+   * ERR_AUDIT_EVENT_TOO_LARGE, ERR_AUDIT_LOG_CLOSED or ERR_AUDIT_LOG_IO. Never drops.
+   */
+  async append(event: DecisionEventV1): Promise<DecisionReceiptV1> {
+    if (this.#state !== 'open' || this.#writer === undefined) throw new PavilionError(ErrorCodes.AUDIT_LOG_CLOSED, 'the audit log is not open');
+    const encoded = encodeEvent(event);
+    if (encoded.bytes.length > this.#options.maxEventBytes) {
+      throw new PavilionError(ErrorCodes.AUDIT_EVENT_TOO_LARGE, `decision event of ${encoded.bytes.length} bytes is over the audit log's maxEventBytes ${this.#options.maxEventBytes}`, {
+        details: { bytes: encoded.bytes.length, maxEventBytes: this.#options.maxEventBytes, decisionId: event.decision_id },
+      });
+    }
+    const frameBytes = FRAME_OVERHEAD_BYTES + encoded.bytes.length;
+    const waiting = this.#writer.reserve(frameBytes);
+    if (waiting !== undefined) await waiting;
+    if (this.#state !== 'open') throw new PavilionError(ErrorCodes.AUDIT_LOG_CLOSED, 'the audit log closed');
+    // From here to `append` nothing awaits: the tree and the file get the same order.
+    const leafHash = hashLeaf(encoded.bytes);
+    const index = this.#tree.appendLeafHash(leafHash);
+    const { offset, durable } = this.#writer.append(encodeFrame(RecordType.LEAF, index, encoded.bytes));
+    this.#offsets.push(offset);
+    this.#byDecision.set(event.decision_id, index);
+    if (++this.#sinceCheckpoint >= this.#options.checkpointEveryEvents) this.#checkpointInBackground();
+    try {
+      await durable;
+    } catch (error) {
+      this.#lastError = describeThrown(error);
+      throw error;
+    }
+    return {
+      version: 1,
+      decision_id: event.decision_id,
+      origin: this.#options.origin,
+      leaf_index: index,
+      leaf_hash: leafHash.toString('hex'),
+      ...(encoded.inputSha256 === undefined ? {} : { input_sha256: encoded.inputSha256 }),
+      ...(encoded.resultSha256 === undefined ? {} : { result_sha256: encoded.resultSha256 }),
+    };
+  }
+
+  #checkpointInBackground(): void {
+    if (this.#checkpointing !== undefined) return;
+    this.checkpoint().catch((error: unknown) => {
+      this.#lastError = `checkpoint failed: ${describeThrown(error)}`;
+    });
+  }
+
+  /**
+   * Sign and append a checkpoint of the current tree; resolves once it is durable. One at a
+   * time: a call while one is being made waits for it and, if leaves arrived since, makes
+   * another.
+   */
+  async checkpoint(): Promise<SignedCheckpointV1> {
+    while (this.#checkpointing !== undefined) {
+      const running = await this.#checkpointing.catch(() => undefined);
+      if (running !== undefined && running.tree_size === this.#tree.size) return running;
+    }
+    const making = this.#makeCheckpoint();
+    this.#checkpointing = making;
+    try {
+      return await making;
+    } finally {
+      if (this.#checkpointing === making) this.#checkpointing = undefined;
+    }
+  }
+
+  async #makeCheckpoint(): Promise<SignedCheckpointV1> {
+    const writer = this.#writer;
+    if (this.#state !== 'open' || writer === undefined) throw new PavilionError(ErrorCodes.AUDIT_LOG_CLOSED, 'the audit log is not open');
+    const size = this.#tree.size;
+    this.#sinceCheckpoint = 0;
+    const signer = this.#signer;
+    const body = {
+      origin: this.#options.origin,
+      tree_size: size,
+      root_hash: this.#tree.root(size).toString('hex'),
+      timestamp: new Date(this.#clock()).toISOString(),
+      key_id: signer.keyId,
+    };
+    let signature: Buffer;
+    try {
+      signature = await signer.sign(checkpointMessage(body));
+    } catch (error) {
+      throw isPavilionError(error) ? error : new PavilionError(ErrorCodes.AUDIT_SIGNER_FAILED, `checkpoint signing failed: ${describeThrown(error)}`, { cause: error });
+    }
+    if (signature.length !== 64) throw new PavilionError(ErrorCodes.AUDIT_SIGNER_FAILED, `the signer returned ${signature.length} bytes, not an r||s pair of 64`);
+    const checkpoint: SignedCheckpointV1 = { version: 1, algorithm: CHECKPOINT_ALGORITHM, ...body, signature: signature.toString('base64') };
+    // Never write a checkpoint that would not verify.
+    this.#keyring.verifyCheckpoint(checkpoint);
+    const payload = Buffer.from(JSON.stringify(checkpoint), 'utf8');
+    const frame = encodeFrame(RecordType.CHECKPOINT, size, payload);
+    const waiting = writer.reserve(frame.length, 'checkpoint');
+    if (waiting !== undefined) await waiting;
+    await writer.append(frame).durable;
+    this.#checkpoints.push(checkpoint);
+    this.#options.onCheckpoint?.(checkpoint);
+    this.#anchorInBackground(checkpoint);
+    return checkpoint;
+  }
+
+  /**
+   * Switch to another signing key (rotation). Checkpoints made from now on name the new key;
+   * the old public key stays in this log's keyring, and must stay published for verifiers.
+   */
+  rotateSigner(signer: CheckpointSigner): void {
+    this.#keyring.add(signer.publicKeySpki);
+    this.#signer = signer;
+  }
+
+  /** Change the disk budget; a larger one releases writers blocked on it. */
+  setMaxDiskBytes(maxDiskBytes: number): void {
+    this.#writer?.setMaxDiskBytes(maxDiskBytes);
+  }
+
+  /** Leaf index of a logged decision, or undefined. */
+  leafIndexOf(decisionId: string): number | undefined {
+    return this.#byDecision.get(decisionId);
+  }
+
+  /**
+   * Proof that the decision is in the log, against the latest checkpoint that covers it (made
+   * now if none does yet). Throws ERR_AUDIT_DECISION_UNKNOWN for a decision not in this log.
+   */
+  async proveInclusion(decisionId: string): Promise<DecisionProofV1> {
+    const index = this.#byDecision.get(decisionId);
+    if (index === undefined) {
+      throw new PavilionError(ErrorCodes.AUDIT_DECISION_UNKNOWN, `decision ${JSON.stringify(decisionId)} is not in the audit log ${this.#options.origin}`, { details: { decisionId } });
+    }
+    let checkpoint = this.latestCheckpoint;
+    if (checkpoint === undefined || checkpoint.tree_size <= index) checkpoint = await this.checkpoint();
+    const event = await this.#readLeaf(index);
+    return {
+      version: 1,
+      event: event.toString('utf8'),
+      leaf_index: index,
+      inclusion_path: this.#tree.inclusionProof(index, checkpoint.tree_size).map((h) => h.toString('hex')),
+      checkpoint,
+    };
+  }
+
+  /** RFC 9162 consistency proof between two tree sizes of this log, hex. */
+  proveConsistency(oldSize: number, newSize: number): string[] {
+    return this.#tree.consistencyProof(oldSize, newSize).map((h) => h.toString('hex'));
+  }
+
+  /**
+   * Proof that this log only grew since a checkpoint the caller holds, up to the latest
+   * checkpoint. Throws ERR_AUDIT_LOG_TRUNCATED / ERR_AUDIT_ROOT_MISMATCH when `old` is not a
+   * prefix of this log, ERR_AUDIT_DECISION_UNKNOWN when there is no checkpoint yet.
+   */
+  consistencyProofFrom(old: SignedCheckpointV1): ConsistencyProofV1 {
+    const latest = this.latestCheckpoint;
+    if (latest === undefined) throw new PavilionError(ErrorCodes.AUDIT_DECISION_UNKNOWN, `the audit log ${this.#options.origin} has no checkpoint yet`);
+    if (old.origin !== this.#options.origin) {
+      throw new PavilionError(ErrorCodes.AUDIT_CHECKPOINT_INVALID, `the checkpoint is of log ${old.origin}, not ${this.#options.origin}`, { details: { origin: old.origin } });
+    }
+    if (old.tree_size > latest.tree_size) {
+      throw new PavilionError(ErrorCodes.AUDIT_LOG_TRUNCATED, `the log's latest checkpoint covers ${latest.tree_size} leaves, fewer than ${old.tree_size}`, { details: { leafIndex: latest.tree_size, treeSize: old.tree_size } });
+    }
+    if (this.#tree.root(old.tree_size).toString('hex') !== old.root_hash) {
+      throw new PavilionError(ErrorCodes.AUDIT_ROOT_MISMATCH, `the log's first ${old.tree_size} leaves do not give the checkpoint's root`, { details: { leafIndex: 0, treeSize: old.tree_size } });
+    }
+    return {
+      version: 1,
+      old_checkpoint: old,
+      new_checkpoint: latest,
+      consistency_path: this.proveConsistency(old.tree_size, latest.tree_size),
+    };
+  }
+
+  /** The root hash at a tree size (default: now), hex. */
+  rootHash(treeSize: number = this.#tree.size): string {
+    return this.#tree.root(treeSize).toString('hex');
+  }
+
+  /** Read a leaf's frame back from the file and check it against the tree. */
+  async #readLeaf(index: number): Promise<Buffer> {
+    const offset = this.#offsets.at(index);
+    const handle = await open(this.path, 'r');
+    try {
+      const head = Buffer.alloc(FRAME_OVERHEAD_BYTES);
+      await handle.read(head, 0, FRAME_OVERHEAD_BYTES, offset);
+      const frame = Buffer.alloc(FRAME_OVERHEAD_BYTES + head.readUInt32BE(0));
+      const { bytesRead } = await handle.read(frame, 0, frame.length, offset);
+      const decoder = new FrameDecoder(offset);
+      const [record] = decoder.push(frame.subarray(0, bytesRead));
+      if (record === undefined || record.type !== RecordType.LEAF || record.index !== index || !hashLeaf(record.payload).equals(this.#tree.leafHash(index))) {
+        throw corrupt(`${this.path}: leaf ${index} at byte ${offset} no longer matches the tree`, { leafIndex: index, byteOffset: offset });
+      }
+      return record.payload;
+    } finally {
+      await handle.close();
+    }
+  }
+
+  status(): ComponentStatus {
+    if (this.#state === 'new') return { state: 'NOT_READY', message: 'audit log not started' };
+    if (this.#state === 'stopped') return { state: 'NOT_READY', message: 'audit log stopped' };
+    const failure = this.#writer?.failure;
+    const stats = this.#writer?.stats();
+    const details = {
+      origin: this.#options.origin,
+      leaves: this.#tree.size,
+      checkpoint_size: this.latestCheckpoint?.tree_size ?? 0,
+      anchored_size: this.#anchors.at(-1)?.tree_size ?? 0,
+      bytes_on_disk: stats?.bytesOnDisk ?? 0,
+      max_disk_bytes: stats?.maxDiskBytes ?? this.#options.maxDiskBytes,
+      blocked_writers: stats?.waiting ?? 0,
+      write_batches: stats?.batches ?? 0,
+      syncs: stats?.syncs ?? 0,
+      ...(this.#recovery?.tornTail === undefined ? {} : { torn_tail: this.#recovery.tornTail }),
+    };
+    if (failure !== undefined) return { state: 'ERROR', message: failure.message, details };
+    if (this.#lastError !== undefined) return { state: 'WARN', message: this.#lastError, details };
+    if (this.#recovery?.tornTail !== undefined) {
+      return { state: 'WARN', message: `a torn tail of ${this.#recovery.tornTail.bytesRemoved} bytes was removed at byte ${this.#recovery.tornTail.offset} on start`, details };
+    }
+    if ((stats?.waiting ?? 0) > 0) return { state: 'WARN', message: 'writers are blocked on the disk budget', details };
+    return { state: 'OK', details };
+  }
+
+  /** Final checkpoint (if leaves came after the last one), drain, close, unlock. */
+  async stop(deadlineMs: number): Promise<void> {
+    if (this.#state !== 'open') return;
+    if (this.#checkpointTimer !== undefined) clearInterval(this.#checkpointTimer);
+    const writer = this.#writer;
+    const work = (async () => {
+      if (this.#tree.size > (this.latestCheckpoint?.tree_size ?? 0) && writer?.failure === undefined) {
+        await this.checkpoint().catch((error: unknown) => {
+          this.#lastError = `final checkpoint failed: ${describeThrown(error)}`;
+        });
+      }
+      // Let the anchor publish the final checkpoint (bounded by the deadline).
+      while (this.#anchoring !== undefined) await this.#anchoring;
+      this.#state = 'stopped';
+      await writer?.close();
+    })();
+    const finished = await withDeadline(work, deadlineMs);
+    this.#state = 'stopped';
+    if (finished) await this.#unlock();
+  }
+}
+
+/** Make a new file's directory entry durable (fsync of the directory, as POSIX requires). */
+async function syncDirectory(directory: string): Promise<void> {
+  const handle = await open(directory, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** A growable list of byte offsets (8 bytes per leaf). */
+class OffsetIndex {
+  #values = new Float64Array(1024);
+  #count = 0;
+
+  push(offset: number): void {
+    if (this.#count === this.#values.length) {
+      const grown = new Float64Array(this.#values.length * 2);
+      grown.set(this.#values);
+      this.#values = grown;
+    }
+    this.#values[this.#count++] = offset;
+  }
+
+  at(index: number): number {
+    if (index < 0 || index >= this.#count) throw new PavilionError(ErrorCodes.AUDIT_MERKLE_RANGE, `no leaf ${index}`, { details: { leafIndex: index } });
+    return this.#values[index]!;
+  }
+}

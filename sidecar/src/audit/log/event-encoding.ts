@@ -1,0 +1,47 @@
+/**
+ * How a decision event becomes a leaf: its canonical JSON (keys sorted recursively, no
+ * whitespace; sidecar/src/lib/canonical-json.ts), UTF-8. Canonical, so anyone holding the
+ * event as parsed JSON can re-encode it and get the same leaf hash. An event that cannot be
+ * encoded (nested past the bound) is still logged - never dropped - without its input and
+ * result and with the reason in `error`, as the NDJSON sink does.
+ */
+import { createHash } from 'node:crypto';
+import { canonicalJson } from '../../lib/canonical-json.ts';
+import { describeThrown } from '../../lib/errors.ts';
+import type { DecisionEventV1 } from '../decision-event.ts';
+
+const MAX_DEPTH = 256;
+
+export interface EncodedEvent {
+  readonly bytes: Buffer;
+  readonly inputSha256: string | undefined;
+  readonly resultSha256: string | undefined;
+}
+
+const digest = (text: string): string => createHash('sha256').update(text, 'utf8').digest('hex');
+
+export function encodeEvent(event: DecisionEventV1): EncodedEvent {
+  try {
+    const input = event.input === undefined ? undefined : canonicalJson(event.input, MAX_DEPTH);
+    const result = event.result === undefined ? undefined : canonicalJson(event.result, MAX_DEPTH);
+    return {
+      bytes: Buffer.from(canonicalJson(event, MAX_DEPTH + 2), 'utf8'),
+      inputSha256: input === undefined ? undefined : digest(input),
+      resultSha256: result === undefined ? undefined : digest(result),
+    };
+  } catch (error) {
+    const { input: _input, result: _result, ...rest } = event;
+    return {
+      bytes: Buffer.from(canonicalJson({
+        ...rest,
+        error: {
+          code: 'ERR_DECISION_LOG_UNSERIALISABLE',
+          message: `input and result left out of the decision log: ${describeThrown(error)}`,
+          ...(event.error === undefined ? {} : { cause: event.error }),
+        },
+      }), 'utf8'),
+      inputSha256: undefined,
+      resultSha256: undefined,
+    };
+  }
+}

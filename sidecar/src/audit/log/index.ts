@@ -1,0 +1,30 @@
+/** The audit log: a per-tenant write-ahead log, Merkle tree, signed checkpoints, verification. */
+export {
+  AuditLog,
+  WAL_FILE,
+  type AuditLogOptions,
+  type DecisionProofV1,
+  type DecisionReceiptV1,
+  type RecoveryReport,
+  type TornTailReport,
+} from './audit-log.ts';
+export { CHECKPOINT_ALGORITHM, checkpointMessage, decodeCheckpoint, parseCheckpoint, type SignedCheckpointV1 } from './checkpoint.ts';
+export { encodeEvent } from './event-encoding.ts';
+export { FILE_HEADER_BYTES, FRAME_OVERHEAD_BYTES, FrameDecoder, RecordType, encodeFrame, fileHeader } from './record-format.ts';
+export { Keyring, keyIdOf, publicKeyPem, type CheckpointSigner } from './signer.ts';
+export { SoftwareSigner } from './software-signer.ts';
+export {
+  proveConsistencyFromLogFile,
+  proveFromLogFile,
+  verifyConsistencyProof,
+  verifyDecisionProof,
+  verifyLogFile,
+  type ConsistencyProofV1,
+  type ConsistencyVerification,
+  type DecisionVerification,
+  type LogVerification,
+  type VerifyLogOptions,
+} from './verify-log.ts';
+export type { FsyncPolicy, OnFullPolicy } from './wal-writer.ts';
+export { Pkcs11Module, Pkcs11Signer, ecPointToSpki, type Pkcs11KeyAttributes, type Pkcs11KeyOptions } from './pkcs11-signer.ts';
+export { checkAnchorAgainst, decodeAnchorRecord, type Anchor, type AnchorRecordV1, type AnchorVerifier } from './anchor.ts';

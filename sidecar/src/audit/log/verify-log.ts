@@ -1,0 +1,410 @@
+/**
+ * Offline verification of a whole audit log file (`pavilion audit verify-log`) and of one
+ * decision (`pavilion audit verify`). Both fail closed: they return what they verified or
+ * throw a PavilionError whose code says what is wrong and whose details name the FIRST bad
+ * position (`leafIndex`, `recordNumber`, `byteOffset`).
+ *
+ * verify-log reads the file in order and recomputes the tree. It fails on:
+ *   - a frame cut short or failing its CRC (ERR_AUDIT_RECORD_CORRUPT) - an edit that did not
+ *     fix the CRC, or a torn tail not yet recovered;
+ *   - a leaf whose sequence number is not the next one (ERR_AUDIT_SEQUENCE_BROKEN) - deleted
+ *     or reordered entries;
+ *   - a checkpoint that is malformed, out of order or from another log (ERR_AUDIT_CHECKPOINT_INVALID),
+ *     signed by a key the verifier does not trust (ERR_AUDIT_KEY_UNKNOWN) or with a signature
+ *     that does not verify (ERR_AUDIT_SIGNATURE_INVALID);
+ *   - a checkpoint whose root differs from the recomputed tree (ERR_AUDIT_ROOT_MISMATCH): some
+ *     leaf between the previous good checkpoint and this one was changed, inserted or removed
+ *     with its framing rewritten; the report names that range, as precisely as signatures allow;
+ *   - a trusted checkpoint (from a receipt, an anchor or an earlier run) that the log no
+ *     longer reaches (ERR_AUDIT_LOG_TRUNCATED) or contradicts (ERR_AUDIT_ROOT_MISMATCH);
+ *   - an anchor record that names no checkpoint of the log or another root, or (given a
+ *     verifier for its kind) that the outside system does not hold (ERR_AUDIT_ANCHOR_MISMATCH).
+ * Between consecutive checkpoints it also checks an RFC 9162 consistency proof.
+ */
+import { open } from 'node:fs/promises';
+import { ErrorCodes, PavilionError, isPavilionError } from '../../lib/errors.ts';
+import { MerkleTree, hashLeaf, verifyConsistency, verifyInclusion } from '../merkle/index.ts';
+import { decodeCheckpoint, type SignedCheckpointV1 } from './checkpoint.ts';
+import { FILE_HEADER_BYTES, FrameDecoder, RecordType, checkFileHeader, type LogRecord } from './record-format.ts';
+import type { Keyring } from './signer.ts';
+import type { DecisionProofV1 } from './audit-log.ts';
+import { checkAnchorAgainst, decodeAnchorRecord, type AnchorRecordV1, type AnchorVerifier } from './anchor.ts';
+
+export interface LogVerification {
+  /** Anchor records in the log, and how many an AnchorVerifier confirmed with the outside system. */
+  readonly anchors: number;
+  readonly anchorsVerified: number;
+  readonly anchoredSize: number;
+  readonly origin: string | undefined;
+  readonly leaves: number;
+  readonly checkpoints: number;
+  readonly rootHash: string;
+  readonly lastCheckpoint: SignedCheckpointV1 | undefined;
+  /** Leaves after the last checkpoint: intact framing, but no signature covers them yet. */
+  readonly unsignedLeaves: number;
+  readonly keyIds: readonly string[];
+}
+
+export interface VerifyLogOptions {
+  /** Checkpoints must name this origin (default: whatever the first checkpoint names). */
+  readonly origin?: string;
+  /** Checkpoints obtained elsewhere that the log must still reach and agree with. */
+  readonly trustedCheckpoints?: readonly SignedCheckpointV1[];
+  /** Check anchor records of these kinds against their outside systems. */
+  readonly anchorVerifiers?: readonly AnchorVerifier[];
+}
+
+const READ_CHUNK_BYTES = 4 * 1024 * 1024;
+
+function bad(code: (typeof ErrorCodes)[keyof typeof ErrorCodes], message: string, details: Record<string, unknown>): PavilionError {
+  return new PavilionError(code, message, { details });
+}
+
+export async function verifyLogFile(path: string, keyring: Keyring, options: VerifyLogOptions = {}): Promise<LogVerification> {
+  const handle = await open(path, 'r').catch((error: unknown) => {
+    throw new PavilionError(ErrorCodes.AUDIT_LOG_IO, `cannot open ${path}`, { cause: error });
+  });
+  const tree = new MerkleTree();
+  const checkpoints: SignedCheckpointV1[] = [];
+  const keyIds = new Set<string>();
+  const anchors: Array<{ anchor: AnchorRecordV1; where: Record<string, unknown> }> = [];
+  let origin = options.origin;
+  try {
+    const header = Buffer.alloc(FILE_HEADER_BYTES);
+    const { bytesRead: headerBytes } = await handle.read(header, 0, FILE_HEADER_BYTES, 0);
+    const problem = checkFileHeader(header.subarray(0, headerBytes));
+    if (problem !== undefined) throw bad(ErrorCodes.AUDIT_RECORD_CORRUPT, `${path}: ${problem}`, { leafIndex: 0, recordNumber: 0, byteOffset: 0, reason: 'header' });
+
+    const decoder = new FrameDecoder(FILE_HEADER_BYTES);
+    const chunk = Buffer.alloc(READ_CHUNK_BYTES);
+    let position = FILE_HEADER_BYTES;
+    const onRecord = (record: LogRecord): void => {
+      const where = { leafIndex: tree.size, recordNumber: record.recordNumber, byteOffset: record.offset };
+      if (record.type === RecordType.LEAF) {
+        if (record.index !== tree.size) {
+          const kind = record.index > tree.size ? 'missing (deleted) entries' : 'an entry out of order (reordered or duplicated)';
+          throw bad(ErrorCodes.AUDIT_SEQUENCE_BROKEN, `record ${record.recordNumber} at byte ${record.offset} is leaf ${record.index} where leaf ${tree.size} was expected: ${kind}`, { ...where, found: record.index });
+        }
+        tree.append(record.payload);
+        return;
+      }
+      if (record.type === RecordType.ANCHOR) {
+        let anchor: AnchorRecordV1;
+        try {
+          anchor = decodeAnchorRecord(record.payload);
+          if (anchor.tree_size !== record.index) throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_MISMATCH, `the anchor's tree size ${anchor.tree_size} differs from its frame's ${record.index}`);
+          checkAnchorAgainst(anchor, checkpoints);
+        } catch (error) {
+          throw bad(ErrorCodes.AUDIT_ANCHOR_MISMATCH, `record ${record.recordNumber} at byte ${record.offset}: ${isPavilionError(error) ? error.message : 'unreadable anchor record'}`, where);
+        }
+        anchors.push({ anchor, where: { ...where, treeSize: anchor.tree_size } });
+        return;
+      }
+      let checkpoint: SignedCheckpointV1;
+      try {
+        checkpoint = decodeCheckpoint(record.payload);
+      } catch (error) {
+        throw bad(ErrorCodes.AUDIT_CHECKPOINT_INVALID, `record ${record.recordNumber} at byte ${record.offset}: ${isPavilionError(error) ? error.message : 'unreadable checkpoint'}`, where);
+      }
+      const previous = checkpoints.at(-1);
+      const cpWhere = { ...where, treeSize: checkpoint.tree_size };
+      if (checkpoint.tree_size !== record.index) throw bad(ErrorCodes.AUDIT_CHECKPOINT_INVALID, `record ${record.recordNumber}: the checkpoint's tree size ${checkpoint.tree_size} differs from its frame's ${record.index}`, cpWhere);
+      origin ??= checkpoint.origin;
+      if (checkpoint.origin !== origin) throw bad(ErrorCodes.AUDIT_CHECKPOINT_INVALID, `record ${record.recordNumber}: checkpoint of log ${checkpoint.origin}, expected ${origin}`, cpWhere);
+      if (checkpoint.tree_size > tree.size) {
+        throw bad(ErrorCodes.AUDIT_SEQUENCE_BROKEN, `record ${record.recordNumber}: checkpoint at tree size ${checkpoint.tree_size} comes after only ${tree.size} leaves: leaves ${tree.size}..${checkpoint.tree_size - 1} are missing before it`, cpWhere);
+      }
+      if (previous !== undefined && checkpoint.tree_size < previous.tree_size) {
+        throw bad(ErrorCodes.AUDIT_CHECKPOINT_INVALID, `record ${record.recordNumber}: checkpoint at tree size ${checkpoint.tree_size} follows one at ${previous.tree_size}`, cpWhere);
+      }
+      if (previous !== undefined && Date.parse(checkpoint.timestamp) < Date.parse(previous.timestamp)) {
+        throw bad(ErrorCodes.AUDIT_CHECKPOINT_INVALID, `record ${record.recordNumber}: checkpoint time ${checkpoint.timestamp} is before the previous ${previous.timestamp}`, cpWhere);
+      }
+      try {
+        keyring.verifyCheckpoint(checkpoint);
+      } catch (error) {
+        if (isPavilionError(error)) throw new PavilionError(error.code, `record ${record.recordNumber} at byte ${record.offset}: ${error.message}`, { details: { ...cpWhere, keyId: checkpoint.key_id }, cause: error });
+        throw error;
+      }
+      keyIds.add(checkpoint.key_id);
+      const recomputed = tree.root(checkpoint.tree_size).toString('hex');
+      if (recomputed !== checkpoint.root_hash) {
+        const from = previous?.tree_size ?? 0;
+        throw bad(ErrorCodes.AUDIT_ROOT_MISMATCH, `the signed checkpoint at tree size ${checkpoint.tree_size} (record ${record.recordNumber}) does not match the leaves: at least one of leaves ${from}..${checkpoint.tree_size - 1} was changed, inserted or removed`, {
+          ...cpWhere, leafIndex: from, firstSuspectLeaf: from, lastSuspectLeaf: checkpoint.tree_size - 1,
+        });
+      }
+      if (previous !== undefined) {
+        verifyConsistency(previous.tree_size, checkpoint.tree_size, Buffer.from(previous.root_hash, 'hex'), Buffer.from(checkpoint.root_hash, 'hex'), tree.consistencyProof(previous.tree_size, checkpoint.tree_size));
+      }
+      checkpoints.push(checkpoint);
+    };
+    for (;;) {
+      const { bytesRead } = await handle.read(chunk, 0, READ_CHUNK_BYTES, position);
+      if (bytesRead === 0) break;
+      position += bytesRead;
+      for (const record of decoder.push(Buffer.from(chunk.subarray(0, bytesRead)))) onRecord(record);
+      if (decoder.damage !== undefined) break;
+    }
+    const damage = decoder.finish();
+    if (damage !== undefined) {
+      const atEnd = damage.reason === 'short_header' || damage.reason === 'short_frame';
+      throw bad(ErrorCodes.AUDIT_RECORD_CORRUPT, `record ${damage.recordNumber} at byte ${damage.offset} is damaged (${damage.reason})${atEnd ? ': the file ends inside it (a torn tail, or a cut file)' : ''}; leaves before ${tree.size} are intact`, {
+        leafIndex: tree.size, recordNumber: damage.recordNumber, byteOffset: damage.offset, reason: damage.reason,
+      });
+    }
+  } finally {
+    await handle.close();
+  }
+
+  for (const trusted of options.trustedCheckpoints ?? []) {
+    keyring.verifyCheckpoint(trusted);
+    if (origin !== undefined && trusted.origin !== origin) {
+      throw bad(ErrorCodes.AUDIT_CHECKPOINT_INVALID, `the trusted checkpoint is of log ${trusted.origin}, not ${origin}`, { treeSize: trusted.tree_size });
+    }
+    if (trusted.tree_size > tree.size) {
+      throw bad(ErrorCodes.AUDIT_LOG_TRUNCATED, `the log has ${tree.size} leaves but a trusted checkpoint covers ${trusted.tree_size}: leaves from ${tree.size} on were removed`, { leafIndex: tree.size, treeSize: trusted.tree_size });
+    }
+    if (tree.root(trusted.tree_size).toString('hex') !== trusted.root_hash) {
+      throw bad(ErrorCodes.AUDIT_ROOT_MISMATCH, `the log's first ${trusted.tree_size} leaves do not match the trusted checkpoint`, { leafIndex: 0, treeSize: trusted.tree_size, firstSuspectLeaf: 0, lastSuspectLeaf: trusted.tree_size - 1 });
+    }
+  }
+
+  // Anchors, in file order: each must be held by the outside system it names.
+  let anchorsVerified = 0;
+  for (const { anchor, where } of anchors) {
+    const verifier = options.anchorVerifiers?.find((v) => v.kind === anchor.kind);
+    if (verifier === undefined) continue;
+    try {
+      await verifier.verify(anchor);
+    } catch (error) {
+      throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_MISMATCH, `the ${anchor.kind} anchor of the checkpoint at tree size ${anchor.tree_size} (record ${String(where['recordNumber'])}) does not hold: ${isPavilionError(error) ? error.message : String(error)}`, { details: where, cause: error });
+    }
+    anchorsVerified++;
+  }
+
+  const last = checkpoints.at(-1);
+  return {
+    anchors: anchors.length,
+    anchorsVerified,
+    anchoredSize: anchors.at(-1)?.anchor.tree_size ?? 0,
+    origin,
+    leaves: tree.size,
+    checkpoints: checkpoints.length,
+    rootHash: tree.root().toString('hex'),
+    lastCheckpoint: last,
+    unsignedLeaves: tree.size - (last?.tree_size ?? 0),
+    keyIds: [...keyIds],
+  };
+}
+
+export interface DecisionVerification {
+  readonly decisionId: string;
+  readonly tenant: string | undefined;
+  readonly origin: string;
+  readonly leafIndex: number;
+  readonly treeSize: number;
+  readonly rootHash: string;
+  readonly keyId: string;
+  readonly checkpointTime: string;
+}
+
+const HEX32 = /^[0-9a-f]{64}$/;
+
+/**
+ * Check one decision offline: the checkpoint's signature with a trusted key, then the
+ * event's RFC 9162 inclusion in that checkpoint's tree. `decisionId`, when given, must be
+ * the event's. Throws ERR_AUDIT_PROOF_INVALID (malformed proof, or one that does not lead to
+ * the signed root), ERR_AUDIT_EVENT_MISMATCH, ERR_AUDIT_CHECKPOINT_INVALID,
+ * ERR_AUDIT_KEY_UNKNOWN or ERR_AUDIT_SIGNATURE_INVALID.
+ */
+export function verifyDecisionProof(value: unknown, keyring: Keyring, expect: { decisionId?: string; origin?: string } = {}): DecisionVerification {
+  const malformed = (message: string): PavilionError => new PavilionError(ErrorCodes.AUDIT_PROOF_INVALID, `decision proof: ${message}`, { details: { reason: 'malformed' } });
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw malformed('must be a JSON object');
+  const proof = value as Partial<Record<keyof DecisionProofV1, unknown>>;
+  if (proof.version !== 1) throw malformed('version must be 1');
+  if (typeof proof.event !== 'string') throw malformed('event must be the logged event text');
+  const index = proof.leaf_index;
+  if (typeof index !== 'number' || !Number.isSafeInteger(index) || index < 0) throw malformed('leaf_index must be a non-negative integer');
+  const path = proof.inclusion_path;
+  if (!Array.isArray(path) || path.some((h) => typeof h !== 'string' || !HEX32.test(h))) throw malformed('inclusion_path must be an array of 32-byte hex hashes');
+  const checkpoint = keyring.verifyCheckpoint((() => {
+    const cp = proof.checkpoint;
+    return decodeCheckpoint(JSON.stringify(cp ?? null));
+  })());
+  if (expect.origin !== undefined && checkpoint.origin !== expect.origin) {
+    throw new PavilionError(ErrorCodes.AUDIT_CHECKPOINT_INVALID, `the checkpoint is of log ${checkpoint.origin}, not ${expect.origin}`, { details: { origin: checkpoint.origin } });
+  }
+  let event: { decision_id?: unknown; tenant?: unknown };
+  try {
+    event = JSON.parse(proof.event) as typeof event;
+  } catch {
+    throw malformed('event is not JSON');
+  }
+  if (typeof event !== 'object' || event === null || typeof event.decision_id !== 'string') throw malformed('event has no decision_id');
+  if (expect.decisionId !== undefined && event.decision_id !== expect.decisionId) {
+    throw new PavilionError(ErrorCodes.AUDIT_EVENT_MISMATCH, `the proof is for decision ${event.decision_id}, not ${expect.decisionId}`, { details: { decisionId: event.decision_id, expected: expect.decisionId } });
+  }
+  verifyInclusion(index, checkpoint.tree_size, hashLeaf(Buffer.from(proof.event, 'utf8')), path.map((h: string) => Buffer.from(h, 'hex')), Buffer.from(checkpoint.root_hash, 'hex'));
+  return {
+    decisionId: event.decision_id,
+    tenant: typeof event.tenant === 'string' ? event.tenant : undefined,
+    origin: checkpoint.origin,
+    leafIndex: index,
+    treeSize: checkpoint.tree_size,
+    rootHash: checkpoint.root_hash,
+    keyId: checkpoint.key_id,
+    checkpointTime: checkpoint.timestamp,
+  };
+}
+
+/**
+ * Build the inclusion proof of a decision from a log file, offline (no running sidecar),
+ * against the latest checkpoint in the file that covers it. It proves nothing by itself:
+ * check the result with `verifyDecisionProof` and trusted keys. Throws
+ * ERR_AUDIT_DECISION_UNKNOWN when the decision is not in the file or no checkpoint covers it
+ * yet, ERR_AUDIT_RECORD_CORRUPT when the file cannot be read up to it.
+ */
+export async function proveFromLogFile(path: string, decisionId: string): Promise<DecisionProofV1> {
+  const handle = await open(path, 'r').catch((error: unknown) => {
+    throw new PavilionError(ErrorCodes.AUDIT_LOG_IO, `cannot open ${path}`, { cause: error });
+  });
+  const tree = new MerkleTree();
+  let found: { index: number; event: string } | undefined;
+  let covering: SignedCheckpointV1 | undefined;
+  try {
+    const header = Buffer.alloc(FILE_HEADER_BYTES);
+    const { bytesRead: headerBytes } = await handle.read(header, 0, FILE_HEADER_BYTES, 0);
+    const problem = checkFileHeader(header.subarray(0, headerBytes));
+    if (problem !== undefined) throw bad(ErrorCodes.AUDIT_RECORD_CORRUPT, `${path}: ${problem}`, { byteOffset: 0 });
+    const decoder = new FrameDecoder(FILE_HEADER_BYTES);
+    const chunk = Buffer.alloc(READ_CHUNK_BYTES);
+    let position = FILE_HEADER_BYTES;
+    for (;;) {
+      const { bytesRead } = await handle.read(chunk, 0, READ_CHUNK_BYTES, position);
+      if (bytesRead === 0) break;
+      position += bytesRead;
+      for (const record of decoder.push(Buffer.from(chunk.subarray(0, bytesRead)))) {
+        if (record.type === RecordType.LEAF) {
+          if (record.index !== tree.size) throw bad(ErrorCodes.AUDIT_SEQUENCE_BROKEN, `record ${record.recordNumber} is leaf ${record.index}, expected ${tree.size}`, { leafIndex: tree.size, byteOffset: record.offset });
+          tree.append(record.payload);
+          if (found === undefined) {
+            const text = record.payload.toString('utf8');
+            let id: unknown;
+            try {
+              id = (JSON.parse(text) as { decision_id?: unknown }).decision_id;
+            } catch {
+              id = undefined;
+            }
+            if (id === decisionId) found = { index: record.index, event: text };
+          }
+        } else if (record.type === RecordType.CHECKPOINT && found !== undefined) {
+          const checkpoint = decodeCheckpoint(record.payload);
+          if (checkpoint.tree_size > found.index && checkpoint.tree_size <= tree.size) covering = checkpoint;
+        }
+      }
+      if (decoder.damage !== undefined) break;
+    }
+    decoder.finish();
+  } finally {
+    await handle.close();
+  }
+  if (found === undefined) throw new PavilionError(ErrorCodes.AUDIT_DECISION_UNKNOWN, `decision ${JSON.stringify(decisionId)} is not in ${path}`, { details: { decisionId } });
+  if (covering === undefined) {
+    throw new PavilionError(ErrorCodes.AUDIT_DECISION_UNKNOWN, `decision ${JSON.stringify(decisionId)} is leaf ${found.index}, but no checkpoint in ${path} covers it yet`, { details: { decisionId, leafIndex: found.index } });
+  }
+  return {
+    version: 1,
+    event: found.event,
+    leaf_index: found.index,
+    inclusion_path: tree.inclusionProof(found.index, covering.tree_size).map((h) => h.toString('hex')),
+    checkpoint: covering,
+  };
+}
+
+export interface ConsistencyProofV1 {
+  readonly version: 1;
+  readonly old_checkpoint: SignedCheckpointV1;
+  readonly new_checkpoint: SignedCheckpointV1;
+  /** RFC 9162 section 2.1.4 consistency path, hex. */
+  readonly consistency_path: readonly string[];
+}
+
+export interface ConsistencyVerification {
+  readonly origin: string;
+  readonly oldSize: number;
+  readonly newSize: number;
+  readonly oldRootHash: string;
+  readonly newRootHash: string;
+}
+
+/**
+ * Check offline that a log only grew between two of its checkpoints: both signatures with
+ * trusted keys, the same origin, and the RFC 9162 consistency proof between their roots. What
+ * a witness or an auditor holding an older checkpoint runs against a newer one. Throws
+ * ERR_AUDIT_PROOF_INVALID, ERR_AUDIT_CHECKPOINT_INVALID, ERR_AUDIT_KEY_UNKNOWN,
+ * ERR_AUDIT_SIGNATURE_INVALID or ERR_AUDIT_MERKLE_RANGE.
+ */
+export function verifyConsistencyProof(value: unknown, keyring: Keyring): ConsistencyVerification {
+  const malformed = (message: string): PavilionError => new PavilionError(ErrorCodes.AUDIT_PROOF_INVALID, `consistency proof: ${message}`, { details: { reason: 'malformed' } });
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw malformed('must be a JSON object');
+  const proof = value as Partial<Record<keyof ConsistencyProofV1, unknown>>;
+  if (proof.version !== 1) throw malformed('version must be 1');
+  const path = proof.consistency_path;
+  if (!Array.isArray(path) || path.some((h) => typeof h !== 'string' || !HEX32.test(h))) throw malformed('consistency_path must be an array of 32-byte hex hashes');
+  const older = keyring.verifyCheckpoint(decodeCheckpoint(JSON.stringify(proof.old_checkpoint ?? null)));
+  const newer = keyring.verifyCheckpoint(decodeCheckpoint(JSON.stringify(proof.new_checkpoint ?? null)));
+  if (older.origin !== newer.origin) {
+    throw new PavilionError(ErrorCodes.AUDIT_CHECKPOINT_INVALID, `the checkpoints are of different logs (${older.origin}, ${newer.origin})`, { details: { origin: older.origin } });
+  }
+  verifyConsistency(older.tree_size, newer.tree_size, Buffer.from(older.root_hash, 'hex'), Buffer.from(newer.root_hash, 'hex'), path.map((h: string) => Buffer.from(h, 'hex')));
+  return { origin: older.origin, oldSize: older.tree_size, newSize: newer.tree_size, oldRootHash: older.root_hash, newRootHash: newer.root_hash };
+}
+
+/**
+ * Build the consistency proof between a checkpoint the caller holds (`old`, which must be
+ * one of this file's or at least agree with it) and the file's latest checkpoint, offline.
+ * Throws ERR_AUDIT_LOG_TRUNCATED when the file no longer reaches `old`, and
+ * ERR_AUDIT_ROOT_MISMATCH when its leaves do not give `old`'s root.
+ */
+export async function proveConsistencyFromLogFile(path: string, old: SignedCheckpointV1): Promise<ConsistencyProofV1> {
+  const handle = await open(path, 'r').catch((error: unknown) => {
+    throw new PavilionError(ErrorCodes.AUDIT_LOG_IO, `cannot open ${path}`, { cause: error });
+  });
+  const tree = new MerkleTree();
+  let latest: SignedCheckpointV1 | undefined;
+  try {
+    const decoder = new FrameDecoder(FILE_HEADER_BYTES);
+    const chunk = Buffer.alloc(READ_CHUNK_BYTES);
+    let position = FILE_HEADER_BYTES;
+    for (;;) {
+      const { bytesRead } = await handle.read(chunk, 0, READ_CHUNK_BYTES, position);
+      if (bytesRead === 0) break;
+      position += bytesRead;
+      for (const record of decoder.push(Buffer.from(chunk.subarray(0, bytesRead)))) {
+        if (record.type === RecordType.LEAF) {
+          if (record.index !== tree.size) throw bad(ErrorCodes.AUDIT_SEQUENCE_BROKEN, `record ${record.recordNumber} is leaf ${record.index}, expected ${tree.size}`, { leafIndex: tree.size, byteOffset: record.offset });
+          tree.append(record.payload);
+        } else if (record.type === RecordType.CHECKPOINT) {
+          latest = decodeCheckpoint(record.payload);
+        }
+      }
+      if (decoder.damage !== undefined) break;
+    }
+  } finally {
+    await handle.close();
+  }
+  if (latest === undefined) throw new PavilionError(ErrorCodes.AUDIT_DECISION_UNKNOWN, `${path} has no checkpoint yet`);
+  if (old.tree_size > latest.tree_size) {
+    throw bad(ErrorCodes.AUDIT_LOG_TRUNCATED, `the log's latest checkpoint covers ${latest.tree_size} leaves, fewer than the ${old.tree_size} of the one given`, { leafIndex: latest.tree_size, treeSize: old.tree_size });
+  }
+  if (tree.root(old.tree_size).toString('hex') !== old.root_hash) {
+    throw bad(ErrorCodes.AUDIT_ROOT_MISMATCH, `the log's first ${old.tree_size} leaves do not give the given checkpoint's root`, { leafIndex: 0, treeSize: old.tree_size, firstSuspectLeaf: 0, lastSuspectLeaf: old.tree_size - 1 });
+  }
+  return {
+    version: 1,
+    old_checkpoint: old,
+    new_checkpoint: latest,
+    consistency_path: tree.consistencyProof(old.tree_size, latest.tree_size).map((h) => h.toString('hex')),
+  };
+}

@@ -1,0 +1,281 @@
+/**
+ * The write side of the audit log file: ordered appends with group commit, an fsync policy
+ * and a disk budget. The file is an adapter detail; the record format and the tree are not.
+ *
+ * Group commit: frames queue in memory; one batch at a time is written with a single
+ * positioned `writev` (and, with `fsync: 'always'`, one `fdatasync`), and frames that arrive
+ * meanwhile form the next batch. A batch starts at the latest `groupCommitMaxDelayMs` after
+ * its first frame, or at once when `groupCommitMaxBytes` are queued. `append` resolves when
+ * its frame is durable as the policy defines it:
+ *   - 'always':   written and fdatasync'ed (survives power loss);
+ *   - 'interval': written to the OS (survives a process crash; fdatasync every fsyncIntervalMs);
+ *   - 'never':    written to the OS, never fdatasync'ed by Pavilion.
+ * A failed write or fdatasync fails the batch and the writer for good (ERR_AUDIT_LOG_IO): the
+ * file position is then unknown and only reopening (which recovers the tail) is safe.
+ *
+ * Budget: bytes on disk plus bytes queued never exceed `maxDiskBytes`. When a frame does not
+ * fit, 'refuse' throws ERR_AUDIT_LOG_FULL at once; 'block' waits (first come, first served)
+ * until it fits or `blockTimeoutMs` passes, then throws ERR_AUDIT_LOG_FULL. Nothing is dropped.
+ * The last CHECKPOINT_HEADROOM_BYTES of the budget are kept for checkpoints, so a full log can
+ * still sign the leaves it holds.
+ */
+import type { FileHandle } from 'node:fs/promises';
+import { ErrorCodes, PavilionError, describeThrown } from '../../lib/errors.ts';
+
+export type FsyncPolicy = 'always' | 'interval' | 'never';
+export type ReservationKind = 'leaf' | 'checkpoint';
+export const CHECKPOINT_HEADROOM_BYTES = 4096;
+export type OnFullPolicy = 'block' | 'refuse';
+
+export interface WalWriterOptions {
+  readonly fsync: FsyncPolicy;
+  readonly fsyncIntervalMs: number;
+  readonly groupCommitMaxDelayMs: number;
+  readonly groupCommitMaxBytes: number;
+  readonly maxDiskBytes: number;
+  readonly onFull: OnFullPolicy;
+  readonly blockTimeoutMs: number;
+}
+
+interface Pending {
+  readonly frame: Buffer;
+  readonly resolve: () => void;
+  readonly reject: (error: unknown) => void;
+}
+
+interface Waiter {
+  readonly bytes: number;
+  readonly kind: ReservationKind;
+  readonly resolve: () => void;
+  readonly reject: (error: unknown) => void;
+  timer: NodeJS.Timeout | undefined;
+}
+
+export interface WalWriterStats {
+  readonly bytesOnDisk: number;
+  readonly bytesQueued: number;
+  readonly batches: number;
+  readonly syncs: number;
+  readonly waiting: number;
+  readonly maxDiskBytes: number;
+}
+
+export class WalWriter {
+  readonly #handle: FileHandle;
+  #options: WalWriterOptions;
+  #position: number;
+  #queue: Pending[] = [];
+  #queuedBytes = 0;
+  #reservedBytes = 0;
+  #waiters: Waiter[] = [];
+  #flushing: Promise<void> | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #syncTimer: NodeJS.Timeout | undefined;
+  #dirty = false;
+  #failure: PavilionError | undefined;
+  #closed = false;
+  #batches = 0;
+  #syncs = 0;
+
+  constructor(handle: FileHandle, position: number, options: WalWriterOptions) {
+    this.#handle = handle;
+    this.#position = position;
+    this.#options = options;
+    if (options.fsync === 'interval') {
+      this.#syncTimer = setInterval(() => void this.#periodicSync(), options.fsyncIntervalMs);
+      this.#syncTimer.unref();
+    }
+  }
+
+  get failure(): PavilionError | undefined {
+    return this.#failure;
+  }
+
+  stats(): WalWriterStats {
+    return { bytesOnDisk: this.#position, bytesQueued: this.#queuedBytes, batches: this.#batches, syncs: this.#syncs, waiting: this.#waiters.length, maxDiskBytes: this.#options.maxDiskBytes };
+  }
+
+  /** Change the disk budget (a larger one releases blocked writers). */
+  setMaxDiskBytes(maxDiskBytes: number): void {
+    this.#options = { ...this.#options, maxDiskBytes };
+    this.#releaseWaiters();
+  }
+
+  #used(): number {
+    return this.#position + this.#queuedBytes + this.#reservedBytes;
+  }
+
+  #limit(kind: ReservationKind): number {
+    return kind === 'checkpoint' ? this.#options.maxDiskBytes : this.#options.maxDiskBytes - CHECKPOINT_HEADROOM_BYTES;
+  }
+
+  #fits(bytes: number, kind: ReservationKind): boolean {
+    return this.#used() + bytes <= this.#limit(kind);
+  }
+
+  #full(bytes: number): PavilionError {
+    return new PavilionError(ErrorCodes.AUDIT_LOG_FULL, `the audit log's disk budget of ${this.#options.maxDiskBytes} bytes is reached`, {
+      details: { maxDiskBytes: this.#options.maxDiskBytes, usedBytes: this.#used(), neededBytes: bytes, policy: this.#options.onFull },
+    });
+  }
+
+  #checkOpen(): void {
+    if (this.#failure !== undefined) throw this.#failure;
+    if (this.#closed) throw new PavilionError(ErrorCodes.AUDIT_LOG_CLOSED, 'the audit log is closed');
+  }
+
+  /**
+   * Reserve room for a frame of `bytes`. Synchronous (returns undefined) when it fits and
+   * nobody is waiting; otherwise a promise that resolves once reserved. The caller must
+   * follow a resolved reservation with `append` of exactly that many bytes.
+   */
+  reserve(bytes: number, kind: ReservationKind = 'leaf'): Promise<void> | undefined {
+    this.#checkOpen();
+    if (bytes > this.#limit(kind)) throw this.#full(bytes);
+    if ((this.#waiters.length === 0 || kind === 'checkpoint') && this.#fits(bytes, kind)) {
+      this.#reservedBytes += bytes;
+      return undefined;
+    }
+    if (this.#options.onFull === 'refuse') throw this.#full(bytes);
+    return new Promise<void>((resolve, reject) => {
+      const waiter: Waiter = { bytes, kind, resolve, reject, timer: undefined };
+      waiter.timer = setTimeout(() => {
+        const at = this.#waiters.indexOf(waiter);
+        if (at >= 0) this.#waiters.splice(at, 1);
+        reject(this.#full(bytes));
+        this.#releaseWaiters();
+      }, this.#options.blockTimeoutMs);
+      this.#waiters.push(waiter);
+    });
+  }
+
+  #releaseWaiters(): void {
+    while (this.#waiters.length > 0) {
+      const first = this.#waiters[0]!;
+      if (!this.#fits(first.bytes, first.kind)) return;
+      this.#waiters.shift();
+      clearTimeout(first.timer);
+      this.#reservedBytes += first.bytes;
+      first.resolve();
+    }
+  }
+
+  /**
+   * Queue a frame (after `reserve`). Returns the byte offset it will have in the file and a
+   * promise that resolves when it is durable per the fsync policy.
+   */
+  append(frame: Buffer): { readonly offset: number; readonly durable: Promise<void> } {
+    this.#reservedBytes = Math.max(0, this.#reservedBytes - frame.length);
+    this.#checkOpen();
+    const offset = this.#position + this.#queuedBytes;
+    const durable = new Promise<void>((resolve, reject) => {
+      this.#queue.push({ frame, resolve, reject });
+    });
+    this.#queuedBytes += frame.length;
+    this.#schedule();
+    return { offset, durable };
+  }
+
+  #schedule(): void {
+    if (this.#flushing !== undefined) return; // the running batch schedules the next one
+    if (this.#queuedBytes >= this.#options.groupCommitMaxBytes || this.#options.groupCommitMaxDelayMs === 0) {
+      if (this.#timer !== undefined) clearTimeout(this.#timer);
+      this.#timer = undefined;
+      this.#flushing = this.#flush();
+      return;
+    }
+    if (this.#timer === undefined) {
+      this.#timer = setTimeout(() => {
+        this.#timer = undefined;
+        if (this.#flushing === undefined) this.#flushing = this.#flush();
+      }, this.#options.groupCommitMaxDelayMs);
+    }
+  }
+
+  async #flush(): Promise<void> {
+    // Let the frames of this event-loop turn join the batch.
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    while (this.#queue.length > 0 && this.#failure === undefined) {
+      const batch: Pending[] = [];
+      let bytes = 0;
+      while (this.#queue.length > 0 && (batch.length === 0 || bytes + this.#queue[0]!.frame.length <= this.#options.groupCommitMaxBytes)) {
+        const next = this.#queue.shift()!;
+        batch.push(next);
+        bytes += next.frame.length;
+      }
+      try {
+        let written = 0;
+        const buffers = batch.map((p) => p.frame);
+        while (written < bytes) {
+          const { bytesWritten } = await this.#handle.writev(written === 0 ? buffers : [Buffer.concat(buffers).subarray(written)], this.#position + written);
+          written += bytesWritten;
+        }
+        if (this.#options.fsync === 'always') {
+          await this.#handle.datasync();
+          this.#syncs++;
+        } else {
+          this.#dirty = true;
+        }
+      } catch (error) {
+        this.#failure = new PavilionError(ErrorCodes.AUDIT_LOG_IO, `audit log write failed: ${describeThrown(error)}`, { cause: error });
+        this.#queuedBytes -= bytes;
+        for (const p of batch) p.reject(this.#failure);
+        for (const p of this.#queue.splice(0)) p.reject(this.#failure);
+        for (const w of this.#waiters.splice(0)) {
+          clearTimeout(w.timer);
+          w.reject(this.#failure);
+        }
+        this.#queuedBytes = 0;
+        break;
+      }
+      this.#position += bytes;
+      this.#queuedBytes -= bytes;
+      this.#batches++;
+      for (const p of batch) p.resolve();
+      this.#releaseWaiters();
+    }
+    this.#flushing = undefined;
+  }
+
+  async #periodicSync(): Promise<void> {
+    if (!this.#dirty || this.#failure !== undefined) return;
+    this.#dirty = false;
+    try {
+      await this.#handle.datasync();
+      this.#syncs++;
+    } catch (error) {
+      this.#failure = new PavilionError(ErrorCodes.AUDIT_LOG_IO, `audit log fdatasync failed: ${describeThrown(error)}`, { cause: error });
+    }
+  }
+
+  /** Wait until everything queued so far is written (and synced, unless fsync is 'never'). */
+  async drain(): Promise<void> {
+    while (this.#flushing !== undefined || this.#queue.length > 0) {
+      if (this.#flushing === undefined) this.#schedule();
+      await this.#flushing;
+    }
+    if (this.#failure !== undefined) throw this.#failure;
+    if (this.#options.fsync !== 'never' && this.#dirty) {
+      this.#dirty = false;
+      await this.#handle.datasync();
+      this.#syncs++;
+    }
+  }
+
+  /** Stop accepting, refuse blocked writers, drain, close the file. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#syncTimer !== undefined) clearInterval(this.#syncTimer);
+    for (const w of this.#waiters.splice(0)) {
+      clearTimeout(w.timer);
+      w.reject(new PavilionError(ErrorCodes.AUDIT_LOG_CLOSED, 'the audit log closed while waiting for disk budget'));
+    }
+    try {
+      await this.drain();
+    } finally {
+      if (this.#timer !== undefined) clearTimeout(this.#timer);
+      await this.#handle.close();
+    }
+  }
+}

@@ -1,0 +1,215 @@
+/**
+ * OPA's decision log masking, reproduced rule for rule from OPA v1 `plugins/logs/mask.go`
+ * (https://www.openpolicyagent.org/docs/management-decision-logs#masking-sensitive-data).
+ * Pure.
+ *
+ * `data.system.log.mask` (here: the tenant's `<namespace>.system.log.mask`) evaluates to a
+ * set of rules, each either
+ *   - a string path such as "/input/password": remove it, recorded in `erased`;
+ *   - {"op": "remove", "path": ...}: the same;
+ *   - {"op": "upsert", "path": ..., "value": v}: set it (creating missing objects on the way),
+ *     recorded in `masked`.
+ * Paths start with /input, /result (or /nd_builtin_cache, which Pavilion events lack). Their
+ * segments are not JSON-pointer-unescaped: like OPA, each raw segment must be a valid URL path
+ * segment and is looked up as Go's `url.PathEscape` of itself. A rule whose target does not
+ * exist changes nothing and is not recorded. A malformed rule set is refused as a whole
+ * (ERR_AUDIT_MASK_INVALID) - OPA then does not log the event; Pavilion logs it with input and
+ * result erased instead (see DecisionMasker).
+ */
+import { ErrorCodes, PavilionError } from '../../lib/errors.ts';
+import type { DecisionEventV1 } from '../decision-event.ts';
+
+export interface MaskRule {
+  readonly op: 'remove' | 'upsert';
+  readonly path: string;
+  readonly value: unknown;
+  /** Segments after Go's url.PathEscape, including the first ("input" / "result"). */
+  readonly parts: readonly string[];
+}
+
+type Json = unknown;
+type JsonObject = Record<string, Json>;
+
+function invalid(message: string): PavilionError {
+  return new PavilionError(ErrorCodes.AUDIT_MASK_INVALID, `mask rule: ${message}`);
+}
+
+const isObject = (v: unknown): v is JsonObject => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** Go's url.PathUnescape validity: every '%' starts a two-hex-digit escape. */
+function checkPathSegment(segment: string): void {
+  for (let i = 0; i < segment.length; i++) {
+    if (segment[i] === '%') {
+      const hex = segment.slice(i + 1, i + 3);
+      if (!/^[0-9A-Fa-f]{2}$/.test(hex)) throw invalid(`invalid URL escape ${JSON.stringify(segment.slice(i, i + 3))}`);
+      i += 2;
+    }
+  }
+}
+
+/** Go's url.PathEscape (encodePathSegment): keeps unreserved characters and $ & + : = @. */
+export function goPathEscape(segment: string): string {
+  let out = '';
+  for (const byte of Buffer.from(segment, 'utf8')) {
+    const c = String.fromCharCode(byte);
+    if (/[A-Za-z0-9\-_.~$&+:=@]/.test(c)) out += c;
+    else out += `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
+  }
+  return out;
+}
+
+/** Go's strconv.Atoi for the index checks (optional sign, decimal digits). */
+function goAtoi(s: string): number | undefined {
+  if (!/^[+-]?[0-9]+$/.test(s)) return undefined;
+  const n = Number(s);
+  return Number.isSafeInteger(n) ? n : undefined;
+}
+
+function newRule(path: string, op: 'remove' | 'upsert', value: unknown): MaskRule {
+  if (path.length === 0) throw invalid('mask must be non-empty');
+  if (!path.startsWith('/')) throw invalid('mask must be slash-prefixed');
+  const raw = path.slice(1).split('/');
+  if (!['input', 'result', 'nd_builtin_cache'].includes(raw[0]!)) throw invalid(`mask prefix not allowed: ${raw[0]}`);
+  for (const segment of raw) checkPathSegment(segment);
+  return { op, path, value, parts: raw.map(goPathEscape) };
+}
+
+/** OPA's newMaskRuleSet: the value of the mask rule must be an array (a Rego set). */
+export function parseMaskRules(value: unknown): MaskRule[] {
+  if (!Array.isArray(value)) throw invalid(`unexpected rule format ${JSON.stringify(value)}`);
+  return value.map((item): MaskRule => {
+    if (typeof item === 'string') return newRule(item, 'remove', undefined);
+    if (isObject(item)) {
+      const op = item['op'];
+      if ('op' in item && (typeof op !== 'string' || op === '')) throw invalid(`invalid "op" value: ${JSON.stringify(op)}`);
+      const path = item['path'];
+      if ('path' in item && (typeof path !== 'string' || path === '')) throw invalid(`invalid "path" value: ${JSON.stringify(path)}`);
+      // A missing value is Go's nil: JSON null.
+      const rule = newRule(typeof path === 'string' ? path : '', 'remove', Object.hasOwn(item, 'value') ? item['value'] : null);
+      if (op !== 'remove' && op !== 'upsert') throw invalid(`mask op is not supported: ${typeof op === 'string' ? op : ''}`);
+      return { ...rule, op };
+    }
+    throw invalid(`invalid mask rule format encountered: ${Array.isArray(item) ? 'array' : typeof item}`);
+  });
+}
+
+const INVALID = Symbol('invalid object');
+
+/** mask.go removeValue: walk to the parent, delete the key or splice the index. */
+function removeValue(path: readonly string[], root: Json): typeof INVALID | undefined {
+  if (path.length === 0) return undefined;
+  const target = path[path.length - 1]!;
+  let node: Json = root;
+  let parent: Json = undefined;
+  let parentKey = '';
+  for (let i = 0; i < path.length - 1; i++) {
+    const key = path[i]!;
+    if (isObject(node)) {
+      if (!Object.hasOwn(node, key)) return INVALID;
+      parent = node;
+      parentKey = key;
+      node = node[key];
+    } else if (Array.isArray(node)) {
+      const index = goAtoi(key);
+      if (index === undefined || index < 0 || index >= node.length) return INVALID;
+      parent = node;
+      parentKey = key;
+      node = node[index];
+    } else {
+      return INVALID;
+    }
+  }
+  if (isObject(node)) {
+    if (!Object.hasOwn(node, target)) return INVALID;
+    delete node[target];
+    return undefined;
+  }
+  if (Array.isArray(node)) {
+    const index = goAtoi(target);
+    if (index === undefined || index < 0 || index >= node.length) return INVALID;
+    const spliced = [...node.slice(0, index), ...node.slice(index + 1)];
+    if (Array.isArray(parent)) {
+      const at = goAtoi(parentKey);
+      if (at === undefined) return INVALID;
+      parent[at] = spliced;
+    } else if (isObject(parent)) {
+      parent[parentKey] = spliced;
+    } else {
+      return INVALID;
+    }
+    return undefined;
+  }
+  return INVALID;
+}
+
+/** mask.go mkdirp: create missing objects on the way, then set. */
+function mkdirp(root: JsonObject, path: readonly string[], value: Json): typeof INVALID | undefined {
+  if (path.length === 0) return undefined;
+  let node: Json = root;
+  for (let i = 0; i < path.length - 1; i++) {
+    const key = path[i]!;
+    if (isObject(node)) {
+      if (!Object.hasOwn(node, key)) node[key] = {};
+      node = node[key];
+    } else if (Array.isArray(node)) {
+      const index = goAtoi(key);
+      if (index === undefined || index < 0) return INVALID;
+      // Go appends nils to a local copy of the slice: the parent never sees them.
+      node = index < node.length ? node[index] : null;
+    } else {
+      return INVALID;
+    }
+  }
+  const last = path[path.length - 1]!;
+  if (isObject(node)) {
+    node[last] = value;
+    return undefined;
+  }
+  if (Array.isArray(node)) {
+    const index = goAtoi(last);
+    if (index === undefined || index < 0 || index >= node.length) return INVALID;
+    node[index] = value;
+    return undefined;
+  }
+  return INVALID;
+}
+
+const copy = <T>(value: T): T => (value === undefined ? value : structuredClone(value));
+
+/**
+ * Apply rules in order to a copy of the event (input and result deep-copied), appending to
+ * `erased` and `masked` as OPA does.
+ */
+export function applyMaskRules(event: DecisionEventV1, rules: readonly MaskRule[]): DecisionEventV1 {
+  const state: { input: Json; result: Json } = { input: copy(event.input), result: copy(event.result) };
+  const erased = [...(event.erased ?? [])];
+  const masked = [...(event.masked ?? [])];
+  for (const rule of rules) {
+    const part = rule.parts[0];
+    if (part !== 'input' && part !== 'result') continue; // nd_builtin_cache: never present
+    if (state[part] === undefined) continue;
+    const full = rule.parts.length === 1;
+    const shown = `/${rule.parts.join('/')}`;
+    if (rule.op === 'remove') {
+      if (full) state[part] = undefined;
+      else if (removeValue(rule.parts.slice(1), state[part]) === INVALID) continue;
+      erased.push(shown);
+    } else {
+      if (full) state[part] = copy(rule.value);
+      else {
+        const root = state[part];
+        if (!isObject(root)) continue;
+        if (mkdirp(root, rule.parts.slice(1), copy(rule.value)) === INVALID) continue;
+      }
+      masked.push(shown);
+    }
+  }
+  const { input: _input, result: _result, erased: _erased, masked: _masked, ...rest } = event;
+  return {
+    ...rest,
+    ...(state.input === undefined ? {} : { input: state.input }),
+    ...(state.result === undefined ? {} : { result: state.result }),
+    ...(erased.length === 0 ? {} : { erased }),
+    ...(masked.length === 0 ? {} : { masked }),
+  };
+}

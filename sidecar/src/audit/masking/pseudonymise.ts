@@ -1,0 +1,74 @@
+/**
+ * Keyed pseudonymisation (GDPR Art. 4(5)) of configured identifier fields in a decision
+ * event: each value is replaced by `hmac-sha256:<base64url of HMAC-SHA-256(key, canonical
+ * JSON of the value)>` with the tenant's secret key (node:crypto). The same identifier gets
+ * the same pseudonym within a tenant, so an auditor can still follow one subject through the
+ * log; without the key the mapping cannot be reversed or recomputed, and tenants' pseudonyms
+ * cannot be linked. Pure apart from the HMAC.
+ *
+ * Fields are RFC 6901 JSON pointers under /input or /result; a segment `*` stands for every
+ * element of an array or every value of an object. Missing fields are skipped. The pointers
+ * that matched are listed in the event's `pseudonymised`.
+ */
+import { createHmac } from 'node:crypto';
+import { ErrorCodes, PavilionError } from '../../lib/errors.ts';
+import { parseFieldPointer, type FieldPointer } from '../../lib/field-pointer.ts';
+import { canonicalJson } from '../../lib/canonical-json.ts';
+import type { DecisionEventV1 } from '../decision-event.ts';
+
+export const PSEUDONYM_PREFIX = 'hmac-sha256:';
+export const MIN_PSEUDONYM_KEY_BYTES = 32;
+
+export type PseudonymField = FieldPointer;
+
+/** Parse and check a configured field pointer. Throws ERR_CONFIG_INVALID. */
+export const parsePseudonymField = parseFieldPointer;
+
+export function pseudonym(key: Uint8Array, value: unknown): string {
+  return PSEUDONYM_PREFIX + createHmac('sha256', key).update(canonicalJson(value), 'utf8').digest('base64url');
+}
+
+function replaceAt(node: unknown, segments: readonly string[], at: number, replace: (value: unknown) => unknown): boolean {
+  if (typeof node !== 'object' || node === null) return false;
+  const segment = segments[at]!;
+  const last = at === segments.length - 1;
+  const container = node as Record<string, unknown>;
+  const keys = segment === '*'
+    ? Object.keys(container)
+    : Array.isArray(node)
+      ? (/^(0|[1-9][0-9]*)$/.test(segment) && Number(segment) < node.length ? [segment] : [])
+      : (Object.hasOwn(container, segment) ? [segment] : []);
+  let hit = false;
+  for (const key of keys) {
+    if (last) {
+      container[key] = replace(container[key]);
+      hit = true;
+    } else if (replaceAt(container[key], segments, at + 1, replace)) {
+      hit = true;
+    }
+  }
+  return hit;
+}
+
+/** Pseudonymise `fields` in a copy of the event. */
+export function pseudonymiseEvent(event: DecisionEventV1, fields: readonly PseudonymField[], key: Uint8Array): DecisionEventV1 {
+  if (key.length < MIN_PSEUDONYM_KEY_BYTES) {
+    throw new PavilionError(ErrorCodes.AUDIT_MASK_FAILED, `pseudonymisation keys must have at least ${MIN_PSEUDONYM_KEY_BYTES} bytes`);
+  }
+  const state: { input: unknown; result: unknown } = {
+    input: event.input === undefined ? undefined : structuredClone(event.input),
+    result: event.result === undefined ? undefined : structuredClone(event.result),
+  };
+  const applied: string[] = [...(event.pseudonymised ?? [])];
+  for (const field of fields) {
+    if (replaceAt(state[field.root], field.segments, 0, (value) => pseudonym(key, value))) applied.push(field.pointer);
+  }
+  if (applied.length === (event.pseudonymised?.length ?? 0)) return event;
+  const { input: _input, result: _result, ...rest } = event;
+  return {
+    ...rest,
+    ...(state.input === undefined ? {} : { input: state.input }),
+    ...(state.result === undefined ? {} : { result: state.result }),
+    pseudonymised: applied,
+  };
+}

@@ -1,0 +1,124 @@
+/**
+ * Delta data updates with OPA's `patch.json` semantics (docs: management-bundles, "Delta
+ * Bundles"; OPA applies them with its storage patch operations):
+ *
+ *   upsert  - set the value at the path, creating missing parent objects; on an array,
+ *             insert at an index (or append with `-`);
+ *   remove  - delete the value at the path, which must exist;
+ *   replace - overwrite the value at the path, which must exist.
+ *
+ * Paths are JSON-pointer-like (`/bank/limits/EUR`, `~1` for '/', `~0` for '~'). A delta's
+ * roots must equal its snapshot's, and every path must lie under one of them. Operations
+ * apply in order to a copy; any failure refuses the whole delta and nothing changes.
+ * Pure: no I/O.
+ */
+import { ErrorCodes, PavilionError } from '../lib/errors.ts';
+import { pathWithin } from './archive.ts';
+
+export interface PatchOperation {
+  readonly op: 'upsert' | 'remove' | 'replace';
+  readonly path: string;
+  readonly value?: unknown;
+}
+
+function invalid(message: string): PavilionError {
+  return new PavilionError(ErrorCodes.BUNDLE_DELTA_INVALID, `delta is invalid: ${message}`);
+}
+
+function split(path: string): string[] {
+  return path.split('/').filter((s) => s !== '');
+}
+
+export function parsePatchPath(path: string): string[] {
+  const trimmed = path.replace(/^\/+|\/+$/g, '');
+  if (trimmed === '') throw invalid('a patch path must not be the data root');
+  return trimmed.split('/').map((segment) => {
+    if (/~(?![01])/.test(segment)) throw invalid(`bad escape in patch path ${JSON.stringify(path)}`);
+    return segment.replaceAll('~1', '/').replaceAll('~0', '~');
+  });
+}
+
+/** Validate a `patch.json` document: `{"data": [{op, path, value}]}`. */
+export function parsePatch(value: unknown): PatchOperation[] {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw invalid('patch must be an object');
+  const data = (value as { data?: unknown }).data;
+  if (!Array.isArray(data)) throw invalid('patch.data must be an array of operations');
+  return data.map((raw: unknown, i): PatchOperation => {
+    if (typeof raw !== 'object' || raw === null) throw invalid(`data[${i}] must be an object`);
+    const { op, path, value: v } = raw as Record<string, unknown>;
+    if (op !== 'upsert' && op !== 'remove' && op !== 'replace') throw invalid(`data[${i}]: bad patch operation ${JSON.stringify(op)}`);
+    if (typeof path !== 'string') throw invalid(`data[${i}].path must be a string`);
+    if (op !== 'remove' && !Object.hasOwn(raw, 'value')) throw invalid(`data[${i}]: ${op} needs a value`);
+    return op === 'remove' ? { op, path } : { op, path, value: v };
+  });
+}
+
+/** A delta's roots must be its snapshot's (same set). */
+export function checkDeltaRoots(deltaRoots: readonly string[], snapshotRoots: readonly string[]): void {
+  const a = [...new Set(deltaRoots.map((r) => split(r).join('/')))].sort();
+  const b = [...new Set(snapshotRoots.map((r) => split(r).join('/')))].sort();
+  if (a.length !== b.length || a.some((r, i) => r !== b[i])) {
+    throw new PavilionError(ErrorCodes.BUNDLE_DELTA_ROOTS, `delta roots ${JSON.stringify(deltaRoots)} differ from the snapshot's ${JSON.stringify(snapshotRoots)}`);
+  }
+}
+
+type Container = Record<string, unknown> | unknown[];
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function child(container: unknown, key: string): unknown {
+  if (Array.isArray(container)) return /^\d+$/.test(key) ? container[Number(key)] : undefined;
+  if (isObject(container)) return Object.hasOwn(container, key) ? container[key] : undefined;
+  return undefined;
+}
+
+function setOwn(target: Record<string, unknown>, key: string, value: unknown): void {
+  Object.defineProperty(target, key, { value, writable: true, enumerable: true, configurable: true });
+}
+
+function arrayIndex(array: unknown[], key: string, allowEnd: boolean, path: string): number {
+  if (allowEnd && key === '-') return array.length;
+  if (!/^(0|[1-9]\d*)$/.test(key)) throw invalid(`${path}: ${JSON.stringify(key)} is not an array index`);
+  const index = Number(key);
+  if (index > array.length || (!allowEnd && index === array.length)) throw invalid(`${path}: index ${index} is out of range`);
+  return index;
+}
+
+/** Apply operations to a copy of `data`; `roots` confine every path. */
+export function applyPatch(data: Record<string, unknown>, operations: readonly PatchOperation[], roots: readonly string[]): Record<string, unknown> {
+  const result = structuredClone(data);
+  const rootPaths = roots.map(split);
+  for (const { op, path, value } of operations) {
+    const segments = parsePatchPath(path);
+    if (!rootPaths.some((root) => pathWithin(segments, root))) {
+      throw new PavilionError(ErrorCodes.BUNDLE_DELTA_ROOTS, `delta path ${path} is outside the bundle's roots ${JSON.stringify(roots)}`);
+    }
+    const parentPath = segments.slice(0, -1);
+    const key = segments.at(-1) as string;
+    let parent: unknown = result;
+    for (let i = 0; i < parentPath.length; i++) {
+      const segment = parentPath[i] as string;
+      let next = child(parent, segment);
+      if (next === undefined && op === 'upsert' && isObject(parent)) {
+        next = {};
+        setOwn(parent, segment, next);
+      }
+      if (typeof next !== 'object' || next === null) throw invalid(`${op} ${path}: document missing at /${parentPath.slice(0, i + 1).join('/')}`);
+      parent = next;
+    }
+    const container = parent as Container;
+    if (Array.isArray(container)) {
+      if (op === 'upsert') container.splice(arrayIndex(container, key, true, path), 0, structuredClone(value));
+      else if (op === 'remove') container.splice(arrayIndex(container, key, false, path), 1);
+      else container[arrayIndex(container, key, false, path)] = structuredClone(value);
+      continue;
+    }
+    const exists = Object.hasOwn(container, key);
+    if (op !== 'upsert' && !exists) throw invalid(`${op} ${path}: document missing`);
+    if (op === 'remove') delete container[key];
+    else setOwn(container, key, structuredClone(value));
+  }
+  return result;
+}

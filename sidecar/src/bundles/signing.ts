@@ -1,0 +1,270 @@
+/**
+ * Bundle signatures with OPA's format and rules (docs: management-bundles, "Signing"), so a
+ * bundle signed by `opa build --signing-key` verifies here and one signed by
+ * `pavilion bundle sign` verifies in OPA.
+ *
+ * `.signatures.json` = `{"signatures": ["<JWS compact>"]}` with exactly one JWT. Its payload
+ * lists every file of the bundle (`files: [{name, hash, algorithm}]`) plus `scope`, `iat`,
+ * `iss`, and the deprecated `keyid`. Verification, failing closed at each step with its code:
+ *
+ *   1. a signature when none is configured, or none when one is required -> refused;
+ *   2. the key id is the header `kid`, else the payload `keyid`; it must be in the tenant's
+ *      trusted set (a key of another tenant is unknown here);
+ *   3. the JWS must verify with that key and exactly that key's algorithm (jose);
+ *   4. `scope` must equal the tenant's configured scope;
+ *   5. the signed file list must equal the bundle's files (minus `.signatures.json`), and
+ *      every digest must match (`file-hash.ts`).
+ */
+import { createPrivateKey, createPublicKey, createSecretKey, type KeyObject } from 'node:crypto';
+import { gunzipSync, gzipSync } from 'node:zlib';
+import { CompactSign, compactVerify, decodeProtectedHeader } from 'jose';
+import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
+import { DEFAULT_FILE_HASH_ALGORITHM, hashBundleFile } from './file-hash.ts';
+import { readTar, writeTar } from './tar.ts';
+
+export const SIGNING_ALGORITHMS = [
+  'ES256', 'ES384', 'ES512', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'EdDSA', 'HS256', 'HS384', 'HS512',
+] as const;
+export type SigningAlgorithm = (typeof SIGNING_ALGORITHMS)[number];
+
+export function isSigningAlgorithm(value: unknown): value is SigningAlgorithm {
+  return typeof value === 'string' && (SIGNING_ALGORITHMS as readonly string[]).includes(value);
+}
+
+export interface VerificationKey {
+  readonly id: string;
+  readonly algorithm: SigningAlgorithm;
+  readonly key: KeyObject;
+}
+
+export interface SignaturePolicy {
+  /** The tenant's trusted keys, by key id. */
+  readonly keys: ReadonlyMap<string, VerificationKey>;
+  /** The `scope` claim a signature must carry (default: the tenant id). */
+  readonly scope: string;
+  /** Development only: accept bundles without `.signatures.json`. */
+  readonly allowUnsigned: boolean;
+}
+
+export interface SignatureInfo {
+  readonly signed: boolean;
+  readonly keyId?: string;
+  readonly algorithm?: string;
+  /** The signature's `iat` (seconds), when it has one. */
+  readonly issuedAt?: number;
+  readonly issuer?: string;
+}
+
+const SIGNATURES_FILE = '.signatures.json';
+
+function invalid(message: string, cause?: unknown): PavilionError {
+  return new PavilionError(ErrorCodes.BUNDLE_SIGNATURE_INVALID, `bundle signature is invalid: ${message}`, cause === undefined ? {} : { cause });
+}
+
+function keyError(id: string, message: string, cause?: unknown): PavilionError {
+  return new PavilionError(ErrorCodes.BUNDLE_KEY_INVALID, `key ${id}: ${message}`, cause === undefined ? {} : { cause });
+}
+
+/** The algorithm a public key implies when none is configured (RSA defaults to RS256, as in OPA). */
+export function defaultAlgorithmFor(key: KeyObject): SigningAlgorithm | undefined {
+  switch (key.asymmetricKeyType) {
+    case 'ec': {
+      const curve = key.asymmetricKeyDetails?.namedCurve;
+      return curve === 'prime256v1' ? 'ES256' : curve === 'secp384r1' ? 'ES384' : curve === 'secp521r1' ? 'ES512' : undefined;
+    }
+    case 'ed25519': return 'EdDSA';
+    case 'rsa': return 'RS256';
+    case 'rsa-pss': return 'PS256';
+    default: return undefined;
+  }
+}
+
+function keyMatchesAlgorithm(key: KeyObject, algorithm: SigningAlgorithm): boolean {
+  if (algorithm.startsWith('HS')) return key.type === 'secret';
+  if (algorithm === 'EdDSA') return key.asymmetricKeyType === 'ed25519';
+  if (algorithm.startsWith('ES')) return defaultAlgorithmFor(key) === algorithm;
+  if (algorithm.startsWith('PS')) return key.asymmetricKeyType === 'rsa' || key.asymmetricKeyType === 'rsa-pss';
+  return key.asymmetricKeyType === 'rsa';
+}
+
+/** A verification key from PEM (public key or certificate) or, for HS*, a shared secret. */
+export function loadVerificationKey(id: string, material: string, algorithm?: SigningAlgorithm): VerificationKey {
+  let key: KeyObject;
+  try {
+    key = algorithm?.startsWith('HS') === true ? createSecretKey(Buffer.from(material, 'utf8')) : createPublicKey(material);
+  } catch (error) {
+    throw keyError(id, `cannot parse the key (${describeThrown(error)})`, error);
+  }
+  const chosen = algorithm ?? defaultAlgorithmFor(key);
+  if (chosen === undefined) throw keyError(id, `unsupported key type ${key.asymmetricKeyType ?? key.type}`);
+  if (!keyMatchesAlgorithm(key, chosen)) throw keyError(id, `a ${key.asymmetricKeyType ?? key.type} key cannot verify ${chosen}`);
+  return { id, algorithm: chosen, key };
+}
+
+interface SignedFile {
+  readonly name: string;
+  readonly hash: string;
+  readonly algorithm: string;
+}
+
+function bareName(name: string): string {
+  return name.startsWith('/') ? name.slice(1) : name;
+}
+
+function parseSignatures(raw: Buffer): string {
+  let value: unknown;
+  try {
+    value = JSON.parse(raw.toString('utf8'));
+  } catch (error) {
+    throw invalid(`${SIGNATURES_FILE} is not JSON (${describeThrown(error)})`);
+  }
+  const signatures = (value as { signatures?: unknown } | null)?.signatures;
+  if (!Array.isArray(signatures)) throw invalid(`${SIGNATURES_FILE} has no "signatures" array`);
+  if (signatures.length === 0) throw invalid(`${SIGNATURES_FILE}: missing JWT (expected exactly one)`);
+  if (signatures.length > 1) throw invalid(`${SIGNATURES_FILE}: multiple JWTs not supported (expected exactly one)`);
+  const token = signatures[0];
+  if (typeof token !== 'string') throw invalid(`${SIGNATURES_FILE}: the signature is not a string`);
+  return token;
+}
+
+function unverifiedPayload(token: string): Record<string, unknown> {
+  const part = token.split('.')[1];
+  if (part === undefined) throw invalid('not a compact JWS');
+  try {
+    const value: unknown = JSON.parse(Buffer.from(part, 'base64url').toString('utf8'));
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error('payload is not an object');
+    return value as Record<string, unknown>;
+  } catch (error) {
+    throw invalid(`cannot decode the JWT payload (${describeThrown(error)})`);
+  }
+}
+
+function signedFiles(payload: Record<string, unknown>): Map<string, SignedFile> {
+  const files = payload['files'];
+  if (!Array.isArray(files)) throw invalid('the payload has no "files" list');
+  const out = new Map<string, SignedFile>();
+  for (const entry of files as unknown[]) {
+    const { name, hash, algorithm } = (entry ?? {}) as Record<string, unknown>;
+    if (typeof name !== 'string' || typeof hash !== 'string') throw invalid('a "files" entry needs string name and hash');
+    if (typeof algorithm !== 'string' || algorithm === '') throw invalid(`no hashing algorithm provided for file ${name}`);
+    const key = bareName(name);
+    if (out.has(key)) throw invalid(`file ${key} is listed twice`);
+    out.set(key, { name: key, hash: hash.toLowerCase(), algorithm });
+  }
+  return out;
+}
+
+/**
+ * Verify a bundle's files (as `readBundle` returns them, names starting with '/') against
+ * the tenant's signature policy. Returns what the signature says; throws a typed error.
+ */
+export async function verifyBundleSignature(files: ReadonlyMap<string, Buffer>, policy: SignaturePolicy): Promise<SignatureInfo> {
+  const raw = files.get(`/${SIGNATURES_FILE}`);
+  if (raw === undefined) {
+    if (policy.allowUnsigned) return { signed: false };
+    throw new PavilionError(ErrorCodes.BUNDLE_SIGNATURE_MISSING, 'bundle is not signed and the tenant requires signed bundles (bundle missing .signatures.json file)');
+  }
+  if (policy.keys.size === 0) {
+    throw new PavilionError(ErrorCodes.BUNDLE_SIGNATURE_UNEXPECTED, 'bundle is signed but the tenant has no verification keys configured');
+  }
+  const token = parseSignatures(raw);
+  const payload = unverifiedPayload(token);
+  let keyId: unknown;
+  try {
+    keyId = decodeProtectedHeader(token).kid;
+  } catch (error) {
+    throw invalid(`cannot decode the JWT header (${describeThrown(error)})`, error);
+  }
+  if (keyId === undefined || keyId === '') keyId = payload['keyid'];
+  if (typeof keyId !== 'string' || keyId === '') throw invalid('verification key ID is empty (no kid header and no keyid claim)');
+  const key = policy.keys.get(keyId);
+  if (key === undefined) {
+    throw new PavilionError(ErrorCodes.BUNDLE_SIGNATURE_KEY_UNKNOWN, `bundle is signed with key ${JSON.stringify(keyId)}, which this tenant does not trust`, {
+      details: { keyId, trusted: [...policy.keys.keys()] },
+    });
+  }
+  try {
+    await compactVerify(token, key.key, { algorithms: [key.algorithm] });
+  } catch (error) {
+    throw invalid(`the JWT does not verify with key ${keyId} (${key.algorithm}): ${describeThrown(error)}`, error);
+  }
+  if (payload['scope'] !== policy.scope) {
+    throw new PavilionError(ErrorCodes.BUNDLE_SIGNATURE_SCOPE, `bundle signature scope ${JSON.stringify(payload['scope'] ?? null)} is not ${JSON.stringify(policy.scope)}`, {
+      details: { expected: policy.scope },
+    });
+  }
+  const signed = signedFiles(payload);
+  for (const [name, bytes] of files) {
+    const bare = bareName(name);
+    if (bare === SIGNATURES_FILE) continue;
+    const entry = signed.get(bare);
+    if (entry === undefined) {
+      throw new PavilionError(ErrorCodes.BUNDLE_SIGNATURE_FILES, `file ${bare} not included in bundle signature`, { details: { file: bare } });
+    }
+    const digest = hashBundleFile(name, bytes, entry.algorithm);
+    if (digest !== entry.hash) {
+      throw new PavilionError(ErrorCodes.BUNDLE_SIGNATURE_FILES, `${bare}: digest mismatch (want: ${entry.hash}, got: ${digest})`, { details: { file: bare } });
+    }
+    signed.delete(bare);
+  }
+  if (signed.size > 0) {
+    const missing = [...signed.keys()];
+    throw new PavilionError(ErrorCodes.BUNDLE_SIGNATURE_FILES, `file(s) ${missing.join(', ')} in signature but not in bundle`, { details: { files: missing } });
+  }
+  const iat = payload['iat'];
+  const iss = payload['iss'];
+  return {
+    signed: true,
+    keyId,
+    algorithm: key.algorithm,
+    ...(typeof iat === 'number' ? { issuedAt: iat } : {}),
+    ...(typeof iss === 'string' ? { issuer: iss } : {}),
+  };
+}
+
+export interface SignOptions {
+  /** PEM private key, or the shared secret for HS*. */
+  readonly key: string;
+  readonly algorithm: SigningAlgorithm;
+  readonly keyId: string;
+  /** Normally the tenant id. */
+  readonly scope: string;
+  readonly issuer?: string;
+  /** Seconds since the epoch; default now. */
+  readonly issuedAt?: number;
+  readonly hashAlgorithm?: string;
+}
+
+/** Sign a bundle archive: returns a new archive with `.signatures.json` (replacing any old one). */
+export async function signBundle(archive: Buffer, options: SignOptions): Promise<Buffer> {
+  let key: KeyObject;
+  try {
+    key = options.algorithm.startsWith('HS') ? createSecretKey(Buffer.from(options.key, 'utf8')) : createPrivateKey(options.key);
+  } catch (error) {
+    throw new PavilionError(ErrorCodes.BUNDLE_SIGNING_FAILED, `cannot read the signing key: ${describeThrown(error)}`, { cause: error });
+  }
+  let entries;
+  try {
+    entries = readTar(gunzipSync(archive)).filter((entry) => bareName(entry.name) !== SIGNATURES_FILE);
+  } catch (error) {
+    throw new PavilionError(ErrorCodes.BUNDLE_SIGNING_FAILED, `cannot read the bundle to sign: ${describeThrown(error)}`, { cause: error });
+  }
+  const algorithm = options.hashAlgorithm ?? DEFAULT_FILE_HASH_ALGORITHM;
+  const payload = {
+    files: entries.map((entry) => ({ name: bareName(entry.name), hash: hashBundleFile(entry.name, entry.data, algorithm), algorithm })),
+    iat: options.issuedAt ?? Math.floor(Date.now() / 1000),
+    ...(options.issuer === undefined ? {} : { iss: options.issuer }),
+    keyid: options.keyId,
+    scope: options.scope,
+  };
+  let token: string;
+  try {
+    token = await new CompactSign(Buffer.from(JSON.stringify(payload), 'utf8'))
+      .setProtectedHeader({ alg: options.algorithm, kid: options.keyId, typ: 'JWT' })
+      .sign(key);
+  } catch (error) {
+    throw new PavilionError(ErrorCodes.BUNDLE_SIGNING_FAILED, `signing failed: ${describeThrown(error)}`, { cause: error });
+  }
+  const signatures = Buffer.from(JSON.stringify({ signatures: [token] }), 'utf8');
+  return gzipSync(writeTar([...entries, { name: `/${SIGNATURES_FILE}`, data: signatures }]));
+}

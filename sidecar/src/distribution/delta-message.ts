@@ -1,0 +1,35 @@
+/**
+ * A delta update as published on `<prefix>.delta.<tenant>`: OPA's `patch.json` plus the
+ * deploy it applies to (`base`, the pointer's KV revision) and its place in that deploy's
+ * sequence of deltas (1, 2, 3, ...). Pure parsing.
+ */
+import { parsePatch, type PatchOperation } from '../bundles/index.ts';
+import { ErrorCodes, PavilionError } from '../lib/errors.ts';
+
+export interface DeltaMessage {
+  readonly v: 1;
+  readonly tenant: string;
+  readonly base: number;
+  readonly sequence: number;
+  readonly roots: readonly string[];
+  readonly patch: { readonly data: readonly PatchOperation[] };
+}
+
+export function parseDelta(bytes: Uint8Array, tenant: string): DeltaMessage {
+  let value: unknown;
+  try {
+    value = JSON.parse(Buffer.from(bytes).toString('utf8'));
+  } catch {
+    throw new PavilionError(ErrorCodes.BUNDLE_DELTA_INVALID, 'delta is not JSON');
+  }
+  const d = (value ?? {}) as Record<string, unknown>;
+  const bad = (message: string): PavilionError => new PavilionError(ErrorCodes.BUNDLE_DELTA_INVALID, `delta is invalid: ${message}`);
+  if (d['v'] !== 1) throw bad('unsupported version');
+  if (d['tenant'] !== tenant) throw bad(`names tenant ${JSON.stringify(d['tenant'])} on ${tenant}'s subject`);
+  for (const field of ['base', 'sequence'] as const) {
+    if (typeof d[field] !== 'number' || !Number.isInteger(d[field]) || (d[field] as number) < 1) throw bad(`${field} must be a positive integer`);
+  }
+  const roots = d['roots'];
+  if (!Array.isArray(roots) || !roots.every((r): r is string => typeof r === 'string')) throw bad('roots must be an array of strings');
+  return { v: 1, tenant, base: d['base'] as number, sequence: d['sequence'] as number, roots, patch: { data: parsePatch(d['patch']) } };
+}

@@ -1,0 +1,370 @@
+/**
+ * The sidecar side of bundle distribution over NATS JetStream.
+ *
+ * - start: connect (retrying forever with backoff and jitter, in the background when the
+ *   server is not there: the tenants already serve their last known good revisions);
+ * - a KV watch over every pointer delivers each tenant's current pointer, then every move;
+ * - each move: download by digest, then the tenant manager's gate (signature, replay,
+ *   test vectors) and an atomic swap; one tenant at a time in order, only the newest
+ *   pending pointer is applied (a burst of pushes ends on the last one);
+ * - after every reconnect, every tenant's pointer is read again (resync), so a move made
+ *   while this sidecar was cut off is never missed, whatever the watch saw;
+ * - its OPA-shaped status report goes to the status KV bucket on every change and on an
+ *   interval, which is what `pavilion bundle status` reads.
+ */
+import type { NatsConnection } from '@nats-io/transport-node';
+import type { KvWatchEntry } from '@nats-io/kv';
+import type { NatsConfig } from '../config/index.ts';
+import { DeliverPolicy, jetstream, type ConsumerMessages } from '@nats-io/jetstream';
+import { ErrorCodes, PavilionError, isPavilionError, wrapError } from '../lib/errors.ts';
+import { parseDelta, type DeltaMessage } from './delta-message.ts';
+import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
+import { withDeadline } from '../lib/lifecycle.ts';
+import type { Metrics } from '../telemetry/index.ts';
+import type { TenantManager } from '../tenants/index.ts';
+import { NatsBundleStore, connectNats } from './nats-bundle-store.ts';
+import type { PointerEntry } from './pointer.ts';
+import type { StatusReport } from './status-report.ts';
+
+export interface NatsDistributionOptions {
+  readonly config: NatsConfig;
+  readonly tenants: TenantManager;
+  readonly maxBundleBytes: number;
+  /** This sidecar's id in status reports (the config's labels.id). */
+  readonly sidecarId: string;
+  readonly statusReport: () => StatusReport;
+  readonly metrics?: Metrics;
+  readonly log?: (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => void;
+}
+
+type ConnectionState = 'connecting' | 'connected' | 'reconnecting' | 'closed';
+
+interface TenantQueue {
+  /** Highest pointer sequence applied or refused for good. */
+  applied: number;
+  pending: PointerEntry | undefined;
+  running: Promise<void> | undefined;
+  /** Live deltas, one at a time (the tenant manager orders them with activations). */
+  deltas: Promise<void>;
+  /** A delta is missing: later ones wait in the stream, and each new arrival rebuilds. */
+  deltaGap: boolean;
+}
+
+/** Refusals that will not change on retry; anything else (network) is retried at the next resync. */
+function isFinal(error: unknown): boolean {
+  return isPavilionError(error) && error.code !== ErrorCodes.DISTRIBUTION_UNAVAILABLE && error.code !== ErrorCodes.DISTRIBUTION_PERMISSION;
+}
+
+export class NatsDistribution implements Component {
+  readonly name = 'distribution';
+  readonly #options: NatsDistributionOptions;
+  readonly #queues = new Map<string, TenantQueue>();
+  #nc: NatsConnection | undefined;
+  #store: NatsBundleStore | undefined;
+  #state: ConnectionState = 'connecting';
+  #reconnects = 0;
+  #lastSync: string | undefined;
+  #lastError: string | undefined;
+  #statusTimer: NodeJS.Timeout | undefined;
+  #stopping = false;
+  #connecting: Promise<void> | undefined;
+  #retryWake: (() => void) | undefined;
+  #deltaMessages: ConsumerMessages | undefined;
+
+  constructor(options: NatsDistributionOptions) {
+    this.#options = options;
+  }
+
+  async start(): Promise<void> {
+    this.#options.metrics?.distributionConnected.set(0);
+    this.#connecting = this.#connect();
+    // Wait a bounded time for the first sync; past it, serve the last known good and keep trying.
+    await withDeadline(this.#connecting, this.#options.config.connectTimeoutMs);
+  }
+
+  async #connect(): Promise<void> {
+    // First connection: our own retry loop (cancellable by stop), then the client's
+    // built-in reconnection (forever, with backoff and jitter) takes over.
+    let nc: NatsConnection | undefined;
+    const { reconnectWaitMs, reconnectJitterMs } = this.#options.config;
+    while (nc === undefined && !this.#stopping) {
+      try {
+        nc = await connectNats(this.#options.config);
+      } catch (error) {
+        this.#lastError = wrapError(error, ErrorCodes.DISTRIBUTION_UNAVAILABLE, 'connecting').message;
+        await new Promise<void>((resolve) => {
+          this.#retryWake = resolve;
+          setTimeout(resolve, reconnectWaitMs + Math.random() * reconnectJitterMs);
+        });
+      }
+    }
+    if (nc === undefined) return;
+    if (this.#stopping) {
+      await nc.close();
+      return;
+    }
+    this.#nc = nc;
+    this.#store = new NatsBundleStore(nc, this.#options.config);
+    this.#state = 'connected';
+    this.#options.metrics?.distributionConnected.set(1);
+    void this.#watchStatus(nc);
+    void this.#watchPointers();
+    void this.#watchDeltas();
+    await this.#resync();
+    this.#statusTimer = setInterval(() => void this.publishStatus(), this.#options.config.statusIntervalMs);
+    this.#statusTimer.unref();
+  }
+
+  async #watchStatus(nc: NatsConnection): Promise<void> {
+    for await (const event of nc.status()) {
+      if (event.type === 'disconnect') {
+        this.#state = 'reconnecting';
+        this.#options.metrics?.distributionConnected.set(0);
+        this.#options.log?.('warn', 'bundle distribution disconnected; serving the active revisions', { server: String(event.server ?? '') });
+      } else if (event.type === 'reconnect') {
+        this.#state = 'connected';
+        this.#reconnects++;
+        this.#options.metrics?.distributionConnected.set(1);
+        this.#options.metrics?.distributionReconnects.inc();
+        this.#options.log?.('info', 'bundle distribution reconnected; resynchronising every pointer');
+        void this.#resync();
+      }
+    }
+  }
+
+  async #watchPointers(): Promise<void> {
+    const store = this.#store;
+    if (store === undefined) return;
+    // The watch outlives disconnects (an ordered consumer that resumes); if it ends or
+    // fails, open it again after a pause, and resync so nothing in between is lost.
+    while (!this.#stopping) {
+      try {
+        const kv = await store.pointers(true);
+        const watch = await kv.watch({ key: '>' });
+        for await (const entry of watch) {
+          if (this.#stopping) break;
+          this.#onKvEntry(entry);
+        }
+      } catch (error) {
+        this.#lastError = wrapError(error, ErrorCodes.DISTRIBUTION_UNAVAILABLE, 'watching pointers').message;
+      }
+      if (this.#stopping) return;
+      await new Promise((resolve) => setTimeout(resolve, this.#options.config.reconnectWaitMs).unref());
+      void this.#resync();
+    }
+  }
+
+  /** Live deltas: the next in sequence applies at once; a gap makes the tenant rebuild from its snapshot. */
+  async #watchDeltas(): Promise<void> {
+    const store = this.#store;
+    if (store === undefined) return;
+    while (!this.#stopping) {
+      try {
+        await store.ensureDeltaStream();
+        const consumer = await jetstream(store.nc).consumers.get(store.deltaStream, {
+          filter_subjects: [`${this.#options.config.subjectPrefix}.delta.>`], deliver_policy: DeliverPolicy.New,
+        });
+        const messages = await consumer.consume();
+        this.#deltaMessages = messages;
+        for await (const m of messages) {
+          if (this.#stopping) break;
+          const tenant = m.subject.slice(m.subject.lastIndexOf('.') + 1);
+          if (!this.#options.tenants.has(tenant)) continue;
+          let delta: DeltaMessage;
+          try {
+            delta = parseDelta(m.data, tenant);
+          } catch (error) {
+            this.#options.tenants.reportFailure(tenant, error);
+            continue;
+          }
+          this.#onDelta(tenant, delta);
+        }
+      } catch (error) {
+        this.#lastError = wrapError(error, ErrorCodes.DISTRIBUTION_UNAVAILABLE, 'watching deltas').message;
+      }
+      if (this.#stopping) return;
+      await new Promise((resolve) => setTimeout(resolve, this.#options.config.reconnectWaitMs).unref());
+    }
+  }
+
+  #onDelta(tenant: string, delta: DeltaMessage): void {
+    const state = this.#options.tenants.deltaState(tenant);
+    // A delta for another deploy: older ones are obsolete; a newer deploy's deltas are
+    // replayed once its pointer has been applied.
+    if (state === undefined || state.base !== delta.base || delta.sequence <= state.sequence) return;
+    const queue = this.#queue(tenant);
+    queue.deltas = queue.deltas.then(async () => {
+      const now = this.#options.tenants.deltaState(tenant);
+      if (now?.base !== delta.base || delta.sequence <= now.sequence) return;
+      if (delta.sequence === now.sequence + 1 && !queue.deltaGap) {
+        await this.#options.tenants.applyDeltas(tenant, [{ ...delta, operations: delta.patch.data }], 'append').catch(() => undefined);
+      } else {
+        await this.#replayDeltas(tenant);
+      }
+    }).catch(() => undefined);
+  }
+
+  /** Rebuild the tenant's data from its snapshot and every stored delta of its deploy. */
+  async #replayDeltas(tenant: string): Promise<void> {
+    const store = this.#store;
+    const state = this.#options.tenants.deltaState(tenant);
+    if (store === undefined || state?.base === undefined) return;
+    let all: DeltaMessage[];
+    try {
+      all = (await store.deltas(tenant)).filter((d) => d.base === state.base).sort((a, b) => a.sequence - b.sequence);
+    } catch {
+      return; // retried at the next resync
+    }
+    const contiguous: DeltaMessage[] = [];
+    for (const d of all) {
+      if (d.sequence === contiguous.length + 1) contiguous.push(d);
+      else if (d.sequence > contiguous.length + 1) break;
+    }
+    if (contiguous.length > 0 && (contiguous.length !== state.sequence || all.length > contiguous.length)) {
+      await this.#options.tenants.applyDeltas(tenant, contiguous.map((d) => ({ ...d, operations: d.patch.data })), 'rebuild').catch(() => undefined);
+    }
+    const missing = all.find((d) => d.sequence > contiguous.length + 1);
+    this.#queue(tenant).deltaGap = missing !== undefined;
+    if (missing !== undefined) {
+      this.#options.tenants.reportFailure(tenant, new PavilionError(ErrorCodes.BUNDLE_DELTA_SEQUENCE,
+        `delta ${contiguous.length + 1} of deploy ${state.base} is missing; serving the snapshot with deltas 1-${contiguous.length}`,
+        { details: { base: state.base, applied: contiguous.length, next: missing.sequence } }));
+    }
+  }
+
+  #onKvEntry(kvEntry: KvWatchEntry): void {
+    const tenant = kvEntry.key;
+    if (!this.#options.tenants.discover(tenant)) return; // not a tenant of this sidecar
+    let entry: PointerEntry | undefined;
+    try {
+      entry = NatsBundleStore.entry(tenant, kvEntry);
+    } catch (error) {
+      this.#options.tenants.reportFailure(tenant, error);
+      this.#options.metrics?.distributionUpdates.inc({ tenant, outcome: isPavilionError(error) ? error.code : 'error' });
+      return;
+    }
+    if (entry !== undefined) this.#offer(tenant, entry);
+  }
+
+  /** Read every tenant's pointer again (after a reconnect, or a broken watch). */
+  async #resync(): Promise<void> {
+    const store = this.#store;
+    if (store === undefined) return;
+    try {
+      const tenants = new Set(this.#options.tenants.ids());
+      for (const id of await store.tenants()) if (this.#options.tenants.discover(id)) tenants.add(id);
+      await Promise.all([...tenants].map(async (tenant) => {
+        try {
+          const entry = await store.current(tenant);
+          if (entry !== undefined) this.#offer(tenant, entry);
+        } catch (error) {
+          if (isFinal(error)) this.#options.tenants.reportFailure(tenant, error);
+        }
+      }));
+      this.#lastSync = new Date().toISOString();
+      this.#lastError = undefined;
+      await Promise.all([...this.#queues.values()].map((q) => q.running));
+    } catch (error) {
+      this.#lastError = wrapError(error, ErrorCodes.DISTRIBUTION_UNAVAILABLE, 'resynchronising').message;
+    }
+  }
+
+  #queue(tenant: string): TenantQueue {
+    let queue = this.#queues.get(tenant);
+    if (queue === undefined) {
+      queue = { applied: this.#options.tenants.tenant(tenant)?.origin?.sequence ?? 0, pending: undefined, running: undefined, deltas: Promise.resolve(), deltaGap: false };
+      this.#queues.set(tenant, queue);
+    }
+    return queue;
+  }
+
+  #offer(tenant: string, entry: PointerEntry): void {
+    const queue = this.#queue(tenant);
+    if (entry.sequence <= queue.applied || (queue.pending !== undefined && entry.sequence <= queue.pending.sequence)) {
+      this.#options.metrics?.distributionUpdates.inc({ tenant, outcome: 'stale' });
+      return;
+    }
+    queue.pending = entry;
+    if (queue.running === undefined) queue.running = this.#drain(tenant, queue);
+  }
+
+  async #drain(tenant: string, queue: TenantQueue): Promise<void> {
+    while (queue.pending !== undefined && !this.#stopping) {
+      const entry = queue.pending;
+      queue.pending = undefined;
+      await this.#apply(tenant, queue, entry);
+    }
+    queue.running = undefined;
+  }
+
+  async #apply(tenant: string, queue: TenantQueue, entry: PointerEntry): Promise<void> {
+    const store = this.#store;
+    if (store === undefined) return;
+    const { pointer, sequence } = entry;
+    try {
+      const archive = await store.fetch(pointer, this.#options.maxBundleBytes).catch((error: unknown) => {
+        throw this.#options.tenants.reportFailure(tenant, error);
+      });
+      await this.#options.tenants.activate(tenant, archive, { kind: pointer.action, sequence });
+      queue.applied = Math.max(queue.applied, sequence);
+      await this.#replayDeltas(tenant); // deltas published on this deploy before we had it
+      this.#options.metrics?.distributionUpdates.inc({ tenant, outcome: 'ok' });
+      const pushedAt = Date.parse(pointer.pushed_at);
+      if (Number.isFinite(pushedAt)) this.#options.metrics?.rolloutSeconds.observe(Math.max(0, Date.now() - pushedAt) / 1000);
+      this.#options.log?.('info', 'bundle activated', { tenant, revision: pointer.revision, deploy: sequence, action: pointer.action });
+    } catch (error) {
+      const code = isPavilionError(error) ? error.code : ErrorCodes.INTERNAL;
+      this.#options.metrics?.distributionUpdates.inc({ tenant, outcome: code });
+      // A refused bundle stays refused; a network failure is retried at the next resync.
+      if (isFinal(error)) queue.applied = Math.max(queue.applied, sequence);
+      this.#options.log?.('warn', 'bundle refused; the previous revision keeps serving', { tenant, revision: pointer.revision, deploy: sequence, code });
+    }
+    void this.publishStatus();
+  }
+
+  /** Put this sidecar's status report in the status bucket (best effort). */
+  async publishStatus(): Promise<void> {
+    const store = this.#store;
+    if (store === undefined || this.#state !== 'connected') return;
+    try {
+      const kv = await store.statusBucket();
+      const report = { ...this.#options.statusReport(), sidecar: this.#options.sidecarId, reported_at: new Date().toISOString() };
+      await kv.put(this.#options.sidecarId, Buffer.from(JSON.stringify(report)));
+    } catch {
+      // status is advisory; the next interval tries again
+    }
+  }
+
+  /** Wait until every queued pointer has been handled (tests, benchmarks). */
+  async settled(): Promise<void> {
+    await Promise.all([...this.#queues.values()].flatMap((q) => [q.running, q.deltas]));
+  }
+
+  status(): ComponentStatus {
+    const details = {
+      connection: this.#state,
+      servers: this.#options.config.servers,
+      reconnects: this.#reconnects,
+      ...(this.#lastSync === undefined ? {} : { lastSync: this.#lastSync }),
+      ...(this.#lastError === undefined ? {} : { lastError: this.#lastError }),
+    };
+    if (this.#state === 'connected') return { state: 'OK', details };
+    return {
+      state: 'WARN',
+      message: `bundle distribution (NATS) is ${this.#state === 'connecting' ? 'not reachable yet' : 'disconnected'}; active revisions keep serving and updates resume on reconnect`,
+      details,
+    };
+  }
+
+  async stop(deadlineMs: number): Promise<void> {
+    this.#stopping = true;
+    this.#state = 'closed';
+    if (this.#statusTimer !== undefined) clearInterval(this.#statusTimer);
+    this.#retryWake?.();
+    this.#deltaMessages?.stop();
+    // a first connection still in flight closes itself when it lands
+    if (this.#connecting !== undefined) await withDeadline(this.#connecting, deadlineMs);
+    const nc = this.#nc;
+    if (nc !== undefined) await withDeadline(nc.close(), deadlineMs);
+  }
+}

@@ -1,0 +1,144 @@
+/**
+ * The PKCS#11 checkpoint signer against a real SoftHSM2 token in a token directory of its
+ * own (SOFTHSM2_CONF, set before C_Initialize): key generated on the token and not
+ * extractable, ECDSA P-256 signatures that the software verifier accepts, key rotation, and
+ * each setup failure with its code. Needs softhsm2 + opensc (scripts/install-softhsm.sh,
+ * which scripts/test.sh runs).
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { createCheckpointSigner } from '../sidecar/src/audit/index.ts';
+import { Keyring, Pkcs11Module, SoftwareSigner, checkpointMessage, ecPointToSpki, verifyDecisionProof, verifyLogFile } from '../sidecar/src/audit/log/index.ts';
+import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
+import { decisionEvent, openLog, tempDir, walPath } from './audit/fixtures.ts';
+
+const MODULE = ['/usr/lib/softhsm/libsofthsm2.so', '/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so'].find((p) => existsSync(p));
+const TOKEN = 'pavilion-audit-test';
+const PIN = '246810';
+
+let module: Pkcs11Module;
+
+before(async () => {
+  assert.ok(MODULE !== undefined, 'SoftHSM2 is not installed: run bash scripts/install-softhsm.sh');
+  const dir = await tempDir('pavilion-softhsm-');
+  await mkdir(join(dir, 'tokens'));
+  const conf = join(dir, 'softhsm2.conf');
+  await writeFile(conf, `directories.tokendir = ${join(dir, 'tokens')}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n`);
+  process.env['SOFTHSM2_CONF'] = conf;
+  execFileSync('softhsm2-util', ['--init-token', '--free', '--label', TOKEN, '--pin', PIN, '--so-pin', '13579'], { env: process.env, stdio: 'pipe' });
+  module = Pkcs11Module.open(MODULE);
+});
+
+after(() => module?.close());
+
+const setupFails = async (promise: () => Promise<unknown>, pattern: RegExp): Promise<void> => {
+  await assert.rejects(promise, (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_SIGNER_CONFIG) && pattern.test(e.message));
+};
+
+describe('PKCS#11 signer (SoftHSM2)', () => {
+  it('generates a non-extractable P-256 key on the token; its checkpoints verify with the software verifier', async () => {
+    const signer = await module.signer({ tokenLabel: TOKEN, pin: PIN, keyLabel: 'checkpoint-2026', generate: true });
+    assert.deepEqual(signer.attributes, { extractable: false, sensitive: true, neverExtractable: true, token: true });
+    assert.match(signer.keyId, /^p256:[0-9a-f]{32}$/);
+
+    const dir = await tempDir();
+    const log = await openLog(dir, signer, { checkpointEveryEvents: 4 });
+    for (let i = 0; i < 10; i++) await log.append(decisionEvent(i));
+    const proof = await log.proveInclusion('decision-000009');
+    await log.stop(5000);
+    const ring = new Keyring();
+    ring.add(signer.publicKeySpki);
+    assert.equal(verifyDecisionProof(proof, ring).keyId, signer.keyId);
+    const result = await verifyLogFile(walPath(dir), ring);
+    assert.equal(result.checkpoints, 3);
+    assert.deepEqual(result.keyIds, [signer.keyId]);
+  });
+
+  it('finds the same key again by label (a restart), and signs concurrently without mixing operations', async () => {
+    const first = await module.signer({ tokenLabel: TOKEN, pin: PIN, keyLabel: 'checkpoint-2026' });
+    const again = await module.signer({ tokenLabel: TOKEN, pin: PIN, keyLabel: 'checkpoint-2026' });
+    assert.equal(again.keyId, first.keyId);
+    const ring = new Keyring();
+    ring.add(first.publicKeySpki);
+    const body = { origin: 'pavilion-test/bank', tree_size: 1, root_hash: '00'.repeat(32), timestamp: '2026-11-28T12:00:00.000Z', key_id: first.keyId };
+    const signatures = await Promise.all(Array.from({ length: 40 }, (_, i) => (i % 2 === 0 ? first : again).sign(checkpointMessage({ ...body, tree_size: i }))));
+    signatures.forEach((signature, i) => {
+      ring.verifyCheckpoint({ version: 1, algorithm: 'ecdsa-p256-sha256', ...body, tree_size: i, signature: signature.toString('base64') });
+    });
+  });
+
+  it('rotates: a second key on the token signs later checkpoints; the log verifies with both public keys', async () => {
+    const oldKey = await module.signer({ tokenLabel: TOKEN, pin: PIN, keyLabel: 'checkpoint-2026' });
+    const newKey = await module.signer({ tokenLabel: TOKEN, pin: PIN, keyLabel: 'checkpoint-2027', generate: true });
+    assert.notEqual(newKey.keyId, oldKey.keyId);
+    const dir = await tempDir();
+    const log = await openLog(dir, oldKey);
+    await log.append(decisionEvent(1));
+    await log.checkpoint();
+    log.rotateSigner(newKey);
+    await log.append(decisionEvent(2));
+    await log.stop(5000);
+    const ring = new Keyring();
+    ring.add(newKey.publicKeySpki);
+    await assert.rejects(verifyLogFile(walPath(dir), ring), (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_KEY_UNKNOWN));
+    ring.add(oldKey.publicKeySpki);
+    assert.equal((await verifyLogFile(walPath(dir), ring)).checkpoints, 2);
+  });
+
+  it('refuses each bad setup with ERR_AUDIT_SIGNER_CONFIG', async () => {
+    await setupFails(() => module.signer({ tokenLabel: 'no-such-token', pin: PIN, keyLabel: 'k' }), /no token labelled/);
+    await setupFails(() => module.signer({ tokenLabel: TOKEN, pin: PIN, keyLabel: 'absent-key' }), /no EC private key/);
+    assert.throws(() => Pkcs11Module.open('/nonexistent/libpkcs11.so'), (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_SIGNER_CONFIG));
+    assert.throws(() => ecPointToSpki(Buffer.from('0441', 'hex')), (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_SIGNER_CONFIG));
+    assert.throws(() => ecPointToSpki(undefined), (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_SIGNER_CONFIG));
+  });
+
+  it('refuses a wrong PIN with ERR_AUDIT_SIGNER_CONFIG', async () => {
+    // A separate process: a PKCS#11 login is per application, and this one is logged in.
+    const script = `
+      import { Pkcs11Module } from ${JSON.stringify(new URL('../sidecar/src/audit/log/index.ts', import.meta.url).href)};
+      const m = Pkcs11Module.open(${JSON.stringify(MODULE)});
+      try { await m.signer({ tokenLabel: ${JSON.stringify(TOKEN)}, pin: '000000', keyLabel: 'checkpoint-2026' }); console.log('no error'); }
+      catch (e) { console.log(e.code, e.message); } finally { m.close(); }`;
+    const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { env: process.env, encoding: 'utf8' });
+    assert.match(out, /^ERR_AUDIT_SIGNER_CONFIG .*login .* failed.*CKR_PIN_INCORRECT/);
+  });
+
+  it("the configured 'pkcs11' signer drives a whole AuditLogSink (own process: one C_Initialize per process)", async () => {
+    const dir = await tempDir();
+    const sinkModule = JSON.stringify(new URL('../sidecar/src/audit/index.ts', import.meta.url).href);
+    const fixtures = JSON.stringify(new URL('./audit/fixtures.ts', import.meta.url).href);
+    const script = `
+      import { AuditLogSink, createCheckpointSigner } from ${sinkModule};
+      import { decisionEvent } from ${fixtures};
+      const signer = { kind: 'pkcs11', modulePath: ${JSON.stringify(MODULE)}, tokenLabel: ${JSON.stringify(TOKEN)}, keyLabel: 'sidecar-key', pinEnv: 'TEST_HSM_PIN', generateKey: true };
+      const sink = new AuditLogSink({ directory: ${JSON.stringify(dir)}, originPrefix: 'hsm-test', createSigner: () => createCheckpointSigner(signer),
+        settings: { fsync: 'always', fsyncIntervalMs: 100, groupCommitMaxDelayMs: 0, groupCommitMaxBytes: 1 << 20, maxDiskBytes: 1 << 30,
+          onFull: 'refuse', blockTimeoutMs: 100, maxEventBytes: 1 << 20, checkpointEveryEvents: 2, checkpointIntervalMs: 60000 } });
+      await sink.start();
+      for (let i = 0; i < 5; i++) await sink.append(decisionEvent(i));
+      console.log(sink.status().details.key_id);
+      await sink.stop(5000);`;
+    const keyId = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { env: { ...process.env, TEST_HSM_PIN: PIN }, encoding: 'utf8' }).trim();
+    const onToken = await module.signer({ tokenLabel: TOKEN, pin: PIN, keyLabel: 'sidecar-key' });
+    assert.equal(keyId, onToken.keyId, 'the key was generated on the token');
+    const keys = Keyring.load(join(dir, 'keys'));
+    assert.deepEqual(keys.ids(), [onToken.keyId], 'its public key was published');
+    const result = await verifyLogFile(join(dir, 'tenants', 'bank', 'audit.wal'), keys);
+    assert.equal(result.leaves, 5);
+    assert.equal(result.unsignedLeaves, 0);
+    await assert.rejects(createCheckpointSigner({ kind: 'pkcs11', modulePath: MODULE!, tokenLabel: TOKEN, keyLabel: 'k', pinEnv: 'UNSET_PIN_VARIABLE', generateKey: false }, {}),
+      (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_SIGNER_CONFIG) && /UNSET_PIN_VARIABLE is not set/.test(e.message));
+  });
+
+  it('the software signer and the token produce the same signature encoding (r||s, 64 bytes)', async () => {
+    const token = await module.signer({ tokenLabel: TOKEN, pin: PIN, keyLabel: 'checkpoint-2026' });
+    const message = Buffer.from('same encoding');
+    assert.equal((await token.sign(message)).length, 64);
+    assert.equal((await SoftwareSigner.generate().sign(message)).length, 64);
+  });
+});

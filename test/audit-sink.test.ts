@@ -1,0 +1,145 @@
+/**
+ * The audit log as the sidecar's decision sink (`decisionLog.sink: 'audit'`): config parsing
+ * with each refusal, and a real Pavilion whose decisions end up in a per-tenant log that
+ * verifies offline with the published public key.
+ */
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { AuditLogSink, Keyring, SoftwareSigner, verifyDecisionProof, verifyLogFile } from '../sidecar/src/audit/index.ts';
+import { parseConfig } from '../sidecar/src/config/index.ts';
+import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
+import { decisionEvent, tempDir } from './audit/fixtures.ts';
+import { post, startPavilion } from './harness/pavilion-harness.ts';
+
+const invalid = (raw: unknown, pattern: RegExp): void => {
+  assert.throws(() => parseConfig(raw, '/base'), (e: unknown) => isPavilionError(e, ErrorCodes.CONFIG_INVALID) && pattern.test(e.message), String(pattern));
+};
+
+describe('decisionLog.audit config', () => {
+  it('gives every key a default with its unit, resolving paths against the config file', () => {
+    const config = parseConfig({ decisionLog: { sink: 'audit', audit: { directory: 'var/audit' } } }, '/base');
+    assert.deepEqual(config.decisionLog.audit, {
+      directory: '/base/var/audit',
+      fsync: 'always',
+      fsyncIntervalMs: 100,
+      groupCommitMaxDelayMs: 0,
+      groupCommitMaxBytes: 1024 * 1024,
+      maxDiskBytes: 1024 * 1024 * 1024,
+      onFull: 'refuse',
+      blockTimeoutMs: 1000,
+      maxEventBytes: 1024 * 1024,
+      checkpointEveryEvents: 1000,
+      checkpointIntervalMs: 10_000,
+      signer: { kind: 'software', keyFile: '/base/var/audit/checkpoint-key.pem' },
+    });
+    assert.equal(parseConfig({}).decisionLog.sink, 'file', 'the NDJSON file stays the default');
+    assert.equal(parseConfig({}).decisionLog.audit, undefined);
+    const hsm = parseConfig({ decisionLog: { sink: 'audit', audit: { signer: { kind: 'pkcs11', modulePath: '/usr/lib/softhsm/libsofthsm2.so', tokenLabel: 't', keyLabel: 'k' } } } });
+    assert.deepEqual(hsm.decisionLog.audit?.signer, { kind: 'pkcs11', modulePath: '/usr/lib/softhsm/libsofthsm2.so', tokenLabel: 't', keyLabel: 'k', pinEnv: 'PAVILION_PKCS11_PIN', generateKey: false });
+  });
+
+  it('refuses each bad value', () => {
+    const audit = (a: Record<string, unknown>): unknown => ({ decisionLog: { sink: 'audit', audit: a } });
+    invalid({ decisionLog: { sink: 'file', audit: {} } }, /decisionLog\.audit: is only used with sink 'audit'/);
+    invalid(audit({ fsynch: 'always' }), /audit\.fsynch: unknown key/);
+    invalid(audit({ fsync: 'sometimes' }), /audit\.fsync: must be one of/);
+    invalid(audit({ onFull: 'drop' }), /audit\.onFull: must be one of 'block', 'refuse'/);
+    invalid(audit({ maxDiskBytes: 10 }), /audit\.maxDiskBytes/);
+    invalid(audit({ maxDiskBytes: 65536, maxEventBytes: 65536 }), /audit\.maxEventBytes: must be below maxDiskBytes/);
+    invalid(audit({ checkpointEveryEvents: 0 }), /audit\.checkpointEveryEvents/);
+    invalid(audit({ groupCommitMaxDelayMs: -1 }), /audit\.groupCommitMaxDelayMs/);
+    invalid(audit({ signer: { kind: 'cloud' } }), /audit\.signer\.kind: must be one of/);
+    invalid(audit({ signer: { kind: 'software', pin: '1' } }), /audit\.signer\.pin: unknown key/);
+    invalid(audit({ signer: { kind: 'pkcs11', tokenLabel: 't', keyLabel: 'k' } }), /audit\.signer\.modulePath: is required/);
+    invalid(audit({ signer: { kind: 'pkcs11', modulePath: 'm', tokenLabel: 't', keyLabel: 'k', pinEnv: '1234' } }), /pinEnv: must be an environment variable name/);
+  });
+});
+
+describe('decisionLog.privacy config', () => {
+  it('masks by OPA rules by default and pseudonymises nothing unless fields are named', () => {
+    const config = parseConfig({ decisionLog: { privacy: { pseudonymiseFields: ['/input/subject/id'], pseudonymiseFieldsByTenant: { bank: ['/input/account'] }, pseudonymKeyDirectory: 'keys' } } }, '/base');
+    assert.deepEqual(config.decisionLog.privacy, {
+      maskPolicy: true,
+      pseudonymiseFields: ['/input/subject/id'],
+      pseudonymiseFieldsByTenant: { bank: ['/input/account'] },
+      pseudonymKeyDirectory: '/base/keys',
+    });
+    assert.deepEqual(parseConfig({}).decisionLog.privacy.pseudonymiseFields, []);
+    assert.equal(parseConfig({}).decisionLog.privacy.maskPolicy, true);
+  });
+
+  it('refuses each bad value', () => {
+    const privacy = (p: Record<string, unknown>): unknown => ({ decisionLog: { privacy: p } });
+    invalid(privacy({ mask: true }), /privacy\.mask: unknown key/);
+    invalid(privacy({ maskPolicy: 'yes' }), /privacy\.maskPolicy: must be a boolean/);
+    invalid(privacy({ pseudonymiseFields: '/input/a' }), /pseudonymiseFields: must be an array/);
+    invalid(privacy({ pseudonymiseFields: ['/headers/a'] }), /pseudonymiseFields\[0\]: .*must start with \/input\/ or \/result\//);
+    invalid(privacy({ pseudonymiseFields: ['/input'] }), /pseudonymiseFields\[0\]: .*not all of it/);
+    invalid(privacy({ pseudonymiseFieldsByTenant: { 'Bad-Tenant': [] } }), /tenant ids must match/);
+    invalid(privacy({ pseudonymiseFieldsByTenant: { bank: [1] } }), /pseudonymiseFieldsByTenant\.bank: must be an array of JSON pointers/);
+  });
+});
+
+describe('AuditLogSink', () => {
+  it('routes events per tenant, publishes its key, and refuses visibly (status, rejected write)', async () => {
+    const dir = await tempDir();
+    const sink = new AuditLogSink({
+      directory: dir,
+      originPrefix: 'pavilion-test',
+      settings: {
+        fsync: 'always', fsyncIntervalMs: 100, groupCommitMaxDelayMs: 0, groupCommitMaxBytes: 1 << 20, maxDiskBytes: 4096 + 2000,
+        onFull: 'refuse', blockTimeoutMs: 100, maxEventBytes: 1500, checkpointEveryEvents: 100, checkpointIntervalMs: 60_000,
+      },
+      createSigner: async () => SoftwareSigner.generate(),
+    });
+    await sink.start();
+    const receipt = await sink.append(decisionEvent(1));
+    assert.equal(receipt.origin, 'pavilion-test/bank');
+    await sink.write(decisionEvent(2, { tenant: 'hospital' }));
+    await sink.write(decisionEvent(3, { tenant: '' }));
+    let refused = 0;
+    for (let i = 10; i < 20; i++) await sink.write(decisionEvent(i)).catch((e: unknown) => (refused += isPavilionError(e, ErrorCodes.AUDIT_LOG_FULL) ? 1 : 0));
+    assert.ok(refused > 0);
+    void sink.write(decisionEvent(99)); // not awaited: must not become an unhandled rejection
+    await new Promise((r) => setTimeout(r, 20));
+    const status = sink.status();
+    assert.equal(status.state, 'WARN');
+    assert.ok(((status.details as { refused_events: number }).refused_events) >= refused);
+    const proof = await sink.proveInclusion('hospital', 'decision-000002');
+    await sink.stop(5000);
+    const keys = Keyring.load(join(dir, 'keys'));
+    assert.equal(verifyDecisionProof(proof, keys).origin, 'pavilion-test/hospital');
+    assert.equal((await verifyLogFile(join(dir, 'tenants', '_unrouted', 'audit.wal'), keys)).leaves, 1);
+    await assert.rejects(sink.append(decisionEvent(5)), (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_LOG_CLOSED));
+  });
+
+  it("is the sidecar's sink with decisionLog.sink 'audit': decisions over HTTP verify offline", async () => {
+    const auditDir = await tempDir();
+    const app = await startPavilion({
+      config: { decisionLog: { sink: 'audit', audit: { directory: auditDir, checkpointEveryEvents: 3 } } },
+    });
+    const ids: string[] = [];
+    try {
+      for (let i = 0; i < 5; i++) {
+        const response = await post(`${app.url}/v1/data/bank/authz/allow`, { input: { subject: { id: `c${i}` } } }, { 'x-pavilion-tenant': 'bank' });
+        assert.equal(response.status, 200);
+        ids.push(String(response.body['decision_id']));
+      }
+      assert.equal(app.pavilion.sink.status().state, 'OK', JSON.stringify(app.pavilion.sink.status()));
+    } finally {
+      await app.stop();
+    }
+    const keys = Keyring.load(join(auditDir, 'keys'));
+    const log = await verifyLogFile(join(auditDir, 'tenants', 'bank', 'audit.wal'), keys);
+    assert.equal(log.leaves, 5);
+    assert.equal(log.unsignedLeaves, 0, 'stop signs a final checkpoint');
+    const { proveFromLogFile } = await import('../sidecar/src/audit/index.ts');
+    for (const id of ids) {
+      const verified = verifyDecisionProof(await proveFromLogFile(join(auditDir, 'tenants', 'bank', 'audit.wal'), id), keys, { decisionId: id });
+      assert.equal(verified.tenant, 'bank');
+    }
+    assert.match(await readFile(join(auditDir, 'checkpoint-key.pem'), 'utf8'), /BEGIN PRIVATE KEY/);
+  });
+});

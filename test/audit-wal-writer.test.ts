@@ -1,0 +1,129 @@
+/**
+ * The WAL writer's durability policies and group commit, and its failure mode, against a
+ * file handle double that records what was asked of the disk.
+ */
+import assert from 'node:assert/strict';
+import type { FileHandle } from 'node:fs/promises';
+import { describe, it } from 'node:test';
+import { WalWriter, type WalWriterOptions } from '../sidecar/src/audit/log/wal-writer.ts';
+import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
+
+class FakeHandle {
+  writes: number[] = [];
+  syncs = 0;
+  bytes: Buffer[] = [];
+  failWrites = false;
+  failSync = false;
+  closed = false;
+
+  async writev(buffers: Buffer[], position: number): Promise<{ bytesWritten: number; buffers: Buffer[] }> {
+    if (this.failWrites) throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
+    this.writes.push(position);
+    this.bytes.push(...buffers);
+    return { bytesWritten: buffers.reduce((n, b) => n + b.length, 0), buffers };
+  }
+
+  async datasync(): Promise<void> {
+    if (this.failSync) throw Object.assign(new Error('EIO: i/o error'), { code: 'EIO' });
+    this.syncs++;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+  }
+}
+
+const options = (overrides: Partial<WalWriterOptions> = {}): WalWriterOptions => ({
+  fsync: 'always', fsyncIntervalMs: 20, groupCommitMaxDelayMs: 0, groupCommitMaxBytes: 1 << 20,
+  maxDiskBytes: 1 << 30, onFull: 'refuse', blockTimeoutMs: 100, ...overrides,
+});
+
+function writer(handle: FakeHandle, overrides: Partial<WalWriterOptions> = {}): WalWriter {
+  return new WalWriter(handle as unknown as FileHandle, 16, options(overrides));
+}
+
+async function append(w: WalWriter, frame: Buffer): Promise<number> {
+  const waiting = w.reserve(frame.length);
+  if (waiting !== undefined) await waiting;
+  const { offset, durable } = w.append(frame);
+  await durable;
+  return offset;
+}
+
+describe('WAL writer', () => {
+  it("fsync 'always': a batch is acknowledged only after its fdatasync; offsets follow the file", async () => {
+    const handle = new FakeHandle();
+    const w = writer(handle);
+    const offsets = await Promise.all(Array.from({ length: 50 }, () => append(w, Buffer.alloc(10))));
+    assert.deepEqual(offsets, Array.from({ length: 50 }, (_, i) => 16 + i * 10));
+    assert.ok(handle.writes.length < 50, `${handle.writes.length} writes for 50 frames`);
+    assert.equal(handle.syncs, handle.writes.length, 'one fdatasync per batch');
+    await w.close();
+    assert.ok(handle.closed);
+  });
+
+  it("fsync 'interval': acknowledged after the write, fdatasync'ed on the interval", async () => {
+    const handle = new FakeHandle();
+    const w = writer(handle, { fsync: 'interval', fsyncIntervalMs: 20 });
+    await append(w, Buffer.alloc(10));
+    assert.equal(handle.syncs, 0);
+    await new Promise((r) => setTimeout(r, 60));
+    assert.ok(handle.syncs >= 1);
+    await w.close();
+  });
+
+  it("fsync 'never': never fdatasyncs, not even at close", async () => {
+    const handle = new FakeHandle();
+    const w = writer(handle, { fsync: 'never' });
+    await append(w, Buffer.alloc(10));
+    await w.close();
+    assert.equal(handle.syncs, 0);
+  });
+
+  it('groupCommitMaxDelayMs gathers frames into one batch; groupCommitMaxBytes starts it early', async () => {
+    const handle = new FakeHandle();
+    const w = writer(handle, { groupCommitMaxDelayMs: 30, groupCommitMaxBytes: 1000 });
+    const started = performance.now();
+    await Promise.all(Array.from({ length: 10 }, () => append(w, Buffer.alloc(10))));
+    assert.equal(handle.writes.length, 1);
+    assert.ok(performance.now() - started >= 25, 'waited for the delay');
+    const big = performance.now();
+    await Promise.all(Array.from({ length: 10 }, () => append(w, Buffer.alloc(100))));
+    assert.ok(performance.now() - big < 25, 'a full batch does not wait for the delay');
+    await w.close();
+  });
+
+  it('a failed write fails the batch, everything queued and every later append with ERR_AUDIT_LOG_IO', async () => {
+    const handle = new FakeHandle();
+    const w = writer(handle);
+    await append(w, Buffer.alloc(10));
+    handle.failWrites = true;
+    await assert.rejects(append(w, Buffer.alloc(10)), (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_LOG_IO) && /ENOSPC/.test(e.message));
+    handle.failWrites = false;
+    assert.throws(() => w.reserve(10), (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_LOG_IO));
+    assert.ok(w.failure !== undefined);
+  });
+
+  it('a failed fdatasync fails the batch with ERR_AUDIT_LOG_IO', async () => {
+    const handle = new FakeHandle();
+    handle.failSync = true;
+    const w = writer(handle);
+    await assert.rejects(append(w, Buffer.alloc(10)), (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_LOG_IO) && /EIO/.test(e.message));
+  });
+
+  it('closing refuses blocked writers with ERR_AUDIT_LOG_CLOSED and later appends too', async () => {
+    const handle = new FakeHandle();
+    const w = writer(handle, { maxDiskBytes: 16 + 4096 + 10, onFull: 'block', blockTimeoutMs: 5000 });
+    await append(w, Buffer.alloc(10));
+    const blocked = append(w, Buffer.alloc(10));
+    await new Promise((r) => setTimeout(r, 10));
+    await w.close();
+    await assert.rejects(blocked, (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_LOG_CLOSED));
+    assert.throws(() => w.reserve(1), (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_LOG_CLOSED));
+  });
+
+  it('a frame larger than the whole budget is refused at once, even when blocking', () => {
+    const w = writer(new FakeHandle(), { maxDiskBytes: 16 + 4096 + 100, onFull: 'block' });
+    assert.throws(() => w.reserve(200), (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_LOG_FULL));
+  });
+});

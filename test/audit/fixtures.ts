@@ -1,0 +1,88 @@
+/** Shared pieces of the audit log tests: events, logs in temp directories, file surgery. */
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { DecisionEventV1 } from '../../sidecar/src/audit/index.ts';
+import {
+  AuditLog,
+  FILE_HEADER_BYTES,
+  FrameDecoder,
+  SoftwareSigner,
+  WAL_FILE,
+  encodeFrame,
+  type AuditLogOptions,
+  type CheckpointSigner,
+  type RecordType,
+} from '../../sidecar/src/audit/log/index.ts';
+
+export function decisionEvent(n: number, extra: Partial<DecisionEventV1> = {}): DecisionEventV1 {
+  return {
+    labels: { id: 'pavilion-test', version: '0.1.0' },
+    decision_id: `decision-${String(n).padStart(6, '0')}`,
+    tenant: 'bank',
+    bundles: { bank: { revision: 'rev-1' } },
+    path: 'bank/authz/allow',
+    input: { subject: { id: `cust-${n}` }, action: 'accounts.read', n },
+    result: n % 3 !== 0,
+    requested_by: '127.0.0.1:5000',
+    timestamp: '2026-11-28T12:00:00.000Z',
+    metrics: { timer_rego_query_eval_ns: 1000 },
+    req_id: n,
+    ...extra,
+  };
+}
+
+export async function tempDir(prefix = 'pavilion-audit-'): Promise<string> {
+  return mkdtemp(join(tmpdir(), prefix));
+}
+
+export function logOptions(directory: string, signer: CheckpointSigner, overrides: Partial<AuditLogOptions> = {}): AuditLogOptions {
+  return {
+    directory,
+    origin: 'pavilion-test/bank',
+    signer,
+    fsync: 'always',
+    fsyncIntervalMs: 100,
+    groupCommitMaxDelayMs: 0,
+    groupCommitMaxBytes: 1024 * 1024,
+    maxDiskBytes: 1024 * 1024 * 1024,
+    onFull: 'refuse',
+    blockTimeoutMs: 1000,
+    maxEventBytes: 1024 * 1024,
+    checkpointEveryEvents: 1000,
+    checkpointIntervalMs: 60_000,
+    clock: () => Date.parse('2026-11-28T12:00:00.000Z'),
+    ...overrides,
+  };
+}
+
+export async function openLog(directory: string, signer: CheckpointSigner = SoftwareSigner.generate(), overrides: Partial<AuditLogOptions> = {}): Promise<AuditLog> {
+  const log = new AuditLog(logOptions(directory, signer, overrides));
+  await log.start();
+  return log;
+}
+
+export interface FileRecord {
+  type: RecordType;
+  index: number;
+  payload: Buffer;
+  offset: number;
+}
+
+/** Decode a log file into its header and records (the file must be intact). */
+export async function readRecords(directory: string): Promise<{ header: Buffer; records: FileRecord[] }> {
+  const bytes = await readFile(join(directory, WAL_FILE));
+  const decoder = new FrameDecoder(FILE_HEADER_BYTES);
+  const records = decoder.push(bytes.subarray(FILE_HEADER_BYTES)).map((r) => ({ type: r.type, index: r.index, payload: r.payload, offset: r.offset }));
+  if (decoder.finish() !== undefined) throw new Error('fixture: the log file is damaged');
+  return { header: Buffer.from(bytes.subarray(0, FILE_HEADER_BYTES)), records };
+}
+
+/** Write records back, with correct framing (an attacker who fixes the CRCs). */
+export async function writeRecords(directory: string, header: Buffer, records: readonly FileRecord[]): Promise<void> {
+  await writeFile(join(directory, WAL_FILE), Buffer.concat([header, ...records.map((r) => encodeFrame(r.type, r.index, r.payload))]));
+}
+
+export function walPath(directory: string): string {
+  return join(directory, WAL_FILE);
+}

@@ -1,0 +1,442 @@
+/**
+ * Bundle distribution over a real nats-server with JetStream: push, watch, hot swap,
+ * rollback, history, status, refusals (each with its code, the old revision serving), a
+ * NATS outage under load, and a restart without NATS serving the last known good.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { gzipSync } from 'node:zlib';
+import { after, before, describe, test } from 'node:test';
+import { parseConfig, type NatsConfig } from '../sidecar/src/config/index.ts';
+import { NatsBundleStore, connectNats, encodePointer, sha256Hex, type BundlePointer } from '../sidecar/src/distribution/index.ts';
+import { buildFixtureBundle } from './harness/fixtures.ts';
+import { startNats, type RunningNats } from './harness/nats-server.ts';
+import { get, post, signForTest, startPavilion, type RunningPavilion } from './harness/pavilion-harness.ts';
+
+const run = promisify(execFile);
+
+function moduleFor(rev: string): string {
+  return `package bank.authz\n\nallow if input.user == "alice"\n\nrev := "${rev}"\n`;
+}
+
+async function bankBundle(rev: string, metadata?: Record<string, unknown>): Promise<Buffer> {
+  return buildFixtureBundle({
+    modules: { 'bank/authz.rego': moduleFor(rev) },
+    entrypoints: ['bank/authz/allow', 'bank/authz/rev'],
+    roots: ['bank'],
+    revision: rev,
+    ...(metadata === undefined ? {} : { metadata }),
+  });
+}
+
+async function until(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  assert.fail(`timed out waiting for ${what}`);
+}
+
+let nats: RunningNats;
+let dir: string;
+let keys: string;
+let natsConfig: NatsConfig;
+let store: NatsBundleStore;
+const signed = new Map<string, Buffer>();
+
+async function signedBank(rev: string): Promise<Buffer> {
+  let archive = signed.get(rev);
+  if (archive === undefined) {
+    archive = await signForTest('bank', await bankBundle(rev), keys);
+    signed.set(rev, archive);
+  }
+  return archive;
+}
+
+function sidecarConfig(extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    labels: { id: `sidecar-${Math.random().toString(36).slice(2, 8)}` },
+    tenants: [{ id: 'bank' }],
+    bundles: { source: 'nats', keysDirectory: keys, ...(extra['bundles'] as object | undefined) },
+    nats: { servers: [nats.url], connectTimeoutMs: 3_000, reconnectWaitMs: 50, reconnectJitterMs: 50, statusIntervalMs: 200 },
+    ...Object.fromEntries(Object.entries(extra).filter(([k]) => k !== 'bundles')),
+  };
+}
+
+async function revisionOf(sidecar: RunningPavilion): Promise<string | undefined> {
+  const res = await post(`${sidecar.url}/v1/data/bank/authz/rev`, { input: {} }, { 'x-pavilion-tenant': 'bank' });
+  return res.status === 200 ? (res.body['result'] as string | undefined) : undefined;
+}
+
+async function refusalCode(sidecar: RunningPavilion): Promise<string | undefined> {
+  return sidecar.pavilion.tenants.tenant('bank')?.lastError?.code;
+}
+
+before(async () => {
+  nats = await startNats();
+  dir = await mkdtemp(join(tmpdir(), 'pavilion-distribution-'));
+  keys = join(dir, 'keys');
+  natsConfig = parseConfig({ nats: { servers: [nats.url], name: 'test-publisher' } }).nats as NatsConfig;
+  store = new NatsBundleStore(await connectNats(natsConfig), natsConfig);
+});
+
+after(async () => {
+  await store?.close();
+  await nats?.stop();
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('push, hot swap, history, rollback', () => {
+  let sidecar: RunningPavilion;
+
+  before(async () => {
+    await store.push('bank', await signedBank('r1'), { revision: 'r1', pushedBy: 'alice' });
+    sidecar = await startPavilion({ config: sidecarConfig() });
+  });
+
+  after(async () => {
+    await sidecar?.stop();
+  });
+
+  test('at start the sidecar reads the tenant pointer and serves that revision', async () => {
+    await until('r1 served', async () => (await revisionOf(sidecar)) === 'r1');
+  });
+
+  test('a push is served without restarting; every request during the swap succeeds', async () => {
+    let failures = 0;
+    let answered = 0;
+    let stop = false;
+    const load = (async () => {
+      while (!stop) {
+        const res = await post(`${sidecar.url}/v1/data/bank/authz/allow`, { input: { user: 'alice' } }, { 'x-pavilion-tenant': 'bank' });
+        answered++;
+        if (res.status !== 200 || res.body['result'] !== true) failures++;
+      }
+    })();
+    await store.push('bank', await signedBank('r2'), { revision: 'r2', pushedBy: 'bob', note: 'second' });
+    await until('r2 served', async () => (await revisionOf(sidecar)) === 'r2');
+    stop = true;
+    await load;
+    assert.ok(answered > 0);
+    assert.equal(failures, 0, `${failures} of ${answered} requests failed during the swap`);
+  });
+
+  test('history lists every deploy with who pushed and when', async () => {
+    const history = await store.history('bank');
+    assert.deepEqual(history.map((e) => [e.pointer.revision, e.pointer.action, e.pointer.pushed_by]), [['r1', 'push', 'alice'], ['r2', 'push', 'bob']]);
+    assert.equal(history[1]?.pointer.note, 'second');
+    assert.ok(history.every((e) => !Number.isNaN(Date.parse(e.pointer.pushed_at))));
+  });
+
+  test('rollback moves the pointer back and the sidecar follows; --to picks a deploy', async () => {
+    const back = await store.rollback('bank', { pushedBy: 'carol' });
+    assert.equal(back.pointer.revision, 'r1');
+    assert.equal(back.pointer.action, 'rollback');
+    await until('r1 served again', async () => (await revisionOf(sidecar)) === 'r1');
+    const history = await store.history('bank');
+    const r2deploy = history.find((e) => e.pointer.revision === 'r2' && e.pointer.action === 'push')?.sequence;
+    await store.rollback('bank', { pushedBy: 'carol', to: r2deploy as number });
+    await until('r2 served again', async () => (await revisionOf(sidecar)) === 'r2');
+    await assert.rejects(store.rollback('bank', { pushedBy: 'carol', to: 99_999 }), /ERR_BUNDLE_REVISION_UNKNOWN|not in/);
+  });
+
+  test('GET /v1/status has OPA\'s Status API shape, and the report reaches the status bucket', async () => {
+    const res = await get(`${sidecar.url}/v1/status`);
+    assert.equal(res.status, 200);
+    const report = res.body['result'] as { bundles: Record<string, Record<string, unknown>>; plugins: Record<string, { state: string }>; labels: Record<string, string> };
+    assert.equal(report.bundles['bank']?.['active_revision'], 'r2');
+    assert.equal(typeof report.bundles['bank']?.['last_successful_activation'], 'string');
+    assert.equal(typeof report.bundles['bank']?.['last_successful_download'], 'string');
+    assert.equal(report.plugins['distribution']?.state, 'OK');
+    assert.equal(report.labels['id'], sidecar.config.labels.id);
+    await until('status published', async () => {
+      const entry = await (await store.statusBucket()).get(sidecar.config.labels.id);
+      if (entry === null) return false;
+      const published = JSON.parse(Buffer.from(entry.value).toString()) as { bundles: Record<string, { active_revision?: string }> };
+      return published.bundles['bank']?.active_revision === 'r2';
+    });
+  });
+
+  test('the CLI pushes, lists history and shows every sidecar\'s revision', async () => {
+    const env = { ...process.env, PAVILION_NATS_URL: nats.url };
+    const file = join(dir, 'r3.tar.gz');
+    const { writeFile } = await import('node:fs/promises');
+    await writeFile(file, await signedBank('r3'));
+    const cli = ['--import', 'tsx', 'sidecar/src/cli/main.ts', 'bundle'];
+    const pushed = await run(process.execPath, [...cli, 'push', '--tenant', 'bank', '--file', file, '--by', 'ci'], { env });
+    assert.match(pushed.stdout, /pushed bank revision r3 as deploy \d+/);
+    await until('r3 served', async () => (await revisionOf(sidecar)) === 'r3');
+    const history = await run(process.execPath, [...cli, 'history', '--tenant', 'bank'], { env });
+    assert.match(history.stdout, /r3 .* ci/);
+    assert.match(history.stdout, /rollback\(\d+\)/);
+    await sidecar.pavilion.distribution?.publishStatus();
+    const status = await run(process.execPath, [...cli, 'status'], { env });
+    assert.match(status.stdout, new RegExp(`${sidecar.config.labels.id}\\s+bank\\s+r3\\s+OK`));
+  });
+});
+
+describe('refused pushes: a typed code in status, the previous revision keeps serving', () => {
+  let sidecar: RunningPavilion;
+
+  before(async () => {
+    sidecar = await startPavilion({ config: sidecarConfig() });
+    await store.push('bank', await signedBank('r5'), { revision: 'r5', pushedBy: 'alice' });
+    await until('r5 served', async () => (await revisionOf(sidecar)) === 'r5');
+  });
+
+  after(async () => {
+    await sidecar?.stop();
+  });
+
+  async function refused(push: () => Promise<unknown>, code: string): Promise<void> {
+    await push();
+    await until(`refusal ${code}`, async () => (await refusalCode(sidecar)) === code);
+    assert.equal(await revisionOf(sidecar), 'r5', 'the previous revision keeps serving');
+    const report = (await get(`${sidecar.url}/v1/status`)).body['result'] as { bundles: Record<string, { code?: string; active_revision?: string }> };
+    assert.equal(report.bundles['bank']?.code, code);
+    assert.equal(report.bundles['bank']?.active_revision, 'r5');
+  }
+
+  test('an unsigned bundle -> ERR_BUNDLE_SIGNATURE_MISSING', async () => {
+    await refused(async () => store.push('bank', await bankBundle('unsigned'), { revision: 'unsigned', pushedBy: 'mallory' }), 'ERR_BUNDLE_SIGNATURE_MISSING');
+  });
+
+  test("a bundle signed with another tenant's key -> ERR_BUNDLE_SIGNATURE_KEY_UNKNOWN", async () => {
+    const { signBundle, developmentKey } = await import('../sidecar/src/bundles/index.ts');
+    const other = await developmentKey('hospital', dir);
+    const archive = await signBundle(await bankBundle('foreign-key'), { key: other.keyPem, algorithm: 'ES256', keyId: 'hospital', scope: 'bank' });
+    await refused(() => store.push('bank', archive, { revision: 'foreign-key', pushedBy: 'mallory' }), 'ERR_BUNDLE_SIGNATURE_KEY_UNKNOWN');
+  });
+
+  test('a bundle whose decision test vectors fail -> ERR_BUNDLE_TESTS_FAILED', async () => {
+    const archive = await signForTest('bank', await bankBundle('bad-tests', {
+      decision_tests: [{ name: 'alice may', path: 'bank/authz/allow', input: { user: 'alice' }, expect: false }],
+    }), keys);
+    await refused(() => store.push('bank', archive, { revision: 'bad-tests', pushedBy: 'dave' }), 'ERR_BUNDLE_TESTS_FAILED');
+    const details = sidecar.pavilion.tenants.tenant('bank')?.lastError?.details as { failed: Array<{ name: string; actual: unknown }> };
+    assert.deepEqual(details.failed.map((f) => [f.name, f.actual]), [['alice may', true]]);
+  });
+
+  test('a bundle whose test vectors pass is activated, and status says how many passed', async () => {
+    const archive = await signForTest('bank', await bankBundle('good-tests', {
+      decision_tests: [
+        { name: 'alice may', path: 'bank/authz/allow', input: { user: 'alice' }, expect: true },
+        { name: 'bob may not (undefined)', path: 'bank/authz/allow', input: { user: 'bob' } },
+      ],
+    }), keys);
+    await store.push('bank', archive, { revision: 'good-tests', pushedBy: 'dave' });
+    await until('good-tests served', async () => (await revisionOf(sidecar)) === 'good-tests');
+    assert.equal(sidecar.pavilion.tenants.tenant('bank')?.testsPassed, 2);
+    // back to r5 for the next cases, through a rollback (a push of r5 would be a replay);
+    // the deploy just before is a refused one, so name r5's deploy
+    const r5 = (await store.history('bank')).find((e) => e.pointer.revision === 'r5')?.sequence as number;
+    await store.rollback('bank', { pushedBy: 'dave', to: r5 });
+    await until('r5 again', async () => (await revisionOf(sidecar)) === 'r5');
+  });
+
+  test('a replayed older revision pushed as new -> ERR_BUNDLE_REPLAYED', async () => {
+    await refused(async () => store.push('bank', await signedBank('r1'), { revision: 'r1', pushedBy: 'mallory' }), 'ERR_BUNDLE_REPLAYED');
+  });
+
+  test('a corrupt archive -> ERR_BUNDLE_CORRUPT', async () => {
+    await refused(() => store.push('bank', Buffer.from('not gzip at all'), { revision: 'x', pushedBy: 'mallory' }), 'ERR_BUNDLE_CORRUPT');
+  });
+
+  test('a decompression bomb -> ERR_BUNDLE_TOO_LARGE', async () => {
+    await refused(() => store.push('bank', gzipSync(Buffer.alloc(200 * 1024 * 1024)), { revision: 'bomb', pushedBy: 'mallory' }), 'ERR_BUNDLE_TOO_LARGE');
+  });
+
+  test('a pointer whose digest does not match the object -> ERR_BUNDLE_DIGEST_MISMATCH', async () => {
+    const archive = await signedBank('r6');
+    const good = await store.push('bank', archive, { revision: 'r6', pushedBy: 'alice' });
+    await until('r6 served', async () => (await revisionOf(sidecar)) === 'r6');
+    const forged: BundlePointer = { ...good.pointer, object: sha256Hex(await signedBank('r5')), revision: 'forged' };
+    await (await store.pointers()).put('bank', encodePointer(forged));
+    await until('digest refusal', async () => (await refusalCode(sidecar)) === 'ERR_BUNDLE_DIGEST_MISMATCH');
+    assert.equal(await revisionOf(sidecar), 'r6');
+  });
+
+  test('a malformed pointer, or one naming another tenant -> ERR_BUNDLE_POINTER_INVALID', async () => {
+    await (await store.pointers()).put('bank', Buffer.from('{"v":1,"tenant":"hospital"}'));
+    await until('pointer refusal', async () => (await refusalCode(sidecar)) === 'ERR_BUNDLE_POINTER_INVALID');
+    await (await store.pointers()).put('bank', Buffer.from('not json'));
+    await until('pointer refusal 2', async () => (await sidecar.pavilion.tenants.tenant('bank')?.lastError?.message ?? '').includes('not JSON'));
+    assert.equal(await revisionOf(sidecar), 'r6');
+  });
+
+  test('a pointer to a bundle over the size limit -> ERR_BUNDLE_TOO_LARGE before download', async () => {
+    const archive = await signedBank('r6');
+    const pointer: BundlePointer = {
+      v: 1, tenant: 'bank', revision: 'huge', object: sha256Hex(archive), digest: sha256Hex(archive), size_bytes: 10 * 1024 * 1024 * 1024,
+      action: 'push', pushed_by: 'mallory', pushed_at: new Date().toISOString(),
+    };
+    await (await store.pointers()).put('bank', encodePointer(pointer));
+    await until('size refusal', async () => (await refusalCode(sidecar)) === 'ERR_BUNDLE_TOO_LARGE');
+    assert.equal(await revisionOf(sidecar), 'r6');
+  });
+});
+
+describe('NATS outages', () => {
+  test('killing nats-server mid-load: every request still succeeds, and the sidecar catches up when it returns', async () => {
+    await store.push('bank', await signedBank('r7'), { revision: 'r7', pushedBy: 'alice' });
+    const sidecar = await startPavilion({ config: sidecarConfig() });
+    try {
+      await until('r7 served', async () => (await revisionOf(sidecar)) === 'r7');
+      let failures = 0;
+      let answered = 0;
+      let stop = false;
+      const load = (async () => {
+        while (!stop) {
+          const res = await post(`${sidecar.url}/v1/data/bank/authz/allow`, { input: { user: 'alice' } }, { 'x-pavilion-tenant': 'bank' });
+          answered++;
+          if (res.status !== 200) failures++;
+        }
+      })();
+      await nats.kill();
+      await until('distribution reports the outage', () => sidecar.pavilion.distribution?.status().state === 'WARN');
+      const health = await get(`${sidecar.url}/health?verbose`);
+      assert.equal(health.status, 200, 'still ready: it serves its active revisions');
+      assert.match(JSON.stringify(health.body), /disconnected/);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      await nats.restart();
+      // a deploy made by a publisher while the sidecar is still reconnecting
+      const publisher = new NatsBundleStore(await connectNats(natsConfig), natsConfig);
+      await publisher.push('bank', await signedBank('r8'), { revision: 'r8', pushedBy: 'alice' });
+      await publisher.close();
+      await until('r8 served after the outage', async () => (await revisionOf(sidecar)) === 'r8', 20_000);
+      stop = true;
+      await load;
+      assert.equal(failures, 0, `${failures} of ${answered} requests failed during the outage`);
+      assert.equal(sidecar.pavilion.distribution?.status().state, 'OK');
+    } finally {
+      await sidecar.stop();
+    }
+  });
+
+  test('a restart while NATS is unreachable serves the persisted revision and says so in health', async () => {
+    const persistDirectory = join(dir, 'lkg');
+    const first = await startPavilion({ config: sidecarConfig({ bundles: { persistDirectory } }) });
+    await until('current revision served', async () => (await revisionOf(first)) === 'r8');
+    await first.stop();
+    await nats.kill();
+    try {
+      const second = await startPavilion({ config: sidecarConfig({ bundles: { persistDirectory }, nats: { servers: [nats.url], connectTimeoutMs: 200, reconnectWaitMs: 50 } }) });
+      try {
+        assert.equal(await revisionOf(second), 'r8');
+        const health = await get(`${second.url}/health?verbose`);
+        assert.equal(health.status, 200);
+        assert.match(JSON.stringify(health.body), /persisted \(last known good\)/);
+        assert.match(JSON.stringify(health.body), /not reachable/);
+        const report = (await get(`${second.url}/v1/status`)).body['result'] as { bundles: Record<string, { pavilion: { origin: string } }> };
+        assert.equal(report.bundles['bank']?.pavilion.origin, 'persisted');
+      } finally {
+        await second.stop();
+      }
+    } finally {
+      await nats.restart();
+    }
+  });
+});
+
+describe('delta data updates (patch.json semantics, sequence guard)', () => {
+  let sidecar: RunningPavilion;
+  const limitModule = 'package bank.authz\n\nallow if input.amount <= data.bank.limits.max\n\nrev := "limits"\n';
+
+  async function allows(target: RunningPavilion, amount: number): Promise<boolean> {
+    const res = await post(`${target.url}/v1/data/bank/authz/allow`, { input: { amount } }, { 'x-pavilion-tenant': 'bank' });
+    return res.body['result'] === true;
+  }
+
+  async function publishRaw(message: Record<string, unknown>): Promise<void> {
+    const { jetstream } = await import('@nats-io/jetstream');
+    await store.ensureDeltaStream();
+    await jetstream(store.nc).publish(store.deltaSubject('bank'), Buffer.from(JSON.stringify(message)));
+  }
+
+  before(async () => {
+    // the publisher's connection lived through the outage tests: wait for its reconnect
+    await until('publisher reconnected', async () => store.nc.flush().then(() => true, () => false));
+    const archive = await signForTest('bank', await buildFixtureBundle({
+      modules: { 'bank/authz.rego': limitModule },
+      entrypoints: ['bank/authz/allow', 'bank/authz/rev'],
+      roots: ['bank'],
+      revision: 'limits',
+      data: { 'bank/limits': { max: 10 } },
+    }), keys);
+    await store.push('bank', archive, { revision: 'limits', pushedBy: 'alice' });
+    sidecar = await startPavilion({ config: sidecarConfig() });
+    await until('limits served', async () => (await revisionOf(sidecar)) === 'limits');
+  });
+
+  after(async () => {
+    await sidecar?.stop();
+  });
+
+  test('an upsert changes the data without recompiling or a new revision', async () => {
+    assert.equal(await allows(sidecar, 15), false);
+    const digest = sidecar.pavilion.engine.active('bank')?.bundleDigest;
+    const delta = await store.publishDelta('bank', { data: [{ op: 'upsert', path: '/bank/limits/max', value: 20 }] }, ['bank']);
+    assert.equal(delta.sequence, 1);
+    await until('delta 1 applied', async () => allows(sidecar, 15));
+    assert.equal(sidecar.pavilion.engine.active('bank')?.bundleDigest, digest, 'same bundle, same compiled module');
+    assert.equal(await revisionOf(sidecar), 'limits');
+    assert.deepEqual(sidecar.pavilion.tenants.deltaState('bank')?.sequence, 1);
+  });
+
+  test('a lost delta is detected, and the data is rebuilt from the snapshot once it arrives', async () => {
+    const base = sidecar.pavilion.tenants.deltaState('bank')?.base;
+    await publishRaw({ v: 1, tenant: 'bank', base, sequence: 3, roots: ['bank'], patch: { data: [{ op: 'replace', path: '/bank/limits/max', value: 40 }] } });
+    await until('gap detected', async () => (await refusalCode(sidecar)) === 'ERR_BUNDLE_DELTA_SEQUENCE');
+    assert.equal(await allows(sidecar, 35), false, 'nothing after the gap is applied');
+    await publishRaw({ v: 1, tenant: 'bank', base, sequence: 2, roots: ['bank'], patch: { data: [{ op: 'upsert', path: '/bank/limits/currency', value: 'EUR' }] } });
+    await until('rebuilt through delta 3', async () => sidecar.pavilion.tenants.deltaState('bank')?.sequence === 3, 10_000);
+    assert.equal(await allows(sidecar, 35), true);
+  });
+
+  test('a sidecar started later replays the deploy\'s deltas from the stream', async () => {
+    const late = await startPavilion({ config: sidecarConfig() });
+    try {
+      await until('late sidecar caught up', async () => late.pavilion.tenants.deltaState('bank')?.sequence === 3, 10_000);
+      assert.equal(await allows(late, 35), true);
+    } finally {
+      await late.stop();
+    }
+  });
+
+  test('remove and replace need an existing path: a remove of a missing one -> ERR_BUNDLE_DELTA_INVALID, data unchanged', async () => {
+    const delta = await store.publishDelta('bank', { data: [{ op: 'remove', path: '/bank/limits/nope' }] }, ['bank']);
+    assert.equal(delta.sequence, 4);
+    await until('delta refusal', async () => (await refusalCode(sidecar)) === 'ERR_BUNDLE_DELTA_INVALID');
+    assert.equal(await allows(sidecar, 35), true);
+    assert.equal(sidecar.pavilion.tenants.deltaState('bank')?.sequence, 3, 'a refused delta stops the sequence until the next deploy');
+  });
+
+  test('a new deploy starts from its own data: the old deploy\'s deltas no longer apply', async () => {
+    const archive = await signForTest('bank', await buildFixtureBundle({
+      modules: { 'bank/authz.rego': limitModule.replace('"limits"', '"limits2"') },
+      entrypoints: ['bank/authz/allow', 'bank/authz/rev'],
+      roots: ['bank'],
+      revision: 'limits2',
+      data: { 'bank/limits': { max: 10 } },
+    }), keys);
+    await store.push('bank', archive, { revision: 'limits2', pushedBy: 'alice' });
+    await until('limits2 served', async () => (await revisionOf(sidecar)) === 'limits2');
+    assert.equal(await allows(sidecar, 15), false);
+    assert.equal(sidecar.pavilion.tenants.deltaState('bank')?.sequence, 0);
+    const next = await store.publishDelta('bank', { data: [{ op: 'upsert', path: '/bank/limits/max', value: 100 }] }, ['bank']);
+    assert.equal(next.sequence, 1, 'a new deploy numbers its deltas from 1');
+    await until('delta on new deploy', async () => allows(sidecar, 99));
+  });
+
+  test('a delta with other roots than its snapshot -> ERR_BUNDLE_DELTA_ROOTS', async () => {
+    const base = sidecar.pavilion.tenants.deltaState('bank')?.base;
+    await publishRaw({ v: 1, tenant: 'bank', base, sequence: 2, roots: ['hospital'], patch: { data: [] } });
+    await until('roots refusal', async () => (await refusalCode(sidecar)) === 'ERR_BUNDLE_DELTA_ROOTS');
+    assert.equal(await allows(sidecar, 99), true);
+  });
+});
