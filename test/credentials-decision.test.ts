@@ -9,7 +9,25 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ErrorCodes } from '../sidecar/src/lib/errors.ts';
-import { issueSampleCredential, presentSdJwtVc, sampleContext, sampleParties, sampleTenantPolicyJson } from '../sidecar/src/credentials/index.ts';
+import { randomBytes } from 'node:crypto';
+import {
+  ACCUMULATOR_ENTRY_TYPE,
+  AccumulatorIssuer,
+  DidResolver,
+  SAMPLE_CONTEXT_URL,
+  createDocumentLoader,
+  encodeWitness,
+  issueDataIntegrity,
+  issueSampleCredential,
+  jwsAlgorithm,
+  pinContexts,
+  presentSdJwtVc,
+  sampleContext,
+  sampleParties,
+  sampleTenantPolicyJson,
+  signAccumulatorState,
+  type Witness,
+} from '../sidecar/src/credentials/index.ts';
 import { buildFixtureBundle } from './harness/fixtures.ts';
 import { post, startPavilion, type RunningPavilion } from './harness/pavilion-harness.ts';
 
@@ -32,15 +50,24 @@ errors := [e.code | some e in input.credential_errors]
 describe('credentials in the Data API', () => {
   let running: RunningPavilion;
   let dir: string;
+  let accumulator: AccumulatorIssuer;
+  let aliceWitness: Witness;
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'pavilion-cred-'));
     await writeFile(join(dir, 'samples-v1.jsonld'), sampleContext().bytes);
     const context = sampleContext();
+    // an accumulator for the bank's issuer: its signed state is held from a file at start
+    const { issuer } = await sampleParties('bank');
+    accumulator = AccumulatorIssuer.create('urn:accumulator:bank:decision-test', randomBytes);
+    aliceWitness = accumulator.add('handle-alice');
+    await writeFile(join(dir, 'acc.jws'), await signAccumulatorState(accumulator.state(), { kid: issuer.kid, privateJwk: issuer.privateJwk, alg: jwsAlgorithm(issuer) }, Math.floor(Date.now() / 1000)));
     const policy = {
       ...(await sampleTenantPolicyJson('bank')),
       domain: DOMAIN,
       contexts: [{ url: context.url, sha256Hex: context.sha256Hex, path: join(dir, 'samples-v1.jsonld') }],
+      accumulators: [{ id: accumulator.id, issuer: issuer.did, publicKeyHex: Buffer.from(accumulator.publicKey).toString('hex') }],
+      accumulatorStateFiles: [join(dir, 'acc.jws')],
     };
     const bundle = await buildFixtureBundle({ modules: { 'kyc.rego': POLICY }, entrypoints: ['bank/kyc/allow', 'bank/kyc/errors'], roots: ['bank'] });
     running = await startPavilion({
@@ -137,5 +164,23 @@ describe('credentials in the Data API', () => {
     assert.notEqual(again.challenge, result.challenge);
     assert.equal((await fetch(`${running.url}/v1/tenants/bank/credentials/challenge`)).status, 405);
     assert.equal((await post(`${running.url}/v1/tenants/nobody/credentials/challenge`, {})).status, 404);
+  });
+
+  it('takes accumulator witnesses from the body (credential_witnesses)', async () => {
+    const { issuer, holder } = await sampleParties('bank');
+    const now = new Date(Math.floor(Date.now() / 1000) * 1000);
+    const credential = await issueDataIntegrity({
+      '@context': ['https://www.w3.org/ns/credentials/v2', SAMPLE_CONTEXT_URL],
+      type: ['VerifiableCredential', 'KycCredential'],
+      issuer: issuer.did,
+      validFrom: now.toISOString().replace('.000Z', 'Z'),
+      validUntil: new Date(now.getTime() + 86_400_000).toISOString().replace('.000Z', 'Z'),
+      credentialSubject: { id: holder.did, kycLevel: 'full' },
+      credentialStatus: { type: ACCUMULATOR_ENTRY_TYPE, accumulatorId: accumulator.id, revocationHandle: 'handle-alice' },
+    }, issuer, createDocumentLoader({ contexts: pinContexts([sampleContext()]), dids: new DidResolver() }));
+    const witness = Buffer.from(encodeWitness(aliceWitness)).toString('base64url');
+    assert.equal((await ask('allow', { input: {}, credentials: [credential], credential_witnesses: { 'handle-alice': witness } })).body['result'], true);
+    assert.deepEqual((await ask('errors', { input: {}, credentials: [credential] })).body['result'], [ErrorCodes.CREDENTIAL_WITNESS_INVALID]);
+    assert.equal((await ask('allow', { input: {}, credentials: [credential], credential_witnesses: ['nope'] })).status, 400);
   });
 });

@@ -61,6 +61,8 @@ const JSON_TYPE = 'application/json';
 interface RequestCredentials {
   readonly credentials: readonly unknown[];
   readonly challenge?: string;
+  /** Accumulator witnesses by revocation handle (base64url). */
+  readonly witnesses?: Readonly<Record<string, string>>;
 }
 
 function headerText(req: IncomingMessage, name: string): string | undefined {
@@ -68,7 +70,7 @@ function headerText(req: IncomingMessage, name: string): string | undefined {
   return Array.isArray(value) ? value.join(',') : value;
 }
 
-/** Credentials from the body's `credentials` and `credential_challenge` fields and the headers. */
+/** Credentials from the body's `credentials`, `credential_challenge` and `credential_witnesses` fields and the headers. */
 function requestCredentials(req: IncomingMessage, body: Record<string, unknown> | undefined): RequestCredentials {
   const credentials: unknown[] = [];
   const fromBody = body?.['credentials'];
@@ -79,7 +81,15 @@ function requestCredentials(req: IncomingMessage, body: Record<string, unknown> 
   credentials.push(...credentialsFromHeader(headerText(req, CREDENTIALS_HEADER)));
   const challenge = body?.['credential_challenge'] ?? headerText(req, CREDENTIAL_CHALLENGE_HEADER);
   if (challenge !== undefined && typeof challenge !== 'string') throw new PavilionError(ErrorCodes.REQUEST_INVALID, '"credential_challenge" must be a string');
-  return challenge === undefined ? { credentials } : { credentials, challenge };
+  const witnesses = body?.['credential_witnesses'];
+  if (witnesses !== undefined && (typeof witnesses !== 'object' || witnesses === null || Array.isArray(witnesses) || Object.values(witnesses).some((w) => typeof w !== 'string'))) {
+    throw new PavilionError(ErrorCodes.REQUEST_INVALID, '"credential_witnesses" must map revocation handles to base64url witnesses');
+  }
+  return {
+    credentials,
+    ...(challenge === undefined ? {} : { challenge }),
+    ...(witnesses === undefined ? {} : { witnesses: witnesses as Record<string, string> }),
+  };
 }
 
 function parseQuery(search: string): Query {

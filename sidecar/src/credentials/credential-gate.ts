@@ -46,6 +46,8 @@ export interface CredentialGateOptions {
 export interface CredentialBinding {
   /** The verifier challenge the holder bound its presentation to. */
   readonly challenge?: string;
+  /** Accumulator witnesses the holder sent, by revocation handle (base64url). */
+  readonly witnesses?: Readonly<Record<string, string>>;
 }
 
 /** Compact credentials (VC-JWT, SD-JWT VC) in a header, comma-separated; JSON ones go in a body. */
@@ -178,6 +180,7 @@ export class CredentialGate implements Component {
       const started = performance.now();
       ({ credentials: facts, errors } = await this.verifier.verifyEach(tenant, credentials, {
         ...(binding.challenge === undefined ? {} : { challenge: binding.challenge }),
+        ...(binding.witnesses === undefined ? {} : { witnesses: binding.witnesses }),
         ...(policy.domain === undefined ? {} : { domain: policy.domain }),
       }));
       const observer = this.#options.observer;
