@@ -182,5 +182,7 @@ describe('credentials in the Data API', () => {
     assert.equal((await ask('allow', { input: {}, credentials: [credential], credential_witnesses: { 'handle-alice': witness } })).body['result'], true);
     assert.deepEqual((await ask('errors', { input: {}, credentials: [credential] })).body['result'], [ErrorCodes.CREDENTIAL_WITNESS_INVALID]);
     assert.equal((await ask('allow', { input: {}, credentials: [credential], credential_witnesses: ['nope'] })).status, 400);
+    // the same through the header (the body's credential list, the header's witness)
+    assert.equal((await ask('allow', { input: {}, credentials: [credential] }, { 'x-pavilion-credential-witnesses': `handle-alice=${witness}` })).body['result'], true);
   });
 });

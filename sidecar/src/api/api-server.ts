@@ -24,7 +24,14 @@ import { assertDepth } from '../lib/canonical-json.ts';
 import { ErrorCodes, PavilionError } from '../lib/errors.ts';
 import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
 import { withDeadline } from '../lib/lifecycle.ts';
-import { CREDENTIAL_CHALLENGE_HEADER, CREDENTIALS_HEADER, credentialsFromHeader, type CredentialGate } from '../credentials/index.ts';
+import {
+  CREDENTIAL_CHALLENGE_HEADER,
+  CREDENTIAL_WITNESSES_HEADER,
+  CREDENTIALS_HEADER,
+  credentialsFromHeader,
+  witnessesFromHeader,
+  type CredentialGate,
+} from '../credentials/index.ts';
 import type { Metrics } from '../telemetry/index.ts';
 import type { TenantManager } from '../tenants/index.ts';
 import { toHttpError } from './error-body.ts';
@@ -81,7 +88,7 @@ function requestCredentials(req: IncomingMessage, body: Record<string, unknown> 
   credentials.push(...credentialsFromHeader(headerText(req, CREDENTIALS_HEADER)));
   const challenge = body?.['credential_challenge'] ?? headerText(req, CREDENTIAL_CHALLENGE_HEADER);
   if (challenge !== undefined && typeof challenge !== 'string') throw new PavilionError(ErrorCodes.REQUEST_INVALID, '"credential_challenge" must be a string');
-  const witnesses = body?.['credential_witnesses'];
+  const witnesses = body?.['credential_witnesses'] ?? witnessesFromHeader(headerText(req, CREDENTIAL_WITNESSES_HEADER));
   if (witnesses !== undefined && (typeof witnesses !== 'object' || witnesses === null || Array.isArray(witnesses) || Object.values(witnesses).some((w) => typeof w !== 'string'))) {
     throw new PavilionError(ErrorCodes.REQUEST_INVALID, '"credential_witnesses" must map revocation handles to base64url witnesses');
   }

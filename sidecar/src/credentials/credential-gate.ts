@@ -53,6 +53,19 @@ export interface CredentialBinding {
 /** Compact credentials (VC-JWT, SD-JWT VC) in a header, comma-separated; JSON ones go in a body. */
 export const CREDENTIALS_HEADER = 'x-pavilion-credentials';
 export const CREDENTIAL_CHALLENGE_HEADER = 'x-pavilion-credential-challenge';
+/** Accumulator witnesses in a header: `handle=witness` pairs, comma-separated (base64url both). */
+export const CREDENTIAL_WITNESSES_HEADER = 'x-pavilion-credential-witnesses';
+
+/** The witnesses in a `x-pavilion-credential-witnesses` header value (malformed pairs are skipped). */
+export function witnessesFromHeader(value: string | undefined): Record<string, string> | undefined {
+  if (value === undefined) return undefined;
+  const out: Record<string, string> = {};
+  for (const pair of value.split(',')) {
+    const [handle, witness, extra] = pair.trim().split('=');
+    if (handle !== undefined && handle !== '' && witness !== undefined && witness !== '' && extra === undefined) out[handle] = witness;
+  }
+  return out;
+}
 
 /** The credentials in a `x-pavilion-credentials` header value. */
 export function credentialsFromHeader(value: string | undefined): string[] {

@@ -62,9 +62,11 @@ export {
   CredentialGate,
   CREDENTIALS_HEADER,
   CREDENTIAL_CHALLENGE_HEADER,
+  CREDENTIAL_WITNESSES_HEADER,
   CREDENTIALS_INPUT_KEY,
   CREDENTIAL_ERRORS_INPUT_KEY,
   credentialsFromHeader,
+  witnessesFromHeader,
 } from './credential-gate.ts';
 export type { CredentialBinding, CredentialGateOptions, CredentialObserver } from './credential-gate.ts';
 export { InlineProofExecutor } from './proof-executor.ts';

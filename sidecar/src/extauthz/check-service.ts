@@ -30,7 +30,14 @@ import {
   type HeaderValueOption,
 } from './decision.ts';
 import { checkRequestToInput, type CheckRequestJson, type JsonObject } from './input.ts';
-import { CREDENTIAL_CHALLENGE_HEADER, CREDENTIALS_HEADER, credentialsFromHeader, type CredentialGate } from '../credentials/index.ts';
+import {
+  CREDENTIAL_CHALLENGE_HEADER,
+  CREDENTIAL_WITNESSES_HEADER,
+  CREDENTIALS_HEADER,
+  credentialsFromHeader,
+  witnessesFromHeader,
+  type CredentialGate,
+} from '../credentials/index.ts';
 import { resolveTenant } from './tenant-resolver.ts';
 
 export type Transport = 'grpc' | 'http';
@@ -100,6 +107,7 @@ async function withCredentials(gate: CredentialGate, tenant: string, input: Json
   const headers = http?.headers ?? {};
   const credentials = credentialsFromHeader(headers[CREDENTIALS_HEADER]);
   const challenge = headers[CREDENTIAL_CHALLENGE_HEADER];
+  const witnesses = witnessesFromHeader(headers[CREDENTIAL_WITNESSES_HEADER]);
   if (http !== undefined) {
     if (http.headers !== undefined) {
       const { [CREDENTIALS_HEADER]: _removed, ...rest } = http.headers;
@@ -107,7 +115,10 @@ async function withCredentials(gate: CredentialGate, tenant: string, input: Json
     }
     if (http.headerMap?.headers !== undefined) http.headerMap.headers = http.headerMap.headers.filter((h) => h.key?.toLowerCase() !== CREDENTIALS_HEADER);
   }
-  const prepared = await gate.prepareInput(tenant, input, credentials, challenge === undefined ? {} : { challenge });
+  const prepared = await gate.prepareInput(tenant, input, credentials, {
+    ...(challenge === undefined ? {} : { challenge }),
+    ...(witnesses === undefined ? {} : { witnesses }),
+  });
   return prepared as JsonObject;
 }
 
