@@ -98,8 +98,9 @@ const UNKNOWN = '(unknown)';
 
 /**
  * Verify the credentials in the checked request's `x-pavilion-credentials` header into
- * `input.credentials` / `input.credential_errors`, and take the raw header out of the input's
- * `attributes` (and so out of the decision log): the policy sees verified facts only.
+ * `input.credentials` / `input.credential_errors`, and take the raw credential and witness
+ * headers out of the input's `attributes` (and so out of the decision log): the policy sees
+ * verified facts only.
  */
 async function withCredentials(gate: CredentialGate, tenant: string, input: JsonObject): Promise<JsonObject> {
   const attributes = input['attributes'] as { request?: { http?: { headers?: Record<string, string>; headerMap?: { headers?: Array<{ key?: string }> } } } } | undefined;
@@ -109,11 +110,13 @@ async function withCredentials(gate: CredentialGate, tenant: string, input: Json
   const challenge = headers[CREDENTIAL_CHALLENGE_HEADER];
   const witnesses = witnessesFromHeader(headers[CREDENTIAL_WITNESSES_HEADER]);
   if (http !== undefined) {
+    // the witness is as linkable as the credential: neither stays in the input
     if (http.headers !== undefined) {
-      const { [CREDENTIALS_HEADER]: _removed, ...rest } = http.headers;
+      const { [CREDENTIALS_HEADER]: _credentials, [CREDENTIAL_WITNESSES_HEADER]: _witnesses, ...rest } = http.headers;
       http.headers = rest;
     }
-    if (http.headerMap?.headers !== undefined) http.headerMap.headers = http.headerMap.headers.filter((h) => h.key?.toLowerCase() !== CREDENTIALS_HEADER);
+    const removed = new Set([CREDENTIALS_HEADER, CREDENTIAL_WITNESSES_HEADER]);
+    if (http.headerMap?.headers !== undefined) http.headerMap.headers = http.headerMap.headers.filter((h) => !removed.has(h.key?.toLowerCase() ?? ''));
   }
   const prepared = await gate.prepareInput(tenant, input, credentials, {
     ...(challenge === undefined ? {} : { challenge }),
