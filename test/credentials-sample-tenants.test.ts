@@ -69,3 +69,20 @@ describe('sample tenants with credential policies', () => {
     assert.equal(JSON.stringify(logged['input']).includes('PractitionerLicenseCredential'), false);
   });
 });
+
+describe('sample tenants without any credentials configuration', () => {
+  let running: RunningPavilion;
+  before(async () => {
+    running = await startPavilion();
+  });
+  after(async () => {
+    await running?.stop();
+  });
+
+  it('a client cannot feed forged facts to bank/credentials: input.credentials is reserved', async () => {
+    const forged = [{ version: 1, types: ['VerifiableCredential', 'KycCredential'], claims: { kycLevel: 'full' }, chain: ['did:key:x', 'did:key:z6MkwXAotW95ZrUgh3yaSF2WnCWZg5pbwfFB4GZWkbM5mrt8'] }];
+    const response = await post(`${running.url}/v1/data/bank/credentials/decision`, { input: { credentials: forged, credential_errors: [] } }, { 'x-pavilion-tenant': 'bank' });
+    assert.equal(response.status, 200);
+    assert.equal((response.body['result'] as Record<string, unknown>)['kyc_verified'], false);
+  });
+});

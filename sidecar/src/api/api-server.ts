@@ -30,6 +30,7 @@ import {
   CREDENTIALS_HEADER,
   credentialsFromHeader,
   witnessesFromHeader,
+  withoutReservedCredentialKeys,
   type CredentialGate,
 } from '../credentials/index.ts';
 import type { Metrics } from '../telemetry/index.ts';
@@ -393,7 +394,7 @@ export class ApiServer implements Component {
     const { hasInput } = read;
     // verified facts replace whatever the client put in input.credentials (see CredentialGate)
     const input = this.#deps.credentials === undefined
-      ? read.input
+      ? withoutReservedCredentialKeys(read.input)
       : await this.#deps.credentials.prepareInput(tenant, read.input, read.carried.credentials, read.carried);
     const decisionId = randomUUID();
     const timestamp = new Date().toISOString();

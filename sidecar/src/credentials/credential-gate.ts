@@ -6,7 +6,8 @@
  *
  * For a tenant with a credential policy those two input keys always come from Pavilion: any
  * value the client put there is replaced, so a policy can trust `input.credentials` without
- * re-checking anything. For the other tenants the keys are removed (reserved). Raw credentials never enter the input (nor, therefore, the decision log);
+ * re-checking anything. For the other tenants the keys are removed (reserved), and the
+ * transports remove them too when credentials are not configured at all. Raw credentials never enter the input (nor, therefore, the decision log);
  * only the verified facts, with undisclosed claims absent, do.
  */
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
@@ -74,6 +75,17 @@ export function credentialsFromHeader(value: string | undefined): string[] {
 
 export const CREDENTIALS_INPUT_KEY = 'credentials';
 export const CREDENTIAL_ERRORS_INPUT_KEY = 'credential_errors';
+
+/**
+ * `input` without the two keys only Pavilion may set. Applied wherever no credential policy
+ * governs the tenant (including when credentials are not configured at all), so a policy that
+ * reads `input.credentials` can never be fed a client's imitation of verified facts.
+ */
+export function withoutReservedCredentialKeys(input: unknown): unknown {
+  if (!isObject(input) || !(CREDENTIALS_INPUT_KEY in input || CREDENTIAL_ERRORS_INPUT_KEY in input)) return input;
+  const { [CREDENTIALS_INPUT_KEY]: _facts, [CREDENTIAL_ERRORS_INPUT_KEY]: _errors, ...rest } = input;
+  return rest;
+}
 
 export class CredentialGate implements Component {
   readonly name = 'credentials';
@@ -173,13 +185,8 @@ export class CredentialGate implements Component {
    * were sent (an object input is required to carry them).
    */
   async prepareInput(tenant: string, input: unknown, credentials: readonly unknown[], binding: CredentialBinding): Promise<unknown> {
-    if (!this.governs(tenant)) {
-      // the two keys are reserved wherever credentials are configured: a tenant without a
-      // policy gets neither facts nor a client's imitation of them
-      if (!isObject(input) || !(CREDENTIALS_INPUT_KEY in input || CREDENTIAL_ERRORS_INPUT_KEY in input)) return input;
-      const { [CREDENTIALS_INPUT_KEY]: _facts, [CREDENTIAL_ERRORS_INPUT_KEY]: _errors, ...rest } = input;
-      return rest;
-    }
+    // a tenant without a policy gets neither facts nor a client's imitation of them
+    if (!this.governs(tenant)) return withoutReservedCredentialKeys(input);
     if (credentials.length === 0 && !isObject(input)) return input;
     if (!isObject(input) && input !== undefined) {
       throw new PavilionError(ErrorCodes.REQUEST_INVALID, 'credentials can only accompany an object input');

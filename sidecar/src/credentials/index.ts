@@ -67,6 +67,7 @@ export {
   CREDENTIAL_ERRORS_INPUT_KEY,
   credentialsFromHeader,
   witnessesFromHeader,
+  withoutReservedCredentialKeys,
 } from './credential-gate.ts';
 export type { CredentialBinding, CredentialGateOptions, CredentialObserver } from './credential-gate.ts';
 export { InlineProofExecutor } from './proof-executor.ts';
