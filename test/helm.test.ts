@@ -619,7 +619,7 @@ describe('values are validated', () => {
         }
       }
     };
-    const OPTIONAL_SECTIONS = ['extAuthz', 'nats'];
+    const OPTIONAL_SECTIONS = ['extAuthz', 'nats', 'credentials'];
     const { tenants: _tenants, ...sections } = defaultConfig();
     compare(sections as unknown as Record<string, unknown>, schema, 'config');
   });

@@ -18,6 +18,7 @@ import {
 } from './audit/index.ts';
 import { LastKnownGood, LocalDirectoryBundleSource, PushedBundleSource, TrustStore, type BundleSource } from './bundles/index.ts';
 import type { PavilionConfig } from './config/index.ts';
+import { CredentialGate } from './credentials/index.ts';
 import { PolicyEngine } from './engine/index.ts';
 import { NatsDistribution, buildStatusReport, type StatusReport } from './distribution/index.ts';
 import { ExtAuthz } from './extauthz/index.ts';
@@ -91,6 +92,8 @@ export class Pavilion {
   readonly extAuthz: ExtAuthz | undefined;
   /** NATS JetStream bundle distribution; undefined with the directory source. */
   readonly distribution: NatsDistribution | undefined;
+  /** Verifiable credentials into `input.credentials`; undefined unless configured. */
+  readonly credentials: CredentialGate | undefined;
   #started: Component[] = [];
 
   constructor(config: PavilionConfig, options: PavilionOptions = {}) {
@@ -150,6 +153,16 @@ export class Pavilion {
     const sink = options.sink ?? decisionSink(config);
     this.auditLog = sink instanceof AuditLogSink ? sink : undefined;
     this.sink = new MaskingDecisionSink(sink, decisionMasker(config, this.engine));
+    this.credentials = config.credentials === undefined
+      ? undefined
+      : new CredentialGate({
+          policies: config.credentials.tenants,
+          refreshIntervalMs: config.credentials.refreshIntervalMs,
+          maxCredentialsPerRequest: config.credentials.maxCredentialsPerRequest,
+          observer: this.metrics,
+          proofWorkers: config.credentials.proofWorkers,
+          proofJobTimeoutMs: config.credentials.proofJobTimeoutMs,
+        });
     this.extAuthz = config.extAuthz === undefined
       ? undefined
       : new ExtAuthz({
@@ -159,6 +172,7 @@ export class Pavilion {
           tenants: this.tenants,
           sink: this.sink,
           metrics: this.metrics,
+          ...(this.credentials === undefined ? {} : { credentials: this.credentials }),
         });
     const mounted = this.extAuthz?.http;
     this.api = new ApiServer({
@@ -169,6 +183,7 @@ export class Pavilion {
       events: this.events,
       metrics: this.metrics,
       ...(mounted === undefined ? {} : { mounted }),
+      ...(this.credentials === undefined ? {} : { credentials: this.credentials }),
       components: () => this.#components(),
       statusReport: () => this.statusReport(),
     });
@@ -178,6 +193,8 @@ export class Pavilion {
     return [
       this.sink, this.engine, this.tenants,
       ...(this.distribution === undefined ? [] : [this.distribution]),
+      // before the API: requests carrying credentials need the verifier ready
+      ...(this.credentials === undefined ? [] : [this.credentials]),
       this.api,
       ...(this.extAuthz === undefined ? [] : [this.extAuthz]),
     ];

@@ -4,6 +4,7 @@
  *   POST|GET /v1/data/{path}                  tenant from the configured header
  *   POST|GET /v1/tenants/{tenant}/data/{path} tenant from the path
  *   GET /health (/health/live, /health/ready) GET /metrics  GET /v1/tenants
+ *   POST /v1/tenants/{tenant}/credentials/challenge   a one-time challenge for a credential holder
  *
  * node:http rather than Express on this path: measured on the target machine, Express cost
  * about 4-5x in throughput on a small JSON POST (see README, "Why node:http").
@@ -23,6 +24,15 @@ import { assertDepth } from '../lib/canonical-json.ts';
 import { ErrorCodes, PavilionError } from '../lib/errors.ts';
 import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
 import { withDeadline } from '../lib/lifecycle.ts';
+import {
+  CREDENTIAL_CHALLENGE_HEADER,
+  CREDENTIAL_WITNESSES_HEADER,
+  CREDENTIALS_HEADER,
+  credentialsFromHeader,
+  witnessesFromHeader,
+  withoutReservedCredentialKeys,
+  type CredentialGate,
+} from '../credentials/index.ts';
 import type { Metrics } from '../telemetry/index.ts';
 import type { TenantManager } from '../tenants/index.ts';
 import { toHttpError } from './error-body.ts';
@@ -34,6 +44,8 @@ export interface ApiServerDeps {
   readonly sink: DecisionSink;
   readonly events: DecisionEvents;
   readonly metrics: Metrics;
+  /** Verifies the credentials a request carries into `input.credentials` (absent: not configured). */
+  readonly credentials?: CredentialGate;
   /** Components whose status makes up /health. */
   readonly components: () => readonly Component[];
   /** This sidecar's report in OPA's Status API shape (`GET /v1/status`). */
@@ -53,6 +65,40 @@ interface Query {
 }
 
 const JSON_TYPE = 'application/json';
+/** What a Data API request carries besides its input. */
+interface RequestCredentials {
+  readonly credentials: readonly unknown[];
+  readonly challenge?: string;
+  /** Accumulator witnesses by revocation handle (base64url). */
+  readonly witnesses?: Readonly<Record<string, string>>;
+}
+
+function headerText(req: IncomingMessage, name: string): string | undefined {
+  const value = req.headers[name];
+  return Array.isArray(value) ? value.join(',') : value;
+}
+
+/** Credentials from the body's `credentials`, `credential_challenge` and `credential_witnesses` fields and the headers. */
+function requestCredentials(req: IncomingMessage, body: Record<string, unknown> | undefined): RequestCredentials {
+  const credentials: unknown[] = [];
+  const fromBody = body?.['credentials'];
+  if (fromBody !== undefined) {
+    if (!Array.isArray(fromBody)) throw new PavilionError(ErrorCodes.REQUEST_INVALID, '"credentials" must be an array of credentials and presentations');
+    credentials.push(...fromBody);
+  }
+  credentials.push(...credentialsFromHeader(headerText(req, CREDENTIALS_HEADER)));
+  const challenge = body?.['credential_challenge'] ?? headerText(req, CREDENTIAL_CHALLENGE_HEADER);
+  if (challenge !== undefined && typeof challenge !== 'string') throw new PavilionError(ErrorCodes.REQUEST_INVALID, '"credential_challenge" must be a string');
+  const witnesses = body?.['credential_witnesses'] ?? witnessesFromHeader(headerText(req, CREDENTIAL_WITNESSES_HEADER));
+  if (witnesses !== undefined && (typeof witnesses !== 'object' || witnesses === null || Array.isArray(witnesses) || Object.values(witnesses).some((w) => typeof w !== 'string'))) {
+    throw new PavilionError(ErrorCodes.REQUEST_INVALID, '"credential_witnesses" must map revocation handles to base64url witnesses');
+  }
+  return {
+    credentials,
+    ...(challenge === undefined ? {} : { challenge }),
+    ...(witnesses === undefined ? {} : { witnesses: witnesses as Record<string, string> }),
+  };
+}
 
 function parseQuery(search: string): Query {
   const flags = new Set<string>();
@@ -174,6 +220,9 @@ export class ApiServer implements Component {
         if (after.startsWith('/data') && (after.length === 5 || after[5] === '/')) {
           route = 'data';
           await this.#data(req, res, tenant, after.slice(5), query, started);
+        } else if (after === '/credentials/challenge') {
+          route = 'credentials';
+          this.#challenge(req, res, tenant, query);
         } else if (after === '' || after === '/') {
           route = 'tenants';
           this.#onlyGet(req);
@@ -215,6 +264,16 @@ export class ApiServer implements Component {
     } finally {
       this.#deps.metrics.httpRequestSeconds.observe({ route }, Number(process.hrtime.bigint() - started) / 1e9);
     }
+  }
+
+  #challenge(req: IncomingMessage, res: ServerResponse, tenant: string, query: Query): void {
+    if (req.method !== 'POST') throw new PavilionError(ErrorCodes.METHOD_NOT_ALLOWED, `${req.method ?? ''} is not allowed here; use POST`);
+    const gate = this.#deps.credentials;
+    if (gate === undefined || !this.#deps.tenants.has(tenant) || !gate.governs(tenant)) {
+      throw new PavilionError(ErrorCodes.ROUTE_NOT_FOUND, `tenant ${JSON.stringify(tenant.slice(0, 64))} has no credential policy`);
+    }
+    req.resume();
+    this.#json(res, 200, { result: gate.issueChallenge(tenant) }, query.pretty);
   }
 
   #onlyGet(req: IncomingMessage): void {
@@ -291,8 +350,8 @@ export class ApiServer implements Component {
     return chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size);
   }
 
-  async #readInput(req: IncomingMessage): Promise<{ input: unknown; hasInput: boolean }> {
-    if (req.method === 'GET' || req.method === 'HEAD') return { input: undefined, hasInput: false };
+  async #readInput(req: IncomingMessage): Promise<{ input: unknown; hasInput: boolean; carried: RequestCredentials }> {
+    if (req.method === 'GET' || req.method === 'HEAD') return { input: undefined, hasInput: false, carried: requestCredentials(req, undefined) };
     if (req.method !== 'POST') {
       throw new PavilionError(ErrorCodes.METHOD_NOT_ALLOWED, `${req.method ?? ''} is not allowed on the data API; use POST or GET`);
     }
@@ -304,7 +363,7 @@ export class ApiServer implements Component {
       throw new PavilionError(ErrorCodes.REQUEST_UNSUPPORTED_MEDIA_TYPE, `content-encoding ${req.headers['content-encoding']} is not supported`);
     }
     const body = await this.#readBody(req);
-    if (body.length === 0) return { input: undefined, hasInput: false };
+    if (body.length === 0) return { input: undefined, hasInput: false, carried: requestCredentials(req, undefined) };
     let parsed: unknown;
     try {
       parsed = JSON.parse(body.toString('utf8'));
@@ -318,7 +377,7 @@ export class ApiServer implements Component {
     const input = (parsed as { input?: unknown }).input;
     // Bound the depth here, before anything (evaluation, logging, metrics) walks the input.
     assertDepth(input, this.#deps.config.http.maxInputDepth);
-    return { input, hasInput };
+    return { input, hasInput, carried: requestCredentials(req, parsed as Record<string, unknown>) };
   }
 
   async #data(
@@ -331,7 +390,12 @@ export class ApiServer implements Component {
   ): Promise<void> {
     const tenant = this.#resolveTenant(req, tenantFromPath);
     const path = decodeSegments(rawPath).join('/');
-    const { input, hasInput } = await this.#readInput(req);
+    const read = await this.#readInput(req);
+    const { hasInput } = read;
+    // verified facts replace whatever the client put in input.credentials (see CredentialGate)
+    const input = this.#deps.credentials === undefined
+      ? withoutReservedCredentialKeys(read.input)
+      : await this.#deps.credentials.prepareInput(tenant, read.input, read.carried.credentials, read.carried);
     const decisionId = randomUUID();
     const timestamp = new Date().toISOString();
     const { metrics } = this.#deps;

@@ -14,6 +14,7 @@
  *   pavilion audit prove --decision <id> --log <dir|file>
  *   pavilion audit prove-consistency --from <checkpoint.json> --log <dir|file>
  *   pavilion audit verify-consistency --proof <file> --keys <pem|dir>
+ *   pavilion credential <command> ...   (sample credentials: see credential-commands.ts)
  *   pavilion serve
  *
  * push/rollback/history/status talk to NATS: --nats <url> (or PAVILION_NATS_URL), with
@@ -47,6 +48,7 @@ import { parseConfig } from '../config/index.ts';
 import { NatsBundleStore, connectNats } from '../distribution/index.ts';
 import { compilePolicy } from '../engine/index.ts';
 import { ErrorCodes, PavilionError, describeThrown, isPavilionError } from '../lib/errors.ts';
+import { CREDENTIAL_USAGE, credentialCommand } from './credential-commands.ts';
 
 const USAGE = `usage:
   pavilion bundle build --tenant <id> | --all [--out <dir>] [--target wasm|rego] [--unsigned]
@@ -64,6 +66,7 @@ const USAGE = `usage:
   pavilion audit prove --decision <id> --log <dir|file>
   pavilion audit prove-consistency --from <checkpoint.json> --log <dir|file>
   pavilion audit verify-consistency --proof <file> --keys <pem|dir>
+${CREDENTIAL_USAGE}
   pavilion serve
 nats options: --nats <url> (default $PAVILION_NATS_URL or nats://127.0.0.1:4222) --user <u> --password <p>`;
 
@@ -410,6 +413,7 @@ async function main(argv: string[]): Promise<number> {
   if (group === 'bundle' && command === 'delta') return bundleDelta(rest);
   if (group === 'bundle' && command === 'promote') return bundleShadowCommand(rest, 'promote');
   if (group === 'bundle' && command === 'end-shadow') return bundleShadowCommand(rest, 'end');
+  if (group === 'credential') return credentialCommand(command, rest);
   if (group === 'serve') {
     await import('../main.ts');
     return -1;

@@ -13,6 +13,7 @@ import { REPO_ROOT } from '../lib/tools.ts';
 
 import { TENANT_ID_PATTERN } from '../lib/tenant-id.ts';
 import { parseFieldPointer } from '../lib/field-pointer.ts';
+import { parseCredentialPolicy, type CredentialPolicy } from '../credentials/index.ts';
 
 export { TENANT_ID_PATTERN };
 
@@ -182,6 +183,18 @@ export interface PavilionConfig {
   readonly shutdownTimeoutMs: number;
   /** Envoy ext_authz (gRPC and HTTP service); absent when the section is not configured. */
   readonly extAuthz?: ExtAuthzConfig;
+  /** Verifiable credentials (sidecar/src/credentials); absent when the section is not configured. */
+  readonly credentials?: CredentialsConfig;
+}
+
+/** The `credentials` section: per-tenant credential policies and how requests carry credentials. */
+export interface CredentialsConfig {
+  /** Worker threads verifying proofs (0: on the event loop). */
+  readonly proofWorkers: number;
+  readonly proofJobTimeoutMs: number;
+  readonly refreshIntervalMs: number;
+  readonly maxCredentialsPerRequest: number;
+  readonly tenants: readonly CredentialPolicy[];
 }
 
 const MiB = 1024 * 1024;
@@ -271,7 +284,8 @@ function section(obj: Json, key: string, path: string, known: readonly string[])
 }
 
 function deepFreeze<T>(value: T): T {
-  if (typeof value === 'object' && value !== null) {
+  // typed arrays (credential policies hold file bytes) cannot be frozen; they are copies nobody shares
+  if (typeof value === 'object' && value !== null && !ArrayBuffer.isView(value)) {
     for (const child of Object.values(value)) deepFreeze(child);
     Object.freeze(value);
   }
@@ -282,7 +296,7 @@ function deepFreeze<T>(value: T): T {
 export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: NodeJS.ProcessEnv = {}): PavilionConfig {
   const d = defaultConfig();
   const root = objectAt(raw ?? {}, '$');
-  refuseUnknown(root, ['labels', 'http', 'engine', 'bundles', 'decisionLog', 'tenants', 'shutdownTimeoutMs', 'extAuthz', 'keys', 'nats'], '$');
+  refuseUnknown(root, ['labels', 'http', 'engine', 'bundles', 'decisionLog', 'tenants', 'shutdownTimeoutMs', 'extAuthz', 'keys', 'nats', 'credentials'], '$');
   const p = (file: string): string => (isAbsolute(file) ? file : resolve(baseDir, file));
 
   const labels = section(root, 'labels', '$', ['id', 'version']);
@@ -388,7 +402,27 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
     tenants,
     shutdownTimeoutMs: int(root, 'shutdownTimeoutMs', '$', d.shutdownTimeoutMs, 0, 600_000),
     ...(root['extAuthz'] === undefined ? {} : { extAuthz: parseExtAuthz(root['extAuthz']) }),
+    ...(root['credentials'] === undefined ? {} : { credentials: parseCredentials(root['credentials'], p) }),
   });
+}
+
+/** The `credentials` section (see README, "Verifiable credentials"); files resolve like other paths. */
+function parseCredentials(raw: unknown, resolvePath: (file: string) => string): CredentialsConfig {
+  const root = objectAt(raw, '$.credentials');
+  refuseUnknown(root, ['proofWorkers', 'proofJobTimeoutMs', 'refreshIntervalMs', 'maxCredentialsPerRequest', 'tenants'], '$.credentials');
+  const tenantsRaw = objectAt(root['tenants'] ?? {}, '$.credentials.tenants');
+  const tenants: CredentialPolicy[] = [];
+  for (const [id, policy] of Object.entries(tenantsRaw)) {
+    if (!TENANT_ID_PATTERN.test(id)) fail(`$.credentials.tenants.${id}`, `tenant ids must match ${TENANT_ID_PATTERN.source}`);
+    tenants.push(parseCredentialPolicy(id, policy, (file) => new Uint8Array(readFileSync(resolvePath(file))), resolvePath));
+  }
+  return {
+    proofWorkers: int(root, 'proofWorkers', '$.credentials', 1, 0, 64),
+    proofJobTimeoutMs: int(root, 'proofJobTimeoutMs', '$.credentials', 2_000, 10, 60_000),
+    refreshIntervalMs: int(root, 'refreshIntervalMs', '$.credentials', 30_000, 1_000, 3_600_000),
+    maxCredentialsPerRequest: int(root, 'maxCredentialsPerRequest', '$.credentials', 8, 1, 256),
+    tenants,
+  };
 }
 
 function pointerList(value: unknown, path: string): string[] {

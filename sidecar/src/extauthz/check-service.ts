@@ -30,6 +30,14 @@ import {
   type HeaderValueOption,
 } from './decision.ts';
 import { checkRequestToInput, type CheckRequestJson, type JsonObject } from './input.ts';
+import {
+  CREDENTIAL_CHALLENGE_HEADER,
+  CREDENTIAL_WITNESSES_HEADER,
+  CREDENTIALS_HEADER,
+  credentialsFromHeader,
+  witnessesFromHeader,
+  type CredentialGate,
+} from '../credentials/index.ts';
 import { resolveTenant } from './tenant-resolver.ts';
 
 export type Transport = 'grpc' | 'http';
@@ -50,6 +58,8 @@ export interface ExtAuthzDecisionEvent extends DecisionEventV1 {
 
 export interface CheckServiceDeps {
   readonly config: ExtAuthzConfig;
+  /** Verifies credentials in the checked request's headers into `input.credentials`. */
+  readonly credentials?: CredentialGate;
   readonly events: DecisionEvents;
   readonly engine: Pick<PolicyEngine, 'evaluate' | 'active'>;
   readonly tenants: Pick<TenantManager, 'has'>;
@@ -85,6 +95,35 @@ interface Outcome {
 }
 
 const UNKNOWN = '(unknown)';
+
+/**
+ * Verify the credentials in the checked request's `x-pavilion-credentials` header into
+ * `input.credentials` / `input.credential_errors`, and take the raw credential and witness
+ * headers out of the input's `attributes` (and so out of the decision log): the policy sees
+ * verified facts only.
+ */
+async function withCredentials(gate: CredentialGate, tenant: string, input: JsonObject): Promise<JsonObject> {
+  const attributes = input['attributes'] as { request?: { http?: { headers?: Record<string, string>; headerMap?: { headers?: Array<{ key?: string }> } } } } | undefined;
+  const http = attributes?.request?.http;
+  const headers = http?.headers ?? {};
+  const credentials = credentialsFromHeader(headers[CREDENTIALS_HEADER]);
+  const challenge = headers[CREDENTIAL_CHALLENGE_HEADER];
+  const witnesses = witnessesFromHeader(headers[CREDENTIAL_WITNESSES_HEADER]);
+  if (http !== undefined) {
+    // the witness is as linkable as the credential: neither stays in the input
+    if (http.headers !== undefined) {
+      const { [CREDENTIALS_HEADER]: _credentials, [CREDENTIAL_WITNESSES_HEADER]: _witnesses, ...rest } = http.headers;
+      http.headers = rest;
+    }
+    const removed = new Set([CREDENTIALS_HEADER, CREDENTIAL_WITNESSES_HEADER]);
+    if (http.headerMap?.headers !== undefined) http.headerMap.headers = http.headerMap.headers.filter((h) => !removed.has(h.key?.toLowerCase() ?? ''));
+  }
+  const prepared = await gate.prepareInput(tenant, input, credentials, {
+    ...(challenge === undefined ? {} : { challenge }),
+    ...(witnesses === undefined ? {} : { witnesses }),
+  });
+  return prepared as JsonObject;
+}
 
 export class CheckService {
   readonly #deps: CheckServiceDeps;
@@ -176,6 +215,8 @@ export class CheckService {
       }
       throw error;
     }
+    const gate = this.#deps.credentials;
+    if (gate !== undefined && gate.governs(tenant)) input = await withCredentials(gate, tenant, input);
     const budget = Math.max(0, Math.min(settings.timeoutMs, context.callerBudgetMs ?? Number.POSITIVE_INFINITY));
     let decision: Decision;
     try {

@@ -8,6 +8,7 @@ import type { ExtAuthzConfig } from '../config/index.ts';
 import type { PolicyEngine } from '../engine/index.ts';
 import { ErrorCodes, PavilionError } from '../lib/errors.ts';
 import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
+import type { CredentialGate } from '../credentials/index.ts';
 import type { Metrics } from '../telemetry/index.ts';
 import type { TenantManager } from '../tenants/index.ts';
 import { CheckService } from './check-service.ts';
@@ -23,6 +24,8 @@ export interface ExtAuthzDeps {
   readonly tenants: TenantManager;
   readonly sink: DecisionSink;
   readonly metrics: Metrics;
+  /** Verifies credentials carried in checked requests' headers (absent: not configured). */
+  readonly credentials?: CredentialGate;
 }
 
 export class ExtAuthz implements Component {

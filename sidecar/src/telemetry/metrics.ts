@@ -2,9 +2,10 @@
  * Prometheus metrics, on a registry owned by this object (no global registry).
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { CredentialObserver } from '../credentials/index.ts';
 import type { EngineObserver } from '../engine/index.ts';
 
-export class Metrics implements EngineObserver {
+export class Metrics implements EngineObserver, CredentialObserver {
   readonly registry = new Registry();
   readonly decisions: Counter<'tenant' | 'path' | 'outcome'>;
   readonly evaluationSeconds: Histogram<'tenant'>;
@@ -13,6 +14,8 @@ export class Metrics implements EngineObserver {
   readonly bundleActivations: Counter<'tenant' | 'outcome'>;
   readonly httpRequestSeconds: Histogram<'route'>;
   readonly tenantRevision: Gauge<'tenant' | 'revision'>;
+  readonly credentials: Counter<'tenant' | 'outcome'>;
+  readonly credentialSeconds: Histogram<'tenant'>;
   readonly distributionConnected: Gauge;
   readonly distributionReconnects: Counter;
   readonly distributionUpdates: Counter<'tenant' | 'outcome'>;
@@ -61,6 +64,19 @@ export class Metrics implements EngineObserver {
       labelNames: ['tenant', 'outcome'],
       registers: [this.registry],
     });
+    this.credentials = new Counter({
+      name: 'pavilion_credentials_total',
+      help: 'Credentials received with requests, by tenant and outcome (the verified format, or the ERR_CREDENTIAL_* code).',
+      labelNames: ['tenant', 'outcome'],
+      registers: [this.registry],
+    });
+    this.credentialSeconds = new Histogram({
+      name: 'pavilion_credential_verification_duration_seconds',
+      help: "Time spent verifying one request's credentials (proofs, trust, status).",
+      labelNames: ['tenant'],
+      buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+      registers: [this.registry],
+    });
     this.tenantRevision = new Gauge({
       name: 'pavilion_tenant_active_revision_info',
       help: 'Active bundle revision per tenant (value 1).',
@@ -102,6 +118,14 @@ export class Metrics implements EngineObserver {
       buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers: [this.registry],
     });
+  }
+
+  onCredential(tenant: string, outcome: string): void {
+    this.credentials.inc({ tenant, outcome });
+  }
+
+  onCredentialRequest(tenant: string, seconds: number): void {
+    this.credentialSeconds.observe({ tenant }, seconds);
   }
 
   onCacheLookup(tenant: string, hit: boolean): void {

@@ -1,0 +1,226 @@
+/**
+ * The credentials component: owns the tenants' CredentialVerifier, loads their initial status
+ * lists and accumulator states at start, refreshes status lists on a timer, and turns the
+ * credentials a request carries into the policy input's `credentials` (verified facts) and
+ * `credential_errors` (typed codes).
+ *
+ * For a tenant with a credential policy those two input keys always come from Pavilion: any
+ * value the client put there is replaced, so a policy can trust `input.credentials` without
+ * re-checking anything. For the other tenants the keys are removed (reserved), and the
+ * transports remove them too when credentials are not configured at all. Raw credentials never enter the input (nor, therefore, the decision log);
+ * only the verified facts, with undisclosed claims absent, do.
+ */
+import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
+import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
+import { FileStatusListSource, type StatusListSource } from './bitstring-status-list.ts';
+import type { CredentialPolicy } from './credential-policy.ts';
+import { CredentialVerifier } from './credential-verifier.ts';
+import type { ProofExecutor } from './proof-executor.ts';
+import { WorkerProofExecutor } from './worker-proof-executor.ts';
+import { isObject } from './json.ts';
+import type { NonceStore } from './nonce-store.ts';
+import type { CredentialErrorV1, VerifiedFactsV1 } from './verified-facts.ts';
+
+/** What the gate reports per request (implemented by telemetry's Metrics). */
+export interface CredentialObserver {
+  /** One credential's result: its format when verified, or the refusal code. */
+  onCredential(tenant: string, outcome: string): void;
+  /** Time spent verifying one request's credentials. */
+  onCredentialRequest(tenant: string, seconds: number): void;
+}
+
+export interface CredentialGateOptions {
+  readonly policies: readonly CredentialPolicy[];
+  /** How often status lists past their TTL are refreshed (default source: their configured files). */
+  readonly refreshIntervalMs: number;
+  /** Most credentials accepted in one request. */
+  readonly maxCredentialsPerRequest: number;
+  readonly statusListSource?: StatusListSource;
+  readonly nonces?: NonceStore;
+  readonly clock?: () => number;
+  readonly observer?: CredentialObserver;
+  /** Worker threads for proof verification; 0 runs proofs on the event loop. */
+  readonly proofWorkers: number;
+  readonly proofJobTimeoutMs: number;
+}
+
+export interface CredentialBinding {
+  /** The verifier challenge the holder bound its presentation to. */
+  readonly challenge?: string;
+  /** Accumulator witnesses the holder sent, by revocation handle (base64url). */
+  readonly witnesses?: Readonly<Record<string, string>>;
+}
+
+/** Compact credentials (VC-JWT, SD-JWT VC) in a header, comma-separated; JSON ones go in a body. */
+export const CREDENTIALS_HEADER = 'x-pavilion-credentials';
+export const CREDENTIAL_CHALLENGE_HEADER = 'x-pavilion-credential-challenge';
+/** Accumulator witnesses in a header: `handle=witness` pairs, comma-separated (base64url both). */
+export const CREDENTIAL_WITNESSES_HEADER = 'x-pavilion-credential-witnesses';
+
+/** The witnesses in a `x-pavilion-credential-witnesses` header value (malformed pairs are skipped). */
+export function witnessesFromHeader(value: string | undefined): Record<string, string> | undefined {
+  if (value === undefined) return undefined;
+  const out: Record<string, string> = {};
+  for (const pair of value.split(',')) {
+    const [handle, witness, extra] = pair.trim().split('=');
+    if (handle !== undefined && handle !== '' && witness !== undefined && witness !== '' && extra === undefined) out[handle] = witness;
+  }
+  return out;
+}
+
+/** The credentials in a `x-pavilion-credentials` header value. */
+export function credentialsFromHeader(value: string | undefined): string[] {
+  return value === undefined ? [] : value.split(',').map((c) => c.trim()).filter((c) => c !== '');
+}
+
+export const CREDENTIALS_INPUT_KEY = 'credentials';
+export const CREDENTIAL_ERRORS_INPUT_KEY = 'credential_errors';
+
+/**
+ * `input` without the two keys only Pavilion may set. Applied wherever no credential policy
+ * governs the tenant (including when credentials are not configured at all), so a policy that
+ * reads `input.credentials` can never be fed a client's imitation of verified facts.
+ */
+export function withoutReservedCredentialKeys(input: unknown): unknown {
+  if (!isObject(input) || !(CREDENTIALS_INPUT_KEY in input || CREDENTIAL_ERRORS_INPUT_KEY in input)) return input;
+  const { [CREDENTIALS_INPUT_KEY]: _facts, [CREDENTIAL_ERRORS_INPUT_KEY]: _errors, ...rest } = input;
+  return rest;
+}
+
+export class CredentialGate implements Component {
+  readonly name = 'credentials';
+  readonly #options: CredentialGateOptions;
+  readonly #policies: ReadonlyMap<string, CredentialPolicy>;
+  #verifier: CredentialVerifier | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #abort = new AbortController();
+  #lastRefreshFailures = 0;
+  #startError: string | undefined;
+  #executor: ProofExecutor | undefined;
+
+  constructor(options: CredentialGateOptions) {
+    this.#options = options;
+    this.#policies = new Map(options.policies.map((p) => [p.tenantId, p]));
+  }
+
+  async start(): Promise<void> {
+    try {
+      if (this.#options.proofWorkers > 0) {
+        this.#executor = await WorkerProofExecutor.start({ workers: this.#options.proofWorkers, jobTimeoutMs: this.#options.proofJobTimeoutMs });
+      }
+      const verifier = await CredentialVerifier.create(this.#options.policies, {
+        ...(this.#executor === undefined ? {} : { executor: this.#executor }),
+        ...(this.#options.clock === undefined ? {} : { clock: this.#options.clock }),
+        ...(this.#options.nonces === undefined ? {} : { nonces: this.#options.nonces }),
+        statusListSource: this.#options.statusListSource ?? ((tenantId: string) => {
+          const policy = this.#policies.get(tenantId);
+          const files = [
+            ...(policy?.initialStatusLists ?? []),
+            ...(policy?.initialTokenStatusLists ?? []).map((t) => ({ url: t.uri, path: t.path })),
+          ];
+          return files.length === 0 ? undefined : new FileStatusListSource(files);
+        }),
+      });
+      for (const policy of this.#options.policies) {
+        for (const list of policy.initialStatusLists) {
+          let credential: unknown;
+          try {
+            credential = JSON.parse(Buffer.from(list.bytes).toString('utf8'));
+          } catch (error) {
+            throw new PavilionError(ErrorCodes.CONFIG_INVALID, `credentials ${policy.tenantId}: status list ${list.url} is not JSON`, { cause: error });
+          }
+          await verifier.admitStatusList(policy.tenantId, list.url, credential);
+        }
+        for (const token of policy.initialTokenStatusLists) await verifier.admitTokenStatusList(policy.tenantId, token.uri, token.jwt);
+        for (const state of policy.initialAccumulatorStates) await verifier.admitAccumulatorState(policy.tenantId, state);
+      }
+      this.#verifier = verifier;
+    } catch (error) {
+      this.#startError = describeThrown(error);
+      await this.#executor?.close();
+      this.#executor = undefined;
+      throw error;
+    }
+    this.#abort = new AbortController();
+    this.#timer = setInterval(() => void this.#refresh(), this.#options.refreshIntervalMs);
+    this.#timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    this.#timer = undefined;
+    this.#abort.abort();
+    this.#verifier = undefined;
+    await this.#executor?.close();
+    this.#executor = undefined;
+  }
+
+  status(): ComponentStatus {
+    if (this.#verifier === undefined) return { state: this.#startError === undefined ? 'NOT_READY' : 'ERROR', message: this.#startError ?? 'not started' };
+    if (this.#lastRefreshFailures > 0) return { state: 'WARN', message: `${this.#lastRefreshFailures} status list refreshes failed; lists are used until their max age` };
+    return { state: 'OK', details: { tenants: [...this.#policies.keys()], proofWorkers: this.#options.proofWorkers } };
+  }
+
+  /** Whether `tenant` has a credential policy (and so owns `input.credentials`). */
+  governs(tenant: string): boolean {
+    return this.#policies.has(tenant);
+  }
+
+  /** Mint a one-time challenge for a holder of `tenant` (see CredentialVerifier.issueChallenge). */
+  issueChallenge(tenant: string): { challenge: string; domain?: string; expires_at: string } {
+    if (!this.governs(tenant)) throw new PavilionError(ErrorCodes.CREDENTIAL_TENANT_UNKNOWN, `tenant ${tenant.slice(0, 64)} has no credential policy`);
+    const { challenge, domain, expiresAtMs } = this.verifier.issueChallenge(tenant);
+    return { challenge, ...(domain === undefined ? {} : { domain }), expires_at: new Date(expiresAtMs).toISOString() };
+  }
+
+  /** The verifier, for admin paths (admitting status lists, accumulator states). */
+  get verifier(): CredentialVerifier {
+    if (this.#verifier === undefined) throw new PavilionError(ErrorCodes.TENANT_NOT_READY, 'credential verification is not started');
+    return this.#verifier;
+  }
+
+  /**
+   * The input the policy sees: `input` with `credentials` and `credential_errors` set from the
+   * verification of `credentials`. A non-object input gets the two keys only when credentials
+   * were sent (an object input is required to carry them).
+   */
+  async prepareInput(tenant: string, input: unknown, credentials: readonly unknown[], binding: CredentialBinding): Promise<unknown> {
+    // a tenant without a policy gets neither facts nor a client's imitation of them
+    if (!this.governs(tenant)) return withoutReservedCredentialKeys(input);
+    if (credentials.length === 0 && !isObject(input)) return input;
+    if (!isObject(input) && input !== undefined) {
+      throw new PavilionError(ErrorCodes.REQUEST_INVALID, 'credentials can only accompany an object input');
+    }
+    let facts: VerifiedFactsV1[] = [];
+    let errors: CredentialErrorV1[] = [];
+    if (credentials.length > this.#options.maxCredentialsPerRequest) {
+      errors = [{ version: 1, index: this.#options.maxCredentialsPerRequest, code: ErrorCodes.CREDENTIAL_TOO_LARGE, message: `at most ${this.#options.maxCredentialsPerRequest} credentials per request` }];
+    } else if (credentials.length > 0) {
+      const policy = this.#policies.get(tenant)!;
+      const started = performance.now();
+      ({ credentials: facts, errors } = await this.verifier.verifyEach(tenant, credentials, {
+        ...(binding.challenge === undefined ? {} : { challenge: binding.challenge }),
+        ...(binding.witnesses === undefined ? {} : { witnesses: binding.witnesses }),
+        ...(policy.domain === undefined ? {} : { domain: policy.domain }),
+      }));
+      const observer = this.#options.observer;
+      if (observer !== undefined) {
+        observer.onCredentialRequest(tenant, (performance.now() - started) / 1000);
+        for (const fact of facts) observer.onCredential(tenant, fact.format);
+        for (const error of errors) observer.onCredential(tenant, error.code);
+      }
+    }
+    return { ...(input ?? {}), [CREDENTIALS_INPUT_KEY]: facts, [CREDENTIAL_ERRORS_INPUT_KEY]: errors };
+  }
+
+  async #refresh(): Promise<void> {
+    const verifier = this.#verifier;
+    if (verifier === undefined) return;
+    try {
+      const failures = await verifier.refreshStatusLists(this.#abort.signal);
+      this.#lastRefreshFailures = failures.length;
+    } catch {
+      this.#lastRefreshFailures++;
+    }
+  }
+}

@@ -1,0 +1,525 @@
+/**
+ * The credential verifier: one entry point per tenant for every accepted format, returning
+ * verified facts or throwing a `PavilionError` with an `ERR_CREDENTIAL_*` code. Nothing is
+ * fetched: contexts, DIDs, status lists and accumulator states come from the tenant's pinned
+ * material and caches, which their owners fill through `admit*`.
+ *
+ * Pipeline for one credential: size -> format -> (Data Integrity: freshness first, as the
+ * library refuses stale credentials with untyped errors) proof -> freshness -> issuer trust ->
+ * status. The proof outcome is cached by the SHA-256 of the credential as received; every other
+ * step runs on each call, so a cached credential is still re-checked for time, trust and status.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { ErrorCodes, PavilionError, describeThrown, isPavilionError } from '../lib/errors.ts';
+import { AccumulatorRegistry, ACCUMULATOR_ENTRY_TYPE, readAccumulatorEntry } from './accumulator-registry.ts';
+import { decodeStatusListCredential, readStatusListEntry, StatusListCache, type DecodedStatusList, type StatusListSource } from './bitstring-status-list.ts';
+import type { CredentialPolicy } from './credential-policy.ts';
+import { verifyDataIntegrityCredential } from './data-integrity.ts';
+import { DidResolver } from './did-resolver.ts';
+import { createDocumentLoader, type DocumentLoader } from './document-loader.ts';
+import { checkFreshness, type ValidityWindow } from './freshness.ts';
+import { establishTrust, type Accreditation, type TrustPolicy } from './issuer-trust.ts';
+import { asArray, isObject, nodeId, stringsOf, type JsonObject } from './json.ts';
+import { MemoryChallengeStore, MemoryNonceStore, type ChallengeStore, type NonceStore } from './nonce-store.ts';
+import { pinContexts } from './pinned-contexts.ts';
+import { InlineProofExecutor, type ProofExecutor } from './proof-executor.ts';
+import { verifySdJwtVc } from './sd-jwt-vc.ts';
+import { TokenStatusListCache, type TokenStatusReference } from './token-status-list.ts';
+import type { CredentialErrorV1, CredentialFormat, StatusCheckV1, VerifiedFactsV1 } from './verified-facts.ts';
+import { verifyVcJwt } from './vc-jwt.ts';
+import { readW3cCredential } from './w3c-credential.ts';
+
+export interface VerifyOptions {
+  /** The verifier's one-time challenge (presentation `challenge`, KB-JWT `nonce`). */
+  readonly challenge?: string;
+  /** The verifier's domain (presentation `domain`, KB-JWT `aud`). */
+  readonly domain?: string;
+  /** Verification time; defaults to the verifier's clock. */
+  readonly nowMs?: number;
+  /** Accumulator witnesses by revocation handle (base64url). */
+  readonly witnesses?: Readonly<Record<string, string>>;
+}
+
+export interface PresentationResultV1 {
+  readonly version: 1;
+  readonly holder: string;
+  readonly credentials: readonly VerifiedFactsV1[];
+  readonly errors: readonly CredentialErrorV1[];
+}
+
+export interface CredentialVerifierOptions {
+  readonly clock?: () => number;
+  readonly nonces?: NonceStore;
+  /** Challenges minted by issueChallenge and not yet used (default: in memory). */
+  readonly challenges?: ChallengeStore;
+  /** Randomness for challenges (default: node:crypto randomBytes). */
+  readonly random?: (bytes: number) => Uint8Array;
+  /**
+   * Where status lists are refreshed from in the background (none: only `admitStatusList`):
+   * one source for every tenant, or one per tenant.
+   */
+  readonly statusListSource?: StatusListSource | ((tenantId: string) => StatusListSource | undefined);
+  readonly proofCacheEntries?: number;
+  /** Where Data Integrity proofs and accumulator pairings run (default: inline, this thread). */
+  readonly executor?: ProofExecutor;
+}
+
+/** What a proof check establishes, before freshness, trust and status. */
+interface ProofOutcome {
+  readonly format: CredentialFormat;
+  readonly issuer: string;
+  readonly types: readonly string[];
+  readonly subject?: string;
+  readonly claims: JsonObject;
+  readonly window: ValidityWindow;
+  readonly validity: VerifiedFactsV1['validity'];
+  readonly statusEntries: readonly JsonObject[];
+  readonly proofType: string;
+  readonly holder?: string;
+  readonly nonce?: string;
+  /** SD-JWT VC status (Token Status List). */
+  readonly tokenStatus?: TokenStatusReference;
+}
+
+interface TenantRuntime {
+  readonly policy: CredentialPolicy;
+  readonly dids: DidResolver;
+  readonly loader: DocumentLoader;
+  readonly trust: TrustPolicy;
+  readonly statusLists: StatusListCache;
+  readonly tokenStatusLists: TokenStatusListCache;
+  readonly accumulators: AccumulatorRegistry;
+}
+
+function sha256Hex(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
+}
+
+export class CredentialVerifier {
+  readonly #tenants: ReadonlyMap<string, TenantRuntime>;
+  readonly #clock: () => number;
+  readonly #nonces: NonceStore;
+  readonly #challenges: ChallengeStore;
+  readonly #random: (bytes: number) => Uint8Array;
+  readonly #proofCache = new Map<string, ProofOutcome>();
+  readonly #proofCacheEntries: number;
+  readonly #executor: ProofExecutor;
+
+  private constructor(tenants: Map<string, TenantRuntime>, options: CredentialVerifierOptions) {
+    this.#tenants = tenants;
+    this.#executor = options.executor ?? new InlineProofExecutor();
+    this.#clock = options.clock ?? Date.now;
+    this.#nonces = options.nonces ?? new MemoryNonceStore();
+    this.#challenges = options.challenges ?? new MemoryChallengeStore();
+    this.#random = options.random ?? randomBytes;
+    this.#proofCacheEntries = options.proofCacheEntries ?? 10_000;
+  }
+
+  /** Build every tenant's runtime: pins checked, accreditations verified. Throws on bad config. */
+  static async create(policies: readonly CredentialPolicy[], options: CredentialVerifierOptions = {}): Promise<CredentialVerifier> {
+    const tenants = new Map<string, TenantRuntime>();
+    const verifier = new CredentialVerifier(tenants, options);
+    for (const policy of policies) {
+      if (tenants.has(policy.tenantId)) throw new PavilionError(ErrorCodes.CONFIG_INVALID, `credentials: tenant ${policy.tenantId} configured twice`);
+      const dids = new DidResolver(policy.didWeb);
+      const loader = createDocumentLoader({ contexts: pinContexts(policy.contexts), dids });
+      const verifyList = async (credential: unknown, url: string, nowMs: number): Promise<DecodedStatusList> =>
+        verifier.#verifyStatusListCredential(loader, policy, credential, url, nowMs);
+      const source = typeof options.statusListSource === 'function' ? options.statusListSource(policy.tenantId) : options.statusListSource;
+      const statusLists = new StatusListCache({ ttlMs: policy.statusLists.ttlMs, maxAgeMs: policy.statusLists.maxAgeMs }, verifyList, source);
+      await verifier.#executor.addTenant({ tenantId: policy.tenantId, contexts: policy.contexts, didWeb: policy.didWeb });
+      const accumulators = new AccumulatorRegistry(
+        policy.accumulators,
+        policy.accumulatorMaxAgeMs,
+        (kid) => dids.verificationMethod(kid),
+        (value, publicKey, element, witness) => verifier.#executor.verifyMembership(value, publicKey, element, witness),
+      );
+      const tokenStatusLists = new TokenStatusListCache(policy.statusLists.maxAgeMs, dids, policy.statusLists.ttlMs, source);
+      const runtime: TenantRuntime = { policy, dids, loader, trust: { anchors: policy.trustAnchors, accreditations: [], maxChainDepth: policy.maxChainDepth }, statusLists, tokenStatusLists, accumulators };
+      const accreditations: Accreditation[] = [];
+      for (const [i, raw] of policy.accreditations.entries()) {
+        try {
+          accreditations.push(await verifier.#readAccreditation(runtime, raw, i));
+        } catch (error) {
+          throw new PavilionError(ErrorCodes.CONFIG_INVALID, `credentials ${policy.tenantId}: accreditation ${i} does not verify: ${describeThrown(error)}`, { cause: error });
+        }
+      }
+      tenants.set(policy.tenantId, { ...runtime, trust: { ...runtime.trust, accreditations } });
+    }
+    return verifier;
+  }
+
+  tenantIds(): readonly string[] {
+    return [...this.#tenants.keys()];
+  }
+
+  /** Verify one credential (Data Integrity JSON, VC-JWT or SD-JWT VC string). */
+  async verify(tenantId: string, credential: unknown, options: VerifyOptions = {}): Promise<VerifiedFactsV1> {
+    return this.#verifyOne(tenantId, credential, options, new Set());
+  }
+
+  /**
+   * `consumed`: the challenges this request already used. Several credentials answering one
+   * challenge (one KB-JWT nonce per SD-JWT, a presentation and an SD-JWT) are one use of it; a
+   * later request with the same challenge is a replay.
+   */
+  async #verifyOne(tenantId: string, credential: unknown, options: VerifyOptions, consumed: Set<string>): Promise<VerifiedFactsV1> {
+    const tenant = this.#tenant(tenantId);
+    const nowMs = options.nowMs ?? this.#clock();
+    const { hash } = this.#measure(tenant, credential);
+    if (isObject(credential) && stringsOf(credential['type']).includes('VerifiablePresentation')) {
+      throw new PavilionError(ErrorCodes.CREDENTIAL_FORMAT_UNSUPPORTED, 'a presentation: use verifyPresentation');
+    }
+    const proof = await this.#proof(tenant, credential, hash, options, nowMs, consumed);
+    return await this.#finish(tenant, proof, hash, options, nowMs);
+  }
+
+  /**
+   * Verify a presentation: the holder's proof bound to this verifier's challenge and domain (once
+   * only), then each embedded credential on its own. A bad presentation throws; a bad credential
+   * inside a good presentation is reported in `errors`.
+   */
+  async verifyPresentation(tenantId: string, presentation: unknown, options: VerifyOptions): Promise<PresentationResultV1> {
+    return this.#verifyPresentation(tenantId, presentation, options, new Set());
+  }
+
+  async #verifyPresentation(tenantId: string, presentation: unknown, options: VerifyOptions, consumed: Set<string>): Promise<PresentationResultV1> {
+    const tenant = this.#tenant(tenantId);
+    const nowMs = options.nowMs ?? this.#clock();
+    this.#measure(tenant, presentation);
+    if (!isObject(presentation) || !stringsOf(presentation['type']).includes('VerifiablePresentation')) {
+      throw new PavilionError(ErrorCodes.CREDENTIAL_MALFORMED, 'not a VerifiablePresentation');
+    }
+    const { challenge, domain } = options;
+    if (challenge === undefined || challenge === '') throw new PavilionError(ErrorCodes.CREDENTIAL_CHALLENGE_MISMATCH, 'a presentation is verified against a challenge, and none was given');
+    if (domain === undefined || domain === '') throw new PavilionError(ErrorCodes.CREDENTIAL_DOMAIN_MISMATCH, 'a presentation is verified against a domain, and none was given');
+    const { holderKey } = await this.#executor.verifyPresentationProof(tenantId, presentation, {
+      nowMs,
+      clockSkewMs: tenant.policy.freshness.clockSkewMs,
+      challenge,
+      domain,
+    });
+    const method = await tenant.dids.verificationMethod(holderKey);
+    const holder = nodeId(presentation['holder']);
+    if (holder === undefined || holder !== method.controller) {
+      throw new PavilionError(ErrorCodes.CREDENTIAL_HOLDER_MISMATCH, 'the presentation is not signed by its holder');
+    }
+    this.#consumeChallenge(tenant, challenge, domain, nowMs, consumed);
+
+    const credentials: VerifiedFactsV1[] = [];
+    const errors: CredentialErrorV1[] = [];
+    for (const [index, credential] of asArray(presentation['verifiableCredential']).entries()) {
+      try {
+        const facts = await this.#verifyOne(tenantId, credential, { ...options, nowMs }, consumed);
+        if (facts.subject !== undefined && facts.subject !== holder) {
+          throw new PavilionError(ErrorCodes.CREDENTIAL_HOLDER_MISMATCH, 'the credential subject is not the presentation holder');
+        }
+        credentials.push({ ...facts, holder });
+      } catch (error) {
+        errors.push(toCredentialError(index, error));
+      }
+    }
+    return { version: 1, holder, credentials, errors };
+  }
+
+  /** For the decision input: every credential verified, facts and typed errors side by side. */
+  async verifyEach(tenantId: string, credentials: readonly unknown[], options: VerifyOptions = {}): Promise<{ credentials: VerifiedFactsV1[]; errors: CredentialErrorV1[] }> {
+    const facts: VerifiedFactsV1[] = [];
+    const errors: CredentialErrorV1[] = [];
+    const consumed = new Set<string>();
+    for (const [index, credential] of credentials.entries()) {
+      try {
+        if (isObject(credential) && stringsOf(credential['type']).includes('VerifiablePresentation')) {
+          const result = await this.#verifyPresentation(tenantId, credential, options, consumed);
+          facts.push(...result.credentials);
+          errors.push(...result.errors.map((e) => ({ ...e, index })));
+        } else {
+          facts.push(await this.#verifyOne(tenantId, credential, options, consumed));
+        }
+      } catch (error) {
+        errors.push(toCredentialError(index, error));
+      }
+    }
+    return { credentials: facts, errors };
+  }
+
+  /** Verify and hold a status list credential for `tenantId` (from config, a file or a refresh). */
+  async admitStatusList(tenantId: string, url: string, credential: unknown, nowMs = this.#clock()): Promise<void> {
+    await this.#tenant(tenantId).statusLists.admit(url, credential, nowMs);
+  }
+
+  /**
+   * Mint a one-time challenge for a holder to bind a presentation (or KB-JWT nonce) to; with
+   * `presentations.requireIssuedChallenge` only such challenges are accepted, once, in time.
+   */
+  issueChallenge(tenantId: string, nowMs = this.#clock()): { challenge: string; domain?: string; expiresAtMs: number } {
+    const tenant = this.#tenant(tenantId);
+    const challenge = Buffer.from(this.#random(16)).toString('base64url');
+    const expiresAtMs = nowMs + tenant.policy.presentations.challengeLifetimeMs;
+    this.#challenges.remember(`${tenantId}\u0000${challenge}`, expiresAtMs);
+    return { challenge, ...(tenant.policy.domain === undefined ? {} : { domain: tenant.policy.domain }), expiresAtMs };
+  }
+
+  /** Verify and hold a Status List Token (SD-JWT VC status) for `uri`. */
+  async admitTokenStatusList(tenantId: string, uri: string, jwt: string, nowMs = this.#clock()): Promise<void> {
+    await this.#tenant(tenantId).tokenStatusLists.admit(uri, jwt, nowMs);
+  }
+
+  /** Verify and hold a signed accumulator state; returns its epoch. */
+  async admitAccumulatorState(tenantId: string, jws: string, nowMs = this.#clock()): Promise<number> {
+    return this.#tenant(tenantId).accumulators.admit(jws, nowMs);
+  }
+
+  /** Refresh status lists and tokens past their TTL (call from a timer; failures keep old ones until max age). */
+  async refreshStatusLists(signal: AbortSignal, nowMs = this.#clock()): Promise<Array<{ tenantId: string; url: string; error: PavilionError }>> {
+    const failures: Array<{ tenantId: string; url: string; error: PavilionError }> = [];
+    for (const [tenantId, tenant] of this.#tenants) {
+      const { failed } = await tenant.statusLists.refreshDue(nowMs, signal);
+      failures.push(...failed.map((f) => ({ tenantId, ...f })));
+      const tokens = await tenant.tokenStatusLists.refreshDue(nowMs, signal);
+      failures.push(...tokens.map((f) => ({ tenantId, ...f })));
+    }
+    return failures;
+  }
+
+  #tenant(tenantId: string): TenantRuntime {
+    const tenant = this.#tenants.get(tenantId);
+    if (tenant === undefined) throw new PavilionError(ErrorCodes.CREDENTIAL_TENANT_UNKNOWN, `no credential policy for tenant ${tenantId.slice(0, 64)}`);
+    return tenant;
+  }
+
+  #measure(tenant: TenantRuntime, credential: unknown): { text: string; hash: string } {
+    let text: string;
+    if (typeof credential === 'string') text = credential;
+    else if (isObject(credential)) {
+      try {
+        text = JSON.stringify(credential);
+      } catch (error) {
+        throw new PavilionError(ErrorCodes.CREDENTIAL_MALFORMED, 'credential is not serialisable JSON', { cause: error });
+      }
+    } else throw new PavilionError(ErrorCodes.CREDENTIAL_FORMAT_UNSUPPORTED, 'a credential is a JSON object (Data Integrity) or a string (VC-JWT, SD-JWT VC)');
+    if (Buffer.byteLength(text) > tenant.policy.maxCredentialBytes) {
+      throw new PavilionError(ErrorCodes.CREDENTIAL_TOO_LARGE, `credential exceeds ${tenant.policy.maxCredentialBytes} bytes`);
+    }
+    return { text, hash: sha256Hex(text) };
+  }
+
+  async #proof(tenant: TenantRuntime, credential: unknown, hash: string, options: VerifyOptions, nowMs: number, consumed: Set<string>): Promise<ProofOutcome> {
+    const { policy } = tenant;
+    if (typeof credential === 'string') {
+      if (credential.includes('~')) {
+        const verified = await verifySdJwtVc(credential, {
+          dids: tenant.dids,
+          nowMs,
+          clockSkewMs: policy.freshness.clockSkewMs,
+          keyBinding: { required: policy.keyBinding.required, maxAgeMs: policy.keyBinding.maxAgeMs, clockSkewMs: policy.freshness.clockSkewMs },
+          ...(options.challenge === undefined ? {} : { challenge: options.challenge }),
+          ...(options.domain === undefined ? {} : { domain: options.domain }),
+        });
+        checkFreshness(verified.window, [verified.vct], nowMs, policy.freshness);
+        if (verified.keyBound) this.#consumeChallenge(tenant, options.challenge ?? '', options.domain ?? '', nowMs, consumed);
+        return {
+          format: 'sd-jwt-vc',
+          issuer: verified.issuer,
+          types: [verified.vct],
+          ...(verified.subject === undefined ? {} : { subject: verified.subject }),
+          claims: verified.claims,
+          window: verified.window,
+          validity: isoWindow(verified.window),
+          statusEntries: [],
+          proofType: verified.proofType,
+          ...(verified.statusReference === undefined ? {} : { tokenStatus: verified.statusReference }),
+          ...(verified.holderJwk === undefined || !verified.keyBound ? {} : { holder: `urn:ietf:params:oauth:jwk-thumbprint:sha-256:${jwkThumbprint(verified.holderJwk)}` }),
+        };
+      }
+      const cached = this.#cached(tenant, hash);
+      if (cached !== undefined) return cached;
+      const { view, proofType } = await verifyVcJwt(credential, tenant.dids);
+      checkFreshness(view.window, view.types, nowMs, policy.freshness);
+      return this.#remember(tenant, hash, { format: 'vc+jwt', ...viewFacts(view), proofType });
+    }
+    const cached = this.#cached(tenant, hash);
+    if (cached !== undefined) return cached;
+    const view = readW3cCredential(credential);
+    checkFreshness(view.window, view.types, nowMs, policy.freshness);
+    const { proofType } = await this.#executor.verifyCredentialProof(policy.tenantId, credential as JsonObject, {
+      nowMs,
+      clockSkewMs: policy.freshness.clockSkewMs,
+    });
+    return this.#remember(tenant, hash, { format: 'vc+data-integrity', ...viewFacts(view), proofType });
+  }
+
+  #cached(tenant: TenantRuntime, hash: string): ProofOutcome | undefined {
+    const key = `${tenant.policy.tenantId}:${hash}`;
+    const hit = this.#proofCache.get(key);
+    if (hit !== undefined) {
+      this.#proofCache.delete(key);
+      this.#proofCache.set(key, hit);
+    }
+    return hit;
+  }
+
+  #remember(tenant: TenantRuntime, hash: string, outcome: ProofOutcome): ProofOutcome {
+    if (this.#proofCacheEntries <= 0) return outcome;
+    const key = `${tenant.policy.tenantId}:${hash}`;
+    this.#proofCache.set(key, outcome);
+    if (this.#proofCache.size > this.#proofCacheEntries) {
+      const oldest = this.#proofCache.keys().next().value;
+      if (oldest !== undefined) this.#proofCache.delete(oldest);
+    }
+    return outcome;
+  }
+
+  /** Freshness (again, for cached proofs), trust and status: never cached. */
+  async #finish(tenant: TenantRuntime, proof: ProofOutcome, hash: string, options: VerifyOptions, nowMs: number): Promise<VerifiedFactsV1> {
+    const { policy } = tenant;
+    checkFreshness(proof.window, proof.types, nowMs, policy.freshness);
+    const validFromMs = proof.window.validFromMs ?? proof.window.issuedAtMs;
+    const chain = establishTrust(
+      {
+        issuer: proof.issuer,
+        types: proof.types,
+        claimNames: Object.keys(proof.claims),
+        ...(validFromMs === undefined ? {} : { validFromMs }),
+        ...(proof.window.validUntilMs === undefined ? {} : { validUntilMs: proof.window.validUntilMs }),
+      },
+      tenant.trust,
+      nowMs,
+    );
+    const status = await this.#status(tenant, proof, options, nowMs);
+    return {
+      version: 1,
+      format: proof.format,
+      issuer: proof.issuer,
+      types: proof.types,
+      ...(proof.subject === undefined ? {} : { subject: proof.subject }),
+      claims: proof.claims,
+      proofType: proof.proofType,
+      validity: proof.validity,
+      status,
+      chain,
+      ...(proof.holder === undefined ? {} : { holder: proof.holder }),
+      credentialHash: hash,
+    };
+  }
+
+  async #status(tenant: TenantRuntime, proof: ProofOutcome, options: VerifyOptions, nowMs: number): Promise<StatusCheckV1[]> {
+    const checks: StatusCheckV1[] = [];
+    if (proof.tokenStatus !== undefined) {
+      const { ageMs } = tenant.tokenStatusLists.check(proof.tokenStatus, proof.issuer, nowMs);
+      checks.push({ mechanism: 'TokenStatusList', purpose: 'revocation', source: proof.tokenStatus.uri, ageSeconds: Math.floor(ageMs / 1000) });
+    }
+    for (const entry of proof.statusEntries) {
+      const type = stringsOf(entry['type']);
+      if (type.includes('BitstringStatusListEntry')) {
+        const parsed = readStatusListEntry(entry);
+        const { set, ageMs } = tenant.statusLists.check(parsed, proof.issuer, nowMs);
+        if (set) {
+          throw new PavilionError(parsed.purpose === 'revocation' ? ErrorCodes.CREDENTIAL_REVOKED : ErrorCodes.CREDENTIAL_SUSPENDED, `credential is ${parsed.purpose === 'revocation' ? 'revoked' : 'suspended'} (status list ${parsed.listUrl.slice(0, 200)})`);
+        }
+        checks.push({ mechanism: 'BitstringStatusList', purpose: parsed.purpose, source: parsed.listUrl, ageSeconds: Math.floor(ageMs / 1000) });
+      } else if (type.includes(ACCUMULATOR_ENTRY_TYPE)) {
+        const parsed = readAccumulatorEntry(entry);
+        const { ageMs } = await tenant.accumulators.check(parsed, proof.issuer, options.witnesses?.[parsed.revocationHandle], nowMs);
+        checks.push({ mechanism: 'BlsAccumulator', purpose: 'revocation', source: parsed.accumulatorId, ageSeconds: Math.floor(ageMs / 1000) });
+      } else {
+        throw new PavilionError(ErrorCodes.CREDENTIAL_STATUS_INVALID, `status type ${type.join(',') || '(none)'} is not understood; the credential is refused rather than accepted unchecked`);
+      }
+    }
+    if (checks.length === 0 && proof.types.some((t) => tenant.policy.statusLists.requiredForTypes.includes(t))) {
+      throw new PavilionError(ErrorCodes.CREDENTIAL_STATUS_UNAVAILABLE, 'this tenant requires a status check for this credential type, and the credential has no status');
+    }
+    return checks;
+  }
+
+  /** Use `challenge` for this request: once per request, never again in a later one. */
+  #consumeChallenge(tenant: TenantRuntime, challenge: string, domain: string, nowMs: number, consumed: Set<string>): void {
+    const key = `${tenant.policy.tenantId}\u0000${domain}\u0000${challenge}`;
+    if (consumed.has(key)) return;
+    const lifetimeMs = tenant.policy.presentations.challengeLifetimeMs;
+    if (tenant.policy.presentations.requireIssuedChallenge && !this.#challenges.take(`${tenant.policy.tenantId}\u0000${challenge}`, nowMs)) {
+      // a challenge already taken is a replay; one never minted (or expired) is not ours
+      if (!this.#nonces.consumeOnce(key, nowMs + lifetimeMs, nowMs)) {
+        throw new PavilionError(ErrorCodes.CREDENTIAL_REPLAYED, 'this challenge was already used: presentations are accepted once');
+      }
+      throw new PavilionError(ErrorCodes.CREDENTIAL_CHALLENGE_MISMATCH, 'this tenant accepts only challenges it issued, and this one was not issued or has expired');
+    }
+    if (!this.#nonces.consumeOnce(key, nowMs + lifetimeMs, nowMs)) {
+      throw new PavilionError(ErrorCodes.CREDENTIAL_REPLAYED, 'this challenge was already used: presentations are accepted once');
+    }
+    consumed.add(key);
+  }
+
+  async #verifyStatusListCredential(loader: DocumentLoader, policy: CredentialPolicy, credential: unknown, url: string, nowMs: number): Promise<DecodedStatusList> {
+    if (!isObject(credential)) throw new PavilionError(ErrorCodes.CREDENTIAL_STATUS_INVALID, 'a status list credential is a JSON object');
+    try {
+      const view = readW3cCredential(credential);
+      checkFreshness(view.window, [], nowMs, { clockSkewMs: policy.freshness.clockSkewMs, maxAgeMsByType: {} });
+      await verifyDataIntegrityCredential(credential, { documentLoader: loader, nowMs, clockSkewMs: policy.freshness.clockSkewMs });
+    } catch (error) {
+      if (isPavilionError(error, ErrorCodes.CREDENTIAL_EXPIRED)) throw new PavilionError(ErrorCodes.CREDENTIAL_STATUS_STALE, `status list ${url.slice(0, 200)} expired`, { cause: error });
+      throw new PavilionError(ErrorCodes.CREDENTIAL_STATUS_INVALID, `status list ${url.slice(0, 200)}: ${describeThrown(error)}`, { cause: error });
+    }
+    if (credential['id'] !== undefined && credential['id'] !== url) throw new PavilionError(ErrorCodes.CREDENTIAL_STATUS_INVALID, 'status list credential id differs from its URL');
+    return decodeStatusListCredential(credential, url);
+  }
+
+  async #readAccreditation(tenant: TenantRuntime, raw: unknown, index: number): Promise<Accreditation> {
+    if (!isObject(raw)) throw new PavilionError(ErrorCodes.CREDENTIAL_MALFORMED, 'an accreditation is a Data Integrity credential object');
+    const view = readW3cCredential(raw);
+    if (!view.types.includes('AccreditationCredential')) throw new PavilionError(ErrorCodes.CREDENTIAL_MALFORMED, 'type must include AccreditationCredential');
+    // accreditations are checked for their proof here and for their validity window at use
+    await verifyDataIntegrityCredential(raw, { documentLoader: tenant.loader, nowMs: view.window.validFromMs ?? this.#clock(), clockSkewMs: tenant.policy.freshness.clockSkewMs });
+    if (view.subject === undefined) throw new PavilionError(ErrorCodes.CREDENTIAL_MALFORMED, 'an accreditation names its subject issuer in credentialSubject.id');
+    const scope = view.claims['accreditedFor'];
+    if (!isObject(scope)) throw new PavilionError(ErrorCodes.CREDENTIAL_MALFORMED, 'credentialSubject.accreditedFor must be an object');
+    const credentialTypes = stringsOf(scope['credentialTypes']);
+    if (credentialTypes.length === 0) throw new PavilionError(ErrorCodes.CREDENTIAL_MALFORMED, 'accreditedFor.credentialTypes must list at least one type');
+    const claims = scope['claims'] === undefined ? undefined : stringsOf(scope['claims']);
+    const maxValiditySeconds = scope['maxValiditySeconds'];
+    if (maxValiditySeconds !== undefined && (typeof maxValiditySeconds !== 'number' || !(maxValiditySeconds > 0))) {
+      throw new PavilionError(ErrorCodes.CREDENTIAL_MALFORMED, 'accreditedFor.maxValiditySeconds must be a positive number');
+    }
+    return {
+      id: typeof raw['id'] === 'string' ? raw['id'] : `accreditation#${index}`,
+      issuer: view.issuer,
+      subject: view.subject,
+      credentialTypes,
+      ...(claims === undefined ? {} : { claims }),
+      ...(maxValiditySeconds === undefined ? {} : { maxValidityMs: maxValiditySeconds * 1000 }),
+      ...(view.window.validFromMs === undefined ? {} : { validFromMs: view.window.validFromMs }),
+      ...(view.window.validUntilMs === undefined ? {} : { validUntilMs: view.window.validUntilMs }),
+    };
+  }
+}
+
+function viewFacts(view: ReturnType<typeof readW3cCredential>): Omit<ProofOutcome, 'format' | 'proofType'> {
+  return {
+    issuer: view.issuer,
+    types: view.types,
+    ...(view.subject === undefined ? {} : { subject: view.subject }),
+    claims: view.claims,
+    window: view.window,
+    validity: view.validity,
+    statusEntries: view.statusEntries,
+  };
+}
+
+function isoWindow(window: ValidityWindow): VerifiedFactsV1['validity'] {
+  const out: { validFrom?: string; validUntil?: string; issuedAt?: string } = {};
+  if (window.validFromMs !== undefined) out.validFrom = new Date(window.validFromMs).toISOString();
+  if (window.validUntilMs !== undefined) out.validUntil = new Date(window.validUntilMs).toISOString();
+  if (window.issuedAtMs !== undefined) out.issuedAt = new Date(window.issuedAtMs).toISOString();
+  return out;
+}
+
+/** RFC 7638 JWK thumbprint (SHA-256 over the required members in lexicographic order), named per RFC 9278. */
+function jwkThumbprint(jwk: JsonObject): string {
+  const members = jwk['kty'] === 'EC' ? { crv: jwk['crv'], kty: jwk['kty'], x: jwk['x'], y: jwk['y'] } : { crv: jwk['crv'], kty: jwk['kty'], x: jwk['x'] };
+  return createHash('sha256').update(JSON.stringify(members)).digest('base64url');
+}
+
+export function toCredentialError(index: number, error: unknown): CredentialErrorV1 {
+  const typed = error instanceof PavilionError ? error : new PavilionError(ErrorCodes.CREDENTIAL_MALFORMED, describeThrown(error), { cause: error });
+  return { version: 1, index, code: typed.code, message: typed.message };
+}

@@ -1,0 +1,76 @@
+/**
+ * Credentials: verification of W3C Verifiable Credentials (Data Integrity, VC-JWT), SD-JWT VC and
+ * presentations into verified facts for Rego, with offline resolution, issuer trust chains,
+ * freshness and revocation (Bitstring Status List, BLS12-381 accumulator). The public face of the
+ * domain; every other file in this folder is private to it.
+ */
+export { CredentialVerifier, toCredentialError } from './credential-verifier.ts';
+export type { CredentialVerifierOptions, PresentationResultV1, VerifyOptions } from './credential-verifier.ts';
+export { defaultCredentialPolicy, parseCredentialPolicy } from './credential-policy.ts';
+export type { CredentialPolicy } from './credential-policy.ts';
+export type { CredentialErrorV1, CredentialFormat, StatusCheckV1, VerifiedFactsV1 } from './verified-facts.ts';
+export type { StatusListSource } from './bitstring-status-list.ts';
+export { encodeStatusList, FileStatusListSource, MIN_STATUS_LIST_BITS } from './bitstring-status-list.ts';
+export { MemoryNonceStore } from './nonce-store.ts';
+export type { NonceStore } from './nonce-store.ts';
+export {
+  AccumulatorIssuer,
+  decodeWitness,
+  elementFor,
+  encodeWitness,
+  updateWitness,
+  verifyMembership,
+  prepareAccumulatorKey,
+  WITNESS_BYTES,
+  VALUE_BYTES,
+  PUBLIC_KEY_BYTES,
+} from './bls-accumulator.ts';
+export type { AccumulatorState, AccumulatorUpdate, PreparedAccumulatorKey, Witness } from './bls-accumulator.ts';
+export { ACCUMULATOR_ENTRY_TYPE, signAccumulatorState } from './accumulator-registry.ts';
+export type { PinnedAccumulator } from './accumulator-registry.ts';
+export { pinContexts, builtInContexts } from './pinned-contexts.ts';
+export type { TenantContext } from './pinned-contexts.ts';
+export { DidResolver } from './did-resolver.ts';
+export { createDocumentLoader } from './document-loader.ts';
+export type { DocumentLoader } from './document-loader.ts';
+export {
+  deriveBbs,
+  issueBbsBase,
+  issueDataIntegrity,
+  issueEd25519Signature2020,
+  issueSdJwtVc,
+  issueTokenStatusList,
+  issueVcJwt,
+  jwsAlgorithm,
+  presentDataIntegrity,
+  presentSdJwtVc,
+  sampleBbsKey,
+  sampleKey,
+} from './sample-issuer.ts';
+export type { SampleBbsKey, SampleKey, SampleAlgorithm } from './sample-issuer.ts';
+export { SAMPLE_CONTEXT_URL, sampleContext } from './sample-contexts.ts';
+export {
+  SAMPLE_TENANTS,
+  assertSampleTenant,
+  issueSampleCredential,
+  sampleParties,
+  sampleTenantPolicy,
+  sampleTenantPolicyJson,
+} from './sample-tenants.ts';
+export type { SampleFormat, SampleTenant } from './sample-tenants.ts';
+export {
+  CredentialGate,
+  CREDENTIALS_HEADER,
+  CREDENTIAL_CHALLENGE_HEADER,
+  CREDENTIAL_WITNESSES_HEADER,
+  CREDENTIALS_INPUT_KEY,
+  CREDENTIAL_ERRORS_INPUT_KEY,
+  credentialsFromHeader,
+  witnessesFromHeader,
+  withoutReservedCredentialKeys,
+} from './credential-gate.ts';
+export type { CredentialBinding, CredentialGateOptions, CredentialObserver } from './credential-gate.ts';
+export { InlineProofExecutor } from './proof-executor.ts';
+export type { ProofExecutor, TenantProofMaterial } from './proof-executor.ts';
+export { WorkerProofExecutor } from './worker-proof-executor.ts';
+export type { WorkerProofExecutorOptions } from './worker-proof-executor.ts';

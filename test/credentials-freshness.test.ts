@@ -1,0 +1,71 @@
+/**
+ * Freshness rules and the one-time stores, as pure units: strict dates, skew bound, per-type
+ * maximum age, and nonces/challenges that are accepted once and bounded in memory.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { ErrorCodes } from '../sidecar/src/lib/errors.ts';
+import { MAX_CLOCK_SKEW_MS, checkFreshness, parseDateTime, parseNumericDate } from '../sidecar/src/credentials/freshness.ts';
+import { MemoryChallengeStore, MemoryNonceStore } from '../sidecar/src/credentials/nonce-store.ts';
+import { rejectsWith } from './credentials/fixtures.ts';
+
+const NOW = Date.parse('2026-06-01T12:00:00Z');
+const DAY = 86_400_000;
+const policy = { clockSkewMs: 60_000, maxAgeMsByType: { KycCredential: 30 * DAY, Strict: DAY } };
+
+describe('freshness', () => {
+  it('accepts XML Schema dateTimes with a zone only', async () => {
+    assert.equal(parseDateTime('2026-06-01T12:00:00Z', 'd'), NOW);
+    assert.equal(parseDateTime('2026-06-01T14:00:00.5+02:00', 'd'), NOW + 500);
+    for (const bad of ['2026-06-01', '2026-06-01T12:00:00', '2026-13-01T00:00:00Z', '1717243200', 'tomorrow', 20260601]) {
+      await rejectsWith(() => parseDateTime(bad, 'd'), ErrorCodes.CREDENTIAL_MALFORMED);
+    }
+    assert.equal(parseNumericDate(1, 'iat'), 1000);
+    await rejectsWith(() => parseNumericDate('1', 'iat'), ErrorCodes.CREDENTIAL_MALFORMED);
+    await rejectsWith(() => parseNumericDate(-5, 'iat'), ErrorCodes.CREDENTIAL_MALFORMED);
+  });
+
+  it('applies the skew symmetrically and caps it', async () => {
+    checkFreshness({ validUntilMs: NOW - 59_000 }, [], NOW, policy);
+    await rejectsWith(() => checkFreshness({ validUntilMs: NOW - 61_000 }, [], NOW, policy), ErrorCodes.CREDENTIAL_EXPIRED);
+    checkFreshness({ validFromMs: NOW + 59_000 }, [], NOW, policy);
+    await rejectsWith(() => checkFreshness({ validFromMs: NOW + 61_000 }, [], NOW, policy), ErrorCodes.CREDENTIAL_NOT_YET_VALID);
+    await rejectsWith(() => checkFreshness({ issuedAtMs: NOW + 61_000 }, [], NOW, policy), ErrorCodes.CREDENTIAL_NOT_YET_VALID);
+    // a configured skew of a day is capped at MAX_CLOCK_SKEW_MS
+    await rejectsWith(() => checkFreshness({ validUntilMs: NOW - MAX_CLOCK_SKEW_MS - 1 }, [], NOW, { ...policy, clockSkewMs: DAY }), ErrorCodes.CREDENTIAL_EXPIRED);
+    await rejectsWith(() => checkFreshness({ validFromMs: NOW, validUntilMs: NOW - 1 }, [], NOW, policy), ErrorCodes.CREDENTIAL_MALFORMED);
+  });
+
+  it('takes the strictest maximum age of a credential\'s types, and fails closed without an issuance time', async () => {
+    checkFreshness({ issuedAtMs: NOW - 10 * DAY }, ['KycCredential'], NOW, policy);
+    await rejectsWith(() => checkFreshness({ issuedAtMs: NOW - 10 * DAY }, ['KycCredential', 'Strict'], NOW, policy), ErrorCodes.CREDENTIAL_TOO_OLD);
+    await rejectsWith(() => checkFreshness({}, ['KycCredential'], NOW, policy), ErrorCodes.CREDENTIAL_TOO_OLD);
+    checkFreshness({}, ['Other'], NOW, policy);
+    await rejectsWith(() => checkFreshness({ validFromMs: NOW - 2 * DAY }, ['Other'], NOW, { ...policy, defaultMaxAgeMs: DAY }), ErrorCodes.CREDENTIAL_TOO_OLD);
+  });
+});
+
+describe('one-time stores', () => {
+  it('a nonce is accepted once until it expires, and the store stays bounded', () => {
+    const store = new MemoryNonceStore(3);
+    assert.equal(store.consumeOnce('a', NOW + 1000, NOW), true);
+    assert.equal(store.consumeOnce('a', NOW + 1000, NOW + 500), false);
+    assert.equal(store.consumeOnce('a', NOW + 3000, NOW + 1001), true, 'an expired record no longer blocks');
+    for (const key of ['b', 'c', 'd', 'e']) store.consumeOnce(key, NOW + 10_000, NOW);
+    assert.ok(store.size <= 3);
+  });
+
+  it('a minted challenge is taken once, before it expires', () => {
+    const store = new MemoryChallengeStore(2);
+    store.remember('x', NOW + 1000);
+    assert.equal(store.take('x', NOW), true);
+    assert.equal(store.take('x', NOW), false);
+    store.remember('y', NOW + 1000);
+    assert.equal(store.take('y', NOW + 1001), false);
+    store.remember('p', NOW + 1000);
+    store.remember('q', NOW + 1000);
+    store.remember('r', NOW + 1000);
+    assert.equal(store.take('p', NOW), false, 'the oldest challenge was dropped when full');
+    assert.equal(store.take('r', NOW), true);
+  });
+});

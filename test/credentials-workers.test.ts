@@ -1,0 +1,72 @@
+/**
+ * Proof verification on worker threads: the same answers and the same typed codes as inline,
+ * deadlines that fail a job instead of hanging it, and a clean stop.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { ErrorCodes } from '../sidecar/src/lib/errors.ts';
+import {
+  ACCUMULATOR_ENTRY_TYPE,
+  AccumulatorIssuer,
+  WorkerProofExecutor,
+  elementFor,
+  encodeWitness,
+  jwsAlgorithm,
+  presentDataIntegrity,
+  signAccumulatorState,
+} from '../sidecar/src/credentials/index.ts';
+import { CHALLENGE, DOMAIN, issuerLoader, keys, kycCredential, rejectsWith, signed, trusting, verifier } from './credentials/fixtures.ts';
+import { randomBytes } from 'node:crypto';
+
+describe('WorkerProofExecutor', () => {
+  let executor: WorkerProofExecutor;
+  before(async () => {
+    executor = await WorkerProofExecutor.start({ workers: 1, jobTimeoutMs: 10_000 });
+  });
+  after(() => executor.close());
+
+  it('verifies Data Integrity credentials and presentations off the event loop, with the same codes', async () => {
+    const { issuer, holder } = await keys();
+    const v = await verifier(trusting(issuer.did), { executor });
+    const credential = await signed(kycCredential(issuer.did, { credentialSubject: { id: holder.did, kycLevel: 'full' } }), issuer);
+    assert.equal((await v.verify('bank', credential)).proofType, 'DataIntegrityProof/eddsa-rdfc-2022');
+    const tampered = structuredClone(credential);
+    (tampered['credentialSubject'] as Record<string, unknown>)['kycLevel'] = 'none';
+    await rejectsWith(v.verify('bank', tampered), ErrorCodes.CREDENTIAL_SIGNATURE_INVALID);
+    await rejectsWith(v.verify('bank', { ...credential, '@context': [...(credential['@context'] as string[]), 'https://elsewhere.example/ctx'] }), ErrorCodes.CREDENTIAL_DOCUMENT_REFUSED);
+    const vp = await presentDataIntegrity([credential], holder, { challenge: CHALLENGE, domain: DOMAIN }, issuerLoader());
+    assert.equal((await v.verifyPresentation('bank', vp, { challenge: CHALLENGE, domain: DOMAIN })).credentials.length, 1);
+  });
+
+  it('checks accumulator witnesses on a worker', async () => {
+    const { issuer } = await keys();
+    const acc = AccumulatorIssuer.create('urn:accumulator:workers', randomBytes);
+    const v = await verifier({ ...trusting(issuer.did), accumulators: [{ id: acc.id, issuer: issuer.did, publicKeyHex: Buffer.from(acc.publicKey).toString('hex') }] }, { executor });
+    const witness = acc.add('h-1');
+    acc.add('h-2');
+    await v.admitAccumulatorState('bank', await signAccumulatorState(acc.state(), { kid: issuer.kid, privateJwk: issuer.privateJwk, alg: jwsAlgorithm(issuer) }, 0));
+    const credential = await signed(kycCredential(issuer.did, { credentialStatus: { type: ACCUMULATOR_ENTRY_TYPE, accumulatorId: acc.id, revocationHandle: 'h-1' } }), issuer);
+    // the witness from epoch 1 is stale at epoch 2; an up-to-date one passes
+    await rejectsWith(v.verify('bank', credential, { witnesses: { 'h-1': Buffer.from(encodeWitness(witness)).toString('base64url') } }), ErrorCodes.CREDENTIAL_WITNESS_INVALID);
+    const { updateWitness } = await import('../sidecar/src/credentials/index.ts');
+    const current = updateWitness(witness, elementFor('h-1'), acc.updatesSince(witness.epoch), acc.valueAt(witness.epoch));
+    const facts = await v.verify('bank', credential, { witnesses: { 'h-1': Buffer.from(encodeWitness(current)).toString('base64url') } });
+    assert.deepEqual(facts.status.map((s) => s.mechanism), ['BlsAccumulator']);
+  });
+
+  it('fails a job that misses its deadline with a typed error, replaces the worker, refuses jobs once stopped', async () => {
+    const { issuer } = await keys();
+    const slow = await WorkerProofExecutor.start({ workers: 1, jobTimeoutMs: 1 });
+    try {
+      const v = await verifier(trusting(issuer.did), { executor: slow });
+      const credential = await signed(kycCredential(issuer.did), issuer);
+      await rejectsWith(v.verify('bank', credential), ErrorCodes.INTERNAL);
+      // the replacement worker answers again (and misses the same 1 ms deadline: still typed, not hung)
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      await rejectsWith(v.verify('bank', credential), ErrorCodes.INTERNAL);
+    } finally {
+      await slow.close();
+    }
+    await rejectsWith(slow.verifyMembership(new Uint8Array(48), new Uint8Array(96), 1n, new Uint8Array(48)), ErrorCodes.ENGINE_STOPPED);
+  });
+});

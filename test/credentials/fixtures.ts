@@ -1,0 +1,108 @@
+/**
+ * Shared material for the credential tests: deterministic sample keys, a frozen clock, the sample
+ * context pinned like a tenant would pin it, and builders for credentials and verifiers.
+ */
+import {
+  CredentialVerifier,
+  SAMPLE_CONTEXT_URL,
+  DidResolver,
+  createDocumentLoader,
+  issueDataIntegrity,
+  parseCredentialPolicy,
+  pinContexts,
+  sampleContext,
+  sampleKey,
+  type CredentialPolicy,
+  type CredentialVerifierOptions,
+  type DocumentLoader,
+  type SampleKey,
+} from '../../sidecar/src/credentials/index.ts';
+
+export const NOW_MS = Date.parse('2026-06-01T12:00:00Z');
+export const DAY_MS = 24 * 60 * 60_000;
+export const VC_V2 = 'https://www.w3.org/ns/credentials/v2';
+export const VC_V1 = 'https://www.w3.org/2018/credentials/v1';
+export const CHALLENGE = 'c-1f4e2d';
+export const DOMAIN = 'https://bank.pavilion.example';
+
+export interface Keys {
+  readonly anchor: SampleKey;
+  readonly issuer: SampleKey;
+  readonly issuerP256: SampleKey;
+  readonly rogue: SampleKey;
+  readonly holder: SampleKey;
+  readonly holderP256: SampleKey;
+}
+
+let keysPromise: Promise<Keys> | undefined;
+export function keys(): Promise<Keys> {
+  keysPromise ??= (async () => ({
+    anchor: await sampleKey('test-anchor'),
+    issuer: await sampleKey('test-issuer'),
+    issuerP256: await sampleKey('test-issuer-p256', 'P-256'),
+    rogue: await sampleKey('test-rogue'),
+    holder: await sampleKey('test-holder'),
+    holderP256: await sampleKey('test-holder-p256', 'P-256'),
+  }))();
+  return keysPromise;
+}
+
+/** The loader an issuer uses (the same pinned material a tenant verifies with). */
+export function issuerLoader(): DocumentLoader {
+  return createDocumentLoader({ contexts: pinContexts([sampleContext()]), dids: new DidResolver() });
+}
+
+const SAMPLE_PATH = 'samples-v1.jsonld';
+
+/** A tenant policy from JSON, with the sample context pinned by its real hash. */
+export function policy(raw: Record<string, unknown> = {}, tenantId = 'bank'): CredentialPolicy {
+  const context = sampleContext();
+  return parseCredentialPolicy(
+    tenantId,
+    { contexts: [{ url: context.url, sha256Hex: context.sha256Hex, path: SAMPLE_PATH }], ...raw },
+    (path) => {
+      if (path === SAMPLE_PATH) return context.bytes;
+      throw new Error(`no file ${path}`);
+    },
+  );
+}
+
+export async function verifier(raw: Record<string, unknown> = {}, options: CredentialVerifierOptions = {}): Promise<CredentialVerifier> {
+  return CredentialVerifier.create([policy(raw)], { clock: () => NOW_MS, ...options });
+}
+
+/** Anchors trusting `issuer` for KYC credentials. */
+export function trusting(issuer: string, types: readonly string[] = ['KycCredential']): Record<string, unknown> {
+  return { trustAnchors: [{ issuer, credentialTypes: types }] };
+}
+
+export function kycCredential(issuer: string, overrides: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    '@context': [VC_V2, SAMPLE_CONTEXT_URL],
+    id: 'urn:uuid:6a1b7f0e-8c1d-4a57-9d3e-1f1a2b3c4d5e',
+    type: ['VerifiableCredential', 'KycCredential'],
+    issuer,
+    validFrom: '2026-01-01T00:00:00Z',
+    validUntil: '2027-01-01T00:00:00Z',
+    credentialSubject: { id: 'did:example:alice', kycLevel: 'full', country: 'CH' },
+    ...overrides,
+  };
+}
+
+export async function signed(credential: Record<string, unknown>, key: SampleKey): Promise<Record<string, unknown>> {
+  return issueDataIntegrity(credential, key, issuerLoader(), new Date(NOW_MS - DAY_MS));
+}
+
+import assert from 'node:assert/strict';
+import { isPavilionError, type ErrorCode } from '../../sidecar/src/lib/errors.ts';
+
+/** Assert that `work` fails with exactly `code` (and show the real error when it does not). */
+export async function rejectsWith(work: Promise<unknown> | (() => unknown), code: ErrorCode): Promise<void> {
+  try {
+    await (typeof work === 'function' ? work() : work);
+  } catch (error) {
+    if (isPavilionError(error, code)) return;
+    assert.fail(`expected ${code}, got ${isPavilionError(error) ? `${error.code}: ${error.message}` : String(error)}`);
+  }
+  assert.fail(`expected ${code}, but it succeeded`);
+}
