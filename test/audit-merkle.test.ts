@@ -227,7 +227,8 @@ describe('the tree agrees with the RFC definitions for every size up to 70', () 
 });
 
 describe('size: 10^6 leaves', () => {
-  it('inclusion proofs at 10^6 leaves take far less than 1 ms each and verify', () => {
+  // Correctness at size only: the proof time is measured by the audit benchmark, not asserted here.
+  it('inclusion and consistency proofs at 10^6 leaves verify', () => {
     const n = 1_000_000;
     const tree = new MerkleTree();
     const leaf = Buffer.alloc(32);
@@ -236,17 +237,11 @@ describe('size: 10^6 leaves', () => {
       tree.appendLeafHash(leaf);
     }
     const root = tree.root();
-    const proofs = 2_000;
-    const started = performance.now();
-    for (let i = 0; i < proofs; i++) tree.inclusionProof((i * 7919) % n);
-    const perProofMs = (performance.now() - started) / proofs;
-    assert.ok(perProofMs < 1, `inclusion proof took ${perProofMs.toFixed(4)} ms on average`);
     for (const index of [0, 1, 524_287, 524_288, 999_998, 999_999]) {
       leaf.writeUInt32BE(index, 0);
       verifyInclusion(index, n, leaf, tree.inclusionProof(index), root);
     }
     const old = 765_432;
     verifyConsistency(old, n, tree.root(old), root, tree.consistencyProof(old));
-    console.log(`# 10^6 leaves: inclusion proof ${(perProofMs * 1000).toFixed(1)} us on average`);
   });
 });

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { parseConfig } from '../sidecar/src/config/index.ts';
-import { ErrorCodes, PavilionError } from '../sidecar/src/lib/errors.ts';
+import { ErrorCodes, PavilionError, isPavilionError } from '../sidecar/src/lib/errors.ts';
 
 function invalid(raw: unknown, pattern: RegExp, env: NodeJS.ProcessEnv = {}): void {
   assert.throws(
@@ -68,5 +68,39 @@ describe('config', () => {
     const empty = parseConfig({}, '/base', { PAVILION_HTTP_HOST: '', PAVILION_HTTP_PORT: '' });
     assert.equal(empty.http.host, '127.0.0.1', 'an empty override does not bind every interface');
     assert.equal(empty.http.port, 8181, 'an empty override does not pick a random port');
+  });
+});
+
+describe('bundle signing keys, tenants and NATS distribution config', () => {
+  test('a tenant trusts its own key id and scope by default, and unsigned bundles are refused unless allowed', () => {
+    const config = parseConfig({ tenants: [{ id: 'bank' }, { id: 'lab', keys: ['lab-2026'], scope: 'labs', allowUnsigned: true }] });
+    assert.deepEqual(config.tenants.map((t) => [t.id, t.keys, t.scope, t.allowUnsigned]), [['bank', ['bank'], 'bank', false], ['lab', ['lab-2026'], 'labs', true]]);
+  });
+
+  test('keys: exactly one of file or key, a known algorithm; bad entries -> ERR_CONFIG_INVALID', () => {
+    assert.equal(parseConfig({ keys: { k: { key: 'pem', algorithm: 'ES256' } } }).keys['k']?.algorithm, 'ES256');
+    for (const bad of [{ k: {} }, { k: { key: 'a', file: 'b' } }, { k: { key: 'a', algorithm: 'none' } }, { k: { key: 'a', extra: 1 } }]) {
+      assert.throws(() => parseConfig({ keys: bad }), (e: unknown) => isPavilionError(e, ErrorCodes.CONFIG_INVALID), JSON.stringify(bad));
+    }
+  });
+
+  test("bundles.source 'nats' needs a nats section with nats:// servers; unknown nats keys are refused", () => {
+    assert.throws(() => parseConfig({ bundles: { source: 'nats' } }), (e: unknown) => isPavilionError(e, ErrorCodes.CONFIG_INVALID));
+    assert.throws(() => parseConfig({ nats: { servers: ['http://x'] } }), (e: unknown) => isPavilionError(e, ErrorCodes.CONFIG_INVALID));
+    assert.throws(() => parseConfig({ nats: { servers: ['nats://127.0.0.1:4222'], sever: 1 } }), (e: unknown) => isPavilionError(e, ErrorCodes.CONFIG_INVALID));
+    const config = parseConfig({ bundles: { source: 'nats' }, nats: { servers: ['nats://127.0.0.1:4222'] } });
+    assert.equal(config.nats?.pointerBucket, 'pavilion-bundles');
+    assert.equal(config.nats?.fetchTimeoutMs, 30_000);
+  });
+
+  test('PAVILION_NATS_URL (as the Helm chart sets it) selects NATS unless the config names a source; PAVILION_BUNDLE_KEYS_DIR sets the keys', () => {
+    const raw = {};
+    const config = parseConfig(raw, '/', { PAVILION_NATS_URL: 'nats://a:4222,nats://b:4222', PAVILION_NATS_CREDS: '/etc/nats/user.creds', PAVILION_BUNDLE_KEYS_DIR: '/etc/pavilion/keys' });
+    assert.equal(config.bundles.source, 'nats');
+    assert.deepEqual(config.nats?.servers, ['nats://a:4222', 'nats://b:4222']);
+    assert.equal(config.nats?.credsFile, '/etc/nats/user.creds');
+    assert.equal(config.bundles.keysDirectory, '/etc/pavilion/keys');
+    assert.deepEqual(raw, {}, 'the caller\'s object is not modified');
+    assert.equal(parseConfig({ bundles: { source: 'directory' } }, '/', { PAVILION_NATS_URL: 'nats://a:4222' }).bundles.source, 'directory');
   });
 });

@@ -27,13 +27,10 @@ describe('bbs-2023 derived proofs', () => {
     );
     const derived = await deriveBbs(base, ['/credentialSubject/kycLevel'], loader);
     const v = await verifier(trusting(issuer.did), { executor });
-    const started = performance.now();
     const facts = await v.verify('bank', derived);
-    const verifyMs = performance.now() - started;
     assert.equal(facts.proofType, 'DataIntegrityProof/bbs-2023');
     assert.deepEqual(facts.claims, { kycLevel: 'full' });
     assert.equal(JSON.stringify(derived).includes('Alice'), false, 'the derived credential carries no undisclosed claim');
-    assert.ok(verifyMs < 5_000, `derived verify took ${verifyMs} ms`);
 
     const tampered = structuredClone(derived);
     (tampered['credentialSubject'] as Record<string, unknown>)['kycLevel'] = 'basic';

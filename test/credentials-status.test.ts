@@ -178,15 +178,13 @@ describe('BLS12-381 accumulator', () => {
     assert.throws(() => updateWitness(bobNow, elementFor('bob'), acc.updatesSince(bobNow.epoch), acc.valueAt(bobNow.epoch)), (e: unknown) => (e as { code?: string }).code === ErrorCodes.CREDENTIAL_REVOKED);
   });
 
-  it('checks a witness in a single multi-pairing (casual timing)', () => {
+  it('checks a witness in a single multi-pairing, repeatably (timing is the benchmark\'s job)', () => {
     const acc = AccumulatorIssuer.create('acc-t', randomBytes);
     const w = acc.add('dave');
     const value = new Uint8Array(Buffer.from(acc.state().value, 'hex'));
     verifyMembership(value, acc.publicKey, elementFor('dave'), w.point);
-    const started = performance.now();
     assert.ok(verifyMembership(value, acc.publicKey, elementFor('dave'), w.point));
-    const ms = performance.now() - started;
-    assert.ok(ms < 500, `witness check took ${ms} ms`);
+    assert.ok(!verifyMembership(value, acc.publicKey, elementFor('erin'), w.point), 'another element with the same witness fails');
   });
 
   async function accumulatorSetup() {

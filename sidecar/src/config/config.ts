@@ -49,6 +49,8 @@ export interface NatsConfig {
   readonly user?: string;
   readonly password?: string;
   readonly token?: string;
+  /** A NATS credentials file (user JWT + nkey seed), read at connect. */
+  readonly credsFile?: string;
   /** KV bucket of tenant pointers (its history is the deploy history). */
   readonly pointerBucket: string;
   /** Object Store bucket per tenant: `<objectBucketPrefix><tenant>`. */
@@ -295,7 +297,7 @@ function deepFreeze<T>(value: T): T {
 /** Validate a raw config object (from JSON) on top of the defaults. `baseDir` resolves relative paths. */
 export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: NodeJS.ProcessEnv = {}): PavilionConfig {
   const d = defaultConfig();
-  const root = objectAt(raw ?? {}, '$');
+  const root = { ...objectAt(raw ?? {}, '$') };
   refuseUnknown(root, ['labels', 'http', 'engine', 'bundles', 'decisionLog', 'tenants', 'shutdownTimeoutMs', 'extAuthz', 'keys', 'nats', 'credentials'], '$');
   const p = (file: string): string => (isAbsolute(file) ? file : resolve(baseDir, file));
 
@@ -307,6 +309,24 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
     'workers', 'evaluationTimeoutMs', 'maxQueuedEvaluations', 'memoryInitialPages', 'memoryMaxBytes', 'cache',
   ]);
   const cache = section(engine, 'cache', '$.engine', ['enabled', 'maxEntries', 'maxBytes', 'maxKeyBytes']);
+  // Environment overrides the Helm chart sets: NATS endpoint and credentials, the mounted
+  // bundle verification keys. PAVILION_NATS_URL also selects the NATS source unless the
+  // config names a source itself.
+  const natsUrl = env['PAVILION_NATS_URL'] === '' ? undefined : env['PAVILION_NATS_URL'];
+  const natsCreds = env['PAVILION_NATS_CREDS'] === '' ? undefined : env['PAVILION_NATS_CREDS'];
+  if (natsUrl !== undefined || natsCreds !== undefined) {
+    const nats = { ...(root['nats'] === undefined ? {} : objectAt(root['nats'], '$.nats')) };
+    if (natsUrl !== undefined) nats['servers'] = natsUrl.split(',').map((u) => u.trim()).filter((u) => u !== '');
+    if (natsCreds !== undefined) nats['credsFile'] = natsCreds;
+    root['nats'] = nats;
+    const bundlesRaw = { ...(root['bundles'] === undefined ? {} : objectAt(root['bundles'], '$.bundles')) };
+    if (natsUrl !== undefined && bundlesRaw['source'] === undefined) bundlesRaw['source'] = 'nats';
+    root['bundles'] = bundlesRaw;
+  }
+  const keysDirOverride = env['PAVILION_BUNDLE_KEYS_DIR'] === '' ? undefined : env['PAVILION_BUNDLE_KEYS_DIR'];
+  if (keysDirOverride !== undefined) {
+    root['bundles'] = { ...(root['bundles'] === undefined ? {} : objectAt(root['bundles'], '$.bundles')), keysDirectory: keysDirOverride };
+  }
   const bundles = section(root, 'bundles', '$', ['source', 'directory', 'maxCompressedBytes', 'maxUncompressedBytes', 'keysDirectory', 'persistDirectory']);
   const bundleSource = str(bundles, 'source', '$.bundles', d.bundles.source);
   if (bundleSource !== 'directory' && bundleSource !== 'nats') fail('$.bundles.source', "must be 'directory' or 'nats'");
@@ -392,7 +412,7 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
       persistDirectory: bundles['persistDirectory'] === undefined ? d.bundles.persistDirectory : p(str(bundles, 'persistDirectory', '$.bundles', '')),
     },
     keys,
-    ...(root['nats'] === undefined ? {} : { nats: parseNats(root['nats'], str(labels, 'id', '$.labels', d.labels.id)) }),
+    ...(root['nats'] === undefined ? {} : { nats: parseNats(root['nats'], str(labels, 'id', '$.labels', d.labels.id), p) }),
     decisionLog: {
       sink,
       path: decisionLog['path'] === undefined ? d.decisionLog.path : p(str(decisionLog, 'path', '$.decisionLog', '')),
@@ -546,10 +566,10 @@ const NATS_URL = /^(nats|tls|ws|wss):\/\/[^\s]+$/;
 const BUCKET_NAME = /^[A-Za-z0-9_-]+$/;
 const SUBJECT_PREFIX = /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/;
 
-function parseNats(raw: unknown, labelId: string): NatsConfig {
+function parseNats(raw: unknown, labelId: string, p: (file: string) => string): NatsConfig {
   const root = objectAt(raw, '$.nats');
   refuseUnknown(root, [
-    'servers', 'name', 'user', 'password', 'token', 'pointerBucket', 'objectBucketPrefix', 'subjectPrefix', 'inboxPrefix',
+    'servers', 'name', 'user', 'password', 'token', 'credsFile', 'pointerBucket', 'objectBucketPrefix', 'subjectPrefix', 'inboxPrefix',
     'connectTimeoutMs', 'fetchTimeoutMs', 'reconnectWaitMs', 'reconnectJitterMs', 'statusIntervalMs',
   ], '$.nats');
   const servers = root['servers'];
@@ -571,6 +591,7 @@ function parseNats(raw: unknown, labelId: string): NatsConfig {
     ...optional('password'),
     ...optional('token'),
     ...optional('inboxPrefix'),
+    ...(root['credsFile'] === undefined ? {} : { credsFile: p(str(root, 'credsFile', '$.nats', '')) }),
     pointerBucket,
     objectBucketPrefix,
     subjectPrefix,

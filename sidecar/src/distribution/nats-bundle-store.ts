@@ -14,7 +14,8 @@
  * async-iterable APIs.
  */
 import { createHash } from 'node:crypto';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { readFile } from 'node:fs/promises';
+import { connect, credsAuthenticator, type NatsConnection } from '@nats-io/transport-node';
 import { Kvm, type KV, type KvEntry } from '@nats-io/kv';
 import { Objm, type ObjectStore } from '@nats-io/obj';
 import { DeliverPolicy, jetstream, jetstreamManager, type JetStreamManager, type StoredMsg } from '@nats-io/jetstream';
@@ -39,8 +40,17 @@ function unavailable(what: string, error: unknown): PavilionError {
 }
 
 export async function connectNats(config: NatsConfig, options: ConnectOptions = {}): Promise<NatsConnection> {
+  let creds: Uint8Array | undefined;
+  if (config.credsFile !== undefined) {
+    try {
+      creds = await readFile(config.credsFile);
+    } catch (error) {
+      throw new PavilionError(ErrorCodes.CONFIG_INVALID, `cannot read the NATS credentials file ${config.credsFile}: ${describeThrown(error)}`, { cause: error });
+    }
+  }
   try {
     return await connect({
+      ...(creds === undefined ? {} : { authenticator: credsAuthenticator(creds) }),
       servers: [...config.servers],
       name: config.name,
       ...(config.user === undefined ? {} : { user: config.user }),
