@@ -372,7 +372,7 @@ describe('broker-example, default values', () => {
   test('the ConfigMap holds the production defaults, the tenants and the ext_authz port, and the sidecar parses it', () => {
     const raw = renderedConfig(byDefault);
     assert.deepEqual(raw['http'], { host: '127.0.0.1', port: 8181 });
-    assert.deepEqual(raw['bundles'], { directory: '/var/lib/pavilion/bundles' });
+    assert.deepEqual(raw['bundles'], { directory: '/var/lib/pavilion/bundles', persistDirectory: '/var/lib/pavilion/last-known-good' });
     assert.deepEqual(raw['decisionLog'], { sink: 'file', path: '/var/lib/pavilion/decisions.ndjson' });
     assert.deepEqual(raw['tenants'], [{ id: 'bank', namespace: 'bank' }]);
     assert.deepEqual(raw['labels'], { id: `${RELEASE}-pavilion`, version: '0.1.0' });
