@@ -9,12 +9,15 @@
  * the same policy built as a signed rego bundle and verified by OPA.
  *
  * Throughout, one probe loop per process asks for `bank/authz/rev` (the revision the
- * policy reports) back to back on a keep-alive connection. The time from the push to the
+ * policy reports) every PROBE_INTERVAL_MS on a keep-alive connection (an open-loop load of
+ * 1000/PROBE_INTERVAL_MS decisions/s per process, the same for both sides; the interval is
+ * also the resolution of every latency below). The time from the push to the
  * first answer with the new revision is that process's rollout latency; the fleet latency
  * is the slowest process. Failed requests (anything but 200 with a revision) and
  * regressions (an old revision after the new one on the same process) are counted.
  *
- * Env: BENCH_ROLLOUT_SIZES (default "10,30"), BENCH_ROLLOUT_PUSHES (default 20).
+ * Env: BENCH_ROLLOUT_SIZES (default "10,30"), BENCH_ROLLOUT_PUSHES (default 20),
+ * BENCH_ROLLOUT_PROBE_INTERVAL_MS (default 25).
  */
 import { execFile } from 'node:child_process';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
@@ -37,6 +40,7 @@ const SIZES = (process.env['BENCH_ROLLOUT_SIZES'] ?? '10,30').split(',').map(Num
 const PUSHES = Number(process.env['BENCH_ROLLOUT_PUSHES'] ?? 20);
 const ROLLBACKS = 5;
 const TIMEOUT_MS = 30_000;
+const PROBE_INTERVAL_MS = Number(process.env['BENCH_ROLLOUT_PROBE_INTERVAL_MS'] ?? 25);
 
 function moduleFor(rev: string): string {
   return `package bank.authz\n\nallow if input.user == "alice"\n\nrev := "${rev}"\n`;
@@ -94,9 +98,13 @@ function startProbes(urls: readonly string[], path: string, headers: Record<stri
   const loops = probes.map(async (probe) => {
     const agent = new Agent({ keepAlive: true, maxSockets: 1 });
     const body = JSON.stringify({ input: { user: 'alice' } });
+    let next = performance.now();
     while (!stopped) {
+      next += PROBE_INTERVAL_MS;
       const rev = await probeOnce(probe, agent, path, body, headers);
       const at = performance.now();
+      if (next > at) await sleep(next - at);
+      else next = at;
       probe.requests++;
       if (rev === undefined) {
         probe.failures++;
@@ -187,6 +195,50 @@ function summarise(run: FleetRun): Metrics {
   };
 }
 
+/**
+ * Probe every process while revisions 1..n are delivered one by one, then roll back
+ * ROLLBACKS times, alternating between the last two revisions so each is a real change.
+ */
+async function driveFleet(
+  urls: readonly string[],
+  headers: Record<string, string>,
+  revisions: readonly { rev: string }[],
+  warmupMs: number,
+  delivery: { deliver(rev: string, index: number): Promise<void>; rollback(rev: string, index: number): Promise<void> },
+): Promise<FleetRun> {
+  const order = new Map(revisions.map((r, i) => [r.rev, i]));
+  const probing = startProbes(urls, '/v1/data/bank/authz/rev', headers, order);
+  await sleep(warmupMs);
+  const pushes: number[][] = [];
+  for (let i = 1; i < revisions.length; i++) {
+    const { rev } = revisions[i] as { rev: string };
+    const since = performance.now();
+    await delivery.deliver(rev, i);
+    pushes.push(await waitAll(probing.probes, rev, since));
+    await sleep(200);
+  }
+  const rollbacks: number[][] = [];
+  for (let i = 0; i < ROLLBACKS; i++) {
+    const target = revisions[revisions.length - 2 + (i % 2)] as { rev: string };
+    for (const p of probing.probes) {
+      p.firstSeen.set(`rollback:${target.rev}`, 0);
+      p.firstSeen.delete(target.rev);
+    }
+    const since = performance.now();
+    await delivery.rollback(target.rev, i);
+    rollbacks.push(await waitAll(probing.probes, target.rev, since));
+    await sleep(200);
+  }
+  await probing.stop();
+  return {
+    pushes,
+    rollbacks,
+    requests: probing.probes.reduce((s, p) => s + p.requests, 0),
+    failures: probing.probes.reduce((s, p) => s + p.failures, 0),
+    regressions: probing.probes.reduce((s, p) => s + p.regressions, 0),
+  };
+}
+
 async function runPavilionFleet(n: number, work: string, revisions: readonly { rev: string; wasm: Buffer }[], keysDir: string, main: string): Promise<FleetRun> {
   const nats = await startNats();
   const natsConfig = parseConfig({ nats: { servers: [nats.url], name: 'bench-publisher' } }).nats as NatsConfig;
@@ -209,38 +261,17 @@ async function runPavilionFleet(n: number, work: string, revisions: readonly { r
       }));
       servers.push(await startServer(process.execPath, ['--max-semi-space-size=2', main], `http://127.0.0.1:${port}`, '/health/ready', { ...process.env, PAVILION_CONFIG: config }));
     }
-    const order = new Map(revisions.map((r, i) => [r.rev, i]));
-    const probing = startProbes(servers.map((s) => s.url), '/v1/data/bank/authz/rev', { 'x-pavilion-tenant': 'bank' }, order);
-    await sleep(500);
-    const pushes: number[][] = [];
     const deploys = new Map<string, number>();
-    for (const { rev, wasm } of revisions.slice(1)) {
-      const since = performance.now();
-      const entry = await store.push('bank', wasm, { revision: rev, pushedBy: 'bench' });
-      deploys.set(rev, entry.sequence);
-      pushes.push(await waitAll(probing.probes, rev, since));
-      await sleep(200);
-    }
-    const rollbacks: number[][] = [];
-    for (let i = 0; i < ROLLBACKS; i++) {
-      // alternate between the last two revisions: each rollback is a real change for every process
-      const target = revisions[revisions.length - 2 + (i % 2)] as { rev: string };
-      for (const p of probing.probes) p.firstSeen.set(`rollback:${target.rev}`, 0);
-      for (const p of probing.probes) p.firstSeen.delete(target.rev);
-      const since = performance.now();
-      await store.rollback('bank', { to: deploys.get(target.rev) as number, pushedBy: 'bench' });
-      rollbacks.push(await waitAll(probing.probes, target.rev, since));
-      await sleep(200);
-    }
-    await probing.stop();
-    return {
-      pushes,
-      rollbacks,
-      requests: probing.probes.reduce((s, p) => s + p.requests, 0),
-      failures: probing.probes.reduce((s, p) => s + p.failures, 0),
-      regressions: probing.probes.reduce((s, p) => s + p.regressions, 0),
-      phases: await scrapePhases(servers.map((s) => s.url)),
-    };
+    const run = await driveFleet(servers.map((s) => s.url), { 'x-pavilion-tenant': 'bank' }, revisions, 500, {
+      async deliver(rev, i) {
+        const entry = await store.push('bank', (revisions[i] as { wasm: Buffer }).wasm, { revision: rev, pushedBy: 'bench' });
+        deploys.set(rev, entry.sequence);
+      },
+      async rollback(rev) {
+        await store.rollback('bank', { to: deploys.get(rev) as number, pushedBy: 'bench' });
+      },
+    });
+    return { ...run, phases: await scrapePhases(servers.map((s) => s.url)) };
   } finally {
     await Promise.all(servers.map((s) => s.stop()));
     await store.close();
@@ -333,34 +364,14 @@ async function runOpaFleet(n: number, work: string, revisions: readonly { rev: s
       const port = await freePort();
       servers.push(await startServer(findOpa(), ['run', '--server', '--addr', `127.0.0.1:${port}`, '--log-level', 'error', '-c', opaConfig], `http://127.0.0.1:${port}`, '/health?bundles'));
     }
-    const order = new Map(revisions.map((r, i) => [r.rev, i]));
-    const probing = startProbes(servers.map((s) => s.url), '/v1/data/bank/authz/rev', {}, order);
-    await sleep(1500);
-    const pushes: number[][] = [];
-    for (const { rev, rego } of revisions.slice(1)) {
-      const since = performance.now();
-      bundles.publish(rego, `"${rev}"`);
-      pushes.push(await waitAll(probing.probes, rev, since));
-      await sleep(200);
-    }
-    const rollbacks: number[][] = [];
-    for (let i = 0; i < ROLLBACKS; i++) {
-      const target = revisions[revisions.length - 2 + (i % 2)] as { rev: string; rego: Buffer };
-      for (const p of probing.probes) p.firstSeen.set(`rollback:${target.rev}`, 0);
-      for (const p of probing.probes) p.firstSeen.delete(target.rev);
-      const since = performance.now();
-      bundles.publish(target.rego, `"${target.rev}-rollback-${i}"`);
-      rollbacks.push(await waitAll(probing.probes, target.rev, since));
-      await sleep(200);
-    }
-    await probing.stop();
-    return {
-      pushes,
-      rollbacks,
-      requests: probing.probes.reduce((s, p) => s + p.requests, 0),
-      failures: probing.probes.reduce((s, p) => s + p.failures, 0),
-      regressions: probing.probes.reduce((s, p) => s + p.regressions, 0),
-    };
+    return await driveFleet(servers.map((s) => s.url), {}, revisions, 1500, {
+      async deliver(rev, i) {
+        bundles.publish((revisions[i] as { rego: Buffer }).rego, `"${rev}"`);
+      },
+      async rollback(rev, i) {
+        bundles.publish((revisions.find((r) => r.rev === rev) as { rego: Buffer }).rego, `"${rev}-rollback-${i}"`);
+      },
+    });
   } finally {
     await Promise.all(servers.map((s) => s.stop()));
     await bundles.close();
@@ -393,7 +404,7 @@ export async function run(): Promise<void> {
       });
     }
     await writeResults('rollout', cases, {
-      method: 'one probe loop per process on a keep-alive connection asks for the revision the policy reports; rollout latency = push -> first answer with the new revision; all_serving = the slowest process of a push; everything on one 2-core machine (the fleet, nats-server or the bundle server, and the probes)',
+      method: `one probe per process on a keep-alive connection asks for the revision the policy reports every ${PROBE_INTERVAL_MS} ms (open loop, the same load for both sides; the interval is the resolution); rollout latency = push -> first answer with the new revision; all_serving = the slowest process of a push; everything on one 2-core machine (the fleet, nats-server or the bundle server, and the probes)`,
     });
   } finally {
     await rm(work, { recursive: true, force: true });

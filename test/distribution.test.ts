@@ -15,6 +15,7 @@ import { parseConfig, type NatsConfig } from '../sidecar/src/config/index.ts';
 import { NatsBundleStore, connectNats, encodePointer, sha256Hex, type BundlePointer } from '../sidecar/src/distribution/index.ts';
 import { buildFixtureBundle } from './harness/fixtures.ts';
 import { startNats, type RunningNats } from './harness/nats-server.ts';
+import { until } from './harness/wait.ts';
 import { get, post, signForTest, startPavilion, type RunningPavilion } from './harness/pavilion-harness.ts';
 
 const run = promisify(execFile);
@@ -31,15 +32,6 @@ async function bankBundle(rev: string, metadata?: Record<string, unknown>): Prom
     revision: rev,
     ...(metadata === undefined ? {} : { metadata }),
   });
-}
-
-async function until(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check()) return;
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-  assert.fail(`timed out waiting for ${what}`);
 }
 
 let nats: RunningNats;
@@ -71,6 +63,27 @@ function sidecarConfig(extra: Record<string, unknown> = {}): Record<string, unkn
 async function revisionOf(sidecar: RunningPavilion): Promise<string | undefined> {
   const res = await post(`${sidecar.url}/v1/data/bank/authz/rev`, { input: {} }, { 'x-pavilion-tenant': 'bank' });
   return res.status === 200 ? (res.body['result'] as string | undefined) : undefined;
+}
+
+/** Ask `sidecar` for decisions back to back until stopped; count the answers that are not `ok`. */
+function keepDeciding(sidecar: RunningPavilion, ok: (status: number, result: unknown) => boolean): { stop(): Promise<{ answered: number; failures: number }> } {
+  let stopped = false;
+  let answered = 0;
+  let failures = 0;
+  const loop = (async () => {
+    while (!stopped) {
+      const res = await post(`${sidecar.url}/v1/data/bank/authz/allow`, { input: { user: 'alice' } }, { 'x-pavilion-tenant': 'bank' });
+      answered++;
+      if (!ok(res.status, res.body['result'])) failures++;
+    }
+  })();
+  return {
+    async stop() {
+      stopped = true;
+      await loop;
+      return { answered, failures };
+    },
+  };
 }
 
 async function refusalCode(sidecar: RunningPavilion): Promise<string | undefined> {
@@ -108,20 +121,10 @@ describe('push, hot swap, history, rollback', () => {
   });
 
   test('a push is served without restarting; every request during the swap succeeds', async () => {
-    let failures = 0;
-    let answered = 0;
-    let stop = false;
-    const load = (async () => {
-      while (!stop) {
-        const res = await post(`${sidecar.url}/v1/data/bank/authz/allow`, { input: { user: 'alice' } }, { 'x-pavilion-tenant': 'bank' });
-        answered++;
-        if (res.status !== 200 || res.body['result'] !== true) failures++;
-      }
-    })();
+    const load = keepDeciding(sidecar, (status, result) => status === 200 && result === true);
     await store.push('bank', await signedBank('r2'), { revision: 'r2', pushedBy: 'bob', note: 'second' });
     await until('r2 served', async () => (await revisionOf(sidecar)) === 'r2');
-    stop = true;
-    await load;
+    const { answered, failures } = await load.stop();
     assert.ok(answered > 0);
     assert.equal(failures, 0, `${failures} of ${answered} requests failed during the swap`);
   });
@@ -287,16 +290,7 @@ describe('NATS outages', () => {
     const sidecar = await startPavilion({ config: sidecarConfig() });
     try {
       await until('r7 served', async () => (await revisionOf(sidecar)) === 'r7');
-      let failures = 0;
-      let answered = 0;
-      let stop = false;
-      const load = (async () => {
-        while (!stop) {
-          const res = await post(`${sidecar.url}/v1/data/bank/authz/allow`, { input: { user: 'alice' } }, { 'x-pavilion-tenant': 'bank' });
-          answered++;
-          if (res.status !== 200) failures++;
-        }
-      })();
+      const load = keepDeciding(sidecar, (status) => status === 200);
       await nats.kill();
       await until('distribution reports the outage', () => sidecar.pavilion.distribution?.status().state === 'WARN');
       const health = await get(`${sidecar.url}/health?verbose`);
@@ -309,8 +303,7 @@ describe('NATS outages', () => {
       await publisher.push('bank', await signedBank('r8'), { revision: 'r8', pushedBy: 'alice' });
       await publisher.close();
       await until('r8 served after the outage', async () => (await revisionOf(sidecar)) === 'r8', 20_000);
-      stop = true;
-      await load;
+      const { answered, failures } = await load.stop();
       assert.equal(failures, 0, `${failures} of ${answered} requests failed during the outage`);
       assert.equal(sidecar.pavilion.distribution?.status().state, 'OK');
     } finally {

@@ -18,6 +18,7 @@ import { DEPLOY_HISTORY, NatsBundleStore, connectNats, sha256Hex } from '../side
 import { ErrorCodes, PavilionError } from '../sidecar/src/lib/errors.ts';
 import { buildFixtureBundle } from './harness/fixtures.ts';
 import { startNats, type RunningNats } from './harness/nats-server.ts';
+import { until } from './harness/wait.ts';
 import { post, signForTest, startPavilion, type RunningPavilion } from './harness/pavilion-harness.ts';
 
 const PASSWORDS = {
@@ -55,15 +56,6 @@ function historyRefused(tenant: string): (error: unknown) => boolean {
 
 function moduleFor(tenant: string, rev: string): string {
   return `package ${tenant}.authz\n\nallow if input.user == "alice"\n\nrev := "${rev}"\n`;
-}
-
-async function until(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check()) return;
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-  assert.fail(`timed out waiting for ${what}`);
 }
 
 let nats: RunningNats;

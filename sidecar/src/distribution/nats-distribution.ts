@@ -53,6 +53,8 @@ interface TenantQueue {
 }
 
 const SHADOW_SUFFIX = '.shadow';
+/** Status reports after a change wait 250-500 ms (jittered), coalescing bursts. */
+const STATUS_DEBOUNCE_MS = 250;
 
 /** Refusals that will not change on retry; anything else (network) is retried at the next resync. */
 function isFinal(error: unknown): boolean {
@@ -74,6 +76,7 @@ export class NatsDistribution implements Component {
   #connecting: Promise<void> | undefined;
   #retryWake: (() => void) | undefined;
   #deltaMessages: ConsumerMessages | undefined;
+  #statusPending: NodeJS.Timeout | undefined;
 
   constructor(options: NatsDistributionOptions) {
     this.#options = options;
@@ -136,21 +139,18 @@ export class NatsDistribution implements Component {
     }
   }
 
-  async #watchPointers(): Promise<void> {
+  /**
+   * Run `watch` until stopping: when it ends or fails, record why, pause, resync (so
+   * nothing that happened in between is lost) and run it again.
+   */
+  async #forever(what: string, watch: (store: NatsBundleStore) => Promise<void>): Promise<void> {
     const store = this.#store;
     if (store === undefined) return;
-    // The watch outlives disconnects (an ordered consumer that resumes); if it ends or
-    // fails, open it again after a pause, and resync so nothing in between is lost.
     while (!this.#stopping) {
       try {
-        const kv = await store.pointers(true);
-        const watch = await kv.watch({ key: '>' });
-        for await (const entry of watch) {
-          if (this.#stopping) break;
-          this.#onKvEntry(entry);
-        }
+        await watch(store);
       } catch (error) {
-        this.#lastError = wrapError(error, ErrorCodes.DISTRIBUTION_UNAVAILABLE, 'watching pointers').message;
+        this.#lastError = wrapError(error, ErrorCodes.DISTRIBUTION_UNAVAILABLE, what).message;
       }
       if (this.#stopping) return;
       await new Promise((resolve) => setTimeout(resolve, this.#options.config.reconnectWaitMs).unref());
@@ -158,37 +158,40 @@ export class NatsDistribution implements Component {
     }
   }
 
-  /** Live deltas: the next in sequence applies at once; a gap makes the tenant rebuild from its snapshot. */
-  async #watchDeltas(): Promise<void> {
-    const store = this.#store;
-    if (store === undefined) return;
-    while (!this.#stopping) {
-      try {
-        await store.ensureDeltaStream();
-        const consumer = await jetstream(store.nc).consumers.get(store.deltaStream, {
-          filter_subjects: [`${this.#options.config.subjectPrefix}.delta.>`], deliver_policy: DeliverPolicy.New,
-        });
-        const messages = await consumer.consume();
-        this.#deltaMessages = messages;
-        for await (const m of messages) {
-          if (this.#stopping) break;
-          const tenant = m.subject.slice(m.subject.lastIndexOf('.') + 1);
-          if (!this.#options.tenants.has(tenant)) continue;
-          let delta: DeltaMessage;
-          try {
-            delta = parseDelta(m.data, tenant);
-          } catch (error) {
-            this.#options.tenants.reportFailure(tenant, error);
-            continue;
-          }
-          this.#onDelta(tenant, delta);
-        }
-      } catch (error) {
-        this.#lastError = wrapError(error, ErrorCodes.DISTRIBUTION_UNAVAILABLE, 'watching deltas').message;
+  /** Every pointer, then every move (an ordered consumer that resumes across disconnects). */
+  #watchPointers(): Promise<void> {
+    return this.#forever('watching pointers', async (store) => {
+      const watch = await (await store.pointers(true)).watch({ key: '>' });
+      for await (const entry of watch) {
+        if (this.#stopping) break;
+        this.#onKvEntry(entry);
       }
-      if (this.#stopping) return;
-      await new Promise((resolve) => setTimeout(resolve, this.#options.config.reconnectWaitMs).unref());
-    }
+    });
+  }
+
+  /** Live deltas: the next in sequence applies at once; a gap makes the tenant rebuild from its snapshot. */
+  #watchDeltas(): Promise<void> {
+    return this.#forever('watching deltas', async (store) => {
+      await store.ensureDeltaStream();
+      const consumer = await jetstream(store.nc).consumers.get(store.deltaStream, {
+        filter_subjects: [`${this.#options.config.subjectPrefix}.delta.>`], deliver_policy: DeliverPolicy.New,
+      });
+      const messages = await consumer.consume();
+      this.#deltaMessages = messages;
+      for await (const m of messages) {
+        if (this.#stopping) break;
+        const tenant = m.subject.slice(m.subject.lastIndexOf('.') + 1);
+        if (!this.#options.tenants.has(tenant)) continue;
+        let delta: DeltaMessage;
+        try {
+          delta = parseDelta(m.data, tenant);
+        } catch (error) {
+          this.#options.tenants.reportFailure(tenant, error);
+          continue;
+        }
+        this.#onDelta(tenant, delta);
+      }
+    });
   }
 
   #onDelta(tenant: string, delta: DeltaMessage): void {
@@ -276,7 +279,7 @@ export class NatsDistribution implements Component {
       });
       await this.#options.tenants.stageShadow(tenant, archive, entry.sequence);
       this.#options.log?.('info', 'shadow revision staged beside the active one', { tenant, revision: entry.pointer.revision });
-      void this.publishStatus();
+      this.#statusSoon();
     }).catch(() => undefined);
   }
 
@@ -358,7 +361,20 @@ export class NatsDistribution implements Component {
       if (isFinal(error)) queue.applied = Math.max(queue.applied, sequence);
       this.#options.log?.('warn', 'bundle refused; the previous revision keeps serving', { tenant, revision: pointer.revision, deploy: sequence, code });
     }
-    void this.publishStatus();
+    this.#statusSoon();
+  }
+
+  /**
+   * Report a change shortly, not at once: a rollout reaches every sidecar at the same
+   * moment, and thirty status writes then would compete with the activations still running.
+   */
+  #statusSoon(): void {
+    if (this.#statusPending !== undefined) return;
+    this.#statusPending = setTimeout(() => {
+      this.#statusPending = undefined;
+      void this.publishStatus();
+    }, STATUS_DEBOUNCE_MS + Math.random() * STATUS_DEBOUNCE_MS);
+    this.#statusPending.unref();
   }
 
   /** Put this sidecar's status report in the status bucket (best effort). */
@@ -399,6 +415,7 @@ export class NatsDistribution implements Component {
     this.#stopping = true;
     this.#state = 'closed';
     if (this.#statusTimer !== undefined) clearInterval(this.#statusTimer);
+    if (this.#statusPending !== undefined) clearTimeout(this.#statusPending);
     this.#retryWake?.();
     this.#deltaMessages?.stop();
     // a first connection still in flight closes itself when it lands

@@ -1,0 +1,25 @@
+import { startNats } from './test/harness/nats-server.ts';
+import { startServer, freePort } from './bench/lib/servers.ts';
+import { join } from 'node:path'; import { tmpdir } from 'node:os';
+import { mkdtemp, readFile, writeFile, readdir } from 'node:fs/promises';
+import { parseConfig, type NatsConfig } from './sidecar/src/config/index.ts';
+import { NatsBundleStore, connectNats } from './sidecar/src/distribution/index.ts';
+import { signBundle, developmentKey } from './sidecar/src/bundles/index.ts';
+import { buildFixtureBundle } from './test/harness/fixtures.ts';
+const nats = await startNats(); const dir = await mkdtemp(join(tmpdir(), 'prof-'));
+const nc = parseConfig({ nats: { servers: [nats.url] } }).nats as NatsConfig;
+const store = new NatsBundleStore(await connectNats(nc), nc);
+const key = await developmentKey('bank', dir);
+const revs: Buffer[] = [];
+for (let i = 0; i < 15; i++) revs.push(await signBundle(await buildFixtureBundle({ modules: { 'bank/a.rego': `package bank.authz\nallow if input.user == "alice"\nrev := "r${i}"\n` }, entrypoints: ['bank/authz/allow', 'bank/authz/rev'], roots: ['bank'], revision: `r${i}` }), { key: key.keyPem, algorithm: 'ES256', keyId: 'bank', scope: 'bank' }));
+await store.push('bank', revs[0]!, { revision: 'r0', pushedBy: 'x' });
+const port = await freePort(); const cfg = join(dir, 'c.json');
+await writeFile(cfg, JSON.stringify({ http: { port }, engine: { workers: 1 }, tenants: [{ id: 'bank' }], bundles: { source: 'nats', keysDirectory: join(dir, 'keys'), persistDirectory: join(dir, 'p') }, decisionLog: { sink: 'none' }, nats: { servers: [nats.url], statusIntervalMs: 60000 } }));
+const s = await startServer(process.execPath, ['--cpu-prof', `--cpu-prof-dir=${dir}/prof`, 'dist/sidecar/src/main.js'], `http://127.0.0.1:${port}`, '/health/ready', { ...process.env, PAVILION_CONFIG: cfg });
+await new Promise((r) => setTimeout(r, 1000));
+const cpu0 = (await readFile(`/proc/${s.pid}/stat`, 'utf8')).split(' ');
+for (let i = 1; i < 15; i++) { await store.push('bank', revs[i]!, { revision: `r${i}`, pushedBy: 'x' }); await new Promise((r) => setTimeout(r, 400)); }
+const cpu1 = (await readFile(`/proc/${s.pid}/stat`, 'utf8')).split(' ');
+console.log('cpu ms per activation', ((Number(cpu1[13]) + Number(cpu1[14]) - Number(cpu0[13]) - Number(cpu0[14])) * 10 / 14).toFixed(1));
+await s.stop(); await store.close(); await nats.stop();
+const files = await readdir(join(dir, 'prof')); console.log(join(dir, 'prof', files.find((f) => f.includes('.cpuprofile'))!));
