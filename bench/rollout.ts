@@ -16,7 +16,7 @@
  * is the slowest process. Failed requests (anything but 200 with a revision) and
  * regressions (an old revision after the new one on the same process) are counted.
  *
- * Env: BENCH_ROLLOUT_SIZES (default "10,30"), BENCH_ROLLOUT_PUSHES (default 20),
+ * Env: BENCH_ROLLOUT_SIZES (default "1,10,30"; 1 shows a sidecar without 29 neighbours on its cores), BENCH_ROLLOUT_PUSHES (default 20),
  * BENCH_ROLLOUT_PROBE_INTERVAL_MS (default 25).
  */
 import { execFile } from 'node:child_process';
@@ -36,7 +36,7 @@ import { writeResults, type BenchCase, type Metrics } from './lib/results.ts';
 import { buildSidecar, freePort, startServer, type Server } from './lib/servers.ts';
 
 const exec = promisify(execFile);
-const SIZES = (process.env['BENCH_ROLLOUT_SIZES'] ?? '10,30').split(',').map(Number);
+const SIZES = (process.env['BENCH_ROLLOUT_SIZES'] ?? '1,10,30').split(',').map(Number);
 const PUSHES = Number(process.env['BENCH_ROLLOUT_PUSHES'] ?? 20);
 const ROLLBACKS = 5;
 const TIMEOUT_MS = 30_000;

@@ -50,6 +50,10 @@ interface TenantQueue {
   deltaGap: boolean;
   /** Shadow pointer changes, one at a time. */
   shadow: Promise<void>;
+  /** The newest deploy a live delta named before this sidecar had applied it. */
+  deltasAhead: number;
+  /** Stored deltas have been read once on this connection. */
+  deltasReplayed: boolean;
 }
 
 const SHADOW_SUFFIX = '.shadow';
@@ -196,10 +200,13 @@ export class NatsDistribution implements Component {
 
   #onDelta(tenant: string, delta: DeltaMessage): void {
     const state = this.#options.tenants.deltaState(tenant);
+    const queue = this.#queue(tenant);
     // A delta for another deploy: older ones are obsolete; a newer deploy's deltas are
     // replayed once its pointer has been applied.
+    if (state !== undefined && (state.base === undefined || delta.base > state.base)) {
+      queue.deltasAhead = Math.max(queue.deltasAhead, delta.base);
+    }
     if (state === undefined || state.base !== delta.base || delta.sequence <= state.sequence) return;
-    const queue = this.#queue(tenant);
     queue.deltas = queue.deltas.then(async () => {
       const now = this.#options.tenants.deltaState(tenant);
       if (now?.base !== delta.base || delta.sequence <= now.sequence) return;
@@ -312,7 +319,7 @@ export class NatsDistribution implements Component {
   #queue(tenant: string): TenantQueue {
     let queue = this.#queues.get(tenant);
     if (queue === undefined) {
-      queue = { applied: this.#options.tenants.tenant(tenant)?.origin?.sequence ?? 0, pending: undefined, running: undefined, deltas: Promise.resolve(), deltaGap: false, shadow: Promise.resolve() };
+      queue = { applied: this.#options.tenants.tenant(tenant)?.origin?.sequence ?? 0, pending: undefined, running: undefined, deltas: Promise.resolve(), deltaGap: false, shadow: Promise.resolve(), deltasAhead: 0, deltasReplayed: false };
       this.#queues.set(tenant, queue);
     }
     return queue;
@@ -349,7 +356,12 @@ export class NatsDistribution implements Component {
       this.#options.metrics?.activationPhaseSeconds.observe({ phase: 'fetch' }, (performance.now() - fetchStarted) / 1000);
       await this.#options.tenants.activate(tenant, archive, { kind: pointer.action, sequence });
       queue.applied = Math.max(queue.applied, sequence);
-      await this.#replayDeltas(tenant); // deltas published on this deploy before we had it
+      // Deltas published on this deploy before we had it: read them from the stream the
+      // first time (they may predate this connection), later only if the live consumer saw one.
+      if (!queue.deltasReplayed || queue.deltasAhead >= sequence) {
+        queue.deltasReplayed = true;
+        await this.#replayDeltas(tenant);
+      }
       this.#options.metrics?.distributionUpdates.inc({ tenant, outcome: 'ok' });
       const pushedAt = Date.parse(pointer.pushed_at);
       if (Number.isFinite(pushedAt)) this.#options.metrics?.rolloutSeconds.observe(Math.max(0, Date.now() - pushedAt) / 1000);
