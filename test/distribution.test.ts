@@ -13,7 +13,7 @@ import { gzipSync } from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
 import { parseConfig, type NatsConfig } from '../sidecar/src/config/index.ts';
 import { NatsBundleStore, connectNats, encodePointer, sha256Hex, type BundlePointer } from '../sidecar/src/distribution/index.ts';
-import { buildFixtureBundle } from './harness/fixtures.ts';
+import { abiVersionWasm, buildFixtureBundle, hostileWasm, makeTarGz, unpackFixture, type RawTarEntry } from './harness/fixtures.ts';
 import { startNats, type RunningNats } from './harness/nats-server.ts';
 import { until } from './harness/wait.ts';
 import { get, post, signForTest, startPavilion, type RunningPavilion } from './harness/pavilion-harness.ts';
@@ -197,12 +197,13 @@ describe('refused pushes: a typed code in status, the previous revision keeps se
   });
 
   async function refused(push: () => Promise<unknown>, code: string): Promise<void> {
+    const before = await revisionOf(sidecar);
     await push();
     await until(`refusal ${code}`, async () => (await refusalCode(sidecar)) === code);
-    assert.equal(await revisionOf(sidecar), 'r5', 'the previous revision keeps serving');
+    assert.equal(await revisionOf(sidecar), before, 'the previous revision keeps serving');
     const report = (await get(`${sidecar.url}/v1/status`)).body['result'] as { bundles: Record<string, { code?: string; active_revision?: string }> };
     assert.equal(report.bundles['bank']?.code, code);
-    assert.equal(report.bundles['bank']?.active_revision, 'r5');
+    assert.equal(report.bundles['bank']?.active_revision, before);
   }
 
   test('an unsigned bundle -> ERR_BUNDLE_SIGNATURE_MISSING', async () => {
@@ -271,6 +272,24 @@ describe('refused pushes: a typed code in status, the previous revision keeps se
     await until('pointer refusal 2', async () => (await sidecar.pavilion.tenants.tenant('bank')?.lastError?.message ?? '').includes('not JSON'));
     assert.equal(await revisionOf(sidecar), 'r6');
   });
+
+  // The structural refusals, each pushed over NATS and signed like a real bundle (the
+  // archive checks run before the signature, so these are what a compromised build or a
+  // bug would produce).
+  const hostile: Array<[string, (entries: RawTarEntry[]) => RawTarEntry[], string]> = [
+    ['path traversal (../)', (e) => [...e, { name: '../../etc/cron.d/x/data.json', data: '{}' }], 'ERR_BUNDLE_PATH_TRAVERSAL'],
+    ['no .manifest', (e) => e.filter((x) => x.name !== '.manifest'), 'ERR_BUNDLE_MANIFEST_MISSING'],
+    ['overlapping roots', (e) => e.map((x) => (x.name === '.manifest' ? { name: x.name, data: JSON.stringify({ revision: 'o', roots: ['bank', 'bank/authz'], wasm: [{ entrypoint: 'bank/authz/allow', module: '/policy.wasm' }] }) } : x)), 'ERR_BUNDLE_ROOTS_OVERLAP'],
+    ['foreign roots (another tenant\'s namespace)', (e) => e.map((x) => (x.name === '.manifest' ? { name: x.name, data: JSON.stringify({ revision: 'f', roots: ['bank', 'hospital'], wasm: [{ entrypoint: 'bank/authz/allow', module: '/policy.wasm' }] }) } : x)), 'ERR_BUNDLE_ROOTS_FOREIGN'],
+    ['Wasm whose start function never returns (fails to instantiate)', (e) => e.map((x) => (x.name === 'policy.wasm' ? { name: x.name, data: hostileWasm('start') } : x)), 'ERR_BUNDLE_WASM_INVALID'],
+    ['Wasm of another OPA ABI (2.0)', (e) => e.map((x) => (x.name === 'policy.wasm' ? { name: x.name, data: abiVersionWasm(2, 0) } : x)), 'ERR_BUNDLE_ABI_UNSUPPORTED'],
+  ];
+  for (const [what, change, code] of hostile) {
+    test(`${what} -> ${code}`, async () => {
+      const archive = await signForTest('bank', makeTarGz(change(await unpackFixture(await bankBundle(`hostile-${code}`)))), keys);
+      await refused(() => store.push('bank', archive, { revision: `hostile-${code}`, pushedBy: 'mallory' }), code);
+    });
+  }
 
   test('a pointer to a bundle over the size limit -> ERR_BUNDLE_TOO_LARGE before download', async () => {
     const archive = await signedBank('r6');

@@ -167,3 +167,11 @@ export function hostileWasm(loopIn: 'start' | 'builtins'): Buffer {
   const code = section(10, [0x02, ...leb128(loops.length), ...loops, ...leb128(zero.length), ...zero]);
   return Buffer.from([...header, ...types, ...functions, ...globals, ...exports, ...code]);
 }
+
+/** A module that exports only the OPA ABI version globals, with the version given (ABI mismatch tests). */
+export function abiVersionWasm(major: number, minor: number): Buffer {
+  const header = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
+  const globals = section(6, [0x02, 0x7f, 0x00, 0x41, ...leb128(major), 0x0b, 0x7f, 0x00, 0x41, ...leb128(minor), 0x0b]);
+  const exports = section(7, [0x02, ...name('opa_wasm_abi_version'), 0x03, 0x00, ...name('opa_wasm_abi_minor_version'), 0x03, 0x01]);
+  return Buffer.from([...header, ...globals, ...exports]);
+}

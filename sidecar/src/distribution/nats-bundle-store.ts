@@ -25,6 +25,9 @@ import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
 import { encodePointer, parsePointer, type BundlePointer, type PointerAction, type PointerEntry } from './pointer.ts';
 import { parseDelta, type DeltaMessage } from './delta-message.ts';
 
+/** Object chunk size: bundles up to this size are one message (NATS' default max payload is 1 MiB). */
+const CHUNK_BYTES = 900 * 1024;
+
 /** KV keeps at most 64 revisions per key: the deploy history a rollback can reach. */
 export const DEPLOY_HISTORY = 64;
 
@@ -238,7 +241,7 @@ export class NatsBundleStore {
     let bytes: Uint8Array | null;
     try {
       const store = await this.#objectStore(pointer.tenant, false);
-      bytes = await withTimeout(readObject(store, pointer.object, maxBytes), this.#config.fetchTimeoutMs, `downloading ${pointer.object}`);
+      bytes = await withTimeout(this.#readObject(pointer.tenant, store, pointer.object, maxBytes), this.#config.fetchTimeoutMs, `downloading ${pointer.object}`);
     } catch (error) {
       if (error instanceof PavilionError) throw error;
       throw unavailable(`cannot download ${pointer.object} for ${pointer.tenant}`, error);
@@ -253,12 +256,37 @@ export class NatsBundleStore {
     return Buffer.from(bytes);
   }
 
+  /**
+   * A bundle stored in one chunk (what `push` writes for bundles under CHUNK_BYTES) is read
+   * with two direct requests - its info, then its one chunk message - and checked against
+   * the object's SHA-256 here. This spares nats-server a consumer per sidecar per rollout,
+   * which is what a fleet-wide rollout costs it otherwise. Larger or linked objects take
+   * the client's consumer path.
+   */
+  async #readObject(tenant: string, store: ObjectStore, name: string, maxBytes: number): Promise<Uint8Array | null> {
+    const info = await store.info(name);
+    if (info === null || info.deleted) return null;
+    if (info.size > maxBytes) throw new PavilionError(ErrorCodes.BUNDLE_TOO_LARGE, `object ${name} is ${info.size} bytes; the limit is ${maxBytes}`);
+    if (info.chunks !== 1 || info.options?.link !== undefined || !info.digest.startsWith('SHA-256=')) return readObject(store, name, maxBytes);
+    const bucket = `${this.#config.objectBucketPrefix}${tenant}`;
+    const chunk = await (await this.#jsm()).streams.getMessage(`OBJ_${bucket}`, { last_by_subj: `$O.${bucket}.C.${info.nuid}` });
+    if (chunk === null) return null;
+    const expected = Buffer.from(info.digest.slice('SHA-256='.length), 'base64url');
+    const actual = createHash('sha256').update(chunk.data).digest();
+    if (chunk.data.length !== info.size || !actual.equals(expected)) {
+      throw new PavilionError(ErrorCodes.BUNDLE_DIGEST_MISMATCH, `object ${name} does not match its own size and SHA-256 in the object store`);
+    }
+    return chunk.data;
+  }
+
   /** Upload a bundle (content-addressed) and move the tenant's pointer to it. */
   async push(tenant: string, archive: Buffer, meta: { revision: string; pushedBy: string; note?: string }): Promise<PointerEntry> {
     const digest = sha256Hex(archive);
     try {
       const store = await this.#objectStore(tenant, true);
-      if ((await store.info(digest)) === null) await store.putBlob({ name: digest, description: `${tenant} ${meta.revision}` }, archive);
+      if ((await store.info(digest)) === null) {
+        await store.putBlob({ name: digest, description: `${tenant} ${meta.revision}`, options: { max_chunk_size: CHUNK_BYTES } }, archive);
+      }
     } catch (error) {
       throw unavailable(`cannot upload the bundle of ${tenant}`, error);
     }
@@ -274,7 +302,9 @@ export class NatsBundleStore {
     const digest = sha256Hex(archive);
     try {
       const store = await this.#objectStore(tenant, true);
-      if ((await store.info(digest)) === null) await store.putBlob({ name: digest, description: `${tenant} ${meta.revision} (shadow)` }, archive);
+      if ((await store.info(digest)) === null) {
+        await store.putBlob({ name: digest, description: `${tenant} ${meta.revision} (shadow)`, options: { max_chunk_size: CHUNK_BYTES } }, archive);
+      }
     } catch (error) {
       throw unavailable(`cannot upload the bundle of ${tenant}`, error);
     }
