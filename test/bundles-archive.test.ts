@@ -76,6 +76,12 @@ describe('bundle archive loader', () => {
     });
   });
 
+  test('a bomb whose gzip trailer claims a tiny size (to be inflated inline) -> ERR_BUNDLE_TOO_LARGE', async () => {
+    const bomb = gzipSync(Buffer.alloc(64 * 1024 * 1024), { level: 9 });
+    bomb.writeUInt32LE(100, bomb.length - 4);
+    await refused(bomb, ErrorCodes.BUNDLE_TOO_LARGE, OPTIONS);
+  });
+
   test('decompression bomb (64 MiB of zeros in a small gzip) -> ERR_BUNDLE_TOO_LARGE', async () => {
     const bomb = gzipSync(Buffer.alloc(64 * 1024 * 1024), { level: 9 });
     assert.ok(bomb.length < 128 * 1024, 'the bomb itself is small');
