@@ -29,9 +29,10 @@ export interface WasmInspection {
 
 
 
-export function compileWasm(bytes: Uint8Array): WebAssembly.Module {
+/** Compile on V8's background threads (the event loop keeps serving meanwhile). */
+export async function compileWasm(bytes: Uint8Array): Promise<WebAssembly.Module> {
   try {
-    return new WebAssembly.Module(bytes);
+    return await WebAssembly.compile(bytes);
   } catch (error) {
     throw new PavilionError(ErrorCodes.BUNDLE_WASM_INVALID, `policy.wasm does not compile: ${describeThrown(error)}`, {
       cause: error,

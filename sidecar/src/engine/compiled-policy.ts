@@ -43,7 +43,7 @@ export interface CompileOptions {
 }
 
 export async function compilePolicy(bundle: Bundle, options: CompileOptions): Promise<CompiledPolicy> {
-  const module = compileWasm(bundle.wasm);
+  const module = await compileWasm(bundle.wasm);
   const inspection = await inspectWasm(module, {
     initialPages: options.initialMemoryPages,
     maximumPages: Math.max(options.initialMemoryPages, options.maximumMemoryPages ?? 1024),

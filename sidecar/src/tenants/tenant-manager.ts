@@ -318,6 +318,11 @@ export class TenantManager implements Component {
       entry.lastSuccessfulDownload = new Date().toISOString();
       const bundle = await readBundle(archive, { tenant, namespace: entry.config.namespace, limits: this.#options.limits });
       phase('read');
+      // Compile and inspect the Wasm (in the sandbox worker, off this thread) while the
+      // signature is checked here: the sandbox exists so that an unverified module is safe
+      // to inspect, and a refused signature still wins (it is awaited first).
+      const compiling = compilePolicy(bundle, { initialMemoryPages: this.#options.memoryInitialPages });
+      compiling.catch(() => undefined);
       const signature = await verifyBundleSignature(bundle.files, this.#trustStore().policyFor(entry.config, entry.explicit));
       phase('verify');
       const current = engine.active(tenant);
@@ -329,7 +334,7 @@ export class TenantManager implements Component {
       }
       this.#checkReplay(entry, bundle, signature, origin);
       const tests = decisionTests(bundle, this.#options.maxDecisionTests);
-      const compiled = await compilePolicy(bundle, { initialMemoryPages: this.#options.memoryInitialPages });
+      const compiled = await compiling;
       phase('compile');
       loaded = await engine.load(compiled);
       phase('load');

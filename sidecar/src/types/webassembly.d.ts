@@ -38,4 +38,5 @@ declare namespace WebAssembly {
   function instantiate(bytes: ArrayBufferView | ArrayBuffer, imports?: Imports): Promise<WebAssemblyInstantiatedSource>;
   function instantiate(module: Module, imports?: Imports): Promise<Instance>;
   function validate(bytes: ArrayBufferView | ArrayBuffer): boolean;
+  function compile(bytes: ArrayBufferView | ArrayBuffer): Promise<Module>;
 }
