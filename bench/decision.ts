@@ -43,7 +43,7 @@ async function startPavilion(main: string, bundleDir: string, cache: boolean, de
   await writeFile(config, JSON.stringify({
     http: { host: '127.0.0.1', port },
     engine: { cache: { enabled: cache } },
-    bundles: { directory: bundleDir },
+    bundles: { directory: bundleDir, keysDirectory: join(bundleDir, 'keys'), persistDirectory: join(workDir, `persisted-${port}`) },
     decisionLog: decisionLog ? { sink: 'file', path: join(workDir, `decisions-${port}.ndjson`) } : { sink: 'none' },
   }));
   return startServer(process.execPath, [main], `http://127.0.0.1:${port}`, '/health', { ...process.env, PAVILION_CONFIG: config });

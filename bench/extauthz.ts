@@ -207,7 +207,7 @@ async function startPavilion(bundleDir: string, work: string): Promise<{ server:
   const config = join(work, 'pavilion.json');
   await writeFile(config, JSON.stringify({
     http: { host: '127.0.0.1', port: httpPort },
-    bundles: { directory: bundleDir },
+    bundles: { directory: bundleDir, keysDirectory: join(bundleDir, 'keys'), persistDirectory: join(work, 'persisted') },
     decisionLog: { sink: 'none' },
     tenants: [{ id: TENANT }],
     extAuthz: { grpc: { host: '127.0.0.1', port: grpcPort }, tenantFrom: { fixed: TENANT }, timeoutMs: 1000 },

@@ -36,6 +36,10 @@ export async function startServer(
     stderr = (stderr + chunk.toString()).slice(-4000);
   });
   const deadline = Date.now() + 60_000;
+  const giveUp = (message: string): never => {
+    child.kill('SIGKILL'); // never leave a half-started server behind
+    throw new Error(message);
+  };
   for (;;) {
     if (child.exitCode !== null) throw new Error(`${command} exited: ${stderr}`);
     try {
@@ -44,7 +48,7 @@ export async function startServer(
     } catch {
       // not yet listening
     }
-    if (Date.now() > deadline) throw new Error(`${command} did not become ready: ${stderr}`);
+    if (Date.now() > deadline) giveUp(`${command} did not become ready: ${stderr}`);
     await sleep(100);
   }
   return {
