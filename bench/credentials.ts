@@ -25,8 +25,7 @@
  * Env: BENCH_DURATION_S (default 4, per load run), BENCH_CONNECTIONS (default 16),
  * BENCH_SAMPLES_SCALE (default 1: multiplies the verification sample counts).
  */
-import { createPublicKey, randomBytes, verify as cryptoVerify, type JsonWebKey } from 'node:crypto';
-import { createHash } from 'node:crypto';
+import { createHash, createPublicKey, randomBytes, verify as cryptoVerify, type JsonWebKey } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
