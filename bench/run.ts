@@ -6,6 +6,7 @@ const BENCHMARKS: Record<string, () => Promise<{ run(): Promise<void> }>> = {
   extauthz: () => import('./extauthz.ts'),
   http: () => import('./http.ts'),
   rollout: () => import('./rollout.ts'),
+  credentials: () => import('./credentials.ts'),
 };
 
 const names = process.argv.slice(2);

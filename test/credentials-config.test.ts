@@ -1,13 +1,14 @@
 /**
  * The `credentials` config section: parsed once with the rest of the config, files resolved
- * against the config's directory, pins checked at parse time, unknown keys refused.
+ * against the config's directory, pins checked at parse time, unknown keys refused; without the
+ * section, the sample tenants' committed policies.
  */
 import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { parseConfig } from '../sidecar/src/config/index.ts';
+import { parseConfig, sampleCredentialsConfig } from '../sidecar/src/config/index.ts';
 import { sampleContext } from '../sidecar/src/credentials/index.ts';
 import { ErrorCodes } from '../sidecar/src/lib/errors.ts';
 import { rejectsWith } from './credentials/fixtures.ts';
@@ -42,6 +43,18 @@ describe('credentials config section', () => {
     await rejectsWith(() => withPolicy({ statusLists: { ttlMs: 60_000, maxAgeMs: 30_000 } }), ErrorCodes.CONFIG_INVALID);
     await rejectsWith(() => withPolicy({ trustAnchors: [{ issuer: 'did:key:z6Mk' }] }), ErrorCodes.CONFIG_INVALID);
     await rejectsWith(() => withPolicy({ keyBinding: { required: 'yes' } }), ErrorCodes.CONFIG_INVALID);
+  });
+
+  it('defaults to the sample tenants\' committed policies, only without a section and with the directory source', () => {
+    const samples = parseConfig({}).credentials;
+    assert.deepEqual(samples?.tenants.map((t) => [t.tenantId, t.domain, t.contexts[0]?.sha256Hex]), [
+      ['bank', 'https://bank.example', context.sha256Hex],
+      ['hospital', 'https://hospital.example', context.sha256Hex],
+    ]);
+    assert.equal(samples?.proofWorkers, 1);
+    assert.deepEqual(parseConfig({ credentials: { tenants: {} } }).credentials?.tenants, []);
+    assert.equal(parseConfig({ bundles: { source: 'nats' }, nats: { servers: ['nats://127.0.0.1:4222'] } }).credentials, undefined);
+    assert.equal(sampleCredentialsConfig(join(dir, 'no-such-folder')), undefined);
   });
 
   it('refuses a file that is missing or differs from its pin', async () => {

@@ -42,4 +42,15 @@ reasons contains {"missing": "KYC credential from an accredited issuer"} if {
 	count(kyc_credentials) == 0
 }
 
-decision := {"kyc_verified": kyc_verified, "reasons": reasons}
+# The verified facts the decision rests on: who issued, who accredited the issuer, whom the
+# credential is about and the claims the holder disclosed.
+verified contains {
+	"issuer": c.issuer,
+	"accredited_by": c.chain[1],
+	"subject": object.get(c, "subject", null),
+	"claims": c.claims,
+} if {
+	some c in kyc_credentials
+}
+
+decision := {"kyc_verified": kyc_verified, "reasons": reasons, "verified": verified}

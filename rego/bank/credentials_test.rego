@@ -43,3 +43,10 @@ test_refused_credentials_are_reasons if {
 test_no_credentials_at_all if {
 	not credentials.kyc_verified with input as {} with data.bank.credential_trust as trust
 }
+
+test_the_decision_shows_the_verified_facts_it_rests_on if {
+	d := credentials.decision with input as {"credentials": [kyc("full", ["did:key:issuer", "did:key:authority"])], "credential_errors": []}
+		with data.bank.credential_trust as trust
+	d.kyc_verified
+	d.verified == {{"issuer": "did:key:issuer", "accredited_by": "did:key:authority", "subject": null, "claims": {"kycLevel": "full"}}}
+}

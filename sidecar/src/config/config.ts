@@ -6,7 +6,7 @@
  * things operators change most (`PAVILION_HTTP_HOST`, `PAVILION_HTTP_PORT`).
  */
 import { availableParallelism } from 'node:os';
-import { readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
 import { REPO_ROOT } from '../lib/tools.ts';
@@ -422,8 +422,53 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
     tenants,
     shutdownTimeoutMs: int(root, 'shutdownTimeoutMs', '$', d.shutdownTimeoutMs, 0, 600_000),
     ...(root['extAuthz'] === undefined ? {} : { extAuthz: parseExtAuthz(root['extAuthz']) }),
-    ...(root['credentials'] === undefined ? {} : { credentials: parseCredentials(root['credentials'], p) }),
+    ...credentialsSection(root['credentials'], bundleSource, p),
   });
+}
+
+/**
+ * The `credentials` section as configured; without one, and with the embedded directory bundle
+ * source, the sample tenants' credential policies (`sampleCredentialsConfig`). A configured
+ * section, even `{"tenants": {}}`, replaces the samples entirely; a NATS source never gets them.
+ */
+function credentialsSection(raw: unknown, bundleSource: 'directory' | 'nats', resolvePath: (file: string) => string): { credentials?: CredentialsConfig } {
+  if (raw !== undefined) return { credentials: parseCredentials(raw, resolvePath) };
+  const samples = bundleSource === 'directory' ? sampleCredentialsConfig() : undefined;
+  return samples === undefined ? {} : { credentials: samples };
+}
+
+/** Where the sample tenants' bundle sources live, each with its `credentials/policy.json`. */
+export const SAMPLE_BUNDLE_SOURCES_DIRECTORY = resolve(REPO_ROOT, 'bundles');
+
+/**
+ * The embedded credentials defaults: for every tenant `<t>` with a committed
+ * `bundles/<t>/credentials/policy.json` (what `pavilion credential policy --tenant <t>` prints,
+ * beside the context it pins), that policy, files resolved against that folder. The sample
+ * issuers' keys derive from public labels: these policies are for the demo only. Undefined when
+ * no such file exists (a container image ships no bundle sources).
+ */
+export function sampleCredentialsConfig(directory: string = SAMPLE_BUNDLE_SOURCES_DIRECTORY): CredentialsConfig | undefined {
+  if (!existsSync(directory)) return undefined;
+  const tenants: Record<string, unknown> = {};
+  for (const tenant of readdirSync(directory).sort()) {
+    const file = resolve(directory, tenant, 'credentials', 'policy.json');
+    if (!TENANT_ID_PATTERN.test(tenant) || !existsSync(file)) continue;
+    try {
+      tenants[tenant] = JSON.parse(readFileSync(file, 'utf8'));
+    } catch (error) {
+      throw new PavilionError(ErrorCodes.CONFIG_INVALID, `cannot read the sample credential policy ${file}: ${describeThrown(error)}`, { cause: error });
+    }
+  }
+  if (Object.keys(tenants).length === 0) return undefined;
+  const parsed = parseCredentials({ tenants: {} }, (file) => file);
+  return {
+    ...parsed,
+    tenants: Object.entries(tenants).map(([tenant, policy]) => {
+      const folder = resolve(directory, tenant, 'credentials');
+      const at = (file: string): string => (isAbsolute(file) ? file : resolve(folder, file));
+      return parseCredentialPolicy(tenant, policy, (file) => new Uint8Array(readFileSync(at(file))), at);
+    }),
+  };
 }
 
 /** The `credentials` section (see README, "Verifiable credentials"); files resolve like other paths. */

@@ -5,6 +5,8 @@ export {
   discoveredTenant,
   loadConfig,
   parseConfig,
+  sampleCredentialsConfig,
+  SAMPLE_BUNDLE_SOURCES_DIRECTORY,
   type AuditLogConfig,
   type AuditSignerConfig,
   type DecisionLogPrivacyConfig,

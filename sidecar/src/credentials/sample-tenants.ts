@@ -52,8 +52,10 @@ export async function sampleTenantPolicyJson(tenant: SampleTenant): Promise<Json
   const { anchor, issuer } = await sampleParties(tenant);
   const context = sampleContext();
   const contexts = [{ url: context.url, sha256Hex: context.sha256Hex, path: 'samples-v1.jsonld' }];
+  const domain = `https://${tenant}.example`;
   if (tenant === 'hospital') {
     return {
+      domain,
       contexts,
       trustAnchors: [{ issuer: anchor.did, credentialTypes: ['PractitionerLicenseCredential'], maxValidityMs: 2 * 365 * DAY_MS }],
       maxChainDepth: 0,
@@ -78,6 +80,7 @@ export async function sampleTenantPolicyJson(tenant: SampleTenant): Promise<Json
     ACCREDITED_AT,
   );
   return {
+    domain,
     contexts,
     trustAnchors: [{ issuer: anchor.did, credentialTypes: ['KycCredential'] }],
     accreditations: [accreditation],
