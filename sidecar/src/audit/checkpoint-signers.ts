@@ -4,20 +4,11 @@
  * never from the config file.
  */
 import { ErrorCodes, PavilionError } from '../lib/errors.ts';
+import type { AuditSignerConfig } from '../config/index.ts';
 import { Pkcs11Module, SoftwareSigner, type CheckpointSigner } from './log/index.ts';
 
-export type CheckpointSignerSettings =
-  | { readonly kind: 'software'; readonly keyFile: string }
-  | {
-      readonly kind: 'pkcs11';
-      readonly modulePath: string;
-      readonly tokenLabel: string;
-      readonly keyLabel: string;
-      /** Environment variable holding the user PIN. */
-      readonly pinEnv: string;
-      /** Generate the key on the token when it has none with this label. */
-      readonly generateKey: boolean;
-    };
+/** The signer settings, as the config's decisionLog.audit.signer section defines them. */
+export type CheckpointSignerSettings = AuditSignerConfig;
 
 export async function createCheckpointSigner(settings: CheckpointSignerSettings, env: NodeJS.ProcessEnv = process.env): Promise<CheckpointSigner> {
   if (settings.kind === 'software') return SoftwareSigner.loadOrCreate(settings.keyFile);

@@ -33,7 +33,7 @@ import { FILE_HEADER_BYTES, FRAME_OVERHEAD_BYTES, FrameDecoder, RecordType, chec
 import { Keyring, type CheckpointSigner } from './signer.ts';
 import { checkAnchorAgainst, decodeAnchorRecord, type Anchor, type AnchorRecordV1 } from './anchor.ts';
 import type { ConsistencyProofV1 } from './verify-log.ts';
-import { WalWriter, type FsyncPolicy, type OnFullPolicy } from './wal-writer.ts';
+import { WalWriter, type WalWriterOptions } from './wal-writer.ts';
 
 export const WAL_FILE = 'audit.wal';
 const LOCK_FILE = 'LOCK';
@@ -41,7 +41,7 @@ const LOCK_FILE = 'LOCK';
 const PROCESS_TOKEN = randomUUID();
 const READ_CHUNK_BYTES = 4 * 1024 * 1024;
 
-export interface AuditLogOptions {
+export interface AuditLogOptions extends WalWriterOptions {
   /** This tenant's directory (created if missing). */
   readonly directory: string;
   /** Names the log in every checkpoint, e.g. `pavilion-local/bank`. */
@@ -49,13 +49,6 @@ export interface AuditLogOptions {
   readonly signer: CheckpointSigner;
   /** Public keys of earlier signers, so checkpoints from before a rotation verify at recovery. */
   readonly keyring?: Keyring;
-  readonly fsync: FsyncPolicy;
-  readonly fsyncIntervalMs: number;
-  readonly groupCommitMaxDelayMs: number;
-  readonly groupCommitMaxBytes: number;
-  readonly maxDiskBytes: number;
-  readonly onFull: OnFullPolicy;
-  readonly blockTimeoutMs: number;
   readonly maxEventBytes: number;
   readonly checkpointEveryEvents: number;
   readonly checkpointIntervalMs: number;

@@ -265,13 +265,16 @@ export function verifyDecisionProof(value: unknown, keyring: Keyring, expect: { 
  * ERR_AUDIT_DECISION_UNKNOWN when the decision is not in the file or no checkpoint covers it
  * yet, ERR_AUDIT_RECORD_CORRUPT when the file cannot be read up to it.
  */
-export async function proveFromLogFile(path: string, decisionId: string): Promise<DecisionProofV1> {
+
+/**
+ * Read a log file front to back: check its header, append every leaf to `tree` (in
+ * sequence, or fail naming the first break) and hand every intact record to `visit`;
+ * stop at the first damaged frame (`finish` also refuses a cut last frame).
+ */
+async function scanLogFile(path: string, tree: MerkleTree, options: { readonly finish: boolean }, visit: (record: LogRecord) => void): Promise<void> {
   const handle = await open(path, 'r').catch((error: unknown) => {
     throw new PavilionError(ErrorCodes.AUDIT_LOG_IO, `cannot open ${path}`, { cause: error });
   });
-  const tree = new MerkleTree();
-  let found: { index: number; event: string } | undefined;
-  let covering: SignedCheckpointV1 | undefined;
   try {
     const header = Buffer.alloc(FILE_HEADER_BYTES);
     const { bytesRead: headerBytes } = await handle.read(header, 0, FILE_HEADER_BYTES, 0);
@@ -288,27 +291,37 @@ export async function proveFromLogFile(path: string, decisionId: string): Promis
         if (record.type === RecordType.LEAF) {
           if (record.index !== tree.size) throw bad(ErrorCodes.AUDIT_SEQUENCE_BROKEN, `record ${record.recordNumber} is leaf ${record.index}, expected ${tree.size}`, { leafIndex: tree.size, byteOffset: record.offset });
           tree.append(record.payload);
-          if (found === undefined) {
-            const text = record.payload.toString('utf8');
-            let id: unknown;
-            try {
-              id = (JSON.parse(text) as { decision_id?: unknown }).decision_id;
-            } catch {
-              id = undefined;
-            }
-            if (id === decisionId) found = { index: record.index, event: text };
-          }
-        } else if (record.type === RecordType.CHECKPOINT && found !== undefined) {
-          const checkpoint = decodeCheckpoint(record.payload);
-          if (checkpoint.tree_size > found.index && checkpoint.tree_size <= tree.size) covering = checkpoint;
         }
+        visit(record);
       }
       if (decoder.damage !== undefined) break;
     }
-    decoder.finish();
+    if (options.finish) decoder.finish();
   } finally {
     await handle.close();
   }
+}
+
+export async function proveFromLogFile(path: string, decisionId: string): Promise<DecisionProofV1> {
+  const tree = new MerkleTree();
+  let found: { index: number; event: string } | undefined;
+  let covering: SignedCheckpointV1 | undefined;
+  await scanLogFile(path, tree, { finish: true }, (record) => {
+    if (record.type === RecordType.LEAF) {
+      if (found !== undefined) return;
+      const text = record.payload.toString('utf8');
+      let id: unknown;
+      try {
+        id = (JSON.parse(text) as { decision_id?: unknown }).decision_id;
+      } catch {
+        id = undefined;
+      }
+      if (id === decisionId) found = { index: record.index, event: text };
+    } else if (record.type === RecordType.CHECKPOINT && found !== undefined) {
+      const checkpoint = decodeCheckpoint(record.payload);
+      if (checkpoint.tree_size > found.index && checkpoint.tree_size <= tree.size) covering = checkpoint;
+    }
+  });
   if (found === undefined) throw new PavilionError(ErrorCodes.AUDIT_DECISION_UNKNOWN, `decision ${JSON.stringify(decisionId)} is not in ${path}`, { details: { decisionId } });
   if (covering === undefined) {
     throw new PavilionError(ErrorCodes.AUDIT_DECISION_UNKNOWN, `decision ${JSON.stringify(decisionId)} is leaf ${found.index}, but no checkpoint in ${path} covers it yet`, { details: { decisionId, leafIndex: found.index } });
@@ -368,32 +381,11 @@ export function verifyConsistencyProof(value: unknown, keyring: Keyring): Consis
  * ERR_AUDIT_ROOT_MISMATCH when its leaves do not give `old`'s root.
  */
 export async function proveConsistencyFromLogFile(path: string, old: SignedCheckpointV1): Promise<ConsistencyProofV1> {
-  const handle = await open(path, 'r').catch((error: unknown) => {
-    throw new PavilionError(ErrorCodes.AUDIT_LOG_IO, `cannot open ${path}`, { cause: error });
-  });
   const tree = new MerkleTree();
   let latest: SignedCheckpointV1 | undefined;
-  try {
-    const decoder = new FrameDecoder(FILE_HEADER_BYTES);
-    const chunk = Buffer.alloc(READ_CHUNK_BYTES);
-    let position = FILE_HEADER_BYTES;
-    for (;;) {
-      const { bytesRead } = await handle.read(chunk, 0, READ_CHUNK_BYTES, position);
-      if (bytesRead === 0) break;
-      position += bytesRead;
-      for (const record of decoder.push(Buffer.from(chunk.subarray(0, bytesRead)))) {
-        if (record.type === RecordType.LEAF) {
-          if (record.index !== tree.size) throw bad(ErrorCodes.AUDIT_SEQUENCE_BROKEN, `record ${record.recordNumber} is leaf ${record.index}, expected ${tree.size}`, { leafIndex: tree.size, byteOffset: record.offset });
-          tree.append(record.payload);
-        } else if (record.type === RecordType.CHECKPOINT) {
-          latest = decodeCheckpoint(record.payload);
-        }
-      }
-      if (decoder.damage !== undefined) break;
-    }
-  } finally {
-    await handle.close();
-  }
+  await scanLogFile(path, tree, { finish: false }, (record) => {
+    if (record.type === RecordType.CHECKPOINT) latest = decodeCheckpoint(record.payload);
+  });
   if (latest === undefined) throw new PavilionError(ErrorCodes.AUDIT_DECISION_UNKNOWN, `${path} has no checkpoint yet`);
   if (old.tree_size > latest.tree_size) {
     throw bad(ErrorCodes.AUDIT_LOG_TRUNCATED, `the log's latest checkpoint covers ${latest.tree_size} leaves, fewer than the ${old.tree_size} of the one given`, { leafIndex: latest.tree_size, treeSize: old.tree_size });
