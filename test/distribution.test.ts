@@ -259,9 +259,20 @@ describe('refused pushes: a typed code in status, the previous revision keeps se
     const archive = await signedBank('r6');
     const good = await store.push('bank', archive, { revision: 'r6', pushedBy: 'alice' });
     await until('r6 served', async () => (await revisionOf(sidecar)) === 'r6');
-    const forged: BundlePointer = { ...good.pointer, object: sha256Hex(await signedBank('r5')), revision: 'forged' };
-    await (await store.pointers()).put('bank', encodePointer(forged));
+    assert.ok(good.pointer.object_nuid !== undefined, 'a one-chunk bundle: the pointer names its chunk');
+    // through the chunk named in the pointer: the bytes are r6's, the pointer claims r5's digest
+    const forgedDigest: BundlePointer = { ...good.pointer, digest: sha256Hex(await signedBank('r5')), revision: 'forged' };
+    await (await store.pointers()).put('bank', encodePointer(forgedDigest));
     await until('digest refusal', async () => (await refusalCode(sidecar)) === 'ERR_BUNDLE_DIGEST_MISMATCH');
+    assert.equal(await revisionOf(sidecar), 'r6');
+    // through the object name (no chunk in the pointer): the object is r5's, the digest r6's
+    await until('refusal cleared', async () => {
+      await store.push('bank', await signedBank('r6'), { revision: 'r6', pushedBy: 'alice' });
+      return (await refusalCode(sidecar)) === undefined;
+    });
+    const { object_nuid: _nuid, ...byName } = { ...good.pointer, object: sha256Hex(await signedBank('r5')), revision: 'forged-by-name' };
+    await (await store.pointers()).put('bank', encodePointer(byName));
+    await until('digest refusal by name', async () => (await refusalCode(sidecar)) === 'ERR_BUNDLE_DIGEST_MISMATCH');
     assert.equal(await revisionOf(sidecar), 'r6');
   });
 

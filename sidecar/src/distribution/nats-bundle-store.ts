@@ -241,7 +241,11 @@ export class NatsBundleStore {
     let bytes: Uint8Array | null;
     try {
       const store = await this.#objectStore(pointer.tenant, false);
-      bytes = await withTimeout(this.#readObject(pointer.tenant, store, pointer.object, maxBytes), this.#config.fetchTimeoutMs, `downloading ${pointer.object}`);
+      bytes = await withTimeout(
+        pointer.object_nuid === undefined ? this.#readObject(pointer.tenant, store, pointer.object, maxBytes) : this.#readChunk(pointer.tenant, pointer.object_nuid),
+        this.#config.fetchTimeoutMs,
+        `downloading ${pointer.object}`,
+      );
     } catch (error) {
       if (error instanceof PavilionError) throw error;
       throw unavailable(`cannot download ${pointer.object} for ${pointer.tenant}`, error);
@@ -268,8 +272,7 @@ export class NatsBundleStore {
     if (info === null || info.deleted) return null;
     if (info.size > maxBytes) throw new PavilionError(ErrorCodes.BUNDLE_TOO_LARGE, `object ${name} is ${info.size} bytes; the limit is ${maxBytes}`);
     if (info.chunks !== 1 || info.options?.link !== undefined || !info.digest.startsWith('SHA-256=')) return readObject(store, name, maxBytes);
-    const bucket = `${this.#config.objectBucketPrefix}${tenant}`;
-    const chunk = await (await this.#jsm()).streams.getMessage(`OBJ_${bucket}`, { last_by_subj: `$O.${bucket}.C.${info.nuid}` });
+    const chunk = await this.#chunkMessage(tenant, info.nuid);
     if (chunk === null) return null;
     const expected = Buffer.from(info.digest.slice('SHA-256='.length), 'base64url');
     const actual = createHash('sha256').update(chunk.data).digest();
@@ -279,19 +282,38 @@ export class NatsBundleStore {
     return chunk.data;
   }
 
-  /** Upload a bundle (content-addressed) and move the tenant's pointer to it. */
-  async push(tenant: string, archive: Buffer, meta: { revision: string; pushedBy: string; note?: string }): Promise<PointerEntry> {
+  /** Store a bundle under its SHA-256 (once); the chunk's nuid when it is one chunk. */
+  async #upload(tenant: string, archive: Buffer, revision: string): Promise<{ digest: string; nuid?: string }> {
     const digest = sha256Hex(archive);
     try {
       const store = await this.#objectStore(tenant, true);
-      if ((await store.info(digest)) === null) {
-        await store.putBlob({ name: digest, description: `${tenant} ${meta.revision}`, options: { max_chunk_size: CHUNK_BYTES } }, archive);
-      }
+      const info = (await store.info(digest)) ?? await store.putBlob({ name: digest, description: `${tenant} ${revision}`, options: { max_chunk_size: CHUNK_BYTES } }, archive);
+      return info.chunks === 1 ? { digest, nuid: info.nuid } : { digest };
     } catch (error) {
       throw unavailable(`cannot upload the bundle of ${tenant}`, error);
     }
+  }
+
+  async #chunkMessage(tenant: string, nuid: string): Promise<{ data: Uint8Array } | null> {
+    const bucket = `${this.#config.objectBucketPrefix}${tenant}`;
+    try {
+      return await (await this.#jsm()).streams.getMessage(`OBJ_${bucket}`, { last_by_subj: `$O.${bucket}.C.${nuid}` });
+    } catch (error) {
+      if (/no message found|not found/i.test(describeThrown(error))) return null;
+      throw error;
+    }
+  }
+
+  /** The pointer named the chunk: one request; `fetch` checks size and digest against the pointer. */
+  async #readChunk(tenant: string, nuid: string): Promise<Uint8Array | null> {
+    return (await this.#chunkMessage(tenant, nuid))?.data ?? null;
+  }
+
+  /** Upload a bundle (content-addressed) and move the tenant's pointer to it. */
+  async push(tenant: string, archive: Buffer, meta: { revision: string; pushedBy: string; note?: string }): Promise<PointerEntry> {
+    const { digest, nuid } = await this.#upload(tenant, archive, meta.revision);
     return this.#move(tenant, {
-      v: 1, tenant, revision: meta.revision, object: digest, digest, size_bytes: archive.length,
+      v: 1, tenant, revision: meta.revision, object: digest, digest, size_bytes: archive.length, ...(nuid === undefined ? {} : { object_nuid: nuid }),
       action: 'push', pushed_by: meta.pushedBy, pushed_at: new Date().toISOString(),
       ...(meta.note === undefined ? {} : { note: meta.note }),
     });
@@ -299,17 +321,9 @@ export class NatsBundleStore {
 
   /** Upload a bundle and point the tenant's shadow key at it: sidecars evaluate it beside the active revision. */
   async pushShadow(tenant: string, archive: Buffer, meta: { revision: string; pushedBy: string; note?: string }): Promise<PointerEntry> {
-    const digest = sha256Hex(archive);
-    try {
-      const store = await this.#objectStore(tenant, true);
-      if ((await store.info(digest)) === null) {
-        await store.putBlob({ name: digest, description: `${tenant} ${meta.revision} (shadow)`, options: { max_chunk_size: CHUNK_BYTES } }, archive);
-      }
-    } catch (error) {
-      throw unavailable(`cannot upload the bundle of ${tenant}`, error);
-    }
+    const { digest, nuid } = await this.#upload(tenant, archive, meta.revision);
     return this.#move(shadowKey(tenant), {
-      v: 1, tenant, revision: meta.revision, object: digest, digest, size_bytes: archive.length,
+      v: 1, tenant, revision: meta.revision, object: digest, digest, size_bytes: archive.length, ...(nuid === undefined ? {} : { object_nuid: nuid }),
       action: 'push', pushed_by: meta.pushedBy, pushed_at: new Date().toISOString(),
       ...(meta.note === undefined ? {} : { note: meta.note }),
     });

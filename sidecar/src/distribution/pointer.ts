@@ -22,6 +22,12 @@ export interface BundlePointer {
   readonly pushed_by: string;
   /** RFC 3339. */
   readonly pushed_at: string;
+  /**
+   * Where the object's one chunk is (`$O.<bucket>.C.<nuid>`), when it is stored in one
+   * chunk: sidecars then read it with a single direct request. Only a shortcut: the bytes
+   * are still checked against `digest` and `size_bytes`.
+   */
+  readonly object_nuid?: string;
   /** For a rollback: the deploy (KV revision) whose bundle it restores. */
   readonly restores?: number;
   readonly note?: string;
@@ -56,6 +62,7 @@ export function parsePointer(bytes: Uint8Array, tenant: string): BundlePointer {
   if (typeof p['digest'] !== 'string' || !DIGEST.test(p['digest'])) throw invalid('digest must be a hex SHA-256');
   if (typeof p['size_bytes'] !== 'number' || !Number.isInteger(p['size_bytes']) || p['size_bytes'] < 0) throw invalid('size_bytes must be a natural number');
   if (p['action'] !== 'push' && p['action'] !== 'rollback') throw invalid('action must be push or rollback');
+  if (p['object_nuid'] !== undefined && (typeof p['object_nuid'] !== 'string' || !/^[A-Za-z0-9]{1,64}$/.test(p['object_nuid']))) throw invalid('object_nuid must be a NATS nuid');
   if (p['restores'] !== undefined && (typeof p['restores'] !== 'number' || !Number.isInteger(p['restores']))) throw invalid('restores must be an integer');
   return value as BundlePointer;
 }
