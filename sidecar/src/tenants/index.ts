@@ -1,2 +1,12 @@
 /** Tenants: the configured tenants and the activation of their bundles. */
-export { TenantManager, decisionTests, type ActivationOrigin, type ActivationPhase, type DecisionTest, type DeltaUpdate, type ShadowReport, type ShadowSample, type TenantError, type TenantManagerOptions, type TenantStatus } from './tenant-manager.ts';
+export {
+  TenantManager,
+  type ActivationOrigin,
+  type ActivationPhase,
+  type DeltaUpdate,
+  type TenantError,
+  type TenantManagerOptions,
+  type TenantStatus,
+} from './tenant-manager.ts';
+export { decisionTests, runDecisionTests, type DecisionTest } from './decision-tests.ts';
+export { type ShadowReport, type ShadowSample } from './shadow.ts';

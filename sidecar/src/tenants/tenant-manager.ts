@@ -12,7 +12,6 @@
  * run one at a time, in arrival order.
  */
 import {
-  DECISION_TESTS_METADATA_KEY,
   applyPatch,
   checkDeltaRoots,
   readBundle,
@@ -25,13 +24,13 @@ import {
   type SignatureInfo,
   type TrustStore,
 } from '../bundles/index.ts';
-import { createHash } from 'node:crypto';
 import { compilePolicy, type ActivePolicy, type CompiledPolicy, type LoadedPolicy, type PolicyEngine, type ShadowComparison } from '../engine/index.ts';
 import { discoveredTenant, type TenantConfig } from '../config/index.ts';
 import { TENANT_ID_PATTERN } from '../lib/tenant-id.ts';
-import { canonicalJson } from '../lib/canonical-json.ts';
-import { ErrorCodes, PavilionError, describeThrown, wrapError, type ErrorCode } from '../lib/errors.ts';
+import { ErrorCodes, PavilionError, wrapError, type ErrorCode } from '../lib/errors.ts';
 import type { Component, ComponentState, ComponentStatus } from '../lib/lifecycle.ts';
+import { decisionTests, runDecisionTests, type DecisionTest } from './decision-tests.ts';
+import { recordComparison, shadowReport, type ShadowReport, type ShadowState } from './shadow.ts';
 
 export interface TenantError {
   readonly code: ErrorCode;
@@ -105,42 +104,6 @@ interface TenantEntry {
   shadow: ShadowState | undefined;
 }
 
-interface ShadowState {
-  readonly loaded: LoadedPolicy;
-  readonly revision: string;
-  readonly digest: string;
-  readonly since: string;
-  readonly sequence: number | undefined;
-  evaluations: number;
-  differences: number;
-  errors: number;
-  readonly samples: ShadowSample[];
-}
-
-export interface ShadowSample {
-  readonly at: string;
-  readonly path: string;
-  readonly active: unknown;
-  readonly shadow: unknown;
-  readonly error?: string;
-  /** SHA-256 of the input's canonical JSON: correlates with the decision log without copying personal data. */
-  readonly input_sha256: string;
-}
-
-/** What shadow mode has seen so far, for status. */
-export interface ShadowReport {
-  readonly revision: string;
-  readonly digest: string;
-  readonly since: string;
-  readonly deploy?: number;
-  readonly evaluations: number;
-  readonly differences: number;
-  readonly errors: number;
-  readonly samples: readonly ShadowSample[];
-}
-
-const MAX_SHADOW_SAMPLES = 20;
-
 /** One delta data update (OPA `patch.json` semantics) on top of a tenant's snapshot. */
 export interface DeltaUpdate {
   /** The deploy (pointer sequence) of the snapshot this delta applies to. */
@@ -149,41 +112,6 @@ export interface DeltaUpdate {
   readonly sequence: number;
   readonly roots: readonly string[];
   readonly operations: readonly PatchOperation[];
-}
-
-export interface DecisionTest {
-  readonly name: string;
-  readonly path: string;
-  readonly input?: unknown;
-  readonly expect?: unknown;
-}
-
-const DEFAULT_MAX_DECISION_TESTS = 1_000;
-
-/** Read the bundle's test vectors from its manifest metadata (validated; none is fine). */
-export function decisionTests(bundle: Bundle, max: number = DEFAULT_MAX_DECISION_TESTS): DecisionTest[] {
-  const raw = bundle.manifest.metadata[DECISION_TESTS_METADATA_KEY];
-  if (raw === undefined) return [];
-  const invalid = (message: string): PavilionError =>
-    new PavilionError(ErrorCodes.BUNDLE_MANIFEST_INVALID, `bundle .manifest metadata.${DECISION_TESTS_METADATA_KEY} is invalid: ${message}`);
-  if (!Array.isArray(raw)) throw invalid('must be an array');
-  if (raw.length > max) throw invalid(`has ${raw.length} vectors; at most ${max} are run`);
-  return raw.map((value: unknown, i): DecisionTest => {
-    if (typeof value !== 'object' || value === null || Array.isArray(value)) throw invalid(`[${i}] must be an object`);
-    const t = value as Record<string, unknown>;
-    if (typeof t['path'] !== 'string') throw invalid(`[${i}].path must be a string`);
-    return {
-      name: typeof t['name'] === 'string' ? t['name'] : `#${i}`,
-      path: t['path'].split('/').filter((s) => s !== '').join('/'),
-      ...(Object.hasOwn(t, 'input') ? { input: t['input'] } : {}),
-      ...(Object.hasOwn(t, 'expect') ? { expect: t['expect'] } : {}),
-    };
-  });
-}
-
-function sameJson(a: unknown, b: unknown): boolean {
-  if (a === undefined || b === undefined) return a === b;
-  return canonicalJson(a, 10_000) === canonicalJson(b, 10_000);
 }
 
 export class TenantManager implements Component {
@@ -384,7 +312,7 @@ export class TenantManager implements Component {
       try {
         const bundle = await readBundle(archive, { tenant, namespace: entry.config.namespace, limits: this.#options.limits });
         await verifyBundleSignature(bundle.files, this.#trustStore().policyFor(entry.config, entry.explicit));
-        if (entry.shadow?.digest === bundle.digest) return this.#shadowReport(entry.shadow);
+        if (entry.shadow?.digest === bundle.digest) return shadowReport(entry.shadow);
         const tests = decisionTests(bundle, this.#options.maxDecisionTests);
         const compiled = await compilePolicy({ ...bundle, digest: bundle.digest }, { initialMemoryPages: this.#options.memoryInitialPages });
         loaded = await this.#options.engine.load({ ...compiled, variant: 'shadow' });
@@ -395,7 +323,7 @@ export class TenantManager implements Component {
           evaluations: 0, differences: 0, errors: 0, samples: [],
         };
         this.#options.engine.setShadow(tenant, loaded);
-        return this.#shadowReport(entry.shadow);
+        return shadowReport(entry.shadow);
       } catch (error) {
         if (loaded !== undefined) this.#options.engine.discard(loaded);
         throw this.#recordFailure(tenant, wrapError(error, ErrorCodes.BUNDLE_WASM_INVALID, 'staging shadow revision'));
@@ -421,33 +349,7 @@ export class TenantManager implements Component {
   /** The engine's report of one live decision compared on the shadow revision. */
   recordShadow(comparison: ShadowComparison): void {
     const shadow = this.#tenants.get(comparison.tenant)?.shadow;
-    if (shadow === undefined || shadow.digest !== comparison.shadowDigest) return;
-    shadow.evaluations++;
-    if (comparison.error !== undefined) shadow.errors++;
-    else if (!comparison.same) shadow.differences++;
-    if ((comparison.error !== undefined || !comparison.same) && shadow.samples.length < MAX_SHADOW_SAMPLES) {
-      shadow.samples.push({
-        at: new Date().toISOString(),
-        path: comparison.path,
-        active: comparison.active ?? null,
-        shadow: comparison.shadow ?? null,
-        ...(comparison.error === undefined ? {} : { error: comparison.error }),
-        input_sha256: createHash('sha256').update(comparison.input === undefined ? '' : canonicalJson(comparison.input, 10_000)).digest('hex'),
-      });
-    }
-  }
-
-  #shadowReport(shadow: ShadowState): ShadowReport {
-    return {
-      revision: shadow.revision,
-      digest: shadow.digest,
-      since: shadow.since,
-      ...(shadow.sequence === undefined ? {} : { deploy: shadow.sequence }),
-      evaluations: shadow.evaluations,
-      differences: shadow.differences,
-      errors: shadow.errors,
-      samples: [...shadow.samples],
-    };
+    if (shadow !== undefined) recordComparison(shadow, comparison);
   }
 
   /** Deltas applied on top of the tenant's active snapshot, and that snapshot's deploy. */
@@ -530,24 +432,7 @@ export class TenantManager implements Component {
   }
 
   async #runDecisionTests(loaded: LoadedPolicy, tests: readonly DecisionTest[]): Promise<void> {
-    const failed: Array<Record<string, unknown>> = [];
-    for (const t of tests) {
-      let actual: unknown;
-      try {
-        actual = (await this.#options.engine.evaluateLoaded(loaded, t.path, t.input)).result;
-      } catch (error) {
-        failed.push({ name: t.name, path: t.path, error: describeThrown(error) });
-        continue;
-      }
-      if (!sameJson(actual, t.expect)) failed.push({ name: t.name, path: t.path, expected: t.expect ?? null, actual: actual ?? null });
-    }
-    if (failed.length > 0) {
-      throw new PavilionError(
-        ErrorCodes.BUNDLE_TESTS_FAILED,
-        `${failed.length} of ${tests.length} decision test vectors failed on revision ${loaded.info.revision}: ${failed.slice(0, 3).map((f) => String(f['name'])).join(', ')}`,
-        { details: { failed: failed.slice(0, 10), total: tests.length } },
-      );
-    }
+    await runDecisionTests(this.#options.engine, loaded, tests);
   }
 
   #recordFailure(tenant: string, error: PavilionError): PavilionError {
@@ -582,7 +467,7 @@ export class TenantManager implements Component {
       lastSuccessfulActivation: entry.lastSuccessfulActivation,
       lastSuccessfulDownload: entry.lastSuccessfulDownload,
       testsPassed: entry.testsPassed,
-      shadow: entry.shadow === undefined ? undefined : this.#shadowReport(entry.shadow),
+      shadow: entry.shadow === undefined ? undefined : shadowReport(entry.shadow),
     };
   }
 
