@@ -12,6 +12,10 @@
  * Isolation: a request resolves exactly one tenant (never a default), and evaluation only
  * sees that tenant's compiled policy and data; a path that is not one of its entrypoints is
  * refused. When both the header and the path name a tenant they must agree.
+ *
+ * With a durable sink (the audit log) a decision is answered only once its event is durable;
+ * a refusal (ERR_AUDIT_LOG_FULL, ...) is answered as an error instead of the decision. Other
+ * sinks are written without waiting.
  */
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -406,7 +410,7 @@ export class ApiServer implements Component {
       const code = error instanceof PavilionError ? error.code : ErrorCodes.INTERNAL;
       metrics.decisions.inc({ tenant, path: this.#knownPath(tenant, path), outcome: code });
       if (code !== ErrorCodes.ENTRYPOINT_UNKNOWN) {
-        this.#log(req, started, {
+        void this.#log(req, started, {
           decisionId, tenant, path, timestamp, input, evalNs: 0,
           revision: this.#deps.engine.active(tenant)?.revision,
           error: { code, message: (error as Error).message },
@@ -417,9 +421,11 @@ export class ApiServer implements Component {
     const handlerNs = Number(process.hrtime.bigint() - started);
     metrics.decisions.inc({ tenant, path, outcome: outcomeOf(decision.result) });
     if (!decision.cached) metrics.evaluationSeconds.observe({ tenant }, decision.evalNs / 1e9);
-    this.#log(req, started, {
+    const written = this.#log(req, started, {
       decisionId, tenant, path, timestamp, input, result: decision.result, evalNs: decision.evalNs, revision: decision.revision,
     });
+    // a durable sink: answer only once the event is logged; a refusal becomes the error answer
+    if (this.#deps.sink.durable === true) await written;
 
     const body: Record<string, unknown> = { decision_id: decisionId };
     if (decision.result !== undefined) body['result'] = decision.result;
@@ -438,8 +444,8 @@ export class ApiServer implements Component {
     return this.#deps.engine.active(tenant)?.entrypoints.includes(path) === true ? path : '(unknown)';
   }
 
-  #log(req: IncomingMessage, started: bigint, record: Omit<DecisionRecord, 'requestedBy' | 'handlerNs'>): void {
-    void this.#deps.sink.write(this.#deps.events.create({
+  #log(req: IncomingMessage, started: bigint, record: Omit<DecisionRecord, 'requestedBy' | 'handlerNs'>): ReturnType<DecisionSink['write']> {
+    return this.#deps.sink.write(this.#deps.events.create({
       ...record,
       requestedBy: `${req.socket.remoteAddress ?? ''}:${req.socket.remotePort ?? ''}`,
       handlerNs: Number(process.hrtime.bigint() - started),
