@@ -1,19 +1,22 @@
 /**
  * The audit log behind the sidecar's transports: a decision is answered only once its event is
- * durable (Data API and ext_authz), a refusal is an error answer and never a logged decision.
+ * durable (Data API and ext_authz), a refusal is an error answer and never a logged decision,
+ * and the HTTP proof and checkpoint endpoints (tenant by tenant).
  */
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { Keyring, verifyLogFile } from '../sidecar/src/audit/index.ts';
+import { Keyring, hashLeaf, verifyDecisionProof, verifyLogFile } from '../sidecar/src/audit/index.ts';
 import { RpcCode } from '../sidecar/src/extauthz/index.ts';
 import { ErrorCodes } from '../sidecar/src/lib/errors.ts';
 import { tempDir } from './audit/fixtures.ts';
-import { post, startPavilion, type JsonResponse, type RunningPavilion } from './harness/pavilion-harness.ts';
+import { get, post, startPavilion, type JsonResponse, type RunningPavilion } from './harness/pavilion-harness.ts';
 
 const TENANT = { 'x-pavilion-tenant': 'bank' };
 const walOf = (auditDir: string, tenant: string): string => join(auditDir, 'tenants', tenant, 'audit.wal');
+const CLI = join(import.meta.dirname, '..', 'sidecar', 'src', 'cli', 'main.ts');
 const pavilionCode = (response: JsonResponse): unknown => (response.body['errors'] as Array<{ code: string }> | undefined)?.[0]?.code;
 
 describe('a decision is answered only once durable; a refusal is an error answer', () => {
@@ -89,5 +92,120 @@ describe('a decision is answered only once durable; a refusal is an error answer
     assert.equal(refused.response.deniedResponse?.status.code, 503);
     assert.equal(refused.response.dynamicMetadata?.['error_code'], ErrorCodes.AUDIT_LOG_FULL);
     assert.ok(!(await readFile(walOf(auditDir, 'envoy_demo'))).includes(refused.decisionId));
+  });
+});
+
+describe('proof and checkpoint endpoints', () => {
+  let app: RunningPavilion;
+  let auditDir: string;
+
+  before(async () => {
+    auditDir = await tempDir();
+    app = await startPavilion({
+      config: { decisionLog: { sink: 'audit', audit: { directory: auditDir, checkpointEveryEvents: 2, checkpointIntervalMs: 600_000 } } },
+    });
+  });
+
+  after(async () => {
+    await app?.stop();
+  });
+
+  const decide = async (tenant: string, id: string, query = ''): Promise<JsonResponse> => {
+    const path = tenant === 'hospital' ? 'hospital/records/allow' : `${tenant}/authz/allow`;
+    const response = await post(`${app.url}/v1/tenants/${tenant}/data/${path}${query}`, { input: { subject: { id } } });
+    assert.equal(response.status, 200, JSON.stringify(response.body));
+    return response;
+  };
+  /** The proof endpoint, retried while the background checkpoint is being signed. */
+  const proofOf = async (tenant: string, decisionId: string): Promise<JsonResponse> => {
+    let response = await get(`${app.url}/v1/tenants/${tenant}/audit/decisions/${decisionId}/proof`);
+    for (let i = 0; i < 50 && pavilionCode(response) === ErrorCodes.AUDIT_NOT_CHECKPOINTED; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      response = await get(`${app.url}/v1/tenants/${tenant}/audit/decisions/${decisionId}/proof`);
+    }
+    return response;
+  };
+
+  test('a decision not yet covered by a signed checkpoint: 404 ERR_AUDIT_NOT_CHECKPOINTED (the endpoint never signs on demand)', async () => {
+    const first = await decide('hospital', 'not-yet');
+    const response = await get(`${app.url}/v1/tenants/hospital/audit/decisions/${String(first.body['decision_id'])}/proof`);
+    assert.equal(response.status, 404);
+    assert.equal(pavilionCode(response), ErrorCodes.AUDIT_NOT_CHECKPOINTED);
+    const checkpoint = await get(`${app.url}/v1/tenants/hospital/audit/checkpoint`);
+    assert.equal(checkpoint.status, 404);
+    assert.equal(pavilionCode(checkpoint), ErrorCodes.AUDIT_NOT_CHECKPOINTED);
+  });
+
+  test('the proof endpoint returns a bundle that verifies offline with the published key; the checkpoint endpoint the latest', async () => {
+    const ids = [String((await decide('bank', 'p1')).body['decision_id']), String((await decide('bank', 'p2')).body['decision_id'])];
+    const keys = Keyring.load(join(auditDir, 'keys'));
+    for (const id of ids) {
+      const response = await proofOf('bank', id);
+      assert.equal(response.status, 200, JSON.stringify(response.body));
+      const proof = response.body['result'] as Record<string, unknown>;
+      assert.deepEqual(Object.keys(proof).sort(), ['checkpoint', 'event', 'inclusion_path', 'leaf_index', 'version']);
+      assert.match(String((proof['checkpoint'] as Record<string, unknown>)['key_id']), /.+/);
+      const verified = verifyDecisionProof(proof, keys, { decisionId: id });
+      assert.equal(verified.tenant, 'bank');
+      assert.equal(verified.origin.endsWith('/bank'), true);
+    }
+    // the endpoint's answer, saved as is, is what `pavilion audit verify --decision --proof` takes
+    const saved = join(auditDir, 'proof.json');
+    await writeFile(saved, JSON.stringify((await proofOf('bank', ids[0] as string)).body));
+    const cli = spawnSync(process.execPath, ['--import', 'tsx', CLI, 'audit', 'verify', '--decision', ids[0] as string, '--proof', saved, '--keys', join(auditDir, 'keys')], { encoding: 'utf8' });
+    assert.equal(cli.status, 0, cli.stderr);
+    assert.equal((JSON.parse(cli.stdout) as { ok: boolean; tenant: string }).tenant, 'bank');
+    const checkpoint = await get(`${app.url}/v1/tenants/bank/audit/checkpoint`);
+    assert.equal(checkpoint.status, 200);
+    const signed = keys.verifyCheckpoint(checkpoint.body['result'] as never);
+    assert.ok(signed.tree_size >= 2);
+  });
+
+  test('unknown decisions, unknown tenants and bad methods get their codes', async () => {
+    const unknown = await get(`${app.url}/v1/tenants/bank/audit/decisions/no-such-decision/proof`);
+    assert.equal(unknown.status, 404);
+    assert.equal(unknown.body['code'], 'resource_not_found');
+    assert.equal(pavilionCode(unknown), ErrorCodes.AUDIT_DECISION_UNKNOWN);
+    const tenant = await get(`${app.url}/v1/tenants/nobody/audit/checkpoint`);
+    assert.equal(tenant.status, 404);
+    assert.equal(pavilionCode(tenant), ErrorCodes.TENANT_UNKNOWN);
+    const never = await get(`${app.url}/v1/tenants/agency/audit/decisions/x/proof`);
+    assert.equal(pavilionCode(never), ErrorCodes.AUDIT_DECISION_UNKNOWN, 'a tenant with no log yet');
+    const method = await post(`${app.url}/v1/tenants/bank/audit/checkpoint`, {});
+    assert.equal(method.status, 405);
+    const extra = await get(`${app.url}/v1/tenants/bank/audit/decisions/a/b/proof`);
+    assert.equal(extra.status, 404);
+    assert.equal(pavilionCode(extra), ErrorCodes.ROUTE_NOT_FOUND);
+    const mismatch = await get(`${app.url}/v1/tenants/bank/audit/checkpoint`, { 'x-pavilion-tenant': 'hospital' });
+    assert.equal(mismatch.status, 400);
+    assert.equal(pavilionCode(mismatch), ErrorCodes.REQUEST_INVALID);
+  });
+
+  test("tenant isolation: tenant A's decision is never returned under tenant B", async () => {
+    const id = String((await decide('bank', 'isolated')).body['decision_id']);
+    await decide('bank', 'filler'); // checkpoints every 2 events: one more makes sure one covers it
+    await decide('hospital', 'other');
+    await decide('hospital', 'other-2');
+    assert.equal((await proofOf('bank', id)).status, 200);
+    const elsewhere = await proofOf('hospital', id);
+    assert.equal(elsewhere.status, 404);
+    assert.equal(pavilionCode(elsewhere), ErrorCodes.AUDIT_DECISION_UNKNOWN);
+    assert.ok(!JSON.stringify(elsewhere.body).includes('isolated'));
+    const viaHeader = await get(`${app.url}/v1/tenants/hospital/audit/decisions/${id}/proof`, { 'x-pavilion-tenant': 'hospital' });
+    assert.equal(pavilionCode(viaHeader), ErrorCodes.AUDIT_DECISION_UNKNOWN);
+  });
+});
+
+describe('proofs need the audit log', () => {
+  test('with the NDJSON file sink: the proof endpoint answers 404 ERR_AUDIT_LOG_DISABLED', async () => {
+    const app = await startPavilion();
+    try {
+      const proof = await get(`${app.url}/v1/tenants/bank/audit/decisions/x/proof`);
+      assert.equal(pavilionCode(proof), ErrorCodes.AUDIT_LOG_DISABLED);
+      const plain = await post(`${app.url}/v1/data/bank/authz/allow`, { input: {} }, TENANT);
+      assert.equal(plain.status, 200, 'the file sink answers as before');
+    } finally {
+      await app.stop();
+    }
   });
 });

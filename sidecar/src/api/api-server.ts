@@ -5,13 +5,16 @@
  *   POST|GET /v1/tenants/{tenant}/data/{path} tenant from the path
  *   GET /health (/health/live, /health/ready) GET /metrics  GET /v1/tenants
  *   POST /v1/tenants/{tenant}/credentials/challenge   a one-time challenge for a credential holder
+ *   GET /v1/tenants/{tenant}/audit/decisions/{decision_id}/proof  inclusion proof (audit log sink)
+ *   GET /v1/tenants/{tenant}/audit/checkpoint        the tenant's latest signed checkpoint
  *
  * node:http rather than Express on this path: measured on the target machine, Express cost
  * about 4-5x in throughput on a small JSON POST (see README, "Why node:http").
  *
  * Isolation: a request resolves exactly one tenant (never a default), and evaluation only
  * sees that tenant's compiled policy and data; a path that is not one of its entrypoints is
- * refused. When both the header and the path name a tenant they must agree.
+ * refused. When both the header and the path name a tenant they must agree. Proofs and
+ * checkpoints come only from the resolved tenant's own log.
  *
  * With a durable sink (the audit log) a decision is answered only once its event is durable;
  * a refusal (ERR_AUDIT_LOG_FULL, ...) is answered as an error instead of the decision. Other
@@ -20,7 +23,7 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { DecisionEvents, DecisionRecord, DecisionSink } from '../audit/index.ts';
+import type { AuditLogSink, DecisionEvents, DecisionRecord, DecisionSink } from '../audit/index.ts';
 import type { PavilionConfig } from '../config/index.ts';
 import { TENANT_ID_PATTERN } from '../config/index.ts';
 import type { PolicyEngine } from '../engine/index.ts';
@@ -46,6 +49,8 @@ export interface ApiServerDeps {
   readonly engine: PolicyEngine;
   readonly tenants: TenantManager;
   readonly sink: DecisionSink;
+  /** The verifiable audit log, when it is the sink: proofs, checkpoints and receipts. */
+  readonly auditLog?: Pick<AuditLogSink, 'proveInclusion' | 'latestCheckpoint'>;
   readonly events: DecisionEvents;
   readonly metrics: Metrics;
   /** Verifies the credentials a request carries into `input.credentials` (absent: not configured). */
@@ -224,6 +229,14 @@ export class ApiServer implements Component {
         if (after.startsWith('/data') && (after.length === 5 || after[5] === '/')) {
           route = 'data';
           await this.#data(req, res, tenant, after.slice(5), query, started);
+        } else if (after === '/audit/checkpoint') {
+          route = 'audit';
+          this.#checkpoint(req, res, tenant, query);
+        } else if (after.startsWith('/audit/decisions/') && after.endsWith('/proof')) {
+          route = 'audit';
+          const [decisionId, ...extra] = decodeSegments(after.slice('/audit/decisions/'.length, -'/proof'.length));
+          if (decisionId === undefined || extra.length > 0) throw new PavilionError(ErrorCodes.ROUTE_NOT_FOUND, `no route for ${pathname}`);
+          await this.#proof(req, res, tenant, decisionId, query);
         } else if (after === '/credentials/challenge') {
           route = 'credentials';
           this.#challenge(req, res, tenant, query);
@@ -278,6 +291,28 @@ export class ApiServer implements Component {
     }
     req.resume();
     this.#json(res, 200, { result: gate.issueChallenge(tenant) }, query.pretty);
+  }
+
+  #auditLog(): NonNullable<ApiServerDeps['auditLog']> {
+    const log = this.#deps.auditLog;
+    if (log === undefined) throw new PavilionError(ErrorCodes.AUDIT_LOG_DISABLED, "the verifiable audit log is not configured (decisionLog.sink 'audit')");
+    return log;
+  }
+
+  async #proof(req: IncomingMessage, res: ServerResponse, tenantFromPath: string, decisionId: string, query: Query): Promise<void> {
+    this.#onlyGet(req);
+    const tenant = this.#resolveTenant(req, tenantFromPath);
+    // never signs on demand for a network caller: not yet covered -> ERR_AUDIT_NOT_CHECKPOINTED
+    const proof = await this.#auditLog().proveInclusion(tenant, decisionId, { signNow: false });
+    this.#json(res, 200, { result: proof }, query.pretty);
+  }
+
+  #checkpoint(req: IncomingMessage, res: ServerResponse, tenantFromPath: string, query: Query): void {
+    this.#onlyGet(req);
+    const tenant = this.#resolveTenant(req, tenantFromPath);
+    const checkpoint = this.#auditLog().latestCheckpoint(tenant);
+    if (checkpoint === undefined) throw new PavilionError(ErrorCodes.AUDIT_NOT_CHECKPOINTED, `the audit log of tenant ${tenant} has no signed checkpoint yet`);
+    this.#json(res, 200, { result: checkpoint }, query.pretty);
   }
 
   #onlyGet(req: IncomingMessage): void {
