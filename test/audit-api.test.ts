@@ -1,15 +1,18 @@
 /**
  * The audit log behind the sidecar's transports: a decision is answered only once its event is
  * durable (Data API and ext_authz), a refusal is an error answer and never a logged decision,
- * and the HTTP proof and checkpoint endpoints (tenant by tenant).
+ * the HTTP proof and checkpoint endpoints (tenant by tenant), and receipts on request that
+ * later prove inclusion offline.
  */
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Keyring, hashLeaf, verifyDecisionProof, verifyLogFile } from '../sidecar/src/audit/index.ts';
 import { RpcCode } from '../sidecar/src/extauthz/index.ts';
+import { canonicalJson } from '../sidecar/src/lib/canonical-json.ts';
 import { ErrorCodes } from '../sidecar/src/lib/errors.ts';
 import { tempDir } from './audit/fixtures.ts';
 import { get, post, startPavilion, type JsonResponse, type RunningPavilion } from './harness/pavilion-harness.ts';
@@ -95,7 +98,7 @@ describe('a decision is answered only once durable; a refusal is an error answer
   });
 });
 
-describe('proof and checkpoint endpoints', () => {
+describe('proof and checkpoint endpoints, receipts', () => {
   let app: RunningPavilion;
   let auditDir: string;
 
@@ -194,12 +197,40 @@ describe('proof and checkpoint endpoints', () => {
     const viaHeader = await get(`${app.url}/v1/tenants/hospital/audit/decisions/${id}/proof`, { 'x-pavilion-tenant': 'hospital' });
     assert.equal(pavilionCode(viaHeader), ErrorCodes.AUDIT_DECISION_UNKNOWN);
   });
+
+  test('a receipt (?receipt or x-pavilion-receipt: 1) later proves inclusion through the proof endpoint and offline', async () => {
+    const plain = await decide('bank', 'no-receipt');
+    assert.equal(plain.body['receipt'], undefined, 'no receipt unless asked');
+    const byQuery = await decide('bank', 'receipt-q', '?receipt');
+    const byHeader = await post(`${app.url}/v1/data/bank/authz/allow`, { input: { subject: { id: 'receipt-h' } } }, { ...TENANT, 'x-pavilion-receipt': '1' });
+    await decide('bank', 'filler'); // checkpoints every 2 events: one more makes sure one covers both
+    const keys = Keyring.load(join(auditDir, 'keys'));
+    for (const response of [byQuery, byHeader]) {
+      const receipt = response.body['receipt'] as Record<string, unknown>;
+      assert.equal(receipt['decision_id'], response.body['decision_id']);
+      assert.equal(receipt['tenant'], 'bank');
+      assert.equal(typeof receipt['leaf_index'], 'number');
+      assert.equal(receipt['result_sha256'], createHash('sha256').update(canonicalJson(response.body['result'])).digest('hex'));
+      assert.match(String(receipt['input_sha256']), /^[0-9a-f]{64}$/);
+      // later: the proof endpoint, then offline verification, tie back to the receipt
+      const proof = (await proofOf('bank', String(receipt['decision_id']))).body['result'] as { event: string; leaf_index: number };
+      assert.equal(proof.leaf_index, receipt['leaf_index']);
+      assert.equal(hashLeaf(Buffer.from(proof.event, 'utf8')).toString('hex'), receipt['leaf_hash']);
+      const event = JSON.parse(proof.event) as { input: unknown; result: unknown };
+      assert.equal(createHash('sha256').update(canonicalJson(event.input)).digest('hex'), receipt['input_sha256']);
+      const verified = verifyDecisionProof(proof, keys, { decisionId: String(receipt['decision_id']), origin: String(receipt['origin']) });
+      assert.equal(verified.leafIndex, receipt['leaf_index']);
+    }
+  });
 });
 
-describe('proofs need the audit log', () => {
-  test('with the NDJSON file sink: the proof endpoint answers 404 ERR_AUDIT_LOG_DISABLED', async () => {
+describe('receipts and proofs need the audit log', () => {
+  test('with the NDJSON file sink: ?receipt and the proof endpoint answer 404 ERR_AUDIT_LOG_DISABLED', async () => {
     const app = await startPavilion();
     try {
+      const receipt = await post(`${app.url}/v1/data/bank/authz/allow?receipt`, { input: {} }, TENANT);
+      assert.equal(receipt.status, 404);
+      assert.equal(pavilionCode(receipt), ErrorCodes.AUDIT_LOG_DISABLED);
       const proof = await get(`${app.url}/v1/tenants/bank/audit/decisions/x/proof`);
       assert.equal(pavilionCode(proof), ErrorCodes.AUDIT_LOG_DISABLED);
       const plain = await post(`${app.url}/v1/data/bank/authz/allow`, { input: {} }, TENANT);

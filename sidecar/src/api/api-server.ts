@@ -23,7 +23,7 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { AuditLogSink, DecisionEvents, DecisionRecord, DecisionSink } from '../audit/index.ts';
+import type { AuditLogSink, DecisionEvents, DecisionReceiptV1, DecisionRecord, DecisionSink } from '../audit/index.ts';
 import type { PavilionConfig } from '../config/index.ts';
 import { TENANT_ID_PATTERN } from '../config/index.ts';
 import type { PolicyEngine } from '../engine/index.ts';
@@ -71,6 +71,33 @@ interface Query {
   readonly provenance: boolean;
   readonly pretty: boolean;
   readonly verbose: boolean;
+  readonly receipt: boolean;
+}
+
+/** Asks for the decision's audit log receipt in the Data API response (as does `?receipt`). */
+export const RECEIPT_HEADER = 'x-pavilion-receipt';
+
+/** The receipt in a Data API response: which leaf of which tenant's log holds the decision. */
+export interface DataApiReceiptV1 {
+  readonly decision_id: string;
+  readonly tenant: string;
+  readonly origin: string;
+  readonly leaf_index: number;
+  readonly leaf_hash: string;
+  readonly input_sha256?: string;
+  readonly result_sha256?: string;
+}
+
+function receiptBody(tenant: string, receipt: DecisionReceiptV1): DataApiReceiptV1 {
+  return {
+    decision_id: receipt.decision_id,
+    tenant,
+    origin: receipt.origin,
+    leaf_index: receipt.leaf_index,
+    leaf_hash: receipt.leaf_hash,
+    ...(receipt.input_sha256 === undefined ? {} : { input_sha256: receipt.input_sha256 }),
+    ...(receipt.result_sha256 === undefined ? {} : { result_sha256: receipt.result_sha256 }),
+  };
 }
 
 const JSON_TYPE = 'application/json';
@@ -122,6 +149,7 @@ function parseQuery(search: string): Query {
     provenance: flags.has('provenance'),
     pretty: flags.has('pretty'),
     verbose: flags.has('verbose'),
+    receipt: flags.has('receipt'),
   };
 }
 
@@ -429,6 +457,8 @@ export class ApiServer implements Component {
   ): Promise<void> {
     const tenant = this.#resolveTenant(req, tenantFromPath);
     const path = decodeSegments(rawPath).join('/');
+    const wantsReceipt = query.receipt || headerText(req, RECEIPT_HEADER) === '1';
+    if (wantsReceipt) this.#auditLog();
     const read = await this.#readInput(req);
     const { hasInput } = read;
     // verified facts replace whatever the client put in input.credentials (see CredentialGate)
@@ -460,7 +490,7 @@ export class ApiServer implements Component {
       decisionId, tenant, path, timestamp, input, result: decision.result, evalNs: decision.evalNs, revision: decision.revision,
     });
     // a durable sink: answer only once the event is logged; a refusal becomes the error answer
-    if (this.#deps.sink.durable === true) await written;
+    const receipt = this.#deps.sink.durable === true ? await written : undefined;
 
     const body: Record<string, unknown> = { decision_id: decisionId };
     if (decision.result !== undefined) body['result'] = decision.result;
@@ -468,6 +498,7 @@ export class ApiServer implements Component {
     if (query.provenance) {
       body['provenance'] = { version: this.#deps.config.labels.version, bundles: { [tenant]: { revision: decision.revision } } };
     }
+    if (wantsReceipt) body['receipt'] = typeof receipt === 'object' ? receiptBody(tenant, receipt) : null;
     if (!hasInput && req.method === 'POST') {
       body['warning'] = { code: 'api_usage_warning', message: "'input' key missing from the request" };
     }
