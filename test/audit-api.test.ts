@@ -72,6 +72,8 @@ describe('a decision is answered only once durable; a refusal is an error answer
     assert.equal(refused.body['result'], undefined, 'no decision in a refused answer');
     assert.ok(!(await readFile(walOf(auditDir, 'bank'))).includes(marker), 'the refused decision is not in the log');
     assert.equal(app.pavilion.sink.status().state, 'WARN', 'the refusal shows in the sink status');
+    const metrics = await (await fetch(`${app.url}/metrics`)).text();
+    assert.match(metrics, /pavilion_decisions_total\{[^}]*tenant="bank"[^}]*outcome="ERR_AUDIT_LOG_FULL"[^}]*\} 1/, 'counted as refused, not as the decision');
   });
 
   test('ext_authz: a refusal is a well-formed denial with the configured failure status and the code', async () => {
@@ -95,6 +97,8 @@ describe('a decision is answered only once durable; a refusal is an error answer
     assert.equal(refused.response.deniedResponse?.status.code, 503);
     assert.equal(refused.response.dynamicMetadata?.['error_code'], ErrorCodes.AUDIT_LOG_FULL);
     assert.ok(!(await readFile(walOf(auditDir, 'envoy_demo'))).includes(refused.decisionId));
+    const metrics = await (await fetch(`${app.url}/metrics`)).text();
+    assert.match(metrics, /pavilion_extauthz_checks_total\{[^}]*result="ERR_AUDIT_LOG_FULL"[^}]*\} 1/);
   });
 });
 

@@ -484,13 +484,21 @@ export class ApiServer implements Component {
       throw error;
     }
     const handlerNs = Number(process.hrtime.bigint() - started);
-    metrics.decisions.inc({ tenant, path, outcome: outcomeOf(decision.result) });
     if (!decision.cached) metrics.evaluationSeconds.observe({ tenant }, decision.evalNs / 1e9);
     const written = this.#log(req, started, {
       decisionId, tenant, path, timestamp, input, result: decision.result, evalNs: decision.evalNs, revision: decision.revision,
     });
     // a durable sink: answer only once the event is logged; a refusal becomes the error answer
-    const receipt = this.#deps.sink.durable === true ? await written : undefined;
+    let receipt: Awaited<typeof written>;
+    if (this.#deps.sink.durable === true) {
+      try {
+        receipt = await written;
+      } catch (error) {
+        metrics.decisions.inc({ tenant, path, outcome: error instanceof PavilionError ? error.code : ErrorCodes.INTERNAL });
+        throw error;
+      }
+    }
+    metrics.decisions.inc({ tenant, path, outcome: outcomeOf(decision.result) });
 
     const body: Record<string, unknown> = { decision_id: decisionId };
     if (decision.result !== undefined) body['result'] = decision.result;

@@ -204,6 +204,7 @@ export class CheckService {
         if (settings?.dryRun === true) outcome.response = dryRunResponse(outcome.response);
       }
     }
+    this.#count(context, tenant, settings, started, outcome);
     return { response: outcome.response, decisionId, tenant, code: outcome.code };
   }
 
@@ -283,17 +284,8 @@ export class CheckService {
     started: bigint,
     outcome: Outcome,
   ): ReturnType<DecisionSink['write']> {
-    const { metrics, sink, events } = this.#deps;
+    const { sink, events } = this.#deps;
     const handlerNs = Number(process.hrtime.bigint() - started);
-    const result = outcome.code ?? (outcome.policyAllowed === true ? 'allow' : 'deny');
-    this.#checks.inc({ transport: context.transport, tenant: tenant ?? UNKNOWN, result });
-    this.#duration.observe({ transport: context.transport }, handlerNs / 1e9);
-    if (tenant !== undefined && settings !== undefined) {
-      metrics.decisions.inc({ tenant, path: settings.path, outcome: result });
-      if (outcome.decision !== undefined && !outcome.decision.cached) {
-        metrics.evaluationSeconds.observe({ tenant }, outcome.decision.evalNs / 1e9);
-      }
-    }
     const requestId = request instanceof PavilionError ? undefined : request.attributes?.request?.http?.headers?.['x-request-id'];
     const revision = outcome.decision?.revision ?? (tenant === undefined ? undefined : this.#deps.engine.active(tenant)?.revision);
     const denied = outcome.response.deniedResponse;
@@ -320,6 +312,20 @@ export class CheckService {
       },
     };
     return sink.write(event);
+  }
+
+  /** Metrics for the answer Envoy gets (after a refused event: the refusal's code). */
+  #count(context: CheckContext, tenant: string | undefined, settings: ExtAuthzTenantConfig | undefined, started: bigint, outcome: Outcome): void {
+    const { metrics } = this.#deps;
+    const result = outcome.code ?? (outcome.policyAllowed === true ? 'allow' : 'deny');
+    this.#checks.inc({ transport: context.transport, tenant: tenant ?? UNKNOWN, result });
+    this.#duration.observe({ transport: context.transport }, Number(process.hrtime.bigint() - started) / 1e9);
+    if (tenant !== undefined && settings !== undefined) {
+      metrics.decisions.inc({ tenant, path: settings.path, outcome: result });
+      if (outcome.decision !== undefined && !outcome.decision.cached) {
+        metrics.evaluationSeconds.observe({ tenant }, outcome.decision.evalNs / 1e9);
+      }
+    }
   }
 }
 
