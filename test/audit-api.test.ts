@@ -10,10 +10,10 @@ import { spawnSync } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { Keyring, hashLeaf, verifyDecisionProof, verifyLogFile } from '../sidecar/src/audit/index.ts';
+import { Keyring, hashLeaf, verifyDecisionProof, verifyLogFile, type DecisionSink } from '../sidecar/src/audit/index.ts';
 import { RpcCode } from '../sidecar/src/extauthz/index.ts';
 import { canonicalJson } from '../sidecar/src/lib/canonical-json.ts';
-import { ErrorCodes } from '../sidecar/src/lib/errors.ts';
+import { ErrorCodes, PavilionError } from '../sidecar/src/lib/errors.ts';
 import { tempDir } from './audit/fixtures.ts';
 import { get, post, startPavilion, type JsonResponse, type RunningPavilion } from './harness/pavilion-harness.ts';
 
@@ -241,6 +241,60 @@ describe('receipts and proofs need the audit log', () => {
       assert.equal(plain.status, 200, 'the file sink answers as before');
     } finally {
       await app.stop();
+    }
+  });
+});
+
+describe('DecisionSink.durable decides whether an answer waits for the write', () => {
+  /** A sink whose writes settle `delayMs` later (rejecting with `refusal` if given), recording when. */
+  const slowSink = (durable: boolean, delayMs: number, refusal?: PavilionError): DecisionSink & { settled: number } => {
+    const sink = {
+      name: 'decision_log',
+      durable,
+      settled: 0,
+      start: async (): Promise<void> => undefined,
+      stop: async (): Promise<void> => undefined,
+      status: () => ({ state: 'OK' as const }),
+      write: (): Promise<undefined> => new Promise((resolve, reject) => setTimeout(() => {
+        sink.settled++;
+        if (refusal === undefined) resolve(undefined);
+        else reject(refusal);
+      }, delayMs)),
+    };
+    return sink;
+  };
+
+  test('a sink that is not durable (the NDJSON file, none) is not waited for', async () => {
+    const sink = slowSink(false, 500);
+    const app = await startPavilion({ sink });
+    try {
+      const response = await post(`${app.url}/v1/data/bank/authz/allow`, { input: {} }, TENANT);
+      assert.equal(response.status, 200);
+      assert.equal(sink.settled, 0, 'answered before the write settled');
+    } finally {
+      await new Promise((resolve) => setTimeout(resolve, 600));
+      await app.stop();
+    }
+  });
+
+  test('a durable sink is waited for, and its refusal is the answer', async () => {
+    const sink = slowSink(true, 50);
+    const app = await startPavilion({ sink });
+    try {
+      const response = await post(`${app.url}/v1/data/bank/authz/allow`, { input: {} }, TENANT);
+      assert.equal(response.status, 200);
+      assert.equal(sink.settled, 1, 'answered only after the write settled');
+    } finally {
+      await app.stop();
+    }
+    const refusing = slowSink(true, 10, new PavilionError(ErrorCodes.AUDIT_LOG_IO, 'the disk went away'));
+    const failing = await startPavilion({ sink: refusing });
+    try {
+      const response = await post(`${failing.url}/v1/data/bank/authz/allow`, { input: {} }, TENANT);
+      assert.equal(response.status, 503);
+      assert.equal(pavilionCode(response), ErrorCodes.AUDIT_LOG_IO);
+    } finally {
+      await failing.stop();
     }
   });
 });
