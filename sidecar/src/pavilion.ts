@@ -180,6 +180,7 @@ export class Pavilion {
       engine: this.engine,
       tenants: this.tenants,
       sink: this.sink,
+      ...(this.auditLog === undefined ? {} : { auditLog: this.auditLog }),
       events: this.events,
       metrics: this.metrics,
       ...(mounted === undefined ? {} : { mounted }),

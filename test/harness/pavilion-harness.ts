@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { parseConfig, type PavilionConfig } from '../../sidecar/src/config/index.ts';
 import { defaultBuildDirectory, developmentKey, signBundle } from '../../sidecar/src/bundles/index.ts';
+import type { DecisionSink } from '../../sidecar/src/audit/index.ts';
 import { Pavilion } from '../../sidecar/src/pavilion.ts';
 
 export interface RunningPavilion {
@@ -29,6 +30,8 @@ export interface HarnessOptions {
    * tests exercise signature verification. Archives that cannot be read are passed as given.
    */
   readonly signBundles?: boolean;
+  /** Replace the configured decision sink (masking still runs in front of it). */
+  readonly sink?: DecisionSink;
 }
 
 /** Sign an archive with the tenant's test key in `keysDirectory` (created on first use). */
@@ -61,7 +64,7 @@ export async function startPavilion(options: HarnessOptions = {}): Promise<Runni
     bundles: { directory: bundleDir, keysDirectory, persistDirectory: join(dir, 'persisted'), ...(raw['bundles'] as object | undefined) },
     decisionLog: { sink: 'file', path: join(dir, 'decisions.ndjson'), ...(raw['decisionLog'] as object | undefined) },
   });
-  const pavilion = new Pavilion(config);
+  const pavilion = new Pavilion(config, options.sink === undefined ? {} : { sink: options.sink });
   await pavilion.start();
   const { port } = pavilion.api.address();
   let stopped = false;

@@ -5,18 +5,25 @@
  *   POST|GET /v1/tenants/{tenant}/data/{path} tenant from the path
  *   GET /health (/health/live, /health/ready) GET /metrics  GET /v1/tenants
  *   POST /v1/tenants/{tenant}/credentials/challenge   a one-time challenge for a credential holder
+ *   GET /v1/tenants/{tenant}/audit/decisions/{decision_id}/proof  inclusion proof (audit log sink)
+ *   GET /v1/tenants/{tenant}/audit/checkpoint        the tenant's latest signed checkpoint
  *
  * node:http rather than Express on this path: measured on the target machine, Express cost
  * about 4-5x in throughput on a small JSON POST (see README, "Why node:http").
  *
  * Isolation: a request resolves exactly one tenant (never a default), and evaluation only
  * sees that tenant's compiled policy and data; a path that is not one of its entrypoints is
- * refused. When both the header and the path name a tenant they must agree.
+ * refused. When both the header and the path name a tenant they must agree. Proofs and
+ * checkpoints come only from the resolved tenant's own log.
+ *
+ * With a durable sink (the audit log) a decision is answered only once its event is durable;
+ * a refusal (ERR_AUDIT_LOG_FULL, ...) is answered as an error instead of the decision. Other
+ * sinks are written without waiting.
  */
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { DecisionEvents, DecisionRecord, DecisionSink } from '../audit/index.ts';
+import type { AuditLogSink, DecisionEvents, DecisionReceiptV1, DecisionRecord, DecisionSink } from '../audit/index.ts';
 import type { PavilionConfig } from '../config/index.ts';
 import { TENANT_ID_PATTERN } from '../config/index.ts';
 import type { PolicyEngine } from '../engine/index.ts';
@@ -42,6 +49,8 @@ export interface ApiServerDeps {
   readonly engine: PolicyEngine;
   readonly tenants: TenantManager;
   readonly sink: DecisionSink;
+  /** The verifiable audit log, when it is the sink: proofs, checkpoints and receipts. */
+  readonly auditLog?: Pick<AuditLogSink, 'proveInclusion' | 'latestCheckpoint'>;
   readonly events: DecisionEvents;
   readonly metrics: Metrics;
   /** Verifies the credentials a request carries into `input.credentials` (absent: not configured). */
@@ -62,6 +71,33 @@ interface Query {
   readonly provenance: boolean;
   readonly pretty: boolean;
   readonly verbose: boolean;
+  readonly receipt: boolean;
+}
+
+/** Asks for the decision's audit log receipt in the Data API response (as does `?receipt`). */
+export const RECEIPT_HEADER = 'x-pavilion-receipt';
+
+/** The receipt in a Data API response: which leaf of which tenant's log holds the decision. */
+export interface DataApiReceiptV1 {
+  readonly decision_id: string;
+  readonly tenant: string;
+  readonly origin: string;
+  readonly leaf_index: number;
+  readonly leaf_hash: string;
+  readonly input_sha256?: string;
+  readonly result_sha256?: string;
+}
+
+function receiptBody(tenant: string, receipt: DecisionReceiptV1): DataApiReceiptV1 {
+  return {
+    decision_id: receipt.decision_id,
+    tenant,
+    origin: receipt.origin,
+    leaf_index: receipt.leaf_index,
+    leaf_hash: receipt.leaf_hash,
+    ...(receipt.input_sha256 === undefined ? {} : { input_sha256: receipt.input_sha256 }),
+    ...(receipt.result_sha256 === undefined ? {} : { result_sha256: receipt.result_sha256 }),
+  };
 }
 
 const JSON_TYPE = 'application/json';
@@ -113,6 +149,7 @@ function parseQuery(search: string): Query {
     provenance: flags.has('provenance'),
     pretty: flags.has('pretty'),
     verbose: flags.has('verbose'),
+    receipt: flags.has('receipt'),
   };
 }
 
@@ -220,6 +257,14 @@ export class ApiServer implements Component {
         if (after.startsWith('/data') && (after.length === 5 || after[5] === '/')) {
           route = 'data';
           await this.#data(req, res, tenant, after.slice(5), query, started);
+        } else if (after === '/audit/checkpoint') {
+          route = 'audit';
+          this.#checkpoint(req, res, tenant, query);
+        } else if (after.startsWith('/audit/decisions/') && after.endsWith('/proof')) {
+          route = 'audit';
+          const [decisionId, ...extra] = decodeSegments(after.slice('/audit/decisions/'.length, -'/proof'.length));
+          if (decisionId === undefined || extra.length > 0) throw new PavilionError(ErrorCodes.ROUTE_NOT_FOUND, `no route for ${pathname}`);
+          await this.#proof(req, res, tenant, decisionId, query);
         } else if (after === '/credentials/challenge') {
           route = 'credentials';
           this.#challenge(req, res, tenant, query);
@@ -274,6 +319,28 @@ export class ApiServer implements Component {
     }
     req.resume();
     this.#json(res, 200, { result: gate.issueChallenge(tenant) }, query.pretty);
+  }
+
+  #auditLog(): NonNullable<ApiServerDeps['auditLog']> {
+    const log = this.#deps.auditLog;
+    if (log === undefined) throw new PavilionError(ErrorCodes.AUDIT_LOG_DISABLED, "the verifiable audit log is not configured (decisionLog.sink 'audit')");
+    return log;
+  }
+
+  async #proof(req: IncomingMessage, res: ServerResponse, tenantFromPath: string, decisionId: string, query: Query): Promise<void> {
+    this.#onlyGet(req);
+    const tenant = this.#resolveTenant(req, tenantFromPath);
+    // never signs on demand for a network caller: not yet covered -> ERR_AUDIT_NOT_CHECKPOINTED
+    const proof = await this.#auditLog().proveInclusion(tenant, decisionId, { signNow: false });
+    this.#json(res, 200, { result: proof }, query.pretty);
+  }
+
+  #checkpoint(req: IncomingMessage, res: ServerResponse, tenantFromPath: string, query: Query): void {
+    this.#onlyGet(req);
+    const tenant = this.#resolveTenant(req, tenantFromPath);
+    const checkpoint = this.#auditLog().latestCheckpoint(tenant);
+    if (checkpoint === undefined) throw new PavilionError(ErrorCodes.AUDIT_NOT_CHECKPOINTED, `the audit log of tenant ${tenant} has no signed checkpoint yet`);
+    this.#json(res, 200, { result: checkpoint }, query.pretty);
   }
 
   #onlyGet(req: IncomingMessage): void {
@@ -390,6 +457,8 @@ export class ApiServer implements Component {
   ): Promise<void> {
     const tenant = this.#resolveTenant(req, tenantFromPath);
     const path = decodeSegments(rawPath).join('/');
+    const wantsReceipt = query.receipt || headerText(req, RECEIPT_HEADER) === '1';
+    if (wantsReceipt) this.#auditLog();
     const read = await this.#readInput(req);
     const { hasInput } = read;
     // verified facts replace whatever the client put in input.credentials (see CredentialGate)
@@ -406,7 +475,7 @@ export class ApiServer implements Component {
       const code = error instanceof PavilionError ? error.code : ErrorCodes.INTERNAL;
       metrics.decisions.inc({ tenant, path: this.#knownPath(tenant, path), outcome: code });
       if (code !== ErrorCodes.ENTRYPOINT_UNKNOWN) {
-        this.#log(req, started, {
+        void this.#log(req, started, {
           decisionId, tenant, path, timestamp, input, evalNs: 0,
           revision: this.#deps.engine.active(tenant)?.revision,
           error: { code, message: (error as Error).message },
@@ -415,11 +484,21 @@ export class ApiServer implements Component {
       throw error;
     }
     const handlerNs = Number(process.hrtime.bigint() - started);
-    metrics.decisions.inc({ tenant, path, outcome: outcomeOf(decision.result) });
     if (!decision.cached) metrics.evaluationSeconds.observe({ tenant }, decision.evalNs / 1e9);
-    this.#log(req, started, {
+    const written = this.#log(req, started, {
       decisionId, tenant, path, timestamp, input, result: decision.result, evalNs: decision.evalNs, revision: decision.revision,
     });
+    // a durable sink: answer only once the event is logged; a refusal becomes the error answer
+    let receipt: Awaited<typeof written>;
+    if (this.#deps.sink.durable === true) {
+      try {
+        receipt = await written;
+      } catch (error) {
+        metrics.decisions.inc({ tenant, path, outcome: error instanceof PavilionError ? error.code : ErrorCodes.INTERNAL });
+        throw error;
+      }
+    }
+    metrics.decisions.inc({ tenant, path, outcome: outcomeOf(decision.result) });
 
     const body: Record<string, unknown> = { decision_id: decisionId };
     if (decision.result !== undefined) body['result'] = decision.result;
@@ -427,6 +506,7 @@ export class ApiServer implements Component {
     if (query.provenance) {
       body['provenance'] = { version: this.#deps.config.labels.version, bundles: { [tenant]: { revision: decision.revision } } };
     }
+    if (wantsReceipt) body['receipt'] = typeof receipt === 'object' ? receiptBody(tenant, receipt) : null;
     if (!hasInput && req.method === 'POST') {
       body['warning'] = { code: 'api_usage_warning', message: "'input' key missing from the request" };
     }
@@ -438,8 +518,8 @@ export class ApiServer implements Component {
     return this.#deps.engine.active(tenant)?.entrypoints.includes(path) === true ? path : '(unknown)';
   }
 
-  #log(req: IncomingMessage, started: bigint, record: Omit<DecisionRecord, 'requestedBy' | 'handlerNs'>): void {
-    void this.#deps.sink.write(this.#deps.events.create({
+  #log(req: IncomingMessage, started: bigint, record: Omit<DecisionRecord, 'requestedBy' | 'handlerNs'>): ReturnType<DecisionSink['write']> {
+    return this.#deps.sink.write(this.#deps.events.create({
       ...record,
       requestedBy: `${req.socket.remoteAddress ?? ''}:${req.socket.remotePort ?? ''}`,
       handlerNs: Number(process.hrtime.bigint() - started),

@@ -33,6 +33,16 @@ const MAPPING: Partial<Record<ErrorCode, readonly [status: number, code: OpaErro
   [ErrorCodes.ENTRYPOINT_UNKNOWN]: [404, 'resource_not_found'],
   [ErrorCodes.EVAL_OVERLOADED]: [503, 'internal_error'],
   [ErrorCodes.ENGINE_STOPPED]: [503, 'internal_error'],
+  // the audit log refused or could not take the decision event: the decision is not answered
+  [ErrorCodes.AUDIT_LOG_FULL]: [503, 'internal_error'],
+  [ErrorCodes.AUDIT_LOG_CLOSED]: [503, 'internal_error'],
+  [ErrorCodes.AUDIT_LOG_IO]: [503, 'internal_error'],
+  [ErrorCodes.AUDIT_SIGNER_FAILED]: [503, 'internal_error'],
+  [ErrorCodes.AUDIT_EVENT_TOO_LARGE]: [413, 'invalid_parameter'],
+  // proofs and checkpoints
+  [ErrorCodes.AUDIT_DECISION_UNKNOWN]: [404, 'resource_not_found'],
+  [ErrorCodes.AUDIT_NOT_CHECKPOINTED]: [404, 'resource_not_found'],
+  [ErrorCodes.AUDIT_LOG_DISABLED]: [404, 'resource_not_found'],
 };
 
 export function toHttpError(error: unknown): { status: number; body: OpaErrorBody } {

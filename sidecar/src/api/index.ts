@@ -1,3 +1,3 @@
-/** API: OPA-compatible REST Data API, health and metrics. */
-export { ApiServer, type ApiServerDeps } from './api-server.ts';
+/** API: OPA-compatible REST Data API, audit proofs and receipts, health and metrics. */
+export { ApiServer, RECEIPT_HEADER, type ApiServerDeps, type DataApiReceiptV1 } from './api-server.ts';
 export { toHttpError, type OpaErrorBody, type OpaErrorCode } from './error-body.ts';

@@ -50,6 +50,7 @@ const RANK: Record<ComponentState, number> = { OK: 0, NOT_READY: 1, WARN: 2, ERR
 
 export class AuditLogSink implements DecisionSink {
   readonly name = 'decision_log';
+  readonly durable = true;
   readonly #options: AuditLogSinkOptions;
   readonly #logs = new Map<string, Promise<AuditLog>>();
   readonly #opened = new Map<string, AuditLog>();
@@ -129,18 +130,19 @@ export class AuditLogSink implements DecisionSink {
     }
   }
 
-  write(event: DecisionEventV1): Promise<void> {
-    const durable = this.append(event).then(() => undefined);
+  write(event: DecisionEventV1): Promise<DecisionReceiptV1> {
+    const durable = this.append(event);
     // Counted in status() by append; marking it handled keeps a caller that does not await
     // it from turning a refusal into an unhandled rejection. Callers that await still see it.
     durable.catch(() => undefined);
     return durable;
   }
 
-  async proveInclusion(tenant: string, decisionId: string): Promise<DecisionProofV1> {
+  /** See AuditLog.proveInclusion; only ever looks in `tenant`'s own log. */
+  async proveInclusion(tenant: string, decisionId: string, options: { readonly signNow?: boolean } = {}): Promise<DecisionProofV1> {
     const log = this.#opened.get(tenant);
     if (log === undefined) throw new PavilionError(ErrorCodes.AUDIT_DECISION_UNKNOWN, `no audit log for tenant ${JSON.stringify(tenant)}`, { details: { tenant, decisionId } });
-    return log.proveInclusion(decisionId);
+    return log.proveInclusion(decisionId, options);
   }
 
   proveConsistency(tenant: string, oldSize: number, newSize: number): string[] {

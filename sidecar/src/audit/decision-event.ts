@@ -1,3 +1,5 @@
+import type { DecisionReceiptV1 } from './log/index.ts';
+
 /**
  * Decision log events in OPA's `EventV1` shape
  * (https://www.openpolicyagent.org/docs/management-decision-logs), so existing decision-log
@@ -28,15 +30,22 @@ export interface DecisionEventV1 {
 /** Where decision events go. Implementations must not lose an event they accepted. */
 export interface DecisionSink {
   readonly name: string;
+  /**
+   * True when `write`'s promise means the event is durable (the audit log), so a transport
+   * awaits it before answering and turns a refusal into an error response. Sinks without it
+   * (the NDJSON file, none) are written without waiting, keeping the hot path as it was.
+   */
+  readonly durable?: boolean;
   start(): Promise<void>;
   /**
    * Accept one event. May apply backpressure by returning a promise, which resolves once the
    * sink has the event as it promises (the audit log: durable per its fsync policy) and rejects
    * with a typed error when the sink refuses it (ERR_AUDIT_LOG_FULL, ...). A caller that
    * acknowledges decisions only once logged awaits it; a sink keeps refusals visible in
-   * status() and never lets an unawaited rejection go unhandled.
+   * status() and never lets an unawaited rejection go unhandled. A durable sink resolves with
+   * the decision's receipt, or undefined when nothing was logged (dropped by policy).
    */
-  write(event: DecisionEventV1): void | Promise<void>;
+  write(event: DecisionEventV1): void | Promise<DecisionReceiptV1 | undefined | void>;
   stop(deadlineMs: number): Promise<void>;
   status(): import('../lib/lifecycle.ts').ComponentStatus;
 }

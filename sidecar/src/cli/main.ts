@@ -331,12 +331,16 @@ function reportFailure(error: unknown): number {
   return 1;
 }
 
+/** A proof as `pavilion audit prove` writes it, or as the HTTP proof endpoint answers (`{"result": proof}`). */
 function parseProofFile(text: string): unknown {
+  let parsed: unknown;
   try {
-    return JSON.parse(text);
+    parsed = JSON.parse(text);
   } catch (error) {
     throw new PavilionError(ErrorCodes.AUDIT_PROOF_INVALID, 'the proof file is not JSON', { cause: error, details: { reason: 'malformed' } });
   }
+  if (typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed) && Object.keys(parsed).length === 1 && 'result' in parsed) return parsed.result;
+  return parsed;
 }
 
 async function auditCommand(command: string | undefined, args: string[]): Promise<number> {

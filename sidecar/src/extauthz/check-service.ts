@@ -10,6 +10,11 @@
  * `dynamic_metadata.error_code`. Requests whose path, query or body cannot be parsed get
  * upstream's own answer: PERMISSION_DENIED with a 400 denied response whose body is the
  * parse error.
+ *
+ * With a durable decision sink (the audit log) a check is answered only once its event is
+ * durable; a refusal (ERR_AUDIT_LOG_FULL, ...) turns the answer into the failure response
+ * (`failureStatus`, the code in `dynamic_metadata.error_code`), so no decision Envoy acts on
+ * is missing from the log. Other sinks are written without waiting.
  */
 import { randomUUID } from 'node:crypto';
 import { validateHeaderName, validateHeaderValue } from 'node:http';
@@ -187,14 +192,19 @@ export class CheckService {
       const failure = error instanceof PavilionError ? error : new PavilionError(ErrorCodes.INTERNAL, describeThrown(error), { cause: error });
       outcome = this.#failure(decisionId, settings?.failureStatus ?? defaults.failureStatus, failure, undefined);
     }
-    if (settings?.dryRun === true && outcome.response.status.code !== RpcCode.OK) {
-      outcome.response = {
-        status: { code: RpcCode.OK },
-        okResponse: { headers: [], headersToRemove: [], responseHeadersToAdd: [], queryParametersToSet: [], queryParametersToRemove: [] },
-        ...(outcome.response.dynamicMetadata === undefined ? {} : { dynamicMetadata: outcome.response.dynamicMetadata }),
-      };
+    if (settings?.dryRun === true) outcome.response = dryRunResponse(outcome.response);
+    const written = this.#record(request, context, tenant, settings, decisionId, timestamp, started, outcome);
+    if (this.#deps.sink.durable === true) {
+      try {
+        await written;
+      } catch (error) {
+        // the decision is not in the log, so it is not the answer (counted in the sink's status)
+        const refusal = error instanceof PavilionError ? error : new PavilionError(ErrorCodes.INTERNAL, describeThrown(error), { cause: error });
+        outcome = this.#failure(decisionId, settings?.failureStatus ?? defaults.failureStatus, refusal, outcome.input);
+        if (settings?.dryRun === true) outcome.response = dryRunResponse(outcome.response);
+      }
     }
-    this.#record(request, context, tenant, settings, decisionId, timestamp, started, outcome);
+    this.#count(context, tenant, settings, started, outcome);
     return { response: outcome.response, decisionId, tenant, code: outcome.code };
   }
 
@@ -273,18 +283,9 @@ export class CheckService {
     timestamp: string,
     started: bigint,
     outcome: Outcome,
-  ): void {
-    const { metrics, sink, events } = this.#deps;
+  ): ReturnType<DecisionSink['write']> {
+    const { sink, events } = this.#deps;
     const handlerNs = Number(process.hrtime.bigint() - started);
-    const result = outcome.code ?? (outcome.policyAllowed === true ? 'allow' : 'deny');
-    this.#checks.inc({ transport: context.transport, tenant: tenant ?? UNKNOWN, result });
-    this.#duration.observe({ transport: context.transport }, handlerNs / 1e9);
-    if (tenant !== undefined && settings !== undefined) {
-      metrics.decisions.inc({ tenant, path: settings.path, outcome: result });
-      if (outcome.decision !== undefined && !outcome.decision.cached) {
-        metrics.evaluationSeconds.observe({ tenant }, outcome.decision.evalNs / 1e9);
-      }
-    }
     const requestId = request instanceof PavilionError ? undefined : request.attributes?.request?.http?.headers?.['x-request-id'];
     const revision = outcome.decision?.revision ?? (tenant === undefined ? undefined : this.#deps.engine.active(tenant)?.revision);
     const denied = outcome.response.deniedResponse;
@@ -310,8 +311,32 @@ export class CheckService {
         ...(denied === undefined ? {} : { http_status: denied.status.code }),
       },
     };
-    void sink.write(event);
+    return sink.write(event);
   }
+
+  /** Metrics for the answer Envoy gets (after a refused event: the refusal's code). */
+  #count(context: CheckContext, tenant: string | undefined, settings: ExtAuthzTenantConfig | undefined, started: bigint, outcome: Outcome): void {
+    const { metrics } = this.#deps;
+    const result = outcome.code ?? (outcome.policyAllowed === true ? 'allow' : 'deny');
+    this.#checks.inc({ transport: context.transport, tenant: tenant ?? UNKNOWN, result });
+    this.#duration.observe({ transport: context.transport }, Number(process.hrtime.bigint() - started) / 1e9);
+    if (tenant !== undefined && settings !== undefined) {
+      metrics.decisions.inc({ tenant, path: settings.path, outcome: result });
+      if (outcome.decision !== undefined && !outcome.decision.cached) {
+        metrics.evaluationSeconds.observe({ tenant }, outcome.decision.evalNs / 1e9);
+      }
+    }
+  }
+}
+
+/** Dry run: whatever the outcome, Envoy lets the request through (the outcome stays in the event). */
+function dryRunResponse(response: CheckResponse): CheckResponse {
+  if (response.status.code === RpcCode.OK) return response;
+  return {
+    status: { code: RpcCode.OK },
+    okResponse: { headers: [], headersToRemove: [], responseHeadersToAdd: [], queryParametersToSet: [], queryParametersToRemove: [] },
+    ...(response.dynamicMetadata === undefined ? {} : { dynamicMetadata: response.dynamicMetadata }),
+  };
 }
 
 /**

@@ -543,16 +543,27 @@ export class AuditLog {
   }
 
   /**
-   * Proof that the decision is in the log, against the latest checkpoint that covers it (made
-   * now if none does yet). Throws ERR_AUDIT_DECISION_UNKNOWN for a decision not in this log.
+   * Proof that the decision is in the log, against the latest checkpoint that covers it. When
+   * none does yet, one is signed now, or with `signNow: false` (what a network caller gets, so
+   * it cannot make the log sign on demand) ERR_AUDIT_NOT_CHECKPOINTED is thrown. Throws
+   * ERR_AUDIT_DECISION_UNKNOWN for a decision not in this log.
    */
-  async proveInclusion(decisionId: string): Promise<DecisionProofV1> {
+  async proveInclusion(decisionId: string, options: { readonly signNow?: boolean } = {}): Promise<DecisionProofV1> {
     const index = this.#byDecision.get(decisionId);
     if (index === undefined) {
       throw new PavilionError(ErrorCodes.AUDIT_DECISION_UNKNOWN, `decision ${JSON.stringify(decisionId)} is not in the audit log ${this.#options.origin}`, { details: { decisionId } });
     }
     let checkpoint = this.latestCheckpoint;
-    if (checkpoint === undefined || checkpoint.tree_size <= index) checkpoint = await this.checkpoint();
+    if (checkpoint === undefined || checkpoint.tree_size <= index) {
+      if (options.signNow === false) {
+        throw new PavilionError(
+          ErrorCodes.AUDIT_NOT_CHECKPOINTED,
+          `decision ${JSON.stringify(decisionId)} is leaf ${index} of ${this.#options.origin}, not yet covered by a signed checkpoint (the latest covers ${checkpoint?.tree_size ?? 0} leaves); the next is signed within ${this.#options.checkpointEveryEvents} events or ${this.#options.checkpointIntervalMs} ms`,
+          { details: { decisionId, leafIndex: index, checkpointTreeSize: checkpoint?.tree_size ?? 0 } },
+        );
+      }
+      checkpoint = await this.checkpoint();
+    }
     const event = await this.#readLeaf(index);
     return {
       version: 1,

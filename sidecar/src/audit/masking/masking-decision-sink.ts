@@ -5,10 +5,12 @@
  */
 import { withDeadline, type ComponentStatus } from '../../lib/lifecycle.ts';
 import type { DecisionEventV1, DecisionSink } from '../decision-event.ts';
+import type { DecisionReceiptV1 } from '../log/index.ts';
 import type { DecisionMasker } from './decision-masker.ts';
 
 export class MaskingDecisionSink implements DecisionSink {
   readonly name: string;
+  readonly durable: boolean;
   readonly #inner: DecisionSink;
   readonly #masker: DecisionMasker;
   #dropped = 0;
@@ -20,6 +22,7 @@ export class MaskingDecisionSink implements DecisionSink {
     this.#inner = inner;
     this.#masker = masker;
     this.name = inner.name;
+    this.durable = inner.durable === true;
   }
 
   get inner(): DecisionSink {
@@ -30,20 +33,20 @@ export class MaskingDecisionSink implements DecisionSink {
     return this.#inner.start();
   }
 
-  write(event: DecisionEventV1): Promise<void> {
+  write(event: DecisionEventV1): Promise<DecisionReceiptV1 | undefined> {
     const written = this.#masker.process(event).then(async (outcome) => {
       if (outcome.kind === 'drop') {
         this.#dropped++;
-        return;
+        return undefined;
       }
       if (outcome.failure !== undefined) {
         this.#maskFailures++;
         this.#lastFailure = outcome.failure;
       }
-      await this.#inner.write(outcome.event);
+      return (await this.#inner.write(outcome.event)) ?? undefined;
     });
     // As the inner sinks do: a caller that does not await must not get an unhandled rejection.
-    const settled = written.catch(() => undefined);
+    const settled = written.then(() => undefined, () => undefined);
     this.#inFlight.add(settled);
     void settled.then(() => this.#inFlight.delete(settled));
     return written;

@@ -1,0 +1,300 @@
+/**
+ * The audit log behind the sidecar's transports: a decision is answered only once its event is
+ * durable (Data API and ext_authz), a refusal is an error answer and never a logged decision,
+ * the HTTP proof and checkpoint endpoints (tenant by tenant), and receipts on request that
+ * later prove inclusion offline.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { Keyring, hashLeaf, verifyDecisionProof, verifyLogFile, type DecisionSink } from '../sidecar/src/audit/index.ts';
+import { RpcCode } from '../sidecar/src/extauthz/index.ts';
+import { canonicalJson } from '../sidecar/src/lib/canonical-json.ts';
+import { ErrorCodes, PavilionError } from '../sidecar/src/lib/errors.ts';
+import { tempDir } from './audit/fixtures.ts';
+import { get, post, startPavilion, type JsonResponse, type RunningPavilion } from './harness/pavilion-harness.ts';
+
+const TENANT = { 'x-pavilion-tenant': 'bank' };
+const walOf = (auditDir: string, tenant: string): string => join(auditDir, 'tenants', tenant, 'audit.wal');
+const CLI = join(import.meta.dirname, '..', 'sidecar', 'src', 'cli', 'main.ts');
+const pavilionCode = (response: JsonResponse): unknown => (response.body['errors'] as Array<{ code: string }> | undefined)?.[0]?.code;
+
+describe('a decision is answered only once durable; a refusal is an error answer', () => {
+  let app: RunningPavilion;
+  let auditDir: string;
+
+  before(async () => {
+    auditDir = await tempDir();
+    app = await startPavilion({
+      config: {
+        decisionLog: {
+          sink: 'audit',
+          audit: { directory: auditDir, maxDiskBytes: 64 * 1024, maxEventBytes: 30 * 1024, onFull: 'refuse', checkpointEveryEvents: 1000, checkpointIntervalMs: 600_000 },
+        },
+        extAuthz: { grpc: { port: 0 }, tenantFrom: { header: 'x-pavilion-tenant' }, tenants: { envoy_demo: { failureStatus: 503 } } },
+      },
+    });
+  });
+
+  after(async () => {
+    await app?.stop();
+  });
+
+  test('Data API: the decision is in the log file when the response arrives', async () => {
+    for (let i = 0; i < 3; i++) {
+      const response = await post(`${app.url}/v1/data/bank/authz/allow`, { input: { subject: { id: `durable-${i}` } } }, TENANT);
+      assert.equal(response.status, 200);
+      // read the file right away: no waiting, no stop
+      const wal = await readFile(walOf(auditDir, 'bank'));
+      assert.ok(wal.includes(String(response.body['decision_id'])), `decision ${i} is not in the log yet`);
+      assert.ok(wal.includes(`durable-${i}`));
+    }
+    const keys = Keyring.load(join(auditDir, 'keys'));
+    assert.equal((await verifyLogFile(walOf(auditDir, 'bank'), keys)).leaves, 3);
+  });
+
+  test('Data API: a full log (onFull refuse) answers 503 ERR_AUDIT_LOG_FULL and the decision is not logged', async () => {
+    const padding = 'x'.repeat(20 * 1024);
+    let refused: JsonResponse | undefined;
+    let marker = '';
+    for (let i = 0; i < 10 && refused === undefined; i++) {
+      marker = `refused-marker-${i}`;
+      const response = await post(`${app.url}/v1/data/bank/authz/allow`, { input: { subject: { id: marker }, padding } }, TENANT);
+      if (response.status !== 200) refused = response;
+    }
+    assert.ok(refused !== undefined, 'the log never filled');
+    assert.equal(refused.status, 503);
+    assert.equal(refused.body['code'], 'internal_error');
+    assert.equal(pavilionCode(refused), ErrorCodes.AUDIT_LOG_FULL);
+    assert.equal(refused.body['result'], undefined, 'no decision in a refused answer');
+    assert.ok(!(await readFile(walOf(auditDir, 'bank'))).includes(marker), 'the refused decision is not in the log');
+    assert.equal(app.pavilion.sink.status().state, 'WARN', 'the refusal shows in the sink status');
+    const metrics = await (await fetch(`${app.url}/metrics`)).text();
+    assert.match(metrics, /pavilion_decisions_total\{[^}]*tenant="bank"[^}]*outcome="ERR_AUDIT_LOG_FULL"[^}]*\} 1/, 'counted as refused, not as the decision');
+  });
+
+  test('ext_authz: a refusal is a well-formed denial with the configured failure status and the code', async () => {
+    const service = app.pavilion.extAuthz?.service;
+    assert.ok(service !== undefined);
+    const check = (i: number): ReturnType<typeof service.check> => service.check(
+      { attributes: { request: { http: { method: 'GET', path: '/api/v1/products', headers: { 'x-pavilion-tenant': 'envoy_demo', 'x-pad': `${i}${'y'.repeat(20 * 1024)}` } } } } },
+      { transport: 'grpc', requestedBy: '127.0.0.1:1' },
+    );
+    const first = await check(0);
+    assert.equal(first.code, undefined, 'decided while the log has room');
+    assert.ok((await readFile(walOf(auditDir, 'envoy_demo'))).includes(first.decisionId), 'logged before the answer');
+    let refused: Awaited<ReturnType<typeof check>> | undefined;
+    for (let i = 1; i < 10 && refused === undefined; i++) {
+      const result = await check(i);
+      if (result.code !== undefined) refused = result;
+    }
+    assert.ok(refused !== undefined, 'the log never filled');
+    assert.equal(refused.code, ErrorCodes.AUDIT_LOG_FULL);
+    assert.equal(refused.response.status.code, RpcCode.PERMISSION_DENIED);
+    assert.equal(refused.response.deniedResponse?.status.code, 503);
+    assert.equal(refused.response.dynamicMetadata?.['error_code'], ErrorCodes.AUDIT_LOG_FULL);
+    assert.ok(!(await readFile(walOf(auditDir, 'envoy_demo'))).includes(refused.decisionId));
+    const metrics = await (await fetch(`${app.url}/metrics`)).text();
+    assert.match(metrics, /pavilion_extauthz_checks_total\{[^}]*result="ERR_AUDIT_LOG_FULL"[^}]*\} 1/);
+  });
+});
+
+describe('proof and checkpoint endpoints, receipts', () => {
+  let app: RunningPavilion;
+  let auditDir: string;
+
+  before(async () => {
+    auditDir = await tempDir();
+    app = await startPavilion({
+      config: { decisionLog: { sink: 'audit', audit: { directory: auditDir, checkpointEveryEvents: 2, checkpointIntervalMs: 600_000 } } },
+    });
+  });
+
+  after(async () => {
+    await app?.stop();
+  });
+
+  const decide = async (tenant: string, id: string, query = ''): Promise<JsonResponse> => {
+    const path = tenant === 'hospital' ? 'hospital/records/allow' : `${tenant}/authz/allow`;
+    const response = await post(`${app.url}/v1/tenants/${tenant}/data/${path}${query}`, { input: { subject: { id } } });
+    assert.equal(response.status, 200, JSON.stringify(response.body));
+    return response;
+  };
+  /** The proof endpoint, retried while the background checkpoint is being signed. */
+  const proofOf = async (tenant: string, decisionId: string): Promise<JsonResponse> => {
+    let response = await get(`${app.url}/v1/tenants/${tenant}/audit/decisions/${decisionId}/proof`);
+    for (let i = 0; i < 50 && pavilionCode(response) === ErrorCodes.AUDIT_NOT_CHECKPOINTED; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      response = await get(`${app.url}/v1/tenants/${tenant}/audit/decisions/${decisionId}/proof`);
+    }
+    return response;
+  };
+
+  test('a decision not yet covered by a signed checkpoint: 404 ERR_AUDIT_NOT_CHECKPOINTED (the endpoint never signs on demand)', async () => {
+    const first = await decide('hospital', 'not-yet');
+    const response = await get(`${app.url}/v1/tenants/hospital/audit/decisions/${String(first.body['decision_id'])}/proof`);
+    assert.equal(response.status, 404);
+    assert.equal(pavilionCode(response), ErrorCodes.AUDIT_NOT_CHECKPOINTED);
+    const checkpoint = await get(`${app.url}/v1/tenants/hospital/audit/checkpoint`);
+    assert.equal(checkpoint.status, 404);
+    assert.equal(pavilionCode(checkpoint), ErrorCodes.AUDIT_NOT_CHECKPOINTED);
+  });
+
+  test('the proof endpoint returns a bundle that verifies offline with the published key; the checkpoint endpoint the latest', async () => {
+    const ids = [String((await decide('bank', 'p1')).body['decision_id']), String((await decide('bank', 'p2')).body['decision_id'])];
+    const keys = Keyring.load(join(auditDir, 'keys'));
+    for (const id of ids) {
+      const response = await proofOf('bank', id);
+      assert.equal(response.status, 200, JSON.stringify(response.body));
+      const proof = response.body['result'] as Record<string, unknown>;
+      assert.deepEqual(Object.keys(proof).sort(), ['checkpoint', 'event', 'inclusion_path', 'leaf_index', 'version']);
+      assert.match(String((proof['checkpoint'] as Record<string, unknown>)['key_id']), /.+/);
+      const verified = verifyDecisionProof(proof, keys, { decisionId: id });
+      assert.equal(verified.tenant, 'bank');
+      assert.equal(verified.origin.endsWith('/bank'), true);
+    }
+    // the endpoint's answer, saved as is, is what `pavilion audit verify --decision --proof` takes
+    const saved = join(auditDir, 'proof.json');
+    await writeFile(saved, JSON.stringify((await proofOf('bank', ids[0] as string)).body));
+    const cli = spawnSync(process.execPath, ['--import', 'tsx', CLI, 'audit', 'verify', '--decision', ids[0] as string, '--proof', saved, '--keys', join(auditDir, 'keys')], { encoding: 'utf8' });
+    assert.equal(cli.status, 0, cli.stderr);
+    assert.equal((JSON.parse(cli.stdout) as { ok: boolean; tenant: string }).tenant, 'bank');
+    const checkpoint = await get(`${app.url}/v1/tenants/bank/audit/checkpoint`);
+    assert.equal(checkpoint.status, 200);
+    const signed = keys.verifyCheckpoint(checkpoint.body['result'] as never);
+    assert.ok(signed.tree_size >= 2);
+  });
+
+  test('unknown decisions, unknown tenants and bad methods get their codes', async () => {
+    const unknown = await get(`${app.url}/v1/tenants/bank/audit/decisions/no-such-decision/proof`);
+    assert.equal(unknown.status, 404);
+    assert.equal(unknown.body['code'], 'resource_not_found');
+    assert.equal(pavilionCode(unknown), ErrorCodes.AUDIT_DECISION_UNKNOWN);
+    const tenant = await get(`${app.url}/v1/tenants/nobody/audit/checkpoint`);
+    assert.equal(tenant.status, 404);
+    assert.equal(pavilionCode(tenant), ErrorCodes.TENANT_UNKNOWN);
+    const never = await get(`${app.url}/v1/tenants/agency/audit/decisions/x/proof`);
+    assert.equal(pavilionCode(never), ErrorCodes.AUDIT_DECISION_UNKNOWN, 'a tenant with no log yet');
+    const method = await post(`${app.url}/v1/tenants/bank/audit/checkpoint`, {});
+    assert.equal(method.status, 405);
+    const extra = await get(`${app.url}/v1/tenants/bank/audit/decisions/a/b/proof`);
+    assert.equal(extra.status, 404);
+    assert.equal(pavilionCode(extra), ErrorCodes.ROUTE_NOT_FOUND);
+    const mismatch = await get(`${app.url}/v1/tenants/bank/audit/checkpoint`, { 'x-pavilion-tenant': 'hospital' });
+    assert.equal(mismatch.status, 400);
+    assert.equal(pavilionCode(mismatch), ErrorCodes.REQUEST_INVALID);
+  });
+
+  test("tenant isolation: tenant A's decision is never returned under tenant B", async () => {
+    const id = String((await decide('bank', 'isolated')).body['decision_id']);
+    await decide('bank', 'filler'); // checkpoints every 2 events: one more makes sure one covers it
+    await decide('hospital', 'other');
+    await decide('hospital', 'other-2');
+    assert.equal((await proofOf('bank', id)).status, 200);
+    const elsewhere = await proofOf('hospital', id);
+    assert.equal(elsewhere.status, 404);
+    assert.equal(pavilionCode(elsewhere), ErrorCodes.AUDIT_DECISION_UNKNOWN);
+    assert.ok(!JSON.stringify(elsewhere.body).includes('isolated'));
+    const viaHeader = await get(`${app.url}/v1/tenants/hospital/audit/decisions/${id}/proof`, { 'x-pavilion-tenant': 'hospital' });
+    assert.equal(pavilionCode(viaHeader), ErrorCodes.AUDIT_DECISION_UNKNOWN);
+  });
+
+  test('a receipt (?receipt or x-pavilion-receipt: 1) later proves inclusion through the proof endpoint and offline', async () => {
+    const plain = await decide('bank', 'no-receipt');
+    assert.equal(plain.body['receipt'], undefined, 'no receipt unless asked');
+    const byQuery = await decide('bank', 'receipt-q', '?receipt');
+    const byHeader = await post(`${app.url}/v1/data/bank/authz/allow`, { input: { subject: { id: 'receipt-h' } } }, { ...TENANT, 'x-pavilion-receipt': '1' });
+    await decide('bank', 'filler'); // checkpoints every 2 events: one more makes sure one covers both
+    const keys = Keyring.load(join(auditDir, 'keys'));
+    for (const response of [byQuery, byHeader]) {
+      const receipt = response.body['receipt'] as Record<string, unknown>;
+      assert.equal(receipt['decision_id'], response.body['decision_id']);
+      assert.equal(receipt['tenant'], 'bank');
+      assert.equal(typeof receipt['leaf_index'], 'number');
+      assert.equal(receipt['result_sha256'], createHash('sha256').update(canonicalJson(response.body['result'])).digest('hex'));
+      assert.match(String(receipt['input_sha256']), /^[0-9a-f]{64}$/);
+      // later: the proof endpoint, then offline verification, tie back to the receipt
+      const proof = (await proofOf('bank', String(receipt['decision_id']))).body['result'] as { event: string; leaf_index: number };
+      assert.equal(proof.leaf_index, receipt['leaf_index']);
+      assert.equal(hashLeaf(Buffer.from(proof.event, 'utf8')).toString('hex'), receipt['leaf_hash']);
+      const event = JSON.parse(proof.event) as { input: unknown; result: unknown };
+      assert.equal(createHash('sha256').update(canonicalJson(event.input)).digest('hex'), receipt['input_sha256']);
+      const verified = verifyDecisionProof(proof, keys, { decisionId: String(receipt['decision_id']), origin: String(receipt['origin']) });
+      assert.equal(verified.leafIndex, receipt['leaf_index']);
+    }
+  });
+});
+
+describe('receipts and proofs need the audit log', () => {
+  test('with the NDJSON file sink: ?receipt and the proof endpoint answer 404 ERR_AUDIT_LOG_DISABLED', async () => {
+    const app = await startPavilion();
+    try {
+      const receipt = await post(`${app.url}/v1/data/bank/authz/allow?receipt`, { input: {} }, TENANT);
+      assert.equal(receipt.status, 404);
+      assert.equal(pavilionCode(receipt), ErrorCodes.AUDIT_LOG_DISABLED);
+      const proof = await get(`${app.url}/v1/tenants/bank/audit/decisions/x/proof`);
+      assert.equal(pavilionCode(proof), ErrorCodes.AUDIT_LOG_DISABLED);
+      const plain = await post(`${app.url}/v1/data/bank/authz/allow`, { input: {} }, TENANT);
+      assert.equal(plain.status, 200, 'the file sink answers as before');
+    } finally {
+      await app.stop();
+    }
+  });
+});
+
+describe('DecisionSink.durable decides whether an answer waits for the write', () => {
+  /** A sink whose writes settle `delayMs` later (rejecting with `refusal` if given), recording when. */
+  const slowSink = (durable: boolean, delayMs: number, refusal?: PavilionError): DecisionSink & { settled: number } => {
+    const sink = {
+      name: 'decision_log',
+      durable,
+      settled: 0,
+      start: async (): Promise<void> => undefined,
+      stop: async (): Promise<void> => undefined,
+      status: () => ({ state: 'OK' as const }),
+      write: (): Promise<undefined> => new Promise((resolve, reject) => setTimeout(() => {
+        sink.settled++;
+        if (refusal === undefined) resolve(undefined);
+        else reject(refusal);
+      }, delayMs)),
+    };
+    return sink;
+  };
+
+  test('a sink that is not durable (the NDJSON file, none) is not waited for', async () => {
+    const sink = slowSink(false, 500);
+    const app = await startPavilion({ sink });
+    try {
+      const response = await post(`${app.url}/v1/data/bank/authz/allow`, { input: {} }, TENANT);
+      assert.equal(response.status, 200);
+      assert.equal(sink.settled, 0, 'answered before the write settled');
+    } finally {
+      await new Promise((resolve) => setTimeout(resolve, 600));
+      await app.stop();
+    }
+  });
+
+  test('a durable sink is waited for, and its refusal is the answer', async () => {
+    const sink = slowSink(true, 50);
+    const app = await startPavilion({ sink });
+    try {
+      const response = await post(`${app.url}/v1/data/bank/authz/allow`, { input: {} }, TENANT);
+      assert.equal(response.status, 200);
+      assert.equal(sink.settled, 1, 'answered only after the write settled');
+    } finally {
+      await app.stop();
+    }
+    const refusing = slowSink(true, 10, new PavilionError(ErrorCodes.AUDIT_LOG_IO, 'the disk went away'));
+    const failing = await startPavilion({ sink: refusing });
+    try {
+      const response = await post(`${failing.url}/v1/data/bank/authz/allow`, { input: {} }, TENANT);
+      assert.equal(response.status, 503);
+      assert.equal(pavilionCode(response), ErrorCodes.AUDIT_LOG_IO);
+    } finally {
+      await failing.stop();
+    }
+  });
+});
