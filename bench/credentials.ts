@@ -38,35 +38,8 @@ import { Ed25519Signature2020 } from '@digitalbazaar/ed25519-signature-2020';
 import { SDJwtVcInstance } from '@sd-jwt/sd-jwt-vc';
 import { importJWK, jwtVerify } from 'jose';
 import { buildTenantBundle, definitionPath } from '../sidecar/src/bundles/index.ts';
-import {
-  AccumulatorIssuer,
-  CredentialVerifier,
-  DidResolver,
-  PUBLIC_KEY_BYTES,
-  SAMPLE_CONTEXT_URL,
-  VALUE_BYTES,
-  WITNESS_BYTES,
-  WorkerProofExecutor,
-  createDocumentLoader,
-  deriveBbs,
-  elementFor,
-  encodeWitness,
-  issueBbsBase,
-  issueDataIntegrity,
-  issueEd25519Signature2020,
-  issueSampleCredential,
-  issueSdJwtVc,
-  issueVcJwt,
-  parseCredentialPolicy,
-  pinContexts,
-  presentSdJwtVc,
-  sampleBbsKey,
-  sampleContext,
-  sampleKey,
-  type CredentialPolicy,
-  type DocumentLoader,
-  type SampleKey,
-} from '../sidecar/src/credentials/index.ts';
+import { AccumulatorIssuer, CredentialVerifier, DidResolver, PUBLIC_KEY_BYTES, VALUE_BYTES, WITNESS_BYTES, WorkerProofExecutor, createDocumentLoader, elementFor, encodeWitness, parseCredentialPolicy, pinContexts, type CredentialPolicy, type DocumentLoader } from '../sidecar/src/credentials/index.ts';
+import { SAMPLE_CONTEXT_URL, deriveBbs, issueBbsBase, issueDataIntegrity, issueEd25519Signature2020, issueSampleCredential, issueSdJwtVc, issueVcJwt, presentSdJwtVc, sampleBbsKey, sampleContext, sampleKey, type SampleKey } from '../sidecar/src/credentials/samples.ts';
 import { REPO_ROOT } from '../sidecar/src/lib/tools.ts';
 import { measureServer, type LoadRequest } from './lib/load.ts';
 import { writeResults, type BenchCase, type Metrics } from './lib/results.ts';

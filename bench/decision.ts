@@ -45,6 +45,9 @@ async function startPavilion(main: string, bundleDir: string, cache: boolean, de
     engine: { cache: { enabled: cache } },
     bundles: { directory: bundleDir, keysDirectory: join(bundleDir, 'keys'), persistDirectory: join(workDir, `persisted-${port}`) },
     decisionLog: decisionLog ? { sink: 'file', path: join(workDir, `decisions-${port}.ndjson`) } : { sink: 'none' },
+    // The decision core against OPA: no credential verification (it has its own benchmark,
+    // and the peer verifies none), so the sample tenants' credential policies are off.
+    credentials: { tenants: {} },
   }));
   return startServer(process.execPath, [main], `http://127.0.0.1:${port}`, '/health', { ...process.env, PAVILION_CONFIG: config });
 }

@@ -209,6 +209,9 @@ async function startPavilion(bundleDir: string, work: string): Promise<{ server:
     http: { host: '127.0.0.1', port: httpPort },
     bundles: { directory: bundleDir, keysDirectory: join(bundleDir, 'keys'), persistDirectory: join(work, 'persisted') },
     decisionLog: { sink: 'none' },
+    // The decision core against OPA: no credential verification (it has its own benchmark,
+    // and the peer verifies none), so the sample tenants' credential policies are off.
+    credentials: { tenants: {} },
     tenants: [{ id: TENANT }],
     extAuthz: { grpc: { host: '127.0.0.1', port: grpcPort }, tenantFrom: { fixed: TENANT }, timeoutMs: 1000 },
   }));

@@ -6,7 +6,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { ErrorCodes } from '../sidecar/src/lib/errors.ts';
-import { WorkerProofExecutor, deriveBbs, issueBbsBase, sampleBbsKey } from '../sidecar/src/credentials/index.ts';
+import { WorkerProofExecutor } from '../sidecar/src/credentials/index.ts';
+import { deriveBbs, issueBbsBase, sampleBbsKey } from '../sidecar/src/credentials/samples.ts';
 import { issuerLoader, kycCredential, rejectsWith, trusting, verifier } from './credentials/fixtures.ts';
 
 describe('bbs-2023 derived proofs', () => {

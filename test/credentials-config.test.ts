@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parseConfig, sampleCredentialsConfig } from '../sidecar/src/config/index.ts';
-import { sampleContext } from '../sidecar/src/credentials/index.ts';
+import { sampleContext } from '../sidecar/src/credentials/samples.ts';
 import { ErrorCodes } from '../sidecar/src/lib/errors.ts';
 import { rejectsWith } from './credentials/fixtures.ts';
 

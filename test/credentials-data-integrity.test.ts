@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ErrorCodes } from '../sidecar/src/lib/errors.ts';
-import { SAMPLE_CONTEXT_URL, issueEd25519Signature2020 } from '../sidecar/src/credentials/index.ts';
+import { SAMPLE_CONTEXT_URL, issueEd25519Signature2020 } from '../sidecar/src/credentials/samples.ts';
 import { DAY_MS, NOW_MS, VC_V1, issuerLoader, keys, kycCredential, rejectsWith, signed, trusting, verifier } from './credentials/fixtures.ts';
 
 describe('Data Integrity credentials', () => {

@@ -10,24 +10,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ErrorCodes } from '../sidecar/src/lib/errors.ts';
 import { randomBytes } from 'node:crypto';
-import {
-  ACCUMULATOR_ENTRY_TYPE,
-  AccumulatorIssuer,
-  DidResolver,
-  SAMPLE_CONTEXT_URL,
-  createDocumentLoader,
-  encodeWitness,
-  issueDataIntegrity,
-  issueSampleCredential,
-  jwsAlgorithm,
-  pinContexts,
-  presentSdJwtVc,
-  sampleContext,
-  sampleParties,
-  sampleTenantPolicyJson,
-  signAccumulatorState,
-  type Witness,
-} from '../sidecar/src/credentials/index.ts';
+import { ACCUMULATOR_ENTRY_TYPE, AccumulatorIssuer, DidResolver, createDocumentLoader, encodeWitness, pinContexts, signAccumulatorState, type Witness } from '../sidecar/src/credentials/index.ts';
+import { SAMPLE_CONTEXT_URL, issueDataIntegrity, issueSampleCredential, jwsAlgorithm, presentSdJwtVc, sampleContext, sampleParties, sampleTenantPolicyJson } from '../sidecar/src/credentials/samples.ts';
 import { buildFixtureBundle } from './harness/fixtures.ts';
 import { post, startPavilion, type RunningPavilion } from './harness/pavilion-harness.ts';
 

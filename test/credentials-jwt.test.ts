@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { createHash, createPrivateKey, sign, type JsonWebKey } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { ErrorCodes } from '../sidecar/src/lib/errors.ts';
-import { issueSdJwtVc, issueTokenStatusList, issueVcJwt, jwsAlgorithm, presentSdJwtVc, type SampleKey } from '../sidecar/src/credentials/index.ts';
+import { issueSdJwtVc, issueTokenStatusList, issueVcJwt, jwsAlgorithm, presentSdJwtVc, type SampleKey } from '../sidecar/src/credentials/samples.ts';
 import { statusValueAt } from '../sidecar/src/credentials/token-status-list.ts';
 import { CHALLENGE, DOMAIN, NOW_MS, keys, kycCredential, rejectsWith, trusting, verifier } from './credentials/fixtures.ts';
 

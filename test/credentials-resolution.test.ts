@@ -5,7 +5,8 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { afterEach, beforeEach, describe, it } from 'node:test';
-import { DidResolver, builtInContexts, createDocumentLoader, pinContexts, sampleContext } from '../sidecar/src/credentials/index.ts';
+import { DidResolver, builtInContexts, createDocumentLoader, pinContexts } from '../sidecar/src/credentials/index.ts';
+import { sampleContext } from '../sidecar/src/credentials/samples.ts';
 import { ErrorCodes } from '../sidecar/src/lib/errors.ts';
 import { keys, rejectsWith } from './credentials/fixtures.ts';
 

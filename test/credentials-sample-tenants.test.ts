@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { SAMPLE_BUNDLE_SOURCES_DIRECTORY } from '../sidecar/src/config/index.ts';
-import { issueSampleCredential, presentSdJwtVc, sampleContext, sampleParties, sampleTenantPolicyJson } from '../sidecar/src/credentials/index.ts';
+import { issueSampleCredential, presentSdJwtVc, sampleContext, sampleParties, sampleTenantPolicyJson } from '../sidecar/src/credentials/samples.ts';
 import { post, startPavilion, type RunningPavilion } from './harness/pavilion-harness.ts';
 
 describe('sample tenants with credential policies', () => {

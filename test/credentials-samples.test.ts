@@ -7,14 +7,8 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { describe, it } from 'node:test';
 import { ErrorCodes } from '../sidecar/src/lib/errors.ts';
-import {
-  CredentialVerifier,
-  issueSampleCredential,
-  presentSdJwtVc,
-  sampleParties,
-  sampleTenantPolicy,
-  type SampleFormat,
-} from '../sidecar/src/credentials/index.ts';
+import { CredentialVerifier } from '../sidecar/src/credentials/index.ts';
+import { issueSampleCredential, presentSdJwtVc, sampleParties, sampleTenantPolicy, type SampleFormat } from '../sidecar/src/credentials/samples.ts';
 import { rejectsWith } from './credentials/fixtures.ts';
 
 const NOW = new Date('2026-06-01T12:00:00Z');

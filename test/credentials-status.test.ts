@@ -7,21 +7,8 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { ErrorCodes } from '../sidecar/src/lib/errors.ts';
-import {
-  ACCUMULATOR_ENTRY_TYPE,
-  AccumulatorIssuer,
-  MIN_STATUS_LIST_BITS,
-  SAMPLE_CONTEXT_URL,
-  WITNESS_BYTES,
-  elementFor,
-  encodeStatusList,
-  encodeWitness,
-  jwsAlgorithm,
-  signAccumulatorState,
-  updateWitness,
-  verifyMembership,
-  type SampleKey,
-} from '../sidecar/src/credentials/index.ts';
+import { ACCUMULATOR_ENTRY_TYPE, AccumulatorIssuer, MIN_STATUS_LIST_BITS, WITNESS_BYTES, elementFor, encodeStatusList, encodeWitness, signAccumulatorState, updateWitness, verifyMembership } from '../sidecar/src/credentials/index.ts';
+import { SAMPLE_CONTEXT_URL, jwsAlgorithm, type SampleKey } from '../sidecar/src/credentials/samples.ts';
 import { bitAt } from '../sidecar/src/credentials/bitstring-status-list.ts';
 import { createHash } from 'node:crypto';
 import { gunzipSync, gzipSync } from 'node:zlib';
@@ -251,7 +238,8 @@ describe('status lists refreshed from their configured files', () => {
     const { mkdtemp, rm, writeFile, readFile } = await import('node:fs/promises');
     const { tmpdir } = await import('node:os');
     const { join } = await import('node:path');
-    const { CredentialGate, parseCredentialPolicy, sampleContext } = await import('../sidecar/src/credentials/index.ts');
+    const { CredentialGate, parseCredentialPolicy } = await import('../sidecar/src/credentials/index.ts');
+    const { sampleContext } = await import('../sidecar/src/credentials/samples.ts');
     const { issuer } = await keys();
     const dir = await mkdtemp(join(tmpdir(), 'pavilion-status-'));
     try {
@@ -291,7 +279,8 @@ describe('Status List Tokens refreshed from their configured files', () => {
     const { mkdtemp, rm, writeFile } = await import('node:fs/promises');
     const { tmpdir } = await import('node:os');
     const { join } = await import('node:path');
-    const { CredentialGate, parseCredentialPolicy, sampleContext, issueTokenStatusList, issueSdJwtVc } = await import('../sidecar/src/credentials/index.ts');
+    const { CredentialGate, parseCredentialPolicy } = await import('../sidecar/src/credentials/index.ts');
+    const { sampleContext, issueTokenStatusList, issueSdJwtVc } = await import('../sidecar/src/credentials/samples.ts');
     const { issuer } = await keys();
     const dir = await mkdtemp(join(tmpdir(), 'pavilion-token-'));
     const uri = 'https://status.bank.example/tokens/9';

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ErrorCodes } from '../sidecar/src/lib/errors.ts';
 import { establishTrust, type Accreditation, type TrustPolicy } from '../sidecar/src/credentials/issuer-trust.ts';
-import { SAMPLE_CONTEXT_URL } from '../sidecar/src/credentials/index.ts';
+import { SAMPLE_CONTEXT_URL } from '../sidecar/src/credentials/samples.ts';
 import { DAY_MS, NOW_MS, VC_V2, keys, kycCredential, rejectsWith, signed, verifier } from './credentials/fixtures.ts';
 
 const Y = 365 * DAY_MS;

@@ -5,16 +5,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { ErrorCodes } from '../sidecar/src/lib/errors.ts';
-import {
-  ACCUMULATOR_ENTRY_TYPE,
-  AccumulatorIssuer,
-  WorkerProofExecutor,
-  elementFor,
-  encodeWitness,
-  jwsAlgorithm,
-  presentDataIntegrity,
-  signAccumulatorState,
-} from '../sidecar/src/credentials/index.ts';
+import { ACCUMULATOR_ENTRY_TYPE, AccumulatorIssuer, WorkerProofExecutor, elementFor, encodeWitness, signAccumulatorState } from '../sidecar/src/credentials/index.ts';
+import { jwsAlgorithm, presentDataIntegrity } from '../sidecar/src/credentials/samples.ts';
 import { CHALLENGE, DOMAIN, issuerLoader, keys, kycCredential, rejectsWith, signed, trusting, verifier } from './credentials/fixtures.ts';
 import { randomBytes } from 'node:crypto';
 

@@ -2,21 +2,8 @@
  * Shared material for the credential tests: deterministic sample keys, a frozen clock, the sample
  * context pinned like a tenant would pin it, and builders for credentials and verifiers.
  */
-import {
-  CredentialVerifier,
-  SAMPLE_CONTEXT_URL,
-  DidResolver,
-  createDocumentLoader,
-  issueDataIntegrity,
-  parseCredentialPolicy,
-  pinContexts,
-  sampleContext,
-  sampleKey,
-  type CredentialPolicy,
-  type CredentialVerifierOptions,
-  type DocumentLoader,
-  type SampleKey,
-} from '../../sidecar/src/credentials/index.ts';
+import { CredentialVerifier, DidResolver, createDocumentLoader, parseCredentialPolicy, pinContexts, type CredentialPolicy, type CredentialVerifierOptions, type DocumentLoader } from '../../sidecar/src/credentials/index.ts';
+import { SAMPLE_CONTEXT_URL, issueDataIntegrity, sampleContext, sampleKey, type SampleKey } from '../../sidecar/src/credentials/samples.ts';
 
 export const NOW_MS = Date.parse('2026-06-01T12:00:00Z');
 export const DAY_MS = 24 * 60 * 60_000;

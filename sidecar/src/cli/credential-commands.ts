@@ -13,29 +13,8 @@
 import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import {
-  AccumulatorIssuer,
-  CredentialVerifier,
-  PUBLIC_KEY_BYTES,
-  VALUE_BYTES,
-  WITNESS_BYTES,
-  assertSampleTenant,
-  elementFor,
-  encodeWitness,
-  issueSampleCredential,
-  presentDataIntegrity,
-  presentSdJwtVc,
-  sampleParties,
-  sampleTenantPolicy,
-  sampleTenantPolicyJson,
-  verifyMembership,
-  prepareAccumulatorKey,
-  createDocumentLoader,
-  DidResolver,
-  pinContexts,
-  sampleContext,
-  type SampleFormat,
-} from '../credentials/index.ts';
+import { AccumulatorIssuer, CredentialVerifier, PUBLIC_KEY_BYTES, VALUE_BYTES, WITNESS_BYTES, elementFor, encodeWitness, verifyMembership, prepareAccumulatorKey, createDocumentLoader, DidResolver, pinContexts } from '../credentials/index.ts';
+import { assertSampleTenant, issueSampleCredential, presentDataIntegrity, presentSdJwtVc, sampleParties, sampleTenantPolicy, sampleTenantPolicyJson, sampleContext, type SampleFormat } from '../credentials/samples.ts';
 
 export const CREDENTIAL_USAGE = `  pavilion credential parties  --tenant bank|hospital
   pavilion credential policy   --tenant bank|hospital

@@ -14,7 +14,6 @@ import { ErrorCodes, PavilionError, describeThrown, isPavilionError } from '../l
 import { AccumulatorRegistry, ACCUMULATOR_ENTRY_TYPE, readAccumulatorEntry } from './accumulator-registry.ts';
 import { decodeStatusListCredential, readStatusListEntry, StatusListCache, type DecodedStatusList, type StatusListSource } from './bitstring-status-list.ts';
 import type { CredentialPolicy } from './credential-policy.ts';
-import { verifyDataIntegrityCredential } from './data-integrity.ts';
 import { DidResolver } from './did-resolver.ts';
 import { createDocumentLoader, type DocumentLoader } from './document-loader.ts';
 import { checkFreshness, type ValidityWindow } from './freshness.ts';
@@ -455,7 +454,7 @@ export class CredentialVerifier {
     try {
       const view = readW3cCredential(credential);
       checkFreshness(view.window, [], nowMs, { clockSkewMs: policy.freshness.clockSkewMs, maxAgeMsByType: {} });
-      await verifyDataIntegrityCredential(credential, { documentLoader: loader, nowMs, clockSkewMs: policy.freshness.clockSkewMs });
+      await (await import('./data-integrity.ts')).verifyDataIntegrityCredential(credential, { documentLoader: loader, nowMs, clockSkewMs: policy.freshness.clockSkewMs });
     } catch (error) {
       if (isPavilionError(error, ErrorCodes.CREDENTIAL_EXPIRED)) throw new PavilionError(ErrorCodes.CREDENTIAL_STATUS_STALE, `status list ${url.slice(0, 200)} expired`, { cause: error });
       throw new PavilionError(ErrorCodes.CREDENTIAL_STATUS_INVALID, `status list ${url.slice(0, 200)}: ${describeThrown(error)}`, { cause: error });
@@ -469,7 +468,7 @@ export class CredentialVerifier {
     const view = readW3cCredential(raw);
     if (!view.types.includes('AccreditationCredential')) throw new PavilionError(ErrorCodes.CREDENTIAL_MALFORMED, 'type must include AccreditationCredential');
     // accreditations are checked for their proof here and for their validity window at use
-    await verifyDataIntegrityCredential(raw, { documentLoader: tenant.loader, nowMs: view.window.validFromMs ?? this.#clock(), clockSkewMs: tenant.policy.freshness.clockSkewMs });
+    await (await import('./data-integrity.ts')).verifyDataIntegrityCredential(raw, { documentLoader: tenant.loader, nowMs: view.window.validFromMs ?? this.#clock(), clockSkewMs: tenant.policy.freshness.clockSkewMs });
     if (view.subject === undefined) throw new PavilionError(ErrorCodes.CREDENTIAL_MALFORMED, 'an accreditation names its subject issuer in credentialSubject.id');
     const scope = view.claims['accreditedFor'];
     if (!isObject(scope)) throw new PavilionError(ErrorCodes.CREDENTIAL_MALFORMED, 'credentialSubject.accreditedFor must be an object');

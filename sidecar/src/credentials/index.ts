@@ -34,31 +34,6 @@ export { DidResolver } from './did-resolver.ts';
 export { createDocumentLoader } from './document-loader.ts';
 export type { DocumentLoader } from './document-loader.ts';
 export {
-  deriveBbs,
-  issueBbsBase,
-  issueDataIntegrity,
-  issueEd25519Signature2020,
-  issueSdJwtVc,
-  issueTokenStatusList,
-  issueVcJwt,
-  jwsAlgorithm,
-  presentDataIntegrity,
-  presentSdJwtVc,
-  sampleBbsKey,
-  sampleKey,
-} from './sample-issuer.ts';
-export type { SampleBbsKey, SampleKey, SampleAlgorithm } from './sample-issuer.ts';
-export { SAMPLE_CONTEXT_URL, sampleContext } from './sample-contexts.ts';
-export {
-  SAMPLE_TENANTS,
-  assertSampleTenant,
-  issueSampleCredential,
-  sampleParties,
-  sampleTenantPolicy,
-  sampleTenantPolicyJson,
-} from './sample-tenants.ts';
-export type { SampleFormat, SampleTenant } from './sample-tenants.ts';
-export {
   CredentialGate,
   CREDENTIALS_HEADER,
   CREDENTIAL_CHALLENGE_HEADER,

@@ -8,7 +8,6 @@
  */
 import { ErrorCodes, PavilionError } from '../lib/errors.ts';
 import { prepareAccumulatorKey, verifyMembership, type PreparedAccumulatorKey } from './bls-accumulator.ts';
-import { verifyDataIntegrityCredential, verifyDataIntegrityPresentation } from './data-integrity.ts';
 import { DidResolver, type PinnedDidDocument } from './did-resolver.ts';
 import { createDocumentLoader, type DocumentLoader } from './document-loader.ts';
 import type { JsonObject } from './json.ts';
@@ -36,6 +35,12 @@ export interface ProofExecutor {
   close(): Promise<void>;
 }
 
+/**
+ * The Data Integrity stack (jsonld, the cryptosuites) is tens of megabytes: loaded on the
+ * first proof, not when the module is imported (the sidecar's proofs run on workers).
+ */
+const dataIntegrity = (): Promise<typeof import('./data-integrity.ts')> => import('./data-integrity.ts');
+
 /** Runs every job on the calling thread. */
 export class InlineProofExecutor implements ProofExecutor {
   readonly #loaders = new Map<string, DocumentLoader>();
@@ -52,11 +57,11 @@ export class InlineProofExecutor implements ProofExecutor {
   }
 
   async verifyCredentialProof(tenantId: string, credential: JsonObject, time: ProofTime): Promise<{ proofType: string }> {
-    return verifyDataIntegrityCredential(credential, { documentLoader: this.#loader(tenantId), ...time });
+    return (await dataIntegrity()).verifyDataIntegrityCredential(credential, { documentLoader: this.#loader(tenantId), ...time });
   }
 
   async verifyPresentationProof(tenantId: string, presentation: JsonObject, check: ProofTime & { challenge: string; domain: string }): Promise<{ proofType: string; holderKey: string }> {
-    return verifyDataIntegrityPresentation(presentation, { documentLoader: this.#loader(tenantId), ...check });
+    return (await dataIntegrity()).verifyDataIntegrityPresentation(presentation, { documentLoader: this.#loader(tenantId), ...check });
   }
 
   async verifyMembership(value: Uint8Array, publicKey: Uint8Array, element: bigint, witness: Uint8Array): Promise<boolean> {
