@@ -81,6 +81,7 @@ export class DecisionForwarder implements Component {
   #stopping = false;
   #failures = 0;
   #published = 0;
+  #duplicates = 0;
 
   constructor(options: DecisionForwarderOptions) {
     this.#options = options;
@@ -97,6 +98,7 @@ export class DecisionForwarder implements Component {
   async start(): Promise<void> {
     if (this.#state !== 'new') return;
     this.#state = 'connecting';
+    if (this.#options.metrics !== undefined) this.#options.metrics.auditStreamBacklogSource = () => this.backlog();
     this.#loop = this.#run();
   }
 
@@ -118,6 +120,7 @@ export class DecisionForwarder implements Component {
       backlog: total,
       tenants: backlog,
       published: this.#published,
+      duplicates: this.#duplicates,
       ...(this.#lastError === undefined ? {} : { last_error: this.#lastError }),
     };
     if (this.#state === 'new' || this.#state === 'stopped') return { state: 'NOT_READY', message: `decision stream ${this.#state}`, details };
@@ -130,6 +133,8 @@ export class DecisionForwarder implements Component {
   async #run(): Promise<void> {
     while (!this.#stopping) {
       try {
+        // Cursors first, so the backlog is right while NATS is away too.
+        for (const [tenant, log] of this.#options.logs()) if (!this.#tenants.has(tenant)) await this.#load(tenant, log);
         if (this.#js === undefined) await this.#connect();
         this.#state = 'forwarding';
         const moved = await this.#pass();
@@ -190,7 +195,6 @@ export class DecisionForwarder implements Component {
       if (this.#stopping) break;
       const state = this.#tenants.get(tenant) ?? (await this.#load(tenant, log));
       if (await this.#forward(tenant, state)) moved = true;
-      this.#options.metrics?.auditStreamBacklog.set({ tenant }, Math.max(0, log.size - state.cursor.nextLeaf));
     }
     return moved;
   }
@@ -231,7 +235,7 @@ export class DecisionForwarder implements Component {
     let moved = false;
     const settleFirst = async (): Promise<void> => {
       const first = inFlight.shift()!;
-      await first.ack;
+      if ((await first.ack).duplicate) this.#duplicates++;
       state.cursor = { nextLeaf: first.nextLeaf, offset: first.offset };
       this.#published++;
       this.#options.metrics?.auditStreamPublished.inc({ tenant });

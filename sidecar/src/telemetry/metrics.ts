@@ -24,6 +24,8 @@ export class Metrics implements EngineObserver, CredentialObserver {
   readonly activationPhaseSeconds: Histogram<'phase'>;
   readonly auditStreamBacklog: Gauge<'tenant'>;
   readonly auditStreamPublished: Counter<'tenant'>;
+  /** Read at every scrape for pavilion_audit_stream_backlog (set by the decision forwarder). */
+  auditStreamBacklogSource: (() => Readonly<Record<string, number>>) | undefined;
   readonly #revisions = new Map<string, string>();
 
   constructor() {
@@ -119,6 +121,11 @@ export class Metrics implements EngineObserver, CredentialObserver {
       help: 'Logged decisions not yet acknowledged by NATS JetStream, by tenant.',
       labelNames: ['tenant'],
       registers: [this.registry],
+      collect: () => {
+        const source = this.auditStreamBacklogSource;
+        if (source === undefined) return;
+        for (const [tenant, backlog] of Object.entries(source())) this.auditStreamBacklog.set({ tenant }, backlog);
+      },
     });
     this.auditStreamPublished = new Counter({
       name: 'pavilion_audit_stream_published_total',

@@ -1,0 +1,167 @@
+/**
+ * Streaming the audit log to NATS JetStream (real nats-server): decisions made through the
+ * Data API arrive on `pavilion.decisions.<tenant>` in log order with Nats-Msg-Id = decision
+ * id; while NATS is down the log keeps them and status shows the backlog; after it returns
+ * they all arrive in order, once; a restarted sidecar resumes from its cursor, and re-sent
+ * events are dropped by JetStream's duplicate detection.
+ */
+import assert from 'node:assert/strict';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
+import { CURSOR_FILE } from '../sidecar/src/audit/index.ts';
+import { tempDir } from './audit/fixtures.ts';
+import { startNats, type RunningNats } from './harness/nats-server.ts';
+import { post, startPavilion, type RunningPavilion } from './harness/pavilion-harness.ts';
+import { until } from './harness/wait.ts';
+
+const TENANT = { 'x-pavilion-tenant': 'bank' };
+const STREAM = 'PAVILION_DECISIONS';
+
+interface Streamed {
+  readonly subject: string;
+  readonly msgId: string | undefined;
+  readonly decisionId: string;
+}
+
+describe('decisions stream to NATS JetStream from the audit log', () => {
+  let nats: RunningNats;
+  let auditDir: string;
+  let app: RunningPavilion | undefined;
+  let observer: NatsConnection | undefined;
+  /** Decision ids in the order the Data API answered them (= log order: one at a time). */
+  const made: string[] = [];
+
+  const startSidecar = async (): Promise<RunningPavilion> => startPavilion({
+    config: {
+      nats: { servers: [nats.url], reconnectWaitMs: 50, reconnectJitterMs: 0, connectTimeoutMs: 500 },
+      decisionLog: {
+        sink: 'audit',
+        audit: { directory: auditDir, checkpointIntervalMs: 600_000, stream: { enabled: true, maxInFlight: 8, retryWaitMs: 50 } },
+      },
+    },
+  });
+
+  const decide = async (count: number): Promise<void> => {
+    for (let i = 0; i < count; i++) {
+      const response = await post(`${app!.url}/v1/data/bank/authz/allow`, { input: { subject: { id: `stream-${made.length}` } } }, TENANT);
+      assert.equal(response.status, 200);
+      made.push(String(response.body['decision_id']));
+    }
+  };
+
+  /** A JetStream manager on a connection of the test's own (reopened after a NATS restart). */
+  const jsm = async (): Promise<JetStreamManager> => {
+    if (observer === undefined || observer.isClosed()) observer = await connect({ servers: [nats.url], reconnect: false });
+    return jetstreamManager(observer);
+  };
+
+  const count = async (): Promise<number> => {
+    try {
+      return (await (await jsm()).streams.info(STREAM)).state.messages;
+    } catch {
+      observer = undefined;
+      return -1;
+    }
+  };
+
+  const streamed = async (): Promise<Streamed[]> => {
+    const manager = await jsm();
+    const info = await manager.streams.info(STREAM);
+    const out: Streamed[] = [];
+    for (let seq = info.state.first_seq; seq <= info.state.last_seq; seq++) {
+      const message = await manager.streams.getMessage(STREAM, { seq });
+      assert.ok(message !== null);
+      out.push({
+        subject: message.subject,
+        msgId: message.header.get('Nats-Msg-Id') || undefined,
+        decisionId: String((message.json<{ decision_id: string }>()).decision_id),
+      });
+    }
+    return out;
+  };
+
+  const assertStreamIsLog = async (): Promise<void> => {
+    const messages = await streamed();
+    assert.equal(messages.length, made.length, 'one message per decision');
+    assert.deepEqual(messages.map((m) => m.decisionId), made, 'in log order, none missing, none twice');
+    assert.deepEqual(messages.map((m) => m.msgId), made, 'Nats-Msg-Id is the decision id');
+    assert.ok(messages.every((m) => m.subject === 'pavilion.decisions.bank'));
+  };
+
+  const forwarderDetails = (): Record<string, unknown> => app!.pavilion.decisionStream!.status().details as Record<string, unknown>;
+
+  before(async () => {
+    nats = await startNats();
+    auditDir = await tempDir();
+    app = await startSidecar();
+  });
+
+  after(async () => {
+    await observer?.close().catch(() => undefined);
+    await app?.stop();
+    await nats?.stop();
+  });
+
+  test('decisions made through the Data API arrive in log order with Nats-Msg-Id = decision id', async () => {
+    assert.ok(app!.pavilion.decisionStream !== undefined, 'the forwarder is wired when stream.enabled');
+    await decide(5);
+    await until('5 decisions on the stream', async () => (await count()) === 5);
+    await assertStreamIsLog();
+    await until('backlog 0', () => forwarderDetails()['backlog'] === 0);
+    assert.equal(app!.pavilion.decisionStream!.status().state, 'OK');
+    const metrics = await (await fetch(`${app!.url}/metrics`)).text();
+    assert.match(metrics, /pavilion_audit_stream_published_total\{tenant="bank"\} 5/);
+    assert.match(metrics, /pavilion_audit_stream_backlog\{tenant="bank"\} 0/);
+  });
+
+  test('NATS down: the log keeps the decisions, status shows the backlog; back: all arrive in order, once', async () => {
+    await nats.kill();
+    const N = 20;
+    await decide(N);
+    await until('the backlog of 20 in status', () => forwarderDetails()['backlog'] === N);
+    const down = app!.pavilion.decisionStream!.status();
+    assert.equal(down.state, 'WARN', 'status says the stream is not forwarding');
+    assert.equal((down.details as Record<string, unknown>)['state'], 'retrying');
+    assert.ok(typeof (down.details as Record<string, unknown>)['last_error'] === 'string', 'last error reported');
+    const metrics = await (await fetch(`${app!.url}/metrics`)).text();
+    assert.match(metrics, new RegExp(`pavilion_audit_stream_backlog\\{tenant="bank"\\} ${N}`));
+
+    await nats.restart();
+    await until('25 decisions on the stream', async () => (await count()) === 5 + N, 20_000);
+    await until('backlog 0', () => forwarderDetails()['backlog'] === 0);
+    await assertStreamIsLog();
+    assert.equal(app!.pavilion.decisionStream!.status().state, 'OK');
+  });
+
+  test('a sidecar restarted mid-backlog resumes from its cursor; re-sent events are deduplicated', async () => {
+    await nats.kill();
+    await decide(10);
+    await app!.stop();
+    const cursorFile = join(auditDir, 'tenants', 'bank', CURSOR_FILE);
+    const cursor = JSON.parse(await readFile(cursorFile, 'utf8')) as { next_leaf: number; offset: number };
+    assert.equal(cursor.next_leaf, 25, 'the cursor covers exactly what JetStream acknowledged');
+
+    app = await startSidecar();
+    await until('the restarted sidecar shows the backlog from its cursor', () => forwarderDetails()['backlog'] === 10);
+    assert.equal(app.pavilion.decisionStream!.status().state, 'WARN');
+    await nats.restart();
+    await until('35 decisions on the stream', async () => (await count()) === 35, 20_000);
+    await until('backlog 0', () => forwarderDetails()['backlog'] === 0);
+    assert.equal(forwarderDetails()['published'], 10, 'resumed at the cursor: only the 10 new ones were sent');
+    assert.equal(forwarderDetails()['duplicates'], 0);
+    await assertStreamIsLog();
+
+    // A crash after publishing but before the cursor was written: the cursor is behind.
+    await app!.stop();
+    await writeFile(cursorFile, `${JSON.stringify({ version: 1, next_leaf: 0, offset: 16 })}\n`);
+    app = await startSidecar();
+    await until('everything re-sent', () => forwarderDetails()['published'] === 35, 20_000);
+    assert.equal(forwarderDetails()['duplicates'], 35, 'JetStream reported every re-send as a duplicate');
+    assert.equal(await count(), 35, 'the stream count is unchanged');
+    await assertStreamIsLog();
+    assert.equal((JSON.parse(await readFile(cursorFile, 'utf8')) as { next_leaf: number }).next_leaf, 35);
+  });
+});
