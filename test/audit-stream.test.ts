@@ -12,6 +12,8 @@ import { after, before, describe, test } from 'node:test';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { CURSOR_FILE } from '../sidecar/src/audit/index.ts';
+import { parseConfig } from '../sidecar/src/config/index.ts';
+import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
 import { tempDir } from './audit/fixtures.ts';
 import { startNats, type RunningNats } from './harness/nats-server.ts';
 import { post, startPavilion, type RunningPavilion } from './harness/pavilion-harness.ts';
@@ -25,6 +27,24 @@ interface Streamed {
   readonly msgId: string | undefined;
   readonly decisionId: string;
 }
+
+describe('decisionLog.audit.stream config', () => {
+  const withStream = (stream: unknown, nats = true): unknown => parseConfig({
+    ...(nats ? { nats: { servers: ['nats://127.0.0.1:4222'] } } : {}),
+    decisionLog: { sink: 'audit', audit: { stream } },
+  });
+
+  test('off by default; maxInFlight and retryWaitMs have defaults', () => {
+    assert.deepEqual(parseConfig({ decisionLog: { sink: 'audit' } }).decisionLog.audit?.stream, { enabled: false, maxInFlight: 256, retryWaitMs: 250 });
+    assert.deepEqual((withStream({ enabled: true, maxInFlight: 4, retryWaitMs: 100 }) as ReturnType<typeof parseConfig>).decisionLog.audit?.stream, { enabled: true, maxInFlight: 4, retryWaitMs: 100 });
+  });
+
+  test('unknown keys, bad values and enabled without a nats section are refused', () => {
+    for (const [stream, nats] of [[{ enable: true }, true], [{ maxInFlight: 0 }, true], [{ retryWaitMs: 'fast' }, true], [{ enabled: true }, false]] as const) {
+      assert.throws(() => withStream(stream, nats), (e: unknown) => isPavilionError(e, ErrorCodes.CONFIG_INVALID), JSON.stringify(stream));
+    }
+  });
+});
 
 describe('decisions stream to NATS JetStream from the audit log', () => {
   let nats: RunningNats;
