@@ -38,6 +38,8 @@ export const CURSOR_FILE = 'stream.cursor';
 export const DUPLICATE_WINDOW_MS = 10 * 60 * 1000;
 const READ_CHUNK_BYTES = 1024 * 1024;
 const MAX_BACKOFF_FACTOR = 30;
+/** During a long catch-up the cursor file is written at least this often (bounds re-sends after a crash). */
+const CURSOR_SAVE_INTERVAL_MS = 1000;
 
 export interface DecisionForwarderOptions {
   readonly nats: NatsConfig;
@@ -233,6 +235,7 @@ export class DecisionForwarder implements Component {
     const handle = await open(state.log.path, 'r');
     const inFlight: Array<{ ack: Promise<PubAck>; nextLeaf: number; offset: number }> = [];
     let moved = false;
+    let savedAt = Date.now();
     const settleFirst = async (): Promise<void> => {
       const first = inFlight.shift()!;
       if ((await first.ack).duplicate) this.#duplicates++;
@@ -240,6 +243,10 @@ export class DecisionForwarder implements Component {
       this.#published++;
       this.#options.metrics?.auditStreamPublished.inc({ tenant });
       moved = true;
+      if (Date.now() - savedAt >= CURSOR_SAVE_INTERVAL_MS) {
+        savedAt = Date.now();
+        await this.#save(state);
+      }
     };
     try {
       const decoder = new FrameDecoder(state.cursor.offset);
