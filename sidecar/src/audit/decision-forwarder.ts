@@ -153,6 +153,8 @@ export class DecisionForwarder implements Component {
         await this.#sleep(this.#options.retryWaitMs * factor * (0.75 + Math.random() * 0.5));
       }
     }
+    // A connection made after stop's deadline passed is not left open.
+    await this.#disconnect();
   }
 
   #sleep(ms: number): Promise<void> {
@@ -168,6 +170,7 @@ export class DecisionForwarder implements Component {
   async #connect(): Promise<void> {
     const nc = await connectNats(this.#options.nats, { reconnect: false });
     this.#nc = nc;
+    if (this.#stopping) throw new Error('stopping');
     const jsm = await jetstreamManager(nc);
     try {
       await jsm.streams.info(this.streamName);
