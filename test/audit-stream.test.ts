@@ -103,8 +103,13 @@ describe('decisions stream to NATS JetStream from the audit log', () => {
     return out;
   };
 
+  /** Decisions of another tenant (its own log and subject). */
+  const other: string[] = [];
+
   const assertStreamIsLog = async (): Promise<void> => {
-    const messages = await streamed();
+    const all = await streamed();
+    assert.deepEqual(all.filter((m) => m.subject === 'pavilion.decisions.hospital').map((m) => m.msgId), other, 'the other tenant, on its own subject');
+    const messages = all.filter((m) => m.subject !== 'pavilion.decisions.hospital');
     assert.equal(messages.length, made.length, 'one message per decision');
     assert.deepEqual(messages.map((m) => m.decisionId), made, 'in log order, none missing, none twice');
     assert.deepEqual(messages.map((m) => m.msgId), made, 'Nats-Msg-Id is the decision id');
@@ -128,7 +133,10 @@ describe('decisions stream to NATS JetStream from the audit log', () => {
   test('decisions made through the Data API arrive in log order with Nats-Msg-Id = decision id', async () => {
     assert.ok(app!.pavilion.decisionStream !== undefined, 'the forwarder is wired when stream.enabled');
     await decide(5);
-    await until('5 decisions on the stream', async () => (await count()) === 5);
+    const response = await post(`${app!.url}/v1/data/hospital/records/allow`, { input: {} }, { 'x-pavilion-tenant': 'hospital' });
+    assert.equal(response.status, 200);
+    other.push(String(response.body['decision_id']));
+    await until('6 decisions on the stream', async () => (await count()) === 6);
     await assertStreamIsLog();
     await until('backlog 0', () => forwarderDetails()['backlog'] === 0);
     assert.equal(app!.pavilion.decisionStream!.status().state, 'OK');
@@ -150,7 +158,7 @@ describe('decisions stream to NATS JetStream from the audit log', () => {
     assert.match(metrics, new RegExp(`pavilion_audit_stream_backlog\\{tenant="bank"\\} ${N}`));
 
     await nats.restart();
-    await until('25 decisions on the stream', async () => (await count()) === 5 + N, 20_000);
+    await until('26 decisions on the stream', async () => (await count()) === 6 + N, 20_000);
     await until('backlog 0', () => forwarderDetails()['backlog'] === 0);
     await assertStreamIsLog();
     assert.equal(app!.pavilion.decisionStream!.status().state, 'OK');
@@ -168,7 +176,7 @@ describe('decisions stream to NATS JetStream from the audit log', () => {
     await until('the restarted sidecar shows the backlog from its cursor', () => forwarderDetails()['backlog'] === 10);
     assert.equal(app.pavilion.decisionStream!.status().state, 'WARN');
     await nats.restart();
-    await until('35 decisions on the stream', async () => (await count()) === 35, 20_000);
+    await until('36 decisions on the stream', async () => (await count()) === 36, 20_000);
     await until('backlog 0', () => forwarderDetails()['backlog'] === 0);
     assert.equal(forwarderDetails()['published'], 10, 'resumed at the cursor: only the 10 new ones were sent');
     assert.equal(forwarderDetails()['duplicates'], 0);
@@ -180,7 +188,7 @@ describe('decisions stream to NATS JetStream from the audit log', () => {
     app = await startSidecar();
     await until('everything re-sent', () => forwarderDetails()['published'] === 35, 20_000);
     assert.equal(forwarderDetails()['duplicates'], 35, 'JetStream reported every re-send as a duplicate');
-    assert.equal(await count(), 35, 'the stream count is unchanged');
+    assert.equal(await count(), 36, 'the stream count is unchanged');
     await assertStreamIsLog();
     assert.equal((JSON.parse(await readFile(cursorFile, 'utf8')) as { next_leaf: number }).next_leaf, 35);
   });
