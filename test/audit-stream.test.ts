@@ -10,11 +10,11 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
-import { CURSOR_FILE } from '../sidecar/src/audit/index.ts';
+import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
+import { CURSOR_FILE, DecisionForwarder, SoftwareSigner, type AuditLog } from '../sidecar/src/audit/index.ts';
 import { parseConfig } from '../sidecar/src/config/index.ts';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
-import { tempDir } from './audit/fixtures.ts';
+import { decisionEvent, openLog, tempDir } from './audit/fixtures.ts';
 import { startNats, type RunningNats } from './harness/nats-server.ts';
 import { post, startPavilion, type RunningPavilion } from './harness/pavilion-harness.ts';
 import { until } from './harness/wait.ts';
@@ -191,5 +191,55 @@ describe('decisions stream to NATS JetStream from the audit log', () => {
     assert.equal(await count(), 36, 'the stream count is unchanged');
     await assertStreamIsLog();
     assert.equal((JSON.parse(await readFile(cursorFile, 'utf8')) as { next_leaf: number }).next_leaf, 35);
+  });
+});
+
+describe('NATS killed in the middle of a catch-up', () => {
+  let nats: RunningNats;
+  let log: AuditLog;
+  let forwarder: DecisionForwarder;
+  let nc: NatsConnection | undefined;
+  const TOTAL = 10_000;
+
+  before(async () => {
+    nats = await startNats();
+    log = await openLog(await tempDir(), SoftwareSigner.generate(), { fsync: 'never', checkpointEveryEvents: 2000 });
+    for (let start = 0; start < TOTAL; start += 1000) {
+      await Promise.all(Array.from({ length: 1000 }, (_, i) => log.append(decisionEvent(start + i))));
+    }
+  });
+
+  after(async () => {
+    await forwarder?.stop(2000);
+    await nc?.close().catch(() => undefined);
+    await log?.stop(2000);
+    await nats?.stop();
+  });
+
+  test('every event arrives once, in order, though publishes were in flight when the server died', async () => {
+    const nats1 = parseConfig({ nats: { servers: [nats.url], subjectPrefix: 'midflight', connectTimeoutMs: 500 } }).nats!;
+    forwarder = new DecisionForwarder({ nats: nats1, logs: () => new Map([['bank', log]]), maxInFlight: 32, retryWaitMs: 20 });
+    const details = (): Record<string, unknown> => forwarder.status().details as Record<string, unknown>;
+    await forwarder.start();
+    await until('a first part published', () => (details()['published'] as number) >= 200, 20_000);
+    await nats.kill();
+    const before = details()['published'] as number;
+    assert.ok(before < TOTAL, `the catch-up was still running when the server died (${before} of ${TOTAL})`);
+    await until('retrying', () => details()['state'] === 'retrying');
+    await nats.restart();
+    await until('backlog 0', () => details()['backlog'] === 0, 60_000);
+
+    nc = await connect({ servers: [nats.url] });
+    const info = await (await jetstreamManager(nc)).streams.info('MIDFLIGHT_DECISIONS');
+    assert.equal(info.state.messages, TOTAL, 'no event lost, none stored twice');
+    const consumer = await jetstream(nc).consumers.get('MIDFLIGHT_DECISIONS');
+    const ids: string[] = [];
+    const messages = await consumer.consume();
+    for await (const m of messages) {
+      ids.push(m.headers?.get('Nats-Msg-Id') ?? '');
+      if (ids.length === TOTAL) break;
+    }
+    const expected = Array.from({ length: TOTAL }, (_, n) => decisionEvent(n).decision_id);
+    assert.ok(ids.every((id, i) => id === expected[i]), `stream order is log order (first difference at ${ids.findIndex((id, i) => id !== expected[i])})`);
   });
 });
