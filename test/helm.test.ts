@@ -623,6 +623,17 @@ describe('values are validated', () => {
     const { tenants: _tenants, ...sections } = defaultConfig();
     compare(sections as unknown as Record<string, unknown>, schema, 'config');
   });
+
+  test('the schema of decisionLog.audit (optional, so not in the defaults) has exactly the sidecar keys, stream included', () => {
+    const audit = readSchema(APP_CHART).properties?.['pavilion']?.properties?.['config']?.properties?.['decisionLog']?.properties?.['audit'];
+    const parsed = parseConfig({ decisionLog: { sink: 'audit' } }).decisionLog.audit;
+    assert.ok(audit !== undefined && parsed !== undefined);
+    assert.equal(audit.additionalProperties, false);
+    assert.deepEqual(Object.keys(audit.properties ?? {}).sort(), Object.keys(parsed).sort());
+    const stream = audit.properties?.['stream'];
+    assert.equal(stream?.additionalProperties, false, 'decisionLog.audit.stream refuses unknown keys');
+    assert.deepEqual(Object.keys(stream?.properties ?? {}).sort(), Object.keys(parsed.stream).sort());
+  });
 });
 
 describe('Istio extension provider documentation', () => {

@@ -6,6 +6,7 @@ import { ApiServer } from './api/index.ts';
 import {
   AuditLogSink,
   DecisionEvents,
+  DecisionForwarder,
   FileDecisionSink,
   NullDecisionSink,
   DecisionMasker,
@@ -38,7 +39,7 @@ function decisionSink(config: PavilionConfig): DecisionSink {
   const { sink, path, audit } = config.decisionLog;
   if (sink === 'file') return new FileDecisionSink(path);
   if (sink === 'audit' && audit !== undefined) {
-    const { directory, signer, ...settings } = audit;
+    const { directory, signer, stream: _stream, ...settings } = audit;
     return new AuditLogSink({
       directory,
       originPrefix: config.labels.id,
@@ -85,6 +86,8 @@ export class Pavilion {
   readonly sink: DecisionSink;
   /** The verifiable audit log when `decisionLog.sink` is 'audit' (proofs, receipts, checkpoints). */
   readonly auditLog: AuditLogSink | undefined;
+  /** Streams every logged decision to NATS JetStream when `decisionLog.audit.stream.enabled`. */
+  readonly decisionStream: DecisionForwarder | undefined;
   /** One event builder (and req_id sequence) for every transport. */
   readonly events: DecisionEvents;
   readonly api: ApiServer;
@@ -153,6 +156,18 @@ export class Pavilion {
     const sink = options.sink ?? decisionSink(config);
     this.auditLog = sink instanceof AuditLogSink ? sink : undefined;
     this.sink = new MaskingDecisionSink(sink, decisionMasker(config, this.engine));
+    const stream = config.decisionLog.audit?.stream;
+    const auditLog = this.auditLog;
+    this.decisionStream = stream?.enabled === true && config.nats !== undefined && auditLog !== undefined
+      ? new DecisionForwarder({
+          nats: config.nats,
+          logs: () => auditLog.openLogs(),
+          maxInFlight: stream.maxInFlight,
+          retryWaitMs: stream.retryWaitMs,
+          metrics: this.metrics,
+          ...(options.log === undefined ? {} : { log: options.log }),
+        })
+      : undefined;
     this.credentials = config.credentials === undefined
       ? undefined
       : new CredentialGate({
@@ -192,7 +207,10 @@ export class Pavilion {
 
   #components(): Component[] {
     return [
-      this.sink, this.engine, this.tenants,
+      this.sink,
+      // after the sink (it reads the tenant logs), so stopped before it
+      ...(this.decisionStream === undefined ? [] : [this.decisionStream]),
+      this.engine, this.tenants,
       ...(this.distribution === undefined ? [] : [this.distribution]),
       // before the API: requests carrying credentials need the verifier ready
       ...(this.credentials === undefined ? [] : [this.credentials]),

@@ -158,6 +158,11 @@ export class AuditLogSink implements DecisionSink {
     return log.consistencyProofFrom(old);
   }
 
+  /** The tenant logs open now (a tenant's log opens at start or with its first event). */
+  openLogs(): ReadonlyMap<string, AuditLog> {
+    return this.#opened;
+  }
+
   latestCheckpoint(tenant: string): SignedCheckpointV1 | undefined {
     return this.#opened.get(tenant)?.latestCheckpoint;
   }

@@ -126,6 +126,17 @@ export interface AuditLogConfig {
   readonly checkpointEveryEvents: number;
   readonly checkpointIntervalMs: number;
   readonly signer: AuditSignerConfig;
+  /** Forward every logged decision to NATS JetStream (`<nats.subjectPrefix>.decisions.<tenant>`). */
+  readonly stream: AuditStreamConfig;
+}
+
+/** `decisionLog.audit.stream`: the decision forwarder (uses the `nats` section to connect). */
+export interface AuditStreamConfig {
+  readonly enabled: boolean;
+  /** Publishes awaiting their JetStream ack at once, per tenant. */
+  readonly maxInFlight: number;
+  /** First wait after a failure; doubles up to 30x while NATS stays away. */
+  readonly retryWaitMs: number;
 }
 
 /** `decisionLog.privacy`: what happens to an event before any sink sees it. */
@@ -339,6 +350,7 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
   if (sink !== 'file' && sink !== 'none' && sink !== 'audit') fail('$.decisionLog.sink', "must be 'file', 'none' or 'audit'");
   if (decisionLog['audit'] !== undefined && sink !== 'audit') fail('$.decisionLog.audit', "is only used with sink 'audit'");
   const audit = sink === 'audit' ? parseAuditLog(decisionLog['audit'] ?? {}, p) : undefined;
+  if (audit?.stream.enabled === true && root['nats'] === undefined) fail('$.decisionLog.audit.stream.enabled', 'is true but there is no nats section');
 
   const tenantsRaw = root['tenants'] ?? [];
   if (!Array.isArray(tenantsRaw)) fail('$.tenants', 'must be an array');
@@ -536,8 +548,15 @@ function parseAuditLog(raw: unknown, p: (file: string) => string): AuditLogConfi
   const a = objectAt(raw, path);
   refuseUnknown(a, [
     'directory', 'fsync', 'fsyncIntervalMs', 'groupCommitMaxDelayMs', 'groupCommitMaxBytes', 'maxDiskBytes', 'onFull',
-    'blockTimeoutMs', 'maxEventBytes', 'checkpointEveryEvents', 'checkpointIntervalMs', 'signer',
+    'blockTimeoutMs', 'maxEventBytes', 'checkpointEveryEvents', 'checkpointIntervalMs', 'signer', 'stream',
   ], path);
+  const streamRaw = objectAt(a['stream'] ?? {}, `${path}.stream`);
+  refuseUnknown(streamRaw, ['enabled', 'maxInFlight', 'retryWaitMs'], `${path}.stream`);
+  const stream: AuditStreamConfig = {
+    enabled: bool(streamRaw, 'enabled', `${path}.stream`, false),
+    maxInFlight: int(streamRaw, 'maxInFlight', `${path}.stream`, 256, 1, 65_536),
+    retryWaitMs: int(streamRaw, 'retryWaitMs', `${path}.stream`, 250, 10, 600_000),
+  };
   const directory = a['directory'] === undefined ? resolve(REPO_ROOT, 'var', 'audit') : p(str(a, 'directory', path, ''));
   const maxDiskBytes = int(a, 'maxDiskBytes', path, 1024 * MiB, 64 * 1024, Number.MAX_SAFE_INTEGER);
   const maxEventBytes = int(a, 'maxEventBytes', path, 1 * MiB, 1024, 64 * MiB);
@@ -582,6 +601,7 @@ function parseAuditLog(raw: unknown, p: (file: string) => string): AuditLogConfi
     checkpointEveryEvents: int(a, 'checkpointEveryEvents', path, 1000, 1, 100_000_000),
     checkpointIntervalMs: int(a, 'checkpointIntervalMs', path, 10_000, 10, 86_400_000),
     signer,
+    stream,
   };
 }
 

@@ -9,6 +9,7 @@ export {
   SAMPLE_BUNDLE_SOURCES_DIRECTORY,
   type AuditLogConfig,
   type AuditSignerConfig,
+  type AuditStreamConfig,
   type DecisionLogPrivacyConfig,
   type ExtAuthzConfig,
   type ExtAuthzTenantConfig,

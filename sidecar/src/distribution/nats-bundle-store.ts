@@ -34,6 +34,12 @@ export const DEPLOY_HISTORY = 64;
 export interface ConnectOptions {
   /** Keep retrying the first connection instead of failing (the sidecar; the CLI fails fast). */
   readonly waitOnFirstConnect?: boolean;
+  /**
+   * Reconnect (and re-send what was buffered meanwhile) after a disconnect (default true).
+   * The decision forwarder turns it off: a publish buffered across a reconnect could land
+   * after one sent later, so it reconnects itself and re-sends from its cursor.
+   */
+  readonly reconnect?: boolean;
 }
 
 function unavailable(what: string, error: unknown): PavilionError {
@@ -60,7 +66,7 @@ export async function connectNats(config: NatsConfig, options: ConnectOptions = 
       ...(config.password === undefined ? {} : { pass: config.password }),
       ...(config.token === undefined ? {} : { token: config.token }),
       ...(config.inboxPrefix === undefined ? {} : { inboxPrefix: config.inboxPrefix }),
-      reconnect: true,
+      reconnect: options.reconnect ?? true,
       maxReconnectAttempts: -1,
       reconnectTimeWait: config.reconnectWaitMs,
       reconnectJitter: config.reconnectJitterMs,

@@ -22,6 +22,10 @@ export class Metrics implements EngineObserver, CredentialObserver {
   readonly rolloutSeconds: Histogram;
   readonly shadowComparisons: Counter<'tenant' | 'outcome'>;
   readonly activationPhaseSeconds: Histogram<'phase'>;
+  readonly auditStreamBacklog: Gauge<'tenant'>;
+  readonly auditStreamPublished: Counter<'tenant'>;
+  /** Read at every scrape for pavilion_audit_stream_backlog (set by the decision forwarder). */
+  auditStreamBacklogSource: (() => Readonly<Record<string, number>>) | undefined;
   readonly #revisions = new Map<string, string>();
 
   constructor() {
@@ -110,6 +114,23 @@ export class Metrics implements EngineObserver, CredentialObserver {
       help: 'Time in each step of a bundle activation: fetch (download), read, verify, compile, load, test, swap, persist.',
       labelNames: ['phase'],
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5],
+      registers: [this.registry],
+    });
+    this.auditStreamBacklog = new Gauge({
+      name: 'pavilion_audit_stream_backlog',
+      help: 'Logged decisions not yet acknowledged by NATS JetStream, by tenant.',
+      labelNames: ['tenant'],
+      registers: [this.registry],
+      collect: () => {
+        const source = this.auditStreamBacklogSource;
+        if (source === undefined) return;
+        for (const [tenant, backlog] of Object.entries(source())) this.auditStreamBacklog.set({ tenant }, backlog);
+      },
+    });
+    this.auditStreamPublished = new Counter({
+      name: 'pavilion_audit_stream_published_total',
+      help: 'Logged decisions acknowledged by NATS JetStream (re-sends after a failure included), by tenant.',
+      labelNames: ['tenant'],
       registers: [this.registry],
     });
     this.rolloutSeconds = new Histogram({

@@ -165,6 +165,19 @@ export class AuditLog {
     return join(this.#options.directory, WAL_FILE);
   }
 
+  get directory(): string {
+    return this.#options.directory;
+  }
+
+  /**
+   * Bytes of the file that are written (and synced, with fsync 'always'): every frame before
+   * this offset is complete and acknowledged, so a reader may read up to it while the log
+   * keeps appending.
+   */
+  get writtenBytes(): number {
+    return this.#writer?.stats().bytesOnDisk ?? 0;
+  }
+
   get origin(): string {
     return this.#options.origin;
   }

@@ -1,0 +1,320 @@
+/**
+ * Streams every logged decision to NATS JetStream, in log order, without loss or duplicates.
+ *
+ * Each tenant's events go to `<subjectPrefix>.decisions.<tenant>` with `Nats-Msg-Id` = the
+ * event's `decision_id`, into the stream `<PREFIX>_DECISIONS` (subjects
+ * `<subjectPrefix>.decisions.>`, created when missing, 10 minute duplicate window). The payload is
+ * the event exactly as logged (its canonical JSON, the bytes the leaf hash covers).
+ *
+ * The audit log is the write-ahead log: the forwarder reads each tenant's `audit.wal` from a
+ * cursor (`stream.cursor` next to it: the next leaf index and the byte offset after the last
+ * acknowledged leaf, replaced atomically), publishes up to `maxInFlight` events, and moves the
+ * cursor only over events JetStream acknowledged, in order. It reads only up to the bytes the
+ * log has written, follows new appends by polling, and while NATS is away keeps retrying with
+ * a doubling wait (retryWaitMs up to 30x): the log keeps everything meanwhile, and `status()`
+ * shows the backlog.
+ *
+ * No duplicates: events acknowledged but not yet in the cursor file (a crash, a lost ack) are
+ * published again, and JetStream drops them by message id within the duplicate window. Order:
+ * the forwarder has its own connection without automatic reconnection, so nothing buffered
+ * on a dead connection is sent after a newer event; after any failure it reconnects and
+ * re-sends from the acknowledged cursor.
+ */
+import { open, readFile, rename } from 'node:fs/promises';
+import { join } from 'node:path';
+import { jetstream, jetstreamManager, type JetStreamClient, type PubAck } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/transport-node';
+import type { NatsConfig } from '../config/index.ts';
+import { connectNats } from '../distribution/nats-bundle-store.ts';
+import { describeThrown } from '../lib/errors.ts';
+import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
+import { withDeadline } from '../lib/lifecycle.ts';
+import type { Metrics } from '../telemetry/index.ts';
+import type { AuditLog } from './log/index.ts';
+import { FILE_HEADER_BYTES, FRAME_OVERHEAD_BYTES, FrameDecoder, RecordType } from './log/record-format.ts';
+
+export const CURSOR_FILE = 'stream.cursor';
+/** JetStream drops a re-sent message id within this window (nanoseconds in the API). */
+export const DUPLICATE_WINDOW_MS = 10 * 60 * 1000;
+const READ_CHUNK_BYTES = 1024 * 1024;
+const MAX_BACKOFF_FACTOR = 30;
+/** During a long catch-up the cursor file is written at least this often (bounds re-sends after a crash). */
+const CURSOR_SAVE_INTERVAL_MS = 1000;
+
+export interface DecisionForwarderOptions {
+  readonly nats: NatsConfig;
+  /** The tenant logs to forward (read again on every pass: logs open with a tenant's first event). */
+  readonly logs: () => ReadonlyMap<string, AuditLog>;
+  readonly maxInFlight: number;
+  readonly retryWaitMs: number;
+  /** How often the logs are checked for new events (default 50 ms). */
+  readonly pollIntervalMs?: number;
+  readonly metrics?: Metrics;
+  readonly log?: (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => void;
+}
+
+interface Cursor {
+  /** Index of the next leaf to publish. */
+  nextLeaf: number;
+  /** Byte offset just past the last acknowledged leaf's frame. */
+  offset: number;
+}
+
+interface TenantState {
+  readonly log: AuditLog;
+  readonly file: string;
+  cursor: Cursor;
+  /** The cursor in the file (it is written only when it moved). */
+  saved: Cursor;
+}
+
+type ForwarderState = 'new' | 'connecting' | 'forwarding' | 'retrying' | 'stopped';
+
+export class DecisionForwarder implements Component {
+  readonly name = 'decision_stream';
+  readonly #options: DecisionForwarderOptions;
+  readonly #tenants = new Map<string, TenantState>();
+  #state: ForwarderState = 'new';
+  #lastError: string | undefined;
+  #nc: NatsConnection | undefined;
+  #js: JetStreamClient | undefined;
+  #loop: Promise<void> | undefined;
+  #wake: (() => void) | undefined;
+  #stopping = false;
+  #failures = 0;
+  #published = 0;
+  #duplicates = 0;
+
+  constructor(options: DecisionForwarderOptions) {
+    this.#options = options;
+  }
+
+  get streamName(): string {
+    return `${this.#options.nats.subjectPrefix.replace(/[^A-Za-z0-9_-]/g, '_').toUpperCase()}_DECISIONS`;
+  }
+
+  subject(tenant: string): string {
+    return `${this.#options.nats.subjectPrefix}.decisions.${tenant}`;
+  }
+
+  async start(): Promise<void> {
+    if (this.#state !== 'new') return;
+    this.#state = 'connecting';
+    if (this.#options.metrics !== undefined) this.#options.metrics.auditStreamBacklogSource = () => this.backlog();
+    this.#loop = this.#run();
+  }
+
+  /** Records logged but not yet acknowledged by JetStream, per tenant. */
+  backlog(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const [tenant, log] of this.#options.logs()) {
+      out[tenant] = Math.max(0, log.size - (this.#tenants.get(tenant)?.cursor.nextLeaf ?? 0));
+    }
+    return out;
+  }
+
+  status(): ComponentStatus {
+    const backlog = this.backlog();
+    const total = Object.values(backlog).reduce((a, b) => a + b, 0);
+    const details = {
+      state: this.#state,
+      stream: this.streamName,
+      backlog: total,
+      tenants: backlog,
+      published: this.#published,
+      duplicates: this.#duplicates,
+      ...(this.#lastError === undefined ? {} : { last_error: this.#lastError }),
+    };
+    if (this.#state === 'new' || this.#state === 'stopped') return { state: 'NOT_READY', message: `decision stream ${this.#state}`, details };
+    if (this.#state === 'retrying' || this.#state === 'connecting') {
+      return { state: 'WARN', message: `decision stream ${this.#state}; ${total} decisions waiting in the audit log${this.#lastError === undefined ? '' : `: ${this.#lastError}`}`, details };
+    }
+    return { state: 'OK', details };
+  }
+
+  async #run(): Promise<void> {
+    while (!this.#stopping) {
+      try {
+        // Cursors first, so the backlog is right while NATS is away too.
+        for (const [tenant, log] of this.#options.logs()) if (!this.#tenants.has(tenant)) await this.#load(tenant, log);
+        if (this.#js === undefined) await this.#connect();
+        this.#state = 'forwarding';
+        const moved = await this.#pass();
+        this.#failures = 0;
+        if (!moved) await this.#sleep(this.#options.pollIntervalMs ?? 50);
+      } catch (error) {
+        if (this.#stopping) break;
+        this.#lastError = describeThrown(error);
+        this.#state = 'retrying';
+        this.#failures++;
+        if (this.#failures === 1) this.#options.log?.('warn', 'decision stream: NATS JetStream unavailable; decisions wait in the audit log', { error: this.#lastError });
+        await this.#disconnect();
+        const factor = Math.min(2 ** (this.#failures - 1), MAX_BACKOFF_FACTOR);
+        await this.#sleep(this.#options.retryWaitMs * factor * (0.75 + Math.random() * 0.5));
+      }
+    }
+    // A connection made after stop's deadline passed is not left open.
+    await this.#disconnect();
+  }
+
+  #sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      this.#wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+
+  async #connect(): Promise<void> {
+    const nc = await connectNats(this.#options.nats, { reconnect: false });
+    this.#nc = nc;
+    if (this.#stopping) throw new Error('stopping');
+    const jsm = await jetstreamManager(nc);
+    try {
+      await jsm.streams.info(this.streamName);
+    } catch (error) {
+      if (!/not found/i.test(describeThrown(error))) throw error;
+      await jsm.streams.add({
+        name: this.streamName,
+        subjects: [`${this.#options.nats.subjectPrefix}.decisions.>`],
+        duplicate_window: DUPLICATE_WINDOW_MS * 1_000_000,
+      });
+    }
+    this.#js = jetstream(nc);
+    if (this.#failures > 0) this.#options.log?.('info', 'decision stream: NATS JetStream is back; catching up from the audit log');
+  }
+
+  async #disconnect(): Promise<void> {
+    const nc = this.#nc;
+    this.#nc = undefined;
+    this.#js = undefined;
+    if (nc !== undefined) await nc.close().catch(() => undefined);
+  }
+
+  /** One round over every tenant; true when anything was published. */
+  async #pass(): Promise<boolean> {
+    let moved = false;
+    for (const [tenant, log] of this.#options.logs()) {
+      if (this.#stopping) break;
+      const state = this.#tenants.get(tenant) ?? (await this.#load(tenant, log));
+      if (await this.#forward(tenant, state)) moved = true;
+    }
+    return moved;
+  }
+
+  async #load(tenant: string, log: AuditLog): Promise<TenantState> {
+    const file = join(log.directory, CURSOR_FILE);
+    let cursor: Cursor = { nextLeaf: 0, offset: FILE_HEADER_BYTES };
+    try {
+      const parsed = JSON.parse(await readFile(file, 'utf8')) as { version?: unknown; next_leaf?: unknown; offset?: unknown };
+      if (parsed.version === 1 && Number.isSafeInteger(parsed.next_leaf) && Number.isSafeInteger(parsed.offset)) {
+        cursor = { nextLeaf: parsed.next_leaf as number, offset: parsed.offset as number };
+      } else {
+        this.#lastError = `${tenant}: ${CURSOR_FILE} is not readable; forwarding from the start (JetStream drops what it already has within its duplicate window)`;
+      }
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') this.#lastError = `${tenant}: cannot read ${CURSOR_FILE}: ${describeThrown(error)}; forwarding from the start`;
+    }
+    if (cursor.nextLeaf > log.size || cursor.offset > log.writtenBytes || cursor.offset < FILE_HEADER_BYTES) {
+      // The log has fewer leaves than were forwarded (it lost a tail that was never synced):
+      // forward what it has from the start again; JetStream drops what it already holds.
+      this.#lastError = `${tenant}: the cursor (leaf ${cursor.nextLeaf}) is past the end of the audit log (${log.size} leaves); forwarding from the start`;
+      cursor = { nextLeaf: 0, offset: FILE_HEADER_BYTES };
+    }
+    const state: TenantState = { log, file, cursor, saved: { ...cursor } };
+    this.#tenants.set(tenant, state);
+    return state;
+  }
+
+  /** Publish what the tenant's log has past its cursor; true when anything was published. */
+  async #forward(tenant: string, state: TenantState): Promise<boolean> {
+    const js = this.#js;
+    if (js === undefined) throw new Error('not connected');
+    const end = state.log.writtenBytes;
+    if (state.cursor.offset >= end && state.cursor.nextLeaf >= state.log.size) return false;
+    const subject = this.subject(tenant);
+    const handle = await open(state.log.path, 'r');
+    const inFlight: Array<{ ack: Promise<PubAck>; nextLeaf: number; offset: number }> = [];
+    let moved = false;
+    let savedAt = Date.now();
+    const settleFirst = async (): Promise<void> => {
+      const first = inFlight.shift()!;
+      if ((await first.ack).duplicate) this.#duplicates++;
+      state.cursor = { nextLeaf: first.nextLeaf, offset: first.offset };
+      this.#published++;
+      this.#options.metrics?.auditStreamPublished.inc({ tenant });
+      moved = true;
+      if (Date.now() - savedAt >= CURSOR_SAVE_INTERVAL_MS) {
+        savedAt = Date.now();
+        await this.#save(state);
+      }
+    };
+    try {
+      const decoder = new FrameDecoder(state.cursor.offset);
+      let position = state.cursor.offset;
+      let expected = state.cursor.nextLeaf;
+      const chunk = Buffer.alloc(READ_CHUNK_BYTES);
+      while (position < end && !this.#stopping) {
+        const { bytesRead } = await handle.read(chunk, 0, Math.min(READ_CHUNK_BYTES, end - position), position);
+        if (bytesRead === 0) break;
+        position += bytesRead;
+        for (const record of decoder.push(Buffer.from(chunk.subarray(0, bytesRead)))) {
+          if (record.type !== RecordType.LEAF || record.index < expected) continue;
+          if (record.index !== expected) throw new Error(`${state.log.path}: leaf ${record.index} at byte ${record.offset}, expected leaf ${expected}`);
+          const decisionId = decisionIdOf(record.payload);
+          const frameEnd = record.offset + record.payload.length + FRAME_OVERHEAD_BYTES;
+          expected = record.index + 1;
+          if (inFlight.length >= this.#options.maxInFlight) await settleFirst();
+          const ack = js.publish(subject, record.payload, decisionId === undefined ? {} : { msgID: decisionId });
+          ack.catch(() => undefined); // awaited in order below; a failure stops the pass there
+          inFlight.push({ ack, nextLeaf: expected, offset: frameEnd });
+        }
+        if (decoder.damage !== undefined) throw new Error(`${state.log.path}: ${decoder.damage.reason} at byte ${decoder.damage.offset}`);
+      }
+      while (inFlight.length > 0) await settleFirst();
+    } finally {
+      await handle.close();
+      await this.#save(state).catch((error: unknown) => {
+        this.#lastError = `${tenant}: cannot write ${CURSOR_FILE}: ${describeThrown(error)}`;
+      });
+    }
+    return moved;
+  }
+
+  /** Replace the cursor file atomically (write a temporary file, fsync it, rename). */
+  async #save(state: TenantState): Promise<void> {
+    if (state.cursor.nextLeaf === state.saved.nextLeaf && state.cursor.offset === state.saved.offset) return;
+    const cursor = { ...state.cursor };
+    const temporary = `${state.file}.tmp`;
+    const handle = await open(temporary, 'w', 0o600);
+    try {
+      await handle.writeFile(`${JSON.stringify({ version: 1, next_leaf: cursor.nextLeaf, offset: cursor.offset })}\n`);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await rename(temporary, state.file);
+    state.saved = cursor;
+  }
+
+  /** Stop publishing, let acknowledged events reach the cursor file, close the connection. */
+  async stop(deadlineMs: number): Promise<void> {
+    if (this.#state === 'stopped') return;
+    this.#stopping = true;
+    this.#wake?.();
+    if (this.#loop !== undefined) await withDeadline(this.#loop, deadlineMs);
+    await this.#disconnect();
+    this.#state = 'stopped';
+  }
+}
+
+function decisionIdOf(payload: Buffer): string | undefined {
+  try {
+    const id = (JSON.parse(payload.toString('utf8')) as { decision_id?: unknown }).decision_id;
+    return typeof id === 'string' && id !== '' ? id : undefined;
+  } catch {
+    return undefined;
+  }
+}
