@@ -33,6 +33,7 @@ describe('decisionLog.audit config', () => {
       checkpointEveryEvents: 1000,
       checkpointIntervalMs: 10_000,
       signer: { kind: 'software', keyFile: '/base/var/audit/checkpoint-key.pem' },
+      stream: { enabled: false, maxInFlight: 256, retryWaitMs: 250 },
     });
     assert.equal(parseConfig({}).decisionLog.sink, 'file', 'the NDJSON file stays the default');
     assert.equal(parseConfig({}).decisionLog.audit, undefined);
