@@ -133,7 +133,9 @@ export class Pavilion {
       limits,
       memoryInitialPages: config.engine.memoryInitialPages,
       loadTrust: () => TrustStore.load(config.keys, config.bundles.keysDirectory),
-      persisted: new LastKnownGood(config.bundles.persistDirectory),
+      // Last known good is for a source that can be unreachable; the directory source is
+      // already on local disk, and copying each of its bundles at start would be wasted I/O.
+      ...(config.bundles.source === 'nats' ? { persisted: new LastKnownGood(config.bundles.persistDirectory) } : {}),
       onPhase: (phase, seconds) => this.metrics.activationPhaseSeconds.observe({ phase }, seconds),
       onActivation: (tenant, outcome) => {
         this.metrics.onActivation(tenant, outcome);

@@ -25,6 +25,13 @@ import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
 import { encodePointer, parsePointer, type BundlePointer, type PointerAction, type PointerEntry } from './pointer.ts';
 import { parseDelta, type DeltaMessage } from './delta-message.ts';
 
+/** Who pushes a bundle, and why (kept in the deploy history). */
+export interface PushMeta {
+  readonly revision: string;
+  readonly pushedBy: string;
+  readonly note?: string;
+}
+
 /** Object chunk size: bundles up to this size are one message (NATS' default max payload is 1 MiB). */
 const CHUNK_BYTES = 900 * 1024;
 
@@ -316,24 +323,26 @@ export class NatsBundleStore {
   }
 
   /** Upload a bundle (content-addressed) and move the tenant's pointer to it. */
-  async push(tenant: string, archive: Buffer, meta: { revision: string; pushedBy: string; note?: string }): Promise<PointerEntry> {
+  async push(tenant: string, archive: Buffer, meta: PushMeta): Promise<PointerEntry> {
+    return this.#uploadAndPoint(tenant, tenant, archive, meta);
+  }
+
+
+  /** Upload a bundle and point the tenant's shadow key at it: sidecars evaluate it beside the active revision. */
+  async pushShadow(tenant: string, archive: Buffer, meta: PushMeta): Promise<PointerEntry> {
+    return this.#uploadAndPoint(tenant, shadowKey(tenant), archive, meta);
+  }
+
+  /** Upload the bundle and point `key` (the tenant's pointer, or its shadow pointer) at it. */
+  async #uploadAndPoint(tenant: string, key: string, archive: Buffer, meta: PushMeta): Promise<PointerEntry> {
     const { digest, nuid } = await this.#upload(tenant, archive, meta.revision);
-    return this.#move(tenant, {
+    return this.#move(key, {
       v: 1, tenant, revision: meta.revision, object: digest, digest, size_bytes: archive.length, ...(nuid === undefined ? {} : { object_nuid: nuid }),
       action: 'push', pushed_by: meta.pushedBy, pushed_at: new Date().toISOString(),
       ...(meta.note === undefined ? {} : { note: meta.note }),
     });
   }
 
-  /** Upload a bundle and point the tenant's shadow key at it: sidecars evaluate it beside the active revision. */
-  async pushShadow(tenant: string, archive: Buffer, meta: { revision: string; pushedBy: string; note?: string }): Promise<PointerEntry> {
-    const { digest, nuid } = await this.#upload(tenant, archive, meta.revision);
-    return this.#move(shadowKey(tenant), {
-      v: 1, tenant, revision: meta.revision, object: digest, digest, size_bytes: archive.length, ...(nuid === undefined ? {} : { object_nuid: nuid }),
-      action: 'push', pushed_by: meta.pushedBy, pushed_at: new Date().toISOString(),
-      ...(meta.note === undefined ? {} : { note: meta.note }),
-    });
-  }
 
   async currentShadow(tenant: string): Promise<PointerEntry | undefined> {
     let kvEntry: KvEntry | null;

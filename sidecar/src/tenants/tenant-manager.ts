@@ -314,7 +314,7 @@ export class TenantManager implements Component {
         await verifyBundleSignature(bundle.files, this.#trustStore().policyFor(entry.config, entry.explicit));
         if (entry.shadow?.digest === bundle.digest) return shadowReport(entry.shadow);
         const tests = decisionTests(bundle, this.#options.maxDecisionTests);
-        const compiled = await compilePolicy({ ...bundle, digest: bundle.digest }, { initialMemoryPages: this.#options.memoryInitialPages });
+        const compiled = await compilePolicy(bundle, { initialMemoryPages: this.#options.memoryInitialPages });
         loaded = await this.#options.engine.load({ ...compiled, variant: 'shadow' });
         await this.#runDecisionTests(loaded, tests);
         this.#endShadow(entry);
