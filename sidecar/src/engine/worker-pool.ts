@@ -221,6 +221,7 @@ export class WorkerPool {
         if (batch === undefined) return;
         slot.batches.delete(message.batch);
         slot.outstanding -= batch.length;
+        if (slot.outbox.length > 0) this.#flush(slot);
         batch.forEach((pending, i) => {
           pending.resolve(
             message.results[i] ?? { ok: false, code: ErrorCodes.INTERNAL, message: 'worker returned no result' },
@@ -271,7 +272,10 @@ export class WorkerPool {
     }
     best.outbox.push(pending);
     best.outstanding++;
-    if (!best.flushScheduled) {
+    // A worker busy with a batch gets the next one when it answers (#onMessage): items
+    // queue up meanwhile and travel as one message, instead of one message (and, for a
+    // sleeping thread, one wake-up) per evaluation.
+    if (best.batches.size === 0 && !best.flushScheduled) {
       best.flushScheduled = true;
       const slot = best;
       setImmediate(() => this.#flush(slot));

@@ -1,19 +1,35 @@
 /**
- * `envoy.service.auth.v3.Authorization/Check` over gRPC (@grpc/grpc-js), Envoy's
- * `grpc_service` mode and opa-envoy-plugin's only transport (default 127.0.0.1:9191 here;
- * the plugin's default is :9191 on every interface).
+ * `envoy.service.auth.v3.Authorization/Check` over gRPC, Envoy's `grpc_service` mode and
+ * opa-envoy-plugin's only transport (default 127.0.0.1:9191 here; the plugin's default is
+ * :9191 on every interface).
  *
- * The request deserializer never throws (a malformed message becomes a failure
- * CheckResponse, not a gRPC error), the handler never rejects, and the response is encoded
- * in the handler, so every call that reaches the service gets a well-formed CheckResponse.
- * Only messages over `maxReceiveMessageBytes` are refused by the transport itself
- * (RESOURCE_EXHAUSTED), as grpc-go does in opa-envoy-plugin past its 4 MiB default.
+ * One unary method is all ext_authz needs, so this is gRPC's HTTP/2 wire protocol
+ * (grpc/doc/PROTOCOL-HTTP2.md) served straight from `node:http2`, without a general gRPC
+ * framework: per check that saves the framework's call objects, metadata and stream layers
+ * on the event loop, which is where a sidecar's time goes (bench/extauthz.ts).
+ *
+ * Contract:
+ * - Every call that reaches the Check method gets a well-formed CheckResponse with
+ *   grpc-status 0: a malformed message becomes a failure CheckResponse (the codec never
+ *   throws), the service never rejects, the response is encoded here.
+ * - Transport-level refusals are gRPC statuses, as grpc-go gives them to opa-envoy-plugin's
+ *   callers: a message over `maxReceiveMessageBytes` is RESOURCE_EXHAUSTED (8), an unknown
+ *   method UNIMPLEMENTED (12), an unsupported `grpc-encoding` UNIMPLEMENTED, a call without
+ *   exactly one message INTERNAL (13) (grpc-go's codes). Not POST: HTTP 405; not
+ *   `application/grpc`: HTTP 415 (the spec's answers).
+ * - `grpc-timeout` becomes the check's budget, so the answer arrives before the caller's
+ *   deadline; a call the client cancels is dropped without an answer.
+ * - Compressed messages (`grpc-encoding: gzip | deflate`, flag set) are inflated off the
+ *   event loop, bounded by the same size limit.
  */
-import * as grpc from '@grpc/grpc-js';
+import http2 from 'node:http2';
+import type { AddressInfo } from 'node:net';
+import { promisify } from 'node:util';
+import { gunzip, inflate } from 'node:zlib';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
 import type { CheckService } from './check-service.ts';
 import { failureCheckResponse } from './decision.ts';
-import { CHECK_METHOD_PATH, type CheckCodec, type DecodedCheckRequest } from './proto-codec.ts';
+import { CHECK_METHOD_PATH, type CheckCodec } from './proto-codec.ts';
 
 export interface GrpcServerOptions {
   readonly host: string;
@@ -21,15 +37,61 @@ export interface GrpcServerOptions {
   readonly maxReceiveMessageBytes: number;
 }
 
-function identity(buffer: Buffer): Buffer {
-  return buffer;
+/** The gRPC status codes this server answers with (google.rpc.Code). */
+export const GrpcStatus = {
+  OK: 0,
+  INTERNAL: 13,
+  RESOURCE_EXHAUSTED: 8,
+  UNIMPLEMENTED: 12,
+} as const;
+
+const ACCEPT_ENCODING = 'identity,deflate,gzip';
+const inflaters: Readonly<Record<string, (input: Buffer, options: { maxOutputLength: number }) => Promise<Buffer>>> = {
+  gzip: promisify(gunzip),
+  deflate: promisify(inflate),
+};
+
+/** `grpc-timeout`: at most 8 digits and a unit (PROTOCOL-HTTP2.md); undefined when absent or malformed. */
+export function parseGrpcTimeoutMs(value: string | string[] | undefined): number | undefined {
+  if (typeof value !== 'string') return undefined;
+  const match = /^(\d{1,8})([HMSmun])$/.exec(value);
+  if (match === null) return undefined;
+  const amount = Number(match[1]);
+  const unitMs = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 1e-3, n: 1e-6 }[match[2] as 'H' | 'M' | 'S' | 'm' | 'u' | 'n'];
+  return amount * unitMs;
+}
+
+/** `grpc-message` is percent-encoded outside printable ASCII (and `%` itself). */
+export function encodeGrpcMessage(message: string): string {
+  let out = '';
+  for (const byte of Buffer.from(message, 'utf8')) {
+    out += byte >= 0x20 && byte <= 0x7e && byte !== 0x25 ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
+  }
+  return out;
+}
+
+/** One gRPC length-prefixed message: flag byte, 4-byte big-endian length, bytes. */
+function frame(message: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(5 + message.length);
+  out[0] = 0;
+  out.writeUInt32BE(message.length, 1);
+  message.copy(out, 5);
+  return out;
+}
+
+function peerOf(stream: http2.ServerHttp2Stream): string {
+  const socket = stream.session?.socket;
+  const address = socket?.remoteAddress ?? 'unknown';
+  const port = socket?.remotePort ?? 0;
+  return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
 }
 
 export class ExtAuthzGrpcServer {
   readonly #options: GrpcServerOptions;
   readonly #service: CheckService;
   readonly #codec: CheckCodec;
-  #server: grpc.Server | undefined;
+  readonly #sessions = new Set<http2.ServerHttp2Session>();
+  #server: http2.Http2Server | undefined;
   #port: number | undefined;
 
   constructor(options: GrpcServerOptions, service: CheckService, codec: CheckCodec) {
@@ -49,75 +111,169 @@ export class ExtAuthzGrpcServer {
   }
 
   async start(): Promise<void> {
-    const server = new grpc.Server({
-      'grpc.max_receive_message_length': this.#options.maxReceiveMessageBytes,
-      'grpc.max_send_message_length': -1,
+    const server = http2.createServer({
+      // room for a few maximum-size messages in flight on one connection
+      maxSessionMemory: Math.max(10, Math.ceil((4 * this.#options.maxReceiveMessageBytes) / (1024 * 1024))),
+      settings: { initialWindowSize: 1024 * 1024 },
     });
-    const definition: grpc.ServiceDefinition = {
-      Check: {
-        path: CHECK_METHOD_PATH,
-        requestStream: false,
-        responseStream: false,
-        requestSerialize: identity,
-        requestDeserialize: (bytes: Buffer): DecodedCheckRequest => this.#codec.decodeRequest(bytes),
-        responseSerialize: identity,
-        responseDeserialize: identity,
-        originalName: 'check',
-      },
-    };
-    server.addService(definition, {
-      Check: (call: grpc.ServerUnaryCall<DecodedCheckRequest, Buffer>, callback: grpc.sendUnaryData<Buffer>) => {
-        void this.#check(call).then((bytes) => callback(null, bytes));
-      },
+    server.on('session', (session) => {
+      this.#sessions.add(session);
+      session.on('close', () => this.#sessions.delete(session));
+      session.on('error', () => session.destroy());
     });
-    const target = this.#options.host.includes(':') ? `[${this.#options.host}]:${this.#options.port}` : `${this.#options.host}:${this.#options.port}`;
+    server.on('stream', (stream, headers) => this.#onStream(stream, headers));
+    // a client speaking HTTP/1 (or garbage) to the gRPC port
+    server.on('unknownProtocol', (socket) => socket.destroy());
+    const target = `${this.#options.host}:${this.#options.port}`;
     this.#port = await new Promise<number>((resolve, reject) => {
-      server.bindAsync(target, grpc.ServerCredentials.createInsecure(), (error, port) => {
-        if (error) {
-          reject(new PavilionError(ErrorCodes.EXTAUTHZ_LISTEN_FAILED, `ext_authz gRPC server cannot listen on ${target}: ${error.message}`, { cause: error }));
-        } else {
-          resolve(port);
-        }
+      const onError = (error: Error): void => {
+        reject(new PavilionError(ErrorCodes.EXTAUTHZ_LISTEN_FAILED, `ext_authz gRPC server cannot listen on ${target}: ${error.message}`, { cause: error }));
+      };
+      server.once('error', onError);
+      server.listen(this.#options.port, this.#options.host, () => {
+        server.off('error', onError);
+        resolve((server.address() as AddressInfo).port);
       });
     });
+    server.on('error', () => undefined); // after listening, errors belong to sessions and streams
     this.#server = server;
   }
 
-  async #check(call: grpc.ServerUnaryCall<DecodedCheckRequest, Buffer>): Promise<Buffer> {
-    const decoded = call.request;
-    const deadline = call.getDeadline();
-    const deadlineMs = deadline instanceof Date ? deadline.getTime() : deadline;
-    const budget = Number.isFinite(deadlineMs) ? Math.max(0, deadlineMs - Date.now() - 2) : undefined;
+  #onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
+    stream.on('error', () => undefined); // a reset stream: nothing left to answer
+    if (headers[':method'] !== 'POST') {
+      stream.respond({ ':status': 405, allow: 'POST' }, { endStream: true });
+      return;
+    }
+    const contentType = headers['content-type'];
+    if (typeof contentType !== 'string' || !/^application\/grpc(?:$|[+;])/.test(contentType)) {
+      stream.respond({ ':status': 415, 'content-type': 'text/plain' }, { endStream: true });
+      return;
+    }
+    if (headers[':path'] !== CHECK_METHOD_PATH) {
+      this.#refuse(stream, GrpcStatus.UNIMPLEMENTED, `unknown method ${String(headers[':path']).slice(0, 200)}`);
+      return;
+    }
+    const encoding = headers['grpc-encoding'];
+    const inflater = encoding === undefined || encoding === 'identity' ? undefined : inflaters[String(encoding)];
+    if (encoding !== undefined && encoding !== 'identity' && inflater === undefined) {
+      this.#refuse(stream, GrpcStatus.UNIMPLEMENTED, `message encoding ${String(encoding).slice(0, 100)} is not supported`);
+      return;
+    }
+    const timeoutMs = parseGrpcTimeoutMs(headers['grpc-timeout']);
+    const deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
+    const limit = this.#options.maxReceiveMessageBytes;
+    const chunks: Buffer[] = [];
+    let received = 0;
+    let refused = false;
+    let prefixChecked = false;
+    stream.on('data', (chunk: Buffer) => {
+      if (refused) return;
+      chunks.push(chunk);
+      received += chunk.length;
+      let length = 0;
+      if (!prefixChecked && received >= 5) {
+        prefixChecked = true;
+        length = (chunks.length === 1 ? chunk : Buffer.concat(chunks)).readUInt32BE(1);
+      }
+      if (length > limit || received > limit + 5) {
+        refused = true;
+        chunks.length = 0;
+        this.#refuse(stream, GrpcStatus.RESOURCE_EXHAUSTED, `Received message larger than max (${Math.max(length, received - 5)} vs. ${limit})`);
+      }
+    });
+    stream.on('end', () => {
+      if (refused) return;
+      void this.#answer(stream, Buffer.concat(chunks, received), inflater, deadline);
+    });
+  }
+
+  async #answer(
+    stream: http2.ServerHttp2Stream,
+    body: Buffer,
+    inflater: ((input: Buffer, options: { maxOutputLength: number }) => Promise<Buffer>) | undefined,
+    deadline: number | undefined,
+  ): Promise<void> {
+    if (body.length < 5) {
+      this.#refuse(stream, GrpcStatus.INTERNAL, 'the call carries no request message');
+      return;
+    }
+    const compressed = body[0] === 1;
+    const length = body.readUInt32BE(1);
+    if (body.length !== 5 + length) {
+      this.#refuse(stream, GrpcStatus.INTERNAL, body.length < 5 + length ? 'the request message is truncated' : 'a unary call carries more than one request message');
+      return;
+    }
+    let message = body.subarray(5);
+    if (compressed) {
+      if (inflater === undefined) {
+        this.#refuse(stream, GrpcStatus.INTERNAL, 'a compressed message without grpc-encoding');
+        return;
+      }
+      try {
+        message = await inflater(message, { maxOutputLength: this.#options.maxReceiveMessageBytes });
+      } catch (error) {
+        const tooLarge = (error as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE';
+        this.#refuse(stream, tooLarge ? GrpcStatus.RESOURCE_EXHAUSTED : GrpcStatus.INTERNAL, tooLarge
+          ? `Received message larger than max (inflated past ${this.#options.maxReceiveMessageBytes})`
+          : `the message cannot be decompressed: ${describeThrown(error)}`);
+        return;
+      }
+    }
+    const decoded = this.#codec.decodeRequest(message);
+    const budget = deadline === undefined ? undefined : Math.max(0, deadline - Date.now() - 2);
     const result = await this.#service.check(decoded.ok ? decoded.request : decoded.error, {
       transport: 'grpc',
-      requestedBy: call.getPeer(),
+      requestedBy: peerOf(stream),
       ...(budget === undefined ? {} : { callerBudgetMs: budget }),
     });
+    let bytes: Buffer;
     try {
-      return this.#codec.encodeResponse(result.response);
+      bytes = this.#codec.encodeResponse(result.response);
     } catch (error) {
       // a decision whose values protobuf cannot carry: still answer well-formed
-      return this.#codec.encodeResponse(failureCheckResponse({
+      bytes = this.#codec.encodeResponse(failureCheckResponse({
         decisionId: result.decisionId,
         httpStatus: this.#service.settingsFor(result.tenant ?? '').failureStatus,
         code: ErrorCodes.EXTAUTHZ_DECISION_INVALID,
         message: `the response cannot be encoded: ${describeThrown(error)}`,
       }));
     }
+    if (stream.destroyed || stream.closed) return; // cancelled by the client meanwhile
+    stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-accept-encoding': ACCEPT_ENCODING }, { waitForTrailers: true });
+    stream.once('wantTrailers', () => stream.sendTrailers({ 'grpc-status': String(GrpcStatus.OK) }));
+    stream.end(frame(bytes));
   }
 
+  /** A trailers-only response: HTTP 200 with the gRPC status in the only header block. */
+  #refuse(stream: http2.ServerHttp2Stream, code: number, message: string): void {
+    if (stream.destroyed || stream.closed || stream.headersSent) return;
+    stream.respond({
+      ':status': 200,
+      'content-type': 'application/grpc',
+      'grpc-accept-encoding': ACCEPT_ENCODING,
+      'grpc-status': String(code),
+      'grpc-message': encodeGrpcMessage(message),
+    }, { endStream: true });
+  }
+
+  /** Stop accepting; in-flight checks finish within `deadlineMs`, then connections are cut. */
   async stop(deadlineMs: number): Promise<void> {
     const server = this.#server;
     this.#server = undefined;
     this.#port = undefined;
     if (server === undefined) return;
-    const drained = new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    for (const session of this.#sessions) session.close(); // GOAWAY; open streams complete
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<'timeout'>((resolve) => {
       timer = setTimeout(() => resolve('timeout'), deadlineMs);
     });
-    const outcome = await Promise.race([drained, timeout]);
+    const outcome = await Promise.race([closed, timeout]);
     clearTimeout(timer);
-    if (outcome === 'timeout') server.forceShutdown();
+    if (outcome === 'timeout') {
+      for (const session of this.#sessions) session.destroy();
+      await closed;
+    }
   }
 }

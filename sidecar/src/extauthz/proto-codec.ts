@@ -65,7 +65,19 @@ export function jsonName(name: string): string {
 
 /** Keys come from the request: own properties only, so `__proto__` stays a key. */
 function defineKey(target: JsonObject, key: string, value: unknown): void {
-  Object.defineProperty(target, key, { value, writable: true, enumerable: true, configurable: true });
+  if (key === '__proto__') Object.defineProperty(target, key, { value, writable: true, enumerable: true, configurable: true });
+  else target[key] = value;
+}
+
+/** What rendering needs to know about one field, worked out once per message type. */
+interface FieldPlan {
+  readonly name: string;
+  readonly jsonName: string;
+  readonly nested: protobuf.Type | undefined;
+  readonly enumType: protobuf.Enum | undefined;
+  readonly map: boolean;
+  readonly repeated: boolean;
+  readonly oneofMember: boolean;
 }
 
 function structToJson(message: Record<string, unknown>): JsonObject {
@@ -99,6 +111,7 @@ function valueToJson(value: Record<string, unknown> | null | undefined): unknown
 export class CheckCodec {
   readonly #request: protobuf.Type;
   readonly #response: protobuf.Type;
+  readonly #plans = new Map<protobuf.Type, readonly FieldPlan[]>();
 
   constructor(protoRoot: string = PROTO_ROOT) {
     const root = new protobuf.Root();
@@ -160,55 +173,73 @@ export class CheckCodec {
     return this.#toJson(message, this.#response);
   }
 
+  #plan(type: protobuf.Type): readonly FieldPlan[] {
+    let plan = this.#plans.get(type);
+    if (plan === undefined) {
+      plan = type.fieldsArray.map((field): FieldPlan => ({
+        name: field.name,
+        jsonName: jsonName(field.name),
+        nested: field.resolvedType instanceof protobuf.Type ? field.resolvedType : undefined,
+        enumType: field.resolvedType instanceof protobuf.Enum ? field.resolvedType : undefined,
+        map: field.map,
+        repeated: field.repeated,
+        oneofMember: field.partOf !== null && field.partOf !== undefined,
+      }));
+      this.#plans.set(type, plan);
+    }
+    return plan;
+  }
+
   #toJson(message: Record<string, unknown>, type: protobuf.Type): JsonObject {
     if (type.fullName === '.google.protobuf.Struct') return structToJson(message);
     const out: JsonObject = {};
-    for (const field of type.fieldsArray) {
+    for (const field of this.#plan(type)) {
       // unset fields are prototype defaults; decoded ones (and maps/lists) are own properties
       if (!Object.hasOwn(message, field.name)) continue;
       const value = message[field.name];
       if (value === undefined || value === null) continue;
-      const name = jsonName(field.name);
-      const nested = field.resolvedType instanceof protobuf.Type ? field.resolvedType : undefined;
+      const nested = field.nested;
       if (field.map) {
         const entries = Object.entries(value as Record<string, unknown>);
         if (entries.length === 0) continue;
         const map: JsonObject = {};
         for (const [key, v] of entries) {
-          defineKey(map, key, nested === undefined ? this.#scalar(v, field) : this.#toJson(v as Record<string, unknown>, nested));
+          defineKey(map, key, nested === undefined ? scalar(v, field) : this.#toJson(v as Record<string, unknown>, nested));
         }
-        out[name] = map;
+        out[field.jsonName] = map;
       } else if (field.repeated) {
         const list = value as unknown[];
         if (list.length === 0) continue;
-        out[name] = list.map((v) => (nested === undefined ? this.#scalar(v, field) : this.#toJson(v as Record<string, unknown>, nested)));
+        out[field.jsonName] = list.map((v) => (nested === undefined ? scalar(v, field) : this.#toJson(v as Record<string, unknown>, nested)));
       } else if (nested !== undefined) {
-        out[name] = this.#toJson(value as Record<string, unknown>, nested);
-      } else if (field.partOf !== null && field.partOf !== undefined) {
+        out[field.jsonName] = this.#toJson(value as Record<string, unknown>, nested);
+      } else if (field.oneofMember) {
         // a oneof member has explicit presence: set means present, even when zero
-        out[name] = this.#scalar(value, field);
-      } else if (!this.#isZero(value)) {
-        out[name] = this.#scalar(value, field);
+        out[field.jsonName] = scalar(value, field);
+      } else if (!isZero(value)) {
+        out[field.jsonName] = scalar(value, field);
       }
     }
     return out;
   }
+}
 
-  #isZero(value: unknown): boolean {
-    if (typeof value === 'string') return value === '';
-    if (typeof value === 'number') return value === 0;
-    if (typeof value === 'boolean') return !value;
-    if (value instanceof Uint8Array || Array.isArray(value)) return value.length === 0;
-    if (isLong(value)) return value.isZero();
-    return false;
-  }
+function isZero(value: unknown): boolean {
+  if (typeof value === 'string') return value === '';
+  if (typeof value === 'number') return value === 0;
+  if (typeof value === 'boolean') return !value;
+  if (value instanceof Uint8Array || Array.isArray(value)) return value.length === 0;
+  if (isLong(value)) return value.isZero();
+  return false;
+}
 
-  #scalar(value: unknown, field: protobuf.Field): unknown {
-    if (isLong(value)) return value.toNumber();
-    if (value instanceof Uint8Array) return Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('base64');
-    if (field.resolvedType instanceof protobuf.Enum) return typeof value === 'number' ? value : field.resolvedType.values[String(value)];
-    return value;
-  }
+function scalar(value: unknown, field: FieldPlan): unknown {
+  if (typeof value === 'string' || typeof value === 'boolean') return value;
+  if (typeof value === 'number') return value;
+  if (isLong(value)) return value.toNumber();
+  if (value instanceof Uint8Array) return Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('base64');
+  if (field.enumType !== undefined) return field.enumType.values[String(value)];
+  return value;
 }
 
 /** A JSON object as a `google.protobuf.Struct` in protobufjs object form. */
