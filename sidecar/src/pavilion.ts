@@ -19,7 +19,7 @@ import {
 } from './audit/index.ts';
 import { LastKnownGood, LocalDirectoryBundleSource, PushedBundleSource, TrustStore, type BundleSource } from './bundles/index.ts';
 import type { PavilionConfig } from './config/index.ts';
-import { CredentialGate } from './credentials/index.ts';
+import { CredentialGate } from './credentials/gate.ts';
 import { PolicyEngine } from './engine/index.ts';
 import { NatsDistribution, buildStatusReport, type StatusReport } from './distribution/index.ts';
 import { ExtAuthz } from './extauthz/index.ts';

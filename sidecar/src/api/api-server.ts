@@ -39,7 +39,7 @@ import {
   witnessesFromHeader,
   withoutReservedCredentialKeys,
   type CredentialGate,
-} from '../credentials/index.ts';
+} from '../credentials/gate.ts';
 import type { Metrics } from '../telemetry/index.ts';
 import type { TenantManager } from '../tenants/index.ts';
 import { toHttpError } from './error-body.ts';

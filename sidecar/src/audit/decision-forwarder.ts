@@ -22,10 +22,10 @@
  */
 import { open, readFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
-import { jetstream, jetstreamManager, type JetStreamClient, type PubAck } from '@nats-io/jetstream';
+import type { JetStreamClient, PubAck } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { NatsConfig } from '../config/index.ts';
-import { connectNats } from '../distribution/nats-bundle-store.ts';
+import { connectNats, loadedNats } from '../distribution/index.ts';
 import { describeThrown } from '../lib/errors.ts';
 import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
 import { withDeadline } from '../lib/lifecycle.ts';
@@ -171,6 +171,7 @@ export class DecisionForwarder implements Component {
     const nc = await connectNats(this.#options.nats, { reconnect: false });
     this.#nc = nc;
     if (this.#stopping) throw new Error('stopping');
+    const { jetstream, jetstreamManager } = loadedNats().jetstream;
     const jsm = await jetstreamManager(nc);
     try {
       await jsm.streams.info(this.streamName);

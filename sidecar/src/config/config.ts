@@ -13,7 +13,7 @@ import { REPO_ROOT } from '../lib/tools.ts';
 
 import { TENANT_ID_PATTERN } from '../lib/tenant-id.ts';
 import { parseFieldPointer } from '../lib/field-pointer.ts';
-import { parseCredentialPolicy, type CredentialPolicy } from '../credentials/index.ts';
+import { parseCredentialPolicy, type CredentialPolicy } from '../credentials/gate.ts';
 
 export { TENANT_ID_PATTERN };
 

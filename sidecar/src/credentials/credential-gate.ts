@@ -9,14 +9,17 @@
  * re-checking anything. For the other tenants the keys are removed (reserved), and the
  * transports remove them too when credentials are not configured at all. Raw credentials never enter the input (nor, therefore, the decision log);
  * only the verified facts, with undisclosed claims absent, do.
+ *
+ * The verifier (JSON-LD, the Data Integrity suites, BLS12-381) and the proof workers are
+ * loaded when the gate starts with at least one tenant policy: a sidecar whose tenants use
+ * no credentials does not carry them (about 30 MB of modules, plus the workers).
  */
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
 import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
 import { FileStatusListSource, type StatusListSource } from './bitstring-status-list.ts';
 import type { CredentialPolicy } from './credential-policy.ts';
-import { CredentialVerifier } from './credential-verifier.ts';
+import type { CredentialVerifier } from './credential-verifier.ts';
 import type { ProofExecutor } from './proof-executor.ts';
-import { WorkerProofExecutor } from './worker-proof-executor.ts';
 import { isObject } from './json.ts';
 import type { NonceStore } from './nonce-store.ts';
 import type { CredentialErrorV1, VerifiedFactsV1 } from './verified-facts.ts';
@@ -97,6 +100,8 @@ export class CredentialGate implements Component {
   #lastRefreshFailures = 0;
   #startError: string | undefined;
   #executor: ProofExecutor | undefined;
+  /** Started without any tenant policy: nothing loaded, every tenant's keys are just reserved. */
+  #idle = false;
 
   constructor(options: CredentialGateOptions) {
     this.#options = options;
@@ -104,10 +109,16 @@ export class CredentialGate implements Component {
   }
 
   async start(): Promise<void> {
+    if (this.#policies.size === 0) {
+      this.#idle = true;
+      return;
+    }
     try {
       if (this.#options.proofWorkers > 0) {
+        const { WorkerProofExecutor } = await import('./worker-proof-executor.ts');
         this.#executor = await WorkerProofExecutor.start({ workers: this.#options.proofWorkers, jobTimeoutMs: this.#options.proofJobTimeoutMs });
       }
+      const { CredentialVerifier } = await import('./credential-verifier.ts');
       const verifier = await CredentialVerifier.create(this.#options.policies, {
         ...(this.#executor === undefined ? {} : { executor: this.#executor }),
         ...(this.#options.clock === undefined ? {} : { clock: this.#options.clock }),
@@ -147,6 +158,7 @@ export class CredentialGate implements Component {
   }
 
   async stop(): Promise<void> {
+    this.#idle = false;
     if (this.#timer !== undefined) clearInterval(this.#timer);
     this.#timer = undefined;
     this.#abort.abort();
@@ -156,6 +168,7 @@ export class CredentialGate implements Component {
   }
 
   status(): ComponentStatus {
+    if (this.#idle) return { state: 'OK', message: 'no tenant has a credential policy', details: { tenants: [], proofWorkers: 0 } };
     if (this.#verifier === undefined) return { state: this.#startError === undefined ? 'NOT_READY' : 'ERROR', message: this.#startError ?? 'not started' };
     if (this.#lastRefreshFailures > 0) return { state: 'WARN', message: `${this.#lastRefreshFailures} status list refreshes failed; lists are used until their max age` };
     return { state: 'OK', details: { tenants: [...this.#policies.keys()], proofWorkers: this.#options.proofWorkers } };
@@ -175,6 +188,7 @@ export class CredentialGate implements Component {
 
   /** The verifier, for admin paths (admitting status lists, accumulator states). */
   get verifier(): CredentialVerifier {
+    if (this.#idle) throw new PavilionError(ErrorCodes.CREDENTIAL_TENANT_UNKNOWN, 'no tenant has a credential policy');
     if (this.#verifier === undefined) throw new PavilionError(ErrorCodes.TENANT_NOT_READY, 'credential verification is not started');
     return this.#verifier;
   }

@@ -2,7 +2,8 @@
  * Credentials: verification of W3C Verifiable Credentials (Data Integrity, VC-JWT), SD-JWT VC and
  * presentations into verified facts for Rego, with offline resolution, issuer trust chains,
  * freshness and revocation (Bitstring Status List, BLS12-381 accumulator). The public face of the
- * domain; every other file in this folder is private to it.
+ * domain; every other file in this folder is private to it, except `gate.ts` (the runtime subset,
+ * without the verifier's heavy stacks) and `samples.ts` (issuing, for samples and tests).
  */
 export { CredentialVerifier, toCredentialError } from './credential-verifier.ts';
 export type { CredentialVerifierOptions, PresentationResultV1, VerifyOptions } from './credential-verifier.ts';

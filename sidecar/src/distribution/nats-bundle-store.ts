@@ -15,15 +15,16 @@
  */
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { connect, credsAuthenticator, type NatsConnection } from '@nats-io/transport-node';
-import { Kvm, type KV, type KvEntry } from '@nats-io/kv';
-import { Objm, type ObjectStore } from '@nats-io/obj';
-import { DeliverPolicy, jetstream, jetstreamManager, type JetStreamManager, type StoredMsg } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/transport-node';
+import type { Kvm, KV, KvEntry } from '@nats-io/kv';
+import type { Objm, ObjectStore } from '@nats-io/obj';
+import type { JetStreamManager, StoredMsg } from '@nats-io/jetstream';
 import { parsePatch } from '../bundles/index.ts';
 import type { NatsConfig } from '../config/index.ts';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
 import { encodePointer, parsePointer, type BundlePointer, type PointerAction, type PointerEntry } from './pointer.ts';
 import { parseDelta, type DeltaMessage } from './delta-message.ts';
+import { loadNats, loadedNats } from './nats-modules.ts';
 
 /** Who pushes a bundle, and why (kept in the deploy history). */
 export interface PushMeta {
@@ -64,6 +65,7 @@ export async function connectNats(config: NatsConfig, options: ConnectOptions = 
       throw new PavilionError(ErrorCodes.CONFIG_INVALID, `cannot read the NATS credentials file ${config.credsFile}: ${describeThrown(error)}`, { cause: error });
     }
   }
+  const { connect, credsAuthenticator } = (await loadNats()).transport;
   try {
     return await connect({
       ...(creds === undefined ? {} : { authenticator: credsAuthenticator(creds) }),
@@ -170,8 +172,9 @@ export class NatsBundleStore {
   constructor(nc: NatsConnection, config: NatsConfig) {
     this.nc = nc;
     this.#config = config;
-    this.#kvm = new Kvm(nc);
-    this.#objm = new Objm(nc);
+    const nats = loadedNats();
+    this.#kvm = new nats.kv.Kvm(nc);
+    this.#objm = new nats.obj.Objm(nc);
   }
 
   /**
@@ -413,7 +416,7 @@ export class NatsBundleStore {
 
   async #jsm(): Promise<JetStreamManager> {
     try {
-      return await jetstreamManager(this.nc);
+      return await loadedNats().jetstream.jetstreamManager(this.nc);
     } catch (error) {
       throw unavailable('JetStream is not available', error);
     }
@@ -455,7 +458,7 @@ export class NatsBundleStore {
     const sequence = sameBase.reduce((max, d) => Math.max(max, d.sequence), 0) + 1;
     const message: DeltaMessage = { v: 1, tenant, base: current.sequence, sequence, roots: [...roots], patch: { data: operations } };
     try {
-      await jetstream(this.nc).publish(this.deltaSubject(tenant), Buffer.from(JSON.stringify(message)), {
+      await loadedNats().jetstream.jetstream(this.nc).publish(this.deltaSubject(tenant), Buffer.from(JSON.stringify(message)), {
         msgID: `${tenant}.${current.sequence}.${sequence}`,
         expect: { lastSubjectSequence: last?.streamSequence ?? 0 },
       });
@@ -471,8 +474,8 @@ export class NatsBundleStore {
     if (last === undefined) return [];
     const out: DeltaMessage[] = [];
     try {
-      const consumer = await jetstream(this.nc).consumers.get(this.deltaStream, {
-        filter_subjects: [this.deltaSubject(tenant)], deliver_policy: DeliverPolicy.All,
+      const consumer = await loadedNats().jetstream.jetstream(this.nc).consumers.get(this.deltaStream, {
+        filter_subjects: [this.deltaSubject(tenant)], deliver_policy: loadedNats().jetstream.DeliverPolicy.All,
       });
       const messages = await consumer.consume();
       for await (const m of messages) {

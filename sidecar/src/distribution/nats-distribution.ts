@@ -15,7 +15,7 @@
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { KvWatchEntry } from '@nats-io/kv';
 import type { NatsConfig } from '../config/index.ts';
-import { DeliverPolicy, jetstream, type ConsumerMessages } from '@nats-io/jetstream';
+import type { ConsumerMessages } from '@nats-io/jetstream';
 import { ErrorCodes, PavilionError, isPavilionError, wrapError } from '../lib/errors.ts';
 import { parseDelta, type DeltaMessage } from './delta-message.ts';
 import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
@@ -25,6 +25,7 @@ import type { TenantManager } from '../tenants/index.ts';
 import { NatsBundleStore, connectNats } from './nats-bundle-store.ts';
 import type { PointerEntry } from './pointer.ts';
 import type { StatusReport } from './status-report.ts';
+import { loadedNats } from './nats-modules.ts';
 
 export interface NatsDistributionOptions {
   readonly config: NatsConfig;
@@ -177,8 +178,8 @@ export class NatsDistribution implements Component {
   #watchDeltas(): Promise<void> {
     return this.#forever('watching deltas', async (store) => {
       await store.ensureDeltaStream();
-      const consumer = await jetstream(store.nc).consumers.get(store.deltaStream, {
-        filter_subjects: [`${this.#options.config.subjectPrefix}.delta.>`], deliver_policy: DeliverPolicy.New,
+      const consumer = await loadedNats().jetstream.jetstream(store.nc).consumers.get(store.deltaStream, {
+        filter_subjects: [`${this.#options.config.subjectPrefix}.delta.>`], deliver_policy: loadedNats().jetstream.DeliverPolicy.New,
       });
       const messages = await consumer.consume();
       this.#deltaMessages = messages;

@@ -42,7 +42,7 @@ import {
   credentialsFromHeader,
   witnessesFromHeader,
   type CredentialGate,
-} from '../credentials/index.ts';
+} from '../credentials/gate.ts';
 import { resolveTenant } from './tenant-resolver.ts';
 
 export type Transport = 'grpc' | 'http';

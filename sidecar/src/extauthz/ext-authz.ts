@@ -8,7 +8,7 @@ import type { ExtAuthzConfig } from '../config/index.ts';
 import type { PolicyEngine } from '../engine/index.ts';
 import { ErrorCodes, PavilionError } from '../lib/errors.ts';
 import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
-import type { CredentialGate } from '../credentials/index.ts';
+import type { CredentialGate } from '../credentials/gate.ts';
 import type { Metrics } from '../telemetry/index.ts';
 import type { TenantManager } from '../tenants/index.ts';
 import { CheckService } from './check-service.ts';

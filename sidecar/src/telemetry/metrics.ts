@@ -2,7 +2,7 @@
  * Prometheus metrics, on a registry owned by this object (no global registry).
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { CredentialObserver } from '../credentials/index.ts';
+import type { CredentialObserver } from '../credentials/gate.ts';
 import type { EngineObserver } from '../engine/index.ts';
 
 export class Metrics implements EngineObserver, CredentialObserver {
