@@ -93,7 +93,7 @@ export async function startEvmChain(options: EvmChainOptions = {}): Promise<Runn
     {
       allowBlocksWithSameTimestamp: false,
       allowUnlimitedContractSize: false,
-      bailOnCallFailure: false,
+      bailOnCallFailure: true,
       bailOnTransactionFailure: false,
       chainId: BigInt(chainId),
       coinbase: Buffer.alloc(20, 0xc0),
@@ -117,10 +117,23 @@ export async function startEvmChain(options: EvmChainOptions = {}): Promise<Runn
     new ContractDecoder(),
   );
 
-  const handle = async (body: string): Promise<string> => {
-    const response = await provider.handleRequest(body);
+  // The engine answers one request at a time and leaves out `jsonrpc` and `id`: the
+  // endpoint adds them and splits batches, as a JSON-RPC 2.0 server must.
+  const one = async (request: unknown): Promise<Record<string, unknown>> => {
+    const id = typeof request === 'object' && request !== null ? (request as { id?: unknown }).id ?? null : null;
+    const response = await provider.handleRequest(JSON.stringify(request));
     const data: unknown = response.data;
-    return typeof data === 'string' ? data : JSON.stringify(data);
+    const answer = (typeof data === 'string' ? JSON.parse(data) : data) as Record<string, unknown>;
+    return { ...answer, jsonrpc: '2.0', id };
+  };
+  const handle = async (body: string): Promise<string> => {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(body);
+    } catch {
+      return JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: -32700, message: 'parse error' } });
+    }
+    return JSON.stringify(Array.isArray(parsed) ? await Promise.all(parsed.map(one)) : await one(parsed));
   };
 
   const port = await freePort();

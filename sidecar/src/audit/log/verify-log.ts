@@ -67,7 +67,7 @@ export async function verifyLogFile(path: string, keyring: Keyring, options: Ver
   const tree = new MerkleTree();
   const checkpoints: SignedCheckpointV1[] = [];
   const keyIds = new Set<string>();
-  const anchors: Array<{ anchor: AnchorRecordV1; where: Record<string, unknown> }> = [];
+  const anchors: Array<{ anchor: AnchorRecordV1; checkpoint: SignedCheckpointV1; where: Record<string, unknown> }> = [];
   let origin = options.origin;
   try {
     const header = Buffer.alloc(FILE_HEADER_BYTES);
@@ -90,14 +90,15 @@ export async function verifyLogFile(path: string, keyring: Keyring, options: Ver
       }
       if (record.type === RecordType.ANCHOR) {
         let anchor: AnchorRecordV1;
+        let anchored: SignedCheckpointV1;
         try {
           anchor = decodeAnchorRecord(record.payload);
           if (anchor.tree_size !== record.index) throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_MISMATCH, `the anchor's tree size ${anchor.tree_size} differs from its frame's ${record.index}`);
-          checkAnchorAgainst(anchor, checkpoints);
+          anchored = checkAnchorAgainst(anchor, checkpoints);
         } catch (error) {
           throw bad(ErrorCodes.AUDIT_ANCHOR_MISMATCH, `record ${record.recordNumber} at byte ${record.offset}: ${isPavilionError(error) ? error.message : 'unreadable anchor record'}`, where);
         }
-        anchors.push({ anchor, where: { ...where, treeSize: anchor.tree_size } });
+        anchors.push({ anchor, checkpoint: anchored, where: { ...where, treeSize: anchor.tree_size } });
         return;
       }
       let checkpoint: SignedCheckpointV1;
@@ -172,12 +173,16 @@ export async function verifyLogFile(path: string, keyring: Keyring, options: Ver
 
   // Anchors, in file order: each must be held by the outside system it names.
   let anchorsVerified = 0;
-  for (const { anchor, where } of anchors) {
+  for (const { anchor, checkpoint, where } of anchors) {
     const verifier = options.anchorVerifiers?.find((v) => v.kind === anchor.kind);
     if (verifier === undefined) continue;
     try {
-      await verifier.verify(anchor);
+      await verifier.verify(anchor, checkpoint);
     } catch (error) {
+      // An outside system that cannot be asked is not proof of tampering: say which it is.
+      if (isPavilionError(error, ErrorCodes.AUDIT_ANCHOR_FAILED)) {
+        throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_FAILED, `the ${anchor.kind} anchor of the checkpoint at tree size ${anchor.tree_size} (record ${String(where['recordNumber'])}) could not be checked: ${error.message}`, { details: where, cause: error });
+      }
       throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_MISMATCH, `the ${anchor.kind} anchor of the checkpoint at tree size ${anchor.tree_size} (record ${String(where['recordNumber'])}) does not hold: ${isPavilionError(error) ? error.message : String(error)}`, { details: where, cause: error });
     }
     anchorsVerified++;
