@@ -34,6 +34,7 @@ describe('decisionLog.audit config', () => {
       checkpointIntervalMs: 10_000,
       signer: { kind: 'software', keyFile: '/base/var/audit/checkpoint-key.pem' },
       stream: { enabled: false, maxInFlight: 256, retryWaitMs: 250 },
+      anchor: { kind: 'file', path: '/base/var/audit/anchors.jsonl' },
     });
     assert.equal(parseConfig({}).decisionLog.sink, 'file', 'the NDJSON file stays the default');
     assert.equal(parseConfig({}).decisionLog.audit, undefined);

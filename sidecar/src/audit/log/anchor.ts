@@ -28,6 +28,8 @@ export interface Anchor {
   readonly kind: string;
   /** Publish the checkpoint's root; resolve with where it is, once it is final enough. */
   anchor(checkpoint: SignedCheckpointV1): Promise<Readonly<Record<string, unknown>>>;
+  /** Release connections and timers (called once every log using it has stopped). */
+  close?(): void | Promise<void>;
 }
 
 export interface AnchorVerifier {

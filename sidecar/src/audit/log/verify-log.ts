@@ -212,6 +212,9 @@ export interface DecisionVerification {
   readonly rootHash: string;
   readonly keyId: string;
   readonly checkpointTime: string;
+  /** The checkpoint's anchor record, when the proof carries one (checked against the checkpoint, not yet against its outside system). */
+  readonly anchor: AnchorRecordV1 | undefined;
+  readonly checkpoint: SignedCheckpointV1;
 }
 
 const HEX32 = /^[0-9a-f]{64}$/;
@@ -251,6 +254,11 @@ export function verifyDecisionProof(value: unknown, keyring: Keyring, expect: { 
     throw new PavilionError(ErrorCodes.AUDIT_EVENT_MISMATCH, `the proof is for decision ${event.decision_id}, not ${expect.decisionId}`, { details: { decisionId: event.decision_id, expected: expect.decisionId } });
   }
   verifyInclusion(index, checkpoint.tree_size, hashLeaf(Buffer.from(proof.event, 'utf8')), path.map((h: string) => Buffer.from(h, 'hex')), Buffer.from(checkpoint.root_hash, 'hex'));
+  let anchor: AnchorRecordV1 | undefined;
+  if (proof.anchor !== undefined) {
+    anchor = decodeAnchorRecord(Buffer.from(JSON.stringify(proof.anchor), 'utf8'));
+    checkAnchorAgainst(anchor, [checkpoint]);
+  }
   return {
     decisionId: event.decision_id,
     tenant: typeof event.tenant === 'string' ? event.tenant : undefined,
@@ -260,7 +268,32 @@ export function verifyDecisionProof(value: unknown, keyring: Keyring, expect: { 
     rootHash: checkpoint.root_hash,
     keyId: checkpoint.key_id,
     checkpointTime: checkpoint.timestamp,
+    anchor,
+    checkpoint,
   };
+}
+
+/**
+ * Check a verified decision's anchor with the outside system it names. Resolves true when a
+ * verifier of its kind confirmed it, false when the proof has no anchor or no verifier of
+ * its kind was given (nothing outside was consulted); throws ERR_AUDIT_ANCHOR_MISMATCH or
+ * ERR_AUDIT_ANCHOR_FAILED otherwise.
+ */
+export async function verifyDecisionAnchor(verified: DecisionVerification, anchorVerifiers: readonly AnchorVerifier[]): Promise<boolean> {
+  const anchor = verified.anchor;
+  if (anchor === undefined) return false;
+  const verifier = anchorVerifiers.find((v) => v.kind === anchor.kind);
+  if (verifier === undefined) return false;
+  try {
+    await verifier.verify(anchor, verified.checkpoint);
+  } catch (error) {
+    const code = isPavilionError(error, ErrorCodes.AUDIT_ANCHOR_FAILED) ? ErrorCodes.AUDIT_ANCHOR_FAILED : ErrorCodes.AUDIT_ANCHOR_MISMATCH;
+    throw new PavilionError(code, `the ${anchor.kind} anchor of the checkpoint at tree size ${anchor.tree_size} ${code === ErrorCodes.AUDIT_ANCHOR_FAILED ? 'could not be checked' : 'does not hold'}: ${isPavilionError(error) ? error.message : String(error)}`, {
+      details: { treeSize: anchor.tree_size, ...(isPavilionError(error) ? error.details : {}) },
+      cause: error,
+    });
+  }
+  return true;
 }
 
 /**
@@ -311,6 +344,7 @@ export async function proveFromLogFile(path: string, decisionId: string): Promis
   const tree = new MerkleTree();
   let found: { index: number; event: string } | undefined;
   let covering: SignedCheckpointV1 | undefined;
+  let anchored: { checkpoint: SignedCheckpointV1; anchor: AnchorRecordV1 } | undefined;
   await scanLogFile(path, tree, { finish: true }, (record) => {
     if (record.type === RecordType.LEAF) {
       if (found !== undefined) return;
@@ -325,18 +359,24 @@ export async function proveFromLogFile(path: string, decisionId: string): Promis
     } else if (record.type === RecordType.CHECKPOINT && found !== undefined) {
       const checkpoint = decodeCheckpoint(record.payload);
       if (checkpoint.tree_size > found.index && checkpoint.tree_size <= tree.size) covering = checkpoint;
+    } else if (record.type === RecordType.ANCHOR && covering !== undefined) {
+      const anchor = decodeAnchorRecord(record.payload);
+      if (anchor.tree_size === covering.tree_size && anchor.root_hash === covering.root_hash) anchored = { checkpoint: covering, anchor };
     }
   });
   if (found === undefined) throw new PavilionError(ErrorCodes.AUDIT_DECISION_UNKNOWN, `decision ${JSON.stringify(decisionId)} is not in ${path}`, { details: { decisionId } });
   if (covering === undefined) {
     throw new PavilionError(ErrorCodes.AUDIT_DECISION_UNKNOWN, `decision ${JSON.stringify(decisionId)} is leaf ${found.index}, but no checkpoint in ${path} covers it yet`, { details: { decisionId, leafIndex: found.index } });
   }
+  // The latest covering checkpoint that is anchored, so the proof can be checked outside too.
+  const chosen = anchored?.checkpoint ?? covering;
   return {
     version: 1,
     event: found.event,
     leaf_index: found.index,
-    inclusion_path: tree.inclusionProof(found.index, covering.tree_size).map((h) => h.toString('hex')),
-    checkpoint: covering,
+    inclusion_path: tree.inclusionProof(found.index, chosen.tree_size).map((h) => h.toString('hex')),
+    checkpoint: chosen,
+    ...(anchored === undefined ? {} : { anchor: anchored.anchor }),
   };
 }
 
