@@ -6,12 +6,17 @@
  * every check reads receipts, events and contract state from the chain.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
 import {
   Keyring,
   RecordType,
   SoftwareSigner,
   proveFromLogFile,
+  publicKeyPem,
   verifyDecisionAnchor,
   verifyDecisionProof,
   verifyLogFile,
@@ -283,5 +288,66 @@ describe('EVM anchoring (PavilionAnchor on a local chain)', () => {
   it('an endpoint of another chain id is refused (ERR_AUDIT_ANCHOR_CONFIG), and so is a malformed reference', async () => {
     await failsWith(evmAnchor({ chainId: 1 }).anchor(await signedCheckpoint('pavilion-test/chain', 1)), ErrorCodes.AUDIT_ANCHOR_CONFIG, {}, /is chain 31337, the config says 1/);
     await failsWith(chainVerifier().verify({ version: 1, kind: 'evm', tree_size: 1, root_hash: 'ab'.repeat(32), reference: { chain_id: chain.chainId, contract, tx_hash: 'nope' } }), ErrorCodes.AUDIT_ANCHOR_MISMATCH, { field: 'tx_hash' });
+  });
+});
+
+const CLI = join(import.meta.dirname, '..', 'sidecar', 'src', 'cli', 'main.ts');
+
+/** The CLI in a child process (asynchronously: the chain is served from this process). */
+async function pavilion(...args: string[]): Promise<{ status: number; json: Record<string, unknown>; stderr: string }> {
+  const run = await promisify(execFile)(process.execPath, ['--import', 'tsx', CLI, 'audit', ...args], { encoding: 'utf8' }).then(
+    (r) => ({ status: 0, stdout: r.stdout, stderr: r.stderr }),
+    (e: { code?: number; stdout?: string; stderr?: string }) => ({ status: e.code ?? -1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' }),
+  );
+  let json: Record<string, unknown> = {};
+  try {
+    json = JSON.parse(run.stdout) as Record<string, unknown>;
+  } catch {
+    // usage errors print nothing on stdout
+  }
+  return { status: run.status, json, stderr: run.stderr };
+}
+
+describe('pavilion audit anchor / verify --rpc', () => {
+  it('deploys the contract, authorises a submitter, and checks a log and a decision against the chain', async () => {
+    const dir = await tempDir();
+    const ownerKey = join(dir, 'owner.key');
+    await writeFile(ownerKey, `${chain.accounts[2]!.privateKey}\n`, { mode: 0o600 });
+    const keys = join(dir, 'trusted.pem');
+    await writeFile(keys, publicKeyPem(signer.publicKeySpki));
+    const rpc = ['--rpc', chain.url, '--chain-id', String(chain.chainId)];
+
+    const deployed = await pavilion('anchor', 'deploy', ...rpc, '--key-file', ownerKey);
+    assert.equal(deployed.status, 0, deployed.stderr);
+    const address = String(deployed.json['contract']);
+    assert.match(address, /^0x[0-9a-fA-F]{40}$/);
+    assert.equal(deployed.json['owner'], chain.accounts[2]!.address);
+    const allowed = await pavilion('anchor', 'allow', ...rpc, '--key-file', ownerKey, '--contract', address, '--submitter', chain.accounts[1]!.address);
+    assert.equal(allowed.status, 0, allowed.stderr);
+
+    const logDir = await anchoredLog(evmAnchor({ contract: address, privateKey: chain.accounts[1]!.privateKey }), 'pavilion-test/cli');
+    const offline = await pavilion('verify-log', '--log', logDir, '--keys', keys);
+    assert.equal(offline.status, 0, offline.stderr);
+    assert.equal(offline.json['anchorsVerified'], 0);
+    assert.match(offline.stderr, /the chain \(or anchor file\) was not consulted/);
+
+    const online = await pavilion('verify-log', '--log', logDir, '--keys', keys, ...rpc, '--contract', address);
+    assert.equal(online.status, 0, online.stderr);
+    assert.ok((online.json['anchorsVerified'] as number) >= 2);
+    assert.equal(online.json['anchorsVerified'], online.json['anchors']);
+
+    const decision = await pavilion('verify', '--decision', 'decision-000002', '--log', logDir, '--keys', keys, ...rpc, '--contract', address);
+    assert.equal(decision.status, 0, decision.stderr);
+    assert.equal((decision.json['anchor'] as Record<string, unknown>)['verified'], true);
+
+    // Trusting another contract (the one deployed in before()): the first anchor record is named.
+    const first = (await anchorRecords(logDir))[0]!;
+    const wrong = await pavilion('verify-log', '--log', logDir, '--keys', keys, ...rpc, '--contract', contract);
+    assert.equal(wrong.status, 1);
+    assert.equal(wrong.json['code'], 'ERR_AUDIT_ANCHOR_MISMATCH');
+    assert.equal((wrong.json['position'] as Record<string, unknown>)['recordNumber'], first.at);
+    const noContract = await pavilion('verify-log', '--log', logDir, '--keys', keys, ...rpc);
+    assert.equal(noContract.status, 1, 'the contract to trust is never taken from the log');
+    assert.match(noContract.stderr, /--rpc needs --contract/);
   });
 });
