@@ -6,17 +6,13 @@
  * every check reads receipts, events and contract state from the chain.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { promisify } from 'node:util';
+import { Interface, JsonRpcProvider, Wallet } from 'ethers';
 import {
   Keyring,
   RecordType,
   SoftwareSigner,
   proveFromLogFile,
-  publicKeyPem,
   verifyDecisionAnchor,
   verifyDecisionProof,
   verifyLogFile,
@@ -24,7 +20,16 @@ import {
   type SignedCheckpointV1,
 } from '../sidecar/src/audit/log/index.ts';
 import { CHECKPOINT_ALGORITHM, checkpointMessage } from '../sidecar/src/audit/log/checkpoint.ts';
-import { EvmAnchor, EvmAnchorVerifier, checkpointSignatureSha256, deployAnchorContract, type EvmAnchorOptions } from '../sidecar/src/audit/anchor/index.ts';
+import {
+  EvmAnchor,
+  EvmAnchorVerifier,
+  PAVILION_ANCHOR_ARTIFACT,
+  checkpointSignatureSha256,
+  deployAnchorContract,
+  logIdOf,
+  setAnchorSubmitter,
+  type EvmAnchorOptions,
+} from '../sidecar/src/audit/anchor/index.ts';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
 import { startEvmChain, type RunningEvmChain } from './harness/evm-chain.ts';
 import { until } from './harness/wait.ts';
@@ -32,6 +37,7 @@ import { decisionEvent, openLog, readRecords, tempDir, walPath, writeRecords } f
 
 let chain: RunningEvmChain;
 let contract: string;
+let deployment: { txHash: string; blockNumber: number };
 const signer = SoftwareSigner.generate();
 const ring = new Keyring();
 ring.add(signer.publicKeySpki);
@@ -40,7 +46,9 @@ const verifiers: EvmAnchorVerifier[] = [];
 
 before(async () => {
   chain = await startEvmChain();
-  contract = (await deployAnchorContract({ rpcUrl: chain.url, chainId: chain.chainId, privateKey: chain.accounts[0]!.privateKey, pollingIntervalMs: 10 })).address;
+  const deployed = await deployAnchorContract({ rpcUrl: chain.url, chainId: chain.chainId, privateKey: chain.accounts[0]!.privateKey, pollingIntervalMs: 10 });
+  contract = deployed.address;
+  deployment = deployed;
 });
 
 after(async () => {
@@ -162,6 +170,10 @@ describe('EVM anchoring (PavilionAnchor on a local chain)', () => {
     const swapped = { ...first.record, reference: { ...first.record.reference, tx_hash: second.record.reference['tx_hash'], block_number: second.record.reference['block_number'] } };
     await writeRecords(dir, header, records.map((r, i) => (i === first.at ? { ...r, payload: Buffer.from(JSON.stringify(swapped)) } : r)));
     await failsWith(verifyLogFile(walPath(dir), ring, { anchorVerifiers: [chainVerifier()] }), ErrorCodes.AUDIT_ANCHOR_MISMATCH, { recordNumber: first.at }, /anchored no checkpoint of log [0-9a-f]{64} at tree size/);
+    // A transaction that is no anchor at all (the contract's deployment).
+    const unrelated = { ...first.record, reference: { ...first.record.reference, tx_hash: deployment.txHash, block_number: deployment.blockNumber } };
+    await writeRecords(dir, header, records.map((r, i) => (i === first.at ? { ...r, payload: Buffer.from(JSON.stringify(unrelated)) } : r)));
+    await failsWith(verifyLogFile(walPath(dir), ring, { anchorVerifiers: [chainVerifier()] }), ErrorCodes.AUDIT_ANCHOR_MISMATCH, { recordNumber: first.at }, /was sent to no contract \(a deployment\)/);
   });
 
   it('anchors in a contract at another address: refused by a verifier that trusts the deployed one', async () => {
@@ -191,6 +203,28 @@ describe('EVM anchoring (PavilionAnchor on a local chain)', () => {
     assert.equal(log.size, 11, 'decisions continue');
     assert.equal(log.anchors.length, 0);
     await log.stop(5000);
+  });
+
+  it('a transaction that reverts once mined (another anchor of the log got in first): ERR_AUDIT_ANCHOR_REVERTED with the reason', async () => {
+    const origin = 'pavilion-test/mined-revert';
+    // A contract with two submitters: ours, and a rival whose transaction is priced to be mined first.
+    const own = await deployAnchorContract({ rpcUrl: chain.url, chainId: chain.chainId, privateKey: chain.accounts[1]!.privateKey, pollingIntervalMs: 10 });
+    await setAnchorSubmitter({ rpcUrl: chain.url, chainId: chain.chainId, privateKey: chain.accounts[1]!.privateKey, contract: own.address, submitter: chain.accounts[2]!.address, allowed: true, pollingIntervalMs: 10 });
+    const anchor = evmAnchor({ contract: own.address, privateKey: chain.accounts[2]!.privateKey });
+    const provider = new JsonRpcProvider(chain.url, chain.chainId, { staticNetwork: true, batchMaxCount: 1 });
+    const rival = new Wallet(chain.accounts[1]!.privateKey, provider);
+    await chain.rpc('evm_setAutomine', [false]);
+    try {
+      const anchoring = anchor.anchor(await signedCheckpoint(origin, 8));
+      await until('our transaction in the pool', async () => ((await chain.rpc('eth_getBlockByNumber', ['pending', false])) as { transactions: string[] }).transactions.length === 1);
+      const data = new Interface(PAVILION_ANCHOR_ARTIFACT.abi).encodeFunctionData('anchor', [`0x${logIdOf(origin)}`, 10, `0x${'ef'.repeat(32)}`, `0x${'ef'.repeat(32)}`]);
+      await rival.sendTransaction({ to: own.address, data, gasLimit: 200_000, maxPriorityFeePerGas: 50_000_000_000n, maxFeePerGas: 100_000_000_000n });
+      await chain.rpc('evm_mine');
+      await failsWith(anchoring, ErrorCodes.AUDIT_ANCHOR_REVERTED, { treeSize: 8 }, /reverted in block \d+: TreeSizeNotGrowing\(0x[0-9a-f]{64}, 8, 10\)/);
+    } finally {
+      await chain.rpc('evm_setAutomine', [true]);
+      provider.destroy();
+    }
   });
 
   it('a dropped transaction is sent again with higher fees and the anchor still lands', async () => {
@@ -288,66 +322,5 @@ describe('EVM anchoring (PavilionAnchor on a local chain)', () => {
   it('an endpoint of another chain id is refused (ERR_AUDIT_ANCHOR_CONFIG), and so is a malformed reference', async () => {
     await failsWith(evmAnchor({ chainId: 1 }).anchor(await signedCheckpoint('pavilion-test/chain', 1)), ErrorCodes.AUDIT_ANCHOR_CONFIG, {}, /is chain 31337, the config says 1/);
     await failsWith(chainVerifier().verify({ version: 1, kind: 'evm', tree_size: 1, root_hash: 'ab'.repeat(32), reference: { chain_id: chain.chainId, contract, tx_hash: 'nope' } }), ErrorCodes.AUDIT_ANCHOR_MISMATCH, { field: 'tx_hash' });
-  });
-});
-
-const CLI = join(import.meta.dirname, '..', 'sidecar', 'src', 'cli', 'main.ts');
-
-/** The CLI in a child process (asynchronously: the chain is served from this process). */
-async function pavilion(...args: string[]): Promise<{ status: number; json: Record<string, unknown>; stderr: string }> {
-  const run = await promisify(execFile)(process.execPath, ['--import', 'tsx', CLI, 'audit', ...args], { encoding: 'utf8' }).then(
-    (r) => ({ status: 0, stdout: r.stdout, stderr: r.stderr }),
-    (e: { code?: number; stdout?: string; stderr?: string }) => ({ status: e.code ?? -1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' }),
-  );
-  let json: Record<string, unknown> = {};
-  try {
-    json = JSON.parse(run.stdout) as Record<string, unknown>;
-  } catch {
-    // usage errors print nothing on stdout
-  }
-  return { status: run.status, json, stderr: run.stderr };
-}
-
-describe('pavilion audit anchor / verify --rpc', () => {
-  it('deploys the contract, authorises a submitter, and checks a log and a decision against the chain', async () => {
-    const dir = await tempDir();
-    const ownerKey = join(dir, 'owner.key');
-    await writeFile(ownerKey, `${chain.accounts[2]!.privateKey}\n`, { mode: 0o600 });
-    const keys = join(dir, 'trusted.pem');
-    await writeFile(keys, publicKeyPem(signer.publicKeySpki));
-    const rpc = ['--rpc', chain.url, '--chain-id', String(chain.chainId)];
-
-    const deployed = await pavilion('anchor', 'deploy', ...rpc, '--key-file', ownerKey);
-    assert.equal(deployed.status, 0, deployed.stderr);
-    const address = String(deployed.json['contract']);
-    assert.match(address, /^0x[0-9a-fA-F]{40}$/);
-    assert.equal(deployed.json['owner'], chain.accounts[2]!.address);
-    const allowed = await pavilion('anchor', 'allow', ...rpc, '--key-file', ownerKey, '--contract', address, '--submitter', chain.accounts[1]!.address);
-    assert.equal(allowed.status, 0, allowed.stderr);
-
-    const logDir = await anchoredLog(evmAnchor({ contract: address, privateKey: chain.accounts[1]!.privateKey }), 'pavilion-test/cli');
-    const offline = await pavilion('verify-log', '--log', logDir, '--keys', keys);
-    assert.equal(offline.status, 0, offline.stderr);
-    assert.equal(offline.json['anchorsVerified'], 0);
-    assert.match(offline.stderr, /the chain \(or anchor file\) was not consulted/);
-
-    const online = await pavilion('verify-log', '--log', logDir, '--keys', keys, ...rpc, '--contract', address);
-    assert.equal(online.status, 0, online.stderr);
-    assert.ok((online.json['anchorsVerified'] as number) >= 2);
-    assert.equal(online.json['anchorsVerified'], online.json['anchors']);
-
-    const decision = await pavilion('verify', '--decision', 'decision-000002', '--log', logDir, '--keys', keys, ...rpc, '--contract', address);
-    assert.equal(decision.status, 0, decision.stderr);
-    assert.equal((decision.json['anchor'] as Record<string, unknown>)['verified'], true);
-
-    // Trusting another contract (the one deployed in before()): the first anchor record is named.
-    const first = (await anchorRecords(logDir))[0]!;
-    const wrong = await pavilion('verify-log', '--log', logDir, '--keys', keys, ...rpc, '--contract', contract);
-    assert.equal(wrong.status, 1);
-    assert.equal(wrong.json['code'], 'ERR_AUDIT_ANCHOR_MISMATCH');
-    assert.equal((wrong.json['position'] as Record<string, unknown>)['recordNumber'], first.at);
-    const noContract = await pavilion('verify-log', '--log', logDir, '--keys', keys, ...rpc);
-    assert.equal(noContract.status, 1, 'the contract to trust is never taken from the log');
-    assert.match(noContract.stderr, /--rpc needs --contract/);
   });
 });

@@ -322,7 +322,8 @@ export class EvmAnchor implements Anchor {
       if (receipt === undefined) continue;
       const receiptMs = this.#clock() - firstSent;
       if (receipt.status !== 1) {
-        const reason = await this.#provider.call({ from: this.#wallet.address, to: this.#contract, data, blockTag: receipt.blockNumber - 1 }).then(() => undefined, (error: unknown) => revertReason(error));
+        // Replayed on the state after that block: what made it revert got there first.
+        const reason = await this.#provider.call({ from: this.#wallet.address, to: this.#contract, data, blockTag: receipt.blockNumber }).then(() => undefined, (error: unknown) => revertReason(error));
         throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_REVERTED, `the anchor transaction ${receipt.hash} for tree size ${checkpoint.tree_size} of ${checkpoint.origin} reverted in block ${receipt.blockNumber}${reason === undefined ? '' : `: ${reason}`}`, {
           details: { ...where, txHash: receipt.hash, blockNumber: receipt.blockNumber, ...(reason === undefined ? {} : { reason }) },
         });
