@@ -13,9 +13,9 @@ import { EvmAnchor, deployAnchorContract } from '../sidecar/src/audit/anchor/ind
 import { anchorVerifiersFrom } from '../sidecar/src/cli/anchor-commands.ts';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
 import { startEvmChain, type RunningEvmChain } from './harness/evm-chain.ts';
-import { decisionEvent, openLog, readRecords, tempDir } from './audit/fixtures.ts';
+import { decisionEvent, openLog, readRecords, tempDir, walPath } from './audit/fixtures.ts';
 import { post, startPavilion } from './harness/pavilion-harness.ts';
-import { EvmAnchorVerifier, Keyring, verifyLogFile } from '../sidecar/src/audit/index.ts';
+import { EvmAnchorVerifier, Keyring, proveFromLogFile, verifyLogFile } from '../sidecar/src/audit/index.ts';
 
 let chain: RunningEvmChain;
 let contract: string;
@@ -97,6 +97,18 @@ describe('pavilion audit anchor / verify --rpc', () => {
     const decision = await pavilion('verify', '--decision', 'decision-000002', '--log', logDir, '--keys', keys, ...rpc, '--contract', address);
     assert.equal(decision.status, 0, decision.stderr);
     assert.equal((decision.json['anchor'] as Record<string, unknown>)['verified'], true);
+
+    // Asked to check the anchor of a proof that has none: refused, not passed unchecked.
+    const plain = await tempDir();
+    const unanchored = await openLog(plain, signer, { origin: 'pavilion-test/plain', checkpointEveryEvents: 2 });
+    for (let i = 0; i < 2; i++) await unanchored.append(decisionEvent(i));
+    await unanchored.stop(5000);
+    const proofFile = join(plain, 'proof.json');
+    await writeFile(proofFile, JSON.stringify(await proveFromLogFile(walPath(plain), 'decision-000001')));
+    const missing = await pavilion('verify', '--decision', 'decision-000001', '--proof', proofFile, '--keys', keys, ...rpc, '--contract', address);
+    assert.equal(missing.status, 1);
+    assert.equal(missing.json['code'], 'ERR_AUDIT_ANCHOR_MISMATCH');
+    assert.match(String(missing.json['message']), /carries no anchor/);
 
     // Trusting another contract (the one deployed in before()): the first anchor record is named.
     const first = (await anchorRecords(logDir))[0]!;

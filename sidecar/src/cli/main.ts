@@ -424,6 +424,10 @@ async function auditCommand(command: string | undefined, args: string[]): Promis
       ? parseProofFile(await readFile(values.proof, 'utf8'))
       : await proveFromLogFile(logFile(values.log ?? ''), values.decision);
     const { checkpoint: _checkpoint, anchor, ...result } = verifyDecisionProof(proof, keyring, { decisionId: values.decision, ...origin });
+    // Asked to check the anchor: a proof without one does not pass as if it had been checked.
+    if (anchorVerifiers.length > 0 && anchor === undefined) {
+      throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_MISMATCH, `the proof carries no anchor: its checkpoint at tree size ${_checkpoint.tree_size} is not anchored (yet); prove again once it is, or verify without anchor options`, { details: { treeSize: _checkpoint.tree_size } });
+    }
     const anchorVerified = await verifyDecisionAnchor({ ...result, checkpoint: _checkpoint, anchor }, anchorVerifiers);
     const anchorReport = anchor === undefined ? null : { kind: anchor.kind, tree_size: anchor.tree_size, reference: anchor.reference, verified: anchorVerified };
     process.stdout.write(`${JSON.stringify({ ok: true, ...result, anchor: anchorReport }, null, 2)}\n`);
