@@ -84,35 +84,41 @@ describe('pavilion audit anchor / verify --rpc', () => {
     assert.equal(allowed.status, 0, allowed.stderr);
 
     const logDir = await anchoredLog(address, chain.accounts[1]!.privateKey, 'pavilion-test/cli');
-    const offline = await pavilion('verify-log', '--log', logDir, '--keys', keys);
-    assert.equal(offline.status, 0, offline.stderr);
-    assert.equal(offline.json['anchorsVerified'], 0);
-    assert.match(offline.stderr, /the chain \(or anchor file\) was not consulted/);
-
-    const online = await pavilion('verify-log', '--log', logDir, '--keys', keys, ...rpc, '--contract', address);
-    assert.equal(online.status, 0, online.stderr);
-    assert.ok((online.json['anchorsVerified'] as number) >= 2);
-    assert.equal(online.json['anchorsVerified'], online.json['anchors']);
-
-    const decision = await pavilion('verify', '--decision', 'decision-000002', '--log', logDir, '--keys', keys, ...rpc, '--contract', address);
-    assert.equal(decision.status, 0, decision.stderr);
-    assert.equal((decision.json['anchor'] as Record<string, unknown>)['verified'], true);
-
-    // Asked to check the anchor of a proof that has none: refused, not passed unchecked.
+    // A proof with no anchor, for the refusal below.
     const plain = await tempDir();
     const unanchored = await openLog(plain, signer, { origin: 'pavilion-test/plain', checkpointEveryEvents: 2 });
     for (let i = 0; i < 2; i++) await unanchored.append(decisionEvent(i));
     await unanchored.stop(5000);
     const proofFile = join(plain, 'proof.json');
     await writeFile(proofFile, JSON.stringify(await proveFromLogFile(walPath(plain), 'decision-000001')));
-    const missing = await pavilion('verify', '--decision', 'decision-000001', '--proof', proofFile, '--keys', keys, ...rpc, '--contract', address);
+    const first = (await anchorRecords(logDir))[0]!;
+
+    // Independent runs, in parallel to keep the file short.
+    const [offline, online, decision, missing, wrong] = await Promise.all([
+      pavilion('verify-log', '--log', logDir, '--keys', keys),
+      pavilion('verify-log', '--log', logDir, '--keys', keys, ...rpc, '--contract', address),
+      pavilion('verify', '--decision', 'decision-000002', '--log', logDir, '--keys', keys, ...rpc, '--contract', address),
+      pavilion('verify', '--decision', 'decision-000001', '--proof', proofFile, '--keys', keys, ...rpc, '--contract', address),
+      // Trusting another contract (the one deployed in before()).
+      pavilion('verify-log', '--log', logDir, '--keys', keys, ...rpc, '--contract', contract),
+    ]);
+    assert.equal(offline.status, 0, offline.stderr);
+    assert.equal(offline.json['anchorsVerified'], 0);
+    assert.match(offline.stderr, /the chain \(or anchor file\) was not consulted/);
+
+    assert.equal(online.status, 0, online.stderr);
+    assert.ok((online.json['anchorsVerified'] as number) >= 2);
+    assert.equal(online.json['anchorsVerified'], online.json['anchors']);
+
+    assert.equal(decision.status, 0, decision.stderr);
+    assert.equal((decision.json['anchor'] as Record<string, unknown>)['verified'], true);
+
+    // Asked to check the anchor of a proof that has none: refused, not passed unchecked.
     assert.equal(missing.status, 1);
     assert.equal(missing.json['code'], 'ERR_AUDIT_ANCHOR_MISMATCH');
     assert.match(String(missing.json['message']), /carries no anchor/);
 
-    // Trusting another contract (the one deployed in before()): the first anchor record is named.
-    const first = (await anchorRecords(logDir))[0]!;
-    const wrong = await pavilion('verify-log', '--log', logDir, '--keys', keys, ...rpc, '--contract', contract);
+    // The first anchor record is named.
     assert.equal(wrong.status, 1);
     assert.equal(wrong.json['code'], 'ERR_AUDIT_ANCHOR_MISMATCH');
     assert.equal((wrong.json['position'] as Record<string, unknown>)['recordNumber'], first.at);
