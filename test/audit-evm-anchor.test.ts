@@ -158,6 +158,24 @@ describe('EVM anchoring (PavilionAnchor on a local chain)', () => {
     await writeRecords(forged, header, out);
     assert.equal((await verifyLogFile(walPath(forged), ring)).anchors, honestAnchors.length, 'offline, the forgery is consistent');
     await failsWith(verifyLogFile(walPath(forged), ring, { anchorVerifiers: [chainVerifier()] }), ErrorCodes.AUDIT_ANCHOR_MISMATCH, { recordNumber: firstAnchorAt }, /anchored root [0-9a-f]{64} at tree size \d+, the record says/);
+
+    // Dropping the anchor records instead does not help: the contract's latest anchor of
+    // the log must still be reached, with its root.
+    await writeRecords(forged, header, records);
+    assert.equal((await verifyLogFile(walPath(forged), ring)).anchors, 0);
+    await failsWith(verifyLogFile(walPath(forged), ring, { anchorVerifiers: [chainVerifier()] }), ErrorCodes.AUDIT_ROOT_MISMATCH, { treeSize: 12, firstSuspectLeaf: 0 }, /rewritten after it was anchored/);
+    const intact = await verifyLogFile(walPath(honest), ring, { anchorVerifiers: [chainVerifier()] });
+    assert.equal(intact.anchoredOutsideSize, 12);
+  });
+
+  it('a log cut after its last anchor (records and all): ERR_AUDIT_LOG_TRUNCATED from the contract\'s latest tree size', async () => {
+    const dir = await anchoredLog(evmAnchor(), 'pavilion-test/cut');
+    const { header, records } = await readRecords(dir);
+    // Keep everything up to (and including) the records of tree size 10: a clean cut at a frame boundary.
+    const cut = records.filter((r) => (r.type === RecordType.LEAF ? r.index < 10 : r.index <= 10));
+    await writeRecords(dir, header, cut);
+    assert.equal((await verifyLogFile(walPath(dir), ring)).leaves, 10, 'offline, a shorter log looks intact');
+    await failsWith(verifyLogFile(walPath(dir), ring, { anchorVerifiers: [chainVerifier()] }), ErrorCodes.AUDIT_LOG_TRUNCATED, { leafIndex: 10, treeSize: 12 });
   });
 
   it('an anchor whose transaction hash points at another transaction: ERR_AUDIT_ANCHOR_MISMATCH at that record', async () => {

@@ -11,7 +11,8 @@ import { Keyring, SoftwareSigner, verifyLogFile } from '../sidecar/src/audit/log
 import { FileAnchor, FileAnchorVerifier, createAnchor, type FileAnchorEntryV1 } from '../sidecar/src/audit/anchor/index.ts';
 import { parseConfig } from '../sidecar/src/config/index.ts';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
-import { decisionEvent, openLog, tempDir, walPath } from './audit/fixtures.ts';
+import { decisionEvent, openLog, readRecords, tempDir, walPath, writeRecords } from './audit/fixtures.ts';
+import { RecordType } from '../sidecar/src/audit/log/index.ts';
 
 const signer = SoftwareSigner.generate();
 const ring = new Keyring();
@@ -70,6 +71,20 @@ describe('file anchor (the embedded default)', () => {
     await writeFile(file, `${lines.slice(1).join('\n')}\n`);
     await failsWith(verifyLogFile(walPath(dirs[0]!), ring, { anchorVerifiers: [new FileAnchorVerifier({ path: file })] }), ErrorCodes.AUDIT_ANCHOR_MISMATCH, /line 0: numbered 1/);
     await failsWith(verifyLogFile(walPath(dirs[0]!), ring, { anchorVerifiers: [new FileAnchorVerifier({ path: join(file, 'missing') })] }), ErrorCodes.AUDIT_ANCHOR_FAILED, /could not be checked/);
+  });
+
+  it('a log cut after its last anchor, anchor records and all: ERR_AUDIT_LOG_TRUNCATED from the file', async () => {
+    const { file, dirs } = await anchoredLogs();
+    const bank = dirs[0]!;
+    const { header, records } = await readRecords(bank);
+    await writeRecords(bank, header, records.filter((r) => (r.type === RecordType.LEAF ? r.index < 8 : r.index <= 8)));
+    assert.equal((await verifyLogFile(walPath(bank), ring)).leaves, 8);
+    await assert.rejects(verifyLogFile(walPath(bank), ring, { anchorVerifiers: [new FileAnchorVerifier({ path: file })] }), (e: unknown) => {
+      assert.ok(isPavilionError(e, ErrorCodes.AUDIT_LOG_TRUNCATED), String(e));
+      assert.equal(e.details?.['treeSize'], 10);
+      assert.equal(e.details?.['leafIndex'], 8);
+      return true;
+    });
   });
 
   it('a tree size that does not grow for its log: ERR_AUDIT_ANCHOR_REVERTED, across restarts of the anchor', async () => {

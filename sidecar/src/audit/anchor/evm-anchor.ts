@@ -423,6 +423,22 @@ export class EvmAnchorVerifier implements AnchorVerifier {
     this.#provider = undefined;
   }
 
+  /** The contract's latest anchor for the log (its `latestTreeSize` and the root there). */
+  async latestAnchor(origin: string): Promise<{ readonly treeSize: number; readonly rootHash: string } | undefined> {
+    const provider = this.#connect();
+    const logId = `0x${logIdOf(origin)}`;
+    try {
+      await checkChainId(provider, this.#options.chainId, this.#options.rpcUrl);
+      const [size] = ANCHOR_ABI.decodeFunctionResult('latestTreeSize', await provider.call({ to: this.#contract, data: ANCHOR_ABI.encodeFunctionData('latestTreeSize', [logId]) }));
+      const treeSize = Number(size as bigint);
+      if (treeSize === 0) return undefined;
+      const [root] = ANCHOR_ABI.decodeFunctionResult('anchorOf', await provider.call({ to: this.#contract, data: ANCHOR_ABI.encodeFunctionData('anchorOf', [logId, treeSize]) }));
+      return { treeSize, rootHash: hex32(root) };
+    } catch (error) {
+      throw failed(`cannot read the latest anchor of ${origin} from ${this.#contract} on ${this.#options.rpcUrl}: ${describeThrown(error)}`, error);
+    }
+  }
+
   async verify(record: AnchorRecordV1, checkpoint?: SignedCheckpointV1): Promise<void> {
     const ref = parseEvmReference(record);
     const where = { treeSize: record.tree_size, txHash: ref.tx_hash };

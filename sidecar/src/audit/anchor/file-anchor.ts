@@ -174,6 +174,14 @@ export class FileAnchorVerifier implements AnchorVerifier {
     this.#path = options.path;
   }
 
+  /** The file's latest line for the log. */
+  async latestAnchor(origin: string): Promise<{ readonly treeSize: number; readonly rootHash: string } | undefined> {
+    const logId = logIdOf(origin);
+    const { entries } = await readChain(this.#path, 'fail');
+    const latest = entries.filter((e) => e.log_id === logId).at(-1);
+    return latest === undefined ? undefined : { treeSize: latest.tree_size, rootHash: latest.root_hash };
+  }
+
   async verify(record: AnchorRecordV1, checkpoint?: SignedCheckpointV1): Promise<void> {
     const ref = record.reference;
     const line = ref['line'];

@@ -42,6 +42,12 @@ export interface AnchorVerifier {
    * signature.
    */
   verify(record: AnchorRecordV1, checkpoint?: SignedCheckpointV1): Promise<void>;
+  /**
+   * The newest anchor the outside system holds for the log `origin` names, whatever the log
+   * file says: a log cut short or rewritten with its anchor records removed still has to
+   * reach and agree with it. Undefined when nothing is anchored for that log.
+   */
+  latestAnchor?(origin: string): Promise<{ readonly treeSize: number; readonly rootHash: string } | undefined>;
 }
 
 const KIND = /^[a-z][a-z0-9_-]{0,31}$/;

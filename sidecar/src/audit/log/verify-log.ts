@@ -35,6 +35,8 @@ export interface LogVerification {
   readonly anchors: number;
   readonly anchorsVerified: number;
   readonly anchoredSize: number;
+  /** The largest tree size the outside systems hold for this log (0: none, or none asked); the log reaches it with the same root. */
+  readonly anchoredOutsideSize: number;
   readonly origin: string | undefined;
   readonly leaves: number;
   readonly checkpoints: number;
@@ -188,11 +190,35 @@ export async function verifyLogFile(path: string, keyring: Keyring, options: Ver
     anchorsVerified++;
   }
 
+  // What the outside systems hold for this log, whatever records the file kept: a log cut
+  // after its last anchor, or rewritten with its anchor records dropped, fails here.
+  let anchoredOutsideSize = 0;
+  for (const verifier of options.anchorVerifiers ?? []) {
+    if (verifier.latestAnchor === undefined || origin === undefined) continue;
+    let latest: { readonly treeSize: number; readonly rootHash: string } | undefined;
+    try {
+      latest = await verifier.latestAnchor(origin);
+    } catch (error) {
+      throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_FAILED, `the ${verifier.kind} anchors of ${origin} could not be read: ${isPavilionError(error) ? error.message : String(error)}`, { cause: error });
+    }
+    if (latest === undefined) continue;
+    if (latest.treeSize > tree.size) {
+      throw bad(ErrorCodes.AUDIT_LOG_TRUNCATED, `the ${verifier.kind} anchor holds tree size ${latest.treeSize} of ${origin}, but the log has ${tree.size} leaves: leaves from ${tree.size} on were removed`, { leafIndex: tree.size, treeSize: latest.treeSize });
+    }
+    if (tree.root(latest.treeSize).toString('hex') !== latest.rootHash) {
+      throw bad(ErrorCodes.AUDIT_ROOT_MISMATCH, `the ${verifier.kind} anchor holds root ${latest.rootHash} for the first ${latest.treeSize} leaves of ${origin}; the log gives another: it was rewritten after it was anchored`, {
+        leafIndex: 0, treeSize: latest.treeSize, firstSuspectLeaf: 0, lastSuspectLeaf: latest.treeSize - 1,
+      });
+    }
+    anchoredOutsideSize = Math.max(anchoredOutsideSize, latest.treeSize);
+  }
+
   const last = checkpoints.at(-1);
   return {
     anchors: anchors.length,
     anchorsVerified,
     anchoredSize: anchors.at(-1)?.anchor.tree_size ?? 0,
+    anchoredOutsideSize,
     origin,
     leaves: tree.size,
     checkpoints: checkpoints.length,
