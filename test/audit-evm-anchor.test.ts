@@ -245,6 +245,20 @@ describe('EVM anchoring (PavilionAnchor on a local chain)', () => {
     }
   });
 
+  it('a transaction that reverts for want of gas is sent again, once, with more, and lands', async () => {
+    const anchor = evmAnchor({ gasLimit: 30_000 });
+    const checkpoint = await signedCheckpoint('pavilion-test/out-of-gas', 3);
+    const reference = await anchor.anchor(checkpoint);
+    const { last, resubmissions } = anchor.stats();
+    assert.ok(last !== undefined);
+    assert.equal(last.sentTxHashes.length, 2, 'the reverted transaction, then the new one');
+    assert.equal(resubmissions, 1);
+    const first = (await chain.rpc('eth_getTransactionReceipt', [last.sentTxHashes[0]])) as { status: string };
+    assert.equal(first.status, '0x0', 'the first one was mined and reverted');
+    assert.equal(reference['tx_hash'], last.sentTxHashes[1]);
+    await chainVerifier().verify({ version: 1, kind: 'evm', tree_size: 3, root_hash: checkpoint.root_hash, reference }, checkpoint);
+  });
+
   it('a dropped transaction is sent again with higher fees and the anchor still lands', async () => {
     const anchor = evmAnchor({ receiptTimeoutMs: 300 });
     await chain.rpc('evm_setAutomine', [false]);

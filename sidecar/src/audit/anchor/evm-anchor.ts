@@ -14,7 +14,10 @@
  *      (dropped from the pool, or priced out), it is sent again with the same nonce and fees
  *      raised by `feeBumpPercent` (a replacement), up to `maxAttempts` times; a receipt of
  *      any of the sent versions counts;
- *   4. a mined revert is ERR_AUDIT_ANCHOR_REVERTED; a success waits for `confirmations`
+ *   4. a mined revert is replayed on the state after its block: when the contract gives a
+ *      reason (another anchor of the log got in first, ...) it is ERR_AUDIT_ANCHOR_REVERTED
+ *      with that reason; when the call would now succeed (it ran out of gas, ...) a new
+ *      transaction is sent once, with twice the gas. A success waits for `confirmations`
  *      blocks (and that the receipt is still there) before the anchor is reported.
  * While the endpoint is unreachable, each step is retried until `submitTimeoutMs` has
  * passed; then ERR_AUDIT_ANCHOR_FAILED. The log keeps deciding throughout (it anchors in the
@@ -88,6 +91,8 @@ export interface EvmAnchorOptions extends EvmConnectionOptions {
   readonly maxAttempts?: number;
   /** Fee increase per replacement, percent (nodes require at least 10). Default 20. */
   readonly feeBumpPercent?: number;
+  /** Gas limit of the first send. Default: the simulation's estimate plus 30%. */
+  readonly gasLimit?: number;
   /** Milliseconds since the epoch (injected for tests). */
   readonly clock?: () => number;
 }
@@ -278,14 +283,16 @@ export class EvmAnchor implements Anchor {
         throw error;
       }
     });
-    const gasLimit = (estimate * 13n) / 10n;
+    let gasLimit = this.#options.gasLimit === undefined ? (estimate * 13n) / 10n : BigInt(this.#options.gasLimit);
     let nonce = await step('reading the nonce', () => this.#provider.getTransactionCount(this.#wallet.address, 'pending'));
     const fees = await step('reading fees', () => this.#provider.getFeeData());
     let maxPriorityFeePerGas = fees.maxPriorityFeePerGas ?? 1_000_000_000n;
     let maxFeePerGas = fees.maxFeePerGas ?? (fees.gasPrice ?? 1_000_000_000n) * 2n;
     const bump = BigInt(100 + (this.#options.feeBumpPercent ?? 20));
 
-    const sent: string[] = [];
+    let sent: string[] = [];
+    const everySent: string[] = [];
+    let revertedOnce = false;
     let firstSent = 0;
     const attempts = this.#options.maxAttempts ?? 5;
     for (let attempt = 1; attempt <= attempts; attempt++) {
@@ -304,6 +311,7 @@ export class EvmAnchor implements Anchor {
         const hash = (await step('sending the transaction', () => this.#provider.send('eth_sendRawTransaction', [signed]))) as string;
         if (firstSent === 0) firstSent = this.#clock();
         sent.push(hash.toLowerCase());
+        everySent.push(hash.toLowerCase());
       } catch (error) {
         // A replacement may be refused because an earlier version was mined meanwhile
         // (nonce too low) or is still pending; the receipts below tell. A first send with
@@ -323,7 +331,20 @@ export class EvmAnchor implements Anchor {
       const receiptMs = this.#clock() - firstSent;
       if (receipt.status !== 1) {
         // Replayed on the state after that block: what made it revert got there first.
-        const reason = await this.#provider.call({ from: this.#wallet.address, to: this.#contract, data, blockTag: receipt.blockNumber }).then(() => undefined, (error: unknown) => revertReason(error));
+        const replay = await this.#provider.call({ from: this.#wallet.address, to: this.#contract, data, blockTag: receipt.blockNumber }).then(
+          () => ({ succeeds: true, reason: undefined }),
+          (error: unknown) => ({ succeeds: false, reason: revertReason(error) }),
+        );
+        // The contract has no objection now (out of gas, a transient condition): send a new
+        // transaction, once, with twice the gas. A reason from the contract is final.
+        if (replay.succeeds && !revertedOnce && attempt < attempts) {
+          revertedOnce = true;
+          gasLimit = ((estimate * 13n) / 10n > gasLimit ? (estimate * 13n) / 10n : gasLimit) * 2n;
+          nonce = await step('reading the nonce', () => this.#provider.getTransactionCount(this.#wallet.address, 'pending'));
+          sent = [];
+          continue;
+        }
+        const reason = replay.reason;
         throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_REVERTED, `the anchor transaction ${receipt.hash} for tree size ${checkpoint.tree_size} of ${checkpoint.origin} reverted in block ${receipt.blockNumber}${reason === undefined ? '' : `: ${reason}`}`, {
           details: { ...where, txHash: receipt.hash, blockNumber: receipt.blockNumber, ...(reason === undefined ? {} : { reason }) },
         });
@@ -331,7 +352,7 @@ export class EvmAnchor implements Anchor {
       await this.#awaitConfirmations(receipt, deadline, where);
       this.#submissions++;
       this.#last = {
-        treeSize: checkpoint.tree_size, txHash: receipt.hash, sentTxHashes: sent, gasUsed: Number(receipt.gasUsed),
+        treeSize: checkpoint.tree_size, txHash: receipt.hash, sentTxHashes: everySent, gasUsed: Number(receipt.gasUsed),
         blockNumber: receipt.blockNumber, receiptMs, totalMs: this.#clock() - started,
       };
       const reference: EvmAnchorReferenceV1 = {
@@ -344,7 +365,7 @@ export class EvmAnchor implements Anchor {
       };
       return reference as unknown as Readonly<Record<string, unknown>>;
     }
-    throw failed(`anchoring tree size ${checkpoint.tree_size} of ${checkpoint.origin}: no receipt after ${attempts} sends (${sent.join(', ')})`, undefined, { ...where, txHashes: sent });
+    throw failed(`anchoring tree size ${checkpoint.tree_size} of ${checkpoint.origin}: no receipt after ${attempts} sends (${everySent.join(', ')})`, undefined, { ...where, txHashes: everySent });
   }
 
   /** A receipt of any version sent, or undefined when `until` passes first. */
