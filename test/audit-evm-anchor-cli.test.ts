@@ -14,8 +14,7 @@ import { anchorVerifiersFrom } from '../sidecar/src/cli/anchor-commands.ts';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
 import { startEvmChain, type RunningEvmChain } from './harness/evm-chain.ts';
 import { decisionEvent, openLog, readRecords, tempDir, walPath } from './audit/fixtures.ts';
-import { post, startPavilion } from './harness/pavilion-harness.ts';
-import { EvmAnchorVerifier, Keyring, proveFromLogFile, verifyLogFile } from '../sidecar/src/audit/index.ts';
+import { proveFromLogFile } from '../sidecar/src/audit/index.ts';
 
 let chain: RunningEvmChain;
 let contract: string;
@@ -123,40 +122,5 @@ describe('pavilion audit anchor / verify --rpc', () => {
     assert.equal(wrong.json['code'], 'ERR_AUDIT_ANCHOR_MISMATCH');
     assert.equal((wrong.json['position'] as Record<string, unknown>)['recordNumber'], first.at);
     assert.throws(() => anchorVerifiersFrom({ rpc: chain.url, 'chain-id': String(chain.chainId) }), (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_ANCHOR_CONFIG) && /--rpc needs --contract/.test(e.message), 'the contract to trust is never taken from the log');
-  });
-});
-
-describe("the sidecar with decisionLog.audit.anchor kind 'evm'", () => {
-  it('anchors its checkpoints to the contract with the key from its key file; the log verifies against the chain', async () => {
-    const auditDir = await tempDir();
-    const keyFile = join(auditDir, 'anchor.key');
-    await writeFile(keyFile, chain.accounts[0]!.privateKey, { mode: 0o600 });
-    const app = await startPavilion({
-      config: {
-        decisionLog: {
-          sink: 'audit',
-          audit: {
-            directory: auditDir, checkpointEveryEvents: 2,
-            anchor: { kind: 'evm', rpcUrl: chain.url, chainId: chain.chainId, contract, privateKeyFile: keyFile, confirmations: 1, pollingIntervalMs: 10 },
-          },
-        },
-      },
-    });
-    try {
-      for (let i = 0; i < 4; i++) {
-        const response = await post(`${app.url}/v1/data/bank/authz/allow`, { input: { subject: { id: `c${i}` } } }, { 'x-pavilion-tenant': 'bank' });
-        assert.equal(response.status, 200);
-      }
-    } finally {
-      await app.stop();
-    }
-    const verifier = new EvmAnchorVerifier({ rpcUrl: chain.url, chainId: chain.chainId, contract });
-    try {
-      const log = await verifyLogFile(join(auditDir, 'tenants', 'bank', 'audit.wal'), Keyring.load(join(auditDir, 'keys')), { anchorVerifiers: [verifier] });
-      assert.equal(log.anchoredSize, 4, 'the final checkpoint was anchored on the chain before stop');
-      assert.equal(log.anchorsVerified, log.anchors);
-    } finally {
-      verifier.close();
-    }
   });
 });

@@ -6,6 +6,8 @@
  * every check reads receipts, events and contract state from the chain.
  */
 import assert from 'node:assert/strict';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Interface, JsonRpcProvider, Wallet } from 'ethers';
 import {
@@ -33,6 +35,7 @@ import {
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
 import { startEvmChain, type RunningEvmChain } from './harness/evm-chain.ts';
 import { until } from './harness/wait.ts';
+import { post, startPavilion } from './harness/pavilion-harness.ts';
 import { decisionEvent, openLog, readRecords, tempDir, walPath, writeRecords } from './audit/fixtures.ts';
 
 let chain: RunningEvmChain;
@@ -354,5 +357,40 @@ describe('EVM anchoring (PavilionAnchor on a local chain)', () => {
   it('an endpoint of another chain id is refused (ERR_AUDIT_ANCHOR_CONFIG), and so is a malformed reference', async () => {
     await failsWith(evmAnchor({ chainId: 1 }).anchor(await signedCheckpoint('pavilion-test/chain', 1)), ErrorCodes.AUDIT_ANCHOR_CONFIG, {}, /is chain 31337, the config says 1/);
     await failsWith(chainVerifier().verify({ version: 1, kind: 'evm', tree_size: 1, root_hash: 'ab'.repeat(32), reference: { chain_id: chain.chainId, contract, tx_hash: 'nope' } }), ErrorCodes.AUDIT_ANCHOR_MISMATCH, { field: 'tx_hash' });
+  });
+});
+
+describe("the sidecar with decisionLog.audit.anchor kind 'evm'", () => {
+  it('anchors its checkpoints to the contract with the key from its key file; the log verifies against the chain', async () => {
+    const auditDir = await tempDir();
+    const keyFile = join(auditDir, 'anchor.key');
+    await writeFile(keyFile, chain.accounts[0]!.privateKey, { mode: 0o600 });
+    const app = await startPavilion({
+      config: {
+        decisionLog: {
+          sink: 'audit',
+          audit: {
+            directory: auditDir, checkpointEveryEvents: 2,
+            anchor: { kind: 'evm', rpcUrl: chain.url, chainId: chain.chainId, contract, privateKeyFile: keyFile, confirmations: 1, pollingIntervalMs: 10 },
+          },
+        },
+      },
+    });
+    try {
+      for (let i = 0; i < 4; i++) {
+        const response = await post(`${app.url}/v1/data/bank/authz/allow`, { input: { subject: { id: `c${i}` } } }, { 'x-pavilion-tenant': 'bank' });
+        assert.equal(response.status, 200);
+      }
+    } finally {
+      await app.stop();
+    }
+    const verifier = new EvmAnchorVerifier({ rpcUrl: chain.url, chainId: chain.chainId, contract });
+    try {
+      const log = await verifyLogFile(join(auditDir, 'tenants', 'bank', 'audit.wal'), Keyring.load(join(auditDir, 'keys')), { anchorVerifiers: [verifier] });
+      assert.equal(log.anchoredSize, 4, 'the final checkpoint was anchored on the chain before stop');
+      assert.equal(log.anchorsVerified, log.anchors);
+    } finally {
+      verifier.close();
+    }
   });
 });
