@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (npm test runs bootstrap first): typecheck, build the sample tenants'
 # bundles (opa check + opa test + opa build -t wasm), then every test file with node's
-# built-in test runner. Integration tests start their own servers on random loopback ports.
+# built-in test runner. Integration tests start their own servers on random loopback ports
+# (the local EVM chain of the anchoring tests runs in-process, from the npm dev dependencies).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

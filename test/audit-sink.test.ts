@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { AuditLogSink, Keyring, SoftwareSigner, verifyDecisionProof, verifyLogFile } from '../sidecar/src/audit/index.ts';
+import { AuditLogSink, FileAnchorVerifier, Keyring, SoftwareSigner, verifyDecisionProof, verifyLogFile } from '../sidecar/src/audit/index.ts';
 import { parseConfig } from '../sidecar/src/config/index.ts';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
 import { decisionEvent, tempDir } from './audit/fixtures.ts';
@@ -34,6 +34,7 @@ describe('decisionLog.audit config', () => {
       checkpointIntervalMs: 10_000,
       signer: { kind: 'software', keyFile: '/base/var/audit/checkpoint-key.pem' },
       stream: { enabled: false, maxInFlight: 256, retryWaitMs: 250 },
+      anchor: { kind: 'file', path: '/base/var/audit/anchors.jsonl' },
     });
     assert.equal(parseConfig({}).decisionLog.sink, 'file', 'the NDJSON file stays the default');
     assert.equal(parseConfig({}).decisionLog.audit, undefined);
@@ -133,7 +134,10 @@ describe('AuditLogSink', () => {
       await app.stop();
     }
     const keys = Keyring.load(join(auditDir, 'keys'));
-    const log = await verifyLogFile(join(auditDir, 'tenants', 'bank', 'audit.wal'), keys);
+    // The embedded default anchors every checkpoint to the local anchor file.
+    const log = await verifyLogFile(join(auditDir, 'tenants', 'bank', 'audit.wal'), keys, { anchorVerifiers: [new FileAnchorVerifier({ path: join(auditDir, 'anchors.jsonl') })] });
+    assert.ok(log.anchors >= 1, 'checkpoints are anchored by default');
+    assert.equal(log.anchorsVerified, log.anchors);
     assert.equal(log.leaves, 5);
     assert.equal(log.unsignedLeaves, 0, 'stop signs a final checkpoint');
     const { proveFromLogFile } = await import('../sidecar/src/audit/index.ts');

@@ -12,6 +12,7 @@ import {
   DecisionMasker,
   MaskingDecisionSink,
   PseudonymKeyStore,
+  createAnchor,
   createCheckpointSigner,
   parsePseudonymField,
   type DecisionSink,
@@ -39,12 +40,13 @@ function decisionSink(config: PavilionConfig): DecisionSink {
   const { sink, path, audit } = config.decisionLog;
   if (sink === 'file') return new FileDecisionSink(path);
   if (sink === 'audit' && audit !== undefined) {
-    const { directory, signer, stream: _stream, ...settings } = audit;
+    const { directory, signer, anchor, stream: _stream, ...settings } = audit;
     return new AuditLogSink({
       directory,
       originPrefix: config.labels.id,
       settings,
       createSigner: () => createCheckpointSigner(signer),
+      createAnchor: () => createAnchor(anchor),
     });
   }
   return new NullDecisionSink();

@@ -44,6 +44,8 @@ export interface AuditLogSinkOptions {
   readonly onCheckpoint?: (tenant: string, checkpoint: SignedCheckpointV1) => void;
   /** Publishes each tenant's checkpoints outside (e.g. an EVM contract); none by default. */
   readonly anchor?: Anchor;
+  /** Makes the anchor at start (reads its key); wins over `anchor`. The sink closes it at stop. */
+  readonly createAnchor?: () => Promise<Anchor | undefined>;
 }
 
 const RANK: Record<ComponentState, number> = { OK: 0, NOT_READY: 1, WARN: 2, ERROR: 3 };
@@ -55,6 +57,7 @@ export class AuditLogSink implements DecisionSink {
   readonly #logs = new Map<string, Promise<AuditLog>>();
   readonly #opened = new Map<string, AuditLog>();
   #signer: CheckpointSigner | undefined;
+  #anchor: Anchor | undefined;
   #earlierKeys: Keyring | undefined;
   #refused = 0;
   #lastRefusal: string | undefined;
@@ -75,6 +78,7 @@ export class AuditLogSink implements DecisionSink {
   async start(): Promise<void> {
     try {
       this.#signer = await this.#options.createSigner();
+      this.#anchor = this.#options.createAnchor === undefined ? this.#options.anchor : await this.#options.createAnchor();
       await mkdir(this.keysDirectory, { recursive: true, mode: 0o700 });
       const file = join(this.keysDirectory, `${this.#signer.keyId.replace(':', '_')}.pem`);
       await writeFile(file, publicKeyPem(this.#signer.publicKeySpki), { flag: 'w', mode: 0o644 });
@@ -103,7 +107,7 @@ export class AuditLogSink implements DecisionSink {
       signer,
       ...(this.#earlierKeys === undefined ? {} : { keyring: this.#earlierKeys }),
       onCheckpoint: (checkpoint) => this.#options.onCheckpoint?.(tenant, checkpoint),
-      ...(this.#options.anchor === undefined ? {} : { anchor: this.#options.anchor }),
+      ...(this.#anchor === undefined ? {} : { anchor: this.#anchor }),
     });
     const opening = log.start().then(() => {
       this.#opened.set(tenant, log);
@@ -194,6 +198,7 @@ export class AuditLogSink implements DecisionSink {
     this.#stopped = true;
     const logs = await Promise.allSettled([...this.#logs.values()]);
     await Promise.all(logs.map((r) => (r.status === 'fulfilled' ? r.value.stop(deadlineMs) : undefined)));
+    if (this.#options.createAnchor !== undefined) await this.#anchor?.close?.();
     await this.#signer?.close();
   }
 }

@@ -14,6 +14,7 @@ export {
   proveFromLogFile,
   publicKeyPem,
   verifyConsistencyProof,
+  verifyDecisionAnchor,
   verifyDecisionProof,
   verifyLogFile,
   type Anchor,
@@ -35,6 +36,17 @@ export { MerkleTree, hashLeaf, verifyConsistency, verifyInclusion } from './merk
 export { AuditLogSink, UNROUTED_TENANT, type AuditLogSettings, type AuditLogSinkOptions } from './audit-log-sink.ts';
 export { CURSOR_FILE, DUPLICATE_WINDOW_MS, DecisionForwarder, type DecisionForwarderOptions } from './decision-forwarder.ts';
 export { createCheckpointSigner, type CheckpointSignerSettings } from './checkpoint-signers.ts';
+export {
+  EvmAnchor,
+  EvmAnchorVerifier,
+  FileAnchor,
+  FileAnchorVerifier,
+  createAnchor,
+  deployAnchorContract,
+  setAnchorSubmitter,
+  type EvmAnchorReferenceV1,
+  type FileAnchorReferenceV1,
+} from './anchor/index.ts';
 export {
   DecisionMasker,
   MaskingDecisionSink,

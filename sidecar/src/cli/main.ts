@@ -9,8 +9,9 @@
  *   pavilion bundle rollback --tenant <id> [--to <deploy>] [--by <who>] [--note <text>]
  *   pavilion bundle history --tenant <id>
  *   pavilion bundle status
- *   pavilion audit verify-log --log <dir|file> --keys <pem|dir> [--origin <o>] [--trusted-checkpoint <file>]...
- *   pavilion audit verify --decision <id> (--proof <file> | --log <dir|file>) --keys <pem|dir> [--origin <o>]
+ *   pavilion audit verify-log --log <dir|file> --keys <pem|dir> [--origin <o>] [--trusted-checkpoint <file>]... [anchor checks]
+ *   pavilion audit verify --decision <id> (--proof <file> | --log <dir|file>) --keys <pem|dir> [--origin <o>] [anchor checks]
+ *   pavilion audit anchor deploy|allow ...   (the PavilionAnchor contract: see anchor-commands.ts)
  *   pavilion audit prove --decision <id> --log <dir|file>
  *   pavilion audit prove-consistency --from <checkpoint.json> --log <dir|file>
  *   pavilion audit verify-consistency --proof <file> --keys <pem|dir>
@@ -32,6 +33,7 @@ import {
   proveConsistencyFromLogFile,
   proveFromLogFile,
   verifyConsistencyProof,
+  verifyDecisionAnchor,
   verifyDecisionProof,
   verifyLogFile,
 } from '../audit/index.ts';
@@ -49,6 +51,7 @@ import { NatsBundleStore, connectNats } from '../distribution/index.ts';
 import { compilePolicy } from '../engine/index.ts';
 import { ErrorCodes, PavilionError, describeThrown, isPavilionError } from '../lib/errors.ts';
 import { CREDENTIAL_USAGE, credentialCommand } from './credential-commands.ts';
+import { ANCHOR_USAGE, ANCHOR_VERIFY_OPTIONS, anchorCommand, anchorVerifiersFrom, closeVerifiers } from './anchor-commands.ts';
 
 const USAGE = `usage:
   pavilion bundle build --tenant <id> | --all [--out <dir>] [--target wasm|rego] [--unsigned]
@@ -61,11 +64,12 @@ const USAGE = `usage:
   pavilion bundle history --tenant <id>                                                    [nats options]
   pavilion bundle status                                                                   [nats options]
   pavilion bundle delta --tenant <id> --patch <patch.json> [--roots <root,...>]            [nats options]
-  pavilion audit verify-log --log <dir|file> --keys <pem|dir> [--origin <o>] [--trusted-checkpoint <file>]...
-  pavilion audit verify --decision <id> (--proof <file> | --log <dir|file>) --keys <pem|dir> [--origin <o>]
+  pavilion audit verify-log --log <dir|file> --keys <pem|dir> [--origin <o>] [--trusted-checkpoint <file>]... [anchor checks]
+  pavilion audit verify --decision <id> (--proof <file> | --log <dir|file>) --keys <pem|dir> [--origin <o>] [anchor checks]
   pavilion audit prove --decision <id> --log <dir|file>
   pavilion audit prove-consistency --from <checkpoint.json> --log <dir|file>
   pavilion audit verify-consistency --proof <file> --keys <pem|dir>
+${ANCHOR_USAGE}
 ${CREDENTIAL_USAGE}
   pavilion serve
 nats options: --nats <url> (default $PAVILION_NATS_URL or nats://127.0.0.1:4222) --user <u> --password <p>`;
@@ -343,7 +347,26 @@ function parseProofFile(text: string): unknown {
   return parsed;
 }
 
+/** Say on stderr what the anchors were checked against, so "ok" is never read as more than it is. */
+function anchorNote(anchors: number, verified: number, consulted: boolean): void {
+  if (anchors === 0) return;
+  if (!consulted) {
+    process.stderr.write(`note: ${anchors} anchor record(s) match their checkpoints, but the chain (or anchor file) was not consulted; give --rpc/--chain-id/--contract or --anchor-file to check them\n`);
+  } else if (verified < anchors) {
+    process.stderr.write(`note: ${verified} of ${anchors} anchor record(s) were confirmed outside; the others are of a kind no option here checks\n`);
+  }
+}
+
 async function auditCommand(command: string | undefined, args: string[]): Promise<number> {
+  if (command === 'anchor') {
+    const [sub, ...rest] = args;
+    const code = await anchorCommand(sub, rest);
+    if (code === -2) {
+      process.stderr.write(`${USAGE}\n`);
+      return 2;
+    }
+    return code;
+  }
   const { values } = parseArgs({
     args,
     options: {
@@ -354,6 +377,7 @@ async function auditCommand(command: string | undefined, args: string[]): Promis
       proof: { type: 'string' },
       'trusted-checkpoint': { type: 'string', multiple: true },
       from: { type: 'string' },
+      ...ANCHOR_VERIFY_OPTIONS,
     },
   });
   const usage = (): number => {
@@ -377,13 +401,16 @@ async function auditCommand(command: string | undefined, args: string[]): Promis
   if (values.keys === undefined) return usage();
   const keyring = Keyring.load(values.keys);
   const origin = values.origin === undefined ? {} : { origin: values.origin };
+  let anchorVerifiers: ReturnType<typeof anchorVerifiersFrom> = [];
   try {
+    anchorVerifiers = anchorVerifiersFrom(values);
     if (command === 'verify-log') {
       if (values.log === undefined) return usage();
       const trustedCheckpoints = await Promise.all((values['trusted-checkpoint'] ?? []).map(async (file) => decodeCheckpoint(await readFile(file, 'utf8'))));
-      const result = await verifyLogFile(logFile(values.log), keyring, { ...origin, trustedCheckpoints });
-      process.stdout.write(`${JSON.stringify({ ok: true, ...result }, null, 2)}\n`);
+      const result = await verifyLogFile(logFile(values.log), keyring, { ...origin, trustedCheckpoints, anchorVerifiers });
+      process.stdout.write(`${JSON.stringify({ ok: true, ...result, anchorsConsulted: anchorVerifiers.length > 0 }, null, 2)}\n`);
       if (result.unsignedLeaves > 0) process.stderr.write(`note: ${result.unsignedLeaves} leaves after the last checkpoint are intact but not yet signed\n`);
+      anchorNote(result.anchors, result.anchorsVerified, anchorVerifiers.length > 0);
       return 0;
     }
     if (command === 'verify-consistency') {
@@ -396,11 +423,21 @@ async function auditCommand(command: string | undefined, args: string[]): Promis
     const proof: unknown = values.proof !== undefined
       ? parseProofFile(await readFile(values.proof, 'utf8'))
       : await proveFromLogFile(logFile(values.log ?? ''), values.decision);
-    const result = verifyDecisionProof(proof, keyring, { decisionId: values.decision, ...origin });
-    process.stdout.write(`${JSON.stringify({ ok: true, ...result }, null, 2)}\n`);
+    const { checkpoint: _checkpoint, anchor, ...result } = verifyDecisionProof(proof, keyring, { decisionId: values.decision, ...origin });
+    // Asked to check the anchor: a proof without one does not pass as if it had been checked.
+    if (anchorVerifiers.length > 0 && anchor === undefined) {
+      throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_MISMATCH, `the proof carries no anchor: its checkpoint at tree size ${_checkpoint.tree_size} is not anchored (yet); prove again once it is, or verify without anchor options`, { details: { treeSize: _checkpoint.tree_size } });
+    }
+    const anchorVerified = await verifyDecisionAnchor({ ...result, checkpoint: _checkpoint, anchor }, anchorVerifiers);
+    const anchorReport = anchor === undefined ? null : { kind: anchor.kind, tree_size: anchor.tree_size, reference: anchor.reference, verified: anchorVerified };
+    process.stdout.write(`${JSON.stringify({ ok: true, ...result, anchor: anchorReport }, null, 2)}\n`);
+    if (anchor === undefined) process.stderr.write('note: the proof carries no anchor (its checkpoint was not anchored)\n');
+    else anchorNote(1, anchorVerified ? 1 : 0, anchorVerifiers.length > 0);
     return 0;
   } catch (error) {
     return reportFailure(error);
+  } finally {
+    closeVerifiers(anchorVerifiers);
   }
 }
 

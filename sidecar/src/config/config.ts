@@ -111,6 +111,30 @@ export type AuditSignerConfig =
       readonly generateKey: boolean;
     };
 
+/**
+ * Where checkpoints are anchored (`decisionLog.audit.anchor`): a local hash-chained file (the
+ * default), a PavilionAnchor contract on an EVM chain, or nowhere. The EVM submitter key is
+ * read from `privateKeyFile` or the variable `privateKeyEnv` names, never from the config.
+ */
+export type AuditAnchorConfig =
+  | { readonly kind: 'none' }
+  | { readonly kind: 'file'; readonly path: string }
+  | {
+      readonly kind: 'evm';
+      readonly rpcUrl: string;
+      readonly chainId: number;
+      readonly contract: string;
+      readonly privateKeyFile?: string;
+      readonly privateKeyEnv: string;
+      readonly confirmations: number;
+      readonly receiptTimeoutMs: number;
+      readonly submitTimeoutMs: number;
+      readonly maxAttempts: number;
+      readonly feeBumpPercent: number;
+      readonly pollingIntervalMs: number;
+      readonly requestTimeoutMs: number;
+    };
+
 /** `decisionLog.audit` (sidecar/src/audit): per-tenant WAL + Merkle tree + signed checkpoints. */
 export interface AuditLogConfig {
   readonly directory: string;
@@ -128,6 +152,7 @@ export interface AuditLogConfig {
   readonly signer: AuditSignerConfig;
   /** Forward every logged decision to NATS JetStream (`<nats.subjectPrefix>.decisions.<tenant>`). */
   readonly stream: AuditStreamConfig;
+  readonly anchor: AuditAnchorConfig;
 }
 
 /** `decisionLog.audit.stream`: the decision forwarder (uses the `nats` section to connect). */
@@ -548,7 +573,7 @@ function parseAuditLog(raw: unknown, p: (file: string) => string): AuditLogConfi
   const a = objectAt(raw, path);
   refuseUnknown(a, [
     'directory', 'fsync', 'fsyncIntervalMs', 'groupCommitMaxDelayMs', 'groupCommitMaxBytes', 'maxDiskBytes', 'onFull',
-    'blockTimeoutMs', 'maxEventBytes', 'checkpointEveryEvents', 'checkpointIntervalMs', 'signer', 'stream',
+    'blockTimeoutMs', 'maxEventBytes', 'checkpointEveryEvents', 'checkpointIntervalMs', 'signer', 'stream', 'anchor',
   ], path);
   const streamRaw = objectAt(a['stream'] ?? {}, `${path}.stream`);
   refuseUnknown(streamRaw, ['enabled', 'maxInFlight', 'retryWaitMs'], `${path}.stream`);
@@ -602,6 +627,54 @@ function parseAuditLog(raw: unknown, p: (file: string) => string): AuditLogConfi
     checkpointIntervalMs: int(a, 'checkpointIntervalMs', path, 10_000, 10, 86_400_000),
     signer,
     stream,
+    anchor: parseAuditAnchor(a['anchor'], directory, p),
+  };
+}
+
+const ANCHOR_RPC_URL = /^https?:\/\/[^\s]+$/;
+const EVM_ADDRESS = /^0x[0-9a-fA-F]{40}$/;
+
+/** `decisionLog.audit.anchor`; absent means the local anchor file `<directory>/anchors.jsonl`. */
+function parseAuditAnchor(raw: unknown, directory: string, p: (file: string) => string): AuditAnchorConfig {
+  const path = '$.decisionLog.audit.anchor';
+  const a = objectAt(raw ?? { kind: 'file' }, path);
+  const kind = oneOf(a, 'kind', path, 'file', ['file', 'evm', 'none'] as const);
+  if (kind === 'none') {
+    refuseUnknown(a, ['kind'], path);
+    return { kind };
+  }
+  if (kind === 'file') {
+    refuseUnknown(a, ['kind', 'path'], path);
+    return { kind, path: a['path'] === undefined ? resolve(directory, 'anchors.jsonl') : p(str(a, 'path', path, '')) };
+  }
+  refuseUnknown(a, [
+    'kind', 'rpcUrl', 'chainId', 'contract', 'privateKeyFile', 'privateKeyEnv', 'confirmations', 'receiptTimeoutMs',
+    'submitTimeoutMs', 'maxAttempts', 'feeBumpPercent', 'pollingIntervalMs', 'requestTimeoutMs',
+  ], path);
+  for (const required of ['rpcUrl', 'chainId', 'contract']) if (a[required] === undefined) fail(`${path}.${required}`, "is required for kind 'evm'");
+  const rpcUrl = str(a, 'rpcUrl', path, '');
+  if (!ANCHOR_RPC_URL.test(rpcUrl)) fail(`${path}.rpcUrl`, 'must be an http(s) JSON-RPC URL');
+  const contract = str(a, 'contract', path, '');
+  if (!EVM_ADDRESS.test(contract)) fail(`${path}.contract`, 'must be a 0x-prefixed 20-byte address');
+  const privateKeyEnv = str(a, 'privateKeyEnv', path, 'PAVILION_ANCHOR_PRIVATE_KEY');
+  if (!/^[A-Z_][A-Z0-9_]*$/.test(privateKeyEnv)) fail(`${path}.privateKeyEnv`, 'must be an environment variable name (the key itself never goes in the config)');
+  const receiptTimeoutMs = int(a, 'receiptTimeoutMs', path, 60_000, 100, 3_600_000);
+  const submitTimeoutMs = int(a, 'submitTimeoutMs', path, 300_000, 1000, 86_400_000);
+  if (submitTimeoutMs < receiptTimeoutMs) fail(`${path}.submitTimeoutMs`, 'must be at least receiptTimeoutMs');
+  return {
+    kind,
+    rpcUrl,
+    chainId: int(a, 'chainId', path, 0, 1, Number.MAX_SAFE_INTEGER),
+    contract,
+    ...(a['privateKeyFile'] === undefined ? {} : { privateKeyFile: p(str(a, 'privateKeyFile', path, '')) }),
+    privateKeyEnv,
+    confirmations: int(a, 'confirmations', path, 2, 1, 1000),
+    receiptTimeoutMs,
+    submitTimeoutMs,
+    maxAttempts: int(a, 'maxAttempts', path, 5, 1, 100),
+    feeBumpPercent: int(a, 'feeBumpPercent', path, 20, 10, 1000),
+    pollingIntervalMs: int(a, 'pollingIntervalMs', path, 1000, 5, 60_000),
+    requestTimeoutMs: int(a, 'requestTimeoutMs', path, 10_000, 100, 600_000),
   };
 }
 

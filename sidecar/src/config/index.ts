@@ -8,6 +8,7 @@ export {
   sampleCredentialsConfig,
   SAMPLE_BUNDLE_SOURCES_DIRECTORY,
   type AuditLogConfig,
+  type AuditAnchorConfig,
   type AuditSignerConfig,
   type AuditStreamConfig,
   type DecisionLogPrivacyConfig,

@@ -28,12 +28,26 @@ export interface Anchor {
   readonly kind: string;
   /** Publish the checkpoint's root; resolve with where it is, once it is final enough. */
   anchor(checkpoint: SignedCheckpointV1): Promise<Readonly<Record<string, unknown>>>;
+  /** Release connections and timers (called once every log using it has stopped). */
+  close?(): void | Promise<void>;
 }
 
 export interface AnchorVerifier {
   readonly kind: string;
-  /** Resolve when the outside system holds `record.root_hash` as `record.reference` says; throw ERR_AUDIT_ANCHOR_MISMATCH otherwise. */
-  verify(record: AnchorRecordV1): Promise<void>;
+  /**
+   * Resolve when the outside system holds `record.root_hash` as `record.reference` says;
+   * throw ERR_AUDIT_ANCHOR_MISMATCH otherwise (ERR_AUDIT_ANCHOR_FAILED when the outside
+   * system cannot be asked). `checkpoint` is the log's checkpoint the record anchors (same
+   * tree size and root, already checked), for adapters that also bind its origin and
+   * signature.
+   */
+  verify(record: AnchorRecordV1, checkpoint?: SignedCheckpointV1): Promise<void>;
+  /**
+   * The newest anchor the outside system holds for the log `origin` names, whatever the log
+   * file says: a log cut short or rewritten with its anchor records removed still has to
+   * reach and agree with it. Undefined when nothing is anchored for that log.
+   */
+  latestAnchor?(origin: string): Promise<{ readonly treeSize: number; readonly rootHash: string } | undefined>;
 }
 
 const KIND = /^[a-z][a-z0-9_-]{0,31}$/;
@@ -63,8 +77,8 @@ export function decodeAnchorRecord(bytes: Uint8Array): AnchorRecordV1 {
   return { version: 1, kind: v['kind'], tree_size: size, root_hash: v['root_hash'], reference: reference as Record<string, unknown> };
 }
 
-/** The anchor record must name one of the log's checkpoints, with its root. */
-export function checkAnchorAgainst(record: AnchorRecordV1, checkpoints: readonly SignedCheckpointV1[]): void {
+/** The anchor record must name one of the log's checkpoints, with its root; returns that checkpoint. */
+export function checkAnchorAgainst(record: AnchorRecordV1, checkpoints: readonly SignedCheckpointV1[]): SignedCheckpointV1 {
   const checkpoint = checkpoints.find((c) => c.tree_size === record.tree_size);
   if (checkpoint === undefined) {
     throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_MISMATCH, `the ${record.kind} anchor names tree size ${record.tree_size}, for which the log has no checkpoint before it`, { details: { treeSize: record.tree_size } });
@@ -72,4 +86,5 @@ export function checkAnchorAgainst(record: AnchorRecordV1, checkpoints: readonly
   if (checkpoint.root_hash !== record.root_hash) {
     throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_MISMATCH, `the ${record.kind} anchor at tree size ${record.tree_size} holds root ${record.root_hash}, the checkpoint ${checkpoint.root_hash}`, { details: { treeSize: record.tree_size } });
   }
+  return checkpoint;
 }

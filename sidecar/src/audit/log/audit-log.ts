@@ -107,6 +107,8 @@ export interface DecisionProofV1 {
   /** Inclusion path in the checkpoint's tree, bottom-up, hex. */
   readonly inclusion_path: readonly string[];
   readonly checkpoint: SignedCheckpointV1;
+  /** The anchor record of that checkpoint, when it has been anchored. */
+  readonly anchor?: AnchorRecordV1;
 }
 
 function corrupt(message: string, details: Record<string, unknown>): PavilionError {
@@ -144,6 +146,8 @@ export class AuditLog {
   #anchoring: Promise<void> | undefined;
   /** The newest checkpoint waiting for the anchor while another is being anchored. */
   #anchorNext: SignedCheckpointV1 | undefined;
+  /** The last anchoring failure, until an anchor succeeds again. */
+  #anchorError: string | undefined;
   #checkpointing: Promise<SignedCheckpointV1> | undefined;
   #checkpointTimer: NodeJS.Timeout | undefined;
   #sinceCheckpoint = 0;
@@ -411,8 +415,10 @@ export class AuditLog {
       if (waiting !== undefined) await waiting;
       await writer.append(frame).durable;
       this.#anchors.push(record);
+      this.#anchorError = undefined;
     } catch (error) {
-      this.#lastError = `anchoring the checkpoint at tree size ${checkpoint.tree_size} failed: ${describeThrown(error)}`;
+      // Decisions go on; the next checkpoint is anchored afresh (it covers this one).
+      this.#anchorError = `anchoring the checkpoint at tree size ${checkpoint.tree_size} failed: ${describeThrown(error)}`;
     }
   }
 
@@ -578,12 +584,14 @@ export class AuditLog {
       checkpoint = await this.checkpoint();
     }
     const event = await this.#readLeaf(index);
+    const anchor = this.#anchors.find((a) => a.tree_size === checkpoint.tree_size && a.root_hash === checkpoint.root_hash);
     return {
       version: 1,
       event: event.toString('utf8'),
       leaf_index: index,
       inclusion_path: this.#tree.inclusionProof(index, checkpoint.tree_size).map((h) => h.toString('hex')),
       checkpoint,
+      ...(anchor === undefined ? {} : { anchor }),
     };
   }
 
@@ -661,6 +669,7 @@ export class AuditLog {
     };
     if (failure !== undefined) return { state: 'ERROR', message: failure.message, details };
     if (this.#lastError !== undefined) return { state: 'WARN', message: this.#lastError, details };
+    if (this.#anchorError !== undefined) return { state: 'WARN', message: this.#anchorError, details };
     if (this.#recovery?.tornTail !== undefined) {
       return { state: 'WARN', message: `a torn tail of ${this.#recovery.tornTail.bytesRemoved} bytes was removed at byte ${this.#recovery.tornTail.offset} on start`, details };
     }

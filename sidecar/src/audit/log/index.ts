@@ -17,6 +17,7 @@ export {
   proveConsistencyFromLogFile,
   proveFromLogFile,
   verifyConsistencyProof,
+  verifyDecisionAnchor,
   verifyDecisionProof,
   verifyLogFile,
   type ConsistencyProofV1,

@@ -35,6 +35,8 @@ export interface LogVerification {
   readonly anchors: number;
   readonly anchorsVerified: number;
   readonly anchoredSize: number;
+  /** The largest tree size the outside systems hold for this log (0: none, or none asked); the log reaches it with the same root. */
+  readonly anchoredOutsideSize: number;
   readonly origin: string | undefined;
   readonly leaves: number;
   readonly checkpoints: number;
@@ -67,7 +69,7 @@ export async function verifyLogFile(path: string, keyring: Keyring, options: Ver
   const tree = new MerkleTree();
   const checkpoints: SignedCheckpointV1[] = [];
   const keyIds = new Set<string>();
-  const anchors: Array<{ anchor: AnchorRecordV1; where: Record<string, unknown> }> = [];
+  const anchors: Array<{ anchor: AnchorRecordV1; checkpoint: SignedCheckpointV1; where: Record<string, unknown> }> = [];
   let origin = options.origin;
   try {
     const header = Buffer.alloc(FILE_HEADER_BYTES);
@@ -90,14 +92,15 @@ export async function verifyLogFile(path: string, keyring: Keyring, options: Ver
       }
       if (record.type === RecordType.ANCHOR) {
         let anchor: AnchorRecordV1;
+        let anchored: SignedCheckpointV1;
         try {
           anchor = decodeAnchorRecord(record.payload);
           if (anchor.tree_size !== record.index) throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_MISMATCH, `the anchor's tree size ${anchor.tree_size} differs from its frame's ${record.index}`);
-          checkAnchorAgainst(anchor, checkpoints);
+          anchored = checkAnchorAgainst(anchor, checkpoints);
         } catch (error) {
           throw bad(ErrorCodes.AUDIT_ANCHOR_MISMATCH, `record ${record.recordNumber} at byte ${record.offset}: ${isPavilionError(error) ? error.message : 'unreadable anchor record'}`, where);
         }
-        anchors.push({ anchor, where: { ...where, treeSize: anchor.tree_size } });
+        anchors.push({ anchor, checkpoint: anchored, where: { ...where, treeSize: anchor.tree_size } });
         return;
       }
       let checkpoint: SignedCheckpointV1;
@@ -172,15 +175,42 @@ export async function verifyLogFile(path: string, keyring: Keyring, options: Ver
 
   // Anchors, in file order: each must be held by the outside system it names.
   let anchorsVerified = 0;
-  for (const { anchor, where } of anchors) {
+  for (const { anchor, checkpoint, where } of anchors) {
     const verifier = options.anchorVerifiers?.find((v) => v.kind === anchor.kind);
     if (verifier === undefined) continue;
     try {
-      await verifier.verify(anchor);
+      await verifier.verify(anchor, checkpoint);
     } catch (error) {
+      // An outside system that cannot be asked is not proof of tampering: say which it is.
+      if (isPavilionError(error, ErrorCodes.AUDIT_ANCHOR_FAILED)) {
+        throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_FAILED, `the ${anchor.kind} anchor of the checkpoint at tree size ${anchor.tree_size} (record ${String(where['recordNumber'])}) could not be checked: ${error.message}`, { details: where, cause: error });
+      }
       throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_MISMATCH, `the ${anchor.kind} anchor of the checkpoint at tree size ${anchor.tree_size} (record ${String(where['recordNumber'])}) does not hold: ${isPavilionError(error) ? error.message : String(error)}`, { details: where, cause: error });
     }
     anchorsVerified++;
+  }
+
+  // What the outside systems hold for this log, whatever records the file kept: a log cut
+  // after its last anchor, or rewritten with its anchor records dropped, fails here.
+  let anchoredOutsideSize = 0;
+  for (const verifier of options.anchorVerifiers ?? []) {
+    if (verifier.latestAnchor === undefined || origin === undefined) continue;
+    let latest: { readonly treeSize: number; readonly rootHash: string } | undefined;
+    try {
+      latest = await verifier.latestAnchor(origin);
+    } catch (error) {
+      throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_FAILED, `the ${verifier.kind} anchors of ${origin} could not be read: ${isPavilionError(error) ? error.message : String(error)}`, { cause: error });
+    }
+    if (latest === undefined) continue;
+    if (latest.treeSize > tree.size) {
+      throw bad(ErrorCodes.AUDIT_LOG_TRUNCATED, `the ${verifier.kind} anchor holds tree size ${latest.treeSize} of ${origin}, but the log has ${tree.size} leaves: leaves from ${tree.size} on were removed`, { leafIndex: tree.size, treeSize: latest.treeSize });
+    }
+    if (tree.root(latest.treeSize).toString('hex') !== latest.rootHash) {
+      throw bad(ErrorCodes.AUDIT_ROOT_MISMATCH, `the ${verifier.kind} anchor holds root ${latest.rootHash} for the first ${latest.treeSize} leaves of ${origin}; the log gives another: it was rewritten after it was anchored`, {
+        leafIndex: 0, treeSize: latest.treeSize, firstSuspectLeaf: 0, lastSuspectLeaf: latest.treeSize - 1,
+      });
+    }
+    anchoredOutsideSize = Math.max(anchoredOutsideSize, latest.treeSize);
   }
 
   const last = checkpoints.at(-1);
@@ -188,6 +218,7 @@ export async function verifyLogFile(path: string, keyring: Keyring, options: Ver
     anchors: anchors.length,
     anchorsVerified,
     anchoredSize: anchors.at(-1)?.anchor.tree_size ?? 0,
+    anchoredOutsideSize,
     origin,
     leaves: tree.size,
     checkpoints: checkpoints.length,
@@ -207,6 +238,9 @@ export interface DecisionVerification {
   readonly rootHash: string;
   readonly keyId: string;
   readonly checkpointTime: string;
+  /** The checkpoint's anchor record, when the proof carries one (checked against the checkpoint, not yet against its outside system). */
+  readonly anchor: AnchorRecordV1 | undefined;
+  readonly checkpoint: SignedCheckpointV1;
 }
 
 const HEX32 = /^[0-9a-f]{64}$/;
@@ -246,6 +280,11 @@ export function verifyDecisionProof(value: unknown, keyring: Keyring, expect: { 
     throw new PavilionError(ErrorCodes.AUDIT_EVENT_MISMATCH, `the proof is for decision ${event.decision_id}, not ${expect.decisionId}`, { details: { decisionId: event.decision_id, expected: expect.decisionId } });
   }
   verifyInclusion(index, checkpoint.tree_size, hashLeaf(Buffer.from(proof.event, 'utf8')), path.map((h: string) => Buffer.from(h, 'hex')), Buffer.from(checkpoint.root_hash, 'hex'));
+  let anchor: AnchorRecordV1 | undefined;
+  if (proof.anchor !== undefined) {
+    anchor = decodeAnchorRecord(Buffer.from(JSON.stringify(proof.anchor), 'utf8'));
+    checkAnchorAgainst(anchor, [checkpoint]);
+  }
   return {
     decisionId: event.decision_id,
     tenant: typeof event.tenant === 'string' ? event.tenant : undefined,
@@ -255,7 +294,32 @@ export function verifyDecisionProof(value: unknown, keyring: Keyring, expect: { 
     rootHash: checkpoint.root_hash,
     keyId: checkpoint.key_id,
     checkpointTime: checkpoint.timestamp,
+    anchor,
+    checkpoint,
   };
+}
+
+/**
+ * Check a verified decision's anchor with the outside system it names. Resolves true when a
+ * verifier of its kind confirmed it, false when the proof has no anchor or no verifier of
+ * its kind was given (nothing outside was consulted); throws ERR_AUDIT_ANCHOR_MISMATCH or
+ * ERR_AUDIT_ANCHOR_FAILED otherwise.
+ */
+export async function verifyDecisionAnchor(verified: DecisionVerification, anchorVerifiers: readonly AnchorVerifier[]): Promise<boolean> {
+  const anchor = verified.anchor;
+  if (anchor === undefined) return false;
+  const verifier = anchorVerifiers.find((v) => v.kind === anchor.kind);
+  if (verifier === undefined) return false;
+  try {
+    await verifier.verify(anchor, verified.checkpoint);
+  } catch (error) {
+    const code = isPavilionError(error, ErrorCodes.AUDIT_ANCHOR_FAILED) ? ErrorCodes.AUDIT_ANCHOR_FAILED : ErrorCodes.AUDIT_ANCHOR_MISMATCH;
+    throw new PavilionError(code, `the ${anchor.kind} anchor of the checkpoint at tree size ${anchor.tree_size} ${code === ErrorCodes.AUDIT_ANCHOR_FAILED ? 'could not be checked' : 'does not hold'}: ${isPavilionError(error) ? error.message : String(error)}`, {
+      details: { treeSize: anchor.tree_size, ...(isPavilionError(error) ? error.details : {}) },
+      cause: error,
+    });
+  }
+  return true;
 }
 
 /**
@@ -306,6 +370,7 @@ export async function proveFromLogFile(path: string, decisionId: string): Promis
   const tree = new MerkleTree();
   let found: { index: number; event: string } | undefined;
   let covering: SignedCheckpointV1 | undefined;
+  let anchored: { checkpoint: SignedCheckpointV1; anchor: AnchorRecordV1 } | undefined;
   await scanLogFile(path, tree, { finish: true }, (record) => {
     if (record.type === RecordType.LEAF) {
       if (found !== undefined) return;
@@ -320,18 +385,24 @@ export async function proveFromLogFile(path: string, decisionId: string): Promis
     } else if (record.type === RecordType.CHECKPOINT && found !== undefined) {
       const checkpoint = decodeCheckpoint(record.payload);
       if (checkpoint.tree_size > found.index && checkpoint.tree_size <= tree.size) covering = checkpoint;
+    } else if (record.type === RecordType.ANCHOR && covering !== undefined) {
+      const anchor = decodeAnchorRecord(record.payload);
+      if (anchor.tree_size === covering.tree_size && anchor.root_hash === covering.root_hash) anchored = { checkpoint: covering, anchor };
     }
   });
   if (found === undefined) throw new PavilionError(ErrorCodes.AUDIT_DECISION_UNKNOWN, `decision ${JSON.stringify(decisionId)} is not in ${path}`, { details: { decisionId } });
   if (covering === undefined) {
     throw new PavilionError(ErrorCodes.AUDIT_DECISION_UNKNOWN, `decision ${JSON.stringify(decisionId)} is leaf ${found.index}, but no checkpoint in ${path} covers it yet`, { details: { decisionId, leafIndex: found.index } });
   }
+  // The latest covering checkpoint that is anchored, so the proof can be checked outside too.
+  const chosen = anchored?.checkpoint ?? covering;
   return {
     version: 1,
     event: found.event,
     leaf_index: found.index,
-    inclusion_path: tree.inclusionProof(found.index, covering.tree_size).map((h) => h.toString('hex')),
-    checkpoint: covering,
+    inclusion_path: tree.inclusionProof(found.index, chosen.tree_size).map((h) => h.toString('hex')),
+    checkpoint: chosen,
+    ...(anchored === undefined ? {} : { anchor: anchored.anchor }),
   };
 }
 

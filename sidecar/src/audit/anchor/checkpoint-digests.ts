@@ -1,0 +1,18 @@
+/**
+ * What an anchor publishes about a checkpoint besides its tree size and root: the log id
+ * (SHA-256 of the checkpoint's origin, so one contract or file serves many logs without
+ * naming tenants in public) and the SHA-256 of the checkpoint's 64-byte signature (binding
+ * the anchor to one signed checkpoint, not just to a root). Pure.
+ */
+import { createHash } from 'node:crypto';
+import type { SignedCheckpointV1 } from '../log/index.ts';
+
+/** SHA-256 of the log's origin (UTF-8), lower-case hex. */
+export function logIdOf(origin: string): string {
+  return createHash('sha256').update(origin, 'utf8').digest('hex');
+}
+
+/** SHA-256 of the checkpoint's signature bytes (r||s), lower-case hex. */
+export function checkpointSignatureSha256(checkpoint: SignedCheckpointV1): string {
+  return createHash('sha256').update(Buffer.from(checkpoint.signature, 'base64')).digest('hex');
+}

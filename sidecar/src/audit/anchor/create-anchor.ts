@@ -1,0 +1,32 @@
+/**
+ * The anchor a deployment configures (`decisionLog.audit.anchor`): the local anchor file
+ * (default), a PavilionAnchor contract on an EVM chain, or none. The EVM submitter key is
+ * read here, from the file or the environment variable the config names.
+ */
+import { readFile } from 'node:fs/promises';
+import type { AuditAnchorConfig } from '../../config/index.ts';
+import { ErrorCodes, PavilionError, describeThrown } from '../../lib/errors.ts';
+import type { Anchor } from '../log/index.ts';
+import { EvmAnchor, parseEvmPrivateKey } from './evm-anchor.ts';
+import { FileAnchor } from './file-anchor.ts';
+
+export async function createAnchor(settings: AuditAnchorConfig, env: NodeJS.ProcessEnv = process.env): Promise<Anchor | undefined> {
+  if (settings.kind === 'none') return undefined;
+  if (settings.kind === 'file') return new FileAnchor({ path: settings.path });
+  let privateKey: string;
+  if (settings.privateKeyFile !== undefined) {
+    let text: string;
+    try {
+      text = await readFile(settings.privateKeyFile, 'utf8');
+    } catch (error) {
+      throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_CONFIG, `cannot read the anchor key file ${settings.privateKeyFile}: ${describeThrown(error)}`, { cause: error });
+    }
+    privateKey = parseEvmPrivateKey(text, `the anchor key file ${settings.privateKeyFile}`);
+  } else {
+    const value = env[settings.privateKeyEnv];
+    if (value === undefined || value === '') throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_CONFIG, `the anchor key variable ${settings.privateKeyEnv} is not set (and no privateKeyFile is configured)`);
+    privateKey = parseEvmPrivateKey(value, `the variable ${settings.privateKeyEnv}`);
+  }
+  const { kind: _kind, privateKeyFile: _file, privateKeyEnv: _env, ...options } = settings;
+  return new EvmAnchor({ ...options, privateKey });
+}

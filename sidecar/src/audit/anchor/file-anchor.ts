@@ -1,0 +1,204 @@
+/**
+ * The embedded anchor: a local JSON-lines file, one line per anchored checkpoint, for a
+ * deployment without a chain. Each line names the log (id and origin), tree size, root and
+ * the checkpoint signature's SHA-256, and the SHA-256 of the line before it, so the file is
+ * a hash chain: editing, removing or reordering a line breaks every later link.
+ *
+ * Threat model and limits: the file sits with the operator, like the log itself, so it
+ * cannot stop an operator who rewrites both. What it adds is a second, independently
+ * copied record (ship it to another host, back it up, compare it): a log rewritten later
+ * no longer matches anchors already copied. The EVM anchor is the one that resists the
+ * operator.
+ *
+ * Tree sizes must grow per log, as the contract requires (ERR_AUDIT_ANCHOR_REVERTED
+ * otherwise). Lines are written one at a time and synced before the reference is returned.
+ */
+import { createHash } from 'node:crypto';
+import { mkdir, open, readFile } from 'node:fs/promises';
+import { basename, dirname } from 'node:path';
+import { ErrorCodes, PavilionError, describeThrown } from '../../lib/errors.ts';
+import type { Anchor, AnchorRecordV1, AnchorVerifier, SignedCheckpointV1 } from '../log/index.ts';
+import { checkpointSignatureSha256, logIdOf } from './checkpoint-digests.ts';
+
+export const FILE_ANCHOR_KIND = 'file';
+
+/** One line of the anchor file. */
+export interface FileAnchorEntryV1 {
+  readonly version: 1;
+  /** 0-based line number. */
+  readonly line: number;
+  readonly log_id: string;
+  readonly origin: string;
+  readonly tree_size: number;
+  readonly root_hash: string;
+  readonly checkpoint_sig_sha256: string;
+  readonly anchored_at: string;
+  /** SHA-256 of the previous line's text (64 zeros for the first line). */
+  readonly prev_sha256: string;
+}
+
+/** Where a file anchor is, as the anchor record's `reference` holds it. */
+export interface FileAnchorReferenceV1 {
+  /** The anchor file's name (not its path: the verifier is told where the file is). */
+  readonly file: string;
+  readonly line: number;
+  /** SHA-256 of the line's text. */
+  readonly entry_sha256: string;
+}
+
+const ZERO = '0'.repeat(64);
+const HEX32 = /^[0-9a-f]{64}$/;
+
+const sha256 = (text: string): string => createHash('sha256').update(text, 'utf8').digest('hex');
+
+interface FileState {
+  lines: number;
+  lastSha256: string;
+  latest: Map<string, number>;
+}
+
+/** Read and check the whole chain; ERR_AUDIT_ANCHOR_MISMATCH at the first bad line. */
+async function readChain(path: string, onMissing: 'empty' | 'fail'): Promise<{ entries: FileAnchorEntryV1[]; texts: string[] }> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT' && onMissing === 'empty') return { entries: [], texts: [] };
+    throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_FAILED, `cannot read the anchor file ${path}: ${describeThrown(error)}`, { cause: error });
+  }
+  const texts = text.split('\n');
+  if (texts.at(-1) === '') texts.pop();
+  const entries: FileAnchorEntryV1[] = [];
+  let previous = ZERO;
+  for (const [line, lineText] of texts.entries()) {
+    const bad = (why: string): PavilionError => new PavilionError(ErrorCodes.AUDIT_ANCHOR_MISMATCH, `anchor file ${basename(path)} line ${line}: ${why}`, { details: { anchorLine: line } });
+    let entry: FileAnchorEntryV1;
+    try {
+      entry = JSON.parse(lineText) as FileAnchorEntryV1;
+    } catch {
+      throw bad('not JSON (a torn or edited line)');
+    }
+    if (entry.version !== 1 || entry.line !== line) throw bad(`numbered ${String(entry.line)}: lines were removed, inserted or reordered`);
+    if (entry.prev_sha256 !== previous) throw bad('does not chain to the line before it: an earlier line was edited, removed or reordered');
+    entries.push(entry);
+    previous = sha256(lineText);
+  }
+  return { entries, texts };
+}
+
+export class FileAnchor implements Anchor {
+  readonly kind = FILE_ANCHOR_KIND;
+  readonly #path: string;
+  readonly #clock: () => number;
+  #state: Promise<FileState> | undefined;
+  #queue: Promise<unknown> = Promise.resolve();
+
+  constructor(options: { readonly path: string; readonly clock?: () => number }) {
+    this.#path = options.path;
+    this.#clock = options.clock ?? Date.now;
+  }
+
+  get path(): string {
+    return this.#path;
+  }
+
+  anchor(checkpoint: SignedCheckpointV1): Promise<Readonly<Record<string, unknown>>> {
+    const run = this.#queue.then(() => this.#append(checkpoint));
+    this.#queue = run.catch(() => undefined);
+    return run;
+  }
+
+  async #load(): Promise<FileState> {
+    const { entries, texts } = await readChain(this.#path, 'empty');
+    const latest = new Map<string, number>();
+    for (const e of entries) latest.set(e.log_id, Math.max(latest.get(e.log_id) ?? 0, e.tree_size));
+    return { lines: entries.length, lastSha256: texts.length === 0 ? ZERO : sha256(texts.at(-1)!), latest };
+  }
+
+  async #append(checkpoint: SignedCheckpointV1): Promise<Readonly<Record<string, unknown>>> {
+    this.#state ??= this.#load();
+    let state: FileState;
+    try {
+      state = await this.#state;
+    } catch (error) {
+      this.#state = undefined; // read again next time
+      throw error;
+    }
+    const logId = logIdOf(checkpoint.origin);
+    const latest = state.latest.get(logId) ?? 0;
+    if (checkpoint.tree_size <= latest) {
+      throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_REVERTED, `the anchor file already holds tree size ${latest} of ${checkpoint.origin}; tree size ${checkpoint.tree_size} does not grow it`, {
+        details: { treeSize: checkpoint.tree_size, latestTreeSize: latest },
+      });
+    }
+    const entry: FileAnchorEntryV1 = {
+      version: 1,
+      line: state.lines,
+      log_id: logId,
+      origin: checkpoint.origin,
+      tree_size: checkpoint.tree_size,
+      root_hash: checkpoint.root_hash,
+      checkpoint_sig_sha256: checkpointSignatureSha256(checkpoint),
+      anchored_at: new Date(this.#clock()).toISOString(),
+      prev_sha256: state.lastSha256,
+    };
+    const text = JSON.stringify(entry);
+    try {
+      await mkdir(dirname(this.#path), { recursive: true, mode: 0o700 });
+      const handle = await open(this.#path, 'a', 0o600);
+      try {
+        await handle.write(`${text}\n`);
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+    } catch (error) {
+      // The file may now end in part of a line: read it again (and fail on it) next time.
+      this.#state = undefined;
+      throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_FAILED, `cannot append to the anchor file ${this.#path}: ${describeThrown(error)}`, { cause: error });
+    }
+    state.lines++;
+    state.lastSha256 = sha256(text);
+    state.latest.set(logId, checkpoint.tree_size);
+    const reference: FileAnchorReferenceV1 = { file: basename(this.#path), line: entry.line, entry_sha256: state.lastSha256 };
+    return reference as unknown as Readonly<Record<string, unknown>>;
+  }
+}
+
+/** Checks file anchor records against an anchor file (a copy kept elsewhere is the point). */
+export class FileAnchorVerifier implements AnchorVerifier {
+  readonly kind = FILE_ANCHOR_KIND;
+  readonly #path: string;
+
+  constructor(options: { readonly path: string }) {
+    this.#path = options.path;
+  }
+
+  /** The file's latest line for the log. */
+  async latestAnchor(origin: string): Promise<{ readonly treeSize: number; readonly rootHash: string } | undefined> {
+    const logId = logIdOf(origin);
+    const { entries } = await readChain(this.#path, 'fail');
+    const latest = entries.filter((e) => e.log_id === logId).at(-1);
+    return latest === undefined ? undefined : { treeSize: latest.tree_size, rootHash: latest.root_hash };
+  }
+
+  async verify(record: AnchorRecordV1, checkpoint?: SignedCheckpointV1): Promise<void> {
+    const ref = record.reference;
+    const line = ref['line'];
+    const entrySha = ref['entry_sha256'];
+    const mismatch = (why: string): PavilionError => new PavilionError(ErrorCodes.AUDIT_ANCHOR_MISMATCH, why, { details: { treeSize: record.tree_size, anchorLine: line } });
+    if (typeof line !== 'number' || !Number.isSafeInteger(line) || line < 0) throw mismatch('file anchor reference: line is missing or malformed');
+    if (typeof entrySha !== 'string' || !HEX32.test(entrySha)) throw mismatch('file anchor reference: entry_sha256 is missing or malformed');
+    const { entries, texts } = await readChain(this.#path, 'fail');
+    const entry = entries[line];
+    if (entry === undefined) throw mismatch(`the anchor file has ${entries.length} lines, none numbered ${line}`);
+    if (sha256(texts[line]!) !== entrySha) throw mismatch(`anchor file line ${line} is not the line the record names (its SHA-256 differs)`);
+    if (entry.tree_size !== record.tree_size || entry.root_hash !== record.root_hash) {
+      throw mismatch(`anchor file line ${line} holds root ${entry.root_hash} at tree size ${entry.tree_size}, the record ${record.root_hash} at ${record.tree_size}`);
+    }
+    if (checkpoint !== undefined) {
+      if (entry.log_id !== logIdOf(checkpoint.origin)) throw mismatch(`anchor file line ${line} is of another log than ${checkpoint.origin}`);
+      if (entry.checkpoint_sig_sha256 !== checkpointSignatureSha256(checkpoint)) throw mismatch(`anchor file line ${line} holds another checkpoint signature than the checkpoint at tree size ${checkpoint.tree_size}`);
+    }
+  }
+}

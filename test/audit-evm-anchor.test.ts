@@ -1,0 +1,396 @@
+/**
+ * Issue 6 item 4 (anchoring), item 6 (a decision verifies offline from its proof, the key and
+ * the anchor transaction) and item 8 (an anchor that does not match fails, naming the first
+ * bad position), against a real EVM (the Hardhat EVM served on a loopback port by the shared
+ * harness) and the PavilionAnchor contract deployed from the committed artifact. No mocks:
+ * every check reads receipts, events and contract state from the chain.
+ */
+import assert from 'node:assert/strict';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { Interface, JsonRpcProvider, Wallet } from 'ethers';
+import {
+  Keyring,
+  RecordType,
+  SoftwareSigner,
+  proveFromLogFile,
+  verifyDecisionAnchor,
+  verifyDecisionProof,
+  verifyLogFile,
+  type AnchorRecordV1,
+  type SignedCheckpointV1,
+} from '../sidecar/src/audit/log/index.ts';
+import { CHECKPOINT_ALGORITHM, checkpointMessage } from '../sidecar/src/audit/log/checkpoint.ts';
+import {
+  EvmAnchor,
+  EvmAnchorVerifier,
+  PAVILION_ANCHOR_ARTIFACT,
+  checkpointSignatureSha256,
+  deployAnchorContract,
+  logIdOf,
+  setAnchorSubmitter,
+  type EvmAnchorOptions,
+} from '../sidecar/src/audit/anchor/index.ts';
+import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
+import { startEvmChain, type RunningEvmChain } from './harness/evm-chain.ts';
+import { until } from './harness/wait.ts';
+import { post, startPavilion } from './harness/pavilion-harness.ts';
+import { decisionEvent, openLog, readRecords, tempDir, walPath, writeRecords } from './audit/fixtures.ts';
+
+let chain: RunningEvmChain;
+let contract: string;
+let deployment: { txHash: string; blockNumber: number };
+const signer = SoftwareSigner.generate();
+const ring = new Keyring();
+ring.add(signer.publicKeySpki);
+const anchors: EvmAnchor[] = [];
+const verifiers: EvmAnchorVerifier[] = [];
+
+before(async () => {
+  chain = await startEvmChain();
+  const deployed = await deployAnchorContract({ rpcUrl: chain.url, chainId: chain.chainId, privateKey: chain.accounts[0]!.privateKey, pollingIntervalMs: 10 });
+  contract = deployed.address;
+  deployment = deployed;
+});
+
+after(async () => {
+  for (const a of anchors) a.close();
+  for (const v of verifiers) v.close();
+  await chain.stop();
+});
+
+function evmAnchor(overrides: Partial<EvmAnchorOptions> = {}): EvmAnchor {
+  const anchor = new EvmAnchor({
+    rpcUrl: chain.url, chainId: chain.chainId, contract, privateKey: chain.accounts[0]!.privateKey,
+    pollingIntervalMs: 10, receiptTimeoutMs: 2000, submitTimeoutMs: 10_000, requestTimeoutMs: 1000, ...overrides,
+  });
+  anchors.push(anchor);
+  return anchor;
+}
+
+function chainVerifier(overrides: { contract?: string; confirmations?: number } = {}): EvmAnchorVerifier {
+  const verifier = new EvmAnchorVerifier({ rpcUrl: chain.url, chainId: chain.chainId, contract: overrides.contract ?? contract, pollingIntervalMs: 10, ...(overrides.confirmations === undefined ? {} : { confirmations: overrides.confirmations }) });
+  verifiers.push(verifier);
+  return verifier;
+}
+
+/** A log of `events` decisions, checkpoints every 5, anchored with `anchor`; stopped. */
+async function anchoredLog(anchor: EvmAnchor, origin: string, events = 12, result: unknown = true): Promise<string> {
+  const dir = await tempDir();
+  const log = await openLog(dir, signer, { origin, anchor, checkpointEveryEvents: 5 });
+  for (let i = 0; i < events; i++) await log.append(decisionEvent(i, { result }));
+  await log.stop(10_000);
+  assert.equal(log.anchors.at(-1)?.tree_size, events, 'the final checkpoint is anchored before stop');
+  return dir;
+}
+
+async function signedCheckpoint(origin: string, treeSize: number, root = 'cd'.repeat(32)): Promise<SignedCheckpointV1> {
+  const body = { origin, tree_size: treeSize, root_hash: root, timestamp: new Date().toISOString(), key_id: signer.keyId };
+  return { version: 1, algorithm: CHECKPOINT_ALGORITHM, ...body, signature: (await signer.sign(checkpointMessage(body))).toString('base64') };
+}
+
+async function anchorRecords(dir: string): Promise<Array<{ at: number; record: AnchorRecordV1 }>> {
+  const { records } = await readRecords(dir);
+  return records.flatMap((r, at) => (r.type === RecordType.ANCHOR ? [{ at, record: JSON.parse(r.payload.toString('utf8')) as AnchorRecordV1 }] : []));
+}
+
+const failsWith = async (promise: Promise<unknown>, code: string, details: Record<string, unknown> = {}, message?: RegExp): Promise<void> => {
+  await assert.rejects(promise, (e: unknown) => {
+    assert.ok(isPavilionError(e), String(e));
+    assert.equal(e.code, code, e.message);
+    for (const [k, v] of Object.entries(details)) assert.equal(e.details?.[k], v, `${k} in ${JSON.stringify(e.details)}`);
+    if (message !== undefined) assert.match(e.message, message);
+    return true;
+  });
+};
+
+describe('EVM anchoring (PavilionAnchor on a local chain)', () => {
+  it('anchors each checkpoint in one transaction; verify-log confirms every anchor on the chain; figures', async () => {
+    const anchor = evmAnchor();
+    const dir = await anchoredLog(anchor, 'pavilion-test/bank');
+    const result = await verifyLogFile(walPath(dir), ring, { anchorVerifiers: [chainVerifier()] });
+    assert.ok(result.anchors >= 2, `anchors: ${result.anchors}`);
+    assert.equal(result.anchorsVerified, result.anchors);
+    assert.equal(result.anchoredSize, 12);
+    assert.equal(anchor.stats().submissions, result.anchors, 'one transaction per anchored checkpoint, none per decision');
+    const { last } = anchor.stats();
+    assert.ok(last !== undefined);
+    // Figures for the record (a repeat anchor of a log updates its slots, the first creates them).
+    process.stdout.write(`# evm anchor: gas ${last.gasUsed} per anchor, send+receipt ${last.receiptMs} ms, with checks and confirmation ${last.totalMs} ms\n`);
+    assert.ok(last.gasUsed > 21_000 && last.gasUsed < 150_000, `gas ${last.gasUsed}`);
+  });
+
+  it('a decision verifies offline from its proof and the public key, and against the anchor transaction', async () => {
+    const dir = await anchoredLog(evmAnchor(), 'pavilion-test/hospital');
+    const proof = await proveFromLogFile(walPath(dir), 'decision-000003');
+    assert.ok(proof.anchor !== undefined, 'the prover picks an anchored checkpoint');
+    const verified = verifyDecisionProof(JSON.parse(JSON.stringify(proof)), ring, { decisionId: 'decision-000003' });
+    assert.equal(verified.anchor?.kind, 'evm');
+    assert.equal(await verifyDecisionAnchor(verified, []), false, 'offline: consistent, but the chain was not consulted');
+    assert.equal(await verifyDecisionAnchor(verified, [chainVerifier()]), true);
+    // The same proof with its anchor's reference pointing elsewhere fails, on the chain.
+    const moved = { ...proof, anchor: { ...proof.anchor, reference: { ...proof.anchor.reference, block_number: 1 } } };
+    await failsWith(verifyDecisionAnchor(verifyDecisionProof(moved, ring), [chainVerifier()]), ErrorCodes.AUDIT_ANCHOR_MISMATCH, {}, /is in block \d+, the anchor says 1/);
+  });
+
+  it('a history rewritten by the key holder, anchors edited to match: the chain refuses, naming the first anchor record', async () => {
+    const origin = 'pavilion-test/agency';
+    const honest = await anchoredLog(evmAnchor(), origin);
+    // The operator, holding the signing key, writes another history with the same origin
+    // and sizes, and copies the honest log's anchor references over, with its own roots
+    // and signature hashes so that everything inside the file agrees.
+    const forged = await tempDir();
+    const forger = await openLog(forged, signer, { origin, checkpointEveryEvents: 5 });
+    for (let i = 0; i < 12; i++) await forger.append(decisionEvent(i, { result: false }));
+    await forger.stop(5000);
+    const { header, records } = await readRecords(forged);
+    const honestAnchors = await anchorRecords(honest);
+    const out = [];
+    let firstAnchorAt = -1;
+    for (const r of records) {
+      out.push(r);
+      if (r.type !== RecordType.CHECKPOINT) continue;
+      const checkpoint = JSON.parse(r.payload.toString('utf8')) as SignedCheckpointV1;
+      const copied = honestAnchors.find((a) => a.record.tree_size === checkpoint.tree_size);
+      if (copied === undefined) continue;
+      if (firstAnchorAt < 0) firstAnchorAt = out.length;
+      const record = { ...copied.record, root_hash: checkpoint.root_hash, reference: { ...copied.record.reference, checkpoint_sig_sha256: checkpointSignatureSha256(checkpoint) } };
+      out.push({ type: RecordType.ANCHOR, index: checkpoint.tree_size, payload: Buffer.from(JSON.stringify(record)), offset: 0 });
+    }
+    await writeRecords(forged, header, out);
+    assert.equal((await verifyLogFile(walPath(forged), ring)).anchors, honestAnchors.length, 'offline, the forgery is consistent');
+    await failsWith(verifyLogFile(walPath(forged), ring, { anchorVerifiers: [chainVerifier()] }), ErrorCodes.AUDIT_ANCHOR_MISMATCH, { recordNumber: firstAnchorAt }, /anchored root [0-9a-f]{64} at tree size \d+, the record says/);
+
+    // Dropping the anchor records instead does not help: the contract's latest anchor of
+    // the log must still be reached, with its root.
+    await writeRecords(forged, header, records);
+    assert.equal((await verifyLogFile(walPath(forged), ring)).anchors, 0);
+    await failsWith(verifyLogFile(walPath(forged), ring, { anchorVerifiers: [chainVerifier()] }), ErrorCodes.AUDIT_ROOT_MISMATCH, { treeSize: 12, firstSuspectLeaf: 0 }, /rewritten after it was anchored/);
+    const intact = await verifyLogFile(walPath(honest), ring, { anchorVerifiers: [chainVerifier()] });
+    assert.equal(intact.anchoredOutsideSize, 12);
+  });
+
+  it('a log cut after its last anchor (records and all): ERR_AUDIT_LOG_TRUNCATED from the contract\'s latest tree size', async () => {
+    const dir = await anchoredLog(evmAnchor(), 'pavilion-test/cut');
+    const { header, records } = await readRecords(dir);
+    // Keep everything up to (and including) the records of tree size 10: a clean cut at a frame boundary.
+    const cut = records.filter((r) => (r.type === RecordType.LEAF ? r.index < 10 : r.index <= 10));
+    await writeRecords(dir, header, cut);
+    assert.equal((await verifyLogFile(walPath(dir), ring)).leaves, 10, 'offline, a shorter log looks intact');
+    await failsWith(verifyLogFile(walPath(dir), ring, { anchorVerifiers: [chainVerifier()] }), ErrorCodes.AUDIT_LOG_TRUNCATED, { leafIndex: 10, treeSize: 12 });
+  });
+
+  it('an anchor whose transaction hash points at another transaction: ERR_AUDIT_ANCHOR_MISMATCH at that record', async () => {
+    const dir = await anchoredLog(evmAnchor(), 'pavilion-test/tx-swap');
+    const { header, records } = await readRecords(dir);
+    const found = await anchorRecords(dir);
+    assert.ok(found.length >= 2);
+    const [first, second] = [found[0]!, found[1]!];
+    // The other anchor transaction of the same log (same contract, a valid Anchored event).
+    const swapped = { ...first.record, reference: { ...first.record.reference, tx_hash: second.record.reference['tx_hash'], block_number: second.record.reference['block_number'] } };
+    await writeRecords(dir, header, records.map((r, i) => (i === first.at ? { ...r, payload: Buffer.from(JSON.stringify(swapped)) } : r)));
+    await failsWith(verifyLogFile(walPath(dir), ring, { anchorVerifiers: [chainVerifier()] }), ErrorCodes.AUDIT_ANCHOR_MISMATCH, { recordNumber: first.at }, /anchored no checkpoint of log [0-9a-f]{64} at tree size/);
+    // A transaction that is no anchor at all (the contract's deployment).
+    const unrelated = { ...first.record, reference: { ...first.record.reference, tx_hash: deployment.txHash, block_number: deployment.blockNumber } };
+    await writeRecords(dir, header, records.map((r, i) => (i === first.at ? { ...r, payload: Buffer.from(JSON.stringify(unrelated)) } : r)));
+    await failsWith(verifyLogFile(walPath(dir), ring, { anchorVerifiers: [chainVerifier()] }), ErrorCodes.AUDIT_ANCHOR_MISMATCH, { recordNumber: first.at }, /was sent to no contract \(a deployment\)/);
+  });
+
+  it('anchors in a contract at another address: refused by a verifier that trusts the deployed one', async () => {
+    const own = await deployAnchorContract({ rpcUrl: chain.url, chainId: chain.chainId, privateKey: chain.accounts[1]!.privateKey, pollingIntervalMs: 10 });
+    const dir = await anchoredLog(evmAnchor({ contract: own.address, privateKey: chain.accounts[1]!.privateKey }), 'pavilion-test/other-contract');
+    const found = await anchorRecords(dir);
+    await failsWith(verifyLogFile(walPath(dir), ring, { anchorVerifiers: [chainVerifier()] }), ErrorCodes.AUDIT_ANCHOR_MISMATCH, { recordNumber: found[0]!.at }, /names contract 0x[0-9a-fA-F]{40}, the verifier trusts/);
+    // Only trust decides: pointed at the other contract, the same anchors verify.
+    assert.equal((await verifyLogFile(walPath(dir), ring, { anchorVerifiers: [chainVerifier({ contract: own.address })] })).anchorsVerified, found.length);
+  });
+
+  it('a tree size that does not grow, or a submitter not authorised: ERR_AUDIT_ANCHOR_REVERTED; the log stays WARN and keeps deciding', async () => {
+    const origin = 'pavilion-test/revert';
+    const anchor = evmAnchor();
+    await anchor.anchor(await signedCheckpoint(origin, 1000));
+    const before = anchor.stats().submissions;
+    await failsWith(anchor.anchor(await signedCheckpoint(origin, 1000)), ErrorCodes.AUDIT_ANCHOR_REVERTED, { treeSize: 1000 }, /TreeSizeNotGrowing\(0x[0-9a-f]{64}, 1000, 1000\)/);
+    await failsWith(evmAnchor({ privateKey: chain.accounts[2]!.privateKey }).anchor(await signedCheckpoint('pavilion-test/x', 1)), ErrorCodes.AUDIT_ANCHOR_REVERTED, {}, /NotAuthorised\(0x[0-9a-fA-F]{40}\)/);
+    assert.equal(anchor.stats().submissions, before, 'a refused anchor is not sent');
+
+    const dir = await tempDir();
+    const log = await openLog(dir, signer, { origin, anchor, checkpointEveryEvents: 5 });
+    for (let i = 0; i < 10; i++) await log.append(decisionEvent(i));
+    await until('the anchor failure to show', () => /anchoring the checkpoint at tree size \d+ failed: .*TreeSizeNotGrowing/.test(log.status().message ?? ''));
+    assert.equal(log.status().state, 'WARN');
+    await log.append(decisionEvent(10));
+    assert.equal(log.size, 11, 'decisions continue');
+    assert.equal(log.anchors.length, 0);
+    await log.stop(5000);
+  });
+
+  it('a transaction that reverts once mined (another anchor of the log got in first): ERR_AUDIT_ANCHOR_REVERTED with the reason', async () => {
+    const origin = 'pavilion-test/mined-revert';
+    // A contract with two submitters: ours, and a rival whose transaction is priced to be mined first.
+    const own = await deployAnchorContract({ rpcUrl: chain.url, chainId: chain.chainId, privateKey: chain.accounts[1]!.privateKey, pollingIntervalMs: 10 });
+    await setAnchorSubmitter({ rpcUrl: chain.url, chainId: chain.chainId, privateKey: chain.accounts[1]!.privateKey, contract: own.address, submitter: chain.accounts[2]!.address, allowed: true, pollingIntervalMs: 10 });
+    const anchor = evmAnchor({ contract: own.address, privateKey: chain.accounts[2]!.privateKey });
+    const provider = new JsonRpcProvider(chain.url, chain.chainId, { staticNetwork: true, batchMaxCount: 1 });
+    const rival = new Wallet(chain.accounts[1]!.privateKey, provider);
+    await chain.rpc('evm_setAutomine', [false]);
+    try {
+      const anchoring = anchor.anchor(await signedCheckpoint(origin, 8));
+      await until('our transaction in the pool', async () => ((await chain.rpc('eth_getBlockByNumber', ['pending', false])) as { transactions: string[] }).transactions.length === 1);
+      const data = new Interface(PAVILION_ANCHOR_ARTIFACT.abi).encodeFunctionData('anchor', [`0x${logIdOf(origin)}`, 10, `0x${'ef'.repeat(32)}`, `0x${'ef'.repeat(32)}`]);
+      await rival.sendTransaction({ to: own.address, data, gasLimit: 200_000, maxPriorityFeePerGas: 50_000_000_000n, maxFeePerGas: 100_000_000_000n });
+      await chain.rpc('evm_mine');
+      await failsWith(anchoring, ErrorCodes.AUDIT_ANCHOR_REVERTED, { treeSize: 8 }, /reverted in block \d+: TreeSizeNotGrowing\(0x[0-9a-f]{64}, 8, 10\)/);
+    } finally {
+      await chain.rpc('evm_setAutomine', [true]);
+      provider.destroy();
+    }
+  });
+
+  it('a transaction that reverts for want of gas is sent again, once, with more, and lands', async () => {
+    const anchor = evmAnchor({ gasLimit: 30_000 });
+    const checkpoint = await signedCheckpoint('pavilion-test/out-of-gas', 3);
+    const reference = await anchor.anchor(checkpoint);
+    const { last, resubmissions } = anchor.stats();
+    assert.ok(last !== undefined);
+    assert.equal(last.sentTxHashes.length, 2, 'the reverted transaction, then the new one');
+    assert.equal(resubmissions, 1);
+    const first = (await chain.rpc('eth_getTransactionReceipt', [last.sentTxHashes[0]])) as { status: string };
+    assert.equal(first.status, '0x0', 'the first one was mined and reverted');
+    assert.equal(reference['tx_hash'], last.sentTxHashes[1]);
+    await chainVerifier().verify({ version: 1, kind: 'evm', tree_size: 3, root_hash: checkpoint.root_hash, reference }, checkpoint);
+  });
+
+  it('a dropped transaction is sent again with higher fees and the anchor still lands', async () => {
+    const anchor = evmAnchor({ receiptTimeoutMs: 300 });
+    await chain.rpc('evm_setAutomine', [false]);
+    let dropped: string | undefined;
+    try {
+      const anchoring = anchor.anchor(await signedCheckpoint('pavilion-test/dropped', 5));
+      await until('the transaction to reach the pool', async () => {
+        const pending = (await chain.rpc('eth_getBlockByNumber', ['pending', false])) as { transactions: string[] };
+        dropped = pending.transactions[0];
+        return dropped !== undefined;
+      });
+      assert.equal(await chain.rpc('hardhat_dropTransaction', [dropped]), true);
+      await chain.rpc('evm_setAutomine', [true]);
+      const reference = await anchoring;
+      const { last } = anchor.stats();
+      assert.ok(last !== undefined && last.sentTxHashes.length >= 2, `sent: ${JSON.stringify(last?.sentTxHashes)}`);
+      assert.notEqual(reference['tx_hash'], dropped);
+      assert.equal(last.sentTxHashes[0], dropped);
+      assert.ok(anchor.stats().resubmissions >= 1);
+    } finally {
+      await chain.rpc('evm_setAutomine', [true]);
+    }
+  });
+
+  it('waits for the configured confirmations; a verifier wanting more refuses', async () => {
+    const anchor = evmAnchor({ confirmations: 3 });
+    const origin = 'pavilion-test/confirmations';
+    const checkpoint = await signedCheckpoint(origin, 7);
+    let mined = 0;
+    const miner = setInterval(() => {
+      void chain.rpc('evm_mine').then(() => mined++);
+    }, 30);
+    let reference: Readonly<Record<string, unknown>>;
+    try {
+      reference = await anchor.anchor(checkpoint);
+    } finally {
+      clearInterval(miner);
+    }
+    const head = Number(BigInt((await chain.rpc('eth_blockNumber')) as string));
+    assert.ok(head - (reference['block_number'] as number) + 1 >= 3, `head ${head}, anchored in ${String(reference['block_number'])}`);
+    assert.ok(mined >= 2);
+    const record: AnchorRecordV1 = { version: 1, kind: 'evm', tree_size: 7, root_hash: checkpoint.root_hash, reference };
+    await chainVerifier({ confirmations: 3 }).verify(record, checkpoint);
+    await failsWith(chainVerifier({ confirmations: 1000 }).verify(record, checkpoint), ErrorCodes.AUDIT_ANCHOR_MISMATCH, {}, /fewer than 1000/);
+    // The record bound to another checkpoint (same size and root, another signature) is refused.
+    const other = await signedCheckpoint(origin, 7);
+    await failsWith(chainVerifier().verify(record, other), ErrorCodes.AUDIT_ANCHOR_MISMATCH, {}, /signature hash/);
+  });
+
+  it('the chain goes away mid-run: decisions continue, the anchor is retried and lands when it returns', async () => {
+    const anchor = evmAnchor({ submitTimeoutMs: 20_000 });
+    const dir = await tempDir();
+    const log = await openLog(dir, signer, { origin: 'pavilion-test/outage', anchor, checkpointEveryEvents: 5 });
+    for (let i = 0; i < 5; i++) await log.append(decisionEvent(i));
+    await until('the first anchor', () => log.anchors.length === 1);
+    await chain.pause();
+    try {
+      const started = Date.now();
+      for (let i = 5; i < 10; i++) await log.append(decisionEvent(i));
+      assert.ok(Date.now() - started < 1000, 'decisions are not held up by the anchor');
+      assert.equal(log.latestCheckpoint?.tree_size, 10);
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(log.anchors.length, 1, 'nothing anchored while the chain is away');
+    } finally {
+      await chain.resume();
+    }
+    await until('the retried anchor', () => log.anchors.at(-1)?.tree_size === 10);
+    assert.equal(log.status().state, 'OK', JSON.stringify(log.status()));
+    await log.stop(5000);
+    const result = await verifyLogFile(walPath(dir), ring, { anchorVerifiers: [chainVerifier()] });
+    assert.equal(result.anchorsVerified, result.anchors);
+  });
+
+  it('away longer than submitTimeoutMs: WARN with ERR_AUDIT_ANCHOR_FAILED text, cleared by the next anchor; verification says the chain could not be asked', async () => {
+    const anchor = evmAnchor({ submitTimeoutMs: 1000, receiptTimeoutMs: 500 });
+    const dir = await tempDir();
+    const log = await openLog(dir, signer, { origin: 'pavilion-test/long-outage', anchor, checkpointEveryEvents: 5 });
+    await chain.pause();
+    try {
+      for (let i = 0; i < 5; i++) await log.append(decisionEvent(i));
+      await until('the anchor to give up', () => /anchoring the checkpoint at tree size 5 failed/.test(log.status().message ?? ''), 5000);
+      assert.equal(log.status().state, 'WARN');
+      await failsWith(chainVerifier().verify({ version: 1, kind: 'evm', tree_size: 1, root_hash: 'ab'.repeat(32), reference: { chain_id: chain.chainId, contract, tx_hash: `0x${'11'.repeat(32)}`, block_number: 1, log_id: 'ab'.repeat(32), checkpoint_sig_sha256: 'ab'.repeat(32) } }), ErrorCodes.AUDIT_ANCHOR_FAILED);
+    } finally {
+      await chain.resume();
+    }
+    for (let i = 5; i < 10; i++) await log.append(decisionEvent(i));
+    await until('the next anchor', () => log.anchors.at(-1)?.tree_size === 10);
+    assert.equal(log.status().state, 'OK', 'an anchor that lands clears the warning');
+    await log.stop(5000);
+  });
+
+  it('an endpoint of another chain id is refused (ERR_AUDIT_ANCHOR_CONFIG), and so is a malformed reference', async () => {
+    await failsWith(evmAnchor({ chainId: 1 }).anchor(await signedCheckpoint('pavilion-test/chain', 1)), ErrorCodes.AUDIT_ANCHOR_CONFIG, {}, /is chain 31337, the config says 1/);
+    await failsWith(chainVerifier().verify({ version: 1, kind: 'evm', tree_size: 1, root_hash: 'ab'.repeat(32), reference: { chain_id: chain.chainId, contract, tx_hash: 'nope' } }), ErrorCodes.AUDIT_ANCHOR_MISMATCH, { field: 'tx_hash' });
+  });
+});
+
+describe("the sidecar with decisionLog.audit.anchor kind 'evm'", () => {
+  it('anchors its checkpoints to the contract with the key from its key file; the log verifies against the chain', async () => {
+    const auditDir = await tempDir();
+    const keyFile = join(auditDir, 'anchor.key');
+    await writeFile(keyFile, chain.accounts[0]!.privateKey, { mode: 0o600 });
+    const app = await startPavilion({
+      config: {
+        decisionLog: {
+          sink: 'audit',
+          audit: {
+            directory: auditDir, checkpointEveryEvents: 2,
+            anchor: { kind: 'evm', rpcUrl: chain.url, chainId: chain.chainId, contract, privateKeyFile: keyFile, confirmations: 1, pollingIntervalMs: 10 },
+          },
+        },
+      },
+    });
+    try {
+      for (let i = 0; i < 4; i++) {
+        const response = await post(`${app.url}/v1/data/bank/authz/allow`, { input: { subject: { id: `c${i}` } } }, { 'x-pavilion-tenant': 'bank' });
+        assert.equal(response.status, 200);
+      }
+    } finally {
+      await app.stop();
+    }
+    const verifier = new EvmAnchorVerifier({ rpcUrl: chain.url, chainId: chain.chainId, contract });
+    try {
+      const log = await verifyLogFile(join(auditDir, 'tenants', 'bank', 'audit.wal'), Keyring.load(join(auditDir, 'keys')), { anchorVerifiers: [verifier] });
+      assert.equal(log.anchoredSize, 4, 'the final checkpoint was anchored on the chain before stop');
+      assert.equal(log.anchorsVerified, log.anchors);
+    } finally {
+      verifier.close();
+    }
+  });
+});

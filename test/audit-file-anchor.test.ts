@@ -1,0 +1,131 @@
+/**
+ * The embedded anchor (a hash-chained JSON-lines file) and the `decisionLog.audit.anchor`
+ * config: the default with sink 'audit' records anchors in a local file, an edited file is
+ * caught at the first bad line, and every bad anchor setting is refused at parse time.
+ */
+import assert from 'node:assert/strict';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { Keyring, SoftwareSigner, verifyLogFile } from '../sidecar/src/audit/log/index.ts';
+import { FileAnchor, FileAnchorVerifier, createAnchor, type FileAnchorEntryV1 } from '../sidecar/src/audit/anchor/index.ts';
+import { parseConfig } from '../sidecar/src/config/index.ts';
+import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
+import { decisionEvent, openLog, readRecords, tempDir, walPath, writeRecords } from './audit/fixtures.ts';
+import { RecordType } from '../sidecar/src/audit/log/index.ts';
+
+const signer = SoftwareSigner.generate();
+const ring = new Keyring();
+ring.add(signer.publicKeySpki);
+
+const failsWith = async (promise: Promise<unknown>, code: string, message?: RegExp): Promise<void> => {
+  await assert.rejects(promise, (e: unknown) => {
+    assert.ok(isPavilionError(e), String(e));
+    assert.equal(e.code, code, e.message);
+    if (message !== undefined) assert.match(e.message, message);
+    return true;
+  });
+};
+
+/** Two tenants' logs anchored to one file; returns the file and the log directories. */
+async function anchoredLogs(): Promise<{ file: string; dirs: string[] }> {
+  const root = await tempDir();
+  const file = join(root, 'anchors.jsonl');
+  const anchor = new FileAnchor({ path: file });
+  const dirs = [join(root, 'bank'), join(root, 'hospital')];
+  const logs = await Promise.all(dirs.map((dir, i) => openLog(dir, signer, { origin: `pavilion-test/${i === 0 ? 'bank' : 'hospital'}`, anchor, checkpointEveryEvents: 4 })));
+  for (let i = 0; i < 10; i++) await Promise.all(logs.map((log) => log.append(decisionEvent(i))));
+  await Promise.all(logs.map((log) => log.stop(5000)));
+  return { file, dirs };
+}
+
+describe('file anchor (the embedded default)', () => {
+  it('anchors every tenant log to one hash-chained file and verifies against it', async () => {
+    const { file, dirs } = await anchoredLogs();
+    const lines = (await readFile(file, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as FileAnchorEntryV1);
+    assert.deepEqual(lines.map((l) => l.line), lines.map((_, i) => i));
+    assert.equal(new Set(lines.map((l) => l.origin)).size, 2);
+    for (const dir of dirs) {
+      const result = await verifyLogFile(walPath(dir), ring, { anchorVerifiers: [new FileAnchorVerifier({ path: file })] });
+      assert.ok(result.anchors >= 1);
+      assert.equal(result.anchorsVerified, result.anchors);
+      assert.equal(result.anchoredSize, 10);
+    }
+  });
+
+  it('a line edited in the anchor file (root changed): ERR_AUDIT_ANCHOR_MISMATCH naming the line', async () => {
+    const { file, dirs } = await anchoredLogs();
+    const lines = (await readFile(file, 'utf8')).trim().split('\n');
+    const entry = JSON.parse(lines[0]!) as FileAnchorEntryV1;
+    lines[0] = JSON.stringify({ ...entry, root_hash: 'ee'.repeat(32) });
+    await writeFile(file, `${lines.join('\n')}\n`);
+    // Every later line's chain link now fails too; the first bad line is named.
+    await failsWith(new FileAnchorVerifier({ path: file }).verify({ version: 1, kind: 'file', tree_size: entry.tree_size, root_hash: entry.root_hash, reference: { file: 'anchors.jsonl', line: 1, entry_sha256: 'ab'.repeat(32) } }), ErrorCodes.AUDIT_ANCHOR_MISMATCH, /line 1: does not chain/);
+    const bank = dirs[0]!;
+    await failsWith(verifyLogFile(walPath(bank), ring, { anchorVerifiers: [new FileAnchorVerifier({ path: file })] }), ErrorCodes.AUDIT_ANCHOR_MISMATCH, /line [01]/);
+  });
+
+  it('a line removed from the anchor file, or the file lost: refused, never passed', async () => {
+    const { file, dirs } = await anchoredLogs();
+    const lines = (await readFile(file, 'utf8')).trim().split('\n');
+    await writeFile(file, `${lines.slice(1).join('\n')}\n`);
+    await failsWith(verifyLogFile(walPath(dirs[0]!), ring, { anchorVerifiers: [new FileAnchorVerifier({ path: file })] }), ErrorCodes.AUDIT_ANCHOR_MISMATCH, /line 0: numbered 1/);
+    await failsWith(verifyLogFile(walPath(dirs[0]!), ring, { anchorVerifiers: [new FileAnchorVerifier({ path: join(file, 'missing') })] }), ErrorCodes.AUDIT_ANCHOR_FAILED, /could not be checked/);
+  });
+
+  it('a log cut after its last anchor, anchor records and all: ERR_AUDIT_LOG_TRUNCATED from the file', async () => {
+    const { file, dirs } = await anchoredLogs();
+    const bank = dirs[0]!;
+    const { header, records } = await readRecords(bank);
+    await writeRecords(bank, header, records.filter((r) => (r.type === RecordType.LEAF ? r.index < 8 : r.index <= 8)));
+    assert.equal((await verifyLogFile(walPath(bank), ring)).leaves, 8);
+    await assert.rejects(verifyLogFile(walPath(bank), ring, { anchorVerifiers: [new FileAnchorVerifier({ path: file })] }), (e: unknown) => {
+      assert.ok(isPavilionError(e, ErrorCodes.AUDIT_LOG_TRUNCATED), String(e));
+      assert.equal(e.details?.['treeSize'], 10);
+      assert.equal(e.details?.['leafIndex'], 8);
+      return true;
+    });
+  });
+
+  it('a tree size that does not grow for its log: ERR_AUDIT_ANCHOR_REVERTED, across restarts of the anchor', async () => {
+    const { file } = await anchoredLogs();
+    const body = { version: 1 as const, algorithm: 'ecdsa-p256-sha256' as const, origin: 'pavilion-test/bank', tree_size: 10, root_hash: 'ab'.repeat(32), timestamp: new Date().toISOString(), key_id: signer.keyId, signature: Buffer.alloc(64, 1).toString('base64') };
+    await failsWith(new FileAnchor({ path: file }).anchor(body), ErrorCodes.AUDIT_ANCHOR_REVERTED, /already holds tree size 10 of pavilion-test\/bank/);
+    const reference = await new FileAnchor({ path: file }).anchor({ ...body, tree_size: 11 });
+    assert.equal(reference['file'], 'anchors.jsonl');
+  });
+});
+
+describe('decisionLog.audit.anchor config', () => {
+  it("defaults to the local anchor file; 'evm' needs rpcUrl, chainId and contract and reads its key from a file or the environment", async () => {
+    const audit = (anchor?: unknown): unknown => ({ decisionLog: { sink: 'audit', audit: { directory: 'var/audit', ...(anchor === undefined ? {} : { anchor }) } } });
+    assert.deepEqual(parseConfig(audit(), '/base').decisionLog.audit?.anchor, { kind: 'file', path: '/base/var/audit/anchors.jsonl' });
+    assert.deepEqual(parseConfig(audit({ kind: 'none' })).decisionLog.audit?.anchor, { kind: 'none' });
+    const evm = parseConfig(audit({ kind: 'evm', rpcUrl: 'http://127.0.0.1:8545', chainId: 31337, contract: `0x${'12'.repeat(20)}`, privateKeyFile: 'anchor.key' }), '/base').decisionLog.audit?.anchor;
+    assert.deepEqual(evm, {
+      kind: 'evm', rpcUrl: 'http://127.0.0.1:8545', chainId: 31337, contract: `0x${'12'.repeat(20)}`, privateKeyFile: '/base/anchor.key', privateKeyEnv: 'PAVILION_ANCHOR_PRIVATE_KEY',
+      confirmations: 2, receiptTimeoutMs: 60_000, submitTimeoutMs: 300_000, maxAttempts: 5, feeBumpPercent: 20, pollingIntervalMs: 1000, requestTimeoutMs: 10_000,
+    });
+    const bad = (anchor: unknown, message: RegExp): void => {
+      assert.throws(() => parseConfig(audit(anchor)), (e: unknown) => isPavilionError(e, ErrorCodes.CONFIG_INVALID) && message.test(e.message));
+    };
+    bad({ kind: 'chain' }, /anchor\.kind: must be one of 'file', 'evm', 'none'/);
+    bad({ kind: 'evm', chainId: 1, contract: `0x${'12'.repeat(20)}` }, /anchor\.rpcUrl: is required/);
+    bad({ kind: 'evm', rpcUrl: 'ws://x', chainId: 1, contract: `0x${'12'.repeat(20)}` }, /anchor\.rpcUrl: must be an http\(s\)/);
+    bad({ kind: 'evm', rpcUrl: 'http://x', chainId: 1, contract: '0x12' }, /anchor\.contract: must be a 0x-prefixed 20-byte address/);
+    bad({ kind: 'evm', rpcUrl: 'http://x', chainId: 1, contract: `0x${'12'.repeat(20)}`, privateKey: '0x00' }, /anchor\.privateKey: unknown key/);
+    bad({ kind: 'evm', rpcUrl: 'http://x', chainId: 1, contract: `0x${'12'.repeat(20)}`, privateKeyEnv: '0xabc' }, /privateKeyEnv: must be an environment variable name/);
+    bad({ kind: 'evm', rpcUrl: 'http://x', chainId: 1, contract: `0x${'12'.repeat(20)}`, feeBumpPercent: 5 }, /feeBumpPercent/);
+    bad({ kind: 'evm', rpcUrl: 'http://x', chainId: 1, contract: `0x${'12'.repeat(20)}`, receiptTimeoutMs: 5000, submitTimeoutMs: 2000 }, /submitTimeoutMs: must be at least receiptTimeoutMs/);
+    bad({ kind: 'file', rpcUrl: 'http://x' }, /anchor\.rpcUrl: unknown key/);
+
+    const settings = evm!;
+    await failsWith(createAnchor({ ...settings, privateKeyFile: '/nonexistent/anchor.key' } as typeof settings), ErrorCodes.AUDIT_ANCHOR_CONFIG, /cannot read the anchor key file/);
+    const { privateKeyFile: _file, ...fromEnv } = settings as typeof settings & { privateKeyFile?: string };
+    await failsWith(createAnchor(fromEnv as typeof settings, {}), ErrorCodes.AUDIT_ANCHOR_CONFIG, /PAVILION_ANCHOR_PRIVATE_KEY is not set/);
+    await failsWith(createAnchor(fromEnv as typeof settings, { PAVILION_ANCHOR_PRIVATE_KEY: 'not-a-key' }), ErrorCodes.AUDIT_ANCHOR_CONFIG, /does not hold a 32-byte hex secret key/);
+    const anchor = await createAnchor(fromEnv as typeof settings, { PAVILION_ANCHOR_PRIVATE_KEY: `0x${'11'.repeat(32)}` });
+    assert.equal(anchor?.kind, 'evm');
+    await anchor?.close?.();
+  });
+});
