@@ -10,7 +10,7 @@ import { spawnSync } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { Keyring, hashLeaf, verifyDecisionProof, verifyLogFile, type DecisionSink } from '../sidecar/src/audit/index.ts';
+import { Keyring, hashLeaf, verifyConsistencyProof, verifyDecisionProof, verifyLogFile, type AuditLog, type DecisionSink } from '../sidecar/src/audit/index.ts';
 import { RpcCode } from '../sidecar/src/extauthz/index.ts';
 import { canonicalJson } from '../sidecar/src/lib/canonical-json.ts';
 import { ErrorCodes, PavilionError } from '../sidecar/src/lib/errors.ts';
@@ -228,6 +228,110 @@ describe('proof and checkpoint endpoints, receipts', () => {
   });
 });
 
+describe('the consistency endpoint: GET /v1/tenants/{tenant}/audit/consistency?from=N[&to=M]', () => {
+  let app: RunningPavilion;
+  let auditDir: string;
+  let bankLog: AuditLog;
+  /** Checkpoint bodies as the checkpoint endpoint served them, at sizes 3 and 5. */
+  let atThree: Record<string, unknown>;
+  let atFive: Record<string, unknown>;
+  const consistency = (query: string, headers: Record<string, string> = {}): Promise<JsonResponse> => get(`${app.url}/v1/tenants/bank/audit/consistency${query}`, headers);
+
+  before(async () => {
+    auditDir = await tempDir();
+    // no automatic checkpoints: the test signs them, so the sizes are exact
+    app = await startPavilion({
+      config: { decisionLog: { sink: 'audit', audit: { directory: auditDir, checkpointEveryEvents: 100_000, checkpointIntervalMs: 600_000 } } },
+    });
+    const decide = async (id: string): Promise<void> => {
+      assert.equal((await post(`${app.url}/v1/data/bank/authz/allow`, { input: { subject: { id } } }, TENANT)).status, 200);
+    };
+    for (const id of ['c1', 'c2', 'c3']) await decide(id);
+    const log = app.pavilion.auditLog?.openLogs().get('bank');
+    assert.ok(log !== undefined);
+    bankLog = log;
+    assert.equal((await bankLog.checkpoint()).tree_size, 3);
+    atThree = (await get(`${app.url}/v1/tenants/bank/audit/checkpoint`)).body['result'] as Record<string, unknown>;
+    for (const id of ['c4', 'c5']) await decide(id);
+    assert.equal((await bankLog.checkpoint()).tree_size, 5);
+    atFive = (await get(`${app.url}/v1/tenants/bank/audit/checkpoint`)).body['result'] as Record<string, unknown>;
+    await decide('c6'); // leaf 6: in the log, not signed
+    assert.equal(bankLog.size, 6);
+  });
+
+  after(async () => {
+    await app?.stop();
+  });
+
+  test('from a held checkpoint to the latest: the proof verifies offline and joins the two signed roots', async () => {
+    const response = await consistency('?from=3');
+    assert.equal(response.status, 200, JSON.stringify(response.body));
+    const proof = response.body['result'] as Record<string, unknown>;
+    assert.deepEqual(Object.keys(proof).sort(), ['consistency_path', 'new_checkpoint', 'old_checkpoint', 'version']);
+    assert.deepEqual(proof['old_checkpoint'], atThree, 'the old checkpoint is the one the caller held');
+    assert.deepEqual(proof['new_checkpoint'], atFive, 'to defaults to the latest checkpoint');
+    const keys = Keyring.load(join(auditDir, 'keys'));
+    const verified = verifyConsistencyProof(proof, keys);
+    assert.deepEqual([verified.oldSize, verified.newSize], [3, 5]);
+    assert.equal(verified.origin.endsWith('/bank'), true);
+    // the answer, saved as is, is what `pavilion audit verify-consistency --proof` takes
+    const saved = join(auditDir, 'consistency.json');
+    await writeFile(saved, JSON.stringify(response.body));
+    const cli = spawnSync(process.execPath, ['--import', 'tsx', CLI, 'audit', 'verify-consistency', '--proof', saved, '--keys', join(auditDir, 'keys')], { encoding: 'utf8' });
+    assert.equal(cli.status, 0, cli.stderr);
+    assert.equal((JSON.parse(cli.stdout) as { newSize: number }).newSize, 5);
+  });
+
+  test('an explicit to, and from = to (an empty path), verify too; an altered path does not', async () => {
+    const keys = Keyring.load(join(auditDir, 'keys'));
+    const explicit = await consistency('?from=3&to=5');
+    assert.equal(explicit.status, 200);
+    const proof = explicit.body['result'] as { consistency_path: string[] };
+    assert.equal(verifyConsistencyProof(proof, keys).newSize, 5);
+    const same = await consistency('?to=3&from=3');
+    assert.equal(same.status, 200);
+    assert.deepEqual((same.body['result'] as { consistency_path: string[] }).consistency_path, []);
+    assert.equal(verifyConsistencyProof(same.body['result'], keys).oldSize, 3);
+    const first = proof.consistency_path[0] as string;
+    const altered = { ...proof, consistency_path: [`${first[0] === '0' ? '1' : '0'}${first.slice(1)}`, ...proof.consistency_path.slice(1)] };
+    assert.throws(() => verifyConsistencyProof(altered, keys), (error: unknown) => error instanceof PavilionError && error.code === ErrorCodes.AUDIT_PROOF_INVALID);
+  });
+
+  test('bad sizes get 400 ERR_AUDIT_RANGE_INVALID: not integers, below 1, missing from, repeated, from > to, past the end of the log', async () => {
+    for (const query of ['', '?to=5', '?from=abc', '?from=1.5', '?from=-1', '?from=0', '?from=1e1', '?from=', '?from=3&to=x', '?from=3&from=5', '?from=5&to=3', '?from=3&to=7', '?from=3&to=99999999999']) {
+      const response = await consistency(query);
+      assert.equal(response.status, 400, query);
+      assert.equal(response.body['code'], 'invalid_parameter', query);
+      assert.equal(pavilionCode(response), ErrorCodes.AUDIT_RANGE_INVALID, query);
+    }
+  });
+
+  test('a size in the log but not yet signed is 404 ERR_AUDIT_NOT_CHECKPOINTED; a size no checkpoint has is 404 ERR_AUDIT_CHECKPOINT_UNKNOWN', async () => {
+    const unsigned = await consistency('?from=3&to=6');
+    assert.equal(unsigned.status, 404);
+    assert.equal(pavilionCode(unsigned), ErrorCodes.AUDIT_NOT_CHECKPOINTED);
+    for (const query of ['?from=4', '?from=1&to=5', '?from=2&to=3']) {
+      const response = await consistency(query);
+      assert.equal(response.status, 404, query);
+      assert.equal(response.body['code'], 'resource_not_found', query);
+      assert.equal(pavilionCode(response), ErrorCodes.AUDIT_CHECKPOINT_UNKNOWN, query);
+    }
+  });
+
+  test('tenant rules as for proofs: own log only, known tenant, matching header, GET only', async () => {
+    const noLog = await get(`${app.url}/v1/tenants/hospital/audit/consistency?from=3`);
+    assert.equal(noLog.status, 404);
+    assert.equal(pavilionCode(noLog), ErrorCodes.AUDIT_NOT_CHECKPOINTED, "bank's checkpoints are not hospital's");
+    const unknown = await get(`${app.url}/v1/tenants/nobody/audit/consistency?from=3`);
+    assert.equal(pavilionCode(unknown), ErrorCodes.TENANT_UNKNOWN);
+    const mismatch = await consistency('?from=3', { 'x-pavilion-tenant': 'hospital' });
+    assert.equal(mismatch.status, 400);
+    assert.equal(pavilionCode(mismatch), ErrorCodes.REQUEST_INVALID);
+    const method = await post(`${app.url}/v1/tenants/bank/audit/consistency?from=3`, {});
+    assert.equal(method.status, 405);
+  });
+});
+
 describe('receipts and proofs need the audit log', () => {
   test('with the NDJSON file sink: ?receipt and the proof endpoint answer 404 ERR_AUDIT_LOG_DISABLED', async () => {
     const app = await startPavilion();
@@ -237,6 +341,8 @@ describe('receipts and proofs need the audit log', () => {
       assert.equal(pavilionCode(receipt), ErrorCodes.AUDIT_LOG_DISABLED);
       const proof = await get(`${app.url}/v1/tenants/bank/audit/decisions/x/proof`);
       assert.equal(pavilionCode(proof), ErrorCodes.AUDIT_LOG_DISABLED);
+      const consistency = await get(`${app.url}/v1/tenants/bank/audit/consistency?from=1`);
+      assert.equal(pavilionCode(consistency), ErrorCodes.AUDIT_LOG_DISABLED);
       const plain = await post(`${app.url}/v1/data/bank/authz/allow`, { input: {} }, TENANT);
       assert.equal(plain.status, 200, 'the file sink answers as before');
     } finally {
