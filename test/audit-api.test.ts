@@ -10,11 +10,12 @@ import { spawnSync } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { Keyring, hashLeaf, verifyConsistencyProof, verifyDecisionProof, verifyLogFile, type AuditLog, type DecisionSink } from '../sidecar/src/audit/index.ts';
+import { Keyring, decodeReceiptHeader, hashLeaf, verifyConsistencyProof, verifyDecisionProof, verifyLogFile, type AuditLog, type DecisionSink, type TransportReceiptV1 } from '../sidecar/src/audit/index.ts';
 import { RpcCode } from '../sidecar/src/extauthz/index.ts';
 import { canonicalJson } from '../sidecar/src/lib/canonical-json.ts';
 import { ErrorCodes, PavilionError } from '../sidecar/src/lib/errors.ts';
 import { tempDir } from './audit/fixtures.ts';
+import { createCheckClient, structToJson, type CheckClient, type Message } from './extauthz/grpc-client.ts';
 import { get, post, startPavilion, type JsonResponse, type RunningPavilion } from './harness/pavilion-harness.ts';
 
 const TENANT = { 'x-pavilion-tenant': 'bank' };
@@ -329,6 +330,138 @@ describe('the consistency endpoint: GET /v1/tenants/{tenant}/audit/consistency?f
     assert.equal(pavilionCode(mismatch), ErrorCodes.REQUEST_INVALID);
     const method = await post(`${app.url}/v1/tenants/bank/audit/consistency?from=3`, {});
     assert.equal(method.status, 405);
+  });
+});
+
+describe('receipts on ext_authz answers (x-pavilion-receipt: 1, gRPC and HTTP service mode)', () => {
+  let app: RunningPavilion;
+  let auditDir: string;
+  let client: CheckClient;
+  const RECEIPT = 'x-pavilion-receipt';
+  /** A check of envoy_demo: GET /public/index.html is allowed, GET /api/v1/products without a token denied (401). */
+  const checkRequest = (path: string, headers: Record<string, string>, tenant = 'envoy_demo'): Message => ({
+    attributes: { request: { http: { method: 'GET', path, host: 'shop.envoy-demo.example', headers: { 'x-pavilion-tenant': tenant, ...headers } } } },
+  });
+  type Header = { header: { key: string; value: string }; appendAction?: number };
+  const receiptHeaders = (list: unknown): Header[] => ((list ?? []) as Header[]).filter((h) => h.header.key === RECEIPT);
+  /** The response with every trace of the receipt taken out (and the decision id, which differs per check). */
+  const withoutReceipt = (response: Message): unknown => JSON.parse(JSON.stringify(response, (key, value: unknown) => {
+    if (Array.isArray(value)) return value.filter((h) => (h as Header | undefined)?.header?.key !== RECEIPT);
+    return key === 'receipt' || key === 'decision_id' ? undefined : value;
+  }));
+  const metadataOf = (response: Message): Record<string, unknown> => structToJson(response['dynamicMetadata']);
+  /** Sign a checkpoint now, then the proof endpoint's answer for the receipt's decision must verify and match it. */
+  const assertProves = async (receipt: TransportReceiptV1): Promise<void> => {
+    await app.pavilion.auditLog?.openLogs().get(receipt.tenant)?.checkpoint();
+    const response = await get(`${app.url}/v1/tenants/${receipt.tenant}/audit/decisions/${receipt.decision_id}/proof`);
+    assert.equal(response.status, 200, JSON.stringify(response.body));
+    const proof = response.body['result'] as { event: string; leaf_index: number };
+    assert.equal(proof.leaf_index, receipt.leaf_index);
+    assert.equal(hashLeaf(Buffer.from(proof.event, 'utf8')).toString('hex'), receipt.leaf_hash);
+    const event = JSON.parse(proof.event) as { input: unknown; result?: unknown };
+    assert.equal(createHash('sha256').update(canonicalJson(event.input)).digest('hex'), receipt.input_sha256);
+    const verified = verifyDecisionProof(proof, Keyring.load(join(auditDir, 'keys')), { decisionId: receipt.decision_id, origin: receipt.origin });
+    assert.equal(verified.leafIndex, receipt.leaf_index);
+  };
+
+  before(async () => {
+    auditDir = await tempDir();
+    app = await startPavilion({
+      config: {
+        decisionLog: { sink: 'audit', audit: { directory: auditDir, checkpointEveryEvents: 100_000, checkpointIntervalMs: 600_000 } },
+        extAuthz: {
+          grpc: { port: 0 },
+          http: { enabled: true },
+          tenantFrom: { header: 'x-pavilion-tenant' },
+          // bank's boolean decision path, with a receipt on every check
+          tenants: { bank: { path: 'bank/authz/allow', receipts: 'always' } },
+        },
+      },
+    });
+    const { port } = app.pavilion.extAuthz?.grpcAddress() ?? { port: 0 };
+    client = createCheckClient(`127.0.0.1:${port}`);
+  });
+
+  after(async () => {
+    client?.close();
+    await app?.stop();
+  });
+
+  test('gRPC allow: the receipt goes upstream and to the client (overwriting the request header), and into dynamic_metadata; it proves inclusion', async () => {
+    const response = await client.check(checkRequest('/public/index.html', { [RECEIPT]: '1' }));
+    assert.equal((response['status'] as { code?: number } | undefined)?.code ?? 0, RpcCode.OK);
+    const ok = response['okResponse'] as { headers?: unknown; responseHeadersToAdd?: unknown };
+    const [upstream, ...more] = receiptHeaders(ok.headers);
+    assert.ok(upstream !== undefined && more.length === 0, 'one receipt header upstream');
+    assert.equal(upstream.appendAction, 2, 'OVERWRITE_IF_EXISTS_OR_ADD: replaces the client\'s "1"');
+    assert.deepEqual(receiptHeaders(ok.responseHeadersToAdd).map((h) => h.header.value), [upstream.header.value], 'and the client gets it');
+    const receipt = decodeReceiptHeader(upstream.header.value);
+    const metadata = metadataOf(response);
+    assert.deepEqual(metadata['receipt'], receipt, 'dynamic_metadata.receipt is the same receipt');
+    assert.equal(metadata['decision_id'], receipt.decision_id);
+    assert.equal(receipt.tenant, 'envoy_demo');
+    await assertProves(receipt);
+  });
+
+  test('gRPC deny: the receipt is a header of the denied response; status, body and the other headers are unchanged', async () => {
+    const plain = await client.check(checkRequest('/api/v1/products', {}));
+    const asked = await client.check(checkRequest('/api/v1/products', { [RECEIPT]: '1' }));
+    const denied = asked['deniedResponse'] as { status?: { code?: number }; headers?: unknown };
+    assert.equal((asked['status'] as { code?: number }).code, RpcCode.PERMISSION_DENIED);
+    assert.equal(denied.status?.code, 401);
+    const [header] = receiptHeaders(denied.headers);
+    assert.ok(header !== undefined);
+    const receipt = decodeReceiptHeader(header.header.value);
+    assert.deepEqual(metadataOf(asked)['receipt'], receipt);
+    // the request header itself is in the logged input, so only the answers are compared
+    assert.deepEqual(withoutReceipt(asked), withoutReceipt(plain), 'the decision is the same with and without a receipt');
+    await assertProves(receipt);
+  });
+
+  test('without the header nothing changes: no receipt header, no dynamic_metadata.receipt', async () => {
+    for (const path of ['/public/index.html', '/api/v1/products']) {
+      const response = await client.check(checkRequest(path, { [RECEIPT]: 'yes' }));
+      assert.ok(!JSON.stringify(response).includes(RECEIPT), path);
+      assert.equal(metadataOf(response)['receipt'], undefined, path);
+    }
+  });
+
+  test('HTTP service mode: the receipt is a header of the 200 (allow) or the denial, once; it proves inclusion', async () => {
+    const allowed = await fetch(`${app.url}/ext_authz/public/index.html`, { headers: { 'x-pavilion-tenant': 'envoy_demo', [RECEIPT]: '1' } });
+    assert.equal(allowed.status, 200);
+    const value = allowed.headers.get(RECEIPT);
+    assert.ok(value !== null && !value.includes(','), 'one value');
+    await assertProves(decodeReceiptHeader(value));
+    const denied = await fetch(`${app.url}/ext_authz/api/v1/products`, { headers: { 'x-pavilion-tenant': 'envoy_demo', [RECEIPT]: '1' } });
+    assert.equal(denied.status, 401);
+    assert.match(await denied.text(), /authentication required/);
+    const deniedValue = denied.headers.get(RECEIPT);
+    assert.ok(deniedValue !== null);
+    await assertProves(decodeReceiptHeader(deniedValue));
+    const plain = await fetch(`${app.url}/ext_authz/public/index.html`, { headers: { 'x-pavilion-tenant': 'envoy_demo' } });
+    assert.equal(plain.status, 200);
+    assert.equal(plain.headers.get(RECEIPT), null);
+  });
+
+  test("receipts: 'always' attaches one without the header; a boolean denial keeps Envoy's 403 with no body", async () => {
+    const response = await client.check(checkRequest('/anything', {}, 'bank'));
+    assert.equal((response['status'] as { code?: number }).code, RpcCode.PERMISSION_DENIED);
+    const denied = response['deniedResponse'] as { status?: { code?: number }; body?: string; headers?: unknown };
+    assert.equal(denied.status?.code, 403);
+    assert.equal(denied.body ?? '', '');
+    const [header] = receiptHeaders(denied.headers);
+    assert.ok(header !== undefined);
+    const receipt = decodeReceiptHeader(header.header.value);
+    assert.equal(receipt.tenant, 'bank');
+    await assertProves(receipt);
+  });
+
+  test('a receipt header that is not one is refused with ERR_AUDIT_PROOF_INVALID', () => {
+    const good = { decision_id: 'd', tenant: 't', origin: 'o/t', leaf_index: 0, leaf_hash: 'a'.repeat(64) };
+    assert.equal(decodeReceiptHeader(Buffer.from(JSON.stringify(good)).toString('base64url')).leaf_index, 0);
+    for (const bad of ['', 'not base64!', Buffer.from('[]').toString('base64url'), Buffer.from(JSON.stringify({ ...good, leaf_index: -1 })).toString('base64url'), Buffer.from(JSON.stringify({ ...good, leaf_hash: 'xyz' })).toString('base64url')]) {
+      assert.throws(() => decodeReceiptHeader(bad), (error: unknown) => error instanceof PavilionError && error.code === ErrorCodes.AUDIT_PROOF_INVALID, bad);
+    }
   });
 });
 

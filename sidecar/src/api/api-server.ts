@@ -24,7 +24,8 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { AuditLogSink, DecisionEvents, DecisionReceiptV1, DecisionRecord, DecisionSink } from '../audit/index.ts';
+import { RECEIPT_HEADER, transportReceipt } from '../audit/index.ts';
+import type { AuditLogSink, DecisionEvents, DecisionRecord, DecisionSink, TransportReceiptV1 } from '../audit/index.ts';
 import type { PavilionConfig } from '../config/index.ts';
 import { TENANT_ID_PATTERN } from '../config/index.ts';
 import type { PolicyEngine } from '../engine/index.ts';
@@ -76,30 +77,10 @@ interface Query {
 }
 
 /** Asks for the decision's audit log receipt in the Data API response (as does `?receipt`). */
-export const RECEIPT_HEADER = 'x-pavilion-receipt';
+export { RECEIPT_HEADER };
 
 /** The receipt in a Data API response: which leaf of which tenant's log holds the decision. */
-export interface DataApiReceiptV1 {
-  readonly decision_id: string;
-  readonly tenant: string;
-  readonly origin: string;
-  readonly leaf_index: number;
-  readonly leaf_hash: string;
-  readonly input_sha256?: string;
-  readonly result_sha256?: string;
-}
-
-function receiptBody(tenant: string, receipt: DecisionReceiptV1): DataApiReceiptV1 {
-  return {
-    decision_id: receipt.decision_id,
-    tenant,
-    origin: receipt.origin,
-    leaf_index: receipt.leaf_index,
-    leaf_hash: receipt.leaf_hash,
-    ...(receipt.input_sha256 === undefined ? {} : { input_sha256: receipt.input_sha256 }),
-    ...(receipt.result_sha256 === undefined ? {} : { result_sha256: receipt.result_sha256 }),
-  };
-}
+export type DataApiReceiptV1 = TransportReceiptV1;
 
 const JSON_TYPE = 'application/json';
 /** What a Data API request carries besides its input. */
@@ -539,7 +520,7 @@ export class ApiServer implements Component {
     if (query.provenance) {
       body['provenance'] = { version: this.#deps.config.labels.version, bundles: { [tenant]: { revision: decision.revision } } };
     }
-    if (wantsReceipt) body['receipt'] = typeof receipt === 'object' ? receiptBody(tenant, receipt) : null;
+    if (wantsReceipt) body['receipt'] = typeof receipt === 'object' ? transportReceipt(tenant, receipt) : null;
     if (!hasInput && req.method === 'POST') {
       body['warning'] = { code: 'api_usage_warning', message: "'input' key missing from the request" };
     }

@@ -81,6 +81,11 @@ export interface ExtAuthzTenantConfig {
   readonly failureStatus: number;
   /** Per-check deadline; a well-formed failure response is sent when it passes. */
   readonly timeoutMs: number;
+  /**
+   * Audit log receipts on check responses (needs `decisionLog.sink: "audit"`): 'on-request'
+   * when the checked request carries `x-pavilion-receipt: 1`, 'always' on every check.
+   */
+  readonly receipts: 'on-request' | 'always';
 }
 
 /** Where a check's tenant comes from: never guessed, always one configured place. */
@@ -668,7 +673,7 @@ function parseNats(raw: unknown, labelId: string, p: (file: string) => string): 
   };
 }
 
-const EXTAUTHZ_TENANT_KEYS = ['path', 'dryRun', 'skipRequestBodyParse', 'maxRequestBodyBytes', 'failureStatus', 'timeoutMs'] as const;
+const EXTAUTHZ_TENANT_KEYS = ['path', 'dryRun', 'skipRequestBodyParse', 'maxRequestBodyBytes', 'failureStatus', 'timeoutMs', 'receipts'] as const;
 const HTTP_HEADER_NAME = /^[!#$%&'*+.^_`|~0-9a-z-]+$/;
 const RESERVED_PREFIXES = ['/v1', '/health', '/metrics'];
 
@@ -679,6 +684,7 @@ function extAuthzTenantSettings(obj: Json, path: string, fallback: Omit<ExtAuthz
     maxRequestBodyBytes: int(obj, 'maxRequestBodyBytes', path, fallback.maxRequestBodyBytes, 0, 1024 * MiB),
     failureStatus: int(obj, 'failureStatus', path, fallback.failureStatus, 400, 599),
     timeoutMs: int(obj, 'timeoutMs', path, fallback.timeoutMs, 1, 60_000),
+    receipts: oneOf(obj, 'receipts', path, fallback.receipts, ['on-request', 'always'] as const),
   };
 }
 
@@ -740,6 +746,7 @@ function parseExtAuthz(raw: unknown): ExtAuthzConfig {
     maxRequestBodyBytes: 1 * MiB,
     failureStatus: 403,
     timeoutMs: 200,
+    receipts: 'on-request',
   });
   const tenantsRaw = objectAt(root['tenants'] ?? {}, '$.extAuthz.tenants');
   const tenants: Record<string, ExtAuthzTenantConfig> = {};
