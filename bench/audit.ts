@@ -59,7 +59,8 @@ import { parseConfig, type AuditLogConfig, type NatsConfig } from '../sidecar/sr
 import { REPO_ROOT } from '../sidecar/src/lib/tools.ts';
 import { startNats, type RunningNats } from '../test/harness/nats-server.ts';
 import { DecisionLogCollector } from './lib/decision-log-collector.ts';
-import { measureServer, type LoadRequest, type LoadSpec } from './lib/load.ts';
+import { measureServer, runLoad, type LoadRequest, type LoadSpec } from './lib/load.ts';
+import { cpuSeconds } from './lib/process-stats.ts';
 import { opaName, startOpa } from './lib/opa.ts';
 import { writeResults, type BenchCase, type Metrics } from './lib/results.ts';
 import { buildSidecar, freePort, startServer, type Server } from './lib/servers.ts';
@@ -348,7 +349,9 @@ async function inProcessThroughput(work: string, nats: RunningNats, examples: re
   try {
     const warm = await appendLoad(pipeline.sink, examples, { concurrency: 256, durationMs: WARMUP_S * 1000 });
     const rssBefore = process.memoryUsage().rss;
+    const cpuBefore = process.cpuUsage();
     const result = await appendLoad(pipeline.sink, examples, { concurrency: 256, durationMs: DURATION_S * 1000 });
+    const cpu = process.cpuUsage(cpuBefore);
     const total = warm.acked + result.acked;
     const drain = await waitForStream(nats.url, before + total, 120_000);
     const log = pipeline.audit.openLogs().get(TENANT);
@@ -359,6 +362,7 @@ async function inProcessThroughput(work: string, nats: RunningNats, examples: re
         events_per_s: Math.round(result.acked / result.seconds),
         p50_ms: round(percentile(result.latenciesMs, 50)),
         p99_ms: round(percentile(result.latenciesMs, 99)),
+        cpu_ms_per_event: result.acked > 0 ? round((cpu.user + cpu.system) / 1000 / result.acked, 4) : 0,
         refused_events: result.refused,
         events_per_write_batch: details === undefined || details['write_batches'] === 0 ? 0 : round((details['leaves'] ?? 0) / (details['write_batches'] ?? 1), 1),
         forwarded_drain_s: round(drain.seconds, 2),
@@ -427,42 +431,65 @@ async function countLeaves(auditDir: string, tenant = TENANT, ids?: ReadonlySet<
   }
 }
 
+/**
+ * Log on vs off at a fixed rate. On a shared machine the load drifts, so every server under
+ * test runs at once and they take turns: ROUNDS slices each, in a rotating order; a server's
+ * figure is the median over its slices. CPU per decision is the steadier signal.
+ */
 async function addedLatency(main: string, bundleDir: string, regoBundle: string, work: string, nats: RunningNats, requests: readonly LoadRequest[], peerName: string): Promise<BenchCase[]> {
-  const spec = (url: string): LoadSpec => ({ url, connections: CONNECTIONS, requests, unique: true, rate: RATE });
-  const measure = async (server: Server): Promise<Metrics> => {
-    try {
-      return await measureServer(server, spec(server.url), WARMUP_S, DURATION_S);
-    } finally {
-      await server.stop();
-    }
-  };
-  const pOff = await measure(await startPavilionServer(main, bundleDir, work, { audit: false }));
-  const pAlways = await measure(await startPavilionServer(main, bundleDir, work, { audit: true, natsUrl: nats.url, fsync: 'always' }));
-  const pInterval = await measure(await startPavilionServer(main, bundleDir, work, { audit: true, natsUrl: nats.url, fsync: 'interval' }));
-  const oOff = await measure(await startOpaServer(regoBundle, work, undefined));
+  const rounds = QUICK ? 1 : 3;
+  const slice = Math.max(1, Math.round(DURATION_S / rounds));
   const collector = new DecisionLogCollector(await freePort());
   await collector.start();
-  let oOn: Metrics;
+  const servers: Record<'pOff' | 'pAlways' | 'pInterval' | 'oOff' | 'oOn', Server> = {
+    pOff: await startPavilionServer(main, bundleDir, work, { audit: false }),
+    pAlways: await startPavilionServer(main, bundleDir, work, { audit: true, natsUrl: nats.url, fsync: 'always' }),
+    pInterval: await startPavilionServer(main, bundleDir, work, { audit: true, natsUrl: nats.url, fsync: 'interval' }),
+    oOff: await startOpaServer(regoBundle, work, undefined),
+    oOn: await startOpaServer(regoBundle, work, collector),
+  };
+  const names = Object.keys(servers) as Array<keyof typeof servers>;
+  const slices = new Map<string, Metrics[]>(names.map((n) => [n, []]));
   try {
-    oOn = await measure(await startOpaServer(regoBundle, work, collector));
+    const spec = (url: string): LoadSpec => ({ url, connections: CONNECTIONS, requests, unique: true, rate: RATE });
+    for (const name of names) await runLoad(spec(servers[name].url), WARMUP_S);
+    for (let round = 0; round < rounds; round++) {
+      const order = names.map((_, i) => names[(i + round) % names.length] as keyof typeof servers);
+      for (const name of order) {
+        const server = servers[name];
+        const cpuBefore = cpuSeconds(server.pid);
+        const result = await runLoad(spec(server.url), slice);
+        const cpu = cpuSeconds(server.pid) - cpuBefore;
+        const total = result['requests_total'] ?? 0;
+        slices.get(name)?.push({ ...result, cpu_ms_per_decision: total > 0 ? (cpu * 1000) / total : 0 });
+      }
+    }
   } finally {
+    for (const server of Object.values(servers)) await server.stop();
     await collector.stop();
   }
-  const summarize = (off: Metrics, on: Metrics): Metrics => ({
-    added_p50_ms: round((on['p50_ms'] ?? 0) - (off['p50_ms'] ?? 0)),
-    added_p99_ms: round((on['p99_ms'] ?? 0) - (off['p99_ms'] ?? 0)),
-    p50_off_ms: off['p50_ms'] ?? 0,
-    p50_on_ms: on['p50_ms'] ?? 0,
-    p99_off_ms: off['p99_ms'] ?? 0,
-    p99_on_ms: on['p99_ms'] ?? 0,
-    rps_on: on['rps'] ?? 0,
-    errors: (on['errors'] ?? 0) + (off['errors'] ?? 0),
+  const median = (name: string, key: string): number => {
+    const values = (slices.get(name) ?? []).map((m) => m[key] ?? 0).sort((a, b) => a - b);
+    return values[Math.floor(values.length / 2)] ?? 0;
+  };
+  const summarize = (off: string, on: string): Metrics => ({
+    added_p50_ms: round(median(on, 'p50_ms') - median(off, 'p50_ms')),
+    added_p99_ms: round(median(on, 'p99_ms') - median(off, 'p99_ms')),
+    added_cpu_ms_per_decision: round(median(on, 'cpu_ms_per_decision') - median(off, 'cpu_ms_per_decision'), 4),
+    p50_off_ms: median(off, 'p50_ms'),
+    p50_on_ms: median(on, 'p50_ms'),
+    p99_off_ms: median(off, 'p99_ms'),
+    p99_on_ms: median(on, 'p99_ms'),
+    cpu_ms_per_decision_off: round(median(off, 'cpu_ms_per_decision'), 4),
+    cpu_ms_per_decision_on: round(median(on, 'cpu_ms_per_decision'), 4),
+    rps_on: Math.round(median(on, 'rps')),
+    errors: [off, on].reduce((sum, name) => sum + (slices.get(name) ?? []).reduce((a, m) => a + (m['errors'] ?? 0) + (m['non_2xx'] ?? 0), 0), 0),
   });
-  const common = `Pavilion: decisionLog sink none vs audit (answered only once durable as fsync says, streamed to NATS, one pseudonymised field); OPA: no decision_logs vs decision_logs to an HTTP collector (in memory, uploaded every 1 s; the same OPA runs in both rows). ${CONNECTIONS} connections, open-loop rate, ${DURATION_S}s each; differences of percentiles from separate runs, so noisy on a shared machine`;
+  const common = `Pavilion: decisionLog sink none vs audit (answered only once durable as fsync says, streamed to NATS, one pseudonymised field); OPA: no decision_logs vs decision_logs to an HTTP collector (in memory, uploaded every 1 s; the same OPA figures in both rows). All five servers run at once and take turns: ${rounds} slice(s) of ${slice}s each at ${RATE} requests/s over ${CONNECTIONS} connections (open loop), medians over slices; differences of percentiles from separate slices, so noisy on a shared machine - CPU per decision is steadier`;
   return (['always', 'interval'] as const).map((fsync) => ({
     name: `added latency per decision, log on vs off, HTTP at a fixed ${RATE} requests/s (Pavilion fsync ${fsync})`,
-    pavilion: summarize(pOff, fsync === 'always' ? pAlways : pInterval),
-    peer: summarize(oOff, oOn),
+    pavilion: summarize('pOff', fsync === 'always' ? 'pAlways' : 'pInterval'),
+    peer: summarize('oOff', 'oOn'),
     peerName,
     notes: `${FSYNC_MEANING[fsync]}. ${common}`,
   }));
