@@ -290,6 +290,16 @@ describe('tenant resolution (never guessed)', () => {
     assert.deepEqual(config?.grpc, { enabled: true, host: '127.0.0.1', port: 9191, maxReceiveMessageBytes: 16777216 });
     assert.equal(parseConfig({}).extAuthz, undefined);
   });
+
+  test("config: receipts is 'on-request' (default) or 'always', per tenant or for all", () => {
+    const config = parseConfig({ extAuthz: { tenantFrom: { fixed: 'bank' }, receipts: 'always', tenants: { bank: { receipts: 'on-request' }, hospital: {} } } }).extAuthz;
+    assert.equal(config?.defaults.receipts, 'always');
+    assert.equal(config?.tenants['bank']?.receipts, 'on-request');
+    assert.equal(config?.tenants['hospital']?.receipts, 'always', 'a tenant entry inherits the section default');
+    for (const receipts of ['yes', true, 'never']) {
+      assert.equal(code(() => parseConfig({ extAuthz: { tenantFrom: { fixed: 'bank' }, receipts } })), ErrorCodes.CONFIG_INVALID, String(receipts));
+    }
+  });
 });
 
 describe('wire codec (sidecar/proto, Envoy field numbers)', () => {
