@@ -564,12 +564,12 @@ async function checkpointSigning(work: string): Promise<BenchCase> {
   await writeFile(conf, `directories.tokendir = ${join(dir, 'tokens')}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n`);
   process.env['SOFTHSM2_CONF'] = conf;
   const pin = '246810';
-  execFileSync('softhsm2-util', ['--init-token', '--free', '--label', 'pavilion-bench', '--pin', pin, '--so-pin', '13579'], { env: process.env, stdio: 'pipe' });
   let module: Pkcs11Module;
   try {
+    execFileSync('softhsm2-util', ['--init-token', '--free', '--label', 'pavilion-bench', '--pin', pin, '--so-pin', '13579'], { env: process.env, stdio: 'pipe' });
     module = Pkcs11Module.open(SOFTHSM_MODULE);
   } catch (error) {
-    return { name, pavilion: {}, peer: {}, peerName: NO_PEER, skipped: `the PKCS#11 module cannot be loaded: ${(error as Error).message}` };
+    return { name, pavilion: {}, peer: {}, peerName: NO_PEER, skipped: `no SoftHSM2 token (softhsm2-util, or the optional pkcs11js): ${(error as Error).message}` };
   }
   try {
     const hsm = await module.signer({ tokenLabel: 'pavilion-bench', pin, keyLabel: 'checkpoint-bench', generate: true });

@@ -353,7 +353,9 @@ export class ApiServer implements Component {
     const params = new URLSearchParams(search);
     const from = treeSizeParameter(params, 'from');
     if (from === undefined) throw new PavilionError(ErrorCodes.AUDIT_RANGE_INVALID, 'the query parameter from=<tree size> is required', { details: { parameter: 'from' } });
-    const proof = log.consistencyProofBetween(tenant, from, treeSizeParameter(params, 'to'));
+    const to = treeSizeParameter(params, 'to');
+    if (to !== undefined && from > to) throw new PavilionError(ErrorCodes.AUDIT_RANGE_INVALID, `from (${from}) is larger than to (${to})`, { details: { from, to } });
+    const proof = log.consistencyProofBetween(tenant, from, to);
     this.#json(res, 200, { result: proof }, query.pretty);
   }
 
