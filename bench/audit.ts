@@ -141,13 +141,17 @@ async function startPipeline(directory: string, natsUrl: string | undefined, fsy
     ? undefined
     : new DecisionForwarder({ nats: natsConfig(natsUrl), logs: () => audit.openLogs(), maxInFlight: 256, retryWaitMs: 100 });
   await forwarder?.start();
+  let stopping: Promise<void> | undefined;
   return {
     sink,
     audit,
     forwarder,
-    async stop() {
-      await forwarder?.stop(10_000);
-      await sink.stop(10_000);
+    stop() {
+      stopping ??= (async () => {
+        await forwarder?.stop(10_000);
+        await sink.stop(10_000);
+      })();
+      return stopping;
     },
   };
 }
@@ -441,22 +445,24 @@ async function addedLatency(main: string, bundleDir: string, regoBundle: string,
   const slice = Math.max(1, Math.round(DURATION_S / rounds));
   const collector = new DecisionLogCollector(await freePort());
   await collector.start();
-  const servers: Record<'pOff' | 'pAlways' | 'pInterval' | 'oOff' | 'oOn', Server> = {
-    pOff: await startPavilionServer(main, bundleDir, work, { audit: false }),
-    pAlways: await startPavilionServer(main, bundleDir, work, { audit: true, natsUrl: nats.url, fsync: 'always' }),
-    pInterval: await startPavilionServer(main, bundleDir, work, { audit: true, natsUrl: nats.url, fsync: 'interval' }),
-    oOff: await startOpaServer(regoBundle, work, undefined),
-    oOn: await startOpaServer(regoBundle, work, collector),
+  const starters = {
+    pOff: () => startPavilionServer(main, bundleDir, work, { audit: false }),
+    pAlways: () => startPavilionServer(main, bundleDir, work, { audit: true, natsUrl: nats.url, fsync: 'always' }),
+    pInterval: () => startPavilionServer(main, bundleDir, work, { audit: true, natsUrl: nats.url, fsync: 'interval' }),
+    oOff: () => startOpaServer(regoBundle, work, undefined),
+    oOn: () => startOpaServer(regoBundle, work, collector),
   };
-  const names = Object.keys(servers) as Array<keyof typeof servers>;
+  const names = Object.keys(starters) as Array<keyof typeof starters>;
+  const servers: Partial<Record<keyof typeof starters, Server>> = {};
   const slices = new Map<string, Metrics[]>(names.map((n) => [n, []]));
   try {
+    for (const name of names) servers[name] = await starters[name]();
     const spec = (url: string): LoadSpec => ({ url, connections: CONNECTIONS, requests, unique: true, rate: RATE });
-    for (const name of names) await runLoad(spec(servers[name].url), WARMUP_S);
+    for (const name of names) await runLoad(spec((servers[name] as Server).url), WARMUP_S);
     for (let round = 0; round < rounds; round++) {
-      const order = names.map((_, i) => names[(i + round) % names.length] as keyof typeof servers);
+      const order = names.map((_, i) => names[(i + round) % names.length] as keyof typeof starters);
       for (const name of order) {
-        const server = servers[name];
+        const server = servers[name] as Server;
         const cpuBefore = cpuSeconds(server.pid);
         const result = await runLoad(spec(server.url), slice);
         const cpu = cpuSeconds(server.pid) - cpuBefore;
@@ -669,10 +675,14 @@ async function outageLoss(work: string, nats: RunningNats, regoBundle: string, r
     catchUp = (performance.now() - restartedAt) / 1000;
     clearInterval(watch);
   })();
-  const load = await appendLoad(pipeline.sink, examples, { concurrency: 32, durationMs: totalMs, ratePerS: rate, onAck: (id) => appended.add(id) });
-  await outage;
-  await waitForStream(nats.url, before.messages + appended.size, 60_000);
-  await pipeline.stop();
+  let load: Awaited<ReturnType<typeof appendLoad>>;
+  try {
+    load = await appendLoad(pipeline.sink, examples, { concurrency: 32, durationMs: totalMs, ratePerS: rate, onAck: (id) => appended.add(id) });
+    await outage;
+    await waitForStream(nats.url, before.messages + appended.size, 60_000);
+  } finally {
+    await pipeline.stop();
+  }
   const after = await streamDecisionIds(nats.url);
   let lost = 0;
   for (const id of appended) if (!after.ids.has(id)) lost++;
