@@ -292,13 +292,16 @@ describe('tenant resolution (never guessed)', () => {
   });
 
   test("config: receipts is 'on-request' (default) or 'always', per tenant or for all", () => {
-    const config = parseConfig({ extAuthz: { tenantFrom: { fixed: 'bank' }, receipts: 'always', tenants: { bank: { receipts: 'on-request' }, hospital: {} } } }).extAuthz;
+    const config = parseConfig({ decisionLog: { sink: 'audit' }, extAuthz: { tenantFrom: { fixed: 'bank' }, receipts: 'always', tenants: { bank: { receipts: 'on-request' }, hospital: {} } } }).extAuthz;
     assert.equal(config?.defaults.receipts, 'always');
     assert.equal(config?.tenants['bank']?.receipts, 'on-request');
     assert.equal(config?.tenants['hospital']?.receipts, 'always', 'a tenant entry inherits the section default');
     for (const receipts of ['yes', true, 'never']) {
-      assert.equal(code(() => parseConfig({ extAuthz: { tenantFrom: { fixed: 'bank' }, receipts } })), ErrorCodes.CONFIG_INVALID, String(receipts));
+      assert.equal(code(() => parseConfig({ decisionLog: { sink: 'audit' }, extAuthz: { tenantFrom: { fixed: 'bank' }, receipts } })), ErrorCodes.CONFIG_INVALID, String(receipts));
     }
+    // receipts come from the audit log: 'always' with another sink is refused, 'on-request' is not
+    assert.equal(code(() => parseConfig({ extAuthz: { tenantFrom: { fixed: 'bank' }, tenants: { bank: { receipts: 'always' } } } })), ErrorCodes.CONFIG_INVALID);
+    assert.equal(parseConfig({ extAuthz: { tenantFrom: { fixed: 'bank' } } }).extAuthz?.defaults.receipts, 'on-request');
   });
 });
 

@@ -357,6 +357,13 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
   const audit = sink === 'audit' ? parseAuditLog(decisionLog['audit'] ?? {}, p) : undefined;
   if (audit?.stream.enabled === true && root['nats'] === undefined) fail('$.decisionLog.audit.stream.enabled', 'is true but there is no nats section');
 
+  const extAuthz = root['extAuthz'] === undefined ? undefined : parseExtAuthz(root['extAuthz']);
+  if (extAuthz !== undefined && sink !== 'audit') {
+    // receipts come from the audit log: 'always' without it is a contradiction
+    const always = [['$.extAuthz.receipts', extAuthz.defaults.receipts], ...Object.entries(extAuthz.tenants).map(([id, t]) => [`$.extAuthz.tenants.${id}.receipts`, t.receipts])].find(([, r]) => r === 'always');
+    if (always !== undefined) fail(always[0] as string, "is 'always' but decisionLog.sink is not 'audit' (receipts come from the audit log)");
+  }
+
   const tenantsRaw = root['tenants'] ?? [];
   if (!Array.isArray(tenantsRaw)) fail('$.tenants', 'must be an array');
   const seen = new Set<string>();
@@ -438,7 +445,7 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
     },
     tenants,
     shutdownTimeoutMs: int(root, 'shutdownTimeoutMs', '$', d.shutdownTimeoutMs, 0, 600_000),
-    ...(root['extAuthz'] === undefined ? {} : { extAuthz: parseExtAuthz(root['extAuthz']) }),
+    ...(extAuthz === undefined ? {} : { extAuthz }),
     ...credentialsSection(root['credentials'], bundleSource, p),
   });
 }
