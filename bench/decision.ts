@@ -22,6 +22,7 @@ import { buildTenantBundle, definitionPath, listDefinitions, readBundle } from '
 import { createHostBuiltins } from '../sidecar/src/engine/builtins/index.ts';
 import { findOpa, REPO_ROOT } from '../sidecar/src/lib/tools.ts';
 import { measureServer, type LoadRequest } from './lib/load.ts';
+import { startOpa } from './lib/opa.ts';
 import { writeResults, type BenchCase } from './lib/results.ts';
 import { buildSidecar, freePort, startServer, type Server } from './lib/servers.ts';
 
@@ -52,13 +53,8 @@ async function startPavilion(main: string, bundleDir: string, cache: boolean, de
   return startServer(process.execPath, [main], `http://127.0.0.1:${port}`, '/health', { ...process.env, PAVILION_CONFIG: config });
 }
 
-async function startOpa(regoBundles: readonly string[], decisionLog: boolean): Promise<Server> {
-  const port = await freePort();
-  return startServer(findOpa(), [
-    'run', '--server', '--addr', `127.0.0.1:${port}`, '--log-level', 'error',
-    ...(decisionLog ? ['--set', 'decision_logs.console=true'] : []),
-    ...regoBundles,
-  ], `http://127.0.0.1:${port}`, '/health?bundles');
+function startOpaPeer(regoBundles: readonly string[], decisionLog: boolean): Promise<Server> {
+  return startOpa(regoBundles, { args: decisionLog ? ['--set', 'decision_logs.console=true'] : [] });
 }
 
 async function microBenchmark(tenant: string, wasmBundle: string, regoBundle: string, example: Example): Promise<BenchCase> {
@@ -137,7 +133,7 @@ export async function run(): Promise<void> {
       const spec = (url: string) => ({ url, connections: CONNECTIONS, requests, unique: scenario.unique });
       const p = await measureServer(pavilion, spec(pavilion.url), WARMUP_S, DURATION_S);
       await pavilion.stop();
-      const opa = await startOpa(regoBundles, scenario.log);
+      const opa = await startOpaPeer(regoBundles, scenario.log);
       servers.push(opa);
       const o = await measureServer(opa, spec(opa.url), WARMUP_S, DURATION_S);
       await opa.stop();

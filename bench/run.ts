@@ -7,11 +7,13 @@ const BENCHMARKS: Record<string, () => Promise<{ run(): Promise<void> }>> = {
   http: () => import('./http.ts'),
   rollout: () => import('./rollout.ts'),
   credentials: () => import('./credentials.ts'),
+  audit: () => import('./audit.ts'),
 };
 
-const names = process.argv.slice(2);
+// flags (e.g. --quick) are for the benchmarks, which read them from process.argv
+const names = process.argv.slice(2).filter((a) => !a.startsWith('--'));
 if (names.length === 0 || names.some((n) => !(n in BENCHMARKS))) {
-  process.stderr.write(`usage: npm run bench -- <${Object.keys(BENCHMARKS).join('|')}> ...\n`);
+  process.stderr.write(`usage: npm run bench -- <${Object.keys(BENCHMARKS).join('|')}> ... [--quick]\n`);
   process.exit(2);
 }
 for (const name of names) {

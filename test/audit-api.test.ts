@@ -10,11 +10,12 @@ import { spawnSync } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { Keyring, hashLeaf, verifyDecisionProof, verifyLogFile, type DecisionSink } from '../sidecar/src/audit/index.ts';
+import { Keyring, decodeReceiptHeader, hashLeaf, verifyConsistencyProof, verifyDecisionProof, verifyLogFile, type AuditLog, type DecisionSink, type TransportReceiptV1 } from '../sidecar/src/audit/index.ts';
 import { RpcCode } from '../sidecar/src/extauthz/index.ts';
 import { canonicalJson } from '../sidecar/src/lib/canonical-json.ts';
 import { ErrorCodes, PavilionError } from '../sidecar/src/lib/errors.ts';
 import { tempDir } from './audit/fixtures.ts';
+import { createCheckClient, structToJson, type CheckClient, type Message } from './extauthz/grpc-client.ts';
 import { get, post, startPavilion, type JsonResponse, type RunningPavilion } from './harness/pavilion-harness.ts';
 
 const TENANT = { 'x-pavilion-tenant': 'bank' };
@@ -230,6 +231,242 @@ describe('proof and checkpoint endpoints, receipts', () => {
   });
 });
 
+describe('the consistency endpoint: GET /v1/tenants/{tenant}/audit/consistency?from=N[&to=M]', () => {
+  let app: RunningPavilion;
+  let auditDir: string;
+  let bankLog: AuditLog;
+  /** Checkpoint bodies as the checkpoint endpoint served them, at sizes 3 and 5. */
+  let atThree: Record<string, unknown>;
+  let atFive: Record<string, unknown>;
+  const consistency = (query: string, headers: Record<string, string> = {}): Promise<JsonResponse> => get(`${app.url}/v1/tenants/bank/audit/consistency${query}`, headers);
+
+  before(async () => {
+    auditDir = await tempDir();
+    // no automatic checkpoints: the test signs them, so the sizes are exact
+    app = await startPavilion({
+      config: { decisionLog: { sink: 'audit', audit: { directory: auditDir, checkpointEveryEvents: 100_000, checkpointIntervalMs: 600_000 } } },
+    });
+    const decide = async (id: string): Promise<void> => {
+      assert.equal((await post(`${app.url}/v1/data/bank/authz/allow`, { input: { subject: { id } } }, TENANT)).status, 200);
+    };
+    for (const id of ['c1', 'c2', 'c3']) await decide(id);
+    const log = app.pavilion.auditLog?.openLogs().get('bank');
+    assert.ok(log !== undefined);
+    bankLog = log;
+    assert.equal((await bankLog.checkpoint()).tree_size, 3);
+    atThree = (await get(`${app.url}/v1/tenants/bank/audit/checkpoint`)).body['result'] as Record<string, unknown>;
+    for (const id of ['c4', 'c5']) await decide(id);
+    assert.equal((await bankLog.checkpoint()).tree_size, 5);
+    atFive = (await get(`${app.url}/v1/tenants/bank/audit/checkpoint`)).body['result'] as Record<string, unknown>;
+    await decide('c6'); // leaf 6: in the log, not signed
+    assert.equal(bankLog.size, 6);
+  });
+
+  after(async () => {
+    await app?.stop();
+  });
+
+  test('from a held checkpoint to the latest: the proof verifies offline and joins the two signed roots', async () => {
+    const response = await consistency('?from=3');
+    assert.equal(response.status, 200, JSON.stringify(response.body));
+    const proof = response.body['result'] as Record<string, unknown>;
+    assert.deepEqual(Object.keys(proof).sort(), ['consistency_path', 'new_checkpoint', 'old_checkpoint', 'version']);
+    assert.deepEqual(proof['old_checkpoint'], atThree, 'the old checkpoint is the one the caller held');
+    assert.deepEqual(proof['new_checkpoint'], atFive, 'to defaults to the latest checkpoint');
+    const keys = Keyring.load(join(auditDir, 'keys'));
+    const verified = verifyConsistencyProof(proof, keys);
+    assert.deepEqual([verified.oldSize, verified.newSize], [3, 5]);
+    assert.equal(verified.origin.endsWith('/bank'), true);
+    // the answer, saved as is, is what `pavilion audit verify-consistency --proof` takes
+    const saved = join(auditDir, 'consistency.json');
+    await writeFile(saved, JSON.stringify(response.body));
+    const cli = spawnSync(process.execPath, ['--import', 'tsx', CLI, 'audit', 'verify-consistency', '--proof', saved, '--keys', join(auditDir, 'keys')], { encoding: 'utf8' });
+    assert.equal(cli.status, 0, cli.stderr);
+    assert.equal((JSON.parse(cli.stdout) as { newSize: number }).newSize, 5);
+  });
+
+  test('an explicit to, and from = to (an empty path), verify too; an altered path does not', async () => {
+    const keys = Keyring.load(join(auditDir, 'keys'));
+    const explicit = await consistency('?from=3&to=5');
+    assert.equal(explicit.status, 200);
+    const proof = explicit.body['result'] as { consistency_path: string[] };
+    assert.equal(verifyConsistencyProof(proof, keys).newSize, 5);
+    const same = await consistency('?to=3&from=3');
+    assert.equal(same.status, 200);
+    assert.deepEqual((same.body['result'] as { consistency_path: string[] }).consistency_path, []);
+    assert.equal(verifyConsistencyProof(same.body['result'], keys).oldSize, 3);
+    const first = proof.consistency_path[0] as string;
+    const altered = { ...proof, consistency_path: [`${first[0] === '0' ? '1' : '0'}${first.slice(1)}`, ...proof.consistency_path.slice(1)] };
+    assert.throws(() => verifyConsistencyProof(altered, keys), (error: unknown) => error instanceof PavilionError && error.code === ErrorCodes.AUDIT_PROOF_INVALID);
+  });
+
+  test('bad sizes get 400 ERR_AUDIT_RANGE_INVALID: not integers, below 1, missing from, repeated, from > to, past the end of the log', async () => {
+    for (const query of ['', '?to=5', '?from=abc', '?from=1.5', '?from=-1', '?from=0', '?from=1e1', '?from=', '?from=3&to=x', '?from=3&from=5', '?from=5&to=3', '?from=3&to=7', '?from=3&to=99999999999']) {
+      const response = await consistency(query);
+      assert.equal(response.status, 400, query);
+      assert.equal(response.body['code'], 'invalid_parameter', query);
+      assert.equal(pavilionCode(response), ErrorCodes.AUDIT_RANGE_INVALID, query);
+    }
+  });
+
+  test('a size in the log but not yet signed is 404 ERR_AUDIT_NOT_CHECKPOINTED; a size no checkpoint has is 404 ERR_AUDIT_CHECKPOINT_UNKNOWN', async () => {
+    const unsigned = await consistency('?from=3&to=6');
+    assert.equal(unsigned.status, 404);
+    assert.equal(pavilionCode(unsigned), ErrorCodes.AUDIT_NOT_CHECKPOINTED);
+    for (const query of ['?from=4', '?from=1&to=5', '?from=2&to=3']) {
+      const response = await consistency(query);
+      assert.equal(response.status, 404, query);
+      assert.equal(response.body['code'], 'resource_not_found', query);
+      assert.equal(pavilionCode(response), ErrorCodes.AUDIT_CHECKPOINT_UNKNOWN, query);
+    }
+  });
+
+  test('tenant rules as for proofs: own log only, known tenant, matching header, GET only', async () => {
+    const noLog = await get(`${app.url}/v1/tenants/hospital/audit/consistency?from=3`);
+    assert.equal(noLog.status, 404);
+    assert.equal(pavilionCode(noLog), ErrorCodes.AUDIT_NOT_CHECKPOINTED, "bank's checkpoints are not hospital's");
+    const unknown = await get(`${app.url}/v1/tenants/nobody/audit/consistency?from=3`);
+    assert.equal(pavilionCode(unknown), ErrorCodes.TENANT_UNKNOWN);
+    const mismatch = await consistency('?from=3', { 'x-pavilion-tenant': 'hospital' });
+    assert.equal(mismatch.status, 400);
+    assert.equal(pavilionCode(mismatch), ErrorCodes.REQUEST_INVALID);
+    const method = await post(`${app.url}/v1/tenants/bank/audit/consistency?from=3`, {});
+    assert.equal(method.status, 405);
+  });
+});
+
+describe('receipts on ext_authz answers (x-pavilion-receipt: 1, gRPC and HTTP service mode)', () => {
+  let app: RunningPavilion;
+  let auditDir: string;
+  let client: CheckClient;
+  const RECEIPT = 'x-pavilion-receipt';
+  /** A check of envoy_demo: GET /public/index.html is allowed, GET /api/v1/products without a token denied (401). */
+  const checkRequest = (path: string, headers: Record<string, string>, tenant = 'envoy_demo'): Message => ({
+    attributes: { request: { http: { method: 'GET', path, host: 'shop.envoy-demo.example', headers: { 'x-pavilion-tenant': tenant, ...headers } } } },
+  });
+  type Header = { header: { key: string; value: string }; appendAction?: number };
+  const receiptHeaders = (list: unknown): Header[] => ((list ?? []) as Header[]).filter((h) => h.header.key === RECEIPT);
+  /** The response with every trace of the receipt taken out (and the decision id, which differs per check). */
+  const withoutReceipt = (response: Message): unknown => JSON.parse(JSON.stringify(response, (key, value: unknown) => {
+    if (Array.isArray(value)) return value.filter((h) => (h as Header | undefined)?.header?.key !== RECEIPT);
+    return key === 'receipt' || key === 'decision_id' ? undefined : value;
+  }));
+  const metadataOf = (response: Message): Record<string, unknown> => structToJson(response['dynamicMetadata']);
+  /** Sign a checkpoint now, then the proof endpoint's answer for the receipt's decision must verify and match it. */
+  const assertProves = async (receipt: TransportReceiptV1): Promise<void> => {
+    await app.pavilion.auditLog?.openLogs().get(receipt.tenant)?.checkpoint();
+    const response = await get(`${app.url}/v1/tenants/${receipt.tenant}/audit/decisions/${receipt.decision_id}/proof`);
+    assert.equal(response.status, 200, JSON.stringify(response.body));
+    const proof = response.body['result'] as { event: string; leaf_index: number };
+    assert.equal(proof.leaf_index, receipt.leaf_index);
+    assert.equal(hashLeaf(Buffer.from(proof.event, 'utf8')).toString('hex'), receipt.leaf_hash);
+    const event = JSON.parse(proof.event) as { input: unknown; result?: unknown };
+    assert.equal(createHash('sha256').update(canonicalJson(event.input)).digest('hex'), receipt.input_sha256);
+    const verified = verifyDecisionProof(proof, Keyring.load(join(auditDir, 'keys')), { decisionId: receipt.decision_id, origin: receipt.origin });
+    assert.equal(verified.leafIndex, receipt.leaf_index);
+  };
+
+  before(async () => {
+    auditDir = await tempDir();
+    app = await startPavilion({
+      config: {
+        decisionLog: { sink: 'audit', audit: { directory: auditDir, checkpointEveryEvents: 100_000, checkpointIntervalMs: 600_000 } },
+        extAuthz: {
+          grpc: { port: 0 },
+          http: { enabled: true },
+          tenantFrom: { header: 'x-pavilion-tenant' },
+          // bank's boolean decision path, with a receipt on every check
+          tenants: { bank: { path: 'bank/authz/allow', receipts: 'always' } },
+        },
+      },
+    });
+    const { port } = app.pavilion.extAuthz?.grpcAddress() ?? { port: 0 };
+    client = createCheckClient(`127.0.0.1:${port}`);
+  });
+
+  after(async () => {
+    client?.close();
+    await app?.stop();
+  });
+
+  test('gRPC allow: the receipt goes upstream and to the client (overwriting the request header), and into dynamic_metadata; it proves inclusion', async () => {
+    const response = await client.check(checkRequest('/public/index.html', { [RECEIPT]: '1' }));
+    assert.equal((response['status'] as { code?: number } | undefined)?.code ?? 0, RpcCode.OK);
+    const ok = response['okResponse'] as { headers?: unknown; responseHeadersToAdd?: unknown };
+    const [upstream, ...more] = receiptHeaders(ok.headers);
+    assert.ok(upstream !== undefined && more.length === 0, 'one receipt header upstream');
+    assert.equal(upstream.appendAction, 2, 'OVERWRITE_IF_EXISTS_OR_ADD: replaces the client\'s "1"');
+    assert.deepEqual(receiptHeaders(ok.responseHeadersToAdd).map((h) => h.header.value), [upstream.header.value], 'and the client gets it');
+    const receipt = decodeReceiptHeader(upstream.header.value);
+    const metadata = metadataOf(response);
+    assert.deepEqual(metadata['receipt'], receipt, 'dynamic_metadata.receipt is the same receipt');
+    assert.equal(metadata['decision_id'], receipt.decision_id);
+    assert.equal(receipt.tenant, 'envoy_demo');
+    await assertProves(receipt);
+  });
+
+  test('gRPC deny: the receipt is a header of the denied response; status, body and the other headers are unchanged', async () => {
+    const plain = await client.check(checkRequest('/api/v1/products', {}));
+    const asked = await client.check(checkRequest('/api/v1/products', { [RECEIPT]: '1' }));
+    const denied = asked['deniedResponse'] as { status?: { code?: number }; headers?: unknown };
+    assert.equal((asked['status'] as { code?: number }).code, RpcCode.PERMISSION_DENIED);
+    assert.equal(denied.status?.code, 401);
+    const [header] = receiptHeaders(denied.headers);
+    assert.ok(header !== undefined);
+    const receipt = decodeReceiptHeader(header.header.value);
+    assert.deepEqual(metadataOf(asked)['receipt'], receipt);
+    // the request header itself is in the logged input, so only the answers are compared
+    assert.deepEqual(withoutReceipt(asked), withoutReceipt(plain), 'the decision is the same with and without a receipt');
+    await assertProves(receipt);
+  });
+
+  test('without the header nothing changes: no receipt header, no dynamic_metadata.receipt', async () => {
+    for (const path of ['/public/index.html', '/api/v1/products']) {
+      const response = await client.check(checkRequest(path, { [RECEIPT]: 'yes' }));
+      assert.ok(!JSON.stringify(response).includes(RECEIPT), path);
+      assert.equal(metadataOf(response)['receipt'], undefined, path);
+    }
+  });
+
+  test('HTTP service mode: the receipt is a header of the 200 (allow) or the denial, once; it proves inclusion', async () => {
+    const allowed = await fetch(`${app.url}/ext_authz/public/index.html`, { headers: { 'x-pavilion-tenant': 'envoy_demo', [RECEIPT]: '1' } });
+    assert.equal(allowed.status, 200);
+    const value = allowed.headers.get(RECEIPT);
+    assert.ok(value !== null && !value.includes(','), 'one value');
+    await assertProves(decodeReceiptHeader(value));
+    const denied = await fetch(`${app.url}/ext_authz/api/v1/products`, { headers: { 'x-pavilion-tenant': 'envoy_demo', [RECEIPT]: '1' } });
+    assert.equal(denied.status, 401);
+    assert.match(await denied.text(), /authentication required/);
+    const deniedValue = denied.headers.get(RECEIPT);
+    assert.ok(deniedValue !== null);
+    await assertProves(decodeReceiptHeader(deniedValue));
+    const plain = await fetch(`${app.url}/ext_authz/public/index.html`, { headers: { 'x-pavilion-tenant': 'envoy_demo' } });
+    assert.equal(plain.status, 200);
+    assert.equal(plain.headers.get(RECEIPT), null);
+  });
+
+  test("receipts: 'always' attaches one without the header; a boolean denial keeps Envoy's 403 with no body", async () => {
+    const response = await client.check(checkRequest('/anything', {}, 'bank'));
+    assert.equal((response['status'] as { code?: number }).code, RpcCode.PERMISSION_DENIED);
+    const denied = response['deniedResponse'] as { status?: { code?: number }; body?: string; headers?: unknown };
+    assert.equal(denied.status?.code, 403);
+    assert.equal(denied.body ?? '', '');
+    const [header] = receiptHeaders(denied.headers);
+    assert.ok(header !== undefined);
+    const receipt = decodeReceiptHeader(header.header.value);
+    assert.equal(receipt.tenant, 'bank');
+    await assertProves(receipt);
+  });
+
+  test('a receipt header that is not one is refused with ERR_AUDIT_PROOF_INVALID', () => {
+    const good = { decision_id: 'd', tenant: 't', origin: 'o/t', leaf_index: 0, leaf_hash: 'a'.repeat(64) };
+    assert.equal(decodeReceiptHeader(Buffer.from(JSON.stringify(good)).toString('base64url')).leaf_index, 0);
+    for (const bad of ['', 'not base64!', Buffer.from('[]').toString('base64url'), Buffer.from(JSON.stringify({ ...good, leaf_index: -1 })).toString('base64url'), Buffer.from(JSON.stringify({ ...good, leaf_hash: 'xyz' })).toString('base64url')]) {
+      assert.throws(() => decodeReceiptHeader(bad), (error: unknown) => error instanceof PavilionError && error.code === ErrorCodes.AUDIT_PROOF_INVALID, bad);
+    }
+  });
+});
+
 describe('receipts and proofs need the audit log', () => {
   test('with the NDJSON file sink: ?receipt and the proof endpoint answer 404 ERR_AUDIT_LOG_DISABLED', async () => {
     const app = await startPavilion();
@@ -239,6 +476,8 @@ describe('receipts and proofs need the audit log', () => {
       assert.equal(pavilionCode(receipt), ErrorCodes.AUDIT_LOG_DISABLED);
       const proof = await get(`${app.url}/v1/tenants/bank/audit/decisions/x/proof`);
       assert.equal(pavilionCode(proof), ErrorCodes.AUDIT_LOG_DISABLED);
+      const consistency = await get(`${app.url}/v1/tenants/bank/audit/consistency?from=1`);
+      assert.equal(pavilionCode(consistency), ErrorCodes.AUDIT_LOG_DISABLED);
       const plain = await post(`${app.url}/v1/data/bank/authz/allow`, { input: {} }, TENANT);
       assert.equal(plain.status, 200, 'the file sink answers as before');
     } finally {

@@ -286,9 +286,22 @@ describe('tenant resolution (never guessed)', () => {
     assert.equal(invalid({ tenantFrom: { fixed: 'bank' }, tenants: { bank: { pth: 'x' } } }), ErrorCodes.CONFIG_INVALID);
     const config = parseConfig({ extAuthz: { tenantFrom: { header: 'X-Tenant' }, tenants: { bank: { dryRun: true } } } }).extAuthz;
     assert.deepEqual(config?.tenantFrom, { kind: 'header', header: 'x-tenant' });
-    assert.deepEqual(config?.tenants['bank'], { path: 'bank/envoy/authz/allow', dryRun: true, skipRequestBodyParse: false, maxRequestBodyBytes: 1048576, failureStatus: 403, timeoutMs: 200 });
+    assert.deepEqual(config?.tenants['bank'], { path: 'bank/envoy/authz/allow', dryRun: true, skipRequestBodyParse: false, maxRequestBodyBytes: 1048576, failureStatus: 403, timeoutMs: 200, receipts: 'on-request' });
     assert.deepEqual(config?.grpc, { enabled: true, host: '127.0.0.1', port: 9191, maxReceiveMessageBytes: 16777216 });
     assert.equal(parseConfig({}).extAuthz, undefined);
+  });
+
+  test("config: receipts is 'on-request' (default) or 'always', per tenant or for all", () => {
+    const config = parseConfig({ decisionLog: { sink: 'audit' }, extAuthz: { tenantFrom: { fixed: 'bank' }, receipts: 'always', tenants: { bank: { receipts: 'on-request' }, hospital: {} } } }).extAuthz;
+    assert.equal(config?.defaults.receipts, 'always');
+    assert.equal(config?.tenants['bank']?.receipts, 'on-request');
+    assert.equal(config?.tenants['hospital']?.receipts, 'always', 'a tenant entry inherits the section default');
+    for (const receipts of ['yes', true, 'never']) {
+      assert.equal(code(() => parseConfig({ decisionLog: { sink: 'audit' }, extAuthz: { tenantFrom: { fixed: 'bank' }, receipts } })), ErrorCodes.CONFIG_INVALID, String(receipts));
+    }
+    // receipts come from the audit log: 'always' with another sink is refused, 'on-request' is not
+    assert.equal(code(() => parseConfig({ extAuthz: { tenantFrom: { fixed: 'bank' }, tenants: { bank: { receipts: 'always' } } } })), ErrorCodes.CONFIG_INVALID);
+    assert.equal(parseConfig({ extAuthz: { tenantFrom: { fixed: 'bank' } } }).extAuthz?.defaults.receipts, 'on-request');
   });
 });
 

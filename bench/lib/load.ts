@@ -26,6 +26,8 @@ export interface LoadSpec {
   readonly requests: readonly LoadRequest[];
   /** Give every request a distinct input.nonce (defeats caches). */
   readonly unique: boolean;
+  /** Requests per second across all connections (open loop); absent: as fast as answered. */
+  readonly rate?: number;
 }
 
 /** One run of the load generator: its raw figures (rps, percentiles, errors, totals). */

@@ -16,6 +16,8 @@ export interface BenchCase {
   readonly peer: Metrics & { readonly name?: never };
   readonly peerName: string;
   readonly notes?: string;
+  /** Why the case was not measured in this run (its metrics are then empty). */
+  readonly skipped?: string;
 }
 
 export function machine(): Record<string, unknown> {
@@ -57,6 +59,7 @@ export async function writeResults(benchmark: string, cases: readonly BenchCase[
       peer: { name: c.peerName, ...c.peer },
       ratio: ratio(c.pavilion, c.peer),
       ...(c.notes === undefined ? {} : { notes: c.notes }),
+      ...(c.skipped === undefined ? {} : { skipped: c.skipped }),
     })),
   };
   const dir = join(REPO_ROOT, 'bench', 'results');
@@ -68,6 +71,7 @@ export async function writeResults(benchmark: string, cases: readonly BenchCase[
   const lines: string[] = [];
   for (const c of document.cases) {
     lines.push(`\n${c.name}   (peer: ${c.peer.name})`);
+    if ('skipped' in c) lines.push(`  skipped: ${String(c.skipped)}`);
     lines.push(`  ${'metric'.padEnd(28)} ${'pavilion'.padStart(12)} ${'peer'.padStart(12)} ${'ratio'.padStart(8)}`);
     const keys = new Set([...Object.keys(c.pavilion), ...Object.keys(c.peer).filter((k) => k !== 'name')]);
     for (const key of keys) {

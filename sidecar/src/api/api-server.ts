@@ -7,6 +7,7 @@
  *   POST /v1/tenants/{tenant}/credentials/challenge   a one-time challenge for a credential holder
  *   GET /v1/tenants/{tenant}/audit/decisions/{decision_id}/proof  inclusion proof (audit log sink)
  *   GET /v1/tenants/{tenant}/audit/checkpoint        the tenant's latest signed checkpoint
+ *   GET /v1/tenants/{tenant}/audit/consistency?from=N[&to=M]  consistency proof between two checkpoints
  *
  * node:http rather than Express on this path: measured on the target machine, Express cost
  * about 4-5x in throughput on a small JSON POST (see README, "Why node:http").
@@ -23,7 +24,8 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { AuditLogSink, DecisionEvents, DecisionReceiptV1, DecisionRecord, DecisionSink } from '../audit/index.ts';
+import { RECEIPT_HEADER, transportReceipt } from '../audit/index.ts';
+import type { AuditLogSink, DecisionEvents, DecisionRecord, DecisionSink, TransportReceiptV1 } from '../audit/index.ts';
 import type { PavilionConfig } from '../config/index.ts';
 import { TENANT_ID_PATTERN } from '../config/index.ts';
 import type { PolicyEngine } from '../engine/index.ts';
@@ -50,7 +52,7 @@ export interface ApiServerDeps {
   readonly tenants: TenantManager;
   readonly sink: DecisionSink;
   /** The verifiable audit log, when it is the sink: proofs, checkpoints and receipts. */
-  readonly auditLog?: Pick<AuditLogSink, 'proveInclusion' | 'latestCheckpoint'>;
+  readonly auditLog?: Pick<AuditLogSink, 'proveInclusion' | 'latestCheckpoint' | 'consistencyProofBetween'>;
   readonly events: DecisionEvents;
   readonly metrics: Metrics;
   /** Verifies the credentials a request carries into `input.credentials` (absent: not configured). */
@@ -75,30 +77,10 @@ interface Query {
 }
 
 /** Asks for the decision's audit log receipt in the Data API response (as does `?receipt`). */
-export const RECEIPT_HEADER = 'x-pavilion-receipt';
+export { RECEIPT_HEADER };
 
 /** The receipt in a Data API response: which leaf of which tenant's log holds the decision. */
-export interface DataApiReceiptV1 {
-  readonly decision_id: string;
-  readonly tenant: string;
-  readonly origin: string;
-  readonly leaf_index: number;
-  readonly leaf_hash: string;
-  readonly input_sha256?: string;
-  readonly result_sha256?: string;
-}
-
-function receiptBody(tenant: string, receipt: DecisionReceiptV1): DataApiReceiptV1 {
-  return {
-    decision_id: receipt.decision_id,
-    tenant,
-    origin: receipt.origin,
-    leaf_index: receipt.leaf_index,
-    leaf_hash: receipt.leaf_hash,
-    ...(receipt.input_sha256 === undefined ? {} : { input_sha256: receipt.input_sha256 }),
-    ...(receipt.result_sha256 === undefined ? {} : { result_sha256: receipt.result_sha256 }),
-  };
-}
+export type DataApiReceiptV1 = TransportReceiptV1;
 
 const JSON_TYPE = 'application/json';
 /** What a Data API request carries besides its input. */
@@ -151,6 +133,19 @@ function parseQuery(search: string): Query {
     verbose: flags.has('verbose'),
     receipt: flags.has('receipt'),
   };
+}
+
+/** A tree size in the query: absent, or exactly one decimal integer >= 1. */
+function treeSizeParameter(params: URLSearchParams, name: 'from' | 'to'): number | undefined {
+  const values = params.getAll(name);
+  if (values.length === 0) return undefined;
+  const [text] = values;
+  if (values.length > 1 || text === undefined || !/^[0-9]{1,15}$/.test(text) || Number(text) < 1) {
+    throw new PavilionError(ErrorCodes.AUDIT_RANGE_INVALID, `${name} must be a tree size, a decimal integer >= 1, given once (got ${JSON.stringify(values.join(',').slice(0, 32))})`, {
+      details: { parameter: name },
+    });
+  }
+  return Number(text);
 }
 
 function decodeSegments(raw: string): string[] {
@@ -260,6 +255,9 @@ export class ApiServer implements Component {
         } else if (after === '/audit/checkpoint') {
           route = 'audit';
           this.#checkpoint(req, res, tenant, query);
+        } else if (after === '/audit/consistency') {
+          route = 'audit';
+          this.#consistency(req, res, tenant, q === -1 ? '' : url.slice(q + 1), query);
         } else if (after.startsWith('/audit/decisions/') && after.endsWith('/proof')) {
           route = 'audit';
           const [decisionId, ...extra] = decodeSegments(after.slice('/audit/decisions/'.length, -'/proof'.length));
@@ -341,6 +339,24 @@ export class ApiServer implements Component {
     const checkpoint = this.#auditLog().latestCheckpoint(tenant);
     if (checkpoint === undefined) throw new PavilionError(ErrorCodes.AUDIT_NOT_CHECKPOINTED, `the audit log of tenant ${tenant} has no signed checkpoint yet`);
     this.#json(res, 200, { result: checkpoint }, query.pretty);
+  }
+
+  /**
+   * `?from=<tree size>[&to=<tree size>]`: the consistency proof between the tenant's signed
+   * checkpoints at those sizes (`to` default: the latest), a ConsistencyProofV1 that
+   * `verifyConsistencyProof` (and `pavilion audit verify-consistency`) checks offline.
+   */
+  #consistency(req: IncomingMessage, res: ServerResponse, tenantFromPath: string, search: string, query: Query): void {
+    this.#onlyGet(req);
+    const tenant = this.#resolveTenant(req, tenantFromPath);
+    const log = this.#auditLog();
+    const params = new URLSearchParams(search);
+    const from = treeSizeParameter(params, 'from');
+    if (from === undefined) throw new PavilionError(ErrorCodes.AUDIT_RANGE_INVALID, 'the query parameter from=<tree size> is required', { details: { parameter: 'from' } });
+    const to = treeSizeParameter(params, 'to');
+    if (to !== undefined && from > to) throw new PavilionError(ErrorCodes.AUDIT_RANGE_INVALID, `from (${from}) is larger than to (${to})`, { details: { from, to } });
+    const proof = log.consistencyProofBetween(tenant, from, to);
+    this.#json(res, 200, { result: proof }, query.pretty);
   }
 
   #onlyGet(req: IncomingMessage): void {
@@ -506,7 +522,7 @@ export class ApiServer implements Component {
     if (query.provenance) {
       body['provenance'] = { version: this.#deps.config.labels.version, bundles: { [tenant]: { revision: decision.revision } } };
     }
-    if (wantsReceipt) body['receipt'] = typeof receipt === 'object' ? receiptBody(tenant, receipt) : null;
+    if (wantsReceipt) body['receipt'] = typeof receipt === 'object' ? transportReceipt(tenant, receipt) : null;
     if (!hasInput && req.method === 'POST') {
       body['warning'] = { code: 'api_usage_warning', message: "'input' key missing from the request" };
     }

@@ -43,6 +43,8 @@ const MAPPING: Partial<Record<ErrorCode, readonly [status: number, code: OpaErro
   [ErrorCodes.AUDIT_DECISION_UNKNOWN]: [404, 'resource_not_found'],
   [ErrorCodes.AUDIT_NOT_CHECKPOINTED]: [404, 'resource_not_found'],
   [ErrorCodes.AUDIT_LOG_DISABLED]: [404, 'resource_not_found'],
+  [ErrorCodes.AUDIT_RANGE_INVALID]: [400, 'invalid_parameter'],
+  [ErrorCodes.AUDIT_CHECKPOINT_UNKNOWN]: [404, 'resource_not_found'],
 };
 
 export function toHttpError(error: unknown): { status: number; body: OpaErrorBody } {

@@ -162,6 +162,18 @@ export class AuditLogSink implements DecisionSink {
     return log.consistencyProofFrom(old);
   }
 
+  /**
+   * See AuditLog.consistencyProofBetween; only ever looks in `tenant`'s own log. A tenant
+   * whose log is not open has no checkpoint: ERR_AUDIT_NOT_CHECKPOINTED.
+   */
+  consistencyProofBetween(tenant: string, oldSize: number, newSize?: number): ConsistencyProofV1 {
+    const log = this.#opened.get(tenant);
+    if (log === undefined) {
+      throw new PavilionError(ErrorCodes.AUDIT_NOT_CHECKPOINTED, `the audit log of tenant ${tenant} has no signed checkpoint yet`, { details: { tenant } });
+    }
+    return log.consistencyProofBetween(oldSize, newSize);
+  }
+
   /** The tenant logs open now (a tenant's log opens at start or with its first event). */
   openLogs(): ReadonlyMap<string, AuditLog> {
     return this.#opened;

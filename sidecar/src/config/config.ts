@@ -81,6 +81,11 @@ export interface ExtAuthzTenantConfig {
   readonly failureStatus: number;
   /** Per-check deadline; a well-formed failure response is sent when it passes. */
   readonly timeoutMs: number;
+  /**
+   * Audit log receipts on check responses (needs `decisionLog.sink: "audit"`): 'on-request'
+   * when the checked request carries `x-pavilion-receipt: 1`, 'always' on every check.
+   */
+  readonly receipts: 'on-request' | 'always';
 }
 
 /** Where a check's tenant comes from: never guessed, always one configured place. */
@@ -377,6 +382,13 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
   const audit = sink === 'audit' ? parseAuditLog(decisionLog['audit'] ?? {}, p) : undefined;
   if (audit?.stream.enabled === true && root['nats'] === undefined) fail('$.decisionLog.audit.stream.enabled', 'is true but there is no nats section');
 
+  const extAuthz = root['extAuthz'] === undefined ? undefined : parseExtAuthz(root['extAuthz']);
+  if (extAuthz !== undefined && sink !== 'audit') {
+    // receipts come from the audit log: 'always' without it is a contradiction
+    const always = [['$.extAuthz.receipts', extAuthz.defaults.receipts], ...Object.entries(extAuthz.tenants).map(([id, t]) => [`$.extAuthz.tenants.${id}.receipts`, t.receipts])].find(([, r]) => r === 'always');
+    if (always !== undefined) fail(always[0] as string, "is 'always' but decisionLog.sink is not 'audit' (receipts come from the audit log)");
+  }
+
   const tenantsRaw = root['tenants'] ?? [];
   if (!Array.isArray(tenantsRaw)) fail('$.tenants', 'must be an array');
   const seen = new Set<string>();
@@ -458,7 +470,7 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
     },
     tenants,
     shutdownTimeoutMs: int(root, 'shutdownTimeoutMs', '$', d.shutdownTimeoutMs, 0, 600_000),
-    ...(root['extAuthz'] === undefined ? {} : { extAuthz: parseExtAuthz(root['extAuthz']) }),
+    ...(extAuthz === undefined ? {} : { extAuthz }),
     ...credentialsSection(root['credentials'], bundleSource, p),
   });
 }
@@ -741,7 +753,7 @@ function parseNats(raw: unknown, labelId: string, p: (file: string) => string): 
   };
 }
 
-const EXTAUTHZ_TENANT_KEYS = ['path', 'dryRun', 'skipRequestBodyParse', 'maxRequestBodyBytes', 'failureStatus', 'timeoutMs'] as const;
+const EXTAUTHZ_TENANT_KEYS = ['path', 'dryRun', 'skipRequestBodyParse', 'maxRequestBodyBytes', 'failureStatus', 'timeoutMs', 'receipts'] as const;
 const HTTP_HEADER_NAME = /^[!#$%&'*+.^_`|~0-9a-z-]+$/;
 const RESERVED_PREFIXES = ['/v1', '/health', '/metrics'];
 
@@ -752,6 +764,7 @@ function extAuthzTenantSettings(obj: Json, path: string, fallback: Omit<ExtAuthz
     maxRequestBodyBytes: int(obj, 'maxRequestBodyBytes', path, fallback.maxRequestBodyBytes, 0, 1024 * MiB),
     failureStatus: int(obj, 'failureStatus', path, fallback.failureStatus, 400, 599),
     timeoutMs: int(obj, 'timeoutMs', path, fallback.timeoutMs, 1, 60_000),
+    receipts: oneOf(obj, 'receipts', path, fallback.receipts, ['on-request', 'always'] as const),
   };
 }
 
@@ -813,6 +826,7 @@ function parseExtAuthz(raw: unknown): ExtAuthzConfig {
     maxRequestBodyBytes: 1 * MiB,
     failureStatus: 403,
     timeoutMs: 200,
+    receipts: 'on-request',
   });
   const tenantsRaw = objectAt(root['tenants'] ?? {}, '$.extAuthz.tenants');
   const tenants: Record<string, ExtAuthzTenantConfig> = {};

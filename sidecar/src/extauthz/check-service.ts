@@ -15,11 +15,17 @@
  * durable; a refusal (ERR_AUDIT_LOG_FULL, ...) turns the answer into the failure response
  * (`failureStatus`, the code in `dynamic_metadata.error_code`), so no decision Envoy acts on
  * is missing from the log. Other sinks are written without waiting.
+ *
+ * Receipts: when the checked request carries `x-pavilion-receipt: 1` (or the tenant's
+ * `receipts` is 'always') and the audit log took the event, the receipt is added to the
+ * answer as a header and `dynamic_metadata.receipt` (decision.ts `withReceipt`), after
+ * everything that decides, so it never changes the decision.
  */
 import { randomUUID } from 'node:crypto';
 import { validateHeaderName, validateHeaderValue } from 'node:http';
 import { Counter, Histogram } from 'prom-client';
-import type { DecisionEvents, DecisionEventV1, DecisionSink } from '../audit/index.ts';
+import { RECEIPT_HEADER, encodeReceiptHeader, transportReceipt } from '../audit/index.ts';
+import type { DecisionEvents, DecisionEventV1, DecisionReceiptV1, DecisionSink } from '../audit/index.ts';
 import type { ExtAuthzConfig, ExtAuthzTenantConfig } from '../config/index.ts';
 import { TENANT_ID_PATTERN } from '../config/index.ts';
 import type { Decision, EvaluateOptions, PolicyEngine } from '../engine/index.ts';
@@ -31,6 +37,7 @@ import {
   RpcCode,
   decisionToCheckResponse,
   failureCheckResponse,
+  withReceipt,
   type CheckResponse,
   type HeaderValueOption,
 } from './decision.ts';
@@ -194,15 +201,27 @@ export class CheckService {
     }
     if (settings?.dryRun === true) outcome.response = dryRunResponse(outcome.response);
     const written = this.#record(request, context, tenant, settings, decisionId, timestamp, started, outcome);
+    let receipt: DecisionReceiptV1 | undefined;
     if (this.#deps.sink.durable === true) {
       try {
-        await written;
+        const logged = await written;
+        if (typeof logged === 'object') receipt = logged;
       } catch (error) {
         // the decision is not in the log, so it is not the answer (counted in the sink's status)
         const refusal = error instanceof PavilionError ? error : new PavilionError(ErrorCodes.INTERNAL, describeThrown(error), { cause: error });
         outcome = this.#failure(decisionId, settings?.failureStatus ?? defaults.failureStatus, refusal, outcome.input);
         if (settings?.dryRun === true) outcome.response = dryRunResponse(outcome.response);
       }
+    }
+    if (receipt !== undefined && tenant !== undefined && wantsReceipt(request, settings)) {
+      // after everything that decides: the receipt only ever adds to the answer
+      const body = transportReceipt(tenant, receipt);
+      outcome.response = withReceipt(outcome.response, {
+        header: RECEIPT_HEADER,
+        value: encodeReceiptHeader(body),
+        metadata: body as unknown as JsonObject,
+        toClient: context.transport === 'grpc',
+      });
     }
     this.#count(context, tenant, settings, started, outcome);
     return { response: outcome.response, decisionId, tenant, code: outcome.code };
@@ -327,6 +346,16 @@ export class CheckService {
       }
     }
   }
+}
+
+/** A receipt was asked for: by the tenant's settings, or by the checked request's `x-pavilion-receipt: 1`. */
+function wantsReceipt(request: CheckRequestJson | PavilionError, settings: ExtAuthzTenantConfig | undefined): boolean {
+  if (settings?.receipts === 'always') return true;
+  if (request instanceof PavilionError) return false;
+  const http = request.attributes?.request?.http;
+  if (http?.headers?.[RECEIPT_HEADER] === '1') return true;
+  // Envoy's header_map form (raw values are bytes, base64 in protobuf JSON)
+  return http?.headerMap?.headers?.some((h) => h.key?.toLowerCase() === RECEIPT_HEADER && (h.value === '1' || (h.rawValue !== undefined && Buffer.from(h.rawValue, 'base64').toString('latin1') === '1'))) === true;
 }
 
 /** Dry run: whatever the outcome, Envoy lets the request through (the outcome stays in the event). */

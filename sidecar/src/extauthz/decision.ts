@@ -247,3 +247,49 @@ export function failureCheckResponse(options: FailureOptions): CheckResponse {
     dynamicMetadata: { decision_id: options.decisionId, error_code: options.code },
   };
 }
+
+/** Where a receipt goes on a CheckResponse (see `withReceipt`). */
+export interface ReceiptAttachment {
+  /** The header that carries it (`x-pavilion-receipt`), lower case. */
+  readonly header: string;
+  /** Its value (base64url of the receipt's JSON). */
+  readonly value: string;
+  /** The receipt as `dynamic_metadata.receipt`. */
+  readonly metadata: JsonObject;
+  /**
+   * Also add it to `response_headers_to_add` (the downstream client's response) on allow.
+   * gRPC only: Envoy's HTTP service mode has one header list, sorted by its own settings.
+   */
+  readonly toClient: boolean;
+}
+
+/**
+ * Attach an audit log receipt to a response without changing what it decides: the status,
+ * the HTTP status of a denial, the body and every other header stay as they are. On allow the
+ * receipt header goes to `ok_response.headers` (added to the upstream request, replacing the
+ * `x-pavilion-receipt: 1` the client sent) and, with `toClient`, to
+ * `ok_response.response_headers_to_add`; on deny to `denied_response.headers` (a boolean
+ * denial gets the denied response Envoy would have sent anyway: 403, no body). Both with
+ * OVERWRITE_IF_EXISTS_OR_ADD, and a header of that name the policy set is replaced, so only
+ * the sidecar speaks for the log. `dynamic_metadata.receipt` is set (over a policy's value),
+ * as `decision_id` is.
+ */
+export function withReceipt(response: CheckResponse, attachment: ReceiptAttachment): CheckResponse {
+  const option: HeaderValueOption = { header: { key: attachment.header, value: attachment.value }, appendAction: HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD };
+  const others = (list: readonly HeaderValueOption[]): HeaderValueOption[] => list.filter((h) => h.header.key.toLowerCase() !== attachment.header);
+  const dynamicMetadata: JsonObject = { ...response.dynamicMetadata, receipt: attachment.metadata };
+  if (response.status.code === RpcCode.OK) {
+    const ok = response.okResponse ?? { headers: [], headersToRemove: [], responseHeadersToAdd: [], queryParametersToSet: [], queryParametersToRemove: [] };
+    return {
+      ...response,
+      okResponse: {
+        ...ok,
+        headers: [...others(ok.headers), option],
+        responseHeadersToAdd: attachment.toClient ? [...others(ok.responseHeadersToAdd), option] : ok.responseHeadersToAdd,
+      },
+      dynamicMetadata,
+    };
+  }
+  const denied = response.deniedResponse ?? { status: { code: 403 }, headers: [], body: '' };
+  return { ...response, deniedResponse: { ...denied, headers: [...others(denied.headers), option] }, dynamicMetadata };
+}

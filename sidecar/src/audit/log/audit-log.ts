@@ -625,6 +625,50 @@ export class AuditLog {
     };
   }
 
+  /**
+   * Proof that this log only grew between two of its own signed checkpoints, named by tree
+   * size (`newSize` default: the latest checkpoint's). What the HTTP consistency endpoint
+   * serves: whoever holds the checkpoint at `oldSize` checks the answer offline with
+   * `verifyConsistencyProof`. Throws ERR_AUDIT_RANGE_INVALID for sizes that are not integers
+   * >= 1, `oldSize` > `newSize`, or a size past the end of the log; ERR_AUDIT_NOT_CHECKPOINTED
+   * when `newSize` is in the log but no signed checkpoint reaches it yet;
+   * ERR_AUDIT_CHECKPOINT_UNKNOWN when no checkpoint was signed at exactly that size.
+   */
+  consistencyProofBetween(oldSize: number, newSize?: number): ConsistencyProofV1 {
+    const latest = this.latestCheckpoint;
+    const to = newSize ?? latest?.tree_size ?? this.#tree.size;
+    checkRange(oldSize, to, this.#tree.size);
+    if (latest === undefined || to > latest.tree_size) {
+      throw new PavilionError(
+        ErrorCodes.AUDIT_NOT_CHECKPOINTED,
+        `the audit log ${this.#options.origin} has ${this.#tree.size} leaves and its latest signed checkpoint covers ${latest?.tree_size ?? 0}; size ${to} is not signed yet`,
+        { details: { treeSize: this.#tree.size, checkpointTreeSize: latest?.tree_size ?? 0, size: to } },
+      );
+    }
+    const older = this.#checkpointAt(oldSize);
+    const newer = this.#checkpointAt(to);
+    return { version: 1, old_checkpoint: older, new_checkpoint: newer, consistency_path: this.proveConsistency(oldSize, to) };
+  }
+
+  /** The latest checkpoint signed at exactly `size` leaves (sizes only grow along the list). */
+  #checkpointAt(size: number): SignedCheckpointV1 {
+    const list = this.#checkpoints;
+    let low = 0;
+    let high = list.length; // first index whose size is > size
+    while (low < high) {
+      const middle = (low + high) >>> 1;
+      if ((list[middle] as SignedCheckpointV1).tree_size <= size) low = middle + 1;
+      else high = middle;
+    }
+    const found = list[low - 1];
+    if (found === undefined || found.tree_size !== size) {
+      throw new PavilionError(ErrorCodes.AUDIT_CHECKPOINT_UNKNOWN, `the audit log ${this.#options.origin} has no signed checkpoint at tree size ${size}; ask between the sizes of checkpoints you hold`, {
+        details: { size },
+      });
+    }
+    return found;
+  }
+
   /** The root hash at a tree size (default: now), hex. */
   rootHash(treeSize: number = this.#tree.size): string {
     return this.#tree.root(treeSize).toString('hex');
@@ -697,6 +741,16 @@ export class AuditLog {
     this.#state = 'stopped';
     if (finished) await this.#unlock();
   }
+}
+
+/** Sizes for a consistency proof: integers, 1 <= oldSize <= newSize <= the log's size. */
+function checkRange(oldSize: number, newSize: number, treeSize: number): void {
+  const invalid = (message: string): PavilionError => new PavilionError(ErrorCodes.AUDIT_RANGE_INVALID, message, { details: { from: oldSize, to: newSize, treeSize } });
+  for (const [name, value] of [['from', oldSize], ['to', newSize]] as const) {
+    if (!Number.isSafeInteger(value) || value < 1) throw invalid(`${name} must be a tree size, an integer >= 1 (got ${String(value)})`);
+  }
+  if (oldSize > newSize) throw invalid(`from (${oldSize}) is larger than to (${newSize})`);
+  if (newSize > treeSize) throw invalid(`the log has ${treeSize} leaves, fewer than ${newSize}`);
 }
 
 /** Make a new file's directory entry durable (fsync of the directory, as POSIX requires). */
