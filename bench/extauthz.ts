@@ -14,9 +14,18 @@
  * bound for opa-envoy-plugin's cost, not a measurement of it.
  *
  * Cases: 1,000 and 5,000 requests/s offered (open loop), and saturation (closed loop,
- * BENCH_CONNECTIONS in flight). Per case and server: achieved requests/s, p50/p99/p99.9
- * latency, CPU-seconds per 1,000 checks, RSS. The load generator is this file run with
- * `--loadgen <spec.json>` in its own process, the same code for both servers.
+ * BENCH_CONNECTIONS in flight), each with two kinds of load generator:
+ * - Go (the primary figures): ghz for Pavilion's gRPC, vegeta for OPA's HTTP, both built with
+ *   `go install` (scripts/install-loadgen.sh). They cost the machine far less CPU per request
+ *   than a Node client, so on two cores the servers, not the client, set the pace.
+ * - Node: this file run with `--loadgen <spec.json>` in its own process, the same code for both
+ *   servers (grpc-js for Pavilion, node:http keep-alive for OPA).
+ * Per case and server: achieved requests/s, p50/p90/p99 (and p99.9 with the Node client)
+ * latency, CPU-seconds per 1,000 checks, RSS.
+ *
+ * The latency floor: a gRPC server that answers without doing anything (node:http2, its own
+ * process) under the same ghz load at 1,000/s shows what the machine itself adds (thread
+ * wake-ups, loopback, the client) before any Pavilion code runs.
  *
  * Env: BENCH_DURATION_S (default 8), BENCH_CONNECTIONS (default 32), BENCH_WARMUP_S (2).
  */
@@ -227,52 +236,109 @@ async function startOpa(regoBundle: string): Promise<Server> {
     `http://127.0.0.1:${port}`, '/health?bundles');
 }
 
-/**
- * Pavilion alone under ghz (a Go gRPC load generator, far lighter than a Node client) at
- * 1,000 checks/s, for Pavilion's own latency. There is no gRPC peer to drive the same way.
- * Skipped when ghz is not installed (`GOBIN=$PWD/.tools/bin go install github.com/bojand/ghz/cmd/ghz@v0.93.0`).
- */
-async function ghzRun(target: string, message: Buffer, work: string): Promise<Record<string, number | string> | undefined> {
-  const ghz = join(REPO_ROOT, '.tools', 'bin', 'ghz');
-  try {
-    readFileSync(ghz);
-  } catch {
-    process.stdout.write('- ghz not installed: skipping the ghz run\n');
-    return undefined;
-  }
-  process.stdout.write('- ghz, 1,000 checks/s, one allowed RS256 request repeated\n');
-  const file = join(work, 'check.bin');
-  await writeFile(file, message);
-  const proto = join(REPO_ROOT, 'sidecar', 'proto');
-  // ghz reads call data from stdin when stdin is a pipe: close it.
-  const stdout = await new Promise<string>((resolve, reject) => {
-    const child = execFile(ghz, [
-    '--insecure', '--proto', join(proto, 'envoy', 'service', 'auth', 'v3', 'external_auth.proto'), '--import-paths', proto,
-    '--call', 'envoy.service.auth.v3.Authorization.Check', '--binary', '--binary-file', file,
-    // a fixed count at a fixed rate: DURATION_S seconds of 1,000 checks/s
-    '--rps', '1000', '--concurrency', '8', '--connections', '1', '--total', String(1000 * DURATION_S), '--format', 'json', target,
-  ], { maxBuffer: 64 * 1024 * 1024 }, (error, out) => (error ? reject(error) : resolve(out)));
-    child.stdin?.end();
-  });
-  const report = JSON.parse(stdout) as {
-    rps: number;
-    count: number;
-    latencyDistribution: Array<{ percentage: number; latency: number }>;
-    statusCodeDistribution: Record<string, number>;
-  };
-  const at = (p: number): number => Math.round(((report.latencyDistribution.find((d) => d.percentage === p)?.latency ?? 0) / 1e6) * 1000) / 1000;
-  return {
-    load_generator: 'ghz v0.93.0 (--rps 1000, 8 concurrent, 1 connection)',
-    rps: Math.round(report.rps),
-    requests_total: report.count,
-    p50_ms: at(50),
-    p90_ms: at(90),
-    p99_ms: at(99),
-    non_ok: report.count - (report.statusCodeDistribution['OK'] ?? 0),
-  };
+// ---------------------------------------------------------------------------------------
+// Go load generators
+// ---------------------------------------------------------------------------------------
+
+const TOOLS = join(REPO_ROOT, '.tools', 'bin');
+
+interface Shape {
+  readonly durationSeconds: number;
+  readonly rate?: number;
+  readonly inFlight: number;
 }
 
+function execTool(command: string, args: readonly string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = execFile(command, args, { maxBuffer: 256 * 1024 * 1024, encoding: 'utf8' }, (error, out, err) => (error ? reject(new Error(`${command}: ${error.message}\n${err}`)) : resolve(out)));
+    child.stdin?.end(); // ghz reads call data from stdin when it is a pipe
+  });
+}
+
+const ms3 = (ns: number): number => Math.round(ns / 1000) / 1000;
+
+/** ghz against a gRPC Check server, round-robin over the count-delimited messages in `corpus`. */
+async function ghzLoad(target: string, corpus: string, shape: Shape): Promise<Record<string, number>> {
+  const proto = join(REPO_ROOT, 'sidecar', 'proto');
+  const out = await execTool(join(TOOLS, 'ghz'), [
+    '--insecure', '--proto', join(proto, 'envoy', 'service', 'auth', 'v3', 'external_auth.proto'), '--import-paths', proto,
+    '--call', 'envoy.service.auth.v3.Authorization.Check', '--binary', '--binary-file', corpus,
+    '--connections', '2', '--concurrency', String(shape.inFlight),
+    '--duration', `${shape.durationSeconds}s`, '--duration-stop', 'wait', '--total', '100000000',
+    ...(shape.rate === undefined ? [] : ['--rps', String(shape.rate)]),
+    '--format', 'json', target,
+  ]);
+  const report = JSON.parse(out) as {
+    rps: number; count: number; slowest: number;
+    latencyDistribution: Array<{ percentage: number; latency: number }> | null;
+    statusCodeDistribution: Record<string, number>;
+  };
+  const at = (p: number): number => ms3(report.latencyDistribution?.find((d) => d.percentage === p)?.latency ?? 0);
+  const ok = report.statusCodeDistribution['OK'] ?? 0;
+  return { rps: Math.round(ok / shape.durationSeconds), requests_total: ok, p50_ms: at(50), p90_ms: at(90), p99_ms: at(99), max_ms: ms3(report.slowest), errors: report.count - ok };
+}
+
+/** vegeta against an HTTP endpoint, round-robin over the JSON targets in `targets`. */
+async function vegetaLoad(targets: string, work: string, shape: Shape): Promise<Record<string, number>> {
+  const results = join(work, `vegeta-${Date.now()}.bin`);
+  await execTool(join(TOOLS, 'vegeta'), [
+    'attack', '-format=json', `-targets=${targets}`, `-duration=${shape.durationSeconds}s`, '-keepalive=true', `-output=${results}`,
+    ...(shape.rate === undefined ? ['-rate=0', `-workers=${shape.inFlight}`, `-max-workers=${shape.inFlight}`] : [`-rate=${shape.rate}/1s`, `-workers=${shape.inFlight}`, `-max-workers=${shape.inFlight}`]),
+  ]);
+  const report = JSON.parse(await execTool(join(TOOLS, 'vegeta'), ['report', '-type=json', results])) as {
+    requests: number; duration: number;
+    latencies: Record<string, number>;
+    status_codes: Record<string, number>;
+  };
+  const ok = report.status_codes['200'] ?? 0;
+  const l = report.latencies;
+  return { rps: Math.round(ok / shape.durationSeconds), requests_total: ok, p50_ms: ms3(l['50th'] ?? 0), p90_ms: ms3(l['90th'] ?? 0), p99_ms: ms3(l['99th'] ?? 0), max_ms: ms3(l['max'] ?? 0), errors: report.requests - ok };
+}
+
+async function measureWith(server: Server, load: (shape: Shape) => Promise<Record<string, number>>, shape: Shape): Promise<Metrics> {
+  await load({ ...shape, durationSeconds: WARMUP_S });
+  const cpuBefore = cpuSeconds(server.pid);
+  const result = await load(shape);
+  const cpu = cpuSeconds(server.pid) - cpuBefore;
+  const total = result['requests_total'] ?? 0;
+  return { ...result, cpu_s_per_1k: total > 0 ? Math.round((cpu / (total / 1000)) * 10000) / 10000 : 0, ...memoryMb(server.pid) };
+}
+
+/** Protobuf's count-delimited stream (varint length, message), what ghz reads as many messages. */
+function delimited(messages: readonly Buffer[]): Buffer {
+  const parts: Buffer[] = [];
+  for (const message of messages) {
+    const prefix: number[] = [];
+    let n = message.length;
+    while (n > 0x7f) {
+      prefix.push((n & 0x7f) | 0x80);
+      n >>>= 7;
+    }
+    prefix.push(n);
+    parts.push(Buffer.from(prefix), message);
+  }
+  return Buffer.concat(parts);
+}
+
+/** A gRPC server that answers every call at once with an empty message (the latency floor). */
+const NOOP_SERVER = `
+const http2 = require('node:http2');
+const server = http2.createServer();
+server.on('stream', (stream) => {
+  stream.on('data', () => {});
+  stream.on('end', () => {
+    stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+    stream.once('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
+    stream.end(Buffer.from([0, 0, 0, 0, 0]));
+  });
+});
+server.listen(Number(process.argv[1]), '127.0.0.1');
+const http = require('node:http');
+http.createServer((req, res) => res.end('ok')).listen(Number(process.argv[2]), '127.0.0.1');
+`;
+
 export async function run(): Promise<void> {
+  await exec('bash', [join(REPO_ROOT, 'scripts', 'install-loadgen.sh')]);
   const work = await mkdtemp(join(tmpdir(), 'pavilion-bench-extauthz-'));
   const servers: Server[] = [];
   try {
@@ -283,24 +349,32 @@ export async function run(): Promise<void> {
 
     // the same requests for both: encoded CheckRequests for Pavilion, their input documents for OPA
     const codec = new CheckCodec();
-    const grpcPayloads: string[] = [];
+    const messages: Buffer[] = [];
     const httpPayloads: string[] = [];
     for (const item of generateCorpus(7, 400)) {
       if (item.invalid || item.tenant !== TENANT) continue;
       const bytes = codec.encodeRequest(item.request);
       const decoded = codec.decodeRequest(bytes);
       if (!decoded.ok) continue;
-      grpcPayloads.push(bytes.toString('base64'));
+      messages.push(bytes);
       httpPayloads.push(JSON.stringify({ input: checkRequestToInput(decoded.request, { skipRequestBodyParse: false, maxRequestBodyBytes: 1024 * 1024 }).input }));
     }
-    process.stdout.write(`${grpcPayloads.length} CheckRequests, ${CONNECTIONS} in flight at saturation, ${DURATION_S}s per run (+${WARMUP_S}s warm-up)\n`);
+    const grpcPayloads = messages.map((m) => m.toString('base64'));
+    const corpus = join(work, 'corpus.bin');
+    await writeFile(corpus, delimited(messages));
+    process.stdout.write(`${messages.length} CheckRequests, ${CONNECTIONS} in flight at saturation, ${DURATION_S}s per run (+${WARMUP_S}s warm-up)\n`);
 
     const pavilion = await startPavilion(wasmDir, work);
     servers.push(pavilion.server);
     const opa = await startOpa(rego.output);
     servers.push(opa);
     const opaUrl = `${opa.url}/v1/data/${DECISION_PATH}`;
+    const targets = join(work, 'targets.jsonl');
+    await writeFile(targets, httpPayloads.map((body) => JSON.stringify({
+      method: 'POST', url: opaUrl, body: Buffer.from(body).toString('base64'), header: { 'Content-Type': ['application/json'] },
+    })).join('\n') + '\n');
 
+    const peerName = 'opa run --server v1.22.3, HTTP Data API (opa-envoy-plugin not installable)';
     const cases: BenchCase[] = [];
     const scenarios: Array<{ name: string; rate?: number }> = [
       { name: '1,000 checks/s offered', rate: 1000 },
@@ -308,26 +382,44 @@ export async function run(): Promise<void> {
       { name: `saturation (${CONNECTIONS} in flight)` },
     ];
     for (const scenario of scenarios) {
-      process.stdout.write(`- ${scenario.name}\n`);
-      const shape = { durationSeconds: DURATION_S, inFlight: CONNECTIONS, ...(scenario.rate === undefined ? {} : { rate: scenario.rate }) };
-      const p = await measure(pavilion.server, { kind: 'grpc', target: pavilion.grpcTarget, payloads: grpcPayloads, ...shape }, work);
-      const o = await measure(opa, { kind: 'http', target: opaUrl, payloads: httpPayloads, ...shape }, work);
+      const shape: Shape = { durationSeconds: DURATION_S, inFlight: CONNECTIONS, ...(scenario.rate === undefined ? {} : { rate: scenario.rate }) };
+      process.stdout.write(`- ${scenario.name}, Go load generators\n`);
       cases.push({
-        name: `ext_authz Check, envoy_demo policy, ${scenario.name}`,
-        pavilion: p,
-        peer: o,
-        peerName: 'opa run --server v1.22.3, HTTP Data API (opa-envoy-plugin not installable)',
-        notes: 'Pavilion: gRPC Check (protobuf decode, input document, Wasm evaluation, CheckResponse). Peer: OPA Data API POST with the same input documents, no protobuf, no response mapping, HTTP/1.1 keep-alive.',
+        name: `ext_authz Check, envoy_demo policy, ${scenario.name} (ghz / vegeta)`,
+        pavilion: await measureWith(pavilion.server, (s) => ghzLoad(pavilion.grpcTarget, corpus, s), shape),
+        peer: await measureWith(opa, (s) => vegetaLoad(targets, work, s), shape),
+        peerName,
+        notes: 'Pavilion: gRPC Check under ghz (2 connections). Peer: OPA Data API POST with the same input documents under vegeta (HTTP/1.1 keep-alive): no protobuf, no response mapping.',
       });
     }
-    const ghz = await ghzRun(pavilion.grpcTarget, Buffer.from(grpcPayloads[0] as string, 'base64'), work);
+    for (const scenario of scenarios) {
+      process.stdout.write(`- ${scenario.name}, Node load generator\n`);
+      const shape = { durationSeconds: DURATION_S, inFlight: CONNECTIONS, ...(scenario.rate === undefined ? {} : { rate: scenario.rate }) };
+      cases.push({
+        name: `ext_authz Check, envoy_demo policy, ${scenario.name} (Node client)`,
+        pavilion: await measure(pavilion.server, { kind: 'grpc', target: pavilion.grpcTarget, payloads: grpcPayloads, ...shape }, work),
+        peer: await measure(opa, { kind: 'http', target: opaUrl, payloads: httpPayloads, ...shape }, work),
+        peerName,
+        notes: 'The same client code for both, in its own process: grpc-js for Pavilion, node:http keep-alive for OPA. The client takes a large share of the two cores.',
+      });
+    }
+
+    // the floor: a gRPC server doing nothing, same ghz load at 1,000/s
+    process.stdout.write('- latency floor: a no-op gRPC server under ghz at 1,000/s\n');
+    const floorGrpc = await freePort();
+    const floorHttp = await freePort();
+    const floor = await startServer(process.execPath, ['-e', NOOP_SERVER, String(floorGrpc), String(floorHttp)], `http://127.0.0.1:${floorHttp}`, '/');
+    servers.push(floor);
+    const floorShape: Shape = { durationSeconds: DURATION_S, inFlight: CONNECTIONS, rate: 1000 };
+    const noop = await measureWith(floor, (s) => ghzLoad(`127.0.0.1:${floorGrpc}`, corpus, s), floorShape);
+
     await writeResults('extauthz', cases, {
-      ...(ghz === undefined ? {} : { pavilion_ghz_1000_rps: ghz }),
+      floor_noop_grpc_1000_rps: { ...noop, server: 'node:http2 answering every call at once, no decoding, no policy', load_generator: 'ghz, the same corpus and settings as the 1,000/s case' },
       duration_s: DURATION_S,
       warmup_s: WARMUP_S,
       in_flight: CONNECTIONS,
-      requests: grpcPayloads.length,
-      load_generator: 'bench/extauthz.ts --loadgen (grpc-js client for Pavilion, node:http keep-alive for OPA), its own process',
+      requests: messages.length,
+      load_generators: 'Go: ghz v0.93.0 (gRPC, Pavilion) and vegeta v12.13.0 (HTTP, OPA); Node: bench/extauthz.ts --loadgen (grpc-js / node:http), its own process',
       peer_note: 'opa-envoy-plugin cannot be installed here (the Go module proxy refuses it); the peer is OPA\'s HTTP Data API on the same policy and the same input documents',
     });
   } finally {

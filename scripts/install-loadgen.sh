@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The benchmarks' Go load generators, into .tools/bin: ghz (gRPC) and vegeta (HTTP). Does
+# nothing when they are there. Built with `go install` from the Go module proxy.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+GHZ_VERSION=0.93.0
+VEGETA_VERSION=12.13.0
+say() { printf 'install-loadgen: %s\n' "$*" >&2; }
+mkdir -p .tools/bin
+if [ ! -x .tools/bin/ghz ]; then
+  say "building ghz v$GHZ_VERSION with go install"
+  GOBIN="$PWD/.tools/bin" GOFLAGS=-mod=mod go install "github.com/bojand/ghz/cmd/ghz@v$GHZ_VERSION" >&2
+fi
+if [ ! -x .tools/bin/vegeta ]; then
+  say "building vegeta v$VEGETA_VERSION with go install"
+  GOBIN="$PWD/.tools/bin" GOFLAGS=-mod=mod go install "github.com/tsenart/vegeta/v12@v$VEGETA_VERSION" >&2
+fi
