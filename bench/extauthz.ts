@@ -31,7 +31,7 @@
  */
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { Agent, request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -39,7 +39,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import { buildTenantBundle, definitionPath } from '../sidecar/src/bundles/index.ts';
-import { CheckCodec, checkRequestToInput } from '../sidecar/src/extauthz/index.ts';
+import { CHECK_METHOD_PATH, CheckCodec, checkRequestToInput } from '../sidecar/src/extauthz/index.ts';
 import { findOpa, REPO_ROOT } from '../sidecar/src/lib/tools.ts';
 import { generateCorpus } from '../test/extauthz/corpus.ts';
 import { cpuSeconds, memoryMb } from './lib/process-stats.ts';
@@ -304,6 +304,43 @@ async function measureWith(server: Server, load: (shape: Shape) => Promise<Recor
   return { ...result, cpu_s_per_1k: total > 0 ? Math.round((cpu / (total / 1000)) * 10000) / 10000 : 0, ...memoryMb(server.pid) };
 }
 
+/**
+ * h2load (nghttp2's load generator, C) for both servers: HTTP/2 with gRPC framing to Pavilion,
+ * HTTP/1.1 to OPA, one request body repeated (h2load sends one body). The lightest client
+ * here, and the same one on both sides. Latency percentiles come from its per-request log.
+ */
+async function h2load(url: string, body: string, headers: readonly string[], http1: boolean, work: string, shape: Shape): Promise<Record<string, number>> {
+  const log = join(work, `h2load-${Date.now()}.tsv`);
+  const clients = http1 ? shape.inFlight : 2;
+  const streams = http1 ? 1 : Math.max(1, Math.floor(shape.inFlight / clients));
+  const out = await execTool('h2load', [
+    ...(http1 ? ['--h1'] : []), '-t', '1', '-c', String(clients), '-m', String(streams),
+    '-D', String(shape.durationSeconds), '-d', body, ...headers.flatMap((h) => ['-H', h]),
+    ...(shape.rate === undefined ? [] : [`--rps=${Math.max(1, Math.round(shape.rate / clients))}`]),
+    `--log-file=${log}`, url,
+  ]);
+  const counts = /requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/.exec(out);
+  const durations: number[] = [];
+  let firstStart = Infinity;
+  let lastEnd = 0;
+  for (const line of (await readFile(log, 'utf8')).split('\n')) {
+    const [start, status, micros] = line.split('\t').map(Number);
+    if (status !== 200 || start === undefined || micros === undefined) continue;
+    durations.push(micros / 1000);
+    firstStart = Math.min(firstStart, start);
+    lastEnd = Math.max(lastEnd, start + micros);
+  }
+  durations.sort((a, b) => a - b);
+  const pct = (p: number): number => Math.round((durations[Math.min(durations.length - 1, Math.floor((p / 100) * durations.length))] ?? 0) * 1000) / 1000;
+  const seconds = Math.max(1e-3, (lastEnd - firstStart) / 1e6);
+  return {
+    rps: Math.round(durations.length / seconds),
+    requests_total: durations.length,
+    p50_ms: pct(50), p90_ms: pct(90), p99_ms: pct(99), p999_ms: pct(99.9), max_ms: pct(100),
+    errors: counts === null ? 0 : Number(counts[5]) + Number(counts[6]) + Number(counts[7]),
+  };
+}
+
 /** Protobuf's count-delimited stream (varint length, message), what ghz reads as many messages. */
 function delimited(messages: readonly Buffer[]): Buffer {
   const parts: Buffer[] = [];
@@ -390,6 +427,26 @@ export async function run(): Promise<void> {
         peer: await measureWith(opa, (s) => vegetaLoad(targets, work, s), shape),
         peerName,
         notes: 'Pavilion: gRPC Check under ghz (2 connections). Peer: OPA Data API POST with the same input documents under vegeta (HTTP/1.1 keep-alive): no protobuf, no response mapping.',
+      });
+    }
+    // h2load: one request (the corpus's first, an allowed RS256 bearer token) for both
+    const grpcBody = join(work, 'check.grpc');
+    const first = messages[0] as Buffer;
+    const prefix = Buffer.alloc(5);
+    prefix.writeUInt32BE(first.length, 1);
+    await writeFile(grpcBody, Buffer.concat([prefix, first]));
+    const jsonBody = join(work, 'input.json');
+    await writeFile(jsonBody, httpPayloads[0] as string);
+    const grpcUrl = `http://${pavilion.grpcTarget}${CHECK_METHOD_PATH}`;
+    for (const scenario of scenarios) {
+      process.stdout.write(`- ${scenario.name}, h2load\n`);
+      const shape: Shape = { durationSeconds: DURATION_S, inFlight: CONNECTIONS, ...(scenario.rate === undefined ? {} : { rate: scenario.rate }) };
+      cases.push({
+        name: `ext_authz Check, envoy_demo policy, ${scenario.name} (h2load, one request)`,
+        pavilion: await measureWith(pavilion.server, (s) => h2load(grpcUrl, grpcBody, ['content-type: application/grpc', 'te: trailers'], false, work, s), shape),
+        peer: await measureWith(opa, (s) => h2load(opaUrl, jsonBody, ['content-type: application/json'], true, work, s), shape),
+        peerName,
+        notes: 'The same load generator for both (h2load, C, one thread): HTTP/2 with gRPC framing to Pavilion (2 connections), HTTP/1.1 keep-alive to OPA; the same request (an allowed RS256 bearer token) repeated. Neither server caches this decision (io.jwt.decode_verify reads the clock).',
       });
     }
     for (const scenario of scenarios) {

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The benchmarks' Go load generators, into .tools/bin: ghz (gRPC) and vegeta (HTTP). Does
+# The benchmarks' load generators: ghz (gRPC) and vegeta (HTTP) into .tools/bin with `go install`,
+# h2load (nghttp2, C) with apt. Does
 # nothing when they are there. Built with `go install` from the Go module proxy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,4 +15,11 @@ fi
 if [ ! -x .tools/bin/vegeta ]; then
   say "building vegeta v$VEGETA_VERSION with go install"
   GOBIN="$PWD/.tools/bin" GOFLAGS=-mod=mod go install "github.com/tsenart/vegeta/v12@v$VEGETA_VERSION" >&2
+fi
+if ! command -v h2load > /dev/null; then
+  say "installing h2load (nghttp2-client) with apt"
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q nghttp2-client >&2 || {
+    $SUDO apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q nghttp2-client >&2
+  }
 fi

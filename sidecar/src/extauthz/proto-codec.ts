@@ -69,6 +69,9 @@ function defineKey(target: JsonObject, key: string, value: unknown): void {
   else target[key] = value;
 }
 
+/** google.protobuf.Struct renders as a plain object (structToJson), not field by field. */
+const STRUCT_PLAN: readonly FieldPlan[] = [];
+
 /** What rendering needs to know about one field, worked out once per message type. */
 interface FieldPlan {
   readonly name: string;
@@ -176,7 +179,8 @@ export class CheckCodec {
   #plan(type: protobuf.Type): readonly FieldPlan[] {
     let plan = this.#plans.get(type);
     if (plan === undefined) {
-      plan = type.fieldsArray.map((field): FieldPlan => ({
+      // protobufjs computes `fullName` by walking the parents on every read: once per type here
+      plan = type.fullName === '.google.protobuf.Struct' ? STRUCT_PLAN : type.fieldsArray.map((field): FieldPlan => ({
         name: field.name,
         jsonName: jsonName(field.name),
         nested: field.resolvedType instanceof protobuf.Type ? field.resolvedType : undefined,
@@ -191,9 +195,10 @@ export class CheckCodec {
   }
 
   #toJson(message: Record<string, unknown>, type: protobuf.Type): JsonObject {
-    if (type.fullName === '.google.protobuf.Struct') return structToJson(message);
+    const plan = this.#plan(type);
+    if (plan === STRUCT_PLAN) return structToJson(message);
     const out: JsonObject = {};
-    for (const field of this.#plan(type)) {
+    for (const field of plan) {
       // unset fields are prototype defaults; decoded ones (and maps/lists) are own properties
       if (!Object.hasOwn(message, field.name)) continue;
       const value = message[field.name];
