@@ -40,6 +40,25 @@ export function canonicalJson(value: unknown, maxDepth = 64): string {
   return write(value, 0, maxDepth);
 }
 
+/**
+ * The canonical JSON of the object `value`, taking the members named in `serialised` as
+ * already-canonical text (what `canonicalJson` gave for them): an encoder that also needs those
+ * members on their own serialises them once.
+ */
+export function canonicalJsonWith(value: Readonly<Record<string, unknown>>, serialised: Readonly<Record<string, string>>, maxDepth = 64): string {
+  const keys = Object.keys(value).sort();
+  let out = '{';
+  let first = true;
+  for (const key of keys) {
+    const child = value[key];
+    if (child === undefined) continue;
+    if (!first) out += ',';
+    first = false;
+    out += `${JSON.stringify(key)}:${Object.hasOwn(serialised, key) ? serialised[key] : write(child, 1, maxDepth)}`;
+  }
+  return `${out}}`;
+}
+
 /** Throws ERR_REQUEST_TOO_DEEP when `value` nests deeper than `maxDepth`. */
 export function assertDepth(value: unknown, maxDepth: number): void {
   const stack: Array<[unknown, number]> = [[value, 0]];

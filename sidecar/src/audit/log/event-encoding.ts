@@ -6,7 +6,7 @@
  * result and with the reason in `error`, as the NDJSON sink does.
  */
 import { createHash } from 'node:crypto';
-import { canonicalJson } from '../../lib/canonical-json.ts';
+import { canonicalJson, canonicalJsonWith } from '../../lib/canonical-json.ts';
 import { describeThrown } from '../../lib/errors.ts';
 import type { DecisionEventV1 } from '../decision-event.ts';
 
@@ -24,8 +24,11 @@ export function encodeEvent(event: DecisionEventV1): EncodedEvent {
   try {
     const input = event.input === undefined ? undefined : canonicalJson(event.input, MAX_DEPTH);
     const result = event.result === undefined ? undefined : canonicalJson(event.result, MAX_DEPTH);
+    const serialised: Record<string, string> = {};
+    if (input !== undefined) serialised['input'] = input;
+    if (result !== undefined) serialised['result'] = result;
     return {
-      bytes: Buffer.from(canonicalJson(event, MAX_DEPTH + 2), 'utf8'),
+      bytes: Buffer.from(canonicalJsonWith(event as unknown as Record<string, unknown>, serialised, MAX_DEPTH + 2), 'utf8'),
       inputSha256: input === undefined ? undefined : digest(input),
       resultSha256: result === undefined ? undefined : digest(result),
     };

@@ -48,7 +48,10 @@ function checkPathSegment(segment: string): void {
 }
 
 /** Go's url.PathEscape (encodePathSegment): keeps unreserved characters and $ & + : = @. */
+const UNESCAPED = /^[A-Za-z0-9\-_.~$&+:=@]*$/;
+
 export function goPathEscape(segment: string): string {
+  if (UNESCAPED.test(segment)) return segment;
   let out = '';
   for (const byte of Buffer.from(segment, 'utf8')) {
     const c = String.fromCharCode(byte);
@@ -181,7 +184,17 @@ const copy = <T>(value: T): T => (value === undefined ? value : structuredClone(
  * `erased` and `masked` as OPA does.
  */
 export function applyMaskRules(event: DecisionEventV1, rules: readonly MaskRule[]): DecisionEventV1 {
-  const state: { input: Json; result: Json } = { input: copy(event.input), result: copy(event.result) };
+  if (rules.length === 0) return event;
+  const state: { input: Json; result: Json } = { input: event.input, result: event.result };
+  // input and result are deep-copied when a rule first changes them, never shared-and-mutated
+  const copied = { input: false, result: false };
+  const own = (part: 'input' | 'result'): Json => {
+    if (!copied[part]) {
+      state[part] = copy(state[part]);
+      copied[part] = true;
+    }
+    return state[part];
+  };
   const erased = [...(event.erased ?? [])];
   const masked = [...(event.masked ?? [])];
   for (const rule of rules) {
@@ -192,12 +205,14 @@ export function applyMaskRules(event: DecisionEventV1, rules: readonly MaskRule[
     const shown = `/${rule.parts.join('/')}`;
     if (rule.op === 'remove') {
       if (full) state[part] = undefined;
-      else if (removeValue(rule.parts.slice(1), state[part]) === INVALID) continue;
+      else if (removeValue(rule.parts.slice(1), own(part)) === INVALID) continue;
       erased.push(shown);
     } else {
-      if (full) state[part] = copy(rule.value);
-      else {
-        const root = state[part];
+      if (full) {
+        state[part] = copy(rule.value);
+        copied[part] = true;
+      } else {
+        const root = own(part);
         if (!isObject(root)) continue;
         if (mkdirp(root, rule.parts.slice(1), copy(rule.value)) === INVALID) continue;
       }

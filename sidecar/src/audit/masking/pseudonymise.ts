@@ -28,8 +28,13 @@ export function pseudonym(key: Uint8Array, value: unknown): string {
   return PSEUDONYM_PREFIX + createHmac('sha256', key).update(canonicalJson(value), 'utf8').digest('base64url');
 }
 
-function replaceAt(node: unknown, segments: readonly string[], at: number, replace: (value: unknown) => unknown): boolean {
-  if (typeof node !== 'object' || node === null) return false;
+/**
+ * `node` with every value `segments` selects replaced, copying only the objects and arrays on
+ * the way to a replaced value (the event's other parts are shared, never mutated); the same
+ * `node` when nothing matched.
+ */
+function replaceAt(node: unknown, segments: readonly string[], at: number, replace: (value: unknown) => unknown): unknown {
+  if (typeof node !== 'object' || node === null) return node;
   const segment = segments[at]!;
   const last = at === segments.length - 1;
   const container = node as Record<string, unknown>;
@@ -38,30 +43,34 @@ function replaceAt(node: unknown, segments: readonly string[], at: number, repla
     : Array.isArray(node)
       ? (/^(0|[1-9][0-9]*)$/.test(segment) && Number(segment) < node.length ? [segment] : [])
       : (Object.hasOwn(container, segment) ? [segment] : []);
-  let hit = false;
+  let copy: Record<string, unknown> | undefined;
   for (const key of keys) {
-    if (last) {
-      container[key] = replace(container[key]);
-      hit = true;
-    } else if (replaceAt(container[key], segments, at + 1, replace)) {
-      hit = true;
-    }
+    const before = container[key];
+    const after = last ? replace(before) : replaceAt(before, segments, at + 1, replace);
+    if (after === before && !last) continue;
+    copy ??= (Array.isArray(node) ? [...node] : { ...container }) as Record<string, unknown>;
+    if (key === '__proto__') Object.defineProperty(copy, key, { value: after, writable: true, enumerable: true, configurable: true });
+    else copy[key] = after;
   }
-  return hit;
+  return copy ?? node;
 }
 
-/** Pseudonymise `fields` in a copy of the event. */
 export function pseudonymiseEvent(event: DecisionEventV1, fields: readonly PseudonymField[], key: Uint8Array): DecisionEventV1 {
   if (key.length < MIN_PSEUDONYM_KEY_BYTES) {
     throw new PavilionError(ErrorCodes.AUDIT_MASK_FAILED, `pseudonymisation keys must have at least ${MIN_PSEUDONYM_KEY_BYTES} bytes`);
   }
-  const state: { input: unknown; result: unknown } = {
-    input: event.input === undefined ? undefined : structuredClone(event.input),
-    result: event.result === undefined ? undefined : structuredClone(event.result),
-  };
+  const state: { input: unknown; result: unknown } = { input: event.input, result: event.result };
   const applied: string[] = [...(event.pseudonymised ?? [])];
   for (const field of fields) {
-    if (replaceAt(state[field.root], field.segments, 0, (value) => pseudonym(key, value))) applied.push(field.pointer);
+    const before = state[field.root];
+    let hit = false;
+    const after = replaceAt(before, field.segments, 0, (value) => {
+      hit = true;
+      return pseudonym(key, value);
+    });
+    if (!hit) continue;
+    state[field.root] = after;
+    applied.push(field.pointer);
   }
   if (applied.length === (event.pseudonymised?.length ?? 0)) return event;
   const { input: _input, result: _result, ...rest } = event;
