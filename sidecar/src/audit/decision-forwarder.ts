@@ -22,7 +22,6 @@
  */
 import { open, readFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { JetStreamClient, PubAck } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { NatsConfig } from '../config/index.ts';
 import { connectNats, loadedNats } from '../distribution/index.ts';
@@ -31,12 +30,14 @@ import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
 import { withDeadline } from '../lib/lifecycle.ts';
 import type { Metrics } from '../telemetry/index.ts';
 import type { AuditLog } from './log/index.ts';
+import { JetStreamPublisher, type StreamAck } from './jetstream-publisher.ts';
 import { FILE_HEADER_BYTES, FRAME_OVERHEAD_BYTES, FrameDecoder, RecordType } from './log/record-format.ts';
 
 export const CURSOR_FILE = 'stream.cursor';
 /** JetStream drops a re-sent message id within this window (nanoseconds in the API). */
 export const DUPLICATE_WINDOW_MS = 10 * 60 * 1000;
 const READ_CHUNK_BYTES = 1024 * 1024;
+const DEFAULT_ACK_TIMEOUT_MS = 10_000;
 const MAX_BACKOFF_FACTOR = 30;
 /** During a long catch-up the cursor file is written at least this often (bounds re-sends after a crash). */
 const CURSOR_SAVE_INTERVAL_MS = 1000;
@@ -47,6 +48,8 @@ export interface DecisionForwarderOptions {
   readonly logs: () => ReadonlyMap<string, AuditLog>;
   readonly maxInFlight: number;
   readonly retryWaitMs: number;
+  /** How long JetStream may take to acknowledge a message before the pass fails and retries (default 10 s). */
+  readonly ackTimeoutMs?: number;
   /** How often the logs are checked for new events (default 50 ms). */
   readonly pollIntervalMs?: number;
   readonly metrics?: Metrics;
@@ -77,7 +80,7 @@ export class DecisionForwarder implements Component {
   #state: ForwarderState = 'new';
   #lastError: string | undefined;
   #nc: NatsConnection | undefined;
-  #js: JetStreamClient | undefined;
+  #js: JetStreamPublisher | undefined;
   #loop: Promise<void> | undefined;
   #wake: (() => void) | undefined;
   #stopping = false;
@@ -171,7 +174,7 @@ export class DecisionForwarder implements Component {
     const nc = await connectNats(this.#options.nats, { reconnect: false });
     this.#nc = nc;
     if (this.#stopping) throw new Error('stopping');
-    const { jetstream, jetstreamManager } = loadedNats().jetstream;
+    const { jetstreamManager } = loadedNats().jetstream;
     const jsm = await jetstreamManager(nc);
     try {
       await jsm.streams.info(this.streamName);
@@ -183,13 +186,14 @@ export class DecisionForwarder implements Component {
         duplicate_window: DUPLICATE_WINDOW_MS * 1_000_000,
       });
     }
-    this.#js = jetstream(nc);
+    this.#js = new JetStreamPublisher(nc, { ...(this.#options.nats.inboxPrefix === undefined ? {} : { inboxPrefix: this.#options.nats.inboxPrefix }), timeoutMs: this.#options.ackTimeoutMs ?? DEFAULT_ACK_TIMEOUT_MS });
     if (this.#failures > 0) this.#options.log?.('info', 'decision stream: NATS JetStream is back; catching up from the audit log');
   }
 
   async #disconnect(): Promise<void> {
     const nc = this.#nc;
     this.#nc = undefined;
+    this.#js?.close();
     this.#js = undefined;
     if (nc !== undefined) await nc.close().catch(() => undefined);
   }
@@ -237,7 +241,7 @@ export class DecisionForwarder implements Component {
     if (state.cursor.offset >= end && state.cursor.nextLeaf >= state.log.size) return false;
     const subject = this.subject(tenant);
     const handle = await open(state.log.path, 'r');
-    const inFlight: Array<{ ack: Promise<PubAck>; nextLeaf: number; offset: number }> = [];
+    const inFlight: Array<{ ack: Promise<StreamAck>; nextLeaf: number; offset: number }> = [];
     let moved = false;
     let savedAt = Date.now();
     const settleFirst = async (): Promise<void> => {
@@ -268,7 +272,7 @@ export class DecisionForwarder implements Component {
           const frameEnd = record.offset + record.payload.length + FRAME_OVERHEAD_BYTES;
           expected = record.index + 1;
           if (inFlight.length >= this.#options.maxInFlight) await settleFirst();
-          const ack = js.publish(subject, record.payload, decisionId === undefined ? {} : { msgID: decisionId });
+          const ack = js.publish(subject, record.payload, decisionId);
           ack.catch(() => undefined); // awaited in order below; a failure stops the pass there
           inFlight.push({ ack, nextLeaf: expected, offset: frameEnd });
         }

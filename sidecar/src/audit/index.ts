@@ -60,3 +60,4 @@ export {
   type MaskOutcome,
   type Pseudonyms,
 } from './masking/index.ts';
+export { JetStreamPublisher, type StreamAck } from './jetstream-publisher.ts';

@@ -1,0 +1,69 @@
+/**
+ * The forwarder's JetStream publisher against a real nats-server: acknowledgements with their
+ * stream sequence, `Nats-Msg-Id` deduplication reported as `duplicate`, and what each failure
+ * gets - no stream on the subject, a connection that closes with messages in flight, a closed
+ * publisher - each a rejected promise at once, never a hang until the timeout.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { JetStreamPublisher } from '../sidecar/src/audit/index.ts';
+import { parseConfig } from '../sidecar/src/config/index.ts';
+import { connectNats } from '../sidecar/src/distribution/index.ts';
+import { startNats, type RunningNats } from './harness/nats-server.ts';
+
+describe('JetStreamPublisher', () => {
+  let nats: RunningNats;
+  const config = () => parseConfig({ nats: { servers: [nats.url], connectTimeoutMs: 1000 } }).nats!;
+
+  before(async () => {
+    nats = await startNats();
+    const nc = await connectNats(config(), { reconnect: false });
+    await (await jetstreamManager(nc)).streams.add({ name: 'PUBTEST', subjects: ['pubtest.>'] });
+    await nc.close();
+  });
+
+  after(async () => {
+    await nats?.stop();
+  });
+
+  test('acknowledged in order with the stream sequence; a repeated message id is a duplicate, not stored twice', async () => {
+    const nc = await connectNats(config(), { reconnect: false });
+    const publisher = new JetStreamPublisher(nc, { timeoutMs: 5000 });
+    try {
+      const acks = await Promise.all(Array.from({ length: 500 }, (_, i) => publisher.publish('pubtest.a', new TextEncoder().encode(`m${i}`), `id-${i}`)));
+      assert.deepEqual(acks.map((a) => a.seq), Array.from({ length: 500 }, (_, i) => i + 1));
+      assert.ok(acks.every((a) => !a.duplicate));
+      const again = await publisher.publish('pubtest.a', new TextEncoder().encode('m0 again'), 'id-0');
+      assert.equal(again.duplicate, true);
+      const info = await (await jetstreamManager(nc)).streams.info('PUBTEST');
+      assert.equal(info.state.messages, 500);
+    } finally {
+      publisher.close();
+      await nc.close();
+    }
+  });
+
+  test('a subject no stream listens on: rejected at once (no responders), not after the timeout', async () => {
+    const nc = await connectNats(config(), { reconnect: false });
+    const publisher = new JetStreamPublisher(nc, { timeoutMs: 60_000 });
+    try {
+      const started = Date.now();
+      await assert.rejects(publisher.publish('nostream.x', new Uint8Array([1]), 'x'), /did not take the message: 503/);
+      assert.ok(Date.now() - started < 5000);
+    } finally {
+      publisher.close();
+      await nc.close();
+    }
+  });
+
+  test('the connection closing with messages in flight, and a closed publisher: rejected at once', async () => {
+    const nc = await connectNats(config(), { reconnect: false });
+    const publisher = new JetStreamPublisher(nc, { timeoutMs: 60_000 });
+    const inFlight = Array.from({ length: 200 }, (_, i) => publisher.publish('pubtest.b', new Uint8Array([i & 0xff]), `b-${i}`).then(() => 'acked', () => 'rejected'));
+    await nc.close();
+    const outcomes = await Promise.all(inFlight);
+    assert.ok(outcomes.every((o) => o === 'acked' || o === 'rejected'), 'every publish settled');
+    await assert.rejects(publisher.publish('pubtest.b', new Uint8Array([1]), 'late'), /closed/);
+  });
+});
