@@ -7,8 +7,6 @@
  */
 export { CredentialVerifier, toCredentialError } from './credential-verifier.ts';
 export type { CredentialVerifierOptions, PresentationResultV1, VerifyOptions } from './credential-verifier.ts';
-export { defaultCredentialPolicy, parseCredentialPolicy } from './credential-policy.ts';
-export type { CredentialPolicy } from './credential-policy.ts';
 export type { CredentialErrorV1, CredentialFormat, StatusCheckV1, VerifiedFactsV1 } from './verified-facts.ts';
 export type { StatusListSource } from './bitstring-status-list.ts';
 export { encodeStatusList, FileStatusListSource, MIN_STATUS_LIST_BITS } from './bitstring-status-list.ts';
@@ -34,18 +32,8 @@ export type { TenantContext } from './pinned-contexts.ts';
 export { DidResolver } from './did-resolver.ts';
 export { createDocumentLoader } from './document-loader.ts';
 export type { DocumentLoader } from './document-loader.ts';
-export {
-  CredentialGate,
-  CREDENTIALS_HEADER,
-  CREDENTIAL_CHALLENGE_HEADER,
-  CREDENTIAL_WITNESSES_HEADER,
-  CREDENTIALS_INPUT_KEY,
-  CREDENTIAL_ERRORS_INPUT_KEY,
-  credentialsFromHeader,
-  witnessesFromHeader,
-  withoutReservedCredentialKeys,
-} from './credential-gate.ts';
-export type { CredentialBinding, CredentialGateOptions, CredentialObserver } from './credential-gate.ts';
+// the gate, reserved keys and headers, and the policy parser: the runtime face
+export * from './gate.ts';
 export { InlineProofExecutor } from './proof-executor.ts';
 export type { ProofExecutor, TenantProofMaterial } from './proof-executor.ts';
 export { WorkerProofExecutor } from './worker-proof-executor.ts';
