@@ -37,17 +37,11 @@ export { AuditLogSink, UNROUTED_TENANT, type AuditLogSettings, type AuditLogSink
 export { CURSOR_FILE, DUPLICATE_WINDOW_MS, DecisionForwarder, type DecisionForwarderOptions } from './decision-forwarder.ts';
 export { RECEIPT_HEADER, decodeReceiptHeader, encodeReceiptHeader, transportReceipt, type TransportReceiptV1 } from './transport-receipt.ts';
 export { createCheckpointSigner, type CheckpointSignerSettings } from './checkpoint-signers.ts';
-export {
-  EvmAnchor,
-  EvmAnchorVerifier,
-  FileAnchor,
-  FileAnchorVerifier,
-  createAnchor,
-  deployAnchorContract,
-  setAnchorSubmitter,
-  type EvmAnchorReferenceV1,
-  type FileAnchorReferenceV1,
-} from './anchor/index.ts';
+// The EVM adapter (EvmAnchor, its verifier, contract deployment) has its own face,
+// ./anchor/index.ts, so that importing the audit domain does not load ethers.
+export { FileAnchor, FileAnchorVerifier, type FileAnchorReferenceV1 } from './anchor/file-anchor.ts';
+export { createAnchor } from './anchor/create-anchor.ts';
+export type { EvmAnchorReferenceV1 } from './anchor/evm-anchor.ts';
 export {
   DecisionMasker,
   MaskingDecisionSink,

@@ -9,8 +9,8 @@
  */
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { EvmAnchorVerifier, FileAnchorVerifier, deployAnchorContract, setAnchorSubmitter } from '../audit/index.ts';
-import { parseEvmPrivateKey } from '../audit/anchor/index.ts';
+import { FileAnchorVerifier } from '../audit/index.ts';
+import { EvmAnchorVerifier, deployAnchorContract, parseEvmPrivateKey, setAnchorSubmitter } from '../audit/anchor/index.ts';
 import type { AnchorVerifier } from '../audit/index.ts';
 import { ErrorCodes, PavilionError } from '../lib/errors.ts';
 

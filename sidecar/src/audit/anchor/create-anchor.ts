@@ -1,18 +1,19 @@
 /**
  * The anchor a deployment configures (`decisionLog.audit.anchor`): the local anchor file
  * (default), a PavilionAnchor contract on an EVM chain, or none. The EVM submitter key is
- * read here, from the file or the environment variable the config names.
+ * read here, from the file or the environment variable the config names. ethers is loaded only
+ * for an EVM anchor.
  */
 import { readFile } from 'node:fs/promises';
 import type { AuditAnchorConfig } from '../../config/index.ts';
 import { ErrorCodes, PavilionError, describeThrown } from '../../lib/errors.ts';
 import type { Anchor } from '../log/index.ts';
-import { EvmAnchor, parseEvmPrivateKey } from './evm-anchor.ts';
 import { FileAnchor } from './file-anchor.ts';
 
 export async function createAnchor(settings: AuditAnchorConfig, env: NodeJS.ProcessEnv = process.env): Promise<Anchor | undefined> {
   if (settings.kind === 'none') return undefined;
   if (settings.kind === 'file') return new FileAnchor({ path: settings.path });
+  const { EvmAnchor, parseEvmPrivateKey } = await import('./evm-anchor.ts');
   let privateKey: string;
   if (settings.privateKeyFile !== undefined) {
     let text: string;
