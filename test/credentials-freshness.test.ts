@@ -46,26 +46,26 @@ describe('freshness', () => {
 });
 
 describe('one-time stores', () => {
-  it('a nonce is accepted once until it expires, and the store stays bounded', () => {
+  it('a nonce is accepted once until it expires, and the store stays bounded', async () => {
     const store = new MemoryNonceStore(3);
-    assert.equal(store.consumeOnce('a', NOW + 1000, NOW), true);
-    assert.equal(store.consumeOnce('a', NOW + 1000, NOW + 500), false);
-    assert.equal(store.consumeOnce('a', NOW + 3000, NOW + 1001), true, 'an expired record no longer blocks');
-    for (const key of ['b', 'c', 'd', 'e']) store.consumeOnce(key, NOW + 10_000, NOW);
+    assert.equal(await store.consumeOnce('a', NOW + 1000, NOW), true);
+    assert.equal(await store.consumeOnce('a', NOW + 1000, NOW + 500), false);
+    assert.equal(await store.consumeOnce('a', NOW + 3000, NOW + 1001), true, 'an expired record no longer blocks');
+    for (const key of ['b', 'c', 'd', 'e']) await store.consumeOnce(key, NOW + 10_000, NOW);
     assert.ok(store.size <= 3);
   });
 
-  it('a minted challenge is taken once, before it expires', () => {
+  it('a minted challenge is taken once, before it expires', async () => {
     const store = new MemoryChallengeStore(2);
-    store.remember('x', NOW + 1000);
-    assert.equal(store.take('x', NOW), true);
-    assert.equal(store.take('x', NOW), false);
-    store.remember('y', NOW + 1000);
-    assert.equal(store.take('y', NOW + 1001), false);
-    store.remember('p', NOW + 1000);
-    store.remember('q', NOW + 1000);
-    store.remember('r', NOW + 1000);
-    assert.equal(store.take('p', NOW), false, 'the oldest challenge was dropped when full');
-    assert.equal(store.take('r', NOW), true);
+    await store.remember('x', NOW + 1000, NOW);
+    assert.equal(await store.take('x', NOW), true);
+    assert.equal(await store.take('x', NOW), false);
+    await store.remember('y', NOW + 1000, NOW);
+    assert.equal(await store.take('y', NOW + 1001), false);
+    await store.remember('p', NOW + 1000, NOW);
+    await store.remember('q', NOW + 1000, NOW);
+    await store.remember('r', NOW + 1000, NOW);
+    assert.equal(await store.take('p', NOW), false, 'the oldest challenge was dropped when full');
+    assert.equal(await store.take('r', NOW), true);
   });
 });

@@ -88,7 +88,7 @@ describe('verifier-minted challenges', () => {
     const { issuer, holder, credential } = await setup();
     let now = Date.parse('2026-06-01T12:00:00Z');
     const v = await verifier({ ...trusting(issuer.did), domain: DOMAIN, presentations: { requireIssuedChallenge: true, challengeLifetimeMs: 60_000 } }, { clock: () => now });
-    const { challenge, domain, expiresAtMs } = v.issueChallenge('bank');
+    const { challenge, domain, expiresAtMs } = await v.issueChallenge('bank');
     assert.equal(domain, DOMAIN);
     assert.equal(expiresAtMs, now + 60_000);
     const vp = await presentDataIntegrity([credential], holder, { challenge, domain: DOMAIN }, issuerLoader());
@@ -98,7 +98,7 @@ describe('verifier-minted challenges', () => {
     const own = await presentDataIntegrity([credential], holder, { challenge: 'holder-chosen', domain: DOMAIN }, issuerLoader());
     await rejectsWith(v.verifyPresentation('bank', own, { challenge: 'holder-chosen', domain: DOMAIN }), ErrorCodes.CREDENTIAL_CHALLENGE_MISMATCH);
 
-    const late = v.issueChallenge('bank');
+    const late = await v.issueChallenge('bank');
     const lateVp = await presentDataIntegrity([credential], holder, { challenge: late.challenge, domain: DOMAIN }, issuerLoader());
     now += 60_001;
     await rejectsWith(v.verifyPresentation('bank', lateVp, { challenge: late.challenge, domain: DOMAIN }), ErrorCodes.CREDENTIAL_CHALLENGE_MISMATCH);

@@ -181,6 +181,7 @@ export class Pavilion {
           observer: this.metrics,
           proofWorkers: config.credentials.proofWorkers,
           proofJobTimeoutMs: config.credentials.proofJobTimeoutMs,
+          ...(config.redis === undefined ? {} : { redis: config.redis }),
         });
     this.extAuthz = config.extAuthz === undefined
       ? undefined

@@ -27,7 +27,7 @@ export interface NatsOptions {
   readonly env?: Readonly<Record<string, string>>;
 }
 
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once('error', reject);

@@ -265,7 +265,7 @@ export class ApiServer implements Component {
           await this.#proof(req, res, tenant, decisionId, query);
         } else if (after === '/credentials/challenge') {
           route = 'credentials';
-          this.#challenge(req, res, tenant, query);
+          await this.#challenge(req, res, tenant, query);
         } else if (after === '' || after === '/') {
           route = 'tenants';
           this.#onlyGet(req);
@@ -309,14 +309,14 @@ export class ApiServer implements Component {
     }
   }
 
-  #challenge(req: IncomingMessage, res: ServerResponse, tenant: string, query: Query): void {
+  async #challenge(req: IncomingMessage, res: ServerResponse, tenant: string, query: Query): Promise<void> {
     if (req.method !== 'POST') throw new PavilionError(ErrorCodes.METHOD_NOT_ALLOWED, `${req.method ?? ''} is not allowed here; use POST`);
     const gate = this.#deps.credentials;
     if (gate === undefined || !this.#deps.tenants.has(tenant) || !gate.governs(tenant)) {
       throw new PavilionError(ErrorCodes.ROUTE_NOT_FOUND, `tenant ${JSON.stringify(tenant.slice(0, 64))} has no credential policy`);
     }
     req.resume();
-    this.#json(res, 200, { result: gate.issueChallenge(tenant) }, query.pretty);
+    this.#json(res, 200, { result: await gate.issueChallenge(tenant) }, query.pretty);
   }
 
   #auditLog(): NonNullable<ApiServerDeps['auditLog']> {

@@ -41,6 +41,21 @@ export interface KeyConfig {
   readonly key?: string;
 }
 
+/**
+ * Redis for state the replicas of a deployment share: one-time credential challenges and
+ * nonces (a presentation accepted by one replica is a replay at the others).
+ */
+export interface RedisConfig {
+  /** redis://, rediss:// (TLS) or unix:// URL. */
+  readonly url: string;
+  readonly password?: string;
+  /** Prefix of every key Pavilion writes (default `pavilion`). */
+  readonly keyPrefix: string;
+  readonly connectTimeoutMs: number;
+  /** A command not answered within this is an error (the presentation is refused). */
+  readonly commandTimeoutMs: number;
+}
+
 /** NATS JetStream bundle distribution (sidecar/src/distribution). */
 export interface NatsConfig {
   readonly servers: readonly string[];
@@ -214,6 +229,8 @@ export interface PavilionConfig {
   /** Bundle verification keys by key id. */
   readonly keys: Readonly<Record<string, KeyConfig>>;
   readonly nats?: NatsConfig;
+  /** Shared state for replicas; absent: in memory (one sidecar). */
+  readonly redis?: RedisConfig;
   readonly decisionLog: {
     readonly sink: 'file' | 'none' | 'audit';
     readonly path: string;
@@ -339,7 +356,7 @@ function deepFreeze<T>(value: T): T {
 export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: NodeJS.ProcessEnv = {}): PavilionConfig {
   const d = defaultConfig();
   const root = { ...objectAt(raw ?? {}, '$') };
-  refuseUnknown(root, ['labels', 'http', 'engine', 'bundles', 'decisionLog', 'tenants', 'shutdownTimeoutMs', 'extAuthz', 'keys', 'nats', 'credentials'], '$');
+  refuseUnknown(root, ['labels', 'http', 'engine', 'bundles', 'decisionLog', 'tenants', 'shutdownTimeoutMs', 'extAuthz', 'keys', 'nats', 'credentials', 'redis'], '$');
   const p = (file: string): string => (isAbsolute(file) ? file : resolve(baseDir, file));
 
   const labels = section(root, 'labels', '$', ['id', 'version']);
@@ -363,6 +380,15 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
     const bundlesRaw = { ...(root['bundles'] === undefined ? {} : objectAt(root['bundles'], '$.bundles')) };
     if (natsUrl !== undefined && bundlesRaw['source'] === undefined) bundlesRaw['source'] = 'nats';
     root['bundles'] = bundlesRaw;
+  }
+  // Redis endpoint and password (the chart exports them from values and a Secret)
+  const redisUrl = env['PAVILION_REDIS_URL'] === '' ? undefined : env['PAVILION_REDIS_URL'];
+  const redisPassword = env['PAVILION_REDIS_PASSWORD'] === '' ? undefined : env['PAVILION_REDIS_PASSWORD'];
+  if (redisUrl !== undefined || redisPassword !== undefined) {
+    const redis = { ...(root['redis'] === undefined ? {} : objectAt(root['redis'], '$.redis')) };
+    if (redisUrl !== undefined) redis['url'] = redisUrl;
+    if (redisPassword !== undefined) redis['password'] = redisPassword;
+    root['redis'] = redis;
   }
   const keysDirOverride = env['PAVILION_BUNDLE_KEYS_DIR'] === '' ? undefined : env['PAVILION_BUNDLE_KEYS_DIR'];
   if (keysDirOverride !== undefined) {
@@ -462,6 +488,7 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
     },
     keys,
     ...(root['nats'] === undefined ? {} : { nats: parseNats(root['nats'], str(labels, 'id', '$.labels', d.labels.id), p) }),
+    ...(root['redis'] === undefined ? {} : { redis: parseRedis(root['redis']) }),
     decisionLog: {
       sink,
       path: decisionLog['path'] === undefined ? d.decisionLog.path : p(str(decisionLog, 'path', '$.decisionLog', '')),
@@ -715,6 +742,24 @@ function parseKeys(raw: unknown, p: (file: string) => string): Record<string, Ke
 const NATS_URL = /^(nats|tls|ws|wss):\/\/[^\s]+$/;
 const BUCKET_NAME = /^[A-Za-z0-9_-]+$/;
 const SUBJECT_PREFIX = /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/;
+
+const REDIS_URL = /^(redis|rediss):\/\/[^\s]+$|^unix:\/\/\/[^\s]+$/;
+
+function parseRedis(raw: unknown): RedisConfig {
+  const root = objectAt(raw, '$.redis');
+  refuseUnknown(root, ['url', 'password', 'keyPrefix', 'connectTimeoutMs', 'commandTimeoutMs'], '$.redis');
+  const url = str(root, 'url', '$.redis', '');
+  if (!REDIS_URL.test(url)) fail('$.redis.url', 'must be a redis://, rediss:// or unix:/// URL');
+  const keyPrefix = str(root, 'keyPrefix', '$.redis', 'pavilion');
+  if (!/^[A-Za-z0-9_.:-]{1,64}$/.test(keyPrefix)) fail('$.redis.keyPrefix', 'must be 1-64 letters, digits, _ . : -');
+  return {
+    url,
+    ...(root['password'] === undefined ? {} : { password: str(root, 'password', '$.redis', '') }),
+    keyPrefix,
+    connectTimeoutMs: int(root, 'connectTimeoutMs', '$.redis', 2000, 10, 60_000),
+    commandTimeoutMs: int(root, 'commandTimeoutMs', '$.redis', 500, 1, 60_000),
+  };
+}
 
 function parseNats(raw: unknown, labelId: string, p: (file: string) => string): NatsConfig {
   const root = objectAt(raw, '$.nats');

@@ -17,6 +17,7 @@ export {
   type ExtAuthzTenantSource,
   type KeyConfig,
   type NatsConfig,
+  type RedisConfig,
   type PavilionConfig,
   type TenantConfig,
 } from './config.ts';

@@ -22,6 +22,8 @@ import type { CredentialVerifier } from './credential-verifier.ts';
 import type { ProofExecutor } from './proof-executor.ts';
 import { isObject } from './json.ts';
 import type { NonceStore } from './nonce-store.ts';
+import type { RedisSharedState } from './redis-shared-state.ts';
+import type { RedisConfig } from '../config/index.ts';
 import type { CredentialErrorV1, VerifiedFactsV1 } from './verified-facts.ts';
 
 /** What the gate reports per request (implemented by telemetry's Metrics). */
@@ -40,6 +42,8 @@ export interface CredentialGateOptions {
   readonly maxCredentialsPerRequest: number;
   readonly statusListSource?: StatusListSource;
   readonly nonces?: NonceStore;
+  /** Share one-time challenges and nonces with the other replicas through Redis (overrides `nonces`). */
+  readonly redis?: RedisConfig;
   readonly clock?: () => number;
   readonly observer?: CredentialObserver;
   /** Worker threads for proof verification; 0 runs proofs on the event loop. */
@@ -102,6 +106,7 @@ export class CredentialGate implements Component {
   #executor: ProofExecutor | undefined;
   /** Started without any tenant policy: nothing loaded, every tenant's keys are just reserved. */
   #idle = false;
+  #shared: RedisSharedState | undefined;
 
   constructor(options: CredentialGateOptions) {
     this.#options = options;
@@ -118,11 +123,19 @@ export class CredentialGate implements Component {
         const { WorkerProofExecutor } = await import('./worker-proof-executor.ts');
         this.#executor = await WorkerProofExecutor.start({ workers: this.#options.proofWorkers, jobTimeoutMs: this.#options.proofJobTimeoutMs });
       }
+      if (this.#options.redis !== undefined) {
+        const { RedisSharedState } = await import('./redis-shared-state.ts');
+        this.#shared = new RedisSharedState(this.#options.redis);
+        await this.#shared.start();
+      }
+      const shared = this.#shared;
       const { CredentialVerifier } = await import('./credential-verifier.ts');
       const verifier = await CredentialVerifier.create(this.#options.policies, {
         ...(this.#executor === undefined ? {} : { executor: this.#executor }),
         ...(this.#options.clock === undefined ? {} : { clock: this.#options.clock }),
-        ...(this.#options.nonces === undefined ? {} : { nonces: this.#options.nonces }),
+        ...(shared !== undefined
+          ? { nonces: shared.nonces, challenges: shared.challenges }
+          : this.#options.nonces === undefined ? {} : { nonces: this.#options.nonces }),
         statusListSource: this.#options.statusListSource ?? ((tenantId: string) => {
           const policy = this.#policies.get(tenantId);
           const files = [
@@ -150,6 +163,8 @@ export class CredentialGate implements Component {
       this.#startError = describeThrown(error);
       await this.#executor?.close();
       this.#executor = undefined;
+      await this.#shared?.stop();
+      this.#shared = undefined;
       throw error;
     }
     this.#abort = new AbortController();
@@ -165,13 +180,17 @@ export class CredentialGate implements Component {
     this.#verifier = undefined;
     await this.#executor?.close();
     this.#executor = undefined;
+    await this.#shared?.stop();
+    this.#shared = undefined;
   }
 
   status(): ComponentStatus {
     if (this.#idle) return { state: 'OK', message: 'no tenant has a credential policy', details: { tenants: [], proofWorkers: 0 } };
     if (this.#verifier === undefined) return { state: this.#startError === undefined ? 'NOT_READY' : 'ERROR', message: this.#startError ?? 'not started' };
     if (this.#lastRefreshFailures > 0) return { state: 'WARN', message: `${this.#lastRefreshFailures} status list refreshes failed; lists are used until their max age` };
-    return { state: 'OK', details: { tenants: [...this.#policies.keys()], proofWorkers: this.#options.proofWorkers } };
+    const shared = this.#shared?.status();
+    if (shared !== undefined && shared.state !== 'OK') return shared;
+    return { state: 'OK', details: { tenants: [...this.#policies.keys()], proofWorkers: this.#options.proofWorkers, oneTimeState: this.#shared === undefined ? 'memory' : 'redis' } };
   }
 
   /** Whether `tenant` has a credential policy (and so owns `input.credentials`). */
@@ -180,9 +199,9 @@ export class CredentialGate implements Component {
   }
 
   /** Mint a one-time challenge for a holder of `tenant` (see CredentialVerifier.issueChallenge). */
-  issueChallenge(tenant: string): { challenge: string; domain?: string; expires_at: string } {
+  async issueChallenge(tenant: string): Promise<{ challenge: string; domain?: string; expires_at: string }> {
     if (!this.governs(tenant)) throw new PavilionError(ErrorCodes.CREDENTIAL_TENANT_UNKNOWN, `tenant ${tenant.slice(0, 64)} has no credential policy`);
-    const { challenge, domain, expiresAtMs } = this.verifier.issueChallenge(tenant);
+    const { challenge, domain, expiresAtMs } = await this.verifier.issueChallenge(tenant);
     return { challenge, ...(domain === undefined ? {} : { domain }), expires_at: new Date(expiresAtMs).toISOString() };
   }
 

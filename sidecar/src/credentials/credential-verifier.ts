@@ -203,7 +203,7 @@ export class CredentialVerifier {
     if (holder === undefined || holder !== method.controller) {
       throw new PavilionError(ErrorCodes.CREDENTIAL_HOLDER_MISMATCH, 'the presentation is not signed by its holder');
     }
-    this.#consumeChallenge(tenant, challenge, domain, nowMs, consumed);
+    await this.#consumeChallenge(tenant, challenge, domain, nowMs, consumed);
 
     const credentials: VerifiedFactsV1[] = [];
     const errors: CredentialErrorV1[] = [];
@@ -251,11 +251,11 @@ export class CredentialVerifier {
    * Mint a one-time challenge for a holder to bind a presentation (or KB-JWT nonce) to; with
    * `presentations.requireIssuedChallenge` only such challenges are accepted, once, in time.
    */
-  issueChallenge(tenantId: string, nowMs = this.#clock()): { challenge: string; domain?: string; expiresAtMs: number } {
+  async issueChallenge(tenantId: string, nowMs = this.#clock()): Promise<{ challenge: string; domain?: string; expiresAtMs: number }> {
     const tenant = this.#tenant(tenantId);
     const challenge = Buffer.from(this.#random(16)).toString('base64url');
     const expiresAtMs = nowMs + tenant.policy.presentations.challengeLifetimeMs;
-    this.#challenges.remember(`${tenantId}\u0000${challenge}`, expiresAtMs);
+    await this.#challenges.remember(`${tenantId}\u0000${challenge}`, expiresAtMs, nowMs);
     return { challenge, ...(tenant.policy.domain === undefined ? {} : { domain: tenant.policy.domain }), expiresAtMs };
   }
 
@@ -316,7 +316,7 @@ export class CredentialVerifier {
           ...(options.domain === undefined ? {} : { domain: options.domain }),
         });
         checkFreshness(verified.window, [verified.vct], nowMs, policy.freshness);
-        if (verified.keyBound) this.#consumeChallenge(tenant, options.challenge ?? '', options.domain ?? '', nowMs, consumed);
+        if (verified.keyBound) await this.#consumeChallenge(tenant, options.challenge ?? '', options.domain ?? '', nowMs, consumed);
         return {
           format: 'sd-jwt-vc',
           issuer: verified.issuer,
@@ -432,18 +432,18 @@ export class CredentialVerifier {
   }
 
   /** Use `challenge` for this request: once per request, never again in a later one. */
-  #consumeChallenge(tenant: TenantRuntime, challenge: string, domain: string, nowMs: number, consumed: Set<string>): void {
+  async #consumeChallenge(tenant: TenantRuntime, challenge: string, domain: string, nowMs: number, consumed: Set<string>): Promise<void> {
     const key = `${tenant.policy.tenantId}\u0000${domain}\u0000${challenge}`;
     if (consumed.has(key)) return;
     const lifetimeMs = tenant.policy.presentations.challengeLifetimeMs;
-    if (tenant.policy.presentations.requireIssuedChallenge && !this.#challenges.take(`${tenant.policy.tenantId}\u0000${challenge}`, nowMs)) {
+    if (tenant.policy.presentations.requireIssuedChallenge && !(await this.#challenges.take(`${tenant.policy.tenantId}\u0000${challenge}`, nowMs))) {
       // a challenge already taken is a replay; one never minted (or expired) is not ours
-      if (!this.#nonces.consumeOnce(key, nowMs + lifetimeMs, nowMs)) {
+      if (!(await this.#nonces.consumeOnce(key, nowMs + lifetimeMs, nowMs))) {
         throw new PavilionError(ErrorCodes.CREDENTIAL_REPLAYED, 'this challenge was already used: presentations are accepted once');
       }
       throw new PavilionError(ErrorCodes.CREDENTIAL_CHALLENGE_MISMATCH, 'this tenant accepts only challenges it issued, and this one was not issued or has expired');
     }
-    if (!this.#nonces.consumeOnce(key, nowMs + lifetimeMs, nowMs)) {
+    if (!(await this.#nonces.consumeOnce(key, nowMs + lifetimeMs, nowMs))) {
       throw new PavilionError(ErrorCodes.CREDENTIAL_REPLAYED, 'this challenge was already used: presentations are accepted once');
     }
     consumed.add(key);

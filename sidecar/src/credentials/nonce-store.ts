@@ -1,11 +1,14 @@
 /**
  * One-time use of verifier challenges (presentation `challenge`, KB-JWT `nonce`): a presentation
- * seen once is refused the second time (`ERR_CREDENTIAL_REPLAYED`). The store is an adapter: the
- * in-memory one below suits a single sidecar; several replicas need a shared one (Redis SET NX PX).
+ * seen once is refused the second time (`ERR_CREDENTIAL_REPLAYED`). The stores are adapters: the
+ * in-memory ones below suit a single sidecar; replicas share Redis ones (redis-shared-state.ts),
+ * so a presentation accepted by one replica is a replay at every other. A store that cannot
+ * answer throws (`ERR_CREDENTIAL_STATE_UNAVAILABLE`): the presentation is refused, never
+ * accepted unchecked.
  */
 export interface NonceStore {
   /** Record `key` until `expiresAtMs`; false if it was already recorded and has not expired. */
-  consumeOnce(key: string, expiresAtMs: number, nowMs: number): boolean;
+  consumeOnce(key: string, expiresAtMs: number, nowMs: number): Promise<boolean>;
 }
 
 /** Bounded in-memory store: when full, the entry closest to expiry is dropped first. */
@@ -14,7 +17,7 @@ export class MemoryNonceStore implements NonceStore {
 
   constructor(readonly maxEntries = 100_000) {}
 
-  consumeOnce(key: string, expiresAtMs: number, nowMs: number): boolean {
+  async consumeOnce(key: string, expiresAtMs: number, nowMs: number): Promise<boolean> {
     const existing = this.#seen.get(key);
     if (existing !== undefined && existing > nowMs) return false;
     if (this.#seen.size >= this.maxEntries) this.#evict(nowMs);
@@ -43,9 +46,9 @@ export class MemoryNonceStore implements NonceStore {
  * accepts a presentation only for a challenge taken from here (once, before it expires).
  */
 export interface ChallengeStore {
-  remember(key: string, expiresAtMs: number): void;
+  remember(key: string, expiresAtMs: number, nowMs: number): Promise<void>;
   /** True once for a remembered, unexpired key; false otherwise. */
-  take(key: string, nowMs: number): boolean;
+  take(key: string, nowMs: number): Promise<boolean>;
 }
 
 export class MemoryChallengeStore implements ChallengeStore {
@@ -53,7 +56,7 @@ export class MemoryChallengeStore implements ChallengeStore {
 
   constructor(readonly maxEntries = 100_000) {}
 
-  remember(key: string, expiresAtMs: number): void {
+  async remember(key: string, expiresAtMs: number, _nowMs: number): Promise<void> {
     if (this.#open.size >= this.maxEntries) {
       // the oldest challenge goes first: a holder who waited longest is the one asked to retry
       const oldest = this.#open.keys().next().value;
@@ -62,7 +65,7 @@ export class MemoryChallengeStore implements ChallengeStore {
     this.#open.set(key, expiresAtMs);
   }
 
-  take(key: string, nowMs: number): boolean {
+  async take(key: string, nowMs: number): Promise<boolean> {
     const expires = this.#open.get(key);
     if (expires === undefined) return false;
     this.#open.delete(key);

@@ -1,0 +1,112 @@
+/**
+ * One-time credential state shared by replicas through a real redis-server: a presentation
+ * accepted by one replica is a replay at another, a challenge minted by one is taken once by
+ * any, and while Redis is away every presentation is refused with
+ * ERR_CREDENTIAL_STATE_UNAVAILABLE (fail closed) and health says WARN, until it is back.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { parseConfig } from '../sidecar/src/config/index.ts';
+import { CredentialGate } from '../sidecar/src/credentials/index.ts';
+import { RedisSharedState } from '../sidecar/src/credentials/redis-shared-state.ts';
+import { presentDataIntegrity } from '../sidecar/src/credentials/samples.ts';
+import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
+import { DOMAIN, issuerLoader, keys, kycCredential, policy, rejectsWith, signed, trusting, verifier } from './credentials/fixtures.ts';
+import { startRedis, type RunningRedis } from './harness/redis-server.ts';
+import { until } from './harness/wait.ts';
+
+const redisConfig = (url: string) => parseConfig({ redis: { url, commandTimeoutMs: 300, connectTimeoutMs: 500 } }).redis!;
+
+describe('credential one-time state in Redis, shared by replicas', () => {
+  let redis: RunningRedis;
+  let a: RedisSharedState;
+  let b: RedisSharedState;
+
+  before(async () => {
+    redis = await startRedis();
+    a = new RedisSharedState(redisConfig(redis.url));
+    b = new RedisSharedState(redisConfig(redis.url));
+    await a.start();
+    await b.start();
+  });
+
+  after(async () => {
+    await a?.stop();
+    await b?.stop();
+    await redis?.stop();
+  });
+
+  async function setup(raw: Record<string, unknown> = {}) {
+    const k = await keys();
+    const credential = await signed(kycCredential(k.issuer.did, { credentialSubject: { id: k.holder.did, kycLevel: 'full' } }), k.issuer);
+    const settings = { ...trusting(k.issuer.did), domain: DOMAIN, ...raw };
+    const replicaA = await verifier(settings, { nonces: a.nonces, challenges: a.challenges });
+    const replicaB = await verifier(settings, { nonces: b.nonces, challenges: b.challenges });
+    return { ...k, credential, replicaA, replicaB };
+  }
+
+  it('a presentation accepted by one replica is refused as replayed by the other', async () => {
+    const { holder, credential, replicaA, replicaB } = await setup();
+    const challenge = `shared-${Math.random()}`;
+    const vp = await presentDataIntegrity([credential], holder, { challenge, domain: DOMAIN }, issuerLoader());
+    await replicaA.verifyPresentation('bank', vp, { challenge, domain: DOMAIN });
+    await rejectsWith(replicaB.verifyPresentation('bank', vp, { challenge, domain: DOMAIN }), ErrorCodes.CREDENTIAL_REPLAYED);
+    await rejectsWith(replicaA.verifyPresentation('bank', vp, { challenge, domain: DOMAIN }), ErrorCodes.CREDENTIAL_REPLAYED);
+  });
+
+  it('a challenge minted by one replica is accepted by another, once; one never minted is refused', async () => {
+    const { holder, credential, replicaA, replicaB } = await setup({ presentations: { requireIssuedChallenge: true, challengeLifetimeMs: 60_000 } });
+    const { challenge } = await replicaA.issueChallenge('bank');
+    const vp = await presentDataIntegrity([credential], holder, { challenge, domain: DOMAIN }, issuerLoader());
+    await replicaB.verifyPresentation('bank', vp, { challenge, domain: DOMAIN });
+    await rejectsWith(replicaA.verifyPresentation('bank', vp, { challenge, domain: DOMAIN }), ErrorCodes.CREDENTIAL_REPLAYED);
+    const own = await presentDataIntegrity([credential], holder, { challenge: 'made-up', domain: DOMAIN }, issuerLoader());
+    await rejectsWith(replicaB.verifyPresentation('bank', own, { challenge: 'made-up', domain: DOMAIN }), ErrorCodes.CREDENTIAL_CHALLENGE_MISMATCH);
+  });
+
+  it('Redis away: presentations are refused with ERR_CREDENTIAL_STATE_UNAVAILABLE at once, health WARN; accepted again when it is back', async () => {
+    const { holder, credential, replicaA } = await setup();
+    await redis.kill();
+    await until('the connection noticed', () => a.status().state === 'WARN', 5000);
+    const challenge = `outage-${Math.random()}`;
+    const vp = await presentDataIntegrity([credential], holder, { challenge, domain: DOMAIN }, issuerLoader());
+    const started = Date.now();
+    await rejectsWith(replicaA.verifyPresentation('bank', vp, { challenge, domain: DOMAIN }), ErrorCodes.CREDENTIAL_STATE_UNAVAILABLE);
+    assert.ok(Date.now() - started < 2000, 'refused without waiting for Redis');
+    assert.match(a.status().message ?? '', /presentations that need a challenge are refused/);
+    await redis.restart();
+    await until('reconnected', () => a.status().state === 'OK', 10_000);
+    await replicaA.verifyPresentation('bank', vp, { challenge, domain: DOMAIN });
+  });
+
+  it('the credential gate uses Redis when configured and reports it', async () => {
+    const gate = new CredentialGate({
+      policies: [policy()],
+      refreshIntervalMs: 60_000,
+      maxCredentialsPerRequest: 4,
+      proofWorkers: 0,
+      proofJobTimeoutMs: 5000,
+      redis: redisConfig(redis.url),
+    });
+    await gate.start();
+    try {
+      await until('gate ready', () => gate.status().state === 'OK', 5000);
+      assert.equal((gate.status().details as Record<string, unknown>)['oneTimeState'], 'redis');
+      const { challenge } = await gate.issueChallenge('bank');
+      assert.match(challenge, /^[A-Za-z0-9_-]{22}$/);
+    } finally {
+      await gate.stop();
+    }
+  });
+});
+
+describe('redis config', () => {
+  it('from the section or PAVILION_REDIS_URL / PAVILION_REDIS_PASSWORD; a bad URL or an unknown key is refused', () => {
+    const fromEnv = parseConfig({}, process.cwd(), { PAVILION_REDIS_URL: 'rediss://cache.example:6380', PAVILION_REDIS_PASSWORD: 's3cret' }).redis;
+    assert.deepEqual(fromEnv, { url: 'rediss://cache.example:6380', password: 's3cret', keyPrefix: 'pavilion', connectTimeoutMs: 2000, commandTimeoutMs: 500 });
+    assert.equal(parseConfig({}).redis, undefined, 'absent: in memory');
+    for (const bad of [{ url: 'http://x' }, { url: 'redis://x', keyPrefix: 'has space' }, { url: 'redis://x', extra: 1 }]) {
+      assert.throws(() => parseConfig({ redis: bad }), (error: unknown) => isPavilionError(error, ErrorCodes.CONFIG_INVALID));
+    }
+  });
+});
