@@ -36,8 +36,9 @@ describe('decisionLog.audit config', () => {
       stream: { enabled: false, maxInFlight: 256, retryWaitMs: 250 },
       anchor: { kind: 'file', path: '/base/var/audit/anchors.jsonl' },
     });
-    assert.equal(parseConfig({}).decisionLog.sink, 'file', 'the NDJSON file stays the default');
-    assert.equal(parseConfig({}).decisionLog.audit, undefined);
+    assert.equal(parseConfig({}).decisionLog.sink, 'audit', 'the audit log is the embedded default');
+    assert.equal(parseConfig({}, '/base').decisionLog.audit?.directory.startsWith('/base'), false, 'the default sits under the repository, not the config file');
+    assert.equal(parseConfig({ decisionLog: { sink: 'file' } }).decisionLog.audit, undefined, 'the NDJSON file has no audit section');
     const hsm = parseConfig({ decisionLog: { sink: 'audit', audit: { signer: { kind: 'pkcs11', modulePath: '/usr/lib/softhsm/libsofthsm2.so', tokenLabel: 't', keyLabel: 'k' } } } });
     assert.deepEqual(hsm.decisionLog.audit?.signer, { kind: 'pkcs11', modulePath: '/usr/lib/softhsm/libsofthsm2.so', tokenLabel: 't', keyLabel: 'k', pinEnv: 'PAVILION_PKCS11_PIN', generateKey: false });
   });

@@ -22,7 +22,11 @@ describe('config', () => {
     assert.equal(config.engine.evaluationTimeoutMs, 250);
     assert.ok(config.engine.workers >= 1);
     assert.equal(config.engine.cache.enabled, true);
-    assert.equal(config.decisionLog.sink, 'file');
+    // the embedded default is the verifiable audit log with a software signer and a file anchor
+    assert.equal(config.decisionLog.sink, 'audit');
+    assert.equal(config.decisionLog.audit?.signer.kind, 'software');
+    assert.equal(config.decisionLog.audit?.anchor.kind, 'file');
+    assert.match(config.decisionLog.audit?.directory ?? '', /[/\\]var[/\\]audit$/);
     assert.deepEqual(config.tenants, []);
   });
 

@@ -289,8 +289,11 @@ export function defaultConfig(): PavilionConfig {
     },
     keys: {},
     decisionLog: {
-      sink: 'file',
+      // the verifiable audit log (hash-chained WAL, Merkle tree, checkpoints signed with a
+      // software key, anchored to a local file); `file` is the NDJSON log without them
+      sink: 'audit',
       path: resolve(REPO_ROOT, 'var', 'decisions.ndjson'),
+      audit: parseAuditLog({}, (file) => resolve(REPO_ROOT, file)),
       privacy: { maskPolicy: true, pseudonymiseFields: [], pseudonymiseFieldsByTenant: {}, pseudonymKeyDirectory: resolve(REPO_ROOT, 'var', 'pseudonym-keys') },
     },
     tenants: [],
@@ -405,7 +408,8 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
   const sink = str(decisionLog, 'sink', '$.decisionLog', d.decisionLog.sink);
   if (sink !== 'file' && sink !== 'none' && sink !== 'audit') fail('$.decisionLog.sink', "must be 'file', 'none' or 'audit'");
   if (decisionLog['audit'] !== undefined && sink !== 'audit') fail('$.decisionLog.audit', "is only used with sink 'audit'");
-  const audit = sink === 'audit' ? parseAuditLog(decisionLog['audit'] ?? {}, p) : undefined;
+  // not configured: the embedded default, under the repository's var/ like the other defaults
+  const audit = sink !== 'audit' ? undefined : decisionLog['audit'] === undefined && d.decisionLog.audit !== undefined ? d.decisionLog.audit : parseAuditLog(decisionLog['audit'] ?? {}, p);
   if (audit?.stream.enabled === true && root['nats'] === undefined) fail('$.decisionLog.audit.stream.enabled', 'is true but there is no nats section');
 
   const extAuthz = root['extAuthz'] === undefined ? undefined : parseExtAuthz(root['extAuthz']);
