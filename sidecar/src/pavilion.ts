@@ -26,7 +26,7 @@ import { NatsDistribution, buildStatusReport, type StatusReport } from './distri
 import { ExtAuthz } from './extauthz/index.ts';
 import type { Component } from './lib/lifecycle.ts';
 import { Metrics } from './telemetry/index.ts';
-import { TenantManager } from './tenants/index.ts';
+import { DirectoryWatcher, TenantManager } from './tenants/index.ts';
 
 export interface PavilionOptions {
   /** Replace the bundle source (default: the configured local directory). */
@@ -97,6 +97,8 @@ export class Pavilion {
   readonly extAuthz: ExtAuthz | undefined;
   /** NATS JetStream bundle distribution; undefined with the directory source. */
   readonly distribution: NatsDistribution | undefined;
+  /** Directory source: reloads a tenant when its bundle file changes (`bundles.watchIntervalMs`). */
+  readonly bundleWatch: DirectoryWatcher | undefined;
   /** Verifiable credentials into `input.credentials`; undefined unless configured. */
   readonly credentials: CredentialGate | undefined;
   #started: Component[] = [];
@@ -126,11 +128,12 @@ export class Pavilion {
       maxCompressedBytes: config.bundles.maxCompressedBytes,
       maxUncompressedBytes: config.bundles.maxUncompressedBytes,
     };
+    const directorySource = options.source === undefined && config.bundles.source === 'directory'
+      ? new LocalDirectoryBundleSource(config.bundles.directory, limits)
+      : undefined;
     this.tenants = new TenantManager({
       tenants: config.tenants,
-      source: options.source ?? (config.bundles.source === 'nats'
-        ? new PushedBundleSource('nats')
-        : new LocalDirectoryBundleSource(config.bundles.directory, limits)),
+      source: options.source ?? directorySource ?? new PushedBundleSource('nats'),
       engine: this.engine,
       limits,
       memoryInitialPages: config.engine.memoryInitialPages,
@@ -145,6 +148,15 @@ export class Pavilion {
         if (outcome === 'ok' && active !== undefined) this.metrics.setActiveRevision(tenant, active.revision);
       },
     });
+    this.bundleWatch = directorySource !== undefined && config.bundles.watchIntervalMs > 0
+      ? new DirectoryWatcher({
+          directory: config.bundles.directory,
+          intervalMs: config.bundles.watchIntervalMs,
+          tenants: this.tenants,
+          listTenants: () => directorySource.listTenants(),
+          ...(options.log === undefined ? {} : { log: options.log }),
+        })
+      : undefined;
     this.distribution = config.bundles.source === 'nats' && config.nats !== undefined
       ? new NatsDistribution({
           config: config.nats,
@@ -217,6 +229,7 @@ export class Pavilion {
       ...(this.decisionStream === undefined ? [] : [this.decisionStream]),
       this.engine, this.tenants,
       ...(this.distribution === undefined ? [] : [this.distribution]),
+      ...(this.bundleWatch === undefined ? [] : [this.bundleWatch]),
       // before the API: requests carrying credentials need the verifier ready
       ...(this.credentials === undefined ? [] : [this.credentials]),
       this.api,

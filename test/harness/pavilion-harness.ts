@@ -61,7 +61,8 @@ export async function startPavilion(options: HarnessOptions = {}): Promise<Runni
     ...raw,
     http: { host: '127.0.0.1', port: 0, ...(raw['http'] as object | undefined) },
     engine: { workers: 2, ...(raw['engine'] as object | undefined) },
-    bundles: { directory: bundleDir, keysDirectory, persistDirectory: join(dir, 'persisted'), ...(raw['bundles'] as object | undefined) },
+    // no directory watching unless a test asks for it (tests swap bundle files themselves)
+    bundles: { directory: bundleDir, keysDirectory, persistDirectory: join(dir, 'persisted'), watchIntervalMs: 0, ...(raw['bundles'] as object | undefined) },
     decisionLog: { sink: 'file', path: join(dir, 'decisions.ndjson'), ...(raw['decisionLog'] as object | undefined) },
   });
   const pavilion = new Pavilion(config, options.sink === undefined ? {} : { sink: options.sink });

@@ -225,6 +225,8 @@ export interface PavilionConfig {
     readonly keysDirectory: string;
     /** Last known good: every activated bundle is kept here and served at start until the source answers. */
     readonly persistDirectory: string;
+    /** Directory source: how often bundle files are checked for a new build (0: read at start only). */
+    readonly watchIntervalMs: number;
   };
   /** Bundle verification keys by key id. */
   readonly keys: Readonly<Record<string, KeyConfig>>;
@@ -286,6 +288,7 @@ export function defaultConfig(): PavilionConfig {
       maxUncompressedBytes: 128 * MiB,
       keysDirectory: resolve(REPO_ROOT, 'bundles', '.build', 'keys'),
       persistDirectory: resolve(REPO_ROOT, 'var', 'bundles'),
+      watchIntervalMs: 1000,
     },
     keys: {},
     decisionLog: {
@@ -397,7 +400,7 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
   if (keysDirOverride !== undefined) {
     root['bundles'] = { ...(root['bundles'] === undefined ? {} : objectAt(root['bundles'], '$.bundles')), keysDirectory: keysDirOverride };
   }
-  const bundles = section(root, 'bundles', '$', ['source', 'directory', 'maxCompressedBytes', 'maxUncompressedBytes', 'keysDirectory', 'persistDirectory']);
+  const bundles = section(root, 'bundles', '$', ['source', 'directory', 'maxCompressedBytes', 'maxUncompressedBytes', 'keysDirectory', 'persistDirectory', 'watchIntervalMs']);
   const bundleSource = str(bundles, 'source', '$.bundles', d.bundles.source);
   if (bundleSource !== 'directory' && bundleSource !== 'nats') fail('$.bundles.source', "must be 'directory' or 'nats'");
   if (bundleSource === 'nats' && root['nats'] === undefined) fail('$.bundles.source', "is 'nats' but there is no nats section");
@@ -489,6 +492,7 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
       maxUncompressedBytes,
       keysDirectory: bundles['keysDirectory'] === undefined ? d.bundles.keysDirectory : p(str(bundles, 'keysDirectory', '$.bundles', '')),
       persistDirectory: bundles['persistDirectory'] === undefined ? d.bundles.persistDirectory : p(str(bundles, 'persistDirectory', '$.bundles', '')),
+      watchIntervalMs: int(bundles, 'watchIntervalMs', '$.bundles', d.bundles.watchIntervalMs, 0, 3_600_000),
     },
     keys,
     ...(root['nats'] === undefined ? {} : { nats: parseNats(root['nats'], str(labels, 'id', '$.labels', d.labels.id), p) }),

@@ -10,3 +10,4 @@ export {
 } from './tenant-manager.ts';
 export { decisionTests, runDecisionTests, type DecisionTest } from './decision-tests.ts';
 export { type ShadowReport, type ShadowSample } from './shadow.ts';
+export { DirectoryWatcher, type DirectoryWatcherOptions } from './directory-watcher.ts';

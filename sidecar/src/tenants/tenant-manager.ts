@@ -191,6 +191,11 @@ export class TenantManager implements Component {
     this.#started = false;
   }
 
+  /** Read the verification keys again (a keys directory may have gained a new tenant's key). */
+  async refreshTrust(): Promise<void> {
+    this.#trust = await this.#options.loadTrust();
+  }
+
   #trustStore(): TrustStore {
     if (this.#trust === undefined) throw new PavilionError(ErrorCodes.TENANT_NOT_READY, 'tenants are not started');
     return this.#trust;
