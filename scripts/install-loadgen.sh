@@ -17,9 +17,6 @@ if [ ! -x .tools/bin/vegeta ]; then
   GOBIN="$PWD/.tools/bin" GOFLAGS=-mod=mod go install "github.com/tsenart/vegeta/v12@v$VEGETA_VERSION" >&2
 fi
 if ! command -v h2load > /dev/null; then
-  say "installing h2load (nghttp2-client) with apt"
-  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q nghttp2-client >&2 || {
-    $SUDO apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q nghttp2-client >&2
-  }
+  . "$(dirname "$0")/lib/apt.sh"
+  apt_install install-loadgen nghttp2-client
 fi

@@ -17,17 +17,6 @@ module_present() {
 if command -v softhsm2-util >/dev/null 2>&1 && command -v pkcs11-tool >/dev/null 2>&1 && module_present; then
   exit 0
 fi
-if ! command -v apt-get >/dev/null 2>&1; then
-  say "SoftHSM2 and OpenSC are needed for the PKCS#11 tests and apt-get is not available; install 'softhsm2' and 'opensc' with your package manager."
-  exit 1
-fi
-SUDO=""
-if [ "$(id -u)" != "0" ]; then
-  if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
-    say "installing softhsm2 and opensc needs root (or sudo)"; exit 1
-  fi
-fi
-say "installing softhsm2 and opensc with apt-get"
-$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends softhsm2 opensc >&2 \
-  || { $SUDO apt-get update >&2 && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends softhsm2 opensc >&2; }
+. "$(dirname "$0")/lib/apt.sh"
+apt_install install-softhsm softhsm2 opensc
 module_present || { say "softhsm2 installed but libsofthsm2.so was not found"; exit 1; }

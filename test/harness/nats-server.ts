@@ -3,12 +3,13 @@
  * temporary store directory, optional extra config (accounts and permissions), and the
  * ability to kill it and bring it back on the same port and store (outage tests).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { findTool } from '../../sidecar/src/lib/tools.ts';
+import { killProcess, spawnUntilReady } from './process.ts';
 
 export interface RunningNats {
   readonly url: string;
@@ -55,35 +56,15 @@ export async function startNats(options: NatsOptions = {}): Promise<RunningNats>
   let child: ChildProcess | undefined;
 
   const launch = async (): Promise<void> => {
-    const proc = spawn(findNatsServer(), ['-c', configFile], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...options.env } });
-    child = proc;
-    await new Promise<void>((resolve, reject) => {
-      let log = '';
-      const timer = setTimeout(() => reject(new Error(`nats-server did not start: ${log}`)), 15_000);
-      proc.stderr?.on('data', (chunk: Buffer) => {
-        log += chunk.toString();
-        if (log.includes('Server is ready')) {
-          clearTimeout(timer);
-          resolve();
-        }
-      });
-      proc.once('exit', (code) => {
-        clearTimeout(timer);
-        reject(new Error(`nats-server exited with ${String(code)}: ${log}`));
-      });
+    child = await spawnUntilReady({
+      command: findNatsServer(), args: ['-c', configFile], readyText: 'Server is ready', readyOn: 'stderr', env: { ...process.env, ...options.env },
     });
-    proc.stderr?.removeAllListeners('data');
-    proc.stderr?.resume();
   };
 
   const kill = async (): Promise<void> => {
     const proc = child;
     child = undefined;
-    if (proc === undefined || proc.exitCode !== null) return;
-    await new Promise<void>((resolve) => {
-      proc.once('exit', () => resolve());
-      proc.kill('SIGKILL');
-    });
+    await killProcess(proc);
   };
 
   await launch();
