@@ -27,7 +27,9 @@ async function main(): Promise<void> {
     url: `http://${address.address}:${address.port}`,
     workers: config.engine.workers,
     bundles: config.bundles.source === 'nats' ? `nats ${config.nats?.servers.join(',') ?? ''}` : config.bundles.directory,
-    decision_log: config.decisionLog.sink === 'file' ? config.decisionLog.path : 'none',
+    decision_log: config.decisionLog.sink === 'file'
+      ? config.decisionLog.path
+      : config.decisionLog.sink === 'audit' ? `audit ${config.decisionLog.audit?.directory ?? ''}` : 'none',
   });
   let stopping = false;
   const shutdown = (signal: string): void => {
