@@ -300,7 +300,7 @@ describe('tenant resolution (never guessed)', () => {
       assert.equal(code(() => parseConfig({ decisionLog: { sink: 'audit' }, extAuthz: { tenantFrom: { fixed: 'bank' }, receipts } })), ErrorCodes.CONFIG_INVALID, String(receipts));
     }
     // receipts come from the audit log: 'always' with another sink is refused, 'on-request' is not
-    assert.equal(code(() => parseConfig({ extAuthz: { tenantFrom: { fixed: 'bank' }, tenants: { bank: { receipts: 'always' } } } })), ErrorCodes.CONFIG_INVALID);
+    assert.equal(code(() => parseConfig({ decisionLog: { sink: 'file' }, extAuthz: { tenantFrom: { fixed: 'bank' }, tenants: { bank: { receipts: 'always' } } } })), ErrorCodes.CONFIG_INVALID);
     assert.equal(parseConfig({ extAuthz: { tenantFrom: { fixed: 'bank' } } }).extAuthz?.defaults.receipts, 'on-request');
   });
 });
