@@ -17,6 +17,7 @@
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
 import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
 import { FileStatusListSource, type StatusListSource } from './bitstring-status-list.ts';
+import { HttpStatusListSource, RoutingStatusListSource } from './http-status-list.ts';
 import type { CredentialPolicy } from './credential-policy.ts';
 import type { CredentialVerifier } from './credential-verifier.ts';
 import type { ProofExecutor } from './proof-executor.ts';
@@ -59,6 +60,9 @@ export interface CredentialBinding {
 }
 
 /** Compact credentials (VC-JWT, SD-JWT VC) in a header, comma-separated; JSON ones go in a body. */
+/** A status list fetched over HTTPS must arrive within this. */
+const STATUS_FETCH_TIMEOUT_MS = 10_000;
+
 export const CREDENTIALS_HEADER = 'x-pavilion-credentials';
 export const CREDENTIAL_CHALLENGE_HEADER = 'x-pavilion-credential-challenge';
 /** Accumulator witnesses in a header: `handle=witness` pairs, comma-separated (base64url both). */
@@ -107,6 +111,9 @@ export class CredentialGate implements Component {
   /** Started without any tenant policy: nothing loaded, every tenant's keys are just reserved. */
   #idle = false;
   #shared: RedisSharedState | undefined;
+  /** `<tenant>\u0000<url>` of HTTPS status lists not fetched yet. */
+  readonly #unfetched = new Set<string>();
+  #lastFetchError: string | undefined;
 
   constructor(options: CredentialGateOptions) {
     this.#options = options;
@@ -136,14 +143,7 @@ export class CredentialGate implements Component {
         ...(shared !== undefined
           ? { nonces: shared.nonces, challenges: shared.challenges }
           : this.#options.nonces === undefined ? {} : { nonces: this.#options.nonces }),
-        statusListSource: this.#options.statusListSource ?? ((tenantId: string) => {
-          const policy = this.#policies.get(tenantId);
-          const files = [
-            ...(policy?.initialStatusLists ?? []),
-            ...(policy?.initialTokenStatusLists ?? []).map((t) => ({ url: t.uri, path: t.path })),
-          ];
-          return files.length === 0 ? undefined : new FileStatusListSource(files);
-        }),
+        statusListSource: this.#options.statusListSource ?? ((tenantId: string) => this.#sourceFor(tenantId)),
       });
       for (const policy of this.#options.policies) {
         for (const list of policy.initialStatusLists) {
@@ -157,8 +157,12 @@ export class CredentialGate implements Component {
         }
         for (const token of policy.initialTokenStatusLists) await verifier.admitTokenStatusList(policy.tenantId, token.uri, token.jwt);
         for (const state of policy.initialAccumulatorStates) await verifier.admitAccumulatorState(policy.tenantId, state);
+        for (const url of policy.statusListUrls) this.#unfetched.add(`${policy.tenantId}\u0000${url}`);
       }
       this.#verifier = verifier;
+      // lists fetched over HTTPS: a failure here is not fatal (checks against them fail closed
+      // and health says WARN until a refresh gets them)
+      await this.#fetchMissing(verifier);
     } catch (error) {
       this.#startError = describeThrown(error);
       await this.#executor?.close();
@@ -187,6 +191,9 @@ export class CredentialGate implements Component {
   status(): ComponentStatus {
     if (this.#idle) return { state: 'OK', message: 'no tenant has a credential policy', details: { tenants: [], proofWorkers: 0 } };
     if (this.#verifier === undefined) return { state: this.#startError === undefined ? 'NOT_READY' : 'ERROR', message: this.#startError ?? 'not started' };
+    if (this.#unfetched.size > 0) {
+      return { state: 'WARN', message: `${this.#unfetched.size} status lists could not be fetched yet; credentials that need them are refused (${this.#lastFetchError ?? ''})` };
+    }
     if (this.#lastRefreshFailures > 0) return { state: 'WARN', message: `${this.#lastRefreshFailures} status list refreshes failed; lists are used until their max age` };
     const shared = this.#shared?.status();
     if (shared !== undefined && shared.state !== 'OK') return shared;
@@ -251,9 +258,48 @@ export class CredentialGate implements Component {
     if (verifier === undefined) return;
     try {
       const failures = await verifier.refreshStatusLists(this.#abort.signal);
-      this.#lastRefreshFailures = failures.length;
+      this.#lastRefreshFailures = failures.length + (await this.#fetchMissing(verifier));
     } catch {
       this.#lastRefreshFailures++;
     }
+  }
+
+  /** Where a tenant's status lists are refreshed from: files and HTTPS URLs, by URL. */
+  #sourceFor(tenantId: string): StatusListSource | undefined {
+    const policy = this.#policies.get(tenantId);
+    if (policy === undefined) return undefined;
+    const files = [
+      ...policy.initialStatusLists,
+      ...policy.initialTokenStatusLists.map((t) => ({ url: t.uri, path: t.path })),
+    ];
+    const routes = new Map<string, StatusListSource>();
+    if (files.length > 0) {
+      const fileSource = new FileStatusListSource(files);
+      for (const file of files) routes.set(file.url, fileSource);
+    }
+    if (policy.statusListUrls.length > 0) {
+      const http = new HttpStatusListSource({ urls: policy.statusListUrls, timeoutMs: STATUS_FETCH_TIMEOUT_MS });
+      for (const url of policy.statusListUrls) routes.set(url, http);
+    }
+    return routes.size === 0 ? undefined : new RoutingStatusListSource(routes);
+  }
+
+  /** Fetch and admit every HTTPS status list not held yet; returns how many failed. */
+  async #fetchMissing(verifier: CredentialVerifier): Promise<number> {
+    let failed = 0;
+    for (const key of [...this.#unfetched]) {
+      const [tenantId, url] = key.split('\u0000') as [string, string];
+      const source = this.#sourceFor(tenantId);
+      try {
+        if (source === undefined) throw new Error('no source');
+        await verifier.admitStatusList(tenantId, url, await source.fetch(url, this.#abort.signal));
+        this.#unfetched.delete(key);
+      } catch (error) {
+        failed++;
+        this.#lastFetchError = `${tenantId}: ${describeThrown(error)}`;
+      }
+    }
+    if (failed > 0) this.#lastRefreshFailures = Math.max(this.#lastRefreshFailures, failed);
+    return failed;
   }
 }

@@ -55,6 +55,11 @@ export interface CredentialPolicy {
    * from `path` when past their TTL (FileStatusListSource).
    */
   readonly initialStatusLists: ReadonlyArray<{ readonly url: string; readonly path: string; readonly bytes: Uint8Array }>;
+  /**
+   * Bitstring status list credentials fetched over HTTPS (plain HTTP only for a loopback host)
+   * when the verifier starts and again when past their TTL (HttpStatusListSource).
+   */
+  readonly statusListUrls: readonly string[];
   /** Status List Tokens (SD-JWT VC status, compact JWT) held from the start. */
   readonly initialTokenStatusLists: ReadonlyArray<{ readonly uri: string; readonly path: string; readonly jwt: string }>;
   /** Signed accumulator states (compact JWS) held from the start. */
@@ -79,6 +84,7 @@ export function defaultCredentialPolicy(tenantId: string): CredentialPolicy {
     keyBinding: { required: true, maxAgeMs: 5 * 60_000 },
     presentations: { challengeLifetimeMs: 10 * 60_000, requireIssuedChallenge: false },
     initialStatusLists: [],
+    statusListUrls: [],
     initialTokenStatusLists: [],
     initialAccumulatorStates: [],
   };
@@ -146,7 +152,7 @@ export function parseCredentialPolicy(
   const d = defaultCredentialPolicy(tenantId);
   const p = `$.credentials.${tenantId}`;
   const root = obj(raw ?? {}, p);
-  known(root, ['maxCredentialBytes', 'clockSkewMs', 'maxAgeMsByType', 'defaultMaxAgeMs', 'contexts', 'didWeb', 'trustAnchors', 'accreditations', 'maxChainDepth', 'statusLists', 'accumulators', 'accumulatorMaxAgeMs', 'keyBinding', 'presentations', 'domain', 'statusListFiles', 'tokenStatusListFiles', 'accumulatorStateFiles'], p);
+  known(root, ['maxCredentialBytes', 'clockSkewMs', 'maxAgeMsByType', 'defaultMaxAgeMs', 'contexts', 'didWeb', 'trustAnchors', 'accreditations', 'maxChainDepth', 'statusLists', 'accumulators', 'accumulatorMaxAgeMs', 'keyBinding', 'presentations', 'domain', 'statusListFiles', 'statusListUrls', 'tokenStatusListFiles', 'accumulatorStateFiles'], p);
 
   const read = (path: string, at: string): Uint8Array => {
     try {
@@ -238,6 +244,21 @@ export function parseCredentialPolicy(
     const path = str(o, 'path', at);
     return { url: str(o, 'url', at), path: resolvePath(path), bytes: read(path, at) };
   });
+  const statusListUrls = arr(root, 'statusListUrls', p).map((u, i) => {
+    const at = `${p}.statusListUrls[${i}]`;
+    if (typeof u !== 'string') fail(at, 'must be a URL');
+    let url: URL;
+    try {
+      url = new URL(u);
+    } catch {
+      fail(at, 'must be a URL');
+    }
+    const loopback = ['127.0.0.1', '[::1]', 'localhost'].includes(url.hostname);
+    if (url.protocol !== 'https:' && !(url.protocol === 'http:' && loopback)) fail(at, 'must be an https:// URL (http:// only for a loopback host)');
+    if (initialStatusLists.some((f) => f.url === u)) fail(at, 'is also in statusListFiles: one source per list');
+    return u;
+  });
+  if (statusListUrls.length > 256) fail(`${p}.statusListUrls`, 'at most 256 lists');
   const initialTokenStatusLists = arr(root, 'tokenStatusListFiles', p).map((f, i) => {
     const at = `${p}.tokenStatusListFiles[${i}]`;
     const o = obj(f, at);
@@ -256,6 +277,7 @@ export function parseCredentialPolicy(
     tenantId,
     ...(domain === undefined ? {} : { domain }),
     initialStatusLists,
+    statusListUrls,
     initialTokenStatusLists,
     initialAccumulatorStates,
     maxCredentialBytes: int(root, 'maxCredentialBytes', p, d.maxCredentialBytes, 256, 16 * 1024 * KiB),
