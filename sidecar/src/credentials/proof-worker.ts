@@ -31,3 +31,6 @@ port.on('message', (request: ProofRequest) => {
   );
 });
 port.postMessage({ id: 0, ok: true, value: 'ready' } satisfies ProofReply);
+// Load the Data Integrity stack (JSON-LD, the cryptosuites) now, while the worker is idle,
+// instead of on the first credential; a failure here resurfaces on that credential's job.
+void import('./data-integrity.ts').catch(() => undefined);
