@@ -13,6 +13,7 @@ import { after, before, describe, test } from 'node:test';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { Kvm } from '@nats-io/kv';
 import { Objm } from '@nats-io/obj';
+import { jetstreamManager } from '@nats-io/jetstream';
 import { parseConfig, type NatsConfig } from '../sidecar/src/config/index.ts';
 import { DEPLOY_HISTORY, NatsBundleStore, connectNats, sha256Hex } from '../sidecar/src/distribution/index.ts';
 import { ErrorCodes, PavilionError } from '../sidecar/src/lib/errors.ts';
@@ -302,13 +303,19 @@ describe('a sidecar running with the sidecar credentials', () => {
     return res.status === 200 ? (res.body['result'] as string | undefined) : undefined;
   }
 
+  let auditDir: string;
+
   before(async () => {
     // back to a real bank bundle after the large-object probe above
     await store('team_bank').push('bank', await bundle('bank', 'r3'), { revision: 'r3', pushedBy: 'bank-ci' });
+    // the operator provisions the decision stream; the sidecar may only look it up and publish
+    await (await jetstreamManager(admin)).streams.add({ name: 'PAVILION_DECISIONS', subjects: ['pavilion.decisions.>'], duplicate_window: 10 * 60 * 1_000_000_000 });
+    auditDir = await mkdtemp(join(tmpdir(), 'pavilion-permissions-audit-'));
     sidecar = await startPavilion({
       config: {
         labels: { id: 'sidecar-permissions' },
         tenants: [{ id: 'bank' }],
+        decisionLog: { sink: 'audit', audit: { directory: auditDir, stream: { enabled: true, retryWaitMs: 50 } } },
         bundles: { source: 'nats', keysDirectory: keys },
         nats: {
           servers: [nats.url], user: 'sidecar', password: PASSWORDS.sidecar,
@@ -320,6 +327,7 @@ describe('a sidecar running with the sidecar credentials', () => {
 
   after(async () => {
     await sidecar?.stop();
+    await rm(auditDir, { recursive: true, force: true });
   });
 
   test('serves the bank bundle team_bank pushed, then follows team_bank\'s next push and rollback', async () => {
@@ -329,6 +337,27 @@ describe('a sidecar running with the sidecar credentials', () => {
     await store('team_bank').rollback('bank', { pushedBy: 'bank-oncall' });
     await until('r3 served again', async () => (await revisionOf()) === 'r3');
     assert.equal(sidecar.pavilion.distribution?.status().state, 'OK');
+  });
+
+  test('its decisions reach the decision stream with the sidecar grants (publish, stream info, acks on its inbox)', async () => {
+    await until('r3 served', async () => (await revisionOf()) === 'r3');
+    const answer = await post(`${sidecar.url}/v1/data/bank/authz/rev`, { input: { probe: 'stream' } }, { 'x-pavilion-tenant': 'bank' });
+    const decisionId = answer.body['decision_id'] as string;
+    assert.ok(decisionId);
+    const jsm = await jetstreamManager(admin);
+    await until('the decision is in the stream', async () => {
+      try {
+        const message = await jsm.streams.getMessage('PAVILION_DECISIONS', { last_by_subj: 'pavilion.decisions.bank' });
+        return message !== null && (JSON.parse(message.string()) as { decision_id?: string }).decision_id === decisionId;
+      } catch {
+        return false;
+      }
+    });
+    await until('every logged decision acknowledged', () => {
+      const details = sidecar.pavilion.decisionStream?.status().details as { backlog?: number; state?: string } | undefined;
+      return details?.backlog === 0 && details.state === 'forwarding';
+    });
+    assert.equal(sidecar.pavilion.decisionStream?.status().state, 'OK');
   });
 
   test('its status report reaches the status bucket', async () => {
