@@ -53,27 +53,25 @@ function witnessError(message: string, cause?: unknown): PavilionError {
   return new PavilionError(ErrorCodes.CREDENTIAL_WITNESS_INVALID, message, cause === undefined ? {} : { cause });
 }
 
-function g1(bytes: Uint8Array, what: string): G1Point {
+/** A valid, non-identity point of `group` from its compressed bytes, or ERR_CREDENTIAL_WITNESS_INVALID. */
+function point<P extends { assertValidity(): void; equals(other: P): boolean }>(
+  group: { readonly Point: { fromBytes(bytes: Uint8Array): P; readonly ZERO: P } },
+  name: string,
+  bytes: Uint8Array,
+  what: string,
+): P {
   try {
-    const point = G1.Point.fromBytes(bytes);
-    point.assertValidity();
-    if (point.equals(G1.Point.ZERO)) throw new Error('identity');
-    return point;
+    const decoded = group.Point.fromBytes(bytes);
+    decoded.assertValidity();
+    if (decoded.equals(group.Point.ZERO)) throw new Error('identity');
+    return decoded;
   } catch (error) {
-    throw witnessError(`${what} is not a G1 point: ${describeThrown(error)}`, error);
+    throw witnessError(`${what} is not a ${name} point: ${describeThrown(error)}`, error);
   }
 }
 
-function g2(bytes: Uint8Array, what: string): G2Point {
-  try {
-    const point = G2.Point.fromBytes(bytes);
-    point.assertValidity();
-    if (point.equals(G2.Point.ZERO)) throw new Error('identity');
-    return point;
-  } catch (error) {
-    throw witnessError(`${what} is not a G2 point: ${describeThrown(error)}`, error);
-  }
-}
+const g1 = (bytes: Uint8Array, what: string): G1Point => point(G1, 'G1', bytes, what);
+const g2 = (bytes: Uint8Array, what: string): G2Point => point(G2, 'G2', bytes, what);
 
 export interface Witness {
   readonly epoch: number;

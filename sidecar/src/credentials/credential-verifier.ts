@@ -16,7 +16,7 @@ import { decodeStatusListCredential, readStatusListEntry, StatusListCache, type 
 import type { CredentialPolicy } from './credential-policy.ts';
 import { DidResolver } from './did-resolver.ts';
 import { createDocumentLoader, type DocumentLoader } from './document-loader.ts';
-import { checkFreshness, type ValidityWindow } from './freshness.ts';
+import { checkFreshness, isoValidity, type ValidityWindow } from './freshness.ts';
 import { establishTrust, type Accreditation, type TrustPolicy } from './issuer-trust.ts';
 import { asArray, isObject, nodeId, stringsOf, type JsonObject } from './json.ts';
 import { MemoryChallengeStore, MemoryNonceStore, type ChallengeStore, type NonceStore } from './nonce-store.ts';
@@ -324,7 +324,7 @@ export class CredentialVerifier {
           ...(verified.subject === undefined ? {} : { subject: verified.subject }),
           claims: verified.claims,
           window: verified.window,
-          validity: isoWindow(verified.window),
+          validity: isoValidity(verified.window),
           statusEntries: [],
           proofType: verified.proofType,
           ...(verified.statusReference === undefined ? {} : { tokenStatus: verified.statusReference }),
@@ -504,13 +504,6 @@ function viewFacts(view: ReturnType<typeof readW3cCredential>): Omit<ProofOutcom
   };
 }
 
-function isoWindow(window: ValidityWindow): VerifiedFactsV1['validity'] {
-  const out: { validFrom?: string; validUntil?: string; issuedAt?: string } = {};
-  if (window.validFromMs !== undefined) out.validFrom = new Date(window.validFromMs).toISOString();
-  if (window.validUntilMs !== undefined) out.validUntil = new Date(window.validUntilMs).toISOString();
-  if (window.issuedAtMs !== undefined) out.issuedAt = new Date(window.issuedAtMs).toISOString();
-  return out;
-}
 
 /** RFC 7638 JWK thumbprint (SHA-256 over the required members in lexicographic order), named per RFC 9278. */
 function jwkThumbprint(jwk: JsonObject): string {

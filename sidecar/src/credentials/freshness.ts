@@ -20,6 +20,22 @@ export interface ValidityWindow {
   readonly issuedAtMs?: number;
 }
 
+/** A validity window as RFC 3339 text, the way verified facts carry it. */
+export interface ValidityText {
+  readonly validFrom?: string;
+  readonly validUntil?: string;
+  readonly issuedAt?: string;
+}
+
+/** The window's instants as ISO 8601 UTC text (absent stays absent). */
+export function isoValidity(window: ValidityWindow): ValidityText {
+  const out: { validFrom?: string; validUntil?: string; issuedAt?: string } = {};
+  if (window.validFromMs !== undefined) out.validFrom = new Date(window.validFromMs).toISOString();
+  if (window.validUntilMs !== undefined) out.validUntil = new Date(window.validUntilMs).toISOString();
+  if (window.issuedAtMs !== undefined) out.issuedAt = new Date(window.issuedAtMs).toISOString();
+  return out;
+}
+
 export const MAX_CLOCK_SKEW_MS = 10 * 60_000;
 
 /** XML Schema dateTime as the VC data model requires (with a time zone). */

@@ -12,7 +12,7 @@
 import { compactVerify } from 'jose';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
 import type { DidResolver } from './did-resolver.ts';
-import { parseNumericDate, type ValidityWindow } from './freshness.ts';
+import { isoValidity, parseNumericDate, type ValidityWindow } from './freshness.ts';
 import { assertAlgorithm, publicKeyFromJwk } from './jws-keys.ts';
 import { decodeCompactJws } from './jwt-parts.ts';
 import { isObject, nodeId } from './json.ts';
@@ -57,7 +57,7 @@ export async function verifyVcJwt(jwt: string, dids: DidResolver): Promise<Verif
     if (window.validFromMs === undefined && window.issuedAtMs === undefined) throw new PavilionError(ErrorCodes.CREDENTIAL_MALFORMED, 'a VC 1.1 JWT needs nbf or iat');
     const issuance = new Date(window.validFromMs ?? window.issuedAtMs!).toISOString();
     const base = readW3cCredential({ '@context': [VC_V1_CONTEXT], ...vc, issuer: iss, issuanceDate: issuance, credentialSubject: subject });
-    view = { ...base, window: window as ValidityWindow, validity: validityStrings(window) };
+    view = { ...base, window: window as ValidityWindow, validity: isoValidity(window) };
   }
   if (method.controller !== view.issuer) {
     throw new PavilionError(ErrorCodes.CREDENTIAL_ISSUER_MISMATCH, 'the signing key is not controlled by the credential issuer');
@@ -65,14 +65,3 @@ export async function verifyVcJwt(jwt: string, dids: DidResolver): Promise<Verif
   return { view, proofType: `JWT/${alg}` };
 }
 
-function validityStrings(window: ValidityWindow): { validFrom?: string; validUntil?: string; issuedAt?: string } {
-  const iso = (ms: number | undefined): string | undefined => (ms === undefined ? undefined : new Date(ms).toISOString());
-  const out: { validFrom?: string; validUntil?: string; issuedAt?: string } = {};
-  const from = iso(window.validFromMs);
-  const until = iso(window.validUntilMs);
-  const issued = iso(window.issuedAtMs);
-  if (from !== undefined) out.validFrom = from;
-  if (until !== undefined) out.validUntil = until;
-  if (issued !== undefined) out.issuedAt = issued;
-  return out;
-}

@@ -5,6 +5,7 @@
  * to show. The shape is versioned; fields are added, never renamed.
  */
 import type { ErrorCode } from '../lib/errors.ts';
+import type { ValidityText } from './freshness.ts';
 import type { JsonObject } from './json.ts';
 
 export type CredentialFormat = 'vc+data-integrity' | 'vc+jwt' | 'sd-jwt-vc';
@@ -31,7 +32,7 @@ export interface VerifiedFactsV1 {
   readonly claims: JsonObject;
   /** e.g. `DataIntegrityProof/eddsa-rdfc-2022`, `JWT/EdDSA`, `SD-JWT/ES256`. */
   readonly proofType: string;
-  readonly validity: { readonly validFrom?: string; readonly validUntil?: string; readonly issuedAt?: string };
+  readonly validity: ValidityText;
   readonly status: readonly StatusCheckV1[];
   /** Issuer trust path, leaf issuer first, ending at a tenant trust anchor. */
   readonly chain: readonly string[];

@@ -3,7 +3,7 @@
  * types, subject, claims and validity window. Shape checks only; proofs are checked elsewhere.
  */
 import { ErrorCodes, PavilionError } from '../lib/errors.ts';
-import { parseDateTime, type ValidityWindow } from './freshness.ts';
+import { parseDateTime, type ValidityText, type ValidityWindow } from './freshness.ts';
 import { asArray, isObject, nodeId, stringsOf, type JsonObject } from './json.ts';
 
 export const VC_V2_CONTEXT = 'https://www.w3.org/ns/credentials/v2';
@@ -16,7 +16,7 @@ export interface W3cCredentialView {
   readonly subject?: string;
   readonly claims: JsonObject;
   readonly window: ValidityWindow;
-  readonly validity: { readonly validFrom?: string; readonly validUntil?: string; readonly issuedAt?: string };
+  readonly validity: ValidityText;
   readonly statusEntries: readonly JsonObject[];
 }
 
