@@ -29,7 +29,7 @@ import { describeThrown } from '../lib/errors.ts';
 import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
 import { withDeadline } from '../lib/lifecycle.ts';
 import type { Metrics } from '../telemetry/index.ts';
-import type { AuditLog } from './log/index.ts';
+import { decisionIdOf, type AuditLog } from './log/index.ts';
 import { JetStreamPublisher, type StreamAck } from './jetstream-publisher.ts';
 import { FILE_HEADER_BYTES, FRAME_OVERHEAD_BYTES, FrameDecoder, RecordType } from './log/record-format.ts';
 
@@ -315,11 +315,3 @@ export class DecisionForwarder implements Component {
   }
 }
 
-function decisionIdOf(payload: Buffer): string | undefined {
-  try {
-    const id = (JSON.parse(payload.toString('utf8')) as { decision_id?: unknown }).decision_id;
-    return typeof id === 'string' && id !== '' ? id : undefined;
-  } catch {
-    return undefined;
-  }
-}

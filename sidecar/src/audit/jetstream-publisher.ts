@@ -11,6 +11,8 @@
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node';
 import { loadedNats } from '../distribution/index.ts';
 
+const UTF8 = new TextDecoder();
+
 export interface StreamAck {
   readonly seq: number;
   readonly duplicate: boolean;
@@ -80,7 +82,7 @@ export class JetStreamPublisher {
     }
     let ack: { seq?: unknown; duplicate?: unknown; error?: { code?: unknown; description?: unknown } };
     try {
-      ack = JSON.parse(new TextDecoder().decode(msg.data)) as typeof ack;
+      ack = JSON.parse(UTF8.decode(msg.data)) as typeof ack;
     } catch {
       waiting.reject(new Error('JetStream answered with something that is not a PubAck'));
       return;

@@ -168,12 +168,6 @@ export class StatusListCache {
     this.#lists.set(url, { list, verifiedAtMs: nowMs });
   }
 
-  /** Age of the list at `url`, or undefined when it is not held. */
-  ageMs(url: string, nowMs: number): number | undefined {
-    const cached = this.#lists.get(url);
-    return cached === undefined ? undefined : nowMs - cached.verifiedAtMs;
-  }
-
   /** The status bit for `entry` of a credential issued by `issuer`. Throws when it cannot be known. */
   check(entry: StatusListEntry, issuer: string, nowMs: number): { set: boolean; ageMs: number } {
     const cached = this.#lists.get(entry.listUrl);

@@ -59,10 +59,10 @@ export interface CredentialBinding {
   readonly witnesses?: Readonly<Record<string, string>>;
 }
 
-/** Compact credentials (VC-JWT, SD-JWT VC) in a header, comma-separated; JSON ones go in a body. */
 /** A status list fetched over HTTPS must arrive within this. */
 const STATUS_FETCH_TIMEOUT_MS = 10_000;
 
+/** Compact credentials (VC-JWT, SD-JWT VC) in a header, comma-separated; JSON ones go in a body. */
 export const CREDENTIALS_HEADER = 'x-pavilion-credentials';
 export const CREDENTIAL_CHALLENGE_HEADER = 'x-pavilion-credential-challenge';
 /** Accumulator witnesses in a header: `handle=witness` pairs, comma-separated (base64url both). */
@@ -114,6 +114,7 @@ export class CredentialGate implements Component {
   /** `<tenant>\u0000<url>` of HTTPS status lists not fetched yet. */
   readonly #unfetched = new Set<string>();
   #lastFetchError: string | undefined;
+  readonly #sources = new Map<string, StatusListSource | undefined>();
 
   constructor(options: CredentialGateOptions) {
     this.#options = options;
@@ -162,7 +163,7 @@ export class CredentialGate implements Component {
       this.#verifier = verifier;
       // lists fetched over HTTPS: a failure here is not fatal (checks against them fail closed
       // and health says WARN until a refresh gets them)
-      await this.#fetchMissing(verifier);
+      this.#lastRefreshFailures = await this.#fetchMissing(verifier);
     } catch (error) {
       this.#startError = describeThrown(error);
       await this.#executor?.close();
@@ -264,8 +265,15 @@ export class CredentialGate implements Component {
     }
   }
 
-  /** Where a tenant's status lists are refreshed from: files and HTTPS URLs, by URL. */
+  /** Where a tenant's status lists are refreshed from: files and HTTPS URLs, by URL (built once). */
   #sourceFor(tenantId: string): StatusListSource | undefined {
+    if (this.#sources.has(tenantId)) return this.#sources.get(tenantId);
+    const source = this.#buildSource(tenantId);
+    this.#sources.set(tenantId, source);
+    return source;
+  }
+
+  #buildSource(tenantId: string): StatusListSource | undefined {
     const policy = this.#policies.get(tenantId);
     if (policy === undefined) return undefined;
     const files = [
@@ -299,7 +307,6 @@ export class CredentialGate implements Component {
         this.#lastFetchError = `${tenantId}: ${describeThrown(error)}`;
       }
     }
-    if (failed > 0) this.#lastRefreshFailures = Math.max(this.#lastRefreshFailures, failed);
     return failed;
   }
 }

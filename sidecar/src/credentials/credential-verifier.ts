@@ -148,10 +148,6 @@ export class CredentialVerifier {
     return verifier;
   }
 
-  tenantIds(): readonly string[] {
-    return [...this.#tenants.keys()];
-  }
-
   /** Verify one credential (Data Integrity JSON, VC-JWT or SD-JWT VC string). */
   async verify(tenantId: string, credential: unknown, options: VerifyOptions = {}): Promise<VerifiedFactsV1> {
     return this.#verifyOne(tenantId, credential, options, new Set());

@@ -19,8 +19,6 @@ export type DocumentLoader = (url: string) => Promise<LoadedDocument>;
 export interface DocumentLoaderOptions {
   readonly contexts: ReadonlyMap<string, JsonObject>;
   readonly dids: DidResolver;
-  /** Called with every refused URL (for metrics); never blocks. */
-  readonly onRefused?: (url: string) => void;
 }
 
 const MAX_URL_LENGTH = 4096;
@@ -52,7 +50,6 @@ export function createDocumentLoader(options: DocumentLoaderOptions): DocumentLo
         },
       };
     }
-    options.onRefused?.(url);
     throw new PavilionError(ErrorCodes.CREDENTIAL_DOCUMENT_REFUSED, `document ${url.slice(0, 200)} is neither a pinned context nor a resolvable DID; it was not fetched`, {
       details: { url: url.slice(0, 200) },
     });

@@ -30,10 +30,6 @@ export class HttpStatusListSource implements StatusListSource {
     this.#maxBytes = options.maxBytes ?? MAX_STATUS_LIST_BYTES;
   }
 
-  has(url: string): boolean {
-    return this.#urls.has(url);
-  }
-
   async fetch(url: string, signal: AbortSignal): Promise<unknown> {
     if (!this.#urls.has(url)) throw unavailable(url, 'is not a configured status list URL');
     let response: Response;

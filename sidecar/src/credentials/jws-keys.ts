@@ -9,7 +9,6 @@ import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
 import { isObject } from './json.ts';
 
 export type JwsAlgorithm = 'EdDSA' | 'ES256';
-export const ACCEPTED_JWS_ALGORITHMS: readonly JwsAlgorithm[] = ['EdDSA', 'ES256'];
 
 export function publicKeyFromJwk(jwk: unknown): KeyObject {
   if (!isObject(jwk) || 'd' in jwk) throw new PavilionError(ErrorCodes.CREDENTIAL_KEY_UNSUPPORTED, 'a public JWK is required');

@@ -29,7 +29,7 @@ import { ErrorCodes, PavilionError } from '../lib/errors.ts';
 import type { JsonObject } from './input.ts';
 
 /** google.rpc.Code values used here. */
-export const RpcCode = { OK: 0, PERMISSION_DENIED: 7 } as const;
+export const RpcCode = { OK: 0, PERMISSION_DENIED: 7, RESOURCE_EXHAUSTED: 8, UNIMPLEMENTED: 12, INTERNAL: 13 } as const;
 
 /** `envoy.config.core.v3.HeaderValueOption.HeaderAppendAction`. */
 export const HeaderAppendAction = {

@@ -27,8 +27,9 @@ import type { AddressInfo } from 'node:net';
 import { promisify } from 'node:util';
 import { gunzip, inflate } from 'node:zlib';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
+import { withDeadline } from '../lib/lifecycle.ts';
 import type { CheckService } from './check-service.ts';
-import { failureCheckResponse } from './decision.ts';
+import { RpcCode, failureCheckResponse } from './decision.ts';
 import { CHECK_METHOD_PATH, type CheckCodec } from './proto-codec.ts';
 
 export interface GrpcServerOptions {
@@ -37,13 +38,6 @@ export interface GrpcServerOptions {
   readonly maxReceiveMessageBytes: number;
 }
 
-/** The gRPC status codes this server answers with (google.rpc.Code). */
-export const GrpcStatus = {
-  OK: 0,
-  INTERNAL: 13,
-  RESOURCE_EXHAUSTED: 8,
-  UNIMPLEMENTED: 12,
-} as const;
 
 const ACCEPT_ENCODING = 'identity,deflate,gzip';
 const inflaters: Readonly<Record<string, (input: Buffer, options: { maxOutputLength: number }) => Promise<Buffer>>> = {
@@ -151,13 +145,13 @@ export class ExtAuthzGrpcServer {
       return;
     }
     if (headers[':path'] !== CHECK_METHOD_PATH) {
-      this.#refuse(stream, GrpcStatus.UNIMPLEMENTED, `unknown method ${String(headers[':path']).slice(0, 200)}`);
+      this.#refuse(stream, RpcCode.UNIMPLEMENTED, `unknown method ${String(headers[':path']).slice(0, 200)}`);
       return;
     }
     const encoding = headers['grpc-encoding'];
     const inflater = encoding === undefined || encoding === 'identity' ? undefined : inflaters[String(encoding)];
     if (encoding !== undefined && encoding !== 'identity' && inflater === undefined) {
-      this.#refuse(stream, GrpcStatus.UNIMPLEMENTED, `message encoding ${String(encoding).slice(0, 100)} is not supported`);
+      this.#refuse(stream, RpcCode.UNIMPLEMENTED, `message encoding ${String(encoding).slice(0, 100)} is not supported`);
       return;
     }
     const timeoutMs = parseGrpcTimeoutMs(headers['grpc-timeout']);
@@ -179,7 +173,7 @@ export class ExtAuthzGrpcServer {
       if (length > limit || received > limit + 5) {
         refused = true;
         chunks.length = 0;
-        this.#refuse(stream, GrpcStatus.RESOURCE_EXHAUSTED, `Received message larger than max (${Math.max(length, received - 5)} vs. ${limit})`);
+        this.#refuse(stream, RpcCode.RESOURCE_EXHAUSTED, `Received message larger than max (${Math.max(length, received - 5)} vs. ${limit})`);
       }
     });
     stream.on('end', () => {
@@ -195,26 +189,26 @@ export class ExtAuthzGrpcServer {
     deadline: number | undefined,
   ): Promise<void> {
     if (body.length < 5) {
-      this.#refuse(stream, GrpcStatus.INTERNAL, 'the call carries no request message');
+      this.#refuse(stream, RpcCode.INTERNAL, 'the call carries no request message');
       return;
     }
     const compressed = body[0] === 1;
     const length = body.readUInt32BE(1);
     if (body.length !== 5 + length) {
-      this.#refuse(stream, GrpcStatus.INTERNAL, body.length < 5 + length ? 'the request message is truncated' : 'a unary call carries more than one request message');
+      this.#refuse(stream, RpcCode.INTERNAL, body.length < 5 + length ? 'the request message is truncated' : 'a unary call carries more than one request message');
       return;
     }
     let message = body.subarray(5);
     if (compressed) {
       if (inflater === undefined) {
-        this.#refuse(stream, GrpcStatus.INTERNAL, 'a compressed message without grpc-encoding');
+        this.#refuse(stream, RpcCode.INTERNAL, 'a compressed message without grpc-encoding');
         return;
       }
       try {
         message = await inflater(message, { maxOutputLength: this.#options.maxReceiveMessageBytes });
       } catch (error) {
         const tooLarge = (error as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE';
-        this.#refuse(stream, tooLarge ? GrpcStatus.RESOURCE_EXHAUSTED : GrpcStatus.INTERNAL, tooLarge
+        this.#refuse(stream, tooLarge ? RpcCode.RESOURCE_EXHAUSTED : RpcCode.INTERNAL, tooLarge
           ? `Received message larger than max (inflated past ${this.#options.maxReceiveMessageBytes})`
           : `the message cannot be decompressed: ${describeThrown(error)}`);
         return;
@@ -241,7 +235,7 @@ export class ExtAuthzGrpcServer {
     }
     if (stream.destroyed || stream.closed) return; // cancelled by the client meanwhile
     stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-accept-encoding': ACCEPT_ENCODING }, { waitForTrailers: true });
-    stream.once('wantTrailers', () => stream.sendTrailers({ 'grpc-status': String(GrpcStatus.OK) }));
+    stream.once('wantTrailers', () => stream.sendTrailers({ 'grpc-status': String(RpcCode.OK) }));
     stream.end(frame(bytes));
   }
 
@@ -265,13 +259,7 @@ export class ExtAuthzGrpcServer {
     if (server === undefined) return;
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     for (const session of this.#sessions) session.close(); // GOAWAY; open streams complete
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<'timeout'>((resolve) => {
-      timer = setTimeout(() => resolve('timeout'), deadlineMs);
-    });
-    const outcome = await Promise.race([closed, timeout]);
-    clearTimeout(timer);
-    if (outcome === 'timeout') {
+    if (!(await withDeadline(closed, deadlineMs))) {
       for (const session of this.#sessions) session.destroy();
       await closed;
     }

@@ -39,4 +39,4 @@ export { CheckService, type CheckContext, type CheckResult, type ExtAuthzDecisio
 export { CheckCodec, CHECK_METHOD_PATH, CHECK_PROTO, PROTO_ROOT, jsonToStruct, type DecodedCheckRequest } from './proto-codec.ts';
 export { ExtAuthz, type ExtAuthzDeps } from './ext-authz.ts';
 export type { MountedHttpHandler } from './http-handler.ts';
-export { encodeGrpcMessage, GrpcStatus, parseGrpcTimeoutMs } from './grpc-server.ts';
+export { encodeGrpcMessage, parseGrpcTimeoutMs } from './grpc-server.ts';

@@ -28,7 +28,7 @@ import { withDeadline } from '../../lib/lifecycle.ts';
 import type { DecisionEventV1 } from '../decision-event.ts';
 import { MerkleTree, hashLeaf } from '../merkle/index.ts';
 import { CHECKPOINT_ALGORITHM, checkpointMessage, decodeCheckpoint, isValidOrigin, type SignedCheckpointV1 } from './checkpoint.ts';
-import { encodeEvent } from './event-encoding.ts';
+import { decisionIdOf, encodeEvent } from './event-encoding.ts';
 import { FILE_HEADER_BYTES, FRAME_OVERHEAD_BYTES, FrameDecoder, RecordType, checkFileHeader, encodeFrame, fileHeader, type FrameDamage } from './record-format.ts';
 import { Keyring, type CheckpointSigner } from './signer.ts';
 import { checkAnchorAgainst, decodeAnchorRecord, type Anchor, type AnchorRecordV1 } from './anchor.ts';
@@ -431,14 +431,9 @@ export class AuditLog {
   }
 
   #indexDecision(payload: Buffer, index: number): void {
-    // The decision id is the event's `decision_id`; canonical JSON puts keys in order, so a
-    // cheap scan would do, but parsing keeps it simple and exact.
-    try {
-      const id = (JSON.parse(payload.toString('utf8')) as { decision_id?: unknown }).decision_id;
-      if (typeof id === 'string') this.#byDecision.set(id, index);
-    } catch {
-      // Not an event this build wrote; it still counts as a leaf.
-    }
+    // a payload without a decision id (not an event this build wrote) still counts as a leaf
+    const id = decisionIdOf(payload);
+    if (id !== undefined) this.#byDecision.set(id, index);
   }
 
   /**

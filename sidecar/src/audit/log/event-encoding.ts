@@ -48,3 +48,13 @@ export function encodeEvent(event: DecisionEventV1): EncodedEvent {
     };
   }
 }
+
+/** The `decision_id` of a logged event (the leaf payload), or undefined for a payload that has none. */
+export function decisionIdOf(payload: Buffer): string | undefined {
+  try {
+    const id = (JSON.parse(payload.toString('utf8')) as { decision_id?: unknown }).decision_id;
+    return typeof id === 'string' && id !== '' ? id : undefined;
+  } catch {
+    return undefined;
+  }
+}

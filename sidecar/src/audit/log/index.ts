@@ -9,7 +9,7 @@ export {
   type TornTailReport,
 } from './audit-log.ts';
 export { CHECKPOINT_ALGORITHM, checkpointMessage, decodeCheckpoint, parseCheckpoint, type SignedCheckpointV1 } from './checkpoint.ts';
-export { encodeEvent } from './event-encoding.ts';
+export { decisionIdOf, encodeEvent } from './event-encoding.ts';
 export { FILE_HEADER_BYTES, FRAME_OVERHEAD_BYTES, FrameDecoder, RecordType, encodeFrame, fileHeader } from './record-format.ts';
 export { Keyring, keyIdOf, publicKeyPem, type CheckpointSigner } from './signer.ts';
 export { SoftwareSigner } from './software-signer.ts';

@@ -29,6 +29,7 @@ import { FILE_HEADER_BYTES, FrameDecoder, RecordType, checkFileHeader, type LogR
 import type { Keyring } from './signer.ts';
 import type { DecisionProofV1 } from './audit-log.ts';
 import { checkAnchorAgainst, decodeAnchorRecord, type AnchorRecordV1, type AnchorVerifier } from './anchor.ts';
+import { decisionIdOf } from './event-encoding.ts';
 
 export interface LogVerification {
   /** Anchor records in the log, and how many an AnchorVerifier confirmed with the outside system. */
@@ -374,14 +375,7 @@ export async function proveFromLogFile(path: string, decisionId: string): Promis
   await scanLogFile(path, tree, { finish: true }, (record) => {
     if (record.type === RecordType.LEAF) {
       if (found !== undefined) return;
-      const text = record.payload.toString('utf8');
-      let id: unknown;
-      try {
-        id = (JSON.parse(text) as { decision_id?: unknown }).decision_id;
-      } catch {
-        id = undefined;
-      }
-      if (id === decisionId) found = { index: record.index, event: text };
+      if (decisionIdOf(record.payload) === decisionId) found = { index: record.index, event: record.payload.toString('utf8') };
     } else if (record.type === RecordType.CHECKPOINT && found !== undefined) {
       const checkpoint = decodeCheckpoint(record.payload);
       if (checkpoint.tree_size > found.index && checkpoint.tree_size <= tree.size) covering = checkpoint;
