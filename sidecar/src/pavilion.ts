@@ -153,7 +153,8 @@ export class Pavilion {
           directory: config.bundles.directory,
           intervalMs: config.bundles.watchIntervalMs,
           tenants: this.tenants,
-          listTenants: () => directorySource.listTenants(),
+          // a configured tenant list admits no newcomers: no directory listing then
+          ...(config.tenants.length === 0 ? { listTenants: () => directorySource.listTenants() } : {}),
           ...(options.log === undefined ? {} : { log: options.log }),
         })
       : undefined;

@@ -411,8 +411,7 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
   const sink = str(decisionLog, 'sink', '$.decisionLog', d.decisionLog.sink);
   if (sink !== 'file' && sink !== 'none' && sink !== 'audit') fail('$.decisionLog.sink', "must be 'file', 'none' or 'audit'");
   if (decisionLog['audit'] !== undefined && sink !== 'audit') fail('$.decisionLog.audit', "is only used with sink 'audit'");
-  // not configured: the embedded default, under the repository's var/ like the other defaults
-  const audit = sink !== 'audit' ? undefined : decisionLog['audit'] === undefined && d.decisionLog.audit !== undefined ? d.decisionLog.audit : parseAuditLog(decisionLog['audit'] ?? {}, p);
+  const audit = sink === 'audit' ? parseAuditLog(decisionLog['audit'] ?? {}, p) : undefined;
   if (audit?.stream.enabled === true && root['nats'] === undefined) fail('$.decisionLog.audit.stream.enabled', 'is true but there is no nats section');
 
   const extAuthz = root['extAuthz'] === undefined ? undefined : parseExtAuthz(root['extAuthz']);

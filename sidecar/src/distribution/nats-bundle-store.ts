@@ -123,9 +123,16 @@ async function readObject(store: ObjectStore, name: string, maxBytes: number): P
   return Buffer.concat(chunks);
 }
 
+const SHADOW_SUFFIX = '.shadow';
+
 /** The KV key of a tenant's shadow pointer. */
 export function shadowKey(tenant: string): string {
-  return `${tenant}.shadow`;
+  return `${tenant}${SHADOW_SUFFIX}`;
+}
+
+/** The tenant whose shadow pointer `key` is, or undefined for any other key. */
+export function tenantOfShadowKey(key: string): string | undefined {
+  return key.endsWith(SHADOW_SUFFIX) ? key.slice(0, -SHADOW_SUFFIX.length) : undefined;
 }
 
 function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {

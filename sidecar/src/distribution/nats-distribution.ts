@@ -22,7 +22,7 @@ import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
 import { withDeadline } from '../lib/lifecycle.ts';
 import type { Metrics } from '../telemetry/index.ts';
 import type { TenantManager } from '../tenants/index.ts';
-import { NatsBundleStore, connectNats } from './nats-bundle-store.ts';
+import { NatsBundleStore, connectNats, tenantOfShadowKey } from './nats-bundle-store.ts';
 import type { PointerEntry } from './pointer.ts';
 import type { StatusReport } from './status-report.ts';
 import { loadedNats } from './nats-modules.ts';
@@ -57,7 +57,6 @@ interface TenantQueue {
   deltasReplayed: boolean;
 }
 
-const SHADOW_SUFFIX = '.shadow';
 /** Status reports after a change wait 250-500 ms (jittered), coalescing bursts. */
 const STATUS_DEBOUNCE_MS = 250;
 
@@ -248,11 +247,13 @@ export class NatsDistribution implements Component {
   }
 
   #onKvEntry(kvEntry: KvWatchEntry): void {
-    if (kvEntry.key.endsWith(SHADOW_SUFFIX)) {
-      const tenant = kvEntry.key.slice(0, -SHADOW_SUFFIX.length);
+    const shadowOf = tenantOfShadowKey(kvEntry.key);
+    if (shadowOf !== undefined) {
+      const tenant = shadowOf;
       if (!this.#options.tenants.has(tenant)) return;
       if (kvEntry.operation !== 'PUT') {
-        this.#queue(tenant).shadow = this.#queue(tenant).shadow.then(() => this.#options.tenants.endShadow(tenant));
+        const queue = this.#queue(tenant);
+        queue.shadow = queue.shadow.then(() => this.#options.tenants.endShadow(tenant));
         return;
       }
       try {

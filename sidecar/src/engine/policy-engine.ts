@@ -4,7 +4,7 @@
  * after every worker has loaded the new one, so no request ever sees a half-loaded policy.
  */
 import { ErrorCodes, PavilionError } from '../lib/errors.ts';
-import { assertDepth, canonicalJson } from '../lib/canonical-json.ts';
+import { assertDepth, canonicalJson, sameCanonicalJson } from '../lib/canonical-json.ts';
 import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
 import { WASM_PAGE_BYTES } from './abi.ts';
 import type { CompiledPolicy } from './compiled-policy.ts';
@@ -245,9 +245,7 @@ export class PolicyEngine implements Component {
     const base = { tenant: shadow.info.tenant, path, shadowDigest: shadow.info.bundleDigest, active, input };
     try {
       const { result } = await this.#evaluateOn(shadow, path, input, options, false);
-      const same = result === undefined || active === undefined
-        ? result === active
-        : canonicalJson(result, this.#options.maxInputDepth * 4) === canonicalJson(active, this.#options.maxInputDepth * 4);
+      const same = sameCanonicalJson(result, active, this.#options.maxInputDepth * 4);
       this.#observer.onShadowComparison?.({ ...base, shadow: result, same });
     } catch (error) {
       this.#observer.onShadowComparison?.({ ...base, shadow: undefined, same: false, error: error instanceof PavilionError ? error.code : ErrorCodes.INTERNAL });

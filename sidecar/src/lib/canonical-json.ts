@@ -59,6 +59,12 @@ export function canonicalJsonWith(value: Readonly<Record<string, unknown>>, seri
   return `${out}}`;
 }
 
+/** Whether two JSON values are equal as canonical JSON (undefined equals only undefined). */
+export function sameCanonicalJson(a: unknown, b: unknown, maxDepth = 64): boolean {
+  if (a === undefined || b === undefined) return a === b;
+  return canonicalJson(a, maxDepth) === canonicalJson(b, maxDepth);
+}
+
 /** Throws ERR_REQUEST_TOO_DEEP when `value` nests deeper than `maxDepth`. */
 export function assertDepth(value: unknown, maxDepth: number): void {
   const stack: Array<[unknown, number]> = [[value, 0]];

@@ -6,7 +6,7 @@
  */
 import { DECISION_TESTS_METADATA_KEY, type Bundle } from '../bundles/index.ts';
 import type { LoadedPolicy, PolicyEngine } from '../engine/index.ts';
-import { canonicalJson } from '../lib/canonical-json.ts';
+import { sameCanonicalJson } from '../lib/canonical-json.ts';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
 
 export interface DecisionTest {
@@ -39,11 +39,6 @@ export function decisionTests(bundle: Bundle, max: number = DEFAULT_MAX_DECISION
   });
 }
 
-function sameJson(a: unknown, b: unknown): boolean {
-  if (a === undefined || b === undefined) return a === b;
-  return canonicalJson(a, 10_000) === canonicalJson(b, 10_000);
-}
-
 export async function runDecisionTests(engine: PolicyEngine, loaded: LoadedPolicy, tests: readonly DecisionTest[]): Promise<void> {
   const failed: Array<Record<string, unknown>> = [];
   for (const t of tests) {
@@ -54,7 +49,7 @@ export async function runDecisionTests(engine: PolicyEngine, loaded: LoadedPolic
       failed.push({ name: t.name, path: t.path, error: describeThrown(error) });
       continue;
     }
-    if (!sameJson(actual, t.expect)) failed.push({ name: t.name, path: t.path, expected: t.expect ?? null, actual: actual ?? null });
+    if (!sameCanonicalJson(actual, t.expect, 10_000)) failed.push({ name: t.name, path: t.path, expected: t.expect ?? null, actual: actual ?? null });
   }
   if (failed.length > 0) {
     throw new PavilionError(

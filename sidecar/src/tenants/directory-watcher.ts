@@ -19,7 +19,8 @@ export interface DirectoryWatcherOptions {
   readonly directory: string;
   readonly intervalMs: number;
   readonly tenants: TenantManager;
-  readonly listTenants: () => Promise<string[]>;
+  /** Tenant folders in the directory; given only when tenants may be discovered (none configured). */
+  readonly listTenants?: () => Promise<string[]>;
   readonly log?: (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => void;
 }
 
@@ -79,7 +80,7 @@ export class DirectoryWatcher implements Component {
 
   async #poll(): Promise<void> {
     try {
-      const tenants = new Set([...this.#options.tenants.ids(), ...(await this.#options.listTenants())]);
+      const tenants = new Set([...this.#options.tenants.ids(), ...((await this.#options.listTenants?.()) ?? [])]);
       for (const tenant of tenants) {
         const signature = await this.#signature(tenant);
         if (signature === undefined) continue;
