@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { ErrorCodes } from '../sidecar/src/lib/errors.ts';
-import { ACCUMULATOR_ENTRY_TYPE, AccumulatorIssuer, MIN_STATUS_LIST_BITS, WITNESS_BYTES, elementFor, encodeStatusList, encodeWitness, signAccumulatorState, updateWitness, verifyMembership } from '../sidecar/src/credentials/index.ts';
+import { ACCUMULATOR_ENTRY_TYPE, AccumulatorIssuer, MIN_STATUS_LIST_BITS, WITNESS_BYTES, elementFor, encodeStatusList, encodeWitness, prepareAccumulatorKey, signAccumulatorState, updateWitness, verifyMembership } from '../sidecar/src/credentials/index.ts';
 import { SAMPLE_CONTEXT_URL, jwsAlgorithm, type SampleKey } from '../sidecar/src/credentials/samples.ts';
 import { bitAt } from '../sidecar/src/credentials/bitstring-status-list.ts';
 import { createHash } from 'node:crypto';
@@ -172,6 +172,26 @@ describe('BLS12-381 accumulator', () => {
     verifyMembership(value, acc.publicKey, elementFor('dave'), w.point);
     assert.ok(verifyMembership(value, acc.publicKey, elementFor('dave'), w.point));
     assert.ok(!verifyMembership(value, acc.publicKey, elementFor('erin'), w.point), 'another element with the same witness fails');
+  });
+
+  it('reuses one prepared key across more epochs than it keeps decoded values, never mixing them up', () => {
+    const acc = AccumulatorIssuer.create('acc-e', seeded('acc-e'));
+    const key = prepareAccumulatorKey(acc.publicKey);
+    let frank = acc.add('frank');
+    const values: Uint8Array[] = [];
+    for (let epoch = 0; epoch < 7; epoch++) {
+      acc.add(`filler-${epoch}`);
+      frank = updateWitness(frank, elementFor('frank'), acc.updatesSince(frank.epoch), acc.valueAt(frank.epoch));
+      const value = new Uint8Array(Buffer.from(acc.state().value, 'hex'));
+      values.push(value);
+      assert.ok(verifyMembership(value, key, elementFor('frank'), frank.point), `epoch ${epoch}`);
+    }
+    // the current witness matches only the current value, however often older ones were decoded
+    for (const old of values.slice(0, -1)) assert.ok(!verifyMembership(old, key, elementFor('frank'), frank.point));
+    assert.ok(verifyMembership(values.at(-1)!, key, elementFor('frank'), frank.point));
+    const forged = values.at(-1)!.slice();
+    forged[20]! ^= 1;
+    assert.throws(() => verifyMembership(forged, key, elementFor('frank'), frank.point), (e: unknown) => (e as { code?: string }).code === ErrorCodes.CREDENTIAL_WITNESS_INVALID);
   });
 
   async function accumulatorSetup() {

@@ -112,6 +112,22 @@ export interface PreparedAccumulatorKey {
   readonly publicKey: Uint8Array;
   readonly generatorLines: Precompute;
   readonly keyLines: Precompute;
+  /** Decoded, subgroup-checked accumulator values: one per epoch, reused by every check in it. */
+  readonly values: Map<string, G1Point>;
+}
+
+/** Values kept per key: the current one and a few before it, for holders a refresh behind. */
+const VALUES_KEPT = 4;
+
+function accumulatorValue(prepared: PreparedAccumulatorKey, value: Uint8Array): G1Point {
+  const id = hex(value);
+  let V = prepared.values.get(id);
+  if (V === undefined) {
+    V = g1(value, 'accumulator value');
+    if (prepared.values.size >= VALUES_KEPT) prepared.values.delete(prepared.values.keys().next().value!);
+    prepared.values.set(id, V);
+  }
+  return V;
 }
 
 export function prepareAccumulatorKey(publicKey: Uint8Array): PreparedAccumulatorKey {
@@ -120,6 +136,7 @@ export function prepareAccumulatorKey(publicKey: Uint8Array): PreparedAccumulato
     publicKey: publicKey.slice(),
     generatorLines: bls12_381.utils.calcPairingPrecomputes(G2.Point.BASE),
     keyLines: bls12_381.utils.calcPairingPrecomputes(Q),
+    values: new Map(),
   };
 }
 
@@ -133,9 +150,10 @@ export function prepareAccumulatorKey(publicKey: Uint8Array): PreparedAccumulato
  */
 export function verifyMembership(value: Uint8Array, key: Uint8Array | PreparedAccumulatorKey, element: bigint, witness: Uint8Array): boolean {
   const prepared = key instanceof Uint8Array ? prepareAccumulatorKey(key) : key;
-  const V = g1(value, 'accumulator value');
+  const V = accumulatorValue(prepared, value);
   const C = g1(witness, 'witness');
-  const left = (element === 0n ? G1.Point.ZERO : C.multiply(element)).subtract(V);
+  // every input is public (value, witness, element): the variable-time multiplication is safe
+  const left = (element === 0n ? G1.Point.ZERO : C.multiplyUnsafe(element)).subtract(V);
   if (left.equals(G1.Point.ZERO)) return false; // would need e(C, Q~) == 1, i.e. C the identity
   const l = left.toAffine();
   const c = C.toAffine();
@@ -188,11 +206,14 @@ export class AccumulatorIssuer {
   #value: G1Point;
   #epoch = 0;
   readonly #initial: Uint8Array;
+  readonly #publicKey: Uint8Array;
 
   private constructor(readonly id: string, alpha: bigint, initial: G1Point) {
     this.#alpha = alpha;
     this.#value = initial;
     this.#initial = initial.toBytes(true);
+    // a G2 multiplication (milliseconds): once, not on every read
+    this.#publicKey = G2.Point.BASE.multiply(alpha).toBytes(true);
   }
 
   static create(id: string, random: (bytes: number) => Uint8Array): AccumulatorIssuer {
@@ -205,8 +226,9 @@ export class AccumulatorIssuer {
     return new AccumulatorIssuer(id, scalar(), G1.Point.BASE.multiply(scalar()));
   }
 
+  /** Q~ = alpha P~ (compressed G2); a copy, so a caller cannot alter the issuer's. */
   get publicKey(): Uint8Array {
-    return G2.Point.BASE.multiply(this.#alpha).toBytes(true);
+    return this.#publicKey.slice();
   }
 
   state(): AccumulatorState {
