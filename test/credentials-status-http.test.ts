@@ -1,5 +1,6 @@
 /**
- * Bitstring status lists fetched from their issuer over HTTP(S) (`statusListUrls`), against a
+ * Bitstring status lists (`statusListUrls`) and Status List Tokens (`tokenStatusListUrls`)
+ * fetched from their issuer over HTTP(S), against a
  * real local HTTP server: fetched at start, refreshed past their TTL (a revocation takes effect),
  * fail closed while the issuer is unreachable (health WARN, the credential refused with
  * ERR_CREDENTIAL_STATUS_UNAVAILABLE), and what each bad answer gets.
@@ -10,7 +11,7 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { CredentialGate, MIN_STATUS_LIST_BITS, encodeStatusList } from '../sidecar/src/credentials/index.ts';
 import { HttpStatusListSource } from '../sidecar/src/credentials/http-status-list.ts';
-import type { SampleKey } from '../sidecar/src/credentials/samples.ts';
+import { issueSdJwtVc, issueTokenStatusList, type SampleKey } from '../sidecar/src/credentials/samples.ts';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
 import { NOW_MS, VC_V2, keys, kycCredential, policy, rejectsWith, signed, trusting } from './credentials/fixtures.ts';
 import { until } from './harness/wait.ts';
@@ -86,6 +87,57 @@ describe('status lists over HTTP', () => {
     }
   });
 
+  it('Status List Tokens: fetched at start as application/statuslist+jwt, refreshed past their TTL, fail closed until fetched', async () => {
+    const { issuer, holder } = await keys();
+    const url = `${base}/tokens/1`;
+    const nowS = Math.floor(NOW_MS / 1000);
+    const token = (revoked: number[]): Answer => ({
+      status: 200,
+      body: issueTokenStatusList(issuer, url, { bits: 1, size: 1024, values: new Map(revoked.map((i) => [i, 1])), iatSeconds: nowS }),
+      headers: { 'content-type': 'application/statuslist+jwt' },
+    });
+    answers.set('/tokens/1', { status: 503, body: 'later' });
+    let now = NOW_MS;
+    const gate = new CredentialGate({
+      policies: [policy({ ...trusting(issuer.did), keyBinding: { required: false }, tokenStatusListUrls: [url], statusLists: { ttlMs: 60_000, maxAgeMs: 600_000 } })],
+      refreshIntervalMs: 50,
+      maxCredentialsPerRequest: 4,
+      proofWorkers: 0,
+      proofJobTimeoutMs: 5000,
+      clock: () => now,
+    });
+    await gate.start();
+    try {
+      const credential = await issueSdJwtVc(
+        { iss: issuer.did, vct: 'KycCredential', iat: nowS - 3600, exp: nowS + 86_400, kyc_level: 'full', status: { status_list: { idx: 7, uri: url } } },
+        ['kyc_level'], issuer, holder, 'status-http-salts',
+      );
+      assert.equal(gate.status().state, 'WARN');
+      await rejectsWith(gate.verifier.verify('bank', credential), ErrorCodes.CREDENTIAL_STATUS_UNAVAILABLE);
+
+      answers.set('/tokens/1', token([]));
+      await until('token fetched by the refresh timer', () => gate.status().state === 'OK', 5000);
+      const facts = await gate.verifier.verify('bank', credential);
+      assert.deepEqual(facts.status.map((s) => [s.mechanism, s.source]), [['TokenStatusList', url]]);
+
+      answers.set('/tokens/1', token([7]));
+      now += 61_000;
+      assert.deepEqual(await gate.verifier.refreshStatusLists(AbortSignal.timeout(5000), now), []);
+      await rejectsWith(gate.verifier.verify('bank', credential), ErrorCodes.CREDENTIAL_REVOKED);
+
+      // the issuer's server answers garbage: the held token stays until its maximum age, then fails closed
+      answers.set('/tokens/1', { status: 200, body: '{"not":"a jwt"}' });
+      now += 61_000;
+      const failures = await gate.verifier.refreshStatusLists(AbortSignal.timeout(5000), now);
+      assert.deepEqual(failures.map((f) => f.error.code), [ErrorCodes.CREDENTIAL_STATUS_INVALID]);
+      await rejectsWith(gate.verifier.verify('bank', credential), ErrorCodes.CREDENTIAL_REVOKED);
+      now += 600_000;
+      await rejectsWith(gate.verifier.verify('bank', credential), ErrorCodes.CREDENTIAL_STATUS_STALE);
+    } finally {
+      await gate.stop();
+    }
+  });
+
   it('refuses what the source must not take: an unlisted URL, a redirect, an error status, an oversized or non-JSON body', async () => {
     answers.set('/redirect', { status: 302, body: '', headers: { location: '/lists/1' } });
     answers.set('/big', { status: 200, body: 'x'.repeat(2048) });
@@ -110,8 +162,11 @@ describe('status lists over HTTP', () => {
 
   it('policy: https URLs (http only for a loopback host), not also a file', () => {
     assert.deepEqual(policy({ statusListUrls: ['https://status.example/1', 'http://127.0.0.1:8080/x'] }).statusListUrls, ['https://status.example/1', 'http://127.0.0.1:8080/x']);
-    for (const bad of [['http://status.example/1'], ['ftp://x/1'], ['not a url'], [42]]) {
-      assert.throws(() => policy({ statusListUrls: bad }), (error: unknown) => isPavilionError(error, ErrorCodes.CONFIG_INVALID), JSON.stringify(bad));
+    assert.deepEqual(policy({ tokenStatusListUrls: ['https://status.example/t/1'] }).tokenStatusListUrls, ['https://status.example/t/1']);
+    for (const field of ['statusListUrls', 'tokenStatusListUrls']) {
+      for (const bad of [['http://status.example/1'], ['ftp://x/1'], ['not a url'], [42]]) {
+        assert.throws(() => policy({ [field]: bad }), (error: unknown) => isPavilionError(error, ErrorCodes.CONFIG_INVALID), `${field} ${JSON.stringify(bad)}`);
+      }
     }
   });
 });

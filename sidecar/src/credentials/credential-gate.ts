@@ -62,6 +62,9 @@ export interface CredentialBinding {
 /** A status list fetched over HTTPS must arrive within this. */
 const STATUS_FETCH_TIMEOUT_MS = 10_000;
 
+/** A status source fetched over HTTPS and not held yet: a Bitstring list or a Status List Token. */
+const unfetchedKey = (tenantId: string, kind: 'list' | 'token', url: string): string => `${tenantId}\u0000${kind}\u0000${url}`;
+
 /** Compact credentials (VC-JWT, SD-JWT VC) in a header, comma-separated; JSON ones go in a body. */
 export const CREDENTIALS_HEADER = 'x-pavilion-credentials';
 export const CREDENTIAL_CHALLENGE_HEADER = 'x-pavilion-credential-challenge';
@@ -158,7 +161,8 @@ export class CredentialGate implements Component {
         }
         for (const token of policy.initialTokenStatusLists) await verifier.admitTokenStatusList(policy.tenantId, token.uri, token.jwt);
         for (const state of policy.initialAccumulatorStates) await verifier.admitAccumulatorState(policy.tenantId, state);
-        for (const url of policy.statusListUrls) this.#unfetched.add(`${policy.tenantId}\u0000${url}`);
+        for (const url of policy.statusListUrls) this.#unfetched.add(unfetchedKey(policy.tenantId, 'list', url));
+        for (const url of policy.tokenStatusListUrls) this.#unfetched.add(unfetchedKey(policy.tenantId, 'token', url));
       }
       this.#verifier = verifier;
       // lists fetched over HTTPS: a failure here is not fatal (checks against them fail closed
@@ -289,18 +293,24 @@ export class CredentialGate implements Component {
       const http = new HttpStatusListSource({ urls: policy.statusListUrls, timeoutMs: STATUS_FETCH_TIMEOUT_MS });
       for (const url of policy.statusListUrls) routes.set(url, http);
     }
+    if (policy.tokenStatusListUrls.length > 0) {
+      const http = new HttpStatusListSource({ urls: policy.tokenStatusListUrls, timeoutMs: STATUS_FETCH_TIMEOUT_MS, format: 'jwt' });
+      for (const url of policy.tokenStatusListUrls) routes.set(url, http);
+    }
     return routes.size === 0 ? undefined : new RoutingStatusListSource(routes);
   }
 
-  /** Fetch and admit every HTTPS status list not held yet; returns how many failed. */
+  /** Fetch and admit every HTTPS status list and token not held yet; returns how many failed. */
   async #fetchMissing(verifier: CredentialVerifier): Promise<number> {
     let failed = 0;
     for (const key of [...this.#unfetched]) {
-      const [tenantId, url] = key.split('\u0000') as [string, string];
+      const [tenantId, kind, url] = key.split('\u0000') as [string, 'list' | 'token', string];
       const source = this.#sourceFor(tenantId);
       try {
         if (source === undefined) throw new Error('no source');
-        await verifier.admitStatusList(tenantId, url, await source.fetch(url, this.#abort.signal));
+        const fetched = await source.fetch(url, this.#abort.signal);
+        if (kind === 'token') await verifier.admitTokenStatusList(tenantId, url, fetched as string);
+        else await verifier.admitStatusList(tenantId, url, fetched);
         this.#unfetched.delete(key);
       } catch (error) {
         failed++;

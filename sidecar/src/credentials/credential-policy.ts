@@ -16,7 +16,9 @@
  *     "presentations": {"challengeLifetimeMs": 600000, "requireIssuedChallenge": false},
  *     "domain": "https://bank.example",
  *     "statusListFiles": [{"url": "https://...", "path": "list.json"}],
+ *     "statusListUrls": ["https://..."],
  *     "tokenStatusListFiles": [{"uri": "https://...", "path": "list.jwt"}],
+ *     "tokenStatusListUrls": ["https://..."],
  *     "accumulatorStateFiles": ["acc-state.jws"]
  *   }
  */
@@ -62,6 +64,8 @@ export interface CredentialPolicy {
   readonly statusListUrls: readonly string[];
   /** Status List Tokens (SD-JWT VC status, compact JWT) held from the start. */
   readonly initialTokenStatusLists: ReadonlyArray<{ readonly uri: string; readonly path: string; readonly jwt: string }>;
+  /** Status List Tokens fetched over HTTPS (as `statusListUrls`), served as `application/statuslist+jwt`. */
+  readonly tokenStatusListUrls: readonly string[];
   /** Signed accumulator states (compact JWS) held from the start. */
   readonly initialAccumulatorStates: readonly string[];
 }
@@ -86,6 +90,7 @@ export function defaultCredentialPolicy(tenantId: string): CredentialPolicy {
     initialStatusLists: [],
     statusListUrls: [],
     initialTokenStatusLists: [],
+    tokenStatusListUrls: [],
     initialAccumulatorStates: [],
   };
 }
@@ -152,7 +157,7 @@ export function parseCredentialPolicy(
   const d = defaultCredentialPolicy(tenantId);
   const p = `$.credentials.${tenantId}`;
   const root = obj(raw ?? {}, p);
-  known(root, ['maxCredentialBytes', 'clockSkewMs', 'maxAgeMsByType', 'defaultMaxAgeMs', 'contexts', 'didWeb', 'trustAnchors', 'accreditations', 'maxChainDepth', 'statusLists', 'accumulators', 'accumulatorMaxAgeMs', 'keyBinding', 'presentations', 'domain', 'statusListFiles', 'statusListUrls', 'tokenStatusListFiles', 'accumulatorStateFiles'], p);
+  known(root, ['maxCredentialBytes', 'clockSkewMs', 'maxAgeMsByType', 'defaultMaxAgeMs', 'contexts', 'didWeb', 'trustAnchors', 'accreditations', 'maxChainDepth', 'statusLists', 'accumulators', 'accumulatorMaxAgeMs', 'keyBinding', 'presentations', 'domain', 'statusListFiles', 'statusListUrls', 'tokenStatusListFiles', 'tokenStatusListUrls', 'accumulatorStateFiles'], p);
 
   const read = (path: string, at: string): Uint8Array => {
     try {
@@ -244,21 +249,26 @@ export function parseCredentialPolicy(
     const path = str(o, 'path', at);
     return { url: str(o, 'url', at), path: resolvePath(path), bytes: read(path, at) };
   });
-  const statusListUrls = arr(root, 'statusListUrls', p).map((u, i) => {
-    const at = `${p}.statusListUrls[${i}]`;
-    if (typeof u !== 'string') fail(at, 'must be a URL');
-    let url: URL;
-    try {
-      url = new URL(u);
-    } catch {
-      fail(at, 'must be a URL');
-    }
-    const loopback = ['127.0.0.1', '[::1]', 'localhost'].includes(url.hostname);
-    if (url.protocol !== 'https:' && !(url.protocol === 'http:' && loopback)) fail(at, 'must be an https:// URL (http:// only for a loopback host)');
-    if (initialStatusLists.some((f) => f.url === u)) fail(at, 'is also in statusListFiles: one source per list');
-    return u;
-  });
-  if (statusListUrls.length > 256) fail(`${p}.statusListUrls`, 'at most 256 lists');
+  /** A status source URL: https (http only for a loopback host), not also served from a file. */
+  const statusUrls = (field: 'statusListUrls' | 'tokenStatusListUrls', files: ReadonlyArray<{ readonly url: string }>, filesField: string): string[] => {
+    const urls = arr(root, field, p).map((u, i) => {
+      const at = `${p}.${field}[${i}]`;
+      if (typeof u !== 'string') fail(at, 'must be a URL');
+      let url: URL;
+      try {
+        url = new URL(u);
+      } catch {
+        fail(at, 'must be a URL');
+      }
+      const loopback = ['127.0.0.1', '[::1]', 'localhost'].includes(url.hostname);
+      if (url.protocol !== 'https:' && !(url.protocol === 'http:' && loopback)) fail(at, 'must be an https:// URL (http:// only for a loopback host)');
+      if (files.some((f) => f.url === u)) fail(at, `is also in ${filesField}: one source per list`);
+      return u;
+    });
+    if (urls.length > 256) fail(`${p}.${field}`, 'at most 256 lists');
+    return urls;
+  };
+  const statusListUrls = statusUrls('statusListUrls', initialStatusLists, 'statusListFiles');
   const initialTokenStatusLists = arr(root, 'tokenStatusListFiles', p).map((f, i) => {
     const at = `${p}.tokenStatusListFiles[${i}]`;
     const o = obj(f, at);
@@ -266,6 +276,7 @@ export function parseCredentialPolicy(
     const path = str(o, 'path', at);
     return { uri: str(o, 'uri', at), path: resolvePath(path), jwt: Buffer.from(read(path, at)).toString('utf8').trim() };
   });
+  const tokenStatusListUrls = statusUrls('tokenStatusListUrls', initialTokenStatusLists.map((t) => ({ url: t.uri })), 'tokenStatusListFiles');
   const initialAccumulatorStates = arr(root, 'accumulatorStateFiles', p).map((f, i) => {
     const at = `${p}.accumulatorStateFiles[${i}]`;
     if (typeof f !== 'string' || f === '') fail(at, 'must be a file path');
@@ -279,6 +290,7 @@ export function parseCredentialPolicy(
     initialStatusLists,
     statusListUrls,
     initialTokenStatusLists,
+    tokenStatusListUrls,
     initialAccumulatorStates,
     maxCredentialBytes: int(root, 'maxCredentialBytes', p, d.maxCredentialBytes, 256, 16 * 1024 * KiB),
     freshness: {

@@ -1,6 +1,8 @@
 /**
  * Status lists fetched from their issuers over HTTPS: the online source beside the file one.
- * Only the URLs a tenant's policy lists (`statusListUrls`) are fetched, never one a credential
+ * Bitstring Status List credentials are JSON; Status List Tokens (draft-ietf-oauth-status-list)
+ * are compact JWTs served as `application/statuslist+jwt`.
+ * Only the URLs a tenant's policy lists (`statusListUrls`, `tokenStatusListUrls`) are fetched, never one a credential
  * names on its own (a credential must not make the verifier call out to arbitrary hosts).
  * Redirects are refused, the body is capped at MAX_STATUS_LIST_BYTES, a fetch has a deadline,
  * and anything but a 200 with a JSON body is an error: the caller keeps the list it has (until
@@ -13,7 +15,16 @@ export interface HttpStatusListSourceOptions {
   readonly urls: readonly string[];
   readonly timeoutMs: number;
   readonly maxBytes?: number;
+  /** `json` (default): a status list credential, parsed; `jwt`: a Status List Token, as text. */
+  readonly format?: 'json' | 'jwt';
 }
+
+const ACCEPT = {
+  json: 'application/vc+ld+json, application/vc, application/json',
+  jwt: 'application/statuslist+jwt, application/jwt',
+} as const;
+
+const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
 
 function unavailable(url: string, message: string, cause?: unknown): PavilionError {
   return new PavilionError(ErrorCodes.CREDENTIAL_STATUS_UNAVAILABLE, `status list ${url.slice(0, 200)}: ${message}`, cause === undefined ? {} : { cause });
@@ -23,11 +34,13 @@ export class HttpStatusListSource implements StatusListSource {
   readonly #urls: ReadonlySet<string>;
   readonly #timeoutMs: number;
   readonly #maxBytes: number;
+  readonly #format: 'json' | 'jwt';
 
   constructor(options: HttpStatusListSourceOptions) {
     this.#urls = new Set(options.urls);
     this.#timeoutMs = options.timeoutMs;
     this.#maxBytes = options.maxBytes ?? MAX_STATUS_LIST_BYTES;
+    this.#format = options.format ?? 'json';
   }
 
   async fetch(url: string, signal: AbortSignal): Promise<unknown> {
@@ -37,7 +50,7 @@ export class HttpStatusListSource implements StatusListSource {
       response = await fetch(url, {
         redirect: 'error',
         signal: AbortSignal.any([signal, AbortSignal.timeout(this.#timeoutMs)]),
-        headers: { accept: 'application/vc+ld+json, application/vc, application/json' },
+        headers: { accept: ACCEPT[this.#format] },
       });
     } catch (error) {
       throw unavailable(url, `cannot be fetched: ${describeThrown(error)}`, error);
@@ -64,6 +77,11 @@ export class HttpStatusListSource implements StatusListSource {
       throw error instanceof PavilionError ? error : unavailable(url, `reading the answer failed: ${describeThrown(error)}`, error);
     }
     const text = Buffer.concat(chunks).toString('utf8').trim();
+    if (this.#format === 'jwt') {
+      // verified by the token cache (signature, typ, sub); here only its shape
+      if (!COMPACT_JWS.test(text)) throw new PavilionError(ErrorCodes.CREDENTIAL_STATUS_INVALID, `status list ${url.slice(0, 200)} is not a compact JWT`);
+      return text;
+    }
     try {
       return JSON.parse(text);
     } catch (error) {
