@@ -205,6 +205,11 @@ function env(c: Container, name: string): EnvVar | undefined {
   return c.env?.find((e) => e.name === name);
 }
 
+/** The container's literal environment (values from Secrets are not known at render time). */
+function literalEnv(c: Container): Record<string, string> {
+  return Object.fromEntries((c.env ?? []).flatMap((e) => (e.value === undefined ? [] : [[e.name, e.value]])));
+}
+
 function mount(c: Container, mountPath: string): { name: string; readOnly?: boolean; subPath?: string } | undefined {
   return c.volumeMounts?.find((m) => m.mountPath === mountPath);
 }
@@ -350,7 +355,7 @@ describe('broker-example, default values', () => {
   test('PAVILION_CONFIG names the mounted config; no HSM PIN, NATS or Redis without values', () => {
     const c = container(byDefault, 'pavilion');
     assert.deepEqual(env(c, 'PAVILION_CONFIG'), { name: 'PAVILION_CONFIG', value: '/etc/pavilion/config.json' });
-    for (const name of ['PAVILION_HSM_PIN', 'PAVILION_HSM_MODULE', 'PAVILION_NATS_URL', 'PAVILION_REDIS_URL', 'PAVILION_REDIS_PASSWORD']) {
+    for (const name of ['PAVILION_HSM_PIN', 'PAVILION_NATS_URL', 'PAVILION_REDIS_URL', 'PAVILION_REDIS_PASSWORD']) {
       assert.equal(env(c, name), undefined, `${name} is not set by default`);
     }
   });
@@ -373,13 +378,24 @@ describe('broker-example, default values', () => {
     const raw = renderedConfig(byDefault);
     assert.deepEqual(raw['http'], { host: '127.0.0.1', port: 8181 });
     assert.deepEqual(raw['bundles'], { directory: '/var/lib/pavilion/bundles', persistDirectory: '/var/lib/pavilion/last-known-good' });
-    assert.deepEqual(raw['decisionLog'], { sink: 'file', path: '/var/lib/pavilion/decisions.ndjson' });
+    assert.deepEqual(raw['decisionLog'], { sink: 'audit', audit: { directory: '/var/lib/pavilion/audit', maxDiskBytes: 805306368 } });
     assert.deepEqual(raw['tenants'], [{ id: 'bank', namespace: 'bank' }]);
     assert.deepEqual(raw['labels'], { id: `${RELEASE}-pavilion`, version: '0.1.0' });
     const config = parseConfig(raw, '/etc/pavilion');
     assert.equal(config.engine.workers, 2);
+    // the audit log, its software checkpoint key and its anchor file all on the data volume
+    assert.equal(config.decisionLog.audit?.directory, '/var/lib/pavilion/audit');
+    assert.deepEqual(config.decisionLog.audit?.signer, { kind: 'software', keyFile: '/var/lib/pavilion/audit/checkpoint-key.pem' });
+    assert.deepEqual(config.decisionLog.audit?.anchor, { kind: 'file', path: '/var/lib/pavilion/audit/anchors.jsonl' });
+    assert.ok(config.decisionLog.audit!.maxDiskBytes < 1024 ** 3, 'the disk budget fits the 1Gi data emptyDir');
     assert.equal(config.extAuthz?.grpc.port, 9191);
     assert.deepEqual(config.tenants.map((t) => t.id), ['bank']);
+  });
+
+  test('decisionLog.sink file drops the chart\'s default audit block, so the sidecar parses what it gets', () => {
+    const raw = renderedConfig(render(['--set', 'pavilion.config.decisionLog.sink=file', '--set', 'pavilion.config.decisionLog.path=/var/lib/pavilion/decisions.ndjson']));
+    assert.deepEqual(raw['decisionLog'], { sink: 'file', path: '/var/lib/pavilion/decisions.ndjson' });
+    assert.equal(parseConfig(raw, '/etc/pavilion').decisionLog.sink, 'file');
   });
 
   test('a config change rolls the pods: the pod template carries a checksum of the config', () => {
@@ -465,7 +481,14 @@ describe('broker-example, values-production.yaml', () => {
     assert.deepEqual(env(c, 'PAVILION_HSM_PIN'), {
       name: 'PAVILION_HSM_PIN', valueFrom: { secretKeyRef: { name: 'pavilion-hsm', key: 'pin' } },
     });
-    assert.equal(env(c, 'PAVILION_HSM_MODULE')?.value, '/opt/pkcs11/libsofthsm2.so');
+    // the chart points the audit log's checkpoint signer at the token; the PIN stays in the Secret
+    const config = parseConfig(renderedConfig(production), '/etc/pavilion', literalEnv(c));
+    assert.deepEqual(config.decisionLog.audit?.signer, {
+      kind: 'pkcs11', modulePath: '/opt/pkcs11/libsofthsm2.so', tokenLabel: 'pavilion', keyLabel: 'checkpoints-2026', pinEnv: 'PAVILION_HSM_PIN', generateKey: false,
+    });
+    assert.equal(config.decisionLog.audit?.fsync, 'always');
+    assert.equal(config.decisionLog.audit?.stream.enabled, true);
+    assert.equal(env(c, 'PAVILION_HSM_MODULE'), undefined, 'the module path is in the config, not in a variable nothing reads');
     assert.deepEqual(mount(c, '/opt/pkcs11'), { name: 'pavilion-pkcs11', mountPath: '/opt/pkcs11', readOnly: true });
     assert.deepEqual(volume(production, 'pavilion-pkcs11').csi?.driver, 'pkcs11.csi.example.com');
     // No secret value anywhere in the rendered manifests: only references.
@@ -491,8 +514,11 @@ describe('broker-example, values-production.yaml', () => {
 
   test('the config holds the three tenants and the sidecar parses it', () => {
     const raw = renderedConfig(production);
-    const config = parseConfig(raw, '/etc/pavilion');
+    // as the sidecar reads it: the config file plus the container's environment (the NATS URL)
+    const config = parseConfig(raw, '/etc/pavilion', literalEnv(container(production, 'pavilion')));
     assert.deepEqual(config.tenants.map((t) => t.id), ['bank', 'hospital', 'agency']);
+    assert.equal(config.decisionLog.sink, 'audit');
+    assert.deepEqual(config.nats?.servers, ['tls://nats.nats.svc.cluster.local:4222']);
     assert.equal(config.http.host, '127.0.0.1');
     assert.equal(config.extAuthz?.grpc.port, 9191);
     assert.equal(config.extAuthz?.defaults.timeoutMs, 150);
@@ -587,7 +613,10 @@ describe('values are validated', () => {
     renderFails(['--set', 'pavilion.config.http.port=9000'], /must equal pavilion.ports.http.containerPort/);
     renderFails(['--set', 'pavilion.config.extAuthz.grpc.port=9000'], /must equal pavilion.ports.grpc.containerPort/);
     renderFails(['--set', 'pavilion.hsm.enabled=true'], /needs pavilion.hsm.pin.secretName/);
-    renderFails(['--set', 'pavilion.config.decisionLog.path=/etc/decisions.ndjson'], /must be under a writable mount/);
+    renderFails(['--set', 'pavilion.config.decisionLog.sink=file', '--set', 'pavilion.config.decisionLog.path=/etc/decisions.ndjson'], /decisionLog.path .* must be under a writable mount/);
+    renderFails(['--set', 'pavilion.config.decisionLog.audit.directory=/etc/audit'], /decisionLog.audit.directory .* must be under a writable mount/);
+    renderFails(['--set', 'pavilion.config.decisionLog.audit.anchor.kind=file', '--set', 'pavilion.config.decisionLog.audit.anchor.path=/etc/anchors.jsonl'], /decisionLog.audit.anchor.path .* must be under a writable mount/);
+    renderFails(['--set', 'pavilion.hsm.enabled=true', '--set', 'pavilion.hsm.pin.secretName=hsm', '--set', 'pavilion.config.decisionLog.sink=none'], /hsm.enabled signs the audit log's checkpoints/);
     renderFails(['--set', 'pavilion.config.extAuthz=null'], /ext_authz gRPC port/);
   });
 

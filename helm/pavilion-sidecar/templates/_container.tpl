@@ -27,8 +27,6 @@ The sidecar container, as one item of a pod's `containers:` list:
       value: {{ $p.bundleVerification.mountPath | quote }}
     {{- end }}
     {{- if $p.hsm.enabled }}
-    - name: PAVILION_HSM_MODULE
-      value: {{ $p.hsm.modulePath | quote }}
     - name: PAVILION_HSM_PIN
       valueFrom:
         secretKeyRef:

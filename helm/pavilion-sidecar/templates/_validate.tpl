@@ -27,13 +27,25 @@ with a message naming the values to change.
 {{- end -}}
 {{- $writable := list (printf "%s/" (trimSuffix "/" $p.dataVolume.mountPath)) "/tmp/" -}}
 {{- $log := $cfg.decisionLog | default dict -}}
-{{- if ne (toString ($log.sink | default "file")) "none" -}}
-{{- $path := toString ($log.path | default "") -}}
+{{- $sink := toString ($log.sink | default "file") -}}
+{{- $paths := dict -}}
+{{- if eq $sink "file" -}}
+{{- $_ := set $paths "pavilion.config.decisionLog.path" (toString ($log.path | default "")) -}}
+{{- else if eq $sink "audit" -}}
+{{- $audit := $log.audit | default dict -}}
+{{- $_ := set $paths "pavilion.config.decisionLog.audit.directory" (toString ($audit.directory | default "")) -}}
+{{- with $audit.signer }}{{ if .keyFile }}{{ $_ := set $paths "pavilion.config.decisionLog.audit.signer.keyFile" (toString .keyFile) }}{{ end }}{{ end -}}
+{{- with $audit.anchor }}{{ if .path }}{{ $_ := set $paths "pavilion.config.decisionLog.audit.anchor.path" (toString .path) }}{{ end }}{{ end -}}
+{{- end -}}
+{{- range $name, $path := $paths -}}
 {{- $ok := false -}}
 {{- range $writable }}{{ if hasPrefix . $path }}{{ $ok = true }}{{ end }}{{ end -}}
 {{- if not $ok -}}
-{{- fail (printf "pavilion.config.decisionLog.path (%q) must be under a writable mount (%s): the root filesystem is read-only" $path (join ", " $writable)) -}}
+{{- fail (printf "%s (%q) must be under a writable mount (%s): the root filesystem is read-only" $name $path (join ", " $writable)) -}}
 {{- end -}}
+{{- end -}}
+{{- if and $p.hsm.enabled (ne $sink "audit") -}}
+{{- fail "pavilion.hsm.enabled signs the audit log's checkpoints: it needs pavilion.config.decisionLog.sink audit" -}}
 {{- end -}}
 {{- $dir := toString (dig "bundles" "directory" "" $cfg) -}}
 {{- if not (hasPrefix "/" $dir) -}}
