@@ -20,12 +20,16 @@
  *   than a Node client, so on two cores the servers, not the client, set the pace.
  * - Node: this file run with `--loadgen <spec.json>` in its own process, the same code for both
  *   servers (grpc-js for Pavilion, node:http keep-alive for OPA).
+ * - paced (bench/loadgen, Go, built by scripts/install-loadgen.sh): the latency figures at a
+ *   fixed rate. Requests are due at evenly spaced instants whatever happened to earlier ones
+ *   and latency counts from that instant (no coordinated omission); ghz and h2load release
+ *   requests in bursts at a fixed rate, so their percentiles include queueing they created.
  * Per case and server: achieved requests/s, p50/p90/p99 (and p99.9 with the Node client)
  * latency, CPU-seconds per 1,000 checks, RSS.
  *
  * The latency floor: a gRPC server that answers without doing anything (node:http2, its own
- * process) under the same ghz load at 1,000/s shows what the machine itself adds (thread
- * wake-ups, loopback, the client) before any Pavilion code runs.
+ * process) under the same ghz load, and under the paced client, at 1,000/s shows what the
+ * machine itself adds (thread wake-ups, loopback, the client) before any Pavilion code runs.
  *
  * Env: BENCH_DURATION_S (default 8), BENCH_CONNECTIONS (default 32), BENCH_WARMUP_S (2).
  */
@@ -341,6 +345,27 @@ async function h2load(url: string, body: string, headers: readonly string[], htt
   };
 }
 
+/**
+ * The paced open-loop client (bench/loadgen): gRPC over h2c to Pavilion with the corpus, HTTP/1.1
+ * keep-alive to OPA with the same input documents, the same scheduler for both.
+ */
+async function paced(mode: 'grpc' | 'http', url: string, bodies: string, shape: Shape): Promise<Record<string, number>> {
+  if (shape.rate === undefined) throw new Error('the paced client needs a rate');
+  const out = await execTool(join(REPO_ROOT, '.tools', 'bin', 'paced'), [
+    '-mode', mode, '-url', url, '-bodies', bodies, '-rate', String(shape.rate),
+    '-duration', `${shape.durationSeconds}s`, '-warmup', `${WARMUP_S}s`,
+    '-conns', mode === 'grpc' ? '2' : String(shape.inFlight), '-max-in-flight', String(shape.inFlight * 32),
+  ]);
+  const result = JSON.parse(out) as Record<string, number>;
+  const round = (v: number | undefined): number => Math.round((v ?? 0) * 1000) / 1000;
+  return {
+    rps: Math.round(result['rps'] ?? 0), requests_total: result['requests_total'] ?? 0,
+    p50_ms: round(result['p50_ms']), p90_ms: round(result['p90_ms']), p99_ms: round(result['p99_ms']),
+    p999_ms: round(result['p999_ms']), max_ms: round(result['max_ms']),
+    send_lag_p99_ms: round(result['send_lag_p99_ms']), errors: result['errors'] ?? 0,
+  };
+}
+
 /** Protobuf's count-delimited stream (varint length, message), what ghz reads as many messages. */
 function delimited(messages: readonly Buffer[]): Buffer {
   const parts: Buffer[] = [];
@@ -461,6 +486,22 @@ export async function run(): Promise<void> {
       });
     }
 
+    // paced: evenly spaced requests at a fixed rate, latency from the instant each was due
+    const httpLines = join(work, 'inputs.jsonl');
+    await writeFile(httpLines, httpPayloads.join('\n') + '\n');
+    for (const scenario of scenarios) {
+      if (scenario.rate === undefined) continue;
+      process.stdout.write(`- ${scenario.name}, paced client\n`);
+      const shape: Shape = { durationSeconds: DURATION_S, inFlight: CONNECTIONS, rate: scenario.rate };
+      cases.push({
+        name: `ext_authz Check, envoy_demo policy, ${scenario.name} (paced open-loop client)`,
+        pavilion: await measureWith(pavilion.server, (s) => paced('grpc', grpcUrl, corpus, s), shape),
+        peer: await measureWith(opa, (s) => paced('http', opaUrl, httpLines, s), shape),
+        peerName,
+        notes: 'bench/loadgen (Go): requests due at evenly spaced instants regardless of earlier answers, latency counted from the due instant (a late send counts against the server); gRPC over h2c on 2 connections to Pavilion, HTTP/1.1 keep-alive to OPA, the same corpus and input documents. send_lag_p99_ms: how late the client itself sent.',
+      });
+    }
+
     // the floor: a gRPC server doing nothing, same ghz load at 1,000/s
     process.stdout.write('- latency floor: a no-op gRPC server under ghz at 1,000/s\n');
     const floorGrpc = await freePort();
@@ -469,14 +510,16 @@ export async function run(): Promise<void> {
     servers.push(floor);
     const floorShape: Shape = { durationSeconds: DURATION_S, inFlight: CONNECTIONS, rate: 1000 };
     const noop = await measureWith(floor, (s) => ghzLoad(`127.0.0.1:${floorGrpc}`, corpus, s), floorShape);
+    const noopPaced = await measureWith(floor, (s) => paced('grpc', `http://127.0.0.1:${floorGrpc}${CHECK_METHOD_PATH}`, corpus, s), floorShape);
 
     await writeResults('extauthz', cases, {
       floor_noop_grpc_1000_rps: { ...noop, server: 'node:http2 answering every call at once, no decoding, no policy', load_generator: 'ghz, the same corpus and settings as the 1,000/s case' },
+      floor_noop_grpc_1000_rps_paced: { ...noopPaced, server: 'the same no-op server', load_generator: 'the paced open-loop client, as in the paced 1,000/s case' },
       duration_s: DURATION_S,
       warmup_s: WARMUP_S,
       in_flight: CONNECTIONS,
       requests: messages.length,
-      load_generators: 'Go: ghz v0.93.0 (gRPC, Pavilion) and vegeta v12.13.0 (HTTP, OPA); Node: bench/extauthz.ts --loadgen (grpc-js / node:http), its own process',
+      load_generators: 'Go: ghz v0.93.0 (gRPC, Pavilion) and vegeta v12.13.0 (HTTP, OPA); h2load (C) for both; paced (bench/loadgen, Go, open loop) for both; Node: bench/extauthz.ts --loadgen (grpc-js / node:http), its own process',
       peer_note: 'opa-envoy-plugin cannot be installed here (the Go module proxy refuses it); the peer is OPA\'s HTTP Data API on the same policy and the same input documents',
     });
   } finally {
