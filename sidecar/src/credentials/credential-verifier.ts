@@ -329,8 +329,8 @@ export class CredentialVerifier {
       }
       const cached = this.#cached(tenant, hash);
       if (cached !== undefined) return cached;
+      // freshness is #finish's, which runs on every call, cached or not
       const { view, proofType } = await verifyVcJwt(credential, tenant.dids);
-      checkFreshness(view.window, view.types, nowMs, policy.freshness);
       return this.#remember(tenant, hash, { format: 'vc+jwt', ...viewFacts(view), proofType });
     }
     const cached = this.#cached(tenant, hash);
