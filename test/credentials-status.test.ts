@@ -8,12 +8,12 @@ import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { ErrorCodes } from '../sidecar/src/lib/errors.ts';
 import { ACCUMULATOR_ENTRY_TYPE, AccumulatorIssuer, MIN_STATUS_LIST_BITS, WITNESS_BYTES, elementFor, encodeStatusList, encodeWitness, prepareAccumulatorKey, signAccumulatorState, updateWitness, verifyMembership } from '../sidecar/src/credentials/index.ts';
-import { SAMPLE_CONTEXT_URL, jwsAlgorithm, type SampleKey } from '../sidecar/src/credentials/samples.ts';
+import { SAMPLE_CONTEXT_URL, jwsAlgorithm, presentDataIntegrity, type SampleKey } from '../sidecar/src/credentials/samples.ts';
 import { bitAt } from '../sidecar/src/credentials/bitstring-status-list.ts';
 import { createHash } from 'node:crypto';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { readFileSync } from 'node:fs';
-import { NOW_MS, VC_V2, keys, kycCredential, rejectsWith, signed, trusting, verifier } from './credentials/fixtures.ts';
+import { CHALLENGE, DOMAIN, NOW_MS, VC_V2, issuerLoader, keys, kycCredential, rejectsWith, signed, trusting, verifier } from './credentials/fixtures.ts';
 
 const LIST_URL = 'https://status.bank.example/lists/1';
 const SUSPENSION_URL = 'https://status.bank.example/lists/2';
@@ -124,6 +124,20 @@ describe('Bitstring Status List', () => {
     const { issuer } = await keys();
     const v = await verifier({ ...trusting(issuer.did), statusLists: { requiredForTypes: ['KycCredential'] } });
     await rejectsWith(v.verify('bank', await signed(kycCredential(issuer.did), issuer)), ErrorCodes.CREDENTIAL_STATUS_UNAVAILABLE);
+  });
+
+  it('a credential whose proof is cached is still checked for status, alone or inside a presentation', async () => {
+    const { issuer, holder } = await keys();
+    const v = await verifier(trusting(issuer.did));
+    await v.admitStatusList('bank', LIST_URL, await statusList(issuer, LIST_URL, 'revocation', []));
+    const credential = await signed(kycCredential(issuer.did, { credentialSubject: { id: holder.did, kycLevel: 'full' }, credentialStatus: entry(5) }), issuer);
+    const alone = await v.verify('bank', credential);
+    const first = await v.verifyPresentation('bank', await presentDataIntegrity([credential], holder, { challenge: CHALLENGE, domain: DOMAIN }, issuerLoader()), { challenge: CHALLENGE, domain: DOMAIN });
+    assert.equal(first.credentials[0]?.credentialHash, alone.credentialHash, 'one cache key for the credential, inside a presentation or not');
+    await v.admitStatusList('bank', LIST_URL, await statusList(issuer, LIST_URL, 'revocation', [5], { validFrom: '2026-05-02T00:00:00Z' }));
+    await rejectsWith(v.verify('bank', credential), ErrorCodes.CREDENTIAL_REVOKED);
+    const second = await v.verifyPresentation('bank', await presentDataIntegrity([credential], holder, { challenge: 'c-2', domain: DOMAIN }, issuerLoader()), { challenge: 'c-2', domain: DOMAIN });
+    assert.deepEqual(second.errors.map((e) => [e.index, e.code]), [[0, ErrorCodes.CREDENTIAL_REVOKED]]);
   });
 });
 
