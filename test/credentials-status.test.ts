@@ -264,6 +264,23 @@ describe('BLS12-381 accumulator', () => {
     const jws = await sign(issuer);
     await rejectsWith(v.admitAccumulatorState('bank', `${jws.slice(0, -4)}AAAA`), ErrorCodes.CREDENTIAL_SIGNATURE_INVALID);
   });
+
+  it('reads a state only through the verified JWS: malformed, wrong typ, or an algorithm other than the key\'s is refused', async () => {
+    const { issuer } = await keys();
+    const acc = AccumulatorIssuer.create('urn:accumulator:bank:3', seeded('bank-acc-3'));
+    const v = await verifier({ ...trusting(issuer.did), accumulators: [{ id: acc.id, issuer: issuer.did, publicKeyHex: Buffer.from(acc.publicKey).toString('hex') }] });
+    const jws = await signAccumulatorState(acc.state(), { kid: issuer.kid, privateJwk: issuer.privateJwk, alg: jwsAlgorithm(issuer) }, Math.floor(NOW_MS / 1000));
+    const [h, p, sig] = jws.split('.') as [string, string, string];
+    const header = JSON.parse(Buffer.from(h, 'base64url').toString('utf8')) as Record<string, unknown>;
+    const withHeader = (over: Record<string, unknown>): string => `${Buffer.from(JSON.stringify({ ...header, ...over })).toString('base64url')}.${p}.${sig}`;
+    for (const bad of ['not a jws', `${h}.${p}`, `${h}.${p}.${sig}.x`, `!!.${p}.${sig}`]) {
+      await rejectsWith(v.admitAccumulatorState('bank', bad), ErrorCodes.CREDENTIAL_STATUS_INVALID);
+    }
+    await rejectsWith(v.admitAccumulatorState('bank', withHeader({ typ: 'JWT' })), ErrorCodes.CREDENTIAL_STATUS_INVALID);
+    await rejectsWith(v.admitAccumulatorState('bank', withHeader({ alg: jwsAlgorithm(issuer) === 'EdDSA' ? 'ES256' : 'EdDSA' })), ErrorCodes.CREDENTIAL_SIGNATURE_INVALID);
+    await rejectsWith(v.admitAccumulatorState('bank', withHeader({ alg: 'HS256' })), ErrorCodes.CREDENTIAL_SIGNATURE_INVALID);
+    assert.equal(await v.admitAccumulatorState('bank', jws), 0);
+  });
 });
 
 
