@@ -10,6 +10,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
 import { REPO_ROOT } from '../lib/tools.ts';
+import { bool, deepFreeze, fail, int, objectAt, refuseUnknown, section, str, type Json } from '../lib/config-fields.ts';
 
 import { TENANT_ID_PATTERN } from '../lib/tenant-id.ts';
 import { parseFieldPointer } from '../lib/field-pointer.ts';
@@ -302,60 +303,6 @@ export function defaultConfig(): PavilionConfig {
     tenants: [],
     shutdownTimeoutMs: 5_000,
   };
-}
-
-type Json = Record<string, unknown>;
-
-function fail(path: string, message: string): never {
-  throw new PavilionError(ErrorCodes.CONFIG_INVALID, `config ${path}: ${message}`);
-}
-
-function objectAt(value: unknown, path: string): Json {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) fail(path, 'must be an object');
-  return value as Json;
-}
-
-function refuseUnknown(obj: Json, known: readonly string[], path: string): void {
-  for (const key of Object.keys(obj)) if (!known.includes(key)) fail(`${path}.${key}`, 'unknown key');
-}
-
-function int(obj: Json, key: string, path: string, fallback: number, min: number, max: number): number {
-  const value = obj[key];
-  if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-    fail(`${path}.${key}`, `must be an integer between ${min} and ${max}`);
-  }
-  return value;
-}
-
-function str(obj: Json, key: string, path: string, fallback: string): string {
-  const value = obj[key];
-  if (value === undefined) return fallback;
-  if (typeof value !== 'string' || value === '') fail(`${path}.${key}`, 'must be a non-empty string');
-  return value;
-}
-
-function bool(obj: Json, key: string, path: string, fallback: boolean): boolean {
-  const value = obj[key];
-  if (value === undefined) return fallback;
-  if (typeof value !== 'boolean') fail(`${path}.${key}`, 'must be a boolean');
-  return value;
-}
-
-function section(obj: Json, key: string, path: string, known: readonly string[]): Json {
-  const value = obj[key] ?? {};
-  const section = objectAt(value, `${path}.${key}`);
-  refuseUnknown(section, known, `${path}.${key}`);
-  return section;
-}
-
-function deepFreeze<T>(value: T): T {
-  // typed arrays (credential policies hold file bytes) cannot be frozen; they are copies nobody shares
-  if (typeof value === 'object' && value !== null && !ArrayBuffer.isView(value)) {
-    for (const child of Object.values(value)) deepFreeze(child);
-    Object.freeze(value);
-  }
-  return value;
 }
 
 /** Validate a raw config object (from JSON) on top of the defaults. `baseDir` resolves relative paths. */
