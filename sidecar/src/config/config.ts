@@ -2,8 +2,8 @@
  * Configuration: parsed once, validated, given defaults, frozen. Every number carries its
  * unit in its name. Unknown keys are refused (a typo must not silently fall back to a
  * default). Sources, later ones winning: built-in defaults, the JSON file named by
- * `PAVILION_CONFIG` (or passed explicitly), then a few environment overrides for the
- * things operators change most (`PAVILION_HTTP_HOST`, `PAVILION_HTTP_PORT`).
+ * `PAVILION_CONFIG` (or passed explicitly), then the environment overrides of
+ * `ENVIRONMENT_OVERRIDES` (`PAVILION_HTTP_PORT`, `PAVILION_NATS_URL`, ...).
  */
 import { availableParallelism } from 'node:os';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
@@ -305,12 +305,62 @@ export function defaultConfig(): PavilionConfig {
   };
 }
 
+/**
+ * An environment variable that overrides one config field (the Helm chart sets these: the HTTP
+ * listener, the NATS endpoint and credentials, the mounted bundle keys, Redis). Its value is
+ * written into the raw config before parsing, so it is validated like the file's value.
+ */
+interface EnvironmentOverride {
+  readonly name: string;
+  readonly section: 'http' | 'nats' | 'redis' | 'bundles';
+  readonly key: string;
+  /** From the variable's text to the field's JSON value (default: the text). */
+  readonly parse?: (text: string, name: string) => unknown;
+  /** Only when the config does not set the field itself. */
+  readonly unlessConfigured?: boolean;
+}
+
+const ENVIRONMENT_OVERRIDES: readonly EnvironmentOverride[] = [
+  { name: 'PAVILION_HTTP_HOST', section: 'http', key: 'host' },
+  { name: 'PAVILION_HTTP_PORT', section: 'http', key: 'port', parse: integerText },
+  { name: 'PAVILION_NATS_URL', section: 'nats', key: 'servers', parse: (text) => text.split(',').map((u) => u.trim()).filter((u) => u !== '') },
+  // a NATS endpoint also selects the NATS bundle source, unless the config names a source
+  { name: 'PAVILION_NATS_URL', section: 'bundles', key: 'source', parse: () => 'nats', unlessConfigured: true },
+  { name: 'PAVILION_NATS_CREDS', section: 'nats', key: 'credsFile' },
+  { name: 'PAVILION_BUNDLE_KEYS_DIR', section: 'bundles', key: 'keysDirectory' },
+  { name: 'PAVILION_REDIS_URL', section: 'redis', key: 'url' },
+  { name: 'PAVILION_REDIS_PASSWORD', section: 'redis', key: 'password' },
+];
+
+function integerText(text: string, name: string): number {
+  const value = Number(text);
+  if (!Number.isInteger(value)) fail(name, 'must be an integer');
+  return value;
+}
+
+/**
+ * Write the set environment overrides into `root` (copying each section it touches). An empty
+ * variable is unset: `PAVILION_HTTP_HOST=` must not bind every interface.
+ */
+function overlayEnvironment(root: Json, env: NodeJS.ProcessEnv): void {
+  for (const override of ENVIRONMENT_OVERRIDES) {
+    const text = env[override.name];
+    if (text === undefined || text === '') continue;
+    const path = `$.${override.section}`;
+    const section = { ...(root[override.section] === undefined ? {} : objectAt(root[override.section], path)) };
+    if (override.unlessConfigured === true && section[override.key] !== undefined) continue;
+    section[override.key] = override.parse === undefined ? text : override.parse(text, override.name);
+    root[override.section] = section;
+  }
+}
+
 /** Validate a raw config object (from JSON) on top of the defaults. `baseDir` resolves relative paths. */
 export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: NodeJS.ProcessEnv = {}): PavilionConfig {
   const d = defaultConfig();
   const root = { ...objectAt(raw ?? {}, '$') };
   refuseUnknown(root, ['labels', 'http', 'engine', 'bundles', 'decisionLog', 'tenants', 'shutdownTimeoutMs', 'extAuthz', 'keys', 'nats', 'credentials', 'redis'], '$');
   const p = (file: string): string => (isAbsolute(file) ? file : resolve(baseDir, file));
+  overlayEnvironment(root, env);
 
   const labels = section(root, 'labels', '$', ['id', 'version']);
   const http = section(root, 'http', '$', [
@@ -320,33 +370,6 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
     'workers', 'evaluationTimeoutMs', 'maxQueuedEvaluations', 'memoryInitialPages', 'memoryMaxBytes', 'cache',
   ]);
   const cache = section(engine, 'cache', '$.engine', ['enabled', 'maxEntries', 'maxBytes', 'maxKeyBytes']);
-  // Environment overrides the Helm chart sets: NATS endpoint and credentials, the mounted
-  // bundle verification keys. PAVILION_NATS_URL also selects the NATS source unless the
-  // config names a source itself.
-  const natsUrl = env['PAVILION_NATS_URL'] === '' ? undefined : env['PAVILION_NATS_URL'];
-  const natsCreds = env['PAVILION_NATS_CREDS'] === '' ? undefined : env['PAVILION_NATS_CREDS'];
-  if (natsUrl !== undefined || natsCreds !== undefined) {
-    const nats = { ...(root['nats'] === undefined ? {} : objectAt(root['nats'], '$.nats')) };
-    if (natsUrl !== undefined) nats['servers'] = natsUrl.split(',').map((u) => u.trim()).filter((u) => u !== '');
-    if (natsCreds !== undefined) nats['credsFile'] = natsCreds;
-    root['nats'] = nats;
-    const bundlesRaw = { ...(root['bundles'] === undefined ? {} : objectAt(root['bundles'], '$.bundles')) };
-    if (natsUrl !== undefined && bundlesRaw['source'] === undefined) bundlesRaw['source'] = 'nats';
-    root['bundles'] = bundlesRaw;
-  }
-  // Redis endpoint and password (the chart exports them from values and a Secret)
-  const redisUrl = env['PAVILION_REDIS_URL'] === '' ? undefined : env['PAVILION_REDIS_URL'];
-  const redisPassword = env['PAVILION_REDIS_PASSWORD'] === '' ? undefined : env['PAVILION_REDIS_PASSWORD'];
-  if (redisUrl !== undefined || redisPassword !== undefined) {
-    const redis = { ...(root['redis'] === undefined ? {} : objectAt(root['redis'], '$.redis')) };
-    if (redisUrl !== undefined) redis['url'] = redisUrl;
-    if (redisPassword !== undefined) redis['password'] = redisPassword;
-    root['redis'] = redis;
-  }
-  const keysDirOverride = env['PAVILION_BUNDLE_KEYS_DIR'] === '' ? undefined : env['PAVILION_BUNDLE_KEYS_DIR'];
-  if (keysDirOverride !== undefined) {
-    root['bundles'] = { ...(root['bundles'] === undefined ? {} : objectAt(root['bundles'], '$.bundles')), keysDirectory: keysDirOverride };
-  }
   const bundles = section(root, 'bundles', '$', ['source', 'directory', 'maxCompressedBytes', 'maxUncompressedBytes', 'keysDirectory', 'persistDirectory', 'watchIntervalMs']);
   const bundleSource = str(bundles, 'source', '$.bundles', d.bundles.source);
   if (bundleSource !== 'directory' && bundleSource !== 'nats') fail('$.bundles.source', "must be 'directory' or 'nats'");
@@ -392,13 +415,8 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
     };
   });
 
-  // An empty override is unset: `PAVILION_HTTP_HOST=` must not bind every interface.
-  const hostOverride = env['PAVILION_HTTP_HOST'] === '' ? undefined : env['PAVILION_HTTP_HOST'];
-  const host = hostOverride ?? str(http, 'host', '$.http', d.http.host);
-  const portText = env['PAVILION_HTTP_PORT'] === '' ? undefined : env['PAVILION_HTTP_PORT'];
-  const port = portText === undefined
-    ? int(http, 'port', '$.http', d.http.port, 0, 65535)
-    : int({ port: Number(portText) }, 'port', 'PAVILION_HTTP_PORT', d.http.port, 0, 65535);
+  const host = str(http, 'host', '$.http', d.http.host);
+  const port = int(http, 'port', '$.http', d.http.port, 0, 65535);
 
   const memoryInitialPages = int(engine, 'memoryInitialPages', '$.engine', d.engine.memoryInitialPages, 1, 65536);
   const memoryMaxBytes = int(engine, 'memoryMaxBytes', '$.engine', d.engine.memoryMaxBytes, 1 * MiB, 4096 * MiB);
