@@ -191,6 +191,17 @@ describe('checkpoints and proofs', () => {
     await log.stop(5000);
   });
 
+  it('consistencyProofBetween is the one range check: sizes below 1, not integers, from > to, past the end -> ERR_AUDIT_RANGE_INVALID', async () => {
+    const dir = await tempDir();
+    const log = await openLog(dir, SoftwareSigner.generate(), { checkpointEveryEvents: 4 });
+    for (let i = 0; i < 8; i++) await log.append(decisionEvent(i));
+    for (const [from, to] of [[0, 4], [1.5, 4], [4, 0], [8, 4], [4, 9], [Number.NaN, undefined], [9, undefined]] as Array<[number, number | undefined]>) {
+      assert.throws(() => log.consistencyProofBetween(from, to), (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_RANGE_INVALID), `${from}..${String(to)}`);
+    }
+    assert.equal(log.consistencyProofBetween(4).new_checkpoint.tree_size, 8);
+    await log.stop(5000);
+  });
+
   it('refuses each kind of bad decision proof with its code', async () => {
     const dir = await tempDir();
     const signer = SoftwareSigner.generate();

@@ -73,6 +73,17 @@ describe('config', () => {
     assert.equal(empty.http.host, '127.0.0.1', 'an empty override does not bind every interface');
     assert.equal(empty.http.port, 8181, 'an empty override does not pick a random port');
   });
+
+  test('an environment override is validated like the file value it replaces, and the caller\'s sections stay as they were', () => {
+    invalid({}, /\$\.http\.port: must be an integer between 0 and 65535/, { PAVILION_HTTP_PORT: '70000' });
+    invalid({}, /\$\.redis\.url/, { PAVILION_REDIS_URL: 'http://cache.example' });
+    invalid({ redis: 'redis://a:6379' }, /\$\.redis: must be an object/, { PAVILION_REDIS_PASSWORD: 'p' });
+    const raw = { http: { port: 1 }, redis: { url: 'redis://a:6379' } };
+    const config = parseConfig(raw, '/', { PAVILION_HTTP_PORT: '2', PAVILION_REDIS_PASSWORD: 'p' });
+    assert.equal(config.http.port, 2);
+    assert.equal(config.redis?.password, 'p');
+    assert.deepEqual(raw, { http: { port: 1 }, redis: { url: 'redis://a:6379' } });
+  });
 });
 
 describe('bundle signing keys, tenants and NATS distribution config', () => {

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parseConfig, sampleCredentialsConfig } from '../sidecar/src/config/index.ts';
 import { sampleContext } from '../sidecar/src/credentials/samples.ts';
-import { ErrorCodes } from '../sidecar/src/lib/errors.ts';
+import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
 import { rejectsWith } from './credentials/fixtures.ts';
 
 describe('credentials config section', () => {
@@ -43,6 +43,18 @@ describe('credentials config section', () => {
     await rejectsWith(() => withPolicy({ statusLists: { ttlMs: 60_000, maxAgeMs: 30_000 } }), ErrorCodes.CONFIG_INVALID);
     await rejectsWith(() => withPolicy({ trustAnchors: [{ issuer: 'did:key:z6Mk' }] }), ErrorCodes.CONFIG_INVALID);
     await rejectsWith(() => withPolicy({ keyBinding: { required: 'yes' } }), ErrorCodes.CONFIG_INVALID);
+  });
+
+  it('refuses a bad policy field in the same words as any other config field, naming its path', () => {
+    const refused = (policy: Record<string, unknown>, pattern: RegExp): void => {
+      assert.throws(() => withPolicy(policy), (e: unknown) => isPavilionError(e, ErrorCodes.CONFIG_INVALID) && pattern.test(e.message), String(pattern));
+    };
+    refused({ keyBinding: { required: 'yes' } }, /^config \$\.credentials\.bank\.keyBinding\.required: must be a boolean$/);
+    refused({ presentations: { requireIssuedChallenge: 1 } }, /^config \$\.credentials\.bank\.presentations\.requireIssuedChallenge: must be a boolean$/);
+    refused({ statusLists: { ttl: 5 } }, /^config \$\.credentials\.bank\.statusLists\.ttl: unknown key$/);
+    refused({ maxChainDepth: 1.5 }, /^config \$\.credentials\.bank\.maxChainDepth: must be an integer between 0 and 8$/);
+    refused({ accumulators: [{ id: 'a', issuer: '' }] }, /^config \$\.credentials\.bank\.accumulators\[0\]\.issuer: must be a non-empty string$/);
+    assert.throws(() => parseConfig({ engine: { workers: true } }), (e: unknown) => isPavilionError(e, ErrorCodes.CONFIG_INVALID) && /^config \$\.engine\.workers: must be an integer between/.test(e.message));
   });
 
   it('defaults to the sample tenants\' committed policies, only without a section and with the directory source', () => {

@@ -49,6 +49,19 @@ describe('VC-JWT', () => {
     await rejectsWith(v.verify('bank', `${Buffer.from(JSON.stringify({ alg: 'none', kid: issuer.kid, typ: 'vc+jwt' })).toString('base64url')}.${p}.`), ErrorCodes.CREDENTIAL_SIGNATURE_INVALID);
     await rejectsWith(v.verify('bank', await issueVcJwt(kycCredential(issuer.did, { validUntil: '2026-02-01T00:00:00Z' }), issuer)), ErrorCodes.CREDENTIAL_EXPIRED);
   });
+
+  it('checks freshness on every call: a VC-JWT verified (and cached) while valid is refused once it expired', async () => {
+    const { issuer, issuerP256 } = await keys();
+    const v = await verifier({ trustAnchors: [{ issuer: issuer.did, credentialTypes: ['KycCredential'] }, { issuer: issuerP256.did, credentialTypes: ['KycCredential'] }] });
+    const jose = await issueVcJwt(kycCredential(issuer.did, { validUntil: new Date(NOW_MS + 3_600_000).toISOString() }), issuer);
+    await v.verify('bank', jose, { nowMs: NOW_MS });
+    await rejectsWith(v.verify('bank', jose, { nowMs: NOW_MS + 2 * 3_600_000 }), ErrorCodes.CREDENTIAL_EXPIRED);
+    const { validFrom: _f, validUntil: _u, issuer: _i, ...vc } = kycCredential(issuerP256.did, { '@context': ['https://www.w3.org/2018/credentials/v1'] });
+    const legacy = await issueVcJwt(vc, issuerP256, 'vc-1.1-jwt', { iss: issuerP256.did, sub: 'did:example:alice', nbf: NOW_S - 3600, exp: NOW_S + 3600 });
+    await v.verify('bank', legacy, { nowMs: NOW_MS });
+    await rejectsWith(v.verify('bank', legacy, { nowMs: NOW_MS + 2 * 3_600_000 }), ErrorCodes.CREDENTIAL_EXPIRED);
+    await rejectsWith(v.verify('bank', legacy, { nowMs: NOW_MS - 2 * 3_600_000 }), ErrorCodes.CREDENTIAL_NOT_YET_VALID);
+  });
 });
 
 async function sdJwt(issuer: SampleKey, holder: SampleKey | undefined, extra: Record<string, unknown> = {}): Promise<string> {

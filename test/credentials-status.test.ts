@@ -8,12 +8,12 @@ import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { ErrorCodes } from '../sidecar/src/lib/errors.ts';
 import { ACCUMULATOR_ENTRY_TYPE, AccumulatorIssuer, MIN_STATUS_LIST_BITS, WITNESS_BYTES, elementFor, encodeStatusList, encodeWitness, prepareAccumulatorKey, signAccumulatorState, updateWitness, verifyMembership } from '../sidecar/src/credentials/index.ts';
-import { SAMPLE_CONTEXT_URL, jwsAlgorithm, type SampleKey } from '../sidecar/src/credentials/samples.ts';
+import { SAMPLE_CONTEXT_URL, jwsAlgorithm, presentDataIntegrity, type SampleKey } from '../sidecar/src/credentials/samples.ts';
 import { bitAt } from '../sidecar/src/credentials/bitstring-status-list.ts';
 import { createHash } from 'node:crypto';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { readFileSync } from 'node:fs';
-import { NOW_MS, VC_V2, keys, kycCredential, rejectsWith, signed, trusting, verifier } from './credentials/fixtures.ts';
+import { CHALLENGE, DOMAIN, NOW_MS, VC_V2, issuerLoader, keys, kycCredential, rejectsWith, signed, trusting, verifier } from './credentials/fixtures.ts';
 
 const LIST_URL = 'https://status.bank.example/lists/1';
 const SUSPENSION_URL = 'https://status.bank.example/lists/2';
@@ -124,6 +124,20 @@ describe('Bitstring Status List', () => {
     const { issuer } = await keys();
     const v = await verifier({ ...trusting(issuer.did), statusLists: { requiredForTypes: ['KycCredential'] } });
     await rejectsWith(v.verify('bank', await signed(kycCredential(issuer.did), issuer)), ErrorCodes.CREDENTIAL_STATUS_UNAVAILABLE);
+  });
+
+  it('a credential whose proof is cached is still checked for status, alone or inside a presentation', async () => {
+    const { issuer, holder } = await keys();
+    const v = await verifier(trusting(issuer.did));
+    await v.admitStatusList('bank', LIST_URL, await statusList(issuer, LIST_URL, 'revocation', []));
+    const credential = await signed(kycCredential(issuer.did, { credentialSubject: { id: holder.did, kycLevel: 'full' }, credentialStatus: entry(5) }), issuer);
+    const alone = await v.verify('bank', credential);
+    const first = await v.verifyPresentation('bank', await presentDataIntegrity([credential], holder, { challenge: CHALLENGE, domain: DOMAIN }, issuerLoader()), { challenge: CHALLENGE, domain: DOMAIN });
+    assert.equal(first.credentials[0]?.credentialHash, alone.credentialHash, 'one cache key for the credential, inside a presentation or not');
+    await v.admitStatusList('bank', LIST_URL, await statusList(issuer, LIST_URL, 'revocation', [5], { validFrom: '2026-05-02T00:00:00Z' }));
+    await rejectsWith(v.verify('bank', credential), ErrorCodes.CREDENTIAL_REVOKED);
+    const second = await v.verifyPresentation('bank', await presentDataIntegrity([credential], holder, { challenge: 'c-2', domain: DOMAIN }, issuerLoader()), { challenge: 'c-2', domain: DOMAIN });
+    assert.deepEqual(second.errors.map((e) => [e.index, e.code]), [[0, ErrorCodes.CREDENTIAL_REVOKED]]);
   });
 });
 
@@ -249,6 +263,23 @@ describe('BLS12-381 accumulator', () => {
     await rejectsWith(v.admitAccumulatorState('bank', await sign(issuer, first)), ErrorCodes.CREDENTIAL_STATUS_INVALID);
     const jws = await sign(issuer);
     await rejectsWith(v.admitAccumulatorState('bank', `${jws.slice(0, -4)}AAAA`), ErrorCodes.CREDENTIAL_SIGNATURE_INVALID);
+  });
+
+  it('reads a state only through the verified JWS: malformed, wrong typ, or an algorithm other than the key\'s is refused', async () => {
+    const { issuer } = await keys();
+    const acc = AccumulatorIssuer.create('urn:accumulator:bank:3', seeded('bank-acc-3'));
+    const v = await verifier({ ...trusting(issuer.did), accumulators: [{ id: acc.id, issuer: issuer.did, publicKeyHex: Buffer.from(acc.publicKey).toString('hex') }] });
+    const jws = await signAccumulatorState(acc.state(), { kid: issuer.kid, privateJwk: issuer.privateJwk, alg: jwsAlgorithm(issuer) }, Math.floor(NOW_MS / 1000));
+    const [h, p, sig] = jws.split('.') as [string, string, string];
+    const header = JSON.parse(Buffer.from(h, 'base64url').toString('utf8')) as Record<string, unknown>;
+    const withHeader = (over: Record<string, unknown>): string => `${Buffer.from(JSON.stringify({ ...header, ...over })).toString('base64url')}.${p}.${sig}`;
+    for (const bad of ['not a jws', `${h}.${p}`, `${h}.${p}.${sig}.x`, `!!.${p}.${sig}`]) {
+      await rejectsWith(v.admitAccumulatorState('bank', bad), ErrorCodes.CREDENTIAL_STATUS_INVALID);
+    }
+    await rejectsWith(v.admitAccumulatorState('bank', withHeader({ typ: 'JWT' })), ErrorCodes.CREDENTIAL_STATUS_INVALID);
+    await rejectsWith(v.admitAccumulatorState('bank', withHeader({ alg: jwsAlgorithm(issuer) === 'EdDSA' ? 'ES256' : 'EdDSA' })), ErrorCodes.CREDENTIAL_SIGNATURE_INVALID);
+    await rejectsWith(v.admitAccumulatorState('bank', withHeader({ alg: 'HS256' })), ErrorCodes.CREDENTIAL_SIGNATURE_INVALID);
+    assert.equal(await v.admitAccumulatorState('bank', jws), 0);
   });
 });
 

@@ -523,6 +523,15 @@ describe('shadow mode: a staged revision evaluated on live traffic beside the ac
     assert.equal(shadowReport()?.revision, 'shadow-candidate', 'the previous shadow stays');
   });
 
+  test('a shadow revision passes the activation gate: an unsigned one is refused before it is loaded', async () => {
+    const unsigned = await buildFixtureBundle({
+      modules: { 'bank/authz.rego': candidate.replace('shadow-candidate', 'shadow-unsigned') }, entrypoints: ['bank/authz/allow', 'bank/authz/rev'], roots: ['bank'], revision: 'shadow-unsigned',
+    });
+    await store.pushShadow('bank', unsigned, { revision: 'shadow-unsigned', pushedBy: 'carol' });
+    await until('shadow refusal', async () => (await refusalCode(sidecar)) === 'ERR_BUNDLE_SIGNATURE_MISSING');
+    assert.equal(shadowReport()?.revision, 'shadow-candidate', 'the previous shadow stays');
+  });
+
   test('promote deploys the shadow revision and ends shadow mode; end-shadow stops it without deploying', async () => {
     await store.pushShadow('bank', await bundleOf(candidate, 'shadow-candidate'), { revision: 'shadow-candidate', pushedBy: 'carol' });
     await store.promoteShadow('bank', { pushedBy: 'carol' });

@@ -94,15 +94,16 @@ describe('ext_authz: bad input always gets a well-formed CheckResponse', () => {
       fixture('undef', 'allow := true if input.nothing_here'),
     ]);
     app = await startPavilion({
-      bundles: { envoy_demo: demo, envoy_demo_dry: demo, conflict, slow, shape, undef },
+      bundles: { envoy_demo: demo, envoy_demo_dry: demo, conflict, slow, shape, undef, undef_dry: undef },
       config: {
-        tenants: [{ id: 'envoy_demo' }, { id: 'envoy_demo_dry', namespace: 'envoy_demo' }, { id: 'conflict' }, { id: 'slow' }, { id: 'shape' }, { id: 'undef' }],
+        tenants: [{ id: 'envoy_demo' }, { id: 'envoy_demo_dry', namespace: 'envoy_demo' }, { id: 'conflict' }, { id: 'slow' }, { id: 'shape' }, { id: 'undef' }, { id: 'undef_dry', namespace: 'undef' }],
         extAuthz: {
           grpc: { port: 0, maxReceiveMessageBytes: TRANSPORT_LIMIT },
           tenantFrom: { header: 'x-pavilion-tenant' },
           maxRequestBodyBytes: BODY_LIMIT,
           tenants: {
             envoy_demo_dry: { path: 'envoy_demo/envoy/authz/allow', dryRun: true },
+            undef_dry: { path: 'undef/envoy/authz/allow', dryRun: true },
             conflict: { failureStatus: 503 },
             slow: { timeoutMs: SLOW_TIMEOUT_MS },
           },
@@ -194,6 +195,17 @@ describe('ext_authz: bad input always gets a well-formed CheckResponse', () => {
     assert.equal(structToJson(response['dynamicMetadata'])['status'], 401);
     const logged = await event(s.decisionId);
     assert.equal((logged['result'] as { allowed: boolean }).allowed, false);
+    assert.deepEqual(logged['ext_authz'], { transport: 'grpc', allowed: true, dry_run: true });
+  });
+
+  test('dry run: a failure is answered OK too, and its code is logged', async () => {
+    const response = await client.check(checkRequest('undef_dry'));
+    const s = seen(response);
+    assert.equal(s.code, 0);
+    assert.ok(response['okResponse'] !== undefined);
+    assert.equal(structToJson(response['dynamicMetadata'])['error_code'], 'ERR_EXTAUTHZ_DECISION_UNDEFINED');
+    const logged = await event(s.decisionId);
+    assert.equal((logged['error'] as { code?: string } | undefined)?.code, 'ERR_EXTAUTHZ_DECISION_UNDEFINED');
     assert.deepEqual(logged['ext_authz'], { transport: 'grpc', allowed: true, dry_run: true });
   });
 

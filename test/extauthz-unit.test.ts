@@ -177,7 +177,7 @@ describe('request bodies (envoyauth/request.go getParsedBody)', () => {
 });
 
 describe('decision -> CheckResponse (envoyauth/response.go, internal/internal.go)', () => {
-  const options = { decisionId: 'd-1', dryRun: false };
+  const options = { decisionId: 'd-1' };
 
   test('booleans: OK / PERMISSION_DENIED, no http_response, decision_id in dynamic metadata', () => {
     assert.deepEqual(decisionToCheckResponse(true, options).response, { status: { code: 0 }, dynamicMetadata: { decision_id: 'd-1' } });
@@ -231,16 +231,6 @@ describe('decision -> CheckResponse (envoyauth/response.go, internal/internal.go
     ]) {
       assert.equal(code(() => decisionToCheckResponse(bad, options)), ErrorCodes.EXTAUTHZ_DECISION_INVALID, JSON.stringify(bad));
     }
-  });
-
-  test('dry run: a denial becomes OK with an empty ok_response; its dynamic metadata stays', () => {
-    const mapped = decisionToCheckResponse({ allowed: false, http_status: 401, dynamic_metadata: { why: 'x' } }, { decisionId: 'd', dryRun: true });
-    assert.equal(mapped.allowed, false);
-    assert.deepEqual(mapped.response, {
-      status: { code: 0 },
-      okResponse: { headers: [], headersToRemove: [], responseHeadersToAdd: [], queryParametersToSet: [], queryParametersToRemove: [] },
-      dynamicMetadata: { why: 'x', decision_id: 'd' },
-    });
   });
 
   test('failure response: PERMISSION_DENIED, the configured status, the code in status.message and metadata', () => {
@@ -351,7 +341,7 @@ describe('wire codec (sidecar/proto, Envoy field numbers)', () => {
   });
 
   test('responses round-trip: oneof, Struct dynamic metadata, header options', () => {
-    const { response } = decisionToCheckResponse({ allowed: true, headers: { a: ['1', '2'] }, dynamic_metadata: { n: 2, o: { l: [1, 'x', null, false] } } }, { decisionId: 'd', dryRun: false });
+    const { response } = decisionToCheckResponse({ allowed: true, headers: { a: ['1', '2'] }, dynamic_metadata: { n: 2, o: { l: [1, 'x', null, false] } } }, { decisionId: 'd' });
     const back = codec.decodeResponse(codec.encodeResponse(response));
     assert.deepEqual(json(back), {
       status: {},

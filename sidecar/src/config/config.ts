@@ -2,14 +2,15 @@
  * Configuration: parsed once, validated, given defaults, frozen. Every number carries its
  * unit in its name. Unknown keys are refused (a typo must not silently fall back to a
  * default). Sources, later ones winning: built-in defaults, the JSON file named by
- * `PAVILION_CONFIG` (or passed explicitly), then a few environment overrides for the
- * things operators change most (`PAVILION_HTTP_HOST`, `PAVILION_HTTP_PORT`).
+ * `PAVILION_CONFIG` (or passed explicitly), then the environment overrides of
+ * `ENVIRONMENT_OVERRIDES` (`PAVILION_HTTP_PORT`, `PAVILION_NATS_URL`, ...).
  */
 import { availableParallelism } from 'node:os';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
 import { REPO_ROOT } from '../lib/tools.ts';
+import { bool, deepFreeze, fail, int, objectAt, refuseUnknown, section, str, type Json } from '../lib/config-fields.ts';
 
 import { TENANT_ID_PATTERN } from '../lib/tenant-id.ts';
 import { parseFieldPointer } from '../lib/field-pointer.ts';
@@ -304,58 +305,53 @@ export function defaultConfig(): PavilionConfig {
   };
 }
 
-type Json = Record<string, unknown>;
-
-function fail(path: string, message: string): never {
-  throw new PavilionError(ErrorCodes.CONFIG_INVALID, `config ${path}: ${message}`);
+/**
+ * An environment variable that overrides one config field (the Helm chart sets these: the HTTP
+ * listener, the NATS endpoint and credentials, the mounted bundle keys, Redis). Its value is
+ * written into the raw config before parsing, so it is validated like the file's value.
+ */
+interface EnvironmentOverride {
+  readonly name: string;
+  readonly section: 'http' | 'nats' | 'redis' | 'bundles';
+  readonly key: string;
+  /** From the variable's text to the field's JSON value (default: the text). */
+  readonly parse?: (text: string, name: string) => unknown;
+  /** Only when the config does not set the field itself. */
+  readonly unlessConfigured?: boolean;
 }
 
-function objectAt(value: unknown, path: string): Json {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) fail(path, 'must be an object');
-  return value as Json;
+const ENVIRONMENT_OVERRIDES: readonly EnvironmentOverride[] = [
+  { name: 'PAVILION_HTTP_HOST', section: 'http', key: 'host' },
+  { name: 'PAVILION_HTTP_PORT', section: 'http', key: 'port', parse: integerText },
+  { name: 'PAVILION_NATS_URL', section: 'nats', key: 'servers', parse: (text) => text.split(',').map((u) => u.trim()).filter((u) => u !== '') },
+  // a NATS endpoint also selects the NATS bundle source, unless the config names a source
+  { name: 'PAVILION_NATS_URL', section: 'bundles', key: 'source', parse: () => 'nats', unlessConfigured: true },
+  { name: 'PAVILION_NATS_CREDS', section: 'nats', key: 'credsFile' },
+  { name: 'PAVILION_BUNDLE_KEYS_DIR', section: 'bundles', key: 'keysDirectory' },
+  { name: 'PAVILION_REDIS_URL', section: 'redis', key: 'url' },
+  { name: 'PAVILION_REDIS_PASSWORD', section: 'redis', key: 'password' },
+];
+
+function integerText(text: string, name: string): number {
+  const value = Number(text);
+  if (!Number.isInteger(value)) fail(name, 'must be an integer');
+  return value;
 }
 
-function refuseUnknown(obj: Json, known: readonly string[], path: string): void {
-  for (const key of Object.keys(obj)) if (!known.includes(key)) fail(`${path}.${key}`, 'unknown key');
-}
-
-function int(obj: Json, key: string, path: string, fallback: number, min: number, max: number): number {
-  const value = obj[key];
-  if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-    fail(`${path}.${key}`, `must be an integer between ${min} and ${max}`);
+/**
+ * Write the set environment overrides into `root` (copying each section it touches). An empty
+ * variable is unset: `PAVILION_HTTP_HOST=` must not bind every interface.
+ */
+function overlayEnvironment(root: Json, env: NodeJS.ProcessEnv): void {
+  for (const override of ENVIRONMENT_OVERRIDES) {
+    const text = env[override.name];
+    if (text === undefined || text === '') continue;
+    const path = `$.${override.section}`;
+    const section = { ...(root[override.section] === undefined ? {} : objectAt(root[override.section], path)) };
+    if (override.unlessConfigured === true && section[override.key] !== undefined) continue;
+    section[override.key] = override.parse === undefined ? text : override.parse(text, override.name);
+    root[override.section] = section;
   }
-  return value;
-}
-
-function str(obj: Json, key: string, path: string, fallback: string): string {
-  const value = obj[key];
-  if (value === undefined) return fallback;
-  if (typeof value !== 'string' || value === '') fail(`${path}.${key}`, 'must be a non-empty string');
-  return value;
-}
-
-function bool(obj: Json, key: string, path: string, fallback: boolean): boolean {
-  const value = obj[key];
-  if (value === undefined) return fallback;
-  if (typeof value !== 'boolean') fail(`${path}.${key}`, 'must be a boolean');
-  return value;
-}
-
-function section(obj: Json, key: string, path: string, known: readonly string[]): Json {
-  const value = obj[key] ?? {};
-  const section = objectAt(value, `${path}.${key}`);
-  refuseUnknown(section, known, `${path}.${key}`);
-  return section;
-}
-
-function deepFreeze<T>(value: T): T {
-  // typed arrays (credential policies hold file bytes) cannot be frozen; they are copies nobody shares
-  if (typeof value === 'object' && value !== null && !ArrayBuffer.isView(value)) {
-    for (const child of Object.values(value)) deepFreeze(child);
-    Object.freeze(value);
-  }
-  return value;
 }
 
 /** Validate a raw config object (from JSON) on top of the defaults. `baseDir` resolves relative paths. */
@@ -364,6 +360,7 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
   const root = { ...objectAt(raw ?? {}, '$') };
   refuseUnknown(root, ['labels', 'http', 'engine', 'bundles', 'decisionLog', 'tenants', 'shutdownTimeoutMs', 'extAuthz', 'keys', 'nats', 'credentials', 'redis'], '$');
   const p = (file: string): string => (isAbsolute(file) ? file : resolve(baseDir, file));
+  overlayEnvironment(root, env);
 
   const labels = section(root, 'labels', '$', ['id', 'version']);
   const http = section(root, 'http', '$', [
@@ -373,33 +370,6 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
     'workers', 'evaluationTimeoutMs', 'maxQueuedEvaluations', 'memoryInitialPages', 'memoryMaxBytes', 'cache',
   ]);
   const cache = section(engine, 'cache', '$.engine', ['enabled', 'maxEntries', 'maxBytes', 'maxKeyBytes']);
-  // Environment overrides the Helm chart sets: NATS endpoint and credentials, the mounted
-  // bundle verification keys. PAVILION_NATS_URL also selects the NATS source unless the
-  // config names a source itself.
-  const natsUrl = env['PAVILION_NATS_URL'] === '' ? undefined : env['PAVILION_NATS_URL'];
-  const natsCreds = env['PAVILION_NATS_CREDS'] === '' ? undefined : env['PAVILION_NATS_CREDS'];
-  if (natsUrl !== undefined || natsCreds !== undefined) {
-    const nats = { ...(root['nats'] === undefined ? {} : objectAt(root['nats'], '$.nats')) };
-    if (natsUrl !== undefined) nats['servers'] = natsUrl.split(',').map((u) => u.trim()).filter((u) => u !== '');
-    if (natsCreds !== undefined) nats['credsFile'] = natsCreds;
-    root['nats'] = nats;
-    const bundlesRaw = { ...(root['bundles'] === undefined ? {} : objectAt(root['bundles'], '$.bundles')) };
-    if (natsUrl !== undefined && bundlesRaw['source'] === undefined) bundlesRaw['source'] = 'nats';
-    root['bundles'] = bundlesRaw;
-  }
-  // Redis endpoint and password (the chart exports them from values and a Secret)
-  const redisUrl = env['PAVILION_REDIS_URL'] === '' ? undefined : env['PAVILION_REDIS_URL'];
-  const redisPassword = env['PAVILION_REDIS_PASSWORD'] === '' ? undefined : env['PAVILION_REDIS_PASSWORD'];
-  if (redisUrl !== undefined || redisPassword !== undefined) {
-    const redis = { ...(root['redis'] === undefined ? {} : objectAt(root['redis'], '$.redis')) };
-    if (redisUrl !== undefined) redis['url'] = redisUrl;
-    if (redisPassword !== undefined) redis['password'] = redisPassword;
-    root['redis'] = redis;
-  }
-  const keysDirOverride = env['PAVILION_BUNDLE_KEYS_DIR'] === '' ? undefined : env['PAVILION_BUNDLE_KEYS_DIR'];
-  if (keysDirOverride !== undefined) {
-    root['bundles'] = { ...(root['bundles'] === undefined ? {} : objectAt(root['bundles'], '$.bundles')), keysDirectory: keysDirOverride };
-  }
   const bundles = section(root, 'bundles', '$', ['source', 'directory', 'maxCompressedBytes', 'maxUncompressedBytes', 'keysDirectory', 'persistDirectory', 'watchIntervalMs']);
   const bundleSource = str(bundles, 'source', '$.bundles', d.bundles.source);
   if (bundleSource !== 'directory' && bundleSource !== 'nats') fail('$.bundles.source', "must be 'directory' or 'nats'");
@@ -445,13 +415,8 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
     };
   });
 
-  // An empty override is unset: `PAVILION_HTTP_HOST=` must not bind every interface.
-  const hostOverride = env['PAVILION_HTTP_HOST'] === '' ? undefined : env['PAVILION_HTTP_HOST'];
-  const host = hostOverride ?? str(http, 'host', '$.http', d.http.host);
-  const portText = env['PAVILION_HTTP_PORT'] === '' ? undefined : env['PAVILION_HTTP_PORT'];
-  const port = portText === undefined
-    ? int(http, 'port', '$.http', d.http.port, 0, 65535)
-    : int({ port: Number(portText) }, 'port', 'PAVILION_HTTP_PORT', d.http.port, 0, 65535);
+  const host = str(http, 'host', '$.http', d.http.host);
+  const port = int(http, 'port', '$.http', d.http.port, 0, 65535);
 
   const memoryInitialPages = int(engine, 'memoryInitialPages', '$.engine', d.engine.memoryInitialPages, 1, 65536);
   const memoryMaxBytes = int(engine, 'memoryMaxBytes', '$.engine', d.engine.memoryMaxBytes, 1 * MiB, 4096 * MiB);

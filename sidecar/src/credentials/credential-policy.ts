@@ -23,12 +23,12 @@
  *   }
  */
 import { createHash } from 'node:crypto';
+import { bool, deepFreeze, fail, int, objectAt, refuseUnknown, section, str, type Json } from '../lib/config-fields.ts';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
 import type { PinnedAccumulator } from './accumulator-registry.ts';
 import type { PinnedDidDocument } from './did-resolver.ts';
 import type { FreshnessPolicy } from './freshness.ts';
 import type { TrustAnchor } from './issuer-trust.ts';
-import { isObject, type JsonObject } from './json.ts';
 import type { TenantContext } from './pinned-contexts.ts';
 
 export interface CredentialPolicy {
@@ -95,51 +95,19 @@ export function defaultCredentialPolicy(tenantId: string): CredentialPolicy {
   };
 }
 
-function fail(path: string, message: string, cause?: unknown): never {
-  throw new PavilionError(ErrorCodes.CONFIG_INVALID, `credentials ${path}: ${message}`, cause === undefined ? {} : { cause });
-}
-
-function obj(value: unknown, path: string): JsonObject {
-  if (!isObject(value)) fail(path, 'must be an object');
-  return value;
-}
-
-function known(o: JsonObject, keys: readonly string[], path: string): void {
-  for (const key of Object.keys(o)) if (!keys.includes(key)) fail(`${path}.${key}`, 'unknown key');
-}
-
-function int(o: JsonObject, key: string, path: string, fallback: number, min: number, max: number): number {
-  const v = o[key];
-  if (v === undefined) return fallback;
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || v > max) fail(`${path}.${key}`, `must be an integer between ${min} and ${max}`);
-  return v;
-}
-
-function strings(o: JsonObject, key: string, path: string): string[] | undefined {
+/** An optional array of non-empty strings. */
+function strings(o: Json, key: string, path: string): string[] | undefined {
   const v = o[key];
   if (v === undefined) return undefined;
   if (!Array.isArray(v) || !v.every((s) => typeof s === 'string' && s !== '')) fail(`${path}.${key}`, 'must be an array of non-empty strings');
   return v as string[];
 }
 
-function str(o: JsonObject, key: string, path: string): string {
-  const v = o[key];
-  if (typeof v !== 'string' || v === '') fail(`${path}.${key}`, 'must be a non-empty string');
-  return v;
-}
-
-function arr(o: JsonObject, key: string, path: string): unknown[] {
+/** An array (absent: empty). */
+function arr(o: Json, key: string, path: string): unknown[] {
   const v = o[key] ?? [];
   if (!Array.isArray(v)) fail(`${path}.${key}`, 'must be an array');
   return v;
-}
-
-function deepFreeze<T>(value: T): T {
-  if (typeof value === 'object' && value !== null && !(value instanceof Uint8Array)) {
-    for (const child of Object.values(value)) deepFreeze(child);
-    Object.freeze(value);
-  }
-  return value;
 }
 
 const DAY_MS = 24 * 60 * 60_000;
@@ -156,8 +124,8 @@ export function parseCredentialPolicy(
 ): CredentialPolicy {
   const d = defaultCredentialPolicy(tenantId);
   const p = `$.credentials.${tenantId}`;
-  const root = obj(raw ?? {}, p);
-  known(root, ['maxCredentialBytes', 'clockSkewMs', 'maxAgeMsByType', 'defaultMaxAgeMs', 'contexts', 'didWeb', 'trustAnchors', 'accreditations', 'maxChainDepth', 'statusLists', 'accumulators', 'accumulatorMaxAgeMs', 'keyBinding', 'presentations', 'domain', 'statusListFiles', 'statusListUrls', 'tokenStatusListFiles', 'tokenStatusListUrls', 'accumulatorStateFiles'], p);
+  const root = objectAt(raw ?? {}, p);
+  refuseUnknown(root, ['maxCredentialBytes', 'clockSkewMs', 'maxAgeMsByType', 'defaultMaxAgeMs', 'contexts', 'didWeb', 'trustAnchors', 'accreditations', 'maxChainDepth', 'statusLists', 'accumulators', 'accumulatorMaxAgeMs', 'keyBinding', 'presentations', 'domain', 'statusListFiles', 'statusListUrls', 'tokenStatusListFiles', 'tokenStatusListUrls', 'accumulatorStateFiles'], p);
 
   const read = (path: string, at: string): Uint8Array => {
     try {
@@ -167,15 +135,15 @@ export function parseCredentialPolicy(
     }
   };
 
-  const maxAgeRaw = obj(root['maxAgeMsByType'] ?? {}, `${p}.maxAgeMsByType`);
+  const maxAgeRaw = objectAt(root['maxAgeMsByType'] ?? {}, `${p}.maxAgeMsByType`);
   const maxAgeMsByType: Record<string, number> = {};
   for (const type of Object.keys(maxAgeRaw)) maxAgeMsByType[type] = int(maxAgeRaw, type, `${p}.maxAgeMsByType`, 0, 1, 100 * 365 * DAY_MS);
   const defaultMaxAgeMs = root['defaultMaxAgeMs'] === undefined ? undefined : int(root, 'defaultMaxAgeMs', p, 0, 1, 100 * 365 * DAY_MS);
 
   const contexts = arr(root, 'contexts', p).map((c, i): TenantContext => {
     const at = `${p}.contexts[${i}]`;
-    const o = obj(c, at);
-    known(o, ['url', 'sha256Hex', 'path'], at);
+    const o = objectAt(c, at);
+    refuseUnknown(o, ['url', 'sha256Hex', 'path'], at);
     const sha256Hex = str(o, 'sha256Hex', at);
     if (!/^[0-9a-fA-F]{64}$/.test(sha256Hex)) fail(`${at}.sha256Hex`, 'must be 64 hex digits');
     const bytes = read(str(o, 'path', at), at);
@@ -188,8 +156,8 @@ export function parseCredentialPolicy(
 
   const didWeb = arr(root, 'didWeb', p).map((c, i): PinnedDidDocument => {
     const at = `${p}.didWeb[${i}]`;
-    const o = obj(c, at);
-    known(o, ['did', 'sha256Hex', 'path'], at);
+    const o = objectAt(c, at);
+    refuseUnknown(o, ['did', 'sha256Hex', 'path'], at);
     const did = str(o, 'did', at);
     if (!did.startsWith('did:web:')) fail(`${at}.did`, 'must be a did:web');
     const bytes = read(str(o, 'path', at), at);
@@ -203,13 +171,13 @@ export function parseCredentialPolicy(
     } catch (error) {
       fail(at, 'document is not JSON', error);
     }
-    return { did, document: obj(document, at) };
+    return { did, document: objectAt(document, at) };
   });
 
   const trustAnchors = arr(root, 'trustAnchors', p).map((a, i): TrustAnchor => {
     const at = `${p}.trustAnchors[${i}]`;
-    const o = obj(a, at);
-    known(o, ['issuer', 'credentialTypes', 'claims', 'maxValidityMs'], at);
+    const o = objectAt(a, at);
+    refuseUnknown(o, ['issuer', 'credentialTypes', 'claims', 'maxValidityMs'], at);
     const claims = strings(o, 'claims', at);
     const maxValidityMs = o['maxValidityMs'] === undefined ? undefined : int(o, 'maxValidityMs', at, 0, 1, 100 * 365 * DAY_MS);
     return {
@@ -220,32 +188,27 @@ export function parseCredentialPolicy(
     };
   });
 
-  const statusRaw = obj(root['statusLists'] ?? {}, `${p}.statusLists`);
-  known(statusRaw, ['ttlMs', 'maxAgeMs', 'requiredForTypes'], `${p}.statusLists`);
+  const statusRaw = section(root, 'statusLists', p, ['ttlMs', 'maxAgeMs', 'requiredForTypes']);
   const ttlMs = int(statusRaw, 'ttlMs', `${p}.statusLists`, d.statusLists.ttlMs, 1000, 7 * DAY_MS);
   const statusMaxAgeMs = int(statusRaw, 'maxAgeMs', `${p}.statusLists`, Math.max(d.statusLists.maxAgeMs, ttlMs), 1000, 30 * DAY_MS);
   if (statusMaxAgeMs < ttlMs) fail(`${p}.statusLists.maxAgeMs`, 'must be at least ttlMs');
 
   const accumulators = arr(root, 'accumulators', p).map((a, i): PinnedAccumulator => {
     const at = `${p}.accumulators[${i}]`;
-    const o = obj(a, at);
-    known(o, ['id', 'issuer', 'publicKeyHex'], at);
+    const o = objectAt(a, at);
+    refuseUnknown(o, ['id', 'issuer', 'publicKeyHex'], at);
     return { id: str(o, 'id', at), issuer: str(o, 'issuer', at), publicKeyHex: str(o, 'publicKeyHex', at).toLowerCase() };
   });
 
-  const kb = obj(root['keyBinding'] ?? {}, `${p}.keyBinding`);
-  known(kb, ['required', 'maxAgeMs'], `${p}.keyBinding`);
-  if (kb['required'] !== undefined && typeof kb['required'] !== 'boolean') fail(`${p}.keyBinding.required`, 'must be a boolean');
-  const presentations = obj(root['presentations'] ?? {}, `${p}.presentations`);
-  known(presentations, ['challengeLifetimeMs', 'requireIssuedChallenge'], `${p}.presentations`);
-  if (presentations['requireIssuedChallenge'] !== undefined && typeof presentations['requireIssuedChallenge'] !== 'boolean') {
-    fail(`${p}.presentations.requireIssuedChallenge`, 'must be a boolean');
-  }
+  const kb = section(root, 'keyBinding', p, ['required', 'maxAgeMs']);
+  const keyBindingRequired = bool(kb, 'required', `${p}.keyBinding`, d.keyBinding.required);
+  const presentations = section(root, 'presentations', p, ['challengeLifetimeMs', 'requireIssuedChallenge']);
+  const requireIssuedChallenge = bool(presentations, 'requireIssuedChallenge', `${p}.presentations`, d.presentations.requireIssuedChallenge);
 
   const initialStatusLists = arr(root, 'statusListFiles', p).map((f, i) => {
     const at = `${p}.statusListFiles[${i}]`;
-    const o = obj(f, at);
-    known(o, ['url', 'path'], at);
+    const o = objectAt(f, at);
+    refuseUnknown(o, ['url', 'path'], at);
     const path = str(o, 'path', at);
     return { url: str(o, 'url', at), path: resolvePath(path), bytes: read(path, at) };
   });
@@ -271,8 +234,8 @@ export function parseCredentialPolicy(
   const statusListUrls = statusUrls('statusListUrls', initialStatusLists, 'statusListFiles');
   const initialTokenStatusLists = arr(root, 'tokenStatusListFiles', p).map((f, i) => {
     const at = `${p}.tokenStatusListFiles[${i}]`;
-    const o = obj(f, at);
-    known(o, ['uri', 'path'], at);
+    const o = objectAt(f, at);
+    refuseUnknown(o, ['uri', 'path'], at);
     const path = str(o, 'path', at);
     return { uri: str(o, 'uri', at), path: resolvePath(path), jwt: Buffer.from(read(path, at)).toString('utf8').trim() };
   });
@@ -307,12 +270,12 @@ export function parseCredentialPolicy(
     accumulators,
     accumulatorMaxAgeMs: int(root, 'accumulatorMaxAgeMs', p, d.accumulatorMaxAgeMs, 1000, 30 * DAY_MS),
     keyBinding: {
-      required: (kb['required'] as boolean | undefined) ?? d.keyBinding.required,
+      required: keyBindingRequired,
       maxAgeMs: int(kb, 'maxAgeMs', `${p}.keyBinding`, d.keyBinding.maxAgeMs, 1000, DAY_MS),
     },
     presentations: {
       challengeLifetimeMs: int(presentations, 'challengeLifetimeMs', `${p}.presentations`, d.presentations.challengeLifetimeMs, 1000, DAY_MS),
-      requireIssuedChallenge: (presentations['requireIssuedChallenge'] as boolean | undefined) ?? d.presentations.requireIssuedChallenge,
+      requireIssuedChallenge,
     },
   });
 }

@@ -161,7 +161,8 @@ export class CredentialVerifier {
   async #verifyOne(tenantId: string, credential: unknown, options: VerifyOptions, consumed: Set<string>): Promise<VerifiedFactsV1> {
     const tenant = this.#tenant(tenantId);
     const nowMs = options.nowMs ?? this.#clock();
-    const { hash } = this.#measure(tenant, credential);
+    // the proof cache key, per credential: a presentation's credentials each get their own
+    const hash = sha256Hex(this.#measure(tenant, credential));
     if (isObject(credential) && stringsOf(credential['type']).includes('VerifiablePresentation')) {
       throw new PavilionError(ErrorCodes.CREDENTIAL_FORMAT_UNSUPPORTED, 'a presentation: use verifyPresentation');
     }
@@ -181,7 +182,7 @@ export class CredentialVerifier {
   async #verifyPresentation(tenantId: string, presentation: unknown, options: VerifyOptions, consumed: Set<string>): Promise<PresentationResultV1> {
     const tenant = this.#tenant(tenantId);
     const nowMs = options.nowMs ?? this.#clock();
-    this.#measure(tenant, presentation);
+    this.#measure(tenant, presentation); // size only: a presentation is not cached, so not hashed
     if (!isObject(presentation) || !stringsOf(presentation['type']).includes('VerifiablePresentation')) {
       throw new PavilionError(ErrorCodes.CREDENTIAL_MALFORMED, 'not a VerifiablePresentation');
     }
@@ -283,7 +284,8 @@ export class CredentialVerifier {
     return tenant;
   }
 
-  #measure(tenant: TenantRuntime, credential: unknown): { text: string; hash: string } {
+  /** The credential as received (its text), within the tenant's size limit. */
+  #measure(tenant: TenantRuntime, credential: unknown): string {
     let text: string;
     if (typeof credential === 'string') text = credential;
     else if (isObject(credential)) {
@@ -296,7 +298,7 @@ export class CredentialVerifier {
     if (Buffer.byteLength(text) > tenant.policy.maxCredentialBytes) {
       throw new PavilionError(ErrorCodes.CREDENTIAL_TOO_LARGE, `credential exceeds ${tenant.policy.maxCredentialBytes} bytes`);
     }
-    return { text, hash: sha256Hex(text) };
+    return text;
   }
 
   async #proof(tenant: TenantRuntime, credential: unknown, hash: string, options: VerifyOptions, nowMs: number, consumed: Set<string>): Promise<ProofOutcome> {
@@ -329,8 +331,8 @@ export class CredentialVerifier {
       }
       const cached = this.#cached(tenant, hash);
       if (cached !== undefined) return cached;
+      // freshness is #finish's, which runs on every call, cached or not
       const { view, proofType } = await verifyVcJwt(credential, tenant.dids);
-      checkFreshness(view.window, view.types, nowMs, policy.freshness);
       return this.#remember(tenant, hash, { format: 'vc+jwt', ...viewFacts(view), proofType });
     }
     const cached = this.#cached(tenant, hash);

@@ -8,7 +8,8 @@ import { createPublicKey, verify as cryptoVerify, type KeyObject } from 'node:cr
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
 import { isObject } from './json.ts';
 
-export type JwsAlgorithm = 'EdDSA' | 'ES256';
+export const JWS_ALGORITHMS = ['EdDSA', 'ES256'] as const;
+export type JwsAlgorithm = (typeof JWS_ALGORITHMS)[number];
 
 export function publicKeyFromJwk(jwk: unknown): KeyObject {
   if (!isObject(jwk) || 'd' in jwk) throw new PavilionError(ErrorCodes.CREDENTIAL_KEY_UNSUPPORTED, 'a public JWK is required');

@@ -255,7 +255,7 @@ export class CheckService {
       return this.#failure(decisionId, settings.failureStatus, failure, input);
     }
     try {
-      const mapped = decisionToCheckResponse(decision.result, { decisionId, dryRun: settings.dryRun });
+      const mapped = decisionToCheckResponse(decision.result, { decisionId });
       if (context.transport === 'http') assertHttpExpressible(mapped.response);
       return { response: mapped.response, code: undefined, message: undefined, policyAllowed: mapped.allowed, decision, input };
     } catch (error) {

@@ -16,8 +16,8 @@
  *   and `http_status` (an integer Envoy's StatusCode enum knows; default 403) go into
  *   `denied_response`. A field of the wrong type is an error. Fields of the other branch
  *   are not looked at.
- * - Dry run: a denial becomes status OK with an empty `ok_response`; the real decision is
- *   what gets logged.
+ * - Dry run is not applied here: the check service applies it once to whatever it answers
+ *   (a decision or a failure), and the real outcome is what gets logged.
  * - `dynamic_metadata.decision_id` is always set to the decision id (it overrides a value
  *   the policy gave).
  *
@@ -76,12 +76,11 @@ export interface CheckResponse {
 
 export interface DecisionOptions {
   readonly decisionId: string;
-  readonly dryRun: boolean;
 }
 
 export interface MappedDecision {
   readonly response: CheckResponse;
-  /** What the policy decided (before dry run). */
+  /** What the policy decided (dry run is applied later, by the check service, to every outcome). */
   readonly allowed: boolean;
 }
 
@@ -212,14 +211,6 @@ export function decisionToCheckResponse(result: unknown, options: DecisionOption
       response = { ...response, deniedResponse: { status: { code: httpStatus(result) }, headers, body: bodyValue } };
     }
     if (dynamicMetadata !== undefined) response = { ...response, dynamicMetadata };
-  }
-  if (options.dryRun && !allowed) {
-    const { deniedResponse: _denied, ...rest } = response;
-    response = {
-      ...rest,
-      status: { code: RpcCode.OK },
-      okResponse: { headers: [], headersToRemove: [], responseHeadersToAdd: [], queryParametersToSet: [], queryParametersToRemove: [] },
-    };
   }
   response = { ...response, dynamicMetadata: { ...response.dynamicMetadata, decision_id: options.decisionId } };
   return { response, allowed };

@@ -104,6 +104,26 @@ interface TenantEntry {
   shadow: ShadowState | undefined;
 }
 
+/** The steps of the gate that differ between an activation and a shadow staging. */
+interface GateSteps {
+  /** After the signature: true stops the gate there (these bytes are already in place). */
+  readonly unchanged: (bundle: Bundle) => boolean;
+  /** After the signature, before loading: throws to refuse the revision (the replay check). */
+  readonly admit?: (bundle: Bundle, signature: SignatureInfo) => void;
+  /** The engine variant to load as (the shadow revision is loaded beside the active one). */
+  readonly variant?: string;
+  readonly phase?: (name: ActivationPhase) => void;
+}
+
+/** A revision that passed the gate: loaded, its test vectors passed, not yet swapped in. */
+interface GatePassed {
+  readonly bundle: Bundle;
+  readonly signature: SignatureInfo;
+  readonly compiled: CompiledPolicy;
+  readonly tests: readonly DecisionTest[];
+  readonly loaded: LoadedPolicy;
+}
+
 /** One delta data update (OPA `patch.json` semantics) on top of a tenant's snapshot. */
 export interface DeltaUpdate {
   /** The deploy (pointer sequence) of the snapshot this delta applies to. */
@@ -249,30 +269,20 @@ export class TenantManager implements Component {
     };
     try {
       entry.lastSuccessfulDownload = new Date().toISOString();
-      const bundle = await readBundle(archive, { tenant, namespace: entry.config.namespace, limits: this.#options.limits });
-      phase('read');
-      // Compile and inspect the Wasm (in the sandbox worker, off this thread) while the
-      // signature is checked here: the sandbox exists so that an unverified module is safe
-      // to inspect, and a refused signature still wins (it is awaited first).
-      const compiling = compilePolicy(bundle, { initialMemoryPages: this.#options.memoryInitialPages });
-      compiling.catch(() => undefined);
-      const signature = await verifyBundleSignature(bundle.files, this.#trustStore().policyFor(entry.config, entry.explicit));
-      phase('verify');
       const current = engine.active(tenant);
-      if (current?.bundleDigest === bundle.digest) {
+      const passed = await this.#passGate(entry, archive, {
+        phase,
         // Already serving these bytes (a resync, or a pointer re-announced): nothing to swap.
+        unchanged: (bundle) => current?.bundleDigest === bundle.digest,
+        admit: (bundle, signature) => this.#checkReplay(entry, bundle, signature, origin),
+      });
+      if (passed === undefined) {
         entry.origin = origin;
         entry.lastError = undefined;
-        return current;
+        return current as ActivePolicy;
       }
-      this.#checkReplay(entry, bundle, signature, origin);
-      const tests = decisionTests(bundle, this.#options.maxDecisionTests);
-      const compiled = await compiling;
-      phase('compile');
-      loaded = await engine.load(compiled);
-      phase('load');
-      await this.#runDecisionTests(loaded, tests);
-      phase('test');
+      const { bundle, signature, compiled, tests } = passed;
+      loaded = passed.loaded;
       const active = engine.promote(loaded);
       loaded = undefined;
       phase('swap');
@@ -305,6 +315,41 @@ export class TenantManager implements Component {
   }
 
   /**
+   * The gate every revision passes, for activation and for shadow mode alike: read and
+   * structural checks, signature, the caller's admission check, compile, load beside the
+   * active revision, decision test vectors. Returns what passed, loaded but not swapped in,
+   * or undefined when `unchanged` says these bytes are already in place. A failure throws,
+   * with nothing left loaded.
+   */
+  async #passGate(entry: TenantEntry, archive: Buffer, steps: GateSteps): Promise<GatePassed | undefined> {
+    const phase = steps.phase ?? ((): void => undefined);
+    const bundle = await readBundle(archive, { tenant: entry.config.id, namespace: entry.config.namespace, limits: this.#options.limits });
+    phase('read');
+    // Compile and inspect the Wasm (in the sandbox worker, off this thread) while the
+    // signature is checked here: the sandbox exists so that an unverified module is safe
+    // to inspect, and a refused signature still wins (it is awaited first).
+    const compiling = compilePolicy(bundle, { initialMemoryPages: this.#options.memoryInitialPages });
+    compiling.catch(() => undefined);
+    const signature = await verifyBundleSignature(bundle.files, this.#trustStore().policyFor(entry.config, entry.explicit));
+    phase('verify');
+    if (steps.unchanged(bundle)) return undefined;
+    steps.admit?.(bundle, signature);
+    const tests = decisionTests(bundle, this.#options.maxDecisionTests);
+    const compiled = await compiling;
+    phase('compile');
+    const loaded = await this.#options.engine.load(steps.variant === undefined ? compiled : { ...compiled, variant: steps.variant });
+    phase('load');
+    try {
+      await this.#runDecisionTests(loaded, tests);
+    } catch (error) {
+      this.#options.engine.discard(loaded);
+      throw error;
+    }
+    phase('test');
+    return { bundle, signature, compiled, tests, loaded };
+  }
+
+  /**
    * Shadow mode: put a revision through the same gate as an activation (structure,
    * signature, compile, test vectors) and load it beside the active one, without swapping;
    * every live decision is then also evaluated on it and the differences counted.
@@ -315,16 +360,15 @@ export class TenantManager implements Component {
     const run = entry.queue.then(async () => {
       let loaded: LoadedPolicy | undefined;
       try {
-        const bundle = await readBundle(archive, { tenant, namespace: entry.config.namespace, limits: this.#options.limits });
-        await verifyBundleSignature(bundle.files, this.#trustStore().policyFor(entry.config, entry.explicit));
-        if (entry.shadow?.digest === bundle.digest) return shadowReport(entry.shadow);
-        const tests = decisionTests(bundle, this.#options.maxDecisionTests);
-        const compiled = await compilePolicy(bundle, { initialMemoryPages: this.#options.memoryInitialPages });
-        loaded = await this.#options.engine.load({ ...compiled, variant: 'shadow' });
-        await this.#runDecisionTests(loaded, tests);
+        const passed = await this.#passGate(entry, archive, {
+          unchanged: (bundle) => entry.shadow?.digest === bundle.digest,
+          variant: 'shadow',
+        });
+        if (passed === undefined) return shadowReport(entry.shadow as ShadowState);
+        loaded = passed.loaded;
         this.#endShadow(entry);
         entry.shadow = {
-          loaded, revision: bundle.revision, digest: bundle.digest, since: new Date().toISOString(), sequence,
+          loaded, revision: passed.bundle.revision, digest: passed.bundle.digest, since: new Date().toISOString(), sequence,
           evaluations: 0, differences: 0, errors: 0, samples: [],
         };
         this.#options.engine.setShadow(tenant, loaded);
