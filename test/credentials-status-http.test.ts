@@ -52,20 +52,26 @@ describe('status lists over HTTP', () => {
     }, issuer));
   }
 
+  /** A started gate for the bank tenant: lists kept 60 s (TTL), trusted 10 min, refreshed every 50 ms. */
+  async function startGate(raw: Record<string, unknown>, clock: () => number): Promise<CredentialGate> {
+    const gate = new CredentialGate({
+      policies: [policy({ ...raw, statusLists: { ttlMs: 60_000, maxAgeMs: 600_000 } })],
+      refreshIntervalMs: 50,
+      maxCredentialsPerRequest: 4,
+      proofWorkers: 0,
+      proofJobTimeoutMs: 5000,
+      clock,
+    });
+    await gate.start();
+    return gate;
+  }
+
   it('fetched at start and past its TTL; unreachable at start fails closed with health WARN until it is fetched', async () => {
     const { issuer } = await keys();
     const url = `${base}/lists/1`;
     answers.set('/lists/1', { status: 503, body: 'later' });
     let now = NOW_MS;
-    const gate = new CredentialGate({
-      policies: [policy({ ...trusting(issuer.did), statusListUrls: [url], statusLists: { ttlMs: 60_000, maxAgeMs: 600_000 } })],
-      refreshIntervalMs: 50,
-      maxCredentialsPerRequest: 4,
-      proofWorkers: 0,
-      proofJobTimeoutMs: 5000,
-      clock: () => now,
-    });
-    await gate.start();
+    const gate = await startGate({ ...trusting(issuer.did), statusListUrls: [url] }, () => now);
     try {
       const credential = await signed(kycCredential(issuer.did, { credentialStatus: { id: `${url}#5`, type: 'BitstringStatusListEntry', statusPurpose: 'revocation', statusListIndex: '5', statusListCredential: url } }), issuer);
       assert.equal(gate.status().state, 'WARN');
@@ -98,15 +104,7 @@ describe('status lists over HTTP', () => {
     });
     answers.set('/tokens/1', { status: 503, body: 'later' });
     let now = NOW_MS;
-    const gate = new CredentialGate({
-      policies: [policy({ ...trusting(issuer.did), keyBinding: { required: false }, tokenStatusListUrls: [url], statusLists: { ttlMs: 60_000, maxAgeMs: 600_000 } })],
-      refreshIntervalMs: 50,
-      maxCredentialsPerRequest: 4,
-      proofWorkers: 0,
-      proofJobTimeoutMs: 5000,
-      clock: () => now,
-    });
-    await gate.start();
+    const gate = await startGate({ ...trusting(issuer.did), keyBinding: { required: false }, tokenStatusListUrls: [url] }, () => now);
     try {
       const credential = await issueSdJwtVc(
         { iss: issuer.did, vct: 'KycCredential', iat: nowS - 3600, exp: nowS + 86_400, kyc_level: 'full', status: { status_list: { idx: 7, uri: url } } },
