@@ -137,10 +137,12 @@ async function startPipeline(directory: string, natsUrl: string | undefined, fsy
     createSigner: async () => SoftwareSigner.loadOrCreate(join(directory, 'checkpoint-key.pem')),
   });
   const key = new Uint8Array(32).fill(7);
+  // parsed once, as the sidecar parses its configured fields (not once per event)
+  const fields = [parsePseudonymField('/input/subject/id')];
   const masker = new DecisionMasker({
     // the rules come from a fixed list, not from Wasm evaluation of system.log.mask (the HTTP cases evaluate policy)
     policy: { evaluate: async (_tenant, rule) => (rule === 'mask' ? { present: true, result: MASK_RULES } : { present: false }) },
-    pseudonyms: { fields: () => [parsePseudonymField('/input/subject/id')], key: async () => key },
+    pseudonyms: { fields: () => fields, key: async () => key },
   });
   const sink = new MaskingDecisionSink(audit, masker);
   await sink.start();
