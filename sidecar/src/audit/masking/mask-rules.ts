@@ -18,6 +18,10 @@
  */
 import { ErrorCodes, PavilionError } from '../../lib/errors.ts';
 import type { DecisionEventV1 } from '../decision-event.ts';
+import { rebuildEvent } from './rebuild-event.ts';
+
+/** The members a masked event gets anew. */
+const MASKED_MEMBERS: ReadonlySet<string> = new Set(['input', 'result', 'erased', 'masked']);
 
 export interface MaskRule {
   readonly op: 'remove' | 'upsert';
@@ -265,12 +269,10 @@ export function applyMaskRules(event: DecisionEventV1, rules: readonly MaskRule[
       masked.push(shown);
     }
   }
-  const { input: _input, result: _result, erased: _erased, masked: _masked, ...rest } = event;
-  return {
-    ...rest,
-    ...(state.input === undefined ? {} : { input: state.input }),
-    ...(state.result === undefined ? {} : { result: state.result }),
-    ...(erased.length === 0 ? {} : { erased }),
-    ...(masked.length === 0 ? {} : { masked }),
-  };
+  return rebuildEvent(event, MASKED_MEMBERS, {
+    input: state.input,
+    result: state.result,
+    erased: erased.length === 0 ? undefined : erased,
+    masked: masked.length === 0 ? undefined : masked,
+  });
 }

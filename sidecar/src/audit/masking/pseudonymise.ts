@@ -15,6 +15,9 @@ import { ErrorCodes, PavilionError } from '../../lib/errors.ts';
 import { parseFieldPointer, type FieldPointer } from '../../lib/field-pointer.ts';
 import { canonicalJson } from '../../lib/canonical-json.ts';
 import type { DecisionEventV1 } from '../decision-event.ts';
+import { rebuildEvent } from './rebuild-event.ts';
+
+const INPUT_AND_RESULT: ReadonlySet<string> = new Set(['input', 'result']);
 
 export const PSEUDONYM_PREFIX = 'hmac-sha256:';
 export const MIN_PSEUDONYM_KEY_BYTES = 32;
@@ -114,11 +117,5 @@ export function pseudonymiseEvent(event: DecisionEventV1, fields: readonly Pseud
     applied.push(field.pointer);
   }
   if (applied.length === (event.pseudonymised?.length ?? 0)) return event;
-  const { input: _input, result: _result, ...rest } = event;
-  return {
-    ...rest,
-    ...(state.input === undefined ? {} : { input: state.input }),
-    ...(state.result === undefined ? {} : { result: state.result }),
-    pseudonymised: applied,
-  };
+  return rebuildEvent(event, INPUT_AND_RESULT, { input: state.input, result: state.result, pseudonymised: applied });
 }
