@@ -10,8 +10,8 @@
  * cursor (`stream.cursor` next to it: the next leaf index and the byte offset after the last
  * acknowledged leaf, replaced atomically), publishes up to `maxInFlight` events, and moves the
  * cursor only over events JetStream acknowledged, in order (the file is replaced when the
- * forwarder catches up, fails or stops, and at most once a second while events keep coming:
- * a crash re-sends at most that second, as duplicates). It reads only up to the bytes the
+ * forwarder finds nothing new, fails or stops, and once a second while events keep coming:
+ * a crash re-sends at most about that second, as duplicates). It reads only up to the bytes the
  * log has written, follows new appends by polling, and while NATS is away keeps retrying with
  * a doubling wait (retryWaitMs up to 30x): the log keeps everything meanwhile, and `status()`
  * shows the backlog.
@@ -295,9 +295,9 @@ export class DecisionForwarder implements Component {
       await handle.close();
       // While events keep coming, the cursor file is written once a CURSOR_SAVE_INTERVAL_MS
       // (a crash re-sends at most that much, which JetStream drops as duplicates), not after
-      // every pass: a pass is a few milliseconds under load, and each write is an fsync.
-      const caughtUp = state.cursor.nextLeaf >= state.log.size;
-      if (!completed || caughtUp || this.#stopping || Date.now() - state.savedAtMs >= CURSOR_SAVE_INTERVAL_MS) {
+      // every pass: a pass is a few milliseconds under load, and each write is an fsync. The
+      // first pass that finds nothing new writes it (above), as do a failure and stop.
+      if (!completed || this.#stopping || Date.now() - state.savedAtMs >= CURSOR_SAVE_INTERVAL_MS) {
         await this.#save(state).catch((error: unknown) => {
           this.#lastError = `${tenant}: cannot write ${CURSOR_FILE}: ${describeThrown(error)}`;
         });
