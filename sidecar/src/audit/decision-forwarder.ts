@@ -22,7 +22,7 @@
  * on a dead connection is sent after a newer event; after any failure it reconnects and
  * re-sends from the acknowledged cursor.
  */
-import { open, readFile, rename } from 'node:fs/promises';
+import { open, readFile, rename, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { NatsConfig } from '../config/index.ts';
@@ -73,6 +73,8 @@ interface TenantState {
   saved: Cursor;
   /** When the cursor file was last written (Date.now()). */
   savedAtMs: number;
+  /** The log file, open for reading from the first pass until a pass fails or the forwarder stops. */
+  reader: FileHandle | undefined;
 }
 
 type ForwarderState = 'new' | 'connecting' | 'forwarding' | 'retrying' | 'stopped';
@@ -162,6 +164,7 @@ export class DecisionForwarder implements Component {
     }
     // A connection made after stop's deadline passed is not left open.
     await this.#disconnect();
+    for (const state of this.#tenants.values()) await this.#closeReader(state);
   }
 
   #sleep(ms: number): Promise<void> {
@@ -232,7 +235,7 @@ export class DecisionForwarder implements Component {
       this.#lastError = `${tenant}: the cursor (leaf ${cursor.nextLeaf}) is past the end of the audit log (${log.size} leaves); forwarding from the start`;
       cursor = { nextLeaf: 0, offset: FILE_HEADER_BYTES };
     }
-    const state: TenantState = { log, file, cursor, saved: { ...cursor }, savedAtMs: Date.now() };
+    const state: TenantState = { log, file, cursor, saved: { ...cursor }, savedAtMs: Date.now(), reader: undefined };
     this.#tenants.set(tenant, state);
     return state;
   }
@@ -247,7 +250,10 @@ export class DecisionForwarder implements Component {
       return false;
     }
     const subject = this.subject(tenant);
-    const handle = await open(state.log.path, 'r');
+    // kept open between passes: at a moderate rate a pass carries a few events, and opening
+    // and closing the file for each was two more trips to the thread pool
+    state.reader ??= await open(state.log.path, 'r');
+    const handle = state.reader;
     const inFlight: Array<{ ack: Promise<StreamAck>; nextLeaf: number; offset: number }> = [];
     let moved = false;
     let completed = false;
@@ -292,7 +298,7 @@ export class DecisionForwarder implements Component {
       while (inFlight.length > 0) await settle(inFlight.length);
       completed = true;
     } finally {
-      await handle.close();
+      if (!completed) await this.#closeReader(state);
       // While events keep coming, the cursor file is written once a CURSOR_SAVE_INTERVAL_MS
       // (a crash re-sends at most that much, which JetStream drops as duplicates), not after
       // every pass: a pass is a few milliseconds under load, and each write is an fsync. The
@@ -304,6 +310,12 @@ export class DecisionForwarder implements Component {
       }
     }
     return moved;
+  }
+
+  async #closeReader(state: TenantState): Promise<void> {
+    const reader = state.reader;
+    state.reader = undefined;
+    await reader?.close().catch(() => undefined);
   }
 
   /** Replace the cursor file atomically (write a temporary file, fsync it, rename). */
