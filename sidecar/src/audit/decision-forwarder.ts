@@ -93,6 +93,7 @@ export class DecisionForwarder implements Component {
   #failures = 0;
   #published = 0;
   #duplicates = 0;
+  #chunk: Buffer | undefined;
 
   constructor(options: DecisionForwarderOptions) {
     this.#options = options;
@@ -276,7 +277,9 @@ export class DecisionForwarder implements Component {
       const decoder = new FrameDecoder(state.cursor.offset);
       let position = state.cursor.offset;
       let expected = state.cursor.nextLeaf;
-      const chunk = Buffer.alloc(READ_CHUNK_BYTES);
+      // one read buffer for every pass (what is read is copied out of it before the next
+      // read): a zero-filled megabyte per pass was most of a short pass's cost
+      const chunk = (this.#chunk ??= Buffer.allocUnsafe(READ_CHUNK_BYTES));
       while (position < end && !this.#stopping) {
         const { bytesRead } = await handle.read(chunk, 0, Math.min(READ_CHUNK_BYTES, end - position), position);
         if (bytesRead === 0) break;
