@@ -250,7 +250,12 @@ async function streamDecisionIds(natsUrl: string): Promise<{ ids: Set<string>; m
   const nc = await connect({ servers: [natsUrl], reconnect: false, timeout: 2000 });
   const ids = new Set<string>();
   try {
-    const info = await (await jetstreamManager(nc)).streams.info(STREAM);
+    // no stream yet (the case runs first, BENCH_AUDIT_CASES): nothing in it
+    const info = await (await jetstreamManager(nc)).streams.info(STREAM).catch((error: unknown) => {
+      if (/not found/i.test(String(error))) return undefined;
+      throw error;
+    });
+    if (info === undefined) return { ids, messages: 0 };
     const total = info.state.messages;
     if (total === 0) return { ids, messages: 0 };
     const consumer = await jetstream(nc).consumers.get(STREAM);
