@@ -247,7 +247,7 @@ export class DecisionForwarder implements Component {
     if (js === undefined) throw new Error('not connected');
     const end = state.log.writtenBytes;
     if (state.cursor.offset >= end && state.cursor.nextLeaf >= state.log.size) {
-      await this.#save(state); // caught up: the file gets the cursor (a no-op when it has it)
+      await this.#saveOrRecord(tenant, state); // caught up: the file gets the cursor (a no-op when it has it)
       return false;
     }
     const subject = this.subject(tenant);
@@ -306,13 +306,16 @@ export class DecisionForwarder implements Component {
       // (a crash re-sends at most that much, which JetStream drops as duplicates), not after
       // every pass: a pass is a few milliseconds under load, and each write is an fsync. The
       // first pass that finds nothing new writes it (above), as do a failure and stop.
-      if (!completed || this.#stopping || Date.now() - state.savedAtMs >= CURSOR_SAVE_INTERVAL_MS) {
-        await this.#save(state).catch((error: unknown) => {
-          this.#lastError = `${tenant}: cannot write ${CURSOR_FILE}: ${describeThrown(error)}`;
-        });
-      }
+      if (!completed || this.#stopping || Date.now() - state.savedAtMs >= CURSOR_SAVE_INTERVAL_MS) await this.#saveOrRecord(tenant, state);
     }
     return moved;
+  }
+
+  /** Write the cursor file; a failure is recorded (status) and retried with the next write. */
+  async #saveOrRecord(tenant: string, state: TenantState): Promise<void> {
+    await this.#save(state).catch((error: unknown) => {
+      this.#lastError = `${tenant}: cannot write ${CURSOR_FILE}: ${describeThrown(error)}`;
+    });
   }
 
   async #closeReader(state: TenantState): Promise<void> {
