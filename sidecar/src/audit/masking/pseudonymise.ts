@@ -44,7 +44,9 @@ const MAX_REMEMBERED = 4096;
  * The pseudonyms under one key, remembering recent ones: the same identifiers come again and
  * again (a subject makes many requests), and `pseudonym` is a function of key and value, so a
  * remembered one is the one an HMAC would give. Holds a copy of the key; `hasKey` tells
- * whether it still is the given one.
+ * whether it still is the given one. What it remembers (recent identifiers in clear, with their
+ * pseudonyms) stays in this process's memory, as the events being masked do, and is never
+ * written anywhere.
  */
 export class PseudonymMemo {
   readonly #key: Buffer;
