@@ -14,6 +14,7 @@ import {
   Keyring,
   RecordType,
   SoftwareSigner,
+  decisionIdOf,
   decodeCheckpoint,
   encodeEvent,
   verifyDecisionProof,
@@ -257,6 +258,12 @@ describe('restart', () => {
     assert.equal(second.rootHash(10), before.root_hash);
     assert.equal((await second.append(decisionEvent(10))).leaf_index, 10);
     assert.equal(second.leafIndexOf('decision-000003'), 3, 'decisions from before the restart are still provable');
+    const { records } = await readRecords(dir);
+    const leaves = records.filter((r) => r.type === RecordType.LEAF);
+    assert.equal(leaves.length, 11);
+    for (const leaf of leaves) {
+      assert.equal(second.decisionIdAt(leaf.index), decisionIdOf(leaf.payload), `leaf ${leaf.index}: the id the payload carries, recovered or appended`);
+    }
     const proof = await second.proveInclusion('decision-000003');
     verifyDecisionProof(proof, ringOf(signer));
     await second.stop(5000);

@@ -17,6 +17,7 @@ import {
   applyMaskRules,
   parseMaskRules,
   parsePseudonymField,
+  pseudonym,
   pseudonymiseEvent,
   type DecisionEventV1,
   type LogPolicy,
@@ -202,6 +203,21 @@ describe('keyed pseudonymisation', () => {
     assert.equal((event.input as { subject: { id: string } }).subject.id, 'alice', 'the original event is untouched');
     const other = pseudonymiseEvent(event, fields, Buffer.alloc(32, 8));
     assert.notEqual((other.input as { subject: { id: string } }).subject.id, input.subject.id, 'another tenant key, another pseudonym');
+  });
+
+  it('a masker remembering recent pseudonyms gives what the HMAC gives, and starts over when the key changes', async () => {
+    let tenantKey: Uint8Array = key;
+    const masker = new DecisionMasker({ pseudonyms: { fields: () => fields, key: async () => tenantKey } });
+    const logged = async (id: string): Promise<string> => {
+      const outcome = await masker.process(decisionEvent(4, { input: { subject: { id } } }));
+      assert.equal(outcome.kind, 'log');
+      return ((outcome.kind === 'log' ? outcome.event.input : undefined) as { subject: { id: string } }).subject.id;
+    };
+    for (let round = 0; round < 2; round++) {
+      for (const id of ['alice', 'bob', 'alice']) assert.equal(await logged(id), pseudonym(key, id), `${id}, round ${round}`);
+    }
+    tenantKey = Buffer.alloc(32, 9);
+    assert.equal(await logged('alice'), pseudonym(tenantKey, 'alice'), 'a rotated key: pseudonyms under the new key');
   });
 
   it('skips missing fields and refuses short keys and bad pointers', () => {

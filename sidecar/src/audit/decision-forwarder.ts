@@ -9,7 +9,9 @@
  * The audit log is the write-ahead log: the forwarder reads each tenant's `audit.wal` from a
  * cursor (`stream.cursor` next to it: the next leaf index and the byte offset after the last
  * acknowledged leaf, replaced atomically), publishes up to `maxInFlight` events, and moves the
- * cursor only over events JetStream acknowledged, in order. It reads only up to the bytes the
+ * cursor only over events JetStream acknowledged, in order (the file is replaced when the
+ * forwarder finds nothing new, fails or stops, and once a second while events keep coming:
+ * a crash re-sends at most about that second, as duplicates). It reads only up to the bytes the
  * log has written, follows new appends by polling, and while NATS is away keeps retrying with
  * a doubling wait (retryWaitMs up to 30x): the log keeps everything meanwhile, and `status()`
  * shows the backlog.
@@ -20,7 +22,7 @@
  * on a dead connection is sent after a newer event; after any failure it reconnects and
  * re-sends from the acknowledged cursor.
  */
-import { open, readFile, rename } from 'node:fs/promises';
+import { open, readFile, rename, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { NatsConfig } from '../config/index.ts';
@@ -69,6 +71,10 @@ interface TenantState {
   cursor: Cursor;
   /** The cursor in the file (it is written only when it moved). */
   saved: Cursor;
+  /** When the cursor file was last written (Date.now()). */
+  savedAtMs: number;
+  /** The log file, open for reading from the first pass until a pass fails or the forwarder stops. */
+  reader: FileHandle | undefined;
 }
 
 type ForwarderState = 'new' | 'connecting' | 'forwarding' | 'retrying' | 'stopped';
@@ -87,6 +93,7 @@ export class DecisionForwarder implements Component {
   #failures = 0;
   #published = 0;
   #duplicates = 0;
+  #chunk: Buffer | undefined;
 
   constructor(options: DecisionForwarderOptions) {
     this.#options = options;
@@ -158,6 +165,7 @@ export class DecisionForwarder implements Component {
     }
     // A connection made after stop's deadline passed is not left open.
     await this.#disconnect();
+    for (const state of this.#tenants.values()) await this.#closeReader(state);
   }
 
   #sleep(ms: number): Promise<void> {
@@ -228,7 +236,7 @@ export class DecisionForwarder implements Component {
       this.#lastError = `${tenant}: the cursor (leaf ${cursor.nextLeaf}) is past the end of the audit log (${log.size} leaves); forwarding from the start`;
       cursor = { nextLeaf: 0, offset: FILE_HEADER_BYTES };
     }
-    const state: TenantState = { log, file, cursor, saved: { ...cursor } };
+    const state: TenantState = { log, file, cursor, saved: { ...cursor }, savedAtMs: Date.now(), reader: undefined };
     this.#tenants.set(tenant, state);
     return state;
   }
@@ -238,29 +246,40 @@ export class DecisionForwarder implements Component {
     const js = this.#js;
     if (js === undefined) throw new Error('not connected');
     const end = state.log.writtenBytes;
-    if (state.cursor.offset >= end && state.cursor.nextLeaf >= state.log.size) return false;
+    if (state.cursor.offset >= end && state.cursor.nextLeaf >= state.log.size) {
+      await this.#saveOrRecord(tenant, state); // caught up: the file gets the cursor (a no-op when it has it)
+      return false;
+    }
     const subject = this.subject(tenant);
-    const handle = await open(state.log.path, 'r');
+    // kept open between passes: at a moderate rate a pass carries a few events, and opening
+    // and closing the file for each was two more trips to the thread pool
+    state.reader ??= await open(state.log.path, 'r');
+    const handle = state.reader;
     const inFlight: Array<{ ack: Promise<StreamAck>; nextLeaf: number; offset: number }> = [];
     let moved = false;
-    let savedAt = Date.now();
-    const settleFirst = async (): Promise<void> => {
-      const first = inFlight.shift()!;
-      if ((await first.ack).duplicate) this.#duplicates++;
-      state.cursor = { nextLeaf: first.nextLeaf, offset: first.offset };
-      this.#published++;
-      this.#options.metrics?.auditStreamPublished.inc({ tenant });
-      moved = true;
-      if (Date.now() - savedAt >= CURSOR_SAVE_INTERVAL_MS) {
-        savedAt = Date.now();
-        await this.#save(state);
+    let completed = false;
+    // Settle the oldest `count` in order. Publishing then resumes for as many at once: the
+    // client writes what was published within one turn to the socket together, where
+    // settling one and publishing one in turn made a socket write per event.
+    const settle = async (count: number): Promise<void> => {
+      for (let i = 0; i < count && inFlight.length > 0; i++) {
+        const first = inFlight.shift()!;
+        if ((await first.ack).duplicate) this.#duplicates++;
+        state.cursor = { nextLeaf: first.nextLeaf, offset: first.offset };
+        this.#published++;
+        this.#options.metrics?.auditStreamPublished.inc({ tenant });
+        moved = true;
       }
+      if (Date.now() - state.savedAtMs >= CURSOR_SAVE_INTERVAL_MS) await this.#save(state);
     };
+    const burst = Math.max(1, Math.floor(this.#options.maxInFlight / 2));
     try {
       const decoder = new FrameDecoder(state.cursor.offset);
       let position = state.cursor.offset;
       let expected = state.cursor.nextLeaf;
-      const chunk = Buffer.alloc(READ_CHUNK_BYTES);
+      // one read buffer for every pass (what is read is copied out of it before the next
+      // read): a zero-filled megabyte per pass was most of a short pass's cost
+      const chunk = (this.#chunk ??= Buffer.allocUnsafe(READ_CHUNK_BYTES));
       while (position < end && !this.#stopping) {
         const { bytesRead } = await handle.read(chunk, 0, Math.min(READ_CHUNK_BYTES, end - position), position);
         if (bytesRead === 0) break;
@@ -268,28 +287,46 @@ export class DecisionForwarder implements Component {
         for (const record of decoder.push(Buffer.from(chunk.subarray(0, bytesRead)))) {
           if (record.type !== RecordType.LEAF || record.index < expected) continue;
           if (record.index !== expected) throw new Error(`${state.log.path}: leaf ${record.index} at byte ${record.offset}, expected leaf ${expected}`);
-          const decisionId = decisionIdOf(record.payload);
+          // the log knows each leaf's decision id: no JSON parse of every payload
+          const decisionId = record.index < state.log.size ? state.log.decisionIdAt(record.index) : decisionIdOf(record.payload);
           const frameEnd = record.offset + record.payload.length + FRAME_OVERHEAD_BYTES;
           expected = record.index + 1;
-          if (inFlight.length >= this.#options.maxInFlight) await settleFirst();
+          if (inFlight.length >= this.#options.maxInFlight) await settle(burst);
           const ack = js.publish(subject, record.payload, decisionId);
           ack.catch(() => undefined); // awaited in order below; a failure stops the pass there
           inFlight.push({ ack, nextLeaf: expected, offset: frameEnd });
         }
         if (decoder.damage !== undefined) throw new Error(`${state.log.path}: ${decoder.damage.reason} at byte ${decoder.damage.offset}`);
       }
-      while (inFlight.length > 0) await settleFirst();
+      while (inFlight.length > 0) await settle(inFlight.length);
+      completed = true;
     } finally {
-      await handle.close();
-      await this.#save(state).catch((error: unknown) => {
-        this.#lastError = `${tenant}: cannot write ${CURSOR_FILE}: ${describeThrown(error)}`;
-      });
+      if (!completed) await this.#closeReader(state);
+      // While events keep coming, the cursor file is written once a CURSOR_SAVE_INTERVAL_MS
+      // (a crash re-sends at most that much, which JetStream drops as duplicates), not after
+      // every pass: a pass is a few milliseconds under load, and each write is an fsync. The
+      // first pass that finds nothing new writes it (above), as do a failure and stop.
+      if (!completed || this.#stopping || Date.now() - state.savedAtMs >= CURSOR_SAVE_INTERVAL_MS) await this.#saveOrRecord(tenant, state);
     }
     return moved;
   }
 
+  /** Write the cursor file; a failure is recorded (status) and retried with the next write. */
+  async #saveOrRecord(tenant: string, state: TenantState): Promise<void> {
+    await this.#save(state).catch((error: unknown) => {
+      this.#lastError = `${tenant}: cannot write ${CURSOR_FILE}: ${describeThrown(error)}`;
+    });
+  }
+
+  async #closeReader(state: TenantState): Promise<void> {
+    const reader = state.reader;
+    state.reader = undefined;
+    await reader?.close().catch(() => undefined);
+  }
+
   /** Replace the cursor file atomically (write a temporary file, fsync it, rename). */
   async #save(state: TenantState): Promise<void> {
+    state.savedAtMs = Date.now();
     if (state.cursor.nextLeaf === state.saved.nextLeaf && state.cursor.offset === state.saved.offset) return;
     const cursor = { ...state.cursor };
     const temporary = `${state.file}.tmp`;

@@ -49,6 +49,7 @@ export {
   applyMaskRules,
   parseMaskRules,
   parsePseudonymField,
+  pseudonym,
   pseudonymiseEvent,
   type LogPolicy,
   type MaskOutcome,

@@ -12,8 +12,29 @@ function tooDeep(maxDepth: number): PavilionError {
   });
 }
 
+/** A string JSON.stringify would escape: a quote, a backslash, a control character or a surrogate. */
+const NEEDS_ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/;
+
+/** JSON.stringify of a string, without calling it for the common strings it would only quote. */
+function quote(text: string): string {
+  return NEEDS_ESCAPE.test(text) ? JSON.stringify(text) : `"${text}"`;
+}
+
 function write(value: unknown, depth: number, maxDepth: number): string {
-  if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'null';
+  // the same text as JSON.stringify for every primitive (numbers: ToString of a finite one)
+  if (value === null) return 'null';
+  switch (typeof value) {
+    case 'string':
+      return quote(value);
+    case 'number':
+      return Number.isFinite(value) ? String(value) : 'null';
+    case 'boolean':
+      return value ? 'true' : 'false';
+    case 'object':
+      break;
+    default:
+      return JSON.stringify(value) ?? 'null';
+  }
   if (depth >= maxDepth) throw tooDeep(maxDepth);
   if (Array.isArray(value)) {
     let out = '[';
@@ -31,7 +52,7 @@ function write(value: unknown, depth: number, maxDepth: number): string {
     if (child === undefined) continue;
     if (!first) out += ',';
     first = false;
-    out += `${JSON.stringify(key)}:${write(child, depth + 1, maxDepth)}`;
+    out += `${quote(key)}:${write(child, depth + 1, maxDepth)}`;
   }
   return `${out}}`;
 }
@@ -54,7 +75,7 @@ export function canonicalJsonWith(value: Readonly<Record<string, unknown>>, seri
     if (child === undefined) continue;
     if (!first) out += ',';
     first = false;
-    out += `${JSON.stringify(key)}:${Object.hasOwn(serialised, key) ? serialised[key] : write(child, 1, maxDepth)}`;
+    out += `${quote(key)}:${Object.hasOwn(serialised, key) ? serialised[key] : write(child, 1, maxDepth)}`;
   }
   return `${out}}`;
 }

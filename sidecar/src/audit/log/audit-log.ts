@@ -130,6 +130,8 @@ export class AuditLog {
   readonly #clock: () => number;
   readonly #tree = new MerkleTree();
   readonly #byDecision = new Map<string, number>();
+  /** The decision id each leaf's event carries (undefined: none), so a reader need not parse it. */
+  readonly #decisionIds: Array<string | undefined> = [];
   /** Byte offset of each leaf's frame, so a proof reads one frame, not the file. */
   readonly #offsets = new OffsetIndex();
   #signer: CheckpointSigner;
@@ -433,6 +435,7 @@ export class AuditLog {
   #indexDecision(payload: Buffer, index: number): void {
     // a payload without a decision id (not an event this build wrote) still counts as a leaf
     const id = decisionIdOf(payload);
+    this.#decisionIds.push(id);
     if (id !== undefined) this.#byDecision.set(id, index);
   }
 
@@ -456,6 +459,8 @@ export class AuditLog {
     // From here to `append` nothing awaits: the tree and the file get the same order.
     const leafHash = hashLeaf(encoded.bytes);
     const index = this.#tree.appendLeafHash(leafHash);
+    // what decisionIdOf reads back from the payload: the event's id, if a non-empty string
+    this.#decisionIds.push(typeof event.decision_id === 'string' && event.decision_id !== '' ? event.decision_id : undefined);
     const { offset, durable } = this.#writer.append(encodeFrame(RecordType.LEAF, index, encoded.bytes));
     this.#offsets.push(offset);
     this.#byDecision.set(event.decision_id, index);
@@ -549,6 +554,14 @@ export class AuditLog {
   /** Change the disk budget; a larger one releases writers blocked on it. */
   setMaxDiskBytes(maxDiskBytes: number): void {
     this.#writer?.setMaxDiskBytes(maxDiskBytes);
+  }
+
+  /** The decision id of leaf `index` (as `decisionIdOf` its payload), or undefined when it has none. */
+  decisionIdAt(index: number): string | undefined {
+    if (!Number.isSafeInteger(index) || index < 0 || index >= this.#decisionIds.length) {
+      throw new PavilionError(ErrorCodes.AUDIT_MERKLE_RANGE, `no leaf ${index}`, { details: { leafIndex: index } });
+    }
+    return this.#decisionIds[index];
   }
 
   /** Leaf index of a logged decision, or undefined. */

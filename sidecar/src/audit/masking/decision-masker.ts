@@ -13,7 +13,10 @@
 import { describeThrown } from '../../lib/errors.ts';
 import type { DecisionEventV1 } from '../decision-event.ts';
 import { applyMaskRules, parseMaskRules } from './mask-rules.ts';
-import { pseudonymiseEvent, type PseudonymField } from './pseudonymise.ts';
+import { PseudonymMemo, pseudonymiseEvent, type PseudonymField } from './pseudonymise.ts';
+
+/** Tenants whose recent pseudonyms are remembered at once (more: the memory starts over). */
+const MAX_MEMO_TENANTS = 1024;
 
 export interface LogPolicy {
   /**
@@ -55,6 +58,7 @@ function erasedForFailure(event: DecisionEventV1, reason: string): DecisionEvent
 
 export class DecisionMasker {
   readonly #options: DecisionMaskerOptions;
+  readonly #memos = new Map<string, PseudonymMemo>();
 
   constructor(options: DecisionMaskerOptions) {
     this.#options = options;
@@ -83,7 +87,8 @@ export class DecisionMasker {
       const fields = pseudonyms.fields(event.tenant);
       if (fields.length > 0) {
         try {
-          current = pseudonymiseEvent(current, fields, await pseudonyms.key(event.tenant));
+          const key = await pseudonyms.key(event.tenant);
+          current = pseudonymiseEvent(current, fields, key, this.#memo(event.tenant, key));
         } catch (error) {
           const reason = `pseudonymisation: ${describeThrown(error)}`;
           return { kind: 'log', event: erasedForFailure(current, reason), failure: reason };
@@ -91,5 +96,16 @@ export class DecisionMasker {
       }
     }
     return { kind: 'log', event: current };
+  }
+
+  /** The tenant's pseudonym memory, started afresh when its key is another. */
+  #memo(tenant: string, key: Uint8Array): PseudonymMemo {
+    let memo = this.#memos.get(tenant);
+    if (memo === undefined || !memo.hasKey(key)) {
+      if (this.#memos.size >= MAX_MEMO_TENANTS) this.#memos.clear();
+      memo = new PseudonymMemo(key);
+      this.#memos.set(tenant, memo);
+    }
+    return memo;
   }
 }

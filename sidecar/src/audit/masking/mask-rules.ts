@@ -18,6 +18,10 @@
  */
 import { ErrorCodes, PavilionError } from '../../lib/errors.ts';
 import type { DecisionEventV1 } from '../decision-event.ts';
+import { rebuildEvent } from './rebuild-event.ts';
+
+/** The members a masked event gets anew. */
+const MASKED_MEMBERS: ReadonlySet<string> = new Set(['input', 'result', 'erased', 'masked']);
 
 export interface MaskRule {
   readonly op: 'remove' | 'upsert';
@@ -177,7 +181,53 @@ function mkdirp(root: JsonObject, path: readonly string[], value: Json): typeof 
   return INVALID;
 }
 
-const copy = <T>(value: T): T => (value === undefined ? value : structuredClone(value));
+/** Thrown by plainCopy for anything but plain JSON data without shared parts. */
+const NOT_PLAIN = Symbol('not plain JSON data');
+
+/**
+ * A deep copy of plain JSON data (what a parsed request body is): primitives, arrays without
+ * holes or extra properties, objects whose prototype is Object.prototype or null, each object
+ * reached once. Anything else throws NOT_PLAIN.
+ */
+function plainCopy(value: Json, seen: Set<object>): Json {
+  if (typeof value !== 'object') {
+    if (typeof value === 'symbol' || typeof value === 'function') throw NOT_PLAIN;
+    return value;
+  }
+  if (value === null) return value;
+  if (seen.has(value)) throw NOT_PLAIN;
+  seen.add(value);
+  if (Array.isArray(value)) {
+    if (Object.getPrototypeOf(value) !== Array.prototype || Object.keys(value).length !== value.length) throw NOT_PLAIN;
+    const out: Json[] = new Array<Json>(value.length);
+    for (let i = 0; i < value.length; i++) out[i] = plainCopy(value[i], seen);
+    return out;
+  }
+  const prototype = Object.getPrototypeOf(value) as unknown;
+  if (prototype !== Object.prototype && prototype !== null) throw NOT_PLAIN;
+  const out: JsonObject = {};
+  for (const key of Object.keys(value)) {
+    const child = plainCopy((value as JsonObject)[key], seen);
+    if (key === '__proto__') Object.defineProperty(out, key, { value: child, writable: true, enumerable: true, configurable: true });
+    else out[key] = child;
+  }
+  return out;
+}
+
+/**
+ * A deep copy, as structuredClone makes it: plain JSON data (every parsed input) is copied
+ * directly - structuredClone serialises and deserialises, several times the cost - and
+ * anything else (class instances, shared or cyclic parts, holes) goes to structuredClone.
+ */
+function copy<T>(value: T): T {
+  if (value === undefined) return value;
+  try {
+    return plainCopy(value, new Set()) as T;
+  } catch {
+    // NOT_PLAIN, a throwing getter, a stack overflow: whatever structuredClone makes of it
+    return structuredClone(value);
+  }
+}
 
 /**
  * Apply rules in order to a copy of the event (input and result deep-copied), appending to
@@ -219,12 +269,10 @@ export function applyMaskRules(event: DecisionEventV1, rules: readonly MaskRule[
       masked.push(shown);
     }
   }
-  const { input: _input, result: _result, erased: _erased, masked: _masked, ...rest } = event;
-  return {
-    ...rest,
-    ...(state.input === undefined ? {} : { input: state.input }),
-    ...(state.result === undefined ? {} : { result: state.result }),
-    ...(erased.length === 0 ? {} : { erased }),
-    ...(masked.length === 0 ? {} : { masked }),
-  };
+  return rebuildEvent(event, MASKED_MEMBERS, {
+    input: state.input,
+    result: state.result,
+    erased: erased.length === 0 ? undefined : erased,
+    masked: masked.length === 0 ? undefined : masked,
+  });
 }

@@ -15,6 +15,9 @@ import { ErrorCodes, PavilionError } from '../../lib/errors.ts';
 import { parseFieldPointer, type FieldPointer } from '../../lib/field-pointer.ts';
 import { canonicalJson } from '../../lib/canonical-json.ts';
 import type { DecisionEventV1 } from '../decision-event.ts';
+import { rebuildEvent } from './rebuild-event.ts';
+
+const INPUT_AND_RESULT: ReadonlySet<string> = new Set(['input', 'result']);
 
 export const PSEUDONYM_PREFIX = 'hmac-sha256:';
 export const MIN_PSEUDONYM_KEY_BYTES = 32;
@@ -25,7 +28,49 @@ export type PseudonymField = FieldPointer;
 export const parsePseudonymField = parseFieldPointer;
 
 export function pseudonym(key: Uint8Array, value: unknown): string {
-  return PSEUDONYM_PREFIX + createHmac('sha256', key).update(canonicalJson(value), 'utf8').digest('base64url');
+  return pseudonymOfText(key, canonicalJson(value));
+}
+
+function pseudonymOfText(key: Uint8Array, text: string): string {
+  return PSEUDONYM_PREFIX + createHmac('sha256', key).update(text, 'utf8').digest('base64url');
+}
+
+/** Values longer than this (as canonical JSON) are not remembered. */
+const MAX_REMEMBERED_TEXT_CHARS = 256;
+/** Pseudonyms remembered per key; the memory is emptied when it is full. */
+const MAX_REMEMBERED = 4096;
+
+/**
+ * The pseudonyms under one key, remembering recent ones: the same identifiers come again and
+ * again (a subject makes many requests), and `pseudonym` is a function of key and value, so a
+ * remembered one is the one an HMAC would give. Holds a copy of the key; `hasKey` tells
+ * whether it still is the given one. What it remembers (recent identifiers in clear, with their
+ * pseudonyms) stays in this process's memory, as the events being masked do, and is never
+ * written anywhere.
+ */
+export class PseudonymMemo {
+  readonly #key: Buffer;
+  readonly #known = new Map<string, string>();
+
+  constructor(key: Uint8Array) {
+    this.#key = Buffer.from(key);
+  }
+
+  hasKey(key: Uint8Array): boolean {
+    return this.#key.equals(key);
+  }
+
+  pseudonym(value: unknown): string {
+    const text = canonicalJson(value);
+    const known = this.#known.get(text);
+    if (known !== undefined) return known;
+    const made = pseudonymOfText(this.#key, text);
+    if (text.length <= MAX_REMEMBERED_TEXT_CHARS) {
+      if (this.#known.size >= MAX_REMEMBERED) this.#known.clear();
+      this.#known.set(text, made);
+    }
+    return made;
+  }
 }
 
 /**
@@ -55,7 +100,8 @@ function replaceAt(node: unknown, segments: readonly string[], at: number, repla
   return copy ?? node;
 }
 
-export function pseudonymiseEvent(event: DecisionEventV1, fields: readonly PseudonymField[], key: Uint8Array): DecisionEventV1 {
+/** `memo`, when given, must hold `key` (PseudonymMemo.hasKey). */
+export function pseudonymiseEvent(event: DecisionEventV1, fields: readonly PseudonymField[], key: Uint8Array, memo?: PseudonymMemo): DecisionEventV1 {
   if (key.length < MIN_PSEUDONYM_KEY_BYTES) {
     throw new PavilionError(ErrorCodes.AUDIT_MASK_FAILED, `pseudonymisation keys must have at least ${MIN_PSEUDONYM_KEY_BYTES} bytes`);
   }
@@ -66,18 +112,12 @@ export function pseudonymiseEvent(event: DecisionEventV1, fields: readonly Pseud
     let hit = false;
     const after = replaceAt(before, field.segments, 0, (value) => {
       hit = true;
-      return pseudonym(key, value);
+      return memo === undefined ? pseudonym(key, value) : memo.pseudonym(value);
     });
     if (!hit) continue;
     state[field.root] = after;
     applied.push(field.pointer);
   }
   if (applied.length === (event.pseudonymised?.length ?? 0)) return event;
-  const { input: _input, result: _result, ...rest } = event;
-  return {
-    ...rest,
-    ...(state.input === undefined ? {} : { input: state.input }),
-    ...(state.result === undefined ? {} : { result: state.result }),
-    pseudonymised: applied,
-  };
+  return rebuildEvent(event, INPUT_AND_RESULT, { input: state.input, result: state.result, pseudonymised: applied });
 }
