@@ -58,6 +58,11 @@ const CASES: readonly Case[] = [
   { name: 'upsert past the end of an array', rules: [{ op: 'upsert', path: '/input/l/5', value: 'X' }], input: { l: [1, 2] } },
   { name: 'upsert through an array past its end', rules: [{ op: 'upsert', path: '/input/l/5/x', value: 'X' }], input: { l: [1, 2] } },
   { name: 'upsert through a scalar', rules: [{ op: 'upsert', path: '/input/s/x', value: 1 }], input: { s: 'str' } },
+  // "__proto__" is a member name in JSON like any other (JSON.parse makes these inputs)
+  { name: 'upsert creating a "__proto__" member on the way', rules: [{ op: 'upsert', path: '/input/x/__proto__/y', value: 'v' }], input: { x: {} } },
+  { name: 'upsert a "__proto__" member', rules: [{ op: 'upsert', path: '/input/__proto__', value: 1 }], input: { a: 1 } },
+  { name: 'erase a "__proto__" member', rules: ['/input/__proto__'], input: JSON.parse('{"__proto__": {"a": 1}, "b": 2}') as Record<string, unknown> },
+  { name: 'erase an element of an array under "__proto__"', rules: ['/input/__proto__/0'], input: JSON.parse('{"__proto__": [1, 2]}') as Record<string, unknown> },
   { name: 'upsert all of input', rules: [{ op: 'upsert', path: '/input', value: { replaced: true } }], input: { a: 1 } },
   { name: 'upsert into result', rules: [{ op: 'upsert', path: '/result/doc/v', value: 0 }], input: { k: 1 }, doc: { v: 2 } },
   { name: 'several rules in set order', rules: ['/input/b', '/input/a', { op: 'upsert', path: '/input/c', value: 3 }, { op: 'remove', path: '/input/d/0' }], input: { a: 1, b: 2, d: [1, 2] } },

@@ -16,6 +16,7 @@
  * (ERR_AUDIT_MASK_INVALID) - OPA then does not log the event; Pavilion logs it with input and
  * result erased instead (see DecisionMasker).
  */
+import { setOwn } from '../../lib/own-property.ts';
 import { ErrorCodes, PavilionError } from '../../lib/errors.ts';
 import type { DecisionEventV1 } from '../decision-event.ts';
 import { rebuildEvent } from './rebuild-event.ts';
@@ -140,7 +141,7 @@ function removeValue(path: readonly string[], root: Json): typeof INVALID | unde
       if (at === undefined) return INVALID;
       parent[at] = spliced;
     } else if (isObject(parent)) {
-      parent[parentKey] = spliced;
+      setOwn(parent, parentKey, spliced);
     } else {
       return INVALID;
     }
@@ -156,7 +157,7 @@ function mkdirp(root: JsonObject, path: readonly string[], value: Json): typeof 
   for (let i = 0; i < path.length - 1; i++) {
     const key = path[i]!;
     if (isObject(node)) {
-      if (!Object.hasOwn(node, key)) node[key] = {};
+      if (!Object.hasOwn(node, key)) setOwn(node, key, {});
       node = node[key];
     } else if (Array.isArray(node)) {
       const index = goAtoi(key);
@@ -169,7 +170,7 @@ function mkdirp(root: JsonObject, path: readonly string[], value: Json): typeof 
   }
   const last = path[path.length - 1]!;
   if (isObject(node)) {
-    node[last] = value;
+    setOwn(node, last, value);
     return undefined;
   }
   if (Array.isArray(node)) {
@@ -208,8 +209,7 @@ function plainCopy(value: Json, seen: Set<object>): Json {
   const out: JsonObject = {};
   for (const key of Object.keys(value)) {
     const child = plainCopy((value as JsonObject)[key], seen);
-    if (key === '__proto__') Object.defineProperty(out, key, { value: child, writable: true, enumerable: true, configurable: true });
-    else out[key] = child;
+    setOwn(out, key, child);
   }
   return out;
 }

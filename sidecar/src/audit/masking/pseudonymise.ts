@@ -10,6 +10,7 @@
  * element of an array or every value of an object. Missing fields are skipped. The pointers
  * that matched are listed in the event's `pseudonymised`.
  */
+import { setOwn } from '../../lib/own-property.ts';
 import { createHmac } from 'node:crypto';
 import { ErrorCodes, PavilionError } from '../../lib/errors.ts';
 import { parseFieldPointer, type FieldPointer } from '../../lib/field-pointer.ts';
@@ -94,8 +95,7 @@ function replaceAt(node: unknown, segments: readonly string[], at: number, repla
     const after = last ? replace(before) : replaceAt(before, segments, at + 1, replace);
     if (after === before && !last) continue;
     copy ??= (Array.isArray(node) ? [...node] : { ...container }) as Record<string, unknown>;
-    if (key === '__proto__') Object.defineProperty(copy, key, { value: after, writable: true, enumerable: true, configurable: true });
-    else copy[key] = after;
+    setOwn(copy, key, after);
   }
   return copy ?? node;
 }

@@ -2,12 +2,8 @@
  * A changed copy of a decision event, as masking and pseudonymisation make one per logged
  * event. Pure.
  */
+import { setOwn } from '../../lib/own-property.ts';
 import type { DecisionEventV1 } from '../decision-event.ts';
-
-function define(target: Record<string, unknown>, key: string, value: unknown): void {
-  if (key === '__proto__') Object.defineProperty(target, key, { value, writable: true, enumerable: true, configurable: true });
-  else target[key] = value;
-}
 
 /**
  * What `{ ...rest, ...additions }` gives after `const { <the members in drop>, ...rest } =
@@ -18,10 +14,10 @@ function define(target: Record<string, unknown>, key: string, value: unknown): v
 export function rebuildEvent(event: DecisionEventV1, drop: ReadonlySet<string>, additions: Readonly<Record<string, unknown>>): DecisionEventV1 {
   const source = event as unknown as Record<string, unknown>;
   const out: Record<string, unknown> = {};
-  for (const key of Object.keys(source)) if (!drop.has(key)) define(out, key, source[key]);
+  for (const key of Object.keys(source)) if (!drop.has(key)) setOwn(out, key, source[key]);
   for (const key of Object.keys(additions)) {
     const value = additions[key];
-    if (value !== undefined) define(out, key, value);
+    if (value !== undefined) setOwn(out, key, value);
   }
   return out as unknown as DecisionEventV1;
 }
