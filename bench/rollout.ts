@@ -21,7 +21,8 @@
  * The idle window gives the CPU per probe answered (a saturated fleet answers fewer
  * probes, so a rate per second would over-subtract); the rollout's CPU less its probes',
  * per process and per activation, is `cpu_ms_per_activation`. nats-server's CPU beyond
- * its idle rate, per push or rollback, is `nats_server_cpu_ms_per_push`. Pavilion's upload
+ * its idle rate, per push or rollback, is `nats_server_cpu_ms_per_push`; this process's own
+ * (the probes, the publisher) is `bench_process_cpu_ms_per_s`: it shares the two cores. Pavilion's upload
  * (Object Store, then the pointer) is inside the timed region; `push_p50_ms` says how long
  * it takes.
  *
@@ -198,6 +199,8 @@ interface FleetRun {
   readonly serverCpuPerDeliveryMs?: number;
   /** How long each delivery call took (Pavilion: upload + pointer move). */
   readonly deliveryMs?: number[];
+  /** This process's CPU (the probes, the publisher, the timing) per second of the rollout. */
+  readonly benchCpuMsPerS?: number;
 }
 
 async function scrapePhases(urls: readonly string[]): Promise<Record<string, number>> {
@@ -239,6 +242,7 @@ function summarise(run: FleetRun): Metrics {
     ...(run.cpuPerActivationMs === undefined ? {} : { cpu_ms_per_activation: round(run.cpuPerActivationMs) }),
     ...(run.serverCpuPerDeliveryMs === undefined ? {} : { nats_server_cpu_ms_per_push: round(run.serverCpuPerDeliveryMs) }),
     ...(run.deliveryMs === undefined ? {} : { push_p50_ms: round(quantile([...run.deliveryMs].sort((a, b) => a - b), 0.5)) }),
+    ...(run.benchCpuMsPerS === undefined ? {} : { bench_process_cpu_ms_per_s: round(run.benchCpuMsPerS) }),
     ...run.phases,
   };
 }
@@ -265,6 +269,7 @@ async function driveFleet(
   const idleStart = await mark();
   await sleep(IDLE_WINDOW_MS);
   const busyStart = await mark();
+  const benchCpu = process.cpuUsage();
   const minus = (a: number | undefined, b: number | undefined): number | undefined => (a === undefined || b === undefined ? undefined : a - b);
   const pushes: number[][] = [];
   for (let i = 1; i < revisions.length; i++) {
@@ -287,6 +292,7 @@ async function driveFleet(
     await sleep(200);
   }
   const busyEnd = await mark();
+  const benchUsed = process.cpuUsage(benchCpu);
   await probing.stop();
   const activations = pushes.length + rollbacks.length;
   const fleetCpu = cpuBeyondIdle(
@@ -302,6 +308,7 @@ async function driveFleet(
     rollbacks,
     ...(fleetCpu === undefined ? {} : { cpuPerActivationMs: fleetCpu / (activations * cpu.pids.length) }),
     ...(serverCpu === undefined ? {} : { serverCpuPerDeliveryMs: serverCpu / activations }),
+    benchCpuMsPerS: (benchUsed.user + benchUsed.system) / (busyEnd.at - busyStart.at),
     requests: probing.probes.reduce((s, p) => s + p.requests, 0),
     failures: probing.probes.reduce((s, p) => s + p.failures, 0),
     regressions: probing.probes.reduce((s, p) => s + p.regressions, 0),
