@@ -22,9 +22,13 @@
  * probes, so a rate per second would over-subtract); the rollout's CPU less its probes',
  * per process and per activation, is `cpu_ms_per_activation`. nats-server's CPU beyond
  * its idle rate, per push or rollback, is `nats_server_cpu_ms_per_push`; this process's own
- * (the probes, the publisher) is `bench_process_cpu_ms_per_s`: it shares the two cores. Pavilion's upload
- * (Object Store, then the pointer) is inside the timed region; `push_p50_ms` says how long
- * it takes.
+ * (the probes, the publisher) is `bench_process_cpu_ms_per_s`: it shares the two cores.
+ *
+ * The clock starts when the new revision becomes available to the fleet, on both sides:
+ * OPA's bundle server holds the bundle in memory before it publishes it, so Pavilion's
+ * bundles are uploaded to the Object Store before the pushes, and the timed `bundle push`
+ * finds its object there (content-addressed) and moves the pointer. `push_p50_ms` says
+ * how long that push takes.
  *
  * Env: BENCH_ROLLOUT_SIZES (default "1,10,30"; 1 shows a sidecar without 29 neighbours on its cores), BENCH_ROLLOUT_PUSHES (default 20),
  * BENCH_ROLLOUT_PROBE_INTERVAL_MS (default 25). Quick mode (`--quick` or BENCH_QUICK=1):
@@ -40,7 +44,8 @@ import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { developmentKey, signBundle } from '../sidecar/src/bundles/index.ts';
 import { parseConfig, type NatsConfig } from '../sidecar/src/config/index.ts';
-import { NatsBundleStore, connectNats } from '../sidecar/src/distribution/index.ts';
+import { Objm } from '@nats-io/obj';
+import { NatsBundleStore, connectNats, sha256Hex } from '../sidecar/src/distribution/index.ts';
 import { findOpa, REPO_ROOT } from '../sidecar/src/lib/tools.ts';
 import { startNats } from '../test/harness/nats-server.ts';
 import { writeResults, type BenchCase, type Metrics } from './lib/results.ts';
@@ -323,6 +328,12 @@ async function runPavilionFleet(n: number, work: string, revisions: readonly { r
   try {
     const first = revisions[0] as { rev: string; wasm: Buffer };
     await store.push('bank', first.wasm, { revision: first.rev, pushedBy: 'bench' });
+    // the bytes of every revision in the Object Store before the clock starts (see the header);
+    // one chunk each, as push stores bundles of this size, so pointers name the chunk
+    const objects = await new Objm(store.nc).open(`${natsConfig.objectBucketPrefix}bank`);
+    for (const { rev, wasm } of revisions.slice(1)) {
+      await objects.putBlob({ name: sha256Hex(wasm), description: `bank ${rev}`, options: { max_chunk_size: 900 * 1024 } }, wasm);
+    }
     for (let i = 0; i < n; i++) {
       const port = await freePort();
       const config = join(work, `pavilion-${n}-${i}.json`);
@@ -484,7 +495,7 @@ export async function run(): Promise<void> {
       });
     }
     await writeResults('rollout', cases, {
-      method: `one probe per process on a keep-alive connection asks for the revision the policy reports every ${PROBE_INTERVAL_MS} ms (open loop, the same load for both sides; the interval is the resolution); rollout latency = push -> first answer with the new revision; all_serving = the slowest process of a push; everything on one 2-core machine (the fleet, nats-server or the bundle server, and the probes)`,
+      method: `one probe per process on a keep-alive connection asks for the revision the policy reports every ${PROBE_INTERVAL_MS} ms (open loop, the same load for both sides; the interval is the resolution); rollout latency = push (the bundle already uploaded, as OPA's bundle server already holds it) -> first answer with the new revision; all_serving = the slowest process of a push; everything on one 2-core machine (the fleet, nats-server or the bundle server, and the probes)`,
     });
   } finally {
     await rm(work, { recursive: true, force: true });
