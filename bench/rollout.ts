@@ -16,8 +16,23 @@
  * is the slowest process. Failed requests (anything but 200 with a revision) and
  * regressions (an old revision after the new one on the same process) are counted.
  *
+ * CPU: every process's CPU time (all its threads, Linux /proc) is read over an idle window
+ * under the same probing before the first push, and again over the pushes and rollbacks.
+ * The idle window gives the CPU per probe answered (a saturated fleet answers fewer
+ * probes, so a rate per second would over-subtract); the rollout's CPU less its probes',
+ * per process and per activation, is `cpu_ms_per_activation`. nats-server's CPU beyond
+ * its idle rate, per push or rollback, is `nats_server_cpu_ms_per_push`; this process's own
+ * (the probes, the publisher) is `bench_process_cpu_ms_per_s`: it shares the two cores.
+ *
+ * The clock starts when the new revision becomes available to the fleet, on both sides:
+ * OPA's bundle server holds the bundle in memory before it publishes it, so Pavilion's
+ * bundles are uploaded to the Object Store before the pushes, and the timed `bundle push`
+ * finds its object there (content-addressed) and moves the pointer. `push_p50_ms` says
+ * how long that push takes.
+ *
  * Env: BENCH_ROLLOUT_SIZES (default "1,10,30"; 1 shows a sidecar without 29 neighbours on its cores), BENCH_ROLLOUT_PUSHES (default 20),
- * BENCH_ROLLOUT_PROBE_INTERVAL_MS (default 25).
+ * BENCH_ROLLOUT_PROBE_INTERVAL_MS (default 25). Quick mode (`--quick` or BENCH_QUICK=1):
+ * sizes 10 and 30, Pavilion only (no OPA fleet).
  */
 import { execFile } from 'node:child_process';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
@@ -29,18 +44,48 @@ import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { developmentKey, signBundle } from '../sidecar/src/bundles/index.ts';
 import { parseConfig, type NatsConfig } from '../sidecar/src/config/index.ts';
-import { NatsBundleStore, connectNats } from '../sidecar/src/distribution/index.ts';
+import { Objm } from '@nats-io/obj';
+import { NatsBundleStore, connectNats, sha256Hex } from '../sidecar/src/distribution/index.ts';
 import { findOpa, REPO_ROOT } from '../sidecar/src/lib/tools.ts';
 import { startNats } from '../test/harness/nats-server.ts';
 import { writeResults, type BenchCase, type Metrics } from './lib/results.ts';
 import { buildSidecar, freePort, startServer, type Server } from './lib/servers.ts';
 
 const exec = promisify(execFile);
-const SIZES = (process.env['BENCH_ROLLOUT_SIZES'] ?? '1,10,30').split(',').map(Number);
+const QUICK = process.env['BENCH_QUICK'] === '1' || process.argv.includes('--quick');
+const SIZES = (process.env['BENCH_ROLLOUT_SIZES'] ?? (QUICK ? '10,30' : '1,10,30')).split(',').map(Number);
 const PUSHES = Number(process.env['BENCH_ROLLOUT_PUSHES'] ?? 20);
 const ROLLBACKS = 5;
 const TIMEOUT_MS = 30_000;
 const PROBE_INTERVAL_MS = Number(process.env['BENCH_ROLLOUT_PROBE_INTERVAL_MS'] ?? 25);
+/** The idle window (probes only) whose CPU rate is subtracted from the rollout's. */
+const IDLE_WINDOW_MS = 2_000;
+
+/** Clock ticks per second of /proc/<pid>/stat (CLK_TCK), read once. */
+let clockTicks: number | undefined;
+
+/** CPU milliseconds a process has used so far, all its threads; undefined when /proc cannot tell. */
+async function cpuMs(pid: number): Promise<number | undefined> {
+  try {
+    clockTicks ??= Number((await exec('getconf', ['CLK_TCK'])).stdout.trim()) || 100;
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / clockTicks;
+  } catch {
+    return undefined;
+  }
+}
+
+async function totalCpuMs(pids: readonly number[]): Promise<number | undefined> {
+  const each = await Promise.all(pids.map(cpuMs));
+  return each.some((v) => v === undefined) ? undefined : each.reduce((a: number, b) => a + (b as number), 0);
+}
+
+/** CPU used over `busy` beyond what `idle` spent per unit of work (probes answered, or ms of wall time). */
+function cpuBeyondIdle(idle: { cpuMs: number | undefined; units: number }, busy: { cpuMs: number | undefined; units: number }): number | undefined {
+  if (idle.cpuMs === undefined || busy.cpuMs === undefined || idle.units === 0) return undefined;
+  return busy.cpuMs - (idle.cpuMs * busy.units) / idle.units;
+}
 
 function moduleFor(rev: string): string {
   return `package bank.authz\n\nallow if input.user == "alice"\n\nrev := "${rev}"\n`;
@@ -153,6 +198,14 @@ interface FleetRun {
   readonly regressions: number;
   /** Mean milliseconds per activation phase over the fleet (Pavilion's own histogram). */
   readonly phases?: Record<string, number>;
+  /** CPU per process per activation beyond the idle (probing) rate, all threads. */
+  readonly cpuPerActivationMs?: number;
+  /** The delivery server's CPU per push or rollback beyond its idle rate (nats-server). */
+  readonly serverCpuPerDeliveryMs?: number;
+  /** How long each delivery call took (Pavilion: upload + pointer move). */
+  readonly deliveryMs?: number[];
+  /** This process's CPU (the probes, the publisher, the timing) per second of the rollout. */
+  readonly benchCpuMsPerS?: number;
 }
 
 async function scrapePhases(urls: readonly string[]): Promise<Record<string, number>> {
@@ -191,6 +244,10 @@ function summarise(run: FleetRun): Metrics {
     requests: run.requests,
     failed_requests: run.failures,
     revision_regressions: run.regressions,
+    ...(run.cpuPerActivationMs === undefined ? {} : { cpu_ms_per_activation: round(run.cpuPerActivationMs) }),
+    ...(run.serverCpuPerDeliveryMs === undefined ? {} : { nats_server_cpu_ms_per_push: round(run.serverCpuPerDeliveryMs) }),
+    ...(run.deliveryMs === undefined ? {} : { push_p50_ms: round(quantile([...run.deliveryMs].sort((a, b) => a - b), 0.5)) }),
+    ...(run.benchCpuMsPerS === undefined ? {} : { bench_process_cpu_ms_per_s: round(run.benchCpuMsPerS) }),
     ...run.phases,
   };
 }
@@ -205,10 +262,20 @@ async function driveFleet(
   revisions: readonly { rev: string }[],
   warmupMs: number,
   delivery: { deliver(rev: string, index: number): Promise<void>; rollback(rev: string, index: number): Promise<void> },
+  cpu: { readonly pids: readonly number[]; readonly serverPid?: number | undefined },
 ): Promise<FleetRun> {
   const order = new Map(revisions.map((r, i) => [r.rev, i]));
   const probing = startProbes(urls, '/v1/data/bank/authz/rev', headers, order);
   await sleep(warmupMs);
+  const serverPids = cpu.serverPid === undefined ? [] : [cpu.serverPid];
+  const answered = (): number => probing.probes.reduce((s, p) => s + p.requests - p.failures, 0);
+  const mark = async (): Promise<{ at: number; answered: number; fleet: number | undefined; server: number | undefined }> =>
+    ({ at: performance.now(), answered: answered(), fleet: await totalCpuMs(cpu.pids), server: await totalCpuMs(serverPids) });
+  const idleStart = await mark();
+  await sleep(IDLE_WINDOW_MS);
+  const busyStart = await mark();
+  const benchCpu = process.cpuUsage();
+  const minus = (a: number | undefined, b: number | undefined): number | undefined => (a === undefined || b === undefined ? undefined : a - b);
   const pushes: number[][] = [];
   for (let i = 1; i < revisions.length; i++) {
     const { rev } = revisions[i] as { rev: string };
@@ -229,10 +296,24 @@ async function driveFleet(
     rollbacks.push(await waitAll(probing.probes, target.rev, since));
     await sleep(200);
   }
+  const busyEnd = await mark();
+  const benchUsed = process.cpuUsage(benchCpu);
   await probing.stop();
+  const activations = pushes.length + rollbacks.length;
+  const fleetCpu = cpuBeyondIdle(
+    { cpuMs: minus(busyStart.fleet, idleStart.fleet), units: busyStart.answered - idleStart.answered },
+    { cpuMs: minus(busyEnd.fleet, busyStart.fleet), units: busyEnd.answered - busyStart.answered },
+  );
+  const serverCpu = cpu.serverPid === undefined ? undefined : cpuBeyondIdle(
+    { cpuMs: minus(busyStart.server, idleStart.server), units: busyStart.at - idleStart.at },
+    { cpuMs: minus(busyEnd.server, busyStart.server), units: busyEnd.at - busyStart.at },
+  );
   return {
     pushes,
     rollbacks,
+    ...(fleetCpu === undefined ? {} : { cpuPerActivationMs: fleetCpu / (activations * cpu.pids.length) }),
+    ...(serverCpu === undefined ? {} : { serverCpuPerDeliveryMs: serverCpu / activations }),
+    benchCpuMsPerS: (benchUsed.user + benchUsed.system) / (busyEnd.at - busyStart.at),
     requests: probing.probes.reduce((s, p) => s + p.requests, 0),
     failures: probing.probes.reduce((s, p) => s + p.failures, 0),
     regressions: probing.probes.reduce((s, p) => s + p.regressions, 0),
@@ -247,6 +328,12 @@ async function runPavilionFleet(n: number, work: string, revisions: readonly { r
   try {
     const first = revisions[0] as { rev: string; wasm: Buffer };
     await store.push('bank', first.wasm, { revision: first.rev, pushedBy: 'bench' });
+    // the bytes of every revision in the Object Store before the clock starts (see the header);
+    // one chunk each, as push stores bundles of this size, so pointers name the chunk
+    const objects = await new Objm(store.nc).open(`${natsConfig.objectBucketPrefix}bank`);
+    for (const { rev, wasm } of revisions.slice(1)) {
+      await objects.putBlob({ name: sha256Hex(wasm), description: `bank ${rev}`, options: { max_chunk_size: 900 * 1024 } }, wasm);
+    }
     for (let i = 0; i < n; i++) {
       const port = await freePort();
       const config = join(work, `pavilion-${n}-${i}.json`);
@@ -262,16 +349,19 @@ async function runPavilionFleet(n: number, work: string, revisions: readonly { r
       servers.push(await startServer(process.execPath, ['--max-semi-space-size=2', main], `http://127.0.0.1:${port}`, '/health/ready', { ...process.env, PAVILION_CONFIG: config }));
     }
     const deploys = new Map<string, number>();
+    const deliveryMs: number[] = [];
     const run = await driveFleet(servers.map((s) => s.url), { 'x-pavilion-tenant': 'bank' }, revisions, 500, {
       async deliver(rev, i) {
+        const started = performance.now();
         const entry = await store.push('bank', (revisions[i] as { wasm: Buffer }).wasm, { revision: rev, pushedBy: 'bench' });
+        deliveryMs.push(performance.now() - started);
         deploys.set(rev, entry.sequence);
       },
       async rollback(rev) {
         await store.rollback('bank', { to: deploys.get(rev) as number, pushedBy: 'bench' });
       },
-    });
-    return { ...run, phases: await scrapePhases(servers.map((s) => s.url)) };
+    }, { pids: servers.map((s) => s.pid), serverPid: nats.pid });
+    return { ...run, deliveryMs, phases: await scrapePhases(servers.map((s) => s.url)) };
   } finally {
     await Promise.all(servers.map((s) => s.stop()));
     await store.close();
@@ -371,7 +461,7 @@ async function runOpaFleet(n: number, work: string, revisions: readonly { rev: s
       async rollback(rev, i) {
         bundles.publish((revisions.find((r) => r.rev === rev) as { rego: Buffer }).rego, `"${rev}-rollback-${i}"`);
       },
-    });
+    }, { pids: servers.map((s) => s.pid) });
   } finally {
     await Promise.all(servers.map((s) => s.stop()));
     await bundles.close();
@@ -394,17 +484,18 @@ export async function run(): Promise<void> {
     for (const n of SIZES) {
       process.stdout.write(`pavilion: ${n} sidecars on one nats-server...\n`);
       const pavilion = summarise(await runPavilionFleet(n, work, revisions, join(work, 'keys'), main));
-      process.stdout.write(`opa: ${n} servers long-polling one bundle server...\n`);
-      const peer = summarise(await runOpaFleet(n, work, revisions, join(work, 'keys', 'bank.pub.pem')));
+      if (!QUICK) process.stdout.write(`opa: ${n} servers long-polling one bundle server...\n`);
+      const peer = QUICK ? {} : summarise(await runOpaFleet(n, work, revisions, join(work, 'keys', 'bank.pub.pem')));
       cases.push({
         name: `${n} processes, ${PUSHES} pushes + ${ROLLBACKS} rollbacks under continuous probing`,
         pavilion,
         peer,
+        ...(QUICK ? { notes: 'quick run: the OPA fleet was not run' } : {}),
         peerName: `opa ${(await exec(findOpa(), ['version'])).stdout.split('\n')[0]?.replace('Version: ', 'v') ?? ''} run --server, HTTP long polling (its fastest delivery; default polling is 60-120 s), signed rego bundle`,
       });
     }
     await writeResults('rollout', cases, {
-      method: `one probe per process on a keep-alive connection asks for the revision the policy reports every ${PROBE_INTERVAL_MS} ms (open loop, the same load for both sides; the interval is the resolution); rollout latency = push -> first answer with the new revision; all_serving = the slowest process of a push; everything on one 2-core machine (the fleet, nats-server or the bundle server, and the probes)`,
+      method: `one probe per process on a keep-alive connection asks for the revision the policy reports every ${PROBE_INTERVAL_MS} ms (open loop, the same load for both sides; the interval is the resolution); rollout latency = push (the bundle already uploaded, as OPA's bundle server already holds it) -> first answer with the new revision; all_serving = the slowest process of a push; everything on one 2-core machine (the fleet, nats-server or the bundle server, and the probes)`,
     });
   } finally {
     await rm(work, { recursive: true, force: true });

@@ -14,6 +14,8 @@ import { killProcess, spawnUntilReady } from './process.ts';
 export interface RunningNats {
   readonly url: string;
   readonly port: number;
+  /** The server's process id while it runs (benchmarks read its CPU time). */
+  readonly pid: number | undefined;
   /** SIGKILL the server (no goodbye to clients). */
   kill(): Promise<void>;
   /** Start it again on the same port and store. */
@@ -71,6 +73,9 @@ export async function startNats(options: NatsOptions = {}): Promise<RunningNats>
   return {
     url: `nats://127.0.0.1:${port}`,
     port,
+    get pid() {
+      return child?.pid;
+    },
     kill,
     restart: launch,
     async stop() {

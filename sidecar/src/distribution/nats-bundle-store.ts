@@ -175,6 +175,9 @@ export class NatsBundleStore {
   #pointers: KV | undefined;
   #status: KV | undefined;
   readonly #objects = new Map<string, ObjectStore>();
+  #manager: Promise<JetStreamManager> | undefined;
+  /** Tenants whose object stream refused a direct get (no allow_direct, or grants without it). */
+  readonly #noDirectGet = new Set<string>();
 
   constructor(nc: NatsConnection, config: NatsConfig) {
     this.nc = nc;
@@ -317,10 +320,28 @@ export class NatsBundleStore {
     }
   }
 
+  /**
+   * A chunk by its subject. A direct get first: the server answers with the raw bytes,
+   * where STREAM.MSG.GET answers with JSON carrying them in base64, which costs both sides
+   * CPU on every sidecar of a rollout. A stream without `allow_direct`, or grants that do
+   * not include `$JS.API.DIRECT.GET`, make it fall back to STREAM.MSG.GET (for good for
+   * that tenant). Either way the bytes are then checked against the SHA-256 the caller has.
+   */
   async #chunkMessage(tenant: string, nuid: string): Promise<{ data: Uint8Array } | null> {
     const bucket = `${this.#config.objectBucketPrefix}${tenant}`;
+    const stream = `OBJ_${bucket}`;
+    const subject = `$O.${bucket}.C.${nuid}`;
+    const jsm = await this.#jsm();
+    if (!this.#noDirectGet.has(tenant)) {
+      try {
+        return await jsm.direct.getMessage(stream, { last_by_subj: subject });
+      } catch (error) {
+        if (/permission|no responders|503/i.test(describeThrown(error))) this.#noDirectGet.add(tenant);
+        // and try the stream API below, which also reports a real outage
+      }
+    }
     try {
-      return await (await this.#jsm()).streams.getMessage(`OBJ_${bucket}`, { last_by_subj: `$O.${bucket}.C.${nuid}` });
+      return await jsm.streams.getMessage(stream, { last_by_subj: subject });
     } catch (error) {
       if (/no message found|not found/i.test(describeThrown(error))) return null;
       throw error;
@@ -421,10 +442,17 @@ export class NatsBundleStore {
     return `${this.#config.subjectPrefix}.delta.${tenant}`;
   }
 
+  /**
+   * One manager per connection: creating one asks the server for the account's JetStream
+   * info, which each sidecar would otherwise repeat on every download of a rollout.
+   */
   async #jsm(): Promise<JetStreamManager> {
+    const manager = this.#manager ?? loadedNats().jetstream.jetstreamManager(this.nc);
+    this.#manager = manager;
     try {
-      return await loadedNats().jetstream.jetstreamManager(this.nc);
+      return await manager;
     } catch (error) {
+      if (this.#manager === manager) this.#manager = undefined;
       throw unavailable('JetStream is not available', error);
     }
   }

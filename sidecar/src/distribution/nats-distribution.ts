@@ -57,8 +57,11 @@ interface TenantQueue {
   deltasReplayed: boolean;
 }
 
-/** Status reports after a change wait 250-500 ms (jittered), coalescing bursts. */
-const STATUS_DEBOUNCE_MS = 250;
+/**
+ * Status reports after a change wait 1-2 s (jittered), coalescing bursts: a fleet's
+ * reports then spread over a second instead of landing together in the next push.
+ */
+const STATUS_DEBOUNCE_MS = 1_000;
 
 /** Refusals that will not change on retry; anything else (network) is retried at the next resync. */
 function isFinal(error: unknown): boolean {

@@ -29,29 +29,32 @@ export interface WasmInspection {
 
 
 
-/** Compile on V8's background threads (the event loop keeps serving meanwhile). */
-export async function compileWasm(bytes: Uint8Array): Promise<WebAssembly.Module> {
-  try {
-    return await WebAssembly.compile(bytes);
-  } catch (error) {
-    throw new PavilionError(ErrorCodes.BUNDLE_WASM_INVALID, `policy.wasm does not compile: ${describeThrown(error)}`, {
-      cause: error,
-    });
-  }
-}
-
 /**
  * The inspection, as a self-contained CommonJS script for a sandbox worker. The module is
- * untrusted until it has passed: its start function and exports run there, under a deadline
- * and a memory maximum, never on the event loop. The worker is kept between inspections
- * (spawning one costs tens of milliseconds of every rollout) and replaced whenever an
- * inspection overruns its deadline or the worker dies.
+ * untrusted until it has passed: it is compiled there (when given as bytes) and its start
+ * function and exports run there, under a deadline and a memory maximum, never on the event
+ * loop. Compiling in the same round trip as the inspection, synchronously on that thread,
+ * costs less CPU than an asynchronous compile on the main thread (which hands the work to
+ * V8's background threads and back) followed by a second hop to the sandbox; the compiled
+ * module comes back to the caller (it is shared, not copied). The worker is kept between
+ * inspections (spawning one costs tens of milliseconds of every rollout) and replaced
+ * whenever an inspection overruns its deadline or the worker dies.
  */
 const INSPECTION_SCRIPT = `
 const { parentPort } = require('node:worker_threads');
 const refuse = () => { throw new Error('policy module called the host during inspection'); };
 const value = (g) => (g === undefined ? undefined : typeof g === 'number' ? g : Number(g.value));
-parentPort.on('message', ({ id, module, initialPages, maximumPages }) => {
+const text = (error) => String(error && error.message || error);
+parentPort.on('message', ({ id, bytes, initialPages, maximumPages, ...given }) => {
+  let module = given.module;
+  if (module === undefined) {
+    try {
+      module = new WebAssembly.Module(bytes);
+    } catch (error) {
+      parentPort.postMessage({ id, ok: false, stage: 'compile', message: text(error) });
+      return;
+    }
+  }
   try {
     const memory = new WebAssembly.Memory({ initial: initialPages, maximum: maximumPages });
     const instance = new WebAssembly.Instance(module, { env: {
@@ -72,9 +75,9 @@ parentPort.on('message', ({ id, module, initialPages, maximumPages }) => {
       facts.builtins = dump(e.builtins());
       facts.entrypoints = dump(e.entrypoints());
     }
-    parentPort.postMessage({ id, ok: true, facts });
+    parentPort.postMessage({ id, ok: true, facts, ...(given.module === undefined ? { module } : {}) });
   } catch (error) {
-    parentPort.postMessage({ id, ok: false, message: String(error && error.message || error) });
+    parentPort.postMessage({ id, ok: false, stage: 'inspect', message: text(error) });
   }
 });
 `;
@@ -93,7 +96,15 @@ export interface InspectionLimits {
   readonly timeoutMs: number;
 }
 
-type InspectionReply = { id: number; ok: boolean; facts?: InspectionFacts; message?: string };
+type InspectionReply = { id: number; ok: boolean; facts?: InspectionFacts; module?: WebAssembly.Module; stage?: 'compile' | 'inspect'; message?: string };
+
+/** What the sandbox is given: a compiled module, or the bytes to compile there. */
+type InspectionSource = { readonly module: WebAssembly.Module } | { readonly bytes: Uint8Array };
+
+interface InspectionResult {
+  readonly facts: InspectionFacts;
+  readonly module: WebAssembly.Module;
+}
 
 /** The sandbox worker, one inspection at a time. */
 class Inspector {
@@ -101,8 +112,8 @@ class Inspector {
   #nextId = 1;
   #queue: Promise<unknown> = Promise.resolve();
 
-  inspect(module: WebAssembly.Module, limits: InspectionLimits): Promise<InspectionFacts> {
-    const run = this.#queue.then(() => this.#run(module, limits));
+  inspect(source: InspectionSource, limits: InspectionLimits): Promise<InspectionResult> {
+    const run = this.#queue.then(() => this.#run(source, limits));
     this.#queue = run.catch(() => undefined);
     return run;
   }
@@ -121,7 +132,7 @@ class Inspector {
     return worker;
   }
 
-  #run(module: WebAssembly.Module, limits: InspectionLimits): Promise<InspectionFacts> {
+  #run(source: InspectionSource, limits: InspectionLimits): Promise<InspectionResult> {
     const worker = this.#worker ?? this.#spawn();
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
@@ -146,7 +157,9 @@ class Inspector {
       const onMessage = (message: InspectionReply): void => {
         if (message.id !== id) return;
         cleanup();
-        if (message.ok && message.facts !== undefined) resolve(message.facts);
+        const module = 'module' in source ? source.module : message.module;
+        if (message.ok && message.facts !== undefined && module !== undefined) resolve({ facts: message.facts, module });
+        else if (message.stage === 'compile') reject(new PavilionError(ErrorCodes.BUNDLE_WASM_INVALID, `policy.wasm does not compile: ${message.message ?? 'unknown error'}`));
         else reject(new PavilionError(ErrorCodes.BUNDLE_WASM_INVALID, `policy.wasm does not instantiate as an OPA policy: ${message.message ?? 'unknown error'}`));
       };
       const onError = (error: Error): void => {
@@ -161,20 +174,28 @@ class Inspector {
       worker.on('message', onMessage);
       worker.once('error', onError);
       worker.once('exit', onExit);
-      worker.postMessage({ id, module, initialPages: limits.initialPages, maximumPages: limits.maximumPages });
+      worker.postMessage({ id, ...source, initialPages: limits.initialPages, maximumPages: limits.maximumPages });
     });
   }
 }
 
 const inspector = new Inspector();
 
-function runInspection(module: WebAssembly.Module, limits: InspectionLimits): Promise<InspectionFacts> {
-  return inspector.inspect(module, limits);
-}
-
 /** Instantiate the module in the sandbox worker with inert imports and read its ABI facts. */
 export async function inspectWasm(module: WebAssembly.Module, limits: InspectionLimits): Promise<WasmInspection> {
-  const facts = await runInspection(module, limits);
+  return checkFacts((await inspector.inspect({ module }, limits)).facts);
+}
+
+/**
+ * Compile untrusted bytes in the sandbox worker and inspect the module there, in one round
+ * trip (the deadline covers both); the compiled module and its ABI facts, or a typed error.
+ */
+export async function compileAndInspectWasm(bytes: Uint8Array, limits: InspectionLimits): Promise<{ module: WebAssembly.Module; inspection: WasmInspection }> {
+  const { facts, module } = await inspector.inspect({ bytes }, limits);
+  return { module, inspection: checkFacts(facts) };
+}
+
+function checkFacts(facts: InspectionFacts): WasmInspection {
   const { abiVersion, abiMinorVersion } = facts;
   if (abiVersion !== SUPPORTED_ABI_MAJOR || abiMinorVersion === undefined || abiMinorVersion < MIN_ABI_MINOR) {
     throw new PavilionError(

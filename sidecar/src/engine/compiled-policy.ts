@@ -5,7 +5,7 @@
  */
 import type { Bundle } from '../bundles/index.ts';
 import { ErrorCodes, PavilionError } from '../lib/errors.ts';
-import { compileWasm, inspectWasm } from './abi.ts';
+import { compileAndInspectWasm } from './abi.ts';
 import { HOST_BUILTIN_NAMES, NON_DETERMINISTIC_BUILTINS } from './builtins/index.ts';
 
 /** Builtins the opa-wasm SDK itself supplies to modules (src/builtins in the SDK). */
@@ -43,8 +43,7 @@ export interface CompileOptions {
 }
 
 export async function compilePolicy(bundle: Bundle, options: CompileOptions): Promise<CompiledPolicy> {
-  const module = await compileWasm(bundle.wasm);
-  const inspection = await inspectWasm(module, {
+  const { module, inspection } = await compileAndInspectWasm(bundle.wasm, {
     initialPages: options.initialMemoryPages,
     maximumPages: Math.max(options.initialMemoryPages, options.maximumMemoryPages ?? 1024),
     timeoutMs: options.inspectionTimeoutMs ?? 5_000,

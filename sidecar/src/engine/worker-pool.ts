@@ -5,8 +5,9 @@
  * - Requests are batched per worker (one postMessage per event-loop turn and worker) and
  *   dispatched to the worker with the least outstanding work.
  * - Each worker writes the start time of its current evaluation into a shared control
- *   block. A watchdog on the main thread terminates a worker whose evaluation overruns the
- *   deadline: that evaluation fails with ERR_EVAL_TIMEOUT, everything else the worker held
+ *   block. A watchdog on the main thread (ticking only while some worker has work: an idle
+ *   sidecar, or one answering from the decision cache, is not woken for nothing) terminates
+ *   a worker whose evaluation overruns the deadline: that evaluation fails with ERR_EVAL_TIMEOUT, everything else the worker held
  *   is re-dispatched (evaluation is pure), and a fresh worker is started with every loaded
  *   policy. Other tenants see at most a short delay, never an error.
  * - A worker that dies for any other reason is replaced the same way; an item that was
@@ -91,11 +92,13 @@ export class WorkerPool {
   #backlog: Pending[] = [];
   #nextBatch = 1;
   #watchdog: NodeJS.Timeout | undefined;
+  readonly #watchdogPeriodMs: number;
   #stopped = false;
   #restarts = 0;
 
   constructor(options: WorkerPoolOptions) {
     this.#options = options;
+    this.#watchdogPeriodMs = Math.max(2, Math.min(50, Math.floor(options.evaluationTimeoutMs / 4)));
   }
 
   get restarts(): number {
@@ -113,14 +116,11 @@ export class WorkerPool {
   async start(): Promise<void> {
     const started = Array.from({ length: this.#options.workers }, () => this.#spawn());
     await Promise.all(started.map((slot) => this.#whenReady(slot)));
-    const period = Math.max(2, Math.min(50, Math.floor(this.#options.evaluationTimeoutMs / 4)));
-    this.#watchdog = setInterval(() => this.#checkDeadlines(), period);
-    this.#watchdog.unref();
   }
 
   async stop(): Promise<void> {
     this.#stopped = true;
-    if (this.#watchdog !== undefined) clearInterval(this.#watchdog);
+    this.#disarmWatchdog();
     const failure: EvalOutcome = { ok: false, code: ErrorCodes.ENGINE_STOPPED, message: 'the policy engine is stopping' };
     for (const pending of this.#backlog) pending.resolve(failure);
     this.#backlog = [];
@@ -199,6 +199,7 @@ export class WorkerPool {
         reject,
       });
       slot.post(spec);
+      this.#armWatchdog();
     }).finally(() => slot.loading.delete(spec.key));
     slot.loading.set(spec.key, promise);
     return promise;
@@ -290,6 +291,24 @@ export class WorkerPool {
     slot.outbox = [];
     slot.batches.set(batch, items);
     slot.post({ type: 'eval', batch, items: items.map((pending) => pending.item) });
+    this.#armWatchdog();
+  }
+
+  /** Start the watchdog when work is handed to a worker (a no-op while it runs). */
+  #armWatchdog(): void {
+    if (this.#watchdog !== undefined || this.#stopped) return;
+    this.#watchdog = setInterval(() => this.#checkDeadlines(), this.#watchdogPeriodMs);
+    this.#watchdog.unref();
+  }
+
+  #disarmWatchdog(): void {
+    if (this.#watchdog !== undefined) clearInterval(this.#watchdog);
+    this.#watchdog = undefined;
+  }
+
+  /** A worker has a batch or a load outstanding, or is inside one. */
+  static #busy(slot: Slot): boolean {
+    return !slot.dead && (slot.batches.size > 0 || slot.loadWaiters.size > 0 || (slot.control[CONTROL_START_MS] ?? 0) !== 0);
   }
 
   #checkDeadlines(): void {
@@ -310,6 +329,7 @@ export class WorkerPool {
         this.#replace(slot, 'timeout', { batch: slot.control[CONTROL_BATCH] ?? -1, index: slot.control[CONTROL_INDEX] ?? -1 });
       }
     }
+    if (!this.#slots.some((slot) => WorkerPool.#busy(slot))) this.#disarmWatchdog();
   }
 
   /** Everything a slot holds, in dispatch order, and clears it. */
