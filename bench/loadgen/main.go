@@ -52,7 +52,7 @@ func main() {
 	rate := flag.Float64("rate", 1000, "requests per second")
 	duration := flag.Duration("duration", 8*time.Second, "measured duration")
 	warmup := flag.Duration("warmup", 2*time.Second, "unmeasured warm-up at the same rate")
-	conns := flag.Int("conns", 2, "connections (grpc: HTTP/2 connections, requests spread over them)")
+	conns := flag.Int("conns", 2, "connections, requests spread over them round robin (grpc: HTTP/2, many streams each; http: HTTP/1.1, one request at a time each)")
 	maxInFlight := flag.Int("max-in-flight", 1024, "requests outstanding at most; beyond it a due request waits (and its wait counts)")
 	timeout := flag.Duration("timeout", 5*time.Second, "per-request timeout (counted as an error)")
 	flag.Parse()
@@ -149,7 +149,9 @@ func newClient(mode string, timeout time.Duration) *http.Client {
 		}
 		return &http.Client{Transport: transport, Timeout: timeout}
 	}
-	transport := &http.Transport{MaxIdleConnsPerHost: 1024, DisableCompression: true}
+	// one keep-alive connection per client (-conns clients): a busy server gets requests
+	// queued on those connections, not a new connection per waiting request
+	transport := &http.Transport{MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1, DisableCompression: true}
 	return &http.Client{Transport: transport, Timeout: timeout}
 }
 
