@@ -4,11 +4,12 @@
  * sd_hash, presence) are each proven to bite.
  */
 import assert from 'node:assert/strict';
-import { createHash, createPrivateKey, sign, type JsonWebKey } from 'node:crypto';
+import { createHash, createPrivateKey, generateKeyPairSync, sign, type JsonWebKey } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { ErrorCodes } from '../sidecar/src/lib/errors.ts';
 import { issueSdJwtVc, issueTokenStatusList, issueVcJwt, jwsAlgorithm, presentSdJwtVc, type SampleKey } from '../sidecar/src/credentials/samples.ts';
 import { statusValueAt } from '../sidecar/src/credentials/token-status-list.ts';
+import { publicKeyFromJwk } from '../sidecar/src/credentials/jws-keys.ts';
 import { CHALLENGE, DOMAIN, NOW_MS, keys, kycCredential, rejectsWith, trusting, verifier } from './credentials/fixtures.ts';
 
 const NOW_S = Math.floor(NOW_MS / 1000);
@@ -21,6 +22,21 @@ function signWith(key: SampleKey, header: object, payload: object): string {
   const signature = key.algorithm === 'Ed25519' ? sign(null, Buffer.from(`${h}.${p}`), privateKey) : sign('sha256', Buffer.from(`${h}.${p}`), { key: privateKey, dsaEncoding: 'ieee-p1363' });
   return `${h}.${p}.${signature.toString('base64url')}`;
 }
+
+describe('JWK import', () => {
+  it('imports a public key once and hands out the same key for the same members, never for other ones', () => {
+    const p256 = (): JsonWebKey => generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'jwk' });
+    const a = p256();
+    assert.equal(publicKeyFromJwk({ ...a }), publicKeyFromJwk({ ...a, kid: 'other name, same key' }));
+    // same x, another y: not the same key (and not a point on the curve: refused)
+    const b = p256();
+    assert.notEqual(publicKeyFromJwk(b), publicKeyFromJwk(a));
+    assert.throws(() => publicKeyFromJwk({ ...a, y: b.y }), (e: unknown) => (e as { code?: string }).code === ErrorCodes.CREDENTIAL_KEY_UNSUPPORTED);
+    // a private member, or a key type that does not go with the curve, is refused even for a known key
+    assert.throws(() => publicKeyFromJwk({ ...a, d: 'AAAA' }), (e: unknown) => (e as { code?: string }).code === ErrorCodes.CREDENTIAL_KEY_UNSUPPORTED);
+    assert.throws(() => publicKeyFromJwk({ ...a, kty: 'OKP' }), (e: unknown) => (e as { code?: string }).code === ErrorCodes.CREDENTIAL_KEY_UNSUPPORTED);
+  });
+});
 
 describe('VC-JWT', () => {
   it('verifies a VC-JOSE-COSE vc+jwt (EdDSA) and a VC 1.1 JWT (ES256)', async () => {

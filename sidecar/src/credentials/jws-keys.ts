@@ -11,18 +11,34 @@ import { isObject } from './json.ts';
 export const JWS_ALGORITHMS = ['EdDSA', 'ES256'] as const;
 export type JwsAlgorithm = (typeof JWS_ALGORITHMS)[number];
 
+/** Imported keys by their public members: issuers and returning holders sign again and again. */
+const importedKeys = new Map<string, KeyObject>();
+const IMPORTED_KEYS_MAX = 1024;
+
 export function publicKeyFromJwk(jwk: unknown): KeyObject {
   if (!isObject(jwk) || 'd' in jwk) throw new PavilionError(ErrorCodes.CREDENTIAL_KEY_UNSUPPORTED, 'a public JWK is required');
   const okp = jwk['kty'] === 'OKP' && jwk['crv'] === 'Ed25519';
   const ec = jwk['kty'] === 'EC' && jwk['crv'] === 'P-256';
   if (!okp && !ec) throw new PavilionError(ErrorCodes.CREDENTIAL_KEY_UNSUPPORTED, 'only Ed25519 and P-256 keys are accepted');
+  const x = jwk['x'];
+  const y = ec ? jwk['y'] : undefined;
+  // only well-formed members make a cache key; anything else goes to the importer (and fails there)
+  const id = typeof x === 'string' && (okp || typeof y === 'string') ? `${String(jwk['crv'])}.${x}.${y ?? ''}` : undefined;
+  const known = id === undefined ? undefined : importedKeys.get(id);
+  if (known !== undefined) return known;
+  let key: KeyObject;
   try {
-    const pub: Record<string, unknown> = { kty: jwk['kty'], crv: jwk['crv'], x: jwk['x'] };
-    if (ec) pub['y'] = jwk['y'];
-    return createPublicKey({ key: pub as import('node:crypto').JsonWebKey, format: 'jwk' });
+    const pub: Record<string, unknown> = { kty: jwk['kty'], crv: jwk['crv'], x };
+    if (ec) pub['y'] = y;
+    key = createPublicKey({ key: pub as import('node:crypto').JsonWebKey, format: 'jwk' });
   } catch (error) {
     throw new PavilionError(ErrorCodes.CREDENTIAL_KEY_UNSUPPORTED, `invalid JWK: ${describeThrown(error)}`, { cause: error });
   }
+  if (id !== undefined) {
+    if (importedKeys.size >= IMPORTED_KEYS_MAX) importedKeys.delete(importedKeys.keys().next().value!);
+    importedKeys.set(id, key);
+  }
+  return key;
 }
 
 export function algorithmForKey(key: KeyObject): JwsAlgorithm {

@@ -176,10 +176,12 @@ export async function verifySdJwtVc(compact: string, check: SdJwtCheck): Promise
     keyBound = true;
   }
 
-  // 4. claims: the library recomputes the disclosed payload (and re-checks the signature and times)
+  // 4. claims: the library recomputes the disclosed payload (and re-checks the times). The
+  // signature it asks about is the one step 1 verified: the same bytes are not verified twice
+  // (anything else it might ask about still is).
   const instance = new SDJwtInstance({
     hasher,
-    verifier: (data: string, sig: string) => verifyJwsSignature(data, sig, issuerKey),
+    verifier: (data: string, sig: string) => (data === signingInput && sig === signature) || verifyJwsSignature(data, sig, issuerKey),
   });
   let disclosed: unknown;
   try {
