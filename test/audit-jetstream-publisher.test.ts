@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { jetstreamManager } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/transport-node';
 import { JetStreamPublisher } from '../sidecar/src/audit/index.ts';
 import { parseConfig } from '../sidecar/src/config/index.ts';
 import { connectNats } from '../sidecar/src/distribution/index.ts';
@@ -27,10 +28,20 @@ describe('JetStreamPublisher', () => {
     await nats?.stop();
   });
 
-  test('acknowledged in order with the stream sequence; a repeated message id is a duplicate, not stored twice', async () => {
+  /** A publisher on its own connection for one test; both closed after it. */
+  async function withPublisher(timeoutMs: number, use: (publisher: JetStreamPublisher, nc: NatsConnection) => Promise<void>): Promise<void> {
     const nc = await connectNats(config(), { reconnect: false });
-    const publisher = new JetStreamPublisher(nc, { timeoutMs: 5000 });
+    const publisher = new JetStreamPublisher(nc, { timeoutMs });
     try {
+      await use(publisher, nc);
+    } finally {
+      publisher.close();
+      await nc.close();
+    }
+  }
+
+  test('acknowledged in order with the stream sequence; a repeated message id is a duplicate, not stored twice', async () => {
+    await withPublisher(5000, async (publisher, nc) => {
       const acks = await Promise.all(Array.from({ length: 500 }, (_, i) => publisher.publish('pubtest.a', new TextEncoder().encode(`m${i}`), `id-${i}`)));
       assert.deepEqual(acks.map((a) => a.seq), Array.from({ length: 500 }, (_, i) => i + 1));
       assert.ok(acks.every((a) => !a.duplicate));
@@ -38,23 +49,15 @@ describe('JetStreamPublisher', () => {
       assert.equal(again.duplicate, true);
       const info = await (await jetstreamManager(nc)).streams.info('PUBTEST');
       assert.equal(info.state.messages, 500);
-    } finally {
-      publisher.close();
-      await nc.close();
-    }
+    });
   });
 
   test('a subject no stream listens on: rejected at once (no responders), not after the timeout', async () => {
-    const nc = await connectNats(config(), { reconnect: false });
-    const publisher = new JetStreamPublisher(nc, { timeoutMs: 60_000 });
-    try {
+    await withPublisher(60_000, async (publisher) => {
       const started = Date.now();
       await assert.rejects(publisher.publish('nostream.x', new Uint8Array([1]), 'x'), /did not take the message: 503/);
       assert.ok(Date.now() - started < 5000);
-    } finally {
-      publisher.close();
-      await nc.close();
-    }
+    });
   });
 
   test('the connection closing with messages in flight, and a closed publisher: rejected at once', async () => {
