@@ -44,8 +44,8 @@ import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { developmentKey, signBundle } from '../sidecar/src/bundles/index.ts';
 import { parseConfig, type NatsConfig } from '../sidecar/src/config/index.ts';
-import { Objm } from '@nats-io/obj';
-import { NatsBundleStore, connectNats, sha256Hex } from '../sidecar/src/distribution/index.ts';
+import { NatsBundleStore, connectNats } from '../sidecar/src/distribution/index.ts';
+import { cpuSeconds } from './lib/process-stats.ts';
 import { findOpa, REPO_ROOT } from '../sidecar/src/lib/tools.ts';
 import { startNats } from '../test/harness/nats-server.ts';
 import { writeResults, type BenchCase, type Metrics } from './lib/results.ts';
@@ -61,23 +61,17 @@ const PROBE_INTERVAL_MS = Number(process.env['BENCH_ROLLOUT_PROBE_INTERVAL_MS'] 
 /** The idle window (probes only) whose CPU rate is subtracted from the rollout's. */
 const IDLE_WINDOW_MS = 2_000;
 
-/** Clock ticks per second of /proc/<pid>/stat (CLK_TCK), read once. */
-let clockTicks: number | undefined;
-
 /** CPU milliseconds a process has used so far, all its threads; undefined when /proc cannot tell. */
-async function cpuMs(pid: number): Promise<number | undefined> {
+function cpuMs(pid: number): number | undefined {
   try {
-    clockTicks ??= Number((await exec('getconf', ['CLK_TCK'])).stdout.trim()) || 100;
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return ((Number(fields[11]) + Number(fields[12])) * 1000) / clockTicks;
+    return cpuSeconds(pid) * 1000;
   } catch {
     return undefined;
   }
 }
 
 async function totalCpuMs(pids: readonly number[]): Promise<number | undefined> {
-  const each = await Promise.all(pids.map(cpuMs));
+  const each = pids.map(cpuMs);
   return each.some((v) => v === undefined) ? undefined : each.reduce((a: number, b) => a + (b as number), 0);
 }
 
@@ -328,12 +322,8 @@ async function runPavilionFleet(n: number, work: string, revisions: readonly { r
   try {
     const first = revisions[0] as { rev: string; wasm: Buffer };
     await store.push('bank', first.wasm, { revision: first.rev, pushedBy: 'bench' });
-    // the bytes of every revision in the Object Store before the clock starts (see the header);
-    // one chunk each, as push stores bundles of this size, so pointers name the chunk
-    const objects = await new Objm(store.nc).open(`${natsConfig.objectBucketPrefix}bank`);
-    for (const { rev, wasm } of revisions.slice(1)) {
-      await objects.putBlob({ name: sha256Hex(wasm), description: `bank ${rev}`, options: { max_chunk_size: 900 * 1024 } }, wasm);
-    }
+    // the bytes of every revision in the Object Store before the clock starts (see the header)
+    for (const { rev, wasm } of revisions.slice(1)) await store.upload('bank', wasm, rev);
     for (let i = 0; i < n; i++) {
       const port = await freePort();
       const config = join(work, `pavilion-${n}-${i}.json`);

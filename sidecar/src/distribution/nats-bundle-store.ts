@@ -308,8 +308,11 @@ export class NatsBundleStore {
     return chunk.data;
   }
 
-  /** Store a bundle under its SHA-256 (once); the chunk's nuid when it is one chunk. */
-  async #upload(tenant: string, archive: Buffer, revision: string): Promise<{ digest: string; nuid?: string }> {
+  /**
+   * Store a bundle under its SHA-256 (once) without moving the pointer: a push of the same bytes
+   * later finds them there. The chunk's nuid when it is one chunk.
+   */
+  async upload(tenant: string, archive: Buffer, revision: string): Promise<{ digest: string; nuid?: string }> {
     const digest = sha256Hex(archive);
     try {
       const store = await this.#objectStore(tenant, true);
@@ -366,7 +369,7 @@ export class NatsBundleStore {
 
   /** Upload the bundle and point `key` (the tenant's pointer, or its shadow pointer) at it. */
   async #uploadAndPoint(tenant: string, key: string, archive: Buffer, meta: PushMeta): Promise<PointerEntry> {
-    const { digest, nuid } = await this.#upload(tenant, archive, meta.revision);
+    const { digest, nuid } = await this.upload(tenant, archive, meta.revision);
     return this.#move(key, {
       v: 1, tenant, revision: meta.revision, object: digest, digest, size_bytes: archive.length, ...(nuid === undefined ? {} : { object_nuid: nuid }),
       action: 'push', pushed_by: meta.pushedBy, pushed_at: new Date().toISOString(),
