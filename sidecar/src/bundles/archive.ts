@@ -12,6 +12,7 @@
  * This module is pure: no I/O besides the buffer it is handed, no Wasm compilation
  * (that is the engine's job).
  */
+import { setOwn } from '../lib/own-property.ts';
 import { createHash } from 'node:crypto';
 import { promisify } from 'node:util';
 import { gunzip, gunzipSync } from 'node:zlib';
@@ -176,10 +177,6 @@ function ownGet(target: Record<string, unknown>, key: string): unknown {
   return Object.hasOwn(target, key) ? target[key] : undefined;
 }
 
-function ownSet(target: Record<string, unknown>, key: string, value: unknown): void {
-  Object.defineProperty(target, key, { value, writable: true, enumerable: true, configurable: true });
-}
-
 function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
@@ -202,14 +199,14 @@ function mergeInto(target: Record<string, unknown>, path: readonly string[], val
     if (existing !== undefined) {
       throw new PavilionError(ErrorCodes.BUNDLE_CORRUPT, `data conflict at '${path.join('/')}' (from ${file})`);
     }
-    ownSet(target, head, value);
+    setOwn(target, head, value);
     return;
   }
   const next = existing ?? {};
   if (!isPlainObject(next)) {
     throw new PavilionError(ErrorCodes.BUNDLE_CORRUPT, `data conflict at '${head}' (from ${file})`);
   }
-  ownSet(target, head, next);
+  setOwn(target, head, next);
   mergeInto(next, rest, value, file);
 }
 

@@ -12,6 +12,7 @@
  * apply in order to a copy; any failure refuses the whole delta and nothing changes.
  * Pure: no I/O.
  */
+import { setOwn } from '../lib/own-property.ts';
 import { ErrorCodes, PavilionError } from '../lib/errors.ts';
 import { pathWithin } from './archive.ts';
 
@@ -72,10 +73,6 @@ function child(container: unknown, key: string): unknown {
   if (Array.isArray(container)) return /^\d+$/.test(key) ? container[Number(key)] : undefined;
   if (isObject(container)) return Object.hasOwn(container, key) ? container[key] : undefined;
   return undefined;
-}
-
-function setOwn(target: Record<string, unknown>, key: string, value: unknown): void {
-  Object.defineProperty(target, key, { value, writable: true, enumerable: true, configurable: true });
 }
 
 function arrayIndex(array: unknown[], key: string, allowEnd: boolean, path: string): number {

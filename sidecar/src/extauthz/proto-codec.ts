@@ -13,6 +13,7 @@
  *
  * Encoding takes the `CheckResponse` built by `decision.ts`.
  */
+import { setOwn } from '../lib/own-property.ts';
 import { existsSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -63,12 +64,6 @@ export function jsonName(name: string): string {
   return out;
 }
 
-/** Keys come from the request: own properties only, so `__proto__` stays a key. */
-function defineKey(target: JsonObject, key: string, value: unknown): void {
-  if (key === '__proto__') Object.defineProperty(target, key, { value, writable: true, enumerable: true, configurable: true });
-  else target[key] = value;
-}
-
 /** google.protobuf.Struct renders as a plain object (structToJson), not field by field. */
 const STRUCT_PLAN: readonly FieldPlan[] = [];
 
@@ -86,7 +81,7 @@ interface FieldPlan {
 function structToJson(message: Record<string, unknown>): JsonObject {
   const out: JsonObject = {};
   const fields = (message['fields'] ?? {}) as Record<string, Record<string, unknown>>;
-  for (const [key, value] of Object.entries(fields)) defineKey(out, key, valueToJson(value));
+  for (const [key, value] of Object.entries(fields)) setOwn(out, key, valueToJson(value));
   return out;
 }
 
@@ -209,7 +204,7 @@ export class CheckCodec {
         if (entries.length === 0) continue;
         const map: JsonObject = {};
         for (const [key, v] of entries) {
-          defineKey(map, key, nested === undefined ? scalar(v, field) : this.#toJson(v as Record<string, unknown>, nested));
+          setOwn(map, key, nested === undefined ? scalar(v, field) : this.#toJson(v as Record<string, unknown>, nested));
         }
         out[field.jsonName] = map;
       } else if (field.repeated) {
