@@ -5,7 +5,7 @@
  * `env.opa_builtin0..4`, and exports (among others) `builtins()` and `entrypoints()` which
  * return addresses of JSON values, `opa_json_dump` to serialise a value to a NUL-terminated
  * string, and the ABI version globals. opa-wasm does not expose which host builtins a
- * module needs until one is called; `inspectWasm` reads that list up front, so a module
+ * module needs until one is called; `compileAndInspectWasm` reads that list up front, so a module
  * that needs a builtin Pavilion does not provide is refused at load time, not mid-request.
  */
 import { Worker } from 'node:worker_threads';
@@ -45,15 +45,13 @@ const { parentPort } = require('node:worker_threads');
 const refuse = () => { throw new Error('policy module called the host during inspection'); };
 const value = (g) => (g === undefined ? undefined : typeof g === 'number' ? g : Number(g.value));
 const text = (error) => String(error && error.message || error);
-parentPort.on('message', ({ id, bytes, initialPages, maximumPages, ...given }) => {
-  let module = given.module;
-  if (module === undefined) {
-    try {
-      module = new WebAssembly.Module(bytes);
-    } catch (error) {
-      parentPort.postMessage({ id, ok: false, stage: 'compile', message: text(error) });
-      return;
-    }
+parentPort.on('message', ({ id, bytes, initialPages, maximumPages }) => {
+  let module;
+  try {
+    module = new WebAssembly.Module(bytes);
+  } catch (error) {
+    parentPort.postMessage({ id, ok: false, stage: 'compile', message: text(error) });
+    return;
   }
   try {
     const memory = new WebAssembly.Memory({ initial: initialPages, maximum: maximumPages });
@@ -75,7 +73,7 @@ parentPort.on('message', ({ id, bytes, initialPages, maximumPages, ...given }) =
       facts.builtins = dump(e.builtins());
       facts.entrypoints = dump(e.entrypoints());
     }
-    parentPort.postMessage({ id, ok: true, facts, ...(given.module === undefined ? { module } : {}) });
+    parentPort.postMessage({ id, ok: true, facts, module });
   } catch (error) {
     parentPort.postMessage({ id, ok: false, stage: 'inspect', message: text(error) });
   }
@@ -98,9 +96,6 @@ export interface InspectionLimits {
 
 type InspectionReply = { id: number; ok: boolean; facts?: InspectionFacts; module?: WebAssembly.Module; stage?: 'compile' | 'inspect'; message?: string };
 
-/** What the sandbox is given: a compiled module, or the bytes to compile there. */
-type InspectionSource = { readonly module: WebAssembly.Module } | { readonly bytes: Uint8Array };
-
 interface InspectionResult {
   readonly facts: InspectionFacts;
   readonly module: WebAssembly.Module;
@@ -112,8 +107,8 @@ class Inspector {
   #nextId = 1;
   #queue: Promise<unknown> = Promise.resolve();
 
-  inspect(source: InspectionSource, limits: InspectionLimits): Promise<InspectionResult> {
-    const run = this.#queue.then(() => this.#run(source, limits));
+  inspect(bytes: Uint8Array, limits: InspectionLimits): Promise<InspectionResult> {
+    const run = this.#queue.then(() => this.#run(bytes, limits));
     this.#queue = run.catch(() => undefined);
     return run;
   }
@@ -132,7 +127,7 @@ class Inspector {
     return worker;
   }
 
-  #run(source: InspectionSource, limits: InspectionLimits): Promise<InspectionResult> {
+  #run(bytes: Uint8Array, limits: InspectionLimits): Promise<InspectionResult> {
     const worker = this.#worker ?? this.#spawn();
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
@@ -157,7 +152,7 @@ class Inspector {
       const onMessage = (message: InspectionReply): void => {
         if (message.id !== id) return;
         cleanup();
-        const module = 'module' in source ? source.module : message.module;
+        const module = message.module;
         if (message.ok && message.facts !== undefined && module !== undefined) resolve({ facts: message.facts, module });
         else if (message.stage === 'compile') reject(new PavilionError(ErrorCodes.BUNDLE_WASM_INVALID, `policy.wasm does not compile: ${message.message ?? 'unknown error'}`));
         else reject(new PavilionError(ErrorCodes.BUNDLE_WASM_INVALID, `policy.wasm does not instantiate as an OPA policy: ${message.message ?? 'unknown error'}`));
@@ -174,24 +169,19 @@ class Inspector {
       worker.on('message', onMessage);
       worker.once('error', onError);
       worker.once('exit', onExit);
-      worker.postMessage({ id, ...source, initialPages: limits.initialPages, maximumPages: limits.maximumPages });
+      worker.postMessage({ id, bytes, initialPages: limits.initialPages, maximumPages: limits.maximumPages });
     });
   }
 }
 
 const inspector = new Inspector();
 
-/** Instantiate the module in the sandbox worker with inert imports and read its ABI facts. */
-export async function inspectWasm(module: WebAssembly.Module, limits: InspectionLimits): Promise<WasmInspection> {
-  return checkFacts((await inspector.inspect({ module }, limits)).facts);
-}
-
 /**
  * Compile untrusted bytes in the sandbox worker and inspect the module there, in one round
  * trip (the deadline covers both); the compiled module and its ABI facts, or a typed error.
  */
 export async function compileAndInspectWasm(bytes: Uint8Array, limits: InspectionLimits): Promise<{ module: WebAssembly.Module; inspection: WasmInspection }> {
-  const { facts, module } = await inspector.inspect({ bytes }, limits);
+  const { facts, module } = await inspector.inspect(bytes, limits);
   return { module, inspection: checkFacts(facts) };
 }
 

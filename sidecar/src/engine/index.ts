@@ -1,5 +1,5 @@
 /** Engine: compiled per-tenant Wasm policies evaluated on worker threads, with a decision cache. */
-export { inspectWasm, type InspectionLimits, type WasmInspection } from './abi.ts';
+export { type InspectionLimits, type WasmInspection } from './abi.ts';
 export { compilePolicy, SDK_BUILTIN_NAMES, type CompiledPolicy, type CompileOptions } from './compiled-policy.ts';
 export { DecisionCache, type CachedDecision } from './decision-cache.ts';
 export {
