@@ -81,6 +81,7 @@ export class DirectoryWatcher implements Component {
   async #poll(): Promise<void> {
     try {
       const tenants = new Set([...this.#options.tenants.ids(), ...((await this.#options.listTenants?.()) ?? [])]);
+      let trustRefreshed = false;
       for (const tenant of tenants) {
         const signature = await this.#signature(tenant);
         if (signature === undefined) continue;
@@ -98,8 +99,12 @@ export class DirectoryWatcher implements Component {
         this.#seen.set(tenant, { signature });
         if (!this.#options.tenants.discover(tenant)) continue;
         try {
-          // a new build may come with a new key (a new tenant's, a rotation)
-          await this.#options.tenants.refreshTrust();
+          // a new build may come with a new key (a new tenant's, a rotation): the keys
+          // directory is read once per poll, however many tenants changed in it
+          if (!trustRefreshed) {
+            await this.#options.tenants.refreshTrust();
+            trustRefreshed = true;
+          }
           const active = await this.#options.tenants.reload(tenant);
           this.#reloads++;
           this.#options.log?.('info', 'bundle reloaded from the directory', { tenant, revision: active.revision });
