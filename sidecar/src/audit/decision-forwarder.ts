@@ -31,7 +31,7 @@ import { describeThrown } from '../lib/errors.ts';
 import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
 import { withDeadline } from '../lib/lifecycle.ts';
 import type { Metrics } from '../telemetry/index.ts';
-import { decisionIdOf, type AuditLog } from './log/index.ts';
+import type { AuditLog } from './log/index.ts';
 import { JetStreamPublisher, type StreamAck } from './jetstream-publisher.ts';
 import { FILE_HEADER_BYTES, FRAME_OVERHEAD_BYTES, FrameDecoder, RecordType } from './log/record-format.ts';
 
@@ -287,8 +287,9 @@ export class DecisionForwarder implements Component {
         for (const record of decoder.push(Buffer.from(chunk.subarray(0, bytesRead)))) {
           if (record.type !== RecordType.LEAF || record.index < expected) continue;
           if (record.index !== expected) throw new Error(`${state.log.path}: leaf ${record.index} at byte ${record.offset}, expected leaf ${expected}`);
-          // the log knows each leaf's decision id: no JSON parse of every payload
-          const decisionId = record.index < state.log.size ? state.log.decisionIdAt(record.index) : decisionIdOf(record.payload);
+          // the log knows each leaf's decision id (a leaf joins the tree before its frame is
+          // written, and only written bytes are read): no JSON parse of every payload
+          const decisionId = state.log.decisionIdAt(record.index);
           const frameEnd = record.offset + record.payload.length + FRAME_OVERHEAD_BYTES;
           expected = record.index + 1;
           if (inFlight.length >= this.#options.maxInFlight) await settle(burst);
