@@ -62,9 +62,6 @@ export interface CredentialBinding {
 /** A status list fetched over HTTPS must arrive within this. */
 const STATUS_FETCH_TIMEOUT_MS = 10_000;
 
-/** A status source fetched over HTTPS and not held yet: a Bitstring list or a Status List Token. */
-const unfetchedKey = (tenantId: string, kind: 'list' | 'token', url: string): string => `${tenantId}\u0000${kind}\u0000${url}`;
-
 /** Compact credentials (VC-JWT, SD-JWT VC) in a header, comma-separated; JSON ones go in a body. */
 export const CREDENTIALS_HEADER = 'x-pavilion-credentials';
 export const CREDENTIAL_CHALLENGE_HEADER = 'x-pavilion-credential-challenge';
@@ -114,8 +111,8 @@ export class CredentialGate implements Component {
   /** Started without any tenant policy: nothing loaded, every tenant's keys are just reserved. */
   #idle = false;
   #shared: RedisSharedState | undefined;
-  /** `<tenant>\u0000<url>` of HTTPS status lists not fetched yet. */
-  readonly #unfetched = new Set<string>();
+  /** HTTPS status lists and Status List Tokens not fetched yet, by tenant, kind and URL. */
+  readonly #unfetched = new Map<string, { readonly tenantId: string; readonly kind: 'list' | 'token'; readonly url: string }>();
   #lastFetchError: string | undefined;
   readonly #sources = new Map<string, StatusListSource | undefined>();
 
@@ -161,13 +158,13 @@ export class CredentialGate implements Component {
         }
         for (const token of policy.initialTokenStatusLists) await verifier.admitTokenStatusList(policy.tenantId, token.uri, token.jwt);
         for (const state of policy.initialAccumulatorStates) await verifier.admitAccumulatorState(policy.tenantId, state);
-        for (const url of policy.statusListUrls) this.#unfetched.add(unfetchedKey(policy.tenantId, 'list', url));
-        for (const url of policy.tokenStatusListUrls) this.#unfetched.add(unfetchedKey(policy.tenantId, 'token', url));
+        for (const url of policy.statusListUrls) this.#unfetched.set(`${policy.tenantId} list ${url}`, { tenantId: policy.tenantId, kind: 'list', url });
+        for (const url of policy.tokenStatusListUrls) this.#unfetched.set(`${policy.tenantId} token ${url}`, { tenantId: policy.tenantId, kind: 'token', url });
       }
       this.#verifier = verifier;
       // lists fetched over HTTPS: a failure here is not fatal (checks against them fail closed
       // and health says WARN until a refresh gets them)
-      this.#lastRefreshFailures = await this.#fetchMissing(verifier);
+      await this.#fetchMissing(verifier);
     } catch (error) {
       this.#startError = describeThrown(error);
       await this.#executor?.close();
@@ -263,7 +260,8 @@ export class CredentialGate implements Component {
     if (verifier === undefined) return;
     try {
       const failures = await verifier.refreshStatusLists(this.#abort.signal);
-      this.#lastRefreshFailures = failures.length + (await this.#fetchMissing(verifier));
+      this.#lastRefreshFailures = failures.length;
+      await this.#fetchMissing(verifier);
     } catch {
       this.#lastRefreshFailures++;
     }
@@ -300,11 +298,9 @@ export class CredentialGate implements Component {
     return routes.size === 0 ? undefined : new RoutingStatusListSource(routes);
   }
 
-  /** Fetch and admit every HTTPS status list and token not held yet; returns how many failed. */
-  async #fetchMissing(verifier: CredentialVerifier): Promise<number> {
-    let failed = 0;
-    for (const key of [...this.#unfetched]) {
-      const [tenantId, kind, url] = key.split('\u0000') as [string, 'list' | 'token', string];
+  /** Fetch and admit every HTTPS status list and token not held yet (those left say WARN in status). */
+  async #fetchMissing(verifier: CredentialVerifier): Promise<void> {
+    for (const [key, { tenantId, kind, url }] of [...this.#unfetched]) {
       const source = this.#sourceFor(tenantId);
       try {
         if (source === undefined) throw new Error('no source');
@@ -313,10 +309,8 @@ export class CredentialGate implements Component {
         else await verifier.admitStatusList(tenantId, url, fetched);
         this.#unfetched.delete(key);
       } catch (error) {
-        failed++;
         this.#lastFetchError = `${tenantId}: ${describeThrown(error)}`;
       }
     }
-    return failed;
   }
 }
