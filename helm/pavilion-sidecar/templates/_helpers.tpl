@@ -68,14 +68,14 @@ ports, labels from the release and image tag, and the tenants list.
 {{- end -}}
 {{- $_ := set $cfg "labels" $labels -}}
 {{- $_ := set $cfg "tenants" ($p.tenants | default list) -}}
-{{- $sinkLog := deepCopy (get $cfg "decisionLog" | default dict) -}}
-{{- if and (ne (toString ($sinkLog.sink | default "file")) "audit") (hasKey $sinkLog "audit") -}}
-{{- /* the chart's default audit block is for sink audit only (the sidecar refuses it otherwise) */ -}}
-{{- $_ := unset $sinkLog "audit" -}}
-{{- $_ := set $cfg "decisionLog" $sinkLog -}}
-{{- end -}}
-{{- if $p.hsm.enabled -}}
 {{- $log := deepCopy (get $cfg "decisionLog" | default dict) -}}
+{{- if ne (toString ($log.sink | default "file")) "audit" -}}
+{{- if hasKey $log "audit" -}}
+{{- /* the chart's default audit block is for sink audit only (the sidecar refuses it otherwise) */ -}}
+{{- $_ := unset $log "audit" -}}
+{{- $_ := set $cfg "decisionLog" $log -}}
+{{- end -}}
+{{- else if $p.hsm.enabled -}}
 {{- $audit := deepCopy (get $log "audit" | default dict) -}}
 {{- if not (hasKey $audit "signer") -}}
 {{- $_ := set $audit "signer" (dict "kind" "pkcs11" "modulePath" $p.hsm.modulePath "tokenLabel" $p.hsm.tokenLabel "keyLabel" $p.hsm.keyLabel "pinEnv" "PAVILION_HSM_PIN" "generateKey" $p.hsm.generateKey) -}}
