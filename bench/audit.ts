@@ -61,7 +61,7 @@ import { parseConfig, type AuditLogConfig, type NatsConfig } from '../sidecar/sr
 import { REPO_ROOT } from '../sidecar/src/lib/tools.ts';
 import { startNats, type RunningNats } from '../test/harness/nats-server.ts';
 import { DecisionLogCollector } from './lib/decision-log-collector.ts';
-import { measureServer, runLoad, type LoadRequest, type LoadSpec } from './lib/load.ts';
+import { measureServer, runPaced, type LoadRequest, type LoadSpec } from './lib/load.ts';
 import { cpuSeconds } from './lib/process-stats.ts';
 import { opaName, startOpa } from './lib/opa.ts';
 import { writeResults, type BenchCase, type Metrics } from './lib/results.ts';
@@ -141,7 +141,7 @@ async function startPipeline(directory: string, natsUrl: string | undefined, fsy
   const fields = [parsePseudonymField('/input/subject/id')];
   const masker = new DecisionMasker({
     // the rules come from a fixed list, not from Wasm evaluation of system.log.mask (the HTTP cases evaluate policy)
-    policy: { evaluate: async (_tenant, rule) => (rule === 'mask' ? { present: true, result: MASK_RULES } : { present: false }) },
+    policy: { evaluate: async () => ({ mask: { ok: true, result: MASK_RULES } }) },
     pseudonyms: { fields: () => fields, key: async () => key },
   });
   const sink = new MaskingDecisionSink(audit, masker);
@@ -494,14 +494,14 @@ async function addedLatency(main: string, bundleDir: string, regoBundle: string,
   const slices = new Map<string, Metrics[]>(names.map((n) => [n, []]));
   try {
     for (const name of names) servers[name] = await starters[name]();
-    const spec = (url: string): LoadSpec => ({ url, connections: CONNECTIONS, requests, unique: true, rate: RATE });
-    for (const name of names) await runLoad(spec((servers[name] as Server).url), WARMUP_S);
+    const spec = (url: string): LoadSpec & { rate: number } => ({ url, connections: CONNECTIONS, requests, unique: true, rate: RATE });
+    for (const name of names) await runPaced(spec((servers[name] as Server).url), WARMUP_S);
     for (let round = 0; round < rounds; round++) {
       const order = names.map((_, i) => names[(i + round) % names.length] as keyof typeof starters);
       for (const name of order) {
         const server = servers[name] as Server;
         const cpuBefore = cpuSeconds(server.pid);
-        const result = await runLoad(spec(server.url), slice);
+        const result = await runPaced(spec(server.url), slice);
         const cpu = cpuSeconds(server.pid) - cpuBefore;
         const total = result['requests_total'] ?? 0;
         slices.get(name)?.push({ ...result, cpu_ms_per_decision: total > 0 ? (cpu * 1000) / total : 0 });
@@ -523,12 +523,15 @@ async function addedLatency(main: string, bundleDir: string, regoBundle: string,
     p50_on_ms: median(on, 'p50_ms'),
     p99_off_ms: median(off, 'p99_ms'),
     p99_on_ms: median(on, 'p99_ms'),
+    service_p99_off_ms: median(off, 'service_p99_ms'),
+    service_p99_on_ms: median(on, 'service_p99_ms'),
+    added_service_p99_ms: round(median(on, 'service_p99_ms') - median(off, 'service_p99_ms')),
     cpu_ms_per_decision_off: round(median(off, 'cpu_ms_per_decision'), 4),
     cpu_ms_per_decision_on: round(median(on, 'cpu_ms_per_decision'), 4),
     rps_on: Math.round(median(on, 'rps')),
     errors: [off, on].reduce((sum, name) => sum + (slices.get(name) ?? []).reduce((a, m) => a + (m['errors'] ?? 0) + (m['non_2xx'] ?? 0), 0), 0),
   });
-  const common = `Pavilion: decisionLog sink none vs audit (answered only once durable as fsync says, streamed to NATS, one pseudonymised field); OPA: no decision_logs vs decision_logs to an HTTP collector (in memory, uploaded every 1 s; the same OPA figures in both rows). All five servers run at once and take turns: ${rounds} slice(s) of ${slice}s each at ${RATE} requests/s over ${CONNECTIONS} connections (open loop), medians over slices; differences of percentiles from separate slices, so noisy on a shared machine - CPU per decision is steadier`;
+  const common = `Pavilion: decisionLog sink none vs audit (answered only once durable as fsync says, streamed to NATS, one pseudonymised field); OPA: no decision_logs vs decision_logs to an HTTP collector (in memory, uploaded every 1 s; the same OPA figures in both rows). All five servers run at once and take turns: ${rounds} slice(s) of ${slice}s each at ${RATE} requests/s over ${CONNECTIONS} keep-alive connections from the paced open-loop client (bench/loadgen: evenly spaced, latency from the instant each request was due; service_* from the instant it was handed to its connection), medians over slices; differences of percentiles from separate slices, so noisy on a shared machine - CPU per decision is steadier`;
   return (['always', 'interval'] as const).map((fsync) => ({
     name: `added latency per decision, log on vs off, HTTP at a fixed ${RATE} requests/s (Pavilion fsync ${fsync})`,
     pavilion: summarize('pOff', fsync === 'always' ? 'pAlways' : 'pInterval'),
@@ -810,6 +813,8 @@ export async function run(): Promise<void> {
   try {
     // the compiled server only for the cases that start one
     const main = ['http', 'latency', 'kill'].some((c) => CASES.has(c)) ? await buildSidecar(REPO_ROOT) : '';
+    // the paced open-loop client for the fixed-rate case
+    if (CASES.has('latency')) execFileSync('bash', [join(REPO_ROOT, 'scripts', 'install-loadgen.sh')], { stdio: ['ignore', 'ignore', 'inherit'] });
     const wasmDir = join(work, 'wasm');
     await buildTenantBundle(definitionPath(TENANT), { outputDirectory: wasmDir });
     const rego = await buildTenantBundle(definitionPath(TENANT), { outputDirectory: join(work, 'rego'), target: 'rego', skipTests: true });

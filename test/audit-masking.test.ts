@@ -160,7 +160,9 @@ describe('system.log.mask: the same events as OPA v1.22.3 logs', () => {
       const theirs = await opaEvent(id);
       assert.ok(theirs !== undefined, 'OPA logged the event');
       // OPA hands the mask rule set over in its set order, which the response shows.
+      const before = structuredClone({ input, result });
       const ours = applyMaskRules(decisionEvent(0, { input, result }), parseMaskRules(result.rules));
+      assert.deepEqual({ input, result }, before, "masking never writes the caller's input or result");
       assert.deepEqual(ours.input, theirs['input']);
       assert.deepEqual(ours.result, theirs['result']);
       assert.deepEqual(ours.erased, theirs['erased']);
@@ -181,9 +183,19 @@ describe('system.log.mask: the same events as OPA v1.22.3 logs', () => {
     const { id } = await askOpa({ rules: [], drop: true });
     await new Promise((r) => setTimeout(r, 100));
     assert.equal(await opaEvent(id), undefined);
-    const policy: LogPolicy = { evaluate: async (_t, rule, event) => ({ present: true, result: rule === 'drop' ? (event as DecisionEventV1 & { input: { drop?: boolean } }).input.drop === true : [] }) };
+    const policy: LogPolicy = { evaluate: async (_t, event) => ({ drop: { ok: true, result: (event as DecisionEventV1 & { input: { drop?: boolean } }).input.drop === true }, mask: { ok: true, result: [] } }) };
     assert.deepEqual(await new DecisionMasker({ policy }).process(decisionEvent(1, { input: { drop: true } })), { kind: 'drop' });
     assert.equal((await new DecisionMasker({ policy }).process(decisionEvent(1, { input: { drop: false } }))).kind, 'log');
+  });
+
+  it('copies only along the rules\' paths: one object reached twice is masked where the rule points, nowhere else', () => {
+    const shared = { ssn: '123', name: 'alice' };
+    const input = { a: shared, b: shared, other: { big: [1, 2, 3] } };
+    const ours = applyMaskRules(decisionEvent(0, { input }), parseMaskRules(['/input/a/ssn', { op: 'upsert', path: '/input/b/name', value: 'x' }]));
+    assert.deepEqual(ours.input, { a: { name: 'alice' }, b: { ssn: '123', name: 'x' }, other: { big: [1, 2, 3] } });
+    assert.deepEqual(shared, { ssn: '123', name: 'alice' }, 'the shared original is untouched');
+    assert.deepEqual(ours.erased, ['/input/a/ssn']);
+    assert.deepEqual(ours.masked, ['/input/b/name']);
   });
 
   it('a rule set that is not an array is refused', () => {
@@ -250,11 +262,12 @@ describe('DecisionMasker fails closed', () => {
   const event = decisionEvent(1, { input: { secret: 's' }, result: { v: 1 } });
 
   it('a mask rule that fails to evaluate or is malformed: logged with input and result erased and the reason', async () => {
-    for (const policy of [
-      { evaluate: async (_t: string, rule: string) => (rule === 'mask' ? Promise.reject(new Error('boom')) : { present: false }) },
-      { evaluate: async (_t: string, rule: string) => (rule === 'mask' ? { present: true, result: ['/nope'] } : { present: false }) },
-      { evaluate: async () => Promise.reject(new Error('drop broke')) },
-    ] satisfies LogPolicy[]) {
+    for (const [rule, policy] of [
+      ['mask', { evaluate: async () => ({ mask: { ok: false, error: new Error('boom') } }) }],
+      ['mask', { evaluate: async () => ({ mask: { ok: true, result: ['/nope'] } }) }],
+      ['drop', { evaluate: async () => ({ drop: { ok: false, error: new Error('drop broke') }, mask: { ok: true, result: [] } }) }],
+      ['drop', { evaluate: async () => Promise.reject(new Error('the tenant has no active policy')) }],
+    ] satisfies Array<[string, LogPolicy]>) {
       const outcome = await new DecisionMasker({ policy }).process(event);
       assert.equal(outcome.kind, 'log');
       if (outcome.kind !== 'log') return;
@@ -262,12 +275,12 @@ describe('DecisionMasker fails closed', () => {
       assert.equal(outcome.event.result, undefined);
       assert.deepEqual(outcome.event.erased, ['/input', '/result']);
       assert.equal(outcome.event.error?.code, 'ERR_AUDIT_MASK_FAILED');
-      assert.ok(outcome.failure !== undefined);
+      assert.ok(outcome.failure?.startsWith(`system.log.${rule}: `), outcome.failure);
     }
   });
 
   it('no rules in the tenant policy: the event passes unchanged', async () => {
-    const outcome = await new DecisionMasker({ policy: { evaluate: async () => ({ present: false }) } }).process(event);
+    const outcome = await new DecisionMasker({ policy: { evaluate: async () => ({}) } }).process(event);
     assert.deepEqual(outcome, { kind: 'log', event });
   });
 });

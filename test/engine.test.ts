@@ -110,6 +110,18 @@ describe('policy engine', () => {
     assert.ok(after.every((d) => (d.result as { ok: number }).ok === 1));
   });
 
+  test('evaluateEach: several entrypoints on one input in one round trip, each with its own outcome', async () => {
+    const outcomes = await engine.evaluateEach('heavy', ['heavy/echo', 'heavy/conflict', 'heavy/echo'], { a: 'x', b: 'y' });
+    assert.equal(outcomes.length, 3);
+    assert.deepEqual(outcomes[0], { ok: true, result: { a: 'x', b: 'y' } });
+    const conflict = outcomes[1];
+    assert.ok(conflict !== undefined && !conflict.ok && conflict.error.code === ErrorCodes.EVAL_CONFLICT, 'the failing rule fails alone');
+    assert.deepEqual(outcomes[2], outcomes[0], 'and the rules after it still answer');
+    await rejects(engine.evaluateEach('heavy', ['heavy/echo', 'calm/allow'], {}), ErrorCodes.ENTRYPOINT_UNKNOWN);
+    await rejects(engine.evaluateEach('nobody', ['heavy/echo'], {}), ErrorCodes.TENANT_NOT_READY);
+    assert.deepEqual(await engine.evaluateEach('heavy', [], {}), []);
+  });
+
   test('deeply nested input -> ERR_REQUEST_TOO_DEEP', async () => {
     let input: unknown = 'leaf';
     for (let i = 0; i < 100; i++) input = { nested: input };

@@ -11,8 +11,12 @@
 //	grpc: unary gRPC over HTTP/2 without TLS (h2c, prior knowledge); bodies are the
 //	      varint-delimited messages of -bodies (what ghz reads); success is grpc-status 0.
 //	http: HTTP/1.1 keep-alive POSTs; bodies are the lines of -bodies; success is a 200.
+//	http-requests: as http, but each line of -bodies is a request, {"path", "headers", "body"}
+//	      (body a string), POSTed to -url with the path appended.
 //
-// It prints one JSON object: counts, achieved rate and latency percentiles in milliseconds.
+// It prints one JSON object: counts, achieved rate and latency percentiles in milliseconds,
+// from the due instant (p50_ms, ...) and, to tell the client's own lateness apart, from the
+// instant the request was handed to the connection (service_p50_ms, ...).
 package main
 
 import (
@@ -44,8 +48,15 @@ type result struct {
 	ok         bool
 }
 
+// one request of http-requests mode
+type lineRequest struct {
+	Path    string            `json:"path"`
+	Headers map[string]string `json:"headers"`
+	Body    string            `json:"body"`
+}
+
 func main() {
-	mode := flag.String("mode", "grpc", "grpc | http")
+	mode := flag.String("mode", "grpc", "grpc | http | http-requests")
 	url := flag.String("url", "", "target URL (grpc: http://host:port/package.Service/Method)")
 	bodiesPath := flag.String("bodies", "", "request bodies (grpc: varint-delimited messages; http: one per line)")
 	contentType := flag.String("content-type", "application/json", "http mode: Content-Type")
@@ -67,6 +78,16 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
+	var lines []lineRequest
+	if *mode == "http-requests" {
+		lines = make([]lineRequest, len(bodies))
+		for i, b := range bodies {
+			if err := json.Unmarshal(b, &lines[i]); err != nil {
+				fail(fmt.Errorf("bodies line %d: %w", i+1, err))
+			}
+			bodies[i] = []byte(lines[i].Body)
+		}
+	}
 	clients := make([]*http.Client, *conns)
 	for i := range clients {
 		clients[i] = newClient(*mode, *timeout)
@@ -74,12 +95,21 @@ func main() {
 	send := func(i int) bool {
 		client := clients[i%len(clients)]
 		body := bodies[i%len(bodies)]
-		req, err := http.NewRequest(http.MethodPost, *url, bytes.NewReader(body))
+		target := *url
+		if lines != nil {
+			target += lines[i%len(lines)].Path
+		}
+		req, err := http.NewRequest(http.MethodPost, target, bytes.NewReader(body))
 		if err != nil {
 			return false
 		}
 		req.ContentLength = int64(len(body))
-		if *mode == "grpc" {
+		if lines != nil {
+			req.Header.Set("content-type", *contentType)
+			for k, v := range lines[i%len(lines)].Headers {
+				req.Header.Set(k, v)
+			}
+		} else if *mode == "grpc" {
 			req.Header.Set("content-type", "application/grpc")
 			req.Header.Set("te", "trailers")
 		} else {
@@ -104,7 +134,9 @@ func main() {
 		return true
 	}
 
-	run := func(length time.Duration) ([]result, time.Duration) {
+	// first: the number of the run's first request (the warm-up's requests come before the
+	// measured ones, so bodies are not repeated across the two while there are enough)
+	run := func(length time.Duration, first int) ([]result, time.Duration) {
 		total := int(length.Seconds() * *rate)
 		results := make([]result, total)
 		slots := make(chan struct{}, *maxInFlight)
@@ -121,7 +153,7 @@ func main() {
 			go func(i int, due time.Time) {
 				defer wg.Done()
 				written := time.Now()
-				ok := send(i)
+				ok := send(first + i)
 				done := time.Now()
 				<-slots
 				results[i] = result{dueToDone: done.Sub(due), dueToWrite: written.Sub(due), ok: ok}
@@ -131,10 +163,12 @@ func main() {
 		return results, time.Since(start)
 	}
 
+	warmupRequests := 0
 	if *warmup > 0 {
-		run(*warmup)
+		warm, _ := run(*warmup, 0)
+		warmupRequests = len(warm)
 	}
-	results, elapsed := run(*duration)
+	results, elapsed := run(*duration, warmupRequests)
 	report(results, elapsed)
 }
 
@@ -190,7 +224,7 @@ func readBodies(mode, path string) ([][]byte, error) {
 }
 
 func report(results []result, elapsed time.Duration) {
-	var latencies, lags []float64
+	var latencies, lags, service []float64
 	errorsCount := 0
 	for _, r := range results {
 		if !r.ok {
@@ -199,9 +233,11 @@ func report(results []result, elapsed time.Duration) {
 		}
 		latencies = append(latencies, float64(r.dueToDone.Microseconds())/1000)
 		lags = append(lags, float64(r.dueToWrite.Microseconds())/1000)
+		service = append(service, float64((r.dueToDone-r.dueToWrite).Microseconds())/1000)
 	}
 	slices.Sort(latencies)
 	slices.Sort(lags)
+	slices.Sort(service)
 	pct := func(values []float64, p float64) float64 {
 		if len(values) == 0 {
 			return 0
@@ -224,6 +260,9 @@ func report(results []result, elapsed time.Duration) {
 		"send_lag_p50_ms":  pct(lags, 50),
 		"send_lag_p99_ms":  pct(lags, 99),
 		"send_lag_p999_ms": pct(lags, 99.9),
+		"service_p50_ms":   pct(service, 50),
+		"service_p99_ms":   pct(service, 99),
+		"service_p999_ms":  pct(service, 99.9),
 	}
 	encoded, _ := json.Marshal(out)
 	fmt.Println(string(encoded))

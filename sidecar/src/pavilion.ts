@@ -61,10 +61,12 @@ function decisionMasker(config: PavilionConfig, engine: PolicyEngine): DecisionM
   const { privacy } = config.decisionLog;
   const namespaceOf = (tenant: string): string => config.tenants.find((t) => t.id === tenant)?.namespace ?? tenant;
   const policy: LogPolicy = {
-    async evaluate(tenant, rule, input) {
-      const path = `${namespaceOf(tenant)}/system/log/${rule}`;
-      if (engine.active(tenant)?.entrypoints.includes(path) !== true) return { present: false };
-      return { present: true, result: (await engine.evaluate(tenant, path, input, { cache: false, shadow: false })).result };
+    async evaluate(tenant, input) {
+      const entrypoints = engine.active(tenant)?.entrypoints ?? [];
+      const rules = (['drop', 'mask'] as const).filter((rule) => entrypoints.includes(`${namespaceOf(tenant)}/system/log/${rule}`));
+      if (rules.length === 0) return {};
+      const outcomes = await engine.evaluateEach(tenant, rules.map((rule) => `${namespaceOf(tenant)}/system/log/${rule}`), input);
+      return Object.fromEntries(rules.map((rule, i) => [rule, outcomes[i]]));
     },
   };
   const byTenant = new Map(Object.entries(privacy.pseudonymiseFieldsByTenant).map(([t, list]) => [t, list.map(parsePseudonymField)]));
@@ -172,7 +174,8 @@ export class Pavilion {
     this.events = new DecisionEvents(config.labels);
     const sink = options.sink ?? decisionSink(config);
     this.auditLog = sink instanceof AuditLogSink ? sink : undefined;
-    this.sink = new MaskingDecisionSink(sink, decisionMasker(config, this.engine));
+    // nothing is written with sink none: masking (two rule evaluations per decision) would be wasted
+    this.sink = sink instanceof NullDecisionSink ? sink : new MaskingDecisionSink(sink, decisionMasker(config, this.engine));
     const stream = config.decisionLog.audit?.stream;
     const auditLog = this.auditLog;
     this.decisionStream = stream?.enabled === true && config.nats !== undefined && auditLog !== undefined

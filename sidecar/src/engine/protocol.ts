@@ -25,6 +25,11 @@ export interface UnloadMessage {
 export interface EvalItem {
   readonly key: string;
   readonly entrypointId: number;
+  /**
+   * Further entrypoints evaluated on the same input in the same turn (one round trip and one
+   * copy of the input for several rules); their outcomes come back in `more`, in order.
+   */
+  readonly moreEntrypointIds?: readonly number[];
   /** JSON text of the input, or null when no input was given. */
   readonly input: string | null;
   /** Decimal nanoseconds since the epoch to use for time.now_ns, or null for "now". */
@@ -44,12 +49,16 @@ export interface EvalSuccess {
   /** The value of the entrypoint, or undefined when the document is undefined. */
   readonly result: unknown;
   readonly evalNs: number;
+  /** The outcomes of the item's `moreEntrypointIds`, in order. */
+  readonly more?: readonly EvalOutcome[];
 }
 
 export interface EvalFailure {
   readonly ok: false;
   readonly code: ErrorCode;
   readonly message: string;
+  /** As on EvalSuccess; absent when the whole item failed (a timeout, a crashed worker). */
+  readonly more?: readonly EvalOutcome[];
 }
 
 export type EvalOutcome = EvalSuccess | EvalFailure;

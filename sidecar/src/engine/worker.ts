@@ -73,7 +73,14 @@ function classify(thrown: unknown): { code: ErrorCode; recycle: boolean } {
 
 const encoder = new TextEncoder();
 
-function evaluate(item: EvalItem): EvalOutcome {
+/** The item's entrypoint, then each of its `moreEntrypointIds`, on the same input. */
+function evaluateItem(item: EvalItem): EvalOutcome {
+  const first = evaluate(item, item.entrypointId);
+  if (item.moreEntrypointIds === undefined) return first;
+  return { ...first, more: item.moreEntrypointIds.map((id) => evaluate(item, id)) };
+}
+
+function evaluate(item: EvalItem, entrypointId: number): EvalOutcome {
   let policy = instances.get(item.key);
   const spec = specs.get(item.key);
   if (spec === undefined) {
@@ -87,7 +94,7 @@ function evaluate(item: EvalItem): EvalOutcome {
     context = { nowNs: item.nowNs === null ? wallClockNs() : BigInt(item.nowNs) };
     const started = performance.now();
     const input = item.input === null ? undefined : encoder.encode(item.input).buffer;
-    const resultSet = policy.evaluate(input, item.entrypointId) as Array<{ result: unknown }>;
+    const resultSet = policy.evaluate(input, entrypointId) as Array<{ result: unknown }>;
     const evalNs = Math.round((performance.now() - started) * 1e6);
     return { ok: true, result: resultSet[0]?.result, evalNs };
   } catch (thrown) {
@@ -126,7 +133,7 @@ port.on('message', (message: ToWorker) => {
       for (let i = 0; i < message.items.length; i++) {
         control[CONTROL_INDEX] = i;
         control[CONTROL_START_MS] = nowMs();
-        results.push(evaluate(message.items[i] as EvalItem));
+        results.push(evaluateItem(message.items[i] as EvalItem));
         control[CONTROL_START_MS] = 0;
       }
       port.postMessage({ type: 'results', batch: message.batch, results });

@@ -18,12 +18,18 @@ import { PseudonymMemo, pseudonymiseEvent, type PseudonymField } from './pseudon
 /** Tenants whose recent pseudonyms are remembered at once (more: the memory starts over). */
 const MAX_MEMO_TENANTS = 1024;
 
+/** One rule's value, or why it could not be evaluated. */
+export type LogRuleOutcome = { readonly ok: true; readonly result: unknown } | { readonly ok: false; readonly error: unknown };
+
 export interface LogPolicy {
   /**
-   * The value of the tenant's `system.log.<rule>` with `input` as input; `present: false`
-   * when the tenant's policy has no such rule (no masking or dropping then).
+   * The values of the tenant's `system.log.drop` and `system.log.mask` with `input` (the
+   * unmasked event) as input, evaluated together (one evaluation round for both: mask is
+   * pure, so evaluating it for an event that is then dropped costs only time). A rule the
+   * tenant's policy does not have is absent (no dropping or masking then). Rejects when
+   * neither could be evaluated.
    */
-  evaluate(tenant: string, rule: 'mask' | 'drop', input: unknown): Promise<{ readonly present: boolean; readonly result?: unknown }>;
+  evaluate(tenant: string, input: unknown): Promise<{ readonly drop?: LogRuleOutcome; readonly mask?: LogRuleOutcome }>;
 }
 
 export interface Pseudonyms {
@@ -68,19 +74,28 @@ export class DecisionMasker {
     const { policy, pseudonyms } = this.#options;
     let current = event;
     if (policy !== undefined && event.tenant !== '') {
-      try {
-        const drop = await policy.evaluate(event.tenant, 'drop', event);
-        if (drop.present && drop.result === true) return { kind: 'drop' };
-      } catch (error) {
-        const reason = `system.log.drop: ${describeThrown(error)}`;
+      const failed = (rule: 'drop' | 'mask', error: unknown): MaskOutcome => {
+        const reason = `system.log.${rule}: ${describeThrown(error)}`;
         return { kind: 'log', event: erasedForFailure(event, reason), failure: reason };
+      };
+      let rules: Awaited<ReturnType<LogPolicy['evaluate']>>;
+      try {
+        rules = await policy.evaluate(event.tenant, event);
+      } catch (error) {
+        return failed('drop', error); // drop comes first: its failure is the one reported
       }
-      try {
-        const mask = await policy.evaluate(event.tenant, 'mask', event);
-        if (mask.present && mask.result !== undefined) current = applyMaskRules(event, parseMaskRules(mask.result));
-      } catch (error) {
-        const reason = `system.log.mask: ${describeThrown(error)}`;
-        return { kind: 'log', event: erasedForFailure(event, reason), failure: reason };
+      const { drop, mask } = rules;
+      if (drop !== undefined) {
+        if (!drop.ok) return failed('drop', drop.error);
+        if (drop.result === true) return { kind: 'drop' };
+      }
+      if (mask !== undefined) {
+        if (!mask.ok) return failed('mask', mask.error);
+        try {
+          if (mask.result !== undefined) current = applyMaskRules(event, parseMaskRules(mask.result));
+        } catch (error) {
+          return failed('mask', error);
+        }
       }
     }
     if (pseudonyms !== undefined) {

@@ -104,7 +104,7 @@ export function parseMaskRules(value: unknown): MaskRule[] {
 const INVALID = Symbol('invalid object');
 
 /** mask.go removeValue: walk to the parent, delete the key or splice the index. */
-function removeValue(path: readonly string[], root: Json): typeof INVALID | undefined {
+function removeValue(path: readonly string[], root: Json, spine: Spine): typeof INVALID | undefined {
   if (path.length === 0) return undefined;
   const target = path[path.length - 1]!;
   let node: Json = root;
@@ -116,13 +116,13 @@ function removeValue(path: readonly string[], root: Json): typeof INVALID | unde
       if (!Object.hasOwn(node, key)) return INVALID;
       parent = node;
       parentKey = key;
-      node = node[key];
+      node = spine.member(node, key);
     } else if (Array.isArray(node)) {
       const index = goAtoi(key);
       if (index === undefined || index < 0 || index >= node.length) return INVALID;
       parent = node;
       parentKey = key;
-      node = node[index];
+      node = spine.element(node, index);
     } else {
       return INVALID;
     }
@@ -151,19 +151,19 @@ function removeValue(path: readonly string[], root: Json): typeof INVALID | unde
 }
 
 /** mask.go mkdirp: create missing objects on the way, then set. */
-function mkdirp(root: JsonObject, path: readonly string[], value: Json): typeof INVALID | undefined {
+function mkdirp(root: JsonObject, path: readonly string[], value: Json, spine: Spine): typeof INVALID | undefined {
   if (path.length === 0) return undefined;
   let node: Json = root;
   for (let i = 0; i < path.length - 1; i++) {
     const key = path[i]!;
     if (isObject(node)) {
       if (!Object.hasOwn(node, key)) setOwn(node, key, {});
-      node = node[key];
+      node = spine.member(node, key);
     } else if (Array.isArray(node)) {
       const index = goAtoi(key);
       if (index === undefined || index < 0) return INVALID;
       // Go appends nils to a local copy of the slice: the parent never sees them.
-      node = index < node.length ? node[index] : null;
+      node = index < node.length ? spine.element(node, index) : null;
     } else {
       return INVALID;
     }
@@ -230,21 +230,63 @@ function copy<T>(value: T): T {
 }
 
 /**
- * Apply rules in order to a copy of the event (input and result deep-copied), appending to
- * `erased` and `masked` as OPA does.
+ * The containers one masking may write: each object or array on a rule's path is copied
+ * (shallow) the first time a rule walks through it, and put in place of the original in its
+ * (already copied) parent. Everything off the rules' paths stays shared with the caller's
+ * event and is never written. Copying the whole input instead, as a deep copy, was most of
+ * the cost of masking a large input for one field.
+ */
+class Spine {
+  readonly #fresh = new Set<object>();
+
+  /** `value` as a container this masking owns: its shallow copy, made once. */
+  own(value: Json): Json {
+    if (typeof value !== 'object' || value === null || this.#fresh.has(value)) return value;
+    const copied = shallowCopy(value);
+    this.#fresh.add(copied as object);
+    return copied;
+  }
+
+  member(node: JsonObject, key: string): Json {
+    const child = node[key];
+    const owned = this.own(child);
+    if (owned !== child) setOwn(node, key, owned);
+    return owned;
+  }
+
+  element(node: Json[], index: number): Json {
+    const child = node[index];
+    const owned = this.own(child);
+    if (owned !== child) node[index] = owned;
+    return owned;
+  }
+}
+
+/**
+ * One level of a container: a plain array or object is copied member by member; anything
+ * else (a class instance, an array with extra properties) is deep-copied as `copy` does.
+ */
+function shallowCopy(value: object): Json {
+  if (Array.isArray(value)) {
+    if (Object.getPrototypeOf(value) === Array.prototype && Object.keys(value).length === value.length) return value.slice() as Json[];
+    return copy(value as Json);
+  }
+  const prototype = Object.getPrototypeOf(value) as unknown;
+  if (prototype !== Object.prototype && prototype !== null) return copy(value as Json);
+  const out: JsonObject = {};
+  for (const key of Object.keys(value)) setOwn(out, key, (value as JsonObject)[key]);
+  return out;
+}
+
+/**
+ * Apply rules in order to the event without writing any part of it (input and result copied
+ * along the rules' paths), appending to `erased` and `masked` as OPA does.
  */
 export function applyMaskRules(event: DecisionEventV1, rules: readonly MaskRule[]): DecisionEventV1 {
   if (rules.length === 0) return event;
   const state: { input: Json; result: Json } = { input: event.input, result: event.result };
-  // input and result are deep-copied when a rule first changes them, never shared-and-mutated
-  const copied = { input: false, result: false };
-  const own = (part: 'input' | 'result'): Json => {
-    if (!copied[part]) {
-      state[part] = copy(state[part]);
-      copied[part] = true;
-    }
-    return state[part];
-  };
+  const spine = new Spine();
+  const own = (part: 'input' | 'result'): Json => (state[part] = spine.own(state[part]));
   const erased = [...(event.erased ?? [])];
   const masked = [...(event.masked ?? [])];
   for (const rule of rules) {
@@ -255,16 +297,15 @@ export function applyMaskRules(event: DecisionEventV1, rules: readonly MaskRule[
     const shown = `/${rule.parts.join('/')}`;
     if (rule.op === 'remove') {
       if (full) state[part] = undefined;
-      else if (removeValue(rule.parts.slice(1), own(part)) === INVALID) continue;
+      else if (removeValue(rule.parts.slice(1), own(part), spine) === INVALID) continue;
       erased.push(shown);
     } else {
       if (full) {
         state[part] = copy(rule.value);
-        copied[part] = true;
       } else {
         const root = own(part);
         if (!isObject(root)) continue;
-        if (mkdirp(root, rule.parts.slice(1), copy(rule.value)) === INVALID) continue;
+        if (mkdirp(root, rule.parts.slice(1), copy(rule.value), spine) === INVALID) continue;
       }
       masked.push(shown);
     }
