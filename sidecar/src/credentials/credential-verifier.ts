@@ -21,7 +21,7 @@ import { establishTrust, type Accreditation, type TrustPolicy } from './issuer-t
 import { asArray, isObject, nodeId, stringsOf, type JsonObject } from './json.ts';
 import { MemoryChallengeStore, MemoryNonceStore, type ChallengeStore, type NonceStore } from './nonce-store.ts';
 import { pinContexts } from './pinned-contexts.ts';
-import { InlineProofExecutor, type ProofExecutor } from './proof-executor.ts';
+import { dataIntegrity, InlineProofExecutor, type ProofExecutor } from './proof-executor.ts';
 import { verifySdJwtVc } from './sd-jwt-vc.ts';
 import { TokenStatusListCache, type TokenStatusReference } from './token-status-list.ts';
 import type { CredentialErrorV1, CredentialFormat, StatusCheckV1, VerifiedFactsV1 } from './verified-facts.ts';
@@ -452,7 +452,7 @@ export class CredentialVerifier {
     try {
       const view = readW3cCredential(credential);
       checkFreshness(view.window, [], nowMs, { clockSkewMs: policy.freshness.clockSkewMs, maxAgeMsByType: {} });
-      await (await import('./data-integrity.ts')).verifyDataIntegrityCredential(credential, { documentLoader: loader, nowMs, clockSkewMs: policy.freshness.clockSkewMs });
+      await (await dataIntegrity()).verifyDataIntegrityCredential(credential, { documentLoader: loader, nowMs, clockSkewMs: policy.freshness.clockSkewMs });
     } catch (error) {
       if (isPavilionError(error, ErrorCodes.CREDENTIAL_EXPIRED)) throw new PavilionError(ErrorCodes.CREDENTIAL_STATUS_STALE, `status list ${url.slice(0, 200)} expired`, { cause: error });
       throw new PavilionError(ErrorCodes.CREDENTIAL_STATUS_INVALID, `status list ${url.slice(0, 200)}: ${describeThrown(error)}`, { cause: error });
@@ -466,7 +466,7 @@ export class CredentialVerifier {
     const view = readW3cCredential(raw);
     if (!view.types.includes('AccreditationCredential')) throw new PavilionError(ErrorCodes.CREDENTIAL_MALFORMED, 'type must include AccreditationCredential');
     // accreditations are checked for their proof here and for their validity window at use
-    await (await import('./data-integrity.ts')).verifyDataIntegrityCredential(raw, { documentLoader: tenant.loader, nowMs: view.window.validFromMs ?? this.#clock(), clockSkewMs: tenant.policy.freshness.clockSkewMs });
+    await (await dataIntegrity()).verifyDataIntegrityCredential(raw, { documentLoader: tenant.loader, nowMs: view.window.validFromMs ?? this.#clock(), clockSkewMs: tenant.policy.freshness.clockSkewMs });
     if (view.subject === undefined) throw new PavilionError(ErrorCodes.CREDENTIAL_MALFORMED, 'an accreditation names its subject issuer in credentialSubject.id');
     const scope = view.claims['accreditedFor'];
     if (!isObject(scope)) throw new PavilionError(ErrorCodes.CREDENTIAL_MALFORMED, 'credentialSubject.accreditedFor must be an object');

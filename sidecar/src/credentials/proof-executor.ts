@@ -35,11 +35,19 @@ export interface ProofExecutor {
   close(): Promise<void>;
 }
 
+let dataIntegrityModule: Promise<typeof import('./data-integrity.ts')> | undefined;
+
 /**
  * The Data Integrity stack (jsonld, the cryptosuites) is tens of megabytes: loaded on the
- * first proof, not when the module is imported (the sidecar's proofs run on workers).
+ * first proof, not when the module is imported (the sidecar's proofs run on workers). The
+ * promise is kept: an `import()` per proof is a module-resolution round (through the loader
+ * hooks' own thread when running from TypeScript sources) that cost a third of a millisecond
+ * per verification.
  */
-const dataIntegrity = (): Promise<typeof import('./data-integrity.ts')> => import('./data-integrity.ts');
+export function dataIntegrity(): Promise<typeof import('./data-integrity.ts')> {
+  dataIntegrityModule ??= import('./data-integrity.ts');
+  return dataIntegrityModule;
+}
 
 /** Runs every job on the calling thread. */
 export class InlineProofExecutor implements ProofExecutor {

@@ -1,7 +1,7 @@
 /** The proof worker thread: runs ProofJobs with the inline executor and answers by id. */
 import { parentPort } from 'node:worker_threads';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
-import { InlineProofExecutor } from './proof-executor.ts';
+import { dataIntegrity, InlineProofExecutor } from './proof-executor.ts';
 import type { ProofJob, ProofReply, ProofRequest } from './proof-protocol.ts';
 
 const executor = new InlineProofExecutor();
@@ -33,4 +33,4 @@ port.on('message', (request: ProofRequest) => {
 port.postMessage({ id: 0, ok: true, value: 'ready' } satisfies ProofReply);
 // Load the Data Integrity stack (JSON-LD, the cryptosuites) now, while the worker is idle,
 // instead of on the first credential; a failure here resurfaces on that credential's job.
-void import('./data-integrity.ts').catch(() => undefined);
+void dataIntegrity().catch(() => undefined);
