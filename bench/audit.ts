@@ -14,6 +14,9 @@
  *    delivered (NATS stream / collector) after the run.
  * 3. added latency per decision at a fixed rate: log on minus log off, p50 and p99, HTTP, for
  *    both [<= 0.2 ms added p99].
+ * 3b. the same, in-process: a Pavilion built in this process takes one event at a time at the
+ *    fixed rate, each timed from its decision sink's write to the receipt (the log's own
+ *    share of a decision's latency, without the HTTP client and server's scheduling noise).
  * 4. inclusion proof produce + verify at 10^6 entries, tree built in-process [<= 1 ms]. No
  *    runnable peer.
  * 5. checkpoint signing rate through SoftHSM2 (PKCS#11). No runnable peer.
@@ -26,7 +29,7 @@
  * Quick mode (`npm run bench -- audit --quick` or BENCH_QUICK=1): short runs and 10^5 leaves.
  * Env: BENCH_DURATION_S (default 10, quick 3), BENCH_CONNECTIONS (32), BENCH_RATE (fixed-rate
  * case, requests/s, default 1000), BENCH_LEAVES (default 10^6, quick 10^5), BENCH_AUDIT_CASES
- * (comma-separated subset of in-process, http, latency, proofs, signing, anchor, outage, kill;
+ * (comma-separated subset of in-process, http, latency, latency-in-process, proofs, signing, anchor, outage, kill;
  * default all - for profiling one case with `node --cpu-prof`).
  */
 import { execFileSync } from 'node:child_process';
@@ -60,6 +63,7 @@ import { buildTenantBundle, definitionPath } from '../sidecar/src/bundles/index.
 import { parseConfig, type AuditLogConfig, type NatsConfig } from '../sidecar/src/config/index.ts';
 import { REPO_ROOT } from '../sidecar/src/lib/tools.ts';
 import { startNats, type RunningNats } from '../test/harness/nats-server.ts';
+import { startPavilion } from '../test/harness/pavilion-harness.ts';
 import { DecisionLogCollector } from './lib/decision-log-collector.ts';
 import { measureServer, runPaced, type LoadRequest, type LoadSpec } from './lib/load.ts';
 import { cpuSeconds } from './lib/process-stats.ts';
@@ -74,7 +78,7 @@ const WARMUP_S = QUICK ? 1 : 2;
 const CONNECTIONS = Number(process.env['BENCH_CONNECTIONS'] ?? 32);
 const RATE = Number(process.env['BENCH_RATE'] ?? 1000);
 const LEAVES = Number(process.env['BENCH_LEAVES'] ?? (QUICK ? 100_000 : 1_000_000));
-const ALL_CASES = ['in-process', 'http', 'latency', 'proofs', 'signing', 'anchor', 'outage', 'kill'];
+const ALL_CASES = ['in-process', 'http', 'latency', 'latency-in-process', 'proofs', 'signing', 'anchor', 'outage', 'kill'];
 const CASES = new Set((process.env['BENCH_AUDIT_CASES'] ?? ALL_CASES.join(',')).split(',').map((c) => c.trim()));
 const STREAM = 'PAVILION_DECISIONS';
 const TENANT = 'bank';
@@ -541,6 +545,69 @@ async function addedLatency(main: string, bundleDir: string, regoBundle: string,
   }));
 }
 
+/**
+ * What the log adds to one decision, without HTTP: a Pavilion built in this process (the bank
+ * tenant's bundle, its system.log.drop and .mask evaluated by its engine, pseudonymisation,
+ * the audit log, the NATS stream) takes one decision event at a time at a fixed rate, and each
+ * is timed from `sink.write` to its receipt (durable as fsync says). This is the part of a
+ * decision's latency the log is responsible for; the HTTP difference above also holds the
+ * machine's scheduling noise, tens of milliseconds at p99 here.
+ */
+async function inProcessAddedLatency(work: string, wasmDir: string, nats: RunningNats, examples: readonly Example[], fsync: FsyncPolicy): Promise<BenchCase> {
+  const dir = join(work, `in-process-latency-${fsync}`);
+  const running = await startPavilion({
+    config: {
+      tenants: [{ id: TENANT }],
+      bundles: { directory: wasmDir, keysDirectory: join(wasmDir, 'keys') },
+      nats: { servers: [nats.url] },
+      decisionLog: {
+        sink: 'audit',
+        audit: { directory: join(dir, 'audit'), fsync, stream: { enabled: true } },
+        privacy: { pseudonymiseFields: ['/input/subject/id'], pseudonymKeyDirectory: join(dir, 'pseudonym-keys') },
+      },
+      credentials: { tenants: {} },
+    },
+  });
+  try {
+    const sink = running.pavilion.sink;
+    const run = async (seconds: number): Promise<number[]> => {
+      const latencies: number[] = [];
+      const interval = 1000 / RATE;
+      const started = performance.now();
+      for (let i = 0; performance.now() - started < seconds * 1000; i++) {
+        const wait = started + i * interval - performance.now();
+        if (wait > 0) await sleep(wait);
+        const event = benchEvent(examples[i % examples.length] as Example);
+        const t0 = performance.now();
+        await sink.write(event);
+        latencies.push(performance.now() - t0);
+      }
+      return latencies.sort((a, b) => a - b);
+    };
+    await run(WARMUP_S);
+    const cpuBefore = process.cpuUsage();
+    const latencies = await run(DURATION_S);
+    const cpu = process.cpuUsage(cpuBefore);
+    const pct = (p: number): number => round(percentile(Float64Array.from(latencies), p), 3);
+    return {
+      name: `added latency per decision in-process: write to receipt, one at a time at ${RATE}/s (fsync ${fsync})`,
+      pavilion: {
+        added_p50_ms: pct(50),
+        added_p99_ms: pct(99),
+        added_p999_ms: pct(99.9),
+        added_max_ms: pct(100),
+        events: latencies.length,
+        cpu_ms_per_event: round((cpu.user + cpu.system) / 1000 / latencies.length, 4),
+      },
+      peer: {},
+      peerName: 'none (OPA\'s logger takes an event into memory and returns: its added latency is measured through HTTP above)',
+      notes: `${FSYNC_MEANING[fsync]}. The real composition (Pavilion's decision sink: drop and mask rules of the bank bundle on its evaluation workers, pseudonymisation of /input/subject/id, WAL group commit, Merkle tree, checkpoints, NATS forwarding), one event in flight, ${DURATION_S}s after ${WARMUP_S}s warm-up; cpu_ms_per_event is this whole process (the event generator included).`,
+    };
+  } finally {
+    await running.stop();
+  }
+}
+
 async function inclusionProofs(): Promise<BenchCase> {
   const tree = new MerkleTree();
   const leafData = (i: number): Buffer => Buffer.from(`{"decision_id":"bench-${i}","tenant":"bank","result":true}`);
@@ -840,6 +907,10 @@ export async function run(): Promise<void> {
     if (CASES.has('latency')) {
       process.stdout.write('- added latency at a fixed rate\n');
       cases.push(...(await addedLatency(main, wasmDir, rego.output, work, natsServer, requests, peerName)));
+    }
+    if (CASES.has('latency-in-process')) {
+      await step('added latency in-process, fsync always', () => inProcessAddedLatency(work, wasmDir, natsServer, examples, 'always'));
+      await step('added latency in-process, fsync interval', () => inProcessAddedLatency(work, wasmDir, natsServer, examples, 'interval'));
     }
     if (CASES.has('proofs')) await step(`inclusion proofs at ${LEAVES} entries`, () => inclusionProofs());
     if (CASES.has('signing')) await step('checkpoint signing through SoftHSM2', () => checkpointSigning(work));
