@@ -28,7 +28,7 @@ import { withDeadline } from '../../lib/lifecycle.ts';
 import type { DecisionEventV1 } from '../decision-event.ts';
 import { MerkleTree, hashLeaf } from '../merkle/index.ts';
 import { CHECKPOINT_ALGORITHM, checkpointMessage, decodeCheckpoint, isValidOrigin, type SignedCheckpointV1 } from './checkpoint.ts';
-import { decisionIdOf, encodeEvent, type EncodedEvent } from './event-encoding.ts';
+import { decisionIdOf, encodeEvent } from './event-encoding.ts';
 import { FILE_HEADER_BYTES, FRAME_OVERHEAD_BYTES, FrameDecoder, RecordType, checkFileHeader, encodeFrame, fileHeader, type FrameDamage } from './record-format.ts';
 import { Keyring, type CheckpointSigner } from './signer.ts';
 import { checkAnchorAgainst, decodeAnchorRecord, type Anchor, type AnchorRecordV1 } from './anchor.ts';
@@ -122,29 +122,6 @@ function pidAlive(pid: number): boolean {
   } catch (error) {
     return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
-}
-
-/**
- * A decision's receipt. `input_sha256` and `result_sha256` are enumerable getters that hash
- * on first read (spread, JSON.stringify and property reads all see them as plain members):
- * the receipt of a decision nobody asked one for costs no digest.
- */
-function receipt(decisionId: string, origin: string, index: number, leafHash: Buffer, encoded: EncodedEvent): DecisionReceiptV1 {
-  const out = { version: 1 as const, decision_id: decisionId, origin, leaf_index: index, leaf_hash: leafHash.toString('hex') };
-  const lazy = (name: 'input_sha256' | 'result_sha256', read: () => string | undefined): void => {
-    Object.defineProperty(out, name, {
-      enumerable: true,
-      configurable: true,
-      get() {
-        const value = read();
-        Object.defineProperty(out, name, { value, enumerable: true, writable: false, configurable: false });
-        return value;
-      },
-    });
-  };
-  if (encoded.hasInput) lazy('input_sha256', () => encoded.inputSha256);
-  if (encoded.hasResult) lazy('result_sha256', () => encoded.resultSha256);
-  return out;
 }
 
 export class AuditLog {
@@ -494,7 +471,15 @@ export class AuditLog {
       this.#lastError = describeThrown(error);
       throw error;
     }
-    return receipt(event.decision_id, this.#options.origin, index, leafHash, encoded);
+    return {
+      version: 1,
+      decision_id: event.decision_id,
+      origin: this.#options.origin,
+      leaf_index: index,
+      leaf_hash: leafHash.toString('hex'),
+      ...(encoded.inputSha256 === undefined ? {} : { input_sha256: encoded.inputSha256 }),
+      ...(encoded.resultSha256 === undefined ? {} : { result_sha256: encoded.resultSha256 }),
+    };
   }
 
   #checkpointInBackground(): void {

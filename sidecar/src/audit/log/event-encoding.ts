@@ -12,48 +12,14 @@ import type { DecisionEventV1 } from '../decision-event.ts';
 
 const MAX_DEPTH = 256;
 
+export interface EncodedEvent {
+  readonly bytes: Buffer;
+  readonly inputSha256: string | undefined;
+  readonly resultSha256: string | undefined;
+}
+
 // one-shot: a Hash object per digest costs more than the digest of a small text
 const digest = (text: string): string => hash('sha256', text, 'hex');
-
-/**
- * An encoded event. The digests of its input and result (for receipts) are taken when first
- * read: most decisions are never asked for a receipt, and hashing both texts for each of them
- * cost a few percent of the log's CPU.
- */
-export class EncodedEvent {
-  readonly bytes: Buffer;
-  /** Whether the event has an input / a result (and so a digest of it). */
-  readonly hasInput: boolean;
-  readonly hasResult: boolean;
-  #input: string | undefined;
-  #result: string | undefined;
-  #inputSha256: string | undefined;
-  #resultSha256: string | undefined;
-
-  constructor(bytes: Buffer, input?: string, result?: string) {
-    this.bytes = bytes;
-    this.hasInput = input !== undefined;
-    this.hasResult = result !== undefined;
-    this.#input = input;
-    this.#result = result;
-  }
-
-  get inputSha256(): string | undefined {
-    if (this.#input !== undefined) {
-      this.#inputSha256 = digest(this.#input);
-      this.#input = undefined;
-    }
-    return this.#inputSha256;
-  }
-
-  get resultSha256(): string | undefined {
-    if (this.#result !== undefined) {
-      this.#resultSha256 = digest(this.#result);
-      this.#result = undefined;
-    }
-    return this.#resultSha256;
-  }
-}
 
 export function encodeEvent(event: DecisionEventV1): EncodedEvent {
   try {
@@ -62,17 +28,25 @@ export function encodeEvent(event: DecisionEventV1): EncodedEvent {
     const serialised: Record<string, string> = {};
     if (input !== undefined) serialised['input'] = input;
     if (result !== undefined) serialised['result'] = result;
-    return new EncodedEvent(Buffer.from(canonicalJsonWith(event as unknown as Record<string, unknown>, serialised, MAX_DEPTH + 2), 'utf8'), input, result);
+    return {
+      bytes: Buffer.from(canonicalJsonWith(event as unknown as Record<string, unknown>, serialised, MAX_DEPTH + 2), 'utf8'),
+      inputSha256: input === undefined ? undefined : digest(input),
+      resultSha256: result === undefined ? undefined : digest(result),
+    };
   } catch (error) {
     const { input: _input, result: _result, ...rest } = event;
-    return new EncodedEvent(Buffer.from(canonicalJson({
-      ...rest,
-      error: {
-        code: 'ERR_DECISION_LOG_UNSERIALISABLE',
-        message: `input and result left out of the decision log: ${describeThrown(error)}`,
-        ...(event.error === undefined ? {} : { cause: event.error }),
-      },
-    }), 'utf8'));
+    return {
+      bytes: Buffer.from(canonicalJson({
+        ...rest,
+        error: {
+          code: 'ERR_DECISION_LOG_UNSERIALISABLE',
+          message: `input and result left out of the decision log: ${describeThrown(error)}`,
+          ...(event.error === undefined ? {} : { cause: event.error }),
+        },
+      }), 'utf8'),
+      inputSha256: undefined,
+      resultSha256: undefined,
+    };
   }
 }
 
