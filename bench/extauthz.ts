@@ -29,7 +29,9 @@
  *
  * The latency floor: a gRPC server that answers without doing anything (node:http2, its own
  * process) under the same ghz load, and under the paced client, at 1,000/s shows what the
- * machine itself adds (thread wake-ups, loopback, the client) before any Pavilion code runs.
+ * machine itself adds (thread wake-ups, loopback, the client) before any Pavilion code runs;
+ * a no-op gRPC server in Go (bench/loadgen -serve-noop) under the paced client does the same
+ * without a Node event loop. Its p99 is the lowest p99 this machine can show at 1,000/s.
  *
  * Env: BENCH_DURATION_S (default 8), BENCH_CONNECTIONS (default 32), BENCH_WARMUP_S (2).
  */
@@ -362,7 +364,8 @@ async function paced(mode: 'grpc' | 'http', url: string, bodies: string, shape: 
     rps: Math.round(result['rps'] ?? 0), requests_total: result['requests_total'] ?? 0,
     p50_ms: round(result['p50_ms']), p90_ms: round(result['p90_ms']), p99_ms: round(result['p99_ms']),
     p999_ms: round(result['p999_ms']), max_ms: round(result['max_ms']),
-    send_lag_p99_ms: round(result['send_lag_p99_ms']), errors: result['errors'] ?? 0,
+    send_lag_p99_ms: round(result['send_lag_p99_ms']), service_p50_ms: round(result['service_p50_ms']), service_p99_ms: round(result['service_p99_ms']),
+    errors: result['errors'] ?? 0,
   };
 }
 
@@ -511,10 +514,17 @@ export async function run(): Promise<void> {
     const floorShape: Shape = { durationSeconds: DURATION_S, inFlight: CONNECTIONS, rate: 1000 };
     const noop = await measureWith(floor, (s) => ghzLoad(`127.0.0.1:${floorGrpc}`, corpus, s), floorShape);
     const noopPaced = await measureWith(floor, (s) => paced('grpc', `http://127.0.0.1:${floorGrpc}${CHECK_METHOD_PATH}`, corpus, s), floorShape);
+    // and a no-op server in Go (bench/loadgen -serve-noop): no Node event loop either
+    process.stdout.write('- latency floor: a no-op Go gRPC server under the paced client at 1,000/s\n');
+    const goFloorPort = await freePort();
+    const goFloor = await startServer(join(TOOLS, 'paced'), ['-serve-noop', `127.0.0.1:${goFloorPort}`], `http://127.0.0.1:${goFloorPort}`, '/');
+    servers.push(goFloor);
+    const noopGoPaced = await measureWith(goFloor, (s) => paced('grpc', `http://127.0.0.1:${goFloorPort}${CHECK_METHOD_PATH}`, corpus, s), floorShape);
 
     await writeResults('extauthz', cases, {
       floor_noop_grpc_1000_rps: { ...noop, server: 'node:http2 answering every call at once, no decoding, no policy', load_generator: 'ghz, the same corpus and settings as the 1,000/s case' },
       floor_noop_grpc_1000_rps_paced: { ...noopPaced, server: 'the same no-op server', load_generator: 'the paced open-loop client, as in the paced 1,000/s case' },
+      floor_noop_grpc_go_1000_rps_paced: { ...noopGoPaced, server: 'a Go no-op gRPC server (bench/loadgen -serve-noop, h2c): every call answered OK at once, no decoding', load_generator: 'the paced open-loop client, as in the paced 1,000/s case' },
       duration_s: DURATION_S,
       warmup_s: WARMUP_S,
       in_flight: CONNECTIONS,

@@ -14,6 +14,8 @@
 //	http-requests: as http, but each line of -bodies is a request, {"path", "headers", "body"}
 //	      (body a string), POSTed to -url with the path appended.
 //
+// With -serve-noop it is instead the no-op server the benchmarks use as the machine's floor.
+//
 // It prints one JSON object: counts, achieved rate and latency percentiles in milliseconds,
 // from the due instant (p50_ms, ...) and, to tell the client's own lateness apart, from the
 // instant the request was handed to the connection (service_p50_ms, ...).
@@ -40,6 +42,7 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/h2c"
 )
 
 type result struct {
@@ -64,9 +67,14 @@ func main() {
 	duration := flag.Duration("duration", 8*time.Second, "measured duration")
 	warmup := flag.Duration("warmup", 2*time.Second, "unmeasured warm-up at the same rate")
 	conns := flag.Int("conns", 2, "connections, requests spread over them round robin (grpc: HTTP/2, many streams each; http: HTTP/1.1, one request at a time each)")
+	serve := flag.String("serve-noop", "", "instead of sending load, serve on this address (host:port) a no-op server: gRPC over h2c answering every call OK with an empty message, and 200 \"ok\" to HTTP/1.1 (the latency floor of a server that does nothing, in Go)")
 	maxInFlight := flag.Int("max-in-flight", 1024, "requests outstanding at most; beyond it a due request waits (and its wait counts)")
 	timeout := flag.Duration("timeout", 5*time.Second, "per-request timeout (counted as an error)")
 	flag.Parse()
+	if *serve != "" {
+		serveNoop(*serve)
+		return
+	}
 	if *url == "" || *bodiesPath == "" || *rate <= 0 || *conns < 1 {
 		flag.Usage()
 		os.Exit(2)
@@ -266,6 +274,25 @@ func report(results []result, elapsed time.Duration) {
 	}
 	encoded, _ := json.Marshal(out)
 	fmt.Println(string(encoded))
+}
+
+// serveNoop answers every gRPC call at once (grpc-status 0, an empty message: what an empty
+// CheckResponse encodes to) without decoding it, and HTTP/1.1 with 200 "ok".
+func serveNoop(addr string) {
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("content-type"), "application/grpc") {
+			w.Header().Set("content-type", "application/grpc")
+			w.Header().Set("trailer", "grpc-status")
+			w.WriteHeader(http.StatusOK)
+			_, _ = w.Write([]byte{0, 0, 0, 0, 0})
+			w.Header().Set("grpc-status", "0")
+			return
+		}
+		_, _ = w.Write([]byte("ok"))
+	})
+	server := &http.Server{Addr: addr, Handler: h2c.NewHandler(handler, &http2.Server{})}
+	fail(server.ListenAndServe())
 }
 
 func fail(err error) {
