@@ -66,6 +66,12 @@ const CASES: readonly Case[] = [
   { name: 'upsert all of input', rules: [{ op: 'upsert', path: '/input', value: { replaced: true } }], input: { a: 1 } },
   { name: 'upsert into result', rules: [{ op: 'upsert', path: '/result/doc/v', value: 0 }], input: { k: 1 }, doc: { v: 2 } },
   { name: 'several rules in set order', rules: ['/input/b', '/input/a', { op: 'upsert', path: '/input/c', value: 3 }, { op: 'remove', path: '/input/d/0' }], input: { a: 1, b: 2, d: [1, 2] } },
+  // several rules through the same arrays and objects (masking copies only what a rule walks through)
+  { name: 'erase in a nested array twice and a sibling field', rules: ['/input/a/0/b/1', '/input/a/0/b/0', '/input/a/1/c'], input: { a: [{ b: [1, 2, 3], c: 'x' }, { b: [4], c: 'y' }], s: 'keep' } },
+  { name: 'erase and upsert in one deep array', rules: ['/input/m/n/o/1', { op: 'upsert', path: '/input/m/n/o/0', value: 'set' }], input: { m: { n: { o: [10, 20, 30], p: { q: 'deep' } } } } },
+  { name: 'upserts past an array end and under new parents', rules: [{ op: 'upsert', path: '/input/a/5/z', value: 1 }, { op: 'upsert', path: '/input/m/new/deeper', value: [1] }], input: { a: [{ c: 'x' }], m: { n: 1 } } },
+  { name: 'erase an array element, then upsert into the one before it', rules: ['/input/a/1', { op: 'upsert', path: '/input/a/0/c', value: { v: 1 } }, '/input/m/p/q'], input: { a: [{ c: 'x' }, { c: 'y' }], m: { p: { q: 'deep', r: 1 } } } },
+  { name: 'replace all of input, then upsert into the replacement', rules: [{ op: 'upsert', path: '/input', value: { fresh: true } }, { op: 'upsert', path: '/input/fresh2', value: 1 }], input: { a: [1] } },
   { name: 'nd_builtin_cache paths are accepted and do nothing', rules: ['/nd_builtin_cache/x'], input: { a: 1 } },
 ];
 

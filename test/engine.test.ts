@@ -122,6 +122,14 @@ describe('policy engine', () => {
     assert.deepEqual(await engine.evaluateEach('heavy', [], {}), []);
   });
 
+  test('evaluateEach: a rule that overruns the deadline fails every rule of its round with ERR_EVAL_TIMEOUT', async () => {
+    const before = restarts.length;
+    const outcomes = await engine.evaluateEach('heavy', ['heavy/echo', 'heavy/spin'], { n: 700 });
+    assert.deepEqual(outcomes.map((o) => (o.ok ? 'ok' : o.error.code)), [ErrorCodes.EVAL_TIMEOUT, ErrorCodes.EVAL_TIMEOUT]);
+    assert.equal(restarts.length, before + 1, 'the worker was replaced');
+    assert.deepEqual((await engine.evaluateEach('heavy', ['heavy/echo'], { n: 1 }))[0], { ok: true, result: { n: 1 } });
+  });
+
   test('deeply nested input -> ERR_REQUEST_TOO_DEEP', async () => {
     let input: unknown = 'leaf';
     for (let i = 0; i < 100; i++) input = { nested: input };

@@ -65,8 +65,13 @@ function decisionMasker(config: PavilionConfig, engine: PolicyEngine): DecisionM
       const entrypoints = engine.active(tenant)?.entrypoints ?? [];
       const rules = (['drop', 'mask'] as const).filter((rule) => entrypoints.includes(`${namespaceOf(tenant)}/system/log/${rule}`));
       if (rules.length === 0) return {};
-      const outcomes = await engine.evaluateEach(tenant, rules.map((rule) => `${namespaceOf(tenant)}/system/log/${rule}`), input);
-      return Object.fromEntries(rules.map((rule, i) => [rule, outcomes[i]]));
+      try {
+        const outcomes = await engine.evaluateEach(tenant, rules.map((rule) => `${namespaceOf(tenant)}/system/log/${rule}`), input);
+        return Object.fromEntries(rules.map((rule, i) => [rule, outcomes[i]]));
+      } catch (error) {
+        // the whole round failed (input too deep, tenant not ready): each rule present failed
+        return Object.fromEntries(rules.map((rule) => [rule, { ok: false, error }]));
+      }
     },
   };
   const byTenant = new Map(Object.entries(privacy.pseudonymiseFieldsByTenant).map(([t, list]) => [t, list.map(parsePseudonymField)]));

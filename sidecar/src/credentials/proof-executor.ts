@@ -45,7 +45,10 @@ let dataIntegrityModule: Promise<typeof import('./data-integrity.ts')> | undefin
  * per verification.
  */
 export function dataIntegrity(): Promise<typeof import('./data-integrity.ts')> {
-  dataIntegrityModule ??= import('./data-integrity.ts');
+  dataIntegrityModule ??= import('./data-integrity.ts').catch((error: unknown) => {
+    dataIntegrityModule = undefined; // a passing failure (file descriptors, memory) is retried
+    throw error;
+  });
   return dataIntegrityModule;
 }
 

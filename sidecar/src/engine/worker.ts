@@ -73,11 +73,18 @@ function classify(thrown: unknown): { code: ErrorCode; recycle: boolean } {
 
 const encoder = new TextEncoder();
 
-/** The item's entrypoint, then each of its `moreEntrypointIds`, on the same input. */
+/**
+ * The item's entrypoint, then each of its `moreEntrypointIds`, on the same input. Each
+ * evaluation gets the whole deadline: the watchdog's clock restarts for every entrypoint.
+ */
 function evaluateItem(item: EvalItem): EvalOutcome {
   const first = evaluate(item, item.entrypointId);
   if (item.moreEntrypointIds === undefined) return first;
-  return { ...first, more: item.moreEntrypointIds.map((id) => evaluate(item, id)) };
+  const more = item.moreEntrypointIds.map((id) => {
+    control[CONTROL_START_MS] = nowMs();
+    return evaluate(item, id);
+  });
+  return { ...first, more };
 }
 
 function evaluate(item: EvalItem, entrypointId: number): EvalOutcome {

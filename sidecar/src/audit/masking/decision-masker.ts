@@ -26,8 +26,8 @@ export interface LogPolicy {
    * The values of the tenant's `system.log.drop` and `system.log.mask` with `input` (the
    * unmasked event) as input, evaluated together (one evaluation round for both: mask is
    * pure, so evaluating it for an event that is then dropped costs only time). A rule the
-   * tenant's policy does not have is absent (no dropping or masking then). Rejects when
-   * neither could be evaluated.
+   * tenant's policy does not have is absent (no dropping or masking then). A rule that
+   * could not be evaluated is `ok: false`; a rejection is taken as drop's failure.
    */
   evaluate(tenant: string, input: unknown): Promise<{ readonly drop?: LogRuleOutcome; readonly mask?: LogRuleOutcome }>;
 }

@@ -135,7 +135,7 @@ function removeValue(path: readonly string[], root: Json, spine: Spine): typeof 
   if (Array.isArray(node)) {
     const index = goAtoi(target);
     if (index === undefined || index < 0 || index >= node.length) return INVALID;
-    const spliced = [...node.slice(0, index), ...node.slice(index + 1)];
+    const spliced = spine.adopt([...node.slice(0, index), ...node.slice(index + 1)]);
     if (Array.isArray(parent)) {
       const at = goAtoi(parentKey);
       if (at === undefined) return INVALID;
@@ -157,7 +157,7 @@ function mkdirp(root: JsonObject, path: readonly string[], value: Json, spine: S
   for (let i = 0; i < path.length - 1; i++) {
     const key = path[i]!;
     if (isObject(node)) {
-      if (!Object.hasOwn(node, key)) setOwn(node, key, {});
+      if (!Object.hasOwn(node, key)) setOwn(node, key, spine.adopt({}));
       node = spine.member(node, key);
     } else if (Array.isArray(node)) {
       const index = goAtoi(key);
@@ -239,6 +239,12 @@ function copy<T>(value: T): T {
 class Spine {
   readonly #fresh = new Set<object>();
 
+  /** A container this masking made itself (and so may write): never copied again. */
+  adopt<T extends Json>(value: T): T {
+    if (typeof value === 'object' && value !== null) this.#fresh.add(value);
+    return value;
+  }
+
   /** `value` as a container this masking owns: its shallow copy, made once. */
   own(value: Json): Json {
     if (typeof value !== 'object' || value === null || this.#fresh.has(value)) return value;
@@ -301,7 +307,7 @@ export function applyMaskRules(event: DecisionEventV1, rules: readonly MaskRule[
       erased.push(shown);
     } else {
       if (full) {
-        state[part] = copy(rule.value);
+        state[part] = spine.adopt(copy(rule.value));
       } else {
         const root = own(part);
         if (!isObject(root)) continue;
