@@ -271,8 +271,9 @@ class Spine {
 /**
  * One level of a container: a plain array or object is copied member by member; anything
  * else (a class instance, an array with extra properties) is deep-copied as `copy` does.
+ * Masking and pseudonymisation both copy along a path with it.
  */
-function shallowCopy(value: object): Json {
+export function shallowCopy(value: object): Json {
   if (Array.isArray(value)) {
     if (Object.getPrototypeOf(value) === Array.prototype && Object.keys(value).length === value.length) return value.slice() as Json[];
     return copy(value as Json);

@@ -16,6 +16,7 @@ import { ErrorCodes, PavilionError } from '../../lib/errors.ts';
 import { parseFieldPointer, type FieldPointer } from '../../lib/field-pointer.ts';
 import { canonicalJson } from '../../lib/canonical-json.ts';
 import type { DecisionEventV1 } from '../decision-event.ts';
+import { shallowCopy } from './mask-rules.ts';
 import { rebuildEvent } from './rebuild-event.ts';
 
 const INPUT_AND_RESULT: ReadonlySet<string> = new Set(['input', 'result']);
@@ -94,7 +95,7 @@ function replaceAt(node: unknown, segments: readonly string[], at: number, repla
     const before = container[key];
     const after = last ? replace(before) : replaceAt(before, segments, at + 1, replace);
     if (after === before && !last) continue;
-    copy ??= (Array.isArray(node) ? [...node] : { ...container }) as Record<string, unknown>;
+    copy ??= shallowCopy(container) as Record<string, unknown>;
     setOwn(copy, key, after);
   }
   return copy ?? node;
