@@ -346,4 +346,39 @@ describe('through a running sidecar', () => {
     assert.equal(first['result'], true);
     assert.ok((await readFile(join(keys, 'acme.key'), 'utf8')).length > 0);
   });
+
+  it('a tenant with only a mask rule: its failure is reported as the mask\'s, and no drop rule is asked for', async () => {
+    const bundle = await buildFixtureBundle({
+      modules: {
+        'authz.rego': 'package solo.authz\n\nimport rego.v1\n\nallow if input.ok\n',
+        // two values for one key: a conflict error for inputs with both a and b
+        'log.rego': 'package solo.system.log\n\nimport rego.v1\n\nmask := ["/input/a"] if input.input.a\n\nmask := ["/input/b"] if input.input.b\n',
+      },
+      entrypoints: ['solo/authz/allow', 'solo/system/log/mask'],
+      roots: ['solo'],
+    });
+    const app = await startPavilion({ bundles: { solo: bundle }, config: { http: { maxInputDepth: 8 } } });
+    let events: Array<Record<string, unknown>>;
+    // the deepest input the API takes: the event holding it is one level deeper, too deep
+    // for the rules' round itself (a failure of the whole round, not of one rule)
+    let deep: unknown = 'leaf';
+    for (let i = 0; i < 7; i++) deep = { n: deep };
+    try {
+      for (const input of [{ ok: true, a: 1 }, { ok: true, a: 1, b: 2 }, { ok: true, deep }]) {
+        const r = await post(`${app.url}/v1/data/solo/authz/allow`, { input }, { 'x-pavilion-tenant': 'solo' });
+        assert.equal(r.status, 200, 'a log rule failing never fails the decision');
+      }
+      await app.pavilion.sink.stop(5000);
+      events = await app.decisions();
+    } finally {
+      await app.stop();
+    }
+    assert.equal(events.length, 3, 'nothing dropped: the tenant has no drop rule');
+    assert.deepEqual(events[0]!['erased'], ['/input/a']);
+    for (const [failed, why] of [[events[1]!, /system\.log\.mask: .*conflict/i], [events[2]!, /system\.log\.mask: .*deeper/]] as const) {
+      assert.equal(failed['input'], undefined);
+      assert.equal((failed['error'] as { code: string }).code, 'ERR_AUDIT_MASK_FAILED');
+      assert.match((failed['error'] as { message: string }).message, why);
+    }
+  });
 });
