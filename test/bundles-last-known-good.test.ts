@@ -1,7 +1,7 @@
 /**
  * The last known good store on its own: what a save writes is what a load returns, the
  * newest save wins, and a tenant directory removed while the sidecar runs is made again
- * (the store makes each directory once, then only writes into it).
+ * (each save makes sure its directory exists).
  */
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';

@@ -32,8 +32,6 @@ async function writeAtomic(file: string, data: Buffer | string): Promise<void> {
 
 export class LastKnownGood {
   readonly #directory: string;
-  /** Tenant directories made by this process (one mkdir per tenant, not one per save). */
-  readonly #made = new Set<string>();
 
   constructor(directory: string) {
     this.#directory = directory;
@@ -45,20 +43,7 @@ export class LastKnownGood {
 
   async save(archive: Buffer, meta: PersistedBundleMeta): Promise<void> {
     const dir = join(this.#directory, meta.tenant);
-    if (!this.#made.has(dir)) {
-      await mkdir(dir, { recursive: true });
-      this.#made.add(dir);
-    }
-    try {
-      await this.#write(dir, archive, meta);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-      await mkdir(dir, { recursive: true }); // removed since: make it again
-      await this.#write(dir, archive, meta);
-    }
-  }
-
-  async #write(dir: string, archive: Buffer, meta: PersistedBundleMeta): Promise<void> {
+    await mkdir(dir, { recursive: true });
     await writeAtomic(join(dir, 'bundle.tar.gz'), archive);
     await writeAtomic(join(dir, 'meta.json'), `${JSON.stringify(meta)}\n`);
   }

@@ -9,7 +9,7 @@ import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
 import { WASM_PAGE_BYTES } from './abi.ts';
 import type { CompiledPolicy } from './compiled-policy.ts';
 import { DecisionCache } from './decision-cache.ts';
-import { policyKey, type EvalOutcome } from './protocol.ts';
+import { policyKey, type EvalFailure, type EvalOutcome } from './protocol.ts';
 import { WorkerPool } from './worker-pool.ts';
 
 export interface EngineOptions {
@@ -246,18 +246,21 @@ export class PolicyEngine implements Component {
     if (entry === undefined) throw new PavilionError(ErrorCodes.TENANT_NOT_READY, `tenant ${tenant} has no active policy`);
     const ids = paths.map((path) => this.#entrypointId(entry, path));
     if (ids.length === 0) return [];
-    let inputJson: string | null = null;
-    if (input !== undefined) {
-      assertDepth(input, this.#options.maxInputDepth);
-      inputJson = JSON.stringify(input);
-    }
+    const inputJson = input === undefined ? null : this.#inputText(input);
     const outcome = await this.#pool.evaluate({ key: entry.key, entrypointId: ids[0] as number, moreEntrypointIds: ids.slice(1), input: inputJson, nowNs: null });
-    const { revision } = entry.info;
-    const one = (o: EvalOutcome, path: string): EachOutcome => (o.ok
-      ? { ok: true, result: o.result }
-      : { ok: false, error: new PavilionError(o.code, o.message, { details: { tenant, path, revision } }) });
+    const one = (o: EvalOutcome, path: string): EachOutcome => (o.ok ? { ok: true, result: o.result } : { ok: false, error: PolicyEngine.#failure(o, entry, path) });
     // a failure of the whole item (timeout, crashed worker) is every path's failure
     return paths.map((path, i) => one(i === 0 ? outcome : (outcome.more?.[i - 1] ?? outcome), path));
+  }
+
+  /** The input as JSON text for a worker, refused when nested past the bound. */
+  #inputText(input: unknown): string {
+    assertDepth(input, this.#options.maxInputDepth);
+    return JSON.stringify(input);
+  }
+
+  static #failure(outcome: EvalFailure, entry: LoadedPolicy, path: string): PavilionError {
+    return new PavilionError(outcome.code, outcome.message, { details: { tenant: entry.info.tenant, path, revision: entry.info.revision } });
   }
 
   /**
@@ -305,8 +308,7 @@ export class PolicyEngine implements Component {
         inputJson = canonicalJson(input, this.#options.maxInputDepth);
         if (inputJson.length <= this.#options.cache.maxKeyBytes) cacheKey = DecisionCache.key(tenant, version, path, inputJson);
       } else {
-        assertDepth(input, this.#options.maxInputDepth);
-        inputJson = JSON.stringify(input);
+        inputJson = this.#inputText(input);
       }
     } else if (cacheable) {
       cacheKey = DecisionCache.key(tenant, version, path, '');
@@ -322,9 +324,7 @@ export class PolicyEngine implements Component {
       input: inputJson,
       nowNs: options.nowNs === undefined ? null : options.nowNs.toString(),
     });
-    if (!outcome.ok) {
-      throw new PavilionError(outcome.code, outcome.message, { details: { tenant, path, revision } });
-    }
+    if (!outcome.ok) throw PolicyEngine.#failure(outcome, entry, path);
     if (cacheKey !== undefined) this.#cache.set(cacheKey, { result: outcome.result });
     return { result: outcome.result, revision, cached: false, evalNs: outcome.evalNs };
   }

@@ -7,9 +7,10 @@
  * - Each worker writes the start time of its current evaluation into a shared control
  *   block. A watchdog on the main thread (ticking only while some worker has work: an idle
  *   sidecar, or one answering from the decision cache, is not woken for nothing) terminates
- *   a worker whose evaluation overruns the deadline: that evaluation fails with ERR_EVAL_TIMEOUT, everything else the worker held
- *   is re-dispatched (evaluation is pure), and a fresh worker is started with every loaded
- *   policy. Other tenants see at most a short delay, never an error.
+ *   a worker whose evaluation overruns the deadline: that evaluation fails with
+ *   ERR_EVAL_TIMEOUT, everything else the worker held is re-dispatched (evaluation is
+ *   pure), and a fresh worker is started with every loaded policy. Other tenants see at
+ *   most a short delay, never an error.
  * - A worker that dies for any other reason is replaced the same way; an item that was
  *   on board for two deaths fails with ERR_EVAL_TRAP instead of being retried forever.
  */
