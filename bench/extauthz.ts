@@ -353,7 +353,7 @@ async function h2load(url: string, body: string, headers: readonly string[], htt
  */
 async function paced(mode: 'grpc' | 'http', url: string, bodies: string, shape: Shape): Promise<Record<string, number>> {
   if (shape.rate === undefined) throw new Error('the paced client needs a rate');
-  const out = await execTool(join(REPO_ROOT, '.tools', 'bin', 'paced'), [
+  const out = await execTool(join(TOOLS, 'paced'), [
     '-mode', mode, '-url', url, '-bodies', bodies, '-rate', String(shape.rate),
     '-duration', `${shape.durationSeconds}s`, '-warmup', `${WARMUP_S}s`,
     '-conns', mode === 'grpc' ? '2' : String(shape.inFlight), '-max-in-flight', String(shape.inFlight),

@@ -18,7 +18,7 @@ if [ ! -x .tools/bin/vegeta ]; then
 fi
 # paced: the open-loop client in bench/loadgen (its go.sum pins golang.org/x/net); rebuilt when
 # its source is newer than the binary
-if [ ! -x .tools/bin/paced ] || [ bench/loadgen/main.go -nt .tools/bin/paced ] || [ bench/loadgen/go.sum -nt .tools/bin/paced ]; then
+if [ ! -x .tools/bin/paced ] || [ bench/loadgen/main.go -nt .tools/bin/paced ] || [ bench/loadgen/go.sum -nt .tools/bin/paced ] || [ bench/loadgen/go.mod -nt .tools/bin/paced ]; then
   say "building the paced load generator (bench/loadgen) with go build"
   (cd bench/loadgen && GOFLAGS=-mod=mod go build -o ../../.tools/bin/paced .) >&2
 fi

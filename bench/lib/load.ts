@@ -46,35 +46,41 @@ export async function runLoad(spec: LoadSpec, durationSeconds: number): Promise<
 }
 
 let pacedNonce = 0;
+let pacedBuilt: Promise<unknown> | undefined;
 
 /**
- * One run of the paced open-loop client (bench/loadgen, built by scripts/install-loadgen.sh):
- * requests due at evenly spaced instants at `spec.rate` whatever happened to earlier ones,
- * latency counted from the due instant (p50_ms, p99_ms, ...) and from the instant the request
- * was handed to its connection (service_p50_ms, ...: without the client's own lateness).
- * Unlike autocannon's rate mode, which releases each second's requests in a burst, the
- * percentiles hold no queueing the client made. With `unique`, every request of every run
- * carries a distinct `input.nonce`.
+ * The paced open-loop client's binary (bench/loadgen), built by scripts/install-loadgen.sh
+ * on first use in this process (the script does nothing when it is up to date).
  */
-export async function runPaced(spec: LoadSpec & { readonly rate: number }, durationSeconds: number, warmupSeconds = 0): Promise<Metrics> {
+export async function pacedBinary(): Promise<string> {
+  pacedBuilt ??= exec('bash', [join(REPO_ROOT, 'scripts', 'install-loadgen.sh')]);
+  await pacedBuilt;
+  return join(REPO_ROOT, '.tools', 'bin', 'paced');
+}
+
+/**
+ * One run of the paced open-loop client: requests due at evenly spaced instants at
+ * `spec.rate` whatever happened to earlier ones, latency counted from the due instant
+ * (p50_ms, p99_ms, ...) and from the instant the request was handed to its connection
+ * (service_p50_ms, ...: without the client's own lateness). Unlike autocannon's rate mode,
+ * which releases each second's requests in a burst, the percentiles hold no queueing the
+ * client made. With `unique`, every request of every run carries a distinct `input.nonce`.
+ */
+export async function runPaced(spec: LoadSpec & { readonly rate: number }, durationSeconds: number): Promise<Metrics> {
   const dir = await mkdtemp(join(tmpdir(), 'pavilion-paced-'));
   try {
-    const total = Math.ceil(spec.rate * (durationSeconds + warmupSeconds)) + 1;
+    const requests = spec.requests.map((r) => ({ ...r, input: spec.unique ? (JSON.parse(r.body) as { input: Record<string, unknown> }).input : undefined }));
     const lines: string[] = [];
-    for (let i = 0; i < (spec.unique ? total : spec.requests.length); i++) {
-      const request = spec.requests[i % spec.requests.length] as LoadRequest;
-      let body = request.body;
-      if (spec.unique) {
-        const parsed = JSON.parse(body) as { input: Record<string, unknown> };
-        body = JSON.stringify({ ...parsed, input: { ...parsed.input, nonce: ++pacedNonce } });
-      }
+    for (let i = 0; i < (spec.unique ? Math.ceil(spec.rate * durationSeconds) + 1 : requests.length); i++) {
+      const request = requests[i % requests.length] as (typeof requests)[number];
+      const body = request.input === undefined ? request.body : JSON.stringify({ input: { ...request.input, nonce: ++pacedNonce } });
       lines.push(JSON.stringify({ path: request.path, headers: request.headers, body }));
     }
     const file = join(dir, 'requests.jsonl');
     await writeFile(file, `${lines.join('\n')}\n`);
-    const { stdout } = await exec(join(REPO_ROOT, '.tools', 'bin', 'paced'), [
+    const { stdout } = await exec(await pacedBinary(), [
       '-mode', 'http-requests', '-url', spec.url, '-bodies', file, '-rate', String(spec.rate),
-      '-duration', `${durationSeconds}s`, '-warmup', `${warmupSeconds}s`,
+      '-duration', `${durationSeconds}s`, '-warmup', '0s',
       '-conns', String(spec.connections), '-max-in-flight', String(Math.max(spec.connections, 1024)),
     ], { maxBuffer: 16 * 1024 * 1024 });
     return JSON.parse(stdout.trim()) as Metrics;

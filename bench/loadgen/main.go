@@ -75,6 +75,9 @@ func main() {
 		serveNoop(*serve)
 		return
 	}
+	if *mode != "grpc" && *mode != "http" && *mode != "http-requests" {
+		fail(fmt.Errorf("-mode %q: grpc, http or http-requests", *mode))
+	}
 	if *url == "" || *bodiesPath == "" || *rate <= 0 || *conns < 1 {
 		flag.Usage()
 		os.Exit(2)
@@ -104,17 +107,19 @@ func main() {
 		client := clients[i%len(clients)]
 		body := bodies[i%len(bodies)]
 		target := *url
+		var line *lineRequest
 		if lines != nil {
-			target += lines[i%len(lines)].Path
+			line = &lines[i%len(lines)]
+			target += line.Path
 		}
 		req, err := http.NewRequest(http.MethodPost, target, bytes.NewReader(body))
 		if err != nil {
 			return false
 		}
 		req.ContentLength = int64(len(body))
-		if lines != nil {
+		if line != nil {
 			req.Header.Set("content-type", *contentType)
-			for k, v := range lines[i%len(lines)].Headers {
+			for k, v := range line.Headers {
 				req.Header.Set(k, v)
 			}
 		} else if *mode == "grpc" {
