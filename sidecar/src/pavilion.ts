@@ -59,14 +59,16 @@ function decisionSink(config: PavilionConfig): DecisionSink {
  */
 function decisionMasker(config: PavilionConfig, engine: PolicyEngine): DecisionMasker {
   const { privacy } = config.decisionLog;
-  const namespaceOf = (tenant: string): string => config.tenants.find((t) => t.id === tenant)?.namespace ?? tenant;
+  // asked for every decision: the configured namespaces looked up in a map, not a list
+  const namespaces = new Map(config.tenants.map((t) => [t.id, t.namespace]));
   const policy: LogPolicy = {
     async evaluate(tenant, input) {
       const entrypoints = engine.active(tenant)?.entrypoints ?? [];
-      const rules = (['drop', 'mask'] as const).filter((rule) => entrypoints.includes(`${namespaceOf(tenant)}/system/log/${rule}`));
+      const base = `${namespaces.get(tenant) ?? tenant}/system/log/`;
+      const rules = (['drop', 'mask'] as const).filter((rule) => entrypoints.includes(base + rule));
       if (rules.length === 0) return {};
       try {
-        const outcomes = await engine.evaluateEach(tenant, rules.map((rule) => `${namespaceOf(tenant)}/system/log/${rule}`), input);
+        const outcomes = await engine.evaluateEach(tenant, rules.map((rule) => base + rule), input);
         return Object.fromEntries(rules.map((rule, i) => [rule, outcomes[i]]));
       } catch (error) {
         // the whole round failed (input too deep, tenant not ready): each rule present failed

@@ -93,10 +93,23 @@ export class DecisionForwarder implements Component {
   #failures = 0;
   #published = 0;
   #duplicates = 0;
+  /**
+   * One read buffer for every pass (what is read is copied out of it before the next read):
+   * a zero-filled megabyte per pass was most of a short pass's cost. Passes run one tenant
+   * after another (#pass), never at once, so they never share it.
+   */
   #chunk: Buffer | undefined;
+  /** Acknowledgements awaited at once when the in-flight window is full. */
+  readonly #burst: number;
 
   constructor(options: DecisionForwarderOptions) {
     this.#options = options;
+    this.#burst = Math.max(1, Math.floor(options.maxInFlight / 2));
+  }
+
+  /** Whether the cursor file is due for a write (at most once a CURSOR_SAVE_INTERVAL_MS under load). */
+  static #saveDue(state: { readonly savedAtMs: number }): boolean {
+    return Date.now() - state.savedAtMs >= CURSOR_SAVE_INTERVAL_MS;
   }
 
   get streamName(): string {
@@ -270,15 +283,12 @@ export class DecisionForwarder implements Component {
         this.#options.metrics?.auditStreamPublished.inc({ tenant });
         moved = true;
       }
-      if (Date.now() - state.savedAtMs >= CURSOR_SAVE_INTERVAL_MS) await this.#save(state);
+      if (DecisionForwarder.#saveDue(state)) await this.#save(state);
     };
-    const burst = Math.max(1, Math.floor(this.#options.maxInFlight / 2));
     try {
       const decoder = new FrameDecoder(state.cursor.offset);
       let position = state.cursor.offset;
       let expected = state.cursor.nextLeaf;
-      // one read buffer for every pass (what is read is copied out of it before the next
-      // read): a zero-filled megabyte per pass was most of a short pass's cost
       const chunk = (this.#chunk ??= Buffer.allocUnsafe(READ_CHUNK_BYTES));
       while (position < end && !this.#stopping) {
         const { bytesRead } = await handle.read(chunk, 0, Math.min(READ_CHUNK_BYTES, end - position), position);
@@ -292,7 +302,7 @@ export class DecisionForwarder implements Component {
           const decisionId = state.log.decisionIdAt(record.index);
           const frameEnd = record.offset + record.payload.length + FRAME_OVERHEAD_BYTES;
           expected = record.index + 1;
-          if (inFlight.length >= this.#options.maxInFlight) await settle(burst);
+          if (inFlight.length >= this.#options.maxInFlight) await settle(this.#burst);
           const ack = js.publish(subject, record.payload, decisionId);
           ack.catch(() => undefined); // awaited in order below; a failure stops the pass there
           inFlight.push({ ack, nextLeaf: expected, offset: frameEnd });
@@ -307,7 +317,7 @@ export class DecisionForwarder implements Component {
       // (a crash re-sends at most that much, which JetStream drops as duplicates), not after
       // every pass: a pass is a few milliseconds under load, and each write is an fsync. The
       // first pass that finds nothing new writes it (above), as do a failure and stop.
-      if (!completed || this.#stopping || Date.now() - state.savedAtMs >= CURSOR_SAVE_INTERVAL_MS) await this.#saveOrRecord(tenant, state);
+      if (!completed || this.#stopping || DecisionForwarder.#saveDue(state)) await this.#saveOrRecord(tenant, state);
     }
     return moved;
   }

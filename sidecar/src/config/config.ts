@@ -347,10 +347,10 @@ function overlayEnvironment(root: Json, env: NodeJS.ProcessEnv): void {
     const text = env[override.name];
     if (text === undefined || text === '') continue;
     const path = `$.${override.section}`;
-    const section = { ...(root[override.section] === undefined ? {} : objectAt(root[override.section], path)) };
-    if (override.unlessConfigured === true && section[override.key] !== undefined) continue;
-    section[override.key] = override.parse === undefined ? text : override.parse(text, override.name);
-    root[override.section] = section;
+    const target = { ...(root[override.section] === undefined ? {} : objectAt(root[override.section], path)) };
+    if (override.unlessConfigured === true && target[override.key] !== undefined) continue;
+    target[override.key] = override.parse === undefined ? text : override.parse(text, override.name);
+    root[override.section] = target;
   }
 }
 

@@ -8,11 +8,12 @@
  * `{"type": "BlsAccumulatorStatusEntry", "accumulatorId": ..., "revocationHandle": ...}`; the
  * holder supplies the witness (base64url, 52 bytes) next to the credential.
  */
-import { compactVerify, CompactSign, errors, importJWK } from 'jose';
+import { CompactSign, importJWK } from 'jose';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
 import { decodeWitness, elementFor, PUBLIC_KEY_BYTES, VALUE_BYTES, type AccumulatorState } from './bls-accumulator.ts';
 import type { ResolvedVerificationMethod } from './did-resolver.ts';
-import { assertAlgorithm, JWS_ALGORITHMS, publicKeyFromJwk } from './jws-keys.ts';
+import { assertAlgorithm, publicKeyFromJwk, verifyJwsSignature } from './jws-keys.ts';
+import { decodeCompactJws, type CompactJws } from './jwt-parts.ts';
 import { isObject, type JsonObject } from './json.ts';
 
 export const ACCUMULATOR_STATE_TYP = 'pavilion-accumulator-state+jwt';
@@ -77,31 +78,21 @@ export class AccumulatorRegistry {
   async admit(jws: string, nowMs: number): Promise<number> {
     const invalid = (message: string, cause?: unknown): PavilionError =>
       new PavilionError(ErrorCodes.CREDENTIAL_STATUS_INVALID, `accumulator state: ${message}`, cause === undefined ? {} : { cause });
-    // One path: jose checks the compact JWS and its signature, with the key the protected
-    // header names, resolved and matched to its alg as for every other JWS (jws-keys.ts).
-    let signer: string | undefined;
-    let payload: Uint8Array;
+    // The same path as every other JWS here (status list tokens, SD-JWT): decode, resolve the
+    // key the header names, match it to its alg, check the signature (jws-keys.ts).
+    let jwsParts: CompactJws;
     try {
-      ({ payload } = await compactVerify(jws, async (header) => {
-        if (header.typ !== ACCUMULATOR_STATE_TYP || typeof header.kid !== 'string') throw invalid('wrong header');
-        const method = await this.resolveKey(header.kid);
-        signer = method.controller;
-        const key = publicKeyFromJwk(method.publicKeyJwk);
-        assertAlgorithm(header.alg, key);
-        return key;
-      }, { algorithms: [...JWS_ALGORITHMS] }));
+      jwsParts = decodeCompactJws(jws, 'accumulator state');
     } catch (error) {
-      if (error instanceof PavilionError) throw error;
-      if (error instanceof errors.JWSInvalid) throw invalid(`not a compact JWS: ${describeThrown(error)}`, error);
-      throw new PavilionError(ErrorCodes.CREDENTIAL_SIGNATURE_INVALID, `accumulator state signature: ${describeThrown(error)}`, { cause: error });
+      throw invalid(`not a compact JWS: ${describeThrown(error)}`, error);
     }
-    let claims: unknown;
-    try {
-      claims = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(payload));
-    } catch (error) {
-      throw invalid('the payload is not JSON', error);
-    }
-    if (!isObject(claims)) throw invalid('the payload is not a JSON object');
+    const { header, payload: claims, signingInput, signature } = jwsParts;
+    if (header['typ'] !== ACCUMULATOR_STATE_TYP || typeof header['kid'] !== 'string') throw invalid('wrong header');
+    const method = await this.resolveKey(header['kid']);
+    const signer = method.controller;
+    const key = publicKeyFromJwk(method.publicKeyJwk);
+    assertAlgorithm(header['alg'], key);
+    if (!verifyJwsSignature(signingInput, signature, key)) throw new PavilionError(ErrorCodes.CREDENTIAL_SIGNATURE_INVALID, 'accumulator state signature does not verify');
     const pinned = typeof claims['id'] === 'string' ? this.#pinned.get(claims['id']) : undefined;
     if (pinned === undefined) throw invalid(`accumulator ${String(claims['id'])} is not pinned by this tenant`);
     if (signer !== pinned.issuer) throw invalid('signed by a key that is not the accumulator issuer\'s');

@@ -158,8 +158,11 @@ export class CredentialGate implements Component {
         }
         for (const token of policy.initialTokenStatusLists) await verifier.admitTokenStatusList(policy.tenantId, token.uri, token.jwt);
         for (const state of policy.initialAccumulatorStates) await verifier.admitAccumulatorState(policy.tenantId, state);
-        for (const url of policy.statusListUrls) this.#unfetched.set(`${policy.tenantId} list ${url}`, { tenantId: policy.tenantId, kind: 'list', url });
-        for (const url of policy.tokenStatusListUrls) this.#unfetched.set(`${policy.tenantId} token ${url}`, { tenantId: policy.tenantId, kind: 'token', url });
+        const want = (kind: 'list' | 'token', url: string): void => {
+          this.#unfetched.set(`${policy.tenantId} ${kind} ${url}`, { tenantId: policy.tenantId, kind, url });
+        };
+        for (const url of policy.statusListUrls) want('list', url);
+        for (const url of policy.tokenStatusListUrls) want('token', url);
       }
       this.#verifier = verifier;
       // lists fetched over HTTPS: a failure here is not fatal (checks against them fail closed

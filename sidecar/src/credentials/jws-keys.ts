@@ -8,7 +8,7 @@ import { createPublicKey, verify as cryptoVerify, type KeyObject } from 'node:cr
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
 import { isObject } from './json.ts';
 
-export const JWS_ALGORITHMS = ['EdDSA', 'ES256'] as const;
+const JWS_ALGORITHMS = ['EdDSA', 'ES256'] as const;
 export type JwsAlgorithm = (typeof JWS_ALGORITHMS)[number];
 
 /** Imported keys by their public members: issuers and returning holders sign again and again. */

@@ -28,7 +28,7 @@ import { withDeadline } from '../../lib/lifecycle.ts';
 import type { DecisionEventV1 } from '../decision-event.ts';
 import { MerkleTree, hashLeaf } from '../merkle/index.ts';
 import { CHECKPOINT_ALGORITHM, checkpointMessage, decodeCheckpoint, isValidOrigin, type SignedCheckpointV1 } from './checkpoint.ts';
-import { decisionIdOf, encodeEvent } from './event-encoding.ts';
+import { decisionIdFrom, decisionIdOf, encodeEvent } from './event-encoding.ts';
 import { FILE_HEADER_BYTES, FRAME_OVERHEAD_BYTES, FrameDecoder, RecordType, checkFileHeader, encodeFrame, fileHeader, type FrameDamage } from './record-format.ts';
 import { Keyring, type CheckpointSigner } from './signer.ts';
 import { checkAnchorAgainst, decodeAnchorRecord, type Anchor, type AnchorRecordV1 } from './anchor.ts';
@@ -459,8 +459,8 @@ export class AuditLog {
     // From here to `append` nothing awaits: the tree and the file get the same order.
     const leafHash = hashLeaf(encoded.bytes);
     const index = this.#tree.appendLeafHash(leafHash);
-    // what decisionIdOf reads back from the payload: the event's id, if a non-empty string
-    this.#decisionIds.push(typeof event.decision_id === 'string' && event.decision_id !== '' ? event.decision_id : undefined);
+    // what decisionIdOf reads back from the payload
+    this.#decisionIds.push(decisionIdFrom(event.decision_id));
     const { offset, durable } = this.#writer.append(encodeFrame(RecordType.LEAF, index, encoded.bytes));
     this.#offsets.push(offset);
     this.#byDecision.set(event.decision_id, index);

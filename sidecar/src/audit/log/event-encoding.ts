@@ -50,11 +50,15 @@ export function encodeEvent(event: DecisionEventV1): EncodedEvent {
   }
 }
 
+/** A decision id as the log indexes it: a non-empty string, else none. */
+export function decisionIdFrom(value: unknown): string | undefined {
+  return typeof value === 'string' && value !== '' ? value : undefined;
+}
+
 /** The `decision_id` of a logged event (the leaf payload), or undefined for a payload that has none. */
 export function decisionIdOf(payload: Buffer): string | undefined {
   try {
-    const id = (JSON.parse(payload.toString('utf8')) as { decision_id?: unknown }).decision_id;
-    return typeof id === 'string' && id !== '' ? id : undefined;
+    return decisionIdFrom((JSON.parse(payload.toString('utf8')) as { decision_id?: unknown }).decision_id);
   } catch {
     return undefined;
   }

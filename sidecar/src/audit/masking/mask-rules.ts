@@ -182,6 +182,17 @@ function mkdirp(root: JsonObject, path: readonly string[], value: Json, spine: S
   return INVALID;
 }
 
+/** An array as JSON.parse makes one: Array's prototype, no holes, no extra properties. */
+function isPlainArray(value: unknown[]): boolean {
+  return Object.getPrototypeOf(value) === Array.prototype && Object.keys(value).length === value.length;
+}
+
+/** An object as JSON.parse makes one (or a null-prototype one). */
+function isPlainObject(value: object): boolean {
+  const prototype = Object.getPrototypeOf(value) as unknown;
+  return prototype === Object.prototype || prototype === null;
+}
+
 /** Thrown by plainCopy for anything but plain JSON data without shared parts. */
 const NOT_PLAIN = Symbol('not plain JSON data');
 
@@ -199,13 +210,12 @@ function plainCopy(value: Json, seen: Set<object>): Json {
   if (seen.has(value)) throw NOT_PLAIN;
   seen.add(value);
   if (Array.isArray(value)) {
-    if (Object.getPrototypeOf(value) !== Array.prototype || Object.keys(value).length !== value.length) throw NOT_PLAIN;
+    if (!isPlainArray(value)) throw NOT_PLAIN;
     const out: Json[] = new Array<Json>(value.length);
     for (let i = 0; i < value.length; i++) out[i] = plainCopy(value[i], seen);
     return out;
   }
-  const prototype = Object.getPrototypeOf(value) as unknown;
-  if (prototype !== Object.prototype && prototype !== null) throw NOT_PLAIN;
+  if (!isPlainObject(value)) throw NOT_PLAIN;
   const out: JsonObject = {};
   for (const key of Object.keys(value)) {
     const child = plainCopy((value as JsonObject)[key], seen);
@@ -274,12 +284,8 @@ class Spine {
  * Masking and pseudonymisation both copy along a path with it.
  */
 export function shallowCopy(value: object): Json {
-  if (Array.isArray(value)) {
-    if (Object.getPrototypeOf(value) === Array.prototype && Object.keys(value).length === value.length) return value.slice() as Json[];
-    return copy(value as Json);
-  }
-  const prototype = Object.getPrototypeOf(value) as unknown;
-  if (prototype !== Object.prototype && prototype !== null) return copy(value as Json);
+  if (Array.isArray(value)) return isPlainArray(value) ? (value.slice() as Json[]) : copy(value as Json);
+  if (!isPlainObject(value)) return copy(value as Json);
   const out: JsonObject = {};
   for (const key of Object.keys(value)) setOwn(out, key, (value as JsonObject)[key]);
   return out;
