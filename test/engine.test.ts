@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import { readBundle } from '../sidecar/src/bundles/index.ts';
 import { compilePolicy, DecisionCache, PolicyEngine, type EngineOptions } from '../sidecar/src/engine/index.ts';
 import { ErrorCodes, PavilionError, type ErrorCode } from '../sidecar/src/lib/errors.ts';
-import { buildFixtureBundle, hostileWasm, type FixtureBundle } from './harness/fixtures.ts';
+import { buildFixtureBundle, hostileWasm, makeTarGz, unpackFixture, type FixtureBundle } from './harness/fixtures.ts';
 
 const ENGINE: EngineOptions = {
   workers: 2,
@@ -320,6 +320,35 @@ describe('load-time checks', () => {
       compilePolicy({ ...bundle, wasm: empty }, { initialMemoryPages: 5 }),
       (e: unknown) => e instanceof PavilionError && (e.code === ErrorCodes.BUNDLE_ABI_UNSUPPORTED || e.code === ErrorCodes.BUNDLE_WASM_INVALID),
     );
+  });
+
+  test('the same Wasm bytes are compiled and inspected once: a data-only revision or a rollback reuses the module; other bytes or memory limits inspect again', async () => {
+    const fixture: FixtureBundle = {
+      modules: { 'a.rego': 'package acme\n\nallow if input.n < data.acme.limit\n' },
+      entrypoints: ['acme/allow'],
+      roots: ['acme'],
+      data: { 'acme/limit': 1 },
+      revision: 'r1',
+    };
+    const archive = await buildFixtureBundle(fixture);
+    const first = await compilePolicy(await readBundle(archive, { tenant: 'acme', namespace: 'acme' }), { initialMemoryPages: 5 });
+    // the next revision changes only data: opa builds the same policy.wasm (from the same sources)
+    const entries = (await unpackFixture(archive)).map((entry) => {
+      if (entry.name.endsWith('data.json')) return { ...entry, data: JSON.stringify({ acme: { limit: 2 } }) };
+      if (entry.name.endsWith('.manifest')) return { ...entry, data: JSON.stringify({ ...JSON.parse(String(entry.data)), revision: 'r2' }) };
+      return entry;
+    });
+    const dataOnly = await compilePolicy(await readBundle(makeTarGz(entries), { tenant: 'acme', namespace: 'acme' }), { initialMemoryPages: 5 });
+    assert.equal(dataOnly.revision, 'r2');
+    assert.deepEqual(dataOnly.data, { acme: { limit: 2 } }, 'with its own data');
+    assert.ok(dataOnly.module === first.module, 'the data-only revision reuses the compiled module');
+    assert.deepEqual([...dataOnly.entrypoints], [...first.entrypoints]);
+    const rollback = await compilePolicy(await readBundle(archive, { tenant: 'acme', namespace: 'acme' }), { initialMemoryPages: 5 });
+    assert.ok(rollback.module === first.module, 'a rollback to the first revision reuses it too');
+    const roomier = await compilePolicy(await readBundle(archive, { tenant: 'acme', namespace: 'acme' }), { initialMemoryPages: 6 });
+    assert.ok(roomier.module !== first.module, 'inspected again under other memory limits');
+    const other = await compiled('acme', { ...fixture, modules: { 'a.rego': 'package acme\n\nallow if input.n <= data.acme.limit\n' } });
+    assert.ok(other.module !== first.module, 'other bytes, another module');
   });
 
   for (const loopIn of ['start', 'builtins'] as const) {

@@ -8,6 +8,7 @@
  * module needs until one is called; `compileAndInspectWasm` reads that list up front, so a module
  * that needs a builtin Pavilion does not provide is refused at load time, not mid-request.
  */
+import { hash } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
 
@@ -176,13 +177,40 @@ class Inspector {
 
 const inspector = new Inspector();
 
+export interface InspectedModule {
+  readonly module: WebAssembly.Module;
+  readonly inspection: WasmInspection;
+}
+
+/**
+ * Modules that passed, by the SHA-256 of their bytes and the memory they were inspected
+ * with. Compiling and inspecting the same bytes again gives the same answer, so a rollback,
+ * or a revision that changes only data, reuses the module (and skips the sandbox worker,
+ * most of an activation's CPU) instead of compiling it again. Failures are not kept.
+ */
+const inspected = new Map<string, InspectedModule>();
+const INSPECTED_MAX_ENTRIES = 8;
+
 /**
  * Compile untrusted bytes in the sandbox worker and inspect the module there, in one round
  * trip (the deadline covers both); the compiled module and its ABI facts, or a typed error.
  */
-export async function compileAndInspectWasm(bytes: Uint8Array, limits: InspectionLimits): Promise<{ module: WebAssembly.Module; inspection: WasmInspection }> {
+export async function compileAndInspectWasm(bytes: Uint8Array, limits: InspectionLimits): Promise<InspectedModule> {
+  const key = `${hash('sha256', bytes, 'hex')}:${limits.initialPages}:${limits.maximumPages}`;
+  const known = inspected.get(key);
+  if (known !== undefined) {
+    inspected.delete(key); // most recently used last
+    inspected.set(key, known);
+    return known;
+  }
   const { facts, module } = await inspector.inspect(bytes, limits);
-  return { module, inspection: checkFacts(facts) };
+  const inspection = checkFacts(facts);
+  Object.freeze(inspection.requiredBuiltins);
+  Object.freeze(inspection.entrypoints);
+  const passed: InspectedModule = Object.freeze({ module, inspection: Object.freeze(inspection) });
+  inspected.set(key, passed);
+  if (inspected.size > INSPECTED_MAX_ENTRIES) inspected.delete(inspected.keys().next().value as string);
+  return passed;
 }
 
 function checkFacts(facts: InspectionFacts): WasmInspection {
