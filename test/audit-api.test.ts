@@ -103,6 +103,50 @@ describe('a decision is answered only once durable; a refusal is an error answer
   });
 });
 
+describe("one deadline covers a check's wait for the audit log", () => {
+  let app: RunningPavilion;
+  let auditDir: string;
+  const TIMEOUT_MS = 150;
+
+  before(async () => {
+    auditDir = await tempDir();
+    app = await startPavilion({
+      config: {
+        decisionLog: {
+          sink: 'audit',
+          // a full log holds appends for 5 s (onFull block) - far past the check's deadline
+          audit: { directory: auditDir, maxDiskBytes: 64 * 1024, maxEventBytes: 30 * 1024, onFull: 'block', blockTimeoutMs: 5_000, checkpointEveryEvents: 1000, checkpointIntervalMs: 600_000 },
+        },
+        extAuthz: { grpc: { port: 0 }, tenantFrom: { header: 'x-pavilion-tenant' }, tenants: { envoy_demo: { failureStatus: 503, timeoutMs: TIMEOUT_MS } } },
+      },
+    });
+  });
+
+  after(async () => {
+    await app?.stop();
+  });
+
+  test('ext_authz: a log that blocks past the deadline is answered at the deadline with the failure status, ERR_EXTAUTHZ_DEADLINE_EXCEEDED', async () => {
+    const service = app.pavilion.extAuthz?.service;
+    assert.ok(service !== undefined);
+    let late: { code: string | undefined; status: number | undefined; elapsedMs: number } | undefined;
+    for (let i = 0; i < 10 && late === undefined; i++) {
+      const started = performance.now();
+      const result = await service.check(
+        { attributes: { request: { http: { method: 'GET', path: '/api/v1/products', headers: { 'x-pavilion-tenant': 'envoy_demo', 'x-pad': `${i}${'z'.repeat(20 * 1024)}` } } } } },
+        { transport: 'grpc', requestedBy: '127.0.0.1:1' },
+      );
+      if (result.code !== undefined) late = { code: result.code, status: result.response.deniedResponse?.status.code, elapsedMs: performance.now() - started };
+    }
+    assert.ok(late !== undefined, 'the log never filled');
+    assert.equal(late.code, ErrorCodes.EXTAUTHZ_DEADLINE_EXCEEDED);
+    assert.equal(late.status, 503);
+    assert.ok(late.elapsedMs < 2_000, `answered after ${Math.round(late.elapsedMs)} ms, not when the log gave up (5 s)`);
+    const metrics = await (await fetch(`${app.url}/metrics`)).text();
+    assert.match(metrics, /pavilion_extauthz_checks_total\{[^}]*result="ERR_EXTAUTHZ_DEADLINE_EXCEEDED"[^}]*\} 1/);
+  });
+});
+
 describe('proof and checkpoint endpoints, receipts', () => {
   let app: RunningPavilion;
   let auditDir: string;

@@ -87,16 +87,17 @@ describe('ext_authz: bad input always gets a well-formed CheckResponse', () => {
 
   before(async () => {
     const demo = await readFile(join(defaultBuildDirectory(), 'envoy_demo', 'bundle.tar.gz'));
-    const [conflict, slow, shape, undef] = await Promise.all([
+    const [conflict, slow, shape, undef, informational] = await Promise.all([
       fixture('conflict', 'allow := true if input.version\n\nallow := false if input.version'),
       fixture('slow', 'allow := {"allowed": count([1 | some i in numbers.range(1, 4000); some j in numbers.range(1, 4000); i == j + 9000000]) == 0}'),
       fixture('shape', 'allow := {"allow": true, "headers": {"x": "y"}}'),
       fixture('undef', 'allow := true if input.nothing_here'),
+      fixture('informational', 'allow := {"allowed": false, "http_status": 100}'),
     ]);
     app = await startPavilion({
-      bundles: { envoy_demo: demo, envoy_demo_dry: demo, conflict, slow, shape, undef, undef_dry: undef },
+      bundles: { envoy_demo: demo, envoy_demo_dry: demo, conflict, slow, shape, undef, undef_dry: undef, informational },
       config: {
-        tenants: [{ id: 'envoy_demo' }, { id: 'envoy_demo_dry', namespace: 'envoy_demo' }, { id: 'conflict' }, { id: 'slow' }, { id: 'shape' }, { id: 'undef' }, { id: 'undef_dry', namespace: 'undef' }],
+        tenants: [{ id: 'envoy_demo' }, { id: 'envoy_demo_dry', namespace: 'envoy_demo' }, { id: 'conflict' }, { id: 'slow' }, { id: 'shape' }, { id: 'undef' }, { id: 'undef_dry', namespace: 'undef' }, { id: 'informational' }],
         extAuthz: {
           grpc: { port: 0, maxReceiveMessageBytes: TRANSPORT_LIMIT },
           tenantFrom: { header: 'x-pavilion-tenant' },
@@ -240,6 +241,16 @@ describe('ext_authz: bad input always gets a well-formed CheckResponse', () => {
     assert.equal(ok.headers.get('x-current-user'), 'alice');
     assert.equal(ok.headers.get('x-auth-roles'), 'admin, authenticated');
     assert.equal(ok.headers.get('x-envoy-auth-headers-to-remove'), 'authorization');
+  });
+
+  test('HTTP service mode: a denial with a 1xx http_status (no final answer over HTTP) is the failure status, ERR_EXTAUTHZ_DECISION_INVALID', async () => {
+    const response = await fetch(`${app.url}/ext_authz/x`, { headers: { 'x-pavilion-tenant': 'informational' } });
+    assert.equal(response.status, 403);
+    await response.arrayBuffer();
+    const logged = (await app.decisions()).filter((e) => e['tenant'] === 'informational').at(-1);
+    assert.equal((logged?.['error'] as { code?: string } | undefined)?.code, 'ERR_EXTAUTHZ_DECISION_INVALID');
+    // over gRPC Envoy gets the policy's denial as written, as from opa-envoy-plugin
+    assert.equal(seen(await client.check(checkRequest('informational'))).httpStatus, 100);
   });
 
   test('a body nested 5,000 deep: 403 ERR_REQUEST_TOO_DEEP, logged without its input, and the decision log stays healthy', async () => {

@@ -1,7 +1,9 @@
 /**
  * One ext_authz check, whatever the transport: resolve the tenant, build the input document,
- * evaluate the tenant's decision path within the check's deadline, map the decision to a
- * CheckResponse, log a decision event and count it.
+ * evaluate the tenant's decision path, map the decision to a CheckResponse, log a decision
+ * event and count it. One deadline covers the whole check (credentials, evaluation, the wait
+ * for a durable log): past it, the answer is the failure response with
+ * ERR_EXTAUTHZ_DEADLINE_EXCEEDED, so Envoy never falls back on `failure_mode_allow`.
  *
  * Every path ends in a well-formed CheckResponse. Where opa-envoy-plugin answers with a gRPC
  * error (evaluation errors, bad decisions, a timed-out check), Pavilion answers
@@ -28,7 +30,7 @@ import { RECEIPT_HEADER, encodeReceiptHeader, transportReceipt } from '../audit/
 import type { DecisionEvents, DecisionEventV1, DecisionReceiptV1, DecisionSink } from '../audit/index.ts';
 import type { ExtAuthzConfig, ExtAuthzTenantConfig } from '../config/index.ts';
 import { TENANT_ID_PATTERN } from '../config/index.ts';
-import type { Decision, EvaluateOptions, PolicyEngine } from '../engine/index.ts';
+import type { Decision, PolicyEngine } from '../engine/index.ts';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
 import type { Metrics } from '../telemetry/index.ts';
 import type { TenantManager } from '../tenants/index.ts';
@@ -187,6 +189,7 @@ export class CheckService {
     const defaults = this.#deps.config.defaults;
     let tenant: string | undefined;
     let settings: ExtAuthzTenantConfig | undefined;
+    let deadline: CheckDeadline | undefined;
     let outcome: Outcome;
     try {
       if (request instanceof PavilionError) throw request;
@@ -194,7 +197,8 @@ export class CheckService {
       if ('error' in owner) throw owner.error;
       tenant = owner.tenant;
       settings = this.settingsFor(tenant);
-      outcome = await this.#decide(request, tenant, settings, decisionId, context);
+      deadline = new CheckDeadline(Math.max(0, Math.min(settings.timeoutMs, context.callerBudgetMs ?? Number.POSITIVE_INFINITY)));
+      outcome = await deadline.race(this.#decide(request, tenant, settings, decisionId, context));
     } catch (error) {
       const failure = error instanceof PavilionError ? error : new PavilionError(ErrorCodes.INTERNAL, describeThrown(error), { cause: error });
       outcome = this.#failure(decisionId, settings?.failureStatus ?? defaults.failureStatus, failure, undefined);
@@ -204,15 +208,17 @@ export class CheckService {
     let receipt: DecisionReceiptV1 | undefined;
     if (this.#deps.sink.durable === true) {
       try {
-        const logged = await written;
+        const logged = await (deadline === undefined ? written : deadline.race(Promise.resolve(written)));
         if (typeof logged === 'object') receipt = logged;
       } catch (error) {
-        // the decision is not in the log, so it is not the answer (counted in the sink's status)
+        // Not in the log (refused), or not yet when the deadline came (the event, already
+        // submitted, keeps the policy's answer): either way not the answer Envoy gets.
         const refusal = error instanceof PavilionError ? error : new PavilionError(ErrorCodes.INTERNAL, describeThrown(error), { cause: error });
         outcome = this.#failure(decisionId, settings?.failureStatus ?? defaults.failureStatus, refusal, outcome.input);
         if (settings?.dryRun === true) outcome.response = dryRunResponse(outcome.response);
       }
     }
+    deadline?.clear();
     if (receipt !== undefined && tenant !== undefined && wantsReceipt(request, settings)) {
       // after everything that decides: the receipt only ever adds to the answer
       const body = transportReceipt(tenant, receipt);
@@ -246,10 +252,9 @@ export class CheckService {
     }
     const gate = this.#deps.credentials;
     if (gate !== undefined && gate.governs(tenant)) input = await withCredentials(gate, tenant, input);
-    const budget = Math.max(0, Math.min(settings.timeoutMs, context.callerBudgetMs ?? Number.POSITIVE_INFINITY));
     let decision: Decision;
     try {
-      decision = await this.#evaluate(tenant, settings.path, input, budget, context.nowNs === undefined ? {} : { nowNs: context.nowNs });
+      decision = await this.#deps.engine.evaluate(tenant, settings.path, input, context.nowNs === undefined ? {} : { nowNs: context.nowNs });
     } catch (error) {
       const failure = error instanceof PavilionError ? error : new PavilionError(ErrorCodes.INTERNAL, describeThrown(error), { cause: error });
       return this.#failure(decisionId, settings.failureStatus, failure, input);
@@ -261,24 +266,6 @@ export class CheckService {
     } catch (error) {
       const failure = error instanceof PavilionError ? error : new PavilionError(ErrorCodes.INTERNAL, describeThrown(error), { cause: error });
       return { ...this.#failure(decisionId, settings.failureStatus, failure, input), decision };
-    }
-  }
-
-  async #evaluate(tenant: string, path: string, input: JsonObject, budgetMs: number, options: EvaluateOptions): Promise<Decision> {
-    let timer: NodeJS.Timeout | undefined;
-    const deadline = new Promise<never>((_resolve, reject) => {
-      timer = setTimeout(
-        () => reject(new PavilionError(ErrorCodes.EXTAUTHZ_DEADLINE_EXCEEDED, `no decision within the check's ${budgetMs} ms deadline`)),
-        budgetMs,
-      );
-    });
-    const evaluation = this.#deps.engine.evaluate(tenant, path, input, options);
-    // an evaluation that finishes (or fails) after the deadline is dropped
-    evaluation.catch(() => undefined);
-    try {
-      return await Promise.race([evaluation, deadline]);
-    } finally {
-      clearTimeout(timer);
     }
   }
 
@@ -348,6 +335,38 @@ export class CheckService {
   }
 }
 
+/**
+ * One deadline for a whole check (the tenant's `timeoutMs`, or less when the caller's gRPC
+ * deadline is nearer): the credential checks, the evaluation and the wait for the audit log
+ * are all raced against it, so Envoy always has an answer before it gives up and applies
+ * its own `failure_mode_allow`. Work that loses the race finishes unobserved.
+ */
+class CheckDeadline {
+  readonly #budgetMs: number;
+  readonly #expired: Promise<never>;
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(budgetMs: number) {
+    this.#budgetMs = budgetMs;
+    this.#expired = new Promise<never>((_resolve, reject) => {
+      this.#timer = setTimeout(
+        () => reject(new PavilionError(ErrorCodes.EXTAUTHZ_DEADLINE_EXCEEDED, `no answer within the check's ${this.#budgetMs} ms deadline`)),
+        budgetMs,
+      );
+    });
+    this.#expired.catch(() => undefined);
+  }
+
+  race<T>(work: Promise<T>): Promise<T> {
+    work.catch(() => undefined); // a loser's failure is not unhandled
+    return Promise.race([work, this.#expired]);
+  }
+
+  clear(): void {
+    clearTimeout(this.#timer);
+  }
+}
+
 /** A receipt was asked for: by the tenant's settings, or by the checked request's `x-pavilion-receipt: 1`. */
 function wantsReceipt(request: CheckRequestJson | PavilionError, settings: ExtAuthzTenantConfig | undefined): boolean {
   if (settings?.receipts === 'always') return true;
@@ -391,7 +410,8 @@ function assertHttpExpressible(response: CheckResponse): void {
   if (response.deniedResponse !== undefined) {
     check(response.deniedResponse.headers);
     const status = response.deniedResponse.status.code;
-    if (status === 200 || !ENVOY_HTTP_STATUS_CODES.has(status)) {
+    // 200 reads as "allow", and a 1xx is informational: Envoy would wait on for a final answer
+    if (status <= 200 || !ENVOY_HTTP_STATUS_CODES.has(status)) {
       throw new PavilionError(ErrorCodes.EXTAUTHZ_DECISION_INVALID, `http_status ${status} cannot deny a request in Envoy's HTTP service mode`);
     }
   }
