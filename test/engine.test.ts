@@ -268,6 +268,27 @@ describe('loading under the watchdog', () => {
   });
 });
 
+describe('a load that overruns its deadline fails only itself', () => {
+  // one worker, so the second tenant's load queues behind the slow one on the same thread
+  const engine = new PolicyEngine({ ...ENGINE, workers: 1, loadTimeoutMs: 40 });
+  before(async () => {
+    await engine.start();
+  });
+  after(() => engine.stop());
+
+  test("another tenant's revision queued behind it on the same worker is loaded into the replacement and activates", async () => {
+    const rows = Array.from({ length: 300_000 }, (_, i) => ({ id: i, name: `row-${i}`, tags: ['a', 'b'] }));
+    const big = await compiled('big', { modules: { 'big.rego': 'package big\n\nn := count(data.big.rows)\n' }, data: { big: { rows } }, entrypoints: ['big/n'], roots: ['big'] });
+    const small = await compiled('small', { modules: { 'small.rego': 'package small\n\nallow := true\n' }, entrypoints: ['small/allow'], roots: ['small'] });
+    const [slow, queued] = await Promise.allSettled([engine.activate(big), engine.activate(small)]);
+    assert.equal(slow.status, 'rejected');
+    assert.ok(slow.reason instanceof PavilionError && slow.reason.code === ErrorCodes.BUNDLE_WASM_INVALID, String(slow.reason));
+    assert.equal(queued.status, 'fulfilled', queued.status === 'rejected' ? String(queued.reason) : '');
+    assert.equal((await engine.evaluate('small', 'small/allow', {})).result, true);
+    assert.equal(engine.active('big'), undefined);
+  });
+});
+
 describe('memory maximum', () => {
   const engine = new PolicyEngine({ ...ENGINE, workers: 1, evaluationTimeoutMs: 10_000, memoryMaxBytes: 8 * 1024 * 1024 });
   before(async () => {

@@ -15,7 +15,7 @@
  *   on board for two deaths fails with ERR_EVAL_TRAP instead of being retried forever.
  */
 import { Worker } from 'node:worker_threads';
-import { ErrorCodes, PavilionError } from '../lib/errors.ts';
+import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
 import {
   CONTROL_BATCH,
   CONTROL_LOADING,
@@ -174,16 +174,24 @@ export class WorkerPool {
     return slot;
   }
 
+  /** Resolves on the worker's 'ready'; a typed error if it fails or exits first. */
   #whenReady(slot: Slot): Promise<void> {
     return new Promise((resolve, reject) => {
-      const onMessage = (message: FromWorker): void => {
-        if (message.type !== 'ready') return;
+      const settle = (error: PavilionError | undefined): void => {
         slot.worker.off('message', onMessage);
-        slot.worker.off('error', reject);
-        resolve();
+        slot.worker.off('error', onError);
+        slot.worker.off('exit', onExit);
+        if (error === undefined) resolve();
+        else reject(error);
       };
+      const onMessage = (message: FromWorker): void => {
+        if (message.type === 'ready') settle(undefined);
+      };
+      const onError = (error: Error): void => settle(new PavilionError(ErrorCodes.INTERNAL, `evaluation worker failed to start: ${describeThrown(error)}`, { cause: error }));
+      const onExit = (): void => settle(new PavilionError(ErrorCodes.INTERNAL, 'evaluation worker exited before it was ready'));
       slot.worker.on('message', onMessage);
-      slot.worker.once('error', reject);
+      slot.worker.on('error', onError);
+      slot.worker.on('exit', onExit);
     });
   }
 
@@ -194,7 +202,10 @@ export class WorkerPool {
     const promise = new Promise<void>((resolve, reject) => {
       slot.loadWaiters.set(spec.key, {
         resolve: () => {
-          slot.loaded.add(spec.key);
+          // unloaded meanwhile (a load into another worker failed, or the policy was
+          // discarded): do not keep an instance nothing will ever unload
+          if (this.#policies.has(spec.key)) slot.loaded.add(spec.key);
+          else if (!slot.dead) slot.post({ type: 'unload', key: spec.key });
           resolve();
         },
         reject,
@@ -358,15 +369,28 @@ export class WorkerPool {
     const culpritPending =
       culprit === undefined ? undefined : slot.batches.get(culprit.batch)?.[culprit.index];
     const held = this.#drain(slot);
-    for (const waiter of slot.loadWaiters.values()) {
-      waiter.reject(loadFailure ?? new PavilionError(ErrorCodes.EVAL_TRAP, 'evaluation worker restarted while loading a policy'));
-    }
+    // The worker runs loads in the order they were posted: the first unanswered one is the
+    // one it was inside, if it was loading at all. Only that load fails; the others (other
+    // tenants' revisions queued behind it) are loaded into the replacement instead.
+    const loading = slot.control[CONTROL_BATCH] === CONTROL_LOADING && (slot.control[CONTROL_START_MS] ?? 0) !== 0;
+    const waiters = [...slot.loadWaiters];
     slot.loadWaiters.clear();
     void slot.worker.terminate();
     this.#restarts++;
     this.#options.onWorkerRestart?.(reason);
-    if (this.#stopped) return;
-    this.#spawn();
+    const restarted = new PavilionError(ErrorCodes.EVAL_TRAP, 'evaluation worker restarted while loading a policy');
+    const replacement = this.#stopped ? undefined : this.#spawn();
+    waiters.forEach(([key, waiter], i) => {
+      const spec = this.#policies.get(key);
+      if ((i === 0 && loading) || replacement === undefined || spec === undefined) {
+        waiter.reject(i === 0 && loading ? (loadFailure ?? restarted) : restarted);
+        return;
+      }
+      this.#whenReady(replacement).then(() => this.#loadInto(replacement, spec)).then(() => waiter.resolve(), (error: unknown) => {
+        waiter.reject(error instanceof PavilionError ? error : restarted);
+      });
+    });
+    if (replacement === undefined) return;
     for (const pending of held) {
       if (pending === culpritPending) {
         pending.resolve({
