@@ -210,6 +210,16 @@ describe('RFC 9162 2.1.4 consistency proofs', () => {
     throwsCode(() => tree.consistencyProof(1, 9), ErrorCodes.AUDIT_MERKLE_RANGE);
     assert.deepEqual(tree.consistencyProof(0, 8), []);
   });
+
+  it('a valid proof from 2^49 + 1 leaves (not a power of two, though Math.log2 gives exactly 49) verifies; a tampered one gets ERR_AUDIT_PROOF_INVALID', () => {
+    // RFC 9162 2.1.4.1 for m = 2^49 + 1, n = m + 1: [leaf m-1, leaf m, MTH(D[0:2^49])]; no tree needed.
+    const [left, last, next] = ['left', 'last', 'next'].map((s) => createHash('sha256').update(s).digest()) as [Buffer, Buffer, Buffer];
+    const m = 2 ** 49 + 1;
+    const oldRoot = hashChildren(left, last);
+    const newRoot = hashChildren(left, hashChildren(last, next));
+    verifyConsistency(m, m + 1, oldRoot, newRoot, [last, next, left]);
+    throwsCode(() => verifyConsistency(m, m + 1, oldRoot, newRoot, [last, next, oldRoot]), ErrorCodes.AUDIT_PROOF_INVALID, 'root_mismatch');
+  });
 });
 
 describe('the tree agrees with the RFC definitions for every size up to 70', () => {

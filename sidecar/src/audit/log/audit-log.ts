@@ -455,13 +455,18 @@ export class AuditLog {
     const frameBytes = FRAME_OVERHEAD_BYTES + encoded.bytes.length;
     const waiting = this.#writer.reserve(frameBytes);
     if (waiting !== undefined) await waiting;
-    if (this.#state !== 'open') throw new PavilionError(ErrorCodes.AUDIT_LOG_CLOSED, 'the audit log closed');
-    // From here to `append` nothing awaits: the tree and the file get the same order.
+    if (this.#state !== 'open') {
+      this.#writer.release(frameBytes); // reserved, but no frame will follow
+      throw new PavilionError(ErrorCodes.AUDIT_LOG_CLOSED, 'the audit log closed');
+    }
+    // From here to `append` nothing awaits: the tree and the file get the same order. The
+    // writer takes the frame first, so one that refuses it (failed) leaves the tree as it was.
     const leafHash = hashLeaf(encoded.bytes);
-    const index = this.#tree.appendLeafHash(leafHash);
+    const index = this.#tree.size;
+    const { offset, durable } = this.#writer.append(encodeFrame(RecordType.LEAF, index, encoded.bytes));
+    this.#tree.appendLeafHash(leafHash);
     // what decisionIdOf reads back from the payload
     this.#decisionIds.push(decisionIdFrom(event.decision_id));
-    const { offset, durable } = this.#writer.append(encodeFrame(RecordType.LEAF, index, encoded.bytes));
     this.#offsets.push(offset);
     this.#byDecision.set(event.decision_id, index);
     if (++this.#sinceCheckpoint >= this.#options.checkpointEveryEvents) this.#checkpointInBackground();

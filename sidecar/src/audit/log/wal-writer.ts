@@ -10,7 +10,8 @@
  *   - 'always':   written and fdatasync'ed (survives power loss);
  *   - 'interval': written to the OS (survives a process crash; fdatasync every fsyncIntervalMs);
  *   - 'never':    written to the OS, never fdatasync'ed by Pavilion.
- * A failed write or fdatasync fails the batch and the writer for good (ERR_AUDIT_LOG_IO): the
+ * A failed write or fdatasync (also the background one of 'interval') fails the batch, every
+ * frame queued, every blocked reservation and the writer for good (ERR_AUDIT_LOG_IO): the
  * file position is then unknown and only reopening (which recovers the tail) is safe.
  *
  * Budget: bytes on disk plus bytes queued never exceed `maxDiskBytes`. When a frame does not
@@ -149,6 +150,12 @@ export class WalWriter {
     });
   }
 
+  /** Give back a reservation that will not be followed by `append`. */
+  release(bytes: number): void {
+    this.#reservedBytes = Math.max(0, this.#reservedBytes - bytes);
+    this.#releaseWaiters();
+  }
+
   #releaseWaiters(): void {
     while (this.#waiters.length > 0) {
       const first = this.#waiters[0]!;
@@ -179,9 +186,7 @@ export class WalWriter {
   #schedule(): void {
     if (this.#flushing !== undefined) return; // the running batch schedules the next one
     if (this.#queuedBytes >= this.#options.groupCommitMaxBytes || this.#options.groupCommitMaxDelayMs === 0) {
-      if (this.#timer !== undefined) clearTimeout(this.#timer);
-      this.#timer = undefined;
-      this.#flushing = this.#flush();
+      this.#flushNow();
       return;
     }
     if (this.#timer === undefined) {
@@ -189,6 +194,29 @@ export class WalWriter {
         this.#timer = undefined;
         if (this.#flushing === undefined) this.#flushing = this.#flush();
       }, this.#options.groupCommitMaxDelayMs);
+    }
+  }
+
+  #flushNow(): void {
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#flushing = this.#flush();
+  }
+
+  /**
+   * Fail the writer for good. Every frame still queued and every waiter gets the (first)
+   * failure: nothing will write them, and a promise left pending would hang its caller.
+   */
+  #fail(failure: PavilionError, inFlight: readonly Pending[] = []): void {
+    this.#failure ??= failure;
+    for (const p of inFlight) p.reject(this.#failure);
+    for (const p of this.#queue.splice(0)) {
+      this.#queuedBytes -= p.frame.length; // a batch in flight keeps its bytes until it ends
+      p.reject(this.#failure);
+    }
+    for (const w of this.#waiters.splice(0)) {
+      clearTimeout(w.timer);
+      w.reject(this.#failure);
     }
   }
 
@@ -217,15 +245,8 @@ export class WalWriter {
           this.#dirty = true;
         }
       } catch (error) {
-        this.#failure = new PavilionError(ErrorCodes.AUDIT_LOG_IO, `audit log write failed: ${describeThrown(error)}`, { cause: error });
         this.#queuedBytes -= bytes;
-        for (const p of batch) p.reject(this.#failure);
-        for (const p of this.#queue.splice(0)) p.reject(this.#failure);
-        for (const w of this.#waiters.splice(0)) {
-          clearTimeout(w.timer);
-          w.reject(this.#failure);
-        }
-        this.#queuedBytes = 0;
+        this.#fail(new PavilionError(ErrorCodes.AUDIT_LOG_IO, `audit log write failed: ${describeThrown(error)}`, { cause: error }), batch);
         break;
       }
       this.#position += bytes;
@@ -234,6 +255,8 @@ export class WalWriter {
       for (const p of batch) p.resolve();
       this.#releaseWaiters();
     }
+    // The background fdatasync may have failed the writer while this batch was written.
+    if (this.#failure !== undefined) this.#fail(this.#failure);
     this.#flushing = undefined;
   }
 
@@ -244,20 +267,26 @@ export class WalWriter {
       await this.#handle.datasync();
       this.#syncs++;
     } catch (error) {
-      this.#failure = new PavilionError(ErrorCodes.AUDIT_LOG_IO, `audit log fdatasync failed: ${describeThrown(error)}`, { cause: error });
+      this.#fail(new PavilionError(ErrorCodes.AUDIT_LOG_IO, `audit log fdatasync failed: ${describeThrown(error)}`, { cause: error }));
     }
   }
 
   /** Wait until everything queued so far is written (and synced, unless fsync is 'never'). */
   async drain(): Promise<void> {
     while (this.#flushing !== undefined || this.#queue.length > 0) {
-      if (this.#flushing === undefined) this.#schedule();
+      // Write now: waiting for the group-commit timer here would spin on microtasks and starve it.
+      if (this.#flushing === undefined) this.#flushNow();
       await this.#flushing;
     }
     if (this.#failure !== undefined) throw this.#failure;
     if (this.#options.fsync !== 'never' && this.#dirty) {
       this.#dirty = false;
-      await this.#handle.datasync();
+      try {
+        await this.#handle.datasync();
+      } catch (error) {
+        this.#fail(new PavilionError(ErrorCodes.AUDIT_LOG_IO, `audit log fdatasync failed: ${describeThrown(error)}`, { cause: error }));
+        throw this.#failure;
+      }
       this.#syncs++;
     }
   }

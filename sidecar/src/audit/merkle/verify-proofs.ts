@@ -36,6 +36,8 @@ function checkSize(value: number, what: string): void {
 
 const lsb = (x: number): boolean => x % 2 === 1;
 const shr = (x: number): number => Math.floor(x / 2);
+// Exact: Math.log2 rounds, so a size such as 2^49 + 1 would come out as exactly 49.
+const isPowerOfTwo = (x: number): boolean => x > 0 && 2 ** Math.round(Math.log2(x)) === x;
 
 function equal(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && Buffer.compare(a, b) === 0;
@@ -111,7 +113,7 @@ export function verifyConsistency(oldSize: number, newSize: number, oldRoot: Uin
   if (path.length === 0) throw invalid('empty_proof', `a consistency proof from ${oldSize} to ${newSize} leaves cannot be empty`, { oldSize, newSize });
   for (const [i, p] of path.entries()) checkHash(p, `consistency path element ${i}`);
   // Step 2: when the old tree is a complete subtree its root is the proof's implicit start.
-  const nodes: readonly Uint8Array[] = Number.isInteger(Math.log2(oldSize)) ? [oldRoot, ...path] : path;
+  const nodes: readonly Uint8Array[] = isPowerOfTwo(oldSize) ? [oldRoot, ...path] : path;
   // Step 3.
   let fn = oldSize - 1;
   let sn = newSize - 1;
