@@ -7,7 +7,7 @@ import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { gunzipSync } from 'node:zlib';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
 import {
   hashBundleFile,
@@ -129,7 +129,9 @@ describe('bundles signed by opa build verify in Pavilion', () => {
         signing: { keyFile, algorithm, claims: { scope: 'bank', keyid: 'bank-2026', iat: 1_790_000_000 } },
       });
       const info = await verifyBundleSignature(await filesOf(archive), policy([loadVerificationKey('bank-2026', keys.publicPem, algorithm)]));
-      assert.deepEqual(info, { signed: true, keyId: 'bank-2026', algorithm, issuedAt: 1_790_000_000 });
+      const { contentSha256, ...rest } = info;
+      assert.deepEqual(rest, { signed: true, keyId: 'bank-2026', algorithm, issuedAt: 1_790_000_000 });
+      assert.match(contentSha256, /^[0-9a-f]{64}$/);
     });
   }
 });
@@ -178,7 +180,22 @@ describe('refusals, each with its code', () => {
   });
 
   test('an unsigned bundle is accepted only for a tenant configured for development', async () => {
-    assert.deepEqual(await verifyBundleSignature(await filesOf(unsigned), policy([], { allowUnsigned: true })), { signed: false });
+    const { contentSha256, ...rest } = await verifyBundleSignature(await filesOf(unsigned), policy([], { allowUnsigned: true }));
+    assert.deepEqual(rest, { signed: false });
+    assert.match(contentSha256, /^[0-9a-f]{64}$/);
+  });
+
+  test('the content digest names the files, not the archive: the same for a re-compressed archive, another for changed data', async () => {
+    const dev = policy([], { allowUnsigned: true });
+    const entries = await unpackFixture(unsigned);
+    const digest = async (archive: Buffer): Promise<string> => (await verifyBundleSignature(await filesOf(archive), dev)).contentSha256;
+    const original = await digest(unsigned);
+    const recompressed = gzipSync(gunzipSync(unsigned), { level: 1 });
+    assert.notDeepEqual(recompressed, unsigned);
+    assert.equal(await digest(recompressed), original);
+    assert.equal(await digest(makeTarGz(entries)), original, 'repacked tar');
+    const changed = entries.map((e) => (e.name.endsWith('data.json') ? { ...e, data: JSON.stringify({ bank: { changed: true } }) } : e));
+    assert.notEqual(await digest(makeTarGz(changed)), original);
   });
 
   test('a signed bundle for a tenant with no keys -> ERR_BUNDLE_SIGNATURE_UNEXPECTED', async () => {

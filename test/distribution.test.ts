@@ -9,7 +9,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { gzipSync } from 'node:zlib';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
 import { parseConfig, type NatsConfig } from '../sidecar/src/config/index.ts';
 import { NatsBundleStore, connectNats, encodePointer, sha256Hex, type BundlePointer } from '../sidecar/src/distribution/index.ts';
@@ -311,6 +311,32 @@ describe('refused pushes: a typed code in status, the previous revision keeps se
     await (await store.pointers()).put('bank', encodePointer(pointer));
     await until('size refusal', async () => (await refusalCode(sidecar)) === 'ERR_BUNDLE_TOO_LARGE');
     assert.equal(await revisionOf(sidecar), 'r6');
+  });
+});
+
+describe('replay guard: keyed on the signed content, not the gzip bytes', () => {
+  test('a replaced revision re-gzipped at another compression level -> ERR_BUNDLE_REPLAYED, the active revision keeps serving', async () => {
+    const { signBundle, developmentKey } = await import('../sidecar/src/bundles/index.ts');
+    const key = await developmentKey('bank', dir);
+    // the same iat for both, so only the replaced-revision record can refuse the replay
+    const issuedAt = Math.floor(Date.now() / 1000) - 60;
+    const sign = async (rev: string): Promise<Buffer> =>
+      signBundle(await bankBundle(rev), { key: key.keyPem, algorithm: key.algorithm, keyId: key.keyId, scope: 'bank', issuedAt });
+    const first = await sign('replay-a');
+    await store.push('bank', first, { revision: 'replay-a', pushedBy: 'alice' });
+    const sidecar = await startPavilion({ config: sidecarConfig() });
+    try {
+      await until('replay-a served', async () => (await revisionOf(sidecar)) === 'replay-a');
+      await store.push('bank', await sign('replay-b'), { revision: 'replay-b', pushedBy: 'alice' });
+      await until('replay-b served', async () => (await revisionOf(sidecar)) === 'replay-b');
+      const repacked = gzipSync(gunzipSync(first), { level: 1 });
+      assert.notEqual(sha256Hex(repacked), sha256Hex(first), 'other gzip bytes, other digest');
+      await store.push('bank', repacked, { revision: 'replay-a', pushedBy: 'mallory' });
+      await until('replay refusal', async () => (await refusalCode(sidecar)) === 'ERR_BUNDLE_REPLAYED');
+      assert.equal(await revisionOf(sidecar), 'replay-b');
+    } finally {
+      await sidecar.stop();
+    }
   });
 });
 

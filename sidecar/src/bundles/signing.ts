@@ -15,7 +15,7 @@
  *   5. the signed file list must equal the bundle's files (minus `.signatures.json`), and
  *      every digest must match (`file-hash.ts`).
  */
-import { createPrivateKey, createPublicKey, createSecretKey, type KeyObject } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, createSecretKey, type KeyObject } from 'node:crypto';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { CompactSign, compactVerify, decodeProtectedHeader } from 'jose';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
@@ -48,6 +48,14 @@ export interface SignaturePolicy {
 
 export interface SignatureInfo {
   readonly signed: boolean;
+  /**
+   * SHA-256 over the bundle's files as the signature lists them (name, hash algorithm and
+   * hash, sorted by name); for an unsigned bundle over each file's SHA-256 (JSON files in
+   * canonical form). The same content gives the same value however the archive was packed
+   * or compressed, so it names a revision for the replay check where the archive's digest
+   * would not.
+   */
+  readonly contentSha256: string;
   readonly keyId?: string;
   readonly algorithm?: string;
   /** The signature's `iat` (seconds), when it has one. */
@@ -154,6 +162,11 @@ function signedFiles(payload: Record<string, unknown>): Map<string, SignedFile> 
   return out;
 }
 
+function contentDigest(files: readonly SignedFile[]): string {
+  const sorted = [...files].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  return createHash('sha256').update(JSON.stringify(sorted.map((f) => [f.name, f.algorithm, f.hash]))).digest('hex');
+}
+
 /**
  * Verify a bundle's files (as `readBundle` returns them, names starting with '/') against
  * the tenant's signature policy. Returns what the signature says; throws a typed error.
@@ -161,7 +174,10 @@ function signedFiles(payload: Record<string, unknown>): Map<string, SignedFile> 
 export async function verifyBundleSignature(files: ReadonlyMap<string, Buffer>, policy: SignaturePolicy): Promise<SignatureInfo> {
   const raw = files.get(`/${SIGNATURES_FILE}`);
   if (raw === undefined) {
-    if (policy.allowUnsigned) return { signed: false };
+    if (policy.allowUnsigned) {
+      const listed = [...files].map(([name, bytes]): SignedFile => ({ name: bareName(name), hash: hashBundleFile(name, bytes, DEFAULT_FILE_HASH_ALGORITHM), algorithm: DEFAULT_FILE_HASH_ALGORITHM }));
+      return { signed: false, contentSha256: contentDigest(listed) };
+    }
     throw new PavilionError(ErrorCodes.BUNDLE_SIGNATURE_MISSING, 'bundle is not signed and the tenant requires signed bundles (bundle missing .signatures.json file)');
   }
   if (policy.keys.size === 0) {
@@ -194,6 +210,7 @@ export async function verifyBundleSignature(files: ReadonlyMap<string, Buffer>, 
     });
   }
   const signed = signedFiles(payload);
+  const contentSha256 = contentDigest([...signed.values()]);
   for (const [name, bytes] of files) {
     const bare = bareName(name);
     if (bare === SIGNATURES_FILE) continue;
@@ -215,6 +232,7 @@ export async function verifyBundleSignature(files: ReadonlyMap<string, Buffer>, 
   const iss = payload['iss'];
   return {
     signed: true,
+    contentSha256,
     keyId,
     algorithm: key.algorithm,
     ...(typeof iat === 'number' ? { issuedAt: iat } : {}),

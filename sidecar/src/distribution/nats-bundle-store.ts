@@ -18,7 +18,7 @@ import { readFile } from 'node:fs/promises';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Kvm, KV, KvEntry } from '@nats-io/kv';
 import type { Objm, ObjectStore } from '@nats-io/obj';
-import type { JetStreamManager, StoredMsg } from '@nats-io/jetstream';
+import type { Consumer, ConsumerMessages, JetStreamManager, StoredMsg } from '@nats-io/jetstream';
 import { parsePatch } from '../bundles/index.ts';
 import type { NatsConfig } from '../config/index.ts';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
@@ -35,6 +35,9 @@ export interface PushMeta {
 
 /** Object chunk size: bundles up to this size are one message (NATS' default max payload is 1 MiB). */
 const CHUNK_BYTES = 900 * 1024;
+
+/** Idle time after which the server removes a delta replay consumer this client could not delete. */
+const DELTA_CONSUMER_IDLE_MS = 10_000;
 
 /** KV keeps at most 64 revisions per key: the deploy history a rollback can reach. */
 export const DEPLOY_HISTORY = 64;
@@ -506,28 +509,49 @@ export class NatsBundleStore {
     return message;
   }
 
-  /** Every stored delta of a tenant, in stream order (for a rebuild from the snapshot). */
+  /**
+   * Every stored delta of a tenant, in stream order (for a rebuild from the snapshot). The
+   * read is bounded: it ends at the last delta looked up first, or when the consumer has
+   * nothing more pending (deltas purged or expired meanwhile), and fails with
+   * DISTRIBUTION_UNAVAILABLE past `fetchTimeoutMs`; the consumer is deleted either way.
+   */
   async deltas(tenant: string): Promise<DeltaMessage[]> {
     const last = await this.#lastDelta(tenant).catch(() => undefined);
     if (last === undefined) return [];
     const out: DeltaMessage[] = [];
+    const timeoutMs = this.#config.fetchTimeoutMs;
+    let consumer: Consumer | undefined;
+    let messages: ConsumerMessages | undefined;
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      messages?.stop();
+    }, timeoutMs);
     try {
-      const consumer = await loadedNats().jetstream.jetstream(this.nc).consumers.get(this.deltaStream, {
+      consumer = await loadedNats().jetstream.jetstream(this.nc).consumers.get(this.deltaStream, {
         filter_subjects: [this.deltaSubject(tenant)], deliver_policy: loadedNats().jetstream.DeliverPolicy.All,
+        // the sidecar's documented grants do not include CONSUMER.DELETE: the server then drops it after this idle time
+        inactive_threshold: DELTA_CONSUMER_IDLE_MS,
       });
-      const messages = await consumer.consume();
+      if ((await consumer.info(true)).num_pending === 0) return out;
+      messages = await consumer.consume();
+      if (timedOut) messages.stop();
       for await (const m of messages) {
         try {
           out.push(parseDelta(m.data, tenant));
         } catch {
           // a malformed delta is skipped here; the sequence guard reports the gap it leaves
         }
-        if (m.seq >= last.streamSequence) break;
+        if (m.seq >= last.streamSequence || m.info.pending === 0) break;
       }
-      messages.stop();
     } catch (error) {
-      throw unavailable(`cannot read the deltas of ${tenant}`, error);
+      if (!timedOut) throw unavailable(`cannot read the deltas of ${tenant}`, error);
+    } finally {
+      clearTimeout(timer);
+      messages?.stop();
+      await consumer?.delete().catch(() => undefined);
     }
+    if (timedOut) throw new PavilionError(ErrorCodes.DISTRIBUTION_UNAVAILABLE, `reading the deltas of ${tenant} took longer than ${timeoutMs} ms`);
     return out;
   }
 

@@ -16,7 +16,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import type { KvWatchEntry } from '@nats-io/kv';
 import type { NatsConfig } from '../config/index.ts';
 import type { ConsumerMessages } from '@nats-io/jetstream';
-import { ErrorCodes, PavilionError, isPavilionError, wrapError } from '../lib/errors.ts';
+import { ErrorCodes, PavilionError, isPavilionError, wrapError, type ErrorCode } from '../lib/errors.ts';
 import { parseDelta, type DeltaMessage } from './delta-message.ts';
 import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
 import { withDeadline } from '../lib/lifecycle.ts';
@@ -55,6 +55,10 @@ interface TenantQueue {
   deltasAhead: number;
   /** Stored deltas have been read once on this connection. */
   deltasReplayed: boolean;
+  /** Retries of the pointer that last failed for a transient reason (its sequence), and the timer of the next. */
+  retries: number;
+  retrying: number;
+  retryTimer: NodeJS.Timeout | undefined;
 }
 
 /**
@@ -63,10 +67,57 @@ interface TenantQueue {
  */
 const STATUS_DEBOUNCE_MS = 1_000;
 
-/** Refusals that will not change on retry; anything else (network) is retried at the next resync. */
-function isFinal(error: unknown): boolean {
-  return isPavilionError(error) && error.code !== ErrorCodes.DISTRIBUTION_UNAVAILABLE && error.code !== ErrorCodes.DISTRIBUTION_PERMISSION;
+/**
+ * Refusals that the same bytes would get again: the archive, its signature, its roots, its
+ * module, a replay. BUNDLE_WASM_INVALID stays here although a worker load timeout has that
+ * code too: a module whose start never returns ends the same way, and retrying it would
+ * tie up a worker each time.
+ */
+const PERMANENT_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  ErrorCodes.BUNDLE_TOO_LARGE,
+  ErrorCodes.BUNDLE_CORRUPT,
+  ErrorCodes.BUNDLE_PATH_TRAVERSAL,
+  ErrorCodes.BUNDLE_UNEXPECTED_ENTRY,
+  ErrorCodes.BUNDLE_MANIFEST_MISSING,
+  ErrorCodes.BUNDLE_MANIFEST_INVALID,
+  ErrorCodes.BUNDLE_ROOTS_FOREIGN,
+  ErrorCodes.BUNDLE_ROOTS_OVERLAP,
+  ErrorCodes.BUNDLE_DATA_OUTSIDE_ROOTS,
+  ErrorCodes.BUNDLE_WASM_MISSING,
+  ErrorCodes.BUNDLE_WASM_INVALID,
+  ErrorCodes.BUNDLE_ABI_UNSUPPORTED,
+  ErrorCodes.BUNDLE_BUILTIN_MISSING,
+  ErrorCodes.BUNDLE_SIGNATURE_MISSING,
+  ErrorCodes.BUNDLE_SIGNATURE_UNEXPECTED,
+  ErrorCodes.BUNDLE_SIGNATURE_INVALID,
+  ErrorCodes.BUNDLE_SIGNATURE_KEY_UNKNOWN,
+  ErrorCodes.BUNDLE_SIGNATURE_SCOPE,
+  ErrorCodes.BUNDLE_SIGNATURE_FILES,
+  ErrorCodes.BUNDLE_KEY_INVALID,
+  ErrorCodes.BUNDLE_REPLAYED,
+  ErrorCodes.BUNDLE_DIGEST_MISMATCH,
+  ErrorCodes.BUNDLE_POINTER_INVALID,
+  ErrorCodes.ENTRYPOINT_UNKNOWN,
+]);
+
+/**
+ * Refusals that will not change on retry. Anything else (network, an object not visible
+ * yet, an overloaded or restarting worker) is retried with backoff. Failed decision tests
+ * are final when a vector got a wrong result; when every failure was an evaluation error
+ * (overload, timeout, a worker restart), the tests did not really run.
+ */
+export function isFinal(error: unknown): boolean {
+  if (!isPavilionError(error)) return false;
+  if (error.code === ErrorCodes.BUNDLE_TESTS_FAILED) {
+    const failed = (error.details?.['failed'] ?? []) as ReadonlyArray<Record<string, unknown>>;
+    return failed.length === 0 || failed.some((f) => !('error' in f));
+  }
+  return PERMANENT_CODES.has(error.code);
 }
+
+/** Transient failures of one pointer are retried this many times (then at the next resync). */
+const MAX_RETRIES = 8;
+const MAX_RETRY_DELAY_MS = 30_000;
 
 export class NatsDistribution implements Component {
   readonly name = 'distribution';
@@ -324,7 +375,7 @@ export class NatsDistribution implements Component {
   #queue(tenant: string): TenantQueue {
     let queue = this.#queues.get(tenant);
     if (queue === undefined) {
-      queue = { applied: this.#options.tenants.tenant(tenant)?.origin?.sequence ?? 0, pending: undefined, running: undefined, deltas: Promise.resolve(), deltaGap: false, shadow: Promise.resolve(), deltasAhead: 0, deltasReplayed: false };
+      queue = { applied: this.#options.tenants.tenant(tenant)?.origin?.sequence ?? 0, pending: undefined, running: undefined, deltas: Promise.resolve(), deltaGap: false, shadow: Promise.resolve(), deltasAhead: 0, deltasReplayed: false, retries: 0, retrying: 0, retryTimer: undefined };
       this.#queues.set(tenant, queue);
     }
     return queue;
@@ -365,8 +416,11 @@ export class NatsDistribution implements Component {
       // first time (they may predate this connection), later only if the live consumer saw one.
       if (!queue.deltasReplayed || queue.deltasAhead >= sequence) {
         queue.deltasReplayed = true;
-        await this.#replayDeltas(tenant);
+        // In the live deltas' chain: two replays running at once could apply the older last.
+        queue.deltas = queue.deltas.then(() => this.#replayDeltas(tenant)).catch(() => undefined);
+        await queue.deltas;
       }
+      queue.retries = 0;
       this.#options.metrics?.distributionUpdates.inc({ tenant, outcome: 'ok' });
       const pushedAt = Date.parse(pointer.pushed_at);
       if (Number.isFinite(pushedAt)) this.#options.metrics?.rolloutSeconds.observe(Math.max(0, Date.now() - pushedAt) / 1000);
@@ -374,11 +428,34 @@ export class NatsDistribution implements Component {
     } catch (error) {
       const code = isPavilionError(error) ? error.code : ErrorCodes.INTERNAL;
       this.#options.metrics?.distributionUpdates.inc({ tenant, outcome: code });
-      // A refused bundle stays refused; a network failure is retried at the next resync.
+      // A refused bundle stays refused; a transient failure is retried with backoff.
       if (isFinal(error)) queue.applied = Math.max(queue.applied, sequence);
+      else this.#retryLater(tenant, queue, entry);
       this.#options.log?.('warn', 'bundle refused; the previous revision keeps serving', { tenant, revision: pointer.revision, deploy: sequence, code });
     }
     this.#statusSoon();
+  }
+
+  /**
+   * Offer a pointer again after a transient failure, with exponential backoff and jitter,
+   * a bounded number of times (a resync offers it again after that). A newer pointer, or
+   * the same one offered by a resync meanwhile, makes the retry a no-op (`#offer` drops it).
+   */
+  #retryLater(tenant: string, queue: TenantQueue, entry: PointerEntry): void {
+    if (queue.retrying !== entry.sequence) {
+      queue.retrying = entry.sequence;
+      queue.retries = 0;
+    }
+    if (this.#stopping || queue.retries >= MAX_RETRIES) return;
+    const { reconnectWaitMs, reconnectJitterMs } = this.#options.config;
+    const delay = Math.min(MAX_RETRY_DELAY_MS, reconnectWaitMs * 2 ** queue.retries) + Math.random() * reconnectJitterMs;
+    queue.retries++;
+    if (queue.retryTimer !== undefined) clearTimeout(queue.retryTimer);
+    queue.retryTimer = setTimeout(() => {
+      queue.retryTimer = undefined;
+      if (!this.#stopping) this.#offer(tenant, entry);
+    }, delay);
+    queue.retryTimer.unref();
   }
 
   /**
@@ -433,6 +510,7 @@ export class NatsDistribution implements Component {
     this.#state = 'closed';
     if (this.#statusTimer !== undefined) clearInterval(this.#statusTimer);
     if (this.#statusPending !== undefined) clearTimeout(this.#statusPending);
+    for (const queue of this.#queues.values()) if (queue.retryTimer !== undefined) clearTimeout(queue.retryTimer);
     this.#retryWake?.();
     this.#deltaMessages?.stop();
     // a first connection still in flight closes itself when it lands

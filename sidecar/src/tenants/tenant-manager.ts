@@ -91,7 +91,7 @@ interface TenantEntry {
   lastSuccessfulActivation: string | undefined;
   lastSuccessfulDownload: string | undefined;
   testsPassed: number;
-  /** Digests this sidecar has activated for the tenant and then replaced (replay detection). */
+  /** Content digests (`SignatureInfo.contentSha256`) of revisions this sidecar activated for the tenant and then replaced (replay detection). */
   readonly replaced: Set<string>;
   /** The activation chain: one activation at a time per tenant. */
   queue: Promise<unknown>;
@@ -277,17 +277,31 @@ export class TenantManager implements Component {
         admit: (bundle, signature) => this.#checkReplay(entry, bundle, signature, origin),
       });
       if (passed === undefined) {
+        // The same bytes under a new deploy (sequence): its deltas count from the snapshot's
+        // data, so the previous deploy's deltas must stop being served first.
+        const redeployed = origin.sequence !== entry.origin?.sequence;
+        if (redeployed && entry.snapshot !== undefined && (entry.deltaSequence > 0 || entry.deltaData !== undefined)) {
+          const snapshot = entry.snapshot;
+          loaded = await engine.load({ ...snapshot.compiled, variant: `${origin.sequence ?? origin.kind}.0` });
+          await this.#runDecisionTests(loaded, snapshot.tests);
+          engine.promote(loaded);
+          loaded = undefined;
+        }
+        if (redeployed) {
+          entry.deltaSequence = 0;
+          entry.deltaData = undefined;
+        }
         entry.origin = origin;
         entry.lastError = undefined;
-        return current as ActivePolicy;
+        return engine.active(tenant) as ActivePolicy;
       }
       const { bundle, signature, compiled, tests } = passed;
       loaded = passed.loaded;
       const active = engine.promote(loaded);
       loaded = undefined;
       phase('swap');
-      if (current !== undefined) entry.replaced.add(current.bundleDigest);
-      entry.replaced.delete(bundle.digest);
+      if (entry.signature !== undefined) entry.replaced.add(entry.signature.contentSha256);
+      entry.replaced.delete(signature.contentSha256);
       entry.signature = signature;
       entry.origin = origin;
       entry.testsPassed = tests.length;
@@ -426,6 +440,14 @@ export class TenantManager implements Component {
     const tenant = entry.config.id;
     const snapshot = entry.snapshot;
     const base = entry.origin?.sequence;
+    const last = deltas.at(-1);
+    if (mode === 'rebuild' && last !== undefined && last.base === base && last.sequence < entry.deltaSequence) {
+      // A replay read before newer deltas were applied: applying it would serve older data.
+      // Not recorded as a failure: the tenant already serves newer data of the same deploy.
+      throw new PavilionError(ErrorCodes.BUNDLE_DELTA_SEQUENCE, `rebuild through delta ${last.sequence} of deploy ${base} is older than the applied delta ${entry.deltaSequence}`, {
+        details: { base, applied: entry.deltaSequence, received: last.sequence },
+      });
+    }
     let loaded: LoadedPolicy | undefined;
     try {
       if (snapshot === undefined || base === undefined) {
@@ -468,7 +490,7 @@ export class TenantManager implements Component {
   #checkReplay(entry: TenantEntry, bundle: Bundle, signature: SignatureInfo, origin: ActivationOrigin): void {
     if (origin.kind !== 'push') return;
     const activeIat = entry.signature?.issuedAt;
-    if (entry.replaced.has(bundle.digest)) {
+    if (entry.replaced.has(signature.contentSha256)) {
       throw new PavilionError(ErrorCodes.BUNDLE_REPLAYED, `bundle ${bundle.digest.slice(0, 12)} (revision ${bundle.revision}) was already replaced on this tenant; bring it back with a rollback`, {
         details: { revision: bundle.revision, digest: bundle.digest },
       });

@@ -1,0 +1,178 @@
+/**
+ * Delta updates and retries of bundle distribution, over a real nats-server with
+ * JetStream and real signed bundles: a re-deploy of the same bytes starts from the
+ * snapshot's data, a stale rebuild is refused, a replay read of the delta stream is
+ * bounded, and a transient failure is retried.
+ */
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { parseConfig, type NatsConfig } from '../sidecar/src/config/index.ts';
+import { NatsBundleStore, connectNats, encodePointer, sha256Hex, type BundlePointer } from '../sidecar/src/distribution/index.ts';
+import { isFinal } from '../sidecar/src/distribution/nats-distribution.ts';
+import { ErrorCodes, PavilionError } from '../sidecar/src/lib/errors.ts';
+import { buildFixtureBundle } from './harness/fixtures.ts';
+import { startNats, type RunningNats } from './harness/nats-server.ts';
+import { until } from './harness/wait.ts';
+import { post, signForTest, startPavilion, type RunningPavilion } from './harness/pavilion-harness.ts';
+
+const limitModule = (rev: string): string => `package bank.authz\n\nallow if input.amount <= data.bank.limits.max\n\nrev := "${rev}"\n`;
+
+let nats: RunningNats;
+let dir: string;
+let keys: string;
+let natsConfig: NatsConfig;
+let store: NatsBundleStore;
+let sidecar: RunningPavilion;
+let limits: Buffer;
+
+async function limitsBundle(rev: string): Promise<Buffer> {
+  return signForTest('bank', await buildFixtureBundle({
+    modules: { 'bank/authz.rego': limitModule(rev) },
+    entrypoints: ['bank/authz/allow', 'bank/authz/rev'],
+    roots: ['bank'],
+    revision: rev,
+    data: { 'bank/limits': { max: 10 } },
+  }), keys);
+}
+
+async function allows(amount: number): Promise<boolean> {
+  const res = await post(`${sidecar.url}/v1/data/bank/authz/allow`, { input: { amount } }, { 'x-pavilion-tenant': 'bank' });
+  return res.body['result'] === true;
+}
+
+async function revision(): Promise<unknown> {
+  return (await post(`${sidecar.url}/v1/data/bank/authz/rev`, { input: {} }, { 'x-pavilion-tenant': 'bank' })).body['result'];
+}
+
+before(async () => {
+  nats = await startNats();
+  dir = await mkdtemp(join(tmpdir(), 'pavilion-distribution-deltas-'));
+  keys = join(dir, 'keys');
+  natsConfig = parseConfig({ nats: { servers: [nats.url], name: 'test-publisher', fetchTimeoutMs: 2_000 } }).nats as NatsConfig;
+  store = new NatsBundleStore(await connectNats(natsConfig), natsConfig);
+  limits = await limitsBundle('limits');
+  await store.push('bank', limits, { revision: 'limits', pushedBy: 'alice' });
+  sidecar = await startPavilion({
+    config: {
+      labels: { id: 'sidecar-deltas' },
+      tenants: [{ id: 'bank' }],
+      bundles: { source: 'nats', keysDirectory: keys },
+      nats: { servers: [nats.url], connectTimeoutMs: 3_000, reconnectWaitMs: 50, reconnectJitterMs: 50, statusIntervalMs: 200 },
+    },
+  });
+  await until('limits served', async () => (await revision()) === 'limits');
+});
+
+after(async () => {
+  await sidecar?.stop();
+  await store?.close();
+  await nats?.stop();
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('deltas across deploys', () => {
+  test('re-deploying the same bundle bytes drops the previous deploy\'s deltas and takes the new deploy\'s', async () => {
+    await store.publishDelta('bank', { data: [{ op: 'upsert', path: '/bank/limits/max', value: 20 }] }, ['bank']);
+    await until('delta 1 applied', () => allows(15));
+    const redeploy = await store.push('bank', limits, { revision: 'limits', pushedBy: 'alice', note: 'same bytes again' });
+    await until('new deploy taken', () => sidecar.pavilion.tenants.deltaState('bank')?.base === redeploy.sequence);
+    assert.equal(sidecar.pavilion.tenants.deltaState('bank')?.sequence, 0, 'the new deploy has no deltas yet');
+    assert.equal(await allows(15), false, 'the snapshot\'s data is served again');
+    const next = await store.publishDelta('bank', { data: [{ op: 'upsert', path: '/bank/limits/max', value: 100 }] }, ['bank']);
+    assert.equal(next.base, redeploy.sequence);
+    assert.equal(next.sequence, 1);
+    await until('the new deploy\'s delta 1 applied', () => allows(99));
+    assert.equal(sidecar.pavilion.tenants.tenant('bank')?.lastError, undefined);
+  });
+
+  test('a rebuild that ends before the applied delta of the same deploy is refused; the newer data keeps serving', async () => {
+    const deploy = await store.push('bank', await limitsBundle('limits-c'), { revision: 'limits-c', pushedBy: 'alice' });
+    await until('limits-c served', async () => (await revision()) === 'limits-c');
+    await store.publishDelta('bank', { data: [{ op: 'upsert', path: '/bank/limits/max', value: 100 }] }, ['bank']);
+    await store.publishDelta('bank', { data: [{ op: 'upsert', path: '/bank/limits/max', value: 200 }] }, ['bank']);
+    await until('delta 2 applied', () => sidecar.pavilion.tenants.deltaState('bank')?.sequence === 2);
+    const base = sidecar.pavilion.tenants.deltaState('bank')?.base;
+    assert.equal(base, deploy.sequence);
+    const first = (await store.deltas('bank')).find((d) => d.base === base && d.sequence === 1);
+    assert.ok(first !== undefined);
+    await assert.rejects(
+      sidecar.pavilion.tenants.applyDeltas('bank', [{ ...first, operations: first.patch.data }], 'rebuild'),
+      (error: unknown) => error instanceof PavilionError && error.code === ErrorCodes.BUNDLE_DELTA_SEQUENCE,
+    );
+    assert.equal(sidecar.pavilion.tenants.deltaState('bank')?.sequence, 2);
+    assert.equal(await allows(150), true, 'delta 2\'s data still serves');
+    assert.equal(sidecar.pavilion.tenants.tenant('bank')?.lastError, undefined, 'a stale rebuild is not a failure of the tenant');
+  });
+});
+
+describe('transient failures are retried', () => {
+  test('a pointer whose object is not in the store yet is retried and served once the object appears', async () => {
+    const before = await revision();
+    const late = await limitsBundle('late');
+    const digest = sha256Hex(late);
+    const pointer: BundlePointer = {
+      v: 1, tenant: 'bank', revision: 'late', object: digest, digest, size_bytes: late.length,
+      action: 'push', pushed_by: 'alice', pushed_at: new Date().toISOString(),
+    };
+    await (await store.pointers()).put('bank', encodePointer(pointer));
+    await until('object missing', () => sidecar.pavilion.tenants.tenant('bank')?.lastError?.code === ErrorCodes.BUNDLE_REVISION_UNKNOWN);
+    assert.equal(await revision(), before, 'the active revision keeps serving');
+    await store.upload('bank', late, 'late');
+    await until('late served after a retry', async () => (await revision()) === 'late');
+  });
+
+  test('classification: wrong test results, signatures and replays are final; overload, timeouts, missing objects are not', () => {
+    const testsFailed = (failed: Array<Record<string, unknown>>): PavilionError =>
+      new PavilionError(ErrorCodes.BUNDLE_TESTS_FAILED, 'tests failed', { details: { failed, total: failed.length } });
+    assert.equal(isFinal(testsFailed([{ name: 'a', path: 'p', expected: true, actual: false }])), true);
+    assert.equal(isFinal(testsFailed([{ name: 'a', path: 'p', error: 'overloaded' }, { name: 'b', path: 'p', expected: 1, actual: 2 }])), true);
+    assert.equal(isFinal(testsFailed([{ name: 'a', path: 'p', error: 'evaluation queue is full' }])), false);
+    for (const code of [ErrorCodes.BUNDLE_SIGNATURE_INVALID, ErrorCodes.BUNDLE_REPLAYED, ErrorCodes.BUNDLE_DIGEST_MISMATCH, ErrorCodes.BUNDLE_ROOTS_FOREIGN, ErrorCodes.BUNDLE_CORRUPT]) {
+      assert.equal(isFinal(new PavilionError(code, code)), true, code);
+    }
+    for (const code of [ErrorCodes.EVAL_OVERLOADED, ErrorCodes.EVAL_TIMEOUT, ErrorCodes.EVAL_TRAP, ErrorCodes.BUNDLE_REVISION_UNKNOWN, ErrorCodes.DISTRIBUTION_UNAVAILABLE, ErrorCodes.ENGINE_STOPPED]) {
+      assert.equal(isFinal(new PavilionError(code, code)), false, code);
+    }
+    assert.equal(isFinal(new Error('socket closed')), false);
+  });
+});
+
+describe('reading stored deltas', () => {
+  test('a read whose deltas are purged between the lookup and the read ends, and leaves no consumer behind', async () => {
+    const { jetstream, jetstreamManager } = await import('@nats-io/jetstream');
+    const subject = store.deltaSubject('ledger');
+    const other = await connectNats(natsConfig);
+    const jsm = await jetstreamManager(other);
+    try {
+      for (let round = 0; round < 5; round++) {
+        for (let sequence = 1; sequence <= 3; sequence++) {
+          await jetstream(store.nc).publish(subject, Buffer.from(JSON.stringify({ v: 1, tenant: 'ledger', base: 1, sequence, roots: ['ledger'], patch: { data: [] } })));
+        }
+        // purge the tenant's deltas as soon as the reader has looked its last one up
+        const spy = other.subscribe(`$JS.API.STREAM.MSG.GET.${store.deltaStream}`, {
+          max: 1,
+          callback: () => void jsm.streams.purge(store.deltaStream, { filter: subject }),
+        });
+        await other.flush();
+        let timer: NodeJS.Timeout | undefined;
+        const read = await Promise.race([
+          store.deltas('ledger').then((d) => d.length, (error: unknown) => (error as PavilionError).code),
+          new Promise<string>((resolve) => { timer = setTimeout(() => resolve('still reading'), natsConfig.fetchTimeoutMs + 3_000); }),
+        ]);
+        clearTimeout(timer);
+        spy.unsubscribe();
+        assert.ok(read === 0 || read === ErrorCodes.DISTRIBUTION_UNAVAILABLE, `round ${round}: ${String(read)}`);
+      }
+      const left = [];
+      for await (const info of jsm.consumers.list(store.deltaStream)) {
+        if ((info.config.filter_subjects ?? [info.config.filter_subject]).includes(subject)) left.push(info.name);
+      }
+      assert.deepEqual(left, [], 'every replay consumer was deleted');
+    } finally {
+      await other.close();
+    }
+  });
+});
