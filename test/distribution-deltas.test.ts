@@ -16,7 +16,7 @@ import { ErrorCodes, PavilionError } from '../sidecar/src/lib/errors.ts';
 import { buildFixtureBundle } from './harness/fixtures.ts';
 import { startNats, type RunningNats } from './harness/nats-server.ts';
 import { until } from './harness/wait.ts';
-import { post, signForTest, startPavilion, type RunningPavilion } from './harness/pavilion-harness.ts';
+import { deltaSigning, post, signForTest, startPavilion, type RunningPavilion } from './harness/pavilion-harness.ts';
 
 const limitModule = (rev: string): string => `package bank.authz\n\nallow if input.amount <= data.bank.limits.max\n\nrev := "${rev}"\n`;
 
@@ -75,13 +75,13 @@ after(async () => {
 
 describe('deltas across deploys', () => {
   test('re-deploying the same bundle bytes drops the previous deploy\'s deltas and takes the new deploy\'s', async () => {
-    await store.publishDelta('bank', { data: [{ op: 'upsert', path: '/bank/limits/max', value: 20 }] }, ['bank']);
+    await store.publishDelta('bank', { data: [{ op: 'upsert', path: '/bank/limits/max', value: 20 }] }, ['bank'], await deltaSigning('bank', keys));
     await until('delta 1 applied', () => allows(15));
     const redeploy = await store.push('bank', limits, { revision: 'limits', pushedBy: 'alice', note: 'same bytes again' });
     await until('new deploy taken', () => sidecar.pavilion.tenants.deltaState('bank')?.base === redeploy.sequence);
     assert.equal(sidecar.pavilion.tenants.deltaState('bank')?.sequence, 0, 'the new deploy has no deltas yet');
     assert.equal(await allows(15), false, 'the snapshot\'s data is served again');
-    const next = await store.publishDelta('bank', { data: [{ op: 'upsert', path: '/bank/limits/max', value: 100 }] }, ['bank']);
+    const next = await store.publishDelta('bank', { data: [{ op: 'upsert', path: '/bank/limits/max', value: 100 }] }, ['bank'], await deltaSigning('bank', keys));
     assert.equal(next.base, redeploy.sequence);
     assert.equal(next.sequence, 1);
     await until('the new deploy\'s delta 1 applied', () => allows(99));
@@ -91,8 +91,8 @@ describe('deltas across deploys', () => {
   test('a rebuild that ends before the applied delta of the same deploy is refused; the newer data keeps serving', async () => {
     const deploy = await store.push('bank', await limitsBundle('limits-c'), { revision: 'limits-c', pushedBy: 'alice' });
     await until('limits-c served', async () => (await revision()) === 'limits-c');
-    await store.publishDelta('bank', { data: [{ op: 'upsert', path: '/bank/limits/max', value: 100 }] }, ['bank']);
-    await store.publishDelta('bank', { data: [{ op: 'upsert', path: '/bank/limits/max', value: 200 }] }, ['bank']);
+    await store.publishDelta('bank', { data: [{ op: 'upsert', path: '/bank/limits/max', value: 100 }] }, ['bank'], await deltaSigning('bank', keys));
+    await store.publishDelta('bank', { data: [{ op: 'upsert', path: '/bank/limits/max', value: 200 }] }, ['bank'], await deltaSigning('bank', keys));
     await until('delta 2 applied', () => sidecar.pavilion.tenants.deltaState('bank')?.sequence === 2);
     const base = sidecar.pavilion.tenants.deltaState('bank')?.base;
     assert.equal(base, deploy.sequence);

@@ -11,12 +11,13 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
+import { developmentKey, signDelta, type PatchOperation } from '../sidecar/src/bundles/index.ts';
 import { parseConfig, type NatsConfig } from '../sidecar/src/config/index.ts';
 import { NatsBundleStore, connectNats, encodePointer, sha256Hex, type BundlePointer } from '../sidecar/src/distribution/index.ts';
 import { abiVersionWasm, buildFixtureBundle, hostileWasm, makeTarGz, unpackFixture, type RawTarEntry } from './harness/fixtures.ts';
 import { startNats, type RunningNats } from './harness/nats-server.ts';
 import { until } from './harness/wait.ts';
-import { get, post, signForTest, startPavilion, type RunningPavilion } from './harness/pavilion-harness.ts';
+import { deltaSigning, get, post, signForTest, startPavilion, type RunningPavilion } from './harness/pavilion-harness.ts';
 
 const run = promisify(execFile);
 
@@ -401,10 +402,14 @@ describe('delta data updates (patch.json semantics, sequence guard)', () => {
     return res.body['result'] === true;
   }
 
-  async function publishRaw(message: Record<string, unknown>): Promise<void> {
+  /** Publish a delta as given (any sequence, any roots), signed with the bank key unless `signing` says otherwise. */
+  async function publishRaw(message: { base: unknown; sequence: number; roots: string[]; patch: { data: PatchOperation[] } } & Record<string, unknown>, signing: 'bank' | 'none' = 'bank'): Promise<void> {
     const { jetstream } = await import('@nats-io/jetstream');
     await store.ensureDeltaStream();
-    await jetstream(store.nc).publish(store.deltaSubject('bank'), Buffer.from(JSON.stringify(message)));
+    const signatures = signing === 'none'
+      ? undefined
+      : await signDelta({ tenant: 'bank', base: message.base as number, sequence: message.sequence, roots: message.roots, operations: message.patch.data }, await deltaSigning('bank', keys));
+    await jetstream(store.nc).publish(store.deltaSubject('bank'), Buffer.from(JSON.stringify({ ...message, ...(signatures === undefined ? {} : { signatures }) })));
   }
 
   before(async () => {
@@ -429,7 +434,7 @@ describe('delta data updates (patch.json semantics, sequence guard)', () => {
   test('an upsert changes the data without recompiling or a new revision', async () => {
     assert.equal(await allows(sidecar, 15), false);
     const digest = sidecar.pavilion.engine.active('bank')?.bundleDigest;
-    const delta = await store.publishDelta('bank', { data: [{ op: 'upsert', path: '/bank/limits/max', value: 20 }] }, ['bank']);
+    const delta = await store.publishDelta('bank', { data: [{ op: 'upsert', path: '/bank/limits/max', value: 20 }] }, ['bank'], await deltaSigning('bank', keys));
     assert.equal(delta.sequence, 1);
     await until('delta 1 applied', async () => allows(sidecar, 15));
     assert.equal(sidecar.pavilion.engine.active('bank')?.bundleDigest, digest, 'same bundle, same compiled module');
@@ -458,7 +463,7 @@ describe('delta data updates (patch.json semantics, sequence guard)', () => {
   });
 
   test('remove and replace need an existing path: a remove of a missing one -> ERR_BUNDLE_DELTA_INVALID, data unchanged', async () => {
-    const delta = await store.publishDelta('bank', { data: [{ op: 'remove', path: '/bank/limits/nope' }] }, ['bank']);
+    const delta = await store.publishDelta('bank', { data: [{ op: 'remove', path: '/bank/limits/nope' }] }, ['bank'], await deltaSigning('bank', keys));
     assert.equal(delta.sequence, 4);
     await until('delta refusal', async () => (await refusalCode(sidecar)) === 'ERR_BUNDLE_DELTA_INVALID');
     assert.equal(await allows(sidecar, 35), true);
@@ -477,7 +482,7 @@ describe('delta data updates (patch.json semantics, sequence guard)', () => {
     await until('limits2 served', async () => (await revisionOf(sidecar)) === 'limits2');
     assert.equal(await allows(sidecar, 15), false);
     assert.equal(sidecar.pavilion.tenants.deltaState('bank')?.sequence, 0);
-    const next = await store.publishDelta('bank', { data: [{ op: 'upsert', path: '/bank/limits/max', value: 100 }] }, ['bank']);
+    const next = await store.publishDelta('bank', { data: [{ op: 'upsert', path: '/bank/limits/max', value: 100 }] }, ['bank'], await deltaSigning('bank', keys));
     assert.equal(next.sequence, 1, 'a new deploy numbers its deltas from 1');
     await until('delta on new deploy', async () => allows(sidecar, 99));
   });
@@ -487,6 +492,29 @@ describe('delta data updates (patch.json semantics, sequence guard)', () => {
     await publishRaw({ v: 1, tenant: 'bank', base, sequence: 2, roots: ['hospital'], patch: { data: [] } });
     await until('roots refusal', async () => (await refusalCode(sidecar)) === 'ERR_BUNDLE_DELTA_ROOTS');
     assert.equal(await allows(sidecar, 99), true);
+  });
+
+  test('deltas are signed like bundles: unsigned, signed by another key, or moved to another place in the sequence -> refused with the signature code, data unchanged', async () => {
+    const state = sidecar.pavilion.tenants.deltaState('bank');
+    const base = state?.base;
+    const next = (state?.sequence ?? 0) + 1;
+    const raise = { data: [{ op: 'upsert' as const, path: '/bank/limits/max', value: 1_000_000 }] };
+    await publishRaw({ v: 1, tenant: 'bank', base, sequence: next, roots: ['bank'], patch: raise }, 'none');
+    await until('unsigned refused', async () => (await refusalCode(sidecar)) === 'ERR_BUNDLE_SIGNATURE_MISSING');
+    assert.equal(await allows(sidecar, 500_000), false);
+    const other = await developmentKey('hospital', dir);
+    const foreign = await signDelta({ tenant: 'bank', base: base as number, sequence: next, roots: ['bank'], operations: raise.data }, { key: other.keyPem, algorithm: 'ES256', keyId: 'hospital', scope: 'bank' });
+    await publishRaw({ v: 1, tenant: 'bank', base, sequence: next, roots: ['bank'], patch: raise, signatures: foreign }, 'none');
+    await until('foreign key refused', async () => (await refusalCode(sidecar)) === 'ERR_BUNDLE_SIGNATURE_KEY_UNKNOWN');
+    // a genuine signature, made for another place in the sequence
+    const elsewhere = await signDelta({ tenant: 'bank', base: base as number, sequence: next + 5, roots: ['bank'], operations: raise.data }, await deltaSigning('bank', keys));
+    await publishRaw({ v: 1, tenant: 'bank', base, sequence: next, roots: ['bank'], patch: raise, signatures: elsewhere }, 'none');
+    await until('moved signature refused', async () => (await refusalCode(sidecar)) === 'ERR_BUNDLE_SIGNATURE_FILES');
+    assert.equal(await allows(sidecar, 500_000), false);
+    assert.equal(sidecar.pavilion.tenants.deltaState('bank')?.sequence, next - 1, 'nothing was applied');
+    // the same delta, signed for its place, is applied
+    await publishRaw({ v: 1, tenant: 'bank', base, sequence: next, roots: ['bank'], patch: raise });
+    await until('signed delta applied', async () => allows(sidecar, 500_000));
   });
 });
 

@@ -6,7 +6,7 @@ import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { parseConfig, type PavilionConfig } from '../../sidecar/src/config/index.ts';
-import { defaultBuildDirectory, developmentKey, signBundle } from '../../sidecar/src/bundles/index.ts';
+import { defaultBuildDirectory, developmentKey, signBundle, type SignOptions } from '../../sidecar/src/bundles/index.ts';
 import type { DecisionSink } from '../../sidecar/src/audit/index.ts';
 import { Pavilion } from '../../sidecar/src/pavilion.ts';
 
@@ -42,6 +42,12 @@ export async function signForTest(tenant: string, archive: Buffer, keysDirectory
   } catch {
     return archive; // malformed on purpose: the test wants the structural refusal
   }
+}
+
+/** How a test signs a tenant's deltas: the development key `signForTest` signs its bundles with. */
+export async function deltaSigning(tenant: string, keysDirectory: string): Promise<SignOptions> {
+  const key = await developmentKey(tenant, dirname(keysDirectory));
+  return { key: key.keyPem, algorithm: key.algorithm, keyId: key.keyId, scope: tenant };
 }
 
 export async function startPavilion(options: HarnessOptions = {}): Promise<RunningPavilion> {

@@ -19,6 +19,7 @@ import { createHash, createPrivateKey, createPublicKey, createSecretKey, type Ke
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { CompactSign, compactVerify, decodeProtectedHeader } from 'jose';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
+import type { PatchOperation } from './delta.ts';
 import { DEFAULT_FILE_HASH_ALGORITHM, hashBundleFile } from './file-hash.ts';
 import { readTar, writeTar } from './tar.ts';
 
@@ -255,21 +256,33 @@ export interface SignOptions {
 
 /** Sign a bundle archive: returns a new archive with `.signatures.json` (replacing any old one). */
 export async function signBundle(archive: Buffer, options: SignOptions): Promise<Buffer> {
-  let key: KeyObject;
-  try {
-    key = options.algorithm.startsWith('HS') ? createSecretKey(Buffer.from(options.key, 'utf8')) : createPrivateKey(options.key);
-  } catch (error) {
-    throw new PavilionError(ErrorCodes.BUNDLE_SIGNING_FAILED, `cannot read the signing key: ${describeThrown(error)}`, { cause: error });
-  }
+  const key = signingKey(options);
   let entries;
   try {
     entries = readTar(gunzipSync(archive)).filter((entry) => bareName(entry.name) !== SIGNATURES_FILE);
   } catch (error) {
     throw new PavilionError(ErrorCodes.BUNDLE_SIGNING_FAILED, `cannot read the bundle to sign: ${describeThrown(error)}`, { cause: error });
   }
+  const signatures = await signFiles(entries, options, key);
+  return gzipSync(writeTar([...entries, { name: `/${SIGNATURES_FILE}`, data: signatures }]));
+}
+
+function signingKey(options: SignOptions): KeyObject {
+  try {
+    return options.algorithm.startsWith('HS') ? createSecretKey(Buffer.from(options.key, 'utf8')) : createPrivateKey(options.key);
+  } catch (error) {
+    throw new PavilionError(ErrorCodes.BUNDLE_SIGNING_FAILED, `cannot read the signing key: ${describeThrown(error)}`, { cause: error });
+  }
+}
+
+/**
+ * The `.signatures.json` (OPA's format: one JWS over the files' names and hashes, the key id
+ * and the scope) for a set of files, names as `readBundle` gives them.
+ */
+export async function signFiles(files: ReadonlyArray<{ readonly name: string; readonly data: Buffer }>, options: SignOptions, key = signingKey(options)): Promise<Buffer> {
   const algorithm = options.hashAlgorithm ?? DEFAULT_FILE_HASH_ALGORITHM;
   const payload = {
-    files: entries.map((entry) => ({ name: bareName(entry.name), hash: hashBundleFile(entry.name, entry.data, algorithm), algorithm })),
+    files: files.map(({ name, data }) => ({ name: bareName(name), hash: hashBundleFile(name, data, algorithm), algorithm })),
     iat: options.issuedAt ?? Math.floor(Date.now() / 1000),
     ...(options.issuer === undefined ? {} : { iss: options.issuer }),
     keyid: options.keyId,
@@ -283,6 +296,48 @@ export async function signBundle(archive: Buffer, options: SignOptions): Promise
   } catch (error) {
     throw new PavilionError(ErrorCodes.BUNDLE_SIGNING_FAILED, `signing failed: ${describeThrown(error)}`, { cause: error });
   }
-  const signatures = Buffer.from(JSON.stringify({ signatures: [token] }), 'utf8');
-  return gzipSync(writeTar([...entries, { name: `/${SIGNATURES_FILE}`, data: signatures }]));
+  return Buffer.from(JSON.stringify({ signatures: [token] }), 'utf8');
+}
+
+/** A delta data update as signed: where it applies (tenant, deploy, place in that deploy's sequence), its roots and its operations. */
+export interface DeltaContent {
+  readonly tenant: string;
+  readonly base: number;
+  readonly sequence: number;
+  readonly roots: readonly string[];
+  readonly operations: readonly PatchOperation[];
+}
+
+/**
+ * What a delta's signature covers, laid out as a delta bundle's files: `patch.json`, and a
+ * `.manifest` with its roots and where it applies, so a signed delta cannot be replayed on
+ * another tenant, deploy or place in the sequence. Signed and verified exactly as a
+ * bundle's files are (one JWS over their hashes, the key id and the tenant as scope).
+ */
+function deltaFiles(delta: DeltaContent): Array<{ name: string; data: Buffer }> {
+  const manifest = { roots: delta.roots, metadata: { pavilion_delta: { tenant: delta.tenant, base: delta.base, sequence: delta.sequence } } };
+  return [
+    { name: '/.manifest', data: Buffer.from(JSON.stringify(manifest), 'utf8') },
+    { name: '/patch.json', data: Buffer.from(JSON.stringify({ data: delta.operations }), 'utf8') },
+  ];
+}
+
+/** The `signatures` a delta message carries (OPA's `.signatures.json` list). */
+export async function signDelta(delta: DeltaContent, options: SignOptions): Promise<string[]> {
+  return parseSignaturesList(await signFiles(deltaFiles(delta), options));
+}
+
+function parseSignaturesList(raw: Buffer): string[] {
+  return (JSON.parse(raw.toString('utf8')) as { signatures: string[] }).signatures;
+}
+
+/**
+ * Verify a delta against the tenant's signature policy, with the bundle rules: unsigned only
+ * for a tenant configured for development, else a valid signature by a trusted key, scoped
+ * to the tenant, over exactly this delta. Throws the bundle signature codes.
+ */
+export async function verifyDeltaSignature(delta: DeltaContent, signatures: readonly string[] | undefined, policy: SignaturePolicy): Promise<SignatureInfo> {
+  const files = new Map(deltaFiles(delta).map(({ name, data }) => [name, data]));
+  if (signatures !== undefined) files.set(`/${SIGNATURES_FILE}`, Buffer.from(JSON.stringify({ signatures }), 'utf8'));
+  return await verifyBundleSignature(files, policy);
 }

@@ -63,7 +63,7 @@ const USAGE = `usage:
   pavilion bundle rollback --tenant <id> [--to <deploy>] [--by <who>] [--note <text>]      [nats options]
   pavilion bundle history --tenant <id>                                                    [nats options]
   pavilion bundle status                                                                   [nats options]
-  pavilion bundle delta --tenant <id> --patch <patch.json> [--roots <root,...>]            [nats options]
+  pavilion bundle delta --tenant <id> --patch <patch.json> [--roots <root,...>] [--key <pem> --key-id <id> [--alg ES256]]  [nats options]
   pavilion audit verify-log --log <dir|file> --keys <pem|dir> [--origin <o>] [--trusted-checkpoint <file>]... [anchor checks]
   pavilion audit verify --decision <id> (--proof <file> | --log <dir|file>) --keys <pem|dir> [--origin <o>] [anchor checks]
   pavilion audit prove --decision <id> --log <dir|file>
@@ -198,16 +198,23 @@ async function bundleHistory(args: string[]): Promise<number> {
 }
 
 async function bundleDelta(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, options: { tenant: { type: 'string' }, patch: { type: 'string' }, roots: { type: 'string' }, ...NATS_OPTIONS } });
+  const { values } = parseArgs({
+    args,
+    options: { tenant: { type: 'string' }, patch: { type: 'string' }, roots: { type: 'string' }, key: { type: 'string' }, 'key-id': { type: 'string' }, alg: { type: 'string', default: 'ES256' }, ...NATS_OPTIONS },
+  });
   const tenant = values.tenant;
-  if (tenant === undefined || values.patch === undefined) {
+  if (tenant === undefined || values.patch === undefined || (values.key === undefined) !== (values['key-id'] === undefined) || !isSigningAlgorithm(values.alg)) {
     process.stderr.write(`${USAGE}\n`);
     return 2;
   }
   const patch: unknown = JSON.parse(await readFile(values.patch, 'utf8'));
   const roots = (values.roots ?? tenant).split(',').filter((r) => r !== '');
-  const delta = await withStore(values, (store) => store.publishDelta(tenant, patch, roots));
-  process.stdout.write(`published delta ${delta.sequence} on deploy ${delta.base} of ${tenant} (${delta.patch.data.length} operations)\n`);
+  // signed like the tenant's bundles (scope: the tenant); sidecars refuse unsigned deltas unless the tenant allows unsigned bundles
+  const signing = values.key === undefined || values['key-id'] === undefined
+    ? undefined
+    : { key: await readFile(values.key, 'utf8'), algorithm: values.alg, keyId: values['key-id'], scope: tenant };
+  const delta = await withStore(values, (store) => store.publishDelta(tenant, patch, roots, signing));
+  process.stdout.write(`published ${signing === undefined ? 'unsigned ' : ''}delta ${delta.sequence} on deploy ${delta.base} of ${tenant} (${delta.patch.data.length} operations)\n`);
   return 0;
 }
 

@@ -1,7 +1,8 @@
 /**
  * A delta update as published on `<prefix>.delta.<tenant>`: OPA's `patch.json` plus the
  * deploy it applies to (`base`, the pointer's KV revision) and its place in that deploy's
- * sequence of deltas (1, 2, 3, ...). Pure parsing.
+ * sequence of deltas (1, 2, 3, ...), and its signatures (over all of that, as a bundle's
+ * cover its files). Pure parsing.
  */
 import { parsePatch, type PatchOperation } from '../bundles/index.ts';
 import { ErrorCodes, PavilionError } from '../lib/errors.ts';
@@ -13,6 +14,8 @@ export interface DeltaMessage {
   readonly sequence: number;
   readonly roots: readonly string[];
   readonly patch: { readonly data: readonly PatchOperation[] };
+  /** OPA's `.signatures.json` list over the delta (bundles' `signDelta`); absent when unsigned. */
+  readonly signatures?: readonly string[];
 }
 
 export function parseDelta(bytes: Uint8Array, tenant: string): DeltaMessage {
@@ -31,5 +34,12 @@ export function parseDelta(bytes: Uint8Array, tenant: string): DeltaMessage {
   }
   const roots = d['roots'];
   if (!Array.isArray(roots) || !roots.every((r): r is string => typeof r === 'string')) throw bad('roots must be an array of strings');
-  return { v: 1, tenant, base: d['base'] as number, sequence: d['sequence'] as number, roots, patch: { data: parsePatch(d['patch']) } };
+  const signatures = d['signatures'];
+  if (signatures !== undefined && (!Array.isArray(signatures) || signatures.length === 0 || !signatures.every((t) => typeof t === 'string'))) {
+    throw bad('signatures must be a non-empty array of strings');
+  }
+  return {
+    v: 1, tenant, base: d['base'] as number, sequence: d['sequence'] as number, roots, patch: { data: parsePatch(d['patch']) },
+    ...(signatures === undefined ? {} : { signatures: signatures as string[] }),
+  };
 }

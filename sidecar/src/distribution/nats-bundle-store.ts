@@ -19,7 +19,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import type { Kvm, KV, KvEntry } from '@nats-io/kv';
 import type { Objm, ObjectStore } from '@nats-io/obj';
 import type { Consumer, ConsumerMessages, JetStreamManager, StoredMsg } from '@nats-io/jetstream';
-import { parsePatch } from '../bundles/index.ts';
+import { parsePatch, signDelta, type SignOptions } from '../bundles/index.ts';
 import type { NatsConfig } from '../config/index.ts';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
 import { encodePointer, parsePointer, type BundlePointer, type PointerAction, type PointerEntry } from './pointer.ts';
@@ -487,9 +487,11 @@ export class NatsBundleStore {
   /**
    * Publish a delta on top of the tenant's current deploy: sequence = last delta of that
    * deploy + 1, with the stream's expected-last-subject-sequence so two publishers racing
-   * for the same number cannot both succeed.
+   * for the same number cannot both succeed. With `signing`, signed over all of that with
+   * the tenant's key (scope: the tenant), as sidecars require unless the tenant is
+   * configured for unsigned development bundles.
    */
-  async publishDelta(tenant: string, patch: unknown, roots: readonly string[]): Promise<DeltaMessage> {
+  async publishDelta(tenant: string, patch: unknown, roots: readonly string[], signing?: SignOptions): Promise<DeltaMessage> {
     const operations = parsePatch(patch);
     const current = await this.current(tenant);
     if (current === undefined) throw new PavilionError(ErrorCodes.BUNDLE_REVISION_UNKNOWN, `tenant ${tenant} has no deploy to apply a delta to`);
@@ -497,7 +499,10 @@ export class NatsBundleStore {
     const last = await this.#lastDelta(tenant);
     const sameBase = last === undefined ? [] : (await this.deltas(tenant)).filter((d) => d.base === current.sequence);
     const sequence = sameBase.reduce((max, d) => Math.max(max, d.sequence), 0) + 1;
-    const message: DeltaMessage = { v: 1, tenant, base: current.sequence, sequence, roots: [...roots], patch: { data: operations } };
+    const unsigned: DeltaMessage = { v: 1, tenant, base: current.sequence, sequence, roots: [...roots], patch: { data: operations } };
+    const message: DeltaMessage = signing === undefined
+      ? unsigned
+      : { ...unsigned, signatures: await signDelta({ tenant, base: unsigned.base, sequence, roots: unsigned.roots, operations }, signing) };
     try {
       await loadedNats().jetstream.jetstream(this.nc).publish(this.deltaSubject(tenant), Buffer.from(JSON.stringify(message)), {
         msgID: `${tenant}.${current.sequence}.${sequence}`,

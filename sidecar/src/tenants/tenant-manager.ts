@@ -16,6 +16,7 @@ import {
   checkDeltaRoots,
   readBundle,
   verifyBundleSignature,
+  verifyDeltaSignature,
   type Bundle,
   type BundleLimits,
   type BundleSource,
@@ -132,6 +133,8 @@ export interface DeltaUpdate {
   readonly sequence: number;
   readonly roots: readonly string[];
   readonly operations: readonly PatchOperation[];
+  /** The delta's signatures (`signDelta`); unsigned deltas only for development tenants. */
+  readonly signatures?: readonly string[];
 }
 
 export class TenantManager implements Component {
@@ -464,6 +467,7 @@ export class TenantManager implements Component {
             details: { expected: sequence + 1, received: delta.sequence, base },
           });
         }
+        await this.#verifyDelta(entry, delta);
         checkDeltaRoots(delta.roots, snapshot.roots);
         data = applyPatch(data, delta.operations, snapshot.roots);
         sequence = delta.sequence;
@@ -480,6 +484,17 @@ export class TenantManager implements Component {
     } catch (error) {
       if (loaded !== undefined) this.#options.engine.discard(loaded);
       throw this.#recordFailure(tenant, wrapError(error, ErrorCodes.BUNDLE_DELTA_INVALID, 'applying delta'));
+    }
+  }
+
+  /** A delta changes policy data as a bundle does: it passes the tenant's signature policy too. */
+  async #verifyDelta(entry: TenantEntry, delta: DeltaUpdate): Promise<void> {
+    const content = { tenant: entry.config.id, base: delta.base, sequence: delta.sequence, roots: delta.roots, operations: delta.operations };
+    try {
+      await verifyDeltaSignature(content, delta.signatures, this.#trustStore().policyFor(entry.config, entry.explicit));
+    } catch (error) {
+      if (!(error instanceof PavilionError)) throw error;
+      throw new PavilionError(error.code, `delta ${delta.sequence} of deploy ${delta.base}: ${error.message}`, { cause: error, ...(error.details === undefined ? {} : { details: error.details }) });
     }
   }
 
