@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { before, describe, test } from 'node:test';
 import { gzipSync } from 'node:zlib';
-import { readBundle } from '../sidecar/src/bundles/index.ts';
+import { hashBundleFile, readBundle } from '../sidecar/src/bundles/index.ts';
 import { ErrorCodes, PavilionError, type ErrorCode } from '../sidecar/src/lib/errors.ts';
 import { buildFixtureBundle, makeTarGz, unpackFixture, type RawTarEntry } from './harness/fixtures.ts';
 
@@ -48,6 +48,13 @@ describe('bundle archive loader', () => {
     assert.deepEqual(bundle.manifest.roots, ['acme']);
     assert.equal(bundle.wasm.subarray(0, 4).toString('latin1'), '\0asm');
     assert.match(bundle.digest, /^[0-9a-f]{64}$/);
+  });
+
+  test('an unpaired surrogate escape in data is served as U+FFFD, as OPA decodes it (and as the signature hashes it); pairs stay', async () => {
+    const text = '{"acme": {"admin": "al\\ud800ice", "smile": "\\ud83d\\ude00", "\\udfffkey": 1}}';
+    const bundle = await readBundle(repack((entries) => entries.map((e) => (e.name.endsWith('data.json') ? { name: e.name, data: text } : e))), OPTIONS);
+    assert.deepEqual(bundle.data, { acme: { admin: 'al\ufffdice', smile: '\u{1f600}', '\ufffdkey': 1 } });
+    assert.equal(hashBundleFile('/data.json', Buffer.from(text)), hashBundleFile('/data.json', Buffer.from(JSON.stringify(bundle.data))), 'the data served is the data hashed');
   });
 
   test('not gzip -> ERR_BUNDLE_CORRUPT', async () => {

@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
@@ -15,6 +15,7 @@ import {
   readBundle,
   readTar,
   signBundle,
+  TrustStore,
   verifyBundleSignature,
   type SignaturePolicy,
   type SigningAlgorithm,
@@ -183,6 +184,16 @@ describe('refusals, each with its code', () => {
     const { contentSha256, ...rest } = await verifyBundleSignature(await filesOf(unsigned), policy([], { allowUnsigned: true }));
     assert.deepEqual(rest, { signed: false });
     assert.match(contentSha256, /^[0-9a-f]{64}$/);
+  });
+
+  test('a key file in the keys directory that cannot be read -> ERR_BUNDLE_KEY_INVALID naming it', async () => {
+    const keysDir = await mkdtemp(join(tmpdir(), 'pavilion-keys-'));
+    try {
+      await mkdir(join(keysDir, 'bank.pub.pem')); // a directory where a key file should be
+      await assert.rejects(TrustStore.load({}, keysDir), (error: unknown) => isPavilionError(error) && error.code === ErrorCodes.BUNDLE_KEY_INVALID && /bank\.pub\.pem/.test(error.message));
+    } finally {
+      await rm(keysDir, { recursive: true, force: true });
+    }
   });
 
   test('the content digest names the files, not the archive: the same for a re-compressed archive, another for changed data', async () => {

@@ -210,6 +210,35 @@ function mergeInto(target: Record<string, unknown>, path: readonly string[], val
   mergeInto(next, rest, value, file);
 }
 
+/** An escape of a surrogate code unit (`\ud800`-`\udfff`), paired or not. */
+const SURROGATE_ESCAPE = /\\u[dD][89a-fA-F][0-9a-fA-F]{2}/;
+const MAX_DATA_DEPTH = 512;
+
+/**
+ * A data file's value as OPA serves it. Go's JSON decoder turns an unpaired surrogate escape
+ * into U+FFFD, and the signature's canonical hash does the same (file-hash.ts): served as
+ * `JSON.parse` leaves it, `"\ud800"` and `"\ufffd"` would hash alike but be different data.
+ */
+function parseDataFile(name: string, text: string): unknown {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw new PavilionError(ErrorCodes.BUNDLE_CORRUPT, `${name} is not valid JSON: ${describeThrown(error)}`);
+  }
+  return SURROGATE_ESCAPE.test(text) ? wellFormed(value, 0, name) : value;
+}
+
+function wellFormed(value: unknown, depth: number, name: string): unknown {
+  if (typeof value === 'string') return value.toWellFormed();
+  if (typeof value !== 'object' || value === null) return value;
+  if (depth >= MAX_DATA_DEPTH) throw new PavilionError(ErrorCodes.BUNDLE_CORRUPT, `${name} is nested deeper than ${MAX_DATA_DEPTH} levels`);
+  if (Array.isArray(value)) return value.map((item) => wellFormed(item, depth + 1, name));
+  const out: Record<string, unknown> = {};
+  for (const [key, child] of Object.entries(value)) setOwn(out, key.toWellFormed(), wellFormed(child, depth + 1, name));
+  return out;
+}
+
 const PACKAGE_LINE = /^\s*package\s+([A-Za-z_][\w.]*)/m;
 
 async function decompress(compressed: Buffer, limits: BundleLimits): Promise<Buffer> {
@@ -282,12 +311,7 @@ export async function readBundle(compressed: Buffer, options: ReadBundleOptions)
   const data: Record<string, unknown> = {};
   for (const [name, bytes] of files) {
     if (!name.endsWith('/data.json')) continue;
-    let value: unknown;
-    try {
-      value = JSON.parse(bytes.toString('utf8'));
-    } catch (error) {
-      throw new PavilionError(ErrorCodes.BUNDLE_CORRUPT, `${name} is not valid JSON: ${describeThrown(error)}`);
-    }
+    const value = parseDataFile(name, bytes.toString('utf8'));
     const dir = splitPath(name).slice(0, -1);
     checkDataUnderRoots(value, dir, roots, name);
     mergeInto(data, dir, value, name);

@@ -31,7 +31,13 @@ export class TrustStore {
     }
     for (const name of names.filter((n) => n.endsWith(PUBLIC_KEY_SUFFIX)).sort()) {
       const id = name.slice(0, -PUBLIC_KEY_SUFFIX.length);
-      keys.set(id, loadVerificationKey(id, await readFile(join(keysDirectory, name), 'utf8')));
+      let pem: string;
+      try {
+        pem = await readFile(join(keysDirectory, name), 'utf8');
+      } catch (error) {
+        throw new PavilionError(ErrorCodes.BUNDLE_KEY_INVALID, `key ${id}: cannot read ${join(keysDirectory, name)}: ${describeThrown(error)}`, { cause: error });
+      }
+      keys.set(id, loadVerificationKey(id, pem));
     }
     for (const [id, config] of Object.entries(configured)) {
       let material = config.key;
