@@ -1,8 +1,9 @@
 /**
  * Delta updates and retries of bundle distribution, over a real nats-server with
  * JetStream and real signed bundles: a re-deploy of the same bytes starts from the
- * snapshot's data, a stale rebuild is refused, a replay read of the delta stream is
- * bounded, and a transient failure is retried.
+ * snapshot's data, a stale rebuild is refused, deltas published while a sidecar was away
+ * are applied when it is back, a replay read of the delta stream is bounded, and a
+ * transient failure is retried.
  */
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -38,8 +39,8 @@ async function limitsBundle(rev: string): Promise<Buffer> {
   }), keys);
 }
 
-async function allows(amount: number): Promise<boolean> {
-  const res = await post(`${sidecar.url}/v1/data/bank/authz/allow`, { input: { amount } }, { 'x-pavilion-tenant': 'bank' });
+async function allows(amount: number, url = sidecar.url): Promise<boolean> {
+  const res = await post(`${url}/v1/data/bank/authz/allow`, { input: { amount } }, { 'x-pavilion-tenant': 'bank' });
   return res.body['result'] === true;
 }
 
@@ -105,6 +106,41 @@ describe('deltas across deploys', () => {
     assert.equal(sidecar.pavilion.tenants.deltaState('bank')?.sequence, 2);
     assert.equal(await allows(150), true, 'delta 2\'s data still serves');
     assert.equal(sidecar.pavilion.tenants.tenant('bank')?.lastError, undefined, 'a stale rebuild is not a failure of the tenant');
+  });
+});
+
+describe('deltas published while a sidecar is away', () => {
+  test('deltas published while a sidecar is stopped are applied when it starts again on its persisted revision of the same deploy', async () => {
+    const persistDirectory = join(dir, 'persisted-away');
+    const start = (id: string): Promise<RunningPavilion> => startPavilion({
+      config: {
+        labels: { id },
+        tenants: [{ id: 'bank' }],
+        bundles: { source: 'nats', keysDirectory: keys, persistDirectory },
+        nats: { servers: [nats.url], connectTimeoutMs: 3_000, reconnectWaitMs: 50, reconnectJitterMs: 50, statusIntervalMs: 200 },
+      },
+    });
+    const deploy = await store.push('bank', await limitsBundle('away'), { revision: 'away', pushedBy: 'alice' });
+    let away = await start('sidecar-away');
+    try {
+      await until('the deploy taken', () => away.pavilion.tenants.deltaState('bank')?.base === deploy.sequence);
+      await store.publishDelta('bank', { data: [{ op: 'upsert', path: '/bank/limits/max', value: 20 }] }, ['bank'], await deltaSigning('bank', keys));
+      await until('delta 1 applied', () => away.pavilion.tenants.deltaState('bank')?.sequence === 1);
+    } finally {
+      await away.stop();
+    }
+    await store.publishDelta('bank', { data: [{ op: 'upsert', path: '/bank/limits/max', value: 30 }] }, ['bank'], await deltaSigning('bank', keys));
+    await store.publishDelta('bank', { data: [{ op: 'upsert', path: '/bank/limits/max', value: 40 }] }, ['bank'], await deltaSigning('bank', keys));
+    away = await start('sidecar-away-again');
+    try {
+      const tenant = away.pavilion.tenants.tenant('bank');
+      assert.deepEqual([tenant?.origin?.kind, tenant?.origin?.sequence], ['persisted', deploy.sequence], 'serving its last known good, the current deploy');
+      await until('deltas 1-3 applied', () => away.pavilion.tenants.deltaState('bank')?.sequence === 3);
+      assert.equal(await allows(35, away.url), true, 'delta 3\'s data serves');
+      assert.equal(away.pavilion.tenants.tenant('bank')?.lastError, undefined);
+    } finally {
+      await away.stop();
+    }
   });
 });
 

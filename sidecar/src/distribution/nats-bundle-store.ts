@@ -21,7 +21,7 @@ import type { Objm, ObjectStore } from '@nats-io/obj';
 import type { Consumer, ConsumerMessages, JetStreamManager, StoredMsg } from '@nats-io/jetstream';
 import { parsePatch, signDelta, type SignOptions } from '../bundles/index.ts';
 import type { NatsConfig } from '../config/index.ts';
-import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
+import { ErrorCodes, PavilionError, describeThrown, isPavilionError } from '../lib/errors.ts';
 import { encodePointer, parsePointer, type BundlePointer, type PointerAction, type PointerEntry } from './pointer.ts';
 import { parseDelta, type DeltaMessage } from './delta-message.ts';
 import { loadNats, loadedNats } from './nats-modules.ts';
@@ -484,6 +484,11 @@ export class NatsBundleStore {
     return stored === null ? undefined : { message: parseDelta(stored.data, tenant), streamSequence: stored.seq };
   }
 
+  /** The tenant's last stored delta (one message lookup: cheap enough for every resync). */
+  async lastDelta(tenant: string): Promise<DeltaMessage | undefined> {
+    return (await this.#lastDelta(tenant))?.message;
+  }
+
   /**
    * Publish a delta on top of the tenant's current deploy: sequence = last delta of that
    * deploy + 1, with the stream's expected-last-subject-sequence so two publishers racing
@@ -521,7 +526,11 @@ export class NatsBundleStore {
    * DISTRIBUTION_UNAVAILABLE past `fetchTimeoutMs`; the consumer is deleted either way.
    */
   async deltas(tenant: string): Promise<DeltaMessage[]> {
-    const last = await this.#lastDelta(tenant).catch(() => undefined);
+    // A failed lookup is not "no deltas" (the caller retries); only a malformed last delta is.
+    const last = await this.#lastDelta(tenant).catch((error: unknown) => {
+      if (!isPavilionError(error) || error.code !== ErrorCodes.BUNDLE_DELTA_INVALID) throw error;
+      return undefined;
+    });
     if (last === undefined) return [];
     const out: DeltaMessage[] = [];
     const timeoutMs = this.#config.fetchTimeoutMs;

@@ -8,7 +8,9 @@
  *   test vectors) and an atomic swap; one tenant at a time in order, only the newest
  *   pending pointer is applied (a burst of pushes ends on the last one);
  * - after every reconnect, every tenant's pointer is read again (resync), so a move made
- *   while this sidecar was cut off is never missed, whatever the watch saw;
+ *   while this sidecar was cut off is never missed, whatever the watch saw; likewise the
+ *   stream's last delta, so deltas published meanwhile are replayed (the live consumer
+ *   only sees new ones);
  * - its OPA-shaped status report goes to the status KV bucket on every change and on an
  *   interval, which is what `pavilion bundle status` reads.
  */
@@ -51,10 +53,9 @@ interface TenantQueue {
   deltaGap: boolean;
   /** Shadow pointer changes, one at a time. */
   shadow: Promise<void>;
-  /** The newest deploy a live delta named before this sidecar had applied it. */
-  deltasAhead: number;
-  /** Stored deltas have been read once on this connection. */
-  deltasReplayed: boolean;
+  /** Retries of a failed catch-up on stored deltas, and the timer of the next. */
+  deltaRetries: number;
+  deltaRetryTimer: NodeJS.Timeout | undefined;
   /** Retries of the pointer that last failed for a transient reason (its sequence), and the timer of the next. */
   retries: number;
   retrying: number;
@@ -236,6 +237,8 @@ export class NatsDistribution implements Component {
       });
       const messages = await consumer.consume();
       this.#deltaMessages = messages;
+      // Deltas stored before this consumer existed (a resync may have looked before it did).
+      for (const tenant of this.#options.tenants.ids()) void this.#catchUpDeltas(tenant);
       for await (const m of messages) {
         if (this.#stopping) break;
         const tenant = m.subject.slice(m.subject.lastIndexOf('.') + 1);
@@ -256,10 +259,7 @@ export class NatsDistribution implements Component {
     const state = this.#options.tenants.deltaState(tenant);
     const queue = this.#queue(tenant);
     // A delta for another deploy: older ones are obsolete; a newer deploy's deltas are
-    // replayed once its pointer has been applied.
-    if (state !== undefined && (state.base === undefined || delta.base > state.base)) {
-      queue.deltasAhead = Math.max(queue.deltasAhead, delta.base);
-    }
+    // replayed once its pointer has been applied (`#apply` catches up).
     if (state === undefined || state.base !== delta.base || delta.sequence <= state.sequence) return;
     queue.deltas = queue.deltas.then(async () => {
       const now = this.#options.tenants.deltaState(tenant);
@@ -269,20 +269,49 @@ export class NatsDistribution implements Component {
       } else {
         await this.#replayDeltas(tenant);
       }
-    }).catch(() => undefined);
+    }).catch(() => this.#retryDeltasLater(tenant, queue));
   }
 
-  /** Rebuild the tenant's data from its snapshot and every stored delta of its deploy. */
+  /**
+   * Replay the stored deltas of the active deploy when the stream's last one is ahead of the
+   * applied sequence (published while this sidecar was away, or before its live consumer
+   * existed). In the tenant's delta chain, so it never races live deltas; a failed read is
+   * retried with backoff (then at the next resync).
+   */
+  #catchUpDeltas(tenant: string): Promise<void> {
+    const queue = this.#queue(tenant);
+    queue.deltas = queue.deltas.then(async () => {
+      const store = this.#store;
+      const state = this.#options.tenants.deltaState(tenant);
+      if (store === undefined || state?.base === undefined) return;
+      const last = await store.lastDelta(tenant);
+      if (last !== undefined && last.base === state.base && last.sequence > state.sequence) await this.#replayDeltas(tenant);
+      queue.deltaRetries = 0;
+    }).catch(() => this.#retryDeltasLater(tenant, queue));
+    return queue.deltas;
+  }
+
+  #retryDeltasLater(tenant: string, queue: TenantQueue): void {
+    if (this.#stopping || queue.deltaRetryTimer !== undefined || queue.deltaRetries >= MAX_RETRIES) return;
+    queue.deltaRetryTimer = setTimeout(() => {
+      queue.deltaRetryTimer = undefined;
+      if (!this.#stopping) void this.#catchUpDeltas(tenant);
+    }, this.#backoff(queue.deltaRetries++));
+    queue.deltaRetryTimer.unref();
+  }
+
+  /** Exponential backoff with jitter, for the `attempt`th retry (from 0). */
+  #backoff(attempt: number): number {
+    const { reconnectWaitMs, reconnectJitterMs } = this.#options.config;
+    return Math.min(MAX_RETRY_DELAY_MS, reconnectWaitMs * 2 ** attempt) + Math.random() * reconnectJitterMs;
+  }
+
+  /** Rebuild the tenant's data from its snapshot and every stored delta of its deploy (fails when the stream cannot be read). */
   async #replayDeltas(tenant: string): Promise<void> {
     const store = this.#store;
     const state = this.#options.tenants.deltaState(tenant);
     if (store === undefined || state?.base === undefined) return;
-    let all: DeltaMessage[];
-    try {
-      all = (await store.deltas(tenant)).filter((d) => d.base === state.base).sort((a, b) => a.sequence - b.sequence);
-    } catch {
-      return; // retried at the next resync
-    }
+    const all = (await store.deltas(tenant)).filter((d) => d.base === state.base).sort((a, b) => a.sequence - b.sequence);
     const contiguous: DeltaMessage[] = [];
     for (const d of all) {
       if (d.sequence === contiguous.length + 1) contiguous.push(d);
@@ -360,6 +389,13 @@ export class NatsDistribution implements Component {
           const shadow = await store.currentShadow(tenant);
           if (shadow !== undefined) this.#stageShadow(tenant, shadow);
           else if (this.#options.tenants.tenant(tenant)?.shadow !== undefined) this.#options.tenants.endShadow(tenant);
+          // Already on the current deploy (a stale pointer: `#apply` does not run): deltas
+          // published while this sidecar was away or cut off are only in the stream.
+          await this.#queue(tenant).running;
+          if (entry !== undefined && this.#options.tenants.deltaState(tenant)?.base === entry.sequence) {
+            this.#queue(tenant).deltaRetries = 0;
+            await this.#catchUpDeltas(tenant);
+          }
         } catch (error) {
           if (isFinal(error)) this.#options.tenants.reportFailure(tenant, error);
         }
@@ -375,7 +411,7 @@ export class NatsDistribution implements Component {
   #queue(tenant: string): TenantQueue {
     let queue = this.#queues.get(tenant);
     if (queue === undefined) {
-      queue = { applied: this.#options.tenants.tenant(tenant)?.origin?.sequence ?? 0, pending: undefined, running: undefined, deltas: Promise.resolve(), deltaGap: false, shadow: Promise.resolve(), deltasAhead: 0, deltasReplayed: false, retries: 0, retrying: 0, retryTimer: undefined };
+      queue = { applied: this.#options.tenants.tenant(tenant)?.origin?.sequence ?? 0, pending: undefined, running: undefined, deltas: Promise.resolve(), deltaGap: false, shadow: Promise.resolve(), deltaRetries: 0, deltaRetryTimer: undefined, retries: 0, retrying: 0, retryTimer: undefined };
       this.#queues.set(tenant, queue);
     }
     return queue;
@@ -412,14 +448,8 @@ export class NatsDistribution implements Component {
       this.#options.metrics?.activationPhaseSeconds.observe({ phase: 'fetch' }, (performance.now() - fetchStarted) / 1000);
       await this.#options.tenants.activate(tenant, archive, { kind: pointer.action, sequence });
       queue.applied = Math.max(queue.applied, sequence);
-      // Deltas published on this deploy before we had it: read them from the stream the
-      // first time (they may predate this connection), later only if the live consumer saw one.
-      if (!queue.deltasReplayed || queue.deltasAhead >= sequence) {
-        queue.deltasReplayed = true;
-        // In the live deltas' chain: two replays running at once could apply the older last.
-        queue.deltas = queue.deltas.then(() => this.#replayDeltas(tenant)).catch(() => undefined);
-        await queue.deltas;
-      }
+      // Deltas published on this deploy before we had it are only in the stream.
+      await this.#catchUpDeltas(tenant);
       queue.retries = 0;
       this.#options.metrics?.distributionUpdates.inc({ tenant, outcome: 'ok' });
       const pushedAt = Date.parse(pointer.pushed_at);
@@ -447,8 +477,7 @@ export class NatsDistribution implements Component {
       queue.retries = 0;
     }
     if (this.#stopping || queue.retries >= MAX_RETRIES) return;
-    const { reconnectWaitMs, reconnectJitterMs } = this.#options.config;
-    const delay = Math.min(MAX_RETRY_DELAY_MS, reconnectWaitMs * 2 ** queue.retries) + Math.random() * reconnectJitterMs;
+    const delay = this.#backoff(queue.retries);
     queue.retries++;
     if (queue.retryTimer !== undefined) clearTimeout(queue.retryTimer);
     queue.retryTimer = setTimeout(() => {
@@ -510,7 +539,10 @@ export class NatsDistribution implements Component {
     this.#state = 'closed';
     if (this.#statusTimer !== undefined) clearInterval(this.#statusTimer);
     if (this.#statusPending !== undefined) clearTimeout(this.#statusPending);
-    for (const queue of this.#queues.values()) if (queue.retryTimer !== undefined) clearTimeout(queue.retryTimer);
+    for (const queue of this.#queues.values()) {
+      if (queue.retryTimer !== undefined) clearTimeout(queue.retryTimer);
+      if (queue.deltaRetryTimer !== undefined) clearTimeout(queue.deltaRetryTimer);
+    }
     this.#retryWake?.();
     this.#deltaMessages?.stop();
     // a first connection still in flight closes itself when it lands
