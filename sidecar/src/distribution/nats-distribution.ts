@@ -177,6 +177,7 @@ export class NatsDistribution implements Component {
     void this.#watchPointers();
     void this.#watchDeltas();
     await this.#resync();
+    if (this.#stopping) return; // stopped during the first resync: no interval nobody clears
     this.#statusTimer = setInterval(() => void this.publishStatus(), this.#options.config.statusIntervalMs);
     this.#statusTimer.unref();
   }
