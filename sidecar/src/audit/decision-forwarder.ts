@@ -7,8 +7,8 @@
  * the event exactly as logged (its canonical JSON, the bytes the leaf hash covers).
  *
  * The audit log is the write-ahead log: the forwarder reads each tenant's `audit.wal` from a
- * cursor (`stream.cursor` next to it: the next leaf index and the byte offset after the last
- * acknowledged leaf, replaced atomically), publishes up to `maxInFlight` events, and moves the
+ * cursor (`stream.cursor` next to it: the next leaf index, the byte offset after the last
+ * acknowledged leaf and that leaf's hash, replaced atomically), publishes up to `maxInFlight` events, and moves the
  * cursor only over events JetStream acknowledged, in order (the file is replaced when the
  * forwarder finds nothing new, fails or stops, and once a second while events keep coming:
  * a crash re-sends at most about that second, as duplicates). It reads only up to the bytes the
@@ -21,6 +21,20 @@
  * the forwarder has its own connection without automatic reconnection, so nothing buffered
  * on a dead connection is sent after a newer event; after any failure it reconnects and
  * re-sends from the acknowledged cursor.
+ *
+ * One event refused while later ones are in flight (a size limit, a leader change) is the
+ * one way the stream's order can differ from the log's: those later ones may be stored
+ * before it. Then the next pass re-sends the refused event alone and pipelines again only
+ * once it is stored, so at most `maxInFlight` events ever precede one they follow in the log
+ * (the log, its Merkle tree and each receipt's position stay the order of record); and the
+ * events acknowledged after it are not sent again, so they are not stored twice even after
+ * the duplicate window (within one process; a restart relies on the window).
+ *
+ * The cursor holds the hash of its last leaf: a log recovered shorter (a tail lost with
+ * fsync 'interval' or 'never') may have grown past the cursor again with other events, so on
+ * load the cursor counts only when the log still has that leaf there; otherwise forwarding
+ * restarts from leaf 0 (reported in status and the log) and JetStream drops what it already
+ * holds within its duplicate window.
  */
 import { open, readFile, rename, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -73,6 +87,13 @@ interface TenantState {
   saved: Cursor;
   /** When the cursor file was last written (Date.now()). */
   savedAtMs: number;
+  /**
+   * Leaves acknowledged while an earlier one was refused (a failed pass): not sent again.
+   * While it is non-empty, or after any failed pass, the next pass sends its first event alone.
+   */
+  storedAhead: Set<number>;
+  /** The last pass failed: the next one probes with one event before pipelining. */
+  probe: boolean;
   /** The log file, open for reading from the first pass until a pass fails or the forwarder stops. */
   reader: FileHandle | undefined;
 }
@@ -233,23 +254,34 @@ export class DecisionForwarder implements Component {
   async #load(tenant: string, log: AuditLog): Promise<TenantState> {
     const file = join(log.directory, CURSOR_FILE);
     let cursor: Cursor = { nextLeaf: 0, offset: FILE_HEADER_BYTES };
+    let leafHash: string | undefined;
     try {
-      const parsed = JSON.parse(await readFile(file, 'utf8')) as { version?: unknown; next_leaf?: unknown; offset?: unknown };
+      const parsed = JSON.parse(await readFile(file, 'utf8')) as { version?: unknown; next_leaf?: unknown; offset?: unknown; leaf_hash?: unknown };
       if (parsed.version === 1 && Number.isSafeInteger(parsed.next_leaf) && Number.isSafeInteger(parsed.offset)) {
         cursor = { nextLeaf: parsed.next_leaf as number, offset: parsed.offset as number };
+        if (typeof parsed.leaf_hash === 'string') leafHash = parsed.leaf_hash;
       } else {
         this.#lastError = `${tenant}: ${CURSOR_FILE} is not readable; forwarding from the start (JetStream drops what it already has within its duplicate window)`;
       }
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') this.#lastError = `${tenant}: cannot read ${CURSOR_FILE}: ${describeThrown(error)}; forwarding from the start`;
     }
-    if (cursor.nextLeaf > log.size || cursor.offset > log.writtenBytes || cursor.offset < FILE_HEADER_BYTES) {
-      // The log has fewer leaves than were forwarded (it lost a tail that was never synced):
-      // forward what it has from the start again; JetStream drops what it already holds.
-      this.#lastError = `${tenant}: the cursor (leaf ${cursor.nextLeaf}) is past the end of the audit log (${log.size} leaves); forwarding from the start`;
+    const last = cursor.nextLeaf - 1;
+    const beyond = cursor.nextLeaf > log.size || cursor.offset > log.writtenBytes || cursor.offset < FILE_HEADER_BYTES;
+    if (beyond || (last >= 0 && leafHash !== undefined && log.leafHashAt(last) !== leafHash)) {
+      // The log lost a tail that was never synced (and may have grown again with other
+      // events): one hash cannot tell where the histories part, so forward the log from the
+      // start again; JetStream drops what it already holds.
+      this.#lastError = beyond
+        ? `${tenant}: the cursor (leaf ${cursor.nextLeaf}) is past the end of the audit log (${log.size} leaves); forwarding from the start`
+        : `${tenant}: the audit log's leaf ${last} is not the one the cursor forwarded (the log was recovered to another history); forwarding from the start`;
+      this.#options.log?.('warn', `decision stream: ${this.#lastError}`, { tenant, cursorLeaf: cursor.nextLeaf, logLeaves: log.size });
       cursor = { nextLeaf: 0, offset: FILE_HEADER_BYTES };
+    } else if (last >= 0) {
+      // from the last leaf's frame by the log's own index: never a byte inside a frame
+      cursor.offset = log.leafOffsetAt(last);
     }
-    const state: TenantState = { log, file, cursor, saved: { ...cursor }, savedAtMs: Date.now(), reader: undefined };
+    const state: TenantState = { log, file, cursor, saved: { ...cursor }, savedAtMs: Date.now(), storedAhead: new Set(), probe: false, reader: undefined };
     this.#tenants.set(tenant, state);
     return state;
   }
@@ -259,7 +291,7 @@ export class DecisionForwarder implements Component {
     const js = this.#js;
     if (js === undefined) throw new Error('not connected');
     const end = state.log.writtenBytes;
-    if (state.cursor.offset >= end && state.cursor.nextLeaf >= state.log.size) {
+    if (state.cursor.nextLeaf >= state.log.size) {
       await this.#saveOrRecord(tenant, state); // caught up: the file gets the cursor (a no-op when it has it)
       return false;
     }
@@ -303,14 +335,31 @@ export class DecisionForwarder implements Component {
           const frameEnd = record.offset + record.payload.length + FRAME_OVERHEAD_BYTES;
           expected = record.index + 1;
           if (inFlight.length >= this.#options.maxInFlight) await settle(this.#burst);
+          if (state.storedAhead.delete(record.index)) {
+            // acknowledged in a failed pass, after the one refused there: stored already
+            inFlight.push({ ack: Promise.resolve({ seq: 0, duplicate: false }), nextLeaf: expected, offset: frameEnd });
+            continue;
+          }
           const ack = js.publish(subject, record.payload, decisionId);
           ack.catch(() => undefined); // awaited in order below; a failure stops the pass there
           inFlight.push({ ack, nextLeaf: expected, offset: frameEnd });
+          if (state.probe) {
+            await settle(inFlight.length); // after a failure: this one stored before any later one is sent
+            state.probe = false;
+          }
         }
         if (decoder.damage !== undefined) throw new Error(`${state.log.path}: ${decoder.damage.reason} at byte ${decoder.damage.offset}`);
       }
       while (inFlight.length > 0) await settle(inFlight.length);
       completed = true;
+    } catch (error) {
+      // The first unacknowledged one failed; later ones may have been stored meanwhile.
+      state.probe = true;
+      const outcomes = await Promise.allSettled(inFlight.map((f) => f.ack));
+      outcomes.forEach((outcome, i) => {
+        if (outcome.status === 'fulfilled') state.storedAhead.add((inFlight[i] as { nextLeaf: number }).nextLeaf - 1);
+      });
+      throw error;
     } finally {
       if (!completed) await this.#closeReader(state);
       // While events keep coming, the cursor file is written once a CURSOR_SAVE_INTERVAL_MS
@@ -343,7 +392,9 @@ export class DecisionForwarder implements Component {
     const temporary = `${state.file}.tmp`;
     const handle = await open(temporary, 'w', 0o600);
     try {
-      await handle.writeFile(`${JSON.stringify({ version: 1, next_leaf: cursor.nextLeaf, offset: cursor.offset })}\n`);
+      // the last leaf's hash: on load, whether the log still has that leaf there
+      const leafHash = cursor.nextLeaf > 0 ? { leaf_hash: state.log.leafHashAt(cursor.nextLeaf - 1) } : {};
+      await handle.writeFile(`${JSON.stringify({ version: 1, next_leaf: cursor.nextLeaf, offset: cursor.offset, ...leafHash })}\n`);
       await handle.sync();
     } finally {
       await handle.close();

@@ -569,6 +569,16 @@ export class AuditLog {
     return this.#decisionIds[index];
   }
 
+  /** The leaf hash of leaf `index`, hex (a reader checks that a leaf it remembers is still this one). */
+  leafHashAt(index: number): string {
+    return this.#tree.leafHash(index).toString('hex');
+  }
+
+  /** Byte offset of leaf `index`'s frame in the file. */
+  leafOffsetAt(index: number): number {
+    return this.#offsets.at(index);
+  }
+
   /** Leaf index of a logged decision, or undefined. */
   leafIndexOf(decisionId: string): number | undefined {
     return this.#byDecision.get(decisionId);
