@@ -54,6 +54,8 @@ interface TenantQueue {
   /** Shadow pointer changes, one at a time. */
   shadow: Promise<void>;
   /** Retries of a failed catch-up on stored deltas, and the timer of the next. */
+  /** The newest deploy a live delta named while this sidecar was still on an older one. */
+  deltasAhead: number;
   deltaRetries: number;
   deltaRetryTimer: NodeJS.Timeout | undefined;
   /** Retries of the pointer that last failed for a transient reason (its sequence), and the timer of the next. */
@@ -261,6 +263,7 @@ export class NatsDistribution implements Component {
     const queue = this.#queue(tenant);
     // A delta for another deploy: older ones are obsolete; a newer deploy's deltas are
     // replayed once its pointer has been applied (`#apply` catches up).
+    if (state?.base === undefined || delta.base > state.base) queue.deltasAhead = Math.max(queue.deltasAhead, delta.base);
     if (state === undefined || state.base !== delta.base || delta.sequence <= state.sequence) return;
     queue.deltas = queue.deltas.then(async () => {
       const now = this.#options.tenants.deltaState(tenant);
@@ -412,7 +415,7 @@ export class NatsDistribution implements Component {
   #queue(tenant: string): TenantQueue {
     let queue = this.#queues.get(tenant);
     if (queue === undefined) {
-      queue = { applied: this.#options.tenants.tenant(tenant)?.origin?.sequence ?? 0, pending: undefined, running: undefined, deltas: Promise.resolve(), deltaGap: false, shadow: Promise.resolve(), deltaRetries: 0, deltaRetryTimer: undefined, retries: 0, retrying: 0, retryTimer: undefined };
+      queue = { applied: this.#options.tenants.tenant(tenant)?.origin?.sequence ?? 0, pending: undefined, running: undefined, deltas: Promise.resolve(), deltaGap: false, shadow: Promise.resolve(), deltasAhead: 0, deltaRetries: 0, deltaRetryTimer: undefined, retries: 0, retrying: 0, retryTimer: undefined };
       this.#queues.set(tenant, queue);
     }
     return queue;
@@ -449,8 +452,10 @@ export class NatsDistribution implements Component {
       this.#options.metrics?.activationPhaseSeconds.observe({ phase: 'fetch' }, (performance.now() - fetchStarted) / 1000);
       await this.#options.tenants.activate(tenant, archive, { kind: pointer.action, sequence });
       queue.applied = Math.max(queue.applied, sequence);
-      // Deltas published on this deploy before we had it are only in the stream.
-      await this.#catchUpDeltas(tenant);
+      // A live delta named this deploy before we had it: it, and any before it, are only in
+      // the stream now. (On a (re)connection the resync catches up every tenant anyway; a
+      // lookup after every activation cost the fleet a stream request per push.)
+      if (queue.deltasAhead >= sequence) await this.#catchUpDeltas(tenant);
       queue.retries = 0;
       this.#options.metrics?.distributionUpdates.inc({ tenant, outcome: 'ok' });
       const pushedAt = Date.parse(pointer.pushed_at);
