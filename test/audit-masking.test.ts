@@ -381,4 +381,32 @@ describe('through a running sidecar', () => {
       assert.match((failed['error'] as { message: string }).message, why);
     }
   });
+
+  it('shutdown under a masking backlog: every decision already answered is logged masked, none erased (the engine outlives the sink)', async () => {
+    const bundle = await buildFixtureBundle({
+      modules: {
+        'authz.rego': 'package slow.authz\n\nimport rego.v1\n\nallow if input.ok\n',
+        // about 20-50 ms per evaluation: answered decisions queue up for masking
+        'log.rego': 'package slow.system.log\n\nimport rego.v1\n\nmask contains "/input/secret" if count([i | some i in numbers.range(1, 150000)]) > 0\n',
+      },
+      entrypoints: ['slow/authz/allow', 'slow/system/log/mask'],
+      roots: ['slow'],
+    });
+    const app = await startPavilion({ bundles: { slow: bundle }, config: { engine: { evaluationTimeoutMs: 2_000 }, shutdownTimeoutMs: 20_000 } });
+    let events: Array<Record<string, unknown>>;
+    try {
+      const answers = await Promise.all(Array.from({ length: 30 }, (_, i) =>
+        post(`${app.url}/v1/data/slow/authz/allow`, { input: { ok: true, secret: `s-${i}` } }, { 'x-pavilion-tenant': 'slow' })));
+      assert.ok(answers.every((r) => r.status === 200));
+      await app.pavilion.stop(); // the sidecar's own shutdown, at once, with most of the 30 still waiting for their mask rule
+      events = await app.decisions();
+    } finally {
+      await app.stop();
+    }
+    assert.equal(events.length, 30);
+    for (const e of events) {
+      assert.equal(e['error'], undefined, JSON.stringify(e['error']));
+      assert.deepEqual(e['erased'], ['/input/secret']);
+    }
+  });
 });

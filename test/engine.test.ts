@@ -202,6 +202,20 @@ describe('decision cache bounds', () => {
     const cache = new DecisionCache(10, 100);
     cache.set('k'.repeat(200), { result: true });
     assert.equal(cache.size, 0);
+    const small = new DecisionCache(10, 4096);
+    small.set('k', { result: 'r'.repeat(5000) });
+    assert.equal(small.size, 0, 'a small key with a large result neither');
+  });
+
+  test('counts the results too: small unique inputs with large results stay within maxBytes', () => {
+    const maxBytes = 256 * 1024;
+    const cache = new DecisionCache(1_000_000, maxBytes);
+    const permissions = Array.from({ length: 200 }, (_, i) => `permission-${i}`);
+    for (let i = 0; i < 5_000; i++) cache.set(`tenant\u0000rev\u0000path\u0000{"user":${i}}`, { result: { allow: true, permissions } });
+    assert.ok(cache.bytes <= maxBytes, `${cache.bytes} bytes held`);
+    assert.ok(cache.size < 100, `${cache.size} entries of about 6 KB each`);
+    cache.purgeTenant('tenant');
+    assert.equal(cache.bytes, 0);
   });
 });
 

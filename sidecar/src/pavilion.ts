@@ -235,10 +235,13 @@ export class Pavilion {
 
   #components(): Component[] {
     return [
+      // before the sink: its masking evaluates the tenants' system.log rules, so the engine
+      // must outlive the sink's last writes at shutdown
+      this.engine,
       this.sink,
       // after the sink (it reads the tenant logs), so stopped before it
       ...(this.decisionStream === undefined ? [] : [this.decisionStream]),
-      this.engine, this.tenants,
+      this.tenants,
       ...(this.distribution === undefined ? [] : [this.distribution]),
       ...(this.bundleWatch === undefined ? [] : [this.bundleWatch]),
       // before the API: requests carrying credentials need the verifier ready
@@ -264,9 +267,10 @@ export class Pavilion {
     }
   }
 
+  /** Stop in reverse start order; `shutdownTimeoutMs` bounds the whole shutdown, not each step. */
   async stop(): Promise<void> {
-    const deadline = this.config.shutdownTimeoutMs;
-    for (const component of this.#started.reverse()) await component.stop(deadline);
+    const end = performance.now() + this.config.shutdownTimeoutMs;
+    for (const component of this.#started.reverse()) await component.stop(Math.max(0, Math.round(end - performance.now())));
     this.#started = [];
   }
 }

@@ -309,10 +309,11 @@ export class ApiServer implements Component {
     }
   }
 
-  async #challenge(req: IncomingMessage, res: ServerResponse, tenant: string, query: Query): Promise<void> {
+  async #challenge(req: IncomingMessage, res: ServerResponse, tenantFromPath: string, query: Query): Promise<void> {
     if (req.method !== 'POST') throw new PavilionError(ErrorCodes.METHOD_NOT_ALLOWED, `${req.method ?? ''} is not allowed here; use POST`);
+    const tenant = this.#resolveTenant(req, tenantFromPath); // as every tenant route: path and header must agree
     const gate = this.#deps.credentials;
-    if (gate === undefined || !this.#deps.tenants.has(tenant) || !gate.governs(tenant)) {
+    if (gate === undefined || !gate.governs(tenant)) {
       throw new PavilionError(ErrorCodes.ROUTE_NOT_FOUND, `tenant ${JSON.stringify(tenant.slice(0, 64))} has no credential policy`);
     }
     req.resume();

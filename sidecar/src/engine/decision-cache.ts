@@ -4,20 +4,26 @@
  * hit is exactly what evaluation would return. A new revision never sees old entries (the
  * revision is part of the key) and activation purges the tenant's old entries.
  *
- * Bounded twice: by entries and by approximate bytes (the key's UTF-16 size plus a fixed
- * allowance per entry), so a stream of unique, large inputs cannot grow the process.
+ * Bounded twice: by entries and by approximate bytes (the key's and the result's JSON text
+ * as UTF-16, plus a fixed allowance per entry), so neither a stream of unique, large inputs
+ * nor small inputs whose results are large can grow the process past the budget.
  */
 export interface CachedDecision {
   readonly result: unknown;
 }
 
-/** Allowance per entry for the result object and the Map's own bookkeeping. */
+/** Allowance per entry for the objects around the result and the Map's own bookkeeping. */
 export const ENTRY_OVERHEAD_BYTES = 256;
+
+interface Entry {
+  readonly decision: CachedDecision;
+  readonly cost: number;
+}
 
 export class DecisionCache {
   readonly #maxEntries: number;
   readonly #maxBytes: number;
-  readonly #entries = new Map<string, CachedDecision>();
+  readonly #entries = new Map<string, Entry>();
   #bytes = 0;
 
   constructor(maxEntries: number, maxBytes: number = Number.POSITIVE_INFINITY) {
@@ -25,8 +31,9 @@ export class DecisionCache {
     this.#maxBytes = maxBytes;
   }
 
-  static cost(key: string): number {
-    return key.length * 2 + ENTRY_OVERHEAD_BYTES;
+  /** Approximate bytes an entry holds: its key and its result (as JSON text), UTF-16. */
+  static cost(key: string, result: unknown): number {
+    return (key.length + (JSON.stringify(result)?.length ?? 0)) * 2 + ENTRY_OVERHEAD_BYTES;
   }
 
   /** Approximate bytes held. */
@@ -49,14 +56,15 @@ export class DecisionCache {
       this.#entries.delete(key);
       this.#entries.set(key, hit);
     }
-    return hit;
+    return hit?.decision;
   }
 
   set(key: string, decision: CachedDecision): void {
-    const cost = DecisionCache.cost(key);
-    if (this.#maxEntries <= 0 || cost > this.#maxBytes) return;
+    if (this.#maxEntries <= 0) return;
+    const cost = DecisionCache.cost(key, decision.result);
+    if (cost > this.#maxBytes) return;
     this.#delete(key);
-    this.#entries.set(key, decision);
+    this.#entries.set(key, { decision, cost });
     this.#bytes += cost;
     while (this.#entries.size > this.#maxEntries || this.#bytes > this.#maxBytes) {
       const oldest = this.#entries.keys().next();
@@ -71,6 +79,7 @@ export class DecisionCache {
   }
 
   #delete(key: string): void {
-    if (this.#entries.delete(key)) this.#bytes -= DecisionCache.cost(key);
+    const entry = this.#entries.get(key);
+    if (entry !== undefined && this.#entries.delete(key)) this.#bytes -= entry.cost;
   }
 }
