@@ -148,6 +148,10 @@ describe('credentials in the Data API', () => {
     assert.notEqual(again.challenge, result.challenge);
     assert.equal((await fetch(`${running.url}/v1/tenants/bank/credentials/challenge`)).status, 405);
     assert.equal((await post(`${running.url}/v1/tenants/nobody/credentials/challenge`, {})).status, 404);
+    // as on every tenant route, a tenant header naming another tenant is refused
+    const mixed = await post(`${running.url}/v1/tenants/bank/credentials/challenge`, {}, { 'x-pavilion-tenant': 'hospital' });
+    assert.equal(mixed.status, 400);
+    assert.equal((mixed.body['errors'] as Array<{ code: string }> | undefined)?.[0]?.code, 'ERR_REQUEST_INVALID');
   });
 
   it('takes accumulator witnesses from the body (credential_witnesses)', async () => {
