@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ErrorCodes } from '../sidecar/src/lib/errors.ts';
+import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
 import { MAX_CLOCK_SKEW_MS, checkFreshness, parseDateTime, parseNumericDate } from '../sidecar/src/credentials/freshness.ts';
 import { MemoryChallengeStore, MemoryNonceStore } from '../sidecar/src/credentials/nonce-store.ts';
 import { rejectsWith } from './credentials/fixtures.ts';
@@ -51,8 +51,13 @@ describe('one-time stores', () => {
     assert.equal(await store.consumeOnce('a', NOW + 1000, NOW), true);
     assert.equal(await store.consumeOnce('a', NOW + 1000, NOW + 500), false);
     assert.equal(await store.consumeOnce('a', NOW + 3000, NOW + 1001), true, 'an expired record no longer blocks');
-    for (const key of ['b', 'c', 'd', 'e']) await store.consumeOnce(key, NOW + 10_000, NOW);
-    assert.ok(store.size <= 3);
+    for (const key of ['b', 'c']) assert.equal(await store.consumeOnce(key, NOW + 10_000, NOW), true);
+    // full of live entries: a new one is refused (fail closed), none is forgotten
+    for (const key of ['d', 'e']) {
+      await assert.rejects(store.consumeOnce(key, NOW + 10_000, NOW), (e: unknown) => isPavilionError(e) && e.code === ErrorCodes.CREDENTIAL_STATE_UNAVAILABLE);
+    }
+    assert.equal(store.size, 3);
+    assert.equal(await store.consumeOnce('b', NOW + 10_000, NOW), false, 'b is still remembered');
   });
 
   it('a minted challenge is taken once, before it expires', async () => {

@@ -9,9 +9,8 @@ import { after, before, describe, it } from 'node:test';
 import { parseConfig } from '../sidecar/src/config/index.ts';
 import { CredentialGate } from '../sidecar/src/credentials/index.ts';
 import { RedisSharedState } from '../sidecar/src/credentials/redis-shared-state.ts';
-import { presentDataIntegrity } from '../sidecar/src/credentials/samples.ts';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
-import { DOMAIN, issuerLoader, keys, kycCredential, policy, rejectsWith, signed, trusting, verifier } from './credentials/fixtures.ts';
+import { DOMAIN, issuerLoader, keys, kycCredential, policy, rejectsWith, signed, trusting, verifier, presentDataIntegrity } from './credentials/fixtures.ts';
 import { startRedis, type RunningRedis } from './harness/redis-server.ts';
 import { until } from './harness/wait.ts';
 

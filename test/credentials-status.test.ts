@@ -8,12 +8,12 @@ import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { ErrorCodes } from '../sidecar/src/lib/errors.ts';
 import { ACCUMULATOR_ENTRY_TYPE, AccumulatorIssuer, MIN_STATUS_LIST_BITS, WITNESS_BYTES, elementFor, encodeStatusList, encodeWitness, prepareAccumulatorKey, signAccumulatorState, updateWitness, verifyMembership } from '../sidecar/src/credentials/index.ts';
-import { SAMPLE_CONTEXT_URL, jwsAlgorithm, presentDataIntegrity, type SampleKey } from '../sidecar/src/credentials/samples.ts';
+import { SAMPLE_CONTEXT_URL, jwsAlgorithm, type SampleKey } from '../sidecar/src/credentials/samples.ts';
 import { bitAt } from '../sidecar/src/credentials/bitstring-status-list.ts';
 import { createHash } from 'node:crypto';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { readFileSync } from 'node:fs';
-import { CHALLENGE, DOMAIN, NOW_MS, VC_V2, issuerLoader, keys, kycCredential, rejectsWith, signed, trusting, verifier } from './credentials/fixtures.ts';
+import { CHALLENGE, DOMAIN, NOW_MS, VC_V2, issuerLoader, keys, kycCredential, rejectsWith, signed, trusting, verifier, presentDataIntegrity } from './credentials/fixtures.ts';
 
 const LIST_URL = 'https://status.bank.example/lists/1';
 const SUSPENSION_URL = 'https://status.bank.example/lists/2';

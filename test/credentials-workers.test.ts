@@ -6,8 +6,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { ErrorCodes } from '../sidecar/src/lib/errors.ts';
 import { ACCUMULATOR_ENTRY_TYPE, AccumulatorIssuer, WorkerProofExecutor, elementFor, encodeWitness, signAccumulatorState } from '../sidecar/src/credentials/index.ts';
-import { jwsAlgorithm, presentDataIntegrity } from '../sidecar/src/credentials/samples.ts';
-import { CHALLENGE, DOMAIN, issuerLoader, keys, kycCredential, rejectsWith, signed, trusting, verifier } from './credentials/fixtures.ts';
+import { jwsAlgorithm } from '../sidecar/src/credentials/samples.ts';
+import { CHALLENGE, DOMAIN, issuerLoader, keys, kycCredential, rejectsWith, signed, trusting, verifier, presentDataIntegrity } from './credentials/fixtures.ts';
 import { randomBytes } from 'node:crypto';
 
 describe('WorkerProofExecutor', () => {
@@ -52,13 +52,34 @@ describe('WorkerProofExecutor', () => {
     try {
       const v = await verifier(trusting(issuer.did), { executor: slow });
       const credential = await signed(kycCredential(issuer.did), issuer);
-      await rejectsWith(v.verify('bank', credential), ErrorCodes.INTERNAL);
+      await rejectsWith(v.verify('bank', credential), ErrorCodes.CREDENTIAL_PROOF_UNAVAILABLE);
       // the replacement worker answers again (and misses the same 1 ms deadline: still typed, not hung)
       await new Promise((resolve) => setTimeout(resolve, 500));
-      await rejectsWith(v.verify('bank', credential), ErrorCodes.INTERNAL);
+      await rejectsWith(v.verify('bank', credential), ErrorCodes.CREDENTIAL_PROOF_UNAVAILABLE);
     } finally {
       await slow.close();
     }
     await rejectsWith(slow.verifyMembership(new Uint8Array(48), new Uint8Array(96), 1n, new Uint8Array(48)), ErrorCodes.ENGINE_STOPPED);
+  });
+
+  it('fails with PROOF_UNAVAILABLE a job whose worker dies mid-job, without crashing the process, and the next job succeeds', async () => {
+    const { issuer } = await keys();
+    const crashing = await WorkerProofExecutor.start({ workers: 1, jobTimeoutMs: 10_000, workerUrl: new URL('./credentials/crashing-proof-worker.mjs', import.meta.url) });
+    try {
+      const v = await verifier(trusting(issuer.did), { executor: crashing });
+      const crash = await signed(kycCredential(issuer.did, { id: 'urn:crash' }), issuer);
+      await rejectsWith(v.verify('bank', crash), ErrorCodes.CREDENTIAL_PROOF_UNAVAILABLE);
+      // the next job waits for the replacement worker (which knows the tenant) and passes
+      const facts = await v.verify('bank', await signed(kycCredential(issuer.did), issuer));
+      assert.equal(facts.issuer, issuer.did);
+      // a worker that crashes after its first job was answered is caught too
+      await rejectsWith(v.verify('bank', crash), ErrorCodes.CREDENTIAL_PROOF_UNAVAILABLE);
+    } finally {
+      await crashing.close();
+    }
+  });
+
+  it('fails start with PROOF_UNAVAILABLE when a worker exits before it is ready, instead of hanging', { timeout: 20_000 }, async () => {
+    await rejectsWith(WorkerProofExecutor.start({ workers: 1, jobTimeoutMs: 1_000, workerUrl: new URL('./credentials/exiting-proof-worker.mjs', import.meta.url) }), ErrorCodes.CREDENTIAL_PROOF_UNAVAILABLE);
   });
 });

@@ -4,6 +4,10 @@
  */
 import { CredentialVerifier, DidResolver, createDocumentLoader, parseCredentialPolicy, pinContexts, type CredentialPolicy, type CredentialVerifierOptions, type DocumentLoader } from '../../sidecar/src/credentials/index.ts';
 import { SAMPLE_CONTEXT_URL, issueDataIntegrity, sampleContext, sampleKey, type SampleKey } from '../../sidecar/src/credentials/samples.ts';
+import * as vc from '@digitalbazaar/vc';
+import { DataIntegrityProof } from '@digitalbazaar/data-integrity';
+import { cryptosuite as eddsaRdfc2022 } from '@digitalbazaar/eddsa-rdfc-2022-cryptosuite';
+import { cryptosuite as ecdsaRdfc2019 } from '@digitalbazaar/ecdsa-rdfc-2019-cryptosuite';
 
 export const NOW_MS = Date.parse('2026-06-01T12:00:00Z');
 export const DAY_MS = 24 * 60 * 60_000;
@@ -74,6 +78,23 @@ export function kycCredential(issuer: string, overrides: Record<string, unknown>
     credentialSubject: { id: 'did:example:alice', kycLevel: 'full', country: 'CH' },
     ...overrides,
   };
+}
+
+/**
+ * A presentation signed by the holder for a verifier's challenge and domain, its proof `created`
+ * at `createdMs` (default: the frozen test clock, as the verifier bounds a presentation's age).
+ */
+export async function presentDataIntegrity(
+  credentials: readonly Record<string, unknown>[],
+  holder: SampleKey,
+  binding: { challenge: string; domain: string },
+  documentLoader: DocumentLoader,
+  holderId: string = holder.did,
+  createdMs: number = NOW_MS,
+): Promise<Record<string, unknown>> {
+  const presentation = vc.createPresentation({ verifiableCredential: structuredClone([...credentials]), holder: holderId });
+  const suite = new DataIntegrityProof({ signer: holder.signer(), cryptosuite: holder.algorithm === 'Ed25519' ? eddsaRdfc2022 : ecdsaRdfc2019, date: new Date(createdMs) });
+  return vc.signPresentation({ presentation, suite, documentLoader, challenge: binding.challenge, domain: binding.domain });
 }
 
 export async function signed(credential: Record<string, unknown>, key: SampleKey): Promise<Record<string, unknown>> {

@@ -89,6 +89,8 @@ export class AccumulatorRegistry {
     const { header, payload: claims, signingInput, signature } = jwsParts;
     if (header['typ'] !== ACCUMULATOR_STATE_TYP || typeof header['kid'] !== 'string') throw invalid('wrong header');
     const method = await this.resolveKey(header['kid']);
+    // a state is an issuer statement: only a key the issuer lists under assertionMethod may sign it
+    if (!method.relationships.includes('assertionMethod')) throw invalid(`key ${header['kid'].slice(0, 120)} is not an assertionMethod of its DID`);
     const signer = method.controller;
     const key = publicKeyFromJwk(method.publicKeyJwk);
     assertAlgorithm(header['alg'], key);

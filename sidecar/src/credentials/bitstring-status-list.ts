@@ -4,6 +4,8 @@
  * path. The cache keeps each list with the time it was verified; a list older than its TTL is
  * refreshed in the background from the configured source, and a list older than its maximum age
  * is refused (`ERR_CREDENTIAL_STATUS_STALE`): when status cannot be known, the answer is no.
+ * A list issued (`validFrom`, or `issuanceDate` in VC 1.1) before the one held is refused the
+ * same way: a stale copy from before a revocation, still validly signed, must not replace it.
  *
  * Decoding (spec section 3.2 "Bitstring Generation Algorithm" and 3.3 "Validate Algorithm"):
  * `encodedList` is a Multibase base64url (`u`) string of the GZIP-compressed bitstring; index 0
@@ -49,6 +51,8 @@ export interface DecodedStatusList {
   readonly purpose: StatusPurpose;
   readonly bits: Uint8Array;
   readonly validUntilMs?: number;
+  /** When the issuer issued this list (validFrom / issuanceDate): orders two lists for one URL. */
+  readonly issuedAtMs?: number;
 }
 
 /** Decode the subject of a (verified) `BitstringStatusListCredential`. */
@@ -70,12 +74,14 @@ export function decodeStatusListCredential(credential: JsonObject, url: string):
   }
   if (bits.length * 8 < MIN_STATUS_LIST_BITS) throw invalid(`status list has ${bits.length * 8} entries, fewer than the ${MIN_STATUS_LIST_BITS} required`);
   const validUntil = credential['validUntil'];
+  const issued = credential['validFrom'] !== undefined ? { value: credential['validFrom'], field: 'validFrom' } : credential['issuanceDate'] !== undefined ? { value: credential['issuanceDate'], field: 'issuanceDate' } : undefined;
   return {
     url,
     issuer,
     purpose: purposes[0] as StatusPurpose,
     bits,
     ...(validUntil === undefined ? {} : { validUntilMs: parseDateTime(validUntil, 'validUntil') }),
+    ...(issued === undefined ? {} : { issuedAtMs: parseDateTime(issued.value, issued.field) }),
   };
 }
 
@@ -165,6 +171,13 @@ export class StatusListCache {
     const list = await this.verifyList(credential, url, nowMs);
     const existing = this.#lists.get(url);
     if (existing !== undefined && existing.verifiedAtMs > nowMs) return; // never go back in time
+    // Never replace a newer list with an older one (a replayed or stale cached copy, e.g. from
+    // before a revocation). An undated list cannot be ordered against a dated one: refused too.
+    // The newer list keeps serving until its own maximum age.
+    const heldIssuedAtMs = existing?.list.issuedAtMs;
+    if (heldIssuedAtMs !== undefined && (list.issuedAtMs === undefined || list.issuedAtMs < heldIssuedAtMs)) {
+      throw new PavilionError(ErrorCodes.CREDENTIAL_STATUS_STALE, `status list ${url.slice(0, 200)} was issued ${list.issuedAtMs === undefined ? 'at an unknown time' : new Date(list.issuedAtMs).toISOString()}, before the one held (${new Date(heldIssuedAtMs).toISOString()}); the held list is kept`);
+    }
     this.#lists.set(url, { list, verifiedAtMs: nowMs });
   }
 

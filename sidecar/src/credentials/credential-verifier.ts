@@ -75,6 +75,7 @@ interface ProofOutcome {
   readonly statusEntries: readonly JsonObject[];
   readonly proofType: string;
   readonly holder?: string;
+  /** The KB-JWT's challenge (key-bound SD-JWT VC), used up once everything else passed. */
   readonly nonce?: string;
   /** SD-JWT VC status (Token Status List). */
   readonly tokenStatus?: TokenStatusReference;
@@ -166,8 +167,8 @@ export class CredentialVerifier {
     if (isObject(credential) && stringsOf(credential['type']).includes('VerifiablePresentation')) {
       throw new PavilionError(ErrorCodes.CREDENTIAL_FORMAT_UNSUPPORTED, 'a presentation: use verifyPresentation');
     }
-    const proof = await this.#proof(tenant, credential, hash, options, nowMs, consumed);
-    return await this.#finish(tenant, proof, hash, options, nowMs);
+    const proof = await this.#proof(tenant, credential, hash, options, nowMs);
+    return await this.#finish(tenant, proof, hash, options, nowMs, consumed);
   }
 
   /**
@@ -200,6 +201,7 @@ export class CredentialVerifier {
     if (holder === undefined || holder !== method.controller) {
       throw new PavilionError(ErrorCodes.CREDENTIAL_HOLDER_MISMATCH, 'the presentation is not signed by its holder');
     }
+    checkPresentationAge(presentation, tenant.policy, nowMs);
     await this.#consumeChallenge(tenant, challenge, domain, nowMs, consumed);
 
     const credentials: VerifiedFactsV1[] = [];
@@ -301,7 +303,7 @@ export class CredentialVerifier {
     return text;
   }
 
-  async #proof(tenant: TenantRuntime, credential: unknown, hash: string, options: VerifyOptions, nowMs: number, consumed: Set<string>): Promise<ProofOutcome> {
+  async #proof(tenant: TenantRuntime, credential: unknown, hash: string, options: VerifyOptions, nowMs: number): Promise<ProofOutcome> {
     const { policy } = tenant;
     if (typeof credential === 'string') {
       if (credential.includes('~')) {
@@ -314,7 +316,8 @@ export class CredentialVerifier {
           ...(options.domain === undefined ? {} : { domain: options.domain }),
         });
         checkFreshness(verified.window, [verified.vct], nowMs, policy.freshness);
-        if (verified.keyBound) await this.#consumeChallenge(tenant, options.challenge ?? '', options.domain ?? '', nowMs, consumed);
+        // the challenge is used up in #finish, once issuer trust and status pass: a self-issued
+        // SD-JWT must not burn (or fill the store with) one-time challenges
         return {
           format: 'sd-jwt-vc',
           issuer: verified.issuer,
@@ -325,6 +328,7 @@ export class CredentialVerifier {
           validity: isoValidity(verified.window),
           statusEntries: [],
           proofType: verified.proofType,
+          ...(verified.keyBound ? { nonce: options.challenge ?? '' } : {}),
           ...(verified.statusReference === undefined ? {} : { tokenStatus: verified.statusReference }),
           ...(verified.holderJwk === undefined || !verified.keyBound ? {} : { holder: `urn:ietf:params:oauth:jwk-thumbprint:sha-256:${jwkThumbprint(verified.holderJwk)}` }),
         };
@@ -367,8 +371,8 @@ export class CredentialVerifier {
     return outcome;
   }
 
-  /** Freshness (again, for cached proofs), trust and status: never cached. */
-  async #finish(tenant: TenantRuntime, proof: ProofOutcome, hash: string, options: VerifyOptions, nowMs: number): Promise<VerifiedFactsV1> {
+  /** Freshness (again, for cached proofs), trust and status: never cached; then a KB-JWT's challenge is used. */
+  async #finish(tenant: TenantRuntime, proof: ProofOutcome, hash: string, options: VerifyOptions, nowMs: number, consumed: Set<string>): Promise<VerifiedFactsV1> {
     const { policy } = tenant;
     checkFreshness(proof.window, proof.types, nowMs, policy.freshness);
     const validFromMs = proof.window.validFromMs ?? proof.window.issuedAtMs;
@@ -384,6 +388,7 @@ export class CredentialVerifier {
       nowMs,
     );
     const status = await this.#status(tenant, proof, options, nowMs);
+    if (proof.nonce !== undefined) await this.#consumeChallenge(tenant, proof.nonce, options.domain ?? '', nowMs, consumed);
     return {
       version: 1,
       format: proof.format,
@@ -433,7 +438,7 @@ export class CredentialVerifier {
   async #consumeChallenge(tenant: TenantRuntime, challenge: string, domain: string, nowMs: number, consumed: Set<string>): Promise<void> {
     const key = `${tenant.policy.tenantId}\u0000${domain}\u0000${challenge}`;
     if (consumed.has(key)) return;
-    const lifetimeMs = tenant.policy.presentations.challengeLifetimeMs;
+    const lifetimeMs = nonceRetentionMs(tenant.policy);
     if (tenant.policy.presentations.requireIssuedChallenge && !(await this.#challenges.take(`${tenant.policy.tenantId}\u0000${challenge}`, nowMs))) {
       // a challenge already taken is a replay; one never minted (or expired) is not ours
       if (!(await this.#nonces.consumeOnce(key, nowMs + lifetimeMs, nowMs))) {
@@ -487,6 +492,40 @@ export class CredentialVerifier {
       ...(view.window.validFromMs === undefined ? {} : { validFromMs: view.window.validFromMs }),
       ...(view.window.validUntilMs === undefined ? {} : { validUntilMs: view.window.validUntilMs }),
     };
+  }
+}
+
+/**
+ * How long a used challenge is remembered: as long as any proof answering it could still be
+ * accepted. A presentation proof is accepted up to challengeLifetimeMs + skew after its
+ * `created`, a KB-JWT up to keyBinding.maxAgeMs + skew after its `iat`, and either may be dated
+ * up to one skew after the first use: forgetting the challenge sooner would let that proof
+ * be replayed.
+ */
+function nonceRetentionMs(policy: CredentialPolicy): number {
+  // + 1: both age bounds are inclusive, while a store entry is gone at its expiry
+  return Math.max(policy.presentations.challengeLifetimeMs, policy.keyBinding.maxAgeMs) + 2 * policy.freshness.clockSkewMs + 1;
+}
+
+/**
+ * A presentation proof is fresh: `created` (signed with the proof) at most challengeLifetimeMs +
+ * skew ago and at most one skew ahead. Without it a captured presentation would verify forever
+ * and only the challenge store, which forgets, would stand against its replay.
+ */
+function checkPresentationAge(presentation: JsonObject, policy: CredentialPolicy, nowMs: number): void {
+  const skewMs = policy.freshness.clockSkewMs;
+  const maxAgeMs = policy.presentations.challengeLifetimeMs;
+  // every proof, not only the first: whichever one verified, none may be stale or undated
+  for (const proof of asArray(presentation['proof'])) {
+    const created = isObject(proof) ? proof['created'] : undefined;
+    const createdMs = typeof created === 'string' ? Date.parse(created) : Number.NaN;
+    if (!Number.isFinite(createdMs)) {
+      throw new PavilionError(ErrorCodes.CREDENTIAL_KEY_BINDING_INVALID, 'presentation proof has no valid created time, so its age cannot be bounded');
+    }
+    if (createdMs > nowMs + skewMs) throw new PavilionError(ErrorCodes.CREDENTIAL_KEY_BINDING_INVALID, 'presentation proof created is in the future');
+    if (nowMs - skewMs - createdMs > maxAgeMs) {
+      throw new PavilionError(ErrorCodes.CREDENTIAL_KEY_BINDING_INVALID, `presentation proof is older than the challenge lifetime (${maxAgeMs} ms)`);
+    }
   }
 }
 

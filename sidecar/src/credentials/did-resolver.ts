@@ -24,14 +24,27 @@ export const MULTIKEY_CONTEXT_V1 = 'https://w3id.org/security/multikey/v1';
 /** Ed25519 and P-256 sign JWS and Data Integrity proofs; BLS12-381 G2 keys only bbs-2023 proofs. */
 export type KeyAlgorithm = 'Ed25519' | 'P-256' | 'Bls12381G2';
 
-/** A public key as every verifier in this domain needs it. */
-export interface ResolvedVerificationMethod {
+/** DID Core verification relationships Pavilion acts on: issuing (assertionMethod) and authenticating. */
+export type VerificationRelationship = 'assertionMethod' | 'authentication';
+
+/** A key as decoded, before the document says what it may be used for. */
+interface KeyMaterial {
   readonly id: string;
   readonly controller: string;
   readonly algorithm: KeyAlgorithm;
   readonly publicKeyMultibase: string;
   /** The JWK form; for BLS12-381 keys empty (they never sign a JWS, and the JWS checks refuse them). */
   readonly publicKeyJwk: Readonly<Record<string, string>>;
+}
+
+/** A public key as every verifier in this domain needs it. */
+export interface ResolvedVerificationMethod extends KeyMaterial {
+  /**
+   * The relationships that reference this key (by id or embedded). A key merely present in the
+   * document (e.g. embedded under authentication) must not sign credentials: issuer-side callers
+   * require 'assertionMethod'.
+   */
+  readonly relationships: readonly VerificationRelationship[];
 }
 
 export interface ResolvedDid {
@@ -63,7 +76,7 @@ function publicMembers(jwk: Record<string, string>): Readonly<Record<string, str
   return Object.freeze(out);
 }
 
-async function keyFromMultibase(publicKeyMultibase: string, id: string, controller: string): Promise<ResolvedVerificationMethod> {
+async function keyFromMultibase(publicKeyMultibase: string, id: string, controller: string): Promise<KeyMaterial> {
   try {
     if (publicKeyMultibase.startsWith('z6Mk')) {
       const keyPair = await Ed25519Multikey.from({ type: 'Multikey', id, controller, publicKeyMultibase });
@@ -86,7 +99,7 @@ async function keyFromMultibase(publicKeyMultibase: string, id: string, controll
   throw new PavilionError(ErrorCodes.CREDENTIAL_KEY_UNSUPPORTED, `key ${id.slice(0, 120)}: only Ed25519 (z6Mk), P-256 (zDn) and BLS12-381 G2 (zUC7) multikeys are accepted`);
 }
 
-async function keyFromJwk(jwk: unknown, id: string, controller: string): Promise<ResolvedVerificationMethod> {
+async function keyFromJwk(jwk: unknown, id: string, controller: string): Promise<KeyMaterial> {
   if (!isObject(jwk) || 'd' in jwk) {
     throw new PavilionError(ErrorCodes.CREDENTIAL_KEY_UNSUPPORTED, `key ${id.slice(0, 120)}: must be a public JWK`);
   }
@@ -106,7 +119,7 @@ async function keyFromJwk(jwk: unknown, id: string, controller: string): Promise
   throw new PavilionError(ErrorCodes.CREDENTIAL_KEY_UNSUPPORTED, `key ${id.slice(0, 120)}: only Ed25519 and P-256 JWKs are accepted`);
 }
 
-function documentFor(did: string, methods: readonly ResolvedVerificationMethod[], assertionMethod: readonly string[], authentication: readonly string[]): JsonObject {
+function documentFor(did: string, methods: readonly KeyMaterial[], assertionMethod: readonly string[], authentication: readonly string[]): JsonObject {
   return {
     '@context': [DID_CONTEXT_V1, MULTIKEY_CONTEXT_V1],
     id: did,
@@ -116,13 +129,19 @@ function documentFor(did: string, methods: readonly ResolvedVerificationMethod[]
   };
 }
 
-function resolved(did: string, methods: ResolvedVerificationMethod[], assertionMethod: string[], authentication: string[]): ResolvedDid {
+function resolved(did: string, keys: KeyMaterial[], assertionMethod: string[], authentication: string[]): ResolvedDid {
+  const methods = keys.map((key): ResolvedVerificationMethod => {
+    const relationships: VerificationRelationship[] = [];
+    if (assertionMethod.includes(key.id)) relationships.push('assertionMethod');
+    if (authentication.includes(key.id)) relationships.push('authentication');
+    return Object.freeze({ ...key, relationships: Object.freeze(relationships) });
+  });
   return Object.freeze({
     did,
     verificationMethods: Object.freeze(methods),
     assertionMethod: Object.freeze(assertionMethod),
     authentication: Object.freeze(authentication),
-    document: documentFor(did, methods, assertionMethod, authentication),
+    document: documentFor(did, keys, assertionMethod, authentication),
   });
 }
 
@@ -157,8 +176,21 @@ export class DidResolver {
     return entry;
   }
 
-  /** Resolve a DID URL naming a verification method (`did:...#fragment`). */
-  async verificationMethod(didUrl: string): Promise<ResolvedVerificationMethod> {
+  /**
+   * Resolve a DID URL naming a verification method (`did:...#fragment`). With `relationship`,
+   * the key must be referenced by it in the DID document (an issuer signature needs
+   * 'assertionMethod'); otherwise it is refused as not the issuer's to use, the code the Data
+   * Integrity path gives for the same case (jsonld-signatures "not authorized by controller").
+   */
+  async verificationMethod(didUrl: string, relationship?: VerificationRelationship): Promise<ResolvedVerificationMethod> {
+    const method = await this.#method(didUrl);
+    if (relationship !== undefined && !method.relationships.includes(relationship)) {
+      throw new PavilionError(ErrorCodes.CREDENTIAL_ISSUER_MISMATCH, `key ${didUrl.slice(0, 120)} is not listed under ${relationship} in its DID document`, { details: { did: method.controller.slice(0, 120) } });
+    }
+    return method;
+  }
+
+  async #method(didUrl: string): Promise<ResolvedVerificationMethod> {
     const hash = didUrl.indexOf('#');
     const did = hash < 0 ? didUrl : didUrl.slice(0, hash);
     const doc = await this.resolve(did);
@@ -201,7 +233,7 @@ export class DidResolver {
 
   async #fromDocument(did: string, document: JsonObject): Promise<ResolvedDid> {
     const absolute = (id: string): string => (id.startsWith('#') ? `${did}${id}` : id);
-    const methods: ResolvedVerificationMethod[] = [];
+    const methods: KeyMaterial[] = [];
     const embedded: unknown[] = [];
     for (const relation of ['assertionMethod', 'authentication']) {
       for (const entry of asArray(document[relation])) if (isObject(entry)) embedded.push(entry);

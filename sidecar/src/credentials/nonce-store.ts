@@ -6,22 +6,35 @@
  * answer throws (`ERR_CREDENTIAL_STATE_UNAVAILABLE`): the presentation is refused, never
  * accepted unchecked.
  */
+import { ErrorCodes, PavilionError } from '../lib/errors.ts';
+
 export interface NonceStore {
   /** Record `key` until `expiresAtMs`; false if it was already recorded and has not expired. */
   consumeOnce(key: string, expiresAtMs: number, nowMs: number): Promise<boolean>;
 }
 
-/** Bounded in-memory store: when full, the entry closest to expiry is dropped first. */
+/**
+ * Bounded in-memory store. When full of live entries it refuses new ones
+ * (`ERR_CREDENTIAL_STATE_UNAVAILABLE`) rather than evicting any: an evicted entry would let its
+ * presentation be replayed. Expired entries leave from a min-heap on expiry, so each insert is
+ * O(log n) however full the store is.
+ */
 export class MemoryNonceStore implements NonceStore {
   readonly #seen = new Map<string, number>();
+  /** [expiresAtMs, key], earliest first; an entry whose key was re-recorded since is stale. */
+  readonly #expiries: Array<readonly [number, string]> = [];
 
   constructor(readonly maxEntries = 100_000) {}
 
   async consumeOnce(key: string, expiresAtMs: number, nowMs: number): Promise<boolean> {
+    this.#expire(nowMs);
     const existing = this.#seen.get(key);
     if (existing !== undefined && existing > nowMs) return false;
-    if (this.#seen.size >= this.maxEntries) this.#evict(nowMs);
+    if (existing === undefined && this.#seen.size >= this.maxEntries) {
+      throw new PavilionError(ErrorCodes.CREDENTIAL_STATE_UNAVAILABLE, `the one-time challenge store is full (${this.maxEntries} live entries); the presentation is refused`);
+    }
     this.#seen.set(key, expiresAtMs);
+    this.#push([expiresAtMs, key]);
     return true;
   }
 
@@ -29,15 +42,40 @@ export class MemoryNonceStore implements NonceStore {
     return this.#seen.size;
   }
 
-  #evict(nowMs: number): void {
-    for (const [key, expires] of this.#seen) if (expires <= nowMs) this.#seen.delete(key);
-    if (this.#seen.size < this.maxEntries) return;
-    // still full of live entries: drop the one expiring first (a replay of it fails closed later
-    // only if the caller also bounds challenge lifetime, which the verifier does)
-    let oldestKey: string | undefined;
-    let oldest = Infinity;
-    for (const [key, expires] of this.#seen) if (expires < oldest) [oldest, oldestKey] = [expires, key];
-    if (oldestKey !== undefined) this.#seen.delete(oldestKey);
+  #expire(nowMs: number): void {
+    for (let top = this.#expiries[0]; top !== undefined && top[0] <= nowMs; top = this.#expiries[0]) {
+      this.#pop();
+      // a key recorded again after it expired has a later entry of its own: keep it
+      if (this.#seen.get(top[1]) === top[0]) this.#seen.delete(top[1]);
+    }
+  }
+
+  #push(entry: readonly [number, string]): void {
+    const heap = this.#expiries;
+    heap.push(entry);
+    for (let i = heap.length - 1; i > 0;) {
+      const parent = (i - 1) >> 1;
+      if (heap[parent]![0] <= heap[i]![0]) break;
+      [heap[parent], heap[i]] = [heap[i]!, heap[parent]!];
+      i = parent;
+    }
+  }
+
+  #pop(): void {
+    const heap = this.#expiries;
+    const last = heap.pop();
+    if (last === undefined || heap.length === 0) return;
+    heap[0] = last;
+    for (let i = 0; ;) {
+      const left = 2 * i + 1;
+      const right = left + 1;
+      let least = i;
+      if (left < heap.length && heap[left]![0] < heap[least]![0]) least = left;
+      if (right < heap.length && heap[right]![0] < heap[least]![0]) least = right;
+      if (least === i) return;
+      [heap[least], heap[i]] = [heap[i]!, heap[least]!];
+      i = least;
+    }
   }
 }
 

@@ -146,7 +146,8 @@ export async function verifySdJwtVc(compact: string, check: SdJwtCheck): Promise
   const kid = typeof header['kid'] === 'string' ? header['kid'] : iss;
   if (kid !== iss && !kid.startsWith(`${iss}#`)) throw new PavilionError(ErrorCodes.CREDENTIAL_ISSUER_MISMATCH, 'kid is not a key of iss');
   if (header['typ'] !== 'dc+sd-jwt' && header['typ'] !== 'vc+sd-jwt') throw new PavilionError(ErrorCodes.CREDENTIAL_MALFORMED, 'SD-JWT VC typ must be dc+sd-jwt (or the older vc+sd-jwt)');
-  const method = await check.dids.verificationMethod(kid);
+  // an issuer signature: the key must be under assertionMethod (not, say, an authentication key)
+  const method = await check.dids.verificationMethod(kid, 'assertionMethod');
   if (method.controller !== iss) throw new PavilionError(ErrorCodes.CREDENTIAL_ISSUER_MISMATCH, 'the signing key is not controlled by iss');
   const issuerKey = publicKeyFromJwk(method.publicKeyJwk);
   const alg = assertAlgorithm(header['alg'], issuerKey);

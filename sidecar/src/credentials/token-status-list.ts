@@ -7,7 +7,9 @@
  * Values: 0 valid, 1 invalid (revoked), 2 suspended; anything else is refused here.
  *
  * Tokens are held in a per-tenant cache, verified when admitted, never fetched on the request
- * path, and refused once older than the tenant's maximum age or past their `exp`. Decoding is
+ * path, and refused once older than the tenant's maximum age or past their `exp`. A token
+ * issued (`iat`) before the one held is refused: a stale copy from before a revocation, still
+ * validly signed, must not bring the credential back. Decoding is
  * done here with node:zlib (bounded output) rather than `@sd-jwt/jwt-status-list`, which
  * inflates without a size limit and expands every entry into a JS number.
  */
@@ -43,6 +45,8 @@ interface HeldToken {
   readonly bits: 1 | 2 | 4 | 8;
   readonly bytes: Uint8Array;
   readonly expiresAtMs?: number;
+  /** The token's own `iat`: what orders two tokens for the same URI (local time does not). */
+  readonly issuedAtMs?: number;
   readonly verifiedAtMs: number;
 }
 
@@ -88,12 +92,14 @@ export class TokenStatusListCache {
     if (typeof iss !== 'string' || !iss.startsWith('did:')) throw invalid('iss must be a DID');
     const kid = typeof header['kid'] === 'string' ? header['kid'] : iss;
     if (kid !== iss && !kid.startsWith(`${iss}#`)) throw invalid('kid is not a key of iss');
-    const method = await this.dids.verificationMethod(kid);
+    // the list speaks for the issuer: its key must be under the issuer's assertionMethod
+    const method = await this.dids.verificationMethod(kid, 'assertionMethod');
     const key = publicKeyFromJwk(method.publicKeyJwk);
     assertAlgorithm(header['alg'], key);
     if (!verifyJwsSignature(signingInput, signature, key)) throw new PavilionError(ErrorCodes.CREDENTIAL_SIGNATURE_INVALID, 'status list token signature does not verify');
     if (payload['sub'] !== uri) throw invalid('sub differs from the URI it is held for');
     const expiresAtMs = payload['exp'] === undefined ? undefined : parseNumericDate(payload['exp'], 'exp');
+    const issuedAtMs = payload['iat'] === undefined ? undefined : parseNumericDate(payload['iat'], 'iat');
     if (expiresAtMs !== undefined && nowMs > expiresAtMs) throw new PavilionError(ErrorCodes.CREDENTIAL_STATUS_STALE, 'status list token expired');
     const list = payload['status_list'];
     if (!isObject(list)) throw invalid('status_list must be an object');
@@ -109,7 +115,13 @@ export class TokenStatusListCache {
     }
     const held = this.#tokens.get(uri);
     if (held !== undefined && held.verifiedAtMs > nowMs) return;
-    this.#tokens.set(uri, { issuer: method.controller, bits, bytes, verifiedAtMs: nowMs, ...(expiresAtMs === undefined ? {} : { expiresAtMs }) });
+    // Never replace a newer token with an older one (a replayed or stale cached copy). Without an
+    // iat the new token cannot be ordered against a dated one, so it is refused too. The newer
+    // token keeps serving until its own maximum age.
+    if (held?.issuedAtMs !== undefined && (issuedAtMs === undefined || issuedAtMs < held.issuedAtMs)) {
+      throw new PavilionError(ErrorCodes.CREDENTIAL_STATUS_STALE, `status list token ${uri.slice(0, 200)} was issued ${issuedAtMs === undefined ? 'at an unknown time' : new Date(issuedAtMs).toISOString()}, before the one held (${new Date(held.issuedAtMs).toISOString()}); the held token is kept`);
+    }
+    this.#tokens.set(uri, { issuer: method.controller, bits, bytes, verifiedAtMs: nowMs, ...(expiresAtMs === undefined ? {} : { expiresAtMs }), ...(issuedAtMs === undefined ? {} : { issuedAtMs }) });
   }
 
   /** The status of a credential issued by `issuer`; throws unless it is known and valid now. */

@@ -7,12 +7,14 @@
  *     expirationDate and id.
  * The signing key is the header `kid`, a DID URL resolved offline; its controller must be the
  * issuer. Signatures are checked with `jose` (EdDSA, ES256 only); time claims by Pavilion's
- * freshness rules.
+ * freshness rules. The JWT claims (`nbf`, `exp`) and the credential's own dates
+ * (`validFrom`/`validUntil`, `issuanceDate`/`expirationDate`) all bind: the window is the
+ * stricter bound of each side, so an issuer expressing expiry either way is honoured.
  */
 import { compactVerify } from 'jose';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
 import type { DidResolver } from './did-resolver.ts';
-import { isoValidity, parseNumericDate, type ValidityWindow } from './freshness.ts';
+import { isoValidity, parseDateTime, parseNumericDate, type ValidityWindow } from './freshness.ts';
 import { assertAlgorithm, publicKeyFromJwk } from './jws-keys.ts';
 import { decodeCompactJws } from './jwt-parts.ts';
 import { isObject, nodeId } from './json.ts';
@@ -23,11 +25,31 @@ export interface VerifiedVcJwt {
   readonly proofType: string;
 }
 
+interface MutableWindow { validFromMs?: number; validUntilMs?: number; issuedAtMs?: number }
+
+/** The JWT's registered time claims (RFC 7519 nbf, exp, iat). */
+function jwtTimes(payload: Record<string, unknown>): MutableWindow {
+  const window: MutableWindow = {};
+  if (payload['nbf'] !== undefined) window.validFromMs = parseNumericDate(payload['nbf'], 'nbf');
+  if (payload['exp'] !== undefined) window.validUntilMs = parseNumericDate(payload['exp'], 'exp');
+  if (payload['iat'] !== undefined) window.issuedAtMs = parseNumericDate(payload['iat'], 'iat');
+  return window;
+}
+
+/** The stricter start (the later one) and end (the earlier one); a bound on one side alone still binds. */
+function later(a: number | undefined, b: number | undefined): number | undefined {
+  return a === undefined ? b : b === undefined ? a : Math.max(a, b);
+}
+function earlier(a: number | undefined, b: number | undefined): number | undefined {
+  return a === undefined ? b : b === undefined ? a : Math.min(a, b);
+}
+
 export async function verifyVcJwt(jwt: string, dids: DidResolver): Promise<VerifiedVcJwt> {
   const { header, payload } = decodeCompactJws(jwt, 'VC-JWT');
   const kid = header['kid'];
   if (typeof kid !== 'string' || !kid.startsWith('did:')) throw new PavilionError(ErrorCodes.CREDENTIAL_MALFORMED, 'VC-JWT header needs a kid that is a DID URL');
-  const method = await dids.verificationMethod(kid);
+  // only a key the issuer's DID document lists under assertionMethod may issue credentials
+  const method = await dids.verificationMethod(kid, 'assertionMethod');
   const key = publicKeyFromJwk(method.publicKeyJwk);
   const alg = assertAlgorithm(header['alg'], key);
   try {
@@ -41,6 +63,21 @@ export async function verifyVcJwt(jwt: string, dids: DidResolver): Promise<Verif
     view = readW3cCredential(payload);
     if (view.dataModel !== '2.0') throw new PavilionError(ErrorCodes.CREDENTIAL_MALFORMED, 'vc+jwt carries Data Model 2.0 credentials');
     if (payload['iss'] !== undefined && payload['iss'] !== view.issuer) throw new PavilionError(ErrorCodes.CREDENTIAL_ISSUER_MISMATCH, 'iss differs from the credential issuer');
+    // nbf/exp narrow validFrom/validUntil (the text of a bound the claims do not change is kept)
+    const times = jwtTimes(payload);
+    const from = later(view.window.validFromMs, times.validFromMs);
+    const until = earlier(view.window.validUntilMs, times.validUntilMs);
+    const window: MutableWindow = { ...view.window };
+    const validity: { validFrom?: string; validUntil?: string; issuedAt?: string } = { ...view.validity };
+    if (from !== undefined && from !== view.window.validFromMs) {
+      window.validFromMs = from;
+      validity.validFrom = new Date(from).toISOString();
+    }
+    if (until !== undefined && until !== view.window.validUntilMs) {
+      window.validUntilMs = until;
+      validity.validUntil = new Date(until).toISOString();
+    }
+    view = { ...view, window, validity };
   } else {
     const vc = payload['vc'];
     if (!isObject(vc)) throw new PavilionError(ErrorCodes.CREDENTIAL_MALFORMED, 'a VC 1.1 JWT carries its credential in the vc claim');
@@ -50,11 +87,14 @@ export async function verifyVcJwt(jwt: string, dids: DidResolver): Promise<Verif
     if (inner !== undefined && inner !== iss) throw new PavilionError(ErrorCodes.CREDENTIAL_ISSUER_MISMATCH, 'iss differs from vc.issuer');
     const subject = isObject(vc['credentialSubject']) ? { ...vc['credentialSubject'] } : vc['credentialSubject'];
     if (typeof payload['sub'] === 'string' && isObject(subject)) subject['id'] = payload['sub'];
-    const window: { validFromMs?: number; validUntilMs?: number; issuedAtMs?: number } = {};
-    if (payload['nbf'] !== undefined) window.validFromMs = parseNumericDate(payload['nbf'], 'nbf');
-    if (payload['exp'] !== undefined) window.validUntilMs = parseNumericDate(payload['exp'], 'exp');
-    if (payload['iat'] !== undefined) window.issuedAtMs = parseNumericDate(payload['iat'], 'iat');
+    const window = jwtTimes(payload);
     if (window.validFromMs === undefined && window.issuedAtMs === undefined) throw new PavilionError(ErrorCodes.CREDENTIAL_MALFORMED, 'a VC 1.1 JWT needs nbf or iat');
+    // the vc's own issuanceDate/expirationDate bind too: an issuer that dates only the vc object
+    // (no exp) must not get a credential that never expires
+    const from = later(window.validFromMs, vc['issuanceDate'] === undefined ? undefined : parseDateTime(vc['issuanceDate'], 'vc.issuanceDate'));
+    const until = earlier(window.validUntilMs, vc['expirationDate'] === undefined ? undefined : parseDateTime(vc['expirationDate'], 'vc.expirationDate'));
+    if (from !== undefined) window.validFromMs = from;
+    if (until !== undefined) window.validUntilMs = until;
     const issuance = new Date(window.validFromMs ?? window.issuedAtMs!).toISOString();
     const base = readW3cCredential({ '@context': [VC_V1_CONTEXT], ...vc, issuer: iss, issuanceDate: issuance, credentialSubject: subject });
     view = { ...base, window: window as ValidityWindow, validity: isoValidity(window) };

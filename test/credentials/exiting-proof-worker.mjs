@@ -1,0 +1,2 @@
+// A proof worker that exits before it reports ready (a worker that cannot start).
+process.exit(3);
