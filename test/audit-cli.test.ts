@@ -5,7 +5,8 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import { SoftwareSigner, publicKeyPem, type SignedCheckpointV1 } from '../sidecar/src/audit/index.ts';
-import { decisionEvent, openLog, tempDir, walPath } from './audit/fixtures.ts';
+import { RecordType } from '../sidecar/src/audit/log/index.ts';
+import { decisionEvent, openLog, readRecords, tempDir, walPath, writeRecords } from './audit/fixtures.ts';
 
 const CLI = join(import.meta.dirname, '..', 'sidecar', 'src', 'cli', 'main.ts');
 
@@ -57,7 +58,7 @@ describe('pavilion audit', () => {
     await writeFile(checkpointFile, JSON.stringify({ ...lastCheckpoint }));
     const shorter = await tempDir();
     await writeFile(walPath(shorter), bytes.subarray(0, 16));
-    const truncated = pavilion('verify-log', '--log', shorter, '--keys', keys, '--trusted-checkpoint', checkpointFile);
+    const truncated = pavilion('verify-log', '--log', shorter, '--keys', keys, '--origin', 'pavilion-test/bank', '--trusted-checkpoint', checkpointFile);
     assert.equal(truncated.status, 1);
     assert.equal(truncated.json['code'], 'ERR_AUDIT_LOG_TRUNCATED');
   });
@@ -103,6 +104,37 @@ describe('pavilion audit', () => {
     const bad = pavilion('verify-consistency', '--proof', file, '--keys', keys);
     assert.equal(bad.status, 1);
     assert.equal(bad.json['code'], 'ERR_AUDIT_PROOF_INVALID');
+  });
+
+  it('anchor checks or a trusted checkpoint without --origin get a usage error (exit 2, typed code), never a pass', async () => {
+    const anchorFile = join(dir, 'anchors.jsonl');
+    await writeFile(anchorFile, '');
+    const checkpointFile = join(dir, 'cp-origin.json');
+    await writeFile(checkpointFile, JSON.stringify({ ...lastCheckpoint }));
+    const bank = join(dir, 'bank');
+    const anchored = pavilion('verify-log', '--log', bank, '--keys', keys, '--anchor-file', anchorFile);
+    assert.equal(anchored.status, 2, anchored.stderr);
+    assert.equal(anchored.json['code'], 'ERR_AUDIT_ANCHOR_CONFIG');
+    assert.match(anchored.stderr, /--origin <o> is required with anchor checks/);
+    const trusted = pavilion('verify-log', '--log', bank, '--keys', keys, '--trusted-checkpoint', checkpointFile);
+    assert.equal(trusted.status, 2, trusted.stderr);
+    assert.equal(trusted.json['code'], 'ERR_CONFIG_INVALID');
+    const decision = pavilion('verify', '--decision', 'decision-000001', '--log', bank, '--keys', keys, '--rpc', 'http://127.0.0.1:1', '--chain-id', '1', '--contract', `0x${'11'.repeat(20)}`);
+    assert.equal(decision.status, 2, decision.stderr);
+    assert.equal(decision.json['code'], 'ERR_AUDIT_ANCHOR_CONFIG');
+    // With --origin they run (the empty anchor file holds nothing for this log).
+    const withOrigin = pavilion('verify-log', '--log', bank, '--keys', keys, '--origin', 'pavilion-test/bank', '--anchor-file', anchorFile, '--trusted-checkpoint', checkpointFile);
+    assert.equal(withOrigin.status, 0, withOrigin.stderr);
+  });
+
+  it('verify-log of a log stripped of every checkpoint gets ERR_AUDIT_NOT_CHECKPOINTED (exit 1), not ok with 0 checkpoints', async () => {
+    const { header, records } = await readRecords(join(dir, 'bank'));
+    const stripped = await tempDir();
+    await writeRecords(stripped, header, records.filter((r) => r.type === RecordType.LEAF));
+    const run = pavilion('verify-log', '--log', stripped, '--keys', keys);
+    assert.equal(run.status, 1, run.stderr);
+    assert.equal(run.json['code'], 'ERR_AUDIT_NOT_CHECKPOINTED');
+    assert.equal((run.json['position'] as Record<string, unknown>)['leafIndex'], 0);
   });
 
   it('refuses to verify without trusted keys (usage, exit 2)', () => {

@@ -95,11 +95,11 @@ describe('pavilion audit anchor / verify --rpc', () => {
     // Independent runs, in parallel to keep the file short.
     const [offline, online, decision, missing, wrong] = await Promise.all([
       pavilion('verify-log', '--log', logDir, '--keys', keys),
-      pavilion('verify-log', '--log', logDir, '--keys', keys, ...rpc, '--contract', address),
-      pavilion('verify', '--decision', 'decision-000002', '--log', logDir, '--keys', keys, ...rpc, '--contract', address),
-      pavilion('verify', '--decision', 'decision-000001', '--proof', proofFile, '--keys', keys, ...rpc, '--contract', address),
+      pavilion('verify-log', '--log', logDir, '--keys', keys, '--origin', 'pavilion-test/cli', ...rpc, '--contract', address),
+      pavilion('verify', '--decision', 'decision-000002', '--log', logDir, '--keys', keys, '--origin', 'pavilion-test/cli', ...rpc, '--contract', address),
+      pavilion('verify', '--decision', 'decision-000001', '--proof', proofFile, '--keys', keys, '--origin', 'pavilion-test/plain', ...rpc, '--contract', address),
       // Trusting another contract (the one deployed in before()).
-      pavilion('verify-log', '--log', logDir, '--keys', keys, ...rpc, '--contract', contract),
+      pavilion('verify-log', '--log', logDir, '--keys', keys, '--origin', 'pavilion-test/cli', ...rpc, '--contract', contract),
     ]);
     assert.equal(offline.status, 0, offline.stderr);
     assert.equal(offline.json['anchorsVerified'], 0);

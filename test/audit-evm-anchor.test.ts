@@ -9,7 +9,9 @@ import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { Interface, JsonRpcProvider, Wallet } from 'ethers';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Interface, JsonRpcProvider, Transaction, Wallet, toQuantity } from 'ethers';
 import {
   Keyring,
   RecordType,
@@ -95,6 +97,45 @@ async function anchorRecords(dir: string): Promise<Array<{ at: number; record: A
   return records.flatMap((r, at) => (r.type === RecordType.ANCHOR ? [{ at, record: JSON.parse(r.payload.toString('utf8')) as AnchorRecordV1 }] : []));
 }
 
+/**
+ * A JSON-RPC relay in front of the chain that passes every request on, but for the first
+ * `swallowSends` eth_sendRawTransaction requests never answers (after the chain took them):
+ * a reply lost on the way back, so the sender times out although the node has the transaction.
+ */
+async function lossyRelay(swallowSends: number): Promise<{ url: string; sends: string[]; close(): Promise<void> }> {
+  const sends: string[] = [];
+  const held: ServerResponse[] = [];
+  let swallow = swallowSends;
+  const server = createServer((request: IncomingMessage, response: ServerResponse) => {
+    void (async () => {
+      const chunks: Buffer[] = [];
+      for await (const chunk of request) chunks.push(chunk as Buffer);
+      const body = Buffer.concat(chunks).toString('utf8');
+      const parsed = JSON.parse(body) as { method?: string; params?: unknown[] };
+      const answer = await fetch(chain.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body }).then((r) => r.text());
+      if (parsed.method === 'eth_sendRawTransaction') {
+        sends.push(String(parsed.params?.[0]));
+        if (swallow > 0) {
+          swallow--;
+          held.push(response);
+          return;
+        }
+      }
+      response.writeHead(200, { 'content-type': 'application/json' }).end(answer);
+    })().catch(() => response.writeHead(500).end());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    sends,
+    async close() {
+      for (const r of held) r.destroy();
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
 const failsWith = async (promise: Promise<unknown>, code: string, details: Record<string, unknown> = {}, message?: RegExp): Promise<void> => {
   await assert.rejects(promise, (e: unknown) => {
     assert.ok(isPavilionError(e), String(e));
@@ -162,13 +203,55 @@ describe('EVM anchoring (PavilionAnchor on a local chain)', () => {
     assert.equal((await verifyLogFile(walPath(forged), ring)).anchors, honestAnchors.length, 'offline, the forgery is consistent');
     await failsWith(verifyLogFile(walPath(forged), ring, { anchorVerifiers: [chainVerifier()] }), ErrorCodes.AUDIT_ANCHOR_MISMATCH, { recordNumber: firstAnchorAt }, /anchored root [0-9a-f]{64} at tree size \d+, the record says/);
 
-    // Dropping the anchor records instead does not help: the contract's latest anchor of
-    // the log must still be reached, with its root.
+    // Dropping the anchor records instead does not help: every anchor of the log on chain
+    // must still be reached, with its root; the first (tree size 5) fails first.
     await writeRecords(forged, header, records);
     assert.equal((await verifyLogFile(walPath(forged), ring)).anchors, 0);
-    await failsWith(verifyLogFile(walPath(forged), ring, { anchorVerifiers: [chainVerifier()] }), ErrorCodes.AUDIT_ROOT_MISMATCH, { treeSize: 12, firstSuspectLeaf: 0 }, /rewritten after it was anchored/);
+    await failsWith(verifyLogFile(walPath(forged), ring, { anchorVerifiers: [chainVerifier()] }), ErrorCodes.AUDIT_ROOT_MISMATCH, { treeSize: 5, firstSuspectLeaf: 0, lastSuspectLeaf: 4 }, /rewritten after it was anchored/);
     const intact = await verifyLogFile(walPath(honest), ring, { anchorVerifiers: [chainVerifier()] });
     assert.equal(intact.anchoredOutsideSize, 12);
+  });
+
+  it('a history forked after an anchor, re-signed, anchored again at a larger size, the old anchor record dropped: ERR_AUDIT_ROOT_MISMATCH at the first anchored size it contradicts', async () => {
+    const origin = 'pavilion-test/fork';
+    // Size 5 anchored with the true root.
+    const honest = await anchoredLog(evmAnchor(), origin, 5);
+    const honestAnchor = (await anchorRecords(honest))[0]!.record;
+    // The operator (checkpoint key and submitter key) rewrites leaf 2, re-signs, and anchors
+    // size 10 with the forked root (the contract only wants sizes to grow; size 5 is refused).
+    const forged = await tempDir();
+    const forger = await openLog(forged, signer, { origin, anchor: evmAnchor(), checkpointEveryEvents: 5 });
+    for (let i = 0; i < 10; i++) await forger.append(decisionEvent(i, i === 2 ? { result: false } : {}));
+    await forger.stop(10_000);
+    assert.deepEqual(forger.anchors.map((a) => a.tree_size), [10], 'only the larger size got in');
+    assert.notEqual(forger.checkpoints[0]!.root_hash, honestAnchor.root_hash);
+    // Everything in the file, and the contract's latest anchor, agree with the forgery.
+    const latest = await chainVerifier().latestAnchor(origin);
+    assert.equal(latest?.treeSize, 10);
+    const events = await chainVerifier().anchorsOf(origin);
+    assert.deepEqual(events.map((e) => [e.treeSize, e.rootHash]), [[5, honestAnchor.root_hash], [10, forger.anchors[0]!.root_hash]]);
+    await failsWith(verifyLogFile(walPath(forged), ring, { origin, anchorVerifiers: [chainVerifier()] }), ErrorCodes.AUDIT_ROOT_MISMATCH, {
+      treeSize: 5, leafIndex: 0, firstSuspectLeaf: 0, lastSuspectLeaf: 4, txHash: honestAnchor.reference['tx_hash'], blockNumber: honestAnchor.reference['block_number'],
+    }, /anchor holds root [0-9a-f]{64} for the first 5 leaves of pavilion-test\/fork; .* leaves 0\.\.4 was rewritten after it was anchored/);
+  });
+
+  it('an anchored checkpoint removed from the log, or re-signed, with its anchor record dropped: ERR_AUDIT_ANCHOR_MISMATCH at that tree size', async () => {
+    const origin = 'pavilion-test/dropped-checkpoint';
+    const dir = await anchoredLog(evmAnchor(), origin);
+    const { header, records } = await readRecords(dir);
+    const at5 = (r: { type: number; index: number }): boolean => r.type !== RecordType.LEAF && r.index === 5;
+    const anchored5 = (await anchorRecords(dir)).find((a) => a.record.tree_size === 5)!.record;
+    // Removed: the remaining checkpoints (10, 12) are consistent, and the latest anchor matches.
+    await writeRecords(dir, header, records.filter((r) => !at5(r)));
+    assert.equal((await verifyLogFile(walPath(dir), ring)).checkpoints, 2, 'offline, the log looks intact');
+    await failsWith(verifyLogFile(walPath(dir), ring, { origin, anchorVerifiers: [chainVerifier()] }), ErrorCodes.AUDIT_ANCHOR_MISMATCH, { treeSize: 5, txHash: anchored5.reference['tx_hash'] }, /no checkpoint at that size/);
+    // Re-signed: the same tree size and root under another signature.
+    const original = JSON.parse(records.find((r) => r.type === RecordType.CHECKPOINT && r.index === 5)!.payload.toString('utf8')) as SignedCheckpointV1;
+    const body = { origin, tree_size: 5, root_hash: original.root_hash, timestamp: new Date(Date.parse(original.timestamp) - 1).toISOString(), key_id: signer.keyId };
+    const resigned = { version: 1, algorithm: CHECKPOINT_ALGORITHM, ...body, signature: (await signer.sign(checkpointMessage(body))).toString('base64') };
+    await writeRecords(dir, header, records.flatMap((r) => (!at5(r) ? [r] : r.type === RecordType.CHECKPOINT ? [{ ...r, payload: Buffer.from(JSON.stringify(resigned)) }] : [])));
+    assert.equal((await verifyLogFile(walPath(dir), ring)).checkpoints, 3, 'offline, the re-signed checkpoint verifies');
+    await failsWith(verifyLogFile(walPath(dir), ring, { origin, anchorVerifiers: [chainVerifier()] }), ErrorCodes.AUDIT_ANCHOR_MISMATCH, { treeSize: 5 }, /signature hash [0-9a-f]{64}, which no checkpoint of the log at that size has/);
   });
 
   it('a log cut after its last anchor (records and all): ERR_AUDIT_LOG_TRUNCATED from the contract\'s latest tree size', async () => {
@@ -283,6 +366,82 @@ describe('EVM anchoring (PavilionAnchor on a local chain)', () => {
       assert.ok(anchor.stats().resubmissions >= 1);
     } finally {
       await chain.rpc('evm_setAutomine', [true]);
+    }
+  });
+
+  it('a send whose reply is lost after the node mined it: the retry\'s "nonce too low" finds the receipt by the locally computed hash; no second transaction', async () => {
+    const relay = await lossyRelay(1);
+    const nonceOf = async (address: string): Promise<number> => Number(BigInt((await chain.rpc('eth_getTransactionCount', [address, 'latest'])) as string));
+    try {
+      const anchor = evmAnchor({ rpcUrl: relay.url, requestTimeoutMs: 500 });
+      const before = await nonceOf(anchor.address);
+      const checkpoint = await signedCheckpoint('pavilion-test/lost-reply-mined', 4);
+      const reference = await anchor.anchor(checkpoint);
+      assert.ok(relay.sends.length >= 2, 'the send was retried after the timeout');
+      const first = Transaction.from(relay.sends[0]!).hash!.toLowerCase();
+      assert.equal(reference['tx_hash'], first, 'the anchor is the transaction whose reply was lost');
+      assert.deepEqual(anchor.stats().last?.sentTxHashes, [first]);
+      assert.equal(await nonceOf(anchor.address), before + 1, 'one transaction for the checkpoint, gas paid once');
+      await chainVerifier().verify({ version: 1, kind: 'evm', tree_size: 4, root_hash: checkpoint.root_hash, reference }, checkpoint);
+    } finally {
+      await relay.close();
+    }
+  });
+
+  it('a send whose reply is lost while the transaction waits in the pool: the retry\'s "already known" is not retried; the anchor lands when it is mined', async () => {
+    const relay = await lossyRelay(1);
+    await chain.rpc('evm_setAutomine', [false]);
+    try {
+      const anchor = evmAnchor({ rpcUrl: relay.url, requestTimeoutMs: 500, receiptTimeoutMs: 5000 });
+      const checkpoint = await signedCheckpoint('pavilion-test/lost-reply-pool', 6);
+      const anchoring = anchor.anchor(checkpoint);
+      await until('the retried send', () => relay.sends.length >= 2);
+      // Long enough for a client that retries "already known" to send again several times.
+      await new Promise((r) => setTimeout(r, 400));
+      assert.equal(relay.sends.length, 2, 'the node already has it: no more sends');
+      await chain.rpc('evm_mine');
+      const reference = await anchoring;
+      const first = Transaction.from(relay.sends[0]!).hash!.toLowerCase();
+      assert.equal(reference['tx_hash'], first);
+      assert.deepEqual(anchor.stats().last?.sentTxHashes, [first]);
+    } finally {
+      await chain.rpc('evm_setAutomine', [true]);
+      await relay.close();
+    }
+  });
+
+  it('a transaction left underpriced in the pool by a give-up (fee spike) is replaced at its nonce by the next checkpoint, with higher fees, which lands', async () => {
+    // An account of its own: a transaction left in the pool must not hold up the other tests.
+    const owner = new Wallet(chain.accounts[0]!.privateKey, new JsonRpcProvider(chain.url, chain.chainId, { staticNetwork: true, batchMaxCount: 1 }));
+    const submitter = Wallet.createRandom();
+    await (await owner.sendTransaction({ to: submitter.address, value: 10n ** 18n })).wait();
+    await setAnchorSubmitter({ rpcUrl: chain.url, chainId: chain.chainId, privateKey: chain.accounts[0]!.privateKey, contract, submitter: submitter.address, allowed: true, pollingIntervalMs: 10 });
+    const anchor = evmAnchor({ privateKey: submitter.privateKey, maxAttempts: 1, receiptTimeoutMs: 400 });
+    const origin = 'pavilion-test/stuck-nonce';
+    const spike = async (): Promise<void> => {
+      await chain.rpc('hardhat_setNextBlockBaseFeePerGas', [toQuantity(100_000_000_000n)]);
+      await chain.rpc('evm_mine');
+    };
+    await chain.rpc('evm_setAutomine', [false]);
+    let miner: NodeJS.Timeout | undefined;
+    try {
+      const first = anchor.anchor(await signedCheckpoint(origin, 5));
+      await until('the first transaction in the pool', async () => ((await chain.rpc('eth_getBlockByNumber', ['pending', false])) as { transactions: string[] }).transactions.length === 1);
+      await spike(); // the base fee jumps above what the transaction offers: it stays in the pool
+      await failsWith(first, ErrorCodes.AUDIT_ANCHOR_FAILED, {}, /no receipt after 1 sends/);
+      const nonceOf = async (tag: string): Promise<number> => Number(BigInt((await chain.rpc('eth_getTransactionCount', [submitter.address, tag])) as string));
+      const stuckNonce = await nonceOf('latest');
+      miner = setInterval(() => void spike().catch(() => undefined), 50);
+      const reference = await anchor.anchor(await signedCheckpoint(origin, 10));
+      const tx = (await chain.rpc('eth_getTransactionByHash', [reference['tx_hash']])) as { nonce: string };
+      assert.equal(Number(BigInt(tx.nonce)), stuckNonce, 'the stuck nonce was reused');
+      assert.equal(await nonceOf('latest'), stuckNonce + 1, 'the stuck transaction was replaced, nothing queues behind it');
+    } finally {
+      clearInterval(miner);
+      await chain.rpc('hardhat_setNextBlockBaseFeePerGas', [toQuantity(1_000_000_000n)]);
+      await chain.rpc('evm_mine');
+      await chain.rpc('evm_setAutomine', [true]);
+      owner.provider!.destroy();
     }
   });
 

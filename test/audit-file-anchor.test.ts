@@ -4,7 +4,7 @@
  * caught at the first bad line, and every bad anchor setting is refused at parse time.
  */
 import assert from 'node:assert/strict';
-import { readFile, writeFile } from 'node:fs/promises';
+import { appendFile, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { Keyring, SoftwareSigner, verifyLogFile } from '../sidecar/src/audit/log/index.ts';
@@ -93,6 +93,36 @@ describe('file anchor (the embedded default)', () => {
     await failsWith(new FileAnchor({ path: file }).anchor(body), ErrorCodes.AUDIT_ANCHOR_REVERTED, /already holds tree size 10 of pavilion-test\/bank/);
     const reference = await new FileAnchor({ path: file }).anchor({ ...body, tree_size: 11 });
     assert.equal(reference['file'], 'anchors.jsonl');
+  });
+
+  it('a torn last line (a crash mid-write) is set aside on load: earlier anchors still verify and anchoring continues after the whole lines', async () => {
+    const { file, dirs } = await anchoredLogs();
+    const whole = await readFile(file, 'utf8');
+    const torn = '{"version":1,"line":';
+    await appendFile(file, torn);
+    // The verifier counts whole lines only: every earlier anchor still verifies.
+    for (const dir of dirs) {
+      const result = await verifyLogFile(walPath(dir), ring, { anchorVerifiers: [new FileAnchorVerifier({ path: file })] });
+      assert.equal(result.anchorsVerified, result.anchors);
+    }
+    const reported: unknown[] = [];
+    const anchor = new FileAnchor({ path: file, onTornTail: (tail) => reported.push(tail) });
+    const body = { version: 1 as const, algorithm: 'ecdsa-p256-sha256' as const, origin: 'pavilion-test/third', tree_size: 11, root_hash: 'ab'.repeat(32), timestamp: new Date().toISOString(), key_id: signer.keyId, signature: Buffer.alloc(64, 1).toString('base64') };
+    const reference = await anchor.anchor(body);
+    const tail = anchor.tornTail;
+    assert.ok(tail !== undefined);
+    assert.deepEqual(reported, [tail]);
+    assert.equal(tail.offset, Buffer.byteLength(whole));
+    assert.equal(tail.bytesRemoved, torn.length);
+    assert.equal(await readFile(tail.savedAs, 'utf8'), torn, 'the torn bytes are kept beside the file');
+    const after = (await readFile(file, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as FileAnchorEntryV1);
+    assert.equal(reference['line'], after.length - 1);
+    assert.equal(after.at(-1)?.tree_size, 11);
+    assert.ok((await readFile(file, 'utf8')).startsWith(whole));
+    for (const dir of dirs) {
+      const result = await verifyLogFile(walPath(dir), ring, { anchorVerifiers: [new FileAnchorVerifier({ path: file })] });
+      assert.equal(result.anchorsVerified, result.anchors);
+    }
   });
 });
 

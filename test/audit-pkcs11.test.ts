@@ -135,6 +135,39 @@ describe('PKCS#11 signer (SoftHSM2)', () => {
       (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_SIGNER_CONFIG) && /UNSET_PIN_VARIABLE is not set/.test(e.message));
   });
 
+  it('a sink whose start fails after the signer opened (the anchor key missing) closes the token session: the module opens again in the same process', async () => {
+    const dir = await tempDir();
+    const sinkModule = JSON.stringify(new URL('../sidecar/src/audit/index.ts', import.meta.url).href);
+    const anchorModule = JSON.stringify(new URL('../sidecar/src/audit/anchor/index.ts', import.meta.url).href);
+    const logModule = JSON.stringify(new URL('../sidecar/src/audit/log/index.ts', import.meta.url).href);
+    const script = `
+      import { AuditLogSink, createCheckpointSigner } from ${sinkModule};
+      import { createAnchor } from ${anchorModule};
+      import { Pkcs11Module } from ${logModule};
+      const signer = { kind: 'pkcs11', modulePath: ${JSON.stringify(MODULE)}, tokenLabel: ${JSON.stringify(TOKEN)}, keyLabel: 'start-failure-key', pinEnv: 'TEST_HSM_PIN', generateKey: true };
+      const anchor = { kind: 'evm', rpcUrl: 'http://127.0.0.1:9', chainId: 31337, contract: '0x${'12'.repeat(20)}', privateKeyFile: '/nonexistent/anchor.key', privateKeyEnv: 'UNSET_ANCHOR_KEY',
+        confirmations: 1, receiptTimeoutMs: 1000, submitTimeoutMs: 1000, maxAttempts: 1, feeBumpPercent: 20, pollingIntervalMs: 10, requestTimeoutMs: 100 };
+      const sink = new AuditLogSink({ directory: ${JSON.stringify(dir)}, originPrefix: 'hsm-test', createSigner: () => createCheckpointSigner(signer), createAnchor: () => createAnchor(anchor),
+        settings: { fsync: 'always', fsyncIntervalMs: 100, groupCommitMaxDelayMs: 0, groupCommitMaxBytes: 1 << 20, maxDiskBytes: 1 << 30,
+          onFull: 'refuse', blockTimeoutMs: 100, maxEventBytes: 1 << 20, checkpointEveryEvents: 2, checkpointIntervalMs: 60000 } });
+      try { await sink.start(); console.log('started'); } catch (e) { console.log('start failed', e.code); }
+      try { Pkcs11Module.open(${JSON.stringify(MODULE)}).close(); console.log('reopened'); } catch (e) { console.log('reopen failed', e.message); }`;
+    const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { env: { ...process.env, TEST_HSM_PIN: PIN }, encoding: 'utf8' });
+    assert.match(out, /^start failed ERR_AUDIT_ANCHOR_CONFIG\nreopened$/m, out);
+  });
+
+  it('a key whose public half is not an EC key (CKA_EC_POINT unreadable): ERR_AUDIT_SIGNER_CONFIG naming the attribute, not a raw PKCS#11 error', async () => {
+    const label = 'mixed-key';
+    await module.signer({ tokenLabel: TOKEN, pin: PIN, keyLabel: label, generate: true });
+    const tool = (...args: string[]): void => {
+      execFileSync('pkcs11-tool', ['--module', MODULE!, '--token-label', TOKEN, '--login', '--pin', PIN, ...args], { env: process.env, stdio: 'pipe' });
+    };
+    // Swap the EC public key for an RSA one under the same label (the EC private key stays).
+    tool('--delete-object', '--type', 'pubkey', '--label', label);
+    tool('--keypairgen', '--key-type', 'rsa:1024', '--label', label, '--id', 'beef');
+    await setupFails(() => module.signer({ tokenLabel: TOKEN, pin: PIN, keyLabel: label }), /reading CKA_EC_POINT of public key "mixed-key" failed/);
+  });
+
   it('the software signer and the token produce the same signature encoding (r||s, 64 bytes)', async () => {
     const token = await module.signer({ tokenLabel: TOKEN, pin: PIN, keyLabel: 'checkpoint-2026' });
     const message = Buffer.from('same encoding');

@@ -91,6 +91,16 @@ export class AuditLogSink implements DecisionSink {
       }
     } catch (error) {
       this.#startError = describeThrown(error);
+      // Release what was opened before the failure: the logs (their locks), the anchor, and the
+      // signer (a PKCS#11 session and C_Initialize, which a later start in this process needs).
+      const logs = await Promise.allSettled([...this.#logs.values()]);
+      await Promise.allSettled(logs.map((r) => (r.status === 'fulfilled' ? r.value.stop(5000) : undefined)));
+      this.#logs.clear();
+      this.#opened.clear();
+      if (this.#options.createAnchor !== undefined) await Promise.resolve().then(() => this.#anchor?.close?.()).catch(() => undefined);
+      await this.#signer?.close().catch(() => undefined);
+      this.#anchor = undefined;
+      this.#signer = undefined;
       throw error;
     }
   }

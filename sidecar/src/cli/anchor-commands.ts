@@ -16,7 +16,7 @@ import { ErrorCodes, PavilionError } from '../lib/errors.ts';
 
 export const ANCHOR_USAGE = `  pavilion audit anchor deploy --rpc <url> --chain-id <n> --key-file <f> [--confirmations N]
   pavilion audit anchor allow  --rpc <url> --chain-id <n> --key-file <f> --contract <addr> --submitter <addr> [--revoke]
-anchor checks for verify-log / verify: --rpc <url> --chain-id <n> --contract <addr> [--confirmations N] (evm), --anchor-file <path> (file)`;
+anchor checks for verify-log / verify (need --origin): --rpc <url> --chain-id <n> --contract <addr> [--confirmations N] [--from-block N] (evm), --anchor-file <path> (file)`;
 
 /** The parseArgs options the verify commands add for anchors. */
 export const ANCHOR_VERIFY_OPTIONS = {
@@ -24,6 +24,8 @@ export const ANCHOR_VERIFY_OPTIONS = {
   'chain-id': { type: 'string' },
   contract: { type: 'string' },
   confirmations: { type: 'string' },
+  /** The contract's deployment block: where verify-log starts reading its Anchored events. */
+  'from-block': { type: 'string' },
   'anchor-file': { type: 'string' },
 } as const;
 
@@ -38,8 +40,10 @@ function positiveInt(text: string | undefined, flag: string, fallback?: number):
 }
 
 /** Verifiers for the anchors the flags name: `--rpc` needs `--chain-id` and `--contract` (trust is never taken from the log). */
-export function anchorVerifiersFrom(values: { rpc?: string | undefined; 'chain-id'?: string | undefined; contract?: string | undefined; confirmations?: string | undefined; 'anchor-file'?: string | undefined }): AnchorVerifier[] {
+export function anchorVerifiersFrom(values: { rpc?: string | undefined; 'chain-id'?: string | undefined; contract?: string | undefined; confirmations?: string | undefined; 'from-block'?: string | undefined; 'anchor-file'?: string | undefined }): AnchorVerifier[] {
   const verifiers: AnchorVerifier[] = [];
+  const fromBlock = values['from-block'] === undefined ? 0 : Number(values['from-block']);
+  if (!Number.isSafeInteger(fromBlock) || fromBlock < 0) throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_CONFIG, '--from-block must be a non-negative integer');
   if (values.rpc !== undefined) {
     if (values.contract === undefined) throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_CONFIG, '--rpc needs --contract: the anchor contract you trust, obtained out of band');
     verifiers.push(new EvmAnchorVerifier({
@@ -47,6 +51,7 @@ export function anchorVerifiersFrom(values: { rpc?: string | undefined; 'chain-i
       chainId: positiveInt(values['chain-id'], '--chain-id'),
       contract: values.contract,
       confirmations: positiveInt(values.confirmations, '--confirmations', 1),
+      fromBlock,
     }));
   }
   if (values['anchor-file'] !== undefined) verifiers.push(new FileAnchorVerifier({ path: values['anchor-file'] }));

@@ -66,6 +66,7 @@ const USAGE = `usage:
   pavilion bundle delta --tenant <id> --patch <patch.json> [--roots <root,...>] [--key <pem> --key-id <id> [--alg ES256]]  [nats options]
   pavilion audit verify-log --log <dir|file> --keys <pem|dir> [--origin <o>] [--trusted-checkpoint <file>]... [anchor checks]
   pavilion audit verify --decision <id> (--proof <file> | --log <dir|file>) --keys <pem|dir> [--origin <o>] [anchor checks]
+    (--origin is required with --trusted-checkpoint or anchor checks)
   pavilion audit prove --decision <id> --log <dir|file>
   pavilion audit prove-consistency --from <checkpoint.json> --log <dir|file>
   pavilion audit verify-consistency --proof <file> --keys <pem|dir>
@@ -408,6 +409,16 @@ async function auditCommand(command: string | undefined, args: string[]): Promis
   if (values.keys === undefined) return usage();
   const keyring = Keyring.load(values.keys);
   const origin = values.origin === undefined ? {} : { origin: values.origin };
+  // Anchors and trusted checkpoints are looked up by log: the log's own checkpoints must not
+  // choose which (a log re-signed under another origin would find nothing anchored).
+  const anchorsAsked = values.rpc !== undefined || values['anchor-file'] !== undefined;
+  const trustedAsked = command === 'verify-log' && (values['trusted-checkpoint'] ?? []).length > 0;
+  if (values.origin === undefined && (anchorsAsked || trustedAsked) && command !== 'verify-consistency') {
+    const error = new PavilionError(anchorsAsked ? ErrorCodes.AUDIT_ANCHOR_CONFIG : ErrorCodes.CONFIG_INVALID, `--origin <o> is required with ${anchorsAsked ? 'anchor checks (--rpc/--contract or --anchor-file)' : '--trusted-checkpoint'}: the log to check is never taken from the file itself`);
+    process.stdout.write(`${JSON.stringify({ ok: false, code: error.code, message: error.message }, null, 2)}\n`);
+    process.stderr.write(`usage error [${error.code}] ${error.message}\n${USAGE}\n`);
+    return 2;
+  }
   let anchorVerifiers: ReturnType<typeof anchorVerifiersFrom> = [];
   try {
     anchorVerifiers = anchorVerifiersFrom(values);
@@ -438,6 +449,7 @@ async function auditCommand(command: string | undefined, args: string[]): Promis
     const anchorVerified = await verifyDecisionAnchor({ ...result, checkpoint: _checkpoint, anchor }, anchorVerifiers);
     const anchorReport = anchor === undefined ? null : { kind: anchor.kind, tree_size: anchor.tree_size, reference: anchor.reference, verified: anchorVerified };
     process.stdout.write(`${JSON.stringify({ ok: true, ...result, anchor: anchorReport }, null, 2)}\n`);
+    if (values.origin === undefined) process.stderr.write(`note: no --origin given: the checkpoint is of log ${result.origin}, accepted because a trusted key signed it\n`);
     if (anchor === undefined) process.stderr.write('note: the proof carries no anchor (its checkpoint was not anchored)\n');
     else anchorNote(1, anchorVerified ? 1 : 0, anchorVerifiers.length > 0);
     return 0;

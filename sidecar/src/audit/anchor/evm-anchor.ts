@@ -40,6 +40,7 @@ import {
   Interface,
   JsonRpcProvider,
   Network,
+  Transaction,
   Wallet,
   getAddress,
   isError,
@@ -188,6 +189,15 @@ function retryable(error: unknown): boolean {
   return !NOT_RETRYABLE.some((code) => isError(error, code));
 }
 
+/**
+ * A send the node refuses because it already has this transaction ("already known" from geth,
+ * "Known transaction" from Hardhat/EDR): an earlier send of it got through, its reply did not.
+ */
+function alreadyKnown(error: unknown): boolean {
+  const message = `${(error as { message?: unknown }).message ?? ''} ${(error as { error?: { message?: unknown } }).error?.message ?? ''} ${JSON.stringify((error as { info?: unknown }).info ?? null)}`;
+  return /already known|known transaction/i.test(message);
+}
+
 /** Read a submitter key: 0x-prefixed (or bare) 32-byte hex, surrounding whitespace ignored. */
 export function parseEvmPrivateKey(text: string, from: string): string {
   const trimmed = text.trim();
@@ -207,6 +217,13 @@ export class EvmAnchor implements Anchor {
   #last: EvmAnchorSubmission | undefined;
   #submissions = 0;
   #resubmissions = 0;
+  /**
+   * The nonce of the last transaction sent without a receipt (a submission that gave up: fee
+   * spike, endpoint away), with its fees and hashes. It may still sit in the pool, so the next
+   * submission replaces it (same nonce, higher fees; it anchors a newer checkpoint) instead of
+   * queueing behind it.
+   */
+  #unconfirmed: { readonly nonce: number; readonly maxFeePerGas: bigint; readonly maxPriorityFeePerGas: bigint; readonly txHashes: readonly string[] } | undefined;
 
   constructor(options: EvmAnchorOptions) {
     const confirmations = options.confirmations ?? 1;
@@ -289,6 +306,23 @@ export class EvmAnchor implements Anchor {
     let maxPriorityFeePerGas = fees.maxPriorityFeePerGas ?? 1_000_000_000n;
     let maxFeePerGas = fees.maxFeePerGas ?? (fees.gasPrice ?? 1_000_000_000n) * 2n;
     const bump = BigInt(100 + (this.#options.feeBumpPercent ?? 20));
+    // A transaction of an earlier submission that never got a receipt holds its nonce while it
+    // is not mined: 'pending' would put this one behind it (or refuse it as an underpriced
+    // replacement). Replace it instead, with fees above its own.
+    const stuck = this.#unconfirmed;
+    if (stuck !== undefined) {
+      const mined = await step('reading the nonce', () => this.#provider.getTransactionCount(this.#wallet.address, 'latest'));
+      if (mined <= stuck.nonce) {
+        nonce = stuck.nonce;
+        const priorityFloor = (stuck.maxPriorityFeePerGas * bump) / 100n + 1n;
+        const feeFloor = (stuck.maxFeePerGas * bump) / 100n + 1n;
+        if (maxPriorityFeePerGas < priorityFloor) maxPriorityFeePerGas = priorityFloor;
+        if (maxFeePerGas < feeFloor) maxFeePerGas = feeFloor;
+        if (maxPriorityFeePerGas > maxFeePerGas) maxFeePerGas = maxPriorityFeePerGas;
+      } else {
+        this.#unconfirmed = undefined;
+      }
+    }
 
     let sent: string[] = [];
     const everySent: string[] = [];
@@ -307,27 +341,65 @@ export class EvmAnchor implements Anchor {
       const signed = await this.#wallet.signTransaction({
         type: 2, chainId: this.#options.chainId, nonce, to: this.#contract, data, gasLimit, maxFeePerGas, maxPriorityFeePerGas,
       });
+      // The hash is the signed transaction's own (computed here, not taken from the node's
+      // reply) and recorded as sent before it is sent: a send whose reply is lost (a timeout)
+      // may still have reached the node, and its receipt is then looked for like any other.
+      const hash = Transaction.from(signed).hash!.toLowerCase();
+      if (firstSent === 0) firstSent = this.#clock();
+      sent.push(hash);
+      everySent.push(hash);
+      const previous = this.#unconfirmed;
+      this.#unconfirmed = { nonce, maxFeePerGas, maxPriorityFeePerGas, txHashes: [...sent] };
+      let nonceUsed = false;
       try {
-        const hash = (await step('sending the transaction', () => this.#provider.send('eth_sendRawTransaction', [signed]))) as string;
-        if (firstSent === 0) firstSent = this.#clock();
-        sent.push(hash.toLowerCase());
-        everySent.push(hash.toLowerCase());
+        await step('sending the transaction', async () => {
+          try {
+            await this.#provider.send('eth_sendRawTransaction', [signed]);
+          } catch (error) {
+            // Refusals that mean "a version of ours may be there already": the nonce mined
+            // (nonce too low), this very transaction in the pool (already known), an earlier
+            // version pending (replacement underpriced). The receipts tell; never a new nonce.
+            if (isError(error, 'NONCE_EXPIRED')) nonceUsed = true;
+            else if (!isError(error, 'REPLACEMENT_UNDERPRICED') && !alreadyKnown(error)) throw error;
+          }
+        });
       } catch (error) {
-        // A replacement may be refused because an earlier version was mined meanwhile
-        // (nonce too low) or is still pending; the receipts below tell. A first send with
-        // a nonce already used (another sender with this key got there first) starts over
-        // with a fresh nonce.
-        if (sent.length > 0) {
-          // fall through to the receipts
-        } else if (isError(error, 'NONCE_EXPIRED') && attempt < attempts) {
-          nonce = await step('reading the nonce', () => this.#provider.getTransactionCount(this.#wallet.address, 'pending'));
-          continue;
-        } else {
+        const cause = isPavilionError(error) ? error.cause : error;
+        if (cause !== undefined && !retryable(cause)) {
+          // Refused for good (insufficient funds, ...): this version never went out.
+          sent.pop();
+          everySent.pop();
+          this.#unconfirmed = previous;
+        }
+        if (sent.length === 0 || !(cause !== undefined && !retryable(cause))) {
           throw isPavilionError(error) ? error : failed(`anchoring tree size ${checkpoint.tree_size}: sending failed: ${describeThrown(error)}`, error, where);
+        }
+        // an earlier version is out: fall through to the receipts
+      }
+      if (nonceUsed) {
+        // The nonce is mined. By one of ours (a send that timed out but got through)? Its
+        // receipt is there. If not, another sender with this key (or an earlier submission's
+        // transaction) took it: start over with a fresh nonce.
+        let ours: TransactionReceipt | null = null;
+        for (const h of sent) {
+          ours = await step('reading a receipt', () => this.#provider.getTransactionReceipt(h));
+          if (ours !== null) break;
+        }
+        if (ours === null) {
+          sent.pop();
+          everySent.pop();
+          if (sent.length === 0) {
+            this.#unconfirmed = previous?.nonce === nonce ? undefined : previous;
+            if (attempt >= attempts) throw failed(`anchoring tree size ${checkpoint.tree_size}: nonce ${nonce} was used by a transaction this submission did not send`, undefined, where);
+            nonce = await step('reading the nonce', () => this.#provider.getTransactionCount(this.#wallet.address, 'pending'));
+            continue;
+          }
         }
       }
       const receipt = await this.#awaitReceipt(sent, nonce, this.#clock() + (this.#options.receiptTimeoutMs ?? 60_000), deadline, where);
       if (receipt === undefined) continue;
+      // The nonce is spent (mined, reverted or not).
+      this.#unconfirmed = undefined;
       const receiptMs = this.#clock() - firstSent;
       if (receipt.status !== 1) {
         // Replayed on the state after that block: what made it revert got there first.
@@ -420,6 +492,20 @@ export interface EvmAnchorVerifierOptions extends EvmConnectionOptions {
   readonly contract: string;
   /** Confirmations an anchor needs to count. Default 1. */
   readonly confirmations?: number;
+  /** Where `anchorsOf` starts reading `Anchored` events: the contract's deployment block. Default 0. */
+  readonly fromBlock?: number;
+  /** Blocks per `eth_getLogs` request (nodes cap the range). Default 10 000. */
+  readonly logsPageBlocks?: number;
+}
+
+/** One `Anchored` event of the trusted contract, as `EvmAnchorVerifier.anchorsOf` lists it. */
+export interface EvmAnchoredEvent {
+  readonly treeSize: number;
+  readonly rootHash: string;
+  /** SHA-256 of the anchored checkpoint's signature, hex. */
+  readonly checkpointSigSha256: string;
+  /** Where the event is, for reports. */
+  readonly where: { readonly txHash: string; readonly blockNumber: number };
 }
 
 /** Checks EVM anchor records against the chain. See the file comment for what it checks. */
@@ -430,6 +516,10 @@ export class EvmAnchorVerifier implements AnchorVerifier {
   #provider: JsonRpcProvider | undefined;
 
   constructor(options: EvmAnchorVerifierOptions) {
+    const fromBlock = options.fromBlock ?? 0;
+    if (!Number.isSafeInteger(fromBlock) || fromBlock < 0) throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_CONFIG, 'fromBlock must be a non-negative integer');
+    const page = options.logsPageBlocks ?? 10_000;
+    if (!Number.isSafeInteger(page) || page < 1) throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_CONFIG, 'logsPageBlocks must be a positive integer');
     this.#options = options;
     this.#contract = checksummed(options.contract, 'the trusted anchor contract');
   }
@@ -458,6 +548,47 @@ export class EvmAnchorVerifier implements AnchorVerifier {
     } catch (error) {
       throw failed(`cannot read the latest anchor of ${origin} from ${this.#contract} on ${this.#options.rpcUrl}: ${describeThrown(error)}`, error);
     }
+  }
+
+  /**
+   * Every anchor of the log the contract recorded, oldest first: its `Anchored` events
+   * (filtered on the indexed log id) from `fromBlock` to the head, read in pages of
+   * `logsPageBlocks` blocks. The contract only makes tree sizes grow, not roots extend one
+   * another, so verify-log checks each of these against the log, not just the latest.
+   * ERR_AUDIT_ANCHOR_FAILED when the chain cannot be read.
+   */
+  async anchorsOf(origin: string): Promise<readonly EvmAnchoredEvent[]> {
+    const provider = this.#connect();
+    const logId = `0x${logIdOf(origin)}`;
+    const topic = ANCHOR_ABI.getEvent('Anchored')?.topicHash;
+    if (topic === undefined) throw failed('the anchor contract ABI has no Anchored event');
+    const page = this.#options.logsPageBlocks ?? 10_000;
+    const found: Array<EvmAnchoredEvent & { readonly index: number }> = [];
+    try {
+      await checkChainId(provider, this.#options.chainId, this.#options.rpcUrl);
+      const head = await provider.getBlockNumber();
+      for (let from = this.#options.fromBlock ?? 0; from <= head; from += page) {
+        const logs = await provider.getLogs({ address: this.#contract, topics: [topic, logId], fromBlock: from, toBlock: Math.min(head, from + page - 1) });
+        for (const log of logs) {
+          if (log.removed || getAddress(log.address) !== this.#contract) continue;
+          const event = ANCHOR_ABI.parseLog({ topics: [...log.topics], data: log.data });
+          if (event === null || event.name !== 'Anchored' || `0x${hex32(event.args[0])}` !== logId) continue;
+          found.push({
+            treeSize: Number(event.args[1] as bigint),
+            rootHash: hex32(event.args[2]),
+            checkpointSigSha256: hex32(event.args[3]),
+            where: { txHash: log.transactionHash, blockNumber: log.blockNumber },
+            index: log.index,
+          });
+        }
+      }
+    } catch (error) {
+      if (isPavilionError(error, ErrorCodes.AUDIT_ANCHOR_CONFIG)) throw failed(error.message, error);
+      if (isPavilionError(error)) throw error;
+      throw failed(`cannot read the anchors of ${origin} from ${this.#contract} on ${this.#options.rpcUrl}: ${describeThrown(error)}`, error);
+    }
+    found.sort((a, b) => a.where.blockNumber - b.where.blockNumber || a.index - b.index);
+    return found.map(({ index: _index, ...event }) => event);
   }
 
   async verify(record: AnchorRecordV1, checkpoint?: SignedCheckpointV1): Promise<void> {

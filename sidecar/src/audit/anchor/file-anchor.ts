@@ -14,7 +14,7 @@
  * otherwise). Lines are written one at a time and synced before the reference is returned.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, open, readFile } from 'node:fs/promises';
+import { mkdir, open, readFile, truncate, writeFile } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import { ErrorCodes, PavilionError, describeThrown } from '../../lib/errors.ts';
 import type { Anchor, AnchorRecordV1, AnchorVerifier, SignedCheckpointV1 } from '../log/index.ts';
@@ -51,21 +51,37 @@ const HEX32 = /^[0-9a-f]{64}$/;
 
 const sha256 = (text: string): string => createHash('sha256').update(text, 'utf8').digest('hex');
 
+/** A torn last line (a crash or full disk mid-write) set aside when the anchor loaded the file. */
+export interface FileAnchorTornTail {
+  /** Byte offset the file was cut back to (the end of its last whole line). */
+  readonly offset: number;
+  readonly bytesRemoved: number;
+  /** Where the removed bytes were saved (`<file>.torn-<offset>-<time>`), so nothing is destroyed. */
+  readonly savedAs: string;
+}
+
 interface FileState {
   lines: number;
   lastSha256: string;
   latest: Map<string, number>;
 }
 
-/** Read and check the whole chain; ERR_AUDIT_ANCHOR_MISMATCH at the first bad line. */
-async function readChain(path: string, onMissing: 'empty' | 'fail'): Promise<{ entries: FileAnchorEntryV1[]; texts: string[] }> {
-  let text: string;
+/**
+ * Read and check the whole chain; ERR_AUDIT_ANCHOR_MISMATCH at the first bad line. Only whole
+ * lines count: bytes after the last newline are a torn write (a line is acknowledged only once
+ * written with its newline and synced), returned as `torn` and not parsed.
+ */
+async function readChain(path: string, onMissing: 'empty' | 'fail'): Promise<{ entries: FileAnchorEntryV1[]; texts: string[]; torn: { offset: number; bytes: Buffer } | undefined }> {
+  let raw: Buffer;
   try {
-    text = await readFile(path, 'utf8');
+    raw = await readFile(path);
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT' && onMissing === 'empty') return { entries: [], texts: [] };
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT' && onMissing === 'empty') return { entries: [], texts: [], torn: undefined };
     throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_FAILED, `cannot read the anchor file ${path}: ${describeThrown(error)}`, { cause: error });
   }
+  const end = raw.lastIndexOf(0x0a) + 1;
+  const torn = end < raw.length ? { offset: end, bytes: raw.subarray(end) } : undefined;
+  const text = raw.subarray(0, end).toString('utf8');
   const texts = text.split('\n');
   if (texts.at(-1) === '') texts.pop();
   const entries: FileAnchorEntryV1[] = [];
@@ -83,23 +99,31 @@ async function readChain(path: string, onMissing: 'empty' | 'fail'): Promise<{ e
     entries.push(entry);
     previous = sha256(lineText);
   }
-  return { entries, texts };
+  return { entries, texts, torn };
 }
 
 export class FileAnchor implements Anchor {
   readonly kind = FILE_ANCHOR_KIND;
   readonly #path: string;
   readonly #clock: () => number;
+  readonly #onTornTail: ((tail: FileAnchorTornTail) => void) | undefined;
   #state: Promise<FileState> | undefined;
   #queue: Promise<unknown> = Promise.resolve();
+  #tornTail: FileAnchorTornTail | undefined;
 
-  constructor(options: { readonly path: string; readonly clock?: () => number }) {
+  constructor(options: { readonly path: string; readonly clock?: () => number; readonly onTornTail?: (tail: FileAnchorTornTail) => void }) {
     this.#path = options.path;
     this.#clock = options.clock ?? Date.now;
+    this.#onTornTail = options.onTornTail;
   }
 
   get path(): string {
     return this.#path;
+  }
+
+  /** The torn last line set aside when the file was loaded, if there was one (as the WAL reports its own). */
+  get tornTail(): FileAnchorTornTail | undefined {
+    return this.#tornTail;
   }
 
   anchor(checkpoint: SignedCheckpointV1): Promise<Readonly<Record<string, unknown>>> {
@@ -109,7 +133,20 @@ export class FileAnchor implements Anchor {
   }
 
   async #load(): Promise<FileState> {
-    const { entries, texts } = await readChain(this.#path, 'empty');
+    const { entries, texts, torn } = await readChain(this.#path, 'empty');
+    if (torn !== undefined) {
+      // Part of a line that was never acknowledged: save it beside the file and cut the file
+      // back to its last whole line, so the next line is appended after it.
+      const savedAs = `${this.#path}.torn-${torn.offset}-${this.#clock()}`;
+      try {
+        await writeFile(savedAs, torn.bytes, { flag: 'wx', mode: 0o600 });
+        await truncate(this.#path, torn.offset);
+      } catch (error) {
+        throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_FAILED, `cannot set aside the torn last line of the anchor file ${this.#path}: ${describeThrown(error)}`, { cause: error });
+      }
+      this.#tornTail = { offset: torn.offset, bytesRemoved: torn.bytes.length, savedAs };
+      this.#onTornTail?.(this.#tornTail);
+    }
     const latest = new Map<string, number>();
     for (const e of entries) latest.set(e.log_id, Math.max(latest.get(e.log_id) ?? 0, e.tree_size));
     return { lines: entries.length, lastSha256: texts.length === 0 ? ZERO : sha256(texts.at(-1)!), latest };

@@ -90,18 +90,36 @@ export class Pkcs11Module {
   }
 
   #slotOf(tokenLabel: string): Handle {
-    const matches = this.#p11.C_GetSlotList(true).filter((slot) => this.#p11.C_GetTokenInfo(slot).label.trim() === tokenLabel);
+    let matches: Handle[];
+    try {
+      matches = this.#p11.C_GetSlotList(true).filter((slot) => this.#p11.C_GetTokenInfo(slot).label.trim() === tokenLabel);
+    } catch (error) {
+      throw configError(`listing the tokens failed`, error);
+    }
     if (matches.length === 0) throw configError(`no token labelled ${JSON.stringify(tokenLabel)}`);
     if (matches.length > 1) throw configError(`${matches.length} tokens are labelled ${JSON.stringify(tokenLabel)}`);
     return matches[0]!;
   }
 
-  #find(session: Handle, template: Pkcs11Types.Template): Handle[] {
-    this.#p11.C_FindObjectsInit(session, template);
+  #find(session: Handle, template: Pkcs11Types.Template, what: string): Handle[] {
     try {
-      return this.#p11.C_FindObjects(session, 16);
-    } finally {
-      this.#p11.C_FindObjectsFinal(session);
+      this.#p11.C_FindObjectsInit(session, template);
+      try {
+        return this.#p11.C_FindObjects(session, 16);
+      } finally {
+        this.#p11.C_FindObjectsFinal(session);
+      }
+    } catch (error) {
+      throw configError(`looking up ${what} failed`, error);
+    }
+  }
+
+  /** C_GetAttributeValue, its failure typed (ERR_AUDIT_SIGNER_CONFIG naming what was read). */
+  #attributes(session: Handle, object: Handle, template: Pkcs11Types.Template, what: string): Pkcs11Types.TemplateResult {
+    try {
+      return this.#p11.C_GetAttributeValue(session, object, template);
+    } catch (error) {
+      throw configError(`reading ${what} failed`, error);
     }
   }
 
@@ -128,7 +146,7 @@ export class Pkcs11Module {
       { type: lib.CKA_CLASS, value: lib.CKO_PRIVATE_KEY },
       { type: lib.CKA_KEY_TYPE, value: lib.CKK_EC },
       { type: lib.CKA_LABEL, value: label },
-    ]);
+    ], `the private key ${JSON.stringify(label)}`);
     if (privateKeys.length === 0) {
       if (options.generate !== true) throw configError(`token ${options.tokenLabel} has no EC private key labelled ${JSON.stringify(label)}`);
       const id = randomBytes(16);
@@ -165,7 +183,7 @@ export class Pkcs11Module {
       privateKeys = this.#find(session, [
         { type: lib.CKA_CLASS, value: lib.CKO_PRIVATE_KEY },
         { type: lib.CKA_LABEL, value: label },
-      ]);
+      ], `the private key ${JSON.stringify(label)}`);
     }
     if (privateKeys.length !== 1) throw configError(`token ${options.tokenLabel} has ${privateKeys.length} private keys labelled ${JSON.stringify(label)}; labels must be unique`);
     const privateKey = privateKeys[0]!;
@@ -173,25 +191,25 @@ export class Pkcs11Module {
     if (attributes.extractable || !attributes.sensitive) {
       throw configError(`key ${JSON.stringify(label)} is extractable or not sensitive; checkpoint keys must never leave the token`);
     }
-    const params = p11.C_GetAttributeValue(session, privateKey, [{ type: lib.CKA_EC_PARAMS }])[0]?.value;
+    const params = this.#attributes(session, privateKey, [{ type: lib.CKA_EC_PARAMS }], `CKA_EC_PARAMS of key ${JSON.stringify(label)}`)[0]?.value;
     if (params === undefined || !params.equals(P256_PARAMS)) throw configError(`key ${JSON.stringify(label)} is not on curve P-256`);
     const publicKeys = this.#find(session, [
       { type: lib.CKA_CLASS, value: lib.CKO_PUBLIC_KEY },
       { type: lib.CKA_LABEL, value: label },
-    ]);
+    ], `the public key ${JSON.stringify(label)}`);
     if (publicKeys.length !== 1) throw configError(`token ${options.tokenLabel} has ${publicKeys.length} public keys labelled ${JSON.stringify(label)}`);
-    const point = p11.C_GetAttributeValue(session, publicKeys[0]!, [{ type: lib.CKA_EC_POINT }])[0]?.value;
+    const point = this.#attributes(session, publicKeys[0]!, [{ type: lib.CKA_EC_POINT }], `CKA_EC_POINT of public key ${JSON.stringify(label)}`)[0]?.value;
     return new Pkcs11Signer(p11, lib, session, privateKey, ecPointToSpki(point), attributes);
   }
 
   #keyAttributes(session: Handle, key: Handle): Pkcs11KeyAttributes {
     const lib = this.#lib;
-    const values = this.#p11.C_GetAttributeValue(session, key, [
+    const values = this.#attributes(session, key, [
       { type: lib.CKA_EXTRACTABLE },
       { type: lib.CKA_SENSITIVE },
       { type: lib.CKA_NEVER_EXTRACTABLE },
       { type: lib.CKA_TOKEN },
-    ]);
+    ], 'the private key\'s attributes');
     const flag = (i: number): boolean => values[i]?.value[0] === 1;
     return { extractable: flag(0), sensitive: flag(1), neverExtractable: flag(2), token: flag(3) };
   }

@@ -17,8 +17,14 @@
  *     with its framing rewritten; the report names that range, as precisely as signatures allow;
  *   - a trusted checkpoint (from a receipt, an anchor or an earlier run) that the log no
  *     longer reaches (ERR_AUDIT_LOG_TRUNCATED) or contradicts (ERR_AUDIT_ROOT_MISMATCH);
- *   - an anchor record that names no checkpoint of the log or another root, or (given a
- *     verifier for its kind) that the outside system does not hold (ERR_AUDIT_ANCHOR_MISMATCH).
+ *   - leaves that no signed checkpoint covers at all (ERR_AUDIT_NOT_CHECKPOINTED, at leaf 0);
+ *   - an anchor record that names no checkpoint of the log or another root, that the outside
+ *     system does not hold, or (verifiers given) of a kind none of them checks
+ *     (ERR_AUDIT_ANCHOR_MISMATCH);
+ *   - any anchor the outside system holds for the log (every `Anchored` event, for verifiers
+ *     that list them) that the log does not reach (ERR_AUDIT_LOG_TRUNCATED), contradicts
+ *     (ERR_AUDIT_ROOT_MISMATCH) or has no checkpoint with that signature for
+ *     (ERR_AUDIT_ANCHOR_MISMATCH).
  * Between consecutive checkpoints it also checks an RFC 9162 consistency proof.
  */
 import { open } from 'node:fs/promises';
@@ -30,6 +36,7 @@ import type { Keyring } from './signer.ts';
 import type { DecisionProofV1 } from './audit-log.ts';
 import { checkAnchorAgainst, decodeAnchorRecord, type AnchorRecordV1, type AnchorVerifier } from './anchor.ts';
 import { decisionIdOf } from './event-encoding.ts';
+import { checkpointSignatureSha256 } from '../anchor/checkpoint-digests.ts';
 
 export interface LogVerification {
   /** Anchor records in the log, and how many an AnchorVerifier confirmed with the outside system. */
@@ -48,13 +55,32 @@ export interface LogVerification {
   readonly keyIds: readonly string[];
 }
 
+/** One anchor an outside system holds for a log (e.g. one `Anchored` event of the contract). */
+export interface OutsideAnchor {
+  readonly treeSize: number;
+  readonly rootHash: string;
+  /** SHA-256 of the anchored checkpoint's signature, hex, when the system records it. */
+  readonly checkpointSigSha256?: string;
+  /** Where it is (transaction, block, line...), copied into failure reports. */
+  readonly where?: Readonly<Record<string, unknown>>;
+}
+
+/** A verifier that can list every anchor its outside system holds for a log, oldest first. */
+export interface AnchorHistory {
+  anchorsOf(origin: string): Promise<readonly OutsideAnchor[]>;
+}
+
 export interface VerifyLogOptions {
   /** Checkpoints must name this origin (default: whatever the first checkpoint names). */
   readonly origin?: string;
   /** Checkpoints obtained elsewhere that the log must still reach and agree with. */
   readonly trustedCheckpoints?: readonly SignedCheckpointV1[];
-  /** Check anchor records of these kinds against their outside systems. */
-  readonly anchorVerifiers?: readonly AnchorVerifier[];
+  /**
+   * Check anchor records of these kinds against their outside systems (an anchor record of a
+   * kind none of them checks then fails), and, for verifiers that list them (`anchorsOf`),
+   * every anchor the outside system holds for the log.
+   */
+  readonly anchorVerifiers?: readonly (AnchorVerifier & Partial<AnchorHistory>)[];
 }
 
 const READ_CHUNK_BYTES = 4 * 1024 * 1024;
@@ -157,6 +183,13 @@ export async function verifyLogFile(path: string, keyring: Keyring, options: Ver
         leafIndex: tree.size, recordNumber: damage.recordNumber, byteOffset: damage.offset, reason: damage.reason,
       });
     }
+    // Leaves no signature covers at all: nothing binds them to the log (its checkpoints may
+    // have been stripped). Leaves after the last checkpoint are only a note.
+    if (tree.size > 0 && checkpoints.length === 0) {
+      throw bad(ErrorCodes.AUDIT_NOT_CHECKPOINTED, `the log has ${tree.size} leaves but no signed checkpoint: none of leaves 0..${tree.size - 1} is covered by a signature (its checkpoints were removed, or it was never checkpointed)`, {
+        leafIndex: 0, treeSize: tree.size, firstSuspectLeaf: 0, lastSuspectLeaf: tree.size - 1,
+      });
+    }
   } finally {
     await handle.close();
   }
@@ -178,7 +211,11 @@ export async function verifyLogFile(path: string, keyring: Keyring, options: Ver
   let anchorsVerified = 0;
   for (const { anchor, checkpoint, where } of anchors) {
     const verifier = options.anchorVerifiers?.find((v) => v.kind === anchor.kind);
-    if (verifier === undefined) continue;
+    if (verifier === undefined) {
+      // Asked to check anchors: one that none of the verifiers can check does not pass unchecked.
+      if ((options.anchorVerifiers ?? []).length === 0) continue;
+      throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_MISMATCH, `the ${anchor.kind} anchor of the checkpoint at tree size ${anchor.tree_size} (record ${String(where['recordNumber'])}) is of a kind no verifier given checks (${options.anchorVerifiers!.map((v) => v.kind).join(', ')})`, { details: { ...where, kind: anchor.kind } });
+    }
     try {
       await verifier.verify(anchor, checkpoint);
     } catch (error) {
@@ -191,9 +228,45 @@ export async function verifyLogFile(path: string, keyring: Keyring, options: Ver
     anchorsVerified++;
   }
 
-  // What the outside systems hold for this log, whatever records the file kept: a log cut
-  // after its last anchor, or rewritten with its anchor records dropped, fails here.
+  // Every anchor the outside systems hold for this log, whatever records the file kept: the
+  // contract only makes tree sizes grow, so a history forked after an anchor and anchored
+  // again at a larger size fails at the first anchor it contradicts.
   let anchoredOutsideSize = 0;
+  for (const verifier of options.anchorVerifiers ?? []) {
+    if (verifier.anchorsOf === undefined || origin === undefined) continue;
+    let held: readonly OutsideAnchor[];
+    try {
+      held = await verifier.anchorsOf(origin);
+    } catch (error) {
+      throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_FAILED, `the ${verifier.kind} anchors of ${origin} could not be read: ${isPavilionError(error) ? error.message : String(error)}`, { cause: error });
+    }
+    let agreed = 0;
+    for (const outside of [...held].sort((a, b) => a.treeSize - b.treeSize)) {
+      const at = { ...outside.where, treeSize: outside.treeSize };
+      if (outside.treeSize > tree.size) {
+        throw bad(ErrorCodes.AUDIT_LOG_TRUNCATED, `the ${verifier.kind} anchor holds tree size ${outside.treeSize} of ${origin}, but the log has ${tree.size} leaves: leaves from ${tree.size} on were removed`, { ...at, leafIndex: tree.size });
+      }
+      if (tree.root(outside.treeSize).toString('hex') !== outside.rootHash) {
+        throw bad(ErrorCodes.AUDIT_ROOT_MISMATCH, `the ${verifier.kind} anchor holds root ${outside.rootHash} for the first ${outside.treeSize} leaves of ${origin}; the log gives another: at least one of leaves ${agreed}..${outside.treeSize - 1} was rewritten after it was anchored`, {
+          ...at, leafIndex: agreed, firstSuspectLeaf: agreed, lastSuspectLeaf: outside.treeSize - 1,
+        });
+      }
+      // The checkpoint anchored was durable in the log before it was anchored: it must still be there.
+      const inLog = checkpoints.filter((c) => c.tree_size === outside.treeSize);
+      if (inLog.length === 0) {
+        throw bad(ErrorCodes.AUDIT_ANCHOR_MISMATCH, `the ${verifier.kind} anchor holds a checkpoint of ${origin} at tree size ${outside.treeSize}, but the log has no checkpoint at that size: its checkpoints were removed or re-signed`, { ...at, leafIndex: outside.treeSize });
+      }
+      const sig = outside.checkpointSigSha256;
+      if (sig !== undefined && !inLog.some((c) => checkpointSignatureSha256(c) === sig)) {
+        throw bad(ErrorCodes.AUDIT_ANCHOR_MISMATCH, `the ${verifier.kind} anchor at tree size ${outside.treeSize} of ${origin} holds signature hash ${sig}, which no checkpoint of the log at that size has: the checkpoint was replaced (re-signed)`, { ...at, leafIndex: outside.treeSize });
+      }
+      agreed = outside.treeSize;
+    }
+    anchoredOutsideSize = Math.max(anchoredOutsideSize, agreed);
+  }
+
+  // What the outside systems hold last for this log: a log cut after its last anchor, or
+  // rewritten with its anchor records dropped, fails here.
   for (const verifier of options.anchorVerifiers ?? []) {
     if (verifier.latestAnchor === undefined || origin === undefined) continue;
     let latest: { readonly treeSize: number; readonly rootHash: string } | undefined;
@@ -302,15 +375,21 @@ export function verifyDecisionProof(value: unknown, keyring: Keyring, expect: { 
 
 /**
  * Check a verified decision's anchor with the outside system it names. Resolves true when a
- * verifier of its kind confirmed it, false when the proof has no anchor or no verifier of
- * its kind was given (nothing outside was consulted); throws ERR_AUDIT_ANCHOR_MISMATCH or
- * ERR_AUDIT_ANCHOR_FAILED otherwise.
+ * verifier of its kind confirmed it, false when no verifier was given or the proof has no
+ * anchor (nothing outside was consulted); throws ERR_AUDIT_ANCHOR_MISMATCH when verifiers
+ * were given but none is of the anchor's kind (it cannot be checked, so it does not pass),
+ * ERR_AUDIT_ANCHOR_MISMATCH or ERR_AUDIT_ANCHOR_FAILED when the check fails.
  */
 export async function verifyDecisionAnchor(verified: DecisionVerification, anchorVerifiers: readonly AnchorVerifier[]): Promise<boolean> {
   const anchor = verified.anchor;
   if (anchor === undefined) return false;
+  if (anchorVerifiers.length === 0) return false;
   const verifier = anchorVerifiers.find((v) => v.kind === anchor.kind);
-  if (verifier === undefined) return false;
+  if (verifier === undefined) {
+    throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_MISMATCH, `the proof's ${anchor.kind} anchor of the checkpoint at tree size ${anchor.tree_size} is of a kind no verifier given checks (${anchorVerifiers.map((v) => v.kind).join(', ')})`, {
+      details: { treeSize: anchor.tree_size, kind: anchor.kind },
+    });
+  }
   try {
     await verifier.verify(anchor, verified.checkpoint);
   } catch (error) {
