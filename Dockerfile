@@ -15,12 +15,12 @@
 #     -v "$PWD/bundles/.build:/app/bundles/.build:ro" ghcr.io/example/pavilion-sidecar:0.1.0
 #
 # What is in it: the sidecar compiled to JavaScript (dist/, from `npm run build`), the
-# production npm dependencies, a non-root user 10001. Policy
+# production npm dependencies (pkcs11js compiled for this base image), a non-root user 10001. Policy
 # bundles are not: they are built from Rego with `opa build` (a build-time tool, not in
 # this image either) and reach the sidecar at run time (bundle directory / distribution).
-# In Kubernetes the chart adds the config (PAVILION_CONFIG), writable emptyDirs for
-# /var/lib/pavilion and /tmp (the root filesystem is read-only), and the probes; so there
-# is no HEALTHCHECK here.
+# In Kubernetes the chart adds the config (PAVILION_CONFIG), a writable data volume at
+# /var/lib/pavilion and an emptyDir at /tmp (the root filesystem is read-only), and the
+# probes; so there is no HEALTHCHECK here.
 
 ARG NODE_IMAGE=node:20-bookworm-slim
 
@@ -34,10 +34,24 @@ COPY sidecar ./sidecar
 RUN npx tsc -p tsconfig.build.json
 
 # ---- deps: production dependencies only, versions from package-lock.json ------------------
+# pkcs11js (optional dependency, the PKCS#11 signer of hsm.enabled) is a native add-on: it is
+# compiled here, on the same base image as the runtime, with the toolchain node-gyp needs. Only
+# its build runs: every other package's install scripts stay off (--ignore-scripts). A build
+# that does not load fails the image build instead of a pod with hsm.enabled at run time
+# ("the optional dependency pkcs11js is not installed").
 FROM ${NODE_IMAGE} AS deps
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 make g++ \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force
+# node-gyp compiles against the headers of the image's own node when they are there (no
+# download from nodejs.org), else it fetches them.
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
+ && if [ -f /usr/local/include/node/node.h ]; then export npm_config_nodedir=/usr/local; fi \
+ && npm rebuild pkcs11js \
+ && node -e "require('pkcs11js')" \
+ && npm cache clean --force
 
 # ---- runtime ------------------------------------------------------------------------------
 FROM ${NODE_IMAGE} AS runtime
@@ -50,6 +64,8 @@ RUN groupadd --system --gid 10001 pavilion \
  && chown -R 10001:10001 /var/lib/pavilion /app/var
 COPY --from=deps /app/node_modules ./node_modules
 COPY package.json ./
+# the add-on built in `deps` loads on the runtime image (same base, no toolchain here)
+RUN node -e "require('pkcs11js')"
 COPY --from=build /app/dist ./dist
 COPY sidecar/proto ./sidecar/proto
 USER 10001:10001

@@ -11,7 +11,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -81,6 +81,7 @@ interface Volume {
   hostPath?: { path: string };
   csi?: { driver: string; readOnly?: boolean };
   persistentVolumeClaim?: { claimName: string; readOnly?: boolean };
+  ephemeral?: { volumeClaimTemplate: { spec: { accessModes?: string[]; resources: { requests: { storage: string } } } } };
 }
 interface DeploymentSpec {
   replicas: number;
@@ -100,7 +101,7 @@ interface AuthorizationPolicySpec {
   selector: { matchLabels: Record<string, string> };
   action: string;
   provider?: { name: string };
-  rules: { to?: { operation: Operation }[] }[];
+  rules: { to?: { operation: Operation }[]; from?: { source: { principals?: string[] } }[] }[];
 }
 interface ServiceEntrySpec {
   hosts: string[];
@@ -231,6 +232,21 @@ function renderFails(args: readonly string[], pattern: RegExp): void {
   const run = helm(['template', RELEASE, APP_CHART, '--namespace', NAMESPACE, ...args]);
   assert.notEqual(run.status, 0, `helm template ${args.join(' ')} should fail`);
   assert.match(run.stderr, pattern);
+}
+
+/** A values file (in the test's temporary directory) for values --set cannot spell. */
+let valuesFiles = 0;
+function valuesFile(text: string): string {
+  const file = join(helmHome, `values-${++valuesFiles}.yaml`);
+  writeFileSync(file, text);
+  return file;
+}
+
+/** A Kubernetes quantity ("10Gi", "4Gi", "512Mi") in bytes. */
+function bytesOf(quantity: string): number {
+  const m = /^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti)?$/.exec(quantity);
+  assert.ok(m, `${quantity} is a quantity`);
+  return Number(m[1]) * ({ '': 1, Ki: 1024, Mi: 1024 ** 2, Gi: 1024 ** 3, Ti: 1024 ** 4 } as Record<string, number>)[m[2] ?? '']!;
 }
 
 // The JSON schemas, read as plain objects.
@@ -378,7 +394,11 @@ describe('broker-example, default values', () => {
     const raw = renderedConfig(byDefault);
     assert.deepEqual(raw['http'], { host: '127.0.0.1', port: 8181 });
     assert.deepEqual(raw['bundles'], { directory: '/var/lib/pavilion/bundles', persistDirectory: '/var/lib/pavilion/last-known-good' });
-    assert.deepEqual(raw['decisionLog'], { sink: 'audit', audit: { directory: '/var/lib/pavilion/audit', maxDiskBytes: 805306368 } });
+    assert.deepEqual(raw['decisionLog'], {
+      sink: 'audit',
+      audit: { directory: '/var/lib/pavilion/audit', maxDiskBytes: 805306368 },
+      privacy: { pseudonymKeyDirectory: '/var/lib/pavilion/pseudonym-keys' },
+    });
     assert.deepEqual(raw['tenants'], [{ id: 'bank', namespace: 'bank' }]);
     assert.deepEqual(raw['labels'], { id: `${RELEASE}-pavilion`, version: '0.1.0' });
     const config = parseConfig(raw, '/etc/pavilion');
@@ -388,13 +408,16 @@ describe('broker-example, default values', () => {
     assert.deepEqual(config.decisionLog.audit?.signer, { kind: 'software', keyFile: '/var/lib/pavilion/audit/checkpoint-key.pem' });
     assert.deepEqual(config.decisionLog.audit?.anchor, { kind: 'file', path: '/var/lib/pavilion/audit/anchors.jsonl' });
     assert.ok(config.decisionLog.audit!.maxDiskBytes < 1024 ** 3, 'the disk budget fits the 1Gi data emptyDir');
+    // every path the sidecar writes is on the data volume (the root filesystem is read-only)
+    assert.equal(config.decisionLog.privacy.pseudonymKeyDirectory, '/var/lib/pavilion/pseudonym-keys');
+    assert.equal(config.bundles.persistDirectory, '/var/lib/pavilion/last-known-good');
     assert.equal(config.extAuthz?.grpc.port, 9191);
     assert.deepEqual(config.tenants.map((t) => t.id), ['bank']);
   });
 
   test('decisionLog.sink file drops the chart\'s default audit block, so the sidecar parses what it gets', () => {
     const raw = renderedConfig(render(['--set', 'pavilion.config.decisionLog.sink=file', '--set', 'pavilion.config.decisionLog.path=/var/lib/pavilion/decisions.ndjson']));
-    assert.deepEqual(raw['decisionLog'], { sink: 'file', path: '/var/lib/pavilion/decisions.ndjson' });
+    assert.deepEqual(raw['decisionLog'], { sink: 'file', path: '/var/lib/pavilion/decisions.ndjson', privacy: { pseudonymKeyDirectory: '/var/lib/pavilion/pseudonym-keys' } });
     assert.equal(parseConfig(raw, '/etc/pavilion').decisionLog.sink, 'file');
   });
 
@@ -456,7 +479,7 @@ describe('broker-example, default values', () => {
 describe('broker-example, values-production.yaml', () => {
   test('adds the NetworkPolicy, the PodDisruptionBudget, the ServiceMonitor and its metrics Service', () => {
     assert.deepEqual(kinds(production), [
-      'AuthorizationPolicy', 'ConfigMap', 'Deployment', 'NetworkPolicy', 'PeerAuthentication', 'PodDisruptionBudget',
+      'AuthorizationPolicy', 'AuthorizationPolicy', 'ConfigMap', 'Deployment', 'NetworkPolicy', 'PeerAuthentication', 'PodDisruptionBudget',
       'Service', 'Service', 'ServiceAccount', 'ServiceEntry', 'ServiceMonitor',
     ]);
   });
@@ -484,7 +507,7 @@ describe('broker-example, values-production.yaml', () => {
     // the chart points the audit log's checkpoint signer at the token; the PIN stays in the Secret
     const config = parseConfig(renderedConfig(production), '/etc/pavilion', literalEnv(c));
     assert.deepEqual(config.decisionLog.audit?.signer, {
-      kind: 'pkcs11', modulePath: '/opt/pkcs11/libsofthsm2.so', tokenLabel: 'pavilion', keyLabel: 'checkpoints-2026', pinEnv: 'PAVILION_HSM_PIN', generateKey: false,
+      kind: 'pkcs11', modulePath: '/opt/pkcs11/libvendor-pkcs11.so', tokenLabel: 'pavilion', keyLabel: 'checkpoints-2026', pinEnv: 'PAVILION_HSM_PIN', generateKey: false,
     });
     assert.equal(config.decisionLog.audit?.fsync, 'always');
     assert.equal(config.decisionLog.audit?.stream.enabled, true);
@@ -554,8 +577,61 @@ describe('broker-example, values-production.yaml', () => {
   });
 
   test('the AuthorizationPolicy leaves out the configured notPaths', () => {
-    const spec = the(production, 'AuthorizationPolicy').spec as AuthorizationPolicySpec;
+    const spec = the(production, 'AuthorizationPolicy', '-ext-authz').spec as AuthorizationPolicySpec;
     assert.deepEqual(spec.rules[0]?.to?.[0]?.operation, { ports: ['8080'], notPaths: ['/healthz', '/readyz'] });
+  });
+
+  test('the tenant comes from a header, so only the ingress gateway may call the broker (ALLOW policy for its principal)', () => {
+    const gateway = 'cluster.local/ns/istio-ingress/sa/istio-ingressgateway';
+    const config = parseConfig(renderedConfig(production), '/etc/pavilion', literalEnv(container(production, 'pavilion')));
+    assert.deepEqual(config.extAuthz?.tenantFrom, { kind: 'header', header: 'x-pavilion-tenant' });
+    const allow = the(production, 'AuthorizationPolicy', '-allowed-callers').spec as AuthorizationPolicySpec;
+    assert.equal(allow.action, 'ALLOW');
+    assert.deepEqual(allow.selector.matchLabels, deployment(production).selector.matchLabels);
+    assert.deepEqual(allow.rules, [{ from: [{ source: { principals: [gateway] } }], to: [{ operation: { ports: ['8080'] } }] }]);
+    // other callers are not even checked (no decision logged under a tenant they picked)
+    const custom = the(production, 'AuthorizationPolicy', '-ext-authz').spec as AuthorizationPolicySpec;
+    assert.deepEqual(custom.rules[0]?.from, [{ source: { principals: [gateway] } }]);
+    // off by default, and refused without principals (it would deny everything)
+    assert.ok(!byDefault.some((m) => m.kind === 'AuthorizationPolicy' && (m.spec as AuthorizationPolicySpec).action === 'ALLOW'));
+    renderFails(['--set', 'istio.allowedCallers.enabled=true'], /istio.allowedCallers.enabled needs istio.allowedCallers.principals/);
+  });
+
+  test('the data volume is a claim per pod, sized for every tenant\'s audit log (maxDiskBytes is per tenant)', () => {
+    const data = volume(production, 'pavilion-data');
+    assert.equal(data.emptyDir, undefined, 'not an emptyDir: the kubelet would evict the pod beyond its sizeLimit');
+    const claim = data.ephemeral?.volumeClaimTemplate.spec;
+    assert.ok(claim, 'a generic ephemeral volume (a PVC per pod)');
+    assert.deepEqual(claim.accessModes, ['ReadWriteOnce']);
+    const config = parseConfig(renderedConfig(production), '/etc/pavilion', literalEnv(container(production, 'pavilion')));
+    const needed = config.tenants.length * config.decisionLog.audit!.maxDiskBytes + 256 * 1024 ** 2;
+    assert.ok(bytesOf(claim.resources.requests.storage) >= needed, `${claim.resources.requests.storage} holds ${config.tenants.length} x maxDiskBytes + headroom`);
+    assert.equal(mount(container(production, 'pavilion'), '/var/lib/pavilion')?.name, 'pavilion-data');
+  });
+
+  test('the HSM is a vendor PKCS#11 module, not SoftHSM2 (development only)', () => {
+    const config = parseConfig(renderedConfig(production), '/etc/pavilion', literalEnv(container(production, 'pavilion')));
+    const signer = config.decisionLog.audit?.signer;
+    assert.equal(signer?.kind, 'pkcs11');
+    assert.doesNotMatch(signer?.kind === 'pkcs11' ? signer.modulePath : '', /softhsm/i);
+    assert.doesNotMatch(JSON.stringify(deployment(production)), /softhsm/i);
+    assert.match(readFileSync(PROD_VALUES, 'utf8'), /SoftHSM2 .*\n.*development and tests only/);
+  });
+
+  test('the sidecar receives on its own NATS inbox prefix, the one docs/nats-permissions.conf lets it subscribe to, and the conf grants every tenant\'s bundles', () => {
+    const config = parseConfig(renderedConfig(production), '/etc/pavilion', literalEnv(container(production, 'pavilion')));
+    assert.equal(config.nats?.inboxPrefix, '_INBOX_sidecar');
+    const conf = readFileSync(join(ROOT, 'docs', 'nats-permissions.conf'), 'utf8');
+    const sidecarUser = conf.slice(conf.indexOf('user: sidecar'), conf.indexOf('user: team_'));
+    assert.match(sidecarUser, /subscribe: \{ allow: \["_INBOX_sidecar\.>"\] \}/);
+    assert.doesNotMatch(conf.replace(/^#.*$/gm, ''), /"_INBOX\.>"/, 'no user shares the default inbox');
+    const grants = conf.slice(conf.indexOf('SIDECAR_PUBLISH = ['), conf.indexOf(']', conf.indexOf('SIDECAR_PUBLISH = [')));
+    for (const tenant of config.tenants.map((t) => t.id)) {
+      for (const grant of [
+        `"$JS.API.STREAM.INFO.OBJ_pavilion-bundle-${tenant}"`,
+        `"$JS.API.CONSUMER.CREATE.OBJ_pavilion-bundle-${tenant}.*.$O.pavilion-bundle-${tenant}.C.>"`,
+      ]) assert.ok(grants.includes(grant), `the sidecar user may download ${tenant}'s bundles: ${grant}`);
+    }
   });
 });
 
@@ -592,6 +668,75 @@ describe('other modes', () => {
   });
 });
 
+describe('pod annotations of the including chart', () => {
+  const LOCALHOST = 'REWRITE_PROBE_LEGACY_LOCALHOST_DESTINATION';
+
+  test('a broker proxy.istio.io/config is merged with the sidecar\'s probe setting, not replacing it', () => {
+    const manifests = render(['--values', valuesFile([
+      'broker:',
+      '  podAnnotations:',
+      '    team: payments',
+      '    proxy.istio.io/config: |',
+      '      holdApplicationUntilProxyStarts: true',
+      '      proxyMetadata:',
+      '        ISTIO_META_DNS_CAPTURE: "true"',
+    ].join('\n'))]);
+    const annotations = deployment(manifests).template.metadata.annotations ?? {};
+    assert.equal(annotations['team'], 'payments');
+    assert.deepEqual(JSON.parse(annotations['proxy.istio.io/config'] ?? '{}'), {
+      holdApplicationUntilProxyStarts: true,
+      proxyMetadata: { ISTIO_META_DNS_CAPTURE: 'true', [LOCALHOST]: 'true' },
+    });
+    assert.equal(annotations['sidecar.istio.io/rewriteAppHTTPProbers'], 'true');
+    assert.match(annotations['checksum/pavilion-config'] ?? '', /^[0-9a-f]{64}$/);
+  });
+
+  test('a broker annotation that contradicts the sidecar\'s fails the render, naming it', () => {
+    renderFails(['--values', valuesFile(`broker:\n  podAnnotations:\n    proxy.istio.io/config: '{"proxyMetadata":{"${LOCALHOST}":"false"}}'\n`)],
+      new RegExp(`broker.podAnnotations."proxy.istio.io/config" sets proxyMetadata.${LOCALHOST} to "false"`));
+    renderFails(['--values', valuesFile('broker:\n  podAnnotations:\n    sidecar.istio.io/rewriteAppHTTPProbers: "false"\n')],
+      /broker.podAnnotations."sidecar.istio.io\/rewriteAppHTTPProbers" is "false", but the Pavilion sidecar needs "true"/);
+    renderFails(['--values', valuesFile("broker:\n  podAnnotations:\n    proxy.istio.io/config: 'not: [valid'\n")],
+      /broker.podAnnotations."proxy.istio.io\/config" must be a ProxyConfig/);
+  });
+});
+
+describe('the data volume', () => {
+  test('is an emptyDir by default, or the volume source dataVolume.volume names', () => {
+    assert.deepEqual(volume(byDefault, 'pavilion-data').emptyDir, { sizeLimit: '1Gi' });
+    const pvc = render(['--set', 'pavilion.dataVolume.volume.persistentVolumeClaim.claimName=pavilion-data']);
+    assert.deepEqual(volume(pvc, 'pavilion-data'), { name: 'pavilion-data', persistentVolumeClaim: { claimName: 'pavilion-data' } });
+    const ephemeral = render(['--values', valuesFile([
+      'pavilion:',
+      '  dataVolume:',
+      '    volume:',
+      '      ephemeral:',
+      '        volumeClaimTemplate:',
+      '          spec: { accessModes: [ReadWriteOnce], resources: { requests: { storage: 2Gi } } }',
+    ].join('\n'))]);
+    assert.equal(volume(ephemeral, 'pavilion-data').ephemeral?.volumeClaimTemplate.spec.resources.requests.storage, '2Gi');
+  });
+
+  test('an emptyDir sizeLimit (or an ephemeral claim) below tenants x maxDiskBytes + headroom fails the render', () => {
+    // 768Mi x 1 tenant + 256Mi headroom = 1Gi: the default fits exactly; 1023Mi does not
+    renderFails(['--set', 'pavilion.dataVolume.sizeLimit=1023Mi'], /pavilion.dataVolume.sizeLimit .* = 1023Mi \(1072693248 bytes\) is below 1 tenant\(s\) x pavilion.config.decisionLog.audit.maxDiskBytes \(805306368, a budget per tenant\)/);
+    // a second tenant doubles the audit logs
+    renderFails(['--set', 'pavilion.tenants[0].id=bank', '--set', 'pavilion.tenants[1].id=hospital'], /is below 2 tenant\(s\)/);
+    renderFails(['--set', 'pavilion.config.decisionLog.audit.maxDiskBytes=2147483648'], /is below 1 tenant\(s\)/);
+    // production's 3 tenants x 3 GiB on an emptyDir of 4Gi (the review's finding)
+    renderFails(['--values', PROD_VALUES, '--set', 'pavilion.dataVolume.volume=null', '--set', 'pavilion.dataVolume.sizeLimit=4Gi'], /is below 3 tenant\(s\)/);
+    renderFails(['--values', PROD_VALUES, '--set', 'pavilion.dataVolume.volume.ephemeral.volumeClaimTemplate.spec.resources.requests.storage=8Gi'], /volumeClaimTemplate storage request = 8Gi .* is below 3 tenant\(s\)/);
+    renderFails(['--set', 'pavilion.dataVolume.sizeLimit=lots'], /pavilion.dataVolume.sizeLimit .*\(lots\) is not a Kubernetes quantity/);
+    // enough room, in any spelling of the quantity
+    assert.deepEqual(volume(render(['--set', 'pavilion.tenants[0].id=bank', '--set', 'pavilion.tenants[1].id=hospital', '--set', 'pavilion.dataVolume.sizeLimit=1.75Gi']), 'pavilion-data').emptyDir, { sizeLimit: '1.75Gi' });
+    assert.deepEqual(volume(render(['--set', 'pavilion.dataVolume.sizeLimit=1073741824']), 'pavilion-data').emptyDir, { sizeLimit: '1073741824' });
+  });
+
+  test('one persistentVolumeClaim for several replicas (sidecars sharing an audit log) fails the render', () => {
+    renderFails(['--set', 'broker.replicas=2', '--set', 'pavilion.dataVolume.volume.persistentVolumeClaim.claimName=pavilion-data'], /one claim for all 2 replicas/);
+  });
+});
+
 describe('values are validated', () => {
   test('a typo in the pavilion block (pavilion.confg.x) fails helm template and helm lint through the schema', () => {
     renderFails(['--set', 'pavilion.confg.x=1'], /additional properties 'confg' not allowed/);
@@ -618,6 +763,15 @@ describe('values are validated', () => {
     renderFails(['--set', 'pavilion.config.decisionLog.audit.anchor.kind=file', '--set', 'pavilion.config.decisionLog.audit.anchor.path=/etc/anchors.jsonl'], /decisionLog.audit.anchor.path .* must be under a writable mount/);
     renderFails(['--set', 'pavilion.hsm.enabled=true', '--set', 'pavilion.hsm.pin.secretName=hsm', '--set', 'pavilion.config.decisionLog.sink=none'], /hsm.enabled signs the audit log's checkpoints/);
     renderFails(['--set', 'pavilion.config.extAuthz=null'], /ext_authz gRPC port/);
+  });
+
+  test('pseudonymisation keys and last known good bundles must be on a writable mount, not the image\'s read-only /app/var', () => {
+    renderFails(['--set', 'pavilion.config.decisionLog.privacy.pseudonymKeyDirectory=/app/var/pseudonym-keys'], /decisionLog.privacy.pseudonymKeyDirectory .* must be under a writable mount/);
+    renderFails(['--set', 'pavilion.config.bundles.persistDirectory=/app/var/bundles'], /bundles.persistDirectory .* must be under a writable mount/);
+    // unset, the sidecar falls back to /app/var/...: refused when the feature is in use
+    renderFails(['--set', 'pavilion.config.decisionLog.privacy.pseudonymKeyDirectory=null', '--set', 'pavilion.config.decisionLog.privacy.pseudonymiseFields[0]=/input/user'], /pseudonymKeyDirectory \(unset: the image default\) .* must be under a writable mount/);
+    renderFails(['--set', 'pavilion.config.bundles.persistDirectory=null', '--set', 'pavilion.nats.url=nats://nats:4222'], /persistDirectory \(unset: the image default\) .* must be under a writable mount/);
+    render(['--set', 'pavilion.config.decisionLog.privacy.pseudonymKeyDirectory=/tmp/pseudonym-keys']);
   });
 
   test('the library chart and the example chart validate the pavilion block with the same schema', () => {
@@ -719,7 +873,94 @@ describe('Istio extension provider documentation', () => {
   });
 });
 
+// ---- the Dockerfile and its build context --------------------------------------------
+
+/** The Dockerfile's instructions, continuation lines joined, comments dropped. */
+function dockerInstructions(): string[] {
+  const text = readFileSync(join(ROOT, 'Dockerfile'), 'utf8');
+  return text.split('\n').filter((l) => !/^\s*#/.test(l)).join('\n').replace(/\\\n/g, ' ').split('\n').map((l) => l.trim()).filter((l) => l !== '');
+}
+
+interface Stage { name: string; from: string; instructions: string[] }
+function dockerStages(): Stage[] {
+  const stages: Stage[] = [];
+  for (const line of dockerInstructions()) {
+    const from = /^FROM\s+(\S+)(?:\s+AS\s+(\S+))?/i.exec(line);
+    if (from) stages.push({ from: from[1]!, name: from[2] ?? String(stages.length), instructions: [] });
+    else stages.at(-1)?.instructions.push(line);
+  }
+  return stages;
+}
+
+/** A .dockerignore pattern as a RegExp (Docker's rules: `*` within a segment, `**` any depth). */
+function dockerGlob(glob: string): RegExp {
+  let re = '';
+  for (let i = 0; i < glob.length; i++) {
+    const c = glob[i]!;
+    if (c === '*' && glob[i + 1] === '*') {
+      i++;
+      if (glob[i + 1] === '/') { i++; re += '(?:.*/)?'; } else re += '.*';
+    } else if (c === '*') re += '[^/]*';
+    else if (c === '?') re += '[^/]';
+    else re += c.replace(/[.+^${}()|[\]\\]/g, '\\$&');
+  }
+  return new RegExp(`^${re}$`);
+}
+
+/** Whether .dockerignore keeps `path` out of the build context: the last pattern matching it or a parent decides. */
+function dockerIgnored(path: string): boolean {
+  const patterns = readFileSync(join(ROOT, '.dockerignore'), 'utf8').split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'));
+  const parents = path.split('/').map((_, i, parts) => parts.slice(0, i + 1).join('/'));
+  let ignored = false;
+  for (const line of patterns) {
+    const negate = line.startsWith('!');
+    const re = dockerGlob((negate ? line.slice(1) : line).replace(/^\/+|\/+$/g, ''));
+    if (parents.some((p) => re.test(p))) ignored = !negate;
+  }
+  return ignored;
+}
+
+function filesUnder(dir: string): string[] {
+  return readdirSync(join(ROOT, dir), { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? filesUnder(`${dir}/${e.name}`) : [`${dir}/${e.name}`]));
+}
+
 describe('image', () => {
+  test('every file the Dockerfile COPYs from the build context is in it (.dockerignore re-includes it)', () => {
+    const copies = dockerInstructions().filter((l) => /^COPY\s/i.test(l) && !/--from=/i.test(l));
+    assert.ok(copies.length >= 3);
+    const sources = copies.flatMap((l) => l.split(/\s+/).slice(1, -1).filter((a) => !a.startsWith('--')));
+    assert.ok(sources.includes('tsconfig.build.json'), 'the build compiles with tsconfig.build.json');
+    for (const source of sources) {
+      assert.ok(existsSync(join(ROOT, source)), `${source} exists`);
+      const files = statSync(join(ROOT, source)).isDirectory() ? filesUnder(source) : [source];
+      const kept = files.filter((f) => !dockerIgnored(f));
+      assert.ok(kept.length > 0, `${source} is in the build context (.dockerignore)`);
+      // left out on purpose: tests and Finder litter, nothing the build reads
+      assert.deepEqual(files.filter((f) => dockerIgnored(f) && !/(\.test\.ts|\/\.DS_Store)$/.test(f)), [], `all of ${source} is in the build context`);
+    }
+    assert.ok(dockerIgnored('node_modules/yaml/package.json') && dockerIgnored('test/helm.test.ts') && dockerIgnored('.tools/bin/helm'), 'the rest stays out');
+  });
+
+  test('pkcs11js (native) is compiled in a stage with a C++ toolchain on the runtime\'s base, and the image build checks that it loads', () => {
+    const stages = dockerStages();
+    const runtime = stages.at(-1)!;
+    const from = /^COPY\s+--from=(\S+)\s+\/app\/node_modules\s/i.exec(runtime.instructions.find((l) => /node_modules/.test(l) && /^COPY/i.test(l)) ?? '');
+    assert.ok(from, 'the runtime copies node_modules from a build stage');
+    const deps = stages.find((s) => s.name === from[1]);
+    assert.ok(deps, `stage ${from[1]}`);
+    assert.equal(deps.from, runtime.from, 'same base image as the runtime (same glibc, same Node ABI)');
+    const run = deps.instructions.filter((l) => /^RUN\s/i.test(l)).join(' ; ');
+    assert.match(run, /apt-get install[^;]*\bpython3\b/);
+    assert.match(run, /apt-get install[^;]*\bmake\b/);
+    assert.match(run, /apt-get install[^;]*\bg\+\+/);
+    const npmCi = /npm ci[^&;]*/.exec(run)?.[0] ?? '';
+    assert.match(npmCi, /--omit=dev/);
+    if (/--ignore-scripts/.test(npmCi)) assert.match(run, /npm rebuild pkcs11js/, 'install scripts off: pkcs11js is rebuilt on its own');
+    const check = `node -e "require('pkcs11js')"`;
+    assert.ok(run.includes(check), `the ${deps.name} stage checks the add-on loads`);
+    assert.ok(runtime.instructions.some((l) => /^RUN\s/i.test(l) && l.includes(check)), 'the runtime stage checks it loads there too');
+  });
+
   test('the Dockerfile starts the same command the chart runs, as 10001, exposing 8181 and 9191', () => {
     const dockerfile = readFileSync(join(ROOT, 'Dockerfile'), 'utf8');
     const cmd = /^CMD (\[.*\])$/m.exec(dockerfile)?.[1];

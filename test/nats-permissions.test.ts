@@ -3,7 +3,8 @@
  * shipped accounts and permissions layout), an admin provisions the buckets, and each
  * user is held to its grants. A policy team pushes, rolls back and reads history for its
  * own tenant only; the sidecar reads every pointer and bundle but cannot move a pointer;
- * each refused action says what the server answers.
+ * each refused action says what the server answers. Every user receives on an inbox prefix of
+ * its own (`_INBOX_<user>`, sidecar config nats.inboxPrefix) and cannot subscribe to another's.
  */
 import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -27,8 +28,14 @@ const PASSWORDS = {
   sidecar: 'sidecar-secret',
   team_bank: 'bank-secret',
   team_hospital: 'hospital-secret',
+  team_agency: 'agency-secret',
 } as const;
 type User = keyof typeof PASSWORDS;
+
+/** The inbox prefix each user may subscribe under (docs/nats-permissions.conf, "Inboxes"). */
+function inboxPrefix(user: User): string {
+  return `_INBOX_${user}`;
+}
 
 /** A refusal by the server's permissions, naming the subject it refused. */
 function violation(subject: string): RegExp {
@@ -67,7 +74,7 @@ const stores = new Map<User, NatsBundleStore>();
 const signed = new Map<string, Buffer>();
 
 function natsConfig(user: User, password: string = PASSWORDS[user]): NatsConfig {
-  return parseConfig({ nats: { servers: [nats.url], user, password, name: `test-${user}` } }).nats as NatsConfig;
+  return parseConfig({ nats: { servers: [nats.url], user, password, name: `test-${user}`, inboxPrefix: inboxPrefix(user) } }).nats as NatsConfig;
 }
 
 function store(user: User): NatsBundleStore {
@@ -107,6 +114,7 @@ before(async () => {
       PAVILION_NATS_SIDECAR_PASSWORD: PASSWORDS.sidecar,
       PAVILION_NATS_TEAM_BANK_PASSWORD: PASSWORDS.team_bank,
       PAVILION_NATS_TEAM_HOSPITAL_PASSWORD: PASSWORDS.team_hospital,
+      PAVILION_NATS_TEAM_AGENCY_PASSWORD: PASSWORDS.team_agency,
     },
   });
   dir = await mkdtemp(join(tmpdir(), 'pavilion-nats-permissions-'));
@@ -120,8 +128,9 @@ before(async () => {
   const objm = new Objm(admin);
   await objm.create('pavilion-bundle-bank');
   await objm.create('pavilion-bundle-hospital');
+  await objm.create('pavilion-bundle-agency');
 
-  for (const user of ['sidecar', 'team_bank', 'team_hospital'] as const) {
+  for (const user of ['sidecar', 'team_bank', 'team_hospital', 'team_agency'] as const) {
     const config = natsConfig(user);
     stores.set(user, new NatsBundleStore(await connectNats(config), config));
   }
@@ -253,6 +262,41 @@ describe("a policy team cannot touch another tenant's pointer or bundles", () =>
   });
 });
 
+describe("each user receives on its own inbox prefix: no one reads another user's replies or deliveries", () => {
+  /** Subscribe as `user`; the server's refusal closes the subscription with this error. */
+  async function subscribeRefusal(user: User, subject: string): Promise<string> {
+    const sub = store(user).nc.subscribe(subject, { callback: () => undefined });
+    const closed = await Promise.race([
+      sub.closed,
+      new Promise<string>((resolve) => setTimeout(() => resolve('still subscribed'), 5_000).unref()),
+    ]);
+    if (!sub.isClosed()) sub.unsubscribe();
+    return String(closed);
+  }
+
+  test("team_bank subscribing to the sidecar's inbox, another team's, or every inbox -> Permissions Violation for Subscription", async () => {
+    for (const subject of ['_INBOX_sidecar.>', '_INBOX_team_hospital.>', '_INBOX.>', '>']) {
+      const escaped = subject.replace(/[.$*>]/g, (c) => `\\${c}`);
+      assert.match(await subscribeRefusal('team_bank', subject), new RegExp(`Permissions Violation for Subscription to "${escaped}"`), subject);
+    }
+  });
+
+  test("the sidecar cannot subscribe to a team's inbox either; its own prefix it can", async () => {
+    assert.match(await subscribeRefusal('sidecar', '_INBOX_team_bank.>'), /Permissions Violation for Subscription to "_INBOX_team_bank\.>"/);
+    assert.equal(await subscribeRefusal('sidecar', `${inboxPrefix('sidecar')}.probe`), 'still subscribed');
+  });
+
+  test('a request from a client left on the default _INBOX prefix gets no reply (it may not subscribe there)', async () => {
+    const config = parseConfig({ nats: { servers: [nats.url], user: 'team_bank', password: PASSWORDS.team_bank, name: 'test-default-inbox' } }).nats as NatsConfig;
+    const nc = await connectNats(config);
+    try {
+      await assert.rejects(nc.request('$JS.API.INFO', '', { timeout: 2_000 }), /Permissions Violation for Subscription to "_INBOX\./);
+    } finally {
+      await nc.close();
+    }
+  });
+});
+
 describe('the sidecar user reads everything and moves nothing', () => {
   test('it lists tenants, reads both pointers and downloads both bundles', async () => {
     const sidecar = store('sidecar');
@@ -264,6 +308,17 @@ describe('the sidecar user reads everything and moves nothing', () => {
     assert.deepEqual(await sidecar.fetch(bank!.pointer, 10 * 1024 * 1024), await bundle('bank', 'r1'));
     assert.deepEqual(await sidecar.fetch(hospital!.pointer, 10 * 1024 * 1024), await bundle('hospital', 'h2'));
     assert.deepEqual((await sidecar.history('hospital')).map((e) => e.pointer.revision), ['h1', 'h2']);
+  });
+
+  test('team_agency pushes agency (a tenant of values-production.yaml) and the sidecar downloads it', async () => {
+    const pushed = await store('team_agency').push('agency', await bundle('agency', 'a1'), { revision: 'a1', pushedBy: 'agency-ci' });
+    const agency = await store('sidecar').current('agency');
+    assert.equal(agency?.sequence, pushed.sequence);
+    assert.deepEqual(await store('sidecar').fetch(agency!.pointer, 10 * 1024 * 1024), await bundle('agency', 'a1'));
+    await assert.rejects(
+      store('team_agency').push('bank', await bundle('agency', 'a1'), { revision: 'evil', pushedBy: 'mallory' }),
+      permissionError('$JS.API.STREAM.INFO.OBJ_pavilion-bundle-bank'),
+    );
   });
 
   // without the $JS.FC grant this download stalls instead of failing: hence the timeout
@@ -318,7 +373,7 @@ describe('a sidecar running with the sidecar credentials', () => {
         decisionLog: { sink: 'audit', audit: { directory: auditDir, stream: { enabled: true, retryWaitMs: 50 } } },
         bundles: { source: 'nats', keysDirectory: keys },
         nats: {
-          servers: [nats.url], user: 'sidecar', password: PASSWORDS.sidecar,
+          servers: [nats.url], user: 'sidecar', password: PASSWORDS.sidecar, inboxPrefix: inboxPrefix('sidecar'),
           connectTimeoutMs: 3_000, reconnectWaitMs: 50, reconnectJitterMs: 50, statusIntervalMs: 200,
         },
       },

@@ -68,6 +68,12 @@ meshConfig:
 
 {{/* Cross-checks between the broker's Istio wiring and the sidecar's config. */}}
 {{- define "broker.validate" -}}
+{{- if and .Values.istio.enabled .Values.istio.allowedCallers.enabled (not .Values.istio.allowedCallers.principals) -}}
+{{- fail "istio.allowedCallers.enabled needs istio.allowedCallers.principals (e.g. cluster.local/ns/istio-ingress/sa/istio-ingressgateway): an ALLOW policy without them refuses every request" -}}
+{{- end -}}
+{{- if and (dig "persistentVolumeClaim" "claimName" "" (.Values.pavilion.dataVolume.volume | default dict)) (gt (int .Values.broker.replicas) 1) -}}
+{{- fail (printf "pavilion.dataVolume.volume.persistentVolumeClaim is one claim for all %v replicas: their sidecars would share one audit log. Use pavilion.dataVolume.volume.ephemeral (a claim per pod) or broker.replicas 1" .Values.broker.replicas) -}}
+{{- end -}}
 {{- if and .Values.istio.enabled .Values.istio.authorizationPolicy.enabled -}}
 {{- $ea := .Values.pavilion.config.extAuthz -}}
 {{- if or (not $ea) (eq (toString (dig "grpc" "enabled" true $ea)) "false") -}}

@@ -37,11 +37,58 @@ with a message naming the values to change.
 {{- with $audit.signer }}{{ if .keyFile }}{{ $_ := set $paths "pavilion.config.decisionLog.audit.signer.keyFile" (toString .keyFile) }}{{ end }}{{ end -}}
 {{- with $audit.anchor }}{{ if .path }}{{ $_ := set $paths "pavilion.config.decisionLog.audit.anchor.path" (toString .path) }}{{ end }}{{ end -}}
 {{- end -}}
+{{- /* pseudonymisation keys and last known good bundles: a path the config names, or the
+       image's default under /app/var (read-only) when the feature is on and names none */ -}}
+{{- $privacy := $log.privacy | default dict -}}
+{{- if $privacy.pseudonymKeyDirectory -}}
+{{- $_ := set $paths "pavilion.config.decisionLog.privacy.pseudonymKeyDirectory" (toString $privacy.pseudonymKeyDirectory) -}}
+{{- else if or $privacy.pseudonymiseFields $privacy.pseudonymiseFieldsByTenant -}}
+{{- $_ := set $paths "pavilion.config.decisionLog.privacy.pseudonymKeyDirectory (unset: the image default)" "/app/var/pseudonym-keys" -}}
+{{- end -}}
+{{- $bundlesCfg := $cfg.bundles | default dict -}}
+{{- if $bundlesCfg.persistDirectory -}}
+{{- $_ := set $paths "pavilion.config.bundles.persistDirectory" (toString $bundlesCfg.persistDirectory) -}}
+{{- else if or (eq (toString ($bundlesCfg.source | default "")) "nats") (and $p.nats.url (not $bundlesCfg.source)) -}}
+{{- $_ := set $paths "pavilion.config.bundles.persistDirectory (unset: the image default)" "/app/var/bundles" -}}
+{{- end -}}
 {{- range $name, $path := $paths -}}
 {{- $ok := false -}}
 {{- range $writable }}{{ if hasPrefix . $path }}{{ $ok = true }}{{ end }}{{ end -}}
 {{- if not $ok -}}
 {{- fail (printf "%s (%q) must be under a writable mount (%s): the root filesystem is read-only" $name $path (join ", " $writable)) -}}
+{{- end -}}
+{{- end -}}
+{{- if eq $sink "audit" -}}
+{{- /* the data volume must hold every tenant's audit log (maxDiskBytes is per tenant) */ -}}
+{{- $audit := $log.audit | default dict -}}
+{{- $maxDisk := 1073741824.0 -}}
+{{- if $audit.maxDiskBytes }}{{ $maxDisk = float64 $audit.maxDiskBytes }}{{ end -}}
+{{- $tenants := len ($p.tenants | default list) -}}
+{{- $counted := max $tenants 1 -}}
+{{- $headroom := 0.0 -}}
+{{- with $p.dataVolume.headroom -}}
+{{- $h := include "pavilion-sidecar.bytes" . -}}
+{{- if not $h }}{{ fail (printf "pavilion.dataVolume.headroom (%v) is not a Kubernetes quantity" .) }}{{ end -}}
+{{- $headroom = float64 $h -}}
+{{- end -}}
+{{- $need := addf (mulf (float64 $counted) $maxDisk) $headroom -}}
+{{- $sizes := dict -}}
+{{- $vol := $p.dataVolume.volume | default dict -}}
+{{- if not $vol -}}
+{{- with $p.dataVolume.sizeLimit }}{{ $_ := set $sizes "pavilion.dataVolume.sizeLimit (an emptyDir: the kubelet evicts the pod beyond it, deleting the audit log, its keys and anchors)" . }}{{ end -}}
+{{- else if $vol.emptyDir -}}
+{{- with $vol.emptyDir.sizeLimit }}{{ $_ := set $sizes "pavilion.dataVolume.volume.emptyDir.sizeLimit (the kubelet evicts the pod beyond it, deleting the audit log, its keys and anchors)" . }}{{ end -}}
+{{- else if $vol.ephemeral -}}
+{{- with (dig "volumeClaimTemplate" "spec" "resources" "requests" "storage" "" $vol.ephemeral) }}{{ $_ := set $sizes "pavilion.dataVolume.volume.ephemeral.volumeClaimTemplate storage request" . }}{{ end -}}
+{{- end -}}
+{{- range $name, $size := $sizes -}}
+{{- $bytes := include "pavilion-sidecar.bytes" $size -}}
+{{- if not $bytes -}}
+{{- fail (printf "%s (%v) is not a Kubernetes quantity" $name $size) -}}
+{{- end -}}
+{{- if lt (float64 $bytes) $need -}}
+{{- fail (printf "%s = %v (%s bytes) is below %d tenant(s)%s x pavilion.config.decisionLog.audit.maxDiskBytes (%.0f, a budget per tenant) + pavilion.dataVolume.headroom (%.0f) = %.0f bytes: raise it, lower maxDiskBytes, or set pavilion.dataVolume.volume (e.g. an ephemeral volumeClaimTemplate)" $name $size $bytes $counted (ternary " (pavilion.tenants is empty: at least 1)" "" (eq $tenants 0)) $maxDisk $headroom $need) -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 {{- if and $p.hsm.enabled (ne $sink "audit") -}}

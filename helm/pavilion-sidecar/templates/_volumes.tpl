@@ -13,7 +13,11 @@ The sidecar's volumes, as items of a pod's `volumes:` list:
   configMap:
     name: {{ include "pavilion-sidecar.configMapName" . }}
 - name: pavilion-data
+  {{- if $p.dataVolume.volume }}
+  {{- toYaml $p.dataVolume.volume | nindent 2 }}
+  {{- else }}
   emptyDir: {{ include "pavilion-sidecar.emptyDir" $p.dataVolume }}
+  {{- end }}
 - name: pavilion-tmp
   emptyDir: {{ include "pavilion-sidecar.emptyDir" $p.tmpVolume }}
 {{- with $p.bundles.volume }}
@@ -64,7 +68,7 @@ The sidecar's volumes, as items of a pod's `volumes:` list:
 {{/* An emptyDir source from { sizeLimit, medium } (either may be empty). */}}
 {{- define "pavilion-sidecar.emptyDir" -}}
 {{- $ed := dict -}}
-{{- with .sizeLimit }}{{ $_ := set $ed "sizeLimit" (toString .) }}{{ end -}}
+{{- with .sizeLimit }}{{ $_ := set $ed "sizeLimit" (include "pavilion-sidecar.quantity" .) }}{{ end -}}
 {{- with .medium }}{{ $_ := set $ed "medium" . }}{{ end -}}
 {{- toJson $ed -}}
 {{- end -}}
