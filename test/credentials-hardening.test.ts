@@ -11,7 +11,7 @@ import { describe, it } from 'node:test';
 import { ErrorCodes } from '../sidecar/src/lib/errors.ts';
 import { AccumulatorIssuer, CredentialVerifier, MIN_STATUS_LIST_BITS, encodeStatusList, parseCredentialPolicy, signAccumulatorState, type CredentialVerifierOptions } from '../sidecar/src/credentials/index.ts';
 import { issueSdJwtVc, issueTokenStatusList, issueVcJwt, jwsAlgorithm, sampleContext, type SampleKey } from '../sidecar/src/credentials/samples.ts';
-import { NOW_MS, VC_V1, VC_V2, keys, kycCredential, rejectsWith, signed, trusting, verifier } from './credentials/fixtures.ts';
+import { NOW_MS, VC_V1, VC_V2, keys, kycCredential, rejectsWith, signed, seeded, trusting, verifier } from './credentials/fixtures.ts';
 
 const NOW_S = Math.floor(NOW_MS / 1000);
 const HOUR_MS = 3_600_000;
@@ -74,14 +74,6 @@ describe('VC-JWT validity: JWT claims and credential dates both bind', () => {
 describe('issuer signatures need an assertionMethod key', () => {
   const WEB_DID = 'did:web:issuer.hardening.example';
 
-  function seeded(label: string): (n: number) => Uint8Array {
-    let counter = 0;
-    return (n) => {
-      const out = new Uint8Array(n);
-      for (let off = 0; off < n; off += 32) out.set(createHash('sha256').update(`${label}:${counter++}`).digest().subarray(0, Math.min(32, n - off)), off);
-      return out;
-    };
-  }
 
   /**
    * A pinned did:web issuer with an assertion key, an authentication-only key referenced by id,

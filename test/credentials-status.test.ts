@@ -10,10 +10,9 @@ import { ErrorCodes } from '../sidecar/src/lib/errors.ts';
 import { ACCUMULATOR_ENTRY_TYPE, AccumulatorIssuer, MIN_STATUS_LIST_BITS, WITNESS_BYTES, elementFor, encodeStatusList, encodeWitness, prepareAccumulatorKey, signAccumulatorState, updateWitness, verifyMembership } from '../sidecar/src/credentials/index.ts';
 import { SAMPLE_CONTEXT_URL, jwsAlgorithm, type SampleKey } from '../sidecar/src/credentials/samples.ts';
 import { bitAt } from '../sidecar/src/credentials/bitstring-status-list.ts';
-import { createHash } from 'node:crypto';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { readFileSync } from 'node:fs';
-import { CHALLENGE, DOMAIN, NOW_MS, VC_V2, issuerLoader, keys, kycCredential, rejectsWith, signed, trusting, verifier, presentDataIntegrity } from './credentials/fixtures.ts';
+import { CHALLENGE, DOMAIN, NOW_MS, VC_V2, issuerLoader, keys, kycCredential, rejectsWith, signed, trusting, verifier, presentDataIntegrity, seeded } from './credentials/fixtures.ts';
 
 const LIST_URL = 'https://status.bank.example/lists/1';
 const SUSPENSION_URL = 'https://status.bank.example/lists/2';
@@ -141,15 +140,6 @@ describe('Bitstring Status List', () => {
   });
 });
 
-/** Deterministic randomness for reproducible accumulator tests. */
-function seeded(label: string): (n: number) => Uint8Array {
-  let counter = 0;
-  return (n) => {
-    const out = new Uint8Array(n);
-    for (let off = 0; off < n; off += 32) out.set(createHash('sha256').update(`${label}:${counter++}`).digest().subarray(0, Math.min(32, n - off)), off);
-    return out;
-  };
-}
 
 describe('BLS12-381 accumulator', () => {
   it('verifies members, refuses deleted ones, and keeps witnesses at 52 bytes', () => {

@@ -102,6 +102,7 @@ export async function signed(credential: Record<string, unknown>, key: SampleKey
 }
 
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { isPavilionError, type ErrorCode } from '../../sidecar/src/lib/errors.ts';
 
 /** Assert that `work` fails with exactly `code` (and show the real error when it does not). */
@@ -113,4 +114,14 @@ export async function rejectsWith(work: Promise<unknown> | (() => unknown), code
     assert.fail(`expected ${code}, got ${isPavilionError(error) ? `${error.code}: ${error.message}` : String(error)}`);
   }
   assert.fail(`expected ${code}, but it succeeded`);
+}
+
+/** Deterministic randomness for reproducible accumulator tests. */
+export function seeded(label: string): (n: number) => Uint8Array {
+  let counter = 0;
+  return (n) => {
+    const out = new Uint8Array(n);
+    for (let off = 0; off < n; off += 32) out.set(createHash('sha256').update(`${label}:${counter++}`).digest().subarray(0, Math.min(32, n - off)), off);
+    return out;
+  };
 }
