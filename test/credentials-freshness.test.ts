@@ -60,6 +60,14 @@ describe('one-time stores', () => {
     assert.equal(await store.consumeOnce('b', NOW + 10_000, NOW), false, 'b is still remembered');
   });
 
+  it('the bound is per tenant: a flood that fills one tenant\'s share refuses that tenant only', async () => {
+    const store = new MemoryNonceStore(2);
+    for (const n of ['n1', 'n2']) assert.equal(await store.consumeOnce(`bank\u0000d\u0000${n}`, NOW + 10_000, NOW), true);
+    await assert.rejects(store.consumeOnce('bank\u0000d\u0000n3', NOW + 10_000, NOW), (e: unknown) => isPavilionError(e) && e.code === ErrorCodes.CREDENTIAL_STATE_UNAVAILABLE);
+    assert.equal(await store.consumeOnce('hospital\u0000d\u0000n1', NOW + 10_000, NOW), true, 'another tenant is not affected');
+    assert.equal(await store.consumeOnce('bank\u0000d\u0000n3', NOW + 20_000, NOW + 10_001), true, 'room again once the flood expires');
+  });
+
   it('a minted challenge is taken once, before it expires', async () => {
     const store = new MemoryChallengeStore(2);
     await store.remember('x', NOW + 1000, NOW);

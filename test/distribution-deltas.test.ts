@@ -160,12 +160,15 @@ describe('transient failures are retried', () => {
     await until('late served after a retry', async () => (await revision()) === 'late');
   });
 
-  test('classification: wrong test results, signatures and replays are final; overload, timeouts, missing objects are not', () => {
+  test('classification: wrong test results, vectors that time out or trap, signatures and replays are final; overload, missing objects are not', () => {
     const testsFailed = (failed: Array<Record<string, unknown>>): PavilionError =>
       new PavilionError(ErrorCodes.BUNDLE_TESTS_FAILED, 'tests failed', { details: { failed, total: failed.length } });
     assert.equal(isFinal(testsFailed([{ name: 'a', path: 'p', expected: true, actual: false }])), true);
-    assert.equal(isFinal(testsFailed([{ name: 'a', path: 'p', error: 'overloaded' }, { name: 'b', path: 'p', expected: 1, actual: 2 }])), true);
-    assert.equal(isFinal(testsFailed([{ name: 'a', path: 'p', error: 'evaluation queue is full' }])), false);
+    assert.equal(isFinal(testsFailed([{ name: 'a', path: 'p', error: 'overloaded', code: ErrorCodes.EVAL_OVERLOADED }, { name: 'b', path: 'p', expected: 1, actual: 2 }])), true);
+    assert.equal(isFinal(testsFailed([{ name: 'a', path: 'p', error: 'evaluation queue is full', code: ErrorCodes.EVAL_OVERLOADED }])), false);
+    // a vector that loops or traps does so on every attempt: retrying would only restart workers
+    assert.equal(isFinal(testsFailed([{ name: 'a', path: 'p', error: 'timed out', code: ErrorCodes.EVAL_TIMEOUT }])), true);
+    assert.equal(isFinal(testsFailed([{ name: 'a', path: 'p', error: 'trap', code: ErrorCodes.EVAL_TRAP }])), true);
     for (const code of [ErrorCodes.BUNDLE_SIGNATURE_INVALID, ErrorCodes.BUNDLE_REPLAYED, ErrorCodes.BUNDLE_DIGEST_MISMATCH, ErrorCodes.BUNDLE_ROOTS_FOREIGN, ErrorCodes.BUNDLE_CORRUPT]) {
       assert.equal(isFinal(new PavilionError(code, code)), true, code);
     }

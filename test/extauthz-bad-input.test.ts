@@ -171,8 +171,10 @@ describe('ext_authz: bad input always gets a well-formed CheckResponse', () => {
     const started = Date.now();
     const response = await client.check(checkRequest('slow'));
     const elapsed = Date.now() - started;
-    await expectFailure(response, 403, 'ERR_EXTAUTHZ_DEADLINE_EXCEEDED');
+    const s = await expectFailure(response, 403, 'ERR_EXTAUTHZ_DEADLINE_EXCEEDED');
     assert.ok(elapsed < SLOW_TIMEOUT_MS + 400, `answered after ${elapsed} ms`);
+    const logged = await event(s.decisionId);
+    assert.equal((logged['input'] as { attributes?: { request?: { http?: { path?: string } } } } | undefined)?.attributes?.request?.http?.path, '/api/v1/products', 'the event keeps the input document');
     // the tenant's next check is answered too (the engine replaced the stuck worker)
     const again = seen(await client.check(checkRequest('envoy_demo')));
     assert.equal(again.httpStatus, 401);

@@ -267,10 +267,20 @@ export class Pavilion {
     }
   }
 
-  /** Stop in reverse start order; `shutdownTimeoutMs` bounds the whole shutdown, not each step. */
+  /**
+   * Stop in reverse start order; `shutdownTimeoutMs` bounds the whole shutdown, not each step.
+   * The decision log and the engine (stopped last) keep a share of it for themselves, so a slow
+   * component before them (the forwarder waiting on JetStream) cannot leave the log without its
+   * final checkpoint; the forwarder resends from its cursor after a restart anyway.
+   */
   async stop(): Promise<void> {
-    const end = performance.now() + this.config.shutdownTimeoutMs;
-    for (const component of this.#started.reverse()) await component.stop(Math.max(0, Math.round(end - performance.now())));
+    const budgetMs = this.config.shutdownTimeoutMs;
+    const end = performance.now() + budgetMs;
+    const reservedMs = Math.min(budgetMs / 2, 2_000);
+    for (const component of this.#started.reverse()) {
+      const last = component === this.sink || component === this.engine;
+      await component.stop(Math.max(0, Math.round(end - (last ? 0 : reservedMs) - performance.now())));
+    }
     this.#started = [];
   }
 }

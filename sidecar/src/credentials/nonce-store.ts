@@ -14,24 +14,38 @@ export interface NonceStore {
 }
 
 /**
- * Bounded in-memory store. When full of live entries it refuses new ones
+ * Bounded in-memory store. When a tenant's share is full of live entries it refuses new ones
  * (`ERR_CREDENTIAL_STATE_UNAVAILABLE`) rather than evicting any: an evicted entry would let its
- * presentation be replayed. Expired entries leave from a min-heap on expiry, so each insert is
- * O(log n) however full the store is.
+ * presentation be replayed. The bound is per tenant (a key's text up to its first NUL, as the
+ * verifier writes them), so a flood of presentations to one tenant cannot refuse another's.
+ * Expired entries leave from a min-heap on expiry, so each insert is O(log n) however full
+ * the store is.
  */
+function tenantOf(key: string): string {
+  const end = key.indexOf('\u0000');
+  return end < 0 ? '' : key.slice(0, end);
+}
+
 export class MemoryNonceStore implements NonceStore {
   readonly #seen = new Map<string, number>();
+  /** Live entries per tenant. */
+  readonly #perTenant = new Map<string, number>();
   /** [expiresAtMs, key], earliest first; an entry whose key was re-recorded since is stale. */
   readonly #expiries: Array<readonly [number, string]> = [];
 
-  constructor(readonly maxEntries = 100_000) {}
+  constructor(readonly maxEntriesPerTenant = 100_000) {}
 
   async consumeOnce(key: string, expiresAtMs: number, nowMs: number): Promise<boolean> {
     this.#expire(nowMs);
     const existing = this.#seen.get(key);
     if (existing !== undefined && existing > nowMs) return false;
-    if (existing === undefined && this.#seen.size >= this.maxEntries) {
-      throw new PavilionError(ErrorCodes.CREDENTIAL_STATE_UNAVAILABLE, `the one-time challenge store is full (${this.maxEntries} live entries); the presentation is refused`);
+    const tenant = tenantOf(key);
+    if (existing === undefined) {
+      const live = this.#perTenant.get(tenant) ?? 0;
+      if (live >= this.maxEntriesPerTenant) {
+        throw new PavilionError(ErrorCodes.CREDENTIAL_STATE_UNAVAILABLE, `the one-time challenge store of this tenant is full (${this.maxEntriesPerTenant} live entries); the presentation is refused`);
+      }
+      this.#perTenant.set(tenant, live + 1);
     }
     this.#seen.set(key, expiresAtMs);
     this.#push([expiresAtMs, key]);
@@ -46,7 +60,13 @@ export class MemoryNonceStore implements NonceStore {
     for (let top = this.#expiries[0]; top !== undefined && top[0] <= nowMs; top = this.#expiries[0]) {
       this.#pop();
       // a key recorded again after it expired has a later entry of its own: keep it
-      if (this.#seen.get(top[1]) === top[0]) this.#seen.delete(top[1]);
+      if (this.#seen.get(top[1]) === top[0]) {
+        this.#seen.delete(top[1]);
+        const tenant = tenantOf(top[1]);
+        const live = (this.#perTenant.get(tenant) ?? 1) - 1;
+        if (live > 0) this.#perTenant.set(tenant, live);
+        else this.#perTenant.delete(tenant);
+      }
     }
   }
 

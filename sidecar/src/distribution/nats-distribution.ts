@@ -112,11 +112,16 @@ const PERMANENT_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
 export function isFinal(error: unknown): boolean {
   if (!isPavilionError(error)) return false;
   if (error.code === ErrorCodes.BUNDLE_TESTS_FAILED) {
+    // transient only when every failed vector could not run for a reason outside the bundle
+    // (an overloaded or stopping engine); a wrong result, a timeout or a trap repeats
     const failed = (error.details?.['failed'] ?? []) as ReadonlyArray<Record<string, unknown>>;
-    return failed.length === 0 || failed.some((f) => !('error' in f));
+    return failed.length === 0 || failed.some((f) => !TRANSIENT_TEST_CODES.has(f['code'] as ErrorCode));
   }
   return PERMANENT_CODES.has(error.code);
 }
+
+/** Why a decision test vector could not run that is not the bundle's doing. */
+const TRANSIENT_TEST_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([ErrorCodes.EVAL_OVERLOADED, ErrorCodes.ENGINE_STOPPED]);
 
 /** Transient failures of one pointer are retried this many times (then at the next resync). */
 const MAX_RETRIES = 8;
@@ -288,8 +293,12 @@ export class NatsDistribution implements Component {
       const store = this.#store;
       const state = this.#options.tenants.deltaState(tenant);
       if (store === undefined || state?.base === undefined) return;
-      const last = await store.lastDelta(tenant);
-      if (last !== undefined && last.base === state.base && last.sequence > state.sequence) await this.#replayDeltas(tenant);
+      const last = await store.lastDelta(tenant).catch((error: unknown) => {
+        // a malformed last message says nothing about what precedes it: read them all
+        if (isPavilionError(error) && error.code === ErrorCodes.BUNDLE_DELTA_INVALID) return 'unreadable' as const;
+        throw error;
+      });
+      if (last === 'unreadable' || (last !== undefined && last.base === state.base && last.sequence > state.sequence)) await this.#replayDeltas(tenant);
       queue.deltaRetries = 0;
     }).catch(() => this.#retryDeltasLater(tenant, queue));
     return queue.deltas;

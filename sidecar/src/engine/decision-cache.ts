@@ -33,7 +33,9 @@ export class DecisionCache {
 
   /** Approximate bytes an entry holds: its key and its result (as JSON text), UTF-16. */
   static cost(key: string, result: unknown): number {
-    return (key.length + (JSON.stringify(result)?.length ?? 0)) * 2 + ENTRY_OVERHEAD_BYTES;
+    // a boolean or a number (most decisions) costs nothing to size; only objects and strings are measured
+    const resultLength = typeof result === 'object' && result !== null ? (JSON.stringify(result)?.length ?? 0) : typeof result === 'string' ? result.length + 2 : 8;
+    return (key.length + resultLength) * 2 + ENTRY_OVERHEAD_BYTES;
   }
 
   /** Approximate bytes held. */

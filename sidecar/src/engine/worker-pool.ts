@@ -90,6 +90,8 @@ export class WorkerPool {
   readonly #options: WorkerPoolOptions;
   readonly #slots: Slot[] = [];
   readonly #policies = new Map<string, LoadMessage>();
+  /** Loads forwarded to a replacement worker and not settled yet (forwarded once at most). */
+  readonly #forwarded = new Map<string, number>();
   #backlog: Pending[] = [];
   #nextBatch = 1;
   #watchdog: NodeJS.Timeout | undefined;
@@ -380,15 +382,22 @@ export class WorkerPool {
     this.#options.onWorkerRestart?.(reason);
     const restarted = new PavilionError(ErrorCodes.EVAL_TRAP, 'evaluation worker restarted while loading a policy');
     const replacement = this.#stopped ? undefined : this.#spawn();
+    let ready: Promise<void> | undefined; // one wait for the replacement, shared by every forwarded load
     waiters.forEach(([key, waiter], i) => {
       const spec = this.#policies.get(key);
-      if ((i === 0 && loading) || replacement === undefined || spec === undefined) {
-        waiter.reject(i === 0 && loading ? (loadFailure ?? restarted) : restarted);
+      if (i === 0 && loading) {
+        // the load the worker was inside: it overran its deadline, or took the worker down
+        waiter.reject(loadFailure ?? new PavilionError(ErrorCodes.BUNDLE_WASM_INVALID, 'loading the policy crashed its evaluation worker'));
         return;
       }
-      this.#whenReady(replacement).then(() => this.#loadInto(replacement, spec)).then(() => waiter.resolve(), (error: unknown) => {
+      if (replacement === undefined || spec === undefined || (this.#forwarded.get(key) ?? 0) >= 1) {
+        waiter.reject(restarted); // forwarded once already: that replacement died too
+        return;
+      }
+      this.#forwarded.set(key, (this.#forwarded.get(key) ?? 0) + 1);
+      (ready ??= this.#whenReady(replacement)).then(() => this.#loadInto(replacement, spec)).then(() => waiter.resolve(), (error: unknown) => {
         waiter.reject(error instanceof PavilionError ? error : restarted);
-      });
+      }).finally(() => this.#forwarded.delete(key));
     });
     if (replacement === undefined) return;
     for (const pending of held) {

@@ -190,6 +190,7 @@ export class CheckService {
     let tenant: string | undefined;
     let settings: ExtAuthzTenantConfig | undefined;
     let deadline: CheckDeadline | undefined;
+    const built: { input?: JsonObject } = {};
     let outcome: Outcome;
     try {
       if (request instanceof PavilionError) throw request;
@@ -198,10 +199,11 @@ export class CheckService {
       tenant = owner.tenant;
       settings = this.settingsFor(tenant);
       deadline = new CheckDeadline(Math.max(0, Math.min(settings.timeoutMs, context.callerBudgetMs ?? Number.POSITIVE_INFINITY)));
-      outcome = await deadline.race(this.#decide(request, tenant, settings, decisionId, context));
+      outcome = await deadline.race(this.#decide(request, tenant, settings, decisionId, context, built));
     } catch (error) {
       const failure = error instanceof PavilionError ? error : new PavilionError(ErrorCodes.INTERNAL, describeThrown(error), { cause: error });
-      outcome = this.#failure(decisionId, settings?.failureStatus ?? defaults.failureStatus, failure, undefined);
+      // past the deadline the event still carries the input document, when it was built
+      outcome = this.#failure(decisionId, settings?.failureStatus ?? defaults.failureStatus, failure, built.input);
     }
     if (settings?.dryRun === true) outcome.response = dryRunResponse(outcome.response);
     const written = this.#record(request, context, tenant, settings, decisionId, timestamp, started, outcome);
@@ -239,10 +241,12 @@ export class CheckService {
     settings: ExtAuthzTenantConfig,
     decisionId: string,
     context: CheckContext,
+    built: { input?: JsonObject },
   ): Promise<Outcome> {
     let input: JsonObject;
     try {
       input = checkRequestToInput(request, settings).input;
+      built.input = input;
     } catch (error) {
       if (error instanceof PavilionError && error.code === ErrorCodes.EXTAUTHZ_REQUEST_INVALID) {
         // upstream's answer to a request it cannot turn into an input document
@@ -251,7 +255,10 @@ export class CheckService {
       throw error;
     }
     const gate = this.#deps.credentials;
-    if (gate !== undefined && gate.governs(tenant)) input = await withCredentials(gate, tenant, input);
+    if (gate !== undefined && gate.governs(tenant)) {
+      input = await withCredentials(gate, tenant, input);
+      built.input = input; // verified facts in place of the raw credential headers
+    }
     let decision: Decision;
     try {
       decision = await this.#deps.engine.evaluate(tenant, settings.path, input, context.nowNs === undefined ? {} : { nowNs: context.nowNs });

@@ -46,7 +46,8 @@ export async function runDecisionTests(engine: PolicyEngine, loaded: LoadedPolic
     try {
       actual = (await engine.evaluateLoaded(loaded, t.path, t.input)).result;
     } catch (error) {
-      failed.push({ name: t.name, path: t.path, error: describeThrown(error) });
+      // the code tells a vector that could not run now (overload) from one that fails every time
+      failed.push({ name: t.name, path: t.path, error: describeThrown(error), ...(error instanceof PavilionError ? { code: error.code } : {}) });
       continue;
     }
     if (!sameCanonicalJson(actual, t.expect, 10_000)) failed.push({ name: t.name, path: t.path, expected: t.expect ?? null, actual: actual ?? null });

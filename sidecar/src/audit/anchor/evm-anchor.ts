@@ -310,10 +310,13 @@ export class EvmAnchor implements Anchor {
     // is not mined: 'pending' would put this one behind it (or refuse it as an underpriced
     // replacement). Replace it instead, with fees above its own.
     const stuck = this.#unconfirmed;
+    /** The stuck transaction's hashes while this submission replaces it at its nonce. */
+    let replacing: readonly string[] = [];
     if (stuck !== undefined) {
       const mined = await step('reading the nonce', () => this.#provider.getTransactionCount(this.#wallet.address, 'latest'));
       if (mined <= stuck.nonce) {
         nonce = stuck.nonce;
+        replacing = stuck.txHashes;
         const priorityFloor = (stuck.maxPriorityFeePerGas * bump) / 100n + 1n;
         const feeFloor = (stuck.maxFeePerGas * bump) / 100n + 1n;
         if (maxPriorityFeePerGas < priorityFloor) maxPriorityFeePerGas = priorityFloor;
@@ -392,12 +395,21 @@ export class EvmAnchor implements Anchor {
             this.#unconfirmed = previous?.nonce === nonce ? undefined : previous;
             if (attempt >= attempts) throw failed(`anchoring tree size ${checkpoint.tree_size}: nonce ${nonce} was used by a transaction this submission did not send`, undefined, where);
             nonce = await step('reading the nonce', () => this.#provider.getTransactionCount(this.#wallet.address, 'pending'));
+            replacing = [];
             continue;
           }
         }
       }
-      const receipt = await this.#awaitReceipt(sent, nonce, this.#clock() + (this.#options.receiptTimeoutMs ?? 60_000), deadline, where);
+      const receipt = await this.#awaitReceipt(sent, nonce, this.#clock() + (this.#options.receiptTimeoutMs ?? 60_000), deadline, where, replacing);
       if (receipt === undefined) continue;
+      if (receipt === 'replaced-earlier') {
+        // the stuck transaction this one replaced was mined instead: its nonce is spent
+        this.#unconfirmed = undefined;
+        replacing = [];
+        sent = [];
+        nonce = await step('reading the nonce', () => this.#provider.getTransactionCount(this.#wallet.address, 'pending'));
+        continue;
+      }
       // The nonce is spent (mined, reverted or not).
       this.#unconfirmed = undefined;
       const receiptMs = this.#clock() - firstSent;
@@ -414,6 +426,7 @@ export class EvmAnchor implements Anchor {
           gasLimit = ((estimate * 13n) / 10n > gasLimit ? (estimate * 13n) / 10n : gasLimit) * 2n;
           nonce = await step('reading the nonce', () => this.#provider.getTransactionCount(this.#wallet.address, 'pending'));
           sent = [];
+          replacing = [];
           continue;
         }
         const reason = replay.reason;
@@ -441,7 +454,12 @@ export class EvmAnchor implements Anchor {
   }
 
   /** A receipt of any version sent, or undefined when `until` passes first. */
-  async #awaitReceipt(sent: readonly string[], nonce: number, until: number, deadline: number, where: Record<string, unknown>): Promise<TransactionReceipt | undefined> {
+  /**
+   * The receipt of one of `sent`; undefined past `until` (send again), or 'replaced-earlier'
+   * when the nonce went to `earlier` (the stuck transaction of an earlier submission that this
+   * one was replacing got mined after all: send again at a fresh nonce).
+   */
+  async #awaitReceipt(sent: readonly string[], nonce: number, until: number, deadline: number, where: Record<string, unknown>, earlier: readonly string[] = []): Promise<TransactionReceipt | 'replaced-earlier' | undefined> {
     const poll = this.#options.pollingIntervalMs ?? 1000;
     while (this.#clock() < Math.min(until, deadline)) {
       try {
@@ -455,6 +473,9 @@ export class EvmAnchor implements Anchor {
           for (const hash of sent) {
             const receipt = await this.#provider.getTransactionReceipt(hash);
             if (receipt !== null) return receipt;
+          }
+          for (const hash of earlier) {
+            if ((await this.#provider.getTransactionReceipt(hash)) !== null) return 'replaced-earlier';
           }
           throw failed(`the submitter's nonce ${nonce} was used by a transaction this anchor did not send; is the key shared?`, undefined, where);
         }
