@@ -142,6 +142,42 @@ describe('deltas published while a sidecar is away', () => {
       await away.stop();
     }
   });
+
+  test('a malformed last message on the delta subject does not stall the catch-up: the deltas before it are applied', async () => {
+    const persistDirectory = join(dir, 'persisted-malformed');
+    const start = (id: string): Promise<RunningPavilion> => startPavilion({
+      config: {
+        labels: { id },
+        tenants: [{ id: 'bank' }],
+        bundles: { source: 'nats', keysDirectory: keys, persistDirectory },
+        nats: { servers: [nats.url], connectTimeoutMs: 3_000, reconnectWaitMs: 50, reconnectJitterMs: 50, statusIntervalMs: 200 },
+      },
+    });
+    const deploy = await store.push('bank', await limitsBundle('malformed'), { revision: 'malformed', pushedBy: 'alice' });
+    let away = await start('sidecar-malformed');
+    try {
+      await until('the deploy taken', () => away.pavilion.tenants.deltaState('bank')?.base === deploy.sequence);
+    } finally {
+      await away.stop();
+    }
+    await store.publishDelta('bank', { data: [{ op: 'upsert', path: '/bank/limits/max', value: 30 }] }, ['bank'], await deltaSigning('bank', keys));
+    await store.publishDelta('bank', { data: [{ op: 'upsert', path: '/bank/limits/max', value: 40 }] }, ['bank'], await deltaSigning('bank', keys));
+    const { jetstream, jetstreamManager } = await import('@nats-io/jetstream');
+    await jetstream(store.nc).publish(store.deltaSubject('bank'), Buffer.from(JSON.stringify({ v: 1, tenant: 'bank', base: deploy.sequence, sequence: 3, roots: ['bank'], patch: { data: [] }, signatures: [] })));
+    away = await start('sidecar-malformed-again');
+    try {
+      await until('deltas 1-2 applied', () => away.pavilion.tenants.deltaState('bank')?.sequence === 2);
+      assert.equal(await allows(35, away.url), true, 'delta 2\'s data serves');
+      // nor does it block the next publish, which follows the last good delta
+      const next = await store.publishDelta('bank', { data: [{ op: 'upsert', path: '/bank/limits/max', value: 50 }] }, ['bank'], await deltaSigning('bank', keys));
+      assert.equal(next.sequence, 3);
+      await until('delta 3 applied', () => away.pavilion.tenants.deltaState('bank')?.sequence === 3);
+    } finally {
+      await away.stop();
+      // the next tests publish on this subject: no malformed last message for them
+      await (await jetstreamManager(store.nc)).streams.purge(store.deltaStream, { filter: store.deltaSubject('bank') });
+    }
+  });
 });
 
 describe('transient failures are retried', () => {

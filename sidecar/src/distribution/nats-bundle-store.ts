@@ -21,7 +21,7 @@ import type { Objm, ObjectStore } from '@nats-io/obj';
 import type { Consumer, ConsumerMessages, JetStreamManager, StoredMsg } from '@nats-io/jetstream';
 import { parsePatch, signDelta, type SignOptions } from '../bundles/index.ts';
 import type { NatsConfig } from '../config/index.ts';
-import { ErrorCodes, PavilionError, describeThrown, isPavilionError } from '../lib/errors.ts';
+import { ErrorCodes, PavilionError, describeThrown, wrapError } from '../lib/errors.ts';
 import { encodePointer, parsePointer, type BundlePointer, type PointerAction, type PointerEntry } from './pointer.ts';
 import { parseDelta, type DeltaMessage } from './delta-message.ts';
 import { loadNats, loadedNats } from './nats-modules.ts';
@@ -473,7 +473,8 @@ export class NatsBundleStore {
     }));
   }
 
-  async #lastDelta(tenant: string): Promise<{ message: DeltaMessage; streamSequence: number } | undefined> {
+  /** The last message on the tenant's delta subject: its stream sequence, and the delta unless it is malformed (`error`). */
+  async #lastDelta(tenant: string): Promise<{ message?: DeltaMessage; error?: PavilionError; streamSequence: number } | undefined> {
     let stored: StoredMsg | null;
     try {
       stored = await (await this.#jsm()).streams.getMessage(this.deltaStream, { last_by_subj: this.deltaSubject(tenant) });
@@ -481,12 +482,22 @@ export class NatsBundleStore {
       if (/no message found|not found/i.test(describeThrown(error))) return undefined;
       throw unavailable(`cannot read the last delta of ${tenant}`, error);
     }
-    return stored === null ? undefined : { message: parseDelta(stored.data, tenant), streamSequence: stored.seq };
+    if (stored === null) return undefined;
+    try {
+      return { message: parseDelta(stored.data, tenant), streamSequence: stored.seq };
+    } catch (error) {
+      return { error: wrapError(error, ErrorCodes.BUNDLE_DELTA_INVALID, 'reading the last delta'), streamSequence: stored.seq };
+    }
   }
 
-  /** The tenant's last stored delta (one message lookup: cheap enough for every resync). */
+  /**
+   * The tenant's last stored delta (one message lookup: cheap enough for every resync);
+   * ERR_BUNDLE_DELTA_INVALID when that message is malformed.
+   */
   async lastDelta(tenant: string): Promise<DeltaMessage | undefined> {
-    return (await this.#lastDelta(tenant))?.message;
+    const last = await this.#lastDelta(tenant);
+    if (last?.error !== undefined) throw last.error;
+    return last?.message;
   }
 
   /**
@@ -526,11 +537,9 @@ export class NatsBundleStore {
    * DISTRIBUTION_UNAVAILABLE past `fetchTimeoutMs`; the consumer is deleted either way.
    */
   async deltas(tenant: string): Promise<DeltaMessage[]> {
-    // A failed lookup is not "no deltas" (the caller retries); only a malformed last delta is.
-    const last = await this.#lastDelta(tenant).catch((error: unknown) => {
-      if (!isPavilionError(error) || error.code !== ErrorCodes.BUNDLE_DELTA_INVALID) throw error;
-      return undefined;
-    });
+    // A failed lookup is not "no deltas" (the caller retries); a malformed last message still
+    // marks where the read ends (the deltas before it count).
+    const last = await this.#lastDelta(tenant);
     if (last === undefined) return [];
     const out: DeltaMessage[] = [];
     const timeoutMs = this.#config.fetchTimeoutMs;
