@@ -96,6 +96,8 @@ describe('verifier-minted challenges', () => {
 
     const own = await presentDataIntegrity([credential], holder, { challenge: 'holder-chosen', domain: DOMAIN }, issuerLoader());
     await rejectsWith(v.verifyPresentation('bank', own, { challenge: 'holder-chosen', domain: DOMAIN }), ErrorCodes.CREDENTIAL_CHALLENGE_MISMATCH);
+    // a challenge it never issued is not recorded: the same answer again, not a replay
+    await rejectsWith(v.verifyPresentation('bank', own, { challenge: 'holder-chosen', domain: DOMAIN }), ErrorCodes.CREDENTIAL_CHALLENGE_MISMATCH);
 
     const late = await v.issueChallenge('bank');
     const lateVp = await presentDataIntegrity([credential], holder, { challenge: late.challenge, domain: DOMAIN }, issuerLoader());

@@ -440,8 +440,9 @@ export class CredentialVerifier {
     if (consumed.has(key)) return;
     const lifetimeMs = nonceRetentionMs(tenant.policy);
     if (tenant.policy.presentations.requireIssuedChallenge && !(await this.#challenges.take(`${tenant.policy.tenantId}\u0000${challenge}`, nowMs))) {
-      // a challenge already taken is a replay; one never minted (or expired) is not ours
-      if (!(await this.#nonces.consumeOnce(key, nowMs + lifetimeMs, nowMs))) {
+      // a challenge already taken is a replay; one never minted (or expired) is not ours, and
+      // is not recorded either (a flood of made-up challenges must not fill the store)
+      if (await this.#nonces.seen(key, nowMs)) {
         throw new PavilionError(ErrorCodes.CREDENTIAL_REPLAYED, 'this challenge was already used: presentations are accepted once');
       }
       throw new PavilionError(ErrorCodes.CREDENTIAL_CHALLENGE_MISMATCH, 'this tenant accepts only challenges it issued, and this one was not issued or has expired');

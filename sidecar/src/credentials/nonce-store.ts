@@ -11,6 +11,8 @@ import { ErrorCodes, PavilionError } from '../lib/errors.ts';
 export interface NonceStore {
   /** Record `key` until `expiresAtMs`; false if it was already recorded and has not expired. */
   consumeOnce(key: string, expiresAtMs: number, nowMs: number): Promise<boolean>;
+  /** Whether `key` is recorded and unexpired, recording nothing. */
+  seen(key: string, nowMs: number): Promise<boolean>;
 }
 
 /**
@@ -50,6 +52,10 @@ export class MemoryNonceStore implements NonceStore {
     this.#seen.set(key, expiresAtMs);
     this.#push([expiresAtMs, key]);
     return true;
+  }
+
+  async seen(key: string, nowMs: number): Promise<boolean> {
+    return (this.#seen.get(key) ?? 0) > nowMs;
   }
 
   get size(): number {

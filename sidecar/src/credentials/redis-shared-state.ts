@@ -55,6 +55,13 @@ export class RedisSharedState implements Component {
           throw unavailable(error);
         }
       },
+      async seen(key) {
+        try {
+          return (await redis.exists(`${prefix}:nonce:${digest(key)}`)) === 1;
+        } catch (error) {
+          throw unavailable(error);
+        }
+      },
     };
     this.challenges = {
       async remember(key, expiresAtMs, nowMs) {
