@@ -109,17 +109,21 @@ describe('deltas across deploys', () => {
   });
 });
 
+/** A sidecar on the test's NATS keeping its last known good in `persistDirectory` (restartable on it). */
+function startPersisting(id: string, persistDirectory: string): Promise<RunningPavilion> {
+  return startPavilion({
+    config: {
+      labels: { id },
+      tenants: [{ id: 'bank' }],
+      bundles: { source: 'nats', keysDirectory: keys, persistDirectory },
+      nats: { servers: [nats.url], connectTimeoutMs: 3_000, reconnectWaitMs: 50, reconnectJitterMs: 50, statusIntervalMs: 200 },
+    },
+  });
+}
+
 describe('deltas published while a sidecar is away', () => {
   test('deltas published while a sidecar is stopped are applied when it starts again on its persisted revision of the same deploy', async () => {
-    const persistDirectory = join(dir, 'persisted-away');
-    const start = (id: string): Promise<RunningPavilion> => startPavilion({
-      config: {
-        labels: { id },
-        tenants: [{ id: 'bank' }],
-        bundles: { source: 'nats', keysDirectory: keys, persistDirectory },
-        nats: { servers: [nats.url], connectTimeoutMs: 3_000, reconnectWaitMs: 50, reconnectJitterMs: 50, statusIntervalMs: 200 },
-      },
-    });
+    const start = (id: string): Promise<RunningPavilion> => startPersisting(id, join(dir, 'persisted-away'));
     const deploy = await store.push('bank', await limitsBundle('away'), { revision: 'away', pushedBy: 'alice' });
     let away = await start('sidecar-away');
     try {
@@ -144,15 +148,7 @@ describe('deltas published while a sidecar is away', () => {
   });
 
   test('a malformed last message on the delta subject does not stall the catch-up: the deltas before it are applied', async () => {
-    const persistDirectory = join(dir, 'persisted-malformed');
-    const start = (id: string): Promise<RunningPavilion> => startPavilion({
-      config: {
-        labels: { id },
-        tenants: [{ id: 'bank' }],
-        bundles: { source: 'nats', keysDirectory: keys, persistDirectory },
-        nats: { servers: [nats.url], connectTimeoutMs: 3_000, reconnectWaitMs: 50, reconnectJitterMs: 50, statusIntervalMs: 200 },
-      },
-    });
+    const start = (id: string): Promise<RunningPavilion> => startPersisting(id, join(dir, 'persisted-malformed'));
     const deploy = await store.push('bank', await limitsBundle('malformed'), { revision: 'malformed', pushedBy: 'alice' });
     let away = await start('sidecar-malformed');
     try {
