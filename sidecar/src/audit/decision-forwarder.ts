@@ -87,10 +87,7 @@ interface TenantState {
   saved: Cursor;
   /** When the cursor file was last written (Date.now()). */
   savedAtMs: number;
-  /**
-   * Leaves acknowledged while an earlier one was refused (a failed pass): not sent again.
-   * While it is non-empty, or after any failed pass, the next pass sends its first event alone.
-   */
+  /** Leaves acknowledged while an earlier one was refused (a failed pass): not sent again. */
   storedAhead: Set<number>;
   /** The last pass failed: the next one probes with one event before pipelining. */
   probe: boolean;

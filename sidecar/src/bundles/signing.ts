@@ -263,7 +263,7 @@ export async function signBundle(archive: Buffer, options: SignOptions): Promise
   } catch (error) {
     throw new PavilionError(ErrorCodes.BUNDLE_SIGNING_FAILED, `cannot read the bundle to sign: ${describeThrown(error)}`, { cause: error });
   }
-  const signatures = await signFiles(entries, options, key);
+  const signatures = signaturesFile([await signToken(entries, options, key)]);
   return gzipSync(writeTar([...entries, { name: `/${SIGNATURES_FILE}`, data: signatures }]));
 }
 
@@ -276,10 +276,10 @@ function signingKey(options: SignOptions): KeyObject {
 }
 
 /**
- * The `.signatures.json` (OPA's format: one JWS over the files' names and hashes, the key id
- * and the scope) for a set of files, names as `readBundle` gives them.
+ * OPA's bundle signature (one JWS over the files' names and hashes, the key id and the scope)
+ * for a set of files, names as `readBundle` gives them.
  */
-export async function signFiles(files: ReadonlyArray<{ readonly name: string; readonly data: Buffer }>, options: SignOptions, key = signingKey(options)): Promise<Buffer> {
+async function signToken(files: ReadonlyArray<{ readonly name: string; readonly data: Buffer }>, options: SignOptions, key = signingKey(options)): Promise<string> {
   const algorithm = options.hashAlgorithm ?? DEFAULT_FILE_HASH_ALGORITHM;
   const payload = {
     files: files.map(({ name, data }) => ({ name: bareName(name), hash: hashBundleFile(name, data, algorithm), algorithm })),
@@ -288,15 +288,18 @@ export async function signFiles(files: ReadonlyArray<{ readonly name: string; re
     keyid: options.keyId,
     scope: options.scope,
   };
-  let token: string;
   try {
-    token = await new CompactSign(Buffer.from(JSON.stringify(payload), 'utf8'))
+    return await new CompactSign(Buffer.from(JSON.stringify(payload), 'utf8'))
       .setProtectedHeader({ alg: options.algorithm, kid: options.keyId, typ: 'JWT' })
       .sign(key);
   } catch (error) {
     throw new PavilionError(ErrorCodes.BUNDLE_SIGNING_FAILED, `signing failed: ${describeThrown(error)}`, { cause: error });
   }
-  return Buffer.from(JSON.stringify({ signatures: [token] }), 'utf8');
+}
+
+/** The `.signatures.json` file holding `signatures`. */
+function signaturesFile(signatures: readonly string[]): Buffer {
+  return Buffer.from(JSON.stringify({ signatures }), 'utf8');
 }
 
 /** A delta data update as signed: where it applies (tenant, deploy, place in that deploy's sequence), its roots and its operations. */
@@ -324,11 +327,7 @@ function deltaFiles(delta: DeltaContent): Array<{ name: string; data: Buffer }> 
 
 /** The `signatures` a delta message carries (OPA's `.signatures.json` list). */
 export async function signDelta(delta: DeltaContent, options: SignOptions): Promise<string[]> {
-  return parseSignaturesList(await signFiles(deltaFiles(delta), options));
-}
-
-function parseSignaturesList(raw: Buffer): string[] {
-  return (JSON.parse(raw.toString('utf8')) as { signatures: string[] }).signatures;
+  return [await signToken(deltaFiles(delta), options)];
 }
 
 /**
@@ -338,6 +337,6 @@ function parseSignaturesList(raw: Buffer): string[] {
  */
 export async function verifyDeltaSignature(delta: DeltaContent, signatures: readonly string[] | undefined, policy: SignaturePolicy): Promise<SignatureInfo> {
   const files = new Map(deltaFiles(delta).map(({ name, data }) => [name, data]));
-  if (signatures !== undefined) files.set(`/${SIGNATURES_FILE}`, Buffer.from(JSON.stringify({ signatures }), 'utf8'));
+  if (signatures !== undefined) files.set(`/${SIGNATURES_FILE}`, signaturesFile(signatures));
   return await verifyBundleSignature(files, policy);
 }

@@ -15,7 +15,7 @@
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
 import { isObject, stringsOf, nodeId, asArray, type JsonObject } from './json.ts';
-import { parseDateTime } from './freshness.ts';
+import { parseDateTime, refuseOlderStatus } from './freshness.ts';
 
 export const MIN_STATUS_LIST_BITS = 131_072;
 /** Upper bound on a decompressed list (a gzip bomb stops here). */
@@ -171,13 +171,7 @@ export class StatusListCache {
     const list = await this.verifyList(credential, url, nowMs);
     const existing = this.#lists.get(url);
     if (existing !== undefined && existing.verifiedAtMs > nowMs) return; // never go back in time
-    // Never replace a newer list with an older one (a replayed or stale cached copy, e.g. from
-    // before a revocation). An undated list cannot be ordered against a dated one: refused too.
-    // The newer list keeps serving until its own maximum age.
-    const heldIssuedAtMs = existing?.list.issuedAtMs;
-    if (heldIssuedAtMs !== undefined && (list.issuedAtMs === undefined || list.issuedAtMs < heldIssuedAtMs)) {
-      throw new PavilionError(ErrorCodes.CREDENTIAL_STATUS_STALE, `status list ${url.slice(0, 200)} was issued ${list.issuedAtMs === undefined ? 'at an unknown time' : new Date(list.issuedAtMs).toISOString()}, before the one held (${new Date(heldIssuedAtMs).toISOString()}); the held list is kept`);
-    }
+    refuseOlderStatus(`status list ${url.slice(0, 200)}`, list.issuedAtMs, existing?.list.issuedAtMs);
     this.#lists.set(url, { list, verifiedAtMs: nowMs });
   }
 

@@ -89,3 +89,15 @@ export function checkFreshness(window: ValidityWindow, types: readonly string[],
     throw new PavilionError(ErrorCodes.CREDENTIAL_TOO_OLD, `credential issued ${new Date(since).toISOString()} is older than the ${maxAgeMs} ms allowed for its type`);
   }
 }
+
+/**
+ * Refuse a status list (or token) issued before the one held: a stale copy from before a
+ * revocation, still validly signed, must not bring a credential back. One without an issue
+ * time cannot be ordered against a dated one, so it is refused too; the held one keeps serving
+ * until its own maximum age.
+ */
+export function refuseOlderStatus(what: string, issuedAtMs: number | undefined, heldIssuedAtMs: number | undefined): void {
+  if (heldIssuedAtMs === undefined || (issuedAtMs !== undefined && issuedAtMs >= heldIssuedAtMs)) return;
+  const issued = issuedAtMs === undefined ? 'at an unknown time' : new Date(issuedAtMs).toISOString();
+  throw new PavilionError(ErrorCodes.CREDENTIAL_STATUS_STALE, `${what} was issued ${issued}, before the one held (${new Date(heldIssuedAtMs).toISOString()}); the held one is kept`);
+}

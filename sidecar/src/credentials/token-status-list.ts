@@ -16,7 +16,7 @@
 import { inflateSync } from 'node:zlib';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
 import type { DidResolver } from './did-resolver.ts';
-import { parseNumericDate } from './freshness.ts';
+import { parseNumericDate, refuseOlderStatus } from './freshness.ts';
 import { assertAlgorithm, publicKeyFromJwk, verifyJwsSignature } from './jws-keys.ts';
 import { decodeCompactJws } from './jwt-parts.ts';
 import { isObject } from './json.ts';
@@ -115,12 +115,7 @@ export class TokenStatusListCache {
     }
     const held = this.#tokens.get(uri);
     if (held !== undefined && held.verifiedAtMs > nowMs) return;
-    // Never replace a newer token with an older one (a replayed or stale cached copy). Without an
-    // iat the new token cannot be ordered against a dated one, so it is refused too. The newer
-    // token keeps serving until its own maximum age.
-    if (held?.issuedAtMs !== undefined && (issuedAtMs === undefined || issuedAtMs < held.issuedAtMs)) {
-      throw new PavilionError(ErrorCodes.CREDENTIAL_STATUS_STALE, `status list token ${uri.slice(0, 200)} was issued ${issuedAtMs === undefined ? 'at an unknown time' : new Date(issuedAtMs).toISOString()}, before the one held (${new Date(held.issuedAtMs).toISOString()}); the held token is kept`);
-    }
+    refuseOlderStatus(`status list token ${uri.slice(0, 200)}`, issuedAtMs, held?.issuedAtMs);
     this.#tokens.set(uri, { issuer: method.controller, bits, bytes, verifiedAtMs: nowMs, ...(expiresAtMs === undefined ? {} : { expiresAtMs }), ...(issuedAtMs === undefined ? {} : { issuedAtMs }) });
   }
 

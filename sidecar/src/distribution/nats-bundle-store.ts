@@ -21,7 +21,7 @@ import type { Objm, ObjectStore } from '@nats-io/obj';
 import type { Consumer, ConsumerMessages, JetStreamManager, StoredMsg } from '@nats-io/jetstream';
 import { parsePatch, signDelta, type SignOptions } from '../bundles/index.ts';
 import type { NatsConfig } from '../config/index.ts';
-import { ErrorCodes, PavilionError, describeThrown, wrapError } from '../lib/errors.ts';
+import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
 import { encodePointer, parsePointer, type BundlePointer, type PointerAction, type PointerEntry } from './pointer.ts';
 import { parseDelta, type DeltaMessage } from './delta-message.ts';
 import { loadNats, loadedNats } from './nats-modules.ts';
@@ -473,8 +473,8 @@ export class NatsBundleStore {
     }));
   }
 
-  /** The last message on the tenant's delta subject: its stream sequence, and the delta unless it is malformed (`error`). */
-  async #lastDelta(tenant: string): Promise<{ message?: DeltaMessage; error?: PavilionError; streamSequence: number } | undefined> {
+  /** The last message on the tenant's delta subject: its stream sequence, and the delta unless it is malformed. */
+  async #lastDelta(tenant: string): Promise<{ message?: DeltaMessage; streamSequence: number } | undefined> {
     let stored: StoredMsg | null;
     try {
       stored = await (await this.#jsm()).streams.getMessage(this.deltaStream, { last_by_subj: this.deltaSubject(tenant) });
@@ -485,19 +485,18 @@ export class NatsBundleStore {
     if (stored === null) return undefined;
     try {
       return { message: parseDelta(stored.data, tenant), streamSequence: stored.seq };
-    } catch (error) {
-      return { error: wrapError(error, ErrorCodes.BUNDLE_DELTA_INVALID, 'reading the last delta'), streamSequence: stored.seq };
+    } catch {
+      return { streamSequence: stored.seq }; // malformed: its place still bounds a read
     }
   }
 
   /**
-   * The tenant's last stored delta (one message lookup: cheap enough for every resync);
-   * ERR_BUNDLE_DELTA_INVALID when that message is malformed.
+   * The tenant's last stored delta (one message lookup: cheap enough for every resync), or
+   * 'malformed' when the last message on its subject is not a delta.
    */
-  async lastDelta(tenant: string): Promise<DeltaMessage | undefined> {
+  async lastDelta(tenant: string): Promise<DeltaMessage | 'malformed' | undefined> {
     const last = await this.#lastDelta(tenant);
-    if (last?.error !== undefined) throw last.error;
-    return last?.message;
+    return last === undefined ? undefined : (last.message ?? 'malformed');
   }
 
   /**

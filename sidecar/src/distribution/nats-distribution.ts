@@ -53,15 +53,55 @@ interface TenantQueue {
   deltaGap: boolean;
   /** Shadow pointer changes, one at a time. */
   shadow: Promise<void>;
-  /** Retries of a failed catch-up on stored deltas, and the timer of the next. */
   /** The newest deploy a live delta named while this sidecar was still on an older one. */
   deltasAhead: number;
-  deltaRetries: number;
-  deltaRetryTimer: NodeJS.Timeout | undefined;
-  /** Retries of the pointer that last failed for a transient reason (its sequence), and the timer of the next. */
-  retries: number;
+  /** Retries of a failed catch-up on stored deltas. */
+  readonly deltaRetry: Retry;
+  /** Retries of the pointer that last failed for a transient reason, and its sequence. */
+  readonly pointerRetry: Retry;
   retrying: number;
-  retryTimer: NodeJS.Timeout | undefined;
+}
+
+/** An action that failed for a transient reason is retried this many times in a row (then at the next resync). */
+const MAX_RETRIES = 8;
+const MAX_RETRY_DELAY_MS = 30_000;
+
+/**
+ * One action retried after transient failures: exponential backoff with jitter, at most
+ * MAX_RETRIES times in a row (then the next resync tries again); cancelled at stop.
+ */
+class Retry {
+  attempts = 0;
+  readonly #waitMs: number;
+  readonly #jitterMs: number;
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(waitMs: number, jitterMs: number) {
+    this.#waitMs = waitMs;
+    this.#jitterMs = jitterMs;
+  }
+
+  get scheduled(): boolean {
+    return this.#timer !== undefined;
+  }
+
+  /** Run `action` after the next delay, replacing one scheduled; nothing once the attempts are used up. */
+  schedule(action: () => void): void {
+    if (this.attempts >= MAX_RETRIES) return;
+    const delayMs = Math.min(MAX_RETRY_DELAY_MS, this.#waitMs * 2 ** this.attempts) + Math.random() * this.#jitterMs;
+    this.attempts++;
+    this.cancel();
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      action();
+    }, delayMs);
+    this.#timer.unref();
+  }
+
+  cancel(): void {
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
 }
 
 /**
@@ -123,9 +163,6 @@ export function isFinal(error: unknown): boolean {
 /** Why a decision test vector could not run that is not the bundle's doing. */
 const TRANSIENT_TEST_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([ErrorCodes.EVAL_OVERLOADED, ErrorCodes.ENGINE_STOPPED]);
 
-/** Transient failures of one pointer are retried this many times (then at the next resync). */
-const MAX_RETRIES = 8;
-const MAX_RETRY_DELAY_MS = 30_000;
 
 export class NatsDistribution implements Component {
   readonly name = 'distribution';
@@ -293,30 +330,19 @@ export class NatsDistribution implements Component {
       const store = this.#store;
       const state = this.#options.tenants.deltaState(tenant);
       if (store === undefined || state?.base === undefined) return;
-      const last = await store.lastDelta(tenant).catch((error: unknown) => {
-        // a malformed last message says nothing about what precedes it: read them all
-        if (isPavilionError(error) && error.code === ErrorCodes.BUNDLE_DELTA_INVALID) return 'unreadable' as const;
-        throw error;
-      });
-      if (last === 'unreadable' || (last !== undefined && last.base === state.base && last.sequence > state.sequence)) await this.#replayDeltas(tenant);
-      queue.deltaRetries = 0;
+      const last = await store.lastDelta(tenant);
+      // a malformed last message says nothing about those before it: read them all
+      if (last === 'malformed' || (last !== undefined && last.base === state.base && last.sequence > state.sequence)) await this.#replayDeltas(tenant);
+      queue.deltaRetry.attempts = 0;
     }).catch(() => this.#retryDeltasLater(tenant, queue));
     return queue.deltas;
   }
 
   #retryDeltasLater(tenant: string, queue: TenantQueue): void {
-    if (this.#stopping || queue.deltaRetryTimer !== undefined || queue.deltaRetries >= MAX_RETRIES) return;
-    queue.deltaRetryTimer = setTimeout(() => {
-      queue.deltaRetryTimer = undefined;
+    if (this.#stopping || queue.deltaRetry.scheduled) return;
+    queue.deltaRetry.schedule(() => {
       if (!this.#stopping) void this.#catchUpDeltas(tenant);
-    }, this.#backoff(queue.deltaRetries++));
-    queue.deltaRetryTimer.unref();
-  }
-
-  /** Exponential backoff with jitter, for the `attempt`th retry (from 0). */
-  #backoff(attempt: number): number {
-    const { reconnectWaitMs, reconnectJitterMs } = this.#options.config;
-    return Math.min(MAX_RETRY_DELAY_MS, reconnectWaitMs * 2 ** attempt) + Math.random() * reconnectJitterMs;
+    });
   }
 
   /** Rebuild the tenant's data from its snapshot and every stored delta of its deploy (fails when the stream cannot be read). */
@@ -406,7 +432,7 @@ export class NatsDistribution implements Component {
           // published while this sidecar was away or cut off are only in the stream.
           await this.#queue(tenant).running;
           if (entry !== undefined && this.#options.tenants.deltaState(tenant)?.base === entry.sequence) {
-            this.#queue(tenant).deltaRetries = 0;
+            this.#queue(tenant).deltaRetry.attempts = 0;
             await this.#catchUpDeltas(tenant);
           }
         } catch (error) {
@@ -424,7 +450,7 @@ export class NatsDistribution implements Component {
   #queue(tenant: string): TenantQueue {
     let queue = this.#queues.get(tenant);
     if (queue === undefined) {
-      queue = { applied: this.#options.tenants.tenant(tenant)?.origin?.sequence ?? 0, pending: undefined, running: undefined, deltas: Promise.resolve(), deltaGap: false, shadow: Promise.resolve(), deltasAhead: 0, deltaRetries: 0, deltaRetryTimer: undefined, retries: 0, retrying: 0, retryTimer: undefined };
+      queue = { applied: this.#options.tenants.tenant(tenant)?.origin?.sequence ?? 0, pending: undefined, running: undefined, deltas: Promise.resolve(), deltaGap: false, shadow: Promise.resolve(), deltasAhead: 0, deltaRetry: this.#retry(), pointerRetry: this.#retry(), retrying: 0 };
       this.#queues.set(tenant, queue);
     }
     return queue;
@@ -465,7 +491,7 @@ export class NatsDistribution implements Component {
       // the stream now. (On a (re)connection the resync catches up every tenant anyway; a
       // lookup after every activation cost the fleet a stream request per push.)
       if (queue.deltasAhead >= sequence) await this.#catchUpDeltas(tenant);
-      queue.retries = 0;
+      queue.pointerRetry.attempts = 0;
       this.#options.metrics?.distributionUpdates.inc({ tenant, outcome: 'ok' });
       const pushedAt = Date.parse(pointer.pushed_at);
       if (Number.isFinite(pushedAt)) this.#options.metrics?.rolloutSeconds.observe(Math.max(0, Date.now() - pushedAt) / 1000);
@@ -489,17 +515,16 @@ export class NatsDistribution implements Component {
   #retryLater(tenant: string, queue: TenantQueue, entry: PointerEntry): void {
     if (queue.retrying !== entry.sequence) {
       queue.retrying = entry.sequence;
-      queue.retries = 0;
+      queue.pointerRetry.attempts = 0;
     }
-    if (this.#stopping || queue.retries >= MAX_RETRIES) return;
-    const delay = this.#backoff(queue.retries);
-    queue.retries++;
-    if (queue.retryTimer !== undefined) clearTimeout(queue.retryTimer);
-    queue.retryTimer = setTimeout(() => {
-      queue.retryTimer = undefined;
+    if (this.#stopping) return;
+    queue.pointerRetry.schedule(() => {
       if (!this.#stopping) this.#offer(tenant, entry);
-    }, delay);
-    queue.retryTimer.unref();
+    });
+  }
+
+  #retry(): Retry {
+    return new Retry(this.#options.config.reconnectWaitMs, this.#options.config.reconnectJitterMs);
   }
 
   /**
@@ -555,8 +580,8 @@ export class NatsDistribution implements Component {
     if (this.#statusTimer !== undefined) clearInterval(this.#statusTimer);
     if (this.#statusPending !== undefined) clearTimeout(this.#statusPending);
     for (const queue of this.#queues.values()) {
-      if (queue.retryTimer !== undefined) clearTimeout(queue.retryTimer);
-      if (queue.deltaRetryTimer !== undefined) clearTimeout(queue.deltaRetryTimer);
+      queue.pointerRetry.cancel();
+      queue.deltaRetry.cancel();
     }
     this.#retryWake?.();
     this.#deltaMessages?.stop();

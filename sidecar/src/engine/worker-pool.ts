@@ -91,7 +91,7 @@ export class WorkerPool {
   readonly #slots: Slot[] = [];
   readonly #policies = new Map<string, LoadMessage>();
   /** Loads forwarded to a replacement worker and not settled yet (forwarded once at most). */
-  readonly #forwarded = new Map<string, number>();
+  readonly #forwarded = new Set<string>();
   #backlog: Pending[] = [];
   #nextBatch = 1;
   #watchdog: NodeJS.Timeout | undefined;
@@ -390,11 +390,11 @@ export class WorkerPool {
         waiter.reject(loadFailure ?? new PavilionError(ErrorCodes.BUNDLE_WASM_INVALID, 'loading the policy crashed its evaluation worker'));
         return;
       }
-      if (replacement === undefined || spec === undefined || (this.#forwarded.get(key) ?? 0) >= 1) {
+      if (replacement === undefined || spec === undefined || this.#forwarded.has(key)) {
         waiter.reject(restarted); // forwarded once already: that replacement died too
         return;
       }
-      this.#forwarded.set(key, (this.#forwarded.get(key) ?? 0) + 1);
+      this.#forwarded.add(key);
       (ready ??= this.#whenReady(replacement)).then(() => this.#loadInto(replacement, spec)).then(() => waiter.resolve(), (error: unknown) => {
         waiter.reject(error instanceof PavilionError ? error : restarted);
       }).finally(() => this.#forwarded.delete(key));

@@ -282,15 +282,14 @@ export class TenantManager implements Component {
       if (passed === undefined) {
         // The same bytes under a new deploy (sequence): its deltas count from the snapshot's
         // data, so the previous deploy's deltas must stop being served first.
-        const redeployed = origin.sequence !== entry.origin?.sequence;
-        if (redeployed && entry.snapshot !== undefined && (entry.deltaSequence > 0 || entry.deltaData !== undefined)) {
-          const snapshot = entry.snapshot;
-          loaded = await engine.load({ ...snapshot.compiled, variant: `${origin.sequence ?? origin.kind}.0` });
-          await this.#runDecisionTests(loaded, snapshot.tests);
-          engine.promote(loaded);
-          loaded = undefined;
-        }
-        if (redeployed) {
+        if (origin.sequence !== entry.origin?.sequence) {
+          if (entry.snapshot !== undefined && entry.deltaData !== undefined) {
+            const snapshot = entry.snapshot;
+            loaded = await engine.load({ ...snapshot.compiled, variant: `${origin.sequence ?? origin.kind}.0` });
+            await this.#runDecisionTests(loaded, snapshot.tests);
+            engine.promote(loaded);
+            loaded = undefined;
+          }
           entry.deltaSequence = 0;
           entry.deltaData = undefined;
         }

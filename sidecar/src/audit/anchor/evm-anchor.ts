@@ -329,6 +329,12 @@ export class EvmAnchor implements Anchor {
 
     let sent: string[] = [];
     const everySent: string[] = [];
+    /** The nonce went elsewhere: send the next version at a fresh one, replacing nothing. */
+    const freshNonce = async (): Promise<void> => {
+      nonce = await step('reading the nonce', () => this.#provider.getTransactionCount(this.#wallet.address, 'pending'));
+      sent = [];
+      replacing = [];
+    };
     let revertedOnce = false;
     let firstSent = 0;
     const attempts = this.#options.maxAttempts ?? 5;
@@ -368,13 +374,14 @@ export class EvmAnchor implements Anchor {
         });
       } catch (error) {
         const cause = isPavilionError(error) ? error.cause : error;
-        if (cause !== undefined && !retryable(cause)) {
+        const refused = cause !== undefined && !retryable(cause);
+        if (refused) {
           // Refused for good (insufficient funds, ...): this version never went out.
           sent.pop();
           everySent.pop();
           this.#unconfirmed = previous;
         }
-        if (sent.length === 0 || !(cause !== undefined && !retryable(cause))) {
+        if (sent.length === 0 || !refused) {
           throw isPavilionError(error) ? error : failed(`anchoring tree size ${checkpoint.tree_size}: sending failed: ${describeThrown(error)}`, error, where);
         }
         // an earlier version is out: fall through to the receipts
@@ -394,8 +401,7 @@ export class EvmAnchor implements Anchor {
           if (sent.length === 0) {
             this.#unconfirmed = previous?.nonce === nonce ? undefined : previous;
             if (attempt >= attempts) throw failed(`anchoring tree size ${checkpoint.tree_size}: nonce ${nonce} was used by a transaction this submission did not send`, undefined, where);
-            nonce = await step('reading the nonce', () => this.#provider.getTransactionCount(this.#wallet.address, 'pending'));
-            replacing = [];
+            await freshNonce();
             continue;
           }
         }
@@ -405,9 +411,7 @@ export class EvmAnchor implements Anchor {
       if (receipt === 'replaced-earlier') {
         // the stuck transaction this one replaced was mined instead: its nonce is spent
         this.#unconfirmed = undefined;
-        replacing = [];
-        sent = [];
-        nonce = await step('reading the nonce', () => this.#provider.getTransactionCount(this.#wallet.address, 'pending'));
+        await freshNonce();
         continue;
       }
       // The nonce is spent (mined, reverted or not).
@@ -424,9 +428,7 @@ export class EvmAnchor implements Anchor {
         if (replay.succeeds && !revertedOnce && attempt < attempts) {
           revertedOnce = true;
           gasLimit = ((estimate * 13n) / 10n > gasLimit ? (estimate * 13n) / 10n : gasLimit) * 2n;
-          nonce = await step('reading the nonce', () => this.#provider.getTransactionCount(this.#wallet.address, 'pending'));
-          sent = [];
-          replacing = [];
+          await freshNonce();
           continue;
         }
         const reason = replay.reason;

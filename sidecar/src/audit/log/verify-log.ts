@@ -55,6 +55,13 @@ export interface LogVerification {
   readonly keyIds: readonly string[];
 }
 
+/** An anchor that none of the verifiers given can check: with anchor checks asked for, it does not pass. */
+function uncheckableAnchor(anchor: { readonly kind: string; readonly tree_size: number }, verifiers: readonly { readonly kind: string }[], at: string, details: Readonly<Record<string, unknown>>): PavilionError {
+  return new PavilionError(ErrorCodes.AUDIT_ANCHOR_MISMATCH, `the ${anchor.kind} anchor of the checkpoint at tree size ${anchor.tree_size} ${at}is of a kind no verifier given checks (${verifiers.map((v) => v.kind).join(', ')})`, {
+    details: { ...details, kind: anchor.kind },
+  });
+}
+
 /** One anchor an outside system holds for a log (e.g. one `Anchored` event of the contract). */
 export interface OutsideAnchor {
   readonly treeSize: number;
@@ -214,7 +221,7 @@ export async function verifyLogFile(path: string, keyring: Keyring, options: Ver
     if (verifier === undefined) {
       // Asked to check anchors: one that none of the verifiers can check does not pass unchecked.
       if ((options.anchorVerifiers ?? []).length === 0) continue;
-      throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_MISMATCH, `the ${anchor.kind} anchor of the checkpoint at tree size ${anchor.tree_size} (record ${String(where['recordNumber'])}) is of a kind no verifier given checks (${options.anchorVerifiers!.map((v) => v.kind).join(', ')})`, { details: { ...where, kind: anchor.kind } });
+      throw uncheckableAnchor(anchor, options.anchorVerifiers ?? [], `(record ${String(where['recordNumber'])}) `, where);
     }
     try {
       await verifier.verify(anchor, checkpoint);
@@ -386,9 +393,7 @@ export async function verifyDecisionAnchor(verified: DecisionVerification, ancho
   if (anchorVerifiers.length === 0) return false;
   const verifier = anchorVerifiers.find((v) => v.kind === anchor.kind);
   if (verifier === undefined) {
-    throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_MISMATCH, `the proof's ${anchor.kind} anchor of the checkpoint at tree size ${anchor.tree_size} is of a kind no verifier given checks (${anchorVerifiers.map((v) => v.kind).join(', ')})`, {
-      details: { treeSize: anchor.tree_size, kind: anchor.kind },
-    });
+    throw uncheckableAnchor(anchor, anchorVerifiers, '', { treeSize: anchor.tree_size });
   }
   try {
     await verifier.verify(anchor, verified.checkpoint);

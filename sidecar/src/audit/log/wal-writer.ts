@@ -61,6 +61,11 @@ export interface WalWriterStats {
   readonly maxDiskBytes: number;
 }
 
+/** A failed write or fdatasync: the writer is done (ERR_AUDIT_LOG_IO). */
+function ioError(what: 'write' | 'fdatasync', error: unknown): PavilionError {
+  return new PavilionError(ErrorCodes.AUDIT_LOG_IO, `audit log ${what} failed: ${describeThrown(error)}`, { cause: error });
+}
+
 export class WalWriter {
   readonly #handle: FileHandle;
   #options: WalWriterOptions;
@@ -246,7 +251,7 @@ export class WalWriter {
         }
       } catch (error) {
         this.#queuedBytes -= bytes;
-        this.#fail(new PavilionError(ErrorCodes.AUDIT_LOG_IO, `audit log write failed: ${describeThrown(error)}`, { cause: error }), batch);
+        this.#fail(ioError('write', error), batch);
         break;
       }
       this.#position += bytes;
@@ -267,7 +272,7 @@ export class WalWriter {
       await this.#handle.datasync();
       this.#syncs++;
     } catch (error) {
-      this.#fail(new PavilionError(ErrorCodes.AUDIT_LOG_IO, `audit log fdatasync failed: ${describeThrown(error)}`, { cause: error }));
+      this.#fail(ioError('fdatasync', error));
     }
   }
 
@@ -284,7 +289,7 @@ export class WalWriter {
       try {
         await this.#handle.datasync();
       } catch (error) {
-        this.#fail(new PavilionError(ErrorCodes.AUDIT_LOG_IO, `audit log fdatasync failed: ${describeThrown(error)}`, { cause: error }));
+        this.#fail(ioError('fdatasync', error));
         throw this.#failure;
       }
       this.#syncs++;
