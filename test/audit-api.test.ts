@@ -23,6 +23,11 @@ const walOf = (auditDir: string, tenant: string): string => join(auditDir, 'tena
 const CLI = join(import.meta.dirname, '..', 'sidecar', 'src', 'cli', 'main.ts');
 const pavilionCode = (response: JsonResponse): unknown => (response.body['errors'] as Array<{ code: string }> | undefined)?.[0]?.code;
 
+/** An audit log that fills after two events of 20-30 KB, checkpointed only every 1,000 events. */
+const smallAuditLog = (directory: string, onFull: Record<string, unknown>): Record<string, unknown> => ({
+  directory, maxDiskBytes: 64 * 1024, maxEventBytes: 30 * 1024, checkpointEveryEvents: 1000, checkpointIntervalMs: 600_000, ...onFull,
+});
+
 describe('a decision is answered only once durable; a refusal is an error answer', () => {
   let app: RunningPavilion;
   let auditDir: string;
@@ -33,7 +38,7 @@ describe('a decision is answered only once durable; a refusal is an error answer
       config: {
         decisionLog: {
           sink: 'audit',
-          audit: { directory: auditDir, maxDiskBytes: 64 * 1024, maxEventBytes: 30 * 1024, onFull: 'refuse', checkpointEveryEvents: 1000, checkpointIntervalMs: 600_000 },
+          audit: smallAuditLog(auditDir, { onFull: 'refuse' }),
         },
         extAuthz: { grpc: { port: 0 }, tenantFrom: { header: 'x-pavilion-tenant' }, tenants: { envoy_demo: { failureStatus: 503 } } },
       },
@@ -118,7 +123,7 @@ describe("one deadline covers a check's wait for the audit log", () => {
         decisionLog: {
           sink: 'audit',
           // a full log holds appends for 5 s (onFull block) - far past the check's deadline
-          audit: { directory: auditDir, maxDiskBytes: 64 * 1024, maxEventBytes: 30 * 1024, onFull: 'block', blockTimeoutMs: 5_000, checkpointEveryEvents: 1000, checkpointIntervalMs: 600_000 },
+          audit: smallAuditLog(auditDir, { onFull: 'block', blockTimeoutMs: 5_000 }),
         },
         extAuthz: { grpc: { port: 0 }, tenantFrom: { header: 'x-pavilion-tenant' }, tenants: { envoy_demo: { failureStatus: 503, timeoutMs: TIMEOUT_MS } } },
       },

@@ -14,7 +14,7 @@
 import { compactVerify } from 'jose';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
 import type { DidResolver } from './did-resolver.ts';
-import { isoValidity, parseDateTime, parseNumericDate, type ValidityWindow } from './freshness.ts';
+import { isoValidity, parseDateTime, parseNumericDate, type ValidityText, type ValidityWindow } from './freshness.ts';
 import { assertAlgorithm, publicKeyFromJwk } from './jws-keys.ts';
 import { decodeCompactJws } from './jwt-parts.ts';
 import { isObject, nodeId } from './json.ts';
@@ -25,7 +25,8 @@ export interface VerifiedVcJwt {
   readonly proofType: string;
 }
 
-interface MutableWindow { validFromMs?: number; validUntilMs?: number; issuedAtMs?: number }
+type Writable<T> = { -readonly [K in keyof T]: T[K] };
+type MutableWindow = Writable<ValidityWindow>;
 
 /** The JWT's registered time claims (RFC 7519 nbf, exp, iat). */
 function jwtTimes(payload: Record<string, unknown>): MutableWindow {
@@ -68,7 +69,7 @@ export async function verifyVcJwt(jwt: string, dids: DidResolver): Promise<Verif
     const from = later(view.window.validFromMs, times.validFromMs);
     const until = earlier(view.window.validUntilMs, times.validUntilMs);
     const window: MutableWindow = { ...view.window };
-    const validity: { validFrom?: string; validUntil?: string; issuedAt?: string } = { ...view.validity };
+    const validity: Writable<ValidityText> = { ...view.validity };
     if (from !== undefined && from !== view.window.validFromMs) {
       window.validFromMs = from;
       validity.validFrom = new Date(from).toISOString();

@@ -349,15 +349,13 @@ export class CheckService {
  * its own `failure_mode_allow`. Work that loses the race finishes unobserved.
  */
 class CheckDeadline {
-  readonly #budgetMs: number;
   readonly #expired: Promise<never>;
   #timer: NodeJS.Timeout | undefined;
 
   constructor(budgetMs: number) {
-    this.#budgetMs = budgetMs;
     this.#expired = new Promise<never>((_resolve, reject) => {
       this.#timer = setTimeout(
-        () => reject(new PavilionError(ErrorCodes.EXTAUTHZ_DEADLINE_EXCEEDED, `no answer within the check's ${this.#budgetMs} ms deadline`)),
+        () => reject(new PavilionError(ErrorCodes.EXTAUTHZ_DEADLINE_EXCEEDED, `no answer within the check's ${budgetMs} ms deadline`)),
         budgetMs,
       );
     });
