@@ -11,11 +11,12 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Keyring, decodeReceiptHeader, hashLeaf, verifyConsistencyProof, verifyDecisionProof, verifyLogFile, type AuditLog, type DecisionSink, type TransportReceiptV1 } from '../sidecar/src/audit/index.ts';
-import { RpcCode } from '../sidecar/src/extauthz/index.ts';
+import { RpcCode, correctionDecisionId } from '../sidecar/src/extauthz/index.ts';
 import { canonicalJson } from '../sidecar/src/lib/canonical-json.ts';
 import { ErrorCodes, PavilionError } from '../sidecar/src/lib/errors.ts';
 import { tempDir } from './audit/fixtures.ts';
 import { createCheckClient, structToJson, type CheckClient, type Message } from './extauthz/grpc-client.ts';
+import { until } from './harness/wait.ts';
 import { get, post, startPavilion, type JsonResponse, type RunningPavilion } from './harness/pavilion-harness.ts';
 
 const TENANT = { 'x-pavilion-tenant': 'bank' };
@@ -588,6 +589,77 @@ describe('DecisionSink.durable decides whether an answer waits for the write', (
       assert.equal(pavilionCode(response), ErrorCodes.AUDIT_LOG_IO);
     } finally {
       await failing.stop();
+    }
+  });
+});
+
+describe('ext_authz: an event that becomes durable after the deadline is followed by the answer Envoy got', () => {
+  /** A durable sink that keeps every event and settles each write `delayMs` later. */
+  const recordingSink = (delayMs: number): DecisionSink & { events: Array<Record<string, unknown>> } => {
+    const events: Array<Record<string, unknown>> = [];
+    return {
+      name: 'decision_log',
+      durable: true,
+      events,
+      start: async (): Promise<void> => undefined,
+      stop: async (): Promise<void> => undefined,
+      status: () => ({ state: 'OK' as const }),
+      write: (event): Promise<undefined> => {
+        events.push(event as unknown as Record<string, unknown>);
+        return new Promise((resolve) => setTimeout(() => resolve(undefined), delayMs));
+      },
+    };
+  };
+  const TIMEOUT_MS = 100;
+  const allowedCheck = (tenantHeader: string) => ({
+    // envoy_demo allows GET /public/... without a token
+    attributes: { request: { http: { method: 'GET', path: '/public/index.html', headers: { 'x-pavilion-tenant': tenantHeader } } } },
+  });
+
+  test('policy allowed, the log took longer than the deadline: Envoy got 503 and a second event (<id>.response, ext_authz.corrects) records it', async () => {
+    const sink = recordingSink(400);
+    const app = await startPavilion({
+      sink,
+      config: { extAuthz: { grpc: { port: 0 }, tenantFrom: { header: 'x-pavilion-tenant' }, tenants: { envoy_demo: { failureStatus: 503, timeoutMs: TIMEOUT_MS } } } },
+    });
+    try {
+      const service = app.pavilion.extAuthz?.service;
+      assert.ok(service !== undefined);
+      const result = await service.check(allowedCheck('envoy_demo'), { transport: 'grpc', requestedBy: '127.0.0.1:1' });
+      assert.equal(result.code, ErrorCodes.EXTAUTHZ_DEADLINE_EXCEEDED);
+      assert.equal(result.response.deniedResponse?.status.code, 503);
+      // the masking stage in front of the sink hands events on asynchronously
+      await until('both events reach the sink', () => sink.events.length >= 2, 5_000);
+      assert.equal(sink.events.length, 2, 'the policy answer and the answer Envoy got');
+      const [original, correction] = sink.events as [Record<string, any>, Record<string, any>];
+      assert.equal(original['decision_id'], result.decisionId);
+      assert.equal(original['ext_authz'].allowed, true, "the first event keeps the policy's answer");
+      assert.equal(correction['decision_id'], correctionDecisionId(result.decisionId));
+      assert.deepEqual(correction['ext_authz'], { transport: 'grpc', allowed: false, dry_run: false, http_status: 503, corrects: result.decisionId });
+      assert.equal(correction['error'].code, ErrorCodes.EXTAUTHZ_DEADLINE_EXCEEDED);
+      assert.equal(correction['input'], undefined, 'the input stays in the first event only');
+    } finally {
+      await new Promise((resolve) => setTimeout(resolve, 450));
+      await app.stop();
+    }
+  });
+
+  test('dry run: Envoy got the same answer either way, so no second event', async () => {
+    const sink = recordingSink(400);
+    const app = await startPavilion({
+      sink,
+      config: { extAuthz: { grpc: { port: 0 }, tenantFrom: { header: 'x-pavilion-tenant' }, tenants: { envoy_demo: { failureStatus: 503, timeoutMs: TIMEOUT_MS, dryRun: true } } } },
+    });
+    try {
+      const result = await app.pavilion.extAuthz!.service.check(allowedCheck('envoy_demo'), { transport: 'grpc', requestedBy: '127.0.0.1:1' });
+      assert.equal(result.code, ErrorCodes.EXTAUTHZ_DEADLINE_EXCEEDED);
+      assert.equal(result.response.status.code, RpcCode.OK);
+      await until('the event reaches the sink', () => sink.events.length >= 1, 5_000);
+      await new Promise((resolve) => setTimeout(resolve, 300)); // time for a second event, were one written
+      assert.equal(sink.events.length, 1);
+    } finally {
+      await new Promise((resolve) => setTimeout(resolve, 450));
+      await app.stop();
     }
   });
 });

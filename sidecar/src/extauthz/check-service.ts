@@ -67,7 +67,18 @@ export interface ExtAuthzDecisionEvent extends DecisionEventV1 {
     readonly dry_run: boolean;
     /** The HTTP status of the denied response, when there is one. */
     readonly http_status?: number;
+    /**
+     * Set on a correction: the decision id whose event recorded an answer Envoy did not get
+     * (its durable write finished after the check's deadline, so Envoy got the failure
+     * status instead). This event records what Envoy got.
+     */
+    readonly corrects?: string;
   };
+}
+
+/** The decision id of the correction event for `decisionId` (see `ext_authz.corrects`). */
+export function correctionDecisionId(decisionId: string): string {
+  return `${decisionId}.response`;
 }
 
 export interface CheckServiceDeps {
@@ -213,11 +224,20 @@ export class CheckService {
         const logged = await (deadline === undefined ? written : deadline.race(Promise.resolve(written)));
         if (typeof logged === 'object') receipt = logged;
       } catch (error) {
-        // Not in the log (refused), or not yet when the deadline came (the event, already
-        // submitted, keeps the policy's answer): either way not the answer Envoy gets.
+        // Not in the log (refused), or not yet when the deadline came: either way not the
+        // answer Envoy gets.
         const refusal = error instanceof PavilionError ? error : new PavilionError(ErrorCodes.INTERNAL, describeThrown(error), { cause: error });
+        const recorded = outcome.response;
         outcome = this.#failure(decisionId, settings?.failureStatus ?? defaults.failureStatus, refusal, outcome.input);
         if (settings?.dryRun === true) outcome.response = dryRunResponse(outcome.response);
+        // Past the deadline the event, already submitted, keeps the policy's answer and may
+        // still become durable: log what Envoy got beside it, so the audit trail never
+        // shows only an answer that was not given. (A refused event is not in the log, and a
+        // write refused at once would refuse this one too.)
+        if (refusal.code === ErrorCodes.EXTAUTHZ_DEADLINE_EXCEEDED && answerDiffers(recorded, outcome.response)) {
+          const correction = this.#record(request, context, tenant, settings, correctionDecisionId(decisionId), new Date().toISOString(), started, { ...outcome, input: undefined }, decisionId);
+          if (correction instanceof Promise) correction.catch(() => undefined); // the sink reports refusals in its status
+        }
       }
     }
     deadline?.clear();
@@ -296,6 +316,7 @@ export class CheckService {
     timestamp: string,
     started: bigint,
     outcome: Outcome,
+    corrects?: string,
   ): ReturnType<DecisionSink['write']> {
     const { sink, events } = this.#deps;
     const handlerNs = Number(process.hrtime.bigint() - started);
@@ -322,6 +343,7 @@ export class CheckService {
         allowed: outcome.response.status.code === RpcCode.OK,
         dry_run: settings?.dryRun ?? false,
         ...(denied === undefined ? {} : { http_status: denied.status.code }),
+        ...(corrects === undefined ? {} : { corrects }),
       },
     };
     return sink.write(event);
@@ -370,6 +392,11 @@ class CheckDeadline {
   clear(): void {
     clearTimeout(this.#timer);
   }
+}
+
+/** Whether Envoy acts differently on `b` than on `a`: allowed or not, or another denial status. */
+function answerDiffers(a: CheckResponse, b: CheckResponse): boolean {
+  return (a.status.code === RpcCode.OK) !== (b.status.code === RpcCode.OK) || a.deniedResponse?.status.code !== b.deniedResponse?.status.code;
 }
 
 /** A receipt was asked for: by the tenant's settings, or by the checked request's `x-pavilion-receipt: 1`. */
