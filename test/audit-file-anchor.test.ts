@@ -13,6 +13,7 @@ import { parseConfig } from '../sidecar/src/config/index.ts';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
 import { decisionEvent, openLog, readRecords, tempDir, walPath, writeRecords } from './audit/fixtures.ts';
 import { RecordType } from '../sidecar/src/audit/log/index.ts';
+import { get, startPavilion } from './harness/pavilion-harness.ts';
 
 const signer = SoftwareSigner.generate();
 const ring = new Keyring();
@@ -122,6 +123,28 @@ describe('file anchor (the embedded default)', () => {
     for (const dir of dirs) {
       const result = await verifyLogFile(walPath(dir), ring, { anchorVerifiers: [new FileAnchorVerifier({ path: file })] });
       assert.equal(result.anchorsVerified, result.anchors);
+    }
+  });
+});
+
+describe("the anchor's torn last line in the sidecar's health", () => {
+  it('a sidecar started on an anchor file with a torn last line reports it (WARN, where the bytes went) from start, before any checkpoint', async () => {
+    const { file } = await anchoredLogs();
+    const torn = '{"version":1,"li';
+    await appendFile(file, torn);
+    const app = await startPavilion({ config: { decisionLog: { sink: 'audit', audit: { directory: await tempDir(), anchor: { kind: 'file', path: file }, checkpointIntervalMs: 600_000 } } } });
+    try {
+      const health = await get(`${app.url}/health?verbose`);
+      assert.equal(health.status, 200, 'a repaired anchor file is a warning, not a failure');
+      const log = (health.body as { components: Record<string, { state: string; message?: string; details?: { anchor?: { details?: { torn_tail?: { bytesRemoved: number; savedAs: string } } } } }> }).components['decision_log'];
+      assert.ok(log !== undefined, JSON.stringify(health.body));
+      assert.equal(log.state, 'WARN');
+      assert.match(log.message ?? '', /^anchor: a torn last line of \d+ bytes was removed/);
+      const tail = log.details?.anchor?.details?.torn_tail;
+      assert.equal(tail?.bytesRemoved, torn.length);
+      assert.equal(await readFile(tail.savedAs, 'utf8'), torn);
+    } finally {
+      await app.stop();
     }
   });
 });

@@ -207,11 +207,16 @@ export class AuditLogSink implements DecisionSink {
         message = `${tenant}: ${s.message ?? s.state}`;
       }
     }
+    const anchor = this.#anchor?.status?.();
+    if (anchor !== undefined && RANK[anchor.state] > RANK[state]) {
+      state = anchor.state;
+      message = `anchor: ${anchor.message ?? anchor.state}`;
+    }
     if (this.#refused > 0 && RANK[state] < RANK.WARN) {
       state = 'WARN';
       message = `${this.#refused} decision events refused; last: ${this.#lastRefusal ?? ''}`;
     }
-    const details = { key_id: this.#signer.keyId, refused_events: this.#refused, tenants };
+    const details = { key_id: this.#signer.keyId, refused_events: this.#refused, tenants, ...(anchor === undefined ? {} : { anchor }) };
     return message === undefined ? { state, details } : { state, message, details };
   }
 

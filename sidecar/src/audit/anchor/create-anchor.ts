@@ -12,7 +12,13 @@ import { FileAnchor } from './file-anchor.ts';
 
 export async function createAnchor(settings: AuditAnchorConfig, env: NodeJS.ProcessEnv = process.env): Promise<Anchor | undefined> {
   if (settings.kind === 'none') return undefined;
-  if (settings.kind === 'file') return new FileAnchor({ path: settings.path });
+  if (settings.kind === 'file') {
+    const anchor = new FileAnchor({ path: settings.path });
+    // a torn last line shows in status from start; a file that cannot be read fails the
+    // first anchor (reported in status) rather than the sidecar's start, as before
+    await anchor.open().catch(() => undefined);
+    return anchor;
+  }
   const { EvmAnchor, parseEvmPrivateKey } = await import('./evm-anchor.ts');
   let privateKey: string;
   if (settings.privateKeyFile !== undefined) {

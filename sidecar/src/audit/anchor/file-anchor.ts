@@ -17,6 +17,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, open, readFile, truncate, writeFile } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import { ErrorCodes, PavilionError, describeThrown } from '../../lib/errors.ts';
+import type { ComponentStatus } from '../../lib/lifecycle.ts';
 import type { Anchor, AnchorRecordV1, AnchorVerifier, SignedCheckpointV1 } from '../log/index.ts';
 import { checkpointSignatureSha256, logIdOf } from './checkpoint-digests.ts';
 
@@ -126,6 +127,17 @@ export class FileAnchor implements Anchor {
     return this.#tornTail;
   }
 
+  /** WARN once a torn last line was set aside (until restart), as the log reports a torn WAL tail. */
+  status(): ComponentStatus {
+    const tail = this.#tornTail;
+    if (tail === undefined) return { state: 'OK', details: { path: this.#path } };
+    return {
+      state: 'WARN',
+      message: `a torn last line of ${tail.bytesRemoved} bytes was removed from the anchor file at byte ${tail.offset} (saved as ${tail.savedAs})`,
+      details: { path: this.#path, torn_tail: tail },
+    };
+  }
+
   anchor(checkpoint: SignedCheckpointV1): Promise<Readonly<Record<string, unknown>>> {
     const run = this.#queue.then(() => this.#append(checkpoint));
     this.#queue = run.catch(() => undefined);
@@ -152,15 +164,26 @@ export class FileAnchor implements Anchor {
     return { lines: entries.length, lastSha256: texts.length === 0 ? ZERO : sha256(texts.at(-1)!), latest };
   }
 
-  async #append(checkpoint: SignedCheckpointV1): Promise<Readonly<Record<string, unknown>>> {
+  /**
+   * Read the file now rather than at the first anchor, so a torn last line is set aside and
+   * reported from start. A failure is thrown here and again by the next anchor.
+   */
+  async open(): Promise<void> {
+    await this.#loaded();
+  }
+
+  async #loaded(): Promise<FileState> {
     this.#state ??= this.#load();
-    let state: FileState;
     try {
-      state = await this.#state;
+      return await this.#state;
     } catch (error) {
       this.#state = undefined; // read again next time
       throw error;
     }
+  }
+
+  async #append(checkpoint: SignedCheckpointV1): Promise<Readonly<Record<string, unknown>>> {
+    const state = await this.#loaded();
     const logId = logIdOf(checkpoint.origin);
     const latest = state.latest.get(logId) ?? 0;
     if (checkpoint.tree_size <= latest) {

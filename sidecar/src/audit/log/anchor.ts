@@ -12,6 +12,7 @@
  * `AnchorVerifier` for its kind, that the outside system really holds that root.
  */
 import { ErrorCodes, PavilionError } from '../../lib/errors.ts';
+import type { ComponentStatus } from '../../lib/lifecycle.ts';
 import type { SignedCheckpointV1 } from './checkpoint.ts';
 
 export interface AnchorRecordV1 {
@@ -30,6 +31,8 @@ export interface Anchor {
   anchor(checkpoint: SignedCheckpointV1): Promise<Readonly<Record<string, unknown>>>;
   /** Release connections and timers (called once every log using it has stopped). */
   close?(): void | Promise<void>;
+  /** The adapter's own health (e.g. damage it repaired on load), shown in the log's status. */
+  status?(): ComponentStatus;
 }
 
 export interface AnchorVerifier {
