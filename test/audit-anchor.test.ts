@@ -63,7 +63,7 @@ describe('anchoring', () => {
   it('anchors checkpoints, records the anchors in the log, and verifies them against the ledger', async () => {
     const ledger = new Ledger();
     const dir = await anchoredLog(ledger);
-    const result = await verifyLogFile(walPath(dir), ring, { anchorVerifiers: [ledger] });
+    const result = await verifyLogFile(walPath(dir), ring, { origin: 'pavilion-test/bank', anchorVerifiers: [ledger] });
     assert.ok(result.anchors >= 2);
     assert.equal(result.anchorsVerified, result.anchors);
     assert.equal(result.anchoredSize, 12);
@@ -80,7 +80,7 @@ describe('anchoring', () => {
     ledger.entries[0] = '00'.repeat(32);
     const { records } = await readRecords(dir);
     const first = records.findIndex((r) => r.type === RecordType.ANCHOR);
-    await failsWith(verifyLogFile(walPath(dir), ring, { anchorVerifiers: [ledger] }), ErrorCodes.AUDIT_ANCHOR_MISMATCH, { recordNumber: first });
+    await failsWith(verifyLogFile(walPath(dir), ring, { origin: 'pavilion-test/bank', anchorVerifiers: [ledger] }), ErrorCodes.AUDIT_ANCHOR_MISMATCH, { recordNumber: first });
   });
 
   it('an anchor record edited to another root (CRC fixed): ERR_AUDIT_ANCHOR_MISMATCH at that record', async () => {

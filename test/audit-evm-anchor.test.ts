@@ -150,7 +150,7 @@ describe('EVM anchoring (PavilionAnchor on a local chain)', () => {
   it('anchors each checkpoint in one transaction; verify-log confirms every anchor on the chain; figures', async () => {
     const anchor = evmAnchor();
     const dir = await anchoredLog(anchor, 'pavilion-test/bank');
-    const result = await verifyLogFile(walPath(dir), ring, { anchorVerifiers: [chainVerifier()] });
+    const result = await verifyLogFile(walPath(dir), ring, { origin: 'pavilion-test/bank', anchorVerifiers: [chainVerifier()] });
     assert.ok(result.anchors >= 2, `anchors: ${result.anchors}`);
     assert.equal(result.anchorsVerified, result.anchors);
     assert.equal(result.anchoredSize, 12);
@@ -201,14 +201,14 @@ describe('EVM anchoring (PavilionAnchor on a local chain)', () => {
     }
     await writeRecords(forged, header, out);
     assert.equal((await verifyLogFile(walPath(forged), ring)).anchors, honestAnchors.length, 'offline, the forgery is consistent');
-    await failsWith(verifyLogFile(walPath(forged), ring, { anchorVerifiers: [chainVerifier()] }), ErrorCodes.AUDIT_ANCHOR_MISMATCH, { recordNumber: firstAnchorAt }, /anchored root [0-9a-f]{64} at tree size \d+, the record says/);
+    await failsWith(verifyLogFile(walPath(forged), ring, { origin, anchorVerifiers: [chainVerifier()] }), ErrorCodes.AUDIT_ANCHOR_MISMATCH, { recordNumber: firstAnchorAt }, /anchored root [0-9a-f]{64} at tree size \d+, the record says/);
 
     // Dropping the anchor records instead does not help: every anchor of the log on chain
     // must still be reached, with its root; the first (tree size 5) fails first.
     await writeRecords(forged, header, records);
     assert.equal((await verifyLogFile(walPath(forged), ring)).anchors, 0);
-    await failsWith(verifyLogFile(walPath(forged), ring, { anchorVerifiers: [chainVerifier()] }), ErrorCodes.AUDIT_ROOT_MISMATCH, { treeSize: 5, firstSuspectLeaf: 0, lastSuspectLeaf: 4 }, /rewritten after it was anchored/);
-    const intact = await verifyLogFile(walPath(honest), ring, { anchorVerifiers: [chainVerifier()] });
+    await failsWith(verifyLogFile(walPath(forged), ring, { origin, anchorVerifiers: [chainVerifier()] }), ErrorCodes.AUDIT_ROOT_MISMATCH, { treeSize: 5, firstSuspectLeaf: 0, lastSuspectLeaf: 4 }, /rewritten after it was anchored/);
+    const intact = await verifyLogFile(walPath(honest), ring, { origin, anchorVerifiers: [chainVerifier()] });
     assert.equal(intact.anchoredOutsideSize, 12);
   });
 
@@ -255,17 +255,19 @@ describe('EVM anchoring (PavilionAnchor on a local chain)', () => {
   });
 
   it('a log cut after its last anchor (records and all): ERR_AUDIT_LOG_TRUNCATED from the contract\'s latest tree size', async () => {
-    const dir = await anchoredLog(evmAnchor(), 'pavilion-test/cut');
+    const origin = 'pavilion-test/cut';
+    const dir = await anchoredLog(evmAnchor(), origin);
     const { header, records } = await readRecords(dir);
     // Keep everything up to (and including) the records of tree size 10: a clean cut at a frame boundary.
     const cut = records.filter((r) => (r.type === RecordType.LEAF ? r.index < 10 : r.index <= 10));
     await writeRecords(dir, header, cut);
     assert.equal((await verifyLogFile(walPath(dir), ring)).leaves, 10, 'offline, a shorter log looks intact');
-    await failsWith(verifyLogFile(walPath(dir), ring, { anchorVerifiers: [chainVerifier()] }), ErrorCodes.AUDIT_LOG_TRUNCATED, { leafIndex: 10, treeSize: 12 });
+    await failsWith(verifyLogFile(walPath(dir), ring, { origin, anchorVerifiers: [chainVerifier()] }), ErrorCodes.AUDIT_LOG_TRUNCATED, { leafIndex: 10, treeSize: 12 });
   });
 
   it('an anchor whose transaction hash points at another transaction: ERR_AUDIT_ANCHOR_MISMATCH at that record', async () => {
-    const dir = await anchoredLog(evmAnchor(), 'pavilion-test/tx-swap');
+    const origin = 'pavilion-test/tx-swap';
+    const dir = await anchoredLog(evmAnchor(), origin);
     const { header, records } = await readRecords(dir);
     const found = await anchorRecords(dir);
     assert.ok(found.length >= 2);
@@ -273,20 +275,21 @@ describe('EVM anchoring (PavilionAnchor on a local chain)', () => {
     // The other anchor transaction of the same log (same contract, a valid Anchored event).
     const swapped = { ...first.record, reference: { ...first.record.reference, tx_hash: second.record.reference['tx_hash'], block_number: second.record.reference['block_number'] } };
     await writeRecords(dir, header, records.map((r, i) => (i === first.at ? { ...r, payload: Buffer.from(JSON.stringify(swapped)) } : r)));
-    await failsWith(verifyLogFile(walPath(dir), ring, { anchorVerifiers: [chainVerifier()] }), ErrorCodes.AUDIT_ANCHOR_MISMATCH, { recordNumber: first.at }, /anchored no checkpoint of log [0-9a-f]{64} at tree size/);
+    await failsWith(verifyLogFile(walPath(dir), ring, { origin, anchorVerifiers: [chainVerifier()] }), ErrorCodes.AUDIT_ANCHOR_MISMATCH, { recordNumber: first.at }, /anchored no checkpoint of log [0-9a-f]{64} at tree size/);
     // A transaction that is no anchor at all (the contract's deployment).
     const unrelated = { ...first.record, reference: { ...first.record.reference, tx_hash: deployment.txHash, block_number: deployment.blockNumber } };
     await writeRecords(dir, header, records.map((r, i) => (i === first.at ? { ...r, payload: Buffer.from(JSON.stringify(unrelated)) } : r)));
-    await failsWith(verifyLogFile(walPath(dir), ring, { anchorVerifiers: [chainVerifier()] }), ErrorCodes.AUDIT_ANCHOR_MISMATCH, { recordNumber: first.at }, /was sent to no contract \(a deployment\)/);
+    await failsWith(verifyLogFile(walPath(dir), ring, { origin, anchorVerifiers: [chainVerifier()] }), ErrorCodes.AUDIT_ANCHOR_MISMATCH, { recordNumber: first.at }, /was sent to no contract \(a deployment\)/);
   });
 
   it('anchors in a contract at another address: refused by a verifier that trusts the deployed one', async () => {
     const own = await deployAnchorContract({ rpcUrl: chain.url, chainId: chain.chainId, privateKey: chain.accounts[1]!.privateKey, pollingIntervalMs: 10 });
-    const dir = await anchoredLog(evmAnchor({ contract: own.address, privateKey: chain.accounts[1]!.privateKey }), 'pavilion-test/other-contract');
+    const origin = 'pavilion-test/other-contract';
+    const dir = await anchoredLog(evmAnchor({ contract: own.address, privateKey: chain.accounts[1]!.privateKey }), origin);
     const found = await anchorRecords(dir);
-    await failsWith(verifyLogFile(walPath(dir), ring, { anchorVerifiers: [chainVerifier()] }), ErrorCodes.AUDIT_ANCHOR_MISMATCH, { recordNumber: found[0]!.at }, /names contract 0x[0-9a-fA-F]{40}, the verifier trusts/);
+    await failsWith(verifyLogFile(walPath(dir), ring, { origin, anchorVerifiers: [chainVerifier()] }), ErrorCodes.AUDIT_ANCHOR_MISMATCH, { recordNumber: found[0]!.at }, /names contract 0x[0-9a-fA-F]{40}, the verifier trusts/);
     // Only trust decides: pointed at the other contract, the same anchors verify.
-    assert.equal((await verifyLogFile(walPath(dir), ring, { anchorVerifiers: [chainVerifier({ contract: own.address })] })).anchorsVerified, found.length);
+    assert.equal((await verifyLogFile(walPath(dir), ring, { origin, anchorVerifiers: [chainVerifier({ contract: own.address })] })).anchorsVerified, found.length);
   });
 
   it('a tree size that does not grow, or a submitter not authorised: ERR_AUDIT_ANCHOR_REVERTED; the log stays WARN and keeps deciding', async () => {
@@ -490,7 +493,7 @@ describe('EVM anchoring (PavilionAnchor on a local chain)', () => {
     await until('the retried anchor', () => log.anchors.at(-1)?.tree_size === 10);
     assert.equal(log.status().state, 'OK', JSON.stringify(log.status()));
     await log.stop(5000);
-    const result = await verifyLogFile(walPath(dir), ring, { anchorVerifiers: [chainVerifier()] });
+    const result = await verifyLogFile(walPath(dir), ring, { origin: 'pavilion-test/outage', anchorVerifiers: [chainVerifier()] });
     assert.equal(result.anchorsVerified, result.anchors);
   });
 
@@ -545,7 +548,7 @@ describe("the sidecar with decisionLog.audit.anchor kind 'evm'", () => {
     }
     const verifier = new EvmAnchorVerifier({ rpcUrl: chain.url, chainId: chain.chainId, contract });
     try {
-      const log = await verifyLogFile(join(auditDir, 'tenants', 'bank', 'audit.wal'), Keyring.load(join(auditDir, 'keys')), { anchorVerifiers: [verifier] });
+      const log = await verifyLogFile(join(auditDir, 'tenants', 'bank', 'audit.wal'), Keyring.load(join(auditDir, 'keys')), { origin: `${app.pavilion.config.labels.id}/bank`, anchorVerifiers: [verifier] });
       assert.equal(log.anchoredSize, 4, 'the final checkpoint was anchored on the chain before stop');
       assert.equal(log.anchorsVerified, log.anchors);
     } finally {

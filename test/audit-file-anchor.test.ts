@@ -28,13 +28,17 @@ const failsWith = async (promise: Promise<unknown>, code: string, message?: RegE
   });
 };
 
+const BANK = 'pavilion-test/bank';
+/** The origin of a log `anchoredLogs` made, from its directory. */
+const originOf = (dir: string): string => (dir.endsWith('bank') ? BANK : 'pavilion-test/hospital');
+
 /** Two tenants' logs anchored to one file; returns the file and the log directories. */
 async function anchoredLogs(): Promise<{ file: string; dirs: string[] }> {
   const root = await tempDir();
   const file = join(root, 'anchors.jsonl');
   const anchor = new FileAnchor({ path: file });
   const dirs = [join(root, 'bank'), join(root, 'hospital')];
-  const logs = await Promise.all(dirs.map((dir, i) => openLog(dir, signer, { origin: `pavilion-test/${i === 0 ? 'bank' : 'hospital'}`, anchor, checkpointEveryEvents: 4 })));
+  const logs = await Promise.all(dirs.map((dir) => openLog(dir, signer, { origin: originOf(dir), anchor, checkpointEveryEvents: 4 })));
   for (let i = 0; i < 10; i++) await Promise.all(logs.map((log) => log.append(decisionEvent(i))));
   await Promise.all(logs.map((log) => log.stop(5000)));
   return { file, dirs };
@@ -47,7 +51,7 @@ describe('file anchor (the embedded default)', () => {
     assert.deepEqual(lines.map((l) => l.line), lines.map((_, i) => i));
     assert.equal(new Set(lines.map((l) => l.origin)).size, 2);
     for (const dir of dirs) {
-      const result = await verifyLogFile(walPath(dir), ring, { anchorVerifiers: [new FileAnchorVerifier({ path: file })] });
+      const result = await verifyLogFile(walPath(dir), ring, { origin: originOf(dir), anchorVerifiers: [new FileAnchorVerifier({ path: file })] });
       assert.ok(result.anchors >= 1);
       assert.equal(result.anchorsVerified, result.anchors);
       assert.equal(result.anchoredSize, 10);
@@ -63,15 +67,15 @@ describe('file anchor (the embedded default)', () => {
     // Every later line's chain link now fails too; the first bad line is named.
     await failsWith(new FileAnchorVerifier({ path: file }).verify({ version: 1, kind: 'file', tree_size: entry.tree_size, root_hash: entry.root_hash, reference: { file: 'anchors.jsonl', line: 1, entry_sha256: 'ab'.repeat(32) } }), ErrorCodes.AUDIT_ANCHOR_MISMATCH, /line 1: does not chain/);
     const bank = dirs[0]!;
-    await failsWith(verifyLogFile(walPath(bank), ring, { anchorVerifiers: [new FileAnchorVerifier({ path: file })] }), ErrorCodes.AUDIT_ANCHOR_MISMATCH, /line [01]/);
+    await failsWith(verifyLogFile(walPath(bank), ring, { origin: BANK, anchorVerifiers: [new FileAnchorVerifier({ path: file })] }), ErrorCodes.AUDIT_ANCHOR_MISMATCH, /line [01]/);
   });
 
   it('a line removed from the anchor file, or the file lost: refused, never passed', async () => {
     const { file, dirs } = await anchoredLogs();
     const lines = (await readFile(file, 'utf8')).trim().split('\n');
     await writeFile(file, `${lines.slice(1).join('\n')}\n`);
-    await failsWith(verifyLogFile(walPath(dirs[0]!), ring, { anchorVerifiers: [new FileAnchorVerifier({ path: file })] }), ErrorCodes.AUDIT_ANCHOR_MISMATCH, /line 0: numbered 1/);
-    await failsWith(verifyLogFile(walPath(dirs[0]!), ring, { anchorVerifiers: [new FileAnchorVerifier({ path: join(file, 'missing') })] }), ErrorCodes.AUDIT_ANCHOR_FAILED, /could not be checked/);
+    await failsWith(verifyLogFile(walPath(dirs[0]!), ring, { origin: BANK, anchorVerifiers: [new FileAnchorVerifier({ path: file })] }), ErrorCodes.AUDIT_ANCHOR_MISMATCH, /line 0: numbered 1/);
+    await failsWith(verifyLogFile(walPath(dirs[0]!), ring, { origin: BANK, anchorVerifiers: [new FileAnchorVerifier({ path: join(file, 'missing') })] }), ErrorCodes.AUDIT_ANCHOR_FAILED, /could not be checked/);
   });
 
   it('a log cut after its last anchor, anchor records and all: ERR_AUDIT_LOG_TRUNCATED from the file', async () => {
@@ -80,7 +84,7 @@ describe('file anchor (the embedded default)', () => {
     const { header, records } = await readRecords(bank);
     await writeRecords(bank, header, records.filter((r) => (r.type === RecordType.LEAF ? r.index < 8 : r.index <= 8)));
     assert.equal((await verifyLogFile(walPath(bank), ring)).leaves, 8);
-    await assert.rejects(verifyLogFile(walPath(bank), ring, { anchorVerifiers: [new FileAnchorVerifier({ path: file })] }), (e: unknown) => {
+    await assert.rejects(verifyLogFile(walPath(bank), ring, { origin: BANK, anchorVerifiers: [new FileAnchorVerifier({ path: file })] }), (e: unknown) => {
       assert.ok(isPavilionError(e, ErrorCodes.AUDIT_LOG_TRUNCATED), String(e));
       assert.equal(e.details?.['treeSize'], 10);
       assert.equal(e.details?.['leafIndex'], 8);
@@ -103,7 +107,7 @@ describe('file anchor (the embedded default)', () => {
     await appendFile(file, torn);
     // The verifier counts whole lines only: every earlier anchor still verifies.
     for (const dir of dirs) {
-      const result = await verifyLogFile(walPath(dir), ring, { anchorVerifiers: [new FileAnchorVerifier({ path: file })] });
+      const result = await verifyLogFile(walPath(dir), ring, { origin: originOf(dir), anchorVerifiers: [new FileAnchorVerifier({ path: file })] });
       assert.equal(result.anchorsVerified, result.anchors);
     }
     const reported: unknown[] = [];
@@ -121,7 +125,7 @@ describe('file anchor (the embedded default)', () => {
     assert.equal(after.at(-1)?.tree_size, 11);
     assert.ok((await readFile(file, 'utf8')).startsWith(whole));
     for (const dir of dirs) {
-      const result = await verifyLogFile(walPath(dir), ring, { anchorVerifiers: [new FileAnchorVerifier({ path: file })] });
+      const result = await verifyLogFile(walPath(dir), ring, { origin: originOf(dir), anchorVerifiers: [new FileAnchorVerifier({ path: file })] });
       assert.equal(result.anchorsVerified, result.anchors);
     }
   });

@@ -272,7 +272,7 @@ describe('restart', () => {
     const proof = await second.proveInclusion('decision-000003');
     verifyDecisionProof(proof, ringOf(signer));
     await second.stop(5000);
-    const result = await verifyLogFile(walPath(dir), ringOf(signer), { trustedCheckpoints: [before] });
+    const result = await verifyLogFile(walPath(dir), ringOf(signer), { origin: 'pavilion-test/bank', trustedCheckpoints: [before] });
     assert.equal(result.leaves, 11);
   });
 

@@ -136,7 +136,7 @@ describe('AuditLogSink', () => {
     }
     const keys = Keyring.load(join(auditDir, 'keys'));
     // The embedded default anchors every checkpoint to the local anchor file.
-    const log = await verifyLogFile(join(auditDir, 'tenants', 'bank', 'audit.wal'), keys, { anchorVerifiers: [new FileAnchorVerifier({ path: join(auditDir, 'anchors.jsonl') })] });
+    const log = await verifyLogFile(join(auditDir, 'tenants', 'bank', 'audit.wal'), keys, { origin: `${app.pavilion.config.labels.id}/bank`, anchorVerifiers: [new FileAnchorVerifier({ path: join(auditDir, 'anchors.jsonl') })] });
     assert.ok(log.anchors >= 1, 'checkpoints are anchored by default');
     assert.equal(log.anchorsVerified, log.anchors);
     assert.equal(log.leaves, 5);

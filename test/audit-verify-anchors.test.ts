@@ -55,14 +55,27 @@ async function relabelFirstAnchor(dir: string, kind: string): Promise<number> {
   return at;
 }
 
+describe("the log's origin is never taken from the file when anything outside it is compared", () => {
+  it('verifyLogFile with anchor verifiers or trusted checkpoints and no origin: refused (ERR_AUDIT_ANCHOR_CONFIG / ERR_CONFIG_INVALID) before reading', async () => {
+    const { dir, file } = await fileAnchoredLog();
+    await assert.rejects(verifyLogFile(walPath(dir), ring, { anchorVerifiers: [new FileAnchorVerifier({ path: file })] }), (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_ANCHOR_CONFIG) && /origin is required/.test(e.message));
+    const trusted = (await verifyLogFile(walPath(dir), ring)).checkpoints;
+    assert.ok(trusted > 0);
+    const { records } = await readRecords(dir);
+    const checkpoint = JSON.parse(records.find((r) => r.type === RecordType.CHECKPOINT)!.payload.toString('utf8'));
+    await assert.rejects(verifyLogFile(walPath(dir), ring, { trustedCheckpoints: [checkpoint] }), (e: unknown) => isPavilionError(e, ErrorCodes.CONFIG_INVALID));
+    assert.equal((await verifyLogFile(walPath(dir), ring, { origin: 'pavilion-test/bank', trustedCheckpoints: [checkpoint] })).leaves, 8);
+  });
+});
+
 describe('anchors no given verifier can check', () => {
   it("verify-log: an anchor record relabelled kind 'zzz' gets ERR_AUDIT_ANCHOR_MISMATCH at that record, not a pass", async () => {
     const { dir, file } = await fileAnchoredLog();
     const verifier = new FileAnchorVerifier({ path: file });
-    assert.equal((await verifyLogFile(walPath(dir), ring, { anchorVerifiers: [verifier] })).anchorsVerified, 2);
+    assert.equal((await verifyLogFile(walPath(dir), ring, { origin: 'pavilion-test/bank', anchorVerifiers: [verifier] })).anchorsVerified, 2);
     const at = await relabelFirstAnchor(dir, 'zzz');
     assert.equal((await verifyLogFile(walPath(dir), ring)).anchorsVerified, 0, 'offline (no verifier asked) it is only counted');
-    await failsWith(verifyLogFile(walPath(dir), ring, { anchorVerifiers: [verifier] }), ErrorCodes.AUDIT_ANCHOR_MISMATCH, { recordNumber: at, kind: 'zzz' }, /of a kind no verifier given checks \(file\)/);
+    await failsWith(verifyLogFile(walPath(dir), ring, { origin: 'pavilion-test/bank', anchorVerifiers: [verifier] }), ErrorCodes.AUDIT_ANCHOR_MISMATCH, { recordNumber: at, kind: 'zzz' }, /of a kind no verifier given checks \(file\)/);
   });
 
   it("verify: a proof whose anchor is relabelled kind 'zzz' gets ERR_AUDIT_ANCHOR_MISMATCH when a verifier is given", async () => {

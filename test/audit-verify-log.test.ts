@@ -123,7 +123,7 @@ describe('verify-log names the first bad position', () => {
     const path = await fileWith(source.records.slice(0, at));
     const ok = await verifyLogFile(path, ring);
     assert.equal(ok.leaves, 13, 'without outside knowledge a clean cut looks like a shorter log');
-    await failsWith(path, ErrorCodes.AUDIT_LOG_TRUNCATED, { leafIndex: 13, treeSize: 20 }, { trustedCheckpoints: [source.checkpoints.at(-1)!] });
+    await failsWith(path, ErrorCodes.AUDIT_LOG_TRUNCATED, { leafIndex: 13, treeSize: 20 }, { origin: 'pavilion-test/bank', trustedCheckpoints: [source.checkpoints.at(-1)!] });
   });
 
   it('leaves removed from before a checkpoint: ERR_AUDIT_SEQUENCE_BROKEN naming the gap', async () => {
@@ -198,7 +198,7 @@ describe('verify-log names the first bad position', () => {
     for (let i = 0; i < 6; i++) await other.append(decisionEvent(100 + i));
     const foreign = await other.checkpoint();
     await other.stop(5000);
-    await failsWith(await fileWith(records), ErrorCodes.AUDIT_ROOT_MISMATCH, { treeSize: 6 }, { trustedCheckpoints: [foreign] });
+    await failsWith(await fileWith(records), ErrorCodes.AUDIT_ROOT_MISMATCH, { treeSize: 6 }, { origin: 'pavilion-test/bank', trustedCheckpoints: [foreign] });
   });
 });
 

@@ -78,7 +78,11 @@ export interface AnchorHistory {
 }
 
 export interface VerifyLogOptions {
-  /** Checkpoints must name this origin (default: whatever the first checkpoint names). */
+  /**
+   * Checkpoints must name this origin. Required with `trustedCheckpoints` or `anchorVerifiers`:
+   * taken from the file, a log re-signed under another origin would find nothing anchored
+   * or trusted to compare with. Without either, the first checkpoint's origin is the log's.
+   */
   readonly origin?: string;
   /** Checkpoints obtained elsewhere that the log must still reach and agree with. */
   readonly trustedCheckpoints?: readonly SignedCheckpointV1[];
@@ -97,6 +101,13 @@ function bad(code: (typeof ErrorCodes)[keyof typeof ErrorCodes], message: string
 }
 
 export async function verifyLogFile(path: string, keyring: Keyring, options: VerifyLogOptions = {}): Promise<LogVerification> {
+  const anchorsAsked = (options.anchorVerifiers?.length ?? 0) > 0;
+  if (options.origin === undefined && (anchorsAsked || (options.trustedCheckpoints?.length ?? 0) > 0)) {
+    throw new PavilionError(
+      anchorsAsked ? ErrorCodes.AUDIT_ANCHOR_CONFIG : ErrorCodes.CONFIG_INVALID,
+      `the log's origin is required with ${anchorsAsked ? 'anchor verifiers' : 'trusted checkpoints'}: the log to check is never taken from the file itself`,
+    );
+  }
   const handle = await open(path, 'r').catch((error: unknown) => {
     throw new PavilionError(ErrorCodes.AUDIT_LOG_IO, `cannot open ${path}`, { cause: error });
   });
