@@ -2,15 +2,19 @@
  * The PKCS#11 checkpoint signer against a real SoftHSM2 token in a token directory of its
  * own (SOFTHSM2_CONF, set before C_Initialize): key generated on the token and not
  * extractable, ECDSA P-256 signatures that the software verifier accepts, key rotation, and
- * each setup failure with its code. Needs softhsm2 + opensc (scripts/install-softhsm.sh,
- * which scripts/test.sh runs).
+ * each setup failure with its code, and a lost session replaced (only for a lost session, only
+ * with the same key). Needs softhsm2 + opensc (scripts/install-softhsm.sh, which
+ * scripts/test.sh runs).
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { createPublicKey, verify } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import type * as Pkcs11Types from 'pkcs11js';
 import { createCheckpointSigner } from '../sidecar/src/audit/index.ts';
 import { Keyring, Pkcs11Module, SoftwareSigner, checkpointMessage, ecPointToSpki, verifyDecisionProof, verifyLogFile } from '../sidecar/src/audit/log/index.ts';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
@@ -34,6 +38,102 @@ before(async () => {
 });
 
 after(() => module?.close());
+
+/** The token signed `message` with the key whose SPKI is `spki` (r||s over SHA-256). */
+const verifies = (spki: Buffer, message: Buffer, signature: Buffer): boolean =>
+  verify('sha256', message, { key: createPublicKey({ key: spki, format: 'der', type: 'spki' }), dsaEncoding: 'ieee-p1363' }, signature);
+
+/**
+ * A second pkcs11js instance on the same library in this process, acting on the token as an
+ * administrator or a restarting HSM would. It shares SoftHSM's state with `module` (the same
+ * library, already initialised: CKR_CRYPTOKI_ALREADY_INITIALIZED is expected), so it is never
+ * finalized here: that would finalize the module's library too.
+ */
+function tokenAdmin() {
+  const lib = createRequire(import.meta.url)('pkcs11js') as typeof Pkcs11Types;
+  const p11 = new lib.PKCS11();
+  p11.load(MODULE!);
+  const tolerate = (action: () => void, code: number): void => {
+    try {
+      action();
+    } catch (error) {
+      if ((error as { code?: unknown }).code !== code) throw error;
+    }
+  };
+  tolerate(() => p11.C_Initialize(), lib.CKR_CRYPTOKI_ALREADY_INITIALIZED);
+  const slot = p11.C_GetSlotList(true).find((s) => p11.C_GetTokenInfo(s).label.trim() === TOKEN)!;
+  const loggedIn = (): Buffer => {
+    const session = p11.C_OpenSession(slot, lib.CKF_SERIAL_SESSION | lib.CKF_RW_SESSION);
+    tolerate(() => p11.C_Login(session, lib.CKU_USER, PIN), lib.CKR_USER_ALREADY_LOGGED_IN);
+    return session;
+  };
+  const objects = (session: Buffer, label: string, cls?: number): Buffer[] => {
+    p11.C_FindObjectsInit(session, [{ type: lib.CKA_LABEL, value: label }, ...(cls === undefined ? [] : [{ type: lib.CKA_CLASS, value: cls }])]);
+    try {
+      return p11.C_FindObjects(session, 16);
+    } finally {
+      p11.C_FindObjectsFinal(session);
+    }
+  };
+  const generate = (session: Buffer, label: string): void => {
+    p11.C_GenerateKeyPair(
+      session,
+      { mechanism: lib.CKM_EC_KEY_PAIR_GEN },
+      [
+        { type: lib.CKA_TOKEN, value: true },
+        { type: lib.CKA_LABEL, value: label },
+        { type: lib.CKA_EC_PARAMS, value: Buffer.from('06082a8648ce3d030107', 'hex') },
+        { type: lib.CKA_VERIFY, value: true },
+      ],
+      [
+        { type: lib.CKA_TOKEN, value: true },
+        { type: lib.CKA_PRIVATE, value: true },
+        { type: lib.CKA_LABEL, value: label },
+        { type: lib.CKA_SENSITIVE, value: true },
+        { type: lib.CKA_EXTRACTABLE, value: false },
+        { type: lib.CKA_SIGN, value: true },
+      ],
+    );
+  };
+  return {
+    lib,
+    /**
+     * C_CloseAllSessions on the slot: every session of this process on the token, the signers'
+     * included, is gone, and so is the login. Checked on a session of its own opened before.
+     */
+    closeAllSessions(): void {
+      const probe = p11.C_OpenSession(slot, lib.CKF_SERIAL_SESSION);
+      p11.C_CloseAllSessions(slot);
+      assert.throws(() => p11.C_GetSessionInfo(probe), (e: unknown) => (e as { code?: unknown }).code === lib.CKR_SESSION_HANDLE_INVALID, 'C_CloseAllSessions closed the sessions');
+    },
+    /** Destroy every object labelled `label` (of class `cls`, if given). */
+    destroy(label: string, cls?: number): void {
+      const session = loggedIn();
+      const found = objects(session, label, cls);
+      assert.ok(found.length > 0, `objects labelled ${label}`);
+      for (const object of found) p11.C_DestroyObject(session, object);
+      p11.C_CloseSession(session);
+    },
+    /** A new P-256 key pair labelled `label` (the old one destroyed first). */
+    replaceKey(label: string): void {
+      const session = loggedIn();
+      for (const object of objects(session, label)) p11.C_DestroyObject(session, object);
+      generate(session, label);
+      p11.C_CloseSession(session);
+    },
+    /** A new private key labelled `label`, the old public key object left in its place. */
+    swapPrivateKey(label: string): void {
+      const session = loggedIn();
+      const oldPublic = objects(session, label, lib.CKO_PUBLIC_KEY);
+      for (const object of objects(session, label, lib.CKO_PRIVATE_KEY)) p11.C_DestroyObject(session, object);
+      generate(session, label);
+      for (const object of objects(session, label, lib.CKO_PUBLIC_KEY)) {
+        if (!oldPublic.some((old) => old.equals(object))) p11.C_DestroyObject(session, object);
+      }
+      p11.C_CloseSession(session);
+    },
+  };
+}
 
 const setupFails = async (promise: () => Promise<unknown>, pattern: RegExp): Promise<void> => {
   await assert.rejects(promise, (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_SIGNER_CONFIG) && pattern.test(e.message));
@@ -173,5 +273,72 @@ describe('PKCS#11 signer (SoftHSM2)', () => {
     const message = Buffer.from('same encoding');
     assert.equal((await token.sign(message)).length, 64);
     assert.equal((await SoftwareSigner.generate().sign(message)).length, 64);
+  });
+
+  it('a lost session (C_CloseAllSessions) is replaced once: the signature is made again with the same key, concurrent calls share one reopen', async () => {
+    const signer = await module.signer({ tokenLabel: TOKEN, pin: PIN, keyLabel: 'reconnect-key', generate: true });
+    const before = Buffer.from('before the HSM went away');
+    assert.ok(verifies(signer.publicKeySpki, before, await signer.sign(before)));
+
+    const admin = tokenAdmin();
+    admin.closeAllSessions();
+    const after = Buffer.from('after the HSM came back');
+    const signature = await signer.sign(after);
+    assert.ok(verifies(signer.publicKeySpki, after, signature), 'signed by the key the signer started with');
+    assert.equal(signer.reconnects, 1);
+
+    admin.closeAllSessions();
+    const messages = Array.from({ length: 8 }, (_, i) => Buffer.from(`concurrent ${i}`));
+    const signatures = await Promise.all(messages.map((m) => signer.sign(m)));
+    signatures.forEach((s, i) => assert.ok(verifies(signer.publicKeySpki, messages[i]!, s)));
+    assert.equal(signer.reconnects, 2, 'the first waiting call reopened; the others used its session');
+  });
+
+  it('a key replaced under the same label while the session was gone: ERR_AUDIT_SIGNER_KEY_CHANGED, for good, and never a signature from the new key', async () => {
+    const label = 'replaced-key';
+    const signer = await module.signer({ tokenLabel: TOKEN, pin: PIN, keyLabel: label, generate: true });
+    await signer.sign(Buffer.from('with the first key'));
+    const admin = tokenAdmin();
+    admin.replaceKey(label);
+    admin.closeAllSessions();
+    const replacement = await module.signer({ tokenLabel: TOKEN, pin: PIN, keyLabel: label });
+    assert.notEqual(replacement.keyId, signer.keyId, 'the label names another key now');
+
+    const refused = (e: unknown): boolean => isPavilionError(e, ErrorCodes.AUDIT_SIGNER_KEY_CHANGED)
+      && e.details?.['expectedKeyId'] === signer.keyId && e.details['foundKeyId'] === replacement.keyId;
+    await assert.rejects(signer.sign(Buffer.from('must not be signed')), refused);
+    assert.equal(signer.reconnects, 0, 'the session with the other key was not adopted');
+    // Refused from now on, even once the token stays reachable: the signer's key id names the old key.
+    await assert.rejects(signer.sign(Buffer.from('nor this')), refused);
+    const message = Buffer.from('the new key signs as itself');
+    assert.ok(verifies(replacement.publicKeySpki, message, await replacement.sign(message)));
+  });
+
+  it('a private key swapped under the old public key: the reopen matches, but the first signature does not verify and is refused', async () => {
+    const label = 'swapped-private-key';
+    const signer = await module.signer({ tokenLabel: TOKEN, pin: PIN, keyLabel: label, generate: true });
+    await signer.sign(Buffer.from('with the first key'));
+    const admin = tokenAdmin();
+    admin.swapPrivateKey(label);
+    admin.closeAllSessions();
+    const refused = (e: unknown): boolean => isPavilionError(e, ErrorCodes.AUDIT_SIGNER_KEY_CHANGED) && /signs with another key/.test(e.message);
+    await assert.rejects(signer.sign(Buffer.from('must not be signed')), refused);
+    await assert.rejects(signer.sign(Buffer.from('nor this')), refused);
+  });
+
+  it('a failure that is not a lost session (the private key deleted under a live session) is not retried', async () => {
+    const label = 'deleted-key';
+    const signer = await module.signer({ tokenLabel: TOKEN, pin: PIN, keyLabel: label, generate: true });
+    await signer.sign(Buffer.from('before the delete'));
+    const admin = tokenAdmin();
+    admin.destroy(label, admin.lib.CKO_PRIVATE_KEY);
+    // The error is the token's own answer to the signature: a retry would have reopened the
+    // session and failed there instead (no key labelled deleted-key), with that as the cause.
+    await assert.rejects(signer.sign(Buffer.from('after the delete')), (e: unknown) => {
+      const code = (e as { cause?: { code?: unknown } }).cause?.code;
+      return isPavilionError(e, ErrorCodes.AUDIT_SIGNER_FAILED) && !/reopen/.test(e.message)
+        && (code === admin.lib.CKR_OBJECT_HANDLE_INVALID || code === admin.lib.CKR_KEY_HANDLE_INVALID);
+    });
+    assert.equal(signer.reconnects, 0);
   });
 });

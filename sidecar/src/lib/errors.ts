@@ -145,6 +145,8 @@ export const ErrorCodes = {
   AUDIT_ANCHOR_CONFIG: 'ERR_AUDIT_ANCHOR_CONFIG',
   AUDIT_MASK_INVALID: 'ERR_AUDIT_MASK_INVALID',
   AUDIT_MASK_FAILED: 'ERR_AUDIT_MASK_FAILED',
+  /** The key under a PKCS#11 signer's label is no longer the key it started with (found on reopening a lost session): it refuses to sign. */
+  AUDIT_SIGNER_KEY_CHANGED: 'ERR_AUDIT_SIGNER_KEY_CHANGED',
   // tooling
   TOOL_MISSING: 'ERR_TOOL_MISSING',
   INTERNAL: 'ERR_INTERNAL',

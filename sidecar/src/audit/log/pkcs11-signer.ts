@@ -17,15 +17,21 @@
  * - The token is found by its label, not its slot number (slots renumber when tokens are
  *   added). The PIN is passed in by the caller (read it from the environment or a secret
  *   file, never from the config file).
+ * - A session that goes away (HSM restart, C_CloseAllSessions, a network HSM reconnecting,
+ *   the login dropped) is replaced when a signature fails for that reason: a new session,
+ *   login, the key found again by label exactly as at start (never generated), and that one
+ *   signature retried once, but only if the key found has the public key the signer started
+ *   with. A different key under the label is refused for good (ERR_AUDIT_SIGNER_KEY_CHANGED):
+ *   the key id in checkpoints names the old key, and a new key is a rotation, not a reconnect.
  *
- * Every failure is ERR_AUDIT_SIGNER_CONFIG (setup: module, token, PIN, key) or
- * ERR_AUDIT_SIGNER_FAILED (a signature that could not be made), with the PKCS#11 error kept
- * as `cause`.
+ * Every failure is ERR_AUDIT_SIGNER_CONFIG (setup: module, token, PIN, key),
+ * ERR_AUDIT_SIGNER_FAILED (a signature that could not be made) or
+ * ERR_AUDIT_SIGNER_KEY_CHANGED (above), with the PKCS#11 error kept as `cause`.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, createPublicKey, randomBytes, verify, type KeyObject } from 'node:crypto';
 import { createRequire } from 'node:module';
 import type * as Pkcs11Types from 'pkcs11js';
-import { ErrorCodes, PavilionError, describeThrown } from '../../lib/errors.ts';
+import { ErrorCodes, PavilionError, describeThrown, isPavilionError } from '../../lib/errors.ts';
 import { keyIdOf, type CheckpointSigner } from './signer.ts';
 
 type Pkcs11Lib = typeof Pkcs11Types;
@@ -38,6 +44,55 @@ const P256_SPKI_PREFIX = Buffer.from('3059301306072a8648ce3d020106082a8648ce3d03
 
 function configError(message: string, cause?: unknown): PavilionError {
   return new PavilionError(ErrorCodes.AUDIT_SIGNER_CONFIG, `PKCS#11: ${message}${cause === undefined ? '' : `: ${describeThrown(cause)}`}`, cause === undefined ? {} : { cause });
+}
+
+function keyChanged(keyLabel: string, tokenLabel: string, expected: string, found: string): PavilionError {
+  return new PavilionError(
+    ErrorCodes.AUDIT_SIGNER_KEY_CHANGED,
+    `PKCS#11: the key labelled ${JSON.stringify(keyLabel)} on token ${tokenLabel} is now ${found}, not ${expected} that this signer signs as; refusing to sign (a new key is a rotation: configure it and restart)`,
+    { details: { keyLabel, tokenLabel, expectedKeyId: expected, foundKeyId: found } },
+  );
+}
+
+function signingFailed(cause: unknown, when = ''): PavilionError {
+  return new PavilionError(ErrorCodes.AUDIT_SIGNER_FAILED, `PKCS#11 signing failed${when}: ${describeThrown(cause)}`, { cause });
+}
+
+/** The PKCS#11 return value of a pkcs11js error (Pkcs11Error.code), if it has one. */
+function returnValueOf(error: unknown): number | undefined {
+  const code = typeof error === 'object' && error !== null ? (error as { code?: unknown }).code : undefined;
+  return typeof code === 'number' ? code : undefined;
+}
+
+/**
+ * The return values that mean the session or its login is gone, not that this signature is
+ * wrong: only these make the signer open a new session and retry. Anything else (a deleted
+ * key, a key no longer allowed to sign, a full device) would fail the same way again.
+ */
+function sessionLostCodes(lib: Pkcs11Lib): ReadonlySet<number> {
+  return new Set([
+    lib.CKR_SESSION_HANDLE_INVALID,
+    lib.CKR_SESSION_CLOSED,
+    lib.CKR_USER_NOT_LOGGED_IN,
+    lib.CKR_DEVICE_REMOVED,
+    lib.CKR_TOKEN_NOT_PRESENT,
+    lib.CKR_DEVICE_ERROR,
+  ]);
+}
+
+/** A replacement session and the key handle in it, found again and checked by the module. */
+export interface Pkcs11Reopened {
+  readonly session: Handle;
+  readonly key: Handle;
+}
+
+/** Opens a new session for a signer whose session was lost; refuses a key whose SPKI is not `expected`. */
+export type Pkcs11Reopen = (expected: Buffer) => Promise<Pkcs11Reopened>;
+
+interface FoundKey {
+  readonly privateKey: Handle;
+  readonly spki: Buffer;
+  readonly attributes: Pkcs11KeyAttributes;
 }
 
 export interface Pkcs11KeyOptions {
@@ -126,6 +181,14 @@ export class Pkcs11Module {
   /** A signer for the key `keyLabel` on the token `tokenLabel` (generated there if asked). */
   async signer(options: Pkcs11KeyOptions): Promise<Pkcs11Signer> {
     if (this.#closed) throw configError('the module is closed');
+    const session = this.#openSession(options);
+    const found = await this.#findKey(session, options, options.generate === true);
+    const reopen: Pkcs11Reopen = (expected) => this.#reopen(options, expected);
+    return new Pkcs11Signer(this.#p11, this.#lib, session, found.privateKey, found.spki, found.attributes, reopen);
+  }
+
+  /** A new session on the token, tracked for close(), logged in as the user. */
+  #openSession(options: Pkcs11KeyOptions): Handle {
     const lib = this.#lib;
     const p11 = this.#p11;
     const slot = this.#slotOf(options.tokenLabel);
@@ -139,8 +202,20 @@ export class Pkcs11Module {
     try {
       p11.C_Login(session, lib.CKU_USER, options.pin);
     } catch (error) {
-      if ((error as { code?: unknown }).code !== lib.CKR_USER_ALREADY_LOGGED_IN) throw configError(`login to token ${options.tokenLabel} failed`, error);
+      // A login is per application, not per session: another signer may have logged in already.
+      if (returnValueOf(error) !== lib.CKR_USER_ALREADY_LOGGED_IN) {
+        // Not left open: a reopen that keeps failing (a changed PIN) must not collect sessions.
+        this.#closeSession(session);
+        throw configError(`login to token ${options.tokenLabel} failed`, error);
+      }
     }
+    return session;
+  }
+
+  /** The signing key labelled `keyLabel` (generated when absent and `generate`), checked as a checkpoint key must be. */
+  async #findKey(session: Handle, options: Pkcs11KeyOptions, generate: boolean): Promise<FoundKey> {
+    const lib = this.#lib;
+    const p11 = this.#p11;
     const label = options.keyLabel;
     let privateKeys = this.#find(session, [
       { type: lib.CKA_CLASS, value: lib.CKO_PRIVATE_KEY },
@@ -148,7 +223,7 @@ export class Pkcs11Module {
       { type: lib.CKA_LABEL, value: label },
     ], `the private key ${JSON.stringify(label)}`);
     if (privateKeys.length === 0) {
-      if (options.generate !== true) throw configError(`token ${options.tokenLabel} has no EC private key labelled ${JSON.stringify(label)}`);
+      if (!generate) throw configError(`token ${options.tokenLabel} has no EC private key labelled ${JSON.stringify(label)}`);
       const id = randomBytes(16);
       try {
         await p11.C_GenerateKeyPairAsync(
@@ -199,7 +274,38 @@ export class Pkcs11Module {
     ], `the public key ${JSON.stringify(label)}`);
     if (publicKeys.length !== 1) throw configError(`token ${options.tokenLabel} has ${publicKeys.length} public keys labelled ${JSON.stringify(label)}`);
     const point = this.#attributes(session, publicKeys[0]!, [{ type: lib.CKA_EC_POINT }], `CKA_EC_POINT of public key ${JSON.stringify(label)}`)[0]?.value;
-    return new Pkcs11Signer(p11, lib, session, privateKey, ecPointToSpki(point), attributes);
+    return { privateKey, spki: ecPointToSpki(point), attributes };
+  }
+
+  /**
+   * For a signer whose session was lost: a new session, login, and its key found again the
+   * way signer() found it, but never generated (a missing key must not be replaced by a new
+   * one behind the signer's back) and refused unless its public key is `expected`. The new
+   * session is closed again when anything is refused, so a token that keeps failing does not
+   * collect sessions.
+   */
+  async #reopen(options: Pkcs11KeyOptions, expected: Buffer): Promise<Pkcs11Reopened> {
+    if (this.#closed) throw configError('the module is closed');
+    const session = this.#openSession(options);
+    try {
+      const found = await this.#findKey(session, options, false);
+      if (!found.spki.equals(expected)) throw keyChanged(options.keyLabel, options.tokenLabel, keyIdOf(expected), keyIdOf(found.spki));
+      return { session, key: found.privateKey };
+    } catch (error) {
+      this.#closeSession(session);
+      throw error;
+    }
+  }
+
+  /** Close a session this module just opened and stop tracking it (an error closing it means it is gone already). */
+  #closeSession(session: Handle): void {
+    const index = this.#sessions.indexOf(session);
+    if (index >= 0) this.#sessions.splice(index, 1);
+    try {
+      this.#p11.C_CloseSession(session);
+    } catch {
+      // gone already
+    }
   }
 
   #keyAttributes(session: Handle, key: Handle): Pkcs11KeyAttributes {
@@ -248,35 +354,126 @@ export class Pkcs11Signer implements CheckpointSigner {
   readonly attributes: Pkcs11KeyAttributes;
   readonly #p11: Pkcs11Types.PKCS11;
   readonly #lib: Pkcs11Lib;
-  readonly #session: Handle;
-  readonly #key: Handle;
+  readonly #reopen: Pkcs11Reopen;
+  readonly #lostCodes: ReadonlySet<number>;
+  readonly #publicKey: KeyObject;
+  /** Undefined after a lost session could not be replaced: the next call replaces it first. */
+  #session: Handle | undefined;
+  #key: Handle;
+  /** False from a reopen until a signature from the new session verified with `publicKeySpki`. */
+  #confirmed = true;
+  /** Set once the key under the label turned out to be another key: every later call is refused. */
+  #refusal: PavilionError | undefined;
+  #reconnects = 0;
   #queue: Promise<unknown> = Promise.resolve();
 
-  constructor(p11: Pkcs11Types.PKCS11, lib: Pkcs11Lib, session: Handle, key: Handle, spki: Buffer, attributes: Pkcs11KeyAttributes) {
+  constructor(p11: Pkcs11Types.PKCS11, lib: Pkcs11Lib, session: Handle, key: Handle, spki: Buffer, attributes: Pkcs11KeyAttributes, reopen: Pkcs11Reopen) {
     this.#p11 = p11;
     this.#lib = lib;
     this.#session = session;
     this.#key = key;
+    this.#reopen = reopen;
+    this.#lostCodes = sessionLostCodes(lib);
+    this.#publicKey = createPublicKey({ key: spki, format: 'der', type: 'spki' });
     this.publicKeySpki = spki;
     this.keyId = keyIdOf(spki);
     this.attributes = attributes;
   }
 
+  /** How many times a lost session was replaced (for status and tests). */
+  get reconnects(): number {
+    return this.#reconnects;
+  }
+
   sign(message: Uint8Array): Promise<Buffer> {
-    // C_SignInit and C_Sign must not interleave on one session: one signature at a time.
-    const run = this.#queue.then(async () => {
-      const digest = createHash('sha256').update(message).digest();
-      try {
-        this.#p11.C_SignInit(this.#session, { mechanism: this.#lib.CKM_ECDSA }, this.#key);
-        const signature = await this.#p11.C_SignAsync(this.#session, digest, Buffer.alloc(64));
-        if (signature.length !== 64) throw new Error(`the token returned ${signature.length} bytes`);
-        return Buffer.from(signature);
-      } catch (error) {
-        throw new PavilionError(ErrorCodes.AUDIT_SIGNER_FAILED, `PKCS#11 signing failed: ${describeThrown(error)}`, { cause: error });
-      }
-    });
+    // C_SignInit and C_Sign must not interleave on one session, and a lost session must be
+    // replaced by one call, not by every call waiting: one signature at a time.
+    const run = this.#queue.then(() => this.#signQueued(message));
     this.#queue = run.catch(() => undefined);
     return run;
+  }
+
+  async #signQueued(message: Uint8Array): Promise<Buffer> {
+    if (this.#refusal !== undefined) throw this.#refusal;
+    const digest = createHash('sha256').update(message).digest();
+    // An earlier call lost the session and could not replace it: this call's one reopen is now.
+    const reopenedFirst = this.#session === undefined;
+    if (reopenedFirst) await this.#replaceSession();
+    try {
+      return this.#checked(message, await this.#signOnce(digest));
+    } catch (error) {
+      if (reopenedFirst || isPavilionError(error) || !this.#lostCodes.has(returnValueOf(error) ?? -1)) throw this.#typed(error);
+      this.#dropSession(error);
+    }
+    await this.#replaceSession();
+    try {
+      return this.#checked(message, await this.#signOnce(digest));
+    } catch (error) {
+      throw this.#typed(error, ' (after reopening the session)');
+    }
+  }
+
+  async #signOnce(digest: Buffer): Promise<Buffer> {
+    const session = this.#session!;
+    this.#p11.C_SignInit(session, { mechanism: this.#lib.CKM_ECDSA }, this.#key);
+    const signature = await this.#p11.C_SignAsync(session, digest, Buffer.alloc(64));
+    if (signature.length !== 64) throw new Error(`the token returned ${signature.length} bytes`);
+    return Buffer.from(signature);
+  }
+
+  #typed(error: unknown, when = ''): PavilionError {
+    return isPavilionError(error) ? error : signingFailed(error, when);
+  }
+
+  /**
+   * The first signature from a reopened session is verified with the public key the signer
+   * started with: the reopen matched the public key object under the label, and this proves
+   * the private key found with it is its pair. Never hand out a signature under `keyId` that
+   * another key made.
+   */
+  #checked(message: Uint8Array, signature: Buffer): Buffer {
+    if (this.#confirmed) return signature;
+    if (!verify('sha256', message, { key: this.#publicKey, dsaEncoding: 'ieee-p1363' }, signature)) {
+      this.#refusal = new PavilionError(ErrorCodes.AUDIT_SIGNER_KEY_CHANGED, `PKCS#11: after reopening the session, the private key found for ${this.keyId} signs with another key; refusing to sign`, { details: { keyId: this.keyId } });
+      throw this.#refusal;
+    }
+    this.#confirmed = true;
+    return signature;
+  }
+
+  /**
+   * Forget a lost session. It stays tracked by the module (close() closes it, ignoring that it
+   * is gone). Only a session the token says is merely logged out is closed now: it still exists
+   * and is ours. A handle the token says is invalid is not closed, because a token may already
+   * have given that number to another signer's new session.
+   */
+  #dropSession(lost: unknown): void {
+    const session = this.#session;
+    this.#session = undefined;
+    if (session !== undefined && returnValueOf(lost) === this.#lib.CKR_USER_NOT_LOGGED_IN) {
+      try {
+        this.#p11.C_CloseSession(session);
+      } catch {
+        // gone meanwhile
+      }
+    }
+  }
+
+  async #replaceSession(): Promise<void> {
+    let reopened: Pkcs11Reopened;
+    try {
+      reopened = await this.#reopen(this.publicKeySpki);
+    } catch (error) {
+      if (isPavilionError(error, ErrorCodes.AUDIT_SIGNER_KEY_CHANGED)) {
+        this.#refusal = error;
+        throw error;
+      }
+      throw new PavilionError(ErrorCodes.AUDIT_SIGNER_FAILED, `PKCS#11 signing failed: the session was lost and could not be reopened: ${describeThrown(error)}`, { cause: error });
+    }
+    this.#session = reopened.session;
+    this.#key = reopened.key;
+    this.#confirmed = false;
+    this.#reconnects++;
   }
 
   async close(): Promise<void> {
