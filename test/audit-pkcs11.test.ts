@@ -8,7 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { createPublicKey, verify } from 'node:crypto';
+import { createPublicKey, generateKeyPairSync, verify } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
@@ -121,6 +121,39 @@ function tokenAdmin() {
       generate(session, label);
       p11.C_CloseSession(session);
     },
+    /**
+     * A P-256 key pair made off the token and imported with C_CreateObject, marked sensitive
+     * and non-extractable: the token records it as never-extractable false.
+     */
+    importKey(label: string): void {
+      const jwk = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'jwk' });
+      const bytes = (v: string | undefined): Buffer => Buffer.from(v ?? '', 'base64url');
+      const params = Buffer.from('06082a8648ce3d030107', 'hex');
+      const session = loggedIn();
+      p11.C_CreateObject(session, [
+        { type: lib.CKA_CLASS, value: lib.CKO_PRIVATE_KEY },
+        { type: lib.CKA_KEY_TYPE, value: lib.CKK_EC },
+        { type: lib.CKA_TOKEN, value: true },
+        { type: lib.CKA_PRIVATE, value: true },
+        { type: lib.CKA_LABEL, value: label },
+        { type: lib.CKA_SENSITIVE, value: true },
+        { type: lib.CKA_EXTRACTABLE, value: false },
+        { type: lib.CKA_SIGN, value: true },
+        { type: lib.CKA_EC_PARAMS, value: params },
+        { type: lib.CKA_VALUE, value: bytes(jwk.d) },
+      ]);
+      p11.C_CreateObject(session, [
+        { type: lib.CKA_CLASS, value: lib.CKO_PUBLIC_KEY },
+        { type: lib.CKA_KEY_TYPE, value: lib.CKK_EC },
+        { type: lib.CKA_TOKEN, value: true },
+        { type: lib.CKA_LABEL, value: label },
+        { type: lib.CKA_VERIFY, value: true },
+        { type: lib.CKA_EC_PARAMS, value: params },
+        // the point as a DER OCTET STRING: 04 41 04 || x || y
+        { type: lib.CKA_EC_POINT, value: Buffer.concat([Buffer.from([0x04, 0x41, 0x04]), bytes(jwk.x), bytes(jwk.y)]) },
+      ]);
+      p11.C_CloseSession(session);
+    },
     /** A new private key labelled `label`, the old public key object left in its place. */
     swapPrivateKey(label: string): void {
       const session = loggedIn();
@@ -197,6 +230,15 @@ describe('PKCS#11 signer (SoftHSM2)', () => {
     assert.throws(() => ecPointToSpki(undefined), (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_SIGNER_CONFIG));
   });
 
+  it('an imported key (C_CreateObject, CKA_NEVER_EXTRACTABLE false) is refused with ERR_AUDIT_SIGNER_CONFIG unless allowImportedKey', async () => {
+    tokenAdmin().importKey('imported-2026');
+    await setupFails(() => module.signer({ tokenLabel: TOKEN, pin: PIN, keyLabel: 'imported-2026' }), /has not always been non-extractable \(CKA_NEVER_EXTRACTABLE is false/);
+    const signer = await module.signer({ tokenLabel: TOKEN, pin: PIN, keyLabel: 'imported-2026', allowImportedKey: true });
+    assert.deepEqual(signer.attributes, { extractable: false, sensitive: true, neverExtractable: false, token: true });
+    const message = Buffer.from('checkpoint');
+    assert.ok(verifies(signer.publicKeySpki, message, await signer.sign(message)));
+  });
+
   it('refuses a wrong PIN with ERR_AUDIT_SIGNER_CONFIG', async () => {
     // A separate process: a PKCS#11 login is per application, and this one is logged in.
     const script = `
@@ -231,7 +273,7 @@ describe('PKCS#11 signer (SoftHSM2)', () => {
     const result = await verifyLogFile(join(dir, 'tenants', 'bank', 'audit.wal'), keys);
     assert.equal(result.leaves, 5);
     assert.equal(result.unsignedLeaves, 0);
-    await assert.rejects(createCheckpointSigner({ kind: 'pkcs11', modulePath: MODULE!, tokenLabel: TOKEN, keyLabel: 'k', pinEnv: 'UNSET_PIN_VARIABLE', generateKey: false }, {}),
+    await assert.rejects(createCheckpointSigner({ kind: 'pkcs11', modulePath: MODULE!, tokenLabel: TOKEN, keyLabel: 'k', pinEnv: 'UNSET_PIN_VARIABLE', generateKey: false, allowImportedKey: false }, {}),
       (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_SIGNER_CONFIG) && /UNSET_PIN_VARIABLE is not set/.test(e.message));
   });
 

@@ -18,7 +18,7 @@ export async function createCheckpointSigner(settings: CheckpointSignerSettings,
   }
   const module = Pkcs11Module.open(settings.modulePath);
   try {
-    const signer = await module.signer({ tokenLabel: settings.tokenLabel, keyLabel: settings.keyLabel, pin, generate: settings.generateKey });
+    const signer = await module.signer({ tokenLabel: settings.tokenLabel, keyLabel: settings.keyLabel, pin, generate: settings.generateKey, allowImportedKey: settings.allowImportedKey });
     return {
       keyId: signer.keyId,
       publicKeySpki: signer.publicKeySpki,

@@ -130,6 +130,8 @@ export type AuditSignerConfig =
       readonly keyLabel: string;
       readonly pinEnv: string;
       readonly generateKey: boolean;
+      /** Accept a key with CKA_NEVER_EXTRACTABLE false (imported); default false. */
+      readonly allowImportedKey: boolean;
     };
 
 /**
@@ -609,7 +611,7 @@ function parseAuditLog(raw: unknown, p: (file: string) => string): AuditLogConfi
       keyFile: signerRaw['keyFile'] === undefined ? resolve(directory, 'checkpoint-key.pem') : p(str(signerRaw, 'keyFile', `${path}.signer`, '')),
     };
   } else {
-    refuseUnknown(signerRaw, ['kind', 'modulePath', 'tokenLabel', 'keyLabel', 'pinEnv', 'generateKey'], `${path}.signer`);
+    refuseUnknown(signerRaw, ['kind', 'modulePath', 'tokenLabel', 'keyLabel', 'pinEnv', 'generateKey', 'allowImportedKey'], `${path}.signer`);
     for (const required of ['modulePath', 'tokenLabel', 'keyLabel']) {
       if (signerRaw[required] === undefined) fail(`${path}.signer.${required}`, "is required for kind 'pkcs11'");
     }
@@ -622,6 +624,7 @@ function parseAuditLog(raw: unknown, p: (file: string) => string): AuditLogConfi
       keyLabel: str(signerRaw, 'keyLabel', `${path}.signer`, ''),
       pinEnv,
       generateKey: bool(signerRaw, 'generateKey', `${path}.signer`, false),
+      allowImportedKey: bool(signerRaw, 'allowImportedKey', `${path}.signer`, false),
     };
   }
   return {

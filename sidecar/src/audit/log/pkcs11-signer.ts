@@ -102,6 +102,12 @@ export interface Pkcs11KeyOptions {
   readonly keyLabel: string;
   /** Generate the key pair when the token has none with this label (default false: refuse). */
   readonly generate?: boolean;
+  /**
+   * Accept a key that was not always non-extractable (CKA_NEVER_EXTRACTABLE false: imported
+   * with C_CreateObject, or once allowed out). Default false: its material may exist off the
+   * token, so the HSM would not be the only holder of the checkpoint key.
+   */
+  readonly allowImportedKey?: boolean;
 }
 
 export interface Pkcs11KeyAttributes {
@@ -265,6 +271,9 @@ export class Pkcs11Module {
     const attributes = this.#keyAttributes(session, privateKey);
     if (attributes.extractable || !attributes.sensitive) {
       throw configError(`key ${JSON.stringify(label)} is extractable or not sensitive; checkpoint keys must never leave the token`);
+    }
+    if (!attributes.neverExtractable && options.allowImportedKey !== true) {
+      throw configError(`key ${JSON.stringify(label)} has not always been non-extractable (CKA_NEVER_EXTRACTABLE is false: imported, or once allowed out), so it may exist off the token; generate the checkpoint key on the token, or set allowImportedKey to accept it`);
     }
     const params = this.#attributes(session, privateKey, [{ type: lib.CKA_EC_PARAMS }], `CKA_EC_PARAMS of key ${JSON.stringify(label)}`)[0]?.value;
     if (params === undefined || !params.equals(P256_PARAMS)) throw configError(`key ${JSON.stringify(label)} is not on curve P-256`);
