@@ -63,6 +63,27 @@ describe('credential one-time state in Redis, shared by replicas', () => {
     await rejectsWith(replicaB.verifyPresentation('bank', own, { challenge: 'made-up', domain: DOMAIN }), ErrorCodes.CREDENTIAL_CHALLENGE_MISMATCH);
   });
 
+  it('a presentation refused on one replica for its only credential (forged) leaves the challenge: the honest one is accepted on the other, once', async () => {
+    const { holder, credential, replicaA, replicaB } = await setup();
+    const challenge = `refused-${Math.random()}`;
+    const forged = structuredClone(credential);
+    (forged['credentialSubject'] as Record<string, unknown>)['kycLevel'] = 'basic';
+    const bad = await presentDataIntegrity([forged], holder, { challenge, domain: DOMAIN }, issuerLoader());
+    await rejectsWith(replicaA.verifyPresentation('bank', bad, { challenge, domain: DOMAIN }), ErrorCodes.CREDENTIAL_SIGNATURE_INVALID);
+    const honest = await presentDataIntegrity([credential], holder, { challenge, domain: DOMAIN }, issuerLoader());
+    assert.equal((await replicaB.verifyPresentation('bank', honest, { challenge, domain: DOMAIN })).credentials.length, 1);
+    await rejectsWith(replicaA.verifyPresentation('bank', honest, { challenge, domain: DOMAIN }), ErrorCodes.CREDENTIAL_REPLAYED);
+  });
+
+  it('(guard) one presentation sent to both replicas at once is accepted by exactly one (SET NX), the other gets REPLAYED', async () => {
+    const { holder, credential, replicaA, replicaB } = await setup();
+    const challenge = `race-${Math.random()}`;
+    const vp = await presentDataIntegrity([credential], holder, { challenge, domain: DOMAIN }, issuerLoader());
+    const outcomes = await Promise.allSettled([replicaA, replicaB, replicaA, replicaB].map((r) => r.verifyPresentation('bank', vp, { challenge, domain: DOMAIN })));
+    assert.equal(outcomes.filter((o) => o.status === 'fulfilled').length, 1);
+    for (const o of outcomes) if (o.status === 'rejected') assert.ok(isPavilionError(o.reason, ErrorCodes.CREDENTIAL_REPLAYED), String(o.reason));
+  });
+
   it('Redis away: presentations are refused with ERR_CREDENTIAL_STATE_UNAVAILABLE at once, health WARN; accepted again when it is back', async () => {
     const { holder, credential, replicaA } = await setup();
     await redis.kill();

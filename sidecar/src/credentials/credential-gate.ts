@@ -26,6 +26,7 @@ import type { NonceStore } from './nonce-store.ts';
 import type { RedisSharedState } from './redis-shared-state.ts';
 import type { RedisConfig } from '../config/index.ts';
 import type { CredentialErrorV1, VerifiedFactsV1 } from './verified-facts.ts';
+import { embeddedCredentials, isPresentation } from './w3c-credential.ts';
 
 /** What the gate reports per request (implemented by telemetry's Metrics). */
 export interface CredentialObserver {
@@ -39,7 +40,10 @@ export interface CredentialGateOptions {
   readonly policies: readonly CredentialPolicy[];
   /** How often status lists past their TTL are refreshed (default source: their configured files). */
   readonly refreshIntervalMs: number;
-  /** Most credentials accepted in one request. */
+  /**
+   * Most credentials accepted in one request, those inside presentations included (see
+   * countCredentials: a presentation counts one, plus one per credential it embeds).
+   */
   readonly maxCredentialsPerRequest: number;
   readonly statusListSource?: StatusListSource;
   readonly nonces?: NonceStore;
@@ -82,6 +86,25 @@ export function witnessesFromHeader(value: string | undefined): Record<string, s
 /** The credentials in a `x-pavilion-credentials` header value. */
 export function credentialsFromHeader(value: string | undefined): string[] {
   return value === undefined ? [] : value.split(',').map((c) => c.trim()).filter((c) => c !== '');
+}
+
+/**
+ * How many credentials a request carries toward `maxCredentialsPerRequest`, from the raw items
+ * before anything is verified, and the index of the item that takes the count past `max` (none
+ * when within it). A credential sent on its own counts one. A presentation counts one for itself
+ * (its holder proof is verified, as a credential's proof is) plus one per credential it embeds:
+ * the limit bounds the signed objects the verifier checks for one request, so neither one
+ * presentation carrying many credentials nor many empty presentations gets past it. (A
+ * presentation inside a presentation is refused unverified, and counts one.)
+ */
+export function countCredentials(credentials: readonly unknown[], max: number): { count: number; overAt?: number } {
+  let count = 0;
+  let overAt: number | undefined;
+  for (const [index, item] of credentials.entries()) {
+    count += isPresentation(item) ? 1 + embeddedCredentials(item).length : 1;
+    if (count > max && overAt === undefined) overAt = index;
+  }
+  return overAt === undefined ? { count } : { count, overAt };
 }
 
 export const CREDENTIALS_INPUT_KEY = 'credentials';
@@ -238,8 +261,11 @@ export class CredentialGate implements Component {
     }
     let facts: VerifiedFactsV1[] = [];
     let errors: CredentialErrorV1[] = [];
-    if (credentials.length > this.#options.maxCredentialsPerRequest) {
-      errors = [{ version: 1, index: this.#options.maxCredentialsPerRequest, code: ErrorCodes.CREDENTIAL_TOO_LARGE, message: `at most ${this.#options.maxCredentialsPerRequest} credentials per request` }];
+    const max = this.#options.maxCredentialsPerRequest;
+    // counted before anything is verified: a request over the limit costs no proof check at all
+    const { count, overAt } = countCredentials(credentials, max);
+    if (overAt !== undefined) {
+      errors = [{ version: 1, index: overAt, code: ErrorCodes.CREDENTIAL_TOO_LARGE, message: `the request carries ${count} credentials (a presentation counts one, plus one per credential in it); at most ${max} per request` }];
     } else if (credentials.length > 0) {
       const policy = this.#policies.get(tenant)!;
       const started = performance.now();

@@ -26,7 +26,7 @@ import { verifySdJwtVc } from './sd-jwt-vc.ts';
 import { TokenStatusListCache, type TokenStatusReference } from './token-status-list.ts';
 import type { CredentialErrorV1, CredentialFormat, StatusCheckV1, VerifiedFactsV1 } from './verified-facts.ts';
 import { verifyVcJwt } from './vc-jwt.ts';
-import { readW3cCredential } from './w3c-credential.ts';
+import { embeddedCredentials, isPresentation, readW3cCredential } from './w3c-credential.ts';
 
 export interface VerifyOptions {
   /** The verifier's one-time challenge (presentation `challenge`, KB-JWT `nonce`). */
@@ -164,7 +164,7 @@ export class CredentialVerifier {
     const nowMs = options.nowMs ?? this.#clock();
     // the proof cache key, per credential: a presentation's credentials each get their own
     const hash = sha256Hex(this.#measure(tenant, credential));
-    if (isObject(credential) && stringsOf(credential['type']).includes('VerifiablePresentation')) {
+    if (isPresentation(credential)) {
       throw new PavilionError(ErrorCodes.CREDENTIAL_FORMAT_UNSUPPORTED, 'a presentation: use verifyPresentation');
     }
     const proof = await this.#proof(tenant, credential, hash, options, nowMs);
@@ -174,17 +174,37 @@ export class CredentialVerifier {
   /**
    * Verify a presentation: the holder's proof bound to this verifier's challenge and domain (once
    * only), then each embedded credential on its own. A bad presentation throws; a bad credential
-   * inside a good presentation is reported in `errors`.
+   * inside a good presentation is reported in `errors`. A presentation none of whose credentials
+   * verifies is refused: it throws the first one's code (all of them in `details.errors`).
    */
   async verifyPresentation(tenantId: string, presentation: unknown, options: VerifyOptions): Promise<PresentationResultV1> {
-    return this.#verifyPresentation(tenantId, presentation, options, new Set());
+    const { result, accepted } = await this.#verifyPresentation(tenantId, presentation, options, new Set());
+    const first = result.errors[0];
+    if (!accepted && first !== undefined) {
+      throw new PavilionError(first.code, `no credential in the presentation verifies (credential ${first.index}: ${first.message})`, {
+        details: { errors: result.errors.map(({ index, code }) => ({ index, code })) },
+      });
+    }
+    return result;
   }
 
-  async #verifyPresentation(tenantId: string, presentation: unknown, options: VerifyOptions, consumed: Set<string>): Promise<PresentationResultV1> {
+  /**
+   * The challenge is used up last, atomically, and only by a presentation that is accepted: its
+   * holder proof, holder and age verify, and it yields at least one verified credential (or
+   * carries none: a bare holder authentication). A presentation refused for any reason, every
+   * credential in it included, leaves the challenge to the holder, who may answer it again; it
+   * gains an attacker nothing, as the same presentation is refused the same way each time. One
+   * that yields facts uses the challenge up even though some of its credentials were refused, or a
+   * captured copy would yield those facts again. Of two requests racing with one presentation, the
+   * store's check-and-set lets exactly one through; the other is REPLAYED and yields nothing.
+   *
+   * `accepted` false: refused (nothing yielded, challenge unused), each credential's code in `errors`.
+   */
+  async #verifyPresentation(tenantId: string, presentation: unknown, options: VerifyOptions, consumed: Set<string>): Promise<{ result: PresentationResultV1; accepted: boolean }> {
     const tenant = this.#tenant(tenantId);
     const nowMs = options.nowMs ?? this.#clock();
     this.#measure(tenant, presentation); // size only: a presentation is not cached, so not hashed
-    if (!isObject(presentation) || !stringsOf(presentation['type']).includes('VerifiablePresentation')) {
+    if (!isPresentation(presentation)) {
       throw new PavilionError(ErrorCodes.CREDENTIAL_MALFORMED, 'not a VerifiablePresentation');
     }
     const { challenge, domain } = options;
@@ -202,13 +222,23 @@ export class CredentialVerifier {
       throw new PavilionError(ErrorCodes.CREDENTIAL_HOLDER_MISMATCH, 'the presentation is not signed by its holder');
     }
     checkPresentationAge(presentation, tenant.policy, nowMs);
-    await this.#consumeChallenge(tenant, challenge, domain, nowMs, consumed);
+    const key = challengeKey(tenantId, challenge, domain);
+    // a replay is refused before its credentials are verified again; this look is only a shortcut,
+    // the use that counts is #consumeChallenge's check-and-set, last
+    if (!consumed.has(key) && (await this.#nonces.seen(key, nowMs))) {
+      throw new PavilionError(ErrorCodes.CREDENTIAL_REPLAYED, 'this challenge was already used: presentations are accepted once');
+    }
 
+    // the credentials answer the presentation's challenge (a KB-JWT nonce is checked against it):
+    // marked as answered for them, so that none uses it up on its own before the presentation is
+    // accepted; the presentation uses it up for all of them below
+    const answered = new Set([...consumed, key]);
+    const embedded = embeddedCredentials(presentation);
     const credentials: VerifiedFactsV1[] = [];
     const errors: CredentialErrorV1[] = [];
-    for (const [index, credential] of asArray(presentation['verifiableCredential']).entries()) {
+    for (const [index, credential] of embedded.entries()) {
       try {
-        const facts = await this.#verifyOne(tenantId, credential, { ...options, nowMs }, consumed);
+        const facts = await this.#verifyOne(tenantId, credential, { ...options, nowMs }, answered);
         if (facts.subject !== undefined && facts.subject !== holder) {
           throw new PavilionError(ErrorCodes.CREDENTIAL_HOLDER_MISMATCH, 'the credential subject is not the presentation holder');
         }
@@ -217,7 +247,10 @@ export class CredentialVerifier {
         errors.push(toCredentialError(index, error));
       }
     }
-    return { version: 1, holder, credentials, errors };
+    const result: PresentationResultV1 = { version: 1, holder, credentials, errors };
+    if (embedded.length > 0 && credentials.length === 0) return { result, accepted: false };
+    await this.#consumeChallenge(tenant, challenge, domain, nowMs, consumed);
+    return { result, accepted: true };
   }
 
   /** For the decision input: every credential verified, facts and typed errors side by side. */
@@ -227,8 +260,9 @@ export class CredentialVerifier {
     const consumed = new Set<string>();
     for (const [index, credential] of credentials.entries()) {
       try {
-        if (isObject(credential) && stringsOf(credential['type']).includes('VerifiablePresentation')) {
-          const result = await this.#verifyPresentation(tenantId, credential, options, consumed);
+        if (isPresentation(credential)) {
+          // a refused presentation yields no facts, only its credentials' codes
+          const { result } = await this.#verifyPresentation(tenantId, credential, options, consumed);
           facts.push(...result.credentials);
           errors.push(...result.errors.map((e) => ({ ...e, index })));
         } else {
@@ -436,7 +470,7 @@ export class CredentialVerifier {
 
   /** Use `challenge` for this request: once per request, never again in a later one. */
   async #consumeChallenge(tenant: TenantRuntime, challenge: string, domain: string, nowMs: number, consumed: Set<string>): Promise<void> {
-    const key = `${tenant.policy.tenantId}\u0000${domain}\u0000${challenge}`;
+    const key = challengeKey(tenant.policy.tenantId, challenge, domain);
     if (consumed.has(key)) return;
     const lifetimeMs = nonceRetentionMs(tenant.policy);
     if (tenant.policy.presentations.requireIssuedChallenge && !(await this.#challenges.take(`${tenant.policy.tenantId}\u0000${challenge}`, nowMs))) {
@@ -494,6 +528,11 @@ export class CredentialVerifier {
       ...(view.window.validUntilMs === undefined ? {} : { validUntilMs: view.window.validUntilMs }),
     };
   }
+}
+
+/** A used challenge's key in the nonce store: per tenant (the store bounds each tenant's share) and domain. */
+function challengeKey(tenantId: string, challenge: string, domain: string): string {
+  return `${tenantId}\u0000${domain}\u0000${challenge}`;
 }
 
 /**

@@ -78,3 +78,17 @@ export function readW3cCredential(credential: unknown): W3cCredentialView {
     statusEntries,
   };
 }
+
+/**
+ * Whether `value` is a Verifiable Presentation (its `type` says so) rather than a credential: one
+ * test for the verifier, which verifies it as a presentation, and the gate, which counts the
+ * credentials inside it toward the request's limit.
+ */
+export function isPresentation(value: unknown): value is JsonObject {
+  return isObject(value) && stringsOf(value['type']).includes('VerifiablePresentation');
+}
+
+/** The credentials a presentation embeds (`verifiableCredential`, one or many), unverified. */
+export function embeddedCredentials(presentation: JsonObject): unknown[] {
+  return asArray(presentation['verifiableCredential']);
+}
