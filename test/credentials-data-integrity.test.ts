@@ -20,7 +20,7 @@ describe('Data Integrity credentials', () => {
     assert.equal(facts.subject, 'did:example:alice');
     assert.deepEqual(facts.claims, { kycLevel: 'full', country: 'CH' });
     assert.deepEqual(facts.chain, [issuer.did]);
-    assert.equal(facts.validity.validUntil, '2027-01-01T00:00:00Z');
+    assert.equal(facts.validity.validUntil, '2036-01-01T00:00:00Z');
     assert.match(facts.credentialHash, /^[0-9a-f]{64}$/);
   });
 
@@ -35,7 +35,7 @@ describe('Data Integrity credentials', () => {
     const { issuer } = await keys();
     const v = await verifier(trusting(issuer.did));
     const { validFrom: _f, validUntil: _u, ...rest } = kycCredential(issuer.did, { '@context': [VC_V1, SAMPLE_CONTEXT_URL] });
-    const credential = { ...rest, issuanceDate: '2026-01-01T00:00:00Z', expirationDate: '2027-01-01T00:00:00Z' };
+    const credential = { ...rest, issuanceDate: '2026-01-01T00:00:00Z', expirationDate: '2036-01-01T00:00:00Z' };
     const facts = await v.verify('bank', await signed(credential, issuer));
     assert.equal(facts.validity.issuedAt, '2026-01-01T00:00:00Z');
   });

@@ -84,7 +84,7 @@ describe('signed accreditations through the verifier', () => {
       type: ['VerifiableCredential', 'AccreditationCredential'],
       issuer: issuerKey.did,
       validFrom: '2026-01-01T00:00:00Z',
-      validUntil: '2028-01-01T00:00:00Z',
+      validUntil: '2037-01-01T00:00:00Z',
       credentialSubject: { id: subject, accreditedFor: scope },
       ...over,
     };

@@ -74,7 +74,7 @@ export function kycCredential(issuer: string, overrides: Record<string, unknown>
     type: ['VerifiableCredential', 'KycCredential'],
     issuer,
     validFrom: '2026-01-01T00:00:00Z',
-    validUntil: '2027-01-01T00:00:00Z',
+    validUntil: '2036-01-01T00:00:00Z',
     credentialSubject: { id: 'did:example:alice', kycLevel: 'full', country: 'CH' },
     ...overrides,
   };
