@@ -532,7 +532,8 @@ export class NatsDistribution implements Component {
    * moment, and thirty status writes then would compete with the activations still running.
    */
   #statusSoon(): void {
-    if (this.#statusPending !== undefined) return;
+    // stopping: an activation that ends after stop() must not arm a timer stop() no longer clears
+    if (this.#stopping || this.#statusPending !== undefined) return;
     this.#statusPending = setTimeout(() => {
       this.#statusPending = undefined;
       void this.publishStatus();
