@@ -1,0 +1,228 @@
+/**
+ * The evaluation worker pool driven through its own API, on real Wasm: the fixes of
+ * 6c94215 and d7efee8 that had no test of their own.
+ *
+ * - a load that finishes after its unload was requested leaves nothing loaded in the worker;
+ * - a worker that exits before it is ready is a typed error, not a wait that never ends;
+ * - a load that overruns its deadline fails only itself: the loads queued behind it on the
+ *   same worker are forwarded, once, to the replacement and load there.
+ *
+ * The tenants' policies are built by the real opa CLI. The load that overruns its deadline
+ * is a real Wasm module whose start function never returns (test/harness/fixtures.ts
+ * hostileWasm): the worker pool does not inspect modules (compilePolicy's sandbox does), so
+ * it is instantiated as given and overruns any deadline, whatever the machine's speed.
+ * Races are forced with the pool's API in one synchronous turn (nothing the worker sends
+ * can be handled before the turn ends), not with sleeps; every wait is for a condition,
+ * under a generous bound that only turns a hang into a failure.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { readBundle } from '../sidecar/src/bundles/index.ts';
+import { compilePolicy, type CompiledPolicy } from '../sidecar/src/engine/index.ts';
+import { policyKey, type EvalOutcome, type LoadMessage } from '../sidecar/src/engine/protocol.ts';
+import { WorkerPool, type WorkerPoolOptions } from '../sidecar/src/engine/worker-pool.ts';
+import { ErrorCodes, PavilionError } from '../sidecar/src/lib/errors.ts';
+import { buildFixtureBundle, hostileWasm } from './harness/fixtures.ts';
+
+const MEMORY = { initialPages: 5, maximumPages: 1024 };
+
+const OPTIONS: WorkerPoolOptions = {
+  workers: 1,
+  evaluationTimeoutMs: 5_000,
+  // Generous: only the module that never returns may overrun it, even on a loaded machine.
+  loadTimeoutMs: 2_000,
+  maxQueuedEvaluations: 1_000,
+  memory: MEMORY,
+};
+
+/** Far past anything the pool should take: it only turns a hang into a failed assertion. */
+const HANG_MS = 30_000;
+
+/** The promise's outcome, or 'hung' when it has not settled within `ms`. */
+async function settledWithin<T>(promise: Promise<T>, ms = HANG_MS): Promise<PromiseSettledResult<T> | 'hung'> {
+  let timer: NodeJS.Timeout | undefined;
+  const hung = new Promise<'hung'>((resolve) => {
+    timer = setTimeout(() => resolve('hung'), ms);
+  });
+  try {
+    return await Promise.race([
+      promise.then((value): PromiseSettledResult<T> => ({ status: 'fulfilled', value }), (reason: unknown): PromiseSettledResult<T> => ({ status: 'rejected', reason })),
+      hung,
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function assertRejectedWith(outcome: PromiseSettledResult<unknown> | 'hung', code: string, message?: RegExp): void {
+  assert.notEqual(outcome, 'hung', `expected ${code}, but it never settled`);
+  assert.ok(outcome !== 'hung' && outcome.status === 'rejected', `expected ${code}, but it succeeded`);
+  const error: unknown = outcome.reason;
+  assert.ok(error instanceof PavilionError, `expected a PavilionError ${code}, got ${String(error)}`);
+  assert.equal(error.code, code, error.message);
+  if (message !== undefined) assert.match(error.message, message);
+}
+
+// One real policy, built once by opa: each tenant loads it with its own data (as a data-only
+// revision does), so each tenant's answer says whose instance answered.
+let policy: CompiledPolicy;
+let whoId: number;
+
+before(async () => {
+  const archive = await buildFixtureBundle({
+    modules: { 'who.rego': 'package who.policy\n\nname := data.who.tenant\n' },
+    entrypoints: ['who/policy/name'],
+    roots: ['who'],
+  });
+  policy = await compilePolicy(await readBundle(archive, { tenant: 'who', namespace: 'who' }), { initialMemoryPages: MEMORY.initialPages });
+  const id = policy.entrypoints.get('who/policy/name');
+  assert.ok(id !== undefined);
+  whoId = id;
+});
+
+function tenantLoad(tenant: string): LoadMessage {
+  return { type: 'load', key: policyKey(tenant, policy.bundleDigest), module: policy.module, data: { who: { tenant } }, memory: MEMORY };
+}
+
+/** A load whose start function never returns: it overruns any load deadline. */
+function neverReturns(tenant: string): LoadMessage {
+  return { type: 'load', key: policyKey(tenant, 'hostile'), module: new WebAssembly.Module(hostileWasm('start')), data: {}, memory: MEMORY };
+}
+
+function evaluate(pool: WorkerPool, key: string): Promise<EvalOutcome> {
+  return pool.evaluate({ key, entrypointId: whoId, input: null, nowNs: null });
+}
+
+/** Start a pool; stopped after the test. */
+function pools(): { start(options?: Partial<WorkerPoolOptions>): Promise<WorkerPool> } {
+  const started: WorkerPool[] = [];
+  after(async () => {
+    await Promise.all(started.map((pool) => pool.stop()));
+  });
+  return {
+    async start(options = {}) {
+      const pool = new WorkerPool({ ...OPTIONS, ...options });
+      started.push(pool);
+      await pool.start();
+      return pool;
+    },
+  };
+}
+
+describe('a load that finishes after its unload was requested', () => {
+  const running = pools();
+
+  test('leaves nothing loaded in any worker: evaluations find no policy, and loading it again loads it', async () => {
+    const pool = await running.start({ workers: 2 });
+    const spec = tenantLoad('late');
+    // Both calls in one turn: the workers cannot have answered the load yet, so the unload
+    // lands while the load is in flight (the policy is discarded before it finished loading).
+    const loading = pool.load(spec);
+    pool.unload(spec.key);
+    const loaded = await settledWithin(loading);
+    assert.ok(loaded !== 'hung' && loaded.status === 'fulfilled', `the load settles: ${JSON.stringify(loaded)}`);
+    // Two at once: the pool sends each to the worker with the least outstanding work, so
+    // every worker is asked (each would still answer from an instance it kept).
+    const outcomes = await Promise.all(Array.from({ length: 4 }, () => evaluate(pool, spec.key)));
+    for (const outcome of outcomes) {
+      assert.ok(!outcome.ok, `a worker still holds the unloaded policy: it answered ${JSON.stringify(outcome)}`);
+      assert.equal(outcome.code, ErrorCodes.TENANT_NOT_READY, outcome.message);
+    }
+    // It was not counted as loaded either: a new load of the same key really loads it.
+    await pool.load(spec);
+    const again = await Promise.all(Array.from({ length: 4 }, () => evaluate(pool, spec.key)));
+    assert.deepEqual(again.map((o) => (o.ok ? o.result : o.code)), ['late', 'late', 'late', 'late']);
+  });
+});
+
+describe('a worker that exits before it is ready', () => {
+  test('start() fails with a typed error when its workers are stopped while they boot, instead of hanging', async () => {
+    const pool = new WorkerPool({ ...OPTIONS, workers: 2 });
+    const starting = settledWithin(pool.start());
+    // Same turn: the workers are still loading their code, far from sending 'ready'.
+    await pool.stop();
+    assertRejectedWith(await starting, ErrorCodes.INTERNAL, /exited before it was ready/);
+  });
+
+  test('a load waiting for a replacement worker that is stopped before it is ready fails with a typed error, instead of hanging', async () => {
+    const pool = new WorkerPool(OPTIONS);
+    try {
+      await pool.start();
+      const culprit = pool.load(neverReturns('hostile'));
+      const queued = pool.load(tenantLoad('queued'));
+      // The watchdog replaces the worker and forwards 'queued' to the replacement, which
+      // starts booting in the same turn; the culprit's refusal is handled right after that
+      // turn (microtasks), long before the new thread can report ready: stop the pool then.
+      let stopping: Promise<void> | undefined;
+      const refused = culprit.catch((error: unknown) => {
+        stopping = pool.stop();
+        throw error;
+      });
+      assertRejectedWith(await settledWithin(refused), ErrorCodes.BUNDLE_WASM_INVALID, /did not finish within 2000 ms/);
+      assertRejectedWith(await settledWithin(queued), ErrorCodes.INTERNAL, /exited before it was ready/);
+      await stopping;
+    } finally {
+      await pool.stop();
+    }
+  });
+});
+
+describe('a load that overruns its deadline fails only itself', () => {
+  const running = pools();
+
+  test("other tenants' loads queued behind it on the same worker are loaded into the replacement, once, and answer with their own data", async () => {
+    const restarts: string[] = [];
+    const pool = await running.start({ onWorkerRestart: (reason) => restarts.push(reason) });
+    const tenants = ['alpha', 'bravo', 'charlie'];
+    // One worker: every load is queued on it behind the one that never returns.
+    const [culprit, ...queued] = await Promise.all([neverReturns('hostile'), ...tenants.map(tenantLoad)].map((spec) => settledWithin(pool.load(spec))));
+    assertRejectedWith(culprit as PromiseSettledResult<void>, ErrorCodes.BUNDLE_WASM_INVALID, /did not finish within 2000 ms/);
+    queued.forEach((outcome, i) => {
+      assert.ok(outcome !== 'hung' && outcome.status === 'fulfilled', `${tenants[i]}'s load: ${outcome === 'hung' ? 'hung' : String((outcome as PromiseRejectedResult).reason)}`);
+    });
+    assert.deepEqual(restarts, ['timeout'], 'one replacement worker, for the culprit alone');
+    const answers = await Promise.all(tenants.map((tenant) => evaluate(pool, tenantLoad(tenant).key)));
+    assert.deepEqual(answers.map((o) => (o.ok ? o.result : o.code)), tenants);
+    const hostile = await evaluate(pool, neverReturns('hostile').key);
+    assert.ok(!hostile.ok && hostile.code === ErrorCodes.TENANT_NOT_READY, `the culprit is not loaded in the replacement: ${JSON.stringify(hostile)}`);
+  });
+
+  test('many queued loads share one wait for the replacement (no listener pile-up on its thread)', async () => {
+    const pool = await running.start();
+    const warnings: Error[] = [];
+    const onWarning = (warning: Error): void => {
+      warnings.push(warning);
+    };
+    process.on('warning', onWarning);
+    try {
+      const tenants = Array.from({ length: 12 }, (_, i) => `tenant-${i}`);
+      const [culprit, ...queued] = await Promise.all([neverReturns('hostile'), ...tenants.map(tenantLoad)].map((spec) => settledWithin(pool.load(spec))));
+      assertRejectedWith(culprit as PromiseSettledResult<void>, ErrorCodes.BUNDLE_WASM_INVALID);
+      assert.ok(queued.every((outcome) => outcome !== 'hung' && outcome.status === 'fulfilled'), 'every queued load succeeds');
+      const answers = await Promise.all(tenants.map((tenant) => evaluate(pool, tenantLoad(tenant).key)));
+      assert.deepEqual(answers.map((o) => (o.ok ? o.result : o.code)), tenants);
+      // process warnings are emitted on a later tick than the listener was added
+      await new Promise((resolve) => setImmediate(resolve));
+    } finally {
+      process.off('warning', onWarning);
+    }
+    const leaks = warnings.filter((w) => w.name === 'MaxListenersExceededWarning');
+    assert.deepEqual(leaks.map((w) => w.message), [], 'one readiness wait for all forwarded loads');
+  });
+
+  test('a forwarded load whose replacement dies too is refused (ERR_EVAL_TRAP), not forwarded again', async () => {
+    const restarts: string[] = [];
+    const pool = await running.start({ onWorkerRestart: (reason) => restarts.push(reason) });
+    // 'first' holds the first worker; 'second' and 'queued' are forwarded to the replacement,
+    // where 'second' never returns either: 'queued' was forwarded once already.
+    const [first, second, queued] = await Promise.all([neverReturns('first'), neverReturns('second'), tenantLoad('queued')].map((spec) => settledWithin(pool.load(spec))));
+    assertRejectedWith(first as PromiseSettledResult<void>, ErrorCodes.BUNDLE_WASM_INVALID, /did not finish within/);
+    assertRejectedWith(second as PromiseSettledResult<void>, ErrorCodes.BUNDLE_WASM_INVALID, /did not finish within/);
+    assertRejectedWith(queued as PromiseSettledResult<void>, ErrorCodes.EVAL_TRAP, /restarted while loading/);
+    assert.deepEqual(restarts, ['timeout', 'timeout']);
+    // The pool is whole again: a new load of the refused revision loads and answers.
+    await pool.load(tenantLoad('queued'));
+    const answer = await evaluate(pool, tenantLoad('queued').key);
+    assert.deepEqual(answer.ok ? answer.result : answer.code, 'queued');
+  });
+});
