@@ -361,6 +361,22 @@ describe('broker-example, default values', () => {
     assert.deepEqual(sc?.seccompProfile, { type: 'RuntimeDefault' });
   });
 
+  test('the hardening cannot be values-ed away: root, a writable root, privilege escalation, privileged or an added capability fail the schema; another UID merges over the rest', () => {
+    for (const [setting, message] of [
+      ['pavilion.securityContext.runAsNonRoot=false', /runAsNonRoot': value must be true/],
+      ['pavilion.securityContext.readOnlyRootFilesystem=false', /readOnlyRootFilesystem': value must be true/],
+      ['pavilion.securityContext.allowPrivilegeEscalation=true', /allowPrivilegeEscalation': value must be false/],
+      ['pavilion.securityContext.privileged=true', /privileged': value must be false/],
+      ['pavilion.securityContext.capabilities.add[0]=NET_ADMIN', /capabilities\/add': maxItems/],
+    ] as const) {
+      renderFails(['--set', setting], message);
+    }
+    const sc = container(render(['--set', 'pavilion.securityContext.runAsUser=2000']), 'pavilion').securityContext;
+    assert.equal(sc?.runAsUser, 2000);
+    assert.equal(sc?.runAsNonRoot, true, 'the other defaults stay');
+    assert.equal(sc?.readOnlyRootFilesystem, true);
+  });
+
   test('the sidecar requests 200m/256Mi and is limited to 1 CPU/512Mi', () => {
     assert.deepEqual(container(byDefault, 'pavilion').resources, {
       requests: { cpu: '200m', memory: '256Mi' },
