@@ -11,6 +11,11 @@ function log(level: 'info' | 'warn' | 'error', msg: string, fields: Record<strin
   process.stderr.write(`${JSON.stringify({ level, time: new Date().toISOString(), msg, ...fields })}\n`);
 }
 
+/** `host:port`, with an IPv6 host in brackets. */
+function hostPort(host: string, port: number): string {
+  return `${host.includes(':') ? `[${host}]` : host}:${port}`;
+}
+
 async function main(): Promise<void> {
   const config = loadConfig();
   const pavilion = new Pavilion(config, { log });
@@ -31,6 +36,17 @@ async function main(): Promise<void> {
       ? config.decisionLog.path
       : config.decisionLog.sink === 'audit' ? `audit ${config.decisionLog.audit?.directory ?? ''}` : 'none',
   });
+  // Envoy ext_authz has its own listener (gRPC) and a prefix on the API port (HTTP service
+  // mode): say where both are, so a mesh pointed at the wrong port is found from the log.
+  const extAuthz = pavilion.extAuthz;
+  if (extAuthz !== undefined && config.extAuthz !== undefined) {
+    const grpc = extAuthz.grpc === undefined ? undefined : extAuthz.grpcAddress();
+    log('info', 'ext_authz listening', {
+      grpc: grpc === undefined ? 'disabled' : hostPort(grpc.host, grpc.port),
+      http: extAuthz.http === undefined ? 'disabled' : `http://${hostPort(address.address, address.port)}${config.extAuthz.http.pathPrefix}`,
+      tenant_from: config.extAuthz.tenantFrom.kind,
+    });
+  }
   let stopping = false;
   const shutdown = (signal: string): void => {
     if (stopping) return;

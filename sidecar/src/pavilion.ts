@@ -155,6 +155,15 @@ export class Pavilion {
         this.metrics.onActivation(tenant, outcome);
         const active = this.engine.active(tenant);
         if (outcome === 'ok' && active !== undefined) this.metrics.setActiveRevision(tenant, active.revision);
+        // a new revision may have lost (or gained) the tenant's ext_authz decision path: warn now,
+        // not only when someone asks /health (advisory: never fails the activation)
+        if (outcome === 'ok') {
+          try {
+            this.extAuthz?.checkDecisionPaths();
+          } catch {
+            // the ext_authz status reports it anyway
+          }
+        }
       },
     });
     this.bundleWatch = directorySource !== undefined && config.bundles.watchIntervalMs > 0
@@ -216,6 +225,7 @@ export class Pavilion {
           sink: this.sink,
           metrics: this.metrics,
           ...(this.credentials === undefined ? {} : { credentials: this.credentials }),
+          ...(options.log === undefined ? {} : { log: options.log }),
         });
     const mounted = this.extAuthz?.http;
     this.api = new ApiServer({

@@ -37,6 +37,6 @@ export {
 export { resolveTenant } from './tenant-resolver.ts';
 export { CheckService, correctionDecisionId, type CheckContext, type CheckResult, type ExtAuthzDecisionEvent, type Transport } from './check-service.ts';
 export { CheckCodec, CHECK_METHOD_PATH, CHECK_PROTO, PROTO_ROOT, jsonToStruct, type DecodedCheckRequest } from './proto-codec.ts';
-export { ExtAuthz, type ExtAuthzDeps } from './ext-authz.ts';
+export { ExtAuthz, type ExtAuthzDeps, type UnservablePath } from './ext-authz.ts';
 export type { MountedHttpHandler } from './http-handler.ts';
 export { encodeGrpcMessage, parseGrpcTimeoutMs } from './grpc-server.ts';
