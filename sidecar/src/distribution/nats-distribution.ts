@@ -45,6 +45,12 @@ type ConnectionState = 'connecting' | 'connected' | 'reconnecting' | 'closed';
 interface TenantQueue {
   /** Highest pointer sequence applied or refused for good. */
   applied: number;
+  /**
+   * The sequence `#apply` is working on (0: none). `applied` moves only once its activation
+   * ends, so without this an offer of the same pointer meanwhile (at start the KV watch and
+   * the first resync both deliver the current pointer) would queue the deploy a second time.
+   */
+  inFlight: number;
   pending: PointerEntry | undefined;
   running: Promise<void> | undefined;
   /** Live deltas, one at a time (the tenant manager orders them with activations). */
@@ -183,6 +189,9 @@ export class NatsDistribution implements Component {
 
   constructor(options: NatsDistributionOptions) {
     this.#options = options;
+    // only a sidecar with this component exports the distribution metrics (a directory-source
+    // sidecar has no connection whose 0 would read as "disconnected")
+    options.metrics?.registerDistributionMetrics();
   }
 
   async start(): Promise<void> {
@@ -450,15 +459,22 @@ export class NatsDistribution implements Component {
   #queue(tenant: string): TenantQueue {
     let queue = this.#queues.get(tenant);
     if (queue === undefined) {
-      queue = { applied: this.#options.tenants.tenant(tenant)?.origin?.sequence ?? 0, pending: undefined, running: undefined, deltas: Promise.resolve(), deltaGap: false, shadow: Promise.resolve(), deltasAhead: 0, deltaRetry: this.#retry(), pointerRetry: this.#retry(), retrying: 0 };
+      queue = { applied: this.#options.tenants.tenant(tenant)?.origin?.sequence ?? 0, inFlight: 0, pending: undefined, running: undefined, deltas: Promise.resolve(), deltaGap: false, shadow: Promise.resolve(), deltasAhead: 0, deltaRetry: this.#retry(), pointerRetry: this.#retry(), retrying: 0 };
       this.#queues.set(tenant, queue);
     }
     return queue;
   }
 
+  /**
+   * Queue a pointer for the tenant unless it is not newer than one already applied (or
+   * refused for good), being applied right now, or pending: each deploy is handed to the
+   * tenant manager once. A newer pointer replaces the pending one and runs after the one in
+   * flight; a pointer whose activation failed for a transient reason is offered again by its
+   * retry (or the next resync) once that activation has ended.
+   */
   #offer(tenant: string, entry: PointerEntry): void {
     const queue = this.#queue(tenant);
-    if (entry.sequence <= queue.applied || (queue.pending !== undefined && entry.sequence <= queue.pending.sequence)) {
+    if (entry.sequence <= queue.applied || entry.sequence <= queue.inFlight || (queue.pending !== undefined && entry.sequence <= queue.pending.sequence)) {
       this.#options.metrics?.distributionUpdates.inc({ tenant, outcome: 'stale' });
       return;
     }
@@ -470,7 +486,12 @@ export class NatsDistribution implements Component {
     while (queue.pending !== undefined && !this.#stopping) {
       const entry = queue.pending;
       queue.pending = undefined;
-      await this.#apply(tenant, queue, entry);
+      queue.inFlight = entry.sequence;
+      try {
+        await this.#apply(tenant, queue, entry);
+      } finally {
+        queue.inFlight = 0;
+      }
     }
     queue.running = undefined;
   }

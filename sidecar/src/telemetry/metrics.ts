@@ -35,6 +35,7 @@ export class Metrics implements EngineObserver, CredentialObserver {
   /** Read at every scrape for pavilion_audit_stream_backlog (set by the decision forwarder). */
   auditStreamBacklogSource: (() => Readonly<Record<string, number>>) | undefined;
   readonly #revisions = new Map<string, string>();
+  #distributionRegistered = false;
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'pavilion_', eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_INTERVAL_MS });
@@ -95,21 +96,25 @@ export class Metrics implements EngineObserver, CredentialObserver {
       labelNames: ['tenant', 'revision'],
       registers: [this.registry],
     });
+    // NATS bundle distribution only: created unregistered, exported once the distribution
+    // component exists (`registerDistributionMetrics`). A directory-source sidecar has no
+    // connection to report, and a `pavilion_distribution_connected 0` there would fire every
+    // "distribution disconnected" alert.
     this.distributionConnected = new Gauge({
       name: 'pavilion_distribution_connected',
-      help: '1 while connected to the bundle distribution (NATS), else 0.',
-      registers: [this.registry],
+      help: '1 while connected to the bundle distribution (NATS), else 0. Exported only with bundles.source "nats".',
+      registers: [],
     });
     this.distributionReconnects = new Counter({
       name: 'pavilion_distribution_reconnects_total',
-      help: 'Reconnections to the bundle distribution (each followed by a resync of every pointer).',
-      registers: [this.registry],
+      help: 'Reconnections to the bundle distribution (NATS; each followed by a resync of every pointer).',
+      registers: [],
     });
     this.distributionUpdates = new Counter({
       name: 'pavilion_distribution_pointer_updates_total',
-      help: 'Pointer updates received, by tenant and outcome (ok, stale, or error code).',
+      help: 'Pointer updates received from the bundle distribution (NATS), by tenant and outcome (ok, stale, or error code).',
       labelNames: ['tenant', 'outcome'],
-      registers: [this.registry],
+      registers: [],
     });
     this.shadowComparisons = new Counter({
       name: 'pavilion_shadow_comparisons_total',
@@ -143,10 +148,24 @@ export class Metrics implements EngineObserver, CredentialObserver {
     });
     this.rolloutSeconds = new Histogram({
       name: 'pavilion_bundle_rollout_seconds',
-      help: 'From a pointer move (pushed_at) to this sidecar serving it; includes clock skew between hosts.',
+      help: 'From a pointer move (pushed_at, NATS distribution) to this sidecar serving it; includes clock skew between hosts.',
       buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
-      registers: [this.registry],
+      registers: [], // NATS distribution only, like the distribution metrics above
     });
+  }
+
+  /**
+   * Export the NATS bundle distribution metrics (pavilion_distribution_connected,
+   * pavilion_distribution_reconnects_total, pavilion_distribution_pointer_updates_total,
+   * pavilion_bundle_rollout_seconds). Called by the distribution component when it is
+   * constructed, so only a sidecar with `bundles.source: "nats"` has them. Idempotent.
+   */
+  registerDistributionMetrics(): void {
+    if (this.#distributionRegistered) return;
+    this.#distributionRegistered = true;
+    for (const metric of [this.distributionConnected, this.distributionReconnects, this.distributionUpdates, this.rolloutSeconds]) {
+      this.registry.registerMetric(metric);
+    }
   }
 
   onCredential(tenant: string, outcome: string): void {
