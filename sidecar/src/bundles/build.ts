@@ -3,7 +3,7 @@
  *
  *   stage sources + data + tests -> `opa check` -> `opa test` -> drop tests, write .manifest
  *   (with the tenant's decision test vectors, `examples.json`, in `metadata.decision_tests`)
- *   -> `opa build -t wasm -b <stage> -e <entrypoints> --revision <rev>` -> sign -> bundle.tar.gz
+ *   -> `opa build -t wasm -b . -e <entrypoints> --revision <rev>` (in the stage) -> sign -> bundle.tar.gz
  *
  * Signing: with a given key, or by default with the tenant's development key
  * (`<output>/keys/<tenant>.key.pem`, ES256, created on first use, key id = tenant id), whose
@@ -12,6 +12,17 @@
  *
  * The revision is content-addressed (SHA-256 over every staged file's path and bytes), so
  * the same sources always give the same revision and any change gives a new one.
+ *
+ * Builds are reproducible: the same sources give byte-identical archives. `opa build` runs in
+ * the staging directory on relative paths (so no temporary path is stored in the archive; the
+ * Rego files are stored as `/<path under the tenant's rego folder>`), and its archive has no
+ * timestamps (tar mtimes and the gzip header are zero). Signing repacks the archive with our
+ * own tar writer and gzip, equally fixed (the gzip header is set as opa's), but a new signature differs every time (its `iat`,
+ * and ECDSA's random nonce); so a rebuild whose files equal those the previous archive at the
+ * same output path signed, with the same key and scope, keeps that signature, and rebuilding
+ * unchanged sources in place gives the same bytes. (Unsigned and rego builds are identical
+ * wherever they are built, with the same `opa` version.)
+ *
  * The built archive is read back with `readBundle` before the build reports success, so a
  * definition whose roots leave the tenant's namespace fails at build time, not at load time.
  */
@@ -19,11 +30,13 @@ import { createHash, generateKeyPairSync } from 'node:crypto';
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
 import { TENANT_ID_PATTERN } from '../lib/tenant-id.ts';
 import { findOpa, REPO_ROOT, runTool } from '../lib/tools.ts';
 import { readBundle, type Bundle } from './archive.ts';
-import { signBundle, type SigningAlgorithm } from './signing.ts';
+import { loadVerificationKey, signBundle, verifyBundleSignature, type SigningAlgorithm } from './signing.ts';
+import { readTar, writeTar } from './tar.ts';
 
 /** Manifest metadata key for decision test vectors (read back by the tenant manager's gate). */
 export const DECISION_TESTS_METADATA_KEY = 'decision_tests';
@@ -180,6 +193,48 @@ async function readDecisionTests(definitionFile: string): Promise<unknown[] | un
   }
 }
 
+const SIGNATURES_ENTRY = '/.signatures.json';
+
+/**
+ * The gzip header as `opa build` writes it, whichever platform packed the archive: no mtime,
+ * OS byte 255 ("unknown"; Node's zlib writes 3 on Unix and 10 on Windows). Neither field is
+ * covered by the gzip checksum (a header CRC, FHCRC, is never set by zlib's gzip).
+ */
+function fixedGzipHeader(archive: Buffer): Buffer {
+  if (archive.length < 10 || archive[0] !== 0x1f || archive[1] !== 0x8b || ((archive[3] ?? 0) & 0x02) !== 0) return archive;
+  archive.fill(0, 4, 8);
+  archive[9] = 0xff;
+  return archive;
+}
+
+/**
+ * `unsigned` signed with the previous archive's signature, packed as `signBundle` packs, when
+ * that archive holds exactly the same files (names, order, bytes) and its signature verifies
+ * with `key` for `scope`; otherwise undefined (sign anew). A signature is only ever reused
+ * for the very content it covers, by the key that made it.
+ */
+async function keepPreviousSignature(
+  previous: Buffer,
+  unsigned: Buffer,
+  key: { readonly keyPem: string; readonly keyId: string; readonly algorithm: SigningAlgorithm },
+  scope: string,
+): Promise<Buffer | undefined> {
+  try {
+    const old = readTar(gunzipSync(previous));
+    const signature = old.find((e) => e.name === SIGNATURES_ENTRY);
+    const oldFiles = old.filter((e) => e.name !== SIGNATURES_ENTRY);
+    const files = readTar(gunzipSync(unsigned)).filter((e) => e.name !== SIGNATURES_ENTRY);
+    if (signature === undefined || oldFiles.length !== files.length) return undefined;
+    if (oldFiles.some((e, i) => e.name !== files[i]?.name || !e.data.equals(files[i].data))) return undefined;
+    // the public half of a private PEM (or the shared secret for HS*)
+    const verification = loadVerificationKey(key.keyId, key.keyPem, key.algorithm);
+    await verifyBundleSignature(new Map(old.map((e) => [e.name, e.data])), { keys: new Map([[key.keyId, verification]]), scope, allowUnsigned: false });
+    return gzipSync(writeTar([...files, signature]));
+  } catch {
+    return undefined;
+  }
+}
+
 export async function buildTenantBundle(definitionFile: string, options: BuildOptions = {}): Promise<BuildResult> {
   const root = options.root ?? REPO_ROOT;
   const definition = await readDefinition(definitionFile);
@@ -229,22 +284,26 @@ export async function buildTenantBundle(definitionFile: string, options: BuildOp
     await writeFile(join(sources, '.manifest'), JSON.stringify({ revision, roots: definition.roots, metadata }));
     // 4. build
     const buildDirectory = options.outputDirectory ?? defaultBuildDirectory(root);
-    const outDir = join(buildDirectory, definition.tenant);
+    const outDir = resolve(buildDirectory, definition.tenant);
     await mkdir(outDir, { recursive: true });
     const output = join(outDir, 'bundle.tar.gz');
+    const previous = await readFile(output).catch(() => undefined);
     const target = options.target ?? 'wasm';
+    // relative to the staging directory: opa stores Rego files under the path it loaded them by
     await runTool(
       opa,
-      ['build', '-t', target, '-b', sources, '--revision', revision, '-o', output,
+      ['build', '-t', target, '-b', '.', '--revision', revision, '-o', output,
         ...definition.entrypoints.flatMap((e) => ['-e', e])],
-      { failureCode: ErrorCodes.BUNDLE_BUILD_FAILED, timeoutMs: 300_000 },
+      { cwd: sources, failureCode: ErrorCodes.BUNDLE_BUILD_FAILED, timeoutMs: 300_000 },
     );
     // 5. sign (the rego target is for the benchmark peer and stays unsigned)
     const signing = options.signing ?? 'dev';
     if (target === 'wasm' && signing !== false) {
       const key = signing === 'dev' ? await developmentKey(definition.tenant, buildDirectory) : signing;
-      const signed = await signBundle(await readFile(output), { key: key.keyPem, algorithm: key.algorithm, keyId: key.keyId, scope: definition.tenant });
-      await writeFile(output, signed);
+      const unsigned = await readFile(output);
+      const kept = previous === undefined ? undefined : await keepPreviousSignature(previous, unsigned, key, definition.tenant);
+      const signed = kept ?? await signBundle(unsigned, { key: key.keyPem, algorithm: key.algorithm, keyId: key.keyId, scope: definition.tenant });
+      await writeFile(output, fixedGzipHeader(signed));
     }
     // 6. read it back with the sidecar's own loader (a rego bundle has no Wasm to load)
     if (target === 'rego') {
