@@ -9,6 +9,9 @@
  *   pavilion credential present  --tenant bank|hospital --credential <file> --challenge C --domain D [--disclose a,b] [--now ISO]
  *   pavilion credential verify   --tenant bank|hospital --credential <file> [--challenge C --domain D] [--now ISO]
  *   pavilion credential accumulator-sizes [--members N]
+ *
+ * Exit codes as `pavilion audit verify`: 0 verified, 1 refused (`verify` still prints its JSON,
+ * `credentials` and `errors`; exit 1 when any error or no credential verified), 2 usage.
  */
 import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
@@ -61,6 +64,10 @@ export async function credentialCommand(command: string | undefined, args: strin
     process.stdout.write(sampleContext().bytes);
     return 0;
   }
+  if (command === undefined || !['parties', 'policy', 'issue', 'present', 'verify'].includes(command)) {
+    process.stderr.write(`usage:\n${CREDENTIAL_USAGE}\n`);
+    return 2;
+  }
   const tenant = assertSampleTenant(values.tenant ?? '');
   switch (command) {
     case 'parties': {
@@ -99,8 +106,14 @@ export async function credentialCommand(command: string | undefined, args: strin
         ...(values.challenge === undefined ? {} : { challenge: values.challenge }),
         ...(values.domain === undefined ? {} : { domain: values.domain }),
       };
-      out(await verifier.verifyEach(tenant, [credential], options));
-      return 0;
+      const result = await verifier.verifyEach(tenant, [credential], options);
+      out(result);
+      // as `pavilion audit verify`: a refusal is exit 1 (the JSON above says why), so scripts can gate on it
+      if (result.errors.length === 0 && result.credentials.length > 0) return 0;
+      const first = result.errors[0];
+      const more = result.errors.length > 1 ? ` (and ${result.errors.length - 1} more)` : '';
+      process.stderr.write(`verification FAILED ${first === undefined ? 'no credential verified' : `[${first.code}] ${first.message}`}${more}\n`);
+      return 1;
     }
     default:
       process.stderr.write(`usage:\n${CREDENTIAL_USAGE}\n`);
@@ -136,5 +149,7 @@ function accumulatorSizes(members: number): number {
     anonCredsTailsFileBytesEstimate: Math.round((members / 5000) * 1.6e6),
     note: 'AnonCreds v1 tails files are about 1.6 MB per 5,000 credentials and every holder downloads one; here every holder keeps a 52-byte witness and verifiers keep 48 + 96 bytes.',
   });
-  return 0;
+  if (ok) return 0;
+  process.stderr.write('verification FAILED: the last member\'s witness did not verify against the accumulator\n');
+  return 1;
 }

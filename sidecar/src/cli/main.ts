@@ -36,6 +36,7 @@ import {
   verifyDecisionAnchor,
   verifyDecisionProof,
   verifyLogFile,
+  type SignedCheckpointV1,
 } from '../audit/index.ts';
 import {
   buildTenantBundle,
@@ -49,7 +50,7 @@ import {
 import { parseConfig } from '../config/index.ts';
 import { NatsBundleStore, connectNats } from '../distribution/index.ts';
 import { compilePolicy } from '../engine/index.ts';
-import { ErrorCodes, PavilionError, describeThrown, isPavilionError } from '../lib/errors.ts';
+import { ErrorCodes, PavilionError, describeThrown, isPavilionError, type ErrorCode } from '../lib/errors.ts';
 import { CREDENTIAL_USAGE, credentialCommand } from './credential-commands.ts';
 import { ANCHOR_USAGE, ANCHOR_VERIFY_OPTIONS, anchorCommand, anchorVerifiersFrom, closeVerifiers } from './anchor-commands.ts';
 
@@ -343,16 +344,77 @@ function reportFailure(error: unknown): number {
   return 1;
 }
 
+/**
+ * The error a server answered instead of a proof or checkpoint, saved by `curl -s` as if it
+ * were one: Pavilion's body (`{"code": <OPA code>, "message", "errors": [{"code": <Pavilion
+ * code>, "message"}]}`, see api/error-body.ts), OPA's (`{"code", "message", "errors"?: [...]}`)
+ * or a bare `{"code", "message"}`. Proofs and checkpoints carry `version`; error bodies do not.
+ */
+function serverErrorIn(parsed: unknown): { code: string; message: string } | undefined {
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed) || 'version' in parsed) return undefined;
+  const body = parsed as Record<string, unknown>;
+  const topMessage = typeof body['message'] === 'string' ? body['message'] : '';
+  const errors: unknown[] = Array.isArray(body['errors']) ? body['errors'] : [];
+  for (const entry of errors) {
+    if (typeof entry !== 'object' || entry === null) continue;
+    const { code, message } = entry as Record<string, unknown>;
+    if (typeof code === 'string') return { code, message: typeof message === 'string' ? message : topMessage };
+  }
+  if (typeof body['code'] === 'string' && (typeof body['message'] === 'string' || errors.length > 0)) return { code: body['code'], message: topMessage };
+  return undefined;
+}
+
+const SERVER_ERROR_HINTS: Partial<Record<string, (what: string) => string>> = {
+  [ErrorCodes.AUDIT_NOT_CHECKPOINTED]: (what) => `fetch the ${what} again after the next checkpoint`,
+  [ErrorCodes.AUDIT_DECISION_UNKNOWN]: () => 'check the decision id and the tenant it was fetched for',
+  [ErrorCodes.AUDIT_LOG_DISABLED]: () => "the sidecar has no verifiable audit log (decisionLog.sink 'audit')",
+  [ErrorCodes.AUDIT_RANGE_INVALID]: (what) => `check the from/to tree sizes and fetch the ${what} again`,
+};
+
+/**
+ * A failure naming the server's error: its code when it is a Pavilion code (so scripts can
+ * tell "not checkpointed yet" from a bad proof), else `fallback` with the server's code in details.
+ */
+function serverErrorFailure(what: 'proof' | 'checkpoint', file: string, server: { code: string; message: string }, fallback: ErrorCode): PavilionError {
+  const known = (Object.values(ErrorCodes) as string[]).includes(server.code);
+  const hint = SERVER_ERROR_HINTS[server.code]?.(what) ?? `fetch the ${what} again once the request succeeds`;
+  return new PavilionError(
+    known ? (server.code as ErrorCode) : fallback,
+    `the ${what} file holds the server's error ${server.code}${server.message === '' ? '' : `: ${server.message}`} (${hint})`,
+    { details: { reason: 'server_error', file, serverCode: server.code, serverMessage: server.message } },
+  );
+}
+
+function isResultWrapper(parsed: unknown): parsed is { result: unknown } {
+  return typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed) && Object.keys(parsed).length === 1 && 'result' in parsed;
+}
+
 /** A proof as `pavilion audit prove` writes it, or as the HTTP proof endpoint answers (`{"result": proof}`). */
-function parseProofFile(text: string): unknown {
+async function readProofFile(file: string): Promise<unknown> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(await readFile(file, 'utf8'));
+  } catch (error) {
+    if (!(error instanceof SyntaxError)) throw error;
+    throw new PavilionError(ErrorCodes.AUDIT_PROOF_INVALID, 'the proof file is not JSON', { cause: error, details: { reason: 'malformed' } });
+  }
+  const server = serverErrorIn(parsed);
+  if (server !== undefined) throw serverErrorFailure('proof', file, server, ErrorCodes.AUDIT_PROOF_INVALID);
+  return isResultWrapper(parsed) ? parsed.result : parsed;
+}
+
+/** A checkpoint as the log holds it, or as the HTTP checkpoint endpoint answers (`{"result": checkpoint}`). */
+async function readCheckpointFile(file: string): Promise<SignedCheckpointV1> {
+  const text = await readFile(file, 'utf8');
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
-  } catch (error) {
-    throw new PavilionError(ErrorCodes.AUDIT_PROOF_INVALID, 'the proof file is not JSON', { cause: error, details: { reason: 'malformed' } });
+  } catch {
+    return decodeCheckpoint(text); // says it is not JSON, with its own code
   }
-  if (typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed) && Object.keys(parsed).length === 1 && 'result' in parsed) return parsed.result;
-  return parsed;
+  const server = serverErrorIn(parsed);
+  if (server !== undefined) throw serverErrorFailure('checkpoint', file, server, ErrorCodes.AUDIT_CHECKPOINT_INVALID);
+  return decodeCheckpoint(isResultWrapper(parsed) ? JSON.stringify(parsed.result) : text);
 }
 
 /** Say on stderr what the anchors were checked against, so "ok" is never read as more than it is. */
@@ -400,7 +462,7 @@ async function auditCommand(command: string | undefined, args: string[]): Promis
   }
   if (command === 'prove-consistency') {
     if (values.from === undefined || values.log === undefined) return usage();
-    const proof = await proveConsistencyFromLogFile(logFile(values.log), decodeCheckpoint(await readFile(values.from, 'utf8')));
+    const proof = await proveConsistencyFromLogFile(logFile(values.log), await readCheckpointFile(values.from));
     process.stdout.write(`${JSON.stringify(proof, null, 2)}\n`);
     return 0;
   }
@@ -424,7 +486,7 @@ async function auditCommand(command: string | undefined, args: string[]): Promis
     anchorVerifiers = anchorVerifiersFrom(values);
     if (command === 'verify-log') {
       if (values.log === undefined) return usage();
-      const trustedCheckpoints = await Promise.all((values['trusted-checkpoint'] ?? []).map(async (file) => decodeCheckpoint(await readFile(file, 'utf8'))));
+      const trustedCheckpoints = await Promise.all((values['trusted-checkpoint'] ?? []).map(readCheckpointFile));
       const result = await verifyLogFile(logFile(values.log), keyring, { ...origin, trustedCheckpoints, anchorVerifiers });
       process.stdout.write(`${JSON.stringify({ ok: true, ...result, anchorsConsulted: anchorVerifiers.length > 0 }, null, 2)}\n`);
       if (result.unsignedLeaves > 0) process.stderr.write(`note: ${result.unsignedLeaves} leaves after the last checkpoint are intact but not yet signed\n`);
@@ -433,13 +495,13 @@ async function auditCommand(command: string | undefined, args: string[]): Promis
     }
     if (command === 'verify-consistency') {
       if (values.proof === undefined) return usage();
-      const result = verifyConsistencyProof(parseProofFile(await readFile(values.proof, 'utf8')), keyring);
+      const result = verifyConsistencyProof(await readProofFile(values.proof), keyring);
       process.stdout.write(`${JSON.stringify({ ok: true, ...result }, null, 2)}\n`);
       return 0;
     }
     if (values.decision === undefined || (values.proof === undefined) === (values.log === undefined)) return usage();
     const proof: unknown = values.proof !== undefined
-      ? parseProofFile(await readFile(values.proof, 'utf8'))
+      ? await readProofFile(values.proof)
       : await proveFromLogFile(logFile(values.log ?? ''), values.decision);
     const { checkpoint: _checkpoint, anchor, ...result } = verifyDecisionProof(proof, keyring, { decisionId: values.decision, ...origin });
     // Asked to check the anchor: a proof without one does not pass as if it had been checked.
