@@ -2,8 +2,12 @@
  * The embedded default decision sink: one JSON event per line, appended to a local file.
  * Writes are buffered by the stream and flushed on stop; a write error turns the sink's
  * status to ERROR (and health with it) instead of being swallowed.
+ *
+ * Decision events hold request inputs (personal data), so the file is created 0600 and a
+ * directory this sink creates 0700, as the audit log's files. An existing file keeps its
+ * mode, but one readable or writable by group or others turns the status to WARN.
  */
-import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
+import { createWriteStream, fstatSync, mkdirSync, type WriteStream } from 'node:fs';
 import { dirname } from 'node:path';
 import { describeThrown } from '../lib/errors.ts';
 import { withDeadline, type ComponentStatus } from '../lib/lifecycle.ts';
@@ -35,6 +39,7 @@ export class FileDecisionSink implements DecisionSink {
   readonly #path: string;
   #stream: WriteStream | undefined;
   #error: string | undefined;
+  #modeWarning: string | undefined;
   #written = 0;
 
   constructor(path: string) {
@@ -46,15 +51,19 @@ export class FileDecisionSink implements DecisionSink {
   }
 
   async start(): Promise<void> {
-    mkdirSync(dirname(this.#path), { recursive: true });
-    const stream = createWriteStream(this.#path, { flags: 'a' });
+    mkdirSync(dirname(this.#path), { recursive: true, mode: 0o700 });
+    const stream = createWriteStream(this.#path, { flags: 'a', mode: 0o600 });
     stream.on('error', (error) => {
       this.#error = describeThrown(error);
     });
-    await new Promise<void>((resolve, reject) => {
-      stream.once('open', () => resolve());
+    const fd = await new Promise<number>((resolve, reject) => {
+      stream.once('open', resolve);
       stream.once('error', reject);
     });
+    const mode = process.platform === 'win32' ? 0 : fstatSync(fd).mode & 0o777;
+    this.#modeWarning = (mode & 0o077) === 0
+      ? undefined
+      : `decision log ${this.#path} has mode ${mode.toString(8).padStart(4, '0')}: group or others can read the inputs it holds; chmod 600 it`;
     this.#stream = stream;
   }
 
@@ -74,7 +83,9 @@ export class FileDecisionSink implements DecisionSink {
   status(): ComponentStatus {
     if (this.#error !== undefined) return { state: 'ERROR', message: `decision log write failed: ${this.#error}` };
     if (this.#stream === undefined) return { state: 'NOT_READY', message: 'decision log not open' };
-    return { state: 'OK', details: { path: this.#path, events: this.#written } };
+    const details = { path: this.#path, events: this.#written };
+    if (this.#modeWarning !== undefined) return { state: 'WARN', message: this.#modeWarning, details };
+    return { state: 'OK', details };
   }
 }
 
