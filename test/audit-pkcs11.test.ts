@@ -130,25 +130,25 @@ function tokenAdmin() {
       const bytes = (v: string | undefined): Buffer => Buffer.from(v ?? '', 'base64url');
       const params = Buffer.from('06082a8648ce3d030107', 'hex');
       const session = loggedIn();
-      p11.C_CreateObject(session, [
-        { type: lib.CKA_CLASS, value: lib.CKO_PRIVATE_KEY },
+      const ecKey = [
         { type: lib.CKA_KEY_TYPE, value: lib.CKK_EC },
         { type: lib.CKA_TOKEN, value: true },
-        { type: lib.CKA_PRIVATE, value: true },
         { type: lib.CKA_LABEL, value: label },
+        { type: lib.CKA_EC_PARAMS, value: params },
+      ];
+      p11.C_CreateObject(session, [
+        { type: lib.CKA_CLASS, value: lib.CKO_PRIVATE_KEY },
+        ...ecKey,
+        { type: lib.CKA_PRIVATE, value: true },
         { type: lib.CKA_SENSITIVE, value: true },
         { type: lib.CKA_EXTRACTABLE, value: false },
         { type: lib.CKA_SIGN, value: true },
-        { type: lib.CKA_EC_PARAMS, value: params },
         { type: lib.CKA_VALUE, value: bytes(jwk.d) },
       ]);
       p11.C_CreateObject(session, [
         { type: lib.CKA_CLASS, value: lib.CKO_PUBLIC_KEY },
-        { type: lib.CKA_KEY_TYPE, value: lib.CKK_EC },
-        { type: lib.CKA_TOKEN, value: true },
-        { type: lib.CKA_LABEL, value: label },
+        ...ecKey,
         { type: lib.CKA_VERIFY, value: true },
-        { type: lib.CKA_EC_PARAMS, value: params },
         // the point as a DER OCTET STRING: 04 41 04 || x || y
         { type: lib.CKA_EC_POINT, value: Buffer.concat([Buffer.from([0x04, 0x41, 0x04]), bytes(jwk.x), bytes(jwk.y)]) },
       ]);

@@ -21,6 +21,7 @@ import { parseConfig, type NatsConfig } from '../sidecar/src/config/index.ts';
 import { NatsBundleStore, NatsDistribution, buildStatusReport, connectNats } from '../sidecar/src/distribution/index.ts';
 import { PolicyEngine } from '../sidecar/src/engine/index.ts';
 import { TenantManager } from '../sidecar/src/tenants/index.ts';
+import { engineOptions } from '../sidecar/src/pavilion.ts';
 import { buildFixtureBundle } from './harness/fixtures.ts';
 import { startNats, type RunningNats } from './harness/nats-server.ts';
 import { signForTest } from './harness/pavilion-harness.ts';
@@ -80,15 +81,7 @@ async function sidecar(): Promise<Sidecar> {
   });
   const nc = config.nats;
   assert.ok(nc !== undefined);
-  const engine = new PolicyEngine({
-    workers: config.engine.workers,
-    evaluationTimeoutMs: config.engine.evaluationTimeoutMs,
-    maxQueuedEvaluations: config.engine.maxQueuedEvaluations,
-    memoryInitialPages: config.engine.memoryInitialPages,
-    memoryMaxBytes: config.engine.memoryMaxBytes,
-    maxInputDepth: config.http.maxInputDepth,
-    cache: config.engine.cache,
-  });
+  const engine = new PolicyEngine(engineOptions(config));
   const limits = { maxCompressedBytes: config.bundles.maxCompressedBytes, maxUncompressedBytes: config.bundles.maxUncompressedBytes };
   const tenants = new TenantManager({
     tenants: config.tenants,

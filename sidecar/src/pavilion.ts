@@ -36,6 +36,19 @@ export interface PavilionOptions {
 }
 
 /** The configured decision sink: NDJSON file (default), the verifiable audit log, or none. */
+/** The engine's settings from the config (the composition root and tests that wire the parts alike). */
+export function engineOptions(config: PavilionConfig): ConstructorParameters<typeof PolicyEngine>[0] {
+  return {
+    workers: config.engine.workers,
+    evaluationTimeoutMs: config.engine.evaluationTimeoutMs,
+    maxQueuedEvaluations: config.engine.maxQueuedEvaluations,
+    memoryInitialPages: config.engine.memoryInitialPages,
+    memoryMaxBytes: config.engine.memoryMaxBytes,
+    maxInputDepth: config.http.maxInputDepth,
+    cache: config.engine.cache,
+  };
+}
+
 function decisionSink(config: PavilionConfig): DecisionSink {
   const { sink, path, audit } = config.decisionLog;
   if (sink === 'file') return new FileDecisionSink(path);
@@ -115,15 +128,7 @@ export class Pavilion {
   constructor(config: PavilionConfig, options: PavilionOptions = {}) {
     this.config = config;
     this.engine = new PolicyEngine(
-      {
-        workers: config.engine.workers,
-        evaluationTimeoutMs: config.engine.evaluationTimeoutMs,
-        maxQueuedEvaluations: config.engine.maxQueuedEvaluations,
-        memoryInitialPages: config.engine.memoryInitialPages,
-        memoryMaxBytes: config.engine.memoryMaxBytes,
-        maxInputDepth: config.http.maxInputDepth,
-        cache: config.engine.cache,
-      },
+      engineOptions(config),
       {
         onCacheLookup: (tenant, hit) => this.metrics.onCacheLookup(tenant, hit),
         onWorkerRestart: (reason) => this.metrics.onWorkerRestart(reason),
