@@ -114,8 +114,8 @@ describe('Data API on the sample tenants', () => {
         status: 400, opa: 'invalid_parameter', code: 'ERR_REQUEST_INVALID',
       },
       {
-        name: 'wrong content type -> 415 ERR_REQUEST_UNSUPPORTED_MEDIA_TYPE',
-        send: () => post(`${app.url}/v1/data/bank/authz/allow`, 'input=1', { 'x-pavilion-tenant': 'bank', 'content-type': 'application/x-www-form-urlencoded' }),
+        name: 'a YAML content type -> 415 ERR_REQUEST_UNSUPPORTED_MEDIA_TYPE (other types are read as JSON, as OPA does)',
+        send: () => post(`${app.url}/v1/data/bank/authz/allow`, 'input: 1', { 'x-pavilion-tenant': 'bank', 'content-type': 'application/yaml' }),
         status: 415, opa: 'invalid_parameter', code: 'ERR_REQUEST_UNSUPPORTED_MEDIA_TYPE',
       },
       {
@@ -268,11 +268,11 @@ describe('Data API on the sample tenants', () => {
 });
 
 describe('health reports real readiness', () => {
-  test('a tenant whose bundle is refused makes /health fail with its code, while others serve', async () => {
+  test('a tenant whose bundle is refused makes /health?bundles fail with its code, while others serve', async () => {
     const good = await buildFixtureBundle({ modules: { 'a.rego': 'package acme\n\nallow := true\n' }, entrypoints: ['acme/allow'], roots: ['acme'] });
     const app = await startPavilion({ bundles: { acme: good, globex: good } }); // globex's bundle claims acme's roots
     try {
-      const health = await get(`${app.url}/health`);
+      const health = await get(`${app.url}/health?bundles`);
       assert.equal(health.status, 500);
       assert.match(String(health.body['error']), /globex/);
       const tenants = await get(`${app.url}/v1/tenants/globex`);

@@ -1,9 +1,11 @@
 /**
  * OPA-compatible REST API on node:http.
  *
- *   POST|GET /v1/data/{path}                  tenant from the configured header
+ *   POST|GET /v1/data/{path}                  tenant from the configured header (GET: input from ?input=<json>)
  *   POST|GET /v1/tenants/{tenant}/data/{path} tenant from the path
- *   GET /health (/health/live, /health/ready) GET /metrics  GET /v1/tenants
+ *   POST /v0/data/{path}, POST /v0/tenants/{tenant}/data/{path}  OPA's v0 API: the body is the input, the answer the bare value
+ *   GET /health[?bundles][&plugins][&exclude-plugin=<name>] (OPA's meaning), /health/live, /health/ready (every component)
+ *   GET /metrics  GET /v1/tenants
  *   POST /v1/tenants/{tenant}/credentials/challenge   a one-time challenge for a credential holder
  *   GET /v1/tenants/{tenant}/audit/decisions/{decision_id}/proof  inclusion proof (audit log sink)
  *   GET /v1/tenants/{tenant}/audit/checkpoint        the tenant's latest signed checkpoint
@@ -11,6 +13,12 @@
  *
  * node:http rather than Express on this path: measured on the target machine, Express cost
  * about 4-5x in throughput on a small JSON POST (see README, "Why node:http").
+ *
+ * Request bodies are read as OPA reads them (v1/server/server.go): JSON whatever the
+ * Content-Type says (YAML types are refused: there is no YAML parser here), gunzipped when
+ * Content-Encoding is gzip, and bounded by http.maxBodyBytes before and after decompression.
+ * A number a JS double would change (12345678901234567890, 1e400) is refused, not altered:
+ * OPA keeps exact numbers, and the policy and the decision log must see what was sent.
  *
  * Isolation: a request resolves exactly one tenant (never a default), and evaluation only
  * sees that tenant's compiled policy and data; a path that is not one of its entrypoints is
@@ -24,11 +32,13 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { pipeline, Readable } from 'node:stream';
+import { createGunzip } from 'node:zlib';
 import { RECEIPT_HEADER, transportReceipt } from '../audit/index.ts';
 import type { AuditLogSink, DecisionEvents, DecisionRecord, DecisionSink, TransportReceiptV1 } from '../audit/index.ts';
 import type { PavilionConfig } from '../config/index.ts';
 import { TENANT_ID_PATTERN } from '../config/index.ts';
-import type { PolicyEngine } from '../engine/index.ts';
+import type { Decision, PolicyEngine } from '../engine/index.ts';
 import { assertDepth } from '../lib/canonical-json.ts';
 import { ErrorCodes, PavilionError } from '../lib/errors.ts';
 import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
@@ -69,6 +79,8 @@ export interface ApiServerDeps {
 }
 
 interface Query {
+  /** The decoded query string (names and values percent-decoded, as Go's url.Query does). */
+  readonly params: URLSearchParams;
   readonly metrics: boolean;
   readonly provenance: boolean;
   readonly pretty: boolean;
@@ -89,6 +101,21 @@ interface RequestCredentials {
   readonly challenge?: string;
   /** Accumulator witnesses by revocation handle (base64url). */
   readonly witnesses?: Readonly<Record<string, string>>;
+}
+
+/** A Data API request's input (undefined: none given) and what it carries besides. */
+interface RequestInput {
+  readonly input: unknown;
+  /** False makes a v1 POST answer carry OPA's api_usage_warning. */
+  readonly hasInput: boolean;
+  readonly carried: RequestCredentials;
+}
+
+interface DecidedRequest {
+  readonly decisionId: string;
+  readonly decision: Decision;
+  /** What a durable sink returned for the event (the audit log: where the decision is); undefined otherwise. */
+  readonly receipt: Awaited<ReturnType<DecisionSink['write']>> | undefined;
 }
 
 function headerText(req: IncomingMessage, name: string): string | undefined {
@@ -118,20 +145,201 @@ function requestCredentials(req: IncomingMessage, body: Record<string, unknown> 
   };
 }
 
+/**
+ * A boolean query parameter read as OPA's getBoolParam reads it: true when it is given once
+ * with no value (`?pretty`), or when any of its values is "true" ignoring case; anything else
+ * (`?pretty=false`, `?pretty=0`, `?pretty&pretty=false`) is false.
+ */
+function boolParam(params: URLSearchParams, name: string): boolean {
+  const values = params.getAll(name);
+  if (values.length === 1 && values[0] === '') return true;
+  return values.some((value) => value.toLowerCase() === 'true');
+}
+
+/** Shared by every request without a query string; never mutated. */
+const NO_PARAMS = new URLSearchParams();
+
 function parseQuery(search: string): Query {
-  const flags = new Set<string>();
-  if (search !== '') {
-    for (const part of search.split('&')) {
-      const [key, value] = part.split('=');
-      if (key !== undefined && key !== '' && value !== 'false') flags.add(key);
+  const params = search === '' ? NO_PARAMS : new URLSearchParams(search);
+  return {
+    params,
+    // OPA answers ?instrument with its metrics plus finer timers; Wasm evaluation has no finer timers
+    metrics: boolParam(params, 'metrics') || boolParam(params, 'instrument'),
+    provenance: boolParam(params, 'provenance'),
+    pretty: boolParam(params, 'pretty'),
+    verbose: boolParam(params, 'verbose'),
+    receipt: boolParam(params, 'receipt'),
+  };
+}
+
+/**
+ * OPA parameters Wasm evaluation cannot honour are refused, not ignored: a caller that asked
+ * for an explanation, or for a builtin error to fail the query, must not silently get an
+ * answer made without it (opa-wasm records no trace and treats builtin errors as undefined).
+ */
+function refuseUnsupportedParameters(params: URLSearchParams): void {
+  const explain = params.getAll('explain').find((mode) => mode !== 'off');
+  if (explain !== undefined) {
+    throw new PavilionError(
+      ErrorCodes.REQUEST_PARAMETER_UNSUPPORTED,
+      `explain=${JSON.stringify(explain.slice(0, 32))} is not supported: Wasm evaluation records no trace to explain (omit explain, or explain=off)`,
+      { details: { parameter: 'explain' } },
+    );
+  }
+  if (boolParam(params, 'strict-builtin-errors')) {
+    throw new PavilionError(
+      ErrorCodes.REQUEST_PARAMETER_UNSUPPORTED,
+      'strict-builtin-errors=true is not supported: Wasm evaluation turns a builtin error into an undefined value, so the answer would not be strict',
+      { details: { parameter: 'strict-builtin-errors' } },
+    );
+  }
+}
+
+/**
+ * Cheap pre-check on raw JSON text: only a run of 16+ digits (a decimal point may sit inside
+ * it) or an exponent of 3+ digits can be a number a double does not keep. Anything shorter has
+ * at most 15 significant digits and a magnitude between 1e-114 and 1e114, which a double always keeps.
+ */
+const MAYBE_INEXACT = /\d(?:\.?\d){15}|[eE][+-]?\d{3}/;
+const NUMBER_TOKEN = /-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/y;
+const DECIMAL_PARTS = /^(-?)(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d+))?$/;
+
+/** A decimal's exact value as `<sign><digits>e<exponent>`, digits without leading or trailing zeros: "120.50" and "1.205e2" both give "1205e-1". */
+function decimalValue(text: string): string {
+  const [, sign = '', whole = '', fraction = '', exponent = '0'] = DECIMAL_PARTS.exec(text) ?? [];
+  const digits = whole + fraction;
+  const first = digits.search(/[1-9]/);
+  if (first === -1) return '0'; // every zero, -0 included (JSON.stringify writes -0 as 0)
+  const significant = digits.slice(first).replace(/0+$/, '');
+  // BigInt: an exponent such as 1e-99999999999999999999 must not round either
+  const power = BigInt(exponent) - BigInt(fraction.length) + BigInt(digits.length - first - significant.length);
+  return `${sign}${significant}e${power}`;
+}
+
+/** Whether the double nearest `token` prints back as the same value (1.0 and 1e2 do; 12345678901234567890, 1e400 and 1e-400 do not). */
+function doubleKeeps(token: string): boolean {
+  const value = Number(token);
+  return Number.isFinite(value) && decimalValue(String(value)) === decimalValue(token);
+}
+
+/** The first number outside strings in valid JSON `text` that a double would change, if any. */
+function inexactNumber(text: string): string | undefined {
+  if (!MAYBE_INEXACT.test(text)) return undefined;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) {
+      // skip the string: to its closing quote, stepping over escapes
+      for (i++; i < text.length && text.charCodeAt(i) !== 0x22; i++) if (text.charCodeAt(i) === 0x5c) i++;
+    } else if (c === 0x2d || (c >= 0x30 && c <= 0x39)) {
+      NUMBER_TOKEN.lastIndex = i;
+      const token = NUMBER_TOKEN.exec(text)?.[0];
+      if (token === undefined) continue; // cannot happen in valid JSON; never refuse on a guess
+      if (!doubleKeeps(token)) return token;
+      i += token.length - 1;
     }
   }
+  return undefined;
+}
+
+/**
+ * A JSON document from the request: parsed, and refused when it holds a number a double would
+ * change. `text` must be the whole document (the number scan relies on it being valid JSON).
+ */
+function parseJsonDocument(text: string, what: string): unknown {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (error) {
+    throw new PavilionError(ErrorCodes.REQUEST_MALFORMED_JSON, `${what} is not valid JSON: ${(error as Error).message}`);
+  }
+  const inexact = inexactNumber(text);
+  if (inexact !== undefined) {
+    const shown = inexact.length > 64 ? `${inexact.slice(0, 64)}...` : inexact;
+    throw new PavilionError(
+      ErrorCodes.REQUEST_NUMBER_INEXACT,
+      `${what} holds the number ${shown}, which cannot be kept exactly (a 64-bit float would change it); send it as a string`,
+      { details: { number: shown } },
+    );
+  }
+  return parsed;
+}
+
+function tooLarge(limit: number, what: string): PavilionError {
+  return new PavilionError(ErrorCodes.REQUEST_TOO_LARGE, `${what} exceeds the limit of ${limit} bytes`, { details: { maxBodyBytes: limit } });
+}
+
+/** `chunks`, refused with ERR_REQUEST_TOO_LARGE as soon as they pass `limit` bytes in all. */
+async function* limited(chunks: AsyncIterable<Buffer>, limit: number, what: string): AsyncGenerator<Buffer> {
+  let size = 0;
+  for await (const chunk of chunks) {
+    size += chunk.length;
+    if (size > limit) throw tooLarge(limit, what);
+    yield chunk;
+  }
+}
+
+async function collect(chunks: AsyncIterable<Buffer>): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of chunks) {
+    parts.push(chunk);
+    size += chunk.length;
+  }
+  return parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, size);
+}
+
+/**
+ * Gunzip `compressed` as it arrives (the caller bounds the output, so a gzip bomb stops at the
+ * limit). On early exit the zlib stream is destroyed and, through `pipeline`, `compressed` is
+ * returned: the request itself is left for the caller to drain.
+ */
+function gunzipped(compressed: AsyncIterable<Buffer>): AsyncIterable<Buffer> {
+  return pipeline(Readable.from(compressed), createGunzip(), () => {
+    // errors reach the consumer through the zlib stream's iterator
+  });
+}
+
+function isZlibError(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && code.startsWith('Z_');
+}
+
+/**
+ * Whether the body is gzip-encoded (OPA decompresses gzip and nothing else). A zero-length
+ * body has nothing to decompress; any other coding is refused.
+ */
+function gzipEncoded(req: IncomingMessage): boolean {
+  const coding = headerText(req, 'content-encoding')?.trim().toLowerCase();
+  if (coding === undefined || coding === '' || coding === 'identity') return false;
+  if (coding !== 'gzip' && coding !== 'x-gzip') {
+    throw new PavilionError(ErrorCodes.REQUEST_UNSUPPORTED_MEDIA_TYPE, `content-encoding ${coding} is not supported; send gzip or identity`);
+  }
+  return req.headers['content-length'] !== '0';
+}
+
+/** The path as an OPA data reference (`data.bank.authz.allow`), for v0's undefined_document message. */
+function dataRef(path: string): string {
+  let ref = 'data';
+  for (const segment of path.split('/')) {
+    if (segment === '') continue;
+    if (/^[A-Za-z_][A-Za-z0-9_]*$/.test(segment)) ref += `.${segment}`;
+    else ref += /^\d+$/.test(segment) ? `[${segment}]` : `[${JSON.stringify(segment)}]`;
+  }
+  return ref;
+}
+
+/** `pathname` is `prefix` or below it. */
+function isUnder(pathname: string, prefix: string): boolean {
+  return pathname.startsWith(prefix) && (pathname.length === prefix.length || pathname[prefix.length] === '/');
+}
+
+/** `/v?/tenants/{tenant}{after}`: the tenant named in the path, and the rest of it. */
+function tenantRoute(pathname: string, prefix: string): { tenant: string; after: string } {
+  const rest = pathname.slice(prefix.length);
+  const slash = rest.indexOf('/');
   return {
-    metrics: flags.has('metrics'),
-    provenance: flags.has('provenance'),
-    pretty: flags.has('pretty'),
-    verbose: flags.has('verbose'),
-    receipt: flags.has('receipt'),
+    tenant: decodeSegments(slash === -1 ? rest : rest.slice(0, slash))[0] ?? '',
+    after: slash === -1 ? '' : rest.slice(slash),
   };
 }
 
@@ -166,6 +374,16 @@ function decodeSegments(raw: string): string[] {
   return segments;
 }
 
+/**
+ * `?metrics` (and `?instrument`) in OPA's names. A cached answer was not evaluated: it reports
+ * no eval timer (a 0 would read as a measured evaluation) but a cache-hit counter instead.
+ */
+function responseMetrics(decision: Decision, handlerNs: number): Record<string, number> {
+  return decision.cached
+    ? { counter_pavilion_decision_cache_hit: 1, timer_server_handler_ns: handlerNs }
+    : { timer_rego_query_eval_ns: decision.evalNs, timer_server_handler_ns: handlerNs };
+}
+
 function outcomeOf(result: unknown): string {
   if (result === undefined) return 'undefined';
   if (result === true) return 'allow';
@@ -177,6 +395,14 @@ function outcomeOf(result: unknown): string {
     if (verdict === false) return 'deny';
   }
   return 'defined';
+}
+
+/** `?plugins`: a component (OPA: plugin) not OK or WARN, unless named by an `exclude-plugin` parameter. */
+function pluginsProblem(components: Readonly<Record<string, ComponentStatus>>, params: URLSearchParams): string | undefined {
+  const excluded = new Set(params.getAll('exclude-plugin'));
+  const down = Object.entries(components).filter(([name, s]) => !excluded.has(name) && s.state !== 'OK' && s.state !== 'WARN');
+  if (down.length === 0) return undefined;
+  return `one or more plugins are not up: ${down.map(([name, s]) => `${name}: ${s.message ?? s.state}`).join('; ')}`;
 }
 
 export class ApiServer implements Component {
@@ -241,15 +467,21 @@ export class ApiServer implements Component {
       if (mounted !== undefined && (pathname === mounted.pathPrefix || pathname.startsWith(`${mounted.pathPrefix}/`))) {
         route = 'ext_authz';
         await mounted.handle(req, res);
-      } else if (pathname.startsWith('/v1/data') && (pathname.length === 8 || pathname[8] === '/')) {
+      } else if (isUnder(pathname, '/v1/data')) {
         route = 'data';
         await this.#data(req, res, undefined, pathname.slice(8), query, started);
+      } else if (isUnder(pathname, '/v0/data')) {
+        route = 'data';
+        await this.#dataV0(req, res, undefined, pathname.slice(8), query, started);
+      } else if (pathname.startsWith('/v0/tenants/')) {
+        // the v1 tenant-in-path form, for v0 too
+        const { tenant, after } = tenantRoute(pathname, '/v0/tenants/');
+        if (!isUnder(after, '/data')) throw new PavilionError(ErrorCodes.ROUTE_NOT_FOUND, `no route for ${pathname}`);
+        route = 'data';
+        await this.#dataV0(req, res, tenant, after.slice(5), query, started);
       } else if (pathname.startsWith('/v1/tenants/')) {
-        const rest = pathname.slice('/v1/tenants/'.length);
-        const slash = rest.indexOf('/');
-        const tenant = decodeSegments(slash === -1 ? rest : rest.slice(0, slash))[0] ?? '';
-        const after = slash === -1 ? '' : rest.slice(slash);
-        if (after.startsWith('/data') && (after.length === 5 || after[5] === '/')) {
+        const { tenant, after } = tenantRoute(pathname, '/v1/tenants/');
+        if (isUnder(after, '/data')) {
           route = 'data';
           await this.#data(req, res, tenant, after.slice(5), query, started);
         } else if (after === '/audit/checkpoint') {
@@ -283,10 +515,14 @@ export class ApiServer implements Component {
         route = 'tenants';
         this.#onlyGet(req);
         this.#json(res, 200, { result: this.#deps.tenants.list() }, query.pretty);
-      } else if (pathname === '/health' || pathname === '/health/ready') {
+      } else if (pathname === '/health') {
         route = 'health';
         this.#onlyGet(req);
         this.#health(res, query);
+      } else if (pathname === '/health/ready') {
+        route = 'health';
+        this.#onlyGet(req);
+        this.#ready(res, query);
       } else if (pathname === '/health/live') {
         route = 'health';
         this.#onlyGet(req);
@@ -376,9 +612,15 @@ export class ApiServer implements Component {
     res.end(text);
   }
 
-  #health(res: ServerResponse, query: Query): void {
+  #componentStatuses(): Record<string, ComponentStatus> {
     const components: Record<string, ComponentStatus> = {};
     for (const component of this.#deps.components()) components[component.name] = component.status();
+    return components;
+  }
+
+  /** /health/ready (the Helm chart's readiness probe): ready only when no component is ERROR or NOT_READY. */
+  #ready(res: ServerResponse, query: Query): void {
+    const components = this.#componentStatuses();
     const failing = Object.entries(components).filter(([, s]) => s.state === 'ERROR' || s.state === 'NOT_READY');
     if (failing.length === 0) {
       this.#json(res, 200, query.verbose ? { components } : {}, query.pretty);
@@ -386,6 +628,37 @@ export class ApiServer implements Component {
     }
     const error = failing.map(([name, s]) => `${name}: ${s.message ?? s.state}`).join('; ');
     this.#json(res, 500, { error, components }, query.pretty);
+  }
+
+  /**
+   * /health as OPA means it: the server can evaluate (here: an evaluation worker is ready).
+   * `?bundles` (or OPA's older `?bundle`) adds every tenant having an active policy; `?plugins`
+   * adds every component being OK or WARN, except those named by `exclude-plugin`.
+   */
+  #health(res: ServerResponse, query: Query): void {
+    const components = this.#componentStatuses();
+    const { params } = query;
+    const error = this.#evaluationProblem()
+      ?? (boolParam(params, 'bundles') || boolParam(params, 'bundle') ? this.#bundlesProblem() : undefined)
+      ?? (boolParam(params, 'plugins') ? pluginsProblem(components, params) : undefined);
+    if (error === undefined) this.#json(res, 200, query.verbose ? { components } : {}, query.pretty);
+    else this.#json(res, 500, { error, components }, query.pretty);
+  }
+
+  #evaluationProblem(): string | undefined {
+    const engine = this.#deps.engine.status();
+    if (engine.state === 'OK' || engine.state === 'WARN') return undefined;
+    return `unable to perform evaluation: ${engine.message ?? engine.state}`;
+  }
+
+  #bundlesProblem(): string | undefined {
+    const tenants = this.#deps.tenants.list();
+    // OPA with no bundle configured is ready; a sidecar with no tenant has nothing to serve
+    if (tenants.length === 0) return 'one or more bundles are not activated: no tenants configured or found';
+    const inactive = tenants.filter((t) => t.active === undefined);
+    if (inactive.length === 0) return undefined;
+    const named = inactive.map((t) => (t.lastError === undefined ? t.id : `${t.id} (${t.lastError.code})`));
+    return `one or more bundles are not activated: ${named.join(', ')}`;
   }
 
   #resolveTenant(req: IncomingMessage, fromPath: string | undefined): string {
@@ -410,7 +683,18 @@ export class ApiServer implements Component {
     return tenant;
   }
 
-  async #readBody(req: IncomingMessage): Promise<Buffer> {
+  /**
+   * The request body as text ('' when empty): gunzipped when so encoded, with
+   * http.maxBodyBytes applied to the bytes received and, for gzip, to the bytes they inflate to
+   * (a gzip bomb is cut off at the limit). Any Content-Type but YAML is read as JSON, as OPA does.
+   */
+  async #bodyText(req: IncomingMessage): Promise<string> {
+    const type = headerText(req, 'content-type');
+    if (type !== undefined && type.toLowerCase().includes('yaml')) {
+      // OPA parses these as YAML; a JSON parse would give the wrong error or, worse, the wrong input
+      throw new PavilionError(ErrorCodes.REQUEST_UNSUPPORTED_MEDIA_TYPE, `content-type ${type} is not supported: YAML bodies are not supported here; send JSON`);
+    }
+    const gzip = gzipEncoded(req);
     const limit = this.#deps.config.http.maxBodyBytes;
     const declared = Number(req.headers['content-length'] ?? '0');
     if (declared > limit) {
@@ -419,49 +703,56 @@ export class ApiServer implements Component {
         details: { maxBodyBytes: limit },
       });
     }
-    const chunks: Buffer[] = [];
-    let size = 0;
-    for await (const chunk of req as AsyncIterable<Buffer>) {
-      size += chunk.length;
-      if (size > limit) {
-        req.resume();
-        throw new PavilionError(ErrorCodes.REQUEST_TOO_LARGE, `request body exceeds the limit of ${limit} bytes`, {
-          details: { maxBodyBytes: limit },
-        });
+    // not destroyed when reading stops early, so the refusal can still be answered
+    const received = limited(req.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>, limit, 'request body');
+    try {
+      const body = await collect(gzip ? limited(gunzipped(received), limit, 'decompressed request body') : received);
+      return body.toString('utf8');
+    } catch (error) {
+      req.resume(); // discard the rest
+      if (isZlibError(error)) {
+        throw new PavilionError(ErrorCodes.REQUEST_GZIP_INVALID, `request body is not valid gzip: ${(error as Error).message}`, { cause: error });
       }
-      chunks.push(chunk);
+      throw error;
     }
-    return chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size);
   }
 
-  async #readInput(req: IncomingMessage): Promise<{ input: unknown; hasInput: boolean; carried: RequestCredentials }> {
-    if (req.method === 'GET' || req.method === 'HEAD') return { input: undefined, hasInput: false, carried: requestCredentials(req, undefined) };
+  /** v1's input: GET/HEAD from the last `?input=<json>` (as OPA), POST from the body's `input` key. */
+  async #readInput(req: IncomingMessage, query: Query): Promise<RequestInput> {
+    if (req.method === 'GET' || req.method === 'HEAD') return this.#queryInput(req, query);
     if (req.method !== 'POST') {
       throw new PavilionError(ErrorCodes.METHOD_NOT_ALLOWED, `${req.method ?? ''} is not allowed on the data API; use POST or GET`);
     }
-    const type = req.headers['content-type'];
-    if (type !== undefined && type.split(';')[0]?.trim().toLowerCase() !== JSON_TYPE) {
-      throw new PavilionError(ErrorCodes.REQUEST_UNSUPPORTED_MEDIA_TYPE, `content-type ${type} is not supported; send ${JSON_TYPE}`);
-    }
-    if (req.headers['content-encoding'] !== undefined && req.headers['content-encoding'] !== 'identity') {
-      throw new PavilionError(ErrorCodes.REQUEST_UNSUPPORTED_MEDIA_TYPE, `content-encoding ${req.headers['content-encoding']} is not supported`);
-    }
-    const body = await this.#readBody(req);
-    if (body.length === 0) return { input: undefined, hasInput: false, carried: requestCredentials(req, undefined) };
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(body.toString('utf8'));
-    } catch (error) {
-      throw new PavilionError(ErrorCodes.REQUEST_MALFORMED_JSON, `request body is not valid JSON: ${(error as Error).message}`);
-    }
+    const text = await this.#bodyText(req);
+    if (text === '') return { input: undefined, hasInput: false, carried: requestCredentials(req, undefined) };
+    const parsed = parseJsonDocument(text, 'request body');
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
       throw new PavilionError(ErrorCodes.REQUEST_INVALID, 'request body must be a JSON object like {"input": ...}');
     }
-    const hasInput = Object.hasOwn(parsed, 'input');
-    const input = (parsed as { input?: unknown }).input;
+    // {"input": null} is no input, as in OPA (its *any field stays nil): undefined, and the usage warning
+    const input = (parsed as { input?: unknown }).input ?? undefined;
     // Bound the depth here, before anything (evaluation, logging, metrics) walks the input.
     assertDepth(input, this.#deps.config.http.maxInputDepth);
-    return { input, hasInput, carried: requestCredentials(req, parsed as Record<string, unknown>) };
+    return { input, hasInput: input !== undefined, carried: requestCredentials(req, parsed as Record<string, unknown>) };
+  }
+
+  #queryInput(req: IncomingMessage, query: Query): RequestInput {
+    const carried = requestCredentials(req, undefined);
+    const texts = query.params.getAll('input');
+    const text = texts[texts.length - 1];
+    if (text === undefined) return { input: undefined, hasInput: false, carried };
+    // `?input=null` is a null input here, as in OPA's v1DataGet (only the POST body's null means none)
+    const input = parseJsonDocument(text, 'the input parameter');
+    assertDepth(input, this.#deps.config.http.maxInputDepth);
+    return { input, hasInput: true, carried };
+  }
+
+  /** v0's input: the whole body; an empty body is a null input, as in OPA's readInputV0. */
+  async #readWholeInput(req: IncomingMessage): Promise<RequestInput> {
+    const text = await this.#bodyText(req);
+    const input = text === '' ? null : parseJsonDocument(text, 'request body');
+    assertDepth(input, this.#deps.config.http.maxInputDepth);
+    return { input, hasInput: true, carried: requestCredentials(req, undefined) };
   }
 
   async #data(
@@ -474,10 +765,58 @@ export class ApiServer implements Component {
   ): Promise<void> {
     const tenant = this.#resolveTenant(req, tenantFromPath);
     const path = decodeSegments(rawPath).join('/');
+    refuseUnsupportedParameters(query.params);
     const wantsReceipt = query.receipt || headerText(req, RECEIPT_HEADER) === '1';
     if (wantsReceipt) this.#auditLog();
-    const read = await this.#readInput(req);
-    const { hasInput } = read;
+    const read = await this.#readInput(req, query);
+    const { decisionId, decision, receipt } = await this.#decide(req, tenant, path, read, started);
+    const handlerNs = Number(process.hrtime.bigint() - started);
+
+    const body: Record<string, unknown> = { decision_id: decisionId };
+    if (decision.result !== undefined) body['result'] = decision.result;
+    if (query.metrics) body['metrics'] = responseMetrics(decision, handlerNs);
+    if (query.provenance) {
+      body['provenance'] = { version: this.#deps.config.labels.version, bundles: { [tenant]: { revision: decision.revision } } };
+    }
+    if (wantsReceipt) body['receipt'] = typeof receipt === 'object' ? transportReceipt(tenant, receipt) : null;
+    if (!read.hasInput && req.method === 'POST') {
+      body['warning'] = { code: 'api_usage_warning', message: "'input' key missing from the request" };
+    }
+    res.setHeader('x-pavilion-bundle-revision', decision.revision);
+    this.#json(res, 200, body, query.pretty);
+  }
+
+  /**
+   * OPA's v0 Data API: POST only, the whole body is the input and the answer is the bare value;
+   * an undefined decision is 404 undefined_document. OPA reads only `?pretty` here, so the v1
+   * parameters (metrics, explain, receipt, ...) are ignored, as OPA ignores them.
+   */
+  async #dataV0(
+    req: IncomingMessage,
+    res: ServerResponse,
+    tenantFromPath: string | undefined,
+    rawPath: string,
+    query: Query,
+    started: bigint,
+  ): Promise<void> {
+    if (req.method !== 'POST') throw new PavilionError(ErrorCodes.METHOD_NOT_ALLOWED, `${req.method ?? ''} is not allowed on the v0 data API; use POST`);
+    const tenant = this.#resolveTenant(req, tenantFromPath);
+    const path = decodeSegments(rawPath).join('/');
+    const read = await this.#readWholeInput(req);
+    const { decision } = await this.#decide(req, tenant, path, read, started);
+    res.setHeader('x-pavilion-bundle-revision', decision.revision);
+    if (decision.result === undefined) {
+      // logged above as an undefined decision (as v1 logs it); OPA's message for rules that exist but did not apply
+      throw new PavilionError(ErrorCodes.DOCUMENT_UNDEFINED, `document undefined: ${dataRef(path)}`);
+    }
+    this.#json(res, 200, decision.result, query.pretty);
+  }
+
+  /**
+   * One decision, for either API version: verified credentials into the input, evaluation, the
+   * decision log (awaited with a durable sink: a refusal becomes the answer) and the metrics.
+   */
+  async #decide(req: IncomingMessage, tenant: string, path: string, read: RequestInput, started: bigint): Promise<DecidedRequest> {
     // verified facts replace whatever the client put in input.credentials (see CredentialGate)
     const input = this.#deps.credentials === undefined
       ? withoutReservedCredentialKeys(read.input)
@@ -485,7 +824,7 @@ export class ApiServer implements Component {
     const decisionId = randomUUID();
     const timestamp = new Date().toISOString();
     const { metrics } = this.#deps;
-    let decision;
+    let decision: Decision;
     try {
       decision = await this.#deps.engine.evaluate(tenant, path, input);
     } catch (error) {
@@ -500,13 +839,12 @@ export class ApiServer implements Component {
       }
       throw error;
     }
-    const handlerNs = Number(process.hrtime.bigint() - started);
     if (!decision.cached) metrics.evaluationSeconds.observe({ tenant }, decision.evalNs / 1e9);
     const written = this.#log(req, started, {
       decisionId, tenant, path, timestamp, input, result: decision.result, evalNs: decision.evalNs, revision: decision.revision,
     });
     // a durable sink: answer only once the event is logged; a refusal becomes the error answer
-    let receipt: Awaited<typeof written>;
+    let receipt: Awaited<typeof written> | undefined;
     if (this.#deps.sink.durable === true) {
       try {
         receipt = await written;
@@ -516,19 +854,7 @@ export class ApiServer implements Component {
       }
     }
     metrics.decisions.inc({ tenant, path, outcome: outcomeOf(decision.result) });
-
-    const body: Record<string, unknown> = { decision_id: decisionId };
-    if (decision.result !== undefined) body['result'] = decision.result;
-    if (query.metrics) body['metrics'] = { timer_rego_query_eval_ns: decision.evalNs, timer_server_handler_ns: handlerNs };
-    if (query.provenance) {
-      body['provenance'] = { version: this.#deps.config.labels.version, bundles: { [tenant]: { revision: decision.revision } } };
-    }
-    if (wantsReceipt) body['receipt'] = typeof receipt === 'object' ? transportReceipt(tenant, receipt) : null;
-    if (!hasInput && req.method === 'POST') {
-      body['warning'] = { code: 'api_usage_warning', message: "'input' key missing from the request" };
-    }
-    res.setHeader('x-pavilion-bundle-revision', decision.revision);
-    this.#json(res, 200, body, query.pretty);
+    return { decisionId, decision, receipt };
   }
 
   #knownPath(tenant: string, path: string): string {

@@ -28,6 +28,11 @@ const MAPPING: Partial<Record<ErrorCode, readonly [status: number, code: OpaErro
   [ErrorCodes.REQUEST_TOO_LARGE]: [413, 'invalid_parameter'],
   [ErrorCodes.REQUEST_TOO_DEEP]: [400, 'invalid_parameter'],
   [ErrorCodes.REQUEST_INVALID]: [400, 'invalid_parameter'],
+  [ErrorCodes.REQUEST_NUMBER_INEXACT]: [400, 'invalid_parameter'],
+  [ErrorCodes.REQUEST_GZIP_INVALID]: [400, 'invalid_parameter'],
+  [ErrorCodes.REQUEST_PARAMETER_UNSUPPORTED]: [400, 'invalid_parameter'],
+  // v0 Data API only: OPA answers an undefined decision there with 404 undefined_document
+  [ErrorCodes.DOCUMENT_UNDEFINED]: [404, 'undefined_document'],
   [ErrorCodes.METHOD_NOT_ALLOWED]: [405, 'invalid_operation'],
   [ErrorCodes.ROUTE_NOT_FOUND]: [404, 'resource_not_found'],
   [ErrorCodes.ENTRYPOINT_UNKNOWN]: [404, 'resource_not_found'],

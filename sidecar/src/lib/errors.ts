@@ -150,6 +150,15 @@ export const ErrorCodes = {
   // tooling
   TOOL_MISSING: 'ERR_TOOL_MISSING',
   INTERNAL: 'ERR_INTERNAL',
+  // requests, OPA Data API compatibility (sidecar/src/api)
+  /** A number in the request a JS double would not keep exactly (e.g. 12345678901234567890, 1e400): refused rather than altered. */
+  REQUEST_NUMBER_INEXACT: 'ERR_REQUEST_NUMBER_INEXACT',
+  /** A `Content-Encoding: gzip` body that does not decompress (corrupt or truncated stream). */
+  REQUEST_GZIP_INVALID: 'ERR_REQUEST_GZIP_INVALID',
+  /** A query parameter OPA honours that Wasm evaluation cannot (`explain`, `strict-builtin-errors=true`). */
+  REQUEST_PARAMETER_UNSUPPORTED: 'ERR_REQUEST_PARAMETER_UNSUPPORTED',
+  /** v0 Data API: the decision is undefined (OPA answers 404 undefined_document there; v1 answers 200 without a result). */
+  DOCUMENT_UNDEFINED: 'ERR_DOCUMENT_UNDEFINED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
