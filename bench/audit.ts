@@ -300,7 +300,7 @@ async function startPavilionServer(main: string, bundleDir: string, work: string
     // the audit path against OPA's logger: no credential verification on either side
     credentials: { tenants: {} },
   }));
-  const server = await startServer(process.execPath, [main], `http://127.0.0.1:${port}`, '/health', { ...process.env, PAVILION_CONFIG: config });
+  const server = await startServer(process.execPath, [main], `http://127.0.0.1:${port}`, '/health/ready', { ...process.env, PAVILION_CONFIG: config });
   return { ...server, auditDir };
 }
 

@@ -363,7 +363,7 @@ async function startPavilion(main: string, bundleDir: string, workDir: string): 
     bundles: { directory: bundleDir, keysDirectory: join(bundleDir, 'keys'), persistDirectory: join(workDir, 'persisted') },
     decisionLog: { sink: 'none' },
   }));
-  return startServer(process.execPath, [main], `http://127.0.0.1:${port}`, '/health', { ...process.env, PAVILION_CONFIG: config });
+  return startServer(process.execPath, [main], `http://127.0.0.1:${port}`, '/health/ready', { ...process.env, PAVILION_CONFIG: config });
 }
 
 async function expectDecision(url: string, request: LoadRequest, kycVerified: boolean): Promise<void> {

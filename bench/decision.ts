@@ -50,7 +50,7 @@ async function startPavilion(main: string, bundleDir: string, cache: boolean, de
     // and the peer verifies none), so the sample tenants' credential policies are off.
     credentials: { tenants: {} },
   }));
-  return startServer(process.execPath, [main], `http://127.0.0.1:${port}`, '/health', { ...process.env, PAVILION_CONFIG: config });
+  return startServer(process.execPath, [main], `http://127.0.0.1:${port}`, '/health/ready', { ...process.env, PAVILION_CONFIG: config });
 }
 
 function startOpaPeer(regoBundles: readonly string[], decisionLog: boolean): Promise<Server> {

@@ -232,7 +232,7 @@ async function startPavilion(bundleDir: string, work: string): Promise<{ server:
   }));
   const main = await buildSidecar(REPO_ROOT);
   const server = await startServer(process.execPath, [main],
-    `http://127.0.0.1:${httpPort}`, '/health', { ...process.env, PAVILION_CONFIG: config });
+    `http://127.0.0.1:${httpPort}`, '/health/ready', { ...process.env, PAVILION_CONFIG: config });
   return { server, grpcTarget: `127.0.0.1:${grpcPort}` };
 }
 
