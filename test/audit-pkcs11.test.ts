@@ -106,6 +106,13 @@ function tokenAdmin() {
       p11.C_CloseAllSessions(slot);
       assert.throws(() => p11.C_GetSessionInfo(probe), (e: unknown) => (e as { code?: unknown }).code === lib.CKR_SESSION_HANDLE_INVALID, 'C_CloseAllSessions closed the sessions');
     },
+    /** Change the user PIN (C_SetPIN in a user session). */
+    setPin(oldPin: string, newPin: string): void {
+      const session = p11.C_OpenSession(slot, lib.CKF_SERIAL_SESSION | lib.CKF_RW_SESSION);
+      tolerate(() => p11.C_Login(session, lib.CKU_USER, oldPin), lib.CKR_USER_ALREADY_LOGGED_IN);
+      p11.C_SetPIN(session, oldPin, newPin);
+      p11.C_CloseSession(session);
+    },
     /** Destroy every object labelled `label` (of class `cls`, if given). */
     destroy(label: string, cls?: number): void {
       const session = loggedIn();
@@ -315,6 +322,23 @@ describe('PKCS#11 signer (SoftHSM2)', () => {
     const message = Buffer.from('same encoding');
     assert.equal((await token.sign(message)).length, 64);
     assert.equal((await SoftwareSigner.generate().sign(message)).length, 64);
+  });
+
+  it('the PIN changed while the session was gone: the reopen is refused once and never tried again (retries would lock the PIN), even after the PIN is back', async () => {
+    const signer = await module.signer({ tokenLabel: TOKEN, pin: PIN, keyLabel: 'pin-change-key', generate: true });
+    const admin = tokenAdmin();
+    const refusedForGood = (e: unknown): boolean => isPavilionError(e, ErrorCodes.AUDIT_SIGNER_FAILED) && /refused the PIN .*not trying again/.test(e.message);
+    admin.setPin(PIN, '135790');
+    try {
+      admin.closeAllSessions();
+      await assert.rejects(signer.sign(Buffer.from('after the PIN changed')), refusedForGood);
+    } finally {
+      admin.setPin('135790', PIN);
+    }
+    admin.closeAllSessions();
+    // the right PIN is back, but the signer does not try again: a restart decides
+    await assert.rejects(signer.sign(Buffer.from('PIN restored')), refusedForGood);
+    assert.equal(signer.reconnects, 0);
   });
 
   it('a lost session (C_CloseAllSessions) is replaced once: the signature is made again with the same key, concurrent calls share one reopen', async () => {

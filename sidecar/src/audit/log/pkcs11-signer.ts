@@ -80,6 +80,17 @@ function sessionLostCodes(lib: Pkcs11Lib): ReadonlySet<number> {
   ]);
 }
 
+/**
+ * Login failures that another attempt with the same PIN cannot fix and that tokens count
+ * toward locking the user PIN: after one, the signer stops trying (see #replaceSession).
+ */
+function pinRefusedCodes(lib: Pkcs11Lib): ReadonlySet<number> {
+  return new Set([lib.CKR_PIN_INCORRECT, lib.CKR_PIN_INVALID, lib.CKR_PIN_LEN_RANGE, lib.CKR_PIN_EXPIRED, lib.CKR_PIN_LOCKED]);
+}
+
+/** After a reopen failed, the next one waits this long (a token that is down is not hammered). */
+const REOPEN_BACKOFF_MS = 5_000;
+
 /** A replacement session and the key handle in it, found again and checked by the module. */
 export interface Pkcs11Reopened {
   readonly session: Handle;
@@ -365,6 +376,9 @@ export class Pkcs11Signer implements CheckpointSigner {
   readonly #lib: Pkcs11Lib;
   readonly #reopen: Pkcs11Reopen;
   readonly #lostCodes: ReadonlySet<number>;
+  readonly #pinRefused: ReadonlySet<number>;
+  /** When the last reopen failed (0: never); the next waits REOPEN_BACKOFF_MS from it. */
+  #reopenFailedAt = 0;
   readonly #publicKey: KeyObject;
   /** Undefined after a lost session could not be replaced: the next call replaces it first. */
   #session: Handle | undefined;
@@ -383,6 +397,7 @@ export class Pkcs11Signer implements CheckpointSigner {
     this.#key = key;
     this.#reopen = reopen;
     this.#lostCodes = sessionLostCodes(lib);
+    this.#pinRefused = pinRefusedCodes(lib);
     this.#publicKey = createPublicKey({ key: spki, format: 'der', type: 'spki' });
     this.publicKeySpki = spki;
     this.keyId = keyIdOf(spki);
@@ -468,7 +483,17 @@ export class Pkcs11Signer implements CheckpointSigner {
     }
   }
 
+  /**
+   * A new session in place of the lost one. A token that refuses the PIN (changed since start,
+   * expired, locked) stops the signer for good: every later checkpoint would try the same PIN
+   * again, and tokens lock the user PIN after a few wrong ones, the right PIN of a restarted
+   * deployment included. Any other failure waits REOPEN_BACKOFF_MS before the next reopen.
+   */
   async #replaceSession(): Promise<void> {
+    const sinceFailure = Date.now() - this.#reopenFailedAt;
+    if (sinceFailure < REOPEN_BACKOFF_MS) {
+      throw new PavilionError(ErrorCodes.AUDIT_SIGNER_FAILED, `PKCS#11 signing failed: the session was lost and the last reopen failed ${sinceFailure} ms ago; the next attempt is in ${REOPEN_BACKOFF_MS - sinceFailure} ms`);
+    }
     let reopened: Pkcs11Reopened;
     try {
       reopened = await this.#reopen(this.publicKeySpki);
@@ -477,8 +502,15 @@ export class Pkcs11Signer implements CheckpointSigner {
         this.#refusal = error;
         throw error;
       }
+      const rv = returnValueOf((error as { cause?: unknown }).cause);
+      if (rv !== undefined && this.#pinRefused.has(rv)) {
+        this.#refusal = new PavilionError(ErrorCodes.AUDIT_SIGNER_FAILED, `PKCS#11: the token refused the PIN when the lost session was reopened (${describeThrown((error as { cause?: unknown }).cause)}); not trying again, so that retries do not lock the PIN: restart with the right PIN`, { cause: error });
+        throw this.#refusal;
+      }
+      this.#reopenFailedAt = Date.now();
       throw new PavilionError(ErrorCodes.AUDIT_SIGNER_FAILED, `PKCS#11 signing failed: the session was lost and could not be reopened: ${describeThrown(error)}`, { cause: error });
     }
+    this.#reopenFailedAt = 0;
     this.#session = reopened.session;
     this.#key = reopened.key;
     this.#confirmed = false;
