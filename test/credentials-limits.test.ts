@@ -7,9 +7,11 @@
  * anything in it is verified.
  *
  * A presentation's challenge is used up last, atomically, and only by a presentation that yields
- * something: one refused for any reason (its own proof, its age, or every credential in it) leaves
- * the challenge to the honest holder. One that yields facts uses it up even if some of its
- * credentials were refused, or a captured copy would yield those facts again.
+ * something, or one refused for a reason that can pass later: one refused for good (its own
+ * proof, its age, or every credential in it forged, untrusted, expired...) leaves the challenge to
+ * the honest holder, and so does a bare presentation through the gate. One that yields facts uses
+ * it up even if some of its credentials were refused, or a captured copy would yield those facts
+ * again.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -192,6 +194,35 @@ describe('a presentation uses its challenge up last, and only when it is accepte
     const honest = await present([credential], holder, challenge);
     assert.equal((await v.verifyPresentation('bank', honest, { challenge, domain: DOMAIN })).credentials.length, 1);
     await rejectsWith(v.verifyPresentation('bank', honest, { challenge, domain: DOMAIN }), ErrorCodes.CREDENTIAL_REPLAYED);
+  });
+
+  it('a bare presentation (no credentials) through the gate yields nothing and leaves the challenge, so whoever sees a challenge cannot burn it without a credential; verifyPresentation still authenticates a bare holder once', async () => {
+    const { settings, holder, rogue, credential } = await material();
+    const nonces = new MemoryNonceStore();
+    const gate = await startGate(8, nonces, settings);
+    try {
+      const bare = (await gate.prepareInput('bank', {}, [await present([], rogue)], { challenge: CHALLENGE })) as PreparedInput;
+      assert.deepEqual([bare.credentials, bare.credential_errors], [[], []]);
+      assert.equal(nonces.size, 0, 'the challenge is still unused');
+      const honest = (await gate.prepareInput('bank', {}, [await present([credential], holder)], { challenge: CHALLENGE })) as PreparedInput;
+      assert.deepEqual([honest.credentials.length, honest.credential_errors], [1, []]);
+    } finally {
+      await gate.stop();
+    }
+    const v = await verifier(settings, { nonces: new MemoryNonceStore() });
+    const authentication = await present([], holder);
+    assert.equal((await v.verifyPresentation('bank', authentication, { challenge: CHALLENGE, domain: DOMAIN })).holder, holder.did);
+    await rejectsWith(v.verifyPresentation('bank', authentication, { challenge: CHALLENGE, domain: DOMAIN }), ErrorCodes.CREDENTIAL_REPLAYED);
+  });
+
+  it('one refused for a reason that can pass later (a credential not yet valid) uses the challenge up: a copy shown once the reason is gone is REPLAYED', async () => {
+    const { settings, issuer, holder, credential } = await material();
+    const nonces = new MemoryNonceStore();
+    const v = await verifier(settings, { nonces });
+    const early = await signed(kycCredential(issuer.did, { credentialSubject: { id: holder.did, kycLevel: 'full' }, validFrom: '2026-09-01T00:00:00Z' }), issuer);
+    await rejectsWith(v.verifyPresentation('bank', await present([early], holder), { challenge: CHALLENGE, domain: DOMAIN }), ErrorCodes.CREDENTIAL_NOT_YET_VALID);
+    assert.equal(nonces.size, 1, 'used up');
+    await rejectsWith(v.verifyPresentation('bank', await present([credential], holder), { challenge: CHALLENGE, domain: DOMAIN }), ErrorCodes.CREDENTIAL_REPLAYED);
   });
 
   it('(guard) one refused for its own proof (tampered after signing, too old) leaves the challenge unused too', async () => {

@@ -178,7 +178,7 @@ export class CredentialVerifier {
    * verifies is refused: it throws the first one's code (all of them in `details.errors`).
    */
   async verifyPresentation(tenantId: string, presentation: unknown, options: VerifyOptions): Promise<PresentationResultV1> {
-    const { result, accepted } = await this.#verifyPresentation(tenantId, presentation, options, new Set());
+    const { result, accepted } = await this.#verifyPresentation(tenantId, presentation, options, new Set(), true);
     const first = result.errors[0];
     if (!accepted && first !== undefined) {
       throw new PavilionError(first.code, `no credential in the presentation verifies (credential ${first.index}: ${first.message})`, {
@@ -189,18 +189,23 @@ export class CredentialVerifier {
   }
 
   /**
-   * The challenge is used up last, atomically, and only by a presentation that is accepted: its
-   * holder proof, holder and age verify, and it yields at least one verified credential (or
-   * carries none: a bare holder authentication). A presentation refused for any reason, every
-   * credential in it included, leaves the challenge to the holder, who may answer it again; it
-   * gains an attacker nothing, as the same presentation is refused the same way each time. One
-   * that yields facts uses the challenge up even though some of its credentials were refused, or a
-   * captured copy would yield those facts again. Of two requests racing with one presentation, the
-   * store's check-and-set lets exactly one through; the other is REPLAYED and yields nothing.
+   * The challenge is used up last, atomically, and only when that matters. A presentation is
+   * accepted when its holder proof, holder and age verify and it yields at least one verified
+   * credential, or, where the holder's authentication itself is the answer
+   * (`holderAuthenticates`: verifyPresentation), when it carries none; an accepted presentation
+   * uses the challenge up, or a captured copy would yield the same again. A refused one leaves
+   * the challenge to the honest holder when every refusal would recur for a copy shown later
+   * (a bad signature, an untrusted issuer, an expired credential: see REFUSED_FOR_GOOD), since
+   * the copy gains nothing; one refused for a reason that can pass later (a status list not
+   * fetched yet, a credential not yet valid, shared state away) uses it up, so a copy cannot
+   * succeed once the reason is gone. A bare presentation through the gate (verifyEach) yields
+   * nothing and uses nothing: whoever sees a challenge cannot burn it without a credential.
+   * Of two requests racing with one presentation, the store's check-and-set lets exactly one
+   * through; the other is REPLAYED and yields nothing.
    *
-   * `accepted` false: refused (nothing yielded, challenge unused), each credential's code in `errors`.
+   * `accepted` false: refused, nothing yielded, each credential's code in `errors`.
    */
-  async #verifyPresentation(tenantId: string, presentation: unknown, options: VerifyOptions, consumed: Set<string>): Promise<{ result: PresentationResultV1; accepted: boolean }> {
+  async #verifyPresentation(tenantId: string, presentation: unknown, options: VerifyOptions, consumed: Set<string>, holderAuthenticates: boolean): Promise<{ result: PresentationResultV1; accepted: boolean }> {
     const tenant = this.#tenant(tenantId);
     const nowMs = options.nowMs ?? this.#clock();
     this.#measure(tenant, presentation); // size only: a presentation is not cached, so not hashed
@@ -248,9 +253,10 @@ export class CredentialVerifier {
       }
     }
     const result: PresentationResultV1 = { version: 1, holder, credentials, errors };
-    if (embedded.length > 0 && credentials.length === 0) return { result, accepted: false };
-    await this.#consumeChallenge(tenant, challenge, domain, nowMs, consumed);
-    return { result, accepted: true };
+    const accepted = credentials.length > 0 || (embedded.length === 0 && holderAuthenticates);
+    const refusedForGood = embedded.length === 0 || errors.every((e) => REFUSED_FOR_GOOD.has(e.code));
+    if (accepted || !refusedForGood) await this.#consumeChallenge(tenant, challenge, domain, nowMs, consumed);
+    return { result, accepted };
   }
 
   /** For the decision input: every credential verified, facts and typed errors side by side. */
@@ -262,7 +268,7 @@ export class CredentialVerifier {
       try {
         if (isPresentation(credential)) {
           // a refused presentation yields no facts, only its credentials' codes
-          const { result } = await this.#verifyPresentation(tenantId, credential, options, consumed);
+          const { result } = await this.#verifyPresentation(tenantId, credential, options, consumed, false);
           facts.push(...result.credentials);
           errors.push(...result.errors.map((e) => ({ ...e, index })));
         } else {
@@ -529,6 +535,24 @@ export class CredentialVerifier {
     };
   }
 }
+
+/**
+ * Refusals a copy of the same presentation would get again whenever it is shown (with this
+ * configuration): a presentation refused only for these leaves its challenge unused. Anything
+ * else (NOT_YET_VALID, STATUS_*, SUSPENDED, STATE_UNAVAILABLE, PROOF_UNAVAILABLE, DID_UNRESOLVED,
+ * WITNESS_INVALID, CHAIN_INVALID, an internal error...) may pass later, so it uses the challenge up.
+ */
+const REFUSED_FOR_GOOD: ReadonlySet<string> = new Set([
+  ErrorCodes.CREDENTIAL_MALFORMED, ErrorCodes.CREDENTIAL_TOO_LARGE, ErrorCodes.CREDENTIAL_FORMAT_UNSUPPORTED,
+  ErrorCodes.CREDENTIAL_DOCUMENT_REFUSED, ErrorCodes.CREDENTIAL_CONTEXT_HASH_MISMATCH, ErrorCodes.CREDENTIAL_UNDEFINED_TERM,
+  ErrorCodes.CREDENTIAL_CANONICALIZATION_LIMIT, ErrorCodes.CREDENTIAL_DID_UNSUPPORTED, ErrorCodes.CREDENTIAL_KEY_UNSUPPORTED,
+  ErrorCodes.CREDENTIAL_PROOF_UNSUPPORTED, ErrorCodes.CREDENTIAL_SIGNATURE_INVALID, ErrorCodes.CREDENTIAL_ISSUER_MISMATCH,
+  ErrorCodes.CREDENTIAL_EXPIRED, ErrorCodes.CREDENTIAL_TOO_OLD, ErrorCodes.CREDENTIAL_DISCLOSURE_INVALID,
+  ErrorCodes.CREDENTIAL_KEY_BINDING_MISSING, ErrorCodes.CREDENTIAL_KEY_BINDING_INVALID, ErrorCodes.CREDENTIAL_CHALLENGE_MISMATCH,
+  ErrorCodes.CREDENTIAL_DOMAIN_MISMATCH, ErrorCodes.CREDENTIAL_HOLDER_MISMATCH, ErrorCodes.CREDENTIAL_ISSUER_UNTRUSTED,
+  ErrorCodes.CREDENTIAL_OUT_OF_SCOPE, ErrorCodes.CREDENTIAL_CHAIN_TOO_DEEP, ErrorCodes.CREDENTIAL_CHAIN_CYCLE,
+  ErrorCodes.CREDENTIAL_REVOKED,
+]);
 
 /** A used challenge's key in the nonce store: per tenant (the store bounds each tenant's share) and domain. */
 function challengeKey(tenantId: string, challenge: string, domain: string): string {
