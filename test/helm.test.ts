@@ -361,13 +361,19 @@ describe('broker-example, default values', () => {
     assert.deepEqual(sc?.seccompProfile, { type: 'RuntimeDefault' });
   });
 
-  test('the hardening cannot be values-ed away: root, a writable root, privilege escalation, privileged or an added capability fail the schema; another UID merges over the rest', () => {
+  test('the hardening cannot be values-ed away: root, a writable root, privilege escalation, privileged, an added capability, another seccomp or procMount, or a guard removed with null fail the render; another UID merges over the rest', () => {
     for (const [setting, message] of [
       ['pavilion.securityContext.runAsNonRoot=false', /runAsNonRoot': value must be true/],
       ['pavilion.securityContext.readOnlyRootFilesystem=false', /readOnlyRootFilesystem': value must be true/],
       ['pavilion.securityContext.allowPrivilegeEscalation=true', /allowPrivilegeEscalation': value must be false/],
       ['pavilion.securityContext.privileged=true', /privileged': value must be false/],
       ['pavilion.securityContext.capabilities.add[0]=NET_ADMIN', /capabilities\/add': maxItems/],
+      ['pavilion.securityContext.seccompProfile.type=Unconfined', /seccompProfile\/type': value must be one of/],
+      ['pavilion.securityContext.procMount=Unmasked', /procMount': value must be 'Default'/],
+      // null deletes a key in Helm's merge: removing a guard is refused like turning it off
+      ['pavilion.securityContext.readOnlyRootFilesystem=null', /missing property 'readOnlyRootFilesystem'/],
+      ['pavilion.securityContext.capabilities.drop=null', /missing property 'drop'/],
+      ['pavilion.securityContext=null', /pavilion.securityContext must not be removed/],
     ] as const) {
       renderFails(['--set', setting], message);
     }

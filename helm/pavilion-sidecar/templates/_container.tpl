@@ -96,7 +96,7 @@ The sidecar container, as one item of a pod's `containers:` list:
   resources:
     {{- toYaml $p.resources | nindent 4 }}
   securityContext:
-    {{- toYaml $p.securityContext | nindent 4 }}
+    {{- toYaml (required "pavilion.securityContext must not be removed: the sidecar runs non-root with a read-only root filesystem (the schema checks its fields)" $p.securityContext) | nindent 4 }}
   terminationMessagePolicy: FallbackToLogsOnError
   volumeMounts:
     - name: pavilion-config
