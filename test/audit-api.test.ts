@@ -263,9 +263,10 @@ describe('proof and checkpoint endpoints, receipts', () => {
     assert.equal(plain.body['receipt'], undefined, 'no receipt unless asked');
     const byQuery = await decide('bank', 'receipt-q', '?receipt');
     const byHeader = await post(`${app.url}/v1/data/bank/authz/allow`, { input: { subject: { id: 'receipt-h' } } }, { ...TENANT, 'x-pavilion-receipt': '1' });
-    await decide('bank', 'filler'); // checkpoints every 2 events: one more makes sure one covers both
+    const byQueryOne = await decide('bank', 'receipt-q1', '?receipt=1'); // the header's spelling works in the query too
+    await decide('bank', 'filler'); // checkpoints every 2 events: one more makes sure one covers them
     const keys = Keyring.load(join(auditDir, 'keys'));
-    for (const response of [byQuery, byHeader]) {
+    for (const response of [byQuery, byHeader, byQueryOne]) {
       const receipt = response.body['receipt'] as Record<string, unknown>;
       assert.equal(receipt['decision_id'], response.body['decision_id']);
       assert.equal(receipt['tenant'], 'bank');

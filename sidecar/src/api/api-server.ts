@@ -168,7 +168,8 @@ function parseQuery(search: string): Query {
     provenance: boolParam(params, 'provenance'),
     pretty: boolParam(params, 'pretty'),
     verbose: boolParam(params, 'verbose'),
-    receipt: boolParam(params, 'receipt'),
+    // Pavilion's own parameter: `1` as its header form (x-pavilion-receipt: 1) says, too
+    receipt: boolParam(params, 'receipt') || params.getAll('receipt').includes('1'),
   };
 }
 

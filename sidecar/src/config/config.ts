@@ -775,7 +775,7 @@ function parseNats(raw: unknown, labelId: string, p: (file: string) => string): 
 
 const EXTAUTHZ_TENANT_KEYS = ['path', 'dryRun', 'skipRequestBodyParse', 'maxRequestBodyBytes', 'failureStatus', 'timeoutMs', 'receipts'] as const;
 const HTTP_HEADER_NAME = /^[!#$%&'*+.^_`|~0-9a-z-]+$/;
-const RESERVED_PREFIXES = ['/v1', '/health', '/metrics'];
+const RESERVED_PREFIXES = ['/v0', '/v1', '/health', '/metrics'];
 
 function extAuthzTenantSettings(obj: Json, path: string, fallback: Omit<ExtAuthzTenantConfig, 'path'>): Omit<ExtAuthzTenantConfig, 'path'> {
   return {

@@ -51,6 +51,11 @@ interface TenantQueue {
    * the first resync both deliver the current pointer) would queue the deploy a second time.
    */
   inFlight: number;
+  /**
+   * The pointer in flight was offered again meanwhile (a resync): should its activation fail
+   * for a transient reason, its retries start over, as a fresh offer's would have.
+   */
+  reoffered: boolean;
   pending: PointerEntry | undefined;
   running: Promise<void> | undefined;
   /** Live deltas, one at a time (the tenant manager orders them with activations). */
@@ -459,7 +464,7 @@ export class NatsDistribution implements Component {
   #queue(tenant: string): TenantQueue {
     let queue = this.#queues.get(tenant);
     if (queue === undefined) {
-      queue = { applied: this.#options.tenants.tenant(tenant)?.origin?.sequence ?? 0, inFlight: 0, pending: undefined, running: undefined, deltas: Promise.resolve(), deltaGap: false, shadow: Promise.resolve(), deltasAhead: 0, deltaRetry: this.#retry(), pointerRetry: this.#retry(), retrying: 0 };
+      queue = { applied: this.#options.tenants.tenant(tenant)?.origin?.sequence ?? 0, inFlight: 0, reoffered: false, pending: undefined, running: undefined, deltas: Promise.resolve(), deltaGap: false, shadow: Promise.resolve(), deltasAhead: 0, deltaRetry: this.#retry(), pointerRetry: this.#retry(), retrying: 0 };
       this.#queues.set(tenant, queue);
     }
     return queue;
@@ -474,6 +479,7 @@ export class NatsDistribution implements Component {
    */
   #offer(tenant: string, entry: PointerEntry): void {
     const queue = this.#queue(tenant);
+    if (entry.sequence === queue.inFlight) queue.reoffered = true;
     if (entry.sequence <= queue.applied || entry.sequence <= queue.inFlight || (queue.pending !== undefined && entry.sequence <= queue.pending.sequence)) {
       this.#options.metrics?.distributionUpdates.inc({ tenant, outcome: 'stale' });
       return;
@@ -487,6 +493,7 @@ export class NatsDistribution implements Component {
       const entry = queue.pending;
       queue.pending = undefined;
       queue.inFlight = entry.sequence;
+      queue.reoffered = false;
       try {
         await this.#apply(tenant, queue, entry);
       } finally {
@@ -534,7 +541,8 @@ export class NatsDistribution implements Component {
    * the same one offered by a resync meanwhile, makes the retry a no-op (`#offer` drops it).
    */
   #retryLater(tenant: string, queue: TenantQueue, entry: PointerEntry): void {
-    if (queue.retrying !== entry.sequence) {
+    if (queue.retrying !== entry.sequence || queue.reoffered) {
+      queue.reoffered = false;
       queue.retrying = entry.sequence;
       queue.pointerRetry.attempts = 0;
     }

@@ -39,10 +39,11 @@ function isExecutable(path: string): boolean {
   }
 }
 
+/** The tool's absolute path: callers run it from other working directories (opa build runs in its staging directory). */
 export function findTool(name: string, envVar: string): string {
   const explicit = process.env[envVar];
   if (explicit !== undefined && explicit !== '') {
-    if (isExecutable(explicit)) return explicit;
+    if (isExecutable(explicit)) return resolve(explicit);
     throw new PavilionError(ErrorCodes.TOOL_MISSING, `${envVar}=${explicit} is not an executable file`);
   }
   const local = join(REPO_ROOT, '.tools', 'bin', name);
@@ -50,7 +51,7 @@ export function findTool(name: string, envVar: string): string {
   for (const dir of (process.env['PATH'] ?? '').split(delimiter)) {
     if (dir === '') continue;
     const candidate = join(dir, name);
-    if (isExecutable(candidate)) return candidate;
+    if (isExecutable(candidate)) return resolve(candidate);
   }
   throw new PavilionError(
     ErrorCodes.TOOL_MISSING,
