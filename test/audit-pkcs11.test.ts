@@ -407,4 +407,15 @@ describe('PKCS#11 signer (SoftHSM2)', () => {
     });
     assert.equal(signer.reconnects, 0);
   });
+
+  it('a reopen that fails for another reason (the key gone with the session) is not tried again for 5 s: the next call fails at once, naming the wait', async () => {
+    const label = 'gone-key';
+    const signer = await module.signer({ tokenLabel: TOKEN, pin: PIN, keyLabel: label, generate: true });
+    const admin = tokenAdmin();
+    admin.destroy(label);
+    admin.closeAllSessions();
+    await assert.rejects(signer.sign(Buffer.from('after the HSM lost the key')), (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_SIGNER_FAILED) && /could not be reopened/.test(e.message));
+    await assert.rejects(signer.sign(Buffer.from('right after')), (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_SIGNER_FAILED) && /last reopen failed \d+ ms ago; the next attempt is in \d+ ms/.test(e.message));
+    assert.equal(signer.reconnects, 0);
+  });
 });

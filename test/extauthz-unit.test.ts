@@ -273,6 +273,7 @@ describe('tenant resolution (never guessed)', () => {
     assert.equal(invalid({ tenantFrom: { fixed: 'Bank!' } }), ErrorCodes.CONFIG_INVALID);
     assert.equal(invalid({ tenantFrom: { fixed: 'bank' }, failureStatus: 200 }), ErrorCodes.CONFIG_INVALID);
     assert.equal(invalid({ tenantFrom: { fixed: 'bank' }, http: { pathPrefix: '/v1/ext' } }), ErrorCodes.CONFIG_INVALID);
+    assert.equal(invalid({ tenantFrom: { fixed: 'bank' }, http: { pathPrefix: '/v0' } }), ErrorCodes.CONFIG_INVALID, 'the v0 Data API is the API\'s own route too');
     assert.equal(invalid({ tenantFrom: { fixed: 'bank' }, tenants: { bank: { pth: 'x' } } }), ErrorCodes.CONFIG_INVALID);
     const config = parseConfig({ extAuthz: { tenantFrom: { header: 'X-Tenant' }, tenants: { bank: { dryRun: true } } } }).extAuthz;
     assert.deepEqual(config?.tenantFrom, { kind: 'header', header: 'x-tenant' });
