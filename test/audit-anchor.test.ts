@@ -7,7 +7,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import {
-  Keyring,
   RecordType,
   SoftwareSigner,
   verifyLogFile,
@@ -17,7 +16,7 @@ import {
   type SignedCheckpointV1,
 } from '../sidecar/src/audit/log/index.ts';
 import { ErrorCodes, PavilionError, isPavilionError } from '../sidecar/src/lib/errors.ts';
-import { decisionEvent, openLog, readRecords, tempDir, walPath, writeRecords } from './audit/fixtures.ts';
+import { decisionEvent, openLog, readRecords, ringOf, tempDir, walPath, writeRecords } from './audit/fixtures.ts';
 
 /** An append-only ledger: each anchor is an entry number holding a root. */
 class Ledger implements Anchor, AnchorVerifier {
@@ -38,8 +37,7 @@ class Ledger implements Anchor, AnchorVerifier {
 }
 
 const signer = SoftwareSigner.generate();
-const ring = new Keyring();
-ring.add(signer.publicKeySpki);
+const ring = ringOf(signer);
 
 async function anchoredLog(ledger: Ledger): Promise<string> {
   const dir = await tempDir();

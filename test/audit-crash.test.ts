@@ -9,8 +9,8 @@ import { appendFile, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { describe, it } from 'node:test';
-import { Keyring, SoftwareSigner, verifyLogFile, type RecoveryReport } from '../sidecar/src/audit/log/index.ts';
-import { decisionEvent, openLog, tempDir, walPath } from './audit/fixtures.ts';
+import { SoftwareSigner, verifyLogFile, type RecoveryReport } from '../sidecar/src/audit/log/index.ts';
+import { decisionEvent, openLog, ringOf, tempDir, walPath } from './audit/fixtures.ts';
 
 interface Round {
   readonly pid: number;
@@ -83,8 +83,7 @@ describe('crash safety', () => {
     const sizeBefore = log.size;
     assert.equal((await log.append(decisionEvent(1, { decision_id: 'after-crash' }))).leaf_index, sizeBefore, 'the tree continues');
     await log.stop(5000);
-    const ring = new Keyring();
-    ring.add(signer.publicKeySpki);
+    const ring = ringOf(signer);
     const verified = await verifyLogFile(walPath(dir), ring);
     assert.equal(verified.leaves, sizeBefore + 1);
     assert.equal(verified.unsignedLeaves, 0);

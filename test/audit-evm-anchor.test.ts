@@ -38,14 +38,13 @@ import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
 import { startEvmChain, type RunningEvmChain } from './harness/evm-chain.ts';
 import { until } from './harness/wait.ts';
 import { post, startPavilion } from './harness/pavilion-harness.ts';
-import { decisionEvent, openLog, readRecords, tempDir, walPath, writeRecords } from './audit/fixtures.ts';
+import { decisionEvent, openLog, readRecords, ringOf, tempDir, walPath, writeRecords } from './audit/fixtures.ts';
 
 let chain: RunningEvmChain;
 let contract: string;
 let deployment: { txHash: string; blockNumber: number };
 const signer = SoftwareSigner.generate();
-const ring = new Keyring();
-ring.add(signer.publicKeySpki);
+const ring = ringOf(signer);
 const anchors: EvmAnchor[] = [];
 const verifiers: EvmAnchorVerifier[] = [];
 

@@ -7,17 +7,16 @@ import assert from 'node:assert/strict';
 import { appendFile, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { Keyring, SoftwareSigner, verifyLogFile } from '../sidecar/src/audit/log/index.ts';
+import { SoftwareSigner, verifyLogFile } from '../sidecar/src/audit/log/index.ts';
 import { FileAnchor, FileAnchorVerifier, createAnchor, type FileAnchorEntryV1 } from '../sidecar/src/audit/anchor/index.ts';
 import { parseConfig } from '../sidecar/src/config/index.ts';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
-import { decisionEvent, openLog, readRecords, tempDir, walPath, writeRecords } from './audit/fixtures.ts';
+import { decisionEvent, openLog, readRecords, ringOf, tempDir, walPath, writeRecords } from './audit/fixtures.ts';
 import { RecordType } from '../sidecar/src/audit/log/index.ts';
 import { get, startPavilion } from './harness/pavilion-harness.ts';
 
 const signer = SoftwareSigner.generate();
-const ring = new Keyring();
-ring.add(signer.publicKeySpki);
+const ring = ringOf(signer);
 
 const failsWith = async (promise: Promise<unknown>, code: string, message?: RegExp): Promise<void> => {
   await assert.rejects(promise, (e: unknown) => {

@@ -11,7 +11,6 @@ import { hashLeaf } from '../sidecar/src/audit/merkle/index.ts';
 import {
   AuditLog,
   FILE_HEADER_BYTES,
-  Keyring,
   RecordType,
   SoftwareSigner,
   decisionIdOf,
@@ -22,7 +21,7 @@ import {
 } from '../sidecar/src/audit/log/index.ts';
 import { CHECKPOINT_HEADROOM_BYTES } from '../sidecar/src/audit/log/wal-writer.ts';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
-import { decisionEvent, logOptions, openLog, readRecords, tempDir, walPath } from './audit/fixtures.ts';
+import { decisionEvent, logOptions, openLog, readRecords, ringOf, tempDir, walPath } from './audit/fixtures.ts';
 
 async function rejectsCode(promise: Promise<unknown> | (() => unknown), code: string): Promise<void> {
   await assert.rejects(async () => (typeof promise === 'function' ? promise() : promise), (error: unknown) => {
@@ -31,12 +30,6 @@ async function rejectsCode(promise: Promise<unknown> | (() => unknown), code: st
     return true;
   });
 }
-
-const ringOf = (...signers: SoftwareSigner[]): Keyring => {
-  const ring = new Keyring();
-  for (const s of signers) ring.add(s.publicKeySpki);
-  return ring;
-};
 
 describe('appending', () => {
   it('acknowledges each decision with its sequence number once the record is on disk', async () => {

@@ -18,7 +18,7 @@ import type * as Pkcs11Types from 'pkcs11js';
 import { createCheckpointSigner } from '../sidecar/src/audit/index.ts';
 import { Keyring, Pkcs11Module, SoftwareSigner, checkpointMessage, ecPointToSpki, verifyDecisionProof, verifyLogFile } from '../sidecar/src/audit/log/index.ts';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
-import { decisionEvent, openLog, tempDir, walPath } from './audit/fixtures.ts';
+import { decisionEvent, openLog, ringOf, tempDir, walPath } from './audit/fixtures.ts';
 
 const MODULE = ['/usr/lib/softhsm/libsofthsm2.so', '/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so'].find((p) => existsSync(p));
 const TOKEN = 'pavilion-audit-test';
@@ -190,8 +190,7 @@ describe('PKCS#11 signer (SoftHSM2)', () => {
     for (let i = 0; i < 10; i++) await log.append(decisionEvent(i));
     const proof = await log.proveInclusion('decision-000009');
     await log.stop(5000);
-    const ring = new Keyring();
-    ring.add(signer.publicKeySpki);
+    const ring = ringOf(signer);
     assert.equal(verifyDecisionProof(proof, ring).keyId, signer.keyId);
     const result = await verifyLogFile(walPath(dir), ring);
     assert.equal(result.checkpoints, 3);
@@ -202,8 +201,7 @@ describe('PKCS#11 signer (SoftHSM2)', () => {
     const first = await module.signer({ tokenLabel: TOKEN, pin: PIN, keyLabel: 'checkpoint-2026' });
     const again = await module.signer({ tokenLabel: TOKEN, pin: PIN, keyLabel: 'checkpoint-2026' });
     assert.equal(again.keyId, first.keyId);
-    const ring = new Keyring();
-    ring.add(first.publicKeySpki);
+    const ring = ringOf(first);
     const body = { origin: 'pavilion-test/bank', tree_size: 1, root_hash: '00'.repeat(32), timestamp: '2026-11-28T12:00:00.000Z', key_id: first.keyId };
     const signatures = await Promise.all(Array.from({ length: 40 }, (_, i) => (i % 2 === 0 ? first : again).sign(checkpointMessage({ ...body, tree_size: i }))));
     signatures.forEach((signature, i) => {
@@ -222,8 +220,7 @@ describe('PKCS#11 signer (SoftHSM2)', () => {
     log.rotateSigner(newKey);
     await log.append(decisionEvent(2));
     await log.stop(5000);
-    const ring = new Keyring();
-    ring.add(newKey.publicKeySpki);
+    const ring = ringOf(newKey);
     await assert.rejects(verifyLogFile(walPath(dir), ring), (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_KEY_UNKNOWN));
     ring.add(oldKey.publicKeySpki);
     assert.equal((await verifyLogFile(walPath(dir), ring)).checkpoints, 2);

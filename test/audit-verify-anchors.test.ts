@@ -7,7 +7,6 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import {
-  Keyring,
   RecordType,
   SoftwareSigner,
   proveFromLogFile,
@@ -18,11 +17,10 @@ import {
 } from '../sidecar/src/audit/log/index.ts';
 import { FileAnchor, FileAnchorVerifier } from '../sidecar/src/audit/anchor/index.ts';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
-import { decisionEvent, openLog, readRecords, tempDir, walPath, writeRecords } from './audit/fixtures.ts';
+import { decisionEvent, openLog, readRecords, ringOf, tempDir, walPath, writeRecords } from './audit/fixtures.ts';
 
 const signer = SoftwareSigner.generate();
-const ring = new Keyring();
-ring.add(signer.publicKeySpki);
+const ring = ringOf(signer);
 
 const failsWith = async (promise: Promise<unknown>, code: string, details: Record<string, unknown> = {}, message?: RegExp): Promise<void> => {
   await assert.rejects(promise, (e: unknown) => {

@@ -15,11 +15,10 @@ import {
   type SignedCheckpointV1,
 } from '../sidecar/src/audit/log/index.ts';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
-import { decisionEvent, openLog, readRecords, tempDir, walPath, writeRecords, type FileRecord } from './audit/fixtures.ts';
+import { decisionEvent, openLog, readRecords, ringOf, tempDir, type FileRecord, walPath, writeRecords } from './audit/fixtures.ts';
 
 const signer = SoftwareSigner.generate();
-const ring = new Keyring();
-ring.add(signer.publicKeySpki);
+const ring = ringOf(signer);
 
 /** A log of 20 leaves with checkpoints at 5, 10, 15 and 20 (records: 5 leaves, 1 checkpoint, ...). */
 let source: { header: Buffer; records: FileRecord[]; checkpoints: SignedCheckpointV1[]; bytes: Buffer };

@@ -7,6 +7,7 @@ import {
   AuditLog,
   FILE_HEADER_BYTES,
   FrameDecoder,
+  Keyring,
   SoftwareSigner,
   WAL_FILE,
   encodeFrame,
@@ -30,6 +31,13 @@ export function decisionEvent(n: number, extra: Partial<DecisionEventV1> = {}): 
     req_id: n,
     ...extra,
   };
+}
+
+/** A keyring trusting the public keys of `signers` (what a verifier would be given). */
+export function ringOf(...signers: ReadonlyArray<{ readonly publicKeySpki: Uint8Array }>): Keyring {
+  const ring = new Keyring();
+  for (const signer of signers) ring.add(signer.publicKeySpki);
+  return ring;
 }
 
 export async function tempDir(prefix = 'pavilion-audit-'): Promise<string> {
