@@ -35,7 +35,6 @@ export interface PavilionOptions {
   readonly log?: (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => void;
 }
 
-/** The configured decision sink: NDJSON file (default), the verifiable audit log, or none. */
 /** The engine's settings from the config (the composition root and tests that wire the parts alike). */
 export function engineOptions(config: PavilionConfig): ConstructorParameters<typeof PolicyEngine>[0] {
   return {
@@ -49,6 +48,7 @@ export function engineOptions(config: PavilionConfig): ConstructorParameters<typ
   };
 }
 
+/** The configured decision sink: NDJSON file (default), the verifiable audit log, or none. */
 function decisionSink(config: PavilionConfig): DecisionSink {
   const { sink, path, audit } = config.decisionLog;
   if (sink === 'file') return new FileDecisionSink(path);

@@ -465,7 +465,7 @@ export class ApiServer implements Component {
     let route = 'other';
     const mounted = this.#deps.mounted;
     try {
-      if (mounted !== undefined && (pathname === mounted.pathPrefix || pathname.startsWith(`${mounted.pathPrefix}/`))) {
+      if (mounted !== undefined && isUnder(pathname, mounted.pathPrefix)) {
         route = 'ext_authz';
         await mounted.handle(req, res);
       } else if (isUnder(pathname, '/v1/data')) {

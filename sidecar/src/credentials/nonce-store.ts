@@ -15,6 +15,12 @@ export interface NonceStore {
   seen(key: string, nowMs: number): Promise<boolean>;
 }
 
+/** The tenant of a nonce key: its text up to the first NUL, as the verifier writes them. */
+function tenantOf(key: string): string {
+  const end = key.indexOf('\u0000');
+  return end < 0 ? '' : key.slice(0, end);
+}
+
 /**
  * Bounded in-memory store. When a tenant's share is full of live entries it refuses new ones
  * (`ERR_CREDENTIAL_STATE_UNAVAILABLE`) rather than evicting any: an evicted entry would let its
@@ -23,11 +29,6 @@ export interface NonceStore {
  * Expired entries leave from a min-heap on expiry, so each insert is O(log n) however full
  * the store is.
  */
-function tenantOf(key: string): string {
-  const end = key.indexOf('\u0000');
-  return end < 0 ? '' : key.slice(0, end);
-}
-
 export class MemoryNonceStore implements NonceStore {
   readonly #seen = new Map<string, number>();
   /** Live entries per tenant. */

@@ -40,6 +40,8 @@ export interface UnservablePath {
    * `path`, itself defaulting to `<id>/envoy/authz/allow`); false: the default settings.
    */
   readonly configured: boolean;
+  /** The tenant is in dry run: every check is allowed. */
+  readonly dryRun: boolean;
 }
 
 export class ExtAuthz implements Component {
@@ -95,7 +97,7 @@ export class ExtAuthz implements Component {
     const named = new Set(Object.keys(this.#config.tenants));
     if (from.kind === 'fixed') named.add(from.tenant);
     else if (from.kind === 'destination') for (const tenant of Object.values(from.map)) named.add(tenant);
-    return [...named].filter((tenant) => this.#deps.tenants.has(tenant) && this.#deps.engine.active(tenant) !== undefined).sort();
+    return [...named].filter((tenant) => this.#deps.tenants.has(tenant)).sort();
   }
 
   /**
@@ -109,9 +111,9 @@ export class ExtAuthz implements Component {
     for (const tenant of this.#servedTenants()) {
       const active = this.#deps.engine.active(tenant);
       if (active === undefined) continue;
-      const { path } = this.service.settingsFor(tenant);
+      const { path, dryRun } = this.service.settingsFor(tenant);
       if (!active.entrypoints.includes(path)) {
-        out.push({ tenant, path, revision: active.revision, configured: Object.hasOwn(this.#config.tenants, tenant) });
+        out.push({ tenant, path, revision: active.revision, configured: Object.hasOwn(this.#config.tenants, tenant), dryRun });
       }
     }
     return out;
@@ -134,15 +136,12 @@ export class ExtAuthz implements Component {
         revision: u.revision,
         configured: u.configured,
         code: ErrorCodes.ENTRYPOINT_UNKNOWN,
-        ...(this.#dryRun(u.tenant) ? { dry_run: true } : {}),
+        ...(u.dryRun ? { dry_run: true } : {}),
       });
     }
     return found;
   }
 
-  #dryRun(tenant: string): boolean {
-    return this.service.settingsFor(tenant).dryRun;
-  }
 
   async stop(deadlineMs: number): Promise<void> {
     this.#started = false;
@@ -166,14 +165,14 @@ export class ExtAuthz implements Component {
     const unservable = this.checkDecisionPaths();
     if (unservable.length > 0) {
       const list = unservable
-        .map((u) => `${u.tenant} (${u.path} is not an entrypoint of revision ${u.revision}${this.#dryRun(u.tenant) ? '; dry run: every check is allowed' : ''})`)
+        .map((u) => `${u.tenant} (${u.path} is not an entrypoint of revision ${u.revision}${u.dryRun ? '; dry run: every check is allowed' : ''})`)
         .join(', ');
       return {
         state: 'WARN',
         message: `ext_authz cannot decide for tenant${unservable.length === 1 ? '' : 's'} ${list}: every check fails with ${ErrorCodes.ENTRYPOINT_UNKNOWN}; set extAuthz.tenants.<id>.path to one of the bundle's entrypoints`,
         details: {
           ...details,
-          unknownPaths: Object.fromEntries(unservable.map((u) => [u.tenant, { path: u.path, revision: u.revision, configured: u.configured, dryRun: this.#dryRun(u.tenant) }])),
+          unknownPaths: Object.fromEntries(unservable.map((u) => [u.tenant, { path: u.path, revision: u.revision, configured: u.configured, dryRun: u.dryRun }])),
         },
       };
     }

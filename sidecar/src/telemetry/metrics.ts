@@ -35,7 +35,6 @@ export class Metrics implements EngineObserver, CredentialObserver {
   /** Read at every scrape for pavilion_audit_stream_backlog (set by the decision forwarder). */
   auditStreamBacklogSource: (() => Readonly<Record<string, number>>) | undefined;
   readonly #revisions = new Map<string, string>();
-  #distributionRegistered = false;
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'pavilion_', eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_INTERVAL_MS });
@@ -161,8 +160,8 @@ export class Metrics implements EngineObserver, CredentialObserver {
    * constructed, so only a sidecar with `bundles.source: "nats"` has them. Idempotent.
    */
   registerDistributionMetrics(): void {
-    if (this.#distributionRegistered) return;
-    this.#distributionRegistered = true;
+    // the registry knows what it holds: registering twice would throw
+    if (this.registry.getSingleMetric('pavilion_distribution_connected') !== undefined) return;
     for (const metric of [this.distributionConnected, this.distributionReconnects, this.distributionUpdates, this.rolloutSeconds]) {
       this.registry.registerMetric(metric);
     }

@@ -231,7 +231,7 @@ export async function verifyLogFile(path: string, keyring: Keyring, options: Ver
     const verifier = options.anchorVerifiers?.find((v) => v.kind === anchor.kind);
     if (verifier === undefined) {
       // Asked to check anchors: one that none of the verifiers can check does not pass unchecked.
-      if ((options.anchorVerifiers ?? []).length === 0) continue;
+      if (!anchorsAsked) continue;
       throw uncheckableAnchor(anchor, options.anchorVerifiers ?? [], `(record ${String(where['recordNumber'])}) `, where);
     }
     try {
@@ -249,21 +249,30 @@ export async function verifyLogFile(path: string, keyring: Keyring, options: Ver
   // Every anchor the outside systems hold for this log, whatever records the file kept: the
   // contract only makes tree sizes grow, so a history forked after an anchor and anchored
   // again at a larger size fails at the first anchor it contradicts.
+  /** What an outside system holds for the log, or ERR_AUDIT_ANCHOR_FAILED when it cannot be asked. */
+  const readOutside = async <T>(kind: string, read: () => Promise<T>): Promise<T> => {
+    try {
+      return await read();
+    } catch (error) {
+      throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_FAILED, `the ${kind} anchors of ${origin ?? ''} could not be read: ${isPavilionError(error) ? error.message : String(error)}`, { cause: error });
+    }
+  };
+  /** An anchored tree size the log no longer reaches: leaves were cut. */
+  const checkReach = (kind: string, treeSize: number, at: Record<string, unknown>): void => {
+    if (treeSize > tree.size) {
+      throw bad(ErrorCodes.AUDIT_LOG_TRUNCATED, `the ${kind} anchor holds tree size ${treeSize} of ${origin ?? ''}, but the log has ${tree.size} leaves: leaves from ${tree.size} on were removed`, { ...at, leafIndex: tree.size });
+    }
+  };
+
   let anchoredOutsideSize = 0;
   for (const verifier of options.anchorVerifiers ?? []) {
     if (verifier.anchorsOf === undefined || origin === undefined) continue;
-    let held: readonly OutsideAnchor[];
-    try {
-      held = await verifier.anchorsOf(origin);
-    } catch (error) {
-      throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_FAILED, `the ${verifier.kind} anchors of ${origin} could not be read: ${isPavilionError(error) ? error.message : String(error)}`, { cause: error });
-    }
+    const [anchorsOf, log] = [verifier.anchorsOf.bind(verifier), origin];
+    const held = await readOutside(verifier.kind, () => anchorsOf(log));
     let agreed = 0;
     for (const outside of [...held].sort((a, b) => a.treeSize - b.treeSize)) {
       const at = { ...outside.where, treeSize: outside.treeSize };
-      if (outside.treeSize > tree.size) {
-        throw bad(ErrorCodes.AUDIT_LOG_TRUNCATED, `the ${verifier.kind} anchor holds tree size ${outside.treeSize} of ${origin}, but the log has ${tree.size} leaves: leaves from ${tree.size} on were removed`, { ...at, leafIndex: tree.size });
-      }
+      checkReach(verifier.kind, outside.treeSize, at);
       if (tree.root(outside.treeSize).toString('hex') !== outside.rootHash) {
         throw bad(ErrorCodes.AUDIT_ROOT_MISMATCH, `the ${verifier.kind} anchor holds root ${outside.rootHash} for the first ${outside.treeSize} leaves of ${origin}; the log gives another: at least one of leaves ${agreed}..${outside.treeSize - 1} was rewritten after it was anchored`, {
           ...at, leafIndex: agreed, firstSuspectLeaf: agreed, lastSuspectLeaf: outside.treeSize - 1,
@@ -287,16 +296,10 @@ export async function verifyLogFile(path: string, keyring: Keyring, options: Ver
   // rewritten with its anchor records dropped, fails here.
   for (const verifier of options.anchorVerifiers ?? []) {
     if (verifier.latestAnchor === undefined || origin === undefined) continue;
-    let latest: { readonly treeSize: number; readonly rootHash: string } | undefined;
-    try {
-      latest = await verifier.latestAnchor(origin);
-    } catch (error) {
-      throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_FAILED, `the ${verifier.kind} anchors of ${origin} could not be read: ${isPavilionError(error) ? error.message : String(error)}`, { cause: error });
-    }
+    const [latestAnchor, log] = [verifier.latestAnchor.bind(verifier), origin];
+    const latest = await readOutside(verifier.kind, () => latestAnchor(log));
     if (latest === undefined) continue;
-    if (latest.treeSize > tree.size) {
-      throw bad(ErrorCodes.AUDIT_LOG_TRUNCATED, `the ${verifier.kind} anchor holds tree size ${latest.treeSize} of ${origin}, but the log has ${tree.size} leaves: leaves from ${tree.size} on were removed`, { leafIndex: tree.size, treeSize: latest.treeSize });
-    }
+    checkReach(verifier.kind, latest.treeSize, { treeSize: latest.treeSize });
     if (tree.root(latest.treeSize).toString('hex') !== latest.rootHash) {
       throw bad(ErrorCodes.AUDIT_ROOT_MISMATCH, `the ${verifier.kind} anchor holds root ${latest.rootHash} for the first ${latest.treeSize} leaves of ${origin}; the log gives another: it was rewritten after it was anchored`, {
         leafIndex: 0, treeSize: latest.treeSize, firstSuspectLeaf: 0, lastSuspectLeaf: latest.treeSize - 1,
