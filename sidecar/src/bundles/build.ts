@@ -30,13 +30,11 @@ import { createHash, generateKeyPairSync } from 'node:crypto';
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
-import { gunzipSync, gzipSync } from 'node:zlib';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
 import { TENANT_ID_PATTERN } from '../lib/tenant-id.ts';
 import { findOpa, REPO_ROOT, runTool } from '../lib/tools.ts';
 import { readBundle, type Bundle } from './archive.ts';
-import { loadVerificationKey, signBundle, verifyBundleSignature, type SigningAlgorithm } from './signing.ts';
-import { readTar, writeTar } from './tar.ts';
+import { keepPreviousSignature, signBundle, type SigningAlgorithm } from './signing.ts';
 
 /** Manifest metadata key for decision test vectors (read back by the tenant manager's gate). */
 export const DECISION_TESTS_METADATA_KEY = 'decision_tests';
@@ -193,8 +191,6 @@ async function readDecisionTests(definitionFile: string): Promise<unknown[] | un
   }
 }
 
-const SIGNATURES_ENTRY = '/.signatures.json';
-
 /**
  * The gzip header as `opa build` writes it, whichever platform packed the archive: no mtime,
  * OS byte 255 ("unknown"; Node's zlib writes 3 on Unix and 10 on Windows). Neither field is
@@ -205,34 +201,6 @@ function fixedGzipHeader(archive: Buffer): Buffer {
   archive.fill(0, 4, 8);
   archive[9] = 0xff;
   return archive;
-}
-
-/**
- * `unsigned` signed with the previous archive's signature, packed as `signBundle` packs, when
- * that archive holds exactly the same files (names, order, bytes) and its signature verifies
- * with `key` for `scope`; otherwise undefined (sign anew). A signature is only ever reused
- * for the very content it covers, by the key that made it.
- */
-async function keepPreviousSignature(
-  previous: Buffer,
-  unsigned: Buffer,
-  key: { readonly keyPem: string; readonly keyId: string; readonly algorithm: SigningAlgorithm },
-  scope: string,
-): Promise<Buffer | undefined> {
-  try {
-    const old = readTar(gunzipSync(previous));
-    const signature = old.find((e) => e.name === SIGNATURES_ENTRY);
-    const oldFiles = old.filter((e) => e.name !== SIGNATURES_ENTRY);
-    const files = readTar(gunzipSync(unsigned)).filter((e) => e.name !== SIGNATURES_ENTRY);
-    if (signature === undefined || oldFiles.length !== files.length) return undefined;
-    if (oldFiles.some((e, i) => e.name !== files[i]?.name || !e.data.equals(files[i].data))) return undefined;
-    // the public half of a private PEM (or the shared secret for HS*)
-    const verification = loadVerificationKey(key.keyId, key.keyPem, key.algorithm);
-    await verifyBundleSignature(new Map(old.map((e) => [e.name, e.data])), { keys: new Map([[key.keyId, verification]]), scope, allowUnsigned: false });
-    return gzipSync(writeTar([...files, signature]));
-  } catch {
-    return undefined;
-  }
 }
 
 export async function buildTenantBundle(definitionFile: string, options: BuildOptions = {}): Promise<BuildResult> {

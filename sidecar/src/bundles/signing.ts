@@ -21,7 +21,7 @@ import { CompactSign, compactVerify, decodeProtectedHeader } from 'jose';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
 import type { PatchOperation } from './delta.ts';
 import { DEFAULT_FILE_HASH_ALGORITHM, hashBundleFile } from './file-hash.ts';
-import { readTar, writeTar } from './tar.ts';
+import { readTar, writeTar, type TarEntry } from './tar.ts';
 
 export const SIGNING_ALGORITHMS = [
   'ES256', 'ES384', 'ES512', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'EdDSA', 'HS256', 'HS384', 'HS512',
@@ -254,17 +254,58 @@ export interface SignOptions {
   readonly hashAlgorithm?: string;
 }
 
+/** An archive's entries and, apart, its `.signatures.json` (undefined when unsigned). */
+function unpackSigned(archive: Buffer): { files: TarEntry[]; signatures: Buffer | undefined } {
+  const entries = readTar(gunzipSync(archive));
+  return {
+    files: entries.filter((entry) => bareName(entry.name) !== SIGNATURES_FILE),
+    signatures: entries.find((entry) => bareName(entry.name) === SIGNATURES_FILE)?.data,
+  };
+}
+
+/** `files` and `signatures` packed as a signed bundle archive (the signatures last). */
+function packSigned(files: readonly TarEntry[], signatures: Buffer): Buffer {
+  return gzipSync(writeTar([...files, { name: `/${SIGNATURES_FILE}`, data: signatures }]));
+}
+
 /** Sign a bundle archive: returns a new archive with `.signatures.json` (replacing any old one). */
 export async function signBundle(archive: Buffer, options: SignOptions): Promise<Buffer> {
   const key = signingKey(options);
   let entries;
   try {
-    entries = readTar(gunzipSync(archive)).filter((entry) => bareName(entry.name) !== SIGNATURES_FILE);
+    entries = unpackSigned(archive).files;
   } catch (error) {
     throw new PavilionError(ErrorCodes.BUNDLE_SIGNING_FAILED, `cannot read the bundle to sign: ${describeThrown(error)}`, { cause: error });
   }
-  const signatures = signaturesFile([await signToken(entries, options, key)]);
-  return gzipSync(writeTar([...entries, { name: `/${SIGNATURES_FILE}`, data: signatures }]));
+  return packSigned(entries, signaturesFile([await signToken(entries, options, key)]));
+}
+
+/**
+ * `unsigned` signed with the previous archive's signature, packed as `signBundle` packs, when
+ * that archive holds exactly the same files (names, order, bytes) and its signature verifies
+ * with `key` for `scope`; otherwise undefined (sign anew). A signature is only ever reused
+ * for the very content it covers, by the key that made it: a rebuild of unchanged sources
+ * gives the same bytes.
+ */
+export async function keepPreviousSignature(
+  previous: Buffer,
+  unsigned: Buffer,
+  key: { readonly keyPem: string; readonly keyId: string; readonly algorithm: SigningAlgorithm },
+  scope: string,
+): Promise<Buffer | undefined> {
+  try {
+    const old = unpackSigned(previous);
+    const { files } = unpackSigned(unsigned);
+    if (old.signatures === undefined || old.files.length !== files.length) return undefined;
+    if (old.files.some((e, i) => e.name !== files[i]?.name || !e.data.equals(files[i].data))) return undefined;
+    // the public half of a private PEM (or the shared secret for HS*)
+    const verification = loadVerificationKey(key.keyId, key.keyPem, key.algorithm);
+    const held = new Map([...old.files.map((e) => [e.name, e.data] as const), [`/${SIGNATURES_FILE}`, old.signatures] as const]);
+    await verifyBundleSignature(held, { keys: new Map([[key.keyId, verification]]), scope, allowUnsigned: false });
+    return packSigned(files, old.signatures);
+  } catch {
+    return undefined;
+  }
 }
 
 function signingKey(options: SignOptions): KeyObject {
