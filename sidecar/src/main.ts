@@ -5,15 +5,11 @@
  */
 import { loadConfig } from './config/index.ts';
 import { describeThrown, isPavilionError } from './lib/errors.ts';
+import { hostPort } from './lib/host-port.ts';
 import { Pavilion } from './pavilion.ts';
 
 function log(level: 'info' | 'warn' | 'error', msg: string, fields: Record<string, unknown> = {}): void {
   process.stderr.write(`${JSON.stringify({ level, time: new Date().toISOString(), msg, ...fields })}\n`);
-}
-
-/** `host:port`, with an IPv6 host in brackets. */
-function hostPort(host: string, port: number): string {
-  return `${host.includes(':') ? `[${host}]` : host}:${port}`;
 }
 
 async function main(): Promise<void> {

@@ -10,6 +10,7 @@ export {
   SoftwareSigner,
   WAL_FILE,
   decodeCheckpoint,
+  parseCheckpoint,
   proveConsistencyFromLogFile,
   proveFromLogFile,
   publicKeyPem,

@@ -64,31 +64,28 @@ export async function credentialCommand(command: string | undefined, args: strin
     process.stdout.write(sampleContext().bytes);
     return 0;
   }
-  if (command === undefined || !['parties', 'policy', 'issue', 'present', 'verify'].includes(command)) {
-    process.stderr.write(`usage:\n${CREDENTIAL_USAGE}\n`);
-    return 2;
-  }
-  const tenant = assertSampleTenant(values.tenant ?? '');
+  // read when a command needs it: an unknown command is a usage error whatever --tenant says
+  const tenant = (): ReturnType<typeof assertSampleTenant> => assertSampleTenant(values.tenant ?? '');
   switch (command) {
     case 'parties': {
-      const parties = await sampleParties(tenant);
+      const parties = await sampleParties(tenant());
       out({ anchor: parties.anchor.did, issuer: parties.issuer.did, holder: parties.holder.did });
       return 0;
     }
     case 'policy':
-      out(await sampleTenantPolicyJson(tenant));
+      out(await sampleTenantPolicyJson(tenant()));
       return 0;
     case 'issue': {
       const format = values.format as SampleFormat;
       if (!['di', 'vc-jwt', 'sd-jwt'].includes(format)) throw new Error('--format must be di, vc-jwt or sd-jwt');
-      out(await issueSampleCredential(tenant, { format, issuedAt: nowFrom(values.now), validDays: Number(values['valid-days']) }));
+      out(await issueSampleCredential(tenant(), { format, issuedAt: nowFrom(values.now), validDays: Number(values['valid-days']) }));
       return 0;
     }
     case 'present': {
       const credential = await readCredential(values.credential);
       const { challenge, domain } = values;
       if (challenge === undefined || domain === undefined) throw new Error('--challenge and --domain are required');
-      const { holder } = await sampleParties(tenant);
+      const { holder } = await sampleParties(tenant());
       if (typeof credential === 'string') {
         const disclose = (values.disclose ?? '').split(',').filter((s) => s !== '');
         out(await presentSdJwtVc(credential, disclose, holder, { nonce: challenge, aud: domain, iatSeconds: Math.floor(nowFrom(values.now).getTime() / 1000) }));
@@ -101,12 +98,12 @@ export async function credentialCommand(command: string | undefined, args: strin
     case 'verify': {
       const credential = await readCredential(values.credential);
       const now = nowFrom(values.now).getTime();
-      const verifier = await CredentialVerifier.create([await sampleTenantPolicy(tenant)], { clock: () => now });
+      const verifier = await CredentialVerifier.create([await sampleTenantPolicy(tenant())], { clock: () => now });
       const options = {
         ...(values.challenge === undefined ? {} : { challenge: values.challenge }),
         ...(values.domain === undefined ? {} : { domain: values.domain }),
       };
-      const result = await verifier.verifyEach(tenant, [credential], options);
+      const result = await verifier.verifyEach(tenant(), [credential], options);
       out(result);
       // as `pavilion audit verify`: a refusal is exit 1 (the JSON above says why), so scripts can gate on it
       if (result.errors.length === 0 && result.credentials.length > 0) return 0;

@@ -29,7 +29,7 @@ import { parseArgs } from 'node:util';
 import {
   Keyring,
   WAL_FILE,
-  decodeCheckpoint,
+  parseCheckpoint,
   proveConsistencyFromLogFile,
   proveFromLogFile,
   verifyConsistencyProof,
@@ -389,32 +389,34 @@ function isResultWrapper(parsed: unknown): parsed is { result: unknown } {
   return typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed) && Object.keys(parsed).length === 1 && 'result' in parsed;
 }
 
-/** A proof as `pavilion audit prove` writes it, or as the HTTP proof endpoint answers (`{"result": proof}`). */
-async function readProofFile(file: string): Promise<unknown> {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(await readFile(file, 'utf8'));
-  } catch (error) {
-    if (!(error instanceof SyntaxError)) throw error;
-    throw new PavilionError(ErrorCodes.AUDIT_PROOF_INVALID, 'the proof file is not JSON', { cause: error, details: { reason: 'malformed' } });
-  }
-  const server = serverErrorIn(parsed);
-  if (server !== undefined) throw serverErrorFailure('proof', file, server, ErrorCodes.AUDIT_PROOF_INVALID);
-  return isResultWrapper(parsed) ? parsed.result : parsed;
-}
-
-/** A checkpoint as the log holds it, or as the HTTP checkpoint endpoint answers (`{"result": checkpoint}`). */
-async function readCheckpointFile(file: string): Promise<SignedCheckpointV1> {
+/**
+ * A JSON file saved from the API or written by the CLI: the value, unwrapped from the
+ * endpoints' `{"result": ...}`; a saved error body is refused as the server's error
+ * (`fallback` when its code is not Pavilion's); a parse failure is `notJson`'s error.
+ */
+async function readServerJson(file: string, what: 'proof' | 'checkpoint', fallback: ErrorCode, notJson: (error: unknown) => PavilionError): Promise<unknown> {
   const text = await readFile(file, 'utf8');
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
-  } catch {
-    return decodeCheckpoint(text); // says it is not JSON, with its own code
+  } catch (error) {
+    throw notJson(error);
   }
   const server = serverErrorIn(parsed);
-  if (server !== undefined) throw serverErrorFailure('checkpoint', file, server, ErrorCodes.AUDIT_CHECKPOINT_INVALID);
-  return decodeCheckpoint(isResultWrapper(parsed) ? JSON.stringify(parsed.result) : text);
+  if (server !== undefined) throw serverErrorFailure(what, file, server, fallback);
+  return isResultWrapper(parsed) ? parsed.result : parsed;
+}
+
+/** A proof as `pavilion audit prove` writes it, or as the HTTP proof endpoint answers (`{"result": proof}`). */
+function readProofFile(file: string): Promise<unknown> {
+  return readServerJson(file, 'proof', ErrorCodes.AUDIT_PROOF_INVALID, (error) =>
+    new PavilionError(ErrorCodes.AUDIT_PROOF_INVALID, 'the proof file is not JSON', { cause: error, details: { reason: 'malformed' } }));
+}
+
+/** A checkpoint as the log holds it, or as the HTTP checkpoint endpoint answers (`{"result": checkpoint}`). */
+async function readCheckpointFile(file: string): Promise<SignedCheckpointV1> {
+  return parseCheckpoint(await readServerJson(file, 'checkpoint', ErrorCodes.AUDIT_CHECKPOINT_INVALID, (error) =>
+    new PavilionError(ErrorCodes.AUDIT_CHECKPOINT_INVALID, 'checkpoint: not JSON', { cause: error })));
 }
 
 /** Say on stderr what the anchors were checked against, so "ok" is never read as more than it is. */

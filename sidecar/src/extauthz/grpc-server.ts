@@ -27,6 +27,7 @@ import type { AddressInfo } from 'node:net';
 import { promisify } from 'node:util';
 import { gunzip, inflate } from 'node:zlib';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
+import { hostPort } from '../lib/host-port.ts';
 import { withDeadline } from '../lib/lifecycle.ts';
 import type { CheckService } from './check-service.ts';
 import { RpcCode, failureCheckResponse } from './decision.ts';
@@ -77,7 +78,7 @@ function peerOf(stream: http2.ServerHttp2Stream): string {
   const socket = stream.session?.socket;
   const address = socket?.remoteAddress ?? 'unknown';
   const port = socket?.remotePort ?? 0;
-  return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
+  return hostPort(address, port);
 }
 
 export class ExtAuthzGrpcServer {
