@@ -44,6 +44,8 @@ import {
   Wallet,
   getAddress,
   isError,
+  type Log,
+  type LogDescription,
   type TransactionReceipt,
 } from 'ethers';
 import { ErrorCodes, PavilionError, describeThrown, isPavilionError } from '../../lib/errors.ts';
@@ -113,6 +115,19 @@ export interface EvmAnchorSubmission {
 }
 
 const ANCHOR_ABI = new Interface(PAVILION_ANCHOR_ARTIFACT.abi);
+/** The topic of the contract's Anchored event (the artifact is fixed: it always has one). */
+const ANCHORED_TOPIC = ANCHOR_ABI.getEvent('Anchored')?.topicHash;
+
+/** The Anchored events among `logs` that `contract` emitted, decoded, each with its log. */
+function anchoredEvents(logs: readonly Log[], contract: string): Array<{ readonly log: Log; readonly event: LogDescription }> {
+  const out: Array<{ readonly log: Log; readonly event: LogDescription }> = [];
+  for (const log of logs) {
+    if (getAddress(log.address) !== contract) continue;
+    const event = ANCHOR_ABI.parseLog({ topics: [...log.topics], data: log.data });
+    if (event !== null && event.name === 'Anchored') out.push({ log, event });
+  }
+  return out;
+}
 const HEX32 = /^[0-9a-f]{64}$/;
 const TX_HASH = /^0x[0-9a-f]{64}$/;
 const PRIVATE_KEY = /^0x[0-9a-fA-F]{64}$/;
@@ -306,6 +321,7 @@ export class EvmAnchor implements Anchor {
     let maxPriorityFeePerGas = fees.maxPriorityFeePerGas ?? 1_000_000_000n;
     let maxFeePerGas = fees.maxFeePerGas ?? (fees.gasPrice ?? 1_000_000_000n) * 2n;
     const bump = BigInt(100 + (this.#options.feeBumpPercent ?? 20));
+    const bumped = (fee: bigint): bigint => (fee * bump) / 100n + 1n;
     // A transaction of an earlier submission that never got a receipt holds its nonce while it
     // is not mined: 'pending' would put this one behind it (or refuse it as an underpriced
     // replacement). Replace it instead, with fees above its own.
@@ -317,8 +333,8 @@ export class EvmAnchor implements Anchor {
       if (mined <= stuck.nonce) {
         nonce = stuck.nonce;
         replacing = stuck.txHashes;
-        const priorityFloor = (stuck.maxPriorityFeePerGas * bump) / 100n + 1n;
-        const feeFloor = (stuck.maxFeePerGas * bump) / 100n + 1n;
+        const priorityFloor = bumped(stuck.maxPriorityFeePerGas);
+        const feeFloor = bumped(stuck.maxFeePerGas);
         if (maxPriorityFeePerGas < priorityFloor) maxPriorityFeePerGas = priorityFloor;
         if (maxFeePerGas < feeFloor) maxFeePerGas = feeFloor;
         if (maxPriorityFeePerGas > maxFeePerGas) maxFeePerGas = maxPriorityFeePerGas;
@@ -329,6 +345,11 @@ export class EvmAnchor implements Anchor {
 
     let sent: string[] = [];
     const everySent: string[] = [];
+    /** The last version sent never went out, or the nonce it used went to another sender. */
+    const unsend = (): void => {
+      sent.pop();
+      everySent.pop();
+    };
     /** The nonce went elsewhere: send the next version at a fresh one, replacing nothing. */
     const freshNonce = async (): Promise<void> => {
       nonce = await step('reading the nonce', () => this.#provider.getTransactionCount(this.#wallet.address, 'pending'));
@@ -341,8 +362,8 @@ export class EvmAnchor implements Anchor {
     for (let attempt = 1; attempt <= attempts; attempt++) {
       if (attempt > 1) {
         this.#resubmissions++;
-        maxPriorityFeePerGas = (maxPriorityFeePerGas * bump) / 100n + 1n;
-        maxFeePerGas = (maxFeePerGas * bump) / 100n + 1n;
+        maxPriorityFeePerGas = bumped(maxPriorityFeePerGas);
+        maxFeePerGas = bumped(maxFeePerGas);
         const now = await this.#provider.getFeeData().catch(() => undefined);
         if (now?.maxFeePerGas != null && now.maxFeePerGas > maxFeePerGas) maxFeePerGas = now.maxFeePerGas;
         if (maxPriorityFeePerGas > maxFeePerGas) maxFeePerGas = maxPriorityFeePerGas;
@@ -377,8 +398,7 @@ export class EvmAnchor implements Anchor {
         const refused = cause !== undefined && !retryable(cause);
         if (refused) {
           // Refused for good (insufficient funds, ...): this version never went out.
-          sent.pop();
-          everySent.pop();
+          unsend();
           this.#unconfirmed = previous;
         }
         if (sent.length === 0 || !refused) {
@@ -396,8 +416,7 @@ export class EvmAnchor implements Anchor {
           if (ours !== null) break;
         }
         if (ours === null) {
-          sent.pop();
-          everySent.pop();
+          unsend();
           if (sent.length === 0) {
             this.#unconfirmed = previous?.nonce === nonce ? undefined : previous;
             if (attempt >= attempts) throw failed(`anchoring tree size ${checkpoint.tree_size}: nonce ${nonce} was used by a transaction this submission did not send`, undefined, where);
@@ -583,7 +602,7 @@ export class EvmAnchorVerifier implements AnchorVerifier {
   async anchorsOf(origin: string): Promise<readonly EvmAnchoredEvent[]> {
     const provider = this.#connect();
     const logId = `0x${logIdOf(origin)}`;
-    const topic = ANCHOR_ABI.getEvent('Anchored')?.topicHash;
+    const topic = ANCHORED_TOPIC;
     if (topic === undefined) throw failed('the anchor contract ABI has no Anchored event');
     const page = this.#options.logsPageBlocks ?? 10_000;
     const found: Array<EvmAnchoredEvent & { readonly index: number }> = [];
@@ -592,10 +611,8 @@ export class EvmAnchorVerifier implements AnchorVerifier {
       const head = await provider.getBlockNumber();
       for (let from = this.#options.fromBlock ?? 0; from <= head; from += page) {
         const logs = await provider.getLogs({ address: this.#contract, topics: [topic, logId], fromBlock: from, toBlock: Math.min(head, from + page - 1) });
-        for (const log of logs) {
-          if (log.removed || getAddress(log.address) !== this.#contract) continue;
-          const event = ANCHOR_ABI.parseLog({ topics: [...log.topics], data: log.data });
-          if (event === null || event.name !== 'Anchored' || `0x${hex32(event.args[0])}` !== logId) continue;
+        for (const { log, event } of anchoredEvents(logs.filter((l) => !l.removed), this.#contract)) {
+          if (`0x${hex32(event.args[0])}` !== logId) continue;
           found.push({
             treeSize: Number(event.args[1] as bigint),
             rootHash: hex32(event.args[2]),
@@ -642,12 +659,10 @@ export class EvmAnchorVerifier implements AnchorVerifier {
     if (receipt.blockNumber !== ref.block_number) throw mismatch(`transaction ${ref.tx_hash} is in block ${receipt.blockNumber}, the anchor says ${ref.block_number}`, where);
     if (receipt.status !== 1) throw mismatch(`transaction ${ref.tx_hash} reverted`, where);
     if (receipt.to === null || getAddress(receipt.to) !== this.#contract) throw mismatch(`transaction ${ref.tx_hash} was sent to ${receipt.to ?? 'no contract (a deployment)'}, not the anchor contract ${this.#contract}`, where);
-    const events = receipt.logs
-      .filter((log) => getAddress(log.address) === this.#contract)
-      .map((log) => ANCHOR_ABI.parseLog({ topics: [...log.topics], data: log.data }))
-      .filter((event) => event?.name === 'Anchored');
-    const event = events.find((e) => BigInt(e!.args[1] as bigint) === BigInt(record.tree_size) && hex32(e!.args[0]) === ref.log_id);
-    if (event === undefined || event === null) throw mismatch(`transaction ${ref.tx_hash} anchored no checkpoint of log ${ref.log_id} at tree size ${record.tree_size}`, where);
+    const event = anchoredEvents(receipt.logs, this.#contract)
+      .map((found) => found.event)
+      .find((e) => BigInt(e.args[1] as bigint) === BigInt(record.tree_size) && hex32(e.args[0]) === ref.log_id);
+    if (event === undefined) throw mismatch(`transaction ${ref.tx_hash} anchored no checkpoint of log ${ref.log_id} at tree size ${record.tree_size}`, where);
     if (hex32(event.args[2]) !== record.root_hash) throw mismatch(`transaction ${ref.tx_hash} anchored root ${hex32(event.args[2])} at tree size ${record.tree_size}, the record says ${record.root_hash}`, where);
     if (hex32(event.args[3]) !== ref.checkpoint_sig_sha256) throw mismatch(`transaction ${ref.tx_hash} anchored signature hash ${hex32(event.args[3])}, the record says ${ref.checkpoint_sig_sha256}`, where);
     const head = await ask('block number', () => provider.getBlockNumber());
