@@ -81,4 +81,22 @@ describe('one-time stores', () => {
     assert.equal(await store.take('p', NOW), false, 'the oldest challenge was dropped when full');
     assert.equal(await store.take('r', NOW), true);
   });
+
+  it('the challenge bound is per tenant: minting a full share for one tenant drops none of another tenant\'s', async () => {
+    const store = new MemoryChallengeStore(2);
+    await store.remember('hospital\u0000h1', NOW + 1000, NOW);
+    for (const c of ['b1', 'b2', 'b3', 'b4']) await store.remember(`bank\u0000${c}`, NOW + 1000, NOW);
+    assert.equal(await store.take('hospital\u0000h1', NOW), true, 'the other tenant\'s challenge survives the flood');
+    assert.equal(await store.take('bank\u0000b2', NOW), false, 'the flooding tenant loses its own oldest');
+    assert.equal(await store.take('bank\u0000b4', NOW), true);
+  });
+
+  it('expired challenges at the front of a share leave before a live one is dropped', async () => {
+    const store = new MemoryChallengeStore(2);
+    await store.remember('bank\u0000old', NOW + 10, NOW);
+    await store.remember('bank\u0000live', NOW + 1000, NOW);
+    await store.remember('bank\u0000new', NOW + 1000, NOW + 20);
+    assert.equal(await store.take('bank\u0000live', NOW + 20), true, 'the expired one made the room');
+    assert.equal(await store.take('bank\u0000new', NOW + 20), true);
+  });
 });

@@ -116,24 +116,37 @@ export interface ChallengeStore {
   take(key: string, nowMs: number): Promise<boolean>;
 }
 
+/**
+ * Bounded in-memory store of minted challenges. The bound is per tenant (a key's text up to
+ * its first NUL, as the verifier writes them): when a tenant's share is full its own oldest
+ * challenge goes first (the holder who waited longest is the one asked to retry), so a flood
+ * of minting for one tenant never drops another tenant's challenges. Expired challenges leave
+ * when they reach the front of their tenant's share or are taken.
+ */
 export class MemoryChallengeStore implements ChallengeStore {
-  readonly #open = new Map<string, number>();
+  /** Open challenges per tenant, in minting order, with their expiry. */
+  readonly #open = new Map<string, Map<string, number>>();
 
-  constructor(readonly maxEntries = 100_000) {}
+  constructor(readonly maxEntriesPerTenant = 100_000) {}
 
-  async remember(key: string, expiresAtMs: number, _nowMs: number): Promise<void> {
-    if (this.#open.size >= this.maxEntries) {
-      // the oldest challenge goes first: a holder who waited longest is the one asked to retry
-      const oldest = this.#open.keys().next().value;
-      if (oldest !== undefined) this.#open.delete(oldest);
+  async remember(key: string, expiresAtMs: number, nowMs: number): Promise<void> {
+    const tenant = tenantOf(key);
+    let open = this.#open.get(tenant);
+    if (open === undefined) this.#open.set(tenant, (open = new Map()));
+    for (const [oldest, expires] of open) {
+      if (expires >= nowMs && open.size < this.maxEntriesPerTenant) break;
+      open.delete(oldest);
     }
-    this.#open.set(key, expiresAtMs);
+    open.set(key, expiresAtMs);
   }
 
   async take(key: string, nowMs: number): Promise<boolean> {
-    const expires = this.#open.get(key);
-    if (expires === undefined) return false;
-    this.#open.delete(key);
+    const tenant = tenantOf(key);
+    const open = this.#open.get(tenant);
+    const expires = open?.get(key);
+    if (open === undefined || expires === undefined) return false;
+    open.delete(key);
+    if (open.size === 0) this.#open.delete(tenant);
     return expires >= nowMs;
   }
 }
