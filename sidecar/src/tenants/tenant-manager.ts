@@ -570,13 +570,20 @@ export class TenantManager implements Component {
       ...(t.origin?.kind === 'persisted' ? { persisted: true } : {}),
     }]));
     if (tenants.length === 0) return { state: 'ERROR', message: 'no tenants configured or found', details };
+    // A configured tenant without a policy fails readiness: the operator said it must be
+    // served. A tenant the bundle source announced (no tenants configured) does not: one
+    // policy team's refused first bundle, or a new tenant still loading, would otherwise take
+    // every sidecar of the fleet out of service for all the other tenants at once.
     const inactive = tenants.filter((t) => t.active === undefined);
-    if (inactive.length > 0) {
-      return { state: 'ERROR', message: `tenants without an active policy: ${inactive.map((t) => t.id).join(', ')}`, details };
+    const required = inactive.filter((t) => this.#tenants.get(t.id)?.explicit === true);
+    if (required.length > 0 || inactive.length === tenants.length) {
+      const named = required.length > 0 ? required : inactive;
+      return { state: 'ERROR', message: `tenants without an active policy: ${named.map((t) => t.id).join(', ')}`, details };
     }
     const persisted = tenants.filter((t) => t.origin?.kind === 'persisted');
     const warned = tenants.filter((t) => t.state === 'WARN');
     const messages = [
+      ...(inactive.length > 0 ? [`discovered tenants without an active policy (not served until one activates): ${inactive.map((t) => t.id).join(', ')}`] : []),
       ...(warned.length > 0 ? [`tenants whose last bundle was refused: ${warned.map((t) => t.id).join(', ')}`] : []),
       ...(persisted.length > 0 ? [`serving persisted (last known good) revisions for: ${persisted.map((t) => t.id).join(', ')}`] : []),
     ];
