@@ -159,6 +159,11 @@ describe('Data API on the sample tenants', () => {
         status: 400, opa: 'invalid_parameter', code: 'ERR_REQUEST_INVALID',
       },
       {
+        name: "another tenant's status page under this tenant's header -> 400 ERR_REQUEST_INVALID (isolation)",
+        send: () => get(`${app.url}/v1/tenants/hospital`, { 'x-pavilion-tenant': 'bank' }),
+        status: 400, opa: 'invalid_parameter', code: 'ERR_REQUEST_INVALID',
+      },
+      {
         name: 'wrong method -> 405 ERR_METHOD_NOT_ALLOWED',
         send: async () => {
           const response = await fetch(`${app.url}/v1/data/bank/authz/allow`, { method: 'DELETE', headers: { 'x-pavilion-tenant': 'bank' } });

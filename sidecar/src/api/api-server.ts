@@ -502,7 +502,7 @@ export class ApiServer implements Component {
         } else if (after === '' || after === '/') {
           route = 'tenants';
           this.#onlyGet(req);
-          const status = this.#deps.tenants.tenant(tenant);
+          const status = this.#deps.tenants.tenant(this.#resolveTenant(req, tenant));
           if (status === undefined) throw new PavilionError(ErrorCodes.TENANT_UNKNOWN, `unknown tenant ${tenant}`);
           this.#json(res, 200, { result: status }, query.pretty);
         } else {
