@@ -198,6 +198,26 @@ describe('decision cache bounds', () => {
     assert.equal(cache.bytes, 0);
   });
 
+  test('the budget is shared fairly: a tenant flooding unique inputs evicts its own entries, not a quieter tenant\'s', () => {
+    const key = (tenant: string, i: number): string => DecisionCache.key(tenant, 'rev', 'path', `{"i":${i}}`);
+    const byCount = new DecisionCache(100);
+    for (let i = 0; i < 10; i++) byCount.set(key('quiet', i), { result: i });
+    for (let i = 0; i < 10_000; i++) byCount.set(key('flood', i), { result: i });
+    for (let i = 0; i < 10; i++) assert.deepEqual(byCount.get(key('quiet', i)), { result: i }, `quiet entry ${i} survives`);
+    assert.deepEqual(byCount.held('flood').entries, 90);
+    assert.equal(byCount.size, 100);
+
+    const byBytes = new DecisionCache(1_000_000, 64 * 1024);
+    for (let i = 0; i < 10; i++) byBytes.set(key('quiet', i), { result: i });
+    for (let i = 0; i < 10_000; i++) byBytes.set(`${key('flood', i)}${'x'.repeat(500)}`, { result: i });
+    assert.equal(byBytes.held('quiet').entries, 10, 'bytes: the quiet share is intact');
+    assert.ok(byBytes.bytes <= 64 * 1024);
+    byBytes.purgeTenant('flood');
+    assert.deepEqual(byBytes.held('flood'), { entries: 0, bytes: 0 });
+    assert.equal(byBytes.size, 10);
+    assert.equal(byBytes.bytes, byBytes.held('quiet').bytes);
+  });
+
   test('an entry larger than maxBytes is not cached at all', () => {
     const cache = new DecisionCache(10, 100);
     cache.set('k'.repeat(200), { result: true });

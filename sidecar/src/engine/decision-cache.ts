@@ -7,6 +7,12 @@
  * Bounded twice: by entries and by approximate bytes (the key's and the result's JSON text
  * as UTF-16, plus a fixed allowance per entry), so neither a stream of unique, large inputs
  * nor small inputs whose results are large can grow the process past the budget.
+ *
+ * The budget is shared fairly between tenants: each tenant has its own LRU, and when the
+ * cache is over budget the entry that leaves is the least recently used one of the tenant
+ * holding the most (bytes, or entries when the count is what is over). A tenant flooding
+ * the cache with unique inputs therefore evicts its own entries once it holds more than the
+ * others, and never empties a quieter tenant's share.
  */
 export interface CachedDecision {
   readonly result: unknown;
@@ -20,10 +26,23 @@ interface Entry {
   readonly cost: number;
 }
 
+/** One tenant's entries, least recently used first (Map iteration is insertion order). */
+interface Share {
+  readonly entries: Map<string, Entry>;
+  bytes: number;
+}
+
+/** The tenant a key belongs to: its text up to the first NUL, as `DecisionCache.key` writes it. */
+function tenantOf(key: string): string {
+  const end = key.indexOf('\u0000');
+  return end < 0 ? '' : key.slice(0, end);
+}
+
 export class DecisionCache {
   readonly #maxEntries: number;
   readonly #maxBytes: number;
-  readonly #entries = new Map<string, Entry>();
+  readonly #shares = new Map<string, Share>();
+  #size = 0;
   #bytes = 0;
 
   constructor(maxEntries: number, maxBytes: number = Number.POSITIVE_INFINITY) {
@@ -48,15 +67,22 @@ export class DecisionCache {
   }
 
   get size(): number {
-    return this.#entries.size;
+    return this.#size;
+  }
+
+  /** Entries and approximate bytes one tenant holds. */
+  held(tenant: string): { entries: number; bytes: number } {
+    const share = this.#shares.get(tenant);
+    return { entries: share?.entries.size ?? 0, bytes: share?.bytes ?? 0 };
   }
 
   get(key: string): CachedDecision | undefined {
-    const hit = this.#entries.get(key);
-    if (hit !== undefined) {
+    const entries = this.#shares.get(tenantOf(key))?.entries;
+    const hit = entries?.get(key);
+    if (entries !== undefined && hit !== undefined) {
       // Refresh recency: Map iteration order is insertion order.
-      this.#entries.delete(key);
-      this.#entries.set(key, hit);
+      entries.delete(key);
+      entries.set(key, hit);
     }
     return hit?.decision;
   }
@@ -65,23 +91,49 @@ export class DecisionCache {
     if (this.#maxEntries <= 0) return;
     const cost = DecisionCache.cost(key, decision.result);
     if (cost > this.#maxBytes) return;
-    this.#delete(key);
-    this.#entries.set(key, { decision, cost });
+    const tenant = tenantOf(key);
+    let share = this.#shares.get(tenant);
+    if (share === undefined) this.#shares.set(tenant, (share = { entries: new Map(), bytes: 0 }));
+    this.#delete(share, key);
+    share.entries.set(key, { decision, cost });
+    share.bytes += cost;
+    this.#size++;
     this.#bytes += cost;
-    while (this.#entries.size > this.#maxEntries || this.#bytes > this.#maxBytes) {
-      const oldest = this.#entries.keys().next();
-      if (oldest.done === true) break;
-      this.#delete(oldest.value);
+    while (this.#size > this.#maxEntries || this.#bytes > this.#maxBytes) {
+      const victim = this.#largest(this.#size > this.#maxEntries ? 'entries' : 'bytes');
+      const oldest = victim?.entries.keys().next();
+      if (victim === undefined || oldest === undefined || oldest.done === true) break;
+      this.#delete(victim, oldest.value);
     }
   }
 
   purgeTenant(tenant: string): void {
-    const prefix = `${tenant}\u0000`;
-    for (const key of this.#entries.keys()) if (key.startsWith(prefix)) this.#delete(key);
+    const share = this.#shares.get(tenant);
+    if (share === undefined) return;
+    this.#shares.delete(tenant);
+    this.#size -= share.entries.size;
+    this.#bytes -= share.bytes;
   }
 
-  #delete(key: string): void {
-    const entry = this.#entries.get(key);
-    if (entry !== undefined && this.#entries.delete(key)) this.#bytes -= entry.cost;
+  /** The share holding the most, by entry count or by bytes. */
+  #largest(by: 'entries' | 'bytes'): Share | undefined {
+    let largest: Share | undefined;
+    let most = 0;
+    for (const share of this.#shares.values()) {
+      const held = by === 'entries' ? share.entries.size : share.bytes;
+      if (held > most) {
+        most = held;
+        largest = share;
+      }
+    }
+    return largest;
+  }
+
+  #delete(share: Share, key: string): void {
+    const entry = share.entries.get(key);
+    if (entry === undefined || !share.entries.delete(key)) return;
+    share.bytes -= entry.cost;
+    this.#size--;
+    this.#bytes -= entry.cost;
   }
 }
