@@ -175,6 +175,46 @@ describe('policy engine', () => {
   });
 });
 
+describe('a tenant whose policy overruns the deadline does not take the pool from the others', () => {
+  const restarts: string[] = [];
+  const engine = new PolicyEngine(ENGINE, { onWorkerRestart: (reason) => restarts.push(reason) });
+
+  before(async () => {
+    await engine.start();
+    await engine.activate(await compiled('heavy', { modules: { 'heavy.rego': HEAVY }, entrypoints: ['heavy/spin', 'heavy/echo'], roots: ['heavy'] }));
+    await engine.activate(await compiled('calm', { modules: { 'calm.rego': 'package calm\n\necho := input\n' }, entrypoints: ['calm/echo'], roots: ['calm'] }));
+  });
+  after(() => engine.stop());
+
+  test('looping requests of one tenant, interleaved with another tenant\'s: the other tenant gets every answer', async () => {
+    const calm: Array<Promise<unknown>> = [];
+    const heavy: Array<Promise<unknown>> = [];
+    for (let round = 0; round < 6; round++) {
+      for (let i = 0; i < 2; i++) heavy.push(engine.evaluate('heavy', 'heavy/spin', { n: 700, round, i }, { cache: false }).then(() => 'ok', (e: unknown) => (e as PavilionError).code));
+      for (let i = 0; i < 10; i++) {
+        calm.push(engine.evaluate('calm', 'calm/echo', { round, i }, { cache: false }).then((d) => (d.result as { i: number }).i === i ? 'ok' : 'wrong', (e: unknown) => (e as PavilionError).code));
+      }
+      await new Promise((resolve) => setTimeout(resolve, 15));
+    }
+    const calmOutcomes = await Promise.all(calm);
+    assert.deepEqual(calmOutcomes.filter((o) => o !== 'ok'), [], 'no error for the tenant that did nothing wrong (no ERR_EVAL_TRAP from deaths it did not cause)');
+    const heavyOutcomes = await Promise.all(heavy);
+    assert.ok(heavyOutcomes.every((o) => o === ErrorCodes.EVAL_TIMEOUT), `every spin stopped at the deadline: ${heavyOutcomes.join(', ')}`);
+    assert.equal(restarts.length, heavy.length, 'one worker restart per overrun');
+    let status = engine.status();
+    for (let i = 0; i < 100 && (status.details as { readyWorkers: number }).readyWorkers < 2; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 20)); // the last replacement worker starting
+      status = engine.status();
+    }
+    assert.equal(status.state, 'WARN');
+    assert.deepEqual((status.details as { limitedTenants?: string[] }).limitedTenants, ['heavy']);
+    assert.match(status.message ?? '', /limited to one evaluation at a time.*heavy/);
+    // the limited tenant is still served, one evaluation at a time
+    const echoes = await Promise.all(Array.from({ length: 4 }, (_, i) => engine.evaluate('heavy', 'heavy/echo', { i }, { cache: false })));
+    assert.deepEqual(echoes.map((d) => (d.result as { i: number }).i), [0, 1, 2, 3]);
+  });
+});
+
 describe('decision cache bounds', () => {
   test('evicts least recently used entries by count', () => {
     const cache = new DecisionCache(2);

@@ -138,9 +138,14 @@ export class PolicyEngine implements Component {
   status(): ComponentStatus {
     if (!this.#started) return { state: 'NOT_READY', message: 'engine not started' };
     const ready = this.#pool.readyWorkers;
-    const details = { workers: this.#pool.size, readyWorkers: ready, workerRestarts: this.#pool.restarts, cacheEntries: this.#cache.size, cacheBytes: this.#cache.bytes };
+    const limited = this.#pool.limitedTenants;
+    const details = {
+      workers: this.#pool.size, readyWorkers: ready, workerRestarts: this.#pool.restarts, cacheEntries: this.#cache.size, cacheBytes: this.#cache.bytes,
+      ...(limited.length > 0 ? { limitedTenants: limited } : {}),
+    };
     if (ready === 0) return { state: 'ERROR', message: 'no evaluation worker is ready', details };
     if (ready < this.#pool.size) return { state: 'WARN', message: 'an evaluation worker is restarting', details };
+    if (limited.length > 0) return { state: 'WARN', message: `limited to one evaluation at a time after overrunning the deadline: ${limited.join(', ')}`, details };
     return { state: 'OK', details };
   }
 

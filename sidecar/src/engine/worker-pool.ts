@@ -12,7 +12,13 @@
  *   pure), and a fresh worker is started with every loaded policy. Other tenants see at
  *   most a short delay, never an error.
  * - A worker that dies for any other reason is replaced the same way; an item that was
- *   on board for two deaths fails with ERR_EVAL_TRAP instead of being retried forever.
+ *   on board for two deaths fails with ERR_EVAL_TRAP instead of being retried forever. A
+ *   timeout names its culprit, so it counts against no other item.
+ * - A tenant whose evaluation overran the deadline is limited, for QUARANTINE_MS after its
+ *   latest overrun, to one evaluation at a time, sent to a worker alone and steered around
+ *   by other tenants' work: a policy that loops on some inputs then occupies at most one
+ *   worker, and the other tenants keep the rest instead of queueing behind it (at most
+ *   QUARANTINE_MAX_QUEUED of its evaluations wait; more get ERR_EVAL_OVERLOADED).
  */
 import { Worker } from 'node:worker_threads';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
@@ -43,8 +49,30 @@ export interface WorkerPoolOptions {
 
 interface Pending {
   readonly item: EvalItem;
-  readonly resolve: (outcome: EvalOutcome) => void;
+  resolve: (outcome: EvalOutcome) => void;
   deaths: number;
+  /** A limited tenant's evaluation holding that tenant's one turn (see #admit). */
+  limitedTurn?: boolean;
+  /** The slot carrying it while it does. */
+  limitedSlot?: Slot | undefined;
+}
+
+/** How long a tenant stays limited to one evaluation at a time after its latest overrun. */
+export const QUARANTINE_MS = 30_000;
+/** A limited tenant's evaluations waiting for its turn, at most; more are refused. */
+export const QUARANTINE_MAX_QUEUED = 64;
+
+/** A tenant limited after an overrun: until when, whether its one turn is taken, who waits. */
+interface Quarantine {
+  untilMs: number;
+  busy: boolean;
+  readonly waiting: Pending[];
+}
+
+/** The tenant an evaluation is for: its policy key's text up to the first NUL (protocol.ts policyKey). */
+function tenantOf(item: EvalItem): string {
+  const end = item.key.indexOf('\u0000');
+  return end < 0 ? item.key : item.key.slice(0, end);
 }
 
 interface LoadWaiter {
@@ -69,6 +97,8 @@ class Slot {
   readonly loaded = new Set<string>();
   outbox: Pending[] = [];
   outstanding = 0;
+  /** Limited tenants' evaluations on board: other tenants' work goes elsewhere while any is. */
+  limited = 0;
   ready = false;
   dead = false;
   flushScheduled = false;
@@ -98,6 +128,7 @@ export class WorkerPool {
   readonly #watchdogPeriodMs: number;
   #stopped = false;
   #restarts = 0;
+  readonly #quarantined = new Map<string, Quarantine>();
 
   constructor(options: WorkerPoolOptions) {
     this.#options = options;
@@ -116,6 +147,12 @@ export class WorkerPool {
     return this.#options.workers;
   }
 
+  /** Tenants limited to one evaluation at a time after an overrun (see the header). */
+  get limitedTenants(): string[] {
+    const now = nowMs();
+    return [...this.#quarantined].filter(([, q]) => q.untilMs > now || q.busy).map(([tenant]) => tenant);
+  }
+
   async start(): Promise<void> {
     const started = Array.from({ length: this.#options.workers }, () => this.#spawn());
     await Promise.all(started.map((slot) => this.#whenReady(slot)));
@@ -125,7 +162,8 @@ export class WorkerPool {
     this.#stopped = true;
     this.#disarmWatchdog();
     const failure: EvalOutcome = { ok: false, code: ErrorCodes.ENGINE_STOPPED, message: 'the policy engine is stopping' };
-    for (const pending of this.#backlog) pending.resolve(failure);
+    const waiting = [...this.#quarantined.values()].flatMap((q) => q.waiting.splice(0));
+    for (const pending of [...this.#backlog, ...waiting]) pending.resolve(failure);
     this.#backlog = [];
     await Promise.all(
       this.#slots.map(async (slot) => {
@@ -164,7 +202,59 @@ export class WorkerPool {
     if (this.#stopped) {
       return Promise.resolve({ ok: false, code: ErrorCodes.ENGINE_STOPPED, message: 'the policy engine is stopped' });
     }
-    return new Promise((resolve) => this.#dispatch({ item, resolve, deaths: 0 }));
+    return new Promise((resolve) => this.#admit({ item, resolve, deaths: 0 }));
+  }
+
+  /** Dispatch, unless the item's tenant is limited and its one turn is taken: then it waits. */
+  #admit(pending: Pending): void {
+    if (this.#stopped) {
+      pending.resolve({ ok: false, code: ErrorCodes.ENGINE_STOPPED, message: 'the policy engine is stopped' });
+      return;
+    }
+    const tenant = tenantOf(pending.item);
+    const quarantine = this.#quarantined.get(tenant);
+    if (quarantine === undefined) {
+      this.#dispatch(pending);
+      return;
+    }
+    if (!quarantine.busy && quarantine.untilMs <= nowMs()) {
+      this.#quarantined.delete(tenant);
+      this.#dispatch(pending);
+      return;
+    }
+    if (quarantine.busy) {
+      if (quarantine.waiting.length >= QUARANTINE_MAX_QUEUED) {
+        pending.resolve({
+          ok: false,
+          code: ErrorCodes.EVAL_OVERLOADED,
+          message: `tenant ${tenant} overran the evaluation deadline recently and is limited to one evaluation at a time; ${QUARANTINE_MAX_QUEUED} are already waiting`,
+        });
+        return;
+      }
+      quarantine.waiting.push(pending);
+      return;
+    }
+    quarantine.busy = true;
+    const resolve = pending.resolve;
+    pending.limitedTurn = true;
+    pending.resolve = (outcome) => {
+      if (pending.limitedSlot !== undefined) pending.limitedSlot.limited--;
+      pending.limitedSlot = undefined;
+      resolve(outcome);
+      quarantine.busy = false;
+      const next = quarantine.waiting.shift();
+      if (next !== undefined) this.#admit(next);
+      else if (quarantine.untilMs <= nowMs() && this.#quarantined.get(tenant) === quarantine) this.#quarantined.delete(tenant);
+    };
+    this.#dispatch(pending);
+  }
+
+  /** Limit `tenant` (its evaluation overran the deadline) from now for QUARANTINE_MS. */
+  #limit(tenant: string): void {
+    const untilMs = nowMs() + QUARANTINE_MS;
+    const quarantine = this.#quarantined.get(tenant);
+    if (quarantine !== undefined) quarantine.untilMs = untilMs;
+    else this.#quarantined.set(tenant, { untilMs, busy: false, waiting: [] });
   }
 
   #spawn(): Slot {
@@ -268,10 +358,12 @@ export class WorkerPool {
   }
 
   #dispatch(pending: Pending): void {
+    // A slot carrying a limited tenant's evaluation is the last choice for anything else.
+    const load = (slot: Slot): number => slot.outstanding + (slot.limited > 0 ? this.#options.maxQueuedEvaluations : 0);
     let best: Slot | undefined;
     for (const slot of this.#slots) {
       if (!slot.ready || slot.dead) continue;
-      if (best === undefined || slot.outstanding < best.outstanding) best = slot;
+      if (best === undefined || load(slot) < load(best)) best = slot;
     }
     if (best === undefined) {
       if (this.#backlog.length >= this.#options.maxQueuedEvaluations) {
@@ -287,6 +379,10 @@ export class WorkerPool {
     }
     best.outbox.push(pending);
     best.outstanding++;
+    if (pending.limitedTurn === true) {
+      pending.limitedSlot = best;
+      best.limited++;
+    }
     // A worker busy with a batch gets the next one when it answers (#onMessage): items
     // queue up meanwhile and travel as one message, instead of one message (and, for a
     // sleeping thread, one wake-up) per evaluation.
@@ -400,6 +496,7 @@ export class WorkerPool {
       }).finally(() => this.#forwarded.delete(key));
     });
     if (replacement === undefined) return;
+    if (culpritPending !== undefined) this.#limit(tenantOf(culpritPending.item));
     for (const pending of held) {
       if (pending === culpritPending) {
         pending.resolve({
@@ -407,6 +504,11 @@ export class WorkerPool {
           code: ErrorCodes.EVAL_TIMEOUT,
           message: `policy evaluation exceeded its deadline of ${this.#options.evaluationTimeoutMs} ms and was stopped`,
         });
+        continue;
+      }
+      // an overrun names its culprit: the others on board did nothing wrong
+      if (culpritPending !== undefined) {
+        this.#dispatch(pending);
         continue;
       }
       pending.deaths++;
