@@ -30,6 +30,19 @@
  * events acknowledged after it are not sent again, so they are not stored twice even after
  * the duplicate window (within one process; a restart relies on the window).
  *
+ * Tenants fail apart. A pass that fails for one tenant (an event JetStream refuses, one too
+ * large for the connection, a log that cannot be read) stops that tenant only: its cursor
+ * stays before the event (nothing is skipped; its backlog shows it), it is retried alone with
+ * its own doubling wait (retryWaitMs up to 30x) and probe, and the pass goes on to the other
+ * tenants on the same connection. `status()` names each such tenant under `tenant_errors`
+ * with the error's code. A failure that leaves the connection in doubt (no acknowledgement in
+ * time, the connection lost, no stream) also drops the connection; the next tenant
+ * reconnects, and while NATS cannot be reached every tenant waits with the connection's own
+ * doubling wait. An event over the stream's max_msg_size, or over the server's max_payload
+ * once the Nats-Msg-Id header is added, is ERR_AUDIT_EVENT_TOO_LARGE: it cannot be published
+ * as it is, so it is never hurried, never dropped, and retried at that bounded pace until the
+ * limit is raised.
+ *
  * The cursor holds the hash of its last leaf: a log recovered shorter (a tail lost with
  * fsync 'interval' or 'never') may have grown past the cursor again with other events, so on
  * load the cursor counts only when the log still has that leaf there; otherwise forwarding
@@ -41,7 +54,7 @@ import { join } from 'node:path';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { NatsConfig } from '../config/index.ts';
 import { connectNats, loadedNats } from '../distribution/index.ts';
-import { describeThrown } from '../lib/errors.ts';
+import { ErrorCodes, PavilionError, describeThrown, wrapError } from '../lib/errors.ts';
 import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
 import { withDeadline } from '../lib/lifecycle.ts';
 import type { Metrics } from '../telemetry/index.ts';
@@ -57,12 +70,20 @@ const DEFAULT_ACK_TIMEOUT_MS = 10_000;
 const MAX_BACKOFF_FACTOR = 30;
 /** During a long catch-up the cursor file is written at least this often (bounds re-sends after a crash). */
 const CURSOR_SAVE_INTERVAL_MS = 1000;
+/** How the publisher words a PubAck with an error: JetStream answered, so the connection works. */
+const REFUSED_PREFIX = 'JetStream refused the message';
+/**
+ * Refused for its size, for as long as the limit stays: the stream's max_msg_size (JetStream
+ * answers), or the server's max_payload with the headers (the client will not send it).
+ */
+const TOO_LARGE = /message size exceeds|max_payload/i;
 
 export interface DecisionForwarderOptions {
   readonly nats: NatsConfig;
   /** The tenant logs to forward (read again on every pass: logs open with a tenant's first event). */
   readonly logs: () => ReadonlyMap<string, AuditLog>;
   readonly maxInFlight: number;
+  /** The first wait after a failure, doubling up to 30x: for the connection, and for each tenant on its own. */
   readonly retryWaitMs: number;
   /** How long JetStream may take to acknowledge a message before the pass fails and retries (default 10 s). */
   readonly ackTimeoutMs?: number;
@@ -79,6 +100,19 @@ interface Cursor {
   offset: number;
 }
 
+/** Why a tenant is not forwarded now, and when it is tried again. */
+interface TenantFailure {
+  readonly error: PavilionError;
+  /** The leaf it is stuck on (the cursor's next leaf). */
+  readonly leaf: number;
+  /** Failed passes in a row on that leaf. */
+  readonly attempts: number;
+  /** When the first of them failed (ISO 8601). */
+  readonly since: string;
+  /** No pass for this tenant before then (Date.now()). */
+  readonly retryAtMs: number;
+}
+
 interface TenantState {
   readonly log: AuditLog;
   readonly file: string;
@@ -93,6 +127,8 @@ interface TenantState {
   probe: boolean;
   /** The log file, open for reading from the first pass until a pass fails or the forwarder stops. */
   reader: FileHandle | undefined;
+  /** The last pass failed: this tenant waits until `retryAtMs`, the others go on. */
+  failure: TenantFailure | undefined;
 }
 
 type ForwarderState = 'new' | 'connecting' | 'forwarding' | 'retrying' | 'stopped';
@@ -108,6 +144,7 @@ export class DecisionForwarder implements Component {
   #loop: Promise<void> | undefined;
   #wake: (() => void) | undefined;
   #stopping = false;
+  /** Failed connection attempts in a row (each tenant counts its own failed passes). */
   #failures = 0;
   #published = 0;
   #duplicates = 0;
@@ -123,6 +160,11 @@ export class DecisionForwarder implements Component {
   constructor(options: DecisionForwarderOptions) {
     this.#options = options;
     this.#burst = Math.max(1, Math.floor(options.maxInFlight / 2));
+  }
+
+  /** The wait after `failures` failures in a row: doubling from retryWaitMs up to 30x, jittered. */
+  #backoffMs(failures: number): number {
+    return this.#options.retryWaitMs * Math.min(2 ** (failures - 1), MAX_BACKOFF_FACTOR) * (0.75 + Math.random() * 0.5);
   }
 
   /** Whether the cursor file is due for a write (at most once a CURSOR_SAVE_INTERVAL_MS under load). */
@@ -157,18 +199,37 @@ export class DecisionForwarder implements Component {
   status(): ComponentStatus {
     const backlog = this.backlog();
     const total = Object.values(backlog).reduce((a, b) => a + b, 0);
+    const stuck: string[] = [];
+    const tenantErrors: Record<string, unknown> = {};
+    for (const [tenant, { failure }] of this.#tenants) {
+      if (failure === undefined) continue;
+      stuck.push(`${tenant} (${failure.error.code}, ${backlog[tenant] ?? 0} waiting)`);
+      tenantErrors[tenant] = {
+        code: failure.error.code,
+        message: failure.error.message,
+        attempts: failure.attempts,
+        since: failure.since,
+        retry_at: new Date(failure.retryAtMs).toISOString(),
+        ...(failure.error.details === undefined ? {} : { details: failure.error.details }),
+      };
+    }
     const details = {
-      state: this.#state,
+      // retrying: the connection, or (connected) a tenant waiting out a failure
+      state: this.#state === 'forwarding' && stuck.length > 0 ? 'retrying' : this.#state,
       stream: this.streamName,
       backlog: total,
       tenants: backlog,
       published: this.#published,
       duplicates: this.#duplicates,
+      ...(stuck.length === 0 ? {} : { tenant_errors: tenantErrors }),
       ...(this.#lastError === undefined ? {} : { last_error: this.#lastError }),
     };
     if (this.#state === 'new' || this.#state === 'stopped') return { state: 'NOT_READY', message: `decision stream ${this.#state}`, details };
     if (this.#state === 'retrying' || this.#state === 'connecting') {
       return { state: 'WARN', message: `decision stream ${this.#state}; ${total} decisions waiting in the audit log${this.#lastError === undefined ? '' : `: ${this.#lastError}`}`, details };
+    }
+    if (stuck.length > 0) {
+      return { state: 'WARN', message: `decision stream: not forwarding ${stuck.join(', ')}; their decisions wait in the audit log, the other tenants are forwarded`, details };
     }
     return { state: 'OK', details };
   }
@@ -179,19 +240,17 @@ export class DecisionForwarder implements Component {
         // Cursors first, so the backlog is right while NATS is away too.
         for (const [tenant, log] of this.#options.logs()) if (!this.#tenants.has(tenant)) await this.#load(tenant, log);
         if (this.#js === undefined) await this.#connect();
-        this.#state = 'forwarding';
         const moved = await this.#pass();
-        this.#failures = 0;
         if (!moved) await this.#sleep(this.#options.pollIntervalMs ?? 50);
       } catch (error) {
+        // NATS JetStream could not be reached (a tenant's own failure stays in #pass): every tenant waits
         if (this.#stopping) break;
         this.#lastError = describeThrown(error);
         this.#state = 'retrying';
         this.#failures++;
         if (this.#failures === 1) this.#options.log?.('warn', 'decision stream: NATS JetStream unavailable; decisions wait in the audit log', { error: this.#lastError });
         await this.#disconnect();
-        const factor = Math.min(2 ** (this.#failures - 1), MAX_BACKOFF_FACTOR);
-        await this.#sleep(this.#options.retryWaitMs * factor * (0.75 + Math.random() * 0.5));
+        await this.#sleep(this.#backoffMs(this.#failures));
       }
     }
     // A connection made after stop's deadline passed is not left open.
@@ -227,6 +286,8 @@ export class DecisionForwarder implements Component {
     }
     this.#js = new JetStreamPublisher(nc, { ...(this.#options.nats.inboxPrefix === undefined ? {} : { inboxPrefix: this.#options.nats.inboxPrefix }), timeoutMs: this.#options.ackTimeoutMs ?? DEFAULT_ACK_TIMEOUT_MS });
     if (this.#failures > 0) this.#options.log?.('info', 'decision stream: NATS JetStream is back; catching up from the audit log');
+    this.#failures = 0;
+    this.#state = 'forwarding';
   }
 
   async #disconnect(): Promise<void> {
@@ -237,15 +298,66 @@ export class DecisionForwarder implements Component {
     if (nc !== undefined) await nc.close().catch(() => undefined);
   }
 
-  /** One round over every tenant; true when anything was published. */
+  /**
+   * One round over every tenant not waiting out a failure of its own; true when anything was
+   * published. A tenant's failure is its own (#failed) and the round goes on; only a connection
+   * that cannot be made ends it (#run then waits for every tenant).
+   */
   async #pass(): Promise<boolean> {
     let moved = false;
     for (const [tenant, log] of this.#options.logs()) {
       if (this.#stopping) break;
       const state = this.#tenants.get(tenant) ?? (await this.#load(tenant, log));
-      if (await this.#forward(tenant, state)) moved = true;
+      if (state.failure !== undefined && Date.now() < state.failure.retryAtMs) continue;
+      // a failure before this one may have dropped the connection
+      if (this.#js === undefined) await this.#connect();
+      try {
+        if (await this.#forward(tenant, state)) moved = true;
+      } catch (error) {
+        if (this.#stopping) break;
+        await this.#failed(tenant, state, error);
+        continue;
+      }
+      if (state.failure !== undefined) {
+        this.#options.log?.('info', `decision stream: tenant ${tenant} is forwarded again`, { tenant, attempts: state.failure.attempts });
+        state.failure = undefined;
+      }
     }
     return moved;
+  }
+
+  /**
+   * A pass of one tenant failed: it waits on its own (doubling per failure on the same leaf),
+   * with its error typed for status; the next pass probes with one event (#forward). The
+   * connection is dropped only when it is in doubt: kept when JetStream answered (a refusal),
+   * when the client would not send the event (max_payload), or when the log is at fault.
+   */
+  async #failed(tenant: string, state: TenantState, thrown: unknown): Promise<void> {
+    const error = wrapError(thrown, ErrorCodes.AUDIT_LOG_IO, `${tenant}: forwarding from ${state.log.path}`);
+    const leaf = state.cursor.nextLeaf;
+    const previous = state.failure?.leaf === leaf ? state.failure : undefined;
+    const attempts = (previous?.attempts ?? 0) + 1;
+    state.failure = { error, leaf, attempts, since: previous?.since ?? new Date().toISOString(), retryAtMs: Date.now() + this.#backoffMs(attempts) };
+    this.#lastError = error.message;
+    if (attempts === 1) {
+      this.#options.log?.('warn', `decision stream: tenant ${tenant} is not forwarded (retried on its own); its decisions wait in the audit log`, { tenant, code: error.code, leaf, error: error.message });
+    }
+    if (error.code === ErrorCodes.AUDIT_STREAM_UNAVAILABLE) await this.#disconnect();
+  }
+
+  /** A failed publish of leaf `leaf`, typed: too large (until a limit is raised), refused by JetStream, or not answered. */
+  #publishError(tenant: string, leaf: number, bytes: number, thrown: unknown): PavilionError {
+    const text = describeThrown(thrown);
+    if (TOO_LARGE.test(text)) {
+      const maxPayload = this.#nc?.info?.max_payload;
+      return new PavilionError(
+        ErrorCodes.AUDIT_EVENT_TOO_LARGE,
+        `${tenant}: decision ${leaf} (${bytes} bytes) is too large to publish (${text}); it stays in the audit log and is retried until the stream's max_msg_size and the server's max_payload allow it`,
+        { cause: thrown, details: { tenant, leaf, bytes, ...(maxPayload === undefined ? {} : { max_payload: maxPayload }), refused: true } },
+      );
+    }
+    const refused = text.startsWith(REFUSED_PREFIX);
+    return new PavilionError(refused ? ErrorCodes.AUDIT_STREAM_REFUSED : ErrorCodes.AUDIT_STREAM_UNAVAILABLE, `${tenant}: decision ${leaf} not published: ${text}`, { cause: thrown, details: { tenant, leaf, refused } });
   }
 
   async #load(tenant: string, log: AuditLog): Promise<TenantState> {
@@ -278,7 +390,7 @@ export class DecisionForwarder implements Component {
       // from the last leaf's frame by the log's own index: never a byte inside a frame
       cursor.offset = log.leafOffsetAt(last);
     }
-    const state: TenantState = { log, file, cursor, saved: { ...cursor }, savedAtMs: Date.now(), storedAhead: new Set(), probe: false, reader: undefined };
+    const state: TenantState = { log, file, cursor, saved: { ...cursor }, savedAtMs: Date.now(), storedAhead: new Set(), probe: false, reader: undefined, failure: undefined };
     this.#tenants.set(tenant, state);
     return state;
   }
@@ -286,7 +398,7 @@ export class DecisionForwarder implements Component {
   /** Publish what the tenant's log has past its cursor; true when anything was published. */
   async #forward(tenant: string, state: TenantState): Promise<boolean> {
     const js = this.#js;
-    if (js === undefined) throw new Error('not connected');
+    if (js === undefined) throw new PavilionError(ErrorCodes.AUDIT_STREAM_UNAVAILABLE, `${tenant}: not connected to NATS JetStream`);
     const end = state.log.writtenBytes;
     if (state.cursor.nextLeaf >= state.log.size) {
       await this.#saveOrRecord(tenant, state); // caught up: the file gets the cursor (a no-op when it has it)
@@ -297,7 +409,7 @@ export class DecisionForwarder implements Component {
     // and closing the file for each was two more trips to the thread pool
     state.reader ??= await open(state.log.path, 'r');
     const handle = state.reader;
-    const inFlight: Array<{ ack: Promise<StreamAck>; nextLeaf: number; offset: number }> = [];
+    const inFlight: Array<{ ack: Promise<StreamAck>; nextLeaf: number; offset: number; bytes: number }> = [];
     let moved = false;
     let completed = false;
     // Settle the oldest `count` in order. Publishing then resumes for as many at once: the
@@ -306,7 +418,13 @@ export class DecisionForwarder implements Component {
     const settle = async (count: number): Promise<void> => {
       for (let i = 0; i < count && inFlight.length > 0; i++) {
         const first = inFlight.shift()!;
-        if ((await first.ack).duplicate) this.#duplicates++;
+        let ack: StreamAck;
+        try {
+          ack = await first.ack;
+        } catch (error) {
+          throw this.#publishError(tenant, first.nextLeaf - 1, first.bytes, error);
+        }
+        if (ack.duplicate) this.#duplicates++;
         state.cursor = { nextLeaf: first.nextLeaf, offset: first.offset };
         this.#published++;
         this.#options.metrics?.auditStreamPublished.inc({ tenant });
@@ -325,7 +443,11 @@ export class DecisionForwarder implements Component {
         position += bytesRead;
         for (const record of decoder.push(Buffer.from(chunk.subarray(0, bytesRead)))) {
           if (record.type !== RecordType.LEAF || record.index < expected) continue;
-          if (record.index !== expected) throw new Error(`${state.log.path}: leaf ${record.index} at byte ${record.offset}, expected leaf ${expected}`);
+          if (record.index !== expected) {
+            throw new PavilionError(ErrorCodes.AUDIT_SEQUENCE_BROKEN, `${tenant}: ${state.log.path}: leaf ${record.index} at byte ${record.offset}, expected leaf ${expected}`, {
+              details: { tenant, leaf: expected, found: record.index, offset: record.offset },
+            });
+          }
           // the log knows each leaf's decision id (a leaf joins the tree before its frame is
           // written, and only written bytes are read): no JSON parse of every payload
           const decisionId = state.log.decisionIdAt(record.index);
@@ -334,18 +456,22 @@ export class DecisionForwarder implements Component {
           if (inFlight.length >= this.#options.maxInFlight) await settle(this.#burst);
           if (state.storedAhead.delete(record.index)) {
             // acknowledged in a failed pass, after the one refused there: stored already
-            inFlight.push({ ack: Promise.resolve({ seq: 0, duplicate: false }), nextLeaf: expected, offset: frameEnd });
+            inFlight.push({ ack: Promise.resolve({ seq: 0, duplicate: false }), nextLeaf: expected, offset: frameEnd, bytes: record.payload.length });
             continue;
           }
           const ack = js.publish(subject, record.payload, decisionId);
           ack.catch(() => undefined); // awaited in order below; a failure stops the pass there
-          inFlight.push({ ack, nextLeaf: expected, offset: frameEnd });
+          inFlight.push({ ack, nextLeaf: expected, offset: frameEnd, bytes: record.payload.length });
           if (state.probe) {
             await settle(inFlight.length); // after a failure: this one stored before any later one is sent
             state.probe = false;
           }
         }
-        if (decoder.damage !== undefined) throw new Error(`${state.log.path}: ${decoder.damage.reason} at byte ${decoder.damage.offset}`);
+        if (decoder.damage !== undefined) {
+          throw new PavilionError(ErrorCodes.AUDIT_RECORD_CORRUPT, `${tenant}: ${state.log.path}: ${decoder.damage.reason} at byte ${decoder.damage.offset}`, {
+            details: { tenant, leaf: expected, offset: decoder.damage.offset },
+          });
+        }
       }
       while (inFlight.length > 0) await settle(inFlight.length);
       completed = true;

@@ -147,6 +147,10 @@ export const ErrorCodes = {
   AUDIT_MASK_FAILED: 'ERR_AUDIT_MASK_FAILED',
   /** The key under a PKCS#11 signer's label is no longer the key it started with (found on reopening a lost session): it refuses to sign. */
   AUDIT_SIGNER_KEY_CHANGED: 'ERR_AUDIT_SIGNER_KEY_CHANGED',
+  /** The decision stream (NATS JetStream) did not take an event: not connected, or no answer in time. */
+  AUDIT_STREAM_UNAVAILABLE: 'ERR_AUDIT_STREAM_UNAVAILABLE',
+  /** JetStream answered and refused an event (other than for its size: ERR_AUDIT_EVENT_TOO_LARGE). */
+  AUDIT_STREAM_REFUSED: 'ERR_AUDIT_STREAM_REFUSED',
   // tooling
   TOOL_MISSING: 'ERR_TOOL_MISSING',
   INTERNAL: 'ERR_INTERNAL',
