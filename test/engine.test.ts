@@ -175,6 +175,49 @@ describe('policy engine', () => {
   });
 });
 
+describe('one tenant\'s burst does not queue another tenant behind it', () => {
+  const engine = new PolicyEngine({ ...ENGINE, evaluationTimeoutMs: 5_000, cache: { ...ENGINE.cache, enabled: false } });
+
+  before(async () => {
+    await engine.start();
+    for (const tenant of ['burst', 'calm']) {
+      await engine.activate(await compiled(tenant, { modules: { 'p.rego': `package ${tenant}\n\necho := input\n` }, entrypoints: [`${tenant}/echo`], roots: [tenant] }));
+    }
+  });
+  after(() => engine.stop());
+
+  test('a request sent after 900 of another tenant is answered after at most a batch per worker of them', async () => {
+    let burstDone = 0;
+    const burst = Array.from({ length: 900 }, (_, i) => engine.evaluate('burst', 'burst/echo', { i }).then(() => { burstDone++; }));
+    const calm = engine.evaluate('calm', 'calm/echo', { i: 'calm' }).then((d) => ({ result: d.result, burstDoneBefore: burstDone }));
+    const { result, burstDoneBefore } = await calm;
+    assert.deepEqual(result, { i: 'calm' });
+    // round-robin: the calm request rides in the first batch a worker takes after it arrived
+    assert.ok(burstDoneBefore <= 2 * 64, `${burstDoneBefore} of the burst were answered first`);
+    await Promise.all(burst);
+    assert.equal(burstDone, 900);
+  });
+
+  test('a tenant over its queue bound is refused alone: ERR_EVAL_OVERLOADED for it, answers for the others', async () => {
+    const small = new PolicyEngine({ ...ENGINE, maxQueuedEvaluations: 10, cache: { ...ENGINE.cache, enabled: false } });
+    await small.start();
+    try {
+      for (const tenant of ['burst', 'calm']) {
+        await small.activate(await compiled(tenant, { modules: { 'p.rego': `package ${tenant}\n\necho := input\n` }, entrypoints: [`${tenant}/echo`], roots: [tenant] }));
+      }
+      const flood = Promise.all(Array.from({ length: 50 }, (_, i) => small.evaluate('burst', 'burst/echo', { i }).then(() => 'ok', (e: unknown) => (e as PavilionError).code)));
+      // sent while the flood waits: the calm tenant's own queue has room
+      const calm = await Promise.all(Array.from({ length: 5 }, (_, i) => small.evaluate('calm', 'calm/echo', { i })));
+      const outcomes = await flood;
+      assert.ok(outcomes.includes(ErrorCodes.EVAL_OVERLOADED), 'the flooding tenant is refused past its bound');
+      assert.ok(outcomes.includes('ok'));
+      assert.deepEqual(calm.map((d) => (d.result as { i: number }).i), [0, 1, 2, 3, 4]);
+    } finally {
+      await small.stop();
+    }
+  });
+});
+
 describe('a tenant whose policy overruns the deadline does not take the pool from the others', () => {
   const restarts: string[] = [];
   const engine = new PolicyEngine(ENGINE, { onWorkerRestart: (reason) => restarts.push(reason) });

@@ -2,8 +2,11 @@
  * A pool of evaluation workers, sized to the cores, so Wasm evaluation never blocks the
  * event loop.
  *
- * - Requests are batched per worker (one postMessage per event-loop turn and worker) and
- *   dispatched to the worker with the least outstanding work.
+ * - Requests wait in one queue per tenant. A free worker takes the next batch from them
+ *   round-robin, one request of each tenant in turn (up to BATCH_MAX_ITEMS, and at most its
+ *   share when several workers are free), as one postMessage: a tenant's burst delays
+ *   another tenant's request by at most a batch per worker, never by the whole burst, and
+ *   a busy worker is handed its next batch as soon as it answers.
  * - Each worker writes the start time of its current evaluation into a shared control
  *   block. A watchdog on the main thread (ticking only while some worker has work: an idle
  *   sidecar, or one answering from the decision cache, is not woken for nothing) terminates
@@ -15,10 +18,11 @@
  *   on board for two deaths fails with ERR_EVAL_TRAP instead of being retried forever. A
  *   timeout names its culprit, so it counts against no other item.
  * - A tenant whose evaluation overran the deadline is limited, for QUARANTINE_MS after its
- *   latest overrun, to one evaluation at a time, sent to a worker alone and steered around
- *   by other tenants' work: a policy that loops on some inputs then occupies at most one
- *   worker, and the other tenants keep the rest instead of queueing behind it (at most
- *   QUARANTINE_MAX_QUEUED of its evaluations wait; more get ERR_EVAL_OVERLOADED).
+ *   latest overrun, to one evaluation at a time, in a batch of its own: a policy that loops
+ *   on some inputs then occupies at most one worker, and the other tenants keep the rest
+ *   instead of queueing behind it (at most QUARANTINE_MAX_QUEUED of its evaluations wait;
+ *   more get ERR_EVAL_OVERLOADED).
+ * - Each tenant's queue holds at most `maxQueuedEvaluations`; more get ERR_EVAL_OVERLOADED.
  */
 import { Worker } from 'node:worker_threads';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
@@ -51,11 +55,12 @@ interface Pending {
   readonly item: EvalItem;
   resolve: (outcome: EvalOutcome) => void;
   deaths: number;
-  /** A limited tenant's evaluation holding that tenant's one turn (see #admit). */
+  /** A limited tenant's evaluation holding that tenant's one turn (see #admit): it travels alone. */
   limitedTurn?: boolean;
-  /** The slot carrying it while it does. */
-  limitedSlot?: Slot | undefined;
 }
+
+/** Evaluations in one message to a worker, at most. */
+export const BATCH_MAX_ITEMS = 64;
 
 /** How long a tenant stays limited to one evaluation at a time after its latest overrun. */
 export const QUARANTINE_MS = 30_000;
@@ -95,10 +100,6 @@ class Slot {
   readonly loading = new Map<string, Promise<void>>();
   /** Policy keys this worker has instantiated. */
   readonly loaded = new Set<string>();
-  outbox: Pending[] = [];
-  outstanding = 0;
-  /** Limited tenants' evaluations on board: other tenants' work goes elsewhere while any is. */
-  limited = 0;
   ready = false;
   dead = false;
   flushScheduled = false;
@@ -122,7 +123,11 @@ export class WorkerPool {
   readonly #policies = new Map<string, LoadMessage>();
   /** Loads forwarded to a replacement worker and not settled yet (forwarded once at most). */
   readonly #forwarded = new Set<string>();
-  #backlog: Pending[] = [];
+  /** Evaluations waiting for a worker, per tenant, in arrival order; the Map's order is the round-robin. */
+  readonly #queues = new Map<string, Pending[]>();
+  #queued = 0;
+  /** Slots with a flush scheduled (#schedule): a flush takes its share of the queue. */
+  #flushesScheduled = 0;
   #nextBatch = 1;
   #watchdog: NodeJS.Timeout | undefined;
   readonly #watchdogPeriodMs: number;
@@ -163,8 +168,10 @@ export class WorkerPool {
     this.#disarmWatchdog();
     const failure: EvalOutcome = { ok: false, code: ErrorCodes.ENGINE_STOPPED, message: 'the policy engine is stopping' };
     const waiting = [...this.#quarantined.values()].flatMap((q) => q.waiting.splice(0));
-    for (const pending of [...this.#backlog, ...waiting]) pending.resolve(failure);
-    this.#backlog = [];
+    const queued = [...this.#queues.values()].flat();
+    this.#queues.clear();
+    this.#queued = 0;
+    for (const pending of [...queued, ...waiting]) pending.resolve(failure);
     await Promise.all(
       this.#slots.map(async (slot) => {
         slot.dead = true;
@@ -214,12 +221,12 @@ export class WorkerPool {
     const tenant = tenantOf(pending.item);
     const quarantine = this.#quarantined.get(tenant);
     if (quarantine === undefined) {
-      this.#dispatch(pending);
+      this.#enqueue(tenant, pending);
       return;
     }
     if (!quarantine.busy && quarantine.untilMs <= nowMs()) {
       this.#quarantined.delete(tenant);
-      this.#dispatch(pending);
+      this.#enqueue(tenant, pending);
       return;
     }
     if (quarantine.busy) {
@@ -238,15 +245,13 @@ export class WorkerPool {
     const resolve = pending.resolve;
     pending.limitedTurn = true;
     pending.resolve = (outcome) => {
-      if (pending.limitedSlot !== undefined) pending.limitedSlot.limited--;
-      pending.limitedSlot = undefined;
       resolve(outcome);
       quarantine.busy = false;
       const next = quarantine.waiting.shift();
       if (next !== undefined) this.#admit(next);
       else if (quarantine.untilMs <= nowMs() && this.#quarantined.get(tenant) === quarantine) this.#quarantined.delete(tenant);
     };
-    this.#dispatch(pending);
+    this.#enqueue(tenant, pending);
   }
 
   /** Limit `tenant` (its evaluation overran the deadline) from now for QUARANTINE_MS. */
@@ -325,8 +330,8 @@ export class WorkerPool {
         const batch = slot.batches.get(message.batch);
         if (batch === undefined) return;
         slot.batches.delete(message.batch);
-        slot.outstanding -= batch.length;
-        if (slot.outbox.length > 0) this.#flush(slot);
+        // the next batch at once: the worker is not left idle while others wait
+        if (!slot.flushScheduled) this.#flush(slot);
         batch.forEach((pending, i) => {
           pending.resolve(
             message.results[i] ?? { ok: false, code: ErrorCodes.INTERNAL, message: 'worker returned no result' },
@@ -352,53 +357,73 @@ export class WorkerPool {
     }
     if (slot.dead) return;
     slot.ready = true;
-    const backlog = this.#backlog;
-    this.#backlog = [];
-    for (const pending of backlog) this.#dispatch(pending);
+    this.#pump();
   }
 
-  #dispatch(pending: Pending): void {
-    // A slot carrying a limited tenant's evaluation is the last choice for anything else.
-    const load = (slot: Slot): number => slot.outstanding + (slot.limited > 0 ? this.#options.maxQueuedEvaluations : 0);
-    let best: Slot | undefined;
+  /**
+   * Queue an evaluation behind its tenant's earlier ones (`front`: ahead of them, for one
+   * re-dispatched after a worker died) and wake a free worker.
+   */
+  #enqueue(tenant: string, pending: Pending, front = false): void {
+    let queue = this.#queues.get(tenant);
+    if (!front && (queue?.length ?? 0) >= this.#options.maxQueuedEvaluations) {
+      pending.resolve({ ok: false, code: ErrorCodes.EVAL_OVERLOADED, message: `the evaluation queue of tenant ${tenant} is full (${this.#options.maxQueuedEvaluations} waiting)` });
+      return;
+    }
+    if (queue === undefined) this.#queues.set(tenant, (queue = []));
+    if (front) queue.unshift(pending);
+    else queue.push(pending);
+    this.#queued++;
+    this.#pump();
+  }
+
+  /**
+   * Schedule a flush on free workers, as many as there is work for. The flush runs at the end
+   * of this event-loop turn, so the evaluations of the turn travel together.
+   */
+  #pump(): void {
+    let wanted = this.#queued - this.#flushesScheduled;
     for (const slot of this.#slots) {
-      if (!slot.ready || slot.dead) continue;
-      if (best === undefined || load(slot) < load(best)) best = slot;
-    }
-    if (best === undefined) {
-      if (this.#backlog.length >= this.#options.maxQueuedEvaluations) {
-        pending.resolve({ ok: false, code: ErrorCodes.EVAL_OVERLOADED, message: 'no evaluation worker is available' });
-        return;
-      }
-      this.#backlog.push(pending);
-      return;
-    }
-    if (best.outstanding >= this.#options.maxQueuedEvaluations) {
-      pending.resolve({ ok: false, code: ErrorCodes.EVAL_OVERLOADED, message: 'evaluation queue is full' });
-      return;
-    }
-    best.outbox.push(pending);
-    best.outstanding++;
-    if (pending.limitedTurn === true) {
-      pending.limitedSlot = best;
-      best.limited++;
-    }
-    // A worker busy with a batch gets the next one when it answers (#onMessage): items
-    // queue up meanwhile and travel as one message, instead of one message (and, for a
-    // sleeping thread, one wake-up) per evaluation.
-    if (best.batches.size === 0 && !best.flushScheduled) {
-      best.flushScheduled = true;
-      const slot = best;
-      setImmediate(() => this.#flush(slot));
+      if (wanted <= 0) return;
+      if (!slot.ready || slot.dead || slot.flushScheduled || slot.batches.size > 0) continue;
+      slot.flushScheduled = true;
+      this.#flushesScheduled++;
+      wanted--;
+      setImmediate(() => {
+        slot.flushScheduled = false;
+        this.#flushesScheduled--;
+        this.#flush(slot);
+      });
     }
   }
 
+  /**
+   * Hand a free worker its next batch: one evaluation of each waiting tenant in turn, up to
+   * its share of what waits (the other scheduled flushes take the rest) and BATCH_MAX_ITEMS.
+   * A limited tenant's evaluation goes alone. A tenant served moves to the back of the order.
+   */
   #flush(slot: Slot): void {
-    slot.flushScheduled = false;
-    if (slot.dead || slot.outbox.length === 0) return;
+    if (slot.dead || !slot.ready || slot.batches.size > 0 || this.#queued === 0) return;
+    const max = Math.min(BATCH_MAX_ITEMS, Math.ceil(this.#queued / (this.#flushesScheduled + 1)));
+    const items: Pending[] = [];
+    let passedOver = 0;
+    while (items.length < max && this.#queues.size > passedOver) {
+      const [tenant, queue] = this.#queues.entries().next().value as [string, Pending[]];
+      this.#queues.delete(tenant);
+      const head = queue[0] as Pending;
+      if (head.limitedTurn === true && items.length > 0) {
+        this.#queues.set(tenant, queue); // in a batch of its own, next time
+        passedOver++;
+        continue;
+      }
+      queue.shift();
+      this.#queued--;
+      items.push(head);
+      if (queue.length > 0) this.#queues.set(tenant, queue);
+      if (head.limitedTurn === true) break;
+    }
+    if (items.length === 0) return;
     const batch = this.#nextBatch++;
-    const items = slot.outbox;
-    slot.outbox = [];
     slot.batches.set(batch, items);
     slot.post({ type: 'eval', batch, items: items.map((pending) => pending.item) });
     this.#armWatchdog();
@@ -446,10 +471,7 @@ export class WorkerPool {
   #drain(slot: Slot): Pending[] {
     const held: Pending[] = [];
     for (const batch of [...slot.batches.keys()].sort((a, b) => a - b)) held.push(...(slot.batches.get(batch) ?? []));
-    held.push(...slot.outbox);
     slot.batches.clear();
-    slot.outbox = [];
-    slot.outstanding = 0;
     return held;
   }
 
@@ -497,6 +519,8 @@ export class WorkerPool {
     });
     if (replacement === undefined) return;
     if (culpritPending !== undefined) this.#limit(tenantOf(culpritPending.item));
+    // Back to the front of their tenants' queues, in the order they were dispatched.
+    const again: Pending[] = [];
     for (const pending of held) {
       if (pending === culpritPending) {
         pending.resolve({
@@ -507,16 +531,12 @@ export class WorkerPool {
         continue;
       }
       // an overrun names its culprit: the others on board did nothing wrong
-      if (culpritPending !== undefined) {
-        this.#dispatch(pending);
-        continue;
-      }
-      pending.deaths++;
-      if (pending.deaths > 2) {
+      if (culpritPending === undefined && ++pending.deaths > 2) {
         pending.resolve({ ok: false, code: ErrorCodes.EVAL_TRAP, message: 'evaluation worker died repeatedly on this request' });
         continue;
       }
-      this.#dispatch(pending);
+      again.push(pending);
     }
+    for (const pending of again.reverse()) this.#enqueue(tenantOf(pending.item), pending, true);
   }
 }
