@@ -4,8 +4,10 @@
  * past the deadline, decisions of the wrong shape or undefined. Each gets a well-formed
  * CheckResponse with the configured failure status (default 403, PERMISSION_DENIED) within
  * the check's deadline, and each is logged with its code. Also: dry run, the HTTP service
- * mode's failures, health. Only a message over the transport limit is refused by gRPC itself
- * (RESOURCE_EXHAUSTED, as grpc-go does for opa-envoy-plugin), and the server keeps serving.
+ * mode's failures, health. Requests upstream cannot parse get its own 400 (also under dry
+ * run), and a string field that is not UTF-8 makes the message malformed, as in grpc-go.
+ * Only a message over the transport limit is refused by gRPC itself (RESOURCE_EXHAUSTED, as
+ * grpc-go does for opa-envoy-plugin), and the server keeps serving.
  */
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
@@ -185,9 +187,55 @@ describe('ext_authz: bad input always gets a well-formed CheckResponse', () => {
     await expectFailure(await client.check(checkRequest('undef')), 403, 'ERR_EXTAUTHZ_DECISION_UNDEFINED');
   });
 
-  test('a path or body upstream cannot parse: its 400 denied response with the parse error as body', async () => {
-    const s = await expectFailure(await client.check(checkRequest('envoy_demo', { path: '/api/%zz' })), 400, 'ERR_EXTAUTHZ_REQUEST_INVALID');
-    assert.match(s.body ?? '', /invalid URL escape/);
+  test('a path or body upstream cannot parse: its 400 denied response, body and status message request_parse_error: <error>', async () => {
+    const response = await client.check(checkRequest('envoy_demo', { path: '/api/%zz' }));
+    const s = seen(response);
+    // byte for byte what opa-envoy-plugin sends (internal/errors.go: "<code>: <error>")
+    assert.equal(s.code, 7);
+    assert.equal(s.httpStatus, 400);
+    assert.equal(s.body, 'request_parse_error: invalid URL escape "%zz"');
+    assert.equal(s.message, 'request_parse_error: invalid URL escape "%zz"');
+    // Pavilion's code stays where it was: dynamic metadata, the decision event
+    assert.equal(s.errorCode, 'ERR_EXTAUTHZ_REQUEST_INVALID');
+    const logged = await event(s.decisionId);
+    assert.deepEqual(logged['error'], { code: 'ERR_EXTAUTHZ_REQUEST_INVALID', message: 'invalid URL escape "%zz"' });
+    const query = seen(await client.check(checkRequest('envoy_demo', { path: '/api?a=1;b=2' })));
+    assert.equal(query.body, 'request_parse_error: invalid semicolon separator in query');
+    const form = seen(await client.check(checkRequest('envoy_demo', { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'a=%zz' })));
+    assert.equal(form.body, 'request_parse_error: invalid URL escape "%zz"');
+    const length = seen(await client.check(checkRequest('envoy_demo', { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': 'abc' }, body: '{}' })));
+    assert.equal(length.body, 'request_parse_error: strconv.ParseInt: parsing "abc": invalid syntax');
+  });
+
+  test('HTTP service mode: the same 400 and body for a path upstream cannot parse', async () => {
+    const response = await fetch(`${app.url}/ext_authz/api/%zz`, { headers: { 'x-pavilion-tenant': 'envoy_demo' } });
+    assert.equal(response.status, 400);
+    assert.equal(await response.text(), 'request_parse_error: invalid URL escape "%zz"');
+  });
+
+  test('dry run: a request upstream cannot parse is still its 400 (given before the dry-run override)', async () => {
+    const response = await client.check(checkRequest('envoy_demo_dry', { path: '/api/%zz' }));
+    const s = seen(response);
+    assert.equal(s.code, 7);
+    assert.equal(s.httpStatus, 400);
+    assert.equal(s.body, 'request_parse_error: invalid URL escape "%zz"');
+    assert.equal(response['okResponse'], undefined);
+    const logged = await event(s.decisionId);
+    assert.equal((logged['error'] as { code?: string } | undefined)?.code, 'ERR_EXTAUTHZ_REQUEST_INVALID');
+    assert.deepEqual(logged['ext_authz'], { transport: 'grpc', allowed: false, dry_run: true, http_status: 400 });
+  });
+
+  test('invalid UTF-8 in a string field (sent raw): malformed, as grpc-go refuses it; raw_body bytes are free', async () => {
+    const marked = codec.encodeRequest(checkRequest('envoy_demo', { headers: { 'x-note': 'ZZ' } }));
+    const at = marked.indexOf(Buffer.from('ZZ'));
+    const bad = Buffer.from(marked);
+    bad[at] = 0xc3;
+    bad[at + 1] = 0x28;
+    const s = await expectFailure(codec.decodeResponse(await raw.call(bad)), 403, 'ERR_EXTAUTHZ_REQUEST_MALFORMED', true);
+    assert.match(s.message, /string field contains invalid UTF-8/);
+    // the same byte in raw_body (bytes) is evaluated: the demo policy asks for a token
+    const rawBody = codec.encodeRequest(checkRequest('envoy_demo', { method: 'POST', rawBody: Buffer.from([0xc3, 0x28]) }));
+    assert.equal(seen(codec.decodeResponse(await raw.call(rawBody)), true).httpStatus, 401);
   });
 
   test('dry run: a denial is answered OK, the real decision is logged', async () => {

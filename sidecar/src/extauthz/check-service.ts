@@ -10,8 +10,11 @@
  * PERMISSION_DENIED with a denied response carrying the configured `failureStatus` (default
  * 403), and the error code in the decision event, the metrics, `status.message` and
  * `dynamic_metadata.error_code`. Requests whose path, query or body cannot be parsed get
- * upstream's own answer: PERMISSION_DENIED with a 400 denied response whose body is the
- * parse error.
+ * upstream's own answer: PERMISSION_DENIED with a 400 denied response whose body and
+ * `status.message` are `request_parse_error: <the parse error>` (internal/errors.go), given
+ * before dry run is looked at, so dry run does not turn it into an allow; the code
+ * (ERR_EXTAUTHZ_REQUEST_INVALID) is in the decision event, the metrics and
+ * `dynamic_metadata.error_code`.
  *
  * With a durable decision sink (the audit log) a check is answered only once its event is
  * durable; a refusal (ERR_AUDIT_LOG_FULL, ...) turns the answer into the failure response
@@ -117,7 +120,15 @@ interface Outcome {
   policyAllowed: boolean | undefined;
   decision: Decision | undefined;
   input: unknown;
+  /**
+   * Upstream's answer to a request it cannot parse (the 400), which it gives before its dry
+   * run override, so dry run leaves it as it is.
+   */
+  requestParseError?: true;
 }
+
+/** Upstream's code for a request it cannot turn into an input document (internal/errors.go RequestParseErr). */
+const REQUEST_PARSE_ERROR = 'request_parse_error';
 
 const UNKNOWN = '(unknown)';
 
@@ -216,7 +227,7 @@ export class CheckService {
       // past the deadline the event still carries the input document, when it was built
       outcome = this.#failure(decisionId, settings?.failureStatus ?? defaults.failureStatus, failure, built.input);
     }
-    if (settings?.dryRun === true) outcome.response = dryRunResponse(outcome.response);
+    if (settings?.dryRun === true && outcome.requestParseError !== true) outcome.response = dryRunResponse(outcome.response);
     const written = this.#record(request, context, tenant, settings, decisionId, timestamp, started, outcome);
     let receipt: DecisionReceiptV1 | undefined;
     if (this.#deps.sink.durable === true) {
@@ -269,8 +280,10 @@ export class CheckService {
       built.input = input;
     } catch (error) {
       if (error instanceof PavilionError && error.code === ErrorCodes.EXTAUTHZ_REQUEST_INVALID) {
-        // upstream's answer to a request it cannot turn into an input document
-        return this.#failure(decisionId, 400, error, undefined, error.message);
+        // upstream's answer to a request it cannot turn into an input document: body and
+        // status message `request_parse_error: <error>` (its internal.Error's text)
+        const text = `${REQUEST_PARSE_ERROR}: ${error.message}`;
+        return { ...this.#failure(decisionId, 400, error, undefined, text, text), requestParseError: true };
       }
       throw error;
     }
@@ -296,9 +309,16 @@ export class CheckService {
     }
   }
 
-  #failure(decisionId: string, httpStatus: number, error: PavilionError, input: unknown, body?: string): Outcome {
+  #failure(decisionId: string, httpStatus: number, error: PavilionError, input: unknown, body?: string, statusMessage?: string): Outcome {
     return {
-      response: failureCheckResponse({ decisionId, httpStatus, code: error.code, message: error.message, ...(body === undefined ? {} : { body }) }),
+      response: failureCheckResponse({
+        decisionId,
+        httpStatus,
+        code: error.code,
+        message: error.message,
+        ...(body === undefined ? {} : { body }),
+        ...(statusMessage === undefined ? {} : { statusMessage }),
+      }),
       code: error.code,
       message: error.message,
       policyAllowed: undefined,
@@ -409,7 +429,10 @@ function wantsReceipt(request: CheckRequestJson | PavilionError, settings: ExtAu
   return http?.headerMap?.headers?.some((h) => h.key?.toLowerCase() === RECEIPT_HEADER && (h.value === '1' || (h.rawValue !== undefined && Buffer.from(h.rawValue, 'base64').toString('latin1') === '1'))) === true;
 }
 
-/** Dry run: whatever the outcome, Envoy lets the request through (the outcome stays in the event). */
+/**
+ * Dry run: Envoy lets the request through whatever the outcome (the outcome stays in the
+ * event), except upstream's 400 for a request it cannot parse, which the caller leaves as it is.
+ */
 function dryRunResponse(response: CheckResponse): CheckResponse {
   if (response.status.code === RpcCode.OK) return response;
   return {

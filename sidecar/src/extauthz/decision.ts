@@ -224,16 +224,19 @@ export interface FailureOptions {
   readonly message: string;
   /** Body for the downstream client (empty unless the contract says otherwise). */
   readonly body?: string;
+  /** `status.message` in place of `<code>: <message>` (upstream's own text, where it has one). */
+  readonly statusMessage?: string;
 }
 
 /**
  * The well-formed answer for a check that could not be decided: PERMISSION_DENIED with a
  * denied response carrying the configured status. The error code goes to `status.message`
- * and `dynamic_metadata.error_code` (Envoy logs them; the client does not see them).
+ * and `dynamic_metadata.error_code` (Envoy logs them; the client does not see them), unless
+ * `statusMessage` gives upstream's text for `status.message`.
  */
 export function failureCheckResponse(options: FailureOptions): CheckResponse {
   return {
-    status: { code: RpcCode.PERMISSION_DENIED, message: `${options.code}: ${options.message}` },
+    status: { code: RpcCode.PERMISSION_DENIED, message: options.statusMessage ?? `${options.code}: ${options.message}` },
     deniedResponse: { status: { code: options.httpStatus }, headers: [], body: options.body ?? '' },
     dynamicMetadata: { decision_id: options.decisionId, error_code: options.code },
   };

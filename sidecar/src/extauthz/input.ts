@@ -26,7 +26,15 @@
  * (same, values as lists), `multipart/form-data`, `application/grpc` (needs a descriptor
  * set upstream; Pavilion has none, so `null` as upstream without one), anything else `null`.
  * Malformed bodies, paths, queries and content-lengths are request errors
- * (`ERR_EXTAUTHZ_REQUEST_INVALID`), which upstream answers with a 400 denied response.
+ * (`ERR_EXTAUTHZ_REQUEST_INVALID`), which upstream answers with a 400 denied response. Their
+ * message is the error text upstream's `RequestToInput` returns (Go's, unwrapped: `invalid
+ * URL escape "%zz"`, `invalid semicolon separator in query`, `strconv.ParseInt: parsing
+ * "abc": invalid syntax`, `mime: ...`), which the check service sends as
+ * `request_parse_error: <message>`. Exception: JSON syntax errors carry V8's wording, not
+ * Go's (`encoding/json` behind OPA's `util.UnmarshalJSON` words them its own way).
+ *
+ * The truncation check compares `content-length` with the byte length of what is parsed:
+ * the UTF-8 bytes of `body`, or `raw_body`'s own bytes, as Go's `len()` counts them.
  *
  * Pavilion's addition: a body longer than `maxRequestBodyBytes` is cut to that length (in
  * `body` and `rawBody` alike) and the request is treated as truncated, so a policy never
@@ -110,7 +118,8 @@ export function parsePathAndQuery(path: string): { parsedPath: string[]; parsedQ
     decoded = pathUnescape(rawPath);
     parsedQuery = parseQuery(rawQuery);
   } catch (error) {
-    throw invalid(`error parsing path and query: ${(error as Error).message}`, error);
+    // upstream returns url.PathUnescape's / url.ParseQuery's error as it is
+    throw invalid((error as Error).message, error);
   }
   return { parsedPath: decoded.replace(/^\/+/, '').split('/'), parsedQuery };
 }
@@ -126,7 +135,7 @@ function parseJsonBody(text: string): unknown {
   try {
     return JSON.parse(text) as unknown;
   } catch (error) {
-    throw invalid(`error parsing request body: ${(error as Error).message}`, error);
+    throw invalid((error as Error).message, error);
   }
 }
 
@@ -135,21 +144,18 @@ export function parseBody(headers: Readonly<Record<string, string>>, body: strin
   if (headers['x-envoy-auth-partial-body'] === 'true') return [null, true];
   const contentType = headers['content-type'];
   if (contentType === undefined) return [null, false];
-  const payload = body !== '' ? body : rawBody.length > 0 ? rawBody.toString('utf8') : undefined;
   const isJson = contentType.includes('application/json');
   const isForm = !isJson && !contentType.includes('application/grpc') && contentType.includes('application/x-www-form-urlencoded');
   const isMultipart = !isJson && !isForm && !contentType.includes('application/grpc') && contentType.includes('multipart/form-data');
   if (!isJson && !isForm && !isMultipart) return [null, false];
-  if (payload === undefined) return [null, false];
-  if (truncatedByContentLength(headers['content-length'], Buffer.byteLength(payload, 'utf8'))) return [null, true];
+  if (body === '' && rawBody.length === 0) return [null, false];
+  // Go's len(): the bytes of the string upstream parses (raw_body's own bytes, not their
+  // UTF-8 decoding, where each bad byte would count as the 3 bytes of a U+FFFD)
+  const payloadBytes = body !== '' ? Buffer.byteLength(body, 'utf8') : rawBody.length;
+  if (truncatedByContentLength(headers['content-length'], payloadBytes)) return [null, true];
+  const payload = body !== '' ? body : rawBody.toString('utf8');
   if (isJson) return [parseJsonBody(payload), false];
-  if (isForm) {
-    try {
-      return [parseQuery(payload), false];
-    } catch (error) {
-      throw invalid(`error parsing request body: ${(error as Error).message}`, error);
-    }
-  }
+  if (isForm) return [parseQuery(payload), false];
   const media = parseMediaType(contentType);
   const boundary = media.params['boundary'];
   if (boundary === undefined) return [null, false];
@@ -199,7 +205,7 @@ export function checkRequestToInput(request: CheckRequestJson, options: InputOpt
         parsed = parseBody(headers, body, rawBody);
       } catch (error) {
         if (error instanceof PavilionError) throw error;
-        throw invalid(`error parsing request body: ${(error as Error).message}`, error);
+        throw invalid((error as Error).message, error);
       }
     }
     input['parsed_body'] = parsed[0];

@@ -11,9 +11,18 @@
  * malformed message is reported as `ERR_EXTAUTHZ_REQUEST_MALFORMED`, so the server can still
  * answer with a well-formed CheckResponse.
  *
+ * As in grpc-go (google.golang.org/protobuf), a proto3 `string` field (map keys and values,
+ * Struct keys and string values included) whose bytes are not UTF-8, or whose length runs
+ * past the message, makes the whole message malformed ("string field contains invalid
+ * UTF-8"), where protobufjs alone would turn bad bytes into U+FFFD and cut a short string.
+ * `bytes` fields (raw_body) stay arbitrary. Fields Envoy declares outside the subset in
+ * `sidecar/proto` (e.g. `Address.envoy_internal_address`) are skipped unread, so bad bytes
+ * there go unnoticed, where grpc-go would refuse them too.
+ *
  * Encoding takes the `CheckResponse` built by `decision.ts`.
  */
 import { setOwn } from '../lib/own-property.ts';
+import { isUtf8 } from 'node:buffer';
 import { existsSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -43,6 +52,32 @@ export type DecodedCheckRequest =
 interface LongLike {
   toNumber(): number;
   isZero(): boolean;
+}
+
+/** grpc-go's (protobuf-go's) text for the refusal. */
+const INVALID_UTF8 = 'string field contains invalid UTF-8';
+
+interface Utf8Slicing {
+  utf8Slice(start: number, end: number): string;
+}
+
+/**
+ * protobufjs' Node reader with proto3's string rule. The check stays off the common path:
+ * Node's UTF-8 decoding turns every invalid sequence into U+FFFD, so only a string that
+ * decodes with one (on a one-byte string the probe costs nothing) has its bytes checked
+ * with `isUtf8`; a U+FFFD sent as such (EF BF BD) is valid and kept.
+ */
+class Utf8CheckingReader extends protobuf.BufferReader {
+  override string(): string {
+    const length = this.uint32();
+    const start = this.pos;
+    const end = start + length;
+    if (end > this.len) throw new RangeError(`index out of range: ${start} + ${length} > ${this.len}`);
+    this.pos = end;
+    const text = (this.buf as unknown as Utf8Slicing).utf8Slice(start, end);
+    if (text.includes('\uFFFD') && !isUtf8(this.buf.subarray(start, end))) throw new Error(INVALID_UTF8);
+    return text;
+  }
 }
 
 function isLong(value: unknown): value is LongLike {
@@ -123,7 +158,8 @@ export class CheckCodec {
 
   decodeRequest(bytes: Uint8Array): DecodedCheckRequest {
     try {
-      const message = this.#request.decode(bytes) as unknown as Record<string, unknown>;
+      const buffer = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      const message = this.#request.decode(new Utf8CheckingReader(buffer)) as unknown as Record<string, unknown>;
       return { ok: true, request: this.#toJson(message, this.#request) as CheckRequestJson };
     } catch (error) {
       return {
