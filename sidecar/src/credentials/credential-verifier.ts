@@ -4,10 +4,16 @@
  * fetched: contexts, DIDs, status lists and accumulator states come from the tenant's pinned
  * material and caches, which their owners fill through `admit*`.
  *
- * Pipeline for one credential: size -> format -> (Data Integrity: freshness first, as the
- * library refuses stale credentials with untyped errors) proof -> freshness -> issuer trust ->
- * status. The proof outcome is cached by the SHA-256 of the credential as received; every other
- * step runs on each call, so a cached credential is still re-checked for time, trust and status.
+ * Pipeline for one credential: size -> format -> issuer trust on what the credential claims,
+ * before any proof work -> proof -> freshness -> issuer trust -> status. The early trust check
+ * refuses only what the full one would refuse whatever the proof says: for Data Integrity (after
+ * freshness, as the library refuses stale credentials with untyped errors) the full trust
+ * question, which needs nothing the proof establishes; for VC-JWT and SD-JWT VC an issuer the
+ * tenant's trust policy does not name at all. It only ever refuses: everything it lets through is
+ * proof-checked, then trust-checked again on the verified facts. The proof outcome is cached by
+ * the SHA-256 of the credential as received, once the trust check passed (a credential from an
+ * issuer the tenant does not trust costs neither proof work nor a cache entry); every other step
+ * runs on each call, so a cached credential is still re-checked for time, trust and status.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { ErrorCodes, PavilionError, describeThrown, isPavilionError } from '../lib/errors.ts';
@@ -17,8 +23,9 @@ import type { CredentialPolicy } from './credential-policy.ts';
 import { DidResolver } from './did-resolver.ts';
 import { createDocumentLoader, type DocumentLoader } from './document-loader.ts';
 import { checkFreshness, isoValidity, type ValidityWindow } from './freshness.ts';
-import { establishTrust, type Accreditation, type TrustPolicy } from './issuer-trust.ts';
+import { establishTrust, type Accreditation, type TrustPolicy, type TrustQuestion } from './issuer-trust.ts';
 import { asArray, isObject, nodeId, stringsOf, type JsonObject } from './json.ts';
+import { decodeCompactJws } from './jwt-parts.ts';
 import { MemoryChallengeStore, MemoryNonceStore, type ChallengeStore, type NonceStore } from './nonce-store.ts';
 import { pinContexts } from './pinned-contexts.ts';
 import { dataIntegrity, InlineProofExecutor, type ProofExecutor } from './proof-executor.ts';
@@ -83,6 +90,8 @@ interface ProofOutcome {
 
 interface TenantRuntime {
   readonly policy: CredentialPolicy;
+  /** Every issuer the trust policy names (anchors, accredited subjects): any other is untrusted for everything. */
+  readonly knownIssuers: ReadonlySet<string>;
   readonly dids: DidResolver;
   readonly loader: DocumentLoader;
   readonly trust: TrustPolicy;
@@ -95,6 +104,21 @@ function sha256Hex(text: string): string {
   return createHash('sha256').update(text).digest('hex');
 }
 
+/** The trust question a credential's facts ask (the same before and after its proof is checked). */
+function trustQuestion(facts: Pick<ProofOutcome, 'issuer' | 'types' | 'claims' | 'window'>): TrustQuestion {
+  const validFromMs = facts.window.validFromMs ?? facts.window.issuedAtMs;
+  return {
+    issuer: facts.issuer,
+    types: facts.types,
+    claimNames: Object.keys(facts.claims),
+    ...(validFromMs === undefined ? {} : { validFromMs }),
+    ...(facts.window.validUntilMs === undefined ? {} : { validUntilMs: facts.window.validUntilMs }),
+  };
+}
+
+/** One tenant's status refresh failures. */
+type RefreshFailure = { tenantId: string; url: string; error: PavilionError };
+
 export class CredentialVerifier {
   readonly #tenants: ReadonlyMap<string, TenantRuntime>;
   readonly #clock: () => number;
@@ -104,6 +128,9 @@ export class CredentialVerifier {
   readonly #proofCache = new Map<string, ProofOutcome>();
   readonly #proofCacheEntries: number;
   readonly #executor: ProofExecutor;
+  /** Per tenant: the status refresh still running, and the failures of its last finished one. */
+  readonly #refreshing = new Map<string, Promise<RefreshFailure[]>>();
+  readonly #lastRefreshFailures = new Map<string, RefreshFailure[]>();
 
   private constructor(tenants: Map<string, TenantRuntime>, options: CredentialVerifierOptions) {
     this.#tenants = tenants;
@@ -132,10 +159,11 @@ export class CredentialVerifier {
         policy.accumulators,
         policy.accumulatorMaxAgeMs,
         (kid) => dids.verificationMethod(kid),
-        (value, publicKey, element, witness) => verifier.#executor.verifyMembership(value, publicKey, element, witness),
+        // named by tenant: its jobs wait in its own share of a worker executor's queue
+        (value, publicKey, element, witness) => verifier.#executor.verifyMembership(value, publicKey, element, witness, policy.tenantId),
       );
       const tokenStatusLists = new TokenStatusListCache(policy.statusLists.maxAgeMs, dids, policy.statusLists.ttlMs, source);
-      const runtime: TenantRuntime = { policy, dids, loader, trust: { anchors: policy.trustAnchors, accreditations: [], maxChainDepth: policy.maxChainDepth }, statusLists, tokenStatusLists, accumulators };
+      const runtime: TenantRuntime = { policy, knownIssuers: new Set(), dids, loader, trust: { anchors: policy.trustAnchors, accreditations: [], maxChainDepth: policy.maxChainDepth }, statusLists, tokenStatusLists, accumulators };
       const accreditations: Accreditation[] = [];
       for (const [i, raw] of policy.accreditations.entries()) {
         try {
@@ -144,7 +172,8 @@ export class CredentialVerifier {
           throw new PavilionError(ErrorCodes.CONFIG_INVALID, `credentials ${policy.tenantId}: accreditation ${i} does not verify: ${describeThrown(error)}`, { cause: error });
         }
       }
-      tenants.set(policy.tenantId, { ...runtime, trust: { ...runtime.trust, accreditations } });
+      const knownIssuers = new Set([...policy.trustAnchors.map((a) => a.issuer), ...accreditations.map((a) => a.subject)]);
+      tenants.set(policy.tenantId, { ...runtime, knownIssuers, trust: { ...runtime.trust, accreditations } });
     }
     return verifier;
   }
@@ -167,8 +196,8 @@ export class CredentialVerifier {
     if (isPresentation(credential)) {
       throw new PavilionError(ErrorCodes.CREDENTIAL_FORMAT_UNSUPPORTED, 'a presentation: use verifyPresentation');
     }
-    const proof = await this.#proof(tenant, credential, hash, options, nowMs);
-    return await this.#finish(tenant, proof, hash, options, nowMs, consumed);
+    const { proof, remember } = await this.#proof(tenant, credential, hash, options, nowMs);
+    return await this.#finish(tenant, proof, hash, options, nowMs, consumed, remember);
   }
 
   /**
@@ -308,17 +337,44 @@ export class CredentialVerifier {
     return this.#tenant(tenantId).accumulators.admit(jws, nowMs);
   }
 
-  /** Refresh status lists and tokens past their TTL (call from a timer; failures keep old ones until max age). */
-  async refreshStatusLists(signal: AbortSignal, nowMs = this.#clock()): Promise<Array<{ tenantId: string; url: string; error: PavilionError }>> {
-    const failures: Array<{ tenantId: string; url: string; error: PavilionError }> = [];
+  /**
+   * Refresh status lists and tokens past their TTL (call from a timer; failures keep old ones
+   * until max age). Tenants are refreshed side by side, each one's lists in turn: an issuer host
+   * that does not answer holds up only its own tenant. A tenant's refresh runs once at a time: a
+   * call while it still runs (a timer tick that came round first) skips that tenant, reporting the
+   * failures of its last finished refresh, and refreshes the others. Resolves when the refreshes
+   * this call started have ended (aborting `signal` ends them).
+   */
+  async refreshStatusLists(signal: AbortSignal, nowMs = this.#clock()): Promise<RefreshFailure[]> {
+    const started: Array<Promise<RefreshFailure[]>> = [];
+    const skipped: string[] = [];
     for (const [tenantId, tenant] of this.#tenants) {
-      const { failed } = await tenant.statusLists.refreshDue(nowMs, signal);
-      failures.push(...failed.map((f) => ({ tenantId, ...f })));
-      const tokens = await tenant.tokenStatusLists.refreshDue(nowMs, signal);
-      failures.push(...tokens.map((f) => ({ tenantId, ...f })));
+      if (this.#refreshing.has(tenantId)) {
+        skipped.push(tenantId);
+        continue;
+      }
+      const run = this.#refreshTenant(tenantId, tenant, signal, nowMs).finally(() => this.#refreshing.delete(tenantId));
+      this.#refreshing.set(tenantId, run);
+      started.push(run);
+    }
+    const settled = await Promise.allSettled(started);
+    const failures = skipped.flatMap((tenantId) => this.#lastRefreshFailures.get(tenantId) ?? []);
+    for (const outcome of settled) {
+      if (outcome.status === 'rejected') throw outcome.reason;
+      failures.push(...outcome.value);
     }
     return failures;
   }
+
+  async #refreshTenant(tenantId: string, tenant: TenantRuntime, signal: AbortSignal, nowMs: number): Promise<RefreshFailure[]> {
+    const { failed } = await tenant.statusLists.refreshDue(nowMs, signal);
+    const failures = failed.map((f) => ({ tenantId, ...f }));
+    const tokens = await tenant.tokenStatusLists.refreshDue(nowMs, signal);
+    failures.push(...tokens.map((f) => ({ tenantId, ...f })));
+    this.#lastRefreshFailures.set(tenantId, failures);
+    return failures;
+  }
+
 
   #tenant(tenantId: string): TenantRuntime {
     const tenant = this.#tenants.get(tenantId);
@@ -343,10 +399,16 @@ export class CredentialVerifier {
     return text;
   }
 
-  async #proof(tenant: TenantRuntime, credential: unknown, hash: string, options: VerifyOptions, nowMs: number): Promise<ProofOutcome> {
+  /**
+   * The proof outcome: from the cache, or checked now (`remember`: #finish caches it once trust
+   * passed). Issuer trust on the credential's claims comes first, so an issuer the tenant does not
+   * trust costs no proof work; nothing is accepted here without its proof.
+   */
+  async #proof(tenant: TenantRuntime, credential: unknown, hash: string, options: VerifyOptions, nowMs: number): Promise<{ proof: ProofOutcome; remember: boolean }> {
     const { policy } = tenant;
     if (typeof credential === 'string') {
       if (credential.includes('~')) {
+        this.#refuseUnknownIssuer(tenant, claimedJwtIssuer(credential.slice(0, credential.indexOf('~')), 'sd-jwt'));
         const verified = await verifySdJwtVc(credential, {
           dids: tenant.dids,
           nowMs,
@@ -358,7 +420,7 @@ export class CredentialVerifier {
         checkFreshness(verified.window, [verified.vct], nowMs, policy.freshness);
         // the challenge is used up in #finish, once issuer trust and status pass: a self-issued
         // SD-JWT must not burn (or fill the store with) one-time challenges
-        return {
+        const proof: ProofOutcome = {
           format: 'sd-jwt-vc',
           issuer: verified.issuer,
           types: [verified.vct],
@@ -372,22 +434,38 @@ export class CredentialVerifier {
           ...(verified.statusReference === undefined ? {} : { tokenStatus: verified.statusReference }),
           ...(verified.holderJwk === undefined || !verified.keyBound ? {} : { holder: `urn:ietf:params:oauth:jwk-thumbprint:sha-256:${jwkThumbprint(verified.holderJwk)}` }),
         };
+        // not cached: its key binding answers this request's challenge
+        return { proof, remember: false };
       }
       const cached = this.#cached(tenant, hash);
-      if (cached !== undefined) return cached;
+      if (cached !== undefined) return { proof: cached, remember: false };
+      this.#refuseUnknownIssuer(tenant, claimedJwtIssuer(credential, 'vc-jwt'));
       // freshness is #finish's, which runs on every call, cached or not
       const { view, proofType } = await verifyVcJwt(credential, tenant.dids);
-      return this.#remember(tenant, hash, { format: 'vc+jwt', ...viewFacts(view), proofType });
+      return { proof: { format: 'vc+jwt', ...viewFacts(view), proofType }, remember: true };
     }
     const cached = this.#cached(tenant, hash);
-    if (cached !== undefined) return cached;
+    if (cached !== undefined) return { proof: cached, remember: false };
     const view = readW3cCredential(credential);
     checkFreshness(view.window, view.types, nowMs, policy.freshness);
+    // the whole trust question before the proof: the facts it asks about are the ones the proof
+    // covers, unchanged (#finish asks it again of the verified outcome)
+    establishTrust(trustQuestion(viewFacts(view)), tenant.trust, nowMs);
     const { proofType } = await this.#executor.verifyCredentialProof(policy.tenantId, credential as JsonObject, {
       nowMs,
       clockSkewMs: policy.freshness.clockSkewMs,
     });
-    return this.#remember(tenant, hash, { format: 'vc+data-integrity', ...viewFacts(view), proofType });
+    return { proof: { format: 'vc+data-integrity', ...viewFacts(view), proofType }, remember: true };
+  }
+
+  /**
+   * Refuse, before its proof is checked, a credential whose issuer the tenant's trust policy does
+   * not name at all: establishTrust refuses it whatever else it says (same code, same reason).
+   * `issuer` undefined (not readable): the proof check says what is wrong.
+   */
+  #refuseUnknownIssuer(tenant: TenantRuntime, issuer: string | undefined): void {
+    if (issuer === undefined || tenant.knownIssuers.has(issuer)) return;
+    throw new PavilionError(ErrorCodes.CREDENTIAL_ISSUER_UNTRUSTED, `issuer ${issuer.slice(0, 120)} is neither a trust anchor nor accredited by one`);
   }
 
   #cached(tenant: TenantRuntime, hash: string): ProofOutcome | undefined {
@@ -400,33 +478,25 @@ export class CredentialVerifier {
     return hit;
   }
 
-  #remember(tenant: TenantRuntime, hash: string, outcome: ProofOutcome): ProofOutcome {
-    if (this.#proofCacheEntries <= 0) return outcome;
+  #remember(tenant: TenantRuntime, hash: string, outcome: ProofOutcome): void {
+    if (this.#proofCacheEntries <= 0) return;
     const key = `${tenant.policy.tenantId}:${hash}`;
     this.#proofCache.set(key, outcome);
     if (this.#proofCache.size > this.#proofCacheEntries) {
       const oldest = this.#proofCache.keys().next().value;
       if (oldest !== undefined) this.#proofCache.delete(oldest);
     }
-    return outcome;
   }
 
-  /** Freshness (again, for cached proofs), trust and status: never cached; then a KB-JWT's challenge is used. */
-  async #finish(tenant: TenantRuntime, proof: ProofOutcome, hash: string, options: VerifyOptions, nowMs: number, consumed: Set<string>): Promise<VerifiedFactsV1> {
+  /**
+   * Freshness (again, for cached proofs), trust and status: never cached; a proof just checked
+   * (`remember`) is cached once trust passed; then a KB-JWT's challenge is used.
+   */
+  async #finish(tenant: TenantRuntime, proof: ProofOutcome, hash: string, options: VerifyOptions, nowMs: number, consumed: Set<string>, remember: boolean): Promise<VerifiedFactsV1> {
     const { policy } = tenant;
     checkFreshness(proof.window, proof.types, nowMs, policy.freshness);
-    const validFromMs = proof.window.validFromMs ?? proof.window.issuedAtMs;
-    const chain = establishTrust(
-      {
-        issuer: proof.issuer,
-        types: proof.types,
-        claimNames: Object.keys(proof.claims),
-        ...(validFromMs === undefined ? {} : { validFromMs }),
-        ...(proof.window.validUntilMs === undefined ? {} : { validUntilMs: proof.window.validUntilMs }),
-      },
-      tenant.trust,
-      nowMs,
-    );
+    const chain = establishTrust(trustQuestion(proof), tenant.trust, nowMs);
+    if (remember) this.#remember(tenant, hash, proof);
     const status = await this.#status(tenant, proof, options, nowMs);
     if (proof.nonce !== undefined) await this.#consumeChallenge(tenant, proof.nonce, options.domain ?? '', nowMs, consumed);
     return {
@@ -605,6 +675,24 @@ function viewFacts(view: ReturnType<typeof readW3cCredential>): Omit<ProofOutcom
   };
 }
 
+
+/**
+ * The issuer a VC-JWT or SD-JWT VC would be attributed to once verified (VC-JWT: the credential's
+ * `issuer` with `typ: vc+jwt`, else `iss`; SD-JWT VC: `iss`), read without verifying anything, only
+ * to refuse an unknown issuer before the proof work; undefined when it cannot be read.
+ */
+function claimedJwtIssuer(jwt: string, format: 'vc-jwt' | 'sd-jwt'): string | undefined {
+  let header: JsonObject;
+  let payload: JsonObject;
+  try {
+    ({ header, payload } = decodeCompactJws(jwt, format));
+  } catch {
+    return undefined; // malformed: the verification refuses it as such
+  }
+  const issuer = format === 'vc-jwt' && header['typ'] === 'vc+jwt' ? nodeId(payload['issuer']) : payload['iss'];
+  if (typeof issuer !== 'string' || issuer === '') return undefined;
+  return format === 'sd-jwt' && !issuer.startsWith('did:') ? undefined : issuer; // an SD-JWT VC's iss is a DID, or it is malformed
+}
 
 /** RFC 7638 JWK thumbprint (SHA-256 over the required members in lexicographic order), named per RFC 9278. */
 function jwkThumbprint(jwk: JsonObject): string {

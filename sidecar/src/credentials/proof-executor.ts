@@ -31,7 +31,8 @@ export interface ProofExecutor {
   verifyCredentialProof(tenantId: string, credential: JsonObject, time: ProofTime): Promise<{ proofType: string }>;
   verifyPresentationProof(tenantId: string, presentation: JsonObject, time: ProofTime & { challenge: string; domain: string }): Promise<{ proofType: string; holderKey: string }>;
   /** Accumulator membership (see bls-accumulator.ts); element as a bigint. */
-  verifyMembership(value: Uint8Array, publicKey: Uint8Array, element: bigint, witness: Uint8Array): Promise<boolean>;
+  /** `tenantId`: whose check it is (a worker executor queues jobs by tenant). */
+  verifyMembership(value: Uint8Array, publicKey: Uint8Array, element: bigint, witness: Uint8Array, tenantId?: string): Promise<boolean>;
   close(): Promise<void>;
 }
 

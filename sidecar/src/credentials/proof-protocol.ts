@@ -5,6 +5,8 @@ import type { TenantProofMaterial } from './proof-executor.ts';
 
 export type ProofJob =
   | { readonly op: 'tenant'; readonly material: TenantProofMaterial }
+  /** Load the proof stack now and answer once it is loaded (a new worker, before its first job). */
+  | { readonly op: 'warm' }
   | { readonly op: 'credential'; readonly tenantId: string; readonly credential: JsonObject; readonly nowMs: number; readonly clockSkewMs: number }
   | { readonly op: 'presentation'; readonly tenantId: string; readonly presentation: JsonObject; readonly nowMs: number; readonly clockSkewMs: number; readonly challenge: string; readonly domain: string }
   | { readonly op: 'membership'; readonly value: Uint8Array; readonly publicKey: Uint8Array; readonly element: string; readonly witness: Uint8Array };

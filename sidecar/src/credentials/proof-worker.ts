@@ -10,6 +10,8 @@ async function run(job: ProofJob): Promise<unknown> {
   switch (job.op) {
     case 'tenant':
       return executor.addTenant(job.material);
+    case 'warm':
+      return dataIntegrity().then(() => 'warm');
     case 'credential':
       return executor.verifyCredentialProof(job.tenantId, job.credential, { nowMs: job.nowMs, clockSkewMs: job.clockSkewMs });
     case 'presentation':
