@@ -61,11 +61,12 @@ describe('decision forwarder: one tenant whose event is refused for good does no
   /** Decision ids are unique across both tenants: JetStream deduplicates by id stream-wide. */
   const events = (from: number, count: number): DecisionEventV1[] => Array.from({ length: count }, (_, i) => decisionEvent(from + i));
 
-  const forwarder = (server: RunningNats, prefix: string, logs: ReadonlyMap<string, AuditLog>, warnings: string[]): DecisionForwarder => {
+  const forwarder = (server: RunningNats, prefix: string, logs: ReadonlyMap<string, AuditLog>, warnings: string[], maxEventBytes?: number): DecisionForwarder => {
     const f = new DecisionForwarder({
       nats: parseConfig({ nats: { servers: [server.url], subjectPrefix: prefix, connectTimeoutMs: 500 } }).nats!,
       logs: () => logs,
       maxInFlight: 32,
+      ...(maxEventBytes === undefined ? {} : { maxEventBytes }),
       retryWaitMs: 20,
       log: (level, message, fields) => {
         if (level === 'warn') warnings.push(`${message} ${JSON.stringify(fields ?? {})}`);
@@ -170,5 +171,20 @@ describe('decision forwarder: one tenant whose event is refused for good does no
     assert.equal(backlogOf(f, 'a'), 3, 'still waiting in the log');
     assert.equal(backlogOf(f, 'b'), 0);
     assert.ok(!(await streamed(jsm, 'PAYLOAD_DECISIONS', 'payload.decisions.a')).includes(ids(a)[0]!));
+  });
+
+  test('a server whose max_payload cannot carry the largest event the log accepts is reported on connecting (WARN, one log line)', async () => {
+    const warnings: string[] = [];
+    const f = forwarder(small, 'limits', new Map([['b', await newLog(events(5000, 1))]]), warnings, 64 * 1024);
+    await f.start();
+    await until('b forwarded', () => backlogOf(f, 'b') === 0);
+    assert.equal(f.status().state, 'WARN');
+    assert.match(f.status().message ?? '', /max_payload \(4096 bytes\) is below decisionLog\.audit\.maxEventBytes \(65536\)/);
+    assert.equal(warnings.filter((w) => w.includes('max_payload')).length, 1);
+    // the default server (max_payload 1 MiB) carries the streamed default (1 MiB less the header allowance)
+    const fits = forwarder(nats, 'fits', new Map([['b', await newLog(events(6000, 1))]]), [], parseConfig({ decisionLog: { sink: 'audit', audit: { stream: { enabled: true } } }, nats: { servers: [nats.url] } }).decisionLog.audit!.maxEventBytes);
+    await fits.start();
+    await until('b forwarded', () => backlogOf(fits, 'b') === 0);
+    assert.equal(fits.status().state, 'OK', 'an event limit the server carries raises nothing');
   });
 });

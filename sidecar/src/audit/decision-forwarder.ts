@@ -52,7 +52,7 @@
 import { open, readFile, rename, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NatsConnection } from '@nats-io/transport-node';
-import type { NatsConfig } from '../config/index.ts';
+import { STREAM_HEADER_ALLOWANCE_BYTES, type NatsConfig } from '../config/index.ts';
 import { connectNats, loadedNats } from '../distribution/index.ts';
 import { ErrorCodes, PavilionError, describeThrown, wrapError } from '../lib/errors.ts';
 import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
@@ -83,6 +83,12 @@ export interface DecisionForwarderOptions {
   /** The tenant logs to forward (read again on every pass: logs open with a tenant's first event). */
   readonly logs: () => ReadonlyMap<string, AuditLog>;
   readonly maxInFlight: number;
+  /**
+   * The largest event the audit log accepts (decisionLog.audit.maxEventBytes): on connecting,
+   * a server whose max_payload cannot carry one with its headers is reported (WARN), since such
+   * an event would be logged and then wait in the log until the limit is raised.
+   */
+  readonly maxEventBytes?: number;
   /** The first wait after a failure, doubling up to 30x: for the connection, and for each tenant on its own. */
   readonly retryWaitMs: number;
   /** How long JetStream may take to acknowledge a message before the pass fails and retries (default 10 s). */
@@ -146,6 +152,8 @@ export class DecisionForwarder implements Component {
   #stopping = false;
   /** Failed connection attempts in a row (each tenant counts its own failed passes). */
   #failures = 0;
+  /** Set on connecting when the server's max_payload cannot carry the largest event the log accepts. */
+  #payloadWarning: string | undefined;
   #published = 0;
   #duplicates = 0;
   /**
@@ -231,6 +239,7 @@ export class DecisionForwarder implements Component {
     if (stuck.length > 0) {
       return { state: 'WARN', message: `decision stream: not forwarding ${stuck.join(', ')}; their decisions wait in the audit log, the other tenants are forwarded`, details };
     }
+    if (this.#payloadWarning !== undefined) return { state: 'WARN', message: `decision stream: ${this.#payloadWarning}`, details };
     return { state: 'OK', details };
   }
 
@@ -284,6 +293,12 @@ export class DecisionForwarder implements Component {
         duplicate_window: DUPLICATE_WINDOW_MS * 1_000_000,
       });
     }
+    const maxPayload = nc.info?.max_payload;
+    const needed = (this.#options.maxEventBytes ?? 0) + STREAM_HEADER_ALLOWANCE_BYTES;
+    this.#payloadWarning = maxPayload !== undefined && this.#options.maxEventBytes !== undefined && maxPayload < needed
+      ? `the NATS server's max_payload (${maxPayload} bytes) is below decisionLog.audit.maxEventBytes (${this.#options.maxEventBytes}) plus ${STREAM_HEADER_ALLOWANCE_BYTES} bytes for headers: a decision event that large would be logged but not streamed until the limit is raised; lower maxEventBytes or raise max_payload`
+      : undefined;
+    if (this.#payloadWarning !== undefined) this.#options.log?.('warn', `decision stream: ${this.#payloadWarning}`, { maxPayload, maxEventBytes: this.#options.maxEventBytes });
     this.#js = new JetStreamPublisher(nc, { ...(this.#options.nats.inboxPrefix === undefined ? {} : { inboxPrefix: this.#options.nats.inboxPrefix }), timeoutMs: this.#options.ackTimeoutMs ?? DEFAULT_ACK_TIMEOUT_MS });
     if (this.#failures > 0) this.#options.log?.('info', 'decision stream: NATS JetStream is back; catching up from the audit log');
     this.#failures = 0;

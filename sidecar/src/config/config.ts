@@ -178,6 +178,9 @@ export interface AuditLogConfig {
   readonly anchor: AuditAnchorConfig;
 }
 
+/** Room left for a streamed event's NATS headers (Nats-Msg-Id and the protocol's own) below max_payload. */
+export const STREAM_HEADER_ALLOWANCE_BYTES = 8 * 1024;
+
 /** `decisionLog.audit.stream`: the decision forwarder (uses the `nats` section to connect). */
 export interface AuditStreamConfig {
   readonly enabled: boolean;
@@ -597,7 +600,9 @@ function parseAuditLog(raw: unknown, p: (file: string) => string): AuditLogConfi
   };
   const directory = a['directory'] === undefined ? resolve(REPO_ROOT, 'var', 'audit') : p(str(a, 'directory', path, ''));
   const maxDiskBytes = int(a, 'maxDiskBytes', path, 1024 * MiB, 64 * 1024, Number.MAX_SAFE_INTEGER);
-  const maxEventBytes = int(a, 'maxEventBytes', path, 1 * MiB, 1024, 64 * MiB);
+  // Streamed, an event must fit NATS's default max_payload (1 MiB) with its headers, or it
+  // could be logged and never published: the default leaves STREAM_HEADER_ALLOWANCE_BYTES.
+  const maxEventBytes = int(a, 'maxEventBytes', path, stream.enabled ? 1 * MiB - STREAM_HEADER_ALLOWANCE_BYTES : 1 * MiB, 1024, 64 * MiB);
   const groupCommitMaxBytes = int(a, 'groupCommitMaxBytes', path, 1 * MiB, 4096, 256 * MiB);
   if (maxEventBytes >= maxDiskBytes) fail(`${path}.maxEventBytes`, 'must be below maxDiskBytes');
 

@@ -7,6 +7,7 @@ export {
   parseConfig,
   sampleCredentialsConfig,
   SAMPLE_BUNDLE_SOURCES_DIRECTORY,
+  STREAM_HEADER_ALLOWANCE_BYTES,
   type AuditLogConfig,
   type AuditAnchorConfig,
   type AuditSignerConfig,
