@@ -9,9 +9,9 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { ErrorCodes } from '../sidecar/src/lib/errors.ts';
-import { AccumulatorIssuer, CredentialVerifier, MIN_STATUS_LIST_BITS, encodeStatusList, parseCredentialPolicy, signAccumulatorState, type CredentialVerifierOptions } from '../sidecar/src/credentials/index.ts';
+import { AccumulatorIssuer, CredentialVerifier, parseCredentialPolicy, signAccumulatorState, type CredentialVerifierOptions } from '../sidecar/src/credentials/index.ts';
 import { issueSdJwtVc, issueTokenStatusList, issueVcJwt, jwsAlgorithm, sampleContext, type SampleKey } from '../sidecar/src/credentials/samples.ts';
-import { NOW_MS, VC_V1, VC_V2, keys, kycCredential, rejectsWith, signed, seeded, trusting, verifier } from './credentials/fixtures.ts';
+import { NOW_MS, VC_V1, keys, kycCredential, rejectsWith, signed, signedStatusList, seeded, trusting, verifier } from './credentials/fixtures.ts';
 
 const NOW_S = Math.floor(NOW_MS / 1000);
 const HOUR_MS = 3_600_000;
@@ -151,16 +151,7 @@ describe('issuer signatures need an assertionMethod key', () => {
 describe('a status list issued before the one held never replaces it', () => {
   const LIST_URL = 'https://status.bank.example/lists/hardening';
 
-  async function statusList(issuer: SampleKey, validFrom: string, revoked: number[]) {
-    return signed({
-      '@context': [VC_V2],
-      id: LIST_URL,
-      type: ['VerifiableCredential', 'BitstringStatusListCredential'],
-      issuer: issuer.did,
-      validFrom,
-      credentialSubject: { id: `${LIST_URL}#list`, type: 'BitstringStatusList', statusPurpose: 'revocation', encodedList: encodeStatusList(MIN_STATUS_LIST_BITS, revoked) },
-    }, issuer);
-  }
+  const statusList = (issuer: SampleKey, validFrom: string, revoked: number[]) => signedStatusList(issuer, LIST_URL, { validFrom, set: revoked });
   const entry = (index: number) => ({ id: `${LIST_URL}#${index}`, type: 'BitstringStatusListEntry', statusPurpose: 'revocation', statusListIndex: String(index), statusListCredential: LIST_URL });
 
   it('an older Bitstring Status List (admitted or refreshed) gets CREDENTIAL_STATUS_STALE and the revoked credential stays revoked', async () => {

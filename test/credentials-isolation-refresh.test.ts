@@ -7,9 +7,9 @@ import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
 import { ErrorCodes } from '../sidecar/src/lib/errors.ts';
-import { CredentialGate, CredentialVerifier, MIN_STATUS_LIST_BITS, encodeStatusList, type StatusListSource } from '../sidecar/src/credentials/index.ts';
+import { CredentialGate, CredentialVerifier, type StatusListSource } from '../sidecar/src/credentials/index.ts';
 import { issueTokenStatusList, type SampleKey } from '../sidecar/src/credentials/samples.ts';
-import { NOW_MS, VC_V2, keys, kycCredential, policy, rejectsWith, signed, trusting } from './credentials/fixtures.ts';
+import { NOW_MS, keys, kycCredential, policy, rejectsWith, signed, signedStatusList, trusting } from './credentials/fixtures.ts';
 
 const LIST_A = 'https://status.a.example/lists/1';
 const LIST_B = 'https://status.b.example/lists/1';
@@ -17,15 +17,8 @@ const TOKEN_A = 'https://status.a.example/tokens/1';
 const TTL_MS = 60_000;
 const MAX_AGE_MS = 600_000;
 
-async function statusList(issuer: SampleKey, url: string): Promise<Record<string, unknown>> {
-  return signed({
-    '@context': [VC_V2],
-    id: url,
-    type: ['VerifiableCredential', 'BitstringStatusListCredential'],
-    issuer: issuer.did,
-    validFrom: '2026-05-01T00:00:00Z',
-    credentialSubject: { id: `${url}#list`, type: 'BitstringStatusList', statusPurpose: 'revocation', encodedList: encodeStatusList(MIN_STATUS_LIST_BITS, []) },
-  }, issuer);
+function statusList(issuer: SampleKey, url: string): Promise<Record<string, unknown>> {
+  return signedStatusList(issuer, url);
 }
 
 function token(issuer: SampleKey, uri: string): string {

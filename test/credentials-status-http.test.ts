@@ -9,11 +9,11 @@ import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { CredentialGate, MIN_STATUS_LIST_BITS, encodeStatusList } from '../sidecar/src/credentials/index.ts';
+import { CredentialGate } from '../sidecar/src/credentials/index.ts';
 import { HttpStatusListSource } from '../sidecar/src/credentials/http-status-list.ts';
 import { issueSdJwtVc, issueTokenStatusList, type SampleKey } from '../sidecar/src/credentials/samples.ts';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
-import { NOW_MS, VC_V2, keys, kycCredential, policy, rejectsWith, signed, trusting } from './credentials/fixtures.ts';
+import { NOW_MS, keys, kycCredential, policy, rejectsWith, signed, signedStatusList, trusting } from './credentials/fixtures.ts';
 import { until } from './harness/wait.ts';
 
 interface Answer {
@@ -42,14 +42,7 @@ describe('status lists over HTTP', () => {
   });
 
   async function statusList(issuer: SampleKey, url: string, revoked: number[]): Promise<string> {
-    return JSON.stringify(await signed({
-      '@context': [VC_V2],
-      id: url,
-      type: ['VerifiableCredential', 'BitstringStatusListCredential'],
-      issuer: issuer.did,
-      validFrom: '2026-05-01T00:00:00Z',
-      credentialSubject: { id: `${url}#list`, type: 'BitstringStatusList', statusPurpose: 'revocation', encodedList: encodeStatusList(MIN_STATUS_LIST_BITS, revoked) },
-    }, issuer));
+    return JSON.stringify(await signedStatusList(issuer, url, { set: revoked }));
   }
 
   /** A started gate for the bank tenant: lists kept 60 s (TTL), trusted 10 min, refreshed every 50 ms. */

@@ -12,21 +12,13 @@ import { SAMPLE_CONTEXT_URL, jwsAlgorithm, type SampleKey } from '../sidecar/src
 import { bitAt } from '../sidecar/src/credentials/bitstring-status-list.ts';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { readFileSync } from 'node:fs';
-import { CHALLENGE, DOMAIN, NOW_MS, VC_V2, issuerLoader, keys, kycCredential, rejectsWith, signed, trusting, verifier, presentDataIntegrity, seeded } from './credentials/fixtures.ts';
+import { CHALLENGE, DOMAIN, NOW_MS, VC_V2, issuerLoader, keys, kycCredential, rejectsWith, signed, signedStatusList, trusting, verifier, presentDataIntegrity, seeded } from './credentials/fixtures.ts';
 
 const LIST_URL = 'https://status.bank.example/lists/1';
 const SUSPENSION_URL = 'https://status.bank.example/lists/2';
 
-async function statusList(issuer: SampleKey, url: string, purpose: 'revocation' | 'suspension', set: number[], over: Record<string, unknown> = {}) {
-  return signed({
-    '@context': [VC_V2],
-    id: url,
-    type: ['VerifiableCredential', 'BitstringStatusListCredential'],
-    issuer: issuer.did,
-    validFrom: '2026-05-01T00:00:00Z',
-    credentialSubject: { id: `${url}#list`, type: 'BitstringStatusList', statusPurpose: purpose, encodedList: encodeStatusList(MIN_STATUS_LIST_BITS, set) },
-    ...over,
-  }, issuer);
+function statusList(issuer: SampleKey, url: string, purpose: 'revocation' | 'suspension', set: number[], over: Record<string, unknown> = {}) {
+  return signedStatusList(issuer, url, { purpose, set, over });
 }
 
 function entry(index: number, purpose: 'revocation' | 'suspension' = 'revocation', url = LIST_URL) {

@@ -2,7 +2,7 @@
  * Shared material for the credential tests: deterministic sample keys, a frozen clock, the sample
  * context pinned like a tenant would pin it, and builders for credentials and verifiers.
  */
-import { CredentialVerifier, DidResolver, createDocumentLoader, parseCredentialPolicy, pinContexts, type CredentialPolicy, type CredentialVerifierOptions, type DocumentLoader } from '../../sidecar/src/credentials/index.ts';
+import { CredentialVerifier, DidResolver, MIN_STATUS_LIST_BITS, createDocumentLoader, encodeStatusList, parseCredentialPolicy, pinContexts, type CredentialPolicy, type CredentialVerifierOptions, type DocumentLoader } from '../../sidecar/src/credentials/index.ts';
 import { SAMPLE_CONTEXT_URL, issueDataIntegrity, sampleContext, sampleKey, type SampleKey } from '../../sidecar/src/credentials/samples.ts';
 import * as vc from '@digitalbazaar/vc';
 import { DataIntegrityProof } from '@digitalbazaar/data-integrity';
@@ -99,6 +99,26 @@ export async function presentDataIntegrity(
 
 export async function signed(credential: Record<string, unknown>, key: SampleKey): Promise<Record<string, unknown>> {
   return issueDataIntegrity(credential, key, issuerLoader(), new Date(NOW_MS - DAY_MS));
+}
+
+/**
+ * A Bitstring Status List credential for `url`, signed by `issuer`: the bits in `set` on
+ * (revoked, or suspended with `purpose: 'suspension'`); `validFrom` and other fields overridable.
+ */
+export async function signedStatusList(
+  issuer: SampleKey,
+  url: string,
+  options: { purpose?: 'revocation' | 'suspension'; set?: readonly number[]; validFrom?: string; over?: Record<string, unknown> } = {},
+): Promise<Record<string, unknown>> {
+  return signed({
+    '@context': [VC_V2],
+    id: url,
+    type: ['VerifiableCredential', 'BitstringStatusListCredential'],
+    issuer: issuer.did,
+    validFrom: options.validFrom ?? '2026-05-01T00:00:00Z',
+    credentialSubject: { id: `${url}#list`, type: 'BitstringStatusList', statusPurpose: options.purpose ?? 'revocation', encodedList: encodeStatusList(MIN_STATUS_LIST_BITS, [...(options.set ?? [])]) },
+    ...options.over,
+  }, issuer);
 }
 
 import assert from 'node:assert/strict';
