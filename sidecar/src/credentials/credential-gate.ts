@@ -15,7 +15,7 @@
  * no credentials does not carry them (about 30 MB of modules, plus the workers).
  */
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
-import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
+import { withDeadline, type Component, type ComponentStatus } from '../lib/lifecycle.ts';
 import { FileStatusListSource, type StatusListSource } from './bitstring-status-list.ts';
 import { HttpStatusListSource, RoutingStatusListSource } from './http-status-list.ts';
 import type { CredentialPolicy } from './credential-policy.ts';
@@ -135,8 +135,14 @@ export class CredentialGate implements Component {
   #idle = false;
   #shared: RedisSharedState | undefined;
   /** HTTPS status lists and Status List Tokens not fetched yet, by tenant, kind and URL. */
-  readonly #unfetched = new Map<string, { readonly tenantId: string; readonly kind: 'list' | 'token'; readonly url: string }>();
-  #lastFetchError: string | undefined;
+  readonly #unfetched = new Map<string, Unfetched>();
+  /**
+   * The last fetch error of each list in #unfetched (same keys), oldest first: a list fetched
+   * since drops its error, so health names only lists still missing.
+   */
+  readonly #fetchErrors = new Map<string, string>();
+  /** Tenants whose missing lists are being fetched, and that run: a tick while it runs skips the tenant. */
+  readonly #fetching = new Map<string, Promise<void>>();
   readonly #sources = new Map<string, StatusListSource | undefined>();
 
   constructor(options: CredentialGateOptions) {
@@ -189,7 +195,8 @@ export class CredentialGate implements Component {
       }
       this.#verifier = verifier;
       // lists fetched over HTTPS: a failure here is not fatal (checks against them fail closed
-      // and health says WARN until a refresh gets them)
+      // and health says WARN until a refresh gets them); stop() meanwhile aborts this round
+      this.#abort = new AbortController();
       await this.#fetchMissing(verifier);
     } catch (error) {
       this.#startError = describeThrown(error);
@@ -199,17 +206,19 @@ export class CredentialGate implements Component {
       this.#shared = undefined;
       throw error;
     }
-    this.#abort = new AbortController();
+    if (this.#abort.signal.aborted) return; // stopped during the first round: no timer
     this.#timer = setInterval(() => void this.#refresh(), this.#options.refreshIntervalMs);
     this.#timer.unref();
   }
 
-  async stop(): Promise<void> {
+  async stop(deadlineMs = STATUS_FETCH_TIMEOUT_MS): Promise<void> {
     this.#idle = false;
     if (this.#timer !== undefined) clearInterval(this.#timer);
     this.#timer = undefined;
     this.#abort.abort();
     this.#verifier = undefined;
+    // the aborted fetches end at once; wait for them so none admits a list or touches health after stop()
+    await withDeadline(Promise.all(this.#fetching.values()), deadlineMs);
     await this.#executor?.close();
     this.#executor = undefined;
     await this.#shared?.stop();
@@ -220,7 +229,7 @@ export class CredentialGate implements Component {
     if (this.#idle) return { state: 'OK', message: 'no tenant has a credential policy', details: { tenants: [], proofWorkers: 0 } };
     if (this.#verifier === undefined) return { state: this.#startError === undefined ? 'NOT_READY' : 'ERROR', message: this.#startError ?? 'not started' };
     if (this.#unfetched.size > 0) {
-      return { state: 'WARN', message: `${this.#unfetched.size} status lists could not be fetched yet; credentials that need them are refused (${this.#lastFetchError ?? ''})` };
+      return { state: 'WARN', message: `${this.#unfetched.size} status lists could not be fetched yet; credentials that need them are refused (${this.#lastFetchError() ?? ''})` };
     }
     if (this.#lastRefreshFailures > 0) return { state: 'WARN', message: `${this.#lastRefreshFailures} status list refreshes failed; lists are used until their max age` };
     const shared = this.#shared?.status();
@@ -287,13 +296,16 @@ export class CredentialGate implements Component {
   async #refresh(): Promise<void> {
     const verifier = this.#verifier;
     if (verifier === undefined) return;
+    // side by side: the lists held are refreshed while the missing ones are fetched, so a tenant
+    // whose refresh waits on a host that does not answer delays no other tenant's first fetch
+    const fetching = this.#fetchMissing(verifier);
     try {
       const failures = await verifier.refreshStatusLists(this.#abort.signal);
       this.#lastRefreshFailures = failures.length;
-      await this.#fetchMissing(verifier);
     } catch {
       this.#lastRefreshFailures++;
     }
+    await fetching;
   }
 
   /** Where a tenant's status lists are refreshed from: files and HTTPS URLs, by URL (built once). */
@@ -327,19 +339,64 @@ export class CredentialGate implements Component {
     return routes.size === 0 ? undefined : new RoutingStatusListSource(routes);
   }
 
-  /** Fetch and admit every HTTPS status list and token not held yet (those left say WARN in status). */
+  /**
+   * Fetch and admit every HTTPS status list and token not held yet (those left say WARN in
+   * status). Tenants are fetched side by side, each tenant's lists one after another, so a host
+   * that does not answer (up to STATUS_FETCH_TIMEOUT_MS a list) holds up only its own tenant. A
+   * tenant whose previous run is still going is skipped: it is never fetched twice at once.
+   * Resolves when the runs this call started have ended; never rejects.
+   */
   async #fetchMissing(verifier: CredentialVerifier): Promise<void> {
-    for (const [key, { tenantId, kind, url }] of [...this.#unfetched]) {
-      const source = this.#sourceFor(tenantId);
+    const signal = this.#abort.signal;
+    if (signal.aborted) return;
+    const byTenant = new Map<string, Array<[string, Unfetched]>>();
+    for (const [key, want] of this.#unfetched) {
+      if (this.#fetching.has(want.tenantId)) continue;
+      let wanted = byTenant.get(want.tenantId);
+      if (wanted === undefined) byTenant.set(want.tenantId, (wanted = []));
+      wanted.push([key, want]);
+    }
+    const started: Array<Promise<void>> = [];
+    for (const [tenantId, wanted] of byTenant) {
+      const run = this.#fetchTenant(verifier, tenantId, wanted, signal).finally(() => {
+        if (this.#fetching.get(tenantId) === run) this.#fetching.delete(tenantId);
+      });
+      this.#fetching.set(tenantId, run);
+      started.push(run);
+    }
+    await Promise.all(started);
+  }
+
+  /** One tenant's missing lists, one after another (each failure is kept for health, never thrown). */
+  async #fetchTenant(verifier: CredentialVerifier, tenantId: string, wanted: ReadonlyArray<[string, Unfetched]>, signal: AbortSignal): Promise<void> {
+    for (const [key, { kind, url }] of wanted) {
+      if (!this.#unfetched.has(key)) continue;
       try {
+        const source = this.#sourceFor(tenantId);
         if (source === undefined) throw new Error('no source');
-        const fetched = await source.fetch(url, this.#abort.signal);
+        const fetched = await source.fetch(url, signal);
         if (kind === 'token') await verifier.admitTokenStatusList(tenantId, url, fetched as string);
         else await verifier.admitStatusList(tenantId, url, fetched);
         this.#unfetched.delete(key);
+        this.#fetchErrors.delete(key);
       } catch (error) {
-        this.#lastFetchError = `${tenantId}: ${describeThrown(error)}`;
+        // re-inserted so the map stays oldest first
+        this.#fetchErrors.delete(key);
+        if (this.#unfetched.has(key)) this.#fetchErrors.set(key, `${tenantId}: ${describeThrown(error)}`);
       }
     }
   }
+
+  /** The latest fetch error of a list still missing. */
+  #lastFetchError(): string | undefined {
+    let last: string | undefined;
+    for (const message of this.#fetchErrors.values()) last = message;
+    return last;
+  }
+}
+
+interface Unfetched {
+  readonly tenantId: string;
+  readonly kind: 'list' | 'token';
+  readonly url: string;
 }
