@@ -18,10 +18,11 @@
  *   on board for two deaths fails with ERR_EVAL_TRAP instead of being retried forever. A
  *   timeout names its culprit, so it counts against no other item.
  * - A tenant whose evaluation overran the deadline is limited, for QUARANTINE_MS after its
- *   latest overrun, to one evaluation at a time, in a batch of its own: a policy that loops
- *   on some inputs then occupies at most one worker, and the other tenants keep the rest
- *   instead of queueing behind it (at most QUARANTINE_MAX_QUEUED of its evaluations wait;
- *   more get ERR_EVAL_OVERLOADED).
+ *   latest overrun, to one evaluation at a time, in a batch of its own, and such batches
+ *   together hold at most all workers but one: a policy that loops on some inputs then
+ *   occupies at most one worker, and the other tenants keep the rest instead of queueing
+ *   behind it (at most QUARANTINE_MAX_QUEUED of its evaluations wait; more get
+ *   ERR_EVAL_OVERLOADED).
  * - Each tenant's queue holds at most `maxQueuedEvaluations`; more get ERR_EVAL_OVERLOADED.
  */
 import { Worker } from 'node:worker_threads';
@@ -103,6 +104,8 @@ class Slot {
   ready = false;
   dead = false;
   flushScheduled = false;
+  /** Its batch is a limited tenant's evaluation, alone. */
+  solo = false;
 
   constructor() {
     this.worker = new Worker(workerUrl, { workerData: { control: this.control.buffer } });
@@ -125,6 +128,9 @@ export class WorkerPool {
   readonly #forwarded = new Set<string>();
   /** Evaluations waiting for a worker, per tenant, in arrival order; the Map's order is the round-robin. */
   readonly #queues = new Map<string, Pending[]>();
+  /** Limited tenants' evaluations holding their turn, waiting for a worker of their own. */
+  readonly #solo: Pending[] = [];
+  /** Everything waiting: the tenants' queues and #solo. */
   #queued = 0;
   /** Slots with a flush scheduled (#schedule): a flush takes its share of the queue. */
   #flushesScheduled = 0;
@@ -168,7 +174,7 @@ export class WorkerPool {
     this.#disarmWatchdog();
     const failure: EvalOutcome = { ok: false, code: ErrorCodes.ENGINE_STOPPED, message: 'the policy engine is stopping' };
     const waiting = [...this.#quarantined.values()].flatMap((q) => q.waiting.splice(0));
-    const queued = [...this.#queues.values()].flat();
+    const queued = [...this.#queues.values()].flat().concat(this.#solo.splice(0));
     this.#queues.clear();
     this.#queued = 0;
     for (const pending of [...queued, ...waiting]) pending.resolve(failure);
@@ -330,6 +336,7 @@ export class WorkerPool {
         const batch = slot.batches.get(message.batch);
         if (batch === undefined) return;
         slot.batches.delete(message.batch);
+        slot.solo = false;
         // the next batch at once: the worker is not left idle while others wait
         if (!slot.flushScheduled) this.#flush(slot);
         batch.forEach((pending, i) => {
@@ -365,6 +372,14 @@ export class WorkerPool {
    * re-dispatched after a worker died) and wake a free worker.
    */
   #enqueue(tenant: string, pending: Pending, front = false): void {
+    if (pending.limitedTurn === true) {
+      // its tenant's one turn (the quarantine bounds how many wait): no queue bound here
+      if (front) this.#solo.unshift(pending);
+      else this.#solo.push(pending);
+      this.#queued++;
+      this.#pump();
+      return;
+    }
     let queue = this.#queues.get(tenant);
     if (!front && (queue?.length ?? 0) >= this.#options.maxQueuedEvaluations) {
       pending.resolve({ ok: false, code: ErrorCodes.EVAL_OVERLOADED, message: `the evaluation queue of tenant ${tenant} is full (${this.#options.maxQueuedEvaluations} waiting)` });
@@ -398,29 +413,28 @@ export class WorkerPool {
   }
 
   /**
-   * Hand a free worker its next batch: one evaluation of each waiting tenant in turn, up to
-   * its share of what waits (the other scheduled flushes take the rest) and BATCH_MAX_ITEMS.
-   * A limited tenant's evaluation goes alone. A tenant served moves to the back of the order.
+   * Hand a free worker its next batch: a limited tenant's evaluation alone, while fewer than
+   * all but one worker (at least one) carry such an evaluation; otherwise one evaluation of
+   * each waiting tenant in turn, up to its share of what waits (the other scheduled flushes
+   * take the rest) and BATCH_MAX_ITEMS. A tenant served moves to the back of the order.
    */
   #flush(slot: Slot): void {
     if (slot.dead || !slot.ready || slot.batches.size > 0 || this.#queued === 0) return;
-    const max = Math.min(BATCH_MAX_ITEMS, Math.ceil(this.#queued / (this.#flushesScheduled + 1)));
     const items: Pending[] = [];
-    let passedOver = 0;
-    while (items.length < max && this.#queues.size > passedOver) {
-      const [tenant, queue] = this.#queues.entries().next().value as [string, Pending[]];
-      this.#queues.delete(tenant);
-      const head = queue[0] as Pending;
-      if (head.limitedTurn === true && items.length > 0) {
-        this.#queues.set(tenant, queue); // in a batch of its own, next time
-        passedOver++;
-        continue;
-      }
-      queue.shift();
+    const solos = this.#slots.filter((s) => s.solo && !s.dead).length;
+    if (this.#solo.length > 0 && solos < Math.max(1, this.#slots.length - 1)) {
+      items.push(this.#solo.shift() as Pending);
       this.#queued--;
-      items.push(head);
-      if (queue.length > 0) this.#queues.set(tenant, queue);
-      if (head.limitedTurn === true) break;
+      slot.solo = true;
+    } else {
+      const max = Math.min(BATCH_MAX_ITEMS, Math.ceil(this.#queued / (this.#flushesScheduled + 1)));
+      while (items.length < max && this.#queues.size > 0) {
+        const [tenant, queue] = this.#queues.entries().next().value as [string, Pending[]];
+        this.#queues.delete(tenant);
+        items.push(queue.shift() as Pending);
+        this.#queued--;
+        if (queue.length > 0) this.#queues.set(tenant, queue);
+      }
     }
     if (items.length === 0) return;
     const batch = this.#nextBatch++;
