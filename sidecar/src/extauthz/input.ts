@@ -153,13 +153,15 @@ export function parseBody(headers: Readonly<Record<string, string>>, body: strin
   // UTF-8 decoding, where each bad byte would count as the 3 bytes of a U+FFFD)
   const payloadBytes = body !== '' ? Buffer.byteLength(body, 'utf8') : rawBody.length;
   if (truncatedByContentLength(headers['content-length'], payloadBytes)) return [null, true];
+  if (isMultipart) {
+    const boundary = parseMediaType(contentType).params['boundary'];
+    if (boundary === undefined) return [null, false];
+    // raw_body's own bytes, as Go's reader sees them (a bad byte quoted as \xff in its errors)
+    return [parseMultipartForm(body !== '' ? body : rawBody, boundary), false];
+  }
   const payload = body !== '' ? body : rawBody.toString('utf8');
   if (isJson) return [parseJsonBody(payload), false];
-  if (isForm) return [parseQuery(payload), false];
-  const media = parseMediaType(contentType);
-  const boundary = media.params['boundary'];
-  if (boundary === undefined) return [null, false];
-  return [parseMultipartForm(payload, boundary), false];
+  return [parseQuery(payload), false];
 }
 
 /** Cut a UTF-8 string to at most `maxBytes` bytes without splitting a character. */
