@@ -421,8 +421,7 @@ export class WorkerPool {
   #flush(slot: Slot): void {
     if (slot.dead || !slot.ready || slot.batches.size > 0 || this.#queued === 0) return;
     const items: Pending[] = [];
-    const solos = this.#slots.filter((s) => s.solo && !s.dead).length;
-    if (this.#solo.length > 0 && solos < Math.max(1, this.#slots.length - 1)) {
+    if (this.#solo.length > 0 && this.#slots.filter((s) => s.solo && !s.dead).length < Math.max(1, this.#slots.length - 1)) {
       items.push(this.#solo.shift() as Pending);
       this.#queued--;
       slot.solo = true;
