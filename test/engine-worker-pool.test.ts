@@ -121,8 +121,8 @@ describe('a load that finishes after its unload was requested', () => {
     pool.unload(spec.key);
     const loaded = await settledWithin(loading);
     assert.ok(loaded !== 'hung' && loaded.status === 'fulfilled', `the load settles: ${JSON.stringify(loaded)}`);
-    // Two at once: the pool sends each to the worker with the least outstanding work, so
-    // every worker is asked (each would still answer from an instance it kept).
+    // Four at once: the free workers share them, so every worker is asked (each would
+    // still answer from an instance it kept).
     const outcomes = await Promise.all(Array.from({ length: 4 }, () => evaluate(pool, spec.key)));
     for (const outcome of outcomes) {
       assert.ok(!outcome.ok, `a worker still holds the unloaded policy: it answered ${JSON.stringify(outcome)}`);
@@ -224,5 +224,48 @@ describe('a load that overruns its deadline fails only itself', () => {
     await pool.load(tenantLoad('queued'));
     const answer = await evaluate(pool, tenantLoad('queued').key);
     assert.deepEqual(answer.ok ? answer.result : answer.code, 'queued');
+  });
+});
+
+describe('a tenant limited after an overrun', () => {
+  const running = pools();
+
+  test('evaluations waiting behind its one turn go on when the limit ends while that turn runs (none is left unanswered)', async () => {
+    const archive = await buildFixtureBundle({
+      modules: { 'spin.rego': 'package spin\n\nrun if {\n\tevery i in numbers.range(1, input.n) {\n\t\tevery j in numbers.range(1, input.n) {\n\t\t\ti + j > 0\n\t\t}\n\t}\n}\n\necho := input\n' },
+      entrypoints: ['spin/run', 'spin/echo'],
+      roots: ['spin'],
+    });
+    const spin = await compilePolicy(await readBundle(archive, { tenant: 'spin', namespace: 'spin' }), { initialMemoryPages: MEMORY.initialPages });
+    const key = policyKey('spin', spin.bundleDigest);
+    const [runId, echoId] = [spin.entrypoints.get('spin/run'), spin.entrypoints.get('spin/echo')] as [number, number];
+    // OPA's Wasm frees nothing within an evaluation: a long run needs room (512 MiB at most)
+    const load: LoadMessage = { type: 'load', key, module: spin.module, data: {}, memory: { initialPages: MEMORY.initialPages, maximumPages: 8192 } };
+    const runOn = (pool: WorkerPool, n: number): Promise<EvalOutcome> => pool.evaluate({ key, entrypointId: runId, input: JSON.stringify({ n }), nowNs: null });
+    // n for a run of at least 100 ms on this machine (the run is quadratic in n)
+    const calibration = await running.start({ workers: 1, evaluationTimeoutMs: 20_000 });
+    await calibration.load(load);
+    let n = 100;
+    let ms = 0;
+    while (ms < 100 && n < 50_000) {
+      const started = performance.now();
+      await runOn(calibration, n);
+      ms = performance.now() - started;
+      if (ms < 100) n = Math.ceil(n * Math.min(4, Math.sqrt(160 / Math.max(ms, 1))));
+    }
+    // a deadline of three runs of n: 2n (four times as long) overruns it, n does not
+    const pool = await running.start({ workers: 2, evaluationTimeoutMs: Math.ceil(3 * ms), quarantineMs: 50 });
+    await pool.load(load);
+    const run = (size: number): Promise<EvalOutcome> => runOn(pool, size);
+    const echo = (i: number): Promise<EvalOutcome> => pool.evaluate({ key, entrypointId: echoId, input: JSON.stringify({ i }), nowNs: null });
+    // an overrun: limited for 50 ms
+    const overrun = await run(2 * n);
+    assert.ok(!overrun.ok && overrun.code === ErrorCodes.EVAL_TIMEOUT, JSON.stringify(overrun));
+    // a turn that outlasts the limit, with two evaluations waiting behind it
+    const outcomes = await settledWithin(Promise.all([run(n), echo(1), echo(2)]), 15_000);
+    assert.notEqual(outcomes, 'hung', 'the evaluations waiting behind the turn were never answered');
+    assert.ok(outcomes !== 'hung' && outcomes.status === 'fulfilled');
+    assert.deepEqual(outcomes.value.map((o) => (o.ok ? o.result : o.code)), [true, { i: 1 }, { i: 2 }]);
+    assert.deepEqual(pool.limitedTenants, [], 'the limit has ended');
   });
 });

@@ -48,6 +48,8 @@ export interface WorkerPoolOptions {
   readonly loadTimeoutMs?: number;
   readonly maxQueuedEvaluations: number;
   readonly memory: MemoryLimits;
+  /** How long a tenant stays limited after its latest overrun (default QUARANTINE_MS). */
+  readonly quarantineMs?: number;
   /** Called when a worker is replaced (metrics). */
   readonly onWorkerRestart?: (reason: 'timeout' | 'crash') => void;
 }
@@ -253,16 +255,21 @@ export class WorkerPool {
     pending.resolve = (outcome) => {
       resolve(outcome);
       quarantine.busy = false;
+      if (quarantine.untilMs <= nowMs()) {
+        // the limit ended while this turn ran: everything waiting goes on as usual
+        if (this.#quarantined.get(tenant) === quarantine) this.#quarantined.delete(tenant);
+        for (const next of quarantine.waiting.splice(0)) this.#admit(next);
+        return;
+      }
       const next = quarantine.waiting.shift();
       if (next !== undefined) this.#admit(next);
-      else if (quarantine.untilMs <= nowMs() && this.#quarantined.get(tenant) === quarantine) this.#quarantined.delete(tenant);
     };
     this.#enqueue(tenant, pending);
   }
 
   /** Limit `tenant` (its evaluation overran the deadline) from now for QUARANTINE_MS. */
   #limit(tenant: string): void {
-    const untilMs = nowMs() + QUARANTINE_MS;
+    const untilMs = nowMs() + (this.#options.quarantineMs ?? QUARANTINE_MS);
     const quarantine = this.#quarantined.get(tenant);
     if (quarantine !== undefined) quarantine.untilMs = untilMs;
     else this.#quarantined.set(tenant, { untilMs, busy: false, waiting: [] });
