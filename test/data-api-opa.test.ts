@@ -389,7 +389,9 @@ describe('/health as OPA means it, with a tenant that has no active policy', () 
 
   before(async () => {
     const good = await buildFixtureBundle({ modules: { 'a.rego': 'package acme\n\nallow := true\n' }, entrypoints: ['acme/allow'], roots: ['acme'] });
-    app = await startPavilion({ bundles: { acme: good, globex: good } }); // globex's bundle claims acme's roots: refused
+    // globex's bundle claims acme's roots: refused. Both configured, so the sidecar must serve
+    // both (a discovered tenant without a policy would only be WARN: tenants-readiness.test.ts)
+    app = await startPavilion({ bundles: { acme: good, globex: good }, config: { tenants: [{ id: 'acme' }, { id: 'globex' }] } });
   });
   after(() => app?.stop());
 
