@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { AuditLogSink, FileAnchorVerifier, Keyring, SoftwareSigner, verifyDecisionProof, verifyLogFile } from '../sidecar/src/audit/index.ts';
+import { AuditLogSink, FileAnchorVerifier, UNROUTED_MAX_DISK_BYTES, Keyring, SoftwareSigner, verifyDecisionProof, verifyLogFile } from '../sidecar/src/audit/index.ts';
 import { parseConfig } from '../sidecar/src/config/index.ts';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
 import { decisionEvent, tempDir } from './audit/fixtures.ts';
@@ -116,6 +116,29 @@ describe('AuditLogSink', () => {
     assert.equal(verifyDecisionProof(proof, keys).origin, 'pavilion-test/hospital');
     assert.equal((await verifyLogFile(join(dir, 'tenants', '_unrouted', 'audit.wal'), keys)).leaves, 1);
     await assert.rejects(sink.append(decisionEvent(5)), (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_LOG_CLOSED));
+  });
+
+  it('gives the _unrouted log (checks no tenant was resolved for, which any caller can send) its own small disk budget', async () => {
+    const dir = await tempDir();
+    const sink = new AuditLogSink({
+      directory: dir,
+      originPrefix: 'pavilion-test',
+      settings: {
+        fsync: 'never', fsyncIntervalMs: 100, groupCommitMaxDelayMs: 0, groupCommitMaxBytes: 1 << 20, maxDiskBytes: 4 * UNROUTED_MAX_DISK_BYTES,
+        onFull: 'refuse', blockTimeoutMs: 100, maxEventBytes: 1 << 20, checkpointEveryEvents: 100, checkpointIntervalMs: 60_000,
+      },
+      createSigner: async () => SoftwareSigner.generate(),
+    });
+    await sink.start();
+    try {
+      await sink.write(decisionEvent(1));
+      await sink.write(decisionEvent(2, { tenant: '' }));
+      const tenants = (sink.status().details as { tenants: Record<string, { details: { max_disk_bytes: number } }> }).tenants;
+      assert.equal(tenants['bank']?.details.max_disk_bytes, 4 * UNROUTED_MAX_DISK_BYTES);
+      assert.equal(tenants['_unrouted']?.details.max_disk_bytes, UNROUTED_MAX_DISK_BYTES);
+    } finally {
+      await sink.stop(5000);
+    }
   });
 
   it("is the sidecar's sink with decisionLog.sink 'audit': decisions over HTTP verify offline", async () => {

@@ -749,6 +749,9 @@ describe('the data volume', () => {
     renderFails(['--values', PROD_VALUES, '--set', 'pavilion.dataVolume.volume=null', '--set', 'pavilion.dataVolume.sizeLimit=4Gi'], /is below 3 tenant\(s\)/);
     renderFails(['--values', PROD_VALUES, '--set', 'pavilion.dataVolume.volume.ephemeral.volumeClaimTemplate.spec.resources.requests.storage=8Gi'], /volumeClaimTemplate storage request = 8Gi .* is below 3 tenant\(s\)/);
     renderFails(['--set', 'pavilion.dataVolume.sizeLimit=lots'], /pavilion.dataVolume.sizeLimit .*\(lots\) is not a Kubernetes quantity/);
+    // with ext_authz the headroom also holds the _unrouted log (64 MiB at most)
+    renderFails(['--set', 'pavilion.config.extAuthz.tenantFrom.fixed=bank', '--set', 'pavilion.dataVolume.headroom=32Mi'], /pavilion.dataVolume.headroom \(33554432 bytes\) must hold the _unrouted audit log/);
+    assert.ok(render(['--set', 'pavilion.config.extAuthz.tenantFrom.fixed=bank', '--set', 'pavilion.dataVolume.headroom=64Mi']).length > 0);
     // enough room, in any spelling of the quantity
     assert.deepEqual(volume(render(['--set', 'pavilion.tenants[0].id=bank', '--set', 'pavilion.tenants[1].id=hospital', '--set', 'pavilion.dataVolume.sizeLimit=1.75Gi']), 'pavilion-data').emptyDir, { sizeLimit: '1.75Gi' });
     assert.deepEqual(volume(render(['--set', 'pavilion.dataVolume.sizeLimit=1073741824']), 'pavilion-data').emptyDir, { sizeLimit: '1073741824' });

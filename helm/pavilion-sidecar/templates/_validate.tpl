@@ -81,6 +81,10 @@ with a message naming the values to change.
 {{- else if $vol.ephemeral -}}
 {{- with (dig "volumeClaimTemplate" "spec" "resources" "requests" "storage" "" $vol.ephemeral) }}{{ $_ := set $sizes "pavilion.dataVolume.volume.ephemeral.volumeClaimTemplate storage request" . }}{{ end -}}
 {{- end -}}
+{{- /* with ext_authz, checks no tenant was resolved for go to the _unrouted log (at most 64 MiB): the headroom holds it */ -}}
+{{- if and $sizes (hasKey $cfg "extAuthz") (lt $headroom 67108864.0) -}}
+{{- fail (printf "pavilion.dataVolume.headroom (%.0f bytes) must hold the _unrouted audit log (up to 64Mi: ext_authz checks no tenant was resolved for) besides the keys and anchors: raise it to at least 64Mi" $headroom) -}}
+{{- end -}}
 {{- range $name, $size := $sizes -}}
 {{- $bytes := include "pavilion-sidecar.bytes" $size -}}
 {{- if not $bytes -}}

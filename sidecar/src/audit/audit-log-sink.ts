@@ -31,6 +31,12 @@ import {
 } from './log/index.ts';
 
 export const UNROUTED_TENANT = '_unrouted';
+/**
+ * The `_unrouted` log's own disk budget (or `maxDiskBytes`, if smaller): it holds checks no
+ * tenant could be resolved for, which any caller can send, so it must not claim a tenant's
+ * budget of the volume (sized as tenants x maxDiskBytes + headroom; the headroom holds it).
+ */
+export const UNROUTED_MAX_DISK_BYTES = 64 * 1024 * 1024;
 
 export type AuditLogSettings = Omit<AuditLogOptions, 'directory' | 'origin' | 'signer' | 'keyring' | 'onCheckpoint' | 'anchor'>;
 
@@ -112,6 +118,7 @@ export class AuditLogSink implements DecisionSink {
     if (signer === undefined || this.#stopped) return Promise.reject(new PavilionError(ErrorCodes.AUDIT_LOG_CLOSED, 'the audit log sink is not running'));
     const log = new AuditLog({
       ...this.#options.settings,
+      ...(tenant === UNROUTED_TENANT ? { maxDiskBytes: Math.min(this.#options.settings.maxDiskBytes, UNROUTED_MAX_DISK_BYTES) } : {}),
       directory: join(this.#options.directory, 'tenants', tenant),
       origin: `${this.#options.originPrefix}/${tenant}`,
       signer,

@@ -34,7 +34,7 @@ export {
   type SignedCheckpointV1,
 } from './log/index.ts';
 export { MerkleTree, hashLeaf, verifyConsistency, verifyInclusion } from './merkle/index.ts';
-export { AuditLogSink, UNROUTED_TENANT, type AuditLogSettings, type AuditLogSinkOptions } from './audit-log-sink.ts';
+export { AuditLogSink, UNROUTED_MAX_DISK_BYTES, UNROUTED_TENANT, type AuditLogSettings, type AuditLogSinkOptions } from './audit-log-sink.ts';
 export { CURSOR_FILE, DUPLICATE_WINDOW_MS, DecisionForwarder, type DecisionForwarderOptions } from './decision-forwarder.ts';
 export { RECEIPT_HEADER, decodeReceiptHeader, encodeReceiptHeader, transportReceipt, type TransportReceiptV1 } from './transport-receipt.ts';
 export { createCheckpointSigner, type CheckpointSignerSettings } from './checkpoint-signers.ts';
