@@ -102,6 +102,26 @@ describe('proof worker queue, shared by tenants', () => {
     }
   });
 
+  it('refuses a job that waited past maxWaitMs when its turn comes (queue-wait), instead of running it late', { timeout: 60_000 }, async () => {
+    const { issuer } = await keys();
+    const executor = await WorkerProofExecutor.start({ workers: 1, jobTimeoutMs: 5_000, maxWaitMs: 400, workerUrl: slowWorkerUrl() });
+    try {
+      const v = await twoTenants(executor);
+      const busy = await signed(kycCredential(issuer.did, { id: 'urn:slow:1000:busy' }), issuer);
+      const honest = await signed(kycCredential(issuer.did), issuer);
+      const running = v.verify('tenant-a', busy); // takes the worker for about 1 s
+      const late = v.verify('tenant-b', honest).then(() => undefined, (e: unknown) => e); // waits about 1 s
+      assert.equal((await running).issuer, issuer.did, 'a job under its deadline runs to the end');
+      const refused = await late;
+      assert.ok(isPavilionError(refused, ErrorCodes.CREDENTIAL_PROOF_UNAVAILABLE), String(refused));
+      assert.equal(refused.details?.['reason'], 'queue-wait');
+      assert.equal(refused.details?.['maxWaitMs'], 400);
+      assert.equal((await v.verify('tenant-b', honest)).issuer, issuer.did, 'sent again with the worker free, it is verified');
+    } finally {
+      await executor.close();
+    }
+  });
+
   it('queues an accumulator check under the tenant whose credential it is', async () => {
     const { issuer } = await keys();
     const tenants: Array<string | undefined> = [];

@@ -8,7 +8,9 @@
  * - The queue is bounded (`maxQueuedJobs`), and each tenant (those registered with addTenant,
  *   plus one share for jobs that name none) may have an equal share of it waiting. A job beyond
  *   its tenant's share is refused at once with `ERR_CREDENTIAL_PROOF_UNAVAILABLE`
- *   (`details.reason: 'tenant-share'`): the other tenants' shares stay free.
+ *   (`details.reason: 'tenant-share'`): the other tenants' shares stay free. A job that has
+ *   waited longer than `maxWaitMs` (default the larger of 5 s and three job deadlines) when its
+ *   turn comes is refused the same way (`details.reason: 'queue-wait'`) instead of run.
  * - A worker runs one proof job at a time, so a job's deadline (`jobTimeoutMs`) runs from when a
  *   worker takes it and measures that job's own work. A job past it fails alone
  *   (`ERR_CREDENTIAL_PROOF_UNAVAILABLE`); its worker is terminated (nothing else stops CPU-bound
@@ -50,6 +52,8 @@ export interface WorkerProofExecutorOptions {
   readonly jobTimeoutMs: number;
   /** Jobs waiting for a worker, all tenants together (default 1024); each tenant may fill an equal share. */
   readonly maxQueuedJobs?: number;
+  /** The longest a job may wait for a worker (default max(5 s, 3 x jobTimeoutMs)); past it, it is refused when its turn comes. */
+  readonly maxWaitMs?: number;
   /** The worker script (default: proof-worker); it must speak proof-protocol. For tests. */
   readonly workerUrl?: URL;
 }
@@ -63,6 +67,8 @@ function unavailable(message: string, options: { cause?: unknown; details?: Reco
 interface Job {
   readonly tenant: string;
   readonly job: ProofJob;
+  /** When it was queued (performance.now()): a job that waited past maxWaitMs is refused, not run. */
+  readonly queuedAtMs: number;
   readonly resolve: (value: unknown) => void;
   readonly reject: (error: PavilionError) => void;
 }
@@ -110,6 +116,7 @@ class ProofWorker {
 export class WorkerProofExecutor implements ProofExecutor {
   readonly #options: WorkerProofExecutorOptions;
   readonly #maxQueued: number;
+  readonly #maxWaitMs: number;
   readonly #workers: ProofWorker[] = [];
   readonly #tenants = new Map<string, TenantProofMaterial>();
   /** Waiting jobs by tenant (only tenants with some). */
@@ -124,6 +131,7 @@ export class WorkerProofExecutor implements ProofExecutor {
   private constructor(options: WorkerProofExecutorOptions) {
     this.#options = options;
     this.#maxQueued = options.maxQueuedJobs ?? DEFAULT_MAX_QUEUED_JOBS;
+    this.#maxWaitMs = options.maxWaitMs ?? Math.max(5_000, 3 * options.jobTimeoutMs);
   }
 
   static async start(options: WorkerProofExecutorOptions): Promise<WorkerProofExecutor> {
@@ -256,12 +264,31 @@ export class WorkerProofExecutor implements ProofExecutor {
   #pump(): void {
     for (const slot of this.#workers) {
       if (this.#queued === 0) return;
-      if (slot.idle) this.#run(slot, this.#next()!);
+      if (!slot.idle) continue;
+      const job = this.#next(); // undefined when every job left waited too long
+      if (job === undefined) return;
+      this.#run(slot, job);
     }
   }
 
-  /** The next job: round-robin, the first waiting job of the tenant whose turn was longest ago. */
+  /**
+   * The next job: round-robin, the first waiting job of the tenant whose turn was longest ago.
+   * A job that has waited past maxWaitMs is refused on the way (its caller has waited long
+   * enough; running it now would only delay the jobs behind it).
+   */
   #next(): Job | undefined {
+    for (;;) {
+      const job = this.#take();
+      if (job === undefined) return undefined;
+      const waitedMs = performance.now() - job.queuedAtMs;
+      if (waitedMs <= this.#maxWaitMs) return job;
+      job.reject(unavailable(`the proof job waited ${Math.round(waitedMs)} ms for a worker, longer than ${this.#maxWaitMs} ms: this credential is refused`, {
+        details: { reason: 'queue-wait', waitedMs: Math.round(waitedMs), maxWaitMs: this.#maxWaitMs },
+      }));
+    }
+  }
+
+  #take(): Job | undefined {
     let next: { tenant: string; queue: Job[]; served: number } | undefined;
     for (const [tenant, queue] of this.#queues) {
       const served = this.#served.get(tenant) ?? 0;
@@ -328,7 +355,7 @@ export class WorkerProofExecutor implements ProofExecutor {
       return Promise.reject(unavailable(`${full.message}: this credential is refused`, { details: { reason: full.reason, waiting, share } }));
     }
     return new Promise<unknown>((resolve, reject) => {
-      const entry: Job = { tenant, job, resolve, reject };
+      const entry: Job = { tenant, job, queuedAtMs: performance.now(), resolve, reject };
       const queue = this.#queues.get(tenant);
       if (queue === undefined) this.#queues.set(tenant, [entry]);
       else queue.push(entry);
