@@ -134,6 +134,8 @@ export class WorkerPool {
   readonly #solo: Pending[] = [];
   /** Everything waiting: the tenants' queues and #solo. */
   #queued = 0;
+  /** The last batch handed out was a limited tenant's turn (the next goes to the others, if any wait). */
+  #lastFlushSolo = false;
   /** Slots with a flush scheduled (#schedule): a flush takes its share of the queue. */
   #flushesScheduled = 0;
   #nextBatch = 1;
@@ -238,15 +240,7 @@ export class WorkerPool {
       return;
     }
     if (quarantine.busy) {
-      if (quarantine.waiting.length >= QUARANTINE_MAX_QUEUED) {
-        pending.resolve({
-          ok: false,
-          code: ErrorCodes.EVAL_OVERLOADED,
-          message: `tenant ${tenant} overran the evaluation deadline recently and is limited to one evaluation at a time; ${QUARANTINE_MAX_QUEUED} are already waiting`,
-        });
-        return;
-      }
-      quarantine.waiting.push(pending);
+      this.#wait(quarantine, tenant, pending);
       return;
     }
     quarantine.busy = true;
@@ -267,12 +261,35 @@ export class WorkerPool {
     this.#enqueue(tenant, pending);
   }
 
-  /** Limit `tenant` (its evaluation overran the deadline) from now for QUARANTINE_MS. */
-  #limit(tenant: string): void {
+  /**
+   * Limit `tenant` (its evaluation overran the deadline) from now for QUARANTINE_MS. Its
+   * evaluations already queued join the limit's queue (past QUARANTINE_MAX_QUEUED they are
+   * refused), so none of them goes out in an ordinary batch to overrun again on every worker.
+   */
+  #limit(tenant: string): Quarantine {
     const untilMs = nowMs() + (this.#options.quarantineMs ?? QUARANTINE_MS);
-    const quarantine = this.#quarantined.get(tenant);
+    let quarantine = this.#quarantined.get(tenant);
     if (quarantine !== undefined) quarantine.untilMs = untilMs;
-    else this.#quarantined.set(tenant, { untilMs, busy: false, waiting: [] });
+    else this.#quarantined.set(tenant, (quarantine = { untilMs, busy: false, waiting: [] }));
+    const queued = this.#queues.get(tenant) ?? [];
+    this.#queues.delete(tenant);
+    this.#queued -= queued.length;
+    for (const pending of queued) this.#wait(quarantine, tenant, pending);
+    return quarantine;
+  }
+
+  /** Queue `pending` behind a limited tenant's turn, unless QUARANTINE_MAX_QUEUED already wait. */
+  #wait(quarantine: Quarantine, tenant: string, pending: Pending, front = false): void {
+    if (!front && quarantine.waiting.length >= QUARANTINE_MAX_QUEUED) {
+      pending.resolve({
+        ok: false,
+        code: ErrorCodes.EVAL_OVERLOADED,
+        message: `tenant ${tenant} overran the evaluation deadline recently and is limited to one evaluation at a time; ${QUARANTINE_MAX_QUEUED} are already waiting`,
+      });
+      return;
+    }
+    if (front) quarantine.waiting.unshift(pending);
+    else quarantine.waiting.push(pending);
   }
 
   #spawn(): Slot {
@@ -428,7 +445,12 @@ export class WorkerPool {
   #flush(slot: Slot): void {
     if (slot.dead || !slot.ready || slot.batches.size > 0 || this.#queued === 0) return;
     const items: Pending[] = [];
-    if (this.#solo.length > 0 && this.#slots.filter((s) => s.solo && !s.dead).length < Math.max(1, this.#slots.length - 1)) {
+    // A limited tenant's turn goes alone, on at most all ready workers but one, and not twice
+    // in a row while other tenants wait (with one worker, or right after a restart, it would
+    // otherwise take every free worker as soon as it is free).
+    const soloTurn = this.#solo.length > 0 && !(this.#lastFlushSolo && this.#queued > this.#solo.length) && this.#soloRoom();
+    this.#lastFlushSolo = soloTurn;
+    if (soloTurn) {
       items.push(this.#solo.shift() as Pending);
       this.#queued--;
       slot.solo = true;
@@ -447,6 +469,18 @@ export class WorkerPool {
     slot.batches.set(batch, items);
     slot.post({ type: 'eval', batch, items: items.map((pending) => pending.item) });
     this.#armWatchdog();
+  }
+
+  /** Fewer workers carry a limited tenant's turn than all ready ones but one (at least one). */
+  #soloRoom(): boolean {
+    let ready = 0;
+    let solos = 0;
+    for (const slot of this.#slots) {
+      if (!slot.ready || slot.dead) continue;
+      ready++;
+      if (slot.solo) solos++;
+    }
+    return solos < Math.max(1, ready - 1);
   }
 
   /** Start the watchdog when work is handed to a worker (a no-op while it runs). */
@@ -471,9 +505,14 @@ export class WorkerPool {
     const loadTimeoutMs = this.#options.loadTimeoutMs ?? Math.max(10_000, this.#options.evaluationTimeoutMs);
     for (const slot of [...this.#slots]) {
       if (slot.dead) continue;
+      // The worker writes batch and index, then the start time: read index, start, index, and
+      // trust the start as that item's only if the index did not move meanwhile (else the item
+      // ended between the reads, and blaming the next one would fail an innocent item).
+      const batch = slot.control[CONTROL_BATCH] ?? -1;
+      const index = slot.control[CONTROL_INDEX] ?? -1;
       const started = slot.control[CONTROL_START_MS] ?? 0;
-      if (started === 0) continue;
-      const loading = slot.control[CONTROL_BATCH] === CONTROL_LOADING;
+      if (started === 0 || slot.control[CONTROL_INDEX] !== index || slot.control[CONTROL_BATCH] !== batch) continue;
+      const loading = batch === CONTROL_LOADING;
       if (now - started <= (loading ? loadTimeoutMs : this.#options.evaluationTimeoutMs)) continue;
       if (loading) {
         this.#replace(slot, 'timeout', undefined, new PavilionError(
@@ -481,7 +520,7 @@ export class WorkerPool {
           `loading the policy into an evaluation worker did not finish within ${loadTimeoutMs} ms`,
         ));
       } else {
-        this.#replace(slot, 'timeout', { batch: slot.control[CONTROL_BATCH] ?? -1, index: slot.control[CONTROL_INDEX] ?? -1 });
+        this.#replace(slot, 'timeout', { batch, index });
       }
     }
     if (!this.#slots.some((slot) => WorkerPool.#busy(slot))) this.#disarmWatchdog();
@@ -538,7 +577,7 @@ export class WorkerPool {
       }).finally(() => this.#forwarded.delete(key));
     });
     if (replacement === undefined) return;
-    if (culpritPending !== undefined) this.#limit(tenantOf(culpritPending.item));
+    const limited = culpritPending === undefined ? undefined : this.#limit(tenantOf(culpritPending.item));
     // Back to the front of their tenants' queues, in the order they were dispatched.
     const again: Pending[] = [];
     for (const pending of held) {
@@ -557,6 +596,16 @@ export class WorkerPool {
       }
       again.push(pending);
     }
-    for (const pending of again.reverse()) this.#enqueue(tenantOf(pending.item), pending, true);
+    for (const pending of again.reverse()) {
+      const tenant = tenantOf(pending.item);
+      const quarantine = pending.limitedTurn === true ? undefined : this.#quarantined.get(tenant);
+      if (quarantine !== undefined) this.#wait(quarantine, tenant, pending, true);
+      else this.#enqueue(tenant, pending, true);
+    }
+    // a tenant limited just now has no turn running yet: its first waiting evaluation takes it
+    if (limited !== undefined && !limited.busy) {
+      const next = limited.waiting.shift();
+      if (next !== undefined) this.#admit(next);
+    }
   }
 }
