@@ -224,3 +224,21 @@ describe('the gate fetches missing status lists tenant by tenant', () => {
     await until('stop() closed the refresh in flight', () => hostA.hanging.every((h) => h.closed), 5_000);
   });
 });
+
+describe('credential gate lifecycle', () => {
+  it('a stop() while start() is still opening its proof workers leaves the gate stopped: no verifier set up after it, the workers closed', async () => {
+    const { issuer } = await keys();
+    const gate = new CredentialGate({
+      policies: [policy(trusting(issuer.did), 'tenant-a')],
+      refreshIntervalMs: 60_000,
+      maxCredentialsPerRequest: 4,
+      proofWorkers: 1,
+      proofJobTimeoutMs: 5_000,
+    });
+    const starting = gate.start(); // awaits the proof worker's start
+    await gate.stop();
+    await starting;
+    assert.equal(gate.status().state, 'NOT_READY', JSON.stringify(gate.status()));
+    await gate.stop(); // and stopping again is harmless
+  });
+});

@@ -155,15 +155,29 @@ export class CredentialGate implements Component {
       this.#idle = true;
       return;
     }
+    // One controller for this start, made first: a stop() during any await below aborts it, and
+    // start() then releases what it opened instead of setting up a gate that was stopped.
+    const abort = new AbortController();
+    this.#abort = abort;
+    const stopped = async (): Promise<boolean> => {
+      if (!abort.signal.aborted) return false;
+      await this.#executor?.close();
+      this.#executor = undefined;
+      await this.#shared?.stop();
+      this.#shared = undefined;
+      return true;
+    };
     try {
       if (this.#options.proofWorkers > 0) {
         const { WorkerProofExecutor } = await import('./worker-proof-executor.ts');
         this.#executor = await WorkerProofExecutor.start({ workers: this.#options.proofWorkers, jobTimeoutMs: this.#options.proofJobTimeoutMs });
+        if (await stopped()) return;
       }
       if (this.#options.redis !== undefined) {
         const { RedisSharedState } = await import('./redis-shared-state.ts');
         this.#shared = new RedisSharedState(this.#options.redis);
         await this.#shared.start();
+        if (await stopped()) return;
       }
       const shared = this.#shared;
       const { CredentialVerifier } = await import('./credential-verifier.ts');
@@ -193,10 +207,10 @@ export class CredentialGate implements Component {
         for (const url of policy.statusListUrls) want('list', url);
         for (const url of policy.tokenStatusListUrls) want('token', url);
       }
+      if (await stopped()) return;
       this.#verifier = verifier;
       // lists fetched over HTTPS: a failure here is not fatal (checks against them fail closed
       // and health says WARN until a refresh gets them); stop() meanwhile aborts this round
-      this.#abort = new AbortController();
       await this.#fetchMissing(verifier);
     } catch (error) {
       this.#startError = describeThrown(error);
@@ -206,7 +220,7 @@ export class CredentialGate implements Component {
       this.#shared = undefined;
       throw error;
     }
-    if (this.#abort.signal.aborted) return; // stopped during the first round: no timer
+    if (abort.signal.aborted) return; // stopped during the first round: no timer
     this.#timer = setInterval(() => void this.#refresh(), this.#options.refreshIntervalMs);
     this.#timer.unref();
   }
