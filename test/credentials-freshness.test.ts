@@ -91,6 +91,15 @@ describe('one-time stores', () => {
     assert.equal(await store.take('bank\u0000b4', NOW), true);
   });
 
+  it('the challenges of all tenants together are bounded too: the tenant holding the most loses its oldest', async () => {
+    const store = new MemoryChallengeStore(10, 4);
+    for (const c of ['b1', 'b2', 'b3']) await store.remember(`bank\u0000${c}`, NOW + 1000, NOW);
+    await store.remember('hospital\u0000h1', NOW + 1000, NOW);
+    await store.remember('hospital\u0000h2', NOW + 1000, NOW); // 5th: bank, holding 3, gives up b1
+    assert.equal(await store.take('bank\u0000b1', NOW), false);
+    for (const key of ['bank\u0000b2', 'bank\u0000b3', 'hospital\u0000h1', 'hospital\u0000h2']) assert.equal(await store.take(key, NOW), true, key);
+  });
+
   it('expired challenges at the front of a share leave before a live one is dropped', async () => {
     const store = new MemoryChallengeStore(2);
     await store.remember('bank\u0000old', NOW + 10, NOW);

@@ -117,17 +117,19 @@ export interface ChallengeStore {
 }
 
 /**
- * Bounded in-memory store of minted challenges. The bound is per tenant (a key's text up to
- * its first NUL, as the verifier writes them): when a tenant's share is full its own oldest
+ * Bounded in-memory store of minted challenges, per tenant (a key's text up to its first NUL,
+ * as the verifier writes them) and in total. When a tenant's share is full its own oldest
  * challenge goes first (the holder who waited longest is the one asked to retry), so a flood
- * of minting for one tenant never drops another tenant's challenges. Expired challenges leave
- * when they reach the front of their tenant's share or are taken.
+ * of minting for one tenant never drops another tenant's challenges; when all tenants
+ * together hold `maxEntries`, the oldest challenge of the tenant holding the most goes.
+ * Expired challenges leave when they reach the front of their tenant's share or are taken.
  */
 export class MemoryChallengeStore implements ChallengeStore {
   /** Open challenges per tenant, in minting order, with their expiry. */
   readonly #open = new Map<string, Map<string, number>>();
+  #size = 0;
 
-  constructor(readonly maxEntriesPerTenant = 100_000) {}
+  constructor(readonly maxEntriesPerTenant = 100_000, readonly maxEntries = 1_000_000) {}
 
   async remember(key: string, expiresAtMs: number, nowMs: number): Promise<void> {
     const tenant = tenantOf(key);
@@ -136,7 +138,10 @@ export class MemoryChallengeStore implements ChallengeStore {
     for (const [oldest, expires] of open) {
       if (expires >= nowMs && open.size < this.maxEntriesPerTenant) break;
       open.delete(oldest);
+      this.#size--;
     }
+    if (this.#size >= this.maxEntries) this.#dropFromLargest(tenant);
+    if (!open.has(key)) this.#size++;
     open.set(key, expiresAtMs);
   }
 
@@ -146,7 +151,19 @@ export class MemoryChallengeStore implements ChallengeStore {
     const expires = open?.get(key);
     if (open === undefined || expires === undefined) return false;
     open.delete(key);
+    this.#size--;
     if (open.size === 0) this.#open.delete(tenant);
     return expires >= nowMs;
+  }
+
+  /** The oldest challenge of the tenant holding the most (`tenant`'s own share is kept even if empty). */
+  #dropFromLargest(tenant: string): void {
+    let largest: [string, Map<string, number>] | undefined;
+    for (const entry of this.#open) if (largest === undefined || entry[1].size > largest[1].size) largest = entry;
+    const oldest = largest?.[1].keys().next();
+    if (largest === undefined || oldest === undefined || oldest.done === true) return;
+    largest[1].delete(oldest.value);
+    this.#size--;
+    if (largest[1].size === 0 && largest[0] !== tenant) this.#open.delete(largest[0]);
   }
 }

@@ -104,6 +104,8 @@ export class DecisionCache {
       const oldest = victim?.entries.keys().next();
       if (victim === undefined || oldest === undefined || oldest.done === true) break;
       this.#delete(victim, oldest.value);
+      // an emptied share leaves (never the one just written to: it holds the new entry)
+      if (victim.entries.size === 0) for (const [name, held] of this.#shares) if (held === victim) this.#shares.delete(name);
     }
   }
 
