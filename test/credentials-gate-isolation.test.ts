@@ -10,10 +10,10 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, beforeEach, describe, it } from 'node:test';
-import { CredentialGate, MIN_STATUS_LIST_BITS, encodeStatusList } from '../sidecar/src/credentials/index.ts';
+import { CredentialGate } from '../sidecar/src/credentials/index.ts';
 import type { SampleKey } from '../sidecar/src/credentials/samples.ts';
 import { ErrorCodes } from '../sidecar/src/lib/errors.ts';
-import { NOW_MS, VC_V2, keys, kycCredential, policy, signed, trusting } from './credentials/fixtures.ts';
+import { NOW_MS, keys, kycCredential, policy, signed, signedStatusList, trusting } from './credentials/fixtures.ts';
 import { until } from './harness/wait.ts';
 
 const TTL_MS = 60_000;
@@ -72,14 +72,7 @@ class StatusHost {
 }
 
 async function statusList(issuer: SampleKey, url: string): Promise<string> {
-  return JSON.stringify(await signed({
-    '@context': [VC_V2],
-    id: url,
-    type: ['VerifiableCredential', 'BitstringStatusListCredential'],
-    issuer: issuer.did,
-    validFrom: '2026-05-01T00:00:00Z',
-    credentialSubject: { id: `${url}#list`, type: 'BitstringStatusList', statusPurpose: 'revocation', encodedList: encodeStatusList(MIN_STATUS_LIST_BITS, []) },
-  }, issuer));
+  return JSON.stringify(await signedStatusList(issuer, url));
 }
 
 function entry(url: string): Record<string, unknown> {
