@@ -198,15 +198,14 @@ export class Pavilion {
     // nothing is written with sink none: masking (two rule evaluations per decision) would be wasted
     this.sink = sink instanceof NullDecisionSink ? sink : new MaskingDecisionSink(sink, decisionMasker(config, this.engine));
     const audit = config.decisionLog.audit;
-    const stream = audit?.stream;
     const auditLog = this.auditLog;
-    this.decisionStream = stream?.enabled === true && config.nats !== undefined && auditLog !== undefined
+    this.decisionStream = audit?.stream.enabled === true && config.nats !== undefined && auditLog !== undefined
       ? new DecisionForwarder({
           nats: config.nats,
           logs: () => auditLog.openLogs(),
-          maxInFlight: stream.maxInFlight,
-          ...(audit === undefined ? {} : { maxEventBytes: audit.maxEventBytes }),
-          retryWaitMs: stream.retryWaitMs,
+          maxInFlight: audit.stream.maxInFlight,
+          maxEventBytes: audit.maxEventBytes,
+          retryWaitMs: audit.stream.retryWaitMs,
           metrics: this.metrics,
           ...(options.log === undefined ? {} : { log: options.log }),
         })

@@ -294,11 +294,11 @@ export class DecisionForwarder implements Component {
       });
     }
     const maxPayload = nc.info?.max_payload;
-    const needed = (this.#options.maxEventBytes ?? 0) + STREAM_HEADER_ALLOWANCE_BYTES;
-    this.#payloadWarning = maxPayload !== undefined && this.#options.maxEventBytes !== undefined && maxPayload < needed
-      ? `the NATS server's max_payload (${maxPayload} bytes) is below decisionLog.audit.maxEventBytes (${this.#options.maxEventBytes}) plus ${STREAM_HEADER_ALLOWANCE_BYTES} bytes for headers: a decision event that large would be logged but not streamed until the limit is raised; lower maxEventBytes or raise max_payload`
+    const maxEventBytes = this.#options.maxEventBytes;
+    this.#payloadWarning = maxPayload !== undefined && maxEventBytes !== undefined && maxPayload < maxEventBytes + STREAM_HEADER_ALLOWANCE_BYTES
+      ? `the NATS server's max_payload (${maxPayload} bytes) is below decisionLog.audit.maxEventBytes (${maxEventBytes}) plus ${STREAM_HEADER_ALLOWANCE_BYTES} bytes for headers: a decision event that large would be logged but not streamed until the limit is raised; lower maxEventBytes or raise max_payload`
       : undefined;
-    if (this.#payloadWarning !== undefined) this.#options.log?.('warn', `decision stream: ${this.#payloadWarning}`, { maxPayload, maxEventBytes: this.#options.maxEventBytes });
+    if (this.#payloadWarning !== undefined) this.#options.log?.('warn', `decision stream: ${this.#payloadWarning}`, { maxPayload, maxEventBytes });
     this.#js = new JetStreamPublisher(nc, { ...(this.#options.nats.inboxPrefix === undefined ? {} : { inboxPrefix: this.#options.nats.inboxPrefix }), timeoutMs: this.#options.ackTimeoutMs ?? DEFAULT_ACK_TIMEOUT_MS });
     if (this.#failures > 0) this.#options.log?.('info', 'decision stream: NATS JetStream is back; catching up from the audit log');
     this.#failures = 0;

@@ -96,14 +96,15 @@ export async function credentialCommand(command: string | undefined, args: strin
       return 0;
     }
     case 'verify': {
+      const id = tenant();
       const credential = await readCredential(values.credential);
       const now = nowFrom(values.now).getTime();
-      const verifier = await CredentialVerifier.create([await sampleTenantPolicy(tenant())], { clock: () => now });
+      const verifier = await CredentialVerifier.create([await sampleTenantPolicy(id)], { clock: () => now });
       const options = {
         ...(values.challenge === undefined ? {} : { challenge: values.challenge }),
         ...(values.domain === undefined ? {} : { domain: values.domain }),
       };
-      const result = await verifier.verifyEach(tenant(), [credential], options);
+      const result = await verifier.verifyEach(id, [credential], options);
       out(result);
       // as `pavilion audit verify`: a refusal is exit 1 (the JSON above says why), so scripts can gate on it
       if (result.errors.length === 0 && result.credentials.length > 0) return 0;

@@ -375,7 +375,6 @@ export class CredentialVerifier {
     return failures;
   }
 
-
   #tenant(tenantId: string): TenantRuntime {
     const tenant = this.#tenants.get(tenantId);
     if (tenant === undefined) throw new PavilionError(ErrorCodes.CREDENTIAL_TENANT_UNKNOWN, `no credential policy for tenant ${tenantId.slice(0, 64)}`);
@@ -674,7 +673,6 @@ function viewFacts(view: ReturnType<typeof readW3cCredential>): Omit<ProofOutcom
     statusEntries: view.statusEntries,
   };
 }
-
 
 /**
  * The issuer a VC-JWT or SD-JWT VC would be attributed to once verified (VC-JWT: the credential's

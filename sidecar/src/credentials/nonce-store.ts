@@ -7,18 +7,13 @@
  * accepted unchecked.
  */
 import { ErrorCodes, PavilionError } from '../lib/errors.ts';
+import { tenantOfKey as tenantOf } from '../lib/tenant-id.ts';
 
 export interface NonceStore {
   /** Record `key` until `expiresAtMs`; false if it was already recorded and has not expired. */
   consumeOnce(key: string, expiresAtMs: number, nowMs: number): Promise<boolean>;
   /** Whether `key` is recorded and unexpired, recording nothing. */
   seen(key: string, nowMs: number): Promise<boolean>;
-}
-
-/** The tenant of a nonce key: its text up to the first NUL, as the verifier writes them. */
-function tenantOf(key: string): string {
-  const end = key.indexOf('\u0000');
-  return end < 0 ? '' : key.slice(0, end);
 }
 
 /**

@@ -14,6 +14,8 @@
  * the cache with unique inputs therefore evicts its own entries once it holds more than the
  * others, and never empties a quieter tenant's share.
  */
+import { tenantOfKey as tenantOf } from '../lib/tenant-id.ts';
+
 export interface CachedDecision {
   readonly result: unknown;
 }
@@ -28,14 +30,9 @@ interface Entry {
 
 /** One tenant's entries, least recently used first (Map iteration is insertion order). */
 interface Share {
+  readonly tenant: string;
   readonly entries: Map<string, Entry>;
   bytes: number;
-}
-
-/** The tenant a key belongs to: its text up to the first NUL, as `DecisionCache.key` writes it. */
-function tenantOf(key: string): string {
-  const end = key.indexOf('\u0000');
-  return end < 0 ? '' : key.slice(0, end);
 }
 
 export class DecisionCache {
@@ -93,7 +90,7 @@ export class DecisionCache {
     if (cost > this.#maxBytes) return;
     const tenant = tenantOf(key);
     let share = this.#shares.get(tenant);
-    if (share === undefined) this.#shares.set(tenant, (share = { entries: new Map(), bytes: 0 }));
+    if (share === undefined) this.#shares.set(tenant, (share = { tenant, entries: new Map(), bytes: 0 }));
     this.#delete(share, key);
     share.entries.set(key, { decision, cost });
     share.bytes += cost;
@@ -105,7 +102,7 @@ export class DecisionCache {
       if (victim === undefined || oldest === undefined || oldest.done === true) break;
       this.#delete(victim, oldest.value);
       // an emptied share leaves (never the one just written to: it holds the new entry)
-      if (victim.entries.size === 0) for (const [name, held] of this.#shares) if (held === victim) this.#shares.delete(name);
+      if (victim.entries.size === 0) this.#shares.delete(victim.tenant);
     }
   }
 

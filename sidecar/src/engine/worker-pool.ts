@@ -27,6 +27,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
+import { tenantOfKey } from '../lib/tenant-id.ts';
 import {
   CONTROL_BATCH,
   CONTROL_LOADING,
@@ -77,11 +78,8 @@ interface Quarantine {
   readonly waiting: Pending[];
 }
 
-/** The tenant an evaluation is for: its policy key's text up to the first NUL (protocol.ts policyKey). */
-function tenantOf(item: EvalItem): string {
-  const end = item.key.indexOf('\u0000');
-  return end < 0 ? item.key : item.key.slice(0, end);
-}
+/** The tenant an evaluation is for: its policy key's (protocol.ts policyKey) up to the first NUL. */
+const tenantOf = (item: EvalItem): string => tenantOfKey(item.key);
 
 interface LoadWaiter {
   resolve(): void;
@@ -136,7 +134,7 @@ export class WorkerPool {
   #queued = 0;
   /** The last batch handed out was a limited tenant's turn (the next goes to the others, if any wait). */
   #lastFlushSolo = false;
-  /** Slots with a flush scheduled (#schedule): a flush takes its share of the queue. */
+  /** Slots with a flush scheduled (#pump): a flush takes its share of the queue. */
   #flushesScheduled = 0;
   #nextBatch = 1;
   #watchdog: NodeJS.Timeout | undefined;

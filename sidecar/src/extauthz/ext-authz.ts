@@ -142,7 +142,6 @@ export class ExtAuthz implements Component {
     return found;
   }
 
-
   async stop(deadlineMs: number): Promise<void> {
     this.#started = false;
     await this.grpc?.stop(deadlineMs);

@@ -22,13 +22,13 @@ function goError(message: string): PavilionError {
   return new PavilionError(ErrorCodes.EXTAUTHZ_REQUEST_INVALID, message);
 }
 
-const UTF8 = new TextDecoder('utf-8', { fatal: false, ignoreBOM: true });
+export const UTF8 = new TextDecoder('utf-8', { fatal: false, ignoreBOM: true });
 
-function isHex(code: number): boolean {
+export function isHex(code: number): boolean {
   return (code >= 0x30 && code <= 0x39) || (code >= 0x41 && code <= 0x46) || (code >= 0x61 && code <= 0x66);
 }
 
-function hexValue(code: number): number {
+export function hexValue(code: number): number {
   if (code <= 0x39) return code - 0x30;
   if (code <= 0x46) return code - 0x41 + 10;
   return code - 0x61 + 10;

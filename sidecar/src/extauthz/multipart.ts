@@ -36,6 +36,7 @@
  */
 import { isUtf8 } from 'node:buffer';
 import { ErrorCodes, PavilionError } from '../lib/errors.ts';
+import { UTF8, hexValue, isHex } from './go-url.ts';
 
 function invalid(message: string): PavilionError {
   return new PavilionError(ErrorCodes.EXTAUTHZ_REQUEST_INVALID, message);
@@ -56,7 +57,6 @@ const TSPECIALS = new Set(['(', ')', '<', '>', '@', ',', ';', ':', '\\', '"', '/
 /** Go's unicode.IsSpace. */
 const LEADING_SPACE = /^[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+/;
 const TRAILING_SPACE = /[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+$/;
-const UTF8 = new TextDecoder('utf-8', { fatal: false, ignoreBOM: true });
 
 const trimLeft = (s: string): string => s.replace(LEADING_SPACE, '');
 const trimSpace = (s: string): string => trimLeft(s).replace(TRAILING_SPACE, '');
@@ -117,8 +117,6 @@ function checkMediaTypeDisposition(s: string): string | undefined {
   return undefined;
 }
 
-const isHex = (b: number): boolean => (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x46) || (b >= 0x61 && b <= 0x66);
-const hexValue = (b: number): number => (b <= 0x39 ? b - 0x30 : (b | 0x20) - 0x61 + 10);
 
 /** Go's percentHexUnescape, on the value's UTF-8 bytes: the bytes, or undefined for a bad escape. */
 function percentHexUnescape(s: string): Buffer | undefined {
@@ -740,7 +738,6 @@ class PartReader implements ByteSource {
   }
 }
 
-const isHexDigit = (b: number): boolean => (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x46) || (b >= 0x61 && b <= 0x66);
 const QP_WHITESPACE = (b: number): boolean => b === LF || b === CR || b === SP || b === TAB;
 const CRLF_BYTES = Buffer.from('\r\n');
 const LF_BYTES = Buffer.from('\n');
@@ -793,8 +790,8 @@ class QuotedPrintableReader {
         const l = line[this.at + 2];
         let err: GoError | undefined;
         if (line.length - this.at - 1 < 2) err = ERR_UNEXPECTED_EOF;
-        else if (!isHexDigit(h as number)) err = new GoError(`quotedprintable: invalid hex byte 0x${hex2(h as number)}`);
-        else if (!isHexDigit(l as number)) err = new GoError(`quotedprintable: invalid hex byte 0x${hex2(l as number)}`);
+        else if (!isHex(h as number)) err = new GoError(`quotedprintable: invalid hex byte 0x${hex2(h as number)}`);
+        else if (!isHex(l as number)) err = new GoError(`quotedprintable: invalid hex byte 0x${hex2(l as number)}`);
         if (err === undefined) {
           b = Number.parseInt(String.fromCharCode(h as number, l as number), 16);
           this.at += 2;
