@@ -54,7 +54,7 @@ import { join } from 'node:path';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { STREAM_HEADER_ALLOWANCE_BYTES, type NatsConfig } from '../config/index.ts';
 import { connectNats, loadedNats } from '../distribution/index.ts';
-import { ErrorCodes, PavilionError, describeThrown, wrapError } from '../lib/errors.ts';
+import { ErrorCodes, PavilionError, describeThrown, isPavilionError, wrapError } from '../lib/errors.ts';
 import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
 import { withDeadline } from '../lib/lifecycle.ts';
 import type { Metrics } from '../telemetry/index.ts';
@@ -70,13 +70,6 @@ const DEFAULT_ACK_TIMEOUT_MS = 10_000;
 const MAX_BACKOFF_FACTOR = 30;
 /** During a long catch-up the cursor file is written at least this often (bounds re-sends after a crash). */
 const CURSOR_SAVE_INTERVAL_MS = 1000;
-/** How the publisher words a PubAck with an error: JetStream answered, so the connection works. */
-const REFUSED_PREFIX = 'JetStream refused the message';
-/**
- * Refused for its size, for as long as the limit stays: the stream's max_msg_size (JetStream
- * answers), or the server's max_payload with the headers (the client will not send it).
- */
-const TOO_LARGE = /message size exceeds|max_payload/i;
 
 export interface DecisionForwarderOptions {
   readonly nats: NatsConfig;
@@ -360,19 +353,23 @@ export class DecisionForwarder implements Component {
     if (error.code === ErrorCodes.AUDIT_STREAM_UNAVAILABLE) await this.#disconnect();
   }
 
-  /** A failed publish of leaf `leaf`, typed: too large (until a limit is raised), refused by JetStream, or not answered. */
+  /**
+   * A failed publish of leaf `leaf` with the tenant, leaf and size added: typed by the publisher
+   * as too large (until a limit is raised), refused by JetStream, or not answered.
+   */
   #publishError(tenant: string, leaf: number, bytes: number, thrown: unknown): PavilionError {
     const text = describeThrown(thrown);
-    if (TOO_LARGE.test(text)) {
+    const code = isPavilionError(thrown) ? thrown.code : ErrorCodes.AUDIT_STREAM_UNAVAILABLE;
+    if (code === ErrorCodes.AUDIT_EVENT_TOO_LARGE) {
       const maxPayload = this.#nc?.info?.max_payload;
       return new PavilionError(
-        ErrorCodes.AUDIT_EVENT_TOO_LARGE,
+        code,
         `${tenant}: decision ${leaf} (${bytes} bytes) is too large to publish (${text}); it stays in the audit log and is retried until the stream's max_msg_size and the server's max_payload allow it`,
         { cause: thrown, details: { tenant, leaf, bytes, ...(maxPayload === undefined ? {} : { max_payload: maxPayload }), refused: true } },
       );
     }
-    const refused = text.startsWith(REFUSED_PREFIX);
-    return new PavilionError(refused ? ErrorCodes.AUDIT_STREAM_REFUSED : ErrorCodes.AUDIT_STREAM_UNAVAILABLE, `${tenant}: decision ${leaf} not published: ${text}`, { cause: thrown, details: { tenant, leaf, refused } });
+    const refused = code === ErrorCodes.AUDIT_STREAM_REFUSED;
+    return new PavilionError(refused ? code : ErrorCodes.AUDIT_STREAM_UNAVAILABLE, `${tenant}: decision ${leaf} not published: ${text}`, { cause: thrown, details: { tenant, leaf, refused } });
   }
 
   async #load(tenant: string, log: AuditLog): Promise<TenantState> {

@@ -10,6 +10,19 @@
  */
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node';
 import { loadedNats } from '../distribution/index.ts';
+import { ErrorCodes, PavilionError, describeThrown, type ErrorCode } from '../lib/errors.ts';
+
+/**
+ * A failed publish, typed where it is known: too large for the stream's max_msg_size or the
+ * connection's max_payload (ERR_AUDIT_EVENT_TOO_LARGE: as long as that limit stays), refused by
+ * JetStream's PubAck (ERR_AUDIT_STREAM_REFUSED: JetStream answered, the connection works), or
+ * anything else (ERR_AUDIT_STREAM_UNAVAILABLE: not sent, or no answer).
+ */
+function failure(code: ErrorCode, message: string, cause?: unknown): PavilionError {
+  const tooLarge = /message size exceeds|max_payload/i.test(message);
+  return new PavilionError(tooLarge ? ErrorCodes.AUDIT_EVENT_TOO_LARGE : code, message, cause === undefined ? {} : { cause });
+}
+const unavailable = (message: string, cause?: unknown): PavilionError => failure(ErrorCodes.AUDIT_STREAM_UNAVAILABLE, message, cause);
 
 const UTF8 = new TextDecoder();
 
@@ -48,7 +61,7 @@ export class JetStreamPublisher {
 
   /** Publish `payload` to `subject` with `Nats-Msg-Id` = `msgId` (deduplicated by the stream). */
   publish(subject: string, payload: Uint8Array, msgId: string | undefined): Promise<StreamAck> {
-    if (this.#closed) return Promise.reject(new Error('the JetStream publisher is closed'));
+    if (this.#closed) return Promise.reject(unavailable('the JetStream publisher is closed'));
     const token = (this.#next++).toString(36);
     return new Promise<StreamAck>((resolve, reject) => {
       this.#waiting.set(token, { resolve, reject, sentAtMs: Date.now() });
@@ -61,7 +74,7 @@ export class JetStreamPublisher {
         this.#nc.publish(subject, payload, { reply: `${this.#inbox}.${token}`, ...(headers === undefined ? {} : { headers }) });
       } catch (error) {
         this.#waiting.delete(token);
-        reject(error instanceof Error ? error : new Error(String(error)));
+        reject(unavailable(describeThrown(error), error));
       }
     });
   }
@@ -72,27 +85,27 @@ export class JetStreamPublisher {
     if (waiting === undefined) return; // expired meanwhile
     this.#waiting.delete(token);
     if (error !== null) {
-      waiting.reject(error);
+      waiting.reject(unavailable(describeThrown(error), error));
       return;
     }
     if (msg.headers?.hasError === true) {
       // 503: no stream listens on the subject
-      waiting.reject(new Error(`JetStream did not take the message: ${msg.headers.code} ${msg.headers.description}`));
+      waiting.reject(unavailable(`JetStream did not take the message: ${msg.headers.code} ${msg.headers.description}`));
       return;
     }
     let ack: { seq?: unknown; duplicate?: unknown; error?: { code?: unknown; description?: unknown } };
     try {
       ack = JSON.parse(UTF8.decode(msg.data)) as typeof ack;
     } catch {
-      waiting.reject(new Error('JetStream answered with something that is not a PubAck'));
+      waiting.reject(unavailable('JetStream answered with something that is not a PubAck'));
       return;
     }
     if (ack.error !== undefined) {
-      waiting.reject(new Error(`JetStream refused the message: ${String(ack.error.description ?? ack.error.code)}`));
+      waiting.reject(failure(ErrorCodes.AUDIT_STREAM_REFUSED, `JetStream refused the message: ${String(ack.error.description ?? ack.error.code)}`));
       return;
     }
     if (typeof ack.seq !== 'number') {
-      waiting.reject(new Error('JetStream answered with a PubAck without a sequence'));
+      waiting.reject(unavailable('JetStream answered with a PubAck without a sequence'));
       return;
     }
     waiting.resolve({ seq: ack.seq, duplicate: ack.duplicate === true });
@@ -104,7 +117,7 @@ export class JetStreamPublisher {
     for (const [token, waiting] of this.#waiting) {
       if (waiting.sentAtMs > limit) break;
       this.#waiting.delete(token);
-      waiting.reject(new Error(`no acknowledgement from JetStream within ${this.#timeoutMs} ms`));
+      waiting.reject(unavailable(`no acknowledgement from JetStream within ${this.#timeoutMs} ms`));
     }
   }
 
@@ -113,7 +126,7 @@ export class JetStreamPublisher {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#timer);
-    for (const waiting of this.#waiting.values()) waiting.reject(new Error('the JetStream publisher closed before the acknowledgement'));
+    for (const waiting of this.#waiting.values()) waiting.reject(unavailable('the JetStream publisher closed before the acknowledgement'));
     this.#waiting.clear();
     if (!this.#nc.isClosed()) this.#subscription.unsubscribe();
   }
