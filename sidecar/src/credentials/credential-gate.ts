@@ -14,6 +14,7 @@
  * loaded when the gate starts with at least one tenant policy: a sidecar whose tenants use
  * no credentials does not carry them (about 30 MB of modules, plus the workers).
  */
+import { SingleFlight } from '../lib/single-flight.ts';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
 import { withDeadline, type Component, type ComponentStatus } from '../lib/lifecycle.ts';
 import { FileStatusListSource, type StatusListSource } from './bitstring-status-list.ts';
@@ -142,7 +143,7 @@ export class CredentialGate implements Component {
    */
   readonly #fetchErrors = new Map<string, string>();
   /** Tenants whose missing lists are being fetched, and that run: a tick while it runs skips the tenant. */
-  readonly #fetching = new Map<string, Promise<void>>();
+  readonly #fetching = new SingleFlight<string, void>();
   readonly #sources = new Map<string, StatusListSource | undefined>();
 
   constructor(options: CredentialGateOptions) {
@@ -232,7 +233,7 @@ export class CredentialGate implements Component {
     this.#abort.abort();
     this.#verifier = undefined;
     // the aborted fetches end at once; wait for them so none admits a list or touches health after stop()
-    await withDeadline(Promise.all(this.#fetching.values()), deadlineMs);
+    await withDeadline(Promise.all(this.#fetching.running()), deadlineMs);
     await this.#executor?.close();
     this.#executor = undefined;
     await this.#shared?.stop();
@@ -372,11 +373,8 @@ export class CredentialGate implements Component {
     }
     const started: Array<Promise<void>> = [];
     for (const [tenantId, wanted] of byTenant) {
-      const run = this.#fetchTenant(verifier, tenantId, wanted, signal).finally(() => {
-        if (this.#fetching.get(tenantId) === run) this.#fetching.delete(tenantId);
-      });
-      this.#fetching.set(tenantId, run);
-      started.push(run);
+      const run = this.#fetching.start(tenantId, () => this.#fetchTenant(verifier, tenantId, wanted, signal));
+      if (run !== undefined) started.push(run);
     }
     await Promise.all(started);
   }

@@ -17,6 +17,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { ErrorCodes, PavilionError, describeThrown, isPavilionError } from '../lib/errors.ts';
+import { SingleFlight } from '../lib/single-flight.ts';
 import { AccumulatorRegistry, ACCUMULATOR_ENTRY_TYPE, readAccumulatorEntry } from './accumulator-registry.ts';
 import { decodeStatusListCredential, readStatusListEntry, StatusListCache, type DecodedStatusList, type StatusListSource } from './bitstring-status-list.ts';
 import type { CredentialPolicy } from './credential-policy.ts';
@@ -129,7 +130,7 @@ export class CredentialVerifier {
   readonly #proofCacheEntries: number;
   readonly #executor: ProofExecutor;
   /** Per tenant: the status refresh still running, and the failures of its last finished one. */
-  readonly #refreshing = new Map<string, Promise<RefreshFailure[]>>();
+  readonly #refreshing = new SingleFlight<string, RefreshFailure[]>();
   readonly #lastRefreshFailures = new Map<string, RefreshFailure[]>();
 
   private constructor(tenants: Map<string, TenantRuntime>, options: CredentialVerifierOptions) {
@@ -349,13 +350,9 @@ export class CredentialVerifier {
     const started: Array<Promise<RefreshFailure[]>> = [];
     const skipped: string[] = [];
     for (const [tenantId, tenant] of this.#tenants) {
-      if (this.#refreshing.has(tenantId)) {
-        skipped.push(tenantId);
-        continue;
-      }
-      const run = this.#refreshTenant(tenantId, tenant, signal, nowMs).finally(() => this.#refreshing.delete(tenantId));
-      this.#refreshing.set(tenantId, run);
-      started.push(run);
+      const run = this.#refreshing.start(tenantId, () => this.#refreshTenant(tenantId, tenant, signal, nowMs));
+      if (run === undefined) skipped.push(tenantId);
+      else started.push(run);
     }
     const settled = await Promise.allSettled(started);
     const failures = skipped.flatMap((tenantId) => this.#lastRefreshFailures.get(tenantId) ?? []);
