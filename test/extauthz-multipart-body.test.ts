@@ -10,12 +10,15 @@
  * boundary, to a small Go 1.26.8 program that does what getParsedBody does once
  * mime.ParseMediaType has found the boundary (multipart.NewReader(strings.NewReader(payload),
  * boundary), the loop above), and that printed either the form values (encoding/json) or
- * err.Error(). The rows were generated from that program's output and not edited.
+ * err.Error(). The rows were generated from that program's output and not edited. The
+ * LARGE_CASES (bodies of up to a few hundred KiB, of the shapes that once took superlinear time)
+ * are written as expressions, body and outcome, each outcome checked equal to that program's
+ * output for its body.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { parseBody } from '../sidecar/src/extauthz/index.ts';
-import { parseMultipartForm } from '../sidecar/src/extauthz/multipart.ts';
+import { parseMediaType, parseMultipartForm } from '../sidecar/src/extauthz/multipart.ts';
 import { ErrorCodes, PavilionError } from '../sidecar/src/lib/errors.ts';
 
 type Outcome = { readonly parsed: Record<string, unknown[]> } | { readonly error: string };
@@ -86,8 +89,54 @@ const CASES: ReadonlyArray<readonly [string, string, string, Outcome]> = [
   ['quoted-printable: an unescaped control byte', 'B', '--B\r\nContent-Disposition: form-data; name=a\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\na\u0001b\r\n--B--\r\n', { error: 'quotedprintable: invalid unescaped byte 0x01 in body' }],
   ['quoted-printable: a line longer than the buffer', 'B', '--B\r\nContent-Disposition: form-data; name=a\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n' + 'q'.repeat(5000) + '\r\n--B--\r\n', { error: 'bufio: buffer full' }],
   ['quoted-printable: a skipped part stops where its decoding fails', 'B', '--B\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\na\u0001b\r\n--B\r\nContent-Disposition: form-data; name=a\r\n\r\nv\r\n--B--\r\n', { parsed: { a: ['v'] } }],
+  ['quoted-printable: a skipped part read until its decoding error, between boundary look-alikes', 'B', '--B\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\na\r\n--Bx\u0001\r\n--By\r\n--Bz\r\n--B\r\nContent-Disposition: form-data; name=a\r\n\r\nv\r\n--B--\r\n', { error: 'multipart: unexpected line in Next(): "y\\r\\n"' }],
   ['quoted-printable: a JSON part', 'B', '--B\r\nContent-Disposition: form-data; name=j\r\nContent-Type: application/json\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n{"k":=2212=22}\r\n--B--\r\n', { parsed: { j: [{ k: '12' }] } }],
   ['a JSON part and a text part', 'B', '--B\r\nContent-Disposition: form-data; name=j\r\nContent-Type: application/json; charset=utf-8\r\n\r\n{"n":[1,"x"]}\r\n--B\r\nContent-Disposition: form-data; name=j\r\n\r\n{"n":2}\r\n--B--\r\n', { parsed: { j: [{ n: [1, 'x'] }, '{"n":2}'] } }],
+];
+
+const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
+
+/** 5000 parts: every seventh has no headers (skipped), the others are named f0..f99 and hold their number. */
+function tinyParts(): [string, Outcome] {
+  let body = '';
+  const parsed: Record<string, string[]> = {};
+  for (const i of range(5000)) {
+    if (i % 7 === 0) {
+      body += '--B\r\n\r\nskipped\r\n';
+      continue;
+    }
+    body += `--B\r\nContent-Disposition: form-data; name=f${i % 100}\r\n\r\n${i}\r\n`;
+    (parsed[`f${i % 100}`] ??= []).push(String(i));
+  }
+  return [`${body}--B--\r\n`, { parsed }];
+}
+const [tinyBody, tinyOutcome] = tinyParts();
+
+/**
+ * [what the body shows, boundary, body, Go's outcome] for the shapes that once took superlinear
+ * time (many folded lines, parts, parameters or boundary look-alikes, long lines, long runs of
+ * blanks): big bodies, so they are written as expressions, and so are the outcomes, each
+ * checked equal to the Go program's output for its body.
+ */
+const LARGE_CASES: ReadonlyArray<readonly [string, string, string, Outcome]> = [
+  ['a header folded over 2000 lines: each line trimmed of blanks, the lines joined by one space', 'B', `--B\r\nContent-Disposition: form-data; name="n0\r\n${range(1999).map((i) => `${i % 2 === 0 ? ' ' : '\t'}  n${i + 1} \t\r\n`).join('')} end"\r\n\r\nv\r\n--B--\r\n`, { parsed: { [['n0', ...range(1999).map((i) => `n${i + 1}`), 'end'].join(' ')]: ['v'] } }],
+  ['a header folded over 1000 blank lines: one space for each', 'B', `--B\r\nContent-Disposition: form-data; name="a\r\n${' \r\n'.repeat(1000)} b"\r\n\r\nv\r\n--B--\r\n`, { parsed: { [`a${' '.repeat(1001)}b`]: ['v'] } }],
+  ['5000 tiny parts, named and skipped', 'B', tinyBody, tinyOutcome],
+  ['3000 tiny parts with bare-LF line breaks', 'B', `${range(3000).map((i) => `--B\nContent-Disposition: form-data; name=p${i}\n\n${'x'.repeat(i % 3)}\n`).join('')}--B--\n`, { parsed: Object.fromEntries(range(3000).map((i) => [`p${i}`, ['x'.repeat(i % 3)]])) }],
+  ['a value of 3000 boundary look-alikes', 'B', `--B\r\nContent-Disposition: form-data; name=a\r\n\r\nv${'\r\n--Bx'.repeat(3000)}\r\n--B-e\r\n--B--\r\n`, { parsed: { a: [`v${'\r\n--Bx'.repeat(3000)}\r\n--B-e`] } }],
+  ['quoted-printable: 3000 escapes and soft line breaks', 'B', `--B\r\nContent-Disposition: form-data; name=q\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n${'ab=3D=\r\n'.repeat(3000)}end\r\n--B--\r\n`, { parsed: { q: [`${'ab='.repeat(3000)}end`] } }],
+  ['a Content-Disposition with 50000 blanks inside or after its type', 'B', `--B\r\nContent-Disposition: form-data${' '.repeat(50000)}x; name=a\r\n\r\nv\r\n--B\r\nContent-Disposition: form-data${' '.repeat(50000)}; name=b\r\n\r\nw\r\n--B--\r\n`, { parsed: { b: ['w'] } }],
+  ['a quoted name with 3000 escaped quotes', 'B', `--B\r\nContent-Disposition: form-data; name="${'a\\"'.repeat(3000)}"\r\n\r\nv\r\n--B--\r\n`, { parsed: { [`${'a"'.repeat(3000)}`]: ['v'] } }],
+  ['a Content-Disposition with 3000 parameters', 'B', `--B\r\nContent-Disposition: form-data; ${range(3000).map((i) => `p${i}=v`).join('; ')}; name=last\r\n\r\nv\r\n--B--\r\n`, { parsed: { last: ['v'] } }],
+  ['a header line of 100000 bytes', 'B', `--B\r\nContent-Disposition: form-data; name=a\r\nX-Long: ${'L'.repeat(100000)}\r\n\r\nv\r\n--B--\r\n`, { parsed: { a: ['v'] } }],
+  ['a header line of 30000 bytes without a colon, quoted in the error', 'B', `--B\r\n${'é\u0001"\\L'.repeat(6000)}\r\n\r\nv\r\n--B--\r\n`, { error: `malformed MIME header: missing colon: "${'é\\x01\\"\\\\L'.repeat(6000)}"` }],
+];
+
+/** [Content-Type, Go's mime.ParseMediaType outcome] with long runs of white space (checked with Go 1.26.8 too). */
+const LARGE_MEDIA_TYPES: ReadonlyArray<readonly [string, { readonly type: string; readonly params: Record<string, string> } | { readonly error: string }]> = [
+  [`multipart/form-data${' '.repeat(50000)}x; boundary=B`, { error: 'mime: unexpected content after media subtype' }],
+  [`multipart/form-data${'\u00a0'.repeat(50000)}; boundary=B;${' \t'.repeat(25000)}`, { type: 'multipart/form-data', params: { boundary: 'B' } }],
+  [`multipart/form-data; boundary=B;${' '.repeat(50000)}x`, { error: 'mime: invalid media parameter' }],
 ];
 
 describe("multipart/form-data bodies as Go's mime/multipart Reader reads them", () => {
@@ -106,5 +155,29 @@ describe("multipart/form-data bodies as Go's mime/multipart Reader reads them", 
     assert.deepEqual(outcome(() => parseMultipartForm(bytes('--B\r\nContent-Disposition: form-data; name=a\r\n\r\nv', [0xff, 0xe2, 0x82], '\r\n--B--\r\n'), 'B')), { parsed: { a: ['v\ufffd\ufffd\ufffd'] } });
     assert.deepEqual(outcome(() => parseMultipartForm(bytes('--B\r\n', [0xff], '\r\n--B--\r\n'), 'B')), { error: 'malformed MIME header: missing colon: "\\xff"' });
     assert.deepEqual(outcome(() => parseMultipartForm(bytes('pre', [0xc3], '\r\n--B\r\n\r\nv\r\n--B\r\nx', [0xe2, 0x82, 0xac, 0xc3], '\r\n'), 'B')), { error: 'malformed MIME header: missing colon: "x€\\xc3"' });
+  });
+});
+
+describe('multipart/form-data bodies of pathological shapes give the same results as Go', () => {
+  for (const [label, boundary, body, expected] of LARGE_CASES) {
+    test(label, () => {
+      assert.deepEqual(outcome(() => parseMultipartForm(body, boundary)), expected);
+      const contentType = `multipart/form-data; boundary="${boundary}"`;
+      assert.deepEqual(outcome(() => parseBody({ 'content-type': contentType }, body, none)[0]), expected);
+      // the same bytes given as raw bytes
+      assert.deepEqual(outcome(() => parseMultipartForm(Buffer.from(body, 'utf8'), boundary)), expected);
+    });
+  }
+
+  test('Content-Types with long runs of white space', () => {
+    for (const [contentType, expected] of LARGE_MEDIA_TYPES) {
+      assert.deepEqual(
+        outcome(() => {
+          const { type, params } = parseMediaType(contentType);
+          return { type, params };
+        }),
+        'error' in expected ? expected : { parsed: expected },
+      );
+    }
   });
 });

@@ -29,6 +29,12 @@
  * Go's text (`multipart: NextPart: EOF`, `unexpected EOF`, `malformed MIME header line:
  * "..."`, ...), which upstream puts in the 400's body.
  *
+ * Cost: this runs on the event loop for every tenant's checks, so every step is linear in the
+ * length of what it reads, whatever the body's shape (folded or long header lines, runs of
+ * white space, many parts, parameters or boundary look-alikes, long error texts): no RegExp on
+ * header values, no search past the 4096-byte window, no text built a character at a time.
+ * bench/_multipart.ts times those shapes against an ordinary form.
+ *
  * Limits: a JSON part is parsed by JSON.parse, so its errors have V8's wording, not that of
  * OPA's util.UnmarshalJSON; a string payload stands for its UTF-8 bytes, so bytes a caller
  * already decoded to U+FFFD are quoted as U+FFFD in error texts where Go writes `\xff` (pass
@@ -47,76 +53,117 @@ export interface MediaType {
   readonly params: Readonly<Record<string, string>>;
 }
 
+const CR = 0x0d;
+const LF = 0x0a;
+const SP = 0x20;
+const TAB = 0x09;
+
+// The media type is read as Go reads it, but by index over the one string: no step slices off
+// the rest of the value, copies it a character at a time or runs a RegExp anchored at its end
+// (which backtracks over a run of white space at every position: quadratic in the run), so
+// every step is linear in the value's length.
+
+/** A 128-entry table of the given ASCII characters, by code. */
+function asciiTable(chars: string): Uint8Array {
+  const table = new Uint8Array(128);
+  for (const c of chars) table[c.charCodeAt(0)] = 1;
+  return table;
+}
+
 /**
  * RFC 2045 `token` characters (Go's isTokenChar): any US-ASCII CHAR except SPACE, CTLs and
  * tspecials, so `{` and `}` too (Go 1.25.0 briefly refused them, golang/go#76236).
  */
-const TOKEN = /^[!#$%&'*+\-.^_`{|}~0-9A-Za-z]+/;
+const TOKEN_CHAR = asciiTable("!#$%&'*+-.^_`{|}~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz");
 /** RFC 2045 tspecials (Go's isTSpecial). */
-const TSPECIALS = new Set(['(', ')', '<', '>', '@', ',', ';', ':', '\\', '"', '/', '[', ']', '?', '=']);
-/** Go's unicode.IsSpace. */
-const LEADING_SPACE = /^[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+/;
-const TRAILING_SPACE = /[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+$/;
+const TSPECIAL = asciiTable('()<>@,;:\\"/[]?=');
+const SEMICOLON = 0x3b;
+const EQUALS = 0x3d;
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const SLASH = 0x2f;
 
-const trimLeft = (s: string): string => s.replace(LEADING_SPACE, '');
-const trimSpace = (s: string): string => trimLeft(s).replace(TRAILING_SPACE, '');
-
-/** Go's consumeToken: [token, rest], or ['', v] when v does not start with a token character. */
-function consumeToken(v: string): [string, string] {
-  const token = TOKEN.exec(v)?.[0];
-  return token === undefined ? ['', v] : [token, v.slice(token.length)];
+/** Go's unicode.IsSpace, for a UTF-16 code unit (every white space rune is in the BMP). */
+function isSpace(c: number): boolean {
+  if (c < 0x80) return c === SP || (c >= TAB && c <= CR);
+  return c === 0x85 || c === 0xa0 || c === 0x1680 || (c >= 0x2000 && c <= 0x200a) || c === 0x2028 || c === 0x2029 || c === 0x202f || c === 0x205f || c === 0x3000;
 }
 
-/** Go's consumeValue: a token or a quoted-string; ['', v] on failure. */
-function consumeValue(v: string): [string, string] {
-  if (v === '') return ['', ''];
-  if (v[0] !== '"') return consumeToken(v);
-  let value = '';
-  for (let i = 1; i < v.length; i++) {
-    const c = v[i] as string;
-    if (c === '"') return [value, v.slice(i + 1)];
+/** strings.TrimLeftFunc(v[i:], unicode.IsSpace), as the index where the result starts. */
+function skipWhiteSpace(v: string, i: number): number {
+  while (i < v.length && isSpace(v.charCodeAt(i))) i++;
+  return i;
+}
+
+/** strings.TrimSpace. */
+function trimSpace(s: string): string {
+  const start = skipWhiteSpace(s, 0);
+  let end = s.length;
+  while (end > start && isSpace(s.charCodeAt(end - 1))) end--;
+  return s.slice(start, end);
+}
+
+/** Go's consumeToken at v[i]: where the token that starts there ends (i when none does). */
+function tokenEnd(v: string, i: number): number {
+  while (i < v.length && TOKEN_CHAR[v.charCodeAt(i)] === 1) i++;
+  return i;
+}
+
+/** Go's consumeValue at v[i]: a token or a quoted-string and where it ends; ['', i] on failure. */
+function consumeValue(v: string, i: number): [string, number] {
+  if (i >= v.length) return ['', i];
+  if (v.charCodeAt(i) !== QUOTE) {
+    const end = tokenEnd(v, i);
+    return [v.slice(i, end), end];
+  }
+  // the runs between escapes are sliced and joined once at the end
+  const runs: string[] = [];
+  let from = i + 1;
+  for (let j = i + 1; j < v.length; j++) {
+    const c = v.charCodeAt(j);
+    if (c === QUOTE) {
+      runs.push(v.slice(from, j));
+      return [runs.join(''), j + 1];
+    }
     // a backslash escapes a tspecial only; before anything else it is itself (MSIE's
     // "C:\dev\file.txt"), as in Go
-    if (c === '\\' && i + 1 < v.length && TSPECIALS.has(v[i + 1] as string)) {
-      value += v[i + 1] as string;
-      i++;
+    if (c === BACKSLASH && j + 1 < v.length && TSPECIAL[v.charCodeAt(j + 1)] === 1) {
+      runs.push(v.slice(from, j));
+      from = ++j; // the escaped character starts the next run
       continue;
     }
-    if (c === '\r' || c === '\n') return ['', v];
-    value += c;
+    if (c === CR || c === LF) return ['', i];
   }
-  return ['', v]; // no closing quote
+  return ['', i]; // no closing quote
 }
 
-/** Go's consumeMediaParam: [lower-cased name, value, rest], or ['', '', v] on failure. */
-function consumeMediaParam(v: string): [string, string, string] {
-  let rest = trimLeft(v);
-  if (!rest.startsWith(';')) return ['', '', v];
-  rest = trimLeft(rest.slice(1));
-  let param: string;
-  [param, rest] = consumeToken(rest);
-  param = param.toLowerCase();
-  if (param === '') return ['', '', v];
-  rest = trimLeft(rest);
-  if (!rest.startsWith('=')) return ['', '', v];
-  rest = trimLeft(rest.slice(1));
-  const [value, after] = consumeValue(rest);
-  if (value === '' && after === rest) return ['', '', v];
-  return [param, value, after];
+/** Go's consumeMediaParam at v[i]: [lower-cased name, value, where it ends], or undefined on failure. */
+function consumeMediaParam(v: string, i: number): [string, string, number] | undefined {
+  let at = skipWhiteSpace(v, i);
+  if (v.charCodeAt(at) !== SEMICOLON) return undefined;
+  at = skipWhiteSpace(v, at + 1);
+  const nameEnd = tokenEnd(v, at);
+  if (nameEnd === at) return undefined;
+  const param = v.slice(at, nameEnd).toLowerCase();
+  at = skipWhiteSpace(v, nameEnd);
+  if (v.charCodeAt(at) !== EQUALS) return undefined;
+  at = skipWhiteSpace(v, at + 1);
+  const [value, end] = consumeValue(v, at);
+  if (value === '' && end === at) return undefined;
+  return [param, value, end];
 }
 
 /** Go's checkMediaTypeDisposition: undefined, or the error. */
 function checkMediaTypeDisposition(s: string): string | undefined {
-  const [type, rest] = consumeToken(s);
-  if (type === '') return 'mime: no media type';
-  if (rest === '') return undefined;
-  if (!rest.startsWith('/')) return 'mime: expected slash after first token';
-  const [subtype, after] = consumeToken(rest.slice(1));
-  if (subtype === '') return 'mime: expected token after slash';
-  if (after !== '') return 'mime: unexpected content after media subtype';
+  const typeEnd = tokenEnd(s, 0);
+  if (typeEnd === 0) return 'mime: no media type';
+  if (typeEnd === s.length) return undefined;
+  if (s.charCodeAt(typeEnd) !== SLASH) return 'mime: expected slash after first token';
+  const subtypeEnd = tokenEnd(s, typeEnd + 1);
+  if (subtypeEnd === typeEnd + 1) return 'mime: expected token after slash';
+  if (subtypeEnd !== s.length) return 'mime: unexpected content after media subtype';
   return undefined;
 }
-
 
 /** Go's percentHexUnescape, on the value's UTF-8 bytes: the bytes, or undefined for a bad escape. */
 function percentHexUnescape(s: string): Buffer | undefined {
@@ -148,49 +195,60 @@ function decode2231Enc(v: string): Buffer | undefined {
   return percentHexUnescape(v.slice(second + 1));
 }
 
-type ParsedMediaType = { readonly ok: true; readonly type: string; readonly params: Record<string, string> } | { readonly ok: false; readonly error: string };
+type ParsedMediaType = { readonly ok: true; readonly type: string; readonly params: Map<string, string> } | { readonly ok: false; readonly error: string };
 
 /** `mime.ParseMediaType` without throwing (see the file header). */
 function goParseMediaType(v: string): ParsedMediaType {
   const semi = v.indexOf(';');
-  const base = semi === -1 ? v : v.slice(0, semi);
-  const type = trimSpace(base.toLowerCase());
+  const baseEnd = semi === -1 ? v.length : semi;
+  const type = trimSpace(v.slice(0, baseEnd).toLowerCase());
   const typeError = checkMediaTypeDisposition(type);
   if (typeError !== undefined) return { ok: false, error: typeError };
-  const params: Record<string, string> = Object.create(null) as Record<string, string>;
-  // base name -> parameter name -> value, for the names with a '*' (RFC 2231)
-  const continuation = new Map<string, Map<string, string>>();
-  let rest = v.slice(base.length);
-  while (rest.length > 0) {
-    rest = trimLeft(rest);
-    if (rest.length === 0) break;
-    const [key, value, after] = consumeMediaParam(rest);
-    if (key === '') {
-      if (trimSpace(after) === ';') break; // a trailing semicolon is not an error
+  const params = new Map<string, string>();
+  // base name -> parameter name -> value, for the names with a '*' (RFC 2231); made when the
+  // first one comes, as in Go
+  let continuation: Map<string, Map<string, string>> | undefined;
+  // the parameters are v[at:], as Go's v is the rest of the value
+  let at = baseEnd;
+  while (at < v.length) {
+    at = skipWhiteSpace(v, at);
+    if (at === v.length) break;
+    const param = consumeMediaParam(v, at);
+    if (param === undefined) {
+      // a trailing semicolon is not an error (Go: strings.TrimSpace(rest) == ";")
+      if (v.charCodeAt(at) === SEMICOLON && skipWhiteSpace(v, at + 1) === v.length) break;
       return { ok: false, error: 'mime: invalid media parameter' };
     }
+    const [key, value, end] = param;
     const star = key.indexOf('*');
-    let existing: string | undefined;
-    if (star === -1) {
-      existing = Object.hasOwn(params, key) ? params[key] : undefined;
-      if (existing !== undefined && existing !== value) return { ok: false, error: 'mime: duplicate parameter name' };
-      params[key] = value;
-    } else {
+    let pieces = params;
+    if (star !== -1) {
       const baseName = key.slice(0, star);
-      let pieces = continuation.get(baseName);
-      if (pieces === undefined) continuation.set(baseName, (pieces = new Map()));
-      existing = pieces.get(key);
-      if (existing !== undefined && existing !== value) return { ok: false, error: 'mime: duplicate parameter name' };
-      pieces.set(key, value);
+      continuation ??= new Map();
+      const existing = continuation.get(baseName);
+      if (existing === undefined) continuation.set(baseName, (pieces = new Map()));
+      else pieces = existing;
     }
-    rest = after;
+    const existing = pieces.get(key);
+    if (existing !== undefined && existing !== value) return { ok: false, error: 'mime: duplicate parameter name' };
+    pieces.set(key, value);
+    at = end;
   }
-  // stitch RFC 2231 values together: "name*" (encoded), or "name*0", "name*1*", ...
+  if (continuation !== undefined) stitchContinuations(params, continuation);
+  return { ok: true, type, params };
+}
+
+/**
+ * The RFC 2231 values put together, into `params`: "name*" (encoded), or "name*0", "name*1*",
+ * ... (a function of its own: V8 would drop goParseMediaType's optimized code whenever it reached
+ * this loop with no type feedback, which it never has while no parameter has a '*').
+ */
+function stitchContinuations(params: Map<string, string>, continuation: Map<string, Map<string, string>>): void {
   for (const [key, pieces] of continuation) {
     const single = pieces.get(`${key}*`);
     if (single !== undefined) {
       const decoded = decode2231Enc(single);
-      if (decoded !== undefined) params[key] = UTF8.decode(decoded);
+      if (decoded !== undefined) params.set(key, UTF8.decode(decoded));
       continue;
     }
     const parts: Buffer[] = [];
@@ -208,23 +266,24 @@ function goParseMediaType(v: string): ParsedMediaType {
       const decoded = n === 0 ? decode2231Enc(encoded) : percentHexUnescape(encoded);
       if (decoded !== undefined) parts.push(decoded);
     }
-    if (valid) params[key] = UTF8.decode(Buffer.concat(parts));
+    if (valid) params.set(key, UTF8.decode(Buffer.concat(parts)));
   }
-  return { ok: true, type, params };
 }
 
 /** `mime.ParseMediaType`: the lower-cased type and lower-cased parameter names; throws Go's errors. */
 export function parseMediaType(value: string): MediaType {
   const parsed = goParseMediaType(value);
   if (!parsed.ok) throw invalid(parsed.error);
-  return { type: parsed.type, params: parsed.params };
+  const params: Record<string, string> = Object.create(null) as Record<string, string>;
+  for (const [name, param] of parsed.params) params[name] = param;
+  return { type: parsed.type, params };
 }
 
 /** `multipart.Part.FormName`: the `name` of a `form-data` disposition; "" when absent or unparsable. */
 export function formName(disposition: string | undefined): string {
   const parsed = goParseMediaType(disposition ?? '');
   if (!parsed.ok || parsed.type !== 'form-data') return '';
-  return parsed.params['name'] ?? '';
+  return parsed.params.get('name') ?? '';
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -253,11 +312,12 @@ const MAX_MIME_HEADER_SIZE = 10 << 20;
 const MAX_MIME_HEADERS = 10000;
 
 const EMPTY = Buffer.alloc(0);
-const SPACE = Buffer.from(' ');
-const CR = 0x0d;
-const LF = 0x0a;
-const SP = 0x20;
-const TAB = 0x09;
+
+/** The index of the first `byte` in data[from, to), or -1 (bytes.IndexByte on that slice). */
+function indexOfByte(data: Uint8Array, byte: number, from: number, to: number): number {
+  for (let i = from; i < to; i++) if (data[i] === byte) return i;
+  return -1;
+}
 
 /** Where a bufio.Reader gets its bytes: the next `n` bytes of the body (n <= max), and an error. */
 interface ByteSource {
@@ -320,13 +380,16 @@ class BufReader {
     return [this.r + n, undefined];
   }
 
-  /** ReadSlice('\n'): the line data[start, end) and the error. */
+  /**
+   * ReadSlice('\n'): the line data[start, end) and the error. Each buffered byte is searched
+   * once, and never past w: Buffer.indexOf would search on to the end of the body at every
+   * call, quadratic in the length of a long line read 4096 bytes at a time.
+   */
   readSlice(): [number, number, GoError | undefined] {
-    let searched = 0;
+    let from = this.r;
     for (;;) {
-      const from = this.r + searched;
-      const i = from < this.w ? this.data.indexOf(LF, from) : -1;
-      if (i !== -1 && i < this.w) {
+      const i = indexOfByte(this.data, LF, from, this.w);
+      if (i !== -1) {
         const start = this.r;
         this.r = i + 1;
         return [start, i + 1, undefined];
@@ -341,7 +404,7 @@ class BufReader {
         this.r = this.w;
         return [start, this.w, ERR_BUFFER_FULL];
       }
-      searched = this.w - this.r;
+      from = this.w;
       this.fill();
     }
   }
@@ -462,31 +525,56 @@ function goText(b: Buffer): string {
   return out;
 }
 
-/** Go's %q (strconv.Quote) of a byte string. */
-function goQuote(b: Uint8Array): string {
-  let out = '"';
+/**
+ * Go's %q (strconv.Quote) of a byte string. The quoted text is written as UTF-8 bytes (a rune
+ * written as it is keeps its own bytes, every escape is ASCII) and decoded once at the end.
+ */
+function goQuote(b: Buffer): string {
+  let out = Buffer.allocUnsafe(b.length + 16);
+  let n = 0;
+  const reserve = (bytes: number): void => {
+    if (n + bytes <= out.length) return;
+    const grown = Buffer.allocUnsafe(2 * out.length + bytes);
+    out.copy(grown, 0, 0, n);
+    out = grown;
+  };
+  const writeAscii = (text: string): void => {
+    reserve(text.length);
+    for (let k = 0; k < text.length; k++) out[n++] = text.charCodeAt(k);
+  };
+  out[n++] = 0x22;
   for (let i = 0; i < b.length; ) {
     const r = decodeRune(b, i);
     if (r < 0) {
-      out += `\\x${hex2(b[i] as number)}`;
+      writeAscii(`\\x${hex2(b[i] as number)}`);
       i++;
-      continue;
+    } else if (r === SP || (r > SP && r !== 0x22 && r !== 0x5c && r !== 0x7f && (r < 0x7f || PRINTABLE.test(String.fromCodePoint(r))))) {
+      reserve(runeWidth);
+      for (let k = 0; k < runeWidth; k++) out[n++] = b[i + k] as number;
+      i += runeWidth;
+    } else {
+      writeAscii(escapeRune(r));
+      i += runeWidth;
     }
-    i += runeWidth;
-    if (r === 0x22 || r === 0x5c) out += `\\${String.fromCharCode(r)}`;
-    else if (r === SP || (r !== 0x7f && r > SP && (r < 0x7f || PRINTABLE.test(String.fromCodePoint(r))))) out += String.fromCodePoint(r);
-    else if (r === 0x07) out += '\\a';
-    else if (r === 0x08) out += '\\b';
-    else if (r === 0x0c) out += '\\f';
-    else if (r === LF) out += '\\n';
-    else if (r === CR) out += '\\r';
-    else if (r === TAB) out += '\\t';
-    else if (r === 0x0b) out += '\\v';
-    else if (r < SP || r === 0x7f) out += `\\x${hex2(r)}`;
-    else if (r < 0x10000) out += `\\u${r.toString(16).padStart(4, '0')}`;
-    else out += `\\U${r.toString(16).padStart(8, '0')}`;
   }
-  return `${out}"`;
+  reserve(1);
+  out[n++] = 0x22;
+  return out.toString('utf8', 0, n);
+}
+
+/** How strconv.Quote escapes a valid rune that it does not write as it is. */
+function escapeRune(r: number): string {
+  if (r === 0x22 || r === 0x5c) return `\\${String.fromCharCode(r)}`;
+  if (r === 0x07) return '\\a';
+  if (r === 0x08) return '\\b';
+  if (r === 0x0c) return '\\f';
+  if (r === LF) return '\\n';
+  if (r === CR) return '\\r';
+  if (r === TAB) return '\\t';
+  if (r === 0x0b) return '\\v';
+  if (r < SP || r === 0x7f) return `\\x${hex2(r)}`;
+  if (r < 0x10000) return `\\u${r.toString(16).padStart(4, '0')}`;
+  return `\\U${r.toString(16).padStart(8, '0')}`;
 }
 
 // --- net/textproto's readMIMEHeader, with multipart's limits ---
@@ -504,11 +592,22 @@ function isPrefixOf(buf: Uint8Array, at: number, of: Uint8Array): boolean {
   return true;
 }
 
+/** Where textproto's trim of data[start, end) starts: after the leading spaces and tabs. */
+function blanksEnd(data: Buffer, start: number, end: number): number {
+  while (start < end && (data[start] === SP || data[start] === TAB)) start++;
+  return start;
+}
+
+/** Where textproto's trim of data[start, end) ends: before the trailing spaces and tabs. */
+function trailingBlanksStart(data: Buffer, start: number, end: number): number {
+  while (end > start && (data[end - 1] === SP || data[end - 1] === TAB)) end--;
+  return end;
+}
+
 /** textproto's trim of data[start, end): without leading and trailing spaces and tabs. */
 function trimBlanks(data: Buffer, start: number, end: number): Buffer {
-  while (start < end && (data[start] === SP || data[start] === TAB)) start++;
-  while (end > start && (data[end - 1] === SP || data[end - 1] === TAB)) end--;
-  return data.subarray(start, end);
+  const from = blanksEnd(data, start, end);
+  return data.subarray(from, trailingBlanksStart(data, from, end));
 }
 
 /** RFC 7230 tchar (textproto's validHeaderFieldByte). */
@@ -588,8 +687,7 @@ class TextprotoReader {
     if (err !== undefined) return err;
     const { start, end } = this;
     if (start === end) return EMPTY;
-    const colon = data.indexOf(0x3a, start);
-    if (colon === -1 || colon >= end) return new GoError(`malformed MIME header: missing colon: ${goQuote(data.subarray(start, end))}`);
+    if (indexOfByte(data, 0x3a, start, end) === -1) return new GoError(`malformed MIME header: missing colon: ${goQuote(data.subarray(start, end))}`);
     // Go's fast path (the next line starts a header or ends them): nothing is read here
     if (br.buffered() > 1) {
       const p0 = data[br.r] as number;
@@ -597,20 +695,32 @@ class TextprotoReader {
       const lower = p0 | 0x20;
       if ((lower >= 0x61 && lower <= 0x7a) || p0 === LF || (p0 === CR && p1 === LF)) return trimBlanks(data, start, end);
     }
-    const pieces: Buffer[] = [trimBlanks(data, start, end)];
-    let length = (pieces[0] as Buffer).length;
+    // the trimmed lines, as [start, end) pairs in data (the bytes stay there once read), joined
+    // by single spaces at the end: Go appends them to one buffer
+    const from = blanksEnd(data, start, end);
+    const bounds: number[] = [from, trailingBlanksStart(data, from, end)];
+    let length = (bounds[1] as number) - from;
     lim -= length;
     while (this.skipSpace() > 0) {
-      pieces.push(SPACE);
-      length++;
+      length++; // the space
       if (length >= lim) return ERR_TEXTPROTO_TOO_LARGE;
-      // Go drops this error: the next read meets it again
-      if (this.readLineSlice(lim - length) !== undefined) break;
-      const trimmed = trimBlanks(data, this.start, this.end);
-      pieces.push(trimmed);
-      length += trimmed.length;
+      // Go drops this error: the next read meets it again (the space stays, after no line)
+      if (this.readLineSlice(lim - length) !== undefined) {
+        bounds.push(0, 0);
+        break;
+      }
+      const lineFrom = blanksEnd(data, this.start, this.end);
+      const lineTo = trailingBlanksStart(data, lineFrom, this.end);
+      bounds.push(lineFrom, lineTo);
+      length += lineTo - lineFrom;
     }
-    return Buffer.concat(pieces, length);
+    const joined = Buffer.allocUnsafe(length);
+    let n = 0;
+    for (let k = 0; k < bounds.length; k += 2) {
+      if (k > 0) joined[n++] = SP;
+      for (let i = bounds[k] as number, to = bounds[k + 1] as number; i < to; i++) joined[n++] = data[i] as number;
+    }
+    return joined;
   }
 
   /** readMIMEHeader(r, maxMIMEHeaderSize, maxMIMEHeaders); errors as multipart returns them. */
@@ -687,8 +797,11 @@ function matchAfterPrefix(buf: Uint8Array, at: number, prefixLength: number, rea
   return -1;
 }
 
-/** scanUntilBoundary: how many bytes of `buf` are part body, and the error once they are read. */
-function scanUntilBoundary(buf: Buffer, dashBoundary: Buffer, nlDashBoundary: Buffer, total: number, readErr: GoError | undefined): [number, GoError | undefined] {
+/**
+ * scanUntilBoundary: how many bytes of `buf` are part body, and the error once they are read.
+ * With `wholeLookAlikes`, a run of boundary look-alikes is taken at once (see below).
+ */
+function scanUntilBoundary(buf: Buffer, dashBoundary: Buffer, nlDashBoundary: Buffer, total: number, readErr: GoError | undefined, wholeLookAlikes: boolean): [number, GoError | undefined] {
   if (total === 0) {
     // at the beginning of the body, "--boundary" may come without a line break before it
     if (startsWith(buf, dashBoundary)) {
@@ -698,11 +811,23 @@ function scanUntilBoundary(buf: Buffer, dashBoundary: Buffer, nlDashBoundary: Bu
     }
     if (startsWith(dashBoundary, buf)) return [0, readErr];
   }
-  const i = buf.indexOf(nlDashBoundary);
+  let i = buf.indexOf(nlDashBoundary);
   if (i >= 0) {
-    const match = matchAfterPrefix(buf, i, nlDashBoundary.length, readErr);
-    if (match === -1) return [i + nlDashBoundary.length, undefined];
-    return [i, match === 0 ? undefined : EOF];
+    let match = matchAfterPrefix(buf, i, nlDashBoundary.length, readErr);
+    if (match !== -1) return [i, match === 0 ? undefined : EOF];
+    if (!wholeLookAlikes) return [i + nlDashBoundary.length, undefined];
+    // Go returns the body up to the end of this look-alike ("\r\n--boundaryX") and scans the
+    // rest of the buffer on the next Read, which finds the look-alikes that follow the same
+    // way: they are all taken here, and the scan after the last one is left to the next call
+    // (one call per buffer rather than per look-alike)
+    let body: number;
+    do {
+      body = i + nlDashBoundary.length;
+      i = buf.indexOf(nlDashBoundary, body);
+      if (i < 0) break;
+      match = matchAfterPrefix(buf, i, nlDashBoundary.length, readErr);
+    } while (match === -1);
+    return [body, undefined];
   }
   if (startsWith(nlDashBoundary, buf)) return [0, readErr];
   const last = buf.lastIndexOf(nlDashBoundary[0] as number);
@@ -716,13 +841,22 @@ class PartReader implements ByteSource {
   private total = 0;
   private err: GoError | undefined;
   private readErr: GoError | undefined;
-  constructor(private readonly mr: MultipartReader) {}
+  /**
+   * `wholeLookAlikes`: the reader is read to the end of the part whatever the size of its
+   * reads, so several of Go's reads may be one (see scanUntilBoundary). Not so under a
+   * quoted-printable decoder, which may stop at a decoding error: how far the part was read
+   * then decides where NextPart goes on, and depends on the size of each read.
+   */
+  constructor(
+    private readonly mr: MultipartReader,
+    private readonly wholeLookAlikes: boolean,
+  ) {}
 
   read(max: number): [number, GoError | undefined] {
     const br = this.mr.br;
     while (this.n === 0 && this.err === undefined) {
       const peek = br.data.subarray(br.r, br.w);
-      [this.n, this.err] = scanUntilBoundary(peek, this.mr.dashBoundary, this.mr.nlDashBoundary, this.total, this.readErr);
+      [this.n, this.err] = scanUntilBoundary(peek, this.mr.dashBoundary, this.mr.nlDashBoundary, this.total, this.readErr, this.wholeLookAlikes);
       if (this.n === 0 && this.err === undefined) {
         // have the buffer read more
         this.readErr = br.peek(peek.length + 1)[1];
@@ -742,68 +876,95 @@ const QP_WHITESPACE = (b: number): boolean => b === LF || b === CR || b === SP |
 const CRLF_BYTES = Buffer.from('\r\n');
 const LF_BYTES = Buffer.from('\n');
 
-/** mime/quotedprintable's Reader, over a part (through its own 4096-byte bufio.Reader). */
+/**
+ * mime/quotedprintable's Reader, over a part (through its own 4096-byte bufio.Reader). The line
+ * being decoded is data[lineStart, lineEnd) followed by the line break Go appends back to it
+ * (none, "\n" or "\r\n"), read in place rather than copied; the decoded bytes go into one buffer
+ * that doubles when it must.
+ */
 class QuotedPrintableReader {
   private readonly br: BufReader;
   private rerr: GoError | undefined;
-  private line: Uint8Array = new Uint8Array(0);
+  private lineStart = 0;
+  private lineEnd = 0;
+  private lineBreak: Uint8Array = EMPTY;
+  /** How much of the line (with its line break) is decoded. */
   private at = 0;
   constructor(data: Buffer, start: number, part: PartReader) {
     this.br = new BufReader(data, start, part);
   }
 
+  /** The line's byte at `k` (undefined past its end). */
+  private lineByte(k: number): number | undefined {
+    const length = this.lineEnd - this.lineStart;
+    return k < length ? this.br.data[this.lineStart + k] : this.lineBreak[k - length];
+  }
+
+  /** ReadSlice a new line and trim it as Go does (this.rerr is the read's error or a soft break's). */
+  private nextLine(): void {
+    const data = this.br.data;
+    const [start, end, err] = this.br.readSlice();
+    this.rerr = err;
+    const hasLF = end > start && data[end - 1] === LF;
+    const hasCR = hasLF && end - start > 1 && data[end - 2] === CR;
+    let trimmed = end;
+    while (trimmed > start && QP_WHITESPACE(data[trimmed - 1] as number)) trimmed--;
+    this.lineStart = start;
+    this.lineBreak = EMPTY;
+    this.at = 0;
+    if (trimmed > start && data[trimmed - 1] === 0x3d) {
+      // a soft line break: "=" then only white space up to the line's end
+      let rest = trimmed;
+      while (rest < end && (data[rest] === SP || data[rest] === TAB)) rest++;
+      this.lineEnd = trimmed - 1;
+      const endsLine = data[rest] === LF || (data[rest] === CR && rest + 1 < end && data[rest + 1] === LF);
+      if (rest < end ? !endsLine : !(this.lineEnd > start && this.rerr === EOF)) {
+        this.rerr = new GoError(`quotedprintable: invalid bytes after =: ${goQuote(data.subarray(rest, end))}`);
+      }
+    } else {
+      this.lineEnd = trimmed;
+      if (hasLF) this.lineBreak = hasCR ? CRLF_BYTES : LF_BYTES;
+    }
+  }
+
   /** Read until an error: the decoded bytes, and the error (EOF at the end of the part). */
   readAll(): [Buffer, GoError] {
-    const out: number[] = [];
-    const data = this.br.data;
+    let out = EMPTY;
+    let n = 0;
     for (;;) {
-      if (this.at >= this.line.length) {
-        if (this.rerr !== undefined) return [Buffer.from(out), this.rerr];
-        const [start, end, err] = this.br.readSlice();
-        this.rerr = err;
-        const hasLF = end > start && data[end - 1] === LF;
-        const hasCR = hasLF && end - start > 1 && data[end - 2] === CR;
-        let trimmed = end;
-        while (trimmed > start && QP_WHITESPACE(data[trimmed - 1] as number)) trimmed--;
-        if (trimmed > start && data[trimmed - 1] === 0x3d) {
-          // a soft line break: "=" then only white space up to the line's end
-          let rest = trimmed;
-          while (rest < end && (data[rest] === SP || data[rest] === TAB)) rest++;
-          const rightStripped = data.subarray(rest, end);
-          this.line = data.subarray(start, trimmed - 1);
-          const endsLine = rightStripped[0] === LF || (rightStripped[0] === CR && rightStripped[1] === LF);
-          if (!endsLine && !(rightStripped.length === 0 && this.line.length > 0 && this.rerr === EOF)) {
-            this.rerr = new GoError(`quotedprintable: invalid bytes after =: ${goQuote(rightStripped)}`);
-          }
-        } else if (hasLF) {
-          this.line = Buffer.concat([data.subarray(start, trimmed), hasCR ? CRLF_BYTES : LF_BYTES]);
-        } else {
-          this.line = data.subarray(start, trimmed);
-        }
-        this.at = 0;
+      const length = this.lineEnd - this.lineStart + this.lineBreak.length;
+      if (this.at >= length) {
+        if (this.rerr !== undefined) return [out.subarray(0, n), this.rerr];
+        this.nextLine();
         continue;
       }
-      const line = this.line;
-      let b = line[this.at] as number;
-      if (b === 0x3d) {
-        const h = line[this.at + 1];
-        const l = line[this.at + 2];
-        let err: GoError | undefined;
-        if (line.length - this.at - 1 < 2) err = ERR_UNEXPECTED_EOF;
-        else if (!isHex(h as number)) err = new GoError(`quotedprintable: invalid hex byte 0x${hex2(h as number)}`);
-        else if (!isHex(l as number)) err = new GoError(`quotedprintable: invalid hex byte 0x${hex2(l as number)}`);
-        if (err === undefined) {
-          b = Number.parseInt(String.fromCharCode(h as number, l as number), 16);
-          this.at += 2;
-        } else if (!(line.length - this.at >= 2 && h !== CR && h !== LF)) {
-          return [Buffer.from(out), err];
-        }
-        // else Go keeps a "=" that no hex digits follow
-      } else if (b !== TAB && b !== CR && b !== LF && b < 0x80 && (b < SP || b > 0x7e)) {
-        return [Buffer.from(out), new GoError(`quotedprintable: invalid unescaped byte 0x${hex2(b)} in body`)];
+      // the decoded line is never longer than the line
+      if (out.length - n < length - this.at) {
+        const grown = Buffer.allocUnsafe(Math.max(2 * out.length, n + length, 256));
+        out.copy(grown, 0, 0, n);
+        out = grown;
       }
-      out.push(b);
-      this.at++;
+      for (; this.at < length; this.at++) {
+        let b = this.lineByte(this.at) as number;
+        if (b === 0x3d) {
+          const h = this.lineByte(this.at + 1);
+          const l = this.lineByte(this.at + 2);
+          let err: GoError | undefined;
+          if (length - this.at - 1 < 2) err = ERR_UNEXPECTED_EOF;
+          else if (!isHex(h as number)) err = new GoError(`quotedprintable: invalid hex byte 0x${hex2(h as number)}`);
+          else if (!isHex(l as number)) err = new GoError(`quotedprintable: invalid hex byte 0x${hex2(l as number)}`);
+          if (err === undefined) {
+            b = hexValue(h as number) * 16 + hexValue(l as number);
+            this.at += 2;
+          } else if (!(length - this.at >= 2 && h !== CR && h !== LF)) {
+            return [out.subarray(0, n), err];
+          }
+          // else Go keeps a "=" that no hex digits follow
+        } else if (b !== TAB && b !== CR && b !== LF && b < 0x80 && (b < SP || b > 0x7e)) {
+          return [out.subarray(0, n), new GoError(`quotedprintable: invalid unescaped byte 0x${hex2(b)} in body`)];
+        }
+        out[n++] = b;
+      }
     }
   }
 }
@@ -816,11 +977,12 @@ class Part {
     private readonly mr: MultipartReader,
     readonly header: PartHeader,
   ) {
-    this.raw = new PartReader(mr);
     this.start = mr.br.r;
     // NextPart (not NextRawPart) decodes quoted-printable parts (strings.EqualFold is ASCII
     // case folding for this word)
-    if (header.contentTransferEncoding?.toLowerCase() === 'quoted-printable') this.qp = new QuotedPrintableReader(mr.br.data, this.start, this.raw);
+    const quotedPrintable = header.contentTransferEncoding?.toLowerCase() === 'quoted-printable';
+    this.raw = new PartReader(mr, !quotedPrintable);
+    if (quotedPrintable) this.qp = new QuotedPrintableReader(mr.br.data, this.start, this.raw);
   }
 
   /** Whether the body is decoded (quoted-printable) rather than a slice of the multipart body. */
@@ -844,7 +1006,12 @@ class Part {
 
   /** Close: read the rest of the body, ignoring errors (where it stops is where NextPart goes on). */
   close(): void {
-    this.readAll();
+    if (this.qp !== undefined) {
+      this.qp.readAll();
+      return;
+    }
+    // the raw bytes up to the boundary or an error, without making them a value
+    for (;;) if (this.raw.read(Number.POSITIVE_INFINITY)[1] !== undefined) return;
   }
 }
 
