@@ -3,7 +3,9 @@
  * JetStream and real signed bundles: a re-deploy of the same bytes starts from the
  * snapshot's data, a stale rebuild is refused, deltas published while a sidecar was away
  * are applied when it is back, a replay read of the delta stream is bounded, and a
- * transient failure is retried.
+ * transient failure is retried - also one that outlasts what used to be the retry budget.
+ * A watch that keeps failing is restarted with doubling backoff and shows in status, and
+ * nothing of the component runs or holds the process after stop().
  */
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -11,11 +13,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { parseConfig, type NatsConfig } from '../sidecar/src/config/index.ts';
-import { NatsBundleStore, connectNats, encodePointer, sha256Hex, type BundlePointer } from '../sidecar/src/distribution/index.ts';
+import { NatsBundleStore, NatsDistribution, connectNats, encodePointer, sha256Hex, type BundlePointer, type StatusReport } from '../sidecar/src/distribution/index.ts';
 import { isFinal } from '../sidecar/src/distribution/nats-distribution.ts';
+import type { TenantManager } from '../sidecar/src/tenants/index.ts';
 import { ErrorCodes, PavilionError } from '../sidecar/src/lib/errors.ts';
 import { buildFixtureBundle } from './harness/fixtures.ts';
-import { startNats, type RunningNats } from './harness/nats-server.ts';
+import { freePort, startNats, type RunningNats } from './harness/nats-server.ts';
 import { until } from './harness/wait.ts';
 import { deltaSigning, post, signForTest, startPavilion, type RunningPavilion } from './harness/pavilion-harness.ts';
 
@@ -192,6 +195,62 @@ describe('transient failures are retried', () => {
     await until('late served after a retry', async () => (await revision()) === 'late');
   });
 
+  test('a transient failure that outlasts the old retry budget (8 tries) is still retried, and the deploy served once it clears', { timeout: 90_000 }, async () => {
+    // reconnectWaitMs 10: the 9th try (the old budget: 1 + 8 retries) comes about 2.5 s in, the 10th about 5 s
+    const patient = await startPavilion({
+      config: {
+        labels: { id: 'sidecar-patient' },
+        tenants: [{ id: 'bank' }],
+        bundles: { source: 'nats', keysDirectory: keys },
+        nats: { servers: [nats.url], connectTimeoutMs: 3_000, reconnectWaitMs: 10, reconnectJitterMs: 10, statusIntervalMs: 200 },
+      },
+    });
+    try {
+      await until('the current deploy served', async () => (await post(`${patient.url}/v1/data/bank/authz/rev`, { input: {} }, { 'x-pavilion-tenant': 'bank' })).body['result'] === (await revision()));
+      let tries = 0;
+      const tenants = patient.pavilion.tenants;
+      const reportFailure = tenants.reportFailure.bind(tenants);
+      tenants.reportFailure = (tenant, error) => {
+        if (error instanceof PavilionError && error.code === ErrorCodes.BUNDLE_REVISION_UNKNOWN) tries++;
+        return reportFailure(tenant, error);
+      };
+      const later = await limitsBundle('later');
+      const digest = sha256Hex(later);
+      await (await store.pointers()).put('bank', encodePointer({
+        v: 1, tenant: 'bank', revision: 'later', object: digest, digest, size_bytes: later.length,
+        action: 'push', pushed_by: 'alice', pushed_at: new Date().toISOString(),
+      }));
+      await until('a 10th try of the missing object', () => tries >= 10, 30_000);
+      await store.upload('bank', later, 'later');
+      await until('later served after the object appeared', async () => (await post(`${patient.url}/v1/data/bank/authz/rev`, { input: {} }, { 'x-pavilion-tenant': 'bank' })).body['result'] === 'later', 45_000);
+    } finally {
+      await patient.stop();
+    }
+  });
+
+  test('an exception escaping a deploy\'s activation does not wedge the tenant: its next deploy is served', async () => {
+    const counter = sidecar.pavilion.metrics.distributionUpdates;
+    const inc = counter.inc.bind(counter);
+    let thrown = 0;
+    counter.inc = ((...args: Parameters<typeof counter.inc>) => {
+      const labels = args[0] as Record<string, unknown> | undefined;
+      if (typeof labels === 'object' && labels?.['outcome'] === ErrorCodes.BUNDLE_SIGNATURE_MISSING && thrown === 0) {
+        thrown++;
+        throw new Error('metrics backend down');
+      }
+      inc(...args);
+    }) as typeof counter.inc;
+    try {
+      const unsigned = await buildFixtureBundle({ modules: { 'bank/authz.rego': limitModule('unsigned') }, entrypoints: ['bank/authz/allow', 'bank/authz/rev'], roots: ['bank'], revision: 'unsigned' });
+      await store.push('bank', unsigned, { revision: 'unsigned', pushedBy: 'mallory' });
+      await until('the refusal path threw', () => thrown === 1);
+      await store.push('bank', await limitsBundle('after-throw'), { revision: 'after-throw', pushedBy: 'alice' });
+      await until('the next deploy served', async () => (await revision()) === 'after-throw');
+    } finally {
+      counter.inc = inc;
+    }
+  });
+
   test('classification: wrong test results, vectors that time out or trap, signatures and replays are final; overload, missing objects are not', () => {
     const testsFailed = (failed: Array<Record<string, unknown>>): PavilionError =>
       new PavilionError(ErrorCodes.BUNDLE_TESTS_FAILED, 'tests failed', { details: { failed, total: failed.length } });
@@ -245,5 +304,82 @@ describe('reading stored deltas', () => {
     } finally {
       await other.close();
     }
+  });
+});
+
+describe('a watch that keeps failing', () => {
+  // the delta stream of prefix `blocked` cannot be created: another stream holds its subjects
+  let blocked: RunningPavilion;
+  let blockedStopped = false;
+
+  before(async () => {
+    await (await (await import('@nats-io/jetstream')).jetstreamManager(store.nc)).streams.add({ name: 'BLOCKER', subjects: ['blocked.delta.>'] });
+    blocked = await startPavilion({
+      config: {
+        labels: { id: 'sidecar-blocked' },
+        tenants: [{ id: 'bank' }],
+        bundles: { source: 'nats', keysDirectory: keys },
+        nats: { servers: [nats.url], subjectPrefix: 'blocked', connectTimeoutMs: 3_000, reconnectWaitMs: 50, reconnectJitterMs: 10, statusIntervalMs: 200 },
+      },
+    });
+  });
+
+  after(async () => {
+    if (!blockedStopped) await blocked?.stop();
+  });
+
+  test('shows in status as WARN with its code, though the connection is up', async () => {
+    await until('status WARN', () => blocked.pavilion.distribution?.status().state === 'WARN');
+    const status = blocked.pavilion.distribution?.status();
+    assert.equal(status?.details?.['connection'], 'connected');
+    assert.equal(status?.details?.['code'], ErrorCodes.DISTRIBUTION_UNAVAILABLE, JSON.stringify(status));
+    assert.match(status?.message ?? '', /watching deltas/);
+    // pointers still move: the pointer watch is not the failing one
+    assert.equal(await post(`${blocked.url}/v1/data/bank/authz/rev`, { input: {} }, { 'x-pavilion-tenant': 'bank' }).then((r) => r.body['result']), await revision());
+  });
+
+  test('is started again with doubling backoff, not every reconnectWaitMs', async () => {
+    let attempts = 0;
+    const spy = store.nc.subscribe('$JS.API.STREAM.CREATE.BLOCKED_DELTAS', { callback: () => void attempts++ });
+    await store.nc.flush();
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    spy.unsubscribe();
+    // every 50-60 ms would be about 50 in 3 s; with doubling from 50 ms, at most a handful
+    assert.ok(attempts <= 15, `${attempts} attempts in 3 s`);
+  });
+
+  test('nothing runs after stop(): no resync from the watch loop', async () => {
+    let resyncs = 0;
+    const tenants = blocked.pavilion.tenants;
+    const ids = tenants.ids.bind(tenants);
+    let stopped = false;
+    tenants.ids = () => {
+      if (stopped) resyncs++;
+      return ids();
+    };
+    blockedStopped = true;
+    await blocked.stop();
+    stopped = true;
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    assert.equal(resyncs, 0);
+  });
+});
+
+describe('lifecycle without a server', () => {
+  test('stop() while the first connection is waiting to retry leaves no timer holding the process', async () => {
+    const timers = (): number => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+    const config = parseConfig({ nats: { servers: [`nats://127.0.0.1:${await freePort()}`], connectTimeoutMs: 300, reconnectWaitMs: 600_000, reconnectJitterMs: 0 } }).nats as NatsConfig;
+    const distribution = new NatsDistribution({
+      config,
+      tenants: {} as unknown as TenantManager, // never reached: there is no connection
+      maxBundleBytes: 1024,
+      sidecarId: 'sidecar-nowhere',
+      statusReport: () => ({}) as unknown as StatusReport,
+    });
+    const before = timers();
+    await distribution.start(); // returns after connectTimeoutMs; the retry waits 10 minutes
+    assert.equal(distribution.status().state, 'WARN');
+    await distribution.stop(1_000);
+    assert.equal(timers(), before, 'a timer was left behind');
   });
 });

@@ -5,6 +5,8 @@
  * own tenant only; the sidecar reads every pointer and bundle but cannot move a pointer;
  * each refused action says what the server answers. Every user receives on an inbox prefix of
  * its own (`_INBOX_<user>`, sidecar config nats.inboxPrefix) and cannot subscribe to another's.
+ * A team publishes delta updates of its own tenant only, and a sidecar on the sidecar grants
+ * applies them (its delta consumer is created with the filter in the API subject).
  */
 import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -21,7 +23,7 @@ import { ErrorCodes, PavilionError } from '../sidecar/src/lib/errors.ts';
 import { buildFixtureBundle } from './harness/fixtures.ts';
 import { startNats, type RunningNats } from './harness/nats-server.ts';
 import { until } from './harness/wait.ts';
-import { post, signForTest, startPavilion, type RunningPavilion } from './harness/pavilion-harness.ts';
+import { deltaSigning, post, signForTest, startPavilion, type RunningPavilion } from './harness/pavilion-harness.ts';
 
 const PASSWORDS = {
   admin: 'admin-secret',
@@ -63,7 +65,7 @@ function historyRefused(tenant: string): (error: unknown) => boolean {
 }
 
 function moduleFor(tenant: string, rev: string): string {
-  return `package ${tenant}.authz\n\nallow if input.user == "alice"\n\nrev := "${rev}"\n`;
+  return `package ${tenant}.authz\n\nallow if input.user == "alice"\n\nrev := "${rev}"\n\nlimit := data.${tenant}.limits.max\n`;
 }
 
 let nats: RunningNats;
@@ -89,7 +91,7 @@ async function bundle(tenant: string, rev: string): Promise<Buffer> {
   if (archive === undefined) {
     archive = await signForTest(tenant, await buildFixtureBundle({
       modules: { [`${tenant}/authz.rego`]: moduleFor(tenant, rev) },
-      entrypoints: [`${tenant}/authz/allow`, `${tenant}/authz/rev`],
+      entrypoints: [`${tenant}/authz/allow`, `${tenant}/authz/rev`, `${tenant}/authz/limit`],
       roots: [tenant],
       revision: rev,
     }), keys);
@@ -129,6 +131,8 @@ before(async () => {
   await objm.create('pavilion-bundle-bank');
   await objm.create('pavilion-bundle-hospital');
   await objm.create('pavilion-bundle-agency');
+  // the delta stream, as the layout's header says: no age limit, direct gets allowed
+  await (await jetstreamManager(admin)).streams.add({ name: 'PAVILION_DELTAS', subjects: ['pavilion.delta.>'], allow_direct: true, duplicate_window: 120 * 1_000_000_000 });
 
   for (const user of ['sidecar', 'team_bank', 'team_hospital', 'team_agency'] as const) {
     const config = natsConfig(user);
@@ -392,6 +396,54 @@ describe('a sidecar running with the sidecar credentials', () => {
     await store('team_bank').rollback('bank', { pushedBy: 'bank-oncall' });
     await until('r3 served again', async () => (await revisionOf()) === 'r3');
     assert.equal(sidecar.pavilion.distribution?.status().state, 'OK');
+  });
+
+  test('team_bank publishes deltas of bank on its own grants, and the sidecar applies them on the sidecar grants; its status stays OK', async () => {
+    await until('r3 served', async () => (await revisionOf()) === 'r3');
+    const deploy = (await adminPointer('bank'))?.sequence;
+    const limitOf = async (): Promise<unknown> => (await post(`${sidecar.url}/v1/data/bank/authz/limit`, { input: {} }, { 'x-pavilion-tenant': 'bank' })).body['result'];
+    assert.equal(await limitOf(), undefined, 'the snapshot has no limit');
+    const signing = await deltaSigning('bank', keys);
+    const first = await store('team_bank').publishDelta('bank', { data: [{ op: 'upsert', path: '/bank/limits/max', value: 42 }] }, ['bank'], signing);
+    assert.deepEqual([first.base, first.sequence], [deploy, 1]);
+    await until('delta 1 applied by the sidecar', async () => (await limitOf()) === 42);
+    const second = await store('team_bank').publishDelta('bank', { data: [{ op: 'upsert', path: '/bank/limits/max', value: 43 }] }, ['bank'], signing);
+    assert.equal(second.sequence, 2);
+    await until('delta 2 applied by the sidecar', async () => (await limitOf()) === 43);
+    assert.equal(sidecar.pavilion.tenants.tenant('bank')?.lastError, undefined);
+    const status = sidecar.pavilion.distribution?.status();
+    assert.equal(status?.state, 'OK', JSON.stringify(status));
+    assert.equal(status?.details?.['lastError'], undefined, JSON.stringify(status));
+    // they came through its live delta consumer (one filter, in the API subject), not by
+    // re-reading every pointer and the stream again and again after a refused consumer
+    const jsm = await jetstreamManager(admin);
+    const live = [];
+    for await (const info of jsm.consumers.list('PAVILION_DELTAS')) {
+      if (info.config.filter_subject === 'pavilion.delta.>' && info.config.deliver_policy === 'new') live.push(info.name);
+    }
+    assert.equal(live.length, 1, `live delta consumers: ${live.join(', ')}`);
+    let pointerReads = 0;
+    const spy = admin.subscribe('$JS.API.STREAM.MSG.GET.KV_pavilion-bundles', { callback: () => void pointerReads++ });
+    await admin.flush();
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    spy.unsubscribe();
+    assert.ok(pointerReads <= 2, `${pointerReads} pointer reads in a quiet second`);
+  });
+
+  test("team_bank publishing a delta of hospital -> ERR_DISTRIBUTION_PERMISSION; nothing reaches hospital's delta subject or record", async () => {
+    await assert.rejects(
+      store('team_bank').publishDelta('hospital', { data: [{ op: 'upsert', path: '/hospital/limits/max', value: 1 }] }, ['hospital']),
+      (error: unknown) => error instanceof PavilionError && error.code === ErrorCodes.DISTRIBUTION_PERMISSION,
+    );
+    const nc = store('team_bank').nc;
+    await assert.rejects(nc.request('pavilion.delta.hospital', Buffer.from('{}')), violation('pavilion.delta.hospital'));
+    await assert.rejects(nc.request('$KV.pavilion-bundles.hospital.deltas', Buffer.from('{}')), violation('$KV.pavilion-bundles.hospital.deltas'));
+    const jsm = await jetstreamManager(admin);
+    const onHospital = await jsm.streams.getMessage('PAVILION_DELTAS', { last_by_subj: 'pavilion.delta.hospital' }).catch(() => null);
+    assert.equal(onHospital, null);
+    // and team_bank's own deltas still go through afterwards (a refusal on hospital's subjects is not remembered)
+    const next = await store('team_bank').publishDelta('bank', { data: [{ op: 'upsert', path: '/bank/limits/max', value: 44 }] }, ['bank'], await deltaSigning('bank', keys));
+    assert.equal(next.sequence, 3);
   });
 
   test('its decisions reach the decision stream with the sidecar grants (publish, stream info, acks on its inbox)', async () => {

@@ -439,7 +439,21 @@ export class NatsBundleStore {
     }
   }
 
-  /** The JetStream stream that keeps delta updates (`<prefix>.delta.<tenant>`), 7 days. */
+  /**
+   * Delta updates (OPA's delta bundles: `patch.json` on top of a deploy's snapshot):
+   *
+   *   Stream `<PREFIX>_DELTAS`           subjects `<prefix>.delta.<tenant>` -> DeltaMessage
+   *   KV `<pointerBucket>` `<tenant>.deltas`  -> DeltaRecordV1: the last delta published
+   *
+   * The stream keeps deltas with no age limit: a deploy's deltas are part of its data, and a
+   * sidecar that starts weeks after the deploy needs every one of them. (Streams this code
+   * created before had a 7-day limit; `publishDelta` lifts it, or refuses to publish.) The
+   * record keeps each deploy's delta count beside its pointer, updated with compare-and-set,
+   * where the stream's retention cannot lose it: a deploy's numbering never starts over, and
+   * sidecars know how many deltas the deploy has, so a history whose start is missing is
+   * reported instead of served as complete. Sidecars ignore keys with a dot as tenants, so
+   * sidecars that predate the record are not disturbed by it.
+   */
   get deltaStream(): string {
     return `${this.#config.subjectPrefix.replace(/[^A-Za-z0-9_-]/g, '_').toUpperCase()}_DELTAS`;
   }
@@ -463,23 +477,80 @@ export class NatsBundleStore {
     }
   }
 
+  /** Open the delta stream; create it when missing (and this user may): no age limit, direct gets allowed. */
   async ensureDeltaStream(): Promise<void> {
+    await this.#openDeltaStream();
+  }
+
+  async #openDeltaStream() {
     const jsm = await this.#jsm();
-    await openOrCreate(this.deltaStream, true, () => jsm.streams.info(this.deltaStream), () => jsm.streams.add({
+    return openOrCreate(this.deltaStream, true, () => jsm.streams.info(this.deltaStream), () => jsm.streams.add({
       name: this.deltaStream,
       subjects: [`${this.#config.subjectPrefix}.delta.>`],
-      max_age: 7 * 24 * 3600 * 1_000_000_000,
+      max_age: 0,
+      allow_direct: true,
       duplicate_window: 120 * 1_000_000_000,
     }));
+  }
+
+  /**
+   * The delta stream, checked before a publish: a stream that would drop deltas (an age limit,
+   * or a message or byte limit that discards old messages) would leave sidecars that start
+   * later with a deploy whose history is incomplete. An age limit (what streams created by
+   * earlier versions have) is lifted when this user may update the stream; anything else
+   * is refused with ERR_DISTRIBUTION_DELTA_RETENTION, for an operator to fix.
+   */
+  async #deltaStreamForPublishing(): Promise<void> {
+    const info = await this.#openDeltaStream();
+    const c = info.config;
+    const ages = (c.max_age ?? 0) > 0;
+    const discardsOld = c.discard !== loadedNats().jetstream.DiscardPolicy.New
+      && ((c.max_msgs ?? -1) > 0 || (c.max_bytes ?? -1) > 0 || (c.max_msgs_per_subject ?? 0) > 0);
+    if (!ages && !discardsOld) return;
+    const refused = (why: string, cause?: unknown): PavilionError => new PavilionError(ErrorCodes.DISTRIBUTION_DELTA_RETENTION,
+      `the delta stream ${this.deltaStream} ${why}, so sidecars starting later would miss deltas of the current deploy; `
+      + `an operator must remove that limit (e.g. \`nats stream edit ${this.deltaStream} --max-age=0\`) before deltas are published`,
+      { ...(cause === undefined ? {} : { cause }), details: { stream: this.deltaStream, max_age_ns: c.max_age ?? 0, max_msgs: c.max_msgs ?? -1, max_bytes: c.max_bytes ?? -1, max_msgs_per_subject: c.max_msgs_per_subject ?? 0 } });
+    if (discardsOld) throw refused('discards its oldest messages at a message or byte limit');
+    try {
+      await (await this.#jsm()).streams.update(this.deltaStream, { max_age: 0, allow_direct: true });
+    } catch (error) {
+      throw refused(`drops deltas after ${Math.round((c.max_age ?? 0) / 1e9)} s and this user cannot lift the limit (${describeThrown(error)})`, error);
+    }
+  }
+
+  /** Streams whose STREAM.MSG.GET this user may not send: direct gets by subject from then on. */
+  readonly #noMessageGet = new Set<string>();
+
+  /**
+   * The last message on `subject` of `stream`, or null. A message get first (the stream
+   * leader answers: it sees a pointer moved a moment ago). Its subject filter travels in the
+   * request body, so grants cannot confine it to one tenant, and a policy team may not send
+   * it; refused, this uses (from then on, for that stream) a direct get that names the
+   * subject in the API subject, which grants can confine (the stream must allow direct
+   * gets; any replica may answer one).
+   */
+  async #lastOnSubject(stream: string, subject: string): Promise<StoredMsg | null> {
+    const jsm = await this.#jsm();
+    if (!this.#noMessageGet.has(stream)) {
+      try {
+        return await jsm.streams.getMessage(stream, { last_by_subj: subject });
+      } catch (error) {
+        const text = describeThrown(error);
+        if (/no message found|not found/i.test(text)) return null;
+        if (!/permission/i.test(text)) throw error;
+        this.#noMessageGet.add(stream);
+      }
+    }
+    return jsm.direct.getMessage(stream, { last_by_subj: subject });
   }
 
   /** The last message on the tenant's delta subject: its stream sequence, and the delta unless it is malformed. */
   async #lastDelta(tenant: string): Promise<{ message?: DeltaMessage; streamSequence: number } | undefined> {
     let stored: StoredMsg | null;
     try {
-      stored = await (await this.#jsm()).streams.getMessage(this.deltaStream, { last_by_subj: this.deltaSubject(tenant) });
+      stored = await this.#lastOnSubject(this.deltaStream, this.deltaSubject(tenant));
     } catch (error) {
-      if (/no message found|not found/i.test(describeThrown(error))) return undefined;
       throw unavailable(`cannot read the last delta of ${tenant}`, error);
     }
     if (stored === null) return undefined;
@@ -499,47 +570,173 @@ export class NatsBundleStore {
     return last === undefined ? undefined : (last.message ?? 'malformed');
   }
 
-  /**
-   * Publish a delta on top of the tenant's current deploy: sequence = last delta of that
-   * deploy + 1, with the stream's expected-last-subject-sequence so two publishers racing
-   * for the same number cannot both succeed. With `signing`, signed over all of that with
-   * the tenant's key (scope: the tenant), as sidecars require unless the tenant is
-   * configured for unsigned development bundles.
-   */
-  async publishDelta(tenant: string, patch: unknown, roots: readonly string[], signing?: SignOptions): Promise<DeltaMessage> {
-    const operations = parsePatch(patch);
-    const current = await this.current(tenant);
-    if (current === undefined) throw new PavilionError(ErrorCodes.BUNDLE_REVISION_UNKNOWN, `tenant ${tenant} has no deploy to apply a delta to`);
-    await this.ensureDeltaStream();
-    const last = await this.#lastDelta(tenant);
-    const sameBase = last === undefined ? [] : (await this.deltas(tenant)).filter((d) => d.base === current.sequence);
-    const sequence = sameBase.reduce((max, d) => Math.max(max, d.sequence), 0) + 1;
-    const unsigned: DeltaMessage = { v: 1, tenant, base: current.sequence, sequence, roots: [...roots], patch: { data: operations } };
-    const message: DeltaMessage = signing === undefined
-      ? unsigned
-      : { ...unsigned, signatures: await signDelta({ tenant, base: unsigned.base, sequence, roots: unsigned.roots, operations }, signing) };
+  /** The last value of `key` in the pointer bucket: its revision (the compare-and-set point) and value (none when deleted). */
+  async #pointerKey(key: string): Promise<{ revision: number; value?: Uint8Array } | undefined> {
+    const bucket = this.#config.pointerBucket;
+    let stored: StoredMsg | null;
     try {
-      await loadedNats().jetstream.jetstream(this.nc).publish(this.deltaSubject(tenant), Buffer.from(JSON.stringify(message)), {
-        msgID: `${tenant}.${current.sequence}.${sequence}`,
-        expect: { lastSubjectSequence: last?.streamSequence ?? 0 },
-      });
+      stored = await this.#lastOnSubject(`KV_${bucket}`, `$KV.${bucket}.${key}`);
     } catch (error) {
-      throw unavailable(`cannot publish the delta of ${tenant}`, error);
+      throw unavailable(`cannot read ${key} in ${bucket}`, error);
     }
-    return message;
+    if (stored === null) return undefined;
+    const operation = stored.header?.get('KV-Operation');
+    return operation === 'DEL' || operation === 'PURGE' ? { revision: stored.seq } : { revision: stored.seq, value: stored.data };
+  }
+
+  /** The tenant's delta record and its revision (0: none yet); a malformed record reads as none. */
+  async #deltaRecordEntry(tenant: string): Promise<{ revision: number; record?: DeltaRecordV1 }> {
+    const entry = await this.#pointerKey(deltaRecordKey(tenant));
+    if (entry === undefined) return { revision: 0 };
+    if (entry.value === undefined) return { revision: entry.revision };
+    const record = parseDeltaRecord(entry.value, tenant);
+    return record === undefined ? { revision: entry.revision } : { revision: entry.revision, record };
   }
 
   /**
-   * Every stored delta of a tenant, in stream order (for a rebuild from the snapshot). The
-   * read is bounded: it ends at the last delta looked up first, or when the consumer has
-   * nothing more pending (deltas purged or expired meanwhile), and fails with
-   * DISTRIBUTION_UNAVAILABLE past `fetchTimeoutMs`; the consumer is deleted either way.
+   * The tenant's delta record: the last delta published and on which deploy, or undefined
+   * (no delta published by this version yet, or a malformed record). Sidecars compare it
+   * with what the stream still holds.
    */
-  async deltas(tenant: string): Promise<DeltaMessage[]> {
+  async deltaRecord(tenant: string): Promise<DeltaRecordV1 | undefined> {
+    const { record } = await this.#deltaRecordEntry(tenant);
+    return record?.stream === this.deltaStream ? record : undefined;
+  }
+
+  /** The tenant's current deploy (with a policy team's grants too: `#lastOnSubject`). */
+  async #deployForDelta(tenant: string): Promise<PointerEntry> {
+    const entry = await this.#pointerKey(tenant);
+    if (entry?.value === undefined) throw new PavilionError(ErrorCodes.BUNDLE_REVISION_UNKNOWN, `tenant ${tenant} has no deploy to apply a delta to`);
+    return { sequence: entry.revision, pointer: parsePointer(entry.value, tenant) };
+  }
+
+  /**
+   * The number of the last delta of deploy `base`. The record says it, unless the stream
+   * has messages on the tenant's subject after the recorded one (a publish whose record
+   * update failed, or a publisher that writes no record): those few are read. Without a
+   * record of this deploy, the stream's last delta says it (publishers number in stream
+   * order: the publish expects the subject's last sequence); only a malformed last message
+   * then makes it read all the stored deltas (what earlier versions always did).
+   */
+  async #lastNumber(tenant: string, base: number, record: DeltaRecordV1 | undefined, last: { message?: DeltaMessage; streamSequence: number } | undefined): Promise<number> {
+    const recorded = record?.base === base && record.stream === this.deltaStream ? record : undefined;
+    const highest = (deltas: readonly DeltaMessage[], from: number): number => deltas.reduce((max, d) => (d.base === base ? Math.max(max, d.sequence) : max), from);
+    if (last === undefined) return recorded?.sequence ?? 0;
+    if (recorded !== undefined) {
+      if (last.streamSequence <= recorded.last_stream_seq) return recorded.sequence;
+      return highest(await this.deltas(tenant, { fromStreamSequence: recorded.last_stream_seq + 1 }), recorded.sequence);
+    }
+    if (last.message !== undefined) return last.message.base === base ? last.message.sequence : 0;
+    return highest(await this.deltas(tenant), 0);
+  }
+
+  /**
+   * Publish a delta on top of the tenant's current deploy, numbered after the last one of
+   * that deploy (`#lastNumber`). Two publishers racing for the same number cannot both
+   * succeed: the publish expects the subject's last stream sequence that was read, and the
+   * loser reads again and takes the next number. Then the record moves to this delta
+   * (compare-and-set). With `signing`, signed over tenant, deploy, number, roots and patch
+   * with the tenant's key (scope: the tenant), as sidecars require unless the tenant is
+   * configured for unsigned development bundles.
+   *
+   * Refused: a deploy that already has MAX_DELTAS_PER_DEPLOY deltas (ERR_BUNDLE_DELTA_LIMIT:
+   * push a new snapshot first), a stream that would drop deltas
+   * (ERR_DISTRIBUTION_DELTA_RETENTION). A delta published whose record could not be written
+   * fails with `details.published: true`: do not publish it again; the next publish takes
+   * the number from the stream.
+   *
+   * Grants this needs (a policy team, docs/nats-permissions.conf): stream info of the delta
+   * stream, direct gets (`#lastOnSubject`) of the tenant's delta subject, pointer key and
+   * record key, publish to the tenant's delta subject and record key.
+   */
+  async publishDelta(tenant: string, patch: unknown, roots: readonly string[], signing?: SignOptions): Promise<DeltaMessage> {
+    const operations = parsePatch(patch);
+    await this.#deltaStreamForPublishing();
+    const js = loadedNats().jetstream.jetstream(this.nc);
+    for (let attempt = 1; ; attempt++) {
+      const [deploy, previous, last] = await Promise.all([this.#deployForDelta(tenant), this.#deltaRecordEntry(tenant), this.#lastDelta(tenant)]);
+      const base = deploy.sequence;
+      const sequence = (await this.#lastNumber(tenant, base, previous.record, last)) + 1;
+      if (sequence > MAX_DELTAS_PER_DEPLOY) {
+        throw new PavilionError(ErrorCodes.BUNDLE_DELTA_LIMIT,
+          `deploy ${base} of ${tenant} already has ${MAX_DELTAS_PER_DEPLOY} deltas, the most one deploy takes; push a new snapshot (bundle push) with this data first, then publish deltas on it`,
+          { details: { tenant, base, limit: MAX_DELTAS_PER_DEPLOY } });
+      }
+      const unsigned: DeltaMessage = { v: 1, tenant, base, sequence, roots: [...roots], patch: { data: operations } };
+      const message: DeltaMessage = signing === undefined
+        ? unsigned
+        : { ...unsigned, signatures: await signDelta({ tenant, base, sequence, roots: unsigned.roots, operations }, signing) };
+      let ack: Awaited<ReturnType<typeof js.publish>>;
+      try {
+        ack = await js.publish(this.deltaSubject(tenant), Buffer.from(JSON.stringify(message)), {
+          msgID: `${tenant}.${base}.${sequence}`,
+          expect: { lastSubjectSequence: last?.streamSequence ?? 0 },
+        });
+      } catch (error) {
+        if (!isWrongLastSequence(error)) throw unavailable(`cannot publish the delta of ${tenant}`, error);
+        if (attempt < PUBLISH_ATTEMPTS) continue; // another publisher took this number: read again
+        throw raced(tenant, error);
+      }
+      // the same id within the duplicate window: the message stored is another publisher's
+      if (ack.duplicate) {
+        if (attempt < PUBLISH_ATTEMPTS) continue;
+        throw raced(tenant);
+      }
+      const streamSequence = ack.seq;
+      const first = sequence === 1 ? streamSequence : (previous.record?.base === base && previous.record.stream === this.deltaStream ? previous.record.first_stream_seq : undefined);
+      await this.#recordDelta(tenant, previous.revision, {
+        v: 1, tenant, stream: this.deltaStream, base, sequence, ...(first === undefined ? {} : { first_stream_seq: first }), last_stream_seq: streamSequence,
+      });
+      return message;
+    }
+  }
+
+  /** Move the tenant's delta record to `next` (compare-and-set from `revision`); a newer record written meanwhile stays. */
+  async #recordDelta(tenant: string, revision: number, next: DeltaRecordV1): Promise<void> {
+    const key = deltaRecordKey(tenant);
+    const subject = `$KV.${this.#config.pointerBucket}.${key}`;
+    const js = loadedNats().jetstream.jetstream(this.nc);
+    let expected = revision;
+    let failure: unknown;
+    for (let attempt = 0; attempt < PUBLISH_ATTEMPTS; attempt++) {
+      try {
+        await js.publish(subject, Buffer.from(JSON.stringify(next)), { expect: { lastSubjectSequence: expected } });
+        return;
+      } catch (error) {
+        failure = error;
+        if (!isWrongLastSequence(error)) break;
+      }
+      try {
+        const now = await this.#deltaRecordEntry(tenant);
+        if (now.record?.stream === next.stream && now.record.last_stream_seq >= next.last_stream_seq) return; // a later delta recorded itself
+        expected = now.revision;
+      } catch (error) {
+        failure = error;
+        break;
+      }
+    }
+    const text = describeThrown(failure);
+    throw new PavilionError(/permission|authorization/i.test(text) ? ErrorCodes.DISTRIBUTION_PERMISSION : ErrorCodes.DISTRIBUTION_UNAVAILABLE,
+      `delta ${next.sequence} of deploy ${next.base} of ${tenant} was published (stream sequence ${next.last_stream_seq}), but ${this.#config.pointerBucket}/${key} could not record it: ${text}. `
+      + 'Do not publish it again: the next delta takes its number from the stream and records it.',
+      { cause: failure, details: { published: true, tenant, base: next.base, sequence: next.sequence, stream_sequence: next.last_stream_seq } });
+  }
+
+  /**
+   * Every stored delta of a tenant, in stream order (for a rebuild from the snapshot), from
+   * `fromStreamSequence` on when given (the record's first delta of the deploy: the older
+   * deploys' deltas are then not read; a start past the stream's last message, as after
+   * the stream was made again, is ignored). The read is bounded: it ends at the last delta
+   * looked up first, or when the consumer has nothing more pending (deltas purged
+   * meanwhile), and fails with DISTRIBUTION_UNAVAILABLE past `fetchTimeoutMs`; the
+   * consumer is deleted either way.
+   */
+  async deltas(tenant: string, options: { readonly fromStreamSequence?: number } = {}): Promise<DeltaMessage[]> {
     // A failed lookup is not "no deltas" (the caller retries); a malformed last message still
     // marks where the read ends (the deltas before it count).
     const last = await this.#lastDelta(tenant);
     if (last === undefined) return [];
+    const from = options.fromStreamSequence !== undefined && options.fromStreamSequence <= last.streamSequence ? options.fromStreamSequence : undefined;
     const out: DeltaMessage[] = [];
     const timeoutMs = this.#config.fetchTimeoutMs;
     let consumer: Consumer | undefined;
@@ -550,8 +747,12 @@ export class NatsBundleStore {
       messages?.stop();
     }, timeoutMs);
     try {
+      const { DeliverPolicy } = loadedNats().jetstream;
       consumer = await loadedNats().jetstream.jetstream(this.nc).consumers.get(this.deltaStream, {
-        filter_subjects: [this.deltaSubject(tenant)], deliver_policy: loadedNats().jetstream.DeliverPolicy.All,
+        // one subject as a string: nats.js sends an array of filters on the API subject
+        // without the filter, which grants confined to the delta subjects refuse
+        filter_subjects: this.deltaSubject(tenant),
+        ...(from === undefined ? { deliver_policy: DeliverPolicy.All } : { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from }),
         // the sidecar's documented grants do not include CONSUMER.DELETE: the server then drops it after this idle time
         inactive_threshold: DELTA_CONSUMER_IDLE_MS,
       });
@@ -580,6 +781,67 @@ export class NatsBundleStore {
   async close(): Promise<void> {
     await this.nc.close().catch(() => undefined);
   }
+}
+
+/** The most deltas one deploy takes: past it, the publisher is told to push a new snapshot (a replay stays bounded). */
+export const MAX_DELTAS_PER_DEPLOY = 10_000;
+
+/** Tries of a delta publish (or its record update) that another publisher beat to the number. */
+const PUBLISH_ATTEMPTS = 5;
+
+/**
+ * Version 1 of a tenant's delta record (pointer bucket key `<tenant>.deltas`, JSON): the
+ * last delta published, on which deploy, and where the deploy's deltas are in the stream.
+ */
+export interface DeltaRecordV1 {
+  readonly v: 1;
+  readonly tenant: string;
+  /** The delta stream the stream sequences below are in. */
+  readonly stream: string;
+  /** The deploy (pointer KV revision) the deltas apply to. */
+  readonly base: number;
+  /** The number of the last delta published on `base` (1, 2, 3, ...). */
+  readonly sequence: number;
+  /** Stream sequence of delta 1 of `base`, when it was published with a record (a replay starts there). */
+  readonly first_stream_seq?: number;
+  /** Stream sequence of delta `sequence`. */
+  readonly last_stream_seq: number;
+}
+
+/** The pointer bucket key of a tenant's delta record (a dot: no sidecar takes it for a tenant). */
+export function deltaRecordKey(tenant: string): string {
+  return `${tenant}.deltas`;
+}
+
+/** Parse a delta record; undefined when it is not one (the stream then decides alone). */
+function parseDeltaRecord(bytes: Uint8Array, tenant: string): DeltaRecordV1 | undefined {
+  let value: unknown;
+  try {
+    value = JSON.parse(Buffer.from(bytes).toString('utf8'));
+  } catch {
+    return undefined;
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
+  const r = value as Record<string, unknown>;
+  const positive = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 1;
+  if (r['v'] !== 1 || r['tenant'] !== tenant || typeof r['stream'] !== 'string' || !positive(r['base']) || !positive(r['sequence']) || !positive(r['last_stream_seq'])) return undefined;
+  if (r['first_stream_seq'] !== undefined && !positive(r['first_stream_seq'])) return undefined;
+  return {
+    v: 1, tenant, stream: r['stream'], base: r['base'], sequence: r['sequence'], last_stream_seq: r['last_stream_seq'],
+    ...(positive(r['first_stream_seq']) ? { first_stream_seq: r['first_stream_seq'] } : {}),
+  };
+}
+
+function raced(tenant: string, cause?: unknown): PavilionError {
+  return new PavilionError(ErrorCodes.DISTRIBUTION_UNAVAILABLE,
+    `cannot publish the delta of ${tenant}: other publishers took the next number ${PUBLISH_ATTEMPTS} times in a row; try again`,
+    cause === undefined ? {} : { cause });
+}
+
+/** JetStream's refusal of a publish whose expected last subject sequence is not the stream's. */
+function isWrongLastSequence(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return code === 10071 || code === 10164 || /wrong last sequence/i.test(describeThrown(error));
 }
 
 export type { PointerAction };

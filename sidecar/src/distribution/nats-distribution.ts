@@ -9,8 +9,21 @@
  *   pending pointer is applied (a burst of pushes ends on the last one);
  * - after every reconnect, every tenant's pointer is read again (resync), so a move made
  *   while this sidecar was cut off is never missed, whatever the watch saw; likewise the
- *   stream's last delta, so deltas published meanwhile are replayed (the live consumer
- *   only sees new ones);
+ *   stream's last delta and the tenant's delta record (`<tenant>.deltas` beside the
+ *   pointer: how many deltas the deploy has), so deltas published meanwhile are replayed
+ *   (the live consumer only sees new ones) and a history that is incomplete in the stream
+ *   is reported (ERR_BUNDLE_DELTA_SEQUENCE) instead of served as complete;
+ * - deltas follow OPA's delta bundles: the next one of the active deploy applies on top;
+ *   a gap rebuilds from the snapshot with the stored deltas of the deploy; a delta with a
+ *   number already applied is a redelivery when its content is the same, and a conflict
+ *   (ERR_BUNDLE_DELTA_CONFLICT: the publisher's numbering started over) when it is not,
+ *   which rebuilds from the snapshot too, once the stream holds more deltas than were
+ *   applied (until then the applied ones keep serving, reported);
+ * - a watch (pointers, deltas) that fails is started again with doubling backoff (capped),
+ *   each time after a resync (never two at once); until it runs again, status is WARN
+ *   with its code;
+ * - a deploy that fails for a transient reason is retried with capped backoff for as long
+ *   as the failure lasts; a final refusal (signature, replay, tests, ...) is not;
  * - its OPA-shaped status report goes to the status KV bucket on every change and on an
  *   interval, which is what `pavilion bundle status` reads.
  */
@@ -18,13 +31,13 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import type { KvWatchEntry } from '@nats-io/kv';
 import type { NatsConfig } from '../config/index.ts';
 import type { ConsumerMessages } from '@nats-io/jetstream';
-import { ErrorCodes, PavilionError, isPavilionError, wrapError, type ErrorCode } from '../lib/errors.ts';
+import { ErrorCodes, PavilionError, describeThrown, isPavilionError, wrapError, type ErrorCode } from '../lib/errors.ts';
 import { parseDelta, type DeltaMessage } from './delta-message.ts';
 import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
 import { withDeadline } from '../lib/lifecycle.ts';
 import type { Metrics } from '../telemetry/index.ts';
 import type { TenantManager } from '../tenants/index.ts';
-import { NatsBundleStore, connectNats, tenantOfShadowKey } from './nats-bundle-store.ts';
+import { NatsBundleStore, connectNats, sha256Hex, tenantOfShadowKey, type DeltaRecordV1 } from './nats-bundle-store.ts';
 import type { PointerEntry } from './pointer.ts';
 import type { StatusReport } from './status-report.ts';
 import { loadedNats } from './nats-modules.ts';
@@ -62,6 +75,13 @@ interface TenantQueue {
   deltas: Promise<void>;
   /** A delta is missing: later ones wait in the stream, and each new arrival rebuilds. */
   deltaGap: boolean;
+  /** Digests of the deltas applied on top of the deploy `base` (a redelivery and a conflict look alike otherwise). */
+  appliedDeltas: { readonly base: number; readonly digests: Map<number, string> } | undefined;
+  /**
+   * The deploy whose applied deltas conflict with the stream's (0: none): later deltas of it
+   * rebuild from the snapshot instead of applying on top, until a rebuild has succeeded.
+   */
+  divergedBase: number;
   /** Shadow pointer changes, one at a time. */
   shadow: Promise<void>;
   /** The newest deploy a live delta named while this sidecar was still on an older one. */
@@ -73,13 +93,14 @@ interface TenantQueue {
   retrying: number;
 }
 
-/** An action that failed for a transient reason is retried this many times in a row (then at the next resync). */
-const MAX_RETRIES = 8;
+/** The longest wait between two tries of an action that keeps failing for a transient reason, and between two starts of a failing watch. */
 const MAX_RETRY_DELAY_MS = 30_000;
 
 /**
- * One action retried after transient failures: exponential backoff with jitter, at most
- * MAX_RETRIES times in a row (then the next resync tries again); cancelled at stop.
+ * One action retried after transient failures: exponential backoff with jitter, capped at
+ * MAX_RETRY_DELAY_MS, for as long as the failure lasts (a transient failure that outlasts
+ * a fixed number of tries would otherwise be dropped until the next reconnect); cancelled
+ * at stop. Final refusals never get here.
  */
 class Retry {
   attempts = 0;
@@ -96,11 +117,10 @@ class Retry {
     return this.#timer !== undefined;
   }
 
-  /** Run `action` after the next delay, replacing one scheduled; nothing once the attempts are used up. */
+  /** Run `action` after the next delay, replacing one scheduled. */
   schedule(action: () => void): void {
-    if (this.attempts >= MAX_RETRIES) return;
     const delayMs = Math.min(MAX_RETRY_DELAY_MS, this.#waitMs * 2 ** this.attempts) + Math.random() * this.#jitterMs;
-    this.attempts++;
+    this.attempts = Math.min(this.attempts + 1, MAX_BACKOFF_EXPONENT);
     this.cancel();
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
@@ -113,6 +133,21 @@ class Retry {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
   }
+}
+
+/** Past this many doublings every backoff is at its cap anyway. */
+const MAX_BACKOFF_EXPONENT = 30;
+
+/** What identifies a delta's content: tenant, deploy, number, roots, patch (not its signatures: re-signing changes nothing). */
+function deltaDigest(delta: DeltaMessage): string {
+  return sha256Hex(Buffer.from(JSON.stringify([delta.tenant, delta.base, delta.sequence, delta.roots, delta.patch.data])));
+}
+
+/** A foreign failure as a distribution error: a refusal by NATS permissions keeps its own code. */
+function distributionError(error: unknown, context: string): PavilionError {
+  if (error instanceof PavilionError) return new PavilionError(error.code, `${context}: ${error.message}`, { cause: error, ...(error.details === undefined ? {} : { details: error.details }) });
+  const code = /permission|authorization/i.test(describeThrown(error)) ? ErrorCodes.DISTRIBUTION_PERMISSION : ErrorCodes.DISTRIBUTION_UNAVAILABLE;
+  return wrapError(error, code, context);
 }
 
 /**
@@ -188,7 +223,13 @@ export class NatsDistribution implements Component {
   #statusTimer: NodeJS.Timeout | undefined;
   #stopping = false;
   #connecting: Promise<void> | undefined;
-  #retryWake: (() => void) | undefined;
+  /** Pending waits (connection retries, watch restarts): stop() ends them. */
+  readonly #sleepers = new Set<() => void>();
+  /** Watches that failed and have not run since, with why: status is WARN while any is here. */
+  readonly #watchErrors = new Map<string, PavilionError>();
+  /** The resync running, and whether another was asked for meanwhile (it runs once this one ends). */
+  #resyncing: Promise<void> | undefined;
+  #resyncAgain = false;
   #deltaMessages: ConsumerMessages | undefined;
   #statusPending: NodeJS.Timeout | undefined;
 
@@ -216,10 +257,7 @@ export class NatsDistribution implements Component {
         nc = await connectNats(this.#options.config);
       } catch (error) {
         this.#lastError = wrapError(error, ErrorCodes.DISTRIBUTION_UNAVAILABLE, 'connecting').message;
-        await new Promise<void>((resolve) => {
-          this.#retryWake = resolve;
-          setTimeout(resolve, reconnectWaitMs + Math.random() * reconnectJitterMs);
-        });
+        await this.#sleep(reconnectWaitMs + Math.random() * reconnectJitterMs);
       }
     }
     if (nc === undefined) return;
@@ -258,28 +296,58 @@ export class NatsDistribution implements Component {
   }
 
   /**
-   * Run `watch` until stopping: when it ends or fails, record why, pause, resync (so
-   * nothing that happened in between is lost) and run it again.
+   * Run `watch` until stopping. When it ends or fails: record why (status is WARN with its
+   * code until the watch runs again), wait - doubling the wait, up to MAX_RETRY_DELAY_MS,
+   * while it keeps failing before it runs - resync (so nothing that happened in between is
+   * lost; a resync asked for while one runs follows it, never beside it) and run it again.
+   * `watch` calls `running` once it is established.
    */
-  async #forever(what: string, watch: (store: NatsBundleStore) => Promise<void>): Promise<void> {
+  async #forever(what: string, watch: (store: NatsBundleStore, running: () => void) => Promise<void>): Promise<void> {
     const store = this.#store;
     if (store === undefined) return;
+    let failures = 0;
     while (!this.#stopping) {
+      let ran = false;
+      const running = (): void => {
+        ran = true;
+        failures = 0;
+        this.#watchErrors.delete(what);
+      };
       try {
-        await watch(store);
+        await watch(store, running);
+        if (!this.#stopping) throw new PavilionError(ErrorCodes.DISTRIBUTION_UNAVAILABLE, 'the watch ended');
       } catch (error) {
-        this.#lastError = wrapError(error, ErrorCodes.DISTRIBUTION_UNAVAILABLE, what).message;
+        if (this.#stopping) return;
+        this.#watchErrors.set(what, distributionError(error, what));
       }
+      if (!ran) failures = Math.min(failures + 1, MAX_BACKOFF_EXPONENT);
+      const { reconnectWaitMs, reconnectJitterMs } = this.#options.config;
+      await this.#sleep(Math.min(MAX_RETRY_DELAY_MS, reconnectWaitMs * 2 ** Math.max(0, failures - 1)) + Math.random() * reconnectJitterMs);
       if (this.#stopping) return;
-      await new Promise((resolve) => setTimeout(resolve, this.#options.config.reconnectWaitMs).unref());
       void this.#resync();
     }
   }
 
+  /** Wait `ms` (a timer that does not hold the process open); stop() ends the wait at once. */
+  #sleep(ms: number): Promise<void> {
+    if (this.#stopping) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const wake = (): void => {
+        clearTimeout(timer);
+        this.#sleepers.delete(wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, ms);
+      timer.unref();
+      this.#sleepers.add(wake);
+    });
+  }
+
   /** Every pointer, then every move (an ordered consumer that resumes across disconnects). */
   #watchPointers(): Promise<void> {
-    return this.#forever('watching pointers', async (store) => {
+    return this.#forever('watching pointers', async (store, running) => {
       const watch = await (await store.pointers(true)).watch({ key: '>' });
+      running();
       for await (const entry of watch) {
         if (this.#stopping) break;
         this.#onKvEntry(entry);
@@ -289,13 +357,16 @@ export class NatsDistribution implements Component {
 
   /** Live deltas: the next in sequence applies at once; a gap makes the tenant rebuild from its snapshot. */
   #watchDeltas(): Promise<void> {
-    return this.#forever('watching deltas', async (store) => {
+    return this.#forever('watching deltas', async (store, running) => {
       await store.ensureDeltaStream();
       const consumer = await loadedNats().jetstream.jetstream(store.nc).consumers.get(store.deltaStream, {
-        filter_subjects: [`${this.#options.config.subjectPrefix}.delta.>`], deliver_policy: loadedNats().jetstream.DeliverPolicy.New,
+        // one filter, as a string: nats.js sends an array of filters to the API subject
+        // without the filter (CONSUMER.CREATE.<stream>), which confined grants refuse
+        filter_subjects: `${this.#options.config.subjectPrefix}.delta.>`, deliver_policy: loadedNats().jetstream.DeliverPolicy.New,
       });
       const messages = await consumer.consume();
       this.#deltaMessages = messages;
+      running();
       // Deltas stored before this consumer existed (a resync may have looked before it did).
       for (const tenant of this.#options.tenants.ids()) void this.#catchUpDeltas(tenant);
       for await (const m of messages) {
@@ -320,23 +391,43 @@ export class NatsDistribution implements Component {
     // A delta for another deploy: older ones are obsolete; a newer deploy's deltas are
     // replayed once its pointer has been applied (`#apply` catches up).
     if (state?.base === undefined || delta.base > state.base) queue.deltasAhead = Math.max(queue.deltasAhead, delta.base);
-    if (state === undefined || state.base !== delta.base || delta.sequence <= state.sequence) return;
+    if (state === undefined || state.base !== delta.base) return;
+    // a delta already applied, delivered again: nothing to do, unless its content differs
+    if (delta.sequence <= state.sequence && !this.#differsFromApplied(queue, delta)) return;
     queue.deltas = queue.deltas.then(async () => {
       const now = this.#options.tenants.deltaState(tenant);
-      if (now?.base !== delta.base || delta.sequence <= now.sequence) return;
-      if (delta.sequence === now.sequence + 1 && !queue.deltaGap) {
-        await this.#options.tenants.applyDeltas(tenant, [{ ...delta, operations: delta.patch.data }], 'append').catch(() => undefined);
+      if (now?.base !== delta.base) return;
+      if (delta.sequence <= now.sequence) {
+        if (this.#differsFromApplied(queue, delta)) await this.#replayDeltas(tenant, { conflict: delta });
+        return;
+      }
+      if (delta.sequence === now.sequence + 1 && !queue.deltaGap && queue.divergedBase !== delta.base) {
+        const applied = await this.#options.tenants.applyDeltas(tenant, [{ ...delta, operations: delta.patch.data }], 'append').then(() => true, () => false);
+        if (applied) this.#remember(queue, delta.base, [delta], 'append');
       } else {
         await this.#replayDeltas(tenant);
       }
     }).catch(() => this.#retryDeltasLater(tenant, queue));
   }
 
+  /** The delta has a number applied on its deploy, with other content (the publisher numbered it again). */
+  #differsFromApplied(queue: TenantQueue, delta: DeltaMessage): boolean {
+    if (queue.appliedDeltas?.base !== delta.base) return false;
+    const digest = queue.appliedDeltas.digests.get(delta.sequence);
+    return digest !== undefined && digest !== deltaDigest(delta);
+  }
+
+  #remember(queue: TenantQueue, base: number, deltas: readonly DeltaMessage[], mode: 'append' | 'rebuild'): void {
+    if (mode === 'rebuild' || queue.appliedDeltas?.base !== base) queue.appliedDeltas = { base, digests: new Map() };
+    for (const d of deltas) queue.appliedDeltas.digests.set(d.sequence, deltaDigest(d));
+  }
+
   /**
-   * Replay the stored deltas of the active deploy when the stream's last one is ahead of the
-   * applied sequence (published while this sidecar was away, or before its live consumer
-   * existed). In the tenant's delta chain, so it never races live deltas; a failed read is
-   * retried with backoff (then at the next resync).
+   * Replay the stored deltas of the active deploy when the deploy has more than are applied
+   * (published while this sidecar was away, or before its live consumer existed: the
+   * stream's last delta or the tenant's delta record says so), or when the stream's last
+   * delta conflicts with the one applied under its number. In the tenant's delta chain, so
+   * it never races live deltas; a failed read is retried with backoff.
    */
   #catchUpDeltas(tenant: string): Promise<void> {
     const queue = this.#queue(tenant);
@@ -344,9 +435,14 @@ export class NatsDistribution implements Component {
       const store = this.#store;
       const state = this.#options.tenants.deltaState(tenant);
       if (store === undefined || state?.base === undefined) return;
-      const last = await store.lastDelta(tenant);
+      const [last, record] = await Promise.all([store.lastDelta(tenant), store.deltaRecord(tenant)]);
+      const lastOfDeploy = last !== undefined && last !== 'malformed' && last.base === state.base ? last : undefined;
+      const published = Math.max(record?.base === state.base ? record.sequence : 0, lastOfDeploy?.sequence ?? 0);
       // a malformed last message says nothing about those before it: read them all
-      if (last === 'malformed' || (last !== undefined && last.base === state.base && last.sequence > state.sequence)) await this.#replayDeltas(tenant);
+      if (last === 'malformed' || published > state.sequence || queue.divergedBase === state.base
+        || (lastOfDeploy !== undefined && this.#differsFromApplied(queue, lastOfDeploy))) {
+        await this.#replayDeltas(tenant, { record });
+      }
       queue.deltaRetry.attempts = 0;
     }).catch(() => this.#retryDeltasLater(tenant, queue));
     return queue.deltas;
@@ -359,26 +455,68 @@ export class NatsDistribution implements Component {
     });
   }
 
-  /** Rebuild the tenant's data from its snapshot and every stored delta of its deploy (fails when the stream cannot be read). */
-  async #replayDeltas(tenant: string): Promise<void> {
+  /**
+   * Rebuild the tenant's data from its snapshot and the stored deltas 1, 2, 3, ... of its
+   * deploy (the last stored under a number wins: a publisher that numbered again published
+   * it last). Then report, on the tenant: a conflict with what was applied
+   * (ERR_BUNDLE_DELTA_CONFLICT) - rebuilt, or, while the stream holds no more deltas than
+   * were applied, served as applied until it holds more (see below); else a history the
+   * deploy has but the stream does not
+   * (ERR_BUNDLE_DELTA_SEQUENCE: a gap, a missing start, deltas the record counts but the
+   * stream lost) - the snapshot with the deltas before it keeps serving, as for any gap.
+   * Fails when the stream cannot be read (the caller retries).
+   */
+  async #replayDeltas(tenant: string, hints: { readonly record?: DeltaRecordV1 | undefined; readonly conflict?: DeltaMessage } = {}): Promise<void> {
     const store = this.#store;
     const state = this.#options.tenants.deltaState(tenant);
     if (store === undefined || state?.base === undefined) return;
-    const all = (await store.deltas(tenant)).filter((d) => d.base === state.base).sort((a, b) => a.sequence - b.sequence);
+    const base = state.base;
+    const queue = this.#queue(tenant);
+    const record = 'record' in hints ? hints.record : await store.deltaRecord(tenant);
+    const recorded = record?.base === base ? record : undefined;
+    const from = recorded?.first_stream_seq;
+    const stored = (await store.deltas(tenant, from === undefined ? {} : { fromStreamSequence: from })).filter((d) => d.base === base);
+    const byNumber = new Map<number, DeltaMessage>();
+    let conflict = hints.conflict;
+    for (const d of stored) {
+      const earlier = byNumber.get(d.sequence);
+      if (earlier !== undefined && deltaDigest(earlier) !== deltaDigest(d)) conflict ??= d;
+      byNumber.set(d.sequence, d);
+    }
     const contiguous: DeltaMessage[] = [];
-    for (const d of all) {
-      if (d.sequence === contiguous.length + 1) contiguous.push(d);
-      else if (d.sequence > contiguous.length + 1) break;
+    for (let next = byNumber.get(1); next !== undefined; next = byNumber.get(contiguous.length + 1)) contiguous.push(next);
+    conflict ??= contiguous.find((d) => this.#differsFromApplied(queue, d));
+    if (conflict !== undefined) queue.divergedBase = base;
+    // Diverged: rebuild once the stream holds more deltas than were applied. The tenant
+    // manager refuses a rebuild to fewer (older data of the same deploy), and one to as many
+    // would not replace the data: the engine keeps a tenant's loaded data per deploy and
+    // delta number, and that pair is in use already.
+    const diverged = queue.divergedBase === base;
+    let rebuilt = false;
+    if (contiguous.length > 0 && (diverged
+      ? contiguous.length > state.sequence
+      : contiguous.length !== state.sequence || byNumber.size > contiguous.length)) {
+      rebuilt = await this.#options.tenants.applyDeltas(tenant, contiguous.map((d) => ({ ...d, operations: d.patch.data })), 'rebuild').then(() => true, () => false);
+      if (rebuilt) {
+        this.#remember(queue, base, contiguous, 'rebuild');
+        queue.divergedBase = 0;
+      }
     }
-    if (contiguous.length > 0 && (contiguous.length !== state.sequence || all.length > contiguous.length)) {
-      await this.#options.tenants.applyDeltas(tenant, contiguous.map((d) => ({ ...d, operations: d.patch.data })), 'rebuild').catch(() => undefined);
-    }
-    const missing = all.find((d) => d.sequence > contiguous.length + 1);
-    this.#queue(tenant).deltaGap = missing !== undefined;
-    if (missing !== undefined) {
+    const served = this.#options.tenants.deltaState(tenant)?.sequence ?? 0;
+    let published = recorded?.sequence ?? 0;
+    for (const n of byNumber.keys()) published = Math.max(published, n);
+    const have = Math.max(contiguous.length, served);
+    queue.deltaGap = published > have;
+    if (conflict !== undefined || queue.divergedBase === base) {
+      const sequence = conflict?.sequence ?? served;
+      this.#options.tenants.reportFailure(tenant, new PavilionError(ErrorCodes.BUNDLE_DELTA_CONFLICT, rebuilt
+        ? `delta ${sequence} of deploy ${base} differs from the delta ${sequence} this sidecar applied (its numbering started over); rebuilt from the snapshot with the stored deltas 1-${contiguous.length}`
+        : `delta ${sequence} of deploy ${base} differs from the delta ${sequence} this sidecar applied (its numbering started over); the stream holds deltas 1-${contiguous.length} of it, so the deltas 1-${served} applied keep serving until the stream holds more than ${served} (then the data is rebuilt from the snapshot) or the next deploy`,
+      { details: { base, sequence, applied: served, stored: contiguous.length, rebuilt } }));
+    } else if (queue.deltaGap) {
       this.#options.tenants.reportFailure(tenant, new PavilionError(ErrorCodes.BUNDLE_DELTA_SEQUENCE,
-        `delta ${contiguous.length + 1} of deploy ${state.base} is missing; serving the snapshot with deltas 1-${contiguous.length}`,
-        { details: { base: state.base, applied: contiguous.length, next: missing.sequence } }));
+        `delta ${have + 1} of deploy ${base} is missing from the delta stream (the deploy has deltas through ${published}); serving the snapshot with deltas 1-${served}`,
+        { details: { base, applied: served, next: have + 1, published } }));
     }
   }
 
@@ -428,8 +566,30 @@ export class NatsDistribution implements Component {
     }).catch(() => undefined);
   }
 
-  /** Read every tenant's pointer again (after a reconnect, or a broken watch). */
-  async #resync(): Promise<void> {
+  /**
+   * Read every tenant's pointer again (after a reconnect, or a broken watch). One at a time:
+   * asked for while one runs, another runs once it ends (the callers wait for that one).
+   */
+  #resync(): Promise<void> {
+    if (this.#resyncing !== undefined) {
+      this.#resyncAgain = true;
+      return this.#resyncing;
+    }
+    const run = (async () => {
+      try {
+        do {
+          this.#resyncAgain = false;
+          await this.#resyncOnce();
+        } while (this.#resyncAgain && !this.#stopping);
+      } finally {
+        this.#resyncing = undefined;
+      }
+    })();
+    this.#resyncing = run;
+    return run;
+  }
+
+  async #resyncOnce(): Promise<void> {
     const store = this.#store;
     if (store === undefined) return;
     try {
@@ -454,7 +614,7 @@ export class NatsDistribution implements Component {
         }
       }));
       this.#lastSync = new Date().toISOString();
-      this.#lastError = undefined;
+      this.#lastError = undefined; // the connection's and the resync's own error (a failing watch keeps its own)
       await Promise.all([...this.#queues.values()].map((q) => q.running));
     } catch (error) {
       this.#lastError = wrapError(error, ErrorCodes.DISTRIBUTION_UNAVAILABLE, 'resynchronising').message;
@@ -464,7 +624,7 @@ export class NatsDistribution implements Component {
   #queue(tenant: string): TenantQueue {
     let queue = this.#queues.get(tenant);
     if (queue === undefined) {
-      queue = { applied: this.#options.tenants.tenant(tenant)?.origin?.sequence ?? 0, inFlight: 0, reoffered: false, pending: undefined, running: undefined, deltas: Promise.resolve(), deltaGap: false, shadow: Promise.resolve(), deltasAhead: 0, deltaRetry: this.#retry(), pointerRetry: this.#retry(), retrying: 0 };
+      queue = { applied: this.#options.tenants.tenant(tenant)?.origin?.sequence ?? 0, inFlight: 0, reoffered: false, pending: undefined, running: undefined, deltas: Promise.resolve(), deltaGap: false, appliedDeltas: undefined, divergedBase: 0, shadow: Promise.resolve(), deltasAhead: 0, deltaRetry: this.#retry(), pointerRetry: this.#retry(), retrying: 0 };
       this.#queues.set(tenant, queue);
     }
     return queue;
@@ -489,18 +649,26 @@ export class NatsDistribution implements Component {
   }
 
   async #drain(tenant: string, queue: TenantQueue): Promise<void> {
-    while (queue.pending !== undefined && !this.#stopping) {
-      const entry = queue.pending;
-      queue.pending = undefined;
-      queue.inFlight = entry.sequence;
-      queue.reoffered = false;
-      try {
-        await this.#apply(tenant, queue, entry);
-      } finally {
-        queue.inFlight = 0;
+    try {
+      while (queue.pending !== undefined && !this.#stopping) {
+        const entry = queue.pending;
+        queue.pending = undefined;
+        queue.inFlight = entry.sequence;
+        queue.reoffered = false;
+        try {
+          await this.#apply(tenant, queue, entry);
+        } catch (error) {
+          // `#apply` settles refusals itself: whatever escapes it is reported and retried,
+          // and never leaves the tenant without a drain (its next pointers would wait forever)
+          this.#options.tenants.reportFailure(tenant, wrapError(error, ErrorCodes.INTERNAL, `applying deploy ${entry.sequence}`));
+          if (entry.sequence > queue.applied) this.#retryLater(tenant, queue, entry);
+        } finally {
+          queue.inFlight = 0;
+        }
       }
+    } finally {
+      queue.running = undefined;
     }
-    queue.running = undefined;
   }
 
   async #apply(tenant: string, queue: TenantQueue, entry: PointerEntry): Promise<void> {
@@ -515,6 +683,7 @@ export class NatsDistribution implements Component {
       this.#options.metrics?.activationPhaseSeconds.observe({ phase: 'fetch' }, (performance.now() - fetchStarted) / 1000);
       await this.#options.tenants.activate(tenant, archive, { kind: pointer.action, sequence });
       queue.applied = Math.max(queue.applied, sequence);
+      if (this.#options.tenants.deltaState(tenant)?.base === sequence) queue.deltaGap = false; // a new deploy: its deltas start at 1
       // A live delta named this deploy before we had it: it, and any before it, are only in
       // the stream now. (On a (re)connection the resync catches up every tenant anyway; a
       // lookup after every activation cost the fleet a stream request per push.)
@@ -536,8 +705,8 @@ export class NatsDistribution implements Component {
   }
 
   /**
-   * Offer a pointer again after a transient failure, with exponential backoff and jitter,
-   * a bounded number of times (a resync offers it again after that). A newer pointer, or
+   * Offer a pointer again after a transient failure, with exponential backoff (capped) and
+   * jitter, for as long as the failure lasts. A newer pointer, or
    * the same one offered by a resync meanwhile, makes the retry a no-op (`#offer` drops it).
    */
   #retryLater(tenant: string, queue: TenantQueue, entry: PointerEntry): void {
@@ -595,8 +764,20 @@ export class NatsDistribution implements Component {
       reconnects: this.#reconnects,
       ...(this.#lastSync === undefined ? {} : { lastSync: this.#lastSync }),
       ...(this.#lastError === undefined ? {} : { lastError: this.#lastError }),
+      ...(this.#watchErrors.size === 0 ? {} : {
+        failingWatches: [...this.#watchErrors].map(([what, error]) => ({ watch: what, code: error.code, message: error.message })),
+      }),
     };
-    if (this.#state === 'connected') return { state: 'OK', details };
+    const failing = this.#watchErrors.entries().next().value;
+    if (this.#state === 'connected' && failing === undefined) return { state: 'OK', details };
+    if (this.#state === 'connected' && failing !== undefined) {
+      const [, error] = failing;
+      return {
+        state: 'WARN',
+        message: `bundle distribution is connected but a watch keeps failing (${error.code}): ${error.message}; retrying it with backoff, and re-reading every pointer on each retry`,
+        details: { ...details, code: error.code },
+      };
+    }
     return {
       state: 'WARN',
       message: `bundle distribution (NATS) is ${this.#state === 'connecting' ? 'not reachable yet' : 'disconnected'}; active revisions keep serving and updates resume on reconnect`,
@@ -613,7 +794,7 @@ export class NatsDistribution implements Component {
       queue.pointerRetry.cancel();
       queue.deltaRetry.cancel();
     }
-    this.#retryWake?.();
+    for (const wake of [...this.#sleepers]) wake();
     this.#deltaMessages?.stop();
     // a first connection still in flight closes itself when it lands
     if (this.#connecting !== undefined) await withDeadline(this.#connecting, deadlineMs);

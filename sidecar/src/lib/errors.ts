@@ -163,6 +163,13 @@ export const ErrorCodes = {
   REQUEST_PARAMETER_UNSUPPORTED: 'ERR_REQUEST_PARAMETER_UNSUPPORTED',
   /** v0 Data API: the decision is undefined (OPA answers 404 undefined_document there; v1 answers 200 without a result). */
   DOCUMENT_UNDEFINED: 'ERR_DOCUMENT_UNDEFINED',
+  // delta updates (sidecar/src/distribution)
+  /** A delta carries a number this sidecar already applied on the same deploy, with other content: the publisher's numbering started over. */
+  BUNDLE_DELTA_CONFLICT: 'ERR_BUNDLE_DELTA_CONFLICT',
+  /** The deploy already has the most deltas one deploy takes: push a new snapshot first. */
+  BUNDLE_DELTA_LIMIT: 'ERR_BUNDLE_DELTA_LIMIT',
+  /** The delta stream would drop deltas (an age limit, or limits discarding old messages) and this user cannot lift that. */
+  DISTRIBUTION_DELTA_RETENTION: 'ERR_DISTRIBUTION_DELTA_RETENTION',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
