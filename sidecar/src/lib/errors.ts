@@ -123,6 +123,8 @@ export const ErrorCodes = {
   AUDIT_LOG_CLOSED: 'ERR_AUDIT_LOG_CLOSED',
   AUDIT_LOG_LOCKED: 'ERR_AUDIT_LOG_LOCKED',
   AUDIT_LOG_IO: 'ERR_AUDIT_LOG_IO',
+  /** The volume holding the audit log has no space (ENOSPC/EDQUOT): the event was not logged; the log goes on once space is freed. */
+  AUDIT_DISK_FULL: 'ERR_AUDIT_DISK_FULL',
   AUDIT_LOG_CORRUPT: 'ERR_AUDIT_LOG_CORRUPT',
   AUDIT_LOG_TRUNCATED: 'ERR_AUDIT_LOG_TRUNCATED',
   AUDIT_RECORD_CORRUPT: 'ERR_AUDIT_RECORD_CORRUPT',
