@@ -14,8 +14,9 @@
  * Archives no meta names any more are removed after each save.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { syncDirectory, writeFileDurably } from '../lib/durable-file.ts';
 import { ErrorCodes, PavilionError } from '../lib/errors.ts';
 import { TENANT_ID_PATTERN } from '../lib/tenant-id.ts';
 
@@ -41,28 +42,6 @@ const LEGACY_ARCHIVE = 'bundle.tar.gz';
 
 const archiveName = (digest: string): string => `bundle-${digest}.tar.gz`;
 
-/** Write `file` through a temporary file: synced, then renamed over it. */
-async function writeDurably(file: string, data: Buffer | string): Promise<void> {
-  const temp = `${file}.${process.pid}.tmp`;
-  const handle = await open(temp, 'w', 0o600);
-  try {
-    await handle.writeFile(data);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  await rename(temp, file);
-}
-
-async function syncDirectory(directory: string): Promise<void> {
-  const handle = await open(directory, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
-
 export class LastKnownGood {
   readonly #directory: string;
 
@@ -82,8 +61,8 @@ export class LastKnownGood {
     const dir = join(this.#directory, meta.tenant);
     await mkdir(dir, { recursive: true });
     const keep = archiveName(digest);
-    await writeDurably(join(dir, keep), archive);
-    await writeDurably(join(dir, 'meta.json'), `${JSON.stringify(meta)}\n`); // the commit point
+    await writeFileDurably(join(dir, keep), archive);
+    await writeFileDurably(join(dir, 'meta.json'), `${JSON.stringify(meta)}\n`); // the commit point
     await syncDirectory(dir);
     for (const file of await readdir(dir)) {
       if (file !== keep && ARCHIVE_FILE.test(file)) await rm(join(dir, file), { force: true });

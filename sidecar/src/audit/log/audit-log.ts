@@ -22,6 +22,7 @@
 import { randomUUID } from 'node:crypto';
 import { open, mkdir, readFile, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
+import { syncDirectory } from '../../lib/durable-file.ts';
 import { ErrorCodes, PavilionError, describeThrown, isPavilionError } from '../../lib/errors.ts';
 import type { ComponentStatus } from '../../lib/lifecycle.ts';
 import { withDeadline } from '../../lib/lifecycle.ts';
@@ -816,16 +817,6 @@ function checkRange(oldSize: number, newSize: number, treeSize: number): void {
   }
   if (oldSize > newSize) throw invalid(`from (${oldSize}) is larger than to (${newSize})`);
   if (newSize > treeSize) throw invalid(`the log has ${treeSize} leaves, fewer than ${newSize}`);
-}
-
-/** Make a new file's directory entry durable (fsync of the directory, as POSIX requires). */
-async function syncDirectory(directory: string): Promise<void> {
-  const handle = await open(directory, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
 }
 
 /** A growable list of byte offsets (8 bytes per leaf). */
