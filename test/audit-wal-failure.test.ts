@@ -5,14 +5,15 @@
  * still waiting for the group-commit timer.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { closeSync, openSync, readdirSync, readlinkSync, realpathSync } from 'node:fs';
-import { access, open, readFile } from 'node:fs/promises';
+import { access, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { FILE_HEADER_BYTES, FRAME_OVERHEAD_BYTES, SoftwareSigner, encodeEvent } from '../sidecar/src/audit/log/index.ts';
+import { FILE_HEADER_BYTES, FRAME_OVERHEAD_BYTES, SoftwareSigner, encodeEvent, verifyDecisionProof, verifyLogFile, type CheckpointSigner } from '../sidecar/src/audit/log/index.ts';
 import { CHECKPOINT_HEADROOM_BYTES, WalWriter } from '../sidecar/src/audit/log/wal-writer.ts';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
-import { decisionEvent, openLog, tempDir, walPath } from './audit/fixtures.ts';
+import { decisionEvent, openLog, ringOf, tempDir, walPath } from './audit/fixtures.ts';
 
 async function rejectsCode(promise: Promise<unknown>, code: string): Promise<void> {
   await assert.rejects(promise, (error: unknown) => {
@@ -31,8 +32,8 @@ function within<T>(promise: Promise<T>, ms: number): Promise<T> {
   return Promise.race([promise, late]).finally(() => clearTimeout(timer));
 }
 
-/** Point the descriptor this process holds on `path` at /dev/null (same number, so the log keeps using it). */
-function swapForDevNull(path: string): void {
+/** The one descriptor this process holds on `path`. */
+function heldOn(path: string): number {
   const target = realpathSync(path);
   const held = readdirSync('/proc/self/fd').map(Number).filter((fd) => {
     try {
@@ -42,15 +43,24 @@ function swapForDevNull(path: string): void {
     }
   });
   assert.equal(held.length, 1, `one descriptor on ${target}`);
-  const fd = held[0]!;
+  return held[0]!;
+}
+
+/** Point descriptor `fd` at `replacement` (same number, so the log keeps using it). */
+function repoint(fd: number, replacement: string): void {
   closeSync(fd);
   // open() takes the lowest free number: fill lower gaps until it is the one just closed.
   const fillers: number[] = [];
-  for (let n = openSync('/dev/null', 'r+'); n !== fd; n = openSync('/dev/null', 'r+')) {
+  for (let n = openSync(replacement, 'r+'); n !== fd; n = openSync(replacement, 'r+')) {
     fillers.push(n);
     assert.ok(n < fd, `descriptor ${fd} was taken by someone else`);
   }
   for (const n of fillers) closeSync(n);
+}
+
+/** Point the descriptor this process holds on `path` at /dev/null: writes succeed, fdatasync fails (EINVAL). */
+function swapForDevNull(path: string): void {
+  repoint(heldOn(path), '/dev/null');
 }
 
 const frameBytes = (n: number): number => FRAME_OVERHEAD_BYTES + encodeEvent(decisionEvent(n)).bytes.length;
@@ -125,5 +135,159 @@ describe('audit log file failing underneath', () => {
     await within(writer.close(), 2000);
     await durable;
     assert.equal(await readFile(path, 'utf8'), '0123456789');
+  });
+});
+
+/** A signer whose signatures wait until `release()`: a checkpoint can be caught between its tree and its frame. */
+function gatedSigner(inner: CheckpointSigner): CheckpointSigner & { release(): void; readonly waiting: boolean } {
+  let open: (() => void) | undefined;
+  let gate = new Promise<void>((resolve) => (open = resolve));
+  let waiting = false;
+  return {
+    keyId: inner.keyId,
+    publicKeySpki: inner.publicKeySpki,
+    async sign(message: Uint8Array): Promise<Buffer> {
+      waiting = true;
+      await gate;
+      waiting = false;
+      return inner.sign(message);
+    },
+    close: () => inner.close(),
+    release(): void {
+      open?.();
+      gate = Promise.resolve();
+    },
+    get waiting() {
+      return waiting;
+    },
+  };
+}
+
+describe('audit log on a full volume', () => {
+  for (const fsync of ['always', 'interval'] as const) {
+    it(`fsync '${fsync}': writes failing with ENOSPC (the log's descriptor on /dev/full) refuse those events with ERR_AUDIT_DISK_FULL and rewind the tree; once space is back the next event takes the first refused index and the file verifies`, async () => {
+      const dir = await tempDir();
+      const signer = SoftwareSigner.generate();
+      const log = await openLog(dir, signer, { fsync, fsyncIntervalMs: 200 });
+      for (const n of [0, 1, 2]) await log.append(decisionEvent(n));
+      const before = await log.checkpoint();
+      // with 'interval', nothing may be left for the background fdatasync (it would hit /dev/full)
+      if (fsync === 'interval') await until(() => (log.status().details as { syncs: number }).syncs > 0, 2000);
+      const fd = heldOn(walPath(dir));
+      repoint(fd, '/dev/full');
+
+      const refused = [3, 4, 5].map((n) => log.append(decisionEvent(n)));
+      for (const append of refused) await rejectsCode(within(append, 2000), ErrorCodes.AUDIT_DISK_FULL);
+      assert.equal(log.size, 3, 'the refused leaves left the tree');
+      assert.equal(log.rootHash(), before.root_hash);
+      assert.equal(log.leafIndexOf(decisionEvent(4).decision_id), undefined);
+      await rejectsCode(log.checkpoint(), ErrorCodes.AUDIT_DISK_FULL);
+      const full = log.status();
+      assert.equal(full.state, 'WARN', 'a full volume is a warning: the log is not broken');
+      assert.match(full.message ?? '', /ERR_AUDIT_DISK_FULL/);
+      assert.equal((full.details as { disk_full_refused_records: number }).disk_full_refused_records, 4, 'three leaves and the checkpoint');
+
+      repoint(fd, walPath(dir)); // space is back
+      const receipt = await within(log.append(decisionEvent(6)), 2000);
+      assert.equal(receipt.leaf_index, 3, 'the next event takes the first refused index');
+      assert.equal(log.status().state, 'OK', 'recovered without a restart');
+      const after = await log.checkpoint();
+      assert.equal(after.tree_size, 4);
+      const verified = verifyDecisionProof(await log.proveInclusion(decisionEvent(6).decision_id), ringOf(signer), { decisionId: decisionEvent(6).decision_id });
+      assert.equal(verified.leafIndex, 3);
+      assert.equal(log.proveConsistency(3, 4).length > 0, true);
+      await log.stop(3000);
+
+      const file = await verifyLogFile(walPath(dir), ringOf(signer));
+      assert.equal(file.leaves, 4);
+      assert.equal(file.checkpoints, 2);
+      const again = await openLog(dir, signer);
+      assert.equal(again.recovery.tornTail, undefined, 'nothing to cut at restart');
+      assert.equal(again.size, 4);
+      await again.stop(3000);
+    });
+  }
+
+  it('a checkpoint signed over leaves that a full volume then refused is abandoned (ERR_AUDIT_DISK_FULL), not written over the different leaves that take their place', async () => {
+    const dir = await tempDir();
+    const inner = SoftwareSigner.generate();
+    const signer = gatedSigner(inner);
+    signer.release();
+    const log = await openLog(dir, signer, { fsync: 'always' });
+    for (const n of [0, 1]) await log.append(decisionEvent(n));
+    await log.checkpoint();
+    const fd = heldOn(walPath(dir));
+    repoint(fd, '/dev/full');
+    const refusedLeaf = log.append(decisionEvent(2));
+    // the checkpoint takes tree size 3 and root over the leaf about to be refused, then waits to sign
+    const gated = gatedSigner(inner);
+    log.rotateSigner(gated);
+    const stale = log.checkpoint();
+    await until(() => gated.waiting, 2000);
+    await rejectsCode(within(refusedLeaf, 2000), ErrorCodes.AUDIT_DISK_FULL);
+    repoint(fd, walPath(dir));
+    const replacement = await log.append(decisionEvent(3));
+    assert.equal(replacement.leaf_index, 2, 'another event now holds leaf 2');
+    gated.release();
+    await rejectsCode(within(stale, 2000), ErrorCodes.AUDIT_DISK_FULL);
+    const fresh = await log.checkpoint();
+    assert.equal(fresh.tree_size, 3);
+    await log.stop(3000);
+    const file = await verifyLogFile(walPath(dir), ringOf(inner));
+    assert.equal(file.leaves, 3);
+    assert.equal(file.checkpoints, 2, 'the first checkpoint and the fresh one: the stale one was never written');
+    await (await openLog(dir, inner)).stop(3000);
+  });
+
+  it('a real full filesystem (a 1 MiB tmpfs, needs mount): a batch cut short by ENOSPC is refused and its partial bytes cut off; freeing space lets the log go on, and a restart finds no torn tail', async (t) => {
+    const dir = await tempDir();
+    try {
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m,mode=0700', 'tmpfs', dir], { stdio: 'ignore' });
+    } catch {
+      t.skip('mounting a tmpfs is not permitted here (needs root)');
+      return;
+    }
+    try {
+      const signer = SoftwareSigner.generate();
+      const logDir = join(dir, 'bank');
+      const log = await openLog(logDir, signer, { fsync: 'always' });
+      const big = (n: number) => decisionEvent(n, { input: { n, note: 'x'.repeat(3000) } });
+      for (const n of [0, 1]) await log.append(big(n));
+      await log.checkpoint();
+      const goodBytes = (await stat(walPath(logDir))).size;
+      // Fill the volume, then give back about one event's room: a batch of three is cut short.
+      const filler = join(dir, 'filler');
+      const chunk = Buffer.alloc(4096);
+      const handle = await open(filler, 'w');
+      let filled = 0;
+      try {
+        for (;;) {
+          await handle.write(chunk, 0, chunk.length, filled);
+          filled += chunk.length;
+        }
+      } catch (error) {
+        assert.equal((error as NodeJS.ErrnoException).code, 'ENOSPC');
+      } finally {
+        await handle.truncate(Math.max(0, filled - 4096));
+        await handle.close();
+      }
+      const refused = [2, 3, 4].map((n) => log.append(big(n)));
+      for (const append of refused) await rejectsCode(within(append, 2000), ErrorCodes.AUDIT_DISK_FULL);
+      assert.equal((await stat(walPath(logDir))).size, goodBytes, 'the partial batch was cut off');
+      assert.equal(log.size, 2);
+      await rm(filler);
+      const receipt = await log.append(big(5));
+      assert.equal(receipt.leaf_index, 2);
+      await log.checkpoint();
+      await log.stop(3000);
+      const file = await verifyLogFile(walPath(logDir), ringOf(signer));
+      assert.equal(file.leaves, 3);
+      const again = await openLog(logDir, signer);
+      assert.equal(again.recovery.tornTail, undefined);
+      await again.stop(3000);
+      await writeFile(join(dir, 'done'), '');
+    } finally {
+      execFileSync('umount', [dir], { stdio: 'ignore' });
+    }
   });
 });

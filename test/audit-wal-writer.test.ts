@@ -13,11 +13,13 @@ class FakeHandle {
   syncs = 0;
   bytes: Buffer[] = [];
   failWrites = false;
+  writeError = { code: 'EIO', message: 'EIO: i/o error' };
   failSync = false;
+  truncatedTo: number[] = [];
   closed = false;
 
   async writev(buffers: Buffer[], position: number): Promise<{ bytesWritten: number; buffers: Buffer[] }> {
-    if (this.failWrites) throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
+    if (this.failWrites) throw Object.assign(new Error(this.writeError.message), { code: this.writeError.code });
     this.writes.push(position);
     this.bytes.push(...buffers);
     return { bytesWritten: buffers.reduce((n, b) => n + b.length, 0), buffers };
@@ -26,6 +28,10 @@ class FakeHandle {
   async datasync(): Promise<void> {
     if (this.failSync) throw Object.assign(new Error('EIO: i/o error'), { code: 'EIO' });
     this.syncs++;
+  }
+
+  async truncate(length: number): Promise<void> {
+    this.truncatedTo.push(length);
   }
 
   async close(): Promise<void> {
@@ -98,11 +104,37 @@ describe('WAL writer', () => {
     const w = writer(handle);
     await append(w, Buffer.alloc(10));
     handle.failWrites = true;
-    await assert.rejects(append(w, Buffer.alloc(10)), (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_LOG_IO) && /ENOSPC/.test(e.message));
+    await assert.rejects(append(w, Buffer.alloc(10)), (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_LOG_IO) && /EIO/.test(e.message));
     handle.failWrites = false;
     assert.throws(() => w.reserve(10), (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_LOG_IO));
     assert.ok(w.failure !== undefined);
   });
+
+  for (const code of ['ENOSPC', 'EDQUOT']) {
+    it(`a write failing with ${code} refuses the batch and everything queued with ERR_AUDIT_DISK_FULL, rewinds to the last written byte, and the writer goes on`, async () => {
+      const handle = new FakeHandle();
+      const rewinds: number[] = [];
+      const w = new WalWriter(handle as unknown as FileHandle, 0, options(), { onRewind: (position) => rewinds.push(position) });
+      await append(w, Buffer.alloc(10));
+      handle.failWrites = true;
+      handle.writeError = { code, message: `${code}: no room` };
+      const refused = [append(w, Buffer.alloc(10)), append(w, Buffer.alloc(10))];
+      for (const r of refused) await assert.rejects(r, (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_DISK_FULL));
+      assert.deepEqual(rewinds, [10], 'told where the file ends before the refusals');
+      assert.deepEqual(handle.truncatedTo, [10]);
+      assert.equal(w.failure, undefined);
+      assert.equal(w.diskFull?.refusedFrames, 2);
+      assert.equal(w.stats().bytesQueued, 0);
+      handle.failWrites = false;
+      w.reserve(10);
+      const next = w.append(Buffer.alloc(10));
+      assert.equal(next.offset, 10, 'written where the refused frames would have gone');
+      await next.durable;
+      assert.equal(w.diskFull, undefined);
+      assert.deepEqual(handle.writes, [0, 10]);
+      await w.close();
+    });
+  }
 
   it('a failed fdatasync fails the batch with ERR_AUDIT_LOG_IO', async () => {
     const handle = new FakeHandle();

@@ -1,17 +1,24 @@
 /**
  * The last known good store on its own: what a save writes is what a load returns, the
  * newest save wins, and a tenant directory removed while the sidecar runs is made again
- * (each save makes sure its directory exists).
+ * (each save makes sure its directory exists). A save has one commit point (the metadata,
+ * which names the archive by its SHA-256), so a save cut short leaves the previous pair, and
+ * a pair whose archive does not match its metadata loads as nothing.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { LastKnownGood, type PersistedBundleMeta } from '../sidecar/src/bundles/index.ts';
+import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
 
-function meta(revision: string, sequence: number): PersistedBundleMeta {
-  return { tenant: 'bank', revision, digest: revision.padEnd(64, '0'), sequence, savedAt: '2026-01-01T00:00:00.000Z' };
+const sha256 = (text: string): string => createHash('sha256').update(text).digest('hex');
+
+/** The metadata of a save of `content` (the archive) as revision `revision`. */
+function meta(revision: string, sequence: number, content: string): PersistedBundleMeta {
+  return { tenant: 'bank', revision, digest: sha256(content), sequence, savedAt: '2026-01-01T00:00:00.000Z' };
 }
 
 describe('last known good', () => {
@@ -25,21 +32,55 @@ describe('last known good', () => {
 
   test('the newest save is what a load returns', async () => {
     const store = new LastKnownGood(directory);
-    await store.save(Buffer.from('first'), meta('r1', 1));
-    await store.save(Buffer.from('second'), meta('r2', 2));
+    await store.save(Buffer.from('first'), meta('r1', 1, 'first'));
+    await store.save(Buffer.from('second'), meta('r2', 2, 'second'));
     const loaded = await store.load('bank');
     assert.equal(loaded?.archive.toString(), 'second');
-    assert.deepEqual(loaded?.meta, meta('r2', 2));
+    assert.deepEqual(loaded?.meta, meta('r2', 2, 'second'));
     assert.deepEqual(await store.tenants(), ['bank']);
+    assert.deepEqual((await readdir(join(directory, 'bank'))).sort(), [`bundle-${sha256('second')}.tar.gz`, 'meta.json'], 'the archive no metadata names is gone');
   });
 
   test('a tenant directory removed after the first save is made again by the next one', async () => {
     const store = new LastKnownGood(directory);
-    await store.save(Buffer.from('before'), meta('r3', 3));
+    await store.save(Buffer.from('before'), meta('r3', 3, 'before'));
     await rm(join(directory, 'bank'), { recursive: true, force: true });
-    await store.save(Buffer.from('after'), meta('r4', 4));
+    await store.save(Buffer.from('after'), meta('r4', 4, 'after'));
     const loaded = await store.load('bank');
     assert.equal(loaded?.archive.toString(), 'after');
     assert.equal(loaded?.meta.revision, 'r4');
+  });
+
+  test('a save cut short after its archive was written (a crash before the metadata) leaves the previous pair', async () => {
+    const store = new LastKnownGood(directory);
+    await store.save(Buffer.from('kept'), meta('r5', 5, 'kept'));
+    // what the crashed save left: its archive, under its own name, and no new metadata
+    await writeFile(join(directory, 'bank', `bundle-${sha256('newer')}.tar.gz`), 'newer');
+    const loaded = await store.load('bank');
+    assert.equal(loaded?.archive.toString(), 'kept');
+    assert.equal(loaded?.meta.revision, 'r5', 'never the new archive labelled with the old deploy');
+    await store.save(Buffer.from('next'), meta('r6', 6, 'next'));
+    assert.deepEqual((await readdir(join(directory, 'bank'))).sort(), [`bundle-${sha256('next')}.tar.gz`, 'meta.json'], 'the leftover is removed by the next save');
+  });
+
+  test('a pair whose archive does not match its metadata loads as nothing; a matching pair in the earlier single-file layout still loads', async () => {
+    const store = new LastKnownGood(directory);
+    const dir = join(directory, 'legacy');
+    await rm(dir, { recursive: true, force: true });
+    await store.save(Buffer.from('x'), { ...meta('r0', 0, 'x'), tenant: 'legacy' });
+    await rm(join(dir, `bundle-${sha256('x')}.tar.gz`));
+    // the tear the earlier layout could leave: the new archive renamed in, the old metadata
+    await writeFile(join(dir, 'meta.json'), JSON.stringify({ ...meta('r7', 7, 'old archive'), tenant: 'legacy' }));
+    await writeFile(join(dir, 'bundle.tar.gz'), 'new archive');
+    assert.equal(await store.load('legacy'), undefined);
+    await writeFile(join(dir, 'bundle.tar.gz'), 'old archive');
+    assert.equal((await store.load('legacy'))?.archive.toString(), 'old archive', 'an intact pair from before the upgrade');
+  });
+
+  test('a save whose archive is not the one its metadata names is refused (ERR_BUNDLE_DIGEST_MISMATCH) and changes nothing', async () => {
+    const store = new LastKnownGood(directory);
+    await store.save(Buffer.from('good'), meta('r8', 8, 'good'));
+    await assert.rejects(store.save(Buffer.from('other bytes'), meta('r9', 9, 'good but not these')), (e: unknown) => isPavilionError(e, ErrorCodes.BUNDLE_DIGEST_MISMATCH));
+    assert.equal((await store.load('bank'))?.meta.revision, 'r8');
   });
 });

@@ -42,6 +42,7 @@ const MAPPING: Partial<Record<ErrorCode, readonly [status: number, code: OpaErro
   [ErrorCodes.AUDIT_LOG_FULL]: [503, 'internal_error'],
   [ErrorCodes.AUDIT_LOG_CLOSED]: [503, 'internal_error'],
   [ErrorCodes.AUDIT_LOG_IO]: [503, 'internal_error'],
+  [ErrorCodes.AUDIT_DISK_FULL]: [503, 'internal_error'],
   [ErrorCodes.AUDIT_SIGNER_FAILED]: [503, 'internal_error'],
   [ErrorCodes.AUDIT_SIGNER_KEY_CHANGED]: [503, 'internal_error'],
   [ErrorCodes.AUDIT_EVENT_TOO_LARGE]: [413, 'invalid_parameter'],

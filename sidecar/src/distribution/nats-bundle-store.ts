@@ -59,6 +59,19 @@ function unavailable(what: string, error: unknown): PavilionError {
   return new PavilionError(code, `${what}: ${text}`, { cause: error });
 }
 
+function moved(key: string, expectedSequence: number, error: unknown): PavilionError {
+  return new PavilionError(ErrorCodes.BUNDLE_POINTER_MOVED, `the pointer ${key} moved since deploy ${expectedSequence} was read (a concurrent push?): nothing was changed; read the history and try again`, {
+    cause: error,
+    details: { key, expectedSequence },
+  });
+}
+
+/** JetStream refused a write for its expected last sequence: the key moved since it was read. */
+function isWrongLastSequence(error: unknown): boolean {
+  const code = (error as { readonly code?: unknown } | undefined)?.code;
+  return code === 10071 || code === 10164 || /wrong last sequence/i.test(describeThrown(error));
+}
+
 export async function connectNats(config: NatsConfig, options: ConnectOptions = {}): Promise<NatsConnection> {
   let creds: Uint8Array | undefined;
   if (config.credsFile !== undefined) {
@@ -319,7 +332,11 @@ export class NatsBundleStore {
     const digest = sha256Hex(archive);
     try {
       const store = await this.#objectStore(tenant, true);
-      const info = (await store.info(digest)) ?? await store.putBlob({ name: digest, description: `${tenant} ${revision}`, options: { max_chunk_size: CHUNK_BYTES } }, archive);
+      // Stored already only if it is there with these very bytes: a deleted object keeps its
+      // info (marked deleted), and an object of this name with other content is not this bundle.
+      const existing = await store.info(digest);
+      const stored = existing !== null && !existing.deleted && existing.size === archive.length && existing.digest === `SHA-256=${createHash('sha256').update(archive).digest('base64url')}`;
+      const info = stored ? existing : await store.putBlob({ name: digest, description: `${tenant} ${revision}`, options: { max_chunk_size: CHUNK_BYTES } }, archive);
       return info.chunks === 1 ? { digest, nuid: info.nuid } : { digest };
     } catch (error) {
       throw unavailable(`cannot upload the bundle of ${tenant}`, error);
@@ -391,22 +408,32 @@ export class NatsBundleStore {
     return kvEntry === null ? undefined : NatsBundleStore.entry(tenant, kvEntry);
   }
 
-  /** Deploy the shadow revision (a push) and end shadow mode. */
+  /**
+   * Deploy the shadow revision (a push) and end shadow mode. Compare-and-set on both keys: a
+   * push or another promotion since they were read fails it (ERR_BUNDLE_POINTER_MOVED), and a
+   * shadow staged again meanwhile is left staged.
+   */
   async promoteShadow(tenant: string, meta: { pushedBy: string; note?: string }): Promise<PointerEntry> {
     const shadow = await this.currentShadow(tenant);
     if (shadow === undefined) throw new PavilionError(ErrorCodes.BUNDLE_REVISION_UNKNOWN, `tenant ${tenant} has no shadow revision`);
+    const current = await this.current(tenant);
     const entry = await this.#move(tenant, {
       ...shadow.pointer, action: 'push', pushed_by: meta.pushedBy, pushed_at: new Date().toISOString(),
       ...(meta.note === undefined ? {} : { note: meta.note }),
+    }, current?.sequence ?? 0);
+    await this.endShadow(tenant, shadow.sequence).catch((error: unknown) => {
+      // staged again since: that newer shadow stays; the promotion itself is done
+      if (!(error instanceof PavilionError && error.code === ErrorCodes.BUNDLE_POINTER_MOVED)) throw error;
     });
-    await this.endShadow(tenant);
     return entry;
   }
 
-  async endShadow(tenant: string): Promise<void> {
+  /** End shadow mode; with `expectedSequence`, only if the shadow pointer is still that deploy. */
+  async endShadow(tenant: string, expectedSequence?: number): Promise<void> {
     try {
-      await (await this.pointers()).delete(shadowKey(tenant));
+      await (await this.pointers()).delete(shadowKey(tenant), expectedSequence === undefined ? undefined : { previousSeq: expectedSequence });
     } catch (error) {
+      if (expectedSequence !== undefined && isWrongLastSequence(error)) throw moved(shadowKey(tenant), expectedSequence, error);
       throw unavailable(`cannot end the shadow of ${tenant}`, error);
     }
   }
@@ -424,17 +451,27 @@ export class NatsBundleStore {
         ? `tenant ${tenant} has no earlier revision to roll back to`
         : `deploy ${meta.to} is not in ${tenant}'s history (${history.map((e) => e.sequence).join(', ')})`);
     }
+    // only from the deploy it chose its target against: a push landing meanwhile is not undone
     return this.#move(tenant, {
       ...target.pointer, action: 'rollback', restores: target.sequence, pushed_by: meta.pushedBy, pushed_at: new Date().toISOString(),
       ...(meta.note === undefined ? {} : { note: meta.note }),
-    });
+    }, current.sequence);
   }
 
-  async #move(key: string, pointer: BundlePointer): Promise<PointerEntry> {
+  /**
+   * Point `key` at `pointer`. With `expectedSequence` (0: the key must not exist), only if the
+   * key is still at that deploy; otherwise ERR_BUNDLE_POINTER_MOVED and nothing changes.
+   */
+  async #move(key: string, pointer: BundlePointer, expectedSequence?: number): Promise<PointerEntry> {
     try {
-      const sequence = await (await this.pointers(true)).put(key, encodePointer(pointer));
+      const kv = await this.pointers(true);
+      const value = encodePointer(pointer);
+      const sequence = expectedSequence === undefined
+        ? await kv.put(key, value)
+        : expectedSequence === 0 ? await kv.create(key, value) : await kv.update(key, value, expectedSequence);
       return { sequence, pointer };
     } catch (error) {
+      if (expectedSequence !== undefined && isWrongLastSequence(error)) throw moved(key, expectedSequence, error);
       throw unavailable(`cannot move the pointer ${key}`, error);
     }
   }

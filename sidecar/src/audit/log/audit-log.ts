@@ -22,6 +22,7 @@
 import { randomUUID } from 'node:crypto';
 import { open, mkdir, readFile, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
+import { syncDirectory } from '../../lib/durable-file.ts';
 import { ErrorCodes, PavilionError, describeThrown, isPavilionError } from '../../lib/errors.ts';
 import type { ComponentStatus } from '../../lib/lifecycle.ts';
 import { withDeadline } from '../../lib/lifecycle.ts';
@@ -153,7 +154,12 @@ export class AuditLog {
   #checkpointing: Promise<SignedCheckpointV1> | undefined;
   #checkpointTimer: NodeJS.Timeout | undefined;
   #sinceCheckpoint = 0;
-  #lastError: string | undefined;
+  /** Counts rewinds (a full volume): a checkpoint signed before one may cover leaves that are gone. */
+  #rewinds = 0;
+  /** Why the last checkpoint failed, until one is made again. */
+  #checkpointError: string | undefined;
+  /** Why the last append was refused, until an append is durable again. */
+  #appendError: string | undefined;
   #state: 'new' | 'open' | 'stopped' = 'new';
 
   constructor(options: AuditLogOptions) {
@@ -225,7 +231,7 @@ export class AuditLog {
         maxDiskBytes: this.#options.maxDiskBytes,
         onFull: this.#options.onFull,
         blockTimeoutMs: this.#options.blockTimeoutMs,
-      });
+      }, { onRewind: (position) => this.#rewind(position) });
       this.#recovery = { ...recovered.report, staleLockPid };
     } catch (error) {
       // The tree may hold part of the file: this instance cannot be started again.
@@ -473,9 +479,10 @@ export class AuditLog {
     try {
       await durable;
     } catch (error) {
-      this.#lastError = describeThrown(error);
+      this.#appendError = describeThrown(error);
       throw error;
     }
+    this.#appendError = undefined;
     return {
       version: 1,
       decision_id: event.decision_id,
@@ -487,10 +494,29 @@ export class AuditLog {
     };
   }
 
+  /**
+   * The writer discarded every frame from `position` on (a full volume; none of them was
+   * acknowledged): forget their leaves, so the next leaf takes the first discarded index and
+   * the tree matches the file again.
+   */
+  #rewind(position: number): void {
+    let keep = this.#tree.size;
+    while (keep > 0 && this.#offsets.at(keep - 1) >= position) keep--;
+    for (let index = keep; index < this.#tree.size; index++) {
+      const id = this.#decisionIds[index];
+      if (id !== undefined && this.#byDecision.get(id) === index) this.#byDecision.delete(id);
+    }
+    this.#tree.truncate(keep);
+    this.#offsets.truncate(keep);
+    this.#decisionIds.length = keep;
+    this.#sinceCheckpoint = Math.max(0, keep - (this.latestCheckpoint?.tree_size ?? 0));
+    this.#rewinds++;
+  }
+
   #checkpointInBackground(): void {
     if (this.#checkpointing !== undefined) return;
     this.checkpoint().catch((error: unknown) => {
-      this.#lastError = `checkpoint failed: ${describeThrown(error)}`;
+      this.#checkpointError = `checkpoint failed: ${describeThrown(error)}`;
     });
   }
 
@@ -517,6 +543,7 @@ export class AuditLog {
     const writer = this.#writer;
     if (this.#state !== 'open' || writer === undefined) throw new PavilionError(ErrorCodes.AUDIT_LOG_CLOSED, 'the audit log is not open');
     const size = this.#tree.size;
+    const rewinds = this.#rewinds;
     this.#sinceCheckpoint = 0;
     const signer = this.#signer;
     const body = {
@@ -540,8 +567,15 @@ export class AuditLog {
     const frame = encodeFrame(RecordType.CHECKPOINT, size, payload);
     const waiting = writer.reserve(frame.length, 'checkpoint');
     if (waiting !== undefined) await waiting;
+    // Leaves dropped by a rewind while this was signed: sign again only if it still fits the tree.
+    if (this.#rewinds !== rewinds && (size > this.#tree.size || this.#tree.root(size).toString('hex') !== body.root_hash)) {
+      writer.release(frame.length);
+      this.#sinceCheckpoint = this.#tree.size - (this.latestCheckpoint?.tree_size ?? 0);
+      throw new PavilionError(ErrorCodes.AUDIT_DISK_FULL, `checkpoint at tree size ${size} abandoned: leaves it covered were refused for want of disk space`, { details: { treeSize: size } });
+    }
     await writer.append(frame).durable;
     this.#checkpoints.push(checkpoint);
+    this.#checkpointError = undefined;
     this.#options.onCheckpoint?.(checkpoint);
     this.#anchorInBackground(checkpoint);
     return checkpoint;
@@ -735,7 +769,16 @@ export class AuditLog {
       ...(this.#recovery?.tornTail === undefined ? {} : { torn_tail: this.#recovery.tornTail }),
     };
     if (failure !== undefined) return { state: 'ERROR', message: failure.message, details };
-    if (this.#lastError !== undefined) return { state: 'WARN', message: this.#lastError, details };
+    const diskFull = this.#writer?.diskFull;
+    if (diskFull !== undefined) {
+      return {
+        state: 'WARN',
+        message: `disk full since ${new Date(diskFull.since).toISOString()}: ${diskFull.refusedFrames} records refused (${ErrorCodes.AUDIT_DISK_FULL}); logging resumes by itself once space is freed`,
+        details: { ...details, disk_full_since: new Date(diskFull.since).toISOString(), disk_full_refused_records: diskFull.refusedFrames },
+      };
+    }
+    if (this.#appendError !== undefined) return { state: 'WARN', message: this.#appendError, details };
+    if (this.#checkpointError !== undefined) return { state: 'WARN', message: this.#checkpointError, details };
     if (this.#anchorError !== undefined) return { state: 'WARN', message: this.#anchorError, details };
     if (this.#recovery?.tornTail !== undefined) {
       return { state: 'WARN', message: `a torn tail of ${this.#recovery.tornTail.bytesRemoved} bytes was removed at byte ${this.#recovery.tornTail.offset} on start`, details };
@@ -752,7 +795,7 @@ export class AuditLog {
     const work = (async () => {
       if (this.#tree.size > (this.latestCheckpoint?.tree_size ?? 0) && writer?.failure === undefined) {
         await this.checkpoint().catch((error: unknown) => {
-          this.#lastError = `final checkpoint failed: ${describeThrown(error)}`;
+          this.#checkpointError = `final checkpoint failed: ${describeThrown(error)}`;
         });
       }
       // Let the anchor publish the final checkpoint (bounded by the deadline).
@@ -776,16 +819,6 @@ function checkRange(oldSize: number, newSize: number, treeSize: number): void {
   if (newSize > treeSize) throw invalid(`the log has ${treeSize} leaves, fewer than ${newSize}`);
 }
 
-/** Make a new file's directory entry durable (fsync of the directory, as POSIX requires). */
-async function syncDirectory(directory: string): Promise<void> {
-  const handle = await open(directory, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
-
 /** A growable list of byte offsets (8 bytes per leaf). */
 class OffsetIndex {
   #values = new Float64Array(1024);
@@ -798,6 +831,10 @@ class OffsetIndex {
       this.#values = grown;
     }
     this.#values[this.#count++] = offset;
+  }
+
+  truncate(count: number): void {
+    this.#count = Math.min(this.#count, count);
   }
 
   at(index: number): number {

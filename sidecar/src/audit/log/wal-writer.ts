@@ -14,6 +14,17 @@
  * frame queued, every blocked reservation and the writer for good (ERR_AUDIT_LOG_IO): the
  * file position is then unknown and only reopening (which recovers the tail) is safe.
  *
+ * Except a full volume: a batch whose write (or, with 'always', its own fdatasync) fails with
+ * ENOSPC or EDQUOT was never acknowledged and the file before it is intact, so the writer
+ * rewinds instead of failing. The batch and every frame queued behind it are refused with
+ * ERR_AUDIT_DISK_FULL, `onRewind` is told the offset everything from which was discarded (before
+ * any refusal is delivered, so the owner's tree never runs ahead of the file), the file is cut
+ * back there (best effort: bytes left past it are overwritten by the next batch, or cut off as
+ * a torn tail by recovery), and the next append is written as if the refused ones never
+ * were. The log thus goes on by itself once space is freed; `diskFull` says since when it is
+ * refusing, until a batch is written again. The background fdatasync of 'interval' is not
+ * rewound: the frames it covers were acknowledged, so its failure stays ERR_AUDIT_LOG_IO.
+ *
  * Budget: bytes on disk plus bytes queued never exceed `maxDiskBytes`. When a frame does not
  * fit, 'refuse' throws ERR_AUDIT_LOG_FULL at once; 'block' waits (first come, first served)
  * until it fits or `blockTimeoutMs` passes, then throws ERR_AUDIT_LOG_FULL. Nothing is dropped.
@@ -61,6 +72,25 @@ export interface WalWriterStats {
   readonly maxDiskBytes: number;
 }
 
+export interface WalWriterHooks {
+  /** Frames from `position` on were discarded (a full volume); called before they are refused. */
+  readonly onRewind?: (position: number) => void;
+}
+
+export interface DiskFullState {
+  /** When the first refused batch failed (ms since the epoch). */
+  readonly since: number;
+  /** Frames refused since then. */
+  readonly refusedFrames: number;
+  readonly message: string;
+}
+
+/** A write the volume has no room for: nothing of the batch was acknowledged, so it can be rewound. */
+function isNoSpace(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT';
+}
+
 /** A failed write or fdatasync: the writer is done (ERR_AUDIT_LOG_IO). */
 function ioError(what: 'write' | 'fdatasync', error: unknown): PavilionError {
   return new PavilionError(ErrorCodes.AUDIT_LOG_IO, `audit log ${what} failed: ${describeThrown(error)}`, { cause: error });
@@ -68,6 +98,7 @@ function ioError(what: 'write' | 'fdatasync', error: unknown): PavilionError {
 
 export class WalWriter {
   readonly #handle: FileHandle;
+  readonly #hooks: WalWriterHooks;
   #options: WalWriterOptions;
   #position: number;
   #queue: Pending[] = [];
@@ -79,12 +110,14 @@ export class WalWriter {
   #syncTimer: NodeJS.Timeout | undefined;
   #dirty = false;
   #failure: PavilionError | undefined;
+  #diskFull: DiskFullState | undefined;
   #closed = false;
   #batches = 0;
   #syncs = 0;
 
-  constructor(handle: FileHandle, position: number, options: WalWriterOptions) {
+  constructor(handle: FileHandle, position: number, options: WalWriterOptions, hooks: WalWriterHooks = {}) {
     this.#handle = handle;
+    this.#hooks = hooks;
     this.#position = position;
     this.#options = options;
     if (options.fsync === 'interval') {
@@ -95,6 +128,11 @@ export class WalWriter {
 
   get failure(): PavilionError | undefined {
     return this.#failure;
+  }
+
+  /** Set while the volume is full: from the first refused batch until one is written again. */
+  get diskFull(): DiskFullState | undefined {
+    return this.#diskFull;
   }
 
   stats(): WalWriterStats {
@@ -236,8 +274,8 @@ export class WalWriter {
         batch.push(next);
         bytes += next.frame.length;
       }
+      let written = 0;
       try {
-        let written = 0;
         const buffers = batch.map((p) => p.frame);
         while (written < bytes) {
           const { bytesWritten } = await this.#handle.writev(written === 0 ? buffers : [Buffer.concat(buffers).subarray(written)], this.#position + written);
@@ -251,18 +289,47 @@ export class WalWriter {
         }
       } catch (error) {
         this.#queuedBytes -= bytes;
-        this.#fail(ioError('write', error), batch);
-        break;
+        if (!isNoSpace(error)) {
+          this.#fail(ioError(written < bytes ? 'write' : 'fdatasync', error), batch);
+          break;
+        }
+        await this.#rewind(error, batch);
+        continue;
       }
       this.#position += bytes;
       this.#queuedBytes -= bytes;
       this.#batches++;
+      this.#diskFull = undefined;
       for (const p of batch) p.resolve();
       this.#releaseWaiters();
     }
     // The background fdatasync may have failed the writer while this batch was written.
     if (this.#failure !== undefined) this.#fail(this.#failure);
     this.#flushing = undefined;
+  }
+
+  /** See the header: refuse `batch` and everything queued behind it, and cut the file back. */
+  async #rewind(error: unknown, batch: readonly Pending[]): Promise<void> {
+    const discarded = [...batch, ...this.#queue.splice(0)];
+    for (const p of discarded.slice(batch.length)) this.#queuedBytes -= p.frame.length;
+    const refusal = new PavilionError(ErrorCodes.AUDIT_DISK_FULL, `the volume holding the audit log is full (${describeThrown(error)}): the event was not logged; the log goes on once space is freed`, {
+      cause: error,
+      details: { position: this.#position, refusedFrames: discarded.length },
+    });
+    this.#diskFull = {
+      since: this.#diskFull?.since ?? Date.now(),
+      refusedFrames: (this.#diskFull?.refusedFrames ?? 0) + discarded.length,
+      message: refusal.message,
+    };
+    this.#hooks.onRewind?.(this.#position);
+    for (const p of discarded) p.reject(refusal);
+    this.#releaseWaiters();
+    // Part of the batch may have reached the file: cut it off (it frees the space it took).
+    try {
+      await this.#handle.truncate(this.#position);
+    } catch {
+      // not fatal: the next batch overwrites those bytes, and recovery would cut them as a torn tail
+    }
   }
 
   async #periodicSync(): Promise<void> {

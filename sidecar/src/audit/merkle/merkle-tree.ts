@@ -44,6 +44,10 @@ class Level {
     this.count++;
   }
 
+  truncate(count: number): void {
+    this.count = Math.min(this.count, count);
+  }
+
   /** A view into the level's buffer: copy it before the next push if it must outlive it. */
   at(index: number): Buffer {
     return this.#bytes.subarray(index * HASH_BYTES, (index + 1) * HASH_BYTES);
@@ -80,6 +84,16 @@ export class MerkleTree {
       position = (position - 1) / 2;
     }
     return index;
+  }
+
+  /**
+   * Forget every leaf from `size` on (leaves appended but never made durable). The nodes that
+   * remain are exactly those of a tree that only ever had `size` leaves: level k holds the
+   * floor(size / 2^k) complete subtrees.
+   */
+  truncate(size: number): void {
+    this.#checkSize(size);
+    this.#levels.forEach((level, k) => level.truncate(Math.floor(size / 2 ** k)));
   }
 
   /** The leaf hash at `index`. */
