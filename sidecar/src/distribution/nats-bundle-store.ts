@@ -66,7 +66,7 @@ function moved(key: string, expectedSequence: number, error: unknown): PavilionE
   });
 }
 
-/** JetStream refused a write for its expected last sequence: the key moved since it was read. */
+/** JetStream refused a write (a KV update, a publish) for its expected last sequence: the key or subject moved since it was read. */
 function isWrongLastSequence(error: unknown): boolean {
   const code = (error as { readonly code?: unknown } | undefined)?.code;
   return code === 10071 || code === 10164 || /wrong last sequence/i.test(describeThrown(error));
@@ -873,12 +873,6 @@ function raced(tenant: string, cause?: unknown): PavilionError {
   return new PavilionError(ErrorCodes.DISTRIBUTION_UNAVAILABLE,
     `cannot publish the delta of ${tenant}: other publishers took the next number ${PUBLISH_ATTEMPTS} times in a row; try again`,
     cause === undefined ? {} : { cause });
-}
-
-/** JetStream's refusal of a publish whose expected last subject sequence is not the stream's. */
-function isWrongLastSequence(error: unknown): boolean {
-  const code = (error as { code?: unknown } | null)?.code;
-  return code === 10071 || code === 10164 || /wrong last sequence/i.test(describeThrown(error));
 }
 
 export type { PointerAction };
