@@ -2,6 +2,7 @@
  * The composition root: builds every component from a validated config, starts them in
  * dependency order and stops them in reverse. Tests and `main.ts` both use it.
  */
+import { randomUUID } from 'node:crypto';
 import { ApiServer } from './api/index.ts';
 import {
   AuditLogSink,
@@ -15,18 +16,22 @@ import {
   createAnchor,
   createCheckpointSigner,
   parsePseudonymField,
+  type DecisionEventV1,
   type DecisionSink,
   type LogPolicy,
+  type Pseudonyms,
 } from './audit/index.ts';
 import { LastKnownGood, LocalDirectoryBundleSource, PushedBundleSource, TrustStore, type BundleSource } from './bundles/index.ts';
 import type { PavilionConfig } from './config/index.ts';
 import { CredentialGate } from './credentials/gate.ts';
-import { PolicyEngine } from './engine/index.ts';
+import { PolicyEngine, type LoadedPolicy } from './engine/index.ts';
 import { NatsDistribution, buildStatusReport, type StatusReport } from './distribution/index.ts';
 import { ExtAuthz } from './extauthz/index.ts';
+import { canonicalJson } from './lib/canonical-json.ts';
 import type { Component } from './lib/lifecycle.ts';
 import { Metrics } from './telemetry/index.ts';
 import { DirectoryWatcher, TenantManager } from './tenants/index.ts';
+import type { ShadowPrivacy } from './tenants/shadow.ts';
 
 export interface PavilionOptions {
   /** Replace the bundle source (default: the configured local directory). */
@@ -65,12 +70,25 @@ function decisionSink(config: PavilionConfig): DecisionSink {
   return new NullDecisionSink();
 }
 
+/** What a tenant's `system.log.drop` / `.mask` say about one decision event (LogPolicy's answer). */
+type LogRules = Awaited<ReturnType<LogPolicy['evaluate']>>;
+
+/** The decision log's privacy settings, built once: the audit log's masker and shadow samples share them. */
+interface DecisionPrivacy {
+  /** The tenant's rules on its active revision; undefined when `privacy.maskPolicy` is off. */
+  readonly policy: LogPolicy | undefined;
+  /** The same rules on another loaded revision of the tenant (its staged shadow revision). */
+  readonly rulesOf: (loaded: LoadedPolicy) => LogPolicy;
+  /** Keyed pseudonymisation; undefined when no fields are configured. */
+  readonly pseudonyms: Pseudonyms | undefined;
+}
+
 /**
  * Privacy before any sink: each tenant's `<namespace>.system.log.drop|mask` evaluated by the
  * engine when its bundle has them as entrypoints (as OPA evaluates data.system.log.*), then
  * keyed pseudonymisation of the configured fields.
  */
-function decisionMasker(config: PavilionConfig, engine: PolicyEngine): DecisionMasker {
+function decisionPrivacy(config: PavilionConfig, engine: PolicyEngine): DecisionPrivacy {
   const { privacy } = config.decisionLog;
   // asked for every decision: the configured namespaces looked up in a map, not a list
   const namespaces = new Map(config.tenants.map((t) => [t.id, t.namespace]));
@@ -89,16 +107,123 @@ function decisionMasker(config: PavilionConfig, engine: PolicyEngine): DecisionM
       }
     },
   };
+  // a shadow sample's (rare): one evaluation per rule, on the revision given
+  const rulesOf = (loaded: LoadedPolicy): LogPolicy => ({
+    async evaluate(tenant, input) {
+      const base = `${namespaces.get(tenant) ?? tenant}/system/log/`;
+      const rules = (['drop', 'mask'] as const).filter((rule) => loaded.info.entrypoints.includes(base + rule));
+      const outcomes = await Promise.all(rules.map((rule) => engine.evaluateLoaded(loaded, base + rule, input).then(
+        (decision) => ({ ok: true as const, result: decision.result }),
+        (error: unknown) => ({ ok: false as const, error }),
+      )));
+      return Object.fromEntries(rules.map((rule, i) => [rule, outcomes[i]]));
+    },
+  });
   const byTenant = new Map(Object.entries(privacy.pseudonymiseFieldsByTenant).map(([t, list]) => [t, list.map(parsePseudonymField)]));
   const defaults = privacy.pseudonymiseFields.map(parsePseudonymField);
   const anyFields = defaults.length > 0 || byTenant.size > 0;
   const keys = new PseudonymKeyStore(privacy.pseudonymKeyDirectory);
-  return new DecisionMasker({
-    ...(privacy.maskPolicy ? { policy } : {}),
-    ...(anyFields
-      ? { pseudonyms: { fields: (tenant: string) => byTenant.get(tenant) ?? defaults, key: (tenant: string) => keys.key(tenant === '' ? '_unrouted' : tenant) } }
-      : {}),
-  });
+  return {
+    policy: privacy.maskPolicy ? policy : undefined,
+    rulesOf,
+    pseudonyms: anyFields
+      ? { fields: (tenant: string) => byTenant.get(tenant) ?? defaults, key: (tenant: string) => keys.key(tenant === '' ? '_unrouted' : tenant) }
+      : undefined,
+  };
+}
+
+function decisionMasker({ policy, pseudonyms }: Pick<DecisionPrivacy, 'policy' | 'pseudonyms'>): DecisionMasker {
+  return new DecisionMasker({ ...(policy === undefined ? {} : { policy }), ...(pseudonyms === undefined ? {} : { pseudonyms }) });
+}
+
+/**
+ * Both revisions' rules for one event: dropped if either drops it; the mask rules of both
+ * applied (the active revision's first); a rule that failed on either revision failed.
+ */
+function eitherRevision(a: LogRules, b: LogRules): LogRules {
+  const out: { drop?: NonNullable<LogRules['drop']>; mask?: NonNullable<LogRules['mask']> } = {};
+  for (const rule of ['drop', 'mask'] as const) {
+    const [x, y] = [a[rule], b[rule]];
+    if (x === undefined || y === undefined) {
+      const only = x ?? y;
+      if (only !== undefined) out[rule] = only;
+    } else if (!x.ok) {
+      out[rule] = x;
+    } else if (!y.ok) {
+      out[rule] = y;
+    } else if (rule === 'drop') {
+      out.drop = { ok: true, result: x.result === true || y.result === true };
+    } else {
+      out.mask = { ok: true, result: bothMasks(x.result, y.result) };
+    }
+  }
+  return out;
+}
+
+/**
+ * Two revisions' mask rule sets as one (a set union, as Rego's sets are: a rule both have is
+ * applied once); a value that is not a rule set is kept for the masker to refuse (fail closed).
+ */
+function bothMasks(x: unknown, y: unknown): unknown {
+  if (x === undefined) return y;
+  if (y === undefined || !Array.isArray(x)) return x;
+  if (!Array.isArray(y)) return y;
+  const seen = new Set(x.map((rule) => canonicalJson(rule, 10_000)));
+  return [...(x as unknown[]), ...(y as unknown[]).filter((rule) => !seen.has(canonicalJson(rule, 10_000)))];
+}
+
+/**
+ * Shadow samples show two results of a live decision through the tenant API and status
+ * reports: each passes the same privacy as the decision log, as a decision event with that
+ * result (the audit log's DecisionMasker: drop, mask, pseudonymise; failures fail closed).
+ * A staged revision's results are its own: they are masked by the rules of both revisions,
+ * so a field the candidate adds with its own mask rule is hidden, and so is one whose mask
+ * rule the candidate lost. Undefined when no decision-log privacy is configured at all.
+ */
+function shadowPrivacy(config: PavilionConfig, engine: PolicyEngine, privacy: DecisionPrivacy): ShadowPrivacy | undefined {
+  const { policy, rulesOf, pseudonyms } = privacy;
+  if (policy === undefined && pseudonyms === undefined) return undefined;
+  const labels = Object.freeze({ id: config.labels.id, version: config.labels.version });
+  return {
+    async mask(decision) {
+      const shadowRules = rulesOf(decision.shadow);
+      const both: LogPolicy | undefined = policy === undefined ? undefined : {
+        async evaluate(tenant, input) {
+          const [active, shadow] = await Promise.all([policy.evaluate(tenant, input), shadowRules.evaluate(tenant, input)]);
+          return eitherRevision(active, shadow);
+        },
+      };
+      // a masker per sample (at most 20 per staged revision), since the rules depend on the
+      // staged revision; the pseudonym keys are the decision log's
+      const masker = decisionMasker({ policy: both, pseudonyms });
+      const { tenant, path, input, result } = decision;
+      const revision = decision.side === 'shadow' ? decision.shadow.info.revision : engine.active(tenant)?.revision;
+      const event: DecisionEventV1 = {
+        labels,
+        decision_id: `shadow-sample-${randomUUID()}`,
+        tenant,
+        bundles: revision === undefined ? {} : { [tenant]: { revision } },
+        path,
+        ...(input === undefined ? {} : { input }),
+        ...(result === undefined ? {} : { result }),
+        requested_by: '',
+        timestamp: decision.at,
+        metrics: {},
+        req_id: 0,
+      };
+      const outcome = await masker.process(event);
+      if (outcome.kind === 'drop') return { kind: 'drop' };
+      if (outcome.failure !== undefined) return { kind: 'failed', reason: outcome.failure };
+      const { erased, masked, pseudonymised } = outcome.event;
+      return {
+        kind: 'masked',
+        result: outcome.event.result,
+        ...(erased === undefined ? {} : { erased }),
+        ...(masked === undefined ? {} : { masked }),
+        ...(pseudonymised === undefined ? {} : { pseudonymised }),
+      };
+    },
+  };
 }
 
 export class Pavilion {
@@ -142,6 +267,8 @@ export class Pavilion {
       maxCompressedBytes: config.bundles.maxCompressedBytes,
       maxUncompressedBytes: config.bundles.maxUncompressedBytes,
     };
+    const privacy = decisionPrivacy(config, this.engine);
+    const samplePrivacy = shadowPrivacy(config, this.engine, privacy);
     const directorySource = options.source === undefined && config.bundles.source === 'directory'
       ? new LocalDirectoryBundleSource(config.bundles.directory, limits)
       : undefined;
@@ -156,6 +283,7 @@ export class Pavilion {
       // already on local disk, and copying each of its bundles at start would be wasted I/O.
       ...(config.bundles.source === 'nats' ? { persisted: new LastKnownGood(config.bundles.persistDirectory) } : {}),
       onPhase: (phase, seconds) => this.metrics.activationPhaseSeconds.observe({ phase }, seconds),
+      ...(samplePrivacy === undefined ? {} : { shadowPrivacy: samplePrivacy }),
       onActivation: (tenant, outcome) => {
         this.metrics.onActivation(tenant, outcome);
         const active = this.engine.active(tenant);
@@ -196,7 +324,7 @@ export class Pavilion {
     const sink = options.sink ?? decisionSink(config);
     this.auditLog = sink instanceof AuditLogSink ? sink : undefined;
     // nothing is written with sink none: masking (two rule evaluations per decision) would be wasted
-    this.sink = sink instanceof NullDecisionSink ? sink : new MaskingDecisionSink(sink, decisionMasker(config, this.engine));
+    this.sink = sink instanceof NullDecisionSink ? sink : new MaskingDecisionSink(sink, decisionMasker(privacy));
     const audit = config.decisionLog.audit;
     const auditLog = this.auditLog;
     this.decisionStream = audit?.stream.enabled === true && config.nats !== undefined && auditLog !== undefined

@@ -31,7 +31,7 @@ import { TENANT_ID_PATTERN } from '../lib/tenant-id.ts';
 import { ErrorCodes, PavilionError, wrapError, type ErrorCode } from '../lib/errors.ts';
 import type { Component, ComponentState, ComponentStatus } from '../lib/lifecycle.ts';
 import { decisionTests, runDecisionTests, type DecisionTest } from './decision-tests.ts';
-import { recordComparison, shadowReport, type ShadowReport, type ShadowState } from './shadow.ts';
+import { recordComparison, shadowReport, type ShadowPrivacy, type ShadowReport, type ShadowState } from './shadow.ts';
 
 export interface TenantError {
   readonly code: ErrorCode;
@@ -79,6 +79,12 @@ export interface TenantManagerOptions {
   readonly onActivation?: (tenant: string, outcome: 'ok' | ErrorCode) => void;
   /** Time spent in each step of an activation (telemetry). */
   readonly onPhase?: (phase: ActivationPhase, seconds: number) => void;
+  /**
+   * The tenants' decision-log privacy, applied to the results shadow samples show (they are
+   * served by the tenant API and status reports). Absent when no decision-log privacy is
+   * configured: samples show the results as they are.
+   */
+  readonly shadowPrivacy?: ShadowPrivacy;
 }
 
 export type ActivationPhase = 'read' | 'verify' | 'compile' | 'load' | 'test' | 'swap' | 'persist';
@@ -414,7 +420,7 @@ export class TenantManager implements Component {
   /** The engine's report of one live decision compared on the shadow revision. */
   recordShadow(comparison: ShadowComparison): void {
     const shadow = this.#tenants.get(comparison.tenant)?.shadow;
-    if (shadow !== undefined) recordComparison(shadow, comparison);
+    if (shadow !== undefined) recordComparison(shadow, comparison, this.#options.shadowPrivacy);
   }
 
   /** Deltas applied on top of the tenant's active snapshot, and that snapshot's deploy. */
