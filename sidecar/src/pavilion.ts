@@ -16,6 +16,7 @@ import {
   createAnchor,
   createCheckpointSigner,
   parsePseudonymField,
+  bothRevisions,
   type DecisionEventV1,
   type DecisionSink,
   type LogPolicy,
@@ -27,11 +28,9 @@ import { CredentialGate } from './credentials/gate.ts';
 import { PolicyEngine, type LoadedPolicy } from './engine/index.ts';
 import { NatsDistribution, buildStatusReport, type StatusReport } from './distribution/index.ts';
 import { ExtAuthz } from './extauthz/index.ts';
-import { canonicalJson } from './lib/canonical-json.ts';
 import type { Component } from './lib/lifecycle.ts';
 import { Metrics } from './telemetry/index.ts';
-import { DirectoryWatcher, TenantManager } from './tenants/index.ts';
-import type { ShadowPrivacy } from './tenants/shadow.ts';
+import { DirectoryWatcher, TenantManager, type ShadowPrivacy } from './tenants/index.ts';
 
 export interface PavilionOptions {
   /** Replace the bundle source (default: the configured local directory). */
@@ -69,9 +68,6 @@ function decisionSink(config: PavilionConfig): DecisionSink {
   }
   return new NullDecisionSink();
 }
-
-/** What a tenant's `system.log.drop` / `.mask` say about one decision event (LogPolicy's answer). */
-type LogRules = Awaited<ReturnType<LogPolicy['evaluate']>>;
 
 /** The decision log's privacy settings, built once: the audit log's masker and shadow samples share them. */
 interface DecisionPrivacy {
@@ -137,42 +133,6 @@ function decisionMasker({ policy, pseudonyms }: Pick<DecisionPrivacy, 'policy' |
 }
 
 /**
- * Both revisions' rules for one event: dropped if either drops it; the mask rules of both
- * applied (the active revision's first); a rule that failed on either revision failed.
- */
-function eitherRevision(a: LogRules, b: LogRules): LogRules {
-  const out: { drop?: NonNullable<LogRules['drop']>; mask?: NonNullable<LogRules['mask']> } = {};
-  for (const rule of ['drop', 'mask'] as const) {
-    const [x, y] = [a[rule], b[rule]];
-    if (x === undefined || y === undefined) {
-      const only = x ?? y;
-      if (only !== undefined) out[rule] = only;
-    } else if (!x.ok) {
-      out[rule] = x;
-    } else if (!y.ok) {
-      out[rule] = y;
-    } else if (rule === 'drop') {
-      out.drop = { ok: true, result: x.result === true || y.result === true };
-    } else {
-      out.mask = { ok: true, result: bothMasks(x.result, y.result) };
-    }
-  }
-  return out;
-}
-
-/**
- * Two revisions' mask rule sets as one (a set union, as Rego's sets are: a rule both have is
- * applied once); a value that is not a rule set is kept for the masker to refuse (fail closed).
- */
-function bothMasks(x: unknown, y: unknown): unknown {
-  if (x === undefined) return y;
-  if (y === undefined || !Array.isArray(x)) return x;
-  if (!Array.isArray(y)) return y;
-  const seen = new Set(x.map((rule) => canonicalJson(rule, 10_000)));
-  return [...(x as unknown[]), ...(y as unknown[]).filter((rule) => !seen.has(canonicalJson(rule, 10_000)))];
-}
-
-/**
  * Shadow samples show two results of a live decision through the tenant API and status
  * reports: each passes the same privacy as the decision log, as a decision event with that
  * result (the audit log's DecisionMasker: drop, mask, pseudonymise; failures fail closed).
@@ -186,13 +146,7 @@ function shadowPrivacy(config: PavilionConfig, engine: PolicyEngine, privacy: De
   const labels = Object.freeze({ id: config.labels.id, version: config.labels.version });
   return {
     async mask(decision) {
-      const shadowRules = rulesOf(decision.shadow);
-      const both: LogPolicy | undefined = policy === undefined ? undefined : {
-        async evaluate(tenant, input) {
-          const [active, shadow] = await Promise.all([policy.evaluate(tenant, input), shadowRules.evaluate(tenant, input)]);
-          return eitherRevision(active, shadow);
-        },
-      };
+      const both = policy === undefined ? undefined : bothRevisions(policy, rulesOf(decision.shadow));
       // a masker per sample (at most 20 per staged revision), since the rules depend on the
       // staged revision; the pseudonym keys are the decision log's
       const masker = decisionMasker({ policy: both, pseudonyms });

@@ -46,6 +46,7 @@ export type { EvmAnchorReferenceV1 } from './anchor/evm-anchor.ts';
 export {
   DecisionMasker,
   MaskingDecisionSink,
+  bothRevisions,
   PseudonymKeyStore,
   applyMaskRules,
   parseMaskRules,

@@ -9,5 +9,5 @@ export {
   type TenantStatus,
 } from './tenant-manager.ts';
 export { decisionTests, runDecisionTests, type DecisionTest } from './decision-tests.ts';
-export { type ShadowReport, type ShadowSample } from './shadow.ts';
+export { type ShadowPrivacy, type ShadowReport, type ShadowSample } from './shadow.ts';
 export { DirectoryWatcher, type DirectoryWatcherOptions } from './directory-watcher.ts';
