@@ -1,14 +1,15 @@
 /**
  * Status refresh isolation: tenants are refreshed side by side, so an issuer host that does not
  * answer holds up only its own tenant; a tenant's refresh never overlaps itself (a tick while it
- * runs skips it); and stopping the gate ends a refresh in flight.
+ * runs skips it); stopping the gate ends a refresh in flight; and whatever one tenant's refresh
+ * runs into, even a step that throws, is that tenant's failure alone.
  */
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
-import { ErrorCodes } from '../sidecar/src/lib/errors.ts';
+import { ErrorCodes, PavilionError } from '../sidecar/src/lib/errors.ts';
 import { CredentialGate, CredentialVerifier, type StatusListSource } from '../sidecar/src/credentials/index.ts';
-import { issueTokenStatusList, type SampleKey } from '../sidecar/src/credentials/samples.ts';
+import { issueSdJwtVc, issueTokenStatusList, type SampleKey } from '../sidecar/src/credentials/samples.ts';
 import { NOW_MS, keys, kycCredential, policy, rejectsWith, signed, signedStatusList, trusting } from './credentials/fixtures.ts';
 
 const LIST_A = 'https://status.a.example/lists/1';
@@ -178,5 +179,55 @@ describe('status list refresh, tenant by tenant', () => {
     } finally {
       if (!stopped) await gate.stop();
     }
+  });
+
+  it('a tenant whose refresh step throws gets that failure, for itself alone: the other tenants\' failures are still reported, its tokens still refreshed, and a call that skips it reports it', { timeout: 30_000 }, async () => {
+    const { issuer } = await keys();
+    // what a misbehaving source might reject with: not even describeThrown can describe it (no
+    // prototype, a BigInt inside), so the status list refresh itself throws instead of reporting
+    const undescribable = Object.assign(Object.create(null) as object, { bytes: 1n });
+    let listAFetches = 0;
+    const sources: Record<string, StatusListSource> = {
+      'tenant-a': {
+        fetch: async (url: string, signal: AbortSignal) => {
+          if (url === TOKEN_A) return token(issuer, TOKEN_A);
+          listAFetches++;
+          if (listAFetches === 1) throw undescribable;
+          // the next refresh waits (until aborted)
+          return new Promise((_, reject) => signal.addEventListener('abort', () => reject(signal.reason), { once: true }));
+        },
+      },
+      'tenant-b': {
+        fetch: async (url: string) => {
+          throw new PavilionError(ErrorCodes.CREDENTIAL_STATUS_UNAVAILABLE, `${url} does not answer`);
+        },
+      },
+    };
+    const raw = { ...trusting(issuer.did), ...statusSettings(), keyBinding: { required: false } };
+    const v = await CredentialVerifier.create([policy(raw, 'tenant-a'), policy(raw, 'tenant-b')], { clock: () => NOW_MS, statusListSource: (tenantId) => sources[tenantId] });
+    await v.admitStatusList('tenant-a', LIST_A, await statusList(issuer, LIST_A), NOW_MS);
+    await v.admitTokenStatusList('tenant-a', TOKEN_A, token(issuer, TOKEN_A), NOW_MS);
+    await v.admitStatusList('tenant-b', LIST_B, await statusList(issuer, LIST_B), NOW_MS);
+    const codes = (failures: ReadonlyArray<{ tenantId: string; url?: string; error: PavilionError }>) => failures.map((f) => [f.tenantId, f.url, f.error.code]);
+
+    const first = await v.refreshStatusLists(AbortSignal.timeout(5_000), NOW_MS + TTL_MS + 1);
+    assert.deepEqual(codes(first), [['tenant-a', undefined, ErrorCodes.CREDENTIAL_STATUS_UNAVAILABLE], ['tenant-b', LIST_B, ErrorCodes.CREDENTIAL_STATUS_UNAVAILABLE]]);
+    // tenant-a's token was refreshed all the same: past the admitted one's max age, its status is known
+    const nowS = Math.floor(NOW_MS / 1000);
+    const credential = await issueSdJwtVc({ iss: issuer.did, vct: 'KycCredential', iat: nowS - 3600, exp: nowS + 86_400, kyc_level: 'full', status: { status_list: { idx: 3, uri: TOKEN_A } } }, ['kyc_level'], issuer, undefined);
+    assert.deepEqual((await v.verify('tenant-a', credential, { nowMs: NOW_MS + MAX_AGE_MS + 10_000 })).status.map((s) => s.mechanism), ['TokenStatusList']);
+
+    // while tenant-a's next refresh waits, a call skips it and reports the failure recorded for it
+    const stop = new AbortController();
+    const second = v.refreshStatusLists(stop.signal, NOW_MS + 2 * TTL_MS + 2);
+    try {
+      await eventually(async () => assert.equal(listAFetches, 2), 5_000);
+      const tick = await Promise.race([v.refreshStatusLists(stop.signal, NOW_MS + 2 * TTL_MS + 2), sleep(5_000, 'still running')]);
+      assert.ok(Array.isArray(tick), 'returns without waiting for tenant-a');
+      assert.deepEqual(codes(tick), codes(first));
+    } finally {
+      stop.abort();
+    }
+    assert.deepEqual(codes(await second), [['tenant-a', LIST_A, ErrorCodes.CREDENTIAL_STATUS_UNAVAILABLE], ['tenant-b', LIST_B, ErrorCodes.CREDENTIAL_STATUS_UNAVAILABLE]]);
   });
 });

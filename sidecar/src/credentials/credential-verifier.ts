@@ -14,6 +14,14 @@
  * the SHA-256 of the credential as received, once the trust check passed (a credential from an
  * issuer the tenant does not trust costs neither proof work nor a cache entry); every other step
  * runs on each call, so a cached credential is still re-checked for time, trust and status.
+ * A VC-JWT or SD-JWT VC is decoded once: the early check reads that decoding, and the proof
+ * check verifies the signature over the very text it was decoded from.
+ *
+ * Pipeline for a presentation: the same ordering, one level up. Everything that needs no
+ * signature comes first (the proof's claimed challenge, domain and purpose, its age, and each
+ * embedded credential's early refusals above), then the holder's proof, then each credential's
+ * proof and the rest. A presentation all of whose credentials are refused for good before any
+ * proof work is refused without its holder proof being checked.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { ErrorCodes, PavilionError, describeThrown, isPavilionError } from '../lib/errors.ts';
@@ -26,15 +34,16 @@ import { createDocumentLoader, type DocumentLoader } from './document-loader.ts'
 import { checkFreshness, isoValidity, type ValidityWindow } from './freshness.ts';
 import { establishTrust, type Accreditation, type TrustPolicy, type TrustQuestion } from './issuer-trust.ts';
 import { asArray, isObject, nodeId, stringsOf, type JsonObject } from './json.ts';
-import { decodeCompactJws } from './jwt-parts.ts';
+import { decodeCompactJws, type CompactJws } from './jwt-parts.ts';
 import { MemoryChallengeStore, MemoryNonceStore, type ChallengeStore, type NonceStore } from './nonce-store.ts';
 import { pinContexts } from './pinned-contexts.ts';
 import { dataIntegrity, InlineProofExecutor, type ProofExecutor } from './proof-executor.ts';
+import { checkPresentationBinding } from './proof-shape.ts';
 import { verifySdJwtVc } from './sd-jwt-vc.ts';
 import { TokenStatusListCache, type TokenStatusReference } from './token-status-list.ts';
 import type { CredentialErrorV1, CredentialFormat, StatusCheckV1, VerifiedFactsV1 } from './verified-facts.ts';
 import { verifyVcJwt } from './vc-jwt.ts';
-import { embeddedCredentials, isPresentation, readW3cCredential } from './w3c-credential.ts';
+import { embeddedCredentials, isPresentation, readW3cCredential, type W3cCredentialView } from './w3c-credential.ts';
 
 export interface VerifyOptions {
   /** The verifier's one-time challenge (presentation `challenge`, KB-JWT `nonce`). */
@@ -89,6 +98,30 @@ interface ProofOutcome {
   readonly tokenStatus?: TokenStatusReference;
 }
 
+/**
+ * A credential past the refusals that need no proof work (#screen), with what its proof check
+ * needs: the outcome cached for it, the JWT decoded once, or a Data Integrity credential's view.
+ */
+type Screened =
+  | { readonly kind: 'cached'; readonly proof: ProofOutcome }
+  | { readonly kind: 'sd-jwt'; readonly compact: string; readonly issuerJws: CompactJws }
+  | { readonly kind: 'vc-jwt'; readonly jws: CompactJws }
+  | { readonly kind: 'data-integrity'; readonly credential: JsonObject; readonly view: W3cCredentialView };
+
+/** A credential admitted to proof work: its proof cache key and its screening. */
+interface Candidate {
+  readonly hash: string;
+  readonly screened: Screened;
+}
+
+/**
+ * A presentation's outcome: accepted with its result, or refused with each credential's code
+ * (a refused one may not have had its holder proof checked: it has no established holder).
+ */
+type PresentationOutcome =
+  | { readonly accepted: true; readonly result: PresentationResultV1 }
+  | { readonly accepted: false; readonly errors: readonly CredentialErrorV1[] };
+
 interface TenantRuntime {
   readonly policy: CredentialPolicy;
   /** Every issuer the trust policy names (anchors, accredited subjects): any other is untrusted for everything. */
@@ -117,8 +150,12 @@ function trustQuestion(facts: Pick<ProofOutcome, 'issuer' | 'types' | 'claims' |
   };
 }
 
-/** One tenant's status refresh failures. */
-type RefreshFailure = { tenantId: string; url: string; error: PavilionError };
+/**
+ * One failure of a tenant's status refresh: a list or token (`url`) that could not be refreshed,
+ * or, without `url`, a refresh step (all its lists, or all its tokens) that threw instead of
+ * reporting its lists' failures.
+ */
+type RefreshFailure = { tenantId: string; url?: string; error: PavilionError };
 
 export class CredentialVerifier {
   readonly #tenants: ReadonlyMap<string, TenantRuntime>;
@@ -192,30 +229,44 @@ export class CredentialVerifier {
   async #verifyOne(tenantId: string, credential: unknown, options: VerifyOptions, consumed: Set<string>): Promise<VerifiedFactsV1> {
     const tenant = this.#tenant(tenantId);
     const nowMs = options.nowMs ?? this.#clock();
+    return this.#verifyCandidate(tenant, this.#candidate(tenant, credential, nowMs), options, nowMs, consumed);
+  }
+
+  /**
+   * A credential's refusals that need no proof work: its size and format, then #screen (issuer
+   * trust on what it claims, a Data Integrity credential's time). Throws what it refuses.
+   */
+  #candidate(tenant: TenantRuntime, credential: unknown, nowMs: number): Candidate {
     // the proof cache key, per credential: a presentation's credentials each get their own
     const hash = sha256Hex(this.#measure(tenant, credential));
     if (isPresentation(credential)) {
       throw new PavilionError(ErrorCodes.CREDENTIAL_FORMAT_UNSUPPORTED, 'a presentation: use verifyPresentation');
     }
-    const { proof, remember } = await this.#proof(tenant, credential, hash, options, nowMs);
-    return await this.#finish(tenant, proof, hash, options, nowMs, consumed, remember);
+    return { hash, screened: this.#screen(tenant, credential, hash, nowMs) };
+  }
+
+  async #verifyCandidate(tenant: TenantRuntime, candidate: Candidate, options: VerifyOptions, nowMs: number, consumed: Set<string>): Promise<VerifiedFactsV1> {
+    const { proof, remember } = await this.#prove(tenant, candidate, options, nowMs);
+    return await this.#finish(tenant, proof, candidate.hash, options, nowMs, consumed, remember);
   }
 
   /**
-   * Verify a presentation: the holder's proof bound to this verifier's challenge and domain (once
-   * only), then each embedded credential on its own. A bad presentation throws; a bad credential
-   * inside a good presentation is reported in `errors`. A presentation none of whose credentials
-   * verifies is refused: it throws the first one's code (all of them in `details.errors`).
+   * Verify a presentation: what it claims is checked before any signature work (its proof's
+   * binding to this verifier's challenge and domain, its age, and each embedded credential's
+   * refusals that need no proof: issuer trust, a Data Integrity credential's time), then the
+   * holder's proof (once only), then each embedded credential on its own. A bad presentation
+   * throws; a bad credential inside a good presentation is reported in `errors`. A presentation
+   * none of whose credentials verifies is refused: it throws the first one's code (all of them in
+   * `details.errors`).
    */
   async verifyPresentation(tenantId: string, presentation: unknown, options: VerifyOptions): Promise<PresentationResultV1> {
-    const { result, accepted } = await this.#verifyPresentation(tenantId, presentation, options, new Set(), true);
-    const first = result.errors[0];
-    if (!accepted && first !== undefined) {
-      throw new PavilionError(first.code, `no credential in the presentation verifies (credential ${first.index}: ${first.message})`, {
-        details: { errors: result.errors.map(({ index, code }) => ({ index, code })) },
-      });
-    }
-    return result;
+    const outcome = await this.#verifyPresentation(tenantId, presentation, options, new Set(), true);
+    if (outcome.accepted) return outcome.result;
+    // refused, so not bare (holderAuthenticates accepts a bare one): one error per credential in it
+    const first = outcome.errors[0]!;
+    throw new PavilionError(first.code, `no credential in the presentation verifies (credential ${first.index}: ${first.message})`, {
+      details: { errors: outcome.errors.map(({ index, code }) => ({ index, code })) },
+    });
   }
 
   /**
@@ -233,9 +284,13 @@ export class CredentialVerifier {
    * Of two requests racing with one presentation, the store's check-and-set lets exactly one
    * through; the other is REPLAYED and yields nothing.
    *
-   * `accepted` false: refused, nothing yielded, each credential's code in `errors`.
+   * Signature work comes last: the presentation's claimed binding and age, and each credential's
+   * screening (#candidate), come before the holder's proof. When every embedded credential is
+   * refused there for good, the presentation is refused without its holder proof: it could
+   * yield nothing, whoever signed it, and uses nothing. When one refusal can pass later, the
+   * holder proof is still checked, since only a verified holder may use the challenge up.
    */
-  async #verifyPresentation(tenantId: string, presentation: unknown, options: VerifyOptions, consumed: Set<string>, holderAuthenticates: boolean): Promise<{ result: PresentationResultV1; accepted: boolean }> {
+  async #verifyPresentation(tenantId: string, presentation: unknown, options: VerifyOptions, consumed: Set<string>, holderAuthenticates: boolean): Promise<PresentationOutcome> {
     const tenant = this.#tenant(tenantId);
     const nowMs = options.nowMs ?? this.#clock();
     this.#measure(tenant, presentation); // size only: a presentation is not cached, so not hashed
@@ -245,6 +300,23 @@ export class CredentialVerifier {
     const { challenge, domain } = options;
     if (challenge === undefined || challenge === '') throw new PavilionError(ErrorCodes.CREDENTIAL_CHALLENGE_MISMATCH, 'a presentation is verified against a challenge, and none was given');
     if (domain === undefined || domain === '') throw new PavilionError(ErrorCodes.CREDENTIAL_DOMAIN_MISMATCH, 'a presentation is verified against a domain, and none was given');
+    // what the presentation's proof claims, before its signature is checked (which makes it true)
+    checkPresentationBinding(presentation, challenge, domain);
+    checkPresentationAge(presentation, tenant.policy, nowMs);
+
+    const embedded = embeddedCredentials(presentation);
+    const screened = embedded.map((credential, index): Candidate | CredentialErrorV1 => {
+      try {
+        return this.#candidate(tenant, credential, nowMs);
+      } catch (error) {
+        return toCredentialError(index, error);
+      }
+    });
+    const refused = screened.filter((s): s is CredentialErrorV1 => !('screened' in s));
+    if (embedded.length > 0 && refused.length === embedded.length && refused.every((e) => REFUSED_FOR_GOOD.has(e.code))) {
+      return { accepted: false, errors: refused };
+    }
+
     const { holderKey } = await this.#executor.verifyPresentationProof(tenantId, presentation, {
       nowMs,
       clockSkewMs: tenant.policy.freshness.clockSkewMs,
@@ -256,7 +328,6 @@ export class CredentialVerifier {
     if (holder === undefined || holder !== method.controller) {
       throw new PavilionError(ErrorCodes.CREDENTIAL_HOLDER_MISMATCH, 'the presentation is not signed by its holder');
     }
-    checkPresentationAge(presentation, tenant.policy, nowMs);
     const key = challengeKey(tenantId, challenge, domain);
     // a replay is refused before its credentials are verified again; this look is only a shortcut,
     // the use that counts is #consumeChallenge's check-and-set, last
@@ -268,12 +339,15 @@ export class CredentialVerifier {
     // marked as answered for them, so that none uses it up on its own before the presentation is
     // accepted; the presentation uses it up for all of them below
     const answered = new Set([...consumed, key]);
-    const embedded = embeddedCredentials(presentation);
     const credentials: VerifiedFactsV1[] = [];
     const errors: CredentialErrorV1[] = [];
-    for (const [index, credential] of embedded.entries()) {
+    for (const [index, candidate] of screened.entries()) {
+      if (!('screened' in candidate)) {
+        errors.push(candidate);
+        continue;
+      }
       try {
-        const facts = await this.#verifyOne(tenantId, credential, { ...options, nowMs }, answered);
+        const facts = await this.#verifyCandidate(tenant, candidate, { ...options, nowMs }, nowMs, answered);
         if (facts.subject !== undefined && facts.subject !== holder) {
           throw new PavilionError(ErrorCodes.CREDENTIAL_HOLDER_MISMATCH, 'the credential subject is not the presentation holder');
         }
@@ -282,11 +356,10 @@ export class CredentialVerifier {
         errors.push(toCredentialError(index, error));
       }
     }
-    const result: PresentationResultV1 = { version: 1, holder, credentials, errors };
     const accepted = credentials.length > 0 || (embedded.length === 0 && holderAuthenticates);
     const refusedForGood = embedded.length === 0 || errors.every((e) => REFUSED_FOR_GOOD.has(e.code));
     if (accepted || !refusedForGood) await this.#consumeChallenge(tenant, challenge, domain, nowMs, consumed);
-    return { result, accepted };
+    return accepted ? { accepted, result: { version: 1, holder, credentials, errors } } : { accepted, errors };
   }
 
   /** For the decision input: every credential verified, facts and typed errors side by side. */
@@ -298,9 +371,10 @@ export class CredentialVerifier {
       try {
         if (isPresentation(credential)) {
           // a refused presentation yields no facts, only its credentials' codes
-          const { result } = await this.#verifyPresentation(tenantId, credential, options, consumed, false);
-          facts.push(...result.credentials);
-          errors.push(...result.errors.map((e) => ({ ...e, index })));
+          const outcome = await this.#verifyPresentation(tenantId, credential, options, consumed, false);
+          const refusals = outcome.accepted ? outcome.result.errors : outcome.errors;
+          if (outcome.accepted) facts.push(...outcome.result.credentials);
+          errors.push(...refusals.map((e) => ({ ...e, index })));
         } else {
           facts.push(await this.#verifyOne(tenantId, credential, options, consumed));
         }
@@ -344,30 +418,37 @@ export class CredentialVerifier {
    * that does not answer holds up only its own tenant. A tenant's refresh runs once at a time: a
    * call while it still runs (a timer tick that came round first) skips that tenant, reporting the
    * failures of its last finished refresh, and refreshes the others. Resolves when the refreshes
-   * this call started have ended (aborting `signal` ends them).
+   * this call started have ended (aborting `signal` ends them), with every tenant's failures, in
+   * tenant order; never rejects: what goes wrong in one tenant's refresh is that tenant's failure.
    */
   async refreshStatusLists(signal: AbortSignal, nowMs = this.#clock()): Promise<RefreshFailure[]> {
-    const started: Array<Promise<RefreshFailure[]>> = [];
-    const skipped: string[] = [];
+    const tenantIds: string[] = [];
+    const runs: Array<Promise<RefreshFailure[]> | undefined> = [];
     for (const [tenantId, tenant] of this.#tenants) {
-      const run = this.#refreshing.start(tenantId, () => this.#refreshTenant(tenantId, tenant, signal, nowMs));
-      if (run === undefined) skipped.push(tenantId);
-      else started.push(run);
+      tenantIds.push(tenantId);
+      runs.push(this.#refreshing.start(tenantId, () => this.#refreshTenant(tenantId, tenant, signal, nowMs)));
     }
-    const settled = await Promise.allSettled(started);
-    const failures = skipped.flatMap((tenantId) => this.#lastRefreshFailures.get(tenantId) ?? []);
-    for (const outcome of settled) {
-      if (outcome.status === 'rejected') throw outcome.reason;
-      failures.push(...outcome.value);
-    }
-    return failures;
+    const ended = await Promise.all(runs);
+    // a skipped tenant (undefined): its last finished refresh's, as of now
+    return ended.flatMap((failures, i) => failures ?? this.#lastRefreshFailures.get(tenantIds[i]!) ?? []);
   }
 
+  /**
+   * One tenant's refresh: its lists, then its tokens, recorded as its last refresh's failures.
+   * Never rejects: a step that throws (rather than reporting each list's failure) is one failure
+   * of that step, for this tenant alone, and the other step still runs.
+   */
   async #refreshTenant(tenantId: string, tenant: TenantRuntime, signal: AbortSignal, nowMs: number): Promise<RefreshFailure[]> {
-    const { failed } = await tenant.statusLists.refreshDue(nowMs, signal);
-    const failures = failed.map((f) => ({ tenantId, ...f }));
-    const tokens = await tenant.tokenStatusLists.refreshDue(nowMs, signal);
-    failures.push(...tokens.map((f) => ({ tenantId, ...f })));
+    const failures: RefreshFailure[] = [];
+    const step = async (what: string, refresh: () => Promise<ReadonlyArray<{ url: string; error: PavilionError }>>): Promise<void> => {
+      try {
+        for (const failure of await refresh()) failures.push({ tenantId, ...failure });
+      } catch (error) {
+        failures.push({ tenantId, error: refreshStepError(what, error) });
+      }
+    };
+    await step('status lists', async () => (await tenant.statusLists.refreshDue(nowMs, signal)).failed);
+    await step('status list tokens', () => tenant.tokenStatusLists.refreshDue(nowMs, signal));
     this.#lastRefreshFailures.set(tenantId, failures);
     return failures;
   }
@@ -396,62 +477,85 @@ export class CredentialVerifier {
   }
 
   /**
-   * The proof outcome: from the cache, or checked now (`remember`: #finish caches it once trust
-   * passed). Issuer trust on the credential's claims comes first, so an issuer the tenant does not
-   * trust costs no proof work; nothing is accepted here without its proof.
+   * A credential's refusals that need no proof work, on what it claims: an issuer the tenant
+   * does not trust costs no proof work. For a Data Integrity credential, freshness and the whole
+   * trust question (the facts it asks about are the ones the proof covers, unchanged; #finish
+   * asks it again of the verified outcome); for a VC-JWT or SD-JWT VC, an issuer the trust policy
+   * does not name at all, read from the JWT decoded here once (the proof check uses that
+   * decoding, of the same bytes it verifies). A credential whose proof outcome is cached is
+   * checked by #finish alone. Nothing here accepts anything.
    */
-  async #proof(tenant: TenantRuntime, credential: unknown, hash: string, options: VerifyOptions, nowMs: number): Promise<{ proof: ProofOutcome; remember: boolean }> {
-    const { policy } = tenant;
+  #screen(tenant: TenantRuntime, credential: unknown, hash: string, nowMs: number): Screened {
     if (typeof credential === 'string') {
       if (credential.includes('~')) {
-        this.#refuseUnknownIssuer(tenant, claimedJwtIssuer(credential.slice(0, credential.indexOf('~')), 'sd-jwt'));
-        const verified = await verifySdJwtVc(credential, {
-          dids: tenant.dids,
-          nowMs,
-          clockSkewMs: policy.freshness.clockSkewMs,
-          keyBinding: { required: policy.keyBinding.required, maxAgeMs: policy.keyBinding.maxAgeMs, clockSkewMs: policy.freshness.clockSkewMs },
-          ...(options.challenge === undefined ? {} : { challenge: options.challenge }),
-          ...(options.domain === undefined ? {} : { domain: options.domain }),
-        });
-        checkFreshness(verified.window, [verified.vct], nowMs, policy.freshness);
-        // the challenge is used up in #finish, once issuer trust and status pass: a self-issued
-        // SD-JWT must not burn (or fill the store with) one-time challenges
-        const proof: ProofOutcome = {
-          format: 'sd-jwt-vc',
-          issuer: verified.issuer,
-          types: [verified.vct],
-          ...(verified.subject === undefined ? {} : { subject: verified.subject }),
-          claims: verified.claims,
-          window: verified.window,
-          validity: isoValidity(verified.window),
-          statusEntries: [],
-          proofType: verified.proofType,
-          ...(verified.keyBound ? { nonce: options.challenge ?? '' } : {}),
-          ...(verified.statusReference === undefined ? {} : { tokenStatus: verified.statusReference }),
-          ...(verified.holderJwk === undefined || !verified.keyBound ? {} : { holder: `urn:ietf:params:oauth:jwk-thumbprint:sha-256:${jwkThumbprint(verified.holderJwk)}` }),
-        };
-        // not cached: its key binding answers this request's challenge
-        return { proof, remember: false };
+        // never cached: its key binding answers this request's challenge
+        const issuerJws = decodeCompactJws(credential.slice(0, credential.indexOf('~')), 'SD-JWT');
+        this.#refuseUnknownIssuer(tenant, claimedJwtIssuer(issuerJws, 'sd-jwt'));
+        return { kind: 'sd-jwt', compact: credential, issuerJws };
       }
       const cached = this.#cached(tenant, hash);
-      if (cached !== undefined) return { proof: cached, remember: false };
-      this.#refuseUnknownIssuer(tenant, claimedJwtIssuer(credential, 'vc-jwt'));
-      // freshness is #finish's, which runs on every call, cached or not
-      const { view, proofType } = await verifyVcJwt(credential, tenant.dids);
-      return { proof: { format: 'vc+jwt', ...viewFacts(view), proofType }, remember: true };
+      if (cached !== undefined) return { kind: 'cached', proof: cached };
+      const jws = decodeCompactJws(credential, 'VC-JWT');
+      this.#refuseUnknownIssuer(tenant, claimedJwtIssuer(jws, 'vc-jwt'));
+      return { kind: 'vc-jwt', jws };
     }
     const cached = this.#cached(tenant, hash);
-    if (cached !== undefined) return { proof: cached, remember: false };
+    if (cached !== undefined) return { kind: 'cached', proof: cached };
     const view = readW3cCredential(credential);
-    checkFreshness(view.window, view.types, nowMs, policy.freshness);
-    // the whole trust question before the proof: the facts it asks about are the ones the proof
-    // covers, unchanged (#finish asks it again of the verified outcome)
+    checkFreshness(view.window, view.types, nowMs, tenant.policy.freshness);
     establishTrust(trustQuestion(viewFacts(view)), tenant.trust, nowMs);
-    const { proofType } = await this.#executor.verifyCredentialProof(policy.tenantId, credential as JsonObject, {
+    return { kind: 'data-integrity', credential: credential as JsonObject, view };
+  }
+
+  /**
+   * The proof outcome of a screened credential: from the cache, or checked now (`remember`:
+   * #finish caches it once trust passed). Nothing is accepted here without its proof.
+   */
+  async #prove(tenant: TenantRuntime, { hash, screened }: Candidate, options: VerifyOptions, nowMs: number): Promise<{ proof: ProofOutcome; remember: boolean }> {
+    const { policy } = tenant;
+    if (screened.kind === 'cached') return { proof: screened.proof, remember: false };
+    if (screened.kind === 'sd-jwt') {
+      const verified = await verifySdJwtVc(screened.compact, {
+        dids: tenant.dids,
+        nowMs,
+        clockSkewMs: policy.freshness.clockSkewMs,
+        keyBinding: { required: policy.keyBinding.required, maxAgeMs: policy.keyBinding.maxAgeMs, clockSkewMs: policy.freshness.clockSkewMs },
+        ...(options.challenge === undefined ? {} : { challenge: options.challenge }),
+        ...(options.domain === undefined ? {} : { domain: options.domain }),
+      }, screened.issuerJws);
+      checkFreshness(verified.window, [verified.vct], nowMs, policy.freshness);
+      // the challenge is used up in #finish, once issuer trust and status pass: a self-issued
+      // SD-JWT must not burn (or fill the store with) one-time challenges
+      const proof: ProofOutcome = {
+        format: 'sd-jwt-vc',
+        issuer: verified.issuer,
+        types: [verified.vct],
+        ...(verified.subject === undefined ? {} : { subject: verified.subject }),
+        claims: verified.claims,
+        window: verified.window,
+        validity: isoValidity(verified.window),
+        statusEntries: [],
+        proofType: verified.proofType,
+        ...(verified.keyBound ? { nonce: options.challenge ?? '' } : {}),
+        ...(verified.statusReference === undefined ? {} : { tokenStatus: verified.statusReference }),
+        ...(verified.holderJwk === undefined || !verified.keyBound ? {} : { holder: `urn:ietf:params:oauth:jwk-thumbprint:sha-256:${jwkThumbprint(verified.holderJwk)}` }),
+      };
+      // not cached: its key binding answers this request's challenge
+      return { proof, remember: false };
+    }
+    // cached since it was screened: the same credential twice in one presentation
+    const cached = this.#cached(tenant, hash);
+    if (cached !== undefined) return { proof: cached, remember: false };
+    if (screened.kind === 'vc-jwt') {
+      // freshness is #finish's, which runs on every call, cached or not
+      const { view, proofType } = await verifyVcJwt(screened.jws, tenant.dids);
+      return { proof: { format: 'vc+jwt', ...viewFacts(view), proofType }, remember: true };
+    }
+    const { proofType } = await this.#executor.verifyCredentialProof(policy.tenantId, screened.credential, {
       nowMs,
       clockSkewMs: policy.freshness.clockSkewMs,
     });
-    return { proof: { format: 'vc+data-integrity', ...viewFacts(view), proofType }, remember: true };
+    return { proof: { format: 'vc+data-integrity', ...viewFacts(screened.view), proofType }, remember: true };
   }
 
   /**
@@ -620,6 +724,19 @@ const REFUSED_FOR_GOOD: ReadonlySet<string> = new Set([
   ErrorCodes.CREDENTIAL_REVOKED,
 ]);
 
+/**
+ * What a refresh step that threw is reported as. It must not throw itself: a thrown value can be
+ * anything a status source (an adapter) rejected with, even one describeThrown cannot describe.
+ */
+function refreshStepError(what: string, thrown: unknown): PavilionError {
+  try {
+    if (thrown instanceof PavilionError) return thrown;
+    return new PavilionError(ErrorCodes.CREDENTIAL_STATUS_UNAVAILABLE, `refreshing ${what}: ${describeThrown(thrown)}`, { cause: thrown });
+  } catch {
+    return new PavilionError(ErrorCodes.CREDENTIAL_STATUS_UNAVAILABLE, `refreshing ${what}: failed with a value that cannot be described`, { cause: thrown });
+  }
+}
+
 /** A used challenge's key in the nonce store: per tenant (the store bounds each tenant's share) and domain. */
 function challengeKey(tenantId: string, challenge: string, domain: string): string {
   return `${tenantId}\u0000${domain}\u0000${challenge}`;
@@ -673,17 +790,11 @@ function viewFacts(view: ReturnType<typeof readW3cCredential>): Omit<ProofOutcom
 
 /**
  * The issuer a VC-JWT or SD-JWT VC would be attributed to once verified (VC-JWT: the credential's
- * `issuer` with `typ: vc+jwt`, else `iss`; SD-JWT VC: `iss`), read without verifying anything, only
- * to refuse an unknown issuer before the proof work; undefined when it cannot be read.
+ * `issuer` with `typ: vc+jwt`, else `iss`; SD-JWT VC: `iss`), read from its decoded JWT without
+ * verifying anything, only to refuse an unknown issuer before the proof work; undefined when it
+ * cannot be read (the proof check says what is wrong).
  */
-function claimedJwtIssuer(jwt: string, format: 'vc-jwt' | 'sd-jwt'): string | undefined {
-  let header: JsonObject;
-  let payload: JsonObject;
-  try {
-    ({ header, payload } = decodeCompactJws(jwt, format));
-  } catch {
-    return undefined; // malformed: the verification refuses it as such
-  }
+function claimedJwtIssuer({ header, payload }: CompactJws, format: 'vc-jwt' | 'sd-jwt'): string | undefined {
   const issuer = format === 'vc-jwt' && header['typ'] === 'vc+jwt' ? nodeId(payload['issuer']) : payload['iss'];
   if (typeof issuer !== 'string' || issuer === '') return undefined;
   return format === 'sd-jwt' && !issuer.startsWith('did:') ? undefined : issuer; // an SD-JWT VC's iss is a DID, or it is malformed

@@ -17,13 +17,8 @@ import { Ed25519Signature2020 } from '@digitalbazaar/ed25519-signature-2020';
 import { createVerifyCryptosuite as bbs2023Verify } from '@digitalbazaar/bbs-2023-cryptosuite';
 import { ErrorCodes, PavilionError, type ErrorCode } from '../lib/errors.ts';
 import type { DocumentLoader } from './document-loader.ts';
-import { asArray, isObject, type JsonObject } from './json.ts';
-
-/** bbs-2023 is accepted as derived proofs only: its verify suite refuses base proofs. */
-export const SUPPORTED_CRYPTOSUITES = ['eddsa-rdfc-2022', 'ecdsa-rdfc-2019', 'bbs-2023'] as const;
-
-/** The legacy Linked Data proof accepted besides Data Integrity (VC 1.1 era, Ed25519 keys). */
-export const ED25519_SIGNATURE_2020 = 'Ed25519Signature2020';
+import { isObject, type JsonObject } from './json.ts';
+import { checkPresentationBinding, proofTypeOf } from './proof-shape.ts';
 
 let verifySuites: unknown[] | undefined;
 
@@ -42,21 +37,6 @@ function suites(): unknown[] {
     new Ed25519Signature2020(),
   ];
   return verifySuites;
-}
-
-/** The proof types of a secured document, refused unless every proof is one we verify. */
-export function proofTypeOf(document: JsonObject): string {
-  const proofs = asArray(document['proof']);
-  if (proofs.length === 0) throw new PavilionError(ErrorCodes.CREDENTIAL_MALFORMED, 'no proof');
-  if (proofs.length > 1) throw new PavilionError(ErrorCodes.CREDENTIAL_PROOF_UNSUPPORTED, 'proof sets and chains are not accepted');
-  const proof = proofs[0];
-  if (!isObject(proof)) throw new PavilionError(ErrorCodes.CREDENTIAL_MALFORMED, 'proof must be an object');
-  if (proof['type'] === ED25519_SIGNATURE_2020) return ED25519_SIGNATURE_2020;
-  const cryptosuite = proof['cryptosuite'];
-  if (proof['type'] !== 'DataIntegrityProof' || typeof cryptosuite !== 'string' || !(SUPPORTED_CRYPTOSUITES as readonly string[]).includes(cryptosuite)) {
-    throw new PavilionError(ErrorCodes.CREDENTIAL_PROOF_UNSUPPORTED, `proof ${String(proof['type'])}/${String(cryptosuite)} is not accepted (accepted: DataIntegrityProof with ${SUPPORTED_CRYPTOSUITES.join(', ')}, and ${ED25519_SIGNATURE_2020})`);
-  }
-  return `DataIntegrityProof/${cryptosuite}`;
 }
 
 /** Every error reachable from a verification result (jsigs nests them in `errors`, `cause`, `details`). */
@@ -138,11 +118,8 @@ export interface PresentationCheck extends DataIntegrityCheck {
  * caller, so each gets its own code.
  */
 export async function verifyDataIntegrityPresentation(presentation: JsonObject, check: PresentationCheck): Promise<{ proofType: string; holderKey: string }> {
-  const proofType = proofTypeOf(presentation);
-  const proof = asArray(presentation['proof'])[0] as JsonObject;
-  if (proof['challenge'] !== check.challenge) throw new PavilionError(ErrorCodes.CREDENTIAL_CHALLENGE_MISMATCH, 'presentation proof is not bound to this challenge');
-  if (proof['domain'] !== check.domain) throw new PavilionError(ErrorCodes.CREDENTIAL_DOMAIN_MISMATCH, 'presentation proof is not bound to this domain');
-  if (proof['proofPurpose'] !== 'authentication') throw new PavilionError(ErrorCodes.CREDENTIAL_KEY_BINDING_INVALID, 'presentation proof purpose must be authentication');
+  // the verifier checked this already, before any signature work; asked again of what is verified here
+  const { proofType, proof } = checkPresentationBinding(presentation, check.challenge, check.domain);
   // the library verifies the embedded credentials too (their results are ignored here: the
   // caller verifies each one with Pavilion's pipeline and codes) - a known double cost
   let result: vc.VerifyResult;

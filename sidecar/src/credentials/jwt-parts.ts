@@ -2,6 +2,7 @@
 import { ErrorCodes, PavilionError } from '../lib/errors.ts';
 import { isObject, type JsonObject } from './json.ts';
 
+/** A compact JWS decoded from its text: the header and payload are those of signingInput. */
 export interface CompactJws {
   readonly header: JsonObject;
   readonly payload: JsonObject;
@@ -28,4 +29,9 @@ export function decodeCompactJws(text: string, what: string): CompactJws {
   if (!isObject(header) || !isObject(payload)) throw new PavilionError(ErrorCodes.CREDENTIAL_MALFORMED, `${what}: header and payload must be JSON objects`);
   if (header['crit'] !== undefined) throw new PavilionError(ErrorCodes.CREDENTIAL_MALFORMED, `${what}: critical header parameters are not supported`);
   return { header, payload, signingInput: `${h}.${p}`, signature: s };
+}
+
+/** The compact JWS text `jws` was decoded from: the exact bytes its signature is checked over. */
+export function compactJwsText(jws: CompactJws): string {
+  return `${jws.signingInput}.${jws.signature}`;
 }

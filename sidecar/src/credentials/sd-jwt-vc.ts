@@ -22,7 +22,7 @@ import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
 import type { DidResolver } from './did-resolver.ts';
 import { MAX_CLOCK_SKEW_MS, parseNumericDate, type ValidityWindow } from './freshness.ts';
 import { assertAlgorithm, publicKeyFromJwk, verifyJwsSignature } from './jws-keys.ts';
-import { decodeCompactJws } from './jwt-parts.ts';
+import { compactJwsText, decodeCompactJws, type CompactJws } from './jwt-parts.ts';
 import { isObject, type JsonObject } from './json.ts';
 import { readTokenStatusReference, type TokenStatusReference } from './token-status-list.ts';
 
@@ -131,7 +131,12 @@ export interface SdJwtCheck {
   readonly domain?: string;
 }
 
-export async function verifySdJwtVc(compact: string, check: SdJwtCheck): Promise<VerifiedSdJwtVc> {
+/**
+ * `issuerJws`: the issuer-signed JWT (the part before the first `~`) as the caller decoded it
+ * already, to read its claimed issuer; used only when it is the decoding of exactly that part
+ * (else the part is decoded here), so the claims read are those of the bytes verified.
+ */
+export async function verifySdJwtVc(compact: string, check: SdJwtCheck, issuerJws?: CompactJws): Promise<VerifiedSdJwtVc> {
   const parts = compact.split('~');
   if (parts.length < 2) throw new PavilionError(ErrorCodes.CREDENTIAL_MALFORMED, 'an SD-JWT is <jwt>~<disclosures>~[kb-jwt]');
   const issuerJwt = parts[0]!;
@@ -140,7 +145,7 @@ export async function verifySdJwtVc(compact: string, check: SdJwtCheck): Promise
   if (disclosures.some((d) => d === '')) throw new PavilionError(ErrorCodes.CREDENTIAL_MALFORMED, 'empty disclosure');
 
   // 1. issuer signature, with the issuer's key resolved offline from kid (a DID URL under iss)
-  const { header, payload, signingInput, signature } = decodeCompactJws(issuerJwt, 'SD-JWT');
+  const { header, payload, signingInput, signature } = issuerJws !== undefined && compactJwsText(issuerJws) === issuerJwt ? issuerJws : decodeCompactJws(issuerJwt, 'SD-JWT');
   const iss = payload['iss'];
   if (typeof iss !== 'string' || !iss.startsWith('did:')) throw new PavilionError(ErrorCodes.CREDENTIAL_MALFORMED, 'SD-JWT VC iss must be a DID');
   const kid = typeof header['kid'] === 'string' ? header['kid'] : iss;

@@ -16,7 +16,7 @@ import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
 import type { DidResolver } from './did-resolver.ts';
 import { isoValidity, parseDateTime, parseNumericDate, type ValidityText, type ValidityWindow } from './freshness.ts';
 import { assertAlgorithm, publicKeyFromJwk } from './jws-keys.ts';
-import { decodeCompactJws } from './jwt-parts.ts';
+import { compactJwsText, type CompactJws } from './jwt-parts.ts';
 import { isObject, nodeId } from './json.ts';
 import { readW3cCredential, VC_V1_CONTEXT, type W3cCredentialView } from './w3c-credential.ts';
 
@@ -45,8 +45,13 @@ function earlier(a: number | undefined, b: number | undefined): number | undefin
   return a === undefined ? b : b === undefined ? a : Math.min(a, b);
 }
 
-export async function verifyVcJwt(jwt: string, dids: DidResolver): Promise<VerifiedVcJwt> {
-  const { header, payload } = decodeCompactJws(jwt, 'VC-JWT');
+/**
+ * `jws`: the VC-JWT as decoded (decodeCompactJws, once, by the caller, who may have read its
+ * claimed issuer already); its signature is checked over the very text its header and payload
+ * were decoded from.
+ */
+export async function verifyVcJwt(jws: CompactJws, dids: DidResolver): Promise<VerifiedVcJwt> {
+  const { header, payload } = jws;
   const kid = header['kid'];
   if (typeof kid !== 'string' || !kid.startsWith('did:')) throw new PavilionError(ErrorCodes.CREDENTIAL_MALFORMED, 'VC-JWT header needs a kid that is a DID URL');
   // only a key the issuer's DID document lists under assertionMethod may issue credentials
@@ -54,7 +59,7 @@ export async function verifyVcJwt(jwt: string, dids: DidResolver): Promise<Verif
   const key = publicKeyFromJwk(method.publicKeyJwk);
   const alg = assertAlgorithm(header['alg'], key);
   try {
-    await compactVerify(jwt, key, { algorithms: [alg] });
+    await compactVerify(compactJwsText(jws), key, { algorithms: [alg] });
   } catch (error) {
     throw new PavilionError(ErrorCodes.CREDENTIAL_SIGNATURE_INVALID, `VC-JWT signature: ${describeThrown(error)}`, { cause: error });
   }
