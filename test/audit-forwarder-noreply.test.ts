@@ -22,10 +22,10 @@ import { basename, dirname, join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
-import { DecisionForwarder, SoftwareSigner, type AuditLog, type DecisionEventV1 } from '../sidecar/src/audit/index.ts';
+import { DecisionForwarder, type AuditLog, type DecisionEventV1 } from '../sidecar/src/audit/index.ts';
 import { parseConfig } from '../sidecar/src/config/index.ts';
 import { ErrorCodes } from '../sidecar/src/lib/errors.ts';
-import { decisionEvent, openLog, tempDir } from './audit/fixtures.ts';
+import { decisionEvent, decisionEvents, logHolding, tempDir } from './audit/fixtures.ts';
 import { startNats, type RunningNats } from './harness/nats-server.ts';
 import { until } from './harness/wait.ts';
 
@@ -66,15 +66,8 @@ describe('decision forwarder: a tenant whose publishes get no reply does not hol
     return jetstreamManager(nc);
   };
 
-  const newLog = async (events: readonly DecisionEventV1[]): Promise<AuditLog> => {
-    const log = await openLog(await tempDir(), SoftwareSigner.generate(), { fsync: 'never' });
-    cleanup.push(() => log.stop(2000));
-    for (const event of events) await log.append(event);
-    return log;
-  };
-
-  /** Decision ids are unique across tenants: JetStream deduplicates by id stream-wide. */
-  const events = (from: number, count: number): DecisionEventV1[] => Array.from({ length: count }, (_, i) => decisionEvent(from + i));
+  const newLog = (events: readonly DecisionEventV1[]): Promise<AuditLog> => logHolding(events, (stop) => cleanup.push(stop));
+  const events = decisionEvents;
 
   const forwarder = (
     nats: RunningNats,

@@ -70,6 +70,19 @@ export async function openLog(directory: string, signer: CheckpointSigner = Soft
   return log;
 }
 
+/** `count` events numbered from `from` (decision ids are unique: JetStream deduplicates by id stream-wide). */
+export function decisionEvents(from: number, count: number): DecisionEventV1[] {
+  return Array.from({ length: count }, (_, i) => decisionEvent(from + i));
+}
+
+/** A started log (fsync 'never') holding `events`, stopped by the callback handed to `onCleanup`. */
+export async function logHolding(events: readonly DecisionEventV1[], onCleanup: (stop: () => Promise<void>) => void): Promise<AuditLog> {
+  const log = await openLog(await tempDir(), SoftwareSigner.generate(), { fsync: 'never' });
+  onCleanup(() => log.stop(2000));
+  for (const event of events) await log.append(event);
+  return log;
+}
+
 export interface FileRecord {
   type: RecordType;
   index: number;
