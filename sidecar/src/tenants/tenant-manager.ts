@@ -23,12 +23,13 @@ import {
   type LastKnownGood,
   type PatchOperation,
   type SignatureInfo,
+  type SignaturePolicy,
   type TrustStore,
 } from '../bundles/index.ts';
 import { compilePolicy, type ActivePolicy, type CompiledPolicy, type LoadedPolicy, type PolicyEngine, type ShadowComparison } from '../engine/index.ts';
 import { discoveredTenant, type TenantConfig } from '../config/index.ts';
 import { TENANT_ID_PATTERN } from '../lib/tenant-id.ts';
-import { ErrorCodes, PavilionError, wrapError, type ErrorCode } from '../lib/errors.ts';
+import { ErrorCodes, PavilionError, isPavilionError, wrapError, type ErrorCode } from '../lib/errors.ts';
 import type { Component, ComponentState, ComponentStatus } from '../lib/lifecycle.ts';
 import { decisionTests, runDecisionTests, type DecisionTest } from './decision-tests.ts';
 import { recordComparison, shadowReport, type ShadowPrivacy, type ShadowReport, type ShadowState } from './shadow.ts';
@@ -70,8 +71,20 @@ export interface TenantManagerOptions {
   readonly engine: PolicyEngine;
   readonly limits: BundleLimits;
   readonly memoryInitialPages: number;
-  /** The tenants' signature keys, read at start (key files are I/O). */
+  /**
+   * The tenants' signature keys (key files are I/O): read at start, for a tenant discovered
+   * after start, and again when a signature is refused for a key reason (see
+   * `trustRereadIntervalMs`).
+   */
   readonly loadTrust: () => Promise<TrustStore>;
+  /**
+   * Least time between two reads of the keys on behalf of one tenant whose bundle or delta
+   * was refused for a key reason (default DEFAULT_TRUST_REREAD_INTERVAL_MS): a flood of
+   * refused pushes reads the key files at most this often per tenant.
+   */
+  readonly trustRereadIntervalMs?: number;
+  /** A monotonic clock in milliseconds (default `performance.now`); injected by tests. */
+  readonly nowMs?: () => number;
   /** Last known good store; undefined disables persistence. */
   readonly persisted?: LastKnownGood;
   /** Most decision test vectors a bundle may carry (each runs before activation). */
@@ -86,6 +99,24 @@ export interface TenantManagerOptions {
    */
   readonly shadowPrivacy?: ShadowPrivacy;
 }
+
+/** Default of `TenantManagerOptions.trustRereadIntervalMs`. */
+export const DEFAULT_TRUST_REREAD_INTERVAL_MS = 5_000;
+
+/**
+ * Signature refusals that keys read since could turn around, so the keys are read again
+ * before one is final: a key that was not there (a new tenant's, a new key id: KEY_UNKNOWN,
+ * or UNEXPECTED for a tenant that had none), a key replaced in place under the same id (a
+ * rotation: INVALID - a Kubernetes Secret is updated in place, the files change without a
+ * restart), or a configured tenant whose listed key was missing at the last read
+ * (CONFIG_INVALID, which only the trust policy throws here).
+ */
+const KEY_REFUSALS: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  ErrorCodes.BUNDLE_SIGNATURE_UNEXPECTED,
+  ErrorCodes.BUNDLE_SIGNATURE_KEY_UNKNOWN,
+  ErrorCodes.BUNDLE_SIGNATURE_INVALID,
+  ErrorCodes.CONFIG_INVALID,
+]);
 
 export type ActivationPhase = 'read' | 'verify' | 'compile' | 'load' | 'test' | 'swap' | 'persist';
 
@@ -109,6 +140,12 @@ interface TenantEntry {
   deltaData: Record<string, unknown> | undefined;
   /** A staged revision evaluated beside the active one on live traffic. */
   shadow: ShadowState | undefined;
+  /** When the keys were last read on this tenant's behalf (`nowMs`); undefined: not since start. */
+  trustReadAt: number | undefined;
+  /** Discovered after start: its first verification reads the keys first (they may be newer than start's). */
+  trustStale: boolean;
+  /** Why the last read on this tenant's behalf failed (refuses it while `trustStale`). */
+  trustReadError: PavilionError | undefined;
 }
 
 /** The steps of the gate that differ between an activation and a shadow staging. */
@@ -148,14 +185,25 @@ export class TenantManager implements Component {
   readonly #options: TenantManagerOptions;
   readonly #tenants = new Map<string, TenantEntry>();
   #trust: TrustStore | undefined;
+  /** Reads of the keys started, and which one `#trust` came from (a slower older read never replaces a newer one). */
+  #trustReadsStarted = 0;
+  #trustReadApplied = 0;
   #started = false;
+  readonly #trustRereadIntervalMs: number;
+  readonly #nowMs: () => number;
 
   constructor(options: TenantManagerOptions) {
+    const interval = options.trustRereadIntervalMs ?? DEFAULT_TRUST_REREAD_INTERVAL_MS;
+    if (!Number.isFinite(interval) || interval < 0) {
+      throw new PavilionError(ErrorCodes.CONFIG_INVALID, `trustRereadIntervalMs must be a non-negative number, not ${interval}`);
+    }
     this.#options = options;
+    this.#trustRereadIntervalMs = interval;
+    this.#nowMs = options.nowMs ?? ((): number => performance.now());
   }
 
   async start(): Promise<void> {
-    this.#trust = await this.#options.loadTrust();
+    await this.#readTrust();
     const explicit = this.#options.tenants.length > 0;
     let configured: TenantConfig[] = [...this.#options.tenants];
     if (!explicit) {
@@ -182,7 +230,7 @@ export class TenantManager implements Component {
     }).catch(() => undefined);
   }
 
-  #add(config: TenantConfig, explicit: boolean): TenantEntry {
+  #add(config: TenantConfig, explicit: boolean, discovered = false): TenantEntry {
     // Resolve the trust policy now, so a tenant naming an unknown key fails at start.
     this.#trustStore().policyFor(config, explicit);
     const entry: TenantEntry = {
@@ -200,6 +248,9 @@ export class TenantManager implements Component {
       deltaSequence: 0,
       deltaData: undefined,
       shadow: undefined,
+      trustReadAt: undefined,
+      trustStale: discovered,
+      trustReadError: undefined,
     };
     this.#tenants.set(config.id, entry);
     return entry;
@@ -212,7 +263,7 @@ export class TenantManager implements Component {
   discover(tenant: string): boolean {
     if (this.#tenants.has(tenant)) return true;
     if (this.#options.tenants.length > 0 || !TENANT_ID_PATTERN.test(tenant)) return false;
-    this.#add(discoveredTenant(tenant), false);
+    this.#add(discoveredTenant(tenant), false, true);
     return true;
   }
 
@@ -222,7 +273,69 @@ export class TenantManager implements Component {
 
   /** Read the verification keys again (a keys directory may have gained a new tenant's key). */
   async refreshTrust(): Promise<void> {
-    this.#trust = await this.#options.loadTrust();
+    const stale = [...this.#tenants.values()].filter((entry) => entry.trustStale);
+    await this.#readTrust();
+    for (const entry of stale) entry.trustStale = false; // discovered before this read began
+  }
+
+  /**
+   * Read the keys and use them from now on. They replace the previous keys as a whole, so a
+   * key gone from disk is no longer trusted either; a read that fails leaves the previous
+   * keys in place and throws.
+   */
+  async #readTrust(): Promise<void> {
+    const read = ++this.#trustReadsStarted;
+    const trust = await this.#options.loadTrust();
+    if (read > this.#trustReadApplied) {
+      this.#trust = trust;
+      this.#trustReadApplied = read;
+    }
+  }
+
+  /**
+   * Read the keys again on the tenant's behalf, unless that was done less than
+   * `trustRereadIntervalMs` ago (then false: the caller keeps what it has). Throws, with the
+   * previous keys kept, when they cannot be read.
+   */
+  async #rereadTrust(entry: TenantEntry): Promise<boolean> {
+    const now = this.#nowMs();
+    if (entry.trustReadAt !== undefined && now - entry.trustReadAt < this.#trustRereadIntervalMs) return false;
+    entry.trustReadAt = now;
+    try {
+      await this.#readTrust();
+    } catch (error) {
+      entry.trustReadError = wrapError(error, ErrorCodes.BUNDLE_KEY_INVALID, 'reading the trusted keys again');
+      throw entry.trustReadError;
+    }
+    entry.trustReadError = undefined;
+    entry.trustStale = false;
+    return true;
+  }
+
+  /**
+   * Verify with the tenant's signature policy, by the keys on disk: a tenant discovered after
+   * start reads them first; a refusal for a key reason (KEY_REFUSALS) reads them again
+   * (rate limited per tenant) and verifies once more, and stands if it is refused again. Fail
+   * closed: a discovered tenant whose keys could not be read is refused until a read succeeds.
+   */
+  async #verifyWithKeys<T>(entry: TenantEntry, verify: (policy: SignaturePolicy) => Promise<T>): Promise<T> {
+    if (entry.trustStale && !(await this.#rereadTrust(entry))) {
+      throw entry.trustReadError ?? new PavilionError(ErrorCodes.BUNDLE_KEY_INVALID, `the trusted keys of tenant ${entry.config.id} could not be read`);
+    }
+    try {
+      return await verify(this.#trustStore().policyFor(entry.config, entry.explicit));
+    } catch (error) {
+      if (!isPavilionError(error) || !KEY_REFUSALS.has(error.code)) throw error;
+      let reread: boolean;
+      try {
+        reread = await this.#rereadTrust(entry);
+      } catch (readError) {
+        const cause = readError as PavilionError;
+        throw new PavilionError(cause.code, `${error.message}; reading the trusted keys again failed: ${cause.message}`, { cause });
+      }
+      if (!reread) throw error;
+      return await verify(this.#trustStore().policyFor(entry.config, entry.explicit));
+    }
   }
 
   #trustStore(): TrustStore {
@@ -352,7 +465,7 @@ export class TenantManager implements Component {
     // to inspect, and a refused signature still wins (it is awaited first).
     const compiling = compilePolicy(bundle, { initialMemoryPages: this.#options.memoryInitialPages });
     compiling.catch(() => undefined);
-    const signature = await verifyBundleSignature(bundle.files, this.#trustStore().policyFor(entry.config, entry.explicit));
+    const signature = await this.#verifyWithKeys(entry, (policy) => verifyBundleSignature(bundle.files, policy));
     phase('verify');
     if (steps.unchanged(bundle)) return undefined;
     steps.admit?.(bundle, signature);
@@ -449,6 +562,16 @@ export class TenantManager implements Component {
     const snapshot = entry.snapshot;
     const base = entry.origin?.sequence;
     const last = deltas.at(-1);
+    if (base !== undefined && last !== undefined && deltas.every((delta) => delta.base < base)) {
+      // Checked against an older deploy while the activation of this one waited in the queue
+      // (a live delta, or a replay read of the stream spanning the deploy): obsolete, not
+      // refused. Not recorded as a failure, like the stale rebuild below. (Activations queued
+      // before this call have run by now; one that was refused leaves the older deploy
+      // active, and its deltas apply.)
+      throw new PavilionError(ErrorCodes.BUNDLE_DELTA_SEQUENCE, `deltas of deploy ${last.base} no longer apply: deploy ${base} was activated meanwhile`, {
+        details: { base, received: last.base },
+      });
+    }
     if (mode === 'rebuild' && last !== undefined && last.base === base && last.sequence < entry.deltaSequence) {
       // A replay read before newer deltas were applied: applying it would serve older data.
       // Not recorded as a failure: the tenant already serves newer data of the same deploy.
@@ -496,7 +619,7 @@ export class TenantManager implements Component {
   async #verifyDelta(entry: TenantEntry, delta: DeltaUpdate): Promise<void> {
     const content = { tenant: entry.config.id, base: delta.base, sequence: delta.sequence, roots: delta.roots, operations: delta.operations };
     try {
-      await verifyDeltaSignature(content, delta.signatures, this.#trustStore().policyFor(entry.config, entry.explicit));
+      await this.#verifyWithKeys(entry, (policy) => verifyDeltaSignature(content, delta.signatures, policy));
     } catch (error) {
       if (!(error instanceof PavilionError)) throw error;
       throw new PavilionError(error.code, `delta ${delta.sequence} of deploy ${delta.base}: ${error.message}`, { cause: error, ...(error.details === undefined ? {} : { details: error.details }) });
