@@ -176,7 +176,9 @@ describe('policy engine', () => {
 });
 
 describe('one tenant\'s burst does not queue another tenant behind it', () => {
-  const engine = new PolicyEngine({ ...ENGINE, evaluationTimeoutMs: 5_000, cache: { ...ENGINE.cache, enabled: false } });
+  // one worker: what is answered first does not depend on how the threads are scheduled (with
+  // two, the other worker answers batches while the one carrying the request waits for a core)
+  const engine = new PolicyEngine({ ...ENGINE, workers: 1, evaluationTimeoutMs: 5_000, cache: { ...ENGINE.cache, enabled: false } });
 
   before(async () => {
     await engine.start();
@@ -186,15 +188,15 @@ describe('one tenant\'s burst does not queue another tenant behind it', () => {
   });
   after(() => engine.stop());
 
-  test('a request sent after 900 of another tenant is answered after at most a batch per worker of them', async () => {
+  test('a request sent after 900 of another tenant is answered after at most the batch in flight', async () => {
     let burstDone = 0;
     const burst = Array.from({ length: 900 }, (_, i) => engine.evaluate('burst', 'burst/echo', { i }).then(() => { burstDone++; }));
     const calm = engine.evaluate('calm', 'calm/echo', { i: 'calm' }).then((d) => ({ result: d.result, burstDoneBefore: burstDone }));
     const { result, burstDoneBefore } = await calm;
     assert.deepEqual(result, { i: 'calm' });
-    // round-robin: the calm request rides in the first batch a worker takes after it arrived;
-    // the other worker may answer a few batches of 64 while that one runs (a FIFO put it behind 450)
-    assert.ok(burstDoneBefore <= 4 * 64, `${burstDoneBefore} of the burst were answered first`);
+    // round-robin: the calm request rides in the first batch the worker takes after it arrived,
+    // so only the batch of 64 in flight (if any) is answered before it (a FIFO put it behind 900)
+    assert.ok(burstDoneBefore <= 64, `${burstDoneBefore} of the burst were answered first`);
     await Promise.all(burst);
     assert.equal(burstDone, 900);
   });
