@@ -7,11 +7,12 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { LastKnownGood, type PersistedBundleMeta } from '../sidecar/src/bundles/index.ts';
+import { MAX_PERSISTED_DELTAS } from '../sidecar/src/bundles/last-known-good.ts';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
 
 const sha256 = (text: string): string => createHash('sha256').update(text).digest('hex');
@@ -82,5 +83,71 @@ describe('last known good', () => {
     await store.save(Buffer.from('good'), meta('r8', 8, 'good'));
     await assert.rejects(store.save(Buffer.from('other bytes'), meta('r9', 9, 'good but not these')), (e: unknown) => isPavilionError(e, ErrorCodes.BUNDLE_DIGEST_MISMATCH));
     assert.equal((await store.load('bank'))?.meta.revision, 'r8');
+  });
+
+  describe('deltas', () => {
+    const delta = (sequence: number, value: number, base = 10): { base: number; sequence: number; roots: string[]; operations: Array<{ op: 'upsert'; path: string; value: number }>; signatures: string[] } =>
+      ({ base, sequence, roots: ['bank'], operations: [{ op: 'upsert', path: '/bank/limits/max', value }], signatures: [`sig-${sequence}`] });
+
+    test('the deltas saved for the snapshot the metadata names are what a load returns, in order', async () => {
+      const store = new LastKnownGood(directory);
+      const m = meta('d1', 10, 'snapshot-d1');
+      await store.save(Buffer.from('snapshot-d1'), m);
+      await store.saveDeltas({ tenant: 'bank', digest: m.digest, base: 10 }, [delta(1, 20)]);
+      await store.saveDeltas({ tenant: 'bank', digest: m.digest, base: 10 }, [delta(1, 20), delta(2, 3)]);
+      assert.deepEqual(await store.loadDeltas(m), { deltas: [delta(1, 20), delta(2, 3)] });
+    });
+
+    test('a new deploy (even of the same bytes) drops the previous deploy\'s deltas; a leftover of it is never read for the new one', async () => {
+      const store = new LastKnownGood(directory);
+      const old = meta('d2', 11, 'snapshot-d2');
+      await store.save(Buffer.from('snapshot-d2'), old);
+      await store.saveDeltas({ tenant: 'bank', digest: old.digest, base: 11 }, [delta(1, 20, 11)]);
+      const oldFile = store.deltasFile({ tenant: 'bank', digest: old.digest, base: 11 });
+      const oldContent = await readFile(oldFile);
+      const next = meta('d2', 12, 'snapshot-d2');
+      await store.save(Buffer.from('snapshot-d2'), next);
+      assert.ok(!(await readdir(join(directory, 'bank'))).some((f) => f.startsWith('deltas-')), 'the old deploy\'s file is removed after the commit point');
+      await writeFile(oldFile, oldContent); // a crash before that removal
+      assert.deepEqual(await store.loadDeltas(next), { deltas: [] });
+      // copied under the new deploy's name: the binding inside refuses it
+      await writeFile(store.deltasFile({ tenant: 'bank', digest: next.digest, base: 12 }), oldContent);
+      const loaded = await store.loadDeltas(next);
+      assert.deepEqual(loaded.deltas, []);
+      assert.ok(isPavilionError(loaded.refused, ErrorCodes.BUNDLE_DELTA_SEQUENCE));
+    });
+
+    test('a delta that does not read is refused with its code, with the deltas before it returned', async () => {
+      const store = new LastKnownGood(directory);
+      const m = meta('d3', 13, 'snapshot-d3');
+      await store.save(Buffer.from('snapshot-d3'), m);
+      const binding = { tenant: 'bank', digest: m.digest, base: 13 };
+      await store.saveDeltas(binding, [delta(1, 20, 13), delta(2, 30, 13), delta(3, 3, 13)]);
+      const file = JSON.parse(await readFile(store.deltasFile(binding), 'utf8')) as { deltas: Array<Record<string, unknown>> };
+      file.deltas[1] = { ...file.deltas[1], patch: { data: [{ op: 'explode', path: '/bank' }] } };
+      await writeFile(store.deltasFile(binding), JSON.stringify(file));
+      const loaded = await store.loadDeltas(m);
+      assert.deepEqual(loaded.deltas, [delta(1, 20, 13)]);
+      assert.ok(isPavilionError(loaded.refused, ErrorCodes.BUNDLE_DELTA_INVALID));
+      await writeFile(store.deltasFile(binding), '{"v":1,');
+      assert.ok(isPavilionError((await store.loadDeltas(m)).refused, ErrorCodes.BUNDLE_DELTA_INVALID), 'not JSON');
+    });
+
+    test('deltas over the byte bound or the per-deploy count are refused on save and on load (ERR_BUNDLE_DELTA_LIMIT)', async () => {
+      const small = new LastKnownGood(directory, { maxDeltasBytes: 300 });
+      const m = meta('d4', 14, 'snapshot-d4');
+      await small.save(Buffer.from('snapshot-d4'), m);
+      const binding = { tenant: 'bank', digest: m.digest, base: 14 };
+      await assert.rejects(small.saveDeltas(binding, [1, 2, 3].map((n) => delta(n, n, 14))), (e: unknown) => isPavilionError(e, ErrorCodes.BUNDLE_DELTA_LIMIT));
+      await new LastKnownGood(directory).saveDeltas(binding, [1, 2, 3].map((n) => delta(n, n, 14)));
+      const loaded = await small.loadDeltas(m);
+      assert.deepEqual(loaded.deltas, []);
+      assert.ok(isPavilionError(loaded.refused, ErrorCodes.BUNDLE_DELTA_LIMIT));
+      const many = Array.from({ length: MAX_PERSISTED_DELTAS + 1 }, (_, i) => delta(i + 1, i, 14));
+      await assert.rejects(new LastKnownGood(directory).saveDeltas(binding, many), (e: unknown) => isPavilionError(e, ErrorCodes.BUNDLE_DELTA_LIMIT));
+      const file = JSON.parse(await readFile(small.deltasFile(binding), 'utf8')) as { deltas: unknown[] };
+      await writeFile(small.deltasFile(binding), JSON.stringify({ ...file, deltas: Array.from({ length: MAX_PERSISTED_DELTAS + 1 }, () => file.deltas[0]) }));
+      assert.ok(isPavilionError((await new LastKnownGood(directory).loadDeltas(m)).refused, ErrorCodes.BUNDLE_DELTA_LIMIT));
+    });
   });
 });

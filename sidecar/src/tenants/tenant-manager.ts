@@ -10,6 +10,13 @@
  * A bundle that fails any step is refused with its code and the tenant keeps serving its
  * previous revision; the failure is kept for health and status. Activations of one tenant
  * run one at a time, in arrival order.
+ *
+ * Deltas applied on a snapshot are persisted beside it after each successful application
+ * (best effort: a failed write does not undo the application). A start that serves the
+ * persisted snapshot (the source did not answer) verifies and applies its persisted deltas
+ * in order, under the live sequence guard; the first one refused (its code kept for health
+ * and status) ends the replay, and the snapshot with the deltas before it serves, as after a
+ * refused live delta.
  */
 import {
   applyPatch,
@@ -116,6 +123,8 @@ const KEY_REFUSALS: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   ErrorCodes.BUNDLE_SIGNATURE_KEY_UNKNOWN,
   ErrorCodes.BUNDLE_SIGNATURE_INVALID,
   ErrorCodes.CONFIG_INVALID,
+  // a key file the last read could not load (the trust store refuses its key id with why): it may be fixed or rewritten since
+  ErrorCodes.BUNDLE_KEY_INVALID,
 ]);
 
 export type ActivationPhase = 'read' | 'verify' | 'compile' | 'load' | 'test' | 'swap' | 'persist';
@@ -133,11 +142,13 @@ interface TenantEntry {
   readonly replaced: Set<string>;
   /** The activation chain: one activation at a time per tenant. */
   queue: Promise<unknown>;
-  /** The active snapshot, kept to apply deltas without recompiling. */
-  snapshot: { readonly compiled: CompiledPolicy; readonly roots: readonly string[]; readonly tests: readonly DecisionTest[] } | undefined;
+  /** The active snapshot, kept to apply deltas without recompiling (`digest`: the archive's SHA-256). */
+  snapshot: Snapshot | undefined;
   /** Deltas applied on top of the snapshot (0 = none) and the data they produced. */
   deltaSequence: number;
   deltaData: Record<string, unknown> | undefined;
+  /** The deltas 1..deltaSequence themselves, as received (persisted with the snapshot). */
+  appliedDeltas: readonly DeltaUpdate[];
   /** A staged revision evaluated beside the active one on live traffic. */
   shadow: ShadowState | undefined;
   /** When the keys were last read on this tenant's behalf (`nowMs`); undefined: not since start. */
@@ -146,6 +157,21 @@ interface TenantEntry {
   trustStale: boolean;
   /** Why the last read on this tenant's behalf failed (refuses it while `trustStale`). */
   trustReadError: PavilionError | undefined;
+}
+
+interface Snapshot {
+  readonly compiled: CompiledPolicy;
+  readonly roots: readonly string[];
+  readonly tests: readonly DecisionTest[];
+  readonly digest: string;
+}
+
+/** Deltas folded onto data: how far they got, and why they stopped short (if they did). */
+interface DeltaFold {
+  readonly sequence: number;
+  readonly data: Record<string, unknown>;
+  readonly applied: readonly DeltaUpdate[];
+  readonly error?: PavilionError;
 }
 
 /** The steps of the gate that differ between an activation and a shadow staging. */
@@ -222,12 +248,59 @@ export class TenantManager implements Component {
     } catch {
       // fall back to the last known good below
     }
-    const persisted = await this.#options.persisted?.load(tenant);
-    if (persisted === undefined || this.#options.engine.active(tenant) !== undefined) return;
-    await this.activate(tenant, persisted.archive, {
+    const store = this.#options.persisted;
+    const persisted = await store?.load(tenant);
+    if (store === undefined || persisted === undefined || this.#options.engine.active(tenant) !== undefined) return;
+    const entry = this.#tenants.get(tenant);
+    if (entry === undefined) return;
+    const deltas = await store.loadDeltas(persisted.meta);
+    const activation = this.activate(tenant, persisted.archive, {
       kind: 'persisted',
       ...(persisted.meta.sequence === undefined ? {} : { sequence: persisted.meta.sequence }),
-    }).catch(() => undefined);
+    });
+    // queued right behind the activation: nothing else runs in between
+    const replay = entry.queue.then(() => this.#replayPersistedDeltas(entry, persisted.meta.digest, deltas.deltas, deltas.refused));
+    entry.queue = replay.catch(() => undefined);
+    await Promise.all([activation.catch(() => undefined), replay.catch(() => undefined)]);
+  }
+
+  /**
+   * The persisted deltas of the persisted snapshot, at start: each verified and checked as a
+   * live delta is (deploy, sequence guard, signature, roots, patch), in order; the first
+   * refused ends the replay with its code, and the snapshot with the deltas before it serves
+   * (one load, the snapshot's test vectors run on it). Nothing is written back: the file
+   * stays as it is until the source's deltas replace it.
+   */
+  async #replayPersistedDeltas(entry: TenantEntry, digest: string, deltas: readonly DeltaUpdate[], refused: PavilionError | undefined): Promise<void> {
+    const tenant = entry.config.id;
+    const snapshot = entry.snapshot;
+    const base = entry.origin?.sequence;
+    // Only onto the snapshot they were persisted with, while nothing else was activated.
+    if (entry.origin?.kind !== 'persisted' || snapshot === undefined || base === undefined || snapshot.digest !== digest || entry.deltaSequence !== 0) return;
+    const fold = await this.#foldDeltas(entry, snapshot, base, 0, snapshot.compiled.data, deltas);
+    let loaded: LoadedPolicy | undefined;
+    try {
+      if (fold.sequence > 0) {
+        loaded = await this.#options.engine.load({ ...snapshot.compiled, data: fold.data, variant: `${base}.${fold.sequence}` });
+        await this.#runDecisionTests(loaded, snapshot.tests);
+        this.#options.engine.promote(loaded);
+        loaded = undefined;
+        entry.deltaSequence = fold.sequence;
+        entry.deltaData = fold.data;
+        entry.appliedDeltas = fold.applied;
+      }
+    } catch (error) {
+      if (loaded !== undefined) this.#options.engine.discard(loaded);
+      this.#recordFailure(tenant, wrapError(error, ErrorCodes.BUNDLE_DELTA_INVALID, `applying the persisted deltas 1-${fold.sequence} of deploy ${base}`));
+      return;
+    }
+    const error = fold.error ?? refused;
+    if (error !== undefined) {
+      this.#recordFailure(tenant, new PavilionError(error.code, `persisted deltas of deploy ${base}: ${error.message}; serving the snapshot with the persisted deltas 1-${fold.sequence}`, {
+        cause: error,
+        details: { ...error.details, base, applied: fold.sequence, persisted: true },
+      }));
+    }
   }
 
   #add(config: TenantConfig, explicit: boolean, discovered = false): TenantEntry {
@@ -247,6 +320,7 @@ export class TenantManager implements Component {
       snapshot: undefined,
       deltaSequence: 0,
       deltaData: undefined,
+      appliedDeltas: [],
       shadow: undefined,
       trustReadAt: undefined,
       trustStale: discovered,
@@ -392,10 +466,15 @@ export class TenantManager implements Component {
     try {
       entry.lastSuccessfulDownload = new Date().toISOString();
       const current = engine.active(tenant);
+      let same: Bundle | undefined;
       const passed = await this.#passGate(entry, archive, {
         phase,
         // Already serving these bytes (a resync, or a pointer re-announced): nothing to swap.
-        unchanged: (bundle) => current?.bundleDigest === bundle.digest,
+        unchanged: (bundle) => {
+          if (current?.bundleDigest !== bundle.digest) return false;
+          same = bundle;
+          return true;
+        },
         admit: (bundle, signature) => this.#checkReplay(entry, bundle, signature, origin),
       });
       if (passed === undefined) {
@@ -411,6 +490,9 @@ export class TenantManager implements Component {
           }
           entry.deltaSequence = 0;
           entry.deltaData = undefined;
+          entry.appliedDeltas = [];
+          // The persisted meta names the new deploy (its save drops the old deploy's deltas).
+          if (origin.kind !== 'persisted' && same !== undefined) await this.#persistSnapshot(tenant, archive, same, origin);
         }
         entry.origin = origin;
         entry.lastError = undefined;
@@ -426,20 +508,15 @@ export class TenantManager implements Component {
       entry.signature = signature;
       entry.origin = origin;
       entry.testsPassed = tests.length;
-      entry.snapshot = { compiled, roots: bundle.manifest.roots, tests };
+      entry.snapshot = { compiled, roots: bundle.manifest.roots, tests, digest: bundle.digest };
       entry.deltaSequence = 0;
       entry.deltaData = undefined;
+      entry.appliedDeltas = [];
       entry.lastError = undefined;
       entry.lastSuccessfulActivation = active.activatedAt.toISOString();
       this.#options.onActivation?.(tenant, 'ok');
       if (origin.kind !== 'persisted') {
-        await this.#options.persisted?.save(archive, {
-          tenant,
-          revision: bundle.revision,
-          digest: bundle.digest,
-          ...(origin.sequence === undefined ? {} : { sequence: origin.sequence }),
-          savedAt: new Date().toISOString(),
-        }).catch(() => undefined); // persistence is best effort; serving is not affected
+        await this.#persistSnapshot(tenant, archive, bundle, origin);
         phase('persist');
       }
       return active;
@@ -447,6 +524,26 @@ export class TenantManager implements Component {
       if (loaded !== undefined) engine.discard(loaded);
       throw this.#recordFailure(tenant, wrapError(error, ErrorCodes.BUNDLE_WASM_INVALID, 'activating bundle'));
     }
+  }
+
+  /** Persist an activated snapshot as last known good (its save drops every other snapshot's deltas). */
+  async #persistSnapshot(tenant: string, archive: Buffer, bundle: Bundle, origin: ActivationOrigin): Promise<void> {
+    await this.#options.persisted?.save(archive, {
+      tenant,
+      revision: bundle.revision,
+      digest: bundle.digest,
+      ...(origin.sequence === undefined ? {} : { sequence: origin.sequence }),
+      savedAt: new Date().toISOString(),
+    }).catch(() => undefined); // persistence is best effort; serving is not affected
+  }
+
+  /**
+   * Persist the deltas applied on the active snapshot, bound to its digest and deploy. Best
+   * effort: a failed write leaves the previous file (a prefix of these deltas, for the same
+   * snapshot) and does not fail the application.
+   */
+  async #persistDeltas(entry: TenantEntry, snapshot: Snapshot, base: number): Promise<void> {
+    await this.#options.persisted?.saveDeltas({ tenant: entry.config.id, digest: snapshot.digest, base }, entry.appliedDeltas).catch(() => undefined);
   }
 
   /**
@@ -584,9 +681,38 @@ export class TenantManager implements Component {
       if (snapshot === undefined || base === undefined) {
         throw new PavilionError(ErrorCodes.BUNDLE_DELTA_SEQUENCE, `tenant ${tenant} has no distributed snapshot to apply deltas to`);
       }
-      let sequence = mode === 'rebuild' ? 0 : entry.deltaSequence;
-      let data = mode === 'rebuild' || entry.deltaData === undefined ? snapshot.compiled.data : entry.deltaData;
-      for (const delta of deltas) {
+      const start = mode === 'rebuild' ? 0 : entry.deltaSequence;
+      const fold = await this.#foldDeltas(entry, snapshot, base, start, mode === 'rebuild' || entry.deltaData === undefined ? snapshot.compiled.data : entry.deltaData, deltas);
+      if (fold.error !== undefined) throw fold.error;
+      const { sequence, data } = fold;
+      if (deltas.length === 0) return entry.deltaSequence;
+      loaded = await this.#options.engine.load({ ...snapshot.compiled, data, variant: `${base}.${sequence}` });
+      await this.#runDecisionTests(loaded, snapshot.tests);
+      this.#options.engine.promote(loaded);
+      loaded = undefined;
+      entry.deltaSequence = sequence;
+      entry.deltaData = data;
+      entry.appliedDeltas = mode === 'rebuild' ? fold.applied : [...entry.appliedDeltas, ...fold.applied];
+      entry.lastError = undefined;
+      await this.#persistDeltas(entry, snapshot, base);
+      return sequence;
+    } catch (error) {
+      if (loaded !== undefined) this.#options.engine.discard(loaded);
+      throw this.#recordFailure(tenant, wrapError(error, ErrorCodes.BUNDLE_DELTA_INVALID, 'applying delta'));
+    }
+  }
+
+  /**
+   * Fold deltas onto `data`, in order, from the applied delta `start` of deploy `base`: each
+   * must be of that deploy and continue the sequence exactly (the sequence guard), pass the
+   * tenant's signature policy, have the snapshot's roots and patch cleanly. Stops at the
+   * first that does not, with its error (the deltas before it are folded).
+   */
+  async #foldDeltas(entry: TenantEntry, snapshot: Snapshot, base: number, start: number, data: Record<string, unknown>, deltas: readonly DeltaUpdate[]): Promise<DeltaFold> {
+    let sequence = start;
+    const applied: DeltaUpdate[] = [];
+    for (const delta of deltas) {
+      try {
         if (delta.base !== base) {
           throw new PavilionError(ErrorCodes.BUNDLE_DELTA_SEQUENCE, `delta ${delta.sequence} is for deploy ${delta.base}; the active snapshot is deploy ${base}`);
         }
@@ -598,21 +724,13 @@ export class TenantManager implements Component {
         await this.#verifyDelta(entry, delta);
         checkDeltaRoots(delta.roots, snapshot.roots);
         data = applyPatch(data, delta.operations, snapshot.roots);
-        sequence = delta.sequence;
+      } catch (error) {
+        return { sequence, data, applied, error: wrapError(error, ErrorCodes.BUNDLE_DELTA_INVALID, 'applying delta') };
       }
-      if (deltas.length === 0) return entry.deltaSequence;
-      loaded = await this.#options.engine.load({ ...snapshot.compiled, data, variant: `${base}.${sequence}` });
-      await this.#runDecisionTests(loaded, snapshot.tests);
-      this.#options.engine.promote(loaded);
-      loaded = undefined;
-      entry.deltaSequence = sequence;
-      entry.deltaData = data;
-      entry.lastError = undefined;
-      return sequence;
-    } catch (error) {
-      if (loaded !== undefined) this.#options.engine.discard(loaded);
-      throw this.#recordFailure(tenant, wrapError(error, ErrorCodes.BUNDLE_DELTA_INVALID, 'applying delta'));
+      sequence = delta.sequence;
+      applied.push(delta);
     }
+    return { sequence, data, applied };
   }
 
   /** A delta changes policy data as a bundle does: it passes the tenant's signature policy too. */
@@ -696,7 +814,7 @@ export class TenantManager implements Component {
       state: t.state,
       revision: t.active?.revision,
       error: t.lastError?.code,
-      ...(t.origin?.kind === 'persisted' ? { persisted: true } : {}),
+      ...(t.origin?.kind === 'persisted' ? { persisted: true, persistedDeltas: this.#tenants.get(t.id)?.deltaSequence ?? 0 } : {}),
     }]));
     if (tenants.length === 0) return { state: 'ERROR', message: 'no tenants configured or found', details };
     // A configured tenant without a policy fails readiness: the operator said it must be
