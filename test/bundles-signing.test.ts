@@ -186,11 +186,12 @@ describe('refusals, each with its code', () => {
     assert.match(contentSha256, /^[0-9a-f]{64}$/);
   });
 
-  test('a key file in the keys directory that cannot be read -> ERR_BUNDLE_KEY_INVALID naming it', async () => {
+  test('a key file in the keys directory that cannot be read -> ERR_BUNDLE_KEY_INVALID naming it, recorded against its key id (the load goes on)', async () => {
     const keysDir = await mkdtemp(join(tmpdir(), 'pavilion-keys-'));
     try {
       await mkdir(join(keysDir, 'bank.pub.pem')); // a directory where a key file should be
-      await assert.rejects(TrustStore.load({}, keysDir), (error: unknown) => isPavilionError(error) && error.code === ErrorCodes.BUNDLE_KEY_INVALID && /bank\.pub\.pem/.test(error.message));
+      const [invalid] = (await TrustStore.load({}, keysDir)).invalidKeys;
+      assert.ok(invalid !== undefined && isPavilionError(invalid.error) && invalid.error.code === ErrorCodes.BUNDLE_KEY_INVALID && /bank\.pub\.pem/.test(invalid.error.message), String(invalid?.error));
     } finally {
       await rm(keysDir, { recursive: true, force: true });
     }

@@ -40,6 +40,6 @@ export {
   type SigningAlgorithm,
   type VerificationKey,
 } from './signing.ts';
-export { TrustStore } from './trust.ts';
+export { TrustStore, type InvalidKey } from './trust.ts';
 export { LastKnownGood, type PersistedBundle, type PersistedBundleMeta } from './last-known-good.ts';
 export { applyPatch, checkDeltaRoots, parsePatch, parsePatchPath, type PatchOperation } from './delta.ts';

@@ -206,18 +206,159 @@ export function isPavilionError(value: unknown, code?: ErrorCode): value is Pavi
   return value instanceof PavilionError && (code === undefined || value.code === code);
 }
 
-/** Text of anything thrown, including the strings and plain objects opa-wasm throws. */
+/** Most characters `describeThrown` returns (a longer text is cut and says so). */
+export const MAX_THROWN_DESCRIPTION_CHARS = 16_384;
+
+/** Deepest nesting `describeThrown` writes out for a thrown object (deeper: `{…}` / `[…]`). */
+const MAX_THROWN_DESCRIPTION_DEPTH = 16;
+
+/**
+ * Text of anything thrown, including the strings and plain objects opa-wasm throws. Total:
+ * it is called in catch blocks everywhere, so it returns a string for any value - an object
+ * with no prototype or holding a BigInt, a Proxy, a getter or `toJSON` that throws, a cycle -
+ * and never throws itself. Bounded: at most MAX_THROWN_DESCRIPTION_CHARS characters (and a
+ * short mark saying it was cut), however long the message or large and deep the object.
+ * An Error's text is its message; an object's, its `message` when that is a string, else its
+ * JSON (as `JSON.stringify` writes it, with BigInts as `1n`, cycles as `[Circular]` and
+ * unreadable values as `[unreadable]`).
+ */
 export function describeThrown(thrown: unknown): string {
-  if (thrown instanceof Error) return thrown.message;
-  if (typeof thrown === 'string') return thrown;
-  if (typeof thrown === 'object' && thrown !== null && 'message' in thrown) {
-    const message = (thrown as { message: unknown }).message;
-    if (typeof message === 'string') return message;
-  }
   try {
-    return JSON.stringify(thrown);
+    return describeUnbounded(thrown);
   } catch {
-    return String(thrown);
+    return undescribable(thrown);
+  }
+}
+
+/** `describeThrown`, but throwing what reading the value throws. */
+function describeUnbounded(thrown: unknown): string {
+  if (typeof thrown === 'string') return bounded(thrown);
+  if (thrown instanceof Error) {
+    const message: unknown = thrown.message;
+    if (typeof message === 'string') return bounded(message);
+  }
+  switch (typeof thrown) {
+    case 'undefined': return 'undefined';
+    case 'bigint':
+    case 'symbol': return bounded(String(thrown));
+    case 'function': return bounded(`[function ${typeof thrown.name === 'string' && thrown.name !== '' ? thrown.name : 'anonymous'}]`);
+    default: break;
+  }
+  if (typeof thrown === 'object' && thrown !== null && 'message' in thrown) {
+    const message: unknown = (thrown as { message: unknown }).message;
+    if (typeof message === 'string') return bounded(message);
+  }
+  return jsonDescription(thrown) ?? undescribable(thrown);
+}
+
+/** What is left to say of a value that could not be read at all (a revoked Proxy, ...). */
+function undescribable(thrown: unknown): string {
+  let tag: string;
+  try {
+    tag = Object.prototype.toString.call(thrown);
+  } catch {
+    tag = typeof thrown;
+  }
+  return `an undescribable thrown value (${tag})`;
+}
+
+/** The text, or its first MAX_THROWN_DESCRIPTION_CHARS characters and a mark (how much more, when `whole`: the text is all there is). */
+function bounded(text: string, whole = true): string {
+  if (text.length <= MAX_THROWN_DESCRIPTION_CHARS) return text;
+  let end = MAX_THROWN_DESCRIPTION_CHARS;
+  const last = text.charCodeAt(end - 1);
+  if (last >= 0xd800 && last <= 0xdbff) end--; // do not split a surrogate pair
+  return `${text.slice(0, end)}… (cut${whole ? `, ${text.length - end} more characters` : ''})`;
+}
+
+/** Thrown by the writer below when the description is long enough (caught there). */
+const DESCRIPTION_FULL: unique symbol = Symbol('description full');
+
+/**
+ * `JSON.stringify(value)` written out at most to the length limit (so a huge object costs no
+ * more than that), depth limited, and never throwing for what a value holds. Undefined when
+ * JSON has no text for the value (a `toJSON` answering undefined).
+ */
+function jsonDescription(value: unknown): string | undefined {
+  const parts: string[] = [];
+  let length = 0;
+  const push = (text: string): void => {
+    parts.push(text);
+    length += text.length;
+    if (length > MAX_THROWN_DESCRIPTION_CHARS) throw DESCRIPTION_FULL;
+  };
+  const quote = (text: string): string => JSON.stringify(text.length > MAX_THROWN_DESCRIPTION_CHARS ? text.slice(0, MAX_THROWN_DESCRIPTION_CHARS) : text);
+  const ancestors = new Set<object>();
+  /** The value JSON writes for `holder[key]` (its `toJSON` applied); throws what a getter throws. */
+  const read = (holder: object, key: string): unknown => {
+    const raw: unknown = (holder as Record<string, unknown>)[key];
+    if ((typeof raw !== 'object' || raw === null) && typeof raw !== 'bigint') return raw;
+    const toJSON: unknown = (raw as { toJSON?: unknown }).toJSON;
+    return typeof toJSON === 'function' ? (toJSON as (key: string) => unknown).call(raw, key) : raw;
+  };
+  const omitted = (item: unknown): boolean => item === undefined || typeof item === 'function' || typeof item === 'symbol';
+  const write = (item: unknown, depth: number): void => {
+    switch (typeof item) {
+      case 'string': return push(quote(item));
+      case 'number': return push(Number.isFinite(item) ? String(item) : 'null');
+      case 'boolean': return push(String(item));
+      case 'bigint': return push(`${item}n`);
+      case 'object': break;
+      default: return push('null');
+    }
+    if (item === null) return push('null');
+    if (ancestors.has(item)) return push('"[Circular]"');
+    let array: boolean;
+    let keys: readonly string[];
+    try {
+      array = Array.isArray(item); // throws for a revoked Proxy
+      keys = array ? [] : Object.keys(item); // runs a Proxy's ownKeys trap
+    } catch {
+      return push('"[unreadable]"');
+    }
+    if (depth >= MAX_THROWN_DESCRIPTION_DEPTH) return push(array ? '[…]' : '{…}');
+    ancestors.add(item);
+    if (array) {
+      const count = guarded(() => (item as readonly unknown[]).length);
+      push('[');
+      for (let i = 0; typeof count === 'number' && i < count; i++) {
+        if (i > 0) push(',');
+        const element = guarded(() => read(item, String(i)));
+        write(omitted(element) ? null : element, depth + 1);
+      }
+      push(']');
+    } else {
+      push('{');
+      let first = true;
+      for (const key of keys) {
+        const member = guarded(() => read(item, key));
+        if (omitted(member)) continue;
+        push(`${first ? '' : ','}${quote(key)}:`);
+        first = false;
+        write(member, depth + 1);
+      }
+      push('}');
+    }
+    ancestors.delete(item);
+  };
+  try {
+    const top = read({ '': value }, '');
+    if (omitted(top)) return undefined;
+    write(top, 0);
+  } catch (error) {
+    if (error !== DESCRIPTION_FULL) throw error;
+    return bounded(parts.join(''), false);
+  }
+  return parts.join('');
+}
+
+/** A value's reading, or `[unreadable]` when reading it throws (a getter, a Proxy trap, `toJSON`). */
+function guarded(readValue: () => unknown): unknown {
+  try {
+    return readValue();
+  } catch (error) {
+    if (error === DESCRIPTION_FULL) throw error;
+    return '[unreadable]';
   }
 }
 
