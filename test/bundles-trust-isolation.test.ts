@@ -189,6 +189,10 @@ describe('tenant manager: one tenant with a bad key file', () => {
       });
       assert.equal(tenants.tenant('bob')?.lastError?.code, ErrorCodes.BUNDLE_KEY_INVALID);
       assert.equal(tenants.tenant('alice')?.state, 'OK');
+      // health names the file (before any push is refused, an operator can see it)
+      const status = tenants.status();
+      assert.match(status.message ?? '', /signing keys that cannot be used \(ERR_BUNDLE_KEY_INVALID\): .*bob\.pub\.pem/);
+      assert.deepEqual((status.details?.['invalid_keys'] as Array<{ key_id: string }>).map((k) => k.key_id), ['bob']);
 
       // the file is fixed (the rotation finished): bob's next push reads the keys again
       await writeFile(join(ownKeys, 'bob.pub.pem'), (await signingKey('bob')).publicPem);
@@ -197,6 +201,7 @@ describe('tenant manager: one tenant with a bad key file', () => {
       assert.equal((await tenants.activate('bob', await signedBy('bob', 'bob'))).revision, 'r1');
       assert.equal(reads, readsBefore + 1, 'the refusal read the keys again once');
       assert.equal(tenants.tenant('bob')?.state, 'OK');
+      assert.equal(tenants.status().details?.['invalid_keys'], undefined, 'the fixed file is no longer reported');
     } finally {
       await tenants.stop();
       await engine.stop();

@@ -810,12 +810,18 @@ export class TenantManager implements Component {
   status(): ComponentStatus {
     if (!this.#started) return { state: 'NOT_READY', message: 'tenants not loaded yet' };
     const tenants = this.list();
-    const details = Object.fromEntries(tenants.map((t) => [t.id, {
-      state: t.state,
-      revision: t.active?.revision,
-      error: t.lastError?.code,
-      ...(t.origin?.kind === 'persisted' ? { persisted: true, persistedDeltas: this.#tenants.get(t.id)?.deltaSequence ?? 0 } : {}),
-    }]));
+    // a key file that cannot be read or parsed: bundles signed with that key id are refused
+    const badKeys = this.#trust?.invalidKeys ?? [];
+    const details = {
+      ...Object.fromEntries(tenants.map((t) => [t.id, {
+        state: t.state,
+        revision: t.active?.revision,
+        error: t.lastError?.code,
+        ...(t.origin?.kind === 'persisted' ? { persisted: true, persistedDeltas: this.#tenants.get(t.id)?.deltaSequence ?? 0 } : {}),
+      }])),
+      ...(badKeys.length === 0 ? {} : { invalid_keys: badKeys.map((k) => ({ key_id: k.keyId, ...(k.file === undefined ? {} : { file: k.file }), message: k.error.message })) }),
+    };
+    const keyNote = badKeys.length > 0 ? [`signing keys that cannot be used (${ErrorCodes.BUNDLE_KEY_INVALID}): ${badKeys.map((k) => k.file ?? k.keyId).join(', ')}`] : [];
     if (tenants.length === 0) return { state: 'ERROR', message: 'no tenants configured or found', details };
     // A configured tenant without a policy fails readiness: the operator said it must be
     // served. A tenant the bundle source announced (no tenants configured) does not: one
@@ -825,7 +831,7 @@ export class TenantManager implements Component {
     const required = inactive.filter((t) => this.#tenants.get(t.id)?.explicit === true);
     if (required.length > 0 || inactive.length === tenants.length) {
       const named = required.length > 0 ? required : inactive;
-      return { state: 'ERROR', message: `tenants without an active policy: ${named.map((t) => t.id).join(', ')}`, details };
+      return { state: 'ERROR', message: [`tenants without an active policy: ${named.map((t) => t.id).join(', ')}`, ...keyNote].join('; '), details };
     }
     const persisted = tenants.filter((t) => t.origin?.kind === 'persisted');
     const warned = tenants.filter((t) => t.state === 'WARN');
@@ -833,6 +839,7 @@ export class TenantManager implements Component {
       ...(inactive.length > 0 ? [`discovered tenants without an active policy (not served until one activates): ${inactive.map((t) => t.id).join(', ')}`] : []),
       ...(warned.length > 0 ? [`tenants whose last bundle was refused: ${warned.map((t) => t.id).join(', ')}`] : []),
       ...(persisted.length > 0 ? [`serving persisted (last known good) revisions for: ${persisted.map((t) => t.id).join(', ')}`] : []),
+      ...keyNote,
     ];
     if (messages.length > 0) return { state: 'WARN', message: messages.join('; '), details };
     return { state: 'OK', details };
