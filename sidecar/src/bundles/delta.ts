@@ -22,6 +22,23 @@ export interface PatchOperation {
   readonly value?: unknown;
 }
 
+/**
+ * A delta update as published on `<prefix>.delta.<tenant>` and kept with the last known good:
+ * OPA's `patch.json` plus the deploy it applies to (`base`, the pointer's KV revision), its
+ * place in that deploy's sequence (1, 2, 3, ...) and its signatures (over all of that, as a
+ * bundle's cover its files).
+ */
+export interface DeltaMessageV1 {
+  readonly v: 1;
+  readonly tenant: string;
+  readonly base: number;
+  readonly sequence: number;
+  readonly roots: readonly string[];
+  readonly patch: { readonly data: readonly PatchOperation[] };
+  /** OPA's `.signatures.json` list over the delta (`signDelta`); absent when unsigned. */
+  readonly signatures?: readonly string[];
+}
+
 function invalid(message: string): PavilionError {
   return new PavilionError(ErrorCodes.BUNDLE_DELTA_INVALID, `delta is invalid: ${message}`);
 }

@@ -43,7 +43,7 @@ import { mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { syncDirectory, writeFileDurably } from '../lib/durable-file.ts';
 import { ErrorCodes, PavilionError, isPavilionError, wrapError } from '../lib/errors.ts';
-import { parsePatch, type PatchOperation } from './delta.ts';
+import { parsePatch, type DeltaMessageV1, type PatchOperation } from './delta.ts';
 import { TENANT_ID_PATTERN } from '../lib/tenant-id.ts';
 
 export interface PersistedBundleMeta {
@@ -70,17 +70,6 @@ export interface PersistedDelta {
   readonly signatures?: readonly string[];
 }
 
-/** A delta as written: the signed message as received on `<prefix>.delta.<tenant>`. */
-export interface PersistedDeltaMessageV1 {
-  readonly v: 1;
-  readonly tenant: string;
-  readonly base: number;
-  readonly sequence: number;
-  readonly roots: readonly string[];
-  readonly patch: { readonly data: readonly PatchOperation[] };
-  readonly signatures?: readonly string[];
-}
-
 /** The deltas file of one snapshot: bound to the tenant, the snapshot's digest and its deploy. */
 export interface PersistedDeltasV1 {
   readonly v: 1;
@@ -89,7 +78,8 @@ export interface PersistedDeltasV1 {
   readonly digest: string;
   /** The snapshot's deploy (pointer sequence). */
   readonly base: number;
-  readonly deltas: readonly PersistedDeltaMessageV1[];
+  /** Each the signed message as received on `<prefix>.delta.<tenant>`. */
+  readonly deltas: readonly DeltaMessageV1[];
 }
 
 /**

@@ -4,19 +4,11 @@
  * sequence of deltas (1, 2, 3, ...), and its signatures (over all of that, as a bundle's
  * cover its files). Pure parsing.
  */
-import { parsePatch, type PatchOperation } from '../bundles/index.ts';
+import { parsePatch, type DeltaMessageV1 } from '../bundles/index.ts';
 import { ErrorCodes, PavilionError } from '../lib/errors.ts';
 
-export interface DeltaMessage {
-  readonly v: 1;
-  readonly tenant: string;
-  readonly base: number;
-  readonly sequence: number;
-  readonly roots: readonly string[];
-  readonly patch: { readonly data: readonly PatchOperation[] };
-  /** OPA's `.signatures.json` list over the delta (bundles' `signDelta`); absent when unsigned. */
-  readonly signatures?: readonly string[];
-}
+/** The wire form (defined with the bundles, which also keep it with the last known good). */
+export type DeltaMessage = DeltaMessageV1;
 
 export function parseDelta(bytes: Uint8Array, tenant: string): DeltaMessage {
   let value: unknown;
