@@ -17,12 +17,10 @@ import { NatsBundleStore, NatsDistribution, connectNats, encodePointer, sha256He
 import { isFinal } from '../sidecar/src/distribution/nats-distribution.ts';
 import type { TenantManager } from '../sidecar/src/tenants/index.ts';
 import { ErrorCodes, PavilionError } from '../sidecar/src/lib/errors.ts';
-import { buildFixtureBundle } from './harness/fixtures.ts';
+import { buildFixtureBundle, limitsFixture } from './harness/fixtures.ts';
 import { freePort, startNats, type RunningNats } from './harness/nats-server.ts';
 import { until } from './harness/wait.ts';
 import { deltaSigning, post, signForTest, startPavilion, type RunningPavilion } from './harness/pavilion-harness.ts';
-
-const limitModule = (rev: string): string => `package bank.authz\n\nallow if input.amount <= data.bank.limits.max\n\nrev := "${rev}"\n`;
 
 let nats: RunningNats;
 let dir: string;
@@ -33,13 +31,7 @@ let sidecar: RunningPavilion;
 let limits: Buffer;
 
 async function limitsBundle(rev: string): Promise<Buffer> {
-  return signForTest('bank', await buildFixtureBundle({
-    modules: { 'bank/authz.rego': limitModule(rev) },
-    entrypoints: ['bank/authz/allow', 'bank/authz/rev'],
-    roots: ['bank'],
-    revision: rev,
-    data: { 'bank/limits': { max: 10 } },
-  }), keys);
+  return signForTest('bank', await buildFixtureBundle(limitsFixture(rev)), keys);
 }
 
 async function allows(amount: number, url = sidecar.url): Promise<boolean> {
@@ -241,7 +233,8 @@ describe('transient failures are retried', () => {
       inc(...args);
     }) as typeof counter.inc;
     try {
-      const unsigned = await buildFixtureBundle({ modules: { 'bank/authz.rego': limitModule('unsigned') }, entrypoints: ['bank/authz/allow', 'bank/authz/rev'], roots: ['bank'], revision: 'unsigned' });
+      const { data: _data, ...withoutData } = limitsFixture('unsigned');
+      const unsigned = await buildFixtureBundle(withoutData);
       await store.push('bank', unsigned, { revision: 'unsigned', pushedBy: 'mallory' });
       await until('the refusal path threw', () => thrown === 1);
       await store.push('bank', await limitsBundle('after-throw'), { revision: 'after-throw', pushedBy: 'alice' });

@@ -15,12 +15,10 @@ import { LastKnownGood, type PersistedDeltasV1 } from '../sidecar/src/bundles/la
 import { parseConfig, type NatsConfig } from '../sidecar/src/config/index.ts';
 import { NatsBundleStore, connectNats } from '../sidecar/src/distribution/index.ts';
 import { ErrorCodes } from '../sidecar/src/lib/errors.ts';
-import { buildFixtureBundle } from './harness/fixtures.ts';
+import { buildFixtureBundle, limitsFixture } from './harness/fixtures.ts';
 import { startNats, type RunningNats } from './harness/nats-server.ts';
 import { until } from './harness/wait.ts';
 import { deltaSigning, get, post, signForTest, startPavilion, type RunningPavilion } from './harness/pavilion-harness.ts';
-
-const limitModule = (rev: string): string => `package bank.authz\n\nallow if input.amount <= data.bank.limits.max\n\nrev := "${rev}"\n`;
 
 let nats: RunningNats;
 let dir: string;
@@ -29,13 +27,7 @@ let natsConfig: NatsConfig;
 let store: NatsBundleStore;
 
 async function limitsBundle(rev: string): Promise<Buffer> {
-  return signForTest('bank', await buildFixtureBundle({
-    modules: { 'bank/authz.rego': limitModule(rev) },
-    entrypoints: ['bank/authz/allow', 'bank/authz/rev'],
-    roots: ['bank'],
-    revision: rev,
-    data: { 'bank/limits': { max: 10 } },
-  }), keys);
+  return signForTest('bank', await buildFixtureBundle(limitsFixture(rev)), keys);
 }
 
 async function allows(sidecar: RunningPavilion, amount: number): Promise<boolean> {

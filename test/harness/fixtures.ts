@@ -65,6 +65,20 @@ export async function buildFixtureBundle(fixture: FixtureBundle): Promise<Buffer
   }
 }
 
+/**
+ * The bank tenant's limits policy of the delta tests: `allow` while `input.amount` is within
+ * `data.bank.limits.max` (10 in the snapshot; deltas change it), and `rev` names the revision.
+ */
+export function limitsFixture(rev: string): FixtureBundle {
+  return {
+    modules: { 'bank/authz.rego': `package bank.authz\n\nallow if input.amount <= data.bank.limits.max\n\nrev := "${rev}"\n` },
+    entrypoints: ['bank/authz/allow', 'bank/authz/rev'],
+    roots: ['bank'],
+    revision: rev,
+    data: { 'bank/limits': { max: 10 } },
+  };
+}
+
 export interface RawTarEntry {
   readonly name: string;
   readonly data?: Buffer | string;

@@ -22,6 +22,18 @@ export interface PatchOperation {
   readonly value?: unknown;
 }
 
+/** One delta data update (OPA `patch.json` semantics) on top of a tenant's snapshot, as applied. */
+export interface DeltaUpdate {
+  /** The deploy (pointer sequence) of the snapshot this delta applies to. */
+  readonly base: number;
+  /** 1, 2, 3, ... per snapshot: a gap means a delta was lost. */
+  readonly sequence: number;
+  readonly roots: readonly string[];
+  readonly operations: readonly PatchOperation[];
+  /** The delta's signatures (`signDelta`); unsigned deltas only for development tenants. */
+  readonly signatures?: readonly string[];
+}
+
 /**
  * A delta update as published on `<prefix>.delta.<tenant>` and kept with the last known good:
  * OPA's `patch.json` plus the deploy it applies to (`base`, the pointer's KV revision), its

@@ -42,4 +42,4 @@ export {
 } from './signing.ts';
 export { TrustStore, type InvalidKey } from './trust.ts';
 export { LastKnownGood, type PersistedBundle, type PersistedBundleMeta } from './last-known-good.ts';
-export { applyPatch, checkDeltaRoots, parsePatch, parsePatchPath, type DeltaMessageV1, type PatchOperation } from './delta.ts';
+export { applyPatch, checkDeltaRoots, parsePatch, parsePatchPath, type DeltaMessageV1, type DeltaUpdate, type PatchOperation } from './delta.ts';

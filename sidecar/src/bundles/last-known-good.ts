@@ -43,7 +43,7 @@ import { mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { syncDirectory, writeFileDurably } from '../lib/durable-file.ts';
 import { ErrorCodes, PavilionError, isPavilionError, wrapError } from '../lib/errors.ts';
-import { parsePatch, type DeltaMessageV1, type PatchOperation } from './delta.ts';
+import { parsePatch, type DeltaMessageV1, type DeltaUpdate } from './delta.ts';
 import { TENANT_ID_PATTERN } from '../lib/tenant-id.ts';
 
 export interface PersistedBundleMeta {
@@ -59,15 +59,6 @@ export interface PersistedBundleMeta {
 export interface PersistedBundle {
   readonly archive: Buffer;
   readonly meta: PersistedBundleMeta;
-}
-
-/** One persisted delta, as the tenant manager applies it (the signed content and its signatures). */
-export interface PersistedDelta {
-  readonly base: number;
-  readonly sequence: number;
-  readonly roots: readonly string[];
-  readonly operations: readonly PatchOperation[];
-  readonly signatures?: readonly string[];
 }
 
 /** The deltas file of one snapshot: bound to the tenant, the snapshot's digest and its deploy. */
@@ -87,7 +78,7 @@ export interface PersistedDeltasV1 {
  * (if any) were refused - the first bad delta and every one after it, or the whole file.
  */
 export interface LoadedDeltas {
-  readonly deltas: readonly PersistedDelta[];
+  readonly deltas: readonly DeltaUpdate[];
   readonly refused?: PavilionError;
 }
 
@@ -157,7 +148,7 @@ export class LastKnownGood {
    * in order). Replaces that snapshot's previous deltas file in one rename; touches nothing
    * else (meta.json decides which snapshot, hence which deltas file, a load reads).
    */
-  async saveDeltas(binding: DeltaBinding, deltas: readonly PersistedDelta[]): Promise<void> {
+  async saveDeltas(binding: DeltaBinding, deltas: readonly DeltaUpdate[]): Promise<void> {
     if (!TENANT_ID_PATTERN.test(binding.tenant) || !DIGEST.test(binding.digest) || !Number.isSafeInteger(binding.base) || binding.base < 1) {
       throw new PavilionError(ErrorCodes.BUNDLE_DELTA_INVALID, 'last known good: deltas must be bound to a tenant, a snapshot digest and a deploy');
     }
@@ -261,7 +252,7 @@ function parsePersistedDeltas(text: string, binding: DeltaBinding): LoadedDeltas
   if (raw.length > MAX_PERSISTED_DELTAS) {
     throw new PavilionError(ErrorCodes.BUNDLE_DELTA_LIMIT, `persisted deltas of deploy ${binding.base}: ${raw.length} deltas, more than the ${MAX_PERSISTED_DELTAS} one deploy takes`);
   }
-  const deltas: PersistedDelta[] = [];
+  const deltas: DeltaUpdate[] = [];
   for (const [i, item] of raw.entries()) {
     try {
       deltas.push(parsePersistedDelta(item, binding.tenant));
@@ -273,7 +264,7 @@ function parsePersistedDeltas(text: string, binding: DeltaBinding): LoadedDeltas
   return { deltas };
 }
 
-function parsePersistedDelta(value: unknown, tenant: string): PersistedDelta {
+function parsePersistedDelta(value: unknown, tenant: string): DeltaUpdate {
   const d = (typeof value === 'object' && value !== null ? value : {}) as Record<string, unknown>;
   const bad = (message: string): PavilionError => new PavilionError(ErrorCodes.BUNDLE_DELTA_INVALID, message);
   if (d['v'] !== 1) throw bad('unsupported version');

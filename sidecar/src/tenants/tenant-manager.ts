@@ -27,8 +27,8 @@ import {
   type Bundle,
   type BundleLimits,
   type BundleSource,
+  type DeltaUpdate,
   type LastKnownGood,
-  type PatchOperation,
   type SignatureInfo,
   type SignaturePolicy,
   type TrustStore,
@@ -194,17 +194,7 @@ interface GatePassed {
   readonly loaded: LoadedPolicy;
 }
 
-/** One delta data update (OPA `patch.json` semantics) on top of a tenant's snapshot. */
-export interface DeltaUpdate {
-  /** The deploy (pointer sequence) of the snapshot this delta applies to. */
-  readonly base: number;
-  /** 1, 2, 3, ... per snapshot: a gap means a delta was lost. */
-  readonly sequence: number;
-  readonly roots: readonly string[];
-  readonly operations: readonly PatchOperation[];
-  /** The delta's signatures (`signDelta`); unsigned deltas only for development tenants. */
-  readonly signatures?: readonly string[];
-}
+export type { DeltaUpdate };
 
 export class TenantManager implements Component {
   readonly name = 'tenants';
