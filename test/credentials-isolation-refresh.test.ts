@@ -168,7 +168,7 @@ describe('status list refresh, tenant by tenant', () => {
     try {
       await gate.verifier.admitTokenStatusList('tenant-a', TOKEN_A, token(issuer, TOKEN_A), NOW_MS);
       await gate.verifier.admitStatusList('tenant-b', LIST_B, await statusList(issuer, LIST_B));
-      await eventually(async () => assert.ok((src.fetched.get(LIST_B) ?? 0) >= 3), 10_000);
+      await eventually(async () => assert.ok((src.fetched.get(LIST_B) ?? 0) >= 3, 'list B fetched at least three times'), 10_000);
       assert.equal(src.fetched.get(TOKEN_A), 1, 'one refresh of tenant-a at a time, however many ticks');
       await gate.stop();
       stopped = true;
