@@ -771,10 +771,11 @@ export class AuditLog {
     if (failure !== undefined) return { state: 'ERROR', message: failure.message, details };
     const diskFull = this.#writer?.diskFull;
     if (diskFull !== undefined) {
+      const since = new Date(diskFull.since).toISOString();
       return {
         state: 'WARN',
-        message: `disk full since ${new Date(diskFull.since).toISOString()}: ${diskFull.refusedFrames} records refused (${ErrorCodes.AUDIT_DISK_FULL}); logging resumes by itself once space is freed`,
-        details: { ...details, disk_full_since: new Date(diskFull.since).toISOString(), disk_full_refused_records: diskFull.refusedFrames },
+        message: `disk full since ${since}: ${diskFull.refusedFrames} records refused (${ErrorCodes.AUDIT_DISK_FULL}); logging resumes by itself once space is freed`,
+        details: { ...details, disk_full_since: since, disk_full_refused_records: diskFull.refusedFrames },
       };
     }
     if (this.#appendError !== undefined) return { state: 'WARN', message: this.#appendError, details };

@@ -82,7 +82,6 @@ export interface DiskFullState {
   readonly since: number;
   /** Frames refused since then. */
   readonly refusedFrames: number;
-  readonly message: string;
 }
 
 /** A write the volume has no room for: nothing of the batch was acknowledged, so it can be rewound. */
@@ -310,8 +309,9 @@ export class WalWriter {
 
   /** See the header: refuse `batch` and everything queued behind it, and cut the file back. */
   async #rewind(error: unknown, batch: readonly Pending[]): Promise<void> {
-    const discarded = [...batch, ...this.#queue.splice(0)];
-    for (const p of discarded.slice(batch.length)) this.#queuedBytes -= p.frame.length;
+    const queued = this.#queue.splice(0);
+    for (const p of queued) this.#queuedBytes -= p.frame.length;
+    const discarded = [...batch, ...queued];
     const refusal = new PavilionError(ErrorCodes.AUDIT_DISK_FULL, `the volume holding the audit log is full (${describeThrown(error)}): the event was not logged; the log goes on once space is freed`, {
       cause: error,
       details: { position: this.#position, refusedFrames: discarded.length },
@@ -319,7 +319,6 @@ export class WalWriter {
     this.#diskFull = {
       since: this.#diskFull?.since ?? Date.now(),
       refusedFrames: (this.#diskFull?.refusedFrames ?? 0) + discarded.length,
-      message: refusal.message,
     };
     this.#hooks.onRewind?.(this.#position);
     for (const p of discarded) p.reject(refusal);
