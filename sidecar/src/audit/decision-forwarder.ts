@@ -73,7 +73,7 @@
  * restarts from leaf 0 (reported in status and the log) and JetStream drops what it already
  * holds within its duplicate window.
  */
-import { open, readFile, rename, type FileHandle } from 'node:fs/promises';
+import { open, readFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { JetStreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
@@ -82,6 +82,7 @@ import { connectNats, loadedNats } from '../distribution/index.ts';
 import { ErrorCodes, PavilionError, describeThrown, isPavilionError, wrapError } from '../lib/errors.ts';
 import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
 import { withDeadline } from '../lib/lifecycle.ts';
+import { writeFileDurably } from '../lib/durable-file.ts';
 import { SingleFlight } from '../lib/single-flight.ts';
 import type { Metrics } from '../telemetry/index.ts';
 import type { AuditLog } from './log/index.ts';
@@ -443,7 +444,7 @@ export class DecisionForwarder implements Component {
       }
       due.push([tenant, state]);
     }
-    const free = MAX_CONCURRENT_TENANTS - this.#passes.running().length;
+    const free = MAX_CONCURRENT_TENANTS - this.#passes.size;
     if (due.length > free) due.sort((x, y) => x[1].startedAtMs - y[1].startedAtMs);
     for (const [tenant, state] of due.slice(0, Math.max(0, free))) this.#startPass(tenant, state, link);
   }
@@ -749,17 +750,9 @@ export class DecisionForwarder implements Component {
     state.savedAtMs = Date.now();
     if (state.cursor.nextLeaf === state.saved.nextLeaf && state.cursor.offset === state.saved.offset) return;
     const cursor = { ...state.cursor };
-    const temporary = `${state.file}.tmp`;
-    const handle = await open(temporary, 'w', 0o600);
-    try {
-      // the last leaf's hash: on load, whether the log still has that leaf there
-      const leafHash = cursor.nextLeaf > 0 ? { leaf_hash: state.log.leafHashAt(cursor.nextLeaf - 1) } : {};
-      await handle.writeFile(`${JSON.stringify({ version: 1, next_leaf: cursor.nextLeaf, offset: cursor.offset, ...leafHash })}\n`);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await rename(temporary, state.file);
+    // the last leaf's hash: on load, whether the log still has that leaf there
+    const leafHash = cursor.nextLeaf > 0 ? { leaf_hash: state.log.leafHashAt(cursor.nextLeaf - 1) } : {};
+    await writeFileDurably(state.file, `${JSON.stringify({ version: 1, next_leaf: cursor.nextLeaf, offset: cursor.offset, ...leafHash })}\n`);
     state.saved = cursor;
   }
 
@@ -767,7 +760,7 @@ export class DecisionForwarder implements Component {
   async stop(deadlineMs: number): Promise<void> {
     if (this.#state === 'stopped') return;
     this.#stopping = true;
-    this.#wake?.();
+    this.#poke();
     if (this.#loop !== undefined) await withDeadline(this.#loop, deadlineMs);
     await this.#disconnect();
     this.#state = 'stopped';

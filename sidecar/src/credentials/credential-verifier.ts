@@ -724,17 +724,10 @@ const REFUSED_FOR_GOOD: ReadonlySet<string> = new Set([
   ErrorCodes.CREDENTIAL_REVOKED,
 ]);
 
-/**
- * What a refresh step that threw is reported as. It must not throw itself: a thrown value can be
- * anything a status source (an adapter) rejected with, even one describeThrown cannot describe.
- */
+/** What a refresh step that threw is reported as (describeThrown describes any value a status source rejected with). */
 function refreshStepError(what: string, thrown: unknown): PavilionError {
-  try {
-    if (thrown instanceof PavilionError) return thrown;
-    return new PavilionError(ErrorCodes.CREDENTIAL_STATUS_UNAVAILABLE, `refreshing ${what}: ${describeThrown(thrown)}`, { cause: thrown });
-  } catch {
-    return new PavilionError(ErrorCodes.CREDENTIAL_STATUS_UNAVAILABLE, `refreshing ${what}: failed with a value that cannot be described`, { cause: thrown });
-  }
+  if (thrown instanceof PavilionError) return thrown;
+  return new PavilionError(ErrorCodes.CREDENTIAL_STATUS_UNAVAILABLE, `refreshing ${what}: ${describeThrown(thrown)}`, { cause: thrown });
 }
 
 /** A used challenge's key in the nonce store: per tenant (the store bounds each tenant's share) and domain. */

@@ -53,10 +53,14 @@ export interface ConnectOptions {
   readonly reconnect?: boolean;
 }
 
+/** The code of a NATS failure: a refusal by NATS permissions keeps its own. */
+export function distributionCode(text: string): typeof ErrorCodes.DISTRIBUTION_PERMISSION | typeof ErrorCodes.DISTRIBUTION_UNAVAILABLE {
+  return /permission|authorization/i.test(text) ? ErrorCodes.DISTRIBUTION_PERMISSION : ErrorCodes.DISTRIBUTION_UNAVAILABLE;
+}
+
 function unavailable(what: string, error: unknown): PavilionError {
   const text = describeThrown(error);
-  const code = /permission|authorization/i.test(text) ? ErrorCodes.DISTRIBUTION_PERMISSION : ErrorCodes.DISTRIBUTION_UNAVAILABLE;
-  return new PavilionError(code, `${what}: ${text}`, { cause: error });
+  return new PavilionError(distributionCode(text), `${what}: ${text}`, { cause: error });
 }
 
 function moved(key: string, expectedSequence: number, error: unknown): PavilionError {
@@ -335,7 +339,7 @@ export class NatsBundleStore {
       // Stored already only if it is there with these very bytes: a deleted object keeps its
       // info (marked deleted), and an object of this name with other content is not this bundle.
       const existing = await store.info(digest);
-      const stored = existing !== null && !existing.deleted && existing.size === archive.length && existing.digest === `SHA-256=${createHash('sha256').update(archive).digest('base64url')}`;
+      const stored = existing !== null && !existing.deleted && existing.size === archive.length && existing.digest === `SHA-256=${Buffer.from(digest, 'hex').toString('base64url')}`;
       const info = stored ? existing : await store.putBlob({ name: digest, description: `${tenant} ${revision}`, options: { max_chunk_size: CHUNK_BYTES } }, archive);
       return info.chunks === 1 ? { digest, nuid: info.nuid } : { digest };
     } catch (error) {
@@ -753,7 +757,7 @@ export class NatsBundleStore {
       }
     }
     const text = describeThrown(failure);
-    throw new PavilionError(/permission|authorization/i.test(text) ? ErrorCodes.DISTRIBUTION_PERMISSION : ErrorCodes.DISTRIBUTION_UNAVAILABLE,
+    throw new PavilionError(distributionCode(text),
       `delta ${next.sequence} of deploy ${next.base} of ${tenant} was published (stream sequence ${next.last_stream_seq}), but ${this.#config.pointerBucket}/${key} could not record it: ${text}. `
       + 'Do not publish it again: the next delta takes its number from the stream and records it.',
       { cause: failure, details: { published: true, tenant, base: next.base, sequence: next.sequence, stream_sequence: next.last_stream_seq } });

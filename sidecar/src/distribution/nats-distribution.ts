@@ -37,7 +37,7 @@ import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
 import { withDeadline } from '../lib/lifecycle.ts';
 import type { Metrics } from '../telemetry/index.ts';
 import type { TenantManager } from '../tenants/index.ts';
-import { NatsBundleStore, connectNats, sha256Hex, tenantOfShadowKey, type DeltaRecordV1 } from './nats-bundle-store.ts';
+import { NatsBundleStore, connectNats, distributionCode, sha256Hex, tenantOfShadowKey, type DeltaRecordV1 } from './nats-bundle-store.ts';
 import type { PointerEntry } from './pointer.ts';
 import type { StatusReport } from './status-report.ts';
 import { loadedNats } from './nats-modules.ts';
@@ -96,6 +96,11 @@ interface TenantQueue {
 /** The longest wait between two tries of an action that keeps failing for a transient reason, and between two starts of a failing watch. */
 const MAX_RETRY_DELAY_MS = 30_000;
 
+/** `waitMs` doubled `doublings` times, at most MAX_RETRY_DELAY_MS, plus up to `jitterMs`. */
+function backoffMs(waitMs: number, jitterMs: number, doublings: number): number {
+  return Math.min(MAX_RETRY_DELAY_MS, waitMs * 2 ** doublings) + Math.random() * jitterMs;
+}
+
 /**
  * One action retried after transient failures: exponential backoff with jitter, capped at
  * MAX_RETRY_DELAY_MS, for as long as the failure lasts (a transient failure that outlasts
@@ -119,7 +124,7 @@ class Retry {
 
   /** Run `action` after the next delay, replacing one scheduled. */
   schedule(action: () => void): void {
-    const delayMs = Math.min(MAX_RETRY_DELAY_MS, this.#waitMs * 2 ** this.attempts) + Math.random() * this.#jitterMs;
+    const delayMs = backoffMs(this.#waitMs, this.#jitterMs, this.attempts);
     this.attempts = Math.min(this.attempts + 1, MAX_BACKOFF_EXPONENT);
     this.cancel();
     this.#timer = setTimeout(() => {
@@ -146,8 +151,7 @@ function deltaDigest(delta: DeltaMessage): string {
 /** A foreign failure as a distribution error: a refusal by NATS permissions keeps its own code. */
 function distributionError(error: unknown, context: string): PavilionError {
   if (error instanceof PavilionError) return new PavilionError(error.code, `${context}: ${error.message}`, { cause: error, ...(error.details === undefined ? {} : { details: error.details }) });
-  const code = /permission|authorization/i.test(describeThrown(error)) ? ErrorCodes.DISTRIBUTION_PERMISSION : ErrorCodes.DISTRIBUTION_UNAVAILABLE;
-  return wrapError(error, code, context);
+  return wrapError(error, distributionCode(describeThrown(error)), context);
 }
 
 /**
@@ -322,7 +326,7 @@ export class NatsDistribution implements Component {
       }
       if (!ran) failures = Math.min(failures + 1, MAX_BACKOFF_EXPONENT);
       const { reconnectWaitMs, reconnectJitterMs } = this.#options.config;
-      await this.#sleep(Math.min(MAX_RETRY_DELAY_MS, reconnectWaitMs * 2 ** Math.max(0, failures - 1)) + Math.random() * reconnectJitterMs);
+      await this.#sleep(backoffMs(reconnectWaitMs, reconnectJitterMs, Math.max(0, failures - 1)));
       if (this.#stopping) return;
       void this.#resync();
     }

@@ -19,6 +19,11 @@ export class SingleFlight<K, T> {
     return run;
   }
 
+  /** How many runs are in flight now. */
+  get size(): number {
+    return this.#running.size;
+  }
+
   /** The runs in flight now. */
   running(): Array<Promise<T>> {
     return [...this.#running.values()];
