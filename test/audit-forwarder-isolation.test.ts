@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
-import { DecisionForwarder, type AuditLog, type DecisionEventV1 } from '../sidecar/src/audit/index.ts';
+import { DecisionForwarder, type AuditLog } from '../sidecar/src/audit/index.ts';
 import { encodeEvent } from '../sidecar/src/audit/log/event-encoding.ts';
 import { parseConfig } from '../sidecar/src/config/index.ts';
 import { ErrorCodes } from '../sidecar/src/lib/errors.ts';
@@ -51,8 +51,6 @@ describe('decision forwarder: one tenant whose event is refused for good does no
     return jetstreamManager(nc);
   };
 
-  const newLog = (events: readonly DecisionEventV1[]): Promise<AuditLog> => logHolding(events, (stop) => cleanup.push(stop));
-  const events = decisionEvents;
 
   const forwarder = (server: RunningNats, prefix: string, logs: ReadonlyMap<string, AuditLog>, warnings: string[], maxEventBytes?: number): DecisionForwarder => {
     const f = new DecisionForwarder({
@@ -89,8 +87,8 @@ describe('decision forwarder: one tenant whose event is refused for good does no
   test('a: first event over the stream\'s max_msg_size; b: 100 events: b is forwarded in order to backlog 0 while a stays in its log, retried with backoff and reported (ERR_AUDIT_EVENT_TOO_LARGE); a catches up once the limit is raised', async () => {
     const jsm = await manager(nats);
     await jsm.streams.add({ name: 'ISOLATED_DECISIONS', subjects: ['isolated.decisions.>'], max_msg_size: 2000 });
-    const a = await newLog([decisionEvent(0, { input: { pad: 'x'.repeat(3000) } }), ...events(1, 5)]);
-    const b = await newLog(events(1000, 100));
+    const a = await logHolding([decisionEvent(0, { input: { pad: 'x'.repeat(3000) } }), ...decisionEvents(1, 5)], cleanup);
+    const b = await logHolding(decisionEvents(1000, 100), cleanup);
     const warnings: string[] = [];
     const f = forwarder(nats, 'isolated', new Map([['a', a], ['b', b]]), warnings);
     await f.start();
@@ -111,7 +109,7 @@ describe('decision forwarder: one tenant whose event is refused for good does no
 
     // b keeps flowing while a is refused; a is retried with a bounded backoff, not every poll
     const attemptsBefore = errorsOf(f)['a']!.attempts;
-    for (const event of events(1100, 20)) await b.append(event);
+    for (const event of decisionEvents(1100, 20)) await b.append(event);
     await until('b\'s new events forwarded', () => backlogOf(f, 'b') === 0);
     await new Promise((resolve) => setTimeout(resolve, 1500));
     const attempts = errorsOf(f)['a']!.attempts - attemptsBefore;
@@ -137,10 +135,10 @@ describe('decision forwarder: one tenant whose event is refused for good does no
     // the canonical payload comes within a few bytes of max_payload: only the header pushes it over
     const base = encodeEvent(decisionEvent(0, { input: { pad: '' } })).bytes.length;
     const big = decisionEvent(0, { input: { pad: 'x'.repeat(MAX_PAYLOAD - 8 - base) } });
-    const a = await newLog([big, ...events(1, 2)]);
+    const a = await logHolding([big, ...decisionEvents(1, 2)], cleanup);
     const aPayload = (await readRecords(a.directory)).records.find((r) => r.index === 0)!.payload.length;
     assert.ok(aPayload <= MAX_PAYLOAD && aPayload > MAX_PAYLOAD - 40, `the payload alone (${aPayload} bytes) fits max_payload ${MAX_PAYLOAD}; with the header it does not`);
-    const b = await newLog(events(2000, 100));
+    const b = await logHolding(decisionEvents(2000, 100), cleanup);
     const warnings: string[] = [];
     const f = forwarder(small, 'payload', new Map([['a', a], ['b', b]]), warnings);
     await f.start();
@@ -168,14 +166,14 @@ describe('decision forwarder: one tenant whose event is refused for good does no
 
   test('a server whose max_payload cannot carry the largest event the log accepts is reported on connecting (WARN, one log line)', async () => {
     const warnings: string[] = [];
-    const f = forwarder(small, 'limits', new Map([['b', await newLog(events(5000, 1))]]), warnings, 64 * 1024);
+    const f = forwarder(small, 'limits', new Map([['b', await logHolding(decisionEvents(5000, 1), cleanup)]]), warnings, 64 * 1024);
     await f.start();
     await until('b forwarded', () => backlogOf(f, 'b') === 0);
     assert.equal(f.status().state, 'WARN');
     assert.match(f.status().message ?? '', /max_payload \(4096 bytes\) is below decisionLog\.audit\.maxEventBytes \(65536\)/);
     assert.equal(warnings.filter((w) => w.includes('max_payload')).length, 1);
     // the default server (max_payload 1 MiB) carries the streamed default (1 MiB less the header allowance)
-    const fits = forwarder(nats, 'fits', new Map([['b', await newLog(events(6000, 1))]]), [], parseConfig({ decisionLog: { sink: 'audit', audit: { stream: { enabled: true } } }, nats: { servers: [nats.url] } }).decisionLog.audit!.maxEventBytes);
+    const fits = forwarder(nats, 'fits', new Map([['b', await logHolding(decisionEvents(6000, 1), cleanup)]]), [], parseConfig({ decisionLog: { sink: 'audit', audit: { stream: { enabled: true } } }, nats: { servers: [nats.url] } }).decisionLog.audit!.maxEventBytes);
     await fits.start();
     await until('b forwarded', () => backlogOf(fits, 'b') === 0);
     assert.equal(fits.status().state, 'OK', 'an event limit the server carries raises nothing');

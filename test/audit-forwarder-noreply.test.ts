@@ -22,7 +22,7 @@ import { basename, dirname, join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
-import { DecisionForwarder, type AuditLog, type DecisionEventV1 } from '../sidecar/src/audit/index.ts';
+import { DecisionForwarder, type AuditLog } from '../sidecar/src/audit/index.ts';
 import { parseConfig } from '../sidecar/src/config/index.ts';
 import { ErrorCodes } from '../sidecar/src/lib/errors.ts';
 import { decisionEvent, decisionEvents, logHolding, tempDir } from './audit/fixtures.ts';
@@ -66,8 +66,6 @@ describe('decision forwarder: a tenant whose publishes get no reply does not hol
     return jetstreamManager(nc);
   };
 
-  const newLog = (events: readonly DecisionEventV1[]): Promise<AuditLog> => logHolding(events, (stop) => cleanup.push(stop));
-  const events = decisionEvents;
 
   const forwarder = (
     nats: RunningNats,
@@ -136,8 +134,8 @@ describe('decision forwarder: a tenant whose publishes get no reply does not hol
     // the operator's stream leaves `a` out; another stream takes `a`'s subject and never acknowledges
     await jsm.streams.add({ name: 'NOREPLY_DECISIONS', subjects: ['noreply.decisions.b'] });
     await jsm.streams.add({ name: 'NOREPLY_BLACKHOLE', subjects: ['noreply.decisions.a'], no_ack: true });
-    const a = await newLog(events(0, 20));
-    const b = await newLog(events(1000, 50));
+    const a = await logHolding(decisionEvents(0, 20), cleanup);
+    const b = await logHolding(decisionEvents(1000, 50), cleanup);
     const warnings: string[] = [];
     const f = forwarder(nats, 'noreply', new Map([['a', a], ['b', b]]), warnings); // a first in the walk
     const started = Date.now();
@@ -182,8 +180,8 @@ describe('decision forwarder: a tenant whose publishes get no reply does not hol
     const jsm = await manager(nats);
     await jsm.streams.add({ name: 'ALONE_DECISIONS', subjects: ['alone.decisions.b'] });
     await jsm.streams.add({ name: 'ALONE_BLACKHOLE', subjects: ['alone.decisions.a'], no_ack: true });
-    const a = await newLog(events(10_000, 5));
-    const b = await newLog([]);
+    const a = await logHolding(decisionEvents(10_000, 5), cleanup);
+    const b = await logHolding([], cleanup);
     const warnings: string[] = [];
     const f = forwarder(nats, 'alone', new Map([['a', a], ['b', b]]), warnings, { ackTimeoutMs: 1000 });
     await f.start();
@@ -193,7 +191,7 @@ describe('decision forwarder: a tenant whose publishes get no reply does not hol
     assert.match(errorsOf(f)['a']!.message, /the connection and the stream ALONE_DECISIONS answer/);
     assert.ok(!warnings.some((w) => /NATS JetStream unavailable/.test(w)), `the connection was kept: ${warnings.join('; ')}`);
     const started = Date.now();
-    for (const event of events(11_000, 10)) await b.append(event);
+    for (const event of decisionEvents(11_000, 10)) await b.append(event);
     await until('b forwarded', () => backlogOf(f, 'b') === 0, PROMPT_MS);
     assert.ok(Date.now() - started < PROMPT_MS, `b took ${Date.now() - started} ms`);
     assert.deepEqual(await streamed(jsm, 'ALONE_DECISIONS', 'alone.decisions.b'), ids(b));
@@ -216,8 +214,8 @@ describe('decision forwarder: a tenant whose publishes get no reply does not hol
     // include paths are relative to the main config file (in its own temporary directory beside ours)
     const nats = await server(`include "../${basename(dirname(authFile))}/${basename(authFile)}"`);
     const jsm = await manager(nats, { user: 'admin', pass: 'admin' });
-    const a = await newLog(events(2000, 10));
-    const b = await newLog(events(3000, 40));
+    const a = await logHolding(decisionEvents(2000, 10), cleanup);
+    const b = await logHolding(decisionEvents(3000, 40), cleanup);
     const warnings: string[] = [];
     const f = forwarder(nats, 'perm', new Map([['a', a], ['b', b]]), warnings, { user: 'fwd', password: 'fwd' });
     const started = Date.now();
@@ -249,8 +247,8 @@ describe('decision forwarder: a tenant whose publishes get no reply does not hol
     const nats = await server();
     const jsm = await manager(nats);
     await jsm.streams.add({ name: 'NOCOVER_DECISIONS', subjects: ['nocover.decisions.b'] });
-    const a = await newLog(events(4000, 10));
-    const b = await newLog(events(5000, 40));
+    const a = await logHolding(decisionEvents(4000, 10), cleanup);
+    const b = await logHolding(decisionEvents(5000, 40), cleanup);
     const warnings: string[] = [];
     const f = forwarder(nats, 'nocover', new Map([['a', a], ['b', b]]), warnings);
     await f.start();
@@ -271,8 +269,8 @@ describe('decision forwarder: a tenant whose publishes get no reply does not hol
 
   test('the connection fails (server killed; both tenants keep logging): no tenant is blamed or given a backoff of its own; once the server is back both catch up promptly, every event once and in order', async () => {
     const nats = await server();
-    const a = await newLog(events(6000, 200));
-    const b = await newLog(events(7000, 200));
+    const a = await logHolding(decisionEvents(6000, 200), cleanup);
+    const b = await logHolding(decisionEvents(7000, 200), cleanup);
     const warnings: string[] = [];
     const f = forwarder(nats, 'killed', new Map([['a', a], ['b', b]]), warnings, { retryWaitMs: 20 });
     await f.start();
@@ -305,15 +303,15 @@ describe('decision forwarder: a tenant whose publishes get no reply does not hol
   test('the stream deleted under the forwarder (no responders for every tenant): the connection is dropped and the stream made again, no tenant blamed', async () => {
     const nats = await server();
     const jsm = await manager(nats);
-    const a = await newLog(events(8000, 20));
-    const b = await newLog(events(9000, 20));
+    const a = await logHolding(decisionEvents(8000, 20), cleanup);
+    const b = await logHolding(decisionEvents(9000, 20), cleanup);
     const warnings: string[] = [];
     const f = forwarder(nats, 'deleted', new Map([['a', a], ['b', b]]), warnings, { retryWaitMs: 20 });
     await f.start();
     await until('both forwarded', () => details(f)['backlog'] === 0);
     await jsm.streams.delete('DELETED_DECISIONS');
-    for (const event of events(8100, 10)) await a.append(event);
-    for (const event of events(9100, 10)) await b.append(event);
+    for (const event of decisionEvents(8100, 10)) await a.append(event);
+    for (const event of decisionEvents(9100, 10)) await b.append(event);
     await until('both forwarded again', () => details(f)['backlog'] === 0);
     assert.deepEqual(errorsOf(f), {});
     assert.ok(!warnings.some((w) => /"tenant":/.test(w)), `no tenant blamed: ${warnings.join('; ')}`);

@@ -75,10 +75,10 @@ export function decisionEvents(from: number, count: number): DecisionEventV1[] {
   return Array.from({ length: count }, (_, i) => decisionEvent(from + i));
 }
 
-/** A started log (fsync 'never') holding `events`, stopped by the callback handed to `onCleanup`. */
-export async function logHolding(events: readonly DecisionEventV1[], onCleanup: (stop: () => Promise<void>) => void): Promise<AuditLog> {
+/** A started log (fsync 'never') holding `events`; its stop goes into `cleanup`. */
+export async function logHolding(events: readonly DecisionEventV1[], cleanup: Array<() => Promise<unknown>>): Promise<AuditLog> {
   const log = await openLog(await tempDir(), SoftwareSigner.generate(), { fsync: 'never' });
-  onCleanup(() => log.stop(2000));
+  cleanup.push(() => log.stop(2000));
   for (const event of events) await log.append(event);
   return log;
 }
