@@ -88,11 +88,14 @@ function decisionPrivacy(config: PavilionConfig, engine: PolicyEngine): Decision
   const { privacy } = config.decisionLog;
   // asked for every decision: the configured namespaces looked up in a map, not a list
   const namespaces = new Map(config.tenants.map((t) => [t.id, t.namespace]));
+  /** The tenant's `system.log.drop|mask` rules among `entrypoints`, with their paths. */
+  const logRules = (tenant: string, entrypoints: readonly string[]): { readonly rules: Array<'drop' | 'mask'>; readonly base: string } => {
+    const base = `${namespaces.get(tenant) ?? tenant}/system/log/`;
+    return { base, rules: (['drop', 'mask'] as const).filter((rule) => entrypoints.includes(base + rule)) };
+  };
   const policy: LogPolicy = {
     async evaluate(tenant, input) {
-      const entrypoints = engine.active(tenant)?.entrypoints ?? [];
-      const base = `${namespaces.get(tenant) ?? tenant}/system/log/`;
-      const rules = (['drop', 'mask'] as const).filter((rule) => entrypoints.includes(base + rule));
+      const { base, rules } = logRules(tenant, engine.active(tenant)?.entrypoints ?? []);
       if (rules.length === 0) return {};
       try {
         const outcomes = await engine.evaluateEach(tenant, rules.map((rule) => base + rule), input);
@@ -106,8 +109,7 @@ function decisionPrivacy(config: PavilionConfig, engine: PolicyEngine): Decision
   // a shadow sample's (rare): one evaluation per rule, on the revision given
   const rulesOf = (loaded: LoadedPolicy): LogPolicy => ({
     async evaluate(tenant, input) {
-      const base = `${namespaces.get(tenant) ?? tenant}/system/log/`;
-      const rules = (['drop', 'mask'] as const).filter((rule) => loaded.info.entrypoints.includes(base + rule));
+      const { base, rules } = logRules(tenant, loaded.info.entrypoints);
       const outcomes = await Promise.all(rules.map((rule) => engine.evaluateLoaded(loaded, base + rule, input).then(
         (decision) => ({ ok: true as const, result: decision.result }),
         (error: unknown) => ({ ok: false as const, error }),

@@ -162,10 +162,7 @@ export class CredentialGate implements Component {
     this.#abort = abort;
     const stopped = async (): Promise<boolean> => {
       if (!abort.signal.aborted) return false;
-      await this.#executor?.close();
-      this.#executor = undefined;
-      await this.#shared?.stop();
-      this.#shared = undefined;
+      await this.#release();
       return true;
     };
     try {
@@ -215,10 +212,7 @@ export class CredentialGate implements Component {
       await this.#fetchMissing(verifier);
     } catch (error) {
       this.#startError = describeThrown(error);
-      await this.#executor?.close();
-      this.#executor = undefined;
-      await this.#shared?.stop();
-      this.#shared = undefined;
+      await this.#release();
       throw error;
     }
     if (abort.signal.aborted) return; // stopped during the first round: no timer
@@ -234,6 +228,11 @@ export class CredentialGate implements Component {
     this.#verifier = undefined;
     // the aborted fetches end at once; wait for them so none admits a list or touches health after stop()
     await withDeadline(Promise.all(this.#fetching.running()), deadlineMs);
+    await this.#release();
+  }
+
+  /** Close the proof workers and the shared state this gate opened. */
+  async #release(): Promise<void> {
     await this.#executor?.close();
     this.#executor = undefined;
     await this.#shared?.stop();
