@@ -268,19 +268,9 @@ export class TenantManager implements Component {
     // Only onto the snapshot they were persisted with, while nothing else was activated.
     if (entry.origin?.kind !== 'persisted' || snapshot === undefined || base === undefined || snapshot.digest !== digest || entry.deltaSequence !== 0) return;
     const fold = await this.#foldDeltas(entry, snapshot, base, 0, snapshot.compiled.data, deltas);
-    let loaded: LoadedPolicy | undefined;
     try {
-      if (fold.sequence > 0) {
-        loaded = await this.#options.engine.load({ ...snapshot.compiled, data: fold.data, variant: `${base}.${fold.sequence}` });
-        await this.#runDecisionTests(loaded, snapshot.tests);
-        this.#options.engine.promote(loaded);
-        loaded = undefined;
-        entry.deltaSequence = fold.sequence;
-        entry.deltaData = fold.data;
-        entry.appliedDeltas = fold.applied;
-      }
+      if (fold.sequence > 0) await this.#serveDeltas(entry, snapshot, base, fold.sequence, fold.data, fold.applied);
     } catch (error) {
-      if (loaded !== undefined) this.#options.engine.discard(loaded);
       this.#recordFailure(tenant, wrapError(error, ErrorCodes.BUNDLE_DELTA_INVALID, `applying the persisted deltas 1-${fold.sequence} of deploy ${base}`));
       return;
     }
@@ -666,7 +656,6 @@ export class TenantManager implements Component {
         details: { base, applied: entry.deltaSequence, received: last.sequence },
       });
     }
-    let loaded: LoadedPolicy | undefined;
     try {
       if (snapshot === undefined || base === undefined) {
         throw new PavilionError(ErrorCodes.BUNDLE_DELTA_SEQUENCE, `tenant ${tenant} has no distributed snapshot to apply deltas to`);
@@ -676,20 +665,32 @@ export class TenantManager implements Component {
       if (fold.error !== undefined) throw fold.error;
       const { sequence, data } = fold;
       if (deltas.length === 0) return entry.deltaSequence;
-      loaded = await this.#options.engine.load({ ...snapshot.compiled, data, variant: `${base}.${sequence}` });
-      await this.#runDecisionTests(loaded, snapshot.tests);
-      this.#options.engine.promote(loaded);
-      loaded = undefined;
-      entry.deltaSequence = sequence;
-      entry.deltaData = data;
-      entry.appliedDeltas = mode === 'rebuild' ? fold.applied : [...entry.appliedDeltas, ...fold.applied];
+      await this.#serveDeltas(entry, snapshot, base, sequence, data, mode === 'rebuild' ? fold.applied : [...entry.appliedDeltas, ...fold.applied]);
       entry.lastError = undefined;
       await this.#persistDeltas(entry, snapshot, base);
       return sequence;
     } catch (error) {
-      if (loaded !== undefined) this.#options.engine.discard(loaded);
       throw this.#recordFailure(tenant, wrapError(error, ErrorCodes.BUNDLE_DELTA_INVALID, 'applying delta'));
     }
+  }
+
+  /**
+   * Serve `data` (the snapshot with the deltas 1..`sequence` of deploy `base` folded in) once it
+   * passes the snapshot's decision tests, and remember what it holds; a revision that fails is
+   * discarded and the error thrown.
+   */
+  async #serveDeltas(entry: TenantEntry, snapshot: Snapshot, base: number, sequence: number, data: Record<string, unknown>, applied: readonly DeltaUpdate[]): Promise<void> {
+    const loaded = await this.#options.engine.load({ ...snapshot.compiled, data, variant: `${base}.${sequence}` });
+    try {
+      await this.#runDecisionTests(loaded, snapshot.tests);
+      this.#options.engine.promote(loaded);
+    } catch (error) {
+      this.#options.engine.discard(loaded);
+      throw error;
+    }
+    entry.deltaSequence = sequence;
+    entry.deltaData = data;
+    entry.appliedDeltas = applied;
   }
 
   /**
