@@ -3,9 +3,11 @@
  * file handle double that records what was asked of the disk.
  */
 import assert from 'node:assert/strict';
-import type { FileHandle } from 'node:fs/promises';
+import { mkdtemp, open, readFile, rm, type FileHandle } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { WalWriter, type WalWriterOptions } from '../sidecar/src/audit/log/wal-writer.ts';
+import { SYNC_WRITE_MAX_BYTES, WalWriter, type WalWriterOptions } from '../sidecar/src/audit/log/wal-writer.ts';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
 
 class FakeHandle {
@@ -157,5 +159,31 @@ describe('WAL writer', () => {
   it('a frame larger than the whole budget is refused at once, even when blocking', () => {
     const w = writer(new FakeHandle(), { maxDiskBytes: 16 + 4096 + 100, onFull: 'block' });
     assert.throws(() => w.reserve(200), (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_LOG_FULL));
+  });
+
+  it('a real file: batches up to SYNC_WRITE_MAX_BYTES are written on the calling thread, larger ones through the thread pool, in order', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'pavilion-wal-'));
+    const handle = await open(join(dir, 'audit.wal'), 'w+');
+    const pooled: number[] = [];
+    const writev = handle.writev.bind(handle);
+    // counts the writes that go through the thread pool (FileHandle.writev)
+    handle.writev = (async (buffers: NodeJS.ArrayBufferView[], position?: number | null) => {
+      pooled.push(position ?? -1);
+      return writev(buffers, position ?? undefined);
+    }) as FileHandle['writev'];
+    try {
+      const w = new WalWriter(handle, 0, options({ fsync: 'interval', fsyncIntervalMs: 60_000 }));
+      const small = Buffer.alloc(100, 1);
+      const large = Buffer.alloc(SYNC_WRITE_MAX_BYTES + 1, 2);
+      assert.equal(await append(w, small), 0);
+      assert.deepEqual(pooled, [], 'a small batch does not go to the thread pool');
+      assert.equal(await append(w, large), 100);
+      assert.deepEqual(pooled, [100], 'a batch over SYNC_WRITE_MAX_BYTES does');
+      assert.equal(await append(w, small), 100 + large.length);
+      await w.close();
+      assert.deepEqual(await readFile(join(dir, 'audit.wal')), Buffer.concat([small, large, small]));
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

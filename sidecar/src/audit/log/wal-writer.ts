@@ -4,7 +4,8 @@
  *
  * Group commit: frames queue in memory; one batch at a time is written with a single
  * positioned `writev` (and, with `fsync: 'always'`, one `fdatasync`), and frames that arrive
- * meanwhile form the next batch. A batch starts at the latest `groupCommitMaxDelayMs` after
+ * meanwhile form the next batch. A batch of at most SYNC_WRITE_MAX_BYTES is written on the
+ * calling thread, a larger one through libuv's thread pool (why: SYNC_WRITE_MAX_BYTES). A batch starts at the latest `groupCommitMaxDelayMs` after
  * its first frame, or at once when `groupCommitMaxBytes` are queued. `append` resolves when
  * its frame is durable as the policy defines it:
  *   - 'always':   written and fdatasync'ed (survives power loss);
@@ -31,10 +32,20 @@
  * The last CHECKPOINT_HEADROOM_BYTES of the budget are kept for checkpoints, so a full log can
  * still sign the leaves it holds.
  */
+import { writevSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { ErrorCodes, PavilionError, describeThrown } from '../../lib/errors.ts';
 
 export type FsyncPolicy = 'always' | 'interval' | 'never';
+/**
+ * Batches up to this size are written on the calling thread. Copying a few kilobytes into the
+ * page cache takes microseconds there, while a write through libuv's thread pool costs two
+ * cross-thread wake-ups (tens of microseconds each on a virtual machine, and most of a lone
+ * decision's logging latency). Larger batches - a busy log - go to the pool, so the event
+ * loop goes on encoding the next batch meanwhile. The sync write's own cost (it can block
+ * if the kernel throttles a writer with too many dirty pages) is bounded by this size.
+ */
+export const SYNC_WRITE_MAX_BYTES = 64 * 1024;
 export type ReservationKind = 'leaf' | 'checkpoint';
 export const CHECKPOINT_HEADROOM_BYTES = 4096;
 export type OnFullPolicy = 'block' | 'refuse';
@@ -276,9 +287,11 @@ export class WalWriter {
       let written = 0;
       try {
         const buffers = batch.map((p) => p.frame);
-        while (written < bytes) {
-          const { bytesWritten } = await this.#handle.writev(written === 0 ? buffers : [Buffer.concat(buffers).subarray(written)], this.#position + written);
-          written += bytesWritten;
+        const rest = (): Buffer[] => (written === 0 ? buffers : [Buffer.concat(buffers).subarray(written)]);
+        if (bytes <= SYNC_WRITE_MAX_BYTES && typeof this.#handle.fd === 'number') {
+          while (written < bytes) written += writevSync(this.#handle.fd, rest(), this.#position + written);
+        } else {
+          while (written < bytes) written += (await this.#handle.writev(rest(), this.#position + written)).bytesWritten;
         }
         if (this.#options.fsync === 'always') {
           await this.#handle.datasync();
