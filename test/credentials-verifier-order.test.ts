@@ -9,8 +9,8 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ErrorCodes } from '../sidecar/src/lib/errors.ts';
-import { InlineProofExecutor, MemoryNonceStore, type CredentialVerifierOptions } from '../sidecar/src/credentials/index.ts';
+import { ErrorCodes, type ErrorCode } from '../sidecar/src/lib/errors.ts';
+import { DidResolver, InlineProofExecutor, MemoryNonceStore, type CredentialVerifierOptions } from '../sidecar/src/credentials/index.ts';
 import { issueSdJwtVc, issueVcJwt, presentSdJwtVc } from '../sidecar/src/credentials/samples.ts';
 import { CHALLENGE, DAY_MS, DOMAIN, NOW_MS, issuerLoader, keys, kycCredential, presentDataIntegrity, rejectsWith, signed, trusting, verifier } from './credentials/fixtures.ts';
 
@@ -183,5 +183,118 @@ describe('a presentation is refused on what it claims before any signature work'
     await rejectsWith(v.verifyPresentation('bank', await present([early]), binding), ErrorCodes.CREDENTIAL_NOT_YET_VALID);
     assert.deepEqual(executor.counts, [2, 0]);
     assert.equal(nonces.size, 1, 'the verified holder\'s presentation used it up');
+  });
+});
+
+/**
+ * How many issuer keys the verifier resolves while `work` runs (DidResolver.verificationMethod,
+ * through which every JWT signature check gets its key: no key resolved, no signature checked).
+ */
+async function keyResolutionsDuring(work: () => Promise<unknown>): Promise<number> {
+  const resolve = DidResolver.prototype.verificationMethod;
+  let count = 0;
+  DidResolver.prototype.verificationMethod = function counted(this: DidResolver, ...args: Parameters<DidResolver['verificationMethod']>) {
+    count++;
+    return resolve.apply(this, args);
+  };
+  try {
+    await work();
+  } finally {
+    DidResolver.prototype.verificationMethod = resolve;
+  }
+  return count;
+}
+
+/** `jwt` with its payload changed by `edit` and its signature kept (so no longer valid). */
+function withClaims(jwt: string, edit: (claims: Record<string, unknown>) => void): string {
+  const [h, p, s] = jwt.split('.') as [string, string, string];
+  const claims = JSON.parse(Buffer.from(p, 'base64url').toString('utf8'));
+  edit(claims);
+  return `${h}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}.${s}`;
+}
+
+describe('a JWT credential is refused on what it claims before its key is resolved', () => {
+  it('a VC-JWT expired, not yet valid, or past its JWT exp: refused with its time code, no key resolved (no signature checked)', async () => {
+    const { issuer } = await keys();
+    const v = await verifier(trusting(issuer.did));
+    const expired = await issueVcJwt(kycCredential(issuer.did, { validUntil: '2026-05-01T00:00:00Z' }), issuer);
+    const early = await issueVcJwt(kycCredential(issuer.did, { validFrom: '2026-09-01T00:00:00Z' }), issuer);
+    const pastExp = await issueVcJwt(kycCredential(issuer.did), issuer, 'vc-1.1-jwt', { iss: issuer.did, nbf: NOW_S - 86_400, exp: NOW_S - 3600 });
+    assert.equal(await keyResolutionsDuring(() => rejectsWith(v.verify('bank', expired), ErrorCodes.CREDENTIAL_EXPIRED)), 0);
+    assert.equal(await keyResolutionsDuring(() => rejectsWith(v.verify('bank', early), ErrorCodes.CREDENTIAL_NOT_YET_VALID)), 0);
+    assert.equal(await keyResolutionsDuring(() => rejectsWith(v.verify('bank', pastExp), ErrorCodes.CREDENTIAL_EXPIRED)), 0);
+  });
+
+  it('a VC-JWT the tenant trusts its issuer for, but not for this type: OUT_OF_SCOPE, no key resolved', async () => {
+    const { issuer } = await keys();
+    const v = await verifier(trusting(issuer.did, ['LicenseCredential']));
+    const jwt = await issueVcJwt(kycCredential(issuer.did), issuer);
+    assert.equal(await keyResolutionsDuring(() => rejectsWith(v.verify('bank', jwt), ErrorCodes.CREDENTIAL_OUT_OF_SCOPE)), 0);
+  });
+
+  it('(guard) expired with a bad signature too: still refused, with the time code (which the sender knew), no key resolved; fresh with a bad signature: SIGNATURE_INVALID', async () => {
+    const { issuer } = await keys();
+    const v = await verifier(trusting(issuer.did));
+    const jwt = await issueVcJwt(kycCredential(issuer.did), issuer);
+    const forgedExpired = withClaims(jwt, (claims) => { claims['validUntil'] = '2026-05-01T00:00:00Z'; });
+    assert.equal(await keyResolutionsDuring(() => rejectsWith(v.verify('bank', forgedExpired), ErrorCodes.CREDENTIAL_EXPIRED)), 0);
+    const forged = withClaims(jwt, (claims) => { claims['validUntil'] = '2036-06-01T00:00:00Z'; });
+    assert.equal(await keyResolutionsDuring(() => rejectsWith(v.verify('bank', forged), ErrorCodes.CREDENTIAL_SIGNATURE_INVALID)), 1);
+  });
+
+  it('(guard) a valid VC-JWT: one key resolved, verified', async () => {
+    const { issuer } = await keys();
+    const v = await verifier(trusting(issuer.did));
+    const jwt = await issueVcJwt(kycCredential(issuer.did), issuer);
+    assert.equal(await keyResolutionsDuring(async () => assert.equal((await v.verify('bank', jwt)).format, 'vc+jwt')), 1);
+  });
+
+  it('an SD-JWT VC expired or not yet valid, or its KB-JWT for another audience, challenge or time: refused with its code, no key resolved', async () => {
+    const { issuer, holder } = await keys();
+    const v = await verifier(trusting(issuer.did));
+    const issue = (times: Record<string, number>) =>
+      issueSdJwtVc({ iss: issuer.did, vct: 'KycCredential', kyc_level: 'full', ...times }, ['kyc_level'], issuer, holder, 'order-test-salts');
+    const kb = { nonce: CHALLENGE, aud: DOMAIN, iatSeconds: NOW_S - 5 };
+    const fresh = await issue({ iat: NOW_S - 3600, exp: NOW_S + 86_400 });
+    const cases: Array<[string, Promise<string>, string]> = [
+      ['expired', presentSdJwtVc(await issue({ iat: NOW_S - 7200, exp: NOW_S - 3600 }), ['kyc_level'], holder, kb), ErrorCodes.CREDENTIAL_EXPIRED],
+      ['not yet valid', presentSdJwtVc(await issue({ iat: NOW_S - 3600, nbf: NOW_S + 86_400 }), ['kyc_level'], holder, kb), ErrorCodes.CREDENTIAL_NOT_YET_VALID],
+      ['another audience', presentSdJwtVc(fresh, ['kyc_level'], holder, { ...kb, aud: 'https://other.example' }), ErrorCodes.CREDENTIAL_DOMAIN_MISMATCH],
+      ['another challenge', presentSdJwtVc(fresh, ['kyc_level'], holder, { ...kb, nonce: 'another' }), ErrorCodes.CREDENTIAL_CHALLENGE_MISMATCH],
+      ['a stale KB-JWT', presentSdJwtVc(fresh, ['kyc_level'], holder, { ...kb, iatSeconds: NOW_S - 3600 }), ErrorCodes.CREDENTIAL_KEY_BINDING_INVALID],
+    ];
+    for (const [what, presented, code] of cases) {
+      const compact = await presented;
+      assert.equal(await keyResolutionsDuring(() => rejectsWith(v.verify('bank', compact, binding), code as ErrorCode)), 0, what);
+    }
+    // (guard) the fresh one, rightly bound: its key resolved once, verified
+    const good = await presentSdJwtVc(fresh, ['kyc_level'], holder, kb);
+    assert.equal(await keyResolutionsDuring(async () => assert.equal((await v.verify('bank', good, binding)).format, 'sd-jwt-vc')), 1);
+  });
+});
+
+describe('a replayed presentation is refused before its holder proof', () => {
+  it('the same presentation again: REPLAYED with no proof checked the second time', async () => {
+    const { v, executor, credential, present } = await material();
+    const vp = await present([credential]);
+    await v.verifyPresentation('bank', vp, binding);
+    assert.deepEqual(executor.counts, [1, 1]);
+    await rejectsWith(v.verifyPresentation('bank', vp, binding), ErrorCodes.CREDENTIAL_REPLAYED);
+    assert.deepEqual(executor.counts, [1, 1], 'the replay cost no holder proof and no credential proof');
+    const { errors } = await v.verifyEach('bank', [vp], binding);
+    assert.deepEqual(errors.map((e) => e.code), [ErrorCodes.CREDENTIAL_REPLAYED]);
+    assert.deepEqual(executor.counts, [1, 1]);
+  });
+
+  it('(guard) a forged holder proof for a fresh challenge uses nothing up: the honest holder\'s presentation is then accepted, once', async () => {
+    const { v, executor, nonces, credential, present } = await material();
+    const challenge = { challenge: 'fresh-challenge', domain: DOMAIN };
+    const forged = await present([credential], challenge);
+    forged['holder'] = 'did:example:mallory';
+    await rejectsWith(v.verifyPresentation('bank', forged, challenge), ErrorCodes.CREDENTIAL_SIGNATURE_INVALID);
+    assert.equal(nonces.size, 0, 'a presentation whose holder proof fails uses nothing');
+    assert.equal((await v.verifyPresentation('bank', await present([credential], challenge), challenge)).credentials.length, 1);
+    await rejectsWith(v.verifyPresentation('bank', await present([credential], challenge), challenge), ErrorCodes.CREDENTIAL_REPLAYED);
+    assert.deepEqual(executor.counts, [2, 1], 'the forged and the honest holder proofs; the replay none (the credential proof cached)');
   });
 });

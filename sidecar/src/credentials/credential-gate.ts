@@ -292,11 +292,17 @@ export class CredentialGate implements Component {
     } else if (credentials.length > 0) {
       const policy = this.#policies.get(tenant)!;
       const started = performance.now();
-      ({ credentials: facts, errors } = await this.verifier.verifyEach(tenant, credentials, {
-        ...(binding.challenge === undefined ? {} : { challenge: binding.challenge }),
-        ...(binding.witnesses === undefined ? {} : { witnesses: binding.witnesses }),
-        ...(policy.domain === undefined ? {} : { domain: policy.domain }),
-      }));
+      const deadline = requestDeadline(policy.verifyTimeoutMs);
+      try {
+        ({ credentials: facts, errors } = await this.verifier.verifyEach(tenant, credentials, {
+          ...(binding.challenge === undefined ? {} : { challenge: binding.challenge }),
+          ...(binding.witnesses === undefined ? {} : { witnesses: binding.witnesses }),
+          ...(policy.domain === undefined ? {} : { domain: policy.domain }),
+          signal: deadline.signal,
+        }));
+      } finally {
+        deadline.clear();
+      }
       const observer = this.#options.observer;
       if (observer !== undefined) {
         observer.onCredentialRequest(tenant, (performance.now() - started) / 1000);
@@ -404,6 +410,20 @@ export class CredentialGate implements Component {
     for (const message of this.#fetchErrors.values()) last = message;
     return last;
   }
+}
+
+/**
+ * One deadline for the verification of one request's credentials: each step has its own timeout
+ * (a proof job, its wait for a worker, a Redis command), and without this a request carrying
+ * many credentials could wait for the sum of them all. Aborted with the refusal the credentials
+ * not answered in time get; cleared once the request has its answer, so no timer outlives it.
+ */
+function requestDeadline(timeoutMs: number): { readonly signal: AbortSignal; clear(): void } {
+  const controller = new AbortController();
+  const timer = setTimeout(() => {
+    controller.abort(new PavilionError(ErrorCodes.CREDENTIAL_DEADLINE_EXCEEDED, `not verified within the tenant's verifyTimeoutMs (${timeoutMs} ms) for all the credentials of this request`));
+  }, timeoutMs);
+  return { signal: controller.signal, clear: () => clearTimeout(timer) };
 }
 
 interface Unfetched {

@@ -4,7 +4,7 @@
  * through the injected `readFile`, and their SHA-256 pins are checked when the verifier is built.
  *
  *   {
- *     "maxCredentialBytes": 65536, "clockSkewMs": 60000,
+ *     "maxCredentialBytes": 65536, "clockSkewMs": 60000, "verifyTimeoutMs": 5000,
  *     "maxAgeMsByType": {"KycCredential": 31536000000}, "defaultMaxAgeMs": null,
  *     "contexts": [{"url": "https://...", "sha256Hex": "...", "path": "ctx.jsonld"}],
  *     "didWeb": [{"did": "did:web:...", "sha256Hex": "...", "path": "did.json"}],
@@ -34,6 +34,12 @@ import type { TenantContext } from './pinned-contexts.ts';
 export interface CredentialPolicy {
   readonly tenantId: string;
   readonly maxCredentialBytes: number;
+  /**
+   * One deadline for all the credentials of one request (every proof job, status and challenge
+   * look-up together, each of which has its own timeout too): those not verified by then are
+   * refused with ERR_CREDENTIAL_DEADLINE_EXCEEDED, and the policy decides on the rest.
+   */
+  readonly verifyTimeoutMs: number;
   readonly freshness: FreshnessPolicy;
   readonly contexts: readonly TenantContext[];
   readonly didWeb: readonly PinnedDidDocument[];
@@ -76,6 +82,7 @@ export function defaultCredentialPolicy(tenantId: string): CredentialPolicy {
   return {
     tenantId,
     maxCredentialBytes: 64 * KiB,
+    verifyTimeoutMs: 5_000,
     freshness: { clockSkewMs: 60_000, maxAgeMsByType: {} },
     contexts: [],
     didWeb: [],
@@ -125,7 +132,7 @@ export function parseCredentialPolicy(
   const d = defaultCredentialPolicy(tenantId);
   const p = `$.credentials.${tenantId}`;
   const root = objectAt(raw ?? {}, p);
-  refuseUnknown(root, ['maxCredentialBytes', 'clockSkewMs', 'maxAgeMsByType', 'defaultMaxAgeMs', 'contexts', 'didWeb', 'trustAnchors', 'accreditations', 'maxChainDepth', 'statusLists', 'accumulators', 'accumulatorMaxAgeMs', 'keyBinding', 'presentations', 'domain', 'statusListFiles', 'statusListUrls', 'tokenStatusListFiles', 'tokenStatusListUrls', 'accumulatorStateFiles'], p);
+  refuseUnknown(root, ['maxCredentialBytes', 'verifyTimeoutMs', 'clockSkewMs', 'maxAgeMsByType', 'defaultMaxAgeMs', 'contexts', 'didWeb', 'trustAnchors', 'accreditations', 'maxChainDepth', 'statusLists', 'accumulators', 'accumulatorMaxAgeMs', 'keyBinding', 'presentations', 'domain', 'statusListFiles', 'statusListUrls', 'tokenStatusListFiles', 'tokenStatusListUrls', 'accumulatorStateFiles'], p);
 
   const read = (path: string, at: string): Uint8Array => {
     try {
@@ -256,6 +263,7 @@ export function parseCredentialPolicy(
     tokenStatusListUrls,
     initialAccumulatorStates,
     maxCredentialBytes: int(root, 'maxCredentialBytes', p, d.maxCredentialBytes, 256, 16 * 1024 * KiB),
+    verifyTimeoutMs: int(root, 'verifyTimeoutMs', p, d.verifyTimeoutMs, 10, 60_000),
     freshness: {
       clockSkewMs: int(root, 'clockSkewMs', p, d.freshness.clockSkewMs, 0, 10 * 60_000),
       maxAgeMsByType,

@@ -8,9 +8,14 @@
  * before any proof work -> proof -> freshness -> issuer trust -> status. The early trust check
  * refuses only what the full one would refuse whatever the proof says: for Data Integrity (after
  * freshness, as the library refuses stale credentials with untyped errors) the full trust
- * question, which needs nothing the proof establishes; for VC-JWT and SD-JWT VC an issuer the
- * tenant's trust policy does not name at all. It only ever refuses: everything it lets through is
- * proof-checked, then trust-checked again on the verified facts. The proof outcome is cached by
+ * question, which needs nothing the proof establishes; for a VC-JWT the same, on the claims its
+ * signature covers (read before its key is resolved: an expired or untrusted one costs no key
+ * resolution and no signature); for an SD-JWT VC an issuer the tenant's trust policy does not
+ * name at all, its stated time, and its KB-JWT's claims (sd-jwt-vc.ts; its disclosed claims are
+ * known only after its signature). It only ever refuses: everything it lets through is
+ * proof-checked, then trust-checked again on the verified facts. Whichever check refuses first,
+ * the code names something the presenter sent or could know (a time, an issuer, a challenge),
+ * never whether a signature would have verified. The proof outcome is cached by
  * the SHA-256 of the credential as received, once the trust check passed (a credential from an
  * issuer the tenant does not trust costs neither proof work nor a cache entry); every other step
  * runs on each call, so a cached credential is still re-checked for time, trust and status.
@@ -19,9 +24,15 @@
  *
  * Pipeline for a presentation: the same ordering, one level up. Everything that needs no
  * signature comes first (the proof's claimed challenge, domain and purpose, its age, and each
- * embedded credential's early refusals above), then the holder's proof, then each credential's
- * proof and the rest. A presentation all of whose credentials are refused for good before any
- * proof work is refused without its holder proof being checked.
+ * embedded credential's early refusals above, then whether its challenge was used already),
+ * then the holder's proof, then each credential's proof and the rest. A presentation all of
+ * whose credentials are refused for good before any proof work is refused without its holder
+ * proof being checked.
+ *
+ * A request's verification may be given a deadline (`VerifyOptions.signal`, the gate's
+ * `verifyTimeoutMs`): once it has passed, every credential not yet answered is refused with
+ * ERR_CREDENTIAL_DEADLINE_EXCEEDED at once, and the one being verified starts no further step
+ * (no proof job, no status or challenge look-up) and uses no challenge up.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { ErrorCodes, PavilionError, describeThrown, isPavilionError } from '../lib/errors.ts';
@@ -39,10 +50,10 @@ import { MemoryChallengeStore, MemoryNonceStore, type ChallengeStore, type Nonce
 import { pinContexts } from './pinned-contexts.ts';
 import { dataIntegrity, InlineProofExecutor, type ProofExecutor } from './proof-executor.ts';
 import { checkPresentationBinding } from './proof-shape.ts';
-import { verifySdJwtVc } from './sd-jwt-vc.ts';
+import { sdJwtWindow, verifySdJwtVc } from './sd-jwt-vc.ts';
 import { TokenStatusListCache, type TokenStatusReference } from './token-status-list.ts';
 import type { CredentialErrorV1, CredentialFormat, StatusCheckV1, VerifiedFactsV1 } from './verified-facts.ts';
-import { verifyVcJwt } from './vc-jwt.ts';
+import { readVcJwt, verifyVcJwt } from './vc-jwt.ts';
 import { embeddedCredentials, isPresentation, readW3cCredential, type W3cCredentialView } from './w3c-credential.ts';
 
 export interface VerifyOptions {
@@ -54,6 +65,11 @@ export interface VerifyOptions {
   readonly nowMs?: number;
   /** Accumulator witnesses by revocation handle (base64url). */
   readonly witnesses?: Readonly<Record<string, string>>;
+  /**
+   * The request's deadline: once aborted, no further step starts, and what is not answered yet is
+   * refused with the PavilionError it was aborted with (else ERR_CREDENTIAL_DEADLINE_EXCEEDED).
+   */
+  readonly signal?: AbortSignal;
 }
 
 export interface PresentationResultV1 {
@@ -105,7 +121,7 @@ interface ProofOutcome {
 type Screened =
   | { readonly kind: 'cached'; readonly proof: ProofOutcome }
   | { readonly kind: 'sd-jwt'; readonly compact: string; readonly issuerJws: CompactJws }
-  | { readonly kind: 'vc-jwt'; readonly jws: CompactJws }
+  | { readonly kind: 'vc-jwt'; readonly jws: CompactJws; readonly view: W3cCredentialView }
   | { readonly kind: 'data-integrity'; readonly credential: JsonObject; readonly view: W3cCredentialView };
 
 /** A credential admitted to proof work: its proof cache key and its screening. */
@@ -246,7 +262,9 @@ export class CredentialVerifier {
   }
 
   async #verifyCandidate(tenant: TenantRuntime, candidate: Candidate, options: VerifyOptions, nowMs: number, consumed: Set<string>): Promise<VerifiedFactsV1> {
+    stopIfAbandoned(options.signal);
     const { proof, remember } = await this.#prove(tenant, candidate, options, nowMs);
+    stopIfAbandoned(options.signal);
     return await this.#finish(tenant, proof, candidate.hash, options, nowMs, consumed, remember);
   }
 
@@ -284,10 +302,11 @@ export class CredentialVerifier {
    * Of two requests racing with one presentation, the store's check-and-set lets exactly one
    * through; the other is REPLAYED and yields nothing.
    *
-   * Signature work comes last: the presentation's claimed binding and age, and each credential's
-   * screening (#candidate), come before the holder's proof. When every embedded credential is
-   * refused there for good, the presentation is refused without its holder proof: it could
-   * yield nothing, whoever signed it, and uses nothing. When one refusal can pass later, the
+   * Signature work comes last: the presentation's claimed binding and age, each credential's
+   * screening (#candidate), and a read-only look for a used challenge (a replay) come before the
+   * holder's proof. When every embedded credential is refused there for good, the presentation
+   * is refused without its holder proof: it could yield nothing, whoever signed it, and uses
+   * nothing. When one refusal can pass later, the
    * holder proof is still checked, since only a verified holder may use the challenge up.
    */
   async #verifyPresentation(tenantId: string, presentation: unknown, options: VerifyOptions, consumed: Set<string>, holderAuthenticates: boolean): Promise<PresentationOutcome> {
@@ -316,6 +335,15 @@ export class CredentialVerifier {
     if (embedded.length > 0 && refused.length === embedded.length && refused.every((e) => REFUSED_FOR_GOOD.has(e.code))) {
       return { accepted: false, errors: refused };
     }
+    stopIfAbandoned(options.signal);
+    const key = challengeKey(tenantId, challenge, domain);
+    // a replay is refused before any signature work: this look records nothing, so whoever sends
+    // it (a forger too) learns only what any did:key holder could learn with a proof of their
+    // own; the use that counts is #consumeChallenge's check-and-set, last, by a verified holder
+    if (!consumed.has(key) && (await this.#nonces.seen(key, nowMs))) {
+      throw new PavilionError(ErrorCodes.CREDENTIAL_REPLAYED, 'this challenge was already used: presentations are accepted once');
+    }
+    stopIfAbandoned(options.signal);
 
     const { holderKey } = await this.#executor.verifyPresentationProof(tenantId, presentation, {
       nowMs,
@@ -327,12 +355,6 @@ export class CredentialVerifier {
     const holder = nodeId(presentation['holder']);
     if (holder === undefined || holder !== method.controller) {
       throw new PavilionError(ErrorCodes.CREDENTIAL_HOLDER_MISMATCH, 'the presentation is not signed by its holder');
-    }
-    const key = challengeKey(tenantId, challenge, domain);
-    // a replay is refused before its credentials are verified again; this look is only a shortcut,
-    // the use that counts is #consumeChallenge's check-and-set, last
-    if (!consumed.has(key) && (await this.#nonces.seen(key, nowMs))) {
-      throw new PavilionError(ErrorCodes.CREDENTIAL_REPLAYED, 'this challenge was already used: presentations are accepted once');
     }
 
     // the credentials answer the presentation's challenge (a KB-JWT nonce is checked against it):
@@ -358,25 +380,35 @@ export class CredentialVerifier {
     }
     const accepted = credentials.length > 0 || (embedded.length === 0 && holderAuthenticates);
     const refusedForGood = embedded.length === 0 || errors.every((e) => REFUSED_FOR_GOOD.has(e.code));
-    if (accepted || !refusedForGood) await this.#consumeChallenge(tenant, challenge, domain, nowMs, consumed);
+    if (accepted || !refusedForGood) {
+      // past the deadline the request has its answer already: nothing is used up for it
+      stopIfAbandoned(options.signal);
+      await this.#consumeChallenge(tenant, challenge, domain, nowMs, consumed);
+    }
     return accepted ? { accepted, result: { version: 1, holder, credentials, errors } } : { accepted, errors };
   }
 
-  /** For the decision input: every credential verified, facts and typed errors side by side. */
+  /**
+   * For the decision input: every credential verified, facts and typed errors side by side. With
+   * `options.signal`, one deadline for them all: once it has passed, the credential being
+   * verified and every one after it are refused at once (see beforeDeadline), each at its index.
+   */
   async verifyEach(tenantId: string, credentials: readonly unknown[], options: VerifyOptions = {}): Promise<{ credentials: VerifiedFactsV1[]; errors: CredentialErrorV1[] }> {
     const facts: VerifiedFactsV1[] = [];
     const errors: CredentialErrorV1[] = [];
     const consumed = new Set<string>();
+    const { signal } = options;
     for (const [index, credential] of credentials.entries()) {
       try {
+        stopIfAbandoned(signal);
         if (isPresentation(credential)) {
           // a refused presentation yields no facts, only its credentials' codes
-          const outcome = await this.#verifyPresentation(tenantId, credential, options, consumed, false);
+          const outcome = await beforeDeadline(this.#verifyPresentation(tenantId, credential, options, consumed, false), signal);
           const refusals = outcome.accepted ? outcome.result.errors : outcome.errors;
           if (outcome.accepted) facts.push(...outcome.result.credentials);
           errors.push(...refusals.map((e) => ({ ...e, index })));
         } else {
-          facts.push(await this.#verifyOne(tenantId, credential, options, consumed));
+          facts.push(await beforeDeadline(this.#verifyOne(tenantId, credential, options, consumed), signal));
         }
       } catch (error) {
         errors.push(toCredentialError(index, error));
@@ -482,8 +514,9 @@ export class CredentialVerifier {
    * trust question (the facts it asks about are the ones the proof covers, unchanged; #finish
    * asks it again of the verified outcome); for a VC-JWT or SD-JWT VC, an issuer the trust policy
    * does not name at all, read from the JWT decoded here once (the proof check uses that
-   * decoding, of the same bytes it verifies). A credential whose proof outcome is cached is
-   * checked by #finish alone. Nothing here accepts anything.
+   * decoding, of the same bytes it verifies), then its stated time, and for a VC-JWT the whole
+   * trust question too (its claims are all in the signed payload). A credential whose proof
+   * outcome is cached is checked by #finish alone. Nothing here accepts anything.
    */
   #screen(tenant: TenantRuntime, credential: unknown, hash: string, nowMs: number): Screened {
     if (typeof credential === 'string') {
@@ -491,13 +524,18 @@ export class CredentialVerifier {
         // never cached: its key binding answers this request's challenge
         const issuerJws = decodeCompactJws(credential.slice(0, credential.indexOf('~')), 'SD-JWT');
         this.#refuseUnknownIssuer(tenant, claimedJwtIssuer(issuerJws, 'sd-jwt'));
+        const vct = issuerJws.payload['vct'];
+        checkFreshness(sdJwtWindow(issuerJws.payload), typeof vct === 'string' ? [vct] : [], nowMs, tenant.policy.freshness);
         return { kind: 'sd-jwt', compact: credential, issuerJws };
       }
       const cached = this.#cached(tenant, hash);
       if (cached !== undefined) return { kind: 'cached', proof: cached };
       const jws = decodeCompactJws(credential, 'VC-JWT');
       this.#refuseUnknownIssuer(tenant, claimedJwtIssuer(jws, 'vc-jwt'));
-      return { kind: 'vc-jwt', jws };
+      const view = readVcJwt(jws);
+      checkFreshness(view.window, view.types, nowMs, tenant.policy.freshness);
+      establishTrust(trustQuestion(viewFacts(view)), tenant.trust, nowMs);
+      return { kind: 'vc-jwt', jws, view };
     }
     const cached = this.#cached(tenant, hash);
     if (cached !== undefined) return { kind: 'cached', proof: cached };
@@ -548,7 +586,7 @@ export class CredentialVerifier {
     if (cached !== undefined) return { proof: cached, remember: false };
     if (screened.kind === 'vc-jwt') {
       // freshness is #finish's, which runs on every call, cached or not
-      const { view, proofType } = await verifyVcJwt(screened.jws, tenant.dids);
+      const { view, proofType } = await verifyVcJwt(screened.jws, tenant.dids, screened.view);
       return { proof: { format: 'vc+jwt', ...viewFacts(view), proofType }, remember: true };
     }
     const { proofType } = await this.#executor.verifyCredentialProof(policy.tenantId, screened.credential, {
@@ -598,7 +636,10 @@ export class CredentialVerifier {
     const chain = establishTrust(trustQuestion(proof), tenant.trust, nowMs);
     if (remember) this.#remember(tenant, hash, proof);
     const status = await this.#status(tenant, proof, options, nowMs);
-    if (proof.nonce !== undefined) await this.#consumeChallenge(tenant, proof.nonce, options.domain ?? '', nowMs, consumed);
+    if (proof.nonce !== undefined) {
+      stopIfAbandoned(options.signal);
+      await this.#consumeChallenge(tenant, proof.nonce, options.domain ?? '', nowMs, consumed);
+    }
     return {
       version: 1,
       format: proof.format,
@@ -723,6 +764,35 @@ const REFUSED_FOR_GOOD: ReadonlySet<string> = new Set([
   ErrorCodes.CREDENTIAL_OUT_OF_SCOPE, ErrorCodes.CREDENTIAL_CHAIN_TOO_DEEP, ErrorCodes.CREDENTIAL_CHAIN_CYCLE,
   ErrorCodes.CREDENTIAL_REVOKED,
 ]);
+
+/** Why work stopped by `signal` is refused: the PavilionError it was aborted with, else ERR_CREDENTIAL_DEADLINE_EXCEEDED. */
+function abandoned(signal: AbortSignal): PavilionError {
+  const reason: unknown = signal.reason;
+  if (reason instanceof PavilionError) return reason;
+  return new PavilionError(ErrorCodes.CREDENTIAL_DEADLINE_EXCEEDED, `credential verification was stopped: ${describeThrown(reason)}`, { cause: reason });
+}
+
+/** Start no further step (proof job, status or challenge look-up) once the request's deadline has passed. */
+function stopIfAbandoned(signal: AbortSignal | undefined): void {
+  if (signal?.aborted === true) throw abandoned(signal);
+}
+
+/**
+ * `work`'s outcome, or its refusal as soon as `signal` aborts: the answer does not wait for the
+ * step in flight (a proof job or a Redis command, each with its own timeout). That step still
+ * ends within its own timeout; the work then stops at its next stopIfAbandoned, and its outcome
+ * is dropped (never unhandled).
+ */
+function beforeDeadline<T>(work: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (signal === undefined) return work;
+  work.catch(() => undefined);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(abandoned(signal));
+    if (signal.aborted) return onAbort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    void work.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
+}
 
 /** What a refresh step that threw is reported as (describeThrown describes any value a status source rejected with). */
 function refreshStepError(what: string, thrown: unknown): PavilionError {

@@ -144,13 +144,30 @@ export async function verifySdJwtVc(compact: string, check: SdJwtCheck, issuerJw
   const disclosures = parts.slice(1, -1);
   if (disclosures.some((d) => d === '')) throw new PavilionError(ErrorCodes.CREDENTIAL_MALFORMED, 'empty disclosure');
 
-  // 1. issuer signature, with the issuer's key resolved offline from kid (a DID URL under iss)
+  // 1. what the issuer JWT and the KB-JWT claim, before any key is resolved or signature checked:
+  // a credential for another verifier or challenge costs no signature work (its code says only
+  // what the presenter sent; one whose signature is also bad is refused all the same)
   const { header, payload, signingInput, signature } = issuerJws !== undefined && compactJwsText(issuerJws) === issuerJwt ? issuerJws : decodeCompactJws(issuerJwt, 'SD-JWT');
   const iss = payload['iss'];
   if (typeof iss !== 'string' || !iss.startsWith('did:')) throw new PavilionError(ErrorCodes.CREDENTIAL_MALFORMED, 'SD-JWT VC iss must be a DID');
   const kid = typeof header['kid'] === 'string' ? header['kid'] : iss;
   if (kid !== iss && !kid.startsWith(`${iss}#`)) throw new PavilionError(ErrorCodes.CREDENTIAL_ISSUER_MISMATCH, 'kid is not a key of iss');
   if (header['typ'] !== 'dc+sd-jwt' && header['typ'] !== 'vc+sd-jwt') throw new PavilionError(ErrorCodes.CREDENTIAL_MALFORMED, 'SD-JWT VC typ must be dc+sd-jwt (or the older vc+sd-jwt)');
+  const vct = payload['vct'];
+  if (typeof vct !== 'string' || vct === '') throw new PavilionError(ErrorCodes.CREDENTIAL_MALFORMED, 'SD-JWT VC needs vct');
+  const statusReference = payload['status'] === undefined ? undefined : readTokenStatusReference(payload['status']);
+  const window = sdJwtWindow(payload);
+  const cnf = payload['cnf'];
+  const holderJwk = isObject(cnf) && isObject(cnf['jwk']) ? cnf['jwk'] : undefined;
+  let keyBinding: { readonly jws: CompactJws; readonly holderJwk: JsonObject } | undefined;
+  if (kbJwt === '') {
+    if (check.keyBinding.required) throw new PavilionError(ErrorCodes.CREDENTIAL_KEY_BINDING_MISSING, 'this tenant requires key binding, and the SD-JWT has no KB-JWT');
+  } else {
+    if (holderJwk === undefined) throw new PavilionError(ErrorCodes.CREDENTIAL_KEY_BINDING_INVALID, 'a KB-JWT without cnf.jwk in the credential');
+    keyBinding = { jws: readKeyBinding(kbJwt, compact.slice(0, compact.length - kbJwt.length), check), holderJwk };
+  }
+
+  // 2. issuer signature, with the issuer's key resolved offline from kid (a DID URL under iss);
   // an issuer signature: the key must be under assertionMethod (not, say, an authentication key)
   const method = await check.dids.verificationMethod(kid, 'assertionMethod');
   if (method.controller !== iss) throw new PavilionError(ErrorCodes.CREDENTIAL_ISSUER_MISMATCH, 'the signing key is not controlled by iss');
@@ -158,32 +175,15 @@ export async function verifySdJwtVc(compact: string, check: SdJwtCheck, issuerJw
   const alg = assertAlgorithm(header['alg'], issuerKey);
   if (!verifyJwsSignature(signingInput, signature, issuerKey)) throw new PavilionError(ErrorCodes.CREDENTIAL_SIGNATURE_INVALID, 'SD-JWT issuer signature does not verify');
 
-  const vct = payload['vct'];
-  if (typeof vct !== 'string' || vct === '') throw new PavilionError(ErrorCodes.CREDENTIAL_MALFORMED, 'SD-JWT VC needs vct');
-  const statusReference = payload['status'] === undefined ? undefined : readTokenStatusReference(payload['status']);
-
-  // 2. disclosures: the check @sd-jwt/core leaves out
+  // 3. disclosures: the check @sd-jwt/core leaves out
   checkDisclosures(payload, disclosures);
 
-  const window: { validFromMs?: number; validUntilMs?: number; issuedAtMs?: number } = {};
-  if (payload['nbf'] !== undefined) window.validFromMs = parseNumericDate(payload['nbf'], 'nbf');
-  if (payload['exp'] !== undefined) window.validUntilMs = parseNumericDate(payload['exp'], 'exp');
-  if (payload['iat'] !== undefined) window.issuedAtMs = parseNumericDate(payload['iat'], 'iat');
+  // 4. key binding (RFC 9901 section 7.3), entirely here: its claims were read in step 1
+  if (keyBinding !== undefined) verifyKeyBindingSignature(keyBinding.jws, keyBinding.holderJwk);
+  const keyBound = keyBinding !== undefined;
 
-  // 3. key binding (RFC 9901 section 7.3), entirely here
-  const cnf = payload['cnf'];
-  const holderJwk = isObject(cnf) && isObject(cnf['jwk']) ? cnf['jwk'] : undefined;
-  let keyBound = false;
-  if (kbJwt === '') {
-    if (check.keyBinding.required) throw new PavilionError(ErrorCodes.CREDENTIAL_KEY_BINDING_MISSING, 'this tenant requires key binding, and the SD-JWT has no KB-JWT');
-  } else {
-    if (holderJwk === undefined) throw new PavilionError(ErrorCodes.CREDENTIAL_KEY_BINDING_INVALID, 'a KB-JWT without cnf.jwk in the credential');
-    checkKeyBinding(kbJwt, compact.slice(0, compact.length - kbJwt.length), holderJwk, check);
-    keyBound = true;
-  }
-
-  // 4. claims: the library recomputes the disclosed payload (and re-checks the times). The
-  // signature it asks about is the one step 1 verified: the same bytes are not verified twice
+  // 5. claims: the library recomputes the disclosed payload (and re-checks the times). The
+  // signature it asks about is the one step 2 verified: the same bytes are not verified twice
   // (anything else it might ask about still is).
   const instance = new SDJwtInstance({
     hasher,
@@ -219,20 +219,46 @@ export async function verifySdJwtVc(compact: string, check: SdJwtCheck, issuerJw
   };
 }
 
-function checkKeyBinding(kbJwt: string, presented: string, holderJwk: JsonObject, check: SdJwtCheck): void {
-  const invalid = (message: string): PavilionError => new PavilionError(ErrorCodes.CREDENTIAL_KEY_BINDING_INVALID, `KB-JWT: ${message}`);
-  const { header, payload, signingInput, signature } = decodeCompactJws(kbJwt, 'KB-JWT');
-  if (header['typ'] !== 'kb+jwt') throw invalid('typ must be kb+jwt');
-  const holderKey = publicKeyFromJwk(holderJwk);
-  assertAlgorithm(header['alg'], holderKey);
-  if (!verifyJwsSignature(signingInput, signature, holderKey)) throw invalid('signature does not verify with cnf.jwk');
-  if (check.challenge === undefined || check.domain === undefined) throw invalid('the verifier gave no challenge and domain to bind to');
+/**
+ * The time window an SD-JWT VC's issuer JWT states (`nbf`, `exp`, `iat`), read without verifying
+ * anything: the verifier refuses an expired or not yet valid credential on it before the proof.
+ */
+export function sdJwtWindow(payload: JsonObject): ValidityWindow {
+  const window: { validFromMs?: number; validUntilMs?: number; issuedAtMs?: number } = {};
+  if (payload['nbf'] !== undefined) window.validFromMs = parseNumericDate(payload['nbf'], 'nbf');
+  if (payload['exp'] !== undefined) window.validUntilMs = parseNumericDate(payload['exp'], 'exp');
+  if (payload['iat'] !== undefined) window.issuedAtMs = parseNumericDate(payload['iat'], 'iat');
+  return window;
+}
+
+function keyBindingInvalid(message: string): PavilionError {
+  return new PavilionError(ErrorCodes.CREDENTIAL_KEY_BINDING_INVALID, `KB-JWT: ${message}`);
+}
+
+/**
+ * A KB-JWT's claims (RFC 9901 section 7.3): `typ`, this verifier's `nonce` and `aud`, an `iat`
+ * within the allowed age, an `sd_hash` over exactly the presented SD-JWT. Nothing verified yet:
+ * verifyKeyBindingSignature then checks the holder signed these very claims.
+ */
+function readKeyBinding(kbJwt: string, presented: string, check: SdJwtCheck): CompactJws {
+  const jws = decodeCompactJws(kbJwt, 'KB-JWT');
+  const { header, payload } = jws;
+  if (header['typ'] !== 'kb+jwt') throw keyBindingInvalid('typ must be kb+jwt');
+  if (check.challenge === undefined || check.domain === undefined) throw keyBindingInvalid('the verifier gave no challenge and domain to bind to');
   if (payload['nonce'] !== check.challenge) throw new PavilionError(ErrorCodes.CREDENTIAL_CHALLENGE_MISMATCH, 'KB-JWT nonce is not this verifier\'s challenge');
   const aud = payload['aud'];
   if (aud !== check.domain) throw new PavilionError(ErrorCodes.CREDENTIAL_DOMAIN_MISMATCH, 'KB-JWT aud is not this verifier');
   const iatMs = parseNumericDate(payload['iat'], 'KB-JWT iat');
   const skew = Math.min(check.keyBinding.clockSkewMs, MAX_CLOCK_SKEW_MS);
-  if (iatMs > check.nowMs + skew) throw invalid('iat is in the future');
-  if (check.nowMs - skew - iatMs > check.keyBinding.maxAgeMs) throw invalid(`iat is older than ${check.keyBinding.maxAgeMs} ms`);
-  if (payload['sd_hash'] !== sha256B64u(presented)) throw invalid('sd_hash does not match the presented SD-JWT');
+  if (iatMs > check.nowMs + skew) throw keyBindingInvalid('iat is in the future');
+  if (check.nowMs - skew - iatMs > check.keyBinding.maxAgeMs) throw keyBindingInvalid(`iat is older than ${check.keyBinding.maxAgeMs} ms`);
+  if (payload['sd_hash'] !== sha256B64u(presented)) throw keyBindingInvalid('sd_hash does not match the presented SD-JWT');
+  return jws;
+}
+
+/** The KB-JWT read by readKeyBinding is signed by the holder key in the credential's `cnf.jwk`. */
+function verifyKeyBindingSignature({ header, signingInput, signature }: CompactJws, holderJwk: JsonObject): void {
+  const holderKey = publicKeyFromJwk(holderJwk);
+  assertAlgorithm(header['alg'], holderKey);
+  if (!verifyJwsSignature(signingInput, signature, holderKey)) throw keyBindingInvalid('signature does not verify with cnf.jwk');
 }

@@ -117,6 +117,8 @@ export const ErrorCodes = {
   CREDENTIAL_STATUS_INVALID: 'ERR_CREDENTIAL_STATUS_INVALID',
   CREDENTIAL_WITNESS_INVALID: 'ERR_CREDENTIAL_WITNESS_INVALID',
   CREDENTIAL_TENANT_UNKNOWN: 'ERR_CREDENTIAL_TENANT_UNKNOWN',
+  /** A request's credentials were not all verified within the tenant's `verifyTimeoutMs`: those not answered by then are refused. */
+  CREDENTIAL_DEADLINE_EXCEEDED: 'ERR_CREDENTIAL_DEADLINE_EXCEEDED',
   // audit log (sidecar/src/audit): Merkle proofs, the write-ahead log, checkpoints, verification
   AUDIT_MERKLE_RANGE: 'ERR_AUDIT_MERKLE_RANGE',
   AUDIT_PROOF_INVALID: 'ERR_AUDIT_PROOF_INVALID',
