@@ -88,6 +88,9 @@ describe('last known good', () => {
   describe('deltas', () => {
     const delta = (sequence: number, value: number, base = 10): { base: number; sequence: number; roots: string[]; operations: Array<{ op: 'upsert'; path: string; value: number }>; signatures: string[] } =>
       ({ base, sequence, roots: ['bank'], operations: [{ op: 'upsert', path: '/bank/limits/max', value }], signatures: [`sig-${sequence}`] });
+    /** A deltas file in format 1 (one document, as versions before the append-only log wrote it) holding these signed messages. */
+    const formatOne = (binding: { digest: string; base: number }, deltas: ReadonlyArray<ReturnType<typeof delta>>, patch = (d: ReturnType<typeof delta>): unknown => ({ data: d.operations })): string =>
+      JSON.stringify({ v: 1, tenant: 'bank', digest: binding.digest, base: binding.base, deltas: deltas.map((d) => ({ v: 1, tenant: 'bank', base: d.base, sequence: d.sequence, roots: d.roots, patch: patch(d), signatures: d.signatures })) });
 
     test('the deltas saved for the snapshot the metadata names are what a load returns, in order', async () => {
       const store = new LastKnownGood(directory);
@@ -117,15 +120,13 @@ describe('last known good', () => {
       assert.ok(isPavilionError(loaded.refused, ErrorCodes.BUNDLE_DELTA_SEQUENCE));
     });
 
-    test('a delta that does not read is refused with its code, with the deltas before it returned', async () => {
+    test('a delta that does not read, in a file in format 1 (before the upgrade), is refused with its code, with the deltas before it returned', async () => {
       const store = new LastKnownGood(directory);
       const m = meta('d3', 13, 'snapshot-d3');
       await store.save(Buffer.from('snapshot-d3'), m);
       const binding = { tenant: 'bank', digest: m.digest, base: 13 };
-      await store.saveDeltas(binding, [delta(1, 20, 13), delta(2, 30, 13), delta(3, 3, 13)]);
-      const file = JSON.parse(await readFile(store.deltasFile(binding), 'utf8')) as { deltas: Array<Record<string, unknown>> };
-      file.deltas[1] = { ...file.deltas[1], patch: { data: [{ op: 'explode', path: '/bank' }] } };
-      await writeFile(store.deltasFile(binding), JSON.stringify(file));
+      const explode = (d: ReturnType<typeof delta>): unknown => (d.sequence === 2 ? { data: [{ op: 'explode', path: '/bank' }] } : { data: d.operations });
+      await writeFile(store.deltasFile(binding), formatOne(binding, [delta(1, 20, 13), delta(2, 30, 13), delta(3, 3, 13)], explode));
       const loaded = await store.loadDeltas(m);
       assert.deepEqual(loaded.deltas, [delta(1, 20, 13)]);
       assert.ok(isPavilionError(loaded.refused, ErrorCodes.BUNDLE_DELTA_INVALID));
@@ -145,8 +146,7 @@ describe('last known good', () => {
       assert.ok(isPavilionError(loaded.refused, ErrorCodes.BUNDLE_DELTA_LIMIT));
       const many = Array.from({ length: MAX_PERSISTED_DELTAS + 1 }, (_, i) => delta(i + 1, i, 14));
       await assert.rejects(new LastKnownGood(directory).saveDeltas(binding, many), (e: unknown) => isPavilionError(e, ErrorCodes.BUNDLE_DELTA_LIMIT));
-      const file = JSON.parse(await readFile(small.deltasFile(binding), 'utf8')) as { deltas: unknown[] };
-      await writeFile(small.deltasFile(binding), JSON.stringify({ ...file, deltas: Array.from({ length: MAX_PERSISTED_DELTAS + 1 }, () => file.deltas[0]) }));
+      await writeFile(small.deltasFile(binding), formatOne(binding, Array.from({ length: MAX_PERSISTED_DELTAS + 1 }, () => delta(1, 1, 14))));
       assert.ok(isPavilionError((await new LastKnownGood(directory).loadDeltas(m)).refused, ErrorCodes.BUNDLE_DELTA_LIMIT));
     });
   });

@@ -5,9 +5,12 @@
  * revoked), and takes the stream's deltas once NATS is back without applying one twice; a
  * persisted delta that fails verification is refused with its code and the snapshot with
  * the deltas before it serves; a deltas file of an earlier deploy never applies to a new one.
+ * Each delta is appended to the deploy's file (never written anew); once NATS is back and
+ * the pointer still names the persisted deploy, the revision is confirmed as the source's
+ * (the persisted WARN clears) without being reloaded.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { link, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -124,7 +127,7 @@ describe('deltas persisted with the last known good', () => {
         assert.equal((second.pavilion.tenants.status().details?.['bank'] as Record<string, unknown>)['persistedDeltas'], 2);
       });
       const resumed = second as unknown as RunningPavilion;
-      // the same deploy is not activated again (its origin stays 'persisted'); deltas go on from 2
+      // the same deploy is not activated again; deltas go on from 2
       await until('NATS reconnected', async () => {
         const health = (await get(`${resumed.url}/health?verbose`)).body as { components?: { distribution?: { details?: { connection?: string } } } };
         return health.components?.distribution?.details?.connection === 'connected';
@@ -135,6 +138,121 @@ describe('deltas persisted with the last known good', () => {
       assert.equal(await allows(resumed, 5), false);
       assert.equal(resumed.pavilion.tenants.tenant('bank')?.lastError, undefined, 'nothing was applied twice or out of sequence');
       await persistedDeltas(persistDirectory, 3);
+    } finally {
+      await second?.stop();
+    }
+  });
+
+  test('each delta a sidecar applies is appended to its deploy\'s persisted file, which is never written anew', async () => {
+    const persistDirectory = join(dir, 'appended');
+    const deploy = await store.push('bank', await limitsBundle('append'), { revision: 'append', pushedBy: 'alice' });
+    const sidecar = await startPersisting('sidecar-append', persistDirectory);
+    try {
+      await until('the deploy taken', () => sidecar.pavilion.tenants.deltaState('bank')?.base === deploy.sequence);
+      await setMax(10);
+      await until('delta 1 applied', () => sidecar.pavilion.tenants.deltaState('bank')?.sequence === 1);
+      const { file } = await persistedDeltas(persistDirectory, 1);
+      const probe = join(persistDirectory, 'probe-link');
+      await link(file, probe); // the same inode: it sees every append, and not a file renamed over it
+      for (let value = 11; value <= 30; value++) await setMax(value);
+      await until('delta 21 applied', () => sidecar.pavilion.tenants.deltaState('bank')?.sequence === 21);
+      await persistedDeltas(persistDirectory, 21);
+      assert.ok((await readFile(probe)).equals(await readFile(file)), 'deltas 2-21 were appended to the file delta 1 created');
+      assert.equal(await allows(sidecar, 30), true);
+      assert.equal(await allows(sidecar, 31), false);
+    } finally {
+      await sidecar.stop();
+    }
+  });
+
+  test('once NATS is back and its pointer still names the persisted deploy, confirming it makes the revision the source\'s: the persisted WARN clears, nothing is reloaded', async () => {
+    const persistDirectory = join(dir, 'confirmed');
+    const deploy = await store.push('bank', await limitsBundle('confirm'), { revision: 'confirm', pushedBy: 'alice' });
+    const first = await startPersisting('sidecar-confirm', persistDirectory);
+    let digest: string;
+    try {
+      await until('the deploy taken', () => first.pavilion.tenants.deltaState('bank')?.base === deploy.sequence);
+      await setMax(3);
+      await until('delta 1 applied', () => first.pavilion.tenants.deltaState('bank')?.sequence === 1);
+      digest = (await persistedDeltas(persistDirectory, 1)).digest;
+    } finally {
+      await first.stop();
+    }
+    const persistedWarn = async (sidecar: RunningPavilion): Promise<boolean> => /persisted \(last known good\)/.test(JSON.stringify((await get(`${sidecar.url}/health?verbose`)).body));
+    let second: RunningPavilion | undefined;
+    try {
+      await withoutNats(async () => {
+        second = await startPersisting('sidecar-confirm-again', persistDirectory, true);
+        const tenants = second.pavilion.tenants;
+        assert.equal(tenants.tenant('bank')?.origin?.kind, 'persisted');
+        assert.equal(await persistedWarn(second), true);
+        // another deploy, or other bytes under this deploy, confirm nothing
+        assert.equal(await tenants.confirmSource('bank', deploy.sequence + 1, digest), false);
+        assert.equal(await tenants.confirmSource('bank', deploy.sequence, '0'.repeat(64)), false);
+        assert.equal(tenants.tenant('bank')?.origin?.kind, 'persisted');
+      });
+      const resumed = second as unknown as RunningPavilion;
+      const served = resumed.pavilion.engine.active('bank');
+      await until('NATS reconnected', async () => {
+        const health = (await get(`${resumed.url}/health?verbose`)).body as { components?: { distribution?: { details?: { connection?: string; lastSync?: string } } } };
+        return health.components?.distribution?.details?.connection === 'connected' && health.components.distribution.details.lastSync !== undefined;
+      });
+      // The pointer NATS holds now, handed over as the distribution's resync is to hand it
+      // (it reads every pointer after a reconnect; today it drops one it already serves).
+      const pointer = await store.current('bank');
+      assert.ok(pointer !== undefined);
+      assert.deepEqual([pointer.sequence, pointer.pointer.digest], [deploy.sequence, digest]);
+      await resumed.pavilion.tenants.confirmSource('bank', pointer.sequence, pointer.pointer.digest);
+      assert.equal(await persistedWarn(resumed), false, 'the persisted WARN is gone');
+      const tenant = resumed.pavilion.tenants.tenant('bank');
+      assert.deepEqual([tenant?.origin?.kind, tenant?.origin?.sequence, tenant?.state], ['source', deploy.sequence, 'OK']);
+      assert.equal(resumed.pavilion.engine.active('bank'), served, 'the same loaded revision serves: nothing was reloaded');
+      assert.deepEqual(resumed.pavilion.tenants.deltaState('bank'), { base: deploy.sequence, sequence: 1 }, 'the persisted delta stays applied');
+      await setMax(4);
+      await until('delta 2 applied on top', () => resumed.pavilion.tenants.deltaState('bank')?.sequence === 2);
+      assert.equal(await allows(resumed, 4), true);
+      assert.equal(await allows(resumed, 5), false);
+    } finally {
+      await second?.stop();
+    }
+  });
+
+  test('a sidecar upgraded in place serves the deltas its earlier version persisted whole (format 1); its next delta rewrites them in format 2', async () => {
+    const persistDirectory = join(dir, 'upgraded');
+    const deploy = await store.push('bank', await limitsBundle('upgrade'), { revision: 'upgrade', pushedBy: 'alice' });
+    const first = await startPersisting('sidecar-upgrade', persistDirectory);
+    try {
+      await until('the deploy taken', () => first.pavilion.tenants.deltaState('bank')?.base === deploy.sequence);
+      await setMax(20);
+      await setMax(3);
+      await until('delta 2 applied', () => first.pavilion.tenants.deltaState('bank')?.sequence === 2);
+    } finally {
+      await first.stop();
+    }
+    const { file, base, digest } = await persistedDeltas(persistDirectory, 2);
+    const { deltas } = await new LastKnownGood(persistDirectory).loadDeltas({ tenant: 'bank', revision: 'upgrade', digest, sequence: base, savedAt: new Date().toISOString() });
+    const formatOne: PersistedDeltasV1 = {
+      v: 1, tenant: 'bank', digest, base,
+      deltas: deltas.map((d) => ({ v: 1, tenant: 'bank', base: d.base, sequence: d.sequence, roots: d.roots, patch: { data: d.operations }, ...(d.signatures === undefined ? {} : { signatures: d.signatures }) })),
+    };
+    await writeFile(file, `${JSON.stringify(formatOne)}\n`); // as the earlier version left it
+    let second: RunningPavilion | undefined;
+    try {
+      await withoutNats(async () => {
+        second = await startPersisting('sidecar-upgrade-again', persistDirectory, true);
+        assert.deepEqual(second.pavilion.tenants.deltaState('bank'), { base: deploy.sequence, sequence: 2 });
+        assert.equal(await allows(second, 5), false, 'the revoking delta 2 serves');
+        assert.equal(second.pavilion.tenants.tenant('bank')?.lastError, undefined);
+      });
+      const resumed = second as unknown as RunningPavilion;
+      await until('NATS reconnected', async () => {
+        const health = (await get(`${resumed.url}/health?verbose`)).body as { components?: { distribution?: { details?: { connection?: string } } } };
+        return health.components?.distribution?.details?.connection === 'connected';
+      });
+      await setMax(4);
+      await until('delta 3 applied on top', () => resumed.pavilion.tenants.deltaState('bank')?.sequence === 3);
+      await persistedDeltas(persistDirectory, 3);
+      assert.match(await readFile(file, 'utf8'), /^[0-9a-f]{64} \{"v":2,/, 'rewritten in format 2');
     } finally {
       await second?.stop();
     }
@@ -153,10 +271,12 @@ describe('deltas persisted with the last known good', () => {
     } finally {
       await first.stop();
     }
-    const { file } = await persistedDeltas(persistDirectory, 3);
-    const persisted = JSON.parse(await readFile(file, 'utf8')) as PersistedDeltasV1;
-    const tampered = { ...persisted, deltas: persisted.deltas.map((d) => d.sequence === 2 ? { ...d, patch: { data: [{ op: 'upsert', path: '/bank/limits/max', value: 1000 }] } } : d) };
-    await writeFile(file, JSON.stringify(tampered));
+    const { base, digest } = await persistedDeltas(persistDirectory, 3);
+    const lkg = new LastKnownGood(persistDirectory);
+    const persisted = await lkg.loadDeltas({ tenant: 'bank', revision: 'tamper', digest, sequence: base, savedAt: new Date().toISOString() });
+    // well-formed records (their checksums match) of a delta 2 whose data is not what was signed
+    const tampered = persisted.deltas.map((d) => d.sequence === 2 ? { ...d, operations: [{ op: 'upsert' as const, path: '/bank/limits/max', value: 1000 }] } : d);
+    await lkg.saveDeltas({ tenant: 'bank', digest, base }, tampered);
     await withoutNats(async () => {
       const second = await startPersisting('sidecar-tamper-again', persistDirectory, true);
       try {

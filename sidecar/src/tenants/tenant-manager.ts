@@ -11,12 +11,13 @@
  * previous revision; the failure is kept for health and status. Activations of one tenant
  * run one at a time, in arrival order.
  *
- * Deltas applied on a snapshot are persisted beside it after each successful application
- * (best effort: a failed write does not undo the application). A start that serves the
- * persisted snapshot (the source did not answer) verifies and applies its persisted deltas
- * in order, under the live sequence guard; the first one refused (its code kept for health
- * and status) ends the replay, and the snapshot with the deltas before it serves, as after a
- * refused live delta.
+ * Deltas applied on a snapshot are persisted beside it after each successful application,
+ * appended to those before (best effort: a failed write does not undo the application). A
+ * start that serves the persisted snapshot (the source did not answer) verifies and applies
+ * its persisted deltas in order, under the live sequence guard; the first one refused (its
+ * code kept for health and status) ends the replay, and the snapshot with the deltas before
+ * it serves, as after a refused live delta. The revision is reported as persisted until the
+ * source confirms it (`confirmSource`: the source still names that deploy) or replaces it.
  */
 import {
   applyPatch,
@@ -48,7 +49,10 @@ export interface TenantError {
   readonly details?: Readonly<Record<string, unknown>>;
 }
 
-/** Where an activation comes from. A `push` may not bring back a revision already replaced. */
+/**
+ * Where an activation comes from. A `push` may not bring back a revision already replaced.
+ * `source` is also a persisted revision the source has confirmed since (`confirmSource`).
+ */
 export interface ActivationOrigin {
   readonly kind: 'source' | 'persisted' | 'push' | 'rollback';
   /** The distribution pointer's sequence (KV revision), when there is one. */
@@ -518,12 +522,24 @@ export class TenantManager implements Component {
   }
 
   /**
-   * Persist the deltas applied on the active snapshot, bound to its digest and deploy. Best
-   * effort: a failed write leaves the previous file (a prefix of these deltas, for the same
-   * snapshot) and does not fail the application.
+   * Persist the deltas just applied on the active snapshot, bound to its digest and deploy:
+   * appended to those persisted before (a rebuild starts at 1 and writes the file whole), so
+   * a deploy's deltas cost bytes in proportion to their number. When the file does not end
+   * where they start (format 1, written by an earlier version, or short of a write that
+   * failed), it is written whole with every applied delta instead. Best effort: a failed
+   * write leaves a prefix of these deltas, for the same snapshot, and does not fail the
+   * application.
    */
-  async #persistDeltas(entry: TenantEntry, snapshot: Snapshot, base: number): Promise<void> {
-    await this.#options.persisted?.saveDeltas({ tenant: entry.config.id, digest: snapshot.digest, base }, entry.appliedDeltas).catch(() => undefined);
+  async #persistDeltas(entry: TenantEntry, snapshot: Snapshot, base: number, applied: readonly DeltaUpdate[]): Promise<void> {
+    const store = this.#options.persisted;
+    if (store === undefined) return;
+    const binding = { tenant: entry.config.id, digest: snapshot.digest, base };
+    await store.saveDeltas(binding, applied)
+      .catch((error: unknown) => {
+        if (!isPavilionError(error, ErrorCodes.BUNDLE_DELTA_SEQUENCE)) throw error;
+        return store.saveDeltas(binding, entry.appliedDeltas);
+      })
+      .catch(() => undefined); // persistence is best effort; serving is not affected
   }
 
   /**
@@ -613,6 +629,26 @@ export class TenantManager implements Component {
     if (shadow !== undefined) recordComparison(shadow, comparison, this.#options.shadowPrivacy);
   }
 
+  /**
+   * The source names the deploy the tenant serves from its last known good - the same deploy
+   * (pointer sequence) of the same bytes (archive SHA-256): the revision is the source's
+   * again (origin 'source', no longer reported as persisted), with nothing reloaded and the
+   * deltas applied on it kept. Anything else changes nothing here (a newer deploy goes
+   * through the gate). In the tenant's activation order, so it never overtakes the persisted
+   * activation or its deltas' replay. Returns whether the revision was confirmed.
+   */
+  async confirmSource(tenant: string, sequence: number, digest: string): Promise<boolean> {
+    const entry = this.#tenants.get(tenant);
+    if (entry === undefined) throw new PavilionError(ErrorCodes.TENANT_UNKNOWN, `unknown tenant ${tenant}`);
+    const run = entry.queue.then(() => {
+      if (entry.origin?.kind !== 'persisted' || entry.origin.sequence !== sequence || entry.snapshot?.digest !== digest) return false;
+      entry.origin = { kind: 'source', sequence };
+      return true;
+    });
+    entry.queue = run.catch(() => undefined);
+    return run;
+  }
+
   /** Deltas applied on top of the tenant's active snapshot, and that snapshot's deploy. */
   deltaState(tenant: string): { base: number | undefined; sequence: number } | undefined {
     const entry = this.#tenants.get(tenant);
@@ -667,7 +703,7 @@ export class TenantManager implements Component {
       if (deltas.length === 0) return entry.deltaSequence;
       await this.#serveDeltas(entry, snapshot, base, sequence, data, mode === 'rebuild' ? fold.applied : [...entry.appliedDeltas, ...fold.applied]);
       entry.lastError = undefined;
-      await this.#persistDeltas(entry, snapshot, base);
+      await this.#persistDeltas(entry, snapshot, base, fold.applied);
       return sequence;
     } catch (error) {
       throw this.#recordFailure(tenant, wrapError(error, ErrorCodes.BUNDLE_DELTA_INVALID, 'applying delta'));
