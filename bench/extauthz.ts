@@ -14,7 +14,9 @@
  * bound for opa-envoy-plugin's cost, not a measurement of it.
  *
  * Cases: 1,000 and 5,000 requests/s offered (open loop), and saturation (closed loop,
- * BENCH_CONNECTIONS in flight), each with two kinds of load generator:
+ * BENCH_CONNECTIONS in flight), each with two kinds of load generator; and, with h2load, a
+ * saturation sweep: each server's best throughput over 16, 32, 64 and 128 in flight (the two
+ * reach their plateau at different depths, so one fixed depth favours one of them):
  * - Go (the primary figures): ghz for Pavilion's gRPC, vegeta for OPA's HTTP, both built with
  *   `go install` (scripts/install-loadgen.sh). They cost the machine far less CPU per request
  *   than a Node client, so on two cores the servers, not the client, set the pace.
@@ -310,6 +312,24 @@ async function measureWith(server: Server, load: (shape: Shape) => Promise<Recor
   return { ...result, cpu_s_per_1k: total > 0 ? Math.round((cpu / (total / 1000)) * 10000) / 10000 : 0, ...memoryMb(server.pid) };
 }
 
+/** In-flight levels of the saturation sweep. */
+const SWEEP_IN_FLIGHT = [16, 32, 64, 128] as const;
+
+/**
+ * Closed-loop runs at every SWEEP_IN_FLIGHT level: the metrics of the level with the most
+ * requests/s, which level that was, and the rps at each.
+ */
+async function bestOf(server: Server, load: (shape: Shape) => Promise<Record<string, number>>): Promise<Metrics> {
+  let best: Metrics | undefined;
+  const byLevel: Metrics = {};
+  for (const inFlight of SWEEP_IN_FLIGHT) {
+    const metrics = await measureWith(server, load, { durationSeconds: DURATION_S, inFlight });
+    byLevel[`rps_at_${inFlight}_in_flight`] = metrics['rps'] ?? 0;
+    if (best === undefined || (metrics['rps'] ?? 0) > (best['rps'] ?? 0)) best = { ...metrics, best_in_flight: inFlight };
+  }
+  return { ...best, ...byLevel };
+}
+
 /**
  * h2load (nghttp2's load generator, C) for both servers: HTTP/2 with gRPC framing to Pavilion,
  * HTTP/1.1 to OPA, one request body repeated (h2load sends one body). The lightest client
@@ -477,6 +497,16 @@ export async function run(): Promise<void> {
         notes: 'The same load generator for both (h2load, C, one thread): HTTP/2 with gRPC framing to Pavilion (2 connections), HTTP/1.1 keep-alive to OPA; the same request (an allowed RS256 bearer token) repeated. Neither server caches this decision (io.jwt.decode_verify reads the clock).',
       });
     }
+    // saturation is where throughput stops growing with concurrency, and the two servers reach
+    // it at different depths: each side's best over the same in-flight levels
+    process.stdout.write(`- saturation sweep (${SWEEP_IN_FLIGHT.join(', ')} in flight), h2load\n`);
+    cases.push({
+      name: `ext_authz Check, envoy_demo policy, saturation: each side's best of ${SWEEP_IN_FLIGHT.join(', ')} in flight (h2load, one request)`,
+      pavilion: await bestOf(pavilion.server, (s) => h2load(grpcUrl, grpcBody, ['content-type: application/grpc', 'te: trailers'], false, work, s)),
+      peer: await bestOf(opa, (s) => h2load(opaUrl, jsonBody, ['content-type: application/json'], true, work, s)),
+      peerName,
+      notes: 'As the h2load cases above, closed loop at each in-flight level in turn (h2load: 2 HTTP/2 connections with in_flight/2 streams each to Pavilion, in_flight HTTP/1.1 keep-alive connections to OPA); each side reports its level with the most requests/s (best_in_flight) and the rps at every level.',
+    });
     for (const scenario of scenarios) {
       process.stdout.write(`- ${scenario.name}, Node load generator\n`);
       const shape = { durationSeconds: DURATION_S, inFlight: CONNECTIONS, ...(scenario.rate === undefined ? {} : { rate: scenario.rate }) };
