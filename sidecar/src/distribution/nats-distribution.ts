@@ -23,7 +23,12 @@
  *   each time after a resync (never two at once); until it runs again, status is WARN
  *   with its code;
  * - a deploy that fails for a transient reason is retried with capped backoff for as long
- *   as the failure lasts; a final refusal (signature, replay, tests, ...) is not;
+ *   as the failure lasts; a final refusal (signature, replay, tests, ...) is not, unless it
+ *   is for a key reason: the key may arrive on disk without a new push, so it is tried
+ *   again at the pace of the key re-read interval, with backoff, while the pointer names it;
+ * - the live delta consumer losing its consumer or stream restarts the delta watch (after a
+ *   resync); its pulls refused (NATS permissions) or unanswered make status WARN with the
+ *   code until deltas or heartbeats come again;
  * - its OPA-shaped status report goes to the status KV bucket on every change and on an
  *   interval, which is what `pavilion bundle status` reads.
  */
@@ -91,6 +96,9 @@ interface TenantQueue {
   /** Retries of the pointer that last failed for a transient reason, and its sequence. */
   readonly pointerRetry: Retry;
   retrying: number;
+  /** Retries of the deploy last refused for a key reason, and its sequence. */
+  readonly keyRetry: Retry;
+  keyRetrying: number;
 }
 
 /** The longest wait between two tries of an action that keeps failing for a transient reason, and between two starts of a failing watch. */
@@ -142,6 +150,25 @@ class Retry {
 
 /** Past this many doublings every backoff is at its cap anyway. */
 const MAX_BACKOFF_EXPONENT = 30;
+
+/**
+ * The first wait before a deploy refused for a key reason is tried again: the tenant
+ * manager's default key re-read interval (DEFAULT_TRUST_REREAD_INTERVAL_MS, not exported by
+ * the tenants domain). Tried sooner, it would be refused again without the keys being read.
+ */
+const KEY_RETRY_WAIT_MS = 5_000;
+
+/**
+ * Final refusals that a change on disk can turn around with no new push: no key for the
+ * tenant yet, an unknown key id, a key rotated in place, a key file that could not be loaded
+ * (the tenant manager reads the keys again before it refuses for these).
+ */
+const KEY_REFUSAL_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  ErrorCodes.BUNDLE_SIGNATURE_UNEXPECTED,
+  ErrorCodes.BUNDLE_SIGNATURE_KEY_UNKNOWN,
+  ErrorCodes.BUNDLE_SIGNATURE_INVALID,
+  ErrorCodes.BUNDLE_KEY_INVALID,
+]);
 
 /** What identifies a delta's content: tenant, deploy, number, roots, patch (not its signatures: re-signing changes nothing). */
 function deltaDigest(delta: DeltaMessage): string {
@@ -235,6 +262,8 @@ export class NatsDistribution implements Component {
   #resyncing: Promise<void> | undefined;
   #resyncAgain = false;
   #deltaMessages: ConsumerMessages | undefined;
+  /** Why the live delta consumer's pulls fail, until a delta or a heartbeat comes: status is WARN meanwhile. */
+  #deltaPullError: PavilionError | undefined;
   #statusPending: NodeJS.Timeout | undefined;
 
   constructor(options: NatsDistributionOptions) {
@@ -295,8 +324,23 @@ export class NatsDistribution implements Component {
         this.#options.metrics?.distributionReconnects.inc();
         this.#options.log?.('info', 'bundle distribution reconnected; resynchronising every pointer');
         void this.#resync();
+      } else if (event.type === 'error') {
+        this.#onServerError(event.error);
       }
     }
+  }
+
+  /**
+   * An error the server sent: a pull from the delta stream refused (NATS permissions) is the
+   * live delta consumer getting nothing, which the consumer itself never reports (it waits
+   * for heartbeats that cannot come).
+   */
+  #onServerError(error: Error): void {
+    const store = this.#store;
+    const text = describeThrown(error);
+    if (store === undefined || !text.includes(`.CONSUMER.MSG.NEXT.${store.deltaStream}.`)) return;
+    this.#deltaPullError = new PavilionError(distributionCode(text), `pulling deltas: ${text}`, { cause: error });
+    this.#statusSoon();
   }
 
   /**
@@ -370,11 +414,13 @@ export class NatsDistribution implements Component {
       });
       const messages = await consumer.consume();
       this.#deltaMessages = messages;
+      void this.#followDeltaConsumer(messages);
       running();
       // Deltas stored before this consumer existed (a resync may have looked before it did).
       for (const tenant of this.#options.tenants.ids()) void this.#catchUpDeltas(tenant);
       for await (const m of messages) {
         if (this.#stopping) break;
+        this.#deltaPullError = undefined;
         const tenant = m.subject.slice(m.subject.lastIndexOf('.') + 1);
         if (!this.#options.tenants.has(tenant)) continue;
         let delta: DeltaMessage;
@@ -387,6 +433,33 @@ export class NatsDistribution implements Component {
         this.#onDelta(tenant, delta);
       }
     });
+  }
+
+  /**
+   * The live delta consumer's notifications. Its consumer or stream gone (deleted, lost with
+   * a server restart): stopped with why, so the watch reports it and starts again after a
+   * resync - left alone, the client waits for two missed heartbeats, then makes the consumer
+   * again from where it was, past every delta of a stream made again. Its pulls unanswered
+   * (heartbeats missed): reported until a heartbeat or a delta comes.
+   */
+  async #followDeltaConsumer(messages: ConsumerMessages): Promise<void> {
+    for await (const notification of messages.status()) {
+      switch (notification.type) {
+        case 'consumer_deleted':
+        case 'consumer_not_found':
+        case 'stream_not_found':
+          messages.stop(new PavilionError(ErrorCodes.DISTRIBUTION_UNAVAILABLE, `the live delta consumer lost its ${notification.type === 'stream_not_found' ? 'stream' : 'consumer'} (${notification.type})`));
+          return;
+        case 'heartbeats_missed':
+        case 'no_responders':
+          this.#deltaPullError ??= new PavilionError(ErrorCodes.DISTRIBUTION_UNAVAILABLE, `pulling deltas: no answer from the server (${notification.type})`);
+          this.#statusSoon();
+          break;
+        case 'heartbeat':
+          this.#deltaPullError = undefined;
+          break;
+      }
+    }
   }
 
   #onDelta(tenant: string, delta: DeltaMessage): void {
@@ -602,6 +675,9 @@ export class NatsDistribution implements Component {
       await Promise.all([...tenants].map(async (tenant) => {
         try {
           const entry = await store.current(tenant);
+          // the deploy this sidecar serves from its last known good (started without NATS),
+          // named by the source again: reported as the source's from now on, nothing reloaded
+          if (entry !== undefined) await this.#options.tenants.confirmSource(tenant, entry.sequence, entry.pointer.digest);
           if (entry !== undefined) this.#offer(tenant, entry);
           const shadow = await store.currentShadow(tenant);
           if (shadow !== undefined) this.#stageShadow(tenant, shadow);
@@ -628,7 +704,12 @@ export class NatsDistribution implements Component {
   #queue(tenant: string): TenantQueue {
     let queue = this.#queues.get(tenant);
     if (queue === undefined) {
-      queue = { applied: this.#options.tenants.tenant(tenant)?.origin?.sequence ?? 0, inFlight: 0, reoffered: false, pending: undefined, running: undefined, deltas: Promise.resolve(), deltaGap: false, appliedDeltas: undefined, divergedBase: 0, shadow: Promise.resolve(), deltasAhead: 0, deltaRetry: this.#retry(), pointerRetry: this.#retry(), retrying: 0 };
+      queue = {
+        applied: this.#options.tenants.tenant(tenant)?.origin?.sequence ?? 0, inFlight: 0, reoffered: false, pending: undefined, running: undefined,
+        deltas: Promise.resolve(), deltaGap: false, appliedDeltas: undefined, divergedBase: 0, shadow: Promise.resolve(), deltasAhead: 0,
+        deltaRetry: this.#retry(), pointerRetry: this.#retry(), retrying: 0,
+        keyRetry: new Retry(KEY_RETRY_WAIT_MS, this.#options.config.reconnectJitterMs), keyRetrying: 0,
+      };
       this.#queues.set(tenant, queue);
     }
     return queue;
@@ -700,8 +781,10 @@ export class NatsDistribution implements Component {
     } catch (error) {
       const code = isPavilionError(error) ? error.code : ErrorCodes.INTERNAL;
       this.#options.metrics?.distributionUpdates.inc({ tenant, outcome: code });
-      // A refused bundle stays refused; a transient failure is retried with backoff.
-      if (isFinal(error)) queue.applied = Math.max(queue.applied, sequence);
+      // A refused bundle stays refused, unless the keys on disk can change that; a transient
+      // failure is retried with backoff.
+      if (isPavilionError(error) && KEY_REFUSAL_CODES.has(error.code)) this.#retryForKeys(tenant, queue, entry);
+      else if (isFinal(error)) queue.applied = Math.max(queue.applied, sequence);
       else this.#retryLater(tenant, queue, entry);
       this.#options.log?.('warn', 'bundle refused; the previous revision keeps serving', { tenant, revision: pointer.revision, deploy: sequence, code });
     }
@@ -723,6 +806,35 @@ export class NatsDistribution implements Component {
     queue.pointerRetry.schedule(() => {
       if (!this.#stopping) this.#offer(tenant, entry);
     });
+  }
+
+  /**
+   * Try a deploy refused for a key reason again, for as long as the pointer names it: the
+   * operator may add or replace the key file (a Secret updated in place) without a new push.
+   * First after KEY_RETRY_WAIT_MS, doubling up to MAX_RETRY_DELAY_MS; each try reads the
+   * pointer (one KV get) and offers the deploy only if the pointer is still at it. Not marked
+   * applied meanwhile, so a resync offers it again too.
+   */
+  #retryForKeys(tenant: string, queue: TenantQueue, entry: PointerEntry): void {
+    if (queue.keyRetrying !== entry.sequence) {
+      queue.keyRetrying = entry.sequence;
+      queue.keyRetry.attempts = 0;
+    }
+    if (this.#stopping) return;
+    queue.keyRetry.schedule(() => void this.#offerIfCurrent(tenant, queue, entry));
+  }
+
+  async #offerIfCurrent(tenant: string, queue: TenantQueue, entry: PointerEntry): Promise<void> {
+    const store = this.#store;
+    if (this.#stopping || store === undefined) return;
+    let current: PointerEntry | undefined;
+    try {
+      current = await store.current(tenant);
+    } catch {
+      this.#retryForKeys(tenant, queue, entry); // the pointer could not be read: try again later
+      return;
+    }
+    if (current?.sequence === entry.sequence) this.#offer(tenant, current);
   }
 
   #retry(): Retry {
@@ -773,13 +885,21 @@ export class NatsDistribution implements Component {
       }),
     };
     const failing = this.#watchErrors.entries().next().value;
-    if (this.#state === 'connected' && failing === undefined) return { state: 'OK', details };
+    const pullError = this.#deltaPullError;
+    if (this.#state === 'connected' && failing === undefined && pullError === undefined) return { state: 'OK', details };
     if (this.#state === 'connected' && failing !== undefined) {
       const [, error] = failing;
       return {
         state: 'WARN',
         message: `bundle distribution is connected but a watch keeps failing (${error.code}): ${error.message}; retrying it with backoff, and re-reading every pointer on each retry`,
         details: { ...details, code: error.code },
+      };
+    }
+    if (this.#state === 'connected' && pullError !== undefined) {
+      return {
+        state: 'WARN',
+        message: `bundle distribution is connected but the live delta consumer gets no deltas (${pullError.code}): ${pullError.message}; new deltas reach this sidecar only on a resync until its pulls are answered again`,
+        details: { ...details, code: pullError.code, deltaConsumer: { code: pullError.code, message: pullError.message } },
       };
     }
     return {
@@ -797,6 +917,7 @@ export class NatsDistribution implements Component {
     for (const queue of this.#queues.values()) {
       queue.pointerRetry.cancel();
       queue.deltaRetry.cancel();
+      queue.keyRetry.cancel();
     }
     for (const wake of [...this.#sleepers]) wake();
     this.#deltaMessages?.stop();
