@@ -3,19 +3,29 @@
  * its own code and names the first bad position.
  */
 import assert from 'node:assert/strict';
-import { readFile, writeFile } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { readFile, rename, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
+import { AuditLogSink } from '../sidecar/src/audit/index.ts';
 import {
   CHECKPOINT_ALGORITHM,
   Keyring,
   RecordType,
   SoftwareSigner,
+  WAL_FILE,
   checkpointMessage,
+  epochLinkEvent,
+  epochOrigin,
+  epochSeal,
+  listArchivedEpochs,
+  publicKeyPem,
+  verifyEpochs,
   verifyLogFile,
   type SignedCheckpointV1,
 } from '../sidecar/src/audit/log/index.ts';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
-import { decisionEvent, openLog, readRecords, ringOf, tempDir, type FileRecord, walPath, writeRecords } from './audit/fixtures.ts';
+import { decisionEvent, logOptions, openLog, readRecords, ringOf, tempDir, type FileRecord, walPath, writeRecords } from './audit/fixtures.ts';
 
 const signer = SoftwareSigner.generate();
 const ring = ringOf(signer);
@@ -246,5 +256,106 @@ describe('consistency between two checkpoints, offline', () => {
     assert.equal(verifyConsistencyProof(again.consistencyProofFrom(held), ring).newSize, 9);
     assert.throws(() => again.consistencyProofFrom({ ...held, origin: 'other/log' }), (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_CHECKPOINT_INVALID));
     await again.stop(5000);
+  });
+});
+
+describe('verify-log over the epochs of a rotated log', () => {
+  const CLI = join(import.meta.dirname, '..', 'sidecar', 'src', 'cli', 'main.ts');
+  const BASE = 'pavilion-test/bank';
+
+  /** A sink directory whose tenant bank was rotated into at least `epochs` archived epochs. */
+  async function rotated(epochs: number, from = 0): Promise<string> {
+    const dir = await tempDir();
+    const { directory: _directory, origin: _origin, signer: _signer, ...settings } = logOptions(dir, signer);
+    const sink = new AuditLogSink({
+      directory: dir,
+      originPrefix: 'pavilion-test',
+      settings: { ...settings, maxDiskBytes: 16 * 1024, maxEventBytes: 4096, rotateAtBytes: 4096 },
+      createSigner: () => Promise.resolve(signer),
+    });
+    await sink.start();
+    for (let i = from; (await listArchivedEpochs(join(dir, 'archive', 'bank'))).length < epochs; i++) await sink.append(decisionEvent(i));
+    await sink.stop(5000);
+    return dir;
+  }
+  const archive = (dir: string): string => join(dir, 'archive', 'bank');
+  const live = (dir: string): string => join(dir, 'tenants', 'bank', WAL_FILE);
+  const epochFile = (dir: string, epoch: number): string => join(archive(dir), String(epoch), WAL_FILE);
+
+  async function linkBroken(dir: string, details: Record<string, unknown>): Promise<void> {
+    await assert.rejects(verifyEpochs(archive(dir), live(dir), ring, { origin: BASE }), (error: unknown) => {
+      assert.ok(isPavilionError(error, ErrorCodes.AUDIT_EPOCH_LINK_BROKEN), String(error));
+      for (const [key, value] of Object.entries(details)) assert.equal(error.details?.[key], value, `${key} in ${JSON.stringify(error.details)}`);
+      return true;
+    });
+  }
+
+  /** A log of epoch `epoch` signed with the trusted key whose first leaf is `first`. */
+  async function forgedEpoch(epoch: number, first: ReturnType<typeof decisionEvent>): Promise<string> {
+    const dir = await tempDir();
+    const log = await openLog(dir, signer, { origin: epochOrigin(BASE, epoch) });
+    await log.append(first);
+    await log.append(decisionEvent(9000));
+    await log.stop(5000);
+    return walPath(dir);
+  }
+
+  it('checks every epoch and each link against the final checkpoint before it, also from the CLI', async () => {
+    const dir = await rotated(3);
+    const verified = await verifyEpochs(archive(dir), live(dir), ring, { origin: BASE });
+    assert.deepEqual(verified.epochs.map((e) => e.epoch), [0, 1, 2, 3]);
+    assert.equal(verified.linksChecked, 3);
+    assert.deepEqual(verified.epochs.map((e) => e.origin), [BASE, `${BASE}/e1`, `${BASE}/e2`, `${BASE}/e3`]);
+    assert.equal((await verifyEpochs(archive(dir), undefined, ring)).linksChecked, 2, 'the archive alone, epoch 0 naming the origin');
+
+    const keys = join(dir, 'trusted.pem');
+    await writeFile(keys, publicKeyPem(signer.publicKeySpki));
+    const run = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', CLI, 'audit', 'verify-log', ...args, '--keys', keys], { encoding: 'utf8' });
+    const ok = run('--archive', archive(dir), '--log', join(dir, 'tenants', 'bank'), '--origin', BASE);
+    assert.equal(ok.status, 0, ok.stderr);
+    assert.equal((JSON.parse(ok.stdout) as { linksChecked: number }).linksChecked, 3);
+
+    await rename(join(archive(dir), '1'), join(dir, 'epoch-1-moved-away'));
+    const broken = run('--archive', archive(dir), '--log', join(dir, 'tenants', 'bank'));
+    assert.equal(broken.status, 1);
+    const report = JSON.parse(broken.stdout) as { ok: boolean; code: string; position: Record<string, unknown> };
+    assert.equal(report.code, ErrorCodes.AUDIT_EPOCH_LINK_BROKEN);
+  });
+
+  it('a missing epoch: ERR_AUDIT_EPOCH_LINK_BROKEN at the epoch after the gap', async () => {
+    const dir = await rotated(3);
+    await rename(join(archive(dir), '1'), join(dir, 'moved-away'));
+    await linkBroken(dir, { epoch: 2, field: 'epoch' });
+    // the newest archived epoch missing: the live epoch's own link names the gap
+    await rename(join(dir, 'moved-away'), join(archive(dir), '1'));
+    await rename(join(archive(dir), '2'), join(dir, 'moved-away'));
+    await linkBroken(dir, { epoch: 3, field: 'epoch' });
+  });
+
+  it('an archived epoch replaced by another history signed with the same key: the link after it names it', async () => {
+    const dir = await rotated(2);
+    const other = await rotated(1, 5000);
+    await writeFile(epochFile(dir, 0), await readFile(epochFile(other, 0)));
+    await linkBroken(dir, { epoch: 1, previousEpoch: 0 });
+  });
+
+  it('leaves appended to a sealed epoch after its final checkpoint: the link after it breaks', async () => {
+    const dir = await rotated(2);
+    const sealed = join(archive(dir), '0');
+    const { header, records } = await readRecords(sealed);
+    const leaves = records.filter((r) => r.type === RecordType.LEAF).length;
+    await writeRecords(sealed, header, [...records, { type: RecordType.LEAF, index: leaves, payload: Buffer.from(JSON.stringify(decisionEvent(7000))), offset: 0 }]);
+    await linkBroken(dir, { epoch: 1, field: 'tree_size' });
+  });
+
+  it('an epoch that does not open with a link, or a link to another root, though signed: broken at that epoch', async () => {
+    const dir = await rotated(2);
+    const seal = epochSeal(0, (await verifyEpochs(archive(dir), undefined, ring)).epochs[0]!.lastCheckpoint!);
+    await writeFile(epochFile(dir, 1), await readFile(await forgedEpoch(1, decisionEvent(8000))));
+    await linkBroken(dir, { epoch: 1, field: 'link' });
+
+    const forgedLink = epochLinkEvent({ version: 1, epoch: 1, previous: { ...seal, root_hash: 'ab'.repeat(32) } }, 'bank', `${BASE}/e1`, '2026-11-28T12:00:00.000Z');
+    await writeFile(epochFile(dir, 1), await readFile(await forgedEpoch(1, forgedLink)));
+    await linkBroken(dir, { epoch: 1, field: 'root_hash', found: 'ab'.repeat(32) });
   });
 });

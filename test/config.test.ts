@@ -30,6 +30,21 @@ describe('config', () => {
     assert.deepEqual(config.tenants, []);
   });
 
+  test('decisionLog.audit.rotateAtBytes: absent, 0 or null is off; a size below maxDiskBytes; with streaming too', () => {
+    const audit = (a: Record<string, unknown>, extra: Record<string, unknown> = {}) => parseConfig({ decisionLog: { sink: 'audit', audit: a }, ...extra }).decisionLog.audit;
+    assert.equal(audit({})?.rotateAtBytes, undefined, 'absent: left out, and the sink does not rotate');
+    assert.equal(audit({ rotateAtBytes: 0 })?.rotateAtBytes, 0);
+    assert.equal(audit({ rotateAtBytes: null })?.rotateAtBytes, 0);
+    assert.equal(audit({ rotateAtBytes: 256 * 1024 * 1024 })?.rotateAtBytes, 256 * 1024 * 1024);
+    const nats = { nats: { servers: ['nats://127.0.0.1:4222'] } };
+    assert.equal(audit({ stream: { enabled: true } }, nats)?.rotateAtBytes, undefined);
+    assert.equal(audit({ stream: { enabled: true }, rotateAtBytes: 1024 * 1024 }, nats)?.rotateAtBytes, 1024 * 1024);
+    const path = (a: Record<string, unknown>, extra: Record<string, unknown> = {}): unknown => ({ decisionLog: { sink: 'audit', audit: a }, ...extra });
+    invalid(path({ rotateAtBytes: 1024 }), /audit\.rotateAtBytes: must be 0, null, or an integer from 65536/);
+    invalid(path({ rotateAtBytes: 1024 * 1024 * 1024 }), /audit\.rotateAtBytes: .*below maxDiskBytes/);
+    invalid(path({ rotateAtBytes: '1GiB' }), /audit\.rotateAtBytes/);
+  });
+
   test('the parsed config is deeply frozen', () => {
     const config = parseConfig({ tenants: [{ id: 'bank' }] });
     assert.ok(Object.isFrozen(config.engine.cache));

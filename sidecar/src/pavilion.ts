@@ -294,6 +294,8 @@ export class Pavilion {
           ...(options.log === undefined ? {} : { log: options.log }),
         })
       : undefined;
+    // an epoch of a tenant's log is sealed only once JetStream acknowledged all of it
+    if (this.decisionStream !== undefined) auditLog?.useStreamProgress(this.decisionStream);
     this.credentials = config.credentials === undefined
       ? undefined
       : new CredentialGate({

@@ -10,10 +10,27 @@
  * counted in `status()`, so a caller that does not await it does not lose it silently.
  * `append` returns the decision's receipt. `proveInclusion` / `proveConsistency` are the
  * programmatic API for an HTTP proof endpoint.
+ *
+ * Rotation. When a tenant's live log reaches `rotateAtBytes`, it is sealed into an epoch and a
+ * new epoch starts (docs/audit-log.md, "Epochs"), so the disk budget and the memory of the tree
+ * count only the live epoch. The steps, each durable before the next, with what a crash after
+ * it leaves (start-up, #finishRotation, finishes what was begun):
+ *   frozen    appends held (they wait for the next epoch); a final checkpoint of every leaf is
+ *             written and, when streaming, JetStream acknowledged every leaf and the
+ *             forwarder's cursor file says so; after a crash: the epoch is still live;
+ *   closed    the log closed, fsync'ed and unlocked; after a crash: the epoch is still live;
+ *   marked    `SEALED` (the epoch's seal) written in its directory; after a crash: finished;
+ *   archived  the directory renamed to `archive/<tenant>/<epoch>/`; after a crash: finished;
+ *   staged    the next epoch's directory made aside (`tenants/.<tenant>.next/EPOCH`, its link);
+ *   installed that directory renamed to `tenants/<tenant>/`; after a crash: finished;
+ * and the new epoch's log opened, its first leaf the link to the sealed one, checkpointed.
+ * A rename is atomic, so an epoch directory is either live or archived whole, never half moved.
  */
-import { mkdir, readdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { syncDirectory, writeFileDurably } from '../lib/durable-file.ts';
+import { ErrorCodes, PavilionError, describeThrown, isPavilionError } from '../lib/errors.ts';
 import type { ComponentState, ComponentStatus } from '../lib/lifecycle.ts';
 import { TENANT_ID_PATTERN } from '../lib/tenant-id.ts';
 import type { DecisionEventV1, DecisionSink } from './decision-event.ts';
@@ -27,7 +44,15 @@ import {
   type ConsistencyProofV1,
   type DecisionProofV1,
   type DecisionReceiptV1,
+  type EpochLinkV1,
+  type EpochSealV1,
   type SignedCheckpointV1,
+  WAL_FILE,
+  epochLinkEvent,
+  epochOrigin,
+  epochSeal,
+  listArchivedEpochs,
+  proveFromLogFile,
 } from './log/index.ts';
 
 export const UNROUTED_TENANT = '_unrouted';
@@ -38,7 +63,84 @@ export const UNROUTED_TENANT = '_unrouted';
  */
 export const UNROUTED_MAX_DISK_BYTES = 64 * 1024 * 1024;
 
-export type AuditLogSettings = Omit<AuditLogOptions, 'directory' | 'origin' | 'signer' | 'keyring' | 'onCheckpoint' | 'anchor'>;
+export type AuditLogSettings = Omit<AuditLogOptions, 'directory' | 'origin' | 'signer' | 'keyring' | 'onCheckpoint' | 'anchor' | 'epoch'> & {
+  /**
+   * Seal a tenant's live log into an epoch and start the next once it holds this many bytes;
+   * 0 or absent never rotates (see #rotateAt for the value to choose).
+   */
+  readonly rotateAtBytes?: number;
+};
+
+/** Where sealed epochs go: `<directory>/archive/<tenant>/<epoch>/`. */
+export const ARCHIVE_DIRECTORY = 'archive';
+/** In a sealed epoch's directory: its seal (SealedFileV1), written before it is archived. */
+const SEALED_FILE = 'SEALED';
+/** In the live directory of epoch N > 0: its link to epoch N-1 (EpochLinkV1), its first leaf to be. */
+const EPOCH_FILE = 'EPOCH';
+/** How long a rotation waits for JetStream to acknowledge an epoch's last leaves (the forwarder's ack timeout). */
+const ROTATION_STREAM_WAIT_MS = 10_000;
+/** A rotation starts only when the forwarder is at most this many leaves behind (well under a second of its work). */
+const ROTATION_STREAM_LAG_LEAVES = 1024;
+const ROTATION_STREAM_POLL_MS = 20;
+/** After a rotation was called off (JetStream too slow, a checkpoint failed), the next try waits this long. */
+const ROTATION_RETRY_MS = 5_000;
+
+/** The steps of a rotation, in order (see the header). */
+export type RotationStep = 'frozen' | 'closed' | 'marked' | 'archived' | 'staged' | 'installed';
+
+/** `SEALED`: what sealed the epoch, and whether JetStream acknowledged every leaf of it. */
+interface SealedFileV1 {
+  readonly version: 1;
+  readonly seal: EpochSealV1;
+  readonly streamed: boolean;
+}
+
+/** How far JetStream has taken a tenant's log: the decision forwarder (read-only). */
+export interface StreamProgress {
+  /** Undefined when the forwarder does not read `log`; `saved`: acknowledged leaves its cursor file holds. */
+  streamPosition(tenant: string, log: AuditLog): { readonly acknowledged: number; readonly saved: number; readonly forwarding: boolean } | undefined;
+}
+
+interface TenantEpochs {
+  readonly epoch: number;
+  readonly archived: ReadonlyArray<{ readonly epoch: number; readonly bytes: number }>;
+}
+
+function corrupt(message: string, details: Record<string, unknown>): PavilionError {
+  return new PavilionError(ErrorCodes.AUDIT_LOG_CORRUPT, message, { details });
+}
+
+/** A JSON file the rotation wrote, or undefined when there is none. */
+async function readJsonFile<T>(file: string): Promise<T | undefined> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new PavilionError(ErrorCodes.AUDIT_LOG_IO, `cannot read ${file}: ${describeThrown(error)}`, { cause: error });
+  }
+  try {
+    return JSON.parse(text) as T;
+  } catch (error) {
+    throw corrupt(`${file} is not JSON: ${describeThrown(error)}`, { file });
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(() => true, (error: unknown) => {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw error;
+  });
+}
+
+/** Bytes of the files in a directory (an archived epoch). */
+async function directoryBytes(directory: string): Promise<number> {
+  let bytes = 0;
+  for (const entry of await readdir(directory, { withFileTypes: true })) {
+    if (entry.isFile()) bytes += (await stat(join(directory, entry.name))).size;
+  }
+  return bytes;
+}
 
 export interface AuditLogSinkOptions {
   readonly directory: string;
@@ -52,6 +154,8 @@ export interface AuditLogSinkOptions {
   readonly anchor?: Anchor;
   /** Makes the anchor at start (reads its key); wins over `anchor`. The sink closes it at stop. */
   readonly createAnchor?: () => Promise<Anchor | undefined>;
+  /** For tests: awaited after each step of a rotation; a promise that never settles stops it there, as a crash would. */
+  readonly onRotationStep?: (step: RotationStep, tenant: string) => Promise<void> | void;
 }
 
 const RANK: Record<ComponentState, number> = { OK: 0, NOT_READY: 1, WARN: 2, ERROR: 3 };
@@ -69,6 +173,16 @@ export class AuditLogSink implements DecisionSink {
   #lastRefusal: string | undefined;
   #startError: string | undefined;
   #stopped = false;
+  readonly #epochs = new Map<string, TenantEpochs>();
+  /** Tenants whose log is being rotated now. */
+  readonly #rotating = new Set<string>();
+  /** No rotation of the tenant before then (Date.now()): the last one was called off. */
+  readonly #rotationRetryAtMs = new Map<string, number>();
+  /** Why the last rotation was called off or failed, until one succeeds. */
+  #rotationError: string | undefined;
+  #streamProgress: StreamProgress | undefined;
+  /** Reads of archived epochs for proofs, one at a time (each is a pass over an epoch's file). */
+  #archiveReads: Promise<unknown> = Promise.resolve();
 
   constructor(options: AuditLogSinkOptions) {
     if (!/^[A-Za-z0-9._~:-]{1,100}$/.test(options.originPrefix)) {
@@ -81,6 +195,23 @@ export class AuditLogSink implements DecisionSink {
     return join(this.#options.directory, 'keys');
   }
 
+  /**
+   * Seal an epoch only once JetStream acknowledged every leaf of it (the decision forwarder).
+   * Set before start when streaming is on: otherwise archived epochs may hold decisions that
+   * exist nowhere else, which is the operator's to know (SEALED's `streamed`).
+   */
+  useStreamProgress(progress: StreamProgress): void {
+    this.#streamProgress = progress;
+  }
+
+  #liveDirectory(tenant: string): string {
+    return join(this.#options.directory, 'tenants', tenant);
+  }
+
+  #archiveDirectory(tenant: string): string {
+    return join(this.#options.directory, ARCHIVE_DIRECTORY, tenant);
+  }
+
   async start(): Promise<void> {
     try {
       this.#signer = await this.#options.createSigner();
@@ -91,10 +222,20 @@ export class AuditLogSink implements DecisionSink {
       this.#earlierKeys = Keyring.load(this.keysDirectory);
       const tenantsDir = join(this.#options.directory, 'tenants');
       await mkdir(tenantsDir, { recursive: true, mode: 0o700 });
-      // Open (and so recover) every existing log now, so a torn tail is reported at boot.
-      for (const entry of await readdir(tenantsDir, { withFileTypes: true })) {
-        if (entry.isDirectory() && (TENANT_ID_PATTERN.test(entry.name) || entry.name === UNROUTED_TENANT)) await this.#log(entry.name);
+      // Open (and so recover) every existing log now, so a torn tail is reported at boot; a
+      // tenant found only in the archive was between two epochs when the process stopped.
+      const archiveDir = join(this.#options.directory, ARCHIVE_DIRECTORY);
+      const names = new Set<string>();
+      for (const directory of [tenantsDir, archiveDir]) {
+        const entries = await readdir(directory, { withFileTypes: true }).catch((error: unknown) => {
+          if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+          throw error;
+        });
+        for (const entry of entries) {
+          if (entry.isDirectory() && (TENANT_ID_PATTERN.test(entry.name) || entry.name === UNROUTED_TENANT)) names.add(entry.name);
+        }
       }
+      for (const name of names) await this.#log(name);
     } catch (error) {
       this.#startError = describeThrown(error);
       // Release what was opened before the failure: the logs (their locks), the anchor, and the
@@ -111,39 +252,228 @@ export class AuditLogSink implements DecisionSink {
     }
   }
 
+  /** The tenant's live log: open, being opened, or (while it rotates) the next epoch's to be. */
   #log(tenant: string): Promise<AuditLog> {
     const existing = this.#logs.get(tenant);
     if (existing !== undefined) return existing;
+    if (this.#signer === undefined || this.#stopped) return Promise.reject(new PavilionError(ErrorCodes.AUDIT_LOG_CLOSED, 'the audit log sink is not running'));
+    return this.#track(tenant, this.#open(tenant));
+  }
+
+  /** Make `opening` the tenant's live log to be; one that fails is forgotten, so the next event tries again. */
+  #track(tenant: string, opening: Promise<AuditLog>): Promise<AuditLog> {
+    this.#logs.set(tenant, opening);
+    opening.catch(() => {
+      if (this.#logs.get(tenant) === opening) this.#logs.delete(tenant);
+    });
+    return opening;
+  }
+
+  #maxDiskBytes(tenant: string): number {
+    const { maxDiskBytes } = this.#options.settings;
+    return tenant === UNROUTED_TENANT ? Math.min(maxDiskBytes, UNROUTED_MAX_DISK_BYTES) : maxDiskBytes;
+  }
+
+  /**
+   * Where the tenant's live log is rotated (0: never, the default: archived epochs are kept
+   * beyond the budget, so rotation is the operator's choice with the volume sized for them).
+   * Half of maxDiskBytes is the value to choose: the other half takes what arrives while an
+   * epoch cannot be sealed (JetStream away or behind) before the budget's backpressure
+   * applies, and the tree kept in memory is at most half a budget's worth of leaves.
+   */
+  #rotateAt(tenant: string): number {
+    const configured = this.#options.settings.rotateAtBytes ?? 0;
+    // the _unrouted log's budget is smaller than the one rotateAtBytes was set against
+    return tenant === UNROUTED_TENANT ? Math.min(configured, Math.floor(this.#maxDiskBytes(tenant) / 2)) : configured;
+  }
+
+  /** Finish a rotation that was interrupted (#finishRotation), then open the tenant's live epoch. */
+  async #open(tenant: string): Promise<AuditLog> {
     const signer = this.#signer;
-    if (signer === undefined || this.#stopped) return Promise.reject(new PavilionError(ErrorCodes.AUDIT_LOG_CLOSED, 'the audit log sink is not running'));
+    if (signer === undefined) throw new PavilionError(ErrorCodes.AUDIT_LOG_CLOSED, 'the audit log sink is not running');
+    await this.#finishRotation(tenant);
+    const directory = this.#liveDirectory(tenant);
+    const link = await readJsonFile<EpochLinkV1>(join(directory, EPOCH_FILE));
+    const epoch = link?.epoch ?? 0;
+    const archived = await this.#archived(tenant);
+    if (link === undefined && archived.length > 0) {
+      throw corrupt(`${directory} has no ${EPOCH_FILE} file, but epochs of tenant ${tenant} are archived: it is not the epoch after them`, { tenant, archived: archived.map((a) => a.epoch) });
+    }
     const log = new AuditLog({
       ...this.#options.settings,
-      ...(tenant === UNROUTED_TENANT ? { maxDiskBytes: Math.min(this.#options.settings.maxDiskBytes, UNROUTED_MAX_DISK_BYTES) } : {}),
-      directory: join(this.#options.directory, 'tenants', tenant),
-      origin: `${this.#options.originPrefix}/${tenant}`,
+      maxDiskBytes: this.#maxDiskBytes(tenant),
+      directory,
+      origin: epochOrigin(`${this.#options.originPrefix}/${tenant}`, epoch),
+      epoch,
       signer,
       ...(this.#earlierKeys === undefined ? {} : { keyring: this.#earlierKeys }),
       onCheckpoint: (checkpoint) => this.#options.onCheckpoint?.(tenant, checkpoint),
       ...(this.#anchor === undefined ? {} : { anchor: this.#anchor }),
     });
-    const opening = log.start().then(() => {
-      this.#opened.set(tenant, log);
+    await log.start();
+    try {
+      // The link is the epoch's first leaf, written before any decision and signed at once
+      // (again after a crash between the two).
+      if (link !== undefined && log.latestCheckpoint === undefined) {
+        if (log.size === 0) await log.append(epochLinkEvent(link, tenant, log.origin, new Date((this.#options.settings.clock ?? Date.now)()).toISOString()));
+        await log.checkpoint();
+      }
+    } catch (error) {
+      await log.stop(1000);
+      throw error;
+    }
+    this.#epochs.set(tenant, { epoch, archived });
+    this.#opened.set(tenant, log);
+    return log;
+  }
+
+  async #archived(tenant: string): Promise<TenantEpochs['archived']> {
+    const root = this.#archiveDirectory(tenant);
+    const epochs = await listArchivedEpochs(root);
+    return Promise.all(epochs.map(async (epoch) => ({ epoch, bytes: await directoryBytes(join(root, String(epoch))) })));
+  }
+
+  async #step(step: RotationStep, tenant: string): Promise<void> {
+    await this.#options.onRotationStep?.(step, tenant);
+  }
+
+  /**
+   * Bring a rotation that was interrupted to its end, so the tenant has exactly one live epoch:
+   * a live directory with a SEALED file is archived, and a missing live directory (the epoch
+   * archived, the next not installed yet) is made from the last archived epoch's seal. A
+   * staging directory left behind held only the next epoch's EPOCH file: it is made again.
+   */
+  async #finishRotation(tenant: string): Promise<void> {
+    const live = this.#liveDirectory(tenant);
+    await rm(join(this.#options.directory, 'tenants', `.${tenant}.next`), { recursive: true, force: true });
+    const sealed = await readJsonFile<SealedFileV1>(join(live, SEALED_FILE));
+    if (sealed !== undefined) await this.#archive(tenant, sealed.seal.epoch);
+    if (await exists(live)) return;
+    const last = (await listArchivedEpochs(this.#archiveDirectory(tenant))).at(-1);
+    if (last === undefined) return; // a tenant's first event
+    const lastSealed = await readJsonFile<SealedFileV1>(join(this.#archiveDirectory(tenant), String(last), SEALED_FILE));
+    if (lastSealed === undefined) throw corrupt(`archived epoch ${last} of tenant ${tenant} has no ${SEALED_FILE} file`, { tenant, epoch: last });
+    await this.#install(tenant, { version: 1, epoch: last + 1, previous: lastSealed.seal });
+  }
+
+  /** Move the sealed live directory to `archive/<tenant>/<epoch>/` (one rename: all of it or none). */
+  async #archive(tenant: string, epoch: number): Promise<void> {
+    const root = join(this.#options.directory, ARCHIVE_DIRECTORY);
+    const archive = this.#archiveDirectory(tenant);
+    await mkdir(archive, { recursive: true, mode: 0o700 });
+    await syncDirectory(this.#options.directory);
+    await syncDirectory(root);
+    const target = join(archive, String(epoch));
+    if (await exists(target)) throw corrupt(`epoch ${epoch} of tenant ${tenant} is sealed in ${this.#liveDirectory(tenant)} and archived in ${target} too`, { tenant, epoch });
+    await rename(this.#liveDirectory(tenant), target);
+    await syncDirectory(archive);
+    await syncDirectory(join(this.#options.directory, 'tenants'));
+    await this.#step('archived', tenant);
+  }
+
+  /** Make the next epoch's live directory, holding its link, aside and rename it into place. */
+  async #install(tenant: string, link: EpochLinkV1): Promise<void> {
+    const tenants = join(this.#options.directory, 'tenants');
+    const staging = join(tenants, `.${tenant}.next`);
+    await mkdir(staging, { mode: 0o700 });
+    await writeFileDurably(join(staging, EPOCH_FILE), `${JSON.stringify(link)}\n`);
+    await syncDirectory(staging);
+    await syncDirectory(tenants);
+    await this.#step('staged', tenant);
+    await rename(staging, this.#liveDirectory(tenant));
+    await syncDirectory(tenants);
+    await this.#step('installed', tenant);
+  }
+
+  /**
+   * Start a rotation of the tenant's live log when it is due (see #rotateAt) and can be sealed
+   * now: none running, none called off lately, and, when streaming, the forwarder reads this
+   * log, is connected and is at most ROTATION_STREAM_LAG_LEAVES behind (while NATS is away the
+   * epoch stays live and the budget's backpressure applies). Appends from now on wait for it.
+   */
+  #maybeRotate(tenant: string, log: AuditLog): void {
+    const at = this.#rotateAt(tenant);
+    if (at === 0 || log.writtenBytes < at || this.#stopped || this.#rotating.has(tenant) || this.#opened.get(tenant) !== log) return;
+    if ((this.#rotationRetryAtMs.get(tenant) ?? 0) > Date.now()) return;
+    if (this.#streamProgress !== undefined) {
+      const position = this.#streamProgress.streamPosition(tenant, log);
+      if (position === undefined || !position.forwarding || log.size - position.acknowledged > ROTATION_STREAM_LAG_LEAVES) return;
+    }
+    this.#rotating.add(tenant);
+    void this.#track(tenant, this.#rotate(tenant, log).finally(() => this.#rotating.delete(tenant)));
+  }
+
+  /** Seal `log` (the steps in the header) and open the next epoch; resolves with the live log after it. */
+  async #rotate(tenant: string, log: AuditLog): Promise<AuditLog> {
+    const epoch = this.#epochs.get(tenant)?.epoch ?? 0;
+    let final: SignedCheckpointV1;
+    try {
+      final = await log.freeze();
+      if (!(await this.#streamed(tenant, log, final.tree_size))) {
+        throw new PavilionError(ErrorCodes.AUDIT_STREAM_UNAVAILABLE, `JetStream did not acknowledge all ${final.tree_size} leaves of epoch ${epoch} within ${ROTATION_STREAM_WAIT_MS} ms`, { details: { tenant, epoch } });
+      }
+      await this.#step('frozen', tenant);
+    } catch (error) {
+      // Called off: the epoch stays live (its final checkpoint is one more checkpoint).
+      log.thaw();
+      this.#rotationRetryAtMs.set(tenant, Date.now() + ROTATION_RETRY_MS);
+      this.#rotationError = `${tenant}: rotation of epoch ${epoch} called off: ${describeThrown(error)}`;
       return log;
-    });
-    this.#logs.set(tenant, opening);
-    opening.catch(() => this.#logs.delete(tenant));
-    return opening;
+    }
+    try {
+      await log.seal();
+      await this.#step('closed', tenant);
+      const sealed: SealedFileV1 = { version: 1, seal: epochSeal(epoch, final), streamed: this.#streamProgress !== undefined };
+      await writeFileDurably(join(log.directory, SEALED_FILE), `${JSON.stringify(sealed)}\n`);
+      await syncDirectory(log.directory);
+      await this.#step('marked', tenant);
+      const next = await this.#open(tenant);
+      this.#rotationError = undefined;
+      return next;
+    } catch (error) {
+      // The tenant's next event opens its log again, finishing the rotation where it stopped.
+      this.#rotationError = `${tenant}: rotation of epoch ${epoch} failed: ${describeThrown(error)}`;
+      throw error;
+    }
+  }
+
+  /** True once the forwarder's cursor file holds all `size` leaves of `log` as acknowledged (at once without streaming). */
+  async #streamed(tenant: string, log: AuditLog, size: number): Promise<boolean> {
+    const progress = this.#streamProgress;
+    if (progress === undefined) return true;
+    const deadline = Date.now() + ROTATION_STREAM_WAIT_MS;
+    for (;;) {
+      if ((progress.streamPosition(tenant, log)?.saved ?? -1) >= size) return true;
+      if (Date.now() >= deadline || this.#stopped) return false;
+      await sleep(ROTATION_STREAM_POLL_MS);
+    }
   }
 
   static tenantOf(event: DecisionEventV1): string {
     return TENANT_ID_PATTERN.test(event.tenant) ? event.tenant : UNROUTED_TENANT;
   }
 
-  /** Log one event; resolves with its receipt once durable. */
+  /**
+   * Log one event; resolves with its receipt once durable. An event refused by an epoch being
+   * sealed (ERR_AUDIT_LOG_CLOSED before anything of it was written: frozen, or waiting for disk
+   * budget when it closed) goes to the next epoch. It waits for that epoch (#log answers the
+   * rotation while one runs), so it is tried again only once per rotation it meets.
+   */
   async append(event: DecisionEventV1): Promise<DecisionReceiptV1> {
+    const tenant = AuditLogSink.tenantOf(event);
     try {
-      const log = await this.#log(AuditLogSink.tenantOf(event));
-      return await log.append(event);
+      for (;;) {
+        const log = await this.#log(tenant);
+        try {
+          return await log.append(event);
+        } catch (error) {
+          const sealed = isPavilionError(error, ErrorCodes.AUDIT_LOG_CLOSED) && !this.#stopped && (this.#rotating.has(tenant) || this.#opened.get(tenant) !== log);
+          if (!sealed) throw error;
+        } finally {
+          // also after a refusal: a full epoch is rotated once it can be sealed
+          this.#maybeRotate(tenant, log);
+        }
+      }
     } catch (error) {
       this.#refused++;
       this.#lastRefusal = describeThrown(error);
@@ -159,11 +489,37 @@ export class AuditLogSink implements DecisionSink {
     return durable;
   }
 
-  /** See AuditLog.proveInclusion; only ever looks in `tenant`'s own log. */
+  /**
+   * See AuditLog.proveInclusion; only ever looks in `tenant`'s own log: its live epoch, then
+   * its archived epochs, newest first, read from their files (against their final checkpoints'
+   * origins: `<labels.id>/<tenant>/e<N>`). A decision in no epoch is ERR_AUDIT_DECISION_UNKNOWN.
+   */
   async proveInclusion(tenant: string, decisionId: string, options: { readonly signNow?: boolean } = {}): Promise<DecisionProofV1> {
     const log = this.#opened.get(tenant);
     if (log === undefined) throw new PavilionError(ErrorCodes.AUDIT_DECISION_UNKNOWN, `no audit log for tenant ${JSON.stringify(tenant)}`, { details: { tenant, decisionId } });
-    return log.proveInclusion(decisionId, options);
+    try {
+      return await log.proveInclusion(decisionId, options);
+    } catch (error) {
+      const archived = this.#epochs.get(tenant)?.archived ?? [];
+      if (!isPavilionError(error, ErrorCodes.AUDIT_DECISION_UNKNOWN) || archived.length === 0) throw error;
+      return this.#proveArchived(tenant, decisionId, archived.map((a) => a.epoch).reverse(), error);
+    }
+  }
+
+  /** One archive read at a time: each is a pass over an epoch's file, which a caller must not multiply. */
+  #proveArchived(tenant: string, decisionId: string, epochs: readonly number[], unknown: PavilionError): Promise<DecisionProofV1> {
+    const read = this.#archiveReads.then(async () => {
+      for (const epoch of epochs) {
+        try {
+          return await proveFromLogFile(join(this.#archiveDirectory(tenant), String(epoch), WAL_FILE), decisionId);
+        } catch (error) {
+          if (!isPavilionError(error, ErrorCodes.AUDIT_DECISION_UNKNOWN)) throw error;
+        }
+      }
+      throw unknown;
+    });
+    this.#archiveReads = read.catch(() => undefined);
+    return read;
   }
 
   proveConsistency(tenant: string, oldSize: number, newSize: number): string[] {
@@ -207,7 +563,7 @@ export class AuditLogSink implements DecisionSink {
     let state: ComponentState = 'OK';
     let message: string | undefined;
     for (const [tenant, log] of this.#opened) {
-      const s = log.status();
+      const s = this.#withEpochs(tenant, log.status());
       tenants[tenant] = s;
       if (RANK[s.state] > RANK[state]) {
         state = s.state;
@@ -219,12 +575,31 @@ export class AuditLogSink implements DecisionSink {
       state = anchor.state;
       message = `anchor: ${anchor.message ?? anchor.state}`;
     }
+    if (this.#rotationError !== undefined && RANK[state] < RANK.WARN) {
+      state = 'WARN';
+      message = this.#rotationError;
+    }
     if (this.#refused > 0 && RANK[state] < RANK.WARN) {
       state = 'WARN';
       message = `${this.#refused} decision events refused; last: ${this.#lastRefusal ?? ''}`;
     }
     const details = { key_id: this.#signer.keyId, refused_events: this.#refused, tenants, ...(anchor === undefined ? {} : { anchor }) };
     return message === undefined ? { state, details } : { state, message, details };
+  }
+
+  /** A tenant log's status with its epochs: the live one's number, and each archived one's bytes. */
+  #withEpochs(tenant: string, status: ComponentStatus): ComponentStatus {
+    const epochs = this.#epochs.get(tenant);
+    const archived = epochs?.archived ?? [];
+    return {
+      ...status,
+      details: {
+        ...status.details,
+        rotate_at_bytes: this.#rotateAt(tenant),
+        archived_epochs: archived.map((a) => ({ epoch: a.epoch, bytes: a.bytes })),
+        archived_bytes: archived.reduce((sum, a) => sum + a.bytes, 0),
+      },
+    };
   }
 
   async stop(deadlineMs: number): Promise<void> {

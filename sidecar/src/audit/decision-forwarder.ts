@@ -254,6 +254,18 @@ export class DecisionForwarder implements Component {
     return out;
   }
 
+  /**
+   * How far JetStream has taken `log`, the tenant's log the forwarder reads: leaves acknowledged,
+   * leaves whose acknowledgement the cursor file holds, and whether the tenant is forwarded now
+   * (connected, no failure of its own). Undefined when the forwarder does not read that log.
+   * Read-only: the audit log sink asks it before sealing an epoch.
+   */
+  streamPosition(tenant: string, log: AuditLog): { readonly acknowledged: number; readonly saved: number; readonly forwarding: boolean } | undefined {
+    const state = this.#tenants.get(tenant);
+    if (state === undefined || state.log !== log) return undefined;
+    return { acknowledged: state.cursor.nextLeaf, saved: state.saved.nextLeaf, forwarding: this.#link !== undefined && state.failure === undefined };
+  }
+
   status(): ComponentStatus {
     const backlog = this.backlog();
     const total = Object.values(backlog).reduce((a, b) => a + b, 0);
@@ -302,7 +314,11 @@ export class DecisionForwarder implements Component {
     while (!this.#stopping) {
       try {
         // Cursors first, so the backlog is right while NATS is away too.
-        for (const [tenant, log] of this.#options.logs()) if (!this.#tenants.has(tenant)) await this.#load(tenant, log);
+        for (const [tenant, log] of this.#options.logs()) {
+          const state = this.#tenants.get(tenant);
+          if (state === undefined) await this.#load(tenant, log);
+          else if (state.log !== log && !this.#passes.has(tenant)) await this.#followEpoch(tenant, state, log);
+        }
         if (this.#link === undefined) {
           const wait = this.#reconnectAtMs - Date.now();
           if (wait > 0) {
@@ -588,6 +604,20 @@ export class DecisionForwarder implements Component {
       cause: thrown,
       details: { tenant, leaf, refused, ...(reason === undefined ? {} : { reason }) },
     });
+  }
+
+  /**
+   * The tenant's log is another now: the audit log sink sealed the epoch `state` read and
+   * started the next. The sink seals an epoch only once JetStream acknowledged every leaf of
+   * it and the cursor file holds that (streamPosition), so nothing of it is left to send or to
+   * save: its reader is closed, nothing is written (its directory has moved, and the path it
+   * had is the next epoch's), and the next epoch is forwarded from its own cursor file, from
+   * its first leaf (the link to the sealed epoch) when it has none.
+   */
+  async #followEpoch(tenant: string, state: TenantState, log: AuditLog): Promise<void> {
+    await this.#closeReader(state);
+    this.#tenants.delete(tenant);
+    await this.#load(tenant, log);
   }
 
   async #load(tenant: string, log: AuditLog): Promise<TenantState> {

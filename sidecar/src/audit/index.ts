@@ -18,6 +18,11 @@ export {
   verifyDecisionAnchor,
   verifyDecisionProof,
   verifyLogFile,
+  verifyEpochs,
+  parseEpochLink,
+  type EpochLinkV1,
+  type EpochSealV1,
+  type EpochsVerification,
   type Anchor,
   type AnchorRecordV1,
   type AnchorVerifier,
@@ -34,7 +39,16 @@ export {
   type SignedCheckpointV1,
 } from './log/index.ts';
 export { MerkleTree, hashLeaf, verifyConsistency, verifyInclusion } from './merkle/index.ts';
-export { AuditLogSink, UNROUTED_MAX_DISK_BYTES, UNROUTED_TENANT, type AuditLogSettings, type AuditLogSinkOptions } from './audit-log-sink.ts';
+export {
+  ARCHIVE_DIRECTORY,
+  AuditLogSink,
+  UNROUTED_MAX_DISK_BYTES,
+  UNROUTED_TENANT,
+  type AuditLogSettings,
+  type AuditLogSinkOptions,
+  type RotationStep,
+  type StreamProgress,
+} from './audit-log-sink.ts';
 export { CURSOR_FILE, DUPLICATE_WINDOW_MS, DecisionForwarder, type DecisionForwarderOptions } from './decision-forwarder.ts';
 export { RECEIPT_HEADER, decodeReceiptHeader, encodeReceiptHeader, transportReceipt, type TransportReceiptV1 } from './transport-receipt.ts';
 export { createCheckpointSigner, type CheckpointSignerSettings } from './checkpoint-signers.ts';

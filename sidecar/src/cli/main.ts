@@ -10,6 +10,7 @@
  *   pavilion bundle history --tenant <id>
  *   pavilion bundle status
  *   pavilion audit verify-log --log <dir|file> --keys <pem|dir> [--origin <o>] [--trusted-checkpoint <file>]... [anchor checks]
+ *   pavilion audit verify-log --archive <archive/<tenant> dir> [--log <live dir|file>] --keys <pem|dir> [--origin <epoch 0's>] ...
  *   pavilion audit verify --decision <id> (--proof <file> | --log <dir|file>) --keys <pem|dir> [--origin <o>] [anchor checks]
  *   pavilion audit anchor deploy|allow ...   (the PavilionAnchor contract: see anchor-commands.ts)
  *   pavilion audit prove --decision <id> --log <dir|file>
@@ -35,6 +36,7 @@ import {
   verifyConsistencyProof,
   verifyDecisionAnchor,
   verifyDecisionProof,
+  verifyEpochs,
   verifyLogFile,
   type SignedCheckpointV1,
 } from '../audit/index.ts';
@@ -66,6 +68,9 @@ const USAGE = `usage:
   pavilion bundle status                                                                   [nats options]
   pavilion bundle delta --tenant <id> --patch <patch.json> [--roots <root,...>] [--key <pem> --key-id <id> [--alg ES256]]  [nats options]
   pavilion audit verify-log --log <dir|file> --keys <pem|dir> [--origin <o>] [--trusted-checkpoint <file>]... [anchor checks]
+  pavilion audit verify-log --archive <dir> [--log <dir|file>] --keys <pem|dir> [--origin <o>] ...
+    (a rotated log: every archived epoch (<dir>/<n>/), then the live one, and the link between each two;
+     --origin names epoch 0's origin)
   pavilion audit verify --decision <id> (--proof <file> | --log <dir|file>) --keys <pem|dir> [--origin <o>] [anchor checks]
     (--origin is required with --trusted-checkpoint or anchor checks)
   pavilion audit prove --decision <id> --log <dir|file>
@@ -443,6 +448,7 @@ async function auditCommand(command: string | undefined, args: string[]): Promis
     args,
     options: {
       log: { type: 'string' },
+      archive: { type: 'string' },
       keys: { type: 'string' },
       origin: { type: 'string' },
       decision: { type: 'string' },
@@ -486,6 +492,15 @@ async function auditCommand(command: string | undefined, args: string[]): Promis
   let anchorVerifiers: ReturnType<typeof anchorVerifiersFrom> = [];
   try {
     anchorVerifiers = anchorVerifiersFrom(values);
+    if (command === 'verify-log' && values.archive !== undefined) {
+      const trustedCheckpoints = await Promise.all((values['trusted-checkpoint'] ?? []).map(readCheckpointFile));
+      const result = await verifyEpochs(values.archive, values.log === undefined ? undefined : logFile(values.log), keyring, { ...origin, trustedCheckpoints, anchorVerifiers });
+      process.stdout.write(`${JSON.stringify({ ok: true, ...result, anchorsConsulted: anchorVerifiers.length > 0 }, null, 2)}\n`);
+      const last = result.epochs.at(-1);
+      if (last !== undefined && last.unsignedLeaves > 0) process.stderr.write(`note: ${last.unsignedLeaves} leaves after the last checkpoint of epoch ${last.epoch} are intact but not yet signed\n`);
+      for (const epoch of result.epochs) anchorNote(epoch.anchors, epoch.anchorsVerified, anchorVerifiers.length > 0);
+      return 0;
+    }
     if (command === 'verify-log') {
       if (values.log === undefined) return usage();
       const trustedCheckpoints = await Promise.all((values['trusted-checkpoint'] ?? []).map(readCheckpointFile));

@@ -172,6 +172,14 @@ export interface AuditLogConfig {
   readonly maxEventBytes: number;
   readonly checkpointEveryEvents: number;
   readonly checkpointIntervalMs: number;
+  /**
+   * Seal a tenant's live log into an archived epoch once it holds this many bytes, and start
+   * the next. Absent, 0 or null: never (archived epochs are kept outside the budget, so the
+   * volume must be sized for them; half of maxDiskBytes is the value to choose, see
+   * docs/audit-log.md). With `stream.enabled` an epoch is sealed only once JetStream has
+   * acknowledged all of it, and the forwarder follows the tenant into the next.
+   */
+  readonly rotateAtBytes?: number;
   readonly signer: AuditSignerConfig;
   /** Forward every logged decision to NATS JetStream (`<nats.subjectPrefix>.decisions.<tenant>`). */
   readonly stream: AuditStreamConfig;
@@ -589,7 +597,7 @@ function parseAuditLog(raw: unknown, p: (file: string) => string): AuditLogConfi
   const a = objectAt(raw, path);
   refuseUnknown(a, [
     'directory', 'fsync', 'fsyncIntervalMs', 'groupCommitMaxDelayMs', 'groupCommitMaxBytes', 'maxDiskBytes', 'onFull',
-    'blockTimeoutMs', 'maxEventBytes', 'checkpointEveryEvents', 'checkpointIntervalMs', 'signer', 'stream', 'anchor',
+    'blockTimeoutMs', 'maxEventBytes', 'checkpointEveryEvents', 'checkpointIntervalMs', 'rotateAtBytes', 'signer', 'stream', 'anchor',
   ], path);
   const streamRaw = objectAt(a['stream'] ?? {}, `${path}.stream`);
   refuseUnknown(streamRaw, ['enabled', 'maxInFlight', 'retryWaitMs'], `${path}.stream`);
@@ -605,6 +613,7 @@ function parseAuditLog(raw: unknown, p: (file: string) => string): AuditLogConfi
   const maxEventBytes = int(a, 'maxEventBytes', path, stream.enabled ? 1 * MiB - STREAM_HEADER_ALLOWANCE_BYTES : 1 * MiB, 1024, 64 * MiB);
   const groupCommitMaxBytes = int(a, 'groupCommitMaxBytes', path, 1 * MiB, 4096, 256 * MiB);
   if (maxEventBytes >= maxDiskBytes) fail(`${path}.maxEventBytes`, 'must be below maxDiskBytes');
+  const rotateAtBytes = parseRotateAtBytes(a['rotateAtBytes'], maxDiskBytes, path);
 
   const signerRaw = objectAt(a['signer'] ?? { kind: 'software' }, `${path}.signer`);
   const kind = oneOf(signerRaw, 'kind', `${path}.signer`, 'software', ['software', 'pkcs11'] as const);
@@ -644,10 +653,25 @@ function parseAuditLog(raw: unknown, p: (file: string) => string): AuditLogConfi
     maxEventBytes,
     checkpointEveryEvents: int(a, 'checkpointEveryEvents', path, 1000, 1, 100_000_000),
     checkpointIntervalMs: int(a, 'checkpointIntervalMs', path, 10_000, 10, 86_400_000),
+    ...(rotateAtBytes === undefined ? {} : { rotateAtBytes }),
     signer,
     stream,
     anchor: parseAuditAnchor(a['anchor'], directory, p),
   };
+}
+
+/**
+ * `decisionLog.audit.rotateAtBytes`: absent (left out of the parsed section), 0 or null never
+ * rotates; otherwise at least 64 KiB and below maxDiskBytes (rotation must come before the
+ * budget is spent).
+ */
+function parseRotateAtBytes(raw: unknown, maxDiskBytes: number, path: string): number | undefined {
+  if (raw === undefined) return undefined;
+  if (raw === null || raw === 0) return 0;
+  if (typeof raw !== 'number' || !Number.isSafeInteger(raw) || raw < 64 * 1024 || raw >= maxDiskBytes) {
+    fail(`${path}.rotateAtBytes`, `must be 0, null, or an integer from 65536 to below maxDiskBytes (${maxDiskBytes})`);
+  }
+  return raw;
 }
 
 const ANCHOR_RPC_URL = /^https?:\/\/[^\s]+$/;

@@ -157,6 +157,8 @@ export const ErrorCodes = {
   AUDIT_STREAM_UNAVAILABLE: 'ERR_AUDIT_STREAM_UNAVAILABLE',
   /** JetStream answered and refused an event (other than for its size: ERR_AUDIT_EVENT_TOO_LARGE). */
   AUDIT_STREAM_REFUSED: 'ERR_AUDIT_STREAM_REFUSED',
+  /** An epoch of a rotated audit log does not link to the sealed epoch before it (verify-log with an archive). */
+  AUDIT_EPOCH_LINK_BROKEN: 'ERR_AUDIT_EPOCH_LINK_BROKEN',
   // tooling
   TOOL_MISSING: 'ERR_TOOL_MISSING',
   INTERNAL: 'ERR_INTERNAL',

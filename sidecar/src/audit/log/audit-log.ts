@@ -66,6 +66,8 @@ export interface AuditLogOptions extends WalWriterOptions {
   readonly onCheckpoint?: (checkpoint: SignedCheckpointV1) => void;
   /** Publishes checkpoints outside (e.g. an EVM contract); its answers become anchor records. */
   readonly anchor?: Anchor;
+  /** Which epoch of the tenant's log this is (0, the default, for a log never rotated); shown in status. */
+  readonly epoch?: number;
 }
 
 export interface TornTailReport {
@@ -160,7 +162,8 @@ export class AuditLog {
   #checkpointError: string | undefined;
   /** Why the last append was refused, until an append is durable again. */
   #appendError: string | undefined;
-  #state: 'new' | 'open' | 'stopped' = 'new';
+  /** 'sealing': frozen for a rotation (freeze): appends are refused, checkpoints still made. */
+  #state: 'new' | 'open' | 'sealing' | 'stopped' = 'new';
 
   constructor(options: AuditLogOptions) {
     if (!isValidOrigin(options.origin)) throw new PavilionError(ErrorCodes.CONFIG_INVALID, `audit log origin ${JSON.stringify(options.origin)} is not valid`);
@@ -541,7 +544,7 @@ export class AuditLog {
 
   async #makeCheckpoint(): Promise<SignedCheckpointV1> {
     const writer = this.#writer;
-    if (this.#state !== 'open' || writer === undefined) throw new PavilionError(ErrorCodes.AUDIT_LOG_CLOSED, 'the audit log is not open');
+    if ((this.#state !== 'open' && this.#state !== 'sealing') || writer === undefined) throw new PavilionError(ErrorCodes.AUDIT_LOG_CLOSED, 'the audit log is not open');
     const size = this.#tree.size;
     const rewinds = this.#rewinds;
     this.#sinceCheckpoint = 0;
@@ -758,6 +761,7 @@ export class AuditLog {
     const stats = this.#writer?.stats();
     const details = {
       origin: this.#options.origin,
+      epoch: this.#options.epoch ?? 0,
       leaves: this.#tree.size,
       checkpoint_size: this.latestCheckpoint?.tree_size ?? 0,
       anchored_size: this.#anchors.at(-1)?.tree_size ?? 0,
@@ -788,9 +792,53 @@ export class AuditLog {
     return { state: 'OK', details };
   }
 
+  /**
+   * First step of a rotation: refuse appends from now on (ERR_AUDIT_LOG_CLOSED: nothing of
+   * theirs was written, so the caller may send them to the next epoch), then make a checkpoint
+   * of every leaf and wait until all of it is written. Resolves with that final checkpoint,
+   * which covers the whole tree. `thaw` undoes it; `seal` closes the log for good.
+   */
+  async freeze(): Promise<SignedCheckpointV1> {
+    if (this.#state !== 'open' || this.#writer === undefined) throw new PavilionError(ErrorCodes.AUDIT_LOG_CLOSED, 'the audit log is not open');
+    this.#state = 'sealing';
+    // Appends that passed their reservation before the freeze are in the tree already: covered.
+    let final = this.latestCheckpoint;
+    while (final === undefined || final.tree_size < this.#tree.size) final = await this.checkpoint();
+    await this.#writer.drain();
+    if (final.tree_size !== this.#tree.size) {
+      throw new PavilionError(ErrorCodes.AUDIT_DISK_FULL, `the final checkpoint at tree size ${final.tree_size} no longer covers the log's ${this.#tree.size} leaves (a full volume refused some)`, { details: { treeSize: final.tree_size } });
+    }
+    return final;
+  }
+
+  /** Undo `freeze` (the rotation was called off): appends are taken again. */
+  thaw(): void {
+    if (this.#state === 'sealing') this.#state = 'open';
+  }
+
+  /**
+   * Last step of the log's life after `freeze`: close the file, fsync it (whatever the fsync
+   * policy: a sealed epoch is archived complete) and unlock. An anchor still on its way for
+   * the final checkpoint is not waited for: its record would land after the seal (a missing
+   * anchor record is allowed; the outside system still holds the anchor).
+   */
+  async seal(): Promise<void> {
+    if (this.#state !== 'sealing') throw new PavilionError(ErrorCodes.AUDIT_LOG_CLOSED, 'only a frozen audit log is sealed');
+    if (this.#checkpointTimer !== undefined) clearInterval(this.#checkpointTimer);
+    this.#state = 'stopped';
+    await this.#writer?.close();
+    const handle = await open(this.path, 'r');
+    try {
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await this.#unlock();
+  }
+
   /** Final checkpoint (if leaves came after the last one), drain, close, unlock. */
   async stop(deadlineMs: number): Promise<void> {
-    if (this.#state !== 'open') return;
+    if (this.#state !== 'open' && this.#state !== 'sealing') return;
     if (this.#checkpointTimer !== undefined) clearInterval(this.#checkpointTimer);
     const writer = this.#writer;
     const work = (async () => {

@@ -27,13 +27,17 @@
  *     (ERR_AUDIT_ANCHOR_MISMATCH).
  * Between consecutive checkpoints it also checks an RFC 9162 consistency proof.
  */
-import { open } from 'node:fs/promises';
+import { hash } from 'node:crypto';
+import { open, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { canonicalJson } from '../../lib/canonical-json.ts';
 import { ErrorCodes, PavilionError, isPavilionError } from '../../lib/errors.ts';
+import type { DecisionEventV1 } from '../decision-event.ts';
 import { MerkleTree, hashLeaf, verifyConsistency, verifyInclusion } from '../merkle/index.ts';
 import { decodeCheckpoint, type SignedCheckpointV1 } from './checkpoint.ts';
-import { FILE_HEADER_BYTES, FrameDecoder, RecordType, checkFileHeader, type LogRecord } from './record-format.ts';
+import { FILE_HEADER_BYTES, FRAME_OVERHEAD_BYTES, FrameDecoder, RecordType, checkFileHeader, type LogRecord } from './record-format.ts';
 import type { Keyring } from './signer.ts';
-import type { DecisionProofV1 } from './audit-log.ts';
+import { WAL_FILE, type DecisionProofV1 } from './audit-log.ts';
 import { checkAnchorAgainst, decodeAnchorRecord, type AnchorRecordV1, type AnchorVerifier } from './anchor.ts';
 import { decisionIdOf } from './event-encoding.ts';
 import { checkpointSignatureSha256 } from '../anchor/checkpoint-digests.ts';
@@ -101,6 +105,11 @@ function bad(code: (typeof ErrorCodes)[keyof typeof ErrorCodes], message: string
 }
 
 export async function verifyLogFile(path: string, keyring: Keyring, options: VerifyLogOptions = {}): Promise<LogVerification> {
+  return verifyLog(path, keyring, options);
+}
+
+/** verifyLogFile, handing the first leaf's payload (an epoch's link) to `onFirstLeaf`. */
+async function verifyLog(path: string, keyring: Keyring, options: VerifyLogOptions, onFirstLeaf?: (payload: Buffer) => void): Promise<LogVerification> {
   const anchorsAsked = (options.anchorVerifiers?.length ?? 0) > 0;
   if (options.origin === undefined && (anchorsAsked || (options.trustedCheckpoints?.length ?? 0) > 0)) {
     throw new PavilionError(
@@ -132,6 +141,7 @@ export async function verifyLogFile(path: string, keyring: Keyring, options: Ver
           const kind = record.index > tree.size ? 'missing (deleted) entries' : 'an entry out of order (reordered or duplicated)';
           throw bad(ErrorCodes.AUDIT_SEQUENCE_BROKEN, `record ${record.recordNumber} at byte ${record.offset} is leaf ${record.index} where leaf ${tree.size} was expected: ${kind}`, { ...where, found: record.index });
         }
+        if (tree.size === 0) onFirstLeaf?.(record.payload);
         tree.append(record.payload);
         return;
       }
@@ -562,4 +572,215 @@ export async function proveConsistencyFromLogFile(path: string, old: SignedCheck
     new_checkpoint: latest,
     consistency_path: tree.consistencyProof(old.tree_size, latest.tree_size).map((h) => h.toString('hex')),
   };
+}
+
+/*
+ * Epochs. A tenant's log is rotated into sealed epochs (as Certificate Transparency shards its
+ * logs in time), each its own log and tree under its own origin: epoch 0 is `<labels.id>/<tenant>`
+ * (the log as it always was), epoch N `<labels.id>/<tenant>/e<N>`. Epoch N's first leaf is an
+ * epoch link, a decision-event-shaped leaf whose `result` names the seal of epoch N-1: its
+ * origin, final tree size, root and the SHA-256 of its final signed checkpoint. So the chain
+ * of epochs is as tamper-evident as one log: an archived epoch replaced, cut or re-signed no
+ * longer matches the link after it, and the link itself is covered by the next epoch's
+ * signed checkpoints. A leaf rather than a record type of its own, so that every reader of
+ * leaves (proofs, the forwarder, consumers of the stream) handles it unchanged; its decision
+ * id and path are reserved, so consumers can tell it from a decision.
+ */
+
+/** Decision ids of epoch links: `epoch-link:<origin of the epoch it opens>` (a decision's id is a random UUID). */
+export const EPOCH_LINK_ID_PREFIX = 'epoch-link:';
+/** The `path` of an epoch link event. */
+export const EPOCH_LINK_PATH = 'pavilion/audit/epoch_link';
+
+/** What sealed an epoch: its final signed checkpoint, which covers every leaf of it. */
+export interface EpochSealV1 {
+  readonly epoch: number;
+  readonly origin: string;
+  readonly tree_size: number;
+  readonly root_hash: string;
+  /** SHA-256 of the final checkpoint's canonical JSON (keys sorted, no whitespace), hex. */
+  readonly checkpoint_sha256: string;
+}
+
+/** The `result` of an epoch's first leaf: the epoch it opens and the seal of the one before. */
+export interface EpochLinkV1 {
+  readonly version: 1;
+  readonly epoch: number;
+  readonly previous: EpochSealV1;
+}
+
+/** The origin of epoch `epoch` of the log whose epoch 0 is `base`. */
+export function epochOrigin(base: string, epoch: number): string {
+  return epoch === 0 ? base : `${base}/e${epoch}`;
+}
+
+/** SHA-256 of a checkpoint's canonical JSON, hex: independent of how its JSON was laid out. */
+export function checkpointSha256(checkpoint: SignedCheckpointV1): string {
+  return hash('sha256', canonicalJson(checkpoint), 'hex');
+}
+
+export function epochSeal(epoch: number, final: SignedCheckpointV1): EpochSealV1 {
+  return { epoch, origin: final.origin, tree_size: final.tree_size, root_hash: final.root_hash, checkpoint_sha256: checkpointSha256(final) };
+}
+
+/** The decision event that is the first leaf of the epoch `link` opens, whose origin is `origin`. */
+export function epochLinkEvent(link: EpochLinkV1, tenant: string, origin: string, timestamp: string): DecisionEventV1 {
+  return {
+    labels: {},
+    decision_id: `${EPOCH_LINK_ID_PREFIX}${origin}`,
+    tenant,
+    bundles: {},
+    path: EPOCH_LINK_PATH,
+    result: link,
+    requested_by: 'pavilion',
+    timestamp,
+    metrics: {},
+    req_id: 0,
+  };
+}
+
+const isCount = (value: unknown): value is number => typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
+
+/** The epoch link a leaf holds, or undefined when the leaf is not one (or not a well-formed one). */
+export function parseEpochLink(payload: Buffer): EpochLinkV1 | undefined {
+  let event: { decision_id?: unknown; path?: unknown; result?: unknown };
+  try {
+    event = JSON.parse(payload.toString('utf8')) as typeof event;
+  } catch {
+    return undefined;
+  }
+  if (typeof event !== 'object' || event === null || event.path !== EPOCH_LINK_PATH) return undefined;
+  if (typeof event.decision_id !== 'string' || !event.decision_id.startsWith(EPOCH_LINK_ID_PREFIX)) return undefined;
+  const link = event.result as Partial<EpochLinkV1> | null | undefined;
+  const previous = link?.previous as Partial<EpochSealV1> | undefined;
+  if (link?.version !== 1 || !isCount(link.epoch) || previous === undefined || !isCount(previous.epoch) || !isCount(previous.tree_size)) return undefined;
+  if (typeof previous.origin !== 'string' || !HEX32.test(String(previous.root_hash)) || !HEX32.test(String(previous.checkpoint_sha256))) return undefined;
+  return {
+    version: 1,
+    epoch: link.epoch,
+    previous: { epoch: previous.epoch, origin: previous.origin, tree_size: previous.tree_size, root_hash: String(previous.root_hash), checkpoint_sha256: String(previous.checkpoint_sha256) },
+  };
+}
+
+/** The epoch numbers archived in a tenant's archive directory (`<n>/`), ascending; none when it does not exist. */
+export async function listArchivedEpochs(archiveDirectory: string): Promise<number[]> {
+  let names: string[];
+  try {
+    names = await readdir(archiveDirectory);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw new PavilionError(ErrorCodes.AUDIT_LOG_IO, `cannot read ${archiveDirectory}`, { cause: error });
+  }
+  return names.filter((name) => /^(0|[1-9][0-9]{0,8})$/.test(name)).map(Number).sort((a, b) => a - b);
+}
+
+export interface EpochVerification extends LogVerification {
+  readonly epoch: number;
+  readonly path: string;
+}
+
+export interface EpochsVerification {
+  /** Oldest first; the live log last when one was given. */
+  readonly epochs: readonly EpochVerification[];
+  /** Links checked against the epoch before them (the oldest epoch present has none before it to check). */
+  readonly linksChecked: number;
+}
+
+function linkBroken(epoch: number, path: string, why: string, details: Record<string, unknown> = {}): PavilionError {
+  return new PavilionError(ErrorCodes.AUDIT_EPOCH_LINK_BROKEN, `epoch ${epoch} (${path}): ${why}`, { details: { epoch, previousEpoch: epoch - 1, path, ...details } });
+}
+
+/** Epoch `epoch`'s link (its first leaf) against the verified epoch before it. Throws ERR_AUDIT_EPOCH_LINK_BROKEN. */
+function checkLink(epoch: number, path: string, first: Buffer | undefined, previous: EpochVerification): void {
+  if (previous.epoch !== epoch - 1) throw linkBroken(epoch, path, `it follows epoch ${previous.epoch}: epoch ${epoch - 1} is missing`, { field: 'epoch' });
+  const final = previous.lastCheckpoint;
+  if (final === undefined || previous.unsignedLeaves > 0) {
+    throw linkBroken(epoch, path, `epoch ${previous.epoch} was not sealed: its last checkpoint covers ${final?.tree_size ?? 0} of its ${previous.leaves} leaves`, { field: 'tree_size' });
+  }
+  const link = first === undefined ? undefined : parseEpochLink(first);
+  if (link === undefined) throw linkBroken(epoch, path, 'its first leaf is not an epoch link', { field: 'link' });
+  if (link.epoch !== epoch) throw linkBroken(epoch, path, `its link opens epoch ${link.epoch}`, { field: 'epoch', expected: epoch, found: link.epoch });
+  const expected = epochSeal(previous.epoch, final);
+  for (const field of ['epoch', 'origin', 'tree_size', 'root_hash', 'checkpoint_sha256'] as const) {
+    if (link.previous[field] !== expected[field]) {
+      throw linkBroken(epoch, path, `its link names ${field} ${String(link.previous[field])} for epoch ${previous.epoch}, whose final checkpoint gives ${String(expected[field])}: epoch ${previous.epoch} was replaced, cut or re-signed since it was sealed, or the link was forged`, {
+        field, expected: expected[field], found: link.previous[field],
+      });
+    }
+  }
+}
+
+/**
+ * Verify a tenant's archived epochs (`<archiveDirectory>/<n>/audit.wal`, oldest first) and
+ * then, when given, its live log (the epoch after the last archived one): each as
+ * verifyLogFile does, under its epoch's origin (`options.origin` names epoch 0's; without it
+ * the oldest epoch's checkpoints name it), and each epoch's link against the epoch before it:
+ * that epoch's final checkpoint must cover all of it, and the link must name exactly its
+ * number, origin, size, root and final checkpoint hash. Throws the first failure in epoch
+ * order: an epoch's own (as verifyLogFile), or ERR_AUDIT_EPOCH_LINK_BROKEN naming the first
+ * epoch whose link does not hold, is missing, or follows a missing epoch.
+ */
+export async function verifyEpochs(archiveDirectory: string, liveLog: string | undefined, keyring: Keyring, options: VerifyLogOptions = {}): Promise<EpochsVerification> {
+  const archived = await listArchivedEpochs(archiveDirectory);
+  if (archived.length === 0) throw new PavilionError(ErrorCodes.AUDIT_LOG_IO, `${archiveDirectory} holds no archived epoch (<n>/${WAL_FILE})`);
+  const files = archived.map((epoch) => ({ epoch, path: join(archiveDirectory, String(epoch), WAL_FILE) }));
+  if (liveLog !== undefined) {
+    // the epoch its link names (so an archived epoch missing at the end is named as missing)
+    const first = await firstLeafOf(liveLog);
+    files.push({ epoch: (first === undefined ? undefined : parseEpochLink(first))?.epoch ?? archived.at(-1)! + 1, path: liveLog });
+  }
+  let base = options.origin;
+  const epochs: EpochVerification[] = [];
+  let linksChecked = 0;
+  for (const { epoch, path } of files) {
+    const origin = base === undefined ? undefined : epochOrigin(base, epoch);
+    const trustedCheckpoints = options.trustedCheckpoints?.filter((c) => c.origin === origin);
+    let first: Buffer | undefined;
+    const verified = await verifyLog(path, keyring, {
+      ...options,
+      ...(origin === undefined ? {} : { origin }),
+      ...(trustedCheckpoints === undefined ? {} : { trustedCheckpoints }),
+    }, (payload) => {
+      first = payload;
+    });
+    if (base === undefined) base = baseOrigin(verified.origin, epoch, path);
+    const previous = epochs.at(-1);
+    if (previous !== undefined) {
+      checkLink(epoch, path, first, previous);
+      linksChecked++;
+    }
+    epochs.push({ ...verified, epoch, path });
+  }
+  return { epochs, linksChecked };
+}
+
+/** No link is larger (a damaged length field must not make the verifier allocate gigabytes). */
+const MAX_LINK_BYTES = 64 * 1024;
+
+/** The payload of a log file's first record when it is an intact leaf (else undefined: verification says why). */
+async function firstLeafOf(path: string): Promise<Buffer | undefined> {
+  const handle = await open(path, 'r').catch((error: unknown) => {
+    throw new PavilionError(ErrorCodes.AUDIT_LOG_IO, `cannot open ${path}`, { cause: error });
+  });
+  try {
+    const head = Buffer.alloc(FRAME_OVERHEAD_BYTES);
+    const { bytesRead } = await handle.read(head, 0, head.length, FILE_HEADER_BYTES);
+    const length = head.readUInt32BE(0);
+    if (bytesRead < head.length || length > MAX_LINK_BYTES) return undefined;
+    const frame = Buffer.alloc(FRAME_OVERHEAD_BYTES + length);
+    const read = await handle.read(frame, 0, frame.length, FILE_HEADER_BYTES);
+    const [record] = new FrameDecoder(FILE_HEADER_BYTES).push(frame.subarray(0, read.bytesRead));
+    return record?.type === RecordType.LEAF ? record.payload : undefined;
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Epoch 0's origin, from the origin of the oldest epoch present (`<base>/e<n>` for n > 0). */
+function baseOrigin(origin: string | undefined, epoch: number, path: string): string {
+  const suffix = `/e${epoch}`;
+  if (origin === undefined) throw linkBroken(epoch, path, 'it has no signed checkpoint, so nothing names its log');
+  if (epoch === 0) return origin;
+  if (!origin.endsWith(suffix)) throw linkBroken(epoch, path, `its checkpoints are of log ${origin}, not of an epoch ${epoch} (<origin>${suffix})`, { field: 'origin' });
+  return origin.slice(0, -suffix.length);
 }

@@ -1,0 +1,327 @@
+/**
+ * Rotation of a tenant's audit log into sealed, linked epochs (docs/audit-log.md, "Epochs"):
+ * nothing acknowledged is lost, the live budget counts only the live epoch, appends during a
+ * rotation wait for the next epoch, a crash after any step starts cleanly, and with streaming
+ * an epoch is sealed only once JetStream acknowledged all of it (a real nats-server).
+ */
+import assert from 'node:assert/strict';
+import { readFile, readdir, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
+import {
+  AuditLogSink,
+  DecisionForwarder,
+  SoftwareSigner,
+  parseEpochLink,
+  verifyDecisionProof,
+  verifyEpochs,
+  type AuditLogSettings,
+  type DecisionReceiptV1,
+  type RotationStep,
+} from '../sidecar/src/audit/index.ts';
+import { RecordType, WAL_FILE, decisionIdOf, proveFromLogFile } from '../sidecar/src/audit/log/index.ts';
+import { parseConfig } from '../sidecar/src/config/index.ts';
+import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
+import { decisionEvent, logOptions, readRecords, ringOf, tempDir } from './audit/fixtures.ts';
+import { startNats, type RunningNats } from './harness/nats-server.ts';
+import { until } from './harness/wait.ts';
+
+const signer = SoftwareSigner.generate();
+const ring = ringOf(signer);
+/** One decision event here is about 350 bytes on disk: about 11 per epoch. */
+const ROTATE_AT_BYTES = 4 * 1024;
+const MAX_DISK_BYTES = 16 * 1024;
+
+function sinkAt(directory: string, settings: Partial<AuditLogSettings> = {}, onRotationStep?: (step: RotationStep, tenant: string) => Promise<void> | void): AuditLogSink {
+  const { directory: _directory, origin: _origin, signer: _signer, ...defaults } = logOptions(directory, signer);
+  return new AuditLogSink({
+    directory,
+    originPrefix: 'pavilion-test',
+    settings: { ...defaults, maxDiskBytes: MAX_DISK_BYTES, maxEventBytes: 4096, rotateAtBytes: ROTATE_AT_BYTES, ...settings },
+    createSigner: () => Promise.resolve(signer),
+    ...(onRotationStep === undefined ? {} : { onRotationStep }),
+  });
+}
+
+const archiveOf = (directory: string): string => join(directory, 'archive', 'bank');
+const liveOf = (directory: string): string => join(directory, 'tenants', 'bank');
+
+function tenantDetails(sink: AuditLogSink): Record<string, unknown> {
+  const tenants = (sink.status().details as { tenants: Record<string, { details: Record<string, unknown> }> }).tenants;
+  return tenants['bank']!.details;
+}
+
+/** Every receipt's decision is in the epoch its origin names, at its leaf, and proves offline. */
+async function assertReceiptsKept(directory: string, receipts: readonly DecisionReceiptV1[]): Promise<void> {
+  for (const receipt of receipts) {
+    const epoch = /\/e(\d+)$/.exec(receipt.origin)?.[1] ?? '0';
+    const archived = join(archiveOf(directory), epoch, WAL_FILE);
+    const file = await stat(archived).then(() => archived, () => join(liveOf(directory), WAL_FILE));
+    const proof = await proveFromLogFile(file, receipt.decision_id);
+    assert.equal(proof.leaf_index, receipt.leaf_index, `${receipt.decision_id} is where its receipt says`);
+    assert.equal(verifyDecisionProof(proof, ring, { decisionId: receipt.decision_id }).origin, receipt.origin);
+  }
+}
+
+/** Append until the live epoch reaches the rotation threshold (the last append starts a rotation); their receipts. */
+async function fillEpoch(sink: AuditLogSink, from: number): Promise<DecisionReceiptV1[]> {
+  const receipts: DecisionReceiptV1[] = [];
+  do receipts.push(await sink.append(decisionEvent(from + receipts.length)));
+  while ((tenantDetails(sink)['bytes_on_disk'] as number) < ROTATE_AT_BYTES);
+  return receipts;
+}
+
+/** A lock left by a process that died (a crash leaves the file behind). */
+async function crashLocks(directory: string): Promise<void> {
+  const lock = join(liveOf(directory), 'LOCK');
+  if (await stat(lock).then(() => true, () => false)) await writeFile(lock, '2147483646 crashed\n');
+}
+
+describe('rotation into sealed, linked epochs', () => {
+  it('keeps every acknowledged decision, counts only the live epoch in the budget, and the chain verifies', async () => {
+    const dir = await tempDir();
+    let sink = sinkAt(dir);
+    await sink.start();
+    const receipts: DecisionReceiptV1[] = [];
+    // about 45 KiB of decisions: nearly three times the budget, which alone would refuse them
+    for (let i = 0; i < 130; i++) receipts.push(await sink.append(decisionEvent(i)));
+    const details = tenantDetails(sink);
+    const epoch = details['epoch'] as number;
+    assert.ok(epoch >= 8, `rotated into ${epoch} epochs`);
+    assert.ok((details['bytes_on_disk'] as number) < ROTATE_AT_BYTES + 1024, 'the live epoch holds less than a rotation threshold and one event');
+    const archived = details['archived_epochs'] as Array<{ epoch: number; bytes: number }>;
+    assert.deepEqual(archived.map((a) => a.epoch), Array.from({ length: epoch }, (_, i) => i));
+    assert.equal(details['archived_bytes'], archived.reduce((sum, a) => sum + a.bytes, 0));
+    assert.equal(details['origin'], `pavilion-test/bank/e${epoch}`);
+
+    // An archived decision is proved by the running sink, from its epoch's file.
+    const proof = await sink.proveInclusion('bank', receipts[0]!.decision_id, { signNow: false });
+    assert.equal(verifyDecisionProof(proof, ring).origin, 'pavilion-test/bank', "epoch 0 keeps the log's origin as it always was");
+
+    // A restart opens the live epoch and keeps going there.
+    await sink.stop(5000);
+    sink = sinkAt(dir);
+    await sink.start();
+    assert.equal(tenantDetails(sink)['epoch'], epoch);
+    receipts.push(await sink.append(decisionEvent(1000)));
+    await sink.stop(5000);
+
+    await assertReceiptsKept(dir, receipts);
+    const verified = await verifyEpochs(archiveOf(dir), join(liveOf(dir), WAL_FILE), ring, { origin: 'pavilion-test/bank' });
+    assert.equal(verified.linksChecked, epoch);
+    for (const sealed of verified.epochs.slice(0, -1)) {
+      assert.equal(sealed.unsignedLeaves, 0, `epoch ${sealed.epoch}'s final checkpoint covers all of it`);
+      const marker = JSON.parse(await readFile(join(archiveOf(dir), String(sealed.epoch), 'SEALED'), 'utf8')) as { seal: { tree_size: number }; streamed: boolean };
+      assert.equal(marker.seal.tree_size, sealed.leaves);
+      assert.equal(marker.streamed, false, 'without streaming the archive is the only copy');
+    }
+    // Each later epoch opens with its link, a leaf like a decision's with a reserved id.
+    const { records } = await readRecords(join(archiveOf(dir), '1'));
+    const link = parseEpochLink(records[0]!.payload);
+    assert.equal(link?.epoch, 1);
+    assert.equal(link?.previous.origin, 'pavilion-test/bank');
+    assert.equal(link?.previous.tree_size, verified.epochs[0]!.leaves);
+    assert.equal(link?.previous.root_hash, verified.epochs[0]!.rootHash);
+  });
+
+  it('holds appends that arrive during a rotation and logs them in the next epoch, refusing none', async () => {
+    const dir = await tempDir();
+    let release: () => void = () => undefined;
+    const paused = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let reached = false;
+    const sink = sinkAt(dir, {}, async (step) => {
+      if (step !== 'closed' || reached) return;
+      reached = true;
+      await paused;
+    });
+    await sink.start();
+    await fillEpoch(sink, 0);
+    await until('the rotation reached its pause', () => reached);
+    const settled: boolean[] = [];
+    const during = Array.from({ length: 20 }, (_, i) => sink.append(decisionEvent(500 + i)).finally(() => settled.push(true)));
+    for (let turn = 0; turn < 20; turn++) await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(settled.length, 0, 'appends wait while the epoch is sealed');
+    release();
+    const receipts = await Promise.all(during);
+    assert.ok(receipts.every((r) => r.origin.startsWith('pavilion-test/bank/e')), 'logged in a later epoch');
+    assert.equal(receipts[0]!.origin, 'pavilion-test/bank/e1');
+    await sink.stop(5000);
+    await assertReceiptsKept(dir, receipts);
+    await verifyEpochs(archiveOf(dir), join(liveOf(dir), WAL_FILE), ring);
+  });
+
+  it("with onFull 'block', appends waiting for budget when an epoch is sealed go to the next one", async () => {
+    const dir = await tempDir();
+    const sink = sinkAt(dir, { onFull: 'block', blockTimeoutMs: 30_000 });
+    await sink.start();
+    // more at once than one epoch's budget holds: some wait on it when the epoch is sealed
+    const receipts = await Promise.all(Array.from({ length: 120 }, (_, i) => sink.append(decisionEvent(i))));
+    assert.equal(new Set(receipts.map((r) => `${r.origin}#${r.leaf_index}`)).size, 120);
+    assert.ok((tenantDetails(sink)['epoch'] as number) >= 2);
+    await sink.stop(5000);
+    await assertReceiptsKept(dir, receipts);
+    await verifyEpochs(archiveOf(dir), join(liveOf(dir), WAL_FILE), ring);
+  });
+
+  it('is off with rotateAtBytes 0: the budget refuses as before', async () => {
+    const dir = await tempDir();
+    const sink = sinkAt(dir, { rotateAtBytes: 0 });
+    await sink.start();
+    let refusal: unknown;
+    for (let i = 0; i < 100 && refusal === undefined; i++) await sink.append(decisionEvent(i)).catch((error: unknown) => (refusal = error));
+    assert.ok(isPavilionError(refusal, ErrorCodes.AUDIT_LOG_FULL));
+    assert.equal(tenantDetails(sink)['epoch'], 0);
+    await sink.stop(5000);
+  });
+});
+
+describe('a crash at each step of a rotation starts cleanly', () => {
+  // After `frozen` and `closed` the epoch is still live; from `marked` on, start-up finishes the rotation.
+  const steps: ReadonlyArray<readonly [RotationStep, number]> = [['frozen', 0], ['closed', 0], ['marked', 1], ['archived', 1], ['staged', 1], ['installed', 1]];
+  for (const [step, epochAfter] of steps) {
+    it(`stopped after '${step}': epoch ${epochAfter} is live, nothing acknowledged is lost, the chain verifies`, async () => {
+      const dir = await tempDir();
+      let reached = false;
+      // the process "dies" there: the rotation never goes on
+      const crashed = sinkAt(dir, {}, (at) => {
+        if (at !== step) return undefined;
+        reached = true;
+        return new Promise<void>(() => undefined);
+      });
+      await crashed.start();
+      const receipts = await fillEpoch(crashed, 0);
+      await until(`the rotation reached '${step}'`, () => reached);
+      await crashLocks(dir);
+      if (step === 'staged') assert.ok((await readdir(join(dir, 'tenants'))).includes('.bank.next'), 'the next epoch was staged aside');
+
+      const sink = sinkAt(dir);
+      await sink.start();
+      const details = tenantDetails(sink);
+      assert.equal(details['epoch'], epochAfter);
+      assert.equal((details['archived_epochs'] as unknown[]).length, epochAfter);
+      assert.ok(!(await readdir(join(dir, 'tenants'))).includes('.bank.next'), 'no staging directory is left');
+      for (let i = 0; i < 30; i++) receipts.push(await sink.append(decisionEvent(1000 + i)));
+      assert.ok((tenantDetails(sink)['epoch'] as number) > epochAfter, 'rotation goes on afterwards');
+      await sink.stop(5000);
+      await assertReceiptsKept(dir, receipts);
+      const verified = await verifyEpochs(archiveOf(dir), join(liveOf(dir), WAL_FILE), ring, { origin: 'pavilion-test/bank' });
+      assert.equal(verified.linksChecked, verified.epochs.length - 1);
+    });
+  }
+});
+
+describe('rotation with streaming to JetStream', () => {
+  let nats: RunningNats;
+  before(async () => {
+    nats = await startNats();
+  });
+  after(async () => {
+    await nats?.stop();
+  });
+
+  it('seals an epoch only once JetStream acknowledged all of it; while NATS is away the budget applies', async () => {
+    const dir = await tempDir();
+    const sink = sinkAt(dir);
+    const config = parseConfig({ nats: { servers: [nats.url], subjectPrefix: 'rotation', connectTimeoutMs: 500 } }).nats!;
+    const forwarder = new DecisionForwarder({ nats: config, logs: () => sink.openLogs(), maxInFlight: 8, retryWaitMs: 20, pollIntervalMs: 20 });
+    sink.useStreamProgress(forwarder);
+    await sink.start();
+    await nats.kill();
+    await forwarder.start();
+    try {
+      const receipts: DecisionReceiptV1[] = [];
+      let refusal: unknown;
+      for (let i = 0; i < 100 && refusal === undefined; i++) {
+        await sink.append(decisionEvent(i)).then((r) => receipts.push(r), (error: unknown) => (refusal = error));
+      }
+      assert.ok(isPavilionError(refusal, ErrorCodes.AUDIT_LOG_FULL), 'the budget refuses while the epoch cannot be sealed');
+      assert.equal(tenantDetails(sink)['epoch'], 0, 'not sealed while JetStream has not acknowledged it');
+      assert.ok(receipts.length * 300 > ROTATE_AT_BYTES, 'the threshold was passed');
+
+      await nats.restart();
+      await until('JetStream holds every leaf', () => (forwarder.status().details as { backlog: number }).backlog === 0, 30_000);
+      // the next decision finds the epoch sealable: it is sealed, and the decision goes to epoch 1
+      let next: DecisionReceiptV1 | undefined;
+      await until('a decision logged after the seal', async () => {
+        next = await sink.append(decisionEvent(500 + receipts.length)).catch(() => undefined);
+        return next !== undefined && tenantDetails(sink)['epoch'] === 1;
+      }, 30_000);
+      const marker = JSON.parse(await readFile(join(archiveOf(dir), '0', 'SEALED'), 'utf8')) as { seal: { tree_size: number }; streamed: boolean };
+      assert.equal(marker.streamed, true);
+
+      const nc = await connect({ servers: [nats.url] });
+      try {
+        const info = await (await jetstreamManager(nc)).streams.info('ROTATION_DECISIONS');
+        assert.equal(info.state.messages, marker.seal.tree_size, 'every leaf of the sealed epoch is in the stream');
+      } finally {
+        await nc.close();
+      }
+      const { records } = await readRecords(join(archiveOf(dir), '0'));
+      assert.equal(records.filter((r) => r.type === RecordType.LEAF).length, marker.seal.tree_size);
+      await assertReceiptsKept(dir, receipts);
+    } finally {
+      await forwarder.stop(2000);
+      await sink.stop(5000);
+    }
+  });
+
+  it('the forwarder follows the tenant into each new epoch: the stream holds every leaf of every epoch once, in order', async () => {
+    const dir = await tempDir();
+    const sink = sinkAt(dir);
+    const config = parseConfig({ nats: { servers: [nats.url], subjectPrefix: 'epochs', connectTimeoutMs: 2_000 } }).nats!;
+    const forwarder = new DecisionForwarder({ nats: config, logs: () => sink.openLogs(), maxInFlight: 8, retryWaitMs: 20, pollIntervalMs: 20 });
+    sink.useStreamProgress(forwarder);
+    await sink.start();
+    await forwarder.start();
+    const receipts: DecisionReceiptV1[] = [];
+    try {
+      // appends wait while a rotation waits for JetStream: three epochs sealed, the fourth live
+      // a rotation starts once the forwarder reads the live epoch (it looks every poll): each
+      // append waits for that, as a real rate gives it time to (this budget fills in 45 events)
+      const followed = (): boolean => {
+        const log = sink.openLogs().get('bank');
+        return log !== undefined && forwarder.streamPosition('bank', log)?.forwarding === true;
+      };
+      do {
+        receipts.push(await sink.append(decisionEvent(receipts.length)));
+        await until('the forwarder reads the live epoch', followed, 30_000);
+      } while ((tenantDetails(sink)['epoch'] as number) < 3);
+      await until('the live epoch streamed', () => (forwarder.status().details as { backlog: number }).backlog === 0, 30_000);
+      const leaves: string[] = [];
+      for (const epoch of ['0', '1', '2']) {
+        const { records } = await readRecords(join(archiveOf(dir), epoch));
+        leaves.push(...records.filter((r) => r.type === RecordType.LEAF).map((r) => decisionIdOf(r.payload) as string));
+      }
+      const live = await readRecords(liveOf(dir));
+      leaves.push(...live.records.filter((r) => r.type === RecordType.LEAF).map((r) => decisionIdOf(r.payload) as string));
+      assert.equal(leaves.filter((id) => id.startsWith('epoch-link:')).length, 3, 'epochs 1-3 open with their link');
+
+      const nc = await connect({ servers: [nats.url] });
+      try {
+        const js = jetstream(nc);
+        const consumer = await js.consumers.get('EPOCHS_DECISIONS');
+        const streamed: string[] = [];
+        for (let seq = 0; streamed.length < leaves.length; seq++) {
+          const message = await consumer.next({ expires: 2_000 });
+          if (message === null) break;
+          streamed.push(message.headers?.get('Nats-Msg-Id') ?? '');
+          message.ack();
+        }
+        assert.deepEqual(streamed, leaves, 'every leaf of epochs 0-3, once each, in log order');
+        const info = await (await jetstreamManager(nc)).streams.info('EPOCHS_DECISIONS');
+        assert.equal(info.state.messages, leaves.length, 'nothing more');
+      } finally {
+        await nc.close();
+      }
+      await sink.openLogs().get('bank')?.checkpoint(); // the live epoch's last leaves signed, for the proofs
+      await assertReceiptsKept(dir, receipts);
+    } finally {
+      await forwarder.stop(2000);
+      await sink.stop(5000);
+    }
+  });
+});
