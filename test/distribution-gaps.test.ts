@@ -6,8 +6,8 @@
  *   the sidecar has not read) is tried again at the pace of the key re-read interval while
  *   the pointer still names it: writing the key file (a mounted Secret updated in place)
  *   activates it with no further push;
- * - `bundle push` purges the tenant's deltas of deploys older than the one the pointer named
- *   before the push (that one's deltas stay: sidecars still on it need them); rollbacks and
+ * - `bundle prune-deltas` purges the tenant's deltas of deploys older than the previous one
+ *   (its deltas stay: sidecars still on it need them); a push purges nothing; rollbacks and
  *   the deltas of the current deploy keep working;
  * - a live delta consumer that keeps failing - its stream deleted under it, its pulls refused
  *   by NATS permissions - shows in the distribution status as WARN with its code, and OK
@@ -29,6 +29,7 @@ import { NatsBundleStore, NatsDistribution, buildStatusReport, connectNats } fro
 import { PolicyEngine } from '../sidecar/src/engine/index.ts';
 import { ErrorCodes } from '../sidecar/src/lib/errors.ts';
 import { TenantManager } from '../sidecar/src/tenants/index.ts';
+import { Metrics } from '../sidecar/src/telemetry/index.ts';
 import { engineOptions } from '../sidecar/src/pavilion.ts';
 import { buildFixtureBundle } from './harness/fixtures.ts';
 import { startNats, type RunningNats } from './harness/nats-server.ts';
@@ -116,6 +117,8 @@ interface Sidecar {
   advance(ms: number): void;
   /** Every activation outcome reported for `tenant`. */
   outcomes(tenant: string): string[];
+  /** How many bundles the distribution downloaded. */
+  downloads(): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -145,9 +148,11 @@ async function startSidecar(user = 'sidecar'): Promise<Sidecar> {
     nowMs: () => clockMs,
     onActivation: (tenant, outcome) => outcomes.push([tenant, outcome]),
   });
+  const metrics = new Metrics();
   const distribution = new NatsDistribution({
     config: config.nats,
     tenants,
+    metrics,
     maxBundleBytes: limits.maxCompressedBytes,
     sidecarId: id,
     statusReport: () => buildStatusReport({ id }, tenants.list(), [{ name: engine.name, status: engine.status() }]),
@@ -162,6 +167,7 @@ async function startSidecar(user = 'sidecar'): Promise<Sidecar> {
       clockMs += ms;
     },
     outcomes: (tenant) => outcomes.filter(([t]) => t === tenant).map(([, outcome]) => outcome),
+    downloads: async () => (await metrics.activationPhaseSeconds.get()).values.find((v) => v.metricName?.endsWith('_count') === true && v.labels['phase'] === 'fetch')?.value ?? 0,
     async close() {
       await distribution.stop(GENEROUS_MS);
       await tenants.stop();
@@ -182,6 +188,10 @@ describe('a deploy refused for a key reason', () => {
       await until('shop-1 refused', () => side.outcomes('shop').length > 0, GENEROUS_MS);
       assert.deepEqual(side.outcomes('shop'), [ErrorCodes.BUNDLE_SIGNATURE_UNEXPECTED]);
       assert.equal(activeRevision(side, 'shop'), undefined);
+      // retried while the key is still missing: verified again, never downloaded again
+      side.advance(INTERVAL_MS);
+      await until('shop-1 refused again', () => side.outcomes('shop').length > 1, GENEROUS_MS);
+      assert.equal(await side.downloads(), 1, 'a retry verifies the archive kept from the refusal');
       // the operator adds the key (the Secret is updated in place); nobody pushes again
       await installKey('shop');
       side.advance(INTERVAL_MS);
@@ -218,19 +228,21 @@ describe('a deploy refused for a key reason', () => {
   });
 });
 
-describe('bundle push prunes the delta stream', () => {
+describe('bundle prune-deltas', () => {
   /** The bases of the tenant's deltas still in the stream, in stream order. */
   async function storedBases(tenant: string): Promise<number[]> {
     return (await publisher.deltas(tenant)).map((d) => d.base);
   }
 
   test('the deltas of deploys before the previous one are purged; the previous deploy\'s stay; a rollback gets deltas of its own', async () => {
+    assert.equal(await publisher.pruneDeltas('park'), undefined, 'no deploy yet: nothing to prune');
     await installKey('park');
     const push = async (revision: string): Promise<number> => (await publisher.push('park', await signedBundle('park', revision), { revision, pushedBy: 'alice' })).sequence;
     const a = await push('park-a');
     await publishDelta('park', 11);
     await publishDelta('park', 12);
     const b = await push('park-b');
+    assert.deepEqual(await publisher.pruneDeltas('park'), { previousDeploy: a, purged: 0 });
     assert.deepEqual(await storedBases('park'), [a, a], 'the previous deploy keeps its deltas');
     await publishDelta('park', 21);
     // another tenant's deltas are not touched
@@ -238,6 +250,8 @@ describe('bundle push prunes the delta stream', () => {
     const pond = (await publisher.push('pond', await signedBundle('pond', 'pond-1'), { revision: 'pond-1', pushedBy: 'alice' })).sequence;
     await publishDelta('pond', 5);
     const c = await push('park-c');
+    assert.deepEqual(await storedBases('park'), [a, a, b], 'a push purges nothing');
+    assert.deepEqual(await publisher.pruneDeltas('park'), { previousDeploy: b, purged: 2 });
     assert.deepEqual(await storedBases('park'), [b], `deploy ${a}'s deltas are purged, deploy ${b}'s stay`);
     assert.deepEqual(await storedBases('pond'), [pond]);
     await publishDelta('park', 31);
@@ -255,8 +269,9 @@ describe('bundle push prunes the delta stream', () => {
       assert.deepEqual([delta.base, delta.sequence], [rollback.sequence, 1]);
       await until('the rollback\'s delta applied', () => side.tenants.deltaState('park')?.sequence === 1, GENEROUS_MS);
       assert.equal(side.tenants.tenant('park')?.lastError, undefined);
-      // the next push keeps the rollback deploy's deltas and purges deploy c's
+      // after the next push, a prune keeps the rollback deploy's deltas and purges deploy c's
       await push('park-d');
+      await publisher.pruneDeltas('park');
       assert.deepEqual(await storedBases('park'), [rollback.sequence]);
     } finally {
       await side.close();
