@@ -18,21 +18,17 @@
  * tenant manager's key re-read interval, so that interval is passed by moving the clock.
  */
 import assert from 'node:assert/strict';
-import { copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { jetstreamManager } from '@nats-io/jetstream';
-import { PushedBundleSource, TrustStore, developmentKey, signBundle, type SignOptions } from '../sidecar/src/bundles/index.ts';
 import { parseConfig, type NatsConfig } from '../sidecar/src/config/index.ts';
-import { NatsBundleStore, NatsDistribution, buildStatusReport, connectNats } from '../sidecar/src/distribution/index.ts';
-import { PolicyEngine } from '../sidecar/src/engine/index.ts';
+import { NatsBundleStore, connectNats } from '../sidecar/src/distribution/index.ts';
 import { ErrorCodes } from '../sidecar/src/lib/errors.ts';
-import { TenantManager } from '../sidecar/src/tenants/index.ts';
-import { Metrics } from '../sidecar/src/telemetry/index.ts';
-import { engineOptions } from '../sidecar/src/pavilion.ts';
-import { buildFixtureBundle } from './harness/fixtures.ts';
 import { startNats, type RunningNats } from './harness/nats-server.ts';
+import { teamKeys } from './harness/team-keys.ts';
+import { startNatsSidecar, type NatsSidecar } from './harness/nats-sidecar.ts';
 import { until } from './harness/wait.ts';
 
 /** The tenant manager's key re-read interval (its default, which the distribution's key retries follow). */
@@ -83,97 +79,20 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-/** A policy team's signing key for `tenant` (key id = tenant id), outside the sidecars' keys directory; `generation` makes a new one. */
-async function signingKey(tenant: string, generation = 1): Promise<SignOptions & { publicFile: string }> {
-  const build = join(dir, 'signing', `g${generation}`);
-  const key = await developmentKey(tenant, build);
-  return { key: key.keyPem, algorithm: key.algorithm, keyId: key.keyId, scope: tenant, publicFile: join(build, 'keys', `${tenant}.pub.pem`) };
-}
-
-/** Install (or replace in place) the tenant's public key in the sidecars' keys directory. */
-async function installKey(tenant: string, generation = 1): Promise<void> {
-  await copyFile((await signingKey(tenant, generation)).publicFile, join(keys, `${tenant}.pub.pem`));
-}
-
-async function signedBundle(tenant: string, revision: string, generation = 1): Promise<Buffer> {
-  const archive = await buildFixtureBundle({
-    modules: { [`${tenant}/authz.rego`]: `package ${tenant}.authz\n\nallow if input.amount <= data.${tenant}.limits.max\n\nrev := "${revision}"\n` },
-    entrypoints: [`${tenant}/authz/allow`, `${tenant}/authz/rev`],
-    roots: [tenant],
-    revision,
-    data: { [`${tenant}/limits`]: { max: 10 } },
-  });
-  return signBundle(archive, await signingKey(tenant, generation));
-}
+const team = teamKeys(() => ({ dir, keys }));
+const signingKey = team.signingKey;
+const installKey = team.install;
+const signedBundle = team.signedBundle;
 
 async function publishDelta(tenant: string, max: number): Promise<{ base: number; sequence: number }> {
   return publisher.publishDelta(tenant, { data: [{ op: 'upsert', path: `/${tenant}/limits/max`, value: max }] }, [tenant], await signingKey(tenant));
 }
 
-interface Sidecar {
-  readonly tenants: TenantManager;
-  readonly distribution: NatsDistribution;
-  /** Move the tenant manager's clock on. */
-  advance(ms: number): void;
-  /** Every activation outcome reported for `tenant`. */
-  outcomes(tenant: string): string[];
-  /** How many bundles the distribution downloaded. */
-  downloads(): Promise<number>;
-  close(): Promise<void>;
-}
+type Sidecar = NatsSidecar;
 
 /** A sidecar serving every tenant in the pointer bucket (none configured), from NATS as `user`. */
-async function startSidecar(user = 'sidecar'): Promise<Sidecar> {
-  const id = `sidecar-${Math.random().toString(36).slice(2, 8)}`;
-  const config = parseConfig({
-    labels: { id },
-    bundles: { source: 'nats', keysDirectory: keys, persistDirectory: join(dir, id) },
-    nats: { servers: [nats.url], user, password: user, connectTimeoutMs: GENEROUS_MS, fetchTimeoutMs: 2_000, reconnectWaitMs: 50, reconnectJitterMs: 50, statusIntervalMs: 1_000 },
-    engine: { workers: 1 },
-    decisionLog: { sink: 'none' },
-  });
-  assert.ok(config.nats !== undefined);
-  const engine = new PolicyEngine(engineOptions(config));
-  const limits = { maxCompressedBytes: config.bundles.maxCompressedBytes, maxUncompressedBytes: config.bundles.maxUncompressedBytes };
-  let clockMs = 1_000_000;
-  const outcomes: Array<[string, string]> = [];
-  const tenants = new TenantManager({
-    tenants: config.tenants,
-    source: new PushedBundleSource('nats'),
-    engine,
-    limits,
-    memoryInitialPages: config.engine.memoryInitialPages,
-    loadTrust: () => TrustStore.load(config.keys, config.bundles.keysDirectory),
-    trustRereadIntervalMs: INTERVAL_MS,
-    nowMs: () => clockMs,
-    onActivation: (tenant, outcome) => outcomes.push([tenant, outcome]),
-  });
-  const metrics = new Metrics();
-  const distribution = new NatsDistribution({
-    config: config.nats,
-    tenants,
-    metrics,
-    maxBundleBytes: limits.maxCompressedBytes,
-    sidecarId: id,
-    statusReport: () => buildStatusReport({ id }, tenants.list(), [{ name: engine.name, status: engine.status() }]),
-  });
-  await engine.start();
-  await tenants.start();
-  await distribution.start();
-  return {
-    tenants,
-    distribution,
-    advance: (ms) => {
-      clockMs += ms;
-    },
-    outcomes: (tenant) => outcomes.filter(([t]) => t === tenant).map(([, outcome]) => outcome),
-    downloads: async () => (await metrics.activationPhaseSeconds.get()).values.find((v) => v.metricName?.endsWith('_count') === true && v.labels['phase'] === 'fetch')?.value ?? 0,
-    async close() {
-      await distribution.stop(GENEROUS_MS);
-      await tenants.stop();
-      await engine.stop();
-    },
-  };
+function startSidecar(user = 'sidecar'): Promise<Sidecar> {
+  return startNatsSidecar({ natsUrl: nats.url, keys, dir, user, generousMs: GENEROUS_MS });
 }
 
 function activeRevision(side: Sidecar, tenant: string): string | undefined {
