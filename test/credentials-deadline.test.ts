@@ -56,7 +56,7 @@ async function presentations(count: number) {
   return { ...k, credential, presented: Array.from({ length: count }, () => structuredClone(one)) };
 }
 
-describe('a status list server that never answers costs a request nothing (status is never fetched on the request path)', () => {
+describe('(guard) a status list server that never answers costs a request nothing (status is never fetched on the request path)', () => {
   let server: Server;
   let asked = 0;
   let url: string;

@@ -6,8 +6,8 @@
  *   the sidecar has not read) is tried again at the pace of the key re-read interval while
  *   the pointer still names it: writing the key file (a mounted Secret updated in place)
  *   activates it with no further push;
- * - `bundle push` purges the tenant's deltas of deploys older than the one the pointer named
- *   before the push (that one's deltas stay: sidecars still on it need them); rollbacks and
+ * - `bundle prune-deltas` purges the tenant's deltas of deploys older than the previous one
+ *   (its deltas stay: sidecars still on it need them); a push purges nothing; rollbacks and
  *   the deltas of the current deploy keep working;
  * - a live delta consumer that keeps failing - its stream deleted under it, its pulls refused
  *   by NATS permissions - shows in the distribution status as WARN with its code, and OK
@@ -18,20 +18,17 @@
  * tenant manager's key re-read interval, so that interval is passed by moving the clock.
  */
 import assert from 'node:assert/strict';
-import { copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { jetstreamManager } from '@nats-io/jetstream';
-import { PushedBundleSource, TrustStore, developmentKey, signBundle, type SignOptions } from '../sidecar/src/bundles/index.ts';
 import { parseConfig, type NatsConfig } from '../sidecar/src/config/index.ts';
-import { NatsBundleStore, NatsDistribution, buildStatusReport, connectNats } from '../sidecar/src/distribution/index.ts';
-import { PolicyEngine } from '../sidecar/src/engine/index.ts';
+import { NatsBundleStore, connectNats } from '../sidecar/src/distribution/index.ts';
 import { ErrorCodes } from '../sidecar/src/lib/errors.ts';
-import { TenantManager } from '../sidecar/src/tenants/index.ts';
-import { engineOptions } from '../sidecar/src/pavilion.ts';
-import { buildFixtureBundle } from './harness/fixtures.ts';
 import { startNats, type RunningNats } from './harness/nats-server.ts';
+import { teamKeys } from './harness/team-keys.ts';
+import { startNatsSidecar, type NatsSidecar } from './harness/nats-sidecar.ts';
 import { until } from './harness/wait.ts';
 
 /** The tenant manager's key re-read interval (its default, which the distribution's key retries follow). */
@@ -82,92 +79,20 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-/** A policy team's signing key for `tenant` (key id = tenant id), outside the sidecars' keys directory; `generation` makes a new one. */
-async function signingKey(tenant: string, generation = 1): Promise<SignOptions & { publicFile: string }> {
-  const build = join(dir, 'signing', `g${generation}`);
-  const key = await developmentKey(tenant, build);
-  return { key: key.keyPem, algorithm: key.algorithm, keyId: key.keyId, scope: tenant, publicFile: join(build, 'keys', `${tenant}.pub.pem`) };
-}
-
-/** Install (or replace in place) the tenant's public key in the sidecars' keys directory. */
-async function installKey(tenant: string, generation = 1): Promise<void> {
-  await copyFile((await signingKey(tenant, generation)).publicFile, join(keys, `${tenant}.pub.pem`));
-}
-
-async function signedBundle(tenant: string, revision: string, generation = 1): Promise<Buffer> {
-  const archive = await buildFixtureBundle({
-    modules: { [`${tenant}/authz.rego`]: `package ${tenant}.authz\n\nallow if input.amount <= data.${tenant}.limits.max\n\nrev := "${revision}"\n` },
-    entrypoints: [`${tenant}/authz/allow`, `${tenant}/authz/rev`],
-    roots: [tenant],
-    revision,
-    data: { [`${tenant}/limits`]: { max: 10 } },
-  });
-  return signBundle(archive, await signingKey(tenant, generation));
-}
+const team = teamKeys(() => ({ dir, keys }));
+const signingKey = team.signingKey;
+const installKey = team.install;
+const signedBundle = team.signedBundle;
 
 async function publishDelta(tenant: string, max: number): Promise<{ base: number; sequence: number }> {
   return publisher.publishDelta(tenant, { data: [{ op: 'upsert', path: `/${tenant}/limits/max`, value: max }] }, [tenant], await signingKey(tenant));
 }
 
-interface Sidecar {
-  readonly tenants: TenantManager;
-  readonly distribution: NatsDistribution;
-  /** Move the tenant manager's clock on. */
-  advance(ms: number): void;
-  /** Every activation outcome reported for `tenant`. */
-  outcomes(tenant: string): string[];
-  close(): Promise<void>;
-}
+type Sidecar = NatsSidecar;
 
 /** A sidecar serving every tenant in the pointer bucket (none configured), from NATS as `user`. */
-async function startSidecar(user = 'sidecar'): Promise<Sidecar> {
-  const id = `sidecar-${Math.random().toString(36).slice(2, 8)}`;
-  const config = parseConfig({
-    labels: { id },
-    bundles: { source: 'nats', keysDirectory: keys, persistDirectory: join(dir, id) },
-    nats: { servers: [nats.url], user, password: user, connectTimeoutMs: GENEROUS_MS, fetchTimeoutMs: 2_000, reconnectWaitMs: 50, reconnectJitterMs: 50, statusIntervalMs: 1_000 },
-    engine: { workers: 1 },
-    decisionLog: { sink: 'none' },
-  });
-  assert.ok(config.nats !== undefined);
-  const engine = new PolicyEngine(engineOptions(config));
-  const limits = { maxCompressedBytes: config.bundles.maxCompressedBytes, maxUncompressedBytes: config.bundles.maxUncompressedBytes };
-  let clockMs = 1_000_000;
-  const outcomes: Array<[string, string]> = [];
-  const tenants = new TenantManager({
-    tenants: config.tenants,
-    source: new PushedBundleSource('nats'),
-    engine,
-    limits,
-    memoryInitialPages: config.engine.memoryInitialPages,
-    loadTrust: () => TrustStore.load(config.keys, config.bundles.keysDirectory),
-    trustRereadIntervalMs: INTERVAL_MS,
-    nowMs: () => clockMs,
-    onActivation: (tenant, outcome) => outcomes.push([tenant, outcome]),
-  });
-  const distribution = new NatsDistribution({
-    config: config.nats,
-    tenants,
-    maxBundleBytes: limits.maxCompressedBytes,
-    sidecarId: id,
-    statusReport: () => buildStatusReport({ id }, tenants.list(), [{ name: engine.name, status: engine.status() }]),
-  });
-  await engine.start();
-  await tenants.start();
-  await distribution.start();
-  return {
-    tenants,
-    distribution,
-    advance: (ms) => {
-      clockMs += ms;
-    },
-    outcomes: (tenant) => outcomes.filter(([t]) => t === tenant).map(([, outcome]) => outcome),
-    async close() {
-      await distribution.stop(GENEROUS_MS);
-      await tenants.stop();
-      await engine.stop();
-    },
-  };
+function startSidecar(user = 'sidecar'): Promise<Sidecar> {
+  return startNatsSidecar({ natsUrl: nats.url, keys, dir, user, generousMs: GENEROUS_MS });
 }
 
 function activeRevision(side: Sidecar, tenant: string): string | undefined {
@@ -182,6 +107,10 @@ describe('a deploy refused for a key reason', () => {
       await until('shop-1 refused', () => side.outcomes('shop').length > 0, GENEROUS_MS);
       assert.deepEqual(side.outcomes('shop'), [ErrorCodes.BUNDLE_SIGNATURE_UNEXPECTED]);
       assert.equal(activeRevision(side, 'shop'), undefined);
+      // retried while the key is still missing: verified again, never downloaded again
+      side.advance(INTERVAL_MS);
+      await until('shop-1 refused again', () => side.outcomes('shop').length > 1, GENEROUS_MS);
+      assert.equal(await side.downloads(), 1, 'a retry verifies the archive kept from the refusal');
       // the operator adds the key (the Secret is updated in place); nobody pushes again
       await installKey('shop');
       side.advance(INTERVAL_MS);
@@ -218,19 +147,21 @@ describe('a deploy refused for a key reason', () => {
   });
 });
 
-describe('bundle push prunes the delta stream', () => {
+describe('bundle prune-deltas', () => {
   /** The bases of the tenant's deltas still in the stream, in stream order. */
   async function storedBases(tenant: string): Promise<number[]> {
     return (await publisher.deltas(tenant)).map((d) => d.base);
   }
 
   test('the deltas of deploys before the previous one are purged; the previous deploy\'s stay; a rollback gets deltas of its own', async () => {
+    assert.equal(await publisher.pruneDeltas('park'), undefined, 'no deploy yet: nothing to prune');
     await installKey('park');
     const push = async (revision: string): Promise<number> => (await publisher.push('park', await signedBundle('park', revision), { revision, pushedBy: 'alice' })).sequence;
     const a = await push('park-a');
     await publishDelta('park', 11);
     await publishDelta('park', 12);
     const b = await push('park-b');
+    assert.deepEqual(await publisher.pruneDeltas('park'), { previousDeploy: a, purged: 0 });
     assert.deepEqual(await storedBases('park'), [a, a], 'the previous deploy keeps its deltas');
     await publishDelta('park', 21);
     // another tenant's deltas are not touched
@@ -238,6 +169,8 @@ describe('bundle push prunes the delta stream', () => {
     const pond = (await publisher.push('pond', await signedBundle('pond', 'pond-1'), { revision: 'pond-1', pushedBy: 'alice' })).sequence;
     await publishDelta('pond', 5);
     const c = await push('park-c');
+    assert.deepEqual(await storedBases('park'), [a, a, b], 'a push purges nothing');
+    assert.deepEqual(await publisher.pruneDeltas('park'), { previousDeploy: b, purged: 2 });
     assert.deepEqual(await storedBases('park'), [b], `deploy ${a}'s deltas are purged, deploy ${b}'s stay`);
     assert.deepEqual(await storedBases('pond'), [pond]);
     await publishDelta('park', 31);
@@ -255,8 +188,9 @@ describe('bundle push prunes the delta stream', () => {
       assert.deepEqual([delta.base, delta.sequence], [rollback.sequence, 1]);
       await until('the rollback\'s delta applied', () => side.tenants.deltaState('park')?.sequence === 1, GENEROUS_MS);
       assert.equal(side.tenants.tenant('park')?.lastError, undefined);
-      // the next push keeps the rollback deploy's deltas and purges deploy c's
+      // after the next push, a prune keeps the rollback deploy's deltas and purges deploy c's
       await push('park-d');
+      await publisher.pruneDeltas('park');
       assert.deepEqual(await storedBases('park'), [rollback.sequence]);
     } finally {
       await side.close();

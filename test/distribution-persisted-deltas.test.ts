@@ -81,6 +81,34 @@ async function withoutNats(body: () => Promise<void>): Promise<void> {
   }
 }
 
+/** Wait until `sidecar`'s distribution is connected again and has resynchronised every pointer. */
+async function reconnected(sidecar: RunningPavilion): Promise<void> {
+  await until('NATS reconnected', async () => {
+    const health = (await get(`${sidecar.url}/health?verbose`)).body as { components?: { distribution?: { details?: { connection?: string; lastSync?: string } } } };
+    const details = health.components?.distribution?.details;
+    return details?.connection === 'connected' && details.lastSync !== undefined;
+  });
+}
+
+/**
+ * A sidecar (persisting into `<dir>/<name>`) takes a new deploy of `revision`, then the deltas
+ * setting the limit to each of `maxes` in turn, and stops: what a later start without NATS
+ * finds on disk.
+ */
+async function persistDeploy(name: string, revision: string, maxes: readonly number[]): Promise<{ persistDirectory: string; deploy: { sequence: number } }> {
+  const persistDirectory = join(dir, name);
+  const deploy = await store.push('bank', await limitsBundle(revision), { revision, pushedBy: 'alice' });
+  const first = await startPersisting(`sidecar-${name}`, persistDirectory);
+  try {
+    await until('the deploy taken', () => first.pavilion.tenants.deltaState('bank')?.base === deploy.sequence);
+    for (const max of maxes) await setMax(max);
+    await until(`delta ${maxes.length} applied`, () => first.pavilion.tenants.deltaState('bank')?.sequence === maxes.length);
+  } finally {
+    await first.stop();
+  }
+  return { persistDirectory, deploy };
+}
+
 before(async () => {
   nats = await startNats();
   dir = await mkdtemp(join(tmpdir(), 'pavilion-persisted-deltas-'));
@@ -128,10 +156,7 @@ describe('deltas persisted with the last known good', () => {
       });
       const resumed = second as unknown as RunningPavilion;
       // the same deploy is not activated again; deltas go on from 2
-      await until('NATS reconnected', async () => {
-        const health = (await get(`${resumed.url}/health?verbose`)).body as { components?: { distribution?: { details?: { connection?: string } } } };
-        return health.components?.distribution?.details?.connection === 'connected';
-      });
+      await reconnected(resumed);
       await setMax(4);
       await until('delta 3 applied on top', () => resumed.pavilion.tenants.deltaState('bank')?.sequence === 3);
       assert.equal(await allows(resumed, 4), true);
@@ -193,10 +218,7 @@ describe('deltas persisted with the last known good', () => {
       });
       const resumed = second as unknown as RunningPavilion;
       const served = resumed.pavilion.engine.active('bank');
-      await until('NATS reconnected', async () => {
-        const health = (await get(`${resumed.url}/health?verbose`)).body as { components?: { distribution?: { details?: { connection?: string; lastSync?: string } } } };
-        return health.components?.distribution?.details?.connection === 'connected' && health.components.distribution.details.lastSync !== undefined;
-      });
+      await reconnected(resumed);
       // the resync after the reconnect read the pointer: the same deploy of the same bytes
       await until('the persisted WARN clears on its own', async () => !(await persistedWarn(resumed)));
       const tenant = resumed.pavilion.tenants.tenant('bank');
@@ -213,17 +235,7 @@ describe('deltas persisted with the last known good', () => {
   });
 
   test('a sidecar upgraded in place serves the deltas its earlier version persisted whole (format 1); its next delta rewrites them in format 2', async () => {
-    const persistDirectory = join(dir, 'upgraded');
-    const deploy = await store.push('bank', await limitsBundle('upgrade'), { revision: 'upgrade', pushedBy: 'alice' });
-    const first = await startPersisting('sidecar-upgrade', persistDirectory);
-    try {
-      await until('the deploy taken', () => first.pavilion.tenants.deltaState('bank')?.base === deploy.sequence);
-      await setMax(20);
-      await setMax(3);
-      await until('delta 2 applied', () => first.pavilion.tenants.deltaState('bank')?.sequence === 2);
-    } finally {
-      await first.stop();
-    }
+    const { persistDirectory, deploy } = await persistDeploy('upgraded', 'upgrade', [20, 3]);
     const { file, base, digest } = await persistedDeltas(persistDirectory, 2);
     const { deltas } = await new LastKnownGood(persistDirectory).loadDeltas({ tenant: 'bank', revision: 'upgrade', digest, sequence: base, savedAt: new Date().toISOString() });
     const formatOne: PersistedDeltasV1 = {
@@ -240,10 +252,7 @@ describe('deltas persisted with the last known good', () => {
         assert.equal(second.pavilion.tenants.tenant('bank')?.lastError, undefined);
       });
       const resumed = second as unknown as RunningPavilion;
-      await until('NATS reconnected', async () => {
-        const health = (await get(`${resumed.url}/health?verbose`)).body as { components?: { distribution?: { details?: { connection?: string } } } };
-        return health.components?.distribution?.details?.connection === 'connected';
-      });
+      await reconnected(resumed);
       await setMax(4);
       await until('delta 3 applied on top', () => resumed.pavilion.tenants.deltaState('bank')?.sequence === 3);
       await persistedDeltas(persistDirectory, 3);
@@ -254,18 +263,7 @@ describe('deltas persisted with the last known good', () => {
   });
 
   test('a tampered persisted delta is refused with its code; the snapshot with the deltas before it serves, and health says so', async () => {
-    const persistDirectory = join(dir, 'tampered');
-    const deploy = await store.push('bank', await limitsBundle('tamper'), { revision: 'tamper', pushedBy: 'alice' });
-    const first = await startPersisting('sidecar-tamper', persistDirectory);
-    try {
-      await until('the deploy taken', () => first.pavilion.tenants.deltaState('bank')?.base === deploy.sequence);
-      await setMax(20);
-      await setMax(30);
-      await setMax(3);
-      await until('delta 3 applied', () => first.pavilion.tenants.deltaState('bank')?.sequence === 3);
-    } finally {
-      await first.stop();
-    }
+    const { persistDirectory, deploy } = await persistDeploy('tampered', 'tamper', [20, 30, 3]);
     const { base, digest } = await persistedDeltas(persistDirectory, 3);
     const lkg = new LastKnownGood(persistDirectory);
     const persisted = await lkg.loadDeltas({ tenant: 'bank', revision: 'tamper', digest, sequence: base, savedAt: new Date().toISOString() });

@@ -19,20 +19,18 @@
  * runs a whole Pavilion with its default wiring.
  */
 import assert from 'node:assert/strict';
-import { copyFile, mkdir, mkdtemp, rm, unlink } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { PushedBundleSource, TrustStore, developmentKey, parsePatch, signBundle, signDelta, type PatchOperation, type SignOptions } from '../sidecar/src/bundles/index.ts';
+import { parsePatch, signDelta, type PatchOperation } from '../sidecar/src/bundles/index.ts';
 import { parseConfig, type NatsConfig } from '../sidecar/src/config/index.ts';
-import { NatsBundleStore, NatsDistribution, buildStatusReport, connectNats } from '../sidecar/src/distribution/index.ts';
-import { PolicyEngine } from '../sidecar/src/engine/index.ts';
+import { NatsBundleStore, connectNats } from '../sidecar/src/distribution/index.ts';
 import { ErrorCodes, PavilionError } from '../sidecar/src/lib/errors.ts';
-import { TenantManager } from '../sidecar/src/tenants/index.ts';
-import { engineOptions } from '../sidecar/src/pavilion.ts';
-import { buildFixtureBundle } from './harness/fixtures.ts';
 import { startNats, type RunningNats } from './harness/nats-server.ts';
 import { post, startPavilion } from './harness/pavilion-harness.ts';
+import { teamKeys } from './harness/team-keys.ts';
+import { startNatsSidecar, type NatsSidecar } from './harness/nats-sidecar.ts';
 import { until } from './harness/wait.ts';
 
 const INTERVAL_MS = 5_000;
@@ -60,95 +58,16 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-/** A policy team's signing key for `tenant` (key id = tenant id), kept outside the sidecars' keys directory; `generation` makes a new one. */
-async function signingKey(tenant: string, generation = 1): Promise<SignOptions & { publicFile: string }> {
-  const build = join(dir, 'signing', `g${generation}`);
-  const key = await developmentKey(tenant, build);
-  return { key: key.keyPem, algorithm: key.algorithm, keyId: key.keyId, scope: tenant, publicFile: join(build, 'keys', `${tenant}.pub.pem`) };
-}
+const team = teamKeys(() => ({ dir, keys }));
+const signingKey = team.signingKey;
+const installKey = team.install;
+const signedBundle = team.signedBundle;
 
-/** Install (or replace in place) the tenant's public key in the sidecars' keys directory. */
-async function installKey(tenant: string, generation = 1): Promise<void> {
-  await copyFile((await signingKey(tenant, generation)).publicFile, join(keys, `${tenant}.pub.pem`));
-}
-
-async function signedBundle(tenant: string, revision: string, generation = 1): Promise<Buffer> {
-  const archive = await buildFixtureBundle({
-    modules: { [`${tenant}/authz.rego`]: `package ${tenant}.authz\n\nallow if input.amount <= data.${tenant}.limits.max\n\nrev := "${revision}"\n` },
-    entrypoints: [`${tenant}/authz/allow`, `${tenant}/authz/rev`],
-    roots: [tenant],
-    revision,
-    data: { [`${tenant}/limits`]: { max: 10 } },
-  });
-  return signBundle(archive, await signingKey(tenant, generation));
-}
-
-interface Sidecar {
-  readonly tenants: TenantManager;
-  readonly distribution: NatsDistribution;
-  /** How many times the keys were read. */
-  reads(): number;
-  /** Move the tenant manager's clock on. */
-  advance(ms: number): void;
-  /** Every activation outcome reported for `tenant` (what the failure metric counts). */
-  outcomes(tenant: string): string[];
-  close(): Promise<void>;
-}
+type Sidecar = NatsSidecar;
 
 /** A sidecar serving every tenant in the pointer bucket (none configured), from NATS. */
-async function startSidecar(): Promise<Sidecar> {
-  const id = `sidecar-${Math.random().toString(36).slice(2, 8)}`;
-  const config = parseConfig({
-    labels: { id },
-    bundles: { source: 'nats', keysDirectory: keys, persistDirectory: join(dir, id) },
-    nats: { servers: [nats.url], connectTimeoutMs: GENEROUS_MS, reconnectWaitMs: 50, reconnectJitterMs: 50, statusIntervalMs: 1_000 },
-    engine: { workers: 1 },
-    decisionLog: { sink: 'none' },
-  });
-  assert.ok(config.nats !== undefined);
-  const engine = new PolicyEngine(engineOptions(config));
-  const limits = { maxCompressedBytes: config.bundles.maxCompressedBytes, maxUncompressedBytes: config.bundles.maxUncompressedBytes };
-  let reads = 0;
-  let clockMs = 1_000_000;
-  const outcomes: Array<[string, string]> = [];
-  const tenants = new TenantManager({
-    tenants: config.tenants,
-    source: new PushedBundleSource('nats'),
-    engine,
-    limits,
-    memoryInitialPages: config.engine.memoryInitialPages,
-    loadTrust: () => {
-      reads++;
-      return TrustStore.load(config.keys, config.bundles.keysDirectory);
-    },
-    trustRereadIntervalMs: INTERVAL_MS,
-    nowMs: () => clockMs,
-    onActivation: (tenant, outcome) => outcomes.push([tenant, outcome]),
-  });
-  const distribution = new NatsDistribution({
-    config: config.nats,
-    tenants,
-    maxBundleBytes: limits.maxCompressedBytes,
-    sidecarId: id,
-    statusReport: () => buildStatusReport({ id }, tenants.list(), [{ name: engine.name, status: engine.status() }]),
-  });
-  await engine.start();
-  await tenants.start();
-  await distribution.start();
-  return {
-    tenants,
-    distribution,
-    reads: () => reads,
-    advance: (ms) => {
-      clockMs += ms;
-    },
-    outcomes: (tenant) => outcomes.filter(([t]) => t === tenant).map(([, outcome]) => outcome),
-    async close() {
-      await distribution.stop(GENEROUS_MS);
-      await tenants.stop();
-      await engine.stop();
-    },
-  };
+function startSidecar(): Promise<Sidecar> {
+  return startNatsSidecar({ natsUrl: nats.url, keys, dir, generousMs: GENEROUS_MS });
 }
 
 /** Push and wait until the sidecar has handled that deploy (one more outcome reported for the tenant). */

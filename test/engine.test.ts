@@ -221,6 +221,47 @@ describe('one tenant\'s burst does not queue another tenant behind it', () => {
   });
 });
 
+describe('worker time is shared by what evaluations cost, not by how many there are', () => {
+  // one worker, so the share is the pool's and not a matter of thread scheduling
+  const engine = new PolicyEngine({ ...ENGINE, workers: 1, evaluationTimeoutMs: 5_000, cache: { ...ENGINE.cache, enabled: false } });
+
+  before(async () => {
+    await engine.start();
+    await engine.activate(await compiled('heavy', { modules: { 'heavy.rego': HEAVY }, entrypoints: ['heavy/spin'], roots: ['heavy'] }));
+    await engine.activate(await compiled('calm', { modules: { 'calm.rego': 'package calm\n\necho := input\n' }, entrypoints: ['calm/echo'], roots: ['calm'] }));
+  });
+  after(() => engine.stop());
+
+  test('a tenant whose evaluations cost far more gets far fewer of them through while both keep the pool busy', async () => {
+    // then each keeps 8 requests waiting (a new one as each is answered) until the costly one
+    // has had 10 answered; sharing by requests, as round-robin did, answers about as many of
+    // the cheap tenant's (8 of each per batch)
+    const IN_FLIGHT = 8;
+    // each tenant's cost measured first, one evaluation at a time
+    for (let i = 0; i < 5; i++) {
+      await engine.evaluate('heavy', 'heavy/spin', { n: 300 });
+      await engine.evaluate('calm', 'calm/echo', { i });
+    }
+    let costly = 0;
+    let cheap = 0;
+    let stop = false;
+    const loop = async (evaluate: () => Promise<unknown>, done: () => void): Promise<void> => {
+      while (!stop) {
+        await evaluate();
+        done();
+      }
+    };
+    const costlyLoops = Array.from({ length: IN_FLIGHT }, () => loop(() => engine.evaluate('heavy', 'heavy/spin', { n: 300 }), () => {
+      if (++costly >= 10) stop = true;
+    }));
+    const cheapLoops = Array.from({ length: IN_FLIGHT }, (_, i) => loop(() => engine.evaluate('calm', 'calm/echo', { i }), () => {
+      cheap++;
+    }));
+    await Promise.all([...costlyLoops, ...cheapLoops]);
+    assert.ok(cheap >= 5 * costly, `${cheap} cheap and ${costly} costly evaluations answered`);
+  });
+});
+
 describe('a tenant whose policy overruns the deadline does not take the pool from the others', () => {
   const restarts: string[] = [];
   const engine = new PolicyEngine(ENGINE, { onWorkerRestart: (reason) => restarts.push(reason) });

@@ -550,6 +550,17 @@ describe('broker-example, values-production.yaml', () => {
     assert.equal(env(c, 'PAVILION_BUNDLE_KEYS_DIR')?.value, '/etc/pavilion/keys');
   });
 
+  test('API tokens: a read-only Secret mount, each tenant pointing at its file, and authentication token', () => {
+    const c = container(production, 'pavilion');
+    assert.deepEqual(mount(c, '/etc/pavilion/api-tokens'), { name: 'pavilion-api-tokens', mountPath: '/etc/pavilion/api-tokens', readOnly: true });
+    assert.equal(volume(production, 'pavilion-api-tokens').secret?.secretName, 'pavilion-api-tokens');
+    const config = parseConfig(renderedConfig(production), '/etc/pavilion', literalEnv(c));
+    assert.equal(config.http.authentication, 'token');
+    assert.deepEqual(config.tenants.map((t) => t.apiTokensFile), ['/etc/pavilion/api-tokens/bank', '/etc/pavilion/api-tokens/hospital', '/etc/pavilion/api-tokens/agency']);
+    assert.equal(mount(container(render(), 'pavilion'), '/etc/pavilion/api-tokens'), undefined, 'not mounted by default');
+    renderFails(['--set', 'pavilion.apiTokens.enabled=true'], /pavilion\.apiTokens\.enabled needs pavilion\.apiTokens\.secretName/);
+  });
+
   test('NATS and Redis endpoints are env vars, the Redis password a secretKeyRef', () => {
     const c = container(production, 'pavilion');
     assert.equal(env(c, 'PAVILION_NATS_URL')?.value, 'tls://nats.nats.svc.cluster.local:4222');

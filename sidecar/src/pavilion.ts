@@ -3,7 +3,7 @@
  * dependency order and stops them in reverse. Tests and `main.ts` both use it.
  */
 import { randomUUID } from 'node:crypto';
-import { ApiServer } from './api/index.ts';
+import { ApiServer, TenantTokens } from './api/index.ts';
 import {
   AuditLogSink,
   DecisionEvents,
@@ -204,6 +204,8 @@ export class Pavilion {
   readonly bundleWatch: DirectoryWatcher | undefined;
   /** Verifiable credentials into `input.credentials`; undefined unless configured. */
   readonly credentials: CredentialGate | undefined;
+  /** Bearer tokens per tenant for the API (absent: no tenant has a tokens file and authentication is off). */
+  readonly apiTokens: TenantTokens | undefined;
   #started: Component[] = [];
 
   constructor(config: PavilionConfig, options: PavilionOptions = {}) {
@@ -320,6 +322,9 @@ export class Pavilion {
           ...(options.log === undefined ? {} : { log: options.log }),
         });
     const mounted = this.extAuthz?.http;
+    this.apiTokens = config.http.authentication === 'token' || config.tenants.some((t) => t.apiTokensFile !== undefined)
+      ? new TenantTokens({ tenants: config.tenants, mode: config.http.authentication })
+      : undefined;
     this.api = new ApiServer({
       config,
       engine: this.engine,
@@ -330,6 +335,7 @@ export class Pavilion {
       metrics: this.metrics,
       ...(mounted === undefined ? {} : { mounted }),
       ...(this.credentials === undefined ? {} : { credentials: this.credentials }),
+      ...(this.apiTokens === undefined ? {} : { authorizer: this.apiTokens }),
       components: () => this.#components(),
       statusReport: () => this.statusReport(),
     });
@@ -348,6 +354,8 @@ export class Pavilion {
       ...(this.bundleWatch === undefined ? [] : [this.bundleWatch]),
       // before the API: requests carrying credentials need the verifier ready
       ...(this.credentials === undefined ? [] : [this.credentials]),
+      // before the API: its tenant routes need the tokens read
+      ...(this.apiTokens === undefined ? [] : [this.apiTokens]),
       this.api,
       ...(this.extAuthz === undefined ? [] : [this.extAuthz]),
     ];

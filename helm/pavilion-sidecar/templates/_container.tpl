@@ -117,6 +117,11 @@ The sidecar container, as one item of a pod's `containers:` list:
       mountPath: {{ $p.bundleVerification.mountPath }}
       readOnly: true
     {{- end }}
+    {{- if $p.apiTokens.enabled }}
+    - name: pavilion-api-tokens
+      mountPath: {{ $p.apiTokens.mountPath }}
+      readOnly: true
+    {{- end }}
     {{- if $p.hsm.enabled }}
     - name: pavilion-pkcs11
       mountPath: {{ $p.hsm.module.mountPath }}

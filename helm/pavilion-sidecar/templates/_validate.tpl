@@ -112,6 +112,9 @@ with a message naming the values to change.
 {{- if and $p.bundleVerification.enabled (not $p.bundleVerification.secretName) -}}
 {{- fail "pavilion.bundleVerification.enabled needs pavilion.bundleVerification.secretName" -}}
 {{- end -}}
+{{- if and $p.apiTokens.enabled (not $p.apiTokens.secretName) -}}
+{{- fail "pavilion.apiTokens.enabled needs pavilion.apiTokens.secretName" -}}
+{{- end -}}
 {{- if $p.hsm.enabled -}}
 {{- if not $p.hsm.pin.secretName -}}
 {{- fail "pavilion.hsm.enabled needs pavilion.hsm.pin.secretName (the Secret holding the HSM PIN)" -}}

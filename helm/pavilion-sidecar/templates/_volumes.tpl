@@ -31,6 +31,13 @@ The sidecar's volumes, as items of a pod's `volumes:` list:
     # 0444: only this container mounts the volume; readable by uid 10001 without an fsGroup.
     defaultMode: 292
 {{- end }}
+{{- if $p.apiTokens.enabled }}
+- name: pavilion-api-tokens
+  secret:
+    secretName: {{ $p.apiTokens.secretName }}
+    # 0444 as the bundle keys: only this container mounts the volume (files are root's).
+    defaultMode: 292
+{{- end }}
 {{- if $p.hsm.enabled }}
 {{- $m := $p.hsm.module }}
 - name: pavilion-pkcs11

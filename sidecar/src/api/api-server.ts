@@ -23,7 +23,8 @@
  * Isolation: a request resolves exactly one tenant (never a default), and evaluation only
  * sees that tenant's compiled policy and data; a path that is not one of its entrypoints is
  * refused. When both the header and the path name a tenant they must agree. Proofs and
- * checkpoints come only from the resolved tenant's own log.
+ * checkpoints come only from the resolved tenant's own log. With API tokens (tenant-tokens.ts)
+ * a tenant route is served only with one of that tenant's bearer tokens (401 otherwise).
  *
  * With a durable sink (the audit log) a decision is answered only once its event is durable;
  * a refusal (ERR_AUDIT_LOG_FULL, ...) is answered as an error instead of the decision. Other
@@ -55,6 +56,7 @@ import {
 import type { Metrics } from '../telemetry/index.ts';
 import type { TenantManager } from '../tenants/index.ts';
 import { toHttpError } from './error-body.ts';
+import type { TenantAuthorizer } from './tenant-tokens.ts';
 
 export interface ApiServerDeps {
   readonly config: PavilionConfig;
@@ -67,6 +69,8 @@ export interface ApiServerDeps {
   readonly metrics: Metrics;
   /** Verifies the credentials a request carries into `input.credentials` (absent: not configured). */
   readonly credentials?: CredentialGate;
+  /** Bearer tokens per tenant (absent: every tenant route is open, as OPA without --authentication). */
+  readonly authorizer?: TenantAuthorizer;
   /** Components whose status makes up /health. */
   readonly components: () => readonly Component[];
   /** This sidecar's report in OPA's Status API shape (`GET /v1/status`). */
@@ -681,6 +685,8 @@ export class ApiServer implements Component {
     if (!TENANT_ID_PATTERN.test(tenant) || !this.#deps.tenants.has(tenant)) {
       throw new PavilionError(ErrorCodes.TENANT_UNKNOWN, `unknown tenant ${JSON.stringify(tenant.slice(0, 64))}`);
     }
+    // every tenant route comes through here: none is served without the tenant's token
+    this.#deps.authorizer?.authorize(tenant, headerText(req, 'authorization'));
     return tenant;
   }
 

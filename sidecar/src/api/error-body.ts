@@ -11,6 +11,7 @@ export type OpaErrorCode =
   | 'invalid_operation'
   | 'resource_not_found'
   | 'undefined_document'
+  | 'unauthorized'
   | 'internal_error';
 
 export interface OpaErrorBody {
@@ -23,6 +24,8 @@ const MAPPING: Partial<Record<ErrorCode, readonly [status: number, code: OpaErro
   [ErrorCodes.TENANT_REQUIRED]: [400, 'invalid_parameter'],
   [ErrorCodes.TENANT_UNKNOWN]: [404, 'resource_not_found'],
   [ErrorCodes.TENANT_NOT_READY]: [503, 'internal_error'],
+  // as OPA answers a missing or wrong token under --authentication=token
+  [ErrorCodes.API_UNAUTHORIZED]: [401, 'unauthorized'],
   [ErrorCodes.REQUEST_MALFORMED_JSON]: [400, 'invalid_parameter'],
   [ErrorCodes.REQUEST_UNSUPPORTED_MEDIA_TYPE]: [415, 'invalid_parameter'],
   [ErrorCodes.REQUEST_TOO_LARGE]: [413, 'invalid_parameter'],

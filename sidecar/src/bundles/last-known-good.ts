@@ -30,12 +30,13 @@
  * the live sequence guard. A file in format 1 (one JSON document holding the whole sequence,
  * PersistedDeltasV1, written by earlier versions) still loads; the next delta applied
  * rewrites it in format 2. Crash windows:
- * - during an append (before its fsync): the file may end in a torn or unsynced record; a
- *   load cuts it off at the last intact record and reports it (ERR_BUNDLE_DELTA_INVALID), so
- *   the deltas before it load and that one is lost until the source is back (persistence is
- *   best effort; it never names the wrong snapshot). Each record is fsync'ed before the next
- *   is written, so no record can be intact after a torn one; the next append truncates the
- *   torn tail before writing;
+ * - during an append (before its fsync): the file may end in torn or unsynced records (one
+ *   append writes the records of one application at once, fsync'ed together, so after a
+ *   power loss a later one may survive an earlier torn one); a load keeps the records before
+ *   the first bad one and reports the rest (ERR_BUNDLE_DELTA_INVALID), whatever their state,
+ *   so the deltas before it load and the rest are lost until the source is back (persistence
+ *   is best effort; it never names the wrong snapshot). The next append truncates the bad
+ *   tail before writing;
  * - during a whole write (before its rename): the previous file, or none, is what loads;
  * - a new deploy's save, before meta.json's rename: the old meta, the old archive and the old
  *   deploy's deltas file are all still there, a consistent old pair;

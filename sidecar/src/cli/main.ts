@@ -8,6 +8,7 @@
  *   pavilion bundle promote --tenant <id> | pavilion bundle end-shadow --tenant <id>
  *   pavilion bundle rollback --tenant <id> [--to <deploy>] [--by <who>] [--note <text>]
  *   pavilion bundle history --tenant <id>
+ *   pavilion bundle prune-deltas --tenant <id>   (admin: purge deltas of deploys two pushes old)
  *   pavilion bundle status
  *   pavilion audit verify-log --log <dir|file> --keys <pem|dir> [--origin <o>] [--trusted-checkpoint <file>]... [anchor checks]
  *   pavilion audit verify-log --archive <archive/<tenant> dir> [--log <live dir|file>] --keys <pem|dir> [--origin <epoch 0's>] ...
@@ -65,6 +66,7 @@ const USAGE = `usage:
   pavilion bundle end-shadow --tenant <id>                                               [nats options]
   pavilion bundle rollback --tenant <id> [--to <deploy>] [--by <who>] [--note <text>]      [nats options]
   pavilion bundle history --tenant <id>                                                    [nats options]
+  pavilion bundle prune-deltas --tenant <id>  (deltas of deploys before the previous one)  [nats options]
   pavilion bundle status                                                                   [nats options]
   pavilion bundle delta --tenant <id> --patch <patch.json> [--roots <root,...>] [--key <pem> --key-id <id> [--alg ES256]]  [nats options]
   pavilion audit verify-log --log <dir|file> --keys <pem|dir> [--origin <o>] [--trusted-checkpoint <file>]... [anchor checks]
@@ -201,6 +203,20 @@ async function bundleHistory(args: string[]): Promise<number> {
     const action = pointer.action === 'rollback' ? `rollback(${pointer.restores ?? '?'})` : 'push';
     process.stdout.write(`${String(sequence).padEnd(7)} ${action.padEnd(9)} ${pointer.revision.padEnd(17)} ${pointer.digest.slice(0, 16)}  ${pointer.pushed_at.padEnd(25)} ${pointer.pushed_by}${pointer.note === undefined ? '' : `  "${pointer.note}"`}\n`);
   }
+  return 0;
+}
+
+async function bundlePruneDeltas(args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: { tenant: { type: 'string' }, ...NATS_OPTIONS } });
+  const tenant = values.tenant;
+  if (tenant === undefined) {
+    process.stderr.write(`${USAGE}\n`);
+    return 2;
+  }
+  const pruned = await withStore(values, (store) => store.pruneDeltas(tenant));
+  process.stdout.write(pruned === undefined
+    ? `${tenant}: nothing to prune (no earlier deploy, or no record of where its deltas start)\n`
+    : `${tenant}: purged ${pruned.purged} delta(s) of the deploys before ${pruned.previousDeploy} (its deltas and the current deploy's stay)\n`);
   return 0;
 }
 
@@ -548,6 +564,7 @@ async function main(argv: string[]): Promise<number> {
   if (group === 'bundle' && command === 'push') return bundlePush(rest);
   if (group === 'bundle' && command === 'rollback') return bundleRollback(rest);
   if (group === 'bundle' && command === 'history') return bundleHistory(rest);
+  if (group === 'bundle' && command === 'prune-deltas') return bundlePruneDeltas(rest);
   if (group === 'bundle' && command === 'status') return bundleStatus(rest);
   if (group === 'bundle' && command === 'delta') return bundleDelta(rest);
   if (group === 'bundle' && command === 'promote') return bundleShadowCommand(rest, 'promote');

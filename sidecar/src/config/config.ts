@@ -28,6 +28,12 @@ export interface TenantConfig {
   readonly scope: string;
   /** Development only: accept this tenant's bundles without `.signatures.json`. */
   readonly allowUnsigned: boolean;
+  /**
+   * A file of bearer tokens (one a line) that the tenant's API routes require in
+   * `Authorization: Bearer ...` (sidecar/src/api/tenant-tokens.ts); none: no token needed,
+   * unless `http.authentication` is 'token'.
+   */
+  readonly apiTokensFile?: string;
 }
 
 /** The defaults a tenant found in the bundle source (not listed in `tenants`) gets. */
@@ -220,6 +226,12 @@ export interface PavilionConfig {
     readonly tenantHeader: string;
     readonly requestTimeoutMs: number;
     readonly keepAliveTimeoutMs: number;
+    /**
+     * OPA's `--authentication`: 'token' requires every tenant route to carry one of that
+     * tenant's bearer tokens (a tenant without `apiTokensFile` cannot be reached); 'off'
+     * requires them only of tenants that have an `apiTokensFile`.
+     */
+    readonly authentication: 'off' | 'token';
   };
   readonly engine: {
     readonly workers: number;
@@ -286,6 +298,7 @@ export function defaultConfig(): PavilionConfig {
       tenantHeader: 'x-pavilion-tenant',
       requestTimeoutMs: 10_000,
       keepAliveTimeoutMs: 65_000,
+      authentication: 'off',
     },
     engine: {
       workers: Math.max(1, availableParallelism()),
@@ -377,7 +390,7 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
 
   const labels = section(root, 'labels', '$', ['id', 'version']);
   const http = section(root, 'http', '$', [
-    'host', 'port', 'maxBodyBytes', 'maxInputDepth', 'tenantHeader', 'requestTimeoutMs', 'keepAliveTimeoutMs',
+    'host', 'port', 'maxBodyBytes', 'maxInputDepth', 'tenantHeader', 'requestTimeoutMs', 'keepAliveTimeoutMs', 'authentication',
   ]);
   const engine = section(root, 'engine', '$', [
     'workers', 'evaluationTimeoutMs', 'maxQueuedEvaluations', 'memoryInitialPages', 'memoryMaxBytes', 'cache',
@@ -410,7 +423,7 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
   const tenants = tenantsRaw.map((t: unknown, i): TenantConfig => {
     const path = `$.tenants[${i}]`;
     const tenant = objectAt(t, path);
-    refuseUnknown(tenant, ['id', 'namespace', 'keys', 'scope', 'allowUnsigned'], path);
+    refuseUnknown(tenant, ['id', 'namespace', 'keys', 'scope', 'allowUnsigned', 'apiTokensFile'], path);
     const id = str(tenant, 'id', path, '');
     if (!TENANT_ID_PATTERN.test(id)) fail(`${path}.id`, `must match ${TENANT_ID_PATTERN.source}`);
     if (seen.has(id)) fail(`${path}.id`, `duplicate tenant ${id}`);
@@ -425,8 +438,15 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
       keys: trusted,
       scope: str(tenant, 'scope', path, id),
       allowUnsigned: bool(tenant, 'allowUnsigned', path, false),
+      ...(tenant['apiTokensFile'] === undefined ? {} : { apiTokensFile: p(str(tenant, 'apiTokensFile', path)) }),
     };
   });
+  const authentication = str(http, 'authentication', '$.http', d.http.authentication);
+  if (authentication !== 'off' && authentication !== 'token') fail('$.http.authentication', "must be 'off' or 'token'");
+  if (authentication === 'token') {
+    const without = tenants.findIndex((t) => t.apiTokensFile === undefined);
+    if (without >= 0) fail(`$.tenants[${without}].apiTokensFile`, "is required when http.authentication is 'token'");
+  }
 
   const host = str(http, 'host', '$.http', d.http.host);
   const port = int(http, 'port', '$.http', d.http.port, 0, 65535);
@@ -448,6 +468,7 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
       tenantHeader: str(http, 'tenantHeader', '$.http', d.http.tenantHeader).toLowerCase(),
       requestTimeoutMs: int(http, 'requestTimeoutMs', '$.http', d.http.requestTimeoutMs, 100, 600_000),
       keepAliveTimeoutMs: int(http, 'keepAliveTimeoutMs', '$.http', d.http.keepAliveTimeoutMs, 100, 600_000),
+      authentication,
     },
     engine: {
       workers: int(engine, 'workers', '$.engine', d.engine.workers, 1, 256),

@@ -32,7 +32,8 @@
  * A request's verification may be given a deadline (`VerifyOptions.signal`, the gate's
  * `verifyTimeoutMs`): once it has passed, every credential not yet answered is refused with
  * ERR_CREDENTIAL_DEADLINE_EXCEEDED at once, and the one being verified starts no further step
- * (no proof job, no status or challenge look-up) and uses no challenge up.
+ * (no proof job, no status or challenge look-up; a challenge whose use had begun may still be
+ * used up).
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { ErrorCodes, PavilionError, describeThrown, isPavilionError } from '../lib/errors.ts';

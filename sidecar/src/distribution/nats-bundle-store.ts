@@ -380,17 +380,9 @@ export class NatsBundleStore {
     return (await this.#chunkMessage(tenant, nuid))?.data ?? null;
   }
 
-  /**
-   * Upload a bundle (content-addressed) and move the tenant's pointer to it; then purge the
-   * deltas of the deploys before the one the pointer named until now (`#pruneDeltas`).
-   */
+  /** Upload a bundle (content-addressed) and move the tenant's pointer to it. */
   async push(tenant: string, archive: Buffer, meta: PushMeta): Promise<PointerEntry> {
-    // read first: the push itself does not say which deploy it replaced (a push landing in
-    // between makes this an older deploy, and the prune keeps more)
-    const replaced = await this.#pointerKey(tenant).catch(() => undefined);
-    const entry = await this.#uploadAndPoint(tenant, tenant, archive, meta);
-    if (replaced?.value !== undefined) await this.#pruneDeltas(tenant, replaced.revision);
-    return entry;
+    return this.#uploadAndPoint(tenant, tenant, archive, meta);
   }
 
 
@@ -495,8 +487,8 @@ export class NatsBundleStore {
    *   KV `<pointerBucket>` `<tenant>.deltas`  -> DeltaRecordV1: the last delta published
    *
    * The stream keeps deltas with no age limit: a deploy's deltas are part of its data, and a
-   * sidecar that starts weeks after the deploy needs every one of them; they go when they
-   * are of no use any more, two pushes later (`push` prunes them). (Streams this code
+   * sidecar that starts weeks after the deploy needs every one of them; `pruneDeltas` purges
+   * those of deploys two pushes old (an operator's `bundle prune-deltas`). (Streams this code
    * created before had a 7-day limit; `publishDelta` lifts it, or refuses to publish.) The
    * record keeps each deploy's delta count beside its pointer, updated with compare-and-set,
    * where the stream's retention cannot lose it: a deploy's numbering never starts over, and
@@ -742,32 +734,37 @@ export class NatsBundleStore {
   }
 
   /**
-   * Purge the tenant's deltas of the deploys before `previous` (the deploy a push replaced).
-   * No sidecar applies them again: a sidecar applies deltas of the deploy it serves only,
-   * and one still on an older deploy moves to the current one; a rollback is a new deploy
-   * whose deltas start at 1. `previous`'s deltas stay, for the sidecars still on it while
-   * they activate the push. A tenant's deltas are in deploy order on its subject (a publish
-   * expects the subject's last sequence it read, with the deploy it read), so this purges the
-   * subject below the first delta of `previous`: past the last delta when that one is of an
-   * older deploy (a delta published meanwhile comes after it), else below the stream
-   * sequence the delta record gives for delta 1 of `previous`. Any other case (no record of
-   * where `previous` starts, a malformed last message) is left to a later push. Best effort:
-   * the push is done either way, and grants without `$JS.API.STREAM.PURGE.<delta stream>` (a
-   * policy team's: that purge names its subject in the request body, so it cannot be
-   * confined to one tenant) leave the stream as it was.
+   * Purge the tenant's deltas of the deploys before `previous`, the deploy its current pointer
+   * replaced (`pavilion bundle prune-deltas`). A sidecar applies the deltas of the deploy it
+   * serves only, and a rollback is a new deploy whose deltas start at 1, so these serve only
+   * a sidecar that still runs an older deploy because it refused both later ones (tests,
+   * keys): it keeps its data but reports ERR_BUNDLE_DELTA_SEQUENCE on a rebuild. `previous`'s
+   * deltas stay, for the sidecars still on it while they activate the current one. A tenant's
+   * deltas are in deploy order on its subject (a publish expects the subject's last sequence
+   * it read, with the deploy it read), so this purges the subject below the first delta of
+   * `previous`: past the last delta when that one is of an older deploy, else below the
+   * stream sequence the delta record gives for delta 1 of `previous`; with no record of where
+   * `previous` starts it purges nothing. Needs `$JS.API.STREAM.PURGE.<delta stream>`, which
+   * the shipped permissions give admin only: a purge names its subject in the request body,
+   * so it cannot be granted per tenant. Returns how many deltas went, or undefined when the
+   * tenant has no earlier deploy or nothing could be placed.
    */
-  async #pruneDeltas(tenant: string, previous: number): Promise<void> {
+  async pruneDeltas(tenant: string): Promise<{ readonly previousDeploy: number; readonly purged: number } | undefined> {
+    const previous = (await this.history(tenant)).at(-2)?.sequence;
+    if (previous === undefined) return undefined;
     try {
       const [last, record] = await Promise.all([this.#lastDelta(tenant), this.deltaRecord(tenant)]);
-      if (last === undefined) return;
+      if (last === undefined) return { previousDeploy: previous, purged: 0 };
       const firstOfPrevious = record?.base === previous && record.first_stream_seq !== undefined && record.first_stream_seq <= last.streamSequence
         ? record.first_stream_seq
         : undefined;
       const below = last.message !== undefined && last.message.base < previous ? last.streamSequence + 1 : firstOfPrevious;
-      if (below === undefined) return;
-      await (await this.#jsm()).streams.purge(this.deltaStream, { filter: this.deltaSubject(tenant), seq: below });
-    } catch {
-      // obsolete deltas are only kept longer: the next push prunes them
+      if (below === undefined) return undefined;
+      const { purged } = await (await this.#jsm()).streams.purge(this.deltaStream, { filter: this.deltaSubject(tenant), seq: below });
+      return { previousDeploy: previous, purged };
+    } catch (error) {
+      if (error instanceof PavilionError) throw error;
+      throw unavailable(`cannot prune the deltas of ${tenant}`, error);
     }
   }
 

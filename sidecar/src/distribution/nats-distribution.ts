@@ -41,7 +41,7 @@ import { parseDelta, type DeltaMessage } from './delta-message.ts';
 import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
 import { withDeadline } from '../lib/lifecycle.ts';
 import type { Metrics } from '../telemetry/index.ts';
-import type { TenantManager } from '../tenants/index.ts';
+import { DEFAULT_TRUST_REREAD_INTERVAL_MS, KEY_REFUSALS, type TenantManager } from '../tenants/index.ts';
 import { NatsBundleStore, connectNats, distributionCode, sha256Hex, tenantOfShadowKey, type DeltaRecordV1 } from './nats-bundle-store.ts';
 import type { PointerEntry } from './pointer.ts';
 import type { StatusReport } from './status-report.ts';
@@ -99,6 +99,11 @@ interface TenantQueue {
   /** Retries of the deploy last refused for a key reason, and its sequence. */
   readonly keyRetry: Retry;
   keyRetrying: number;
+  /**
+   * That deploy's archive, kept while it is retried: a retry verifies it again against the
+   * keys on disk without downloading it again (one archive per tenant at most).
+   */
+  keyRefused: { readonly sequence: number; readonly archive: Buffer } | undefined;
 }
 
 /** The longest wait between two tries of an action that keeps failing for a transient reason, and between two starts of a failing watch. */
@@ -151,24 +156,6 @@ class Retry {
 /** Past this many doublings every backoff is at its cap anyway. */
 const MAX_BACKOFF_EXPONENT = 30;
 
-/**
- * The first wait before a deploy refused for a key reason is tried again: the tenant
- * manager's default key re-read interval (DEFAULT_TRUST_REREAD_INTERVAL_MS, not exported by
- * the tenants domain). Tried sooner, it would be refused again without the keys being read.
- */
-const KEY_RETRY_WAIT_MS = 5_000;
-
-/**
- * Final refusals that a change on disk can turn around with no new push: no key for the
- * tenant yet, an unknown key id, a key rotated in place, a key file that could not be loaded
- * (the tenant manager reads the keys again before it refuses for these).
- */
-const KEY_REFUSAL_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
-  ErrorCodes.BUNDLE_SIGNATURE_UNEXPECTED,
-  ErrorCodes.BUNDLE_SIGNATURE_KEY_UNKNOWN,
-  ErrorCodes.BUNDLE_SIGNATURE_INVALID,
-  ErrorCodes.BUNDLE_KEY_INVALID,
-]);
 
 /** What identifies a delta's content: tenant, deploy, number, roots, patch (not its signatures: re-signing changes nothing). */
 function deltaDigest(delta: DeltaMessage): string {
@@ -708,7 +695,7 @@ export class NatsDistribution implements Component {
         applied: this.#options.tenants.tenant(tenant)?.origin?.sequence ?? 0, inFlight: 0, reoffered: false, pending: undefined, running: undefined,
         deltas: Promise.resolve(), deltaGap: false, appliedDeltas: undefined, divergedBase: 0, shadow: Promise.resolve(), deltasAhead: 0,
         deltaRetry: this.#retry(), pointerRetry: this.#retry(), retrying: 0,
-        keyRetry: new Retry(KEY_RETRY_WAIT_MS, this.#options.config.reconnectJitterMs), keyRetrying: 0,
+        keyRetry: new Retry(DEFAULT_TRUST_REREAD_INTERVAL_MS, this.#options.config.reconnectJitterMs), keyRetrying: 0, keyRefused: undefined,
       };
       this.#queues.set(tenant, queue);
     }
@@ -760,12 +747,16 @@ export class NatsDistribution implements Component {
     const store = this.#store;
     if (store === undefined) return;
     const { pointer, sequence } = entry;
+    let archive = queue.keyRefused?.sequence === sequence ? queue.keyRefused.archive : undefined;
+    queue.keyRefused = undefined;
     try {
-      const fetchStarted = performance.now();
-      const archive = await store.fetch(pointer, this.#options.maxBundleBytes).catch((error: unknown) => {
-        throw this.#options.tenants.reportFailure(tenant, error);
-      });
-      this.#options.metrics?.activationPhaseSeconds.observe({ phase: 'fetch' }, (performance.now() - fetchStarted) / 1000);
+      if (archive === undefined) {
+        const fetchStarted = performance.now();
+        archive = await store.fetch(pointer, this.#options.maxBundleBytes).catch((error: unknown) => {
+          throw this.#options.tenants.reportFailure(tenant, error);
+        });
+        this.#options.metrics?.activationPhaseSeconds.observe({ phase: 'fetch' }, (performance.now() - fetchStarted) / 1000);
+      }
       await this.#options.tenants.activate(tenant, archive, { kind: pointer.action, sequence });
       queue.applied = Math.max(queue.applied, sequence);
       if (this.#options.tenants.deltaState(tenant)?.base === sequence) queue.deltaGap = false; // a new deploy: its deltas start at 1
@@ -783,8 +774,10 @@ export class NatsDistribution implements Component {
       this.#options.metrics?.distributionUpdates.inc({ tenant, outcome: code });
       // A refused bundle stays refused, unless the keys on disk can change that; a transient
       // failure is retried with backoff.
-      if (isPavilionError(error) && KEY_REFUSAL_CODES.has(error.code)) this.#retryForKeys(tenant, queue, entry);
-      else if (isFinal(error)) queue.applied = Math.max(queue.applied, sequence);
+      if (isPavilionError(error) && KEY_REFUSALS.has(error.code) && archive !== undefined) {
+        queue.keyRefused = { sequence, archive };
+        this.#retryForKeys(tenant, queue, entry);
+      } else if (isFinal(error)) queue.applied = Math.max(queue.applied, sequence);
       else this.#retryLater(tenant, queue, entry);
       this.#options.log?.('warn', 'bundle refused; the previous revision keeps serving', { tenant, revision: pointer.revision, deploy: sequence, code });
     }
@@ -811,9 +804,10 @@ export class NatsDistribution implements Component {
   /**
    * Try a deploy refused for a key reason again, for as long as the pointer names it: the
    * operator may add or replace the key file (a Secret updated in place) without a new push.
-   * First after KEY_RETRY_WAIT_MS, doubling up to MAX_RETRY_DELAY_MS; each try reads the
-   * pointer (one KV get) and offers the deploy only if the pointer is still at it. Not marked
-   * applied meanwhile, so a resync offers it again too.
+   * First after the tenant manager's key re-read interval (sooner, the keys would not be read
+   * again), doubling up to MAX_RETRY_DELAY_MS; each try reads the pointer (one KV get) and
+   * offers the deploy only if the pointer is still at it, verifying the archive kept from the
+   * refusal (no download). Not marked applied meanwhile, so a resync offers it again too.
    */
   #retryForKeys(tenant: string, queue: TenantQueue, entry: PointerEntry): void {
     if (queue.keyRetrying !== entry.sequence) {

@@ -2,11 +2,18 @@
  * A pool of evaluation workers, sized to the cores, so Wasm evaluation never blocks the
  * event loop.
  *
- * - Requests wait in one queue per tenant. A free worker takes the next batch from them
- *   round-robin, one request of each tenant in turn (up to BATCH_MAX_ITEMS, and at most its
- *   share when several workers are free), as one postMessage: a tenant's burst delays
- *   another tenant's request by at most a batch per worker, never by the whole burst, and
- *   a busy worker is handed its next batch as soon as it answers.
+ * - Requests wait in one queue per tenant. A free worker takes the next batch from them in
+ *   order of worker time used (up to BATCH_MAX_ITEMS, and at most its share when several
+ *   workers are free), as one postMessage: each request goes to the waiting tenant whose
+ *   evaluations have used the least worker time so far, counting what it was just handed at
+ *   its measured cost per evaluation (start-time fair queueing), and a batch holds about
+ *   BATCH_MAX_COST_NS of that estimated work at most. Tenants that cost the same
+ *   alternate, as round-robin; a tenant whose evaluations take 100 times longer gets a
+ *   hundredth as many of them through while both wait, so it cannot take the workers from a
+ *   cheap one by sending as many requests. A tenant that was idle starts level with the
+ *   others (no credit saved up). A tenant's burst delays another tenant's request by at most
+ *   a batch per worker, never by the whole burst, and a busy worker is handed its next batch
+ *   as soon as it answers.
  * - Each worker writes the start time of its current evaluation into a shared control
  *   block. A watchdog on the main thread (ticking only while some worker has work: an idle
  *   sidecar, or one answering from the decision cache, is not woken for nothing) terminates
@@ -59,12 +66,31 @@ interface Pending {
   readonly item: EvalItem;
   resolve: (outcome: EvalOutcome) => void;
   deaths: number;
+  /** Worker time charged to its tenant when it was handed out (its estimated cost), in ns. */
+  chargedNs?: number | undefined;
   /** A limited tenant's evaluation holding that tenant's one turn (see #admit): it travels alone. */
   limitedTurn?: boolean;
 }
 
 /** Evaluations in one message to a worker, at most. */
 export const BATCH_MAX_ITEMS = 64;
+
+/**
+ * The estimated work one batch holds, at most (one evaluation, whatever it costs, always
+ * goes): a tenant's costly evaluations go a few at a time, so another tenant's requests that
+ * arrive meanwhile wait for little more than one of them.
+ */
+const BATCH_MAX_COST_NS = 2_000_000;
+/** What an evaluation of a tenant not measured yet is taken to cost. */
+const INITIAL_COST_NS = 100_000;
+/** The least an evaluation is charged: the hops that carry it cost the pool that much anyway. */
+const MIN_COST_NS = 20_000;
+
+/** Worker time a tenant's evaluations have used (its virtual time) and what one costs (a moving average). */
+interface Usage {
+  usedNs: number;
+  costNs: number;
+}
 
 /** How long a tenant stays limited to one evaluation at a time after its latest overrun. */
 export const QUARANTINE_MS = 30_000;
@@ -126,8 +152,12 @@ export class WorkerPool {
   readonly #policies = new Map<string, LoadMessage>();
   /** Loads forwarded to a replacement worker and not settled yet (forwarded once at most). */
   readonly #forwarded = new Set<string>();
-  /** Evaluations waiting for a worker, per tenant, in arrival order; the Map's order is the round-robin. */
+  /** Evaluations waiting for a worker, per tenant, in arrival order; the Map's order breaks ties (round-robin). */
   readonly #queues = new Map<string, Pending[]>();
+  /** Worker time per tenant, for the order of #flush. */
+  readonly #usage = new Map<string, Usage>();
+  /** The virtual time of the last evaluation handed out: where a tenant that was idle starts. */
+  #virtualNs = 0;
   /** Limited tenants' evaluations holding their turn, waiting for a worker of their own. */
   readonly #solo: Pending[] = [];
   /** Everything waiting: the tenants' queues and #solo. */
@@ -359,6 +389,7 @@ export class WorkerPool {
         if (batch === undefined) return;
         slot.batches.delete(message.batch);
         slot.solo = false;
+        batch.forEach((pending, i) => this.#settleCharge(pending, message.results[i]));
         // the next batch at once: the worker is not left idle while others wait
         if (!slot.flushScheduled) this.#flush(slot);
         batch.forEach((pending, i) => {
@@ -407,7 +438,11 @@ export class WorkerPool {
       pending.resolve({ ok: false, code: ErrorCodes.EVAL_OVERLOADED, message: `the evaluation queue of tenant ${tenant} is full (${this.#options.maxQueuedEvaluations} waiting)` });
       return;
     }
-    if (queue === undefined) this.#queues.set(tenant, (queue = []));
+    if (queue === undefined) {
+      this.#queues.set(tenant, (queue = []));
+      const usage = this.#usageOf(tenant);
+      usage.usedNs = Math.max(usage.usedNs, this.#virtualNs); // no credit saved up while idle
+    }
     if (front) queue.unshift(pending);
     else queue.push(pending);
     this.#queued++;
@@ -454,19 +489,74 @@ export class WorkerPool {
       slot.solo = true;
     } else {
       const max = Math.min(BATCH_MAX_ITEMS, Math.ceil(this.#queued / (this.#flushesScheduled + 1)));
+      let costNs = 0;
       while (items.length < max && this.#queues.size > 0) {
-        const [tenant, queue] = this.#queues.entries().next().value as [string, Pending[]];
-        this.#queues.delete(tenant);
-        items.push(queue.shift() as Pending);
+        const tenant = this.#leastServed();
+        // a batch holds about BATCH_MAX_COST_NS of work: the worker comes back for the next
+        // one soon, so what arrives meanwhile is not queued behind a long batch of costly ones
+        const cost = this.#usageOf(tenant).costNs;
+        if (items.length > 0 && costNs + cost > BATCH_MAX_COST_NS) break;
+        costNs += cost;
+        const queue = this.#queues.get(tenant) as Pending[];
+        this.#queues.delete(tenant); // to the back: the next of equal usage goes first
+        const pending = queue.shift() as Pending;
+        this.#charge(tenant, pending);
+        items.push(pending);
         this.#queued--;
         if (queue.length > 0) this.#queues.set(tenant, queue);
       }
     }
     if (items.length === 0) return;
+    if (soloTurn) this.#charge(tenantOf((items[0] as Pending).item), items[0] as Pending);
     const batch = this.#nextBatch++;
     slot.batches.set(batch, items);
     slot.post({ type: 'eval', batch, items: items.map((pending) => pending.item) });
     this.#armWatchdog();
+  }
+
+  /** The waiting tenant whose evaluations have used the least worker time (the first of equals in #queues order). */
+  #leastServed(): string {
+    let best: string | undefined;
+    let bestNs = Infinity;
+    for (const tenant of this.#queues.keys()) {
+      const usedNs = this.#usageOf(tenant).usedNs;
+      if (usedNs < bestNs) {
+        best = tenant;
+        bestNs = usedNs;
+      }
+    }
+    return best as string;
+  }
+
+  #usageOf(tenant: string): Usage {
+    let usage = this.#usage.get(tenant);
+    if (usage === undefined) this.#usage.set(tenant, (usage = { usedNs: this.#virtualNs, costNs: INITIAL_COST_NS }));
+    return usage;
+  }
+
+  /** Charge `pending`'s tenant its estimated cost as it is handed out (corrected by #settleCharge). */
+  #charge(tenant: string, pending: Pending): void {
+    const usage = this.#usageOf(tenant);
+    this.#virtualNs = Math.max(this.#virtualNs, usage.usedNs);
+    pending.chargedNs = usage.costNs;
+    usage.usedNs += usage.costNs;
+  }
+
+  /**
+   * Replace the estimate charged for `pending` with the time its evaluation took (every
+   * entrypoint of it; an evaluation that failed without a time keeps its estimate), and move
+   * its tenant's estimate towards it.
+   */
+  #settleCharge(pending: Pending, outcome: EvalOutcome | undefined): void {
+    const charged = pending.chargedNs;
+    if (charged === undefined) return;
+    pending.chargedNs = undefined;
+    const usage = this.#usageOf(tenantOf(pending.item));
+    const measured = outcome?.ok === true ? outcome.evalNs + (outcome.more ?? []).reduce((sum, o) => sum + (o.ok ? o.evalNs : 0), 0) : undefined;
+    if (measured === undefined) return;
+    const actual = Math.max(MIN_COST_NS, measured);
+    usage.usedNs += actual - charged;
+    usage.costNs = Math.round(0.8 * usage.costNs + 0.2 * actual);
   }
 
   /** Fewer workers carry a limited tenant's turn than all ready ones but one (at least one). */

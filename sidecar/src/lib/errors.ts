@@ -17,6 +17,8 @@ export const ErrorCodes = {
   TENANT_REQUIRED: 'ERR_TENANT_REQUIRED',
   TENANT_UNKNOWN: 'ERR_TENANT_UNKNOWN',
   TENANT_NOT_READY: 'ERR_TENANT_NOT_READY',
+  /** A tenant route without one of that tenant's bearer tokens (http.authentication, apiTokensFile). */
+  API_UNAUTHORIZED: 'ERR_API_UNAUTHORIZED',
   // requests
   REQUEST_MALFORMED_JSON: 'ERR_REQUEST_MALFORMED_JSON',
   REQUEST_UNSUPPORTED_MEDIA_TYPE: 'ERR_REQUEST_UNSUPPORTED_MEDIA_TYPE',

@@ -1,5 +1,7 @@
 /** Tenants: the configured tenants and the activation of their bundles. */
 export {
+  DEFAULT_TRUST_REREAD_INTERVAL_MS,
+  KEY_REFUSALS,
   TenantManager,
   type ActivationOrigin,
   type ActivationPhase,

@@ -122,7 +122,7 @@ export const DEFAULT_TRUST_REREAD_INTERVAL_MS = 5_000;
  * restart), or a configured tenant whose listed key was missing at the last read
  * (CONFIG_INVALID, which only the trust policy throws here).
  */
-const KEY_REFUSALS: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+export const KEY_REFUSALS: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   ErrorCodes.BUNDLE_SIGNATURE_UNEXPECTED,
   ErrorCodes.BUNDLE_SIGNATURE_KEY_UNKNOWN,
   ErrorCodes.BUNDLE_SIGNATURE_INVALID,
