@@ -99,6 +99,9 @@ describe('tenant routes with API tokens', () => {
     assert.deepEqual(refusal(await post(`${app.url}/v0/tenants/bank/data/${bank.path}`, bank.input)), UNAUTHORIZED);
     assert.deepEqual(refusal(await get(`${app.url}/v1/tenants/bank/data/${bank.path}`)), UNAUTHORIZED);
     assert.deepEqual(refusal(await get(`${app.url}/v1/tenants/bank`)), UNAUTHORIZED, "the tenant's status too");
+    const listed = async (headers: Record<string, string>): Promise<string[]> => ((await get(`${app.url}/v1/tenants`, headers)).body['result'] as Array<{ id: string }>).map((t) => t.id).sort();
+    assert.deepEqual(await listed({}), ['hospital'], 'the tenant list shows a caller without a token only the tenants that need none');
+    assert.deepEqual(await listed(bearer(BANK_TOKENS[0] as string)), ['bank', 'hospital']);
   });
 
   test('either of the tenant\'s tokens gets the decision; a tenant without a tokens file needs none; health stays open', async () => {
@@ -147,7 +150,11 @@ describe("http.authentication 'token'", () => {
       assert.ok(app.pavilion.tenants.has('bank'), 'bank was discovered');
       const answer = await post(`${app.url}/v1/data/${bank.path}`, { input: bank.input }, { 'x-pavilion-tenant': 'bank', ...bearer(BANK_TOKENS[0] as string) });
       assert.deepEqual(refusal(answer), UNAUTHORIZED);
-      assert.match(String(answer.body['message']), /no API tokens configured/);
+      assert.doesNotMatch(String(answer.body['message']), /configured|file/, 'the answer tells nothing about the configuration');
+      // an unknown tenant gets the same answer, not a 404: tenant ids cannot be probed
+      const unknown = await post(`${app.url}/v1/data/${bank.path}`, { input: bank.input }, { 'x-pavilion-tenant': 'globex' });
+      assert.deepEqual(refusal(unknown), UNAUTHORIZED);
+      assert.deepEqual((await get(`${app.url}/v1/tenants`)).body['result'], [], 'no tenant is listed to a caller without a token');
     } finally {
       await app.stop();
     }

@@ -13,6 +13,7 @@ import { connect } from '@nats-io/transport-node';
 import {
   AuditLogSink,
   DecisionForwarder,
+  MAX_ARCHIVED_PROOFS_WAITING,
   SoftwareSigner,
   parseEpochLink,
   verifyDecisionProof,
@@ -99,6 +100,15 @@ describe('rotation into sealed, linked epochs', () => {
     // An archived decision is proved by the running sink, from its epoch's file.
     const proof = await sink.proveInclusion('bank', receipts[0]!.decision_id, { signNow: false });
     assert.equal(verifyDecisionProof(proof, ring).origin, 'pavilion-test/bank', "epoch 0 keeps the log's origin as it always was");
+    // Ids that are in no epoch each cost a pass over every archived file: a few wait, the rest are refused at once.
+    const codes = await Promise.all(Array.from({ length: MAX_ARCHIVED_PROOFS_WAITING + 2 }, (_, i) => sink.proveInclusion('bank', `nowhere-${i}`).then(
+      () => 'proved',
+      (e: unknown) => (isPavilionError(e) ? e.code : String(e)),
+    )));
+    assert.deepEqual(codes, [
+      ...Array.from({ length: MAX_ARCHIVED_PROOFS_WAITING }, () => ErrorCodes.AUDIT_DECISION_UNKNOWN),
+      ErrorCodes.AUDIT_PROOF_BUSY, ErrorCodes.AUDIT_PROOF_BUSY,
+    ]);
 
     // A restart opens the live epoch and keeps going there.
     await sink.stop(5000);

@@ -358,4 +358,22 @@ describe('verify-log over the epochs of a rotated log', () => {
     await writeFile(epochFile(dir, 1), await readFile(await forgedEpoch(1, forgedLink)));
     await linkBroken(dir, { epoch: 1, field: 'root_hash', found: 'ab'.repeat(32) });
   });
+
+  it('a cut archive: the oldest epochs gone, the last archived epoch grown past its seal, or the epoch a trusted checkpoint names gone: each refused', async () => {
+    const dir = await rotated(3);
+    const trusted = (await verifyEpochs(archive(dir), undefined, ring, { origin: BASE })).epochs[2]!.lastCheckpoint!;
+    // the archive alone, its newest epoch gone: the trusted checkpoint of epoch 2 matches nothing
+    await rename(join(archive(dir), '2'), join(dir, 'epoch-2-away'));
+    await assert.rejects(verifyEpochs(archive(dir), undefined, ring, { origin: BASE, trustedCheckpoints: [trusted] }), (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_LOG_TRUNCATED) && /e2/.test(e.message));
+    await assert.rejects(verifyEpochs(archive(dir), undefined, ring, { trustedCheckpoints: [trusted] }), (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_CHECKPOINT_UNKNOWN), 'trusted checkpoints need the origin');
+    await rename(join(dir, 'epoch-2-away'), join(archive(dir), '2'));
+    // the last archived epoch, checked without the live one after it, with a leaf past its seal
+    const sealed = join(archive(dir), '2');
+    const { header, records } = await readRecords(sealed);
+    await writeRecords(sealed, header, [...records, { type: RecordType.LEAF, index: records.filter((r) => r.type === RecordType.LEAF).length, payload: Buffer.from(JSON.stringify(decisionEvent(7100))), offset: 0 }]);
+    await assert.rejects(verifyEpochs(archive(dir), undefined, ring, { origin: BASE }), (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_EPOCH_LINK_BROKEN) && e.details?.['epoch'] === 2);
+    // the oldest epochs gone: the archive must start at epoch 0
+    await rename(join(archive(dir), '0'), join(dir, 'epoch-0-away'));
+    await linkBroken(dir, { epoch: 1, field: 'epoch' });
+  });
 });

@@ -519,7 +519,7 @@ export class ApiServer implements Component {
       } else if (pathname === '/v1/tenants') {
         route = 'tenants';
         this.#onlyGet(req);
-        this.#json(res, 200, { result: this.#deps.tenants.list() }, query.pretty);
+        this.#json(res, 200, { result: this.#visibleTenants(req) }, query.pretty);
       } else if (pathname === '/health') {
         route = 'health';
         this.#onlyGet(req);
@@ -666,6 +666,22 @@ export class ApiServer implements Component {
     return `one or more bundles are not activated: ${named.join(', ')}`;
   }
 
+  /** The tenants' status for `GET /v1/tenants`: with API tokens, only those the request's token (or no token) may see. */
+  #visibleTenants(req: IncomingMessage): unknown[] {
+    const all = this.#deps.tenants.list();
+    const authorizer = this.#deps.authorizer;
+    if (authorizer === undefined) return all;
+    const authorization = headerText(req, 'authorization');
+    return all.filter((t) => {
+      try {
+        authorizer.authorize(t.id, authorization);
+        return true;
+      } catch {
+        return false;
+      }
+    });
+  }
+
   #resolveTenant(req: IncomingMessage, fromPath: string | undefined): string {
     const header = req.headers[this.#deps.config.http.tenantHeader];
     const fromHeader = Array.isArray(header) ? header.join(',') : header;
@@ -676,17 +692,20 @@ export class ApiServer implements Component {
       );
     }
     const tenant = fromPath ?? fromHeader;
+    const authorizer = this.#deps.authorizer;
     if (tenant === undefined || tenant === '') {
       throw new PavilionError(
         ErrorCodes.TENANT_REQUIRED,
         `no tenant: send the ${this.#deps.config.http.tenantHeader} header or use /v1/tenants/{tenant}/data/{path}`,
       );
     }
+    // every tenant route comes through here: none is served without the tenant's token, and
+    // when every tenant needs one, an unknown tenant gets the same 401 (ids cannot be probed)
+    if (authorizer?.required === true) authorizer.authorize(tenant, headerText(req, 'authorization'));
     if (!TENANT_ID_PATTERN.test(tenant) || !this.#deps.tenants.has(tenant)) {
       throw new PavilionError(ErrorCodes.TENANT_UNKNOWN, `unknown tenant ${JSON.stringify(tenant.slice(0, 64))}`);
     }
-    // every tenant route comes through here: none is served without the tenant's token
-    this.#deps.authorizer?.authorize(tenant, headerText(req, 'authorization'));
+    if (authorizer?.required === false) authorizer.authorize(tenant, headerText(req, 'authorization'));
     return tenant;
   }
 

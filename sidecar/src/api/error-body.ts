@@ -55,6 +55,7 @@ const MAPPING: Partial<Record<ErrorCode, readonly [status: number, code: OpaErro
   [ErrorCodes.AUDIT_LOG_DISABLED]: [404, 'resource_not_found'],
   [ErrorCodes.AUDIT_RANGE_INVALID]: [400, 'invalid_parameter'],
   [ErrorCodes.AUDIT_CHECKPOINT_UNKNOWN]: [404, 'resource_not_found'],
+  [ErrorCodes.AUDIT_PROOF_BUSY]: [503, 'internal_error'],
 };
 
 export function toHttpError(error: unknown): { status: number; body: OpaErrorBody } {

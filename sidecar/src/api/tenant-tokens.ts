@@ -28,6 +28,11 @@ export const REREAD_INTERVAL_MS = 5_000;
 
 /** What the API asks before it serves a tenant route (the adapter the API server sees). */
 export interface TenantAuthorizer {
+  /**
+   * Whether every tenant needs a token (`http.authentication: 'token'`): then a request naming
+   * an unknown tenant is refused as unauthorized too, so tenant ids cannot be probed.
+   */
+  readonly required: boolean;
   /** Throws ERR_API_UNAUTHORIZED unless `authorization` carries one of `tenant`'s tokens (or the tenant needs none). */
   authorize(tenant: string, authorization: string | undefined): void;
 }
@@ -57,8 +62,9 @@ export function parseTokenFile(text: string): ReadonlySet<string> {
   return digests;
 }
 
-function unauthorized(message: string): PavilionError {
-  return new PavilionError(ErrorCodes.API_UNAUTHORIZED, message);
+/** One answer for every refusal (no token, a wrong one, another tenant's, a tenant without tokens or unknown): it tells nothing about the configuration. */
+function unauthorized(tenant: string): PavilionError {
+  return new PavilionError(ErrorCodes.API_UNAUTHORIZED, `a bearer token of tenant ${JSON.stringify(tenant.slice(0, 64))} is required (Authorization: Bearer ...)`);
 }
 
 export class TenantTokens implements Component, TenantAuthorizer {
@@ -72,6 +78,10 @@ export class TenantTokens implements Component, TenantAuthorizer {
   readonly #problems = new Map<string, string>();
   #timer: NodeJS.Timeout | undefined;
   #reading: Promise<void> | undefined;
+
+  get required(): boolean {
+    return this.#options.mode === 'token';
+  }
 
   constructor(options: TenantTokensOptions) {
     this.#options = options;
@@ -93,14 +103,9 @@ export class TenantTokens implements Component, TenantAuthorizer {
 
   authorize(tenant: string, authorization: string | undefined): void {
     const digests = this.#digests.get(tenant);
-    if (digests === undefined) {
-      if (this.#options.mode === 'off') return;
-      throw unauthorized(`tenant ${tenant} has no API tokens configured, and http.authentication is 'token'`);
-    }
+    if (digests === undefined && this.#options.mode === 'off') return;
     const token = /^Bearer\s+(\S+)\s*$/i.exec(authorization ?? '')?.[1];
-    if (token === undefined) throw unauthorized(`tenant ${tenant} needs a bearer token (Authorization: Bearer ...)`);
-    // the same answer for a wrong token, another tenant's and one for a file that cannot be read
-    if (!digests.has(sha256(token))) throw unauthorized(`the bearer token is not one of tenant ${tenant}'s`);
+    if (token === undefined || digests === undefined || !digests.has(sha256(token))) throw unauthorized(tenant);
   }
 
   status(): ComponentStatus {

@@ -82,6 +82,8 @@ const ROTATION_STREAM_WAIT_MS = 10_000;
 /** A rotation starts only when the forwarder is at most this many leaves behind (well under a second of its work). */
 const ROTATION_STREAM_LAG_LEAVES = 1024;
 const ROTATION_STREAM_POLL_MS = 20;
+/** Proofs of archived decisions that may wait for their turn at once; more are ERR_AUDIT_PROOF_BUSY. */
+export const MAX_ARCHIVED_PROOFS_WAITING = 4;
 /** After a rotation was called off (JetStream too slow, a checkpoint failed), the next try waits this long. */
 const ROTATION_RETRY_MS = 5_000;
 
@@ -183,6 +185,8 @@ export class AuditLogSink implements DecisionSink {
   #streamProgress: StreamProgress | undefined;
   /** Reads of archived epochs for proofs, one at a time (each is a pass over an epoch's file). */
   #archiveReads: Promise<unknown> = Promise.resolve();
+  /** Proofs of archived decisions queued or reading (at most MAX_ARCHIVED_PROOFS_WAITING). */
+  #archiveReadsWaiting = 0;
 
   constructor(options: AuditLogSinkOptions) {
     if (!/^[A-Za-z0-9._~:-]{1,100}$/.test(options.originPrefix)) {
@@ -431,7 +435,9 @@ export class AuditLogSink implements DecisionSink {
       this.#rotationError = undefined;
       return next;
     } catch (error) {
-      // The tenant's next event opens its log again, finishing the rotation where it stopped.
+      // The tenant's next event opens its log again, finishing the rotation where it stopped;
+      // meanwhile no one is handed the sealed log (proofs, status, the forwarder).
+      if (this.#opened.get(tenant) === log) this.#opened.delete(tenant);
       this.#rotationError = `${tenant}: rotation of epoch ${epoch} failed: ${describeThrown(error)}`;
       throw error;
     }
@@ -508,6 +514,12 @@ export class AuditLogSink implements DecisionSink {
 
   /** One archive read at a time: each is a pass over an epoch's file, which a caller must not multiply. */
   #proveArchived(tenant: string, decisionId: string, epochs: readonly number[], unknown: PavilionError): Promise<DecisionProofV1> {
+    // each is a pass over whole epoch files: a caller asking for ids that are nowhere must not
+    // queue up more of them than a few
+    if (this.#archiveReadsWaiting >= MAX_ARCHIVED_PROOFS_WAITING) {
+      return Promise.reject(new PavilionError(ErrorCodes.AUDIT_PROOF_BUSY, `${MAX_ARCHIVED_PROOFS_WAITING} proofs of archived decisions are waiting already; try again later`, { details: { tenant, decisionId } }));
+    }
+    this.#archiveReadsWaiting++;
     const read = this.#archiveReads.then(async () => {
       for (const epoch of epochs) {
         try {
@@ -519,7 +531,9 @@ export class AuditLogSink implements DecisionSink {
       throw unknown;
     });
     this.#archiveReads = read.catch(() => undefined);
-    return read;
+    return read.finally(() => {
+      this.#archiveReadsWaiting--;
+    });
   }
 
   proveConsistency(tenant: string, oldSize: number, newSize: number): string[] {

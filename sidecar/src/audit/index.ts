@@ -42,6 +42,7 @@ export { MerkleTree, hashLeaf, verifyConsistency, verifyInclusion } from './merk
 export {
   ARCHIVE_DIRECTORY,
   AuditLogSink,
+  MAX_ARCHIVED_PROOFS_WAITING,
   UNROUTED_MAX_DISK_BYTES,
   UNROUTED_TENANT,
   type AuditLogSettings,

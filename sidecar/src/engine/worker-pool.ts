@@ -104,6 +104,12 @@ interface Quarantine {
   readonly waiting: Pending[];
 }
 
+/** The worker time an evaluation took, every entrypoint of it (failures too, when the worker timed them). */
+function measuredNs(outcome: EvalOutcome | undefined): number | undefined {
+  if (outcome?.evalNs === undefined) return undefined;
+  return outcome.evalNs + (outcome.more ?? []).reduce((sum, o) => sum + (o.evalNs ?? 0), 0);
+}
+
 /** The tenant an evaluation is for: its policy key's (protocol.ts policyKey) up to the first NUL. */
 const tenantOf = (item: EvalItem): string => tenantOfKey(item.key);
 
@@ -389,7 +395,7 @@ export class WorkerPool {
         if (batch === undefined) return;
         slot.batches.delete(message.batch);
         slot.solo = false;
-        batch.forEach((pending, i) => this.#settleCharge(pending, message.results[i]));
+        batch.forEach((pending, i) => this.#settleCharge(pending, measuredNs(message.results[i])));
         // the next batch at once: the worker is not left idle while others wait
         if (!slot.flushScheduled) this.#flush(slot);
         batch.forEach((pending, i) => {
@@ -543,20 +549,28 @@ export class WorkerPool {
   }
 
   /**
-   * Replace the estimate charged for `pending` with the time its evaluation took (every
-   * entrypoint of it; an evaluation that failed without a time keeps its estimate), and move
-   * its tenant's estimate towards it.
+   * Replace the estimate charged for `pending` with the time its evaluation took (undefined:
+   * not known, the estimate stands), and move its tenant's estimate towards it: at once when
+   * it cost far more than estimated (so a tenant cannot slip a batch of costly evaluations in
+   * under the estimate of its cheap ones), gradually otherwise.
    */
-  #settleCharge(pending: Pending, outcome: EvalOutcome | undefined): void {
+  #settleCharge(pending: Pending, measuredNs: number | undefined): void {
     const charged = pending.chargedNs;
     if (charged === undefined) return;
     pending.chargedNs = undefined;
+    if (measuredNs === undefined) return;
     const usage = this.#usageOf(tenantOf(pending.item));
-    const measured = outcome?.ok === true ? outcome.evalNs + (outcome.more ?? []).reduce((sum, o) => sum + (o.ok ? o.evalNs : 0), 0) : undefined;
-    if (measured === undefined) return;
-    const actual = Math.max(MIN_COST_NS, measured);
+    const actual = Math.max(MIN_COST_NS, measuredNs);
     usage.usedNs += actual - charged;
-    usage.costNs = Math.round(0.8 * usage.costNs + 0.2 * actual);
+    usage.costNs = actual > 4 * usage.costNs ? actual : Math.round(0.8 * usage.costNs + 0.2 * actual);
+  }
+
+  /** Take back the estimate charged for `pending`, which did not run (its worker died under it). */
+  #refund(pending: Pending): void {
+    const charged = pending.chargedNs;
+    if (charged === undefined) return;
+    pending.chargedNs = undefined;
+    this.#usageOf(tenantOf(pending.item)).usedNs -= charged;
   }
 
   /** Fewer workers carry a limited tenant's turn than all ready ones but one (at least one). */
@@ -670,6 +684,8 @@ export class WorkerPool {
     const again: Pending[] = [];
     for (const pending of held) {
       if (pending === culpritPending) {
+        // it held the worker for the whole deadline
+        this.#settleCharge(pending, this.#options.evaluationTimeoutMs * 1e6);
         pending.resolve({
           ok: false,
           code: ErrorCodes.EVAL_TIMEOUT,
@@ -677,6 +693,7 @@ export class WorkerPool {
         });
         continue;
       }
+      this.#refund(pending); // charged again when it is handed out again
       // an overrun names its culprit: the others on board did nothing wrong
       if (culpritPending === undefined && ++pending.deaths > 2) {
         pending.resolve({ ok: false, code: ErrorCodes.EVAL_TRAP, message: 'evaluation worker died repeatedly on this request' });

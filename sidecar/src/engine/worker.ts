@@ -93,21 +93,24 @@ function evaluate(item: EvalItem, entrypointId: number): EvalOutcome {
   if (spec === undefined) {
     return { ok: false, code: ErrorCodes.TENANT_NOT_READY, message: 'policy revision is not loaded in this worker' };
   }
+  const started = performance.now();
+  const elapsedNs = (): number => Math.round((performance.now() - started) * 1e6);
   try {
     if (policy === undefined) {
       policy = instantiate(spec);
       instances.set(item.key, policy);
     }
     context = { nowNs: item.nowNs === null ? wallClockNs() : BigInt(item.nowNs) };
-    const started = performance.now();
+    const evaluated = performance.now();
     const input = item.input === null ? undefined : encoder.encode(item.input).buffer;
     const resultSet = policy.evaluate(input, entrypointId) as Array<{ result: unknown }>;
-    const evalNs = Math.round((performance.now() - started) * 1e6);
+    const evalNs = Math.round((performance.now() - evaluated) * 1e6);
     return { ok: true, result: resultSet[0]?.result, evalNs };
   } catch (thrown) {
     const { code, recycle } = classify(thrown);
     if (recycle) instances.delete(item.key); // re-instantiated with fresh memory on next use
-    return { ok: false, code, message: describeThrown(thrown) };
+    // timed too: the pool charges its tenant the worker time a failing evaluation took
+    return { ok: false, code, message: describeThrown(thrown), evalNs: elapsedNs() };
   }
 }
 

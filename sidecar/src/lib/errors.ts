@@ -125,6 +125,8 @@ export const ErrorCodes = {
   AUDIT_MERKLE_RANGE: 'ERR_AUDIT_MERKLE_RANGE',
   AUDIT_PROOF_INVALID: 'ERR_AUDIT_PROOF_INVALID',
   AUDIT_EVENT_TOO_LARGE: 'ERR_AUDIT_EVENT_TOO_LARGE',
+  /** Too many proofs of archived decisions are waiting for their turn to read an epoch's file: try again later. */
+  AUDIT_PROOF_BUSY: 'ERR_AUDIT_PROOF_BUSY',
   AUDIT_LOG_FULL: 'ERR_AUDIT_LOG_FULL',
   AUDIT_LOG_CLOSED: 'ERR_AUDIT_LOG_CLOSED',
   AUDIT_LOG_LOCKED: 'ERR_AUDIT_LOG_LOCKED',

@@ -723,6 +723,13 @@ function checkLink(epoch: number, path: string, first: Buffer | undefined, previ
 export async function verifyEpochs(archiveDirectory: string, liveLog: string | undefined, keyring: Keyring, options: VerifyLogOptions = {}): Promise<EpochsVerification> {
   const archived = await listArchivedEpochs(archiveDirectory);
   if (archived.length === 0) throw new PavilionError(ErrorCodes.AUDIT_LOG_IO, `${archiveDirectory} holds no archived epoch (<n>/${WAL_FILE})`);
+  if ((options.trustedCheckpoints?.length ?? 0) > 0 && options.origin === undefined) {
+    throw new PavilionError(ErrorCodes.AUDIT_CHECKPOINT_UNKNOWN, 'trusted checkpoints of a rotated log need its origin (epoch 0\'s): without it a checkpoint whose epoch is missing could not be told from one of another log');
+  }
+  // nothing is deleted yet (no retention): an archive that does not start at 0 lost its oldest epochs
+  if (archived[0] !== 0) {
+    throw linkBroken(archived[0] as number, join(archiveDirectory, String(archived[0])), `the archive starts at epoch ${archived[0]}: epochs 0 to ${(archived[0] as number) - 1} are missing`, { field: 'epoch' });
+  }
   const files = archived.map((epoch) => ({ epoch, path: join(archiveDirectory, String(epoch), WAL_FILE) }));
   if (liveLog !== undefined) {
     // the epoch its link names (so an archived epoch missing at the end is named as missing)
@@ -750,6 +757,17 @@ export async function verifyEpochs(archiveDirectory: string, liveLog: string | u
       linksChecked++;
     }
     epochs.push({ ...verified, epoch, path });
+  }
+  const last = epochs.at(-1) as EpochVerification;
+  if (liveLog === undefined && (last.lastCheckpoint === undefined || last.unsignedLeaves > 0)) {
+    // an archived epoch was sealed: leaves past its final checkpoint were added after
+    throw linkBroken(last.epoch, last.path, `archived epoch ${last.epoch} is not sealed: its last checkpoint covers ${last.lastCheckpoint?.tree_size ?? 0} of its ${last.leaves} leaves`, { field: 'tree_size' });
+  }
+  // a trusted checkpoint names its epoch by origin: one that matches none present means the archive lost that epoch
+  const present = new Set(epochs.map((e) => e.origin));
+  const orphan = options.trustedCheckpoints?.find((c) => !present.has(c.origin));
+  if (orphan !== undefined) {
+    throw new PavilionError(ErrorCodes.AUDIT_LOG_TRUNCATED, `a trusted checkpoint of ${orphan.origin} (tree size ${orphan.tree_size}) matches no epoch present: that epoch is missing`, { details: { origin: orphan.origin, treeSize: orphan.tree_size } });
   }
   return { epochs, linksChecked };
 }
