@@ -233,13 +233,45 @@ describe('rotation with streaming to JetStream', () => {
     await nats?.stop();
   });
 
-  it('seals an epoch only once JetStream acknowledged all of it; while NATS is away the budget applies', async () => {
+  /** The Nats-Msg-Id (decision id) of the first `count` messages of `stream`, in stream order. */
+  async function streamedIds(stream: string, count: number): Promise<string[]> {
+    const nc = await connect({ servers: [nats.url] });
+    try {
+      const consumer = await jetstream(nc).consumers.get(stream);
+      const ids: string[] = [];
+      while (ids.length < count) {
+        const message = await consumer.next({ expires: 2_000 });
+        if (message === null) break;
+        ids.push(message.headers?.get('Nats-Msg-Id') ?? '');
+      }
+      return ids;
+    } finally {
+      await nc.close();
+    }
+  }
+
+  async function streamedCount(stream: string): Promise<number> {
+    const nc = await connect({ servers: [nats.url] });
+    try {
+      return (await (await jetstreamManager(nc)).streams.info(stream)).state.messages;
+    } finally {
+      await nc.close();
+    }
+  }
+
+  /** A started sink in a new directory whose rotations wait for a forwarder to `<subjectPrefix>.decisions.bank` (not started). */
+  async function streamedSink(subjectPrefix: string, connectTimeoutMs: number): Promise<{ dir: string; sink: AuditLogSink; forwarder: DecisionForwarder }> {
     const dir = await tempDir();
     const sink = sinkAt(dir);
-    const config = parseConfig({ nats: { servers: [nats.url], subjectPrefix: 'rotation', connectTimeoutMs: 500 } }).nats!;
+    const config = parseConfig({ nats: { servers: [nats.url], subjectPrefix, connectTimeoutMs } }).nats!;
     const forwarder = new DecisionForwarder({ nats: config, logs: () => sink.openLogs(), maxInFlight: 8, retryWaitMs: 20, pollIntervalMs: 20 });
     sink.useStreamProgress(forwarder);
     await sink.start();
+    return { dir, sink, forwarder };
+  }
+
+  it('seals an epoch only once JetStream acknowledged all of it; while NATS is away the budget applies', async () => {
+    const { dir, sink, forwarder } = await streamedSink('rotation', 500);
     await nats.kill();
     await forwarder.start();
     try {
@@ -263,15 +295,11 @@ describe('rotation with streaming to JetStream', () => {
       const marker = JSON.parse(await readFile(join(archiveOf(dir), '0', 'SEALED'), 'utf8')) as { seal: { tree_size: number }; streamed: boolean };
       assert.equal(marker.streamed, true);
 
-      const nc = await connect({ servers: [nats.url] });
-      try {
-        const info = await (await jetstreamManager(nc)).streams.info('ROTATION_DECISIONS');
-        assert.equal(info.state.messages, marker.seal.tree_size, 'every leaf of the sealed epoch is in the stream');
-      } finally {
-        await nc.close();
-      }
       const { records } = await readRecords(join(archiveOf(dir), '0'));
-      assert.equal(records.filter((r) => r.type === RecordType.LEAF).length, marker.seal.tree_size);
+      const sealedIds = records.filter((r) => r.type === RecordType.LEAF).map((r) => decisionIdOf(r.payload) as string);
+      assert.equal(sealedIds.length, marker.seal.tree_size);
+      // the stream begins with every leaf of the sealed epoch, in order (epoch 1's follow them)
+      assert.deepEqual((await streamedIds('ROTATION_DECISIONS', sealedIds.length)), sealedIds, 'every leaf of the sealed epoch is in the stream');
       await assertReceiptsKept(dir, receipts);
     } finally {
       await forwarder.stop(2000);
@@ -280,12 +308,7 @@ describe('rotation with streaming to JetStream', () => {
   });
 
   it('the forwarder follows the tenant into each new epoch: the stream holds every leaf of every epoch once, in order', async () => {
-    const dir = await tempDir();
-    const sink = sinkAt(dir);
-    const config = parseConfig({ nats: { servers: [nats.url], subjectPrefix: 'epochs', connectTimeoutMs: 2_000 } }).nats!;
-    const forwarder = new DecisionForwarder({ nats: config, logs: () => sink.openLogs(), maxInFlight: 8, retryWaitMs: 20, pollIntervalMs: 20 });
-    sink.useStreamProgress(forwarder);
-    await sink.start();
+    const { dir, sink, forwarder } = await streamedSink('epochs', 2_000);
     await forwarder.start();
     const receipts: DecisionReceiptV1[] = [];
     try {
@@ -310,23 +333,8 @@ describe('rotation with streaming to JetStream', () => {
       leaves.push(...live.records.filter((r) => r.type === RecordType.LEAF).map((r) => decisionIdOf(r.payload) as string));
       assert.equal(leaves.filter((id) => id.startsWith('epoch-link:')).length, 3, 'epochs 1-3 open with their link');
 
-      const nc = await connect({ servers: [nats.url] });
-      try {
-        const js = jetstream(nc);
-        const consumer = await js.consumers.get('EPOCHS_DECISIONS');
-        const streamed: string[] = [];
-        for (let seq = 0; streamed.length < leaves.length; seq++) {
-          const message = await consumer.next({ expires: 2_000 });
-          if (message === null) break;
-          streamed.push(message.headers?.get('Nats-Msg-Id') ?? '');
-          message.ack();
-        }
-        assert.deepEqual(streamed, leaves, 'every leaf of epochs 0-3, once each, in log order');
-        const info = await (await jetstreamManager(nc)).streams.info('EPOCHS_DECISIONS');
-        assert.equal(info.state.messages, leaves.length, 'nothing more');
-      } finally {
-        await nc.close();
-      }
+      assert.deepEqual(await streamedIds('EPOCHS_DECISIONS', leaves.length), leaves, 'every leaf of epochs 0-3, once each, in log order');
+      assert.equal(await streamedCount('EPOCHS_DECISIONS'), leaves.length, 'nothing more');
       await sink.openLogs().get('bank')?.checkpoint(); // the live epoch's last leaves signed, for the proofs
       await assertReceiptsKept(dir, receipts);
     } finally {
