@@ -20,11 +20,12 @@
  * make a witness for anything); verifiers hold only public values. Soundness of membership rests
  * on the q-strong Diffie-Hellman assumption in the pairing groups (Nguyen 2005, Thm. 1): without
  * alpha a holder whose element was deleted cannot produce a witness for the new value.
- * Limits: the update log names the added and deleted elements (hashes of revocation handles,
- * not credential ids), so an observer of the log links updates to handles; the VB batch updates
- * with polynomials that hide which element changed are not implemented. Witnesses are not
- * zero-knowledge: a verifier sees the holder's handle - this is a revocation check, not an
- * anonymous credential.
+ * NOT DONE (limits of this module, stated in the README too):
+ *   - the VB batch updates, with polynomials that hide which element changed, are not
+ *     implemented: the update log names the added and deleted elements (hashes of revocation
+ *     handles, not credential ids), so an observer of the log links updates to handles;
+ *   - witnesses are not zero-knowledge: a verifier sees the holder's handle. This is a
+ *     revocation check, not an anonymous credential.
  *
  * Sizes: value 48 bytes (compressed G1), public key 96 bytes (compressed G2), witness 52 bytes
  * (4-byte epoch + compressed G1). AnonCreds v1 instead ships a public tails file of about
