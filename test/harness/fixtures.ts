@@ -66,16 +66,17 @@ export async function buildFixtureBundle(fixture: FixtureBundle): Promise<Buffer
 }
 
 /**
- * The bank tenant's limits policy of the delta tests: `allow` while `input.amount` is within
- * `data.bank.limits.max` (10 in the snapshot; deltas change it), and `rev` names the revision.
+ * A tenant's (bank by default) limits policy of the distribution tests: `allow` while
+ * `input.amount` is within `data.<tenant>.limits.max` (10 in the snapshot; deltas change it),
+ * and `rev` names the revision.
  */
-export function limitsFixture(rev: string): FixtureBundle {
+export function limitsFixture(rev: string, tenant = 'bank'): FixtureBundle {
   return {
-    modules: { 'bank/authz.rego': `package bank.authz\n\nallow if input.amount <= data.bank.limits.max\n\nrev := "${rev}"\n` },
-    entrypoints: ['bank/authz/allow', 'bank/authz/rev'],
-    roots: ['bank'],
+    modules: { [`${tenant}/authz.rego`]: `package ${tenant}.authz\n\nallow if input.amount <= data.${tenant}.limits.max\n\nrev := "${rev}"\n` },
+    entrypoints: [`${tenant}/authz/allow`, `${tenant}/authz/rev`],
+    roots: [tenant],
     revision: rev,
-    data: { 'bank/limits': { max: 10 } },
+    data: { [`${tenant}/limits`]: { max: 10 } },
   };
 }
 

@@ -13,7 +13,7 @@ import { NatsDistribution, buildStatusReport } from '../../sidecar/src/distribut
 import { PolicyEngine } from '../../sidecar/src/engine/index.ts';
 import { engineOptions } from '../../sidecar/src/pavilion.ts';
 import { Metrics } from '../../sidecar/src/telemetry/index.ts';
-import { DEFAULT_TRUST_REREAD_INTERVAL_MS, TenantManager } from '../../sidecar/src/tenants/index.ts';
+import { TenantManager } from '../../sidecar/src/tenants/index.ts';
 
 export interface NatsSidecar {
   readonly tenants: TenantManager;
@@ -69,7 +69,6 @@ export async function startNatsSidecar(options: NatsSidecarOptions): Promise<Nat
       reads++;
       return TrustStore.load(config.keys, config.bundles.keysDirectory);
     },
-    trustRereadIntervalMs: DEFAULT_TRUST_REREAD_INTERVAL_MS,
     nowMs: () => clockMs,
     onActivation: (tenant, outcome) => outcomes.push([tenant, outcome]),
   });

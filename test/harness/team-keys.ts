@@ -2,12 +2,12 @@
  * A policy team's signing keys and the sidecars' keys directory, for distribution tests:
  * per tenant a development key (key id = tenant id) kept outside the keys directory, a
  * generation number making a new one (a rotation), and the fixture bundle those tests push
- * (`<tenant>.authz.allow` below `data.<tenant>.limits.max`, and its revision as `rev`).
+ * (limitsFixture of the tenant).
  */
 import { copyFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { developmentKey, signBundle, type SignOptions } from '../../sidecar/src/bundles/index.ts';
-import { buildFixtureBundle } from './fixtures.ts';
+import { buildFixtureBundle, limitsFixture } from './fixtures.ts';
 
 export interface TeamKeys {
   /** The team's signing key for `tenant`; `generation` makes a new one. */
@@ -31,14 +31,7 @@ export function teamKeys(where: () => { readonly dir: string; readonly keys: str
       await copyFile((await signingKey(tenant, generation)).publicFile, join(where().keys, `${tenant}.pub.pem`));
     },
     async signedBundle(tenant, revision, generation = 1) {
-      const archive = await buildFixtureBundle({
-        modules: { [`${tenant}/authz.rego`]: `package ${tenant}.authz\n\nallow if input.amount <= data.${tenant}.limits.max\n\nrev := "${revision}"\n` },
-        entrypoints: [`${tenant}/authz/allow`, `${tenant}/authz/rev`],
-        roots: [tenant],
-        revision,
-        data: { [`${tenant}/limits`]: { max: 10 } },
-      });
-      return signBundle(archive, await signingKey(tenant, generation));
+      return signBundle(await buildFixtureBundle(limitsFixture(revision, tenant)), await signingKey(tenant, generation));
     },
   };
 }

@@ -672,14 +672,7 @@ export class ApiServer implements Component {
     const authorizer = this.#deps.authorizer;
     if (authorizer === undefined) return all;
     const authorization = headerText(req, 'authorization');
-    return all.filter((t) => {
-      try {
-        authorizer.authorize(t.id, authorization);
-        return true;
-      } catch {
-        return false;
-      }
-    });
+    return all.filter((t) => authorizer.permits(t.id, authorization));
   }
 
   #resolveTenant(req: IncomingMessage, fromPath: string | undefined): string {

@@ -24,7 +24,7 @@ import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
 /** Shortest token accepted in a file: 128 bits of base64url or hex, at the least. */
 export const MIN_TOKEN_CHARS = 22;
 /** How often the token files are read again. */
-export const REREAD_INTERVAL_MS = 5_000;
+const REREAD_INTERVAL_MS = 5_000;
 
 /** What the API asks before it serves a tenant route (the adapter the API server sees). */
 export interface TenantAuthorizer {
@@ -33,7 +33,9 @@ export interface TenantAuthorizer {
    * an unknown tenant is refused as unauthorized too, so tenant ids cannot be probed.
    */
   readonly required: boolean;
-  /** Throws ERR_API_UNAUTHORIZED unless `authorization` carries one of `tenant`'s tokens (or the tenant needs none). */
+  /** Whether `authorization` carries one of `tenant`'s tokens (or the tenant needs none). */
+  permits(tenant: string, authorization: string | undefined): boolean;
+  /** Throws ERR_API_UNAUTHORIZED unless it `permits`. */
   authorize(tenant: string, authorization: string | undefined): void;
 }
 
@@ -41,8 +43,6 @@ export interface TenantTokensOptions {
   readonly tenants: readonly TenantConfig[];
   /** 'token': a tenant without a tokens file cannot be reached. */
   readonly mode: 'off' | 'token';
-  /** Injected for tests. */
-  readonly rereadIntervalMs?: number;
 }
 
 const sha256 = (text: string): string => createHash('sha256').update(text, 'utf8').digest('hex');
@@ -91,7 +91,7 @@ export class TenantTokens implements Component, TenantAuthorizer {
   async start(): Promise<void> {
     await this.#readAll();
     if (this.#files.size === 0) return;
-    this.#timer = setInterval(() => void this.#readAll(), this.#options.rereadIntervalMs ?? REREAD_INTERVAL_MS);
+    this.#timer = setInterval(() => void this.#readAll(), REREAD_INTERVAL_MS);
     this.#timer.unref();
   }
 
@@ -101,11 +101,15 @@ export class TenantTokens implements Component, TenantAuthorizer {
     await this.#reading;
   }
 
-  authorize(tenant: string, authorization: string | undefined): void {
+  permits(tenant: string, authorization: string | undefined): boolean {
     const digests = this.#digests.get(tenant);
-    if (digests === undefined && this.#options.mode === 'off') return;
+    if (digests === undefined) return this.#options.mode === 'off';
     const token = /^Bearer\s+(\S+)\s*$/i.exec(authorization ?? '')?.[1];
-    if (token === undefined || digests === undefined || !digests.has(sha256(token))) throw unauthorized(tenant);
+    return token !== undefined && digests.has(sha256(token));
+  }
+
+  authorize(tenant: string, authorization: string | undefined): void {
+    if (!this.permits(tenant, authorization)) throw unauthorized(tenant);
   }
 
   status(): ComponentStatus {

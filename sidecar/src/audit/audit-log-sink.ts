@@ -29,7 +29,7 @@
 import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { syncDirectory, writeFileDurably } from '../lib/durable-file.ts';
+import { syncPath, writeFileDurably } from '../lib/durable-file.ts';
 import { ErrorCodes, PavilionError, describeThrown, isPavilionError } from '../lib/errors.ts';
 import type { ComponentState, ComponentStatus } from '../lib/lifecycle.ts';
 import { TENANT_ID_PATTERN } from '../lib/tenant-id.ts';
@@ -98,9 +98,16 @@ interface SealedFileV1 {
 }
 
 /** How far JetStream has taken a tenant's log: the decision forwarder (read-only). */
+/** How far JetStream has taken a tenant's log (DecisionForwarder.streamPosition). */
+export interface StreamPosition {
+  readonly acknowledged: number;
+  readonly saved: number;
+  readonly forwarding: boolean;
+}
+
 export interface StreamProgress {
   /** Undefined when the forwarder does not read `log`; `saved`: acknowledged leaves its cursor file holds. */
-  streamPosition(tenant: string, log: AuditLog): { readonly acknowledged: number; readonly saved: number; readonly forwarding: boolean } | undefined;
+  streamPosition(tenant: string, log: AuditLog): StreamPosition | undefined;
 }
 
 interface TenantEpochs {
@@ -365,13 +372,13 @@ export class AuditLogSink implements DecisionSink {
     const root = join(this.#options.directory, ARCHIVE_DIRECTORY);
     const archive = this.#archiveDirectory(tenant);
     await mkdir(archive, { recursive: true, mode: 0o700 });
-    await syncDirectory(this.#options.directory);
-    await syncDirectory(root);
+    await syncPath(this.#options.directory);
+    await syncPath(root);
     const target = join(archive, String(epoch));
     if (await exists(target)) throw corrupt(`epoch ${epoch} of tenant ${tenant} is sealed in ${this.#liveDirectory(tenant)} and archived in ${target} too`, { tenant, epoch });
     await rename(this.#liveDirectory(tenant), target);
-    await syncDirectory(archive);
-    await syncDirectory(join(this.#options.directory, 'tenants'));
+    await syncPath(archive);
+    await syncPath(join(this.#options.directory, 'tenants'));
     await this.#step('archived', tenant);
   }
 
@@ -381,11 +388,11 @@ export class AuditLogSink implements DecisionSink {
     const staging = join(tenants, `.${tenant}.next`);
     await mkdir(staging, { mode: 0o700 });
     await writeFileDurably(join(staging, EPOCH_FILE), `${JSON.stringify(link)}\n`);
-    await syncDirectory(staging);
-    await syncDirectory(tenants);
+    await syncPath(staging);
+    await syncPath(tenants);
     await this.#step('staged', tenant);
     await rename(staging, this.#liveDirectory(tenant));
-    await syncDirectory(tenants);
+    await syncPath(tenants);
     await this.#step('installed', tenant);
   }
 
@@ -429,7 +436,7 @@ export class AuditLogSink implements DecisionSink {
       await this.#step('closed', tenant);
       const sealed: SealedFileV1 = { version: 1, seal: epochSeal(epoch, final), streamed: this.#streamProgress !== undefined };
       await writeFileDurably(join(log.directory, SEALED_FILE), `${JSON.stringify(sealed)}\n`);
-      await syncDirectory(log.directory);
+      await syncPath(log.directory);
       await this.#step('marked', tenant);
       const next = await this.#open(tenant);
       this.#rotationError = undefined;
@@ -610,7 +617,7 @@ export class AuditLogSink implements DecisionSink {
       details: {
         ...status.details,
         rotate_at_bytes: this.#rotateAt(tenant),
-        archived_epochs: archived.map((a) => ({ epoch: a.epoch, bytes: a.bytes })),
+        archived_epochs: archived,
         archived_bytes: archived.reduce((sum, a) => sum + a.bytes, 0),
       },
     };

@@ -85,6 +85,7 @@ import { withDeadline } from '../lib/lifecycle.ts';
 import { writeFileDurably } from '../lib/durable-file.ts';
 import { SingleFlight } from '../lib/single-flight.ts';
 import type { Metrics } from '../telemetry/index.ts';
+import type { StreamPosition, StreamProgress } from './audit-log-sink.ts';
 import type { AuditLog } from './log/index.ts';
 import { JetStreamPublisher, publishFailure, type StreamAck } from './jetstream-publisher.ts';
 import { FILE_HEADER_BYTES, FRAME_OVERHEAD_BYTES, FrameDecoder, RecordType } from './log/record-format.ts';
@@ -184,7 +185,7 @@ interface Link {
 
 type ForwarderState = 'new' | 'connecting' | 'forwarding' | 'retrying' | 'stopped';
 
-export class DecisionForwarder implements Component {
+export class DecisionForwarder implements Component, StreamProgress {
   readonly name = 'decision_stream';
   readonly #options: DecisionForwarderOptions;
   readonly #tenants = new Map<string, TenantState>();
@@ -260,7 +261,7 @@ export class DecisionForwarder implements Component {
    * (connected, no failure of its own). Undefined when the forwarder does not read that log.
    * Read-only: the audit log sink asks it before sealing an epoch.
    */
-  streamPosition(tenant: string, log: AuditLog): { readonly acknowledged: number; readonly saved: number; readonly forwarding: boolean } | undefined {
+  streamPosition(tenant: string, log: AuditLog): StreamPosition | undefined {
     const state = this.#tenants.get(tenant);
     if (state === undefined || state.log !== log) return undefined;
     return { acknowledged: state.cursor.nextLeaf, saved: state.saved.nextLeaf, forwarding: this.#link !== undefined && state.failure === undefined };

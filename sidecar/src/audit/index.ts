@@ -40,7 +40,6 @@ export {
 } from './log/index.ts';
 export { MerkleTree, hashLeaf, verifyConsistency, verifyInclusion } from './merkle/index.ts';
 export {
-  ARCHIVE_DIRECTORY,
   AuditLogSink,
   MAX_ARCHIVED_PROOFS_WAITING,
   UNROUTED_MAX_DISK_BYTES,

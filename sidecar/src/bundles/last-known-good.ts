@@ -50,11 +50,11 @@
  * `maxDeltasBytes` bytes per file; a larger file is refused on load (ERR_BUNDLE_DELTA_LIMIT)
  * and not written on save (an append that would pass either is refused, the file unchanged).
  */
-import { createHash } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { syncDirectory, writeFileDurably } from '../lib/durable-file.ts';
+import { syncPath, writeFileDurably } from '../lib/durable-file.ts';
 import { ErrorCodes, PavilionError, describeThrown, isPavilionError, wrapError } from '../lib/errors.ts';
+import { sha256Hex } from '../lib/sha256.ts';
 import { parsePatch, type DeltaMessageV1, type DeltaUpdate } from './delta.ts';
 import { TENANT_ID_PATTERN } from '../lib/tenant-id.ts';
 
@@ -118,7 +118,7 @@ export interface DeltaBinding {
 /** Most deltas a persisted file may hold (the publisher's cap per deploy, MAX_DELTAS_PER_DEPLOY). */
 export const MAX_PERSISTED_DELTAS = 10_000;
 /** Default of `LastKnownGoodOptions.maxDeltasBytes`. */
-export const DEFAULT_MAX_PERSISTED_DELTAS_BYTES = 64 * 1024 * 1024;
+const DEFAULT_MAX_PERSISTED_DELTAS_BYTES = 64 * 1024 * 1024;
 
 export interface LastKnownGoodOptions {
   /** Largest deltas file written or loaded (default DEFAULT_MAX_PERSISTED_DELTAS_BYTES). */
@@ -171,7 +171,7 @@ export class LastKnownGood {
   }
 
   async save(archive: Buffer, meta: PersistedBundleMeta): Promise<void> {
-    const digest = createHash('sha256').update(archive).digest('hex');
+    const digest = sha256Hex(archive);
     if (meta.digest !== digest) {
       throw new PavilionError(ErrorCodes.BUNDLE_DIGEST_MISMATCH, `last known good: the archive's SHA-256 is ${digest}, not the ${meta.digest} its metadata names`);
     }
@@ -180,7 +180,7 @@ export class LastKnownGood {
     const keep = archiveName(digest);
     await writeFileDurably(join(dir, keep), archive);
     await writeFileDurably(join(dir, 'meta.json'), `${JSON.stringify(meta)}\n`); // the commit point
-    await syncDirectory(dir);
+    await syncPath(dir);
     // after the commit point: the old archive, and deltas of any other snapshot or deploy
     const keepDeltas = meta.sequence === undefined ? undefined : deltasName(digest, meta.sequence);
     if (keepDeltas === undefined || this.#tails.get(meta.tenant)?.file !== join(dir, keepDeltas)) this.#tails.delete(meta.tenant);
@@ -228,7 +228,7 @@ export class LastKnownGood {
       const dir = join(this.#directory, binding.tenant);
       await mkdir(dir, { recursive: true });
       await writeFileDurably(file, records);
-      await syncDirectory(dir);
+      await syncPath(dir);
     } else {
       await appendAt(file, tail.bytes, records);
     }
@@ -296,7 +296,7 @@ export class LastKnownGood {
         if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
         return readFile(join(dir, LEGACY_ARCHIVE));
       });
-      if (createHash('sha256').update(archive).digest('hex') !== meta.digest) return undefined;
+      if (sha256Hex(archive) !== meta.digest) return undefined;
       return { archive, meta };
     } catch {
       return undefined;
@@ -467,6 +467,3 @@ async function appendAt(file: string, offset: number, data: Buffer): Promise<voi
   }
 }
 
-function sha256Hex(text: string): string {
-  return createHash('sha256').update(text).digest('hex');
-}

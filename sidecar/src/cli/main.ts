@@ -508,22 +508,22 @@ async function auditCommand(command: string | undefined, args: string[]): Promis
   let anchorVerifiers: ReturnType<typeof anchorVerifiersFrom> = [];
   try {
     anchorVerifiers = anchorVerifiersFrom(values);
-    if (command === 'verify-log' && values.archive !== undefined) {
-      const trustedCheckpoints = await Promise.all((values['trusted-checkpoint'] ?? []).map(readCheckpointFile));
-      const result = await verifyEpochs(values.archive, values.log === undefined ? undefined : logFile(values.log), keyring, { ...origin, trustedCheckpoints, anchorVerifiers });
-      process.stdout.write(`${JSON.stringify({ ok: true, ...result, anchorsConsulted: anchorVerifiers.length > 0 }, null, 2)}\n`);
-      const last = result.epochs.at(-1);
-      if (last !== undefined && last.unsignedLeaves > 0) process.stderr.write(`note: ${last.unsignedLeaves} leaves after the last checkpoint of epoch ${last.epoch} are intact but not yet signed\n`);
-      for (const epoch of result.epochs) anchorNote(epoch.anchors, epoch.anchorsVerified, anchorVerifiers.length > 0);
-      return 0;
-    }
     if (command === 'verify-log') {
-      if (values.log === undefined) return usage();
+      if (values.log === undefined && values.archive === undefined) return usage();
       const trustedCheckpoints = await Promise.all((values['trusted-checkpoint'] ?? []).map(readCheckpointFile));
-      const result = await verifyLogFile(logFile(values.log), keyring, { ...origin, trustedCheckpoints, anchorVerifiers });
-      process.stdout.write(`${JSON.stringify({ ok: true, ...result, anchorsConsulted: anchorVerifiers.length > 0 }, null, 2)}\n`);
-      if (result.unsignedLeaves > 0) process.stderr.write(`note: ${result.unsignedLeaves} leaves after the last checkpoint are intact but not yet signed\n`);
-      anchorNote(result.anchors, result.anchorsVerified, anchorVerifiers.length > 0);
+      const options = { ...origin, trustedCheckpoints, anchorVerifiers };
+      const log = values.log === undefined ? undefined : logFile(values.log);
+      // a rotated log: every archived epoch, then the live one if given; else the one log
+      const report = values.archive !== undefined
+        ? await verifyEpochs(values.archive, log, keyring, options)
+        : await verifyLogFile(log as string, keyring, options);
+      process.stdout.write(`${JSON.stringify({ ok: true, ...report, anchorsConsulted: anchorVerifiers.length > 0 }, null, 2)}\n`);
+      const verified = 'epochs' in report ? report.epochs : [report];
+      const last = verified.at(-1);
+      if (last !== undefined && last.unsignedLeaves > 0) {
+        process.stderr.write(`note: ${last.unsignedLeaves} leaves after the last checkpoint${'epoch' in last ? ` of epoch ${last.epoch}` : ''} are intact but not yet signed\n`);
+      }
+      for (const one of verified) anchorNote(one.anchors, one.anchorsVerified, anchorVerifiers.length > 0);
       return 0;
     }
     if (command === 'verify-consistency') {

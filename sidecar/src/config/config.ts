@@ -441,8 +441,7 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
       ...(tenant['apiTokensFile'] === undefined ? {} : { apiTokensFile: p(str(tenant, 'apiTokensFile', path)) }),
     };
   });
-  const authentication = str(http, 'authentication', '$.http', d.http.authentication);
-  if (authentication !== 'off' && authentication !== 'token') fail('$.http.authentication', "must be 'off' or 'token'");
+  const authentication = oneOf(http, 'authentication', '$.http', d.http.authentication, ['off', 'token'] as const);
   if (authentication === 'token') {
     const without = tenants.findIndex((t) => t.apiTokensFile === undefined);
     if (without >= 0) fail(`$.tenants[${without}].apiTokensFile`, "is required when http.authentication is 'token'");

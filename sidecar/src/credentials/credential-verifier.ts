@@ -37,6 +37,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { ErrorCodes, PavilionError, describeThrown, isPavilionError } from '../lib/errors.ts';
+import { sha256Hex } from '../lib/sha256.ts';
 import { SingleFlight } from '../lib/single-flight.ts';
 import { AccumulatorRegistry, ACCUMULATOR_ENTRY_TYPE, readAccumulatorEntry } from './accumulator-registry.ts';
 import { decodeStatusListCredential, readStatusListEntry, StatusListCache, type DecodedStatusList, type StatusListSource } from './bitstring-status-list.ts';
@@ -151,9 +152,6 @@ interface TenantRuntime {
   readonly accumulators: AccumulatorRegistry;
 }
 
-function sha256Hex(text: string): string {
-  return createHash('sha256').update(text).digest('hex');
-}
 
 /** The trust question a credential's facts ask (the same before and after its proof is checked). */
 function trustQuestion(facts: Pick<ProofOutcome, 'issuer' | 'types' | 'claims' | 'window'>): TrustQuestion {

@@ -22,6 +22,7 @@ import type { Consumer, ConsumerMessages, JetStreamManager, StoredMsg } from '@n
 import { parsePatch, signDelta, type SignOptions } from '../bundles/index.ts';
 import type { NatsConfig } from '../config/index.ts';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
+import { sha256Hex } from '../lib/sha256.ts';
 import { encodePointer, parsePointer, type BundlePointer, type PointerAction, type PointerEntry } from './pointer.ts';
 import { parseDelta, type DeltaMessage } from './delta-message.ts';
 import { loadNats, loadedNats } from './nats-modules.ts';
@@ -183,9 +184,6 @@ async function openOrCreate<T>(name: string, create: boolean, open: () => Promis
   }
 }
 
-export function sha256Hex(bytes: Uint8Array): string {
-  return createHash('sha256').update(bytes).digest('hex');
-}
 
 export class NatsBundleStore {
   readonly nc: NatsConnection;

@@ -42,7 +42,8 @@ import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
 import { withDeadline } from '../lib/lifecycle.ts';
 import type { Metrics } from '../telemetry/index.ts';
 import { DEFAULT_TRUST_REREAD_INTERVAL_MS, KEY_REFUSALS, type TenantManager } from '../tenants/index.ts';
-import { NatsBundleStore, connectNats, distributionCode, sha256Hex, tenantOfShadowKey, type DeltaRecordV1 } from './nats-bundle-store.ts';
+import { NatsBundleStore, connectNats, distributionCode, tenantOfShadowKey, type DeltaRecordV1 } from './nats-bundle-store.ts';
+import { sha256Hex } from '../lib/sha256.ts';
 import type { PointerEntry } from './pointer.ts';
 import type { StatusReport } from './status-report.ts';
 import { loadedNats } from './nats-modules.ts';
@@ -103,7 +104,7 @@ interface TenantQueue {
    * That deploy's archive, kept while it is retried: a retry verifies it again against the
    * keys on disk without downloading it again (one archive per tenant at most).
    */
-  keyRefused: { readonly sequence: number; readonly archive: Buffer } | undefined;
+  keyRefusedArchive: Buffer | undefined;
 }
 
 /** The longest wait between two tries of an action that keeps failing for a transient reason, and between two starts of a failing watch. */
@@ -155,7 +156,6 @@ class Retry {
 
 /** Past this many doublings every backoff is at its cap anyway. */
 const MAX_BACKOFF_EXPONENT = 30;
-
 
 /** What identifies a delta's content: tenant, deploy, number, roots, patch (not its signatures: re-signing changes nothing). */
 function deltaDigest(delta: DeltaMessage): string {
@@ -226,7 +226,6 @@ export function isFinal(error: unknown): boolean {
 
 /** Why a decision test vector could not run that is not the bundle's doing. */
 const TRANSIENT_TEST_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([ErrorCodes.EVAL_OVERLOADED, ErrorCodes.ENGINE_STOPPED]);
-
 
 export class NatsDistribution implements Component {
   readonly name = 'distribution';
@@ -695,7 +694,7 @@ export class NatsDistribution implements Component {
         applied: this.#options.tenants.tenant(tenant)?.origin?.sequence ?? 0, inFlight: 0, reoffered: false, pending: undefined, running: undefined,
         deltas: Promise.resolve(), deltaGap: false, appliedDeltas: undefined, divergedBase: 0, shadow: Promise.resolve(), deltasAhead: 0,
         deltaRetry: this.#retry(), pointerRetry: this.#retry(), retrying: 0,
-        keyRetry: new Retry(DEFAULT_TRUST_REREAD_INTERVAL_MS, this.#options.config.reconnectJitterMs), keyRetrying: 0, keyRefused: undefined,
+        keyRetry: new Retry(DEFAULT_TRUST_REREAD_INTERVAL_MS, this.#options.config.reconnectJitterMs), keyRetrying: 0, keyRefusedArchive: undefined,
       };
       this.#queues.set(tenant, queue);
     }
@@ -747,8 +746,8 @@ export class NatsDistribution implements Component {
     const store = this.#store;
     if (store === undefined) return;
     const { pointer, sequence } = entry;
-    let archive = queue.keyRefused?.sequence === sequence ? queue.keyRefused.archive : undefined;
-    queue.keyRefused = undefined;
+    let archive = queue.keyRetrying === sequence ? queue.keyRefusedArchive : undefined;
+    queue.keyRefusedArchive = undefined;
     try {
       if (archive === undefined) {
         const fetchStarted = performance.now();
@@ -775,7 +774,7 @@ export class NatsDistribution implements Component {
       // A refused bundle stays refused, unless the keys on disk can change that; a transient
       // failure is retried with backoff.
       if (isPavilionError(error) && KEY_REFUSALS.has(error.code) && archive !== undefined) {
-        queue.keyRefused = { sequence, archive };
+        queue.keyRefusedArchive = archive;
         this.#retryForKeys(tenant, queue, entry);
       } else if (isFinal(error)) queue.applied = Math.max(queue.applied, sequence);
       else this.#retryLater(tenant, queue, entry);

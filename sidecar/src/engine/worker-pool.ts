@@ -477,9 +477,10 @@ export class WorkerPool {
 
   /**
    * Hand a free worker its next batch: a limited tenant's evaluation alone, while fewer than
-   * all but one worker (at least one) carry such an evaluation; otherwise one evaluation of
-   * each waiting tenant in turn, up to its share of what waits (the other scheduled flushes
-   * take the rest) and BATCH_MAX_ITEMS. A tenant served moves to the back of the order.
+   * all but one worker (at least one) carry such an evaluation; otherwise each evaluation to
+   * the waiting tenant that has used the least worker time, up to its share of what waits
+   * (the other scheduled flushes take the rest), BATCH_MAX_ITEMS and BATCH_MAX_COST_NS of
+   * estimated work. A tenant served moves to the back of the order (ties go round-robin).
    */
   #flush(slot: Slot): void {
     if (slot.dead || !slot.ready || slot.batches.size > 0 || this.#queued === 0) return;

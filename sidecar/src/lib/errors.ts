@@ -241,10 +241,6 @@ export function describeThrown(thrown: unknown): string {
 /** `describeThrown`, but throwing what reading the value throws. */
 function describeUnbounded(thrown: unknown): string {
   if (typeof thrown === 'string') return bounded(thrown);
-  if (thrown instanceof Error) {
-    const message: unknown = thrown.message;
-    if (typeof message === 'string') return bounded(message);
-  }
   switch (typeof thrown) {
     case 'undefined': return 'undefined';
     case 'bigint':

@@ -253,8 +253,7 @@ export class TenantManager implements Component {
       ...(persisted.meta.sequence === undefined ? {} : { sequence: persisted.meta.sequence }),
     });
     // queued right behind the activation: nothing else runs in between
-    const replay = entry.queue.then(() => this.#replayPersistedDeltas(entry, persisted.meta.digest, deltas.deltas, deltas.refused));
-    entry.queue = replay.catch(() => undefined);
+    const replay = this.#inTurn(entry, () => this.#replayPersistedDeltas(entry, persisted.meta.digest, deltas.deltas, deltas.refused));
     await Promise.all([activation.catch(() => undefined), replay.catch(() => undefined)]);
   }
 
@@ -432,9 +431,7 @@ export class TenantManager implements Component {
   async activate(tenant: string, archive: Buffer, origin: ActivationOrigin = { kind: 'source' }): Promise<ActivePolicy> {
     const entry = this.#tenants.get(tenant);
     if (entry === undefined) throw new PavilionError(ErrorCodes.TENANT_UNKNOWN, `unknown tenant ${tenant}`);
-    const run = entry.queue.then(() => this.#activate(entry, archive, origin));
-    entry.queue = run.catch(() => undefined);
-    return run;
+    return this.#inTurn(entry, () => this.#activate(entry, archive, origin));
   }
 
   async #activate(entry: TenantEntry, archive: Buffer, origin: ActivationOrigin): Promise<ActivePolicy> {
@@ -585,7 +582,7 @@ export class TenantManager implements Component {
   async stageShadow(tenant: string, archive: Buffer, sequence?: number): Promise<ShadowReport> {
     const entry = this.#tenants.get(tenant);
     if (entry === undefined) throw new PavilionError(ErrorCodes.TENANT_UNKNOWN, `unknown tenant ${tenant}`);
-    const run = entry.queue.then(async () => {
+    return this.#inTurn(entry, async () => {
       let loaded: LoadedPolicy | undefined;
       try {
         const passed = await this.#passGate(entry, archive, {
@@ -606,8 +603,6 @@ export class TenantManager implements Component {
         throw this.#recordFailure(tenant, wrapError(error, ErrorCodes.BUNDLE_WASM_INVALID, 'staging shadow revision'));
       }
     });
-    entry.queue = run.catch(() => undefined);
-    return run;
   }
 
   /** End shadow mode for a tenant (the shadow pointer was removed or promoted). */
@@ -640,11 +635,16 @@ export class TenantManager implements Component {
   async confirmSource(tenant: string, sequence: number, digest: string): Promise<boolean> {
     const entry = this.#tenants.get(tenant);
     if (entry === undefined) throw new PavilionError(ErrorCodes.TENANT_UNKNOWN, `unknown tenant ${tenant}`);
-    const run = entry.queue.then(() => {
+    return this.#inTurn(entry, () => {
       if (entry.origin?.kind !== 'persisted' || entry.origin.sequence !== sequence || entry.snapshot?.digest !== digest) return false;
       entry.origin = { kind: 'source', sequence };
       return true;
     });
+  }
+
+  /** Run `work` after everything queued for the tenant before it: a tenant's changes go one at a time, in arrival order. */
+  #inTurn<T>(entry: TenantEntry, work: () => T | Promise<T>): Promise<T> {
+    const run = entry.queue.then(work);
     entry.queue = run.catch(() => undefined);
     return run;
   }
@@ -665,9 +665,7 @@ export class TenantManager implements Component {
   async applyDeltas(tenant: string, deltas: readonly DeltaUpdate[], mode: 'append' | 'rebuild'): Promise<number> {
     const entry = this.#tenants.get(tenant);
     if (entry === undefined) throw new PavilionError(ErrorCodes.TENANT_UNKNOWN, `unknown tenant ${tenant}`);
-    const run = entry.queue.then(() => this.#applyDeltas(entry, deltas, mode));
-    entry.queue = run.catch(() => undefined);
-    return run;
+    return this.#inTurn(entry, () => this.#applyDeltas(entry, deltas, mode));
   }
 
   async #applyDeltas(entry: TenantEntry, deltas: readonly DeltaUpdate[], mode: 'append' | 'rebuild'): Promise<number> {

@@ -22,7 +22,7 @@
 import { randomUUID } from 'node:crypto';
 import { open, mkdir, readFile, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { syncDirectory } from '../../lib/durable-file.ts';
+import { syncPath } from '../../lib/durable-file.ts';
 import { ErrorCodes, PavilionError, describeThrown, isPavilionError } from '../../lib/errors.ts';
 import type { ComponentStatus } from '../../lib/lifecycle.ts';
 import { withDeadline } from '../../lib/lifecycle.ts';
@@ -294,7 +294,7 @@ export class AuditLog {
       await handle.truncate(0);
       await handle.write(fileHeader(), 0, FILE_HEADER_BYTES, 0);
       await handle.sync();
-      await syncDirectory(this.#options.directory);
+      await syncPath(this.#options.directory);
       const tornTail = size > 0 ? { reason: 'short_header' as const, offset: 0, bytesRemoved: size, savedAs: this.#tailName(0) } : undefined;
       return { end: FILE_HEADER_BYTES, report: { leaves: 0, checkpoints: 0, lastCheckpointSize: 0, tornTail } };
     }
@@ -827,12 +827,7 @@ export class AuditLog {
     if (this.#checkpointTimer !== undefined) clearInterval(this.#checkpointTimer);
     this.#state = 'stopped';
     await this.#writer?.close();
-    const handle = await open(this.path, 'r');
-    try {
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
+    await syncPath(this.path);
     await this.#unlock();
   }
 
