@@ -16,13 +16,16 @@
  * is the slowest process. Failed requests (anything but 200 with a revision) and
  * regressions (an old revision after the new one on the same process) are counted.
  *
- * CPU: every process's CPU time (all its threads, Linux /proc) is read over an idle window
- * under the same probing before the first push, and again over the pushes and rollbacks.
- * The idle window gives the CPU per probe answered (a saturated fleet answers fewer
- * probes, so a rate per second would over-subtract); the rollout's CPU less its probes',
- * per process and per activation, is `cpu_ms_per_activation`. nats-server's CPU beyond
- * its idle rate, per push or rollback, is `nats_server_cpu_ms_per_push`; this process's own
- * (the probes, the publisher) is `bench_process_cpu_ms_per_s`: it shares the two cores.
+ * CPU: after the probed pushes and rollbacks the probes stop, and QUIET_PUSHES more
+ * revisions are pushed one at a time to the quiet fleet, each followed, once every process
+ * has had time to activate it and write it to disk, by one decision per process on it (the
+ * first decision on a new revision is part of what it costs). Every process's CPU time (all
+ * its threads, Linux /proc) over those pushes, less its rate over an idle window just
+ * before them, per process and per activation, is `cpu_ms_per_activation`; nats-server's,
+ * per push, is `nats_server_cpu_ms_per_push`. (Subtracting the probes' cost from a probed
+ * window instead moved this figure by half from one run to the next.) This process's own
+ * CPU during the probed rollout (the probes, the publisher) is `bench_process_cpu_ms_per_s`:
+ * it shares the two cores.
  *
  * The clock starts when the new revision becomes available to the fleet, on both sides:
  * OPA's bundle server holds the bundle in memory before it publishes it, so Pavilion's
@@ -31,7 +34,8 @@
  * how long that push takes.
  *
  * Env: BENCH_ROLLOUT_SIZES (default "1,10,30"; 1 shows a sidecar without 29 neighbours on its cores), BENCH_ROLLOUT_PUSHES (default 20),
- * BENCH_ROLLOUT_PROBE_INTERVAL_MS (default 25). Quick mode (`--quick` or BENCH_QUICK=1):
+ * BENCH_ROLLOUT_PROBE_INTERVAL_MS (default 25), BENCH_NODE_ARGS (extra node options for the
+ * sidecar processes, space-separated: e.g. `--cpu-prof --cpu-prof-dir=DIR` to profile them). Quick mode (`--quick` or BENCH_QUICK=1):
  * sizes 10 and 30, Pavilion only (no OPA fleet).
  */
 import { execFile } from 'node:child_process';
@@ -47,6 +51,7 @@ import { parseConfig, type NatsConfig } from '../sidecar/src/config/index.ts';
 import { NatsBundleStore, connectNats } from '../sidecar/src/distribution/index.ts';
 import { cpuSeconds } from './lib/process-stats.ts';
 import { findOpa, REPO_ROOT } from '../sidecar/src/lib/tools.ts';
+import { DEFAULT_PERSIST_DELAY_MS } from '../sidecar/src/tenants/index.ts';
 import { startNats } from '../test/harness/nats-server.ts';
 import { writeResults, type BenchCase, type Metrics } from './lib/results.ts';
 import { buildSidecar, freePort, startServer, type Server } from './lib/servers.ts';
@@ -58,6 +63,15 @@ const PUSHES = Number(process.env['BENCH_ROLLOUT_PUSHES'] ?? 20);
 const ROLLBACKS = 5;
 const TIMEOUT_MS = 30_000;
 const PROBE_INTERVAL_MS = Number(process.env['BENCH_ROLLOUT_PROBE_INTERVAL_MS'] ?? 25);
+/**
+ * Pause after every process serves a revision, before the next push: longer than a
+ * sidecar waits to write an activated snapshot to its last known good store (at most twice
+ * DEFAULT_PERSIST_DELAY_MS), so every activation's write happens, inside the measured CPU
+ * window, and none is skipped as replaced by the next push.
+ */
+const SETTLE_MS = 2 * DEFAULT_PERSIST_DELAY_MS + 200;
+/** Revisions pushed to the quiet fleet for the CPU figures (see the header). */
+const QUIET_PUSHES = 12;
 /** The idle window (probes only) whose CPU rate is subtracted from the rollout's. */
 const IDLE_WINDOW_MS = 2_000;
 
@@ -75,7 +89,7 @@ async function totalCpuMs(pids: readonly number[]): Promise<number | undefined> 
   return each.some((v) => v === undefined) ? undefined : each.reduce((a: number, b) => a + (b as number), 0);
 }
 
-/** CPU used over `busy` beyond what `idle` spent per unit of work (probes answered, or ms of wall time). */
+/** CPU used over `busy` beyond what `idle` spent per unit of work (ms of wall time). */
 function cpuBeyondIdle(idle: { cpuMs: number | undefined; units: number }, busy: { cpuMs: number | undefined; units: number }): number | undefined {
   if (idle.cpuMs === undefined || busy.cpuMs === undefined || idle.units === 0) return undefined;
   return busy.cpuMs - (idle.cpuMs * busy.units) / idle.units;
@@ -192,9 +206,9 @@ interface FleetRun {
   readonly regressions: number;
   /** Mean milliseconds per activation phase over the fleet (Pavilion's own histogram). */
   readonly phases?: Record<string, number>;
-  /** CPU per process per activation beyond the idle (probing) rate, all threads. */
+  /** CPU per process per activation of the quiet pushes beyond the idle rate, all threads. */
   readonly cpuPerActivationMs?: number;
-  /** The delivery server's CPU per push or rollback beyond its idle rate (nats-server). */
+  /** The delivery server's CPU per quiet push beyond its idle rate (nats-server). */
   readonly serverCpuPerDeliveryMs?: number;
   /** How long each delivery call took (Pavilion: upload + pointer move). */
   readonly deliveryMs?: number[];
@@ -219,6 +233,9 @@ async function scrapePhases(urls: readonly string[]): Promise<Record<string, num
     const count = counts.get(phase) ?? 0;
     if (count > 0) out[`phase_${phase}_mean_ms`] = Math.round((sum / count) * 10_000) / 10;
   }
+  // every activation's last known good write happened (none coalesced away by the next push)
+  const swaps = counts.get('swap') ?? 0;
+  if (swaps > 0) out['persists_per_activation'] = Math.round(((counts.get('persist') ?? 0) / swaps) * 1000) / 1000;
   return out;
 }
 
@@ -248,26 +265,26 @@ function summarise(run: FleetRun): Metrics {
 
 /**
  * Probe every process while revisions 1..n are delivered one by one, then roll back
- * ROLLBACKS times, alternating between the last two revisions so each is a real change.
+ * ROLLBACKS times, alternating between the last two revisions so each is a real change;
+ * then stop probing and deliver the `quiet` revisions for the CPU figures (see the header).
+ * A delivery's index is its revision's place in `revisions` followed by `quiet`.
  */
 async function driveFleet(
   urls: readonly string[],
   headers: Record<string, string>,
   revisions: readonly { rev: string }[],
+  quiet: readonly { rev: string }[],
   warmupMs: number,
   delivery: { deliver(rev: string, index: number): Promise<void>; rollback(rev: string, index: number): Promise<void> },
   cpu: { readonly pids: readonly number[]; readonly serverPid?: number | undefined },
 ): Promise<FleetRun> {
   const order = new Map(revisions.map((r, i) => [r.rev, i]));
   const probing = startProbes(urls, '/v1/data/bank/authz/rev', headers, order);
-  await sleep(warmupMs);
+  await sleep(warmupMs + IDLE_WINDOW_MS);
   const serverPids = cpu.serverPid === undefined ? [] : [cpu.serverPid];
-  const answered = (): number => probing.probes.reduce((s, p) => s + p.requests - p.failures, 0);
-  const mark = async (): Promise<{ at: number; answered: number; fleet: number | undefined; server: number | undefined }> =>
-    ({ at: performance.now(), answered: answered(), fleet: await totalCpuMs(cpu.pids), server: await totalCpuMs(serverPids) });
-  const idleStart = await mark();
-  await sleep(IDLE_WINDOW_MS);
-  const busyStart = await mark();
+  const mark = async (): Promise<{ at: number; fleet: number | undefined; server: number | undefined }> =>
+    ({ at: performance.now(), fleet: await totalCpuMs(cpu.pids), server: await totalCpuMs(serverPids) });
+  const busyStart = performance.now();
   const benchCpu = process.cpuUsage();
   const minus = (a: number | undefined, b: number | undefined): number | undefined => (a === undefined || b === undefined ? undefined : a - b);
   const pushes: number[][] = [];
@@ -276,7 +293,7 @@ async function driveFleet(
     const since = performance.now();
     await delivery.deliver(rev, i);
     pushes.push(await waitAll(probing.probes, rev, since));
-    await sleep(200);
+    await sleep(SETTLE_MS);
   }
   const rollbacks: number[][] = [];
   for (let i = 0; i < ROLLBACKS; i++) {
@@ -288,33 +305,45 @@ async function driveFleet(
     const since = performance.now();
     await delivery.rollback(target.rev, i);
     rollbacks.push(await waitAll(probing.probes, target.rev, since));
-    await sleep(200);
+    await sleep(SETTLE_MS);
   }
-  const busyEnd = await mark();
+  const busyEnd = performance.now();
   const benchUsed = process.cpuUsage(benchCpu);
   await probing.stop();
-  const activations = pushes.length + rollbacks.length;
+  const activations = quiet.length;
+  const idleStart = await mark();
+  await sleep(IDLE_WINDOW_MS);
+  const quietStart = await mark();
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+  for (const [k, { rev }] of quiet.entries()) {
+    await delivery.deliver(rev, revisions.length + k);
+    await sleep(SETTLE_MS);
+    const served = await Promise.all(urls.map((url) => probeOnce({ url, firstSeen: new Map(), latest: undefined, requests: 0, failures: 0, regressions: 0 }, agent, '/v1/data/bank/authz/rev', JSON.stringify({ input: { user: 'alice' } }), headers)));
+    if (served.some((r) => r !== rev)) throw new Error(`quiet push ${rev}: not every process serves it ${SETTLE_MS} ms later (${served.join(', ')})`);
+  }
+  const quietEnd = await mark();
+  agent.destroy();
   const fleetCpu = cpuBeyondIdle(
-    { cpuMs: minus(busyStart.fleet, idleStart.fleet), units: busyStart.answered - idleStart.answered },
-    { cpuMs: minus(busyEnd.fleet, busyStart.fleet), units: busyEnd.answered - busyStart.answered },
+    { cpuMs: minus(quietStart.fleet, idleStart.fleet), units: quietStart.at - idleStart.at },
+    { cpuMs: minus(quietEnd.fleet, quietStart.fleet), units: quietEnd.at - quietStart.at },
   );
   const serverCpu = cpu.serverPid === undefined ? undefined : cpuBeyondIdle(
-    { cpuMs: minus(busyStart.server, idleStart.server), units: busyStart.at - idleStart.at },
-    { cpuMs: minus(busyEnd.server, busyStart.server), units: busyEnd.at - busyStart.at },
+    { cpuMs: minus(quietStart.server, idleStart.server), units: quietStart.at - idleStart.at },
+    { cpuMs: minus(quietEnd.server, quietStart.server), units: quietEnd.at - quietStart.at },
   );
   return {
     pushes,
     rollbacks,
     ...(fleetCpu === undefined ? {} : { cpuPerActivationMs: fleetCpu / (activations * cpu.pids.length) }),
     ...(serverCpu === undefined ? {} : { serverCpuPerDeliveryMs: serverCpu / activations }),
-    benchCpuMsPerS: (benchUsed.user + benchUsed.system) / (busyEnd.at - busyStart.at),
+    benchCpuMsPerS: (benchUsed.user + benchUsed.system) / (busyEnd - busyStart),
     requests: probing.probes.reduce((s, p) => s + p.requests, 0),
     failures: probing.probes.reduce((s, p) => s + p.failures, 0),
     regressions: probing.probes.reduce((s, p) => s + p.regressions, 0),
   };
 }
 
-async function runPavilionFleet(n: number, work: string, revisions: readonly { rev: string; wasm: Buffer }[], keysDir: string, main: string): Promise<FleetRun> {
+async function runPavilionFleet(n: number, work: string, revisions: readonly { rev: string; wasm: Buffer }[], quiet: readonly { rev: string; wasm: Buffer }[], keysDir: string, main: string): Promise<FleetRun> {
   const nats = await startNats();
   const natsConfig = parseConfig({ nats: { servers: [nats.url], name: 'bench-publisher' } }).nats as NatsConfig;
   const store = new NatsBundleStore(await connectNats(natsConfig), natsConfig);
@@ -323,7 +352,7 @@ async function runPavilionFleet(n: number, work: string, revisions: readonly { r
     const first = revisions[0] as { rev: string; wasm: Buffer };
     await store.push('bank', first.wasm, { revision: first.rev, pushedBy: 'bench' });
     // the bytes of every revision in the Object Store before the clock starts (see the header)
-    for (const { rev, wasm } of revisions.slice(1)) await store.upload('bank', wasm, rev);
+    for (const { rev, wasm } of [...revisions.slice(1), ...quiet]) await store.upload('bank', wasm, rev);
     for (let i = 0; i < n; i++) {
       const port = await freePort();
       const config = join(work, `pavilion-${n}-${i}.json`);
@@ -336,14 +365,15 @@ async function runPavilionFleet(n: number, work: string, revisions: readonly { r
         decisionLog: { sink: 'none' },
         nats: { servers: [nats.url], statusIntervalMs: 60_000 },
       }));
-      servers.push(await startServer(process.execPath, ['--max-semi-space-size=2', main], `http://127.0.0.1:${port}`, '/health/ready', { ...process.env, PAVILION_CONFIG: config }));
+      servers.push(await startServer(process.execPath, [...(process.env['BENCH_NODE_ARGS']?.split(' ') ?? []), '--max-semi-space-size=2', main], `http://127.0.0.1:${port}`, '/health/ready', { ...process.env, PAVILION_CONFIG: config }));
     }
     const deploys = new Map<string, number>();
     const deliveryMs: number[] = [];
-    const run = await driveFleet(servers.map((s) => s.url), { 'x-pavilion-tenant': 'bank' }, revisions, 500, {
+    const all = [...revisions, ...quiet];
+    const run = await driveFleet(servers.map((s) => s.url), { 'x-pavilion-tenant': 'bank' }, revisions, quiet, 500, {
       async deliver(rev, i) {
         const started = performance.now();
-        const entry = await store.push('bank', (revisions[i] as { wasm: Buffer }).wasm, { revision: rev, pushedBy: 'bench' });
+        const entry = await store.push('bank', (all[i] as { wasm: Buffer }).wasm, { revision: rev, pushedBy: 'bench' });
         deliveryMs.push(performance.now() - started);
         deploys.set(rev, entry.sequence);
       },
@@ -411,7 +441,7 @@ function startBundleServer(): Promise<{ url: string; publish(bundle: Buffer, eta
   });
 }
 
-async function runOpaFleet(n: number, work: string, revisions: readonly { rev: string; rego: Buffer }[], publicKeyFile: string): Promise<FleetRun> {
+async function runOpaFleet(n: number, work: string, revisions: readonly { rev: string; rego: Buffer }[], quiet: readonly { rev: string; rego: Buffer }[], publicKeyFile: string): Promise<FleetRun> {
   const bundles = await startBundleServer();
   const servers: Server[] = [];
   try {
@@ -444,9 +474,10 @@ async function runOpaFleet(n: number, work: string, revisions: readonly { rev: s
       const port = await freePort();
       servers.push(await startServer(findOpa(), ['run', '--server', '--addr', `127.0.0.1:${port}`, '--log-level', 'error', '-c', opaConfig], `http://127.0.0.1:${port}`, '/health?bundles'));
     }
-    return await driveFleet(servers.map((s) => s.url), {}, revisions, 1500, {
+    const all = [...revisions, ...quiet];
+    return await driveFleet(servers.map((s) => s.url), {}, revisions, quiet, 1500, {
       async deliver(rev, i) {
-        bundles.publish((revisions[i] as { rego: Buffer }).rego, `"${rev}"`);
+        bundles.publish((all[i] as { rego: Buffer }).rego, `"${rev}"`);
       },
       async rollback(rev, i) {
         bundles.publish((revisions.find((r) => r.rev === rev) as { rego: Buffer }).rego, `"${rev}-rollback-${i}"`);
@@ -464,18 +495,20 @@ export async function run(): Promise<void> {
     const main = await buildSidecar(REPO_ROOT);
     const key = await developmentKey('bank', work);
     const keyFile = join(work, 'keys', 'bank.key.pem');
-    process.stdout.write(`building ${PUSHES + 1} revisions with opa...\n`);
-    const revisions: Array<{ rev: string; wasm: Buffer; rego: Buffer }> = [];
-    for (let i = 0; i <= PUSHES; i++) {
+    process.stdout.write(`building ${PUSHES + 1 + QUIET_PUSHES} revisions with opa...\n`);
+    const built: Array<{ rev: string; wasm: Buffer; rego: Buffer }> = [];
+    for (let i = 0; i <= PUSHES + QUIET_PUSHES; i++) {
       const rev = `rev-${String(i).padStart(2, '0')}`;
-      revisions.push({ rev, ...(await buildRevision(work, rev, keyFile, key.keyPem)) });
+      built.push({ rev, ...(await buildRevision(work, rev, keyFile, key.keyPem)) });
     }
+    const revisions = built.slice(0, PUSHES + 1);
+    const quiet = built.slice(PUSHES + 1);
     const cases: BenchCase[] = [];
     for (const n of SIZES) {
       process.stdout.write(`pavilion: ${n} sidecars on one nats-server...\n`);
-      const pavilion = summarise(await runPavilionFleet(n, work, revisions, join(work, 'keys'), main));
+      const pavilion = summarise(await runPavilionFleet(n, work, revisions, quiet, join(work, 'keys'), main));
       if (!QUICK) process.stdout.write(`opa: ${n} servers long-polling one bundle server...\n`);
-      const peer = QUICK ? {} : summarise(await runOpaFleet(n, work, revisions, join(work, 'keys', 'bank.pub.pem')));
+      const peer = QUICK ? {} : summarise(await runOpaFleet(n, work, revisions, quiet, join(work, 'keys', 'bank.pub.pem')));
       cases.push({
         name: `${n} processes, ${PUSHES} pushes + ${ROLLBACKS} rollbacks under continuous probing`,
         pavilion,
@@ -485,7 +518,7 @@ export async function run(): Promise<void> {
       });
     }
     await writeResults('rollout', cases, {
-      method: `one probe per process on a keep-alive connection asks for the revision the policy reports every ${PROBE_INTERVAL_MS} ms (open loop, the same load for both sides; the interval is the resolution); rollout latency = push (the bundle already uploaded, as OPA's bundle server already holds it) -> first answer with the new revision; all_serving = the slowest process of a push; everything on one 2-core machine (the fleet, nats-server or the bundle server, and the probes)`,
+      method: `one probe per process on a keep-alive connection asks for the revision the policy reports every ${PROBE_INTERVAL_MS} ms (open loop, the same load for both sides; the interval is the resolution); rollout latency = push (the bundle already uploaded, as OPA's bundle server already holds it) -> first answer with the new revision; all_serving = the slowest process of a push; everything on one 2-core machine (the fleet, nats-server or the bundle server, and the probes); cpu_ms_per_activation: ${QUIET_PUSHES} pushes to the quiet fleet after the probed run, each followed by one decision per process, less the idle rate`,
     });
   } finally {
     await rm(work, { recursive: true, force: true });

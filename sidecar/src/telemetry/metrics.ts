@@ -123,7 +123,7 @@ export class Metrics implements EngineObserver, CredentialObserver {
     });
     this.activationPhaseSeconds = new Histogram({
       name: 'pavilion_bundle_activation_phase_seconds',
-      help: 'Time in each step of a bundle activation: fetch (download), read, verify, compile, load, test, swap, persist.',
+      help: 'Time in each step of a bundle activation: fetch (download), read, verify, compile, load, test, swap; and persist, the last known good write shortly after.',
       labelNames: ['phase'],
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5],
       registers: [this.registry],

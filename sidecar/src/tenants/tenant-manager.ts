@@ -38,7 +38,7 @@ import { compilePolicy, type ActivePolicy, type CompiledPolicy, type LoadedPolic
 import { discoveredTenant, type TenantConfig } from '../config/index.ts';
 import { TENANT_ID_PATTERN } from '../lib/tenant-id.ts';
 import { ErrorCodes, PavilionError, isPavilionError, wrapError, type ErrorCode } from '../lib/errors.ts';
-import type { Component, ComponentState, ComponentStatus } from '../lib/lifecycle.ts';
+import { withDeadline, type Component, type ComponentState, type ComponentStatus } from '../lib/lifecycle.ts';
 import { decisionTests, runDecisionTests, type DecisionTest } from './decision-tests.ts';
 import { recordComparison, shadowReport, type ShadowPrivacy, type ShadowReport, type ShadowState } from './shadow.ts';
 
@@ -98,6 +98,12 @@ export interface TenantManagerOptions {
   readonly nowMs?: () => number;
   /** Last known good store; undefined disables persistence. */
   readonly persisted?: LastKnownGood;
+  /**
+   * How long after an activation its snapshot is written to the last known good store
+   * (default DEFAULT_PERSIST_DELAY_MS, plus up to as much again at random); 0 writes it
+   * within the activation. See `#persistSoon`.
+   */
+  readonly persistDelayMs?: number;
   /** Most decision test vectors a bundle may carry (each runs before activation). */
   readonly maxDecisionTests?: number;
   readonly onActivation?: (tenant: string, outcome: 'ok' | ErrorCode) => void;
@@ -110,6 +116,15 @@ export interface TenantManagerOptions {
    */
   readonly shadowPrivacy?: ShadowPrivacy;
 }
+
+/**
+ * Default of `TenantManagerOptions.persistDelayMs`. A rollout reaches every sidecar at the
+ * same moment; the write of each one's snapshot (four files, three fsyncs) would compete
+ * with the activations still running on shared cores. Half a second to a second later
+ * they are done; the price is that a crash within that second, followed by a restart with
+ * NATS unreachable, serves the previous revision.
+ */
+export const DEFAULT_PERSIST_DELAY_MS = 500;
 
 /** Default of `TenantManagerOptions.trustRereadIntervalMs`. */
 export const DEFAULT_TRUST_REREAD_INTERVAL_MS = 5_000;
@@ -161,6 +176,16 @@ interface TenantEntry {
   trustStale: boolean;
   /** Why the last read on this tenant's behalf failed (refuses it while `trustStale`). */
   trustReadError: PavilionError | undefined;
+  /** The snapshot activated last and not yet persisted (`#persistSoon`). */
+  unsaved: UnsavedSnapshot | undefined;
+}
+
+/** An activated snapshot waiting for its last known good write. */
+interface UnsavedSnapshot {
+  readonly archive: Buffer;
+  readonly bundle: Bundle;
+  readonly origin: ActivationOrigin;
+  readonly timer: NodeJS.Timeout | undefined;
 }
 
 interface Snapshot {
@@ -219,6 +244,10 @@ export class TenantManager implements Component {
     }
     this.#options = options;
     this.#trustRereadIntervalMs = interval;
+    const persistDelayMs = options.persistDelayMs ?? DEFAULT_PERSIST_DELAY_MS;
+    if (!Number.isFinite(persistDelayMs) || persistDelayMs < 0) {
+      throw new PavilionError(ErrorCodes.CONFIG_INVALID, `persistDelayMs must be a non-negative number, not ${persistDelayMs}`);
+    }
     this.#nowMs = options.nowMs ?? ((): number => performance.now());
   }
 
@@ -308,6 +337,7 @@ export class TenantManager implements Component {
       trustReadAt: undefined,
       trustStale: discovered,
       trustReadError: undefined,
+      unsaved: undefined,
     };
     this.#tenants.set(config.id, entry);
     return entry;
@@ -324,8 +354,11 @@ export class TenantManager implements Component {
     return true;
   }
 
-  async stop(): Promise<void> {
+  /** Write the snapshots still waiting for their last known good write (within `deadlineMs`). */
+  async stop(deadlineMs = 5_000): Promise<void> {
     this.#started = false;
+    const unsaved = [...this.#tenants.values()].filter((entry) => entry.unsaved !== undefined);
+    await withDeadline(Promise.all(unsaved.map((entry) => this.#persistUnsaved(entry))), deadlineMs);
   }
 
   /** Read the verification keys again (a keys directory may have gained a new tenant's key). */
@@ -473,7 +506,7 @@ export class TenantManager implements Component {
           entry.deltaData = undefined;
           entry.appliedDeltas = [];
           // The persisted meta names the new deploy (its save drops the old deploy's deltas).
-          if (origin.kind !== 'persisted' && same !== undefined) await this.#persistSnapshot(tenant, archive, same, origin);
+          if (origin.kind !== 'persisted' && same !== undefined) await this.#persistSoon(entry, archive, same, origin);
         }
         entry.origin = origin;
         entry.lastError = undefined;
@@ -496,10 +529,7 @@ export class TenantManager implements Component {
       entry.lastError = undefined;
       entry.lastSuccessfulActivation = active.activatedAt.toISOString();
       this.#options.onActivation?.(tenant, 'ok');
-      if (origin.kind !== 'persisted') {
-        await this.#persistSnapshot(tenant, archive, bundle, origin);
-        phase('persist');
-      }
+      if (origin.kind !== 'persisted') await this.#persistSoon(entry, archive, bundle, origin);
       return active;
     } catch (error) {
       if (loaded !== undefined) engine.discard(loaded);
@@ -507,8 +537,42 @@ export class TenantManager implements Component {
     }
   }
 
+  /**
+   * Persist an activated snapshot as last known good, `persistDelayMs` from now (with
+   * jitter), or at once when that is 0. A snapshot replaced before its write is never
+   * written: the one that replaced it is, in its place. Meanwhile the store keeps the
+   * previous snapshot and its deltas, a consistent earlier state: deltas applied on the
+   * new snapshot go to its own deltas file, which the snapshot's write keeps. `stop` writes
+   * what is still waiting.
+   */
+  async #persistSoon(entry: TenantEntry, archive: Buffer, bundle: Bundle, origin: ActivationOrigin): Promise<void> {
+    if (this.#options.persisted === undefined) return;
+    if (entry.unsaved !== undefined) clearTimeout(entry.unsaved.timer);
+    const delayMs = this.#options.persistDelayMs ?? DEFAULT_PERSIST_DELAY_MS;
+    if (delayMs === 0) {
+      entry.unsaved = undefined;
+      await this.#persistSnapshot(entry.config.id, archive, bundle, origin);
+      return;
+    }
+    const timer = setTimeout(() => void this.#persistUnsaved(entry), delayMs + Math.random() * delayMs);
+    timer.unref();
+    entry.unsaved = { archive, bundle, origin, timer };
+  }
+
+  /** Write the tenant's waiting snapshot, in the tenant's turn (after any activation running now). */
+  #persistUnsaved(entry: TenantEntry): Promise<void> {
+    return this.#inTurn(entry, async () => {
+      const unsaved = entry.unsaved;
+      if (unsaved === undefined) return;
+      entry.unsaved = undefined;
+      clearTimeout(unsaved.timer);
+      await this.#persistSnapshot(entry.config.id, unsaved.archive, unsaved.bundle, unsaved.origin);
+    });
+  }
+
   /** Persist an activated snapshot as last known good (its save drops every other snapshot's deltas). */
   async #persistSnapshot(tenant: string, archive: Buffer, bundle: Bundle, origin: ActivationOrigin): Promise<void> {
+    const started = performance.now();
     await this.#options.persisted?.save(archive, {
       tenant,
       revision: bundle.revision,
@@ -516,6 +580,7 @@ export class TenantManager implements Component {
       ...(origin.sequence === undefined ? {} : { sequence: origin.sequence }),
       savedAt: new Date().toISOString(),
     }).catch(() => undefined); // persistence is best effort; serving is not affected
+    this.#options.onPhase?.('persist', (performance.now() - started) / 1000);
   }
 
   /**
