@@ -65,6 +65,7 @@ describe('token files', () => {
 });
 
 describe('tenant routes with API tokens', () => {
+  const logged: Array<{ level: string; message: string; fields: Record<string, unknown> | undefined }> = [];
   let app: RunningPavilion;
   let dir: string;
   let bankFile: string;
@@ -81,6 +82,7 @@ describe('tenant routes with API tokens', () => {
     await writeFile(agencyFile, `${AGENCY_TOKEN}\n`);
     app = await startPavilion({
       config: { tenants: [{ id: 'bank', apiTokensFile: bankFile }, { id: 'agency', apiTokensFile: agencyFile }, { id: 'hospital' }] },
+      log: (level, message, fields) => logged.push({ level, message, fields }),
     });
   });
   after(async () => {
@@ -126,12 +128,33 @@ describe('tenant routes with API tokens', () => {
     assert.equal((await askBank(bearer(BANK_TOKENS[1] as string))).status, 200);
   });
 
-  test('a tokens file that disappears refuses every request of its tenant (fail closed) and says so in health; other tenants go on', async () => {
+  test('/v1/status shows a caller the tenants its token may see; health names no tenant and gives the components\' states only', async () => {
+    const status = async (headers: Record<string, string>): Promise<Record<string, unknown>> => (await get(`${app.url}/v1/status`, headers)).body['result'] as Record<string, unknown>;
+    const bundles = (report: Record<string, unknown>): string[] => Object.keys(report['bundles'] as object).sort();
+    const anonymous = await status({});
+    assert.deepEqual(bundles(anonymous), ['hospital'], 'without a token: the tenants that need none');
+    assert.deepEqual(bundles(await status(bearer(BANK_TOKENS[1] as string))), ['bank', 'hospital']); // [0] is rotated out above
+    assert.deepEqual(bundles(await status(bearer(AGENCY_TOKEN))), ['agency', 'hospital']);
+    for (const [name, plugin] of Object.entries(anonymous['plugins'] as Record<string, Record<string, unknown>>)) {
+      assert.deepEqual(Object.keys(plugin), ['state'], `${name}: its message may name any tenant`);
+    }
+    for (const path of ['/health?verbose', '/health/ready?verbose', '/health?bundles&plugins&verbose']) {
+      const health = await get(`${app.url}${path}`);
+      assert.equal(health.status, 200, path);
+      assert.doesNotMatch(JSON.stringify(health.body), /bank|agency|hospital|\.tokens/, `${path} names no tenant and no tokens file`);
+      for (const component of Object.values(health.body['components'] as Record<string, Record<string, unknown>>)) assert.deepEqual(Object.keys(component), ['state'], path);
+    }
+  });
+
+  test('a tokens file that disappears refuses every request of its tenant (fail closed), shows WARN in health and is logged; other tenants go on', async () => {
     await rm(bankFile);
     await until('the missing file is noticed', async () => {
       const health = await get(`${app.url}/health?verbose`);
-      return JSON.stringify(health.body).includes('API token files that cannot be used');
+      return (health.body['components'] as Record<string, { state: string }>)['api_tokens']?.state === 'WARN';
     });
+    const warned = logged.find((l) => l.level === 'warn' && l.fields?.['tenant'] === 'bank');
+    assert.ok(warned !== undefined, 'the operator learns which tenant and file from the log');
+    assert.equal(warned.fields?.['file'], bankFile);
     assert.deepEqual(refusal(await askBank(bearer(BANK_TOKENS[1] as string))), UNAUTHORIZED);
     const agencyExample = await firstExample('agency');
     const agency = await post(`${app.url}/v1/data/${agencyExample.path}`, { input: agencyExample.input }, { 'x-pavilion-tenant': 'agency', ...bearer(AGENCY_TOKEN) });
@@ -139,6 +162,30 @@ describe('tenant routes with API tokens', () => {
     assert.equal((await get(`${app.url}/health/ready`)).status, 200, 'a WARN does not take the sidecar out of service');
     await writeFile(bankFile, `${BANK_TOKENS[1]}\n`);
     await until('the file is back', async () => (await askBank(bearer(BANK_TOKENS[1] as string))).status === 200);
+    assert.ok(logged.some((l) => l.level === 'info' && l.fields?.['tenant'] === 'bank' && /usable again/.test(l.message)));
+  });
+});
+
+describe('health with API tokens and a tenant not serving', () => {
+  test('/health?bundles says how many tenants are not activated, not which', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'pavilion-tokens-'));
+    const bankFile = join(dir, 'bank.tokens');
+    const ghostFile = join(dir, 'ghost.tokens');
+    await writeFile(bankFile, `${BANK_TOKENS[0]}\n`);
+    await writeFile(ghostFile, `${AGENCY_TOKEN}\n`);
+    const app = await startPavilion({ config: { tenants: [{ id: 'bank', apiTokensFile: bankFile }, { id: 'ghost', keys: ['bank'], apiTokensFile: ghostFile }] } });
+    try {
+      const health = await get(`${app.url}/health?bundles`);
+      assert.equal(health.status, 500);
+      assert.equal(health.body['error'], 'one or more bundles are not activated: 1 of 2 tenants');
+      assert.doesNotMatch(JSON.stringify(health.body), /ghost/);
+      const status = (await get(`${app.url}/v1/status`, bearer(AGENCY_TOKEN))).body['result'] as { bundles: Record<string, { code?: string }> };
+      assert.deepEqual(Object.keys(status.bundles), ['ghost'], "the tenant's own token shows why");
+      assert.equal(typeof status.bundles['ghost']?.code, 'string');
+    } finally {
+      await app.stop();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -323,7 +323,7 @@ export class Pavilion {
         });
     const mounted = this.extAuthz?.http;
     this.apiTokens = config.http.authentication === 'token' || config.tenants.some((t) => t.apiTokensFile !== undefined)
-      ? new TenantTokens({ tenants: config.tenants, mode: config.http.authentication })
+      ? new TenantTokens({ tenants: config.tenants, mode: config.http.authentication, ...(options.log === undefined ? {} : { log: options.log }) })
       : undefined;
     this.api = new ApiServer({
       config,
@@ -337,7 +337,7 @@ export class Pavilion {
       ...(this.credentials === undefined ? {} : { credentials: this.credentials }),
       ...(this.apiTokens === undefined ? {} : { authorizer: this.apiTokens }),
       components: () => this.#components(),
-      statusReport: () => this.statusReport(),
+      statusReport: (visible) => this.statusReport(visible),
     });
   }
 
@@ -361,12 +361,17 @@ export class Pavilion {
     ];
   }
 
-  /** OPA Status API shape: served at GET /v1/status and published to the status bucket. */
-  statusReport(): StatusReport {
+  /**
+   * OPA Status API shape: served at GET /v1/status and published to the status bucket. With
+   * `visible`, only the tenants it admits, and the components' states without their
+   * messages (which may name any tenant).
+   */
+  statusReport(visible?: (tenant: string) => boolean): StatusReport {
+    const components = this.#components().map((c) => ({ name: c.name, status: c.status() }));
     return buildStatusReport(
       { id: this.config.labels.id, version: this.config.labels.version },
-      this.tenants.list(),
-      this.#components().map((c) => ({ name: c.name, status: c.status() })),
+      visible === undefined ? this.tenants.list() : this.tenants.list().filter((t) => visible(t.id)),
+      visible === undefined ? components : components.map(({ name, status }) => ({ name, status: { state: status.state } })),
     );
   }
 

@@ -8,7 +8,7 @@ import { dirname, join } from 'node:path';
 import { parseConfig, type PavilionConfig } from '../../sidecar/src/config/index.ts';
 import { defaultBuildDirectory, developmentKey, signBundle, type SignOptions } from '../../sidecar/src/bundles/index.ts';
 import type { DecisionSink } from '../../sidecar/src/audit/index.ts';
-import { Pavilion } from '../../sidecar/src/pavilion.ts';
+import { Pavilion, type PavilionOptions } from '../../sidecar/src/pavilion.ts';
 
 export interface RunningPavilion {
   readonly url: string;
@@ -32,6 +32,8 @@ export interface HarnessOptions {
   readonly signBundles?: boolean;
   /** Replace the configured decision sink (masking still runs in front of it). */
   readonly sink?: DecisionSink;
+  /** The sidecar's log lines (default: none). */
+  readonly log?: PavilionOptions['log'];
 }
 
 /** Sign an archive with the tenant's test key in `keysDirectory` (created on first use). */
@@ -71,7 +73,7 @@ export async function startPavilion(options: HarnessOptions = {}): Promise<Runni
     bundles: { directory: bundleDir, keysDirectory, persistDirectory: join(dir, 'persisted'), watchIntervalMs: 0, ...(raw['bundles'] as object | undefined) },
     decisionLog: { sink: 'file', path: join(dir, 'decisions.ndjson'), ...(raw['decisionLog'] as object | undefined) },
   });
-  const pavilion = new Pavilion(config, options.sink === undefined ? {} : { sink: options.sink });
+  const pavilion = new Pavilion(config, { ...(options.sink === undefined ? {} : { sink: options.sink }), ...(options.log === undefined ? {} : { log: options.log }) });
   await pavilion.start();
   const { port } = pavilion.api.address();
   let stopped = false;

@@ -73,8 +73,12 @@ export interface ApiServerDeps {
   readonly authorizer?: TenantAuthorizer;
   /** Components whose status makes up /health. */
   readonly components: () => readonly Component[];
-  /** This sidecar's report in OPA's Status API shape (`GET /v1/status`). */
-  readonly statusReport: () => unknown;
+  /**
+   * This sidecar's report in OPA's Status API shape (`GET /v1/status`). With `visible`, only
+   * the tenants it admits, and the components' states without their messages (which may
+   * name any tenant).
+   */
+  readonly statusReport: (visible?: (tenant: string) => boolean) => unknown;
   /** A handler served under its own path prefix (Envoy ext_authz's HTTP service mode). */
   readonly mounted?: {
     readonly pathPrefix: string;
@@ -515,7 +519,11 @@ export class ApiServer implements Component {
       } else if (pathname === '/v1/status') {
         route = 'status';
         this.#onlyGet(req);
-        this.#json(res, 200, { result: this.#deps.statusReport() }, query.pretty);
+        // with API tokens, a token's own tenants only (none without a token), as /v1/tenants
+        const authorizer = this.#deps.authorizer;
+        const authorization = headerText(req, 'authorization');
+        const visible = authorizer === undefined ? undefined : (tenant: string): boolean => authorizer.permits(tenant, authorization);
+        this.#json(res, 200, { result: this.#deps.statusReport(visible) }, query.pretty);
       } else if (pathname === '/v1/tenants') {
         route = 'tenants';
         this.#onlyGet(req);
@@ -617,9 +625,18 @@ export class ApiServer implements Component {
     res.end(text);
   }
 
+  /**
+   * The components' status for /health and /health/ready. With API tokens, their states
+   * only: these endpoints answer without a token (probes), and a component's message or
+   * details may name any tenant and its errors (a tenant's own are in /v1/status with its token).
+   */
   #componentStatuses(): Record<string, ComponentStatus> {
     const components: Record<string, ComponentStatus> = {};
-    for (const component of this.#deps.components()) components[component.name] = component.status();
+    const redact = this.#deps.authorizer !== undefined;
+    for (const component of this.#deps.components()) {
+      const status = component.status();
+      components[component.name] = redact ? { state: status.state } : status;
+    }
     return components;
   }
 
@@ -662,6 +679,8 @@ export class ApiServer implements Component {
     if (tenants.length === 0) return 'one or more bundles are not activated: no tenants configured or found';
     const inactive = tenants.filter((t) => t.active === undefined);
     if (inactive.length === 0) return undefined;
+    // with API tokens, no tenant is named to a caller without its token (see #componentStatuses)
+    if (this.#deps.authorizer !== undefined) return `one or more bundles are not activated: ${inactive.length} of ${tenants.length} tenants`;
     const named = inactive.map((t) => (t.lastError === undefined ? t.id : `${t.id} (${t.lastError.code})`));
     return `one or more bundles are not activated: ${named.join(', ')}`;
   }

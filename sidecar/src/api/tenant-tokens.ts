@@ -43,6 +43,11 @@ export interface TenantTokensOptions {
   readonly tenants: readonly TenantConfig[];
   /** 'token': a tenant without a tokens file cannot be reached. */
   readonly mode: 'off' | 'token';
+  /**
+   * Told when a tenant's file becomes unusable and when it is usable again: health shows
+   * only this component's state (its message would name tenants to callers without a token).
+   */
+  readonly log?: (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => void;
 }
 
 const sha256 = (text: string): string => createHash('sha256').update(text, 'utf8').digest('hex');
@@ -132,12 +137,16 @@ export class TenantTokens implements Component, TenantAuthorizer {
   }
 
   async #read(tenant: string, file: string): Promise<void> {
+    const before = this.#problems.get(tenant);
     try {
       this.#digests.set(tenant, parseTokenFile(await readFile(file, 'utf8')));
       this.#problems.delete(tenant);
+      if (before !== undefined) this.#options.log?.('info', 'API tokens file usable again', { tenant, file });
     } catch (error) {
       this.#digests.set(tenant, new Set()); // fail closed
-      this.#problems.set(tenant, `${file}: ${describeThrown(error)}`);
+      const problem = `${file}: ${describeThrown(error)}`;
+      this.#problems.set(tenant, problem);
+      if (problem !== before) this.#options.log?.('warn', 'API tokens file cannot be used; the tenant refuses every request until it is fixed', { tenant, file, error: describeThrown(error) });
     }
   }
 }
