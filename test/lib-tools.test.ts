@@ -30,4 +30,21 @@ describe('findTool', () => {
       else process.env['PAVILION_FAKE_TOOL'] = saved;
     }
   });
+
+  it('a tool found nowhere is ERR_TOOL_MISSING naming the command that installs it', () => {
+    const saved = process.env['PATH'];
+    try {
+      process.env['PATH'] = '';
+      assert.throws(
+        () => findTool('pavilion-no-such-tool', 'PAVILION_NO_SUCH_TOOL', "'bash scripts/install-nats.sh'"),
+        (e: unknown) => isPavilionError(e, ErrorCodes.TOOL_MISSING) && e.message.includes("run 'bash scripts/install-nats.sh' to install it"),
+      );
+      assert.throws(
+        () => findTool('pavilion-no-such-tool', 'PAVILION_NO_SUCH_TOOL'),
+        (e: unknown) => isPavilionError(e, ErrorCodes.TOOL_MISSING) && e.message.includes("run 'npm run bootstrap' to install it"),
+      );
+    } finally {
+      process.env['PATH'] = saved;
+    }
+  });
 });
