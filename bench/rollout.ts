@@ -365,7 +365,7 @@ async function runPavilionFleet(n: number, work: string, revisions: readonly { r
         decisionLog: { sink: 'none' },
         nats: { servers: [nats.url], statusIntervalMs: 60_000 },
       }));
-      servers.push(await startServer(process.execPath, [...(process.env['BENCH_NODE_ARGS']?.split(' ') ?? []), '--max-semi-space-size=2', main], `http://127.0.0.1:${port}`, '/health/ready', { ...process.env, PAVILION_CONFIG: config }));
+      servers.push(await startServer(process.execPath, [...(process.env['BENCH_NODE_ARGS'] ?? '').split(' ').filter((a) => a !== ''), '--max-semi-space-size=2', main], `http://127.0.0.1:${port}`, '/health/ready', { ...process.env, PAVILION_CONFIG: config }));
     }
     const deploys = new Map<string, number>();
     const deliveryMs: number[] = [];
