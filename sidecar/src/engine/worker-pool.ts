@@ -110,6 +110,15 @@ function measuredNs(outcome: EvalOutcome | undefined): number | undefined {
   return outcome.evalNs + (outcome.more ?? []).reduce((sum, o) => sum + (o.evalNs ?? 0), 0);
 }
 
+/**
+ * A tenant's cost estimate after one of its evaluations cost `actualNs`: that cost at once when
+ * it is more than 4 times the estimate (a tenant cannot slip a batch of costly evaluations in
+ * under the estimate of its cheap ones), a moving average otherwise. Exported for its test.
+ */
+export function nextCostEstimateNs(estimateNs: number, actualNs: number): number {
+  return actualNs > 4 * estimateNs ? actualNs : Math.round(0.8 * estimateNs + 0.2 * actualNs);
+}
+
 /** The tenant an evaluation is for: its policy key's (protocol.ts policyKey) up to the first NUL. */
 const tenantOf = (item: EvalItem): string => tenantOfKey(item.key);
 
@@ -563,7 +572,7 @@ export class WorkerPool {
     const usage = this.#usageOf(tenantOf(pending.item));
     const actual = Math.max(MIN_COST_NS, measuredNs);
     usage.usedNs += actual - charged;
-    usage.costNs = actual > 4 * usage.costNs ? actual : Math.round(0.8 * usage.costNs + 0.2 * actual);
+    usage.costNs = nextCostEstimateNs(usage.costNs, actual);
   }
 
   /** Take back the estimate charged for `pending`, which did not run (its worker died under it). */
