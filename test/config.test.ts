@@ -45,6 +45,13 @@ describe('config', () => {
     invalid(path({ rotateAtBytes: '1GiB' }), /audit\.rotateAtBytes/);
   });
 
+  test('bundles.persistDelayMs: 500 by default, 0 to write within the activation, at most a minute', () => {
+    assert.equal(parseConfig({}).bundles.persistDelayMs, 500);
+    assert.equal(parseConfig({ bundles: { persistDelayMs: 0 } }).bundles.persistDelayMs, 0);
+    invalid({ bundles: { persistDelayMs: -1 } }, /\$\.bundles\.persistDelayMs/);
+    invalid({ bundles: { persistDelayMs: 60_001 } }, /\$\.bundles\.persistDelayMs/);
+  });
+
   test('the parsed config is deeply frozen', () => {
     const config = parseConfig({ tenants: [{ id: 'bank' }] });
     assert.ok(Object.isFrozen(config.engine.cache));

@@ -116,6 +116,20 @@ describe('last known good write after an activation', () => {
     assert.equal(persisted?.meta.sequence, 1);
   });
 
+  test('stop() during an activation writes that activation\'s snapshot before it returns', async () => {
+    const car = await sidecar(join(dir, 'stop-race'), 60_000);
+    let activation: Promise<unknown> | undefined;
+    try {
+      activation = car.tenants.activate('bank', await archive('r1'), { kind: 'source', sequence: 1 });
+      await car.tenants.stop(5_000); // while r1 is still being activated
+      await activation;
+      assert.equal(await persistedRevision(car.store), 'r1', 'written by the time stop() returned');
+    } finally {
+      await activation?.catch(() => undefined);
+      await car.stop();
+    }
+  });
+
   test('happens by itself once the delay has passed', async () => {
     const car = await sidecar(join(dir, 'by-itself'), 20);
     try {

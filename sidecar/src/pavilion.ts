@@ -239,7 +239,7 @@ export class Pavilion {
       loadTrust: () => TrustStore.load(config.keys, config.bundles.keysDirectory),
       // Last known good is for a source that can be unreachable; the directory source is
       // already on local disk, and copying each of its bundles at start would be wasted I/O.
-      ...(config.bundles.source === 'nats' ? { persisted: new LastKnownGood(config.bundles.persistDirectory) } : {}),
+      ...(config.bundles.source === 'nats' ? { persisted: new LastKnownGood(config.bundles.persistDirectory), persistDelayMs: config.bundles.persistDelayMs } : {}),
       onPhase: (phase, seconds) => this.metrics.activationPhaseSeconds.observe({ phase }, seconds),
       ...(samplePrivacy === undefined ? {} : { shadowPrivacy: samplePrivacy }),
       onActivation: (tenant, outcome) => {

@@ -18,6 +18,15 @@ import { parseCredentialPolicy, type CredentialPolicy } from '../credentials/gat
 
 export { TENANT_ID_PATTERN };
 
+/**
+ * Default of `bundles.persistDelayMs` (and `TenantManagerOptions.persistDelayMs`). A
+ * rollout reaches every sidecar at the same moment; the write of each one's snapshot (four
+ * files, three fsyncs) would compete with the activations still running on shared cores. Half a second to a second later
+ * they are done; the price is that a crash within that second, followed by a restart with
+ * NATS unreachable, serves the previous revision.
+ */
+export const DEFAULT_PERSIST_DELAY_MS = 500;
+
 export interface TenantConfig {
   readonly id: string;
   /** Data path prefix the tenant's bundle may own (default: the id). */
@@ -251,6 +260,8 @@ export interface PavilionConfig {
     readonly keysDirectory: string;
     /** Last known good: every activated bundle is kept here and served at start until the source answers. */
     readonly persistDirectory: string;
+    /** How long after an activation its bundle is written to persistDirectory (plus up to as much again; 0: within the activation). */
+    readonly persistDelayMs: number;
     /** Directory source: how often bundle files are checked for a new build (0: read at start only). */
     readonly watchIntervalMs: number;
   };
@@ -315,6 +326,7 @@ export function defaultConfig(): PavilionConfig {
       maxUncompressedBytes: 128 * MiB,
       keysDirectory: resolve(REPO_ROOT, 'bundles', '.build', 'keys'),
       persistDirectory: resolve(REPO_ROOT, 'var', 'bundles'),
+      persistDelayMs: DEFAULT_PERSIST_DELAY_MS,
       watchIntervalMs: 1000,
     },
     keys: {},
@@ -396,7 +408,7 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
     'workers', 'evaluationTimeoutMs', 'maxQueuedEvaluations', 'memoryInitialPages', 'memoryMaxBytes', 'cache',
   ]);
   const cache = section(engine, 'cache', '$.engine', ['enabled', 'maxEntries', 'maxBytes', 'maxKeyBytes']);
-  const bundles = section(root, 'bundles', '$', ['source', 'directory', 'maxCompressedBytes', 'maxUncompressedBytes', 'keysDirectory', 'persistDirectory', 'watchIntervalMs']);
+  const bundles = section(root, 'bundles', '$', ['source', 'directory', 'maxCompressedBytes', 'maxUncompressedBytes', 'keysDirectory', 'persistDirectory', 'persistDelayMs', 'watchIntervalMs']);
   const bundleSource = str(bundles, 'source', '$.bundles', d.bundles.source);
   if (bundleSource !== 'directory' && bundleSource !== 'nats') fail('$.bundles.source', "must be 'directory' or 'nats'");
   if (bundleSource === 'nats' && root['nats'] === undefined) fail('$.bundles.source', "is 'nats' but there is no nats section");
@@ -489,6 +501,7 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
       maxUncompressedBytes,
       keysDirectory: bundles['keysDirectory'] === undefined ? d.bundles.keysDirectory : p(str(bundles, 'keysDirectory', '$.bundles', '')),
       persistDirectory: bundles['persistDirectory'] === undefined ? d.bundles.persistDirectory : p(str(bundles, 'persistDirectory', '$.bundles', '')),
+      persistDelayMs: int(bundles, 'persistDelayMs', '$.bundles', d.bundles.persistDelayMs, 0, 60_000),
       watchIntervalMs: int(bundles, 'watchIntervalMs', '$.bundles', d.bundles.watchIntervalMs, 0, 3_600_000),
     },
     keys,

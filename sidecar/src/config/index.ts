@@ -1,6 +1,7 @@
 /** Config: parsed once, validated, frozen. */
 export {
   TENANT_ID_PATTERN,
+  DEFAULT_PERSIST_DELAY_MS,
   defaultConfig,
   discoveredTenant,
   loadConfig,

@@ -35,7 +35,7 @@ import {
   type TrustStore,
 } from '../bundles/index.ts';
 import { compilePolicy, type ActivePolicy, type CompiledPolicy, type LoadedPolicy, type PolicyEngine, type ShadowComparison } from '../engine/index.ts';
-import { discoveredTenant, type TenantConfig } from '../config/index.ts';
+import { DEFAULT_PERSIST_DELAY_MS, discoveredTenant, type TenantConfig } from '../config/index.ts';
 import { TENANT_ID_PATTERN } from '../lib/tenant-id.ts';
 import { ErrorCodes, PavilionError, isPavilionError, wrapError, type ErrorCode } from '../lib/errors.ts';
 import { withDeadline, type Component, type ComponentState, type ComponentStatus } from '../lib/lifecycle.ts';
@@ -117,14 +117,6 @@ export interface TenantManagerOptions {
   readonly shadowPrivacy?: ShadowPrivacy;
 }
 
-/**
- * Default of `TenantManagerOptions.persistDelayMs`. A rollout reaches every sidecar at the
- * same moment; the write of each one's snapshot (four files, three fsyncs) would compete
- * with the activations still running on shared cores. Half a second to a second later
- * they are done; the price is that a crash within that second, followed by a restart with
- * NATS unreachable, serves the previous revision.
- */
-export const DEFAULT_PERSIST_DELAY_MS = 500;
 
 /** Default of `TenantManagerOptions.trustRereadIntervalMs`. */
 export const DEFAULT_TRUST_REREAD_INTERVAL_MS = 5_000;
@@ -224,6 +216,7 @@ interface GatePassed {
 }
 
 export type { DeltaUpdate };
+export { DEFAULT_PERSIST_DELAY_MS };
 
 export class TenantManager implements Component {
   readonly name = 'tenants';
@@ -234,6 +227,8 @@ export class TenantManager implements Component {
   #trustReadsStarted = 0;
   #trustReadApplied = 0;
   #started = false;
+  /** Set by stop(): an activation that ends from now on writes its snapshot at once. */
+  #stopping = false;
   readonly #trustRereadIntervalMs: number;
   readonly #nowMs: () => number;
 
@@ -252,6 +247,7 @@ export class TenantManager implements Component {
   }
 
   async start(): Promise<void> {
+    this.#stopping = false;
     await this.#readTrust();
     const explicit = this.#options.tenants.length > 0;
     let configured: TenantConfig[] = [...this.#options.tenants];
@@ -354,11 +350,15 @@ export class TenantManager implements Component {
     return true;
   }
 
-  /** Write the snapshots still waiting for their last known good write (within `deadlineMs`). */
+  /**
+   * Write the snapshots waiting for their last known good write (within `deadlineMs`): each
+   * tenant's in its turn, so an activation running now is written too, and one that ends
+   * later (a pointer the distribution had already queued) writes its own at once.
+   */
   async stop(deadlineMs = 5_000): Promise<void> {
     this.#started = false;
-    const unsaved = [...this.#tenants.values()].filter((entry) => entry.unsaved !== undefined);
-    await withDeadline(Promise.all(unsaved.map((entry) => this.#persistUnsaved(entry))), deadlineMs);
+    this.#stopping = true;
+    await withDeadline(Promise.all([...this.#tenants.values()].map((entry) => this.#persistUnsaved(entry))), deadlineMs);
   }
 
   /** Read the verification keys again (a keys directory may have gained a new tenant's key). */
@@ -543,18 +543,20 @@ export class TenantManager implements Component {
    * written: the one that replaced it is, in its place. Meanwhile the store keeps the
    * previous snapshot and its deltas, a consistent earlier state: deltas applied on the
    * new snapshot go to its own deltas file, which the snapshot's write keeps. `stop` writes
-   * what is still waiting.
+   * what is still waiting. The write takes the tenant's turn, so a push arriving during its
+   * fsyncs waits for them (a few milliseconds).
    */
   async #persistSoon(entry: TenantEntry, archive: Buffer, bundle: Bundle, origin: ActivationOrigin): Promise<void> {
     if (this.#options.persisted === undefined) return;
     if (entry.unsaved !== undefined) clearTimeout(entry.unsaved.timer);
     const delayMs = this.#options.persistDelayMs ?? DEFAULT_PERSIST_DELAY_MS;
-    if (delayMs === 0) {
+    if (delayMs === 0 || this.#stopping) {
       entry.unsaved = undefined;
       await this.#persistSnapshot(entry.config.id, archive, bundle, origin);
       return;
     }
-    const timer = setTimeout(() => void this.#persistUnsaved(entry), delayMs + Math.random() * delayMs);
+    // a write that fails is already dropped in #persistSnapshot (best effort): nothing to report here
+    const timer = setTimeout(() => void this.#persistUnsaved(entry).catch(() => undefined), delayMs + Math.random() * delayMs);
     timer.unref();
     entry.unsaved = { archive, bundle, origin, timer };
   }
