@@ -101,6 +101,11 @@ describe('tenant routes with API tokens', () => {
     assert.deepEqual(refusal(await post(`${app.url}/v0/tenants/bank/data/${bank.path}`, bank.input)), UNAUTHORIZED);
     assert.deepEqual(refusal(await get(`${app.url}/v1/tenants/bank/data/${bank.path}`)), UNAUTHORIZED);
     assert.deepEqual(refusal(await get(`${app.url}/v1/tenants/bank`)), UNAUTHORIZED, "the tenant's status too");
+    // an unknown tenant gets the same answer as a tenant behind tokens, not a 404: which ids
+    // exist behind tokens cannot be probed
+    const unknown = await post(`${app.url}/v1/data/${bank.path}`, { input: bank.input }, { 'x-pavilion-tenant': 'globex' });
+    assert.deepEqual(refusal(unknown), UNAUTHORIZED);
+    assert.deepEqual(refusal(await get(`${app.url}/v1/tenants/globex`)), UNAUTHORIZED);
     const listed = async (headers: Record<string, string>): Promise<string[]> => ((await get(`${app.url}/v1/tenants`, headers)).body['result'] as Array<{ id: string }>).map((t) => t.id).sort();
     assert.deepEqual(await listed({}), ['hospital'], 'the tenant list shows a caller without a token only the tenants that need none');
     assert.deepEqual(await listed(bearer(BANK_TOKENS[0] as string)), ['bank', 'hospital']);

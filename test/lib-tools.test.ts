@@ -44,7 +44,8 @@ describe('findTool', () => {
         (e: unknown) => isPavilionError(e, ErrorCodes.TOOL_MISSING) && e.message.includes("run 'npm run bootstrap' to install it"),
       );
     } finally {
-      process.env['PATH'] = saved;
+      if (saved === undefined) delete process.env['PATH'];
+      else process.env['PATH'] = saved;
     }
   });
 });

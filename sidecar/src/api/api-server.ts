@@ -56,7 +56,7 @@ import {
 import type { Metrics } from '../telemetry/index.ts';
 import type { TenantManager } from '../tenants/index.ts';
 import { toHttpError } from './error-body.ts';
-import type { TenantAuthorizer } from './tenant-tokens.ts';
+import { tokenRefusal, type TenantAuthorizer } from './tenant-tokens.ts';
 
 export interface ApiServerDeps {
   readonly config: PavilionConfig;
@@ -519,11 +519,7 @@ export class ApiServer implements Component {
       } else if (pathname === '/v1/status') {
         route = 'status';
         this.#onlyGet(req);
-        // with API tokens, a token's own tenants only (none without a token), as /v1/tenants
-        const authorizer = this.#deps.authorizer;
-        const authorization = headerText(req, 'authorization');
-        const visible = authorizer === undefined ? undefined : (tenant: string): boolean => authorizer.permits(tenant, authorization);
-        this.#json(res, 200, { result: this.#deps.statusReport(visible) }, query.pretty);
+        this.#json(res, 200, { result: this.#deps.statusReport(this.#visibleTo(req)) }, query.pretty);
       } else if (pathname === '/v1/tenants') {
         route = 'tenants';
         this.#onlyGet(req);
@@ -688,10 +684,16 @@ export class ApiServer implements Component {
   /** The tenants' status for `GET /v1/tenants`: with API tokens, only those the request's token (or no token) may see. */
   #visibleTenants(req: IncomingMessage): unknown[] {
     const all = this.#deps.tenants.list();
+    const visible = this.#visibleTo(req);
+    return visible === undefined ? all : all.filter((t) => visible(t.id));
+  }
+
+  /** With API tokens, which tenants the request's token (or no token) may see (`/v1/tenants`, `/v1/status`); undefined: all. */
+  #visibleTo(req: IncomingMessage): ((tenant: string) => boolean) | undefined {
     const authorizer = this.#deps.authorizer;
-    if (authorizer === undefined) return all;
+    if (authorizer === undefined) return undefined;
     const authorization = headerText(req, 'authorization');
-    return all.filter((t) => authorizer.permits(t.id, authorization));
+    return (tenant) => authorizer.permits(tenant, authorization);
   }
 
   #resolveTenant(req: IncomingMessage, fromPath: string | undefined): string {
@@ -715,6 +717,9 @@ export class ApiServer implements Component {
     // when every tenant needs one, an unknown tenant gets the same 401 (ids cannot be probed)
     if (authorizer?.required === true) authorizer.authorize(tenant, headerText(req, 'authorization'));
     if (!TENANT_ID_PATTERN.test(tenant) || !this.#deps.tenants.has(tenant)) {
+      // once any tenant has tokens, an unknown tenant gets their refusal, not a 404: a caller
+      // without a token cannot tell which ids exist behind tokens
+      if (authorizer !== undefined) throw tokenRefusal(tenant);
       throw new PavilionError(ErrorCodes.TENANT_UNKNOWN, `unknown tenant ${JSON.stringify(tenant.slice(0, 64))}`);
     }
     if (authorizer?.required === false) authorizer.authorize(tenant, headerText(req, 'authorization'));

@@ -68,7 +68,7 @@ export function parseTokenFile(text: string): ReadonlySet<string> {
 }
 
 /** One answer for every refusal (no token, a wrong one, another tenant's, a tenant without tokens or unknown): it tells nothing about the configuration. */
-function unauthorized(tenant: string): PavilionError {
+export function tokenRefusal(tenant: string): PavilionError {
   return new PavilionError(ErrorCodes.API_UNAUTHORIZED, `a bearer token of tenant ${JSON.stringify(tenant.slice(0, 64))} is required (Authorization: Bearer ...)`);
 }
 
@@ -114,7 +114,7 @@ export class TenantTokens implements Component, TenantAuthorizer {
   }
 
   authorize(tenant: string, authorization: string | undefined): void {
-    if (!this.permits(tenant, authorization)) throw unauthorized(tenant);
+    if (!this.permits(tenant, authorization)) throw tokenRefusal(tenant);
   }
 
   status(): ComponentStatus {
