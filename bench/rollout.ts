@@ -34,7 +34,8 @@
  * how long that push takes.
  *
  * Env: BENCH_ROLLOUT_SIZES (default "1,10,30"; 1 shows a sidecar without 29 neighbours on its cores), BENCH_ROLLOUT_PUSHES (default 20),
- * BENCH_ROLLOUT_PROBE_INTERVAL_MS (default 25), BENCH_NODE_ARGS (extra node options for the
+ * BENCH_ROLLOUT_PROBE_INTERVAL_MS (default 25), BENCH_ROLLOUT_PERSIST_DELAY_MS (the sidecars'
+ * bundles.persistDelayMs; 0 for a control run with the write inside the activation), BENCH_NODE_ARGS (extra node options for the
  * sidecar processes, space-separated: e.g. `--cpu-prof --cpu-prof-dir=DIR` to profile them). Quick mode (`--quick` or BENCH_QUICK=1):
  * sizes 10 and 30, Pavilion only (no OPA fleet).
  */
@@ -70,6 +71,8 @@ const PROBE_INTERVAL_MS = Number(process.env['BENCH_ROLLOUT_PROBE_INTERVAL_MS'] 
  * window, and none is skipped as replaced by the next push.
  */
 const SETTLE_MS = 2 * DEFAULT_PERSIST_DELAY_MS + 200;
+/** `bundles.persistDelayMs` of the sidecars (default: theirs); 0 writes within the activation (a control run). */
+const PERSIST_DELAY_MS = process.env['BENCH_ROLLOUT_PERSIST_DELAY_MS'] === undefined ? undefined : Number(process.env['BENCH_ROLLOUT_PERSIST_DELAY_MS']);
 /** Revisions pushed to the quiet fleet for the CPU figures (see the header). */
 const QUIET_PUSHES = 12;
 /** The idle window (probes only) whose CPU rate is subtracted from the rollout's. */
@@ -311,15 +314,25 @@ async function driveFleet(
   const benchUsed = process.cpuUsage(benchCpu);
   await probing.stop();
   const activations = quiet.length;
+  await sleep(SETTLE_MS); // what the probed run left behind (GC, tiering) out of the idle rate
   const idleStart = await mark();
   await sleep(IDLE_WINDOW_MS);
   const quietStart = await mark();
   const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+  const body = JSON.stringify({ input: { user: 'alice' } });
   for (const [k, { rev }] of quiet.entries()) {
+    const since = performance.now();
     await delivery.deliver(rev, revisions.length + k);
+    // one decision per process once it serves the revision (asked every PROBE_INTERVAL_MS until
+    // then), and the pause after it, as in the probed run
+    await Promise.all(urls.map(async (url) => {
+      const probe = { url, firstSeen: new Map<string, number>(), latest: undefined, requests: 0, failures: 0, regressions: 0 };
+      while ((await probeOnce(probe, agent, '/v1/data/bank/authz/rev', body, headers)) !== rev) {
+        if (performance.now() - since > TIMEOUT_MS) throw new Error(`quiet push ${rev}: ${url} does not serve it after ${TIMEOUT_MS} ms`);
+        await sleep(PROBE_INTERVAL_MS);
+      }
+    }));
     await sleep(SETTLE_MS);
-    const served = await Promise.all(urls.map((url) => probeOnce({ url, firstSeen: new Map(), latest: undefined, requests: 0, failures: 0, regressions: 0 }, agent, '/v1/data/bank/authz/rev', JSON.stringify({ input: { user: 'alice' } }), headers)));
-    if (served.some((r) => r !== rev)) throw new Error(`quiet push ${rev}: not every process serves it ${SETTLE_MS} ms later (${served.join(', ')})`);
   }
   const quietEnd = await mark();
   agent.destroy();
@@ -361,7 +374,7 @@ async function runPavilionFleet(n: number, work: string, revisions: readonly { r
         http: { host: '127.0.0.1', port },
         engine: { workers: 1 },
         tenants: [{ id: 'bank' }],
-        bundles: { source: 'nats', keysDirectory: keysDir, persistDirectory: join(work, `lkg-${n}-${i}`) },
+        bundles: { source: 'nats', keysDirectory: keysDir, persistDirectory: join(work, `lkg-${n}-${i}`), ...(PERSIST_DELAY_MS === undefined ? {} : { persistDelayMs: PERSIST_DELAY_MS }) },
         decisionLog: { sink: 'none' },
         nats: { servers: [nats.url], statusIntervalMs: 60_000 },
       }));
@@ -374,7 +387,7 @@ async function runPavilionFleet(n: number, work: string, revisions: readonly { r
       async deliver(rev, i) {
         const started = performance.now();
         const entry = await store.push('bank', (all[i] as { wasm: Buffer }).wasm, { revision: rev, pushedBy: 'bench' });
-        deliveryMs.push(performance.now() - started);
+        if (i < revisions.length) deliveryMs.push(performance.now() - started); // the probed pushes
         deploys.set(rev, entry.sequence);
       },
       async rollback(rev) {
