@@ -20,7 +20,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import {
-  PushedBundleSource,
   TrustStore,
   developmentKey,
   readBundle,
@@ -35,6 +34,7 @@ import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
 import { engineOptions } from '../sidecar/src/pavilion.ts';
 import { TenantManager } from '../sidecar/src/tenants/index.ts';
 import { buildFixtureBundle } from './harness/fixtures.ts';
+import { pushedTenantOptions } from './harness/tenants.ts';
 
 let dir: string;
 /** The shared keys directory: good keys for alice and dave, a garbage file for bob, a directory where carol's file should be. */
@@ -166,11 +166,7 @@ describe('tenant manager: one tenant with a bad key file', () => {
     let clockMs = 1_000_000;
     let reads = 0;
     const tenants = new TenantManager({
-      tenants: config.tenants,
-      source: new PushedBundleSource('nats'),
-      engine,
-      limits: { maxCompressedBytes: config.bundles.maxCompressedBytes, maxUncompressedBytes: config.bundles.maxUncompressedBytes },
-      memoryInitialPages: config.engine.memoryInitialPages,
+      ...pushedTenantOptions(config, engine),
       loadTrust: () => {
         reads++;
         return TrustStore.load(config.keys, config.bundles.keysDirectory);

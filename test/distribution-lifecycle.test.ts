@@ -16,7 +16,6 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { PushedBundleSource, TrustStore } from '../sidecar/src/bundles/index.ts';
 import { parseConfig, type NatsConfig } from '../sidecar/src/config/index.ts';
 import { NatsBundleStore, NatsDistribution, buildStatusReport, connectNats } from '../sidecar/src/distribution/index.ts';
 import { PolicyEngine } from '../sidecar/src/engine/index.ts';
@@ -25,6 +24,7 @@ import { engineOptions } from '../sidecar/src/pavilion.ts';
 import { buildFixtureBundle } from './harness/fixtures.ts';
 import { startNats, type RunningNats } from './harness/nats-server.ts';
 import { signForTest } from './harness/pavilion-harness.ts';
+import { pushedTenantOptions } from './harness/tenants.ts';
 import { until } from './harness/wait.ts';
 
 const STATUS_INTERVAL_MS = 100; // the smallest the config allows: a leaked interval fires often
@@ -82,19 +82,11 @@ async function sidecar(): Promise<Sidecar> {
   const nc = config.nats;
   assert.ok(nc !== undefined);
   const engine = new PolicyEngine(engineOptions(config));
-  const limits = { maxCompressedBytes: config.bundles.maxCompressedBytes, maxUncompressedBytes: config.bundles.maxUncompressedBytes };
-  const tenants = new TenantManager({
-    tenants: config.tenants,
-    source: new PushedBundleSource('nats'),
-    engine,
-    limits,
-    memoryInitialPages: config.engine.memoryInitialPages,
-    loadTrust: () => TrustStore.load(config.keys, config.bundles.keysDirectory),
-  });
+  const tenants = new TenantManager(pushedTenantOptions(config, engine));
   const distribution = new NatsDistribution({
     config: nc,
     tenants,
-    maxBundleBytes: limits.maxCompressedBytes,
+    maxBundleBytes: config.bundles.maxCompressedBytes,
     sidecarId: id,
     statusReport: () => buildStatusReport({ id }, tenants.list(), [{ name: engine.name, status: engine.status() }]),
   });

@@ -10,13 +10,14 @@ import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { LastKnownGood, PushedBundleSource, TrustStore } from '../sidecar/src/bundles/index.ts';
+import { LastKnownGood } from '../sidecar/src/bundles/index.ts';
 import { parseConfig } from '../sidecar/src/config/index.ts';
 import { PolicyEngine } from '../sidecar/src/engine/index.ts';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
 import { engineOptions } from '../sidecar/src/pavilion.ts';
 import { TenantManager } from '../sidecar/src/tenants/index.ts';
 import { buildFixtureBundle } from './harness/fixtures.ts';
+import { pushedTenantOptions } from './harness/tenants.ts';
 import { until } from './harness/wait.ts';
 
 let dir: string;
@@ -61,16 +62,7 @@ async function sidecar(lkg: string, persistDelayMs: number): Promise<Sidecar> {
     saved.push(meta.revision);
     await save(archive, meta);
   };
-  const tenants = new TenantManager({
-    tenants: config.tenants,
-    source: new PushedBundleSource('nats'),
-    engine,
-    limits: { maxCompressedBytes: config.bundles.maxCompressedBytes, maxUncompressedBytes: config.bundles.maxUncompressedBytes },
-    memoryInitialPages: config.engine.memoryInitialPages,
-    loadTrust: () => TrustStore.load(config.keys, config.bundles.keysDirectory),
-    persisted: store,
-    persistDelayMs,
-  });
+  const tenants = new TenantManager({ ...pushedTenantOptions(config, engine), persisted: store, persistDelayMs });
   await engine.start();
   try {
     await tenants.start();
