@@ -288,7 +288,9 @@ describe('reading stored deltas', () => {
         ]);
         clearTimeout(timer);
         spy.unsubscribe();
-        assert.ok(read === 0 || read === ErrorCodes.DISTRIBUTION_UNAVAILABLE, `round ${round}: ${String(read)}`);
+        // it ends: with nothing (purged under it), refused as unavailable, or - the purge is
+        // asynchronous to the lookup it follows - with all three when it read before the purge landed
+        assert.ok(read === 0 || read === 3 || read === ErrorCodes.DISTRIBUTION_UNAVAILABLE, `round ${round}: ${String(read)}`);
       }
       const left = [];
       for await (const info of jsm.consumers.list(store.deltaStream)) {
