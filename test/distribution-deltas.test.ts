@@ -376,6 +376,7 @@ describe('lifecycle without a server', () => {
     await distribution.start(); // returns after connectTimeoutMs; the retry waits 10 minutes
     assert.equal(distribution.status().state, 'WARN');
     await distribution.stop(1_000);
-    assert.equal(timers(), before, 'a timer was left behind');
+    // at most as many as before: another test's timer may have ended meanwhile (Node 24 saw 4 of 5)
+    assert.ok(timers() <= before, `a timer was left behind: ${timers()} active, ${before} before`);
   });
 });
