@@ -8,6 +8,7 @@
  * nothing of the component runs or holds the process after stop().
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,6 +18,7 @@ import { NatsBundleStore, NatsDistribution, connectNats, encodePointer, sha256He
 import { isFinal } from '../sidecar/src/distribution/nats-distribution.ts';
 import type { TenantManager } from '../sidecar/src/tenants/index.ts';
 import { ErrorCodes, PavilionError } from '../sidecar/src/lib/errors.ts';
+import { REPO_ROOT } from '../sidecar/src/lib/tools.ts';
 import { buildFixtureBundle, limitsFixture } from './harness/fixtures.ts';
 import { freePort, startNats, type RunningNats } from './harness/nats-server.ts';
 import { until } from './harness/wait.ts';
@@ -362,21 +364,23 @@ describe('a watch that keeps failing', () => {
 });
 
 describe('lifecycle without a server', () => {
-  test('stop() while the first connection is waiting to retry leaves no timer holding the process', async () => {
-    const timers = (): number => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
-    const config = parseConfig({ nats: { servers: [`nats://127.0.0.1:${await freePort()}`], connectTimeoutMs: 300, reconnectWaitMs: 600_000, reconnectJitterMs: 0 } }).nats as NatsConfig;
-    const distribution = new NatsDistribution({
-      config,
-      tenants: {} as unknown as TenantManager, // never reached: there is no connection
-      maxBundleBytes: 1024,
-      sidecarId: 'sidecar-nowhere',
-      statusReport: () => ({}) as unknown as StatusReport,
+  // in its own process: counting the timers of this one raced the other tests' timers
+  test('stop() while the first connection is waiting to retry leaves no timer holding the process: it exits by itself', async () => {
+    const script = join(REPO_ROOT, 'test', 'harness', 'scripts', 'distribution-stop.ts');
+    const child = spawn(process.execPath, ['--import', 'tsx', script, String(await freePort())], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.on('data', (chunk: Buffer) => { output += chunk.toString(); });
+    child.stderr.on('data', (chunk: Buffer) => { output += chunk.toString(); });
+    // generous: the retry it must not wait for is 10 minutes away
+    const exited = await new Promise<number | null | 'still running'>((resolve) => {
+      const timer = setTimeout(() => resolve('still running'), 30_000);
+      child.once('exit', (code) => {
+        clearTimeout(timer);
+        resolve(code);
+      });
     });
-    const before = timers();
-    await distribution.start(); // returns after connectTimeoutMs; the retry waits 10 minutes
-    assert.equal(distribution.status().state, 'WARN');
-    await distribution.stop(1_000);
-    // at most as many as before: another test's timer may have ended meanwhile (Node 24 saw 4 of 5)
-    assert.ok(timers() <= before, `a timer was left behind: ${timers()} active, ${before} before`);
+    if (exited === 'still running') child.kill('SIGKILL');
+    assert.equal(exited, 0, `the process did not exit by itself after stop(): ${output}`);
+    assert.match(output, /state WARN/, 'the first connection had failed and was waiting to retry');
   });
 });
