@@ -21,9 +21,9 @@ export { TENANT_ID_PATTERN };
 /**
  * Default of `bundles.persistDelayMs` (and `TenantManagerOptions.persistDelayMs`). A
  * rollout reaches every sidecar at the same moment; the write of each one's snapshot (four
- * files, three fsyncs) would compete with the activations still running on shared cores. Half a second to a second later
- * they are done; the price is that a crash within that second, followed by a restart with
- * NATS unreachable, serves the previous revision.
+ * files, three fsyncs) would compete with the activations still running on shared cores.
+ * Half a second to a second later they are done; the price is that a crash within that
+ * second, followed by a restart with NATS unreachable, serves the previous revision.
  */
 export const DEFAULT_PERSIST_DELAY_MS = 500;
 

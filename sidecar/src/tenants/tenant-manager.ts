@@ -117,7 +117,6 @@ export interface TenantManagerOptions {
   readonly shadowPrivacy?: ShadowPrivacy;
 }
 
-
 /** Default of `TenantManagerOptions.trustRereadIntervalMs`. */
 export const DEFAULT_TRUST_REREAD_INTERVAL_MS = 5_000;
 
@@ -177,7 +176,7 @@ interface UnsavedSnapshot {
   readonly archive: Buffer;
   readonly bundle: Bundle;
   readonly origin: ActivationOrigin;
-  readonly timer: NodeJS.Timeout | undefined;
+  readonly timer: NodeJS.Timeout;
 }
 
 interface Snapshot {
@@ -230,6 +229,7 @@ export class TenantManager implements Component {
   /** Set by stop(): an activation that ends from now on writes its snapshot at once. */
   #stopping = false;
   readonly #trustRereadIntervalMs: number;
+  readonly #persistDelayMs: number;
   readonly #nowMs: () => number;
 
   constructor(options: TenantManagerOptions) {
@@ -243,6 +243,7 @@ export class TenantManager implements Component {
     if (!Number.isFinite(persistDelayMs) || persistDelayMs < 0) {
       throw new PavilionError(ErrorCodes.CONFIG_INVALID, `persistDelayMs must be a non-negative number, not ${persistDelayMs}`);
     }
+    this.#persistDelayMs = persistDelayMs;
     this.#nowMs = options.nowMs ?? ((): number => performance.now());
   }
 
@@ -549,7 +550,7 @@ export class TenantManager implements Component {
   async #persistSoon(entry: TenantEntry, archive: Buffer, bundle: Bundle, origin: ActivationOrigin): Promise<void> {
     if (this.#options.persisted === undefined) return;
     if (entry.unsaved !== undefined) clearTimeout(entry.unsaved.timer);
-    const delayMs = this.#options.persistDelayMs ?? DEFAULT_PERSIST_DELAY_MS;
+    const delayMs = this.#persistDelayMs;
     if (delayMs === 0 || this.#stopping) {
       entry.unsaved = undefined;
       await this.#persistSnapshot(entry.config.id, archive, bundle, origin);
