@@ -28,7 +28,7 @@ import { CredentialGate } from './credentials/gate.ts';
 import { PolicyEngine, type LoadedPolicy } from './engine/index.ts';
 import { NatsDistribution, buildStatusReport, type StatusReport } from './distribution/index.ts';
 import { ExtAuthz } from './extauthz/index.ts';
-import type { Component } from './lib/lifecycle.ts';
+import { stateOnly, type Component } from './lib/lifecycle.ts';
 import { Metrics } from './telemetry/index.ts';
 import { DirectoryWatcher, TenantManager, type ShadowPrivacy } from './tenants/index.ts';
 
@@ -371,7 +371,7 @@ export class Pavilion {
     return buildStatusReport(
       { id: this.config.labels.id, version: this.config.labels.version },
       visible === undefined ? this.tenants.list() : this.tenants.list().filter((t) => visible(t.id)),
-      visible === undefined ? components : components.map(({ name, status }) => ({ name, status: { state: status.state } })),
+      visible === undefined ? components : components.map(({ name, status }) => ({ name, status: stateOnly(status) })),
     );
   }
 

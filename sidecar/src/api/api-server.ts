@@ -43,7 +43,7 @@ import type { Decision, PolicyEngine } from '../engine/index.ts';
 import { assertDepth } from '../lib/canonical-json.ts';
 import { ErrorCodes, PavilionError } from '../lib/errors.ts';
 import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
-import { withDeadline } from '../lib/lifecycle.ts';
+import { stateOnly, withDeadline } from '../lib/lifecycle.ts';
 import {
   CREDENTIAL_CHALLENGE_HEADER,
   CREDENTIAL_WITNESSES_HEADER,
@@ -631,7 +631,7 @@ export class ApiServer implements Component {
     const redact = this.#deps.authorizer !== undefined;
     for (const component of this.#deps.components()) {
       const status = component.status();
-      components[component.name] = redact ? { state: status.state } : status;
+      components[component.name] = redact ? stateOnly(status) : status;
     }
     return components;
   }

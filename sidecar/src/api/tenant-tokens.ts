@@ -15,11 +15,11 @@
  * bad line, leaves its tenant with no token at all (every request refused: fail closed) and
  * the component WARN naming it; the other tenants are not affected.
  */
-import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import type { TenantConfig } from '../config/index.ts';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
 import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
+import { sha256Hex } from '../lib/sha256.ts';
 
 /** Shortest token accepted in a file: 128 bits of base64url or hex, at the least. */
 export const MIN_TOKEN_CHARS = 22;
@@ -50,7 +50,6 @@ export interface TenantTokensOptions {
   readonly log?: (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => void;
 }
 
-const sha256 = (text: string): string => createHash('sha256').update(text, 'utf8').digest('hex');
 
 /** The digests of the tokens in a file's text; throws on a line that is not a usable token. */
 export function parseTokenFile(text: string): ReadonlySet<string> {
@@ -61,7 +60,7 @@ export function parseTokenFile(text: string): ReadonlySet<string> {
     if (line.length < MIN_TOKEN_CHARS || /\s/.test(line)) {
       throw new PavilionError(ErrorCodes.CONFIG_INVALID, `line ${i + 1}: a token must be at least ${MIN_TOKEN_CHARS} characters without spaces`);
     }
-    digests.add(sha256(line));
+    digests.add(sha256Hex(line));
   }
   if (digests.size === 0) throw new PavilionError(ErrorCodes.CONFIG_INVALID, 'no token in the file');
   return digests;
@@ -110,7 +109,7 @@ export class TenantTokens implements Component, TenantAuthorizer {
     const digests = this.#digests.get(tenant);
     if (digests === undefined) return this.#options.mode === 'off';
     const token = /^Bearer\s+(\S+)\s*$/i.exec(authorization ?? '')?.[1];
-    return token !== undefined && digests.has(sha256(token));
+    return token !== undefined && digests.has(sha256Hex(token));
   }
 
   authorize(tenant: string, authorization: string | undefined): void {

@@ -10,6 +10,14 @@ export interface ComponentStatus {
   readonly details?: Readonly<Record<string, unknown>>;
 }
 
+/**
+ * A status as a caller without a tenant's token may see it (API tokens): its state only, as
+ * a component's message or details may name any tenant.
+ */
+export function stateOnly(status: ComponentStatus): ComponentStatus {
+  return { state: status.state };
+}
+
 export interface Component {
   readonly name: string;
   start(): Promise<void>;
