@@ -36,7 +36,7 @@ describe('findTool', () => {
     try {
       process.env['PATH'] = '';
       assert.throws(
-        () => findTool('pavilion-no-such-tool', 'PAVILION_NO_SUCH_TOOL', "'bash scripts/install-nats.sh'"),
+        () => findTool('pavilion-no-such-tool', 'PAVILION_NO_SUCH_TOOL', 'bash scripts/install-nats.sh'),
         (e: unknown) => isPavilionError(e, ErrorCodes.TOOL_MISSING) && e.message.includes("run 'bash scripts/install-nats.sh' to install it"),
       );
       assert.throws(

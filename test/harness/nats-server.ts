@@ -42,7 +42,7 @@ export async function freePort(): Promise<number> {
 }
 
 export function findNatsServer(): string {
-  return findTool('nats-server', 'PAVILION_NATS_SERVER', "'bash scripts/install-nats.sh'");
+  return findTool('nats-server', 'PAVILION_NATS_SERVER', 'bash scripts/install-nats.sh');
 }
 
 export async function startNats(options: NatsOptions = {}): Promise<RunningNats> {

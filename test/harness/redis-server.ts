@@ -23,7 +23,7 @@ export async function startRedis(): Promise<RunningRedis> {
   let child: ChildProcess | undefined;
   const launch = async (): Promise<void> => {
     child = await spawnUntilReady({
-      command: findTool('redis-server', 'PAVILION_REDIS_SERVER', "'bash scripts/install-redis.sh'"),
+      command: findTool('redis-server', 'PAVILION_REDIS_SERVER', 'bash scripts/install-redis.sh'),
       args: ['--bind', '127.0.0.1', '--port', String(port), '--save', '', '--appendonly', 'no'],
       readyText: 'Ready to accept connections',
       readyOn: 'stdout',

@@ -40,7 +40,7 @@ function isExecutable(path: string): boolean {
 }
 
 /** The tool's absolute path: callers run it from other working directories (opa build runs in its staging directory). */
-export function findTool(name: string, envVar: string, install = "'npm run bootstrap'"): string {
+export function findTool(name: string, envVar: string, install = 'npm run bootstrap'): string {
   const explicit = process.env[envVar];
   if (explicit !== undefined && explicit !== '') {
     if (isExecutable(explicit)) return resolve(explicit);
@@ -55,7 +55,7 @@ export function findTool(name: string, envVar: string, install = "'npm run boots
   }
   throw new PavilionError(
     ErrorCodes.TOOL_MISSING,
-    `'${name}' was not found (looked at $${envVar}, .tools/bin and PATH); run ${install} to install it`,
+    `'${name}' was not found (looked at $${envVar}, .tools/bin and PATH); run '${install}' to install it`,
   );
 }
 
