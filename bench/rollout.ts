@@ -34,10 +34,11 @@
  * how long that push takes.
  *
  * Env: BENCH_ROLLOUT_SIZES (default "1,10,30"; 1 shows a sidecar without 29 neighbours on its cores), BENCH_ROLLOUT_PUSHES (default 20),
- * BENCH_ROLLOUT_PROBE_INTERVAL_MS (default 25), BENCH_ROLLOUT_PERSIST_DELAY_MS (the sidecars'
- * bundles.persistDelayMs; 0 for a control run with the write inside the activation), BENCH_NODE_ARGS (extra node options for the
- * sidecar processes, space-separated: e.g. `--cpu-prof --cpu-prof-dir=DIR` to profile them). Quick mode (`--quick` or BENCH_QUICK=1):
- * sizes 10 and 30, Pavilion only (no OPA fleet).
+ * BENCH_ROLLOUT_PROBE_INTERVAL_MS (default 25), BENCH_ROLLOUT_PERSIST_DELAY_MS (the
+ * sidecars' bundles.persistDelayMs; 0 for a control run with the write inside the
+ * activation), BENCH_NODE_ARGS (extra node options for the sidecar processes,
+ * space-separated: e.g. `--cpu-prof --cpu-prof-dir=DIR` to profile them). Quick mode
+ * (`--quick` or BENCH_QUICK=1): sizes 10 and 30, Pavilion only (no OPA fleet).
  */
 import { execFile } from 'node:child_process';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
@@ -126,9 +127,9 @@ interface Probe {
   regressions: number;
 }
 
-function probeOnce(probe: Probe, agent: Agent, path: string, body: string, headers: Record<string, string>): Promise<string | undefined> {
+function probeOnce(url: string, agent: Agent, path: string, body: string, headers: Record<string, string>): Promise<string | undefined> {
   return new Promise((resolve) => {
-    const req = request(`${probe.url}${path}`, { method: 'POST', agent, headers: { 'content-type': 'application/json', ...headers } }, (res) => {
+    const req = request(`${url}${path}`, { method: 'POST', agent, headers: { 'content-type': 'application/json', ...headers } }, (res) => {
       let text = '';
       res.setEncoding('utf8');
       res.on('data', (chunk: string) => { text += chunk; });
@@ -157,7 +158,7 @@ function startProbes(urls: readonly string[], path: string, headers: Record<stri
     let next = performance.now();
     while (!stopped) {
       next += PROBE_INTERVAL_MS;
-      const rev = await probeOnce(probe, agent, path, body, headers);
+      const rev = await probeOnce(probe.url, agent, path, body, headers);
       const at = performance.now();
       if (next > at) await sleep(next - at);
       else next = at;
@@ -326,8 +327,7 @@ async function driveFleet(
     // one decision per process once it serves the revision (asked every PROBE_INTERVAL_MS until
     // then), and the pause after it, as in the probed run
     await Promise.all(urls.map(async (url) => {
-      const probe = { url, firstSeen: new Map<string, number>(), latest: undefined, requests: 0, failures: 0, regressions: 0 };
-      while ((await probeOnce(probe, agent, '/v1/data/bank/authz/rev', body, headers)) !== rev) {
+      while ((await probeOnce(url, agent, '/v1/data/bank/authz/rev', body, headers)) !== rev) {
         if (performance.now() - since > TIMEOUT_MS) throw new Error(`quiet push ${rev}: ${url} does not serve it after ${TIMEOUT_MS} ms`);
         await sleep(PROBE_INTERVAL_MS);
       }

@@ -7,37 +7,20 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { AuditLogSink, verifyDecisionProof, type AuditLogSettings, type DecisionReceiptV1, type RotationStep } from '../sidecar/src/audit/index.ts';
+import { verifyDecisionProof, type DecisionReceiptV1} from '../sidecar/src/audit/index.ts';
 import { SoftwareSigner } from '../sidecar/src/audit/log/index.ts';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
-import { decisionEvent, logOptions, ringOf, tempDir } from './audit/fixtures.ts';
+import { ROTATE_AT_BYTES, decisionEvent, ringOf, rotatingSink, sinkTenants as tenants, tempDir } from './audit/fixtures.ts';
 import { until } from './harness/wait.ts';
 
 const signer = SoftwareSigner.generate();
 const ring = ringOf(signer);
-/** About 11 decision events per epoch (as in audit-rotation.test.ts). */
-const ROTATE_AT_BYTES = 4 * 1024;
-
-function sinkAt(directory: string, onRotationStep: (step: RotationStep, tenant: string) => Promise<void> | void, settings: Partial<AuditLogSettings> = {}): AuditLogSink {
-  const { directory: _directory, origin: _origin, signer: _signer, ...defaults } = logOptions(directory, signer);
-  return new AuditLogSink({
-    directory,
-    originPrefix: 'pavilion-test',
-    settings: { ...defaults, maxDiskBytes: 16 * 1024, maxEventBytes: 4096, rotateAtBytes: ROTATE_AT_BYTES, ...settings },
-    createSigner: () => Promise.resolve(signer),
-    onRotationStep,
-  });
-}
-
-function tenants(sink: AuditLogSink): Record<string, { details: Record<string, unknown> }> {
-  return (sink.status().details as { tenants: Record<string, { details: Record<string, unknown> }> }).tenants;
-}
 
 describe('a rotation that fails after the seal', () => {
   it('hands the sealed log to no one (proofs, status, open logs) until the next event reopens the tenant in the next epoch', async () => {
     const dir = await tempDir();
     let failures = 0;
-    const sink = sinkAt(dir, (step) => {
+    const sink = rotatingSink(dir, signer, {}, (step) => {
       if (step !== 'marked' || failures > 0) return;
       failures++;
       throw new Error('injected: the disk went away after the seal');

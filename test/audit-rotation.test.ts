@@ -25,33 +25,20 @@ import {
 import { RecordType, WAL_FILE, decisionIdOf, proveFromLogFile } from '../sidecar/src/audit/log/index.ts';
 import { parseConfig } from '../sidecar/src/config/index.ts';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
-import { decisionEvent, logOptions, readRecords, ringOf, tempDir } from './audit/fixtures.ts';
+import { ROTATE_AT_BYTES, decisionEvent, readRecords, ringOf, rotatingSink, sinkTenants, tempDir } from './audit/fixtures.ts';
 import { startNats, type RunningNats } from './harness/nats-server.ts';
 import { until } from './harness/wait.ts';
 
 const signer = SoftwareSigner.generate();
 const ring = ringOf(signer);
-/** One decision event here is about 350 bytes on disk: about 11 per epoch. */
-const ROTATE_AT_BYTES = 4 * 1024;
-const MAX_DISK_BYTES = 16 * 1024;
-
-function sinkAt(directory: string, settings: Partial<AuditLogSettings> = {}, onRotationStep?: (step: RotationStep, tenant: string) => Promise<void> | void): AuditLogSink {
-  const { directory: _directory, origin: _origin, signer: _signer, ...defaults } = logOptions(directory, signer);
-  return new AuditLogSink({
-    directory,
-    originPrefix: 'pavilion-test',
-    settings: { ...defaults, maxDiskBytes: MAX_DISK_BYTES, maxEventBytes: 4096, rotateAtBytes: ROTATE_AT_BYTES, ...settings },
-    createSigner: () => Promise.resolve(signer),
-    ...(onRotationStep === undefined ? {} : { onRotationStep }),
-  });
-}
+const sinkAt = (directory: string, settings: Partial<AuditLogSettings> = {}, onRotationStep?: (step: RotationStep, tenant: string) => Promise<void> | void): AuditLogSink =>
+  rotatingSink(directory, signer, settings, onRotationStep);
 
 const archiveOf = (directory: string): string => join(directory, 'archive', 'bank');
 const liveOf = (directory: string): string => join(directory, 'tenants', 'bank');
 
 function tenantDetails(sink: AuditLogSink): Record<string, unknown> {
-  const tenants = (sink.status().details as { tenants: Record<string, { details: Record<string, unknown> }> }).tenants;
-  return tenants['bank']!.details;
+  return sinkTenants(sink)['bank']!.details;
 }
 
 /** Every receipt's decision is in the epoch its origin names, at its leaf, and proves offline. */

@@ -2,7 +2,7 @@
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { DecisionEventV1 } from '../../sidecar/src/audit/index.ts';
+import { AuditLogSink, type AuditLogSettings, type DecisionEventV1, type RotationStep } from '../../sidecar/src/audit/index.ts';
 import {
   AuditLog,
   FILE_HEADER_BYTES,
@@ -106,4 +106,29 @@ export async function writeRecords(directory: string, header: Buffer, records: r
 
 export function walPath(directory: string): string {
   return join(directory, WAL_FILE);
+}
+
+/** Rotation tests: one decision event here is about 350 bytes on disk, so about 11 per epoch. */
+export const ROTATE_AT_BYTES = 4 * 1024;
+
+/** A sink over `directory` rotating every ROTATE_AT_BYTES (16 KiB disk budget), signing with `signer`. */
+export function rotatingSink(
+  directory: string,
+  signer: CheckpointSigner,
+  settings: Partial<AuditLogSettings> = {},
+  onRotationStep?: (step: RotationStep, tenant: string) => Promise<void> | void,
+): AuditLogSink {
+  const { directory: _directory, origin: _origin, signer: _signer, ...defaults } = logOptions(directory, signer);
+  return new AuditLogSink({
+    directory,
+    originPrefix: 'pavilion-test',
+    settings: { ...defaults, maxDiskBytes: 16 * 1024, maxEventBytes: 4096, rotateAtBytes: ROTATE_AT_BYTES, ...settings },
+    createSigner: () => Promise.resolve(signer),
+    ...(onRotationStep === undefined ? {} : { onRotationStep }),
+  });
+}
+
+/** The sink's status per tenant (what health shows of each tenant's log). */
+export function sinkTenants(sink: AuditLogSink): Record<string, { details: Record<string, unknown> }> {
+  return (sink.status().details as { tenants: Record<string, { details: Record<string, unknown> }> }).tenants;
 }
