@@ -13,7 +13,7 @@
  * (that is the engine's job).
  */
 import { setOwn } from '../lib/own-property.ts';
-import { createHash } from 'node:crypto';
+import { sha256Hex } from '../lib/sha256.ts';
 import { promisify } from 'node:util';
 import { gunzip, gunzipSync } from 'node:zlib';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
@@ -359,7 +359,7 @@ export async function readBundle(compressed: Buffer, options: ReadBundleOptions)
     data,
     entrypoints,
     files,
-    digest: createHash('sha256').update(compressed).digest('hex'),
+    digest: sha256Hex(compressed),
     sizeBytes: compressed.length,
   };
 }

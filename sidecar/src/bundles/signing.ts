@@ -15,10 +15,11 @@
  *   5. the signed file list must equal the bundle's files (minus `.signatures.json`), and
  *      every digest must match (`file-hash.ts`).
  */
-import { createHash, createPrivateKey, createPublicKey, createSecretKey, type KeyObject } from 'node:crypto';
+import { createPrivateKey, createPublicKey, createSecretKey, type KeyObject } from 'node:crypto';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { CompactSign, compactVerify, decodeProtectedHeader } from 'jose';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
+import { sha256Hex } from '../lib/sha256.ts';
 import type { PatchOperation } from './delta.ts';
 import { DEFAULT_FILE_HASH_ALGORITHM, hashBundleFile } from './file-hash.ts';
 import { readTar, writeTar, type TarEntry } from './tar.ts';
@@ -165,7 +166,7 @@ function signedFiles(payload: Record<string, unknown>): Map<string, SignedFile> 
 
 function contentDigest(files: readonly SignedFile[]): string {
   const sorted = [...files].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-  return createHash('sha256').update(JSON.stringify(sorted.map((f) => [f.name, f.algorithm, f.hash]))).digest('hex');
+  return sha256Hex(JSON.stringify(sorted.map((f) => [f.name, f.algorithm, f.hash])));
 }
 
 /**

@@ -22,9 +22,9 @@
  *     "accumulatorStateFiles": ["acc-state.jws"]
  *   }
  */
-import { createHash } from 'node:crypto';
 import { bool, deepFreeze, fail, int, objectAt, refuseUnknown, section, str, type Json } from '../lib/config-fields.ts';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
+import { sha256Hex } from '../lib/sha256.ts';
 import type { PinnedAccumulator } from './accumulator-registry.ts';
 import type { PinnedDidDocument } from './did-resolver.ts';
 import type { FreshnessPolicy } from './freshness.ts';
@@ -151,14 +151,14 @@ export function parseCredentialPolicy(
     const at = `${p}.contexts[${i}]`;
     const o = objectAt(c, at);
     refuseUnknown(o, ['url', 'sha256Hex', 'path'], at);
-    const sha256Hex = str(o, 'sha256Hex', at);
-    if (!/^[0-9a-fA-F]{64}$/.test(sha256Hex)) fail(`${at}.sha256Hex`, 'must be 64 hex digits');
+    const pinned = str(o, 'sha256Hex', at);
+    if (!/^[0-9a-fA-F]{64}$/.test(pinned)) fail(`${at}.sha256Hex`, 'must be 64 hex digits');
     const bytes = read(str(o, 'path', at), at);
-    const actual = createHash('sha256').update(bytes).digest('hex');
-    if (actual !== sha256Hex.toLowerCase()) {
+    const actual = sha256Hex(bytes);
+    if (actual !== pinned.toLowerCase()) {
       throw new PavilionError(ErrorCodes.CREDENTIAL_CONTEXT_HASH_MISMATCH, `credentials ${at}: context SHA-256 ${actual} differs from the pin`);
     }
-    return { url: str(o, 'url', at), sha256Hex, bytes };
+    return { url: str(o, 'url', at), sha256Hex: pinned, bytes };
   });
 
   const didWeb = arr(root, 'didWeb', p).map((c, i): PinnedDidDocument => {
@@ -168,7 +168,7 @@ export function parseCredentialPolicy(
     const did = str(o, 'did', at);
     if (!did.startsWith('did:web:')) fail(`${at}.did`, 'must be a did:web');
     const bytes = read(str(o, 'path', at), at);
-    const actual = createHash('sha256').update(bytes).digest('hex');
+    const actual = sha256Hex(bytes);
     if (actual !== str(o, 'sha256Hex', at).toLowerCase()) {
       throw new PavilionError(ErrorCodes.CREDENTIAL_CONTEXT_HASH_MISMATCH, `credentials ${at}: did:web document SHA-256 ${actual} differs from the pin`);
     }

@@ -4,7 +4,6 @@
  * contexts a tenant adds, each pinned by the SHA-256 of its bytes. Nothing else is ever
  * loaded: an unknown context is a refused credential, not a fetch.
  */
-import { createHash } from 'node:crypto';
 import { contexts as credentialsContexts } from '@digitalbazaar/credentials-context';
 import { contexts as statusListContexts } from '@digitalbazaar/vc-bitstring-status-list-context';
 import dataIntegrityContext from '@digitalbazaar/data-integrity-context';
@@ -12,6 +11,7 @@ import multikeyContext from '@digitalbazaar/multikey-context';
 import ed25519Signature2020Context from 'ed25519-signature-2020-context';
 import didContext from 'did-context';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
+import { sha256Hex } from '../lib/sha256.ts';
 import { isObject, type JsonObject } from './json.ts';
 
 /** A context a tenant added: its URL, the SHA-256 (hex) of its bytes, and the bytes. */
@@ -54,7 +54,7 @@ export function pinContexts(tenantContexts: readonly TenantContext[]): ReadonlyM
     }
     if (url.protocol !== 'https:') throw new PavilionError(ErrorCodes.CONFIG_INVALID, `credential context ${context.url}: must be https`);
     if (all.has(context.url)) throw new PavilionError(ErrorCodes.CONFIG_INVALID, `credential context ${context.url}: replaces a built-in context`);
-    const actual = createHash('sha256').update(context.bytes).digest('hex');
+    const actual = sha256Hex(context.bytes);
     if (actual !== context.sha256Hex.toLowerCase()) {
       throw new PavilionError(ErrorCodes.CREDENTIAL_CONTEXT_HASH_MISMATCH, `credential context ${context.url}: SHA-256 ${actual} differs from the pinned ${context.sha256Hex}`, {
         details: { url: context.url, expected: context.sha256Hex, actual },

@@ -9,14 +9,12 @@
  * `commandTimeoutMs`; a store that cannot answer throws ERR_CREDENTIAL_STATE_UNAVAILABLE and the
  * presentation is refused. The connection reconnects on its own; health says WARN meanwhile.
  */
-import { createHash } from 'node:crypto';
 import { Redis } from 'ioredis';
 import type { RedisConfig } from '../config/index.ts';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
 import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
+import { sha256Hex } from '../lib/sha256.ts';
 import type { ChallengeStore, NonceStore } from './nonce-store.ts';
-
-const digest = (key: string): string => createHash('sha256').update(key, 'utf8').digest('hex');
 
 function unavailable(error: unknown): PavilionError {
   return new PavilionError(ErrorCodes.CREDENTIAL_STATE_UNAVAILABLE, `the shared credential state (Redis) did not answer: ${describeThrown(error)}; the presentation is refused`, { cause: error });
@@ -50,14 +48,14 @@ export class RedisSharedState implements Component {
     this.nonces = {
       async consumeOnce(key, expiresAtMs, nowMs) {
         try {
-          return (await redis.set(`${prefix}:nonce:${digest(key)}`, '1', 'PX', ttl(expiresAtMs, nowMs), 'NX')) === 'OK';
+          return (await redis.set(`${prefix}:nonce:${sha256Hex(key)}`, '1', 'PX', ttl(expiresAtMs, nowMs), 'NX')) === 'OK';
         } catch (error) {
           throw unavailable(error);
         }
       },
       async seen(key) {
         try {
-          return (await redis.exists(`${prefix}:nonce:${digest(key)}`)) === 1;
+          return (await redis.exists(`${prefix}:nonce:${sha256Hex(key)}`)) === 1;
         } catch (error) {
           throw unavailable(error);
         }
@@ -66,14 +64,14 @@ export class RedisSharedState implements Component {
     this.challenges = {
       async remember(key, expiresAtMs, nowMs) {
         try {
-          await redis.set(`${prefix}:challenge:${digest(key)}`, '1', 'PX', ttl(expiresAtMs, nowMs));
+          await redis.set(`${prefix}:challenge:${sha256Hex(key)}`, '1', 'PX', ttl(expiresAtMs, nowMs));
         } catch (error) {
           throw unavailable(error);
         }
       },
       async take(key) {
         try {
-          return (await redis.del(`${prefix}:challenge:${digest(key)}`)) === 1;
+          return (await redis.del(`${prefix}:challenge:${sha256Hex(key)}`)) === 1;
         } catch (error) {
           throw unavailable(error);
         }

@@ -3,7 +3,7 @@
  * issuer accreditation). Tenants pin them by SHA-256 like any tenant-added context; the bytes
  * here are the pinned bytes.
  */
-import { createHash } from 'node:crypto';
+import { sha256Hex } from '../lib/sha256.ts';
 import type { TenantContext } from './pinned-contexts.ts';
 
 export const SAMPLE_CONTEXT_URL = 'https://pavilion.example/contexts/samples/v1';
@@ -41,7 +41,7 @@ export const SAMPLE_CONTEXT_BYTES: Uint8Array = new TextEncoder().encode(JSON.st
 export function sampleContext(): TenantContext {
   return {
     url: SAMPLE_CONTEXT_URL,
-    sha256Hex: createHash('sha256').update(SAMPLE_CONTEXT_BYTES).digest('hex'),
+    sha256Hex: sha256Hex(SAMPLE_CONTEXT_BYTES),
     bytes: SAMPLE_CONTEXT_BYTES,
   };
 }

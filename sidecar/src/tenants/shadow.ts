@@ -13,10 +13,10 @@
  * flight), and the sample appears in reports once masked. The unmasked results are never put
  * in the state: they live only in the masking's closure.
  */
-import { createHash } from 'node:crypto';
 import type { LoadedPolicy, ShadowComparison } from '../engine/index.ts';
 import { canonicalJson } from '../lib/canonical-json.ts';
 import { describeThrown } from '../lib/errors.ts';
+import { sha256Hex } from '../lib/sha256.ts';
 
 export interface ShadowState {
   readonly loaded: LoadedPolicy;
@@ -134,7 +134,7 @@ export function recordComparison(shadow: ShadowState, comparison: ShadowComparis
       at: new Date().toISOString(),
       path: comparison.path,
       ...(comparison.error === undefined ? {} : { error: comparison.error }),
-      input_sha256: createHash('sha256').update(comparison.input === undefined ? '' : canonicalJson(comparison.input, 10_000)).digest('hex'),
+      input_sha256: sha256Hex(comparison.input === undefined ? '' : canonicalJson(comparison.input, 10_000)),
     };
     if (privacy === undefined) {
       shadow.samples.push(sampleOf(base, comparison.active ?? null, comparison.shadow ?? null));

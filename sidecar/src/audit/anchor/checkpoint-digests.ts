@@ -4,15 +4,15 @@
  * naming tenants in public) and the SHA-256 of the checkpoint's 64-byte signature (binding
  * the anchor to one signed checkpoint, not just to a root). Pure.
  */
-import { createHash } from 'node:crypto';
+import { sha256Hex } from '../../lib/sha256.ts';
 import type { SignedCheckpointV1 } from '../log/index.ts';
 
 /** SHA-256 of the log's origin (UTF-8), lower-case hex. */
 export function logIdOf(origin: string): string {
-  return createHash('sha256').update(origin, 'utf8').digest('hex');
+  return sha256Hex(origin);
 }
 
 /** SHA-256 of the checkpoint's signature bytes (r||s), lower-case hex. */
 export function checkpointSignatureSha256(checkpoint: SignedCheckpointV1): string {
-  return createHash('sha256').update(Buffer.from(checkpoint.signature, 'base64')).digest('hex');
+  return sha256Hex(Buffer.from(checkpoint.signature, 'base64'));
 }

@@ -13,11 +13,11 @@
  * Tree sizes must grow per log, as the contract requires (ERR_AUDIT_ANCHOR_REVERTED
  * otherwise). Lines are written one at a time and synced before the reference is returned.
  */
-import { createHash } from 'node:crypto';
 import { mkdir, open, readFile, truncate, writeFile } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import { ErrorCodes, PavilionError, describeThrown } from '../../lib/errors.ts';
 import type { ComponentStatus } from '../../lib/lifecycle.ts';
+import { sha256Hex } from '../../lib/sha256.ts';
 import type { Anchor, AnchorRecordV1, AnchorVerifier, SignedCheckpointV1 } from '../log/index.ts';
 import { checkpointSignatureSha256, logIdOf } from './checkpoint-digests.ts';
 
@@ -50,7 +50,7 @@ export interface FileAnchorReferenceV1 {
 const ZERO = '0'.repeat(64);
 const HEX32 = /^[0-9a-f]{64}$/;
 
-const sha256 = (text: string): string => createHash('sha256').update(text, 'utf8').digest('hex');
+const sha256 = (text: string): string => sha256Hex(text);
 
 /** A torn last line (a crash or full disk mid-write) set aside when the anchor loaded the file. */
 export interface FileAnchorTornTail {

@@ -4,10 +4,11 @@
  * verifier trusts, by key id, old ones included, so checkpoints signed before a rotation
  * still verify. Signatures: ECDSA P-256 / SHA-256, r||s. node:crypto does the cryptography.
  */
-import { createHash, createPublicKey, verify, type KeyObject } from 'node:crypto';
+import { createPublicKey, verify, type KeyObject } from 'node:crypto';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ErrorCodes, PavilionError, describeThrown } from '../../lib/errors.ts';
+import { sha256Hex } from '../../lib/sha256.ts';
 import { checkpointMessage, type SignedCheckpointV1 } from './checkpoint.ts';
 
 export interface CheckpointSigner {
@@ -22,7 +23,7 @@ export interface CheckpointSigner {
 
 /** The key id of a P-256 public key (SPKI DER). */
 export function keyIdOf(spki: Uint8Array): string {
-  return `p256:${createHash('sha256').update(spki).digest('hex').slice(0, 32)}`;
+  return `p256:${sha256Hex(spki).slice(0, 32)}`;
 }
 
 /** Check a P-256 public key and return its SPKI DER. */
