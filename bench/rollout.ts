@@ -212,6 +212,8 @@ interface FleetRun {
   readonly phases?: Record<string, number>;
   /** CPU per process per activation of the quiet pushes beyond the idle rate, all threads. */
   readonly cpuPerActivationMs?: number;
+  /** CPU per process per second of the idle window (no probes, no pushes), all threads. */
+  readonly idleCpuMsPerS?: number;
   /** The delivery server's CPU per quiet push beyond its idle rate (nats-server). */
   readonly serverCpuPerDeliveryMs?: number;
   /** How long each delivery call took (Pavilion: upload + pointer move). */
@@ -260,6 +262,7 @@ function summarise(run: FleetRun): Metrics {
     failed_requests: run.failures,
     revision_regressions: run.regressions,
     ...(run.cpuPerActivationMs === undefined ? {} : { cpu_ms_per_activation: round(run.cpuPerActivationMs) }),
+    ...(run.idleCpuMsPerS === undefined ? {} : { idle_cpu_ms_per_s: round(run.idleCpuMsPerS) }),
     ...(run.serverCpuPerDeliveryMs === undefined ? {} : { nats_server_cpu_ms_per_push: round(run.serverCpuPerDeliveryMs) }),
     ...(run.deliveryMs === undefined ? {} : { push_p50_ms: round(quantile([...run.deliveryMs].sort((a, b) => a - b), 0.5)) }),
     ...(run.benchCpuMsPerS === undefined ? {} : { bench_process_cpu_ms_per_s: round(run.benchCpuMsPerS) }),
@@ -344,9 +347,11 @@ async function driveFleet(
     { cpuMs: minus(quietStart.server, idleStart.server), units: quietStart.at - idleStart.at },
     { cpuMs: minus(quietEnd.server, quietStart.server), units: quietEnd.at - quietStart.at },
   );
+  const idleCpu = minus(quietStart.fleet, idleStart.fleet);
   return {
     pushes,
     rollbacks,
+    ...(idleCpu === undefined ? {} : { idleCpuMsPerS: (1000 * idleCpu) / ((quietStart.at - idleStart.at) * cpu.pids.length) }),
     ...(fleetCpu === undefined ? {} : { cpuPerActivationMs: fleetCpu / (activations * cpu.pids.length) }),
     ...(serverCpu === undefined ? {} : { serverCpuPerDeliveryMs: serverCpu / activations }),
     benchCpuMsPerS: (benchUsed.user + benchUsed.system) / (busyEnd - busyStart),
