@@ -31,7 +31,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { syncPath, writeFileDurably } from '../lib/durable-file.ts';
 import { ErrorCodes, PavilionError, describeThrown, isPavilionError } from '../lib/errors.ts';
-import type { ComponentState, ComponentStatus } from '../lib/lifecycle.ts';
+import { withDeadline, type ComponentState, type ComponentStatus } from '../lib/lifecycle.ts';
 import { TENANT_ID_PATTERN } from '../lib/tenant-id.ts';
 import type { DecisionEventV1, DecisionSink } from './decision-event.ts';
 import {
@@ -47,12 +47,14 @@ import {
   type EpochLinkV1,
   type EpochSealV1,
   type SignedCheckpointV1,
+  PRUNED_FILE,
   WAL_FILE,
   epochLinkEvent,
   epochOrigin,
   epochSeal,
   listArchivedEpochs,
   proveFromLogFile,
+  prunedEpochRecord,
 } from './log/index.ts';
 
 export const UNROUTED_TENANT = '_unrouted';
@@ -69,6 +71,8 @@ export type AuditLogSettings = Omit<AuditLogOptions, 'directory' | 'origin' | 's
    * 0 or absent never rotates (see #rotateAt for the value to choose).
    */
   readonly rotateAtBytes?: number;
+  /** Archived epochs kept whole per tenant; older ones are pruned (#prune). 0 or absent: all kept. */
+  readonly keepArchivedEpochs?: number;
 };
 
 /** Where sealed epochs go: `<directory>/archive/<tenant>/<epoch>/`. */
@@ -110,9 +114,16 @@ export interface StreamProgress {
   streamPosition(tenant: string, log: AuditLog): StreamPosition | undefined;
 }
 
+interface ArchivedEpoch {
+  readonly epoch: number;
+  readonly bytes: number;
+  /** Retention removed its decisions (a PRUNED record is what is left). */
+  readonly pruned?: true;
+}
+
 interface TenantEpochs {
   readonly epoch: number;
-  readonly archived: ReadonlyArray<{ readonly epoch: number; readonly bytes: number }>;
+  readonly archived: readonly ArchivedEpoch[];
 }
 
 function corrupt(message: string, details: Record<string, unknown>): PavilionError {
@@ -142,11 +153,15 @@ async function exists(path: string): Promise<boolean> {
   });
 }
 
-/** Bytes of the files in a directory (an archived epoch). */
+/** Bytes of the files in a directory (an archived epoch; one being pruned loses files meanwhile, which count 0). */
 async function directoryBytes(directory: string): Promise<number> {
   let bytes = 0;
   for (const entry of await readdir(directory, { withFileTypes: true })) {
-    if (entry.isFile()) bytes += (await stat(join(directory, entry.name))).size;
+    if (!entry.isFile()) continue;
+    bytes += await stat(join(directory, entry.name)).then((s) => s.size, (error: unknown) => {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return 0;
+      throw error;
+    });
   }
   return bytes;
 }
@@ -194,6 +209,11 @@ export class AuditLogSink implements DecisionSink {
   #archiveReads: Promise<unknown> = Promise.resolve();
   /** Proofs of archived decisions queued or reading (at most MAX_ARCHIVED_PROOFS_WAITING). */
   #archiveReadsWaiting = 0;
+  /** Retention passes, one at a time (each verifies whole epochs before removing anything). */
+  #pruning: Promise<void> = Promise.resolve();
+  /** Why the last retention pass left an epoch it was due to prune, until one leaves none. */
+  #retentionError: string | undefined;
+  #prunedEpochs = 0;
 
   constructor(options: AuditLogSinkOptions) {
     if (!/^[A-Za-z0-9._~:-]{1,100}$/.test(options.originPrefix)) {
@@ -247,6 +267,7 @@ export class AuditLogSink implements DecisionSink {
         }
       }
       for (const name of names) await this.#log(name);
+      for (const name of names) this.#pruneInBackground(name);
     } catch (error) {
       this.#startError = describeThrown(error);
       // Release what was opened before the failure: the logs (their locks), the anchor, and the
@@ -341,7 +362,78 @@ export class AuditLogSink implements DecisionSink {
   async #archived(tenant: string): Promise<TenantEpochs['archived']> {
     const root = this.#archiveDirectory(tenant);
     const epochs = await listArchivedEpochs(root);
-    return Promise.all(epochs.map(async (epoch) => ({ epoch, bytes: await directoryBytes(join(root, String(epoch))) })));
+    return Promise.all(epochs.map(async (epoch): Promise<ArchivedEpoch> => {
+      const directory = join(root, String(epoch));
+      const bytes = await directoryBytes(directory);
+      return (await exists(join(directory, PRUNED_FILE))) ? { epoch, bytes, pruned: true } : { epoch, bytes };
+    }));
+  }
+
+  /** Start a retention pass over the tenant's archive after the ones running (none without keepArchivedEpochs). */
+  #pruneInBackground(tenant: string): void {
+    const keep = this.#options.settings.keepArchivedEpochs ?? 0;
+    if (keep === 0) return;
+    this.#pruning = this.#pruning.then(() => this.#prune(tenant, keep)).catch((error: unknown) => {
+      this.#retentionError = `${tenant}: archive retention stopped: ${describeThrown(error)}`;
+    });
+  }
+
+  /**
+   * Retention: every archived epoch of the tenant but the newest `keep` loses its decisions.
+   * Each is first verified in full under its origin (a log that does not verify is evidence
+   * and stays, and the pass stops there), then its PRUNED record (prunedEpochRecord: the final
+   * checkpoint, the link and its inclusion path) is written durably, then every other file
+   * but SEALED is removed; a crash between the two leaves the record, and the next pass (at
+   * start) finishes the removal. With streaming, an epoch JetStream did not hold all of when
+   * sealed (its seal's `streamed`) exists nowhere else: it is kept, and status says so.
+   */
+  async #prune(tenant: string, keep: number): Promise<void> {
+    const root = this.#archiveDirectory(tenant);
+    const epochs = await listArchivedEpochs(root);
+    const keyring = Keyring.load(this.keysDirectory);
+    const pruned = new Map<number, number>();
+    let kept: string | undefined;
+    try {
+      for (const epoch of epochs.slice(0, Math.max(0, epochs.length - keep))) {
+        if (this.#stopped) return;
+        const directory = join(root, String(epoch));
+        if (!(await exists(join(directory, PRUNED_FILE)))) {
+          const sealed = await readJsonFile<SealedFileV1>(join(directory, SEALED_FILE));
+          if (sealed === undefined) throw corrupt(`archived epoch ${epoch} of tenant ${tenant} has no ${SEALED_FILE} file`, { tenant, epoch });
+          if (this.#streamProgress !== undefined && !sealed.streamed) {
+            kept = `${tenant}: archived epoch ${epoch} is kept whole: JetStream did not hold all of it when it was sealed`;
+            continue;
+          }
+          const record = await prunedEpochRecord(join(directory, WAL_FILE), epoch, keyring, epochOrigin(`${this.#options.originPrefix}/${tenant}`, epoch), {
+            prunedAt: new Date((this.#options.settings.clock ?? Date.now)()).toISOString(),
+            removedBytes: (await directoryBytes(directory)) - (await stat(join(directory, SEALED_FILE))).size,
+            streamed: sealed.streamed,
+          }).catch((error: unknown) => {
+            const code = error instanceof PavilionError ? error.code : ErrorCodes.AUDIT_LOG_IO;
+            throw new PavilionError(code, `archived epoch ${epoch} does not verify, so it is kept with every epoch after it: ${describeThrown(error)}`, { cause: error, details: { tenant, epoch } });
+          });
+          await writeFileDurably(join(directory, PRUNED_FILE), `${JSON.stringify(record)}\n`);
+          await syncPath(directory);
+          this.#prunedEpochs++;
+        }
+        // everything but the seal and the record (again after a crash between the record and this)
+        for (const name of await readdir(directory)) {
+          if (name !== SEALED_FILE && name !== PRUNED_FILE) await rm(join(directory, name), { recursive: true, force: true });
+        }
+        await syncPath(directory);
+        pruned.set(epoch, await directoryBytes(directory));
+      }
+      this.#retentionError = kept;
+    } finally {
+      // the list as it is now (a rotation may have added an epoch meanwhile), with the pruned marked
+      const current = this.#epochs.get(tenant);
+      if (current !== undefined && pruned.size > 0) {
+        this.#epochs.set(tenant, {
+          ...current,
+          archived: current.archived.map((a) => (pruned.has(a.epoch) ? { epoch: a.epoch, bytes: pruned.get(a.epoch) as number, pruned: true } : a)),
+        });
+      }
+    }
   }
 
   async #step(step: RotationStep, tenant: string): Promise<void> {
@@ -440,6 +532,7 @@ export class AuditLogSink implements DecisionSink {
       await this.#step('marked', tenant);
       const next = await this.#open(tenant);
       this.#rotationError = undefined;
+      this.#pruneInBackground(tenant);
       return next;
     } catch (error) {
       // The tenant's next event opens its log again, finishing the rotation where it stopped;
@@ -515,7 +608,11 @@ export class AuditLogSink implements DecisionSink {
     } catch (error) {
       const archived = this.#epochs.get(tenant)?.archived ?? [];
       if (!isPavilionError(error, ErrorCodes.AUDIT_DECISION_UNKNOWN) || archived.length === 0) throw error;
-      return this.#proveArchived(tenant, decisionId, archived.map((a) => a.epoch).reverse(), error);
+      const pruned = archived.filter((a) => a.pruned === true).map((a) => a.epoch);
+      const unknown = pruned.length === 0 ? error : new PavilionError(ErrorCodes.AUDIT_DECISION_UNKNOWN, `${error.message}; epochs ${pruned.join(', ')} of tenant ${tenant} were pruned by retention and prove none of their decisions`, {
+        details: { tenant, decisionId, prunedEpochs: pruned },
+      });
+      return this.#proveArchived(tenant, decisionId, archived.filter((a) => a.pruned !== true).map((a) => a.epoch).reverse(), unknown);
     }
   }
 
@@ -600,11 +697,15 @@ export class AuditLogSink implements DecisionSink {
       state = 'WARN';
       message = this.#rotationError;
     }
+    if (this.#retentionError !== undefined && RANK[state] < RANK.WARN) {
+      state = 'WARN';
+      message = this.#retentionError;
+    }
     if (this.#refused > 0 && RANK[state] < RANK.WARN) {
       state = 'WARN';
       message = `${this.#refused} decision events refused; last: ${this.#lastRefusal ?? ''}`;
     }
-    const details = { key_id: this.#signer.keyId, refused_events: this.#refused, tenants, ...(anchor === undefined ? {} : { anchor }) };
+    const details = { key_id: this.#signer.keyId, refused_events: this.#refused, pruned_epochs: this.#prunedEpochs, tenants, ...(anchor === undefined ? {} : { anchor }) };
     return message === undefined ? { state, details } : { state, message, details };
   }
 
@@ -619,6 +720,7 @@ export class AuditLogSink implements DecisionSink {
         rotate_at_bytes: this.#rotateAt(tenant),
         archived_epochs: archived,
         archived_bytes: archived.reduce((sum, a) => sum + a.bytes, 0),
+        keep_archived_epochs: this.#options.settings.keepArchivedEpochs ?? 0,
       },
     };
   }
@@ -626,6 +728,10 @@ export class AuditLogSink implements DecisionSink {
   async stop(deadlineMs: number): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
+    const started = Date.now();
+    // a pass stops between epochs; what it began is finished by the next start (see #prune)
+    await withDeadline(this.#pruning, deadlineMs);
+    deadlineMs = Math.max(0, deadlineMs - (Date.now() - started));
     const logs = await Promise.allSettled([...this.#logs.values()]);
     await Promise.all(logs.map((r) => (r.status === 'fulfilled' ? r.value.stop(deadlineMs) : undefined)));
     if (this.#options.createAnchor !== undefined) await this.#anchor?.close?.();

@@ -20,6 +20,8 @@ export {
   verifyLogFile,
   verifyEpochs,
   parseEpochLink,
+  PRUNED_FILE,
+  type PrunedEpochV1,
   type EpochLinkV1,
   type EpochSealV1,
   type EpochsVerification,

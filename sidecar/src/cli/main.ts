@@ -523,6 +523,8 @@ async function auditCommand(command: string | undefined, args: string[]): Promis
       if (last !== undefined && last.unsignedLeaves > 0) {
         process.stderr.write(`note: ${last.unsignedLeaves} leaves after the last checkpoint${'epoch' in last ? ` of epoch ${last.epoch}` : ''} are intact but not yet signed\n`);
       }
+      const pruned = verified.filter((one) => 'pruned' in one && one.pruned === true).map((one) => ('epoch' in one ? one.epoch : -1));
+      if (pruned.length > 0) process.stderr.write(`note: epochs ${pruned.join(', ')} were pruned by retention: their final checkpoints and links were checked, their leaves and anchors are gone\n`);
       for (const one of verified) anchorNote(one.anchors, one.anchorsVerified, anchorVerifiers.length > 0);
       return 0;
     }

@@ -195,6 +195,13 @@ export interface AuditLogConfig {
    * acknowledged all of it, and the forwarder follows the tenant into the next.
    */
   readonly rotateAtBytes?: number;
+  /**
+   * Retention of sealed epochs: keep this many archived epochs per tenant whole and prune the
+   * older ones to what keeps the chain verifiable (their final signed checkpoint and link, a
+   * PRUNED record; docs/audit-log.md, "Retention"). 0, the default: keep every epoch. With
+   * `stream.enabled`, an epoch JetStream did not hold all of when it was sealed is never pruned.
+   */
+  readonly keepArchivedEpochs: number;
   readonly signer: AuditSignerConfig;
   /** Forward every logged decision to NATS JetStream (`<nats.subjectPrefix>.decisions.<tenant>`). */
   readonly stream: AuditStreamConfig;
@@ -630,7 +637,8 @@ function parseAuditLog(raw: unknown, p: (file: string) => string): AuditLogConfi
   const a = objectAt(raw, path);
   refuseUnknown(a, [
     'directory', 'fsync', 'fsyncIntervalMs', 'groupCommitMaxDelayMs', 'groupCommitMaxBytes', 'maxDiskBytes', 'onFull',
-    'blockTimeoutMs', 'maxEventBytes', 'checkpointEveryEvents', 'checkpointIntervalMs', 'rotateAtBytes', 'signer', 'stream', 'anchor',
+    'blockTimeoutMs', 'maxEventBytes', 'checkpointEveryEvents', 'checkpointIntervalMs', 'rotateAtBytes', 'keepArchivedEpochs', 'signer', 'stream',
+    'anchor',
   ], path);
   const streamRaw = objectAt(a['stream'] ?? {}, `${path}.stream`);
   refuseUnknown(streamRaw, ['enabled', 'maxInFlight', 'retryWaitMs'], `${path}.stream`);
@@ -687,6 +695,7 @@ function parseAuditLog(raw: unknown, p: (file: string) => string): AuditLogConfi
     checkpointEveryEvents: int(a, 'checkpointEveryEvents', path, 1000, 1, 100_000_000),
     checkpointIntervalMs: int(a, 'checkpointIntervalMs', path, 10_000, 10, 86_400_000),
     ...(rotateAtBytes === undefined ? {} : { rotateAtBytes }),
+    keepArchivedEpochs: int(a, 'keepArchivedEpochs', path, 0, 0, 1_000_000),
     signer,
     stream,
     anchor: parseAuditAnchor(a['anchor'], directory, p),

@@ -25,7 +25,9 @@ export {
   epochSeal,
   listArchivedEpochs,
   parseEpochLink,
+  prunedEpochRecord,
   verifyEpochs,
+  PRUNED_FILE,
   type ConsistencyProofV1,
   type ConsistencyVerification,
   type DecisionVerification,
@@ -33,6 +35,7 @@ export {
   type EpochSealV1,
   type EpochVerification,
   type EpochsVerification,
+  type PrunedEpochV1,
   type LogVerification,
   type VerifyLogOptions,
 } from './verify-log.ts';

@@ -28,13 +28,13 @@
  * Between consecutive checkpoints it also checks an RFC 9162 consistency proof.
  */
 import { hash } from 'node:crypto';
-import { open, readdir } from 'node:fs/promises';
+import { access, open, readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { canonicalJson } from '../../lib/canonical-json.ts';
 import { ErrorCodes, PavilionError, isPavilionError } from '../../lib/errors.ts';
 import type { DecisionEventV1 } from '../decision-event.ts';
 import { MerkleTree, hashLeaf, verifyConsistency, verifyInclusion } from '../merkle/index.ts';
-import { decodeCheckpoint, type SignedCheckpointV1 } from './checkpoint.ts';
+import { decodeCheckpoint, parseCheckpoint, type SignedCheckpointV1 } from './checkpoint.ts';
 import { FILE_HEADER_BYTES, FRAME_OVERHEAD_BYTES, FrameDecoder, RecordType, checkFileHeader, type LogRecord } from './record-format.ts';
 import type { Keyring } from './signer.ts';
 import { WAL_FILE, type DecisionProofV1 } from './audit-log.ts';
@@ -677,6 +677,111 @@ export async function listArchivedEpochs(archiveDirectory: string): Promise<numb
 export interface EpochVerification extends LogVerification {
   readonly epoch: number;
   readonly path: string;
+  /**
+   * The epoch's decisions were removed by retention (its PRUNED record): its final checkpoint
+   * and its link were checked, not its leaves, and its anchors cannot be.
+   */
+  readonly pruned?: true;
+}
+
+/** In an archived epoch's directory once retention removed its log file: what stays of it (PrunedEpochV1). */
+export const PRUNED_FILE = 'PRUNED';
+
+/**
+ * What stays of an archived epoch whose decisions retention removed: its final signed
+ * checkpoint (which its seal, and the next epoch's link, name by hash) and, for epoch N > 0,
+ * its first leaf (the link to epoch N-1) with that leaf's RFC 9162 inclusion path under the
+ * final checkpoint. So the chain of epochs still verifies across it, link by link, with the
+ * same keys; what it no longer proves is any decision of its own.
+ */
+export interface PrunedEpochV1 {
+  readonly version: 1;
+  readonly epoch: number;
+  readonly pruned_at: string;
+  readonly final_checkpoint: SignedCheckpointV1;
+  /** Epoch N > 0: its first leaf as logged (canonical JSON of the epoch link event). */
+  readonly first_leaf?: string;
+  /** Epoch N > 0: the inclusion path of leaf 0 in the final checkpoint's tree, bottom-up, hex. */
+  readonly first_leaf_inclusion_path?: readonly string[];
+  /** Bytes of the files removed. */
+  readonly removed_bytes: number;
+  /** Whether JetStream had acknowledged every leaf of it (its seal's `streamed`). */
+  readonly streamed: boolean;
+}
+
+/**
+ * Verify a sealed epoch's log file in full (as verifyLogFile, under `origin`) and return
+ * what a PrunedEpochV1 keeps of it: nothing is removed that does not verify first. Throws
+ * as verifyLogFile does, or ERR_AUDIT_EPOCH_LINK_BROKEN when the epoch is not sealed (leaves
+ * past its last checkpoint) or epoch N > 0 does not open with a link.
+ */
+export async function prunedEpochRecord(
+  path: string,
+  epoch: number,
+  keyring: Keyring,
+  origin: string,
+  facts: { readonly prunedAt: string; readonly removedBytes: number; readonly streamed: boolean },
+): Promise<PrunedEpochV1> {
+  let first: Buffer | undefined;
+  const verified = await verifyLog(path, keyring, { origin }, (payload) => {
+    first = payload;
+  });
+  const final = verified.lastCheckpoint;
+  if (final === undefined || verified.unsignedLeaves > 0) {
+    throw linkBroken(epoch, path, `epoch ${epoch} is not sealed: its last checkpoint covers ${final?.tree_size ?? 0} of its ${verified.leaves} leaves`, { field: 'tree_size' });
+  }
+  const record = { version: 1 as const, epoch, pruned_at: facts.prunedAt, final_checkpoint: final, removed_bytes: facts.removedBytes, streamed: facts.streamed };
+  if (epoch === 0) return record;
+  if (first === undefined || parseEpochLink(first)?.epoch !== epoch) throw linkBroken(epoch, path, 'its first leaf is not an epoch link', { field: 'link' });
+  const tree = new MerkleTree();
+  await scanLogFile(path, tree, { finish: true }, () => undefined);
+  return {
+    ...record,
+    first_leaf: first.toString('utf8'),
+    first_leaf_inclusion_path: tree.inclusionProof(0, final.tree_size).map((h) => h.toString('hex')),
+  };
+}
+
+/**
+ * A pruned epoch as verifyEpochs checks it: its final checkpoint well-formed, of `origin`
+ * when known and signed by a trusted key, and (epoch N > 0) its first leaf included at index
+ * 0 under it; that leaf goes to the link check like a first leaf read from a file.
+ */
+async function verifyPrunedEpoch(file: string, epoch: number, keyring: Keyring, origin: string | undefined): Promise<{ verification: LogVerification; first: Buffer | undefined }> {
+  let record: PrunedEpochV1;
+  try {
+    record = JSON.parse(await readFile(file, 'utf8')) as PrunedEpochV1;
+  } catch (error) {
+    throw linkBroken(epoch, file, `its ${PRUNED_FILE} record cannot be read: ${(error as Error).message}`, { field: 'pruned' });
+  }
+  if (record === null || typeof record !== 'object' || record.version !== 1 || record.epoch !== epoch) {
+    throw linkBroken(epoch, file, `its ${PRUNED_FILE} record is not a version 1 record of epoch ${epoch}`, { field: 'pruned' });
+  }
+  const final = keyring.verifyCheckpoint(parseCheckpoint(record.final_checkpoint));
+  if (origin !== undefined && final.origin !== origin) {
+    throw bad(ErrorCodes.AUDIT_CHECKPOINT_INVALID, `${file}: the final checkpoint is of log ${final.origin}, not ${origin}`, { epoch, origin: final.origin, expected: origin });
+  }
+  let first: Buffer | undefined;
+  if (epoch > 0) {
+    const path = record.first_leaf_inclusion_path;
+    if (typeof record.first_leaf !== 'string' || !Array.isArray(path) || !path.every((h) => typeof h === 'string' && /^[0-9a-f]{64}$/.test(h))) {
+      throw linkBroken(epoch, file, `its ${PRUNED_FILE} record has no first leaf with an inclusion path`, { field: 'link' });
+    }
+    first = Buffer.from(record.first_leaf, 'utf8');
+    try {
+      verifyInclusion(0, final.tree_size, hashLeaf(first), path.map((h) => Buffer.from(h, 'hex')), Buffer.from(final.root_hash, 'hex'));
+    } catch (error) {
+      throw linkBroken(epoch, file, `its first leaf is not leaf 0 of its final checkpoint's tree: ${(error as Error).message}`, { field: 'link' });
+    }
+  }
+  return {
+    first,
+    verification: {
+      anchors: 0, anchorsVerified: 0, anchoredSize: 0, anchoredOutsideSize: 0,
+      origin: final.origin, leaves: final.tree_size, checkpoints: 1, rootHash: final.root_hash,
+      lastCheckpoint: final, unsignedLeaves: 0, keyIds: [final.key_id],
+    },
+  };
 }
 
 export interface EpochsVerification {
@@ -718,7 +823,9 @@ function checkLink(epoch: number, path: string, first: Buffer | undefined, previ
  * that epoch's final checkpoint must cover all of it, and the link must name exactly its
  * number, origin, size, root and final checkpoint hash. Throws the first failure in epoch
  * order: an epoch's own (as verifyLogFile), or ERR_AUDIT_EPOCH_LINK_BROKEN naming the first
- * epoch whose link does not hold, is missing, or follows a missing epoch.
+ * epoch whose link does not hold, is missing, or follows a missing epoch. An epoch pruned by
+ * retention (a PRUNED record in its directory) is checked by what it keeps (verifyPrunedEpoch);
+ * a trusted checkpoint of it other than its final one cannot be checked (ERR_AUDIT_LOG_TRUNCATED).
  */
 export async function verifyEpochs(archiveDirectory: string, liveLog: string | undefined, keyring: Keyring, options: VerifyLogOptions = {}): Promise<EpochsVerification> {
   const archived = await listArchivedEpochs(archiveDirectory);
@@ -726,37 +833,52 @@ export async function verifyEpochs(archiveDirectory: string, liveLog: string | u
   if ((options.trustedCheckpoints?.length ?? 0) > 0 && options.origin === undefined) {
     throw new PavilionError(ErrorCodes.AUDIT_CHECKPOINT_UNKNOWN, 'trusted checkpoints of a rotated log need its origin (epoch 0\'s): without it a checkpoint whose epoch is missing could not be told from one of another log');
   }
-  // nothing is deleted yet (no retention): an archive that does not start at 0 lost its oldest epochs
+  // retention keeps a PRUNED record in a pruned epoch's directory: an archive that does not start at 0 lost its oldest epochs
   if (archived[0] !== 0) {
     throw linkBroken(archived[0] as number, join(archiveDirectory, String(archived[0])), `the archive starts at epoch ${archived[0]}: epochs 0 to ${(archived[0] as number) - 1} are missing`, { field: 'epoch' });
   }
-  const files = archived.map((epoch) => ({ epoch, path: join(archiveDirectory, String(epoch), WAL_FILE) }));
+  const files = await Promise.all(archived.map(async (epoch) => {
+    const pruned = join(archiveDirectory, String(epoch), PRUNED_FILE);
+    return access(pruned).then(() => ({ epoch, path: pruned, pruned: true }), () => ({ epoch, path: join(archiveDirectory, String(epoch), WAL_FILE), pruned: false }));
+  }));
   if (liveLog !== undefined) {
     // the epoch its link names (so an archived epoch missing at the end is named as missing)
     const first = await firstLeafOf(liveLog);
-    files.push({ epoch: (first === undefined ? undefined : parseEpochLink(first))?.epoch ?? archived.at(-1)! + 1, path: liveLog });
+    files.push({ epoch: (first === undefined ? undefined : parseEpochLink(first))?.epoch ?? archived.at(-1)! + 1, path: liveLog, pruned: false });
   }
   let base = options.origin;
   const epochs: EpochVerification[] = [];
   let linksChecked = 0;
-  for (const { epoch, path } of files) {
+  for (const { epoch, path, pruned } of files) {
     const origin = base === undefined ? undefined : epochOrigin(base, epoch);
     const trustedCheckpoints = options.trustedCheckpoints?.filter((c) => c.origin === origin);
     let first: Buffer | undefined;
-    const verified = await verifyLog(path, keyring, {
-      ...options,
-      ...(origin === undefined ? {} : { origin }),
-      ...(trustedCheckpoints === undefined ? {} : { trustedCheckpoints }),
-    }, (payload) => {
-      first = payload;
-    });
+    let verified: LogVerification;
+    if (pruned) {
+      ({ verification: verified, first } = await verifyPrunedEpoch(path, epoch, keyring, origin));
+      // only its final checkpoint is left to hold a trusted one against
+      const unchecked = trustedCheckpoints?.find((c) => c.tree_size !== verified.leaves || c.root_hash !== verified.rootHash);
+      if (unchecked !== undefined) {
+        throw bad(ErrorCodes.AUDIT_LOG_TRUNCATED, `a trusted checkpoint of ${unchecked.origin} (tree size ${unchecked.tree_size}) cannot be checked: epoch ${epoch} was pruned and only its final checkpoint (tree size ${verified.leaves}) is kept`, {
+          epoch, path, origin: unchecked.origin, treeSize: unchecked.tree_size, pruned: true,
+        });
+      }
+    } else {
+      verified = await verifyLog(path, keyring, {
+        ...options,
+        ...(origin === undefined ? {} : { origin }),
+        ...(trustedCheckpoints === undefined ? {} : { trustedCheckpoints }),
+      }, (payload) => {
+        first = payload;
+      });
+    }
     if (base === undefined) base = baseOrigin(verified.origin, epoch, path);
     const previous = epochs.at(-1);
     if (previous !== undefined) {
       checkLink(epoch, path, first, previous);
       linksChecked++;
     }
-    epochs.push({ ...verified, epoch, path });
+    epochs.push({ ...verified, epoch, path, ...(pruned ? { pruned: true as const } : {}) });
   }
   const last = epochs.at(-1) as EpochVerification;
   if (liveLog === undefined && (last.lastCheckpoint === undefined || last.unsignedLeaves > 0)) {

@@ -1,0 +1,220 @@
+/**
+ * Retention of archived epochs (decisionLog.audit.keepArchivedEpochs, docs/audit-log.md,
+ * "Retention"): every archived epoch but the newest N keeps only its seal and a PRUNED record
+ * (final signed checkpoint, link, inclusion path of the link), so the chain still verifies;
+ * an epoch that does not verify, or that JetStream did not hold all of, is kept whole; a crash
+ * between the record and the removal is finished at the next start; a forged record fails.
+ */
+import assert from 'node:assert/strict';
+import { readFile, readdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import {
+  AuditLogSink,
+  PRUNED_FILE,
+  SoftwareSigner,
+  verifyDecisionProof,
+  verifyEpochs,
+  type AuditLogSettings,
+  type DecisionReceiptV1,
+  type PrunedEpochV1,
+} from '../sidecar/src/audit/index.ts';
+import { WAL_FILE, prunedEpochRecord } from '../sidecar/src/audit/log/index.ts';
+import { parseConfig } from '../sidecar/src/config/index.ts';
+import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
+import { ROTATE_AT_BYTES, decisionEvent, readRecords, ringOf, rotatingSink, sinkTenants, tempDir, writeRecords } from './audit/fixtures.ts';
+import { until } from './harness/wait.ts';
+
+const signer = SoftwareSigner.generate();
+const ring = ringOf(signer);
+const ORIGIN = 'pavilion-test/bank';
+const archiveOf = (directory: string): string => join(directory, 'archive', 'bank');
+const liveWal = (directory: string): string => join(directory, 'tenants', 'bank', WAL_FILE);
+
+type Archived = Array<{ epoch: number; bytes: number; pruned?: true }>;
+const archivedOf = (sink: AuditLogSink): Archived => sinkTenants(sink)['bank']!.details['archived_epochs'] as Archived;
+
+/** A sink over `directory` with rotation, having logged `count` decisions; their receipts. */
+async function filled(directory: string, count: number, settings: Partial<AuditLogSettings> = {}): Promise<{ sink: AuditLogSink; receipts: DecisionReceiptV1[] }> {
+  const sink = rotatingSink(directory, signer, settings);
+  await sink.start();
+  const receipts: DecisionReceiptV1[] = [];
+  for (let i = 0; i < count; i++) receipts.push(await sink.append(decisionEvent(i)));
+  // the last append may have started a rotation: let it end (the live epoch under the threshold again)
+  await until('no rotation is due', () => (sinkTenants(sink)['bank']!.details['bytes_on_disk'] as number) < ROTATE_AT_BYTES);
+  return { sink, receipts };
+}
+
+const epochOf = (receipt: DecisionReceiptV1): number => Number(/\/e(\d+)$/.exec(receipt.origin)?.[1] ?? '0');
+const codeOf = (error: unknown): string => (isPavilionError(error) ? error.code : String(error));
+
+describe('archive retention (keepArchivedEpochs)', () => {
+  it('prunes all but the newest epochs to their seal and record; the chain still verifies; their decisions no longer prove', async () => {
+    const dir = await tempDir();
+    const { sink, receipts } = await filled(dir, 110, { keepArchivedEpochs: 2 });
+    const archivedCount = archivedOf(sink).length;
+    assert.ok(archivedCount >= 5, `rotated into ${archivedCount} archived epochs`);
+    await until('the older epochs are pruned', () => archivedOf(sink).filter((a) => a.pruned === true).length === archivedCount - 2);
+    const archived = archivedOf(sink);
+    assert.deepEqual(archived.map((a) => a.pruned === true), archived.map((_, i) => i < archivedCount - 2), 'the newest two are kept whole');
+    assert.equal((sink.status().details as Record<string, unknown>)['pruned_epochs'], archivedCount - 2);
+
+    for (const { epoch, pruned } of archived) {
+      const files = (await readdir(join(archiveOf(dir), String(epoch)))).sort();
+      if (pruned === true) assert.deepEqual(files, [PRUNED_FILE, 'SEALED'], `epoch ${epoch}: only its seal and record are left`);
+      else assert.ok(files.includes(WAL_FILE), `epoch ${epoch} keeps its log`);
+    }
+
+    // a decision of a kept epoch proves; one of a pruned epoch is unknown, saying why
+    const keptReceipt = receipts.find((r) => epochOf(r) === archivedCount - 1)!;
+    const proof = await sink.proveInclusion('bank', keptReceipt.decision_id, { signNow: false });
+    assert.equal(verifyDecisionProof(proof, ring, { decisionId: keptReceipt.decision_id }).origin, keptReceipt.origin);
+    await assert.rejects(sink.proveInclusion('bank', receipts[0]!.decision_id), (error: unknown) => {
+      assert.equal(codeOf(error), ErrorCodes.AUDIT_DECISION_UNKNOWN);
+      assert.match((error as Error).message, /pruned by retention/);
+      assert.deepEqual((error as { details?: { prunedEpochs?: number[] } }).details?.prunedEpochs, Array.from({ length: archivedCount - 2 }, (_, i) => i));
+      return true;
+    });
+    await sink.stop(5000);
+
+    const verified = await verifyEpochs(archiveOf(dir), liveWal(dir), ring, { origin: ORIGIN });
+    assert.equal(verified.linksChecked, archivedCount, 'every link checked, across the pruned epochs too');
+    assert.deepEqual(verified.epochs.map((e) => e.pruned === true), [...archived.map((a) => a.pruned === true), false]);
+    const record = JSON.parse(await readFile(join(archiveOf(dir), '1', PRUNED_FILE), 'utf8')) as PrunedEpochV1;
+    assert.equal(record.epoch, 1);
+    assert.equal(record.final_checkpoint.origin, `${ORIGIN}/e1`);
+    assert.equal(record.streamed, false);
+    assert.ok(record.removed_bytes > 0);
+  });
+
+  it('keeps every epoch by default (keepArchivedEpochs 0)', async () => {
+    const dir = await tempDir();
+    const { sink } = await filled(dir, 60);
+    assert.equal(parseConfig({ decisionLog: { sink: 'audit', audit: { directory: dir } } }).decisionLog.audit?.keepArchivedEpochs, 0);
+    await sink.stop(5000);
+    const verified = await verifyEpochs(archiveOf(dir), liveWal(dir), ring, { origin: ORIGIN });
+    assert.ok(verified.epochs.length >= 3);
+    assert.ok(verified.epochs.every((e) => e.pruned === undefined), 'nothing pruned');
+  });
+
+  it('refuses a keepArchivedEpochs that is not a count', () => {
+    for (const keepArchivedEpochs of [-1, 1.5, 'two']) {
+      assert.throws(() => parseConfig({ decisionLog: { sink: 'audit', audit: { directory: '/tmp/x', keepArchivedEpochs } } }), (error: unknown) => {
+        assert.equal(codeOf(error), ErrorCodes.CONFIG_INVALID);
+        assert.match((error as Error).message, /keepArchivedEpochs/);
+        return true;
+      });
+    }
+  });
+
+  it('keeps an epoch whose log does not verify, says so in status, and prunes nothing after it', async () => {
+    const dir = await tempDir();
+    const first = await filled(dir, 60);
+    await first.sink.stop(5000);
+    // an edited decision in epoch 1 (framing rewritten, so only the tree and the checkpoints notice)
+    const epoch1 = join(archiveOf(dir), '1');
+    const { header, records } = await readRecords(epoch1);
+    const edited = records.map((r, i) => (i === 3 ? { ...r, payload: Buffer.from(r.payload.toString('utf8').replace('"result":', '"result_edited":'), 'utf8') } : r));
+    await writeRecords(epoch1, header, edited);
+
+    const sink = rotatingSink(dir, signer, { keepArchivedEpochs: 1 });
+    await sink.start();
+    await until('the retention pass reports the epoch it could not prune', () => sink.status().state === 'WARN');
+    assert.match(sink.status().message ?? '', /archive retention stopped: archived epoch 1 does not verify, so it is kept with every epoch after it: .*changed/);
+    const archived = archivedOf(sink);
+    assert.equal(archived.find((a) => a.epoch === 0)?.pruned, true, 'epoch 0 (before it) is pruned');
+    assert.ok(archived.filter((a) => a.epoch >= 1).every((a) => a.pruned === undefined), 'epoch 1 and after are kept whole');
+    assert.ok((await readdir(epoch1)).includes(WAL_FILE), 'the edited log is evidence and stays');
+    await sink.stop(5000);
+  });
+
+  it('finishes a pruning cut short between the record and the removal', async () => {
+    const dir = await tempDir();
+    const first = await filled(dir, 60);
+    await first.sink.stop(5000);
+    // the state a crash right after the record leaves: PRUNED written, the log still there
+    const epoch0 = join(archiveOf(dir), '0');
+    const record = await prunedEpochRecord(join(epoch0, WAL_FILE), 0, ring, ORIGIN, { prunedAt: '2026-01-01T00:00:00.000Z', removedBytes: 1, streamed: false });
+    const text = `${JSON.stringify(record)}\n`;
+    await writeFile(join(epoch0, PRUNED_FILE), text);
+    // keep every epoch but epoch 0 whole
+    const sink = rotatingSink(dir, signer, { keepArchivedEpochs: (await readdir(archiveOf(dir))).length - 1 });
+    await sink.start();
+    await until('the removal is finished', async () => (await readdir(epoch0)).length === 2);
+    assert.deepEqual((await readdir(epoch0)).sort(), [PRUNED_FILE, 'SEALED']);
+    assert.equal(await readFile(join(epoch0, PRUNED_FILE), 'utf8'), text, 'the record is not written again');
+    assert.equal(sink.status().state, 'OK');
+    await sink.stop(5000);
+    await verifyEpochs(archiveOf(dir), liveWal(dir), ring, { origin: ORIGIN });
+  });
+
+  it('with streaming, keeps whole an epoch JetStream did not hold all of when it was sealed', async () => {
+    const dir = await tempDir();
+    const first = await filled(dir, 60); // sealed without streaming: SEALED says streamed false
+    await first.sink.stop(5000);
+    const sink = rotatingSink(dir, signer, { keepArchivedEpochs: 1 });
+    // a forwarder that reads no log yet (no rotation starts: this checks retention alone)
+    sink.useStreamProgress({ streamPosition: () => undefined });
+    await sink.start();
+    await until('status says why the epochs are kept', () => /JetStream did not hold all of it/.test(sink.status().message ?? ''));
+    assert.ok(archivedOf(sink).every((a) => a.pruned === undefined), 'nothing pruned');
+    await sink.stop(5000);
+  });
+});
+
+describe('a PRUNED record is checked, not trusted', () => {
+  /** A rotated log with epochs 0 and 1 pruned (keep the rest); the record of epoch 1. */
+  async function prunedArchive(): Promise<{ dir: string; file: string; record: PrunedEpochV1 }> {
+    const dir = await tempDir();
+    const { sink } = await filled(dir, 60);
+    await sink.stop(5000);
+    const keep = (await readdir(archiveOf(dir))).length - 2;
+    const again = rotatingSink(dir, signer, { keepArchivedEpochs: keep });
+    await again.start();
+    await until('epochs 0 and 1 are pruned', () => archivedOf(again).filter((a) => a.pruned === true).length === 2);
+    await again.stop(5000);
+    const file = join(archiveOf(dir), '1', PRUNED_FILE);
+    return { dir, file, record: JSON.parse(await readFile(file, 'utf8')) as PrunedEpochV1 };
+  }
+
+  const verifyCode = async (dir: string): Promise<string> =>
+    verifyEpochs(archiveOf(dir), liveWal(dir), ring, { origin: ORIGIN }).then(() => 'verified', codeOf);
+
+  it('a forged signature on the final checkpoint: ERR_AUDIT_SIGNATURE_INVALID', async () => {
+    const { dir, file, record } = await prunedArchive();
+    const signature = Buffer.from(record.final_checkpoint.signature, 'base64');
+    signature[5] = (signature[5] as number) ^ 1;
+    await writeFile(file, JSON.stringify({ ...record, final_checkpoint: { ...record.final_checkpoint, signature: signature.toString('base64') } }));
+    assert.equal(await verifyCode(dir), ErrorCodes.AUDIT_SIGNATURE_INVALID);
+  });
+
+  it('a first leaf that is not leaf 0 of the final checkpoint: ERR_AUDIT_EPOCH_LINK_BROKEN', async () => {
+    const { dir, file, record } = await prunedArchive();
+    await writeFile(file, JSON.stringify({ ...record, first_leaf: record.first_leaf!.replace('"epoch":1', '"epoch":1 ') }));
+    assert.equal(await verifyCode(dir), ErrorCodes.AUDIT_EPOCH_LINK_BROKEN);
+  });
+
+  it("another epoch's final checkpoint (validly signed) in the record: the next epoch's link does not match it", async () => {
+    const { dir, file, record } = await prunedArchive();
+    const other = JSON.parse(await readFile(join(archiveOf(dir), '0', PRUNED_FILE), 'utf8')) as PrunedEpochV1;
+    await writeFile(file, JSON.stringify({ ...record, final_checkpoint: other.final_checkpoint }));
+    // epoch 0's checkpoint names epoch 0's log: refused as a checkpoint of another log
+    assert.equal(await verifyCode(dir), ErrorCodes.AUDIT_CHECKPOINT_INVALID);
+  });
+
+  it('a pruned epoch removed whole: the epoch after it names it missing', async () => {
+    const { dir } = await prunedArchive();
+    const { rm } = await import('node:fs/promises');
+    await rm(join(archiveOf(dir), '1'), { recursive: true });
+    assert.equal(await verifyCode(dir), ErrorCodes.AUDIT_EPOCH_LINK_BROKEN);
+  });
+
+  it('a trusted checkpoint of a pruned epoch other than its final one cannot be checked: ERR_AUDIT_LOG_TRUNCATED', async () => {
+    const { dir, record } = await prunedArchive();
+    const earlier = { ...record.final_checkpoint, tree_size: record.final_checkpoint.tree_size - 1 };
+    const code = await verifyEpochs(archiveOf(dir), liveWal(dir), ring, { origin: ORIGIN, trustedCheckpoints: [earlier] }).then(() => 'verified', codeOf);
+    assert.equal(code, ErrorCodes.AUDIT_LOG_TRUNCATED);
+    // its final checkpoint itself is checked and passes
+    await verifyEpochs(archiveOf(dir), liveWal(dir), ring, { origin: ORIGIN, trustedCheckpoints: [record.final_checkpoint] });
+  });
+});
