@@ -19,7 +19,7 @@ import {
   type DecisionReceiptV1,
   type PrunedEpochV1,
 } from '../sidecar/src/audit/index.ts';
-import { WAL_FILE, prunedEpochRecord } from '../sidecar/src/audit/log/index.ts';
+import { RecordType, WAL_FILE, decodeCheckpoint, prunedEpochRecord, type SignedCheckpointV1 } from '../sidecar/src/audit/log/index.ts';
 import { parseConfig } from '../sidecar/src/config/index.ts';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
 import { ROTATE_AT_BYTES, decisionEvent, readRecords, ringOf, rotatingSink, sinkTenants, tempDir, writeRecords } from './audit/fixtures.ts';
@@ -43,6 +43,11 @@ async function filled(directory: string, count: number, settings: Partial<AuditL
   // the last append may have started a rotation: let it end (the live epoch under the threshold again)
   await until('no rotation is due', () => (sinkTenants(sink)['bank']!.details['bytes_on_disk'] as number) < ROTATE_AT_BYTES);
   return { sink, receipts };
+}
+
+/** The signed checkpoints in an archived epoch's log, in order. */
+async function checkpointsOf(directory: string): Promise<SignedCheckpointV1[]> {
+  return (await readRecords(directory)).records.filter((r) => r.type === RecordType.CHECKPOINT).map((r) => decodeCheckpoint(r.payload));
 }
 
 const epochOf = (receipt: DecisionReceiptV1): number => Number(/\/e(\d+)$/.exec(receipt.origin)?.[1] ?? '0');
@@ -148,6 +153,61 @@ describe('archive retention (keepArchivedEpochs)', () => {
     await verifyEpochs(archiveOf(dir), liveWal(dir), ring, { origin: ORIGIN });
   });
 
+  it('keeps a log cut back to an earlier checkpoint: it verifies alone, but not against its seal', async () => {
+    const dir = await tempDir();
+    const first = await filled(dir, 60);
+    await first.sink.stop(5000);
+    const epoch1 = join(archiveOf(dir), '1');
+    const { header, records } = await readRecords(epoch1);
+    const checkpoints = records.filter((r) => r.type === RecordType.CHECKPOINT);
+    assert.ok(checkpoints.length >= 2, 'epoch 1 has a checkpoint before its final one (its link\'s)');
+    await writeRecords(epoch1, header, records.slice(0, records.indexOf(checkpoints.at(-2)!) + 1));
+    const sink = rotatingSink(dir, signer, { keepArchivedEpochs: 1 });
+    await sink.start();
+    await until('the pass reports it', () => sink.status().state === 'WARN');
+    assert.match(sink.status().message ?? '', /archived epoch 1 does not verify, so it is kept .*its final checkpoint gives tree_size \d+, its seal \d+/);
+    assert.ok((await readdir(epoch1)).includes(WAL_FILE), 'the cut log stays');
+    assert.deepEqual(archivedOf(sink).filter((a) => a.pruned === true).map((a) => a.epoch), [0], 'only epoch 0, before it, is pruned');
+    await sink.stop(5000);
+  });
+
+  it('a PRUNED record beside a log that it does not match: the log is kept and verified, not the record', async () => {
+    const dir = await tempDir();
+    const first = await filled(dir, 60);
+    await first.sink.stop(5000);
+    const epoch1 = join(archiveOf(dir), '1');
+    const genuine = await prunedEpochRecord(join(epoch1, WAL_FILE), 1, ring, `${ORIGIN}/e1`, { prunedAt: '2026-01-01T00:00:00.000Z', removedBytes: 1, streamed: false });
+    const earlier = (await checkpointsOf(epoch1))[0]!;
+    await writeFile(join(epoch1, PRUNED_FILE), JSON.stringify({ ...genuine, final_checkpoint: earlier }));
+    const sink = rotatingSink(dir, signer, { keepArchivedEpochs: 1 });
+    await sink.start();
+    await until('the pass reports it', () => /PRUNED record does not match its log/.test(sink.status().message ?? ''));
+    assert.ok((await readdir(epoch1)).includes(WAL_FILE), 'the log stays');
+    await sink.stop(5000);
+    const verified = await verifyEpochs(archiveOf(dir), liveWal(dir), ring, { origin: ORIGIN });
+    assert.equal(verified.epochs[1]!.pruned, undefined, 'epoch 1 was verified from its log');
+  });
+
+  it('with streaming, prunes an epoch JetStream held all of', async () => {
+    const dir = await tempDir();
+    const first = await filled(dir, 60);
+    await first.sink.stop(5000);
+    // as a sink that streamed would have sealed them
+    for (const name of await readdir(archiveOf(dir))) {
+      const file = join(archiveOf(dir), name, 'SEALED');
+      await writeFile(file, JSON.stringify({ ...JSON.parse(await readFile(file, 'utf8')), streamed: true }));
+    }
+    const sink = rotatingSink(dir, signer, { keepArchivedEpochs: 1 });
+    sink.useStreamProgress({ streamPosition: () => undefined });
+    await sink.start();
+    const count = (await readdir(archiveOf(dir))).length;
+    await until('all but the newest are pruned', () => archivedOf(sink).filter((a) => a.pruned === true).length === count - 1);
+    assert.equal(sink.status().state, 'OK');
+    await sink.stop(5000);
+    const record = JSON.parse(await readFile(join(archiveOf(dir), '0', PRUNED_FILE), 'utf8')) as PrunedEpochV1;
+    assert.equal(record.streamed, true);
+  });
+
   it('with streaming, keeps whole an epoch JetStream did not hold all of when it was sealed', async () => {
     const dir = await tempDir();
     const first = await filled(dir, 60); // sealed without streaming: SEALED says streamed false
@@ -164,17 +224,21 @@ describe('archive retention (keepArchivedEpochs)', () => {
 
 describe('a PRUNED record is checked, not trusted', () => {
   /** A rotated log with epochs 0 and 1 pruned (keep the rest); the record of epoch 1. */
-  async function prunedArchive(): Promise<{ dir: string; file: string; record: PrunedEpochV1 }> {
+  async function prunedArchive(): Promise<{ dir: string; file: string; record: PrunedEpochV1; earlier: SignedCheckpointV1 }> {
     const dir = await tempDir();
     const { sink } = await filled(dir, 60);
     await sink.stop(5000);
+    // a genuine checkpoint of epoch 1 before its final one (the one signing its link), kept before pruning
+    const earlier = (await checkpointsOf(join(archiveOf(dir), '1')))[0]!;
     const keep = (await readdir(archiveOf(dir))).length - 2;
     const again = rotatingSink(dir, signer, { keepArchivedEpochs: keep });
     await again.start();
     await until('epochs 0 and 1 are pruned', () => archivedOf(again).filter((a) => a.pruned === true).length === 2);
     await again.stop(5000);
     const file = join(archiveOf(dir), '1', PRUNED_FILE);
-    return { dir, file, record: JSON.parse(await readFile(file, 'utf8')) as PrunedEpochV1 };
+    const record = JSON.parse(await readFile(file, 'utf8')) as PrunedEpochV1;
+    assert.ok(earlier.tree_size < record.final_checkpoint.tree_size);
+    return { dir, file, record, earlier };
   }
 
   const verifyCode = async (dir: string): Promise<string> =>
@@ -194,12 +258,18 @@ describe('a PRUNED record is checked, not trusted', () => {
     assert.equal(await verifyCode(dir), ErrorCodes.AUDIT_EPOCH_LINK_BROKEN);
   });
 
-  it("another epoch's final checkpoint (validly signed) in the record: the next epoch's link does not match it", async () => {
+  it("another epoch's final checkpoint (validly signed) in the record: refused as a checkpoint of another log", async () => {
     const { dir, file, record } = await prunedArchive();
     const other = JSON.parse(await readFile(join(archiveOf(dir), '0', PRUNED_FILE), 'utf8')) as PrunedEpochV1;
     await writeFile(file, JSON.stringify({ ...record, final_checkpoint: other.final_checkpoint }));
     // epoch 0's checkpoint names epoch 0's log: refused as a checkpoint of another log
     assert.equal(await verifyCode(dir), ErrorCodes.AUDIT_CHECKPOINT_INVALID);
+  });
+
+  it('an earlier checkpoint of the same epoch (validly signed) as its final one: ERR_AUDIT_EPOCH_LINK_BROKEN', async () => {
+    const { dir, file, record, earlier } = await prunedArchive();
+    await writeFile(file, JSON.stringify({ ...record, final_checkpoint: earlier }));
+    assert.equal(await verifyCode(dir), ErrorCodes.AUDIT_EPOCH_LINK_BROKEN);
   });
 
   it('a pruned epoch removed whole: the epoch after it names it missing', async () => {
@@ -209,9 +279,10 @@ describe('a PRUNED record is checked, not trusted', () => {
     assert.equal(await verifyCode(dir), ErrorCodes.AUDIT_EPOCH_LINK_BROKEN);
   });
 
-  it('a trusted checkpoint of a pruned epoch other than its final one cannot be checked: ERR_AUDIT_LOG_TRUNCATED', async () => {
-    const { dir, record } = await prunedArchive();
-    const earlier = { ...record.final_checkpoint, tree_size: record.final_checkpoint.tree_size - 1 };
+  it('a trusted checkpoint of a pruned epoch other than its final one cannot be checked: ERR_AUDIT_LOG_TRUNCATED; a forged one: ERR_AUDIT_SIGNATURE_INVALID', async () => {
+    const { dir, record, earlier } = await prunedArchive();
+    const forged = { ...record.final_checkpoint, tree_size: record.final_checkpoint.tree_size - 1 };
+    assert.equal(await verifyEpochs(archiveOf(dir), liveWal(dir), ring, { origin: ORIGIN, trustedCheckpoints: [forged] }).then(() => 'verified', codeOf), ErrorCodes.AUDIT_SIGNATURE_INVALID);
     const code = await verifyEpochs(archiveOf(dir), liveWal(dir), ring, { origin: ORIGIN, trustedCheckpoints: [earlier] }).then(() => 'verified', codeOf);
     assert.equal(code, ErrorCodes.AUDIT_LOG_TRUNCATED);
     // its final checkpoint itself is checked and passes

@@ -27,7 +27,7 @@
  * A rename is atomic, so an epoch directory is either live or archived whole, never half moved.
  */
 import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { syncPath, writeFileDurably } from '../lib/durable-file.ts';
 import { ErrorCodes, PavilionError, describeThrown, isPavilionError } from '../lib/errors.ts';
@@ -46,6 +46,7 @@ import {
   type DecisionReceiptV1,
   type EpochLinkV1,
   type EpochSealV1,
+  type PrunedEpochV1,
   type SignedCheckpointV1,
   PRUNED_FILE,
   WAL_FILE,
@@ -151,6 +152,12 @@ async function exists(path: string): Promise<boolean> {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
     throw error;
   });
+}
+
+/** Two PRUNED records of the same log: the same final checkpoint and link (not the same time or sizes). */
+function sameRecord(a: PrunedEpochV1, b: PrunedEpochV1): boolean {
+  return a.epoch === b.epoch && a.first_leaf === b.first_leaf && JSON.stringify(a.final_checkpoint) === JSON.stringify(b.final_checkpoint)
+    && JSON.stringify(a.first_leaf_inclusion_path) === JSON.stringify(b.first_leaf_inclusion_path);
 }
 
 /** Bytes of the files in a directory (an archived epoch; one being pruned loses files meanwhile, which count 0). */
@@ -391,49 +398,70 @@ export class AuditLogSink implements DecisionSink {
     const root = this.#archiveDirectory(tenant);
     const epochs = await listArchivedEpochs(root);
     const keyring = Keyring.load(this.keysDirectory);
-    const pruned = new Map<number, number>();
     let kept: string | undefined;
-    try {
-      for (const epoch of epochs.slice(0, Math.max(0, epochs.length - keep))) {
-        if (this.#stopped) return;
-        const directory = join(root, String(epoch));
-        if (!(await exists(join(directory, PRUNED_FILE)))) {
-          const sealed = await readJsonFile<SealedFileV1>(join(directory, SEALED_FILE));
-          if (sealed === undefined) throw corrupt(`archived epoch ${epoch} of tenant ${tenant} has no ${SEALED_FILE} file`, { tenant, epoch });
-          if (this.#streamProgress !== undefined && !sealed.streamed) {
-            kept = `${tenant}: archived epoch ${epoch} is kept whole: JetStream did not hold all of it when it was sealed`;
-            continue;
-          }
-          const record = await prunedEpochRecord(join(directory, WAL_FILE), epoch, keyring, epochOrigin(`${this.#options.originPrefix}/${tenant}`, epoch), {
-            prunedAt: new Date((this.#options.settings.clock ?? Date.now)()).toISOString(),
-            removedBytes: (await directoryBytes(directory)) - (await stat(join(directory, SEALED_FILE))).size,
-            streamed: sealed.streamed,
-          }).catch((error: unknown) => {
-            const code = error instanceof PavilionError ? error.code : ErrorCodes.AUDIT_LOG_IO;
-            throw new PavilionError(code, `archived epoch ${epoch} does not verify, so it is kept with every epoch after it: ${describeThrown(error)}`, { cause: error, details: { tenant, epoch } });
-          });
+    for (const epoch of epochs.slice(0, Math.max(0, epochs.length - keep))) {
+      if (this.#stopped) return;
+      const directory = join(root, String(epoch));
+      const wal = join(directory, WAL_FILE);
+      const recorded = await readJsonFile<PrunedEpochV1>(join(directory, PRUNED_FILE));
+      if (recorded === undefined || (await exists(wal))) {
+        const sealed = await readJsonFile<SealedFileV1>(join(directory, SEALED_FILE));
+        if (sealed === undefined) throw corrupt(`archived epoch ${epoch} of tenant ${tenant} has no ${SEALED_FILE} file`, { tenant, epoch });
+        if (recorded === undefined && this.#streamProgress !== undefined && !sealed.streamed) {
+          kept = `${tenant}: archived epoch ${epoch} is kept whole: JetStream did not hold all of it when it was sealed`;
+          continue;
+        }
+        const record = await this.#pruneRecord(tenant, epoch, wal, keyring, sealed);
+        if (recorded === undefined) {
+          if (this.#stopped) return;
           await writeFileDurably(join(directory, PRUNED_FILE), `${JSON.stringify(record)}\n`);
           await syncPath(directory);
           this.#prunedEpochs++;
+        } else if (!sameRecord(recorded, record)) {
+          // a crash left the record, or someone wrote one: the log it would replace must agree
+          throw corrupt(`archived epoch ${epoch} of tenant ${tenant}: its ${PRUNED_FILE} record does not match its log, so the log is kept`, { tenant, epoch });
         }
-        // everything but the seal and the record (again after a crash between the record and this)
-        for (const name of await readdir(directory)) {
-          if (name !== SEALED_FILE && name !== PRUNED_FILE) await rm(join(directory, name), { recursive: true, force: true });
-        }
-        await syncPath(directory);
-        pruned.set(epoch, await directoryBytes(directory));
       }
-      this.#retentionError = kept;
-    } finally {
-      // the list as it is now (a rotation may have added an epoch meanwhile), with the pruned marked
-      const current = this.#epochs.get(tenant);
-      if (current !== undefined && pruned.size > 0) {
-        this.#epochs.set(tenant, {
-          ...current,
-          archived: current.archived.map((a) => (pruned.has(a.epoch) ? { epoch: a.epoch, bytes: pruned.get(a.epoch) as number, pruned: true } : a)),
-        });
+      // proofs stop looking in it before its files go
+      this.#markPruned(tenant, epoch, await directoryBytes(directory));
+      if (this.#stopped) return; // the next start finishes the removal
+      // everything but the seal and the record (again after a crash between the record and this)
+      for (const name of await readdir(directory)) {
+        if (name !== SEALED_FILE && name !== PRUNED_FILE) await rm(join(directory, name), { recursive: true, force: true });
       }
+      await syncPath(directory);
+      this.#markPruned(tenant, epoch, await directoryBytes(directory));
     }
+    this.#retentionError = kept;
+  }
+
+  /**
+   * What PRUNED keeps of archived `epoch`: its log verified in full (prunedEpochRecord), and its
+   * final checkpoint the one its seal names (a log cut back to an earlier checkpoint verifies
+   * on its own, but no longer matches the seal and the next epoch's link).
+   */
+  async #pruneRecord(tenant: string, epoch: number, wal: string, keyring: Keyring, sealed: SealedFileV1): Promise<PrunedEpochV1> {
+    try {
+      const record = await prunedEpochRecord(wal, epoch, keyring, epochOrigin(`${this.#options.originPrefix}/${tenant}`, epoch), {
+        prunedAt: new Date((this.#options.settings.clock ?? Date.now)()).toISOString(),
+        removedBytes: (await directoryBytes(dirname(wal))) - (await stat(join(dirname(wal), SEALED_FILE))).size,
+        streamed: sealed.streamed,
+      });
+      const seal = epochSeal(epoch, record.final_checkpoint);
+      const differs = (['epoch', 'origin', 'tree_size', 'root_hash', 'checkpoint_sha256'] as const).find((field) => seal[field] !== sealed.seal[field]);
+      if (differs !== undefined) throw corrupt(`its final checkpoint gives ${differs} ${String(seal[differs])}, its seal ${String(sealed.seal[differs])}`, { tenant, epoch, field: differs });
+      return record;
+    } catch (error) {
+      const code = error instanceof PavilionError ? error.code : ErrorCodes.AUDIT_LOG_IO;
+      throw new PavilionError(code, `archived epoch ${epoch} does not verify, so it is kept with every epoch after it: ${describeThrown(error)}`, { cause: error, details: { tenant, epoch } });
+    }
+  }
+
+  /** Proofs skip `epoch` from now on; status shows its bytes. */
+  #markPruned(tenant: string, epoch: number, bytes: number): void {
+    const current = this.#epochs.get(tenant);
+    if (current === undefined) return;
+    this.#epochs.set(tenant, { ...current, archived: current.archived.map((a) => (a.epoch === epoch ? { epoch, bytes, pruned: true } : a)) });
   }
 
   async #step(step: RotationStep, tenant: string): Promise<void> {
@@ -728,12 +756,11 @@ export class AuditLogSink implements DecisionSink {
   async stop(deadlineMs: number): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
-    const started = Date.now();
-    // a pass stops between epochs; what it began is finished by the next start (see #prune)
-    await withDeadline(this.#pruning, deadlineMs);
-    deadlineMs = Math.max(0, deadlineMs - (Date.now() - started));
     const logs = await Promise.allSettled([...this.#logs.values()]);
     await Promise.all(logs.map((r) => (r.status === 'fulfilled' ? r.value.stop(deadlineMs) : undefined)));
+    // The logs' final checkpoints first. A retention pass writes or removes nothing once it
+    // sees the sink stopped (it may still be verifying an epoch); the next start finishes it.
+    await withDeadline(this.#pruning, Math.min(deadlineMs, 1000));
     if (this.#options.createAnchor !== undefined) await this.#anchor?.close?.();
     await this.#signer?.close();
   }

@@ -838,8 +838,11 @@ export async function verifyEpochs(archiveDirectory: string, liveLog: string | u
     throw linkBroken(archived[0] as number, join(archiveDirectory, String(archived[0])), `the archive starts at epoch ${archived[0]}: epochs 0 to ${(archived[0] as number) - 1} are missing`, { field: 'epoch' });
   }
   const files = await Promise.all(archived.map(async (epoch) => {
+    // pruned: a record and no log (a log beside a record, pruning cut short, is verified itself)
     const pruned = join(archiveDirectory, String(epoch), PRUNED_FILE);
-    return access(pruned).then(() => ({ epoch, path: pruned, pruned: true }), () => ({ epoch, path: join(archiveDirectory, String(epoch), WAL_FILE), pruned: false }));
+    const wal = join(archiveDirectory, String(epoch), WAL_FILE);
+    const present = async (file: string): Promise<boolean> => access(file).then(() => true, () => false);
+    return (await present(pruned)) && !(await present(wal)) ? { epoch, path: pruned, pruned: true } : { epoch, path: wal, pruned: false };
   }));
   if (liveLog !== undefined) {
     // the epoch its link names (so an archived epoch missing at the end is named as missing)
@@ -856,7 +859,8 @@ export async function verifyEpochs(archiveDirectory: string, liveLog: string | u
     let verified: LogVerification;
     if (pruned) {
       ({ verification: verified, first } = await verifyPrunedEpoch(path, epoch, keyring, origin));
-      // only its final checkpoint is left to hold a trusted one against
+      // only its final checkpoint is left to hold a trusted one against (each signed, as verifyLog requires)
+      for (const trusted of trustedCheckpoints ?? []) keyring.verifyCheckpoint(trusted);
       const unchecked = trustedCheckpoints?.find((c) => c.tree_size !== verified.leaves || c.root_hash !== verified.rootHash);
       if (unchecked !== undefined) {
         throw bad(ErrorCodes.AUDIT_LOG_TRUNCATED, `a trusted checkpoint of ${unchecked.origin} (tree size ${unchecked.tree_size}) cannot be checked: epoch ${epoch} was pruned and only its final checkpoint (tree size ${verified.leaves}) is kept`, {
