@@ -3,14 +3,16 @@
  * not within it (a fleet-wide rollout's writes would compete with the activations still
  * running): the store keeps the previous snapshot until then, a snapshot replaced before its
  * write is never written, stop() writes what is waiting, and persistDelayMs 0 writes within
- * the activation.
+ * the activation. Deltas applied on a snapshot still waiting for its write are restored with
+ * it once it is written, and until then a restart serves the previous snapshot with its own
+ * deltas, never with the new snapshot's.
  */
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { LastKnownGood } from '../sidecar/src/bundles/index.ts';
+import { LastKnownGood, type DeltaUpdate, type PatchOperation } from '../sidecar/src/bundles/index.ts';
 import { parseConfig } from '../sidecar/src/config/index.ts';
 import { PolicyEngine } from '../sidecar/src/engine/index.ts';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
@@ -37,12 +39,40 @@ async function archive(revision: string): Promise<Buffer> {
   return built;
 }
 
+/** A snapshot whose data deltas change: `max` (10 in the snapshot) and `flag` (none). */
+async function dataArchive(revision: string): Promise<Buffer> {
+  const key = `data:${revision}`;
+  let built = archives.get(key);
+  if (built === undefined) {
+    built = await buildFixtureBundle({
+      modules: { 'bank/authz.rego': `package bank.authz\n\nrev := "${revision}"\n\nmax := data.bank.limits.max\n\nflag := data.bank.limits.flag\n` },
+      entrypoints: ['bank/authz/rev', 'bank/authz/max', 'bank/authz/flag'],
+      roots: ['bank'],
+      revision,
+      data: { 'bank/limits': { max: 10 } },
+    });
+    archives.set(key, built);
+  }
+  return built;
+}
+
+/** An unsigned delta (the development tenant takes them) of deploy `base`. */
+function delta(base: number, sequence: number, ...operations: PatchOperation[]): DeltaUpdate {
+  return { base, sequence, roots: ['bank'], operations };
+}
+
+const setMax = (value: number): PatchOperation => ({ op: 'upsert', path: '/bank/limits/max', value });
+const setFlag = (value: string): PatchOperation => ({ op: 'upsert', path: '/bank/limits/flag', value });
+
 interface Sidecar {
   readonly tenants: TenantManager;
+  readonly engine: PolicyEngine;
   readonly store: LastKnownGood;
   /** The revisions of the snapshots written, in order. */
   readonly saved: string[];
   stop(): Promise<void>;
+  /** The process ends abruptly: the engine goes, tenants.stop() (which writes what waits) is never called. */
+  crash(): Promise<void>;
 }
 
 /** An unsigned development tenant 'bank' fed by pushes, persisting to `lkg`. */
@@ -72,13 +102,35 @@ async function sidecar(lkg: string, persistDelayMs: number): Promise<Sidecar> {
   }
   return {
     tenants,
+    engine,
     store,
     saved,
     async stop() {
       await tenants.stop(5_000);
       await engine.stop();
     },
+    async crash() {
+      await engine.stop();
+    },
   };
+}
+
+/** What bank serves: the revision, the data deltas change, and the deltas it holds. */
+async function served(car: Sidecar): Promise<{ rev: unknown; max: unknown; flag: unknown; base: number | undefined; deltas: number | undefined }> {
+  const value = async (rule: string): Promise<unknown> => (await car.engine.evaluate('bank', `bank/authz/${rule}`, {}, { cache: false })).result;
+  const state = car.tenants.deltaState('bank');
+  return { rev: await value('rev'), max: await value('max'), flag: await value('flag'), base: state?.base, deltas: state?.sequence };
+}
+
+/** r1 (deploy 1) with its delta 1 (max 11, flag 'one'), written at once: the previous snapshot of the tests below. */
+async function persistFirst(lkg: string): Promise<void> {
+  const first = await sidecar(lkg, 0);
+  try {
+    await first.tenants.activate('bank', await dataArchive('r1'), { kind: 'source', sequence: 1 });
+    await first.tenants.applyDeltas('bank', [delta(1, 1, setMax(11), setFlag('one'))], 'append');
+  } finally {
+    await first.stop();
+  }
 }
 
 async function persistedRevision(store: LastKnownGood): Promise<string | undefined> {
@@ -184,5 +236,108 @@ describe('last known good write after an activation', () => {
     for (const persistDelayMs of [-1, Number.NaN, Number.POSITIVE_INFINITY]) {
       await assert.rejects(sidecar(join(dir, 'refused'), persistDelayMs), (error: unknown) => isPavilionError(error, ErrorCodes.CONFIG_INVALID), String(persistDelayMs));
     }
+  });
+});
+
+describe('deltas applied on a snapshot before its last known good write', () => {
+  /** r2 (deploy 2) activated on top of the persisted r1, and its deltas 1 (max 20) and 2 (flag 'two') applied. */
+  async function activateWithDeltas(car: Sidecar, archive: Buffer, deploy = 2): Promise<void> {
+    await car.tenants.activate('bank', archive, { kind: 'source', sequence: deploy });
+    assert.equal(await car.tenants.applyDeltas('bank', [delta(deploy, 1, setMax(20))], 'append'), 1);
+    assert.equal(await car.tenants.applyDeltas('bank', [delta(deploy, 2, setFlag('two'))], 'append'), 2);
+  }
+
+  /** A restart on `lkg` with no source (NATS unreachable): what it serves from the store. */
+  async function restart(lkg: string): Promise<{ served: Awaited<ReturnType<typeof served>>; origin: string | undefined; error: string | undefined }> {
+    const car = await sidecar(lkg, 60_000);
+    try {
+      const status = car.tenants.tenant('bank');
+      return { served: await served(car), origin: status?.origin?.kind, error: status?.lastError?.code };
+    } finally {
+      await car.stop();
+    }
+  }
+
+  const R1_WITH_ITS_DELTA = { rev: 'r1', max: 11, flag: 'one', base: 1, deltas: 1 };
+  const R2_WITH_DELTAS = { rev: 'r2', max: 20, flag: 'two', base: 2, deltas: 2 };
+
+  test('are written with it when its write comes by itself: a restart serves the new snapshot with deltas 1-2', async () => {
+    const lkg = join(dir, 'deltas-then-write');
+    await persistFirst(lkg);
+    // 3-6 s: the activation and two deltas come long before it, even on a loaded machine
+    const car = await sidecar(lkg, 3_000);
+    try {
+      assert.deepEqual(await served(car), R1_WITH_ITS_DELTA, 'started on the persisted r1 and its delta');
+      await activateWithDeltas(car, await dataArchive('r2'));
+      assert.deepEqual(car.saved, [], 'the deltas were applied before r2 was written');
+      assert.equal(await persistedRevision(car.store), 'r1');
+      await until('r2 is written by itself', async () => (await persistedRevision(car.store)) === 'r2');
+    } finally {
+      await car.stop();
+    }
+    assert.deepEqual(car.saved, ['r2'], 'written once, by its delay (stop() had nothing left to write)');
+    const after = await restart(lkg);
+    assert.deepEqual(after.served, R2_WITH_DELTAS, 'r2 with its deltas 1-2 - not without them, not r1 with them');
+    assert.equal(after.origin, 'persisted');
+    assert.equal(after.error, undefined, 'every persisted delta applied');
+  });
+
+  test('are written with it by stop(): a restart serves the new snapshot with deltas 1-2', async () => {
+    const lkg = join(dir, 'deltas-then-stop');
+    await persistFirst(lkg);
+    const car = await sidecar(lkg, 60_000);
+    try {
+      await activateWithDeltas(car, await dataArchive('r2'));
+      assert.equal(await persistedRevision(car.store), 'r1', 'r2 still waiting for its write');
+    } finally {
+      await car.stop();
+    }
+    assert.deepEqual(car.saved, ['r2']);
+    const after = await restart(lkg);
+    assert.deepEqual(after.served, R2_WITH_DELTAS, 'r2 with its deltas 1-2 - not without them, not r1 with them');
+    assert.equal(after.origin, 'persisted');
+    assert.equal(after.error, undefined);
+  });
+
+  test('a process that ends before the write (no stop()) restarts on the previous snapshot with its own deltas, never with the new snapshot\'s', async () => {
+    const lkg = join(dir, 'deltas-then-crash');
+    await persistFirst(lkg);
+    const car = await sidecar(lkg, 60_000);
+    try {
+      await activateWithDeltas(car, await dataArchive('r2'));
+      assert.deepEqual(await served(car), R2_WITH_DELTAS);
+      assert.equal(await persistedRevision(car.store), 'r1', 'r2 still waiting for its write');
+      await car.crash();
+      const after = await restart(lkg);
+      assert.notDeepEqual([after.served.rev, after.served.max], ['r1', 20], 'r1 with r2\'s delta 1 would be a mix');
+      assert.notDeepEqual([after.served.rev, after.served.flag], ['r1', 'two'], 'r1 with r2\'s delta 2 would be a mix');
+      assert.deepEqual(after.served, R1_WITH_ITS_DELTA, 'the consistent earlier state: r1 with its own persisted delta');
+      assert.equal(after.origin, 'persisted');
+      assert.equal(after.error, undefined, 'nothing of r2 was offered to r1');
+    } finally {
+      await car.tenants.stop(5_000); // the crashed manager's timer: nothing may write after the test
+    }
+    assert.deepEqual(car.saved, ['r2'], 'r2 was never written before the crash');
+  });
+
+  test('the same bytes deployed again: until the new deploy is written, a process that ends restarts on the old deploy with the old deploy\'s deltas, not the new deploy\'s', async () => {
+    const lkg = join(dir, 'same-bytes-crash');
+    await persistFirst(lkg); // r1 as deploy 1, delta 1 of deploy 1 (max 11, flag 'one')
+    const car = await sidecar(lkg, 60_000);
+    try {
+      await activateWithDeltas(car, await dataArchive('r1'), 2); // the same archive as deploy 2, its deltas 1-2
+      assert.deepEqual(await served(car), { rev: 'r1', max: 20, flag: 'two', base: 2, deltas: 2 });
+      assert.equal((await car.store.load('bank'))?.meta.sequence, 1, 'deploy 2 still waiting for its write');
+      await car.crash();
+      const after = await restart(lkg);
+      assert.deepEqual(after.served, R1_WITH_ITS_DELTA, 'deploy 1 with delta 1 of deploy 1, none of deploy 2\'s');
+      assert.equal(after.error, undefined);
+    } finally {
+      await car.tenants.stop(5_000);
+    }
+    assert.deepEqual(car.saved, ['r1'], 'deploy 2 written only by the stop() after the crash test');
+    const written = await restart(lkg);
+    assert.deepEqual(written.served, { rev: 'r1', max: 20, flag: 'two', base: 2, deltas: 2 }, 'once written, deploy 2 with its deltas 1-2');
+    assert.equal(written.error, undefined);
   });
 });
