@@ -750,6 +750,16 @@ describe('the data volume', () => {
     assert.equal(volume(ephemeral, 'pavilion-data').ephemeral?.volumeClaimTemplate.spec.resources.requests.storage, '2Gi');
   });
 
+  test('with rotation the data volume also holds the archived epochs kept; rotation without retention fails the render', () => {
+    renderFails(['--set', 'pavilion.config.decisionLog.audit.rotateAtBytes=402653184'], /rotateAtBytes without keepArchivedEpochs keeps every sealed epoch: the archive grows without bound/);
+    // 1 tenant x (1 live + 2 kept) x 768Mi + 256Mi headroom = 2.5Gi; 2559Mi does not hold them
+    const rotating = ['--set', 'pavilion.config.decisionLog.audit.rotateAtBytes=402653184', '--set', 'pavilion.config.decisionLog.audit.keepArchivedEpochs=2'];
+    renderFails([...rotating, '--set', 'pavilion.dataVolume.sizeLimit=2559Mi'], /is below 1 tenant\(s\) x \(1 live \+ 2 archived epochs kept\) x pavilion.config.decisionLog.audit.maxDiskBytes \(805306368, a budget per tenant\) .* lower maxDiskBytes or keepArchivedEpochs/);
+    const config = parseConfig(renderedConfig(render([...rotating, '--set', 'pavilion.dataVolume.sizeLimit=2.5Gi'])), '/etc/pavilion');
+    assert.equal(config.decisionLog.audit?.rotateAtBytes, 402653184);
+    assert.equal(config.decisionLog.audit?.keepArchivedEpochs, 2);
+  });
+
   test('an emptyDir sizeLimit (or an ephemeral claim) below tenants x maxDiskBytes + headroom fails the render', () => {
     // 768Mi x 1 tenant + 256Mi headroom = 1Gi: the default fits exactly; 1023Mi does not
     renderFails(['--set', 'pavilion.dataVolume.sizeLimit=1023Mi'], /pavilion.dataVolume.sizeLimit .* = 1023Mi \(1072693248 bytes\) is below 1 tenant\(s\) x pavilion.config.decisionLog.audit.maxDiskBytes \(805306368, a budget per tenant\)/);

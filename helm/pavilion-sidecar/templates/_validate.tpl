@@ -63,6 +63,16 @@ with a message naming the values to change.
 {{- $audit := $log.audit | default dict -}}
 {{- $maxDisk := 1073741824.0 -}}
 {{- if $audit.maxDiskBytes }}{{ $maxDisk = float64 $audit.maxDiskBytes }}{{ end -}}
+{{- /* with rotation, each tenant also keeps keepArchivedEpochs sealed epochs whole; one can reach
+      maxDiskBytes (an epoch is sealed only once JetStream holds it), so each counts as a budget */ -}}
+{{- $rotate := 0.0 -}}
+{{- if $audit.rotateAtBytes }}{{ $rotate = float64 $audit.rotateAtBytes }}{{ end -}}
+{{- $keep := 0.0 -}}
+{{- if $audit.keepArchivedEpochs }}{{ $keep = float64 $audit.keepArchivedEpochs }}{{ end -}}
+{{- if and (gt $rotate 0.0) (eq $keep 0.0) -}}
+{{- fail "pavilion.config.decisionLog.audit.rotateAtBytes without keepArchivedEpochs keeps every sealed epoch: the archive grows without bound and fills the data volume (an emptyDir is then evicted with the audit log). Set keepArchivedEpochs (older epochs are pruned to a verifiable stub) or move the archive off before it fills" -}}
+{{- end -}}
+{{- $budgets := addf 1.0 $keep -}}
 {{- $tenants := len ($p.tenants | default list) -}}
 {{- $counted := max $tenants 1 -}}
 {{- $headroom := 0.0 -}}
@@ -71,7 +81,7 @@ with a message naming the values to change.
 {{- if not $h }}{{ fail (printf "pavilion.dataVolume.headroom (%v) is not a Kubernetes quantity" .) }}{{ end -}}
 {{- $headroom = float64 $h -}}
 {{- end -}}
-{{- $need := addf (mulf (float64 $counted) $maxDisk) $headroom -}}
+{{- $need := addf (mulf (mulf (float64 $counted) $budgets) $maxDisk) $headroom -}}
 {{- $sizes := dict -}}
 {{- $vol := $p.dataVolume.volume | default dict -}}
 {{- if not $vol -}}
@@ -91,7 +101,7 @@ with a message naming the values to change.
 {{- fail (printf "%s (%v) is not a Kubernetes quantity" $name $size) -}}
 {{- end -}}
 {{- if lt (float64 $bytes) $need -}}
-{{- fail (printf "%s = %v (%s bytes) is below %d tenant(s)%s x pavilion.config.decisionLog.audit.maxDiskBytes (%.0f, a budget per tenant) + pavilion.dataVolume.headroom (%.0f) = %.0f bytes: raise it, lower maxDiskBytes, or set pavilion.dataVolume.volume (e.g. an ephemeral volumeClaimTemplate)" $name $size $bytes $counted (ternary " (pavilion.tenants is empty: at least 1)" "" (eq $tenants 0)) $maxDisk $headroom $need) -}}
+{{- fail (printf "%s = %v (%s bytes) is below %d tenant(s)%s x %spavilion.config.decisionLog.audit.maxDiskBytes (%.0f, a budget per tenant) + pavilion.dataVolume.headroom (%.0f) = %.0f bytes: raise it, lower maxDiskBytes%s, or set pavilion.dataVolume.volume (e.g. an ephemeral volumeClaimTemplate)" $name $size $bytes $counted (ternary " (pavilion.tenants is empty: at least 1)" "" (eq $tenants 0)) (ternary "" (printf "(1 live + %.0f archived epochs kept) x " $keep) (eq $keep 0.0)) $maxDisk $headroom $need (ternary "" " or keepArchivedEpochs" (eq $keep 0.0))) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
