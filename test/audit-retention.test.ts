@@ -268,8 +268,13 @@ describe('a PRUNED record is checked, not trusted', () => {
 
   it('an earlier checkpoint of the same epoch (validly signed) as its final one: ERR_AUDIT_EPOCH_LINK_BROKEN', async () => {
     const { dir, file, record, earlier } = await prunedArchive();
-    await writeFile(file, JSON.stringify({ ...record, final_checkpoint: earlier }));
-    assert.equal(await verifyCode(dir), ErrorCodes.AUDIT_EPOCH_LINK_BROKEN);
+    // the link's own checkpoint (tree size 1), with the link's inclusion path in that tree (none):
+    // the record holds together, so only the next epoch's link can tell it is not the final one
+    assert.equal(earlier.tree_size, 1);
+    await writeFile(file, JSON.stringify({ ...record, final_checkpoint: earlier, first_leaf_inclusion_path: [] }));
+    const failure = await verifyEpochs(archiveOf(dir), liveWal(dir), ring, { origin: ORIGIN }).then(() => undefined, (error: unknown) => error as Error);
+    assert.equal(codeOf(failure), ErrorCodes.AUDIT_EPOCH_LINK_BROKEN);
+    assert.match(failure?.message ?? '', /epoch 2 .*its link names tree_size \d+ for epoch 1, whose final checkpoint gives 1/);
   });
 
   it('a pruned epoch removed whole: the epoch after it names it missing', async () => {

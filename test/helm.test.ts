@@ -754,7 +754,12 @@ describe('the data volume', () => {
     renderFails(['--set', 'pavilion.config.decisionLog.audit.rotateAtBytes=402653184'], /rotateAtBytes without keepArchivedEpochs keeps every sealed epoch: the archive grows without bound/);
     // 1 tenant x (1 live + 2 kept) x 768Mi + 256Mi headroom = 2.5Gi; 2559Mi does not hold them
     const rotating = ['--set', 'pavilion.config.decisionLog.audit.rotateAtBytes=402653184', '--set', 'pavilion.config.decisionLog.audit.keepArchivedEpochs=2'];
-    renderFails([...rotating, '--set', 'pavilion.dataVolume.sizeLimit=2559Mi'], /is below 1 tenant\(s\) x \(1 live \+ 2 archived epochs kept\) x pavilion.config.decisionLog.audit.maxDiskBytes \(805306368, a budget per tenant\) .* lower maxDiskBytes or keepArchivedEpochs/);
+    renderFails([...rotating, '--set', 'pavilion.dataVolume.sizeLimit=2559Mi'], /is below 1 tenant\(s\) x \(1 live \+ 2 archived epoch\(s\) kept\) x pavilion.config.decisionLog.audit.maxDiskBytes \(805306368, a budget per tenant\) .* lower maxDiskBytes or keepArchivedEpochs/);
+    // with ext_authz the headroom holds the _unrouted log's kept epochs too: 3 x 64Mi
+    renderFails([...rotating, '--set', 'pavilion.dataVolume.sizeLimit=2.5Gi', '--set', 'pavilion.config.extAuthz.tenantFrom.fixed=bank', '--set', 'pavilion.dataVolume.headroom=191Mi'],
+      /headroom \(200278016 bytes\) must hold the _unrouted audit log \(up to 64Mi, and as many again for each of its 2 archived epochs kept.*at least 192Mi/);
+    // keepArchivedEpochs without rotation keeps nothing, so it asks for no room
+    assert.ok(render(['--set', 'pavilion.config.decisionLog.audit.keepArchivedEpochs=2']).length > 0);
     const config = parseConfig(renderedConfig(render([...rotating, '--set', 'pavilion.dataVolume.sizeLimit=2.5Gi'])), '/etc/pavilion');
     assert.equal(config.decisionLog.audit?.rotateAtBytes, 402653184);
     assert.equal(config.decisionLog.audit?.keepArchivedEpochs, 2);

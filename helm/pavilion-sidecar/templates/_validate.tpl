@@ -70,8 +70,10 @@ with a message naming the values to change.
 {{- $keep := 0.0 -}}
 {{- if $audit.keepArchivedEpochs }}{{ $keep = float64 $audit.keepArchivedEpochs }}{{ end -}}
 {{- if and (gt $rotate 0.0) (eq $keep 0.0) -}}
-{{- fail "pavilion.config.decisionLog.audit.rotateAtBytes without keepArchivedEpochs keeps every sealed epoch: the archive grows without bound and fills the data volume (an emptyDir is then evicted with the audit log). Set keepArchivedEpochs (older epochs are pruned to a verifiable stub) or move the archive off before it fills" -}}
+{{- fail "pavilion.config.decisionLog.audit.rotateAtBytes without keepArchivedEpochs keeps every sealed epoch: the archive grows without bound and fills the data volume (an emptyDir is then evicted with the audit log). Set keepArchivedEpochs (older epochs are pruned to a verifiable stub)" -}}
 {{- end -}}
+{{- /* keepArchivedEpochs without rotation keeps nothing: no epoch is ever sealed */ -}}
+{{- if eq $rotate 0.0 }}{{ $keep = 0.0 }}{{ end -}}
 {{- $budgets := addf 1.0 $keep -}}
 {{- $tenants := len ($p.tenants | default list) -}}
 {{- $counted := max $tenants 1 -}}
@@ -92,8 +94,10 @@ with a message naming the values to change.
 {{- with (dig "volumeClaimTemplate" "spec" "resources" "requests" "storage" "" $vol.ephemeral) }}{{ $_ := set $sizes "pavilion.dataVolume.volume.ephemeral.volumeClaimTemplate storage request" . }}{{ end -}}
 {{- end -}}
 {{- /* with ext_authz, checks no tenant was resolved for go to the _unrouted log (at most 64 MiB): the headroom holds it */ -}}
-{{- if and $sizes (hasKey $cfg "extAuthz") (lt $headroom 67108864.0) -}}
-{{- fail (printf "pavilion.dataVolume.headroom (%.0f bytes) must hold the _unrouted audit log (up to 64Mi: ext_authz checks no tenant was resolved for) besides the keys and anchors: raise it to at least 64Mi" $headroom) -}}
+{{- /* (with rotation it keeps keepArchivedEpochs sealed epochs of its own, up to 64Mi each) */ -}}
+{{- $unrouted := mulf $budgets 67108864.0 -}}
+{{- if and $sizes (hasKey $cfg "extAuthz") (lt $headroom $unrouted) -}}
+{{- fail (printf "pavilion.dataVolume.headroom (%.0f bytes) must hold the _unrouted audit log (up to 64Mi%s: ext_authz checks no tenant was resolved for) besides the keys and anchors: raise it to at least %.0fMi" $headroom (ternary "" (printf ", and as many again for each of its %.0f archived epochs kept" $keep) (eq $keep 0.0)) (divf $unrouted 1048576.0)) -}}
 {{- end -}}
 {{- range $name, $size := $sizes -}}
 {{- $bytes := include "pavilion-sidecar.bytes" $size -}}
@@ -101,7 +105,7 @@ with a message naming the values to change.
 {{- fail (printf "%s (%v) is not a Kubernetes quantity" $name $size) -}}
 {{- end -}}
 {{- if lt (float64 $bytes) $need -}}
-{{- fail (printf "%s = %v (%s bytes) is below %d tenant(s)%s x %spavilion.config.decisionLog.audit.maxDiskBytes (%.0f, a budget per tenant) + pavilion.dataVolume.headroom (%.0f) = %.0f bytes: raise it, lower maxDiskBytes%s, or set pavilion.dataVolume.volume (e.g. an ephemeral volumeClaimTemplate)" $name $size $bytes $counted (ternary " (pavilion.tenants is empty: at least 1)" "" (eq $tenants 0)) (ternary "" (printf "(1 live + %.0f archived epochs kept) x " $keep) (eq $keep 0.0)) $maxDisk $headroom $need (ternary "" " or keepArchivedEpochs" (eq $keep 0.0))) -}}
+{{- fail (printf "%s = %v (%s bytes) is below %d tenant(s)%s x %spavilion.config.decisionLog.audit.maxDiskBytes (%.0f, a budget per tenant) + pavilion.dataVolume.headroom (%.0f) = %.0f bytes: raise it, lower maxDiskBytes%s, or set pavilion.dataVolume.volume (e.g. an ephemeral volumeClaimTemplate)" $name $size $bytes $counted (ternary " (pavilion.tenants is empty: at least 1)" "" (eq $tenants 0)) (ternary "" (printf "(1 live + %.0f archived epoch(s) kept) x " $keep) (eq $keep 0.0)) $maxDisk $headroom $need (ternary "" " or keepArchivedEpochs" (eq $keep 0.0))) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}

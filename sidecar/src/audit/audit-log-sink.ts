@@ -221,6 +221,8 @@ export class AuditLogSink implements DecisionSink {
   /** Why the last retention pass left an epoch it was due to prune, until one leaves none. */
   #retentionError: string | undefined;
   #prunedEpochs = 0;
+  /** Epochs a pass marked pruned, per tenant: a list of archived epochs built meanwhile (#open) gets the marks too. */
+  readonly #prunedNumbers = new Map<string, Set<number>>();
 
   constructor(options: AuditLogSinkOptions) {
     if (!/^[A-Za-z0-9._~:-]{1,100}$/.test(options.originPrefix)) {
@@ -372,7 +374,8 @@ export class AuditLogSink implements DecisionSink {
     return Promise.all(epochs.map(async (epoch): Promise<ArchivedEpoch> => {
       const directory = join(root, String(epoch));
       const bytes = await directoryBytes(directory);
-      return (await exists(join(directory, PRUNED_FILE))) ? { epoch, bytes, pruned: true } : { epoch, bytes };
+      const pruned = this.#prunedNumbers.get(tenant)?.has(epoch) === true || (await exists(join(directory, PRUNED_FILE)));
+      return pruned ? { epoch, bytes, pruned: true } : { epoch, bytes };
     }));
   }
 
@@ -459,6 +462,9 @@ export class AuditLogSink implements DecisionSink {
 
   /** Proofs skip `epoch` from now on; status shows its bytes. */
   #markPruned(tenant: string, epoch: number, bytes: number): void {
+    let numbers = this.#prunedNumbers.get(tenant);
+    if (numbers === undefined) this.#prunedNumbers.set(tenant, (numbers = new Set()));
+    numbers.add(epoch);
     const current = this.#epochs.get(tenant);
     if (current === undefined) return;
     this.#epochs.set(tenant, { ...current, archived: current.archived.map((a) => (a.epoch === epoch ? { epoch, bytes, pruned: true } : a)) });
@@ -653,11 +659,14 @@ export class AuditLogSink implements DecisionSink {
     }
     this.#archiveReadsWaiting++;
     const read = this.#archiveReads.then(async () => {
+      // a retention pass may have pruned an epoch while this waited for its turn
+      const pruned = (epoch: number): boolean => this.#prunedNumbers.get(tenant)?.has(epoch) === true;
       for (const epoch of epochs) {
+        if (pruned(epoch)) continue;
         try {
           return await proveFromLogFile(join(this.#archiveDirectory(tenant), String(epoch), WAL_FILE), decisionId);
         } catch (error) {
-          if (!isPavilionError(error, ErrorCodes.AUDIT_DECISION_UNKNOWN)) throw error;
+          if (!isPavilionError(error, ErrorCodes.AUDIT_DECISION_UNKNOWN) && !pruned(epoch)) throw error;
         }
       }
       throw unknown;
@@ -756,11 +765,13 @@ export class AuditLogSink implements DecisionSink {
   async stop(deadlineMs: number): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
+    const started = Date.now();
     const logs = await Promise.allSettled([...this.#logs.values()]);
     await Promise.all(logs.map((r) => (r.status === 'fulfilled' ? r.value.stop(deadlineMs) : undefined)));
-    // The logs' final checkpoints first. A retention pass writes or removes nothing once it
-    // sees the sink stopped (it may still be verifying an epoch); the next start finishes it.
-    await withDeadline(this.#pruning, Math.min(deadlineMs, 1000));
+    // The logs' final checkpoints first, then what is left of the deadline (at most 1 s) for a
+    // retention pass: once it sees the sink stopped it starts no new record or removal (one
+    // under way finishes; either way the next start completes the epoch).
+    await withDeadline(this.#pruning, Math.max(0, Math.min(1000, deadlineMs - (Date.now() - started))));
     if (this.#options.createAnchor !== undefined) await this.#anchor?.close?.();
     await this.#signer?.close();
   }
