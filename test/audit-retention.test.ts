@@ -188,6 +188,74 @@ describe('archive retention (keepArchivedEpochs)', () => {
     assert.equal(verified.epochs[1]!.pruned, undefined, 'epoch 1 was verified from its log');
   });
 
+  /** A rotated log whose retention pass (epoch 0 only) is held once epoch 0 is recorded and marked pruned. */
+  async function heldAtEpoch0(): Promise<{ dir: string; sink: AuditLogSink; receipts: DecisionReceiptV1[]; keep: number; release: () => void }> {
+    const dir = await tempDir();
+    const first = await filled(dir, 60);
+    await first.sink.stop(5000);
+    const keep = (await readdir(archiveOf(dir))).length - 1;
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let marked = false;
+    const sink = rotatingSink(dir, signer, { keepArchivedEpochs: keep }, undefined, {
+      onPruneMarked: async (_tenant, epoch) => {
+        if (epoch !== 0) return;
+        marked = true;
+        await held;
+      },
+    });
+    await sink.start();
+    await until('epoch 0 is recorded and marked pruned', () => marked);
+    return { dir, sink, receipts: first.receipts, keep, release };
+  }
+
+  it('an epoch marked pruned proves none of its decisions, even while its log is still there', async () => {
+    const { dir, sink, receipts, release } = await heldAtEpoch0();
+    try {
+      assert.ok((await readdir(join(archiveOf(dir), '0'))).includes(WAL_FILE), 'its log is not removed yet');
+      const inEpoch0 = receipts.find((r) => epochOf(r) === 0)!;
+      await assert.rejects(sink.proveInclusion('bank', inEpoch0.decision_id), (error: unknown) => {
+        assert.equal(codeOf(error), ErrorCodes.AUDIT_DECISION_UNKNOWN);
+        assert.match((error as Error).message, /pruned by retention/);
+        return true;
+      });
+      // a decision of a kept epoch still proves meanwhile
+      const inEpoch1 = receipts.find((r) => epochOf(r) === 1)!;
+      assert.equal((await sink.proveInclusion('bank', inEpoch1.decision_id, { signNow: false })).leaf_index, inEpoch1.leaf_index);
+    } finally {
+      release();
+      await sink.stop(5000);
+    }
+  });
+
+  it('stop() during a pass gives the live log its final checkpoint; the pass removes nothing after it, and the next start does', async () => {
+    const { dir, sink, keep, release } = await heldAtEpoch0();
+    // leaves no checkpoint covers yet: stop() must sign them
+    for (let i = 0; i < 3; i++) await sink.append(decisionEvent(5000 + i));
+    // the held pass is only a promise: keep the event loop alive while stop() waits for it (at most
+    // 1 s, on an unref'd timer, as a real pass would keep it alive with its file I/O)
+    const alive = setInterval(() => undefined, 50);
+    try {
+      await sink.stop(5000); // returns although the pass is held
+    } finally {
+      clearInterval(alive);
+    }
+    release();
+    for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve));
+    assert.ok((await readdir(join(archiveOf(dir), '0'))).includes(WAL_FILE), 'the pass saw the sink stopped and removed nothing');
+    const verified = await verifyEpochs(archiveOf(dir), liveWal(dir), ring, { origin: ORIGIN });
+    assert.equal(verified.epochs.at(-1)!.unsignedLeaves, 0, 'the live log got its final checkpoint');
+    assert.equal(verified.epochs[0]!.pruned, undefined, 'epoch 0 is verified from its log while it is there');
+
+    const again = rotatingSink(dir, signer, { keepArchivedEpochs: keep });
+    await again.start();
+    await until('the next start removes it', async () => (await readdir(join(archiveOf(dir), '0'))).length === 2);
+    await again.stop(5000);
+    assert.equal((await verifyEpochs(archiveOf(dir), liveWal(dir), ring, { origin: ORIGIN })).epochs[0]!.pruned, true);
+  });
+
   it('with streaming, prunes an epoch JetStream held all of', async () => {
     const dir = await tempDir();
     const first = await filled(dir, 60);

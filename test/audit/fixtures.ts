@@ -2,7 +2,7 @@
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AuditLogSink, type AuditLogSettings, type DecisionEventV1, type RotationStep } from '../../sidecar/src/audit/index.ts';
+import { AuditLogSink, type AuditLogSettings, type AuditLogSinkOptions, type DecisionEventV1, type RotationStep } from '../../sidecar/src/audit/index.ts';
 import {
   AuditLog,
   FILE_HEADER_BYTES,
@@ -117,6 +117,7 @@ export function rotatingSink(
   signer: CheckpointSigner,
   settings: Partial<AuditLogSettings> = {},
   onRotationStep?: (step: RotationStep, tenant: string) => Promise<void> | void,
+  hooks: Pick<AuditLogSinkOptions, 'onPruneMarked'> = {},
 ): AuditLogSink {
   const { directory: _directory, origin: _origin, signer: _signer, ...defaults } = logOptions(directory, signer);
   return new AuditLogSink({
@@ -125,6 +126,7 @@ export function rotatingSink(
     settings: { ...defaults, maxDiskBytes: 16 * 1024, maxEventBytes: 4096, rotateAtBytes: ROTATE_AT_BYTES, ...settings },
     createSigner: () => Promise.resolve(signer),
     ...(onRotationStep === undefined ? {} : { onRotationStep }),
+    ...hooks,
   });
 }
 

@@ -187,6 +187,8 @@ export interface AuditLogSinkOptions {
   readonly createAnchor?: () => Promise<Anchor | undefined>;
   /** For tests: awaited after each step of a rotation; a promise that never settles stops it there, as a crash would. */
   readonly onRotationStep?: (step: RotationStep, tenant: string) => Promise<void> | void;
+  /** For tests: awaited once a retention pass has recorded and marked `epoch` pruned, before its files go. */
+  readonly onPruneMarked?: (tenant: string, epoch: number) => Promise<void> | void;
 }
 
 const RANK: Record<ComponentState, number> = { OK: 0, NOT_READY: 1, WARN: 2, ERROR: 3 };
@@ -427,6 +429,7 @@ export class AuditLogSink implements DecisionSink {
       }
       // proofs stop looking in it before its files go
       this.#markPruned(tenant, epoch, await directoryBytes(directory));
+      await this.#options.onPruneMarked?.(tenant, epoch);
       if (this.#stopped) return; // the next start finishes the removal
       // everything but the seal and the record (again after a crash between the record and this)
       for (const name of await readdir(directory)) {
