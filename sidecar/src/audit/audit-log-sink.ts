@@ -115,16 +115,9 @@ export interface StreamProgress {
   streamPosition(tenant: string, log: AuditLog): StreamPosition | undefined;
 }
 
-interface ArchivedEpoch {
-  readonly epoch: number;
-  readonly bytes: number;
-  /** Retention removed its decisions (a PRUNED record is what is left). */
-  readonly pruned?: true;
-}
-
 interface TenantEpochs {
   readonly epoch: number;
-  readonly archived: readonly ArchivedEpoch[];
+  readonly archived: ReadonlyArray<{ readonly epoch: number; readonly bytes: number }>;
 }
 
 function corrupt(message: string, details: Record<string, unknown>): PavilionError {
@@ -222,9 +215,12 @@ export class AuditLogSink implements DecisionSink {
   #pruning: Promise<void> = Promise.resolve();
   /** Why the last retention pass left an epoch it was due to prune, until one leaves none. */
   #retentionError: string | undefined;
-  #prunedEpochs = 0;
-  /** Epochs a pass marked pruned, per tenant: a list of archived epochs built meanwhile (#open) gets the marks too. */
-  readonly #prunedNumbers = new Map<string, Set<number>>();
+  #prunedCount = 0;
+  /**
+   * Per tenant, the archived epochs whose decisions retention removed (a PRUNED record found
+   * when the archive is listed, or one a pass wrote): proofs and status ask here.
+   */
+  readonly #pruned = new Map<string, Set<number>>();
 
   constructor(options: AuditLogSinkOptions) {
     if (!/^[A-Za-z0-9._~:-]{1,100}$/.test(options.originPrefix)) {
@@ -373,12 +369,22 @@ export class AuditLogSink implements DecisionSink {
   async #archived(tenant: string): Promise<TenantEpochs['archived']> {
     const root = this.#archiveDirectory(tenant);
     const epochs = await listArchivedEpochs(root);
-    return Promise.all(epochs.map(async (epoch): Promise<ArchivedEpoch> => {
+    return Promise.all(epochs.map(async (epoch) => {
       const directory = join(root, String(epoch));
-      const bytes = await directoryBytes(directory);
-      const pruned = this.#prunedNumbers.get(tenant)?.has(epoch) === true || (await exists(join(directory, PRUNED_FILE)));
-      return pruned ? { epoch, bytes, pruned: true } : { epoch, bytes };
+      if (await exists(join(directory, PRUNED_FILE))) this.#markPruned(tenant, epoch);
+      return { epoch, bytes: await directoryBytes(directory) };
     }));
+  }
+
+  #isPruned(tenant: string, epoch: number): boolean {
+    return this.#pruned.get(tenant)?.has(epoch) === true;
+  }
+
+  /** Proofs skip `epoch` from now on. */
+  #markPruned(tenant: string, epoch: number): void {
+    let epochs = this.#pruned.get(tenant);
+    if (epochs === undefined) this.#pruned.set(tenant, (epochs = new Set()));
+    epochs.add(epoch);
   }
 
   /** Start a retention pass over the tenant's archive after the ones running (none without keepArchivedEpochs). */
@@ -421,14 +427,14 @@ export class AuditLogSink implements DecisionSink {
           if (this.#stopped) return;
           await writeFileDurably(join(directory, PRUNED_FILE), `${JSON.stringify(record)}\n`);
           await syncPath(directory);
-          this.#prunedEpochs++;
+          this.#prunedCount++;
         } else if (!sameRecord(recorded, record)) {
           // a crash left the record, or someone wrote one: the log it would replace must agree
           throw corrupt(`archived epoch ${epoch} of tenant ${tenant}: its ${PRUNED_FILE} record does not match its log, so the log is kept`, { tenant, epoch });
         }
       }
       // proofs stop looking in it before its files go
-      this.#markPruned(tenant, epoch, await directoryBytes(directory));
+      this.#markPruned(tenant, epoch);
       await this.#options.onPruneMarked?.(tenant, epoch);
       if (this.#stopped) return; // the next start finishes the removal
       // everything but the seal and the record (again after a crash between the record and this)
@@ -436,7 +442,7 @@ export class AuditLogSink implements DecisionSink {
         if (name !== SEALED_FILE && name !== PRUNED_FILE) await rm(join(directory, name), { recursive: true, force: true });
       }
       await syncPath(directory);
-      this.#markPruned(tenant, epoch, await directoryBytes(directory));
+      this.#setArchivedBytes(tenant, epoch, await directoryBytes(directory));
     }
     this.#retentionError = kept;
   }
@@ -463,14 +469,11 @@ export class AuditLogSink implements DecisionSink {
     }
   }
 
-  /** Proofs skip `epoch` from now on; status shows its bytes. */
-  #markPruned(tenant: string, epoch: number, bytes: number): void {
-    let numbers = this.#prunedNumbers.get(tenant);
-    if (numbers === undefined) this.#prunedNumbers.set(tenant, (numbers = new Set()));
-    numbers.add(epoch);
+  /** What status shows of an archived epoch's size once retention removed its files. */
+  #setArchivedBytes(tenant: string, epoch: number, bytes: number): void {
     const current = this.#epochs.get(tenant);
     if (current === undefined) return;
-    this.#epochs.set(tenant, { ...current, archived: current.archived.map((a) => (a.epoch === epoch ? { epoch, bytes, pruned: true } : a)) });
+    this.#epochs.set(tenant, { ...current, archived: current.archived.map((a) => (a.epoch === epoch ? { epoch, bytes } : a)) });
   }
 
   async #step(step: RotationStep, tenant: string): Promise<void> {
@@ -645,11 +648,11 @@ export class AuditLogSink implements DecisionSink {
     } catch (error) {
       const archived = this.#epochs.get(tenant)?.archived ?? [];
       if (!isPavilionError(error, ErrorCodes.AUDIT_DECISION_UNKNOWN) || archived.length === 0) throw error;
-      const pruned = archived.filter((a) => a.pruned === true).map((a) => a.epoch);
+      const pruned = archived.filter((a) => this.#isPruned(tenant, a.epoch)).map((a) => a.epoch);
       const unknown = pruned.length === 0 ? error : new PavilionError(ErrorCodes.AUDIT_DECISION_UNKNOWN, `${error.message}; epochs ${pruned.join(', ')} of tenant ${tenant} were pruned by retention and prove none of their decisions`, {
         details: { tenant, decisionId, prunedEpochs: pruned },
       });
-      return this.#proveArchived(tenant, decisionId, archived.filter((a) => a.pruned !== true).map((a) => a.epoch).reverse(), unknown);
+      return this.#proveArchived(tenant, decisionId, archived.map((a) => a.epoch).reverse(), unknown);
     }
   }
 
@@ -662,14 +665,13 @@ export class AuditLogSink implements DecisionSink {
     }
     this.#archiveReadsWaiting++;
     const read = this.#archiveReads.then(async () => {
-      // a retention pass may have pruned an epoch while this waited for its turn
-      const pruned = (epoch: number): boolean => this.#prunedNumbers.get(tenant)?.has(epoch) === true;
+      // pruned ones asked when each epoch's turn comes: a pass may prune one meanwhile
       for (const epoch of epochs) {
-        if (pruned(epoch)) continue;
+        if (this.#isPruned(tenant, epoch)) continue;
         try {
           return await proveFromLogFile(join(this.#archiveDirectory(tenant), String(epoch), WAL_FILE), decisionId);
         } catch (error) {
-          if (!isPavilionError(error, ErrorCodes.AUDIT_DECISION_UNKNOWN) && !pruned(epoch)) throw error;
+          if (!isPavilionError(error, ErrorCodes.AUDIT_DECISION_UNKNOWN) && !this.#isPruned(tenant, epoch)) throw error;
         }
       }
       throw unknown;
@@ -745,7 +747,7 @@ export class AuditLogSink implements DecisionSink {
       state = 'WARN';
       message = `${this.#refused} decision events refused; last: ${this.#lastRefusal ?? ''}`;
     }
-    const details = { key_id: this.#signer.keyId, refused_events: this.#refused, pruned_epochs: this.#prunedEpochs, tenants, ...(anchor === undefined ? {} : { anchor }) };
+    const details = { key_id: this.#signer.keyId, refused_events: this.#refused, pruned_epochs: this.#prunedCount, tenants, ...(anchor === undefined ? {} : { anchor }) };
     return message === undefined ? { state, details } : { state, message, details };
   }
 
@@ -758,7 +760,7 @@ export class AuditLogSink implements DecisionSink {
       details: {
         ...status.details,
         rotate_at_bytes: this.#rotateAt(tenant),
-        archived_epochs: archived,
+        archived_epochs: archived.map((a) => (this.#isPruned(tenant, a.epoch) ? { ...a, pruned: true } : a)),
         archived_bytes: archived.reduce((sum, a) => sum + a.bytes, 0),
         keep_archived_epochs: this.#options.settings.keepArchivedEpochs ?? 0,
       },

@@ -108,8 +108,17 @@ export async function verifyLogFile(path: string, keyring: Keyring, options: Ver
   return verifyLog(path, keyring, options);
 }
 
-/** verifyLogFile, handing the first leaf's payload (an epoch's link) to `onFirstLeaf`. */
-async function verifyLog(path: string, keyring: Keyring, options: VerifyLogOptions, onFirstLeaf?: (payload: Buffer) => void): Promise<LogVerification> {
+/**
+ * verifyLogFile, handing the first leaf's payload (an epoch's link) to `onFirstLeaf` and,
+ * once everything verified, the recomputed tree to `onVerified`.
+ */
+async function verifyLog(
+  path: string,
+  keyring: Keyring,
+  options: VerifyLogOptions,
+  onFirstLeaf?: (payload: Buffer) => void,
+  onVerified?: (tree: MerkleTree) => void,
+): Promise<LogVerification> {
   const anchorsAsked = (options.anchorVerifiers?.length ?? 0) > 0;
   if (options.origin === undefined && (anchorsAsked || (options.trustedCheckpoints?.length ?? 0) > 0)) {
     throw new PavilionError(
@@ -319,6 +328,7 @@ async function verifyLog(path: string, keyring: Keyring, options: VerifyLogOptio
   }
 
   const last = checkpoints.at(-1);
+  onVerified?.(tree);
   return {
     anchors: anchors.length,
     anchorsVerified,
@@ -723,8 +733,11 @@ export async function prunedEpochRecord(
   facts: { readonly prunedAt: string; readonly removedBytes: number; readonly streamed: boolean },
 ): Promise<PrunedEpochV1> {
   let first: Buffer | undefined;
+  let tree: MerkleTree | undefined;
   const verified = await verifyLog(path, keyring, { origin }, (payload) => {
     first = payload;
+  }, (recomputed) => {
+    tree = recomputed;
   });
   const final = verified.lastCheckpoint;
   if (final === undefined || verified.unsignedLeaves > 0) {
@@ -733,12 +746,11 @@ export async function prunedEpochRecord(
   const record = { version: 1 as const, epoch, pruned_at: facts.prunedAt, final_checkpoint: final, removed_bytes: facts.removedBytes, streamed: facts.streamed };
   if (epoch === 0) return record;
   if (first === undefined || parseEpochLink(first)?.epoch !== epoch) throw linkBroken(epoch, path, 'its first leaf is not an epoch link', { field: 'link' });
-  const tree = new MerkleTree();
-  await scanLogFile(path, tree, { finish: true }, () => undefined);
   return {
     ...record,
     first_leaf: first.toString('utf8'),
-    first_leaf_inclusion_path: tree.inclusionProof(0, final.tree_size).map((h) => h.toString('hex')),
+    // the tree verification recomputed (one pass over the file)
+    first_leaf_inclusion_path: (tree as MerkleTree).inclusionProof(0, final.tree_size).map((h) => h.toString('hex')),
   };
 }
 
@@ -837,12 +849,12 @@ export async function verifyEpochs(archiveDirectory: string, liveLog: string | u
   if (archived[0] !== 0) {
     throw linkBroken(archived[0] as number, join(archiveDirectory, String(archived[0])), `the archive starts at epoch ${archived[0]}: epochs 0 to ${(archived[0] as number) - 1} are missing`, { field: 'epoch' });
   }
+  const exists = (file: string): Promise<boolean> => access(file).then(() => true, () => false);
   const files = await Promise.all(archived.map(async (epoch) => {
     // pruned: a record and no log (a log beside a record, pruning cut short, is verified itself)
     const pruned = join(archiveDirectory, String(epoch), PRUNED_FILE);
     const wal = join(archiveDirectory, String(epoch), WAL_FILE);
-    const present = async (file: string): Promise<boolean> => access(file).then(() => true, () => false);
-    return (await present(pruned)) && !(await present(wal)) ? { epoch, path: pruned, pruned: true } : { epoch, path: wal, pruned: false };
+    return (await exists(pruned)) && !(await exists(wal)) ? { epoch, path: pruned, pruned: true } : { epoch, path: wal, pruned: false };
   }));
   if (liveLog !== undefined) {
     // the epoch its link names (so an archived epoch missing at the end is named as missing)
