@@ -49,11 +49,10 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { developmentKey, signBundle } from '../sidecar/src/bundles/index.ts';
-import { parseConfig, type NatsConfig } from '../sidecar/src/config/index.ts';
+import { DEFAULT_PERSIST_DELAY_MS, parseConfig, type NatsConfig } from '../sidecar/src/config/index.ts';
 import { NatsBundleStore, connectNats } from '../sidecar/src/distribution/index.ts';
 import { cpuSeconds } from './lib/process-stats.ts';
 import { findOpa, REPO_ROOT } from '../sidecar/src/lib/tools.ts';
-import { DEFAULT_PERSIST_DELAY_MS } from '../sidecar/src/tenants/index.ts';
 import { startNats } from '../test/harness/nats-server.ts';
 import { writeResults, type BenchCase, type Metrics } from './lib/results.ts';
 import { buildSidecar, freePort, startServer, type Server } from './lib/servers.ts';
@@ -339,19 +338,17 @@ async function driveFleet(
   }
   const quietEnd = await mark();
   agent.destroy();
-  const fleetCpu = cpuBeyondIdle(
-    { cpuMs: minus(quietStart.fleet, idleStart.fleet), units: quietStart.at - idleStart.at },
-    { cpuMs: minus(quietEnd.fleet, quietStart.fleet), units: quietEnd.at - quietStart.at },
-  );
-  const serverCpu = cpu.serverPid === undefined ? undefined : cpuBeyondIdle(
-    { cpuMs: minus(quietStart.server, idleStart.server), units: quietStart.at - idleStart.at },
-    { cpuMs: minus(quietEnd.server, quietStart.server), units: quietEnd.at - quietStart.at },
-  );
+  const idleMs = quietStart.at - idleStart.at;
+  const quietMs = quietEnd.at - quietStart.at;
   const idleCpu = minus(quietStart.fleet, idleStart.fleet);
+  const fleetCpu = cpuBeyondIdle({ cpuMs: idleCpu, units: idleMs }, { cpuMs: minus(quietEnd.fleet, quietStart.fleet), units: quietMs });
+  const serverCpu = cpu.serverPid === undefined
+    ? undefined
+    : cpuBeyondIdle({ cpuMs: minus(quietStart.server, idleStart.server), units: idleMs }, { cpuMs: minus(quietEnd.server, quietStart.server), units: quietMs });
   return {
     pushes,
     rollbacks,
-    ...(idleCpu === undefined ? {} : { idleCpuMsPerS: (1000 * idleCpu) / ((quietStart.at - idleStart.at) * cpu.pids.length) }),
+    ...(idleCpu === undefined ? {} : { idleCpuMsPerS: (1000 * idleCpu) / (idleMs * cpu.pids.length) }),
     ...(fleetCpu === undefined ? {} : { cpuPerActivationMs: fleetCpu / (activations * cpu.pids.length) }),
     ...(serverCpu === undefined ? {} : { serverCpuPerDeliveryMs: serverCpu / activations }),
     benchCpuMsPerS: (benchUsed.user + benchUsed.system) / (busyEnd - busyStart),

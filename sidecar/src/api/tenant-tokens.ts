@@ -50,7 +50,6 @@ export interface TenantTokensOptions {
   readonly log?: (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => void;
 }
 
-
 /** The digests of the tokens in a file's text; throws on a line that is not a usable token. */
 export function parseTokenFile(text: string): ReadonlySet<string> {
   const digests = new Set<string>();

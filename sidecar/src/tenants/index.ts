@@ -1,6 +1,5 @@
 /** Tenants: the configured tenants and the activation of their bundles. */
 export {
-  DEFAULT_PERSIST_DELAY_MS,
   DEFAULT_TRUST_REREAD_INTERVAL_MS,
   KEY_REFUSALS,
   TenantManager,

@@ -215,7 +215,6 @@ interface GatePassed {
 }
 
 export type { DeltaUpdate };
-export { DEFAULT_PERSIST_DELAY_MS };
 
 export class TenantManager implements Component {
   readonly name = 'tenants';
