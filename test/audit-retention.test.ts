@@ -22,14 +22,13 @@ import {
 import { RecordType, WAL_FILE, decodeCheckpoint, prunedEpochRecord, type SignedCheckpointV1 } from '../sidecar/src/audit/log/index.ts';
 import { parseConfig } from '../sidecar/src/config/index.ts';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
-import { ROTATE_AT_BYTES, decisionEvent, readRecords, ringOf, rotatingSink, sinkTenants, tempDir, writeRecords } from './audit/fixtures.ts';
+import { ROTATE_AT_BYTES, archiveOf, decisionEvent, liveOf, readRecords, ringOf, rotatingSink, sinkTenants, tempDir, writeRecords } from './audit/fixtures.ts';
 import { until } from './harness/wait.ts';
 
 const signer = SoftwareSigner.generate();
 const ring = ringOf(signer);
 const ORIGIN = 'pavilion-test/bank';
-const archiveOf = (directory: string): string => join(directory, 'archive', 'bank');
-const liveWal = (directory: string): string => join(directory, 'tenants', 'bank', WAL_FILE);
+const liveWal = (directory: string): string => join(liveOf(directory), WAL_FILE);
 
 type Archived = Array<{ epoch: number; bytes: number; pruned?: true }>;
 const archivedOf = (sink: AuditLogSink): Archived => sinkTenants(sink)['bank']!.details['archived_epochs'] as Archived;
@@ -48,6 +47,14 @@ async function filled(directory: string, count: number, settings: Partial<AuditL
 /** The signed checkpoints in an archived epoch's log, in order. */
 async function checkpointsOf(directory: string): Promise<SignedCheckpointV1[]> {
   return (await readRecords(directory)).records.filter((r) => r.type === RecordType.CHECKPOINT).map((r) => decodeCheckpoint(r.payload));
+}
+
+/** A rotated log of 60 decisions (several archived epochs, nothing pruned), its sink stopped: its directory and receipts. */
+async function sealedArchive(): Promise<{ dir: string; receipts: DecisionReceiptV1[] }> {
+  const dir = await tempDir();
+  const { sink, receipts } = await filled(dir, 60);
+  await sink.stop(5000);
+  return { dir, receipts };
 }
 
 const epochOf = (receipt: DecisionReceiptV1): number => Number(/\/e(\d+)$/.exec(receipt.origin)?.[1] ?? '0');
@@ -113,9 +120,7 @@ describe('archive retention (keepArchivedEpochs)', () => {
   });
 
   it('keeps an epoch whose log does not verify, says so in status, and prunes nothing after it', async () => {
-    const dir = await tempDir();
-    const first = await filled(dir, 60);
-    await first.sink.stop(5000);
+    const { dir } = await sealedArchive();
     // an edited decision in epoch 1 (framing rewritten, so only the tree and the checkpoints notice)
     const epoch1 = join(archiveOf(dir), '1');
     const { header, records } = await readRecords(epoch1);
@@ -134,9 +139,7 @@ describe('archive retention (keepArchivedEpochs)', () => {
   });
 
   it('finishes a pruning cut short between the record and the removal', async () => {
-    const dir = await tempDir();
-    const first = await filled(dir, 60);
-    await first.sink.stop(5000);
+    const { dir } = await sealedArchive();
     // the state a crash right after the record leaves: PRUNED written, the log still there
     const epoch0 = join(archiveOf(dir), '0');
     const record = await prunedEpochRecord(join(epoch0, WAL_FILE), 0, ring, ORIGIN, { prunedAt: '2026-01-01T00:00:00.000Z', removedBytes: 1, streamed: false });
@@ -154,9 +157,7 @@ describe('archive retention (keepArchivedEpochs)', () => {
   });
 
   it('keeps a log cut back to an earlier checkpoint: it verifies alone, but not against its seal', async () => {
-    const dir = await tempDir();
-    const first = await filled(dir, 60);
-    await first.sink.stop(5000);
+    const { dir } = await sealedArchive();
     const epoch1 = join(archiveOf(dir), '1');
     const { header, records } = await readRecords(epoch1);
     const checkpoints = records.filter((r) => r.type === RecordType.CHECKPOINT);
@@ -172,9 +173,7 @@ describe('archive retention (keepArchivedEpochs)', () => {
   });
 
   it('a PRUNED record beside a log that it does not match: the log is kept and verified, not the record', async () => {
-    const dir = await tempDir();
-    const first = await filled(dir, 60);
-    await first.sink.stop(5000);
+    const { dir } = await sealedArchive();
     const epoch1 = join(archiveOf(dir), '1');
     const genuine = await prunedEpochRecord(join(epoch1, WAL_FILE), 1, ring, `${ORIGIN}/e1`, { prunedAt: '2026-01-01T00:00:00.000Z', removedBytes: 1, streamed: false });
     const earlier = (await checkpointsOf(epoch1))[0]!;
@@ -190,9 +189,7 @@ describe('archive retention (keepArchivedEpochs)', () => {
 
   /** A rotated log whose retention pass (epoch 0 only) is held once epoch 0 is recorded and marked pruned. */
   async function heldAtEpoch0(): Promise<{ dir: string; sink: AuditLogSink; receipts: DecisionReceiptV1[]; keep: number; release: () => void }> {
-    const dir = await tempDir();
-    const first = await filled(dir, 60);
-    await first.sink.stop(5000);
+    const { dir, receipts } = await sealedArchive();
     const keep = (await readdir(archiveOf(dir))).length - 1;
     let release!: () => void;
     const held = new Promise<void>((resolve) => {
@@ -208,7 +205,7 @@ describe('archive retention (keepArchivedEpochs)', () => {
     });
     await sink.start();
     await until('epoch 0 is recorded and marked pruned', () => marked);
-    return { dir, sink, receipts: first.receipts, keep, release };
+    return { dir, sink, receipts, keep, release };
   }
 
   it('an epoch marked pruned proves none of its decisions, even while its log is still there', async () => {
@@ -257,9 +254,7 @@ describe('archive retention (keepArchivedEpochs)', () => {
   });
 
   it('with streaming, prunes an epoch JetStream held all of', async () => {
-    const dir = await tempDir();
-    const first = await filled(dir, 60);
-    await first.sink.stop(5000);
+    const { dir } = await sealedArchive();
     // as a sink that streamed would have sealed them
     for (const name of await readdir(archiveOf(dir))) {
       const file = join(archiveOf(dir), name, 'SEALED');
@@ -277,9 +272,7 @@ describe('archive retention (keepArchivedEpochs)', () => {
   });
 
   it('with streaming, keeps whole an epoch JetStream did not hold all of when it was sealed', async () => {
-    const dir = await tempDir();
-    const first = await filled(dir, 60); // sealed without streaming: SEALED says streamed false
-    await first.sink.stop(5000);
+    const { dir } = await sealedArchive(); // sealed without streaming: SEALED says streamed false
     const sink = rotatingSink(dir, signer, { keepArchivedEpochs: 1 });
     // a forwarder that reads no log yet (no rotation starts: this checks retention alone)
     sink.useStreamProgress({ streamPosition: () => undefined });
@@ -293,9 +286,7 @@ describe('archive retention (keepArchivedEpochs)', () => {
 describe('a PRUNED record is checked, not trusted', () => {
   /** A rotated log with epochs 0 and 1 pruned (keep the rest); the record of epoch 1. */
   async function prunedArchive(): Promise<{ dir: string; file: string; record: PrunedEpochV1; earlier: SignedCheckpointV1 }> {
-    const dir = await tempDir();
-    const { sink } = await filled(dir, 60);
-    await sink.stop(5000);
+    const { dir } = await sealedArchive();
     // a genuine checkpoint of epoch 1 before its final one (the one signing its link), kept before pruning
     const earlier = (await checkpointsOf(join(archiveOf(dir), '1')))[0]!;
     const keep = (await readdir(archiveOf(dir))).length - 2;

@@ -25,7 +25,7 @@ import {
 import { RecordType, WAL_FILE, decisionIdOf, proveFromLogFile } from '../sidecar/src/audit/log/index.ts';
 import { parseConfig } from '../sidecar/src/config/index.ts';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
-import { ROTATE_AT_BYTES, decisionEvent, readRecords, ringOf, rotatingSink, sinkTenants, tempDir } from './audit/fixtures.ts';
+import { ROTATE_AT_BYTES, archiveOf, decisionEvent, liveOf, readRecords, ringOf, rotatingSink, sinkTenants, tempDir } from './audit/fixtures.ts';
 import { startNats, type RunningNats } from './harness/nats-server.ts';
 import { until } from './harness/wait.ts';
 
@@ -34,8 +34,6 @@ const ring = ringOf(signer);
 const sinkAt = (directory: string, settings: Partial<AuditLogSettings> = {}, onRotationStep?: (step: RotationStep, tenant: string) => Promise<void> | void): AuditLogSink =>
   rotatingSink(directory, signer, settings, onRotationStep);
 
-const archiveOf = (directory: string): string => join(directory, 'archive', 'bank');
-const liveOf = (directory: string): string => join(directory, 'tenants', 'bank');
 
 function tenantDetails(sink: AuditLogSink): Record<string, unknown> {
   return sinkTenants(sink)['bank']!.details;

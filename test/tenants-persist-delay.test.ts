@@ -261,6 +261,14 @@ describe('deltas applied on a snapshot before its last known good write', () => 
   const R1_WITH_ITS_DELTA = { rev: 'r1', max: 11, flag: 'one', base: 1, deltas: 1 };
   const R2_WITH_DELTAS = { rev: 'r2', max: 20, flag: 'two', base: 2, deltas: 2 };
 
+  /** A restart on `lkg` serves r2 from the store with its deltas 1-2, every one applied. */
+  async function restartServesR2WithDeltas(lkg: string): Promise<void> {
+    const after = await restart(lkg);
+    assert.deepEqual(after.served, R2_WITH_DELTAS, 'r2 with its deltas 1-2 - not without them, not r1 with them');
+    assert.equal(after.origin, 'persisted');
+    assert.equal(after.error, undefined, 'every persisted delta applied');
+  }
+
   test('are written with it when its write comes by itself: a restart serves the new snapshot with deltas 1-2', async () => {
     const lkg = join(dir, 'deltas-then-write');
     await persistFirst(lkg);
@@ -276,10 +284,7 @@ describe('deltas applied on a snapshot before its last known good write', () => 
       await car.stop();
     }
     assert.deepEqual(car.saved, ['r2'], 'written once, by its delay (stop() had nothing left to write)');
-    const after = await restart(lkg);
-    assert.deepEqual(after.served, R2_WITH_DELTAS, 'r2 with its deltas 1-2 - not without them, not r1 with them');
-    assert.equal(after.origin, 'persisted');
-    assert.equal(after.error, undefined, 'every persisted delta applied');
+    await restartServesR2WithDeltas(lkg);
   });
 
   test('are written with it by stop(): a restart serves the new snapshot with deltas 1-2', async () => {
@@ -293,10 +298,7 @@ describe('deltas applied on a snapshot before its last known good write', () => 
       await car.stop();
     }
     assert.deepEqual(car.saved, ['r2']);
-    const after = await restart(lkg);
-    assert.deepEqual(after.served, R2_WITH_DELTAS, 'r2 with its deltas 1-2 - not without them, not r1 with them');
-    assert.equal(after.origin, 'persisted');
-    assert.equal(after.error, undefined);
+    await restartServesR2WithDeltas(lkg);
   });
 
   test('a process that ends before the write (no stop()) restarts on the previous snapshot with its own deltas, never with the new snapshot\'s', async () => {

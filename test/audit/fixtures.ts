@@ -108,6 +108,10 @@ export function walPath(directory: string): string {
   return join(directory, WAL_FILE);
 }
 
+/** Where a rotating sink over `directory` archives a tenant's sealed epochs, and keeps its live one. */
+export const archiveOf = (directory: string, tenant = 'bank'): string => join(directory, 'archive', tenant);
+export const liveOf = (directory: string, tenant = 'bank'): string => join(directory, 'tenants', tenant);
+
 /** Rotation tests: one decision event here is about 350 bytes on disk, so about 11 per epoch. */
 export const ROTATE_AT_BYTES = 4 * 1024;
 
