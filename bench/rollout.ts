@@ -79,16 +79,16 @@ const QUIET_PUSHES = 12;
 const IDLE_WINDOW_MS = 2_000;
 
 /** CPU milliseconds a process has used so far, all its threads; undefined when /proc cannot tell. */
-function cpuMs(pid: number): number | undefined {
+function cpuMs(pid: number, mainThreadOnly = false): number | undefined {
   try {
-    return cpuSeconds(pid) * 1000;
+    return cpuSeconds(pid, mainThreadOnly) * 1000;
   } catch {
     return undefined;
   }
 }
 
-async function totalCpuMs(pids: readonly number[]): Promise<number | undefined> {
-  const each = pids.map(cpuMs);
+async function totalCpuMs(pids: readonly number[], mainThreadOnly = false): Promise<number | undefined> {
+  const each = pids.map((pid) => cpuMs(pid, mainThreadOnly));
   return each.some((v) => v === undefined) ? undefined : each.reduce((a: number, b) => a + (b as number), 0);
 }
 
@@ -211,6 +211,8 @@ interface FleetRun {
   readonly phases?: Record<string, number>;
   /** CPU per process per activation of the quiet pushes beyond the idle rate, all threads. */
   readonly cpuPerActivationMs?: number;
+  /** The part of it on each process's main thread (its event loop). */
+  readonly mainThreadCpuPerActivationMs?: number;
   /** CPU per process per second of the idle window (no probes, no pushes), all threads. */
   readonly idleCpuMsPerS?: number;
   /** The delivery server's CPU per quiet push beyond its idle rate (nats-server). */
@@ -261,6 +263,7 @@ function summarise(run: FleetRun): Metrics {
     failed_requests: run.failures,
     revision_regressions: run.regressions,
     ...(run.cpuPerActivationMs === undefined ? {} : { cpu_ms_per_activation: round(run.cpuPerActivationMs) }),
+    ...(run.mainThreadCpuPerActivationMs === undefined ? {} : { main_thread_cpu_ms_per_activation: round(run.mainThreadCpuPerActivationMs) }),
     ...(run.idleCpuMsPerS === undefined ? {} : { idle_cpu_ms_per_s: round(run.idleCpuMsPerS) }),
     ...(run.serverCpuPerDeliveryMs === undefined ? {} : { nats_server_cpu_ms_per_push: round(run.serverCpuPerDeliveryMs) }),
     ...(run.deliveryMs === undefined ? {} : { push_p50_ms: round(quantile([...run.deliveryMs].sort((a, b) => a - b), 0.5)) }),
@@ -282,14 +285,14 @@ async function driveFleet(
   quiet: readonly { rev: string }[],
   warmupMs: number,
   delivery: { deliver(rev: string, index: number): Promise<void>; rollback(rev: string, index: number): Promise<void> },
-  cpu: { readonly pids: readonly number[]; readonly serverPid?: number | undefined },
+  cpu: { readonly pids: readonly number[]; readonly serverPid?: number | undefined; /** Node processes: also report their main threads' share. */ readonly mainThreads?: boolean },
 ): Promise<FleetRun> {
   const order = new Map(revisions.map((r, i) => [r.rev, i]));
   const probing = startProbes(urls, '/v1/data/bank/authz/rev', headers, order);
   await sleep(warmupMs + IDLE_WINDOW_MS);
   const serverPids = cpu.serverPid === undefined ? [] : [cpu.serverPid];
-  const mark = async (): Promise<{ at: number; fleet: number | undefined; server: number | undefined }> =>
-    ({ at: performance.now(), fleet: await totalCpuMs(cpu.pids), server: await totalCpuMs(serverPids) });
+  const mark = async (): Promise<{ at: number; fleet: number | undefined; fleetMain: number | undefined; server: number | undefined }> =>
+    ({ at: performance.now(), fleet: await totalCpuMs(cpu.pids), fleetMain: cpu.mainThreads === true ? await totalCpuMs(cpu.pids, true) : undefined, server: await totalCpuMs(serverPids) });
   const busyStart = performance.now();
   const benchCpu = process.cpuUsage();
   const minus = (a: number | undefined, b: number | undefined): number | undefined => (a === undefined || b === undefined ? undefined : a - b);
@@ -342,6 +345,7 @@ async function driveFleet(
   const quietMs = quietEnd.at - quietStart.at;
   const idleCpu = minus(quietStart.fleet, idleStart.fleet);
   const fleetCpu = cpuBeyondIdle({ cpuMs: idleCpu, units: idleMs }, { cpuMs: minus(quietEnd.fleet, quietStart.fleet), units: quietMs });
+  const mainCpu = cpuBeyondIdle({ cpuMs: minus(quietStart.fleetMain, idleStart.fleetMain), units: idleMs }, { cpuMs: minus(quietEnd.fleetMain, quietStart.fleetMain), units: quietMs });
   const serverCpu = cpu.serverPid === undefined
     ? undefined
     : cpuBeyondIdle({ cpuMs: minus(quietStart.server, idleStart.server), units: idleMs }, { cpuMs: minus(quietEnd.server, quietStart.server), units: quietMs });
@@ -350,6 +354,7 @@ async function driveFleet(
     rollbacks,
     ...(idleCpu === undefined ? {} : { idleCpuMsPerS: (1000 * idleCpu) / (idleMs * cpu.pids.length) }),
     ...(fleetCpu === undefined ? {} : { cpuPerActivationMs: fleetCpu / (activations * cpu.pids.length) }),
+    ...(mainCpu === undefined ? {} : { mainThreadCpuPerActivationMs: mainCpu / (activations * cpu.pids.length) }),
     ...(serverCpu === undefined ? {} : { serverCpuPerDeliveryMs: serverCpu / activations }),
     benchCpuMsPerS: (benchUsed.user + benchUsed.system) / (busyEnd - busyStart),
     requests: probing.probes.reduce((s, p) => s + p.requests, 0),
@@ -395,7 +400,7 @@ async function runPavilionFleet(n: number, work: string, revisions: readonly { r
       async rollback(rev) {
         await store.rollback('bank', { to: deploys.get(rev) as number, pushedBy: 'bench' });
       },
-    }, { pids: servers.map((s) => s.pid), serverPid: nats.pid });
+    }, { pids: servers.map((s) => s.pid), serverPid: nats.pid, mainThreads: true });
     return { ...run, deliveryMs, phases: await scrapePhases(servers.map((s) => s.url)) };
   } finally {
     await Promise.all(servers.map((s) => s.stop()));
