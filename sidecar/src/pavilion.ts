@@ -89,12 +89,22 @@ function decisionPrivacy(config: PavilionConfig, engine: PolicyEngine): Decision
   // asked for every decision: the configured namespaces looked up in a map, not a list
   const namespaces = new Map(config.tenants.map((t) => [t.id, t.namespace]));
   /** The tenant's `system.log.drop|mask` rules among `entrypoints`, with their paths. */
+  const baseOf = (tenant: string): string => `${namespaces.get(tenant) ?? tenant}/system/log/`;
   const logRules = (tenant: string, entrypoints: readonly string[]): { readonly rules: Array<'drop' | 'mask'>; readonly base: string } => {
-    const base = `${namespaces.get(tenant) ?? tenant}/system/log/`;
+    const base = baseOf(tenant);
     return { base, rules: (['drop', 'mask'] as const).filter((rule) => entrypoints.includes(base + rule)) };
   };
+  const pathsByTenant = new Map<string, readonly string[]>();
   const policy: LogPolicy = {
-    async evaluate(tenant, input) {
+    async evaluate(tenant, input, evaluated) {
+      if (evaluated !== undefined) {
+        // evaluated beside the decision, on the revision that answered it: the rules it has
+        const base = baseOf(tenant);
+        return Object.fromEntries((['drop', 'mask'] as const).flatMap((rule) => {
+          const outcome = evaluated.get(base + rule);
+          return outcome === undefined ? [] : [[rule, outcome]];
+        }));
+      }
       const { base, rules } = logRules(tenant, engine.active(tenant)?.entrypoints ?? []);
       if (rules.length === 0) return {};
       try {
@@ -104,6 +114,14 @@ function decisionPrivacy(config: PavilionConfig, engine: PolicyEngine): Decision
         // the whole round failed (input too deep, tenant not ready): each rule present failed
         return Object.fromEntries(rules.map((rule) => [rule, { ok: false, error }]));
       }
+    },
+    paths(tenant) {
+      let paths = pathsByTenant.get(tenant);
+      if (paths === undefined) {
+        paths = Object.freeze([`${baseOf(tenant)}drop`, `${baseOf(tenant)}mask`]);
+        pathsByTenant.set(tenant, paths);
+      }
+      return paths;
     },
   };
   // a shadow sample's (rare): one evaluation per rule, on the revision given
@@ -283,6 +301,8 @@ export class Pavilion {
     this.auditLog = sink instanceof AuditLogSink ? sink : undefined;
     // nothing is written with sink none: masking (two rule evaluations per decision) would be wasted
     this.sink = sink instanceof NullDecisionSink ? sink : new MaskingDecisionSink(sink, decisionMasker(privacy));
+    // the masker's rules evaluated beside each decision, in its worker turn, rather than apart
+    const logRulePaths = sink instanceof NullDecisionSink ? undefined : privacy.policy?.paths?.bind(privacy.policy);
     const audit = config.decisionLog.audit;
     const auditLog = this.auditLog;
     this.decisionStream = audit?.stream.enabled === true && config.nats !== undefined && auditLog !== undefined
@@ -332,6 +352,7 @@ export class Pavilion {
       sink: this.sink,
       ...(this.auditLog === undefined ? {} : { auditLog: this.auditLog }),
       events: this.events,
+      ...(logRulePaths === undefined ? {} : { decisionLogRules: logRulePaths }),
       metrics: this.metrics,
       ...(mounted === undefined ? {} : { mounted }),
       ...(this.credentials === undefined ? {} : { credentials: this.credentials }),

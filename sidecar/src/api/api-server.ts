@@ -36,10 +36,10 @@ import type { AddressInfo } from 'node:net';
 import { pipeline, Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { RECEIPT_HEADER, transportReceipt } from '../audit/index.ts';
-import type { AuditLogSink, DecisionEvents, DecisionRecord, DecisionSink, TransportReceiptV1 } from '../audit/index.ts';
+import type { AuditLogSink, DecisionEvents, DecisionRecord, DecisionSink, EvaluatedLogRules, TransportReceiptV1 } from '../audit/index.ts';
 import type { PavilionConfig } from '../config/index.ts';
 import { TENANT_ID_PATTERN } from '../config/index.ts';
-import type { Decision, PolicyEngine } from '../engine/index.ts';
+import type { Decision, DecisionLogRules, PolicyEngine } from '../engine/index.ts';
 import { assertDepth } from '../lib/canonical-json.ts';
 import { ErrorCodes, PavilionError } from '../lib/errors.ts';
 import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
@@ -66,6 +66,11 @@ export interface ApiServerDeps {
   /** The verifiable audit log, when it is the sink: proofs, checkpoints and receipts. */
   readonly auditLog?: Pick<AuditLogSink, 'proveInclusion' | 'latestCheckpoint' | 'consistencyProofBetween'>;
   readonly events: DecisionEvents;
+  /**
+   * The paths of the tenant's decision log rules (`system.log.drop` / `.mask`), evaluated
+   * beside each of its decisions (absent: none; the sink evaluates what it needs itself).
+   */
+  readonly decisionLogRules?: (tenant: string) => readonly string[];
   readonly metrics: Metrics;
   /** Verifies the credentials a request carries into `input.credentials` (absent: not configured). */
   readonly credentials?: CredentialGate;
@@ -866,16 +871,25 @@ export class ApiServer implements Component {
       : await this.#deps.credentials.prepareInput(tenant, read.input, read.carried.credentials, read.carried);
     const decisionId = randomUUID();
     const timestamp = new Date().toISOString();
-    const { metrics } = this.#deps;
+    const { metrics, events } = this.#deps;
+    const requestedBy = `${req.socket.remoteAddress ?? ''}:${req.socket.remotePort ?? ''}`;
+    const reqId = events.nextRequestId();
+    const logPaths = this.#deps.decisionLogRules?.(tenant);
+    // the decision log's rules in the decision's own worker turn, on the event it will have
+    const log: DecisionLogRules | undefined = logPaths === undefined ? undefined : {
+      paths: logPaths,
+      startedAtMs: performance.timeOrigin + performance.now() - Number(process.hrtime.bigint() - started) / 1e6,
+      event: (revision) => events.known({ decisionId, tenant, path, revision, requestedBy, timestamp, reqId }),
+    };
     let decision: Decision;
     try {
-      decision = await this.#deps.engine.evaluate(tenant, path, input);
+      decision = await this.#deps.engine.evaluate(tenant, path, input, log === undefined ? {} : { log });
     } catch (error) {
       const code = error instanceof PavilionError ? error.code : ErrorCodes.INTERNAL;
       metrics.decisions.inc({ tenant, path: this.#knownPath(tenant, path), outcome: code });
       if (code !== ErrorCodes.ENTRYPOINT_UNKNOWN) {
-        void this.#log(req, started, {
-          decisionId, tenant, path, timestamp, input, evalNs: 0,
+        void this.#log(started, {
+          decisionId, tenant, path, timestamp, input, evalNs: 0, requestedBy, reqId,
           revision: this.#deps.engine.active(tenant)?.revision,
           error: { code, message: (error as Error).message },
         });
@@ -883,9 +897,10 @@ export class ApiServer implements Component {
       throw error;
     }
     if (!decision.cached) metrics.evaluationSeconds.observe({ tenant }, decision.evalNs / 1e9);
-    const written = this.#log(req, started, {
-      decisionId, tenant, path, timestamp, input, result: decision.result, evalNs: decision.evalNs, revision: decision.revision,
-    });
+    const written = this.#log(started, {
+      decisionId, tenant, path, timestamp, input, result: decision.result, evalNs: decision.evalNs, revision: decision.revision, requestedBy, reqId,
+      ...(decision.log === undefined ? {} : { handlerNs: decision.log.handlerNs }),
+    }, decision.log?.rules);
     // a durable sink: answer only once the event is logged; a refusal becomes the error answer
     let receipt: Awaited<typeof written> | undefined;
     if (this.#deps.sink.durable === true) {
@@ -904,12 +919,9 @@ export class ApiServer implements Component {
     return this.#deps.engine.active(tenant)?.entrypoints.includes(path) === true ? path : '(unknown)';
   }
 
-  #log(req: IncomingMessage, started: bigint, record: Omit<DecisionRecord, 'requestedBy' | 'handlerNs'>): ReturnType<DecisionSink['write']> {
-    return this.#deps.sink.write(this.#deps.events.create({
-      ...record,
-      requestedBy: `${req.socket.remoteAddress ?? ''}:${req.socket.remotePort ?? ''}`,
-      handlerNs: Number(process.hrtime.bigint() - started),
-    }));
+  /** The decision's event to the sink; its handler time up to now unless the engine's log rules timed it (see Decision.log). */
+  #log(started: bigint, record: Omit<DecisionRecord, 'handlerNs'> & { readonly handlerNs?: number }, rules?: EvaluatedLogRules): ReturnType<DecisionSink['write']> {
+    return this.#deps.sink.write(this.#deps.events.create({ ...record, handlerNs: record.handlerNs ?? Number(process.hrtime.bigint() - started) }), rules);
   }
 
 }

@@ -27,6 +27,16 @@ export interface DecisionEventV1 {
   readonly span_id?: string;
 }
 
+/** One decision log rule's value (`system.log.drop`, `.mask`), or why it could not be evaluated. */
+export type LogRuleOutcome = { readonly ok: true; readonly result: unknown } | { readonly ok: false; readonly error: unknown };
+
+/**
+ * The decision log's rules already evaluated on an event, by rule path (beside its decision,
+ * in the same worker turn; the engine's `Decision.log`): a sink that masks takes these instead
+ * of evaluating the rules again. A path absent: the revision that answered has no such rule.
+ */
+export type EvaluatedLogRules = ReadonlyMap<string, LogRuleOutcome>;
+
 /** Where decision events go. Implementations must not lose an event they accepted. */
 export interface DecisionSink {
   readonly name: string;
@@ -44,8 +54,9 @@ export interface DecisionSink {
    * acknowledges decisions only once logged awaits it; a sink keeps refusals visible in
    * status() and never lets an unawaited rejection go unhandled. A durable sink resolves with
    * the decision's receipt, or undefined when nothing was logged (dropped by policy).
+   * `rules`: the decision log's rules as already evaluated on this event, if they were.
    */
-  write(event: DecisionEventV1): void | Promise<DecisionReceiptV1 | undefined | void>;
+  write(event: DecisionEventV1, rules?: EvaluatedLogRules): void | Promise<DecisionReceiptV1 | undefined | void>;
   stop(deadlineMs: number): Promise<void>;
   status(): import('../lib/lifecycle.ts').ComponentStatus;
 }

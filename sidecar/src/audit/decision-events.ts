@@ -18,7 +18,12 @@ export interface DecisionRecord {
   readonly timestamp: string;
   readonly evalNs: number;
   readonly handlerNs: number;
+  /** The event's req_id when it was taken before (`nextRequestId`, for `known`); otherwise the next. */
+  readonly reqId?: number;
 }
+
+/** What `known` takes: a record's fields that exist before its evaluation, and its req_id. */
+export type KnownRecord = Pick<DecisionRecord, 'decisionId' | 'tenant' | 'path' | 'revision' | 'requestedBy' | 'timestamp'> & { readonly reqId: number };
 
 export class DecisionEvents {
   readonly #labels: Readonly<Record<string, string>>;
@@ -28,12 +33,36 @@ export class DecisionEvents {
     this.#labels = Object.freeze({ id: labels.id, version: labels.version });
   }
 
+  /** A req_id taken before the event is created (for `known`; give it to `create` as `reqId`). */
+  nextRequestId(): number {
+    return ++this.#requests;
+  }
+
+  /**
+   * The fields of a decision's event that exist before its evaluation: every field but input,
+   * result, error and metrics, as `create` gives them for the same record and req_id. The
+   * engine completes them (completeLogEvent) into the event the decision log's rules see
+   * when it evaluates those beside the decision.
+   */
+  known(record: KnownRecord): Record<string, unknown> {
+    return {
+      labels: this.#labels,
+      decision_id: record.decisionId,
+      tenant: record.tenant,
+      bundles: DecisionEvents.#bundles(record),
+      path: record.path,
+      requested_by: record.requestedBy,
+      timestamp: record.timestamp,
+      req_id: record.reqId,
+    };
+  }
+
   create(record: DecisionRecord): DecisionEventV1 {
     return {
       labels: this.#labels,
       decision_id: record.decisionId,
       tenant: record.tenant,
-      bundles: record.revision === undefined || record.tenant === '' ? {} : { [record.tenant]: { revision: record.revision } },
+      bundles: DecisionEvents.#bundles(record),
       path: record.path,
       ...(record.input === undefined ? {} : { input: record.input }),
       ...(record.result === undefined ? {} : { result: record.result }),
@@ -41,7 +70,11 @@ export class DecisionEvents {
       requested_by: record.requestedBy,
       timestamp: record.timestamp,
       metrics: { timer_rego_query_eval_ns: record.evalNs, timer_server_handler_ns: record.handlerNs },
-      req_id: ++this.#requests,
+      req_id: record.reqId ?? this.nextRequestId(),
     };
+  }
+
+  static #bundles(record: Pick<DecisionRecord, 'tenant' | 'revision'>): DecisionEventV1['bundles'] {
+    return record.revision === undefined || record.tenant === '' ? {} : { [record.tenant]: { revision: record.revision } };
   }
 }

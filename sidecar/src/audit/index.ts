@@ -1,6 +1,6 @@
 /** Audit: decision events and where they go, and the verifiable per-tenant audit log. */
-export type { DecisionEventV1, DecisionSink } from './decision-event.ts';
-export { DecisionEvents, type DecisionRecord } from './decision-events.ts';
+export type { DecisionEventV1, DecisionSink, EvaluatedLogRules, LogRuleOutcome } from './decision-event.ts';
+export { DecisionEvents, type DecisionRecord, type KnownRecord } from './decision-events.ts';
 export { FileDecisionSink, NullDecisionSink, serialise } from './file-decision-sink.ts';
 export {
   AuditLog,

@@ -6,6 +6,7 @@ export {
   PolicyEngine,
   type ActivePolicy,
   type Decision,
+  type DecisionLogRules,
   type EachOutcome,
   type EngineObserver,
   type EngineOptions,

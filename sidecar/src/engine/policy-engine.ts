@@ -9,7 +9,7 @@ import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
 import { WASM_PAGE_BYTES } from './abi.ts';
 import type { CompiledPolicy } from './compiled-policy.ts';
 import { DecisionCache } from './decision-cache.ts';
-import { policyKey, type EvalFailure, type EvalOutcome } from './protocol.ts';
+import { policyKey, type EvalFailure, type EvalOutcome, type LogRulesRequest } from './protocol.ts';
 import { WorkerPool } from './worker-pool.ts';
 
 export interface EngineOptions {
@@ -53,6 +53,33 @@ export interface Decision {
   readonly revision: string;
   readonly cached: boolean;
   readonly evalNs: number;
+  /**
+   * The decision log's rules asked for with `EvaluateOptions.log`, when they were evaluated
+   * beside the decision: each rule the answering revision has, by path, and the handler time
+   * (ns) of the event they saw. Absent when they were not (a cached decision, none of the
+   * rules in the revision, an input too deep to be nested in an event): the caller then
+   * evaluates them apart.
+   */
+  readonly log?: {
+    readonly handlerNs: number;
+    readonly rules: ReadonlyMap<string, EachOutcome>;
+    /** Worker time the rules took, all of them. */
+    readonly evalNs: number;
+  };
+}
+
+/**
+ * The decision log's rules (e.g. `system.log.drop` and `.mask`) to evaluate on the decision's
+ * event in the same worker turn as the decision: one hop instead of a second round trip to a
+ * worker for every logged decision. The event is the one OPA's rules see: see
+ * `LogRulesRequest` and `completeLogEvent`.
+ */
+export interface DecisionLogRules {
+  readonly paths: readonly string[];
+  /** The event's fields known before evaluation (no input, result, error or metrics), for the revision that answers. */
+  event(revision: string): Readonly<Record<string, unknown>>;
+  /** Wall-clock ms (performance.timeOrigin + now) the request arrived: where the event's handler timer starts. */
+  readonly startedAtMs: number;
 }
 
 /** One path's outcome from `evaluateEach`. */
@@ -65,6 +92,8 @@ export interface EvaluateOptions {
   readonly cache?: boolean;
   /** false: do not evaluate the tenant's shadow revision beside this one (internal queries). */
   readonly shadow?: boolean;
+  /** The decision log's rules to evaluate beside the decision (see `Decision.log`). */
+  readonly log?: DecisionLogRules;
 }
 
 /** One live decision evaluated on a tenant's shadow revision beside the active one. */
@@ -253,9 +282,12 @@ export class PolicyEngine implements Component {
     if (ids.length === 0) return [];
     const inputJson = input === undefined ? null : this.#inputText(input);
     const outcome = await this.#pool.evaluate({ key: entry.key, entrypointId: ids[0] as number, moreEntrypointIds: ids.slice(1), input: inputJson, nowNs: null });
-    const one = (o: EvalOutcome, path: string): EachOutcome => (o.ok ? { ok: true, result: o.result } : { ok: false, error: PolicyEngine.#failure(o, entry, path) });
     // a failure of the whole item (timeout, crashed worker) is every path's failure
-    return paths.map((path, i) => one(i === 0 ? outcome : (outcome.more?.[i - 1] ?? outcome), path));
+    return paths.map((path, i) => PolicyEngine.#each(i === 0 ? outcome : (outcome.more?.[i - 1] ?? outcome), entry, path));
+  }
+
+  static #each(outcome: EvalOutcome, entry: LoadedPolicy, path: string): EachOutcome {
+    return outcome.ok ? { ok: true, result: outcome.result } : { ok: false, error: PolicyEngine.#failure(outcome, entry, path) };
   }
 
   /** The input as JSON text for a worker, refused when nested past the bound. */
@@ -280,7 +312,8 @@ export class PolicyEngine implements Component {
   async #compareShadow(shadow: LoadedPolicy, path: string, input: unknown, active: unknown, options: EvaluateOptions): Promise<void> {
     const base = { tenant: shadow.info.tenant, path, shadowDigest: shadow.info.bundleDigest, active, input };
     try {
-      const { result } = await this.#evaluateOn(shadow, path, input, options, false);
+      const { log: _log, ...shadowOptions } = options; // the log's rules are the active revision's
+      const { result } = await this.#evaluateOn(shadow, path, input, shadowOptions, false);
       const same = sameCanonicalJson(result, active, this.#options.maxInputDepth * 4);
       this.#observer.onShadowComparison?.({ ...base, shadow: result, same });
     } catch (error) {
@@ -323,14 +356,36 @@ export class PolicyEngine implements Component {
       this.#observer.onCacheLookup?.(tenant, hit !== undefined);
       if (hit !== undefined) return { result: hit.result, revision, cached: true, evalNs: 0 };
     }
+    const log = options.log === undefined ? undefined : this.#logRules(entry, options.log, input);
     const outcome = await this.#pool.evaluate({
       key: entry.key,
       entrypointId,
       input: inputJson,
       nowNs: options.nowNs === undefined ? null : options.nowNs.toString(),
+      ...(log === undefined ? {} : { log: log.request }),
     });
     if (!outcome.ok) throw PolicyEngine.#failure(outcome, entry, path);
     if (cacheKey !== undefined) this.#cache.set(cacheKey, { result: outcome.result });
-    return { result: outcome.result, revision, cached: false, evalNs: outcome.evalNs };
+    const decision = { result: outcome.result, revision, cached: false, evalNs: outcome.evalNs };
+    if (log === undefined || outcome.log === undefined) return decision;
+    const { outcomes, handlerNs } = outcome.log;
+    const rules = new Map(log.paths.map((rule, i) => [rule, PolicyEngine.#each(outcomes[i] as EvalOutcome, entry, rule)]));
+    const evalNs = outcomes.reduce((sum, o) => sum + (o.evalNs ?? 0), 0);
+    return { ...decision, log: { handlerNs, rules, evalNs } };
+  }
+
+  /** What the worker needs to evaluate `log`'s rules that `entry` has; undefined when it has none, or the event would nest too deep. */
+  #logRules(entry: LoadedPolicy, log: DecisionLogRules, input: unknown): { readonly paths: readonly string[]; readonly request: LogRulesRequest } | undefined {
+    const paths = log.paths.filter((rule) => entry.entrypoints.has(rule));
+    if (paths.length === 0) return undefined;
+    if (input !== undefined) {
+      try {
+        assertDepth(input, this.#options.maxInputDepth - 1); // the event holds the input one level down
+      } catch {
+        return undefined; // evaluated apart, where the depth is refused as the rules' failure
+      }
+    }
+    const entrypointIds = paths.map((rule) => entry.entrypoints.get(rule) as number);
+    return { paths, request: { event: JSON.stringify(log.event(entry.info.revision)), entrypointIds, startedAtMs: log.startedAtMs } };
   }
 }

@@ -34,6 +34,23 @@ export interface EvalItem {
   readonly input: string | null;
   /** Decimal nanoseconds since the epoch to use for time.now_ns, or null for "now". */
   readonly nowNs: string | null;
+  /** The decision log's rules, evaluated on the decision's event once the entrypoint has a value. */
+  readonly log?: LogRulesRequest;
+}
+
+/**
+ * The decision log's rules (`system.log.drop` / `.mask`), evaluated in the same turn as the
+ * decision they log, as OPA evaluates them: with the decision's event as input. The worker
+ * completes `event` with the item's input, the entrypoint's result and the metrics OPA's
+ * event has at that point (`completeLogEvent`): OPA stops its handler timer when evaluation
+ * ends, before it logs. Not evaluated when the entrypoint fails (its event is an error event).
+ */
+export interface LogRulesRequest {
+  /** JSON text of an object: the event's fields known before evaluation (no input, result, error or metrics). */
+  readonly event: string;
+  readonly entrypointIds: readonly number[];
+  /** Wall-clock ms (performance.timeOrigin + now) the request arrived: where its handler timer starts. */
+  readonly startedAtMs: number;
 }
 
 export interface EvalMessage {
@@ -51,6 +68,8 @@ export interface EvalSuccess {
   readonly evalNs: number;
   /** The outcomes of the item's `moreEntrypointIds`, in order. */
   readonly more?: readonly EvalOutcome[];
+  /** The item's decision log rules: their outcomes in the order of `log.entrypointIds`, and the handler time their event has. */
+  readonly log?: { readonly handlerNs: number; readonly outcomes: readonly EvalOutcome[] };
 }
 
 export interface EvalFailure {
@@ -64,6 +83,21 @@ export interface EvalFailure {
 }
 
 export type EvalOutcome = EvalSuccess | EvalFailure;
+
+/**
+ * The decision's event as its log rules see it (JSON text): `event`'s fields, then input,
+ * result and metrics as the decision log's events have them (DecisionEvents.create); an
+ * undefined result or a missing input is left out there too.
+ */
+export function completeLogEvent(event: string, input: string | null, result: unknown, evalNs: number, handlerNs: number): string {
+  const head = event.slice(0, event.lastIndexOf('}'));
+  const fields = [
+    ...(input === null ? [] : [`"input":${input}`]),
+    ...(result === undefined ? [] : [`"result":${JSON.stringify(result)}`]),
+    `"metrics":{"timer_rego_query_eval_ns":${evalNs},"timer_server_handler_ns":${handlerNs}}`,
+  ];
+  return `${head}${/^\{\s*$/.test(head) ? '' : ','}${fields.join(',')}}`;
+}
 
 export type FromWorker =
   | { readonly type: 'ready' }

@@ -104,10 +104,13 @@ interface Quarantine {
   readonly waiting: Pending[];
 }
 
-/** The worker time an evaluation took, every entrypoint of it (failures too, when the worker timed them). */
+/** The worker time an evaluation took, every entrypoint of it and its decision log rules (failures too, when the worker timed them). */
 function measuredNs(outcome: EvalOutcome | undefined): number | undefined {
   if (outcome?.evalNs === undefined) return undefined;
-  return outcome.evalNs + (outcome.more ?? []).reduce((sum, o) => sum + (o.evalNs ?? 0), 0);
+  let ns = outcome.evalNs;
+  for (const o of outcome.more ?? []) ns += o.evalNs ?? 0;
+  if (outcome.ok) for (const o of outcome.log?.outcomes ?? []) ns += o.evalNs ?? 0; // the decision log's rules
+  return ns;
 }
 
 /**

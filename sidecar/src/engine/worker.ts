@@ -13,8 +13,11 @@ import {
   CONTROL_LOADING,
   CONTROL_INDEX,
   CONTROL_START_MS,
+  completeLogEvent,
   type EvalItem,
   type EvalOutcome,
+  type EvalSuccess,
+  type LogRulesRequest,
   type LoadMessage,
   type ToWorker,
 } from './protocol.ts';
@@ -78,13 +81,27 @@ const encoder = new TextEncoder();
  * evaluation gets the whole deadline: the watchdog's clock restarts for every entrypoint.
  */
 function evaluateItem(item: EvalItem): EvalOutcome {
-  const first = evaluate(item, item.entrypointId);
-  if (item.moreEntrypointIds === undefined) return first;
-  const more = item.moreEntrypointIds.map((id) => {
+  let outcome = evaluate(item, item.entrypointId);
+  if (item.moreEntrypointIds !== undefined) {
+    const more = item.moreEntrypointIds.map((id) => {
+      control[CONTROL_START_MS] = nowMs();
+      return evaluate(item, id);
+    });
+    outcome = { ...outcome, more };
+  }
+  if (item.log !== undefined && outcome.ok) outcome = { ...outcome, log: evaluateLogRules(item, item.log, outcome) };
+  return outcome;
+}
+
+/** The decision log's rules on the decision's event (see LogRulesRequest), each under the deadline. */
+function evaluateLogRules(item: EvalItem, log: LogRulesRequest, decision: EvalSuccess): NonNullable<EvalSuccess['log']> {
+  const handlerNs = Math.max(decision.evalNs, Math.round((nowMs() - log.startedAtMs) * 1e6));
+  const event: EvalItem = { ...item, input: completeLogEvent(log.event, item.input, decision.result, decision.evalNs, handlerNs) };
+  const outcomes = log.entrypointIds.map((id) => {
     control[CONTROL_START_MS] = nowMs();
-    return evaluate(item, id);
+    return evaluate(event, id);
   });
-  return { ...first, more };
+  return { handlerNs, outcomes };
 }
 
 function evaluate(item: EvalItem, entrypointId: number): EvalOutcome {

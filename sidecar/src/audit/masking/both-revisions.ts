@@ -5,10 +5,7 @@
  * that failed on either revision failed (the masker then fails closed).
  */
 import { canonicalJson } from '../../lib/canonical-json.ts';
-import type { LogPolicy } from './decision-masker.ts';
-
-/** What a tenant's `system.log.drop` / `.mask` say about one decision event (LogPolicy's answer). */
-type LogRules = Awaited<ReturnType<LogPolicy['evaluate']>>;
+import type { LogPolicy, LogRules } from './decision-masker.ts';
 
 /** Both policies' rules, evaluated side by side and combined as the header says. */
 export function bothRevisions(active: LogPolicy, staged: LogPolicy): LogPolicy {

@@ -11,15 +11,20 @@
  * event is kept, erased). Dropped events are counted, never silent.
  */
 import { describeThrown } from '../../lib/errors.ts';
-import type { DecisionEventV1 } from '../decision-event.ts';
+import type { DecisionEventV1, EvaluatedLogRules, LogRuleOutcome } from '../decision-event.ts';
 import { applyMaskRules, parseMaskRules } from './mask-rules.ts';
 import { PseudonymMemo, pseudonymiseEvent, type PseudonymField } from './pseudonymise.ts';
 
 /** Tenants whose recent pseudonyms are remembered at once (more: the memory starts over). */
 const MAX_MEMO_TENANTS = 1024;
 
-/** One rule's value, or why it could not be evaluated. */
-export type LogRuleOutcome = { readonly ok: true; readonly result: unknown } | { readonly ok: false; readonly error: unknown };
+export type { LogRuleOutcome } from '../decision-event.ts';
+
+/** A tenant's `system.log.drop` and `.mask` for one event; a rule the policy does not have is absent. */
+export interface LogRules {
+  readonly drop?: LogRuleOutcome;
+  readonly mask?: LogRuleOutcome;
+}
 
 export interface LogPolicy {
   /**
@@ -27,9 +32,12 @@ export interface LogPolicy {
    * unmasked event) as input, evaluated together (one evaluation round for both: mask is
    * pure, so evaluating it for an event that is then dropped costs only time). A rule the
    * tenant's policy does not have is absent (no dropping or masking then). A rule that
-   * could not be evaluated is `ok: false`; a rejection is taken as drop's failure.
+   * could not be evaluated is `ok: false`; a rejection is taken as drop's failure. With
+   * `evaluated` (the rules as already evaluated on this event, by path), those are the answer.
    */
-  evaluate(tenant: string, input: unknown): Promise<{ readonly drop?: LogRuleOutcome; readonly mask?: LogRuleOutcome }>;
+  evaluate(tenant: string, input: unknown, evaluated?: EvaluatedLogRules): Promise<LogRules>;
+  /** The paths of the tenant's rules, for evaluating them beside its decisions (see EvaluatedLogRules). */
+  paths?(tenant: string): readonly string[];
 }
 
 export interface Pseudonyms {
@@ -70,7 +78,8 @@ export class DecisionMasker {
     this.#options = options;
   }
 
-  async process(event: DecisionEventV1): Promise<MaskOutcome> {
+  /** `evaluated`: the tenant's rules as already evaluated on this event, if they were (see LogPolicy). */
+  async process(event: DecisionEventV1, evaluated?: EvaluatedLogRules): Promise<MaskOutcome> {
     const { policy, pseudonyms } = this.#options;
     let current = event;
     if (policy !== undefined && event.tenant !== '') {
@@ -78,9 +87,9 @@ export class DecisionMasker {
         const reason = `system.log.${rule}: ${describeThrown(error)}`;
         return { kind: 'log', event: erasedForFailure(event, reason), failure: reason };
       };
-      let rules: Awaited<ReturnType<LogPolicy['evaluate']>>;
+      let rules: LogRules;
       try {
-        rules = await policy.evaluate(event.tenant, event);
+        rules = await policy.evaluate(event.tenant, event, evaluated);
       } catch (error) {
         return failed('drop', error); // drop comes first: its failure is the one reported
       }

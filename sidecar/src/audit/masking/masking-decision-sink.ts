@@ -4,7 +4,7 @@
  * what had to be erased because masking failed.
  */
 import { withDeadline, type ComponentStatus } from '../../lib/lifecycle.ts';
-import type { DecisionEventV1, DecisionSink } from '../decision-event.ts';
+import type { DecisionEventV1, DecisionSink, EvaluatedLogRules } from '../decision-event.ts';
 import type { DecisionReceiptV1 } from '../log/index.ts';
 import type { DecisionMasker } from './decision-masker.ts';
 
@@ -33,8 +33,8 @@ export class MaskingDecisionSink implements DecisionSink {
     return this.#inner.start();
   }
 
-  write(event: DecisionEventV1): Promise<DecisionReceiptV1 | undefined> {
-    const written = this.#masker.process(event).then(async (outcome) => {
+  write(event: DecisionEventV1, rules?: EvaluatedLogRules): Promise<DecisionReceiptV1 | undefined> {
+    const written = this.#masker.process(event, rules).then(async (outcome) => {
       if (outcome.kind === 'drop') {
         this.#dropped++;
         return undefined;
