@@ -878,7 +878,7 @@ export class ApiServer implements Component {
     // the decision log's rules in the decision's own worker turn, on the event it will have
     const log: DecisionLogRules | undefined = logPaths === undefined ? undefined : {
       paths: logPaths,
-      startedAtMs: performance.timeOrigin + performance.now() - Number(process.hrtime.bigint() - started) / 1e6,
+      startedNs: started,
       event: (revision) => events.known({ decisionId, tenant, path, revision, requestedBy, timestamp, reqId }),
     };
     let decision: Decision;

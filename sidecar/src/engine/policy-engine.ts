@@ -78,8 +78,8 @@ export interface DecisionLogRules {
   readonly paths: readonly string[];
   /** The event's fields known before evaluation (no input, result, error or metrics), for the revision that answers. */
   event(revision: string): Readonly<Record<string, unknown>>;
-  /** Wall-clock ms (performance.timeOrigin + now) the request arrived: where the event's handler timer starts. */
-  readonly startedAtMs: number;
+  /** process.hrtime.bigint() when the request arrived: where the event's handler timer starts. */
+  readonly startedNs: bigint;
 }
 
 /** One path's outcome from `evaluateEach`. */
@@ -364,6 +364,12 @@ export class PolicyEngine implements Component {
       nowNs: options.nowNs === undefined ? null : options.nowNs.toString(),
       ...(log === undefined ? {} : { log: log.request }),
     });
+    if (!outcome.ok && outcome.inLogRules === true) {
+      // The rules overran, not the decision, whose value went with the stopped worker: the
+      // decision again without them; its caller evaluates them apart (and they fail there).
+      const { log: _rules, ...alone } = options;
+      return this.#evaluateOn(entry, path, input, alone, useCache);
+    }
     if (!outcome.ok) throw PolicyEngine.#failure(outcome, entry, path);
     if (cacheKey !== undefined) this.#cache.set(cacheKey, { result: outcome.result });
     const decision = { result: outcome.result, revision, cached: false, evalNs: outcome.evalNs };
@@ -374,18 +380,24 @@ export class PolicyEngine implements Component {
     return { ...decision, log: { handlerNs, rules, evalNs } };
   }
 
-  /** What the worker needs to evaluate `log`'s rules that `entry` has; undefined when it has none, or the event would nest too deep. */
+  /**
+   * What the worker needs to evaluate `log`'s rules that `entry` has; undefined when it has
+   * none, or when the event would nest deeper than the rules take apart (where the event
+   * is refused as a whole, the rules' failure): the known fields and the input are checked
+   * here, the result by the worker.
+   */
   #logRules(entry: LoadedPolicy, log: DecisionLogRules, input: unknown): { readonly paths: readonly string[]; readonly request: LogRulesRequest } | undefined {
     const paths = log.paths.filter((rule) => entry.entrypoints.has(rule));
     if (paths.length === 0) return undefined;
-    if (input !== undefined) {
-      try {
-        assertDepth(input, this.#options.maxInputDepth - 1); // the event holds the input one level down
-      } catch {
-        return undefined; // evaluated apart, where the depth is refused as the rules' failure
-      }
+    const max = this.#options.maxInputDepth;
+    const known = log.event(entry.info.revision);
+    try {
+      assertDepth(known, max);
+      if (input !== undefined) assertDepth(input, max - 1); // the event holds the input one level down
+    } catch {
+      return undefined;
     }
     const entrypointIds = paths.map((rule) => entry.entrypoints.get(rule) as number);
-    return { paths, request: { event: JSON.stringify(log.event(entry.info.revision)), entrypointIds, startedAtMs: log.startedAtMs } };
+    return { paths, request: { event: JSON.stringify(known), entrypointIds, startedNs: log.startedNs, maxResultDepth: max - 1 } };
   }
 }

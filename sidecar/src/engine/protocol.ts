@@ -49,8 +49,13 @@ export interface LogRulesRequest {
   /** JSON text of an object: the event's fields known before evaluation (no input, result, error or metrics). */
   readonly event: string;
   readonly entrypointIds: readonly number[];
-  /** Wall-clock ms (performance.timeOrigin + now) the request arrived: where its handler timer starts. */
-  readonly startedAtMs: number;
+  /** process.hrtime.bigint() when the request arrived (one monotonic clock for every thread): where its handler timer starts. */
+  readonly startedNs: bigint;
+  /**
+   * How deeply the result may nest for the event to stay within the depth the rules take
+   * apart; a deeper result is not evaluated here, so its rules fail apart, as any event's.
+   */
+  readonly maxResultDepth: number;
 }
 
 export interface EvalMessage {
@@ -78,6 +83,11 @@ export interface EvalFailure {
   readonly message: string;
   /** How long it ran before it failed, when the worker timed it (not for a timeout or a crash). */
   readonly evalNs?: number;
+  /**
+   * A timeout in the item's decision log rules: its entrypoint had a value, lost with the
+   * stopped worker (the caller may evaluate the entrypoint again without the rules).
+   */
+  readonly inLogRules?: true;
   /** As on EvalSuccess; absent when the whole item failed (a timeout, a crashed worker). */
   readonly more?: readonly EvalOutcome[];
 }
@@ -112,7 +122,9 @@ export const CONTROL_START_MS = 0; // wall-clock ms (timeOrigin + now) when the 
 export const CONTROL_BATCH = 1; // the batch being evaluated, or CONTROL_LOADING while a policy loads
 export const CONTROL_LOADING = -1;
 export const CONTROL_INDEX = 2;
-export const CONTROL_SLOTS = 3;
+export const CONTROL_PHASE = 3; // CONTROL_LOG_RULES while the current item's decision log rules run, else 0
+export const CONTROL_LOG_RULES = 1;
+export const CONTROL_SLOTS = 4;
 
 /**
  * Worker-side identity of a loaded policy: the tenant, its bundle's content digest, and a

@@ -39,6 +39,8 @@ import {
   CONTROL_BATCH,
   CONTROL_LOADING,
   CONTROL_INDEX,
+  CONTROL_LOG_RULES,
+  CONTROL_PHASE,
   CONTROL_SLOTS,
   CONTROL_START_MS,
   type EvalItem,
@@ -626,6 +628,7 @@ export class WorkerPool {
       const batch = slot.control[CONTROL_BATCH] ?? -1;
       const index = slot.control[CONTROL_INDEX] ?? -1;
       const started = slot.control[CONTROL_START_MS] ?? 0;
+      const inLogRules = slot.control[CONTROL_PHASE] === CONTROL_LOG_RULES;
       if (started === 0 || slot.control[CONTROL_INDEX] !== index || slot.control[CONTROL_BATCH] !== batch) continue;
       const loading = batch === CONTROL_LOADING;
       if (now - started <= (loading ? loadTimeoutMs : this.#options.evaluationTimeoutMs)) continue;
@@ -635,7 +638,7 @@ export class WorkerPool {
           `loading the policy into an evaluation worker did not finish within ${loadTimeoutMs} ms`,
         ));
       } else {
-        this.#replace(slot, 'timeout', { batch, index });
+        this.#replace(slot, 'timeout', { batch, index, inLogRules });
       }
     }
     if (!this.#slots.some((slot) => WorkerPool.#busy(slot))) this.#disarmWatchdog();
@@ -652,7 +655,7 @@ export class WorkerPool {
   #replace(
     slot: Slot,
     reason: 'timeout' | 'crash',
-    culprit: { batch: number; index: number } | undefined,
+    culprit: { batch: number; index: number; inLogRules: boolean } | undefined,
     loadFailure?: PavilionError,
   ): void {
     if (slot.dead) return;
@@ -702,7 +705,10 @@ export class WorkerPool {
         pending.resolve({
           ok: false,
           code: ErrorCodes.EVAL_TIMEOUT,
-          message: `policy evaluation exceeded its deadline of ${this.#options.evaluationTimeoutMs} ms and was stopped`,
+          message: culprit?.inLogRules === true
+            ? `the decision log rules evaluated with this decision exceeded their deadline of ${this.#options.evaluationTimeoutMs} ms and were stopped`
+            : `policy evaluation exceeded its deadline of ${this.#options.evaluationTimeoutMs} ms and was stopped`,
+          ...(culprit?.inLogRules === true ? { inLogRules: true as const } : {}),
         });
         continue;
       }

@@ -6,12 +6,15 @@
 import { createRequire } from 'node:module';
 import { parentPort, workerData } from 'node:worker_threads';
 import type { LoadedPolicy } from '@open-policy-agent/opa-wasm';
+import { assertDepth } from '../lib/canonical-json.ts';
 import { ErrorCodes, PavilionError, describeThrown, type ErrorCode } from '../lib/errors.ts';
 import { createHostBuiltins, type EvaluationContext } from './builtins/index.ts';
 import {
   CONTROL_BATCH,
   CONTROL_LOADING,
   CONTROL_INDEX,
+  CONTROL_LOG_RULES,
+  CONTROL_PHASE,
   CONTROL_START_MS,
   completeLogEvent,
   type EvalItem,
@@ -89,18 +92,31 @@ function evaluateItem(item: EvalItem): EvalOutcome {
     });
     outcome = { ...outcome, more };
   }
-  if (item.log !== undefined && outcome.ok) outcome = { ...outcome, log: evaluateLogRules(item, item.log, outcome) };
+  if (item.log !== undefined && outcome.ok) {
+    const log = evaluateLogRules(item, item.log, outcome);
+    if (log !== undefined) outcome = { ...outcome, log };
+  }
   return outcome;
 }
 
-/** The decision log's rules on the decision's event (see LogRulesRequest), each under the deadline. */
-function evaluateLogRules(item: EvalItem, log: LogRulesRequest, decision: EvalSuccess): NonNullable<EvalSuccess['log']> {
-  const handlerNs = Math.max(decision.evalNs, Math.round((nowMs() - log.startedAtMs) * 1e6));
+/**
+ * The decision log's rules on the decision's event (see LogRulesRequest), each under the
+ * deadline; undefined when the result nests too deep for the event (they are evaluated apart).
+ */
+function evaluateLogRules(item: EvalItem, log: LogRulesRequest, decision: EvalSuccess): EvalSuccess['log'] {
+  try {
+    assertDepth(decision.result, log.maxResultDepth);
+  } catch {
+    return undefined;
+  }
+  const handlerNs = Math.max(decision.evalNs, Number(process.hrtime.bigint() - log.startedNs));
   const event: EvalItem = { ...item, input: completeLogEvent(log.event, item.input, decision.result, decision.evalNs, handlerNs) };
+  control[CONTROL_PHASE] = CONTROL_LOG_RULES; // an overrun from here on is the rules', not the decision's
   const outcomes = log.entrypointIds.map((id) => {
     control[CONTROL_START_MS] = nowMs();
     return evaluate(event, id);
   });
+  control[CONTROL_PHASE] = 0;
   return { handlerNs, outcomes };
 }
 
