@@ -45,25 +45,12 @@ export class DecisionEvents {
    * when it evaluates those beside the decision.
    */
   known(record: KnownRecord): Record<string, unknown> {
-    return {
-      labels: this.#labels,
-      decision_id: record.decisionId,
-      tenant: record.tenant,
-      bundles: DecisionEvents.#bundles(record),
-      path: record.path,
-      requested_by: record.requestedBy,
-      timestamp: record.timestamp,
-      req_id: record.reqId,
-    };
+    return { ...this.#head(record), requested_by: record.requestedBy, timestamp: record.timestamp, req_id: record.reqId };
   }
 
   create(record: DecisionRecord): DecisionEventV1 {
     return {
-      labels: this.#labels,
-      decision_id: record.decisionId,
-      tenant: record.tenant,
-      bundles: DecisionEvents.#bundles(record),
-      path: record.path,
+      ...this.#head(record),
       ...(record.input === undefined ? {} : { input: record.input }),
       ...(record.result === undefined ? {} : { result: record.result }),
       ...(record.error === undefined ? {} : { error: record.error }),
@@ -74,7 +61,14 @@ export class DecisionEvents {
     };
   }
 
-  static #bundles(record: Pick<DecisionRecord, 'tenant' | 'revision'>): DecisionEventV1['bundles'] {
-    return record.revision === undefined || record.tenant === '' ? {} : { [record.tenant]: { revision: record.revision } };
+  /** The event's first fields, in OPA's order: the same in `known` and `create`. */
+  #head(record: Pick<DecisionRecord, 'decisionId' | 'tenant' | 'path' | 'revision'>): Pick<DecisionEventV1, 'labels' | 'decision_id' | 'tenant' | 'bundles' | 'path'> {
+    return {
+      labels: this.#labels,
+      decision_id: record.decisionId,
+      tenant: record.tenant,
+      bundles: record.revision === undefined || record.tenant === '' ? {} : { [record.tenant]: { revision: record.revision } },
+      path: record.path,
+    };
   }
 }
