@@ -57,8 +57,9 @@ export interface Decision {
    * The decision log's rules asked for with `EvaluateOptions.log`, when they were evaluated
    * beside the decision: each rule the answering revision has, by path, and the handler time
    * (ns) of the event they saw. Absent when they were not (a cached decision, none of the
-   * rules in the revision, an input too deep to be nested in an event): the caller then
-   * evaluates them apart.
+   * rules in the revision, an event that would nest too deep, rules that overran the deadline
+   * or took the worker down, whereupon the decision went again without them): the caller
+   * then evaluates them apart.
    */
   readonly log?: {
     readonly handlerNs: number;
@@ -364,12 +365,6 @@ export class PolicyEngine implements Component {
       nowNs: options.nowNs === undefined ? null : options.nowNs.toString(),
       ...(log === undefined ? {} : { log: log.request }),
     });
-    if (!outcome.ok && outcome.inLogRules === true) {
-      // The rules overran, not the decision, whose value went with the stopped worker: the
-      // decision again without them; its caller evaluates them apart (and they fail there).
-      const { log: _rules, ...alone } = options;
-      return this.#evaluateOn(entry, path, input, alone, useCache);
-    }
     if (!outcome.ok) throw PolicyEngine.#failure(outcome, entry, path);
     if (cacheKey !== undefined) this.#cache.set(cacheKey, { result: outcome.result });
     const decision = { result: outcome.result, revision, cached: false, evalNs: outcome.evalNs };

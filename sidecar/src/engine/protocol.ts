@@ -83,11 +83,7 @@ export interface EvalFailure {
   readonly message: string;
   /** How long it ran before it failed, when the worker timed it (not for a timeout or a crash). */
   readonly evalNs?: number;
-  /**
-   * A timeout in the item's decision log rules: its entrypoint had a value, lost with the
-   * stopped worker (the caller may evaluate the entrypoint again without the rules).
-   */
-  readonly inLogRules?: true;
+
   /** As on EvalSuccess; absent when the whole item failed (a timeout, a crashed worker). */
   readonly more?: readonly EvalOutcome[];
 }

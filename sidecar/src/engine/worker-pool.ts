@@ -625,10 +625,11 @@ export class WorkerPool {
       // The worker writes batch and index, then the start time: read index, start, index, and
       // trust the start as that item's only if the index did not move meanwhile (else the item
       // ended between the reads, and blaming the next one would fail an innocent item).
+      // The phase before the start: the worker marks the log rules' phase, then their start.
       const batch = slot.control[CONTROL_BATCH] ?? -1;
       const index = slot.control[CONTROL_INDEX] ?? -1;
-      const started = slot.control[CONTROL_START_MS] ?? 0;
       const inLogRules = slot.control[CONTROL_PHASE] === CONTROL_LOG_RULES;
+      const started = slot.control[CONTROL_START_MS] ?? 0;
       if (started === 0 || slot.control[CONTROL_INDEX] !== index || slot.control[CONTROL_BATCH] !== batch) continue;
       const loading = batch === CONTROL_LOADING;
       if (now - started <= (loading ? loadTimeoutMs : this.#options.evaluationTimeoutMs)) continue;
@@ -642,6 +643,16 @@ export class WorkerPool {
       }
     }
     if (!this.#slots.some((slot) => WorkerPool.#busy(slot))) this.#disarmWatchdog();
+  }
+
+  /**
+   * An item whose decision log rules overran the deadline or took the worker down: the
+   * decision again without them (its caller then evaluates them apart, where they fail
+   * alone). A log rule never costs its decision its answer.
+   */
+  static #withoutLogRules(pending: Pending): Pending {
+    const { log: _rules, ...item } = pending.item;
+    return { ...pending, item, chargedNs: undefined };
   }
 
   /** Everything a slot holds, in dispatch order, and clears it. */
@@ -665,6 +676,10 @@ export class WorkerPool {
     if (index >= 0) this.#slots.splice(index, 1);
     const culpritPending =
       culprit === undefined ? undefined : slot.batches.get(culprit.batch)?.[culprit.index];
+    // a crash inside an item's decision log rules: that item goes again without them
+    const crashedInRules = reason === 'crash' && slot.control[CONTROL_PHASE] === CONTROL_LOG_RULES
+      ? slot.batches.get(slot.control[CONTROL_BATCH] ?? -1)?.[slot.control[CONTROL_INDEX] ?? -1]
+      : undefined;
     const held = this.#drain(slot);
     // The worker runs loads in the order they were posted: the first unanswered one is the
     // one it was inside, if it was loading at all. Only that load fails; the others (other
@@ -702,13 +717,14 @@ export class WorkerPool {
       if (pending === culpritPending) {
         // it held the worker for the whole deadline
         this.#settleCharge(pending, this.#options.evaluationTimeoutMs * 1e6);
+        if (culprit?.inLogRules === true && pending.item.log !== undefined) {
+          again.push(WorkerPool.#withoutLogRules(pending)); // the decision's value went with the worker
+          continue;
+        }
         pending.resolve({
           ok: false,
           code: ErrorCodes.EVAL_TIMEOUT,
-          message: culprit?.inLogRules === true
-            ? `the decision log rules evaluated with this decision exceeded their deadline of ${this.#options.evaluationTimeoutMs} ms and were stopped`
-            : `policy evaluation exceeded its deadline of ${this.#options.evaluationTimeoutMs} ms and was stopped`,
-          ...(culprit?.inLogRules === true ? { inLogRules: true as const } : {}),
+          message: `policy evaluation exceeded its deadline of ${this.#options.evaluationTimeoutMs} ms and was stopped`,
         });
         continue;
       }
@@ -718,7 +734,7 @@ export class WorkerPool {
         pending.resolve({ ok: false, code: ErrorCodes.EVAL_TRAP, message: 'evaluation worker died repeatedly on this request' });
         continue;
       }
-      again.push(pending);
+      again.push(pending === crashedInRules ? WorkerPool.#withoutLogRules(pending) : pending);
     }
     for (const pending of again.reverse()) {
       const tenant = tenantOf(pending.item);
