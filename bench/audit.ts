@@ -14,9 +14,10 @@
  *    delivered (NATS stream / collector) after the run.
  * 3. added latency per decision at a fixed rate: log on minus log off, p50 and p99, HTTP, for
  *    both [<= 0.2 ms added p99].
- * 3b. the same, in-process: a Pavilion built in this process takes one event at a time at the
- *    fixed rate, each timed from its decision sink's write to the receipt (the log's own
- *    share of a decision's latency, without the HTTP client and server's scheduling noise).
+ * 3b. the same, in-process: a Pavilion built in this process takes one decision at a time at
+ *    the fixed rate as the Data API does (its log rules evaluated beside it, its event written
+ *    to the receipt), beside the same decisions unlogged and events whose rules go apart (the
+ *    log's own share of a decision's latency, without the HTTP client and server's noise).
  * 4. inclusion proof produce + verify at 10^6 entries, tree built in-process [<= 1 ms]. No
  *    runnable peer.
  * 5. checkpoint signing rate through SoftHSM2 (PKCS#11). No runnable peer.
