@@ -27,9 +27,10 @@
  * A rename is atomic, so an epoch directory is either live or archived whole, never half moved.
  */
 import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { syncPath, writeFileDurably } from '../lib/durable-file.ts';
+import { sameCanonicalJson } from '../lib/canonical-json.ts';
+import { pathExists as exists, syncPath, writeFileDurably } from '../lib/durable-file.ts';
 import { ErrorCodes, PavilionError, describeThrown, isPavilionError } from '../lib/errors.ts';
 import { withDeadline, type ComponentState, type ComponentStatus } from '../lib/lifecycle.ts';
 import { TENANT_ID_PATTERN } from '../lib/tenant-id.ts';
@@ -140,17 +141,10 @@ async function readJsonFile<T>(file: string): Promise<T | undefined> {
   }
 }
 
-async function exists(path: string): Promise<boolean> {
-  return stat(path).then(() => true, (error: unknown) => {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw error;
-  });
-}
-
 /** Two PRUNED records of the same log: the same final checkpoint and link (not the same time or sizes). */
 function sameRecord(a: PrunedEpochV1, b: PrunedEpochV1): boolean {
-  return a.epoch === b.epoch && a.first_leaf === b.first_leaf && JSON.stringify(a.final_checkpoint) === JSON.stringify(b.final_checkpoint)
-    && JSON.stringify(a.first_leaf_inclusion_path) === JSON.stringify(b.first_leaf_inclusion_path);
+  return a.epoch === b.epoch && a.first_leaf === b.first_leaf && sameCanonicalJson(a.final_checkpoint, b.final_checkpoint)
+    && sameCanonicalJson(a.first_leaf_inclusion_path, b.first_leaf_inclusion_path);
 }
 
 /** Bytes of the files in a directory (an archived epoch; one being pruned loses files meanwhile, which count 0). */
@@ -422,7 +416,7 @@ export class AuditLogSink implements DecisionSink {
           kept = `${tenant}: archived epoch ${epoch} is kept whole: JetStream did not hold all of it when it was sealed`;
           continue;
         }
-        const record = await this.#pruneRecord(tenant, epoch, wal, keyring, sealed);
+        const record = await this.#pruneRecord(tenant, epoch, directory, keyring, sealed);
         if (recorded === undefined) {
           if (this.#stopped) return;
           await writeFileDurably(join(directory, PRUNED_FILE), `${JSON.stringify(record)}\n`);
@@ -452,11 +446,11 @@ export class AuditLogSink implements DecisionSink {
    * final checkpoint the one its seal names (a log cut back to an earlier checkpoint verifies
    * on its own, but no longer matches the seal and the next epoch's link).
    */
-  async #pruneRecord(tenant: string, epoch: number, wal: string, keyring: Keyring, sealed: SealedFileV1): Promise<PrunedEpochV1> {
+  async #pruneRecord(tenant: string, epoch: number, directory: string, keyring: Keyring, sealed: SealedFileV1): Promise<PrunedEpochV1> {
     try {
-      const record = await prunedEpochRecord(wal, epoch, keyring, epochOrigin(`${this.#options.originPrefix}/${tenant}`, epoch), {
+      const record = await prunedEpochRecord(join(directory, WAL_FILE), epoch, keyring, epochOrigin(`${this.#options.originPrefix}/${tenant}`, epoch), {
         prunedAt: new Date((this.#options.settings.clock ?? Date.now)()).toISOString(),
-        removedBytes: (await directoryBytes(dirname(wal))) - (await stat(join(dirname(wal), SEALED_FILE))).size,
+        removedBytes: (await directoryBytes(directory)) - (await stat(join(directory, SEALED_FILE))).size,
         streamed: sealed.streamed,
       });
       const seal = epochSeal(epoch, record.final_checkpoint);

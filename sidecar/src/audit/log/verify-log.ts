@@ -28,9 +28,10 @@
  * Between consecutive checkpoints it also checks an RFC 9162 consistency proof.
  */
 import { hash } from 'node:crypto';
-import { access, open, readFile, readdir } from 'node:fs/promises';
+import { open, readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { canonicalJson } from '../../lib/canonical-json.ts';
+import { pathExists } from '../../lib/durable-file.ts';
 import { ErrorCodes, PavilionError, isPavilionError } from '../../lib/errors.ts';
 import type { DecisionEventV1 } from '../decision-event.ts';
 import { MerkleTree, hashLeaf, verifyConsistency, verifyInclusion } from '../merkle/index.ts';
@@ -849,12 +850,11 @@ export async function verifyEpochs(archiveDirectory: string, liveLog: string | u
   if (archived[0] !== 0) {
     throw linkBroken(archived[0] as number, join(archiveDirectory, String(archived[0])), `the archive starts at epoch ${archived[0]}: epochs 0 to ${(archived[0] as number) - 1} are missing`, { field: 'epoch' });
   }
-  const exists = (file: string): Promise<boolean> => access(file).then(() => true, () => false);
   const files = await Promise.all(archived.map(async (epoch) => {
     // pruned: a record and no log (a log beside a record, pruning cut short, is verified itself)
     const pruned = join(archiveDirectory, String(epoch), PRUNED_FILE);
     const wal = join(archiveDirectory, String(epoch), WAL_FILE);
-    return (await exists(pruned)) && !(await exists(wal)) ? { epoch, path: pruned, pruned: true } : { epoch, path: wal, pruned: false };
+    return (await pathExists(pruned)) && !(await pathExists(wal)) ? { epoch, path: pruned, pruned: true } : { epoch, path: wal, pruned: false };
   }));
   if (liveLog !== undefined) {
     // the epoch its link names (so an archived epoch missing at the end is named as missing)
