@@ -344,11 +344,14 @@ async function driveFleet(
   const idleMs = quietStart.at - idleStart.at;
   const quietMs = quietEnd.at - quietStart.at;
   const idleCpu = minus(quietStart.fleet, idleStart.fleet);
-  const fleetCpu = cpuBeyondIdle({ cpuMs: idleCpu, units: idleMs }, { cpuMs: minus(quietEnd.fleet, quietStart.fleet), units: quietMs });
-  const mainCpu = cpuBeyondIdle({ cpuMs: minus(quietStart.fleetMain, idleStart.fleetMain), units: idleMs }, { cpuMs: minus(quietEnd.fleetMain, quietStart.fleetMain), units: quietMs });
-  const serverCpu = cpu.serverPid === undefined
-    ? undefined
-    : cpuBeyondIdle({ cpuMs: minus(quietStart.server, idleStart.server), units: idleMs }, { cpuMs: minus(quietEnd.server, quietStart.server), units: quietMs });
+  /** One measure's CPU over the quiet pushes beyond its rate over the idle window. */
+  const beyondIdle = (measure: 'fleet' | 'fleetMain' | 'server'): number | undefined => cpuBeyondIdle(
+    { cpuMs: minus(quietStart[measure], idleStart[measure]), units: idleMs },
+    { cpuMs: minus(quietEnd[measure], quietStart[measure]), units: quietMs },
+  );
+  const fleetCpu = beyondIdle('fleet');
+  const mainCpu = beyondIdle('fleetMain');
+  const serverCpu = cpu.serverPid === undefined ? undefined : beyondIdle('server');
   return {
     pushes,
     rollbacks,

@@ -79,6 +79,10 @@ interface DecisionPrivacy {
   readonly pseudonyms: Pseudonyms | undefined;
 }
 
+/** The decision log's rules a tenant's bundle may have, as `<namespace>/system/log/<rule>`. */
+const LOG_RULES = ['drop', 'mask'] as const;
+type LogRule = (typeof LOG_RULES)[number];
+
 /**
  * Privacy before any sink: each tenant's `<namespace>.system.log.drop|mask` evaluated by the
  * engine when its bundle has them as entrypoints (as OPA evaluates data.system.log.*), then
@@ -88,51 +92,52 @@ function decisionPrivacy(config: PavilionConfig, engine: PolicyEngine): Decision
   const { privacy } = config.decisionLog;
   // asked for every decision: the configured namespaces looked up in a map, not a list
   const namespaces = new Map(config.tenants.map((t) => [t.id, t.namespace]));
-  /** The tenant's `system.log.drop|mask` rules among `entrypoints`, with their paths. */
-  const baseOf = (tenant: string): string => `${namespaces.get(tenant) ?? tenant}/system/log/`;
-  const logRules = (tenant: string, entrypoints: readonly string[]): { readonly rules: Array<'drop' | 'mask'>; readonly base: string } => {
-    const base = baseOf(tenant);
-    return { base, rules: (['drop', 'mask'] as const).filter((rule) => entrypoints.includes(base + rule)) };
-  };
   const pathsByTenant = new Map<string, readonly string[]>();
+  /** The paths of the tenant's `system.log.drop` and `.mask`, in LOG_RULES' order (built once per tenant). */
+  const pathsOf = (tenant: string): readonly string[] => {
+    let paths = pathsByTenant.get(tenant);
+    if (paths === undefined) {
+      paths = Object.freeze(LOG_RULES.map((rule) => `${namespaces.get(tenant) ?? tenant}/system/log/${rule}`));
+      pathsByTenant.set(tenant, paths);
+    }
+    return paths;
+  };
+  /** The tenant's rules among `entrypoints`, with their paths. */
+  const present = (tenant: string, entrypoints: readonly string[]): Array<{ readonly rule: LogRule; readonly path: string }> =>
+    LOG_RULES.flatMap((rule, i) => {
+      const path = pathsOf(tenant)[i] as string;
+      return entrypoints.includes(path) ? [{ rule, path }] : [];
+    });
   const policy: LogPolicy = {
     async evaluate(tenant, input, evaluated) {
       if (evaluated !== undefined) {
         // evaluated beside the decision, on the revision that answered it: the rules it has
-        const base = baseOf(tenant);
-        return Object.fromEntries((['drop', 'mask'] as const).flatMap((rule) => {
-          const outcome = evaluated.get(base + rule);
+        return Object.fromEntries(LOG_RULES.flatMap((rule, i) => {
+          const outcome = evaluated.get(pathsOf(tenant)[i] as string);
           return outcome === undefined ? [] : [[rule, outcome]];
         }));
       }
-      const { base, rules } = logRules(tenant, engine.active(tenant)?.entrypoints ?? []);
+      const rules = present(tenant, engine.active(tenant)?.entrypoints ?? []);
       if (rules.length === 0) return {};
       try {
-        const outcomes = await engine.evaluateEach(tenant, rules.map((rule) => base + rule), input);
-        return Object.fromEntries(rules.map((rule, i) => [rule, outcomes[i]]));
+        const outcomes = await engine.evaluateEach(tenant, rules.map((r) => r.path), input);
+        return Object.fromEntries(rules.map((r, i) => [r.rule, outcomes[i]]));
       } catch (error) {
         // the whole round failed (input too deep, tenant not ready): each rule present failed
-        return Object.fromEntries(rules.map((rule) => [rule, { ok: false, error }]));
+        return Object.fromEntries(rules.map((r) => [r.rule, { ok: false, error }]));
       }
     },
-    paths(tenant) {
-      let paths = pathsByTenant.get(tenant);
-      if (paths === undefined) {
-        paths = Object.freeze([`${baseOf(tenant)}drop`, `${baseOf(tenant)}mask`]);
-        pathsByTenant.set(tenant, paths);
-      }
-      return paths;
-    },
+    paths: pathsOf,
   };
   // a shadow sample's (rare): one evaluation per rule, on the revision given
   const rulesOf = (loaded: LoadedPolicy): LogPolicy => ({
     async evaluate(tenant, input) {
-      const { base, rules } = logRules(tenant, loaded.info.entrypoints);
-      const outcomes = await Promise.all(rules.map((rule) => engine.evaluateLoaded(loaded, base + rule, input).then(
+      const rules = present(tenant, loaded.info.entrypoints);
+      const outcomes = await Promise.all(rules.map((r) => engine.evaluateLoaded(loaded, r.path, input).then(
         (decision) => ({ ok: true as const, result: decision.result }),
         (error: unknown) => ({ ok: false as const, error }),
       )));
-      return Object.fromEntries(rules.map((rule, i) => [rule, outcomes[i]]));
+      return Object.fromEntries(rules.map((r, i) => [r.rule, outcomes[i]]));
     },
   });
   const byTenant = new Map(Object.entries(privacy.pseudonymiseFieldsByTenant).map(([t, list]) => [t, list.map(parsePseudonymField)]));
@@ -302,7 +307,7 @@ export class Pavilion {
     // nothing is written with sink none: masking (two rule evaluations per decision) would be wasted
     this.sink = sink instanceof NullDecisionSink ? sink : new MaskingDecisionSink(sink, decisionMasker(privacy));
     // the masker's rules evaluated beside each decision, in its worker turn, rather than apart
-    const logRulePaths = sink instanceof NullDecisionSink ? undefined : privacy.policy?.paths?.bind(privacy.policy);
+    const logRulePaths = sink instanceof NullDecisionSink ? undefined : privacy.policy?.paths;
     const audit = config.decisionLog.audit;
     const auditLog = this.auditLog;
     this.decisionStream = audit?.stream.enabled === true && config.nats !== undefined && auditLog !== undefined

@@ -83,7 +83,6 @@ export interface EvalFailure {
   readonly message: string;
   /** How long it ran before it failed, when the worker timed it (not for a timeout or a crash). */
   readonly evalNs?: number;
-
   /** As on EvalSuccess; absent when the whole item failed (a timeout, a crashed worker). */
   readonly more?: readonly EvalOutcome[];
 }
