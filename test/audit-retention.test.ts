@@ -4,10 +4,13 @@
  * (final signed checkpoint, link, inclusion path of the link), so the chain still verifies;
  * an epoch that does not verify, or that JetStream did not hold all of, is kept whole; a crash
  * between the record and the removal is finished at the next start; a forged record fails.
+ * By age (rotateAfterMs + keepArchivedDays, on a clock the tests move): live epochs are sealed
+ * and archived ones pruned as their decisions age, with no event to prompt it.
  */
 import assert from 'node:assert/strict';
 import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
 import {
   AuditLogSink,
@@ -351,5 +354,153 @@ describe('a PRUNED record is checked, not trusted', () => {
     assert.equal(code, ErrorCodes.AUDIT_LOG_TRUNCATED);
     // its final checkpoint itself is checked and passes
     await verifyEpochs(archiveOf(dir), liveWal(dir), ring, { origin: ORIGIN, trustedCheckpoints: [record.final_checkpoint] });
+  });
+});
+
+describe('retention by age (rotateAfterMs, keepArchivedDays)', () => {
+  const HOUR_MS = 3_600_000;
+  const DAY_MS = 24 * HOUR_MS;
+
+  /** A sink rotating by age only (no size threshold), on a clock the test moves; every decision checkpointed at once. */
+  async function agingSink(directory: string, settings: Partial<AuditLogSettings>): Promise<{ sink: AuditLogSink; clock: { now: number } }> {
+    const clock = { now: Date.parse('2026-01-01T00:00:00.000Z') };
+    const sink = rotatingSink(directory, signer, { rotateAtBytes: 0, checkpointEveryEvents: 1, clock: () => clock.now, ...settings });
+    await sink.start();
+    return { sink, clock };
+  }
+
+  /** Log `count` decisions and wait until a checkpoint covers them (the age of an epoch counts from it). */
+  async function logDecisions(sink: AuditLogSink, from: number, count: number): Promise<DecisionReceiptV1[]> {
+    const receipts: DecisionReceiptV1[] = [];
+    for (let i = 0; i < count; i++) receipts.push(await sink.append(decisionEvent(from + i)));
+    const last = receipts.at(-1) as DecisionReceiptV1;
+    await until('a checkpoint covers the decisions', () => ((sinkTenants(sink)['bank']!.details['checkpoint_size'] as number | undefined) ?? 0) > last.leaf_index);
+    return receipts;
+  }
+
+  const sealedAt = async (dir: string, epoch: number): Promise<string | undefined> =>
+    (JSON.parse(await readFile(join(archiveOf(dir), String(epoch), 'SEALED'), 'utf8')) as { sealed_at?: string }).sealed_at;
+
+  it('seals a live epoch once its oldest decision is rotateAfterMs old, with no event to prompt it; one holding only its link stays live', async () => {
+    const dir = await tempDir();
+    const { sink, clock } = await agingSink(dir, { rotateAfterMs: HOUR_MS });
+    await logDecisions(sink, 0, 3);
+    clock.now += HOUR_MS - 60_000;
+    await sink.enforceRetention();
+    assert.deepEqual(archivedOf(sink), [], 'not yet an hour old: still live');
+
+    clock.now += 2 * 60_000;
+    await sink.enforceRetention();
+    await until('epoch 0 is sealed', () => archivedOf(sink).length === 1);
+    assert.equal(await sealedAt(dir, 0), '2026-01-01T00:00:00.000Z', 'its seal names its final checkpoint\'s time: that of its newest decision\'s checkpoint');
+
+    clock.now += 10 * HOUR_MS;
+    await sink.enforceRetention();
+    await sleep(200);
+    assert.equal(archivedOf(sink).length, 1, 'the new epoch holds only its link: nothing to seal');
+
+    const [late] = await logDecisions(sink, 3, 1);
+    clock.now += HOUR_MS;
+    await sink.enforceRetention();
+    await until('epoch 1 is sealed an hour after its first decision', () => archivedOf(sink).length === 2);
+    await sink.stop(5000);
+    const verified = await verifyEpochs(archiveOf(dir), liveWal(dir), ring, { origin: ORIGIN });
+    assert.equal(verified.epochs.length, 3, 'two sealed epochs and the live one, chained');
+    assert.equal(epochOf(late as DecisionReceiptV1), 1);
+  });
+
+  it('prunes each archived epoch once it was sealed keepArchivedDays ago, with no event; younger ones stay whole; the chain still verifies', async () => {
+    const dir = await tempDir();
+    const { sink, clock } = await agingSink(dir, { rotateAfterMs: DAY_MS, keepArchivedDays: 30 });
+    const receipts: DecisionReceiptV1[] = [];
+    const seals: number[] = [];
+    for (let day = 0; day < 3; day++) {
+      receipts.push(...(await logDecisions(sink, day * 10, 5)));
+      seals.push(clock.now); // the final checkpoint's time: its newest decision's
+      clock.now += DAY_MS;
+      await sink.enforceRetention();
+      await until(`epoch ${day} is sealed`, () => archivedOf(sink).length === day + 1);
+    }
+    const live = await logDecisions(sink, 100, 2);
+
+    // a minute short of 30 days after epoch 0's newest decision: nothing is pruned; the live
+    // epoch's decisions (27 days old by then) are sealed into epoch 3
+    clock.now = (seals[0] as number) + 30 * DAY_MS - 60_000;
+    await sink.enforceRetention();
+    await until('the live epoch is sealed', () => archivedOf(sink).length === 4);
+    await sink.enforceRetention();
+    assert.ok(archivedOf(sink).every((a) => a.pruned === undefined), 'nothing pruned');
+
+    clock.now = (seals[0] as number) + 30 * DAY_MS;
+    await sink.enforceRetention();
+    assert.deepEqual(archivedOf(sink).map((a) => a.pruned === true), [true, false, false, false], 'epoch 0 is 30 days old: pruned');
+    await assert.rejects(sink.proveInclusion('bank', receipts[0]!.decision_id), (error: unknown) => codeOf(error) === ErrorCodes.AUDIT_DECISION_UNKNOWN);
+    assert.equal((await sink.proveInclusion('bank', receipts[5]!.decision_id)).leaf_index, receipts[5]!.leaf_index, 'a decision of epoch 1 still proves');
+
+    clock.now = (seals[2] as number) + 30 * DAY_MS;
+    await sink.enforceRetention();
+    assert.deepEqual(archivedOf(sink).map((a) => a.pruned === true), [true, true, true, false], 'epochs 1 and 2 too; epoch 3 (a day younger) is kept');
+    const proof = await sink.proveInclusion('bank', live[0]!.decision_id);
+    assert.match(proof.checkpoint.origin, /\/e3$/, 'the decisions sealed from the live epoch prove from epoch 3');
+    await sink.stop(5000);
+    const verified = await verifyEpochs(archiveOf(dir), liveWal(dir), ring, { origin: ORIGIN });
+    assert.deepEqual(verified.epochs.map((e) => e.pruned !== undefined), [true, true, true, false, false], 'pruned epochs and kept ones, chained to the live one');
+  });
+
+  it('with keepArchivedEpochs too, whichever rule prunes first', async () => {
+    const dir = await tempDir();
+    const { sink, clock } = await agingSink(dir, { rotateAfterMs: DAY_MS, keepArchivedDays: 30, keepArchivedEpochs: 3 });
+    const seals: number[] = [];
+    for (let day = 0; day < 4; day++) {
+      await logDecisions(sink, day * 10, 2);
+      seals.push(clock.now);
+      clock.now += DAY_MS;
+      await sink.enforceRetention();
+      await until(`epoch ${day} is sealed`, () => archivedOf(sink).length === day + 1);
+    }
+    await sink.enforceRetention();
+    assert.deepEqual(archivedOf(sink).map((a) => a.pruned === true), [true, false, false, false], 'by count: all but the newest 3');
+    clock.now = (seals[1] as number) + 30 * DAY_MS;
+    await sink.enforceRetention();
+    assert.deepEqual(archivedOf(sink).map((a) => a.pruned === true), [true, true, false, false], 'by age: epoch 1, which the count keeps');
+    await sink.stop(5000);
+  });
+
+  it('an epoch sealed without a seal time (by an earlier version) is kept by age, with every later one, and status says so', async () => {
+    const dir = await tempDir();
+    const first = await agingSink(dir, { rotateAfterMs: DAY_MS });
+    for (let day = 0; day < 2; day++) {
+      await logDecisions(first.sink, day * 10, 2);
+      first.clock.now += DAY_MS;
+      await first.sink.enforceRetention();
+      await until(`epoch ${day} is sealed`, () => archivedOf(first.sink).length === day + 1);
+    }
+    await first.sink.stop(5000);
+    const file = join(archiveOf(dir), '0', 'SEALED');
+    const { sealed_at: _dropped, ...legacy } = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+    await writeFile(file, `${JSON.stringify(legacy)}\n`);
+
+    const { sink, clock } = await agingSink(dir, { rotateAfterMs: DAY_MS, keepArchivedDays: 1 });
+    clock.now += 400 * DAY_MS;
+    await sink.enforceRetention();
+    assert.ok(archivedOf(sink).every((a) => a.pruned === undefined), 'nothing pruned: epoch 0 comes first and its age is unknown');
+    assert.equal(sink.status().state, 'WARN');
+    assert.match(sink.status().message ?? '', /archived epoch 0 has no seal time \(sealed by an earlier version\): retention by age keeps it and every later one/);
+    await sink.stop(5000);
+  });
+
+  it('config: both default to 0; keepArchivedDays needs rotateAfterMs; rotateAfterMs is 0 or at least a minute', () => {
+    const audit = (extra: Record<string, unknown>) => parseConfig({ decisionLog: { sink: 'audit', audit: { directory: '/tmp/x', ...extra } } }).decisionLog.audit;
+    assert.equal(audit({})?.rotateAfterMs, 0);
+    assert.equal(audit({})?.keepArchivedDays, 0);
+    assert.equal(audit({ rotateAfterMs: 86_400_000, keepArchivedDays: 2555 })?.keepArchivedDays, 2555);
+    for (const [extra, field] of [
+      [{ keepArchivedDays: 30 }, /keepArchivedDays.*needs rotateAfterMs/],
+      [{ rotateAfterMs: 59_999 }, /rotateAfterMs.*at least 60000/],
+      [{ rotateAfterMs: 86_400_000, keepArchivedDays: 1.5 }, /keepArchivedDays/],
+      [{ rotateAfterMs: -1 }, /rotateAfterMs/],
+    ] as const) {
+      assert.throws(() => audit(extra), (error: unknown) => codeOf(error) === ErrorCodes.CONFIG_INVALID && field.test((error as Error).message), JSON.stringify(extra));
+    }
   });
 });

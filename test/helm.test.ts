@@ -752,6 +752,11 @@ describe('the data volume', () => {
 
   test('with rotation the data volume also holds the archived epochs kept; rotation without retention fails the render', () => {
     renderFails(['--set', 'pavilion.config.decisionLog.audit.rotateAtBytes=402653184'], /rotateAtBytes without keepArchivedEpochs keeps every sealed epoch: the archive grows without bound/);
+    // rotation by age seals epochs too; keepArchivedDays bounds them in time, not in bytes
+    renderFails(['--set', 'pavilion.config.decisionLog.audit.rotateAfterMs=86400000', '--set', 'pavilion.config.decisionLog.audit.keepArchivedDays=400'],
+      /rotateAfterMs without keepArchivedEpochs keeps every sealed epoch: .*keepArchivedDays bounds the archive in time, not in bytes/);
+    renderFails(['--set', 'pavilion.config.decisionLog.audit.rotateAfterMs=86400000', '--set', 'pavilion.config.decisionLog.audit.keepArchivedEpochs=2', '--set', 'pavilion.dataVolume.sizeLimit=2559Mi'],
+      /is below 1 tenant\(s\) x \(1 live \+ 2 archived epoch\(s\) kept\)/);
     // 1 tenant x (1 live + 2 kept) x 768Mi + 256Mi headroom = 2.5Gi; 2559Mi does not hold them
     const rotating = ['--set', 'pavilion.config.decisionLog.audit.rotateAtBytes=402653184', '--set', 'pavilion.config.decisionLog.audit.keepArchivedEpochs=2'];
     renderFails([...rotating, '--set', 'pavilion.dataVolume.sizeLimit=2559Mi'], /is below 1 tenant\(s\) x \(1 live \+ 2 archived epoch\(s\) kept\) x pavilion.config.decisionLog.audit.maxDiskBytes \(805306368, a budget per tenant\) .* lower maxDiskBytes or keepArchivedEpochs/);

@@ -67,10 +67,14 @@ with a message naming the values to change.
       maxDiskBytes (an epoch is sealed only once JetStream holds it), so each counts as a budget */ -}}
 {{- $rotate := 0.0 -}}
 {{- if $audit.rotateAtBytes }}{{ $rotate = float64 $audit.rotateAtBytes }}{{ end -}}
+{{- /* rotation by age seals epochs too (each up to maxDiskBytes); keepArchivedDays bounds them
+      in time, not in bytes, so only keepArchivedEpochs sizes the volume */ -}}
+{{- $rotateBy := "rotateAtBytes" -}}
+{{- if and (eq $rotate 0.0) $audit.rotateAfterMs }}{{ $rotate = 1.0 }}{{ $rotateBy = "rotateAfterMs" }}{{ end -}}
 {{- $keep := 0.0 -}}
 {{- if $audit.keepArchivedEpochs }}{{ $keep = float64 $audit.keepArchivedEpochs }}{{ end -}}
 {{- if and (gt $rotate 0.0) (eq $keep 0.0) -}}
-{{- fail "pavilion.config.decisionLog.audit.rotateAtBytes without keepArchivedEpochs keeps every sealed epoch: the archive grows without bound and fills the data volume (an emptyDir is then evicted with the audit log). Set keepArchivedEpochs (older epochs are pruned to a verifiable stub)" -}}
+{{- fail (printf "pavilion.config.decisionLog.audit.%s without keepArchivedEpochs keeps every sealed epoch: the archive grows without bound and fills the data volume (an emptyDir is then evicted with the audit log). Set keepArchivedEpochs (older epochs are pruned to a verifiable stub; keepArchivedDays bounds the archive in time, not in bytes)" $rotateBy) -}}
 {{- end -}}
 {{- /* keepArchivedEpochs without rotation keeps nothing: no epoch is ever sealed */ -}}
 {{- if eq $rotate 0.0 }}{{ $keep = 0.0 }}{{ end -}}

@@ -75,7 +75,24 @@ export type AuditLogSettings = Omit<AuditLogOptions, 'directory' | 'origin' | 's
   readonly rotateAtBytes?: number;
   /** Archived epochs kept whole per tenant; older ones are pruned (#prune). 0 or absent: all kept. */
   readonly keepArchivedEpochs?: number;
+  /**
+   * Seal a tenant's live epoch once its oldest decision is this old (#dueByAge), whatever its
+   * size. 0 or absent: never by age.
+   */
+  readonly rotateAfterMs?: number;
+  /**
+   * Prune an archived epoch once it was sealed this many days ago (#prune); with
+   * keepArchivedEpochs, whichever prunes first. 0 or absent: never by age.
+   */
+  readonly keepArchivedDays?: number;
 };
+
+/**
+ * How often a sink with rotateAfterMs or keepArchivedDays looks at ages without an event to
+ * prompt it (enforceRetention): a quiet tenant's decisions age out too.
+ */
+export const RETENTION_CHECK_INTERVAL_MS = 60_000;
+const DAY_MS = 86_400_000;
 
 /** Where sealed epochs go: `<directory>/archive/<tenant>/<epoch>/`. */
 export const ARCHIVE_DIRECTORY = 'archive';
@@ -101,6 +118,11 @@ interface SealedFileV1 {
   readonly version: 1;
   readonly seal: EpochSealV1;
   readonly streamed: boolean;
+  /**
+   * The final checkpoint's time (retention by age counts from it). Absent in seals written
+   * before retention by age existed: such an epoch is pruned by count only.
+   */
+  readonly sealed_at?: string;
 }
 
 /** How far JetStream has taken a tenant's log: the decision forwarder (read-only). */
@@ -210,6 +232,9 @@ export class AuditLogSink implements DecisionSink {
   /** Why the last retention pass left an epoch it was due to prune, until one leaves none. */
   #retentionError: string | undefined;
   #prunedCount = 0;
+  /** Tenants with a retention pass queued and not yet begun (one is enough). */
+  readonly #pruneQueued = new Set<string>();
+  #retentionTimer: NodeJS.Timeout | undefined;
   /**
    * Per tenant, the archived epochs whose decisions retention removed (a PRUNED record found
    * when the archive is listed, or one a pass wrote): proofs and status ask here.
@@ -269,6 +294,11 @@ export class AuditLogSink implements DecisionSink {
       }
       for (const name of names) await this.#log(name);
       for (const name of names) this.#pruneInBackground(name);
+      const { rotateAfterMs = 0, keepArchivedDays = 0 } = this.#options.settings;
+      if (rotateAfterMs > 0 || keepArchivedDays > 0) {
+        this.#retentionTimer = setInterval(() => void this.enforceRetention(), RETENTION_CHECK_INTERVAL_MS);
+        this.#retentionTimer.unref();
+      }
     } catch (error) {
       this.#startError = describeThrown(error);
       // Release what was opened before the failure: the logs (their locks), the anchor, and the
@@ -381,37 +411,67 @@ export class AuditLogSink implements DecisionSink {
     epochs.add(epoch);
   }
 
-  /** Start a retention pass over the tenant's archive after the ones running (none without keepArchivedEpochs). */
+  /**
+   * Start a retention pass over the tenant's archive after the ones running (none without
+   * keepArchivedEpochs or keepArchivedDays; none if one for the tenant is still waiting).
+   */
   #pruneInBackground(tenant: string): void {
-    const keep = this.#options.settings.keepArchivedEpochs ?? 0;
-    if (keep === 0) return;
-    this.#pruning = this.#pruning.then(() => this.#prune(tenant, keep)).catch((error: unknown) => {
+    const { keepArchivedEpochs: keep = 0, keepArchivedDays: days = 0 } = this.#options.settings;
+    if ((keep === 0 && days === 0) || this.#pruneQueued.has(tenant)) return;
+    this.#pruneQueued.add(tenant);
+    this.#pruning = this.#pruning.then(() => {
+      this.#pruneQueued.delete(tenant);
+      return this.#prune(tenant, keep, days);
+    }).catch((error: unknown) => {
       this.#retentionError = `${tenant}: archive retention stopped: ${describeThrown(error)}`;
     });
   }
 
   /**
-   * Retention: every archived epoch of the tenant but the newest `keep` loses its decisions.
-   * Each is first verified in full under its origin (a log that does not verify is evidence
+   * What the sink does every RETENTION_CHECK_INTERVAL_MS when rotateAfterMs or keepArchivedDays
+   * is set: rotate each live epoch whose oldest decision reached rotateAfterMs (an event
+   * prompts this too), and start a retention pass over each tenant's archive (epochs age out
+   * of keepArchivedDays with no event at all). Resolves when the passes queued so far end.
+   */
+  async enforceRetention(): Promise<void> {
+    if (this.#stopped) return;
+    for (const [tenant, log] of this.#opened) this.#maybeRotate(tenant, log);
+    for (const tenant of this.#epochs.keys()) this.#pruneInBackground(tenant);
+    await this.#pruning;
+  }
+
+  /**
+   * Retention: every archived epoch of the tenant but the newest `keep`, and every one sealed
+   * more than `days` days ago (0: neither rule), loses its decisions - oldest first, up to the
+   * first epoch neither rule reaches (seal times grow with the epoch number). Each is first verified in full under its origin (a log that does not verify is evidence
    * and stays, and the pass stops there), then its PRUNED record (prunedEpochRecord: the final
    * checkpoint, the link and its inclusion path) is written durably, then every other file
    * but SEALED is removed; a crash between the two leaves the record, and the next pass (at
    * start) finishes the removal. With streaming, an epoch JetStream did not hold all of when
    * sealed (its seal's `streamed`) exists nowhere else: it is kept, and status says so.
    */
-  async #prune(tenant: string, keep: number): Promise<void> {
+  async #prune(tenant: string, keep: number, days: number): Promise<void> {
     const root = this.#archiveDirectory(tenant);
     const epochs = await listArchivedEpochs(root);
     const keyring = Keyring.load(this.keysDirectory);
+    const sealedBefore = days === 0 ? undefined : (this.#options.settings.clock ?? Date.now)() - days * DAY_MS;
     let kept: string | undefined;
-    for (const epoch of epochs.slice(0, Math.max(0, epochs.length - keep))) {
+    for (const [i, epoch] of epochs.entries()) {
       if (this.#stopped) return;
+      const dueByCount = keep > 0 && i < epochs.length - keep;
       const directory = join(root, String(epoch));
       const wal = join(directory, WAL_FILE);
       const recorded = await readJsonFile<PrunedEpochV1>(join(directory, PRUNED_FILE));
       if (recorded === undefined || (await exists(wal))) {
         const sealed = await readJsonFile<SealedFileV1>(join(directory, SEALED_FILE));
         if (sealed === undefined) throw corrupt(`archived epoch ${epoch} of tenant ${tenant} has no ${SEALED_FILE} file`, { tenant, epoch });
+        if (!dueByCount && (sealedBefore === undefined || !(Date.parse(sealed.sealed_at ?? '') <= sealedBefore))) {
+          // the first epoch neither rule reaches: the later ones are newer still
+          if (sealedBefore !== undefined && sealed.sealed_at === undefined) {
+            kept ??= `${tenant}: archived epoch ${epoch} has no seal time (sealed by an earlier version): retention by age keeps it and every later one`;
+          }
+          break;
+        }
         if (recorded === undefined && this.#streamProgress !== undefined && !sealed.streamed) {
           kept = `${tenant}: archived epoch ${epoch} is kept whole: JetStream did not hold all of it when it was sealed`;
           continue;
@@ -530,7 +590,7 @@ export class AuditLogSink implements DecisionSink {
    */
   #maybeRotate(tenant: string, log: AuditLog): void {
     const at = this.#rotateAt(tenant);
-    if (at === 0 || log.writtenBytes < at || this.#stopped || this.#rotating.has(tenant) || this.#opened.get(tenant) !== log) return;
+    if (!((at > 0 && log.writtenBytes >= at) || this.#dueByAge(tenant, log)) || this.#stopped || this.#rotating.has(tenant) || this.#opened.get(tenant) !== log) return;
     if ((this.#rotationRetryAtMs.get(tenant) ?? 0) > Date.now()) return;
     if (this.#streamProgress !== undefined) {
       const position = this.#streamProgress.streamPosition(tenant, log);
@@ -538,6 +598,19 @@ export class AuditLogSink implements DecisionSink {
     }
     this.#rotating.add(tenant);
     void this.#track(tenant, this.#rotate(tenant, log).finally(() => this.#rotating.delete(tenant)));
+  }
+
+  /**
+   * Whether the live epoch's oldest decision reached rotateAfterMs: its age is taken from the
+   * first checkpoint that covers it (a little after the decision itself). An epoch holding
+   * nothing but its link to the one before is never due: sealing it would archive no decision.
+   */
+  #dueByAge(tenant: string, log: AuditLog): boolean {
+    const after = this.#options.settings.rotateAfterMs ?? 0;
+    if (after === 0) return false;
+    const links = (this.#epochs.get(tenant)?.epoch ?? 0) === 0 ? 0 : 1;
+    const first = log.checkpoints.find((c) => c.tree_size > links);
+    return first !== undefined && (this.#options.settings.clock ?? Date.now)() - Date.parse(first.timestamp) >= after;
   }
 
   /** Seal `log` (the steps in the header) and open the next epoch; resolves with the live log after it. */
@@ -560,7 +633,7 @@ export class AuditLogSink implements DecisionSink {
     try {
       await log.seal();
       await this.#step('closed', tenant);
-      const sealed: SealedFileV1 = { version: 1, seal: epochSeal(epoch, final), streamed: this.#streamProgress !== undefined };
+      const sealed: SealedFileV1 = { version: 1, seal: epochSeal(epoch, final), streamed: this.#streamProgress !== undefined, sealed_at: final.timestamp };
       await writeFileDurably(join(log.directory, SEALED_FILE), `${JSON.stringify(sealed)}\n`);
       await syncPath(log.directory);
       await this.#step('marked', tenant);
@@ -757,6 +830,8 @@ export class AuditLogSink implements DecisionSink {
         archived_epochs: archived.map((a) => (this.#isPruned(tenant, a.epoch) ? { ...a, pruned: true } : a)),
         archived_bytes: archived.reduce((sum, a) => sum + a.bytes, 0),
         keep_archived_epochs: this.#options.settings.keepArchivedEpochs ?? 0,
+        keep_archived_days: this.#options.settings.keepArchivedDays ?? 0,
+        rotate_after_ms: this.#options.settings.rotateAfterMs ?? 0,
       },
     };
   }
@@ -764,6 +839,7 @@ export class AuditLogSink implements DecisionSink {
   async stop(deadlineMs: number): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
+    clearInterval(this.#retentionTimer);
     const started = Date.now();
     const logs = await Promise.allSettled([...this.#logs.values()]);
     await Promise.all(logs.map((r) => (r.status === 'fulfilled' ? r.value.stop(deadlineMs) : undefined)));

@@ -202,6 +202,19 @@ export interface AuditLogConfig {
    * `stream.enabled`, an epoch JetStream did not hold all of when it was sealed is never pruned.
    */
   readonly keepArchivedEpochs: number;
+  /**
+   * Seal a tenant's live epoch once its oldest decision is this old (measured from the first
+   * checkpoint that covers it), whatever its size, so that decisions age out of the live log
+   * and retention by age can reach them. 0 (the default): never by age.
+   */
+  readonly rotateAfterMs: number;
+  /**
+   * Retention by age: prune an archived epoch once it was sealed this many days ago (every
+   * decision in it is older). With keepArchivedEpochs, whichever prunes first (as Prometheus'
+   * retention.time and retention.size). Needs rotateAfterMs: a decision is then pruned at most
+   * keepArchivedDays + rotateAfterMs (+ a minute) after it was made. 0 (the default): never.
+   */
+  readonly keepArchivedDays: number;
   readonly signer: AuditSignerConfig;
   /** Forward every logged decision to NATS JetStream (`<nats.subjectPrefix>.decisions.<tenant>`). */
   readonly stream: AuditStreamConfig;
@@ -637,7 +650,7 @@ function parseAuditLog(raw: unknown, p: (file: string) => string): AuditLogConfi
   const a = objectAt(raw, path);
   refuseUnknown(a, [
     'directory', 'fsync', 'fsyncIntervalMs', 'groupCommitMaxDelayMs', 'groupCommitMaxBytes', 'maxDiskBytes', 'onFull',
-    'blockTimeoutMs', 'maxEventBytes', 'checkpointEveryEvents', 'checkpointIntervalMs', 'rotateAtBytes', 'keepArchivedEpochs', 'signer', 'stream',
+    'blockTimeoutMs', 'maxEventBytes', 'checkpointEveryEvents', 'checkpointIntervalMs', 'rotateAtBytes', 'keepArchivedEpochs', 'rotateAfterMs', 'keepArchivedDays', 'signer', 'stream',
     'anchor',
   ], path);
   const streamRaw = objectAt(a['stream'] ?? {}, `${path}.stream`);
@@ -655,6 +668,12 @@ function parseAuditLog(raw: unknown, p: (file: string) => string): AuditLogConfi
   const groupCommitMaxBytes = int(a, 'groupCommitMaxBytes', path, 1 * MiB, 4096, 256 * MiB);
   if (maxEventBytes >= maxDiskBytes) fail(`${path}.maxEventBytes`, 'must be below maxDiskBytes');
   const rotateAtBytes = parseRotateAtBytes(a['rotateAtBytes'], maxDiskBytes, path);
+  const rotateAfterMs = int(a, 'rotateAfterMs', path, 0, 0, MAX_ROTATE_AFTER_MS);
+  if (rotateAfterMs > 0 && rotateAfterMs < MIN_ROTATE_AFTER_MS) fail(`${path}.rotateAfterMs`, `must be 0 (never by age) or at least ${MIN_ROTATE_AFTER_MS} (a minute)`);
+  const keepArchivedDays = int(a, 'keepArchivedDays', path, 0, 0, 36_500);
+  if (keepArchivedDays > 0 && rotateAfterMs === 0) {
+    fail(`${path}.keepArchivedDays`, 'needs rotateAfterMs: without it a decision can stay in the live epoch, out of retention\'s reach, for as long as the epoch is under rotateAtBytes');
+  }
 
   const signerRaw = objectAt(a['signer'] ?? { kind: 'software' }, `${path}.signer`);
   const kind = oneOf(signerRaw, 'kind', `${path}.signer`, 'software', ['software', 'pkcs11'] as const);
@@ -696,11 +715,17 @@ function parseAuditLog(raw: unknown, p: (file: string) => string): AuditLogConfi
     checkpointIntervalMs: int(a, 'checkpointIntervalMs', path, 10_000, 10, 86_400_000),
     ...(rotateAtBytes === undefined ? {} : { rotateAtBytes }),
     keepArchivedEpochs: int(a, 'keepArchivedEpochs', path, 0, 0, 1_000_000),
+    rotateAfterMs,
+    keepArchivedDays,
     signer,
     stream,
     anchor: parseAuditAnchor(a['anchor'], directory, p),
   };
 }
+
+/** `decisionLog.audit.rotateAfterMs` bounds: a minute (each rotation signs, syncs and renames) to ten years. */
+const MIN_ROTATE_AFTER_MS = 60_000;
+const MAX_ROTATE_AFTER_MS = 3650 * 86_400_000;
 
 /**
  * `decisionLog.audit.rotateAtBytes`: absent (left out of the parsed section), 0 or null never
