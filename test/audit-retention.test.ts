@@ -15,6 +15,7 @@ import { describe, it } from 'node:test';
 import {
   AuditLogSink,
   PRUNED_FILE,
+  RETENTION_CHECK_INTERVAL_MS,
   SoftwareSigner,
   verifyDecisionProof,
   verifyEpochs,
@@ -157,6 +158,19 @@ describe('archive retention (keepArchivedEpochs)', () => {
     assert.equal(sink.status().state, 'OK');
     await sink.stop(5000);
     await verifyEpochs(archiveOf(dir), liveWal(dir), ring, { origin: ORIGIN });
+  });
+
+  it('finishes a pruning cut short even when the rules no longer reach the epoch (retention changed since)', async () => {
+    const { dir } = await sealedArchive();
+    const epoch0 = join(archiveOf(dir), '0');
+    const record = await prunedEpochRecord(join(epoch0, WAL_FILE), 0, ring, ORIGIN, { prunedAt: '2026-01-01T00:00:00.000Z', removedBytes: 1, streamed: false });
+    await writeFile(join(epoch0, PRUNED_FILE), `${JSON.stringify(record)}\n`);
+    // every archived epoch kept by count: only the record says epoch 0 was being pruned
+    const sink = rotatingSink(dir, signer, { keepArchivedEpochs: (await readdir(archiveOf(dir))).length });
+    await sink.start();
+    await until('the removal is finished', async () => (await readdir(epoch0)).length === 2);
+    assert.deepEqual(archivedOf(sink).map((a) => a.pruned === true).slice(0, 2), [true, false], 'epoch 0 only');
+    await sink.stop(5000);
   });
 
   it('keeps a log cut back to an earlier checkpoint: it verifies alone, but not against its seal', async () => {
@@ -361,43 +375,72 @@ describe('retention by age (rotateAfterMs, keepArchivedDays)', () => {
   const HOUR_MS = 3_600_000;
   const DAY_MS = 24 * HOUR_MS;
 
-  /** A sink rotating by age only (no size threshold), on a clock the test moves; every decision checkpointed at once. */
-  async function agingSink(directory: string, settings: Partial<AuditLogSettings>): Promise<{ sink: AuditLogSink; clock: { now: number } }> {
-    const clock = { now: Date.parse('2026-01-01T00:00:00.000Z') };
-    const sink = rotatingSink(directory, signer, { rotateAtBytes: 0, checkpointEveryEvents: 1, clock: () => clock.now, ...settings });
-    await sink.start();
-    return { sink, clock };
+  interface Aging {
+    readonly sink: AuditLogSink;
+    readonly clock: { now: number };
+    /** Every rotation step the sink took, in order (a rotation that starts shows here first). */
+    readonly steps: string[];
   }
 
-  /** Log `count` decisions and wait until a checkpoint covers them (the age of an epoch counts from it). */
-  async function logDecisions(sink: AuditLogSink, from: number, count: number): Promise<DecisionReceiptV1[]> {
+  /** A sink rotating by age only (no size threshold), on a clock the test moves; every decision checkpointed at once. */
+  async function agingSink(directory: string, settings: Partial<AuditLogSettings>, clock = { now: Date.parse('2026-01-01T00:00:00.000Z') }): Promise<Aging> {
+    const steps: string[] = [];
+    const sink = rotatingSink(directory, signer, { rotateAtBytes: 0, checkpointEveryEvents: 1, clock: () => clock.now, ...settings }, (step, tenant) => {
+      steps.push(`${tenant}:${step}`);
+    });
+    await sink.start();
+    return { sink, clock, steps };
+  }
+
+  /** Log `count` decisions of `tenant` and wait until a checkpoint covers them (the age of an epoch counts from it). */
+  async function logDecisions(sink: AuditLogSink, from: number, count: number, tenant = 'bank'): Promise<DecisionReceiptV1[]> {
     const receipts: DecisionReceiptV1[] = [];
-    for (let i = 0; i < count; i++) receipts.push(await sink.append(decisionEvent(from + i)));
+    for (let i = 0; i < count; i++) receipts.push(await sink.append(decisionEvent(from + i, { tenant })));
     const last = receipts.at(-1) as DecisionReceiptV1;
-    await until('a checkpoint covers the decisions', () => ((sinkTenants(sink)['bank']!.details['checkpoint_size'] as number | undefined) ?? 0) > last.leaf_index);
+    await until('a checkpoint covers the decisions', () => ((sinkTenants(sink)[tenant]!.details['checkpoint_size'] as number | undefined) ?? 0) > last.leaf_index);
     return receipts;
   }
 
-  const sealedAt = async (dir: string, epoch: number): Promise<string | undefined> =>
-    (JSON.parse(await readFile(join(archiveOf(dir), String(epoch), 'SEALED'), 'utf8')) as { sealed_at?: string }).sealed_at;
+  /** A day of `count` decisions per tenant, then a day later the check that seals them: epoch `day` of each. */
+  async function sealDays(aging: Aging, days: number, tenants: readonly string[] = ['bank']): Promise<number[]> {
+    const newest: number[] = [];
+    for (let day = 0; day < days; day++) {
+      for (const tenant of tenants) await logDecisions(aging.sink, day * 10, 2, tenant);
+      newest.push(aging.clock.now); // each epoch's final checkpoint: its newest decision's
+      aging.clock.now += DAY_MS;
+      await aging.sink.enforceRetention();
+      for (const tenant of tenants) await until(`epoch ${day} of ${tenant} is sealed`, () => archivedIn(aging.sink, tenant).length === day + 1);
+    }
+    return newest;
+  }
+
+  const archivedIn = (sink: AuditLogSink, tenant: string): Archived => (sinkTenants(sink)[tenant]?.details['archived_epochs'] ?? []) as Archived;
+  const sealFile = (dir: string, epoch: number, tenant = 'bank'): string => join(dir, 'archive', tenant, String(epoch), 'SEALED');
+  const readSeal = async (dir: string, epoch: number, tenant = 'bank'): Promise<Record<string, unknown>> => JSON.parse(await readFile(sealFile(dir, epoch, tenant), 'utf8')) as Record<string, unknown>;
+
+  /** No rotation starts within 300 ms (one that did shows its first step by then: freezing is a checkpoint at most). */
+  async function noRotation(aging: Aging, why: string): Promise<void> {
+    const before = aging.steps.length;
+    await aging.sink.enforceRetention();
+    await sleep(300);
+    assert.deepEqual(aging.steps.slice(before), [], why);
+  }
 
   it('seals a live epoch once its oldest decision is rotateAfterMs old, with no event to prompt it; one holding only its link stays live', async () => {
     const dir = await tempDir();
-    const { sink, clock } = await agingSink(dir, { rotateAfterMs: HOUR_MS });
+    const aging = await agingSink(dir, { rotateAfterMs: HOUR_MS });
+    const { sink, clock } = aging;
     await logDecisions(sink, 0, 3);
     clock.now += HOUR_MS - 60_000;
-    await sink.enforceRetention();
-    assert.deepEqual(archivedOf(sink), [], 'not yet an hour old: still live');
+    await noRotation(aging, 'not yet an hour old: still live');
 
     clock.now += 2 * 60_000;
     await sink.enforceRetention();
     await until('epoch 0 is sealed', () => archivedOf(sink).length === 1);
-    assert.equal(await sealedAt(dir, 0), '2026-01-01T00:00:00.000Z', 'its seal names its final checkpoint\'s time: that of its newest decision\'s checkpoint');
+    assert.equal((await readSeal(dir, 0))['sealed_at'], '2026-01-01T00:00:00.000Z', 'its seal names its final checkpoint\'s time: that of its newest decision\'s checkpoint');
 
     clock.now += 10 * HOUR_MS;
-    await sink.enforceRetention();
-    await sleep(200);
-    assert.equal(archivedOf(sink).length, 1, 'the new epoch holds only its link: nothing to seal');
+    await noRotation(aging, 'the new epoch holds only its link: nothing to seal');
 
     const [late] = await logDecisions(sink, 3, 1);
     clock.now += HOUR_MS;
@@ -409,9 +452,24 @@ describe('retention by age (rotateAfterMs, keepArchivedDays)', () => {
     assert.equal(epochOf(late as DecisionReceiptV1), 1);
   });
 
-  it('prunes each archived epoch once it was sealed keepArchivedDays ago, with no event; younger ones stay whole; the chain still verifies', async () => {
+  it('checks by itself once a minute (RETENTION_CHECK_INTERVAL_MS), with no event and no call', async (t) => {
+    t.mock.timers.enable({ apis: ['setInterval'] });
     const dir = await tempDir();
-    const { sink, clock } = await agingSink(dir, { rotateAfterMs: DAY_MS, keepArchivedDays: 30 });
+    const { sink, clock } = await agingSink(dir, { rotateAfterMs: HOUR_MS });
+    await logDecisions(sink, 0, 2);
+    clock.now += 2 * HOUR_MS;
+    t.mock.timers.tick(RETENTION_CHECK_INTERVAL_MS - 1);
+    await sleep(300);
+    assert.deepEqual(archivedOf(sink), [], 'not before the minute is up');
+    t.mock.timers.tick(1);
+    await until('the minute\'s check seals epoch 0', () => archivedOf(sink).length === 1);
+    await sink.stop(5000);
+  });
+
+  it('prunes each archived epoch once its newest decision is keepArchivedDays old, with no event; younger ones stay whole; the chain still verifies', async () => {
+    const dir = await tempDir();
+    const aging = await agingSink(dir, { rotateAfterMs: DAY_MS, keepArchivedDays: 30 });
+    const { sink, clock } = aging;
     const receipts: DecisionReceiptV1[] = [];
     const seals: number[] = [];
     for (let day = 0; day < 3; day++) {
@@ -442,6 +500,7 @@ describe('retention by age (rotateAfterMs, keepArchivedDays)', () => {
     assert.deepEqual(archivedOf(sink).map((a) => a.pruned === true), [true, true, true, false], 'epochs 1 and 2 too; epoch 3 (a day younger) is kept');
     const proof = await sink.proveInclusion('bank', live[0]!.decision_id);
     assert.match(proof.checkpoint.origin, /\/e3$/, 'the decisions sealed from the live epoch prove from epoch 3');
+    assert.equal(sink.status().state, 'OK');
     await sink.stop(5000);
     const verified = await verifyEpochs(archiveOf(dir), liveWal(dir), ring, { origin: ORIGIN });
     assert.deepEqual(verified.epochs.map((e) => e.pruned !== undefined), [true, true, true, false, false], 'pruned epochs and kept ones, chained to the live one');
@@ -449,44 +508,70 @@ describe('retention by age (rotateAfterMs, keepArchivedDays)', () => {
 
   it('with keepArchivedEpochs too, whichever rule prunes first', async () => {
     const dir = await tempDir();
-    const { sink, clock } = await agingSink(dir, { rotateAfterMs: DAY_MS, keepArchivedDays: 30, keepArchivedEpochs: 3 });
-    const seals: number[] = [];
-    for (let day = 0; day < 4; day++) {
-      await logDecisions(sink, day * 10, 2);
-      seals.push(clock.now);
-      clock.now += DAY_MS;
-      await sink.enforceRetention();
-      await until(`epoch ${day} is sealed`, () => archivedOf(sink).length === day + 1);
-    }
-    await sink.enforceRetention();
-    assert.deepEqual(archivedOf(sink).map((a) => a.pruned === true), [true, false, false, false], 'by count: all but the newest 3');
-    clock.now = (seals[1] as number) + 30 * DAY_MS;
-    await sink.enforceRetention();
-    assert.deepEqual(archivedOf(sink).map((a) => a.pruned === true), [true, true, false, false], 'by age: epoch 1, which the count keeps');
-    await sink.stop(5000);
+    const aging = await agingSink(dir, { rotateAfterMs: DAY_MS, keepArchivedDays: 30, keepArchivedEpochs: 3 });
+    const seals = await sealDays(aging, 4);
+    await aging.sink.enforceRetention();
+    assert.deepEqual(archivedOf(aging.sink).map((a) => a.pruned === true), [true, false, false, false], 'by count: all but the newest 3');
+    aging.clock.now = (seals[1] as number) + 30 * DAY_MS;
+    await aging.sink.enforceRetention();
+    assert.deepEqual(archivedOf(aging.sink).map((a) => a.pruned === true), [true, true, false, false], 'by age: epoch 1, which the count keeps');
+    await aging.sink.stop(5000);
   });
 
-  it('an epoch sealed without a seal time (by an earlier version) is kept by age, with every later one, and status says so', async () => {
+  it('an epoch sealed without a seal time (by an earlier version) is kept by age, with every later one, and only its tenant\'s status says so; with the seal time back, both go', async () => {
     const dir = await tempDir();
     const first = await agingSink(dir, { rotateAfterMs: DAY_MS });
-    for (let day = 0; day < 2; day++) {
-      await logDecisions(first.sink, day * 10, 2);
-      first.clock.now += DAY_MS;
-      await first.sink.enforceRetention();
-      await until(`epoch ${day} is sealed`, () => archivedOf(first.sink).length === day + 1);
-    }
+    await sealDays(first, 2, ['bank', 'acme']);
     await first.sink.stop(5000);
-    const file = join(archiveOf(dir), '0', 'SEALED');
-    const { sealed_at: _dropped, ...legacy } = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
-    await writeFile(file, `${JSON.stringify(legacy)}\n`);
+    const original = await readSeal(dir, 0);
+    const { sealed_at: _dropped, ...legacy } = original;
+    await writeFile(sealFile(dir, 0), `${JSON.stringify(legacy)}\n`);
 
-    const { sink, clock } = await agingSink(dir, { rotateAfterMs: DAY_MS, keepArchivedDays: 1 });
-    clock.now += 400 * DAY_MS;
+    const later = { now: first.clock.now + 400 * DAY_MS };
+    const second = await agingSink(dir, { rotateAfterMs: DAY_MS, keepArchivedDays: 1 }, later);
+    await second.sink.enforceRetention(); // bank's pass, then acme's (which prunes all of acme's)
+    assert.ok(archivedIn(second.sink, 'bank').every((a) => a.pruned === undefined), 'nothing of bank pruned: epoch 0 comes first and its age is unknown');
+    assert.deepEqual(archivedIn(second.sink, 'acme').map((a) => a.pruned === true), [true, true], 'acme\'s epochs, sealed with their time, are pruned');
+    const warning = /bank: archived epoch 0 has no seal time \(sealed by an earlier version\): retention by age keeps it and every later one/;
+    assert.equal(second.sink.status().state, 'WARN', 'acme\'s clean pass after bank\'s does not clear bank\'s warning');
+    assert.match(second.sink.status().message ?? '', warning);
+    assert.match(String(sinkTenants(second.sink)['bank']!.details['retention_error']), warning);
+    assert.equal(sinkTenants(second.sink)['acme']!.details['retention_error'], undefined);
+    await second.sink.stop(5000);
+
+    // the control: the same archive with epoch 0's seal time back prunes both of bank's
+    await writeFile(sealFile(dir, 0), `${JSON.stringify(original)}\n`);
+    const third = await agingSink(dir, { rotateAfterMs: DAY_MS, keepArchivedDays: 1 }, later);
+    await third.sink.enforceRetention();
+    assert.deepEqual(archivedIn(third.sink, 'bank').map((a) => a.pruned === true), [true, true]);
+    assert.equal(third.sink.status().state, 'OK');
+    await third.sink.stop(5000);
+  });
+
+  it('a seal time that is not the final checkpoint\'s (SEALED is unsigned): the epoch is kept, evidence, and status says why', async () => {
+    const dir = await tempDir();
+    const first = await agingSink(dir, { rotateAfterMs: DAY_MS });
+    await sealDays(first, 2);
+    await first.sink.stop(5000);
+    // an edited seal that would make epoch 1 look a year older than its decisions
+    const seal = await readSeal(dir, 1);
+    await writeFile(sealFile(dir, 1), `${JSON.stringify({ ...seal, sealed_at: '2025-01-01T00:00:00.000Z' })}\n`);
+
+    const { sink } = await agingSink(dir, { rotateAfterMs: DAY_MS, keepArchivedDays: 30 }, { now: first.clock.now + 10 * DAY_MS });
     await sink.enforceRetention();
-    assert.ok(archivedOf(sink).every((a) => a.pruned === undefined), 'nothing pruned: epoch 0 comes first and its age is unknown');
-    assert.equal(sink.status().state, 'WARN');
-    assert.match(sink.status().message ?? '', /archived epoch 0 has no seal time \(sealed by an earlier version\): retention by age keeps it and every later one/);
+    assert.ok(archivedOf(sink).every((a) => a.pruned === undefined), 'nothing pruned: epoch 0 is 11 days old, and epoch 1\'s seal time is not its own');
+    assert.equal(sink.status().state, 'OK', 'an epoch the rules do not reach is not checked');
     await sink.stop(5000);
+
+    // 30 days and a minute after epoch 0's newest decision (epoch 1's is a day younger): epoch 0
+    // is due; epoch 1 is reached only through the time its seal claims, which is checked
+    const { sink: due } = await agingSink(dir, { rotateAfterMs: DAY_MS, keepArchivedDays: 30 }, { now: first.clock.now - 2 * DAY_MS + 30 * DAY_MS + 60_000 });
+    await due.enforceRetention();
+    assert.deepEqual(archivedOf(due).map((a) => a.pruned === true), [true, false]);
+    assert.equal(due.status().state, 'WARN');
+    assert.match(due.status().message ?? '', /archived epoch 1 does not verify, so it is kept with every epoch after it: .*final checkpoint's time is 2026-01-02T00:00:00.000Z, its seal's sealed_at 2025-01-01T00:00:00.000Z/);
+    assert.ok((await readdir(join(archiveOf(dir), '1'))).includes(WAL_FILE), 'its log stays');
+    await due.stop(5000);
   });
 
   it('config: both default to 0; keepArchivedDays needs rotateAfterMs; rotateAfterMs is 0 or at least a minute', () => {

@@ -755,6 +755,9 @@ describe('the data volume', () => {
     // rotation by age seals epochs too; keepArchivedDays bounds them in time, not in bytes
     renderFails(['--set', 'pavilion.config.decisionLog.audit.rotateAfterMs=86400000', '--set', 'pavilion.config.decisionLog.audit.keepArchivedDays=400'],
       /rotateAfterMs without keepArchivedEpochs keeps every sealed epoch: .*keepArchivedDays bounds the archive in time, not in bytes/);
+    // the sidecar's own refusals, at render time
+    renderFails(['--set', 'pavilion.config.decisionLog.audit.keepArchivedDays=30', '--set', 'pavilion.config.decisionLog.audit.keepArchivedEpochs=2'], /keepArchivedDays needs rotateAfterMs/);
+    renderFails(['--set', 'pavilion.config.decisionLog.audit.rotateAfterMs=59999', '--set', 'pavilion.config.decisionLog.audit.keepArchivedEpochs=2'], /rotateAfterMs = 59999: must be 0 \(never by age\) or at least 60000/);
     renderFails(['--set', 'pavilion.config.decisionLog.audit.rotateAfterMs=86400000', '--set', 'pavilion.config.decisionLog.audit.keepArchivedEpochs=2', '--set', 'pavilion.dataVolume.sizeLimit=2559Mi'],
       /is below 1 tenant\(s\) x \(1 live \+ 2 archived epoch\(s\) kept\)/);
     // 1 tenant x (1 live + 2 kept) x 768Mi + 256Mi headroom = 2.5Gi; 2559Mi does not hold them

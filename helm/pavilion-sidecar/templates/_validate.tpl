@@ -69,6 +69,13 @@ with a message naming the values to change.
 {{- if $audit.rotateAtBytes }}{{ $rotate = float64 $audit.rotateAtBytes }}{{ end -}}
 {{- /* rotation by age seals epochs too (each up to maxDiskBytes); keepArchivedDays bounds them
       in time, not in bytes, so only keepArchivedEpochs sizes the volume */ -}}
+{{- /* the sidecar's own checks, so a render does not give a pod that fails at its config */ -}}
+{{- if and $audit.rotateAfterMs (lt (float64 $audit.rotateAfterMs) 60000.0) -}}
+{{- fail (printf "pavilion.config.decisionLog.audit.rotateAfterMs = %v: must be 0 (never by age) or at least 60000 (a minute)" $audit.rotateAfterMs) -}}
+{{- end -}}
+{{- if and $audit.keepArchivedDays (not $audit.rotateAfterMs) -}}
+{{- fail "pavilion.config.decisionLog.audit.keepArchivedDays needs rotateAfterMs: without it a decision can stay in the live epoch, out of retention's reach" -}}
+{{- end -}}
 {{- $rotateBy := "rotateAtBytes" -}}
 {{- if and (eq $rotate 0.0) $audit.rotateAfterMs }}{{ $rotate = 1.0 }}{{ $rotateBy = "rotateAfterMs" }}{{ end -}}
 {{- $keep := 0.0 -}}

@@ -81,8 +81,9 @@ export type AuditLogSettings = Omit<AuditLogOptions, 'directory' | 'origin' | 's
    */
   readonly rotateAfterMs?: number;
   /**
-   * Prune an archived epoch once it was sealed this many days ago (#prune); with
-   * keepArchivedEpochs, whichever prunes first. 0 or absent: never by age.
+   * Prune an archived epoch once its newest decision is this many days old (its final
+   * checkpoint's time, #prune); with keepArchivedEpochs, whichever prunes first. 0 or absent:
+   * never by age.
    */
   readonly keepArchivedDays?: number;
 };
@@ -220,8 +221,8 @@ export class AuditLogSink implements DecisionSink {
   readonly #rotating = new Set<string>();
   /** No rotation of the tenant before then (Date.now()): the last one was called off. */
   readonly #rotationRetryAtMs = new Map<string, number>();
-  /** Why the last rotation was called off or failed, until one succeeds. */
-  #rotationError: string | undefined;
+  /** Per tenant, why its last rotation was called off or failed, until one of its rotations succeeds. */
+  readonly #rotationErrors = new Map<string, string>();
   #streamProgress: StreamProgress | undefined;
   /** Reads of archived epochs for proofs, one at a time (each is a pass over an epoch's file). */
   #archiveReads: Promise<unknown> = Promise.resolve();
@@ -229,8 +230,11 @@ export class AuditLogSink implements DecisionSink {
   #archiveReadsWaiting = 0;
   /** Retention passes, one at a time (each verifies whole epochs before removing anything). */
   #pruning: Promise<void> = Promise.resolve();
-  /** Why the last retention pass left an epoch it was due to prune, until one leaves none. */
-  #retentionError: string | undefined;
+  /**
+   * Per tenant, why its last retention pass left an epoch it was due to prune (or stopped),
+   * until one of its passes leaves none: another tenant's clean pass does not clear it.
+   */
+  readonly #retentionErrors = new Map<string, string>();
   #prunedCount = 0;
   /** Tenants with a retention pass queued and not yet begun (one is enough). */
   readonly #pruneQueued = new Set<string>();
@@ -240,6 +244,8 @@ export class AuditLogSink implements DecisionSink {
    * when the archive is listed, or one a pass wrote): proofs and status ask here.
    */
   readonly #pruned = new Map<string, Set<number>>();
+  /** Per tenant, the pruned epochs whose files this process saw removed: later passes skip them. */
+  readonly #prunedDone = new Map<string, Set<number>>();
 
   constructor(options: AuditLogSinkOptions) {
     if (!/^[A-Za-z0-9._~:-]{1,100}$/.test(options.originPrefix)) {
@@ -423,7 +429,7 @@ export class AuditLogSink implements DecisionSink {
       this.#pruneQueued.delete(tenant);
       return this.#prune(tenant, keep, days);
     }).catch((error: unknown) => {
-      this.#retentionError = `${tenant}: archive retention stopped: ${describeThrown(error)}`;
+      this.#retentionErrors.set(tenant, `${tenant}: archive retention stopped: ${describeThrown(error)}`);
     });
   }
 
@@ -453,11 +459,14 @@ export class AuditLogSink implements DecisionSink {
   async #prune(tenant: string, keep: number, days: number): Promise<void> {
     const root = this.#archiveDirectory(tenant);
     const epochs = await listArchivedEpochs(root);
-    const keyring = Keyring.load(this.keysDirectory);
+    let keyring: Keyring | undefined; // read only when an epoch is to be verified
     const sealedBefore = days === 0 ? undefined : (this.#options.settings.clock ?? Date.now)() - days * DAY_MS;
+    const done = this.#prunedDone.get(tenant) ?? new Set<number>();
+    this.#prunedDone.set(tenant, done);
     let kept: string | undefined;
     for (const [i, epoch] of epochs.entries()) {
       if (this.#stopped) return;
+      if (done.has(epoch)) continue;
       const dueByCount = keep > 0 && i < epochs.length - keep;
       const directory = join(root, String(epoch));
       const wal = join(directory, WAL_FILE);
@@ -465,8 +474,10 @@ export class AuditLogSink implements DecisionSink {
       if (recorded === undefined || (await exists(wal))) {
         const sealed = await readJsonFile<SealedFileV1>(join(directory, SEALED_FILE));
         if (sealed === undefined) throw corrupt(`archived epoch ${epoch} of tenant ${tenant} has no ${SEALED_FILE} file`, { tenant, epoch });
-        if (!dueByCount && (sealedBefore === undefined || !(Date.parse(sealed.sealed_at ?? '') <= sealedBefore))) {
-          // the first epoch neither rule reaches: the later ones are newer still
+        // An epoch with its record is finished whatever the rules say now (a pass was cut
+        // short after the record); otherwise stop at the first epoch neither rule reaches:
+        // the later ones are newer still.
+        if (recorded === undefined && !dueByCount && (sealedBefore === undefined || !(Date.parse(sealed.sealed_at ?? '') <= sealedBefore))) {
           if (sealedBefore !== undefined && sealed.sealed_at === undefined) {
             kept ??= `${tenant}: archived epoch ${epoch} has no seal time (sealed by an earlier version): retention by age keeps it and every later one`;
           }
@@ -476,6 +487,7 @@ export class AuditLogSink implements DecisionSink {
           kept = `${tenant}: archived epoch ${epoch} is kept whole: JetStream did not hold all of it when it was sealed`;
           continue;
         }
+        keyring ??= Keyring.load(this.keysDirectory);
         const record = await this.#pruneRecord(tenant, epoch, directory, keyring, sealed);
         if (recorded === undefined) {
           if (this.#stopped) return;
@@ -497,8 +509,10 @@ export class AuditLogSink implements DecisionSink {
       }
       await syncPath(directory);
       this.#setArchivedBytes(tenant, epoch, await directoryBytes(directory));
+      done.add(epoch);
     }
-    this.#retentionError = kept;
+    if (kept === undefined) this.#retentionErrors.delete(tenant);
+    else this.#retentionErrors.set(tenant, kept);
   }
 
   /**
@@ -516,6 +530,10 @@ export class AuditLogSink implements DecisionSink {
       const seal = epochSeal(epoch, record.final_checkpoint);
       const differs = (['epoch', 'origin', 'tree_size', 'root_hash', 'checkpoint_sha256'] as const).find((field) => seal[field] !== sealed.seal[field]);
       if (differs !== undefined) throw corrupt(`its final checkpoint gives ${differs} ${String(seal[differs])}, its seal ${String(sealed.seal[differs])}`, { tenant, epoch, field: differs });
+      // the seal time retention by age went by is unsigned: it must be the signed one
+      if (sealed.sealed_at !== undefined && sealed.sealed_at !== record.final_checkpoint.timestamp) {
+        throw corrupt(`its final checkpoint's time is ${record.final_checkpoint.timestamp}, its seal's sealed_at ${sealed.sealed_at}`, { tenant, epoch, field: 'sealed_at' });
+      }
       return record;
     } catch (error) {
       const code = error instanceof PavilionError ? error.code : ErrorCodes.AUDIT_LOG_IO;
@@ -627,7 +645,7 @@ export class AuditLogSink implements DecisionSink {
       // Called off: the epoch stays live (its final checkpoint is one more checkpoint).
       log.thaw();
       this.#rotationRetryAtMs.set(tenant, Date.now() + ROTATION_RETRY_MS);
-      this.#rotationError = `${tenant}: rotation of epoch ${epoch} called off: ${describeThrown(error)}`;
+      this.#rotationErrors.set(tenant, `${tenant}: rotation of epoch ${epoch} called off: ${describeThrown(error)}`);
       return log;
     }
     try {
@@ -638,14 +656,14 @@ export class AuditLogSink implements DecisionSink {
       await syncPath(log.directory);
       await this.#step('marked', tenant);
       const next = await this.#open(tenant);
-      this.#rotationError = undefined;
+      this.#rotationErrors.delete(tenant);
       this.#pruneInBackground(tenant);
       return next;
     } catch (error) {
       // The tenant's next event opens its log again, finishing the rotation where it stopped;
       // meanwhile no one is handed the sealed log (proofs, status, the forwarder).
       if (this.#opened.get(tenant) === log) this.#opened.delete(tenant);
-      this.#rotationError = `${tenant}: rotation of epoch ${epoch} failed: ${describeThrown(error)}`;
+      this.#rotationErrors.set(tenant, `${tenant}: rotation of epoch ${epoch} failed: ${describeThrown(error)}`);
       throw error;
     }
   }
@@ -802,13 +820,11 @@ export class AuditLogSink implements DecisionSink {
       state = anchor.state;
       message = `anchor: ${anchor.message ?? anchor.state}`;
     }
-    if (this.#rotationError !== undefined && RANK[state] < RANK.WARN) {
+    for (const errors of [this.#rotationErrors, this.#retentionErrors]) {
+      const first = errors.values().next();
+      if (first.done === true || RANK[state] >= RANK.WARN) continue;
       state = 'WARN';
-      message = this.#rotationError;
-    }
-    if (this.#retentionError !== undefined && RANK[state] < RANK.WARN) {
-      state = 'WARN';
-      message = this.#retentionError;
+      message = errors.size === 1 ? first.value : `${first.value} (and ${errors.size - 1} more tenant(s): each tenant's rotation_error / retention_error)`;
     }
     if (this.#refused > 0 && RANK[state] < RANK.WARN) {
       state = 'WARN';
@@ -832,6 +848,8 @@ export class AuditLogSink implements DecisionSink {
         keep_archived_epochs: this.#options.settings.keepArchivedEpochs ?? 0,
         keep_archived_days: this.#options.settings.keepArchivedDays ?? 0,
         rotate_after_ms: this.#options.settings.rotateAfterMs ?? 0,
+        ...(this.#rotationErrors.has(tenant) ? { rotation_error: this.#rotationErrors.get(tenant) } : {}),
+        ...(this.#retentionErrors.has(tenant) ? { retention_error: this.#retentionErrors.get(tenant) } : {}),
       },
     };
   }

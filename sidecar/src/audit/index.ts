@@ -44,6 +44,7 @@ export { MerkleTree, hashLeaf, verifyConsistency, verifyInclusion } from './merk
 export {
   AuditLogSink,
   MAX_ARCHIVED_PROOFS_WAITING,
+  RETENTION_CHECK_INTERVAL_MS,
   UNROUTED_MAX_DISK_BYTES,
   UNROUTED_TENANT,
   type AuditLogSettings,

@@ -209,10 +209,12 @@ export interface AuditLogConfig {
    */
   readonly rotateAfterMs: number;
   /**
-   * Retention by age: prune an archived epoch once it was sealed this many days ago (every
-   * decision in it is older). With keepArchivedEpochs, whichever prunes first (as Prometheus'
-   * retention.time and retention.size). Needs rotateAfterMs: a decision is then pruned at most
-   * keepArchivedDays + rotateAfterMs (+ a minute) after it was made. 0 (the default): never.
+   * Retention by age: prune an archived epoch once its newest decision is this many days old
+   * (its final checkpoint's time). With keepArchivedEpochs, whichever prunes first (as
+   * Prometheus' retention.time and retention.size). Needs rotateAfterMs, so that every decision
+   * reaches the archive; never pruned earlier by age, and normally within rotateAfterMs +
+   * checkpointIntervalMs + two minutes after (docs/audit-log.md, "Retention"). 0 (the
+   * default): never.
    */
   readonly keepArchivedDays: number;
   readonly signer: AuditSignerConfig;
