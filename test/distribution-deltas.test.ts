@@ -106,6 +106,102 @@ describe('deltas across deploys', () => {
   });
 });
 
+describe('a delta whose application fails for a reason that may pass', () => {
+  test('is applied once the engine takes it again, with no further delta to prompt it', async () => {
+    await store.push('bank', await limitsBundle('limits-t'), { revision: 'limits-t', pushedBy: 'alice' });
+    await until('limits-t served', async () => (await revision()) === 'limits-t');
+    const tenants = sidecar.pavilion.tenants;
+    await store.publishDelta('bank', { data: [{ op: 'upsert', path: '/bank/limits/max', value: 100 }] }, ['bank'], await deltaSigning('bank', keys));
+    await until('delta 1 applied', () => tenants.deltaState('bank')?.sequence === 1);
+    // the next application fails as an overloaded engine fails it
+    const applyDeltas = tenants.applyDeltas.bind(tenants);
+    let failed = 0;
+    tenants.applyDeltas = async (...args: Parameters<TenantManager['applyDeltas']>) => {
+      if (failed++ === 0) throw new PavilionError(ErrorCodes.EVAL_OVERLOADED, 'every evaluation worker is busy');
+      return applyDeltas(...args);
+    };
+    try {
+      await store.publishDelta('bank', { data: [{ op: 'upsert', path: '/bank/limits/max', value: 200 }] }, ['bank'], await deltaSigning('bank', keys));
+      await until('delta 2 applied on a later try', () => tenants.deltaState('bank')?.sequence === 2, 20_000);
+      assert.ok(failed >= 2, 'the first try failed, a later one applied it');
+      assert.equal(await allows(150), true, 'delta 2\'s data serves');
+    } finally {
+      tenants.applyDeltas = applyDeltas;
+    }
+  });
+});
+
+describe('a resync that cannot read a tenant\'s pointer', () => {
+  test('says so in the distribution status and runs again until it reads it', async () => {
+    const current = NatsBundleStore.prototype.current;
+    let reads = 0;
+    // the sidecar's reads (not this test's publisher's): the first one times out
+    NatsBundleStore.prototype.current = async function (this: NatsBundleStore, tenant: string) {
+      if (this !== store && reads++ === 0) throw new PavilionError(ErrorCodes.DISTRIBUTION_UNAVAILABLE, 'reading the pointer timed out');
+      return current.call(this, tenant);
+    };
+    try {
+      const fresh = await startPavilion({
+        config: {
+          labels: { id: 'sidecar-resync' },
+          tenants: [{ id: 'bank' }],
+          bundles: { source: 'nats', keysDirectory: keys },
+          // the resync's retry waits reconnectWaitMs first: long enough to see the failure in status
+          nats: { servers: [nats.url], connectTimeoutMs: 3_000, reconnectWaitMs: 1_000, reconnectJitterMs: 0, statusIntervalMs: 200 },
+        },
+      });
+      try {
+        const status = (): Record<string, unknown> => (fresh.pavilion.distribution?.status().details ?? {}) as Record<string, unknown>;
+        await until('the failed read shows', () => /resynchronising: the pointers of 1 tenant\(s\) could not be read, tried again shortly: bank: .*timed out/.test(String(status()['lastError'])), 5_000);
+        await until('the resync ran again and read the pointer', () => reads >= 2, 20_000);
+        await until('nothing left to report', () => status()['lastError'] === undefined && status()['lastSync'] !== undefined);
+      } finally {
+        await fresh.stop();
+      }
+    } finally {
+      NatsBundleStore.prototype.current = current;
+    }
+  });
+});
+
+describe('a pointer bucket made again', () => {
+  test('a pointer numbered below the applied deploy, naming other bytes, is reported on the tenant (pushes up to that number would be ignored without a word)', async () => {
+    const own = await startNats();
+    const config = parseConfig({ nats: { servers: [own.url], name: 'test-publisher-bucket' } }).nats as NatsConfig;
+    let publisher = new NatsBundleStore(await connectNats(config), config);
+    let side: RunningPavilion | undefined;
+    try {
+      for (const rev of ['b1', 'b2', 'b3']) await publisher.push('bank', await limitsBundle(rev), { revision: rev, pushedBy: 'alice' });
+      side = await startPavilion({
+        config: {
+          labels: { id: 'sidecar-bucket' },
+          tenants: [{ id: 'bank' }],
+          bundles: { source: 'nats', keysDirectory: keys },
+          nats: { servers: [own.url], connectTimeoutMs: 3_000, reconnectWaitMs: 50, reconnectJitterMs: 50, statusIntervalMs: 200 },
+        },
+      });
+      const running = side;
+      const served = async (): Promise<unknown> => (await post(`${running.url}/v1/data/bank/authz/rev`, { input: {} }, { 'x-pavilion-tenant': 'bank' })).body['result'];
+      await until('b3 served', async () => (await served()) === 'b3');
+      const { jetstreamManager } = await import('@nats-io/jetstream');
+      await (await jetstreamManager(publisher.nc)).streams.delete('KV_pavilion-bundles');
+      await publisher.close();
+      publisher = new NatsBundleStore(await connectNats(config), config);
+      await publisher.push('bank', await limitsBundle('again'), { revision: 'again', pushedBy: 'alice' });
+      await until('the tenant says the pointer went back', () => /deploy number went back from 3 to 1 \(the pointer bucket was made again\?\)/.test(running.pavilion.tenants.tenant('bank')?.lastError?.message ?? ''), 30_000);
+      assert.equal(running.pavilion.tenants.tenant('bank')?.lastError?.code, ErrorCodes.BUNDLE_POINTER_INVALID);
+      assert.equal(await served(), 'b3', 'deploy 3 keeps serving');
+      // as the report says: pushes past deploy 3 of the new bucket are taken
+      for (const rev of ['again-2', 'again-3', 'again-4']) await publisher.push('bank', await limitsBundle(rev), { revision: rev, pushedBy: 'alice' });
+      await until('deploy 4 of the new bucket served', async () => (await served()) === 'again-4', 20_000);
+    } finally {
+      await side?.stop();
+      await publisher.close();
+      await own.stop();
+    }
+  });
+});
+
 /** A sidecar on the test's NATS keeping its last known good in `persistDirectory` (restartable on it). */
 function startPersisting(id: string, persistDirectory: string): Promise<RunningPavilion> {
   return startPavilion({
@@ -244,6 +340,23 @@ describe('transient failures are retried', () => {
       await until('the next deploy served', async () => (await revision()) === 'after-throw');
     } finally {
       counter.inc = inc;
+    }
+  });
+
+  test('an untyped error inside an activation (not the bundle\'s doing) is retried, and the deploy served', async () => {
+    const engine = sidecar.pavilion.engine;
+    const load = engine.load.bind(engine);
+    let calls = 0;
+    engine.load = async (...args: Parameters<typeof engine.load>) => {
+      if (calls++ === 0) throw new TypeError('a defect, not the bundle');
+      return load(...args);
+    };
+    try {
+      await store.push('bank', await limitsBundle('after-defect'), { revision: 'after-defect', pushedBy: 'alice' });
+      await until('after-defect served on a later try', async () => (await revision()) === 'after-defect', 20_000);
+      assert.ok(calls >= 2);
+    } finally {
+      engine.load = load;
     }
   });
 

@@ -600,4 +600,28 @@ describe('shadow mode: a staged revision evaluated on live traffic beside the ac
     await until('third ended', () => shadowReport() === undefined);
     assert.equal(await revisionOf(sidecar), 'shadow-candidate');
   });
+
+  test('an ending of a shadow revision that throws leaves the sidecar up and its shadow chain working', async () => {
+    await store.pushShadow('bank', await bundleOf(active.replace('shadow-active', 'shadow-fourth'), 'shadow-fourth'), { revision: 'shadow-fourth', pushedBy: 'carol' });
+    await until('fourth staged', () => shadowReport()?.revision === 'shadow-fourth');
+    const tenants = sidecar.pavilion.tenants;
+    const endShadow = tenants.endShadow.bind(tenants);
+    let calls = 0;
+    tenants.endShadow = (tenant: string) => {
+      if (calls++ === 0) throw new Error('the shadow revision could not be discarded');
+      endShadow(tenant);
+    };
+    try {
+      await store.endShadow('bank');
+      await until('the ending threw', () => calls === 1);
+      // staged after it, in the same chain: a rejection left in the chain would skip it
+      await store.pushShadow('bank', await bundleOf(active.replace('shadow-active', 'shadow-fifth'), 'shadow-fifth'), { revision: 'shadow-fifth', pushedBy: 'carol' });
+      await until('fifth staged', () => shadowReport()?.revision === 'shadow-fifth');
+      await store.endShadow('bank');
+      await until('fifth ended', () => shadowReport() === undefined);
+      assert.equal(await revisionOf(sidecar), 'shadow-candidate');
+    } finally {
+      tenants.endShadow = endShadow;
+    }
+  });
 });

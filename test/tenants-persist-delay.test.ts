@@ -343,3 +343,37 @@ describe('deltas applied on a snapshot before its last known good write', () => 
     assert.equal(written.error, undefined);
   });
 });
+
+describe('a last known good write that fails', () => {
+  test('leaves serving alone and shows in the tenant\'s status (WARN, persistError) until a write succeeds', async () => {
+    const car = await sidecar(join(dir, 'lkg-failing'), 0);
+    try {
+      let failing = true;
+      const save = car.store.save.bind(car.store);
+      car.store.save = async (...args: Parameters<LastKnownGood['save']>) => {
+        if (failing) throw new Error('ENOSPC: no space left on device, write');
+        return save(...args);
+      };
+      const saveDeltas = car.store.saveDeltas.bind(car.store);
+      car.store.saveDeltas = async (...args: Parameters<LastKnownGood['saveDeltas']>) => {
+        if (failing) throw new Error('EIO: i/o error, write');
+        return saveDeltas(...args);
+      };
+      await car.tenants.activate('bank', await dataArchive('f1'), { kind: 'source', sequence: 1 });
+      assert.equal((await served(car)).rev, 'f1', 'served all the same');
+      assert.equal(car.tenants.tenant('bank')?.state, 'WARN');
+      assert.match(car.tenants.tenant('bank')?.persistError?.message ?? '', /^writing revision f1 as last known good failed: .*ENOSPC/);
+      await car.tenants.applyDeltas('bank', [delta(1, 1, setMax(5))], 'append');
+      assert.equal((await served(car)).max, 5);
+      assert.match(car.tenants.tenant('bank')?.persistError?.message ?? '', /^writing the deltas of deploy 1 as last known good failed: .*EIO/);
+
+      failing = false;
+      await car.tenants.activate('bank', await dataArchive('f2'), { kind: 'source', sequence: 2 });
+      assert.equal(car.tenants.tenant('bank')?.persistError, undefined, 'a write that succeeds clears it');
+      assert.equal(car.tenants.tenant('bank')?.state, 'OK');
+      assert.equal(await persistedRevision(car.store), 'f2');
+    } finally {
+      await car.stop();
+    }
+  });
+});

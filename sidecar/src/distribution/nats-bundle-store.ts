@@ -219,6 +219,19 @@ export class NatsBundleStore {
     return this.#pointers;
   }
 
+  /**
+   * When the pointer bucket's stream was made (its identity: a bucket deleted and made again,
+   * or lost with the server's store, has another), or undefined when there is none now.
+   */
+  async pointerBucketCreated(): Promise<string | undefined> {
+    try {
+      return (await (await this.#jsm()).streams.info(`KV_${this.#config.pointerBucket}`)).created;
+    } catch (error) {
+      if (/stream not found/i.test(describeThrown(error))) return undefined;
+      throw error;
+    }
+  }
+
   async statusBucket(): Promise<KV> {
     if (this.#status === undefined) {
       const name = `${this.#config.pointerBucket}-status`;

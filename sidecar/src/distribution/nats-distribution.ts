@@ -154,6 +154,9 @@ class Retry {
   }
 }
 
+/** How often the pointer watch looks at its bucket's identity (#watchPointers). */
+const POINTER_BUCKET_CHECK_MS = 5_000;
+
 /** Past this many doublings every backoff is at its cap anyway. */
 const MAX_BACKOFF_EXPONENT = 30;
 
@@ -224,6 +227,28 @@ export function isFinal(error: unknown): boolean {
   return PERMANENT_CODES.has(error.code);
 }
 
+/** Delta refusals that will not change on retry (besides isFinal's): the deltas themselves, or their place in the sequence. */
+const FINAL_DELTA_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  ErrorCodes.BUNDLE_DELTA_INVALID,
+  ErrorCodes.BUNDLE_DELTA_ROOTS,
+  ErrorCodes.BUNDLE_DELTA_SEQUENCE,
+  ErrorCodes.BUNDLE_DELTA_CONFLICT,
+  ErrorCodes.BUNDLE_DELTA_LIMIT,
+]);
+
+/**
+ * Settle an application of deltas: true once applied, false once refused for good; anything
+ * else (an overloaded or restarting engine, test vectors that could not run) is thrown, so
+ * the caller's chain tries again from the stream with backoff (#retryDeltasLater) instead of
+ * leaving the data short of the deltas until another one arrives.
+ */
+function appliedOrRefused(applying: Promise<unknown>): Promise<boolean> {
+  return applying.then(() => true, (error: unknown) => {
+    if (isFinal(error) || (isPavilionError(error) && FINAL_DELTA_CODES.has(error.code))) return false;
+    throw error;
+  });
+}
+
 /** Why a decision test vector could not run that is not the bundle's doing. */
 const TRANSIENT_TEST_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([ErrorCodes.EVAL_OVERLOADED, ErrorCodes.ENGINE_STOPPED]);
 
@@ -237,6 +262,8 @@ export class NatsDistribution implements Component {
   #reconnects = 0;
   #lastSync: string | undefined;
   #lastError: string | undefined;
+  /** A resync that could not read some tenant's pointers (not a final refusal): run again with backoff. */
+  readonly #resyncRetry: Retry;
   #statusTimer: NodeJS.Timeout | undefined;
   #stopping = false;
   #connecting: Promise<void> | undefined;
@@ -254,6 +281,7 @@ export class NatsDistribution implements Component {
 
   constructor(options: NatsDistributionOptions) {
     this.#options = options;
+    this.#resyncRetry = this.#retry();
     // only a sidecar with this component exports the distribution metrics (a directory-source
     // sidecar has no connection whose 0 would read as "disconnected")
     options.metrics?.registerDistributionMetrics();
@@ -377,14 +405,39 @@ export class NatsDistribution implements Component {
     });
   }
 
-  /** Every pointer, then every move (an ordered consumer that resumes across disconnects). */
+  /**
+   * Every pointer, then every move (an ordered consumer that resumes across disconnects).
+   * The bucket made again under the watch (deleted, or lost with the server's store): its
+   * ordered consumer would resume at its old position in the new bucket, past the new
+   * bucket's first pointers, without a word. So the bucket's identity is looked at every
+   * POINTER_BUCKET_CHECK_MS, and a new one ends the watch: it starts again on the new bucket,
+   * after a resync (which reports a tenant whose pointer went back, #checkNotBehind).
+   */
   #watchPointers(): Promise<void> {
     return this.#forever('watching pointers', async (store, running) => {
-      const watch = await (await store.pointers(true)).watch({ key: '>' });
+      const kv = await store.pointers(true);
+      const created = await store.pointerBucketCreated();
+      const watch = await kv.watch({ key: '>' });
       running();
-      for await (const entry of watch) {
-        if (this.#stopping) break;
-        this.#onKvEntry(entry);
+      let remade: string | undefined;
+      const check = setInterval(() => {
+        store.pointerBucketCreated().then((now) => {
+          if (now === undefined || now === created || remade !== undefined) return;
+          remade = now;
+          watch.stop();
+        }, () => undefined); // not answered now: looked at again next time
+      }, POINTER_BUCKET_CHECK_MS);
+      check.unref();
+      try {
+        for await (const entry of watch) {
+          if (this.#stopping) break;
+          this.#onKvEntry(entry);
+        }
+      } finally {
+        clearInterval(check);
+      }
+      if (remade !== undefined) {
+        throw new PavilionError(ErrorCodes.DISTRIBUTION_UNAVAILABLE, `the pointer bucket was made again (created ${remade}, the watched one ${created ?? 'unknown'}): watching the new one`);
       }
     });
   }
@@ -465,7 +518,7 @@ export class NatsDistribution implements Component {
         return;
       }
       if (delta.sequence === now.sequence + 1 && !queue.deltaGap && queue.divergedBase !== delta.base) {
-        const applied = await this.#options.tenants.applyDeltas(tenant, [{ ...delta, operations: delta.patch.data }], 'append').then(() => true, () => false);
+        const applied = await appliedOrRefused(this.#options.tenants.applyDeltas(tenant, [{ ...delta, operations: delta.patch.data }], 'append'));
         if (applied) this.#remember(queue, delta.base, [delta], 'append');
       } else {
         await this.#replayDeltas(tenant);
@@ -527,7 +580,8 @@ export class NatsDistribution implements Component {
    * deploy has but the stream does not
    * (ERR_BUNDLE_DELTA_SEQUENCE: a gap, a missing start, deltas the record counts but the
    * stream lost) - the snapshot with the deltas before it keeps serving, as for any gap.
-   * Fails when the stream cannot be read (the caller retries).
+   * Fails when the stream cannot be read, or the rebuild failed for a reason that may pass
+   * (appliedOrRefused): the caller retries.
    */
   async #replayDeltas(tenant: string, hints: { readonly record?: DeltaRecordV1 | undefined; readonly conflict?: DeltaMessage } = {}): Promise<void> {
     const store = this.#store;
@@ -559,7 +613,7 @@ export class NatsDistribution implements Component {
     if (contiguous.length > 0 && (diverged
       ? contiguous.length > state.sequence
       : contiguous.length !== state.sequence || byNumber.size > contiguous.length)) {
-      rebuilt = await this.#options.tenants.applyDeltas(tenant, contiguous.map((d) => ({ ...d, operations: d.patch.data })), 'rebuild').then(() => true, () => false);
+      rebuilt = await appliedOrRefused(this.#options.tenants.applyDeltas(tenant, contiguous.map((d) => ({ ...d, operations: d.patch.data })), 'rebuild'));
       if (rebuilt) {
         this.#remember(queue, base, contiguous, 'rebuild');
         queue.divergedBase = 0;
@@ -589,8 +643,7 @@ export class NatsDistribution implements Component {
       const tenant = shadowOf;
       if (!this.#options.tenants.has(tenant)) return;
       if (kvEntry.operation !== 'PUT') {
-        const queue = this.#queue(tenant);
-        queue.shadow = queue.shadow.then(() => this.#options.tenants.endShadow(tenant));
+        this.#endShadow(tenant);
         return;
       }
       try {
@@ -630,6 +683,28 @@ export class NatsDistribution implements Component {
   }
 
   /**
+   * A pointer numbered below the deploy this sidecar applied, naming other bytes: KV numbers
+   * never go back within a bucket's life, so the pointer bucket was made again (deleted, or
+   * lost with the server's store). Every pointer numbered up to the applied deploy is then
+   * taken as stale, so say so on the tenant instead of ignoring pushes without a word.
+   */
+  #checkNotBehind(tenant: string, entry: PointerEntry | undefined): void {
+    const applied = this.#queue(tenant).applied;
+    if (entry === undefined || entry.sequence >= applied || entry.pointer.digest === this.#options.tenants.tenant(tenant)?.active?.bundleDigest) return;
+    this.#options.tenants.reportFailure(tenant, new PavilionError(ErrorCodes.BUNDLE_POINTER_INVALID,
+      `the pointer's deploy number went back from ${applied} to ${entry.sequence} (the pointer bucket was made again?): deploy ${applied} keeps serving, and pushes numbered up to ${applied} are taken as stale; push until the number passes ${applied}, or restart this sidecar with an empty last known good directory`,
+      { details: { applied, pointer: entry.sequence, revision: entry.pointer.revision } }));
+  }
+
+  /** End the tenant's shadow revision in its shadow chain (after a staging under way, never beside it). */
+  #endShadow(tenant: string): void {
+    const queue = this.#queue(tenant);
+    queue.shadow = queue.shadow.then(() => this.#options.tenants.endShadow(tenant)).catch((error: unknown) => {
+      this.#options.log?.('warn', 'ending the shadow revision failed', { tenant, error: describeThrown(error) });
+    });
+  }
+
+  /**
    * Read every tenant's pointer again (after a reconnect, or a broken watch). One at a time:
    * asked for while one runs, another runs once it ends (the callers wait for that one).
    */
@@ -657,17 +732,19 @@ export class NatsDistribution implements Component {
     if (store === undefined) return;
     try {
       const tenants = new Set(this.#options.tenants.ids());
+      const failed: string[] = [];
       for (const id of await store.tenants()) if (this.#options.tenants.discover(id)) tenants.add(id);
       await Promise.all([...tenants].map(async (tenant) => {
         try {
           const entry = await store.current(tenant);
+          this.#checkNotBehind(tenant, entry);
           // the deploy this sidecar serves from its last known good (started without NATS),
           // named by the source again: reported as the source's from now on, nothing reloaded
           if (entry !== undefined) await this.#options.tenants.confirmSource(tenant, entry.sequence, entry.pointer.digest);
           if (entry !== undefined) this.#offer(tenant, entry);
           const shadow = await store.currentShadow(tenant);
           if (shadow !== undefined) this.#stageShadow(tenant, shadow);
-          else if (this.#options.tenants.tenant(tenant)?.shadow !== undefined) this.#options.tenants.endShadow(tenant);
+          else if (this.#options.tenants.tenant(tenant)?.shadow !== undefined) this.#endShadow(tenant);
           // Already on the current deploy (a stale pointer: `#apply` does not run): deltas
           // published while this sidecar was away or cut off are only in the stream.
           await this.#queue(tenant).running;
@@ -677,8 +754,16 @@ export class NatsDistribution implements Component {
           }
         } catch (error) {
           if (isFinal(error)) this.#options.tenants.reportFailure(tenant, error);
+          else failed.push(`${tenant}: ${describeThrown(error)}`);
         }
       }));
+      if (failed.length > 0) {
+        // a move the watch missed may be behind one of them: not synchronised until it is read
+        this.#lastError = `resynchronising: the pointers of ${failed.length} tenant(s) could not be read, tried again shortly: ${failed.slice(0, 3).join('; ')}`;
+        if (!this.#stopping) this.#resyncRetry.schedule(() => void this.#resync());
+        return;
+      }
+      this.#resyncRetry.attempts = 0;
       this.#lastSync = new Date().toISOString();
       this.#lastError = undefined; // the connection's and the resync's own error (a failing watch keeps its own)
       await Promise.all([...this.#queues.values()].map((q) => q.running));
@@ -907,6 +992,7 @@ export class NatsDistribution implements Component {
     this.#state = 'closed';
     if (this.#statusTimer !== undefined) clearInterval(this.#statusTimer);
     if (this.#statusPending !== undefined) clearTimeout(this.#statusPending);
+    this.#resyncRetry.cancel();
     for (const queue of this.#queues.values()) {
       queue.pointerRetry.cancel();
       queue.deltaRetry.cancel();

@@ -40,6 +40,7 @@ export function buildStatusReport(
         ...(t.origin === undefined ? {} : { origin: t.origin.kind, ...(t.origin.sequence === undefined ? {} : { deploy: t.origin.sequence }) }),
         ...(t.signature === undefined ? {} : { signed: t.signature.signed, ...(t.signature.keyId === undefined ? {} : { key_id: t.signature.keyId }) }),
         decision_tests_passed: t.testsPassed,
+        ...(t.persistError === undefined ? {} : { persist_error: t.persistError }),
         ...(t.shadow === undefined ? {} : { shadow: t.shadow }),
       },
     };

@@ -68,6 +68,11 @@ export interface TenantStatus {
   /** How the active revision got here ('persisted' = last known good, the source has not answered yet). */
   readonly origin: ActivationOrigin | undefined;
   readonly lastError: TenantError | undefined;
+  /**
+   * The last known good write that failed last (its snapshot or deltas), until one succeeds:
+   * serving is not affected, but a restart without NATS would serve older data (WARN).
+   */
+  readonly persistError: TenantError | undefined;
   readonly lastSuccessfulActivation: string | undefined;
   readonly lastSuccessfulDownload: string | undefined;
   readonly testsPassed: number;
@@ -143,6 +148,7 @@ interface TenantEntry {
   readonly config: TenantConfig;
   readonly explicit: boolean;
   lastError: TenantError | undefined;
+  persistError: TenantError | undefined;
   signature: SignatureInfo | undefined;
   origin: ActivationOrigin | undefined;
   lastSuccessfulActivation: string | undefined;
@@ -318,6 +324,7 @@ export class TenantManager implements Component {
       config,
       explicit,
       lastError: undefined,
+      persistError: undefined,
       signature: undefined,
       origin: undefined,
       lastSuccessfulActivation: undefined,
@@ -533,7 +540,9 @@ export class TenantManager implements Component {
       return active;
     } catch (error) {
       if (loaded !== undefined) engine.discard(loaded);
-      throw this.#recordFailure(tenant, wrapError(error, ErrorCodes.BUNDLE_WASM_INVALID, 'activating bundle'));
+      // every refusal of the gate is typed; anything else is not the bundle's doing (and may
+      // pass: the distribution retries INTERNAL, where a bundle refusal would be final)
+      throw this.#recordFailure(tenant, wrapError(error, ErrorCodes.INTERNAL, 'activating bundle'));
     }
   }
 
@@ -575,14 +584,29 @@ export class TenantManager implements Component {
   /** Persist an activated snapshot as last known good (its save drops every other snapshot's deltas). */
   async #persistSnapshot(tenant: string, archive: Buffer, bundle: Bundle, origin: ActivationOrigin): Promise<void> {
     const started = performance.now();
-    await this.#options.persisted?.save(archive, {
+    const store = this.#options.persisted;
+    if (store === undefined) return;
+    // persistence is best effort (serving is not affected), and says when it fails
+    await this.#persisting(tenant, `writing revision ${bundle.revision} as last known good`, store.save(archive, {
       tenant,
       revision: bundle.revision,
       digest: bundle.digest,
       ...(origin.sequence === undefined ? {} : { sequence: origin.sequence }),
       savedAt: new Date().toISOString(),
-    }).catch(() => undefined); // persistence is best effort; serving is not affected
+    }));
     this.#options.onPhase?.('persist', (performance.now() - started) / 1000);
+  }
+
+  /** Settle a last known good write: a failure is the tenant's persistError (status shows it), a success clears it. */
+  async #persisting(tenant: string, what: string, write: Promise<unknown>): Promise<void> {
+    const entry = this.#tenants.get(tenant);
+    try {
+      await write;
+      if (entry !== undefined) entry.persistError = undefined;
+    } catch (error) {
+      const failure = wrapError(error, ErrorCodes.INTERNAL, what);
+      if (entry !== undefined) entry.persistError = { code: failure.code, message: `${what} failed: ${failure.message}`, at: new Date().toISOString() };
+    }
   }
 
   /**
@@ -598,12 +622,11 @@ export class TenantManager implements Component {
     const store = this.#options.persisted;
     if (store === undefined) return;
     const binding = { tenant: entry.config.id, digest: snapshot.digest, base };
-    await store.saveDeltas(binding, applied)
+    await this.#persisting(entry.config.id, `writing the deltas of deploy ${base} as last known good`, store.saveDeltas(binding, applied)
       .catch((error: unknown) => {
         if (!isPavilionError(error, ErrorCodes.BUNDLE_DELTA_SEQUENCE)) throw error;
         return store.saveDeltas(binding, entry.appliedDeltas);
-      })
-      .catch(() => undefined); // persistence is best effort; serving is not affected
+      }));
   }
 
   /**
@@ -879,7 +902,7 @@ export class TenantManager implements Component {
     const active = this.#options.engine.active(id);
     const state: ComponentState = active === undefined
       ? (entry.lastError === undefined ? 'NOT_READY' : 'ERROR')
-      : (entry.lastError === undefined ? 'OK' : 'WARN');
+      : (entry.lastError === undefined && entry.persistError === undefined ? 'OK' : 'WARN');
     return {
       id,
       namespace: entry.config.namespace,
@@ -888,6 +911,7 @@ export class TenantManager implements Component {
       signature: entry.signature,
       origin: entry.origin,
       lastError: entry.lastError,
+      persistError: entry.persistError,
       lastSuccessfulActivation: entry.lastSuccessfulActivation,
       lastSuccessfulDownload: entry.lastSuccessfulDownload,
       testsPassed: entry.testsPassed,
