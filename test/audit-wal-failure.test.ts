@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { closeSync, openSync, readdirSync, readlinkSync, realpathSync } from 'node:fs';
-import { access, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { access, open, readFile, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { FILE_HEADER_BYTES, FRAME_OVERHEAD_BYTES, SoftwareSigner, encodeEvent, verifyDecisionProof, verifyLogFile, type CheckpointSigner } from '../sidecar/src/audit/log/index.ts';
@@ -135,6 +135,56 @@ describe('audit log file failing underneath', () => {
     await within(writer.close(), 2000);
     await durable;
     assert.equal(await readFile(path, 'utf8'), '0123456789');
+  });
+});
+
+describe('audit log writer: a full volume whose rewind cannot finish', () => {
+  /** A file whose writes fail with ENOSPC while `full`, and whose truncate fails while `stuck`. */
+  function fullFile(state: { full: boolean; stuck: boolean }): { handle: FileHandle; written: Buffer[] } {
+    const written: Buffer[] = [];
+    const handle = {
+      fd: undefined, // no descriptor: the writer takes its asynchronous path
+      async writev(buffers: Buffer[]) {
+        if (state.full) throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+        written.push(...buffers);
+        return { bytesWritten: buffers.reduce((n, b) => n + b.length, 0), buffers };
+      },
+      async truncate() {
+        if (state.stuck) throw Object.assign(new Error('EIO: i/o error, ftruncate'), { code: 'EIO' });
+      },
+      async datasync() {},
+      async close() {},
+    } as unknown as FileHandle;
+    return { handle, written };
+  }
+  const options = { fsync: 'interval', fsyncIntervalMs: 60_000, groupCommitMaxDelayMs: 0, groupCommitMaxBytes: 1 << 20, maxDiskBytes: 1 << 30, onFull: 'refuse', blockTimeoutMs: 100 } as const;
+  /** Reserve and append `frame`; settles when it is durable (a writer already failed refuses at once). */
+  const write = async (writer: WalWriter, frame: Buffer): Promise<void> => {
+    writer.reserve(frame.length);
+    await writer.append(frame).durable;
+  };
+
+  it('a cut that fails after ENOSPC is made before the next batch: while it fails, nothing is written past the end (the batch is refused); once it succeeds, writing goes on', async () => {
+    const state = { full: true, stuck: true };
+    const { handle, written } = fullFile(state);
+    const writer = new WalWriter(handle, 0, options);
+    await within(rejectsCode(write(writer, Buffer.from('0123456789')), ErrorCodes.AUDIT_DISK_FULL), 2000);
+    state.full = false;
+    // a shorter batch ending on a boundary of the refused frames would leave them readable
+    await within(rejectsCode(write(writer, Buffer.from('abcde')), ErrorCodes.AUDIT_DISK_FULL), 2000);
+    assert.deepEqual(written, [], 'nothing written while the file could not be cut');
+    state.stuck = false;
+    await within(write(writer, Buffer.from('xyz')), 2000);
+    assert.deepEqual(written.map(String), ['xyz']);
+  });
+
+  it('an onRewind that throws fails the writer: the refused append and every later one settle with ERR_AUDIT_LOG_IO instead of waiting for ever', async () => {
+    const state = { full: true, stuck: false };
+    const { handle } = fullFile(state);
+    const writer = new WalWriter(handle, 0, options, { onRewind: () => { throw new Error('the owner could not cut its tree'); } });
+    await within(rejectsCode(write(writer, Buffer.from('0123456789')), ErrorCodes.AUDIT_LOG_IO), 2000);
+    state.full = false;
+    await within(rejectsCode(write(writer, Buffer.from('abcde')), ErrorCodes.AUDIT_LOG_IO), 2000);
   });
 });
 

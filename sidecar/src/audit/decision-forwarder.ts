@@ -638,15 +638,22 @@ export class DecisionForwarder implements Component, StreamProgress {
     }
     const last = cursor.nextLeaf - 1;
     const beyond = cursor.nextLeaf > log.size || cursor.offset > log.writtenBytes || cursor.offset < FILE_HEADER_BYTES;
-    if (beyond || (last >= 0 && leafHash !== undefined && log.leafHashAt(last) !== leafHash)) {
-      // The log lost a tail that was never synced (and may have grown again with other
-      // events): one hash cannot tell where the histories part, so forward the log from the
-      // start again; JetStream drops what it already holds.
+    const differs = last >= 0 && leafHash !== undefined && !beyond && log.leafHashAt(last) !== leafHash;
+    if (beyond || differs) {
+      // The log lost a tail that was never synced (fsync 'interval' or 'never', and a power
+      // cut), and may have grown again with other events. What recovery kept is a synced
+      // prefix of the history the cursor forwarded: forward again from where it ends (or
+      // the cursor, if that is before), not from the start, whose leaves JetStream would
+      // store twice once its duplicate window has passed. A cursor leaf inside that prefix
+      // that is not the one it forwarded means another log altogether: from the start.
+      const kept = log.recovery.leaves;
+      const from = differs && last < kept ? 0 : Math.min(cursor.nextLeaf, kept);
+      const where = from === 0 ? 'from the start' : `from leaf ${from} (where the log recovered at start ends)`;
       this.#lastError = beyond
-        ? `${tenant}: the cursor (leaf ${cursor.nextLeaf}) is past the end of the audit log (${log.size} leaves); forwarding from the start`
-        : `${tenant}: the audit log's leaf ${last} is not the one the cursor forwarded (the log was recovered to another history); forwarding from the start`;
-      this.#options.log?.('warn', `decision stream: ${this.#lastError}`, { tenant, cursorLeaf: cursor.nextLeaf, logLeaves: log.size });
-      cursor = { nextLeaf: 0, offset: FILE_HEADER_BYTES };
+        ? `${tenant}: the cursor (leaf ${cursor.nextLeaf}) is past the end of the audit log (${log.size} leaves); forwarding ${where}`
+        : `${tenant}: the audit log's leaf ${last} is not the one the cursor forwarded (the log was recovered to another history); forwarding ${where}`;
+      this.#options.log?.('warn', `decision stream: ${this.#lastError}`, { tenant, cursorLeaf: cursor.nextLeaf, logLeaves: log.size, from });
+      cursor = from === 0 ? { nextLeaf: 0, offset: FILE_HEADER_BYTES } : { nextLeaf: from, offset: log.leafOffsetAt(from - 1) };
     } else if (last >= 0) {
       // from the last leaf's frame by the log's own index: never a byte inside a frame
       cursor.offset = log.leafOffsetAt(last);

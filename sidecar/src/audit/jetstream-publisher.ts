@@ -111,7 +111,7 @@ export class JetStreamPublisher {
     if (this.#closed) return Promise.reject(unavailable('closed', 'the JetStream publisher is closed'));
     const token = seq.toString(36);
     return new Promise<StreamAck>((resolve, reject) => {
-      this.#waiting.set(token, { seq, subject, resolve, reject, sentAtMs: Date.now() });
+      this.#waiting.set(token, { seq, subject, resolve, reject, sentAtMs: performance.now() });
       try {
         let headers;
         if (msgId !== undefined) {
@@ -183,7 +183,7 @@ export class JetStreamPublisher {
   }
 
   #expire(): void {
-    const limit = Date.now() - this.#timeoutMs;
+    const limit = performance.now() - this.#timeoutMs; // monotonic: a clock stepped back does not hold acks past their timeout
     // insertion order is send order: the oldest come first
     for (const [token, waiting] of this.#waiting) {
       if (waiting.sentAtMs > limit) break;

@@ -20,9 +20,10 @@
  * rewinds instead of failing. The batch and every frame queued behind it are refused with
  * ERR_AUDIT_DISK_FULL, `onRewind` is told the offset everything from which was discarded (before
  * any refusal is delivered, so the owner's tree never runs ahead of the file), the file is cut
- * back there (best effort: bytes left past it are overwritten by the next batch, or cut off as
- * a torn tail by recovery), and the next append is written as if the refused ones never
- * were. The log thus goes on by itself once space is freed; `diskFull` says since when it is
+ * back there, and the next append is written as if the refused ones never were. A cut that
+ * fails is made again before the next batch, which is refused the same way while it still
+ * fails: whole refused frames left past the end of a shorter batch could read as the log's
+ * continuation after a crash. An `onRewind` that throws fails the writer (ERR_AUDIT_LOG_IO). The log thus goes on by itself once space is freed; `diskFull` says since when it is
  * refusing, until a batch is written again. The background fdatasync of 'interval' is not
  * rewound: the frames it covers were acknowledged, so its failure stays ERR_AUDIT_LOG_IO.
  *
@@ -116,6 +117,8 @@ export class WalWriter {
   #reservedBytes = 0;
   #waiters: Waiter[] = [];
   #flushing: Promise<void> | undefined;
+  /** Where the file must be cut before the next batch (a cut after a full volume failed). */
+  #cutTo: number | undefined;
   #timer: NodeJS.Timeout | undefined;
   #syncTimer: NodeJS.Timeout | undefined;
   #dirty = false;
@@ -274,6 +277,18 @@ export class WalWriter {
   }
 
   async #flush(): Promise<void> {
+    try {
+      await this.#flushBatches();
+    } catch (error) {
+      // nothing above should throw (I/O errors are handled where they happen); if something
+      // does, fail the writer rather than leave every later append waiting on this flush
+      this.#fail(new PavilionError(ErrorCodes.AUDIT_LOG_IO, `the audit log writer failed: ${describeThrown(error)}`, { cause: error }));
+    } finally {
+      this.#flushing = undefined;
+    }
+  }
+
+  async #flushBatches(): Promise<void> {
     // Let the frames of this event-loop turn join the batch.
     await new Promise<void>((resolve) => setImmediate(resolve));
     while (this.#queue.length > 0 && this.#failure === undefined) {
@@ -286,6 +301,11 @@ export class WalWriter {
       }
       let written = 0;
       try {
+        // a cut after a full volume that failed: nothing is written past it until it is made
+        if (this.#cutTo !== undefined) {
+          await this.#handle.truncate(this.#cutTo);
+          this.#cutTo = undefined;
+        }
         const buffers = batch.map((p) => p.frame);
         const rest = (): Buffer[] => (written === 0 ? buffers : [Buffer.concat(buffers).subarray(written)]);
         if (bytes <= SYNC_WRITE_MAX_BYTES && typeof this.#handle.fd === 'number') {
@@ -301,7 +321,7 @@ export class WalWriter {
         }
       } catch (error) {
         this.#queuedBytes -= bytes;
-        if (!isNoSpace(error)) {
+        if (!isNoSpace(error) && this.#cutTo === undefined) {
           this.#fail(ioError(written < bytes ? 'write' : 'fdatasync', error), batch);
           break;
         }
@@ -317,7 +337,6 @@ export class WalWriter {
     }
     // The background fdatasync may have failed the writer while this batch was written.
     if (this.#failure !== undefined) this.#fail(this.#failure);
-    this.#flushing = undefined;
   }
 
   /** See the header: refuse `batch` and everything queued behind it, and cut the file back. */
@@ -333,14 +352,23 @@ export class WalWriter {
       since: this.#diskFull?.since ?? Date.now(),
       refusedFrames: (this.#diskFull?.refusedFrames ?? 0) + discarded.length,
     };
-    this.#hooks.onRewind?.(this.#position);
+    try {
+      this.#hooks.onRewind?.(this.#position);
+    } catch (hookError) {
+      this.#fail(new PavilionError(ErrorCodes.AUDIT_LOG_IO, `rewinding the audit log after a full volume failed: ${describeThrown(hookError)}`, { cause: hookError }), discarded);
+      return;
+    }
     for (const p of discarded) p.reject(refusal);
     this.#releaseWaiters();
     // Part of the batch may have reached the file: cut it off (it frees the space it took).
     try {
       await this.#handle.truncate(this.#position);
+      this.#cutTo = undefined;
     } catch {
-      // not fatal: the next batch overwrites those bytes, and recovery would cut them as a torn tail
+      // Whole refused frames may stay past the end, and a shorter next batch that ends on one
+      // of their boundaries would leave them readable as the log's continuation (after a
+      // crash, recovery would take refused decisions in): cut before the next batch instead.
+      this.#cutTo = this.#position;
     }
   }
 
