@@ -33,6 +33,8 @@ describe('decisionLog.audit config', () => {
       checkpointEveryEvents: 1000,
       checkpointIntervalMs: 10_000,
       keepArchivedEpochs: 0,
+      rotateAfterMs: 0,
+      keepArchivedDays: 0,
       signer: { kind: 'software', keyFile: '/base/var/audit/checkpoint-key.pem' },
       stream: { enabled: false, maxInFlight: 256, retryWaitMs: 250 },
       anchor: { kind: 'file', path: '/base/var/audit/anchors.jsonl' },

@@ -384,8 +384,10 @@ describe('NATS outages', () => {
         assert.equal(health.status, 200);
         assert.match(JSON.stringify(health.body), /persisted \(last known good\)/);
         assert.match(JSON.stringify(health.body), /not reachable/);
-        const report = (await get(`${second.url}/v1/status`)).body['result'] as { bundles: Record<string, { pavilion: { origin: string } }> };
+        const report = (await get(`${second.url}/v1/status`)).body['result'] as { bundles: Record<string, { pavilion: { origin: string }; last_successful_download?: string; last_successful_activation?: string }> };
         assert.equal(report.bundles['bank']?.pavilion.origin, 'persisted');
+        assert.equal(typeof report.bundles['bank']?.last_successful_activation, 'string');
+        assert.equal(report.bundles['bank']?.last_successful_download, undefined, 'read back from disk, not downloaded');
       } finally {
         await second.stop();
       }

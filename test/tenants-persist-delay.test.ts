@@ -345,33 +345,46 @@ describe('deltas applied on a snapshot before its last known good write', () => 
 });
 
 describe('a last known good write that fails', () => {
-  test('leaves serving alone and shows in the tenant\'s status (WARN, persistError) until a write succeeds', async () => {
+  test('leaves serving alone and shows in the tenant\'s status (WARN, persistError) until a write of the same kind succeeds', async () => {
     const car = await sidecar(join(dir, 'lkg-failing'), 0);
     try {
-      let failing = true;
+      const failing = { snapshot: true, deltas: true };
       const save = car.store.save.bind(car.store);
       car.store.save = async (...args: Parameters<LastKnownGood['save']>) => {
-        if (failing) throw new Error('ENOSPC: no space left on device, write');
+        if (failing.snapshot) throw new Error('ENOSPC: no space left on device, write');
         return save(...args);
       };
       const saveDeltas = car.store.saveDeltas.bind(car.store);
       car.store.saveDeltas = async (...args: Parameters<LastKnownGood['saveDeltas']>) => {
-        if (failing) throw new Error('EIO: i/o error, write');
+        if (failing.deltas) throw new Error('EIO: i/o error, write');
         return saveDeltas(...args);
       };
       await car.tenants.activate('bank', await dataArchive('f1'), { kind: 'source', sequence: 1 });
       assert.equal((await served(car)).rev, 'f1', 'served all the same');
       assert.equal(car.tenants.tenant('bank')?.state, 'WARN');
-      assert.match(car.tenants.tenant('bank')?.persistError?.message ?? '', /^writing revision f1 as last known good failed: .*ENOSPC/);
+      const snapshotFailed = /^writing revision f1 as last known good failed: .*ENOSPC/;
+      assert.match(car.tenants.tenant('bank')?.persistError?.message ?? '', snapshotFailed);
       await car.tenants.applyDeltas('bank', [delta(1, 1, setMax(5))], 'append');
       assert.equal((await served(car)).max, 5);
-      assert.match(car.tenants.tenant('bank')?.persistError?.message ?? '', /^writing the deltas of deploy 1 as last known good failed: .*EIO/);
+      assert.match(car.tenants.tenant('bank')?.persistError?.message ?? '', snapshotFailed, 'the snapshot\'s failure comes first');
 
-      failing = false;
+      failing.deltas = false;
+      await car.tenants.applyDeltas('bank', [delta(1, 2, setMax(6))], 'append');
+      assert.match(car.tenants.tenant('bank')?.persistError?.message ?? '', snapshotFailed, 'deltas written do not make up for the snapshot that was not');
+      assert.equal(car.tenants.tenant('bank')?.state, 'WARN');
+
+      failing.snapshot = false;
       await car.tenants.activate('bank', await dataArchive('f2'), { kind: 'source', sequence: 2 });
-      assert.equal(car.tenants.tenant('bank')?.persistError, undefined, 'a write that succeeds clears it');
+      assert.equal(car.tenants.tenant('bank')?.persistError, undefined, 'a snapshot written clears it');
       assert.equal(car.tenants.tenant('bank')?.state, 'OK');
       assert.equal(await persistedRevision(car.store), 'f2');
+
+      failing.deltas = true;
+      await car.tenants.applyDeltas('bank', [delta(2, 1, setMax(7))], 'append');
+      assert.match(car.tenants.tenant('bank')?.persistError?.message ?? '', /^writing the deltas of deploy 2 as last known good failed: .*EIO/);
+      failing.deltas = false;
+      await car.tenants.applyDeltas('bank', [delta(2, 2, setMax(8))], 'append');
+      assert.equal(car.tenants.tenant('bank')?.persistError, undefined, 'deltas written clear a deltas failure');
     } finally {
       await car.stop();
     }

@@ -638,7 +638,7 @@ export class DecisionForwarder implements Component, StreamProgress {
     }
     const last = cursor.nextLeaf - 1;
     const beyond = cursor.nextLeaf > log.size || cursor.offset > log.writtenBytes || cursor.offset < FILE_HEADER_BYTES;
-    const differs = last >= 0 && leafHash !== undefined && !beyond && log.leafHashAt(last) !== leafHash;
+    const differs = last >= 0 && last < log.size && leafHash !== undefined && log.leafHashAt(last) !== leafHash;
     if (beyond || differs) {
       // The log lost a tail that was never synced (fsync 'interval' or 'never', and a power
       // cut), and may have grown again with other events. What recovery kept is a synced

@@ -664,6 +664,7 @@ export class NatsDistribution implements Component {
       this.#options.metrics?.distributionUpdates.inc({ tenant, outcome: isPavilionError(error) ? error.code : 'error' });
       return;
     }
+    this.#checkNotBehind(tenant, entry);
     if (entry !== undefined) this.#offer(tenant, entry);
   }
 
@@ -683,14 +684,15 @@ export class NatsDistribution implements Component {
   }
 
   /**
-   * A pointer numbered below the deploy this sidecar applied, naming other bytes: KV numbers
-   * never go back within a bucket's life, so the pointer bucket was made again (deleted, or
-   * lost with the server's store). Every pointer numbered up to the applied deploy is then
-   * taken as stale, so say so on the tenant instead of ignoring pushes without a word.
+   * A pointer numbered below the deploy this sidecar applied (read by a resync, or from the
+   * watch): KV numbers never go back within a bucket's life, so the pointer bucket was made
+   * again (deleted, or lost with the server's store). Every pointer numbered up to the
+   * applied deploy is then taken as stale, so say so on the tenant instead of ignoring pushes
+   * without a word (also when it names the bytes served: the next pushes would be ignored).
    */
   #checkNotBehind(tenant: string, entry: PointerEntry | undefined): void {
     const applied = this.#queue(tenant).applied;
-    if (entry === undefined || entry.sequence >= applied || entry.pointer.digest === this.#options.tenants.tenant(tenant)?.active?.bundleDigest) return;
+    if (entry === undefined || entry.sequence >= applied) return;
     this.#options.tenants.reportFailure(tenant, new PavilionError(ErrorCodes.BUNDLE_POINTER_INVALID,
       `the pointer's deploy number went back from ${applied} to ${entry.sequence} (the pointer bucket was made again?): deploy ${applied} keeps serving, and pushes numbered up to ${applied} are taken as stale; push until the number passes ${applied}, or restart this sidecar with an empty last known good directory`,
       { details: { applied, pointer: entry.sequence, revision: entry.pointer.revision } }));
@@ -764,11 +766,13 @@ export class NatsDistribution implements Component {
         return;
       }
       this.#resyncRetry.attempts = 0;
+      this.#resyncRetry.cancel();
       this.#lastSync = new Date().toISOString();
       this.#lastError = undefined; // the connection's and the resync's own error (a failing watch keeps its own)
       await Promise.all([...this.#queues.values()].map((q) => q.running));
     } catch (error) {
       this.#lastError = wrapError(error, ErrorCodes.DISTRIBUTION_UNAVAILABLE, 'resynchronising').message;
+      if (!this.#stopping) this.#resyncRetry.schedule(() => void this.#resync());
     }
   }
 

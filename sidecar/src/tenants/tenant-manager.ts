@@ -148,7 +148,8 @@ interface TenantEntry {
   readonly config: TenantConfig;
   readonly explicit: boolean;
   lastError: TenantError | undefined;
-  persistError: TenantError | undefined;
+  /** The last known good writes that failed last, by what they wrote (a deltas write that succeeds does not make up for a snapshot that failed). */
+  persistErrors: { snapshot?: TenantError; deltas?: TenantError };
   signature: SignatureInfo | undefined;
   origin: ActivationOrigin | undefined;
   lastSuccessfulActivation: string | undefined;
@@ -324,7 +325,7 @@ export class TenantManager implements Component {
       config,
       explicit,
       lastError: undefined,
-      persistError: undefined,
+      persistErrors: {},
       signature: undefined,
       origin: undefined,
       lastSuccessfulActivation: undefined,
@@ -485,7 +486,9 @@ export class TenantManager implements Component {
       started = now;
     };
     try {
-      entry.lastSuccessfulDownload = new Date().toISOString();
+      // OPA's meaning: the bytes arrived (whether or not they then pass the gate); a revision
+      // read back from the last known good store was not downloaded
+      if (origin.kind !== 'persisted') entry.lastSuccessfulDownload = new Date().toISOString();
       const current = engine.active(tenant);
       let same: Bundle | undefined;
       const passed = await this.#passGate(entry, archive, {
@@ -587,7 +590,7 @@ export class TenantManager implements Component {
     const store = this.#options.persisted;
     if (store === undefined) return;
     // persistence is best effort (serving is not affected), and says when it fails
-    await this.#persisting(tenant, `writing revision ${bundle.revision} as last known good`, store.save(archive, {
+    await this.#persisting(tenant, 'snapshot', `writing revision ${bundle.revision} as last known good`, store.save(archive, {
       tenant,
       revision: bundle.revision,
       digest: bundle.digest,
@@ -597,15 +600,19 @@ export class TenantManager implements Component {
     this.#options.onPhase?.('persist', (performance.now() - started) / 1000);
   }
 
-  /** Settle a last known good write: a failure is the tenant's persistError (status shows it), a success clears it. */
-  async #persisting(tenant: string, what: string, write: Promise<unknown>): Promise<void> {
+  /**
+   * Settle a last known good write: a failure is the tenant's persistError (status shows it)
+   * until a write of the same kind succeeds; a snapshot written clears both kinds (its save
+   * drops every other snapshot's deltas, and the deltas applied since are written after it).
+   */
+  async #persisting(tenant: string, kind: 'snapshot' | 'deltas', what: string, write: Promise<unknown>): Promise<void> {
     const entry = this.#tenants.get(tenant);
     try {
       await write;
-      if (entry !== undefined) entry.persistError = undefined;
+      if (entry !== undefined) entry.persistErrors = kind === 'snapshot' ? {} : { ...(entry.persistErrors.snapshot === undefined ? {} : { snapshot: entry.persistErrors.snapshot }) };
     } catch (error) {
       const failure = wrapError(error, ErrorCodes.INTERNAL, what);
-      if (entry !== undefined) entry.persistError = { code: failure.code, message: `${what} failed: ${failure.message}`, at: new Date().toISOString() };
+      if (entry !== undefined) entry.persistErrors = { ...entry.persistErrors, [kind]: { code: failure.code, message: `${what} failed: ${failure.message}`, at: new Date().toISOString() } };
     }
   }
 
@@ -622,7 +629,7 @@ export class TenantManager implements Component {
     const store = this.#options.persisted;
     if (store === undefined) return;
     const binding = { tenant: entry.config.id, digest: snapshot.digest, base };
-    await this.#persisting(entry.config.id, `writing the deltas of deploy ${base} as last known good`, store.saveDeltas(binding, applied)
+    await this.#persisting(entry.config.id, 'deltas', `writing the deltas of deploy ${base} as last known good`, store.saveDeltas(binding, applied)
       .catch((error: unknown) => {
         if (!isPavilionError(error, ErrorCodes.BUNDLE_DELTA_SEQUENCE)) throw error;
         return store.saveDeltas(binding, entry.appliedDeltas);
@@ -900,9 +907,10 @@ export class TenantManager implements Component {
     const entry = this.#tenants.get(id);
     if (entry === undefined) return undefined;
     const active = this.#options.engine.active(id);
+    const persistError = entry.persistErrors.snapshot ?? entry.persistErrors.deltas;
     const state: ComponentState = active === undefined
       ? (entry.lastError === undefined ? 'NOT_READY' : 'ERROR')
-      : (entry.lastError === undefined && entry.persistError === undefined ? 'OK' : 'WARN');
+      : (entry.lastError === undefined && persistError === undefined ? 'OK' : 'WARN');
     return {
       id,
       namespace: entry.config.namespace,
@@ -911,7 +919,7 @@ export class TenantManager implements Component {
       signature: entry.signature,
       origin: entry.origin,
       lastError: entry.lastError,
-      persistError: entry.persistError,
+      persistError,
       lastSuccessfulActivation: entry.lastSuccessfulActivation,
       lastSuccessfulDownload: entry.lastSuccessfulDownload,
       testsPassed: entry.testsPassed,

@@ -286,6 +286,9 @@ export class WalWriter {
     } finally {
       this.#flushing = undefined;
     }
+    // Appended by callers that resumed when their batch settled, while this flush was still
+    // the running one (#schedule then left them to it): their batch starts now.
+    if (this.#queue.length > 0 && this.#failure === undefined) this.#schedule();
   }
 
   async #flushBatches(): Promise<void> {
@@ -325,7 +328,7 @@ export class WalWriter {
           this.#fail(ioError(written < bytes ? 'write' : 'fdatasync', error), batch);
           break;
         }
-        await this.#rewind(error, batch);
+        await this.#rewind(error, batch, this.#cutTo !== undefined);
         continue;
       }
       this.#position += bytes;
@@ -340,11 +343,14 @@ export class WalWriter {
   }
 
   /** See the header: refuse `batch` and everything queued behind it, and cut the file back. */
-  async #rewind(error: unknown, batch: readonly Pending[]): Promise<void> {
+  async #rewind(error: unknown, batch: readonly Pending[], uncut = false): Promise<void> {
     const queued = this.#queue.splice(0);
     for (const p of queued) this.#queuedBytes -= p.frame.length;
     const discarded = [...batch, ...queued];
-    const refusal = new PavilionError(ErrorCodes.AUDIT_DISK_FULL, `the volume holding the audit log is full (${describeThrown(error)}): the event was not logged; the log goes on once space is freed`, {
+    const why = uncut
+      ? `the audit log file could not be cut back to its last record after the volume was full (${describeThrown(error)}): the event was not logged; the log goes on once the cut succeeds`
+      : `the volume holding the audit log is full (${describeThrown(error)}): the event was not logged; the log goes on once space is freed`;
+    const refusal = new PavilionError(ErrorCodes.AUDIT_DISK_FULL, why, {
       cause: error,
       details: { position: this.#position, refusedFrames: discarded.length },
     });
@@ -356,6 +362,8 @@ export class WalWriter {
       this.#hooks.onRewind?.(this.#position);
     } catch (hookError) {
       this.#fail(new PavilionError(ErrorCodes.AUDIT_LOG_IO, `rewinding the audit log after a full volume failed: ${describeThrown(hookError)}`, { cause: hookError }), discarded);
+      // the refused frames must not stay readable past the end (best effort: the writer is done)
+      await this.#handle.truncate(this.#position).catch(() => undefined);
       return;
     }
     for (const p of discarded) p.reject(refusal);
