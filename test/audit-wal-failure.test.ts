@@ -124,6 +124,23 @@ describe('audit log file failing underneath', () => {
     await log.stop(3000);
   });
 
+  it('appends made one after another, each as the previous one settles, are all written (none waits for a later append)', async () => {
+    const path = join(await tempDir(), 'wal');
+    const writer = new WalWriter(await open(path, 'w+'), 0, {
+      fsync: 'interval', fsyncIntervalMs: 60_000, groupCommitMaxDelayMs: 0, groupCommitMaxBytes: 1 << 20,
+      maxDiskBytes: 1 << 30, onFull: 'refuse', blockTimeoutMs: 100,
+    });
+    // awaited directly: the next append runs in the first turn after the previous one settles
+    await within((async () => {
+      for (let i = 0; i < 20; i++) {
+        writer.reserve(3);
+        await writer.append(Buffer.from(String(i).padStart(3, '0'))).durable;
+      }
+    })(), 5000);
+    await writer.close();
+    assert.equal(await readFile(path, 'utf8'), Array.from({ length: 20 }, (_, i) => String(i).padStart(3, '0')).join(''));
+  });
+
   it('closing the writer with a frame waiting for the group-commit timer writes it at once instead of spinning', async () => {
     const path = join(await tempDir(), 'wal');
     const writer = new WalWriter(await open(path, 'w+'), 0, {
