@@ -45,6 +45,21 @@ async function revision(): Promise<unknown> {
   return (await post(`${sidecar.url}/v1/data/bank/authz/rev`, { input: {} }, { 'x-pavilion-tenant': 'bank' })).body['result'];
 }
 
+/**
+ * A sidecar of tenant bank on NATS (the test's server unless `nats.servers` says otherwise):
+ * quick reconnects and status reports, with `nats` and `bundles` settings on top.
+ */
+function startOnNats(id: string, natsSettings: Record<string, unknown> = {}, bundles: Record<string, unknown> = {}): Promise<RunningPavilion> {
+  return startPavilion({
+    config: {
+      labels: { id },
+      tenants: [{ id: 'bank' }],
+      bundles: { source: 'nats', keysDirectory: keys, ...bundles },
+      nats: { servers: [nats.url], connectTimeoutMs: 3_000, reconnectWaitMs: 50, reconnectJitterMs: 50, statusIntervalMs: 200, ...natsSettings },
+    },
+  });
+}
+
 before(async () => {
   nats = await startNats();
   dir = await mkdtemp(join(tmpdir(), 'pavilion-distribution-deltas-'));
@@ -53,14 +68,7 @@ before(async () => {
   store = new NatsBundleStore(await connectNats(natsConfig), natsConfig);
   limits = await limitsBundle('limits');
   await store.push('bank', limits, { revision: 'limits', pushedBy: 'alice' });
-  sidecar = await startPavilion({
-    config: {
-      labels: { id: 'sidecar-deltas' },
-      tenants: [{ id: 'bank' }],
-      bundles: { source: 'nats', keysDirectory: keys },
-      nats: { servers: [nats.url], connectTimeoutMs: 3_000, reconnectWaitMs: 50, reconnectJitterMs: 50, statusIntervalMs: 200 },
-    },
-  });
+  sidecar = await startOnNats('sidecar-deltas');
   await until('limits served', async () => (await revision()) === 'limits');
 });
 
@@ -141,15 +149,8 @@ describe('a resync that cannot read a tenant\'s pointer', () => {
       return current.call(this, tenant);
     };
     try {
-      const fresh = await startPavilion({
-        config: {
-          labels: { id: 'sidecar-resync' },
-          tenants: [{ id: 'bank' }],
-          bundles: { source: 'nats', keysDirectory: keys },
-          // the resync's retry waits reconnectWaitMs first: long enough to see the failure in status
-          nats: { servers: [nats.url], connectTimeoutMs: 3_000, reconnectWaitMs: 1_000, reconnectJitterMs: 0, statusIntervalMs: 200 },
-        },
-      });
+      // the resync's retry waits reconnectWaitMs first: long enough to see the failure in status
+      const fresh = await startOnNats('sidecar-resync', { reconnectWaitMs: 1_000, reconnectJitterMs: 0 });
       try {
         const status = (): Record<string, unknown> => (fresh.pavilion.distribution?.status().details ?? {}) as Record<string, unknown>;
         await until('the failed read shows', () => /resynchronising: the pointers of 1 tenant\(s\) could not be read, tried again shortly: bank: .*timed out/.test(String(status()['lastError'])), 5_000);
@@ -172,14 +173,7 @@ describe('a pointer bucket made again', () => {
     let side: RunningPavilion | undefined;
     try {
       for (const rev of ['b1', 'b2', 'b3']) await publisher.push('bank', await limitsBundle(rev), { revision: rev, pushedBy: 'alice' });
-      side = await startPavilion({
-        config: {
-          labels: { id: 'sidecar-bucket' },
-          tenants: [{ id: 'bank' }],
-          bundles: { source: 'nats', keysDirectory: keys },
-          nats: { servers: [own.url], connectTimeoutMs: 3_000, reconnectWaitMs: 50, reconnectJitterMs: 50, statusIntervalMs: 200 },
-        },
-      });
+      side = await startOnNats('sidecar-bucket', { servers: [own.url] });
       const running = side;
       const served = async (): Promise<unknown> => (await post(`${running.url}/v1/data/bank/authz/rev`, { input: {} }, { 'x-pavilion-tenant': 'bank' })).body['result'];
       await until('b3 served', async () => (await served()) === 'b3');
@@ -204,14 +198,7 @@ describe('a pointer bucket made again', () => {
 
 /** A sidecar on the test's NATS keeping its last known good in `persistDirectory` (restartable on it). */
 function startPersisting(id: string, persistDirectory: string): Promise<RunningPavilion> {
-  return startPavilion({
-    config: {
-      labels: { id },
-      tenants: [{ id: 'bank' }],
-      bundles: { source: 'nats', keysDirectory: keys, persistDirectory },
-      nats: { servers: [nats.url], connectTimeoutMs: 3_000, reconnectWaitMs: 50, reconnectJitterMs: 50, statusIntervalMs: 200 },
-    },
-  });
+  return startOnNats(id, {}, { persistDirectory });
 }
 
 describe('deltas published while a sidecar is away', () => {
@@ -288,14 +275,7 @@ describe('transient failures are retried', () => {
 
   test('a transient failure that outlasts the old retry budget (8 tries) is still retried, and the deploy served once it clears', { timeout: 90_000 }, async () => {
     // reconnectWaitMs 10: the 9th try (the old budget: 1 + 8 retries) comes about 2.5 s in, the 10th about 5 s
-    const patient = await startPavilion({
-      config: {
-        labels: { id: 'sidecar-patient' },
-        tenants: [{ id: 'bank' }],
-        bundles: { source: 'nats', keysDirectory: keys },
-        nats: { servers: [nats.url], connectTimeoutMs: 3_000, reconnectWaitMs: 10, reconnectJitterMs: 10, statusIntervalMs: 200 },
-      },
-    });
+    const patient = await startOnNats('sidecar-patient', { reconnectWaitMs: 10, reconnectJitterMs: 10 });
     try {
       await until('the current deploy served', async () => (await post(`${patient.url}/v1/data/bank/authz/rev`, { input: {} }, { 'x-pavilion-tenant': 'bank' })).body['result'] === (await revision()));
       let tries = 0;
@@ -425,14 +405,7 @@ describe('a watch that keeps failing', () => {
 
   before(async () => {
     await (await (await import('@nats-io/jetstream')).jetstreamManager(store.nc)).streams.add({ name: 'BLOCKER', subjects: ['blocked.delta.>'] });
-    blocked = await startPavilion({
-      config: {
-        labels: { id: 'sidecar-blocked' },
-        tenants: [{ id: 'bank' }],
-        bundles: { source: 'nats', keysDirectory: keys },
-        nats: { servers: [nats.url], subjectPrefix: 'blocked', connectTimeoutMs: 3_000, reconnectWaitMs: 50, reconnectJitterMs: 10, statusIntervalMs: 200 },
-      },
-    });
+    blocked = await startOnNats('sidecar-blocked', { subjectPrefix: 'blocked', reconnectJitterMs: 10 });
   });
 
   after(async () => {
