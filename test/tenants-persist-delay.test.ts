@@ -389,4 +389,28 @@ describe('a last known good write that fails', () => {
       await car.stop();
     }
   });
+
+  test('a delayed snapshot write does not clear a deltas failure on that same snapshot: its deltas file still lacks them', async () => {
+    const car = await sidecar(join(dir, 'lkg-delayed-failing'), 300);
+    try {
+      const saveDeltas = car.store.saveDeltas.bind(car.store);
+      let failing = true;
+      car.store.saveDeltas = async (...args: Parameters<LastKnownGood['saveDeltas']>) => {
+        if (failing) throw new Error('EIO: i/o error, write');
+        return saveDeltas(...args);
+      };
+      await car.tenants.activate('bank', await dataArchive('g1'), { kind: 'source', sequence: 1 });
+      await car.tenants.applyDeltas('bank', [delta(1, 1, setMax(9))], 'append');
+      assert.equal(car.saved.length, 0, 'the snapshot is not written yet (delayed)');
+      const deltasFailed = /^writing the deltas of deploy 1 as last known good failed: .*EIO/;
+      assert.match(car.tenants.tenant('bank')?.persistError?.message ?? '', deltasFailed);
+      await until('the delayed snapshot write', () => car.saved.includes('g1'), 5_000);
+      assert.match(car.tenants.tenant('bank')?.persistError?.message ?? '', deltasFailed, 'still short of delta 1');
+      failing = false;
+      await car.tenants.applyDeltas('bank', [delta(1, 2, setMax(10))], 'append');
+      assert.equal(car.tenants.tenant('bank')?.persistError, undefined);
+    } finally {
+      await car.stop();
+    }
+  });
 });

@@ -649,8 +649,8 @@ export class DecisionForwarder implements Component, StreamProgress {
       const kept = log.recovery.leaves;
       const from = differs && last < kept ? 0 : Math.min(cursor.nextLeaf, kept);
       const where = from === 0 ? 'from the start' : `from leaf ${from} (where the log recovered at start ends)`;
-      this.#lastError = beyond
-        ? `${tenant}: the cursor (leaf ${cursor.nextLeaf}) is past the end of the audit log (${log.size} leaves); forwarding ${where}`
+      this.#lastError = beyond && !differs
+        ? `${tenant}: the cursor (leaf ${cursor.nextLeaf}, offset ${cursor.offset}) is past the end of the audit log (${log.size} leaves, ${log.writtenBytes} bytes); forwarding ${where}`
         : `${tenant}: the audit log's leaf ${last} is not the one the cursor forwarded (the log was recovered to another history); forwarding ${where}`;
       this.#options.log?.('warn', `decision stream: ${this.#lastError}`, { tenant, cursorLeaf: cursor.nextLeaf, logLeaves: log.size, from });
       cursor = from === 0 ? { nextLeaf: 0, offset: FILE_HEADER_BYTES } : { nextLeaf: from, offset: log.leafOffsetAt(from - 1) };

@@ -664,8 +664,20 @@ export class NatsDistribution implements Component {
       this.#options.metrics?.distributionUpdates.inc({ tenant, outcome: isPavilionError(error) ? error.code : 'error' });
       return;
     }
-    this.#checkNotBehind(tenant, entry);
+    // below the applied deploy: a replay of moves the watch missed while a resync ran ahead of
+    // it (after a reconnect), or a bucket made again; only the key's current value can tell
+    if (entry !== undefined && entry.sequence < this.#queue(tenant).applied) void this.#confirmBehind(tenant);
     if (entry !== undefined) this.#offer(tenant, entry);
+  }
+
+  /** Check the tenant's current pointer (not a watch entry, which may be history) against the applied deploy. */
+  async #confirmBehind(tenant: string): Promise<void> {
+    try {
+      const current = await this.#store?.current(tenant);
+      if (!this.#stopping) this.#checkNotBehind(tenant, current);
+    } catch {
+      // not read now: the next resync checks it
+    }
   }
 
   #stageShadow(tenant: string, entry: PointerEntry): void {
@@ -684,8 +696,9 @@ export class NatsDistribution implements Component {
   }
 
   /**
-   * A pointer numbered below the deploy this sidecar applied (read by a resync, or from the
-   * watch): KV numbers never go back within a bucket's life, so the pointer bucket was made
+   * The tenant's current pointer numbered below the deploy this sidecar applied (read by a
+   * resync, or after the watch delivered such a pointer): KV numbers never go back within a
+   * bucket's life, so the pointer bucket was made
    * again (deleted, or lost with the server's store). Every pointer numbered up to the
    * applied deploy is then taken as stale, so say so on the tenant instead of ignoring pushes
    * without a word (also when it names the bytes served: the next pushes would be ignored).

@@ -49,6 +49,13 @@ export interface TenantError {
   readonly details?: Readonly<Record<string, unknown>>;
 }
 
+/** A deltas write's failure as status shows it (the snapshot it was bound to is internal). */
+function withoutDigest(error: (TenantError & { readonly digest: string }) | undefined): TenantError | undefined {
+  if (error === undefined) return undefined;
+  const { digest: _digest, ...shown } = error;
+  return shown;
+}
+
 /**
  * Where an activation comes from. A `push` may not bring back a revision already replaced.
  * `source` is also a persisted revision the source has confirmed since (`confirmSource`).
@@ -149,7 +156,7 @@ interface TenantEntry {
   readonly explicit: boolean;
   lastError: TenantError | undefined;
   /** The last known good writes that failed last, by what they wrote (a deltas write that succeeds does not make up for a snapshot that failed). */
-  persistErrors: { snapshot?: TenantError; deltas?: TenantError };
+  persistErrors: { snapshot?: TenantError; deltas?: TenantError & { readonly digest: string } };
   signature: SignatureInfo | undefined;
   origin: ActivationOrigin | undefined;
   lastSuccessfulActivation: string | undefined;
@@ -590,7 +597,7 @@ export class TenantManager implements Component {
     const store = this.#options.persisted;
     if (store === undefined) return;
     // persistence is best effort (serving is not affected), and says when it fails
-    await this.#persisting(tenant, 'snapshot', `writing revision ${bundle.revision} as last known good`, store.save(archive, {
+    await this.#persisting(tenant, { kind: 'snapshot', digest: bundle.digest }, `writing revision ${bundle.revision} as last known good`, store.save(archive, {
       tenant,
       revision: bundle.revision,
       digest: bundle.digest,
@@ -601,18 +608,25 @@ export class TenantManager implements Component {
   }
 
   /**
-   * Settle a last known good write: a failure is the tenant's persistError (status shows it)
-   * until a write of the same kind succeeds; a snapshot written clears both kinds (its save
-   * drops every other snapshot's deltas, and the deltas applied since are written after it).
+   * Settle a last known good write of a snapshot, or of deltas on the snapshot `digest`: a
+   * failure is the tenant's persistError (status shows it) until a write of the same kind
+   * succeeds. A snapshot written also settles a deltas failure on another snapshot (its save
+   * drops every other snapshot's deltas), not one on itself: its deltas file still lacks them.
    */
-  async #persisting(tenant: string, kind: 'snapshot' | 'deltas', what: string, write: Promise<unknown>): Promise<void> {
+  async #persisting(tenant: string, what: { readonly kind: 'snapshot' | 'deltas'; readonly digest: string }, doing: string, write: Promise<unknown>): Promise<void> {
     const entry = this.#tenants.get(tenant);
+    if (entry === undefined) return;
     try {
       await write;
-      if (entry !== undefined) entry.persistErrors = kind === 'snapshot' ? {} : { ...(entry.persistErrors.snapshot === undefined ? {} : { snapshot: entry.persistErrors.snapshot }) };
+      const { snapshot, deltas } = entry.persistErrors;
+      if (what.kind === 'deltas') entry.persistErrors = snapshot === undefined ? {} : { snapshot };
+      else entry.persistErrors = deltas !== undefined && deltas.digest === what.digest ? { deltas } : {};
     } catch (error) {
-      const failure = wrapError(error, ErrorCodes.INTERNAL, what);
-      if (entry !== undefined) entry.persistErrors = { ...entry.persistErrors, [kind]: { code: failure.code, message: `${what} failed: ${failure.message}`, at: new Date().toISOString() } };
+      const failure = wrapError(error, ErrorCodes.INTERNAL, doing);
+      const recorded = { code: failure.code, message: `${doing} failed: ${failure.message}`, at: new Date().toISOString() };
+      entry.persistErrors = what.kind === 'snapshot'
+        ? { ...entry.persistErrors, snapshot: recorded }
+        : { ...entry.persistErrors, deltas: { ...recorded, digest: what.digest } };
     }
   }
 
@@ -629,7 +643,7 @@ export class TenantManager implements Component {
     const store = this.#options.persisted;
     if (store === undefined) return;
     const binding = { tenant: entry.config.id, digest: snapshot.digest, base };
-    await this.#persisting(entry.config.id, 'deltas', `writing the deltas of deploy ${base} as last known good`, store.saveDeltas(binding, applied)
+    await this.#persisting(entry.config.id, { kind: 'deltas', digest: snapshot.digest }, `writing the deltas of deploy ${base} as last known good`, store.saveDeltas(binding, applied)
       .catch((error: unknown) => {
         if (!isPavilionError(error, ErrorCodes.BUNDLE_DELTA_SEQUENCE)) throw error;
         return store.saveDeltas(binding, entry.appliedDeltas);
@@ -907,7 +921,7 @@ export class TenantManager implements Component {
     const entry = this.#tenants.get(id);
     if (entry === undefined) return undefined;
     const active = this.#options.engine.active(id);
-    const persistError = entry.persistErrors.snapshot ?? entry.persistErrors.deltas;
+    const persistError = entry.persistErrors.snapshot ?? withoutDigest(entry.persistErrors.deltas);
     const state: ComponentState = active === undefined
       ? (entry.lastError === undefined ? 'NOT_READY' : 'ERROR')
       : (entry.lastError === undefined && persistError === undefined ? 'OK' : 'WARN');
