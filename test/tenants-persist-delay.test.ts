@@ -404,7 +404,8 @@ describe('a last known good write that fails', () => {
       assert.equal(car.saved.length, 0, 'the snapshot is not written yet (delayed)');
       const deltasFailed = /^writing the deltas of deploy 1 as last known good failed: .*EIO/;
       assert.match(car.tenants.tenant('bank')?.persistError?.message ?? '', deltasFailed);
-      await until('the delayed snapshot write', () => car.saved.includes('g1'), 5_000);
+      await until('the delayed snapshot write done', async () => (await persistedRevision(car.store)) === 'g1', 5_000);
+      await new Promise((resolve) => setImmediate(resolve)); // its settlement runs after the write
       assert.match(car.tenants.tenant('bank')?.persistError?.message ?? '', deltasFailed, 'still short of delta 1');
       failing = false;
       await car.tenants.applyDeltas('bank', [delta(1, 2, setMax(10))], 'append');
