@@ -542,6 +542,11 @@ describe('shadow mode: a staged revision evaluated on live traffic beside the ac
     return sidecar.pavilion.tenants.tenant('bank')?.shadow as never;
   }
 
+  /** Why the last revision staged as a shadow was refused (not the active revision's lastError). */
+  function shadowRefusal(): string | undefined {
+    return sidecar.pavilion.tenants.tenant('bank')?.shadowError?.code;
+  }
+
   before(async () => {
     await until('publisher connected', async () => store.nc.flush().then(() => true, () => false));
     await store.push('bank', await bundleOf(active, 'shadow-active'), { revision: 'shadow-active', pushedBy: 'alice' });
@@ -577,8 +582,13 @@ describe('shadow mode: a staged revision evaluated on live traffic beside the ac
     await store.pushShadow('bank', await bundleOf(candidate.replace('shadow-candidate', 'shadow-bad'), 'shadow-bad', {
       decision_tests: [{ name: 'bob is denied', path: 'bank/authz/allow', input: { user: 'bob' } }],
     }), { revision: 'shadow-bad', pushedBy: 'carol' });
-    await until('shadow refusal', async () => (await refusalCode(sidecar)) === 'ERR_BUNDLE_TESTS_FAILED');
+    await until('shadow refusal', () => shadowRefusal() === 'ERR_BUNDLE_TESTS_FAILED');
     assert.equal(shadowReport()?.revision, 'shadow-candidate', 'the previous shadow stays');
+    assert.equal(await refusalCode(sidecar), undefined, 'the active revision is not the one refused');
+    assert.equal(sidecar.pavilion.tenants.tenant('bank')?.state, 'OK');
+    const status = (await get(`${sidecar.url}/v1/status`)).body['result'] as { bundles: Record<string, { code?: string; pavilion: { shadow_error?: { code: string } } }> };
+    assert.equal(status.bundles['bank']?.code, undefined);
+    assert.equal(status.bundles['bank']?.pavilion.shadow_error?.code, 'ERR_BUNDLE_TESTS_FAILED');
   });
 
   test('a shadow revision passes the activation gate: an unsigned one is refused before it is loaded', async () => {
@@ -586,8 +596,9 @@ describe('shadow mode: a staged revision evaluated on live traffic beside the ac
       modules: { 'bank/authz.rego': candidate.replace('shadow-candidate', 'shadow-unsigned') }, entrypoints: ['bank/authz/allow', 'bank/authz/rev'], roots: ['bank'], revision: 'shadow-unsigned',
     });
     await store.pushShadow('bank', unsigned, { revision: 'shadow-unsigned', pushedBy: 'carol' });
-    await until('shadow refusal', async () => (await refusalCode(sidecar)) === 'ERR_BUNDLE_SIGNATURE_MISSING');
+    await until('shadow refusal', () => shadowRefusal() === 'ERR_BUNDLE_SIGNATURE_MISSING');
     assert.equal(shadowReport()?.revision, 'shadow-candidate', 'the previous shadow stays');
+    assert.equal(await refusalCode(sidecar), undefined, 'the active revision is not the one refused');
   });
 
   test('promote deploys the shadow revision and ends shadow mode; end-shadow stops it without deploying', async () => {

@@ -258,10 +258,12 @@ async function bundleStatus(args: string[]): Promise<number> {
   }
   process.stdout.write('sidecar                  tenant       revision          state  reported_at\n');
   for (const report of reports) {
-    const bundles = (report['bundles'] ?? {}) as Record<string, { active_revision?: string; code?: string; pavilion?: { state?: string; shadow?: { revision: string; evaluations: number; differences: number; errors: number } } }>;
+    const bundles = (report['bundles'] ?? {}) as Record<string, { active_revision?: string; code?: string; pavilion?: { state?: string; shadow?: { revision: string; evaluations: number; differences: number; errors: number }; shadow_error?: { code: string } } }>;
     for (const [tenant, b] of Object.entries(bundles)) {
       const shadow = b.pavilion?.shadow;
-      const shadowText = shadow === undefined ? '' : `  shadow ${shadow.revision}: ${shadow.differences} differences, ${shadow.errors} errors in ${shadow.evaluations}`;
+      const shadowRefused = b.pavilion?.shadow_error?.code;
+      const shadowText = (shadow === undefined ? '' : `  shadow ${shadow.revision}: ${shadow.differences} differences, ${shadow.errors} errors in ${shadow.evaluations}`)
+        + (shadowRefused === undefined ? '' : `  shadow refused: ${shadowRefused}`);
       process.stdout.write(`${String(report['sidecar']).padEnd(24)} ${tenant.padEnd(12)} ${(b.active_revision ?? '-').padEnd(17)} ${(b.pavilion?.state ?? '?').padEnd(6)} ${String(report['reported_at'])}${b.code === undefined ? '' : `  last refusal: ${b.code}`}${shadowText}\n`);
     }
   }

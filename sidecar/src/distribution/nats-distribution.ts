@@ -650,7 +650,7 @@ export class NatsDistribution implements Component {
         const entry = NatsBundleStore.entry(tenant, kvEntry);
         if (entry !== undefined) this.#stageShadow(tenant, entry);
       } catch (error) {
-        this.#options.tenants.reportFailure(tenant, error);
+        this.#options.tenants.reportShadowFailure(tenant, error);
       }
       return;
     }
@@ -687,7 +687,7 @@ export class NatsDistribution implements Component {
     queue.shadow = queue.shadow.then(async () => {
       if (this.#options.tenants.tenant(tenant)?.shadow?.digest === entry.pointer.digest) return;
       const archive = await store.fetch(entry.pointer, this.#options.maxBundleBytes).catch((error: unknown) => {
-        throw this.#options.tenants.reportFailure(tenant, error);
+        throw this.#options.tenants.reportShadowFailure(tenant, error);
       });
       await this.#options.tenants.stageShadow(tenant, archive, entry.sequence);
       this.#options.log?.('info', 'shadow revision staged beside the active one', { tenant, revision: entry.pointer.revision });

@@ -42,6 +42,7 @@ export function buildStatusReport(
         decision_tests_passed: t.testsPassed,
         ...(t.persistError === undefined ? {} : { persist_error: t.persistError }),
         ...(t.shadow === undefined ? {} : { shadow: t.shadow }),
+        ...(t.shadowError === undefined ? {} : { shadow_error: t.shadowError }),
       },
     };
   }

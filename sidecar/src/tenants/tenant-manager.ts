@@ -85,6 +85,11 @@ export interface TenantStatus {
   readonly testsPassed: number;
   /** Shadow mode, while a staged revision runs beside the active one. */
   readonly shadow: ShadowReport | undefined;
+  /**
+   * Why the last revision staged as a shadow was refused, until one is staged or shadow mode
+   * ends. The active revision's state and lastError are not the shadow's to change.
+   */
+  readonly shadowError: TenantError | undefined;
 }
 
 export interface TenantManagerOptions {
@@ -157,6 +162,7 @@ interface TenantEntry {
   lastError: TenantError | undefined;
   /** The last known good writes that failed last, by what they wrote (a deltas write that succeeds does not make up for a snapshot that failed). */
   persistErrors: { snapshot?: TenantError; deltas?: TenantError & { readonly digest: string } };
+  shadowError: TenantError | undefined;
   signature: SignatureInfo | undefined;
   origin: ActivationOrigin | undefined;
   lastSuccessfulActivation: string | undefined;
@@ -333,6 +339,7 @@ export class TenantManager implements Component {
       explicit,
       lastError: undefined,
       persistErrors: {},
+      shadowError: undefined,
       signature: undefined,
       origin: undefined,
       lastSuccessfulActivation: undefined,
@@ -708,18 +715,31 @@ export class TenantManager implements Component {
           evaluations: 0, differences: 0, errors: 0, samples: [],
         };
         this.#options.engine.setShadow(tenant, loaded);
+        entry.shadowError = undefined;
         return shadowReport(entry.shadow);
       } catch (error) {
         if (loaded !== undefined) this.#options.engine.discard(loaded);
-        throw this.#recordFailure(tenant, wrapError(error, ErrorCodes.BUNDLE_WASM_INVALID, 'staging shadow revision'));
+        throw this.reportShadowFailure(tenant, wrapError(error, ErrorCodes.INTERNAL, 'staging shadow revision'));
       }
     });
+  }
+
+  /** A revision to be staged as a shadow was refused (or could not be fetched): the tenant's shadowError. */
+  reportShadowFailure(tenant: string, error: unknown): PavilionError {
+    const failure = wrapError(error, ErrorCodes.BUNDLE_CORRUPT, 'fetching shadow revision');
+    const entry = this.#tenants.get(tenant);
+    if (entry !== undefined) {
+      entry.shadowError = { code: failure.code, message: failure.message, at: new Date().toISOString(), ...(failure.details === undefined ? {} : { details: failure.details }) };
+    }
+    return failure;
   }
 
   /** End shadow mode for a tenant (the shadow pointer was removed or promoted). */
   endShadow(tenant: string): void {
     const entry = this.#tenants.get(tenant);
-    if (entry !== undefined) this.#endShadow(entry);
+    if (entry === undefined) return;
+    this.#endShadow(entry);
+    entry.shadowError = undefined;
   }
 
   #endShadow(entry: TenantEntry): void {
@@ -938,6 +958,7 @@ export class TenantManager implements Component {
       lastSuccessfulDownload: entry.lastSuccessfulDownload,
       testsPassed: entry.testsPassed,
       shadow: entry.shadow === undefined ? undefined : shadowReport(entry.shadow),
+      shadowError: entry.shadowError,
     };
   }
 
