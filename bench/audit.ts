@@ -140,11 +140,14 @@ const MASK_RULES = ['/input/context/ip', { op: 'upsert', path: '/input/subject/a
  * naming call: about 2% of the pipeline's CPU that no deployment pays.
  */
 type AuditFace = typeof import('../sidecar/src/audit/index.ts');
+/** The sidecar compiled once per run (the in-process cases import it, the HTTP ones start it). */
+let built: Promise<string> | undefined;
+const sidecarBuild = (): Promise<string> => (built ??= buildSidecar(REPO_ROOT));
 type MaskingFace = typeof import('../sidecar/src/audit/masking/index.ts');
 let shipped: Promise<{ audit: AuditFace; masking: MaskingFace }> | undefined;
 function shippedAudit(): Promise<{ audit: AuditFace; masking: MaskingFace }> {
   shipped ??= (async () => {
-    await buildSidecar(REPO_ROOT);
+    await sidecarBuild();
     const face = (path: string): string => pathToFileURL(join(REPO_ROOT, 'dist', 'sidecar', 'src', 'audit', path)).href;
     return { audit: (await import(face('index.js'))) as AuditFace, masking: (await import(face('masking/index.js'))) as MaskingFace };
   })();
@@ -949,7 +952,7 @@ export async function run(): Promise<void> {
   let nats: RunningNats | undefined;
   try {
     // the compiled server only for the cases that start one
-    const main = ['http', 'latency', 'kill'].some((c) => CASES.has(c)) ? await buildSidecar(REPO_ROOT) : '';
+    const main = ['http', 'latency', 'kill'].some((c) => CASES.has(c)) ? await sidecarBuild() : '';
     const wasmDir = join(work, 'wasm');
     await buildTenantBundle(definitionPath(TENANT), { outputDirectory: wasmDir });
     const rego = await buildTenantBundle(definitionPath(TENANT), { outputDirectory: join(work, 'rego'), target: 'rego', skipTests: true });

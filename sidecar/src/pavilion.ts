@@ -112,8 +112,9 @@ function decisionPrivacy(config: PavilionConfig, engine: PolicyEngine): Decision
     async evaluate(tenant, input, evaluated) {
       if (evaluated !== undefined) {
         // evaluated beside the decision, on the revision that answered it: the rules it has
+        const paths = pathsOf(tenant);
         return Object.fromEntries(LOG_RULES.flatMap((rule, i) => {
-          const outcome = evaluated.get(pathsOf(tenant)[i] as string);
+          const outcome = evaluated.get(paths[i] as string);
           return outcome === undefined ? [] : [[rule, outcome]];
         }));
       }

@@ -63,12 +63,6 @@ with a message naming the values to change.
 {{- $audit := $log.audit | default dict -}}
 {{- $maxDisk := 1073741824.0 -}}
 {{- if $audit.maxDiskBytes }}{{ $maxDisk = float64 $audit.maxDiskBytes }}{{ end -}}
-{{- /* with rotation, each tenant also keeps keepArchivedEpochs sealed epochs whole; one can reach
-      maxDiskBytes (an epoch is sealed only once JetStream holds it), so each counts as a budget */ -}}
-{{- $rotate := 0.0 -}}
-{{- if $audit.rotateAtBytes }}{{ $rotate = float64 $audit.rotateAtBytes }}{{ end -}}
-{{- /* rotation by age seals epochs too (each up to maxDiskBytes); keepArchivedDays bounds them
-      in time, not in bytes, so only keepArchivedEpochs sizes the volume */ -}}
 {{- /* the sidecar's own checks, so a render does not give a pod that fails at its config */ -}}
 {{- if and $audit.rotateAfterMs (lt (float64 $audit.rotateAfterMs) 60000.0) -}}
 {{- fail (printf "pavilion.config.decisionLog.audit.rotateAfterMs = %v: must be 0 (never by age) or at least 60000 (a minute)" $audit.rotateAfterMs) -}}
@@ -76,15 +70,19 @@ with a message naming the values to change.
 {{- if and $audit.keepArchivedDays (not $audit.rotateAfterMs) -}}
 {{- fail "pavilion.config.decisionLog.audit.keepArchivedDays needs rotateAfterMs: without it a decision can stay in the live epoch, out of retention's reach" -}}
 {{- end -}}
-{{- $rotateBy := "rotateAtBytes" -}}
-{{- if and (eq $rotate 0.0) $audit.rotateAfterMs }}{{ $rotate = 1.0 }}{{ $rotateBy = "rotateAfterMs" }}{{ end -}}
+{{- /* with rotation (by size or by age), each tenant also keeps keepArchivedEpochs sealed epochs
+      whole; one can reach maxDiskBytes (an epoch is sealed only once JetStream holds it), so
+      each counts as a budget; keepArchivedDays bounds them in time, not in bytes */ -}}
+{{- $rotates := or $audit.rotateAtBytes $audit.rotateAfterMs -}}
+{{- $rotateBy := "rotateAfterMs" -}}
+{{- if $audit.rotateAtBytes }}{{ $rotateBy = "rotateAtBytes" }}{{ end -}}
 {{- $keep := 0.0 -}}
 {{- if $audit.keepArchivedEpochs }}{{ $keep = float64 $audit.keepArchivedEpochs }}{{ end -}}
-{{- if and (gt $rotate 0.0) (eq $keep 0.0) -}}
+{{- if and $rotates (eq $keep 0.0) -}}
 {{- fail (printf "pavilion.config.decisionLog.audit.%s without keepArchivedEpochs keeps every sealed epoch: the archive grows without bound and fills the data volume (an emptyDir is then evicted with the audit log). Set keepArchivedEpochs (older epochs are pruned to a verifiable stub; keepArchivedDays bounds the archive in time, not in bytes)" $rotateBy) -}}
 {{- end -}}
 {{- /* keepArchivedEpochs without rotation keeps nothing: no epoch is ever sealed */ -}}
-{{- if eq $rotate 0.0 }}{{ $keep = 0.0 }}{{ end -}}
+{{- if not $rotates }}{{ $keep = 0.0 }}{{ end -}}
 {{- $budgets := addf 1.0 $keep -}}
 {{- $tenants := len ($p.tenants | default list) -}}
 {{- $counted := max $tenants 1 -}}

@@ -254,6 +254,11 @@ export class AuditLogSink implements DecisionSink {
     this.#options = options;
   }
 
+  /** The settings' clock (tests move it), for the times logged and retention's ages. */
+  #now(): number {
+    return (this.#options.settings.clock ?? Date.now)();
+  }
+
   get keysDirectory(): string {
     return join(this.#options.directory, 'keys');
   }
@@ -384,7 +389,7 @@ export class AuditLogSink implements DecisionSink {
       // The link is the epoch's first leaf, written before any decision and signed at once
       // (again after a crash between the two).
       if (link !== undefined && log.latestCheckpoint === undefined) {
-        if (log.size === 0) await log.append(epochLinkEvent(link, tenant, log.origin, new Date((this.#options.settings.clock ?? Date.now)()).toISOString()));
+        if (log.size === 0) await log.append(epochLinkEvent(link, tenant, log.origin, new Date(this.#now()).toISOString()));
         await log.checkpoint();
       }
     } catch (error) {
@@ -449,8 +454,9 @@ export class AuditLogSink implements DecisionSink {
   /**
    * Retention: every archived epoch of the tenant but the newest `keep`, and every one sealed
    * more than `days` days ago (0: neither rule), loses its decisions - oldest first, up to the
-   * first epoch neither rule reaches (seal times grow with the epoch number). Each is first verified in full under its origin (a log that does not verify is evidence
-   * and stays, and the pass stops there), then its PRUNED record (prunedEpochRecord: the final
+   * first epoch neither rule reaches (seal times grow with the epoch number). Each is first
+   * verified in full under its origin (a log that does not verify is evidence and stays, and
+   * the pass stops there), then its PRUNED record (prunedEpochRecord: the final
    * checkpoint, the link and its inclusion path) is written durably, then every other file
    * but SEALED is removed; a crash between the two leaves the record, and the next pass (at
    * start) finishes the removal. With streaming, an epoch JetStream did not hold all of when
@@ -460,7 +466,7 @@ export class AuditLogSink implements DecisionSink {
     const root = this.#archiveDirectory(tenant);
     const epochs = await listArchivedEpochs(root);
     let keyring: Keyring | undefined; // read only when an epoch is to be verified
-    const sealedBefore = days === 0 ? undefined : (this.#options.settings.clock ?? Date.now)() - days * DAY_MS;
+    const sealedBefore = days === 0 ? undefined : this.#now() - days * DAY_MS;
     const done = this.#prunedDone.get(tenant) ?? new Set<number>();
     this.#prunedDone.set(tenant, done);
     let kept: string | undefined;
@@ -523,7 +529,7 @@ export class AuditLogSink implements DecisionSink {
   async #pruneRecord(tenant: string, epoch: number, directory: string, keyring: Keyring, sealed: SealedFileV1): Promise<PrunedEpochV1> {
     try {
       const record = await prunedEpochRecord(join(directory, WAL_FILE), epoch, keyring, epochOrigin(`${this.#options.originPrefix}/${tenant}`, epoch), {
-        prunedAt: new Date((this.#options.settings.clock ?? Date.now)()).toISOString(),
+        prunedAt: new Date(this.#now()).toISOString(),
         removedBytes: (await directoryBytes(directory)) - (await stat(join(directory, SEALED_FILE))).size,
         streamed: sealed.streamed,
       });
@@ -608,7 +614,8 @@ export class AuditLogSink implements DecisionSink {
    */
   #maybeRotate(tenant: string, log: AuditLog): void {
     const at = this.#rotateAt(tenant);
-    if (!((at > 0 && log.writtenBytes >= at) || this.#dueByAge(tenant, log)) || this.#stopped || this.#rotating.has(tenant) || this.#opened.get(tenant) !== log) return;
+    if (this.#stopped || this.#rotating.has(tenant) || this.#opened.get(tenant) !== log) return;
+    if (!((at > 0 && log.writtenBytes >= at) || this.#dueByAge(tenant, log))) return;
     if ((this.#rotationRetryAtMs.get(tenant) ?? 0) > Date.now()) return;
     if (this.#streamProgress !== undefined) {
       const position = this.#streamProgress.streamPosition(tenant, log);
@@ -628,7 +635,7 @@ export class AuditLogSink implements DecisionSink {
     if (after === 0) return false;
     const links = (this.#epochs.get(tenant)?.epoch ?? 0) === 0 ? 0 : 1;
     const first = log.checkpoints.find((c) => c.tree_size > links);
-    return first !== undefined && (this.#options.settings.clock ?? Date.now)() - Date.parse(first.timestamp) >= after;
+    return first !== undefined && this.#now() - Date.parse(first.timestamp) >= after;
   }
 
   /** Seal `log` (the steps in the header) and open the next epoch; resolves with the live log after it. */

@@ -208,6 +208,12 @@ const PERMANENT_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   ErrorCodes.BUNDLE_DIGEST_MISMATCH,
   ErrorCodes.BUNDLE_POINTER_INVALID,
   ErrorCodes.ENTRYPOINT_UNKNOWN,
+  // deltas: the deltas themselves, or their place in the sequence
+  ErrorCodes.BUNDLE_DELTA_INVALID,
+  ErrorCodes.BUNDLE_DELTA_ROOTS,
+  ErrorCodes.BUNDLE_DELTA_SEQUENCE,
+  ErrorCodes.BUNDLE_DELTA_CONFLICT,
+  ErrorCodes.BUNDLE_DELTA_LIMIT,
 ]);
 
 /**
@@ -227,15 +233,6 @@ export function isFinal(error: unknown): boolean {
   return PERMANENT_CODES.has(error.code);
 }
 
-/** Delta refusals that will not change on retry (besides isFinal's): the deltas themselves, or their place in the sequence. */
-const FINAL_DELTA_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
-  ErrorCodes.BUNDLE_DELTA_INVALID,
-  ErrorCodes.BUNDLE_DELTA_ROOTS,
-  ErrorCodes.BUNDLE_DELTA_SEQUENCE,
-  ErrorCodes.BUNDLE_DELTA_CONFLICT,
-  ErrorCodes.BUNDLE_DELTA_LIMIT,
-]);
-
 /**
  * Settle an application of deltas: true once applied, false once refused for good; anything
  * else (an overloaded or restarting engine, test vectors that could not run) is thrown, so
@@ -244,7 +241,7 @@ const FINAL_DELTA_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
  */
 function appliedOrRefused(applying: Promise<unknown>): Promise<boolean> {
   return applying.then(() => true, (error: unknown) => {
-    if (isFinal(error) || (isPavilionError(error) && FINAL_DELTA_CODES.has(error.code))) return false;
+    if (isFinal(error)) return false;
     throw error;
   });
 }
@@ -711,6 +708,11 @@ export class NatsDistribution implements Component {
       { details: { applied, pointer: entry.sequence, revision: entry.pointer.revision } }));
   }
 
+  /** Run the resync again after the next backoff (a tenant's pointer, or the tenants, could not be read). */
+  #resyncLater(): void {
+    if (!this.#stopping) this.#resyncRetry.schedule(() => void this.#resync());
+  }
+
   /** End the tenant's shadow revision in its shadow chain (after a staging under way, never beside it). */
   #endShadow(tenant: string): void {
     const queue = this.#queue(tenant);
@@ -775,7 +777,7 @@ export class NatsDistribution implements Component {
       if (failed.length > 0) {
         // a move the watch missed may be behind one of them: not synchronised until it is read
         this.#lastError = `resynchronising: the pointers of ${failed.length} tenant(s) could not be read, tried again shortly: ${failed.slice(0, 3).join('; ')}`;
-        if (!this.#stopping) this.#resyncRetry.schedule(() => void this.#resync());
+        this.#resyncLater();
         return;
       }
       this.#resyncRetry.attempts = 0;
@@ -785,7 +787,7 @@ export class NatsDistribution implements Component {
       await Promise.all([...this.#queues.values()].map((q) => q.running));
     } catch (error) {
       this.#lastError = wrapError(error, ErrorCodes.DISTRIBUTION_UNAVAILABLE, 'resynchronising').message;
-      if (!this.#stopping) this.#resyncRetry.schedule(() => void this.#resync());
+      this.#resyncLater();
     }
   }
 

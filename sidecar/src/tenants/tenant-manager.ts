@@ -49,6 +49,11 @@ export interface TenantError {
   readonly details?: Readonly<Record<string, unknown>>;
 }
 
+/** A failure as a tenant's status keeps it: code, message (or `message`), when, details. */
+function tenantError(error: PavilionError, message = error.message): TenantError {
+  return { code: error.code, message, at: new Date().toISOString(), ...(error.details === undefined ? {} : { details: error.details }) };
+}
+
 /** A deltas write's failure as status shows it (the snapshot it was bound to is internal). */
 function withoutDigest(error: (TenantError & { readonly digest: string }) | undefined): TenantError | undefined {
   if (error === undefined) return undefined;
@@ -630,7 +635,7 @@ export class TenantManager implements Component {
       else entry.persistErrors = deltas !== undefined && deltas.digest === what.digest ? { deltas } : {};
     } catch (error) {
       const failure = wrapError(error, ErrorCodes.INTERNAL, doing);
-      const recorded = { code: failure.code, message: `${doing} failed: ${failure.message}`, at: new Date().toISOString() };
+      const recorded = tenantError(failure, `${doing} failed: ${failure.message}`);
       entry.persistErrors = what.kind === 'snapshot'
         ? { ...entry.persistErrors, snapshot: recorded }
         : { ...entry.persistErrors, deltas: { ...recorded, digest: what.digest } };
@@ -728,9 +733,7 @@ export class TenantManager implements Component {
   reportShadowFailure(tenant: string, error: unknown): PavilionError {
     const failure = wrapError(error, ErrorCodes.BUNDLE_CORRUPT, 'fetching shadow revision');
     const entry = this.#tenants.get(tenant);
-    if (entry !== undefined) {
-      entry.shadowError = { code: failure.code, message: failure.message, at: new Date().toISOString(), ...(failure.details === undefined ? {} : { details: failure.details }) };
-    }
+    if (entry !== undefined) entry.shadowError = tenantError(failure);
     return failure;
   }
 
@@ -925,14 +928,7 @@ export class TenantManager implements Component {
 
   #recordFailure(tenant: string, error: PavilionError): PavilionError {
     const entry = this.#tenants.get(tenant);
-    if (entry !== undefined) {
-      entry.lastError = {
-        code: error.code,
-        message: error.message,
-        at: new Date().toISOString(),
-        ...(error.details === undefined ? {} : { details: error.details }),
-      };
-    }
+    if (entry !== undefined) entry.lastError = tenantError(error);
     this.#options.onActivation?.(tenant, error.code);
     return error;
   }

@@ -23,7 +23,8 @@
  * back there, and the next append is written as if the refused ones never were. A cut that
  * fails is made again before the next batch, which is refused the same way while it still
  * fails: whole refused frames left past the end of a shorter batch could read as the log's
- * continuation after a crash. An `onRewind` that throws fails the writer (ERR_AUDIT_LOG_IO). The log thus goes on by itself once space is freed; `diskFull` says since when it is
+ * continuation after a crash. An `onRewind` that throws fails the writer (ERR_AUDIT_LOG_IO).
+ * The log thus goes on by itself once space is freed; `diskFull` says since when it is
  * refusing, until a batch is written again. The background fdatasync of 'interval' is not
  * rewound: the frames it covers were acknowledged, so its failure stays ERR_AUDIT_LOG_IO.
  *
@@ -328,7 +329,7 @@ export class WalWriter {
           this.#fail(ioError(written < bytes ? 'write' : 'fdatasync', error), batch);
           break;
         }
-        await this.#rewind(error, batch, this.#cutTo !== undefined);
+        await this.#rewind(error, batch);
         continue;
       }
       this.#position += bytes;
@@ -342,12 +343,15 @@ export class WalWriter {
     if (this.#failure !== undefined) this.#fail(this.#failure);
   }
 
-  /** See the header: refuse `batch` and everything queued behind it, and cut the file back. */
-  async #rewind(error: unknown, batch: readonly Pending[], uncut = false): Promise<void> {
+  /**
+   * See the header: refuse `batch` and everything queued behind it, and cut the file back.
+   * `error` is the write's, or (while #cutTo is still set) the failed cut's before the write.
+   */
+  async #rewind(error: unknown, batch: readonly Pending[]): Promise<void> {
     const queued = this.#queue.splice(0);
     for (const p of queued) this.#queuedBytes -= p.frame.length;
     const discarded = [...batch, ...queued];
-    const why = uncut
+    const why = this.#cutTo !== undefined
       ? `the audit log file could not be cut back to its last record after the volume was full (${describeThrown(error)}): the event was not logged; the log goes on once the cut succeeds`
       : `the volume holding the audit log is full (${describeThrown(error)}): the event was not logged; the log goes on once space is freed`;
     const refusal = new PavilionError(ErrorCodes.AUDIT_DISK_FULL, why, {
