@@ -35,7 +35,7 @@ const ORIGIN = 'pavilion-test/bank';
 const liveWal = (directory: string): string => join(liveOf(directory), WAL_FILE);
 
 type Archived = Array<{ epoch: number; bytes: number; pruned?: true }>;
-const archivedOf = (sink: AuditLogSink): Archived => sinkTenants(sink)['bank']!.details['archived_epochs'] as Archived;
+const archivedOf = (sink: AuditLogSink, tenant = 'bank'): Archived => (sinkTenants(sink)[tenant]?.details['archived_epochs'] ?? []) as Archived;
 
 /** A sink over `directory` with rotation, having logged `count` decisions; their receipts. */
 async function filled(directory: string, count: number, settings: Partial<AuditLogSettings> = {}): Promise<{ sink: AuditLogSink; receipts: DecisionReceiptV1[] }> {
@@ -401,21 +401,26 @@ describe('retention by age (rotateAfterMs, keepArchivedDays)', () => {
     return receipts;
   }
 
-  /** A day of `count` decisions per tenant, then a day later the check that seals them: epoch `day` of each. */
-  async function sealDays(aging: Aging, days: number, tenants: readonly string[] = ['bank']): Promise<number[]> {
+  /**
+   * Each day `count` decisions per tenant, then a day later the check that seals them: epoch
+   * `day` of each. The time of each epoch's newest decision (its final checkpoint's), and the
+   * receipts in order.
+   */
+  async function sealDays(aging: Aging, days: number, options: { readonly tenants?: readonly string[]; readonly count?: number } = {}): Promise<{ newest: number[]; receipts: DecisionReceiptV1[] }> {
+    const { tenants = ['bank'], count = 2 } = options;
     const newest: number[] = [];
+    const receipts: DecisionReceiptV1[] = [];
     for (let day = 0; day < days; day++) {
-      for (const tenant of tenants) await logDecisions(aging.sink, day * 10, 2, tenant);
-      newest.push(aging.clock.now); // each epoch's final checkpoint: its newest decision's
+      for (const tenant of tenants) receipts.push(...(await logDecisions(aging.sink, day * 10, count, tenant)));
+      newest.push(aging.clock.now);
       aging.clock.now += DAY_MS;
       await aging.sink.enforceRetention();
-      for (const tenant of tenants) await until(`epoch ${day} of ${tenant} is sealed`, () => archivedIn(aging.sink, tenant).length === day + 1);
+      for (const tenant of tenants) await until(`epoch ${day} of ${tenant} is sealed`, () => archivedOf(aging.sink, tenant).length === day + 1);
     }
-    return newest;
+    return { newest, receipts };
   }
 
-  const archivedIn = (sink: AuditLogSink, tenant: string): Archived => (sinkTenants(sink)[tenant]?.details['archived_epochs'] ?? []) as Archived;
-  const sealFile = (dir: string, epoch: number, tenant = 'bank'): string => join(dir, 'archive', tenant, String(epoch), 'SEALED');
+  const sealFile = (dir: string, epoch: number, tenant = 'bank'): string => join(archiveOf(dir, tenant), String(epoch), 'SEALED');
   const readSeal = async (dir: string, epoch: number, tenant = 'bank'): Promise<Record<string, unknown>> => JSON.parse(await readFile(sealFile(dir, epoch, tenant), 'utf8')) as Record<string, unknown>;
 
   /** No rotation starts within 300 ms (one that did shows its first step by then: freezing is a checkpoint at most). */
@@ -470,15 +475,7 @@ describe('retention by age (rotateAfterMs, keepArchivedDays)', () => {
     const dir = await tempDir();
     const aging = await agingSink(dir, { rotateAfterMs: DAY_MS, keepArchivedDays: 30 });
     const { sink, clock } = aging;
-    const receipts: DecisionReceiptV1[] = [];
-    const seals: number[] = [];
-    for (let day = 0; day < 3; day++) {
-      receipts.push(...(await logDecisions(sink, day * 10, 5)));
-      seals.push(clock.now); // the final checkpoint's time: its newest decision's
-      clock.now += DAY_MS;
-      await sink.enforceRetention();
-      await until(`epoch ${day} is sealed`, () => archivedOf(sink).length === day + 1);
-    }
+    const { newest: seals, receipts } = await sealDays(aging, 3, { count: 5 });
     const live = await logDecisions(sink, 100, 2);
 
     // a minute short of 30 days after epoch 0's newest decision: nothing is pruned; the live
@@ -509,7 +506,7 @@ describe('retention by age (rotateAfterMs, keepArchivedDays)', () => {
   it('with keepArchivedEpochs too, whichever rule prunes first', async () => {
     const dir = await tempDir();
     const aging = await agingSink(dir, { rotateAfterMs: DAY_MS, keepArchivedDays: 30, keepArchivedEpochs: 3 });
-    const seals = await sealDays(aging, 4);
+    const { newest: seals } = await sealDays(aging, 4);
     await aging.sink.enforceRetention();
     assert.deepEqual(archivedOf(aging.sink).map((a) => a.pruned === true), [true, false, false, false], 'by count: all but the newest 3');
     aging.clock.now = (seals[1] as number) + 30 * DAY_MS;
@@ -521,7 +518,7 @@ describe('retention by age (rotateAfterMs, keepArchivedDays)', () => {
   it('an epoch sealed without a seal time (by an earlier version) is kept by age, with every later one, and only its tenant\'s status says so; with the seal time back, both go', async () => {
     const dir = await tempDir();
     const first = await agingSink(dir, { rotateAfterMs: DAY_MS });
-    await sealDays(first, 2, ['bank', 'acme']);
+    await sealDays(first, 2, { tenants: ['bank', 'acme'] });
     await first.sink.stop(5000);
     const original = await readSeal(dir, 0);
     const { sealed_at: _dropped, ...legacy } = original;
@@ -530,8 +527,8 @@ describe('retention by age (rotateAfterMs, keepArchivedDays)', () => {
     const later = { now: first.clock.now + 400 * DAY_MS };
     const second = await agingSink(dir, { rotateAfterMs: DAY_MS, keepArchivedDays: 1 }, later);
     await second.sink.enforceRetention(); // bank's pass, then acme's (which prunes all of acme's)
-    assert.ok(archivedIn(second.sink, 'bank').every((a) => a.pruned === undefined), 'nothing of bank pruned: epoch 0 comes first and its age is unknown');
-    assert.deepEqual(archivedIn(second.sink, 'acme').map((a) => a.pruned === true), [true, true], 'acme\'s epochs, sealed with their time, are pruned');
+    assert.ok(archivedOf(second.sink, 'bank').every((a) => a.pruned === undefined), 'nothing of bank pruned: epoch 0 comes first and its age is unknown');
+    assert.deepEqual(archivedOf(second.sink, 'acme').map((a) => a.pruned === true), [true, true], 'acme\'s epochs, sealed with their time, are pruned');
     const warning = /bank: archived epoch 0 has no seal time \(sealed by an earlier version\): retention by age keeps it and every later one/;
     assert.equal(second.sink.status().state, 'WARN', 'acme\'s clean pass after bank\'s does not clear bank\'s warning');
     assert.match(second.sink.status().message ?? '', warning);
@@ -543,7 +540,7 @@ describe('retention by age (rotateAfterMs, keepArchivedDays)', () => {
     await writeFile(sealFile(dir, 0), `${JSON.stringify(original)}\n`);
     const third = await agingSink(dir, { rotateAfterMs: DAY_MS, keepArchivedDays: 1 }, later);
     await third.sink.enforceRetention();
-    assert.deepEqual(archivedIn(third.sink, 'bank').map((a) => a.pruned === true), [true, true]);
+    assert.deepEqual(archivedOf(third.sink, 'bank').map((a) => a.pruned === true), [true, true]);
     assert.equal(third.sink.status().state, 'OK');
     await third.sink.stop(5000);
   });

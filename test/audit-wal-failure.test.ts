@@ -71,6 +71,9 @@ async function until(condition: () => boolean, ms: number): Promise<void> {
   assert.ok(condition(), `not reached within ${ms} ms`);
 }
 
+/** A writer's options for the tests that drive a WalWriter directly: no group-commit delay, background syncs only. */
+const options = { fsync: 'interval', fsyncIntervalMs: 60_000, groupCommitMaxDelayMs: 0, groupCommitMaxBytes: 1 << 20, maxDiskBytes: 1 << 30, onFull: 'refuse', blockTimeoutMs: 100 } as const;
+
 describe('audit log file failing underneath', () => {
   it("fsync 'interval': a failed background fdatasync gets the queued append and every later one ERR_AUDIT_LOG_IO, and stop() returns at once", async () => {
     const dir = await tempDir();
@@ -126,10 +129,7 @@ describe('audit log file failing underneath', () => {
 
   it('appends made one after another, each as the previous one settles, are all written (none waits for a later append)', async () => {
     const path = join(await tempDir(), 'wal');
-    const writer = new WalWriter(await open(path, 'w+'), 0, {
-      fsync: 'interval', fsyncIntervalMs: 60_000, groupCommitMaxDelayMs: 0, groupCommitMaxBytes: 1 << 20,
-      maxDiskBytes: 1 << 30, onFull: 'refuse', blockTimeoutMs: 100,
-    });
+    const writer = new WalWriter(await open(path, 'w+'), 0, options);
     // awaited directly: the next append runs in the first turn after the previous one settles
     await within((async () => {
       for (let i = 0; i < 20; i++) {
@@ -174,7 +174,6 @@ describe('audit log writer: a full volume whose rewind cannot finish', () => {
     } as unknown as FileHandle;
     return { handle, written };
   }
-  const options = { fsync: 'interval', fsyncIntervalMs: 60_000, groupCommitMaxDelayMs: 0, groupCommitMaxBytes: 1 << 20, maxDiskBytes: 1 << 30, onFull: 'refuse', blockTimeoutMs: 100 } as const;
   /** Reserve and append `frame`; settles when it is durable (a writer already failed refuses at once). */
   const write = async (writer: WalWriter, frame: Buffer): Promise<void> => {
     writer.reserve(frame.length);

@@ -41,8 +41,9 @@ async function allows(amount: number, url = sidecar.url): Promise<boolean> {
   return res.body['result'] === true;
 }
 
-async function revision(): Promise<unknown> {
-  return (await post(`${sidecar.url}/v1/data/bank/authz/rev`, { input: {} }, { 'x-pavilion-tenant': 'bank' })).body['result'];
+/** The revision bank's policy reports on the sidecar at `url`. */
+async function revision(url = sidecar.url): Promise<unknown> {
+  return (await post(`${url}/v1/data/bank/authz/rev`, { input: {} }, { 'x-pavilion-tenant': 'bank' })).body['result'];
 }
 
 /**
@@ -175,8 +176,7 @@ describe('a pointer bucket made again', () => {
       for (const rev of ['b1', 'b2', 'b3']) await publisher.push('bank', await limitsBundle(rev), { revision: rev, pushedBy: 'alice' });
       side = await startOnNats('sidecar-bucket', { servers: [own.url] });
       const running = side;
-      const served = async (): Promise<unknown> => (await post(`${running.url}/v1/data/bank/authz/rev`, { input: {} }, { 'x-pavilion-tenant': 'bank' })).body['result'];
-      await until('b3 served', async () => (await served()) === 'b3');
+      await until('b3 served', async () => (await revision(running.url)) === 'b3');
       const { jetstreamManager } = await import('@nats-io/jetstream');
       await (await jetstreamManager(publisher.nc)).streams.delete('KV_pavilion-bundles');
       await publisher.close();
@@ -184,10 +184,10 @@ describe('a pointer bucket made again', () => {
       await publisher.push('bank', await limitsBundle('again'), { revision: 'again', pushedBy: 'alice' });
       await until('the tenant says the pointer went back', () => /deploy number went back from 3 to 1 \(the pointer bucket was made again\?\)/.test(running.pavilion.tenants.tenant('bank')?.lastError?.message ?? ''), 30_000);
       assert.equal(running.pavilion.tenants.tenant('bank')?.lastError?.code, ErrorCodes.BUNDLE_POINTER_INVALID);
-      assert.equal(await served(), 'b3', 'deploy 3 keeps serving');
+      assert.equal(await revision(running.url), 'b3', 'deploy 3 keeps serving');
       // as the report says: pushes past deploy 3 of the new bucket are taken
       for (const rev of ['again-2', 'again-3', 'again-4']) await publisher.push('bank', await limitsBundle(rev), { revision: rev, pushedBy: 'alice' });
-      await until('deploy 4 of the new bucket served', async () => (await served()) === 'again-4', 20_000);
+      await until('deploy 4 of the new bucket served', async () => (await revision(running.url)) === 'again-4', 20_000);
     } finally {
       await side?.stop();
       await publisher.close();

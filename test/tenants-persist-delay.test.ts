@@ -345,20 +345,25 @@ describe('deltas applied on a snapshot before its last known good write', () => 
 });
 
 describe('a last known good write that fails', () => {
+  /** The car's snapshot writes fail with ENOSPC while `failing.snapshot`, its deltas writes with EIO while `failing.deltas`. */
+  function failWrites(car: Sidecar, failing: { snapshot: boolean; deltas: boolean }): void {
+    const save = car.store.save.bind(car.store);
+    car.store.save = async (...args: Parameters<LastKnownGood['save']>) => {
+      if (failing.snapshot) throw new Error('ENOSPC: no space left on device, write');
+      return save(...args);
+    };
+    const saveDeltas = car.store.saveDeltas.bind(car.store);
+    car.store.saveDeltas = async (...args: Parameters<LastKnownGood['saveDeltas']>) => {
+      if (failing.deltas) throw new Error('EIO: i/o error, write');
+      return saveDeltas(...args);
+    };
+  }
+
   test('leaves serving alone and shows in the tenant\'s status (WARN, persistError) until a write of the same kind succeeds', async () => {
     const car = await sidecar(join(dir, 'lkg-failing'), 0);
     try {
       const failing = { snapshot: true, deltas: true };
-      const save = car.store.save.bind(car.store);
-      car.store.save = async (...args: Parameters<LastKnownGood['save']>) => {
-        if (failing.snapshot) throw new Error('ENOSPC: no space left on device, write');
-        return save(...args);
-      };
-      const saveDeltas = car.store.saveDeltas.bind(car.store);
-      car.store.saveDeltas = async (...args: Parameters<LastKnownGood['saveDeltas']>) => {
-        if (failing.deltas) throw new Error('EIO: i/o error, write');
-        return saveDeltas(...args);
-      };
+      failWrites(car, failing);
       await car.tenants.activate('bank', await dataArchive('f1'), { kind: 'source', sequence: 1 });
       assert.equal((await served(car)).rev, 'f1', 'served all the same');
       assert.equal(car.tenants.tenant('bank')?.state, 'WARN');
@@ -393,12 +398,8 @@ describe('a last known good write that fails', () => {
   test('a delayed snapshot write does not clear a deltas failure on that same snapshot: its deltas file still lacks them', async () => {
     const car = await sidecar(join(dir, 'lkg-delayed-failing'), 300);
     try {
-      const saveDeltas = car.store.saveDeltas.bind(car.store);
-      let failing = true;
-      car.store.saveDeltas = async (...args: Parameters<LastKnownGood['saveDeltas']>) => {
-        if (failing) throw new Error('EIO: i/o error, write');
-        return saveDeltas(...args);
-      };
+      const failing = { snapshot: false, deltas: true };
+      failWrites(car, failing);
       await car.tenants.activate('bank', await dataArchive('g1'), { kind: 'source', sequence: 1 });
       await car.tenants.applyDeltas('bank', [delta(1, 1, setMax(9))], 'append');
       assert.equal(car.saved.length, 0, 'the snapshot is not written yet (delayed)');
@@ -407,7 +408,7 @@ describe('a last known good write that fails', () => {
       await until('the delayed snapshot write done', async () => (await persistedRevision(car.store)) === 'g1', 5_000);
       await new Promise((resolve) => setImmediate(resolve)); // its settlement runs after the write
       assert.match(car.tenants.tenant('bank')?.persistError?.message ?? '', deltasFailed, 'still short of delta 1');
-      failing = false;
+      failing.deltas = false;
       await car.tenants.applyDeltas('bank', [delta(1, 2, setMax(10))], 'append');
       assert.equal(car.tenants.tenant('bank')?.persistError, undefined);
     } finally {
