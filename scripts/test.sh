@@ -21,5 +21,10 @@ npx tsx sidecar/src/cli/main.ts bundle build --all
 echo "== tests"
 mapfile -t files < <(find test -name '*.test.ts' -not -path '*/node_modules/*' | sort)
 if [ "$#" -gt 0 ]; then files=("$@"); fi
+# Every file's temporary directories (logs, stores, keys, the servers' data) go under one
+# directory of the run's own, removed when the run ends, even when a test process was killed.
+run_tmp="$(mktemp -d "${TMPDIR:-/tmp}/pavilion-tests-XXXXXX")"
+trap 'rm -rf "$run_tmp"' EXIT
+export TMPDIR="$run_tmp"
 # A hard limit: a regression that blocks an event loop must fail the run, not hang CI.
-exec timeout --signal=KILL 1500 node --import tsx --test --test-reporter=spec "${files[@]}"
+timeout --signal=KILL 1500 node --import tsx --test --test-reporter=spec "${files[@]}"

@@ -6,8 +6,7 @@
  * 'token'` refusing tenants that have no tokens.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -16,6 +15,7 @@ import { parseConfig } from '../sidecar/src/config/index.ts';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
 import { REPO_ROOT } from '../sidecar/src/lib/tools.ts';
 import { get, post, startPavilion, type RunningPavilion } from './harness/pavilion-harness.ts';
+import { tempDir } from './harness/temp-dir.ts';
 
 const BANK_TOKENS = ['bank-token-one-0123456789abcdef', 'bank-token-two-0123456789abcdef'];
 const AGENCY_TOKEN = 'agency-token-0123456789abcdef';
@@ -75,7 +75,7 @@ describe('tenant routes with API tokens', () => {
   before(async () => {
     bank = await firstExample('bank');
     hospital = await firstExample('hospital');
-    dir = await mkdtemp(join(tmpdir(), 'pavilion-tokens-'));
+    dir = await tempDir('pavilion-tokens-');
     bankFile = join(dir, 'bank.tokens');
     const agencyFile = join(dir, 'agency.tokens');
     await writeFile(bankFile, `${BANK_TOKENS.join('\n')}\n`);
@@ -173,7 +173,7 @@ describe('tenant routes with API tokens', () => {
 
 describe('health with API tokens and a tenant not serving', () => {
   test('/health?bundles says how many tenants are not activated, not which', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'pavilion-tokens-'));
+    const dir = await tempDir('pavilion-tokens-');
     const bankFile = join(dir, 'bank.tokens');
     const ghostFile = join(dir, 'ghost.tokens');
     await writeFile(bankFile, `${BANK_TOKENS[0]}\n`);

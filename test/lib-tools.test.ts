@@ -4,16 +4,16 @@
  * staging directory, so a relative PAVILION_OPA would resolve against that).
  */
 import assert from 'node:assert/strict';
-import { chmod, mkdtemp, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { chmod, writeFile } from 'node:fs/promises';
 import { isAbsolute, join, relative } from 'node:path';
 import { describe, it } from 'node:test';
 import { findTool } from '../sidecar/src/lib/tools.ts';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
+import { tempDir } from './harness/temp-dir.ts';
 
 describe('findTool', () => {
   it('a relative path in the variable comes back absolute (the same file), and a missing one is ERR_TOOL_MISSING', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'pavilion-tool-'));
+    const dir = await tempDir('pavilion-tool-');
     const tool = join(dir, 'fake-tool');
     await writeFile(tool, '#!/bin/sh\nexit 0\n');
     await chmod(tool, 0o755);

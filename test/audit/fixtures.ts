@@ -1,6 +1,5 @@
 /** Shared pieces of the audit log tests: events, logs in temp directories, file surgery. */
-import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AuditLogSink, type AuditLogSettings, type AuditLogSinkOptions, type DecisionEventV1, type RotationStep } from '../../sidecar/src/audit/index.ts';
 import {
@@ -15,6 +14,7 @@ import {
   type CheckpointSigner,
   type RecordType,
 } from '../../sidecar/src/audit/log/index.ts';
+import { tempDir as makeTempDir } from '../harness/temp-dir.ts';
 
 export function decisionEvent(n: number, extra: Partial<DecisionEventV1> = {}): DecisionEventV1 {
   return {
@@ -40,8 +40,9 @@ export function ringOf(...signers: ReadonlyArray<{ readonly publicKeySpki: Uint8
   return ring;
 }
 
+/** A temporary directory, removed when the test process exits. */
 export async function tempDir(prefix = 'pavilion-audit-'): Promise<string> {
-  return mkdtemp(join(tmpdir(), prefix));
+  return makeTempDir(prefix);
 }
 
 export function logOptions(directory: string, signer: CheckpointSigner, overrides: Partial<AuditLogOptions> = {}): AuditLogOptions {
