@@ -2,10 +2,11 @@
  * The forwarder's JetStream publisher against a real nats-server: acknowledgements with their
  * stream sequence, `Nats-Msg-Id` deduplication reported as `duplicate`, and what each failure
  * gets - no stream on the subject, a connection that closes with messages in flight, a closed
- * publisher - each a rejected promise at once, never a hang until the timeout.
+ * publisher - each a rejected promise at once, never a hang until the timeout - and a message no
+ * one answers, which fails at its timeout even when the wall clock is stepped back meanwhile.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { after, before, describe, mock, test } from 'node:test';
 import { jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { JetStreamPublisher } from '../sidecar/src/audit/index.ts';
@@ -57,6 +58,28 @@ describe('JetStreamPublisher', () => {
       const started = Date.now();
       await assert.rejects(publisher.publish('nostream.x', new Uint8Array([1]), 'x'), /did not take the message: 503/);
       assert.ok(Date.now() - started < 5000);
+    });
+  });
+
+  test('a message no one acknowledges fails at its timeout (no_ack), on the monotonic clock: a wall clock stepped back an hour does not hold it', async () => {
+    await withPublisher(300, async (publisher, nc) => {
+      const silent = nc.subscribe('silent.>'); // a responder that never answers: no 503, no PubAck
+      mock.timers.enable({ apis: ['Date'], now: Date.now() });
+      try {
+        const started = performance.now();
+        const publishing = publisher.publish('silent.x', new Uint8Array([1]), 'silent-1');
+        mock.timers.setTime(Date.now() - 3_600_000);
+        const outcome = await Promise.race([
+          publishing.then(() => 'acked', (error: unknown) => error),
+          new Promise((resolve) => setTimeout(() => resolve('still waiting after 5 s'), 5000)),
+        ]);
+        assert.ok(outcome instanceof Error, String(outcome));
+        assert.match(outcome.message, /no acknowledgement from JetStream within 300 ms/);
+        assert.ok(performance.now() - started >= 300);
+      } finally {
+        mock.timers.reset();
+        silent.unsubscribe();
+      }
     });
   });
 
