@@ -147,6 +147,37 @@ describe('pavilion audit with a saved server error instead of a proof or checkpo
     assert.match(from.stderr, /\[ERR_AUDIT_LOG_DISABLED\] the checkpoint file holds the server's error/);
   });
 
+  test('an option mistyped (--key for --keys) is a usage error (2, usage on stderr, nothing on stdout); keys or a proof file that cannot be read are refusals (1) with the JSON report naming the file', async () => {
+    const [mistyped, noKeys, badPem, noProof] = await Promise.all([
+      pavilion('audit', 'verify-log', '--log', log, '--key', keys),
+      pavilion('audit', 'verify-log', '--log', log, '--keys', join(dir, 'no-such-keys')),
+      pavilion('audit', 'verify-log', '--log', log, '--keys', await (async () => {
+        const file = join(dir, 'not-a-key.pem');
+        await writeFile(file, '-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----\n');
+        return file;
+      })()),
+      pavilion('audit', 'verify', '--decision', 'decision-000001', '--proof', join(dir, 'no-such-proof.json'), '--keys', keys),
+    ]);
+    assert.equal(mistyped.status, 2, mistyped.stderr);
+    assert.match(mistyped.stderr, /^usage error: Unknown option '--key'/);
+    assert.match(mistyped.stderr, /pavilion audit verify-log --log/);
+    assert.equal(mistyped.stdout, '');
+
+    assert.equal(noKeys.status, 1, noKeys.stderr);
+    assert.equal(noKeys.json['ok'], false);
+    assert.equal(noKeys.json['code'], ErrorCodes.AUDIT_SIGNER_CONFIG);
+    assert.match(String(noKeys.json['message']), /cannot read public keys at .*no-such-keys/);
+
+    assert.equal(badPem.status, 1, badPem.stderr);
+    assert.equal(badPem.json['code'], ErrorCodes.AUDIT_SIGNER_CONFIG);
+    assert.match(String(badPem.json['message']), /cannot use the public key in .*not-a-key\.pem/);
+
+    assert.equal(noProof.status, 1, noProof.stderr);
+    assert.equal(noProof.json['code'], ErrorCodes.AUDIT_PROOF_INVALID);
+    assert.match(String(noProof.json['message']), /cannot read the proof file .*no-such-proof\.json: .*ENOENT/);
+    assert.equal((noProof.json['position'] as Record<string, unknown>)['reason'], 'unreadable');
+  });
+
   test('real proofs and checkpoints still verify, also as the HTTP endpoints answer them ({"result": ...})', async () => {
     const proved = await pavilion('audit', 'prove', '--log', log, '--decision', 'decision-000005');
     assert.equal(proved.status, 0, proved.stderr);

@@ -9,9 +9,11 @@
  * applies them (its delta consumer is created with the filter in the API subject).
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { Kvm } from '@nats-io/kv';
@@ -24,6 +26,8 @@ import { buildFixtureBundle } from './harness/fixtures.ts';
 import { startNats, type RunningNats } from './harness/nats-server.ts';
 import { until } from './harness/wait.ts';
 import { deltaSigning, post, signForTest, startPavilion, type RunningPavilion } from './harness/pavilion-harness.ts';
+
+const execFileAsync = promisify(execFile);
 
 const PASSWORDS = {
   admin: 'admin-secret',
@@ -175,6 +179,25 @@ describe('a policy team works on its own tenant', () => {
     assert.equal(back.pointer.action, 'rollback');
     assert.equal(back.pointer.restores, r1.sequence);
     assert.deepEqual(await adminPointer('bank'), { sequence: back.sequence, revision: 'r1' });
+  });
+
+  test("team_bank's CLI on its own inbox prefix (--inbox-prefix, or PAVILION_NATS_INBOX_PREFIX with the credentials from the environment) reads bank's history; left on _INBOX it fails naming the Permissions Violation", async () => {
+    const cli = ['--import', 'tsx', 'sidecar/src/cli/main.ts', 'bundle', 'history', '--tenant', 'hospital', '--nats', nats.url];
+    const withFlags = await execFileAsync(process.execPath, [...cli, '--user', 'team_hospital', '--password', PASSWORDS.team_hospital, '--inbox-prefix', inboxPrefix('team_hospital')], { timeout: 60_000 });
+    assert.match(withFlags.stdout, /h1 .*hospital-ci/);
+    const fromEnvironment = await execFileAsync(process.execPath, cli, {
+      timeout: 60_000,
+      env: { ...process.env, PAVILION_NATS_USER: 'team_hospital', PAVILION_NATS_PASSWORD: PASSWORDS.team_hospital, PAVILION_NATS_INBOX_PREFIX: inboxPrefix('team_hospital') },
+    });
+    assert.equal(fromEnvironment.stdout, withFlags.stdout);
+    await assert.rejects(
+      execFileAsync(process.execPath, [...cli, '--user', 'team_hospital', '--password', PASSWORDS.team_hospital], { timeout: 60_000 }),
+      (error: { code?: unknown; stderr?: string }) => {
+        assert.equal(error.code, 1);
+        assert.match(String(error.stderr), /Permissions Violation for Subscription to "_INBOX\./);
+        return true;
+      },
+    );
   });
 
   test('team_hospital pushes hospital the same way', async () => {

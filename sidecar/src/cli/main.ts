@@ -81,23 +81,43 @@ const USAGE = `usage:
 ${ANCHOR_USAGE}
 ${CREDENTIAL_USAGE}
   pavilion serve
-nats options: --nats <url> (default $PAVILION_NATS_URL or nats://127.0.0.1:4222) --user <u> --password <p>`;
+nats options: --nats <url> (default $PAVILION_NATS_URL or nats://127.0.0.1:4222)
+  --user <u> --password <p> ($PAVILION_NATS_USER, $PAVILION_NATS_PASSWORD) | --token <t> ($PAVILION_NATS_TOKEN)
+  | --creds <file> ($PAVILION_NATS_CREDS); --inbox-prefix <p> ($PAVILION_NATS_INBOX_PREFIX; default _INBOX:
+  a user confined to its own inboxes, as in docs/nats-permissions.conf, needs its prefix, e.g. _INBOX_team_bank)`;
 
 const NATS_OPTIONS = {
   nats: { type: 'string' },
   user: { type: 'string' },
   password: { type: 'string' },
+  token: { type: 'string' },
+  creds: { type: 'string' },
+  'inbox-prefix': { type: 'string' },
 } as const;
 
-async function withStore<T>(values: { nats?: string | undefined; user?: string | undefined; password?: string | undefined }, run: (store: NatsBundleStore) => Promise<T>): Promise<T> {
-  const user = values.user ?? process.env['PAVILION_NATS_USER'];
-  const password = values.password ?? process.env['PAVILION_NATS_PASSWORD'];
+type NatsOptionValues = { readonly [K in keyof typeof NATS_OPTIONS]?: string | undefined };
+
+/** Each NATS option's config key and the environment variable that stands in for it. */
+const NATS_SETTINGS: ReadonlyArray<readonly [keyof typeof NATS_OPTIONS, string, string]> = [
+  ['user', 'user', 'PAVILION_NATS_USER'],
+  ['password', 'password', 'PAVILION_NATS_PASSWORD'],
+  ['token', 'token', 'PAVILION_NATS_TOKEN'],
+  ['creds', 'credsFile', 'PAVILION_NATS_CREDS'],
+  ['inbox-prefix', 'inboxPrefix', 'PAVILION_NATS_INBOX_PREFIX'],
+];
+
+async function withStore<T>(values: NatsOptionValues, run: (store: NatsBundleStore) => Promise<T>): Promise<T> {
+  const settings: Record<string, string> = {};
+  for (const [option, key, variable] of NATS_SETTINGS) {
+    const value = values[option] ?? process.env[variable];
+    if (value !== undefined) settings[key] = value;
+  }
+  // parsed as a sidecar's nats section is (an inbox prefix of dot-separated tokens, no wildcards)
   const config = parseConfig({
     nats: {
       servers: [values.nats ?? process.env['PAVILION_NATS_URL'] ?? 'nats://127.0.0.1:4222'],
       name: 'pavilion-cli',
-      ...(user === undefined ? {} : { user }),
-      ...(password === undefined ? {} : { password }),
+      ...settings,
     },
   }).nats;
   if (config === undefined) throw new Error('no NATS configuration');
@@ -418,7 +438,12 @@ function isResultWrapper(parsed: unknown): parsed is { result: unknown } {
  * (`fallback` when its code is not Pavilion's); a parse failure is `notJson`'s error.
  */
 async function readServerJson(file: string, what: 'proof' | 'checkpoint', fallback: ErrorCode, notJson: (error: unknown) => PavilionError): Promise<unknown> {
-  const text = await readFile(file, 'utf8');
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (error) {
+    throw new PavilionError(fallback, `cannot read the ${what} file ${file}: ${describeThrown(error)}`, { cause: error, details: { reason: 'unreadable', file } });
+  }
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
@@ -495,7 +520,7 @@ async function auditCommand(command: string | undefined, args: string[]): Promis
   if (command !== 'verify-log' && command !== 'verify' && command !== 'verify-consistency') return usage();
   // Trust comes from keys obtained out of band; never from the log directory by default.
   if (values.keys === undefined) return usage();
-  const keyring = Keyring.load(values.keys);
+  const keys = values.keys;
   const origin = values.origin === undefined ? {} : { origin: values.origin };
   // Anchors and trusted checkpoints are looked up by log: the log's own checkpoints must not
   // choose which (a log re-signed under another origin would find nothing anchored).
@@ -509,6 +534,8 @@ async function auditCommand(command: string | undefined, args: string[]): Promis
   }
   let anchorVerifiers: ReturnType<typeof anchorVerifiersFrom> = [];
   try {
+    // inside: keys that cannot be read are a failure reported like any other (JSON, exit 1)
+    const keyring = Keyring.load(keys);
     anchorVerifiers = anchorVerifiersFrom(values);
     if (command === 'verify-log') {
       if (values.log === undefined && values.archive === undefined) return usage();
@@ -587,7 +614,18 @@ main(process.argv.slice(2)).then(
     if (code >= 0) process.exitCode = code;
   },
   (error: unknown) => {
+    // an option no command takes, a value missing, a stray argument: a usage error, as elsewhere
+    if (isArgumentError(error)) {
+      process.stderr.write(`usage error: ${error.message}\n${USAGE}\n`);
+      process.exitCode = 2;
+      return;
+    }
     process.stderr.write(`${isPavilionError(error) ? `[${error.code}] ` : ''}${describeThrown(error)}\n`);
     process.exitCode = 1;
   },
 );
+
+/** node:util parseArgs' refusals (ERR_PARSE_ARGS_*). */
+function isArgumentError(error: unknown): error is Error {
+  return error instanceof Error && typeof (error as NodeJS.ErrnoException).code === 'string' && (error as NodeJS.ErrnoException).code!.startsWith('ERR_PARSE_ARGS_');
+}

@@ -71,7 +71,13 @@ export class Keyring {
     } catch (error) {
       throw new PavilionError(ErrorCodes.AUDIT_SIGNER_CONFIG, `cannot read public keys at ${path}: ${describeThrown(error)}`, { cause: error });
     }
-    for (const file of files) ring.add(readFileSync(file, 'utf8'));
+    for (const file of files) {
+      try {
+        ring.add(readFileSync(file, 'utf8'));
+      } catch (error) {
+        throw new PavilionError(ErrorCodes.AUDIT_SIGNER_CONFIG, `cannot use the public key in ${file}: ${describeThrown(error)}`, { cause: error });
+      }
+    }
     if (ring.size === 0) throw new PavilionError(ErrorCodes.AUDIT_SIGNER_CONFIG, `no public keys (*.pem) at ${path}`);
     return ring;
   }
