@@ -57,6 +57,12 @@ describe('bundle archive loader', () => {
     assert.equal(hashBundleFile('/data.json', Buffer.from(text)), hashBundleFile('/data.json', Buffer.from(JSON.stringify(bundle.data))), 'the data served is the data hashed');
   });
 
+  test('two data keys that are the same once an unpaired surrogate becomes U+FFFD -> ERR_BUNDLE_CORRUPT (the hash keeps the last written, JSON.parse another order)', async () => {
+    const text = '{"acme": {"\\ud800": "junk", "\\ufffd": "Y", "\\ud800": "X"}}';
+    const error = await refused(repack((entries) => entries.map((e) => (e.name.endsWith('data.json') ? { name: e.name, data: text } : e))), ErrorCodes.BUNDLE_CORRUPT);
+    assert.match(error.message, /data\.json has two keys that are the same once unpaired surrogates are replaced by U\+FFFD/);
+  });
+
   test('not gzip -> ERR_BUNDLE_CORRUPT', async () => {
     await refused(Buffer.from('this is not a gzip stream'), ErrorCodes.BUNDLE_CORRUPT);
   });

@@ -235,7 +235,16 @@ function wellFormed(value: unknown, depth: number, name: string): unknown {
   if (depth >= MAX_DATA_DEPTH) throw new PavilionError(ErrorCodes.BUNDLE_CORRUPT, `${name} is nested deeper than ${MAX_DATA_DEPTH} levels`);
   if (Array.isArray(value)) return value.map((item) => wellFormed(item, depth + 1, name));
   const out: Record<string, unknown> = {};
-  for (const [key, child] of Object.entries(value)) setOwn(out, key.toWellFormed(), wellFormed(child, depth + 1, name));
+  for (const [key, child] of Object.entries(value)) {
+    const clean = key.toWellFormed();
+    // keys are unique here, so a clash is two keys that differ only by an unpaired surrogate:
+    // the hash keeps the one written last in the file, JSON.parse's order another, and which
+    // value was signed cannot be told
+    if (Object.hasOwn(out, clean)) {
+      throw new PavilionError(ErrorCodes.BUNDLE_CORRUPT, `${name} has two keys that are the same once unpaired surrogates are replaced by U+FFFD: ${JSON.stringify(clean)}`);
+    }
+    setOwn(out, clean, wellFormed(child, depth + 1, name));
+  }
   return out;
 }
 

@@ -79,8 +79,38 @@ export function parsePatch(value: unknown): PatchOperation[] {
     if (op !== 'upsert' && op !== 'remove' && op !== 'replace') throw invalid(`data[${i}]: bad patch operation ${JSON.stringify(op)}`);
     if (typeof path !== 'string') throw invalid(`data[${i}].path must be a string`);
     if (op !== 'remove' && !Object.hasOwn(raw, 'value')) throw invalid(`data[${i}]: ${op} needs a value`);
+    if (!path.isWellFormed()) throw invalid(`data[${i}].path holds an unpaired surrogate`);
+    if (op !== 'remove') checkCarried(v, `data[${i}].value`, 0);
     return op === 'remove' ? { op, path } : { op, path, value: v };
   });
+}
+
+const MAX_VALUE_DEPTH = 512;
+
+/**
+ * A delta's value must be one its signature covers exactly: the signed hash is over canonical
+ * JSON, which writes an unpaired surrogate as U+FFFD and an overflowed number (1e400, parsed
+ * as Infinity) as null, so such a value would verify as another. Refused, not repaired.
+ */
+function checkCarried(value: unknown, where: string, depth: number): void {
+  if (typeof value === 'string') {
+    if (!value.isWellFormed()) throw invalid(`${where} holds an unpaired surrogate`);
+    return;
+  }
+  if (typeof value === 'number') {
+    if (!Number.isFinite(value)) throw invalid(`${where} holds a number JSON cannot carry (it overflows)`);
+    return;
+  }
+  if (typeof value !== 'object' || value === null) return;
+  if (depth >= MAX_VALUE_DEPTH) throw invalid(`${where} is nested deeper than ${MAX_VALUE_DEPTH} levels`);
+  if (Array.isArray(value)) {
+    value.forEach((item, i) => checkCarried(item, `${where}[${i}]`, depth + 1));
+    return;
+  }
+  for (const [key, child] of Object.entries(value)) {
+    if (!key.isWellFormed()) throw invalid(`${where} has a key with an unpaired surrogate`);
+    checkCarried(child, `${where}.${key}`, depth + 1);
+  }
 }
 
 /** A delta's roots must be its snapshot's (same set). */

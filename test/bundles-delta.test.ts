@@ -1,0 +1,59 @@
+/**
+ * A delta's operations as parsed from a message, a persisted file or the CLI's patch.json:
+ * what each malformed or lossy operation gets. A value the signature's canonical hash would
+ * write differently (an unpaired surrogate becomes U+FFFD, an overflowed number null) is
+ * refused, because it would verify under the signature of another value.
+ */
+import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
+import { describe, test } from 'node:test';
+import { parsePatch, signDelta, verifyDeltaSignature, type PatchOperation, type SignaturePolicy } from '../sidecar/src/bundles/index.ts';
+import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
+
+function refusedWith(pattern: RegExp): (error: unknown) => boolean {
+  return (error: unknown) => isPavilionError(error, ErrorCodes.BUNDLE_DELTA_INVALID) && pattern.test(error.message);
+}
+
+describe('parsePatch', () => {
+  test('well-formed operations pass as they are (a surrogate pair, U+FFFD itself and large finite numbers included)', () => {
+    const data = [
+      { op: 'upsert', path: '/bank/limits/\u{1f600}', value: { '\ufffd': 'replacement char', n: 1.7976931348623157e308, list: [0.5, 1e-300] } },
+      { op: 'replace', path: '/bank/limits/max', value: 5000 },
+      { op: 'remove', path: '/bank/limits/old' },
+    ];
+    assert.deepEqual(parsePatch(JSON.parse(JSON.stringify({ data }))), data);
+  });
+
+  test('malformed operations -> ERR_BUNDLE_DELTA_INVALID naming the operation', () => {
+    assert.throws(() => parsePatch([]), refusedWith(/patch must be an object/));
+    assert.throws(() => parsePatch({ data: {} }), refusedWith(/patch.data must be an array/));
+    assert.throws(() => parsePatch({ data: [{ op: 'add', path: '/a', value: 1 }] }), refusedWith(/data\[0\]: bad patch operation "add"/));
+    assert.throws(() => parsePatch({ data: [{ op: 'upsert', path: 7, value: 1 }] }), refusedWith(/data\[0\]\.path must be a string/));
+    assert.throws(() => parsePatch({ data: [{ op: 'replace', path: '/a' }] }), refusedWith(/data\[0\]: replace needs a value/));
+  });
+
+  test('an unpaired surrogate in a path, a value or a key of a value, and a number that overflows -> ERR_BUNDLE_DELTA_INVALID', () => {
+    const parsed = (text: string): unknown => JSON.parse(text);
+    assert.throws(() => parsePatch(parsed('{"data": [{"op": "upsert", "path": "/bank/a\\ud800", "value": 1}]}')), refusedWith(/data\[0\]\.path holds an unpaired surrogate/));
+    assert.throws(() => parsePatch(parsed('{"data": [{"op": "remove", "path": "/bank/\\udc00"}]}')), refusedWith(/data\[0\]\.path holds an unpaired surrogate/));
+    assert.throws(() => parsePatch(parsed('{"data": [{"op": "upsert", "path": "/bank/a", "value": {"x": ["ok", "\\ud800"]}}]}')), refusedWith(/data\[0\]\.value\.x\[1\] holds an unpaired surrogate/));
+    assert.throws(() => parsePatch(parsed('{"data": [{"op": "replace", "path": "/bank/a", "value": {"\\ud800": 1}}]}')), refusedWith(/data\[0\]\.value has a key with an unpaired surrogate/));
+    assert.throws(() => parsePatch(parsed('{"data": [{"op": "upsert", "path": "/bank/a", "value": [1, 1e400]}]}')), refusedWith(/data\[0\]\.value\[1\] holds a number JSON cannot carry/));
+  });
+
+  test('why: a signed delta setting U+FFFD verifies with an unpaired surrogate in its place, so only the parse can refuse the swap', async () => {
+    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+    const policy: SignaturePolicy = { keys: new Map([['bank', { id: 'bank', algorithm: 'ES256', key: publicKey }]]), scope: 'bank', allowUnsigned: false };
+    const delta = (operations: PatchOperation[]) => ({ tenant: 'bank', base: 3, sequence: 1, roots: ['bank'], operations });
+    const signatures = await signDelta(delta([{ op: 'upsert', path: '/bank/names/\ufffd', value: '\ufffd' }]), {
+      key: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), algorithm: 'ES256', keyId: 'bank', scope: 'bank',
+    });
+    const swapped = parsed('{"data": [{"op": "upsert", "path": "/bank/names/\\ud800", "value": "\\ud800"}]}');
+    await verifyDeltaSignature(delta((swapped as { data: PatchOperation[] }).data), signatures, policy); // the hash cannot tell them apart
+    assert.throws(() => parsePatch(swapped), refusedWith(/unpaired surrogate/));
+
+    function parsed(text: string): unknown {
+      return JSON.parse(text);
+    }
+  });
+});
