@@ -3,12 +3,13 @@
  * hashing rules, and every way a signature is refused (each with its code).
  */
 import assert from 'node:assert/strict';
-import { generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { createPrivateKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
+import { FlattenedSign } from 'jose';
 import {
   hashBundleFile,
   loadVerificationKey,
@@ -269,5 +270,28 @@ describe('refusals, each with its code', () => {
   test('an unparseable or mismatched verification key is refused at load -> ERR_BUNDLE_KEY_INVALID', () => {
     assert.throws(() => loadVerificationKey('k', 'not a pem'), (e: unknown) => isPavilionError(e, ErrorCodes.BUNDLE_KEY_INVALID));
     assert.throws(() => loadVerificationKey('k', keys.publicPem, 'RS256'), (e: unknown) => isPavilionError(e, ErrorCodes.BUNDLE_KEY_INVALID));
+  });
+
+  test('an HMAC secret that is a PEM key (anyone with the public key could sign) or shorter than its hash (RFC 7518 3.2) -> ERR_BUNDLE_KEY_INVALID; a long enough one signs and verifies', async () => {
+    const keyInvalid = (pattern: RegExp) => (e: unknown) => isPavilionError(e, ErrorCodes.BUNDLE_KEY_INVALID) && pattern.test(e.message);
+    assert.throws(() => loadVerificationKey('k', keys.publicPem, 'HS256'), keyInvalid(/HS256 takes a shared secret, not a PEM key/));
+    assert.throws(() => loadVerificationKey('k', 'x'.repeat(31), 'HS256'), keyInvalid(/at least 32 bytes \(RFC 7518 3\.2\), not 31/));
+    assert.throws(() => loadVerificationKey('k', 'x'.repeat(47), 'HS384'), keyInvalid(/at least 48 bytes/));
+    assert.throws(() => loadVerificationKey('k', 'x'.repeat(63), 'HS512'), keyInvalid(/at least 64 bytes/));
+    const secret = 'a shared secret of thirty-two by';
+    const hs = await signBundle(unsigned, { key: secret, algorithm: 'HS256', keyId: 'bank-hs', scope: 'bank' });
+    const info = await verifyBundleSignature(await filesOf(hs), policy([loadVerificationKey('bank-hs', secret, 'HS256')]));
+    assert.equal(info.algorithm, 'HS256');
+  });
+
+  test('a JWS with an unencoded payload (b64: false, RFC 7797), which jose verifies, is not a JWT -> ERR_BUNDLE_SIGNATURE_INVALID', async () => {
+    const claims = '{"scope":"bank","files":[]}'; // no dot: the compact form can carry it raw
+    const jws = await new FlattenedSign(new TextEncoder().encode(claims))
+      .setProtectedHeader({ alg: 'ES256', kid: 'bank-k1', b64: false, crit: ['b64'] })
+      .sign(createPrivateKey(keys.privatePem));
+    const token = `${jws.protected}.${claims}.${jws.signature}`; // jose leaves an unencoded payload detached
+    const unencoded = await repack(signed, (entries) => entries.map((e) => e.name === '.signatures.json' ? { ...e, data: JSON.stringify({ signatures: [token] }) } : e));
+    await assert.rejects(verifyBundleSignature(await filesOf(unencoded), policy([key])), (e: unknown) =>
+      isPavilionError(e, ErrorCodes.BUNDLE_SIGNATURE_INVALID) && /unencoded payload \(b64: false\)/.test(e.message));
   });
 });

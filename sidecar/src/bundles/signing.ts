@@ -97,8 +97,18 @@ function keyMatchesAlgorithm(key: KeyObject, algorithm: SigningAlgorithm): boole
   return key.asymmetricKeyType === 'rsa';
 }
 
+/** RFC 7518 3.2: an HMAC key at least as long as the hash output. */
+const MIN_SECRET_BYTES: Partial<Record<SigningAlgorithm, number>> = { HS256: 32, HS384: 48, HS512: 64 };
+
 /** A verification key from PEM (public key or certificate) or, for HS*, a shared secret. */
 export function loadVerificationKey(id: string, material: string, algorithm?: SigningAlgorithm): VerificationKey {
+  const minimum = algorithm === undefined ? undefined : MIN_SECRET_BYTES[algorithm];
+  if (minimum !== undefined) {
+    // a public key given as an HMAC secret would let anyone who has it sign (algorithm confusion)
+    if (/-----BEGIN [A-Z ]+-----/.test(material)) throw keyError(id, `${algorithm} takes a shared secret, not a PEM key`);
+    const bytes = Buffer.byteLength(material, 'utf8');
+    if (bytes < minimum) throw keyError(id, `an ${algorithm} secret must be at least ${minimum} bytes (RFC 7518 3.2), not ${bytes}`);
+  }
   let key: KeyObject;
   try {
     key = algorithm?.startsWith('HS') === true ? createSecretKey(Buffer.from(material, 'utf8')) : createPublicKey(material);
@@ -137,15 +147,20 @@ function parseSignatures(raw: Buffer): string {
   return token;
 }
 
+/** The payload as sent, before verification: only to find the key id when the header has none. */
 function unverifiedPayload(token: string): Record<string, unknown> {
   const part = token.split('.')[1];
   if (part === undefined) throw invalid('not a compact JWS');
+  return jsonObject(Buffer.from(part, 'base64url'), 'the JWT payload');
+}
+
+function jsonObject(bytes: Uint8Array, what: string): Record<string, unknown> {
   try {
-    const value: unknown = JSON.parse(Buffer.from(part, 'base64url').toString('utf8'));
+    const value: unknown = JSON.parse(Buffer.from(bytes).toString('utf8'));
     if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error('payload is not an object');
     return value as Record<string, unknown>;
   } catch (error) {
-    throw invalid(`cannot decode the JWT payload (${describeThrown(error)})`);
+    throw invalid(`cannot decode ${what} (${describeThrown(error)})`);
   }
 }
 
@@ -186,14 +201,15 @@ export async function verifyBundleSignature(files: ReadonlyMap<string, Buffer>, 
     throw new PavilionError(ErrorCodes.BUNDLE_SIGNATURE_UNEXPECTED, 'bundle is signed but the tenant has no verification keys configured');
   }
   const token = parseSignatures(raw);
-  const payload = unverifiedPayload(token);
   let keyId: unknown;
   try {
     keyId = decodeProtectedHeader(token).kid;
   } catch (error) {
     throw invalid(`cannot decode the JWT header (${describeThrown(error)})`, error);
   }
-  if (keyId === undefined || keyId === '') keyId = payload['keyid'];
+  // OPA's fallback: the deprecated keyid claim, read before verification only to pick the key
+  // (the claims used below are the verified payload's, the same bytes once b64 is refused)
+  if (keyId === undefined || keyId === '') keyId = unverifiedPayload(token)['keyid'];
   if (typeof keyId !== 'string' || keyId === '') throw invalid('verification key ID is empty (no kid header and no keyid claim)');
   const key = policy.keys.get(keyId);
   if (key === undefined) {
@@ -201,11 +217,21 @@ export async function verifyBundleSignature(files: ReadonlyMap<string, Buffer>, 
       details: { keyId, trusted: [...policy.keys.keys()] },
     });
   }
+  let verified: Awaited<ReturnType<typeof compactVerify>>;
   try {
-    await compactVerify(token, key.key, { algorithms: [key.algorithm] });
+    verified = await compactVerify(token, key.key, { algorithms: [key.algorithm] });
   } catch (error) {
     throw invalid(`the JWT does not verify with key ${keyId} (${key.algorithm}): ${describeThrown(error)}`, error);
   }
+  // The claims are read from what was verified. An unencoded payload (RFC 7797, b64: false),
+  // which jose verifies, is not a JWT: the part decoded above to choose the key would not be
+  // the signed bytes.
+  if (verified.protectedHeader.b64 === false) throw invalid('the JWS has an unencoded payload (b64: false); a bundle signature is a JWT');
+  return checkClaims(files, jsonObject(verified.payload, 'the JWT payload'), key, keyId, policy);
+}
+
+/** Steps 4 and 5 on the verified claims: the scope, then every file against the signed list. */
+function checkClaims(files: ReadonlyMap<string, Buffer>, payload: Record<string, unknown>, key: VerificationKey, keyId: string, policy: SignaturePolicy): SignatureInfo {
   if (payload['scope'] !== policy.scope) {
     throw new PavilionError(ErrorCodes.BUNDLE_SIGNATURE_SCOPE, `bundle signature scope ${JSON.stringify(payload['scope'] ?? null)} is not ${JSON.stringify(policy.scope)}`, {
       details: { expected: policy.scope },
