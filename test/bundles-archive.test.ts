@@ -63,6 +63,16 @@ describe('bundle archive loader', () => {
     assert.match(error.message, /data\.json has two keys that are the same once unpaired surrogates are replaced by U\+FFFD/);
   });
 
+  test('a PAX size that is not a decimal byte count (abc, 1e3, -5) -> ERR_BUNDLE_CORRUPT, not a file read as empty or 1 byte long', async () => {
+    for (const size of ['abc', '1e3', '-5']) {
+      const record = (n: number): string => `${n} size=${size}\n`;
+      const text = record(record(0).length + String(record(0).length).length - 1);
+      const archive = makeTarGz([{ name: 'PaxHeaders/data.json', type: 'x', data: text }, ...goodEntries]);
+      const error = await refused(archive, ErrorCodes.BUNDLE_CORRUPT);
+      assert.match(error.message, new RegExp(`PAX size "${size}" is not a decimal byte count`), size);
+    }
+  });
+
   test('not gzip -> ERR_BUNDLE_CORRUPT', async () => {
     await refused(Buffer.from('this is not a gzip stream'), ErrorCodes.BUNDLE_CORRUPT);
   });

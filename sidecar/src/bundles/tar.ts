@@ -86,6 +86,8 @@ export function normaliseEntryName(raw: string): string | undefined {
   return parts.length === 0 ? undefined : `/${parts.join('/')}`;
 }
 
+const USTAR_MAGIC = Buffer.from('ustar\0', 'latin1');
+
 export function readTar(archive: Buffer): TarEntry[] {
   const entries: TarEntry[] = [];
   const seen = new Set<string>();
@@ -108,8 +110,10 @@ export function readTar(archive: Buffer): TarEntry[] {
     const data = archive.subarray(dataStart, dataEnd);
     offset = dataStart + Math.ceil(size / BLOCK) * BLOCK;
 
-    const magic = readString(header, 257, 6);
-    const prefix = magic.startsWith('ustar') ? readString(header, 345, 155) : '';
+    // POSIX ustar ("ustar\0" "00") has a name prefix at 345; the old GNU format ("ustar  \0")
+    // keeps times there, which must not be read as a path
+    const posix = header.subarray(257, 263).equals(USTAR_MAGIC);
+    const prefix = posix ? readString(header, 345, 155) : '';
     const headerName = prefix === '' ? readString(header, 0, 100) : `${prefix}/${readString(header, 0, 100)}`;
 
     switch (type) {
@@ -117,7 +121,8 @@ export function readTar(archive: Buffer): TarEntry[] {
         const pax = parsePax(data);
         paxName = pax.get('path');
         const sizeText = pax.get('size');
-        paxSize = sizeText === undefined ? undefined : Number.parseInt(sizeText, 10);
+        if (sizeText !== undefined && !/^\d{1,15}$/.test(sizeText)) throw corrupt(`PAX size ${JSON.stringify(sizeText)} is not a decimal byte count`);
+        paxSize = sizeText === undefined ? undefined : Number(sizeText);
         continue;
       }
       case 'g':
