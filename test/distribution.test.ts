@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -337,6 +337,40 @@ describe('replay guard: keyed on the signed content, not the gzip bytes', () => 
       assert.equal(await revisionOf(sidecar), 'replay-b');
     } finally {
       await sidecar.stop();
+    }
+  });
+});
+
+describe('replay guard across a restart', () => {
+  test('a revision replaced before the sidecar restarted, pushed again after -> ERR_BUNDLE_REPLAYED (remembered with the last known good), the active revision keeps serving', async () => {
+    const { signBundle, developmentKey } = await import('../sidecar/src/bundles/index.ts');
+    const key = await developmentKey('bank', dir);
+    const issuedAt = Math.floor(Date.now() / 1000) - 60; // one iat for both: only the memory can refuse
+    const sign = async (rev: string): Promise<Buffer> =>
+      signBundle(await bankBundle(rev), { key: key.keyPem, algorithm: key.algorithm, keyId: key.keyId, scope: 'bank', issuedAt });
+    const old = await sign('restart-a');
+    const persistDirectory = join(dir, 'restart-lkg');
+    const config = sidecarConfig({ bundles: { persistDirectory, persistDelayMs: 0 } });
+    await store.push('bank', old, { revision: 'restart-a', pushedBy: 'alice' });
+    const first = await startPavilion({ config });
+    try {
+      await until('restart-a served', async () => (await revisionOf(first)) === 'restart-a');
+      await store.push('bank', await sign('restart-b'), { revision: 'restart-b', pushedBy: 'alice' });
+      await until('restart-b served', async () => (await revisionOf(first)) === 'restart-b');
+    } finally {
+      await first.stop();
+    }
+    const meta = JSON.parse(await readFile(join(persistDirectory, 'bank', 'meta.json'), 'utf8')) as { revision: string; replaced?: string[] };
+    assert.equal(meta.revision, 'restart-b');
+    assert.equal(meta.replaced?.length, 1, 'restart-a is remembered as replaced');
+    const second = await startPavilion({ config });
+    try {
+      await until('restart-b served after the restart', async () => (await revisionOf(second)) === 'restart-b' && second.pavilion.tenants.tenant('bank')?.origin?.kind !== 'persisted');
+      await store.push('bank', old, { revision: 'restart-a', pushedBy: 'mallory' });
+      await until('replay refusal', async () => (await refusalCode(second)) === 'ERR_BUNDLE_REPLAYED');
+      assert.equal(await revisionOf(second), 'restart-b');
+    } finally {
+      await second.stop();
     }
   });
 });

@@ -66,6 +66,11 @@ export interface PersistedBundleMeta {
   /** The distribution pointer's sequence (KV revision) the bundle came from, if any. */
   readonly sequence?: number;
   readonly savedAt: string;
+  /**
+   * Content digests (`SignatureInfo.contentSha256`) of the revisions this tenant replaced
+   * before this one, oldest first: the replay check's memory, kept across a restart.
+   */
+  readonly replaced?: readonly string[];
 }
 
 export interface PersistedBundle {
@@ -292,12 +297,14 @@ export class LastKnownGood {
       const dir = join(this.#directory, tenant);
       const meta = JSON.parse(await readFile(join(dir, 'meta.json'), 'utf8')) as PersistedBundleMeta;
       if (meta.tenant !== tenant || typeof meta.digest !== 'string' || !DIGEST.test(meta.digest)) return undefined;
+      // the replay memory is advisory: a malformed list is dropped, not the revision
+      const replaced = Array.isArray(meta.replaced) ? meta.replaced.filter((d): d is string => typeof d === 'string' && DIGEST.test(d)) : [];
       const archive = await readFile(join(dir, archiveName(meta.digest))).catch(async (error: unknown) => {
         if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
         return readFile(join(dir, LEGACY_ARCHIVE));
       });
       if (sha256Hex(archive) !== meta.digest) return undefined;
-      return { archive, meta };
+      return { archive, meta: { ...meta, replaced } };
     } catch {
       return undefined;
     }

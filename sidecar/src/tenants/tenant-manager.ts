@@ -65,6 +65,19 @@ function withoutDigest(error: (TenantError & { readonly digest: string }) | unde
  * Where an activation comes from. A `push` may not bring back a revision already replaced.
  * `source` is also a persisted revision the source has confirmed since (`confirmSource`).
  */
+/** Replaced revisions remembered per tenant (the deploy history keeps 64 deploys). */
+const MAX_REMEMBERED_REPLACED = 1024;
+
+/** Add `digest` to a tenant's replaced revisions as the newest, forgetting the oldest past the bound. */
+function remember(replaced: Set<string>, digest: string): void {
+  replaced.delete(digest);
+  replaced.add(digest);
+  for (const oldest of replaced) {
+    if (replaced.size <= MAX_REMEMBERED_REPLACED) break;
+    replaced.delete(oldest);
+  }
+}
+
 export interface ActivationOrigin {
   readonly kind: 'source' | 'persisted' | 'push' | 'rollback';
   /** The distribution pointer's sequence (KV revision), when there is one. */
@@ -173,7 +186,11 @@ interface TenantEntry {
   lastSuccessfulActivation: string | undefined;
   lastSuccessfulDownload: string | undefined;
   testsPassed: number;
-  /** Content digests (`SignatureInfo.contentSha256`) of revisions this sidecar activated for the tenant and then replaced (replay detection). */
+  /**
+   * Content digests (`SignatureInfo.contentSha256`) of revisions the tenant activated and
+   * then replaced, oldest first (replay detection): the newest MAX_REMEMBERED_REPLACED, kept
+   * with the last known good so a restart does not forget them.
+   */
   readonly replaced: Set<string>;
   /** The activation chain: one activation at a time per tenant. */
   queue: Promise<unknown>;
@@ -297,6 +314,7 @@ export class TenantManager implements Component {
     if (store === undefined || persisted === undefined || this.#options.engine.active(tenant) !== undefined) return;
     const entry = this.#tenants.get(tenant);
     if (entry === undefined) return;
+    for (const digest of persisted.meta.replaced ?? []) remember(entry.replaced, digest);
     const deltas = await store.loadDeltas(persisted.meta);
     const activation = this.activate(tenant, persisted.archive, {
       kind: 'persisted',
@@ -546,7 +564,7 @@ export class TenantManager implements Component {
       const active = engine.promote(loaded);
       loaded = undefined;
       phase('swap');
-      if (entry.signature !== undefined) entry.replaced.add(entry.signature.contentSha256);
+      if (entry.signature !== undefined) remember(entry.replaced, entry.signature.contentSha256);
       entry.replaced.delete(signature.contentSha256);
       entry.signature = signature;
       entry.origin = origin;
@@ -615,6 +633,7 @@ export class TenantManager implements Component {
       digest: bundle.digest,
       ...(origin.sequence === undefined ? {} : { sequence: origin.sequence }),
       savedAt: new Date().toISOString(),
+      replaced: [...(this.#tenants.get(tenant)?.replaced ?? [])],
     }));
     this.#options.onPhase?.('persist', (performance.now() - started) / 1000);
   }
