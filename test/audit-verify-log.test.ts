@@ -19,6 +19,7 @@ import {
   epochOrigin,
   epochSeal,
   listArchivedEpochs,
+  proveFromLogFile,
   publicKeyPem,
   verifyEpochs,
   verifyLogFile,
@@ -139,7 +140,45 @@ describe('verify-log names the first bad position', () => {
     const from = recordOfLeaf(8);
     // Leaves 8 and 9 gone, nothing renumbered: leaf 10 follows leaf 7.
     const records = [...source.records.slice(0, from), ...source.records.slice(from).filter((r) => r.type === RecordType.CHECKPOINT || r.index > 9)];
-    await failsWith(await fileWith(records), ErrorCodes.AUDIT_SEQUENCE_BROKEN, { leafIndex: 8 });
+    // the leaves read are numbered 0..7 in order: the two missing may be any of 5..9 (the
+    // checkpoint at 5 vouches for 0..4 only)
+    await failsWith(await fileWith(records), ErrorCodes.AUDIT_SEQUENCE_BROKEN, { leafIndex: 5, firstSuspectLeaf: 5, lastSuspectLeaf: 9, missingLeaves: 2, treeSize: 10 });
+  });
+
+  it('a leaf deleted and the ones after it renumbered: ERR_AUDIT_SEQUENCE_BROKEN naming the range since the last good checkpoint, not the last leaves', async () => {
+    // leaf 12 gone, 13 and 14 renumbered 12 and 13 (their CRCs made anew): the checkpoint at 15 follows 14 leaves
+    const records = source.records
+      .filter((r) => !(r.type === RecordType.LEAF && r.index === 12))
+      .map((r) => (r.type === RecordType.LEAF && r.index > 12 && r.index < 15 ? { ...r, index: r.index - 1 } : r));
+    await failsWith(await fileWith(records), ErrorCodes.AUDIT_SEQUENCE_BROKEN, { leafIndex: 10, firstSuspectLeaf: 10, lastSuspectLeaf: 14, missingLeaves: 1, treeSize: 15 });
+  });
+
+  it('a second checkpoint at the same tree size with another root, validly signed: ERR_AUDIT_ROOT_MISMATCH naming the fork, not a leaf range', async () => {
+    const at = source.records.findIndex((r) => r.type === RecordType.CHECKPOINT && r.index === 15);
+    const genuine = JSON.parse(source.records[at]!.payload.toString('utf8')) as SignedCheckpointV1;
+    const body = { origin: genuine.origin, tree_size: 15, root_hash: 'cd'.repeat(32), timestamp: genuine.timestamp, key_id: genuine.key_id };
+    const fork: SignedCheckpointV1 = { version: 1, algorithm: CHECKPOINT_ALGORITHM, ...body, signature: (await signer.sign(checkpointMessage(body))).toString('base64') };
+    const records = [...source.records.slice(0, at + 1), { type: RecordType.CHECKPOINT, index: 15, payload: Buffer.from(JSON.stringify(fork)), offset: 0 }, ...source.records.slice(at + 1)];
+    await assert.rejects(verifyLogFile(await fileWith(records), ring), (error: unknown) => {
+      assert.ok(isPavilionError(error, ErrorCodes.AUDIT_ROOT_MISMATCH), String(error));
+      assert.equal(error.details?.['forked'], true);
+      assert.equal(error.details?.['treeSize'], 15);
+      assert.equal(error.details?.['firstSuspectLeaf'], undefined);
+      assert.match(error.message, /two roots for one tree \(a fork\)/);
+      return true;
+    });
+  });
+
+  it('a proof from a file damaged before the decision: ERR_AUDIT_RECORD_CORRUPT at the damage, not "not in the file"; a decision before the damage is still proved', async () => {
+    const bytes = Buffer.from(source.bytes);
+    const target = source.records[recordOfLeaf(7)]!;
+    bytes[target.offset + 20] = bytes[target.offset + 20]! ^ 0x01;
+    const path = await fileOfBytes(bytes);
+    await assert.rejects(proveFromLogFile(path, 'decision-000012'), (error: unknown) =>
+      isPavilionError(error, ErrorCodes.AUDIT_RECORD_CORRUPT) && error.details?.['byteOffset'] === target.offset && error.details?.['reason'] === 'crc_mismatch');
+    const early = await proveFromLogFile(path, 'decision-000002');
+    assert.equal(early.leaf_index, 2);
+    assert.equal(early.checkpoint.tree_size, 5);
   });
 
   it('a forged checkpoint signature: ERR_AUDIT_SIGNATURE_INVALID at that checkpoint', async () => {
@@ -264,7 +303,7 @@ describe('verify-log over the epochs of a rotated log', () => {
   const BASE = 'pavilion-test/bank';
 
   /** A sink directory whose tenant bank was rotated into at least `epochs` archived epochs. */
-  async function rotated(epochs: number, from = 0): Promise<string> {
+  async function rotated(epochs: number, from = 0, after = 0): Promise<string> {
     const dir = await tempDir();
     const { directory: _directory, origin: _origin, signer: _signer, ...settings } = logOptions(dir, signer);
     const sink = new AuditLogSink({
@@ -274,7 +313,9 @@ describe('verify-log over the epochs of a rotated log', () => {
       createSigner: () => Promise.resolve(signer),
     });
     await sink.start();
-    for (let i = from; (await listArchivedEpochs(join(dir, 'archive', 'bank'))).length < epochs; i++) await sink.append(decisionEvent(i));
+    let i = from;
+    for (; (await listArchivedEpochs(join(dir, 'archive', 'bank'))).length < epochs; i++) await sink.append(decisionEvent(i));
+    for (const end = i + after; i < end; i++) await sink.append(decisionEvent(i));
     await sink.stop(5000);
     return dir;
   }
@@ -320,6 +361,16 @@ describe('verify-log over the epochs of a rotated log', () => {
     assert.equal(broken.status, 1);
     const report = JSON.parse(broken.stdout) as { ok: boolean; code: string; position: Record<string, unknown> };
     assert.equal(report.code, ErrorCodes.AUDIT_EPOCH_LINK_BROKEN);
+  });
+
+  it("an epoch's checkpoints stripped but the one over its link: ERR_AUDIT_NOT_CHECKPOINTED (no decision is signed), as for epoch 0 with none", async () => {
+    const dir = await rotated(1, 0, 3);
+    const liveDir = join(dir, 'tenants', 'bank');
+    const { header, records } = await readRecords(liveDir);
+    assert.ok(records.filter((r) => r.type === RecordType.LEAF).length > 2, 'the live epoch holds decisions after its link');
+    await writeRecords(liveDir, header, records.filter((r) => r.type === RecordType.LEAF || r.index <= 1));
+    await assert.rejects(verifyLogFile(live(dir), ring), (error: unknown) =>
+      isPavilionError(error, ErrorCodes.AUDIT_NOT_CHECKPOINTED) && error.details?.['leafIndex'] === 1 && error.details?.['firstSuspectLeaf'] === 1);
   });
 
   it('a missing epoch: ERR_AUDIT_EPOCH_LINK_BROKEN at the epoch after the gap', async () => {

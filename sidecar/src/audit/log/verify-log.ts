@@ -36,7 +36,7 @@ import { ErrorCodes, PavilionError, isPavilionError } from '../../lib/errors.ts'
 import type { DecisionEventV1 } from '../decision-event.ts';
 import { MerkleTree, hashLeaf, verifyConsistency, verifyInclusion } from '../merkle/index.ts';
 import { decodeCheckpoint, parseCheckpoint, type SignedCheckpointV1 } from './checkpoint.ts';
-import { FILE_HEADER_BYTES, FRAME_OVERHEAD_BYTES, FrameDecoder, RecordType, checkFileHeader, type LogRecord } from './record-format.ts';
+import { FILE_HEADER_BYTES, FRAME_OVERHEAD_BYTES, FrameDecoder, RecordType, checkFileHeader, type FrameDamage, type LogRecord } from './record-format.ts';
 import type { Keyring } from './signer.ts';
 import { WAL_FILE, type DecisionProofV1 } from './audit-log.ts';
 import { checkAnchorAgainst, decodeAnchorRecord, type AnchorRecordV1, type AnchorVerifier } from './anchor.ts';
@@ -135,6 +135,7 @@ async function verifyLog(
   const keyIds = new Set<string>();
   const anchors: Array<{ anchor: AnchorRecordV1; checkpoint: SignedCheckpointV1; where: Record<string, unknown> }> = [];
   let origin = options.origin;
+  let firstLeafIsLink = false;
   try {
     const header = Buffer.alloc(FILE_HEADER_BYTES);
     const { bytesRead: headerBytes } = await handle.read(header, 0, FILE_HEADER_BYTES, 0);
@@ -151,7 +152,10 @@ async function verifyLog(
           const kind = record.index > tree.size ? 'missing (deleted) entries' : 'an entry out of order (reordered or duplicated)';
           throw bad(ErrorCodes.AUDIT_SEQUENCE_BROKEN, `record ${record.recordNumber} at byte ${record.offset} is leaf ${record.index} where leaf ${tree.size} was expected: ${kind}`, { ...where, found: record.index });
         }
-        if (tree.size === 0) onFirstLeaf?.(record.payload);
+        if (tree.size === 0) {
+          firstLeafIsLink = parseEpochLink(record.payload) !== undefined;
+          onFirstLeaf?.(record.payload);
+        }
         tree.append(record.payload);
         return;
       }
@@ -180,7 +184,12 @@ async function verifyLog(
       origin ??= checkpoint.origin;
       if (checkpoint.origin !== origin) throw bad(ErrorCodes.AUDIT_CHECKPOINT_INVALID, `record ${record.recordNumber}: checkpoint of log ${checkpoint.origin}, expected ${origin}`, cpWhere);
       if (checkpoint.tree_size > tree.size) {
-        throw bad(ErrorCodes.AUDIT_SEQUENCE_BROKEN, `record ${record.recordNumber}: checkpoint at tree size ${checkpoint.tree_size} comes after only ${tree.size} leaves: leaves ${tree.size}..${checkpoint.tree_size - 1} are missing before it`, cpWhere);
+        // Leaves were deleted since the last good checkpoint; if the ones after them were
+        // renumbered, any of them may be the gap, not only the last ones.
+        const from = Math.min(previous?.tree_size ?? 0, tree.size);
+        throw bad(ErrorCodes.AUDIT_SEQUENCE_BROKEN, `record ${record.recordNumber}: checkpoint at tree size ${checkpoint.tree_size} comes after only ${tree.size} leaves: ${checkpoint.tree_size - tree.size} of leaves ${from}..${checkpoint.tree_size - 1} are missing (deleted, the ones after them renumbered, or cut from the end)`, {
+          ...cpWhere, leafIndex: from, firstSuspectLeaf: from, lastSuspectLeaf: checkpoint.tree_size - 1, missingLeaves: checkpoint.tree_size - tree.size,
+        });
       }
       if (previous !== undefined && checkpoint.tree_size < previous.tree_size) {
         throw bad(ErrorCodes.AUDIT_CHECKPOINT_INVALID, `record ${record.recordNumber}: checkpoint at tree size ${checkpoint.tree_size} follows one at ${previous.tree_size}`, cpWhere);
@@ -197,6 +206,12 @@ async function verifyLog(
       keyIds.add(checkpoint.key_id);
       const recomputed = tree.root(checkpoint.tree_size).toString('hex');
       if (recomputed !== checkpoint.root_hash) {
+        if (previous !== undefined && previous.tree_size === checkpoint.tree_size) {
+          // the leaves gave the previous checkpoint's root already: this one is the forgery
+          throw bad(ErrorCodes.AUDIT_ROOT_MISMATCH, `the signed checkpoint at tree size ${checkpoint.tree_size} (record ${record.recordNumber}) names another root than the checkpoint before it at the same size: two roots for one tree (a fork), signed by key ${checkpoint.key_id}; the leaves match the earlier one`, {
+            ...cpWhere, keyId: checkpoint.key_id, forked: true,
+          });
+        }
         const from = previous?.tree_size ?? 0;
         throw bad(ErrorCodes.AUDIT_ROOT_MISMATCH, `the signed checkpoint at tree size ${checkpoint.tree_size} (record ${record.recordNumber}) does not match the leaves: at least one of leaves ${from}..${checkpoint.tree_size - 1} was changed, inserted or removed`, {
           ...cpWhere, leafIndex: from, firstSuspectLeaf: from, lastSuspectLeaf: checkpoint.tree_size - 1,
@@ -221,11 +236,15 @@ async function verifyLog(
         leafIndex: tree.size, recordNumber: damage.recordNumber, byteOffset: damage.offset, reason: damage.reason,
       });
     }
-    // Leaves no signature covers at all: nothing binds them to the log (its checkpoints may
-    // have been stripped). Leaves after the last checkpoint are only a note.
-    if (tree.size > 0 && checkpoints.length === 0) {
-      throw bad(ErrorCodes.AUDIT_NOT_CHECKPOINTED, `the log has ${tree.size} leaves but no signed checkpoint: none of leaves 0..${tree.size - 1} is covered by a signature (its checkpoints were removed, or it was never checkpointed)`, {
-        leafIndex: 0, treeSize: tree.size, firstSuspectLeaf: 0, lastSuspectLeaf: tree.size - 1,
+    // Decisions no signature covers at all: nothing binds them to the log (its checkpoints may
+    // have been stripped). An epoch's first leaf is its link, which the epoch's first
+    // checkpoint covers alone; a log whose checkpoints cover no decision has none signed.
+    // Leaves after the last checkpoint of a log with signed decisions are only a note.
+    const signedUpTo = checkpoints.at(-1)?.tree_size ?? 0;
+    const firstDecision = firstLeafIsLink ? 1 : 0;
+    if (tree.size > firstDecision && signedUpTo <= firstDecision) {
+      throw bad(ErrorCodes.AUDIT_NOT_CHECKPOINTED, `the log has ${tree.size} leaves but no signed checkpoint covers any decision: none of leaves ${firstDecision}..${tree.size - 1} is covered by a signature (its checkpoints were removed, or it was never checkpointed)`, {
+        leafIndex: firstDecision, treeSize: tree.size, firstSuspectLeaf: firstDecision, lastSuspectLeaf: tree.size - 1,
       });
     }
   } finally {
@@ -453,9 +472,9 @@ export async function verifyDecisionAnchor(verified: DecisionVerification, ancho
 /**
  * Read a log file front to back: check its header, append every leaf to `tree` (in
  * sequence, or fail naming the first break) and hand every intact record to `visit`;
- * stop at the first damaged frame (`finish` also refuses a cut last frame).
+ * stop at the first damaged frame and return it (with `finish`, a cut last frame too).
  */
-async function scanLogFile(path: string, tree: MerkleTree, options: { readonly finish: boolean }, visit: (record: LogRecord) => void): Promise<void> {
+async function scanLogFile(path: string, tree: MerkleTree, options: { readonly finish: boolean }, visit: (record: LogRecord) => void): Promise<FrameDamage | undefined> {
   const handle = await open(path, 'r').catch((error: unknown) => {
     throw new PavilionError(ErrorCodes.AUDIT_LOG_IO, `cannot open ${path}`, { cause: error });
   });
@@ -480,7 +499,7 @@ async function scanLogFile(path: string, tree: MerkleTree, options: { readonly f
       }
       if (decoder.damage !== undefined) break;
     }
-    if (options.finish) decoder.finish();
+    return options.finish ? decoder.finish() : decoder.damage;
   } finally {
     await handle.close();
   }
@@ -491,7 +510,7 @@ export async function proveFromLogFile(path: string, decisionId: string): Promis
   let found: { index: number; event: string } | undefined;
   let covering: SignedCheckpointV1 | undefined;
   let anchored: { checkpoint: SignedCheckpointV1; anchor: AnchorRecordV1 } | undefined;
-  await scanLogFile(path, tree, { finish: true }, (record) => {
+  const damage = await scanLogFile(path, tree, { finish: true }, (record) => {
     if (record.type === RecordType.LEAF) {
       if (found !== undefined) return;
       if (decisionIdOf(record.payload) === decisionId) found = { index: record.index, event: record.payload.toString('utf8') };
@@ -503,6 +522,14 @@ export async function proveFromLogFile(path: string, decisionId: string): Promis
       if (anchor.tree_size === covering.tree_size && anchor.root_hash === covering.root_hash) anchored = { checkpoint: covering, anchor };
     }
   });
+  // Damage ends the read: what lies beyond it (the decision, or the checkpoint that covers
+  // it) cannot be seen, which is not the same as not being there. A decision proved before
+  // the damage stands: its proof is checked against a signed checkpoint, not the file.
+  if (damage !== undefined && (found === undefined || covering === undefined)) {
+    throw bad(ErrorCodes.AUDIT_RECORD_CORRUPT, `${path}: record ${damage.recordNumber} at byte ${damage.offset} is damaged (${damage.reason}), and the file cannot be read past it to ${found === undefined ? `find decision ${JSON.stringify(decisionId)}` : `a checkpoint covering leaf ${found.index}`}; verify-log reports the whole file`, {
+      leafIndex: tree.size, recordNumber: damage.recordNumber, byteOffset: damage.offset, reason: damage.reason, decisionId,
+    });
+  }
   if (found === undefined) throw new PavilionError(ErrorCodes.AUDIT_DECISION_UNKNOWN, `decision ${JSON.stringify(decisionId)} is not in ${path}`, { details: { decisionId } });
   if (covering === undefined) {
     throw new PavilionError(ErrorCodes.AUDIT_DECISION_UNKNOWN, `decision ${JSON.stringify(decisionId)} is leaf ${found.index}, but no checkpoint in ${path} covers it yet`, { details: { decisionId, leafIndex: found.index } });
