@@ -8,12 +8,14 @@
  * and archived ones pruned as their decisions age, with no event to prompt it.
  */
 import assert from 'node:assert/strict';
-import { readFile, readdir, writeFile } from 'node:fs/promises';
+import { readFile, readdir, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
 import {
   AuditLogSink,
+  FileAnchor,
+  FileAnchorVerifier,
   PRUNED_FILE,
   RETENTION_CHECK_INTERVAL_MS,
   SoftwareSigner,
@@ -23,7 +25,7 @@ import {
   type DecisionReceiptV1,
   type PrunedEpochV1,
 } from '../sidecar/src/audit/index.ts';
-import { RecordType, WAL_FILE, decodeCheckpoint, prunedEpochRecord, type SignedCheckpointV1 } from '../sidecar/src/audit/log/index.ts';
+import { RecordType, WAL_FILE, checkpointMessage, decodeCheckpoint, prunedEpochRecord, type SignedCheckpointV1 } from '../sidecar/src/audit/log/index.ts';
 import { parseConfig } from '../sidecar/src/config/index.ts';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
 import { ROTATE_AT_BYTES, archiveOf, decisionEvent, liveOf, readRecords, ringOf, rotatingSink, sinkTenants, tempDir, writeRecords } from './audit/fixtures.ts';
@@ -366,8 +368,66 @@ describe('a PRUNED record is checked, not trusted', () => {
     assert.equal(await verifyEpochs(archiveOf(dir), liveWal(dir), ring, { origin: ORIGIN, trustedCheckpoints: [forged] }).then(() => 'verified', codeOf), ErrorCodes.AUDIT_SIGNATURE_INVALID);
     const code = await verifyEpochs(archiveOf(dir), liveWal(dir), ring, { origin: ORIGIN, trustedCheckpoints: [earlier] }).then(() => 'verified', codeOf);
     assert.equal(code, ErrorCodes.AUDIT_LOG_TRUNCATED);
+    // one at the final size with another root, validly signed: a fork, not "cannot be checked"
+    const { signature: _signature, version: _version, algorithm: _algorithm, ...body } = { ...record.final_checkpoint, root_hash: 'ef'.repeat(32) };
+    const fork = { ...record.final_checkpoint, root_hash: body.root_hash, signature: (await signer.sign(checkpointMessage(body))).toString('base64') };
+    const forkFailure = await verifyEpochs(archiveOf(dir), liveWal(dir), ring, { origin: ORIGIN, trustedCheckpoints: [fork] }).then(() => undefined, (error: unknown) => error as Error);
+    assert.equal(codeOf(forkFailure), ErrorCodes.AUDIT_ROOT_MISMATCH);
+    assert.equal((forkFailure as { details?: Record<string, unknown> }).details?.['forked'], true);
     // its final checkpoint itself is checked and passes
     await verifyEpochs(archiveOf(dir), liveWal(dir), ring, { origin: ORIGIN, trustedCheckpoints: [record.final_checkpoint] });
+  });
+});
+
+describe('a pruned epoch against its anchors', () => {
+  /** A rotated log anchored to a file, epochs 0 and 1 pruned: its directory, the anchor file and epoch 1's record and first checkpoint. */
+  async function anchoredPrunedArchive(): Promise<{ dir: string; anchors: string; record: PrunedEpochV1; earlier: SignedCheckpointV1; archived: number[] }> {
+    const dir = await tempDir();
+    const anchors = join(dir, 'anchors.jsonl');
+    const sink = rotatingSink(dir, signer, {}, undefined, { anchor: new FileAnchor({ path: anchors }) });
+    await sink.start();
+    for (let i = 0; i < 60; i++) await sink.append(decisionEvent(i));
+    await until('no rotation is due', () => (sinkTenants(sink)['bank']!.details['bytes_on_disk'] as number) < ROTATE_AT_BYTES);
+    await sink.stop(5000);
+    const earlier = (await checkpointsOf(join(archiveOf(dir), '1')))[0]!;
+    const archived = (await readdir(archiveOf(dir))).map(Number).sort((a, b) => a - b);
+    const again = rotatingSink(dir, signer, { keepArchivedEpochs: archived.length - 2 });
+    await again.start();
+    await until('epochs 0 and 1 are pruned', () => archivedOf(again).filter((a) => a.pruned === true).length === 2);
+    await again.stop(5000);
+    const record = JSON.parse(await readFile(join(archiveOf(dir), '1', PRUNED_FILE), 'utf8')) as PrunedEpochV1;
+    return { dir, anchors, record, earlier, archived };
+  }
+
+  it('the last epoch of the archive pruned with an earlier checkpoint as its final one: refused by the anchors past it (ERR_AUDIT_LOG_TRUNCATED), though the record holds together', async () => {
+    const { dir, anchors, record, earlier, archived } = await anchoredPrunedArchive();
+    // epoch 1 made the archive's last (the later ones moved away), its record naming its link's checkpoint
+    for (const epoch of archived.filter((e) => e > 1)) await rename(join(archiveOf(dir), String(epoch)), join(dir, `away-${epoch}`));
+    assert.equal(earlier.tree_size, 1);
+    await writeFile(join(archiveOf(dir), '1', PRUNED_FILE), JSON.stringify({ ...record, final_checkpoint: earlier, first_leaf_inclusion_path: [] }));
+    const verifier = new FileAnchorVerifier({ path: anchors });
+    assert.equal((await verifyEpochs(archiveOf(dir), undefined, ring, { origin: ORIGIN })).epochs.length, 2, 'without anchor checks it passes: nothing else tells');
+    const failure = await verifyEpochs(archiveOf(dir), undefined, ring, { origin: ORIGIN, anchorVerifiers: [verifier] }).then(() => undefined, (error: unknown) => error as Error);
+    assert.equal(codeOf(failure), ErrorCodes.AUDIT_LOG_TRUNCATED);
+    assert.equal((failure as { details?: Record<string, unknown> }).details?.['epoch'], 1);
+    assert.match(failure?.message ?? '', /pruned epoch 1 keeps a final checkpoint at 1/);
+    // the genuine record passes the same checks
+    await writeFile(join(archiveOf(dir), '1', PRUNED_FILE), JSON.stringify(record));
+    const verified = await verifyEpochs(archiveOf(dir), undefined, ring, { origin: ORIGIN, anchorVerifiers: [verifier] });
+    assert.equal(verified.epochs[1]!.anchoredOutsideSize, record.final_checkpoint.tree_size);
+  });
+
+  it('a live log given that is not the newest (an epoch after it is anchored): ERR_AUDIT_LOG_TRUNCATED', async () => {
+    const { dir, anchors, archived } = await anchoredPrunedArchive();
+    const newest = archived.at(-1)!;
+    // the newest archived epoch handed over as if it were the live log
+    await rename(join(archiveOf(dir), String(newest)), join(dir, 'stale'));
+    const options = { origin: ORIGIN, anchorVerifiers: [new FileAnchorVerifier({ path: anchors })] };
+    const failure = await verifyEpochs(archiveOf(dir), join(dir, 'stale', WAL_FILE), ring, options).then(() => undefined, (error: unknown) => error as Error);
+    assert.equal(codeOf(failure), ErrorCodes.AUDIT_LOG_TRUNCATED);
+    assert.match(failure?.message ?? '', new RegExp(`an epoch after the live log given \\(epoch ${newest}\\)`));
+    await rename(join(dir, 'stale'), join(archiveOf(dir), String(newest)));
+    await verifyEpochs(archiveOf(dir), liveWal(dir), ring, options);
   });
 });
 

@@ -272,6 +272,14 @@ describe('consistency between two checkpoints, offline', () => {
     fails({ ...proof, old_checkpoint: { ...proof.old_checkpoint, root_hash: '11'.repeat(32) } }, ErrorCodes.AUDIT_SIGNATURE_INVALID);
     fails({ ...proof, old_checkpoint: { ...proof.old_checkpoint, key_id: 'p256:00000000000000000000000000000000' } }, ErrorCodes.AUDIT_KEY_UNKNOWN);
 
+    // Pinned: a valid proof from a checkpoint other than the one the caller kept, or of another log, does not pass.
+    const pinned = (expect: Parameters<typeof verifyConsistencyProof>[2], code: string): void => {
+      assert.throws(() => verifyConsistencyProof(proof, ring, expect), (e: unknown) => isPavilionError(e) && e.code === code, code);
+    };
+    assert.equal(verifyConsistencyProof(proof, ring, { old: source.checkpoints[1]!, origin: 'pavilion-test/bank' }).oldSize, 10);
+    pinned({ old: source.checkpoints[0]! }, ErrorCodes.AUDIT_ROOT_MISMATCH);
+    pinned({ origin: 'pavilion-test/hospital' }, ErrorCodes.AUDIT_CHECKPOINT_INVALID);
+
     // A rewritten history: the log's leaves no longer give the old checkpoint's root.
     const records = source.records.map((r) => ({ ...r }));
     const at = recordOfLeaf(2);

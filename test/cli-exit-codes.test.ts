@@ -85,6 +85,7 @@ describe('pavilion audit with a saved server error instead of a proof or checkpo
   let keys: string;
   let log: string;
   let checkpoint: SignedCheckpointV1;
+  let firstCheckpoint: SignedCheckpointV1;
   const notCheckpointed = 'decision "decision-000009" is leaf 9 of pavilion-test/bank, not yet covered by a signed checkpoint (the latest covers 8 leaves)';
 
   /** What the sidecar's proof endpoint answers for a decision not yet checkpointed (and curl -s saves). */
@@ -104,6 +105,7 @@ describe('pavilion audit with a saved server error instead of a proof or checkpo
     for (let i = 0; i < 8; i++) await audit.append(decisionEvent(i));
     await audit.stop(5000);
     checkpoint = audit.latestCheckpoint!;
+    firstCheckpoint = audit.checkpoints[0]!;
   });
 
   test('verify --proof <error body>: the server\'s code and message, not "version must be 1", exit 1', async () => {
@@ -176,6 +178,29 @@ describe('pavilion audit with a saved server error instead of a proof or checkpo
     assert.equal(noProof.json['code'], ErrorCodes.AUDIT_PROOF_INVALID);
     assert.match(String(noProof.json['message']), /cannot read the proof file .*no-such-proof\.json: .*ENOENT/);
     assert.equal((noProof.json['position'] as Record<string, unknown>)['reason'], 'unreadable');
+  });
+
+  test('verify-consistency --from <kept checkpoint>: a proof from another checkpoint exits 1 (ERR_AUDIT_ROOT_MISMATCH); without --from it passes with a note to compare by hand', async () => {
+    const kept = join(dir, 'kept-checkpoint.json');
+    const other = join(dir, 'other-checkpoint.json');
+    const first = firstCheckpoint;
+    assert.equal(first.tree_size, 4);
+    await writeFile(kept, JSON.stringify(checkpoint));
+    await writeFile(other, JSON.stringify(first));
+    const proved = await pavilion('audit', 'prove-consistency', '--from', other, '--log', log);
+    assert.equal(proved.status, 0, proved.stderr);
+    const proof = join(dir, 'consistency-from-4.json');
+    await writeFile(proof, proved.stdout);
+    const [unpinned, mismatched, matched] = await Promise.all([
+      pavilion('audit', 'verify-consistency', '--proof', proof, '--keys', keys),
+      pavilion('audit', 'verify-consistency', '--proof', proof, '--keys', keys, '--from', kept),
+      pavilion('audit', 'verify-consistency', '--proof', proof, '--keys', keys, '--from', other, '--origin', 'pavilion-test/bank'),
+    ]);
+    assert.equal(unpinned.status, 0, unpinned.stderr);
+    assert.match(unpinned.stderr, /no --from given: the proof's older checkpoint \(tree size 4\) was accepted/);
+    assert.equal(mismatched.status, 1, mismatched.stderr);
+    assert.equal(mismatched.json['code'], ErrorCodes.AUDIT_ROOT_MISMATCH);
+    assert.equal(matched.status, 0, matched.stderr);
   });
 
   test('real proofs and checkpoints still verify, also as the HTTP endpoints answer them ({"result": ...})', async () => {

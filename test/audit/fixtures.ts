@@ -122,7 +122,7 @@ export function rotatingSink(
   signer: CheckpointSigner,
   settings: Partial<AuditLogSettings> = {},
   onRotationStep?: (step: RotationStep, tenant: string) => Promise<void> | void,
-  hooks: Pick<AuditLogSinkOptions, 'onPruneMarked'> = {},
+  hooks: Pick<AuditLogSinkOptions, 'onPruneMarked' | 'anchor'> = {},
 ): AuditLogSink {
   const { directory: _directory, origin: _origin, signer: _signer, ...defaults } = logOptions(directory, signer);
   return new AuditLogSink({

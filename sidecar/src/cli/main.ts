@@ -16,7 +16,7 @@
  *   pavilion audit anchor deploy|allow ...   (the PavilionAnchor contract: see anchor-commands.ts)
  *   pavilion audit prove --decision <id> --log <dir|file>
  *   pavilion audit prove-consistency --from <checkpoint.json> --log <dir|file>
- *   pavilion audit verify-consistency --proof <file> --keys <pem|dir>
+ *   pavilion audit verify-consistency --proof <file> --keys <pem|dir> [--from <kept checkpoint.json>] [--origin <o>]
  *   pavilion credential <command> ...   (sample credentials: see credential-commands.ts)
  *   pavilion serve
  *
@@ -77,7 +77,7 @@ const USAGE = `usage:
     (--origin is required with --trusted-checkpoint or anchor checks)
   pavilion audit prove --decision <id> --log <dir|file>
   pavilion audit prove-consistency --from <checkpoint.json> --log <dir|file>
-  pavilion audit verify-consistency --proof <file> --keys <pem|dir>
+  pavilion audit verify-consistency --proof <file> --keys <pem|dir> [--from <kept checkpoint.json>] [--origin <o>]
 ${ANCHOR_USAGE}
 ${CREDENTIAL_USAGE}
   pavilion serve
@@ -555,11 +555,14 @@ async function auditCommand(command: string | undefined, args: string[]): Promis
       const pruned = verified.filter((one) => 'pruned' in one && one.pruned === true).map((one) => ('epoch' in one ? one.epoch : -1));
       if (pruned.length > 0) process.stderr.write(`note: epochs ${pruned.join(', ')} were pruned by retention: their final checkpoints and links were checked, their leaves and anchors are gone\n`);
       for (const one of verified) anchorNote(one.anchors, one.anchorsVerified, anchorVerifiers.length > 0);
+      if (values.archive !== undefined && log === undefined) process.stderr.write('note: no --log given: the archive was verified alone; epochs after its last one (the live log) were not\n');
       return 0;
     }
     if (command === 'verify-consistency') {
       if (values.proof === undefined) return usage();
-      const result = verifyConsistencyProof(await readProofFile(values.proof), keyring);
+      const kept = values.from === undefined ? undefined : await readCheckpointFile(values.from);
+      const result = verifyConsistencyProof(await readProofFile(values.proof), keyring, { ...origin, ...(kept === undefined ? {} : { old: kept }) });
+      if (kept === undefined) process.stderr.write(`note: no --from given: the proof's older checkpoint (tree size ${result.oldSize}) was accepted because a trusted key signed it; compare it with the one you kept, or pass it with --from\n`);
       process.stdout.write(`${JSON.stringify({ ok: true, ...result }, null, 2)}\n`);
       return 0;
     }

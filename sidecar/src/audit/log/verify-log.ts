@@ -569,7 +569,7 @@ export interface ConsistencyVerification {
  * ERR_AUDIT_PROOF_INVALID, ERR_AUDIT_CHECKPOINT_INVALID, ERR_AUDIT_KEY_UNKNOWN,
  * ERR_AUDIT_SIGNATURE_INVALID or ERR_AUDIT_MERKLE_RANGE.
  */
-export function verifyConsistencyProof(value: unknown, keyring: Keyring): ConsistencyVerification {
+export function verifyConsistencyProof(value: unknown, keyring: Keyring, expect: { readonly origin?: string; readonly old?: SignedCheckpointV1 } = {}): ConsistencyVerification {
   const malformed = (message: string): PavilionError => new PavilionError(ErrorCodes.AUDIT_PROOF_INVALID, `consistency proof: ${message}`, { details: { reason: 'malformed' } });
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw malformed('must be a JSON object');
   const proof = value as Partial<Record<keyof ConsistencyProofV1, unknown>>;
@@ -580,6 +580,17 @@ export function verifyConsistencyProof(value: unknown, keyring: Keyring): Consis
   const newer = keyring.verifyCheckpoint(decodeCheckpoint(JSON.stringify(proof.new_checkpoint ?? null)));
   if (older.origin !== newer.origin) {
     throw new PavilionError(ErrorCodes.AUDIT_CHECKPOINT_INVALID, `the checkpoints are of different logs (${older.origin}, ${newer.origin})`, { details: { origin: older.origin } });
+  }
+  // Pinned by the caller: the proof must start from the checkpoint the caller kept, of the log
+  // it asked about; a validly signed other checkpoint (a fork, another tenant's log under the
+  // same key) would otherwise prove consistency with something the caller never held.
+  if (expect.origin !== undefined && older.origin !== expect.origin) {
+    throw new PavilionError(ErrorCodes.AUDIT_CHECKPOINT_INVALID, `the proof is of log ${older.origin}, not ${expect.origin}`, { details: { origin: older.origin, expected: expect.origin } });
+  }
+  if (expect.old !== undefined && (expect.old.origin !== older.origin || expect.old.tree_size !== older.tree_size || expect.old.root_hash !== older.root_hash)) {
+    throw new PavilionError(ErrorCodes.AUDIT_ROOT_MISMATCH, `the proof starts from ${older.origin} at tree size ${older.tree_size} (root ${older.root_hash}), not from the checkpoint kept (${expect.old.origin} at ${expect.old.tree_size}, root ${expect.old.root_hash})`, {
+      details: { treeSize: older.tree_size, keptTreeSize: expect.old.tree_size, keptRootHash: expect.old.root_hash, rootHash: older.root_hash },
+    });
   }
   verifyConsistency(older.tree_size, newer.tree_size, Buffer.from(older.root_hash, 'hex'), Buffer.from(newer.root_hash, 'hex'), path.map((h: string) => Buffer.from(h, 'hex')));
   return { origin: older.origin, oldSize: older.tree_size, newSize: newer.tree_size, oldRootHash: older.root_hash, newRootHash: newer.root_hash };
@@ -824,6 +835,74 @@ async function verifyPrunedEpoch(file: string, epoch: number, keyring: Keyring, 
   };
 }
 
+/** What an outside system holds for `origin`, or ERR_AUDIT_ANCHOR_FAILED when it cannot be asked. */
+async function readAnchors<T>(kind: string, origin: string, read: () => Promise<T>): Promise<T> {
+  try {
+    return await read();
+  } catch (error) {
+    throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_FAILED, `the ${kind} anchors of ${origin} could not be read: ${isPavilionError(error) ? error.message : String(error)}`, { cause: error });
+  }
+}
+
+/**
+ * A pruned epoch against what the outside systems hold for its origin: nothing anchored past
+ * its final checkpoint (a PRUNED record written over a cut epoch, naming an earlier
+ * checkpoint as final, fails here), and an anchor at the final size must hold its root and
+ * signature. Anchors below it cannot be checked any more: their leaves are gone. Returns the
+ * largest anchored size seen.
+ */
+async function checkPrunedAgainstAnchors(final: SignedCheckpointV1, epoch: number, path: string, verifiers: VerifyLogOptions['anchorVerifiers']): Promise<number> {
+  const origin = final.origin;
+  let largest = 0;
+  for (const verifier of verifiers ?? []) {
+    const held: OutsideAnchor[] = [];
+    if (verifier.anchorsOf !== undefined) held.push(...await readAnchors(verifier.kind, origin, () => (verifier.anchorsOf as AnchorHistory['anchorsOf']).call(verifier, origin)));
+    if (verifier.latestAnchor !== undefined) {
+      const latest = await readAnchors(verifier.kind, origin, () => (verifier.latestAnchor as NonNullable<AnchorVerifier['latestAnchor']>).call(verifier, origin));
+      if (latest !== undefined) held.push(latest);
+    }
+    for (const outside of held) {
+      const at = { ...outside.where, epoch, path, pruned: true, treeSize: outside.treeSize };
+      if (outside.treeSize > final.tree_size) {
+        throw bad(ErrorCodes.AUDIT_LOG_TRUNCATED, `the ${verifier.kind} anchor holds tree size ${outside.treeSize} of ${origin}, but pruned epoch ${epoch} keeps a final checkpoint at ${final.tree_size}: the epoch was cut before its PRUNED record was written, or the record names an earlier checkpoint`, { ...at, leafIndex: final.tree_size });
+      }
+      if (outside.treeSize === final.tree_size) {
+        if (outside.rootHash !== final.root_hash) {
+          throw bad(ErrorCodes.AUDIT_ROOT_MISMATCH, `the ${verifier.kind} anchor holds root ${outside.rootHash} for tree size ${final.tree_size} of ${origin}; pruned epoch ${epoch}'s final checkpoint names ${final.root_hash}`, at);
+        }
+        const sig = outside.checkpointSigSha256;
+        if (sig !== undefined && checkpointSignatureSha256(final) !== sig) {
+          throw bad(ErrorCodes.AUDIT_ANCHOR_MISMATCH, `the ${verifier.kind} anchor at tree size ${final.tree_size} of ${origin} holds signature hash ${sig}, which pruned epoch ${epoch}'s final checkpoint does not have: it was re-signed`, at);
+        }
+      }
+      largest = Math.max(largest, outside.treeSize);
+    }
+  }
+  return largest;
+}
+
+/**
+ * With a live log and anchor checks: nothing may be anchored for the epoch after it, or the
+ * log given is not the newest (later epochs removed, or an old copy of the live log).
+ */
+async function checkNothingAnchoredAfter(base: string, epoch: number, verifiers: VerifyLogOptions['anchorVerifiers']): Promise<void> {
+  const next = epochOrigin(base, epoch + 1);
+  for (const verifier of verifiers ?? []) {
+    const held: OutsideAnchor[] = [];
+    if (verifier.anchorsOf !== undefined) held.push(...await readAnchors(verifier.kind, next, () => (verifier.anchorsOf as AnchorHistory['anchorsOf']).call(verifier, next)));
+    if (verifier.latestAnchor !== undefined) {
+      const latest = await readAnchors(verifier.kind, next, () => (verifier.latestAnchor as NonNullable<AnchorVerifier['latestAnchor']>).call(verifier, next));
+      if (latest !== undefined) held.push(latest);
+    }
+    const found = held[0];
+    if (found !== undefined) {
+      throw new PavilionError(ErrorCodes.AUDIT_LOG_TRUNCATED, `the ${verifier.kind} anchors hold ${next} (tree size ${found.treeSize}), an epoch after the live log given (epoch ${epoch}): later epochs were removed, or the live log is an old copy`, {
+        details: { ...found.where, epoch: epoch + 1, origin: next, treeSize: found.treeSize },
+      });
+    }
+  }
+}
+
 export interface EpochsVerification {
   /** Oldest first; the live log last when one was given. */
   readonly epochs: readonly EpochVerification[];
@@ -898,9 +977,18 @@ export async function verifyEpochs(archiveDirectory: string, liveLog: string | u
     let verified: LogVerification;
     if (pruned) {
       ({ verification: verified, first } = await verifyPrunedEpoch(path, epoch, keyring, origin));
+      if (origin !== undefined && (options.anchorVerifiers?.length ?? 0) > 0) {
+        verified = { ...verified, anchoredOutsideSize: await checkPrunedAgainstAnchors(verified.lastCheckpoint as SignedCheckpointV1, epoch, path, options.anchorVerifiers) };
+      }
       // only its final checkpoint is left to hold a trusted one against (each signed, as verifyLog requires)
       for (const trusted of trustedCheckpoints ?? []) keyring.verifyCheckpoint(trusted);
-      const unchecked = trustedCheckpoints?.find((c) => c.tree_size !== verified.leaves || c.root_hash !== verified.rootHash);
+      const forked = trustedCheckpoints?.find((c) => c.tree_size === verified.leaves && c.root_hash !== verified.rootHash);
+      if (forked !== undefined) {
+        throw bad(ErrorCodes.AUDIT_ROOT_MISMATCH, `a trusted checkpoint of ${forked.origin} at tree size ${forked.tree_size} names root ${forked.root_hash}; pruned epoch ${epoch}'s final checkpoint at that size names ${verified.rootHash}: two roots for one tree (a fork)`, {
+          epoch, path, origin: forked.origin, treeSize: forked.tree_size, pruned: true, forked: true,
+        });
+      }
+      const unchecked = trustedCheckpoints?.find((c) => c.tree_size !== verified.leaves);
       if (unchecked !== undefined) {
         throw bad(ErrorCodes.AUDIT_LOG_TRUNCATED, `a trusted checkpoint of ${unchecked.origin} (tree size ${unchecked.tree_size}) cannot be checked: epoch ${epoch} was pruned and only its final checkpoint (tree size ${verified.leaves}) is kept`, {
           epoch, path, origin: unchecked.origin, treeSize: unchecked.tree_size, pruned: true,
@@ -924,6 +1012,7 @@ export async function verifyEpochs(archiveDirectory: string, liveLog: string | u
     epochs.push({ ...verified, epoch, path, ...(pruned ? { pruned: true as const } : {}) });
   }
   const last = epochs.at(-1) as EpochVerification;
+  if (liveLog !== undefined && base !== undefined && (options.anchorVerifiers?.length ?? 0) > 0) await checkNothingAnchoredAfter(base, last.epoch, options.anchorVerifiers);
   if (liveLog === undefined && (last.lastCheckpoint === undefined || last.unsignedLeaves > 0)) {
     // an archived epoch was sealed: leaves past its final checkpoint were added after
     throw linkBroken(last.epoch, last.path, `archived epoch ${last.epoch} is not sealed: its last checkpoint covers ${last.lastCheckpoint?.tree_size ?? 0} of its ${last.leaves} leaves`, { field: 'tree_size' });
