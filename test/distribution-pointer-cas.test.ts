@@ -137,5 +137,19 @@ describe('content-addressed upload', () => {
     const info = await objects.info(first.pointer.object);
     assert.equal(info?.deleted, false, 'stored again');
     assert.deepEqual(await store.fetch((await store.current('reupload'))!.pointer, 1 << 20), bundle('r1'));
+    // the first deploy's pointer names the deleted object's chunk: read by the object's name instead
+    assert.deepEqual(await store.fetch(first.pointer, 1 << 20), bundle('r1'));
+  });
+
+  test('pushing bytes already stored reuses their object: the earlier deploy still names a live chunk, and a rollback to it is fetched from that chunk', async () => {
+    const store = await open((nc, c) => new NatsBundleStore(nc, c));
+    const first = await push(store, 'reuse', 'r1');
+    await push(store, 'reuse', 'r2');
+    const again = await push(store, 'reuse', 'r1');
+    assert.ok(first.pointer.object_nuid !== undefined);
+    assert.equal(again.pointer.object_nuid, first.pointer.object_nuid, 'not uploaded again (the digest comparison read the store\'s padded base64url)');
+    const back = await store.rollback('reuse', { to: first.sequence, pushedBy: 'oncall' });
+    assert.equal(back.pointer.object_nuid, first.pointer.object_nuid);
+    assert.deepEqual(await store.fetch(back.pointer, 1 << 20), bundle('r1'));
   });
 });

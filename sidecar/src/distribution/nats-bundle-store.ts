@@ -298,11 +298,12 @@ export class NatsBundleStore {
     let bytes: Uint8Array | null;
     try {
       const store = await this.#objectStore(pointer.tenant, false);
-      bytes = await withTimeout(
-        pointer.object_nuid === undefined ? this.#readObject(pointer.tenant, store, pointer.object, maxBytes) : this.#readChunk(pointer.tenant, pointer.object_nuid),
-        this.#config.fetchTimeoutMs,
-        `downloading ${pointer.object}`,
-      );
+      // the chunk the pointer names is a shortcut: gone (the object was uploaded again since,
+      // under a new chunk), the object is read by its name
+      const read = async (): Promise<Uint8Array | null> =>
+        (pointer.object_nuid === undefined ? null : await this.#readChunk(pointer.tenant, pointer.object_nuid))
+        ?? this.#readObject(pointer.tenant, store, pointer.object, maxBytes);
+      bytes = await withTimeout(read(), this.#config.fetchTimeoutMs, `downloading ${pointer.object}`);
     } catch (error) {
       if (error instanceof PavilionError) throw error;
       throw unavailable(`cannot download ${pointer.object} for ${pointer.tenant}`, error);
@@ -350,7 +351,9 @@ export class NatsBundleStore {
       // Stored already only if it is there with these very bytes: a deleted object keeps its
       // info (marked deleted), and an object of this name with other content is not this bundle.
       const existing = await store.info(digest);
-      const stored = existing !== null && !existing.deleted && existing.size === archive.length && existing.digest === `SHA-256=${Buffer.from(digest, 'hex').toString('base64url')}`;
+      // the object store writes the digest in base64url with its padding; compare the bytes
+      const stored = existing !== null && !existing.deleted && existing.size === archive.length && existing.digest.startsWith('SHA-256=')
+        && Buffer.from(existing.digest.slice('SHA-256='.length), 'base64url').equals(Buffer.from(digest, 'hex'));
       const info = stored ? existing : await store.putBlob({ name: digest, description: `${tenant} ${revision}`, options: { max_chunk_size: CHUNK_BYTES } }, archive);
       return info.chunks === 1 ? { digest, nuid: info.nuid } : { digest };
     } catch (error) {
