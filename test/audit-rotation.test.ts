@@ -121,6 +121,29 @@ describe('rotation into sealed, linked epochs', () => {
     assert.equal(link?.previous.root_hash, verified.epochs[0]!.rootHash);
   });
 
+  it('a damaged archived epoch does not hide the others from proofs: an older decision is still proved; an id found nowhere names the damaged epoch (ERR_AUDIT_RECORD_CORRUPT), not "unknown"', async () => {
+    const dir = await tempDir();
+    const sink = sinkAt(dir);
+    await sink.start();
+    const receipts: DecisionReceiptV1[] = [];
+    for (let i = 0; i < 40; i++) receipts.push(await sink.append(decisionEvent(i)));
+    const newest = (tenantDetails(sink)['archived_epochs'] as Array<{ epoch: number }>).at(-1)!.epoch;
+    assert.ok(newest >= 1, `rotated into ${newest + 1} archived epochs`);
+    // a byte flipped in the middle of the newest archived epoch's file (searched first)
+    const file = join(dir, 'archive', 'bank', String(newest), WAL_FILE);
+    const bytes = await readFile(file);
+    bytes[Math.floor(bytes.length / 2)] = bytes[Math.floor(bytes.length / 2)]! ^ 0xff;
+    await writeFile(file, bytes);
+    try {
+      const proof = await sink.proveInclusion('bank', receipts[0]!.decision_id, { signNow: false });
+      assert.equal(verifyDecisionProof(proof, ring).leafIndex, receipts[0]!.leaf_index);
+      await assert.rejects(sink.proveInclusion('bank', 'nowhere'), (e: unknown) =>
+        isPavilionError(e, ErrorCodes.AUDIT_RECORD_CORRUPT) && e.details?.['epoch'] === newest && /archived epoch \d+ is damaged and may hold it/.test(e.message));
+    } finally {
+      await sink.stop(5000);
+    }
+  });
+
   it('holds appends that arrive during a rotation and logs them in the next epoch, refusing none', async () => {
     const dir = await tempDir();
     let release: () => void = () => undefined;

@@ -758,15 +758,24 @@ export class AuditLogSink implements DecisionSink {
     this.#archiveReadsWaiting++;
     const read = this.#archiveReads.then(async () => {
       // pruned ones asked when each epoch's turn comes: a pass may prune one meanwhile
+      let damaged: PavilionError | undefined;
       for (const epoch of epochs) {
         if (this.#isPruned(tenant, epoch)) continue;
         try {
           return await proveFromLogFile(join(this.#archiveDirectory(tenant), String(epoch), WAL_FILE), decisionId);
         } catch (error) {
-          if (!isPavilionError(error, ErrorCodes.AUDIT_DECISION_UNKNOWN) && !this.#isPruned(tenant, epoch)) throw error;
+          if (this.#isPruned(tenant, epoch) || isPavilionError(error, ErrorCodes.AUDIT_DECISION_UNKNOWN)) continue;
+          // a damaged epoch may hold it, past the damage; the others are still searched
+          if (isPavilionError(error, ErrorCodes.AUDIT_RECORD_CORRUPT)) {
+            damaged ??= new PavilionError(ErrorCodes.AUDIT_RECORD_CORRUPT, `decision ${JSON.stringify(decisionId)} is in no readable archived epoch of tenant ${tenant}; archived epoch ${epoch} is damaged and may hold it: ${error.message}`, {
+              details: { tenant, decisionId, epoch },
+            });
+            continue;
+          }
+          throw error;
         }
       }
-      throw unknown;
+      throw damaged ?? unknown;
     });
     this.#archiveReads = read.catch(() => undefined);
     return read.finally(() => {

@@ -243,7 +243,7 @@ async function verifyLog(
     const signedUpTo = checkpoints.at(-1)?.tree_size ?? 0;
     const firstDecision = firstLeafIsLink ? 1 : 0;
     if (tree.size > firstDecision && signedUpTo <= firstDecision) {
-      throw bad(ErrorCodes.AUDIT_NOT_CHECKPOINTED, `the log has ${tree.size} leaves but no signed checkpoint covers any decision: none of leaves ${firstDecision}..${tree.size - 1} is covered by a signature (its checkpoints were removed, or it was never checkpointed)`, {
+      throw bad(ErrorCodes.AUDIT_NOT_CHECKPOINTED, `the log has ${tree.size} leaves but no signed checkpoint covers any decision: none of leaves ${firstDecision}..${tree.size - 1} is covered by a signature (its checkpoints were removed, or none was signed yet: a log just started or rotated signs its first within checkpointIntervalMs, so verify it again after that)`, {
         leafIndex: firstDecision, treeSize: tree.size, firstSuspectLeaf: firstDecision, lastSuspectLeaf: tree.size - 1,
       });
     }
@@ -522,12 +522,14 @@ export async function proveFromLogFile(path: string, decisionId: string): Promis
       if (anchor.tree_size === covering.tree_size && anchor.root_hash === covering.root_hash) anchored = { checkpoint: covering, anchor };
     }
   });
-  // Damage ends the read: what lies beyond it (the decision, or the checkpoint that covers
-  // it) cannot be seen, which is not the same as not being there. A decision proved before
-  // the damage stands: its proof is checked against a signed checkpoint, not the file.
-  if (damage !== undefined && (found === undefined || covering === undefined)) {
-    throw bad(ErrorCodes.AUDIT_RECORD_CORRUPT, `${path}: record ${damage.recordNumber} at byte ${damage.offset} is damaged (${damage.reason}), and the file cannot be read past it to ${found === undefined ? `find decision ${JSON.stringify(decisionId)}` : `a checkpoint covering leaf ${found.index}`}; verify-log reports the whole file`, {
-      leafIndex: tree.size, recordNumber: damage.recordNumber, byteOffset: damage.offset, reason: damage.reason, decisionId,
+  // Damage inside the file ends the read: what lies beyond it (the decision, or the checkpoint
+  // that covers it) cannot be seen, which is not the same as not being there. A file that ends
+  // inside a frame (a tail being written, or torn by a crash) has nothing beyond. A decision
+  // proved before the damage stands: its proof is checked against a signed checkpoint.
+  const inside = damage !== undefined && damage.reason !== 'short_header' && damage.reason !== 'short_frame';
+  if (inside && (found === undefined || covering === undefined)) {
+    throw bad(ErrorCodes.AUDIT_RECORD_CORRUPT, `${path}: record ${damage!.recordNumber} at byte ${damage!.offset} is damaged (${damage!.reason}), and the file cannot be read past it to ${found === undefined ? `find decision ${JSON.stringify(decisionId)}` : `a checkpoint covering leaf ${found.index}`}; verify-log reports the whole file`, {
+      leafIndex: tree.size, recordNumber: damage!.recordNumber, byteOffset: damage!.offset, reason: damage!.reason, decisionId,
     });
   }
   if (found === undefined) throw new PavilionError(ErrorCodes.AUDIT_DECISION_UNKNOWN, `decision ${JSON.stringify(decisionId)} is not in ${path}`, { details: { decisionId } });
@@ -566,8 +568,9 @@ export interface ConsistencyVerification {
  * Check offline that a log only grew between two of its checkpoints: both signatures with
  * trusted keys, the same origin, and the RFC 9162 consistency proof between their roots. What
  * a witness or an auditor holding an older checkpoint runs against a newer one. Throws
- * ERR_AUDIT_PROOF_INVALID, ERR_AUDIT_CHECKPOINT_INVALID, ERR_AUDIT_KEY_UNKNOWN,
- * ERR_AUDIT_SIGNATURE_INVALID or ERR_AUDIT_MERKLE_RANGE.
+ * ERR_AUDIT_PROOF_INVALID, ERR_AUDIT_CHECKPOINT_INVALID (also: not of `expect.origin`),
+ * ERR_AUDIT_KEY_UNKNOWN, ERR_AUDIT_SIGNATURE_INVALID, ERR_AUDIT_MERKLE_RANGE, or
+ * ERR_AUDIT_ROOT_MISMATCH when the older checkpoint is not `expect.old`.
  */
 export function verifyConsistencyProof(value: unknown, keyring: Keyring, expect: { readonly origin?: string; readonly old?: SignedCheckpointV1 } = {}): ConsistencyVerification {
   const malformed = (message: string): PavilionError => new PavilionError(ErrorCodes.AUDIT_PROOF_INVALID, `consistency proof: ${message}`, { details: { reason: 'malformed' } });
@@ -952,6 +955,9 @@ export async function verifyEpochs(archiveDirectory: string, liveLog: string | u
   if ((options.trustedCheckpoints?.length ?? 0) > 0 && options.origin === undefined) {
     throw new PavilionError(ErrorCodes.AUDIT_CHECKPOINT_UNKNOWN, 'trusted checkpoints of a rotated log need its origin (epoch 0\'s): without it a checkpoint whose epoch is missing could not be told from one of another log');
   }
+  if ((options.anchorVerifiers?.length ?? 0) > 0 && options.origin === undefined) {
+    throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_CONFIG, 'anchor checks of a rotated log need its origin (epoch 0\'s): the logs to ask about are never taken from the files themselves');
+  }
   // retention keeps a PRUNED record in a pruned epoch's directory: an archive that does not start at 0 lost its oldest epochs
   if (archived[0] !== 0) {
     throw linkBroken(archived[0] as number, join(archiveDirectory, String(archived[0])), `the archive starts at epoch ${archived[0]}: epochs 0 to ${(archived[0] as number) - 1} are missing`, { field: 'epoch' });
@@ -966,6 +972,8 @@ export async function verifyEpochs(archiveDirectory: string, liveLog: string | u
     // the epoch its link names (so an archived epoch missing at the end is named as missing)
     const first = await firstLeafOf(liveLog);
     files.push({ epoch: (first === undefined ? undefined : parseEpochLink(first))?.epoch ?? archived.at(-1)! + 1, path: liveLog, pruned: false });
+    // asked first, not after the (possibly long) verification: a sidecar rotating meanwhile is not a stale copy
+    if (options.origin !== undefined && (options.anchorVerifiers?.length ?? 0) > 0) await checkNothingAnchoredAfter(options.origin, files.at(-1)!.epoch, options.anchorVerifiers);
   }
   let base = options.origin;
   const epochs: EpochVerification[] = [];
@@ -1012,7 +1020,6 @@ export async function verifyEpochs(archiveDirectory: string, liveLog: string | u
     epochs.push({ ...verified, epoch, path, ...(pruned ? { pruned: true as const } : {}) });
   }
   const last = epochs.at(-1) as EpochVerification;
-  if (liveLog !== undefined && base !== undefined && (options.anchorVerifiers?.length ?? 0) > 0) await checkNothingAnchoredAfter(base, last.epoch, options.anchorVerifiers);
   if (liveLog === undefined && (last.lastCheckpoint === undefined || last.unsignedLeaves > 0)) {
     // an archived epoch was sealed: leaves past its final checkpoint were added after
     throw linkBroken(last.epoch, last.path, `archived epoch ${last.epoch} is not sealed: its last checkpoint covers ${last.lastCheckpoint?.tree_size ?? 0} of its ${last.leaves} leaves`, { field: 'tree_size' });
