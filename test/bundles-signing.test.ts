@@ -3,7 +3,7 @@
  * hashing rules, and every way a signature is refused (each with its code).
  */
 import assert from 'node:assert/strict';
-import { createPrivateKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -274,7 +274,12 @@ describe('refusals, each with its code', () => {
 
   test('an HMAC secret that is a PEM key (anyone with the public key could sign) or shorter than its hash (RFC 7518 3.2) -> ERR_BUNDLE_KEY_INVALID; a long enough one signs and verifies', async () => {
     const keyInvalid = (pattern: RegExp) => (e: unknown) => isPavilionError(e, ErrorCodes.BUNDLE_KEY_INVALID) && pattern.test(e.message);
-    assert.throws(() => loadVerificationKey('k', keys.publicPem, 'HS256'), keyInvalid(/HS256 takes a shared secret, not a PEM key/));
+    assert.throws(() => loadVerificationKey('k', keys.publicPem, 'HS256'), keyInvalid(/HS256 takes a shared secret, not a public key/));
+    const publicKey = createPublicKey(keys.publicPem);
+    assert.throws(() => loadVerificationKey('k', JSON.stringify(publicKey.export({ format: 'jwk' })), 'HS256'), keyInvalid(/not a public key/), 'a JWK');
+    assert.throws(() => loadVerificationKey('k', publicKey.export({ format: 'der', type: 'spki' }).toString('base64'), 'HS256'), keyInvalid(/not a public key/), 'base64 DER');
+    await assert.rejects(signBundle(unsigned, { key: 'short', algorithm: 'HS256', keyId: 'bank-hs', scope: 'bank' }), (e: unknown) =>
+      isPavilionError(e, ErrorCodes.BUNDLE_SIGNING_FAILED) && /at least 32 bytes/.test(e.message), 'nor signed with');
     assert.throws(() => loadVerificationKey('k', 'x'.repeat(31), 'HS256'), keyInvalid(/at least 32 bytes \(RFC 7518 3\.2\), not 31/));
     assert.throws(() => loadVerificationKey('k', 'x'.repeat(47), 'HS384'), keyInvalid(/at least 48 bytes/));
     assert.throws(() => loadVerificationKey('k', 'x'.repeat(63), 'HS512'), keyInvalid(/at least 64 bytes/));

@@ -353,8 +353,10 @@ describe('replay guard across a restart', () => {
     const config = sidecarConfig({ bundles: { persistDirectory, persistDelayMs: 0 } });
     await store.push('bank', old, { revision: 'restart-a', pushedBy: 'alice' });
     const first = await startPavilion({ config });
+    let contentOfOld: string | undefined;
     try {
       await until('restart-a served', async () => (await revisionOf(first)) === 'restart-a');
+      contentOfOld = first.pavilion.tenants.tenant('bank')?.signature?.contentSha256;
       await store.push('bank', await sign('restart-b'), { revision: 'restart-b', pushedBy: 'alice' });
       await until('restart-b served', async () => (await revisionOf(first)) === 'restart-b');
     } finally {
@@ -362,13 +364,47 @@ describe('replay guard across a restart', () => {
     }
     const meta = JSON.parse(await readFile(join(persistDirectory, 'bank', 'meta.json'), 'utf8')) as { revision: string; replaced?: string[] };
     assert.equal(meta.revision, 'restart-b');
-    assert.equal(meta.replaced?.length, 1, 'restart-a is remembered as replaced');
+    assert.match(contentOfOld ?? '', /^[0-9a-f]{64}$/);
+    assert.deepEqual(meta.replaced, [contentOfOld], 'restart-a is remembered as replaced, by its signed content');
     const second = await startPavilion({ config });
     try {
       await until('restart-b served after the restart', async () => (await revisionOf(second)) === 'restart-b' && second.pavilion.tenants.tenant('bank')?.origin?.kind !== 'persisted');
       await store.push('bank', old, { revision: 'restart-a', pushedBy: 'mallory' });
       await until('replay refusal', async () => (await refusalCode(second)) === 'ERR_BUNDLE_REPLAYED');
       assert.equal(await revisionOf(second), 'restart-b');
+      // what a rollback is for: it brings restart-a back, remembered or not
+      const a = (await store.history('bank')).filter((e) => e.pointer.revision === 'restart-a' && e.pointer.pushed_by === 'alice').at(-1)!;
+      await store.rollback('bank', { to: a.sequence, pushedBy: 'oncall' });
+      await until('restart-a served after the rollback', async () => (await revisionOf(second)) === 'restart-a');
+    } finally {
+      await second.stop();
+    }
+  });
+
+  test("a rollback and a re-push of the same bytes made while a sidecar was down: it follows them at start like the fleet (the push re-deploys what the rollback brought back), also against an older iat", async () => {
+    const { signBundle, developmentKey } = await import('../sidecar/src/bundles/index.ts');
+    const key = await developmentKey('bank', dir);
+    const now = Math.floor(Date.now() / 1000);
+    const sign = async (rev: string, issuedAt: number): Promise<Buffer> =>
+      signBundle(await bankBundle(rev), { key: key.keyPem, algorithm: key.algorithm, keyId: key.keyId, scope: 'bank', issuedAt });
+    const old = await sign('missed-a', now - 120);
+    const config = sidecarConfig({ bundles: { persistDirectory: join(dir, 'missed-lkg'), persistDelayMs: 0 } });
+    const a = await store.push('bank', old, { revision: 'missed-a', pushedBy: 'alice' });
+    const first = await startPavilion({ config });
+    try {
+      await until('missed-a served', async () => (await revisionOf(first)) === 'missed-a');
+      await store.push('bank', await sign('missed-b', now - 60), { revision: 'missed-b', pushedBy: 'alice' });
+      await until('missed-b served', async () => (await revisionOf(first)) === 'missed-b');
+    } finally {
+      await first.stop();
+    }
+    // while it is down: back to missed-a, then CI pushes missed-a's bytes again
+    await store.rollback('bank', { to: a.sequence, pushedBy: 'oncall' });
+    await store.push('bank', old, { revision: 'missed-a', pushedBy: 'ci' });
+    const second = await startPavilion({ config });
+    try {
+      await until('missed-a served after the restart', async () => (await revisionOf(second)) === 'missed-a' && second.pavilion.tenants.tenant('bank')?.origin?.kind === 'push');
+      assert.equal(second.pavilion.tenants.tenant('bank')?.lastError, undefined);
     } finally {
       await second.stop();
     }

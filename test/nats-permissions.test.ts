@@ -181,7 +181,7 @@ describe('a policy team works on its own tenant', () => {
     assert.deepEqual(await adminPointer('bank'), { sequence: back.sequence, revision: 'r1' });
   });
 
-  test("team_bank's CLI on its own inbox prefix (--inbox-prefix, or PAVILION_NATS_INBOX_PREFIX with the credentials from the environment) reads bank's history; left on _INBOX it fails naming the Permissions Violation", async () => {
+  test("team_hospital's CLI on its own inbox prefix (--inbox-prefix, or PAVILION_NATS_INBOX_PREFIX with the credentials from the environment) reads hospital's history; left on _INBOX it fails naming the Permissions Violation", async () => {
     const cli = ['--import', 'tsx', 'sidecar/src/cli/main.ts', 'bundle', 'history', '--tenant', 'hospital', '--nats', nats.url];
     const withFlags = await execFileAsync(process.execPath, [...cli, '--user', 'team_hospital', '--password', PASSWORDS.team_hospital, '--inbox-prefix', inboxPrefix('team_hospital')], { timeout: 60_000 });
     assert.match(withFlags.stdout, /h1 .*hospital-ci/);

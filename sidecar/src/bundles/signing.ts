@@ -100,15 +100,39 @@ function keyMatchesAlgorithm(key: KeyObject, algorithm: SigningAlgorithm): boole
 /** RFC 7518 3.2: an HMAC key at least as long as the hash output. */
 const MIN_SECRET_BYTES: Partial<Record<SigningAlgorithm, number>> = { HS256: 32, HS384: 48, HS512: 64 };
 
+/** Whether text reads as a public key in any usual form: PEM, a JWK, or base64 of SPKI DER. */
+function readsAsPublicKey(material: string): boolean {
+  if (/-----BEGIN [A-Z ]+-----/.test(material)) return true;
+  const text = material.trim();
+  try {
+    if (text.startsWith('{')) return typeof (JSON.parse(text) as { kty?: unknown }).kty === 'string';
+    if (/^[A-Za-z0-9+/_-]+={0,2}$/.test(text)) {
+      createPublicKey({ key: Buffer.from(text, text.includes('-') || text.includes('_') ? 'base64url' : 'base64'), format: 'der', type: 'spki' });
+      return true;
+    }
+  } catch {
+    // not a key in that form
+  }
+  return false;
+}
+
+/**
+ * Why `material` is no HMAC secret for `algorithm` (undefined when it is one, or the algorithm
+ * is not HS*): shorter than the hash (RFC 7518 3.2), or a public key - anyone holding that
+ * could sign with it (algorithm confusion).
+ */
+function weakSecret(material: string, algorithm: SigningAlgorithm): string | undefined {
+  const minimum = MIN_SECRET_BYTES[algorithm];
+  if (minimum === undefined) return undefined;
+  if (readsAsPublicKey(material)) return `${algorithm} takes a shared secret, not a public key (PEM, JWK or DER)`;
+  const bytes = Buffer.byteLength(material, 'utf8');
+  return bytes < minimum ? `an ${algorithm} secret must be at least ${minimum} bytes (RFC 7518 3.2), not ${bytes}` : undefined;
+}
+
 /** A verification key from PEM (public key or certificate) or, for HS*, a shared secret. */
 export function loadVerificationKey(id: string, material: string, algorithm?: SigningAlgorithm): VerificationKey {
-  const minimum = algorithm === undefined ? undefined : MIN_SECRET_BYTES[algorithm];
-  if (minimum !== undefined) {
-    // a public key given as an HMAC secret would let anyone who has it sign (algorithm confusion)
-    if (/-----BEGIN [A-Z ]+-----/.test(material)) throw keyError(id, `${algorithm} takes a shared secret, not a PEM key`);
-    const bytes = Buffer.byteLength(material, 'utf8');
-    if (bytes < minimum) throw keyError(id, `an ${algorithm} secret must be at least ${minimum} bytes (RFC 7518 3.2), not ${bytes}`);
-  }
+  const weak = algorithm === undefined ? undefined : weakSecret(material, algorithm);
+  if (weak !== undefined) throw keyError(id, weak);
   let key: KeyObject;
   try {
     key = algorithm?.startsWith('HS') === true ? createSecretKey(Buffer.from(material, 'utf8')) : createPublicKey(material);
@@ -336,6 +360,9 @@ export async function keepPreviousSignature(
 }
 
 function signingKey(options: SignOptions): KeyObject {
+  // what every sidecar would refuse to verify with is not signed with either
+  const weak = weakSecret(options.key, options.algorithm);
+  if (weak !== undefined) throw new PavilionError(ErrorCodes.BUNDLE_SIGNING_FAILED, `cannot sign with this key: ${weak}`);
   try {
     return options.algorithm.startsWith('HS') ? createSecretKey(Buffer.from(options.key, 'utf8')) : createPrivateKey(options.key);
   } catch (error) {

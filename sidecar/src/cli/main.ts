@@ -109,7 +109,8 @@ const NATS_SETTINGS: ReadonlyArray<readonly [keyof typeof NATS_OPTIONS, string, 
 async function withStore<T>(values: NatsOptionValues, run: (store: NatsBundleStore) => Promise<T>): Promise<T> {
   const settings: Record<string, string> = {};
   for (const [option, key, variable] of NATS_SETTINGS) {
-    const value = values[option] ?? process.env[variable];
+    // an empty variable counts as unset, as the sidecar's own overrides do
+    const value = values[option] ?? (process.env[variable] === '' ? undefined : process.env[variable]);
     if (value !== undefined) settings[key] = value;
   }
   // parsed as a sidecar's nats section is (an inbox prefix of dot-separated tokens, no wildcards)
@@ -213,7 +214,9 @@ async function bundleHistory(args: string[]): Promise<number> {
     process.stderr.write(`${USAGE}\n`);
     return 2;
   }
-  const history = await withStore(values, (store) => store.history(tenant));
+  const invalid: string[] = [];
+  const history = await withStore(values, (store) => store.history(tenant, (sequence, error) => invalid.push(`deploy ${sequence}: left out, ${error.message}`)));
+  for (const line of invalid) process.stderr.write(`note: ${line} (no sidecar took it)\n`);
   if (values.json === true) {
     process.stdout.write(`${JSON.stringify(history, null, 2)}\n`);
     return 0;

@@ -21,7 +21,7 @@ import type { Objm, ObjectStore } from '@nats-io/obj';
 import type { Consumer, ConsumerMessages, JetStreamManager, StoredMsg } from '@nats-io/jetstream';
 import { parsePatch, signDelta, type SignOptions } from '../bundles/index.ts';
 import type { NatsConfig } from '../config/index.ts';
-import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
+import { ErrorCodes, PavilionError, describeThrown, isPavilionError } from '../lib/errors.ts';
 import { sha256Hex } from '../lib/sha256.ts';
 import { encodePointer, parsePointer, type BundlePointer, type PointerAction, type PointerEntry } from './pointer.ts';
 import { parseDelta, type DeltaMessage } from './delta-message.ts';
@@ -276,11 +276,22 @@ export class NatsBundleStore {
     return out.sort();
   }
 
-  async history(tenant: string): Promise<PointerEntry[]> {
+  /**
+   * The tenant's deploy history, oldest first. A malformed pointer in it (never a deploy: every
+   * sidecar refused it) is left out and handed to `onInvalid` (by default: ignored).
+   */
+  async history(tenant: string, onInvalid: (sequence: number, error: PavilionError) => void = () => undefined): Promise<PointerEntry[]> {
     const out: PointerEntry[] = [];
     try {
       for await (const kvEntry of await (await this.pointers()).history({ key: tenant })) {
-        const entry = NatsBundleStore.entry(tenant, kvEntry);
+        let entry: PointerEntry | undefined;
+        try {
+          entry = NatsBundleStore.entry(tenant, kvEntry);
+        } catch (error) {
+          if (!isPavilionError(error, ErrorCodes.BUNDLE_POINTER_INVALID)) throw error;
+          onInvalid(kvEntry.revision, error);
+          continue;
+        }
         if (entry !== undefined) out.push(entry);
       }
     } catch (error) {

@@ -846,6 +846,16 @@ export class NatsDistribution implements Component {
     }
   }
 
+  /**
+   * Whether the deploy before `entry` in the tenant's history names the same bytes: then the
+   * push only re-deploys what that deploy (a rollback, say) brought back, whatever this sidecar
+   * missed of it. Read only when the replay check would refuse the push.
+   */
+  async #redeploysPrevious(store: NatsBundleStore, tenant: string, entry: PointerEntry): Promise<boolean> {
+    const before = (await store.history(tenant)).filter((e) => e.sequence < entry.sequence).at(-1);
+    return before !== undefined && before.pointer.digest === entry.pointer.digest;
+  }
+
   async #apply(tenant: string, queue: TenantQueue, entry: PointerEntry): Promise<void> {
     const store = this.#store;
     if (store === undefined) return;
@@ -860,7 +870,11 @@ export class NatsDistribution implements Component {
         });
         this.#options.metrics?.activationPhaseSeconds.observe({ phase: 'fetch' }, (performance.now() - fetchStarted) / 1000);
       }
-      await this.#options.tenants.activate(tenant, archive, { kind: pointer.action, sequence });
+      await this.#options.tenants.activate(tenant, archive, {
+        kind: pointer.action,
+        sequence,
+        ...(pointer.action === 'push' ? { redeploysPrevious: () => this.#redeploysPrevious(store, tenant, entry) } : {}),
+      });
       queue.applied = Math.max(queue.applied, sequence);
       if (this.#options.tenants.deltaState(tenant)?.base === sequence) queue.deltaGap = false; // a new deploy: its deltas start at 1
       // A live delta named this deploy before we had it: it, and any before it, are only in

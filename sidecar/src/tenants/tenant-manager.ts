@@ -62,11 +62,11 @@ function withoutDigest(error: (TenantError & { readonly digest: string }) | unde
 }
 
 /**
- * Where an activation comes from. A `push` may not bring back a revision already replaced.
- * `source` is also a persisted revision the source has confirmed since (`confirmSource`).
+ * Replaced revisions remembered per tenant: as many deploys as the deploy history keeps (64,
+ * the distribution's DEPLOY_HISTORY), so a revision that can no longer be rolled back to can
+ * be pushed again.
  */
-/** Replaced revisions remembered per tenant (the deploy history keeps 64 deploys). */
-const MAX_REMEMBERED_REPLACED = 1024;
+const MAX_REMEMBERED_REPLACED = 64;
 
 /** Add `digest` to a tenant's replaced revisions as the newest, forgetting the oldest past the bound. */
 function remember(replaced: Set<string>, digest: string): void {
@@ -78,10 +78,21 @@ function remember(replaced: Set<string>, digest: string): void {
   }
 }
 
+/**
+ * Where an activation comes from. A `push` may not bring back a revision already replaced.
+ * `source` is also a persisted revision the source has confirmed since (`confirmSource`).
+ */
 export interface ActivationOrigin {
   readonly kind: 'source' | 'persisted' | 'push' | 'rollback';
   /** The distribution pointer's sequence (KV revision), when there is one. */
   readonly sequence?: number;
+  /**
+   * For a push the replay check would refuse: whether the deploy before it in the history
+   * already named these bytes (a rollback, or a push, this sidecar did not see while it was
+   * down or cut off), so the push re-deploys what the fleet serves and is no replay. Asked
+   * only then; a failure to read the history is thrown (and retried), never taken as no.
+   */
+  readonly redeploysPrevious?: () => Promise<boolean>;
 }
 
 export interface TenantStatus {
@@ -241,7 +252,7 @@ interface GateSteps {
   /** After the signature: true stops the gate there (these bytes are already in place). */
   readonly unchanged: (bundle: Bundle) => boolean;
   /** After the signature, before loading: throws to refuse the revision (the replay check). */
-  readonly admit?: (bundle: Bundle, signature: SignatureInfo) => void;
+  readonly admit?: (bundle: Bundle, signature: SignatureInfo) => Promise<void>;
   /** The engine variant to load as (the shadow revision is loaded beside the active one). */
   readonly variant?: string;
   readonly phase?: (name: ActivationPhase) => void;
@@ -700,7 +711,7 @@ export class TenantManager implements Component {
     const signature = await this.#verifyWithKeys(entry, (policy) => verifyBundleSignature(bundle.files, policy));
     phase('verify');
     if (steps.unchanged(bundle)) return undefined;
-    steps.admit?.(bundle, signature);
+    await steps.admit?.(bundle, signature);
     const tests = decisionTests(bundle, this.#options.maxDecisionTests);
     const compiled = await compiling;
     phase('compile');
@@ -926,19 +937,21 @@ export class TenantManager implements Component {
    * A push must move forward: a bundle this sidecar already replaced, or one whose signature
    * is older than the active one's, comes back only through an explicit rollback.
    */
-  #checkReplay(entry: TenantEntry, bundle: Bundle, signature: SignatureInfo, origin: ActivationOrigin): void {
+  async #checkReplay(entry: TenantEntry, bundle: Bundle, signature: SignatureInfo, origin: ActivationOrigin): Promise<void> {
     if (origin.kind !== 'push') return;
     const activeIat = entry.signature?.issuedAt;
+    let refusal: PavilionError | undefined;
     if (entry.replaced.has(signature.contentSha256)) {
-      throw new PavilionError(ErrorCodes.BUNDLE_REPLAYED, `bundle ${bundle.digest.slice(0, 12)} (revision ${bundle.revision}) was already replaced on this tenant; bring it back with a rollback`, {
+      refusal = new PavilionError(ErrorCodes.BUNDLE_REPLAYED, `bundle ${bundle.digest.slice(0, 12)} (revision ${bundle.revision}) was already replaced on this tenant; bring it back with a rollback`, {
         details: { revision: bundle.revision, digest: bundle.digest },
       });
-    }
-    if (signature.issuedAt !== undefined && activeIat !== undefined && signature.issuedAt < activeIat) {
-      throw new PavilionError(ErrorCodes.BUNDLE_REPLAYED, `bundle revision ${bundle.revision} was signed at ${signature.issuedAt}, before the active revision (${activeIat}); bring it back with a rollback`, {
+    } else if (signature.issuedAt !== undefined && activeIat !== undefined && signature.issuedAt < activeIat) {
+      refusal = new PavilionError(ErrorCodes.BUNDLE_REPLAYED, `bundle revision ${bundle.revision} was signed at ${signature.issuedAt}, before the active revision (${activeIat}); bring it back with a rollback`, {
         details: { revision: bundle.revision, issuedAt: signature.issuedAt, activeIssuedAt: activeIat },
       });
     }
+    // the fleet saw the moves this sidecar missed: the same bytes pushed again after them are what it serves
+    if (refusal !== undefined && !(await origin.redeploysPrevious?.())) throw refusal;
   }
 
   async #runDecisionTests(loaded: LoadedPolicy, tests: readonly DecisionTest[]): Promise<void> {
