@@ -129,16 +129,22 @@ describe('rotation into sealed, linked epochs', () => {
     for (let i = 0; i < 40; i++) receipts.push(await sink.append(decisionEvent(i)));
     const newest = (tenantDetails(sink)['archived_epochs'] as Array<{ epoch: number }>).at(-1)!.epoch;
     assert.ok(newest >= 1, `rotated into ${newest + 1} archived epochs`);
-    // a byte flipped in the middle of the newest archived epoch's file (searched first)
     const file = join(dir, 'archive', 'bank', String(newest), WAL_FILE);
-    const bytes = await readFile(file);
-    bytes[Math.floor(bytes.length / 2)] = bytes[Math.floor(bytes.length / 2)]! ^ 0xff;
-    await writeFile(file, bytes);
+    const intact = await readFile(file);
+    const namedDamaged = (e: unknown): boolean =>
+      isPavilionError(e, ErrorCodes.AUDIT_RECORD_CORRUPT) && e.details?.['epoch'] === newest && /archived epoch \d+ is damaged and may hold it/.test(e.message);
     try {
+      // a byte flipped inside the payload of the newest archived epoch's second leaf (that epoch is searched first)
+      const second = (await readRecords(join(dir, 'archive', 'bank', String(newest)))).records.filter((r) => r.type === RecordType.LEAF)[1]!;
+      const flipped = Buffer.from(intact);
+      flipped[second.offset + 20] = flipped[second.offset + 20]! ^ 0xff;
+      await writeFile(file, flipped);
       const proof = await sink.proveInclusion('bank', receipts[0]!.decision_id, { signNow: false });
       assert.equal(verifyDecisionProof(proof, ring).leafIndex, receipts[0]!.leaf_index);
-      await assert.rejects(sink.proveInclusion('bank', 'nowhere'), (e: unknown) =>
-        isPavilionError(e, ErrorCodes.AUDIT_RECORD_CORRUPT) && e.details?.['epoch'] === newest && /archived epoch \d+ is damaged and may hold it/.test(e.message));
+      await assert.rejects(sink.proveInclusion('bank', 'nowhere'), namedDamaged);
+      // cut short: a sealed epoch ending inside a frame is damage too, not a tail being written
+      await writeFile(file, intact.subarray(0, intact.length - 10));
+      await assert.rejects(sink.proveInclusion('bank', 'nowhere'), namedDamaged);
     } finally {
       await sink.stop(5000);
     }

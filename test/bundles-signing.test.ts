@@ -3,7 +3,7 @@
  * hashing rules, and every way a signature is refused (each with its code).
  */
 import assert from 'node:assert/strict';
-import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -278,6 +278,14 @@ describe('refusals, each with its code', () => {
     const publicKey = createPublicKey(keys.publicPem);
     assert.throws(() => loadVerificationKey('k', JSON.stringify(publicKey.export({ format: 'jwk' })), 'HS256'), keyInvalid(/not a public key/), 'a JWK');
     assert.throws(() => loadVerificationKey('k', publicKey.export({ format: 'der', type: 'spki' }).toString('base64'), 'HS256'), keyInvalid(/not a public key/), 'base64 DER');
+    const wrapped = publicKey.export({ format: 'der', type: 'spki' }).toString('base64').replace(/(.{20})/g, '$1\n');
+    assert.throws(() => loadVerificationKey('k', wrapped, 'HS256'), keyInvalid(/not a public key/), 'base64 DER with line breaks');
+    assert.throws(() => loadVerificationKey('k', JSON.stringify({ keys: [publicKey.export({ format: 'jwk' })] }), 'HS256'), keyInvalid(/not a public key/), 'a JWK set');
+    const rsa = createPublicKey(keyPair('RS256').publicPem);
+    assert.throws(() => loadVerificationKey('k', rsa.export({ format: 'der', type: 'pkcs1' }).toString('base64'), 'HS256'), keyInvalid(/not a public key/), 'PKCS#1 DER');
+    // a random secret, even in base64, is a secret
+    const random = randomBytes(48).toString('base64');
+    assert.equal(loadVerificationKey('k', random, 'HS256').algorithm, 'HS256');
     await assert.rejects(signBundle(unsigned, { key: 'short', algorithm: 'HS256', keyId: 'bank-hs', scope: 'bank' }), (e: unknown) =>
       isPavilionError(e, ErrorCodes.BUNDLE_SIGNING_FAILED) && /at least 32 bytes/.test(e.message), 'nor signed with');
     assert.throws(() => loadVerificationKey('k', 'x'.repeat(31), 'HS256'), keyInvalid(/at least 32 bytes \(RFC 7518 3\.2\), not 31/));

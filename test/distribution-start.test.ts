@@ -97,7 +97,8 @@ function sidecar(tenant: string, around: (n: number) => Promise<void> = async ()
   const activate = tenants.activate.bind(tenants);
   tenants.activate = async (t, archive, origin) => {
     const n = activations.length;
-    activations.push({ tenant: t, origin });
+    // where it comes from (kind, deploy), not the replay check's history lookup
+    activations.push({ tenant: t, origin: origin === undefined ? undefined : { kind: origin.kind, ...(origin.sequence === undefined ? {} : { sequence: origin.sequence }) } });
     await around(n);
     return activate(t, archive, origin);
   };

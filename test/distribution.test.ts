@@ -372,6 +372,14 @@ describe('replay guard across a restart', () => {
       await store.push('bank', old, { revision: 'restart-a', pushedBy: 'mallory' });
       await until('replay refusal', async () => (await refusalCode(second)) === 'ERR_BUNDLE_REPLAYED');
       assert.equal(await revisionOf(second), 'restart-b');
+      // pushed again at once: the deploy before it names the same bytes, but no rollback brought them back
+      const firstRefusal = second.pavilion.tenants.tenant('bank')?.lastError?.at;
+      await store.push('bank', old, { revision: 'restart-a', pushedBy: 'mallory' });
+      await until('the second push refused too', async () => {
+        const error = second.pavilion.tenants.tenant('bank')?.lastError;
+        return error?.code === 'ERR_BUNDLE_REPLAYED' && error.at !== firstRefusal;
+      });
+      assert.equal(await revisionOf(second), 'restart-b');
       // what a rollback is for: it brings restart-a back, remembered or not
       const a = (await store.history('bank')).filter((e) => e.pointer.revision === 'restart-a' && e.pointer.pushed_by === 'alice').at(-1)!;
       await store.rollback('bank', { to: a.sequence, pushedBy: 'oncall' });
@@ -381,34 +389,41 @@ describe('replay guard across a restart', () => {
     }
   });
 
-  test("a rollback and a re-push of the same bytes made while a sidecar was down: it follows them at start like the fleet (the push re-deploys what the rollback brought back), also against an older iat", async () => {
-    const { signBundle, developmentKey } = await import('../sidecar/src/bundles/index.ts');
-    const key = await developmentKey('bank', dir);
-    const now = Math.floor(Date.now() / 1000);
-    const sign = async (rev: string, issuedAt: number): Promise<Buffer> =>
-      signBundle(await bankBundle(rev), { key: key.keyPem, algorithm: key.algorithm, keyId: key.keyId, scope: 'bank', issuedAt });
-    const old = await sign('missed-a', now - 120);
-    const config = sidecarConfig({ bundles: { persistDirectory: join(dir, 'missed-lkg'), persistDelayMs: 0 } });
-    const a = await store.push('bank', old, { revision: 'missed-a', pushedBy: 'alice' });
-    const first = await startPavilion({ config });
-    try {
-      await until('missed-a served', async () => (await revisionOf(first)) === 'missed-a');
-      await store.push('bank', await sign('missed-b', now - 60), { revision: 'missed-b', pushedBy: 'alice' });
-      await until('missed-b served', async () => (await revisionOf(first)) === 'missed-b');
-    } finally {
-      await first.stop();
-    }
-    // while it is down: back to missed-a, then CI pushes missed-a's bytes again
-    await store.rollback('bank', { to: a.sequence, pushedBy: 'oncall' });
-    await store.push('bank', old, { revision: 'missed-a', pushedBy: 'ci' });
-    const second = await startPavilion({ config });
-    try {
-      await until('missed-a served after the restart', async () => (await revisionOf(second)) === 'missed-a' && second.pavilion.tenants.tenant('bank')?.origin?.kind === 'push');
-      assert.equal(second.pavilion.tenants.tenant('bank')?.lastError, undefined);
-    } finally {
-      await second.stop();
-    }
-  });
+  for (const sawOld of [true, false]) {
+    const refusal = sawOld ? 'the replay memory (it served the old revision before)' : "the older iat (it never served the old revision)";
+    test(`a rollback and a re-push of the same bytes made while a sidecar was down: it follows them at start like the fleet, though ${refusal} would refuse the push`, async () => {
+      const { signBundle, developmentKey } = await import('../sidecar/src/bundles/index.ts');
+      const key = await developmentKey('bank', dir);
+      const now = Math.floor(Date.now() / 1000);
+      const rev = (name: string): string => `missed-${sawOld ? 'seen' : 'unseen'}-${name}`;
+      const sign = async (name: string, issuedAt: number): Promise<Buffer> =>
+        signBundle(await bankBundle(rev(name)), { key: key.keyPem, algorithm: key.algorithm, keyId: key.keyId, scope: 'bank', issuedAt });
+      const old = await sign('a', now - 120);
+      const config = sidecarConfig({ bundles: { persistDirectory: join(dir, `lkg-${rev('')}`), persistDelayMs: 0 } });
+      const a = await store.push('bank', old, { revision: rev('a'), pushedBy: 'alice' });
+      if (!sawOld) await store.push('bank', await sign('b', now - 60), { revision: rev('b'), pushedBy: 'alice' });
+      const first = await startPavilion({ config });
+      try {
+        if (sawOld) {
+          await until('a served', async () => (await revisionOf(first)) === rev('a'));
+          await store.push('bank', await sign('b', now - 60), { revision: rev('b'), pushedBy: 'alice' });
+        }
+        await until('b served', async () => (await revisionOf(first)) === rev('b'));
+      } finally {
+        await first.stop();
+      }
+      // while it is down: back to a, then CI pushes a's bytes again
+      await store.rollback('bank', { to: a.sequence, pushedBy: 'oncall' });
+      await store.push('bank', old, { revision: rev('a'), pushedBy: 'ci' });
+      const second = await startPavilion({ config });
+      try {
+        await until('a served after the restart', async () => (await revisionOf(second)) === rev('a') && second.pavilion.tenants.tenant('bank')?.origin?.kind === 'push');
+        assert.equal(second.pavilion.tenants.tenant('bank')?.lastError, undefined);
+      } finally {
+        await second.stop();
+      }
+    });
+  }
 });
 
 describe('NATS outages', () => {

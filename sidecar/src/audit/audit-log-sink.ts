@@ -762,7 +762,7 @@ export class AuditLogSink implements DecisionSink {
       for (const epoch of epochs) {
         if (this.#isPruned(tenant, epoch)) continue;
         try {
-          return await proveFromLogFile(join(this.#archiveDirectory(tenant), String(epoch), WAL_FILE), decisionId);
+          return await proveFromLogFile(join(this.#archiveDirectory(tenant), String(epoch), WAL_FILE), decisionId, { sealed: true });
         } catch (error) {
           if (this.#isPruned(tenant, epoch) || isPavilionError(error, ErrorCodes.AUDIT_DECISION_UNKNOWN)) continue;
           // a damaged epoch may hold it, past the damage; the others are still searched

@@ -15,7 +15,7 @@
  *   5. the signed file list must equal the bundle's files (minus `.signatures.json`), and
  *      every digest must match (`file-hash.ts`).
  */
-import { createPrivateKey, createPublicKey, createSecretKey, type KeyObject } from 'node:crypto';
+import { X509Certificate, createPrivateKey, createPublicKey, createSecretKey, type KeyObject } from 'node:crypto';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { CompactSign, compactVerify, decodeProtectedHeader } from 'jose';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
@@ -100,20 +100,45 @@ function keyMatchesAlgorithm(key: KeyObject, algorithm: SigningAlgorithm): boole
 /** RFC 7518 3.2: an HMAC key at least as long as the hash output. */
 const MIN_SECRET_BYTES: Partial<Record<SigningAlgorithm, number>> = { HS256: 32, HS384: 48, HS512: 64 };
 
-/** Whether text reads as a public key in any usual form: PEM, a JWK, or base64 of SPKI DER. */
-function readsAsPublicKey(material: string): boolean {
-  if (/-----BEGIN [A-Z ]+-----/.test(material)) return true;
-  const text = material.trim();
-  try {
-    if (text.startsWith('{')) return typeof (JSON.parse(text) as { kty?: unknown }).kty === 'string';
-    if (/^[A-Za-z0-9+/_-]+={0,2}$/.test(text)) {
-      createPublicKey({ key: Buffer.from(text, text.includes('-') || text.includes('_') ? 'base64url' : 'base64'), format: 'der', type: 'spki' });
+const ASYMMETRIC_KTY = new Set(['RSA', 'EC', 'OKP']);
+
+/** DER of a public key or certificate in any form createPublicKey reads (SPKI, PKCS#1, X.509). */
+function isPublicKeyDer(der: Buffer): boolean {
+  for (const type of ['spki', 'pkcs1'] as const) {
+    try {
+      createPublicKey({ key: der, format: 'der', type });
       return true;
+    } catch {
+      // not this form
     }
-  } catch {
-    // not a key in that form
   }
-  return false;
+  try {
+    new X509Certificate(der);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Whether text reads as a public key in a usual form: PEM, an OpenSSH key, a JWK or JWK set
+ * of an asymmetric key, or base64 of its DER (line breaks allowed). A raw curve point in
+ * base64 cannot be told from a random secret and is not caught.
+ */
+function readsAsPublicKey(material: string): boolean {
+  if (/-----BEGIN [A-Z0-9 ]+-----/.test(material) || /^\s*(ssh-|ecdsa-sha2-)/.test(material)) return true;
+  const text = material.replace(/\s+/g, '');
+  if (text.startsWith('{')) {
+    try {
+      const value = JSON.parse(text) as { kty?: unknown; keys?: unknown };
+      const keys = Array.isArray(value.keys) ? (value.keys as Array<{ kty?: unknown }>) : [value];
+      return keys.some((key) => typeof key?.kty === 'string' && ASYMMETRIC_KTY.has(key.kty));
+    } catch {
+      return false;
+    }
+  }
+  if (!/^[A-Za-z0-9+/_-]+={0,2}$/.test(text)) return false;
+  return isPublicKeyDer(Buffer.from(text, /[-_]/.test(text) ? 'base64url' : 'base64'));
 }
 
 /**

@@ -282,7 +282,7 @@ export class NatsBundleStore {
    */
   async history(tenant: string, onInvalid: (sequence: number, error: PavilionError) => void = () => undefined): Promise<PointerEntry[]> {
     const out: PointerEntry[] = [];
-    try {
+    const read = async (): Promise<void> => {
       for await (const kvEntry of await (await this.pointers()).history({ key: tenant })) {
         let entry: PointerEntry | undefined;
         try {
@@ -294,6 +294,9 @@ export class NatsBundleStore {
         }
         if (entry !== undefined) out.push(entry);
       }
+    };
+    try {
+      await withTimeout(read(), this.#config.fetchTimeoutMs, `reading the history of ${tenant}`);
     } catch (error) {
       if (error instanceof PavilionError) throw error;
       throw unavailable(`cannot read the history of ${tenant}`, error);

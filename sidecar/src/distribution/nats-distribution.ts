@@ -847,13 +847,29 @@ export class NatsDistribution implements Component {
   }
 
   /**
-   * Whether the deploy before `entry` in the tenant's history names the same bytes: then the
-   * push only re-deploys what that deploy (a rollback, say) brought back, whatever this sidecar
-   * missed of it. Read only when the replay check would refuse the push.
+   * Whether a rollback brought these bytes back just before this push: going back through the
+   * history from `entry`, the deploys naming the same bytes reach a rollback before any deploy
+   * of other bytes. Then the push re-deploys what the fleet serves since that rollback, which
+   * this sidecar missed (down or cut off). Pushes alone never qualify: the same replaced bytes
+   * pushed twice are refused twice. Read only when the replay check would refuse the push.
    */
   async #redeploysPrevious(store: NatsBundleStore, tenant: string, entry: PointerEntry): Promise<boolean> {
-    const before = (await store.history(tenant)).filter((e) => e.sequence < entry.sequence).at(-1);
-    return before !== undefined && before.pointer.digest === entry.pointer.digest;
+    const asking = `the replay check could not read ${tenant}'s deploy history (to tell a re-push after a rollback from a replay)`;
+    let history: PointerEntry[];
+    try {
+      history = await store.history(tenant);
+    } catch (error) {
+      const cause = wrapError(error, ErrorCodes.DISTRIBUTION_UNAVAILABLE, 'reading the history');
+      throw new PavilionError(cause.code, `${asking}: ${cause.message}`, { cause });
+    }
+    // a read that ends before this deploy (the client stops at a heartbeat) proves nothing: retried, not a refusal
+    if (!history.some((e) => e.sequence === entry.sequence)) throw new PavilionError(ErrorCodes.DISTRIBUTION_UNAVAILABLE, `${asking}: it does not reach deploy ${entry.sequence} yet`);
+    const before = history.filter((e) => e.sequence < entry.sequence).reverse();
+    for (const earlier of before) {
+      if (earlier.pointer.digest !== entry.pointer.digest) return false;
+      if (earlier.pointer.action === 'rollback') return true;
+    }
+    return false;
   }
 
   async #apply(tenant: string, queue: TenantQueue, entry: PointerEntry): Promise<void> {

@@ -87,10 +87,10 @@ export interface ActivationOrigin {
   /** The distribution pointer's sequence (KV revision), when there is one. */
   readonly sequence?: number;
   /**
-   * For a push the replay check would refuse: whether the deploy before it in the history
-   * already named these bytes (a rollback, or a push, this sidecar did not see while it was
-   * down or cut off), so the push re-deploys what the fleet serves and is no replay. Asked
-   * only then; a failure to read the history is thrown (and retried), never taken as no.
+   * For a push the replay check would refuse: whether a rollback brought these bytes back just
+   * before it in the history (one this sidecar did not see while it was down or cut off), so
+   * the push re-deploys what the fleet serves and is no replay. Asked only then; a failure to
+   * read the history is thrown (and retried), never taken as no.
    */
   readonly redeploysPrevious?: () => Promise<boolean>;
 }

@@ -505,7 +505,11 @@ async function scanLogFile(path: string, tree: MerkleTree, options: { readonly f
   }
 }
 
-export async function proveFromLogFile(path: string, decisionId: string): Promise<DecisionProofV1> {
+/**
+ * `sealed`: the file is a sealed (archived) epoch, complete by construction: a file that ends
+ * inside a frame, or a decision no checkpoint covers, is damage there, not a tail in progress.
+ */
+export async function proveFromLogFile(path: string, decisionId: string, options: { readonly sealed?: boolean } = {}): Promise<DecisionProofV1> {
   const tree = new MerkleTree();
   let found: { index: number; event: string } | undefined;
   let covering: SignedCheckpointV1 | undefined;
@@ -526,13 +530,16 @@ export async function proveFromLogFile(path: string, decisionId: string): Promis
   // that covers it) cannot be seen, which is not the same as not being there. A file that ends
   // inside a frame (a tail being written, or torn by a crash) has nothing beyond. A decision
   // proved before the damage stands: its proof is checked against a signed checkpoint.
-  const inside = damage !== undefined && damage.reason !== 'short_header' && damage.reason !== 'short_frame';
+  const inside = damage !== undefined && (options.sealed === true || (damage.reason !== 'short_header' && damage.reason !== 'short_frame'));
   if (inside && (found === undefined || covering === undefined)) {
     throw bad(ErrorCodes.AUDIT_RECORD_CORRUPT, `${path}: record ${damage!.recordNumber} at byte ${damage!.offset} is damaged (${damage!.reason}), and the file cannot be read past it to ${found === undefined ? `find decision ${JSON.stringify(decisionId)}` : `a checkpoint covering leaf ${found.index}`}; verify-log reports the whole file`, {
       leafIndex: tree.size, recordNumber: damage!.recordNumber, byteOffset: damage!.offset, reason: damage!.reason, decisionId,
     });
   }
   if (found === undefined) throw new PavilionError(ErrorCodes.AUDIT_DECISION_UNKNOWN, `decision ${JSON.stringify(decisionId)} is not in ${path}`, { details: { decisionId } });
+  if (covering === undefined && options.sealed === true) {
+    throw bad(ErrorCodes.AUDIT_RECORD_CORRUPT, `${path}: decision ${JSON.stringify(decisionId)} is leaf ${found.index} of a sealed epoch, yet no checkpoint covers it: the file lost its final checkpoint`, { leafIndex: found.index, decisionId });
+  }
   if (covering === undefined) {
     throw new PavilionError(ErrorCodes.AUDIT_DECISION_UNKNOWN, `decision ${JSON.stringify(decisionId)} is leaf ${found.index}, but no checkpoint in ${path} covers it yet`, { details: { decisionId, leafIndex: found.index } });
   }
