@@ -288,14 +288,6 @@ async function verifyLog(
   // Every anchor the outside systems hold for this log, whatever records the file kept: the
   // contract only makes tree sizes grow, so a history forked after an anchor and anchored
   // again at a larger size fails at the first anchor it contradicts.
-  /** What an outside system holds for the log, or ERR_AUDIT_ANCHOR_FAILED when it cannot be asked. */
-  const readOutside = async <T>(kind: string, read: () => Promise<T>): Promise<T> => {
-    try {
-      return await read();
-    } catch (error) {
-      throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_FAILED, `the ${kind} anchors of ${origin ?? ''} could not be read: ${isPavilionError(error) ? error.message : String(error)}`, { cause: error });
-    }
-  };
   /** An anchored tree size the log no longer reaches: leaves were cut. */
   const checkReach = (kind: string, treeSize: number, at: Record<string, unknown>): void => {
     if (treeSize > tree.size) {
@@ -307,7 +299,7 @@ async function verifyLog(
   for (const verifier of options.anchorVerifiers ?? []) {
     if (verifier.anchorsOf === undefined || origin === undefined) continue;
     const [anchorsOf, log] = [verifier.anchorsOf.bind(verifier), origin];
-    const held = await readOutside(verifier.kind, () => anchorsOf(log));
+    const held = await readAnchors(verifier.kind, log, () => anchorsOf(log));
     let agreed = 0;
     for (const outside of [...held].sort((a, b) => a.treeSize - b.treeSize)) {
       const at = { ...outside.where, treeSize: outside.treeSize };
@@ -336,7 +328,7 @@ async function verifyLog(
   for (const verifier of options.anchorVerifiers ?? []) {
     if (verifier.latestAnchor === undefined || origin === undefined) continue;
     const [latestAnchor, log] = [verifier.latestAnchor.bind(verifier), origin];
-    const latest = await readOutside(verifier.kind, () => latestAnchor(log));
+    const latest = await readAnchors(verifier.kind, log, () => latestAnchor(log));
     if (latest === undefined) continue;
     checkReach(verifier.kind, latest.treeSize, { treeSize: latest.treeSize });
     if (tree.root(latest.treeSize).toString('hex') !== latest.rootHash) {
@@ -854,6 +846,18 @@ async function readAnchors<T>(kind: string, origin: string, read: () => Promise<
   }
 }
 
+/** Every anchor `verifier`'s outside system holds for `origin` that it can list, and its latest. */
+async function heldBy(verifier: NonNullable<VerifyLogOptions['anchorVerifiers']>[number], origin: string): Promise<OutsideAnchor[]> {
+  const held: OutsideAnchor[] = [];
+  const { anchorsOf, latestAnchor } = verifier;
+  if (anchorsOf !== undefined) held.push(...await readAnchors(verifier.kind, origin, () => anchorsOf.call(verifier, origin)));
+  if (latestAnchor !== undefined) {
+    const latest = await readAnchors(verifier.kind, origin, () => latestAnchor.call(verifier, origin));
+    if (latest !== undefined) held.push(latest);
+  }
+  return held;
+}
+
 /**
  * A pruned epoch against what the outside systems hold for its origin: nothing anchored past
  * its final checkpoint (a PRUNED record written over a cut epoch, naming an earlier
@@ -865,13 +869,7 @@ async function checkPrunedAgainstAnchors(final: SignedCheckpointV1, epoch: numbe
   const origin = final.origin;
   let largest = 0;
   for (const verifier of verifiers ?? []) {
-    const held: OutsideAnchor[] = [];
-    if (verifier.anchorsOf !== undefined) held.push(...await readAnchors(verifier.kind, origin, () => (verifier.anchorsOf as AnchorHistory['anchorsOf']).call(verifier, origin)));
-    if (verifier.latestAnchor !== undefined) {
-      const latest = await readAnchors(verifier.kind, origin, () => (verifier.latestAnchor as NonNullable<AnchorVerifier['latestAnchor']>).call(verifier, origin));
-      if (latest !== undefined) held.push(latest);
-    }
-    for (const outside of held) {
+    for (const outside of await heldBy(verifier, origin)) {
       const at = { ...outside.where, epoch, path, pruned: true, treeSize: outside.treeSize };
       if (outside.treeSize > final.tree_size) {
         throw bad(ErrorCodes.AUDIT_LOG_TRUNCATED, `the ${verifier.kind} anchor holds tree size ${outside.treeSize} of ${origin}, but pruned epoch ${epoch} keeps a final checkpoint at ${final.tree_size}: the epoch was cut before its PRUNED record was written, or the record names an earlier checkpoint`, { ...at, leafIndex: final.tree_size });
@@ -898,13 +896,7 @@ async function checkPrunedAgainstAnchors(final: SignedCheckpointV1, epoch: numbe
 async function checkNothingAnchoredAfter(base: string, epoch: number, verifiers: VerifyLogOptions['anchorVerifiers']): Promise<void> {
   const next = epochOrigin(base, epoch + 1);
   for (const verifier of verifiers ?? []) {
-    const held: OutsideAnchor[] = [];
-    if (verifier.anchorsOf !== undefined) held.push(...await readAnchors(verifier.kind, next, () => (verifier.anchorsOf as AnchorHistory['anchorsOf']).call(verifier, next)));
-    if (verifier.latestAnchor !== undefined) {
-      const latest = await readAnchors(verifier.kind, next, () => (verifier.latestAnchor as NonNullable<AnchorVerifier['latestAnchor']>).call(verifier, next));
-      if (latest !== undefined) held.push(latest);
-    }
-    const found = held[0];
+    const found = (await heldBy(verifier, next))[0];
     if (found !== undefined) {
       throw new PavilionError(ErrorCodes.AUDIT_LOG_TRUNCATED, `the ${verifier.kind} anchors hold ${next} (tree size ${found.treeSize}), an epoch after the live log given (epoch ${epoch}): later epochs were removed, or the live log is an old copy`, {
         details: { ...found.where, epoch: epoch + 1, origin: next, treeSize: found.treeSize },
