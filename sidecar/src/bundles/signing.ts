@@ -100,8 +100,6 @@ function keyMatchesAlgorithm(key: KeyObject, algorithm: SigningAlgorithm): boole
 /** RFC 7518 3.2: an HMAC key at least as long as the hash output. */
 const MIN_SECRET_BYTES: Partial<Record<SigningAlgorithm, number>> = { HS256: 32, HS384: 48, HS512: 64 };
 
-const ASYMMETRIC_KTY = new Set(['RSA', 'EC', 'OKP']);
-
 /** DER of a public key or certificate in any form createPublicKey reads (SPKI, PKCS#1, X.509). */
 function isPublicKeyDer(der: Buffer): boolean {
   for (const type of ['spki', 'pkcs1'] as const) {
@@ -121,18 +119,20 @@ function isPublicKeyDer(der: Buffer): boolean {
 }
 
 /**
- * Whether text reads as a public key in a usual form: PEM, an OpenSSH key, a JWK or JWK set
- * of an asymmetric key, or base64 of its DER (line breaks allowed). A raw curve point in
- * base64 cannot be told from a random secret and is not caught.
+ * Whether text reads as a key in a usual form: PEM, an OpenSSH key, a JWK or JWK set, or
+ * base64 of a public key's DER (line breaks allowed). A raw curve point in base64 cannot be
+ * told from a random secret and is not caught.
  */
 function readsAsPublicKey(material: string): boolean {
   if (/-----BEGIN [A-Z0-9 ]+-----/.test(material) || /^\s*(ssh-|ecdsa-sha2-)/.test(material)) return true;
   const text = material.replace(/\s+/g, '');
   if (text.startsWith('{')) {
+    // a JWK or JWK set of any kind: the secret is its text, never a key object (an "oct" JWK
+    // would be taken as the JSON text, not its `k`)
     try {
       const value = JSON.parse(text) as { kty?: unknown; keys?: unknown };
       const keys = Array.isArray(value.keys) ? (value.keys as Array<{ kty?: unknown }>) : [value];
-      return keys.some((key) => typeof key?.kty === 'string' && ASYMMETRIC_KTY.has(key.kty));
+      return keys.some((key) => typeof key?.kty === 'string');
     } catch {
       return false;
     }
@@ -149,7 +149,7 @@ function readsAsPublicKey(material: string): boolean {
 function weakSecret(material: string, algorithm: SigningAlgorithm): string | undefined {
   const minimum = MIN_SECRET_BYTES[algorithm];
   if (minimum === undefined) return undefined;
-  if (readsAsPublicKey(material)) return `${algorithm} takes a shared secret, not a public key (PEM, JWK or DER)`;
+  if (readsAsPublicKey(material)) return `${algorithm} takes a shared secret as text, not a key (PEM, JWK, DER or OpenSSH)`;
   const bytes = Buffer.byteLength(material, 'utf8');
   return bytes < minimum ? `an ${algorithm} secret must be at least ${minimum} bytes (RFC 7518 3.2), not ${bytes}` : undefined;
 }

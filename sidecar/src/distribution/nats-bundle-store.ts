@@ -282,8 +282,10 @@ export class NatsBundleStore {
    */
   async history(tenant: string, onInvalid: (sequence: number, error: PavilionError) => void = () => undefined): Promise<PointerEntry[]> {
     const out: PointerEntry[] = [];
+    let entries: Awaited<ReturnType<KV['history']>> | undefined;
     const read = async (): Promise<void> => {
-      for await (const kvEntry of await (await this.pointers()).history({ key: tenant })) {
+      entries = await (await this.pointers()).history({ key: tenant });
+      for await (const kvEntry of entries) {
         let entry: PointerEntry | undefined;
         try {
           entry = NatsBundleStore.entry(tenant, kvEntry);
@@ -298,6 +300,7 @@ export class NatsBundleStore {
     try {
       await withTimeout(read(), this.#config.fetchTimeoutMs, `reading the history of ${tenant}`);
     } catch (error) {
+      entries?.stop(); // a read given up on stops its consumer, not only its caller
       if (error instanceof PavilionError) throw error;
       throw unavailable(`cannot read the history of ${tenant}`, error);
     }

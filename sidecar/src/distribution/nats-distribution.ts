@@ -862,8 +862,12 @@ export class NatsDistribution implements Component {
       const cause = wrapError(error, ErrorCodes.DISTRIBUTION_UNAVAILABLE, 'reading the history');
       throw new PavilionError(cause.code, `${asking}: ${cause.message}`, { cause });
     }
-    // a read that ends before this deploy (the client stops at a heartbeat) proves nothing: retried, not a refusal
-    if (!history.some((e) => e.sequence === entry.sequence)) throw new PavilionError(ErrorCodes.DISTRIBUTION_UNAVAILABLE, `${asking}: it does not reach deploy ${entry.sequence} yet`);
+    // A read that ends before this deploy (the client stops at a heartbeat) proves nothing:
+    // retried, not a refusal. A history without it that goes past it, or that is empty (the key
+    // purged), will not bring it back: no rollback is found.
+    if (!history.some((e) => e.sequence === entry.sequence) && (history.at(-1)?.sequence ?? Infinity) < entry.sequence) {
+      throw new PavilionError(ErrorCodes.DISTRIBUTION_UNAVAILABLE, `${asking}: it does not reach deploy ${entry.sequence} yet`);
+    }
     const before = history.filter((e) => e.sequence < entry.sequence).reverse();
     for (const earlier of before) {
       if (earlier.pointer.digest !== entry.pointer.digest) return false;
