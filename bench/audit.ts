@@ -134,15 +134,15 @@ interface Pipeline {
 /** Mask rules as a tenant's `system.log.mask` would return them (applied as OPA applies them). */
 const MASK_RULES = ['/input/context/ip', { op: 'upsert', path: '/input/subject/accounts', value: ['[redacted]'] }];
 
+/** The sidecar compiled once per run (the in-process cases import it, the HTTP ones start it). */
+let built: Promise<string> | undefined;
+const sidecarBuild = (): Promise<string> => (built ??= buildSidecar(REPO_ROOT));
 /**
  * The audit face as it ships: the build `npm start` runs (tsc's output), not these sources
  * through tsx, whose transform (esbuild's keepNames) wraps every function it creates in a
  * naming call: about 2% of the pipeline's CPU that no deployment pays.
  */
 type AuditFace = typeof import('../sidecar/src/audit/index.ts');
-/** The sidecar compiled once per run (the in-process cases import it, the HTTP ones start it). */
-let built: Promise<string> | undefined;
-const sidecarBuild = (): Promise<string> => (built ??= buildSidecar(REPO_ROOT));
 type MaskingFace = typeof import('../sidecar/src/audit/masking/index.ts');
 let shipped: Promise<{ audit: AuditFace; masking: MaskingFace }> | undefined;
 function shippedAudit(): Promise<{ audit: AuditFace; masking: MaskingFace }> {

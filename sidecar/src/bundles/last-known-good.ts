@@ -297,14 +297,15 @@ export class LastKnownGood {
       const dir = join(this.#directory, tenant);
       const meta = JSON.parse(await readFile(join(dir, 'meta.json'), 'utf8')) as PersistedBundleMeta;
       if (meta.tenant !== tenant || typeof meta.digest !== 'string' || !DIGEST.test(meta.digest)) return undefined;
-      // the replay memory is advisory: what is malformed in it is dropped, not the revision
-      const replaced = meta.replaced === undefined ? undefined : Array.isArray(meta.replaced) ? meta.replaced.filter((d): d is string => typeof d === 'string' && DIGEST.test(d)) : [];
       const archive = await readFile(join(dir, archiveName(meta.digest))).catch(async (error: unknown) => {
         if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
         return readFile(join(dir, LEGACY_ARCHIVE));
       });
       if (sha256Hex(archive) !== meta.digest) return undefined;
-      return { archive, meta: replaced === undefined ? meta : { ...meta, replaced } };
+      if (meta.replaced === undefined) return { archive, meta };
+      // the replay memory is advisory: what is malformed in it is dropped, not the revision
+      const listed: readonly unknown[] = Array.isArray(meta.replaced) ? meta.replaced : [];
+      return { archive, meta: { ...meta, replaced: listed.filter((d): d is string => typeof d === 'string' && DIGEST.test(d)) } };
     } catch {
       return undefined;
     }

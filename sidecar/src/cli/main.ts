@@ -523,7 +523,6 @@ async function auditCommand(command: string | undefined, args: string[]): Promis
   if (command !== 'verify-log' && command !== 'verify' && command !== 'verify-consistency') return usage();
   // Trust comes from keys obtained out of band; never from the log directory by default.
   if (values.keys === undefined) return usage();
-  const keys = values.keys;
   const origin = values.origin === undefined ? {} : { origin: values.origin };
   // Anchors and trusted checkpoints are looked up by log: the log's own checkpoints must not
   // choose which (a log re-signed under another origin would find nothing anchored).
@@ -538,7 +537,7 @@ async function auditCommand(command: string | undefined, args: string[]): Promis
   let anchorVerifiers: ReturnType<typeof anchorVerifiersFrom> = [];
   try {
     // inside: keys that cannot be read are a failure reported like any other (JSON, exit 1)
-    const keyring = Keyring.load(keys);
+    const keyring = Keyring.load(values.keys);
     anchorVerifiers = anchorVerifiersFrom(values);
     if (command === 'verify-log') {
       if (values.log === undefined && values.archive === undefined) return usage();

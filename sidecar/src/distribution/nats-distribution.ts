@@ -855,17 +855,15 @@ export class NatsDistribution implements Component {
    */
   async #redeploysPrevious(store: NatsBundleStore, tenant: string, entry: PointerEntry): Promise<boolean> {
     const asking = `the replay check could not read ${tenant}'s deploy history (to tell a re-push after a rollback from a replay)`;
-    let history: PointerEntry[];
-    try {
-      history = await store.history(tenant);
-    } catch (error) {
-      const cause = wrapError(error, ErrorCodes.DISTRIBUTION_UNAVAILABLE, 'reading the history');
-      throw new PavilionError(cause.code, `${asking}: ${cause.message}`, { cause });
-    }
+    // history() throws typed errors only (its read's, or the distribution's UNAVAILABLE)
+    const history = await store.history(tenant).catch((error: PavilionError) => {
+      throw new PavilionError(error.code, `${asking}: ${error.message}`, { cause: error });
+    });
     // A read that ends before this deploy (the client stops at a heartbeat) proves nothing:
-    // retried, not a refusal. A history without it that goes past it, or that is empty (the key
-    // purged), will not bring it back: no rollback is found.
-    if (!history.some((e) => e.sequence === entry.sequence) && (history.at(-1)?.sequence ?? Infinity) < entry.sequence) {
+    // retried, not a refusal. One that goes past it without it, or an empty one (the key
+    // purged), will not bring it back: no rollback is found below.
+    const newest = history.at(-1)?.sequence;
+    if (newest !== undefined && newest < entry.sequence) {
       throw new PavilionError(ErrorCodes.DISTRIBUTION_UNAVAILABLE, `${asking}: it does not reach deploy ${entry.sequence} yet`);
     }
     const before = history.filter((e) => e.sequence < entry.sequence).reverse();

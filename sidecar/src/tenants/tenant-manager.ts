@@ -612,7 +612,7 @@ export class TenantManager implements Component {
     const delayMs = this.#persistDelayMs;
     if (delayMs === 0 || this.#stopping) {
       entry.unsaved = undefined;
-      await this.#persistSnapshot(entry.config.id, archive, bundle, origin);
+      await this.#persistSnapshot(entry, archive, bundle, origin);
       return;
     }
     // a write that fails is already dropped in #persistSnapshot (best effort): nothing to report here
@@ -628,23 +628,23 @@ export class TenantManager implements Component {
       if (unsaved === undefined) return;
       entry.unsaved = undefined;
       clearTimeout(unsaved.timer);
-      await this.#persistSnapshot(entry.config.id, unsaved.archive, unsaved.bundle, unsaved.origin);
+      await this.#persistSnapshot(entry, unsaved.archive, unsaved.bundle, unsaved.origin);
     });
   }
 
   /** Persist an activated snapshot as last known good (its save drops every other snapshot's deltas). */
-  async #persistSnapshot(tenant: string, archive: Buffer, bundle: Bundle, origin: ActivationOrigin): Promise<void> {
+  async #persistSnapshot(entry: TenantEntry, archive: Buffer, bundle: Bundle, origin: ActivationOrigin): Promise<void> {
     const started = performance.now();
     const store = this.#options.persisted;
     if (store === undefined) return;
     // persistence is best effort (serving is not affected), and says when it fails
-    await this.#persisting(tenant, { kind: 'snapshot', digest: bundle.digest }, `writing revision ${bundle.revision} as last known good`, store.save(archive, {
-      tenant,
+    await this.#persisting(entry, { kind: 'snapshot', digest: bundle.digest }, `writing revision ${bundle.revision} as last known good`, store.save(archive, {
+      tenant: entry.config.id,
       revision: bundle.revision,
       digest: bundle.digest,
       ...(origin.sequence === undefined ? {} : { sequence: origin.sequence }),
       savedAt: new Date().toISOString(),
-      replaced: [...(this.#tenants.get(tenant)?.replaced ?? [])],
+      replaced: [...entry.replaced],
     }));
     this.#options.onPhase?.('persist', (performance.now() - started) / 1000);
   }
@@ -655,9 +655,7 @@ export class TenantManager implements Component {
    * succeeds. A snapshot written also settles a deltas failure on another snapshot (its save
    * drops every other snapshot's deltas), not one on itself: its deltas file still lacks them.
    */
-  async #persisting(tenant: string, what: { readonly kind: 'snapshot' | 'deltas'; readonly digest: string }, doing: string, write: Promise<unknown>): Promise<void> {
-    const entry = this.#tenants.get(tenant);
-    if (entry === undefined) return;
+  async #persisting(entry: TenantEntry, what: { readonly kind: 'snapshot' | 'deltas'; readonly digest: string }, doing: string, write: Promise<unknown>): Promise<void> {
     try {
       await write;
       const { snapshot, deltas } = entry.persistErrors;
@@ -685,7 +683,7 @@ export class TenantManager implements Component {
     const store = this.#options.persisted;
     if (store === undefined) return;
     const binding = { tenant: entry.config.id, digest: snapshot.digest, base };
-    await this.#persisting(entry.config.id, { kind: 'deltas', digest: snapshot.digest }, `writing the deltas of deploy ${base} as last known good`, store.saveDeltas(binding, applied)
+    await this.#persisting(entry, { kind: 'deltas', digest: snapshot.digest }, `writing the deltas of deploy ${base} as last known good`, store.saveDeltas(binding, applied)
       .catch((error: unknown) => {
         if (!isPavilionError(error, ErrorCodes.BUNDLE_DELTA_SEQUENCE)) throw error;
         return store.saveDeltas(binding, entry.appliedDeltas);

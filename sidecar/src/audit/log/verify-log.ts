@@ -800,7 +800,7 @@ export async function prunedEpochRecord(
  * when known and signed by a trusted key, and (epoch N > 0) its first leaf included at index
  * 0 under it; that leaf goes to the link check like a first leaf read from a file.
  */
-async function verifyPrunedEpoch(file: string, epoch: number, keyring: Keyring, origin: string | undefined): Promise<{ verification: LogVerification; first: Buffer | undefined }> {
+async function verifyPrunedEpoch(file: string, epoch: number, keyring: Keyring, origin: string | undefined): Promise<{ verification: LogVerification; first: Buffer | undefined; final: SignedCheckpointV1 }> {
   let record: PrunedEpochV1;
   try {
     record = JSON.parse(await readFile(file, 'utf8')) as PrunedEpochV1;
@@ -829,6 +829,7 @@ async function verifyPrunedEpoch(file: string, epoch: number, keyring: Keyring, 
   }
   return {
     first,
+    final,
     verification: {
       anchors: 0, anchorsVerified: 0, anchoredSize: 0, anchoredOutsideSize: 0,
       origin: final.origin, leaves: final.tree_size, checkpoints: 1, rootHash: final.root_hash,
@@ -954,9 +955,12 @@ export async function verifyEpochs(archiveDirectory: string, liveLog: string | u
   if ((options.trustedCheckpoints?.length ?? 0) > 0 && options.origin === undefined) {
     throw new PavilionError(ErrorCodes.AUDIT_CHECKPOINT_UNKNOWN, 'trusted checkpoints of a rotated log need its origin (epoch 0\'s): without it a checkpoint whose epoch is missing could not be told from one of another log');
   }
-  if ((options.anchorVerifiers?.length ?? 0) > 0 && options.origin === undefined) {
+  const anchorsAsked = (options.anchorVerifiers?.length ?? 0) > 0;
+  if (anchorsAsked && options.origin === undefined) {
     throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_CONFIG, 'anchor checks of a rotated log need its origin (epoch 0\'s): the logs to ask about are never taken from the files themselves');
   }
+  /** Epoch 0's origin when anchors are to be checked (never taken from the files). */
+  const anchorBase = anchorsAsked ? options.origin : undefined;
   // retention keeps a PRUNED record in a pruned epoch's directory: an archive that does not start at 0 lost its oldest epochs
   if (archived[0] !== 0) {
     throw linkBroken(archived[0] as number, join(archiveDirectory, String(archived[0])), `the archive starts at epoch ${archived[0]}: epochs 0 to ${(archived[0] as number) - 1} are missing`, { field: 'epoch' });
@@ -972,7 +976,7 @@ export async function verifyEpochs(archiveDirectory: string, liveLog: string | u
     const first = await firstLeafOf(liveLog);
     files.push({ epoch: (first === undefined ? undefined : parseEpochLink(first))?.epoch ?? archived.at(-1)! + 1, path: liveLog, pruned: false });
     // asked first, not after the (possibly long) verification: a sidecar rotating meanwhile is not a stale copy
-    if (options.origin !== undefined && (options.anchorVerifiers?.length ?? 0) > 0) await checkNothingAnchoredAfter(options.origin, files.at(-1)!.epoch, options.anchorVerifiers);
+    if (anchorBase !== undefined) await checkNothingAnchoredAfter(anchorBase, files.at(-1)!.epoch, options.anchorVerifiers);
   }
   let base = options.origin;
   const epochs: EpochVerification[] = [];
@@ -983,10 +987,9 @@ export async function verifyEpochs(archiveDirectory: string, liveLog: string | u
     let first: Buffer | undefined;
     let verified: LogVerification;
     if (pruned) {
-      ({ verification: verified, first } = await verifyPrunedEpoch(path, epoch, keyring, origin));
-      if (origin !== undefined && (options.anchorVerifiers?.length ?? 0) > 0) {
-        verified = { ...verified, anchoredOutsideSize: await checkPrunedAgainstAnchors(verified.lastCheckpoint as SignedCheckpointV1, epoch, path, options.anchorVerifiers) };
-      }
+      let final: SignedCheckpointV1;
+      ({ verification: verified, first, final } = await verifyPrunedEpoch(path, epoch, keyring, origin));
+      if (anchorBase !== undefined) verified = { ...verified, anchoredOutsideSize: await checkPrunedAgainstAnchors(final, epoch, path, options.anchorVerifiers) };
       // only its final checkpoint is left to hold a trusted one against (each signed, as verifyLog requires)
       for (const trusted of trustedCheckpoints ?? []) keyring.verifyCheckpoint(trusted);
       const forked = trustedCheckpoints?.find((c) => c.tree_size === verified.leaves && c.root_hash !== verified.rootHash);

@@ -118,8 +118,8 @@ export class WalWriter {
   #reservedBytes = 0;
   #waiters: Waiter[] = [];
   #flushing: Promise<void> | undefined;
-  /** Where the file must be cut before the next batch (a cut after a full volume failed). */
-  #cutTo: number | undefined;
+  /** The file must be cut back to #position before the next batch (a cut after a full volume failed). */
+  #cutPending = false;
   #timer: NodeJS.Timeout | undefined;
   #syncTimer: NodeJS.Timeout | undefined;
   #dirty = false;
@@ -306,9 +306,9 @@ export class WalWriter {
       let written = 0;
       try {
         // a cut after a full volume that failed: nothing is written past it until it is made
-        if (this.#cutTo !== undefined) {
-          await this.#handle.truncate(this.#cutTo);
-          this.#cutTo = undefined;
+        if (this.#cutPending) {
+          await this.#handle.truncate(this.#position);
+          this.#cutPending = false;
         }
         const buffers = batch.map((p) => p.frame);
         const rest = (): Buffer[] => (written === 0 ? buffers : [Buffer.concat(buffers).subarray(written)]);
@@ -325,7 +325,7 @@ export class WalWriter {
         }
       } catch (error) {
         this.#queuedBytes -= bytes;
-        if (!isNoSpace(error) && this.#cutTo === undefined) {
+        if (!isNoSpace(error) && !this.#cutPending) {
           this.#fail(ioError(written < bytes ? 'write' : 'fdatasync', error), batch);
           break;
         }
@@ -345,13 +345,13 @@ export class WalWriter {
 
   /**
    * See the header: refuse `batch` and everything queued behind it, and cut the file back.
-   * `error` is the write's, or (while #cutTo is still set) the failed cut's before the write.
+   * `error` is the write's, or (while #cutPending) the failed cut's before the write.
    */
   async #rewind(error: unknown, batch: readonly Pending[]): Promise<void> {
     const queued = this.#queue.splice(0);
     for (const p of queued) this.#queuedBytes -= p.frame.length;
     const discarded = [...batch, ...queued];
-    const why = this.#cutTo !== undefined
+    const why = this.#cutPending
       ? `the audit log file could not be cut back to its last record after the volume was full (${describeThrown(error)}): the event was not logged; the log goes on once the cut succeeds`
       : `the volume holding the audit log is full (${describeThrown(error)}): the event was not logged; the log goes on once space is freed`;
     const refusal = new PavilionError(ErrorCodes.AUDIT_DISK_FULL, why, {
@@ -375,12 +375,12 @@ export class WalWriter {
     // Part of the batch may have reached the file: cut it off (it frees the space it took).
     try {
       await this.#handle.truncate(this.#position);
-      this.#cutTo = undefined;
+      this.#cutPending = false;
     } catch {
       // Whole refused frames may stay past the end, and a shorter next batch that ends on one
       // of their boundaries would leave them readable as the log's continuation (after a
       // crash, recovery would take refused decisions in): cut before the next batch instead.
-      this.#cutTo = this.#position;
+      this.#cutPending = true;
     }
   }
 
