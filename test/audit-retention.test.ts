@@ -25,10 +25,10 @@ import {
   type DecisionReceiptV1,
   type PrunedEpochV1,
 } from '../sidecar/src/audit/index.ts';
-import { RecordType, WAL_FILE, checkpointMessage, decodeCheckpoint, prunedEpochRecord, type SignedCheckpointV1 } from '../sidecar/src/audit/log/index.ts';
+import { RecordType, WAL_FILE, decodeCheckpoint, prunedEpochRecord, type SignedCheckpointV1 } from '../sidecar/src/audit/log/index.ts';
 import { parseConfig } from '../sidecar/src/config/index.ts';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
-import { ROTATE_AT_BYTES, archiveOf, decisionEvent, liveOf, readRecords, ringOf, rotatingSink, sinkTenants, tempDir, writeRecords } from './audit/fixtures.ts';
+import { ROTATE_AT_BYTES, archiveOf, decisionEvent, forkOf, liveOf, readRecords, ringOf, rotatingSink, sinkTenants, tempDir, writeRecords } from './audit/fixtures.ts';
 import { until } from './harness/wait.ts';
 
 const signer = SoftwareSigner.generate();
@@ -39,9 +39,9 @@ const liveWal = (directory: string): string => join(liveOf(directory), WAL_FILE)
 type Archived = Array<{ epoch: number; bytes: number; pruned?: true }>;
 const archivedOf = (sink: AuditLogSink, tenant = 'bank'): Archived => (sinkTenants(sink)[tenant]?.details['archived_epochs'] ?? []) as Archived;
 
-/** A sink over `directory` with rotation, having logged `count` decisions; their receipts. */
-async function filled(directory: string, count: number, settings: Partial<AuditLogSettings> = {}): Promise<{ sink: AuditLogSink; receipts: DecisionReceiptV1[] }> {
-  const sink = rotatingSink(directory, signer, settings);
+/** A sink over `directory` with rotation (and `anchorFile`'s anchor), having logged `count` decisions; their receipts. */
+async function filled(directory: string, count: number, settings: Partial<AuditLogSettings> = {}, anchorFile?: string): Promise<{ sink: AuditLogSink; receipts: DecisionReceiptV1[] }> {
+  const sink = rotatingSink(directory, signer, settings, undefined, anchorFile === undefined ? {} : { anchor: new FileAnchor({ path: anchorFile }) });
   await sink.start();
   const receipts: DecisionReceiptV1[] = [];
   for (let i = 0; i < count; i++) receipts.push(await sink.append(decisionEvent(i)));
@@ -55,12 +55,32 @@ async function checkpointsOf(directory: string): Promise<SignedCheckpointV1[]> {
   return (await readRecords(directory)).records.filter((r) => r.type === RecordType.CHECKPOINT).map((r) => decodeCheckpoint(r.payload));
 }
 
-/** A rotated log of 60 decisions (several archived epochs, nothing pruned), its sink stopped: its directory and receipts. */
-async function sealedArchive(): Promise<{ dir: string; receipts: DecisionReceiptV1[] }> {
+/**
+ * A rotated log of 60 decisions (several archived epochs, nothing pruned), its sink stopped:
+ * its directory and receipts; with `anchored`, each checkpoint anchored to `anchors` in it.
+ */
+async function sealedArchive(anchored = false): Promise<{ dir: string; receipts: DecisionReceiptV1[]; anchors: string }> {
   const dir = await tempDir();
-  const { sink, receipts } = await filled(dir, 60);
+  const anchors = join(dir, 'anchors.jsonl');
+  const { sink, receipts } = await filled(dir, 60, {}, anchored ? anchors : undefined);
   await sink.stop(5000);
-  return { dir, receipts };
+  return { dir, receipts, anchors };
+}
+
+/** A rotated log with epochs 0 and 1 pruned (keep the rest): the record and an earlier checkpoint of epoch 1, the archived epochs. */
+async function prunedArchive(anchored = false): Promise<{ dir: string; file: string; record: PrunedEpochV1; earlier: SignedCheckpointV1; anchors: string; archived: number[] }> {
+  const { dir, anchors } = await sealedArchive(anchored);
+  // a genuine checkpoint of epoch 1 before its final one (the one signing its link), kept before pruning
+  const earlier = (await checkpointsOf(join(archiveOf(dir), '1')))[0]!;
+  const archived = (await readdir(archiveOf(dir))).map(Number).sort((a, b) => a - b);
+  const again = rotatingSink(dir, signer, { keepArchivedEpochs: archived.length - 2 });
+  await again.start();
+  await until('epochs 0 and 1 are pruned', () => archivedOf(again).filter((a) => a.pruned === true).length === 2);
+  await again.stop(5000);
+  const file = join(archiveOf(dir), '1', PRUNED_FILE);
+  const record = JSON.parse(await readFile(file, 'utf8')) as PrunedEpochV1;
+  assert.ok(earlier.tree_size < record.final_checkpoint.tree_size);
+  return { dir, file, record, earlier, anchors, archived };
 }
 
 const epochOf = (receipt: DecisionReceiptV1): number => Number(/\/e(\d+)$/.exec(receipt.origin)?.[1] ?? '0');
@@ -303,22 +323,6 @@ describe('archive retention (keepArchivedEpochs)', () => {
 });
 
 describe('a PRUNED record is checked, not trusted', () => {
-  /** A rotated log with epochs 0 and 1 pruned (keep the rest); the record of epoch 1. */
-  async function prunedArchive(): Promise<{ dir: string; file: string; record: PrunedEpochV1; earlier: SignedCheckpointV1 }> {
-    const { dir } = await sealedArchive();
-    // a genuine checkpoint of epoch 1 before its final one (the one signing its link), kept before pruning
-    const earlier = (await checkpointsOf(join(archiveOf(dir), '1')))[0]!;
-    const keep = (await readdir(archiveOf(dir))).length - 2;
-    const again = rotatingSink(dir, signer, { keepArchivedEpochs: keep });
-    await again.start();
-    await until('epochs 0 and 1 are pruned', () => archivedOf(again).filter((a) => a.pruned === true).length === 2);
-    await again.stop(5000);
-    const file = join(archiveOf(dir), '1', PRUNED_FILE);
-    const record = JSON.parse(await readFile(file, 'utf8')) as PrunedEpochV1;
-    assert.ok(earlier.tree_size < record.final_checkpoint.tree_size);
-    return { dir, file, record, earlier };
-  }
-
   const verifyCode = async (dir: string): Promise<string> =>
     verifyEpochs(archiveOf(dir), liveWal(dir), ring, { origin: ORIGIN }).then(() => 'verified', codeOf);
 
@@ -369,8 +373,7 @@ describe('a PRUNED record is checked, not trusted', () => {
     const code = await verifyEpochs(archiveOf(dir), liveWal(dir), ring, { origin: ORIGIN, trustedCheckpoints: [earlier] }).then(() => 'verified', codeOf);
     assert.equal(code, ErrorCodes.AUDIT_LOG_TRUNCATED);
     // one at the final size with another root, validly signed: a fork, not "cannot be checked"
-    const { signature: _signature, version: _version, algorithm: _algorithm, ...body } = { ...record.final_checkpoint, root_hash: 'ef'.repeat(32) };
-    const fork = { ...record.final_checkpoint, root_hash: body.root_hash, signature: (await signer.sign(checkpointMessage(body))).toString('base64') };
+    const fork = await forkOf(record.final_checkpoint, 'ef'.repeat(32), signer);
     const forkFailure = await verifyEpochs(archiveOf(dir), liveWal(dir), ring, { origin: ORIGIN, trustedCheckpoints: [fork] }).then(() => undefined, (error: unknown) => error as Error);
     assert.equal(codeOf(forkFailure), ErrorCodes.AUDIT_ROOT_MISMATCH);
     assert.equal((forkFailure as { details?: Record<string, unknown> }).details?.['forked'], true);
@@ -380,27 +383,8 @@ describe('a PRUNED record is checked, not trusted', () => {
 });
 
 describe('a pruned epoch against its anchors', () => {
-  /** A rotated log anchored to a file, epochs 0 and 1 pruned: its directory, the anchor file and epoch 1's record and first checkpoint. */
-  async function anchoredPrunedArchive(): Promise<{ dir: string; anchors: string; record: PrunedEpochV1; earlier: SignedCheckpointV1; archived: number[] }> {
-    const dir = await tempDir();
-    const anchors = join(dir, 'anchors.jsonl');
-    const sink = rotatingSink(dir, signer, {}, undefined, { anchor: new FileAnchor({ path: anchors }) });
-    await sink.start();
-    for (let i = 0; i < 60; i++) await sink.append(decisionEvent(i));
-    await until('no rotation is due', () => (sinkTenants(sink)['bank']!.details['bytes_on_disk'] as number) < ROTATE_AT_BYTES);
-    await sink.stop(5000);
-    const earlier = (await checkpointsOf(join(archiveOf(dir), '1')))[0]!;
-    const archived = (await readdir(archiveOf(dir))).map(Number).sort((a, b) => a - b);
-    const again = rotatingSink(dir, signer, { keepArchivedEpochs: archived.length - 2 });
-    await again.start();
-    await until('epochs 0 and 1 are pruned', () => archivedOf(again).filter((a) => a.pruned === true).length === 2);
-    await again.stop(5000);
-    const record = JSON.parse(await readFile(join(archiveOf(dir), '1', PRUNED_FILE), 'utf8')) as PrunedEpochV1;
-    return { dir, anchors, record, earlier, archived };
-  }
-
   it('the last epoch of the archive pruned with an earlier checkpoint as its final one: refused by the anchors past it (ERR_AUDIT_LOG_TRUNCATED), though the record holds together', async () => {
-    const { dir, anchors, record, earlier, archived } = await anchoredPrunedArchive();
+    const { dir, anchors, record, earlier, archived } = await prunedArchive(true);
     // epoch 1 made the archive's last (the later ones moved away), its record naming its link's checkpoint
     for (const epoch of archived.filter((e) => e > 1)) await rename(join(archiveOf(dir), String(epoch)), join(dir, `away-${epoch}`));
     assert.equal(earlier.tree_size, 1);
@@ -418,7 +402,7 @@ describe('a pruned epoch against its anchors', () => {
   });
 
   it('a live log given that is not the newest (an epoch after it is anchored): ERR_AUDIT_LOG_TRUNCATED', async () => {
-    const { dir, anchors, archived } = await anchoredPrunedArchive();
+    const { dir, anchors, archived } = await prunedArchive(true);
     const newest = archived.at(-1)!;
     // the newest archived epoch handed over as if it were the live log
     await rename(join(archiveOf(dir), String(newest)), join(dir, 'stale'));

@@ -129,13 +129,14 @@ describe('rotation into sealed, linked epochs', () => {
     for (let i = 0; i < 40; i++) receipts.push(await sink.append(decisionEvent(i)));
     const newest = (tenantDetails(sink)['archived_epochs'] as Array<{ epoch: number }>).at(-1)!.epoch;
     assert.ok(newest >= 1, `rotated into ${newest + 1} archived epochs`);
-    const file = join(dir, 'archive', 'bank', String(newest), WAL_FILE);
+    const epochDir = join(archiveOf(dir), String(newest));
+    const file = join(epochDir, WAL_FILE);
     const intact = await readFile(file);
     const namedDamaged = (e: unknown): boolean =>
       isPavilionError(e, ErrorCodes.AUDIT_RECORD_CORRUPT) && e.details?.['epoch'] === newest && /archived epoch \d+ is damaged and may hold it/.test(e.message);
     try {
       // a byte flipped inside the payload of the newest archived epoch's second leaf (that epoch is searched first)
-      const second = (await readRecords(join(dir, 'archive', 'bank', String(newest)))).records.filter((r) => r.type === RecordType.LEAF)[1]!;
+      const second = (await readRecords(epochDir)).records.filter((r) => r.type === RecordType.LEAF)[1]!;
       const flipped = Buffer.from(intact);
       flipped[second.offset + 20] = flipped[second.offset + 20]! ^ 0xff;
       await writeFile(file, flipped);

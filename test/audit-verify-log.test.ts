@@ -26,7 +26,7 @@ import {
   type SignedCheckpointV1,
 } from '../sidecar/src/audit/log/index.ts';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
-import { decisionEvent, logOptions, openLog, readRecords, ringOf, tempDir, type FileRecord, walPath, writeRecords } from './audit/fixtures.ts';
+import { decisionEvent, forkOf, liveOf, logOptions, openLog, readRecords, ringOf, tempDir, type FileRecord, walPath, writeRecords } from './audit/fixtures.ts';
 
 const signer = SoftwareSigner.generate();
 const ring = ringOf(signer);
@@ -156,8 +156,7 @@ describe('verify-log names the first bad position', () => {
   it('a second checkpoint at the same tree size with another root, validly signed: ERR_AUDIT_ROOT_MISMATCH naming the fork, not a leaf range', async () => {
     const at = source.records.findIndex((r) => r.type === RecordType.CHECKPOINT && r.index === 15);
     const genuine = JSON.parse(source.records[at]!.payload.toString('utf8')) as SignedCheckpointV1;
-    const body = { origin: genuine.origin, tree_size: 15, root_hash: 'cd'.repeat(32), timestamp: genuine.timestamp, key_id: genuine.key_id };
-    const fork: SignedCheckpointV1 = { version: 1, algorithm: CHECKPOINT_ALGORITHM, ...body, signature: (await signer.sign(checkpointMessage(body))).toString('base64') };
+    const fork = await forkOf(genuine, 'cd'.repeat(32), signer);
     const records = [...source.records.slice(0, at + 1), { type: RecordType.CHECKPOINT, index: 15, payload: Buffer.from(JSON.stringify(fork)), offset: 0 }, ...source.records.slice(at + 1)];
     await assert.rejects(verifyLogFile(await fileWith(records), ring), (error: unknown) => {
       assert.ok(isPavilionError(error, ErrorCodes.AUDIT_ROOT_MISMATCH), String(error));
@@ -373,7 +372,7 @@ describe('verify-log over the epochs of a rotated log', () => {
 
   it("an epoch's checkpoints stripped but the one over its link: ERR_AUDIT_NOT_CHECKPOINTED (no decision is signed), as for epoch 0 with none", async () => {
     const dir = await rotated(1, 0, 3);
-    const liveDir = join(dir, 'tenants', 'bank');
+    const liveDir = liveOf(dir);
     const { header, records } = await readRecords(liveDir);
     assert.ok(records.filter((r) => r.type === RecordType.LEAF).length > 2, 'the live epoch holds decisions after its link');
     await writeRecords(liveDir, header, records.filter((r) => r.type === RecordType.LEAF || r.index <= 1));

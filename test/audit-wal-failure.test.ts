@@ -7,13 +7,14 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { closeSync, openSync, readdirSync, readlinkSync, realpathSync } from 'node:fs';
-import { access, open, readFile, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
+import { access, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { FILE_HEADER_BYTES, FRAME_OVERHEAD_BYTES, SoftwareSigner, encodeEvent, verifyDecisionProof, verifyLogFile, type CheckpointSigner } from '../sidecar/src/audit/log/index.ts';
 import { CHECKPOINT_HEADROOM_BYTES, WalWriter } from '../sidecar/src/audit/log/wal-writer.ts';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
 import { decisionEvent, openLog, ringOf, tempDir, walPath } from './audit/fixtures.ts';
+import { within } from './harness/wait.ts';
 
 async function rejectsCode(promise: Promise<unknown>, code: string): Promise<void> {
   await assert.rejects(promise, (error: unknown) => {
@@ -23,14 +24,6 @@ async function rejectsCode(promise: Promise<unknown>, code: string): Promise<voi
   });
 }
 
-/** The promise, or a plain error once `ms` pass without it settling (a hang becomes a failure). */
-function within<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`still pending after ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
-}
 
 /** The one descriptor this process holds on `path`. */
 function heldOn(path: string): number {
@@ -143,64 +136,12 @@ describe('audit log file failing underneath', () => {
 
   it('closing the writer with a frame waiting for the group-commit timer writes it at once instead of spinning', async () => {
     const path = join(await tempDir(), 'wal');
-    const writer = new WalWriter(await open(path, 'w+'), 0, {
-      fsync: 'interval', fsyncIntervalMs: 60_000, groupCommitMaxDelayMs: 60_000, groupCommitMaxBytes: 1 << 20,
-      maxDiskBytes: 1 << 30, onFull: 'refuse', blockTimeoutMs: 100,
-    });
+    const writer = new WalWriter(await open(path, 'w+'), 0, { ...options, groupCommitMaxDelayMs: 60_000 });
     writer.reserve(10);
     const { durable } = writer.append(Buffer.from('0123456789'));
     await within(writer.close(), 2000);
     await durable;
     assert.equal(await readFile(path, 'utf8'), '0123456789');
-  });
-});
-
-describe('audit log writer: a full volume whose rewind cannot finish', () => {
-  /** A file whose writes fail with ENOSPC while `full`, and whose truncate fails while `stuck`. */
-  function fullFile(state: { full: boolean; stuck: boolean }): { handle: FileHandle; written: Buffer[] } {
-    const written: Buffer[] = [];
-    const handle = {
-      fd: undefined, // no descriptor: the writer takes its asynchronous path
-      async writev(buffers: Buffer[]) {
-        if (state.full) throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
-        written.push(...buffers);
-        return { bytesWritten: buffers.reduce((n, b) => n + b.length, 0), buffers };
-      },
-      async truncate() {
-        if (state.stuck) throw Object.assign(new Error('EIO: i/o error, ftruncate'), { code: 'EIO' });
-      },
-      async datasync() {},
-      async close() {},
-    } as unknown as FileHandle;
-    return { handle, written };
-  }
-  /** Reserve and append `frame`; settles when it is durable (a writer already failed refuses at once). */
-  const write = async (writer: WalWriter, frame: Buffer): Promise<void> => {
-    writer.reserve(frame.length);
-    await writer.append(frame).durable;
-  };
-
-  it('a cut that fails after ENOSPC is made before the next batch: while it fails, nothing is written past the end (the batch is refused); once it succeeds, writing goes on', async () => {
-    const state = { full: true, stuck: true };
-    const { handle, written } = fullFile(state);
-    const writer = new WalWriter(handle, 0, options);
-    await within(rejectsCode(write(writer, Buffer.from('0123456789')), ErrorCodes.AUDIT_DISK_FULL), 2000);
-    state.full = false;
-    // a shorter batch ending on a boundary of the refused frames would leave them readable
-    await within(rejectsCode(write(writer, Buffer.from('abcde')), ErrorCodes.AUDIT_DISK_FULL), 2000);
-    assert.deepEqual(written, [], 'nothing written while the file could not be cut');
-    state.stuck = false;
-    await within(write(writer, Buffer.from('xyz')), 2000);
-    assert.deepEqual(written.map(String), ['xyz']);
-  });
-
-  it('an onRewind that throws fails the writer: the refused append and every later one settle with ERR_AUDIT_LOG_IO instead of waiting for ever', async () => {
-    const state = { full: true, stuck: false };
-    const { handle } = fullFile(state);
-    const writer = new WalWriter(handle, 0, options, { onRewind: () => { throw new Error('the owner could not cut its tree'); } });
-    await within(rejectsCode(write(writer, Buffer.from('0123456789')), ErrorCodes.AUDIT_LOG_IO), 2000);
-    state.full = false;
-    await within(rejectsCode(write(writer, Buffer.from('abcde')), ErrorCodes.AUDIT_LOG_IO), 2000);
   });
 });
 

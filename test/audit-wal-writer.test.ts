@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { SYNC_WRITE_MAX_BYTES, WalWriter, type WalWriterOptions } from '../sidecar/src/audit/log/wal-writer.ts';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
+import { within } from './harness/wait.ts';
 
 class FakeHandle {
   writes: number[] = [];
@@ -17,6 +18,7 @@ class FakeHandle {
   failWrites = false;
   writeError = { code: 'EIO', message: 'EIO: i/o error' };
   failSync = false;
+  failTruncate = false;
   truncatedTo: number[] = [];
   closed = false;
 
@@ -33,6 +35,7 @@ class FakeHandle {
   }
 
   async truncate(length: number): Promise<void> {
+    if (this.failTruncate) throw Object.assign(new Error('EIO: i/o error, ftruncate'), { code: 'EIO' });
     this.truncatedTo.push(length);
   }
 
@@ -185,5 +188,39 @@ describe('WAL writer', () => {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('WAL writer: a full volume whose rewind cannot finish', () => {
+  /** A handle whose writes fail with ENOSPC, and whose cuts fail too while `failTruncate`. */
+  function fullHandle(): FakeHandle {
+    const handle = new FakeHandle();
+    handle.failWrites = true;
+    handle.writeError = { code: 'ENOSPC', message: 'ENOSPC: no space left on device, write' };
+    return handle;
+  }
+  const refusedWith = (code: string) => (e: unknown): boolean => isPavilionError(e) && e.code === code;
+  const interval = { fsync: 'interval', fsyncIntervalMs: 60_000 } as const;
+
+  it('a cut that fails after ENOSPC is made before the next batch: while it fails, nothing is written past the end (the batch is refused); once it succeeds, writing goes on', async () => {
+    const handle = fullHandle();
+    handle.failTruncate = true;
+    const w = writer(handle, interval);
+    await within(assert.rejects(append(w, Buffer.from('0123456789')), refusedWith(ErrorCodes.AUDIT_DISK_FULL)), 2000);
+    handle.failWrites = false;
+    // a shorter batch ending on a boundary of the refused frames would leave them readable
+    await within(assert.rejects(append(w, Buffer.from('abcde')), refusedWith(ErrorCodes.AUDIT_DISK_FULL)), 2000);
+    assert.deepEqual(handle.bytes, [], 'nothing written while the file could not be cut');
+    handle.failTruncate = false;
+    await within(append(w, Buffer.from('xyz')), 2000);
+    assert.deepEqual(handle.bytes.map(String), ['xyz']);
+  });
+
+  it('an onRewind that throws fails the writer: the refused append and every later one settle with ERR_AUDIT_LOG_IO instead of waiting for ever', async () => {
+    const handle = fullHandle();
+    const w = new WalWriter(handle as unknown as FileHandle, 16, options(interval), { onRewind: () => { throw new Error('the owner could not cut its tree'); } });
+    await within(assert.rejects(append(w, Buffer.from('0123456789')), refusedWith(ErrorCodes.AUDIT_LOG_IO)), 2000);
+    handle.failWrites = false;
+    await within(assert.rejects(append(w, Buffer.from('abcde')), refusedWith(ErrorCodes.AUDIT_LOG_IO)), 2000);
   });
 });

@@ -37,6 +37,8 @@ describe('bundle archive loader', () => {
   });
 
   const repack = (change: (entries: RawTarEntry[]) => RawTarEntry[]): Buffer => makeTarGz(change([...goodEntries]));
+  const withData = (text: string): Buffer =>
+    repack((entries) => entries.map((e) => (e.name.endsWith('data.json') ? { name: e.name, data: text } : e)));
   const withManifest = (manifest: unknown): Buffer =>
     repack((entries) => entries.map((e) => (e.name === '.manifest' ? { name: e.name, data: JSON.stringify(manifest) } : e)));
 
@@ -52,14 +54,14 @@ describe('bundle archive loader', () => {
 
   test('an unpaired surrogate escape in data is served as U+FFFD, as OPA decodes it (and as the signature hashes it); pairs stay', async () => {
     const text = '{"acme": {"admin": "al\\ud800ice", "smile": "\\ud83d\\ude00", "\\udfffkey": 1}}';
-    const bundle = await readBundle(repack((entries) => entries.map((e) => (e.name.endsWith('data.json') ? { name: e.name, data: text } : e))), OPTIONS);
+    const bundle = await readBundle(withData(text), OPTIONS);
     assert.deepEqual(bundle.data, { acme: { admin: 'al\ufffdice', smile: '\u{1f600}', '\ufffdkey': 1 } });
     assert.equal(hashBundleFile('/data.json', Buffer.from(text)), hashBundleFile('/data.json', Buffer.from(JSON.stringify(bundle.data))), 'the data served is the data hashed');
   });
 
   test('two data keys that are the same once an unpaired surrogate becomes U+FFFD -> ERR_BUNDLE_CORRUPT (the hash keeps the last written, JSON.parse another order)', async () => {
     const text = '{"acme": {"\\ud800": "junk", "\\ufffd": "Y", "\\ud800": "X"}}';
-    const error = await refused(repack((entries) => entries.map((e) => (e.name.endsWith('data.json') ? { name: e.name, data: text } : e))), ErrorCodes.BUNDLE_CORRUPT);
+    const error = await refused(withData(text), ErrorCodes.BUNDLE_CORRUPT);
     assert.match(error.message, /data\.json has two keys that are the same once unpaired surrogates are replaced by U\+FFFD/);
   });
 

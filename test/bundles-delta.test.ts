@@ -33,12 +33,11 @@ describe('parsePatch', () => {
   });
 
   test('an unpaired surrogate in a path, a value or a key of a value, and a number that overflows -> ERR_BUNDLE_DELTA_INVALID', () => {
-    const parsed = (text: string): unknown => JSON.parse(text);
-    assert.throws(() => parsePatch(parsed('{"data": [{"op": "upsert", "path": "/bank/a\\ud800", "value": 1}]}')), refusedWith(/data\[0\]\.path holds an unpaired surrogate/));
-    assert.throws(() => parsePatch(parsed('{"data": [{"op": "remove", "path": "/bank/\\udc00"}]}')), refusedWith(/data\[0\]\.path holds an unpaired surrogate/));
-    assert.throws(() => parsePatch(parsed('{"data": [{"op": "upsert", "path": "/bank/a", "value": {"x": ["ok", "\\ud800"]}}]}')), refusedWith(/data\[0\]\.value\.x\[1\] holds an unpaired surrogate/));
-    assert.throws(() => parsePatch(parsed('{"data": [{"op": "replace", "path": "/bank/a", "value": {"\\ud800": 1}}]}')), refusedWith(/data\[0\]\.value has a key with an unpaired surrogate/));
-    assert.throws(() => parsePatch(parsed('{"data": [{"op": "upsert", "path": "/bank/a", "value": [1, 1e400]}]}')), refusedWith(/data\[0\]\.value\[1\] holds a number JSON cannot carry/));
+    assert.throws(() => parsePatch(JSON.parse('{"data": [{"op": "upsert", "path": "/bank/a\\ud800", "value": 1}]}')), refusedWith(/data\[0\]\.path holds an unpaired surrogate/));
+    assert.throws(() => parsePatch(JSON.parse('{"data": [{"op": "remove", "path": "/bank/\\udc00"}]}')), refusedWith(/data\[0\]\.path holds an unpaired surrogate/));
+    assert.throws(() => parsePatch(JSON.parse('{"data": [{"op": "upsert", "path": "/bank/a", "value": {"x": ["ok", "\\ud800"]}}]}')), refusedWith(/data\[0\]\.value\.x\[1\] holds an unpaired surrogate/));
+    assert.throws(() => parsePatch(JSON.parse('{"data": [{"op": "replace", "path": "/bank/a", "value": {"\\ud800": 1}}]}')), refusedWith(/data\[0\]\.value has a key with an unpaired surrogate/));
+    assert.throws(() => parsePatch(JSON.parse('{"data": [{"op": "upsert", "path": "/bank/a", "value": [1, 1e400]}]}')), refusedWith(/data\[0\]\.value\[1\] holds a number JSON cannot carry/));
   });
 
   test('why: a signed delta setting U+FFFD verifies with an unpaired surrogate in its place, so only the parse can refuse the swap', async () => {
@@ -48,12 +47,8 @@ describe('parsePatch', () => {
     const signatures = await signDelta(delta([{ op: 'upsert', path: '/bank/names/\ufffd', value: '\ufffd' }]), {
       key: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), algorithm: 'ES256', keyId: 'bank', scope: 'bank',
     });
-    const swapped = parsed('{"data": [{"op": "upsert", "path": "/bank/names/\\ud800", "value": "\\ud800"}]}');
+    const swapped = JSON.parse('{"data": [{"op": "upsert", "path": "/bank/names/\\ud800", "value": "\\ud800"}]}');
     await verifyDeltaSignature(delta((swapped as { data: PatchOperation[] }).data), signatures, policy); // the hash cannot tell them apart
     assert.throws(() => parsePatch(swapped), refusedWith(/unpaired surrogate/));
-
-    function parsed(text: string): unknown {
-      return JSON.parse(text);
-    }
   });
 });

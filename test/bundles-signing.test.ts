@@ -276,11 +276,12 @@ describe('refusals, each with its code', () => {
     const keyInvalid = (pattern: RegExp) => (e: unknown) => isPavilionError(e, ErrorCodes.BUNDLE_KEY_INVALID) && pattern.test(e.message);
     assert.throws(() => loadVerificationKey('k', keys.publicPem, 'HS256'), keyInvalid(/HS256 takes a shared secret as text, not a key/));
     const publicKey = createPublicKey(keys.publicPem);
-    assert.throws(() => loadVerificationKey('k', JSON.stringify(publicKey.export({ format: 'jwk' })), 'HS256'), keyInvalid(/not a key/), 'a JWK');
-    assert.throws(() => loadVerificationKey('k', publicKey.export({ format: 'der', type: 'spki' }).toString('base64'), 'HS256'), keyInvalid(/not a key/), 'base64 DER');
-    const wrapped = publicKey.export({ format: 'der', type: 'spki' }).toString('base64').replace(/(.{20})/g, '$1\n');
-    assert.throws(() => loadVerificationKey('k', wrapped, 'HS256'), keyInvalid(/not a key/), 'base64 DER with line breaks');
-    assert.throws(() => loadVerificationKey('k', JSON.stringify({ keys: [publicKey.export({ format: 'jwk' })] }), 'HS256'), keyInvalid(/not a key/), 'a JWK set');
+    const jwk = publicKey.export({ format: 'jwk' });
+    const der = publicKey.export({ format: 'der', type: 'spki' }).toString('base64');
+    assert.throws(() => loadVerificationKey('k', JSON.stringify(jwk), 'HS256'), keyInvalid(/not a key/), 'a JWK');
+    assert.throws(() => loadVerificationKey('k', der, 'HS256'), keyInvalid(/not a key/), 'base64 DER');
+    assert.throws(() => loadVerificationKey('k', der.replace(/(.{20})/g, '$1\n'), 'HS256'), keyInvalid(/not a key/), 'base64 DER with line breaks');
+    assert.throws(() => loadVerificationKey('k', JSON.stringify({ keys: [jwk] }), 'HS256'), keyInvalid(/not a key/), 'a JWK set');
     const rsa = createPublicKey(keyPair('RS256').publicPem);
     assert.throws(() => loadVerificationKey('k', rsa.export({ format: 'der', type: 'pkcs1' }).toString('base64'), 'HS256'), keyInvalid(/not a key/), 'PKCS#1 DER');
     assert.throws(() => loadVerificationKey('k', 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDw2m4yBjq8YhOBn7uWBGz1xWgVWB9ZQ8ZkZ5b9pWbXc alice@ci', 'HS256'), keyInvalid(/not a key/), 'an OpenSSH key');

@@ -150,14 +150,12 @@ describe('pavilion audit with a saved server error instead of a proof or checkpo
   });
 
   test('an option mistyped (--key for --keys) is a usage error (2, usage on stderr, nothing on stdout); keys or a proof file that cannot be read are refusals (1) with the JSON report naming the file', async () => {
+    const notAKey = join(dir, 'not-a-key.pem');
+    await writeFile(notAKey, '-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----\n');
     const [mistyped, noKeys, badPem, noProof] = await Promise.all([
       pavilion('audit', 'verify-log', '--log', log, '--key', keys),
       pavilion('audit', 'verify-log', '--log', log, '--keys', join(dir, 'no-such-keys')),
-      pavilion('audit', 'verify-log', '--log', log, '--keys', await (async () => {
-        const file = join(dir, 'not-a-key.pem');
-        await writeFile(file, '-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----\n');
-        return file;
-      })()),
+      pavilion('audit', 'verify-log', '--log', log, '--keys', notAKey),
       pavilion('audit', 'verify', '--decision', 'decision-000001', '--proof', join(dir, 'no-such-proof.json'), '--keys', keys),
     ]);
     assert.equal(mistyped.status, 2, mistyped.stderr);
@@ -183,10 +181,9 @@ describe('pavilion audit with a saved server error instead of a proof or checkpo
   test('verify-consistency --from <kept checkpoint>: a proof from another checkpoint exits 1 (ERR_AUDIT_ROOT_MISMATCH); without --from it passes with a note to compare by hand', async () => {
     const kept = join(dir, 'kept-checkpoint.json');
     const other = join(dir, 'other-checkpoint.json');
-    const first = firstCheckpoint;
-    assert.equal(first.tree_size, 4);
+    assert.equal(firstCheckpoint.tree_size, 4);
     await writeFile(kept, JSON.stringify(checkpoint));
-    await writeFile(other, JSON.stringify(first));
+    await writeFile(other, JSON.stringify(firstCheckpoint));
     const proved = await pavilion('audit', 'prove-consistency', '--from', other, '--log', log);
     assert.equal(proved.status, 0, proved.stderr);
     const proof = join(dir, 'consistency-from-4.json');

@@ -277,7 +277,7 @@ describe('transient failures are retried', () => {
     // reconnectWaitMs 10: the 9th try (the old budget: 1 + 8 retries) comes about 2.5 s in, the 10th about 5 s
     const patient = await startOnNats('sidecar-patient', { reconnectWaitMs: 10, reconnectJitterMs: 10 });
     try {
-      await until('the current deploy served', async () => (await post(`${patient.url}/v1/data/bank/authz/rev`, { input: {} }, { 'x-pavilion-tenant': 'bank' })).body['result'] === (await revision()));
+      await until('the current deploy served', async () => (await revision(patient.url)) === (await revision()));
       let tries = 0;
       const tenants = patient.pavilion.tenants;
       const reportFailure = tenants.reportFailure.bind(tenants);
@@ -293,7 +293,7 @@ describe('transient failures are retried', () => {
       }));
       await until('a 10th try of the missing object', () => tries >= 10, 30_000);
       await store.upload('bank', later, 'later');
-      await until('later served after the object appeared', async () => (await post(`${patient.url}/v1/data/bank/authz/rev`, { input: {} }, { 'x-pavilion-tenant': 'bank' })).body['result'] === 'later', 45_000);
+      await until('later served after the object appeared', async () => (await revision(patient.url)) === 'later', 45_000);
     } finally {
       await patient.stop();
     }
@@ -419,7 +419,7 @@ describe('a watch that keeps failing', () => {
     assert.equal(status?.details?.['code'], ErrorCodes.DISTRIBUTION_UNAVAILABLE, JSON.stringify(status));
     assert.match(status?.message ?? '', /watching deltas/);
     // pointers still move: the pointer watch is not the failing one
-    assert.equal(await post(`${blocked.url}/v1/data/bank/authz/rev`, { input: {} }, { 'x-pavilion-tenant': 'bank' }).then((r) => r.body['result']), await revision());
+    assert.equal(await revision(blocked.url), await revision());
   });
 
   test('is started again with doubling backoff, not every reconnectWaitMs', async () => {

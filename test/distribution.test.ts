@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
-import { developmentKey, signDelta, type PatchOperation } from '../sidecar/src/bundles/index.ts';
+import { developmentKey, signBundle, signDelta, type PatchOperation } from '../sidecar/src/bundles/index.ts';
 import { parseConfig, type NatsConfig } from '../sidecar/src/config/index.ts';
 import { NatsBundleStore, connectNats, encodePointer, sha256Hex, type BundlePointer } from '../sidecar/src/distribution/index.ts';
 import { abiVersionWasm, buildFixtureBundle, hostileWasm, makeTarGz, unpackFixture, type RawTarEntry } from './harness/fixtures.ts';
@@ -49,6 +49,11 @@ async function signedBank(rev: string): Promise<Buffer> {
     signed.set(rev, archive);
   }
   return archive;
+}
+
+/** Bank revision `rev` signed with the development key at `issuedAt` (seconds): the replay tests choose its iat. */
+async function signedBankAt(rev: string, issuedAt: number): Promise<Buffer> {
+  return signBundle(await bankBundle(rev), { ...(await deltaSigning('bank', keys)), issuedAt });
 }
 
 function sidecarConfig(extra: Record<string, unknown> = {}): Record<string, unknown> {
@@ -212,7 +217,6 @@ describe('refused pushes: a typed code in status, the previous revision keeps se
   });
 
   test("a bundle signed with another tenant's key -> ERR_BUNDLE_SIGNATURE_KEY_UNKNOWN", async () => {
-    const { signBundle, developmentKey } = await import('../sidecar/src/bundles/index.ts');
     const other = await developmentKey('hospital', dir);
     const archive = await signBundle(await bankBundle('foreign-key'), { key: other.keyPem, algorithm: 'ES256', keyId: 'hospital', scope: 'bank' });
     await refused(() => store.push('bank', archive, { revision: 'foreign-key', pushedBy: 'mallory' }), 'ERR_BUNDLE_SIGNATURE_KEY_UNKNOWN');
@@ -317,12 +321,9 @@ describe('refused pushes: a typed code in status, the previous revision keeps se
 
 describe('replay guard: keyed on the signed content, not the gzip bytes', () => {
   test('a replaced revision re-gzipped at another compression level -> ERR_BUNDLE_REPLAYED, the active revision keeps serving', async () => {
-    const { signBundle, developmentKey } = await import('../sidecar/src/bundles/index.ts');
-    const key = await developmentKey('bank', dir);
     // the same iat for both, so only the replaced-revision record can refuse the replay
     const issuedAt = Math.floor(Date.now() / 1000) - 60;
-    const sign = async (rev: string): Promise<Buffer> =>
-      signBundle(await bankBundle(rev), { key: key.keyPem, algorithm: key.algorithm, keyId: key.keyId, scope: 'bank', issuedAt });
+    const sign = (rev: string): Promise<Buffer> => signedBankAt(rev, issuedAt);
     const first = await sign('replay-a');
     await store.push('bank', first, { revision: 'replay-a', pushedBy: 'alice' });
     const sidecar = await startPavilion({ config: sidecarConfig() });
@@ -343,15 +344,12 @@ describe('replay guard: keyed on the signed content, not the gzip bytes', () => 
 
 describe('replay guard across a restart', () => {
   test('a revision replaced before the sidecar restarted, pushed again after -> ERR_BUNDLE_REPLAYED (remembered with the last known good), the active revision keeps serving', async () => {
-    const { signBundle, developmentKey } = await import('../sidecar/src/bundles/index.ts');
-    const key = await developmentKey('bank', dir);
     const issuedAt = Math.floor(Date.now() / 1000) - 60; // one iat for both: only the memory can refuse
-    const sign = async (rev: string): Promise<Buffer> =>
-      signBundle(await bankBundle(rev), { key: key.keyPem, algorithm: key.algorithm, keyId: key.keyId, scope: 'bank', issuedAt });
+    const sign = (rev: string): Promise<Buffer> => signedBankAt(rev, issuedAt);
     const old = await sign('restart-a');
     const persistDirectory = join(dir, 'restart-lkg');
     const config = sidecarConfig({ bundles: { persistDirectory, persistDelayMs: 0 } });
-    await store.push('bank', old, { revision: 'restart-a', pushedBy: 'alice' });
+    const pushedOld = await store.push('bank', old, { revision: 'restart-a', pushedBy: 'alice' });
     const first = await startPavilion({ config });
     let contentOfOld: string | undefined;
     try {
@@ -381,8 +379,7 @@ describe('replay guard across a restart', () => {
       });
       assert.equal(await revisionOf(second), 'restart-b');
       // what a rollback is for: it brings restart-a back, remembered or not
-      const a = (await store.history('bank')).filter((e) => e.pointer.revision === 'restart-a' && e.pointer.pushed_by === 'alice').at(-1)!;
-      await store.rollback('bank', { to: a.sequence, pushedBy: 'oncall' });
+      await store.rollback('bank', { to: pushedOld.sequence, pushedBy: 'oncall' });
       await until('restart-a served after the rollback', async () => (await revisionOf(second)) === 'restart-a');
     } finally {
       await second.stop();
@@ -392,12 +389,9 @@ describe('replay guard across a restart', () => {
   for (const sawOld of [true, false]) {
     const refusal = sawOld ? 'the replay memory (it served the old revision before)' : "the older iat (it never served the old revision)";
     test(`a rollback and a re-push of the same bytes made while a sidecar was down: it follows them at start like the fleet, though ${refusal} would refuse the push`, async () => {
-      const { signBundle, developmentKey } = await import('../sidecar/src/bundles/index.ts');
-      const key = await developmentKey('bank', dir);
       const now = Math.floor(Date.now() / 1000);
       const rev = (name: string): string => `missed-${sawOld ? 'seen' : 'unseen'}-${name}`;
-      const sign = async (name: string, issuedAt: number): Promise<Buffer> =>
-        signBundle(await bankBundle(rev(name)), { key: key.keyPem, algorithm: key.algorithm, keyId: key.keyId, scope: 'bank', issuedAt });
+      const sign = (name: string, issuedAt: number): Promise<Buffer> => signedBankAt(rev(name), issuedAt);
       const old = await sign('a', now - 120);
       const config = sidecarConfig({ bundles: { persistDirectory: join(dir, `lkg-${rev('')}`), persistDelayMs: 0 } });
       const a = await store.push('bank', old, { revision: rev('a'), pushedBy: 'alice' });

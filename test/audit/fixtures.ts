@@ -10,8 +10,10 @@ import {
   SoftwareSigner,
   WAL_FILE,
   encodeFrame,
+  checkpointMessage,
   type AuditLogOptions,
   type CheckpointSigner,
+  type SignedCheckpointV1,
   type RecordType,
 } from '../../sidecar/src/audit/log/index.ts';
 import { tempDir as makeTempDir } from '../harness/temp-dir.ts';
@@ -31,6 +33,12 @@ export function decisionEvent(n: number, extra: Partial<DecisionEventV1> = {}): 
     req_id: n,
     ...extra,
   };
+}
+
+/** `checkpoint` signed again by `signer` over another root at the same tree size: a fork. */
+export async function forkOf(checkpoint: SignedCheckpointV1, rootHash: string, signer: CheckpointSigner): Promise<SignedCheckpointV1> {
+  const body = { origin: checkpoint.origin, tree_size: checkpoint.tree_size, root_hash: rootHash, timestamp: checkpoint.timestamp, key_id: checkpoint.key_id };
+  return { ...checkpoint, root_hash: rootHash, signature: (await signer.sign(checkpointMessage(body))).toString('base64') };
 }
 
 /** A keyring trusting the public keys of `signers` (what a verifier would be given). */
