@@ -105,11 +105,14 @@ describe('a deploy refused for a key reason', () => {
     try {
       const deploy = await publisher.push('shop', await signedBundle('shop', 'shop-1'), { revision: 'shop-1', pushedBy: 'alice' });
       await until('shop-1 refused', () => side.outcomes('shop').length > 0, GENEROUS_MS);
-      assert.deepEqual(side.outcomes('shop'), [ErrorCodes.BUNDLE_SIGNATURE_UNEXPECTED]);
+      // a key-refused deploy is not marked applied, so a resync running at start may offer the
+      // same pointer again: refused the same way (seen once in CI, two refusals before the first look)
+      const refusals = side.outcomes('shop').length;
+      assert.deepEqual(side.outcomes('shop'), Array.from({ length: refusals }, () => ErrorCodes.BUNDLE_SIGNATURE_UNEXPECTED));
       assert.equal(activeRevision(side, 'shop'), undefined);
       // retried while the key is still missing: verified again, never downloaded again
       side.advance(INTERVAL_MS);
-      await until('shop-1 refused again', () => side.outcomes('shop').length > 1, GENEROUS_MS);
+      await until('shop-1 refused again', () => side.outcomes('shop').length > refusals, GENEROUS_MS);
       assert.equal(await side.downloads(), 1, 'a retry verifies the archive kept from the refusal');
       // the operator adds the key (the Secret is updated in place); nobody pushes again
       await installKey('shop');
