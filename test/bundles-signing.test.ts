@@ -285,6 +285,11 @@ describe('refusals, each with its code', () => {
     const rsa = createPublicKey(keyPair('RS256').publicPem);
     assert.throws(() => loadVerificationKey('k', rsa.export({ format: 'der', type: 'pkcs1' }).toString('base64'), 'HS256'), keyInvalid(/not a key/), 'PKCS#1 DER');
     assert.throws(() => loadVerificationKey('k', 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDw2m4yBjq8YhOBn7uWBGz1xWgVWB9ZQ8ZkZ5b9pWbXc alice@ci', 'HS256'), keyInvalid(/not a key/), 'an OpenSSH key');
+    // an X.509 certificate as base64 DER (what a PEM-less key file often is): self-signed P-256,
+    // made with `openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -outform DER
+    // -subj /CN=bundle-signer` (OpenSSL 3.0, 2026-11-30); parsing ignores that it has expired
+    const certDer = 'MIIBhjCCASugAwIBAgIUMb5vp0kTCT/9anTMKyLIKnpPsTEwCgYIKoZIzj0EAwIwGDEWMBQGA1UEAwwNYnVuZGxlLXNpZ25lcjAeFw0yNjExMzAwNTE2NDhaFw0yNjEyMDEwNTE2NDhaMBgxFjAUBgNVBAMMDWJ1bmRsZS1zaWduZXIwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAAR4tXl8hpa4oYywhbXEQELqRIvfI43daA0HkXiONgSVXwbSlMUupRdFWu/xPEOPCNI5az86uI5dLSXdWUNXa0Ozo1MwUTAdBgNVHQ4EFgQUERSE09rDbMVj5N6P/NmY2RDyHpIwHwYDVR0jBBgwFoAUERSE09rDbMVj5N6P/NmY2RDyHpIwDwYDVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNJADBGAiEAlLsYZTa6o7E7aGbYhBA+Ci8yFK+uoUSKk2LAUVeXlL0CIQCUzo2GmAKVH6S9run91uyd5YyMR96yiW6scOc76GgytA==';
+    assert.throws(() => loadVerificationKey('k', certDer, 'HS256'), keyInvalid(/not a key/), 'a certificate as base64 DER');
     assert.throws(() => loadVerificationKey('k', JSON.stringify({ kty: 'oct', k: 'c2hvcnQ' }), 'HS256'), keyInvalid(/not a key/), 'a symmetric JWK: its text is not its key');
     // a random secret, even in base64, is a secret
     const random = randomBytes(48).toString('base64');
