@@ -75,6 +75,25 @@ describe('bundle archive loader', () => {
     }
   });
 
+  test('an old GNU tar header (magic "ustar  ") is read without the POSIX name prefix: its bytes at 345 are access and change times', async () => {
+    const { makeTar } = await import('./harness/fixtures.ts');
+    const tar = makeTar(goodEntries);
+    for (let at = 0; at + 512 <= tar.length && tar[at] !== 0;) {
+      const size = parseInt(tar.toString('latin1', at + 124, at + 135), 8);
+      tar.write('ustar  \0', at + 257, 'latin1');
+      tar.write('14721576400\0', at + 345, 'latin1'); // GNU atime
+      tar.write('14721576400\0', at + 357, 'latin1'); // GNU ctime
+      tar.write('        ', at + 148, 'latin1');
+      let sum = 0;
+      for (const byte of tar.subarray(at, at + 512)) sum += byte;
+      tar.write(`${sum.toString(8).padStart(6, '0')}\0 `, at + 148, 'latin1');
+      at += 512 + Math.ceil(size / 512) * 512;
+    }
+    const bundle = await readBundle(gzipSync(tar), OPTIONS);
+    assert.deepEqual([...bundle.files.keys()].sort(), goodEntries.map((e) => `/${e.name}`).sort());
+    assert.deepEqual(bundle.data, { acme: { admin: 'alice' } });
+  });
+
   test('not gzip -> ERR_BUNDLE_CORRUPT', async () => {
     await refused(Buffer.from('this is not a gzip stream'), ErrorCodes.BUNDLE_CORRUPT);
   });
