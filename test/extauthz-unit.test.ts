@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { parseConfig } from '../sidecar/src/config/index.ts';
+import { parseConfig, type ExtAuthzTenantSource } from '../sidecar/src/config/index.ts';
 import {
   CheckCodec,
   checkRequestToInput,
@@ -243,6 +243,8 @@ describe('decision -> CheckResponse (envoyauth/response.go, internal/internal.go
 });
 
 describe('tenant resolution (never guessed)', () => {
+  const destination = (map: Record<string, string>): ExtAuthzTenantSource =>
+    parseConfig({ extAuthz: { tenantFrom: { destination: map } } }).extAuthz?.tenantFrom as ExtAuthzTenantSource;
   const request: CheckRequestJson = {
     attributes: {
       destination: { address: { socketAddress: { address: '10.0.0.2', portValue: 8080 } } },
@@ -254,16 +256,33 @@ describe('tenant resolution (never guessed)', () => {
   test('header, context extension, destination address then host, fixed', () => {
     assert.equal(resolveTenant({ kind: 'header', header: 'x-pavilion-tenant' }, request), 'bank');
     assert.equal(resolveTenant({ kind: 'contextExtension', key: 'tenant' }, request), 'hospital');
-    assert.equal(resolveTenant({ kind: 'destination', map: { '10.0.0.2:8080': 'agency', 'shop.example': 'bank' } }, request), 'agency');
-    assert.equal(resolveTenant({ kind: 'destination', map: { 'shop.example': 'bank' } }, request), 'bank');
+    assert.equal(resolveTenant(destination({ '10.0.0.2:8080': 'agency', 'Shop.Example': 'bank' }), request), 'agency');
+    assert.equal(resolveTenant(destination({ 'shop.example': 'bank' }), request), 'bank');
     assert.equal(resolveTenant({ kind: 'fixed', tenant: 'bank' }, {}), 'bank');
   });
 
   test('absent in the configured place: ERR_EXTAUTHZ_TENANT_MISSING; prototype keys never match', () => {
     assert.equal(code(() => resolveTenant({ kind: 'header', header: 'x-other' }, request)), ErrorCodes.EXTAUTHZ_TENANT_MISSING);
     assert.equal(code(() => resolveTenant({ kind: 'contextExtension', key: 'constructor' }, request)), ErrorCodes.EXTAUTHZ_TENANT_MISSING);
-    assert.equal(code(() => resolveTenant({ kind: 'destination', map: { 'other:1': 'bank' } }, request)), ErrorCodes.EXTAUTHZ_TENANT_MISSING);
+    assert.equal(code(() => resolveTenant(destination({ 'other:1': 'bank' }), request)), ErrorCodes.EXTAUTHZ_TENANT_MISSING);
     assert.equal(code(() => resolveTenant({ kind: 'header', header: 'x-pavilion-tenant' }, {})), ErrorCodes.EXTAUTHZ_TENANT_MISSING);
+  });
+
+  test('destination: an address key is matched against the destination only, never against the Host the client sends', () => {
+    const map = { '10.0.0.9:8080': 'agency', '[FD00::1]:9000': 'hospital', 'shop.example:8443': 'bank' };
+    const sent = (host: string, socket?: { address: string; portValue: number }): CheckRequestJson => ({
+      attributes: { ...(socket === undefined ? {} : { destination: { address: { socketAddress: socket } } }), request: { http: { host } } },
+    });
+    assert.equal(code(() => resolveTenant(destination(map), sent('10.0.0.9:8080', { address: '10.0.0.2', portValue: 8080 }))), ErrorCodes.EXTAUTHZ_TENANT_MISSING, 'another listener, the address as Host');
+    assert.equal(code(() => resolveTenant(destination(map), sent('10.0.0.9:8080'))), ErrorCodes.EXTAUTHZ_TENANT_MISSING, 'HTTP mode: no destination, the address as Host');
+    assert.equal(code(() => resolveTenant(destination(map), sent('[fd00::1]:9000'))), ErrorCodes.EXTAUTHZ_TENANT_MISSING, 'an IPv6 address as Host');
+    assert.equal(resolveTenant(destination(map), sent('x', { address: '10.0.0.9', portValue: 8080 })), 'agency');
+    assert.equal(resolveTenant(destination(map), sent('x', { address: 'fd00::1', portValue: 9000 })), 'hospital', 'IPv6 as Envoy reads it: unbracketed');
+    assert.equal(resolveTenant(destination(map), sent('Shop.Example:8443')), 'bank', 'a host key with a port');
+    // an address without its port could only ever be matched by a Host: refused
+    for (const key of ['10.0.0.9', 'fd00::1', '[fd00::1]', '[shop.example]:80']) {
+      assert.equal(code(() => destination({ [key]: 'bank' })), ErrorCodes.CONFIG_INVALID, key);
+    }
   });
 
   test('config: tenantFrom is required and exactly one kind; failureStatus and pathPrefix are checked', () => {

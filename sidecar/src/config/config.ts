@@ -5,6 +5,7 @@
  * `PAVILION_CONFIG` (or passed explicitly), then the environment overrides of
  * `ENVIRONMENT_OVERRIDES` (`PAVILION_HTTP_PORT`, `PAVILION_NATS_URL`, ...).
  */
+import { isIP } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
@@ -123,7 +124,13 @@ export interface ExtAuthzTenantConfig {
 export type ExtAuthzTenantSource =
   | { readonly kind: 'header'; readonly header: string }
   | { readonly kind: 'contextExtension'; readonly key: string }
-  | { readonly kind: 'destination'; readonly map: Readonly<Record<string, string>> }
+  | {
+      readonly kind: 'destination';
+      /** `ip:port` (IPv6 unbracketed, as Envoy's socket address reads) -> tenant: matched against the destination address only. */
+      readonly addresses: Readonly<Record<string, string>>;
+      /** Host names (lower-cased, with a port when given) -> tenant: matched against the request host only. */
+      readonly hosts: Readonly<Record<string, string>>;
+    }
   | { readonly kind: 'fixed'; readonly tenant: string };
 
 export interface ExtAuthzConfig {
@@ -886,6 +893,24 @@ function extAuthzTenantSettings(obj: Json, path: string, fallback: Omit<ExtAuthz
   };
 }
 
+/**
+ * A destination key that names an address: `ip:port` or `[ipv6]:port`, as the `ip:port` the
+ * resolver builds from Envoy's socket address (IPv6 unbracketed, lower-cased); undefined for
+ * a host key. An IP without a port cannot be matched and is refused.
+ */
+function destinationAddress(key: string): string | undefined {
+  const at = `$.extAuthz.tenantFrom.destination.${key}`;
+  const bracketed = /^\[([^\]]+)\]:(\d{1,5})$/.exec(key);
+  if (bracketed !== null) {
+    if (isIP(bracketed[1] as string) !== 6) fail(at, 'brackets hold an IPv6 address: [address]:port');
+    return `${(bracketed[1] as string).toLowerCase()}:${bracketed[2] as string}`;
+  }
+  if (isIP(key) !== 0 || key.startsWith('[')) fail(at, 'an address key needs its port: address:port, IPv6 as [address]:port');
+  const colon = key.lastIndexOf(':');
+  if (colon > 0 && isIP(key.slice(0, colon)) === 4 && /^\d{1,5}$/.test(key.slice(colon + 1))) return key;
+  return undefined;
+}
+
 /** The `extAuthz` section (see README, "Envoy / Istio ext_authz"). */
 function parseExtAuthz(raw: unknown): ExtAuthzConfig {
   const root = objectAt(raw, '$.extAuthz');
@@ -918,14 +943,19 @@ function parseExtAuthz(raw: unknown): ExtAuthzConfig {
     case 'destination': {
       const map = objectAt(from['destination'], '$.extAuthz.tenantFrom.destination');
       if (Object.keys(map).length === 0) fail('$.extAuthz.tenantFrom.destination', 'must map at least one address or host to a tenant');
-      const out: Record<string, string> = {};
+      const addresses: Record<string, string> = {};
+      const hosts: Record<string, string> = {};
       for (const [key, value] of Object.entries(map)) {
         if (typeof value !== 'string' || !TENANT_ID_PATTERN.test(value)) {
           fail(`$.extAuthz.tenantFrom.destination.${key}`, `must be a tenant id matching ${TENANT_ID_PATTERN.source}`);
         }
-        out[key.toLowerCase()] = value;
+        // Kept apart: the host comes from the client (:authority), so an address key must
+        // never be reachable by sending that address as the Host.
+        const address = destinationAddress(key);
+        if (address === undefined) hosts[key.toLowerCase()] = value;
+        else addresses[address] = value;
       }
-      tenantFrom = { kind: 'destination', map: out };
+      tenantFrom = { kind: 'destination', addresses, hosts };
       break;
     }
     case 'fixed': {

@@ -96,7 +96,7 @@ export class ExtAuthz implements Component {
     const from = this.#config.tenantFrom;
     const named = new Set(Object.keys(this.#config.tenants));
     if (from.kind === 'fixed') named.add(from.tenant);
-    else if (from.kind === 'destination') for (const tenant of Object.values(from.map)) named.add(tenant);
+    else if (from.kind === 'destination') for (const tenant of [...Object.values(from.addresses), ...Object.values(from.hosts)]) named.add(tenant);
     return [...named].filter((tenant) => this.#deps.tenants.has(tenant)).sort();
   }
 

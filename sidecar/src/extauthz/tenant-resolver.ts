@@ -9,8 +9,9 @@
  *   clients cannot set). gRPC mode only: the HTTP service mode carries no context extensions.
  * - `destination`: a static map from the destination `address:port` (the listener Envoy
  *   accepted the request on) or, failing that, the request host (`:authority`, lower-cased)
- *   to a tenant. Host keys are only safe where Envoy routes by host, so that the host also
- *   decides which backend receives the request.
+ *   to a tenant. Address keys are matched against the destination only, never against the
+ *   host, which the client sets. Host keys are only safe where Envoy routes by host, so that
+ *   the host also decides which backend receives the request.
  * - `fixed`: one tenant (a single-tenant sidecar).
  *
  * Pure: returns the tenant id as claimed, or throws `ERR_EXTAUTHZ_TENANT_MISSING`. Whether
@@ -49,11 +50,11 @@ export function resolveTenant(source: ExtAuthzTenantSource, request: CheckReques
       const socket = attributes?.destination?.address?.socketAddress;
       if (socket?.address !== undefined) {
         const port = socket.portValue ?? socket.namedPort;
-        const byAddress = port === undefined ? undefined : lookup(source.map, `${socket.address}:${port}`.toLowerCase());
+        const byAddress = port === undefined ? undefined : lookup(source.addresses, `${socket.address}:${port}`.toLowerCase());
         if (byAddress !== undefined) return byAddress;
       }
       const host = attributes?.request?.http?.host;
-      const byHost = host === undefined ? undefined : lookup(source.map, host.toLowerCase());
+      const byHost = host === undefined ? undefined : lookup(source.hosts, host.toLowerCase());
       if (byHost !== undefined) return byHost;
       throw new PavilionError(
         ErrorCodes.EXTAUTHZ_TENANT_MISSING,
