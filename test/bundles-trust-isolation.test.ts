@@ -71,7 +71,7 @@ async function verify(tenant: string, archive: Buffer, policy: SignaturePolicy):
 }
 
 function tenant(id: string, keys: readonly string[] = [id]): TenantConfig {
-  return { id, namespace: id, keys, scope: id, allowUnsigned: false };
+  return { id, namespace: id, keys, scope: id, allowUnsigned: false, defaultDecision: `${id}/system/main` };
 }
 
 function recorded(store: TrustStore, keyId: string): InvalidKey {

@@ -12,6 +12,7 @@ import { request } from 'node:http';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
+import { parseConfig } from '../sidecar/src/config/index.ts';
 import { REPO_ROOT } from '../sidecar/src/lib/tools.ts';
 import { buildFixtureBundle } from './harness/fixtures.ts';
 import { get, post, startPavilion, type JsonResponse, type RunningPavilion } from './harness/pavilion-harness.ts';
@@ -22,6 +23,8 @@ const ACME = { 'x-pavilion-tenant': 'acme' };
 const ACME_JSON = { ...ACME, 'content-type': 'application/json' };
 /** Small, so the limit tests stay small; every other body here is far below it. */
 const MAX_BODY_BYTES = 64 * 1024;
+/** Above Node's own 16 KiB, which refused a GET's ?input of that size where OPA serves it. */
+const MAX_HEADER_BYTES = 64 * 1024;
 
 interface Example {
   readonly path: string;
@@ -89,8 +92,10 @@ async function echoBundle(): Promise<Buffer> {
         'allow if input.user == "alice"',
         '',
       ].join('\n'),
+      // OPA's default decision, under the tenant's namespace: what POST / answers
+      'system.rego': 'package acme.system\n\nmain := input.user\n',
     },
-    entrypoints: ['acme/echo', 'acme/allow'],
+    entrypoints: ['acme/echo', 'acme/allow', 'acme/system/main'],
     roots: ['acme'],
   });
 }
@@ -101,7 +106,7 @@ describe('Data API: OPA compatibility', () => {
   let bankExample: Example;
 
   before(async () => {
-    acme = await startPavilion({ bundles: { acme: await echoBundle() }, config: { http: { maxBodyBytes: MAX_BODY_BYTES } } });
+    acme = await startPavilion({ bundles: { acme: await echoBundle() }, config: { http: { maxBodyBytes: MAX_BODY_BYTES, maxHeaderBytes: MAX_HEADER_BYTES } } });
     bank = await startPavilion();
     const examples = JSON.parse(await readFile(join(REPO_ROOT, 'bundles', 'bank', 'examples.json'), 'utf8')) as Example[];
     bankExample = examples[0] as Example;
@@ -143,6 +148,22 @@ describe('Data API: OPA compatibility', () => {
     test('?input nested deeper than http.maxInputDepth is 400 ERR_REQUEST_TOO_DEEP, as a POST body is', async () => {
       const deep = `${'['.repeat(100)}${']'.repeat(100)}`;
       assertRefused(await get(`${acme.url}/v1/data/acme/echo?input=${encodeURIComponent(deep)}`, ACME), 400, 'invalid_parameter', 'ERR_REQUEST_TOO_DEEP');
+    });
+
+    test('a carried credential nested deeper than http.maxInputDepth is 400 ERR_REQUEST_TOO_DEEP too, before anything walks it', async () => {
+      const deep = `${'{"a":'.repeat(100)}1${'}'.repeat(100)}`;
+      assertRefused(json(await send(`${acme.url}/v1/data/acme/echo`, `{"input": {}, "credentials": [${deep}]}`, ACME_JSON)), 400, 'invalid_parameter', 'ERR_REQUEST_TOO_DEEP');
+      const shallow = json(await send(`${acme.url}/v1/data/acme/echo`, '{"input": {}, "credentials": [{"a": 1}]}', ACME_JSON));
+      assert.equal(shallow.status, 200, JSON.stringify(shallow.body));
+    });
+
+    test(`a ?input past Node's 16 KiB of headers is served, up to http.maxHeaderBytes (${MAX_HEADER_BYTES / 1024} KiB here; default 1 MiB, as OPA's Go server); past it 431`, async () => {
+      const big = { blob: 'x'.repeat(40 * 1024) };
+      const response = await get(`${acme.url}/v1/data/acme/echo?${query(big)}`, ACME);
+      assert.equal(response.status, 200);
+      assert.deepEqual(response.body['result'], big);
+      const tooBig = await fetch(`${acme.url}/v1/data/acme/echo?${query({ blob: 'x'.repeat(MAX_HEADER_BYTES) })}`, { headers: ACME });
+      assert.equal(tooBig.status, 431);
     });
 
     test('?input=null is a null input (OPA v1DataGet), not a missing one', async () => {
@@ -352,10 +373,45 @@ describe('Data API: OPA compatibility', () => {
       assert.equal('error' in undefinedOne, false);
     });
 
-    test('v0 takes POST only (405), needs a tenant (400) and refuses unknown entrypoints (404)', async () => {
+    test('v0 takes POST only (405) and needs a tenant (400)', async () => {
       assertRefused(await get(`${acme.url}/v0/data/acme/echo`, ACME), 405, 'invalid_operation', 'ERR_METHOD_NOT_ALLOWED');
       assertRefused(await post(`${acme.url}/v0/data/acme/echo`, {}), 400, 'invalid_parameter', 'ERR_TENANT_REQUIRED');
-      assertRefused(await post(`${acme.url}/v0/data/acme/nope`, {}, ACME), 404, 'resource_not_found', 'ERR_ENTRYPOINT_UNKNOWN');
+    });
+
+    test('a path no rule defines is 404 undefined_document "document missing", as OPA\'s v0 answers it', async () => {
+      const response = await post(`${acme.url}/v0/data/acme/nope`, {}, ACME);
+      assertRefused(response, 404, 'undefined_document', 'ERR_DOCUMENT_UNDEFINED');
+      assert.equal(response.body['message'], 'document missing: data.acme.nope');
+    });
+  });
+
+  describe('8b. POST / (OPA\'s default decision)', () => {
+    test('answers the tenant\'s defaultDecision (<namespace>/system/main) as v0 does: the body is the input, the answer the bare value', async () => {
+      const response = json(await send(`${acme.url}/`, '{"user": "alice"}', ACME_JSON));
+      assert.equal(response.status, 200, JSON.stringify(response.body));
+      assert.equal(response.body, 'alice');
+      assert.equal(response.headers.get('x-pavilion-bundle-revision') !== null, true);
+    });
+
+    test('undefined: 404 undefined_document; a bundle without the rule: "document missing"; no tenant: 400; GET: 405', async () => {
+      const undefinedOne = await post(`${acme.url}/`, {}, ACME);
+      assertRefused(undefinedOne, 404, 'undefined_document', 'ERR_DOCUMENT_UNDEFINED');
+      assert.equal(undefinedOne.body['message'], 'document undefined: data.acme.system.main');
+      const missing = await post(`${bank.url}/`, {}, { 'x-pavilion-tenant': 'bank' });
+      assertRefused(missing, 404, 'undefined_document', 'ERR_DOCUMENT_UNDEFINED');
+      assert.equal(missing.body['message'], 'document missing: data.bank.system.main');
+      assertRefused(await post(`${acme.url}/`, { user: 'alice' }), 400, 'invalid_parameter', 'ERR_TENANT_REQUIRED');
+      assertRefused(await get(`${acme.url}/`, ACME), 405, 'invalid_operation', 'ERR_METHOD_NOT_ALLOWED');
+    });
+
+    test('config: tenants[].defaultDecision takes OPA\'s form (a leading slash or none) and must stay under the namespace', () => {
+      const tenant = (extra: Record<string, unknown>) => parseConfig({ tenants: [{ id: 'acme', ...extra }] }).tenants[0];
+      assert.equal(tenant({})?.defaultDecision, 'acme/system/main');
+      assert.equal(tenant({ namespace: 'acme_prod' })?.defaultDecision, 'acme_prod/system/main');
+      assert.equal(tenant({ defaultDecision: '/acme/authz/allow' })?.defaultDecision, 'acme/authz/allow');
+      for (const defaultDecision of ['/system/main', 'bank/allow', 'acmecorp/allow', 'acme//allow', '/']) {
+        assert.throws(() => tenant({ defaultDecision }), (e: unknown) => (e as { code?: string }).code === 'ERR_CONFIG_INVALID', defaultDecision);
+      }
     });
   });
 

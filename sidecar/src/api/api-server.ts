@@ -4,6 +4,7 @@
  *   POST|GET /v1/data/{path}                  tenant from the configured header (GET: input from ?input=<json>)
  *   POST|GET /v1/tenants/{tenant}/data/{path} tenant from the path
  *   POST /v0/data/{path}, POST /v0/tenants/{tenant}/data/{path}  OPA's v0 API: the body is the input, the answer the bare value
+ *   POST /                                    OPA's default decision (v0): the tenant's defaultDecision
  *   GET /health[?bundles][&plugins][&exclude-plugin=<name>] (OPA's meaning), /health/live, /health/ready (every component)
  *   GET /metrics  GET /v1/tenants
  *   POST /v1/tenants/{tenant}/credentials/challenge   a one-time challenge for a credential holder
@@ -41,7 +42,7 @@ import type { PavilionConfig } from '../config/index.ts';
 import { TENANT_ID_PATTERN } from '../config/index.ts';
 import type { Decision, DecisionLogRules, PolicyEngine } from '../engine/index.ts';
 import { assertDepth } from '../lib/canonical-json.ts';
-import { ErrorCodes, PavilionError } from '../lib/errors.ts';
+import { ErrorCodes, PavilionError, isPavilionError } from '../lib/errors.ts';
 import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
 import { stateOnly, withDeadline } from '../lib/lifecycle.ts';
 import {
@@ -137,7 +138,7 @@ function headerText(req: IncomingMessage, name: string): string | undefined {
 }
 
 /** Credentials from the body's `credentials`, `credential_challenge` and `credential_witnesses` fields and the headers. */
-function requestCredentials(req: IncomingMessage, body: Record<string, unknown> | undefined): RequestCredentials {
+function requestCredentials(req: IncomingMessage, body: Record<string, unknown> | undefined, maxDepth: number): RequestCredentials {
   const credentials: unknown[] = [];
   const fromBody = body?.['credentials'];
   if (fromBody !== undefined) {
@@ -145,6 +146,8 @@ function requestCredentials(req: IncomingMessage, body: Record<string, unknown> 
     credentials.push(...fromBody);
   }
   credentials.push(...credentialsFromHeader(headerText(req, CREDENTIALS_HEADER)));
+  // bounded as the input is, before the credential gate walks them
+  for (const credential of credentials) assertDepth(credential, maxDepth);
   const challenge = body?.['credential_challenge'] ?? headerText(req, CREDENTIAL_CHALLENGE_HEADER);
   if (challenge !== undefined && typeof challenge !== 'string') throw new PavilionError(ErrorCodes.REQUEST_INVALID, '"credential_challenge" must be a string');
   const witnesses = body?.['credential_witnesses'] ?? witnessesFromHeader(headerText(req, CREDENTIAL_WITNESSES_HEADER));
@@ -427,7 +430,7 @@ export class ApiServer implements Component {
 
   constructor(deps: ApiServerDeps) {
     this.#deps = deps;
-    this.#server = createServer((req, res) => {
+    this.#server = createServer({ maxHeaderSize: deps.config.http.maxHeaderBytes }, (req, res) => {
       this.#handle(req, res).catch((error: unknown) => {
         // #handle answers every error itself; reaching here is a bug. Never crash the
         // process over one request, and never leave it hanging.
@@ -487,6 +490,10 @@ export class ApiServer implements Component {
       } else if (isUnder(pathname, '/v0/data')) {
         route = 'data';
         await this.#dataV0(req, res, undefined, pathname.slice(8), query, started);
+      } else if (pathname === '/') {
+        // OPA's default decision: v0's answer, for the tenant's defaultDecision
+        route = 'data';
+        await this.#dataV0(req, res, undefined, undefined, query, started);
       } else if (pathname.startsWith('/v0/tenants/')) {
         // the v1 tenant-in-path form, for v0 too
         const { tenant, after } = tenantRoute(pathname, '/v0/tenants/');
@@ -772,7 +779,7 @@ export class ApiServer implements Component {
       throw new PavilionError(ErrorCodes.METHOD_NOT_ALLOWED, `${req.method ?? ''} is not allowed on the data API; use POST or GET`);
     }
     const text = await this.#bodyText(req);
-    if (text === '') return { input: undefined, hasInput: false, carried: requestCredentials(req, undefined) };
+    if (text === '') return { input: undefined, hasInput: false, carried: requestCredentials(req, undefined, this.#deps.config.http.maxInputDepth) };
     const parsed = parseJsonDocument(text, 'request body');
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
       throw new PavilionError(ErrorCodes.REQUEST_INVALID, 'request body must be a JSON object like {"input": ...}');
@@ -781,11 +788,11 @@ export class ApiServer implements Component {
     const input = (parsed as { input?: unknown }).input ?? undefined;
     // Bound the depth here, before anything (evaluation, logging, metrics) walks the input.
     assertDepth(input, this.#deps.config.http.maxInputDepth);
-    return { input, hasInput: input !== undefined, carried: requestCredentials(req, parsed as Record<string, unknown>) };
+    return { input, hasInput: input !== undefined, carried: requestCredentials(req, parsed as Record<string, unknown>, this.#deps.config.http.maxInputDepth) };
   }
 
   #queryInput(req: IncomingMessage, query: Query): RequestInput {
-    const carried = requestCredentials(req, undefined);
+    const carried = requestCredentials(req, undefined, this.#deps.config.http.maxInputDepth);
     const texts = query.params.getAll('input');
     const text = texts[texts.length - 1];
     if (text === undefined) return { input: undefined, hasInput: false, carried };
@@ -800,7 +807,7 @@ export class ApiServer implements Component {
     const text = await this.#bodyText(req);
     const input = text === '' ? null : parseJsonDocument(text, 'request body');
     assertDepth(input, this.#deps.config.http.maxInputDepth);
-    return { input, hasInput: true, carried: requestCredentials(req, undefined) };
+    return { input, hasInput: true, carried: requestCredentials(req, undefined, this.#deps.config.http.maxInputDepth) };
   }
 
   async #data(
@@ -843,15 +850,24 @@ export class ApiServer implements Component {
     req: IncomingMessage,
     res: ServerResponse,
     tenantFromPath: string | undefined,
-    rawPath: string,
+    /** undefined: `POST /`, the tenant's default decision */
+    rawPath: string | undefined,
     query: Query,
     started: bigint,
   ): Promise<void> {
     if (req.method !== 'POST') throw new PavilionError(ErrorCodes.METHOD_NOT_ALLOWED, `${req.method ?? ''} is not allowed on the v0 data API; use POST`);
     const tenant = this.#resolveTenant(req, tenantFromPath);
-    const path = decodeSegments(rawPath).join('/');
+    const path = rawPath === undefined ? (this.#deps.tenants.tenant(tenant)?.defaultDecision ?? '') : decodeSegments(rawPath).join('/');
     const read = await this.#readWholeInput(req);
-    const { decision } = await this.#decide(req, tenant, path, read, started);
+    let decided: DecidedRequest;
+    try {
+      decided = await this.#decide(req, tenant, path, read, started);
+    } catch (error) {
+      // OPA's v0 answers a path no rule defines as an undefined document too ("document missing")
+      if (isPavilionError(error, ErrorCodes.ENTRYPOINT_UNKNOWN)) throw new PavilionError(ErrorCodes.DOCUMENT_UNDEFINED, `document missing: ${dataRef(path)}`, { cause: error });
+      throw error;
+    }
+    const { decision } = decided;
     res.setHeader('x-pavilion-bundle-revision', decision.revision);
     if (decision.result === undefined) {
       // logged above as an undefined decision (as v1 logs it); OPA's message for rules that exist but did not apply

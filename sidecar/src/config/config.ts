@@ -44,11 +44,16 @@ export interface TenantConfig {
    * unless `http.authentication` is 'token'.
    */
   readonly apiTokensFile?: string;
+  /**
+   * The decision `POST /` answers for this tenant (OPA's `default_decision`, there
+   * `/system/main`): a path under the namespace, default `<namespace>/system/main`.
+   */
+  readonly defaultDecision: string;
 }
 
 /** The defaults a tenant found in the bundle source (not listed in `tenants`) gets. */
 export function discoveredTenant(id: string): TenantConfig {
-  return { id, namespace: id, keys: [id], scope: id, allowUnsigned: false };
+  return { id, namespace: id, keys: [id], scope: id, allowUnsigned: false, defaultDecision: `${id}/system/main` };
 }
 
 /** A bundle verification key, as in OPA's `keys` config: PEM (or an HMAC secret) inline or in a file. */
@@ -260,6 +265,8 @@ export interface PavilionConfig {
     readonly host: string;
     readonly port: number;
     readonly maxBodyBytes: number;
+    /** The request line and headers together (a GET's ?input= is in them): Go's and so OPA's 1 MiB, where Node's own is 16 KiB. */
+    readonly maxHeaderBytes: number;
     readonly maxInputDepth: number;
     readonly tenantHeader: string;
     readonly requestTimeoutMs: number;
@@ -334,6 +341,7 @@ export function defaultConfig(): PavilionConfig {
       host: '127.0.0.1',
       port: 8181,
       maxBodyBytes: 1 * MiB,
+      maxHeaderBytes: 1 * MiB,
       maxInputDepth: 64,
       tenantHeader: 'x-pavilion-tenant',
       requestTimeoutMs: 10_000,
@@ -431,7 +439,7 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
 
   const labels = section(root, 'labels', '$', ['id', 'version']);
   const http = section(root, 'http', '$', [
-    'host', 'port', 'maxBodyBytes', 'maxInputDepth', 'tenantHeader', 'requestTimeoutMs', 'keepAliveTimeoutMs', 'authentication',
+    'host', 'port', 'maxBodyBytes', 'maxHeaderBytes', 'maxInputDepth', 'tenantHeader', 'requestTimeoutMs', 'keepAliveTimeoutMs', 'authentication',
   ]);
   const engine = section(root, 'engine', '$', [
     'workers', 'evaluationTimeoutMs', 'maxQueuedEvaluations', 'memoryInitialPages', 'memoryMaxBytes', 'cache',
@@ -464,7 +472,7 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
   const tenants = tenantsRaw.map((t: unknown, i): TenantConfig => {
     const path = `$.tenants[${i}]`;
     const tenant = objectAt(t, path);
-    refuseUnknown(tenant, ['id', 'namespace', 'keys', 'scope', 'allowUnsigned', 'apiTokensFile'], path);
+    refuseUnknown(tenant, ['id', 'namespace', 'keys', 'scope', 'allowUnsigned', 'apiTokensFile', 'defaultDecision'], path);
     const id = str(tenant, 'id', path, '');
     if (!TENANT_ID_PATTERN.test(id)) fail(`${path}.id`, `must match ${TENANT_ID_PATTERN.source}`);
     if (seen.has(id)) fail(`${path}.id`, `duplicate tenant ${id}`);
@@ -473,9 +481,16 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
     if (!Array.isArray(trusted) || !trusted.every((k): k is string => typeof k === 'string' && k !== '')) {
       fail(`${path}.keys`, 'must be an array of key ids');
     }
+    const namespace = str(tenant, 'namespace', path, id);
+    // as OPA's default_decision: a leading slash or none
+    const defaultDecision = str(tenant, 'defaultDecision', path, `${namespace}/system/main`).replace(/^\/+|\/+$/g, '');
+    if (defaultDecision.split('/').some((segment) => segment === '') || !`${defaultDecision}/`.startsWith(`${namespace}/`)) {
+      fail(`${path}.defaultDecision`, `must be a slash-separated decision path under the tenant's namespace ${namespace}`);
+    }
     return {
       id,
-      namespace: str(tenant, 'namespace', path, id),
+      namespace,
+      defaultDecision,
       keys: trusted,
       scope: str(tenant, 'scope', path, id),
       allowUnsigned: bool(tenant, 'allowUnsigned', path, false),
@@ -504,6 +519,7 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
       host,
       port,
       maxBodyBytes: int(http, 'maxBodyBytes', '$.http', d.http.maxBodyBytes, 1024, 1024 * MiB),
+      maxHeaderBytes: int(http, 'maxHeaderBytes', '$.http', d.http.maxHeaderBytes, 16 * 1024, 64 * MiB),
       maxInputDepth: int(http, 'maxInputDepth', '$.http', d.http.maxInputDepth, 2, 10_000),
       tenantHeader: str(http, 'tenantHeader', '$.http', d.http.tenantHeader).toLowerCase(),
       requestTimeoutMs: int(http, 'requestTimeoutMs', '$.http', d.http.requestTimeoutMs, 100, 600_000),

@@ -98,6 +98,8 @@ export interface ActivationOrigin {
 export interface TenantStatus {
   readonly id: string;
   readonly namespace: string;
+  /** The decision `POST /` answers (OPA's default decision). */
+  readonly defaultDecision: string;
   readonly state: ComponentState;
   readonly active: ActivePolicy | undefined;
   readonly signature: SignatureInfo | undefined;
@@ -974,6 +976,7 @@ export class TenantManager implements Component {
     return {
       id,
       namespace: entry.config.namespace,
+      defaultDecision: entry.config.defaultDecision,
       state,
       active,
       signature: entry.signature,
