@@ -22,6 +22,7 @@ import {
   parseBody,
   parsePathAndQuery,
 } from '../sidecar/src/extauthz/index.ts';
+import { goQuote, parseQuery, pathUnescape } from '../sidecar/src/extauthz/go-url.ts';
 import { formName, parseMediaType } from '../sidecar/src/extauthz/multipart.ts';
 import { ErrorCodes, PavilionError } from '../sidecar/src/lib/errors.ts';
 
@@ -150,6 +151,25 @@ describe("request parse errors carry upstream's error text (the 400 body is requ
     assert.equal(thrown(() => parsePathAndQuery('/a?x=%4')).message, 'invalid URL escape "%4"');
     assert.equal(thrown(() => parsePathAndQuery('/a?x=1;y=2')).message, 'invalid semicolon separator in query');
     assert.equal(thrown(() => checkRequestToInput({ attributes: { request: { http: { path: '/a%zz' } } } }, OPTIONS)).code, ErrorCodes.EXTAUTHZ_REQUEST_INVALID);
+  });
+
+  test("a bad escape is quoted as Go's strconv.Quote quotes it, and ParseQuery's error is the one Go returns (expected texts printed by Go 1.26's net/url)", () => {
+    const escapes: Array<[string, string]> = [
+      ['/a%\u00e9', '"%\u00e9"'], // printable: as it is
+      ['/a%\u0001', '"%\\x01"'],
+      ['/a%"\\', '"%\\"\\\\"'],
+      ['/a%\n\u007f', '"%\\n\\x7f"'],
+      ['/a%\u00a0', '"%\\u00a0"'], // a space other than ASCII's is not printable to Go
+      ['/a%\u0300x', '"%\u0300"'], // a combining mark is
+      ['/a%\u2028', '"%\\xe2\\x80"'], // three bytes cut a rune: its bytes
+    ];
+    for (const [path, quoted] of escapes) assert.equal(thrown(() => pathUnescape(path)).message, `invalid URL escape ${quoted}`, path);
+    assert.equal(goQuote(Uint8Array.from([0x25, 0xc3])), '"%\\xc3"', 'a byte that is not UTF-8');
+    assert.equal(goQuote(Uint8Array.from([0x25, 0xf0, 0x9f])), '"%\\xf0\\x9f"');
+    // ParseQuery: a semicolon error replaces any before it; escape errors keep the first
+    assert.equal(thrown(() => parseQuery('a=%zz&b;c')).message, 'invalid semicolon separator in query');
+    assert.equal(thrown(() => parseQuery('b;c&a=%zz')).message, 'invalid semicolon separator in query');
+    assert.equal(thrown(() => parseQuery('a=%zz&b=%yy')).message, 'invalid URL escape "%zz"');
   });
 
   test('bodies: form escapes, content-length, the multipart Content-Type, as Go words them', () => {

@@ -7,7 +7,7 @@
  * - `queryUnescape` = `url.QueryUnescape`: the same, and `+` becomes a space.
  * - `parseQuery` = `url.ParseQuery`: `&`-separated pairs, a pair containing `;` is an error
  *   (Go >= 1.17), empty pairs are skipped, a key without `=` gets the value "", values keep
- *   their order. Go returns the map together with the first error; the caller (upstream's
+ *   their order. Go returns the map together with an error; the caller (upstream's
  *   `getParsedPathAndQuery` / `getParsedBody`) then fails the whole request, so here any
  *   error throws.
  * - `parseInt64` = `strconv.ParseInt(s, 10, 64)`.
@@ -34,6 +34,49 @@ export function hexValue(code: number): number {
   return code - 0x61 + 10;
 }
 
+const STRICT_UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+const GO_PRINTABLE = /^[\p{L}\p{M}\p{N}\p{P}\p{S} ]$/u;
+const GO_ESCAPES: Readonly<Record<number, string>> = { 7: '\\a', 8: '\\b', 9: '\\t', 10: '\\n', 11: '\\v', 12: '\\f', 13: '\\r', 0x22: '\\"', 0x5c: '\\\\' };
+
+/** The first rune of `bytes`, as Go's utf8.DecodeRune reads it: undefined for an invalid byte (width 1). */
+function decodeRune(bytes: Uint8Array): { rune: number; width: number } | undefined {
+  const lead = bytes[0] as number;
+  const width = lead < 0x80 ? 1 : lead >= 0xc2 && lead <= 0xdf ? 2 : lead >= 0xe0 && lead <= 0xef ? 3 : lead >= 0xf0 && lead <= 0xf4 ? 4 : 0;
+  if (width === 0 || width > bytes.length) return undefined;
+  try {
+    return { rune: STRICT_UTF8.decode(bytes.subarray(0, width)).codePointAt(0) as number, width };
+  } catch {
+    return undefined; // bad continuation, overlong, or a surrogate
+  }
+}
+
+/**
+ * Go's `strconv.Quote` of a byte string (what `url.EscapeError` prints): printable runes as
+ * they are, `"` and `\` escaped, control characters as `\n`-style escapes or `\xNN`, other
+ * unprintable runes as `\uNNNN` / `\UNNNNNNNN`, and bytes that are not UTF-8 as `\xNN`.
+ */
+export function goQuote(bytes: Uint8Array): string {
+  let out = '"';
+  for (let i = 0; i < bytes.length; ) {
+    const decoded = decodeRune(bytes.subarray(i));
+    if (decoded === undefined) {
+      out += `\\x${(bytes[i] as number).toString(16).padStart(2, '0')}`;
+      i += 1;
+      continue;
+    }
+    const { rune, width } = decoded;
+    const char = String.fromCodePoint(rune);
+    const escape = GO_ESCAPES[rune];
+    if (escape !== undefined) out += escape;
+    else if (GO_PRINTABLE.test(char)) out += char;
+    else if (rune < 0x80) out += `\\x${rune.toString(16).padStart(2, '0')}`;
+    else if (rune < 0x10000) out += `\\u${rune.toString(16).padStart(4, '0')}`;
+    else out += `\\U${rune.toString(16).padStart(8, '0')}`;
+    i += width;
+  }
+  return `${out}"`;
+}
+
 function unescape(s: string, plusIsSpace: boolean): string {
   if (!s.includes('%') && !(plusIsSpace && s.includes('+'))) return s;
   const bytes = Buffer.from(s, 'utf8');
@@ -43,8 +86,7 @@ function unescape(s: string, plusIsSpace: boolean): string {
     const b = bytes[i] as number;
     if (b === 0x25) {
       if (i + 2 >= bytes.length || !isHex(bytes[i + 1] as number) || !isHex(bytes[i + 2] as number)) {
-        const bad = bytes.subarray(i, Math.min(i + 3, bytes.length)).toString('latin1');
-        throw goError(`invalid URL escape ${JSON.stringify(bad)}`);
+        throw goError(`invalid URL escape ${goQuote(bytes.subarray(i, Math.min(i + 3, bytes.length)))}`);
       }
       out[n++] = hexValue(bytes[i + 1] as number) * 16 + hexValue(bytes[i + 2] as number);
       i += 3;
@@ -67,13 +109,16 @@ export function queryUnescape(s: string): string {
   return unescape(s, true);
 }
 
-/** `url.ParseQuery`, as a null-prototype object of value lists; throws on Go's first error. */
+/**
+ * `url.ParseQuery`, as a null-prototype object of value lists; throws the error Go returns:
+ * the last semicolon error, which overwrites any other, else the first unescape error.
+ */
 export function parseQuery(query: string): Record<string, string[]> {
   const values: Record<string, string[]> = Object.create(null) as Record<string, string[]>;
-  let firstError: PavilionError | undefined;
+  let failure: PavilionError | undefined;
   for (const pair of query === '' ? [] : query.split('&')) {
     if (pair.includes(';')) {
-      firstError ??= goError('invalid semicolon separator in query');
+      failure = goError('invalid semicolon separator in query'); // Go assigns it whatever came before
       continue;
     }
     if (pair === '') continue;
@@ -84,12 +129,12 @@ export function parseQuery(query: string): Record<string, string[]> {
       key = queryUnescape(eq === -1 ? pair : pair.slice(0, eq));
       value = queryUnescape(eq === -1 ? '' : pair.slice(eq + 1));
     } catch (error) {
-      firstError ??= error instanceof PavilionError ? error : goError(String(error));
+      failure ??= error instanceof PavilionError ? error : goError(String(error));
       continue;
     }
     (values[key] ??= []).push(value);
   }
-  if (firstError !== undefined) throw firstError;
+  if (failure !== undefined) throw failure;
   return values;
 }
 
