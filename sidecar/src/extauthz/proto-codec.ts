@@ -240,7 +240,8 @@ export class CheckCodec {
         if (entries.length === 0) continue;
         const map: JsonObject = {};
         for (const [key, v] of entries) {
-          setOwn(map, key, nested === undefined ? scalar(v, field) : this.#toJson(v as Record<string, unknown>, nested));
+          // an entry sent without its value is the value's default, an empty message (as Go decodes it)
+          setOwn(map, key, nested === undefined ? scalar(v, field) : this.#toJson((v ?? {}) as Record<string, unknown>, nested));
         }
         out[field.jsonName] = map;
       } else if (field.repeated) {
