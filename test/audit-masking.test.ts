@@ -98,12 +98,18 @@ mask contains rule if {
 }
 
 drop if input.input.drop == true
+
+# which fields of the event the rules see, when asked
+mask contains {"op": "upsert", "path": "/input/rules_saw", "value": object.keys(input)} if input.input.probe
 `;
 const DECISION_POLICY = `package t
 
 import rego.v1
 
 decision := {"rules": {r | some r in input.rules}, "doc": object.get(input, "doc", null)}
+
+# an evaluation error (a complete rule with two values), for an error event
+conflict := x if some x in [1, 2]
 `;
 
 async function freePort(): Promise<number> {
@@ -192,6 +198,26 @@ describe('system.log.mask: the same events as OPA v1.22.3 logs', () => {
     const policy: LogPolicy = { evaluate: async (_t, event) => ({ drop: { ok: true, result: (event as DecisionEventV1 & { input: { drop?: boolean } }).input.drop === true }, mask: { ok: true, result: [] } }) };
     assert.deepEqual(await new DecisionMasker({ policy }).process(decisionEvent(1, { input: { drop: true } })), { kind: 'drop' });
     assert.equal((await new DecisionMasker({ policy }).process(decisionEvent(1, { input: { drop: false } }))).kind, 'log');
+  });
+
+  it('the rules see the event with its metrics, and an error event with its error, as OPA v1.22.3\'s do; so does the masker', async () => {
+    const { id } = await askOpa({ rules: [], probe: true });
+    const decided = await opaEvent(id);
+    assert.ok((decided?.['input'] as { rules_saw: string[] }).rules_saw.includes('metrics'), JSON.stringify(decided));
+    // an error event: OPA's answer carries no decision id, so it is found by its path
+    assert.equal((await post(`${url}/v1/data/t/conflict`, { input: { rules: [], probe: true } })).status, 500);
+    let failed: Record<string, unknown> | undefined;
+    for (let i = 0; i < 50 && failed === undefined; i++) {
+      failed = [...logged.values()].find((e) => e['path'] === 't/conflict');
+      if (failed === undefined) await new Promise((r) => setTimeout(r, 20));
+    }
+    const sawOnError = (failed?.['input'] as { rules_saw: string[] } | undefined)?.rules_saw ?? [];
+    assert.ok(sawOnError.includes('metrics') && sawOnError.includes('error'), JSON.stringify(failed));
+    let seen: Record<string, unknown> | undefined;
+    const policy: LogPolicy = { evaluate: async (_t, event) => ((seen = event as Record<string, unknown>), {}) };
+    const event = { ...decisionEvent(1, { input: { a: 1 } }), metrics: { timer_rego_query_eval_ns: 5 }, error: { code: 'ERR_EVAL_CONFLICT', message: 'conflict' } };
+    await new DecisionMasker({ policy }).process(event);
+    assert.deepEqual(seen, event);
   });
 
   it('copies only along the rules\' paths: one object reached twice is masked where the rule points, nowhere else', () => {
