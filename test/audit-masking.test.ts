@@ -233,6 +233,21 @@ describe('system.log.mask: the same events as OPA v1.22.3 logs', () => {
   it('a rule set that is not an array is refused', () => {
     assert.throws(() => parseMaskRules({ a: 1 }), (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_MASK_INVALID));
   });
+
+  it('a refused rule set is named by its kind, never by its value: the refusal is logged in the event and shown in health, and the value may be what it was meant to mask', async () => {
+    const secret = '4111-1111-1111-1111';
+    const malformed: unknown[] = [
+      { op: 'upsert', path: '/input/card', value: secret }, // one object where a set belongs
+      [{ op: { card: secret }, path: '/input/card' }],
+      [{ op: 'remove', path: [secret] }],
+    ];
+    for (const result of malformed) {
+      const outcome = await new DecisionMasker({ policy: { evaluate: async () => ({ mask: { ok: true, result } }) } }).process(decisionEvent(1, { input: { card: secret } }));
+      assert.ok(outcome.kind === 'log' && outcome.failure !== undefined, JSON.stringify(result));
+      assert.equal(JSON.stringify(outcome.event).includes(secret), false, JSON.stringify(outcome.event));
+      assert.equal(outcome.failure.includes(secret), false, outcome.failure);
+    }
+  });
 });
 
 describe('keyed pseudonymisation', () => {

@@ -82,16 +82,27 @@ function newRule(path: string, op: 'remove' | 'upsert', value: unknown): MaskRul
   return { op, path, value, parts: raw.map(goPathEscape) };
 }
 
+/**
+ * What a refused value is, never the value: the refusal lands in the logged event's error
+ * and in health, and a rule's value may hold what it was written to mask.
+ */
+function kindOf(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  if (typeof value === 'string') return value === '' ? 'an empty string' : 'a string';
+  return typeof value === 'object' ? 'an object' : `a ${typeof value}`;
+}
+
 /** OPA's newMaskRuleSet: the value of the mask rule must be an array (a Rego set). */
 export function parseMaskRules(value: unknown): MaskRule[] {
-  if (!Array.isArray(value)) throw invalid(`unexpected rule format ${JSON.stringify(value)}`);
+  if (!Array.isArray(value)) throw invalid(`unexpected rule format: ${kindOf(value)}, not a set`);
   return value.map((item): MaskRule => {
     if (typeof item === 'string') return newRule(item, 'remove', undefined);
     if (isObject(item)) {
       const op = item['op'];
-      if ('op' in item && (typeof op !== 'string' || op === '')) throw invalid(`invalid "op" value: ${JSON.stringify(op)}`);
+      if ('op' in item && (typeof op !== 'string' || op === '')) throw invalid(`invalid "op" value: ${kindOf(op)}`);
       const path = item['path'];
-      if ('path' in item && (typeof path !== 'string' || path === '')) throw invalid(`invalid "path" value: ${JSON.stringify(path)}`);
+      if ('path' in item && (typeof path !== 'string' || path === '')) throw invalid(`invalid "path" value: ${kindOf(path)}`);
       // A missing value is Go's nil: JSON null.
       const rule = newRule(typeof path === 'string' ? path : '', 'remove', Object.hasOwn(item, 'value') ? item['value'] : null);
       if (op !== 'remove' && op !== 'upsert') throw invalid(`mask op is not supported: ${typeof op === 'string' ? op : ''}`);
