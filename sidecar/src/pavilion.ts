@@ -197,6 +197,7 @@ function shadowPrivacy(config: PavilionConfig, engine: PolicyEngine, privacy: De
       const { erased, masked, pseudonymised } = outcome.event;
       return {
         kind: 'masked',
+        input: outcome.event.input,
         result: outcome.event.result,
         ...(erased === undefined ? {} : { erased }),
         ...(masked === undefined ? {} : { masked }),

@@ -42,8 +42,13 @@ export interface ShadowSample {
   /** The shadow revision's result (null: undefined document, failed evaluation, or erased). */
   readonly shadow: unknown;
   readonly error?: string;
-  /** SHA-256 of the input's canonical JSON: correlates with the decision log without copying personal data. */
-  readonly input_sha256: string;
+  /**
+   * SHA-256 of the input's canonical JSON as the decision log holds it - masked and
+   * pseudonymised when the log is (then the audit receipt's `input_sha256` of the same
+   * decision): correlates with the log without copying personal data, and tells no more
+   * than the log does. Absent when the decision log drops the decision or its masking fails.
+   */
+  readonly input_sha256?: string;
   /**
    * Where the tenant's decision-log privacy hid something, as paths into this sample
    * (`/active/...`, `/shadow/...`, each written as the decision log writes its `/result/...`
@@ -98,9 +103,10 @@ export type ShadowPrivacyOutcome =
   | { readonly kind: 'drop' }
   /** Masking failed (the decision log would log the event erased, with this reason). */
   | { readonly kind: 'failed'; readonly reason: string }
-  /** The result as the decision log would hold it, and OPA's lists of what was hidden (`/result/...`, `/input/...`). */
+  /** The input and result as the decision log would hold them, and OPA's lists of what was hidden (`/result/...`, `/input/...`). */
   | {
       readonly kind: 'masked';
+      readonly input: unknown;
       readonly result: unknown;
       readonly erased?: readonly string[];
       readonly masked?: readonly string[];
@@ -134,10 +140,9 @@ export function recordComparison(shadow: ShadowState, comparison: ShadowComparis
       at: new Date().toISOString(),
       path: comparison.path,
       ...(comparison.error === undefined ? {} : { error: comparison.error }),
-      input_sha256: sha256Hex(comparison.input === undefined ? '' : canonicalJson(comparison.input, 10_000)),
     };
     if (privacy === undefined) {
-      shadow.samples.push(sampleOf(base, comparison.active ?? null, comparison.shadow ?? null));
+      shadow.samples.push(sampleOf({ ...base, input_sha256: inputSha256(comparison.input) }, comparison.active ?? null, comparison.shadow ?? null));
       return;
     }
     const slot = shadow.samples.push(undefined) - 1;
@@ -145,6 +150,10 @@ export function recordComparison(shadow: ShadowState, comparison: ShadowComparis
       shadow.samples[slot] = sample;
     });
   }
+}
+
+function inputSha256(input: unknown): string {
+  return sha256Hex(input === undefined ? '' : canonicalJson(input, 10_000));
 }
 
 /** The sample's members in the order they have always been shown. */
@@ -155,7 +164,7 @@ function sampleOf(base: SampleBase, active: unknown, shadow: unknown, hidden: Om
     active,
     shadow,
     ...(base.error === undefined ? {} : { error: base.error }),
-    input_sha256: base.input_sha256,
+    ...(base.input_sha256 === undefined ? {} : { input_sha256: base.input_sha256 }),
     ...hidden,
   };
 }
@@ -191,7 +200,8 @@ async function maskedSample(privacy: ShadowPrivacy, loaded: LoadedPolicy, compar
   }
   const list = (member: 'erased' | 'masked' | 'pseudonymised'): string[] => [...onSide(active[member], 'active'), ...onSide(shadow[member], 'shadow')];
   const [erased, masked, pseudonymised] = [list('erased'), list('masked'), list('pseudonymised')];
-  return sampleOf(base, active.result ?? null, shadow.result ?? null, {
+  // both sides mask the same input under the same rules (both revisions'): the active side's is the log's
+  return sampleOf({ ...base, input_sha256: inputSha256(active.input) }, active.result ?? null, shadow.result ?? null, {
     ...(erased.length === 0 ? {} : { erased }),
     ...(masked.length === 0 ? {} : { masked }),
     ...(pseudonymised.length === 0 ? {} : { pseudonymised }),
