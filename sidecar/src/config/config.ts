@@ -910,24 +910,33 @@ function extAuthzTenantSettings(obj: Json, path: string, fallback: Omit<ExtAuthz
 }
 
 /**
- * A destination key that names an address: `ip:port` or `[ipv6]:port`, as the `ip:port` the
- * resolver builds from Envoy's socket address (IPv6 unbracketed, lower-cased); undefined for
- * a host key. An IP without a port cannot be matched and is refused.
+ * A destination key that names an address: `ipv4:port` or `[ipv6]:port` (a port number, or
+ * a named port as Envoy's socket address may carry), returned as the `ip:port` the resolver
+ * builds from Envoy's socket address (IPv6 unbracketed, lower-cased); undefined for a host
+ * key. Any other key that starts with an IP is refused, never taken as a host key: a host key
+ * is matched against the Host the client sends.
  */
 function destinationAddress(key: string): string | undefined {
   const at = `$.extAuthz.tenantFrom.destination.${key}`;
-  const bracketed = /^\[([^\]]+)\]:(\d{1,5})$/.exec(key);
+  const port = /^(?:\d{1,5}|[A-Za-z][A-Za-z0-9_-]*)$/;
+  const bracketed = /^\[([^\]]*)\](?::(.*))?$/.exec(key);
   if (bracketed !== null) {
-    if (isIP(bracketed[1] as string) !== 6) fail(at, 'brackets hold an IPv6 address: [address]:port');
-    return `${(bracketed[1] as string).toLowerCase()}:${bracketed[2] as string}`;
+    const [, address = '', portText] = bracketed;
+    if (isIP(address) !== 6 || portText === undefined || !port.test(portText)) fail(at, 'an IPv6 address key is [address]:port');
+    return `${address.toLowerCase()}:${portText as string}`;
   }
-  if (isIP(key) !== 0 || key.startsWith('[')) fail(at, 'an address key needs its port: address:port, IPv6 as [address]:port');
-  const colon = key.lastIndexOf(':');
-  if (colon > 0 && isIP(key.slice(0, colon)) === 4 && /^\d{1,5}$/.test(key.slice(colon + 1))) return key;
+  const refuse = (): never => fail(at, 'an address key needs its port: address:port, IPv6 as [address]:port');
+  if (isIP(key) !== 0) refuse();
+  const first = key.indexOf(':');
+  if (first > 0 && isIP(key.slice(0, first)) === 4) {
+    if (!port.test(key.slice(first + 1))) refuse();
+    return key;
+  }
+  const last = key.lastIndexOf(':');
+  if (last > 0 && isIP(key.slice(0, last)) === 6) refuse();
   return undefined;
 }
 
-/** The `extAuthz` section (see README, "Envoy / Istio ext_authz"). */
 function parseExtAuthz(raw: unknown): ExtAuthzConfig {
   const root = objectAt(raw, '$.extAuthz');
   refuseUnknown(root, ['grpc', 'http', 'tenantFrom', 'tenants', ...EXTAUTHZ_TENANT_KEYS.filter((k) => k !== 'path')], '$.extAuthz');
