@@ -162,8 +162,13 @@ describe('Data API: OPA compatibility', () => {
       const response = await get(`${acme.url}/v1/data/acme/echo?${query(big)}`, ACME);
       assert.equal(response.status, 200);
       assert.deepEqual(response.body['result'], big);
-      const tooBig = await fetch(`${acme.url}/v1/data/acme/echo?${query({ blob: 'x'.repeat(MAX_HEADER_BYTES) })}`, { headers: ACME });
-      assert.equal(tooBig.status, 431);
+      // Node answers 431 and closes; when the client has not finished sending, the close can
+      // reach it as a reset before the answer: either way the request is refused, never served
+      const tooBig = await fetch(`${acme.url}/v1/data/acme/echo?${query({ blob: 'x'.repeat(MAX_HEADER_BYTES) })}`, { headers: ACME }).then(
+        (response) => response.status,
+        (error: unknown) => String((error as { cause?: { code?: string } }).cause?.code),
+      );
+      assert.ok(tooBig === 431 || tooBig === 'ECONNRESET' || tooBig === 'EPIPE', String(tooBig));
     });
 
     test('?input=null is a null input (OPA v1DataGet), not a missing one', async () => {
@@ -408,6 +413,7 @@ describe('Data API: OPA compatibility', () => {
       const tenant = (extra: Record<string, unknown>) => parseConfig({ tenants: [{ id: 'acme', ...extra }] }).tenants[0];
       assert.equal(tenant({})?.defaultDecision, 'acme/system/main');
       assert.equal(tenant({ namespace: 'acme_prod' })?.defaultDecision, 'acme_prod/system/main');
+      assert.equal(tenant({ namespace: '/acme/' })?.defaultDecision, 'acme/system/main', 'a namespace written with slashes still starts');
       assert.equal(tenant({ defaultDecision: '/acme/authz/allow' })?.defaultDecision, 'acme/authz/allow');
       for (const defaultDecision of ['/system/main', 'bank/allow', 'acmecorp/allow', 'acme//allow', '/']) {
         assert.throws(() => tenant({ defaultDecision }), (e: unknown) => (e as { code?: string }).code === 'ERR_CONFIG_INVALID', defaultDecision);

@@ -482,9 +482,9 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
       fail(`${path}.keys`, 'must be an array of key ids');
     }
     const namespace = str(tenant, 'namespace', path, id);
-    // as OPA's default_decision: a leading slash or none
-    const defaultDecision = str(tenant, 'defaultDecision', path, `${namespace}/system/main`).replace(/^\/+|\/+$/g, '');
-    if (defaultDecision.split('/').some((segment) => segment === '') || !`${defaultDecision}/`.startsWith(`${namespace}/`)) {
+    const bare = (p: string): string => p.replace(/^\/+|\/+$/g, ''); // as OPA's default_decision: a leading slash or none
+    const defaultDecision = bare(str(tenant, 'defaultDecision', path, `${bare(namespace)}/system/main`));
+    if (defaultDecision.split('/').some((segment) => segment === '') || !`${defaultDecision}/`.startsWith(`${bare(namespace)}/`)) {
       fail(`${path}.defaultDecision`, `must be a slash-separated decision path under the tenant's namespace ${namespace}`);
     }
     return {
