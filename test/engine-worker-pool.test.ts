@@ -167,6 +167,32 @@ describe('a worker that exits before it is ready', () => {
   });
 });
 
+describe('a load that fails on a worker still starting', () => {
+  const running = pools();
+
+  test('is refused to its caller, and the worker starts without it: the pool keeps its worker and answers the other tenants', async () => {
+    const pool = await running.start();
+    await pool.load(tenantLoad('good'));
+    // data that cannot fit its memory limit: the worker refuses the load
+    const tooBig: LoadMessage = { ...tenantLoad('big'), data: { who: { tenant: 'x'.repeat(1 << 20) } }, memory: { initialPages: 5, maximumPages: 5 } };
+    // The culprit overruns its deadline: the watchdog replaces the only worker, and in the
+    // turn its refusal is handled the replacement is still starting - the load of 'big'
+    // then has no ready worker to go to, only the one starting.
+    let bigLoad: Promise<void> | undefined;
+    await settledWithin(pool.load(neverReturns('hostile')).catch(() => {
+      bigLoad = pool.load(tooBig);
+    }));
+    assert.ok(bigLoad !== undefined);
+    const big = await settledWithin(bigLoad);
+    assert.ok(big !== 'hung' && big.status === 'rejected', `the load of 'big' must fail: ${big === 'hung' ? 'hung' : 'it succeeded'}`);
+    // the replacement is ready without it, and still answers the tenant it had
+    const answer = await settledWithin(evaluate(pool, tenantLoad('good').key));
+    assert.ok(answer !== 'hung' && answer.status === 'fulfilled', `the good tenant is answered: ${answer === 'hung' ? 'hung' : String((answer as PromiseRejectedResult).reason)}`);
+    assert.deepEqual(answer.value.ok ? answer.value.result : answer.value.code, 'good');
+    assert.equal(pool.readyWorkers, 1);
+  });
+});
+
 describe('a load that overruns its deadline fails only itself', () => {
   const running = pools();
 
@@ -185,6 +211,16 @@ describe('a load that overruns its deadline fails only itself', () => {
     assert.deepEqual(answers.map((o) => (o.ok ? o.result : o.code)), tenants);
     const hostile = await evaluate(pool, neverReturns('hostile').key);
     assert.ok(!hostile.ok && hostile.code === ErrorCodes.TENANT_NOT_READY, `the culprit is not loaded in the replacement: ${JSON.stringify(hostile)}`);
+  });
+
+  test('with several workers it overruns on one of them only: the load goes to one worker before the others, so one is replaced, not all', async () => {
+    const restarts: string[] = [];
+    const pool = await running.start({ workers: 2, onWorkerRestart: (reason) => restarts.push(reason) });
+    await pool.load(tenantLoad('steady'));
+    assertRejectedWith(await settledWithin(pool.load(neverReturns('hostile'))), ErrorCodes.BUNDLE_WASM_INVALID, /did not finish within 2000 ms/);
+    assert.deepEqual(restarts, ['timeout'], 'one worker replaced');
+    const answers = await Promise.all(Array.from({ length: 4 }, () => evaluate(pool, tenantLoad('steady').key)));
+    assert.deepEqual(answers.map((o) => (o.ok ? o.result : o.code)), ['steady', 'steady', 'steady', 'steady']);
   });
 
   test('many queued loads share one wait for the replacement (no listener pile-up on its thread)', async () => {

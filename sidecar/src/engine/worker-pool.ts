@@ -21,9 +21,10 @@
  *   ERR_EVAL_TIMEOUT, everything else the worker held is re-dispatched (evaluation is
  *   pure), and a fresh worker is started with every loaded policy. Other tenants see at
  *   most a short delay, never an error.
- * - A worker that dies for any other reason is replaced the same way; an item that was
- *   on board for two deaths fails with ERR_EVAL_TRAP instead of being retried forever. A
- *   timeout names its culprit, so it counts against no other item.
+ * - A worker that dies for any other reason is replaced the same way; an item on board for
+ *   a third death fails with ERR_EVAL_TRAP instead of being retried forever. A timeout names
+ *   its culprit, so it counts against no other item; a crash names none (every item on board
+ *   counts it).
  * - A tenant whose evaluation overran the deadline is limited, for QUARANTINE_MS after its
  *   latest overrun, to one evaluation at a time, in a batch of its own, and such batches
  *   together hold at most all workers but one: a policy that loops on some inputs then
@@ -147,6 +148,11 @@ class Slot {
   readonly loading = new Map<string, Promise<void>>();
   /** Policy keys this worker has instantiated. */
   readonly loaded = new Set<string>();
+  /** Registered policies that failed to load while this worker started (it is ready without them). */
+  readonly failedLoads = new Map<string, PavilionError>();
+  /** Settles once the worker is ready or dead: what a load waits for on a worker still starting. */
+  readonly settled: Promise<void>;
+  settle!: () => void;
   ready = false;
   dead = false;
   flushScheduled = false;
@@ -155,6 +161,7 @@ class Slot {
 
   constructor() {
     this.worker = new Worker(workerUrl, { workerData: { control: this.control.buffer } });
+    this.settled = new Promise((resolve) => (this.settle = resolve));
   }
 
   post(message: ToWorker): void {
@@ -241,13 +248,24 @@ export class WorkerPool {
   }
 
   /**
-   * Load a policy into every ready worker; resolves once all have instantiated it. A worker
-   * still starting picks it up from the registry before it is marked ready.
+   * Load a policy into every worker; resolves once all have instantiated it. One ready worker
+   * first, then the others: a module whose load never returns (the sandbox runs its start
+   * function and exports, not the data load) or fails holds or costs one worker, not all of
+   * them at once. A worker still starting picks it up from the registry before it is marked
+   * ready, and the load waits for that too: with every worker starting (all replaced at once)
+   * it would otherwise resolve with the policy loaded nowhere, and fail nowhere.
    */
   async load(spec: LoadMessage): Promise<void> {
     this.#policies.set(spec.key, spec);
+    const intoStarting = async (slot: Slot): Promise<void> => {
+      await slot.settled;
+      const failure = slot.failedLoads.get(spec.key);
+      if (failure !== undefined) throw failure;
+    };
     try {
-      await Promise.all(this.#slots.filter((slot) => slot.ready && !slot.dead).map((slot) => this.#loadInto(slot, spec)));
+      const first = this.#slots.find((slot) => slot.ready && !slot.dead);
+      if (first !== undefined) await this.#loadInto(first, spec);
+      await Promise.all(this.#slots.filter((slot) => !slot.dead && slot !== first).map((slot) => (slot.ready ? this.#loadInto(slot, spec) : intoStarting(slot))));
     } catch (error) {
       this.unload(spec.key);
       throw error;
@@ -257,6 +275,7 @@ export class WorkerPool {
   unload(key: string): void {
     this.#policies.delete(key);
     for (const slot of this.#slots) {
+      slot.failedLoads.delete(key);
       if (slot.dead || !slot.loaded.has(key)) continue;
       slot.loaded.delete(key);
       slot.post({ type: 'unload', key });
@@ -423,18 +442,19 @@ export class WorkerPool {
   }
 
   async #onReady(slot: Slot): Promise<void> {
-    try {
-      // Policies may be added while this runs: repeat until the worker has all of them.
-      for (;;) {
-        const missing = [...this.#policies.values()].filter((spec) => !slot.loaded.has(spec.key));
-        if (missing.length === 0 || slot.dead) break;
-        await Promise.all(missing.map((spec) => this.#loadInto(slot, spec)));
-      }
-    } catch {
-      // A policy that loaded before cannot fail now except through a dying worker, which
-      // is replaced on its own; the slot stays not ready.
-      return;
+    // Policies may be added while this runs: repeat until the worker has all of them. One
+    // that fails here (a load in progress elsewhere that fails there too, and is unloaded;
+    // or a registered one this worker cannot instantiate) is noted and skipped: the worker
+    // is ready without it - its evaluations here are refused as not loaded - rather than
+    // never ready, which would take a worker out of the pool for good.
+    for (;;) {
+      const missing = [...this.#policies.values()].filter((spec) => !slot.loaded.has(spec.key) && !slot.failedLoads.has(spec.key));
+      if (missing.length === 0 || slot.dead) break;
+      await Promise.all(missing.map((spec) => this.#loadInto(slot, spec).catch((error: unknown) => {
+        slot.failedLoads.set(spec.key, error instanceof PavilionError ? error : new PavilionError(ErrorCodes.INTERNAL, describeThrown(error)));
+      })));
     }
+    slot.settle();
     if (slot.dead) return;
     slot.ready = true;
     this.#pump();
@@ -672,6 +692,7 @@ export class WorkerPool {
     if (slot.dead) return;
     slot.dead = true;
     slot.ready = false;
+    slot.settle(); // a load waiting for it to start: the replacement takes its place below
     const index = this.#slots.indexOf(slot);
     if (index >= 0) this.#slots.splice(index, 1);
     const culpritPending =
