@@ -416,3 +416,41 @@ describe('PKCS#11 signer (SoftHSM2)', () => {
     assert.equal(signer.reconnects, 0);
   });
 });
+
+describe('PKCS#11 login: a PIN with its tries running out is never spent by a start', () => {
+  // SoftHSM2 reports CKF_USER_PIN_COUNT_LOW after a wrong PIN but never FINAL_TRY or LOCKED
+  // (tried), so the token here is a stand-in for the few PKCS#11 calls a login makes: what a
+  // hardware token that counts tries reports, per PKCS#11 (CK_TOKEN_INFO flags).
+  function tokenReporting(flags: number): { module: Pkcs11Module; logins: () => number } {
+    const lib = createRequire(import.meta.url)('pkcs11js') as typeof Pkcs11Types;
+    let logins = 0;
+    const p11 = {
+      C_GetSlotList: () => [Buffer.from('slot')],
+      C_GetTokenInfo: () => ({ label: 'hsm'.padEnd(32), flags }),
+      C_OpenSession: () => Buffer.from('session'),
+      C_CloseSession: () => undefined,
+      C_Login: () => {
+        logins++;
+        throw Object.assign(new Error('CKR_PIN_INCORRECT'), { code: lib.CKR_PIN_INCORRECT });
+      },
+    };
+    const construct = Pkcs11Module as unknown as new (l: typeof Pkcs11Types, p: unknown) => Pkcs11Module;
+    return { module: Reflect.construct(construct, [lib, p11]), logins: () => logins };
+  }
+
+  it('a locked PIN, or one with a single try left, is refused with ERR_AUDIT_SIGNER_CONFIG before any login; otherwise the login is tried', async () => {
+    const lib = createRequire(import.meta.url)('pkcs11js') as typeof Pkcs11Types;
+    const cases: Array<[number, RegExp | undefined]> = [
+      [lib.CKF_USER_PIN_LOCKED, /user PIN of token hsm is locked/],
+      [lib.CKF_USER_PIN_FINAL_TRY | lib.CKF_USER_PIN_COUNT_LOW, /one try left, which is not spent automatically/],
+      [lib.CKF_USER_PIN_COUNT_LOW, undefined],
+      [0, undefined],
+    ];
+    for (const [flags, refusal] of cases) {
+      const token = tokenReporting(flags);
+      await assert.rejects(token.module.signer({ tokenLabel: 'hsm', pin: '000000', keyLabel: 'k' }), (e: unknown) =>
+        isPavilionError(e, ErrorCodes.AUDIT_SIGNER_CONFIG) && (refusal === undefined ? /login to token hsm failed/ : refusal).test(e.message));
+      assert.equal(token.logins(), refusal === undefined ? 1 : 0, `flags ${flags}`);
+    }
+  });
+});

@@ -216,6 +216,22 @@ export class Pkcs11Module {
       throw configError(`cannot open a session on token ${options.tokenLabel}`, error);
     }
     this.#sessions.push(session);
+    // Every start tries the PIN once: under a crash loop with a wrong PIN that would spend the
+    // token's tries one restart at a time, the last one too. A locked PIN, or one with a single
+    // try left, is not tried: an operator confirms the PIN by hand (which resets the count).
+    let flags = 0;
+    try {
+      flags = p11.C_GetTokenInfo(slot).flags;
+    } catch {
+      // no flags to go by: the login below says what is wrong
+    }
+    const pinState = (flags & lib.CKF_USER_PIN_LOCKED) !== 0 ? 'is locked'
+      : (flags & lib.CKF_USER_PIN_FINAL_TRY) !== 0 ? 'has one try left, which is not spent automatically (log in once by hand to confirm the PIN)'
+        : undefined;
+    if (pinState !== undefined) {
+      this.#closeSession(session);
+      throw configError(`the user PIN of token ${options.tokenLabel} ${pinState}`);
+    }
     try {
       p11.C_Login(session, lib.CKU_USER, options.pin);
     } catch (error) {
