@@ -9,7 +9,7 @@ import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
 import { WASM_PAGE_BYTES } from './abi.ts';
 import type { CompiledPolicy } from './compiled-policy.ts';
 import { DecisionCache } from './decision-cache.ts';
-import { policyKey, type EvalFailure, type EvalOutcome, type LogRulesRequest } from './protocol.ts';
+import { policyKey, type EvalFailure, type EvalItem, type EvalOutcome, type LogRulesRequest } from './protocol.ts';
 import { WorkerPool } from './worker-pool.ts';
 
 export interface EngineOptions {
@@ -135,6 +135,10 @@ export class PolicyEngine implements Component {
   readonly #memory: { readonly initialPages: number; readonly maximumPages: number };
   /** Unloads scheduled for replaced policies, by worker key; cancelled if a key comes back. */
   readonly #pendingUnloads = new Map<string, NodeJS.Timeout>();
+  /** Evaluations handed to the pool and not answered yet, by policy key. */
+  readonly #inFlight = new Map<string, number>();
+  /** Replaced revisions whose unload waits for their last evaluation (#scheduleUnload). */
+  readonly #unloadWhenDrained = new Set<string>();
   #started = false;
 
   constructor(options: EngineOptions, observer: EngineObserver = {}) {
@@ -195,6 +199,7 @@ export class PolicyEngine implements Component {
       clearTimeout(pending);
       this.#pendingUnloads.delete(key);
     }
+    this.#unloadWhenDrained.delete(key);
     if (!this.#isInUse(key)) {
       await this.#pool.load({ type: 'load', key, module: policy.module, data: policy.data, memory: this.#memory });
     }
@@ -227,7 +232,10 @@ export class PolicyEngine implements Component {
   /** Drop a loaded policy that will not be promoted (refused by the gate, or shadow ended). */
   discard(loaded: LoadedPolicy): void {
     if (!this.#loaded.delete(loaded)) return;
-    if (!this.#isInUse(loaded.key)) this.#pool.unload(loaded.key);
+    if (this.#isInUse(loaded.key)) return;
+    // a shadow revision's comparisons still queued are answered by it, then it goes
+    if ((this.#inFlight.get(loaded.key) ?? 0) > 0) this.#unloadWhenDrained.add(loaded.key);
+    else this.#pool.unload(loaded.key);
   }
 
   /** Load `policy` into every worker, then make it the tenant's active revision. */
@@ -243,15 +251,33 @@ export class PolicyEngine implements Component {
   }
 
   #scheduleUnload(oldKey: string): void {
-    // Requests already dispatched against the previous policy finish on it; unload once
-    // they have had time to drain.
+    // Requests already taken against the previous policy finish on it: it is unloaded after a
+    // delay, and not before the last of them is answered - under load they may wait in the
+    // queues longer than the delay, and an unloaded revision would refuse them.
     const timer = setTimeout(() => {
       this.#pendingUnloads.delete(oldKey);
       if (this.#isInUse(oldKey)) return;
-      this.#pool.unload(oldKey);
+      if ((this.#inFlight.get(oldKey) ?? 0) > 0) this.#unloadWhenDrained.add(oldKey);
+      else this.#pool.unload(oldKey);
     }, Math.max(1_000, this.#options.evaluationTimeoutMs * 4));
     timer.unref();
     this.#pendingUnloads.set(oldKey, timer);
+  }
+
+  /** The pool's answer to an evaluation of `item.key`, counted in flight while it is awaited. */
+  async #evaluateInPool(item: EvalItem): Promise<EvalOutcome> {
+    const key = item.key;
+    this.#inFlight.set(key, (this.#inFlight.get(key) ?? 0) + 1);
+    try {
+      return await this.#pool.evaluate(item);
+    } finally {
+      const left = (this.#inFlight.get(key) ?? 1) - 1;
+      if (left > 0) this.#inFlight.set(key, left);
+      else {
+        this.#inFlight.delete(key);
+        if (this.#unloadWhenDrained.delete(key) && !this.#isInUse(key)) this.#pool.unload(key);
+      }
+    }
   }
 
   /** Evaluate on a loaded, not necessarily active, policy (no cache). */
@@ -282,7 +308,7 @@ export class PolicyEngine implements Component {
     const ids = paths.map((path) => this.#entrypointId(entry, path));
     if (ids.length === 0) return [];
     const inputJson = input === undefined ? null : this.#inputText(input);
-    const outcome = await this.#pool.evaluate({ key: entry.key, entrypointId: ids[0] as number, moreEntrypointIds: ids.slice(1), input: inputJson, nowNs: null });
+    const outcome = await this.#evaluateInPool({ key: entry.key, entrypointId: ids[0] as number, moreEntrypointIds: ids.slice(1), input: inputJson, nowNs: null });
     // a failure of the whole item (timeout, crashed worker) is every path's failure
     return paths.map((path, i) => PolicyEngine.#each(i === 0 ? outcome : (outcome.more?.[i - 1] ?? outcome), entry, path));
   }
@@ -358,7 +384,7 @@ export class PolicyEngine implements Component {
       if (hit !== undefined) return { result: hit.result, revision, cached: true, evalNs: 0 };
     }
     const log = options.log === undefined ? undefined : this.#logRules(entry, options.log, input);
-    const outcome = await this.#pool.evaluate({
+    const outcome = await this.#evaluateInPool({
       key: entry.key,
       entrypointId,
       input: inputJson,
