@@ -169,9 +169,13 @@ describe('EVM anchoring (PavilionAnchor on a local chain)', () => {
     assert.equal(verified.anchor?.kind, 'evm');
     assert.equal(await verifyDecisionAnchor(verified, []), false, 'offline: consistent, but the chain was not consulted');
     assert.equal(await verifyDecisionAnchor(verified, [chainVerifier()]), true);
-    // The same proof with its anchor's reference pointing elsewhere fails, on the chain.
+    // The same proof with its anchor's transaction pointing elsewhere fails, on the chain.
+    const elsewhere = { ...proof, anchor: { ...proof.anchor, reference: { ...proof.anchor.reference, tx_hash: deployment.txHash } } };
+    await failsWith(verifyDecisionAnchor(verifyDecisionProof(elsewhere, ring), [chainVerifier()]), ErrorCodes.AUDIT_ANCHOR_MISMATCH, {}, /was sent to no contract/);
+    // Its block is where the anchor saw the transaction mined, not what proves it (a reorg may
+    // move it, see below): another block number still verifies, on the transaction itself.
     const moved = { ...proof, anchor: { ...proof.anchor, reference: { ...proof.anchor.reference, block_number: 1 } } };
-    await failsWith(verifyDecisionAnchor(verifyDecisionProof(moved, ring), [chainVerifier()]), ErrorCodes.AUDIT_ANCHOR_MISMATCH, {}, /is in block \d+, the anchor says 1/);
+    assert.equal(await verifyDecisionAnchor(verifyDecisionProof(moved, ring), [chainVerifier()]), true);
   });
 
   it('a history rewritten by the key holder, anchors edited to match: the chain refuses, naming the first anchor record', async () => {
@@ -470,6 +474,39 @@ describe('EVM anchoring (PavilionAnchor on a local chain)', () => {
     // The record bound to another checkpoint (same size and root, another signature) is refused.
     const other = await signedCheckpoint(origin, 7);
     await failsWith(chainVerifier().verify(record, other), ErrorCodes.AUDIT_ANCHOR_MISMATCH, {}, /signature hash/);
+  });
+
+  it('a reorg after the anchor was recorded: the same transaction mined again in another block still verifies; dropped from the chain, it is refused, naming the reorg when the contract holds the values', async () => {
+    const origin = 'pavilion-test/reorg';
+    const checkpoint = await signedCheckpoint(origin, 9);
+    const before = (await chain.rpc('evm_snapshot')) as string;
+    const reference = await evmAnchor().anchor(checkpoint);
+    const record: AnchorRecordV1 = { version: 1, kind: 'evm', tree_size: 9, root_hash: checkpoint.root_hash, reference };
+    await chainVerifier().verify(record, checkpoint);
+    const provider = new JsonRpcProvider(chain.url, chain.chainId, { staticNetwork: true });
+    try {
+      const txHash = reference['tx_hash'] as string;
+      const sent = await provider.getTransaction(txHash);
+      assert.ok(sent !== null);
+      const raw = Transaction.from(sent).serialized;
+      // the blocks since the snapshot are gone, and the transaction with them
+      assert.equal(await chain.rpc('evm_revert', [before]), true);
+      const beforeAgain = (await chain.rpc('evm_snapshot')) as string; // a snapshot is reverted to once
+      await failsWith(chainVerifier().verify(record, checkpoint), ErrorCodes.AUDIT_ANCHOR_MISMATCH, {}, /is not on chain \d+$/);
+      // mined again (the same signed bytes, the same hash), a block later than before
+      await chain.rpc('evm_mine');
+      await chain.rpc('eth_sendRawTransaction', [raw]);
+      const moved = await provider.getTransactionReceipt(txHash);
+      assert.ok(moved !== null && moved.blockNumber !== reference['block_number'], `mined in block ${String(moved?.blockNumber)}, recorded in ${String(reference['block_number'])}`);
+      await chainVerifier().verify(record, checkpoint);
+      // dropped again, and the same values anchored by another transaction: still refused (the named one proves nothing), saying so
+      assert.equal(await chain.rpc('evm_revert', [beforeAgain]), true);
+      await chain.rpc('evm_mine');
+      await evmAnchor().anchor(checkpoint);
+      await failsWith(chainVerifier().verify(record, checkpoint), ErrorCodes.AUDIT_ANCHOR_MISMATCH, {}, /is not on chain \d+; the contract holds this root and signature hash .* from another transaction \(a reorg may have dropped this one\)/);
+    } finally {
+      provider.destroy();
+    }
   });
 
   it('the chain goes away mid-run: decisions continue, the anchor is retried and lands when it returns', async () => {

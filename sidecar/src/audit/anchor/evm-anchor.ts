@@ -654,9 +654,23 @@ export class EvmAnchorVerifier implements AnchorVerifier {
       if (isPavilionError(error, ErrorCodes.AUDIT_ANCHOR_CONFIG)) throw failed(error.message, error, where);
       throw error;
     });
+    /** What the contract holds for the log at this tree size: its root and signature hash. */
+    const held = async (): Promise<{ root: string; sig: string }> => {
+      const data = await ask('contract state', () => provider.call({ to: this.#contract, data: ANCHOR_ABI.encodeFunctionData('anchorOf', [`0x${ref.log_id}`, record.tree_size]) }));
+      const [root, sig] = ANCHOR_ABI.decodeFunctionResult('anchorOf', data);
+      return { root: hex32(root), sig: hex32(sig) };
+    };
+    const holds = ({ root, sig }: { root: string; sig: string }): boolean => root === record.root_hash && sig === ref.checkpoint_sig_sha256;
     const receipt = await ask('receipt', () => provider.getTransactionReceipt(ref.tx_hash));
-    if (receipt === null) throw mismatch(`transaction ${ref.tx_hash} is not on chain ${ref.chain_id}`, where);
-    if (receipt.blockNumber !== ref.block_number) throw mismatch(`transaction ${ref.tx_hash} is in block ${receipt.blockNumber}, the anchor says ${ref.block_number}`, where);
+    if (receipt === null) {
+      // A reorg can drop a transaction after its anchor was recorded: say so when the contract
+      // holds the same values (another transaction anchored them), but the named one proves nothing
+      const note = holds(await held()) ? `; the contract holds this root and signature hash for log ${ref.log_id} at tree size ${record.tree_size} from another transaction (a reorg may have dropped this one)` : '';
+      throw mismatch(`transaction ${ref.tx_hash} is not on chain ${ref.chain_id}${note}`, where);
+    }
+    // The block is where the anchor saw it mined; a reorg may have mined the same transaction
+    // (the same hash: the same signed bytes) in another block since, which anchors the same.
+    // Everything that proves the anchor is checked below against the receipt it has now.
     if (receipt.status !== 1) throw mismatch(`transaction ${ref.tx_hash} reverted`, where);
     if (receipt.to === null || getAddress(receipt.to) !== this.#contract) throw mismatch(`transaction ${ref.tx_hash} was sent to ${receipt.to ?? 'no contract (a deployment)'}, not the anchor contract ${this.#contract}`, where);
     const event = anchoredEvents(receipt.logs, this.#contract)
@@ -668,10 +682,9 @@ export class EvmAnchorVerifier implements AnchorVerifier {
     const head = await ask('block number', () => provider.getBlockNumber());
     const needed = this.#options.confirmations ?? 1;
     if (head - receipt.blockNumber + 1 < needed) throw mismatch(`transaction ${ref.tx_hash} has ${head - receipt.blockNumber + 1} confirmations, fewer than ${needed}`, where);
-    const held = await ask('contract state', () => provider.call({ to: this.#contract, data: ANCHOR_ABI.encodeFunctionData('anchorOf', [`0x${ref.log_id}`, record.tree_size]) }));
-    const [root, sig] = ANCHOR_ABI.decodeFunctionResult('anchorOf', held);
-    if (hex32(root) !== record.root_hash || hex32(sig) !== ref.checkpoint_sig_sha256) {
-      throw mismatch(`contract ${this.#contract} holds root ${hex32(root)} for log ${ref.log_id} at tree size ${record.tree_size}, the record says ${record.root_hash}`, where);
+    const state = await held();
+    if (!holds(state)) {
+      throw mismatch(`contract ${this.#contract} holds root ${state.root} for log ${ref.log_id} at tree size ${record.tree_size}, the record says ${record.root_hash}`, where);
     }
   }
 }
