@@ -389,6 +389,13 @@ describe('PKCS#11 signer (SoftHSM2)', () => {
     await assert.rejects(signer.sign(Buffer.from('nor this')), refused);
   });
 
+  it('a start that finds a private key not the pair of the public key under the label is refused (ERR_AUDIT_SIGNER_CONFIG), before any checkpoint is signed', async () => {
+    const label = 'mismatched-pair';
+    await module.signer({ tokenLabel: TOKEN, pin: PIN, keyLabel: label, generate: true });
+    tokenAdmin().swapPrivateKey(label);
+    await setupFails(() => module.signer({ tokenLabel: TOKEN, pin: PIN, keyLabel: label }), /is not the pair of the public key labelled so/);
+  });
+
   it('a failure that is not a lost session (the private key deleted under a live session) is not retried', async () => {
     const label = 'deleted-key';
     const signer = await module.signer({ tokenLabel: TOKEN, pin: PIN, keyLabel: label, generate: true });

@@ -201,7 +201,14 @@ export class Pkcs11Module {
     const session = this.#openSession(options);
     const found = await this.#findKey(session, options, options.generate === true);
     const reopen: Pkcs11Reopen = (expected) => this.#reopen(options, expected);
-    return new Pkcs11Signer(this.#p11, this.#lib, session, found.privateKey, found.spki, found.attributes, reopen);
+    const signer = new Pkcs11Signer(this.#p11, this.#lib, session, found.privateKey, found.spki, found.attributes, reopen);
+    // The public key is found by its label, as the private key is: one signature now proves
+    // they are a pair, before any checkpoint is signed under the public key's id.
+    const probe = Buffer.concat([Buffer.from("pavilion checkpoint key self-test "), randomBytes(16)]);
+    if (!verify('sha256', probe, { key: createPublicKey({ key: found.spki, format: 'der', type: 'spki' }), dsaEncoding: 'ieee-p1363' }, await signer.sign(probe))) {
+      throw configError(`the private key labelled ${JSON.stringify(options.keyLabel)} is not the pair of the public key labelled so: its signature does not verify`);
+    }
+    return signer;
   }
 
   /** A new session on the token, tracked for close(), logged in as the user. */
