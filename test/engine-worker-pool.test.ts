@@ -191,6 +191,21 @@ describe('a load that fails on a worker still starting', () => {
     assert.deepEqual(answer.value.ok ? answer.value.result : answer.value.code, 'good');
     assert.equal(pool.readyWorkers, 1);
   });
+  test('one that takes the starting worker down (its load never returns) is refused too, and the next replacement starts without it', async () => {
+    const restarts: string[] = [];
+    const pool = await running.start({ onWorkerRestart: (reason) => restarts.push(reason) });
+    await pool.load(tenantLoad('good'));
+    let second: Promise<void> | undefined;
+    await settledWithin(pool.load(neverReturns('first')).catch(() => {
+      second = pool.load(neverReturns('second')); // only the starting replacement can take it
+    }));
+    assert.ok(second !== undefined);
+    assertRejectedWith(await settledWithin(second), ErrorCodes.BUNDLE_WASM_INVALID, /did not finish within 2000 ms/);
+    assert.deepEqual(restarts, ['timeout', 'timeout'], 'the first worker, then its replacement');
+    const answer = await settledWithin(evaluate(pool, tenantLoad('good').key));
+    assert.ok(answer !== 'hung' && answer.status === 'fulfilled' && answer.value.ok && answer.value.result === 'good', JSON.stringify(answer));
+    assert.deepEqual(restarts, ['timeout', 'timeout'], 'and no more: the refused load is not tried again');
+  });
 });
 
 describe('a load that overruns its deadline fails only itself', () => {

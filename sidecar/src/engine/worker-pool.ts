@@ -153,6 +153,8 @@ class Slot {
   /** Settles once the worker is ready or dead: what a load waits for on a worker still starting. */
   readonly settled: Promise<void>;
   settle!: () => void;
+  /** The worker started in this one's place when it died. */
+  replacement: Slot | undefined;
   ready = false;
   dead = false;
   flushScheduled = false;
@@ -240,6 +242,7 @@ export class WorkerPool {
     await Promise.all(
       this.#slots.map(async (slot) => {
         slot.dead = true;
+        slot.settle(); // a load waiting for it to start: refused (no replacement)
         for (const pending of this.#drain(slot)) pending.resolve(failure);
         await slot.worker.terminate();
       }),
@@ -257,10 +260,16 @@ export class WorkerPool {
    */
   async load(spec: LoadMessage): Promise<void> {
     this.#policies.set(spec.key, spec);
-    const intoStarting = async (slot: Slot): Promise<void> => {
+    for (const slot of this.#slots) slot.failedLoads.delete(spec.key); // an earlier attempt's
+    /** A worker still starting loads it from the registry: its start decides, or, if it dies, its replacement's. */
+    const intoStarting = async (slot: Slot, forwarded = false): Promise<void> => {
       await slot.settled;
       const failure = slot.failedLoads.get(spec.key);
       if (failure !== undefined) throw failure;
+      if (!slot.dead) return;
+      if (slot.replacement === undefined) throw new PavilionError(ErrorCodes.ENGINE_STOPPED, 'the policy engine is stopping');
+      if (forwarded) throw new PavilionError(ErrorCodes.EVAL_TRAP, 'evaluation worker restarted while loading a policy');
+      await intoStarting(slot.replacement, true);
     };
     try {
       const first = this.#slots.find((slot) => slot.ready && !slot.dead);
@@ -451,13 +460,20 @@ export class WorkerPool {
       const missing = [...this.#policies.values()].filter((spec) => !slot.loaded.has(spec.key) && !slot.failedLoads.has(spec.key));
       if (missing.length === 0 || slot.dead) break;
       await Promise.all(missing.map((spec) => this.#loadInto(slot, spec).catch((error: unknown) => {
-        slot.failedLoads.set(spec.key, error instanceof PavilionError ? error : new PavilionError(ErrorCodes.INTERNAL, describeThrown(error)));
+        // still this registration (not unloaded meanwhile, nor loaded anew): note it
+        if (this.#policies.get(spec.key) === spec) slot.failedLoads.set(spec.key, error instanceof PavilionError ? error : new PavilionError(ErrorCodes.INTERNAL, describeThrown(error)));
       })));
     }
     slot.settle();
     if (slot.dead) return;
     slot.ready = true;
     this.#pump();
+    // A registered policy that failed here may have failed for a passing reason: one more try,
+    // in the background (its evaluations on this worker are refused until it loads)
+    for (const key of [...slot.failedLoads.keys()]) {
+      const spec = this.#policies.get(key);
+      if (spec !== undefined) void this.#loadInto(slot, spec).then(() => slot.failedLoads.delete(key), () => undefined);
+    }
   }
 
   /**
@@ -692,7 +708,6 @@ export class WorkerPool {
     if (slot.dead) return;
     slot.dead = true;
     slot.ready = false;
-    slot.settle(); // a load waiting for it to start: the replacement takes its place below
     const index = this.#slots.indexOf(slot);
     if (index >= 0) this.#slots.splice(index, 1);
     const culpritPending =
@@ -713,12 +728,15 @@ export class WorkerPool {
     this.#options.onWorkerRestart?.(reason);
     const restarted = new PavilionError(ErrorCodes.EVAL_TRAP, 'evaluation worker restarted while loading a policy');
     const replacement = this.#stopped ? undefined : this.#spawn();
+    slot.replacement = replacement;
     let ready: Promise<void> | undefined; // one wait for the replacement, shared by every forwarded load
     waiters.forEach(([key, waiter], i) => {
       const spec = this.#policies.get(key);
       if (i === 0 && loading) {
         // the load the worker was inside: it overran its deadline, or took the worker down
-        waiter.reject(loadFailure ?? new PavilionError(ErrorCodes.BUNDLE_WASM_INVALID, 'loading the policy crashed its evaluation worker'));
+        const failure = loadFailure ?? new PavilionError(ErrorCodes.BUNDLE_WASM_INVALID, 'loading the policy crashed its evaluation worker');
+        if (spec !== undefined) slot.failedLoads.set(key, failure); // for a load waiting on this worker's start
+        waiter.reject(failure);
         return;
       }
       if (replacement === undefined || spec === undefined || this.#forwarded.has(key)) {
@@ -730,6 +748,7 @@ export class WorkerPool {
         waiter.reject(error instanceof PavilionError ? error : restarted);
       }).finally(() => this.#forwarded.delete(key));
     });
+    slot.settle(); // after the failure above is noted and the replacement named
     if (replacement === undefined) return;
     const limited = culpritPending === undefined ? undefined : this.#limit(tenantOf(culpritPending.item));
     // Back to the front of their tenants' queues, in the order they were dispatched.
