@@ -918,7 +918,8 @@ function extAuthzTenantSettings(obj: Json, path: string, fallback: Omit<ExtAuthz
  */
 function destinationAddress(key: string): string | undefined {
   const at = `$.extAuthz.tenantFrom.destination.${key}`;
-  const port = /^(?:\d{1,5}|[A-Za-z][A-Za-z0-9_-]*)$/;
+  const portNumber = /^[1-9]\d{0,4}$/;
+  const port = { test: (text: string): boolean => (portNumber.test(text) && Number(text) <= 65_535) || /^[A-Za-z][A-Za-z0-9_-]*$/.test(text) };
   const bracketed = /^\[([^\]]*)\](?::(.*))?$/.exec(key);
   if (bracketed !== null) {
     const [, address = '', portText] = bracketed;
@@ -926,7 +927,9 @@ function destinationAddress(key: string): string | undefined {
     return `${address.toLowerCase()}:${portText as string}`;
   }
   const refuse = (): never => fail(at, 'an address key needs its port: address:port, IPv6 as [address]:port');
-  if (isIP(key) !== 0) refuse();
+  // an IP, an IPv6 address unbracketed (a host name has one colon at most), or a dotted quad
+  // Node does not read as IPv4 (010.0.0.1): never a host key
+  if (isIP(key) !== 0 || key.split(':').length > 2 || /^\d+(?:\.\d+){3}(?::|$)/.test(key) && isIP(key.split(':')[0] as string) !== 4) refuse();
   const first = key.indexOf(':');
   if (first > 0 && isIP(key.slice(0, first)) === 4) {
     if (!port.test(key.slice(first + 1))) refuse();

@@ -43,10 +43,11 @@ export interface ShadowSample {
   readonly shadow: unknown;
   readonly error?: string;
   /**
-   * SHA-256 of the input's canonical JSON as the decision log holds it - masked and
-   * pseudonymised when the log is (then the audit receipt's `input_sha256` of the same
-   * decision): correlates with the log without copying personal data, and tells no more
-   * than the log does. Absent when the decision log drops the decision or its masking fails.
+   * SHA-256 of the input's canonical JSON as the sample masks it - with the log's
+   * pseudonyms, under both revisions' mask rules (the audit receipt's `input_sha256` of the
+   * same decision unless the staged revision masks more of the input): correlates with the
+   * log without copying personal data, and tells no more than the log does. Absent when the
+   * decision log drops the decision or its masking fails.
    */
   readonly input_sha256?: string;
   /**

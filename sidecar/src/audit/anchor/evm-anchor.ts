@@ -655,17 +655,18 @@ export class EvmAnchorVerifier implements AnchorVerifier {
       throw error;
     });
     /** What the contract holds for the log at this tree size: its root and signature hash. */
-    const held = async (): Promise<{ root: string; sig: string }> => {
-      const data = await ask('contract state', () => provider.call({ to: this.#contract, data: ANCHOR_ABI.encodeFunctionData('anchorOf', [`0x${ref.log_id}`, record.tree_size]) }));
+    const held = (): Promise<{ root: string; sig: string }> => ask('contract state', async () => {
+      const data = await provider.call({ to: this.#contract, data: ANCHOR_ABI.encodeFunctionData('anchorOf', [`0x${ref.log_id}`, record.tree_size]) });
       const [root, sig] = ANCHOR_ABI.decodeFunctionResult('anchorOf', data);
       return { root: hex32(root), sig: hex32(sig) };
-    };
+    });
     const holds = ({ root, sig }: { root: string; sig: string }): boolean => root === record.root_hash && sig === ref.checkpoint_sig_sha256;
     const receipt = await ask('receipt', () => provider.getTransactionReceipt(ref.tx_hash));
     if (receipt === null) {
       // A reorg can drop a transaction after its anchor was recorded: say so when the contract
       // holds the same values (another transaction anchored them), but the named one proves nothing
-      const note = holds(await held()) ? `; the contract holds this root and signature hash for log ${ref.log_id} at tree size ${record.tree_size} from another transaction (a reorg may have dropped this one)` : '';
+      // (only a note: a contract that cannot be asked now leaves the refusal as it is)
+      const note = holds(await held().catch(() => ({ root: '', sig: '' }))) ? `; the contract holds this root and signature hash for log ${ref.log_id} at tree size ${record.tree_size} from another transaction (a reorg may have dropped this one)` : '';
       throw mismatch(`transaction ${ref.tx_hash} is not on chain ${ref.chain_id}${note}`, where);
     }
     // The block is where the anchor saw it mined; a reorg may have mined the same transaction

@@ -204,9 +204,19 @@ export class Pkcs11Module {
     const signer = new Pkcs11Signer(this.#p11, this.#lib, session, found.privateKey, found.spki, found.attributes, reopen);
     // The public key is found by its label, as the private key is: one signature now proves
     // they are a pair, before any checkpoint is signed under the public key's id.
-    const probe = Buffer.concat([Buffer.from("pavilion checkpoint key self-test "), randomBytes(16)]);
-    if (!verify('sha256', probe, { key: createPublicKey({ key: found.spki, format: 'der', type: 'spki' }), dsaEncoding: 'ieee-p1363' }, await signer.sign(probe))) {
-      throw configError(`the private key labelled ${JSON.stringify(options.keyLabel)} is not the pair of the public key labelled so: its signature does not verify`);
+    const probe = Buffer.concat([Buffer.from('pavilion checkpoint key self-test '), randomBytes(16)]);
+    let refusal: PavilionError | undefined;
+    try {
+      const signature = await signer.sign(probe);
+      if (!verify('sha256', probe, { key: createPublicKey({ key: found.spki, format: 'der', type: 'spki' }), dsaEncoding: 'ieee-p1363' }, signature)) {
+        refusal = configError(`the private key labelled ${JSON.stringify(options.keyLabel)} is not the pair of the public key labelled so: its signature does not verify`);
+      }
+    } catch (error) {
+      refusal = configError(`the private key labelled ${JSON.stringify(options.keyLabel)} cannot sign (the start's self-test)`, error);
+    }
+    if (refusal !== undefined) {
+      this.#closeSession(session);
+      throw refusal;
     }
     return signer;
   }
