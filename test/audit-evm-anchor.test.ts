@@ -375,6 +375,39 @@ describe('EVM anchoring (PavilionAnchor on a local chain)', () => {
     }
   });
 
+  it('maxFeePerGasGwei caps what a resend may offer: a dropped transaction is sent again within the ceiling and lands', async () => {
+    const provider = new JsonRpcProvider(chain.url, chain.chainId, { staticNetwork: true });
+    try {
+      const offered = (await provider.getFeeData()).maxFeePerGas;
+      assert.ok(offered !== null);
+      // the ceiling at what the first send offers: no bump may go past it
+      const capGwei = Number(offered) / 1e9;
+      const capWei = BigInt(Math.round(capGwei * 1e9));
+      const anchor = evmAnchor({ receiptTimeoutMs: 300, maxFeePerGasGwei: capGwei });
+      await chain.rpc('evm_setAutomine', [false]);
+      try {
+        const anchoring = anchor.anchor(await signedCheckpoint('pavilion-test/fee-cap', 5));
+        let dropped: string | undefined;
+        await until('the transaction to reach the pool', async () => {
+          dropped = ((await chain.rpc('eth_getBlockByNumber', ['pending', false])) as { transactions: string[] }).transactions[0];
+          return dropped !== undefined;
+        });
+        assert.equal(await chain.rpc('hardhat_dropTransaction', [dropped]), true);
+        await chain.rpc('evm_setAutomine', [true]);
+        const reference = await anchoring;
+        assert.ok(anchor.stats().resubmissions >= 1, 'sent again after the drop');
+        const mined = await provider.getTransaction(reference['tx_hash'] as string);
+        assert.ok(mined?.maxFeePerGas != null && mined.maxFeePerGas <= capWei, `offered ${String(mined?.maxFeePerGas)} wei, the ceiling is ${capWei}`);
+        assert.ok(mined.maxPriorityFeePerGas != null && mined.maxPriorityFeePerGas <= mined.maxFeePerGas);
+      } finally {
+        await chain.rpc('evm_setAutomine', [true]);
+      }
+    } finally {
+      provider.destroy();
+    }
+    assert.throws(() => evmAnchor({ maxFeePerGasGwei: 0 }), (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_ANCHOR_CONFIG));
+  });
+
   it('a send whose reply is lost after the node mined it: the retry\'s "nonce too low" finds the receipt by the locally computed hash; no second transaction', async () => {
     const relay = await lossyRelay(1);
     const nonceOf = async (address: string): Promise<number> => Number(BigInt((await chain.rpc('eth_getTransactionCount', [address, 'latest'])) as string));

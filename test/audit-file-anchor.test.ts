@@ -172,6 +172,9 @@ describe('decisionLog.audit.anchor config', () => {
     bad({ kind: 'evm', rpcUrl: 'http://x', chainId: 1, contract: `0x${'12'.repeat(20)}`, privateKey: '0x00' }, /anchor\.privateKey: unknown key/);
     bad({ kind: 'evm', rpcUrl: 'http://x', chainId: 1, contract: `0x${'12'.repeat(20)}`, privateKeyEnv: '0xabc' }, /privateKeyEnv: must be an environment variable name/);
     bad({ kind: 'evm', rpcUrl: 'http://x', chainId: 1, contract: `0x${'12'.repeat(20)}`, feeBumpPercent: 5 }, /feeBumpPercent/);
+    for (const maxFeePerGasGwei of [0, -1, '5', Number.POSITIVE_INFINITY]) bad({ kind: 'evm', rpcUrl: 'http://x', chainId: 1, contract: `0x${'12'.repeat(20)}`, maxFeePerGasGwei }, /maxFeePerGasGwei: must be a positive number of gwei/);
+    const capped = parseConfig(audit({ kind: 'evm', rpcUrl: 'http://x', chainId: 1, contract: `0x${'12'.repeat(20)}`, maxFeePerGasGwei: 0.5 })).decisionLog.audit?.anchor;
+    assert.equal(capped?.kind === 'evm' ? capped.maxFeePerGasGwei : undefined, 0.5);
     bad({ kind: 'evm', rpcUrl: 'http://x', chainId: 1, contract: `0x${'12'.repeat(20)}`, receiptTimeoutMs: 5000, submitTimeoutMs: 2000 }, /submitTimeoutMs: must be at least receiptTimeoutMs/);
     bad({ kind: 'file', rpcUrl: 'http://x' }, /anchor\.rpcUrl: unknown key/);
 

@@ -181,6 +181,7 @@ export type AuditAnchorConfig =
       readonly submitTimeoutMs: number;
       readonly maxAttempts: number;
       readonly feeBumpPercent: number;
+      readonly maxFeePerGasGwei?: number;
       readonly pollingIntervalMs: number;
       readonly requestTimeoutMs: number;
     };
@@ -784,8 +785,10 @@ function parseAuditAnchor(raw: unknown, directory: string, p: (file: string) => 
   }
   refuseUnknown(a, [
     'kind', 'rpcUrl', 'chainId', 'contract', 'privateKeyFile', 'privateKeyEnv', 'confirmations', 'receiptTimeoutMs',
-    'submitTimeoutMs', 'maxAttempts', 'feeBumpPercent', 'pollingIntervalMs', 'requestTimeoutMs',
+    'submitTimeoutMs', 'maxAttempts', 'feeBumpPercent', 'maxFeePerGasGwei', 'pollingIntervalMs', 'requestTimeoutMs',
   ], path);
+  const cap = a['maxFeePerGasGwei'];
+  if (cap !== undefined && (typeof cap !== 'number' || !Number.isFinite(cap) || cap <= 0 || cap > 1e9)) fail(`${path}.maxFeePerGasGwei`, 'must be a positive number of gwei');
   for (const required of ['rpcUrl', 'chainId', 'contract']) if (a[required] === undefined) fail(`${path}.${required}`, "is required for kind 'evm'");
   const rpcUrl = str(a, 'rpcUrl', path, '');
   if (!ANCHOR_RPC_URL.test(rpcUrl)) fail(`${path}.rpcUrl`, 'must be an http(s) JSON-RPC URL');
@@ -808,6 +811,7 @@ function parseAuditAnchor(raw: unknown, directory: string, p: (file: string) => 
     submitTimeoutMs,
     maxAttempts: int(a, 'maxAttempts', path, 5, 1, 100),
     feeBumpPercent: int(a, 'feeBumpPercent', path, 20, 10, 1000),
+    ...(cap === undefined ? {} : { maxFeePerGasGwei: cap as number }),
     pollingIntervalMs: int(a, 'pollingIntervalMs', path, 1000, 5, 60_000),
     requestTimeoutMs: int(a, 'requestTimeoutMs', path, 10_000, 100, 600_000),
   };

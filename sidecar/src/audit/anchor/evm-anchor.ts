@@ -94,6 +94,12 @@ export interface EvmAnchorOptions extends EvmConnectionOptions {
   readonly maxAttempts?: number;
   /** Fee increase per replacement, percent (nodes require at least 10). Default 20. */
   readonly feeBumpPercent?: number;
+  /**
+   * The most a transaction may offer per gas, in gwei (max fee; the priority fee stays within
+   * it). Replacements compound their bumps, and a chain that takes transactions without
+   * mining them for a while would otherwise see fees grow without bound. Default: none.
+   */
+  readonly maxFeePerGasGwei?: number;
   /** Gas limit of the first send. Default: the simulation's estimate plus 30%. */
   readonly gasLimit?: number;
   /** Milliseconds since the epoch (injected for tests). */
@@ -244,6 +250,8 @@ export class EvmAnchor implements Anchor {
     const confirmations = options.confirmations ?? 1;
     if (!Number.isInteger(confirmations) || confirmations < 1) throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_CONFIG, 'confirmations must be an integer of at least 1');
     if ((options.feeBumpPercent ?? 20) < 10) throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_CONFIG, 'feeBumpPercent must be at least 10 (nodes refuse smaller replacements)');
+    const cap = options.maxFeePerGasGwei;
+    if (cap !== undefined && !(Number.isFinite(cap) && cap > 0)) throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_CONFIG, 'maxFeePerGasGwei must be a positive number');
     if (!PRIVATE_KEY.test(options.privateKey)) throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_CONFIG, 'the anchor private key must be 32 bytes of 0x-prefixed hex');
     this.#options = options;
     this.#contract = checksummed(options.contract, 'the anchor contract');
@@ -322,6 +330,13 @@ export class EvmAnchor implements Anchor {
     let maxFeePerGas = fees.maxFeePerGas ?? (fees.gasPrice ?? 1_000_000_000n) * 2n;
     const bump = BigInt(100 + (this.#options.feeBumpPercent ?? 20));
     const bumped = (fee: bigint): bigint => (fee * bump) / 100n + 1n;
+    const capWei = this.#options.maxFeePerGasGwei === undefined ? undefined : BigInt(Math.round(this.#options.maxFeePerGasGwei * 1e9));
+    /** What may be offered: within the ceiling (a send at the ceiling again is the same transaction, or refused as underpriced: the receipts decide). */
+    const withinCap = (): void => {
+      if (capWei === undefined) return;
+      if (maxFeePerGas > capWei) maxFeePerGas = capWei;
+      if (maxPriorityFeePerGas > maxFeePerGas) maxPriorityFeePerGas = maxFeePerGas;
+    };
     // A transaction of an earlier submission that never got a receipt holds its nonce while it
     // is not mined: 'pending' would put this one behind it (or refuse it as an underpriced
     // replacement). Replace it instead, with fees above its own.
@@ -342,6 +357,7 @@ export class EvmAnchor implements Anchor {
         this.#unconfirmed = undefined;
       }
     }
+    withinCap();
 
     let sent: string[] = [];
     const everySent: string[] = [];
@@ -367,6 +383,7 @@ export class EvmAnchor implements Anchor {
         const now = await this.#provider.getFeeData().catch(() => undefined);
         if (now?.maxFeePerGas != null && now.maxFeePerGas > maxFeePerGas) maxFeePerGas = now.maxFeePerGas;
         if (maxPriorityFeePerGas > maxFeePerGas) maxFeePerGas = maxPriorityFeePerGas;
+        withinCap();
       }
       const signed = await this.#wallet.signTransaction({
         type: 2, chainId: this.#options.chainId, nonce, to: this.#contract, data, gasLimit, maxFeePerGas, maxPriorityFeePerGas,
