@@ -279,9 +279,10 @@ describe('tenant resolution (never guessed)', () => {
     assert.equal(resolveTenant(destination(map), sent('x', { address: '10.0.0.9', portValue: 8080 })), 'agency');
     assert.equal(resolveTenant(destination(map), sent('x', { address: 'fd00::1', portValue: 9000 })), 'hospital', 'IPv6 as Envoy reads it: unbracketed');
     assert.equal(resolveTenant(destination(map), sent('Shop.Example:8443')), 'bank', 'a host key with a port');
-    // an address without its port could only ever be matched by a Host: refused
-    assert.equal(resolveTenant(destination({ '10.0.0.9:http': 'agency' }), sent('x', { address: '10.0.0.9', namedPort: 'http' } as never)), 'agency', 'a named port');
-    // an IPv6 address unbracketed with a port (fd00::1:8080 is itself an IPv6 address; :15001 is not), an IPv4 address with a bad port: refused, never a host key
+    assert.equal(resolveTenant(destination({ '10.0.0.9:HTTP': 'agency' }), sent('x', { address: '10.0.0.9', namedPort: 'http' } as never)), 'agency', 'a named port, in any case');
+    // an address without its port could only ever be matched by a Host: refused; so are an
+    // IPv6 address unbracketed with a port (fd00::1:8080 is itself an IPv6 address; :15001 is
+    // not) and an IPv4 address with a bad port - never a host key
     for (const key of ['10.0.0.9', 'fd00::1', '[fd00::1]', '[shop.example]:80', 'fd00::1:15001', 'fd00::1:8080', '10.0.0.9:', '10.0.0.9:80:80', '[fd00::1]:', 'fd00::http', '010.0.0.9:8080', '10.0.0.9:08080', '10.0.0.9:99999']) {
       assert.equal(code(() => destination({ [key]: 'bank' })), ErrorCodes.CONFIG_INVALID, key);
     }

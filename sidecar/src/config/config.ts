@@ -922,26 +922,21 @@ function extAuthzTenantSettings(obj: Json, path: string, fallback: Omit<ExtAuthz
  */
 function destinationAddress(key: string): string | undefined {
   const at = `$.extAuthz.tenantFrom.destination.${key}`;
-  const portNumber = /^[1-9]\d{0,4}$/;
-  const port = { test: (text: string): boolean => (portNumber.test(text) && Number(text) <= 65_535) || /^[A-Za-z][A-Za-z0-9_-]*$/.test(text) };
+  const validPort = (text: string): boolean => (/^[1-9]\d{0,4}$/.test(text) && Number(text) <= 65_535) || /^[A-Za-z][A-Za-z0-9_-]*$/.test(text);
   const bracketed = /^\[([^\]]*)\](?::(.*))?$/.exec(key);
   if (bracketed !== null) {
-    const [, address = '', portText] = bracketed;
-    if (isIP(address) !== 6 || portText === undefined || !port.test(portText)) fail(at, 'an IPv6 address key is [address]:port');
-    return `${address.toLowerCase()}:${portText as string}`;
+    const [, address = '', port] = bracketed;
+    if (isIP(address) !== 6 || port === undefined || !validPort(port)) fail(at, 'an IPv6 address key is [address]:port');
+    return `${address}:${port}`.toLowerCase();
   }
   const refuse = (): never => fail(at, 'an address key needs its port: address:port, IPv6 as [address]:port');
   // an IP, an IPv6 address unbracketed (a host name has one colon at most), or a dotted quad
   // Node does not read as IPv4 (010.0.0.1): never a host key
-  if (isIP(key) !== 0 || key.split(':').length > 2 || /^\d+(?:\.\d+){3}(?::|$)/.test(key) && isIP(key.split(':')[0] as string) !== 4) refuse();
-  const first = key.indexOf(':');
-  if (first > 0 && isIP(key.slice(0, first)) === 4) {
-    if (!port.test(key.slice(first + 1))) refuse();
-    return key;
-  }
-  const last = key.lastIndexOf(':');
-  if (last > 0 && isIP(key.slice(0, last)) === 6) refuse();
-  return undefined;
+  const head = key.split(':')[0] as string;
+  if (isIP(key) !== 0 || key.split(':').length > 2 || (/^\d+(?:\.\d+){3}$/.test(head) && isIP(head) !== 4)) refuse();
+  if (isIP(head) !== 4) return undefined;
+  if (!validPort(key.slice(head.length + 1))) refuse();
+  return key.toLowerCase();
 }
 
 function parseExtAuthz(raw: unknown): ExtAuthzConfig {
