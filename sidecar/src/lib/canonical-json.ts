@@ -97,3 +97,6 @@ export function assertDepth(value: unknown, maxDepth: number): void {
     for (const child of children) if (child !== null && typeof child === 'object') stack.push([child, depth + 1]);
   }
 }
+
+/** How deep a logged decision's input or result may nest to be encoded (the audit log's leaves). */
+export const LOGGED_DOCUMENT_MAX_DEPTH = 256;

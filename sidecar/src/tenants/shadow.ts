@@ -14,7 +14,7 @@
  * in the state: they live only in the masking's closure.
  */
 import type { LoadedPolicy, ShadowComparison } from '../engine/index.ts';
-import { canonicalJson } from '../lib/canonical-json.ts';
+import { LOGGED_DOCUMENT_MAX_DEPTH, canonicalJson } from '../lib/canonical-json.ts';
 import { describeThrown } from '../lib/errors.ts';
 import { sha256Hex } from '../lib/sha256.ts';
 
@@ -143,7 +143,7 @@ export function recordComparison(shadow: ShadowState, comparison: ShadowComparis
       ...(comparison.error === undefined ? {} : { error: comparison.error }),
     };
     if (privacy === undefined) {
-      shadow.samples.push(sampleOf({ ...base, input_sha256: inputSha256(comparison.input) }, comparison.active ?? null, comparison.shadow ?? null));
+      shadow.samples.push(sampleOf(hashed(base, comparison.input), comparison.active ?? null, comparison.shadow ?? null));
       return;
     }
     const slot = shadow.samples.push(undefined) - 1;
@@ -153,8 +153,14 @@ export function recordComparison(shadow: ShadowState, comparison: ShadowComparis
   }
 }
 
-function inputSha256(input: unknown): string {
-  return sha256Hex(input === undefined ? '' : canonicalJson(input, 10_000));
+/** `base` with the input's hash as the audit log's receipt has it: none without an input, or for one nested too deep to be logged. */
+function hashed(base: SampleBase, input: unknown): SampleBase {
+  if (input === undefined) return base;
+  try {
+    return { ...base, input_sha256: sha256Hex(canonicalJson(input, LOGGED_DOCUMENT_MAX_DEPTH)) };
+  } catch {
+    return base;
+  }
 }
 
 /** The sample's members in the order they have always been shown. */
@@ -201,8 +207,8 @@ async function maskedSample(privacy: ShadowPrivacy, loaded: LoadedPolicy, compar
   }
   const list = (member: 'erased' | 'masked' | 'pseudonymised'): string[] => [...onSide(active[member], 'active'), ...onSide(shadow[member], 'shadow')];
   const [erased, masked, pseudonymised] = [list('erased'), list('masked'), list('pseudonymised')];
-  // both sides mask the same input under the same rules (both revisions'): the active side's is the log's
-  return sampleOf({ ...base, input_sha256: inputSha256(active.input) }, active.result ?? null, shadow.result ?? null, {
+  // both sides mask the same input under the same rules (both revisions'): either side's will do
+  return sampleOf(hashed(base, active.input), active.result ?? null, shadow.result ?? null, {
     ...(erased.length === 0 ? {} : { erased }),
     ...(masked.length === 0 ? {} : { masked }),
     ...(pseudonymised.length === 0 ? {} : { pseudonymised }),

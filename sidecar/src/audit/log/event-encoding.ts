@@ -6,11 +6,11 @@
  * result and with the reason in `error`, as the NDJSON sink does.
  */
 import { hash } from 'node:crypto';
-import { canonicalJson, canonicalJsonWith } from '../../lib/canonical-json.ts';
+import { LOGGED_DOCUMENT_MAX_DEPTH, canonicalJson, canonicalJsonWith } from '../../lib/canonical-json.ts';
 import { describeThrown } from '../../lib/errors.ts';
 import type { DecisionEventV1 } from '../decision-event.ts';
 
-const MAX_DEPTH = 256;
+const MAX_DEPTH = LOGGED_DOCUMENT_MAX_DEPTH;
 
 export interface EncodedEvent {
   readonly bytes: Buffer;
