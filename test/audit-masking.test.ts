@@ -27,6 +27,7 @@ import { findOpa } from '../sidecar/src/lib/tools.ts';
 import { decisionEvent, tempDir } from './audit/fixtures.ts';
 import { buildFixtureBundle } from './harness/fixtures.ts';
 import { post, startPavilion } from './harness/pavilion-harness.ts';
+import { until } from './harness/wait.ts';
 
 interface Case {
   readonly name: string;
@@ -207,10 +208,7 @@ describe('system.log.mask: the same events as OPA v1.22.3 logs', () => {
     // an error event: OPA's answer carries no decision id, so it is found by its path
     assert.equal((await post(`${url}/v1/data/t/conflict`, { input: { rules: [], probe: true } })).status, 500);
     let failed: Record<string, unknown> | undefined;
-    for (let i = 0; i < 50 && failed === undefined; i++) {
-      failed = [...logged.values()].find((e) => e['path'] === 't/conflict');
-      if (failed === undefined) await new Promise((r) => setTimeout(r, 20));
-    }
+    await until('OPA logged the error event', () => (failed = [...logged.values()].find((e) => e['path'] === 't/conflict')) !== undefined);
     const sawOnError = (failed?.['input'] as { rules_saw: string[] } | undefined)?.rules_saw ?? [];
     assert.ok(sawOnError.includes('metrics') && sawOnError.includes('error'), JSON.stringify(failed));
     let seen: Record<string, unknown> | undefined;

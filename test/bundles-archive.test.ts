@@ -7,7 +7,7 @@ import { before, describe, test } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import { hashBundleFile, readBundle } from '../sidecar/src/bundles/index.ts';
 import { ErrorCodes, PavilionError, type ErrorCode } from '../sidecar/src/lib/errors.ts';
-import { buildFixtureBundle, makeTarGz, unpackFixture, type RawTarEntry } from './harness/fixtures.ts';
+import { buildFixtureBundle, makeTar, makeTarGz, unpackFixture, type RawTarEntry } from './harness/fixtures.ts';
 
 const OPTIONS = { tenant: 'acme', namespace: 'acme' } as const;
 
@@ -76,7 +76,6 @@ describe('bundle archive loader', () => {
   });
 
   test('an old GNU tar header (magic "ustar  ") is read without the POSIX name prefix: its bytes at 345 are access and change times', async () => {
-    const { makeTar } = await import('./harness/fixtures.ts');
     const tar = makeTar(goodEntries);
     for (let at = 0; at + 512 <= tar.length && tar[at] !== 0;) {
       const size = parseInt(tar.toString('latin1', at + 124, at + 135), 8);
@@ -107,7 +106,6 @@ describe('bundle archive loader', () => {
   });
 
   test('a tar header with a wrong checksum -> ERR_BUNDLE_CORRUPT', async () => {
-    const { makeTar } = await import('./harness/fixtures.ts');
     const tar = makeTar(goodEntries);
     tar[0] = (tar[0] ?? 0) ^ 0x01; // flip a bit in the first name
     await refused(gzipSync(tar), ErrorCodes.BUNDLE_CORRUPT);

@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
 import { parseConfig } from '../sidecar/src/config/index.ts';
+import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
 import { REPO_ROOT } from '../sidecar/src/lib/tools.ts';
 import { buildFixtureBundle } from './harness/fixtures.ts';
 import { get, post, startPavilion, type JsonResponse, type RunningPavilion } from './harness/pavilion-harness.ts';
@@ -416,7 +417,7 @@ describe('Data API: OPA compatibility', () => {
       assert.equal(tenant({ namespace: '/acme/' })?.defaultDecision, 'acme/system/main', 'a namespace written with slashes still starts');
       assert.equal(tenant({ defaultDecision: '/acme/authz/allow' })?.defaultDecision, 'acme/authz/allow');
       for (const defaultDecision of ['/system/main', 'bank/allow', 'acmecorp/allow', 'acme//allow', '/']) {
-        assert.throws(() => tenant({ defaultDecision }), (e: unknown) => (e as { code?: string }).code === 'ERR_CONFIG_INVALID', defaultDecision);
+        assert.throws(() => tenant({ defaultDecision }), (e: unknown) => isPavilionError(e, ErrorCodes.CONFIG_INVALID), defaultDecision);
       }
     });
   });

@@ -56,17 +56,16 @@ describe('a swap while evaluations of the previous revision wait in the queue', 
     }
     assert.ok(costMs < 120, `one evaluation takes ${costMs.toFixed(0)} ms, too close to the deadline`);
     const count = Math.min(400, Math.ceil((2.5 * UNLOAD_DELAY_MS) / costMs));
-    const started = performance.now();
+    const queuedAt = performance.now();
     const queued = Array.from({ length: count }, (_, i) => engine.evaluate('t', 't/rev', { n, i }));
     // the swap: v2 loads (behind the evaluation running) and becomes active; the queued ones
     // were taken against v1
     await engine.activate(v2);
     const answers = await Promise.allSettled(queued);
-    const elapsedMs = performance.now() - started;
+    const elapsedMs = performance.now() - queuedAt;
     assert.ok(elapsedMs > UNLOAD_DELAY_MS, `the queue drained in ${elapsedMs.toFixed(0)} ms, before the unload was due: nothing was tested`);
     const refused = answers.filter((a) => a.status === 'rejected').map((a) => String((a as PromiseRejectedResult).reason));
-    assert.deepEqual(refused.slice(0, 3), [], `${refused.length} of ${count} refused`);
-    assert.ok(answers.every((a) => a.status === 'fulfilled' && a.value.result === 'v1'), 'all answered by the revision they were taken against');
+    assert.ok(answers.every((a) => a.status === 'fulfilled' && a.value.result === 'v1'), `all answered by the revision they were taken against; ${refused.length} of ${count} refused: ${refused.slice(0, 2).join('; ')}`);
     assert.equal((await engine.evaluate('t', 't/rev', { n: 1 })).result, 'v2');
   });
 });

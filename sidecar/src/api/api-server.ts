@@ -772,6 +772,11 @@ export class ApiServer implements Component {
     }
   }
 
+  /** The credentials a request carries (body and header), bounded in depth as its input is. */
+  #carried(req: IncomingMessage, body: Record<string, unknown> | undefined): RequestCredentials {
+    return requestCredentials(req, body, this.#deps.config.http.maxInputDepth);
+  }
+
   /** v1's input: GET/HEAD from the last `?input=<json>` (as OPA), POST from the body's `input` key. */
   async #readInput(req: IncomingMessage, query: Query): Promise<RequestInput> {
     if (req.method === 'GET' || req.method === 'HEAD') return this.#queryInput(req, query);
@@ -779,7 +784,7 @@ export class ApiServer implements Component {
       throw new PavilionError(ErrorCodes.METHOD_NOT_ALLOWED, `${req.method ?? ''} is not allowed on the data API; use POST or GET`);
     }
     const text = await this.#bodyText(req);
-    if (text === '') return { input: undefined, hasInput: false, carried: requestCredentials(req, undefined, this.#deps.config.http.maxInputDepth) };
+    if (text === '') return { input: undefined, hasInput: false, carried: this.#carried(req, undefined) };
     const parsed = parseJsonDocument(text, 'request body');
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
       throw new PavilionError(ErrorCodes.REQUEST_INVALID, 'request body must be a JSON object like {"input": ...}');
@@ -788,11 +793,11 @@ export class ApiServer implements Component {
     const input = (parsed as { input?: unknown }).input ?? undefined;
     // Bound the depth here, before anything (evaluation, logging, metrics) walks the input.
     assertDepth(input, this.#deps.config.http.maxInputDepth);
-    return { input, hasInput: input !== undefined, carried: requestCredentials(req, parsed as Record<string, unknown>, this.#deps.config.http.maxInputDepth) };
+    return { input, hasInput: input !== undefined, carried: this.#carried(req, parsed as Record<string, unknown>) };
   }
 
   #queryInput(req: IncomingMessage, query: Query): RequestInput {
-    const carried = requestCredentials(req, undefined, this.#deps.config.http.maxInputDepth);
+    const carried = this.#carried(req, undefined);
     const texts = query.params.getAll('input');
     const text = texts[texts.length - 1];
     if (text === undefined) return { input: undefined, hasInput: false, carried };
@@ -807,7 +812,7 @@ export class ApiServer implements Component {
     const text = await this.#bodyText(req);
     const input = text === '' ? null : parseJsonDocument(text, 'request body');
     assertDepth(input, this.#deps.config.http.maxInputDepth);
-    return { input, hasInput: true, carried: requestCredentials(req, undefined, this.#deps.config.http.maxInputDepth) };
+    return { input, hasInput: true, carried: this.#carried(req, undefined) };
   }
 
   async #data(
@@ -857,17 +862,13 @@ export class ApiServer implements Component {
   ): Promise<void> {
     if (req.method !== 'POST') throw new PavilionError(ErrorCodes.METHOD_NOT_ALLOWED, `${req.method ?? ''} is not allowed on the v0 data API; use POST`);
     const tenant = this.#resolveTenant(req, tenantFromPath);
-    const path = rawPath === undefined ? (this.#deps.tenants.tenant(tenant)?.defaultDecision ?? '') : decodeSegments(rawPath).join('/');
+    const path = rawPath === undefined ? this.#deps.tenants.defaultDecision(tenant) : decodeSegments(rawPath).join('/');
     const read = await this.#readWholeInput(req);
-    let decided: DecidedRequest;
-    try {
-      decided = await this.#decide(req, tenant, path, read, started);
-    } catch (error) {
+    const { decision } = await this.#decide(req, tenant, path, read, started).catch((error: unknown) => {
       // OPA's v0 answers a path no rule defines as an undefined document too ("document missing")
       if (isPavilionError(error, ErrorCodes.ENTRYPOINT_UNKNOWN)) throw new PavilionError(ErrorCodes.DOCUMENT_UNDEFINED, `document missing: ${dataRef(path)}`, { cause: error });
       throw error;
-    }
-    const { decision } = decided;
+    });
     res.setHeader('x-pavilion-bundle-revision', decision.revision);
     if (decision.result === undefined) {
       // logged above as an undefined decision (as v1 logs it); OPA's message for rules that exist but did not apply

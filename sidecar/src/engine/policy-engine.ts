@@ -232,10 +232,8 @@ export class PolicyEngine implements Component {
   /** Drop a loaded policy that will not be promoted (refused by the gate, or shadow ended). */
   discard(loaded: LoadedPolicy): void {
     if (!this.#loaded.delete(loaded)) return;
-    if (this.#isInUse(loaded.key)) return;
     // a shadow revision's comparisons still queued are answered by it, then it goes
-    if ((this.#inFlight.get(loaded.key) ?? 0) > 0) this.#unloadWhenDrained.add(loaded.key);
-    else this.#pool.unload(loaded.key);
+    if (!this.#isInUse(loaded.key)) this.#unloadWhenIdle(loaded.key);
   }
 
   /** Load `policy` into every worker, then make it the tenant's active revision. */
@@ -256,12 +254,16 @@ export class PolicyEngine implements Component {
     // queues longer than the delay, and an unloaded revision would refuse them.
     const timer = setTimeout(() => {
       this.#pendingUnloads.delete(oldKey);
-      if (this.#isInUse(oldKey)) return;
-      if ((this.#inFlight.get(oldKey) ?? 0) > 0) this.#unloadWhenDrained.add(oldKey);
-      else this.#pool.unload(oldKey);
+      if (!this.#isInUse(oldKey)) this.#unloadWhenIdle(oldKey);
     }, Math.max(1_000, this.#options.evaluationTimeoutMs * 4));
     timer.unref();
     this.#pendingUnloads.set(oldKey, timer);
+  }
+
+  /** Unload `key` now, or once its last evaluation in flight is answered. */
+  #unloadWhenIdle(key: string): void {
+    if ((this.#inFlight.get(key) ?? 0) > 0) this.#unloadWhenDrained.add(key);
+    else this.#pool.unload(key);
   }
 
   /** The pool's answer to an evaluation of `item.key`, counted in flight while it is awaited. */

@@ -495,6 +495,13 @@ export class TenantManager implements Component {
     return this.#tenants.has(tenant);
   }
 
+  /** The decision `POST /` answers for a known tenant (its config's defaultDecision). */
+  defaultDecision(tenant: string): string {
+    const entry = this.#tenants.get(tenant);
+    if (entry === undefined) throw new PavilionError(ErrorCodes.TENANT_UNKNOWN, `unknown tenant ${tenant}`);
+    return entry.config.defaultDecision;
+  }
+
   ids(): string[] {
     return [...this.#tenants.keys()].sort();
   }

@@ -683,7 +683,7 @@ export class EvmAnchorVerifier implements AnchorVerifier {
       // A reorg can drop a transaction after its anchor was recorded: say so when the contract
       // holds the same values (another transaction anchored them), but the named one proves nothing
       // (only a note: a contract that cannot be asked now leaves the refusal as it is)
-      const note = holds(await held().catch(() => ({ root: '', sig: '' }))) ? `; the contract holds this root and signature hash for log ${ref.log_id} at tree size ${record.tree_size} from another transaction (a reorg may have dropped this one)` : '';
+      const note = await held().then(holds, () => false) ? `; the contract holds this root and signature hash for log ${ref.log_id} at tree size ${record.tree_size} from another transaction (a reorg may have dropped this one)` : '';
       throw mismatch(`transaction ${ref.tx_hash} is not on chain ${ref.chain_id}${note}`, where);
     }
     // The block is where the anchor saw it mined; a reorg may have mined the same transaction

@@ -207,15 +207,14 @@ export class Pkcs11Module {
     const probe = Buffer.concat([Buffer.from('pavilion checkpoint key self-test '), randomBytes(16)]);
     let refusal: PavilionError | undefined;
     try {
-      const signature = await signer.sign(probe);
-      if (!verify('sha256', probe, { key: createPublicKey({ key: found.spki, format: 'der', type: 'spki' }), dsaEncoding: 'ieee-p1363' }, signature)) {
+      if (!signer.verifies(probe, await signer.sign(probe))) {
         refusal = configError(`the private key labelled ${JSON.stringify(options.keyLabel)} is not the pair of the public key labelled so: its signature does not verify`);
       }
     } catch (error) {
       refusal = configError(`the private key labelled ${JSON.stringify(options.keyLabel)} cannot sign (the start's self-test)`, error);
     }
     if (refusal !== undefined) {
-      this.#closeSession(session);
+      this.#closeSession(signer.session ?? session); // a lost session replaced meanwhile: the one it holds
       throw refusal;
     }
     return signer;
@@ -437,6 +436,16 @@ export class Pkcs11Signer implements CheckpointSigner {
     this.attributes = attributes;
   }
 
+  /** Whether `signature` over `message` verifies with this signer's public key. */
+  verifies(message: Uint8Array, signature: Buffer): boolean {
+    return verify('sha256', message, { key: this.#publicKey, dsaEncoding: 'ieee-p1363' }, signature);
+  }
+
+  /** The session it signs on (undefined after a lost session could not be replaced). */
+  get session(): Handle | undefined {
+    return this.#session;
+  }
+
   /** How many times a lost session was replaced (for status and tests). */
   get reconnects(): number {
     return this.#reconnects;
@@ -490,7 +499,7 @@ export class Pkcs11Signer implements CheckpointSigner {
    */
   #checked(message: Uint8Array, signature: Buffer): Buffer {
     if (this.#confirmed) return signature;
-    if (!verify('sha256', message, { key: this.#publicKey, dsaEncoding: 'ieee-p1363' }, signature)) {
+    if (!this.verifies(message, signature)) {
       this.#refusal = new PavilionError(ErrorCodes.AUDIT_SIGNER_KEY_CHANGED, `PKCS#11: after reopening the session, the private key found for ${this.keyId} signs with another key; refusing to sign`, { details: { keyId: this.keyId } });
       throw this.#refusal;
     }
