@@ -20,6 +20,13 @@ const ENGINE: EngineOptions = {
   cache: { enabled: true, maxEntries: 1000, maxBytes: 1024 * 1024, maxKeyBytes: 4096 },
 };
 
+/**
+ * Room for a spin to overrun its deadline before it runs out of memory (OPA's Wasm frees
+ * nothing within an evaluation): with 64 MiB a fast machine on Node 24 reached the memory
+ * maximum first, and the spin ended ERR_EVAL_MEMORY, not at the deadline.
+ */
+const SPIN_ROOM = { memoryMaxBytes: 1024 * 1024 * 1024 };
+
 async function compiled(tenant: string, fixture: FixtureBundle) {
   const bundle = await readBundle(await buildFixtureBundle(fixture), { tenant, namespace: tenant });
   return await compilePolicy(bundle, { initialMemoryPages: 5 });
@@ -53,7 +60,7 @@ echo := input
 describe('policy engine', () => {
   const hits: boolean[] = [];
   const restarts: string[] = [];
-  const engine = new PolicyEngine(ENGINE, {
+  const engine = new PolicyEngine({ ...ENGINE, ...SPIN_ROOM }, {
     onCacheLookup: (_tenant, hit) => hits.push(hit),
     onWorkerRestart: (reason) => restarts.push(reason),
   });
@@ -264,7 +271,7 @@ describe('worker time is shared by what evaluations cost, not by how many there 
 
 describe('a tenant whose policy overruns the deadline does not take the pool from the others', () => {
   const restarts: string[] = [];
-  const engine = new PolicyEngine(ENGINE, { onWorkerRestart: (reason) => restarts.push(reason) });
+  const engine = new PolicyEngine({ ...ENGINE, ...SPIN_ROOM }, { onWorkerRestart: (reason) => restarts.push(reason) });
 
   before(async () => {
     await engine.start();
@@ -306,7 +313,7 @@ describe('a tenant whose queued evaluations all loop: the limit holds them, so t
   for (const workers of [2, 1]) {
     test(`${workers} worker(s): another tenant's requests sent after the first overrun are answered within a couple of restarts, not after all of them`, async () => {
       const restarts: string[] = [];
-      const engine = new PolicyEngine({ ...ENGINE, workers }, { onWorkerRestart: (reason) => restarts.push(reason) });
+      const engine = new PolicyEngine({ ...ENGINE, ...SPIN_ROOM, workers }, { onWorkerRestart: (reason) => restarts.push(reason) });
       await engine.start();
       try {
         await engine.activate(await compiled('heavy', { modules: { 'heavy.rego': HEAVY }, entrypoints: ['heavy/spin'], roots: ['heavy'] }));
