@@ -12,18 +12,13 @@
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
 import { readBundle } from '../sidecar/src/bundles/index.ts';
-import { compilePolicy, PolicyEngine, type EngineOptions } from '../sidecar/src/engine/index.ts';
+import { parseConfig } from '../sidecar/src/config/index.ts';
+import { compilePolicy, PolicyEngine } from '../sidecar/src/engine/index.ts';
+import { engineOptions } from '../sidecar/src/pavilion.ts';
 import { buildFixtureBundle } from './harness/fixtures.ts';
 
-const ENGINE: EngineOptions = {
-  workers: 1,
-  evaluationTimeoutMs: 250,
-  maxQueuedEvaluations: 10_000,
-  memoryInitialPages: 5,
-  memoryMaxBytes: 64 * 1024 * 1024,
-  maxInputDepth: 32,
-  cache: { enabled: false, maxEntries: 10, maxBytes: 1024, maxKeyBytes: 1024 },
-};
+/** One worker, the default deadline, no cache (every evaluation reaches the queue). */
+const ENGINE = engineOptions(parseConfig({ engine: { workers: 1, evaluationTimeoutMs: 250, maxQueuedEvaluations: 10_000, cache: { enabled: false } } }));
 const UNLOAD_DELAY_MS = Math.max(1_000, 4 * ENGINE.evaluationTimeoutMs);
 
 async function revision(rev: string) {

@@ -10,8 +10,6 @@ import { LOGGED_DOCUMENT_MAX_DEPTH, canonicalJson, canonicalJsonWith } from '../
 import { describeThrown } from '../../lib/errors.ts';
 import type { DecisionEventV1 } from '../decision-event.ts';
 
-const MAX_DEPTH = LOGGED_DOCUMENT_MAX_DEPTH;
-
 export interface EncodedEvent {
   readonly bytes: Buffer;
   readonly inputSha256: string | undefined;
@@ -23,13 +21,13 @@ const digest = (text: string): string => hash('sha256', text, 'hex');
 
 export function encodeEvent(event: DecisionEventV1): EncodedEvent {
   try {
-    const input = event.input === undefined ? undefined : canonicalJson(event.input, MAX_DEPTH);
-    const result = event.result === undefined ? undefined : canonicalJson(event.result, MAX_DEPTH);
+    const input = event.input === undefined ? undefined : canonicalJson(event.input, LOGGED_DOCUMENT_MAX_DEPTH);
+    const result = event.result === undefined ? undefined : canonicalJson(event.result, LOGGED_DOCUMENT_MAX_DEPTH);
     const serialised: Record<string, string> = {};
     if (input !== undefined) serialised['input'] = input;
     if (result !== undefined) serialised['result'] = result;
     return {
-      bytes: Buffer.from(canonicalJsonWith(event as unknown as Record<string, unknown>, serialised, MAX_DEPTH + 2), 'utf8'),
+      bytes: Buffer.from(canonicalJsonWith(event as unknown as Record<string, unknown>, serialised, LOGGED_DOCUMENT_MAX_DEPTH + 2), 'utf8'),
       inputSha256: input === undefined ? undefined : digest(input),
       resultSha256: result === undefined ? undefined : digest(result),
     };

@@ -522,10 +522,11 @@ export async function proveFromLogFile(path: string, decisionId: string, options
   // that covers it) cannot be seen, which is not the same as not being there. A file that ends
   // inside a frame (a tail being written, or torn by a crash) has nothing beyond. A decision
   // proved before the damage stands: its proof is checked against a signed checkpoint.
-  const inside = damage !== undefined && (options.sealed === true || (damage.reason !== 'short_header' && damage.reason !== 'short_frame'));
-  if (inside && (found === undefined || covering === undefined)) {
-    throw bad(ErrorCodes.AUDIT_RECORD_CORRUPT, `${path}: record ${damage!.recordNumber} at byte ${damage!.offset} is damaged (${damage!.reason}), and the file cannot be read past it to ${found === undefined ? `find decision ${JSON.stringify(decisionId)}` : `a checkpoint covering leaf ${found.index}`}; verify-log reports the whole file`, {
-      leafIndex: tree.size, recordNumber: damage!.recordNumber, byteOffset: damage!.offset, reason: damage!.reason, decisionId,
+  const tail = damage?.reason === 'short_header' || damage?.reason === 'short_frame';
+  const inside = options.sealed === true || !tail ? damage : undefined;
+  if (inside !== undefined && (found === undefined || covering === undefined)) {
+    throw bad(ErrorCodes.AUDIT_RECORD_CORRUPT, `${path}: record ${inside.recordNumber} at byte ${inside.offset} is damaged (${inside.reason}), and the file cannot be read past it to ${found === undefined ? `find decision ${JSON.stringify(decisionId)}` : `a checkpoint covering leaf ${found.index}`}; verify-log reports the whole file`, {
+      leafIndex: tree.size, recordNumber: inside.recordNumber, byteOffset: inside.offset, reason: inside.reason, decisionId,
     });
   }
   if (found === undefined) throw new PavilionError(ErrorCodes.AUDIT_DECISION_UNKNOWN, `decision ${JSON.stringify(decisionId)} is not in ${path}`, { details: { decisionId } });
