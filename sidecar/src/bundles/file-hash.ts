@@ -40,6 +40,10 @@ export function isStructuredFile(name: string): boolean {
 
 type Node = string | { readonly number: string } | boolean | null | Node[] | Map<string, Node>;
 
+// Sticky, shared by every parse: each use sets lastIndex first, and nothing awaits in between.
+const NUMBER = /-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?/y;
+const STRING = /"(?:[^"\\\u0000-\u001f]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*"/y;
+
 class Parser {
   #pos = 0;
   readonly #text: string;
@@ -92,22 +96,23 @@ class Parser {
   }
 
   #number(): Node {
-    const match = /-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?/y;
-    match.lastIndex = this.#pos;
-    const found = match.exec(this.#text);
-    if (found === null || found[0] === '') this.#fail('expected a value');
-    this.#pos += found[0].length;
-    return { number: found[0] };
+    NUMBER.lastIndex = this.#pos;
+    if (!NUMBER.test(this.#text) || NUMBER.lastIndex === this.#pos) this.#fail('expected a value');
+    const literal = this.#text.slice(this.#pos, NUMBER.lastIndex);
+    this.#pos = NUMBER.lastIndex;
+    return { number: literal };
   }
 
   #string(): string {
-    const match = /"(?:[^"\\\u0000-\u001f]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*"/y;
-    match.lastIndex = this.#pos;
-    const found = match.exec(this.#text);
-    if (found === null) this.#fail('invalid string');
-    this.#pos += found[0].length;
+    STRING.lastIndex = this.#pos;
+    if (!STRING.test(this.#text)) this.#fail('invalid string');
+    const literal = this.#text.slice(this.#pos, STRING.lastIndex);
+    this.#pos = STRING.lastIndex;
+    // Without escapes the literal's inside is the string: the text came from a UTF-8 decode,
+    // which never yields a lone surrogate.
+    if (!literal.includes('\\')) return literal.slice(1, -1);
     // Go's decoder turns lone surrogate escapes into U+FFFD; so must we.
-    return (JSON.parse(found[0]) as string).toWellFormed();
+    return (JSON.parse(literal) as string).toWellFormed();
   }
 
   #array(depth: number): Node[] {
@@ -153,8 +158,12 @@ class Parser {
 
 const SHORT_ESCAPES: Readonly<Record<number, string>> = { 0x08: '\\b', 0x0c: '\\f', 0x0a: '\\n', 0x0d: '\\r', 0x09: '\\t', 0x22: '\\"', 0x5c: '\\\\' };
 
+/** What goJsonString writes other than as itself. */
+const GO_ESCAPED = /["\\\u0000-\u001f\u2028\u2029]/;
+
 /** A string as Go's encoding/json writes it with SetEscapeHTML(false). */
 export function goJsonString(value: string): string {
+  if (!GO_ESCAPED.test(value)) return `"${value}"`;
   let out = '"';
   for (const char of value) {
     const code = char.codePointAt(0) ?? 0;
@@ -170,33 +179,42 @@ function byUtf8(a: string, b: string): number {
   return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
 }
 
-function encode(node: Node, out: string[]): void {
-  if (node === null) out.push('null');
-  else if (typeof node === 'boolean') out.push(node ? 'true' : 'false');
-  else if (typeof node === 'string') out.push(goJsonString(node));
-  else if (Array.isArray(node)) {
-    out.push('[');
-    node.forEach((child, i) => {
-      if (i > 0) out.push(',');
-      encode(child, out);
-    });
-    out.push(']');
-  } else if (node instanceof Map) {
-    out.push('{');
-    [...node.keys()].sort(byUtf8).forEach((key, i) => {
-      if (i > 0) out.push(',');
-      out.push(goJsonString(key), ':');
-      encode(node.get(key) as Node, out);
-    });
-    out.push('}');
-  } else out.push(node.number);
+const SURROGATE = /[\ud800-\udfff]/;
+
+/**
+ * An object's keys in Go's order (by UTF-8 bytes). Without surrogates, the order of UTF-16
+ * code units (a plain sort) is the order of code points, which UTF-8 keeps; only a character
+ * past U+FFFF (a surrogate pair) sorts differently, so only then are the bytes compared.
+ */
+function sortedKeys(node: ReadonlyMap<string, Node>): string[] {
+  const keys = [...node.keys()];
+  return keys.some((key) => SURROGATE.test(key)) ? keys.sort(byUtf8) : keys.sort();
+}
+
+function encode(node: Node): string {
+  if (node === null) return 'null';
+  if (typeof node === 'boolean') return node ? 'true' : 'false';
+  if (typeof node === 'string') return goJsonString(node);
+  if (Array.isArray(node)) {
+    let out = '[';
+    for (let i = 0; i < node.length; i++) out += (i > 0 ? ',' : '') + encode(node[i] as Node);
+    return `${out}]`;
+  }
+  if (node instanceof Map) {
+    let out = '{';
+    const keys = sortedKeys(node);
+    for (let i = 0; i < keys.length; i++) {
+      const key = keys[i] as string;
+      out += `${i > 0 ? ',' : ''}${goJsonString(key)}:${encode(node.get(key) as Node)}`;
+    }
+    return `${out}}`;
+  }
+  return node.number;
 }
 
 /** The bytes OPA hashes for a structured file. */
 export function canonicalStructuredBytes(name: string, bytes: Buffer): Buffer {
-  const out: string[] = [];
-  encode(new Parser(bytes.toString('utf8'), name).parseDocument(), out);
-  return Buffer.from(out.join(''), 'utf8');
+  return Buffer.from(encode(new Parser(bytes.toString('utf8'), name).parseDocument()), 'utf8');
 }
 
 /** Hex digest of one bundle file under OPA's rules. */
