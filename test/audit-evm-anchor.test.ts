@@ -6,7 +6,7 @@
  * every check reads receipts, events and contract state from the chain.
  */
 import assert from 'node:assert/strict';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
@@ -481,6 +481,75 @@ describe('EVM anchoring (PavilionAnchor on a local chain)', () => {
       await chain.rpc('evm_mine');
       await chain.rpc('evm_setAutomine', [true]);
       owner.provider!.destroy();
+    }
+  });
+
+  it('a transaction left underpriced when the process stops is replaced at its nonce by the next process, which reads it from pendingFile', async () => {
+    const owner = new Wallet(chain.accounts[0]!.privateKey, new JsonRpcProvider(chain.url, chain.chainId, { staticNetwork: true, batchMaxCount: 1 }));
+    const submitter = Wallet.createRandom();
+    await (await owner.sendTransaction({ to: submitter.address, value: 10n ** 18n })).wait();
+    await setAnchorSubmitter({ rpcUrl: chain.url, chainId: chain.chainId, privateKey: chain.accounts[0]!.privateKey, contract, submitter: submitter.address, allowed: true, pollingIntervalMs: 10 });
+    const pendingFile = join(await tempDir(), 'anchor-evm-pending.json');
+    const origin = 'pavilion-test/stuck-across-restart';
+    const spike = async (): Promise<void> => {
+      await chain.rpc('hardhat_setNextBlockBaseFeePerGas', [toQuantity(100_000_000_000n)]);
+      await chain.rpc('evm_mine');
+    };
+    const nonceOf = async (tag: string): Promise<number> => Number(BigInt((await chain.rpc('eth_getTransactionCount', [submitter.address, tag])) as string));
+    await chain.rpc('evm_setAutomine', [false]);
+    let miner: NodeJS.Timeout | undefined;
+    try {
+      const before = evmAnchor({ privateKey: submitter.privateKey, maxAttempts: 1, receiptTimeoutMs: 400, pendingFile });
+      const first = before.anchor(await signedCheckpoint(origin, 5));
+      await until('the first transaction in the pool', async () => ((await chain.rpc('eth_getBlockByNumber', ['pending', false])) as { transactions: string[] }).transactions.length === 1);
+      await spike();
+      await failsWith(first, ErrorCodes.AUDIT_ANCHOR_FAILED, {}, /no receipt after 1 sends/);
+      const stuckNonce = await nonceOf('latest');
+      assert.equal(before.stats().unconfirmedNonce, stuckNonce);
+      const recorded = JSON.parse(await readFile(pendingFile, 'utf8')) as { submitter: string; pending: { nonce: number; tx_hashes: string[] } };
+      assert.equal(recorded.submitter, submitter.address);
+      assert.equal(recorded.pending.nonce, stuckNonce, 'recorded before the send, kept after the give-up');
+      before.close(); // the process stops; its transaction stays in the pool
+      const after = evmAnchor({ privateKey: submitter.privateKey, maxAttempts: 3, receiptTimeoutMs: 400, pendingFile });
+      miner = setInterval(() => void spike().catch(() => undefined), 50);
+      const reference = await after.anchor(await signedCheckpoint(origin, 10));
+      const tx = (await chain.rpc('eth_getTransactionByHash', [reference['tx_hash']])) as { nonce: string };
+      assert.equal(Number(BigInt(tx.nonce)), stuckNonce, 'the stuck nonce was reused by the new process');
+      assert.equal(await nonceOf('latest'), stuckNonce + 1, 'nothing queues behind the stuck transaction');
+      assert.equal(after.stats().pendingFileIgnored, undefined);
+      assert.equal((JSON.parse(await readFile(pendingFile, 'utf8')) as { pending: unknown }).pending, null, 'nothing left pending once it landed');
+    } finally {
+      clearInterval(miner);
+      await chain.rpc('hardhat_setNextBlockBaseFeePerGas', [toQuantity(1_000_000_000n)]);
+      await chain.rpc('evm_mine');
+      await chain.rpc('evm_setAutomine', [true]);
+      owner.provider!.destroy();
+    }
+  });
+
+  it('a pendingFile of another submitter or not readable is not taken (said in stats); one that cannot be written sends nothing (ERR_AUDIT_ANCHOR_FAILED)', async () => {
+    const dir = await tempDir();
+    const other = join(dir, 'other.json');
+    await writeFile(other, JSON.stringify({ version: 1, chain_id: chain.chainId, contract, submitter: Wallet.createRandom().address, pending: { nonce: 0, max_fee_per_gas: '1', max_priority_fee_per_gas: '1', tx_hashes: [`0x${'ab'.repeat(32)}`] } }));
+    const origin = 'pavilion-test/pending-file';
+    const a = evmAnchor({ pendingFile: other });
+    await a.anchor(await signedCheckpoint(origin, 3));
+    assert.match(a.stats().pendingFileIgnored ?? '', /other\.json was not taken: it records submitter 0x[0-9a-fA-F]{40} on chain \d+, contract 0x[0-9a-fA-F]{40}, not this anchor's/);
+    const torn = join(dir, 'torn.json');
+    await writeFile(torn, '{"version":1,"chain');
+    const b = evmAnchor({ pendingFile: torn });
+    await b.anchor(await signedCheckpoint(origin, 4));
+    assert.match(b.stats().pendingFileIgnored ?? '', /torn\.json was not taken: not JSON/);
+    assert.equal((JSON.parse(await readFile(torn, 'utf8')) as { pending: unknown }).pending, null, 'rewritten whole after the anchor');
+    const provider = new JsonRpcProvider(chain.url, chain.chainId, { staticNetwork: true });
+    try {
+      const nonceBefore = await provider.getTransactionCount(chain.accounts[0]!.address, 'pending');
+      const c = evmAnchor({ pendingFile: join(dir, 'no-such-directory', 'pending.json') });
+      await failsWith(c.anchor(await signedCheckpoint(origin, 5)), ErrorCodes.AUDIT_ANCHOR_FAILED, { treeSize: 5 }, /cannot record the transaction before sending it in .*no-such-directory.*ENOENT/);
+      assert.equal(await provider.getTransactionCount(chain.accounts[0]!.address, 'pending'), nonceBefore, 'no transaction went out');
+      assert.equal(c.stats().unconfirmedNonce, undefined);
+    } finally {
+      provider.destroy();
     }
   });
 

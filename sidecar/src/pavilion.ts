@@ -63,7 +63,7 @@ function decisionSink(config: PavilionConfig): DecisionSink {
       originPrefix: config.labels.id,
       settings,
       createSigner: () => createCheckpointSigner(signer),
-      createAnchor: () => createAnchor(anchor),
+      createAnchor: () => createAnchor(anchor, process.env, directory),
     });
   }
   return new NullDecisionSink();

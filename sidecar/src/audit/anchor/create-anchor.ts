@@ -5,12 +5,20 @@
  * for an EVM anchor.
  */
 import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { AuditAnchorConfig } from '../../config/index.ts';
 import { ErrorCodes, PavilionError, describeThrown } from '../../lib/errors.ts';
 import type { Anchor } from '../log/index.ts';
 import { FileAnchor } from './file-anchor.ts';
 
-export async function createAnchor(settings: AuditAnchorConfig, env: NodeJS.ProcessEnv = process.env): Promise<Anchor | undefined> {
+/** Where an EVM anchor records its transaction without a receipt yet, in the audit log's directory. */
+export const EVM_PENDING_FILE = 'anchor-evm-pending.json';
+
+/**
+ * `stateDirectory` (the audit log's directory) holds an EVM anchor's EVM_PENDING_FILE; without
+ * it a transaction stuck when the process stops is not known to the next one.
+ */
+export async function createAnchor(settings: AuditAnchorConfig, env: NodeJS.ProcessEnv = process.env, stateDirectory?: string): Promise<Anchor | undefined> {
   if (settings.kind === 'none') return undefined;
   if (settings.kind === 'file') {
     const anchor = new FileAnchor({ path: settings.path });
@@ -35,5 +43,5 @@ export async function createAnchor(settings: AuditAnchorConfig, env: NodeJS.Proc
     privateKey = parseEvmPrivateKey(value, `the variable ${settings.privateKeyEnv}`);
   }
   const { kind: _kind, privateKeyFile: _file, privateKeyEnv: _env, ...options } = settings;
-  return new EvmAnchor({ ...options, privateKey });
+  return new EvmAnchor({ ...options, privateKey, ...(stateDirectory === undefined ? {} : { pendingFile: join(stateDirectory, EVM_PENDING_FILE) }) });
 }

@@ -48,6 +48,9 @@ import {
   type LogDescription,
   type TransactionReceipt,
 } from 'ethers';
+import { readFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { syncPath, writeFileDurably } from '../../lib/durable-file.ts';
 import { ErrorCodes, PavilionError, describeThrown, isPavilionError } from '../../lib/errors.ts';
 import type { Anchor, AnchorRecordV1, AnchorVerifier, SignedCheckpointV1 } from '../log/index.ts';
 import { checkpointSignatureSha256, logIdOf } from './checkpoint-digests.ts';
@@ -102,8 +105,58 @@ export interface EvmAnchorOptions extends EvmConnectionOptions {
   readonly maxFeePerGasGwei?: number;
   /** Gas limit of the first send. Default: the simulation's estimate plus 30%. */
   readonly gasLimit?: number;
+  /**
+   * Where the transaction sent without a receipt yet is recorded (nonce, fees, hashes), before
+   * each send: a restarted process replaces it at its nonce instead of queueing behind it.
+   * Default: none (kept in memory only).
+   */
+  readonly pendingFile?: string;
   /** Milliseconds since the epoch (injected for tests). */
   readonly clock?: () => number;
+}
+
+/** A transaction sent without a receipt yet: its nonce, its fees and every version's hash. */
+interface Unconfirmed {
+  readonly nonce: number;
+  readonly maxFeePerGas: bigint;
+  readonly maxPriorityFeePerGas: bigint;
+  readonly txHashes: readonly string[];
+}
+
+/** `pendingFile`'s content: the unconfirmed transaction of this submitter on this chain and contract, or none. */
+interface PendingFileV1 {
+  readonly version: 1;
+  readonly chain_id: number;
+  readonly contract: string;
+  readonly submitter: string;
+  readonly pending: { readonly nonce: number; readonly max_fee_per_gas: string; readonly max_priority_fee_per_gas: string; readonly tx_hashes: readonly string[] } | null;
+}
+
+const WEI = /^(0|[1-9][0-9]{0,77})$/;
+
+/** The unconfirmed transaction `text` records for this identity; a reason when it cannot be taken. */
+function parsePendingFile(text: string, identity: Omit<PendingFileV1, 'version' | 'pending'>): Unconfirmed | undefined | string {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    return `not JSON (${describeThrown(error)})`;
+  }
+  const file = value as Partial<PendingFileV1> | null;
+  if (file === null || typeof file !== 'object' || file.version !== 1) return 'not a version 1 pending-transaction record';
+  // another key, chain or contract: its transaction is not this submitter's to replace
+  if (file.chain_id !== identity.chain_id || file.contract !== identity.contract || file.submitter !== identity.submitter) {
+    return `it records submitter ${String(file.submitter)} on chain ${String(file.chain_id)}, contract ${String(file.contract)}, not this anchor's`;
+  }
+  const pending = file.pending;
+  if (pending === null) return undefined;
+  if (typeof pending !== 'object' || pending === undefined || !Number.isSafeInteger(pending.nonce) || pending.nonce < 0
+    || typeof pending.max_fee_per_gas !== 'string' || !WEI.test(pending.max_fee_per_gas)
+    || typeof pending.max_priority_fee_per_gas !== 'string' || !WEI.test(pending.max_priority_fee_per_gas)
+    || !Array.isArray(pending.tx_hashes) || pending.tx_hashes.length === 0 || !pending.tx_hashes.every((h) => typeof h === 'string' && TX_HASH.test(h))) {
+    return 'its pending transaction is malformed';
+  }
+  return { nonce: pending.nonce, maxFeePerGas: BigInt(pending.max_fee_per_gas), maxPriorityFeePerGas: BigInt(pending.max_priority_fee_per_gas), txHashes: [...pending.tx_hashes] };
 }
 
 /** What the last submission cost, for status and measurements. */
@@ -244,7 +297,11 @@ export class EvmAnchor implements Anchor {
    * submission replaces it (same nonce, higher fees; it anchors a newer checkpoint) instead of
    * queueing behind it.
    */
-  #unconfirmed: { readonly nonce: number; readonly maxFeePerGas: bigint; readonly maxPriorityFeePerGas: bigint; readonly txHashes: readonly string[] } | undefined;
+  #unconfirmed: Unconfirmed | undefined;
+  /** Read from `pendingFile` before the first submission. */
+  #loaded = false;
+  /** Why `pendingFile` was not taken at start, if it was not. */
+  #pendingFileIgnored: string | undefined;
 
   constructor(options: EvmAnchorOptions) {
     const confirmations = options.confirmations ?? 1;
@@ -269,9 +326,49 @@ export class EvmAnchor implements Anchor {
     return this.#contract;
   }
 
-  /** The last successful submission, and counts since start. */
-  stats(): { readonly last: EvmAnchorSubmission | undefined; readonly submissions: number; readonly resubmissions: number } {
-    return { last: this.#last, submissions: this.#submissions, resubmissions: this.#resubmissions };
+  /**
+   * The last successful submission, counts since start, the nonce of a transaction sent
+   * without a receipt yet (replaced by the next submission), and why `pendingFile` was not
+   * taken at start, if it was not.
+   */
+  stats(): { readonly last: EvmAnchorSubmission | undefined; readonly submissions: number; readonly resubmissions: number; readonly unconfirmedNonce: number | undefined; readonly pendingFileIgnored: string | undefined } {
+    return { last: this.#last, submissions: this.#submissions, resubmissions: this.#resubmissions, unconfirmedNonce: this.#unconfirmed?.nonce, pendingFileIgnored: this.#pendingFileIgnored };
+  }
+
+  #identity(): Omit<PendingFileV1, 'version' | 'pending'> {
+    return { chain_id: this.#options.chainId, contract: this.#contract, submitter: this.#wallet.address };
+  }
+
+  /** The unconfirmed transaction an earlier process recorded (once, before the first submission). */
+  async #loadPending(): Promise<void> {
+    if (this.#loaded) return;
+    this.#loaded = true;
+    const file = this.#options.pendingFile;
+    if (file === undefined) return;
+    let text: string;
+    try {
+      text = await readFile(file, 'utf8');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') this.#pendingFileIgnored = `cannot read ${file}: ${describeThrown(error)}`;
+      return;
+    }
+    const parsed = parsePendingFile(text, this.#identity());
+    if (typeof parsed === 'string') this.#pendingFileIgnored = `${file} was not taken: ${parsed}`;
+    else this.#unconfirmed = parsed;
+  }
+
+  /** Record `#unconfirmed` in `pendingFile` (durably: before a send, a crash must not lose it). */
+  async #savePending(): Promise<void> {
+    const file = this.#options.pendingFile;
+    if (file === undefined) return;
+    const u = this.#unconfirmed;
+    const record: PendingFileV1 = {
+      version: 1,
+      ...this.#identity(),
+      pending: u === undefined ? null : { nonce: u.nonce, max_fee_per_gas: u.maxFeePerGas.toString(), max_priority_fee_per_gas: u.maxPriorityFeePerGas.toString(), tx_hashes: u.txHashes },
+    };
+    await writeFileDurably(file, `${JSON.stringify(record)}\n`);
+    await syncPath(dirname(file));
   }
 
   anchor(checkpoint: SignedCheckpointV1): Promise<Readonly<Record<string, unknown>>> {
@@ -286,6 +383,17 @@ export class EvmAnchor implements Anchor {
   }
 
   async #submit(checkpoint: SignedCheckpointV1): Promise<Readonly<Record<string, unknown>>> {
+    await this.#loadPending();
+    try {
+      return await this.#send(checkpoint);
+    } finally {
+      // What is left unconfirmed for the next submission (or a restart). A stale record is
+      // harmless (a nonce found mined is forgotten), so a failure here fails nothing.
+      await this.#savePending().catch(() => undefined);
+    }
+  }
+
+  async #send(checkpoint: SignedCheckpointV1): Promise<Readonly<Record<string, unknown>>> {
     const started = this.#clock();
     const deadline = started + (this.#options.submitTimeoutMs ?? 300_000);
     const poll = this.#options.pollingIntervalMs ?? 1000;
@@ -397,6 +505,14 @@ export class EvmAnchor implements Anchor {
       everySent.push(hash);
       const previous = this.#unconfirmed;
       this.#unconfirmed = { nonce, maxFeePerGas, maxPriorityFeePerGas, txHashes: [...sent] };
+      try {
+        await this.#savePending();
+      } catch (error) {
+        // never a transaction out that a restart would not know of
+        unsend();
+        this.#unconfirmed = previous;
+        throw failed(`anchoring tree size ${checkpoint.tree_size}: cannot record the transaction before sending it in ${this.#options.pendingFile}: ${describeThrown(error)}`, error, where);
+      }
       let nonceUsed = false;
       try {
         await step('sending the transaction', async () => {
