@@ -179,6 +179,17 @@ const setupFails = async (promise: () => Promise<unknown>, pattern: RegExp): Pro
   await assert.rejects(promise, (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_SIGNER_CONFIG) && pattern.test(e.message));
 };
 
+/**
+ * Run `script` (an ES module) in a process of its own, with the PIN in TEST_HSM_PIN: one
+ * C_Initialize per process, and this one has its own. From a file, not --eval: the signer's
+ * thread inherits the process's options, and --input-type is not one a worker takes.
+ */
+async function runScript(script: string): Promise<string> {
+  const file = join(await tempDir(), 'script.mts');
+  await writeFile(file, script);
+  return execFileSync(process.execPath, ['--import', 'tsx', file], { env: { ...process.env, TEST_HSM_PIN: PIN }, encoding: 'utf8' });
+}
+
 describe('PKCS#11 signer (SoftHSM2)', () => {
   it('generates a non-extractable P-256 key on the token; its checkpoints verify with the software verifier', async () => {
     const signer = await module.signer({ tokenLabel: TOKEN, pin: PIN, keyLabel: 'checkpoint-2026', generate: true });
@@ -261,7 +272,7 @@ describe('PKCS#11 signer (SoftHSM2)', () => {
     const script = `
       import { AuditLogSink, createCheckpointSigner } from ${sinkModule};
       import { decisionEvent } from ${fixtures};
-      const signer = { kind: 'pkcs11', modulePath: ${JSON.stringify(MODULE)}, tokenLabel: ${JSON.stringify(TOKEN)}, keyLabel: 'sidecar-key', pinEnv: 'TEST_HSM_PIN', generateKey: true };
+      const signer = { kind: 'pkcs11', modulePath: ${JSON.stringify(MODULE)}, tokenLabel: ${JSON.stringify(TOKEN)}, keyLabel: 'sidecar-key', pinEnv: 'TEST_HSM_PIN', generateKey: true, operationTimeoutMs: 10000 };
       const sink = new AuditLogSink({ directory: ${JSON.stringify(dir)}, originPrefix: 'hsm-test', createSigner: () => createCheckpointSigner(signer),
         settings: { fsync: 'always', fsyncIntervalMs: 100, groupCommitMaxDelayMs: 0, groupCommitMaxBytes: 1 << 20, maxDiskBytes: 1 << 30,
           onFull: 'refuse', blockTimeoutMs: 100, maxEventBytes: 1 << 20, checkpointEveryEvents: 2, checkpointIntervalMs: 60000 } });
@@ -269,7 +280,7 @@ describe('PKCS#11 signer (SoftHSM2)', () => {
       for (let i = 0; i < 5; i++) await sink.append(decisionEvent(i));
       console.log(sink.status().details.key_id);
       await sink.stop(5000);`;
-    const keyId = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { env: { ...process.env, TEST_HSM_PIN: PIN }, encoding: 'utf8' }).trim();
+    const keyId = (await runScript(script)).trim();
     const onToken = await module.signer({ tokenLabel: TOKEN, pin: PIN, keyLabel: 'sidecar-key' });
     assert.equal(keyId, onToken.keyId, 'the key was generated on the token');
     const keys = Keyring.load(join(dir, 'keys'));
@@ -277,7 +288,7 @@ describe('PKCS#11 signer (SoftHSM2)', () => {
     const result = await verifyLogFile(join(dir, 'tenants', 'bank', 'audit.wal'), keys);
     assert.equal(result.leaves, 5);
     assert.equal(result.unsignedLeaves, 0);
-    await assert.rejects(createCheckpointSigner({ kind: 'pkcs11', modulePath: MODULE!, tokenLabel: TOKEN, keyLabel: 'k', pinEnv: 'UNSET_PIN_VARIABLE', generateKey: false, allowImportedKey: false }, {}),
+    await assert.rejects(createCheckpointSigner({ kind: 'pkcs11', modulePath: MODULE!, tokenLabel: TOKEN, keyLabel: 'k', pinEnv: 'UNSET_PIN_VARIABLE', generateKey: false, allowImportedKey: false, operationTimeoutMs: 10_000 }, {}),
       (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_SIGNER_CONFIG) && /UNSET_PIN_VARIABLE is not set/.test(e.message));
   });
 
@@ -290,7 +301,7 @@ describe('PKCS#11 signer (SoftHSM2)', () => {
       import { AuditLogSink, createCheckpointSigner } from ${sinkModule};
       import { createAnchor } from ${anchorModule};
       import { Pkcs11Module } from ${logModule};
-      const signer = { kind: 'pkcs11', modulePath: ${JSON.stringify(MODULE)}, tokenLabel: ${JSON.stringify(TOKEN)}, keyLabel: 'start-failure-key', pinEnv: 'TEST_HSM_PIN', generateKey: true };
+      const signer = { kind: 'pkcs11', modulePath: ${JSON.stringify(MODULE)}, tokenLabel: ${JSON.stringify(TOKEN)}, keyLabel: 'start-failure-key', pinEnv: 'TEST_HSM_PIN', generateKey: true, operationTimeoutMs: 10000 };
       const anchor = { kind: 'evm', rpcUrl: 'http://127.0.0.1:9', chainId: 31337, contract: '0x${'12'.repeat(20)}', privateKeyFile: '/nonexistent/anchor.key', privateKeyEnv: 'UNSET_ANCHOR_KEY',
         confirmations: 1, receiptTimeoutMs: 1000, submitTimeoutMs: 1000, maxAttempts: 1, feeBumpPercent: 20, pollingIntervalMs: 10, requestTimeoutMs: 100 };
       const sink = new AuditLogSink({ directory: ${JSON.stringify(dir)}, originPrefix: 'hsm-test', createSigner: () => createCheckpointSigner(signer), createAnchor: () => createAnchor(anchor),
@@ -298,8 +309,50 @@ describe('PKCS#11 signer (SoftHSM2)', () => {
           onFull: 'refuse', blockTimeoutMs: 100, maxEventBytes: 1 << 20, checkpointEveryEvents: 2, checkpointIntervalMs: 60000 } });
       try { await sink.start(); console.log('started'); } catch (e) { console.log('start failed', e.code); }
       try { Pkcs11Module.open(${JSON.stringify(MODULE)}).close(); console.log('reopened'); } catch (e) { console.log('reopen failed', e.message); }`;
-    const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { env: { ...process.env, TEST_HSM_PIN: PIN }, encoding: 'utf8' });
+    const out = await runScript(script);
     assert.match(out, /^start failed ERR_AUDIT_ANCHOR_CONFIG\nreopened$/m, out);
+  });
+
+  it('every call into the token runs on a thread of its own: a token that does not answer fails the signature after operationTimeoutMs (later ones at once) while the event loop runs on; a stopped thread is replaced, with the same key', async () => {
+    const logModule = JSON.stringify(new URL('../sidecar/src/audit/log/index.ts', import.meta.url).href);
+    const script = `
+      import { threadId } from 'node:worker_threads';
+      import { Pkcs11ThreadSigner } from ${logModule};
+      const signer = await Pkcs11ThreadSigner.open({ modulePath: ${JSON.stringify(MODULE)}, key: { tokenLabel: ${JSON.stringify(TOKEN)}, pin: process.env.TEST_HSM_PIN, keyLabel: 'thread-key', generate: true }, operationTimeoutMs: 400, allowStall: true });
+      const outcome = (p) => p.then(() => 'signed', (e) => e.code + ': ' + e.message);
+      const m = Buffer.from('a checkpoint signed on the thread');
+      const out = { main: threadId, keyId: signer.keyId };
+      out.verifies = signer.verifies(m, await signer.sign(m));
+      out.thread = signer.threadId;
+      let ticks = 0;
+      const tick = setInterval(() => ticks++, 10);
+      signer.stallNextSign(1500);
+      out.stalled = await outcome(signer.sign(m));
+      out.ticksWhileStalled = ticks;
+      out.next = await outcome(signer.sign(m));
+      const until = Date.now() + 10000;
+      do { await new Promise((r) => setTimeout(r, 100)); out.after = await outcome(signer.sign(m)); } while (out.after !== 'signed' && Date.now() < until);
+      clearInterval(tick);
+      await signer.stopThreadForTests();
+      const again = await signer.sign(m);
+      out.restartVerifies = signer.verifies(m, again);
+      out.restartThread = signer.threadId;
+      await signer.stopThreadForTests();
+      out.backoff = await outcome(signer.sign(m));
+      await signer.close();
+      out.closed = await outcome(signer.sign(m));
+      console.log(JSON.stringify(out));`;
+    const out = JSON.parse((await runScript(script)).trim().split('\n').at(-1)!) as Record<string, unknown>;
+    assert.equal(out['verifies'], true);
+    assert.ok(typeof out['thread'] === 'number' && out['thread'] !== out['main'], `signed on thread ${String(out['thread'])}, the event loop's is ${String(out['main'])}`);
+    assert.match(String(out['stalled']), /^ERR_AUDIT_SIGNER_FAILED: PKCS#11: the token did not answer a signature within 400 ms$/);
+    assert.ok(Number(out['ticksWhileStalled']) >= 10, `the event loop ran while the token did not answer (${String(out['ticksWhileStalled'])} ticks of 10 ms in 400 ms)`);
+    assert.match(String(out['next']), /^ERR_AUDIT_SIGNER_FAILED: PKCS#11: the token has not answered the signature asked \d+ ms ago; not asking again until it does$/);
+    assert.equal(out['after'], 'signed', 'signs again once the token answered');
+    assert.equal(out['restartVerifies'], true, 'a stopped thread is replaced by one that opens the same key');
+    assert.ok(out['restartThread'] !== out['thread'] && out['restartThread'] !== out['main']);
+    assert.match(String(out['backoff']), /^ERR_AUDIT_SIGNER_FAILED: PKCS#11: the signing thread stopped: exit code 1; restarted \d+ ms ago, the next start is in \d+ ms$/);
+    assert.equal(out['closed'], 'ERR_AUDIT_SIGNER_FAILED: PKCS#11: the signer is closed');
   });
 
   it('a key whose public half is not an EC key (CKA_EC_POINT unreadable): ERR_AUDIT_SIGNER_CONFIG naming the attribute, not a raw PKCS#11 error', async () => {

@@ -43,7 +43,7 @@ describe('decisionLog.audit config', () => {
     assert.equal(parseConfig({}, '/base').decisionLog.audit?.directory.startsWith('/base'), false, 'the default sits under the repository, not the config file');
     assert.equal(parseConfig({ decisionLog: { sink: 'file' } }).decisionLog.audit, undefined, 'the NDJSON file has no audit section');
     const hsm = parseConfig({ decisionLog: { sink: 'audit', audit: { signer: { kind: 'pkcs11', modulePath: '/usr/lib/softhsm/libsofthsm2.so', tokenLabel: 't', keyLabel: 'k' } } } });
-    assert.deepEqual(hsm.decisionLog.audit?.signer, { kind: 'pkcs11', modulePath: '/usr/lib/softhsm/libsofthsm2.so', tokenLabel: 't', keyLabel: 'k', pinEnv: 'PAVILION_PKCS11_PIN', generateKey: false, allowImportedKey: false });
+    assert.deepEqual(hsm.decisionLog.audit?.signer, { kind: 'pkcs11', modulePath: '/usr/lib/softhsm/libsofthsm2.so', tokenLabel: 't', keyLabel: 'k', pinEnv: 'PAVILION_PKCS11_PIN', generateKey: false, allowImportedKey: false, operationTimeoutMs: 10_000 });
   });
 
   it('refuses each bad value', () => {

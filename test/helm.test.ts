@@ -529,7 +529,7 @@ describe('broker-example, values-production.yaml', () => {
     // the chart points the audit log's checkpoint signer at the token; the PIN stays in the Secret
     const config = parseConfig(renderedConfig(production), '/etc/pavilion', literalEnv(c));
     assert.deepEqual(config.decisionLog.audit?.signer, {
-      kind: 'pkcs11', modulePath: '/opt/pkcs11/libvendor-pkcs11.so', tokenLabel: 'pavilion', keyLabel: 'checkpoints-2026', pinEnv: 'PAVILION_HSM_PIN', generateKey: false, allowImportedKey: false,
+      kind: 'pkcs11', modulePath: '/opt/pkcs11/libvendor-pkcs11.so', tokenLabel: 'pavilion', keyLabel: 'checkpoints-2026', pinEnv: 'PAVILION_HSM_PIN', generateKey: false, allowImportedKey: false, operationTimeoutMs: 10_000,
     });
     assert.equal(config.decisionLog.audit?.fsync, 'always');
     assert.equal(config.decisionLog.audit?.stream.enabled, true);

@@ -102,7 +102,7 @@ ports, labels from the release and image tag, and the tenants list.
 {{- else if $p.hsm.enabled -}}
 {{- $audit := deepCopy (get $log "audit" | default dict) -}}
 {{- if not (hasKey $audit "signer") -}}
-{{- $_ := set $audit "signer" (dict "kind" "pkcs11" "modulePath" $p.hsm.modulePath "tokenLabel" $p.hsm.tokenLabel "keyLabel" $p.hsm.keyLabel "pinEnv" "PAVILION_HSM_PIN" "generateKey" $p.hsm.generateKey "allowImportedKey" (default false $p.hsm.allowImportedKey)) -}}
+{{- $_ := set $audit "signer" (dict "kind" "pkcs11" "modulePath" $p.hsm.modulePath "tokenLabel" $p.hsm.tokenLabel "keyLabel" $p.hsm.keyLabel "pinEnv" "PAVILION_HSM_PIN" "generateKey" $p.hsm.generateKey "allowImportedKey" (default false $p.hsm.allowImportedKey) "operationTimeoutMs" (default 10000 $p.hsm.operationTimeoutMs)) -}}
 {{- end -}}
 {{- $_ := set $log "audit" $audit -}}
 {{- $_ := set $cfg "decisionLog" $log -}}

@@ -5,7 +5,7 @@
  */
 import { ErrorCodes, PavilionError } from '../lib/errors.ts';
 import type { AuditSignerConfig } from '../config/index.ts';
-import { Pkcs11Module, SoftwareSigner, type CheckpointSigner } from './log/index.ts';
+import { Pkcs11ThreadSigner, SoftwareSigner, type CheckpointSigner } from './log/index.ts';
 
 /** The signer settings, as the config's decisionLog.audit.signer section defines them. */
 export type CheckpointSignerSettings = AuditSignerConfig;
@@ -16,20 +16,10 @@ export async function createCheckpointSigner(settings: CheckpointSignerSettings,
   if (pin === undefined || pin === '') {
     throw new PavilionError(ErrorCodes.AUDIT_SIGNER_CONFIG, `PKCS#11: the PIN variable ${settings.pinEnv} is not set`);
   }
-  const module = Pkcs11Module.open(settings.modulePath);
-  try {
-    const signer = await module.signer({ tokenLabel: settings.tokenLabel, keyLabel: settings.keyLabel, pin, generate: settings.generateKey, allowImportedKey: settings.allowImportedKey });
-    return {
-      keyId: signer.keyId,
-      publicKeySpki: signer.publicKeySpki,
-      sign: (message) => signer.sign(message),
-      async close() {
-        await signer.close();
-        module.close();
-      },
-    };
-  } catch (error) {
-    module.close();
-    throw error;
-  }
+  // every call into the token on a thread of its own: a token that hangs holds that thread, not decisions
+  return Pkcs11ThreadSigner.open({
+    modulePath: settings.modulePath,
+    key: { tokenLabel: settings.tokenLabel, keyLabel: settings.keyLabel, pin, generate: settings.generateKey, allowImportedKey: settings.allowImportedKey },
+    operationTimeoutMs: settings.operationTimeoutMs,
+  });
 }

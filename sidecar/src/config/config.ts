@@ -159,6 +159,8 @@ export type AuditSignerConfig =
       readonly generateKey: boolean;
       /** Accept a key with CKA_NEVER_EXTRACTABLE false (imported); default false. */
       readonly allowImportedKey: boolean;
+      /** Each call into the token (the start; a signature, with a session reopen) fails after this. */
+      readonly operationTimeoutMs: number;
     };
 
 /**
@@ -711,7 +713,7 @@ function parseAuditLog(raw: unknown, p: (file: string) => string): AuditLogConfi
       keyFile: signerRaw['keyFile'] === undefined ? resolve(directory, 'checkpoint-key.pem') : p(str(signerRaw, 'keyFile', `${path}.signer`, '')),
     };
   } else {
-    refuseUnknown(signerRaw, ['kind', 'modulePath', 'tokenLabel', 'keyLabel', 'pinEnv', 'generateKey', 'allowImportedKey'], `${path}.signer`);
+    refuseUnknown(signerRaw, ['kind', 'modulePath', 'tokenLabel', 'keyLabel', 'pinEnv', 'generateKey', 'allowImportedKey', 'operationTimeoutMs'], `${path}.signer`);
     for (const required of ['modulePath', 'tokenLabel', 'keyLabel']) {
       if (signerRaw[required] === undefined) fail(`${path}.signer.${required}`, "is required for kind 'pkcs11'");
     }
@@ -725,6 +727,7 @@ function parseAuditLog(raw: unknown, p: (file: string) => string): AuditLogConfi
       pinEnv,
       generateKey: bool(signerRaw, 'generateKey', `${path}.signer`, false),
       allowImportedKey: bool(signerRaw, 'allowImportedKey', `${path}.signer`, false),
+      operationTimeoutMs: int(signerRaw, 'operationTimeoutMs', `${path}.signer`, 10_000, 100, 600_000),
     };
   }
   return {

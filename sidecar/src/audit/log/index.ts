@@ -41,4 +41,5 @@ export {
 } from './verify-log.ts';
 export type { FsyncPolicy, OnFullPolicy } from './wal-writer.ts';
 export { Pkcs11Module, Pkcs11Signer, ecPointToSpki, type Pkcs11KeyAttributes, type Pkcs11KeyOptions } from './pkcs11-signer.ts';
+export { Pkcs11ThreadSigner, type Pkcs11ThreadSignerOptions } from './pkcs11-thread-signer.ts';
 export { checkAnchorAgainst, decodeAnchorRecord, type Anchor, type AnchorRecordV1, type AnchorVerifier } from './anchor.ts';

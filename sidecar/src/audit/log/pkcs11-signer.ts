@@ -10,7 +10,8 @@
  *   encoding the software signer produces, so one verifier serves both.
  * - `C_Initialize` is called with CKF_OS_LOCKING_OK (without it, concurrent native calls can
  *   corrupt the heap); signing runs on pkcs11js's worker thread (`C_SignAsync`), one at a
- *   time per signer.
+ *   time per signer. Every other call is synchronous: the configured signer runs all of this
+ *   on a thread of its own (pkcs11-thread-signer.ts), never on the event loop.
  * - One `Pkcs11Module` per library per process (PKCS#11 allows one C_Initialize); it hands out
  *   signers for any number of keys and tokens, which is how rotation works: a new key label,
  *   and the old key's public key kept for verifiers.
@@ -132,15 +133,22 @@ export class Pkcs11Module {
   readonly #lib: Pkcs11Lib;
   readonly #p11: Pkcs11Types.PKCS11;
   readonly #sessions: Handle[] = [];
+  /** Whether this module's C_Initialize did it (only then does close() finalize the library). */
+  readonly #initialized: boolean;
   #closed = false;
 
-  private constructor(lib: Pkcs11Lib, p11: Pkcs11Types.PKCS11) {
+  private constructor(lib: Pkcs11Lib, p11: Pkcs11Types.PKCS11, initialized: boolean) {
     this.#lib = lib;
     this.#p11 = p11;
+    this.#initialized = initialized;
   }
 
-  /** Load and initialise a PKCS#11 library (e.g. /usr/lib/softhsm/libsofthsm2.so). */
-  static open(modulePath: string): Pkcs11Module {
+  /**
+   * Load and initialise a PKCS#11 library (e.g. /usr/lib/softhsm/libsofthsm2.so).
+   * `acceptInitialized`: a library this process initialised already (a signing thread that
+   * stopped without finalizing it) is used as it is, and not finalized by close().
+   */
+  static open(modulePath: string, options: { readonly acceptInitialized?: boolean } = {}): Pkcs11Module {
     let lib: Pkcs11Lib;
     try {
       lib = createRequire(import.meta.url)('pkcs11js') as Pkcs11Lib;
@@ -156,9 +164,10 @@ export class Pkcs11Module {
     try {
       p11.C_Initialize({ flags: lib.CKF_OS_LOCKING_OK });
     } catch (error) {
+      if (options.acceptInitialized === true && returnValueOf(error) === lib.CKR_CRYPTOKI_ALREADY_INITIALIZED) return new Pkcs11Module(lib, p11, false);
       throw configError(`C_Initialize failed for ${modulePath} (one Pkcs11Module per library per process)`, error);
     }
-    return new Pkcs11Module(lib, p11);
+    return new Pkcs11Module(lib, p11, true);
   }
 
   #slotOf(tokenLabel: string): Handle {
@@ -383,6 +392,7 @@ export class Pkcs11Module {
         // already closed
       }
     }
+    if (!this.#initialized) return;
     try {
       this.#p11.C_Finalize();
     } catch {

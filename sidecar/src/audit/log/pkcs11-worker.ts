@@ -1,0 +1,74 @@
+/**
+ * The thread that owns a PKCS#11 library for Pkcs11ThreadSigner: every call into the token
+ * (C_Initialize, login, key lookup, C_SignInit, the signature, a session reopen) runs here,
+ * so a token that is slow or hangs holds this thread, never the event loop. One key per
+ * thread (Pkcs11Module and Pkcs11Signer do the work, as in-process).
+ *
+ * Messages: { id, op: 'open', modulePath, key } -> { keyId, spki, attributes };
+ * { id, op: 'sign', message } -> { signature }; { id, op: 'close' } -> {}. A failure answers
+ * { error: { code, message, details } }, the PavilionError's own fields.
+ */
+import { parentPort, threadId, workerData } from 'node:worker_threads';
+import { ErrorCodes, PavilionError, describeThrown } from '../../lib/errors.ts';
+import { Pkcs11Module, type Pkcs11KeyOptions, type Pkcs11Signer } from './pkcs11-signer.ts';
+
+export type Pkcs11Request =
+  | { readonly id: number; readonly op: 'open'; readonly modulePath: string; readonly key: Pkcs11KeyOptions; readonly restart?: boolean }
+  | { readonly id: number; readonly op: 'sign'; readonly message: Uint8Array; readonly stallMs?: number }
+  | { readonly id: number; readonly op: 'close' };
+
+export interface Pkcs11Reply {
+  readonly id: number;
+  readonly threadId: number;
+  readonly keyId?: string;
+  readonly spki?: Uint8Array;
+  readonly attributes?: Pkcs11Signer['attributes'];
+  readonly signature?: Uint8Array;
+  readonly error?: { readonly code: string; readonly message: string; readonly details?: Readonly<Record<string, unknown>> };
+}
+
+/** Tests may stall a signature here, as a token that does not answer would. */
+const allowStall = (workerData as { allowStall?: boolean } | undefined)?.allowStall === true;
+
+let module: Pkcs11Module | undefined;
+let signer: Pkcs11Signer | undefined;
+
+async function handle(request: Pkcs11Request): Promise<Omit<Pkcs11Reply, 'id' | 'threadId'>> {
+  switch (request.op) {
+    case 'open': {
+      if (module !== undefined) throw new PavilionError(ErrorCodes.AUDIT_SIGNER_CONFIG, 'PKCS#11: this thread holds a key already');
+      // a thread that stopped before this one may have left the library initialised
+      module = Pkcs11Module.open(request.modulePath, { acceptInitialized: request.restart === true });
+      try {
+        signer = await module.signer(request.key);
+      } catch (error) {
+        module.close();
+        module = undefined;
+        throw error;
+      }
+      return { keyId: signer.keyId, spki: signer.publicKeySpki, attributes: signer.attributes };
+    }
+    case 'sign': {
+      if (signer === undefined) throw new PavilionError(ErrorCodes.AUDIT_SIGNER_FAILED, 'PKCS#11: no key is open on this thread');
+      if (allowStall && request.stallMs !== undefined) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, request.stallMs);
+      return { signature: await signer.sign(request.message) };
+    }
+    case 'close': {
+      await signer?.close();
+      module?.close();
+      signer = undefined;
+      module = undefined;
+      return {};
+    }
+  }
+}
+
+parentPort?.on('message', (request: Pkcs11Request) => {
+  handle(request).then(
+    (reply) => parentPort?.postMessage({ id: request.id, threadId, ...reply } satisfies Pkcs11Reply),
+    (error: unknown) => {
+      const typed = error instanceof PavilionError ? error : new PavilionError(ErrorCodes.AUDIT_SIGNER_FAILED, `PKCS#11: ${describeThrown(error)}`);
+      parentPort?.postMessage({ id: request.id, threadId, error: typed.toJSON() } satisfies Pkcs11Reply);
+    },
+  );
+});
