@@ -4,10 +4,12 @@
  * caught at the first bad line, and every bad anchor setting is refused at parse time.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { appendFile, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { SoftwareSigner, verifyLogFile } from '../sidecar/src/audit/log/index.ts';
+import { SoftwareSigner, verifyLogFile, type SignedCheckpointV1 } from '../sidecar/src/audit/log/index.ts';
 import { FileAnchor, FileAnchorVerifier, createAnchor, type FileAnchorEntryV1 } from '../sidecar/src/audit/anchor/index.ts';
 import { parseConfig } from '../sidecar/src/config/index.ts';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
@@ -28,6 +30,11 @@ const failsWith = async (promise: Promise<unknown>, code: string, message?: RegE
 };
 
 const BANK = 'pavilion-test/bank';
+
+/** A checkpoint as the anchor takes it (the anchor checks no signature). */
+const checkpointOf = (origin: string, treeSize: number): SignedCheckpointV1 => ({
+  version: 1, algorithm: 'ecdsa-p256-sha256', origin, tree_size: treeSize, root_hash: 'ab'.repeat(32), timestamp: new Date().toISOString(), key_id: signer.keyId, signature: Buffer.alloc(64, 1).toString('base64'),
+});
 /** The origin of a log `anchoredLogs` made, from its directory. */
 const originOf = (dir: string): string => (dir.endsWith('bank') ? BANK : 'pavilion-test/hospital');
 
@@ -97,6 +104,41 @@ describe('file anchor (the embedded default)', () => {
     await failsWith(new FileAnchor({ path: file }).anchor(body), ErrorCodes.AUDIT_ANCHOR_REVERTED, /already holds tree size 10 of pavilion-test\/bank/);
     const reference = await new FileAnchor({ path: file }).anchor({ ...body, tree_size: 11 });
     assert.equal(reference['file'], 'anchors.jsonl');
+  });
+
+  it('two anchors on one file (two sidecars on one host) take turns under its lock file: every line numbered and chained after the other\'s', async () => {
+    const file = join(await tempDir(), 'anchors.jsonl');
+    const [a, b] = [new FileAnchor({ path: file }), new FileAnchor({ path: file })];
+    const references: Array<Readonly<Record<string, unknown>>> = [];
+    // in turn: each finds the file grown by the other since it last wrote
+    for (const size of [1, 2, 3]) {
+      references.push(await a.anchor(checkpointOf('pavilion-test/a', size)));
+      references.push(await b.anchor(checkpointOf('pavilion-test/b', size)));
+    }
+    // at once: the lock file makes them take turns
+    references.push(...await Promise.all([4, 5].flatMap((size) => [a.anchor(checkpointOf('pavilion-test/a', size)), b.anchor(checkpointOf('pavilion-test/b', size))])));
+    const lines = (await readFile(file, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as FileAnchorEntryV1);
+    assert.deepEqual(lines.map((l) => l.line), [...Array(10).keys()], 'one line per anchor, numbered in file order');
+    assert.deepEqual(references.map((r) => r['line']).sort((x, y) => Number(x) - Number(y)), [...Array(10).keys()]);
+    const verifier = new FileAnchorVerifier({ path: file });
+    assert.deepEqual(await verifier.latestAnchor('pavilion-test/a'), { treeSize: 5, rootHash: 'ab'.repeat(32) }, 'the chain reads whole');
+  });
+
+  it('a lock file held by a live process: the append waits lockTimeoutMs, then ERR_AUDIT_ANCHOR_FAILED naming it; once that process is gone its lock is stale and taken over', async () => {
+    const file = join(await tempDir(), 'anchors.jsonl');
+    const holder = spawn('sleep', ['30'], { stdio: 'ignore' });
+    try {
+      await writeFile(`${file}.lock`, `${holder.pid} someone-else\n`);
+      const anchor = new FileAnchor({ path: file, lockTimeoutMs: 200 });
+      await failsWith(anchor.anchor(checkpointOf(BANK, 1)), ErrorCodes.AUDIT_ANCHOR_FAILED, new RegExp(`is locked by process ${holder.pid} \\(.*anchors\\.jsonl\\.lock\\) for more than 200 ms`));
+      holder.kill('SIGKILL');
+      await once(holder, 'exit');
+      const reference = await anchor.anchor(checkpointOf(BANK, 2));
+      assert.equal(reference['line'], 0);
+      await assert.rejects(readFile(`${file}.lock`), { code: 'ENOENT' }, 'released after the append');
+    } finally {
+      holder.kill('SIGKILL');
+    }
   });
 
   it('a torn last line (a crash mid-write) is set aside on load: earlier anchors still verify and anchoring continues after the whole lines', async () => {

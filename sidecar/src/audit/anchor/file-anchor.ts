@@ -11,11 +11,17 @@
  * operator.
  *
  * Tree sizes must grow per log, as the contract requires (ERR_AUDIT_ANCHOR_REVERTED
- * otherwise). Lines are written one at a time and synced before the reference is returned.
+ * otherwise). Lines are written one at a time and synced (and the directory, when the file is
+ * new) before the reference is returned. Each append holds the lock file `<file>.lock`
+ * (lib/lock-file.ts), waiting up to `lockTimeoutMs` for another holder, and reads the file
+ * again when it grew since this anchor last wrote it: processes on one host that share the
+ * file number and chain their lines after each other's.
  */
-import { mkdir, open, readFile, truncate, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, stat, truncate, writeFile } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
+import { syncPath } from '../../lib/durable-file.ts';
 import { ErrorCodes, PavilionError, describeThrown } from '../../lib/errors.ts';
+import { tryLock, unlock } from '../../lib/lock-file.ts';
 import type { ComponentStatus } from '../../lib/lifecycle.ts';
 import { sha256Hex } from '../../lib/sha256.ts';
 import type { Anchor, AnchorRecordV1, AnchorVerifier, SignedCheckpointV1 } from '../log/index.ts';
@@ -62,6 +68,8 @@ export interface FileAnchorTornTail {
 }
 
 interface FileState {
+  /** Bytes of whole lines: the file's size once this anchor read or wrote it last. */
+  bytes: number;
   lines: number;
   lastSha256: string;
   latest: Map<string, number>;
@@ -72,12 +80,12 @@ interface FileState {
  * lines count: bytes after the last newline are a torn write (a line is acknowledged only once
  * written with its newline and synced), returned as `torn` and not parsed.
  */
-async function readChain(path: string, onMissing: 'empty' | 'fail'): Promise<{ entries: FileAnchorEntryV1[]; texts: string[]; torn: { offset: number; bytes: Buffer } | undefined }> {
+async function readChain(path: string, onMissing: 'empty' | 'fail'): Promise<{ entries: FileAnchorEntryV1[]; texts: string[]; end: number; torn: { offset: number; bytes: Buffer } | undefined }> {
   let raw: Buffer;
   try {
     raw = await readFile(path);
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT' && onMissing === 'empty') return { entries: [], texts: [], torn: undefined };
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT' && onMissing === 'empty') return { entries: [], texts: [], end: 0, torn: undefined };
     throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_FAILED, `cannot read the anchor file ${path}: ${describeThrown(error)}`, { cause: error });
   }
   const end = raw.lastIndexOf(0x0a) + 1;
@@ -100,7 +108,7 @@ async function readChain(path: string, onMissing: 'empty' | 'fail'): Promise<{ e
     entries.push(entry);
     previous = sha256(lineText);
   }
-  return { entries, texts, torn };
+  return { entries, texts, end, torn };
 }
 
 export class FileAnchor implements Anchor {
@@ -108,14 +116,16 @@ export class FileAnchor implements Anchor {
   readonly #path: string;
   readonly #clock: () => number;
   readonly #onTornTail: ((tail: FileAnchorTornTail) => void) | undefined;
+  readonly #lockTimeoutMs: number;
   #state: Promise<FileState> | undefined;
   #queue: Promise<unknown> = Promise.resolve();
   #tornTail: FileAnchorTornTail | undefined;
 
-  constructor(options: { readonly path: string; readonly clock?: () => number; readonly onTornTail?: (tail: FileAnchorTornTail) => void }) {
+  constructor(options: { readonly path: string; readonly clock?: () => number; readonly onTornTail?: (tail: FileAnchorTornTail) => void; readonly lockTimeoutMs?: number }) {
     this.#path = options.path;
     this.#clock = options.clock ?? Date.now;
     this.#onTornTail = options.onTornTail;
+    this.#lockTimeoutMs = options.lockTimeoutMs ?? 5_000;
   }
 
   get path(): string {
@@ -145,7 +155,7 @@ export class FileAnchor implements Anchor {
   }
 
   async #load(): Promise<FileState> {
-    const { entries, texts, torn } = await readChain(this.#path, 'empty');
+    const { entries, texts, end, torn } = await readChain(this.#path, 'empty');
     if (torn !== undefined) {
       // Part of a line that was never acknowledged: save it beside the file and cut the file
       // back to its last whole line, so the next line is appended after it.
@@ -161,7 +171,7 @@ export class FileAnchor implements Anchor {
     }
     const latest = new Map<string, number>();
     for (const e of entries) latest.set(e.log_id, Math.max(latest.get(e.log_id) ?? 0, e.tree_size));
-    return { lines: entries.length, lastSha256: texts.length === 0 ? ZERO : sha256(texts.at(-1)!), latest };
+    return { bytes: end, lines: entries.length, lastSha256: texts.length === 0 ? ZERO : sha256(texts.at(-1)!), latest };
   }
 
   /**
@@ -182,8 +192,48 @@ export class FileAnchor implements Anchor {
     }
   }
 
+  /** Wait for the lock file (another process's append), up to `lockTimeoutMs`. */
+  async #lock(file: string): Promise<void> {
+    const started = Date.now();
+    for (;;) {
+      let attempt;
+      try {
+        await mkdir(dirname(this.#path), { recursive: true, mode: 0o700 });
+        attempt = await tryLock(file);
+      } catch (error) {
+        throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_FAILED, `cannot lock the anchor file ${this.#path}: ${describeThrown(error)}`, { cause: error });
+      }
+      if (attempt.taken) return;
+      if (Date.now() - started >= this.#lockTimeoutMs) {
+        throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_FAILED, `the anchor file ${this.#path} is locked by process ${attempt.pid} (${file}) for more than ${this.#lockTimeoutMs} ms`, {
+          details: { pid: attempt.pid, lockFile: file },
+        });
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+
   async #append(checkpoint: SignedCheckpointV1): Promise<Readonly<Record<string, unknown>>> {
-    const state = await this.#loaded();
+    const lockFile = `${this.#path}.lock`;
+    await this.#lock(lockFile);
+    try {
+      return await this.#appendLocked(checkpoint);
+    } finally {
+      await unlock(lockFile).catch(() => undefined);
+    }
+  }
+
+  async #appendLocked(checkpoint: SignedCheckpointV1): Promise<Readonly<Record<string, unknown>>> {
+    let state = await this.#loaded();
+    const size = await stat(this.#path).then((s) => s.size, (error: unknown) => {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return 0;
+      throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_FAILED, `cannot read the anchor file ${this.#path}: ${describeThrown(error)}`, { cause: error });
+    });
+    if (size !== state.bytes) {
+      // another process appended (or the file changed under this one): number after what is there now
+      this.#state = undefined;
+      state = await this.#loaded();
+    }
     const logId = logIdOf(checkpoint.origin);
     const latest = state.latest.get(logId) ?? 0;
     if (checkpoint.tree_size <= latest) {
@@ -203,20 +253,22 @@ export class FileAnchor implements Anchor {
       prev_sha256: state.lastSha256,
     };
     const text = JSON.stringify(entry);
+    const line = `${text}\n`;
     try {
-      await mkdir(dirname(this.#path), { recursive: true, mode: 0o700 });
       const handle = await open(this.#path, 'a', 0o600);
       try {
-        await handle.write(`${text}\n`);
+        await handle.writeFile(line); // every byte (a write may take fewer)
         await handle.sync();
       } finally {
         await handle.close();
       }
+      if (state.bytes === 0) await syncPath(dirname(this.#path)); // a new file's entry
     } catch (error) {
       // The file may now end in part of a line: read it again (and fail on it) next time.
       this.#state = undefined;
       throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_FAILED, `cannot append to the anchor file ${this.#path}: ${describeThrown(error)}`, { cause: error });
     }
+    state.bytes += Buffer.byteLength(line);
     state.lines++;
     state.lastSha256 = sha256(text);
     state.latest.set(logId, checkpoint.tree_size);

@@ -19,10 +19,10 @@
  * so acknowledged records are never cut off automatically; `pavilion audit verify-log` says
  * more.
  */
-import { randomUUID } from 'node:crypto';
-import { open, mkdir, readFile, rm, writeFile, type FileHandle } from 'node:fs/promises';
+import { open, mkdir, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { syncPath } from '../../lib/durable-file.ts';
+import { tryLock, unlock } from '../../lib/lock-file.ts';
 import { ErrorCodes, PavilionError, describeThrown, isPavilionError } from '../../lib/errors.ts';
 import type { ComponentStatus } from '../../lib/lifecycle.ts';
 import { withDeadline } from '../../lib/lifecycle.ts';
@@ -39,7 +39,6 @@ import { WalWriter, type WalWriterOptions } from './wal-writer.ts';
 export const WAL_FILE = 'audit.wal';
 const LOCK_FILE = 'LOCK';
 /** Tells this process's locks from those of an earlier process that had the same pid. Immutable. */
-const PROCESS_TOKEN = randomUUID();
 const READ_CHUNK_BYTES = 4 * 1024 * 1024;
 
 export interface AuditLogOptions extends WalWriterOptions {
@@ -118,15 +117,6 @@ function corrupt(message: string, details: Record<string, unknown>): PavilionErr
   return new PavilionError(ErrorCodes.AUDIT_LOG_CORRUPT, message, { details });
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 export class AuditLog {
   readonly name: string;
   readonly #options: AuditLogOptions;
@@ -142,7 +132,6 @@ export class AuditLog {
   #keyring: Keyring;
   /** Keys of signers before this process (rotation across restarts). */
   readonly #earlierKeys: Keyring | undefined;
-  #stalePid: number | undefined;
   #tailTime: number | undefined;
   #writer: WalWriter | undefined;
   #recovery: RecoveryReport | undefined;
@@ -250,40 +239,23 @@ export class AuditLog {
     this.#checkpointTimer.unref();
   }
 
-  /**
-   * Take the directory's lock file (`<pid> <process token>`). A lock whose process is gone is
-   * stale (a crash) and taken over. A lock with our own pid but another token was left by an
-   * earlier process that had the same pid (containers: every incarnation is pid 1), so it is
-   * stale too. Another live pid, or our own token, means the log is in use.
-   */
+  /** Take the directory's lock file (see lib/lock-file.ts); the pid of a stale one taken over. */
   async #lock(): Promise<number | undefined> {
-    const file = join(this.#options.directory, LOCK_FILE);
-    for (let attempt = 0; attempt < 2; attempt++) {
-      try {
-        await writeFile(file, `${process.pid} ${PROCESS_TOKEN}\n`, { flag: 'wx', mode: 0o600 });
-        return attempt === 0 ? undefined : this.#stalePid;
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') {
-          throw new PavilionError(ErrorCodes.AUDIT_LOG_IO, `cannot lock ${this.#options.directory}: ${describeThrown(error)}`, { cause: error });
-        }
-        const [pidText = '', token = ''] = (await readFile(file, 'utf8').catch(() => '')).trim().split(' ');
-        const pid = Number.parseInt(pidText, 10);
-        const ours = pid === process.pid;
-        if (ours && token === PROCESS_TOKEN) {
-          throw new PavilionError(ErrorCodes.AUDIT_LOG_LOCKED, `the audit log in ${this.#options.directory} is already open in this process`, { details: { pid } });
-        }
-        if (!ours && Number.isInteger(pid) && pid > 0 && pidAlive(pid)) {
-          throw new PavilionError(ErrorCodes.AUDIT_LOG_LOCKED, `the audit log in ${this.#options.directory} is in use by process ${pid}`, { details: { pid } });
-        }
-        this.#stalePid = Number.isInteger(pid) ? pid : -1;
-        await rm(file, { force: true });
-      }
+    const directory = this.#options.directory;
+    let attempt;
+    try {
+      attempt = await tryLock(join(directory, LOCK_FILE));
+    } catch (error) {
+      throw new PavilionError(ErrorCodes.AUDIT_LOG_IO, `cannot lock ${directory}: ${describeThrown(error)}`, { cause: error });
     }
-    throw new PavilionError(ErrorCodes.AUDIT_LOG_LOCKED, `cannot lock ${this.#options.directory}`);
+    if (attempt.taken) return attempt.stalePid;
+    if (attempt.thisProcess) throw new PavilionError(ErrorCodes.AUDIT_LOG_LOCKED, `the audit log in ${directory} is already open in this process`, { details: { pid: attempt.pid } });
+    if (Number.isInteger(attempt.pid)) throw new PavilionError(ErrorCodes.AUDIT_LOG_LOCKED, `the audit log in ${directory} is in use by process ${attempt.pid}`, { details: { pid: attempt.pid } });
+    throw new PavilionError(ErrorCodes.AUDIT_LOG_LOCKED, `cannot lock ${directory}`);
   }
 
   async #unlock(): Promise<void> {
-    await rm(join(this.#options.directory, LOCK_FILE), { force: true });
+    await unlock(join(this.#options.directory, LOCK_FILE));
   }
 
   async #recover(handle: FileHandle): Promise<{ end: number; report: Omit<RecoveryReport, 'staleLockPid'> }> {
