@@ -611,6 +611,35 @@ describe('EVM anchoring (PavilionAnchor on a local chain)', () => {
     }
   });
 
+  it('a transaction gone from the chain while the contract cannot be asked: still ERR_AUDIT_ANCHOR_MISMATCH, without the reorg note (a note is never guessed)', async () => {
+    const origin = 'pavilion-test/gone-no-contract';
+    const checkpoint = await signedCheckpoint(origin, 4);
+    const reference = await evmAnchor().anchor(checkpoint);
+    const record: AnchorRecordV1 = { version: 1, kind: 'evm', tree_size: 4, root_hash: checkpoint.root_hash, reference };
+    // a node that has lost the transaction and fails every eth_call
+    const server = createServer((request: IncomingMessage, response: ServerResponse) => {
+      void (async () => {
+        const chunks: Buffer[] = [];
+        for await (const chunk of request) chunks.push(chunk as Buffer);
+        const body = Buffer.concat(chunks).toString('utf8');
+        const parsed = JSON.parse(body) as { id?: unknown; method?: string };
+        const reply = (payload: Record<string, unknown>): void => void response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', id: parsed.id, ...payload }));
+        if (parsed.method === 'eth_getTransactionReceipt') return reply({ result: null });
+        if (parsed.method === 'eth_call') return reply({ error: { code: -32000, message: 'state unavailable' } });
+        response.writeHead(200, { 'content-type': 'application/json' }).end(await fetch(chain.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body }).then((r) => r.text()));
+      })().catch(() => response.writeHead(500).end());
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const verifier = new EvmAnchorVerifier({ rpcUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, chainId: chain.chainId, contract, pollingIntervalMs: 10 });
+    try {
+      await failsWith(verifier.verify(record, checkpoint), ErrorCodes.AUDIT_ANCHOR_MISMATCH, { treeSize: 4 }, /is not on chain \d+$/);
+    } finally {
+      verifier.close();
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  });
+
   it('the chain goes away mid-run: decisions continue, the anchor is retried and lands when it returns', async () => {
     const anchor = evmAnchor({ submitTimeoutMs: 20_000 });
     const dir = await tempDir();

@@ -75,7 +75,7 @@ function tokenAdmin() {
       p11.C_FindObjectsFinal(session);
     }
   };
-  const generate = (session: Buffer, label: string): void => {
+  const generate = (session: Buffer, label: string, sign = true): void => {
     p11.C_GenerateKeyPair(
       session,
       { mechanism: lib.CKM_EC_KEY_PAIR_GEN },
@@ -91,7 +91,7 @@ function tokenAdmin() {
         { type: lib.CKA_LABEL, value: label },
         { type: lib.CKA_SENSITIVE, value: true },
         { type: lib.CKA_EXTRACTABLE, value: false },
-        { type: lib.CKA_SIGN, value: true },
+        { type: lib.CKA_SIGN, value: sign },
       ],
     );
   };
@@ -121,11 +121,11 @@ function tokenAdmin() {
       for (const object of found) p11.C_DestroyObject(session, object);
       p11.C_CloseSession(session);
     },
-    /** A new P-256 key pair labelled `label` (the old one destroyed first). */
-    replaceKey(label: string): void {
+    /** A new P-256 key pair labelled `label` (the old one destroyed first); `sign` false: a private key not allowed to sign. */
+    replaceKey(label: string, sign = true): void {
       const session = loggedIn();
       for (const object of objects(session, label)) p11.C_DestroyObject(session, object);
-      generate(session, label);
+      generate(session, label, sign);
       p11.C_CloseSession(session);
     },
     /**
@@ -447,6 +447,12 @@ describe('PKCS#11 signer (SoftHSM2)', () => {
     await module.signer({ tokenLabel: TOKEN, pin: PIN, keyLabel: label, generate: true });
     tokenAdmin().swapPrivateKey(label);
     await setupFails(() => module.signer({ tokenLabel: TOKEN, pin: PIN, keyLabel: label }), /is not the pair of the public key labelled so/);
+  });
+
+  it('a start whose self-test signature the token refuses (a key without CKA_SIGN) is refused with ERR_AUDIT_SIGNER_CONFIG, the token\'s reason kept', async () => {
+    const label = 'cannot-sign';
+    tokenAdmin().replaceKey(label, false);
+    await setupFails(() => module.signer({ tokenLabel: TOKEN, pin: PIN, keyLabel: label }), /the private key labelled "cannot-sign" cannot sign \(the start's self-test\): .*CKR_KEY_FUNCTION_NOT_PERMITTED/);
   });
 
   it('a failure that is not a lost session (the private key deleted under a live session) is not retried', async () => {
