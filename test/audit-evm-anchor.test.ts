@@ -145,6 +145,35 @@ const failsWith = async (promise: Promise<unknown>, code: string, details: Recor
   });
 };
 
+/**
+ * A submitter account of its own (a transaction left in the pool must not hold up the other
+ * tests), funded and authorised, with automine off: `spike` makes the next block's base fee
+ * jump above what a transaction offers, `keepMining` spikes every 50 ms. Everything is put
+ * back after `run`.
+ */
+async function withStuckPool(run: (pool: { submitter: { readonly address: string; readonly privateKey: string }; spike(): Promise<void>; nonceOf(tag: string): Promise<number>; keepMining(): void }) => Promise<void>): Promise<void> {
+  const owner = new Wallet(chain.accounts[0]!.privateKey, new JsonRpcProvider(chain.url, chain.chainId, { staticNetwork: true, batchMaxCount: 1 }));
+  const submitter = Wallet.createRandom();
+  await (await owner.sendTransaction({ to: submitter.address, value: 10n ** 18n })).wait();
+  await setAnchorSubmitter({ rpcUrl: chain.url, chainId: chain.chainId, privateKey: chain.accounts[0]!.privateKey, contract, submitter: submitter.address, allowed: true, pollingIntervalMs: 10 });
+  const spike = async (): Promise<void> => {
+    await chain.rpc('hardhat_setNextBlockBaseFeePerGas', [toQuantity(100_000_000_000n)]);
+    await chain.rpc('evm_mine');
+  };
+  const nonceOf = async (tag: string): Promise<number> => Number(BigInt((await chain.rpc('eth_getTransactionCount', [submitter.address, tag])) as string));
+  await chain.rpc('evm_setAutomine', [false]);
+  let miner: NodeJS.Timeout | undefined;
+  try {
+    await run({ submitter, spike, nonceOf, keepMining: () => (miner = setInterval(() => void spike().catch(() => undefined), 50)) });
+  } finally {
+    clearInterval(miner);
+    await chain.rpc('hardhat_setNextBlockBaseFeePerGas', [toQuantity(1_000_000_000n)]);
+    await chain.rpc('evm_mine');
+    await chain.rpc('evm_setAutomine', [true]);
+    owner.provider!.destroy();
+  }
+}
+
 describe('EVM anchoring (PavilionAnchor on a local chain)', () => {
   it('anchors each checkpoint in one transaction; verify-log confirms every anchor on the chain; figures', async () => {
     const anchor = evmAnchor();
@@ -450,55 +479,26 @@ describe('EVM anchoring (PavilionAnchor on a local chain)', () => {
   });
 
   it('a transaction left underpriced in the pool by a give-up (fee spike) is replaced at its nonce by the next checkpoint, with higher fees, which lands', async () => {
-    // An account of its own: a transaction left in the pool must not hold up the other tests.
-    const owner = new Wallet(chain.accounts[0]!.privateKey, new JsonRpcProvider(chain.url, chain.chainId, { staticNetwork: true, batchMaxCount: 1 }));
-    const submitter = Wallet.createRandom();
-    await (await owner.sendTransaction({ to: submitter.address, value: 10n ** 18n })).wait();
-    await setAnchorSubmitter({ rpcUrl: chain.url, chainId: chain.chainId, privateKey: chain.accounts[0]!.privateKey, contract, submitter: submitter.address, allowed: true, pollingIntervalMs: 10 });
-    const anchor = evmAnchor({ privateKey: submitter.privateKey, maxAttempts: 1, receiptTimeoutMs: 400 });
-    const origin = 'pavilion-test/stuck-nonce';
-    const spike = async (): Promise<void> => {
-      await chain.rpc('hardhat_setNextBlockBaseFeePerGas', [toQuantity(100_000_000_000n)]);
-      await chain.rpc('evm_mine');
-    };
-    await chain.rpc('evm_setAutomine', [false]);
-    let miner: NodeJS.Timeout | undefined;
-    try {
+    await withStuckPool(async ({ submitter, spike, nonceOf, keepMining }) => {
+      const anchor = evmAnchor({ privateKey: submitter.privateKey, maxAttempts: 1, receiptTimeoutMs: 400 });
+      const origin = 'pavilion-test/stuck-nonce';
       const first = anchor.anchor(await signedCheckpoint(origin, 5));
       await until('the first transaction in the pool', async () => ((await chain.rpc('eth_getBlockByNumber', ['pending', false])) as { transactions: string[] }).transactions.length === 1);
       await spike(); // the base fee jumps above what the transaction offers: it stays in the pool
       await failsWith(first, ErrorCodes.AUDIT_ANCHOR_FAILED, {}, /no receipt after 1 sends/);
-      const nonceOf = async (tag: string): Promise<number> => Number(BigInt((await chain.rpc('eth_getTransactionCount', [submitter.address, tag])) as string));
       const stuckNonce = await nonceOf('latest');
-      miner = setInterval(() => void spike().catch(() => undefined), 50);
+      keepMining();
       const reference = await anchor.anchor(await signedCheckpoint(origin, 10));
       const tx = (await chain.rpc('eth_getTransactionByHash', [reference['tx_hash']])) as { nonce: string };
       assert.equal(Number(BigInt(tx.nonce)), stuckNonce, 'the stuck nonce was reused');
       assert.equal(await nonceOf('latest'), stuckNonce + 1, 'the stuck transaction was replaced, nothing queues behind it');
-    } finally {
-      clearInterval(miner);
-      await chain.rpc('hardhat_setNextBlockBaseFeePerGas', [toQuantity(1_000_000_000n)]);
-      await chain.rpc('evm_mine');
-      await chain.rpc('evm_setAutomine', [true]);
-      owner.provider!.destroy();
-    }
+    });
   });
 
   it('a transaction left underpriced when the process stops is replaced at its nonce by the next process, which reads it from pendingFile', async () => {
-    const owner = new Wallet(chain.accounts[0]!.privateKey, new JsonRpcProvider(chain.url, chain.chainId, { staticNetwork: true, batchMaxCount: 1 }));
-    const submitter = Wallet.createRandom();
-    await (await owner.sendTransaction({ to: submitter.address, value: 10n ** 18n })).wait();
-    await setAnchorSubmitter({ rpcUrl: chain.url, chainId: chain.chainId, privateKey: chain.accounts[0]!.privateKey, contract, submitter: submitter.address, allowed: true, pollingIntervalMs: 10 });
-    const pendingFile = join(await tempDir(), 'anchor-evm-pending.json');
-    const origin = 'pavilion-test/stuck-across-restart';
-    const spike = async (): Promise<void> => {
-      await chain.rpc('hardhat_setNextBlockBaseFeePerGas', [toQuantity(100_000_000_000n)]);
-      await chain.rpc('evm_mine');
-    };
-    const nonceOf = async (tag: string): Promise<number> => Number(BigInt((await chain.rpc('eth_getTransactionCount', [submitter.address, tag])) as string));
-    await chain.rpc('evm_setAutomine', [false]);
-    let miner: NodeJS.Timeout | undefined;
-    try {
+    await withStuckPool(async ({ submitter, spike, nonceOf, keepMining }) => {
+      const pendingFile = join(await tempDir(), 'anchor-evm-pending.json');
+      const origin = 'pavilion-test/stuck-across-restart';
       const before = evmAnchor({ privateKey: submitter.privateKey, maxAttempts: 1, receiptTimeoutMs: 400, pendingFile });
       const first = before.anchor(await signedCheckpoint(origin, 5));
       await until('the first transaction in the pool', async () => ((await chain.rpc('eth_getBlockByNumber', ['pending', false])) as { transactions: string[] }).transactions.length === 1);
@@ -511,20 +511,14 @@ describe('EVM anchoring (PavilionAnchor on a local chain)', () => {
       assert.equal(recorded.pending.nonce, stuckNonce, 'recorded before the send, kept after the give-up');
       before.close(); // the process stops; its transaction stays in the pool
       const after = evmAnchor({ privateKey: submitter.privateKey, maxAttempts: 3, receiptTimeoutMs: 400, pendingFile });
-      miner = setInterval(() => void spike().catch(() => undefined), 50);
+      keepMining();
       const reference = await after.anchor(await signedCheckpoint(origin, 10));
       const tx = (await chain.rpc('eth_getTransactionByHash', [reference['tx_hash']])) as { nonce: string };
       assert.equal(Number(BigInt(tx.nonce)), stuckNonce, 'the stuck nonce was reused by the new process');
       assert.equal(await nonceOf('latest'), stuckNonce + 1, 'nothing queues behind the stuck transaction');
       assert.equal(after.stats().pendingFileIgnored, undefined);
       assert.equal((JSON.parse(await readFile(pendingFile, 'utf8')) as { pending: unknown }).pending, null, 'nothing left pending once it landed');
-    } finally {
-      clearInterval(miner);
-      await chain.rpc('hardhat_setNextBlockBaseFeePerGas', [toQuantity(1_000_000_000n)]);
-      await chain.rpc('evm_mine');
-      await chain.rpc('evm_setAutomine', [true]);
-      owner.provider!.destroy();
-    }
+    });
   });
 
   it('a pendingFile of another submitter or not readable is not taken (said in stats); one that cannot be written sends nothing (ERR_AUDIT_ANCHOR_FAILED)', async () => {
