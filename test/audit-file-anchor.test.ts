@@ -106,7 +106,7 @@ describe('file anchor (the embedded default)', () => {
     assert.equal(reference['file'], 'anchors.jsonl');
   });
 
-  it('two anchors on one file (two sidecars on one host) take turns under its lock file: every line numbered and chained after the other\'s', async () => {
+  it('two anchors of one process on one file take turns: every line numbered and chained after the other\'s; the file\'s lock is held until both are closed', async () => {
     const file = join(await tempDir(), 'anchors.jsonl');
     const [a, b] = [new FileAnchor({ path: file }), new FileAnchor({ path: file })];
     const references: Array<Readonly<Record<string, unknown>>> = [];
@@ -115,27 +115,45 @@ describe('file anchor (the embedded default)', () => {
       references.push(await a.anchor(checkpointOf('pavilion-test/a', size)));
       references.push(await b.anchor(checkpointOf('pavilion-test/b', size)));
     }
-    // at once: the lock file makes them take turns
+    // at once: anchors of one process on one file take turns
     references.push(...await Promise.all([4, 5].flatMap((size) => [a.anchor(checkpointOf('pavilion-test/a', size)), b.anchor(checkpointOf('pavilion-test/b', size))])));
     const lines = (await readFile(file, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as FileAnchorEntryV1);
     assert.deepEqual(lines.map((l) => l.line), [...Array(10).keys()], 'one line per anchor, numbered in file order');
     assert.deepEqual(references.map((r) => r['line']).sort((x, y) => Number(x) - Number(y)), [...Array(10).keys()]);
     const verifier = new FileAnchorVerifier({ path: file });
     assert.deepEqual(await verifier.latestAnchor('pavilion-test/a'), { treeSize: 5, rootHash: 'ab'.repeat(32) }, 'the chain reads whole');
+    await a.close();
+    assert.ok((await readFile(`${file}.lock`, 'utf8')).startsWith(`${process.pid} `), 'held while an anchor of this process is open');
+    await b.close();
+    await assert.rejects(readFile(`${file}.lock`), { code: 'ENOENT' });
   });
 
-  it('a lock file held by a live process: the append waits lockTimeoutMs, then ERR_AUDIT_ANCHOR_FAILED naming it; once that process is gone its lock is stale and taken over', async () => {
-    const file = join(await tempDir(), 'anchors.jsonl');
-    const holder = spawn('sleep', ['30'], { stdio: 'ignore' });
+  it('an anchor file another process holds: ERR_AUDIT_ANCHOR_CONFIG naming that process; once it is gone (SIGKILL) its lock is stale, taken over, and the lines go on after its own', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'anchors.jsonl');
+    const script = join(dir, 'holder.mts');
+    const anchorModule = JSON.stringify(new URL('../sidecar/src/audit/anchor/index.ts', import.meta.url).href);
+    await writeFile(script, `
+      import { FileAnchor } from ${anchorModule};
+      const anchor = new FileAnchor({ path: process.argv[2] });
+      await anchor.anchor(${JSON.stringify(checkpointOf('pavilion-test/holder', 1))});
+      console.log('holding');
+      setInterval(() => undefined, 1000);`);
+    const holder = spawn(process.execPath, ['--import', 'tsx', script, file], { stdio: ['ignore', 'pipe', 'inherit'] });
     try {
-      await writeFile(`${file}.lock`, `${holder.pid} someone-else\n`);
-      const anchor = new FileAnchor({ path: file, lockTimeoutMs: 200 });
-      await failsWith(anchor.anchor(checkpointOf(BANK, 1)), ErrorCodes.AUDIT_ANCHOR_FAILED, new RegExp(`is locked by process ${holder.pid} \\(.*anchors\\.jsonl\\.lock\\) for more than 200 ms`));
+      await new Promise<void>((resolve, reject) => {
+        holder.stdout.on('data', (chunk: Buffer) => chunk.toString().includes('holding') && resolve());
+        holder.once('exit', (code) => reject(new Error(`the holder exited with ${String(code)}`)));
+      });
+      const anchor = new FileAnchor({ path: file });
+      await failsWith(anchor.anchor(checkpointOf(BANK, 1)), ErrorCodes.AUDIT_ANCHOR_CONFIG, new RegExp(`the anchor file .*anchors\\.jsonl is in use by process ${holder.pid} \\(.*anchors\\.jsonl\\.lock\\); each sidecar needs an anchor file of its own`));
       holder.kill('SIGKILL');
       await once(holder, 'exit');
       const reference = await anchor.anchor(checkpointOf(BANK, 2));
-      assert.equal(reference['line'], 0);
-      await assert.rejects(readFile(`${file}.lock`), { code: 'ENOENT' }, 'released after the append');
+      assert.equal(reference['line'], 1, 'after the line the holder wrote');
+      assert.equal((await readFile(`${file}.lock`, 'utf8')).split(' ')[0], String(process.pid), 'the lock is this process\'s now');
+      await anchor.close();
+      await assert.rejects(readFile(`${file}.lock`), { code: 'ENOENT' }, 'removed when the last anchor on the file closed');
     } finally {
       holder.kill('SIGKILL');
     }

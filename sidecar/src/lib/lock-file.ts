@@ -1,15 +1,25 @@
 /**
- * Lock files between processes on one host: `<pid> <process token>`, created exclusively.
- * A lock whose process is gone is stale (a crash) and taken over. A lock with this pid but
- * another token was left by an earlier process that had the same pid (containers: every
- * incarnation is pid 1), so it is stale too. Another live pid, or this process's own token,
- * means the lock is held.
+ * Lock files between processes that share a PID namespace (one host, or one container):
+ * `<pid> <process token>`. A lock is made whole before it exists (written to a file of its
+ * own, then hard-linked into place: `link` fails if the lock exists), so nobody ever reads a
+ * lock half made. A lock whose process is gone is stale (a crash) and taken over. A lock with
+ * this pid but another token was left by an earlier process that had the same pid
+ * (containers: every incarnation is pid 1), so it is stale too. Another live pid, or this
+ * process's own token, means the lock is held.
+ *
+ * Taking over a stale lock moves that very file aside first (`rename`: one mover wins) and
+ * removes it only if it is still the stale one; a fresh lock moved aside by a loser of that
+ * race is put back. Processes in other PID namespaces (other containers on a shared volume)
+ * cannot be told apart from dead ones: the lock does not exclude them.
  */
 import { randomUUID } from 'node:crypto';
-import { readFile, rm, writeFile } from 'node:fs/promises';
+import { link, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 
 /** This process, in its lock files (a pid alone is reused across container restarts). */
 const PROCESS_TOKEN = randomUUID();
+const OURS = `${process.pid} ${PROCESS_TOKEN}\n`;
+/** A lock whose content is not a pid and token (a torn one an older build left) is stale past this age. */
+const UNREADABLE_STALE_MS = 10_000;
 
 function pidAlive(pid: number): boolean {
   try {
@@ -20,35 +30,88 @@ function pidAlive(pid: number): boolean {
   }
 }
 
+const code = (error: unknown): string | undefined => (error as NodeJS.ErrnoException).code;
+
 export type LockAttempt =
   /** Taken; `stalePid` names the process whose stale lock was taken over (-1: unreadable). */
   | { readonly taken: true; readonly stalePid: number | undefined }
-  /** Held by `pid`, a live process; `thisProcess` when that is this very process. */
-  | { readonly taken: false; readonly pid: number; readonly thisProcess: boolean };
+  /**
+   * Held by `pid`, a live process (`thisProcess` when that is this very process); `pid` is
+   * undefined when others were taking it at the same moment or its content is being replaced.
+   */
+  | { readonly taken: false; readonly pid: number | undefined; readonly thisProcess: boolean };
+
+/** Make the lock, whole, if there is none: false when one exists. */
+async function create(file: string): Promise<boolean> {
+  const own = `${file}.${randomUUID()}.new`; // one per attempt: attempts of one process may overlap
+  await writeFile(own, OURS, { mode: 0o600 });
+  try {
+    await link(own, file);
+    return true;
+  } catch (error) {
+    if (code(error) === 'EEXIST') return false;
+    throw error;
+  } finally {
+    await rm(own, { force: true });
+  }
+}
+
+/**
+ * Remove `file` if it still holds `text` (true); false when another process moved or replaced
+ * it first. How a stale lock is taken over: never a plain remove, which could remove the fresh
+ * lock another taker made after the stale one was read.
+ */
+export async function removeIfStill(file: string, text: string): Promise<boolean> {
+  const aside = `${file}.${randomUUID()}.stale`;
+  try {
+    await rename(file, aside);
+  } catch (error) {
+    if (code(error) === 'ENOENT') return false;
+    throw error;
+  }
+  const moved = await readFile(aside, 'utf8').catch(() => undefined);
+  if (moved === text) {
+    await rm(aside, { force: true });
+    return true;
+  }
+  // a fresh lock another process made after the stale one was read: put it back (a lock made
+  // by a third process in this instant wins instead; its maker and this one's both go on)
+  await link(aside, file).catch((error: unknown) => {
+    if (code(error) !== 'EEXIST') throw error;
+  });
+  await rm(aside, { force: true });
+  return false;
+}
 
 /** Try to take `file` (a stale lock is taken over). Throws what the file system throws, but EEXIST. */
 export async function tryLock(file: string): Promise<LockAttempt> {
   let stalePid: number | undefined;
-  for (let attempt = 0; attempt < 2; attempt++) {
+  for (let attempt = 0; attempt < 3; attempt++) {
+    if (await create(file)) return { taken: true, stalePid };
+    let text: string;
     try {
-      await writeFile(file, `${process.pid} ${PROCESS_TOKEN}\n`, { flag: 'wx', mode: 0o600 });
-      return { taken: true, stalePid };
+      text = await readFile(file, 'utf8');
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-      const [pidText = '', token = ''] = (await readFile(file, 'utf8').catch(() => '')).trim().split(' ');
-      const pid = Number.parseInt(pidText, 10);
-      const samePid = pid === process.pid;
-      if (samePid && token === PROCESS_TOKEN) return { taken: false, pid, thisProcess: true };
-      if (!samePid && Number.isInteger(pid) && pid > 0 && pidAlive(pid)) return { taken: false, pid, thisProcess: false };
-      stalePid = Number.isInteger(pid) ? pid : -1;
-      await rm(file, { force: true });
+      if (code(error) === 'ENOENT') continue; // released meanwhile
+      throw error;
     }
+    const [pidText = '', token = ''] = text.trim().split(' ');
+    const pid = /^[1-9][0-9]*$/.test(pidText) ? Number(pidText) : undefined;
+    if (pid === undefined || token === '') {
+      const age = await stat(file).then((s) => Date.now() - s.mtimeMs, () => 0);
+      if (age < UNREADABLE_STALE_MS) return { taken: false, pid: undefined, thisProcess: false };
+    } else {
+      if (pid === process.pid && token === PROCESS_TOKEN) return { taken: false, pid, thisProcess: true };
+      if (pid !== process.pid && pidAlive(pid)) return { taken: false, pid, thisProcess: false };
+    }
+    if (await removeIfStill(file, text)) stalePid = pid ?? -1;
   }
-  // another process took it between the removal and the second try
-  const [pidText = ''] = (await readFile(file, 'utf8').catch(() => '')).trim().split(' ');
-  return { taken: false, pid: Number.parseInt(pidText, 10), thisProcess: false };
+  return { taken: false, pid: undefined, thisProcess: false };
 }
 
+/** Remove `file` if it is this process's lock (one taken over meanwhile as stale is not touched). */
 export async function unlock(file: string): Promise<void> {
-  await rm(file, { force: true });
+  const text = await readFile(file, 'utf8').catch(() => undefined);
+  // only this process removes its own lock, and nobody takes over the lock of a live process
+  if (text === OURS) await rm(file, { force: true });
 }

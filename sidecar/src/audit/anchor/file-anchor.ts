@@ -12,13 +12,16 @@
  *
  * Tree sizes must grow per log, as the contract requires (ERR_AUDIT_ANCHOR_REVERTED
  * otherwise). Lines are written one at a time and synced (and the directory, when the file is
- * new) before the reference is returned. Each append holds the lock file `<file>.lock`
- * (lib/lock-file.ts), waiting up to `lockTimeoutMs` for another holder, and reads the file
- * again when it grew since this anchor last wrote it: processes on one host that share the
- * file number and chain their lines after each other's.
+ * new) before the reference is returned.
+ *
+ * One process per file: the first read takes the lock file `<file>.lock` (lib/lock-file.ts)
+ * and holds it until the last FileAnchor of this process on the file is closed; another
+ * process's anchor on it is refused (ERR_AUDIT_ANCHOR_CONFIG, naming the holder) until that
+ * one is gone. Within the process, anchors on one file take turns, and each reads the file
+ * again when it grew since it last wrote it.
  */
 import { mkdir, open, readFile, stat, truncate, writeFile } from 'node:fs/promises';
-import { basename, dirname } from 'node:path';
+import { basename, dirname, resolve } from 'node:path';
 import { syncPath } from '../../lib/durable-file.ts';
 import { ErrorCodes, PavilionError, describeThrown } from '../../lib/errors.ts';
 import { tryLock, unlock } from '../../lib/lock-file.ts';
@@ -111,21 +114,30 @@ async function readChain(path: string, onMissing: 'empty' | 'fail'): Promise<{ e
   return { entries, texts, end, torn };
 }
 
+/** Per anchor file in this process: its lock, held while any FileAnchor on it is open, and one turn for appends. */
+interface SharedFile {
+  refs: number;
+  turn: Promise<unknown>;
+  readonly locked: Promise<void>;
+}
+
+const SHARED = new Map<string, SharedFile>();
+
 export class FileAnchor implements Anchor {
   readonly kind = FILE_ANCHOR_KIND;
   readonly #path: string;
   readonly #clock: () => number;
   readonly #onTornTail: ((tail: FileAnchorTornTail) => void) | undefined;
-  readonly #lockTimeoutMs: number;
+  #shared: Promise<SharedFile> | undefined;
+  #closed = false;
   #state: Promise<FileState> | undefined;
   #queue: Promise<unknown> = Promise.resolve();
   #tornTail: FileAnchorTornTail | undefined;
 
-  constructor(options: { readonly path: string; readonly clock?: () => number; readonly onTornTail?: (tail: FileAnchorTornTail) => void; readonly lockTimeoutMs?: number }) {
-    this.#path = options.path;
+  constructor(options: { readonly path: string; readonly clock?: () => number; readonly onTornTail?: (tail: FileAnchorTornTail) => void }) {
+    this.#path = resolve(options.path);
     this.#clock = options.clock ?? Date.now;
     this.#onTornTail = options.onTornTail;
-    this.#lockTimeoutMs = options.lockTimeoutMs ?? 5_000;
   }
 
   get path(): string {
@@ -149,9 +161,70 @@ export class FileAnchor implements Anchor {
   }
 
   anchor(checkpoint: SignedCheckpointV1): Promise<Readonly<Record<string, unknown>>> {
-    const run = this.#queue.then(() => this.#append(checkpoint));
+    const run = this.#queue.then(async () => {
+      const shared = await this.#acquire();
+      // anchors of this process on the same file take turns
+      const turn = shared.turn.then(() => this.#append(checkpoint));
+      shared.turn = turn.catch(() => undefined);
+      return turn;
+    });
     this.#queue = run.catch(() => undefined);
     return run;
+  }
+
+  /** The file's lock, taken for this process by the first anchor on it; a refusal is tried again next time. */
+  #acquire(): Promise<SharedFile> {
+    if (this.#closed) return Promise.reject(new PavilionError(ErrorCodes.AUDIT_ANCHOR_FAILED, `the anchor on ${this.#path} is closed`));
+    this.#shared ??= (async () => {
+      let shared = SHARED.get(this.#path);
+      if (shared === undefined) {
+        shared = { refs: 0, turn: Promise.resolve(), locked: this.#lock() };
+        SHARED.set(this.#path, shared);
+      }
+      shared.refs++;
+      try {
+        await shared.locked;
+        return shared;
+      } catch (error) {
+        if (--shared.refs === 0 && SHARED.get(this.#path) === shared) SHARED.delete(this.#path);
+        throw error;
+      }
+    })();
+    const acquiring = this.#shared;
+    acquiring.catch(() => {
+      if (this.#shared === acquiring) this.#shared = undefined;
+    });
+    return acquiring;
+  }
+
+  async #lock(): Promise<void> {
+    const file = `${this.#path}.lock`;
+    let attempt;
+    try {
+      await mkdir(dirname(this.#path), { recursive: true, mode: 0o700 });
+      attempt = await tryLock(file);
+    } catch (error) {
+      throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_FAILED, `cannot lock the anchor file ${this.#path}: ${describeThrown(error)}`, { cause: error });
+    }
+    // held by this process: a lock an earlier anchor here could not remove; it is this process's
+    if (attempt.taken || attempt.thisProcess) return;
+    if (attempt.pid === undefined) throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_FAILED, `cannot lock the anchor file ${this.#path}: another process is taking its lock at the same moment`);
+    throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_CONFIG, `the anchor file ${this.#path} is in use by process ${attempt.pid} (${file}); each sidecar needs an anchor file of its own`, {
+      details: { pid: attempt.pid, lockFile: file },
+    });
+  }
+
+  /** Give up this anchor's hold on the file: the lock is removed once no anchor of this process uses it. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    const acquiring = this.#shared;
+    this.#shared = undefined;
+    const shared = await acquiring?.catch(() => undefined);
+    if (shared === undefined || --shared.refs > 0) return;
+    if (SHARED.get(this.#path) === shared) SHARED.delete(this.#path);
+    await shared.turn;
+    await unlock(`${this.#path}.lock`);
   }
 
   async #load(): Promise<FileState> {
@@ -183,6 +256,7 @@ export class FileAnchor implements Anchor {
   }
 
   async #loaded(): Promise<FileState> {
+    await this.#acquire(); // a torn tail is cut only by the file's holder
     this.#state ??= this.#load();
     try {
       return await this.#state;
@@ -192,45 +266,14 @@ export class FileAnchor implements Anchor {
     }
   }
 
-  /** Wait for the lock file (another process's append), up to `lockTimeoutMs`. */
-  async #lock(file: string): Promise<void> {
-    const started = Date.now();
-    for (;;) {
-      let attempt;
-      try {
-        await mkdir(dirname(this.#path), { recursive: true, mode: 0o700 });
-        attempt = await tryLock(file);
-      } catch (error) {
-        throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_FAILED, `cannot lock the anchor file ${this.#path}: ${describeThrown(error)}`, { cause: error });
-      }
-      if (attempt.taken) return;
-      if (Date.now() - started >= this.#lockTimeoutMs) {
-        throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_FAILED, `the anchor file ${this.#path} is locked by process ${attempt.pid} (${file}) for more than ${this.#lockTimeoutMs} ms`, {
-          details: { pid: attempt.pid, lockFile: file },
-        });
-      }
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-  }
-
   async #append(checkpoint: SignedCheckpointV1): Promise<Readonly<Record<string, unknown>>> {
-    const lockFile = `${this.#path}.lock`;
-    await this.#lock(lockFile);
-    try {
-      return await this.#appendLocked(checkpoint);
-    } finally {
-      await unlock(lockFile).catch(() => undefined);
-    }
-  }
-
-  async #appendLocked(checkpoint: SignedCheckpointV1): Promise<Readonly<Record<string, unknown>>> {
     let state = await this.#loaded();
     const size = await stat(this.#path).then((s) => s.size, (error: unknown) => {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return 0;
       throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_FAILED, `cannot read the anchor file ${this.#path}: ${describeThrown(error)}`, { cause: error });
     });
     if (size !== state.bytes) {
-      // another process appended (or the file changed under this one): number after what is there now
+      // another anchor of this process appended (or the file changed under this one): number after what is there now
       this.#state = undefined;
       state = await this.#loaded();
     }

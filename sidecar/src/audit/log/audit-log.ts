@@ -38,7 +38,6 @@ import { WalWriter, type WalWriterOptions } from './wal-writer.ts';
 
 export const WAL_FILE = 'audit.wal';
 const LOCK_FILE = 'LOCK';
-/** Tells this process's locks from those of an earlier process that had the same pid. Immutable. */
 const READ_CHUNK_BYTES = 4 * 1024 * 1024;
 
 export interface AuditLogOptions extends WalWriterOptions {
@@ -250,8 +249,8 @@ export class AuditLog {
     }
     if (attempt.taken) return attempt.stalePid;
     if (attempt.thisProcess) throw new PavilionError(ErrorCodes.AUDIT_LOG_LOCKED, `the audit log in ${directory} is already open in this process`, { details: { pid: attempt.pid } });
-    if (Number.isInteger(attempt.pid)) throw new PavilionError(ErrorCodes.AUDIT_LOG_LOCKED, `the audit log in ${directory} is in use by process ${attempt.pid}`, { details: { pid: attempt.pid } });
-    throw new PavilionError(ErrorCodes.AUDIT_LOG_LOCKED, `cannot lock ${directory}`);
+    if (attempt.pid !== undefined) throw new PavilionError(ErrorCodes.AUDIT_LOG_LOCKED, `the audit log in ${directory} is in use by process ${attempt.pid}`, { details: { pid: attempt.pid } });
+    throw new PavilionError(ErrorCodes.AUDIT_LOG_LOCKED, `cannot lock ${directory}: another process is taking its lock at the same moment`);
   }
 
   async #unlock(): Promise<void> {
