@@ -313,15 +313,17 @@ describe('PKCS#11 signer (SoftHSM2)', () => {
     assert.match(out, /^start failed ERR_AUDIT_ANCHOR_CONFIG\nreopened$/m, out);
   });
 
-  it('every call into the token runs on a thread of its own: a token that does not answer fails the signature after operationTimeoutMs (later ones at once) while the event loop runs on; a stopped thread is replaced, with the same key', async () => {
+  it('every call into the token runs on a thread of its own: a token that does not answer fails the signature after operationTimeoutMs (later ones at once) while the event loop runs on, and close() does not wait for it; a stopped thread is replaced, with the same key, but never again once the token refused the PIN', async () => {
     const logModule = JSON.stringify(new URL('../sidecar/src/audit/log/index.ts', import.meta.url).href);
     const script = `
+      import { createRequire } from 'node:module';
       import { threadId } from 'node:worker_threads';
       import { Pkcs11ThreadSigner } from ${logModule};
-      const signer = await Pkcs11ThreadSigner.open({ modulePath: ${JSON.stringify(MODULE)}, key: { tokenLabel: ${JSON.stringify(TOKEN)}, pin: process.env.TEST_HSM_PIN, keyLabel: 'thread-key', generate: true }, operationTimeoutMs: 400, allowStall: true });
+      const options = { modulePath: ${JSON.stringify(MODULE)}, key: { tokenLabel: ${JSON.stringify(TOKEN)}, pin: process.env.TEST_HSM_PIN, keyLabel: 'thread-key', generate: true }, operationTimeoutMs: 400, restartBackoffMs: 300, allowStall: true };
       const outcome = (p) => p.then(() => 'signed', (e) => e.code + ': ' + e.message);
       const m = Buffer.from('a checkpoint signed on the thread');
-      const out = { main: threadId, keyId: signer.keyId };
+      const out = { main: threadId };
+      let signer = await Pkcs11ThreadSigner.open(options);
       out.verifies = signer.verifies(m, await signer.sign(m));
       out.thread = signer.threadId;
       let ticks = 0;
@@ -339,9 +341,40 @@ describe('PKCS#11 signer (SoftHSM2)', () => {
       out.restartThread = signer.threadId;
       await signer.stopThreadForTests();
       out.backoff = await outcome(signer.sign(m));
+      // close() while the token holds a signature: it does not wait for the answer
+      await new Promise((r) => setTimeout(r, 350));
+      signer.stallNextSign(3000);
+      out.stalledBeforeClose = await outcome(signer.sign(m));
       await signer.close();
+      out.unansweredAtClose = signer.unanswered;
       out.closed = await outcome(signer.sign(m));
-      console.log(JSON.stringify(out));`;
+      // a new signer in the same process (the abandoned thread left the library initialised)
+      signer = await Pkcs11ThreadSigner.open(options);
+      out.reopened = await outcome(signer.sign(m));
+      // the PIN changes, then the thread stops: its replacement is refused the PIN, and never tried again
+      const lib = createRequire(${JSON.stringify(import.meta.url)})('pkcs11js');
+      const p11 = new lib.PKCS11();
+      p11.load(options.modulePath);
+      try { p11.C_Initialize(); } catch (e) { if (e.code !== lib.CKR_CRYPTOKI_ALREADY_INITIALIZED) throw e; }
+      const slot = p11.C_GetSlotList(true).find((s) => p11.C_GetTokenInfo(s).label.trim() === options.key.tokenLabel);
+      const setPin = (from, to) => { const session = p11.C_OpenSession(slot, lib.CKF_SERIAL_SESSION | lib.CKF_RW_SESSION); try { p11.C_Login(session, lib.CKU_USER, from); } catch (e) { if (e.code !== lib.CKR_USER_ALREADY_LOGGED_IN) throw e; } p11.C_SetPIN(session, from, to); p11.C_CloseSession(session); };
+      setPin(options.key.pin, '999999');
+      try {
+        await signer.stopThreadForTests();
+        p11.C_CloseAllSessions(slot); // logged out: a login is per process, and the stopped thread's sessions kept it
+        await new Promise((r) => setTimeout(r, 350));
+        const first = await signer.sign(m).catch((e) => e);
+        out.pinRefused = first.code + ': ' + first.message;
+        await new Promise((r) => setTimeout(r, 350));
+        out.notAgain = (await signer.sign(m).catch((e) => e)) === first;
+      } finally {
+        // the refused thread finalized the library (it owns it in production): initialise it again here
+        try { p11.C_Initialize(); } catch (e) { if (e.code !== lib.CKR_CRYPTOKI_ALREADY_INITIALIZED) throw e; }
+        setPin('999999', options.key.pin);
+      }
+      await signer.close();
+      console.log(JSON.stringify(out));
+      process.exit(0);`;
     const out = JSON.parse((await runScript(script)).trim().split('\n').at(-1)!) as Record<string, unknown>;
     assert.equal(out['verifies'], true);
     assert.ok(typeof out['thread'] === 'number' && out['thread'] !== out['main'], `signed on thread ${String(out['thread'])}, the event loop's is ${String(out['main'])}`);
@@ -352,7 +385,12 @@ describe('PKCS#11 signer (SoftHSM2)', () => {
     assert.equal(out['restartVerifies'], true, 'a stopped thread is replaced by one that opens the same key');
     assert.ok(out['restartThread'] !== out['thread'] && out['restartThread'] !== out['main']);
     assert.match(String(out['backoff']), /^ERR_AUDIT_SIGNER_FAILED: PKCS#11: the signing thread stopped: exit code 1; restarted \d+ ms ago, the next start is in \d+ ms$/);
+    assert.match(String(out['stalledBeforeClose']), /did not answer a signature within 400 ms/);
+    assert.equal(out['unansweredAtClose'], 1, 'close() returned while the token still held the signature');
     assert.equal(out['closed'], 'ERR_AUDIT_SIGNER_FAILED: PKCS#11: the signer is closed');
+    assert.equal(out['reopened'], 'signed');
+    assert.match(String(out['pinRefused']), /^ERR_AUDIT_SIGNER_FAILED: PKCS#11: the signing thread stopped: exit code 1; a new one could not open the key: .*login to token .* failed.*CKR_PIN_INCORRECT/);
+    assert.equal(out['notAgain'], true, 'the same refusal, without another thread or login (each login counts toward locking the PIN)');
   });
 
   it('a key whose public half is not an EC key (CKA_EC_POINT unreadable): ERR_AUDIT_SIGNER_CONFIG naming the attribute, not a raw PKCS#11 error', async () => {

@@ -85,9 +85,24 @@ function sessionLostCodes(lib: Pkcs11Lib): ReadonlySet<number> {
  * Login failures that another attempt with the same PIN cannot fix and that tokens count
  * toward locking the user PIN: after one, the signer stops trying (see #replaceSession).
  */
+/** Whether `error`, or a cause of it (a typed failure wraps the token's), is a login the token refused for its PIN. */
+export function isPinRefusal(error: unknown): boolean {
+  const lib = loadedLib;
+  if (lib === undefined) return false;
+  const refused = pinRefusedCodes(lib);
+  for (let e = error, depth = 0; e !== undefined && e !== null && depth < 8; e = (e as { cause?: unknown }).cause, depth++) {
+    const rv = returnValueOf(e);
+    if (rv !== undefined) return refused.has(rv);
+  }
+  return false;
+}
+
 function pinRefusedCodes(lib: Pkcs11Lib): ReadonlySet<number> {
   return new Set([lib.CKR_PIN_INCORRECT, lib.CKR_PIN_INVALID, lib.CKR_PIN_LEN_RANGE, lib.CKR_PIN_EXPIRED, lib.CKR_PIN_LOCKED]);
 }
+
+/** pkcs11js once loaded (its CKR_* constants), for isPinRefusal. */
+let loadedLib: Pkcs11Lib | undefined;
 
 /** After a reopen failed, the next one waits this long (a token that is down is not hammered). */
 const REOPEN_BACKOFF_MS = 5_000;
@@ -133,7 +148,7 @@ export class Pkcs11Module {
   readonly #lib: Pkcs11Lib;
   readonly #p11: Pkcs11Types.PKCS11;
   readonly #sessions: Handle[] = [];
-  /** Whether this module's C_Initialize did it (only then does close() finalize the library). */
+  /** Whether close() finalizes the library (this module initialised it, or owns it: acceptInitialized). */
   readonly #initialized: boolean;
   #closed = false;
 
@@ -146,7 +161,8 @@ export class Pkcs11Module {
   /**
    * Load and initialise a PKCS#11 library (e.g. /usr/lib/softhsm/libsofthsm2.so).
    * `acceptInitialized`: a library this process initialised already (a signing thread that
-   * stopped without finalizing it) is used as it is, and not finalized by close().
+   * stopped without finalizing it) is used as it is, and close() still finalizes it: the
+   * caller is the library's only user in the process.
    */
   static open(modulePath: string, options: { readonly acceptInitialized?: boolean } = {}): Pkcs11Module {
     let lib: Pkcs11Lib;
@@ -155,6 +171,7 @@ export class Pkcs11Module {
     } catch (error) {
       throw configError('the optional dependency pkcs11js is not installed (npm install, with a C++ toolchain)', error);
     }
+    loadedLib = lib;
     const p11 = new lib.PKCS11();
     try {
       p11.load(modulePath);
@@ -164,7 +181,7 @@ export class Pkcs11Module {
     try {
       p11.C_Initialize({ flags: lib.CKF_OS_LOCKING_OK });
     } catch (error) {
-      if (options.acceptInitialized === true && returnValueOf(error) === lib.CKR_CRYPTOKI_ALREADY_INITIALIZED) return new Pkcs11Module(lib, p11, false);
+      if (options.acceptInitialized === true && returnValueOf(error) === lib.CKR_CRYPTOKI_ALREADY_INITIALIZED) return new Pkcs11Module(lib, p11, true);
       throw configError(`C_Initialize failed for ${modulePath} (one Pkcs11Module per library per process)`, error);
     }
     return new Pkcs11Module(lib, p11, true);

@@ -29,7 +29,7 @@ const workerUrl = import.meta.url.endsWith('.ts')
   ? new URL('./pkcs11-worker-entry.mjs', import.meta.url)
   : new URL('./pkcs11-worker.js', import.meta.url);
 
-/** After the thread stopped, a new one is started at most this often. */
+/** After the thread stopped, a new one is started at most this often (default). */
 const RESTART_BACKOFF_MS = 5_000;
 
 export interface Pkcs11ThreadSignerOptions {
@@ -38,6 +38,8 @@ export interface Pkcs11ThreadSignerOptions {
   readonly key: Pkcs11KeyOptions;
   /** Each call into the token (the start; a signature, with a session reopen) fails after this. */
   readonly operationTimeoutMs: number;
+  /** After the thread stopped, a new one is started at most this often. Default 5 000. */
+  readonly restartBackoffMs?: number;
   /** Tests only: let `stallNextSign` hold the thread as a token that does not answer would. */
   readonly allowStall?: boolean;
 }
@@ -117,6 +119,14 @@ function replyError(reply: Pkcs11Reply): PavilionError | undefined {
   return e === undefined ? undefined : new PavilionError(e.code as ErrorCode, e.message, e.details === undefined ? {} : { details: e.details });
 }
 
+/**
+ * Stop a thread without waiting for it: one inside a native call that does not return cannot
+ * stop until it does, and nothing here may wait on the token past its timeout.
+ */
+function abandon(thread: Pkcs11Thread): void {
+  void thread.worker.terminate().catch(() => undefined);
+}
+
 export class Pkcs11ThreadSigner implements CheckpointSigner {
   readonly keyId: string;
   readonly publicKeySpki: Buffer;
@@ -126,11 +136,14 @@ export class Pkcs11ThreadSigner implements CheckpointSigner {
   #thread: Pkcs11Thread;
   /** The thread that ran the last call (for tests: never the event loop's). */
   #lastThreadId = 0;
-  /** Set while a signature that timed out is unanswered: when it was asked. */
-  #unansweredSince: number | undefined;
+  /** Signatures that timed out and are still unanswered, and when the oldest was asked. */
+  #unanswered = 0;
+  #unansweredSince = 0;
   #stallNextMs: number | undefined;
   #restartedAt = 0;
   #restarting: Promise<void> | undefined;
+  /** Set when a new thread found the PIN refused or another key: trying again cannot help. */
+  #refusal: PavilionError | undefined;
   #closed = false;
 
   private constructor(options: Pkcs11ThreadSignerOptions, thread: Pkcs11Thread, opened: Pkcs11Reply) {
@@ -143,25 +156,37 @@ export class Pkcs11ThreadSigner implements CheckpointSigner {
     this.#lastThreadId = opened.threadId;
   }
 
-  /** Start the thread, open the library and the key (with the start's self-test signature). */
+  /**
+   * Start the thread, open the library and the key (with the start's self-test signature).
+   * Every failure is ERR_AUDIT_SIGNER_CONFIG, within `operationTimeoutMs`.
+   */
   static async open(options: Pkcs11ThreadSignerOptions): Promise<Pkcs11ThreadSigner> {
     const thread = new Pkcs11Thread(options.allowStall === true);
-    const opened = await Pkcs11ThreadSigner.#openOn(thread, options).catch(async (error: unknown) => {
-      await thread.worker.terminate();
-      throw error;
-    });
-    return new Pkcs11ThreadSigner(options, thread, opened);
+    try {
+      return new Pkcs11ThreadSigner(options, thread, await Pkcs11ThreadSigner.#openOn(thread, options));
+    } catch (error) {
+      abandon(thread);
+      if (error instanceof PavilionError && error.code !== ErrorCodes.AUDIT_SIGNER_FAILED) throw error;
+      throw new PavilionError(ErrorCodes.AUDIT_SIGNER_CONFIG, `PKCS#11: ${describeThrown(error).replace(/^PKCS#11: /, '')}`, { cause: error });
+    }
   }
 
   static async #openOn(thread: Pkcs11Thread, options: Pkcs11ThreadSignerOptions, restart = false): Promise<Pkcs11Reply> {
-    const { reply } = thread.call({ op: 'open', modulePath: options.modulePath, key: options.key, restart }, options.operationTimeoutMs, () => new PavilionError(
+    // a new thread never generates a key: a missing one is not replaced behind the signer's back
+    const key = restart ? { ...options.key, generate: false } : options.key;
+    const { reply } = thread.call({ op: 'open', modulePath: options.modulePath, key }, options.operationTimeoutMs, () => new PavilionError(
       ErrorCodes.AUDIT_SIGNER_CONFIG,
       `PKCS#11: opening key ${JSON.stringify(options.key.keyLabel)} on token ${options.key.tokenLabel} did not finish within ${options.operationTimeoutMs} ms`,
     ));
     const opened = await reply;
     const error = replyError(opened);
-    if (error !== undefined) throw error;
+    if (error !== undefined) throw opened.error?.final === true ? Object.assign(error, { final: true }) : error;
     return opened;
+  }
+
+  /** Signatures that timed out and are still unanswered (the token holds the thread). */
+  get unanswered(): number {
+    return this.#unanswered;
   }
 
   /** The thread that made the last signature (never the main thread's 0). */
@@ -184,12 +209,20 @@ export class Pkcs11ThreadSigner implements CheckpointSigner {
     this.#stallNextMs = ms;
   }
 
+  #closedError(): PavilionError {
+    return new PavilionError(ErrorCodes.AUDIT_SIGNER_FAILED, 'PKCS#11: the signer is closed');
+  }
+
   async sign(message: Uint8Array): Promise<Buffer> {
-    if (this.#closed) throw new PavilionError(ErrorCodes.AUDIT_SIGNER_FAILED, 'PKCS#11: the signer is closed');
-    if (this.#unansweredSince !== undefined) {
+    if (this.#closed) throw this.#closedError();
+    if (this.#refusal !== undefined) throw this.#refusal;
+    if (this.#unanswered > 0) {
       throw new PavilionError(ErrorCodes.AUDIT_SIGNER_FAILED, `PKCS#11: the token has not answered the signature asked ${Date.now() - this.#unansweredSince} ms ago; not asking again until it does`);
     }
-    if (this.#thread.stopped !== undefined) await this.#restart();
+    if (this.#thread.stopped !== undefined) {
+      await this.#restart();
+      if (this.#closed) throw this.#closedError();
+    }
     const thread = this.#thread;
     const asked = Date.now();
     const stallMs = this.#stallNextMs;
@@ -203,9 +236,9 @@ export class Pkcs11ThreadSigner implements CheckpointSigner {
       answer = await reply;
     } catch (error) {
       if (thread.waiting(id)) {
-        this.#unansweredSince = asked;
+        if (this.#unanswered++ === 0) this.#unansweredSince = asked;
         thread.keep(id, () => {
-          this.#unansweredSince = undefined;
+          this.#unanswered--;
         });
       }
       throw error;
@@ -220,8 +253,9 @@ export class Pkcs11ThreadSigner implements CheckpointSigner {
   async #restart(): Promise<void> {
     this.#restarting ??= (async () => {
       const since = Date.now() - this.#restartedAt;
-      if (since < RESTART_BACKOFF_MS) {
-        throw new PavilionError(ErrorCodes.AUDIT_SIGNER_FAILED, `${this.#thread.stopped!.message}; restarted ${since} ms ago, the next start is in ${RESTART_BACKOFF_MS - since} ms`);
+      const backoffMs = this.#options.restartBackoffMs ?? RESTART_BACKOFF_MS;
+      if (since < backoffMs) {
+        throw new PavilionError(ErrorCodes.AUDIT_SIGNER_FAILED, `${this.#thread.stopped!.message}; restarted ${since} ms ago, the next start is in ${backoffMs - since} ms`);
       }
       this.#restartedAt = Date.now();
       const thread = new Pkcs11Thread(this.#options.allowStall === true);
@@ -229,14 +263,24 @@ export class Pkcs11ThreadSigner implements CheckpointSigner {
       try {
         opened = await Pkcs11ThreadSigner.#openOn(thread, this.#options, true);
       } catch (error) {
-        await thread.worker.terminate();
-        throw new PavilionError(ErrorCodes.AUDIT_SIGNER_FAILED, `${this.#thread.stopped!.message}; a new one could not open the key: ${describeThrown(error)}`, { cause: error });
+        abandon(thread);
+        const failure = new PavilionError(ErrorCodes.AUDIT_SIGNER_FAILED, `${this.#thread.stopped!.message}; a new one could not open the key: ${describeThrown(error)}`, { cause: error });
+        // the PIN refused (every try counts toward locking it) or another key: not again
+        if ((error as { final?: unknown }).final === true) this.#refusal = error instanceof PavilionError && error.code === ErrorCodes.AUDIT_SIGNER_KEY_CHANGED ? error : failure;
+        throw failure;
       }
       if (opened.keyId !== this.keyId) {
-        await thread.worker.terminate();
-        throw new PavilionError(ErrorCodes.AUDIT_SIGNER_KEY_CHANGED, `PKCS#11: after the signing thread restarted, the key labelled ${JSON.stringify(this.#options.key.keyLabel)} is ${String(opened.keyId)}, not ${this.keyId}; refusing to sign`, {
+        abandon(thread);
+        this.#refusal = new PavilionError(ErrorCodes.AUDIT_SIGNER_KEY_CHANGED, `PKCS#11: after the signing thread restarted, the key labelled ${JSON.stringify(this.#options.key.keyLabel)} is ${String(opened.keyId)}, not ${this.keyId}; refusing to sign`, {
           details: { expectedKeyId: this.keyId, foundKeyId: opened.keyId },
         });
+        throw this.#refusal;
+      }
+      if (this.#closed) {
+        // closed while this thread opened the key: it closes what it opened, and goes
+        await thread.call({ op: 'close' }, this.#options.operationTimeoutMs, () => this.#closedError()).reply.catch(() => undefined);
+        abandon(thread);
+        throw this.#closedError();
       }
       this.#thread = thread;
     })().finally(() => {
@@ -245,15 +289,22 @@ export class Pkcs11ThreadSigner implements CheckpointSigner {
     await this.#restarting;
   }
 
-  /** Close the key and the library on the thread (within `operationTimeoutMs`), then stop it. */
+  /**
+   * Close the key and the library on the thread, then stop it; within `operationTimeoutMs`.
+   * A thread held by a token that does not answer is left to stop when the call returns: it
+   * cannot stop before, and it holds the process's exit until then (Node joins its threads).
+   */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    await this.#restarting?.catch(() => undefined);
     const thread = this.#thread;
-    if (thread.stopped === undefined && this.#unansweredSince === undefined) {
-      await thread.call({ op: 'close' }, this.#options.operationTimeoutMs, () => new PavilionError(ErrorCodes.AUDIT_SIGNER_FAILED, 'PKCS#11: closing did not finish')).reply.catch(() => undefined);
+    if (thread.stopped !== undefined) return;
+    let answered = false;
+    if (this.#unanswered === 0) {
+      answered = await thread.call({ op: 'close' }, this.#options.operationTimeoutMs, () => this.#closedError()).reply.then(() => true, () => false);
     }
-    // a thread held by a token that does not answer cannot be stopped before the call returns
-    if (this.#unansweredSince === undefined) await thread.worker.terminate();
+    if (answered) await thread.worker.terminate();
+    else abandon(thread);
   }
 }

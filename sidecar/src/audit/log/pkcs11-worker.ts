@@ -10,10 +10,10 @@
  */
 import { parentPort, threadId, workerData } from 'node:worker_threads';
 import { ErrorCodes, PavilionError, describeThrown } from '../../lib/errors.ts';
-import { Pkcs11Module, type Pkcs11KeyOptions, type Pkcs11Signer } from './pkcs11-signer.ts';
+import { Pkcs11Module, isPinRefusal, type Pkcs11KeyOptions, type Pkcs11Signer } from './pkcs11-signer.ts';
 
 export type Pkcs11Request =
-  | { readonly id: number; readonly op: 'open'; readonly modulePath: string; readonly key: Pkcs11KeyOptions; readonly restart?: boolean }
+  | { readonly id: number; readonly op: 'open'; readonly modulePath: string; readonly key: Pkcs11KeyOptions }
   | { readonly id: number; readonly op: 'sign'; readonly message: Uint8Array; readonly stallMs?: number }
   | { readonly id: number; readonly op: 'close' };
 
@@ -24,7 +24,13 @@ export interface Pkcs11Reply {
   readonly spki?: Uint8Array;
   readonly attributes?: Pkcs11Signer['attributes'];
   readonly signature?: Uint8Array;
-  readonly error?: { readonly code: string; readonly message: string; readonly details?: Readonly<Record<string, unknown>> };
+  readonly error?: {
+    readonly code: string;
+    readonly message: string;
+    readonly details?: Readonly<Record<string, unknown>>;
+    /** Trying again cannot help and may harm: the token refused the PIN (tries count toward locking it), or the key under the label is another. */
+    readonly final?: boolean;
+  };
 }
 
 /** Tests may stall a signature here, as a token that does not answer would. */
@@ -37,8 +43,9 @@ async function handle(request: Pkcs11Request): Promise<Omit<Pkcs11Reply, 'id' | 
   switch (request.op) {
     case 'open': {
       if (module !== undefined) throw new PavilionError(ErrorCodes.AUDIT_SIGNER_CONFIG, 'PKCS#11: this thread holds a key already');
-      // a thread that stopped before this one may have left the library initialised
-      module = Pkcs11Module.open(request.modulePath, { acceptInitialized: request.restart === true });
+      // this thread is the library's only user in the process; one that stopped before it (or
+      // was left inside a call that never returned) may have left it initialised
+      module = Pkcs11Module.open(request.modulePath, { acceptInitialized: true });
       try {
         signer = await module.signer(request.key);
       } catch (error) {
@@ -68,7 +75,8 @@ parentPort?.on('message', (request: Pkcs11Request) => {
     (reply) => parentPort?.postMessage({ id: request.id, threadId, ...reply } satisfies Pkcs11Reply),
     (error: unknown) => {
       const typed = error instanceof PavilionError ? error : new PavilionError(ErrorCodes.AUDIT_SIGNER_FAILED, `PKCS#11: ${describeThrown(error)}`);
-      parentPort?.postMessage({ id: request.id, threadId, error: typed.toJSON() } satisfies Pkcs11Reply);
+      const final = typed.code === ErrorCodes.AUDIT_SIGNER_KEY_CHANGED || isPinRefusal(error);
+      parentPort?.postMessage({ id: request.id, threadId, error: { ...typed.toJSON(), ...(final ? { final } : {}) } } satisfies Pkcs11Reply);
     },
   );
 });
