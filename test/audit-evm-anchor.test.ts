@@ -521,7 +521,7 @@ describe('EVM anchoring (PavilionAnchor on a local chain)', () => {
     });
   });
 
-  it('a pendingFile of another submitter or not readable is not taken (said in stats); one that cannot be written sends nothing (ERR_AUDIT_ANCHOR_FAILED)', async () => {
+  it('a pendingFile of another submitter or not readable is not taken (WARN in status, from start); one that cannot be written sends nothing (ERR_AUDIT_ANCHOR_FAILED)', async () => {
     const dir = await tempDir();
     const other = join(dir, 'other.json');
     await writeFile(other, JSON.stringify({ version: 1, chain_id: chain.chainId, contract, submitter: Wallet.createRandom().address, pending: { nonce: 0, max_fee_per_gas: '1', max_priority_fee_per_gas: '1', tx_hashes: [`0x${'ab'.repeat(32)}`] } }));
@@ -529,9 +529,14 @@ describe('EVM anchoring (PavilionAnchor on a local chain)', () => {
     const a = evmAnchor({ pendingFile: other });
     await a.anchor(await signedCheckpoint(origin, 3));
     assert.match(a.stats().pendingFileIgnored ?? '', /other\.json was not taken: it records submitter 0x[0-9a-fA-F]{40} on chain \d+, contract 0x[0-9a-fA-F]{40}, not this anchor's/);
+    assert.equal(a.status().state, 'WARN');
+    assert.equal(evmAnchor().status().state, 'OK', 'an anchor without a pending file');
     const torn = join(dir, 'torn.json');
     await writeFile(torn, '{"version":1,"chain');
     const b = evmAnchor({ pendingFile: torn });
+    await b.open();
+    assert.equal(b.status().state, 'WARN', 'from start, before any anchor');
+    assert.match(b.status().message ?? '', /torn\.json was not taken: not JSON .*; a transaction it recorded, if still in the pool, holds its nonce/);
     await b.anchor(await signedCheckpoint(origin, 4));
     assert.match(b.stats().pendingFileIgnored ?? '', /torn\.json was not taken: not JSON/);
     assert.equal((JSON.parse(await readFile(torn, 'utf8')) as { pending: unknown }).pending, null, 'rewritten whole after the anchor');

@@ -43,5 +43,7 @@ export async function createAnchor(settings: AuditAnchorConfig, env: NodeJS.Proc
     privateKey = parseEvmPrivateKey(value, `the variable ${settings.privateKeyEnv}`);
   }
   const { kind: _kind, privateKeyFile: _file, privateKeyEnv: _env, ...options } = settings;
-  return new EvmAnchor({ ...options, privateKey, ...(stateDirectory === undefined ? {} : { pendingFile: join(stateDirectory, EVM_PENDING_FILE) }) });
+  const anchor = new EvmAnchor({ ...options, privateKey, ...(stateDirectory === undefined ? {} : { pendingFile: join(stateDirectory, EVM_PENDING_FILE) }) });
+  await anchor.open(); // a pending-transaction record it cannot take shows in status from start
+  return anchor;
 }

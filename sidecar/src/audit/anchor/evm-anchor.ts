@@ -52,6 +52,7 @@ import { readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { syncPath, writeFileDurably } from '../../lib/durable-file.ts';
 import { ErrorCodes, PavilionError, describeThrown, isPavilionError } from '../../lib/errors.ts';
+import type { ComponentStatus } from '../../lib/lifecycle.ts';
 import type { Anchor, AnchorRecordV1, AnchorVerifier, SignedCheckpointV1 } from '../log/index.ts';
 import { checkpointSignatureSha256, logIdOf } from './checkpoint-digests.ts';
 import { PAVILION_ANCHOR_ARTIFACT } from './contract/pavilion-anchor-artifact.ts';
@@ -335,8 +336,23 @@ export class EvmAnchor implements Anchor {
     return { last: this.#last, submissions: this.#submissions, resubmissions: this.#resubmissions, unconfirmedNonce: this.#unconfirmed?.nonce, pendingFileIgnored: this.#pendingFileIgnored };
   }
 
+  /**
+   * WARN (until restart) when `pendingFile` could not be taken at start: a transaction it
+   * recorded, if still in the pool, holds its nonce and the next submission queues behind it.
+   */
+  status(): ComponentStatus {
+    const details = { submitter: this.#wallet.address, contract: this.#contract, unconfirmed_nonce: this.#unconfirmed?.nonce ?? null };
+    if (this.#pendingFileIgnored === undefined) return { state: 'OK', details };
+    return { state: 'WARN', message: `${this.#pendingFileIgnored}; a transaction it recorded, if still in the pool, holds its nonce`, details };
+  }
+
   #identity(): Omit<PendingFileV1, 'version' | 'pending'> {
     return { chain_id: this.#options.chainId, contract: this.#contract, submitter: this.#wallet.address };
+  }
+
+  /** Read `pendingFile` now rather than at the first submission, so status() tells from start when it cannot be taken. */
+  async open(): Promise<void> {
+    await this.#loadPending();
   }
 
   /** The unconfirmed transaction an earlier process recorded (once, before the first submission). */
@@ -504,7 +520,8 @@ export class EvmAnchor implements Anchor {
       sent.push(hash);
       everySent.push(hash);
       const previous = this.#unconfirmed;
-      this.#unconfirmed = { nonce, maxFeePerGas, maxPriorityFeePerGas, txHashes: [...sent] };
+      // every version at this nonce, the stuck one's it replaces included: any of them may be mined
+      this.#unconfirmed = { nonce, maxFeePerGas, maxPriorityFeePerGas, txHashes: [...new Set([...replacing, ...sent])] };
       try {
         await this.#savePending();
       } catch (error) {
