@@ -128,6 +128,20 @@ describe('file anchor (the embedded default)', () => {
     await assert.rejects(readFile(`${file}.lock`), { code: 'ENOENT' });
   });
 
+  it('an anchor opened on the file while the last one before it closes: the lock is removed and taken afresh, never left removed under the new one', async () => {
+    const file = join(await tempDir(), 'anchors.jsonl');
+    const first = new FileAnchor({ path: file });
+    await first.anchor(checkpointOf(BANK, 1));
+    const closing = first.close();
+    const next = new FileAnchor({ path: file });
+    const reference = await next.anchor(checkpointOf(BANK, 2));
+    await closing;
+    assert.equal(reference['line'], 1);
+    assert.ok((await readFile(`${file}.lock`, 'utf8')).startsWith(`${process.pid} `), 'the new anchor holds the lock after the old one closed');
+    await next.close();
+    await assert.rejects(readFile(`${file}.lock`), { code: 'ENOENT' });
+  });
+
   it('an anchor file another process holds: ERR_AUDIT_ANCHOR_CONFIG naming that process; once it is gone (SIGKILL) its lock is stale, taken over, and the lines go on after its own', async () => {
     const dir = await tempDir();
     const file = join(dir, 'anchors.jsonl');

@@ -29,6 +29,14 @@ describe('lock files', () => {
     assert.equal(await readFile(file, 'utf8'), '1 another-process\n');
   });
 
+  it('an older build\'s lock (a pid, no token) is held while that process lives', async () => {
+    const file = join(await tempDir(), 'LOCK');
+    await writeFile(file, '1\n');
+    assert.deepEqual(await tryLock(file), { taken: false, pid: 1, thisProcess: false });
+    await writeFile(file, '2147483646\n');
+    assert.deepEqual(await tryLock(file), { taken: true, stalePid: 2147483646 });
+  });
+
   it('a dead process\'s lock, or this pid with another token (an earlier incarnation), is stale: taken over, naming it', async () => {
     const dir = await tempDir();
     const dead = join(dir, 'dead');

@@ -13,7 +13,7 @@
  * cannot be told apart from dead ones: the lock does not exclude them.
  */
 import { randomUUID } from 'node:crypto';
-import { link, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { link, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 
 /** This process, in its lock files (a pid alone is reused across container restarts). */
 const PROCESS_TOKEN = randomUUID();
@@ -41,19 +41,43 @@ export type LockAttempt =
    */
   | { readonly taken: false; readonly pid: number | undefined; readonly thisProcess: boolean };
 
+/** What `link` fails with on file systems without hard links (SMB/CIFS, some FUSE mounts, vfat). */
+const NO_HARD_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS', 'EXDEV']);
+
 /** Make the lock, whole, if there is none: false when one exists. */
 async function create(file: string): Promise<boolean> {
   const own = `${file}.${randomUUID()}.new`; // one per attempt: attempts of one process may overlap
-  await writeFile(own, OURS, { mode: 0o600 });
   try {
+    await writeFile(own, OURS, { mode: 0o600 });
     await link(own, file);
     return true;
   } catch (error) {
     if (code(error) === 'EEXIST') return false;
+    if (NO_HARD_LINKS.has(code(error) ?? '')) return createInPlace(file);
     throw error;
   } finally {
     await rm(own, { force: true });
   }
+}
+
+/**
+ * Without hard links: created exclusively, then written. A taker that reads it in between
+ * sees no pid and token, which counts as held for UNREADABLE_STALE_MS.
+ */
+async function createInPlace(file: string): Promise<boolean> {
+  let handle;
+  try {
+    handle = await open(file, 'wx', 0o600);
+  } catch (error) {
+    if (code(error) === 'EEXIST') return false;
+    throw error;
+  }
+  try {
+    await handle.writeFile(OURS);
+  } finally {
+    await handle.close();
+  }
+  return true;
 }
 
 /**
@@ -97,11 +121,12 @@ export async function tryLock(file: string): Promise<LockAttempt> {
     }
     const [pidText = '', token = ''] = text.trim().split(' ');
     const pid = /^[1-9][0-9]*$/.test(pidText) ? Number(pidText) : undefined;
-    if (pid === undefined || token === '') {
+    if (pid === undefined) {
       const age = await stat(file).then((s) => Date.now() - s.mtimeMs, () => 0);
       if (age < UNREADABLE_STALE_MS) return { taken: false, pid: undefined, thisProcess: false };
     } else {
       if (pid === process.pid && token === PROCESS_TOKEN) return { taken: false, pid, thisProcess: true };
+      // a pid without a token (an older build's lock) is held while that process lives
       if (pid !== process.pid && pidAlive(pid)) return { taken: false, pid, thisProcess: false };
     }
     if (await removeIfStill(file, text)) stalePid = pid ?? -1;

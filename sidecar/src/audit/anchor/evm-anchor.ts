@@ -300,7 +300,7 @@ export class EvmAnchor implements Anchor {
    */
   #unconfirmed: Unconfirmed | undefined;
   /** Read from `pendingFile` before the first submission. */
-  #loaded = false;
+  #loaded: Promise<void> | undefined;
   /** Why `pendingFile` was not taken at start, if it was not. */
   #pendingFileIgnored: string | undefined;
 
@@ -356,9 +356,12 @@ export class EvmAnchor implements Anchor {
   }
 
   /** The unconfirmed transaction an earlier process recorded (once, before the first submission). */
-  async #loadPending(): Promise<void> {
-    if (this.#loaded) return;
-    this.#loaded = true;
+  #loadPending(): Promise<void> {
+    this.#loaded ??= this.#readPending(); // once: open() and the first submission share the read
+    return this.#loaded;
+  }
+
+  async #readPending(): Promise<void> {
     const file = this.#options.pendingFile;
     if (file === undefined) return;
     let text: string;

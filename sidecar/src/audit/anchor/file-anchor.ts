@@ -114,11 +114,16 @@ async function readChain(path: string, onMissing: 'empty' | 'fail'): Promise<{ e
   return { entries, texts, end, torn };
 }
 
-/** Per anchor file in this process: its lock, held while any FileAnchor on it is open, and one turn for appends. */
+/**
+ * Per anchor file in this process: its lock, held while any FileAnchor on it is open, and one
+ * turn for everything that reads or writes the file. `released` is set once the last anchor
+ * closed: a new one waits for the lock to be removed and takes it afresh.
+ */
 interface SharedFile {
   refs: number;
   turn: Promise<unknown>;
   readonly locked: Promise<void>;
+  released?: Promise<void>;
 }
 
 const SHARED = new Map<string, SharedFile>();
@@ -161,15 +166,17 @@ export class FileAnchor implements Anchor {
   }
 
   anchor(checkpoint: SignedCheckpointV1): Promise<Readonly<Record<string, unknown>>> {
-    const run = this.#queue.then(async () => {
-      const shared = await this.#acquire();
-      // anchors of this process on the same file take turns
-      const turn = shared.turn.then(() => this.#append(checkpoint));
-      shared.turn = turn.catch(() => undefined);
-      return turn;
-    });
+    const run = this.#queue.then(() => this.#inTurn(() => this.#append(checkpoint)));
     this.#queue = run.catch(() => undefined);
     return run;
+  }
+
+  /** Run `work` in the file's turn: anchors of this process on one file read and write it one at a time. */
+  async #inTurn<T>(work: () => Promise<T>): Promise<T> {
+    const shared = await this.#acquire();
+    const turn = shared.turn.then(work);
+    shared.turn = turn.catch(() => undefined);
+    return turn;
   }
 
   /** The file's lock, taken for this process by the first anchor on it; a refusal is tried again next time. */
@@ -177,6 +184,10 @@ export class FileAnchor implements Anchor {
     if (this.#closed) return Promise.reject(new PavilionError(ErrorCodes.AUDIT_ANCHOR_FAILED, `the anchor on ${this.#path} is closed`));
     this.#shared ??= (async () => {
       let shared = SHARED.get(this.#path);
+      while (shared?.released !== undefined) {
+        await shared.released; // the last anchor before this one is removing the lock
+        shared = SHARED.get(this.#path);
+      }
       if (shared === undefined) {
         shared = { refs: 0, turn: Promise.resolve(), locked: this.#lock() };
         SHARED.set(this.#path, shared);
@@ -222,9 +233,14 @@ export class FileAnchor implements Anchor {
     this.#shared = undefined;
     const shared = await acquiring?.catch(() => undefined);
     if (shared === undefined || --shared.refs > 0) return;
-    if (SHARED.get(this.#path) === shared) SHARED.delete(this.#path);
-    await shared.turn;
-    await unlock(`${this.#path}.lock`);
+    // kept in SHARED until the lock is gone, so a new anchor on the file waits for that
+    shared.released = (async () => {
+      await shared.turn;
+      await unlock(`${this.#path}.lock`).catch(() => undefined);
+    })().finally(() => {
+      if (SHARED.get(this.#path) === shared) SHARED.delete(this.#path);
+    });
+    await shared.released;
   }
 
   async #load(): Promise<FileState> {
@@ -252,11 +268,12 @@ export class FileAnchor implements Anchor {
    * reported from start. A failure is thrown here and again by the next anchor.
    */
   async open(): Promise<void> {
-    await this.#loaded();
+    // in the file's turn: a torn tail is cut only by the file's holder, never under an append
+    await this.#inTurn(() => this.#loaded());
   }
 
+  /** This anchor's view of the file, read once (in the file's turn: called from open() and appends). */
   async #loaded(): Promise<FileState> {
-    await this.#acquire(); // a torn tail is cut only by the file's holder
     this.#state ??= this.#load();
     try {
       return await this.#state;

@@ -81,10 +81,6 @@ function sessionLostCodes(lib: Pkcs11Lib): ReadonlySet<number> {
   ]);
 }
 
-/**
- * Login failures that another attempt with the same PIN cannot fix and that tokens count
- * toward locking the user PIN: after one, the signer stops trying (see #replaceSession).
- */
 /** Whether `error`, or a cause of it (a typed failure wraps the token's), is a login the token refused for its PIN. */
 export function isPinRefusal(error: unknown): boolean {
   const lib = loadedLib;
@@ -97,6 +93,10 @@ export function isPinRefusal(error: unknown): boolean {
   return false;
 }
 
+/**
+ * Login failures that another attempt with the same PIN cannot fix and that tokens count
+ * toward locking the user PIN: after one, the signer stops trying (see #replaceSession).
+ */
 function pinRefusedCodes(lib: Pkcs11Lib): ReadonlySet<number> {
   return new Set([lib.CKR_PIN_INCORRECT, lib.CKR_PIN_INVALID, lib.CKR_PIN_LEN_RANGE, lib.CKR_PIN_EXPIRED, lib.CKR_PIN_LOCKED]);
 }
@@ -148,7 +148,7 @@ export class Pkcs11Module {
   readonly #lib: Pkcs11Lib;
   readonly #p11: Pkcs11Types.PKCS11;
   readonly #sessions: Handle[] = [];
-  /** Whether close() finalizes the library (this module initialised it, or owns it: acceptInitialized). */
+  /** Whether this module's C_Initialize did it (only then may close() finalize the library). */
   readonly #initialized: boolean;
   #closed = false;
 
@@ -161,8 +161,8 @@ export class Pkcs11Module {
   /**
    * Load and initialise a PKCS#11 library (e.g. /usr/lib/softhsm/libsofthsm2.so).
    * `acceptInitialized`: a library this process initialised already (a signing thread that
-   * stopped without finalizing it) is used as it is, and close() still finalizes it: the
-   * caller is the library's only user in the process.
+   * stopped without finalizing it, or one still inside a call) is used as it is, and never
+   * finalized by this module.
    */
   static open(modulePath: string, options: { readonly acceptInitialized?: boolean } = {}): Pkcs11Module {
     let lib: Pkcs11Lib;
@@ -181,7 +181,7 @@ export class Pkcs11Module {
     try {
       p11.C_Initialize({ flags: lib.CKF_OS_LOCKING_OK });
     } catch (error) {
-      if (options.acceptInitialized === true && returnValueOf(error) === lib.CKR_CRYPTOKI_ALREADY_INITIALIZED) return new Pkcs11Module(lib, p11, true);
+      if (options.acceptInitialized === true && returnValueOf(error) === lib.CKR_CRYPTOKI_ALREADY_INITIALIZED) return new Pkcs11Module(lib, p11, false);
       throw configError(`C_Initialize failed for ${modulePath} (one Pkcs11Module per library per process)`, error);
     }
     return new Pkcs11Module(lib, p11, true);
@@ -399,7 +399,7 @@ export class Pkcs11Module {
   }
 
   /** Close every session and finalize the library. */
-  close(): void {
+  close(options: { readonly finalize?: boolean } = {}): void {
     if (this.#closed) return;
     this.#closed = true;
     for (const session of this.#sessions) {
@@ -409,7 +409,8 @@ export class Pkcs11Module {
         // already closed
       }
     }
-    if (!this.#initialized) return;
+    // C_Finalize while another thread of the process is inside a call is undefined (PKCS#11 v2.40, 5.4)
+    if (!this.#initialized || options.finalize === false) return;
     try {
       this.#p11.C_Finalize();
     } catch {

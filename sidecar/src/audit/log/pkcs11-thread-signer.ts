@@ -52,17 +52,29 @@ interface Pending {
   readonly reject: (error: PavilionError) => void;
 }
 
+/** Threads of this process on each PKCS#11 library: running, or left inside a call that has not returned. */
+const LIBRARY_THREADS = new Map<string, Set<Pkcs11Thread>>();
+
 /** One thread and the key it opened. */
 class Pkcs11Thread {
   readonly worker: Worker;
+  readonly #modulePath: string;
   readonly #pending = new Map<number, Pending>();
   #nextId = 1;
   /** Why the thread stopped, once it has. */
   stopped: PavilionError | undefined;
 
-  constructor(allowStall: boolean) {
+  constructor(modulePath: string, allowStall: boolean) {
+    this.#modulePath = modulePath;
     this.worker = new Worker(workerUrl, { workerData: { allowStall } });
     this.worker.unref();
+    const threads = LIBRARY_THREADS.get(modulePath) ?? new Set<Pkcs11Thread>();
+    threads.add(this);
+    LIBRARY_THREADS.set(modulePath, threads);
+    this.worker.once('exit', () => {
+      threads.delete(this);
+      if (threads.size === 0 && LIBRARY_THREADS.get(modulePath) === threads) LIBRARY_THREADS.delete(modulePath);
+    });
     this.worker.on('message', (reply: Pkcs11Reply) => {
       const pending = this.#pending.get(reply.id);
       this.#pending.delete(reply.id);
@@ -99,6 +111,12 @@ class Pkcs11Thread {
       this.worker.postMessage({ ...request, id } as Pkcs11Request);
     });
     return { id, reply };
+  }
+
+  /** No other thread of the process uses the library: only then may this one finalize it. */
+  get soleUser(): boolean {
+    const threads = LIBRARY_THREADS.get(this.#modulePath);
+    return threads === undefined || (threads.size === 1 && threads.has(this));
   }
 
   /** Whether request `id` is still unanswered. */
@@ -161,7 +179,7 @@ export class Pkcs11ThreadSigner implements CheckpointSigner {
    * Every failure is ERR_AUDIT_SIGNER_CONFIG, within `operationTimeoutMs`.
    */
   static async open(options: Pkcs11ThreadSignerOptions): Promise<Pkcs11ThreadSigner> {
-    const thread = new Pkcs11Thread(options.allowStall === true);
+    const thread = new Pkcs11Thread(options.modulePath, options.allowStall === true);
     try {
       return new Pkcs11ThreadSigner(options, thread, await Pkcs11ThreadSigner.#openOn(thread, options));
     } catch (error) {
@@ -174,7 +192,7 @@ export class Pkcs11ThreadSigner implements CheckpointSigner {
   static async #openOn(thread: Pkcs11Thread, options: Pkcs11ThreadSignerOptions, restart = false): Promise<Pkcs11Reply> {
     // a new thread never generates a key: a missing one is not replaced behind the signer's back
     const key = restart ? { ...options.key, generate: false } : options.key;
-    const { reply } = thread.call({ op: 'open', modulePath: options.modulePath, key }, options.operationTimeoutMs, () => new PavilionError(
+    const { reply } = thread.call({ op: 'open', modulePath: options.modulePath, key, finalize: thread.soleUser }, options.operationTimeoutMs, () => new PavilionError(
       ErrorCodes.AUDIT_SIGNER_CONFIG,
       `PKCS#11: opening key ${JSON.stringify(options.key.keyLabel)} on token ${options.key.tokenLabel} did not finish within ${options.operationTimeoutMs} ms`,
     ));
@@ -258,7 +276,7 @@ export class Pkcs11ThreadSigner implements CheckpointSigner {
         throw new PavilionError(ErrorCodes.AUDIT_SIGNER_FAILED, `${this.#thread.stopped!.message}; restarted ${since} ms ago, the next start is in ${backoffMs - since} ms`);
       }
       this.#restartedAt = Date.now();
-      const thread = new Pkcs11Thread(this.#options.allowStall === true);
+      const thread = new Pkcs11Thread(this.#options.modulePath, this.#options.allowStall === true);
       let opened: Pkcs11Reply;
       try {
         opened = await Pkcs11ThreadSigner.#openOn(thread, this.#options, true);
@@ -278,7 +296,7 @@ export class Pkcs11ThreadSigner implements CheckpointSigner {
       }
       if (this.#closed) {
         // closed while this thread opened the key: it closes what it opened, and goes
-        await thread.call({ op: 'close' }, this.#options.operationTimeoutMs, () => this.#closedError()).reply.catch(() => undefined);
+        await thread.call({ op: 'close', finalize: thread.soleUser }, this.#options.operationTimeoutMs, () => this.#closedError()).reply.catch(() => undefined);
         abandon(thread);
         throw this.#closedError();
       }
@@ -302,7 +320,7 @@ export class Pkcs11ThreadSigner implements CheckpointSigner {
     if (thread.stopped !== undefined) return;
     let answered = false;
     if (this.#unanswered === 0) {
-      answered = await thread.call({ op: 'close' }, this.#options.operationTimeoutMs, () => this.#closedError()).reply.then(() => true, () => false);
+      answered = await thread.call({ op: 'close', finalize: thread.soleUser }, this.#options.operationTimeoutMs, () => this.#closedError()).reply.then(() => true, () => false);
     }
     if (answered) await thread.worker.terminate();
     else abandon(thread);

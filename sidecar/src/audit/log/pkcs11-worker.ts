@@ -13,9 +13,10 @@ import { ErrorCodes, PavilionError, describeThrown } from '../../lib/errors.ts';
 import { Pkcs11Module, isPinRefusal, type Pkcs11KeyOptions, type Pkcs11Signer } from './pkcs11-signer.ts';
 
 export type Pkcs11Request =
-  | { readonly id: number; readonly op: 'open'; readonly modulePath: string; readonly key: Pkcs11KeyOptions }
+  | { readonly id: number; readonly op: 'open'; readonly modulePath: string; readonly key: Pkcs11KeyOptions; readonly finalize: boolean }
   | { readonly id: number; readonly op: 'sign'; readonly message: Uint8Array; readonly stallMs?: number }
-  | { readonly id: number; readonly op: 'close' };
+  /** `finalize`: no other thread of the process uses the library (only then is C_Finalize safe). */
+  | { readonly id: number; readonly op: 'close'; readonly finalize: boolean };
 
 export interface Pkcs11Reply {
   readonly id: number;
@@ -43,13 +44,13 @@ async function handle(request: Pkcs11Request): Promise<Omit<Pkcs11Reply, 'id' | 
   switch (request.op) {
     case 'open': {
       if (module !== undefined) throw new PavilionError(ErrorCodes.AUDIT_SIGNER_CONFIG, 'PKCS#11: this thread holds a key already');
-      // this thread is the library's only user in the process; one that stopped before it (or
-      // was left inside a call that never returned) may have left it initialised
+      // a thread that stopped before this one (or was left inside a call that never returned)
+      // may have left the library initialised
       module = Pkcs11Module.open(request.modulePath, { acceptInitialized: true });
       try {
         signer = await module.signer(request.key);
       } catch (error) {
-        module.close();
+        module.close({ finalize: request.finalize });
         module = undefined;
         throw error;
       }
@@ -62,7 +63,7 @@ async function handle(request: Pkcs11Request): Promise<Omit<Pkcs11Reply, 'id' | 
     }
     case 'close': {
       await signer?.close();
-      module?.close();
+      module?.close({ finalize: request.finalize });
       signer = undefined;
       module = undefined;
       return {};
