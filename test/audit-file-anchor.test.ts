@@ -161,10 +161,13 @@ describe('file anchor (the embedded default)', () => {
       });
       const anchor = new FileAnchor({ path: file });
       await failsWith(anchor.anchor(checkpointOf(BANK, 1)), ErrorCodes.AUDIT_ANCHOR_CONFIG, new RegExp(`the anchor file .*anchors\\.jsonl is in use by process ${holder.pid} \\(.*anchors\\.jsonl\\.lock\\); each sidecar needs an anchor file of its own`));
+      assert.equal(anchor.status().state, 'WARN', 'shown in status until the lock is taken');
+      assert.match(anchor.status().message ?? '', new RegExp(`in use by process ${holder.pid}`));
       holder.kill('SIGKILL');
       await once(holder, 'exit');
       const reference = await anchor.anchor(checkpointOf(BANK, 2));
       assert.equal(reference['line'], 1, 'after the line the holder wrote');
+      assert.equal(anchor.status().state, 'OK');
       assert.equal((await readFile(`${file}.lock`, 'utf8')).split(' ')[0], String(process.pid), 'the lock is this process\'s now');
       await anchor.close();
       await assert.rejects(readFile(`${file}.lock`), { code: 'ENOENT' }, 'removed when the last anchor on the file closed');

@@ -134,6 +134,8 @@ export class FileAnchor implements Anchor {
   readonly #clock: () => number;
   readonly #onTornTail: ((tail: FileAnchorTornTail) => void) | undefined;
   #shared: Promise<SharedFile> | undefined;
+  /** Why the file's lock could not be taken, the last time it was tried (shown in status until it is taken). */
+  #lockRefusal: string | undefined;
   #closed = false;
   #state: Promise<FileState> | undefined;
   #queue: Promise<unknown> = Promise.resolve();
@@ -156,6 +158,7 @@ export class FileAnchor implements Anchor {
 
   /** WARN once a torn last line was set aside (until restart), as the log reports a torn WAL tail. */
   status(): ComponentStatus {
+    if (this.#lockRefusal !== undefined) return { state: 'WARN', message: this.#lockRefusal, details: { path: this.#path } };
     const tail = this.#tornTail;
     if (tail === undefined) return { state: 'OK', details: { path: this.#path } };
     return {
@@ -202,7 +205,10 @@ export class FileAnchor implements Anchor {
       }
     })();
     const acquiring = this.#shared;
-    acquiring.catch(() => {
+    acquiring.then(() => {
+      this.#lockRefusal = undefined;
+    }, (error: unknown) => {
+      this.#lockRefusal = describeThrown(error);
       if (this.#shared === acquiring) this.#shared = undefined;
     });
     return acquiring;
@@ -219,7 +225,7 @@ export class FileAnchor implements Anchor {
     }
     // held by this process: a lock an earlier anchor here could not remove; it is this process's
     if (attempt.taken || attempt.thisProcess) return;
-    if (attempt.pid === undefined) throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_FAILED, `cannot lock the anchor file ${this.#path}: another process is taking its lock at the same moment`);
+    if (attempt.pid === undefined) throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_FAILED, `cannot lock the anchor file ${this.#path}: its lock is being taken or replaced by another process (or holds no pid, and is not yet 10 s old)`);
     throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_CONFIG, `the anchor file ${this.#path} is in use by process ${attempt.pid} (${file}); each sidecar needs an anchor file of its own`, {
       details: { pid: attempt.pid, lockFile: file },
     });

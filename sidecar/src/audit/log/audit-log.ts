@@ -250,7 +250,7 @@ export class AuditLog {
     if (attempt.taken) return attempt.stalePid;
     if (attempt.thisProcess) throw new PavilionError(ErrorCodes.AUDIT_LOG_LOCKED, `the audit log in ${directory} is already open in this process`, { details: { pid: attempt.pid } });
     if (attempt.pid !== undefined) throw new PavilionError(ErrorCodes.AUDIT_LOG_LOCKED, `the audit log in ${directory} is in use by process ${attempt.pid}`, { details: { pid: attempt.pid } });
-    throw new PavilionError(ErrorCodes.AUDIT_LOG_LOCKED, `cannot lock ${directory}: another process is taking its lock at the same moment`);
+    throw new PavilionError(ErrorCodes.AUDIT_LOG_LOCKED, `cannot lock ${directory}: its lock is being taken or replaced by another process (or holds no pid, and is not yet 10 s old)`);
   }
 
   async #unlock(): Promise<void> {
