@@ -7,6 +7,7 @@ export {
   Keyring,
   Pkcs11Module,
   Pkcs11Signer,
+  Pkcs11ThreadSigner,
   SoftwareSigner,
   WAL_FILE,
   decodeCheckpoint,
