@@ -66,6 +66,17 @@ describe('lock files', () => {
     assert.equal(await removeIfStill(file, '2147483645 fresh\n'), false, 'gone already: nothing to remove');
   });
 
+  it('a stale lock is taken over under a guard: while a live process holds the guard, it is left alone; a dead one\'s guard is itself taken over', async () => {
+    const file = join(await tempDir(), 'LOCK');
+    await writeFile(file, '2147483646 gone\n');
+    await writeFile(`${file}.takeover`, '1 another-taker\n');
+    assert.deepEqual(await tryLock(file), { taken: false, pid: undefined, thisProcess: false });
+    assert.equal(await readFile(file, 'utf8'), '2147483646 gone\n', 'not removed while another taker holds the guard');
+    await writeFile(`${file}.takeover`, '2147483645 crashed-taker\n');
+    assert.deepEqual(await tryLock(file), { taken: true, stalePid: 2147483646 });
+    await assert.rejects(readFile(`${file}.takeover`), { code: 'ENOENT' }, 'the guard is released');
+  });
+
   it('two takers of one stale lock at once: exactly one gets it', async () => {
     const file = join(await tempDir(), 'LOCK');
     await writeFile(file, '2147483646 gone\n');

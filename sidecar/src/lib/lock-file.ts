@@ -7,10 +7,12 @@
  * (containers: every incarnation is pid 1), so it is stale too. Another live pid, or this
  * process's own token, means the lock is held.
  *
- * Taking over a stale lock moves that very file aside first (`rename`: one mover wins) and
- * removes it only if it is still the stale one; a fresh lock moved aside by a loser of that
- * race is put back. Processes in other PID namespaces (other containers on a shared volume)
- * cannot be told apart from dead ones: the lock does not exclude them.
+ * Taking over a stale lock happens under a guard lock of its own (`<file>.takeover`), one
+ * taker at a time, and moves that very file aside first (`rename`) to remove it only if it is
+ * still the stale one (a fresh lock moved aside is put back). Only a taker whose guard was
+ * itself taken over as stale can still meet another. Processes in other PID namespaces
+ * (other containers on a shared volume) cannot be told apart from dead ones: the lock does
+ * not exclude them.
  */
 import { randomUUID } from 'node:crypto';
 import { link, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
@@ -107,8 +109,27 @@ export async function removeIfStill(file: string, text: string): Promise<boolean
   return false;
 }
 
-/** Try to take `file` (a stale lock is taken over). Throws what the file system throws, but EEXIST. */
-export async function tryLock(file: string): Promise<LockAttempt> {
+/**
+ * Take over the stale lock `file` that read `text`: under the guard lock `<file>.takeover`, so
+ * takers of one stale lock remove it one at a time, each only if it is still that lock.
+ */
+async function takeOver(file: string, text: string, guarded: boolean): Promise<boolean> {
+  if (!guarded) return removeIfStill(file, text);
+  const guard = `${file}.takeover`;
+  const turn = await tryLock(guard, false);
+  if (!turn.taken) return false; // another taker is at it: this one looks again
+  try {
+    return await removeIfStill(file, text);
+  } finally {
+    await unlock(guard);
+  }
+}
+
+/**
+ * Try to take `file` (a stale lock is taken over). Throws what the file system throws, but
+ * EEXIST. `guarded` false: a stale lock is removed without the guard (the guard's own).
+ */
+export async function tryLock(file: string, guarded = true): Promise<LockAttempt> {
   let stalePid: number | undefined;
   for (let attempt = 0; attempt < 3; attempt++) {
     if (await create(file)) return { taken: true, stalePid };
@@ -129,7 +150,7 @@ export async function tryLock(file: string): Promise<LockAttempt> {
       // a pid without a token (an older build's lock) is held while that process lives
       if (pid !== process.pid && pidAlive(pid)) return { taken: false, pid, thisProcess: false };
     }
-    if (await removeIfStill(file, text)) stalePid = pid ?? -1;
+    if (await takeOver(file, text, guarded)) stalePid = pid ?? -1;
   }
   return { taken: false, pid: undefined, thisProcess: false };
 }
