@@ -133,6 +133,8 @@ describe('file anchor (the embedded default)', () => {
     const first = new FileAnchor({ path: file });
     await first.anchor(checkpointOf(BANK, 1));
     const closing = first.close();
+    // let close() get past its last reference to the removal (which waits on I/O) first
+    for (let i = 0; i < 10; i++) await Promise.resolve();
     const next = new FileAnchor({ path: file });
     const reference = await next.anchor(checkpointOf(BANK, 2));
     await closing;

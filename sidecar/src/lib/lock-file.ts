@@ -8,11 +8,13 @@
  * process's own token, means the lock is held.
  *
  * Taking over a stale lock happens under a guard lock of its own (`<file>.takeover`), one
- * taker at a time, and moves that very file aside first (`rename`) to remove it only if it is
- * still the stale one (a fresh lock moved aside is put back). Only a taker whose guard was
- * itself taken over as stale can still meet another. Processes in other PID namespaces
- * (other containers on a shared volume) cannot be told apart from dead ones: the lock does
- * not exclude them.
+ * taker at a time, each reading the lock again under the guard and removing it only if it is
+ * still the stale one: nobody else removes a lock meanwhile (its owner is gone, and the other
+ * takers wait for the guard), and a new lock cannot replace an existing one. A stale guard is
+ * taken over by moving it aside (`rename`) and removing it only if unchanged. Processes in
+ * other PID namespaces (other containers on a shared volume) cannot be told apart from dead
+ * ones: the lock does not exclude them. A crash mid-operation can leave `<file>.*.new` or
+ * `<file>.*.stale` beside the lock: they are inert and may be deleted.
  */
 import { randomUUID } from 'node:crypto';
 import { link, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
@@ -58,7 +60,7 @@ async function create(file: string): Promise<boolean> {
     if (NO_HARD_LINKS.has(code(error) ?? '')) return createInPlace(file);
     throw error;
   } finally {
-    await rm(own, { force: true });
+    await rm(own, { force: true }).catch(() => undefined); // inert if left: never read as a lock
   }
 }
 
@@ -76,6 +78,9 @@ async function createInPlace(file: string): Promise<boolean> {
   }
   try {
     await handle.writeFile(OURS);
+  } catch (error) {
+    await rm(file, { force: true }).catch(() => undefined); // not left empty, read as held for 10 s
+    throw error;
   } finally {
     await handle.close();
   }
@@ -95,18 +100,21 @@ export async function removeIfStill(file: string, text: string): Promise<boolean
     if (code(error) === 'ENOENT') return false;
     throw error;
   }
-  const moved = await readFile(aside, 'utf8').catch(() => undefined);
-  if (moved === text) {
-    await rm(aside, { force: true });
-    return true;
+  try {
+    const moved = await readFile(aside, 'utf8').catch(() => undefined);
+    if (moved === text) return true;
+    // a fresh one made after the stale one was read: put it back (one made by a third process
+    // in this instant wins instead)
+    await link(aside, file).catch(async (error: unknown) => {
+      if (code(error) === 'EEXIST') return;
+      if (!NO_HARD_LINKS.has(code(error) ?? '') || moved === undefined) throw error;
+      const handle = await open(file, 'wx', 0o600).catch((e: unknown) => (code(e) === 'EEXIST' ? undefined : Promise.reject(e)));
+      await handle?.writeFile(moved).finally(() => handle.close());
+    });
+    return false;
+  } finally {
+    await rm(aside, { force: true }).catch(() => undefined);
   }
-  // a fresh lock another process made after the stale one was read: put it back (a lock made
-  // by a third process in this instant wins instead; its maker and this one's both go on)
-  await link(aside, file).catch((error: unknown) => {
-    if (code(error) !== 'EEXIST') throw error;
-  });
-  await rm(aside, { force: true });
-  return false;
 }
 
 /**
@@ -119,9 +127,13 @@ async function takeOver(file: string, text: string, guarded: boolean): Promise<b
   const turn = await tryLock(guard, false);
   if (!turn.taken) return false; // another taker is at it: this one looks again
   try {
-    return await removeIfStill(file, text);
+    // under the guard: if it still reads stale, it is the stale lock (see the header)
+    const now = await readFile(file, 'utf8').catch((error: unknown) => (code(error) === 'ENOENT' ? undefined : Promise.reject(error)));
+    if (now !== text) return false;
+    await rm(file, { force: true });
+    return true;
   } finally {
-    await unlock(guard);
+    await unlock(guard).catch(() => undefined);
   }
 }
 
