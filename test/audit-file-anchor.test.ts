@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { appendFile, readFile, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { SoftwareSigner, verifyLogFile, type SignedCheckpointV1 } from '../sidecar/src/audit/log/index.ts';
@@ -141,6 +141,22 @@ describe('file anchor (the embedded default)', () => {
     assert.equal(reference['line'], 1);
     assert.ok((await readFile(`${file}.lock`, 'utf8')).startsWith(`${process.pid} `), 'the new anchor holds the lock after the old one closed');
     await next.close();
+    await assert.rejects(readFile(`${file}.lock`), { code: 'ENOENT' });
+  });
+
+  it('one file under two spellings (a symlinked directory) is one file to the anchors of a process: they take turns, and its lock stays while either is open', async () => {
+    const dir = await tempDir();
+    await mkdir(join(dir, 'real'));
+    await symlink(join(dir, 'real'), join(dir, 'link'));
+    const a = new FileAnchor({ path: join(dir, 'real', 'anchors.jsonl') });
+    const b = new FileAnchor({ path: join(dir, 'link', 'anchors.jsonl') });
+    await Promise.all([1, 2, 3].flatMap((size) => [a.anchor(checkpointOf('pavilion-test/a', size)), b.anchor(checkpointOf('pavilion-test/b', size))]));
+    const file = join(dir, 'real', 'anchors.jsonl');
+    const lines = (await readFile(file, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as FileAnchorEntryV1);
+    assert.deepEqual(lines.map((l) => l.line), [...Array(6).keys()]);
+    await a.close();
+    assert.ok((await readFile(`${file}.lock`, 'utf8')).startsWith(`${process.pid} `), 'still held: the other spelling is open');
+    await b.close();
     await assert.rejects(readFile(`${file}.lock`), { code: 'ENOENT' });
   });
 

@@ -190,6 +190,8 @@ function anchoredEvents(logs: readonly Log[], contract: string): Array<{ readonl
 }
 const HEX32 = /^[0-9a-f]{64}$/;
 const TX_HASH = /^0x[0-9a-f]{64}$/;
+/** Versions of one stuck transaction recorded, at most (replacements across give-ups add up). */
+const MAX_RECORDED_VERSIONS = 32;
 const PRIVATE_KEY = /^0x[0-9a-fA-F]{64}$/;
 
 function failed(message: string, cause?: unknown, details?: Record<string, unknown>): PavilionError {
@@ -523,8 +525,9 @@ export class EvmAnchor implements Anchor {
       sent.push(hash);
       everySent.push(hash);
       const previous = this.#unconfirmed;
-      // every version at this nonce, the stuck one's it replaces included: any of them may be mined
-      this.#unconfirmed = { nonce, maxFeePerGas, maxPriorityFeePerGas, txHashes: [...new Set([...replacing, ...sent])] };
+      // every version at this nonce, the stuck one's it replaces included: any of them may be
+      // mined (the newest MAX_RECORDED_VERSIONS: a pool keeps only the dearest of them anyway)
+      this.#unconfirmed = { nonce, maxFeePerGas, maxPriorityFeePerGas, txHashes: [...new Set([...replacing, ...sent])].slice(-MAX_RECORDED_VERSIONS) };
       try {
         await this.#savePending();
       } catch (error) {

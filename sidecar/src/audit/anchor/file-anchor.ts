@@ -20,8 +20,8 @@
  * one is gone. Within the process, anchors on one file take turns, and each reads the file
  * again when it grew since it last wrote it.
  */
-import { mkdir, open, readFile, stat, truncate, writeFile } from 'node:fs/promises';
-import { basename, dirname, resolve } from 'node:path';
+import { mkdir, open, readFile, realpath, stat, truncate, writeFile } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
 import { syncPath } from '../../lib/durable-file.ts';
 import { ErrorCodes, PavilionError, describeThrown } from '../../lib/errors.ts';
 import { tryLock, unlock } from '../../lib/lock-file.ts';
@@ -120,6 +120,8 @@ async function readChain(path: string, onMissing: 'empty' | 'fail'): Promise<{ e
  * closed: a new one waits for the lock to be removed and takes it afresh.
  */
 interface SharedFile {
+  /** The file's directory with its symbolic links resolved, and its name: one entry however the path is spelt. */
+  readonly key: string;
   refs: number;
   turn: Promise<unknown>;
   readonly locked: Promise<void>;
@@ -186,21 +188,22 @@ export class FileAnchor implements Anchor {
   #acquire(): Promise<SharedFile> {
     if (this.#closed) return Promise.reject(new PavilionError(ErrorCodes.AUDIT_ANCHOR_FAILED, `the anchor on ${this.#path} is closed`));
     this.#shared ??= (async () => {
-      let shared = SHARED.get(this.#path);
+      const key = await this.#key();
+      let shared = SHARED.get(key);
       while (shared?.released !== undefined) {
         await shared.released; // the last anchor before this one is removing the lock
-        shared = SHARED.get(this.#path);
+        shared = SHARED.get(key);
       }
       if (shared === undefined) {
-        shared = { refs: 0, turn: Promise.resolve(), locked: this.#lock() };
-        SHARED.set(this.#path, shared);
+        shared = { key, refs: 0, turn: Promise.resolve(), locked: this.#lock() };
+        SHARED.set(key, shared);
       }
       shared.refs++;
       try {
         await shared.locked;
         return shared;
       } catch (error) {
-        if (--shared.refs === 0 && SHARED.get(this.#path) === shared) SHARED.delete(this.#path);
+        if (--shared.refs === 0 && SHARED.get(key) === shared) SHARED.delete(key);
         throw error;
       }
     })();
@@ -214,11 +217,20 @@ export class FileAnchor implements Anchor {
     return acquiring;
   }
 
+  /** The file's key in SHARED (its directory made first, so that its real path exists). */
+  async #key(): Promise<string> {
+    try {
+      await mkdir(dirname(this.#path), { recursive: true, mode: 0o700 });
+      return join(await realpath(dirname(this.#path)), basename(this.#path));
+    } catch (error) {
+      throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_FAILED, `cannot reach the directory of the anchor file ${this.#path}: ${describeThrown(error)}`, { cause: error });
+    }
+  }
+
   async #lock(): Promise<void> {
     const file = `${this.#path}.lock`;
     let attempt;
     try {
-      await mkdir(dirname(this.#path), { recursive: true, mode: 0o700 });
       attempt = await tryLock(file);
     } catch (error) {
       throw new PavilionError(ErrorCodes.AUDIT_ANCHOR_FAILED, `cannot lock the anchor file ${this.#path}: ${describeThrown(error)}`, { cause: error });
@@ -244,7 +256,7 @@ export class FileAnchor implements Anchor {
       await shared.turn;
       await unlock(`${this.#path}.lock`).catch(() => undefined);
     })().finally(() => {
-      if (SHARED.get(this.#path) === shared) SHARED.delete(this.#path);
+      if (SHARED.get(shared.key) === shared) SHARED.delete(shared.key);
     });
     await shared.released;
   }
