@@ -29,6 +29,9 @@ const workerUrl = import.meta.url.endsWith('.ts')
   ? new URL('./pkcs11-worker-entry.mjs', import.meta.url)
   : new URL('./pkcs11-worker.js', import.meta.url);
 
+/** A thread not up (its code loaded) after this fails what was asked of it. */
+const THREAD_START_LIMIT_MS = 30_000;
+
 /** After the thread stopped, a new one is started at most this often (default). */
 const RESTART_BACKOFF_MS = 5_000;
 
@@ -61,11 +64,15 @@ class Pkcs11Thread {
   readonly #modulePath: string;
   readonly #pending = new Map<number, Pending>();
   #nextId = 1;
+  /** The thread has loaded its code: deadlines start from here (a loaded machine takes a while to start a thread). */
+  readonly #ready: Promise<void>;
+  #becameReady!: () => void;
   /** Why the thread stopped, once it has. */
   stopped: PavilionError | undefined;
 
   constructor(modulePath: string, allowStall: boolean) {
     this.#modulePath = modulePath;
+    this.#ready = new Promise((resolve) => (this.#becameReady = resolve));
     this.worker = new Worker(workerUrl, { workerData: { allowStall } });
     this.worker.unref();
     const threads = LIBRARY_THREADS.get(modulePath) ?? new Set<Pkcs11Thread>();
@@ -75,7 +82,11 @@ class Pkcs11Thread {
       threads.delete(this);
       if (threads.size === 0 && LIBRARY_THREADS.get(modulePath) === threads) LIBRARY_THREADS.delete(modulePath);
     });
-    this.worker.on('message', (reply: Pkcs11Reply) => {
+    this.worker.on('message', (reply: Pkcs11Reply | { readonly ready: true }) => {
+      if ('ready' in reply) {
+        this.#becameReady();
+        return;
+      }
       const pending = this.#pending.get(reply.id);
       this.#pending.delete(reply.id);
       pending?.resolve(reply);
@@ -97,7 +108,12 @@ class Pkcs11Thread {
         reject(this.stopped);
         return;
       }
-      const timer = setTimeout(() => reject(timedOut()), timeoutMs);
+      // the deadline is the token's: it starts once the thread is up (one that dies starting
+      // rejects through 'error' / 'exit'; one that never gets up, after THREAD_START_LIMIT_MS)
+      let timer = setTimeout(() => {
+        this.#pending.delete(id); // never sent
+        reject(timedOut());
+      }, Math.max(THREAD_START_LIMIT_MS, timeoutMs));
       this.#pending.set(id, {
         resolve: (r) => {
           clearTimeout(timer);
@@ -108,7 +124,12 @@ class Pkcs11Thread {
           reject(e);
         },
       });
-      this.worker.postMessage({ ...request, id } as Pkcs11Request);
+      void this.#ready.then(() => {
+        if (!this.#pending.has(id)) return;
+        clearTimeout(timer);
+        timer = setTimeout(() => reject(timedOut()), timeoutMs);
+        this.worker.postMessage({ ...request, id } as Pkcs11Request);
+      });
     });
     return { id, reply };
   }

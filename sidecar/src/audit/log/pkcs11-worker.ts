@@ -6,7 +6,8 @@
  *
  * Messages: { id, op: 'open', modulePath, key } -> { keyId, spki, attributes };
  * { id, op: 'sign', message } -> { signature }; { id, op: 'close' } -> {}. A failure answers
- * { error: { code, message, details } }, the PavilionError's own fields.
+ * { error: { code, message, details } }, the PavilionError's own fields. Once loaded, the
+ * thread says { ready: true }.
  */
 import { parentPort, threadId, workerData } from 'node:worker_threads';
 import { ErrorCodes, PavilionError, describeThrown } from '../../lib/errors.ts';
@@ -81,3 +82,6 @@ parentPort?.on('message', (request: Pkcs11Request) => {
     },
   );
 });
+
+// Loaded and listening: the caller's deadlines measure the token from here, not this thread's start.
+parentPort?.postMessage({ ready: true });
