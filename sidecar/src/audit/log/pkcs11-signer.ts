@@ -29,11 +29,11 @@
  * ERR_AUDIT_SIGNER_FAILED (a signature that could not be made) or
  * ERR_AUDIT_SIGNER_KEY_CHANGED (above), with the PKCS#11 error kept as `cause`.
  */
-import { createHash, createPublicKey, randomBytes, verify, type KeyObject } from 'node:crypto';
+import { createHash, createPublicKey, randomBytes, type KeyObject } from 'node:crypto';
 import { createRequire } from 'node:module';
 import type * as Pkcs11Types from 'pkcs11js';
 import { ErrorCodes, PavilionError, describeThrown, isPavilionError } from '../../lib/errors.ts';
-import { keyIdOf, type CheckpointSigner } from './signer.ts';
+import { keyIdOf, p256Verifies, type CheckpointSigner } from './signer.ts';
 
 type Pkcs11Lib = typeof Pkcs11Types;
 type Handle = Buffer;
@@ -466,7 +466,7 @@ export class Pkcs11Signer implements CheckpointSigner {
 
   /** Whether `signature` over `message` verifies with this signer's public key. */
   verifies(message: Uint8Array, signature: Buffer): boolean {
-    return verify('sha256', message, { key: this.#publicKey, dsaEncoding: 'ieee-p1363' }, signature);
+    return p256Verifies(this.#publicKey, message, signature);
   }
 
   /** The session it signs on (undefined after a lost session could not be replaced). */

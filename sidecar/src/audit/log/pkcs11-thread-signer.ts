@@ -16,12 +16,12 @@
  * Pkcs11Module and Pkcs11Signer (pkcs11-signer.ts) do the work on that thread, so sessions,
  * reopens, PIN and key checks behave exactly as in-process.
  */
-import { createPublicKey, verify, type KeyObject } from 'node:crypto';
+import { createPublicKey, type KeyObject } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 import { ErrorCodes, PavilionError, describeThrown, type ErrorCode } from '../../lib/errors.ts';
 import type { Pkcs11KeyAttributes, Pkcs11KeyOptions } from './pkcs11-signer.ts';
 import type { Pkcs11Reply, Pkcs11Request } from './pkcs11-worker.ts';
-import type { CheckpointSigner } from './signer.ts';
+import { p256Verifies, type CheckpointSigner } from './signer.ts';
 
 // From TypeScript sources the worker needs tsx registered in its own thread (loader hooks
 // are per thread); from compiled JavaScript it loads directly.
@@ -235,7 +235,7 @@ export class Pkcs11ThreadSigner implements CheckpointSigner {
 
   /** Whether `signature` over `message` verifies with this signer's public key. */
   verifies(message: Uint8Array, signature: Buffer): boolean {
-    return verify('sha256', message, { key: this.#publicKey, dsaEncoding: 'ieee-p1363' }, signature);
+    return p256Verifies(this.#publicKey, message, signature);
   }
 
   /** Tests only: stop the thread as a crash would (the next signature starts a new one). */
@@ -317,7 +317,7 @@ export class Pkcs11ThreadSigner implements CheckpointSigner {
       }
       if (this.#closed) {
         // closed while this thread opened the key: it closes what it opened, and goes
-        await thread.call({ op: 'close', finalize: thread.soleUser }, this.#options.operationTimeoutMs, () => this.#closedError()).reply.catch(() => undefined);
+        await this.#closeOn(thread);
         abandon(thread);
         throw this.#closedError();
       }
@@ -326,6 +326,11 @@ export class Pkcs11ThreadSigner implements CheckpointSigner {
       this.#restarting = undefined;
     });
     await this.#restarting;
+  }
+
+  /** Close the key (and, when no other thread uses it, the library) on `thread`: whether it answered in time. */
+  #closeOn(thread: Pkcs11Thread): Promise<boolean> {
+    return thread.call({ op: 'close', finalize: thread.soleUser }, this.#options.operationTimeoutMs, () => this.#closedError()).reply.then(() => true, () => false);
   }
 
   /**
@@ -339,10 +344,8 @@ export class Pkcs11ThreadSigner implements CheckpointSigner {
     await this.#restarting?.catch(() => undefined);
     const thread = this.#thread;
     if (thread.stopped !== undefined) return;
-    let answered = false;
-    if (this.#unanswered === 0) {
-      answered = await thread.call({ op: 'close', finalize: thread.soleUser }, this.#options.operationTimeoutMs, () => this.#closedError()).reply.then(() => true, () => false);
-    }
+    // not while the token holds a signature: the close would queue behind it
+    const answered = this.#unanswered === 0 && (await this.#closeOn(thread));
     if (answered) await thread.worker.terminate();
     else abandon(thread);
   }

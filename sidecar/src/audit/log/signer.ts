@@ -21,6 +21,11 @@ export interface CheckpointSigner {
   close(): Promise<void>;
 }
 
+/** Whether `signature` (r||s) is the P-256 / SHA-256 signature of `message` under `key`. */
+export function p256Verifies(key: KeyObject, message: Uint8Array, signature: Uint8Array): boolean {
+  return verify('sha256', message, { key, dsaEncoding: 'ieee-p1363' }, signature);
+}
+
 /** The key id of a P-256 public key (SPKI DER). */
 export function keyIdOf(spki: Uint8Array): string {
   return `p256:${sha256Hex(spki).slice(0, 32)}`;
@@ -101,7 +106,7 @@ export class Keyring {
         details: { keyId: checkpoint.key_id, treeSize: checkpoint.tree_size, trusted: this.ids() },
       });
     }
-    const ok = verify('sha256', checkpointMessage(checkpoint), { key, dsaEncoding: 'ieee-p1363' }, Buffer.from(checkpoint.signature, 'base64'));
+    const ok = p256Verifies(key, checkpointMessage(checkpoint), Buffer.from(checkpoint.signature, 'base64'));
     if (!ok) {
       throw new PavilionError(ErrorCodes.AUDIT_SIGNATURE_INVALID, `checkpoint at tree size ${checkpoint.tree_size}: the signature does not verify with key ${checkpoint.key_id}`, {
         details: { keyId: checkpoint.key_id, treeSize: checkpoint.tree_size },
