@@ -319,7 +319,7 @@ describe('PKCS#11 signer (SoftHSM2)', () => {
       import { createRequire } from 'node:module';
       import { threadId } from 'node:worker_threads';
       import { Pkcs11ThreadSigner } from ${logModule};
-      const options = { modulePath: ${JSON.stringify(MODULE)}, key: { tokenLabel: ${JSON.stringify(TOKEN)}, pin: process.env.TEST_HSM_PIN, keyLabel: 'thread-key', generate: true }, operationTimeoutMs: 400, restartBackoffMs: 300, allowStall: true };
+      const options = { modulePath: ${JSON.stringify(MODULE)}, key: { tokenLabel: ${JSON.stringify(TOKEN)}, pin: process.env.TEST_HSM_PIN, keyLabel: 'thread-key', generate: true }, operationTimeoutMs: 400, restartBackoffMs: 2000, allowStall: true };
       const outcome = (p) => p.then(() => 'signed', (e) => e.code + ': ' + e.message);
       const m = Buffer.from('a checkpoint signed on the thread');
       const out = { main: threadId };
@@ -342,7 +342,7 @@ describe('PKCS#11 signer (SoftHSM2)', () => {
       await signer.stopThreadForTests();
       out.backoff = await outcome(signer.sign(m));
       // close() while the token holds a signature: it does not wait for the answer
-      await new Promise((r) => setTimeout(r, 350));
+      await new Promise((r) => setTimeout(r, 2100));
       signer.stallNextSign(3000);
       out.stalledBeforeClose = await outcome(signer.sign(m));
       await signer.close();
@@ -362,10 +362,10 @@ describe('PKCS#11 signer (SoftHSM2)', () => {
       try {
         await signer.stopThreadForTests();
         p11.C_CloseAllSessions(slot); // logged out: a login is per process, and the stopped thread's sessions kept it
-        await new Promise((r) => setTimeout(r, 350));
+        await new Promise((r) => setTimeout(r, 2100));
         const first = await signer.sign(m).catch((e) => e);
         out.pinRefused = first.code + ': ' + first.message;
-        await new Promise((r) => setTimeout(r, 350));
+        await new Promise((r) => setTimeout(r, 2100));
         out.notAgain = (await signer.sign(m).catch((e) => e)) === first;
       } finally {
         setPin('999999', options.key.pin);
