@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { closeSync, openSync, readdirSync, readlinkSync, realpathSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readlinkSync, realpathSync, renameSync, symlinkSync, unlinkSync } from 'node:fs';
 import { access, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -51,9 +51,28 @@ function repoint(fd: number, replacement: string): void {
   for (const n of fillers) closeSync(n);
 }
 
-/** Point the descriptor this process holds on `path` at /dev/null: writes succeed, fdatasync fails (EINVAL). */
+/**
+ * Point the log's descriptor on `path` at `device`, and the path too (the file moved aside, a
+ * symlink to the device in its place): the log writes to a file that is still the one at its
+ * path (a file that is not is refused before anything else, see audit-log-detached.test.ts),
+ * and it fails as the device does. Returns how to put the file back, path and descriptor.
+ */
+function putOnDevice(path: string, device: string): () => void {
+  const fd = heldOn(path);
+  const aside = `${path}.aside`;
+  renameSync(path, aside);
+  symlinkSync(device, path);
+  repoint(fd, device);
+  return () => {
+    unlinkSync(path);
+    renameSync(aside, path);
+    repoint(fd, path);
+  };
+}
+
+/** The log's descriptor and path on /dev/null: writes succeed, fdatasync fails (EINVAL). */
 function swapForDevNull(path: string): void {
-  repoint(heldOn(path), '/dev/null');
+  putOnDevice(path, '/dev/null');
 }
 
 const frameBytes = (n: number): number => FRAME_OVERHEAD_BYTES + encodeEvent(decisionEvent(n)).bytes.length;
@@ -78,6 +97,7 @@ describe('audit log file failing underneath', () => {
     await rejectsCode(within(queued, 2000), ErrorCodes.AUDIT_LOG_IO);
     await rejectsCode(log.append(decisionEvent(4)), ErrorCodes.AUDIT_LOG_IO);
     assert.equal(log.status().state, 'ERROR');
+    assert.match(log.status().message ?? '', /fdatasync failed/, 'the failure injected, not a file taken for detached');
     const started = performance.now();
     await log.stop(3000);
     assert.ok(performance.now() - started < 1000, `stop took ${Math.round(performance.now() - started)} ms`);
@@ -105,9 +125,11 @@ describe('audit log file failing underneath', () => {
     const blocked = log.append(decisionEvent(2));
     blocked.catch(() => undefined);
     assert.equal((log.status().details as { blocked_writers: number }).blocked_writers, 1);
-    swapForDevNull(walPath(dir));
+    const restore = putOnDevice(walPath(dir), '/dev/null');
     await log.checkpoint(); // a checkpoint fits the headroom: written, so a sync is due
     await until(() => log.status().state === 'ERROR', 2000);
+    assert.match(log.status().message ?? '', /fdatasync failed/);
+    restore(); // the file back where proofs read it from; the writer stays failed
     log.setMaxDiskBytes(1024 * 1024 * 1024);
     await rejectsCode(within(blocked, 2000), ErrorCodes.AUDIT_LOG_IO);
     await rejectsCode(log.append(decisionEvent(3)), ErrorCodes.AUDIT_LOG_IO);
@@ -180,8 +202,7 @@ describe('audit log on a full volume', () => {
       const before = await log.checkpoint();
       // with 'interval', nothing may be left for the background fdatasync (it would hit /dev/full)
       if (fsync === 'interval') await until(() => (log.status().details as { syncs: number }).syncs > 0, 2000);
-      const fd = heldOn(walPath(dir));
-      repoint(fd, '/dev/full');
+      const restore = putOnDevice(walPath(dir), '/dev/full');
 
       const refused = [3, 4, 5].map((n) => log.append(decisionEvent(n)));
       for (const append of refused) await rejectsCode(within(append, 2000), ErrorCodes.AUDIT_DISK_FULL);
@@ -194,7 +215,7 @@ describe('audit log on a full volume', () => {
       assert.match(full.message ?? '', /ERR_AUDIT_DISK_FULL/);
       assert.equal((full.details as { disk_full_refused_records: number }).disk_full_refused_records, 4, 'three leaves and the checkpoint');
 
-      repoint(fd, walPath(dir)); // space is back
+      restore(); // space is back
       const receipt = await within(log.append(decisionEvent(6)), 2000);
       assert.equal(receipt.leaf_index, 3, 'the next event takes the first refused index');
       assert.equal(log.status().state, 'OK', 'recovered without a restart');
@@ -223,8 +244,7 @@ describe('audit log on a full volume', () => {
     const log = await openLog(dir, signer, { fsync: 'always' });
     for (const n of [0, 1]) await log.append(decisionEvent(n));
     await log.checkpoint();
-    const fd = heldOn(walPath(dir));
-    repoint(fd, '/dev/full');
+    const restore = putOnDevice(walPath(dir), '/dev/full');
     const refusedLeaf = log.append(decisionEvent(2));
     // the checkpoint takes tree size 3 and root over the leaf about to be refused, then waits to sign
     const gated = gatedSigner(inner);
@@ -232,7 +252,7 @@ describe('audit log on a full volume', () => {
     const stale = log.checkpoint();
     await until(() => gated.waiting, 2000);
     await rejectsCode(within(refusedLeaf, 2000), ErrorCodes.AUDIT_DISK_FULL);
-    repoint(fd, walPath(dir));
+    restore();
     const replacement = await log.append(decisionEvent(3));
     assert.equal(replacement.leaf_index, 2, 'another event now holds leaf 2');
     gated.release();

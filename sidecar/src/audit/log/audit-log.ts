@@ -215,6 +215,7 @@ export class AuditLog {
       await handle.close();
       handle = await open(this.path, 'r+');
       this.#writer = new WalWriter(handle, recovered.end, {
+        path: this.path,
         fsync: this.#options.fsync,
         fsyncIntervalMs: this.#options.fsyncIntervalMs,
         groupCommitMaxDelayMs: this.#options.groupCommitMaxDelayMs,
@@ -728,7 +729,7 @@ export class AuditLog {
   status(): ComponentStatus {
     if (this.#state === 'new') return { state: 'NOT_READY', message: 'audit log not started' };
     if (this.#state === 'stopped') return { state: 'NOT_READY', message: 'audit log stopped' };
-    const failure = this.#writer?.failure;
+    const failure = this.#writer?.checkFile();
     const stats = this.#writer?.stats();
     const details = {
       origin: this.#options.origin,

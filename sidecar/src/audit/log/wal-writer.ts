@@ -28,13 +28,23 @@
  * refusing, until a batch is written again. The background fdatasync of 'interval' is not
  * rewound: the frames it covers were acknowledged, so its failure stays ERR_AUDIT_LOG_IO.
  *
+ * A file that is no longer the one at its path (`path`: removed, with or without its
+ * directory, renamed away or replaced) holds what is written to it where no start will read
+ * it: a later start opens a new log at the path, and the records only this process still
+ * holds open are gone when it closes the file. So every batch, once written, is checked
+ * against the path before it is acknowledged (an fstat of the open file and a stat of the
+ * path, about a microsecond each), and `checkFile` (the log's status) checks between batches.
+ * A file found detached fails the writer for good (ERR_AUDIT_LOG_IO, details.reason
+ * `file-removed` or `file-replaced`): the batch that found it is refused, nothing after it is
+ * taken, and the log stays refused until a restart.
+ *
  * Budget: bytes on disk plus bytes queued never exceed `maxDiskBytes`. When a frame does not
  * fit, 'refuse' throws ERR_AUDIT_LOG_FULL at once; 'block' waits (first come, first served)
  * until it fits or `blockTimeoutMs` passes, then throws ERR_AUDIT_LOG_FULL. Nothing is dropped.
  * The last CHECKPOINT_HEADROOM_BYTES of the budget are kept for checkpoints, so a full log can
  * still sign the leaves it holds.
  */
-import { writevSync } from 'node:fs';
+import { fstatSync, statSync, writevSync, type Stats } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { ErrorCodes, PavilionError, describeThrown } from '../../lib/errors.ts';
 
@@ -53,6 +63,8 @@ export const CHECKPOINT_HEADROOM_BYTES = 4096;
 export type OnFullPolicy = 'block' | 'refuse';
 
 export interface WalWriterOptions {
+  /** The file's path: a file that is no longer the one there is refused (see the header). */
+  readonly path?: string;
   readonly fsync: FsyncPolicy;
   readonly fsyncIntervalMs: number;
   readonly groupCommitMaxDelayMs: number;
@@ -101,6 +113,35 @@ export interface DiskFullState {
 function isNoSpace(error: unknown): boolean {
   const code = (error as NodeJS.ErrnoException | undefined)?.code;
   return code === 'ENOSPC' || code === 'EDQUOT';
+}
+
+/**
+ * Why the open file `fd` is not the file at `path` any more (see the header), or undefined
+ * when it still is. A path that cannot be looked at for another reason than its absence
+ * counts as detached too: the next start could not read the log there either.
+ */
+function detachedFrom(fd: number, path: string): PavilionError | undefined {
+  let open: Stats;
+  let named: Stats | undefined;
+  try {
+    open = fstatSync(fd);
+    named = statSync(path, { throwIfNoEntry: false });
+  } catch (error) {
+    return new PavilionError(ErrorCodes.AUDIT_LOG_IO, `the audit log file ${path} cannot be looked at (${describeThrown(error)}); the record was not logged, and the log refuses records until a restart`, {
+      cause: error,
+      details: { path, reason: 'file-unreadable' },
+    });
+  }
+  const removed = open.nlink === 0 && named === undefined;
+  if (named !== undefined && named.ino === open.ino && named.dev === open.dev) return undefined;
+  const what = removed
+    ? 'was removed while the sidecar had it open'
+    : named === undefined ? 'was moved away from its path while the sidecar had it open' : 'was replaced by another file while the sidecar had it open';
+  return new PavilionError(
+    ErrorCodes.AUDIT_LOG_IO,
+    `the audit log file ${path} ${what}: a record written to it is on no path a start reads the log from, so the record was not logged, and the log refuses records until a restart (put the directory back before restarting to keep the records written before; a start on an empty directory begins a new log)`,
+    { details: { path, reason: removed || named === undefined ? 'file-removed' : 'file-replaced' } },
+  );
 }
 
 /** A failed write or fdatasync: the writer is done (ERR_AUDIT_LOG_IO). */
@@ -332,6 +373,12 @@ export class WalWriter {
         await this.#rewind(error, batch);
         continue;
       }
+      const detached = this.#detached();
+      if (detached !== undefined) {
+        this.#queuedBytes -= bytes;
+        this.#fail(detached, batch);
+        break;
+      }
       this.#position += bytes;
       this.#queuedBytes -= bytes;
       this.#batches++;
@@ -382,6 +429,25 @@ export class WalWriter {
       // crash, recovery would take refused decisions in): cut before the next batch instead.
       this.#cutPending = true;
     }
+  }
+
+  #detached(): PavilionError | undefined {
+    const fd = this.#handle.fd;
+    const path = this.#options.path;
+    return path === undefined || typeof fd !== 'number' ? undefined : detachedFrom(fd, path);
+  }
+
+  /**
+   * Between batches: whether the file is still the one at its path (see the header); a
+   * detached file fails the writer now, so the log's status says so before the next record
+   * is refused. Returns the writer's failure, if any.
+   */
+  checkFile(): PavilionError | undefined {
+    if (this.#failure === undefined && !this.#closed) {
+      const detached = this.#detached();
+      if (detached !== undefined) this.#fail(detached);
+    }
+    return this.#failure;
   }
 
   async #periodicSync(): Promise<void> {
