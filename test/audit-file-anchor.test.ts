@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { appendFile, mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { SoftwareSigner, verifyLogFile, type SignedCheckpointV1 } from '../sidecar/src/audit/log/index.ts';
@@ -104,6 +104,32 @@ describe('file anchor (the embedded default)', () => {
     await failsWith(new FileAnchor({ path: file }).anchor(body), ErrorCodes.AUDIT_ANCHOR_REVERTED, /already holds tree size 10 of pavilion-test\/bank/);
     const reference = await new FileAnchor({ path: file }).anchor({ ...body, tree_size: 11 });
     assert.equal(reference['file'], 'anchors.jsonl');
+  });
+
+  it('an anchor file removed or cut short under a running anchor: WARN in its status saying so; anchoring goes on from what is there, a new chain when it is gone', async () => {
+    const file = join(await tempDir(), 'anchors.jsonl');
+    const anchor = new FileAnchor({ path: file });
+    await anchor.anchor(checkpointOf(BANK, 1));
+    await anchor.anchor(checkpointOf(BANK, 2));
+    assert.equal(anchor.status().state, 'OK');
+    await rm(file);
+    const first = await anchor.anchor(checkpointOf(BANK, 3));
+    assert.equal(first['line'], 0, 'a new chain from line 0');
+    const removed = anchor.status();
+    assert.equal(removed.state, 'WARN');
+    assert.match(removed.message ?? '', /removed or emptied under the running sidecar/);
+    const lines = (await readFile(file, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as FileAnchorEntryV1);
+    assert.deepEqual(lines.map((l) => [l.line, l.tree_size, l.prev_sha256]), [[0, 3, '0'.repeat(64)]]);
+
+    const cut = join(await tempDir(), 'anchors.jsonl');
+    const other = new FileAnchor({ path: cut });
+    for (const size of [1, 2, 3]) await other.anchor(checkpointOf(BANK, size));
+    const text = await readFile(cut, 'utf8');
+    await writeFile(cut, `${text.split('\n')[0]}\n`); // only the first line left
+    const next = await other.anchor(checkpointOf(BANK, 4));
+    assert.equal(next['line'], 1, 'numbered after what is there');
+    assert.match(other.status().message ?? '', /cut short or replaced under the running sidecar/);
+    await Promise.all([anchor.close(), other.close()]);
   });
 
   it('two anchors of one process on one file take turns: every line numbered and chained after the other\'s; the file\'s lock is held until both are closed', async () => {

@@ -142,6 +142,8 @@ export class FileAnchor implements Anchor {
   #state: Promise<FileState> | undefined;
   #queue: Promise<unknown> = Promise.resolve();
   #tornTail: FileAnchorTornTail | undefined;
+  /** The file was found shorter than this anchor last left it (removed, truncated or replaced under it). */
+  #shrunk: { readonly fromBytes: number; readonly toBytes: number; readonly at: string } | undefined;
 
   constructor(options: { readonly path: string; readonly clock?: () => number; readonly onTornTail?: (tail: FileAnchorTornTail) => void }) {
     this.#path = resolve(options.path);
@@ -158,9 +160,20 @@ export class FileAnchor implements Anchor {
     return this.#tornTail;
   }
 
-  /** WARN once a torn last line was set aside (until restart), as the log reports a torn WAL tail. */
+  /**
+   * WARN once a torn last line was set aside, or once the file was found shorter than this
+   * anchor left it (until restart), as the log reports a torn WAL tail.
+   */
   status(): ComponentStatus {
     if (this.#lockRefusal !== undefined) return { state: 'WARN', message: this.#lockRefusal, details: { path: this.#path } };
+    const shrunk = this.#shrunk;
+    if (shrunk !== undefined) {
+      return {
+        state: 'WARN',
+        message: `the anchor file was ${shrunk.toBytes === 0 ? 'removed or emptied' : 'cut short or replaced'} under the running sidecar (${shrunk.fromBytes} bytes when last written, ${shrunk.toBytes} bytes at ${shrunk.at}): anchoring goes on from what is there${shrunk.toBytes === 0 ? ', as a new chain from line 0' : ''}, and the lines that were past it are only in copies of the file`,
+        details: { path: this.#path, shrunk },
+      };
+    }
     const tail = this.#tornTail;
     if (tail === undefined) return { state: 'OK', details: { path: this.#path } };
     return {
@@ -309,6 +322,7 @@ export class FileAnchor implements Anchor {
     });
     if (size !== state.bytes) {
       // another anchor of this process appended (or the file changed under this one): number after what is there now
+      if (size < state.bytes) this.#shrunk = { fromBytes: state.bytes, toBytes: size, at: new Date(this.#clock()).toISOString() };
       this.#state = undefined;
       state = await this.#loaded();
     }
