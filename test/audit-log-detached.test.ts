@@ -3,10 +3,12 @@
  * removed, the file renamed away or replaced): nothing written after that is acknowledged,
  * the log says so in its status before the next record arrives, and it refuses records with
  * ERR_AUDIT_LOG_IO until a restart. Before this check, records were acknowledged into the
- * unlinked file and were gone at the next start.
+ * unlinked file and were gone at the next start. Likewise its lock file removed or replaced
+ * (another process may then open the log): nothing more is written.
  */
 import assert from 'node:assert/strict';
-import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
+import { WalWriter } from '../sidecar/src/audit/log/wal-writer.ts';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
@@ -65,7 +67,7 @@ describe('audit log file detached from its path', () => {
     assert.match(log.status().message ?? '', /moved away from its path/);
     await log.stop(5000).catch(() => undefined);
     const { records } = await readRecords(join(root, 'audit.moved'));
-    assert.deepEqual(records.slice(0, 3).map((r) => r.index), [0, 1, 2], 'the acknowledged records are all in the moved file');
+    assert.deepEqual(records.map((r) => r.index), [0, 1, 2], 'the acknowledged records are in the moved file, and the refused one is not');
   });
 
   it('refuses records once another file is put at its path', async () => {
@@ -80,5 +82,70 @@ describe('audit log file detached from its path', () => {
     await assert.rejects(log.append(decisionEvent(1)), refusedAs('file-replaced'));
     assert.match(log.status().message ?? '', /replaced by another file/);
     await log.stop(5000).catch(() => undefined);
+  });
+
+  it('stops writing, before the write, once its lock file is removed or replaced (another process may now open the log)', async () => {
+    for (const [reason, tamper] of [
+      ['lock-removed', (lock: string) => rm(lock)],
+      ['lock-replaced', async (lock: string) => {
+        await writeFile(`${lock}.other`, '4242 someone-else');
+        await rename(`${lock}.other`, lock);
+      }],
+    ] as const) {
+      const root = await tempDir();
+      const dir = join(root, 'audit');
+      await mkdir(dir);
+      const log = await openLog(dir, undefined, { fsync: 'interval' });
+      await log.append(decisionEvent(0));
+      const before = (await stat(walPath(dir))).size;
+      await tamper(join(dir, 'LOCK'));
+      assert.equal(log.status().state, 'ERROR', `${reason}: health says so before the next record`);
+      await assert.rejects(log.append(decisionEvent(1)), refusedAs(reason));
+      assert.equal((await stat(walPath(dir))).size, before, `${reason}: nothing was written after the lock was lost`);
+      await log.stop(5000).catch(() => undefined);
+    }
+  });
+
+  it('refuses the batch before writing it when the lock went between two records (no status look in between)', async () => {
+    const root = await tempDir();
+    const dir = join(root, 'audit');
+    await mkdir(dir);
+    const log = await openLog(dir, undefined, { fsync: 'interval' });
+    await log.append(decisionEvent(0));
+    const before = (await stat(walPath(dir))).size;
+    await rm(join(dir, 'LOCK'));
+    await assert.rejects(log.append(decisionEvent(1)), refusedAs('lock-removed'));
+    assert.equal((await stat(walPath(dir))).size, before, 'the refused record is not in the file');
+    await log.stop(5000).catch(() => undefined);
+  });
+
+  it("cuts a batch refused after its write off the file where it went (the directory renamed away during fsync 'always')", async () => {
+    const root = await tempDir();
+    const dir = join(root, 'audit');
+    await mkdir(dir);
+    const path = join(dir, 'audit.wal');
+    const real = await open(path, 'w+');
+    let renameOnSync = false;
+    // the real file, whose fdatasync first moves the directory away: the batch is written, then found detached
+    const handle = {
+      fd: real.fd,
+      writev: real.writev.bind(real),
+      truncate: real.truncate.bind(real),
+      close: real.close.bind(real),
+      async datasync(): Promise<void> {
+        if (renameOnSync) await rename(dir, join(root, 'audit.moved'));
+        await real.datasync();
+      },
+    } as unknown as FileHandle;
+    const writer = new WalWriter(handle, 0, { path, fsync: 'always', fsyncIntervalMs: 1000, groupCommitMaxDelayMs: 0, groupCommitMaxBytes: 1 << 20, maxDiskBytes: 1 << 30, onFull: 'refuse', blockTimeoutMs: 100 });
+    const put = async (text: string): Promise<void> => {
+      assert.equal(writer.reserve(text.length), undefined);
+      await writer.append(Buffer.from(text)).durable;
+    };
+    await put('first;');
+    renameOnSync = true;
+    await assert.rejects(put('refused;'), refusedAs('file-removed'));
+    await writer.close().catch(() => undefined);
+    assert.equal(await readFile(join(root, 'audit.moved', 'audit.wal'), 'utf8'), 'first;', 'the refused frame was cut off the moved file');
   });
 });

@@ -170,7 +170,7 @@ export class FileAnchor implements Anchor {
     if (shrunk !== undefined) {
       return {
         state: 'WARN',
-        message: `the anchor file was ${shrunk.toBytes === 0 ? 'removed or emptied' : 'cut short or replaced'} under the running sidecar (${shrunk.fromBytes} bytes when last written, ${shrunk.toBytes} bytes at ${shrunk.at}): anchoring goes on from what is there${shrunk.toBytes === 0 ? ', as a new chain from line 0' : ''}, and the lines that were past it are only in copies of the file`,
+        message: `the anchor file was ${shrunk.toBytes === 0 ? 'removed or emptied' : 'cut short or replaced'} under the running sidecar (${shrunk.fromBytes} bytes when last written, ${shrunk.toBytes} bytes at ${shrunk.at}): anchoring goes on after what is there${shrunk.toBytes === 0 ? ' (a new chain from line 0, once the file can be made again: not while its directory is gone)' : ''}, and the lines that were past it are only in copies of the file`,
         details: { path: this.#path, shrunk },
       };
     }

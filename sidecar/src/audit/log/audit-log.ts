@@ -19,7 +19,8 @@
  * so acknowledged records are never cut off automatically; `pavilion audit verify-log` says
  * more.
  */
-import { open, mkdir, writeFile, type FileHandle } from 'node:fs/promises';
+import { statSync, type Stats } from 'node:fs';
+import { open, mkdir, stat, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { syncPath } from '../../lib/durable-file.ts';
 import { tryLock, unlock } from '../../lib/lock-file.ts';
@@ -209,6 +210,7 @@ export class AuditLog {
     const staleLockPid = await this.#lock();
     let handle: FileHandle | undefined;
     try {
+      const lockHeld = await stat(this.#lockPath());
       // Decision events can hold personal data: owner-only, like the directory.
       handle = await open(this.path, 'a+', 0o600);
       const recovered = await this.#recover(handle);
@@ -216,6 +218,7 @@ export class AuditLog {
       handle = await open(this.path, 'r+');
       this.#writer = new WalWriter(handle, recovered.end, {
         path: this.path,
+        guard: () => this.#lockLost(lockHeld),
         fsync: this.#options.fsync,
         fsyncIntervalMs: this.#options.fsyncIntervalMs,
         groupCommitMaxDelayMs: this.#options.groupCommitMaxDelayMs,
@@ -255,7 +258,32 @@ export class AuditLog {
   }
 
   async #unlock(): Promise<void> {
-    await unlock(join(this.#options.directory, LOCK_FILE));
+    await unlock(this.#lockPath());
+  }
+
+  #lockPath(): string {
+    return join(this.#options.directory, LOCK_FILE);
+  }
+
+  /**
+   * Why the lock this log took (`held`) is not the one at its path any more (removed, or
+   * replaced: another process may then open the log and write it too), or undefined while it
+   * is. The WAL writer asks before each batch, and the status between batches.
+   */
+  #lockLost(held: Stats): PavilionError | undefined {
+    const path = this.#lockPath();
+    let now: Stats | undefined;
+    try {
+      now = statSync(path, { throwIfNoEntry: false });
+    } catch {
+      now = undefined; // cannot be looked at: not known to be held
+    }
+    if (now !== undefined && now.ino === held.ino && now.dev === held.dev) return undefined;
+    return new PavilionError(
+      ErrorCodes.AUDIT_LOG_IO,
+      `the audit log's lock file ${path} was ${now === undefined ? 'removed' : 'replaced'} while this sidecar held it: another process may open the log now, so this sidecar stops writing it: records from here on are not logged, and the log refuses them until a restart`,
+      { details: { path, reason: now === undefined ? 'lock-removed' : 'lock-replaced' } },
+    );
   }
 
   async #recover(handle: FileHandle): Promise<{ end: number; report: Omit<RecoveryReport, 'staleLockPid'> }> {

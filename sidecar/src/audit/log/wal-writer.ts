@@ -32,11 +32,14 @@
  * directory, renamed away or replaced) holds what is written to it where no start will read
  * it: a later start opens a new log at the path, and the records only this process still
  * holds open are gone when it closes the file. So every batch, once written, is checked
- * against the path before it is acknowledged (an fstat of the open file and a stat of the
- * path, about a microsecond each), and `checkFile` (the log's status) checks between batches.
+ * against the path before it is written and again before it is acknowledged (an fstat of the
+ * open file and a stat of the path, about a microsecond each), with the owner's `guard` (the
+ * log's lock) before it is written, and `checkFile` (the log's status) checks between batches.
  * A file found detached fails the writer for good (ERR_AUDIT_LOG_IO, details.reason
- * `file-removed` or `file-replaced`): the batch that found it is refused, nothing after it is
- * taken, and the log stays refused until a restart.
+ * `file-removed`, `file-replaced`, or `file-unreadable` when the path cannot be looked at):
+ * the batch that found it is refused (and cut off the file again when it was written), nothing
+ * after it is taken, and the log stays refused until a restart. What the check cannot see: the
+ * same file overwritten or cut in place (its inode unchanged).
  *
  * Budget: bytes on disk plus bytes queued never exceed `maxDiskBytes`. When a frame does not
  * fit, 'refuse' throws ERR_AUDIT_LOG_FULL at once; 'block' waits (first come, first served)
@@ -65,6 +68,11 @@ export type OnFullPolicy = 'block' | 'refuse';
 export interface WalWriterOptions {
   /** The file's path: a file that is no longer the one there is refused (see the header). */
   readonly path?: string;
+  /**
+   * The owner's own check before each batch is written and in `checkFile` (the audit log's:
+   * that its lock file is still the one it took); an error returned fails the writer with it.
+   */
+  readonly guard?: () => PavilionError | undefined;
   readonly fsync: FsyncPolicy;
   readonly fsyncIntervalMs: number;
   readonly groupCommitMaxDelayMs: number;
@@ -127,7 +135,7 @@ function detachedFrom(fd: number, path: string): PavilionError | undefined {
     open = fstatSync(fd);
     named = statSync(path, { throwIfNoEntry: false });
   } catch (error) {
-    return new PavilionError(ErrorCodes.AUDIT_LOG_IO, `the audit log file ${path} cannot be looked at (${describeThrown(error)}); the record was not logged, and the log refuses records until a restart`, {
+    return new PavilionError(ErrorCodes.AUDIT_LOG_IO, `the audit log file ${path} cannot be looked at (${describeThrown(error)}): records from here on are not logged, and the log refuses them until a restart`, {
       cause: error,
       details: { path, reason: 'file-unreadable' },
     });
@@ -139,7 +147,7 @@ function detachedFrom(fd: number, path: string): PavilionError | undefined {
     : named === undefined ? 'was moved away from its path while the sidecar had it open' : 'was replaced by another file while the sidecar had it open';
   return new PavilionError(
     ErrorCodes.AUDIT_LOG_IO,
-    `the audit log file ${path} ${what}: a record written to it is on no path a start reads the log from, so the record was not logged, and the log refuses records until a restart (put the directory back before restarting to keep the records written before; a start on an empty directory begins a new log)`,
+    `the audit log file ${path} ${what}: a record written to it would be on no path a start reads the log from, so records from here on are not logged, and the log refuses them until a restart (put the directory back before restarting to keep the records acknowledged before; a start on an empty directory begins a new log)`,
     { details: { path, reason: removed || named === undefined ? 'file-removed' : 'file-replaced' } },
   );
 }
@@ -344,6 +352,14 @@ export class WalWriter {
         batch.push(next);
         bytes += next.frame.length;
       }
+      // before the write too: nothing goes into a file detached already, or that another
+      // process may own now (the owner's guard: its lock)
+      const refused = this.#detached() ?? this.#options.guard?.();
+      if (refused !== undefined) {
+        this.#queuedBytes -= bytes;
+        this.#fail(refused, batch);
+        break;
+      }
       let written = 0;
       try {
         // a cut after a full volume that failed: nothing is written past it until it is made
@@ -377,6 +393,9 @@ export class WalWriter {
       if (detached !== undefined) {
         this.#queuedBytes -= bytes;
         this.#fail(detached, batch);
+        // the refused frames must not stay in the file where it went (a directory renamed
+        // away and put back would give them to the next start as logged): cut them off
+        await this.#handle.truncate(this.#position).catch(() => undefined);
         break;
       }
       this.#position += bytes;
@@ -444,8 +463,8 @@ export class WalWriter {
    */
   checkFile(): PavilionError | undefined {
     if (this.#failure === undefined && !this.#closed) {
-      const detached = this.#detached();
-      if (detached !== undefined) this.#fail(detached);
+      const refused = this.#detached() ?? this.#options.guard?.();
+      if (refused !== undefined) this.#fail(refused);
     }
     return this.#failure;
   }
