@@ -4,11 +4,14 @@
  * the log says so in its status before the next record arrives, and it refuses records with
  * ERR_AUDIT_LOG_IO until a restart. Before this check, records were acknowledged into the
  * unlinked file and were gone at the next start. Likewise its lock file removed or replaced
- * (another process may then open the log): nothing more is written.
+ * (another process may then open the log): nothing more is written. A removal or a rename
+ * over the file is seen by every batch (the link count); a rename away, by a look at the
+ * status or by the first batch PATH_CHECK_INTERVAL_MS after the last look at the path.
  */
 import assert from 'node:assert/strict';
 import { mkdir, open, readFile, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
-import { WalWriter } from '../sidecar/src/audit/log/wal-writer.ts';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { PATH_CHECK_INTERVAL_MS, WalWriter } from '../sidecar/src/audit/log/wal-writer.ts';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
@@ -63,11 +66,27 @@ describe('audit log file detached from its path', () => {
     const log = await openLog(dir, undefined, { fsync: 'interval' });
     for (let i = 0; i < 3; i++) await log.append(decisionEvent(i));
     await rename(dir, join(root, 'audit.moved'));
+    const status = log.status();
+    assert.equal(status.state, 'ERROR', 'a look at the status checks the path at once');
+    assert.match(status.message ?? '', /moved away from its path/);
     await assert.rejects(log.append(decisionEvent(3)), refusedAs('file-removed'));
-    assert.match(log.status().message ?? '', /moved away from its path/);
     await log.stop(5000).catch(() => undefined);
     const { records } = await readRecords(join(root, 'audit.moved'));
     assert.deepEqual(records.map((r) => r.index), [0, 1, 2], 'the acknowledged records are in the moved file, and the refused one is not');
+  });
+
+  it(`without a status look, a rename away is seen by the first batch once PATH_CHECK_INTERVAL_MS (${PATH_CHECK_INTERVAL_MS} ms) passed since the last look at the path`, async () => {
+    const root = await tempDir();
+    const dir = join(root, 'audit');
+    await mkdir(dir);
+    const log = await openLog(dir, undefined, { fsync: 'interval' });
+    await log.append(decisionEvent(0));
+    await rename(dir, join(root, 'audit.moved'));
+    await sleep(PATH_CHECK_INTERVAL_MS + 50);
+    await assert.rejects(log.append(decisionEvent(1)), refusedAs('file-removed'));
+    await log.stop(5000).catch(() => undefined);
+    const { records } = await readRecords(join(root, 'audit.moved'));
+    assert.deepEqual(records.map((r) => r.index), [0]);
   });
 
   it('refuses records once another file is put at its path', async () => {
@@ -143,6 +162,7 @@ describe('audit log file detached from its path', () => {
       await writer.append(Buffer.from(text)).durable;
     };
     await put('first;');
+    await sleep(PATH_CHECK_INTERVAL_MS + 50); // the next batch looks at the path (a rename keeps the link count)
     renameOnSync = true;
     await assert.rejects(put('refused;'), refusedAs('file-removed'));
     await writer.close().catch(() => undefined);

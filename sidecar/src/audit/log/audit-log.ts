@@ -19,8 +19,8 @@
  * so acknowledged records are never cut off automatically; `pavilion audit verify-log` says
  * more.
  */
-import { statSync, type Stats } from 'node:fs';
-import { open, mkdir, stat, writeFile, type FileHandle } from 'node:fs/promises';
+import { fstatSync, statSync, type Stats } from 'node:fs';
+import { open, mkdir, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { syncPath } from '../../lib/durable-file.ts';
 import { tryLock, unlock } from '../../lib/lock-file.ts';
@@ -143,6 +143,8 @@ export class AuditLog {
   /** The last anchoring failure, until an anchor succeeds again. */
   #anchorError: string | undefined;
   #checkpointing: Promise<SignedCheckpointV1> | undefined;
+  /** The lock file, held open while the log runs (see #lockLost). */
+  #lockHandle: FileHandle | undefined;
   #checkpointTimer: NodeJS.Timeout | undefined;
   #sinceCheckpoint = 0;
   /** Counts rewinds (a full volume): a checkpoint signed before one may cover leaves that are gone. */
@@ -210,7 +212,8 @@ export class AuditLog {
     const staleLockPid = await this.#lock();
     let handle: FileHandle | undefined;
     try {
-      const lockHeld = await stat(this.#lockPath());
+      // held open for its link count: 0 once the lock is removed or a rename replaces it
+      this.#lockHandle = await open(this.#lockPath(), 'r');
       // Decision events can hold personal data: owner-only, like the directory.
       handle = await open(this.path, 'a+', 0o600);
       const recovered = await this.#recover(handle);
@@ -218,7 +221,7 @@ export class AuditLog {
       handle = await open(this.path, 'r+');
       this.#writer = new WalWriter(handle, recovered.end, {
         path: this.path,
-        guard: () => this.#lockLost(lockHeld),
+        guard: () => this.#lockLost(),
         fsync: this.#options.fsync,
         fsyncIntervalMs: this.#options.fsyncIntervalMs,
         groupCommitMaxDelayMs: this.#options.groupCommitMaxDelayMs,
@@ -258,6 +261,9 @@ export class AuditLog {
   }
 
   async #unlock(): Promise<void> {
+    const held = this.#lockHandle;
+    this.#lockHandle = undefined;
+    await held?.close().catch(() => undefined);
     await unlock(this.#lockPath());
   }
 
@@ -266,19 +272,26 @@ export class AuditLog {
   }
 
   /**
-   * Why the lock this log took (`held`) is not the one at its path any more (removed, or
-   * replaced: another process may then open the log and write it too), or undefined while it
-   * is. The WAL writer asks before each batch, and the status between batches.
+   * Why the lock this log took is not at its path any more (removed, or replaced: another
+   * process may then open the log and write it too), or undefined while it is: the held lock
+   * file's link count (an fstat), 0 once it is gone from its path. The WAL writer asks before
+   * each batch, and the status between batches.
    */
-  #lockLost(held: Stats): PavilionError | undefined {
+  #lockLost(): PavilionError | undefined {
+    const fd = this.#lockHandle?.fd;
+    if (fd === undefined) return undefined;
+    try {
+      if (fstatSync(fd).nlink > 0) return undefined;
+    } catch {
+      // cannot be looked at: not known to be held
+    }
     const path = this.#lockPath();
     let now: Stats | undefined;
     try {
       now = statSync(path, { throwIfNoEntry: false });
     } catch {
-      now = undefined; // cannot be looked at: not known to be held
+      now = undefined;
     }
-    if (now !== undefined && now.ino === held.ino && now.dev === held.dev) return undefined;
     return new PavilionError(
       ErrorCodes.AUDIT_LOG_IO,
       `the audit log's lock file ${path} was ${now === undefined ? 'removed' : 'replaced'} while this sidecar held it: another process may open the log now, so this sidecar stops writing it: records from here on are not logged, and the log refuses them until a restart`,

@@ -32,9 +32,11 @@
  * directory, renamed away or replaced) holds what is written to it where no start will read
  * it: a later start opens a new log at the path, and the records only this process still
  * holds open are gone when it closes the file. So every batch, once written, is checked
- * against the path before it is written and again before it is acknowledged (an fstat of the
- * open file and a stat of the path, about a microsecond each), with the owner's `guard` (the
- * log's lock) before it is written, and `checkFile` (the log's status) checks between batches.
+ * before it is acknowledged: the open file's link count (an fstat; 0 once it was removed or
+ * a rename replaced it), and at most every PATH_CHECK_INTERVAL_MS its path too (a stat: a
+ * file or directory renamed away keeps its link, and the records acknowledged meanwhile are
+ * in it where it went). The owner's `guard` (the log's lock) runs before each write, and
+ * `checkFile` (the log's status) makes every check between batches.
  * A file found detached fails the writer for good (ERR_AUDIT_LOG_IO, details.reason
  * `file-removed`, `file-replaced`, or `file-unreadable` when the path cannot be looked at):
  * the batch that found it is refused (and cut off the file again when it was written), nothing
@@ -61,6 +63,11 @@ export type FsyncPolicy = 'always' | 'interval' | 'never';
  * if the kernel throttles a writer with too many dirty pages) is bounded by this size.
  */
 export const SYNC_WRITE_MAX_BYTES = 64 * 1024;
+/**
+ * How often a batch also looks at the file's path (a directory or file renamed away, which
+ * keeps its link count; see the header). The link count itself is looked at every batch.
+ */
+export const PATH_CHECK_INTERVAL_MS = 1_000;
 export type ReservationKind = 'leaf' | 'checkpoint';
 export const CHECKPOINT_HEADROOM_BYTES = 4096;
 export type OnFullPolicy = 'block' | 'refuse';
@@ -152,6 +159,21 @@ function detachedFrom(fd: number, path: string): PavilionError | undefined {
   );
 }
 
+/**
+ * The cheap check every batch makes: the open file's link count, 0 once the file was removed
+ * (alone or with its directory) or replaced by a rename over it. A file renamed away keeps its
+ * link: detachedFrom sees that. Undefined while linked; the reason (from detachedFrom) if not.
+ */
+function unlinked(fd: number, path: string): PavilionError | undefined {
+  let links: number;
+  try {
+    links = fstatSync(fd).nlink;
+  } catch {
+    return detachedFrom(fd, path); // says why it cannot be looked at
+  }
+  return links === 0 ? detachedFrom(fd, path) : undefined;
+}
+
 /** A failed write or fdatasync: the writer is done (ERR_AUDIT_LOG_IO). */
 function ioError(what: 'write' | 'fdatasync', error: unknown): PavilionError {
   return new PavilionError(ErrorCodes.AUDIT_LOG_IO, `audit log ${what} failed: ${describeThrown(error)}`, { cause: error });
@@ -177,6 +199,8 @@ export class WalWriter {
   #closed = false;
   #batches = 0;
   #syncs = 0;
+  /** When a batch last looked at the file's path (performance.now()). */
+  #pathCheckedAtMs = -Infinity;
 
   constructor(handle: FileHandle, position: number, options: WalWriterOptions, hooks: WalWriterHooks = {}) {
     this.#handle = handle;
@@ -352,9 +376,10 @@ export class WalWriter {
         batch.push(next);
         bytes += next.frame.length;
       }
-      // before the write too: nothing goes into a file detached already, or that another
-      // process may own now (the owner's guard: its lock)
-      const refused = this.#detached() ?? this.#options.guard?.();
+      // nothing is written into a log another process may own now (the owner's guard: its
+      // lock); when it refuses, the file itself is looked at too (gone with its directory?)
+      const guarded = this.#options.guard?.();
+      const refused = guarded === undefined ? undefined : this.#detached(true) ?? guarded;
       if (refused !== undefined) {
         this.#queuedBytes -= bytes;
         this.#fail(refused, batch);
@@ -389,7 +414,7 @@ export class WalWriter {
         await this.#rewind(error, batch);
         continue;
       }
-      const detached = this.#detached();
+      const detached = this.#detached(false);
       if (detached !== undefined) {
         this.#queuedBytes -= bytes;
         this.#fail(detached, batch);
@@ -450,10 +475,18 @@ export class WalWriter {
     }
   }
 
-  #detached(): PavilionError | undefined {
+  /**
+   * The file's link count; also its path when `full` or at most every PATH_CHECK_INTERVAL_MS
+   * (see the header). Undefined while it is the file at its path.
+   */
+  #detached(full: boolean): PavilionError | undefined {
     const fd = this.#handle.fd;
     const path = this.#options.path;
-    return path === undefined || typeof fd !== 'number' ? undefined : detachedFrom(fd, path);
+    if (path === undefined || typeof fd !== 'number') return undefined;
+    const now = performance.now();
+    if (!full && now - this.#pathCheckedAtMs < PATH_CHECK_INTERVAL_MS) return unlinked(fd, path);
+    this.#pathCheckedAtMs = now;
+    return detachedFrom(fd, path);
   }
 
   /**
@@ -463,7 +496,7 @@ export class WalWriter {
    */
   checkFile(): PavilionError | undefined {
     if (this.#failure === undefined && !this.#closed) {
-      const refused = this.#detached() ?? this.#options.guard?.();
+      const refused = this.#detached(true) ?? this.#options.guard?.();
       if (refused !== undefined) this.#fail(refused);
     }
     return this.#failure;
