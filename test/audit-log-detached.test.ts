@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
 import { decisionEvent, openLog, readRecords, tempDir, walPath } from './audit/fixtures.ts';
+import { get, post, startPavilion } from './harness/pavilion-harness.ts';
 
 function refusedAs(reason: string): (error: unknown) => boolean {
   return (error: unknown) => {
@@ -169,3 +170,26 @@ describe('audit log file detached from its path', () => {
     assert.equal(await readFile(join(root, 'audit.moved', 'audit.wal'), 'utf8'), 'first;', 'the refused frame was cut off the moved file');
   });
 });
+
+describe('through the sidecar', () => {
+  it('the audit directory removed under a running sidecar: /health?plugins fails at once, the next decision is 503 ERR_AUDIT_LOG_IO, not a decision', async () => {
+    const root = await tempDir();
+    const auditDir = join(root, 'audit');
+    const app = await startPavilion({ config: { decisionLog: { sink: 'audit', audit: { directory: auditDir, checkpointIntervalMs: 600_000 } } } });
+    try {
+      const decide = (id: string) => post(`${app.url}/v1/data/bank/authz/allow`, { input: { subject: { id } } }, { 'x-pavilion-tenant': 'bank' });
+      assert.equal((await decide('before')).status, 200);
+      assert.equal((await get(`${app.url}/health?plugins`)).status, 200);
+      await rm(auditDir, { recursive: true, force: true });
+      const health = await get(`${app.url}/health?plugins`);
+      assert.equal(health.status, 500, `health after the removal: ${JSON.stringify(health.body)}`);
+      const refused = await decide('after');
+      assert.equal(refused.status, 503, JSON.stringify(refused.body));
+      assert.equal((refused.body['errors'] as Array<{ code: string }>)[0]?.code, ErrorCodes.AUDIT_LOG_IO);
+      assert.equal(refused.body['result'], undefined, 'no decision in a refused answer');
+    } finally {
+      await app.stop().catch(() => undefined);
+    }
+  });
+});
+
