@@ -35,7 +35,7 @@ describe('audit log file detached from its path', () => {
       const log = await openLog(dir, undefined, { fsync });
       for (let i = 0; i < 3; i++) await log.append(decisionEvent(i));
       await rm(dir, { recursive: true, force: true });
-      // the write into the unlinked file happens; its acknowledgement must not
+      // the lock went with the directory: refused before the write, named by the file's state
       await assert.rejects(log.append(decisionEvent(3)), refusedAs('file-removed'));
       await assert.rejects(log.append(decisionEvent(4)), refusedAs('file-removed'));
       const status = log.status();
@@ -107,6 +107,7 @@ describe('audit log file detached from its path', () => {
   it('stops writing, before the write, once its lock file is removed or replaced (another process may now open the log)', async () => {
     for (const [reason, tamper] of [
       ['lock-removed', (lock: string) => rm(lock)],
+      ['lock-removed', (lock: string) => rename(lock, `${lock}.moved`)], // keeps its link: seen by the path
       ['lock-replaced', async (lock: string) => {
         await writeFile(`${lock}.other`, '4242 someone-else');
         await rename(`${lock}.other`, lock);
@@ -169,6 +170,53 @@ describe('audit log file detached from its path', () => {
     await writer.close().catch(() => undefined);
     assert.equal(await readFile(join(root, 'audit.moved', 'audit.wal'), 'utf8'), 'first;', 'the refused frame was cut off the moved file');
   });
+
+  it('a lock moved away without a status look: the first batch once the path check is due refuses, before the write', async () => {
+    const root = await tempDir();
+    const dir = join(root, 'audit');
+    await mkdir(dir);
+    const log = await openLog(dir, undefined, { fsync: 'interval' });
+    await log.append(decisionEvent(0));
+    const before = (await stat(walPath(dir))).size;
+    await rename(join(dir, 'LOCK'), join(dir, 'LOCK.moved'));
+    await sleep(PATH_CHECK_INTERVAL_MS + 50);
+    await assert.rejects(log.append(decisionEvent(1)), refusedAs('lock-removed'));
+    assert.equal((await stat(walPath(dir))).size, before);
+    await log.stop(5000).catch(() => undefined);
+  });
+
+  it("a status look that fails the log while a batch is being synced refuses that batch too, and cuts it off (fsync 'always')", async () => {
+    const root = await tempDir();
+    const dir = join(root, 'audit');
+    await mkdir(dir);
+    const path = join(dir, 'audit.wal');
+    const real = await open(path, 'w+');
+    let lookDuringSync = false;
+    let writer: WalWriter | undefined;
+    const handle = {
+      fd: real.fd,
+      writev: real.writev.bind(real),
+      truncate: real.truncate.bind(real),
+      close: real.close.bind(real),
+      async datasync(): Promise<void> {
+        if (lookDuringSync) {
+          await rename(dir, join(root, 'audit.moved'));
+          assert.ok(writer?.checkFile() !== undefined, 'the look finds the file moved away');
+        }
+        await real.datasync();
+      },
+    } as unknown as FileHandle;
+    writer = new WalWriter(handle, 0, { path, fsync: 'always', fsyncIntervalMs: 1000, groupCommitMaxDelayMs: 0, groupCommitMaxBytes: 1 << 20, maxDiskBytes: 1 << 30, onFull: 'refuse', blockTimeoutMs: 100 });
+    const put = async (text: string): Promise<void> => {
+      assert.equal(writer.reserve(text.length), undefined);
+      await writer.append(Buffer.from(text)).durable;
+    };
+    await put('first;'); // this batch looked at the path: the next one does not (within PATH_CHECK_INTERVAL_MS)
+    lookDuringSync = true;
+    await assert.rejects(put('second;'), refusedAs('file-removed'));
+    await writer.close().catch(() => undefined);
+    assert.equal(await readFile(join(root, 'audit.moved', 'audit.wal'), 'utf8'), 'first;');
+  });
 });
 
 describe('through the sidecar', () => {
@@ -192,4 +240,3 @@ describe('through the sidecar', () => {
     }
   });
 });
-

@@ -214,6 +214,7 @@ export class AuditLog {
     try {
       // held open for its link count: 0 once the lock is removed or a rename replaces it
       this.#lockHandle = await open(this.#lockPath(), 'r');
+      const lockHeld = await this.#lockHandle.stat();
       // Decision events can hold personal data: owner-only, like the directory.
       handle = await open(this.path, 'a+', 0o600);
       const recovered = await this.#recover(handle);
@@ -221,7 +222,7 @@ export class AuditLog {
       handle = await open(this.path, 'r+');
       this.#writer = new WalWriter(handle, recovered.end, {
         path: this.path,
-        guard: () => this.#lockLost(),
+        guard: (full) => this.#lockLost(lockHeld, full),
         fsync: this.#options.fsync,
         fsyncIntervalMs: this.#options.fsyncIntervalMs,
         groupCommitMaxDelayMs: this.#options.groupCommitMaxDelayMs,
@@ -272,29 +273,32 @@ export class AuditLog {
   }
 
   /**
-   * Why the lock this log took is not at its path any more (removed, or replaced: another
-   * process may then open the log and write it too), or undefined while it is: the held lock
-   * file's link count (an fstat), 0 once it is gone from its path. The WAL writer asks before
-   * each batch, and the status between batches.
+   * Why the lock this log took (`held`) is not at its path any more (removed, moved away or
+   * replaced: another process may then open the log and write it too), or undefined while it
+   * is. Every time the held lock file's link count (an fstat: 0 once it is removed or a rename
+   * replaced it); when `full`, its path too (a stat: a lock moved away keeps its link, as a
+   * removed open file does on NFS). The WAL writer asks before each batch (`full` at most once
+   * a second), the status between batches (`full`).
    */
-  #lockLost(): PavilionError | undefined {
+  #lockLost(held: Stats, full: boolean): PavilionError | undefined {
     const fd = this.#lockHandle?.fd;
     if (fd === undefined) return undefined;
-    try {
-      if (fstatSync(fd).nlink > 0) return undefined;
-    } catch {
-      // cannot be looked at: not known to be held
-    }
     const path = this.#lockPath();
     let now: Stats | undefined;
     try {
-      now = statSync(path, { throwIfNoEntry: false });
+      if (fstatSync(fd).nlink > 0) {
+        if (!full) return undefined;
+        now = statSync(path, { throwIfNoEntry: false });
+        if (now !== undefined && now.ino === held.ino && now.dev === held.dev) return undefined;
+      } else {
+        now = statSync(path, { throwIfNoEntry: false });
+      }
     } catch {
-      now = undefined;
+      now = undefined; // cannot be looked at: not known to be held
     }
     return new PavilionError(
       ErrorCodes.AUDIT_LOG_IO,
-      `the audit log's lock file ${path} was ${now === undefined ? 'removed' : 'replaced'} while this sidecar held it: another process may open the log now, so this sidecar stops writing it: records from here on are not logged, and the log refuses them until a restart`,
+      `the audit log's lock file ${path} was ${now === undefined ? 'removed or moved away' : 'replaced'} while this sidecar held it: another process may open the log now, so this sidecar stops writing it: records from here on are not logged, and the log refuses them until a restart`,
       { details: { path, reason: now === undefined ? 'lock-removed' : 'lock-replaced' } },
     );
   }

@@ -32,11 +32,14 @@
  * directory, renamed away or replaced) holds what is written to it where no start will read
  * it: a later start opens a new log at the path, and the records only this process still
  * holds open are gone when it closes the file. So every batch, once written, is checked
- * before it is acknowledged: the open file's link count (an fstat; 0 once it was removed or
- * a rename replaced it), and at most every PATH_CHECK_INTERVAL_MS its path too (a stat: a
- * file or directory renamed away keeps its link, and the records acknowledged meanwhile are
- * in it where it went). The owner's `guard` (the log's lock) runs before each write, and
- * `checkFile` (the log's status) makes every check between batches.
+ * before it is acknowledged: the open file's link count (an fstat, a few microseconds; 0 once
+ * it was removed or a rename replaced it), and at most every PATH_CHECK_INTERVAL_MS its path
+ * too (a stat: a file or directory renamed away keeps its link, and the records acknowledged
+ * meanwhile are in it where it went; on NFS and FUSE a removed open file is renamed and
+ * keeps its link too, so a removal there is seen by the path check only, and what was
+ * acknowledged meanwhile goes when the file is closed). The owner's `guard` (the log's lock)
+ * runs before each write, and `checkFile` (the log's status) makes every check between
+ * batches. A batch refused after its write is cut off the file again, best effort.
  * A file found detached fails the writer for good (ERR_AUDIT_LOG_IO, details.reason
  * `file-removed`, `file-replaced`, or `file-unreadable` when the path cannot be looked at):
  * the batch that found it is refused (and cut off the file again when it was written), nothing
@@ -78,8 +81,9 @@ export interface WalWriterOptions {
   /**
    * The owner's own check before each batch is written and in `checkFile` (the audit log's:
    * that its lock file is still the one it took); an error returned fails the writer with it.
+   * `full`: a path may be looked at too (when the writer looks at its own path).
    */
-  readonly guard?: () => PavilionError | undefined;
+  readonly guard?: (full: boolean) => PavilionError | undefined;
   readonly fsync: FsyncPolicy;
   readonly fsyncIntervalMs: number;
   readonly groupCommitMaxDelayMs: number;
@@ -378,7 +382,8 @@ export class WalWriter {
       }
       // nothing is written into a log another process may own now (the owner's guard: its
       // lock); when it refuses, the file itself is looked at too (gone with its directory?)
-      const guarded = this.#options.guard?.();
+      const full = this.#pathCheckDue();
+      const guarded = this.#options.guard?.(full);
       const refused = guarded === undefined ? undefined : this.#detached(true) ?? guarded;
       if (refused !== undefined) {
         this.#queuedBytes -= bytes;
@@ -414,13 +419,18 @@ export class WalWriter {
         await this.#rewind(error, batch);
         continue;
       }
-      const detached = this.#detached(false);
+      // a failure noted meanwhile (a status look found the file or lock gone while this batch
+      // was being written or synced) refuses this batch too: health already says so
+      const detached = this.#failure ?? this.#detached(full);
       if (detached !== undefined) {
         this.#queuedBytes -= bytes;
         this.#fail(detached, batch);
         // the refused frames must not stay in the file where it went (a directory renamed
-        // away and put back would give them to the next start as logged): cut them off
-        await this.#handle.truncate(this.#position).catch(() => undefined);
+        // away and put back would give them to the next start as logged): cut them off, best
+        // effort (the writer is done; a cut that fails is not tried again)
+        await this.#handle.truncate(this.#position)
+          .then(() => (this.#options.fsync === 'always' ? this.#handle.datasync() : undefined))
+          .catch(() => undefined);
         break;
       }
       this.#position += bytes;
@@ -483,10 +493,15 @@ export class WalWriter {
     const fd = this.#handle.fd;
     const path = this.#options.path;
     if (path === undefined || typeof fd !== 'number') return undefined;
+    return full ? detachedFrom(fd, path) : unlinked(fd, path);
+  }
+
+  /** Whether this batch looks at the paths too: at most every PATH_CHECK_INTERVAL_MS. */
+  #pathCheckDue(): boolean {
     const now = performance.now();
-    if (!full && now - this.#pathCheckedAtMs < PATH_CHECK_INTERVAL_MS) return unlinked(fd, path);
+    if (now - this.#pathCheckedAtMs < PATH_CHECK_INTERVAL_MS) return false;
     this.#pathCheckedAtMs = now;
-    return detachedFrom(fd, path);
+    return true;
   }
 
   /**
@@ -496,7 +511,7 @@ export class WalWriter {
    */
   checkFile(): PavilionError | undefined {
     if (this.#failure === undefined && !this.#closed) {
-      const refused = this.#detached(true) ?? this.#options.guard?.();
+      const refused = this.#detached(true) ?? this.#options.guard?.(true);
       if (refused !== undefined) this.#fail(refused);
     }
     return this.#failure;
