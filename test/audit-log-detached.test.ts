@@ -6,7 +6,8 @@
  * unlinked file and were gone at the next start. Likewise its lock file removed or replaced
  * (another process may then open the log): nothing more is written. A removal or a rename
  * over the file is seen by every batch (the link count); a rename away, by a look at the
- * status or by the first batch PATH_CHECK_INTERVAL_MS after the last look at the path.
+ * status or by the first batch PATH_CHECK_INTERVAL_MS after the last batch that looked at the
+ * path.
  */
 import assert from 'node:assert/strict';
 import { mkdir, open, readFile, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
@@ -14,7 +15,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { PATH_CHECK_INTERVAL_MS, WalWriter } from '../sidecar/src/audit/log/wal-writer.ts';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
+import { ErrorCodes, PavilionError, isPavilionError } from '../sidecar/src/lib/errors.ts';
 import { decisionEvent, openLog, readRecords, tempDir, walPath } from './audit/fixtures.ts';
 import { get, post, startPavilion } from './harness/pavilion-harness.ts';
 
@@ -154,7 +155,10 @@ describe('audit log file detached from its path', () => {
       truncate: real.truncate.bind(real),
       close: real.close.bind(real),
       async datasync(): Promise<void> {
-        if (renameOnSync) await rename(dir, join(root, 'audit.moved'));
+        if (renameOnSync) {
+          renameOnSync = false; // once: the sync after the cut is a real one
+          await rename(dir, join(root, 'audit.moved'));
+        }
         await real.datasync();
       },
     } as unknown as FileHandle;
@@ -185,12 +189,13 @@ describe('audit log file detached from its path', () => {
     await log.stop(5000).catch(() => undefined);
   });
 
-  it("a status look that fails the log while a batch is being synced refuses that batch too, and cuts it off (fsync 'always')", async () => {
+  it("a status look that fails the log (its lock gone) while a batch is being synced refuses that batch too; the batch stays in the file, which another process may own now", async () => {
     const root = await tempDir();
     const dir = join(root, 'audit');
     await mkdir(dir);
     const path = join(dir, 'audit.wal');
     const real = await open(path, 'w+');
+    let lockGone = false;
     let lookDuringSync = false;
     let writer: WalWriter | undefined;
     const handle = {
@@ -200,22 +205,27 @@ describe('audit log file detached from its path', () => {
       close: real.close.bind(real),
       async datasync(): Promise<void> {
         if (lookDuringSync) {
-          await rename(dir, join(root, 'audit.moved'));
-          assert.ok(writer?.checkFile() !== undefined, 'the look finds the file moved away');
+          lookDuringSync = false;
+          lockGone = true;
+          assert.ok(writer?.checkFile() !== undefined, 'the look finds the lock gone');
         }
         await real.datasync();
       },
     } as unknown as FileHandle;
-    writer = new WalWriter(handle, 0, { path, fsync: 'always', fsyncIntervalMs: 1000, groupCommitMaxDelayMs: 0, groupCommitMaxBytes: 1 << 20, maxDiskBytes: 1 << 30, onFull: 'refuse', blockTimeoutMs: 100 });
+    const lost = new PavilionError(ErrorCodes.AUDIT_LOG_IO, 'lock gone', { details: { reason: 'lock-removed' } });
+    writer = new WalWriter(handle, 0, {
+      path, guard: () => (lockGone ? lost : undefined),
+      fsync: 'always', fsyncIntervalMs: 1000, groupCommitMaxDelayMs: 0, groupCommitMaxBytes: 1 << 20, maxDiskBytes: 1 << 30, onFull: 'refuse', blockTimeoutMs: 100,
+    });
     const put = async (text: string): Promise<void> => {
       assert.equal(writer.reserve(text.length), undefined);
       await writer.append(Buffer.from(text)).durable;
     };
-    await put('first;'); // this batch looked at the path: the next one does not (within PATH_CHECK_INTERVAL_MS)
-    lookDuringSync = true;
-    await assert.rejects(put('second;'), refusedAs('file-removed'));
+    await put('first;');
+    lookDuringSync = true; // the file stays where it is: only the failure the look noted can refuse the batch
+    await assert.rejects(put('second;'), refusedAs('lock-removed'));
     await writer.close().catch(() => undefined);
-    assert.equal(await readFile(join(root, 'audit.moved', 'audit.wal'), 'utf8'), 'first;');
+    assert.equal(await readFile(path, 'utf8'), 'first;second;', 'not cut: past this point the file may hold another process\'s records');
   });
 });
 

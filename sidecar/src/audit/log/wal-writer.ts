@@ -71,6 +71,7 @@ export const SYNC_WRITE_MAX_BYTES = 64 * 1024;
  * keeps its link count; see the header). The link count itself is looked at every batch.
  */
 export const PATH_CHECK_INTERVAL_MS = 1_000;
+
 export type ReservationKind = 'leaf' | 'checkpoint';
 export const CHECKPOINT_HEADROOM_BYTES = 4096;
 export type OnFullPolicy = 'block' | 'refuse';
@@ -203,6 +204,8 @@ export class WalWriter {
   #closed = false;
   #batches = 0;
   #syncs = 0;
+  /** The owner's guard's first refusal, if it refused. */
+  #guardRefusal: PavilionError | undefined;
   /** When a batch last looked at the file's path (performance.now()). */
   #pathCheckedAtMs = -Infinity;
 
@@ -382,8 +385,10 @@ export class WalWriter {
       }
       // nothing is written into a log another process may own now (the owner's guard: its
       // lock); when it refuses, the file itself is looked at too (gone with its directory?)
-      const full = this.#pathCheckDue();
-      const guarded = this.#options.guard?.(full);
+      // the paths are looked at by this batch (at most one a second); the time is taken only
+      // once the batch made the WAL's path check after its write (a rewound one does not)
+      const full = performance.now() - this.#pathCheckedAtMs >= PATH_CHECK_INTERVAL_MS;
+      const guarded = this.#guarded(full);
       const refused = guarded === undefined ? undefined : this.#detached(true) ?? guarded;
       if (refused !== undefined) {
         this.#queuedBytes -= bytes;
@@ -419,18 +424,25 @@ export class WalWriter {
         await this.#rewind(error, batch);
         continue;
       }
-      // a failure noted meanwhile (a status look found the file or lock gone while this batch
-      // was being written or synced) refuses this batch too: health already says so
+      // a failure noted meanwhile (a status look found the file or the lock gone, or the
+      // background fdatasync failed, while this batch was being written or synced) refuses
+      // this batch too: health already says so
       const detached = this.#failure ?? this.#detached(full);
+      if (full) this.#pathCheckedAtMs = performance.now();
       if (detached !== undefined) {
         this.#queuedBytes -= bytes;
         this.#fail(detached, batch);
-        // the refused frames must not stay in the file where it went (a directory renamed
+        // The refused frames must not stay in the file where it went (a directory renamed
         // away and put back would give them to the next start as logged): cut them off, best
-        // effort (the writer is done; a cut that fails is not tried again)
-        await this.#handle.truncate(this.#position)
-          .then(() => (this.#options.fsync === 'always' ? this.#handle.datasync() : undefined))
-          .catch(() => undefined);
+        // effort (the writer is done; a cut that fails is not tried again). Not when the lock
+        // was lost: the file may be another process's log by now, holding records of its own
+        // past this point; the refused frames may then stay (refused, yet perhaps read as
+        // logged by that process: a duplicate at worst, never a loss).
+        if (detached !== this.#guardRefusal) {
+          await this.#handle.truncate(this.#position)
+            .then(() => (this.#options.fsync === 'always' ? this.#handle.datasync() : undefined))
+            .catch(() => undefined);
+        }
         break;
       }
       this.#position += bytes;
@@ -440,7 +452,7 @@ export class WalWriter {
       for (const p of batch) p.resolve();
       this.#releaseWaiters();
     }
-    // The background fdatasync may have failed the writer while this batch was written.
+    // A failure after the last batch (the background fdatasync): refuse what queued meanwhile.
     if (this.#failure !== undefined) this.#fail(this.#failure);
   }
 
@@ -486,8 +498,8 @@ export class WalWriter {
   }
 
   /**
-   * The file's link count; also its path when `full` or at most every PATH_CHECK_INTERVAL_MS
-   * (see the header). Undefined while it is the file at its path.
+   * The file's link count; also its path when `full` (see the header). Undefined while it is
+   * the file at its path.
    */
   #detached(full: boolean): PavilionError | undefined {
     const fd = this.#handle.fd;
@@ -496,12 +508,11 @@ export class WalWriter {
     return full ? detachedFrom(fd, path) : unlinked(fd, path);
   }
 
-  /** Whether this batch looks at the paths too: at most every PATH_CHECK_INTERVAL_MS. */
-  #pathCheckDue(): boolean {
-    const now = performance.now();
-    if (now - this.#pathCheckedAtMs < PATH_CHECK_INTERVAL_MS) return false;
-    this.#pathCheckedAtMs = now;
-    return true;
+  /** The owner's guard; its refusal is kept (a batch refused for it is not cut, see #flushBatches). */
+  #guarded(full: boolean): PavilionError | undefined {
+    const refusal = this.#options.guard?.(full);
+    if (refusal !== undefined) this.#guardRefusal ??= refusal;
+    return refusal;
   }
 
   /**
@@ -511,7 +522,7 @@ export class WalWriter {
    */
   checkFile(): PavilionError | undefined {
     if (this.#failure === undefined && !this.#closed) {
-      const refused = this.#detached(true) ?? this.#options.guard?.(true);
+      const refused = this.#detached(true) ?? this.#guarded(true);
       if (refused !== undefined) this.#fail(refused);
     }
     return this.#failure;
