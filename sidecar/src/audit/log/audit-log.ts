@@ -262,10 +262,15 @@ export class AuditLog {
   }
 
   async #unlock(): Promise<void> {
+    await this.#closeLockHandle();
+    await unlock(this.#lockPath());
+  }
+
+  /** Stop watching the lock (the writer is closed): its descriptor is closed, the file stays. */
+  async #closeLockHandle(): Promise<void> {
     const held = this.#lockHandle;
     this.#lockHandle = undefined;
     await held?.close().catch(() => undefined);
-    await unlock(this.#lockPath());
   }
 
   #lockPath(): string {
@@ -843,8 +848,12 @@ export class AuditLog {
     if (this.#state !== 'sealing') throw new PavilionError(ErrorCodes.AUDIT_LOG_CLOSED, 'only a frozen audit log is sealed');
     if (this.#checkpointTimer !== undefined) clearInterval(this.#checkpointTimer);
     this.#state = 'stopped';
-    await this.#writer?.close();
-    await syncPath(this.path);
+    try {
+      await this.#writer?.close();
+      await syncPath(this.path);
+    } finally {
+      await this.#closeLockHandle(); // a seal that fails keeps the lock, not its descriptor
+    }
     await this.#unlock();
   }
 
