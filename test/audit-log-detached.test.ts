@@ -27,13 +27,56 @@ function refusedAs(reason: string): (error: unknown) => boolean {
   };
 }
 
+/** A log in `<temporary root>/audit`, so that the directory itself can be removed or moved. */
+async function logInAuditDir(fsync: 'always' | 'interval' = 'always'): Promise<{ root: string; dir: string; log: Awaited<ReturnType<typeof openLog>> }> {
+  const root = await tempDir();
+  const dir = join(root, 'audit');
+  await mkdir(dir);
+  return { root, dir, log: await openLog(dir, undefined, { fsync }) };
+}
+
+/**
+ * A WalWriter with fsync 'always' on the real file `path`, whose next fdatasync (once armed)
+ * first runs `duringSync`: something happening while a batch is being synced. `put` appends
+ * one frame and waits until it is acknowledged.
+ */
+async function writerSyncingWith(path: string, options: { readonly guard?: () => PavilionError | undefined } = {}): Promise<{
+  readonly writer: WalWriter;
+  arm(duringSync: () => Promise<void> | void): void;
+  put(text: string): Promise<void>;
+}> {
+  const real = await open(path, 'w+');
+  let armed: (() => Promise<void> | void) | undefined;
+  const handle = {
+    fd: real.fd,
+    writev: real.writev.bind(real),
+    truncate: real.truncate.bind(real),
+    close: real.close.bind(real),
+    async datasync(): Promise<void> {
+      const run = armed;
+      armed = undefined; // once: a sync after a cut is a real one
+      await run?.();
+      await real.datasync();
+    },
+  } as unknown as FileHandle;
+  const writer = new WalWriter(handle, 0, {
+    path, ...options,
+    fsync: 'always', fsyncIntervalMs: 1000, groupCommitMaxDelayMs: 0, groupCommitMaxBytes: 1 << 20, maxDiskBytes: 1 << 30, onFull: 'refuse', blockTimeoutMs: 100,
+  });
+  return {
+    writer,
+    arm: (duringSync) => { armed = duringSync; },
+    async put(text) {
+      assert.equal(writer.reserve(text.length), undefined);
+      await writer.append(Buffer.from(text)).durable;
+    },
+  };
+}
+
 describe('audit log file detached from its path', () => {
   for (const fsync of ['always', 'interval'] as const) {
     it(`refuses the first record after the directory is removed (fsync ${fsync}), and the next ones`, async () => {
-      const root = await tempDir();
-      const dir = join(root, 'audit');
-      await mkdir(dir);
-      const log = await openLog(dir, undefined, { fsync });
+      const { dir, log } = await logInAuditDir(fsync);
       for (let i = 0; i < 3; i++) await log.append(decisionEvent(i));
       await rm(dir, { recursive: true, force: true });
       // the lock went with the directory: refused before the write, named by the file's state
@@ -47,10 +90,7 @@ describe('audit log file detached from its path', () => {
   }
 
   it('says so in its status before any record arrives, without a write', async () => {
-    const root = await tempDir();
-    const dir = join(root, 'audit');
-    await mkdir(dir);
-    const log = await openLog(dir);
+    const { dir, log } = await logInAuditDir();
     await log.append(decisionEvent(0));
     assert.equal(log.status().state, 'OK');
     await rm(dir, { recursive: true, force: true });
@@ -62,10 +102,7 @@ describe('audit log file detached from its path', () => {
   });
 
   it('refuses records once the directory is renamed away; the records before stay in the moved file', async () => {
-    const root = await tempDir();
-    const dir = join(root, 'audit');
-    await mkdir(dir);
-    const log = await openLog(dir, undefined, { fsync: 'interval' });
+    const { root, dir, log } = await logInAuditDir('interval');
     for (let i = 0; i < 3; i++) await log.append(decisionEvent(i));
     await rename(dir, join(root, 'audit.moved'));
     const status = log.status();
@@ -78,10 +115,7 @@ describe('audit log file detached from its path', () => {
   });
 
   it(`without a status look, a rename away is seen by the first batch once PATH_CHECK_INTERVAL_MS (${PATH_CHECK_INTERVAL_MS} ms) passed since the last look at the path`, async () => {
-    const root = await tempDir();
-    const dir = join(root, 'audit');
-    await mkdir(dir);
-    const log = await openLog(dir, undefined, { fsync: 'interval' });
+    const { root, dir, log } = await logInAuditDir('interval');
     await log.append(decisionEvent(0));
     await rename(dir, join(root, 'audit.moved'));
     await sleep(PATH_CHECK_INTERVAL_MS + 50);
@@ -92,10 +126,7 @@ describe('audit log file detached from its path', () => {
   });
 
   it('refuses records once another file is put at its path', async () => {
-    const root = await tempDir();
-    const dir = join(root, 'audit');
-    await mkdir(dir);
-    const log = await openLog(dir, undefined, { fsync: 'interval' });
+    const { root, dir, log } = await logInAuditDir('interval');
     await log.append(decisionEvent(0));
     const other = join(root, 'other.wal');
     await writeFile(other, 'not this log');
@@ -114,10 +145,7 @@ describe('audit log file detached from its path', () => {
         await rename(`${lock}.other`, lock);
       }],
     ] as const) {
-      const root = await tempDir();
-      const dir = join(root, 'audit');
-      await mkdir(dir);
-      const log = await openLog(dir, undefined, { fsync: 'interval' });
+      const { dir, log } = await logInAuditDir('interval');
       await log.append(decisionEvent(0));
       const before = (await stat(walPath(dir))).size;
       await tamper(join(dir, 'LOCK'));
@@ -129,10 +157,7 @@ describe('audit log file detached from its path', () => {
   });
 
   it('refuses the batch before writing it when the lock went between two records (no status look in between)', async () => {
-    const root = await tempDir();
-    const dir = join(root, 'audit');
-    await mkdir(dir);
-    const log = await openLog(dir, undefined, { fsync: 'interval' });
+    const { dir, log } = await logInAuditDir('interval');
     await log.append(decisionEvent(0));
     const before = (await stat(walPath(dir))).size;
     await rm(join(dir, 'LOCK'));
@@ -145,41 +170,17 @@ describe('audit log file detached from its path', () => {
     const root = await tempDir();
     const dir = join(root, 'audit');
     await mkdir(dir);
-    const path = join(dir, 'audit.wal');
-    const real = await open(path, 'w+');
-    let renameOnSync = false;
-    // the real file, whose fdatasync first moves the directory away: the batch is written, then found detached
-    const handle = {
-      fd: real.fd,
-      writev: real.writev.bind(real),
-      truncate: real.truncate.bind(real),
-      close: real.close.bind(real),
-      async datasync(): Promise<void> {
-        if (renameOnSync) {
-          renameOnSync = false; // once: the sync after the cut is a real one
-          await rename(dir, join(root, 'audit.moved'));
-        }
-        await real.datasync();
-      },
-    } as unknown as FileHandle;
-    const writer = new WalWriter(handle, 0, { path, fsync: 'always', fsyncIntervalMs: 1000, groupCommitMaxDelayMs: 0, groupCommitMaxBytes: 1 << 20, maxDiskBytes: 1 << 30, onFull: 'refuse', blockTimeoutMs: 100 });
-    const put = async (text: string): Promise<void> => {
-      assert.equal(writer.reserve(text.length), undefined);
-      await writer.append(Buffer.from(text)).durable;
-    };
+    const { writer, arm, put } = await writerSyncingWith(join(dir, 'audit.wal'));
     await put('first;');
     await sleep(PATH_CHECK_INTERVAL_MS + 50); // the next batch looks at the path (a rename keeps the link count)
-    renameOnSync = true;
+    arm(() => rename(dir, join(root, 'audit.moved'))); // written, then found detached
     await assert.rejects(put('refused;'), refusedAs('file-removed'));
     await writer.close().catch(() => undefined);
     assert.equal(await readFile(join(root, 'audit.moved', 'audit.wal'), 'utf8'), 'first;', 'the refused frame was cut off the moved file');
   });
 
   it('a lock moved away without a status look: the first batch once the path check is due refuses, before the write', async () => {
-    const root = await tempDir();
-    const dir = join(root, 'audit');
-    await mkdir(dir);
-    const log = await openLog(dir, undefined, { fsync: 'interval' });
+    const { dir, log } = await logInAuditDir('interval');
     await log.append(decisionEvent(0));
     const before = (await stat(walPath(dir))).size;
     await rename(join(dir, 'LOCK'), join(dir, 'LOCK.moved'));
@@ -190,39 +191,18 @@ describe('audit log file detached from its path', () => {
   });
 
   it("a status look that fails the log (its lock gone) while a batch is being synced refuses that batch too; the batch stays in the file, which another process may own now", async () => {
-    const root = await tempDir();
-    const dir = join(root, 'audit');
+    const dir = join(await tempDir(), 'audit');
     await mkdir(dir);
     const path = join(dir, 'audit.wal');
-    const real = await open(path, 'w+');
     let lockGone = false;
-    let lookDuringSync = false;
-    let writer: WalWriter | undefined;
-    const handle = {
-      fd: real.fd,
-      writev: real.writev.bind(real),
-      truncate: real.truncate.bind(real),
-      close: real.close.bind(real),
-      async datasync(): Promise<void> {
-        if (lookDuringSync) {
-          lookDuringSync = false;
-          lockGone = true;
-          assert.ok(writer?.checkFile() !== undefined, 'the look finds the lock gone');
-        }
-        await real.datasync();
-      },
-    } as unknown as FileHandle;
     const lost = new PavilionError(ErrorCodes.AUDIT_LOG_IO, 'lock gone', { details: { reason: 'lock-removed' } });
-    writer = new WalWriter(handle, 0, {
-      path, guard: () => (lockGone ? lost : undefined),
-      fsync: 'always', fsyncIntervalMs: 1000, groupCommitMaxDelayMs: 0, groupCommitMaxBytes: 1 << 20, maxDiskBytes: 1 << 30, onFull: 'refuse', blockTimeoutMs: 100,
-    });
-    const put = async (text: string): Promise<void> => {
-      assert.equal(writer.reserve(text.length), undefined);
-      await writer.append(Buffer.from(text)).durable;
-    };
+    const { writer, arm, put } = await writerSyncingWith(path, { guard: () => (lockGone ? lost : undefined) });
     await put('first;');
-    lookDuringSync = true; // the file stays where it is: only the failure the look noted can refuse the batch
+    // the file stays where it is: only the failure the look notes can refuse the batch
+    arm(() => {
+      lockGone = true;
+      assert.ok(writer.checkFile() !== undefined, 'the look finds the lock gone');
+    });
     await assert.rejects(put('second;'), refusedAs('lock-removed'));
     await writer.close().catch(() => undefined);
     assert.equal(await readFile(path, 'utf8'), 'first;second;', 'not cut: past this point the file may hold another process\'s records');
