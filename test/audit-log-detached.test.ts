@@ -18,6 +18,7 @@ import { describe, it } from 'node:test';
 import { ErrorCodes, PavilionError, isPavilionError } from '../sidecar/src/lib/errors.ts';
 import { decisionEvent, openLog, readRecords, tempDir, walPath } from './audit/fixtures.ts';
 import { get, post, startPavilion } from './harness/pavilion-harness.ts';
+import { within } from './harness/wait.ts';
 
 function refusedAs(reason: string): (error: unknown) => boolean {
   return (error: unknown) => {
@@ -228,5 +229,89 @@ describe('through the sidecar', () => {
     } finally {
       await app.stop().catch(() => undefined);
     }
+  });
+});
+
+describe('the writer around a lost lock (a handle double without a descriptor: writes go the asynchronous way)', () => {
+  const lost = new PavilionError(ErrorCodes.AUDIT_LOG_IO, 'lock gone', { details: { reason: 'lock-removed' } });
+  const options = { fsync: 'interval', fsyncIntervalMs: 60_000, groupCommitMaxDelayMs: 0, groupCommitMaxBytes: 1 << 20, maxDiskBytes: 1 << 30, onFull: 'refuse', blockTimeoutMs: 100 } as const;
+
+  /** A file handle double; `onWrite` runs inside each writev before it answers. */
+  function handleDouble(onWrite: (call: number) => { written?: number; error?: string } | undefined) {
+    const state = { writes: 0, truncates: 0, closes: 0 };
+    const handle = {
+      async writev(buffers: Buffer[]): Promise<{ bytesWritten: number }> {
+        const call = ++state.writes;
+        const total = buffers.reduce((n, b) => n + b.length, 0);
+        const answer = onWrite(call);
+        if (answer?.error !== undefined) throw Object.assign(new Error(answer.error), { code: answer.error });
+        return { bytesWritten: answer?.written ?? total };
+      },
+      async datasync(): Promise<void> {},
+      async truncate(): Promise<void> {
+        state.truncates++;
+      },
+      async close(): Promise<void> {
+        state.closes++;
+      },
+    };
+    return { state, handle: handle as unknown as FileHandle };
+  }
+
+  it('a write cut short stops once a look at health found the lock gone: the batch is refused, the rest not written, nothing cut', async () => {
+    let lockGone = false;
+    let writer: WalWriter | undefined;
+    const { state, handle } = handleDouble((call) => {
+      if (call === 1) {
+        lockGone = true;
+        writer?.checkFile();
+        return { written: 4 }; // part of the batch: the loop would write the rest next
+      }
+      return undefined;
+    });
+    writer = new WalWriter(handle, 0, { ...options, guard: () => (lockGone ? lost : undefined) });
+    assert.equal(writer.reserve(10), undefined);
+    await assert.rejects(writer.append(Buffer.from('0123456789')).durable, refusedAs('lock-removed'));
+    assert.equal(state.writes, 1, 'the rest of the batch was not written');
+    assert.equal(state.truncates, 0, 'not cut: the file may be another process\'s log now');
+  });
+
+  it('a full volume met after the lock was lost refuses the batch without cutting the file', async () => {
+    let lockGone = false;
+    let writer: WalWriter | undefined;
+    const { state, handle } = handleDouble(() => {
+      lockGone = true;
+      writer?.checkFile();
+      return { error: 'ENOSPC' };
+    });
+    writer = new WalWriter(handle, 0, { ...options, guard: () => (lockGone ? lost : undefined) });
+    assert.equal(writer.reserve(10), undefined);
+    await assert.rejects(writer.append(Buffer.from('0123456789')).durable);
+    assert.equal(state.truncates, 0);
+  });
+
+  it('a guard that throws refuses the batch with ERR_AUDIT_LOG_IO instead of leaving it pending', async () => {
+    const { handle } = handleDouble(() => undefined);
+    const writer = new WalWriter(handle, 0, { ...options, guard: () => { throw new Error('broken check'); } });
+    assert.equal(writer.reserve(3), undefined);
+    await assert.rejects(within(writer.append(Buffer.from('abc')).durable, 2000), (error: unknown) => isPavilionError(error, ErrorCodes.AUDIT_LOG_IO) && /broken check/.test(error.message));
+  });
+
+  it('close() called again while the first is draining waits for it (a stop racing a seal must not unlock under a write)', async () => {
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => { release = resolve; });
+    const { state, handle } = handleDouble(() => undefined);
+    (handle as unknown as { datasync: () => Promise<void> }).datasync = () => gate;
+    const writer = new WalWriter(handle, 0, { ...options, fsync: 'always' });
+    assert.equal(writer.reserve(3), undefined);
+    const durable = writer.append(Buffer.from('abc')).durable;
+    const first = writer.close();
+    let secondDone = false;
+    const second = writer.close().then(() => { secondDone = true; });
+    await sleep(50);
+    assert.equal(secondDone, false, 'the second close waits while the first still drains');
+    release();
+    await Promise.all([durable, first, second]);
+    assert.equal(state.closes, 1);
   });
 });

@@ -298,8 +298,12 @@ export class AuditLog {
       } else {
         now = statSync(path, { throwIfNoEntry: false });
       }
-    } catch {
-      now = undefined; // cannot be looked at: not known to be held
+    } catch (error) {
+      // cannot be looked at: not known to be held (as an unreadable WAL path, for good)
+      return new PavilionError(ErrorCodes.AUDIT_LOG_IO, `the audit log's lock file ${path} cannot be looked at (${describeThrown(error)}): records from here on are not logged, and the log refuses them until a restart`, {
+        cause: error,
+        details: { path, reason: 'lock-unreadable' },
+      });
     }
     return new PavilionError(
       ErrorCodes.AUDIT_LOG_IO,

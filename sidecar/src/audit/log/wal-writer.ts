@@ -202,6 +202,7 @@ export class WalWriter {
   #failure: PavilionError | undefined;
   #diskFull: DiskFullState | undefined;
   #closed = false;
+  #closing: Promise<void> | undefined;
   #batches = 0;
   #syncs = 0;
   /** The owner's guard's first refusal, if it refused. */
@@ -402,14 +403,18 @@ export class WalWriter {
           await this.#handle.truncate(this.#position);
           this.#cutPending = false;
         }
+        // From here on, a failure noted while this batch waits on the disk (a look at health
+        // found the file or the lock gone) stops its writing: the batch is refused after.
         const buffers = batch.map((p) => p.frame);
         const rest = (): Buffer[] => (written === 0 ? buffers : [Buffer.concat(buffers).subarray(written)]);
         if (bytes <= SYNC_WRITE_MAX_BYTES && typeof this.#handle.fd === 'number') {
           while (written < bytes) written += writevSync(this.#handle.fd, rest(), this.#position + written);
         } else {
-          while (written < bytes) written += (await this.#handle.writev(rest(), this.#position + written)).bytesWritten;
+          while (written < bytes && this.#failure === undefined) written += (await this.#handle.writev(rest(), this.#position + written)).bytesWritten;
         }
-        if (this.#options.fsync === 'always') {
+        if (this.#failure !== undefined) {
+          // not synced: it is refused below
+        } else if (this.#options.fsync === 'always') {
           await this.#handle.datasync();
           this.#syncs++;
         } else {
@@ -480,11 +485,13 @@ export class WalWriter {
     } catch (hookError) {
       this.#fail(new PavilionError(ErrorCodes.AUDIT_LOG_IO, `rewinding the audit log after a full volume failed: ${describeThrown(hookError)}`, { cause: hookError }), discarded);
       // the refused frames must not stay readable past the end (best effort: the writer is done)
-      await this.#handle.truncate(this.#position).catch(() => undefined);
+      if (this.#guardRefusal === undefined) await this.#handle.truncate(this.#position).catch(() => undefined);
       return;
     }
     for (const p of discarded) p.reject(refusal);
     this.#releaseWaiters();
+    // the lock was lost meanwhile: the file may be another process's log now, not to be cut
+    if (this.#guardRefusal !== undefined) return;
     // Part of the batch may have reached the file: cut it off (it frees the space it took).
     try {
       await this.#handle.truncate(this.#position);
@@ -510,7 +517,12 @@ export class WalWriter {
 
   /** The owner's guard; its refusal is kept (a batch refused for it is not cut, see #flushBatches). */
   #guarded(full: boolean): PavilionError | undefined {
-    const refusal = this.#options.guard?.(full);
+    let refusal: PavilionError | undefined;
+    try {
+      refusal = this.#options.guard?.(full);
+    } catch (error) {
+      refusal = new PavilionError(ErrorCodes.AUDIT_LOG_IO, `the audit log's own check before a write failed: ${describeThrown(error)}`, { cause: error });
+    }
     if (refusal !== undefined) this.#guardRefusal ??= refusal;
     return refusal;
   }
@@ -559,9 +571,13 @@ export class WalWriter {
     }
   }
 
-  /** Stop accepting, refuse blocked writers, drain, close the file. */
-  async close(): Promise<void> {
-    if (this.#closed) return;
+  /** Stop accepting, refuse blocked writers, drain, close the file. A later call waits for the first. */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
     this.#closed = true;
     if (this.#syncTimer !== undefined) clearInterval(this.#syncTimer);
     for (const w of this.#waiters.splice(0)) {
