@@ -19,10 +19,10 @@
  * so acknowledged records are never cut off automatically; `pavilion audit verify-log` says
  * more.
  */
-import { fstatSync, statSync, type Stats } from 'node:fs';
 import { open, mkdir, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { syncPath } from '../../lib/durable-file.ts';
+import { pathHolding, type PathHolding } from '../../lib/file-identity.ts';
 import { tryLock, unlock } from '../../lib/lock-file.ts';
 import { ErrorCodes, PavilionError, describeThrown, isPavilionError } from '../../lib/errors.ts';
 import type { ComponentStatus } from '../../lib/lifecycle.ts';
@@ -214,7 +214,6 @@ export class AuditLog {
     try {
       // held open for its link count: 0 once the lock is removed or a rename replaces it
       this.#lockHandle = await open(this.#lockPath(), 'r');
-      const lockHeld = await this.#lockHandle.stat();
       // Decision events can hold personal data: owner-only, like the directory.
       handle = await open(this.path, 'a+', 0o600);
       const recovered = await this.#recover(handle);
@@ -222,7 +221,7 @@ export class AuditLog {
       handle = await open(this.path, 'r+');
       this.#writer = new WalWriter(handle, recovered.end, {
         path: this.path,
-        guard: (full) => this.#lockLost(lockHeld, full),
+        guard: (full) => this.#lockLost(full),
         fsync: this.#options.fsync,
         fsyncIntervalMs: this.#options.fsyncIntervalMs,
         groupCommitMaxDelayMs: this.#options.groupCommitMaxDelayMs,
@@ -278,26 +277,19 @@ export class AuditLog {
   }
 
   /**
-   * Why the lock this log took (`held`) is not at its path any more (removed, moved away or
-   * replaced: another process may then open the log and write it too), or undefined while it
-   * is. Every time the held lock file's link count (an fstat: 0 once it is removed or a rename
-   * replaced it); when `full`, its path too (a stat: a lock moved away keeps its link, as a
-   * removed open file does on NFS). The WAL writer asks before each batch (`full` at most once
-   * a second), the status between batches (`full`).
+   * Why the lock this log took is not at its path any more (removed, moved away or replaced:
+   * another process may then open the log and write it too), or undefined while it is: the
+   * held lock file's link count every time, its path too when `full` (lib/file-identity.ts).
+   * The WAL writer asks before each batch (`full` at most once a second), the status between
+   * batches (`full`).
    */
-  #lockLost(held: Stats, full: boolean): PavilionError | undefined {
+  #lockLost(full: boolean): PavilionError | undefined {
     const fd = this.#lockHandle?.fd;
     if (fd === undefined) return undefined;
     const path = this.#lockPath();
-    let now: Stats | undefined;
+    let holding: PathHolding;
     try {
-      if (fstatSync(fd).nlink > 0) {
-        if (!full) return undefined;
-        now = statSync(path, { throwIfNoEntry: false });
-        if (now !== undefined && now.ino === held.ino && now.dev === held.dev) return undefined;
-      } else {
-        now = statSync(path, { throwIfNoEntry: false });
-      }
+      holding = pathHolding(fd, path, full);
     } catch (error) {
       // cannot be looked at: not known to be held (as an unreadable WAL path, for good)
       return new PavilionError(ErrorCodes.AUDIT_LOG_IO, `the audit log's lock file ${path} cannot be looked at (${describeThrown(error)}): records from here on are not logged, and the log refuses them until a restart`, {
@@ -305,10 +297,12 @@ export class AuditLog {
         details: { path, reason: 'lock-unreadable' },
       });
     }
+    if (holding === 'same') return undefined;
+    const replaced = holding === 'replaced';
     return new PavilionError(
       ErrorCodes.AUDIT_LOG_IO,
-      `the audit log's lock file ${path} was ${now === undefined ? 'removed or moved away' : 'replaced'} while this sidecar held it: another process may open the log now, so this sidecar stops writing it: records from here on are not logged, and the log refuses them until a restart`,
-      { details: { path, reason: now === undefined ? 'lock-removed' : 'lock-replaced' } },
+      `the audit log's lock file ${path} was ${replaced ? 'replaced' : 'removed or moved away'} while this sidecar held it: another process may open the log now, so this sidecar stops writing it: records from here on are not logged, and the log refuses them until a restart`,
+      { details: { path, reason: replaced ? 'lock-replaced' : 'lock-removed' } },
     );
   }
 

@@ -52,9 +52,10 @@
  * The last CHECKPOINT_HEADROOM_BYTES of the budget are kept for checkpoints, so a full log can
  * still sign the leaves it holds.
  */
-import { fstatSync, statSync, writevSync, type Stats } from 'node:fs';
+import { writevSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { ErrorCodes, PavilionError, describeThrown } from '../../lib/errors.ts';
+import { pathHolding, type PathHolding } from '../../lib/file-identity.ts';
 
 export type FsyncPolicy = 'always' | 'interval' | 'never';
 /**
@@ -136,47 +137,30 @@ function isNoSpace(error: unknown): boolean {
 }
 
 /**
- * Why the open file `fd` is not the file at `path` any more (see the header), or undefined
- * when it still is. A path that cannot be looked at for another reason than its absence
- * counts as detached too: the next start could not read the log there either.
+ * Why the open file `fd` is not the file at `path` any more (see the header; `lookAtPath`:
+ * its path too, not only its link count), or undefined while it is. A path that cannot be
+ * looked at for another reason than its absence counts as detached too: the next start could
+ * not read the log there either.
  */
-function detachedFrom(fd: number, path: string): PavilionError | undefined {
-  let open: Stats;
-  let named: Stats | undefined;
+function detachedFrom(fd: number, path: string, lookAtPath: boolean): PavilionError | undefined {
+  let holding: PathHolding;
   try {
-    open = fstatSync(fd);
-    named = statSync(path, { throwIfNoEntry: false });
+    holding = pathHolding(fd, path, lookAtPath);
   } catch (error) {
     return new PavilionError(ErrorCodes.AUDIT_LOG_IO, `the audit log file ${path} cannot be looked at (${describeThrown(error)}): records from here on are not logged, and the log refuses them until a restart`, {
       cause: error,
       details: { path, reason: 'file-unreadable' },
     });
   }
-  const removed = open.nlink === 0 && named === undefined;
-  if (named !== undefined && named.ino === open.ino && named.dev === open.dev) return undefined;
-  const what = removed
+  if (holding === 'same') return undefined;
+  const what = holding === 'removed'
     ? 'was removed while the sidecar had it open'
-    : named === undefined ? 'was moved away from its path while the sidecar had it open' : 'was replaced by another file while the sidecar had it open';
+    : holding === 'moved' ? 'was moved away from its path while the sidecar had it open' : 'was replaced by another file while the sidecar had it open';
   return new PavilionError(
     ErrorCodes.AUDIT_LOG_IO,
     `the audit log file ${path} ${what}: a record written to it would be on no path a start reads the log from, so records from here on are not logged, and the log refuses them until a restart (put the directory back before restarting to keep the records acknowledged before; a start on an empty directory begins a new log)`,
-    { details: { path, reason: removed || named === undefined ? 'file-removed' : 'file-replaced' } },
+    { details: { path, reason: holding === 'replaced' ? 'file-replaced' : 'file-removed' } },
   );
-}
-
-/**
- * The cheap check every batch makes: the open file's link count, 0 once the file was removed
- * (alone or with its directory) or replaced by a rename over it. A file renamed away keeps its
- * link: detachedFrom sees that. Undefined while linked; the reason (from detachedFrom) if not.
- */
-function unlinked(fd: number, path: string): PavilionError | undefined {
-  let links: number;
-  try {
-    links = fstatSync(fd).nlink;
-  } catch {
-    return detachedFrom(fd, path); // says why it cannot be looked at
-  }
-  return links === 0 ? detachedFrom(fd, path) : undefined;
 }
 
 /** A failed write or fdatasync: the writer is done (ERR_AUDIT_LOG_IO). */
@@ -384,10 +368,10 @@ export class WalWriter {
         batch.push(next);
         bytes += next.frame.length;
       }
-      // nothing is written into a log another process may own now (the owner's guard: its
-      // lock); when it refuses, the file itself is looked at too (gone with its directory?)
-      // the paths are looked at by this batch (at most one a second); the time is taken only
-      // once the batch made the WAL's path check after its write (a rewound one does not)
+      // Nothing is written into a log another process may own now (the owner's guard: its
+      // lock); when it refuses, the file itself is looked at too (gone with its directory?).
+      // This batch looks at the paths when one has not for PATH_CHECK_INTERVAL_MS; the time
+      // is taken once the WAL's path was looked at after the write (not by a rewound batch).
       const full = performance.now() - this.#pathCheckedAtMs >= PATH_CHECK_INTERVAL_MS;
       const guarded = this.#guarded(full);
       const refused = guarded === undefined ? undefined : this.#detached(true) ?? guarded;
@@ -511,8 +495,7 @@ export class WalWriter {
   #detached(full: boolean): PavilionError | undefined {
     const fd = this.#handle.fd;
     const path = this.#options.path;
-    if (path === undefined || typeof fd !== 'number') return undefined;
-    return full ? detachedFrom(fd, path) : unlinked(fd, path);
+    return path === undefined || typeof fd !== 'number' ? undefined : detachedFrom(fd, path, full);
   }
 
   /** The owner's guard; its refusal is kept (a batch refused for it is not cut, see #flushBatches). */
