@@ -89,7 +89,10 @@ export async function startPavilion(options: HarnessOptions = {}): Promise<Runni
       } catch {
         return [];
       }
-      return text.split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as Record<string, unknown>);
+      // the sink may be appending while this reads: only lines ended by a newline are whole
+      const lines = text.split('\n');
+      lines.pop();
+      return lines.filter((line) => line !== '').map((line) => JSON.parse(line) as Record<string, unknown>);
     },
     async stop() {
       if (stopped) return;
