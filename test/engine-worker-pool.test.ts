@@ -5,7 +5,9 @@
  * - a load that finishes after its unload was requested leaves nothing loaded in the worker;
  * - a worker that exits before it is ready is a typed error, not a wait that never ends;
  * - a load that overruns its deadline fails only itself: the loads queued behind it on the
- *   same worker are forwarded, once, to the replacement and load there.
+ *   same worker are forwarded, once, to the replacement and load there;
+ * - an instance a failed evaluation threw away is instantiated again under the load deadline,
+ *   not inside its tenant's next evaluation.
  *
  * The tenants' policies are built by the real opa CLI. The load that overruns its deadline
  * is a real Wasm module whose start function never returns (test/harness/fixtures.ts
@@ -319,5 +321,35 @@ describe('a tenant limited after an overrun', () => {
     assert.ok(outcomes !== 'hung' && outcomes.status === 'fulfilled');
     assert.deepEqual(outcomes.value.map((o) => (o.ok ? o.result : o.code)), [true, { i: 1 }, { i: 2 }]);
     assert.deepEqual(pool.limitedTenants, [], 'the limit has ended');
+  });
+});
+
+describe('a policy instance a failed evaluation threw away', () => {
+  const running = pools();
+
+  test("is instantiated again once its batch is answered, under the load deadline: the tenant's next evaluation answers even when setting the data takes longer than an evaluation may", async () => {
+    // Memory for the data: 100,000 entries take a few hundred milliseconds to set.
+    const memory = { initialPages: MEMORY.initialPages, maximumPages: 16_384 };
+    const spec: LoadMessage = {
+      ...tenantLoad('large'),
+      data: { who: { tenant: 'large', filler: Array.from({ length: 100_000 }, (_, k) => ({ k, s: 'abcdefghij' })) } },
+      memory,
+    };
+    // How long an instance with that data takes here, on a pool with room for it...
+    const measuring = await running.start({ memory, loadTimeoutMs: 60_000 });
+    const started = performance.now();
+    await measuring.load(spec);
+    const loadMs = performance.now() - started;
+    // ...and a pool whose evaluations may take a quarter of that: instantiating the policy
+    // inside an evaluation overruns it, instantiating it apart (under the load deadline) does not.
+    const restarts: string[] = [];
+    const pool = await running.start({ memory, loadTimeoutMs: 60_000, evaluationTimeoutMs: Math.max(5, Math.floor(loadMs / 4)), onWorkerRestart: (reason) => restarts.push(reason) });
+    await pool.load(spec);
+    // input nested deeper than the Wasm stack: the evaluation fails and its instance is thrown away
+    const deep = await pool.evaluate({ key: spec.key, entrypointId: whoId, input: `${'['.repeat(100_000)}${']'.repeat(100_000)}`, nowNs: null });
+    assert.ok(!deep.ok && deep.code === ErrorCodes.EVAL_MEMORY, JSON.stringify(deep).slice(0, 300));
+    const next = await pool.evaluate({ key: spec.key, entrypointId: whoId, input: null, nowNs: null });
+    assert.deepEqual(next.ok ? next.result : next, 'large', `the evaluation after the failure (load took ${Math.round(loadMs)} ms; evaluation deadline ${Math.max(5, Math.floor(loadMs / 4))} ms)`);
+    assert.deepEqual(restarts, [], 'no worker stopped for an overrun');
   });
 });

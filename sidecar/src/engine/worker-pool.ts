@@ -42,6 +42,7 @@ import {
   CONTROL_INDEX,
   CONTROL_LOG_RULES,
   CONTROL_PHASE,
+  CONTROL_REBUILDING,
   CONTROL_SLOTS,
   CONTROL_START_MS,
   type EvalItem,
@@ -668,8 +669,12 @@ export class WorkerPool {
       const started = slot.control[CONTROL_START_MS] ?? 0;
       if (started === 0 || slot.control[CONTROL_INDEX] !== index || slot.control[CONTROL_BATCH] !== batch) continue;
       const loading = batch === CONTROL_LOADING;
-      if (now - started <= (loading ? loadTimeoutMs : this.#options.evaluationTimeoutMs)) continue;
-      if (loading) {
+      const rebuilding = batch === CONTROL_REBUILDING;
+      if (now - started <= (loading || rebuilding ? loadTimeoutMs : this.#options.evaluationTimeoutMs)) continue;
+      if (rebuilding) {
+        // no load and no item waits on it: the replacement loads every policy afresh
+        this.#replace(slot, 'timeout', undefined);
+      } else if (loading) {
         this.#replace(slot, 'timeout', undefined, new PavilionError(
           ErrorCodes.BUNDLE_WASM_INVALID,
           `loading the policy into an evaluation worker did not finish within ${loadTimeoutMs} ms`,

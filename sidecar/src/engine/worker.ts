@@ -1,7 +1,9 @@
 /**
  * Evaluation worker: holds one opa-wasm instance per loaded (tenant, revision) and
  * evaluates batches of requests synchronously. The main thread watches the shared control
- * block and terminates this thread when an evaluation overruns its deadline.
+ * block and terminates this thread when an evaluation overruns its deadline. An instance a
+ * failed evaluation leaves in doubt (a trap, memory exhausted) is thrown away and
+ * instantiated again once its batch is answered, under a load's deadline.
  */
 import { createRequire } from 'node:module';
 import { parentPort, workerData } from 'node:worker_threads';
@@ -15,6 +17,7 @@ import {
   CONTROL_INDEX,
   CONTROL_LOG_RULES,
   CONTROL_PHASE,
+  CONTROL_REBUILDING,
   CONTROL_START_MS,
   completeLogEvent,
   type EvalItem,
@@ -43,6 +46,8 @@ let context: EvaluationContext = { nowNs: 0n };
 const builtins = createHostBuiltins(() => context);
 const specs = new Map<string, LoadMessage>();
 const instances = new Map<string, LoadedPolicy>();
+/** Policies whose instance a failed evaluation of the current batch threw away. */
+const discarded = new Set<string>();
 
 function instantiate(spec: LoadMessage): LoadedPolicy {
   const policy = loadPolicySync(
@@ -141,9 +146,37 @@ function evaluate(item: EvalItem, entrypointId: number): EvalOutcome {
     return { ok: true, result: resultSet[0]?.result, evalNs };
   } catch (thrown) {
     const { code, recycle } = classify(thrown);
-    if (recycle) instances.delete(item.key); // re-instantiated with fresh memory on next use
+    if (recycle) {
+      instances.delete(item.key);
+      discarded.add(item.key); // instantiated again with fresh memory once the batch is answered
+    }
     // timed too: the pool charges its tenant the worker time a failing evaluation took
     return { ok: false, code, message: describeThrown(thrown), evalNs: elapsedNs() };
+  }
+}
+
+/**
+ * Instantiate again, with fresh memory, each policy whose instance an evaluation of the batch
+ * just answered threw away: now, under a load's deadline (the watchdog reads
+ * CONTROL_REBUILDING), not inside its tenant's next evaluation, whose deadline setting a large
+ * data document alone can exceed (that evaluation would be stopped as an overrun, and the
+ * worker with it). One that fails stays uninstantiated: its next evaluation tries again and
+ * answers with the failure.
+ */
+function rebuildDiscarded(): void {
+  for (const key of discarded) {
+    discarded.delete(key);
+    const spec = specs.get(key);
+    if (spec === undefined || instances.has(key)) continue;
+    control[CONTROL_BATCH] = CONTROL_REBUILDING;
+    control[CONTROL_START_MS] = nowMs();
+    try {
+      instances.set(key, instantiate(spec));
+    } catch {
+      // left to the next evaluation (see above)
+    } finally {
+      control[CONTROL_START_MS] = 0;
+    }
   }
 }
 
@@ -180,6 +213,7 @@ port.on('message', (message: ToWorker) => {
         control[CONTROL_START_MS] = 0;
       }
       port.postMessage({ type: 'results', batch: message.batch, results });
+      rebuildDiscarded();
       return;
     }
   }
