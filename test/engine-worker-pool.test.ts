@@ -327,29 +327,40 @@ describe('a tenant limited after an overrun', () => {
 describe('a policy instance a failed evaluation threw away', () => {
   const running = pools();
 
-  test("is instantiated again once its batch is answered, under the load deadline: the tenant's next evaluation answers even when setting the data takes longer than an evaluation may", async () => {
-    // Memory for the data: 100,000 entries take a few hundred milliseconds to set.
-    const memory = { initialPages: MEMORY.initialPages, maximumPages: 16_384 };
-    const spec: LoadMessage = {
-      ...tenantLoad('large'),
-      data: { who: { tenant: 'large', filler: Array.from({ length: 100_000 }, (_, k) => ({ k, s: 'abcdefghij' })) } },
-      memory,
-    };
-    // How long an instance with that data takes here, on a pool with room for it...
+  test("is replaced at once, under the load deadline, and charged to the failure: the tenant's next evaluation answers even when setting the data takes far longer than an evaluation may", async () => {
+    const memory = { initialPages: MEMORY.initialPages, maximumPages: 32_768 };
     const measuring = await running.start({ memory, loadTimeoutMs: 60_000 });
-    const started = performance.now();
-    await measuring.load(spec);
-    const loadMs = performance.now() - started;
-    // ...and a pool whose evaluations may take a quarter of that: instantiating the policy
-    // inside an evaluation overruns it, instantiating it apart (under the load deadline) does not.
+    // Data that takes at least 600 ms to set here (doubled until it does), so that a deadline
+    // of a sixth of that, at least 100 ms, leaves any evaluation of this policy ample room
+    // and no instantiation of it any.
+    let spec: LoadMessage | undefined;
+    let loadMs = 0;
+    for (let entries = 100_000; loadMs < 600 && entries <= 3_200_000; entries *= 2) {
+      spec = {
+        ...tenantLoad('large'),
+        key: policyKey('large', `${policy.bundleDigest}-${entries}`),
+        data: { who: { tenant: 'large', filler: Array.from({ length: entries }, (_, k) => ({ k, s: 'abcdefghij' })) } },
+        memory,
+      };
+      const started = performance.now();
+      await measuring.load(spec);
+      loadMs = performance.now() - started;
+    }
+    assert.ok(spec !== undefined && loadMs >= 600, `the data takes ${Math.round(loadMs)} ms to load`);
+    const deadlineMs = Math.max(100, Math.floor(loadMs / 6));
     const restarts: string[] = [];
-    const pool = await running.start({ memory, loadTimeoutMs: 60_000, evaluationTimeoutMs: Math.max(5, Math.floor(loadMs / 4)), onWorkerRestart: (reason) => restarts.push(reason) });
+    const pool = await running.start({ memory, loadTimeoutMs: 60_000, evaluationTimeoutMs: deadlineMs, onWorkerRestart: (reason) => restarts.push(reason) });
     await pool.load(spec);
-    // input nested deeper than the Wasm stack: the evaluation fails and its instance is thrown away
-    const deep = await pool.evaluate({ key: spec.key, entrypointId: whoId, input: `${'['.repeat(100_000)}${']'.repeat(100_000)}`, nowNs: null });
+    // In one turn: input nested deeper than the Wasm stack (the evaluation fails, its instance
+    // is thrown away), then a plain one, in the same batch or the next.
+    const [deep, next] = await Promise.all([
+      pool.evaluate({ key: spec.key, entrypointId: whoId, input: `${'['.repeat(100_000)}${']'.repeat(100_000)}`, nowNs: null }),
+      pool.evaluate({ key: spec.key, entrypointId: whoId, input: null, nowNs: null }),
+    ]);
     assert.ok(!deep.ok && deep.code === ErrorCodes.EVAL_MEMORY, JSON.stringify(deep).slice(0, 300));
-    const next = await pool.evaluate({ key: spec.key, entrypointId: whoId, input: null, nowNs: null });
-    assert.deepEqual(next.ok ? next.result : next, 'large', `the evaluation after the failure (load took ${Math.round(loadMs)} ms; evaluation deadline ${Math.max(5, Math.floor(loadMs / 4))} ms)`);
+    assert.match(deep.message, /call stack/);
+    assert.ok((deep.evalNs ?? 0) / 1e6 >= loadMs / 4, `the fresh instance's time is the failure's (${Math.round((deep.evalNs ?? 0) / 1e6)} ms; loading took ${Math.round(loadMs)} ms)`);
+    assert.deepEqual(next.ok ? next.result : next, 'large', `the evaluation after the failure (deadline ${deadlineMs} ms)`);
     assert.deepEqual(restarts, [], 'no worker stopped for an overrun');
   });
 });

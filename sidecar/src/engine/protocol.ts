@@ -116,7 +116,7 @@ export type FromWorker =
 export const CONTROL_START_MS = 0; // wall-clock ms (timeOrigin + now) when the current item began; 0 = idle
 export const CONTROL_BATCH = 1; // the batch being evaluated, CONTROL_LOADING while a policy loads, or CONTROL_REBUILDING
 export const CONTROL_LOADING = -1;
-/** Instantiating again a policy whose instance a failed evaluation threw away: a load's deadline, no load waits on it. */
+/** Instantiating again, within a batch, a policy whose instance a failed evaluation threw away: a load's deadline, no load waits on it. */
 export const CONTROL_REBUILDING = -2;
 export const CONTROL_INDEX = 2;
 export const CONTROL_PHASE = 3; // CONTROL_LOG_RULES while the current item's decision log rules run, else 0

@@ -672,7 +672,9 @@ export class WorkerPool {
       const rebuilding = batch === CONTROL_REBUILDING;
       if (now - started <= (loading || rebuilding ? loadTimeoutMs : this.#options.evaluationTimeoutMs)) continue;
       if (rebuilding) {
-        // no load and no item waits on it: the replacement loads every policy afresh
+        // Named by no item (the batch's number is not in the block meanwhile): as after a
+        // crash, every item on board counts a death, so none is retried forever; the
+        // replacement loads every policy afresh.
         this.#replace(slot, 'timeout', undefined);
       } else if (loading) {
         this.#replace(slot, 'timeout', undefined, new PavilionError(
@@ -725,7 +727,11 @@ export class WorkerPool {
     // The worker runs loads in the order they were posted: the first unanswered one is the
     // one it was inside, if it was loading at all. Only that load fails; the others (other
     // tenants' revisions queued behind it) are loaded into the replacement instead.
-    const loading = slot.control[CONTROL_BATCH] === CONTROL_LOADING && (slot.control[CONTROL_START_MS] ?? 0) !== 0;
+    // An overrun says whether it was a load (its failure); the block may have moved on since
+    // the watchdog read it. A crash leaves the block as it was.
+    const loading = reason === 'timeout'
+      ? loadFailure !== undefined
+      : slot.control[CONTROL_BATCH] === CONTROL_LOADING && (slot.control[CONTROL_START_MS] ?? 0) !== 0;
     const waiters = [...slot.loadWaiters];
     slot.loadWaiters.clear();
     void slot.worker.terminate();

@@ -2,8 +2,8 @@
  * Evaluation worker: holds one opa-wasm instance per loaded (tenant, revision) and
  * evaluates batches of requests synchronously. The main thread watches the shared control
  * block and terminates this thread when an evaluation overruns its deadline. An instance a
- * failed evaluation leaves in doubt (a trap, memory exhausted) is thrown away and
- * instantiated again once its batch is answered, under a load's deadline.
+ * failed evaluation leaves in doubt (a trap, memory or stack exhausted) is replaced at once
+ * by a fresh one, under a load's deadline.
  */
 import { createRequire } from 'node:module';
 import { parentPort, workerData } from 'node:worker_threads';
@@ -46,8 +46,6 @@ let context: EvaluationContext = { nowNs: 0n };
 const builtins = createHostBuiltins(() => context);
 const specs = new Map<string, LoadMessage>();
 const instances = new Map<string, LoadedPolicy>();
-/** Policies whose instance a failed evaluation of the current batch threw away. */
-const discarded = new Set<string>();
 
 function instantiate(spec: LoadMessage): LoadedPolicy {
   const policy = loadPolicySync(
@@ -126,18 +124,20 @@ function evaluateLogRules(item: EvalItem, log: LogRulesRequest, decision: EvalSu
 }
 
 function evaluate(item: EvalItem, entrypointId: number): EvalOutcome {
-  let policy = instances.get(item.key);
   const spec = specs.get(item.key);
   if (spec === undefined) {
     return { ok: false, code: ErrorCodes.TENANT_NOT_READY, message: 'policy revision is not loaded in this worker' };
   }
   const started = performance.now();
   const elapsedNs = (): number => Math.round((performance.now() - started) * 1e6);
+  let policy = instances.get(item.key);
   try {
-    if (policy === undefined) {
-      policy = instantiate(spec);
-      instances.set(item.key, policy);
-    }
+    // only when instantiating it again after the last failure failed too (see below)
+    policy ??= instantiateApart(item.key, spec);
+  } catch (thrown) {
+    return { ok: false, code: classify(thrown).code, message: describeThrown(thrown), evalNs: elapsedNs() };
+  }
+  try {
     context = { nowNs: item.nowNs === null ? wallClockNs() : BigInt(item.nowNs) };
     const evaluated = performance.now();
     const input = item.input === null ? undefined : encoder.encode(item.input).buffer;
@@ -147,8 +147,16 @@ function evaluate(item: EvalItem, entrypointId: number): EvalOutcome {
   } catch (thrown) {
     const { code, recycle } = classify(thrown);
     if (recycle) {
+      // The instance's memory is in doubt: a fresh one now, so that neither the rest of this
+      // batch nor the tenant's next request instantiates it inside its evaluation deadline
+      // (setting a large data document alone can overrun that). Its time is this failure's:
+      // its tenant is charged for it. One that fails is tried again at the next evaluation.
       instances.delete(item.key);
-      discarded.add(item.key); // instantiated again with fresh memory once the batch is answered
+      try {
+        instantiateApart(item.key, spec);
+      } catch {
+        // left to the next evaluation of this revision, which answers with the failure
+      }
     }
     // timed too: the pool charges its tenant the worker time a failing evaluation took
     return { ok: false, code, message: describeThrown(thrown), evalNs: elapsedNs() };
@@ -156,27 +164,25 @@ function evaluate(item: EvalItem, entrypointId: number): EvalOutcome {
 }
 
 /**
- * Instantiate again, with fresh memory, each policy whose instance an evaluation of the batch
- * just answered threw away: now, under a load's deadline (the watchdog reads
- * CONTROL_REBUILDING), not inside its tenant's next evaluation, whose deadline setting a large
- * data document alone can exceed (that evaluation would be stopped as an overrun, and the
- * worker with it). One that fails stays uninstantiated: its next evaluation tries again and
- * answers with the failure.
+ * Instantiate `spec` in the middle of a batch under a load's deadline, not the evaluation's:
+ * the watchdog reads CONTROL_REBUILDING meanwhile (an overrun there replaces the worker as a
+ * crash would: no item is named). Then the current item's clock starts again. The start
+ * time is cleared around each change of state, so the watchdog never pairs a state with
+ * another state's start.
  */
-function rebuildDiscarded(): void {
-  for (const key of discarded) {
-    discarded.delete(key);
-    const spec = specs.get(key);
-    if (spec === undefined || instances.has(key)) continue;
-    control[CONTROL_BATCH] = CONTROL_REBUILDING;
+function instantiateApart(key: string, spec: LoadMessage): LoadedPolicy {
+  const batch = control[CONTROL_BATCH] ?? 0;
+  control[CONTROL_START_MS] = 0;
+  control[CONTROL_BATCH] = CONTROL_REBUILDING;
+  control[CONTROL_START_MS] = nowMs();
+  try {
+    const policy = instantiate(spec);
+    instances.set(key, policy);
+    return policy;
+  } finally {
+    control[CONTROL_START_MS] = 0;
+    control[CONTROL_BATCH] = batch;
     control[CONTROL_START_MS] = nowMs();
-    try {
-      instances.set(key, instantiate(spec));
-    } catch {
-      // left to the next evaluation (see above)
-    } finally {
-      control[CONTROL_START_MS] = 0;
-    }
   }
 }
 
@@ -213,7 +219,6 @@ port.on('message', (message: ToWorker) => {
         control[CONTROL_START_MS] = 0;
       }
       port.postMessage({ type: 'results', batch: message.batch, results });
-      rebuildDiscarded();
       return;
     }
   }
