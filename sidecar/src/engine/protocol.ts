@@ -71,6 +71,12 @@ export interface EvalSuccess {
   /** The value of the entrypoint, or undefined when the document is undefined. */
   readonly result: unknown;
   readonly evalNs: number;
+  /**
+   * Worker time spent instantiating the policy again around this evaluation (see
+   * CONTROL_REBUILDING), not in evalNs: charged to the tenant's usage, not taken as the cost
+   * of its evaluations.
+   */
+  readonly rebuildNs?: number;
   /** The outcomes of the item's `moreEntrypointIds`, in order. */
   readonly more?: readonly EvalOutcome[];
   /** The item's decision log rules: their outcomes in the order of `log.entrypointIds`, and the handler time their event has. */
@@ -83,6 +89,8 @@ export interface EvalFailure {
   readonly message: string;
   /** How long it ran before it failed, when the worker timed it (not for a timeout or a crash). */
   readonly evalNs?: number;
+  /** As on EvalSuccess. */
+  readonly rebuildNs?: number;
   /** As on EvalSuccess; absent when the whole item failed (a timeout, a crashed worker). */
   readonly more?: readonly EvalOutcome[];
 }
@@ -114,14 +122,17 @@ export type FromWorker =
  * thread can see a runaway evaluation without the worker's cooperation.
  */
 export const CONTROL_START_MS = 0; // wall-clock ms (timeOrigin + now) when the current item began; 0 = idle
-export const CONTROL_BATCH = 1; // the batch being evaluated, CONTROL_LOADING while a policy loads, or CONTROL_REBUILDING
+export const CONTROL_BATCH = 1; // the batch being evaluated, or CONTROL_LOADING while a policy loads
 export const CONTROL_LOADING = -1;
-/** Instantiating again, within a batch, a policy whose instance a failed evaluation threw away: a load's deadline, no load waits on it. */
-export const CONTROL_REBUILDING = -2;
 export const CONTROL_INDEX = 2;
 export const CONTROL_PHASE = 3; // CONTROL_LOG_RULES while the current item's decision log rules run, else 0
 export const CONTROL_LOG_RULES = 1;
-export const CONTROL_SLOTS = 4;
+/**
+ * 1 while the current item instantiates its policy again (a failed evaluation threw the
+ * instance away): judged by a load's deadline, and an overrun names that item.
+ */
+export const CONTROL_REBUILDING = 4;
+export const CONTROL_SLOTS = 5;
 
 /**
  * Worker-side identity of a loaded policy: the tenant, its bundle's content digest, and a

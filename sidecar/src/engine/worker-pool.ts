@@ -24,7 +24,10 @@
  * - A worker that dies for any other reason is replaced the same way; an item on board for
  *   a third death fails with ERR_EVAL_TRAP instead of being retried forever. A timeout names
  *   its culprit, so it counts against no other item; a crash names none (every item on board
- *   counts it).
+ *   counts it). An item whose failure threw its policy's instance away has the instance made
+ *   again at once, under the load deadline (the worker flags it); an overrun there names the
+ *   item too, which fails with ERR_EVAL_TRAP. That rebuild's time is added to its tenant's
+ *   usage, not to the estimate of what its evaluations cost.
  * - A tenant whose evaluation overran the deadline is limited, for QUARANTINE_MS after its
  *   latest overrun, to one evaluation at a time, in a batch of its own, and such batches
  *   together hold at most all workers but one: a policy that loops on some inputs then
@@ -106,6 +109,19 @@ interface Quarantine {
   untilMs: number;
   busy: boolean;
   readonly waiting: Pending[];
+}
+
+/**
+ * The worker time an item spent instantiating its policy again (EvalSuccess.rebuildNs), every
+ * entrypoint of it and its log rules: charged to its tenant's usage, not to its cost estimate
+ * (a rebuild is not what the tenant's evaluations cost).
+ */
+function rebuildNsOf(outcome: EvalOutcome | undefined): number {
+  if (outcome === undefined) return 0;
+  let ns = outcome.rebuildNs ?? 0;
+  for (const o of outcome.more ?? []) ns += o.rebuildNs ?? 0;
+  if (outcome.ok) for (const o of outcome.log?.outcomes ?? []) ns += o.rebuildNs ?? 0;
+  return ns;
 }
 
 /** The worker time an evaluation took, every entrypoint of it and its decision log rules (failures too, when the worker timed them). */
@@ -438,7 +454,11 @@ export class WorkerPool {
         if (batch === undefined) return;
         slot.batches.delete(message.batch);
         slot.solo = false;
-        batch.forEach((pending, i) => this.#settleCharge(pending, measuredNs(message.results[i])));
+        batch.forEach((pending, i) => {
+          this.#settleCharge(pending, measuredNs(message.results[i]));
+          const rebuild = rebuildNsOf(message.results[i]);
+          if (rebuild > 0) this.#usageOf(tenantOf(pending.item)).usedNs += rebuild;
+        });
         // the next batch at once: the worker is not left idle while others wait
         if (!slot.flushScheduled) this.#flush(slot);
         batch.forEach((pending, i) => {
@@ -659,30 +679,28 @@ export class WorkerPool {
     const loadTimeoutMs = this.#options.loadTimeoutMs ?? Math.max(10_000, this.#options.evaluationTimeoutMs);
     for (const slot of [...this.#slots]) {
       if (slot.dead) continue;
-      // The worker writes batch and index, then the start time: read index, start, index, and
-      // trust the start as that item's only if the index did not move meanwhile (else the item
-      // ended between the reads, and blaming the next one would fail an innocent item).
-      // The phase before the start: the worker marks the log rules' phase, then their start.
+      // The worker writes batch and index, then the start time: read batch and index, then the
+      // start, then both again, and trust the start as that item's only if neither moved
+      // meanwhile (else the item ended between the reads, and blaming the next one would fail
+      // an innocent item). The phase before the start: the worker marks the log rules' phase,
+      // then their start. The rebuilding flag is read before and after the start: the worker
+      // clears the start around each change of it.
       const batch = slot.control[CONTROL_BATCH] ?? -1;
       const index = slot.control[CONTROL_INDEX] ?? -1;
       const inLogRules = slot.control[CONTROL_PHASE] === CONTROL_LOG_RULES;
+      const rebuilding = slot.control[CONTROL_REBUILDING] === 1;
       const started = slot.control[CONTROL_START_MS] ?? 0;
-      if (started === 0 || slot.control[CONTROL_INDEX] !== index || slot.control[CONTROL_BATCH] !== batch) continue;
+      if (started === 0 || (slot.control[CONTROL_REBUILDING] === 1) !== rebuilding) continue;
+      if (slot.control[CONTROL_INDEX] !== index || slot.control[CONTROL_BATCH] !== batch) continue;
       const loading = batch === CONTROL_LOADING;
-      const rebuilding = batch === CONTROL_REBUILDING;
       if (now - started <= (loading || rebuilding ? loadTimeoutMs : this.#options.evaluationTimeoutMs)) continue;
-      if (rebuilding) {
-        // Named by no item (the batch's number is not in the block meanwhile): as after a
-        // crash, every item on board counts a death, so none is retried forever; the
-        // replacement loads every policy afresh.
-        this.#replace(slot, 'timeout', undefined);
-      } else if (loading) {
+      if (loading) {
         this.#replace(slot, 'timeout', undefined, new PavilionError(
           ErrorCodes.BUNDLE_WASM_INVALID,
           `loading the policy into an evaluation worker did not finish within ${loadTimeoutMs} ms`,
         ));
       } else {
-        this.#replace(slot, 'timeout', { batch, index, inLogRules });
+        this.#replace(slot, 'timeout', { batch, index, inLogRules, ...(rebuilding ? { rebuildMs: loadTimeoutMs } : {}) });
       }
     }
     if (!this.#slots.some((slot) => WorkerPool.#busy(slot))) this.#disarmWatchdog();
@@ -709,7 +727,8 @@ export class WorkerPool {
   #replace(
     slot: Slot,
     reason: 'timeout' | 'crash',
-    culprit: { batch: number; index: number; inLogRules: boolean } | undefined,
+    /** The item that overran: its evaluation, or (rebuildMs) instantiating its policy again after it failed. */
+    culprit: { batch: number; index: number; inLogRules: boolean; rebuildMs?: number } | undefined,
     loadFailure?: PavilionError,
   ): void {
     if (slot.dead) return;
@@ -772,11 +791,9 @@ export class WorkerPool {
           again.push(WorkerPool.#withoutLogRules(pending)); // the decision's value went with the worker
           continue;
         }
-        pending.resolve({
-          ok: false,
-          code: ErrorCodes.EVAL_TIMEOUT,
-          message: `policy evaluation exceeded its deadline of ${this.#options.evaluationTimeoutMs} ms and was stopped`,
-        });
+        pending.resolve(culprit?.rebuildMs === undefined
+          ? { ok: false, code: ErrorCodes.EVAL_TIMEOUT, message: `policy evaluation exceeded its deadline of ${this.#options.evaluationTimeoutMs} ms and was stopped` }
+          : { ok: false, code: ErrorCodes.EVAL_TRAP, message: `the evaluation failed, and instantiating its policy again with fresh memory did not finish within the load deadline of ${culprit.rebuildMs} ms` });
         continue;
       }
       this.#refund(pending); // charged again when it is handed out again
