@@ -785,8 +785,14 @@ export class WorkerPool {
     const again: Pending[] = [];
     for (const pending of held) {
       if (pending === culpritPending) {
-        // it held the worker for the whole deadline
-        this.#settleCharge(pending, this.#options.evaluationTimeoutMs * 1e6);
+        if (culprit?.rebuildMs === undefined) {
+          // it held the worker for the whole deadline
+          this.#settleCharge(pending, this.#options.evaluationTimeoutMs * 1e6);
+        } else {
+          // its rebuild held the worker for the load deadline: usage, not what its evaluations cost
+          this.#settleCharge(pending, undefined);
+          this.#usageOf(tenantOf(pending.item)).usedNs += culprit.rebuildMs * 1e6;
+        }
         if (culprit?.inLogRules === true && pending.item.log !== undefined) {
           again.push(WorkerPool.#withoutLogRules(pending)); // the decision's value went with the worker
           continue;

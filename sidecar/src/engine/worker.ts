@@ -137,7 +137,8 @@ function evaluate(item: EvalItem, entrypointId: number): EvalOutcome {
     try {
       policy = instantiateApart(item.key, spec);
     } catch (thrown) {
-      return { ok: false, code: classify(thrown).code, message: describeThrown(thrown), rebuildNs: Math.round((performance.now() - started) * 1e6) };
+      // evalNs 0 (it did not evaluate): the item's other entrypoints' times still add up
+      return { ok: false, code: classify(thrown).code, message: describeThrown(thrown), evalNs: 0, rebuildNs: Math.round((performance.now() - started) * 1e6) };
     }
     rebuildNs = Math.round((performance.now() - started) * 1e6);
   }
