@@ -261,7 +261,8 @@ describe('the start log (npm start: sidecar/src/main.ts)', () => {
     });
     const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
     try {
-      const logged = (): Array<Record<string, unknown>> => stderr.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+      // whole lines only: a chunk may end inside one
+      const logged = (): Array<Record<string, unknown>> => stderr.split('\n').slice(0, -1).filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
       await until('the start log', () => logged().some((l) => l['msg'] === 'pavilion listening') || child.exitCode !== null, 60_000);
       await new Promise((resolve) => setTimeout(resolve, 200)); // the lines right after it
       const lines = logged();
