@@ -10,7 +10,7 @@
  * path.
  */
 import assert from 'node:assert/strict';
-import { mkdir, open, readFile, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, rm, stat, symlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { PATH_CHECK_INTERVAL_MS, WalWriter } from '../sidecar/src/audit/log/wal-writer.ts';
 import { join } from 'node:path';
@@ -153,6 +153,20 @@ describe('audit log file detached from its path', () => {
       assert.equal(log.status().state, 'ERROR', `${reason}: health says so before the next record`);
       await assert.rejects(log.append(decisionEvent(1)), refusedAs(reason));
       assert.equal((await stat(walPath(dir))).size, before, `${reason}: nothing was written after the lock was lost`);
+      await log.stop(5000).catch(() => undefined);
+    }
+  });
+
+  it('a lock or WAL path that cannot be looked at (a symbolic link to itself put there: ELOOP) fails the log for good: lock-unreadable, file-unreadable', async () => {
+    for (const [reason, file] of [['lock-unreadable', 'LOCK'], ['file-unreadable', undefined]] as const) {
+      const { dir, log } = await logInAuditDir('interval');
+      await log.append(decisionEvent(0));
+      const path = file === undefined ? walPath(dir) : join(dir, file);
+      await rm(path);
+      await symlink(path, path);
+      assert.equal(log.status().state, 'ERROR', `${reason}: health says so before the next record`);
+      assert.match(log.status().message ?? '', /cannot be looked at/);
+      await assert.rejects(log.append(decisionEvent(1)), refusedAs(reason));
       await log.stop(5000).catch(() => undefined);
     }
   });
