@@ -10,7 +10,7 @@
  * path.
  */
 import assert from 'node:assert/strict';
-import { mkdir, open, readFile, rename, rm, stat, symlink, writeFile, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, readlink, rename, rm, stat, symlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { PATH_CHECK_INTERVAL_MS, WalWriter } from '../sidecar/src/audit/log/wal-writer.ts';
 import { join } from 'node:path';
@@ -169,6 +169,26 @@ describe('audit log file detached from its path', () => {
       await assert.rejects(log.append(decisionEvent(1)), refusedAs(reason));
       await log.stop(5000).catch(() => undefined);
     }
+  });
+
+  it('a seal that fails (its file gone before the final fsync) closes the lock\'s descriptor all the same; the lock file stays', async () => {
+    const { dir, log } = await logInAuditDir('interval');
+    await log.append(decisionEvent(0));
+    const lock = join(dir, 'LOCK');
+    /** This process's descriptors open on `path`. */
+    const openOn = async (path: string): Promise<number> => {
+      let n = 0;
+      for (const fd of await readdir('/proc/self/fd')) {
+        if (await readlink(`/proc/self/fd/${fd}`).then((target) => target === path, () => false)) n++;
+      }
+      return n;
+    };
+    assert.equal(await openOn(lock), 1, 'the running log holds its lock open');
+    await log.freeze();
+    await rm(walPath(dir));
+    await assert.rejects(log.seal());
+    assert.equal(await openOn(lock), 0, 'no descriptor left on the lock after the failed seal');
+    assert.ok((await stat(lock)).isFile(), 'the lock itself stays: the failed seal did not unlock');
   });
 
   it('refuses the batch before writing it when the lock went between two records (no status look in between)', async () => {
