@@ -10,7 +10,7 @@
  * path.
  */
 import assert from 'node:assert/strict';
-import { mkdir, open, readFile, readdir, readlink, rename, rm, stat, symlink, writeFile, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, readlink, realpath, rename, rm, stat, symlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { PATH_CHECK_INTERVAL_MS, WalWriter } from '../sidecar/src/audit/log/wal-writer.ts';
 import { join } from 'node:path';
@@ -160,21 +160,24 @@ describe('audit log file detached from its path', () => {
   it('a lock or WAL path that cannot be looked at (a symbolic link to itself put there: ELOOP) fails the log for good: lock-unreadable, file-unreadable', async () => {
     for (const [reason, file] of [['lock-unreadable', 'LOCK'], ['file-unreadable', undefined]] as const) {
       const { dir, log } = await logInAuditDir('interval');
-      await log.append(decisionEvent(0));
-      const path = file === undefined ? walPath(dir) : join(dir, file);
-      await rm(path);
-      await symlink(path, path);
-      assert.equal(log.status().state, 'ERROR', `${reason}: health says so before the next record`);
-      assert.match(log.status().message ?? '', /cannot be looked at/);
-      await assert.rejects(log.append(decisionEvent(1)), refusedAs(reason));
-      await log.stop(5000).catch(() => undefined);
+      try {
+        await log.append(decisionEvent(0));
+        const path = file === undefined ? walPath(dir) : join(dir, file);
+        await rm(path);
+        await symlink(path, path);
+        assert.equal(log.status().state, 'ERROR', `${reason}: health says so before the next record`);
+        assert.match(log.status().message ?? '', /cannot be looked at/);
+        await assert.rejects(log.append(decisionEvent(1)), refusedAs(reason));
+      } finally {
+        await log.stop(5000).catch(() => undefined);
+      }
     }
   });
 
   it('a seal that fails (its file gone before the final fsync) closes the lock\'s descriptor all the same; the lock file stays', async () => {
     const { dir, log } = await logInAuditDir('interval');
     await log.append(decisionEvent(0));
-    const lock = join(dir, 'LOCK');
+    const lock = await realpath(join(dir, 'LOCK')); // as /proc names an open file
     /** This process's descriptors open on `path`. */
     const openOn = async (path: string): Promise<number> => {
       let n = 0;
@@ -186,7 +189,7 @@ describe('audit log file detached from its path', () => {
     assert.equal(await openOn(lock), 1, 'the running log holds its lock open');
     await log.freeze();
     await rm(walPath(dir));
-    await assert.rejects(log.seal());
+    await assert.rejects(log.seal(), /ENOENT/, 'the final fsync of the removed file fails');
     assert.equal(await openOn(lock), 0, 'no descriptor left on the lock after the failed seal');
     assert.ok((await stat(lock)).isFile(), 'the lock itself stays: the failed seal did not unlock');
   });

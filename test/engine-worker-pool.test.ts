@@ -330,14 +330,14 @@ describe('a policy instance a failed evaluation threw away', () => {
   test("is replaced at once, under the load deadline, its time reported apart: the tenant's next evaluation answers even when setting the data takes far longer than an evaluation may", async () => {
     const memory = { initialPages: MEMORY.initialPages, maximumPages: 32_768 };
     // Data that takes at least 1.5 s to set here (doubled until it does), so that a deadline of
-    // a sixth of that, at least 250 ms, leaves any evaluation of this policy ample room (a
-    // garbage collection included) and no instantiation of it any.
+    // a sixth of that, at least 250 ms, leaves any evaluation of this policy ample room and no
+    // instantiation of it any.
     const measuring = new WorkerPool({ ...OPTIONS, memory, loadTimeoutMs: 120_000 });
     await measuring.start();
     let spec: LoadMessage | undefined;
     let loadMs = 0;
     try {
-      for (let entries = 200_000; loadMs < 1_500 && entries <= 3_200_000; entries *= 2) {
+      for (let entries = 200_000; loadMs < 1_500 && entries <= 1_600_000; entries *= 2) {
         if (spec !== undefined) measuring.unload(spec.key);
         spec = {
           ...tenantLoad('large'),
@@ -366,7 +366,7 @@ describe('a policy instance a failed evaluation threw away', () => {
     assert.ok(!deep.ok && deep.code === ErrorCodes.EVAL_MEMORY, JSON.stringify(deep).slice(0, 300));
     assert.match(deep.message, /call stack/);
     const ms = (ns: number | undefined): number => Math.round((ns ?? 0) / 1e6);
-    assert.ok(ms(deep.rebuildNs) >= loadMs / 4, `the fresh instance's time is reported with the failure (${ms(deep.rebuildNs)} ms; loading took ${Math.round(loadMs)} ms)`);
+    assert.ok(ms(deep.rebuildNs) > deadlineMs, `the fresh instance's time, past any evaluation's deadline, is reported with the failure (${ms(deep.rebuildNs)} ms; deadline ${deadlineMs} ms)`);
     assert.ok(ms(deep.evalNs) < deadlineMs, `and not as the evaluation's (${ms(deep.evalNs)} ms)`);
     assert.deepEqual(next.ok ? next.result : next, 'large', `the evaluation after the failure (deadline ${deadlineMs} ms)`);
     assert.deepEqual(restarts, [], 'no worker stopped for an overrun');

@@ -26,7 +26,8 @@
  *   its culprit, so it counts against no other item; a crash names none (every item on board
  *   counts it). An item whose failure threw its policy's instance away has the instance made
  *   again at once, under the load deadline (the worker flags it); an overrun there names the
- *   item too, which fails with ERR_EVAL_TRAP. That rebuild's time is added to its tenant's
+ *   item too, which fails with ERR_EVAL_TRAP (or, inside its decision log rules, goes again
+ *   without them, as after any overrun there). That rebuild's time is added to its tenant's
  *   usage, not to the estimate of what its evaluations cost.
  * - A tenant whose evaluation overran the deadline is limited, for QUARANTINE_MS after its
  *   latest overrun, to one evaluation at a time, in a batch of its own, and such batches
