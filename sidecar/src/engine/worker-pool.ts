@@ -112,26 +112,24 @@ interface Quarantine {
   readonly waiting: Pending[];
 }
 
-/**
- * The worker time an item spent instantiating its policy again (EvalSuccess.rebuildNs), every
- * entrypoint of it and its log rules: charged to its tenant's usage, not to its cost estimate
- * (a rebuild is not what the tenant's evaluations cost).
- */
-function rebuildNsOf(outcome: EvalOutcome | undefined): number {
-  if (outcome === undefined) return 0;
-  let ns = outcome.rebuildNs ?? 0;
-  for (const o of outcome.more ?? []) ns += o.rebuildNs ?? 0;
-  if (outcome.ok) for (const o of outcome.log?.outcomes ?? []) ns += o.rebuildNs ?? 0;
-  return ns;
+/** An outcome, those of its other entrypoints and (a success's) those of its decision log rules. */
+function outcomesOf(outcome: EvalOutcome): EvalOutcome[] {
+  return [outcome, ...(outcome.more ?? []), ...(outcome.ok ? outcome.log?.outcomes ?? [] : [])];
 }
 
 /** The worker time an evaluation took, every entrypoint of it and its decision log rules (failures too, when the worker timed them). */
 function measuredNs(outcome: EvalOutcome | undefined): number | undefined {
   if (outcome?.evalNs === undefined) return undefined;
-  let ns = outcome.evalNs;
-  for (const o of outcome.more ?? []) ns += o.evalNs ?? 0;
-  if (outcome.ok) for (const o of outcome.log?.outcomes ?? []) ns += o.evalNs ?? 0; // the decision log's rules
-  return ns;
+  return outcomesOf(outcome).reduce((ns, o) => ns + (o.evalNs ?? 0), 0);
+}
+
+/**
+ * The worker time an item spent instantiating its policy again (EvalSuccess.rebuildNs), around
+ * any of those evaluations: charged to its tenant's usage, not to its cost estimate (a rebuild
+ * is not what the tenant's evaluations cost).
+ */
+function rebuildNsOf(outcome: EvalOutcome | undefined): number {
+  return outcome === undefined ? 0 : outcomesOf(outcome).reduce((ns, o) => ns + (o.rebuildNs ?? 0), 0);
 }
 
 /**
@@ -455,11 +453,7 @@ export class WorkerPool {
         if (batch === undefined) return;
         slot.batches.delete(message.batch);
         slot.solo = false;
-        batch.forEach((pending, i) => {
-          this.#settleCharge(pending, measuredNs(message.results[i]));
-          const rebuild = rebuildNsOf(message.results[i]);
-          if (rebuild > 0) this.#usageOf(tenantOf(pending.item)).usedNs += rebuild;
-        });
+        batch.forEach((pending, i) => this.#settleCharge(pending, measuredNs(message.results[i]), rebuildNsOf(message.results[i])));
         // the next batch at once: the worker is not left idle while others wait
         if (!slot.flushScheduled) this.#flush(slot);
         batch.forEach((pending, i) => {
@@ -625,9 +619,11 @@ export class WorkerPool {
    * Replace the estimate charged for `pending` with the time its evaluation took (undefined:
    * not known, the estimate stands), and move its tenant's estimate towards it: at once when
    * it cost far more than estimated (so a tenant cannot slip a batch of costly evaluations in
-   * under the estimate of its cheap ones), gradually otherwise.
+   * under the estimate of its cheap ones), gradually otherwise. `rebuildNs` (instantiating its
+   * policy again) is added to the tenant's usage only.
    */
-  #settleCharge(pending: Pending, measuredNs: number | undefined): void {
+  #settleCharge(pending: Pending, measuredNs: number | undefined, rebuildNs = 0): void {
+    if (rebuildNs > 0) this.#usageOf(tenantOf(pending.item)).usedNs += rebuildNs;
     const charged = pending.chargedNs;
     if (charged === undefined) return;
     pending.chargedNs = undefined;
@@ -786,14 +782,10 @@ export class WorkerPool {
     const again: Pending[] = [];
     for (const pending of held) {
       if (pending === culpritPending) {
-        if (culprit?.rebuildMs === undefined) {
-          // it held the worker for the whole deadline
-          this.#settleCharge(pending, this.#options.evaluationTimeoutMs * 1e6);
-        } else {
-          // its rebuild held the worker for the load deadline: usage, not what its evaluations cost
-          this.#settleCharge(pending, undefined);
-          this.#usageOf(tenantOf(pending.item)).usedNs += culprit.rebuildMs * 1e6;
-        }
+        // it held the worker for the whole deadline: its evaluation's, or its rebuild's (usage
+        // only, not what its evaluations cost)
+        if (culprit?.rebuildMs === undefined) this.#settleCharge(pending, this.#options.evaluationTimeoutMs * 1e6);
+        else this.#settleCharge(pending, undefined, culprit.rebuildMs * 1e6);
         if (culprit?.inLogRules === true && pending.item.log !== undefined) {
           again.push(WorkerPool.#withoutLogRules(pending)); // the decision's value went with the worker
           continue;

@@ -123,6 +123,11 @@ function evaluateLogRules(item: EvalItem, log: LogRulesRequest, decision: EvalSu
   return { handlerNs, outcomes };
 }
 
+/** Nanoseconds since `startedMs` (performance.now()). */
+function nsSince(startedMs: number): number {
+  return Math.round((performance.now() - startedMs) * 1e6);
+}
+
 function evaluate(item: EvalItem, entrypointId: number): EvalOutcome {
   const spec = specs.get(item.key);
   if (spec === undefined) {
@@ -133,25 +138,24 @@ function evaluate(item: EvalItem, entrypointId: number): EvalOutcome {
   let policy = instances.get(item.key);
   if (policy === undefined) {
     // only when instantiating it again after the last failure failed too (see below)
-    const started = performance.now();
+    const rebuilding = performance.now();
     try {
       policy = instantiateApart(item.key, spec);
     } catch (thrown) {
       // evalNs 0 (it did not evaluate): the item's other entrypoints' times still add up
-      return { ok: false, code: classify(thrown).code, message: describeThrown(thrown), evalNs: 0, rebuildNs: Math.round((performance.now() - started) * 1e6) };
+      return { ok: false, code: classify(thrown).code, message: describeThrown(thrown), evalNs: 0, rebuildNs: nsSince(rebuilding) };
     }
-    rebuildNs = Math.round((performance.now() - started) * 1e6);
+    rebuildNs = nsSince(rebuilding);
   }
   const started = performance.now();
   try {
     context = { nowNs: item.nowNs === null ? wallClockNs() : BigInt(item.nowNs) };
     const input = item.input === null ? undefined : encoder.encode(item.input).buffer;
     const resultSet = policy.evaluate(input, entrypointId) as Array<{ result: unknown }>;
-    const evalNs = Math.round((performance.now() - started) * 1e6);
-    return { ok: true, result: resultSet[0]?.result, evalNs, ...rebuilt() };
+    return { ok: true, result: resultSet[0]?.result, evalNs: nsSince(started), ...rebuilt() };
   } catch (thrown) {
     // timed too: the pool charges its tenant the worker time a failing evaluation took
-    const evalNs = Math.round((performance.now() - started) * 1e6);
+    const evalNs = nsSince(started);
     const { code, recycle } = classify(thrown);
     if (recycle) {
       // The instance's memory is in doubt: a fresh one now, so that neither the rest of this
@@ -165,7 +169,7 @@ function evaluate(item: EvalItem, entrypointId: number): EvalOutcome {
       } catch {
         // left to the next evaluation of this revision, which answers with the failure
       }
-      rebuildNs += Math.round((performance.now() - rebuilding) * 1e6);
+      rebuildNs += nsSince(rebuilding);
     }
     return { ok: false, code, message: describeThrown(thrown), evalNs, ...rebuilt() };
   }
