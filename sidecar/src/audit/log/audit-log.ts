@@ -22,7 +22,6 @@
 import { open, mkdir, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { syncPath } from '../../lib/durable-file.ts';
-import { pathHolding, type PathHolding } from '../../lib/file-identity.ts';
 import { tryLock, unlock } from '../../lib/lock-file.ts';
 import { ErrorCodes, PavilionError, describeThrown, isPavilionError } from '../../lib/errors.ts';
 import type { ComponentStatus } from '../../lib/lifecycle.ts';
@@ -35,7 +34,7 @@ import { FILE_HEADER_BYTES, FRAME_OVERHEAD_BYTES, FrameDecoder, RecordType, chec
 import { Keyring, type CheckpointSigner } from './signer.ts';
 import { checkAnchorAgainst, decodeAnchorRecord, type Anchor, type AnchorRecordV1 } from './anchor.ts';
 import type { ConsistencyProofV1 } from './verify-log.ts';
-import { WalWriter, type WalWriterOptions } from './wal-writer.ts';
+import { REFUSED_UNTIL_RESTART, WalWriter, holdingOrRefusal, type WalWriterOptions } from './wal-writer.ts';
 
 export const WAL_FILE = 'audit.wal';
 const LOCK_FILE = 'LOCK';
@@ -287,21 +286,14 @@ export class AuditLog {
     const fd = this.#lockHandle?.fd;
     if (fd === undefined) return undefined;
     const path = this.#lockPath();
-    let holding: PathHolding;
-    try {
-      holding = pathHolding(fd, path, full);
-    } catch (error) {
-      // cannot be looked at: not known to be held (as an unreadable WAL path, for good)
-      return new PavilionError(ErrorCodes.AUDIT_LOG_IO, `the audit log's lock file ${path} cannot be looked at (${describeThrown(error)}): records from here on are not logged, and the log refuses them until a restart`, {
-        cause: error,
-        details: { path, reason: 'lock-unreadable' },
-      });
-    }
+    // one that cannot be looked at is not known to be held (as an unreadable WAL path, for good)
+    const holding = holdingOrRefusal(fd, path, full, "the audit log's lock file", 'lock-unreadable');
+    if (holding instanceof PavilionError) return holding;
     if (holding === 'same') return undefined;
     const replaced = holding === 'replaced';
     return new PavilionError(
       ErrorCodes.AUDIT_LOG_IO,
-      `the audit log's lock file ${path} was ${replaced ? 'replaced' : 'removed or moved away'} while this sidecar held it: another process may open the log now, so this sidecar stops writing it: records from here on are not logged, and the log refuses them until a restart`,
+      `the audit log's lock file ${path} was ${replaced ? 'replaced' : 'removed or moved away'} while this sidecar held it: another process may open the log now, so this sidecar stops writing it: ${REFUSED_UNTIL_RESTART}`,
       { details: { path, reason: replaced ? 'lock-replaced' : 'lock-removed' } },
     );
   }

@@ -136,29 +136,40 @@ function isNoSpace(error: unknown): boolean {
   return code === 'ENOSPC' || code === 'EDQUOT';
 }
 
+/** How every refusal for a file no longer at its path ends. */
+export const REFUSED_UNTIL_RESTART = 'records from here on are not logged, and the log refuses them until a restart';
+
 /**
- * Why the open file `fd` is not the file at `path` any more (see the header; `lookAtPath`:
- * its path too, not only its link count), or undefined while it is. A path that cannot be
- * looked at for another reason than its absence counts as detached too: the next start could
- * not read the log there either.
+ * Where the file open at `fd` stands against `path` (lib/file-identity.ts), or, when either
+ * cannot be looked at for another reason than the path's absence, the refusal that fails the
+ * log for good (the next start could not read it there either): `name` names the file in its
+ * message, `reason` is its details.reason.
  */
-function detachedFrom(fd: number, path: string, lookAtPath: boolean): PavilionError | undefined {
-  let holding: PathHolding;
+export function holdingOrRefusal(fd: number, path: string, lookAtPath: boolean, name: string, reason: 'file-unreadable' | 'lock-unreadable'): PathHolding | PavilionError {
   try {
-    holding = pathHolding(fd, path, lookAtPath);
+    return pathHolding(fd, path, lookAtPath);
   } catch (error) {
-    return new PavilionError(ErrorCodes.AUDIT_LOG_IO, `the audit log file ${path} cannot be looked at (${describeThrown(error)}): records from here on are not logged, and the log refuses them until a restart`, {
+    return new PavilionError(ErrorCodes.AUDIT_LOG_IO, `${name} ${path} cannot be looked at (${describeThrown(error)}): ${REFUSED_UNTIL_RESTART}`, {
       cause: error,
-      details: { path, reason: 'file-unreadable' },
+      details: { path, reason },
     });
   }
+}
+
+/**
+ * Why the open file `fd` is not the file at `path` any more (see the header; `lookAtPath`:
+ * its path too, not only its link count), or undefined while it is.
+ */
+function detachedFrom(fd: number, path: string, lookAtPath: boolean): PavilionError | undefined {
+  const holding = holdingOrRefusal(fd, path, lookAtPath, 'the audit log file', 'file-unreadable');
+  if (holding instanceof PavilionError) return holding;
   if (holding === 'same') return undefined;
   const what = holding === 'removed'
     ? 'was removed while the sidecar had it open'
     : holding === 'moved' ? 'was moved away from its path while the sidecar had it open' : 'was replaced by another file while the sidecar had it open';
   return new PavilionError(
     ErrorCodes.AUDIT_LOG_IO,
-    `the audit log file ${path} ${what}: a record written to it would be on no path a start reads the log from, so records from here on are not logged, and the log refuses them until a restart (put the directory back before restarting to keep the records acknowledged before; a start on an empty directory begins a new log)`,
+    `the audit log file ${path} ${what}: a record written to it would be on no path a start reads the log from, so ${REFUSED_UNTIL_RESTART} (put the directory back before restarting to keep the records acknowledged before; a start on an empty directory begins a new log)`,
     { details: { path, reason: holding === 'replaced' ? 'file-replaced' : 'file-removed' } },
   );
 }
