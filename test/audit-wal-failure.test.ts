@@ -70,11 +70,6 @@ function putOnDevice(path: string, device: string): () => void {
   };
 }
 
-/** The log's descriptor and path on /dev/null: writes succeed, fdatasync fails (EINVAL). */
-function swapForDevNull(path: string): void {
-  putOnDevice(path, '/dev/null');
-}
-
 const frameBytes = (n: number): number => FRAME_OVERHEAD_BYTES + encodeEvent(decisionEvent(n)).bytes.length;
 
 async function until(condition: () => boolean, ms: number): Promise<void> {
@@ -91,7 +86,7 @@ describe('audit log file failing underneath', () => {
     const dir = await tempDir();
     // Three frames start a batch at once; one alone waits for the (60 s) group-commit timer.
     const log = await openLog(dir, SoftwareSigner.generate(), { fsync: 'interval', fsyncIntervalMs: 20, groupCommitMaxDelayMs: 60_000, groupCommitMaxBytes: 2 * frameBytes(0) + 1 });
-    swapForDevNull(walPath(dir));
+    putOnDevice(walPath(dir), '/dev/null'); // writes succeed, fdatasync fails (EINVAL)
     await Promise.all([0, 1, 2].map((i) => log.append(decisionEvent(i)))); // written, so a sync is due
     const queued = log.append(decisionEvent(3));
     await rejectsCode(within(queued, 2000), ErrorCodes.AUDIT_LOG_IO);
