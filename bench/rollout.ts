@@ -25,7 +25,9 @@
  * per push, is `nats_server_cpu_ms_per_push`. (Subtracting the probes' cost from a probed
  * window instead moved this figure by half from one run to the next.) This process's own
  * CPU during the probed rollout (the probes, the publisher) is `bench_process_cpu_ms_per_s`:
- * it shares the two cores.
+ * it shares the two cores. What the probes alone cost the fleet, `probed_cpu_ms_per_s` per
+ * process, is measured over IDLE_WINDOW_MS after the last rollback has settled, before the
+ * probes stop: the share of the two cores a push's activations do not get.
  *
  * The clock starts when the new revision becomes available to the fleet, on both sides:
  * OPA's bundle server holds the bundle in memory before it publishes it, so Pavilion's
@@ -215,6 +217,8 @@ interface FleetRun {
   readonly mainThreadCpuPerActivationMs?: number;
   /** CPU per process per second of the idle window (no probes, no pushes), all threads. */
   readonly idleCpuMsPerS?: number;
+  /** CPU per process per second under the probes alone (after the rollbacks, no pushes), all threads. */
+  readonly probedCpuMsPerS?: number;
   /** The delivery server's CPU per quiet push beyond its idle rate (nats-server). */
   readonly serverCpuPerDeliveryMs?: number;
   /** How long each delivery call took (Pavilion: upload + pointer move). */
@@ -265,6 +269,7 @@ function summarise(run: FleetRun): Metrics {
     ...(run.cpuPerActivationMs === undefined ? {} : { cpu_ms_per_activation: round(run.cpuPerActivationMs) }),
     ...(run.mainThreadCpuPerActivationMs === undefined ? {} : { main_thread_cpu_ms_per_activation: round(run.mainThreadCpuPerActivationMs) }),
     ...(run.idleCpuMsPerS === undefined ? {} : { idle_cpu_ms_per_s: round(run.idleCpuMsPerS) }),
+    ...(run.probedCpuMsPerS === undefined ? {} : { probed_cpu_ms_per_s: round(run.probedCpuMsPerS) }),
     ...(run.serverCpuPerDeliveryMs === undefined ? {} : { nats_server_cpu_ms_per_push: round(run.serverCpuPerDeliveryMs) }),
     ...(run.deliveryMs === undefined ? {} : { push_p50_ms: round(quantile([...run.deliveryMs].sort((a, b) => a - b), 0.5)) }),
     ...(run.benchCpuMsPerS === undefined ? {} : { bench_process_cpu_ms_per_s: round(run.benchCpuMsPerS) }),
@@ -318,6 +323,10 @@ async function driveFleet(
   }
   const busyEnd = performance.now();
   const benchUsed = process.cpuUsage(benchCpu);
+  // the probes alone, warm, once the last rollback's write is done (it settled above)
+  const probedStart = await mark();
+  await sleep(IDLE_WINDOW_MS);
+  const probedEnd = await mark();
   await probing.stop();
   const activations = quiet.length;
   await sleep(SETTLE_MS); // what the probed run left behind (GC, tiering) out of the idle rate
@@ -344,6 +353,7 @@ async function driveFleet(
   const idleMs = quietStart.at - idleStart.at;
   const quietMs = quietEnd.at - quietStart.at;
   const idleCpu = minus(quietStart.fleet, idleStart.fleet);
+  const probedCpu = minus(probedEnd.fleet, probedStart.fleet);
   /** One measure's CPU over the quiet pushes beyond its rate over the idle window. */
   const beyondIdle = (measure: 'fleet' | 'fleetMain' | 'server'): number | undefined => cpuBeyondIdle(
     { cpuMs: minus(quietStart[measure], idleStart[measure]), units: idleMs },
@@ -356,6 +366,7 @@ async function driveFleet(
     pushes,
     rollbacks,
     ...(idleCpu === undefined ? {} : { idleCpuMsPerS: (1000 * idleCpu) / (idleMs * cpu.pids.length) }),
+    ...(probedCpu === undefined ? {} : { probedCpuMsPerS: (1000 * probedCpu) / ((probedEnd.at - probedStart.at) * cpu.pids.length) }),
     ...(fleetCpu === undefined ? {} : { cpuPerActivationMs: fleetCpu / (activations * cpu.pids.length) }),
     ...(mainCpu === undefined ? {} : { mainThreadCpuPerActivationMs: mainCpu / (activations * cpu.pids.length) }),
     ...(serverCpu === undefined ? {} : { serverCpuPerDeliveryMs: serverCpu / activations }),
