@@ -118,6 +118,25 @@ describe('disk budget', () => {
     await log.stop(5000);
   });
 
+  it('a log holding the most leaves it takes refuses more with ERR_AUDIT_LOG_FULL, concurrent appends included, writing nothing of them', async () => {
+    const dir = await tempDir();
+    const log = await openLog(dir, SoftwareSigner.generate(), { maxLeaves: 3, onFull: 'block' });
+    const outcomes = await Promise.allSettled([0, 1, 2, 3, 4].map((i) => log.append(decisionEvent(i))));
+    const refused = outcomes.filter((o) => o.status === 'rejected').map((o) => (o as PromiseRejectedResult).reason as unknown);
+    assert.equal(outcomes.filter((o) => o.status === 'fulfilled').length, 3);
+    assert.equal(refused.length, 2);
+    for (const error of refused) {
+      assert.ok(isPavilionError(error, ErrorCodes.AUDIT_LOG_FULL), String(error));
+      assert.match(error.message, /holds 3 leaves, the most one log takes \(3\); decisionLog\.audit\.rotateAtBytes/);
+    }
+    assert.equal(log.size, 3);
+    await rejectsCode(log.append(decisionEvent(9)), ErrorCodes.AUDIT_LOG_FULL); // 'block' does not wait for it: no space frees a leaf
+    await log.checkpoint(); // checkpoints are not leaves: still taken
+    await log.stop(5000);
+    const { records } = await readRecords(dir);
+    assert.deepEqual(records.filter((r) => r.type === RecordType.LEAF).map((r) => r.index), [0, 1, 2], 'no frame of a refused append');
+  });
+
   it("'block' holds the append until the budget grows, and refuses after blockTimeoutMs", async () => {
     const dir = await tempDir();
     const log = await openLog(dir, SoftwareSigner.generate(), { maxDiskBytes: FILE_HEADER_BYTES + CHECKPOINT_HEADROOM_BYTES + 400, onFull: 'block', blockTimeoutMs: 150 });

@@ -34,6 +34,7 @@ import { FILE_HEADER_BYTES, FRAME_OVERHEAD_BYTES, FrameDecoder, RecordType, chec
 import { Keyring, type CheckpointSigner } from './signer.ts';
 import { checkAnchorAgainst, decodeAnchorRecord, type Anchor, type AnchorRecordV1 } from './anchor.ts';
 import type { ConsistencyProofV1 } from './verify-log.ts';
+import { DecisionIdIndex } from './decision-id-index.ts';
 import { REFUSED_UNTIL_RESTART, WalWriter, holdingOrRefusal, type WalWriterOptions } from './wal-writer.ts';
 
 export const WAL_FILE = 'audit.wal';
@@ -66,7 +67,18 @@ export interface AuditLogOptions extends WalWriterOptions {
   readonly anchor?: Anchor;
   /** Which epoch of the tenant's log this is (0, the default, for a log never rotated); shown in status. */
   readonly epoch?: number;
+  /** The most leaves this log takes (default MAX_LEAVES_PER_LOG; lower in tests). */
+  readonly maxLeaves?: number;
 }
+
+/**
+ * The most leaves one log takes: past it an append is refused with ERR_AUDIT_LOG_FULL. The
+ * tree's leaf level and the decision ids are each one growing buffer, and Node 20 allocates
+ * none over 2^32 bytes (2^27 leaf hashes; fewer ids, by their length); 2^26 stays clear of
+ * both for ids up to 64 bytes, with a typed refusal instead of an allocation failure after the
+ * frame is queued. An epoch (`rotateAtBytes`) keeps a log far below it.
+ */
+const MAX_LEAVES_PER_LOG = 2 ** 26;
 
 export interface TornTailReport {
   readonly reason: FrameDamage['reason'];
@@ -121,9 +133,8 @@ export class AuditLog {
   readonly #options: AuditLogOptions;
   readonly #clock: () => number;
   readonly #tree = new MerkleTree();
-  readonly #byDecision = new Map<string, number>();
-  /** The decision id each leaf's event carries (undefined: none), so a reader need not parse it. */
-  readonly #decisionIds: Array<string | undefined> = [];
+  /** The decision id each leaf's event carries, and the leaf of each id, so a reader need not parse it. */
+  readonly #decisionIds = new DecisionIdIndex();
   /** Byte offset of each leaf's frame, so a proof reads one frame, not the file. */
   readonly #offsets = new OffsetIndex();
   #signer: CheckpointSigner;
@@ -331,7 +342,8 @@ export class AuditLog {
           }
           this.#tree.appendLeafHash(hashLeaf(record.payload));
           this.#offsets.push(record.offset);
-          this.#indexDecision(record.payload, record.index);
+          // a payload without a decision id (not an event this build wrote) still counts as a leaf
+          this.#decisionIds.push(decisionIdOf(record.payload));
         } else if (record.type === RecordType.CHECKPOINT) {
           this.#acceptRecoveredCheckpoint(record.payload, record.index, record.offset, record.recordNumber);
         } else {
@@ -453,16 +465,10 @@ export class AuditLog {
     this.#keyring.verifyCheckpoint(checkpoint);
   }
 
-  #indexDecision(payload: Buffer, index: number): void {
-    // a payload without a decision id (not an event this build wrote) still counts as a leaf
-    const id = decisionIdOf(payload);
-    this.#decisionIds.push(id);
-    if (id !== undefined) this.#byDecision.set(id, index);
-  }
-
   /**
    * Append one decision event. Resolves with its receipt once the record is durable as the
-   * fsync policy defines; rejects with ERR_AUDIT_LOG_FULL (budget, per policy),
+   * fsync policy defines; rejects with ERR_AUDIT_LOG_FULL (budget, per policy; or the log holds
+   * maxLeaves),
    * ERR_AUDIT_EVENT_TOO_LARGE, ERR_AUDIT_LOG_CLOSED or ERR_AUDIT_LOG_IO. Never drops.
    */
   async append(event: DecisionEventV1): Promise<DecisionReceiptV1> {
@@ -480,6 +486,13 @@ export class AuditLog {
       this.#writer.release(frameBytes); // reserved, but no frame will follow
       throw new PavilionError(ErrorCodes.AUDIT_LOG_CLOSED, 'the audit log closed');
     }
+    const maxLeaves = this.#options.maxLeaves ?? MAX_LEAVES_PER_LOG;
+    if (this.#tree.size >= maxLeaves) {
+      this.#writer.release(frameBytes);
+      throw new PavilionError(ErrorCodes.AUDIT_LOG_FULL, `the audit log ${this.#options.origin} holds ${this.#tree.size} leaves, the most one log takes (${maxLeaves}); decisionLog.audit.rotateAtBytes starts a new epoch before that`, {
+        details: { leaves: this.#tree.size, maxLeaves },
+      });
+    }
     // From here to `append` nothing awaits: the tree and the file get the same order. The
     // writer takes the frame first, so one that refuses it (failed) leaves the tree as it was.
     const leafHash = hashLeaf(encoded.bytes);
@@ -489,7 +502,6 @@ export class AuditLog {
     // what decisionIdOf reads back from the payload
     this.#decisionIds.push(decisionIdFrom(event.decision_id));
     this.#offsets.push(offset);
-    this.#byDecision.set(event.decision_id, index);
     if (++this.#sinceCheckpoint >= this.#options.checkpointEveryEvents) this.#checkpointInBackground();
     try {
       await durable;
@@ -517,13 +529,9 @@ export class AuditLog {
   #rewind(position: number): void {
     let keep = this.#tree.size;
     while (keep > 0 && this.#offsets.at(keep - 1) >= position) keep--;
-    for (let index = keep; index < this.#tree.size; index++) {
-      const id = this.#decisionIds[index];
-      if (id !== undefined && this.#byDecision.get(id) === index) this.#byDecision.delete(id);
-    }
     this.#tree.truncate(keep);
     this.#offsets.truncate(keep);
-    this.#decisionIds.length = keep;
+    this.#decisionIds.truncate(keep);
     this.#sinceCheckpoint = Math.max(0, keep - (this.latestCheckpoint?.tree_size ?? 0));
     this.#rewinds++;
   }
@@ -612,10 +620,7 @@ export class AuditLog {
 
   /** The decision id of leaf `index` (as `decisionIdOf` its payload), or undefined when it has none. */
   decisionIdAt(index: number): string | undefined {
-    if (!Number.isSafeInteger(index) || index < 0 || index >= this.#decisionIds.length) {
-      throw new PavilionError(ErrorCodes.AUDIT_MERKLE_RANGE, `no leaf ${index}`, { details: { leafIndex: index } });
-    }
-    return this.#decisionIds[index];
+    return this.#decisionIds.at(index);
   }
 
   /** The leaf hash of leaf `index`, hex (a reader checks that a leaf it remembers is still this one). */
@@ -630,7 +635,7 @@ export class AuditLog {
 
   /** Leaf index of a logged decision, or undefined. */
   leafIndexOf(decisionId: string): number | undefined {
-    return this.#byDecision.get(decisionId);
+    return this.#decisionIds.indexOf(decisionId);
   }
 
   /**
@@ -640,7 +645,7 @@ export class AuditLog {
    * ERR_AUDIT_DECISION_UNKNOWN for a decision not in this log.
    */
   async proveInclusion(decisionId: string, options: { readonly signNow?: boolean } = {}): Promise<DecisionProofV1> {
-    const index = this.#byDecision.get(decisionId);
+    const index = this.#decisionIds.indexOf(decisionId);
     if (index === undefined) {
       throw new PavilionError(ErrorCodes.AUDIT_DECISION_UNKNOWN, `decision ${JSON.stringify(decisionId)} is not in the audit log ${this.#options.origin}`, { details: { decisionId } });
     }
