@@ -99,6 +99,28 @@ describe('decision-id index', () => {
     assert.equal(index.indexOf('d1'), undefined);
   });
 
+  it('a rewind of a log without repeated ids empties only the removed leaves\' slots, and every id left is still found', () => {
+    // unique ids take the deletion path (no rebuild), through long probe runs
+    const next = random(0xd1e5);
+    const index = new DecisionIdIndex();
+    const model = new Model();
+    let made = 0;
+    for (let round = 0; round < 60; round++) {
+      const grow = 200 + Math.floor(next() * 400);
+      for (let i = 0; i < grow; i++) {
+        const id = next() < 0.03 ? undefined : `u-${(made++).toString(36)}`;
+        index.push(id);
+        model.push(id);
+      }
+      const keep = Math.floor(model.ids.length * (0.5 + next() / 2));
+      const removed = model.ids.slice(keep).filter((id): id is string => id !== undefined);
+      index.truncate(keep);
+      model.truncate(keep);
+      for (const id of removed) assert.equal(index.indexOf(id), undefined, `${id} went with its leaf`);
+    }
+    assertSame(index, model, model.ids.filter((id): id is string => id !== undefined));
+  });
+
   it('agrees with the Map and array it replaces over 30,000 random appends, repeats and rewinds', () => {
     const next = random(0x5eed);
     const index = new DecisionIdIndex();

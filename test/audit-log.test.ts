@@ -11,6 +11,7 @@ import { hashLeaf } from '../sidecar/src/audit/merkle/index.ts';
 import {
   AuditLog,
   FILE_HEADER_BYTES,
+  FRAME_OVERHEAD_BYTES,
   RecordType,
   SoftwareSigner,
   decisionIdOf,
@@ -21,6 +22,7 @@ import {
 } from '../sidecar/src/audit/log/index.ts';
 import { CHECKPOINT_HEADROOM_BYTES } from '../sidecar/src/audit/log/wal-writer.ts';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
+import { until } from './harness/wait.ts';
 import { decisionEvent, logOptions, openLog, readRecords, ringOf, tempDir, walPath } from './audit/fixtures.ts';
 
 async function rejectsCode(promise: Promise<unknown> | (() => unknown), code: string): Promise<void> {
@@ -118,20 +120,40 @@ describe('disk budget', () => {
     await log.stop(5000);
   });
 
-  it('a log holding the most leaves it takes refuses more with ERR_AUDIT_LOG_FULL, concurrent appends included, writing nothing of them', async () => {
+  it('a log holding the most leaves it takes refuses more with ERR_AUDIT_LOG_FULL, writing nothing of them: at once, and after a wait for disk budget (its reservation given back)', async () => {
     const dir = await tempDir();
-    const log = await openLog(dir, SoftwareSigner.generate(), { maxLeaves: 3, onFull: 'block' });
-    const outcomes = await Promise.allSettled([0, 1, 2, 3, 4].map((i) => log.append(decisionEvent(i))));
-    const refused = outcomes.filter((o) => o.status === 'rejected').map((o) => (o as PromiseRejectedResult).reason as unknown);
-    assert.equal(outcomes.filter((o) => o.status === 'fulfilled').length, 3);
-    assert.equal(refused.length, 2);
+    const frame = (i: number): number => FRAME_OVERHEAD_BYTES + encodeEvent(decisionEvent(i)).bytes.length;
+    // room for two leaves: of five appends at once, three wait for budget
+    const log = await openLog(dir, SoftwareSigner.generate(), {
+      maxLeaves: 3, onFull: 'block', blockTimeoutMs: 10_000,
+      maxDiskBytes: FILE_HEADER_BYTES + CHECKPOINT_HEADROOM_BYTES + frame(0) + frame(1) + 10,
+    });
+    const outcomes = Promise.allSettled([0, 1, 2, 3, 4].map((i) => log.append(decisionEvent(i))));
+    await until('three appends wait for disk budget', () => log.status().details?.['blocked_writers'] === 3);
+    log.setMaxDiskBytes(1024 * 1024); // they go on: one takes the third leaf, two find the log at its limit
+    const settled = await outcomes;
+    const refused = settled.filter((o) => o.status === 'rejected').map((o) => (o as PromiseRejectedResult).reason as unknown);
+    assert.deepEqual(settled.map((o) => o.status), ['fulfilled', 'fulfilled', 'fulfilled', 'rejected', 'rejected']);
     for (const error of refused) {
       assert.ok(isPavilionError(error, ErrorCodes.AUDIT_LOG_FULL), String(error));
-      assert.match(error.message, /holds 3 leaves, the most one log takes \(3\); decisionLog\.audit\.rotateAtBytes/);
+      assert.match(error.message, /holds 3 leaves, the most one log takes \(3\); with decisionLog\.audit\.rotateAtBytes or rotateAfterMs/);
     }
     assert.equal(log.size, 3);
-    await rejectsCode(log.append(decisionEvent(9)), ErrorCodes.AUDIT_LOG_FULL); // 'block' does not wait for it: no space frees a leaf
+    const onDisk = (): number => log.status().details?.['bytes_on_disk'] as number;
+    // no room for another leaf either: 'block' would wait up to blockTimeoutMs for it, but a log
+    // at its limit refuses at once
+    log.setMaxDiskBytes(onDisk() + CHECKPOINT_HEADROOM_BYTES + Math.floor(frame(9) / 2));
+    const started = performance.now();
+    await rejectsCode(log.append(decisionEvent(9)), ErrorCodes.AUDIT_LOG_FULL);
+    assert.ok(performance.now() - started < 5_000, 'refused without waiting for budget');
+    const before = onDisk();
     await log.checkpoint(); // checkpoints are not leaves: still taken
+    const checkpointBytes = onDisk() - before;
+    // budget for one more checkpoint and not for the two refused frames besides: a reservation
+    // not given back would hold the next checkpoint until blockTimeoutMs, then fail it
+    log.setMaxDiskBytes(onDisk() + checkpointBytes + 64);
+    await log.checkpoint();
+    assert.ok(onDisk() > before + checkpointBytes, 'the second checkpoint is written');
     await log.stop(5000);
     const { records } = await readRecords(dir);
     assert.deepEqual(records.filter((r) => r.type === RecordType.LEAF).map((r) => r.index), [0, 1, 2], 'no frame of a refused append');

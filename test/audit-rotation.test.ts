@@ -192,6 +192,30 @@ describe('rotation into sealed, linked epochs', () => {
     await verifyEpochs(archiveOf(dir), join(liveOf(dir), WAL_FILE), ring);
   });
 
+  it('rotates by leaves as well: an epoch is sealed at 15/16 of the leaves a log takes, long before rotateAtBytes, refusing none; with rotation off the limit refuses', async () => {
+    const dir = await tempDir();
+    const sink = sinkAt(dir, { maxLeaves: 16, maxDiskBytes: 1024 * 1024, rotateAtBytes: 512 * 1024 });
+    await sink.start();
+    const receipts: DecisionReceiptV1[] = [];
+    for (let i = 0; i < 40; i++) receipts.push(await sink.append(decisionEvent(i)));
+    await sink.stop(5000);
+    const leavesOf = new Map<string, number[]>();
+    for (const r of receipts) leavesOf.set(r.origin, [...(leavesOf.get(r.origin) ?? []), r.leaf_index]);
+    // epoch 0: 15 decisions; each later one: its link to the one before, then 14 decisions
+    assert.deepEqual([...leavesOf.keys()], ['pavilion-test/bank', 'pavilion-test/bank/e1', 'pavilion-test/bank/e2']);
+    assert.deepEqual([...leavesOf.values()].map((leaves) => [leaves[0], leaves.at(-1)]), [[0, 14], [1, 14], [1, 11]]);
+    await assertReceiptsKept(dir, receipts);
+    await verifyEpochs(archiveOf(dir), join(liveOf(dir), WAL_FILE), ring);
+
+    const off = await tempDir();
+    const unrotated = sinkAt(off, { maxLeaves: 4, rotateAtBytes: 0 });
+    await unrotated.start();
+    for (let i = 0; i < 4; i++) await unrotated.append(decisionEvent(i));
+    await assert.rejects(unrotated.append(decisionEvent(4)), (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_LOG_FULL) && /holds 4 leaves, the most one log takes/.test(e.message));
+    assert.equal(sinkTenants(unrotated)['bank']!.details['epoch'], 0);
+    await unrotated.stop(5000);
+  });
+
   it('is off with rotateAtBytes 0: the budget refuses as before', async () => {
     const dir = await tempDir();
     const sink = sinkAt(dir, { rotateAtBytes: 0 });

@@ -11,8 +11,8 @@
  * `append` returns the decision's receipt. `proveInclusion` / `proveConsistency` are the
  * programmatic API for an HTTP proof endpoint.
  *
- * Rotation. When a tenant's live log reaches `rotateAtBytes`, it is sealed into an epoch and a
- * new epoch starts (docs/audit-log.md, "Epochs"), so the disk budget and the memory of the tree
+ * Rotation. When a tenant's live log reaches `rotateAtBytes` (or `rotateAfterMs`, or 15/16 of
+ * the leaves one log takes), it is sealed into an epoch and a new epoch starts (docs/audit-log.md, "Epochs"), so the disk budget and the memory of the tree
  * count only the live epoch. The steps, each durable before the next, with what a crash after
  * it leaves (start-up, #finishRotation, finishes what was begun):
  *   frozen    appends held (they wait for the next epoch); a final checkpoint of every leaf is
@@ -615,7 +615,7 @@ export class AuditLogSink implements DecisionSink {
   #maybeRotate(tenant: string, log: AuditLog): void {
     const at = this.#rotateAt(tenant);
     if (this.#stopped || this.#rotating.has(tenant) || this.#opened.get(tenant) !== log) return;
-    if (!((at > 0 && log.writtenBytes >= at) || this.#dueByAge(tenant, log))) return;
+    if (!((at > 0 && log.writtenBytes >= at) || this.#dueByAge(tenant, log) || this.#dueByLeaves(at, log))) return;
     if ((this.#rotationRetryAtMs.get(tenant) ?? 0) > Date.now()) return;
     if (this.#streamProgress !== undefined) {
       const position = this.#streamProgress.streamPosition(tenant, log);
@@ -623,6 +623,17 @@ export class AuditLogSink implements DecisionSink {
     }
     this.#rotating.add(tenant);
     void this.#track(tenant, this.#rotate(tenant, log).finally(() => this.#rotating.delete(tenant)));
+  }
+
+  /**
+   * With rotation on (by size or age), whether the live epoch holds 15/16 of the leaves one log
+   * takes (AuditLog.maxLeaves, 2^26): many small events can get there before rotateAtBytes, and
+   * a log at its leaf limit refuses every decision. The last sixteenth takes what arrives while
+   * the epoch cannot be sealed yet.
+   */
+  #dueByLeaves(at: number, log: AuditLog): boolean {
+    if (at === 0 && (this.#options.settings.rotateAfterMs ?? 0) === 0) return false;
+    return log.size >= log.maxLeaves - Math.floor(log.maxLeaves / 16);
   }
 
   /**

@@ -465,6 +465,19 @@ export class AuditLog {
     this.#keyring.verifyCheckpoint(checkpoint);
   }
 
+  /** The most leaves this log takes (MAX_LEAVES_PER_LOG unless set lower); a sink rotates before it. */
+  get maxLeaves(): number {
+    return this.#options.maxLeaves ?? MAX_LEAVES_PER_LOG;
+  }
+
+  /** ERR_AUDIT_LOG_FULL when the log holds maxLeaves leaves. */
+  #leafRefusal(): PavilionError | undefined {
+    if (this.#tree.size < this.maxLeaves) return undefined;
+    return new PavilionError(ErrorCodes.AUDIT_LOG_FULL, `the audit log ${this.#options.origin} holds ${this.#tree.size} leaves, the most one log takes (${this.maxLeaves}); with decisionLog.audit.rotateAtBytes or rotateAfterMs a new epoch starts before that`, {
+      details: { leaves: this.#tree.size, maxLeaves: this.maxLeaves },
+    });
+  }
+
   /**
    * Append one decision event. Resolves with its receipt once the record is durable as the
    * fsync policy defines; rejects with ERR_AUDIT_LOG_FULL (budget, per policy; or the log holds
@@ -473,6 +486,8 @@ export class AuditLog {
    */
   async append(event: DecisionEventV1): Promise<DecisionReceiptV1> {
     if (this.#state !== 'open' || this.#writer === undefined) throw new PavilionError(ErrorCodes.AUDIT_LOG_CLOSED, 'the audit log is not open');
+    const early = this.#leafRefusal();
+    if (early !== undefined) throw early; // before waiting for disk budget that would not help
     const encoded = encodeEvent(event);
     if (encoded.bytes.length > this.#options.maxEventBytes) {
       throw new PavilionError(ErrorCodes.AUDIT_EVENT_TOO_LARGE, `decision event of ${encoded.bytes.length} bytes is over the audit log's maxEventBytes ${this.#options.maxEventBytes}`, {
@@ -486,12 +501,21 @@ export class AuditLog {
       this.#writer.release(frameBytes); // reserved, but no frame will follow
       throw new PavilionError(ErrorCodes.AUDIT_LOG_CLOSED, 'the audit log closed');
     }
-    const maxLeaves = this.#options.maxLeaves ?? MAX_LEAVES_PER_LOG;
-    if (this.#tree.size >= maxLeaves) {
+    const id = decisionIdFrom(event.decision_id);
+    let refusal = this.#leafRefusal(); // again: others took leaves while this one waited
+    if (refusal === undefined) {
+      try {
+        this.#decisionIds.prepare(id); // what can fail of indexing it, before its frame is queued
+      } catch (error) {
+        refusal = new PavilionError(ErrorCodes.AUDIT_LOG_FULL, `the audit log ${this.#options.origin} cannot index another decision id (${this.#tree.size} leaves): ${describeThrown(error)}`, {
+          cause: error,
+          details: { leaves: this.#tree.size },
+        });
+      }
+    }
+    if (refusal !== undefined) {
       this.#writer.release(frameBytes);
-      throw new PavilionError(ErrorCodes.AUDIT_LOG_FULL, `the audit log ${this.#options.origin} holds ${this.#tree.size} leaves, the most one log takes (${maxLeaves}); decisionLog.audit.rotateAtBytes starts a new epoch before that`, {
-        details: { leaves: this.#tree.size, maxLeaves },
-      });
+      throw refusal;
     }
     // From here to `append` nothing awaits: the tree and the file get the same order. The
     // writer takes the frame first, so one that refuses it (failed) leaves the tree as it was.
@@ -500,7 +524,7 @@ export class AuditLog {
     const { offset, durable } = this.#writer.append(encodeFrame(RecordType.LEAF, index, encoded.bytes));
     this.#tree.appendLeafHash(leafHash);
     // what decisionIdOf reads back from the payload
-    this.#decisionIds.push(decisionIdFrom(event.decision_id));
+    this.#decisionIds.push(id);
     this.#offsets.push(offset);
     if (++this.#sinceCheckpoint >= this.#options.checkpointEveryEvents) this.#checkpointInBackground();
     try {

@@ -14,12 +14,14 @@
  *   that carries it, compared byte for byte, so a lookup never answers for another id. Like
  *   Map.set, a later leaf with the same id takes it over.
  *
- * About 60 bytes per leaf for a UUID (36 for its bytes, 12 for where they are, 4 to 8 for the
- * table, and the slack of doubling), none of it traced by the garbage collector: at 10^6
+ * About 60 bytes per leaf for a UUID (36 for its bytes, 12 for where they are, 8 to 16 for
+ * the table, which doubles), none of it traced by the garbage collector: at 10^6
  * UUIDs 58 MB resident and a 4 ms full collection, where the strings and Map took 137 MB
  * and 64 ms. The id buffer grows up to the largest
  * Buffer the runtime allows (2^32 bytes on Node 20, some 10^8 UUIDs); the log refuses leaves
- * past 2^26 (MAX_LEAVES_PER_LOG), before it or the tree's leaf level would stop growing.
+ * past 2^26 (MAX_LEAVES_PER_LOG), before it or the tree's leaf level would stop growing, and
+ * asks `prepare` before it queues a frame, so that an allocation refused here refuses the
+ * decision (ERR_AUDIT_LOG_FULL) instead of failing after its frame is queued.
  */
 import { randomInt } from 'node:crypto';
 import { ErrorCodes, PavilionError } from '../../lib/errors.ts';
@@ -36,6 +38,8 @@ export class DecisionIdIndex {
   #count = 0;
   #slots = new Uint32Array(2048);
   #filled = 0;
+  /** Leaves whose id an earlier leaf also carries (then a rewind rebuilds the table). */
+  #repeats = 0;
   #scratch = Buffer.alloc(256);
   /** Per process, so that which ids share a probe sequence cannot be known in advance. */
   readonly #seed = randomInt(0x7fffffff);
@@ -45,18 +49,28 @@ export class DecisionIdIndex {
     return this.#count;
   }
 
+  /**
+   * Make room for one more leaf with `id`, so that the `push` after it cannot fail: a log calls
+   * this before it queues the leaf's frame. Throws (an allocation the runtime refuses) only here.
+   */
+  prepare(id: string | undefined): void {
+    if (this.#count === this.#starts.length) this.#growLeaves();
+    if (id === undefined) return;
+    const needed = this.#used + Buffer.byteLength(id, 'utf8');
+    if (needed > this.#bytes.length) this.#growBytes(needed);
+    if ((this.#filled + 1) * 2 > this.#slots.length) this.#rebuild(this.#slots.length * 2);
+  }
+
   /** Add the next leaf, with its event's decision id (undefined: it has none). */
   push(id: string | undefined): void {
-    if (this.#count === this.#starts.length) this.#growLeaves();
+    this.prepare(id);
     const leaf = this.#count++;
     this.#starts[leaf] = this.#used;
     if (id === undefined) {
       this.#lengths[leaf] = NO_ID;
       return;
     }
-    const length = Buffer.byteLength(id, 'utf8');
-    if (this.#used + length > this.#bytes.length) this.#growBytes(this.#used + length);
-    this.#bytes.write(id, this.#used, length, 'utf8');
+    const length = this.#bytes.write(id, this.#used, 'utf8');
     this.#lengths[leaf] = length;
     this.#used += length;
     this.#insert(leaf);
@@ -87,16 +101,48 @@ export class DecisionIdIndex {
     }
   }
 
-  /** Forget the leaves from `count` on (a rewind); an earlier leaf with one of their ids is found again. */
+  /**
+   * Forget the leaves from `count` on (a rewind): each one's slot is emptied, newest first, so
+   * the work is the leaves removed, not the log (#remove). An id that was logged more than once is found
+   * at an earlier leaf again: while the log holds such a repeat, the table is rebuilt instead.
+   */
   truncate(count: number): void {
-    if (count >= this.#count) return;
-    this.#count = Math.max(0, count);
-    this.#used = this.#count === 0 ? 0 : this.#starts[this.#count]!;
-    this.#rebuild(this.#slots.length);
+    const keep = Math.max(0, count);
+    if (keep >= this.#count) return;
+    if (this.#repeats > 0) {
+      this.#count = keep;
+      this.#used = this.#starts[keep]!;
+      this.#rebuild(this.#slots.length);
+      return;
+    }
+    for (let leaf = this.#count - 1; leaf >= keep; leaf--) if (this.#lengths[leaf] !== NO_ID) this.#remove(leaf);
+    this.#count = keep;
+    this.#used = this.#starts[keep]!;
+  }
+
+  /**
+   * Empty the slot of `leaf`, the newest leaf left. Entries are removed newest first, so this
+   * undoes its insert: a probe run only ever went past entries inserted before it (a rebuild
+   * inserts in leaf order too), so no newer entry sits beyond this slot, and none has to move.
+   */
+  #remove(leaf: number): void {
+    const mask = this.#slots.length - 1;
+    for (let slot = this.#home(leaf) & mask; ; slot = (slot + 1) & mask) {
+      const held = this.#slots[slot];
+      if (held === EMPTY) return; // not in the table (cannot happen without repeats): nothing to empty
+      if (held !== leaf + 1) continue;
+      this.#slots[slot] = EMPTY;
+      this.#filled--;
+      return;
+    }
+  }
+
+  #home(leaf: number): number {
+    const start = this.#starts[leaf]!;
+    return this.#hash(this.#bytes, start, this.#lengths[leaf]!);
   }
 
   #insert(leaf: number): void {
-    if ((this.#filled + 1) * 2 > this.#slots.length) this.#rebuild(this.#slots.length * 2);
     const start = this.#starts[leaf]!;
     const length = this.#lengths[leaf]!;
     const mask = this.#slots.length - 1;
@@ -110,6 +156,7 @@ export class DecisionIdIndex {
       const other = held - 1;
       if (this.#lengths[other] === length && this.#bytes.compare(this.#bytes, this.#starts[other]!, this.#starts[other]! + length, start, start + length) === 0) {
         this.#slots[slot] = leaf + 1; // the same id again: the later leaf, as Map.set
+        this.#repeats++;
         return;
       }
     }
@@ -119,6 +166,7 @@ export class DecisionIdIndex {
   #rebuild(capacity: number): void {
     this.#slots = new Uint32Array(capacity);
     this.#filled = 0;
+    this.#repeats = 0;
     for (let leaf = 0; leaf < this.#count; leaf++) if (this.#lengths[leaf] !== NO_ID) this.#insert(leaf);
   }
 
