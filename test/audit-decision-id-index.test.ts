@@ -117,8 +117,30 @@ describe('decision-id index', () => {
       index.truncate(keep);
       model.truncate(keep);
       for (const id of removed) assert.equal(index.indexOf(id), undefined, `${id} went with its leaf`);
+      assertSame(index, model, model.ids.filter((id): id is string => id !== undefined));
     }
-    assertSame(index, model, model.ids.filter((id): id is string => id !== undefined));
+  });
+
+  it('room made for a leaf that never came changes nothing; after a repeated id is rewound away (a rebuild), rewinds take the deletion path again', () => {
+    const index = new DecisionIdIndex();
+    const model = new Model();
+    const add = (id: string | undefined): void => {
+      index.push(id);
+      model.push(id);
+    };
+    for (let i = 0; i < 3_000; i++) add(`p-${i}`);
+    // an append refused after prepare (the log at its limit): the index grew, took no leaf
+    for (let i = 0; i < 5_000; i++) index.prepare(`refused-${i}-${'r'.repeat(i % 50)}`);
+    assertSame(index, model, ['refused-0-', 'p-0', 'p-2999']);
+    add('p-5'); // a repeat: p-5 is found at its last leaf, and a rewind rebuilds
+    assert.equal(index.indexOf('p-5'), 3_000);
+    index.truncate(3_000);
+    model.truncate(3_000);
+    assertSame(index, model, ['p-5', 'p-2999']);
+    for (let i = 3_000; i < 4_000; i++) add(`p-${i}`);
+    index.truncate(3_500);
+    model.truncate(3_500);
+    assertSame(index, model, Array.from({ length: 4_000 }, (_, i) => `p-${i}`));
   });
 
   it('agrees with the Map and array it replaces over 30,000 random appends, repeats and rewinds', () => {

@@ -168,6 +168,10 @@ export class AuditLog {
 
   constructor(options: AuditLogOptions) {
     if (!isValidOrigin(options.origin)) throw new PavilionError(ErrorCodes.CONFIG_INVALID, `audit log origin ${JSON.stringify(options.origin)} is not valid`);
+    const { maxLeaves } = options;
+    if (maxLeaves !== undefined && !(Number.isSafeInteger(maxLeaves) && maxLeaves >= 2 && maxLeaves <= MAX_LEAVES_PER_LOG)) {
+      throw new PavilionError(ErrorCodes.CONFIG_INVALID, `audit log maxLeaves must be an integer from 2 (a link and a decision) to ${MAX_LEAVES_PER_LOG}, not ${String(maxLeaves)}`);
+    }
     this.#options = options;
     this.#clock = options.clock ?? Date.now;
     this.#signer = options.signer;
@@ -505,9 +509,13 @@ export class AuditLog {
     let refusal = this.#leafRefusal(); // again: others took leaves while this one waited
     if (refusal === undefined) {
       try {
-        this.#decisionIds.prepare(id); // what can fail of indexing it, before its frame is queued
+        // every allocation of indexing the leaf, before its frame is queued: after it, the
+        // tree, the offsets and the ids take the leaf without allocating
+        this.#tree.prepareAppend();
+        this.#offsets.prepare();
+        this.#decisionIds.prepare(id);
       } catch (error) {
-        refusal = new PavilionError(ErrorCodes.AUDIT_LOG_FULL, `the audit log ${this.#options.origin} cannot index another decision id (${this.#tree.size} leaves): ${describeThrown(error)}`, {
+        refusal = new PavilionError(ErrorCodes.AUDIT_LOG_FULL, `the audit log ${this.#options.origin} cannot index another leaf (${this.#tree.size} leaves): ${describeThrown(error)}`, {
           cause: error,
           details: { leaves: this.#tree.size },
         });
@@ -914,12 +922,16 @@ class OffsetIndex {
   #count = 0;
 
   push(offset: number): void {
-    if (this.#count === this.#values.length) {
-      const grown = new Float64Array(this.#values.length * 2);
-      grown.set(this.#values);
-      this.#values = grown;
-    }
+    this.prepare();
     this.#values[this.#count++] = offset;
+  }
+
+  /** Room for one more offset, so that the push after it does not allocate. */
+  prepare(): void {
+    if (this.#count < this.#values.length) return;
+    const grown = new Float64Array(this.#values.length * 2);
+    grown.set(this.#values);
+    this.#values = grown;
   }
 
   truncate(count: number): void {

@@ -14,9 +14,9 @@
  *   that carries it, compared byte for byte, so a lookup never answers for another id. Like
  *   Map.set, a later leaf with the same id takes it over.
  *
- * About 60 bytes per leaf for a UUID (36 for its bytes, 12 for where they are, 8 to 16 for
- * the table, which doubles), none of it traced by the garbage collector: at 10^6
- * UUIDs 58 MB resident and a 4 ms full collection, where the strings and Map took 137 MB
+ * About 65 bytes per leaf for a UUID (36 for its bytes, 12 for where they are, 4 for its hash,
+ * 8 to 16 for the table, which doubles), none of it traced by the garbage collector: at 10^6
+ * UUIDs 61 MB resident and a 4 ms full collection, where the strings and Map took 137 MB
  * and 64 ms. The id buffer grows up to the largest
  * Buffer the runtime allows (2^32 bytes on Node 20, some 10^8 UUIDs); the log refuses leaves
  * past 2^26 (MAX_LEAVES_PER_LOG), before it or the tree's leaf level would stop growing, and
@@ -35,6 +35,8 @@ export class DecisionIdIndex {
   #used = 0;
   #starts = new Float64Array(1024);
   #lengths = new Int32Array(1024);
+  /** Each leaf's hash, so that growing the table or a rewind never hashes an id again. */
+  #hashes = new Uint32Array(1024);
   #count = 0;
   #slots = new Uint32Array(2048);
   #filled = 0;
@@ -72,6 +74,7 @@ export class DecisionIdIndex {
     }
     const length = this.#bytes.write(id, this.#used, 'utf8');
     this.#lengths[leaf] = length;
+    this.#hashes[leaf] = this.#hash(this.#bytes, this.#used, length);
     this.#used += length;
     this.#insert(leaf);
   }
@@ -92,12 +95,13 @@ export class DecisionIdIndex {
     const length = Buffer.byteLength(id, 'utf8');
     if (length > this.#scratch.length) this.#scratch = Buffer.alloc(Math.max(length, this.#scratch.length * 2));
     this.#scratch.write(id, 0, length, 'utf8');
+    const hash = this.#hash(this.#scratch, 0, length);
     const mask = this.#slots.length - 1;
-    for (let slot = this.#hash(this.#scratch, 0, length) & mask; ; slot = (slot + 1) & mask) {
+    for (let slot = hash & mask; ; slot = (slot + 1) & mask) {
       const held = this.#slots[slot]!;
       if (held === EMPTY) return undefined;
       const leaf = held - 1;
-      if (this.#lengths[leaf] === length && this.#scratch.compare(this.#bytes, this.#starts[leaf]!, this.#starts[leaf]! + length, 0, length) === 0) return leaf;
+      if (this.#hashes[leaf] === hash && this.#lengths[leaf] === length && this.#scratch.compare(this.#bytes, this.#starts[leaf]!, this.#starts[leaf]! + length, 0, length) === 0) return leaf;
     }
   }
 
@@ -127,7 +131,7 @@ export class DecisionIdIndex {
    */
   #remove(leaf: number): void {
     const mask = this.#slots.length - 1;
-    for (let slot = this.#home(leaf) & mask; ; slot = (slot + 1) & mask) {
+    for (let slot = this.#hashes[leaf]! & mask; ; slot = (slot + 1) & mask) {
       const held = this.#slots[slot];
       if (held === EMPTY) return; // not in the table (cannot happen without repeats): nothing to empty
       if (held !== leaf + 1) continue;
@@ -137,16 +141,12 @@ export class DecisionIdIndex {
     }
   }
 
-  #home(leaf: number): number {
-    const start = this.#starts[leaf]!;
-    return this.#hash(this.#bytes, start, this.#lengths[leaf]!);
-  }
-
   #insert(leaf: number): void {
     const start = this.#starts[leaf]!;
     const length = this.#lengths[leaf]!;
+    const hash = this.#hashes[leaf]!;
     const mask = this.#slots.length - 1;
-    for (let slot = this.#hash(this.#bytes, start, length) & mask; ; slot = (slot + 1) & mask) {
+    for (let slot = hash & mask; ; slot = (slot + 1) & mask) {
       const held = this.#slots[slot]!;
       if (held === EMPTY) {
         this.#slots[slot] = leaf + 1;
@@ -154,7 +154,7 @@ export class DecisionIdIndex {
         return;
       }
       const other = held - 1;
-      if (this.#lengths[other] === length && this.#bytes.compare(this.#bytes, this.#starts[other]!, this.#starts[other]! + length, start, start + length) === 0) {
+      if (this.#hashes[other] === hash && this.#lengths[other] === length && this.#bytes.compare(this.#bytes, this.#starts[other]!, this.#starts[other]! + length, start, start + length) === 0) {
         this.#slots[slot] = leaf + 1; // the same id again: the later leaf, as Map.set
         this.#repeats++;
         return;
@@ -187,6 +187,9 @@ export class DecisionIdIndex {
     const lengths = new Int32Array(this.#lengths.length * 2);
     lengths.set(this.#lengths);
     this.#lengths = lengths;
+    const hashes = new Uint32Array(this.#hashes.length * 2);
+    hashes.set(this.#hashes);
+    this.#hashes = hashes;
   }
 
   #growBytes(needed: number): void {

@@ -35,13 +35,19 @@ class Level {
   count = 0;
 
   push(hash: Uint8Array): void {
-    if ((this.count + 1) * HASH_BYTES > this.#bytes.length) {
-      const grown = Buffer.alloc(this.#bytes.length * 2);
-      this.#bytes.copy(grown, 0, 0, this.count * HASH_BYTES);
-      this.#bytes = grown;
-    }
+    this.reserve(this.count + 1);
     this.#bytes.set(hash, this.count * HASH_BYTES);
     this.count++;
+  }
+
+  /** Room for `count` hashes (the buffer doubles). */
+  reserve(count: number): void {
+    if (count * HASH_BYTES <= this.#bytes.length) return;
+    let length = this.#bytes.length * 2;
+    while (length < count * HASH_BYTES) length *= 2;
+    const grown = Buffer.alloc(length);
+    this.#bytes.copy(grown, 0, 0, this.count * HASH_BYTES);
+    this.#bytes = grown;
   }
 
   truncate(count: number): void {
@@ -65,6 +71,19 @@ export class MerkleTree {
   /** Append one entry (its leaf hash is computed here). Returns its leaf index. */
   append(data: Uint8Array): number {
     return this.appendLeafHash(hashLeaf(data));
+  }
+
+  /**
+   * Make room for the next leaf and the nodes it completes, so that the append after it does
+   * not allocate: a caller that must not fail half-way (the audit log, once a frame is queued)
+   * calls this first.
+   */
+  prepareAppend(): void {
+    const size = this.size + 1;
+    for (let k = 0; 2 ** k <= size; k++) {
+      if (this.#levels[k] === undefined) this.#levels.push(new Level());
+      this.#levels[k]!.reserve(Math.floor(size / 2 ** k));
+    }
   }
 
   /** Append an already computed leaf hash (RFC 9162 leaf hash, 32 bytes). */
