@@ -615,7 +615,7 @@ export class AuditLogSink implements DecisionSink {
   #maybeRotate(tenant: string, log: AuditLog): void {
     const at = this.#rotateAt(tenant);
     if (this.#stopped || this.#rotating.has(tenant) || this.#opened.get(tenant) !== log) return;
-    if (!((at > 0 && log.writtenBytes >= at) || this.#dueByAge(tenant, log) || this.#dueByLeaves(tenant, at, log))) return;
+    if (!((at > 0 && log.writtenBytes >= at) || this.#dueByAge(tenant, log) || this.#dueByLeaves(at, log))) return;
     if ((this.#rotationRetryAtMs.get(tenant) ?? 0) > Date.now()) return;
     if (this.#streamProgress !== undefined) {
       const position = this.#streamProgress.streamPosition(tenant, log);
@@ -632,11 +632,10 @@ export class AuditLogSink implements DecisionSink {
    * the epoch cannot be sealed yet (#maybeRotate: JetStream away or behind); past it, decisions
    * are refused until it can be.
    */
-  #dueByLeaves(tenant: string, at: number, log: AuditLog): boolean {
+  #dueByLeaves(at: number, log: AuditLog): boolean {
     if (at === 0 && (this.#options.settings.rotateAfterMs ?? 0) === 0) return false;
-    // an epoch holding nothing but its link is never due (as by age): sealing it archives no decision
-    const links = (this.#epochs.get(tenant)?.epoch ?? 0) === 0 ? 0 : 1;
-    return log.size > links && log.size >= log.maxLeaves - Math.floor(log.maxLeaves / 16);
+    // at least 2 (maxLeaves is): an epoch holding nothing but its link is never due
+    return log.size >= log.maxLeaves - Math.floor(log.maxLeaves / 16);
   }
 
   /**

@@ -474,6 +474,27 @@ export class AuditLog {
     return this.#options.maxLeaves ?? MAX_LEAVES_PER_LOG;
   }
 
+  /**
+   * What can fail for want of memory in taking leaf `index`, done before its frame is queued:
+   * its hash, its frame, and room in the tree, the offsets and the ids, which then take it
+   * without growing a buffer. ERR_AUDIT_LOG_FULL when an allocation is refused.
+   */
+  #prepareLeaf(index: number, payload: Buffer, id: string | undefined): { readonly leafHash: Buffer; readonly frame: Buffer } | PavilionError {
+    try {
+      const leafHash = hashLeaf(payload);
+      const frame = encodeFrame(RecordType.LEAF, index, payload);
+      this.#tree.prepareAppend();
+      this.#offsets.prepare();
+      this.#decisionIds.prepare(id);
+      return { leafHash, frame };
+    } catch (error) {
+      return new PavilionError(ErrorCodes.AUDIT_LOG_FULL, `the audit log ${this.#options.origin} cannot take another leaf (${index} leaves): ${describeThrown(error)}`, {
+        cause: error,
+        details: { leaves: index },
+      });
+    }
+  }
+
   /** ERR_AUDIT_LOG_FULL when the log holds maxLeaves leaves. */
   #leafRefusal(): PavilionError | undefined {
     if (this.#tree.size < this.maxLeaves) return undefined;
@@ -506,31 +527,17 @@ export class AuditLog {
       throw new PavilionError(ErrorCodes.AUDIT_LOG_CLOSED, 'the audit log closed');
     }
     const id = decisionIdFrom(event.decision_id);
-    let refusal = this.#leafRefusal(); // again: others took leaves while this one waited
-    if (refusal === undefined) {
-      try {
-        // every allocation of indexing the leaf, before its frame is queued: after it, the
-        // tree, the offsets and the ids take the leaf without allocating
-        this.#tree.prepareAppend();
-        this.#offsets.prepare();
-        this.#decisionIds.prepare(id);
-      } catch (error) {
-        refusal = new PavilionError(ErrorCodes.AUDIT_LOG_FULL, `the audit log ${this.#options.origin} cannot index another leaf (${this.#tree.size} leaves): ${describeThrown(error)}`, {
-          cause: error,
-          details: { leaves: this.#tree.size },
-        });
-      }
-    }
-    if (refusal !== undefined) {
-      this.#writer.release(frameBytes);
-      throw refusal;
-    }
-    // From here to `append` nothing awaits: the tree and the file get the same order. The
-    // writer takes the frame first, so one that refuses it (failed) leaves the tree as it was.
-    const leafHash = hashLeaf(encoded.bytes);
+    // From here to the writer's `append` nothing awaits: the tree and the file get the same order
     const index = this.#tree.size;
-    const { offset, durable } = this.#writer.append(encodeFrame(RecordType.LEAF, index, encoded.bytes));
-    this.#tree.appendLeafHash(leafHash);
+    // again: others took leaves while this one waited
+    const prepared = this.#leafRefusal() ?? this.#prepareLeaf(index, encoded.bytes, id);
+    if (prepared instanceof PavilionError) {
+      this.#writer.release(frameBytes);
+      throw prepared;
+    }
+    // The writer takes the frame first, so one that refuses it (failed) leaves the tree as it was.
+    const { offset, durable } = this.#writer.append(prepared.frame);
+    this.#tree.appendLeafHash(prepared.leafHash);
     // what decisionIdOf reads back from the payload
     this.#decisionIds.push(id);
     this.#offsets.push(offset);
@@ -547,7 +554,7 @@ export class AuditLog {
       decision_id: event.decision_id,
       origin: this.#options.origin,
       leaf_index: index,
-      leaf_hash: leafHash.toString('hex'),
+      leaf_hash: prepared.leafHash.toString('hex'),
       ...(encoded.inputSha256 === undefined ? {} : { input_sha256: encoded.inputSha256 }),
       ...(encoded.resultSha256 === undefined ? {} : { result_sha256: encoded.resultSha256 }),
     };
