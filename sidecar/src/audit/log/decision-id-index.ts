@@ -16,12 +16,12 @@
  *
  * About 65 bytes per leaf for a UUID (36 for its bytes, 12 for where they are, 4 for its hash,
  * 8 to 16 for the table, which doubles), none of it traced by the garbage collector: at 10^6
- * UUIDs 61 MB resident and a 4 ms full collection, where the strings and Map took 137 MB
- * and 64 ms. The id buffer grows up to the largest
- * Buffer the runtime allows (2^32 bytes on Node 20, some 10^8 UUIDs); the log refuses leaves
- * past 2^26 (MAX_LEAVES_PER_LOG), before it or the tree's leaf level would stop growing, and
- * asks `prepare` before it queues a frame, so that an allocation refused here refuses the
- * decision (ERR_AUDIT_LOG_FULL) instead of failing after its frame is queued.
+ * UUIDs 61 MB resident and a 4 ms full collection, where the strings and Map took 137 MB and
+ * 64 ms. The id buffer grows up to the largest Buffer the runtime allows (2^32 bytes on Node
+ * 20, some 10^8 UUIDs); the log refuses leaves past 2^26 (MAX_LEAVES_PER_LOG), before it or
+ * the tree's leaf level would stop growing, and asks `prepare` before it queues a frame, so
+ * that an allocation refused here refuses the decision (ERR_AUDIT_LOG_FULL) instead of
+ * failing after its frame is queued.
  */
 import { randomInt } from 'node:crypto';
 import { ErrorCodes, PavilionError } from '../../lib/errors.ts';
