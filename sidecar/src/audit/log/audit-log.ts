@@ -23,6 +23,7 @@ import { open, mkdir, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { syncPath } from '../../lib/durable-file.ts';
 import { tryLock, unlock } from '../../lib/lock-file.ts';
+import { withRoom } from '../../lib/with-room.ts';
 import { ErrorCodes, PavilionError, describeThrown, isPavilionError } from '../../lib/errors.ts';
 import type { ComponentStatus } from '../../lib/lifecycle.ts';
 import { withDeadline } from '../../lib/lifecycle.ts';
@@ -935,10 +936,7 @@ class OffsetIndex {
 
   /** Room for one more offset, so that the push after it does not allocate. */
   prepare(): void {
-    if (this.#count < this.#values.length) return;
-    const grown = new Float64Array(this.#values.length * 2);
-    grown.set(this.#values);
-    this.#values = grown;
+    this.#values = withRoom(this.#values, this.#count + 1, this.#count, (length) => new Float64Array(length));
   }
 
   truncate(count: number): void {

@@ -25,6 +25,7 @@
  */
 import { randomInt } from 'node:crypto';
 import { ErrorCodes, PavilionError } from '../../lib/errors.ts';
+import { withRoom } from '../../lib/with-room.ts';
 
 const NO_ID = -1;
 /** Slots of the hash table hold leaf index + 1; 0 is an empty slot. */
@@ -56,10 +57,12 @@ export class DecisionIdIndex {
    * this before it queues the leaf's frame. Throws (an allocation the runtime refuses) only here.
    */
   prepare(id: string | undefined): void {
-    if (this.#count === this.#starts.length) this.#growLeaves();
+    const leaves = this.#count + 1;
+    this.#starts = withRoom(this.#starts, leaves, this.#count, (length) => new Float64Array(length));
+    this.#lengths = withRoom(this.#lengths, leaves, this.#count, (length) => new Int32Array(length));
+    this.#hashes = withRoom(this.#hashes, leaves, this.#count, (length) => new Uint32Array(length));
     if (id === undefined) return;
-    const needed = this.#used + Buffer.byteLength(id, 'utf8');
-    if (needed > this.#bytes.length) this.#growBytes(needed);
+    this.#bytes = withRoom(this.#bytes, this.#used + Buffer.byteLength(id, 'utf8'), this.#used, (length) => Buffer.alloc(length));
     if ((this.#filled + 1) * 2 > this.#slots.length) this.#rebuild(this.#slots.length * 2);
   }
 
@@ -178,25 +181,5 @@ export class DecisionIdIndex {
     h = Math.imul(h, 0x85ebca6b);
     h ^= h >>> 13;
     return h >>> 0;
-  }
-
-  #growLeaves(): void {
-    const starts = new Float64Array(this.#starts.length * 2);
-    starts.set(this.#starts);
-    this.#starts = starts;
-    const lengths = new Int32Array(this.#lengths.length * 2);
-    lengths.set(this.#lengths);
-    this.#lengths = lengths;
-    const hashes = new Uint32Array(this.#hashes.length * 2);
-    hashes.set(this.#hashes);
-    this.#hashes = hashes;
-  }
-
-  #growBytes(needed: number): void {
-    let size = this.#bytes.length * 2;
-    while (size < needed) size *= 2;
-    const bytes = Buffer.alloc(size);
-    this.#bytes.copy(bytes, 0, 0, this.#used);
-    this.#bytes = bytes;
   }
 }

@@ -13,6 +13,7 @@
  * checked at the boundary; a bad index or size throws ERR_AUDIT_MERKLE_RANGE.
  */
 import { ErrorCodes, PavilionError } from '../../lib/errors.ts';
+import { withRoom } from '../../lib/with-room.ts';
 import { EMPTY_ROOT, HASH_BYTES, hashChildren, hashLeaf } from './hashing.ts';
 
 function rangeError(message: string, details: Record<string, unknown>): PavilionError {
@@ -42,12 +43,7 @@ class Level {
 
   /** Room for `count` hashes (the buffer doubles). */
   reserve(count: number): void {
-    if (count * HASH_BYTES <= this.#bytes.length) return;
-    let length = this.#bytes.length * 2;
-    while (length < count * HASH_BYTES) length *= 2;
-    const grown = Buffer.alloc(length);
-    this.#bytes.copy(grown, 0, 0, this.count * HASH_BYTES);
-    this.#bytes = grown;
+    this.#bytes = withRoom(this.#bytes, count * HASH_BYTES, this.count * HASH_BYTES, (length) => Buffer.alloc(length));
   }
 
   truncate(count: number): void {
