@@ -138,14 +138,11 @@ function evaluate(item: EvalItem, entrypointId: number): EvalOutcome {
   let policy = instances.get(item.key);
   if (policy === undefined) {
     // only when instantiating it again after the last failure failed too (see below)
-    const rebuilding = performance.now();
-    try {
-      policy = instantiateApart(item.key, spec);
-    } catch (thrown) {
-      // evalNs 0 (it did not evaluate): the item's other entrypoints' times still add up
-      return { ok: false, code: classify(thrown).code, message: describeThrown(thrown), evalNs: 0, rebuildNs: nsSince(rebuilding) };
-    }
-    rebuildNs = nsSince(rebuilding);
+    const fresh = rebuild(item.key, spec);
+    rebuildNs = fresh.ns;
+    // evalNs 0 (it did not evaluate): the item's other entrypoints' times still add up
+    if (!('policy' in fresh)) return { ok: false, code: classify(fresh.thrown).code, message: describeThrown(fresh.thrown), evalNs: 0, rebuildNs };
+    policy = fresh.policy;
   }
   const started = performance.now();
   try {
@@ -163,15 +160,20 @@ function evaluate(item: EvalItem, entrypointId: number): EvalOutcome {
       // (setting a large data document alone can overrun that). Its time is charged to this
       // item's tenant. One that fails is tried again at the next evaluation.
       instances.delete(item.key);
-      const rebuilding = performance.now();
-      try {
-        instantiateApart(item.key, spec);
-      } catch {
-        // left to the next evaluation of this revision, which answers with the failure
-      }
-      rebuildNs += nsSince(rebuilding);
+      rebuildNs += rebuild(item.key, spec).ns;
     }
     return { ok: false, code, message: describeThrown(thrown), evalNs, ...rebuilt() };
+  }
+}
+
+/** instantiateApart, timed: the fresh instance or what it threw, and the worker time it took. */
+function rebuild(key: string, spec: LoadMessage): ({ readonly policy: LoadedPolicy } | { readonly thrown: unknown }) & { readonly ns: number } {
+  const started = performance.now();
+  try {
+    const policy = instantiateApart(key, spec);
+    return { policy, ns: nsSince(started) };
+  } catch (thrown) {
+    return { thrown, ns: nsSince(started) };
   }
 }
 
