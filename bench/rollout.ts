@@ -352,8 +352,11 @@ async function driveFleet(
   agent.destroy();
   const idleMs = quietStart.at - idleStart.at;
   const quietMs = quietEnd.at - quietStart.at;
-  const idleCpu = minus(quietStart.fleet, idleStart.fleet);
-  const probedCpu = minus(probedEnd.fleet, probedStart.fleet);
+  /** A window's CPU per process per second (undefined when it was not read). */
+  const perProcessPerS = (cpuMs: number | undefined, windowMs: number): number | undefined =>
+    (cpuMs === undefined ? undefined : (1000 * cpuMs) / (windowMs * cpu.pids.length));
+  const idleCpuMsPerS = perProcessPerS(minus(quietStart.fleet, idleStart.fleet), idleMs);
+  const probedCpuMsPerS = perProcessPerS(minus(probedEnd.fleet, probedStart.fleet), probedEnd.at - probedStart.at);
   /** One measure's CPU over the quiet pushes beyond its rate over the idle window. */
   const beyondIdle = (measure: 'fleet' | 'fleetMain' | 'server'): number | undefined => cpuBeyondIdle(
     { cpuMs: minus(quietStart[measure], idleStart[measure]), units: idleMs },
@@ -365,8 +368,8 @@ async function driveFleet(
   return {
     pushes,
     rollbacks,
-    ...(idleCpu === undefined ? {} : { idleCpuMsPerS: (1000 * idleCpu) / (idleMs * cpu.pids.length) }),
-    ...(probedCpu === undefined ? {} : { probedCpuMsPerS: (1000 * probedCpu) / ((probedEnd.at - probedStart.at) * cpu.pids.length) }),
+    ...(idleCpuMsPerS === undefined ? {} : { idleCpuMsPerS }),
+    ...(probedCpuMsPerS === undefined ? {} : { probedCpuMsPerS }),
     ...(fleetCpu === undefined ? {} : { cpuPerActivationMs: fleetCpu / (activations * cpu.pids.length) }),
     ...(mainCpu === undefined ? {} : { mainThreadCpuPerActivationMs: mainCpu / (activations * cpu.pids.length) }),
     ...(serverCpu === undefined ? {} : { serverCpuPerDeliveryMs: serverCpu / activations }),

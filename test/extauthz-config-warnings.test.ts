@@ -20,7 +20,7 @@ import { after, before, describe, test } from 'node:test';
 import { parseConfig } from '../sidecar/src/config/index.ts';
 import { Pavilion } from '../sidecar/src/pavilion.ts';
 import { buildFixtureBundle } from './harness/fixtures.ts';
-import { get, signForTest, startPavilion, type RunningPavilion } from './harness/pavilion-harness.ts';
+import { get, signForTest, startPavilion, wholeLines, type RunningPavilion } from './harness/pavilion-harness.ts';
 import { until } from './harness/wait.ts';
 
 interface ComponentJson {
@@ -261,8 +261,7 @@ describe('the start log (npm start: sidecar/src/main.ts)', () => {
     });
     const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
     try {
-      // whole lines only: a chunk may end inside one
-      const logged = (): Array<Record<string, unknown>> => stderr.split('\n').slice(0, -1).filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+      const logged = (): Array<Record<string, unknown>> => wholeLines(stderr).filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
       await until('the start log', () => logged().some((l) => l['msg'] === 'pavilion listening') || child.exitCode !== null, 60_000);
       await new Promise((resolve) => setTimeout(resolve, 200)); // the lines right after it
       const lines = logged();

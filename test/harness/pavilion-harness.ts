@@ -10,6 +10,14 @@ import { defaultBuildDirectory, developmentKey, signBundle, type SignOptions } f
 import type { DecisionSink } from '../../sidecar/src/audit/index.ts';
 import { Pavilion, type PavilionOptions } from '../../sidecar/src/pavilion.ts';
 
+/**
+ * The lines of `text` that a newline ends: text another process is still writing (a log file,
+ * a child's stderr read in chunks) may end inside a line, which is left for the next read.
+ */
+export function wholeLines(text: string): string[] {
+  return text.split('\n').slice(0, -1);
+}
+
 export interface RunningPavilion {
   readonly url: string;
   readonly pavilion: Pavilion;
@@ -89,10 +97,8 @@ export async function startPavilion(options: HarnessOptions = {}): Promise<Runni
       } catch {
         return [];
       }
-      // the sink may be appending while this reads: only lines ended by a newline are whole
-      const lines = text.split('\n');
-      lines.pop();
-      return lines.filter((line) => line !== '').map((line) => JSON.parse(line) as Record<string, unknown>);
+      // the sink may be appending while this reads
+      return wholeLines(text).filter((line) => line !== '').map((line) => JSON.parse(line) as Record<string, unknown>);
     },
     async stop() {
       if (stopped) return;
