@@ -12,8 +12,9 @@
  * programmatic API for an HTTP proof endpoint.
  *
  * Rotation. When a tenant's live log reaches `rotateAtBytes` (or `rotateAfterMs`, or 15/16 of
- * the leaves one log takes), it is sealed into an epoch and a new epoch starts (docs/audit-log.md, "Epochs"), so the disk budget and the memory of the tree
- * count only the live epoch. The steps, each durable before the next, with what a crash after
+ * the leaves one log takes), it is sealed into an epoch and a new epoch starts
+ * (docs/audit-log.md, "Epochs"), so the disk budget and the memory of the tree count only the
+ * live epoch. The steps, each durable before the next, with what a crash after
  * it leaves (start-up, #finishRotation, finishes what was begun):
  *   frozen    appends held (they wait for the next epoch); a final checkpoint of every leaf is
  *             written and, when streaming, JetStream acknowledged every leaf and the
