@@ -14,6 +14,8 @@ import {
   FRAME_OVERHEAD_BYTES,
   RecordType,
   SoftwareSigner,
+  type AuditLogOptions,
+  type CheckpointSigner,
   decisionIdOf,
   decodeCheckpoint,
   encodeEvent,
@@ -280,17 +282,23 @@ describe('checkpoints and proofs', () => {
   });
 });
 
-describe('restart', () => {
+// A start scans a file from SCAN_ON_THREAD_MIN_BYTES on on a worker thread, a smaller one on the
+// calling thread: every restart case runs both ways.
+for (const [where, scanOnThreadMinBytes] of [['the calling thread', undefined], ['a worker thread', 0]] as const) {
+describe(`restart (the file scanned on ${where})`, () => {
+  const open = (directory: string, signer?: CheckpointSigner, overrides: Partial<AuditLogOptions> = {}): Promise<AuditLog> =>
+    openLog(directory, signer, { ...overrides, ...(scanOnThreadMinBytes === undefined ? {} : { scanOnThreadMinBytes }) });
+
   it('continues the tree and the sequence after a clean stop; old checkpoints stay consistent', async () => {
     const dir = await tempDir();
     const signer = SoftwareSigner.generate();
-    const first = await openLog(dir, signer, { checkpointEveryEvents: 4 });
+    const first = await open(dir, signer, { checkpointEveryEvents: 4 });
     for (let i = 0; i < 10; i++) await first.append(decisionEvent(i));
     await first.stop(5000);
     const before = first.latestCheckpoint!;
     assert.equal(before.tree_size, 10, 'stop writes a final checkpoint');
 
-    const second = await openLog(dir, signer, { checkpointEveryEvents: 4 });
+    const second = await open(dir, signer, { checkpointEveryEvents: 4 });
     assert.equal(second.recovery.leaves, 10);
     assert.equal(second.recovery.tornTail, undefined);
     assert.equal(second.recovery.staleLockPid, undefined);
@@ -310,12 +318,48 @@ describe('restart', () => {
     assert.equal(result.leaves, 11);
   });
 
+  it('rebuilds the same log from a file of several read chunks: every leaf hash, id and offset, the checkpoints, frames across chunk edges', async () => {
+    const dir = await tempDir();
+    const signer = SoftwareSigner.generate();
+    const first = await openLog(dir, signer, { fsync: 'never', checkpointEveryEvents: 500 });
+    // about 9 MiB: three 4 MiB reads, whose edges fall inside frames; ids of every length and script
+    const pad = 'x'.repeat(1000);
+    const ids: string[] = [];
+    for (let i = 0; i < 9000; i += 100) {
+      await Promise.all(Array.from({ length: 100 }, (_, j) => {
+        const n = i + j;
+        const id = n % 7 === 0 ? `é-${n}-${'漢'.repeat(n % 13)}` : `decision-${n}`;
+        ids.push(id);
+        return first.append(decisionEvent(n, { decision_id: id, input: { pad, n, decision_id: 'not this one' } }));
+      }));
+    }
+    await first.stop(5000);
+    assert.ok((await stat(walPath(dir))).size > 8 * 1024 * 1024);
+    const again = await open(dir, signer);
+    try {
+      assert.equal(again.recovery.leaves, 9000);
+      assert.equal(again.recovery.checkpoints, first.checkpoints.length);
+      assert.equal(again.rootHash(9000), first.rootHash(9000));
+      const { records } = await readRecords(dir);
+      for (const leaf of records.filter((r) => r.type === RecordType.LEAF)) {
+        assert.equal(again.decisionIdAt(leaf.index), decisionIdOf(leaf.payload), `leaf ${leaf.index}`);
+        assert.equal(again.leafIndexOf(decisionIdOf(leaf.payload) as string), leaf.index);
+      }
+      assert.equal(new Set(ids).size, 9000);
+      // each proof reads its frame at the offset the start indexed, and checks it against the tree
+      for (const id of [ids[0], ids[4321], ids[8999]] as string[]) verifyDecisionProof(await again.proveInclusion(id), ringOf(signer));
+      assert.equal((await again.append(decisionEvent(9000))).leaf_index, 9000);
+    } finally {
+      await again.stop(5000);
+    }
+  });
+
   it("takes over a lock left by an earlier process with this process's pid (a restarted container is pid 1 again)", async () => {
     const dir = await tempDir();
-    const log = await openLog(dir);
+    const log = await open(dir);
     await log.stop(5000);
     await writeFile(join(dir, 'LOCK'), `${process.pid} token-of-an-earlier-incarnation\n`);
-    const again = await openLog(dir);
+    const again = await open(dir);
     assert.equal(again.recovery.staleLockPid, process.pid);
     await again.stop(5000);
   });
@@ -323,7 +367,7 @@ describe('restart', () => {
   it('detects a torn tail, saves it aside, truncates it, reports it, and continues', async () => {
     const dir = await tempDir();
     const signer = SoftwareSigner.generate();
-    const log = await openLog(dir, signer);
+    const log = await open(dir, signer);
     for (let i = 0; i < 5; i++) await log.append(decisionEvent(i));
     await log.stop(5000);
     const goodSize = (await stat(walPath(dir))).size;
@@ -333,7 +377,7 @@ describe('restart', () => {
     await appendFile(walPath(dir), frame.subarray(0, 40));
     await rejectsCode(verifyLogFile(walPath(dir), ringOf(signer)), ErrorCodes.AUDIT_RECORD_CORRUPT);
 
-    const reopened = await openLog(dir, signer);
+    const reopened = await open(dir, signer);
     const torn = reopened.recovery.tornTail;
     assert.ok(torn !== undefined);
     assert.equal(torn.offset, goodSize);
@@ -350,7 +394,7 @@ describe('restart', () => {
   it('treats a frame with a bad CRC at the end as torn, and a file cut to inside its header as new', async () => {
     const dir = await tempDir();
     const signer = SoftwareSigner.generate();
-    const log = await openLog(dir, signer);
+    const log = await open(dir, signer);
     for (let i = 0; i < 3; i++) await log.append(decisionEvent(i));
     await log.stop(5000);
     const { records } = await readRecords(dir);
@@ -358,16 +402,16 @@ describe('restart', () => {
     const bytes = await readFile(walPath(dir));
     bytes[last.offset + 20] = bytes[last.offset + 20]! ^ 0xff;
     await (await import('node:fs/promises')).writeFile(walPath(dir), bytes);
-    const reopened = await openLog(dir, signer);
+    const reopened = await open(dir, signer);
     assert.equal(reopened.recovery.tornTail?.reason, 'crc_mismatch');
     assert.equal(reopened.recovery.tornTail?.offset, last.offset);
     await reopened.stop(5000);
 
     const cut = await tempDir();
-    const fresh = await openLog(cut, signer);
+    const fresh = await open(cut, signer);
     await fresh.stop(5000);
     await truncate(walPath(cut), 7);
-    const again = await openLog(cut, signer);
+    const again = await open(cut, signer);
     assert.equal(again.recovery.tornTail?.reason, 'short_header');
     assert.equal(again.recovery.leaves, 0);
     await again.stop(5000);
@@ -376,7 +420,7 @@ describe('restart', () => {
   it('refuses to cut acknowledged records: damage far from the end of the file is not a torn write', async () => {
     const dir = await tempDir();
     const signer = SoftwareSigner.generate();
-    const log = await openLog(dir, signer);
+    const log = await open(dir, signer);
     for (let i = 0; i < 40; i++) await log.append(decisionEvent(i));
     await log.stop(5000);
     const { records } = await readRecords(dir);
@@ -385,7 +429,7 @@ describe('restart', () => {
     bytes[target.offset + 40] = bytes[target.offset + 40]! ^ 0x01;
     await (await import('node:fs/promises')).writeFile(walPath(dir), bytes);
     const sizeBefore = bytes.length;
-    await assert.rejects(openLog(dir, signer, { maxTornTailBytes: 2000 }), (e: unknown) =>
+    await assert.rejects(open(dir, signer, { maxTornTailBytes: 2000 }), (e: unknown) =>
       isPavilionError(e, ErrorCodes.AUDIT_LOG_CORRUPT) && e.details?.['byteOffset'] === target.offset && e.details?.['leafIndex'] === 3);
     assert.equal((await stat(walPath(dir))).size, sizeBefore, 'nothing was cut');
     await assert.rejects(verifyLogFile(walPath(dir), ringOf(signer)), (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_RECORD_CORRUPT) && e.details?.['leafIndex'] === 3);
@@ -394,17 +438,17 @@ describe('restart', () => {
   it('refuses to start on damage that is not a torn write, with the position', async () => {
     const dir = await tempDir();
     const signer = SoftwareSigner.generate();
-    const log = await openLog(dir, signer);
+    const log = await open(dir, signer);
     for (let i = 0; i < 4; i++) await log.append(decisionEvent(i));
     await log.stop(5000);
     const { header, records } = await readRecords(dir);
     const { writeRecords } = await import('./audit/fixtures.ts');
     // Leaves 1 and 2 swapped with correct framing: a reorder, not a crash.
     await writeRecords(dir, header, [records[0]!, records[2]!, records[1]!, ...records.slice(3)]);
-    await assert.rejects(openLog(dir, signer), (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_LOG_CORRUPT) && e.details?.['leafIndex'] === 1);
+    await assert.rejects(open(dir, signer), (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_LOG_CORRUPT) && e.details?.['leafIndex'] === 1);
     const badHeader = await tempDir();
     await (await import('node:fs/promises')).writeFile(walPath(badHeader), Buffer.from('NOTAUDITLOGATALL--------'));
-    await rejectsCode(openLog(badHeader, signer), ErrorCodes.AUDIT_LOG_CORRUPT);
+    await rejectsCode(open(badHeader, signer), ErrorCodes.AUDIT_LOG_CORRUPT);
     assert.deepEqual((await readdir(badHeader)).sort(), ['audit.wal'], 'a refused start leaves no lock behind');
   });
 
@@ -412,7 +456,7 @@ describe('restart', () => {
     const dir = await tempDir();
     const oldKey = SoftwareSigner.generate();
     const newKey = SoftwareSigner.generate();
-    const log = await openLog(dir, oldKey);
+    const log = await open(dir, oldKey);
     for (let i = 0; i < 3; i++) await log.append(decisionEvent(i));
     await log.checkpoint();
     log.rotateSigner(newKey);
@@ -421,8 +465,8 @@ describe('restart', () => {
     assert.deepEqual(log.checkpoints.map((c) => c.key_id), [oldKey.keyId, newKey.keyId]);
 
     // After a restart with only the new key configured, the old key must be supplied.
-    await rejectsCode(openLog(dir, newKey), ErrorCodes.AUDIT_LOG_CORRUPT);
-    const restarted = await openLog(dir, newKey, { keyring: ringOf(oldKey) });
+    await rejectsCode(open(dir, newKey), ErrorCodes.AUDIT_LOG_CORRUPT);
+    const restarted = await open(dir, newKey, { keyring: ringOf(oldKey) });
     await restarted.append(decisionEvent(6));
     await restarted.stop(5000);
 
@@ -433,6 +477,7 @@ describe('restart', () => {
     assert.equal(cp.key_id, oldKey.keyId);
   });
 });
+}
 
 describe('leaf encoding', () => {
   it('is canonical: an event parsed from the log and re-encoded gives the same leaf hash', async () => {

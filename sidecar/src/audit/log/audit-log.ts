@@ -28,9 +28,10 @@ import { ErrorCodes, PavilionError, describeThrown, isPavilionError } from '../.
 import type { ComponentStatus } from '../../lib/lifecycle.ts';
 import { withDeadline } from '../../lib/lifecycle.ts';
 import type { DecisionEventV1 } from '../decision-event.ts';
-import { MerkleTree, hashLeaf } from '../merkle/index.ts';
+import { HASH_BYTES, MerkleTree, hashLeaf } from '../merkle/index.ts';
 import { CHECKPOINT_ALGORITHM, checkpointMessage, decodeCheckpoint, isValidOrigin, type SignedCheckpointV1 } from './checkpoint.ts';
-import { decisionIdFrom, decisionIdOf, encodeEvent } from './event-encoding.ts';
+import { decisionIdFrom, encodeEvent } from './event-encoding.ts';
+import { SCAN_ON_THREAD_MIN_BYTES, scanFile, scanFileOnThread, type ScannedRecords } from './log-scan.ts';
 import { FILE_HEADER_BYTES, FRAME_OVERHEAD_BYTES, FrameDecoder, RecordType, checkFileHeader, encodeFrame, fileHeader, type FrameDamage } from './record-format.ts';
 import { Keyring, type CheckpointSigner } from './signer.ts';
 import { checkAnchorAgainst, decodeAnchorRecord, type Anchor, type AnchorRecordV1 } from './anchor.ts';
@@ -40,7 +41,6 @@ import { REFUSED_UNTIL_RESTART, WalWriter, holdingOrRefusal, type WalWriterOptio
 
 export const WAL_FILE = 'audit.wal';
 const LOCK_FILE = 'LOCK';
-const READ_CHUNK_BYTES = 4 * 1024 * 1024;
 
 export interface AuditLogOptions extends WalWriterOptions {
   /** This tenant's directory (created if missing). */
@@ -70,6 +70,8 @@ export interface AuditLogOptions extends WalWriterOptions {
   readonly epoch?: number;
   /** The most leaves this log takes (default MAX_LEAVES_PER_LOG; lower in tests). */
   readonly maxLeaves?: number;
+  /** A file from this size on is scanned at start on a worker thread (default SCAN_ON_THREAD_MIN_BYTES; tests set 0). */
+  readonly scanOnThreadMinBytes?: number;
 }
 
 /**
@@ -331,33 +333,11 @@ export class AuditLog {
     const headerProblem = checkFileHeader(header);
     if (headerProblem !== undefined) throw corrupt(`${this.path}: ${headerProblem}`, { byteOffset: 0 });
 
-    const decoder = new FrameDecoder(FILE_HEADER_BYTES);
-    const chunk = Buffer.alloc(READ_CHUNK_BYTES);
-    let position = FILE_HEADER_BYTES;
-    while (position < size) {
-      const { bytesRead } = await handle.read(chunk, 0, Math.min(READ_CHUNK_BYTES, size - position), position);
-      if (bytesRead === 0) break;
-      position += bytesRead;
-      for (const record of decoder.push(Buffer.from(chunk.subarray(0, bytesRead)))) {
-        if (record.type === RecordType.LEAF) {
-          if (record.index !== this.#tree.size) {
-            throw corrupt(`${this.path}: record ${record.recordNumber} at byte ${record.offset} is leaf ${record.index}, expected leaf ${this.#tree.size}`, {
-              byteOffset: record.offset, recordNumber: record.recordNumber, leafIndex: this.#tree.size,
-            });
-          }
-          this.#tree.appendLeafHash(hashLeaf(record.payload));
-          this.#offsets.push(record.offset);
-          // a payload without a decision id (not an event this build wrote) still counts as a leaf
-          this.#decisionIds.push(decisionIdOf(record.payload));
-        } else if (record.type === RecordType.CHECKPOINT) {
-          this.#acceptRecoveredCheckpoint(record.payload, record.index, record.offset, record.recordNumber);
-        } else {
-          this.#acceptRecoveredAnchor(record.payload, record.index, record.offset, record.recordNumber);
-        }
-      }
-      if (decoder.damage !== undefined) break;
-    }
-    const damage = decoder.finish();
+    const apply = (batch: ScannedRecords): void => this.#applyScanned(batch);
+    const minOnThread = this.#options.scanOnThreadMinBytes ?? SCAN_ON_THREAD_MIN_BYTES;
+    const { goodEnd, damage } = size >= minOnThread
+      ? await scanFileOnThread(handle.fd, size, apply)
+      : await scanFile(async (buffer, position) => (await handle.read(buffer, 0, buffer.length, position)).bytesRead, size, apply);
     let tornTail: TornTailReport | undefined;
     const limit = this.#options.maxTornTailBytes ?? this.#options.groupCommitMaxBytes + this.#options.maxEventBytes + 65_536;
     if (damage !== undefined && size - damage.offset > limit) {
@@ -374,9 +354,37 @@ export class AuditLog {
     }
     this.#sinceCheckpoint = this.#tree.size - (this.latestCheckpoint?.tree_size ?? 0);
     return {
-      end: decoder.goodEnd,
+      end: goodEnd,
       report: { leaves: this.#tree.size, checkpoints: this.#checkpoints.length, lastCheckpointSize: this.latestCheckpoint?.tree_size ?? 0, tornTail },
     };
+  }
+
+  /** A scanned chunk's records into the tree, the indexes and the checkpoint and anchor lists, in file order. */
+  #applyScanned(batch: ScannedRecords): void {
+    let leaf = 0;
+    let other = 0;
+    for (let k = 0; k < batch.types.length; k++) {
+      const type = batch.types[k];
+      const index = batch.indexes[k] as number;
+      const offset = batch.offsets[k] as number;
+      const recordNumber = batch.firstRecordNumber + k;
+      if (type === RecordType.LEAF) {
+        if (index !== this.#tree.size) {
+          throw corrupt(`${this.path}: record ${recordNumber} at byte ${offset} is leaf ${index}, expected leaf ${this.#tree.size}`, {
+            byteOffset: offset, recordNumber, leafIndex: this.#tree.size,
+          });
+        }
+        this.#tree.appendLeafHash(batch.leafHashes.subarray(leaf * HASH_BYTES, (leaf + 1) * HASH_BYTES));
+        this.#offsets.push(offset);
+        // a payload without a decision id (not an event this build wrote) still counts as a leaf
+        this.#decisionIds.push(batch.leafIds[leaf]);
+        leaf++;
+      } else if (type === RecordType.CHECKPOINT) {
+        this.#acceptRecoveredCheckpoint(batch.otherPayloads[other++] as Uint8Array, index, offset, recordNumber);
+      } else {
+        this.#acceptRecoveredAnchor(batch.otherPayloads[other++] as Uint8Array, index, offset, recordNumber);
+      }
+    }
   }
 
   #tailName(offset: number): string {
@@ -390,7 +398,7 @@ export class AuditLog {
     await writeFile(this.#tailName(from), bytes, { mode: 0o600 });
   }
 
-  #acceptRecoveredCheckpoint(payload: Buffer, index: number, offset: number, recordNumber: number): void {
+  #acceptRecoveredCheckpoint(payload: Uint8Array, index: number, offset: number, recordNumber: number): void {
     const where = { byteOffset: offset, recordNumber };
     let checkpoint: SignedCheckpointV1;
     try {
@@ -411,7 +419,7 @@ export class AuditLog {
     this.#checkpoints.push(checkpoint);
   }
 
-  #acceptRecoveredAnchor(payload: Buffer, index: number, offset: number, recordNumber: number): void {
+  #acceptRecoveredAnchor(payload: Uint8Array, index: number, offset: number, recordNumber: number): void {
     try {
       const anchor = decodeAnchorRecord(payload);
       if (anchor.tree_size !== index) throw new Error('anchor frame index differs from its tree size');

@@ -83,8 +83,17 @@ export class FrameDecoder {
   #records = 0;
   #damage: FrameDamage | undefined;
 
-  constructor(startOffset: number = FILE_HEADER_BYTES) {
+  readonly #copyPayloads: boolean;
+
+  /**
+   * `copyPayloads` false: each record's payload is a view of the chunk it came in, for a
+   * caller that pushes chunks it does not reuse and keeps no payload for long (a start that
+   * reads a whole log: a copy per record was a tenth of its time). Default true: a payload
+   * kept does not hold its whole chunk in memory.
+   */
+  constructor(startOffset: number = FILE_HEADER_BYTES, { copyPayloads = true }: { copyPayloads?: boolean } = {}) {
     this.#offset = startOffset;
+    this.#copyPayloads = copyPayloads;
   }
 
   /** Offset just past the last good frame. */
@@ -123,7 +132,7 @@ export class FrameDecoder {
       out.push({
         type,
         index,
-        payload: Buffer.from(buf.subarray(at + 13, at + 13 + length)),
+        payload: this.#copyPayloads ? Buffer.from(buf.subarray(at + 13, at + 13 + length)) : buf.subarray(at + 13, at + 13 + length),
         offset: this.#offset,
         recordNumber: this.#records,
       });
