@@ -21,6 +21,8 @@
  *    log's own share of a decision's latency, without the HTTP client and server's noise).
  * 4. inclusion proof produce + verify at 10^6 entries, tree built in-process [<= 1 ms]. No
  *    runnable peer.
+ * 4b. restart with a full log (10^6 events; quick 10^5): how long the sink's start takes to
+ *    read and check the log before the sidecar serves. No peer (OPA keeps no log).
  * 5. checkpoint signing rate through SoftHSM2 (PKCS#11). No runnable peer.
  * 6. gas per anchor and per day (one checkpoint a minute): slot for `bench/anchor-figures.ts`.
  * 7. events lost across an outage of the destination (Pavilion: nats-server SIGKILLed and
@@ -31,12 +33,12 @@
  * Quick mode (`npm run bench -- audit --quick` or BENCH_QUICK=1): short runs and 10^5 leaves.
  * Env: BENCH_DURATION_S (default 10, quick 3), BENCH_CONNECTIONS (32), BENCH_RATE (fixed-rate
  * case, requests/s, default 1000), BENCH_LEAVES (default 10^6, quick 10^5), BENCH_AUDIT_CASES
- * (comma-separated subset of in-process, http, latency, latency-in-process, proofs, signing, anchor, outage, kill;
+ * (comma-separated subset of in-process, http, latency, latency-in-process, proofs, restart, signing, anchor, outage, kill;
  * default all - for profiling one case with `node --cpu-prof`).
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -81,7 +83,7 @@ const WARMUP_S = QUICK ? 1 : 2;
 const CONNECTIONS = Number(process.env['BENCH_CONNECTIONS'] ?? 32);
 const RATE = Number(process.env['BENCH_RATE'] ?? 1000);
 const LEAVES = Number(process.env['BENCH_LEAVES'] ?? (QUICK ? 100_000 : 1_000_000));
-const ALL_CASES = ['in-process', 'http', 'latency', 'latency-in-process', 'proofs', 'signing', 'anchor', 'outage', 'kill'];
+const ALL_CASES = ['in-process', 'http', 'latency', 'latency-in-process', 'proofs', 'restart', 'signing', 'anchor', 'outage', 'kill'];
 const CASES = new Set((process.env['BENCH_AUDIT_CASES'] ?? ALL_CASES.join(',')).split(',').map((c) => c.trim()).filter((c) => c !== ''));
 const UNKNOWN_CASES = [...CASES].filter((c) => !ALL_CASES.includes(c));
 if (UNKNOWN_CASES.length > 0) throw new Error(`BENCH_AUDIT_CASES: unknown case(s) ${UNKNOWN_CASES.join(', ')}; the cases are ${ALL_CASES.join(', ')}`);
@@ -155,16 +157,21 @@ function shippedAudit(): Promise<{ audit: AuditFace; masking: MaskingFace }> {
   return shipped;
 }
 
-async function startPipeline(directory: string, natsUrl: string | undefined, fsync: FsyncPolicy = 'always'): Promise<Pipeline> {
-  const { audit: { AuditLogSink, DecisionForwarder, DecisionMasker, MaskingDecisionSink, SoftwareSigner }, masking: { parsePseudonymField } } = await shippedAudit();
+/** The shipped audit log sink on the configured defaults (`fsync` apart), as the sidecar builds it. */
+async function auditSink(directory: string, fsync: FsyncPolicy): Promise<AuditLogSink> {
+  const { audit: { AuditLogSink, SoftwareSigner } } = await shippedAudit();
   const { directory: _d, signer: _s, stream: _st, ...defaults } = defaultAuditSettings(directory);
-  const settings = { ...defaults, fsync };
-  const audit = new AuditLogSink({
+  return new AuditLogSink({
     directory,
     originPrefix: 'pavilion-bench',
-    settings,
+    settings: { ...defaults, fsync },
     createSigner: async () => SoftwareSigner.loadOrCreate(join(directory, 'checkpoint-key.pem')),
   });
+}
+
+async function startPipeline(directory: string, natsUrl: string | undefined, fsync: FsyncPolicy = 'always'): Promise<Pipeline> {
+  const { audit: { DecisionForwarder, DecisionMasker, MaskingDecisionSink }, masking: { parsePseudonymField } } = await shippedAudit();
+  const audit = await auditSink(directory, fsync);
   const key = new Uint8Array(32).fill(7);
   // parsed once, as the sidecar parses its configured fields (not once per event)
   const fields = [parsePseudonymField('/input/subject/id')];
@@ -682,6 +689,60 @@ async function inProcessAddedLatency(work: string, wasmDir: string, nats: Runnin
   }
 }
 
+/**
+ * What a restart costs with a full log: a sidecar reads its tenants' logs whole before it
+ * serves (every frame's CRC, every leaf hashed into the tree again and checked against the
+ * signed checkpoints, every decision id indexed), so its start grows with the log. LEAVES
+ * masked events of the bank examples are logged (fsync 'never', to fill it fast), then a new
+ * sink (the shipped build, the configured defaults) is started on the directory three times.
+ */
+async function restartTime(work: string, examples: readonly Example[]): Promise<BenchCase> {
+  const dir = join(work, 'restart');
+  const pipeline = await startPipeline(dir, undefined, 'never');
+  const fillStarted = performance.now();
+  try {
+    for (let n = 0; n < LEAVES; n += 256) {
+      await Promise.all(Array.from({ length: Math.min(256, LEAVES - n) }, (_, i) => pipeline.sink.write(benchEvent(examples[(n + i) % examples.length] as Example))));
+    }
+  } finally {
+    await pipeline.stop();
+  }
+  const fillSeconds = (performance.now() - fillStarted) / 1000;
+  const fileBytes = (await stat(join(dir, 'tenants', TENANT, 'audit.wal'))).size;
+  const starts: Array<{ ms: number; cpuMs: number; leaves: number }> = [];
+  for (let r = 0; r < 3; r++) {
+    const sink = await auditSink(dir, 'always');
+    const cpuBefore = process.cpuUsage();
+    const t0 = performance.now();
+    await sink.start();
+    const ms = performance.now() - t0;
+    const cpu = process.cpuUsage(cpuBefore);
+    const leaves = (sink.openLogs().get(TENANT)?.status().details as Record<string, number> | undefined)?.['leaves'] ?? 0;
+    starts.push({ ms, cpuMs: (cpu.user + cpu.system) / 1000, leaves });
+    await sink.stop(10_000);
+  }
+  const leaves = starts[0]?.leaves ?? 0;
+  if (leaves < LEAVES) throw new Error(`the restarted log holds ${leaves} leaves, not the ${LEAVES} logged`);
+  const ms = starts.map((s) => s.ms).sort((a, b) => a - b);
+  const median = ms[1] ?? 0;
+  return {
+    name: `restart with a full log: the sink's start on ${LEAVES} logged events (recovery before serving)`,
+    pavilion: {
+      start_ms: Math.round(median),
+      start_min_ms: Math.round(ms[0] ?? 0),
+      start_max_ms: Math.round(ms[2] ?? 0),
+      start_cpu_ms: Math.round(starts.map((s) => s.cpuMs).sort((a, b) => a - b)[1] ?? 0),
+      start_us_per_event: round((median * 1000) / leaves, 2),
+      leaves,
+      log_mb: Math.round(fileBytes / 2 ** 20),
+      fill_events_per_s: Math.round(LEAVES / fillSeconds),
+    },
+    peer: {},
+    peerName: 'none (OPA keeps no decision log across a restart: its buffer is in memory)',
+    notes: `${LEAVES} masked bank events logged (fsync never, checkpoints every 1,000), then three starts of a new sink on the directory, median (min and max beside it): the file read in 4 MiB chunks, each frame's CRC checked, each leaf hashed into the Merkle tree, each checkpoint's root compared and its signature verified, each decision id indexed. The sidecar serves once every tenant's log has started`,
+  };
+}
+
 async function inclusionProofs(): Promise<BenchCase> {
   const tree = new MerkleTree();
   const leafData = (i: number): Buffer => Buffer.from(`{"decision_id":"bench-${i}","tenant":"bank","result":true}`);
@@ -993,6 +1054,7 @@ export async function run(): Promise<void> {
       await step('added latency in-process, fsync interval', () => inProcessAddedLatency(work, wasmDir, natsServer, examples, 'interval'));
     }
     if (CASES.has('proofs')) await step(`inclusion proofs at ${LEAVES} entries`, () => inclusionProofs());
+    if (CASES.has('restart')) await step(`restart with ${LEAVES} logged events`, () => restartTime(work, examples));
     if (CASES.has('signing')) await step('checkpoint signing through SoftHSM2', () => checkpointSigning(work));
     if (CASES.has('anchor')) await step('gas per anchor (slot)', () => anchorGas());
     if (CASES.has('outage')) await step('destination outage', () => outageLoss(work, natsServer, rego.output, requests, examples, peerName));
