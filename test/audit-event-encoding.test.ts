@@ -11,23 +11,17 @@ import { decisionIdOf, encodeEvent } from '../sidecar/src/audit/log/index.ts';
 import { decisionIdFrom } from '../sidecar/src/audit/log/event-encoding.ts';
 import { decisionEvent } from './audit/fixtures.ts';
 
-/** What the log indexed before: the whole event parsed. */
-function parsedId(text: string): string | undefined {
+/** JSON.parse's answer, or undefined for a text that is not JSON. */
+function parsed(text: string): { readonly value: unknown } | undefined {
   try {
-    return decisionIdFrom((JSON.parse(text) as { decision_id?: unknown } | null)?.decision_id);
+    return { value: JSON.parse(text) };
   } catch {
     return undefined;
   }
 }
 
-function isJson(text: string): boolean {
-  try {
-    JSON.parse(text);
-    return true;
-  } catch {
-    return false;
-  }
-}
+/** What the log indexed before: the whole event parsed. */
+const parsedId = (text: string): string | undefined => decisionIdFrom((parsed(text)?.value as { decision_id?: unknown } | null | undefined)?.decision_id);
 
 function agrees(text: string, expected?: string): void {
   const reference = parsedId(text);
@@ -115,7 +109,7 @@ describe('decisionIdOf: the decision id of a logged event, as JSON.parse reads i
       const r = next();
       if (r < 0.05) text = text.slice(0, Math.floor(next() * text.length));
       else if (r < 0.08) text += pick(['{}', 'x', ',', '"a"']);
-      if (isJson(text)) {
+      if (parsed(text) !== undefined) {
         if (parsedId(text) !== undefined) withId++;
         agrees(text);
       } else {
