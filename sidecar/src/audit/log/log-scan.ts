@@ -77,9 +77,10 @@ export const READ_CHUNK_BYTES = 4 * 1024 * 1024;
 
 /**
  * Scan the file from its first frame to `size`, a chunk at a time, handing each chunk's
- * records to `batch` (which may throw to stop the pass). Stops at the first damaged frame.
+ * records to `batch` (which may throw to stop the pass, or hold it back until it settles).
+ * Stops at the first damaged frame.
  */
-export async function scanFile(read: ReadAt, size: number, batch: (records: ScannedRecords) => void): Promise<ScanEnd> {
+export async function scanFile(read: ReadAt, size: number, batch: (records: ScannedRecords) => void | Promise<void>): Promise<ScanEnd> {
   // each chunk read is new, so the records can be views of it (scanRecords keeps no leaf's payload)
   const decoder = new FrameDecoder(FILE_HEADER_BYTES, { copyPayloads: false });
   let position = FILE_HEADER_BYTES;
@@ -89,7 +90,7 @@ export async function scanFile(read: ReadAt, size: number, batch: (records: Scan
     if (bytesRead === 0) break;
     position += bytesRead;
     const records = decoder.push(chunk.subarray(0, bytesRead));
-    if (records.length > 0) batch(scanRecords(records));
+    if (records.length > 0) await batch(scanRecords(records));
     if (decoder.damage !== undefined) break;
   }
   const damage = decoder.finish();
@@ -103,11 +104,21 @@ const workerUrl = import.meta.url.endsWith('.ts')
   ? new URL('./log-scan-worker-entry.mjs', import.meta.url)
   : new URL('./log-scan-worker.js', import.meta.url);
 
+/**
+ * Batches the scanning thread posts before it waits for the first of them to be applied: it
+ * stays at most this far ahead of the tree (a few chunks' hashes and ids in memory), never a
+ * whole file's.
+ */
+export const SCAN_BATCHES_AHEAD = 4;
+
 /** What the scanning thread posts: batches in file order, then how the pass ended (or why it failed). */
 export type ScanMessage =
   | { readonly batch: ScannedRecords }
   | { readonly end: ScanEnd }
-  | { readonly error: { readonly message: string; readonly code?: string } };
+  | { readonly error: { readonly message: string; readonly code?: string; readonly errno?: number; readonly syscall?: string } };
+
+/** What the caller answers for each batch once it is applied. */
+export const BATCH_APPLIED = 'applied';
 
 /**
  * `scanFile` on a worker thread, reading the open descriptor `fd` (the caller's, so the very
@@ -131,13 +142,16 @@ export function scanFileOnThread(fd: number, size: number, batch: (records: Scan
       if ('batch' in message) {
         try {
           batch(message.batch);
+          worker.postMessage(BATCH_APPLIED);
         } catch (error) {
           settle(() => reject(error));
         }
       } else if ('end' in message) {
         settle(() => resolve(message.end));
       } else {
-        settle(() => reject(Object.assign(new Error(`reading the log file: ${message.error.message}`), message.error.code === undefined ? {} : { code: message.error.code })));
+        // as the calling thread's pass would fail, with the system error's fields kept
+        const { message: text, ...fields } = message.error;
+        settle(() => reject(Object.assign(new Error(`scanning the log file on a worker thread: ${text}`), fields)));
       }
     });
     worker.on('error', (error) => settle(() => reject(error)));
