@@ -8,16 +8,14 @@ import assert from 'node:assert/strict';
 import { open, stat } from 'node:fs/promises';
 import { describe, it } from 'node:test';
 import { scanFile, scanFileOnThread, type ScannedRecords } from '../sidecar/src/audit/log/log-scan.ts';
-import { decisionEvent, openLog, tempDir, walPath } from './audit/fixtures.ts';
+import { appendMany, decisionEvent, openLog, tempDir, walPath } from './audit/fixtures.ts';
 
 /** A stopped log of 5,000 decisions of about 1.3 KB (two 4 MiB reads), checkpoints among them; its file's path. */
 async function logFile(): Promise<string> {
   const dir = await tempDir();
   const log = await openLog(dir, undefined, { fsync: 'never', checkpointEveryEvents: 700 });
   const pad = 'x'.repeat(1000);
-  for (let i = 0; i < 5000; i += 100) {
-    await Promise.all(Array.from({ length: 100 }, (_, j) => log.append(decisionEvent(i + j, { input: { pad } }))));
-  }
+  await appendMany(log, 5000, (n) => decisionEvent(n, { input: { pad } }));
   await log.stop(5000);
   return walPath(dir);
 }

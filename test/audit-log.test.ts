@@ -25,7 +25,7 @@ import {
 import { CHECKPOINT_HEADROOM_BYTES } from '../sidecar/src/audit/log/wal-writer.ts';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
 import { until } from './harness/wait.ts';
-import { decisionEvent, logOptions, openLog, readRecords, ringOf, tempDir, walPath } from './audit/fixtures.ts';
+import { appendMany, decisionEvent, logOptions, openLog, readRecords, ringOf, tempDir, walPath } from './audit/fixtures.ts';
 
 async function rejectsCode(promise: Promise<unknown> | (() => unknown), code: string): Promise<void> {
   await assert.rejects(async () => (typeof promise === 'function' ? promise() : promise), (error: unknown) => {
@@ -326,14 +326,11 @@ describe(`restart (the file scanned on ${where})`, () => {
     // another decision_id in their input
     const pad = 'x'.repeat(1000);
     const ids: string[] = [];
-    for (let i = 0; i < 9000; i += 100) {
-      await Promise.all(Array.from({ length: 100 }, (_, j) => {
-        const n = i + j;
-        const id = n % 7 === 0 ? `é-${n}-${'漢'.repeat(n % 13)}` : `decision-${n}`;
-        ids[n] = id;
-        return first.append(decisionEvent(n, { decision_id: id, input: n % 5 === 0 ? { pad, n, decision_id: 'not this one' } : { pad, n } }));
-      }));
-    }
+    await appendMany(first, 9000, (n) => {
+      const id = n % 7 === 0 ? `é-${n}-${'漢'.repeat(n % 13)}` : `decision-${n}`;
+      ids[n] = id;
+      return decisionEvent(n, { decision_id: id, input: n % 5 === 0 ? { pad, n, decision_id: 'not this one' } : { pad, n } });
+    });
     await first.stop(5000);
     const { records } = await readRecords(dir);
     const chunk = 4 * 1024 * 1024;

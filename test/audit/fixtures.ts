@@ -84,6 +84,13 @@ export function decisionEvents(from: number, count: number): DecisionEventV1[] {
   return Array.from({ length: count }, (_, i) => decisionEvent(from + i));
 }
 
+/** Append `count` events (`event(n)` for n from 0) to `log`, `inFlight` at a time, as concurrent decisions would. */
+export async function appendMany(log: AuditLog, count: number, event: (n: number) => DecisionEventV1, inFlight = 100): Promise<void> {
+  for (let n = 0; n < count; n += inFlight) {
+    await Promise.all(Array.from({ length: Math.min(inFlight, count - n) }, (_, i) => log.append(event(n + i))));
+  }
+}
+
 /** A started log (fsync 'never') holding `events`; its stop goes into `cleanup`. */
 export async function logHolding(events: readonly DecisionEventV1[], cleanup: Array<() => Promise<unknown>>): Promise<AuditLog> {
   const log = await openLog(await tempDir(), SoftwareSigner.generate(), { fsync: 'never' });

@@ -103,8 +103,7 @@ export class DecisionIdIndex {
     for (let slot = hash & mask; ; slot = (slot + 1) & mask) {
       const held = this.#slots[slot]!;
       if (held === EMPTY) return undefined;
-      const leaf = held - 1;
-      if (this.#hashes[leaf] === hash && this.#lengths[leaf] === length && this.#scratch.compare(this.#bytes, this.#starts[leaf]!, this.#starts[leaf]! + length, 0, length) === 0) return leaf;
+      if (this.#carries(held - 1, hash, this.#scratch, 0, length)) return held - 1;
     }
   }
 
@@ -156,13 +155,19 @@ export class DecisionIdIndex {
         this.#filled++;
         return;
       }
-      const other = held - 1;
-      if (this.#hashes[other] === hash && this.#lengths[other] === length && this.#bytes.compare(this.#bytes, this.#starts[other]!, this.#starts[other]! + length, start, start + length) === 0) {
+      if (this.#carries(held - 1, hash, this.#bytes, start, length)) {
         this.#slots[slot] = leaf + 1; // the same id again: the later leaf, as Map.set
         this.#repeats++;
         return;
       }
     }
+  }
+
+  /** Whether `leaf` carries the id of `length` bytes at `start` in `bytes`, whose hash is `hash`. */
+  #carries(leaf: number, hash: number, bytes: Buffer, start: number, length: number): boolean {
+    if (this.#hashes[leaf] !== hash || this.#lengths[leaf] !== length) return false;
+    const at = this.#starts[leaf]!;
+    return bytes.compare(this.#bytes, at, at + length, start, start + length) === 0;
   }
 
   /** A table of `capacity` slots holding every leaf below `#count` (later leaves win a shared id). */

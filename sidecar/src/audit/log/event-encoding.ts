@@ -77,10 +77,13 @@ function stringEnd(bytes: Buffer, from: number): { end: number; escaped: boolean
   return { end: bytes.length, escaped };
 }
 
+/** JSON whitespace: space, line feed, carriage return, tab. */
+const isSpace = (c: number | undefined): boolean => c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09;
+
 /** The first byte at or after `from` that is not JSON whitespace. */
 function skipSpace(bytes: Buffer, from: number): number {
   let i = from;
-  while (i < bytes.length && (bytes[i] === 0x20 || bytes[i] === 0x0a || bytes[i] === 0x0d || bytes[i] === 0x09)) i++;
+  while (i < bytes.length && isSpace(bytes[i])) i++;
   return i;
 }
 
@@ -156,7 +159,7 @@ export function decisionIdOf(payload: Buffer): string | undefined {
 /** The index of the last byte that is not JSON whitespace (-1 when there is none). */
 function lastNonSpace(bytes: Buffer): number {
   let i = bytes.length - 1;
-  while (i >= 0 && (bytes[i] === 0x20 || bytes[i] === 0x0a || bytes[i] === 0x0d || bytes[i] === 0x09)) i--;
+  while (i >= 0 && isSpace(bytes[i])) i--;
   return i;
 }
 

@@ -70,7 +70,7 @@ export function transferables(batch: ScannedRecords): ArrayBuffer[] {
   return [batch.types.buffer, batch.indexes.buffer, batch.offsets.buffer, batch.leafHashes.buffer, ...batch.otherPayloads.map((p) => p.buffer)] as ArrayBuffer[];
 }
 
-/** Reads `length` bytes at `position` into `buffer` (a file handle's read, or fs.read on a descriptor). */
+/** Reads into `buffer` from the file's byte `position`, resolving with the bytes read (a file handle's read, or fs.read on a descriptor). */
 export type ReadAt = (buffer: Buffer, position: number) => Promise<number>;
 
 export const READ_CHUNK_BYTES = 4 * 1024 * 1024;
