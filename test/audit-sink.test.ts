@@ -4,14 +4,15 @@
  * verifies offline with the published public key.
  */
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
+import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { AuditLogSink, FileAnchorVerifier, UNROUTED_MAX_DISK_BYTES, Keyring, SoftwareSigner, verifyDecisionProof, verifyLogFile } from '../sidecar/src/audit/index.ts';
 import { parseConfig } from '../sidecar/src/config/index.ts';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
-import { decisionEvent, tempDir } from './audit/fixtures.ts';
-import { post, startPavilion } from './harness/pavilion-harness.ts';
+import type { ComponentStatus } from '../sidecar/src/lib/lifecycle.ts';
+import { decisionEvent, liveOf, readRecords, tempDir, walPath, writeRecords } from './audit/fixtures.ts';
+import { get, post, startPavilion } from './harness/pavilion-harness.ts';
 
 const invalid = (raw: unknown, pattern: RegExp): void => {
   assert.throws(() => parseConfig(raw, '/base'), (e: unknown) => isPavilionError(e, ErrorCodes.CONFIG_INVALID) && pattern.test(e.message), String(pattern));
@@ -141,6 +142,122 @@ describe('AuditLogSink', () => {
       assert.equal(tenants['_unrouted']?.details.max_disk_bytes, UNROUTED_MAX_DISK_BYTES);
     } finally {
       await sink.stop(5000);
+    }
+  });
+
+  it('refuses alone a tenant whose log fails to open at start: the others are served, its files are left as they were, and it is not tried again until a restart', async () => {
+    const dir = await tempDir();
+    const signer = SoftwareSigner.generate();
+    const sinkOn = (): AuditLogSink => new AuditLogSink({
+      directory: dir,
+      originPrefix: 'pavilion-test',
+      settings: {
+        fsync: 'always', fsyncIntervalMs: 100, groupCommitMaxDelayMs: 0, groupCommitMaxBytes: 1 << 20, maxDiskBytes: 1 << 20,
+        onFull: 'refuse', blockTimeoutMs: 100, maxEventBytes: 1500, checkpointEveryEvents: 100, checkpointIntervalMs: 60_000,
+      },
+      createSigner: async () => signer,
+    });
+    const first = sinkOn();
+    await first.start();
+    for (let i = 0; i < 4; i++) await first.append(decisionEvent(i));
+    await first.append(decisionEvent(10, { tenant: 'hospital' }));
+    await first.stop(5000);
+    // bank's leaves 1 and 2 swapped, framing intact: damage, not a torn write
+    const bank = liveOf(dir, 'bank');
+    const { header, records } = await readRecords(bank);
+    const intact = await readFile(walPath(bank));
+    await writeRecords(bank, header, [records[0]!, records[2]!, records[1]!, ...records.slice(3)]);
+    const damaged = await readFile(walPath(bank));
+    const files = (await readdir(bank)).sort();
+
+    const sink = sinkOn();
+    await sink.start(); // not refused as a whole
+    try {
+      const isRefusal = (e: unknown): boolean => isPavilionError(e, ErrorCodes.AUDIT_LOG_CORRUPT) && e.details?.['tenant'] === 'bank' && e.details['leafIndex'] === 1 && /refused at start/.test(e.message);
+      assert.deepEqual([...sink.refusedTenants().keys()], ['bank']);
+      assert.ok(isRefusal(sink.refusedTenants().get('bank')), String(sink.refusedTenants().get('bank')));
+      // the other tenant is served: its log continues, its proofs verify
+      const receipt = await sink.append(decisionEvent(11, { tenant: 'hospital' }));
+      assert.equal(receipt.leaf_index, 1);
+      const hospitalProof = await sink.proveInclusion('hospital', 'decision-000010');
+      // the refused tenant: its events, proofs and checkpoints get the refusal
+      await assert.rejects(sink.append(decisionEvent(20)), isRefusal);
+      await assert.rejects(sink.write(decisionEvent(21)), isRefusal);
+      await assert.rejects(sink.proveInclusion('bank', 'decision-000000'), isRefusal);
+      assert.throws(() => sink.latestCheckpoint('bank'), isRefusal);
+      assert.throws(() => sink.consistencyProofBetween('bank', 1, 2), isRefusal);
+      assert.equal(sink.latestCheckpoint('hospital')?.tree_size, 1, 'signed at the last stop');
+      const status = sink.status();
+      assert.equal(status.state, 'ERROR');
+      assert.match(status.message ?? '', /^bank: the audit log of tenant bank was refused at start/);
+      const tenants = (status.details as { tenants: Record<string, ComponentStatus>; refused_events: number }).tenants;
+      assert.equal(tenants['bank']?.state, 'ERROR');
+      assert.deepEqual(tenants['bank']?.details, { code: ErrorCodes.AUDIT_LOG_CORRUPT });
+      assert.equal(tenants['hospital']?.state, 'OK');
+      assert.equal((status.details as { refused_events: number }).refused_events, 2, 'each refused event is counted');
+      // nothing of the refused tenant's files was touched: no cut, no lock left, nothing added
+      assert.deepEqual(await readFile(walPath(bank)), damaged);
+      assert.deepEqual((await readdir(bank)).sort(), files);
+      // repaired while it runs: still refused (not opened again per event) until a restart
+      await writeRecords(bank, header, records);
+      assert.deepEqual(await readFile(walPath(bank)), intact);
+      await assert.rejects(sink.append(decisionEvent(22)), isRefusal);
+      await sink.stop(5000);
+      assert.equal(verifyDecisionProof(hospitalProof, Keyring.load(join(dir, 'keys'))).origin, 'pavilion-test/hospital');
+    } finally {
+      await sink.stop(5000);
+    }
+    const restarted = sinkOn();
+    await restarted.start();
+    try {
+      assert.equal(restarted.refusedTenants().size, 0);
+      assert.equal((await restarted.append(decisionEvent(23))).leaf_index, 4, 'the repaired log continues where it ended');
+    } finally {
+      await restarted.stop(5000);
+    }
+  });
+
+  it("keeps a sidecar serving when one tenant's log is refused at start: that tenant's decisions and proofs get 503 with the code, the others 200, health says which", async () => {
+    const auditDir = await tempDir();
+    const config = { decisionLog: { sink: 'audit', audit: { directory: auditDir } } };
+    const bankInput = { input: { subject: { id: 'c1' } } };
+    const hospitalInput = { input: { subject: { id: 'dr-ahmed', role: 'doctor' }, purpose: 'treatment', resource: { patient_id: 'p-1001', sections: ['diagnoses'] } } };
+    const first = await startPavilion({ config });
+    let bankDecision = '';
+    try {
+      for (let i = 0; i < 3; i++) {
+        const response = await post(`${first.url}/v1/data/bank/authz/allow`, bankInput, { 'x-pavilion-tenant': 'bank' });
+        assert.equal(response.status, 200);
+        bankDecision = String(response.body['decision_id']);
+      }
+      assert.equal((await post(`${first.url}/v1/data/hospital/records/decision`, hospitalInput, { 'x-pavilion-tenant': 'hospital' })).status, 200);
+    } finally {
+      await first.stop();
+    }
+    const bank = liveOf(auditDir, 'bank');
+    const { header, records } = await readRecords(bank);
+    await writeRecords(bank, header, [records[1]!, records[0]!, ...records.slice(2)]);
+
+    const app = await startPavilion({ config });
+    try {
+      const isBankRefusal = (response: { status: number; body: Record<string, unknown> }): boolean =>
+        response.status === 503 && (response.body['errors'] as Array<{ code: string }> | undefined)?.[0]?.code === ErrorCodes.AUDIT_LOG_CORRUPT;
+      const refused = await post(`${app.url}/v1/data/bank/authz/allow`, bankInput, { 'x-pavilion-tenant': 'bank' });
+      assert.ok(isBankRefusal(refused), JSON.stringify(refused.body));
+      assert.match(String(refused.body['message']), /audit log of tenant bank was refused at start/);
+      assert.equal(refused.body['result'], undefined, 'no decision is answered without its event logged');
+      const proof = await get(`${app.url}/v1/tenants/bank/audit/decisions/${bankDecision}/proof`);
+      assert.ok(isBankRefusal(proof), JSON.stringify(proof.body));
+      assert.ok(isBankRefusal(await get(`${app.url}/v1/tenants/bank/audit/checkpoint`)));
+      const served = await post(`${app.url}/v1/data/hospital/records/decision?receipt=1`, hospitalInput, { 'x-pavilion-tenant': 'hospital' });
+      assert.equal(served.status, 200, JSON.stringify(served.body));
+      assert.equal((served.body['receipt'] as { leaf_index: number }).leaf_index, 1, "the other tenant's log continues");
+      assert.equal((await get(`${app.url}/health`)).status, 200, 'OPA\'s /health: the sidecar can evaluate');
+      const ready = await get(`${app.url}/health/ready`);
+      assert.equal(ready.status, 500);
+      assert.match(String(ready.body['error']), /decision_log: bank: the audit log of tenant bank was refused at start/);
+    } finally {
+      await app.stop();
     }
   });
 

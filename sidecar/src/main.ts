@@ -24,6 +24,10 @@ async function main(): Promise<void> {
       log('error', 'tenant has no active policy', { tenant: tenant.id, error: tenant.lastError });
     }
   }
+  // a tenant whose audit log could not be opened is refused alone (its decisions answer with the code)
+  for (const [tenant, refused] of pavilion.auditLog?.refusedTenants() ?? []) {
+    log('error', 'tenant audit log refused', { tenant, code: refused.code, error: refused.message });
+  }
   log('info', 'pavilion listening', {
     url: `http://${address.address}:${address.port}`,
     workers: config.engine.workers,

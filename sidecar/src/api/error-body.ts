@@ -45,6 +45,10 @@ const MAPPING: Partial<Record<ErrorCode, readonly [status: number, code: OpaErro
   [ErrorCodes.AUDIT_LOG_FULL]: [503, 'internal_error'],
   [ErrorCodes.AUDIT_LOG_CLOSED]: [503, 'internal_error'],
   [ErrorCodes.AUDIT_LOG_IO]: [503, 'internal_error'],
+  // the tenant's log was refused at start (damaged, or locked by another process): its
+  // decisions, proofs and checkpoints are not served until it is repaired and the sidecar restarted
+  [ErrorCodes.AUDIT_LOG_CORRUPT]: [503, 'internal_error'],
+  [ErrorCodes.AUDIT_LOG_LOCKED]: [503, 'internal_error'],
   [ErrorCodes.AUDIT_DISK_FULL]: [503, 'internal_error'],
   [ErrorCodes.AUDIT_SIGNER_FAILED]: [503, 'internal_error'],
   [ErrorCodes.AUDIT_SIGNER_KEY_CHANGED]: [503, 'internal_error'],

@@ -210,6 +210,8 @@ export class AuditLogSink implements DecisionSink {
   readonly #options: AuditLogSinkOptions;
   readonly #logs = new Map<string, Promise<AuditLog>>();
   readonly #opened = new Map<string, AuditLog>();
+  /** Tenants whose log failed to open at start, and the refusal their requests get (#refuseAtStart). */
+  readonly #refusedAtStart = new Map<string, PavilionError>();
   #signer: CheckpointSigner | undefined;
   #anchor: Anchor | undefined;
   #earlierKeys: Keyring | undefined;
@@ -304,8 +306,17 @@ export class AuditLogSink implements DecisionSink {
           if (entry.isDirectory() && (TENANT_ID_PATTERN.test(entry.name) || entry.name === UNROUTED_TENANT)) names.add(entry.name);
         }
       }
-      for (const name of names) await this.#log(name);
-      for (const name of names) this.#pruneInBackground(name);
+      // A log that cannot be opened (damage that is not a torn write, a lock another process
+      // holds, an unreadable file) is its tenant's alone: that tenant is refused until a
+      // restart, the others are served (#refuseAtStart).
+      for (const name of names) {
+        try {
+          await this.#log(name);
+        } catch (error) {
+          this.#refuseAtStart(name, error);
+        }
+      }
+      for (const name of names) if (!this.#refusedAtStart.has(name)) this.#pruneInBackground(name);
       const { rotateAfterMs = 0, keepArchivedDays = 0 } = this.#options.settings;
       if (rotateAfterMs > 0 || keepArchivedDays > 0) {
         this.#retentionTimer = setInterval(() => void this.enforceRetention(), RETENTION_CHECK_INTERVAL_MS);
@@ -327,8 +338,30 @@ export class AuditLogSink implements DecisionSink {
     }
   }
 
+  /**
+   * A tenant whose log failed to open at start: its events, proofs and checkpoints are refused
+   * with the failure's own code (ERR_AUDIT_LOG_CORRUPT, ERR_AUDIT_LOG_LOCKED, ...) until a
+   * restart, and nothing of its files is touched (no retention, no rotation). Not tried again
+   * per event: each try would be a pass over the whole file, and damage does not mend itself.
+   */
+  #refuseAtStart(tenant: string, error: unknown): void {
+    const cause = isPavilionError(error) ? error : new PavilionError(ErrorCodes.AUDIT_LOG_IO, describeThrown(error), { cause: error });
+    this.#refusedAtStart.set(tenant, new PavilionError(
+      cause.code,
+      `the audit log of tenant ${tenant} was refused at start, so its decisions are refused until it is repaired and the sidecar restarted: ${cause.message}`,
+      { details: { ...cause.details, tenant }, cause },
+    ));
+  }
+
+  /** Tenants whose log failed to open at start, with why (see #refuseAtStart). */
+  refusedTenants(): ReadonlyMap<string, PavilionError> {
+    return this.#refusedAtStart;
+  }
+
   /** The tenant's live log: open, being opened, or (while it rotates) the next epoch's to be. */
   #log(tenant: string): Promise<AuditLog> {
+    const refused = this.#refusedAtStart.get(tenant);
+    if (refused !== undefined) return Promise.reject(refused);
     const existing = this.#logs.get(tenant);
     if (existing !== undefined) return existing;
     if (this.#signer === undefined || this.#stopped) return Promise.reject(new PavilionError(ErrorCodes.AUDIT_LOG_CLOSED, 'the audit log sink is not running'));
@@ -747,7 +780,7 @@ export class AuditLogSink implements DecisionSink {
    * origins: `<labels.id>/<tenant>/e<N>`). A decision in no epoch is ERR_AUDIT_DECISION_UNKNOWN.
    */
   async proveInclusion(tenant: string, decisionId: string, options: { readonly signNow?: boolean } = {}): Promise<DecisionProofV1> {
-    const log = this.#opened.get(tenant);
+    const log = this.#openedOrRefused(tenant);
     if (log === undefined) throw new PavilionError(ErrorCodes.AUDIT_DECISION_UNKNOWN, `no audit log for tenant ${JSON.stringify(tenant)}`, { details: { tenant, decisionId } });
     try {
       return await log.proveInclusion(decisionId, options);
@@ -798,14 +831,14 @@ export class AuditLogSink implements DecisionSink {
   }
 
   proveConsistency(tenant: string, oldSize: number, newSize: number): string[] {
-    const log = this.#opened.get(tenant);
+    const log = this.#openedOrRefused(tenant);
     if (log === undefined) throw new PavilionError(ErrorCodes.AUDIT_MERKLE_RANGE, `no audit log for tenant ${JSON.stringify(tenant)}`, { details: { tenant } });
     return log.proveConsistency(oldSize, newSize);
   }
 
   /** Proof that the tenant's log only grew since `old`, up to its latest checkpoint. */
   consistencyProofFrom(tenant: string, old: SignedCheckpointV1): ConsistencyProofV1 {
-    const log = this.#opened.get(tenant);
+    const log = this.#openedOrRefused(tenant);
     if (log === undefined) throw new PavilionError(ErrorCodes.AUDIT_DECISION_UNKNOWN, `no audit log for tenant ${JSON.stringify(tenant)}`, { details: { tenant } });
     return log.consistencyProofFrom(old);
   }
@@ -815,7 +848,7 @@ export class AuditLogSink implements DecisionSink {
    * whose log is not open has no checkpoint: ERR_AUDIT_NOT_CHECKPOINTED.
    */
   consistencyProofBetween(tenant: string, oldSize: number, newSize?: number): ConsistencyProofV1 {
-    const log = this.#opened.get(tenant);
+    const log = this.#openedOrRefused(tenant);
     if (log === undefined) {
       throw new PavilionError(ErrorCodes.AUDIT_NOT_CHECKPOINTED, `the audit log of tenant ${tenant} has no signed checkpoint yet`, { details: { tenant } });
     }
@@ -827,8 +860,16 @@ export class AuditLogSink implements DecisionSink {
     return this.#opened;
   }
 
+  /** The tenant's latest signed checkpoint; a tenant refused at start gets its refusal. */
   latestCheckpoint(tenant: string): SignedCheckpointV1 | undefined {
-    return this.#opened.get(tenant)?.latestCheckpoint;
+    return this.#openedOrRefused(tenant)?.latestCheckpoint;
+  }
+
+  /** The tenant's open log, if any; throws the refusal of a tenant whose log failed to open at start. */
+  #openedOrRefused(tenant: string): AuditLog | undefined {
+    const refused = this.#refusedAtStart.get(tenant);
+    if (refused !== undefined) throw refused;
+    return this.#opened.get(tenant);
   }
 
   status(): ComponentStatus {
@@ -837,8 +878,11 @@ export class AuditLogSink implements DecisionSink {
     const tenants: Record<string, ComponentStatus> = {};
     let state: ComponentState = 'OK';
     let message: string | undefined;
-    for (const [tenant, log] of this.#opened) {
-      const s = this.#withEpochs(tenant, log.status());
+    const statuses: Array<[string, ComponentStatus]> = [
+      ...[...this.#refusedAtStart].map(([tenant, refused]): [string, ComponentStatus] => [tenant, { state: 'ERROR', message: refused.message, details: { code: refused.code } }]),
+      ...[...this.#opened].map(([tenant, log]): [string, ComponentStatus] => [tenant, this.#withEpochs(tenant, log.status())]),
+    ];
+    for (const [tenant, s] of statuses) {
       tenants[tenant] = s;
       if (RANK[s.state] > RANK[state]) {
         state = s.state;
