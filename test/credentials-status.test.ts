@@ -309,6 +309,83 @@ describe('status lists refreshed from their configured files', () => {
   });
 });
 
+describe("a tenant's status list file refused at start", () => {
+  it("is that tenant's alone: the gate starts, credentials that need the list are refused (WARN names it), the others are served, and the renewed file is admitted by the next refresh", async () => {
+    const { mkdtemp, rm, writeFile } = await import('node:fs/promises');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { CredentialGate, parseCredentialPolicy } = await import('../sidecar/src/credentials/index.ts');
+    const { sampleContext } = await import('../sidecar/src/credentials/samples.ts');
+    const { issuer } = await keys();
+    const dir = await mkdtemp(join(tmpdir(), 'pavilion-status-'));
+    try {
+      const listPath = join(dir, 'list.json');
+      // expired an hour before the gate starts: refused when admitted
+      await writeFile(listPath, JSON.stringify(await statusList(issuer, LIST_URL, 'revocation', [], { validUntil: '2026-06-01T11:00:00Z' })));
+      await writeFile(join(dir, 'ctx.jsonld'), sampleContext().bytes);
+      const read = (path: string): Uint8Array => new Uint8Array(readFileSync(join(dir, path)));
+      const contexts = [{ url: sampleContext().url, sha256Hex: sampleContext().sha256Hex, path: 'ctx.jsonld' }];
+      const bank = parseCredentialPolicy('bank', { ...trusting(issuer.did), contexts, statusListFiles: [{ url: LIST_URL, path: 'list.json' }] }, read, (path) => join(dir, path));
+      const hospital = parseCredentialPolicy('hospital', { ...trusting(issuer.did), contexts }, read, (path) => join(dir, path));
+      const gate = new CredentialGate({ policies: [bank, hospital], refreshIntervalMs: 50, maxCredentialsPerRequest: 4, proofWorkers: 0, proofJobTimeoutMs: 1_000, clock: () => NOW_MS });
+      await gate.start(); // not refused as a whole
+      try {
+        const status = gate.status();
+        assert.equal(status.state, 'WARN');
+        assert.match(status.message ?? '', /^1 status lists could not be fetched yet; credentials that need them are refused \(bank: status list https:\/\/status\.bank\.example\/lists\/1 expired\)$/);
+        type Prepared = { credentials: unknown[]; credential_errors: Array<{ code: string }> };
+        const withStatus = await signed(kycCredential(issuer.did, { credentialStatus: entry(6) }), issuer);
+        const plain = await signed(kycCredential(issuer.did), issuer);
+        const refused = (await gate.prepareInput('bank', {}, [withStatus], {})) as Prepared;
+        assert.deepEqual(refused.credential_errors.map((e) => e.code), [ErrorCodes.CREDENTIAL_STATUS_UNAVAILABLE]);
+        assert.equal(((await gate.prepareInput('bank', {}, [plain], {})) as Prepared).credentials.length, 1, "the tenant's credentials that need no list");
+        assert.equal(((await gate.prepareInput('hospital', {}, [plain], {})) as Prepared).credentials.length, 1, 'the other tenant');
+        // the operator renews the file: the next refresh reads it and admits it
+        await writeFile(listPath, JSON.stringify(await statusList(issuer, LIST_URL, 'revocation', [])));
+        for (let i = 0; i < 200 && gate.status().state !== 'OK'; i++) await new Promise((r) => setTimeout(r, 25));
+        assert.equal(gate.status().state, 'OK', JSON.stringify(gate.status()));
+        assert.equal(((await gate.prepareInput('bank', {}, [withStatus], {})) as Prepared).credentials.length, 1);
+      } finally {
+        await gate.stop();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("a tenant's accumulator state file refused at start", () => {
+  it('is reported (WARN) and leaves the gate started: its credentials are refused for lack of a state, not accepted unchecked', async () => {
+    const { CredentialGate, parseCredentialPolicy } = await import('../sidecar/src/credentials/index.ts');
+    const { issuer, rogue: stranger } = await keys();
+    const accumulator = AccumulatorIssuer.create('urn:accumulator:bank:refused', randomBytes);
+    const witness = accumulator.add('handle-alice');
+    // signed by a key the issuer's DID does not hold: refused when admitted
+    const forged = await signAccumulatorState(accumulator.state(), { kid: issuer.kid, privateJwk: stranger.privateJwk, alg: jwsAlgorithm(stranger) }, Math.floor(NOW_MS / 1000));
+    const { sampleContext } = await import('../sidecar/src/credentials/samples.ts');
+    const files: Record<string, Uint8Array> = { 'acc.jws': new Uint8Array(Buffer.from(forged)), 'ctx.jsonld': sampleContext().bytes };
+    const bank = parseCredentialPolicy('bank', {
+      ...trusting(issuer.did),
+      contexts: [{ url: sampleContext().url, sha256Hex: sampleContext().sha256Hex, path: 'ctx.jsonld' }],
+      accumulators: [{ id: accumulator.id, issuer: issuer.did, publicKeyHex: Buffer.from(accumulator.publicKey).toString('hex') }],
+      accumulatorStateFiles: ['acc.jws'],
+    }, (path) => files[path] ?? new Uint8Array(), (path) => path);
+    const gate = new CredentialGate({ policies: [bank], refreshIntervalMs: 3_600_000, maxCredentialsPerRequest: 4, proofWorkers: 0, proofJobTimeoutMs: 1_000, clock: () => NOW_MS });
+    await gate.start();
+    try {
+      const status = gate.status();
+      assert.equal(status.state, 'WARN');
+      assert.match(status.message ?? '', /^1 accumulator states were refused at start; credentials that need them are refused \(bank: accumulatorStateFiles\[0\] refused: /);
+      const credential = await signed(kycCredential(issuer.did, { credentialStatus: { type: ACCUMULATOR_ENTRY_TYPE, accumulatorId: accumulator.id, revocationHandle: 'handle-alice' } }), issuer);
+      const prepared = (await gate.prepareInput('bank', {}, [credential], { witnesses: { 'handle-alice': Buffer.from(encodeWitness(witness)).toString('base64url') } })) as { credential_errors: Array<{ code: string; message: string }> };
+      assert.deepEqual(prepared.credential_errors.map((e) => e.code), [ErrorCodes.CREDENTIAL_STATUS_UNAVAILABLE]);
+      assert.match(prepared.credential_errors[0]?.message ?? '', /no verified state for accumulator urn:accumulator:bank:refused/);
+    } finally {
+      await gate.stop();
+    }
+  });
+});
+
 describe('Status List Tokens refreshed from their configured files', () => {
   it('picks up a revocation in the token file once the TTL has passed', async () => {
     const { mkdtemp, rm, writeFile } = await import('node:fs/promises');

@@ -142,6 +142,8 @@ export class CredentialGate implements Component {
    * since drops its error, so health names only lists still missing.
    */
   readonly #fetchErrors = new Map<string, string>();
+  /** Accumulator states of the tenants' files refused at start, by tenant and index (reported until a restart). */
+  readonly #accumulatorErrors = new Map<string, string>();
   /** Tenants whose missing lists are being fetched, and that run: a tick while it runs skips the tenant. */
   readonly #fetching = new SingleFlight<string, void>();
   readonly #sources = new Map<string, StatusListSource | undefined>();
@@ -188,20 +190,38 @@ export class CredentialGate implements Component {
         statusListSource: this.#options.statusListSource ?? ((tenantId: string) => this.#sourceFor(tenantId)),
       });
       for (const policy of this.#options.policies) {
-        for (const list of policy.initialStatusLists) {
-          let credential: unknown;
-          try {
-            credential = JSON.parse(Buffer.from(list.bytes).toString('utf8'));
-          } catch (error) {
-            throw new PavilionError(ErrorCodes.CONFIG_INVALID, `credentials ${policy.tenantId}: status list ${list.url} is not JSON`, { cause: error });
-          }
-          await verifier.admitStatusList(policy.tenantId, list.url, credential);
-        }
-        for (const token of policy.initialTokenStatusLists) await verifier.admitTokenStatusList(policy.tenantId, token.uri, token.jwt);
-        for (const state of policy.initialAccumulatorStates) await verifier.admitAccumulatorState(policy.tenantId, state);
         const want = (kind: 'list' | 'token', url: string): void => {
           this.#unfetched.set(`${policy.tenantId} ${kind} ${url}`, { tenantId: policy.tenantId, kind, url });
         };
+        // A tenant's own files, refused here (expired, badly signed, not JSON), are that tenant's
+        // alone: a list or token is read from its file again with the missing HTTPS ones (WARN
+        // meanwhile; credentials that need it are refused until it is admitted), an accumulator
+        // state is reported (its credentials refused, ERR_CREDENTIAL_STATUS_UNAVAILABLE).
+        const missing = (kind: 'list' | 'token', url: string, error: unknown): void => {
+          want(kind, url);
+          this.#fetchErrors.set(`${policy.tenantId} ${kind} ${url}`, `${policy.tenantId}: ${describeThrown(error)}`);
+        };
+        for (const list of policy.initialStatusLists) {
+          try {
+            let credential: unknown;
+            try {
+              credential = JSON.parse(Buffer.from(list.bytes).toString('utf8'));
+            } catch (error) {
+              throw new PavilionError(ErrorCodes.CREDENTIAL_STATUS_INVALID, `status list file for ${list.url} is not JSON`, { cause: error });
+            }
+            await verifier.admitStatusList(policy.tenantId, list.url, credential);
+          } catch (error) {
+            missing('list', list.url, error);
+          }
+        }
+        for (const token of policy.initialTokenStatusLists) {
+          await verifier.admitTokenStatusList(policy.tenantId, token.uri, token.jwt).catch((error: unknown) => missing('token', token.uri, error));
+        }
+        for (const [index, state] of policy.initialAccumulatorStates.entries()) {
+          await verifier.admitAccumulatorState(policy.tenantId, state).catch((error: unknown) => {
+            this.#accumulatorErrors.set(`${policy.tenantId} ${index}`, `${policy.tenantId}: accumulatorStateFiles[${index}] refused: ${describeThrown(error)}`);
+          });
+        }
         for (const url of policy.statusListUrls) want('list', url);
         for (const url of policy.tokenStatusListUrls) want('token', url);
       }
@@ -244,6 +264,9 @@ export class CredentialGate implements Component {
     if (this.#verifier === undefined) return { state: this.#startError === undefined ? 'NOT_READY' : 'ERROR', message: this.#startError ?? 'not started' };
     if (this.#unfetched.size > 0) {
       return { state: 'WARN', message: `${this.#unfetched.size} status lists could not be fetched yet; credentials that need them are refused (${this.#lastFetchError() ?? ''})` };
+    }
+    if (this.#accumulatorErrors.size > 0) {
+      return { state: 'WARN', message: `${this.#accumulatorErrors.size} accumulator states were refused at start; credentials that need them are refused (${[...this.#accumulatorErrors.values()].join('; ')})` };
     }
     if (this.#lastRefreshFailures > 0) return { state: 'WARN', message: `${this.#lastRefreshFailures} status list refreshes failed; lists are used until their max age` };
     const shared = this.#shared?.status();
