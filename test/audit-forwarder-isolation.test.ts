@@ -10,7 +10,9 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
-import { DecisionForwarder, type AuditLog } from '../sidecar/src/audit/index.ts';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { CURSOR_FILE, DecisionForwarder, type AuditLog } from '../sidecar/src/audit/index.ts';
 import { encodeEvent } from '../sidecar/src/audit/log/event-encoding.ts';
 import { parseConfig } from '../sidecar/src/config/index.ts';
 import { ErrorCodes } from '../sidecar/src/lib/errors.ts';
@@ -162,6 +164,24 @@ describe('decision forwarder: one tenant whose event is refused for good does no
     assert.equal(backlogOf(f, 'a'), 3, 'still waiting in the log');
     assert.equal(backlogOf(f, 'b'), 0);
     assert.ok(!(await streamed(jsm, 'PAYLOAD_DECISIONS', 'payload.decisions.a')).includes(ids(a)[0]!));
+  });
+
+  test('a tenant whose cursor file is damaged (a negative leaf; with an offset past the end, or inside the file) is forwarded from the start, and holds up no other tenant', async () => {
+    const jsm = await manager(nats);
+    const a = await logHolding(decisionEvents(7000, 5), cleanup);
+    const c = await logHolding(decisionEvents(7100, 5), cleanup);
+    const b = await logHolding(decisionEvents(7200, 50), cleanup);
+    await writeFile(join(a.directory, CURSOR_FILE), `${JSON.stringify({ version: 1, next_leaf: -3, offset: 1e9 })}\n`);
+    await writeFile(join(c.directory, CURSOR_FILE), `${JSON.stringify({ version: 1, next_leaf: -3, offset: 16 })}\n`);
+    const warnings: string[] = [];
+    const f = forwarder(nats, 'cursors', new Map([['a', a], ['c', c], ['b', b]]), warnings);
+    await f.start();
+    await until('every tenant forwarded', () => ['a', 'b', 'c'].every((t) => backlogOf(f, t) === 0));
+    for (const [tenant, log] of [['a', a], ['b', b], ['c', c]] as const) {
+      assert.deepEqual(await streamed(jsm, 'CURSORS_DECISIONS', `cursors.decisions.${tenant}`), ids(log), `every event of ${tenant} once, in log order`);
+    }
+    assert.deepEqual(errorsOf(f), {});
+    assert.match(String(details(f)['last_error']), /^[ac]: stream\.cursor is not readable; forwarding from the start/);
   });
 
   test('a server whose max_payload cannot carry the largest event the log accepts is reported on connecting (WARN, one log line)', async () => {

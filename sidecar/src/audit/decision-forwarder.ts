@@ -189,6 +189,8 @@ export class DecisionForwarder implements Component, StreamProgress {
   readonly name = 'decision_stream';
   readonly #options: DecisionForwarderOptions;
   readonly #tenants = new Map<string, TenantState>();
+  /** Tenants whose forwarding could not be set up (#loadFailed), and why: tried again each round. */
+  readonly #loadErrors = new Map<string, { readonly code: string; readonly message: string }>();
   /** The tenants' passes running now (at most one per tenant). */
   readonly #passes = new SingleFlight<string, void>();
   #state: ForwarderState = 'new';
@@ -272,6 +274,10 @@ export class DecisionForwarder implements Component, StreamProgress {
     const total = Object.values(backlog).reduce((a, b) => a + b, 0);
     const stuck: string[] = [];
     const tenantErrors: Record<string, unknown> = {};
+    for (const [tenant, { code, message }] of this.#loadErrors) {
+      stuck.push(`${tenant} (${code})`);
+      tenantErrors[tenant] = { code, message };
+    }
     for (const [tenant, { failure }] of this.#tenants) {
       if (failure === undefined) continue;
       stuck.push(`${tenant} (${failure.error.code}, ${backlog[tenant] ?? 0} waiting)`);
@@ -317,8 +323,14 @@ export class DecisionForwarder implements Component, StreamProgress {
         // Cursors first, so the backlog is right while NATS is away too.
         for (const [tenant, log] of this.#options.logs()) {
           const state = this.#tenants.get(tenant);
-          if (state === undefined) await this.#load(tenant, log);
-          else if (state.log !== log && !this.#passes.has(tenant)) await this.#followEpoch(tenant, state, log);
+          try {
+            if (state === undefined) await this.#load(tenant, log);
+            else if (state.log !== log && !this.#passes.has(tenant)) await this.#followEpoch(tenant, state, log);
+            this.#loadErrors.delete(tenant);
+          } catch (error) {
+            // that tenant's alone (its cursor, its log): tried again next round, the others go on
+            this.#loadFailed(tenant, error);
+          }
         }
         if (this.#link === undefined) {
           const wait = this.#reconnectAtMs - Date.now();
@@ -621,13 +633,21 @@ export class DecisionForwarder implements Component, StreamProgress {
     await this.#load(tenant, log);
   }
 
+  /** A tenant whose cursor could not be set up: reported (stuck, in status) and logged once per distinct error. */
+  #loadFailed(tenant: string, error: unknown): void {
+    const failure = isPavilionError(error) ? error : new PavilionError(ErrorCodes.INTERNAL, describeThrown(error), { cause: error });
+    const message = `${tenant}: cannot start forwarding: ${failure.message}`;
+    if (this.#loadErrors.get(tenant)?.message !== message) this.#options.log?.('warn', `decision stream: ${message}`, { tenant, code: failure.code });
+    this.#loadErrors.set(tenant, { code: failure.code, message });
+  }
+
   async #load(tenant: string, log: AuditLog): Promise<TenantState> {
     const file = join(log.directory, CURSOR_FILE);
     let cursor: Cursor = { nextLeaf: 0, offset: FILE_HEADER_BYTES };
     let leafHash: string | undefined;
     try {
       const parsed = JSON.parse(await readFile(file, 'utf8')) as { version?: unknown; next_leaf?: unknown; offset?: unknown; leaf_hash?: unknown };
-      if (parsed.version === 1 && Number.isSafeInteger(parsed.next_leaf) && Number.isSafeInteger(parsed.offset)) {
+      if (parsed.version === 1 && Number.isSafeInteger(parsed.next_leaf) && (parsed.next_leaf as number) >= 0 && Number.isSafeInteger(parsed.offset)) {
         cursor = { nextLeaf: parsed.next_leaf as number, offset: parsed.offset as number };
         if (typeof parsed.leaf_hash === 'string') leafHash = parsed.leaf_hash;
       } else {
