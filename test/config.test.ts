@@ -22,6 +22,7 @@ describe('config', () => {
     assert.equal(config.engine.evaluationTimeoutMs, 250);
     assert.ok(config.engine.workers >= 1);
     assert.equal(config.engine.cache.enabled, true);
+    assert.equal(config.engine.maxPendingInputBytes, 32 * 1024 * 1024);
     // the embedded default is the verifiable audit log with a software signer and a file anchor
     assert.equal(config.decisionLog.sink, 'audit');
     assert.equal(config.decisionLog.audit?.signer.kind, 'software');
@@ -72,6 +73,7 @@ describe('config', () => {
   test('out-of-range and mistyped values are refused', () => {
     invalid({ http: { port: 70000 } }, /\$\.http\.port/);
     invalid({ engine: { workers: 0 } }, /\$\.engine\.workers/);
+    invalid({ engine: { maxPendingInputBytes: 100 } }, /\$\.engine\.maxPendingInputBytes/);
     invalid({ engine: { cache: { enabled: 'yes' } } }, /\$\.engine\.cache\.enabled: must be a boolean/);
     invalid({ decisionLog: { sink: 'kafka' } }, /\$\.decisionLog\.sink/);
   });

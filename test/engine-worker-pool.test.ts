@@ -372,3 +372,26 @@ describe('a policy instance a failed evaluation threw away', () => {
     assert.deepEqual(restarts, [], 'no worker stopped for an overrun');
   });
 });
+
+describe('the input one tenant holds in the pool', () => {
+  const running = pools();
+
+  test("is bounded by maxPendingInputBytes, per tenant: past it ERR_EVAL_OVERLOADED at once, other tenants unaffected, one input larger than the bound taken alone, the room given back as evaluations end", async () => {
+    const pool = await running.start({ maxPendingInputBytes: 1_000_000 });
+    for (const tenant of ['a', 'b', 'c']) await pool.load(tenantLoad(tenant));
+    const input = (bytes: number): string => JSON.stringify({ pad: 'x'.repeat(bytes - 10) });
+    const ask = (tenant: string, bytes: number): Promise<EvalOutcome> =>
+      pool.evaluate({ key: policyKey(tenant, policy.bundleDigest), entrypointId: whoId, input: input(bytes), nowNs: null });
+    const answer = (o: EvalOutcome): unknown => (o.ok ? o.result : o.code);
+    // one synchronous turn: nothing is handed to the worker before all are asked
+    const asked = [ask('a', 400_000), ask('a', 400_000), ask('a', 400_000), ask('b', 400_000), ask('c', 1_500_000)];
+    assert.deepEqual(Object.fromEntries(pool.pendingInputBytes), { a: 800_000, b: 400_000, c: 1_500_000 });
+    const outcomes = await Promise.all(asked);
+    assert.deepEqual(outcomes.map(answer), ['a', 'a', ErrorCodes.EVAL_OVERLOADED, 'b', 'c']);
+    const refused = outcomes[2]!;
+    assert.ok(!refused.ok);
+    assert.match(refused.message, /tenant a .* hold 800000 bytes of input; this one \(400000 bytes\) would pass the limit of 1000000/);
+    assert.equal(pool.pendingInputBytes.size, 0, 'every answered evaluation gave its room back');
+    assert.deepEqual((await Promise.all([ask('a', 400_000), ask('a', 400_000)])).map(answer), ['a', 'a'], 'room again once they ended');
+  });
+});

@@ -45,6 +45,7 @@ export function engineOptions(config: PavilionConfig): ConstructorParameters<typ
     workers: config.engine.workers,
     evaluationTimeoutMs: config.engine.evaluationTimeoutMs,
     maxQueuedEvaluations: config.engine.maxQueuedEvaluations,
+    maxPendingInputBytes: config.engine.maxPendingInputBytes,
     memoryInitialPages: config.engine.memoryInitialPages,
     memoryMaxBytes: config.engine.memoryMaxBytes,
     maxInputDepth: config.http.maxInputDepth,

@@ -285,6 +285,11 @@ export interface PavilionConfig {
     readonly workers: number;
     readonly evaluationTimeoutMs: number;
     readonly maxQueuedEvaluations: number;
+    /**
+     * Input held by one tenant's evaluations in the worker pool (waiting or being evaluated),
+     * at most: the JSON text's length (bytes for ASCII text). Past it, ERR_EVAL_OVERLOADED.
+     */
+    readonly maxPendingInputBytes: number;
     readonly memoryInitialPages: number;
     readonly memoryMaxBytes: number;
     readonly cache: { readonly enabled: boolean; readonly maxEntries: number; readonly maxBytes: number; readonly maxKeyBytes: number };
@@ -355,6 +360,7 @@ export function defaultConfig(): PavilionConfig {
       workers: Math.max(1, availableParallelism()),
       evaluationTimeoutMs: 250,
       maxQueuedEvaluations: 10_000,
+      maxPendingInputBytes: 32 * MiB,
       memoryInitialPages: 5,
       memoryMaxBytes: 128 * MiB,
       cache: { enabled: true, maxEntries: 100_000, maxBytes: 8 * MiB, maxKeyBytes: 16 * 1024 },
@@ -445,7 +451,7 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
     'host', 'port', 'maxBodyBytes', 'maxHeaderBytes', 'maxInputDepth', 'tenantHeader', 'requestTimeoutMs', 'keepAliveTimeoutMs', 'authentication',
   ]);
   const engine = section(root, 'engine', '$', [
-    'workers', 'evaluationTimeoutMs', 'maxQueuedEvaluations', 'memoryInitialPages', 'memoryMaxBytes', 'cache',
+    'workers', 'evaluationTimeoutMs', 'maxQueuedEvaluations', 'maxPendingInputBytes', 'memoryInitialPages', 'memoryMaxBytes', 'cache',
   ]);
   const cache = section(engine, 'cache', '$.engine', ['enabled', 'maxEntries', 'maxBytes', 'maxKeyBytes']);
   const bundles = section(root, 'bundles', '$', ['source', 'directory', 'maxCompressedBytes', 'maxUncompressedBytes', 'keysDirectory', 'persistDirectory', 'persistDelayMs', 'watchIntervalMs']);
@@ -533,6 +539,7 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
       workers: int(engine, 'workers', '$.engine', d.engine.workers, 1, 256),
       evaluationTimeoutMs: int(engine, 'evaluationTimeoutMs', '$.engine', d.engine.evaluationTimeoutMs, 5, 60_000),
       maxQueuedEvaluations: int(engine, 'maxQueuedEvaluations', '$.engine', d.engine.maxQueuedEvaluations, 1, 10_000_000),
+      maxPendingInputBytes: int(engine, 'maxPendingInputBytes', '$.engine', d.engine.maxPendingInputBytes, 1024, 64 * 1024 * MiB),
       memoryInitialPages,
       memoryMaxBytes,
       cache: {

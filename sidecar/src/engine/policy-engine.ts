@@ -18,6 +18,8 @@ export interface EngineOptions {
   /** Deadline for loading a policy into a worker (default max(10 s, evaluationTimeoutMs)). */
   readonly loadTimeoutMs?: number;
   readonly maxQueuedEvaluations: number;
+  /** See WorkerPoolOptions.maxPendingInputBytes (default: unbounded). */
+  readonly maxPendingInputBytes?: number;
   readonly memoryInitialPages: number;
   readonly memoryMaxBytes: number;
   readonly maxInputDepth: number;
@@ -154,6 +156,7 @@ export class PolicyEngine implements Component {
       evaluationTimeoutMs: options.evaluationTimeoutMs,
       ...(options.loadTimeoutMs === undefined ? {} : { loadTimeoutMs: options.loadTimeoutMs }),
       maxQueuedEvaluations: options.maxQueuedEvaluations,
+      ...(options.maxPendingInputBytes === undefined ? {} : { maxPendingInputBytes: options.maxPendingInputBytes }),
       memory: this.#memory,
       onWorkerRestart: (reason) => observer.onWorkerRestart?.(reason),
     });

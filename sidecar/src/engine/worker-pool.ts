@@ -35,7 +35,11 @@
  *   occupies at most one worker, and the other tenants keep the rest instead of queueing
  *   behind it (at most QUARANTINE_MAX_QUEUED of its evaluations wait; more get
  *   ERR_EVAL_OVERLOADED).
- * - Each tenant's queue holds at most `maxQueuedEvaluations`; more get ERR_EVAL_OVERLOADED.
+ * - Each tenant's queue holds at most `maxQueuedEvaluations`, and its evaluations in the pool
+ *   (waiting or on a worker) hold at most `maxPendingInputBytes` of input text; more get
+ *   ERR_EVAL_OVERLOADED. An input that is larger alone is taken when the tenant has none in
+ *   the pool. So one tenant's callers cannot fill the process's memory with inputs waiting
+ *   for a worker (a gzip body of a few KiB can inflate to maxBodyBytes), whatever the count.
  */
 import { Worker } from 'node:worker_threads';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
@@ -63,6 +67,8 @@ export interface WorkerPoolOptions {
   /** Deadline for instantiating a policy and setting its data in a worker (default 10 s). */
   readonly loadTimeoutMs?: number;
   readonly maxQueuedEvaluations: number;
+  /** Input text (its length) one tenant's evaluations may hold in the pool at once (default: unbounded). */
+  readonly maxPendingInputBytes?: number;
   readonly memory: MemoryLimits;
   /** How long a tenant stays limited after its latest overrun (default QUARANTINE_MS). */
   readonly quarantineMs?: number;
@@ -217,6 +223,8 @@ export class WorkerPool {
   #stopped = false;
   #restarts = 0;
   readonly #quarantined = new Map<string, Quarantine>();
+  /** Input text held per tenant by its evaluations waiting for or on a worker (maxPendingInputBytes). */
+  readonly #pendingInput = new Map<string, number>();
 
   constructor(options: WorkerPoolOptions) {
     this.#options = options;
@@ -311,7 +319,24 @@ export class WorkerPool {
     if (this.#stopped) {
       return Promise.resolve({ ok: false, code: ErrorCodes.ENGINE_STOPPED, message: 'the policy engine is stopped' });
     }
-    return new Promise((resolve) => this.#admit({ item, resolve, deaths: 0 }));
+    const tenant = tenantOf(item);
+    const bytes = (item.input?.length ?? 0) + (item.log?.event.length ?? 0);
+    const held = this.#pendingInput.get(tenant) ?? 0;
+    const max = this.#options.maxPendingInputBytes ?? Infinity;
+    if (held > 0 && held + bytes > max) {
+      return Promise.resolve({ ok: false, code: ErrorCodes.EVAL_OVERLOADED, message: `the evaluations of tenant ${tenant} waiting or running hold ${held} bytes of input; this one (${bytes} bytes) would pass the limit of ${max}` });
+    }
+    this.#pendingInput.set(tenant, held + bytes);
+    return new Promise<EvalOutcome>((resolve) => this.#admit({ item, resolve, deaths: 0 })).finally(() => {
+      const left = (this.#pendingInput.get(tenant) ?? bytes) - bytes;
+      if (left > 0) this.#pendingInput.set(tenant, left);
+      else this.#pendingInput.delete(tenant);
+    });
+  }
+
+  /** Input text held per tenant by its evaluations in the pool (see maxPendingInputBytes). */
+  get pendingInputBytes(): ReadonlyMap<string, number> {
+    return this.#pendingInput;
   }
 
   /** Dispatch, unless the item's tenant is limited and its one turn is taken: then it waits. */
