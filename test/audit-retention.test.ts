@@ -19,6 +19,7 @@ import {
   PRUNED_FILE,
   RETENTION_CHECK_INTERVAL_MS,
   SoftwareSigner,
+  UNROUTED_KEEP_ARCHIVED_EPOCHS,
   verifyDecisionProof,
   verifyEpochs,
   type AuditLogSettings,
@@ -133,6 +134,23 @@ describe('archive retention (keepArchivedEpochs)', () => {
     const verified = await verifyEpochs(archiveOf(dir), liveWal(dir), ring, { origin: ORIGIN });
     assert.ok(verified.epochs.length >= 3);
     assert.ok(verified.epochs.every((e) => e.pruned === undefined), 'nothing pruned');
+  });
+
+  it('keeps at most UNROUTED_KEEP_ARCHIVED_EPOCHS of the _unrouted log (checks any caller can send) whole, even when every tenant keeps all of its own', async () => {
+    const dir = await tempDir();
+    const sink = rotatingSink(dir, signer);
+    await sink.start();
+    for (let i = 0; i < 110; i++) await sink.append(decisionEvent(i, { tenant: '' }));
+    for (let i = 200; i < 260; i++) await sink.append(decisionEvent(i));
+    const unrouted = (): Archived => archivedOf(sink, '_unrouted');
+    await until('all but the newest two _unrouted epochs pruned', () => unrouted().length >= 5 && unrouted().filter((a) => a.pruned !== true).length === UNROUTED_KEEP_ARCHIVED_EPOCHS);
+    assert.deepEqual(unrouted().map((a) => a.pruned === true), unrouted().map((_, i) => i < unrouted().length - UNROUTED_KEEP_ARCHIVED_EPOCHS), 'the newest two are kept whole');
+    assert.ok(archivedOf(sink).length >= 3 && archivedOf(sink).every((a) => a.pruned !== true), "the tenant's own epochs are all kept (keepArchivedEpochs 0)");
+    assert.equal(sinkTenants(sink)['_unrouted']!.details['keep_archived_epochs'], UNROUTED_KEEP_ARCHIVED_EPOCHS);
+    assert.equal(sinkTenants(sink)['bank']!.details['keep_archived_epochs'], 0);
+    await sink.stop(5000);
+    const verified = await verifyEpochs(archiveOf(dir, '_unrouted'), join(liveOf(dir, '_unrouted'), WAL_FILE), ring, { origin: 'pavilion-test/_unrouted' });
+    assert.equal(verified.epochs.filter((e) => e.pruned !== undefined).length, verified.epochs.length - 1 - UNROUTED_KEEP_ARCHIVED_EPOCHS, 'the chain still verifies across the pruned epochs');
   });
 
   it('refuses a keepArchivedEpochs that is not a count', () => {

@@ -67,6 +67,12 @@ export const UNROUTED_TENANT = '_unrouted';
  * budget of the volume (sized as tenants x maxDiskBytes + headroom; the headroom holds it).
  */
 export const UNROUTED_MAX_DISK_BYTES = 64 * 1024 * 1024;
+/**
+ * Archived epochs the `_unrouted` log keeps whole, at most (fewer if keepArchivedEpochs says
+ * so): with rotation on, any caller could otherwise fill the volume every tenant logs to with
+ * its sealed epochs, which no budget counts. Older ones are pruned to their seal and record.
+ */
+export const UNROUTED_KEEP_ARCHIVED_EPOCHS = 2;
 
 export type AuditLogSettings = Omit<AuditLogOptions, 'directory' | 'origin' | 'signer' | 'keyring' | 'onCheckpoint' | 'anchor' | 'epoch'> & {
   /**
@@ -461,7 +467,8 @@ export class AuditLogSink implements DecisionSink {
    * keepArchivedEpochs or keepArchivedDays; none if one for the tenant is still waiting).
    */
   #pruneInBackground(tenant: string): void {
-    const { keepArchivedEpochs: keep = 0, keepArchivedDays: days = 0 } = this.#options.settings;
+    const keep = this.#keepArchivedEpochs(tenant);
+    const { keepArchivedDays: days = 0 } = this.#options.settings;
     if ((keep === 0 && days === 0) || this.#pruneQueued.has(tenant)) return;
     this.#pruneQueued.add(tenant);
     this.#pruning = this.#pruning.then(() => {
@@ -470,6 +477,13 @@ export class AuditLogSink implements DecisionSink {
     }).catch((error: unknown) => {
       this.#retentionErrors.set(tenant, `${tenant}: archive retention stopped: ${describeThrown(error)}`);
     });
+  }
+
+  /** Archived epochs of the tenant kept whole (0: all); the `_unrouted` log keeps UNROUTED_KEEP_ARCHIVED_EPOCHS at most. */
+  #keepArchivedEpochs(tenant: string): number {
+    const configured = this.#options.settings.keepArchivedEpochs ?? 0;
+    if (tenant !== UNROUTED_TENANT) return configured;
+    return configured === 0 ? UNROUTED_KEEP_ARCHIVED_EPOCHS : Math.min(configured, UNROUTED_KEEP_ARCHIVED_EPOCHS);
   }
 
   /**
@@ -919,7 +933,7 @@ export class AuditLogSink implements DecisionSink {
         rotate_at_bytes: this.#rotateAt(tenant),
         archived_epochs: archived.map((a) => (this.#isPruned(tenant, a.epoch) ? { ...a, pruned: true } : a)),
         archived_bytes: archived.reduce((sum, a) => sum + a.bytes, 0),
-        keep_archived_epochs: this.#options.settings.keepArchivedEpochs ?? 0,
+        keep_archived_epochs: this.#keepArchivedEpochs(tenant),
         keep_archived_days: this.#options.settings.keepArchivedDays ?? 0,
         rotate_after_ms: this.#options.settings.rotateAfterMs ?? 0,
         ...(this.#rotationErrors.has(tenant) ? { rotation_error: this.#rotationErrors.get(tenant) } : {}),
