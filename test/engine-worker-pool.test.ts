@@ -395,3 +395,37 @@ describe('the input one tenant holds in the pool', () => {
     assert.deepEqual((await Promise.all([ask('a', 400_000), ask('a', 400_000)])).map(answer), ['a', 'a'], 'room again once they ended');
   });
 });
+
+describe('a worker that one evaluation takes down', () => {
+  const running = pools();
+
+  test("fails that evaluation alone (ERR_EVAL_TRAP) and limits its tenant: the other tenants' evaluations on board go again and are answered, however often that tenant's policy crashes", async () => {
+    // A crash on demand: a result of 8 MiB decoded (twice) in a worker whose JS heap may hold 16
+    const archive = await buildFixtureBundle({
+      modules: { 'big.rego': 'package big\n\nout := concat("", [input.s | some x in numbers.range(1, input.n)])\n' },
+      entrypoints: ['big/out'],
+      roots: ['big'],
+    });
+    const big = await compilePolicy(await readBundle(archive, { tenant: 'big', namespace: 'big' }), { initialMemoryPages: MEMORY.initialPages });
+    const outId = big.entrypoints.get('big/out') as number;
+    const memory = { initialPages: MEMORY.initialPages, maximumPages: 4096 };
+    const restarts: string[] = [];
+    const pool = await running.start({ workerMaxHeapBytes: 16 * 2 ** 20, memory, onWorkerRestart: (reason) => restarts.push(reason) });
+    for (const tenant of ['crasher', 'a', 'b']) await pool.load({ type: 'load', key: policyKey(tenant, big.bundleDigest), module: big.module, data: {}, memory });
+    const ask = (tenant: string, s: string, n: number): Promise<EvalOutcome> =>
+      pool.evaluate({ key: policyKey(tenant, big.bundleDigest), entrypointId: outId, input: JSON.stringify({ s, n }), nowNs: null });
+    const megabyte = 'x'.repeat(2 ** 20);
+    for (let round = 0; round < 3; round++) {
+      // one synchronous turn: one batch, the crashing evaluation between the others
+      const outcomes = await Promise.all([ask('a', 'a', 2), ask('crasher', megabyte, 8), ask('b', 'b', 2), ask('a', 'c', 2)]);
+      assert.deepEqual(outcomes.map((o) => (o.ok ? o.result : o.code)), ['aa', ErrorCodes.EVAL_TRAP, 'bb', 'cc'], `round ${round}`);
+      const crashed = outcomes[1]!;
+      assert.ok(!crashed.ok);
+      assert.match(crashed.message, /the evaluation took its worker down \(.*memory limit/);
+      assert.deepEqual(pool.limitedTenants, ['crasher'], 'the tenant whose evaluation crashed is limited');
+    }
+    assert.deepEqual(restarts, ['crash', 'crash', 'crash']);
+    const small = await ask('crasher', 'ok', 1);
+    assert.deepEqual(small.ok ? small.result : small, 'ok', 'its evaluations that do not crash are answered');
+  });
+});

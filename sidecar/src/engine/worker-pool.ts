@@ -21,10 +21,12 @@
  *   ERR_EVAL_TIMEOUT, everything else the worker held is re-dispatched (evaluation is
  *   pure), and a fresh worker is started with every loaded policy. Other tenants see at
  *   most a short delay, never an error.
- * - A worker that dies for any other reason is replaced the same way; an item on board for
- *   a third death fails with ERR_EVAL_TRAP instead of being retried forever. A timeout names
- *   its culprit, so it counts against no other item; a crash names none (every item on board
- *   counts it). An item whose failure threw its policy's instance away has the instance made
+ * - A worker that dies for any other reason is replaced the same way. A crash inside an
+ *   evaluation (the control block names the item running, as for an overrun) fails that item at once with ERR_EVAL_TRAP
+ *   and limits its tenant as an overrun does; the others on board go again and count nothing,
+ *   so another tenant's policy that takes workers down fails none of theirs. A crash between
+ *   items names no one: every item on board counts it, and one on board for a third such
+ *   death fails with ERR_EVAL_TRAP instead of being retried forever. An item whose failure threw its policy's instance away has the instance made
  *   again at once, under the load deadline (the worker flags it); an overrun there names the
  *   item too, which fails with ERR_EVAL_TRAP (or, inside its decision log rules, goes again
  *   without them, as after any overrun there). That rebuild's time is added to its tenant's
@@ -74,6 +76,12 @@ export interface WorkerPoolOptions {
   readonly quarantineMs?: number;
   /** Called when a worker is replaced (metrics). */
   readonly onWorkerRestart?: (reason: 'timeout' | 'crash') => void;
+  /**
+   * For tests (a crash on demand): each worker's JS heap (V8's old generation), at most; past
+   * it the worker dies. Not offered in the config: an allocation that alone passes the limit
+   * by more than Node's allowance (16 MiB) is a fatal out-of-memory of the whole process.
+   */
+  readonly workerMaxHeapBytes?: number;
 }
 
 interface Pending {
@@ -183,8 +191,11 @@ class Slot {
   /** Its batch is a limited tenant's evaluation, alone. */
   solo = false;
 
-  constructor() {
-    this.worker = new Worker(workerUrl, { workerData: { control: this.control.buffer } });
+  constructor(maxHeapBytes: number | undefined) {
+    this.worker = new Worker(workerUrl, {
+      workerData: { control: this.control.buffer },
+      ...(maxHeapBytes === undefined ? {} : { resourceLimits: { maxOldGenerationSizeMb: Math.max(1, Math.floor(maxHeapBytes / 2 ** 20)) } }),
+    });
     this.settled = new Promise((resolve) => (this.settle = resolve));
   }
 
@@ -410,11 +421,11 @@ export class WorkerPool {
   }
 
   #spawn(): Slot {
-    const slot = new Slot();
+    const slot = new Slot(this.#options.workerMaxHeapBytes);
     this.#slots.push(slot);
     slot.worker.on('message', (message: FromWorker) => this.#onMessage(slot, message));
-    slot.worker.on('error', () => this.#replace(slot, 'crash', undefined));
-    slot.worker.on('exit', () => this.#replace(slot, 'crash', undefined));
+    slot.worker.on('error', (error) => this.#replace(slot, 'crash', undefined, undefined, error));
+    slot.worker.on('exit', (code) => this.#replace(slot, 'crash', undefined, undefined, `exit code ${code}`));
     return slot;
   }
 
@@ -752,6 +763,8 @@ export class WorkerPool {
     /** The item that overran: its evaluation, or (rebuildMs) instantiating its policy again after it failed. */
     culprit: { batch: number; index: number; inLogRules: boolean; rebuildMs?: number } | undefined,
     loadFailure?: PavilionError,
+    /** What a crash reported (the worker's error, or its exit code). */
+    crash?: unknown,
   ): void {
     if (slot.dead) return;
     slot.dead = true;
@@ -762,6 +775,13 @@ export class WorkerPool {
       culprit === undefined ? undefined : slot.batches.get(culprit.batch)?.[culprit.index];
     // a crash inside an item's decision log rules: that item goes again without them
     const crashedInRules = reason === 'crash' && slot.control[CONTROL_PHASE] === CONTROL_LOG_RULES
+      ? slot.batches.get(slot.control[CONTROL_BATCH] ?? -1)?.[slot.control[CONTROL_INDEX] ?? -1]
+      : undefined;
+    // a crash inside an evaluation (its start set; not a load, not its log rules): that item
+    // took the worker down. The worker writes batch and index before the start, and a crash
+    // leaves the block as it was.
+    const crashStartedMs = slot.control[CONTROL_START_MS] ?? 0;
+    const crashedIn = reason === 'crash' && crashedInRules === undefined && crashStartedMs !== 0 && slot.control[CONTROL_BATCH] !== CONTROL_LOADING
       ? slot.batches.get(slot.control[CONTROL_BATCH] ?? -1)?.[slot.control[CONTROL_INDEX] ?? -1]
       : undefined;
     const held = this.#drain(slot);
@@ -802,7 +822,8 @@ export class WorkerPool {
     });
     slot.settle(); // after the failure above is noted and the replacement named
     if (replacement === undefined) return;
-    const limited = culpritPending === undefined ? undefined : this.#limit(tenantOf(culpritPending.item));
+    const named = culpritPending ?? crashedIn;
+    const limited = named === undefined ? undefined : this.#limit(tenantOf(named.item));
     // Back to the front of their tenants' queues, in the order they were dispatched.
     const again: Pending[] = [];
     for (const pending of held) {
@@ -820,9 +841,15 @@ export class WorkerPool {
           : { ok: false, code: ErrorCodes.EVAL_TRAP, message: `the evaluation failed, and instantiating its policy again with fresh memory did not finish within the load deadline of ${culprit.rebuildMs} ms` });
         continue;
       }
+      if (pending === crashedIn) {
+        // it held the worker from its start until the crash
+        this.#settleCharge(pending, Math.max(0, nowMs() - crashStartedMs) * 1e6);
+        pending.resolve({ ok: false, code: ErrorCodes.EVAL_TRAP, message: `the evaluation took its worker down (${describeThrown(crash)}); its tenant is limited to one evaluation at a time for a while` });
+        continue;
+      }
       this.#refund(pending); // charged again when it is handed out again
-      // an overrun names its culprit: the others on board did nothing wrong
-      if (culpritPending === undefined && ++pending.deaths > 2) {
+      // an overrun or a crash inside an evaluation names its culprit: the others on board did nothing wrong
+      if (named === undefined && ++pending.deaths > 2) {
         pending.resolve({ ok: false, code: ErrorCodes.EVAL_TRAP, message: 'evaluation worker died repeatedly on this request' });
         continue;
       }
