@@ -66,6 +66,41 @@ async function crashLocks(directory: string): Promise<void> {
 }
 
 describe('rotation into sealed, linked epochs', () => {
+  it("proves archived decisions on a thread per proof, and one tenant's waiting proofs take none of another tenant's room", async () => {
+    const dir = await tempDir();
+    const sink = sinkAt(dir);
+    await sink.start();
+    try {
+      const receipts = { bank: [] as DecisionReceiptV1[], hospital: [] as DecisionReceiptV1[] };
+      for (let i = 0; i < 40; i++) {
+        receipts.bank.push(await sink.append(decisionEvent(i)));
+        receipts.hospital.push(await sink.append(decisionEvent(500 + i, { tenant: 'hospital' })));
+      }
+      await until('both tenants rotated', () => ['bank', 'hospital'].every((t) => ((sinkTenants(sink)[t]?.details['archived_epochs'] ?? []) as unknown[]).length >= 2));
+      // in one turn: more unknown ids of bank than it may have waiting, and a decision of hospital's first epoch
+      const code = (p: Promise<unknown>): Promise<string> => p.then(() => 'proved', (e: unknown) => (isPavilionError(e) ? e.code : String(e)));
+      const bankCodes = Array.from({ length: MAX_ARCHIVED_PROOFS_WAITING + 2 }, (_, i) => code(sink.proveInclusion('bank', `nowhere-${i}`)));
+      const first = receipts.hospital[0]!;
+      const hospital = sink.proveInclusion('hospital', first.decision_id, { signNow: false });
+      assert.deepEqual(await Promise.all(bankCodes), [
+        ...Array.from({ length: MAX_ARCHIVED_PROOFS_WAITING }, () => ErrorCodes.AUDIT_DECISION_UNKNOWN),
+        ErrorCodes.AUDIT_PROOF_BUSY, ErrorCodes.AUDIT_PROOF_BUSY,
+      ]);
+      const proof = await hospital;
+      assert.equal(proof.leaf_index, first.leaf_index);
+      assert.equal(verifyDecisionProof(proof, ring, { decisionId: first.decision_id }).origin, 'pavilion-test/hospital');
+      // the typed errors of a proof from a damaged epoch come back from the thread whole
+      const epoch0 = join(archiveOf(dir, 'hospital'), '0', WAL_FILE);
+      const bytes = await readFile(epoch0);
+      bytes[bytes.length - 10] = (bytes[bytes.length - 10] ?? 0) ^ 0xff;
+      await writeFile(epoch0, bytes);
+      await assert.rejects(sink.proveInclusion('hospital', first.decision_id, { signNow: false }), (e: unknown) =>
+        isPavilionError(e, ErrorCodes.AUDIT_RECORD_CORRUPT) && e.details?.['epoch'] === 0 && /archived epoch 0 is damaged/.test(e.message));
+    } finally {
+      await sink.stop(5000);
+    }
+  });
+
   it('keeps every acknowledged decision, counts only the live epoch in the budget, and the chain verifies', async () => {
     const dir = await tempDir();
     let sink = sinkAt(dir);

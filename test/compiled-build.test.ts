@@ -11,8 +11,10 @@
  * - the audit log's scanning thread: the sidecar starts on a log of at least
  *   SCAN_ON_THREAD_MIN_BYTES (written here beforehand), and its next decision's receipt
  *   continues right after the last leaf of it (a failed scan refuses the tenant instead);
- * - the PKCS#11 signer's thread: checkpoints signed by a key generated on a SoftHSM2 token, the
- *   decision's proof verified offline with the published key.
+ * - the PKCS#11 signer's thread: checkpoints signed by a key generated on a SoftHSM2 token;
+ * - the thread a proof from a sealed epoch runs on: the live log, past `rotateAtBytes`, is
+ *   sealed after the decision, whose proof then comes from the archived epoch's file and
+ *   verifies offline with the published key.
  *
  * Then SIGTERM stops it with exit code 0. Needs opa (the sample bundles) and SoftHSM2
  * (scripts/install-softhsm.sh), as scripts/test.sh provides.
@@ -76,7 +78,7 @@ function startCompiled(env: NodeJS.ProcessEnv): Promise<{ proc: ChildProcess; ur
 }
 
 describe('the compiled build (npm start)', () => {
-  it('starts every worker thread from its compiled file: evaluation, credential proofs, the audit log scan at start, PKCS#11 signing', async () => {
+  it('starts every worker thread from its compiled file: evaluation, credential proofs, the audit log scan at start, PKCS#11 signing, proofs from sealed epochs', async () => {
     assert.ok(SOFTHSM !== undefined, 'SoftHSM2 is not installed: run bash scripts/install-softhsm.sh');
     const dir = await tempDir('pavilion-compiled-');
     const auditDir = join(dir, 'audit');
@@ -118,6 +120,7 @@ describe('the compiled build (npm start)', () => {
         audit: {
           directory: auditDir,
           checkpointEveryEvents: 1,
+          rotateAtBytes: 65536,
           signer: { kind: 'pkcs11', modulePath: SOFTHSM, tokenLabel: TOKEN, keyLabel: 'checkpoint-key', pinEnv: 'TEST_HSM_PIN', generateKey: true },
         },
       },
@@ -140,7 +143,16 @@ describe('the compiled build (npm start)', () => {
       assert.notDeepEqual(forged, credential);
       const refused = await post(`${sidecar.url}/v1/data/bank/credentials/decision`, { input: {}, credentials: [forged] }, tenant);
       assert.deepEqual((refused.body['result'] as { reasons: unknown[] }).reasons.at(-1), { credential: 0, refused: ErrorCodes.CREDENTIAL_SIGNATURE_INVALID }, JSON.stringify(refused.body));
-      // PKCS#11 signer thread: the decision's checkpoint, signed on the token, verifies offline
+      // the log is sealed into an archived epoch (it is past rotateAtBytes): the decision's proof
+      // comes from that epoch's file, on a thread of its own, under the final checkpoint the
+      // PKCS#11 signer's thread signed on the token
+      const epochOf = async (): Promise<unknown> => {
+        const health = await get(`${sidecar.url}/health?verbose`);
+        const log = (health.body['components'] as Record<string, { details?: { tenants?: Record<string, { details?: { epoch?: number } }> } }>)['decision_log'];
+        return log?.details?.tenants?.['bank']?.details?.epoch;
+      };
+      for (let tries = 0; (await epochOf()) !== 1 && tries < 200; tries++) await new Promise((r) => setTimeout(r, 50));
+      assert.equal(await epochOf(), 1, 'the live epoch was sealed and the next one started');
       const id = String(decision.body['decision_id']);
       let proof: DecisionProofV1 | undefined;
       for (let tries = 0; proof === undefined && tries < 200; tries++) {

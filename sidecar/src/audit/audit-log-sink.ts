@@ -56,7 +56,7 @@ import {
   epochOrigin,
   epochSeal,
   listArchivedEpochs,
-  proveFromLogFile,
+  proveFromLogFileOnThread,
   prunedEpochRecord,
 } from './log/index.ts';
 
@@ -113,7 +113,7 @@ const ROTATION_STREAM_WAIT_MS = 10_000;
 /** A rotation starts only when the forwarder is at most this many leaves behind (well under a second of its work). */
 const ROTATION_STREAM_LAG_LEAVES = 1024;
 const ROTATION_STREAM_POLL_MS = 20;
-/** Proofs of archived decisions that may wait for their turn at once; more are ERR_AUDIT_PROOF_BUSY. */
+/** Proofs of archived decisions one tenant may have waiting for their turn at once; more are ERR_AUDIT_PROOF_BUSY. */
 export const MAX_ARCHIVED_PROOFS_WAITING = 4;
 /** After a rotation was called off (JetStream too slow, a checkpoint failed), the next try waits this long. */
 const ROTATION_RETRY_MS = 5_000;
@@ -235,8 +235,8 @@ export class AuditLogSink implements DecisionSink {
   #streamProgress: StreamProgress | undefined;
   /** Reads of archived epochs for proofs, one at a time (each is a pass over an epoch's file). */
   #archiveReads: Promise<unknown> = Promise.resolve();
-  /** Proofs of archived decisions queued or reading (at most MAX_ARCHIVED_PROOFS_WAITING). */
-  #archiveReadsWaiting = 0;
+  /** Per tenant, its proofs of archived decisions queued or reading (at most MAX_ARCHIVED_PROOFS_WAITING each). */
+  readonly #archiveReadsWaiting = new Map<string, number>();
   /** Retention passes, one at a time (each verifies whole epochs before removing anything). */
   #pruning: Promise<void> = Promise.resolve();
   /**
@@ -811,19 +811,21 @@ export class AuditLogSink implements DecisionSink {
 
   /** One archive read at a time: each is a pass over an epoch's file, which a caller must not multiply. */
   #proveArchived(tenant: string, decisionId: string, epochs: readonly number[], unknown: PavilionError): Promise<DecisionProofV1> {
-    // each is a pass over whole epoch files: a caller asking for ids that are nowhere must not
-    // queue up more of them than a few
-    if (this.#archiveReadsWaiting >= MAX_ARCHIVED_PROOFS_WAITING) {
-      return Promise.reject(new PavilionError(ErrorCodes.AUDIT_PROOF_BUSY, `${MAX_ARCHIVED_PROOFS_WAITING} proofs of archived decisions are waiting already; try again later`, { details: { tenant, decisionId } }));
+    // each is a pass over whole epoch files (on a thread of its own): a caller asking for ids
+    // that are nowhere must not queue up more of them than a few, and one tenant's few take
+    // no other tenant's room (they wait behind them, each behind at most this many per tenant)
+    const waiting = this.#archiveReadsWaiting.get(tenant) ?? 0;
+    if (waiting >= MAX_ARCHIVED_PROOFS_WAITING) {
+      return Promise.reject(new PavilionError(ErrorCodes.AUDIT_PROOF_BUSY, `${MAX_ARCHIVED_PROOFS_WAITING} proofs of archived decisions of tenant ${tenant} are waiting already; try again later`, { details: { tenant, decisionId } }));
     }
-    this.#archiveReadsWaiting++;
+    this.#archiveReadsWaiting.set(tenant, waiting + 1);
     const read = this.#archiveReads.then(async () => {
       // pruned ones asked when each epoch's turn comes: a pass may prune one meanwhile
       let damaged: PavilionError | undefined;
       for (const epoch of epochs) {
         if (this.#isPruned(tenant, epoch)) continue;
         try {
-          return await proveFromLogFile(join(this.#archiveDirectory(tenant), String(epoch), WAL_FILE), decisionId, { sealed: true });
+          return await proveFromLogFileOnThread(join(this.#archiveDirectory(tenant), String(epoch), WAL_FILE), decisionId, { sealed: true });
         } catch (error) {
           if (this.#isPruned(tenant, epoch) || isPavilionError(error, ErrorCodes.AUDIT_DECISION_UNKNOWN)) continue;
           // a damaged epoch may hold it, past the damage; the others are still searched
@@ -840,7 +842,9 @@ export class AuditLogSink implements DecisionSink {
     });
     this.#archiveReads = read.catch(() => undefined);
     return read.finally(() => {
-      this.#archiveReadsWaiting--;
+      const left = (this.#archiveReadsWaiting.get(tenant) ?? 1) - 1;
+      if (left > 0) this.#archiveReadsWaiting.set(tenant, left);
+      else this.#archiveReadsWaiting.delete(tenant);
     });
   }
 
