@@ -99,6 +99,47 @@ describe('credential one-time state in Redis, shared by replicas', () => {
     await replicaA.verifyPresentation('bank', vp, { challenge, domain: DOMAIN });
   });
 
+  it("bounds each tenant's live entries: a tenant's full nonces refuse its new presentations (nothing evicted to replay), its full challenges lose its own oldest; another tenant is untouched", async () => {
+    const { Redis } = await import('ioredis');
+    const small = new RedisSharedState(parseConfig({ redis: { url: redis.url, keyPrefix: 'bounded', maxEntriesPerTenant: 3, commandTimeoutMs: 300, connectTimeoutMs: 500 } }).redis!);
+    await small.start();
+    const admin = new Redis(redis.url);
+    try {
+      const now = 1_000_000;
+      const later = now + 60_000;
+      // nonces: three live ones fill bank's share; a fourth is refused, a replay is still a replay
+      for (let i = 0; i < 3; i++) assert.equal(await small.nonces.consumeOnce(`bank\u0000n-${i}`, later, now), true);
+      await assert.rejects(small.nonces.consumeOnce('bank\u0000n-3', later, now), (e: unknown) => isPavilionError(e, ErrorCodes.CREDENTIAL_STATE_UNAVAILABLE) && /tenant bank \(Redis\) is full \(3 live entries\)/.test(e.message));
+      assert.equal(await small.nonces.consumeOnce('bank\u0000n-0', later, now), false, 'still recorded: replayed');
+      assert.equal(await small.nonces.seen('bank\u0000n-1', now), true);
+      assert.equal(await small.nonces.consumeOnce('hospital\u0000n-0', later, now), true, 'another tenant has its own share');
+      // once they expire there is room again, and an expired one is not seen
+      assert.equal(await small.nonces.seen('bank\u0000n-1', later), false);
+      assert.equal(await small.nonces.consumeOnce('bank\u0000n-3', later + 60_000, later), true);
+      assert.equal(await admin.zcard('bounded:nonces:bank'), 1, 'the expired entries left the set');
+      assert.ok((await admin.pttl('bounded:nonces:bank')) > 0, 'the set expires with its entries');
+      // challenges: a fourth minted drops bank's own oldest; the others are taken once
+      for (let i = 0; i < 4; i++) await small.challenges.remember(`bank\u0000c-${i}`, later + i, now);
+      await small.challenges.remember('hospital\u0000c-0', later, now);
+      assert.deepEqual(await Promise.all([0, 1, 2, 3].map((i) => small.challenges.take(`bank\u0000c-${i}`, now))), [false, true, true, true]);
+      assert.equal(await small.challenges.take('bank\u0000c-1', now), false, 'taken once');
+      assert.equal(await small.challenges.take('hospital\u0000c-0', now), true);
+      await small.challenges.remember('bank\u0000c-9', later, now);
+      assert.equal(await small.challenges.take('bank\u0000c-9', later), false, 'an expired challenge is not taken');
+      // entries as earlier versions wrote them (a key each, with its own expiry) are honoured until they expire
+      const { sha256Hex } = await import('../sidecar/src/lib/sha256.ts');
+      await admin.set(`bounded:nonce:${sha256Hex('bank\u0000old-nonce')}`, '1', 'PX', 60_000);
+      await admin.set(`bounded:challenge:${sha256Hex('bank\u0000old-challenge')}`, '1', 'PX', 60_000);
+      assert.equal(await small.nonces.seen('bank\u0000old-nonce', now), true);
+      assert.equal(await small.nonces.consumeOnce('bank\u0000old-nonce', later, now), false, 'used before the upgrade: a replay');
+      assert.equal(await small.challenges.take('bank\u0000old-challenge', now), true);
+      assert.equal(await small.challenges.take('bank\u0000old-challenge', now), false);
+    } finally {
+      admin.disconnect();
+      await small.stop();
+    }
+  });
+
   it('the credential gate uses Redis when configured and reports it', async () => {
     const gate = new CredentialGate({
       policies: [policy()],
@@ -123,9 +164,9 @@ describe('credential one-time state in Redis, shared by replicas', () => {
 describe('redis config', () => {
   it('from the section or PAVILION_REDIS_URL / PAVILION_REDIS_PASSWORD; a bad URL or an unknown key is refused', () => {
     const fromEnv = parseConfig({}, process.cwd(), { PAVILION_REDIS_URL: 'rediss://cache.example:6380', PAVILION_REDIS_PASSWORD: 's3cret' }).redis;
-    assert.deepEqual(fromEnv, { url: 'rediss://cache.example:6380', password: 's3cret', keyPrefix: 'pavilion', connectTimeoutMs: 2000, commandTimeoutMs: 500 });
+    assert.deepEqual(fromEnv, { url: 'rediss://cache.example:6380', password: 's3cret', keyPrefix: 'pavilion', connectTimeoutMs: 2000, commandTimeoutMs: 500, maxEntriesPerTenant: 100_000 });
     assert.equal(parseConfig({}).redis, undefined, 'absent: in memory');
-    for (const bad of [{ url: 'http://x' }, { url: 'redis://x', keyPrefix: 'has space' }, { url: 'redis://x', extra: 1 }]) {
+    for (const bad of [{ url: 'http://x' }, { url: 'redis://x', keyPrefix: 'has space' }, { url: 'redis://x', extra: 1 }, { url: 'redis://x', maxEntriesPerTenant: 0 }]) {
       assert.throws(() => parseConfig({ redis: bad }), (error: unknown) => isPavilionError(error, ErrorCodes.CONFIG_INVALID));
     }
   });

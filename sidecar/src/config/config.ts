@@ -76,6 +76,8 @@ export interface RedisConfig {
   readonly connectTimeoutMs: number;
   /** A command not answered within this is an error (the presentation is refused). */
   readonly commandTimeoutMs: number;
+  /** Live one-time nonces (and, apart, minted challenges) each tenant may hold in Redis (default 100,000). */
+  readonly maxEntriesPerTenant: number;
 }
 
 /** NATS JetStream bundle distribution (sidecar/src/distribution). */
@@ -857,7 +859,7 @@ const REDIS_URL = /^(redis|rediss):\/\/[^\s]+$|^unix:\/\/\/[^\s]+$/;
 
 function parseRedis(raw: unknown): RedisConfig {
   const root = objectAt(raw, '$.redis');
-  refuseUnknown(root, ['url', 'password', 'keyPrefix', 'connectTimeoutMs', 'commandTimeoutMs'], '$.redis');
+  refuseUnknown(root, ['url', 'password', 'keyPrefix', 'connectTimeoutMs', 'commandTimeoutMs', 'maxEntriesPerTenant'], '$.redis');
   const url = str(root, 'url', '$.redis', '');
   if (!REDIS_URL.test(url)) fail('$.redis.url', 'must be a redis://, rediss:// or unix:/// URL');
   const keyPrefix = str(root, 'keyPrefix', '$.redis', 'pavilion');
@@ -868,6 +870,7 @@ function parseRedis(raw: unknown): RedisConfig {
     keyPrefix,
     connectTimeoutMs: int(root, 'connectTimeoutMs', '$.redis', 2000, 10, 60_000),
     commandTimeoutMs: int(root, 'commandTimeoutMs', '$.redis', 500, 1, 60_000),
+    maxEntriesPerTenant: int(root, 'maxEntriesPerTenant', '$.redis', 100_000, 1, 100_000_000),
   };
 }
 
