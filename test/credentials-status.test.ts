@@ -25,6 +25,22 @@ function entry(index: number, purpose: 'revocation' | 'suspension' = 'revocation
   return { id: `${url}#${index}`, type: 'BitstringStatusListEntry', statusPurpose: purpose, statusListIndex: String(index), statusListCredential: url };
 }
 
+/** `body` with a temporary directory holding the sample context (`contexts` pins it), removed after it; `at` resolves a file there. */
+async function inContextDir(body: (dir: { readonly contexts: unknown[]; readonly read: (path: string) => Uint8Array; readonly at: (path: string) => string }) => Promise<void>): Promise<void> {
+  const { mkdtemp, rm, writeFile } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const { sampleContext } = await import('../sidecar/src/credentials/samples.ts');
+  const dir = await mkdtemp(join(tmpdir(), 'pavilion-status-'));
+  try {
+    await writeFile(join(dir, 'ctx.jsonld'), sampleContext().bytes);
+    const at = (path: string): string => join(dir, path);
+    await body({ contexts: [{ url: sampleContext().url, sha256Hex: sampleContext().sha256Hex, path: 'ctx.jsonld' }], read: (path) => new Uint8Array(readFileSync(at(path))), at });
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
 describe('Bitstring Status List', () => {
   it('encodes index 0 as the left-most bit of the first byte (spec section 3.2)', () => {
     const encoded = encodeStatusList(MIN_STATUS_LIST_BITS, [0, 9]);
@@ -270,23 +286,18 @@ describe('BLS12-381 accumulator', () => {
 
 describe('status lists refreshed from their configured files', () => {
   it('picks up a revocation written to the file once the TTL has passed', async () => {
-    const { mkdtemp, rm, writeFile, readFile } = await import('node:fs/promises');
-    const { tmpdir } = await import('node:os');
-    const { join } = await import('node:path');
+    const { writeFile, readFile } = await import('node:fs/promises');
     const { CredentialGate, parseCredentialPolicy } = await import('../sidecar/src/credentials/index.ts');
-    const { sampleContext } = await import('../sidecar/src/credentials/samples.ts');
     const { issuer } = await keys();
-    const dir = await mkdtemp(join(tmpdir(), 'pavilion-status-'));
-    try {
-      const listPath = join(dir, 'list.json');
+    await inContextDir(async ({ contexts, read, at }) => {
+      const listPath = at('list.json');
       await writeFile(listPath, JSON.stringify(await statusList(issuer, LIST_URL, 'revocation', [])));
-      await writeFile(join(dir, 'ctx.jsonld'), sampleContext().bytes);
       const policy = parseCredentialPolicy('bank', {
         ...trusting(issuer.did),
-        contexts: [{ url: sampleContext().url, sha256Hex: sampleContext().sha256Hex, path: 'ctx.jsonld' }],
+        contexts,
         statusLists: { ttlMs: 1_000, maxAgeMs: 60_000 },
         statusListFiles: [{ url: LIST_URL, path: 'list.json' }],
-      }, (path) => new Uint8Array(readFileSync(join(dir, path))), (path) => join(dir, path));
+      }, read, at);
       let now = NOW_MS;
       const gate = new CredentialGate({ policies: [policy], refreshIntervalMs: 3_600_000, maxCredentialsPerRequest: 4, proofWorkers: 0, proofJobTimeoutMs: 1_000, clock: () => now });
       await gate.start();
@@ -303,30 +314,21 @@ describe('status lists refreshed from their configured files', () => {
       } finally {
         await gate.stop();
       }
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+    });
   });
 });
 
 describe("a tenant's status list file refused at start", () => {
   it("is that tenant's alone: the gate starts, credentials that need the list are refused (WARN names it), the others are served, and the renewed file is admitted by the next refresh", async () => {
-    const { mkdtemp, rm, writeFile } = await import('node:fs/promises');
-    const { tmpdir } = await import('node:os');
-    const { join } = await import('node:path');
+    const { writeFile } = await import('node:fs/promises');
     const { CredentialGate, parseCredentialPolicy } = await import('../sidecar/src/credentials/index.ts');
-    const { sampleContext } = await import('../sidecar/src/credentials/samples.ts');
     const { issuer } = await keys();
-    const dir = await mkdtemp(join(tmpdir(), 'pavilion-status-'));
-    try {
-      const listPath = join(dir, 'list.json');
+    await inContextDir(async ({ contexts, read, at }) => {
+      const listPath = at('list.json');
       // expired an hour before the gate starts: refused when admitted
       await writeFile(listPath, JSON.stringify(await statusList(issuer, LIST_URL, 'revocation', [], { validUntil: '2026-06-01T11:00:00Z' })));
-      await writeFile(join(dir, 'ctx.jsonld'), sampleContext().bytes);
-      const read = (path: string): Uint8Array => new Uint8Array(readFileSync(join(dir, path)));
-      const contexts = [{ url: sampleContext().url, sha256Hex: sampleContext().sha256Hex, path: 'ctx.jsonld' }];
-      const bank = parseCredentialPolicy('bank', { ...trusting(issuer.did), contexts, statusListFiles: [{ url: LIST_URL, path: 'list.json' }] }, read, (path) => join(dir, path));
-      const hospital = parseCredentialPolicy('hospital', { ...trusting(issuer.did), contexts }, read, (path) => join(dir, path));
+      const bank = parseCredentialPolicy('bank', { ...trusting(issuer.did), contexts, statusListFiles: [{ url: LIST_URL, path: 'list.json' }] }, read, at);
+      const hospital = parseCredentialPolicy('hospital', { ...trusting(issuer.did), contexts }, read, at);
       const gate = new CredentialGate({ policies: [bank, hospital], refreshIntervalMs: 50, maxCredentialsPerRequest: 4, proofWorkers: 0, proofJobTimeoutMs: 1_000, clock: () => NOW_MS });
       await gate.start(); // not refused as a whole
       try {
@@ -348,9 +350,7 @@ describe("a tenant's status list file refused at start", () => {
       } finally {
         await gate.stop();
       }
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+    });
   });
 });
 
