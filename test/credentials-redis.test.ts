@@ -99,44 +99,78 @@ describe('credential one-time state in Redis, shared by replicas', () => {
     await replicaA.verifyPresentation('bank', vp, { challenge, domain: DOMAIN });
   });
 
-  it("bounds each tenant's live entries: a tenant's full nonces refuse its new presentations (nothing evicted to replay), its full challenges lose its own oldest; another tenant is untouched", async () => {
+  it("bounds each tenant's live entries: a tenant's full nonces refuse its new presentations (nothing evicted to replay), its full challenges lose its own oldest; another tenant is untouched; replicas of earlier versions share the keys", async () => {
     const { Redis } = await import('ioredis');
+    const { sha256Hex } = await import('../sidecar/src/lib/sha256.ts');
     const small = new RedisSharedState(parseConfig({ redis: { url: redis.url, keyPrefix: 'bounded', maxEntriesPerTenant: 3, commandTimeoutMs: 300, connectTimeoutMs: 500 } }).redis!);
     await small.start();
     const admin = new Redis(redis.url);
     try {
-      const now = 1_000_000;
+      const now = Date.now();
       const later = now + 60_000;
       // nonces: three live ones fill bank's share; a fourth is refused, a replay is still a replay
       for (let i = 0; i < 3; i++) assert.equal(await small.nonces.consumeOnce(`bank\u0000n-${i}`, later, now), true);
-      await assert.rejects(small.nonces.consumeOnce('bank\u0000n-3', later, now), (e: unknown) => isPavilionError(e, ErrorCodes.CREDENTIAL_STATE_UNAVAILABLE) && /tenant bank \(Redis\) is full \(3 live entries\)/.test(e.message));
+      await assert.rejects(small.nonces.consumeOnce('bank\u0000n-3', later, now), (e: unknown) => isPavilionError(e, ErrorCodes.CREDENTIAL_STATE_UNAVAILABLE) && /one-time nonces of tenant bank in Redis are at their bound \(3 live\)/.test(e.message));
       assert.equal(await small.nonces.consumeOnce('bank\u0000n-0', later, now), false, 'still recorded: replayed');
       assert.equal(await small.nonces.seen('bank\u0000n-1', now), true);
-      assert.equal(await small.nonces.consumeOnce('hospital\u0000n-0', later, now), true, 'another tenant has its own share');
-      // once they expire there is room again, and an expired one is not seen
-      assert.equal(await small.nonces.seen('bank\u0000n-1', later), false);
+      assert.equal(await small.nonces.consumeOnce('hospital\u0000n-0', later, now), true, 'another tenant has its own bound');
+      assert.equal(await admin.zcard('bounded:nonces:bank'), 3);
+      assert.ok((await admin.pttl('bounded:nonces:bank')) > 0, 'the counting set expires with its entries');
+      // once their time has passed they no longer count
       assert.equal(await small.nonces.consumeOnce('bank\u0000n-3', later + 60_000, later), true);
-      assert.equal(await admin.zcard('bounded:nonces:bank'), 1, 'the expired entries left the set');
-      assert.ok((await admin.pttl('bounded:nonces:bank')) > 0, 'the set expires with its entries');
-      // challenges: a fourth minted drops bank's own oldest; the others are taken once
+      assert.equal(await admin.zcard('bounded:nonces:bank'), 1, 'the expired entries left the count');
+      // challenges: a fourth minted drops bank's own oldest, key and all; the others are taken once
       for (let i = 0; i < 4; i++) await small.challenges.remember(`bank\u0000c-${i}`, later + i, now);
       await small.challenges.remember('hospital\u0000c-0', later, now);
       assert.deepEqual(await Promise.all([0, 1, 2, 3].map((i) => small.challenges.take(`bank\u0000c-${i}`, now))), [false, true, true, true]);
       assert.equal(await small.challenges.take('bank\u0000c-1', now), false, 'taken once');
       assert.equal(await small.challenges.take('hospital\u0000c-0', now), true);
-      await small.challenges.remember('bank\u0000c-9', later, now);
-      assert.equal(await small.challenges.take('bank\u0000c-9', later), false, 'an expired challenge is not taken');
-      // entries as earlier versions wrote them (a key each, with its own expiry) are honoured until they expire
-      const { sha256Hex } = await import('../sidecar/src/lib/sha256.ts');
+      assert.equal(await admin.zcard('bounded:challenges:bank'), 0, 'taken ones leave the count');
+      // one that would be the first to go (it expires before the others) when the bound is reached is refused, not kept unusable
+      for (let i = 4; i < 7; i++) await small.challenges.remember(`bank\u0000c-${i}`, later, now);
+      await assert.rejects(small.challenges.remember('bank\u0000c-early', now + 1_000, now), (e: unknown) => isPavilionError(e, ErrorCodes.CREDENTIAL_STATE_UNAVAILABLE));
+      // Redis's own expiry ends an entry
+      await small.challenges.remember('hospital\u0000c-short', Date.now() + 50, Date.now());
+      await new Promise((r) => setTimeout(r, 150));
+      assert.equal(await small.challenges.take('hospital\u0000c-short', Date.now()), false, 'an expired challenge is not taken');
+      // the keys are the ones earlier versions write and read: each sees the other's
       await admin.set(`bounded:nonce:${sha256Hex('bank\u0000old-nonce')}`, '1', 'PX', 60_000);
-      await admin.set(`bounded:challenge:${sha256Hex('bank\u0000old-challenge')}`, '1', 'PX', 60_000);
-      assert.equal(await small.nonces.seen('bank\u0000old-nonce', now), true);
-      assert.equal(await small.nonces.consumeOnce('bank\u0000old-nonce', later, now), false, 'used before the upgrade: a replay');
-      assert.equal(await small.challenges.take('bank\u0000old-challenge', now), true);
-      assert.equal(await small.challenges.take('bank\u0000old-challenge', now), false);
+      assert.equal(await small.nonces.consumeOnce('bank\u0000old-nonce', later, now), false, 'used by an earlier replica: a replay');
+      assert.equal(await admin.exists(`bounded:nonce:${sha256Hex('hospital\u0000n-0')}`), 1, 'used here: seen by an earlier replica');
+      await admin.set(`bounded:challenge:${sha256Hex('hospital\u0000old-challenge')}`, '1', 'PX', 60_000);
+      assert.equal(await small.challenges.take('hospital\u0000old-challenge', now), true);
+      assert.equal(await small.challenges.take('hospital\u0000old-challenge', now), false);
     } finally {
       admin.disconnect();
       await small.stop();
+    }
+  });
+
+  it('says WARN when Redis may evict (a maxmemory-policy other than noeviction): an evicted nonce could be replayed', async () => {
+    const { Redis } = await import('ioredis');
+    const admin = new Redis(redis.url);
+    const state = new RedisSharedState(redisConfig(redis.url));
+    try {
+      await until('noeviction reported', async () => {
+        if (state.status().details?.['connection'] !== 'ready') await state.start();
+        return state.status().details?.['maxmemory_policy'] === 'noeviction';
+      }, 5000);
+      assert.equal(state.status().state, 'OK');
+      await state.stop();
+      await admin.config('SET', 'maxmemory-policy', 'allkeys-lru');
+      const evicting = new RedisSharedState(redisConfig(redis.url));
+      await evicting.start();
+      try {
+        await until('the policy reported', () => evicting.status().details?.['maxmemory_policy'] === 'allkeys-lru', 5000);
+        assert.equal(evicting.status().state, 'WARN');
+        assert.match(evicting.status().message ?? '', /maxmemory-policy is allkeys-lru: .*replayed; set noeviction/);
+      } finally {
+        await evicting.stop();
+      }
+    } finally {
+      await admin.config('SET', 'maxmemory-policy', 'noeviction');
+      admin.disconnect();
+      await state.stop();
     }
   });
 

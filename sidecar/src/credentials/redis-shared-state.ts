@@ -1,19 +1,22 @@
 /**
- * Credential state the replicas of a deployment share, in Redis (ioredis): one-time nonces (the
- * first replica to record a challenge wins, every later use anywhere is a replay) and minted
- * challenges (recorded when minted, removed when taken: exactly one replica can take one).
+ * Credential state the replicas of a deployment share, in Redis (ioredis): one-time nonces
+ * (`SET key 1 PX ttl NX`: the first replica to see a challenge wins, every later use anywhere is
+ * a replay) and minted challenges (`SET PX` when minted, `DEL` when taken: exactly one replica
+ * can take one). Keys are `<prefix>:nonce:<sha256>` and `<prefix>:challenge:<sha256>` of the
+ * tenant-scoped key, so their size does not depend on what a holder sends; Redis's own expiry
+ * ends them.
  *
- * Per tenant, as the in-memory stores: each tenant's entries are one sorted set (member: the
- * SHA-256 of the tenant-scoped key, so its size does not depend on what a holder sends; score:
- * when it expires), `<prefix>:nonces:<tenant>` and `<prefix>:challenges:<tenant>`, each holding
- * at most `maxEntriesPerTenant` live entries. Every change is one Lua script, atomic in Redis:
- * expired entries leave first; a tenant whose nonces are full is refused
- * (ERR_CREDENTIAL_STATE_UNAVAILABLE: evicting one would let its presentation be replayed); a
- * tenant whose minted challenges are full loses its own oldest. So one tenant's callers cannot
- * fill the Redis every tenant (and every replica) shares, nor, under an eviction policy, have
- * another tenant's nonces evicted and replayed. Entries written by earlier versions
- * (`<prefix>:nonce:<sha256>`, `<prefix>:challenge:<sha256>`, each with its own expiry) are still
- * honoured until they expire.
+ * Bounded per tenant, as the in-memory stores are: beside its keys each tenant has a sorted set
+ * per kind (`<prefix>:nonces:<tenant>`, `<prefix>:challenges:<tenant>`; member: the key's hash,
+ * score: when it expires) that counts its live entries, changed in the same Lua script as the
+ * key (atomic in Redis). A tenant whose nonces reach `maxEntriesPerTenant` is refused
+ * (ERR_CREDENTIAL_STATE_UNAVAILABLE: evicting one would let its presentation be replayed); one
+ * whose minted challenges reach it loses its own oldest. So one tenant's callers cannot fill the
+ * Redis that every tenant and replica shares. The keys are those earlier versions wrote, so
+ * replicas of both versions see each other's entries (theirs are not counted).
+ *
+ * An eviction policy other than `noeviction` lets Redis drop a nonce under memory pressure, and
+ * its presentation could then be replayed: health says WARN when Redis reports one.
  *
  * Fail closed: commands are not queued while Redis is away and time out after
  * `commandTimeoutMs`; a store that cannot answer throws ERR_CREDENTIAL_STATE_UNAVAILABLE and the
@@ -31,49 +34,40 @@ function unavailable(error: unknown): PavilionError {
   return new PavilionError(ErrorCodes.CREDENTIAL_STATE_UNAVAILABLE, `the shared credential state (Redis) did not answer: ${describeThrown(error)}; the presentation is refused`, { cause: error });
 }
 
-// KEYS[1] the tenant's set, KEYS[2] the entry's key as earlier versions wrote it; ARGV: member,
-// expires at (ms), now (ms), the tenant's bound. The set lives as long as its latest entry.
-const KEEP_ALIVE = `
-local function keepAlive(set, expires, now)
-  local ttl = math.ceil(expires - now)
-  if ttl > 0 and redis.call('PTTL', set) < ttl then redis.call('PEXPIRE', set, ttl) end
+// KEYS[1] the tenant's counting set, KEYS[2] the entry's key; ARGV: member (the key's hash),
+// lifetime (ms), now (ms), the tenant's bound, expires at (ms). The set lives as long as its
+// latest entry; its expired members leave first.
+const PRELUDE = `
+local set, key, member = KEYS[1], KEYS[2], ARGV[1]
+local ttl, now, max, expires = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+redis.call('ZREMRANGEBYSCORE', set, '-inf', now)
+local function keepAlive()
+  if redis.call('PTTL', set) < ttl then redis.call('PEXPIRE', set, ttl) end
 end
 `;
 const SCRIPTS = {
-  /** 1: recorded; 0: recorded already (a replay); -1: the tenant's set is full (refused). */
-  pavilionConsumeNonce: `${KEEP_ALIVE}
-local set, member = KEYS[1], ARGV[1]
-local expires, now, max = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-redis.call('ZREMRANGEBYSCORE', set, '-inf', now)
-if redis.call('ZSCORE', set, member) or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+  /** 1: recorded; 0: recorded already (a replay); -1: the tenant's bound is reached (refused). */
+  pavilionConsumeNonce: `${PRELUDE}
+if redis.call('EXISTS', key) == 1 then return 0 end
 if redis.call('ZCARD', set) >= max then return -1 end
+redis.call('SET', key, '1', 'PX', ttl)
 redis.call('ZADD', set, expires, member)
-keepAlive(set, expires, now)
+keepAlive()
 return 1`,
-  /** 1: recorded and unexpired. */
-  pavilionSeenNonce: `
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if score and tonumber(score) > tonumber(ARGV[2]) then return 1 end
-return redis.call('EXISTS', KEYS[2])`,
-  /** Records a minted challenge; past the bound the tenant's own earliest to expire goes. */
-  pavilionRememberChallenge: `${KEEP_ALIVE}
-local set, member = KEYS[1], ARGV[1]
-local expires, now, max = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-redis.call('ZREMRANGEBYSCORE', set, '-inf', now)
+  /**
+   * Records a minted challenge; past the bound the tenant's own earliest to expire go, their
+   * keys with them (ARGV[6]: the prefix of a challenge key). 0 when the new one went too.
+   */
+  pavilionRememberChallenge: `${PRELUDE}
+redis.call('SET', key, '1', 'PX', ttl)
 redis.call('ZADD', set, expires, member)
 local size = redis.call('ZCARD', set)
-if size > max then redis.call('ZPOPMIN', set, size - max) end
-keepAlive(set, expires, now)
-return 1`,
-  /** 1 once for a recorded, unexpired challenge (removed as it is taken); 0 otherwise. */
-  pavilionTakeChallenge: `
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if score then
-  redis.call('ZREM', KEYS[1], ARGV[1])
-  if tonumber(score) > tonumber(ARGV[2]) then return 1 end
-  return 0
+if size > max then
+  local popped = redis.call('ZPOPMIN', set, size - max)
+  for i = 1, #popped, 2 do redis.call('DEL', ARGV[6] .. popped[i]) end
 end
-return redis.call('DEL', KEYS[2])`,
+keepAlive()
+return redis.call('EXISTS', key)`,
 } as const;
 
 type ScriptName = keyof typeof SCRIPTS;
@@ -85,6 +79,8 @@ export class RedisSharedState implements Component {
   readonly #config: RedisConfig;
   readonly #redis: Redis;
   #lastError: string | undefined;
+  /** Redis's maxmemory-policy, as it reported it at connect (undefined: not asked, or it would not say). */
+  #evictionPolicy: string | undefined;
 
   constructor(config: RedisConfig) {
     this.#config = config;
@@ -100,39 +96,63 @@ export class RedisSharedState implements Component {
     this.#redis.on('error', (error: Error) => {
       this.#lastError = describeThrown(error);
     });
+    this.#redis.on('ready', () => void this.#readEvictionPolicy());
     for (const [name, lua] of Object.entries(SCRIPTS)) this.#redis.defineCommand(name, { numberOfKeys: 2, lua });
     const { keyPrefix: prefix, maxEntriesPerTenant: max } = config;
-    const redis = this.#redis as unknown as Record<ScriptName, (...args: Array<string | number>) => Promise<number>>;
-    /** The script on the tenant's set of `kind` and the entry's earlier key, with its member. */
-    const run = async (script: ScriptName, kind: 'nonce' | 'challenge', key: string, ...args: number[]): Promise<number> => {
-      const member = sha256Hex(key);
+    const redis = this.#redis;
+    const scripts = this.#redis as unknown as Record<ScriptName, (...args: Array<string | number>) => Promise<number>>;
+    const keyOf = (kind: 'nonce' | 'challenge', key: string): string => `${prefix}:${kind}:${sha256Hex(key)}`;
+    /** The script on the tenant's counting set of `kind` and the entry's key. */
+    const run = async (script: ScriptName, kind: 'nonce' | 'challenge', key: string, expiresAtMs: number, nowMs: number, ...more: string[]): Promise<number> => {
+      const ttl = Math.max(1, Math.ceil(expiresAtMs - nowMs));
       try {
-        return await redis[script](`${prefix}:${kind}s:${tenantOfKey(key)}`, `${prefix}:${kind}:${member}`, member, ...args);
+        return await scripts[script](`${prefix}:${kind}s:${tenantOfKey(key)}`, keyOf(kind, key), sha256Hex(key), ttl, Math.floor(nowMs), max, Math.floor(nowMs) + ttl, ...more);
       } catch (error) {
         throw unavailable(error);
       }
     };
-    const ms = (value: number): number => Math.ceil(value);
+    const full = (key: string, what: string): PavilionError =>
+      new PavilionError(ErrorCodes.CREDENTIAL_STATE_UNAVAILABLE, `the ${what} of tenant ${tenantOfKey(key)} in Redis are at their bound (${max} live); the presentation is refused`);
     this.nonces = {
       async consumeOnce(key, expiresAtMs, nowMs) {
-        const outcome = await run('pavilionConsumeNonce', 'nonce', key, ms(expiresAtMs), ms(nowMs), max);
-        if (outcome === -1) {
-          throw new PavilionError(ErrorCodes.CREDENTIAL_STATE_UNAVAILABLE, `the one-time challenge store of tenant ${tenantOfKey(key)} (Redis) is full (${max} live entries); the presentation is refused`);
-        }
+        const outcome = await run('pavilionConsumeNonce', 'nonce', key, expiresAtMs, nowMs);
+        if (outcome === -1) throw full(key, 'one-time nonces');
         return outcome === 1;
       },
-      async seen(key, nowMs) {
-        return (await run('pavilionSeenNonce', 'nonce', key, ms(nowMs))) === 1;
+      async seen(key) {
+        try {
+          return (await redis.exists(keyOf('nonce', key))) === 1;
+        } catch (error) {
+          throw unavailable(error);
+        }
       },
     };
     this.challenges = {
       async remember(key, expiresAtMs, nowMs) {
-        await run('pavilionRememberChallenge', 'challenge', key, ms(expiresAtMs), ms(nowMs), max);
+        if ((await run('pavilionRememberChallenge', 'challenge', key, expiresAtMs, nowMs, `${prefix}:challenge:`)) !== 1) throw full(key, 'minted challenges');
       },
-      async take(key, nowMs) {
-        return (await run('pavilionTakeChallenge', 'challenge', key, ms(nowMs))) === 1;
+      async take(key) {
+        try {
+          const taken = (await redis.del(keyOf('challenge', key))) === 1;
+          // its count ends with it (best effort: an entry left there expires with its score)
+          await redis.zrem(`${prefix}:challenges:${tenantOfKey(key)}`, sha256Hex(key)).catch(() => undefined);
+          return taken;
+        } catch (error) {
+          throw unavailable(error);
+        }
       },
     };
+  }
+
+  /** Ask Redis for its eviction policy (CONFIG may be refused, as managed services do: then unknown). */
+  async #readEvictionPolicy(): Promise<void> {
+    try {
+      const answer = (await this.#redis.config('GET', 'maxmemory-policy')) as unknown;
+      const policy = Array.isArray(answer) ? answer[1] : undefined;
+      this.#evictionPolicy = typeof policy === 'string' ? policy : undefined;
+    } catch {
+      this.#evictionPolicy = undefined;
+    }
   }
 
   /** Connect; a Redis that is not there yet is retried in the background (health WARN), not fatal. */
@@ -154,7 +174,14 @@ export class RedisSharedState implements Component {
   }
 
   status(): ComponentStatus {
-    const details = { url: redact(this.#config.url), connection: this.#redis.status };
+    const details = { url: redact(this.#config.url), connection: this.#redis.status, maxmemory_policy: this.#evictionPolicy ?? 'unknown' };
+    if (this.#redis.status === 'ready' && this.#evictionPolicy !== undefined && this.#evictionPolicy !== 'noeviction') {
+      return {
+        state: 'WARN',
+        message: `Redis's maxmemory-policy is ${this.#evictionPolicy}: under memory pressure it may evict a one-time nonce, whose presentation could then be replayed; set noeviction`,
+        details,
+      };
+    }
     if (this.#redis.status === 'ready') return { state: 'OK', details };
     return {
       state: 'WARN',
