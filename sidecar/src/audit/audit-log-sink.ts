@@ -210,14 +210,25 @@ export interface AuditLogSinkOptions {
 
 const RANK: Record<ComponentState, number> = { OK: 0, NOT_READY: 1, WARN: 2, ERROR: 3 };
 
+/** A tenant whose log could not be opened (#refuseAtStart): what its requests get, and when it is tried again. */
+interface Refusal {
+  readonly error: PavilionError;
+  /** performance.now() from which the next event tries again (Infinity: damage, until a restart). */
+  readonly retryAtMs: number;
+  readonly waitMs: number;
+}
+/** The first wait before a log that failed to open for a passing fault is tried again, and the longest. */
+const REFUSAL_RETRY_MIN_MS = 1_000;
+const REFUSAL_RETRY_MAX_MS = 60_000;
+
 export class AuditLogSink implements DecisionSink {
   readonly name = 'decision_log';
   readonly durable = true;
   readonly #options: AuditLogSinkOptions;
   readonly #logs = new Map<string, Promise<AuditLog>>();
   readonly #opened = new Map<string, AuditLog>();
-  /** Tenants whose log failed to open at start, and the refusal their requests get (#refuseAtStart). */
-  readonly #refusedAtStart = new Map<string, PavilionError>();
+  /** Tenants whose log failed to open at start, the refusal their requests get, and when it is tried again (#refuseAtStart). */
+  readonly #refusedAtStart = new Map<string, Refusal>();
   #signer: CheckpointSigner | undefined;
   #anchor: Anchor | undefined;
   #earlierKeys: Keyring | undefined;
@@ -313,8 +324,8 @@ export class AuditLogSink implements DecisionSink {
         }
       }
       // A log that cannot be opened (damage that is not a torn write, a lock another process
-      // holds, an unreadable file) is its tenant's alone: that tenant is refused until a
-      // restart, the others are served (#refuseAtStart).
+      // holds, an unreadable file) is its tenant's alone: that tenant is refused, the others
+      // are served (#refuseAtStart).
       for (const name of names) {
         try {
           await this.#log(name);
@@ -346,28 +357,47 @@ export class AuditLogSink implements DecisionSink {
 
   /**
    * A tenant whose log failed to open at start: its events, proofs and checkpoints are refused
-   * with the failure's own code (ERR_AUDIT_LOG_CORRUPT, ERR_AUDIT_LOG_LOCKED, ...) until a
-   * restart, and nothing of its files is touched (no retention, no rotation). Not tried again
-   * per event: each try would be a pass over the whole file, and damage does not mend itself.
+   * with the failure's own code, and its archive is left alone (no retention, no rotation); the
+   * log file is not cut. Damage (ERR_AUDIT_LOG_CORRUPT) does not mend itself, so that refusal
+   * lasts until a restart (each try would be a pass over the whole file). Anything else (a lock
+   * another process still holds while it stops, a file error, a signer that did not answer) is
+   * tried again by the tenant's next event once REFUSAL_RETRY_MIN_MS has passed, the wait
+   * doubling up to REFUSAL_RETRY_MAX_MS while it keeps failing.
    */
-  #refuseAtStart(tenant: string, error: unknown): void {
+  #refuseAtStart(tenant: string, error: unknown, previousWaitMs = 0): PavilionError {
     const cause = isPavilionError(error) ? error : new PavilionError(ErrorCodes.AUDIT_LOG_IO, describeThrown(error), { cause: error });
-    this.#refusedAtStart.set(tenant, new PavilionError(
+    const permanent = cause.code === ErrorCodes.AUDIT_LOG_CORRUPT;
+    const waitMs = permanent ? Infinity : Math.min(REFUSAL_RETRY_MAX_MS, Math.max(REFUSAL_RETRY_MIN_MS, previousWaitMs * 2));
+    const refusal = new PavilionError(
       cause.code,
-      `the audit log of tenant ${tenant} was refused at start, so its decisions are refused until it is repaired and the sidecar restarted: ${cause.message}`,
+      permanent
+        ? `the audit log of tenant ${tenant} was refused at start, so its decisions are refused until it is repaired and the sidecar restarted: ${cause.message}`
+        : `the audit log of tenant ${tenant} could not be opened, so its decisions are refused; it is tried again by its next decision after ${waitMs} ms: ${cause.message}`,
       { details: { ...cause.details, tenant }, cause },
-    ));
+    );
+    this.#refusedAtStart.set(tenant, { error: refusal, retryAtMs: performance.now() + waitMs, waitMs });
+    return refusal;
   }
 
   /** Tenants whose log failed to open at start, with why (see #refuseAtStart). */
   refusedTenants(): ReadonlyMap<string, PavilionError> {
-    return this.#refusedAtStart;
+    return new Map([...this.#refusedAtStart].map(([tenant, { error }]) => [tenant, error]));
   }
 
   /** The tenant's live log: open, being opened, or (while it rotates) the next epoch's to be. */
   #log(tenant: string): Promise<AuditLog> {
     const refused = this.#refusedAtStart.get(tenant);
-    if (refused !== undefined) return Promise.reject(refused);
+    if (refused !== undefined) {
+      if (performance.now() < refused.retryAtMs || this.#signer === undefined || this.#stopped) return Promise.reject(refused.error);
+      // a passing fault's refusal, due for another try: this event waits for it, as do those meanwhile
+      this.#refusedAtStart.delete(tenant);
+      return this.#track(tenant, this.#open(tenant).then((log) => {
+        this.#pruneInBackground(tenant); // as a start does
+        return log;
+      }, (error: unknown) => {
+        throw this.#refuseAtStart(tenant, error, refused.waitMs);
+      }));
+    }
     const existing = this.#logs.get(tenant);
     if (existing !== undefined) return existing;
     if (this.#signer === undefined || this.#stopped) return Promise.reject(new PavilionError(ErrorCodes.AUDIT_LOG_CLOSED, 'the audit log sink is not running'));
@@ -886,7 +916,7 @@ export class AuditLogSink implements DecisionSink {
   /** The tenant's open log, if any; throws the refusal of a tenant whose log failed to open at start. */
   #openedOrRefused(tenant: string): AuditLog | undefined {
     const refused = this.#refusedAtStart.get(tenant);
-    if (refused !== undefined) throw refused;
+    if (refused !== undefined) throw refused.error;
     return this.#opened.get(tenant);
   }
 
@@ -896,15 +926,21 @@ export class AuditLogSink implements DecisionSink {
     const tenants: Record<string, ComponentStatus> = {};
     let state: ComponentState = 'OK';
     let message: string | undefined;
-    const statuses: Array<[string, ComponentStatus]> = [
-      ...[...this.#refusedAtStart].map(([tenant, refused]): [string, ComponentStatus] => [tenant, { state: 'ERROR', message: refused.message, details: { code: refused.code } }]),
-      ...[...this.#opened].map(([tenant, log]): [string, ComponentStatus] => [tenant, this.#withEpochs(tenant, log.status())]),
-    ];
-    for (const [tenant, s] of statuses) {
+    for (const [tenant, log] of this.#opened) {
+      const s = this.#withEpochs(tenant, log.status());
       tenants[tenant] = s;
       if (RANK[s.state] > RANK[state]) {
         state = s.state;
         message = `${tenant}: ${s.message ?? s.state}`;
+      }
+    }
+    // A tenant refused at start is ERROR in its own entry; the component is WARN for it (not
+    // ERROR, which fails /health/ready and takes the pod's traffic from every tenant).
+    for (const [tenant, { error }] of this.#refusedAtStart) {
+      tenants[tenant] = { state: 'ERROR', message: error.message, details: { code: error.code } };
+      if (RANK[state] < RANK.WARN) {
+        state = 'WARN';
+        message = `${tenant}: ${error.message}`;
       }
     }
     const anchor = this.#anchor?.status?.();
