@@ -321,7 +321,10 @@ export class DecisionForwarder implements Component, StreamProgress {
     while (!this.#stopping) {
       try {
         // Cursors first, so the backlog is right while NATS is away too.
-        for (const [tenant, log] of this.#options.logs()) {
+        const logs = this.#options.logs();
+        // a tenant whose log is gone (sealed and not reopened, or the sink stopping) is not stuck
+        for (const tenant of this.#loadErrors.keys()) if (!logs.has(tenant)) this.#loadErrors.delete(tenant);
+        for (const [tenant, log] of logs) {
           const state = this.#tenants.get(tenant);
           try {
             if (state === undefined) await this.#load(tenant, log);

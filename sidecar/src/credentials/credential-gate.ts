@@ -262,12 +262,11 @@ export class CredentialGate implements Component {
   status(): ComponentStatus {
     if (this.#idle) return { state: 'OK', message: 'no tenant has a credential policy', details: { tenants: [], proofWorkers: 0 } };
     if (this.#verifier === undefined) return { state: this.#startError === undefined ? 'NOT_READY' : 'ERROR', message: this.#startError ?? 'not started' };
-    if (this.#unfetched.size > 0) {
-      return { state: 'WARN', message: `${this.#unfetched.size} status lists could not be fetched yet; credentials that need them are refused (${this.#lastFetchError() ?? ''})` };
-    }
-    if (this.#accumulatorErrors.size > 0) {
-      return { state: 'WARN', message: `${this.#accumulatorErrors.size} accumulator states were refused at start; credentials that need them are refused (${[...this.#accumulatorErrors.values()].join('; ')})` };
-    }
+    const missing = [
+      ...(this.#unfetched.size > 0 ? [`${this.#unfetched.size} status lists could not be fetched yet; credentials that need them are refused (${this.#lastFetchError() ?? ''})`] : []),
+      ...(this.#accumulatorErrors.size > 0 ? [`${this.#accumulatorErrors.size} accumulator states were refused at start; credentials that need them are refused (${[...this.#accumulatorErrors.values()].join('; ')})`] : []),
+    ];
+    if (missing.length > 0) return { state: 'WARN', message: missing.join('; ') };
     if (this.#lastRefreshFailures > 0) return { state: 'WARN', message: `${this.#lastRefreshFailures} status list refreshes failed; lists are used until their max age` };
     const shared = this.#shared?.status();
     if (shared !== undefined && shared.state !== 'OK') return shared;

@@ -182,7 +182,7 @@ export class PolicyEngine implements Component {
     };
     if (ready === 0) return { state: 'ERROR', message: 'no evaluation worker is ready', details };
     if (ready < this.#pool.size) return { state: 'WARN', message: 'an evaluation worker is restarting', details };
-    if (limited.length > 0) return { state: 'WARN', message: `limited to one evaluation at a time after overrunning the deadline: ${limited.join(', ')}`, details };
+    if (limited.length > 0) return { state: 'WARN', message: `limited to one evaluation at a time after overrunning the deadline or taking a worker down: ${limited.join(', ')}`, details };
     return { state: 'OK', details };
   }
 

@@ -22,16 +22,19 @@
  *   pure), and a fresh worker is started with every loaded policy. Other tenants see at
  *   most a short delay, never an error.
  * - A worker that dies for any other reason is replaced the same way. A crash inside an
- *   evaluation (the control block names the item running, as for an overrun) fails that item at once with ERR_EVAL_TRAP
- *   and limits its tenant as an overrun does; the others on board go again and count nothing,
- *   so another tenant's policy that takes workers down fails none of theirs. A crash between
- *   items names no one: every item on board counts it, and one on board for a third such
- *   death fails with ERR_EVAL_TRAP instead of being retried forever. An item whose failure threw its policy's instance away has the instance made
+ *   evaluation (the control block names the item running, as for an overrun) names a suspect:
+ *   the others on board go again and count nothing, and the suspect goes again alone (a
+ *   worker's heap holds the whole batch, so the item that crossed a limit need not be the one
+ *   that filled it). One that takes its worker down alone fails with ERR_EVAL_TRAP and limits
+ *   its tenant as an overrun does, so another tenant's policy that takes workers down fails
+ *   none of theirs. A crash between items names no one: every item on board counts it, and one
+ *   on board for a third such death fails with ERR_EVAL_TRAP instead of being retried forever.
+ *   An item whose failure threw its policy's instance away has the instance made
  *   again at once, under the load deadline (the worker flags it); an overrun there names the
  *   item too, which fails with ERR_EVAL_TRAP (or, inside its decision log rules, goes again
  *   without them, as after any overrun there). That rebuild's time is added to its tenant's
  *   usage, not to the estimate of what its evaluations cost.
- * - A tenant whose evaluation overran the deadline is limited, for QUARANTINE_MS after its
+ * - A tenant whose evaluation overran the deadline (or took its worker down alone) is limited, for QUARANTINE_MS after its
  *   latest overrun, to one evaluation at a time, in a batch of its own, and such batches
  *   together hold at most all workers but one: a policy that loops on some inputs then
  *   occupies at most one worker, and the other tenants keep the rest instead of queueing
@@ -412,7 +415,7 @@ export class WorkerPool {
       pending.resolve({
         ok: false,
         code: ErrorCodes.EVAL_OVERLOADED,
-        message: `tenant ${tenant} overran the evaluation deadline recently and is limited to one evaluation at a time; ${QUARANTINE_MAX_QUEUED} are already waiting`,
+        message: `tenant ${tenant} overran the evaluation deadline or took an evaluation worker down recently and is limited to one evaluation at a time; ${QUARANTINE_MAX_QUEUED} are already waiting`,
       });
       return;
     }
@@ -781,6 +784,7 @@ export class WorkerPool {
     // took the worker down. The worker writes batch and index before the start, and a crash
     // leaves the block as it was.
     const crashStartedMs = slot.control[CONTROL_START_MS] ?? 0;
+    const rebuildingAtCrash = slot.control[CONTROL_REBUILDING] === 1;
     const crashedIn = reason === 'crash' && crashedInRules === undefined && crashStartedMs !== 0 && slot.control[CONTROL_BATCH] !== CONTROL_LOADING
       ? slot.batches.get(slot.control[CONTROL_BATCH] ?? -1)?.[slot.control[CONTROL_INDEX] ?? -1]
       : undefined;
@@ -822,10 +826,13 @@ export class WorkerPool {
     });
     slot.settle(); // after the failure above is noted and the replacement named
     if (replacement === undefined) return;
-    const named = culpritPending ?? crashedIn;
+    // alone on board, it took the worker down by itself; with others, it goes again alone first
+    const crashedAlone = crashedIn !== undefined && held.length === 1;
+    const named = culpritPending ?? (crashedAlone ? crashedIn : undefined);
     const limited = named === undefined ? undefined : this.#limit(tenantOf(named.item));
     // Back to the front of their tenants' queues, in the order they were dispatched.
     const again: Pending[] = [];
+    let suspect: Pending | undefined;
     for (const pending of held) {
       if (pending === culpritPending) {
         // it held the worker for the whole deadline: its evaluation's, or its rebuild's (usage
@@ -842,14 +849,20 @@ export class WorkerPool {
         continue;
       }
       if (pending === crashedIn) {
-        // it held the worker from its start until the crash
-        this.#settleCharge(pending, Math.max(0, nowMs() - crashStartedMs) * 1e6);
-        pending.resolve({ ok: false, code: ErrorCodes.EVAL_TRAP, message: `the evaluation took its worker down (${describeThrown(crash)}); its tenant is limited to one evaluation at a time for a while` });
+        // it held the worker from its start until the crash (instantiating its policy again: usage only)
+        const heldNs = Math.max(0, nowMs() - crashStartedMs) * 1e6;
+        if (rebuildingAtCrash) this.#settleCharge(pending, undefined, heldNs);
+        else this.#settleCharge(pending, heldNs);
+        if (crashedAlone) {
+          pending.resolve({ ok: false, code: ErrorCodes.EVAL_TRAP, message: `the evaluation took its worker down, alone on it (${describeThrown(crash)}); its tenant is limited to one evaluation at a time for a while` });
+        } else {
+          suspect = pending;
+        }
         continue;
       }
       this.#refund(pending); // charged again when it is handed out again
-      // an overrun or a crash inside an evaluation names its culprit: the others on board did nothing wrong
-      if (named === undefined && ++pending.deaths > 2) {
+      // an overrun or a crash inside an evaluation names its suspect: the others on board did nothing wrong
+      if (named === undefined && crashedIn === undefined && ++pending.deaths > 2) {
         pending.resolve({ ok: false, code: ErrorCodes.EVAL_TRAP, message: 'evaluation worker died repeatedly on this request' });
         continue;
       }
@@ -860,6 +873,12 @@ export class WorkerPool {
       const quarantine = pending.limitedTurn === true ? undefined : this.#quarantined.get(tenant);
       if (quarantine !== undefined) this.#wait(quarantine, tenant, pending, true);
       else this.#enqueue(tenant, pending, true);
+    }
+    if (suspect !== undefined) {
+      // goes again in a batch of its own, ahead of the limited tenants' turns
+      this.#solo.unshift(suspect);
+      this.#queued++;
+      this.#pump();
     }
     // a tenant limited just now has no turn running yet: its first waiting evaluation takes it
     if (limited !== undefined && !limited.busy) {
