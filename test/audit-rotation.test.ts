@@ -22,10 +22,10 @@ import {
   type DecisionReceiptV1,
   type RotationStep,
 } from '../sidecar/src/audit/index.ts';
-import { RecordType, WAL_FILE, decisionIdOf, proveFromLogFile } from '../sidecar/src/audit/log/index.ts';
+import { RecordType, WAL_FILE, decisionIdOf, proveFromLogFile, proveFromLogFileOnThread } from '../sidecar/src/audit/log/index.ts';
 import { parseConfig } from '../sidecar/src/config/index.ts';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
-import { ROTATE_AT_BYTES, archiveOf, decisionEvent, liveOf, readRecords, ringOf, rotatingSink, sinkTenants, tempDir } from './audit/fixtures.ts';
+import { ROTATE_AT_BYTES, archiveOf, decisionEvent, liveOf, openLog, readRecords, ringOf, rotatingSink, sinkTenants, tempDir } from './audit/fixtures.ts';
 import { startNats, type RunningNats } from './harness/nats-server.ts';
 import { until } from './harness/wait.ts';
 
@@ -66,6 +66,23 @@ async function crashLocks(directory: string): Promise<void> {
 }
 
 describe('rotation into sealed, linked epochs', () => {
+  it('a proof thread that has not answered by its deadline, or whose owner stops, is ended with a typed error', async () => {
+    const dir = await tempDir();
+    const log = await openLog(dir);
+    await log.append(decisionEvent(0));
+    await log.stop(5000);
+    const file = join(dir, WAL_FILE);
+    // a thread cannot start, let alone read the file, within a millisecond
+    await assert.rejects(proveFromLogFileOnThread(file, 'decision-000000', { timeoutMs: 1 }), (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_LOG_IO) && /did not finish within 1 ms/.test(e.message));
+    const stopping = new AbortController();
+    const asked = proveFromLogFileOnThread(file, 'decision-000000', { signal: stopping.signal });
+    stopping.abort();
+    await assert.rejects(asked, (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_LOG_CLOSED));
+    await assert.rejects(proveFromLogFileOnThread(file, 'decision-000000', { signal: stopping.signal }), (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_LOG_CLOSED));
+    // and one left alone answers
+    assert.equal((await proveFromLogFileOnThread(file, 'decision-000000', { timeoutMs: 60_000 })).leaf_index, 0);
+  });
+
   it("proves archived decisions on a thread per proof, and one tenant's waiting proofs take none of another tenant's room", async () => {
     const dir = await tempDir();
     const sink = sinkAt(dir);

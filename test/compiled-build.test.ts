@@ -21,7 +21,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -33,17 +33,19 @@ import { decisionEvent, logOptions, tempDir } from './audit/fixtures.ts';
 import { get, post } from './harness/pavilion-harness.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const SOFTHSM = ['/usr/lib/softhsm/libsofthsm2.so', '/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so'].find((p) => existsSync(p));
+const SOFTHSM = ['/usr/lib/softhsm/libsofthsm2.so', '/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so', '/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so'].find((p) => existsSync(p));
 const TOKEN = 'pavilion-compiled-build';
 const PIN = '135792';
 const LABEL_ID = 'compiled-build';
 
-/** The build's output: inside the repository, so that its imports find node_modules as dist's do. */
+/**
+ * The build's output: a directory of the repository's own, at dist's depth, so that its imports
+ * find node_modules and what it finds by relative path (the protos) as dist's do.
+ */
 let out: string;
 
 before(async () => {
-  mkdirSync(join(ROOT, '.test-build'), { recursive: true });
-  out = await mkdtemp(join(ROOT, '.test-build', 'build-'));
+  out = await mkdtemp(join(ROOT, '.test-build-'));
   execFileSync(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.build.json'), '--outDir', out], { cwd: ROOT, stdio: 'pipe' });
 });
 
@@ -61,11 +63,15 @@ function startCompiled(env: NodeJS.ProcessEnv): Promise<{ proc: ChildProcess; ur
   const proc = spawn(process.execPath, [join(out, 'sidecar', 'src', 'main.js')], { cwd: ROOT, env, stdio: ['ignore', 'ignore', 'pipe'] });
   let output = '';
   return new Promise((resolveStart, reject) => {
-    const timer = setTimeout(() => reject(new Error(`the compiled sidecar did not start: ${output}`)), 120_000);
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL'); // not left running behind a failed test
+      reject(new Error(`the compiled sidecar did not start: ${output}`));
+    }, 120_000);
     proc.stderr?.setEncoding('utf8');
     proc.stderr?.on('data', (chunk: string) => {
       output += chunk;
-      const line = output.split('\n').find((l) => l.includes('"pavilion listening"'));
+      // whole lines only: a chunk may end inside one
+      const line = output.split('\n').slice(0, -1).find((l) => l.includes('"pavilion listening"'));
       if (line === undefined) return;
       clearTimeout(timer);
       resolveStart({ proc, url: String((JSON.parse(line) as { url: string }).url), output: () => output });

@@ -115,6 +115,8 @@ const ROTATION_STREAM_LAG_LEAVES = 1024;
 const ROTATION_STREAM_POLL_MS = 20;
 /** Proofs of archived decisions one tenant may have waiting for their turn at once; more are ERR_AUDIT_PROOF_BUSY. */
 export const MAX_ARCHIVED_PROOFS_WAITING = 4;
+/** A read of one archived epoch for a proof that has not answered by then is ended (a file that does not answer). */
+const ARCHIVED_PROOF_TIMEOUT_MS = 120_000;
 /** After a rotation was called off (JetStream too slow, a checkpoint failed), the next try waits this long. */
 const ROTATION_RETRY_MS = 5_000;
 
@@ -246,6 +248,8 @@ export class AuditLogSink implements DecisionSink {
   #streamProgress: StreamProgress | undefined;
   /** Reads of archived epochs for proofs, one at a time (each is a pass over an epoch's file). */
   #archiveReads: Promise<unknown> = Promise.resolve();
+  /** Aborted by stop(): ends the threads reading archived epochs for proofs. */
+  readonly #stopping = new AbortController();
   /** Per tenant, its proofs of archived decisions queued or reading (at most MAX_ARCHIVED_PROOFS_WAITING each). */
   readonly #archiveReadsWaiting = new Map<string, number>();
   /** Retention passes, one at a time (each verifies whole epochs before removing anything). */
@@ -855,7 +859,11 @@ export class AuditLogSink implements DecisionSink {
       for (const epoch of epochs) {
         if (this.#isPruned(tenant, epoch)) continue;
         try {
-          return await proveFromLogFileOnThread(join(this.#archiveDirectory(tenant), String(epoch), WAL_FILE), decisionId, { sealed: true });
+          return await proveFromLogFileOnThread(join(this.#archiveDirectory(tenant), String(epoch), WAL_FILE), decisionId, {
+            sealed: true,
+            timeoutMs: ARCHIVED_PROOF_TIMEOUT_MS,
+            signal: this.#stopping.signal,
+          });
         } catch (error) {
           if (this.#isPruned(tenant, epoch) || isPavilionError(error, ErrorCodes.AUDIT_DECISION_UNKNOWN)) continue;
           // a damaged epoch may hold it, past the damage; the others are still searched
@@ -985,6 +993,7 @@ export class AuditLogSink implements DecisionSink {
   async stop(deadlineMs: number): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
+    this.#stopping.abort();
     clearInterval(this.#retentionTimer);
     const started = Date.now();
     const logs = await Promise.allSettled([...this.#logs.values()]);

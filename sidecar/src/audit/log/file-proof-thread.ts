@@ -18,13 +18,30 @@ const workerUrl = import.meta.url.endsWith('.ts')
   ? new URL('./file-proof-worker-entry.mjs', import.meta.url)
   : new URL('./file-proof-worker.js', import.meta.url);
 
-export function proveFromLogFileOnThread(path: string, decisionId: string, options: { readonly sealed?: boolean } = {}): Promise<DecisionProofV1> {
+export interface FileProofOptions {
+  readonly sealed?: boolean;
+  /** The thread is ended, and the proof refused (ERR_AUDIT_LOG_IO), when it has not answered by then (a file that does not answer). */
+  readonly timeoutMs?: number;
+  /** Ends the thread (the proof refused, ERR_AUDIT_LOG_CLOSED): the owner is stopping. */
+  readonly signal?: AbortSignal;
+}
+
+export function proveFromLogFileOnThread(path: string, decisionId: string, options: FileProofOptions = {}): Promise<DecisionProofV1> {
+  if (options.signal?.aborted === true) return Promise.reject(new PavilionError(ErrorCodes.AUDIT_LOG_CLOSED, 'the audit log is stopping'));
   return new Promise((resolve, reject) => {
     const worker = new Worker(workerUrl, { workerData: { path, decisionId, sealed: options.sealed === true } });
     let settled = false;
+    const timer = options.timeoutMs === undefined ? undefined : setTimeout(() => settle(() => reject(new PavilionError(
+      ErrorCodes.AUDIT_LOG_IO,
+      `reading ${path} for a proof did not finish within ${options.timeoutMs} ms`,
+    ))), options.timeoutMs);
+    const onAbort = (): void => settle(() => reject(new PavilionError(ErrorCodes.AUDIT_LOG_CLOSED, 'the audit log is stopping')));
+    options.signal?.addEventListener('abort', onAbort, { once: true });
     const settle = (outcome: () => void): void => {
       if (settled) return;
       settled = true;
+      clearTimeout(timer);
+      options.signal?.removeEventListener('abort', onAbort);
       void worker.terminate();
       outcome();
     };
