@@ -22,12 +22,12 @@
  *   pure), and a fresh worker is started with every loaded policy. Other tenants see at
  *   most a short delay, never an error.
  * - A worker that dies for any other reason is replaced the same way. A crash inside an
- *   evaluation (the control block names the item running, as for an overrun) names a suspect:
- *   the others on board go again and count nothing, and the suspect goes again alone (a
+ *   evaluation (the control block names the item running, as for an overrun) names a suspect,
+ *   which goes again alone; so does every other item on board for its second such crash (a
  *   worker's heap holds the whole batch, so the item that crossed a limit need not be the one
- *   that filled it). One that takes its worker down alone fails with ERR_EVAL_TRAP and limits
- *   its tenant as an overrun does, so another tenant's policy that takes workers down fails
- *   none of theirs. A crash between items names no one: every item on board counts it, and one
+ *   that filled it, which a second crash finds). The rest go again. One that takes its worker
+ *   down alone fails with ERR_EVAL_TRAP and limits its tenant as an overrun does, so another
+ *   tenant's policy that takes workers down fails none of theirs. A crash between items names no one: every item on board counts it, and one
  *   on board for a third such death fails with ERR_EVAL_TRAP instead of being retried forever.
  *   An item whose failure threw its policy's instance away has the instance made
  *   again at once, under the load deadline (the worker flags it); an overrun there names the
@@ -95,6 +95,8 @@ interface Pending {
   chargedNs?: number | undefined;
   /** A limited tenant's evaluation holding that tenant's one turn (see #admit): it travels alone. */
   limitedTurn?: boolean;
+  /** Crashes inside an evaluation it was on board for, named or not (see #replace). */
+  crashes?: number;
 }
 
 /** Evaluations in one message to a worker, at most. */
@@ -832,7 +834,8 @@ export class WorkerPool {
     const limited = named === undefined ? undefined : this.#limit(tenantOf(named.item));
     // Back to the front of their tenants' queues, in the order they were dispatched.
     const again: Pending[] = [];
-    let suspect: Pending | undefined;
+    /** Items that go again alone: the one named by a crash inside an evaluation, and those on board for a second one. */
+    const alone: Pending[] = [];
     for (const pending of held) {
       if (pending === culpritPending) {
         // it held the worker for the whole deadline: its evaluation's, or its rebuild's (usage
@@ -856,11 +859,16 @@ export class WorkerPool {
         if (crashedAlone) {
           pending.resolve({ ok: false, code: ErrorCodes.EVAL_TRAP, message: `the evaluation took its worker down, alone on it (${describeThrown(crash)}); its tenant is limited to one evaluation at a time for a while` });
         } else {
-          suspect = pending;
+          pending.crashes = (pending.crashes ?? 0) + 1;
+          alone.push(pending);
         }
         continue;
       }
       this.#refund(pending); // charged again when it is handed out again
+      if (crashedIn !== undefined && (pending.crashes = (pending.crashes ?? 0) + 1) >= 2) {
+        alone.push(pending);
+        continue;
+      }
       // an overrun or a crash inside an evaluation names its suspect: the others on board did nothing wrong
       if (named === undefined && crashedIn === undefined && ++pending.deaths > 2) {
         pending.resolve({ ok: false, code: ErrorCodes.EVAL_TRAP, message: 'evaluation worker died repeatedly on this request' });
@@ -874,9 +882,15 @@ export class WorkerPool {
       if (quarantine !== undefined) this.#wait(quarantine, tenant, pending, true);
       else this.#enqueue(tenant, pending, true);
     }
-    if (suspect !== undefined) {
-      // goes again in a batch of its own, ahead of the limited tenants' turns
-      this.#solo.unshift(suspect);
+    for (const pending of alone.reverse()) {
+      // in a batch of its own, ahead of the limited tenants' turns; a limited tenant's as its turn
+      const tenant = tenantOf(pending.item);
+      const quarantine = pending.limitedTurn === true ? undefined : this.#quarantined.get(tenant);
+      if (quarantine !== undefined) {
+        this.#wait(quarantine, tenant, pending, true);
+        continue;
+      }
+      this.#solo.unshift(pending);
       this.#queued++;
       this.#pump();
     }
