@@ -116,9 +116,16 @@ describe('credential one-time state in Redis, shared by replicas', () => {
       assert.equal(await small.nonces.consumeOnce('hospital\u0000n-0', later, now), true, 'another tenant has its own bound');
       assert.equal(await admin.zcard('bounded:nonces:bank'), 3);
       assert.ok((await admin.pttl('bounded:nonces:bank')) > 0, 'the counting set expires with its entries');
-      // once their time has passed they no longer count
-      assert.equal(await small.nonces.consumeOnce('bank\u0000n-3', later + 60_000, later), true);
-      assert.equal(await admin.zcard('bounded:nonces:bank'), 1, 'the expired entries left the count');
+      // an entry whose key is gone without the count (taken by an earlier version, evicted) leaves the count at the bound
+      await admin.del(`bounded:nonce:${sha256Hex('bank\u0000n-2')}`);
+      assert.equal(await small.nonces.consumeOnce('bank\u0000n-3', later, now), true);
+      assert.equal(await admin.zcard('bounded:nonces:bank'), 3);
+      // entries leave the count when their time (Redis's) has passed
+      for (let i = 0; i < 3; i++) assert.equal(await small.nonces.consumeOnce(`agency\u0000short-${i}`, Date.now() + 50, Date.now()), true);
+      await assert.rejects(small.nonces.consumeOnce('agency\u0000short-3', later, now), (e: unknown) => isPavilionError(e, ErrorCodes.CREDENTIAL_STATE_UNAVAILABLE));
+      await new Promise((r) => setTimeout(r, 150));
+      assert.equal(await small.nonces.consumeOnce('agency\u0000short-3', later, now), true);
+      assert.equal(await admin.zcard('bounded:nonces:agency'), 1, 'the expired entries left the count');
       // challenges: a fourth minted drops bank's own oldest, key and all; the others are taken once
       for (let i = 0; i < 4; i++) await small.challenges.remember(`bank\u0000c-${i}`, later + i, now);
       await small.challenges.remember('hospital\u0000c-0', later, now);

@@ -13,7 +13,10 @@
  * (ERR_CREDENTIAL_STATE_UNAVAILABLE: evicting one would let its presentation be replayed); one
  * whose minted challenges reach it loses its own oldest. So one tenant's callers cannot fill the
  * Redis that every tenant and replica shares. The keys are those earlier versions wrote, so
- * replicas of both versions see each other's entries (theirs are not counted).
+ * replicas of both versions see each other's entries (theirs are not counted). The scripts
+ * take the time from Redis (TIME), as the keys' expiry does, and at the bound drop the members
+ * whose key is gone without the count (taken by an earlier version, or evicted). Needs Redis 5
+ * or later.
  *
  * An eviction policy other than `noeviction` lets Redis drop a nonce under memory pressure, and
  * its presentation could then be replayed: health says WARN when Redis reports one.
@@ -35,39 +38,53 @@ function unavailable(error: unknown): PavilionError {
 }
 
 // KEYS[1] the tenant's counting set, KEYS[2] the entry's key; ARGV: member (the key's hash),
-// lifetime (ms), now (ms), the tenant's bound, expires at (ms). The set lives as long as its
+// lifetime (ms), the tenant's bound, the prefix of an entry's key. Time is Redis's own (TIME),
+// as is the keys' expiry, so no replica's clock moves the count. The set lives as long as its
 // latest entry; its expired members leave first.
 const PRELUDE = `
 local set, key, member = KEYS[1], KEYS[2], ARGV[1]
-local ttl, now, max, expires = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local ttl, max, prefix = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', set, '-inf', now)
 local function keepAlive()
   if redis.call('PTTL', set) < ttl then redis.call('PEXPIRE', set, ttl) end
+end
+-- at the bound: members whose key is gone (taken or evicted without the count) leave it,
+-- looking at the 16 that expire first
+local function dropGone()
+  for _, gone in ipairs(redis.call('ZRANGE', set, 0, 15)) do
+    if redis.call('EXISTS', prefix .. gone) == 0 then redis.call('ZREM', set, gone) end
+  end
 end
 `;
 const SCRIPTS = {
   /** 1: recorded; 0: recorded already (a replay); -1: the tenant's bound is reached (refused). */
   pavilionConsumeNonce: `${PRELUDE}
 if redis.call('EXISTS', key) == 1 then return 0 end
+if redis.call('ZCARD', set) >= max then dropGone() end
 if redis.call('ZCARD', set) >= max then return -1 end
 redis.call('SET', key, '1', 'PX', ttl)
-redis.call('ZADD', set, expires, member)
+redis.call('ZADD', set, now + ttl, member)
 keepAlive()
 return 1`,
-  /**
-   * Records a minted challenge; past the bound the tenant's own earliest to expire go, their
-   * keys with them (ARGV[6]: the prefix of a challenge key). 0 when the new one went too.
-   */
+  /** Records a minted challenge; past the bound the tenant's own earliest to expire go, their keys with them. 0 when the new one went too. */
   pavilionRememberChallenge: `${PRELUDE}
 redis.call('SET', key, '1', 'PX', ttl)
-redis.call('ZADD', set, expires, member)
+redis.call('ZADD', set, now + ttl, member)
+if redis.call('ZCARD', set) > max then dropGone() end
 local size = redis.call('ZCARD', set)
 if size > max then
   local popped = redis.call('ZPOPMIN', set, size - max)
-  for i = 1, #popped, 2 do redis.call('DEL', ARGV[6] .. popped[i]) end
+  for i = 1, #popped, 2 do redis.call('DEL', prefix .. popped[i]) end
 end
 keepAlive()
 return redis.call('EXISTS', key)`,
+  /** 1 once for a recorded, unexpired challenge; its count goes with it. */
+  pavilionTakeChallenge: `
+local taken = redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[1], ARGV[1])
+return taken`,
 } as const;
 
 type ScriptName = keyof typeof SCRIPTS;
@@ -103,19 +120,19 @@ export class RedisSharedState implements Component {
     const scripts = this.#redis as unknown as Record<ScriptName, (...args: Array<string | number>) => Promise<number>>;
     const keyOf = (kind: 'nonce' | 'challenge', key: string): string => `${prefix}:${kind}:${sha256Hex(key)}`;
     /** The script on the tenant's counting set of `kind` and the entry's key. */
-    const run = async (script: ScriptName, kind: 'nonce' | 'challenge', key: string, expiresAtMs: number, nowMs: number, ...more: string[]): Promise<number> => {
-      const ttl = Math.max(1, Math.ceil(expiresAtMs - nowMs));
+    const run = async (script: ScriptName, kind: 'nonce' | 'challenge', key: string, ...args: Array<string | number>): Promise<number> => {
       try {
-        return await scripts[script](`${prefix}:${kind}s:${tenantOfKey(key)}`, keyOf(kind, key), sha256Hex(key), ttl, Math.floor(nowMs), max, Math.floor(nowMs) + ttl, ...more);
+        return await scripts[script](`${prefix}:${kind}s:${tenantOfKey(key)}`, keyOf(kind, key), sha256Hex(key), ...args);
       } catch (error) {
         throw unavailable(error);
       }
     };
+    const lifetime = (expiresAtMs: number, nowMs: number): number => Math.max(1, Math.ceil(expiresAtMs - nowMs));
     const full = (key: string, what: string): PavilionError =>
       new PavilionError(ErrorCodes.CREDENTIAL_STATE_UNAVAILABLE, `the ${what} of tenant ${tenantOfKey(key)} in Redis are at their bound (${max} live); the presentation is refused`);
     this.nonces = {
       async consumeOnce(key, expiresAtMs, nowMs) {
-        const outcome = await run('pavilionConsumeNonce', 'nonce', key, expiresAtMs, nowMs);
+        const outcome = await run('pavilionConsumeNonce', 'nonce', key, lifetime(expiresAtMs, nowMs), max, `${prefix}:nonce:`);
         if (outcome === -1) throw full(key, 'one-time nonces');
         return outcome === 1;
       },
@@ -129,17 +146,10 @@ export class RedisSharedState implements Component {
     };
     this.challenges = {
       async remember(key, expiresAtMs, nowMs) {
-        if ((await run('pavilionRememberChallenge', 'challenge', key, expiresAtMs, nowMs, `${prefix}:challenge:`)) !== 1) throw full(key, 'minted challenges');
+        if ((await run('pavilionRememberChallenge', 'challenge', key, lifetime(expiresAtMs, nowMs), max, `${prefix}:challenge:`)) !== 1) throw full(key, 'minted challenges');
       },
       async take(key) {
-        try {
-          const taken = (await redis.del(keyOf('challenge', key))) === 1;
-          // its count ends with it (best effort: an entry left there expires with its score)
-          await redis.zrem(`${prefix}:challenges:${tenantOfKey(key)}`, sha256Hex(key)).catch(() => undefined);
-          return taken;
-        } catch (error) {
-          throw unavailable(error);
-        }
+        return (await run('pavilionTakeChallenge', 'challenge', key)) === 1;
       },
     };
   }
