@@ -230,8 +230,11 @@ describe('AuditLogSink', () => {
       assert.ok(locked(sink.refusedTenants().get('bank')), String(sink.refusedTenants().get('bank')));
       await assert.rejects(sink.append(decisionEvent(1)), locked, 'refused at once within the wait, without trying');
       assert.equal(sink.status().state, 'WARN');
-      await holder.stop(5000);
+      // its wait passed, the lock still held: refused again, the wait doubled
       await new Promise((r) => setTimeout(r, 1_100));
+      await assert.rejects(sink.append(decisionEvent(1)), (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_LOG_LOCKED) && /after 2000 ms/.test(e.message));
+      await holder.stop(5000);
+      await new Promise((r) => setTimeout(r, 2_100));
       const receipt = await sink.append(decisionEvent(2));
       assert.equal(receipt.leaf_index, 1, 'opened on its next event: the log goes on after what the other held');
       assert.equal(sink.refusedTenants().size, 0);

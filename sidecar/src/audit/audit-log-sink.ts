@@ -34,11 +34,13 @@ import { sameCanonicalJson } from '../lib/canonical-json.ts';
 import { pathExists as exists, syncPath, writeFileDurably } from '../lib/durable-file.ts';
 import { ErrorCodes, PavilionError, describeThrown, isPavilionError } from '../lib/errors.ts';
 import { withDeadline, type ComponentState, type ComponentStatus } from '../lib/lifecycle.ts';
+import { lockHeld } from '../lib/lock-file.ts';
 import { TENANT_ID_PATTERN } from '../lib/tenant-id.ts';
 import type { DecisionEventV1, DecisionSink } from './decision-event.ts';
 import {
   AuditLog,
   Keyring,
+  LOCK_FILE,
   publicKeyPem,
   type Anchor,
   type AuditLogOptions,
@@ -218,6 +220,8 @@ interface Refusal {
   /** performance.now() from which the next event tries again (Infinity: damage, until a restart). */
   readonly retryAtMs: number;
   readonly waitMs: number;
+  /** Being tried again now: requests still get the refusal until it succeeds. */
+  readonly retrying?: boolean;
 }
 /** The first wait before a log that failed to open for a passing fault is tried again, and the longest. */
 const REFUSAL_RETRY_MIN_MS = 1_000;
@@ -383,6 +387,16 @@ export class AuditLogSink implements DecisionSink {
     return refusal;
   }
 
+  /**
+   * Open a refused tenant's log again. While another process still holds its lock nothing is
+   * done (opening finishes an interrupted rotation before it takes the lock, which must not
+   * happen under another process's feet): the same refusal again.
+   */
+  async #reopen(tenant: string, refusal: PavilionError): Promise<AuditLog> {
+    if (refusal.code === ErrorCodes.AUDIT_LOG_LOCKED && (await lockHeld(join(this.#liveDirectory(tenant), LOCK_FILE)))) throw refusal.cause ?? refusal;
+    return this.#open(tenant);
+  }
+
   /** Tenants whose log failed to open at start, with why (see #refuseAtStart). */
   refusedTenants(): ReadonlyMap<string, PavilionError> {
     return new Map([...this.#refusedAtStart].map(([tenant, { error }]) => [tenant, error]));
@@ -392,10 +406,14 @@ export class AuditLogSink implements DecisionSink {
   #log(tenant: string): Promise<AuditLog> {
     const refused = this.#refusedAtStart.get(tenant);
     if (refused !== undefined) {
+      const trying = this.#logs.get(tenant);
+      if (refused.retrying === true && trying !== undefined) return trying;
       if (performance.now() < refused.retryAtMs || this.#signer === undefined || this.#stopped) return Promise.reject(refused.error);
-      // a passing fault's refusal, due for another try: this event waits for it, as do those meanwhile
-      this.#refusedAtStart.delete(tenant);
-      return this.#track(tenant, this.#open(tenant).then((log) => {
+      // a passing fault's refusal, due for another try: this event waits for it, as do those
+      // meanwhile; proofs, checkpoints and status keep the refusal until it has succeeded
+      this.#refusedAtStart.set(tenant, { ...refused, retrying: true });
+      return this.#track(tenant, this.#reopen(tenant, refused.error).then((log) => {
+        this.#refusedAtStart.delete(tenant);
         this.#pruneInBackground(tenant); // as a start does
         return log;
       }, (error: unknown) => {

@@ -152,19 +152,43 @@ export async function tryLock(file: string, guarded = true): Promise<LockAttempt
       if (code(error) === 'ENOENT') continue; // released meanwhile
       throw error;
     }
-    const [pidText = '', token = ''] = text.trim().split(' ');
-    const pid = /^[1-9][0-9]*$/.test(pidText) ? Number(pidText) : undefined;
-    if (pid === undefined) {
-      const age = await stat(file).then((s) => Date.now() - s.mtimeMs, () => 0);
-      if (age < UNREADABLE_STALE_MS) return { taken: false, pid: undefined, thisProcess: false };
-    } else {
-      if (pid === process.pid && token === PROCESS_TOKEN) return { taken: false, pid, thisProcess: true };
-      // a pid without a token (an older build's lock) is held while that process lives
-      if (pid !== process.pid && pidAlive(pid)) return { taken: false, pid, thisProcess: false };
-    }
+    const holder = await holderOf(file, text);
+    if (holder !== undefined) return { taken: false, ...holder };
+    const pid = pidOf(text);
     if (await takeOver(file, text, guarded)) stalePid = pid ?? -1;
   }
   return { taken: false, pid: undefined, thisProcess: false };
+}
+
+function pidOf(text: string): number | undefined {
+  const pidText = text.trim().split(' ')[0] ?? '';
+  return /^[1-9][0-9]*$/.test(pidText) ? Number(pidText) : undefined;
+}
+
+/** Who holds the lock `file` that read `text`; undefined when it is stale (its process is gone). */
+async function holderOf(file: string, text: string): Promise<{ pid: number | undefined; thisProcess: boolean } | undefined> {
+  const token = text.trim().split(' ')[1] ?? '';
+  const pid = pidOf(text);
+  if (pid === undefined) {
+    const age = await stat(file).then((s) => Date.now() - s.mtimeMs, () => 0);
+    return age < UNREADABLE_STALE_MS ? { pid: undefined, thisProcess: false } : undefined;
+  }
+  if (pid === process.pid && token === PROCESS_TOKEN) return { pid, thisProcess: true };
+  // a pid without a token (an older build's lock) is held while that process lives
+  if (pid !== process.pid && pidAlive(pid)) return { pid, thisProcess: false };
+  return undefined;
+}
+
+/** Whether `file` is a lock held now (by this process or a live one), looking only: nothing is taken or removed. */
+export async function lockHeld(file: string): Promise<boolean> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (error) {
+    if (code(error) === 'ENOENT') return false;
+    throw error;
+  }
+  return (await holderOf(file, text)) !== undefined;
 }
 
 /** Remove `file` if it is this process's lock (one taken over meanwhile as stale is not touched). */

@@ -40,7 +40,8 @@ import { DecisionIdIndex } from './decision-id-index.ts';
 import { REFUSED_UNTIL_RESTART, WalWriter, holdingOrRefusal, type WalWriterOptions } from './wal-writer.ts';
 
 export const WAL_FILE = 'audit.wal';
-const LOCK_FILE = 'LOCK';
+/** In a log's directory: the lock of the process that has it open (lib/lock-file.ts). */
+export const LOCK_FILE = 'LOCK';
 
 export interface AuditLogOptions extends WalWriterOptions {
   /** This tenant's directory (created if missing). */

@@ -1,6 +1,7 @@
 /** The audit log: a per-tenant write-ahead log, Merkle tree, signed checkpoints, verification. */
 export {
   AuditLog,
+  LOCK_FILE,
   WAL_FILE,
   type AuditLogOptions,
   type DecisionProofV1,
