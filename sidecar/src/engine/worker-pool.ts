@@ -369,6 +369,8 @@ export class WorkerPool {
     }
     if (!quarantine.busy && quarantine.untilMs <= nowMs()) {
       this.#quarantined.delete(tenant);
+      // any still waiting (sent again after a crash) go on as usual, ahead of this one
+      for (const waiting of quarantine.waiting.splice(0)) this.#enqueue(tenant, waiting);
       this.#enqueue(tenant, pending);
       return;
     }
@@ -876,11 +878,17 @@ export class WorkerPool {
       }
       again.push(pending === crashedInRules ? WorkerPool.#withoutLogRules(pending) : pending);
     }
+    /** Limited tenants given a waiting item here: one whose turn is not running takes it below. */
+    const waitedOn = new Set<Quarantine>();
     for (const pending of again.reverse()) {
       const tenant = tenantOf(pending.item);
       const quarantine = pending.limitedTurn === true ? undefined : this.#quarantined.get(tenant);
-      if (quarantine !== undefined) this.#wait(quarantine, tenant, pending, true);
-      else this.#enqueue(tenant, pending, true);
+      if (quarantine !== undefined) {
+        this.#wait(quarantine, tenant, pending, true);
+        waitedOn.add(quarantine);
+      } else {
+        this.#enqueue(tenant, pending, true);
+      }
     }
     for (const pending of alone.reverse()) {
       // in a batch of its own, ahead of the limited tenants' turns; a limited tenant's as its turn
@@ -888,15 +896,19 @@ export class WorkerPool {
       const quarantine = pending.limitedTurn === true ? undefined : this.#quarantined.get(tenant);
       if (quarantine !== undefined) {
         this.#wait(quarantine, tenant, pending, true);
+        waitedOn.add(quarantine);
         continue;
       }
       this.#solo.unshift(pending);
       this.#queued++;
       this.#pump();
     }
-    // a tenant limited just now has no turn running yet: its first waiting evaluation takes it
-    if (limited !== undefined && !limited.busy) {
-      const next = limited.waiting.shift();
+    // a tenant limited just now, or one whose turn is not running (it ended before this
+    // crash), has no turn to hand its waiting evaluations on: the first takes the turn now
+    if (limited !== undefined) waitedOn.add(limited);
+    for (const quarantine of waitedOn) {
+      if (quarantine.busy) continue;
+      const next = quarantine.waiting.shift();
       if (next !== undefined) this.#admit(next);
     }
   }
