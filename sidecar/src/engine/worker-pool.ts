@@ -880,29 +880,24 @@ export class WorkerPool {
     }
     /** Limited tenants given a waiting item here: one whose turn is not running takes it below. */
     const waitedOn = new Set<Quarantine>();
-    for (const pending of again.reverse()) {
+    /** Back to its tenant's queue (front), or `byItself` in a batch of its own; a limited tenant's waits for its turn. */
+    const sendAgain = (pending: Pending, byItself: boolean): void => {
       const tenant = tenantOf(pending.item);
       const quarantine = pending.limitedTurn === true ? undefined : this.#quarantined.get(tenant);
       if (quarantine !== undefined) {
         this.#wait(quarantine, tenant, pending, true);
         waitedOn.add(quarantine);
+      } else if (byItself) {
+        // ahead of the limited tenants' turns
+        this.#solo.unshift(pending);
+        this.#queued++;
+        this.#pump();
       } else {
         this.#enqueue(tenant, pending, true);
       }
-    }
-    for (const pending of alone.reverse()) {
-      // in a batch of its own, ahead of the limited tenants' turns; a limited tenant's as its turn
-      const tenant = tenantOf(pending.item);
-      const quarantine = pending.limitedTurn === true ? undefined : this.#quarantined.get(tenant);
-      if (quarantine !== undefined) {
-        this.#wait(quarantine, tenant, pending, true);
-        waitedOn.add(quarantine);
-        continue;
-      }
-      this.#solo.unshift(pending);
-      this.#queued++;
-      this.#pump();
-    }
+    };
+    for (const pending of again.reverse()) sendAgain(pending, false);
+    for (const pending of alone.reverse()) sendAgain(pending, true);
     // a tenant limited just now, or one whose turn is not running (it ended before this
     // crash), has no turn to hand its waiting evaluations on: the first takes the turn now
     if (limited !== undefined) waitedOn.add(limited);
