@@ -400,9 +400,11 @@ describe('a worker that one evaluation takes down', () => {
   const running = pools();
 
   test("is sent again alone, and one that takes its worker down alone fails (ERR_EVAL_TRAP) and limits its tenant: the other tenants' evaluations on board go again and are answered, however often that tenant's policy crashes", async () => {
-    // A crash on demand: a result of 8 MiB decoded (twice) in a worker whose JS heap may hold 16
+    // A crash on demand: a result of eight 1 MiB strings (8 MiB of JSON, then eight strings of
+    // the heap's) in a worker whose JS heap may hold 16 MiB. One string of that size is not
+    // enough on every Node (Node 24's V8 holds it), and one much larger can abort the process.
     const archive = await buildFixtureBundle({
-      modules: { 'big.rego': 'package big\n\nout := concat("", [input.s | some x in numbers.range(1, input.n)])\n' },
+      modules: { 'big.rego': 'package big\n\nout := [input.s | some x in numbers.range(1, input.n)]\n' },
       entrypoints: ['big/out'],
       roots: ['big'],
     });
@@ -418,7 +420,7 @@ describe('a worker that one evaluation takes down', () => {
     for (let round = 0; round < 3; round++) {
       // one synchronous turn: one batch, the crashing evaluation between the others
       const outcomes = await Promise.all([ask('a', 'a', 2), ask('crasher', megabyte, 8), ask('b', 'b', 2), ask('a', 'c', 2)]);
-      assert.deepEqual(outcomes.map((o) => (o.ok ? o.result : o.code)), ['aa', ErrorCodes.EVAL_TRAP, 'bb', 'cc'], `round ${round}`);
+      assert.deepEqual(outcomes.map((o) => (o.ok ? o.result : o.code)), [['a', 'a'], ErrorCodes.EVAL_TRAP, ['b', 'b'], ['c', 'c']], `round ${round}`);
       const crashed = outcomes[1]!;
       assert.ok(!crashed.ok);
       assert.match(crashed.message, /the evaluation took its worker down, alone on it \(.*memory limit/);
@@ -427,6 +429,6 @@ describe('a worker that one evaluation takes down', () => {
       assert.equal(restarts.length, round + 2, `round ${round}: ${restarts.join(', ')}`);
     }
     const small = await ask('crasher', 'ok', 1);
-    assert.deepEqual(small.ok ? small.result : small, 'ok', 'its evaluations that do not crash are answered');
+    assert.deepEqual(small.ok ? small.result : small, ['ok'], 'its evaluations that do not crash are answered');
   });
 });
