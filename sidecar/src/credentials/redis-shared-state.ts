@@ -122,7 +122,8 @@ export class RedisSharedState implements Component {
     /** The script on the tenant's counting set of `kind` and the entry's key. */
     const run = async (script: ScriptName, kind: 'nonce' | 'challenge', key: string, ...args: Array<string | number>): Promise<number> => {
       try {
-        return await scripts[script](`${prefix}:${kind}s:${tenantOfKey(key)}`, keyOf(kind, key), sha256Hex(key), ...args);
+        const member = sha256Hex(key);
+        return await scripts[script](`${prefix}:${kind}s:${tenantOfKey(key)}`, `${prefix}:${kind}:${member}`, member, ...args);
       } catch (error) {
         throw unavailable(error);
       }
