@@ -26,7 +26,7 @@ import {
   type DecisionReceiptV1,
   type PrunedEpochV1,
 } from '../sidecar/src/audit/index.ts';
-import { RecordType, WAL_FILE, decodeCheckpoint, prunedEpochRecord, type SignedCheckpointV1 } from '../sidecar/src/audit/log/index.ts';
+import { RecordType, WAL_FILE, decodeCheckpoint, prunedEpochRecord, prunedEpochRecordOnThread, type SignedCheckpointV1 } from '../sidecar/src/audit/log/index.ts';
 import { parseConfig } from '../sidecar/src/config/index.ts';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
 import { ROTATE_AT_BYTES, archiveOf, decisionEvent, forkOf, liveOf, readRecords, ringOf, rotatingSink, sinkTenants, tempDir, writeRecords } from './audit/fixtures.ts';
@@ -180,6 +180,39 @@ describe('archive retention (keepArchivedEpochs)', () => {
     assert.ok(archived.filter((a) => a.epoch >= 1).every((a) => a.pruned === undefined), 'epoch 1 and after are kept whole');
     assert.ok((await readdir(epoch1)).includes(WAL_FILE), 'the edited log is evidence and stays');
     await sink.stop(5000);
+  });
+
+  it('verifies an epoch on a thread of its own: the record and the typed errors are the in-process ones; a deadline or a stop ends the thread', async () => {
+    const { dir } = await sealedArchive();
+    const keys = join(dir, 'keys');
+    const facts = { prunedAt: '2026-01-01T00:00:00.000Z', removedBytes: 1, streamed: false };
+    const epoch1 = join(archiveOf(dir), '1');
+    const wal1 = join(epoch1, WAL_FILE);
+    assert.deepEqual(await prunedEpochRecordOnThread(wal1, 1, keys, `${ORIGIN}/e1`, facts), await prunedEpochRecord(wal1, 1, ring, `${ORIGIN}/e1`, facts));
+
+    // a refusal keeps its code, message and details across the thread
+    const sameRefusal = async (origin: string): Promise<string> => {
+      const inProcess = await prunedEpochRecord(wal1, 1, ring, origin, facts).then(() => undefined, (e: unknown) => e);
+      const onThread = await prunedEpochRecordOnThread(wal1, 1, keys, origin, facts).then(() => undefined, (e: unknown) => e);
+      assert.ok(isPavilionError(onThread), String(onThread));
+      assert.ok(isPavilionError(inProcess), String(inProcess));
+      assert.deepEqual([onThread.code, onThread.message, onThread.details], [inProcess.code, inProcess.message, inProcess.details]);
+      return onThread.code;
+    };
+    assert.equal(await sameRefusal(`${ORIGIN}/e7`), ErrorCodes.AUDIT_CHECKPOINT_INVALID, 'another log\'s origin');
+    const { header, records } = await readRecords(epoch1);
+    const leaf = records.filter((r) => r.type === RecordType.LEAF)[2]!;
+    await writeRecords(epoch1, header, records.map((r) => (r === leaf ? { ...r, payload: Buffer.from(r.payload.toString('utf8').replace('decision-', 'decisioN-')) } : r)));
+    assert.equal(await sameRefusal(`${ORIGIN}/e1`), ErrorCodes.AUDIT_ROOT_MISMATCH, 'a leaf edited in, its frame rewritten');
+    await assert.rejects(prunedEpochRecordOnThread(wal1, 1, join(dir, 'no-keys'), `${ORIGIN}/e1`, facts), (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_SIGNER_CONFIG));
+
+    const wal0 = join(archiveOf(dir), '0', WAL_FILE);
+    // a thread cannot start, let alone read the file, within a millisecond
+    await assert.rejects(prunedEpochRecordOnThread(wal0, 0, keys, ORIGIN, facts, { timeoutMs: 1 }), (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_LOG_IO) && /for its verification did not finish within 1 ms/.test(e.message));
+    const stopping = new AbortController();
+    const asked = prunedEpochRecordOnThread(wal0, 0, keys, ORIGIN, facts, { signal: stopping.signal });
+    stopping.abort();
+    await assert.rejects(asked, (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_LOG_CLOSED));
   });
 
   it('finishes a pruning cut short between the record and the removal', async () => {

@@ -3,7 +3,7 @@
  * the JavaScript). Every other test runs the TypeScript sources through tsx, where each worker
  * thread is started from its `*-entry.mjs` file; the compiled build starts each from its own
  * compiled file instead, a path no other test takes. One sidecar process of the compiled build
- * goes through all four:
+ * goes through all five:
  *
  * - the evaluation worker: a Data API decision;
  * - the credential proof worker: a Data Integrity credential accepted, and the same credential
@@ -12,9 +12,10 @@
  *   SCAN_ON_THREAD_MIN_BYTES (written here beforehand), and its next decision's receipt
  *   continues right after the last leaf of it (a failed scan refuses the tenant instead);
  * - the PKCS#11 signer's thread: checkpoints signed by a key generated on a SoftHSM2 token;
- * - the thread a proof from a sealed epoch runs on: the live log, past `rotateAtBytes`, is
- *   sealed after the decision, whose proof then comes from the archived epoch's file and
- *   verifies offline with the published key.
+ * - the thread a whole-file pass over a sealed epoch runs on: the live log, past
+ *   `rotateAtBytes`, is sealed after the decision, whose proof then comes from the archived
+ *   epoch's file and verifies offline with the published key; once the next epoch is sealed
+ *   too, retention (`keepArchivedEpochs: 1`) verifies the first on that thread and prunes it.
  *
  * Then SIGTERM stops it with exit code 0. Needs opa (the sample bundles) and SoftHSM2
  * (scripts/install-softhsm.sh), as scripts/test.sh provides.
@@ -84,7 +85,7 @@ function startCompiled(env: NodeJS.ProcessEnv): Promise<{ proc: ChildProcess; ur
 }
 
 describe('the compiled build (npm start)', () => {
-  it('starts every worker thread from its compiled file: evaluation, credential proofs, the audit log scan at start, PKCS#11 signing, proofs from sealed epochs', async () => {
+  it('starts every worker thread from its compiled file: evaluation, credential proofs, the audit log scan at start, PKCS#11 signing, proofs from sealed epochs and their verification before retention prunes them', async () => {
     assert.ok(SOFTHSM !== undefined, 'SoftHSM2 is not installed: run bash scripts/install-softhsm.sh');
     const dir = await tempDir('pavilion-compiled-');
     const auditDir = join(dir, 'audit');
@@ -127,6 +128,7 @@ describe('the compiled build (npm start)', () => {
           directory: auditDir,
           checkpointEveryEvents: 1,
           rotateAtBytes: 65536,
+          keepArchivedEpochs: 1,
           signer: { kind: 'pkcs11', modulePath: SOFTHSM, tokenLabel: TOKEN, keyLabel: 'checkpoint-key', pinEnv: 'TEST_HSM_PIN', generateKey: true },
         },
       },
@@ -171,6 +173,20 @@ describe('the compiled build (npm start)', () => {
       assert.equal(keys.ids().length, 2, 'the earlier key and the token key are published');
       assert.notEqual(proof.checkpoint.key_id, earlierKey.keyId, "signed with the token's key");
       assert.equal(verifyDecisionProof(proof, keys, { decisionId: id }).tenant, 'bank');
+      // epoch 1 filled past rotateAtBytes: with one archived epoch kept, retention verifies epoch 0
+      // (the 33 MiB log) on a thread of its own before it prunes it
+      for (let n = 0; (await epochOf()) !== 2 && n < 400; n++) {
+        const filler = await post(`${sidecar.url}/v1/data/bank/authz/allow`, { input: { subject: { id: `c${n}` }, padding } }, tenant);
+        assert.equal(filler.status, 200, JSON.stringify(filler.body));
+      }
+      assert.equal(await epochOf(), 2, 'epoch 1 was sealed too');
+      const archivedOf = async (): Promise<Array<{ epoch: number; pruned?: boolean }>> => {
+        const health = await get(`${sidecar.url}/health?verbose`);
+        const log = (health.body['components'] as Record<string, { details?: { tenants?: Record<string, { details?: { archived_epochs?: Array<{ epoch: number; pruned?: boolean }> } }> } }>)['decision_log'];
+        return log?.details?.tenants?.['bank']?.details?.archived_epochs ?? [];
+      };
+      for (let tries = 0; (await archivedOf())[0]?.pruned !== true && tries < 400; tries++) await new Promise((r) => setTimeout(r, 50));
+      assert.deepEqual((await archivedOf()).map((a) => [a.epoch, a.pruned === true]), [[0, true], [1, false]], JSON.stringify(await get(`${sidecar.url}/health?verbose`)));
     } finally {
       exited = new Promise((r) => sidecar.proc.once('exit', (code) => r(code)));
       sidecar.proc.kill('SIGTERM');

@@ -59,7 +59,7 @@ import {
   epochSeal,
   listArchivedEpochs,
   proveFromLogFileOnThread,
-  prunedEpochRecord,
+  prunedEpochRecordOnThread,
 } from './log/index.ts';
 
 export const UNROUTED_TENANT = '_unrouted';
@@ -119,6 +119,12 @@ const ROTATION_STREAM_POLL_MS = 20;
 export const MAX_ARCHIVED_PROOFS_WAITING = 4;
 /** A read of one archived epoch for a proof that has not answered by then is ended (a file that does not answer). */
 const ARCHIVED_PROOF_TIMEOUT_MS = 120_000;
+/**
+ * How long retention's verification of one archived epoch may take on its thread before the
+ * thread is ended and the epoch kept (the next pass tries again): a file system that does not
+ * answer, not a slow machine (a 64 MiB epoch takes about a second).
+ */
+const RETENTION_EPOCH_TIMEOUT_MS = 600_000;
 /** After a rotation was called off (JetStream too slow, a checkpoint failed), the next try waits this long. */
 const ROTATION_RETRY_MS = 5_000;
 
@@ -565,7 +571,6 @@ export class AuditLogSink implements DecisionSink {
   async #prune(tenant: string, keep: number, days: number): Promise<void> {
     const root = this.#archiveDirectory(tenant);
     const epochs = await listArchivedEpochs(root);
-    let keyring: Keyring | undefined; // read only when an epoch is to be verified
     const sealedBefore = days === 0 ? undefined : this.#now() - days * DAY_MS;
     const done = this.#prunedDone.get(tenant) ?? new Set<number>();
     this.#prunedDone.set(tenant, done);
@@ -593,8 +598,7 @@ export class AuditLogSink implements DecisionSink {
           kept = `${tenant}: archived epoch ${epoch} is kept whole: JetStream did not hold all of it when it was sealed`;
           continue;
         }
-        keyring ??= Keyring.load(this.keysDirectory);
-        const record = await this.#pruneRecord(tenant, epoch, directory, keyring, sealed);
+        const record = await this.#pruneRecord(tenant, epoch, directory, sealed);
         if (recorded === undefined) {
           if (this.#stopped) return;
           await writeFileDurably(join(directory, PRUNED_FILE), `${JSON.stringify(record)}\n`);
@@ -626,13 +630,14 @@ export class AuditLogSink implements DecisionSink {
    * final checkpoint the one its seal names (a log cut back to an earlier checkpoint verifies
    * on its own, but no longer matches the seal and the next epoch's link).
    */
-  async #pruneRecord(tenant: string, epoch: number, directory: string, keyring: Keyring, sealed: SealedFileV1): Promise<PrunedEpochV1> {
+  async #pruneRecord(tenant: string, epoch: number, directory: string, sealed: SealedFileV1): Promise<PrunedEpochV1> {
     try {
-      const record = await prunedEpochRecord(join(directory, WAL_FILE), epoch, keyring, epochOrigin(`${this.#options.originPrefix}/${tenant}`, epoch), {
+      // a pass over the whole file, on a thread of its own (log-file-thread.ts)
+      const record = await prunedEpochRecordOnThread(join(directory, WAL_FILE), epoch, this.keysDirectory, epochOrigin(`${this.#options.originPrefix}/${tenant}`, epoch), {
         prunedAt: new Date(this.#now()).toISOString(),
         removedBytes: (await directoryBytes(directory)) - (await stat(join(directory, SEALED_FILE))).size,
         streamed: sealed.streamed,
-      });
+      }, { timeoutMs: RETENTION_EPOCH_TIMEOUT_MS, signal: this.#stopping.signal });
       const seal = epochSeal(epoch, record.final_checkpoint);
       const differs = (['epoch', 'origin', 'tree_size', 'root_hash', 'checkpoint_sha256'] as const).find((field) => seal[field] !== sealed.seal[field]);
       if (differs !== undefined) throw corrupt(`its final checkpoint gives ${differs} ${String(seal[differs])}, its seal ${String(sealed.seal[differs])}`, { tenant, epoch, field: differs });
@@ -642,6 +647,7 @@ export class AuditLogSink implements DecisionSink {
       }
       return record;
     } catch (error) {
+      if (isPavilionError(error, ErrorCodes.AUDIT_LOG_CLOSED)) throw error; // stopping: the next start goes on
       const code = error instanceof PavilionError ? error.code : ErrorCodes.AUDIT_LOG_IO;
       throw new PavilionError(code, `archived epoch ${epoch} does not verify, so it is kept with every epoch after it: ${describeThrown(error)}`, { cause: error, details: { tenant, epoch } });
     }

@@ -14,7 +14,7 @@ export { decisionIdOf, encodeEvent } from './event-encoding.ts';
 export { FILE_HEADER_BYTES, FRAME_OVERHEAD_BYTES, FrameDecoder, RecordType, encodeFrame, fileHeader } from './record-format.ts';
 export { Keyring, keyIdOf, publicKeyPem, type CheckpointSigner } from './signer.ts';
 export { SoftwareSigner } from './software-signer.ts';
-export { proveFromLogFileOnThread } from './file-proof-thread.ts';
+export { proveFromLogFileOnThread, prunedEpochRecordOnThread } from './log-file-thread.ts';
 export {
   proveConsistencyFromLogFile,
   proveFromLogFile,

@@ -3,4 +3,4 @@
 import { register } from 'tsx/esm/api';
 
 register();
-await import('./file-proof-worker.ts');
+await import('./log-file-worker.ts');
