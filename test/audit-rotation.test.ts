@@ -59,10 +59,11 @@ async function fillEpoch(sink: AuditLogSink, from: number): Promise<DecisionRece
   return receipts;
 }
 
-/** A lock left by a process that died (a crash leaves the file behind). */
-async function crashLocks(directory: string): Promise<void> {
-  const lock = join(liveOf(directory), 'LOCK');
-  if (await stat(lock).then(() => true, () => false)) await writeFile(lock, '2147483646 crashed\n');
+/** The locks left by a process that died (a crash leaves the files behind): its live log's, if any, and the tenant's. */
+async function crashLocks(directory: string, tenant = 'bank'): Promise<void> {
+  for (const lock of [join(liveOf(directory), 'LOCK'), join(directory, 'tenants', `.${tenant}.lock`)]) {
+    if (await stat(lock).then(() => true, () => false)) await writeFile(lock, '2147483646 crashed\n');
+  }
 }
 
 describe('rotation into sealed, linked epochs', () => {
@@ -313,6 +314,52 @@ describe('a crash at each step of a rotation starts cleanly', () => {
       assert.equal(verified.linksChecked, verified.epochs.length - 1);
     });
   }
+});
+
+describe("a tenant's lock, which stays where it is while its epochs move", () => {
+  it("keeps a second sink off a tenant whose rotation is between 'archived' and 'installed' (no live directory, so no live lock)", async () => {
+    const dir = await tempDir();
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let reached = false;
+    const first = sinkAt(dir, {}, async (at) => {
+      if (at !== 'archived') return;
+      reached = true;
+      await held;
+    });
+    await first.start();
+    const receipts = await fillEpoch(first, 0);
+    await until("the first sink's rotation reached 'archived'", () => reached);
+    assert.ok(!(await readdir(join(dir, 'tenants'))).includes('bank'), 'no live directory: epoch 0 archived, epoch 1 not installed');
+
+    // the second sink would otherwise finish that rotation itself, under the first one's feet
+    const second = sinkAt(dir);
+    await second.start();
+    const refusal = second.refusedTenants().get('bank');
+    assert.equal(refusal?.code, ErrorCodes.AUDIT_LOG_LOCKED, String(refusal));
+    assert.match(refusal.message, /tenant bank's audit log is in use by another audit log sink in this process/);
+    assert.equal((refusal.details as { tenant?: string }).tenant, 'bank');
+    await assert.rejects(second.append(decisionEvent(900)), (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_LOG_LOCKED));
+    assert.ok(!(await readdir(join(dir, 'tenants'))).includes('bank'), 'the second sink touched nothing of the tenant');
+
+    // the first sink's rotation ends as if alone, and it goes on logging
+    release();
+    await until('the first sink is in epoch 1', () => tenantDetails(first)['epoch'] === 1);
+    receipts.push(await first.append(decisionEvent(901)));
+    await first.stop(5000);
+
+    // once it has stopped, the second sink's next try (after the refusal's wait) takes the tenant over
+    await new Promise((r) => setTimeout(r, 1100));
+    receipts.push(await second.append(decisionEvent(902)));
+    assert.equal(receipts.at(-1)!.origin, receipts.at(-2)!.origin, 'the same epoch 1, continued');
+    await second.stop(5000);
+    await assertReceiptsKept(dir, receipts);
+    const verified = await verifyEpochs(archiveOf(dir), join(liveOf(dir), WAL_FILE), ring, { origin: 'pavilion-test/bank' });
+    assert.equal(verified.linksChecked, 1);
+    assert.ok(!(await readdir(join(dir, 'tenants'))).includes('.bank.lock'), 'the lock is given back at stop');
+  });
 });
 
 describe('rotation with streaming to JetStream', () => {

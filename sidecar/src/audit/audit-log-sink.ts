@@ -26,6 +26,11 @@
  *   installed that directory renamed to `tenants/<tenant>/`; after a crash: finished;
  * and the new epoch's log opened, its first leaf the link to the sealed one, checkpointed.
  * A rename is atomic, so an epoch directory is either live or archived whole, never half moved.
+ *
+ * Between `archived` and `installed` the tenant has no live directory, so the live log's own
+ * lock (inside that directory) cannot keep out a second process: each tenant also has a lock
+ * that stays where it is, `tenants/.<tenant>.lock`, taken before anything of the tenant is
+ * touched (finishing a rotation, opening its log, retention) and held until the sink stops.
  */
 import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -34,7 +39,7 @@ import { sameCanonicalJson } from '../lib/canonical-json.ts';
 import { pathExists as exists, syncPath, writeFileDurably } from '../lib/durable-file.ts';
 import { ErrorCodes, PavilionError, describeThrown, isPavilionError } from '../lib/errors.ts';
 import { withDeadline, type ComponentState, type ComponentStatus } from '../lib/lifecycle.ts';
-import { lockHeld } from '../lib/lock-file.ts';
+import { lockHeld, tryLock, unlock } from '../lib/lock-file.ts';
 import { TENANT_ID_PATTERN } from '../lib/tenant-id.ts';
 import type { DecisionEventV1, DecisionSink } from './decision-event.ts';
 import {
@@ -260,6 +265,8 @@ export class AuditLogSink implements DecisionSink {
   #archiveReads: Promise<unknown> = Promise.resolve();
   /** Aborted by stop(): ends the threads reading archived epochs for proofs. */
   readonly #stopping = new AbortController();
+  /** Tenants whose lock (#lockTenant) this sink holds. */
+  readonly #tenantLocks = new Set<string>();
   /** Per tenant, its proofs of archived decisions queued or reading (at most MAX_ARCHIVED_PROOFS_WAITING each). */
   readonly #archiveReadsWaiting = new Map<string, number>();
   /** Retention passes, one at a time (each verifies whole epochs before removing anything). */
@@ -308,6 +315,37 @@ export class AuditLogSink implements DecisionSink {
 
   #liveDirectory(tenant: string): string {
     return join(this.#options.directory, 'tenants', tenant);
+  }
+
+  /** The tenant's lock (see the header): where it stays whatever its epochs do. */
+  #tenantLockPath(tenant: string): string {
+    return join(this.#options.directory, 'tenants', `.${tenant}.lock`);
+  }
+
+  /**
+   * Take the tenant's lock, once (held until stop): ERR_AUDIT_LOG_LOCKED while another
+   * process (or another sink in this one) has it.
+   */
+  async #lockTenant(tenant: string): Promise<void> {
+    if (this.#tenantLocks.has(tenant)) return;
+    const file = this.#tenantLockPath(tenant);
+    let attempt;
+    try {
+      attempt = await tryLock(file);
+    } catch (error) {
+      throw new PavilionError(ErrorCodes.AUDIT_LOG_IO, `cannot lock tenant ${tenant}'s audit log (${file}): ${describeThrown(error)}`, { cause: error, details: { tenant } });
+    }
+    if (!attempt.taken) {
+      const by = attempt.thisProcess ? 'another audit log sink in this process' : attempt.pid === undefined ? 'another process (its lock is being taken or replaced)' : `process ${attempt.pid}`;
+      throw new PavilionError(ErrorCodes.AUDIT_LOG_LOCKED, `tenant ${tenant}'s audit log is in use by ${by} (${file})`, { details: { tenant, ...(attempt.pid === undefined ? {} : { pid: attempt.pid }) } });
+    }
+    this.#tenantLocks.add(tenant);
+  }
+
+  /** Give back every tenant lock this sink holds (its logs stopped, nothing of theirs is touched any more). */
+  async #unlockTenants(): Promise<void> {
+    await Promise.allSettled([...this.#tenantLocks].map((tenant) => unlock(this.#tenantLockPath(tenant))));
+    this.#tenantLocks.clear();
   }
 
   #archiveDirectory(tenant: string): string {
@@ -361,6 +399,7 @@ export class AuditLogSink implements DecisionSink {
       await Promise.allSettled(logs.map((r) => (r.status === 'fulfilled' ? r.value.stop(5000) : undefined)));
       this.#logs.clear();
       this.#opened.clear();
+      await this.#unlockTenants();
       if (this.#options.createAnchor !== undefined) await Promise.resolve().then(() => this.#anchor?.close?.()).catch(() => undefined);
       await this.#signer?.close().catch(() => undefined);
       this.#anchor = undefined;
@@ -394,12 +433,15 @@ export class AuditLogSink implements DecisionSink {
   }
 
   /**
-   * Open a refused tenant's log again. While another process still holds its lock nothing is
-   * done (opening finishes an interrupted rotation before it takes the lock, which must not
-   * happen under another process's feet): the same refusal again.
+   * Open a refused tenant's log again. While another process still holds the tenant's lock, or
+   * its live log's (a process of an earlier version takes only that one), nothing is done: the
+   * same refusal again, without a pass over the file.
    */
   async #reopen(tenant: string, refusal: PavilionError): Promise<AuditLog> {
-    if (refusal.code === ErrorCodes.AUDIT_LOG_LOCKED && (await lockHeld(join(this.#liveDirectory(tenant), LOCK_FILE)))) throw refusal.cause ?? refusal;
+    if (refusal.code === ErrorCodes.AUDIT_LOG_LOCKED) {
+      const held = (!this.#tenantLocks.has(tenant) && (await lockHeld(this.#tenantLockPath(tenant)))) || (await lockHeld(join(this.#liveDirectory(tenant), LOCK_FILE)));
+      if (held) throw refusal.cause ?? refusal;
+    }
     return this.#open(tenant);
   }
 
@@ -459,10 +501,11 @@ export class AuditLogSink implements DecisionSink {
     return tenant === UNROUTED_TENANT ? Math.min(configured, Math.floor(this.#maxDiskBytes(tenant) / 2)) : configured;
   }
 
-  /** Finish a rotation that was interrupted (#finishRotation), then open the tenant's live epoch. */
+  /** Take the tenant's lock, finish a rotation that was interrupted (#finishRotation), then open the tenant's live epoch. */
   async #open(tenant: string): Promise<AuditLog> {
     const signer = this.#signer;
     if (signer === undefined) throw new PavilionError(ErrorCodes.AUDIT_LOG_CLOSED, 'the audit log sink is not running');
+    await this.#lockTenant(tenant);
     await this.#finishRotation(tenant);
     const directory = this.#liveDirectory(tenant);
     const link = await readJsonFile<EpochLinkV1>(join(directory, EPOCH_FILE));
@@ -1026,6 +1069,7 @@ export class AuditLogSink implements DecisionSink {
     // retention pass: once it sees the sink stopped it starts no new record or removal (one
     // under way finishes; either way the next start completes the epoch).
     await withDeadline(this.#pruning, Math.max(0, Math.min(1000, deadlineMs - (Date.now() - started))));
+    await this.#unlockTenants();
     if (this.#options.createAnchor !== undefined) await this.#anchor?.close?.();
     await this.#signer?.close();
   }
