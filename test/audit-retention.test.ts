@@ -336,6 +336,11 @@ describe('archive retention (keepArchivedEpochs)', () => {
     assert.equal(verified.epochs.at(-1)!.unsignedLeaves, 0, 'the live log got its final checkpoint');
     assert.equal(verified.epochs[0]!.pruned, undefined, 'epoch 0 is verified from its log while it is there');
 
+    // the pass was still running when stop() returned: the tenant's lock stays, stale once the
+    // process has exited (here: as a process gone would leave it)
+    const tenantLock = join(dir, 'tenants', '.bank.lock');
+    assert.match(await readFile(tenantLock, 'utf8'), new RegExp(`^${process.pid} `), 'kept while the pass may still touch the archive');
+    await writeFile(tenantLock, '2147483646 exited\n');
     const again = rotatingSink(dir, signer, { keepArchivedEpochs: keep });
     await again.start();
     await until('the next start removes it', async () => (await readdir(join(archiveOf(dir), '0'))).length === 2);

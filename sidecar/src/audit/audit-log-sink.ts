@@ -342,10 +342,11 @@ export class AuditLogSink implements DecisionSink {
     this.#tenantLocks.add(tenant);
   }
 
-  /** Give back every tenant lock this sink holds (its logs stopped, nothing of theirs is touched any more). */
-  async #unlockTenants(): Promise<void> {
-    await Promise.allSettled([...this.#tenantLocks].map((tenant) => unlock(this.#tenantLockPath(tenant))));
-    this.#tenantLocks.clear();
+  /** Give back the tenant locks this sink holds but those of `keep` (whose files may still be touched). */
+  async #unlockTenants(keep: ReadonlySet<string> = new Set()): Promise<void> {
+    const released = [...this.#tenantLocks].filter((tenant) => !keep.has(tenant));
+    await Promise.allSettled(released.map((tenant) => unlock(this.#tenantLockPath(tenant))));
+    for (const tenant of released) this.#tenantLocks.delete(tenant);
   }
 
   #archiveDirectory(tenant: string): string {
@@ -692,7 +693,11 @@ export class AuditLogSink implements DecisionSink {
     } catch (error) {
       if (isPavilionError(error, ErrorCodes.AUDIT_LOG_CLOSED)) throw error; // stopping: the next start goes on
       const code = error instanceof PavilionError ? error.code : ErrorCodes.AUDIT_LOG_IO;
-      throw new PavilionError(code, `archived epoch ${epoch} does not verify, so it is kept with every epoch after it: ${describeThrown(error)}`, { cause: error, details: { tenant, epoch } });
+      // a file, key or thread that failed is no verdict on the log: the next pass tries again
+      const verdict = code === ErrorCodes.AUDIT_LOG_IO || code === ErrorCodes.AUDIT_SIGNER_CONFIG
+        ? 'could not be verified (the next pass tries again)'
+        : 'does not verify';
+      throw new PavilionError(code, `archived epoch ${epoch} ${verdict}, so it is kept with every epoch after it: ${describeThrown(error)}`, { cause: error, details: { tenant, epoch } });
     }
   }
 
@@ -1063,14 +1068,31 @@ export class AuditLogSink implements DecisionSink {
     this.#stopping.abort();
     clearInterval(this.#retentionTimer);
     const started = Date.now();
-    const logs = await Promise.allSettled([...this.#logs.values()]);
-    await Promise.all(logs.map((r) => (r.status === 'fulfilled' ? r.value.stop(deadlineMs) : undefined)));
-    // The logs' final checkpoints first, then what is left of the deadline (at most 1 s) for a
-    // retention pass: once it sees the sink stopped it starts no new record or removal (one
-    // under way finishes; either way the next start completes the epoch).
-    await withDeadline(this.#pruning, Math.max(0, Math.min(1000, deadlineMs - (Date.now() - started))));
-    await this.#unlockTenants();
-    if (this.#options.createAnchor !== undefined) await this.#anchor?.close?.();
-    await this.#signer?.close();
+    // Tenants whose files may still be touched after this returns keep their lock (it is stale
+    // once the process exits, and taken over then): a log whose stop did not finish within the
+    // deadline (it keeps its own lock too), and every tenant while a retention pass still runs.
+    const stillBusy = new Set<string>();
+    let failure: unknown;
+    try {
+      await Promise.all([...this.#logs].map(async ([tenant, opening]) => {
+        const log = await opening.catch(() => undefined);
+        try {
+          if (log !== undefined && !(await log.stop(deadlineMs))) stillBusy.add(tenant);
+        } catch (error) {
+          stillBusy.add(tenant);
+          failure ??= error;
+        }
+      }));
+      // The logs' final checkpoints first, then what is left of the deadline (at most 1 s) for a
+      // retention pass: once it sees the sink stopped it starts no new record or removal (one
+      // under way finishes; either way the next start completes the epoch).
+      const pruned = await withDeadline(this.#pruning, Math.max(0, Math.min(1000, deadlineMs - (Date.now() - started))));
+      if (!pruned) for (const tenant of this.#tenantLocks) stillBusy.add(tenant);
+    } finally {
+      await this.#unlockTenants(stillBusy);
+      if (this.#options.createAnchor !== undefined) await this.#anchor?.close?.();
+      await this.#signer?.close();
+    }
+    if (failure !== undefined) throw failure;
   }
 }

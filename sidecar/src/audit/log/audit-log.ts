@@ -902,8 +902,8 @@ export class AuditLog {
   }
 
   /** Final checkpoint (if leaves came after the last one), drain, close, unlock. */
-  async stop(deadlineMs: number): Promise<void> {
-    if (this.#state !== 'open' && this.#state !== 'sealing') return;
+  async stop(deadlineMs: number): Promise<boolean> {
+    if (this.#state !== 'open' && this.#state !== 'sealing') return true;
     if (this.#checkpointTimer !== undefined) clearInterval(this.#checkpointTimer);
     const writer = this.#writer;
     const work = (async () => {
@@ -920,6 +920,7 @@ export class AuditLog {
     const finished = await withDeadline(work, deadlineMs);
     this.#state = 'stopped';
     if (finished) await this.#unlock();
+    return finished;
   }
 }
 
