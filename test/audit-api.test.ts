@@ -84,6 +84,13 @@ describe('a decision is answered only once durable; a refusal is an error answer
     assert.equal(app.pavilion.sink.status().state, 'WARN', 'the refusal shows in the sink status');
     const metrics = await (await fetch(`${app.url}/metrics`)).text();
     assert.match(metrics, /pavilion_decisions_total\{[^}]*tenant="bank"[^}]*outcome="ERR_AUDIT_LOG_FULL"[^}]*\} 1/, 'counted as refused, not as the decision');
+    // the audit log's own metrics: the refusal by code, and the live epoch against its budget
+    assert.match(metrics, /^pavilion_audit_events_refused_total\{tenant="bank",code="ERR_AUDIT_LOG_FULL"\} 1$/m);
+    const gauge = (name: string): number => Number(new RegExp(`^${name}\\{tenant="bank"\\} (\\S+)$`, 'm').exec(metrics)?.[1]);
+    assert.equal(gauge('pavilion_audit_log_max_bytes'), 64 * 1024);
+    const bytes = gauge('pavilion_audit_log_bytes');
+    assert.ok(bytes > 64 * 1024 - 30 * 1024 && bytes <= 64 * 1024, `the live epoch holds ${bytes} bytes, within one event of its budget`);
+    assert.equal(gauge('pavilion_audit_log_leaves'), (app.pavilion.auditLog?.openLogs().get('bank'))?.size);
   });
 
   test('ext_authz: a refusal is a well-formed denial with the configured failure status and the code', async () => {

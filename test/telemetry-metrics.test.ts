@@ -3,7 +3,8 @@
  * to export `pavilion_distribution_connected 0`, so an alert "== 0 means disconnected" fired
  * on every sidecar not using NATS. Now they are registered only by the distribution
  * component (bundles.source "nats"): absent from a directory-source sidecar's /metrics,
- * present on a NATS-source one.
+ * present on a NATS-source one. The audit log's metrics likewise exist only with the audit
+ * log as the decision sink, read from its figures at each scrape.
  */
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -12,6 +13,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { parseConfig, type NatsConfig } from '../sidecar/src/config/index.ts';
 import { NatsBundleStore, connectNats } from '../sidecar/src/distribution/index.ts';
+import type { AuditLogFigures } from '../sidecar/src/audit/index.ts';
 import { Metrics } from '../sidecar/src/telemetry/index.ts';
 import { buildFixtureBundle } from './harness/fixtures.ts';
 import { startNats, type RunningNats } from './harness/nats-server.ts';
@@ -102,5 +104,54 @@ describe('distribution metrics are exported only with the NATS bundle source', (
       assert.match(text, /^pavilion_distribution_connected 1$/m);
       assert.match(text, /^pavilion_distribution_pointer_updates_total\{tenant="bank",outcome="ok"\} 1$/m);
     });
+  });
+});
+
+describe('audit log metrics are exported only with the audit log sink, read at each scrape', () => {
+  test('a sidecar without the audit log has none; one with it has them per tenant (test/audit-api.test.ts checks a real log)', async () => {
+    const app = await startPavilion();
+    try {
+      const names = declared(await metricsText(app.url));
+      assert.ok(!names.has('pavilion_audit_log_state') && !names.has('pavilion_audit_events_refused_total'), [...names].filter((n) => n.startsWith('pavilion_audit_')).join(', '));
+    } finally {
+      await app.stop();
+    }
+  });
+
+  test('each tenant gets its figures; a refused tenant its state only; a tenant gone has no series left; every state has a series', async () => {
+    const metrics = new Metrics();
+    let figures = new Map<string, AuditLogFigures>([
+      ['bank', { state: 'WARN', bytes: 1000, maxBytes: 65536, leaves: 7, checkpointedLeaves: 6, anchoredLeaves: 5, epoch: 2, archivedBytes: 4096, blockedWriters: 1, checkpointTimestampMs: 1_800_000_000_500 }],
+      ['hospital', { state: 'ERROR' }],
+    ]);
+    metrics.registerAuditLogMetrics(() => figures);
+    metrics.registerAuditLogMetrics(() => figures);
+    metrics.auditEventsRefused.inc({ tenant: 'bank', code: 'ERR_AUDIT_LOG_FULL' });
+    const text = await metrics.registry.metrics();
+    for (const [line, value] of [
+      ['pavilion_audit_log_bytes{tenant="bank"}', 1000],
+      ['pavilion_audit_log_max_bytes{tenant="bank"}', 65536],
+      ['pavilion_audit_log_leaves{tenant="bank"}', 7],
+      ['pavilion_audit_log_checkpointed_leaves{tenant="bank"}', 6],
+      ['pavilion_audit_log_anchored_leaves{tenant="bank"}', 5],
+      ['pavilion_audit_log_epoch{tenant="bank"}', 2],
+      ['pavilion_audit_log_archived_bytes{tenant="bank"}', 4096],
+      ['pavilion_audit_log_blocked_writers{tenant="bank"}', 1],
+      ['pavilion_audit_log_last_checkpoint_timestamp_seconds{tenant="bank"}', 1_800_000_000.5],
+      ['pavilion_audit_log_state{tenant="bank",state="WARN"}', 1],
+      ['pavilion_audit_log_state{tenant="bank",state="OK"}', 0],
+      ['pavilion_audit_log_state{tenant="hospital",state="ERROR"}', 1],
+      ['pavilion_audit_log_state{tenant="hospital",state="NOT_READY"}', 0],
+      ['pavilion_audit_events_refused_total{tenant="bank",code="ERR_AUDIT_LOG_FULL"}', 1],
+    ] as const) {
+      assert.ok(text.split('\n').includes(`${line} ${value}`), `${line} ${value} in:\n${text}`);
+    }
+    assert.doesNotMatch(text, /pavilion_audit_log_bytes\{tenant="hospital"\}/, 'a refused tenant has no sizes');
+    // read once a scrape, not once a gauge; a tenant gone since has no series left
+    figures = new Map([['hospital', { state: 'OK' }]]);
+    await new Promise((r) => setTimeout(r, 300));
+    const later = await metrics.registry.metrics();
+    assert.doesNotMatch(later, /tenant="bank"\}/, 'no gauge of bank left');
+    assert.match(later, /^pavilion_audit_log_state\{tenant="hospital",state="OK"\} 1$/m);
   });
 });

@@ -54,7 +54,7 @@ export function engineOptions(config: PavilionConfig): ConstructorParameters<typ
 }
 
 /** The configured decision sink: NDJSON file (default), the verifiable audit log, or none. */
-function decisionSink(config: PavilionConfig): DecisionSink {
+function decisionSink(config: PavilionConfig, metrics: Metrics): DecisionSink {
   const { sink, path, audit } = config.decisionLog;
   if (sink === 'file') return new FileDecisionSink(path);
   if (sink === 'audit' && audit !== undefined) {
@@ -65,6 +65,7 @@ function decisionSink(config: PavilionConfig): DecisionSink {
       settings,
       createSigner: () => createCheckpointSigner(signer),
       createAnchor: () => createAnchor(anchor, process.env, directory),
+      onRefused: (tenant, code) => metrics.auditEventsRefused.inc({ tenant, code }),
     });
   }
   return new NullDecisionSink();
@@ -305,7 +306,7 @@ export class Pavilion {
         })
       : undefined;
     this.events = new DecisionEvents(config.labels);
-    const sink = options.sink ?? decisionSink(config);
+    const sink = options.sink ?? decisionSink(config, this.metrics);
     this.auditLog = sink instanceof AuditLogSink ? sink : undefined;
     // nothing is written with sink none: masking (two rule evaluations per decision) would be wasted
     this.sink = sink instanceof NullDecisionSink ? sink : new MaskingDecisionSink(sink, decisionMasker(privacy));
@@ -313,6 +314,7 @@ export class Pavilion {
     const logRulePaths = sink instanceof NullDecisionSink ? undefined : privacy.policy?.paths;
     const audit = config.decisionLog.audit;
     const auditLog = this.auditLog;
+    if (auditLog !== undefined) this.metrics.registerAuditLogMetrics(() => auditLog.figures());
     this.decisionStream = audit?.stream.enabled === true && config.nats !== undefined && auditLog !== undefined
       ? new DecisionForwarder({
           nats: config.nats,

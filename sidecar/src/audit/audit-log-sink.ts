@@ -205,6 +205,25 @@ async function directoryBytes(directory: string): Promise<number> {
   return bytes;
 }
 
+/** One tenant's audit log as the metrics export it (AuditLogSink.figures). */
+export interface AuditLogFigures {
+  readonly state: ComponentState;
+  /** The rest only while the tenant's log is open. Bytes of its live epoch's log on disk, and its budget. */
+  readonly bytes?: number;
+  readonly maxBytes?: number;
+  /** Leaves of the live epoch, those under its latest signed checkpoint, and under its latest anchor. */
+  readonly leaves?: number;
+  readonly checkpointedLeaves?: number;
+  readonly anchoredLeaves?: number;
+  readonly epoch?: number;
+  /** Bytes of its archived epochs (pruned ones count what is left of them). */
+  readonly archivedBytes?: number;
+  /** Appends waiting for disk budget (onFull 'block'). */
+  readonly blockedWriters?: number;
+  /** The latest signed checkpoint's time (its signed timestamp), ms since the epoch. */
+  readonly checkpointTimestampMs?: number;
+}
+
 export interface AuditLogSinkOptions {
   readonly directory: string;
   /** Prefix of every log's origin: `<originPrefix>/<tenant>` (the sidecar's `labels.id`). */
@@ -219,6 +238,8 @@ export interface AuditLogSinkOptions {
   readonly createAnchor?: () => Promise<Anchor | undefined>;
   /** For tests: awaited after each step of a rotation; a promise that never settles stops it there, as a crash would. */
   readonly onRotationStep?: (step: RotationStep, tenant: string) => Promise<void> | void;
+  /** Called for every decision event refused (append or write rejected), with its tenant and code: the refusal counter. */
+  readonly onRefused?: (tenant: string, code: string) => void;
   /** For tests: awaited once a retention pass has recorded and marked `epoch` pruned, before its files go. */
   readonly onPruneMarked?: (tenant: string, epoch: number) => Promise<void> | void;
 }
@@ -882,8 +903,40 @@ export class AuditLogSink implements DecisionSink {
     } catch (error) {
       this.#refused++;
       this.#lastRefusal = describeThrown(error);
+      this.#options.onRefused?.(tenant, isPavilionError(error) ? error.code : ErrorCodes.AUDIT_LOG_IO);
       throw error;
     }
+  }
+
+  /**
+   * Per tenant, what the metrics export (pavilion_audit_log_*): the state of its log (as in
+   * status) and, for a log that is open, its sizes and its latest checkpoint's time. A tenant
+   * refused at start has its state only.
+   */
+  figures(): Map<string, AuditLogFigures> {
+    const figures = new Map<string, AuditLogFigures>();
+    const tenants = (this.status().details as { tenants?: Record<string, ComponentStatus> } | undefined)?.tenants ?? {};
+    for (const [tenant, status] of Object.entries(tenants)) {
+      const log = this.#opened.get(tenant);
+      const d = (status.details ?? {}) as Record<string, unknown>;
+      const n = (key: string): number => (typeof d[key] === 'number' ? d[key] : 0);
+      const checkpointAt = log?.latestCheckpoint === undefined ? undefined : Date.parse(log.latestCheckpoint.timestamp);
+      figures.set(tenant, {
+        state: status.state,
+        ...(log === undefined || this.#refusedAtStart.has(tenant) ? {} : {
+          bytes: n('bytes_on_disk'),
+          maxBytes: n('max_disk_bytes'),
+          leaves: n('leaves'),
+          checkpointedLeaves: n('checkpoint_size'),
+          anchoredLeaves: n('anchored_size'),
+          epoch: n('epoch'),
+          archivedBytes: n('archived_bytes'),
+          blockedWriters: n('blocked_writers'),
+          ...(checkpointAt === undefined || Number.isNaN(checkpointAt) ? {} : { checkpointTimestampMs: checkpointAt }),
+        }),
+      });
+    }
+    return figures;
   }
 
   write(event: DecisionEventV1): Promise<DecisionReceiptV1> {

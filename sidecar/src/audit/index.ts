@@ -49,6 +49,7 @@ export {
   UNROUTED_KEEP_ARCHIVED_EPOCHS,
   UNROUTED_MAX_DISK_BYTES,
   UNROUTED_TENANT,
+  type AuditLogFigures,
   type AuditLogSettings,
   type AuditLogSinkOptions,
   type RotationStep,

@@ -2,6 +2,7 @@
  * Prometheus metrics, on a registry owned by this object (no global registry).
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { AuditLogFigures } from '../audit/index.ts';
 import type { CredentialObserver } from '../credentials/gate.ts';
 import type { EngineObserver } from '../engine/index.ts';
 
@@ -12,6 +13,25 @@ import type { EngineObserver } from '../engine/index.ts';
  * a rollout then waits for. At 100 ms the lag figures keep their meaning with fewer samples.
  */
 const EVENT_LOOP_SAMPLE_INTERVAL_MS = 100;
+
+/** The states a component (here a tenant's audit log) reports; pavilion_audit_log_state has one series each. */
+const STATES = ['OK', 'WARN', 'ERROR', 'NOT_READY'] as const;
+
+/** The pavilion_audit_log_* gauges read from the audit log's figures at each scrape: name, help, the figure. */
+const AUDIT_LOG_GAUGES = [
+  ['pavilion_audit_log_bytes', "Bytes of the tenant's live audit log epoch on disk (its disk budget: pavilion_audit_log_max_bytes).", (f) => f.bytes],
+  ['pavilion_audit_log_max_bytes', "The disk budget of the tenant's live audit log epoch (decisionLog.audit.maxDiskBytes); past it, onFull applies.", (f) => f.maxBytes],
+  ['pavilion_audit_log_leaves', "Leaves (logged decisions and the epoch's link) of the tenant's live audit log epoch.", (f) => f.leaves],
+  ['pavilion_audit_log_checkpointed_leaves', "Leaves of the tenant's live epoch under its latest signed checkpoint.", (f) => f.checkpointedLeaves],
+  ['pavilion_audit_log_anchored_leaves', "Leaves of the tenant's live epoch under its latest anchored checkpoint.", (f) => f.anchoredLeaves],
+  ['pavilion_audit_log_epoch', "The number of the tenant's live audit log epoch (rotation).", (f) => f.epoch],
+  ['pavilion_audit_log_archived_bytes', "Bytes of the tenant's archived (sealed) audit log epochs.", (f) => f.archivedBytes],
+  ['pavilion_audit_log_blocked_writers', "Decision events of the tenant waiting for disk budget (onFull \"block\").", (f) => f.blockedWriters],
+  ['pavilion_audit_log_last_checkpoint_timestamp_seconds', "The signed time of the tenant's latest checkpoint, seconds since the Unix epoch.", (f) => (f.checkpointTimestampMs === undefined ? undefined : f.checkpointTimestampMs / 1000)],
+] as const satisfies ReadonlyArray<readonly [string, string, (figures: AuditLogFigures) => number | undefined]>;
+
+/** How long one reading of the audit log's figures serves the gauges of a scrape. */
+const AUDIT_FIGURES_FRESH_MS = 250;
 
 export class Metrics implements EngineObserver, CredentialObserver {
   readonly registry = new Registry();
@@ -32,6 +52,12 @@ export class Metrics implements EngineObserver, CredentialObserver {
   readonly activationPhaseSeconds: Histogram<'phase'>;
   readonly auditStreamBacklog: Gauge<'tenant'>;
   readonly auditStreamPublished: Counter<'tenant'>;
+  readonly auditEventsRefused: Counter<'tenant' | 'code'>;
+  /** The pavilion_audit_log_* gauges; exported once registerAuditLogMetrics names their source. */
+  readonly #auditLogGauges: Gauge<'tenant'>[] = [];
+  readonly #auditLogState: Gauge<'tenant' | 'state'>;
+  #auditLogSource: (() => ReadonlyMap<string, AuditLogFigures>) | undefined;
+  #auditFigures: { readonly at: number; readonly figures: ReadonlyMap<string, AuditLogFigures> } | undefined;
   /** Read at every scrape for pavilion_audit_stream_backlog (set by the decision forwarder). */
   auditStreamBacklogSource: (() => Readonly<Record<string, number>>) | undefined;
   readonly #revisions = new Map<string, string>();
@@ -145,6 +171,39 @@ export class Metrics implements EngineObserver, CredentialObserver {
       labelNames: ['tenant'],
       registers: [this.registry],
     });
+    // the audit log's metrics: created unregistered, exported by registerAuditLogMetrics
+    this.auditEventsRefused = new Counter({
+      name: 'pavilion_audit_events_refused_total',
+      help: 'Decision events the audit log refused (their decisions were refused too), by tenant and code (ERR_AUDIT_LOG_FULL, ERR_AUDIT_DISK_FULL, ...).',
+      labelNames: ['tenant', 'code'],
+      registers: [],
+    });
+    this.#auditLogState = new Gauge({
+      name: 'pavilion_audit_log_state',
+      help: "1 for the state of the tenant's audit log (OK, WARN, ERROR, NOT_READY; as in /health?verbose), 0 for the others.",
+      labelNames: ['tenant', 'state'],
+      registers: [],
+      collect: () => {
+        this.#auditLogState.reset();
+        for (const [tenant, f] of this.#readAuditFigures()) for (const state of STATES) this.#auditLogState.set({ tenant, state }, f.state === state ? 1 : 0);
+      },
+    });
+    for (const [name, help, figure] of AUDIT_LOG_GAUGES) {
+      const gauge: Gauge<'tenant'> = new Gauge({
+        name,
+        help,
+        labelNames: ['tenant'],
+        registers: [],
+        collect: () => {
+          gauge.reset(); // a tenant gone, or refused, has no series
+          for (const [tenant, f] of this.#readAuditFigures()) {
+            const value = figure(f);
+            if (value !== undefined) gauge.set({ tenant }, value);
+          }
+        },
+      });
+      this.#auditLogGauges.push(gauge);
+    }
     this.rolloutSeconds = new Histogram({
       name: 'pavilion_bundle_rollout_seconds',
       help: 'From a pointer move (pushed_at, NATS distribution) to this sidecar serving it; includes clock skew between hosts.',
@@ -165,6 +224,26 @@ export class Metrics implements EngineObserver, CredentialObserver {
     for (const metric of [this.distributionConnected, this.distributionReconnects, this.distributionUpdates, this.rolloutSeconds]) {
       this.registry.registerMetric(metric);
     }
+  }
+
+  /**
+   * Export the audit log's metrics (pavilion_audit_log_* read from `source` at each scrape,
+   * pavilion_audit_events_refused_total). Called when the audit log is the decision sink, so a
+   * sidecar without it does not export them. Idempotent.
+   */
+  registerAuditLogMetrics(source: () => ReadonlyMap<string, AuditLogFigures>): void {
+    this.#auditLogSource = source;
+    if (this.registry.getSingleMetric('pavilion_audit_log_state') !== undefined) return;
+    for (const metric of [this.auditEventsRefused, this.#auditLogState, ...this.#auditLogGauges]) this.registry.registerMetric(metric);
+  }
+
+  /** The audit log's figures, read once for all the gauges of one scrape. */
+  #readAuditFigures(): ReadonlyMap<string, AuditLogFigures> {
+    const now = performance.now();
+    if (this.#auditFigures === undefined || now - this.#auditFigures.at > AUDIT_FIGURES_FRESH_MS) {
+      this.#auditFigures = { at: now, figures: this.#auditLogSource?.() ?? new Map() };
+    }
+    return this.#auditFigures.figures;
   }
 
   onCredential(tenant: string, outcome: string): void {
