@@ -18,6 +18,8 @@ import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import { defaultConfig, parseConfig } from '../sidecar/src/config/index.ts';
+import { Metrics } from '../sidecar/src/telemetry/index.ts';
+import { parser as promqlParser } from '@prometheus-io/lezer-promql';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const HELM = join(ROOT, '.tools', 'bin', 'helm');
@@ -225,6 +227,17 @@ function renderedConfig(manifests: readonly Manifest[]): Record<string, unknown>
   const text = the(manifests, 'ConfigMap', '-pavilion-config').data?.['config.json'];
   assert.equal(typeof text, 'string', 'the ConfigMap has config.json');
   return JSON.parse(text as string) as Record<string, unknown>;
+}
+
+/** `expr` parses as PromQL (Prometheus' own grammar, @prometheus-io/lezer-promql): no error node anywhere in its tree. */
+function assertPromQl(expr: string, what: string): void {
+  const errors: string[] = [];
+  promqlParser.parse(expr).iterate({
+    enter: (node) => {
+      if (node.type.isError) errors.push(`at ${node.from}: ${JSON.stringify(expr.slice(node.from, node.from + 24))}`);
+    },
+  });
+  assert.deepEqual(errors, [], `${what}: not PromQL`);
 }
 
 /** helm template with extra args must fail, and its error output must match `pattern`. */
@@ -499,11 +512,53 @@ describe('broker-example, default values', () => {
 });
 
 describe('broker-example, values-production.yaml', () => {
-  test('adds the NetworkPolicy, the PodDisruptionBudget, the ServiceMonitor and its metrics Service', () => {
+  test('adds the NetworkPolicy, the PodDisruptionBudget, the ServiceMonitor and its metrics Service, the PrometheusRule', () => {
     assert.deepEqual(kinds(production), [
       'AuthorizationPolicy', 'AuthorizationPolicy', 'ConfigMap', 'Deployment', 'NetworkPolicy', 'PeerAuthentication', 'PodDisruptionBudget',
-      'Service', 'Service', 'ServiceAccount', 'ServiceEntry', 'ServiceMonitor',
+      'PrometheusRule', 'Service', 'Service', 'ServiceAccount', 'ServiceEntry', 'ServiceMonitor',
     ]);
+  });
+
+  test("the PrometheusRule's alerts are PromQL that parses, on metrics the sidecar exports, in the release's namespace", async () => {
+    const rule = the(production, 'PrometheusRule');
+    assert.equal(rule.apiVersion, 'monitoring.coreos.com/v1');
+    assert.equal(rule.metadata.labels?.['release'], 'kube-prometheus-stack', "the labels Prometheus' ruleSelector matches");
+    const rules = (rule.spec as { groups: { name: string; rules: { alert: string; expr: string; for?: string; labels: { severity: string } }[] }[] }).groups.flatMap((g) => g.rules);
+    assert.deepEqual(rules.map((r) => r.alert).sort(), [
+      'PavilionAuditCheckpointStale', 'PavilionAuditEventsRefused', 'PavilionAuditLogNearBudget', 'PavilionAuditLogState', 'PavilionAuditStreamBacklog',
+      'PavilionBundleRefused', 'PavilionDistributionDisconnected', 'PavilionEvaluationWorkerRestarts',
+    ]);
+    // every metric an alert reads is one the sidecar declares (with the audit log and NATS distribution)
+    const metrics = new Metrics();
+    metrics.registerDistributionMetrics();
+    metrics.registerAuditLogMetrics(() => new Map());
+    const exported = new Set((await metrics.registry.metrics()).split('\n').filter((l) => l.startsWith('# TYPE ')).map((l) => l.split(' ')[2]));
+    for (const r of rules) {
+      const names = [...r.expr.matchAll(/\b(pavilion_[a-z_]+)\b/g)].map((m) => m[1] as string);
+      assert.ok(names.length > 0, `${r.alert} reads a pavilion metric`);
+      for (const name of names) assert.ok(exported.has(name), `${r.alert}: ${name} is not a metric the sidecar exports`);
+      // each selector is confined to the release's namespace
+      const selectors = [...r.expr.matchAll(/pavilion_[a-z_]+\{([^}]*)\}/g)].map((m) => m[1]);
+      assert.equal(selectors.length, names.length, `${r.alert}: every metric has a selector`);
+      for (const selector of selectors) assert.match(selector ?? '', new RegExp(`^namespace="${NAMESPACE}"`), r.alert);
+      assert.ok(['critical', 'warning'].includes(r.labels.severity), r.alert);
+      assertPromQl(r.expr, r.alert);
+    }
+    assert.match(rules.find((r) => r.alert === 'PavilionAuditLogNearBudget')?.expr ?? '', /> 0\.8$/, 'the default ratio');
+    // and the check can fail: a parenthesis short, a selector cut off
+    for (const broken of ['sum by (pod (increase(pavilion_audit_events_refused_total[5m])) > 0', 'max(pavilion_audit_log_state{namespace="brokers",state=}) == 1']) {
+      assert.throws(() => assertPromQl(broken, 'broken'), /not PromQL/, broken);
+    }
+  });
+
+  test('the PrometheusRule follows its values, and needs the metrics exposed', () => {
+    const tuned = render(['--set', 'prometheusRule.enabled=true', '--set-json', 'prometheusRule.auditBudgetRatio=0.9', '--set', 'prometheusRule.checkpointStaleSeconds=120']);
+    const exprs = (the(tuned, 'PrometheusRule').spec as { groups: { rules: { alert: string; expr: string }[] }[] }).groups.flatMap((g) => g.rules);
+    assert.match(exprs.find((r) => r.alert === 'PavilionAuditLogNearBudget')?.expr ?? '', /> 0\.9$/);
+    assert.match(exprs.find((r) => r.alert === 'PavilionAuditCheckpointStale')?.expr ?? '', /\) > 120\n/);
+    assert.ok(!kinds(byDefault).includes('PrometheusRule'), 'off by default');
+    renderFails(['--set', 'prometheusRule.enabled=true', '--set', 'pavilion.metrics.mode=none'], /prometheusRule.enabled needs pavilion.metrics.mode/);
+    renderFails(['--set', 'prometheusRule.enabled=true', '--set', 'prometheusRule.auditBudgetRatio=2'], /auditBudgetRatio/);
   });
 
   test('runs 3 replicas, keeps 2 available through disruptions, spread over zones', () => {
