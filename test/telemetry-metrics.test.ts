@@ -112,7 +112,7 @@ describe('audit log metrics are exported only with the audit log sink, read at e
     const app = await startPavilion();
     try {
       const names = declared(await metricsText(app.url));
-      assert.ok(!names.has('pavilion_audit_log_state') && !names.has('pavilion_audit_events_refused_total'), [...names].filter((n) => n.startsWith('pavilion_audit_')).join(', '));
+      assert.deepEqual([...names].filter((n) => n.startsWith('pavilion_audit_')), [], 'no audit log, no stream: none of their metrics');
     } finally {
       await app.stop();
     }
@@ -126,6 +126,9 @@ describe('audit log metrics are exported only with the audit log sink, read at e
     ]);
     metrics.registerAuditLogMetrics(() => figures);
     metrics.registerAuditLogMetrics(() => figures);
+    let backlog: Record<string, number> = { bank: 3 };
+    metrics.registerAuditStreamMetrics(() => backlog);
+    metrics.registerAuditStreamMetrics(() => backlog);
     metrics.auditEventsRefused.inc({ tenant: 'bank', code: 'ERR_AUDIT_LOG_FULL' });
     const text = await metrics.registry.metrics();
     for (const [line, value] of [
@@ -143,12 +146,14 @@ describe('audit log metrics are exported only with the audit log sink, read at e
       ['pavilion_audit_log_state{tenant="hospital",state="ERROR"}', 1],
       ['pavilion_audit_log_state{tenant="hospital",state="NOT_READY"}', 0],
       ['pavilion_audit_events_refused_total{tenant="bank",code="ERR_AUDIT_LOG_FULL"}', 1],
+      ['pavilion_audit_stream_backlog{tenant="bank"}', 3],
     ] as const) {
       assert.ok(text.split('\n').includes(`${line} ${value}`), `${line} ${value} in:\n${text}`);
     }
     assert.doesNotMatch(text, /pavilion_audit_log_bytes\{tenant="hospital"\}/, 'a refused tenant has no sizes');
     // read once a scrape, not once a gauge; a tenant gone since has no series left
     figures = new Map([['hospital', { state: 'OK' }]]);
+    backlog = {};
     await new Promise((r) => setTimeout(r, 300));
     const later = await metrics.registry.metrics();
     assert.doesNotMatch(later, /tenant="bank"\}/, 'no gauge of bank left');

@@ -244,7 +244,7 @@ export class DecisionForwarder implements Component, StreamProgress {
   async start(): Promise<void> {
     if (this.#state !== 'new') return;
     this.#state = 'connecting';
-    if (this.#options.metrics !== undefined) this.#options.metrics.auditStreamBacklogSource = () => this.backlog();
+    this.#options.metrics?.registerAuditStreamMetrics(() => this.backlog());
     this.#loop = this.#run();
   }
 

@@ -58,8 +58,7 @@ export class Metrics implements EngineObserver, CredentialObserver {
   readonly #auditLogState: Gauge<'tenant' | 'state'>;
   #auditLogSource: (() => ReadonlyMap<string, AuditLogFigures>) | undefined;
   #auditFigures: { readonly at: number; readonly figures: ReadonlyMap<string, AuditLogFigures> } | undefined;
-  /** Read at every scrape for pavilion_audit_stream_backlog (set by the decision forwarder). */
-  auditStreamBacklogSource: (() => Readonly<Record<string, number>>) | undefined;
+  #auditStreamBacklogSource: (() => Readonly<Record<string, number>>) | undefined;
   readonly #revisions = new Map<string, string>();
 
   constructor() {
@@ -158,9 +157,10 @@ export class Metrics implements EngineObserver, CredentialObserver {
       name: 'pavilion_audit_stream_backlog',
       help: 'Logged decisions not yet acknowledged by NATS JetStream, by tenant.',
       labelNames: ['tenant'],
-      registers: [this.registry],
+      registers: [], // exported by registerAuditStreamMetrics, with streaming on
       collect: () => {
-        const source = this.auditStreamBacklogSource;
+        const source = this.#auditStreamBacklogSource;
+        this.auditStreamBacklog.reset(); // a tenant gone has no series left
         if (source === undefined) return;
         for (const [tenant, backlog] of Object.entries(source())) this.auditStreamBacklog.set({ tenant }, backlog);
       },
@@ -169,7 +169,7 @@ export class Metrics implements EngineObserver, CredentialObserver {
       name: 'pavilion_audit_stream_published_total',
       help: 'Logged decisions acknowledged by NATS JetStream (re-sends after a failure included), by tenant.',
       labelNames: ['tenant'],
-      registers: [this.registry],
+      registers: [],
     });
     // the audit log's metrics: created unregistered, exported by registerAuditLogMetrics
     this.auditEventsRefused = new Counter({
@@ -224,6 +224,17 @@ export class Metrics implements EngineObserver, CredentialObserver {
     for (const metric of [this.distributionConnected, this.distributionReconnects, this.distributionUpdates, this.rolloutSeconds]) {
       this.registry.registerMetric(metric);
     }
+  }
+
+  /**
+   * Export the decision stream's metrics (pavilion_audit_stream_backlog read from `backlog` at
+   * each scrape, pavilion_audit_stream_published_total). Called by the decision forwarder, so
+   * only a sidecar streaming to JetStream has them. Idempotent.
+   */
+  registerAuditStreamMetrics(backlog: () => Readonly<Record<string, number>>): void {
+    this.#auditStreamBacklogSource = backlog;
+    if (this.registry.getSingleMetric('pavilion_audit_stream_backlog') !== undefined) return;
+    for (const metric of [this.auditStreamBacklog, this.auditStreamPublished]) this.registry.registerMetric(metric);
   }
 
   /**
