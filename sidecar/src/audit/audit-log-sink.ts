@@ -246,7 +246,7 @@ export interface AuditLogSinkOptions {
 
 const RANK: Record<ComponentState, number> = { OK: 0, NOT_READY: 1, WARN: 2, ERROR: 3 };
 
-/** A tenant whose log could not be opened (#refuseAtStart): what its requests get, and when it is tried again. */
+/** A tenant whose log could not be opened (#refuseOpen): what its requests get, and when it is tried again. */
 interface Refusal {
   readonly error: PavilionError;
   /** performance.now() from which the next event tries again (Infinity: damage, until a restart). */
@@ -265,8 +265,11 @@ export class AuditLogSink implements DecisionSink {
   readonly #options: AuditLogSinkOptions;
   readonly #logs = new Map<string, Promise<AuditLog>>();
   readonly #opened = new Map<string, AuditLog>();
-  /** Tenants whose log failed to open at start, the refusal their requests get, and when it is tried again (#refuseAtStart). */
-  readonly #refusedAtStart = new Map<string, Refusal>();
+  /**
+   * Tenants whose log could not be opened (at start, or again at a retry), the refusal their
+   * requests get, when it is tried again and whether a try is under way (#refuseOpen).
+   */
+  readonly #refusedOpen = new Map<string, Refusal>();
   #signer: CheckpointSigner | undefined;
   #anchor: Anchor | undefined;
   #earlierKeys: Keyring | undefined;
@@ -399,15 +402,15 @@ export class AuditLogSink implements DecisionSink {
       }
       // A log that cannot be opened (damage that is not a torn write, a lock another process
       // holds, an unreadable file) is its tenant's alone: that tenant is refused, the others
-      // are served (#refuseAtStart).
+      // are served (#refuseOpen).
       for (const name of names) {
         try {
           await this.#log(name);
         } catch (error) {
-          this.#refuseAtStart(name, error);
+          this.#refuseOpen(name, error);
         }
       }
-      for (const name of names) if (!this.#refusedAtStart.has(name)) this.#pruneInBackground(name);
+      for (const name of names) if (!this.#refusedOpen.has(name)) this.#pruneInBackground(name);
       const { rotateAfterMs = 0, keepArchivedDays = 0 } = this.#options.settings;
       if (rotateAfterMs > 0 || keepArchivedDays > 0) {
         this.#retentionTimer = setInterval(() => void this.enforceRetention(), RETENTION_CHECK_INTERVAL_MS);
@@ -431,7 +434,7 @@ export class AuditLogSink implements DecisionSink {
   }
 
   /**
-   * A tenant whose log failed to open at start: its events, proofs and checkpoints are refused
+   * A tenant whose log failed to open (at start, or at a retry): its events, proofs and checkpoints are refused
    * with the failure's own code, and its archive is left alone (no retention, no rotation); the
    * log file is not cut. Damage (ERR_AUDIT_LOG_CORRUPT) does not mend itself, so that refusal
    * lasts until a restart (each try would be a pass over the whole file). Anything else (a lock
@@ -439,7 +442,7 @@ export class AuditLogSink implements DecisionSink {
    * tried again by the tenant's next event once REFUSAL_RETRY_MIN_MS has passed, the wait
    * doubling up to REFUSAL_RETRY_MAX_MS while it keeps failing.
    */
-  #refuseAtStart(tenant: string, error: unknown, previousWaitMs = 0): PavilionError {
+  #refuseOpen(tenant: string, error: unknown, previousWaitMs = 0): PavilionError {
     const cause = isPavilionError(error) ? error : new PavilionError(ErrorCodes.AUDIT_LOG_IO, describeThrown(error), { cause: error });
     const permanent = cause.code === ErrorCodes.AUDIT_LOG_CORRUPT;
     const waitMs = permanent ? Infinity : Math.min(REFUSAL_RETRY_MAX_MS, Math.max(REFUSAL_RETRY_MIN_MS, previousWaitMs * 2));
@@ -450,7 +453,7 @@ export class AuditLogSink implements DecisionSink {
         : `the audit log of tenant ${tenant} could not be opened, so its decisions are refused; it is tried again by its next decision after ${waitMs} ms: ${cause.message}`,
       { details: { ...cause.details, tenant }, cause },
     );
-    this.#refusedAtStart.set(tenant, { error: refusal, retryAtMs: performance.now() + waitMs, waitMs });
+    this.#refusedOpen.set(tenant, { error: refusal, retryAtMs: performance.now() + waitMs, waitMs });
     return refusal;
   }
 
@@ -467,27 +470,27 @@ export class AuditLogSink implements DecisionSink {
     return this.#open(tenant);
   }
 
-  /** Tenants whose log failed to open at start, with why (see #refuseAtStart). */
+  /** Tenants whose log failed to open at start, with why (see #refuseOpen). */
   refusedTenants(): ReadonlyMap<string, PavilionError> {
-    return new Map([...this.#refusedAtStart].map(([tenant, { error }]) => [tenant, error]));
+    return new Map([...this.#refusedOpen].map(([tenant, { error }]) => [tenant, error]));
   }
 
   /** The tenant's live log: open, being opened, or (while it rotates) the next epoch's to be. */
   #log(tenant: string): Promise<AuditLog> {
-    const refused = this.#refusedAtStart.get(tenant);
+    const refused = this.#refusedOpen.get(tenant);
     if (refused !== undefined) {
       const trying = this.#logs.get(tenant);
       if (refused.retrying === true && trying !== undefined) return trying;
       if (performance.now() < refused.retryAtMs || this.#signer === undefined || this.#stopped) return Promise.reject(refused.error);
       // a passing fault's refusal, due for another try: this event waits for it, as do those
       // meanwhile; proofs, checkpoints and status keep the refusal until it has succeeded
-      this.#refusedAtStart.set(tenant, { ...refused, retrying: true });
+      this.#refusedOpen.set(tenant, { ...refused, retrying: true });
       return this.#track(tenant, this.#reopen(tenant, refused.error).then((log) => {
-        this.#refusedAtStart.delete(tenant);
+        this.#refusedOpen.delete(tenant);
         this.#pruneInBackground(tenant); // as a start does
         return log;
       }, (error: unknown) => {
-        throw this.#refuseAtStart(tenant, error, refused.waitMs);
+        throw this.#refuseOpen(tenant, error, refused.waitMs);
       }));
     }
     const existing = this.#logs.get(tenant);
@@ -923,7 +926,7 @@ export class AuditLogSink implements DecisionSink {
       const checkpointAt = log?.latestCheckpoint === undefined ? undefined : Date.parse(log.latestCheckpoint.timestamp);
       figures.set(tenant, {
         state: status.state,
-        ...(log === undefined || this.#refusedAtStart.has(tenant) ? {} : {
+        ...(log === undefined || this.#refusedOpen.has(tenant) ? {} : {
           bytes: n('bytes_on_disk'),
           maxBytes: n('max_disk_bytes'),
           leaves: n('leaves'),
@@ -1048,7 +1051,7 @@ export class AuditLogSink implements DecisionSink {
 
   /** The tenant's open log, if any; throws the refusal of a tenant whose log failed to open at start. */
   #openedOrRefused(tenant: string): AuditLog | undefined {
-    const refused = this.#refusedAtStart.get(tenant);
+    const refused = this.#refusedOpen.get(tenant);
     if (refused !== undefined) throw refused.error;
     return this.#opened.get(tenant);
   }
@@ -1069,7 +1072,7 @@ export class AuditLogSink implements DecisionSink {
     }
     // A tenant refused at start is ERROR in its own entry; the component is WARN for it (not
     // ERROR, which fails /health/ready and takes the pod's traffic from every tenant).
-    for (const [tenant, { error }] of this.#refusedAtStart) {
+    for (const [tenant, { error }] of this.#refusedOpen) {
       tenants[tenant] = { state: 'ERROR', message: error.message, details: { code: error.code } };
       if (RANK[state] < RANK.WARN) {
         state = 'WARN';
