@@ -532,6 +532,7 @@ describe('broker-example, values-production.yaml', () => {
     const metrics = new Metrics();
     metrics.registerDistributionMetrics();
     metrics.registerAuditLogMetrics(() => new Map());
+    metrics.registerAuditStreamMetrics(() => ({}));
     const exported = new Set((await metrics.registry.metrics()).split('\n').filter((l) => l.startsWith('# TYPE ')).map((l) => l.split(' ')[2]));
     for (const r of rules) {
       const names = [...r.expr.matchAll(/\b(pavilion_[a-z_]+)\b/g)].map((m) => m[1] as string);
@@ -552,13 +553,22 @@ describe('broker-example, values-production.yaml', () => {
   });
 
   test('the PrometheusRule follows its values, and needs the metrics exposed', () => {
-    const tuned = render(['--set', 'prometheusRule.enabled=true', '--set-json', 'prometheusRule.auditBudgetRatio=0.9', '--set', 'prometheusRule.checkpointStaleSeconds=120']);
+    const on = ['--set', 'prometheusRule.enabled=true', '--set', 'serviceMonitor.enabled=true'];
+    const tuned = render([...on, '--set-json', 'prometheusRule.auditBudgetRatio=0.9', '--set', 'prometheusRule.checkpointStaleSeconds=120']);
     const exprs = (the(tuned, 'PrometheusRule').spec as { groups: { rules: { alert: string; expr: string }[] }[] }).groups.flatMap((g) => g.rules);
     assert.match(exprs.find((r) => r.alert === 'PavilionAuditLogNearBudget')?.expr ?? '', /> 0\.9$/);
     assert.match(exprs.find((r) => r.alert === 'PavilionAuditCheckpointStale')?.expr ?? '', /\) > 120\n/);
     assert.ok(!kinds(byDefault).includes('PrometheusRule'), 'off by default');
-    renderFails(['--set', 'prometheusRule.enabled=true', '--set', 'pavilion.metrics.mode=none'], /prometheusRule.enabled needs pavilion.metrics.mode/);
-    renderFails(['--set', 'prometheusRule.enabled=true', '--set', 'prometheusRule.auditBudgetRatio=2'], /auditBudgetRatio/);
+    renderFails([...on, '--set', 'pavilion.metrics.mode=none'], /(serviceMonitor|prometheusRule).enabled needs pavilion.metrics.mode/);
+    renderFails(['--set', 'prometheusRule.enabled=true'], /prometheusRule.enabled needs serviceMonitor.enabled/);
+    renderFails([...on, '--set', 'prometheusRule.auditBudgetRatio=2'], /auditBudgetRatio/);
+    renderFails([...on, '--set', 'prometheusRule.workerRestarts=null'], /workerRestarts/);
+    // a quiet tenant's leaves wait checkpointIntervalMs for their checkpoint: the alert must wait longer
+    renderFails([...on, '--set', 'prometheusRule.checkpointStaleSeconds=60', '--set', 'pavilion.config.decisionLog.audit.checkpointIntervalMs=60000'], /checkpointStaleSeconds \(60\) must be longer than the audit log's checkpointIntervalMs \(60000 ms\)/);
+    // numbers from a values file render as integers, not floats (1e+06)
+    const big = render([...on, '--values', valuesFile('prometheusRule:\n  streamBacklogEvents: 1000000\n')]);
+    const backlog = (the(big, 'PrometheusRule').spec as { groups: { rules: { alert: string; expr: string }[] }[] }).groups.flatMap((g) => g.rules).find((r) => r.alert === 'PavilionAuditStreamBacklog');
+    assert.match(backlog?.expr ?? '', / > 1000000$/);
   });
 
   test('runs 3 replicas, keeps 2 available through disruptions, spread over zones', () => {

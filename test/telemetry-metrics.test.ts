@@ -159,4 +159,18 @@ describe('audit log metrics are exported only with the audit log sink, read at e
     assert.doesNotMatch(later, /tenant="bank"\}/, 'no gauge of bank left');
     assert.match(later, /^pavilion_audit_log_state\{tenant="hospital",state="OK"\} 1$/m);
   });
+
+  test('a source that throws costs its own series, not the scrape', async () => {
+    const metrics = new Metrics();
+    let reads = 0;
+    metrics.registerAuditLogMetrics(() => {
+      reads++;
+      throw new Error('status failed');
+    });
+    const text = await metrics.registry.metrics();
+    assert.match(text, /^# TYPE pavilion_audit_log_state gauge$/m, 'declared, with no series');
+    assert.doesNotMatch(text, /^pavilion_audit_log_/m);
+    assert.match(text, /^pavilion_process_cpu_user_seconds_total /m, 'every other metric still answers');
+    assert.equal(reads, 1, 'read once for all the gauges of the scrape');
+  });
 });

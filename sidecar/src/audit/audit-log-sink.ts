@@ -1146,8 +1146,12 @@ export class AuditLogSink implements DecisionSink {
       if (!pruned) for (const tenant of this.#tenantLocks) stillBusy.add(tenant);
     } finally {
       await this.#unlockTenants(stillBusy);
-      if (this.#options.createAnchor !== undefined) await this.#anchor?.close?.();
-      await this.#signer?.close();
+      // both closed, whichever fails (the signer's is a PKCS#11 session)
+      const closed = await Promise.allSettled([
+        this.#options.createAnchor === undefined ? undefined : Promise.resolve().then(() => this.#anchor?.close?.()),
+        this.#signer?.close(),
+      ]);
+      for (const c of closed) if (c.status === 'rejected') failure ??= c.reason;
     }
     if (failure !== undefined) throw failure;
   }

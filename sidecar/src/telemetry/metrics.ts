@@ -252,7 +252,14 @@ export class Metrics implements EngineObserver, CredentialObserver {
   #readAuditFigures(): ReadonlyMap<string, AuditLogFigures> {
     const now = performance.now();
     if (this.#auditFigures === undefined || now - this.#auditFigures.at > AUDIT_FIGURES_FRESH_MS) {
-      this.#auditFigures = { at: now, figures: this.#auditLogSource?.() ?? new Map() };
+      let figures: ReadonlyMap<string, AuditLogFigures>;
+      try {
+        figures = this.#auditLogSource?.() ?? new Map();
+      } catch {
+        // the log's status in the scrape, not a failed scrape: every other metric still answers
+        figures = new Map();
+      }
+      this.#auditFigures = { at: now, figures };
     }
     return this.#auditFigures.figures;
   }
