@@ -23,6 +23,7 @@ describe('config', () => {
     assert.ok(config.engine.workers >= 1);
     assert.equal(config.engine.cache.enabled, true);
     assert.equal(config.engine.maxPendingInputBytes, 32 * 1024 * 1024);
+    assert.equal(config.engine.maxPendingInputBytesTotal, 256 * 1024 * 1024);
     // the embedded default is the verifiable audit log with a software signer and a file anchor
     assert.equal(config.decisionLog.sink, 'audit');
     assert.equal(config.decisionLog.audit?.signer.kind, 'software');
@@ -74,6 +75,7 @@ describe('config', () => {
     invalid({ http: { port: 70000 } }, /\$\.http\.port/);
     invalid({ engine: { workers: 0 } }, /\$\.engine\.workers/);
     invalid({ engine: { maxPendingInputBytes: 100 } }, /\$\.engine\.maxPendingInputBytes/);
+    invalid({ engine: { maxPendingInputBytes: 4096, maxPendingInputBytesTotal: 2048 } }, /\$\.engine\.maxPendingInputBytesTotal: must be at least maxPendingInputBytes \(4096\)/);
     invalid({ engine: { cache: { enabled: 'yes' } } }, /\$\.engine\.cache\.enabled: must be a boolean/);
     invalid({ decisionLog: { sink: 'kafka' } }, /\$\.decisionLog\.sink/);
   });

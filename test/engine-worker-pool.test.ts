@@ -394,6 +394,25 @@ describe('the input one tenant holds in the pool', () => {
     assert.equal(pool.pendingInputBytes.size, 0, 'every answered evaluation gave its room back');
     assert.deepEqual((await Promise.all([ask('a', 400_000), ask('a', 400_000)])).map(answer), ['a', 'a'], 'room again once they ended');
   });
+
+  test('is bounded for all tenants together by maxPendingInputBytesTotal: past it a tenant holding input is refused, one holding none is let in once', async () => {
+    const pool = await running.start({ maxPendingInputBytes: 1_000_000, maxPendingInputBytesTotal: 1_000_000 });
+    for (const tenant of ['a', 'b', 'c']) await pool.load(tenantLoad(tenant));
+    const input = (bytes: number): string => JSON.stringify({ pad: 'x'.repeat(bytes - 10) });
+    const ask = (tenant: string, bytes: number): Promise<EvalOutcome> =>
+      pool.evaluate({ key: policyKey(tenant, policy.bundleDigest), entrypointId: whoId, input: input(bytes), nowNs: null });
+    const answer = (o: EvalOutcome): unknown => (o.ok ? o.result : o.code);
+    // one synchronous turn: a fills the pool; b and c, holding nothing, still get one each
+    const asked = [ask('a', 400_000), ask('a', 400_000), ask('b', 300_000), ask('b', 100_000), ask('c', 300_000), ask('a', 100_000)];
+    assert.deepEqual(Object.fromEntries(pool.pendingInputBytes), { a: 800_000, b: 300_000, c: 300_000 });
+    const outcomes = await Promise.all(asked);
+    assert.deepEqual(outcomes.map(answer), ['a', 'a', 'b', ErrorCodes.EVAL_OVERLOADED, 'c', ErrorCodes.EVAL_OVERLOADED]);
+    const refused = outcomes[3]!;
+    assert.ok(!refused.ok);
+    assert.match(refused.message, /all tenants waiting or running hold 1100000 bytes of input; this one \(100000 bytes, its tenant b holding 300000\) would pass the limit of 1000000 for all tenants/);
+    assert.equal(pool.pendingInputBytes.size, 0, 'every answered evaluation gave its room back');
+    assert.deepEqual((await Promise.all([ask('b', 400_000), ask('b', 400_000), ask('c', 100_000)])).map(answer), ['b', 'b', 'c'], 'room again for all once they ended');
+  });
 });
 
 describe('a worker that one evaluation takes down', () => {

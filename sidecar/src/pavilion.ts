@@ -46,6 +46,7 @@ export function engineOptions(config: PavilionConfig): ConstructorParameters<typ
     evaluationTimeoutMs: config.engine.evaluationTimeoutMs,
     maxQueuedEvaluations: config.engine.maxQueuedEvaluations,
     maxPendingInputBytes: config.engine.maxPendingInputBytes,
+    maxPendingInputBytesTotal: config.engine.maxPendingInputBytesTotal,
     memoryInitialPages: config.engine.memoryInitialPages,
     memoryMaxBytes: config.engine.memoryMaxBytes,
     maxInputDepth: config.http.maxInputDepth,

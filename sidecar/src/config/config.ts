@@ -292,6 +292,12 @@ export interface PavilionConfig {
      * at most: the JSON text's length (bytes for ASCII text). Past it, ERR_EVAL_OVERLOADED.
      */
     readonly maxPendingInputBytes: number;
+    /**
+     * The same for all tenants together (callers that can name any tenant, without API tokens,
+     * would otherwise hold tenants x maxPendingInputBytes); past it a tenant already holding
+     * input gets ERR_EVAL_OVERLOADED, one holding none is still let in.
+     */
+    readonly maxPendingInputBytesTotal: number;
     readonly memoryInitialPages: number;
     readonly memoryMaxBytes: number;
     readonly cache: { readonly enabled: boolean; readonly maxEntries: number; readonly maxBytes: number; readonly maxKeyBytes: number };
@@ -363,6 +369,7 @@ export function defaultConfig(): PavilionConfig {
       evaluationTimeoutMs: 250,
       maxQueuedEvaluations: 10_000,
       maxPendingInputBytes: 32 * MiB,
+      maxPendingInputBytesTotal: 256 * MiB,
       memoryInitialPages: 5,
       memoryMaxBytes: 128 * MiB,
       cache: { enabled: true, maxEntries: 100_000, maxBytes: 8 * MiB, maxKeyBytes: 16 * 1024 },
@@ -453,7 +460,7 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
     'host', 'port', 'maxBodyBytes', 'maxHeaderBytes', 'maxInputDepth', 'tenantHeader', 'requestTimeoutMs', 'keepAliveTimeoutMs', 'authentication',
   ]);
   const engine = section(root, 'engine', '$', [
-    'workers', 'evaluationTimeoutMs', 'maxQueuedEvaluations', 'maxPendingInputBytes', 'memoryInitialPages', 'memoryMaxBytes', 'cache',
+    'workers', 'evaluationTimeoutMs', 'maxQueuedEvaluations', 'maxPendingInputBytes', 'maxPendingInputBytesTotal', 'memoryInitialPages', 'memoryMaxBytes', 'cache',
   ]);
   const cache = section(engine, 'cache', '$.engine', ['enabled', 'maxEntries', 'maxBytes', 'maxKeyBytes']);
   const bundles = section(root, 'bundles', '$', ['source', 'directory', 'maxCompressedBytes', 'maxUncompressedBytes', 'keysDirectory', 'persistDirectory', 'persistDelayMs', 'watchIntervalMs']);
@@ -519,6 +526,10 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
 
   const memoryInitialPages = int(engine, 'memoryInitialPages', '$.engine', d.engine.memoryInitialPages, 1, 65536);
   const memoryMaxBytes = int(engine, 'memoryMaxBytes', '$.engine', d.engine.memoryMaxBytes, 1 * MiB, 4096 * MiB);
+  const maxPendingInputBytes = int(engine, 'maxPendingInputBytes', '$.engine', d.engine.maxPendingInputBytes, 1024, 64 * 1024 * MiB);
+  // the default total is at least one tenant's bound, so a config that raises only the latter still parses
+  const maxPendingInputBytesTotal = int(engine, 'maxPendingInputBytesTotal', '$.engine', Math.max(d.engine.maxPendingInputBytesTotal, maxPendingInputBytes), 1024, 256 * 1024 * MiB);
+  if (maxPendingInputBytesTotal < maxPendingInputBytes) fail('$.engine.maxPendingInputBytesTotal', `must be at least maxPendingInputBytes (${maxPendingInputBytes})`);
   if (memoryMaxBytes < memoryInitialPages * 65536) fail('$.engine.memoryMaxBytes', 'is below memoryInitialPages');
   const maxCompressedBytes = int(bundles, 'maxCompressedBytes', '$.bundles', d.bundles.maxCompressedBytes, 1024, 4096 * MiB);
   const maxUncompressedBytes = int(bundles, 'maxUncompressedBytes', '$.bundles', d.bundles.maxUncompressedBytes, 1024, 8192 * MiB);
@@ -541,7 +552,8 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
       workers: int(engine, 'workers', '$.engine', d.engine.workers, 1, 256),
       evaluationTimeoutMs: int(engine, 'evaluationTimeoutMs', '$.engine', d.engine.evaluationTimeoutMs, 5, 60_000),
       maxQueuedEvaluations: int(engine, 'maxQueuedEvaluations', '$.engine', d.engine.maxQueuedEvaluations, 1, 10_000_000),
-      maxPendingInputBytes: int(engine, 'maxPendingInputBytes', '$.engine', d.engine.maxPendingInputBytes, 1024, 64 * 1024 * MiB),
+      maxPendingInputBytes,
+      maxPendingInputBytesTotal,
       memoryInitialPages,
       memoryMaxBytes,
       cache: {

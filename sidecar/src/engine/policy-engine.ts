@@ -20,6 +20,8 @@ export interface EngineOptions {
   readonly maxQueuedEvaluations: number;
   /** See WorkerPoolOptions.maxPendingInputBytes (default: unbounded). */
   readonly maxPendingInputBytes?: number;
+  /** See WorkerPoolOptions.maxPendingInputBytesTotal (default: unbounded). */
+  readonly maxPendingInputBytesTotal?: number;
   readonly memoryInitialPages: number;
   readonly memoryMaxBytes: number;
   readonly maxInputDepth: number;
@@ -157,6 +159,7 @@ export class PolicyEngine implements Component {
       ...(options.loadTimeoutMs === undefined ? {} : { loadTimeoutMs: options.loadTimeoutMs }),
       maxQueuedEvaluations: options.maxQueuedEvaluations,
       ...(options.maxPendingInputBytes === undefined ? {} : { maxPendingInputBytes: options.maxPendingInputBytes }),
+      ...(options.maxPendingInputBytesTotal === undefined ? {} : { maxPendingInputBytesTotal: options.maxPendingInputBytesTotal }),
       memory: this.#memory,
       onWorkerRestart: (reason) => observer.onWorkerRestart?.(reason),
     });

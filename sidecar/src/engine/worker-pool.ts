@@ -45,6 +45,10 @@
  *   ERR_EVAL_OVERLOADED. An input that is larger alone is taken when the tenant has none in
  *   the pool. So one tenant's callers cannot fill the process's memory with inputs waiting
  *   for a worker (a gzip body of a few KiB can inflate to maxBodyBytes), whatever the count.
+ *   All tenants together hold at most `maxPendingInputBytesTotal`, so callers that reach many
+ *   tenants cannot either; past it, a tenant already holding input gets ERR_EVAL_OVERLOADED,
+ *   and one holding none is still let in (one evaluation at a time while the pool is full),
+ *   so a flood through some tenants does not shut the others out.
  */
 import { Worker } from 'node:worker_threads';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
@@ -74,6 +78,11 @@ export interface WorkerPoolOptions {
   readonly maxQueuedEvaluations: number;
   /** Input text (its length) one tenant's evaluations may hold in the pool at once (default: unbounded). */
   readonly maxPendingInputBytes?: number;
+  /**
+   * Input held by every tenant's evaluations in the pool together, at most, except that a
+   * tenant holding none is always let in once (see evaluate).
+   */
+  readonly maxPendingInputBytesTotal?: number;
   readonly memory: MemoryLimits;
   /** How long a tenant stays limited after its latest overrun (default QUARANTINE_MS). */
   readonly quarantineMs?: number;
@@ -241,6 +250,8 @@ export class WorkerPool {
   readonly #quarantined = new Map<string, Quarantine>();
   /** Input text held per tenant by its evaluations waiting for or on a worker (maxPendingInputBytes). */
   readonly #pendingInput = new Map<string, number>();
+  /** The sum of #pendingInput (maxPendingInputBytesTotal). */
+  #pendingInputTotal = 0;
 
   constructor(options: WorkerPoolOptions) {
     this.#options = options;
@@ -342,11 +353,17 @@ export class WorkerPool {
     if (held > 0 && held + bytes > max) {
       return Promise.resolve({ ok: false, code: ErrorCodes.EVAL_OVERLOADED, message: `the evaluations of tenant ${tenant} waiting or running hold ${held} bytes of input; this one (${bytes} bytes) would pass the limit of ${max}` });
     }
+    const maxTotal = this.#options.maxPendingInputBytesTotal ?? Infinity;
+    if (held > 0 && this.#pendingInputTotal + bytes > maxTotal) {
+      return Promise.resolve({ ok: false, code: ErrorCodes.EVAL_OVERLOADED, message: `the evaluations of all tenants waiting or running hold ${this.#pendingInputTotal} bytes of input; this one (${bytes} bytes, its tenant ${tenant} holding ${held}) would pass the limit of ${maxTotal} for all tenants` });
+    }
     this.#pendingInput.set(tenant, held + bytes);
+    this.#pendingInputTotal += bytes;
     return new Promise<EvalOutcome>((resolve) => this.#admit({ item, resolve, deaths: 0 })).finally(() => {
       const left = (this.#pendingInput.get(tenant) ?? bytes) - bytes;
       if (left > 0) this.#pendingInput.set(tenant, left);
       else this.#pendingInput.delete(tenant);
+      this.#pendingInputTotal -= bytes;
     });
   }
 
