@@ -470,7 +470,7 @@ export class AuditLogSink implements DecisionSink {
     return this.#open(tenant);
   }
 
-  /** Tenants whose log failed to open at start, with why (see #refuseOpen). */
+  /** Tenants whose log could not be opened (at start, or again at a retry), with why (see #refuseOpen). */
   refusedTenants(): ReadonlyMap<string, PavilionError> {
     return new Map([...this.#refusedOpen].map(([tenant, { error }]) => [tenant, error]));
   }
@@ -1049,7 +1049,7 @@ export class AuditLogSink implements DecisionSink {
     return this.#openedOrRefused(tenant)?.latestCheckpoint;
   }
 
-  /** The tenant's open log, if any; throws the refusal of a tenant whose log failed to open at start. */
+  /** The tenant's open log, if any; throws the refusal of a tenant whose log could not be opened (#refuseOpen). */
   #openedOrRefused(tenant: string): AuditLog | undefined {
     const refused = this.#refusedOpen.get(tenant);
     if (refused !== undefined) throw refused.error;
