@@ -395,22 +395,33 @@ describe('the input one tenant holds in the pool', () => {
     assert.deepEqual((await Promise.all([ask('a', 400_000), ask('a', 400_000)])).map(answer), ['a', 'a'], 'room again once they ended');
   });
 
-  test('is bounded for all tenants together by maxPendingInputBytesTotal: past it a tenant holding input is refused, one holding none is let in once', async () => {
+  test('is bounded for all tenants together by maxPendingInputBytesTotal: past it a tenant over its fair share is refused, one under it or holding none is let in', async () => {
     const pool = await running.start({ maxPendingInputBytes: 1_000_000, maxPendingInputBytesTotal: 1_000_000 });
     for (const tenant of ['a', 'b', 'c']) await pool.load(tenantLoad(tenant));
     const input = (bytes: number): string => JSON.stringify({ pad: 'x'.repeat(bytes - 10) });
     const ask = (tenant: string, bytes: number): Promise<EvalOutcome> =>
       pool.evaluate({ key: policyKey(tenant, policy.bundleDigest), entrypointId: whoId, input: input(bytes), nowNs: null });
     const answer = (o: EvalOutcome): unknown => (o.ok ? o.result : o.code);
-    // one synchronous turn: a fills the pool; b and c, holding nothing, still get one each
-    const asked = [ask('a', 400_000), ask('a', 400_000), ask('b', 300_000), ask('b', 100_000), ask('c', 300_000), ask('a', 100_000)];
-    assert.deepEqual(Object.fromEntries(pool.pendingInputBytes), { a: 800_000, b: 300_000, c: 300_000 });
+    // one synchronous turn (nothing reaches a worker before all are asked); the shares are of
+    // 1,000,000 over the tenants holding input at each ask
+    const asked = [
+      ask('a', 400_000), ask('a', 400_000), // under the total: 800,000
+      ask('b', 300_000), // b holds none: in (1,100,000, past the total)
+      ask('b', 100_000), // b 400,000 <= its share 500,000: in
+      ask('a', 100_000), // a 900,000 > its share 500,000: refused
+      ask('c', 300_000), // c holds none: in
+      ask('b', 100_000), // b 500,000 > its share 333,333: refused
+      ask('c', 30_000), // c 330,000 <= 333,333: in
+    ];
+    assert.deepEqual(Object.fromEntries(pool.pendingInputBytes), { a: 800_000, b: 400_000, c: 330_000 });
+    assert.equal(pool.pendingInputBytesTotal, 1_530_000);
     const outcomes = await Promise.all(asked);
-    assert.deepEqual(outcomes.map(answer), ['a', 'a', 'b', ErrorCodes.EVAL_OVERLOADED, 'c', ErrorCodes.EVAL_OVERLOADED]);
-    const refused = outcomes[3]!;
+    assert.deepEqual(outcomes.map(answer), ['a', 'a', 'b', 'b', ErrorCodes.EVAL_OVERLOADED, 'c', ErrorCodes.EVAL_OVERLOADED, 'c']);
+    const refused = outcomes[4]!;
     assert.ok(!refused.ok);
-    assert.match(refused.message, /all tenants waiting or running hold 1100000 bytes of input; this one \(100000 bytes, its tenant b holding 300000\) would pass the limit of 1000000 for all tenants/);
+    assert.equal(refused.message, "the evaluation pool holds as much input as it may for all tenants (maxPendingInputBytesTotal), and tenant a's evaluations hold 800000 bytes of it already; this one is 100000 bytes", 'the asking tenant\'s own figures only');
     assert.equal(pool.pendingInputBytes.size, 0, 'every answered evaluation gave its room back');
+    assert.equal(pool.pendingInputBytesTotal, 0);
     assert.deepEqual((await Promise.all([ask('b', 400_000), ask('b', 400_000), ask('c', 100_000)])).map(answer), ['b', 'b', 'c'], 'room again for all once they ended');
   });
 });
@@ -449,5 +460,6 @@ describe('a worker that one evaluation takes down', () => {
     }
     const small = await ask('crasher', 'ok', 1);
     assert.deepEqual(small.ok ? small.result : small, ['ok'], 'its evaluations that do not crash are answered');
+    assert.equal(pool.pendingInputBytesTotal, 0, 'items sent again after a crash give their room back once');
   });
 });

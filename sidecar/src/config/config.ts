@@ -294,8 +294,8 @@ export interface PavilionConfig {
     readonly maxPendingInputBytes: number;
     /**
      * The same for all tenants together (callers that can name any tenant, without API tokens,
-     * would otherwise hold tenants x maxPendingInputBytes); past it a tenant already holding
-     * input gets ERR_EVAL_OVERLOADED, one holding none is still let in.
+     * would otherwise hold tenants x maxPendingInputBytes); past it a tenant holding more than
+     * its fair share gets ERR_EVAL_OVERLOADED (worker-pool.ts).
      */
     readonly maxPendingInputBytesTotal: number;
     readonly memoryInitialPages: number;

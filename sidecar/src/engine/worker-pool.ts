@@ -45,10 +45,11 @@
  *   ERR_EVAL_OVERLOADED. An input that is larger alone is taken when the tenant has none in
  *   the pool. So one tenant's callers cannot fill the process's memory with inputs waiting
  *   for a worker (a gzip body of a few KiB can inflate to maxBodyBytes), whatever the count.
- *   All tenants together hold at most `maxPendingInputBytesTotal`, so callers that reach many
- *   tenants cannot either; past it, a tenant already holding input gets ERR_EVAL_OVERLOADED,
- *   and one holding none is still let in (one evaluation at a time while the pool is full),
- *   so a flood through some tenants does not shut the others out.
+ *   All tenants together hold `maxPendingInputBytesTotal`, so callers that reach many tenants
+ *   cannot either: past it, a tenant gets ERR_EVAL_OVERLOADED once it holds more than its fair
+ *   share (the total over the tenants holding input), and one holding none is always let in,
+ *   so a flood through some tenants does not shut the others out (the total may then reach
+ *   about twice the bound, plus one input per tenant).
  */
 import { Worker } from 'node:worker_threads';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
@@ -355,7 +356,13 @@ export class WorkerPool {
     }
     const maxTotal = this.#options.maxPendingInputBytesTotal ?? Infinity;
     if (held > 0 && this.#pendingInputTotal + bytes > maxTotal) {
-      return Promise.resolve({ ok: false, code: ErrorCodes.EVAL_OVERLOADED, message: `the evaluations of all tenants waiting or running hold ${this.#pendingInputTotal} bytes of input; this one (${bytes} bytes, its tenant ${tenant} holding ${held}) would pass the limit of ${maxTotal} for all tenants` });
+      // the pool is full: a tenant still under its fair share of it (the total over the
+      // tenants holding input) is let in; one over it waits for room. The message names only
+      // the asking tenant's own figures (it goes back to the caller).
+      const fairShare = maxTotal / this.#pendingInput.size;
+      if (held + bytes > fairShare) {
+        return Promise.resolve({ ok: false, code: ErrorCodes.EVAL_OVERLOADED, message: `the evaluation pool holds as much input as it may for all tenants (maxPendingInputBytesTotal), and tenant ${tenant}'s evaluations hold ${held} bytes of it already; this one is ${bytes} bytes` });
+      }
     }
     this.#pendingInput.set(tenant, held + bytes);
     this.#pendingInputTotal += bytes;
@@ -370,6 +377,11 @@ export class WorkerPool {
   /** Input text held per tenant by its evaluations in the pool (see maxPendingInputBytes). */
   get pendingInputBytes(): ReadonlyMap<string, number> {
     return this.#pendingInput;
+  }
+
+  /** Input text held by every tenant's evaluations in the pool together (see maxPendingInputBytesTotal). */
+  get pendingInputBytesTotal(): number {
+    return this.#pendingInputTotal;
   }
 
   /** Dispatch, unless the item's tenant is limited and its one turn is taken: then it waits. */
