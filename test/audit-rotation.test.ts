@@ -5,7 +5,7 @@
  * an epoch is sealed only once JetStream acknowledged all of it (a real nats-server).
  */
 import assert from 'node:assert/strict';
-import { readFile, readdir, stat, writeFile } from 'node:fs/promises';
+import { readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
@@ -359,6 +359,33 @@ describe("a tenant's lock, which stays where it is while its epochs move", () =>
     const verified = await verifyEpochs(archiveOf(dir), join(liveOf(dir), WAL_FILE), ring, { origin: 'pavilion-test/bank' });
     assert.equal(verified.linksChecked, 1);
     assert.ok(!(await readdir(join(dir, 'tenants'))).includes('.bank.lock'), 'the lock is given back at stop');
+  });
+
+  it('is confirmed before each rotation: one removed by hand is taken again; one another process holds calls the rotation off, the live epoch logging on', async () => {
+    const dir = await tempDir();
+    const sink = sinkAt(dir);
+    await sink.start();
+    try {
+      const lock = join(dir, 'tenants', '.bank.lock');
+      const receipts = await fillEpoch(sink, 0);
+      await until('the first rotation ended', () => tenantDetails(sink)['epoch'] === 1);
+      // removed by hand: the next rotation takes it again, and goes on
+      await rm(lock);
+      receipts.push(...(await fillEpoch(sink, 100)));
+      await until('the second rotation ended', () => tenantDetails(sink)['epoch'] === 2);
+      assert.match(await readFile(lock, 'utf8'), new RegExp(`^${process.pid} `), 'taken again');
+      // another live process's now: the rotation is called off and the epoch stays live
+      await writeFile(lock, `${process.ppid} another-process\n`);
+      receipts.push(...(await fillEpoch(sink, 200)));
+      await until('the rotation is called off', () => /rotation of epoch 2 called off: .*tenant bank's audit log is in use by process/.test(String(tenantDetails(sink)['rotation_error'])));
+      assert.equal(tenantDetails(sink)['epoch'], 2, 'still epoch 2');
+      receipts.push(await sink.append(decisionEvent(300)));
+      assert.equal(receipts.at(-1)!.origin, 'pavilion-test/bank/e2', 'decisions are still logged, in the live epoch');
+      await writeFile(lock, `${process.pid} stand-in-for-this-process\n`); // gone again, for the stop below
+      await rm(lock);
+    } finally {
+      await sink.stop(5000);
+    }
   });
 });
 

@@ -39,7 +39,7 @@ import { sameCanonicalJson } from '../lib/canonical-json.ts';
 import { pathExists as exists, syncPath, writeFileDurably } from '../lib/durable-file.ts';
 import { ErrorCodes, PavilionError, describeThrown, isPavilionError } from '../lib/errors.ts';
 import { withDeadline, type ComponentState, type ComponentStatus } from '../lib/lifecycle.ts';
-import { lockHeld, tryLock, unlock } from '../lib/lock-file.ts';
+import { lockHeld, lockIsOurs, tryLock, unlock } from '../lib/lock-file.ts';
 import { TENANT_ID_PATTERN } from '../lib/tenant-id.ts';
 import type { DecisionEventV1, DecisionSink } from './decision-event.ts';
 import {
@@ -364,6 +364,17 @@ export class AuditLogSink implements DecisionSink {
       throw new PavilionError(ErrorCodes.AUDIT_LOG_LOCKED, `tenant ${tenant}'s audit log is in use by ${by} (${file})`, { details: { tenant, ...(attempt.pid === undefined ? {} : { pid: attempt.pid }) } });
     }
     this.#tenantLocks.add(tenant);
+  }
+
+  /**
+   * Before a rotation moves the tenant's epochs: the tenant's lock must still be this
+   * process's. One removed meanwhile (by hand) is taken again; one another process holds now
+   * calls the rotation off (ERR_AUDIT_LOG_LOCKED), the live epoch staying live.
+   */
+  async #confirmTenantLock(tenant: string): Promise<void> {
+    if (await lockIsOurs(this.#tenantLockPath(tenant))) return;
+    this.#tenantLocks.delete(tenant);
+    await this.#lockTenant(tenant);
   }
 
   /** Give back the tenant locks this sink holds but those of `keep` (whose files may still be touched). */
@@ -834,6 +845,7 @@ export class AuditLogSink implements DecisionSink {
     const epoch = this.#epochs.get(tenant)?.epoch ?? 0;
     let final: SignedCheckpointV1;
     try {
+      await this.#confirmTenantLock(tenant);
       final = await log.freeze();
       if (!(await this.#streamed(tenant, log, final.tree_size))) {
         throw new PavilionError(ErrorCodes.AUDIT_STREAM_UNAVAILABLE, `JetStream did not acknowledge all ${final.tree_size} leaves of epoch ${epoch} within ${ROTATION_STREAM_WAIT_MS} ms`, { details: { tenant, epoch } });

@@ -191,6 +191,11 @@ export async function lockHeld(file: string): Promise<boolean> {
   return (await holderOf(file, text)) !== undefined;
 }
 
+/** Whether `file` is this process's lock now (false when it is gone, or another's). */
+export async function lockIsOurs(file: string): Promise<boolean> {
+  return (await readFile(file, 'utf8').catch(() => undefined)) === OURS;
+}
+
 /** Remove `file` if it is this process's lock (one taken over meanwhile as stale is not touched). */
 export async function unlock(file: string): Promise<void> {
   const text = await readFile(file, 'utf8').catch(() => undefined);
