@@ -77,6 +77,7 @@ describe('crash safety', () => {
     const signer = SoftwareSigner.loadOrCreate(keyFile);
     const log = await openLog(dir, signer);
     assert.equal(log.recovery.staleLockPid, second.pid);
+    assert.equal((log.status().details as Record<string, unknown>)['stale_lock_pid'], second.pid, 'and shown in its status');
     for (const round of [first, second]) {
       for (const [id, index] of round.acked) assert.equal(log.leafIndexOf(id), index, `acknowledged decision ${id} is at leaf ${index}`);
     }

@@ -303,6 +303,7 @@ describe('a crash at each step of a rotation starts cleanly', () => {
       const sink = sinkAt(dir);
       await sink.start();
       const details = tenantDetails(sink);
+      assert.equal(details['stale_tenant_lock_pid'], 2147483646, "the crashed process's tenant lock, taken over, is reported");
       assert.equal(details['epoch'], epochAfter);
       assert.equal((details['archived_epochs'] as unknown[]).length, epochAfter);
       assert.ok(!(await readdir(join(dir, 'tenants'))).includes('.bank.next'), 'no staging directory is left');

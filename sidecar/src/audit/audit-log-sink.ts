@@ -291,6 +291,8 @@ export class AuditLogSink implements DecisionSink {
   readonly #stopping = new AbortController();
   /** Tenants whose lock (#lockTenant) this sink holds. */
   readonly #tenantLocks = new Set<string>();
+  /** Per tenant, the pid whose stale tenant lock (a crash) was taken over (-1: unreadable); shown in status. */
+  readonly #staleTenantLocks = new Map<string, number>();
   /** Per tenant, its proofs of archived decisions queued or reading (at most MAX_ARCHIVED_PROOFS_WAITING each). */
   readonly #archiveReadsWaiting = new Map<string, number>();
   /** Retention passes, one at a time (each verifies whole epochs before removing anything). */
@@ -359,6 +361,7 @@ export class AuditLogSink implements DecisionSink {
     } catch (error) {
       throw new PavilionError(ErrorCodes.AUDIT_LOG_IO, `cannot lock tenant ${tenant}'s audit log (${file}): ${describeThrown(error)}`, { cause: error, details: { tenant } });
     }
+    if (attempt.taken && attempt.stalePid !== undefined) this.#staleTenantLocks.set(tenant, attempt.stalePid);
     if (!attempt.taken) {
       const by = attempt.thisProcess ? 'another audit log sink in this process' : attempt.pid === undefined ? 'another process (its lock is being taken or replaced)' : `process ${attempt.pid}`;
       throw new PavilionError(ErrorCodes.AUDIT_LOG_LOCKED, `tenant ${tenant}'s audit log is in use by ${by} (${file})`, { details: { tenant, ...(attempt.pid === undefined ? {} : { pid: attempt.pid }) } });
@@ -1124,6 +1127,7 @@ export class AuditLogSink implements DecisionSink {
         keep_archived_epochs: this.#keepArchivedEpochs(tenant),
         keep_archived_days: this.#options.settings.keepArchivedDays ?? 0,
         rotate_after_ms: this.#options.settings.rotateAfterMs ?? 0,
+        ...(this.#staleTenantLocks.has(tenant) ? { stale_tenant_lock_pid: this.#staleTenantLocks.get(tenant) } : {}),
         ...(this.#rotationErrors.has(tenant) ? { rotation_error: this.#rotationErrors.get(tenant) } : {}),
         ...(this.#retentionErrors.has(tenant) ? { retention_error: this.#retentionErrors.get(tenant) } : {}),
       },

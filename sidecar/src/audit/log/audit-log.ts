@@ -837,6 +837,8 @@ export class AuditLog {
       write_batches: stats?.batches ?? 0,
       syncs: stats?.syncs ?? 0,
       ...(this.#recovery?.tornTail === undefined ? {} : { torn_tail: this.#recovery.tornTail }),
+      // a lock left by a process that is gone (a crash), taken over at start (-1: unreadable)
+      ...(this.#recovery?.staleLockPid === undefined ? {} : { stale_lock_pid: this.#recovery.staleLockPid }),
     };
     if (failure !== undefined) return { state: 'ERROR', message: failure.message, details };
     const diskFull = this.#writer?.diskFull;
