@@ -382,8 +382,35 @@ describe("a tenant's lock, which stays where it is while its epochs move", () =>
       assert.equal(tenantDetails(sink)['epoch'], 2, 'still epoch 2');
       receipts.push(await sink.append(decisionEvent(300)));
       assert.equal(receipts.at(-1)!.origin, 'pavilion-test/bank/e2', 'decisions are still logged, in the live epoch');
-      await writeFile(lock, `${process.pid} stand-in-for-this-process\n`); // gone again, for the stop below
+      await rm(lock); // the other process gone; this sink's stop then leaves no lock behind
+    } finally {
+      await sink.stop(5000);
+    }
+  });
+
+  it('is confirmed again before the sealed epoch moves: another process holding it by then fails the rotation, and the tenant is refused until it lets go', async () => {
+    const dir = await tempDir();
+    const lock = join(dir, 'tenants', '.bank.lock');
+    let taken = false;
+    // between 'marked' (sealed, SEALED written) and the move into the archive, another process takes the lock
+    const sink = sinkAt(dir, {}, async (at) => {
+      if (at !== 'marked' || taken) return;
+      taken = true;
+      await writeFile(lock, `${process.ppid} another-process\n`);
+    });
+    await sink.start();
+    try {
+      const receipts = await fillEpoch(sink, 0);
+      // the sealed log is no longer the tenant's (no entry of its own): the sink's message says why
+      await until('the rotation failed', () => /rotation of epoch 0 failed: .*tenant bank's audit log is in use by process/.test(sink.status().message ?? ''));
+      assert.ok((await readdir(join(dir, 'tenants', 'bank'))).includes('SEALED'), 'sealed, not moved');
+      await assert.rejects(sink.append(decisionEvent(500)), (e: unknown) => isPavilionError(e, ErrorCodes.AUDIT_LOG_LOCKED));
+      // the other process lets go: the next decision finishes the rotation and is logged in epoch 1
       await rm(lock);
+      receipts.push(await sink.append(decisionEvent(501)));
+      assert.equal(receipts.at(-1)!.origin, 'pavilion-test/bank/e1');
+      await sink.stop(5000);
+      await assertReceiptsKept(dir, receipts);
     } finally {
       await sink.stop(5000);
     }

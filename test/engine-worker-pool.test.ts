@@ -395,9 +395,9 @@ describe('the input one tenant holds in the pool', () => {
     assert.deepEqual((await Promise.all([ask('a', 400_000), ask('a', 400_000)])).map(answer), ['a', 'a'], 'room again once they ended');
   });
 
-  test('is bounded for all tenants together by maxPendingInputBytesTotal: past it a tenant over its fair share is refused, one under it or holding none is let in', async () => {
+  test('is bounded for all tenants together by maxPendingInputBytesTotal: past it a tenant over its fair share is refused, one under it or holding none is let in; past twice the bound only one holding none', async () => {
     const pool = await running.start({ maxPendingInputBytes: 1_000_000, maxPendingInputBytesTotal: 1_000_000 });
-    for (const tenant of ['a', 'b', 'c']) await pool.load(tenantLoad(tenant));
+    for (const tenant of ['a', 'b', 'c', 'd', 'e']) await pool.load(tenantLoad(tenant));
     const input = (bytes: number): string => JSON.stringify({ pad: 'x'.repeat(bytes - 10) });
     const ask = (tenant: string, bytes: number): Promise<EvalOutcome> =>
       pool.evaluate({ key: policyKey(tenant, policy.bundleDigest), entrypointId: whoId, input: input(bytes), nowNs: null });
@@ -412,11 +412,14 @@ describe('the input one tenant holds in the pool', () => {
       ask('c', 300_000), // c holds none: in
       ask('b', 100_000), // b 500,000 > its share 333,333: refused
       ask('c', 30_000), // c 330,000 <= 333,333: in
+      ask('d', 500_000), // d holds none: in (2,030,000)
+      ask('e', 10_000), // e holds none: in (2,040,000)
+      ask('e', 10_000), // e 20,000 <= its share 200,000, but past twice the bound: refused
     ];
-    assert.deepEqual(Object.fromEntries(pool.pendingInputBytes), { a: 800_000, b: 400_000, c: 330_000 });
-    assert.equal(pool.pendingInputBytesTotal, 1_530_000);
+    assert.deepEqual(Object.fromEntries(pool.pendingInputBytes), { a: 800_000, b: 400_000, c: 330_000, d: 500_000, e: 10_000 });
+    assert.equal(pool.pendingInputBytesTotal, 2_040_000);
     const outcomes = await Promise.all(asked);
-    assert.deepEqual(outcomes.map(answer), ['a', 'a', 'b', 'b', ErrorCodes.EVAL_OVERLOADED, 'c', ErrorCodes.EVAL_OVERLOADED, 'c']);
+    assert.deepEqual(outcomes.map(answer), ['a', 'a', 'b', 'b', ErrorCodes.EVAL_OVERLOADED, 'c', ErrorCodes.EVAL_OVERLOADED, 'c', 'd', 'e', ErrorCodes.EVAL_OVERLOADED]);
     const refused = outcomes[4]!;
     assert.ok(!refused.ok);
     assert.equal(refused.message, "the evaluation pool holds as much input as it may for all tenants (maxPendingInputBytesTotal), and tenant a's evaluations hold 800000 bytes of it already; this one is 100000 bytes", 'the asking tenant\'s own figures only');

@@ -375,8 +375,15 @@ export class AuditLogSink implements DecisionSink {
    * calls the rotation off (ERR_AUDIT_LOG_LOCKED), the live epoch staying live.
    */
   async #confirmTenantLock(tenant: string): Promise<void> {
-    if (await lockIsOurs(this.#tenantLockPath(tenant))) return;
-    this.#tenantLocks.delete(tenant);
+    const file = this.#tenantLockPath(tenant);
+    let ours: boolean;
+    try {
+      ours = await lockIsOurs(file);
+    } catch (error) {
+      throw new PavilionError(ErrorCodes.AUDIT_LOG_IO, `cannot read tenant ${tenant}'s audit log lock (${file}): ${describeThrown(error)}`, { cause: error, details: { tenant } });
+    }
+    if (ours) return;
+    this.#tenantLocks.delete(tenant); // not ours now: stop() must not count it as held
     await this.#lockTenant(tenant);
   }
 
@@ -544,7 +551,8 @@ export class AuditLogSink implements DecisionSink {
   async #open(tenant: string): Promise<AuditLog> {
     const signer = this.#signer;
     if (signer === undefined) throw new PavilionError(ErrorCodes.AUDIT_LOG_CLOSED, 'the audit log sink is not running');
-    await this.#lockTenant(tenant);
+    // held already (a rotation opening the next epoch, a retry): confirmed before anything moves
+    await (this.#tenantLocks.has(tenant) ? this.#confirmTenantLock(tenant) : this.#lockTenant(tenant));
     await this.#finishRotation(tenant);
     const directory = this.#liveDirectory(tenant);
     const link = await readJsonFile<EpochLinkV1>(join(directory, EPOCH_FILE));

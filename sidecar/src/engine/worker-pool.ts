@@ -48,8 +48,9 @@
  *   All tenants together hold `maxPendingInputBytesTotal`, so callers that reach many tenants
  *   cannot either: past it, a tenant gets ERR_EVAL_OVERLOADED once it holds more than its fair
  *   share (the total over the tenants holding input), and one holding none is always let in,
- *   so a flood through some tenants does not shut the others out (the total may then reach
- *   about twice the bound, plus one input per tenant).
+ *   so a flood through some tenants does not shut the others out. Past twice the bound only
+ *   tenants holding none are let in: the total stays under twice the bound plus one input per
+ *   tenant.
  */
 import { Worker } from 'node:worker_threads';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
@@ -359,12 +360,13 @@ export class WorkerPool {
       // the pool is full: a tenant still under its fair share of it (the total over the
       // tenants holding input) is let in; one over it waits for room. The message names only
       // the asking tenant's own figures (it goes back to the caller).
+      // and never past twice the bound (the shares of tenants let in one after another add up)
       const fairShare = maxTotal / this.#pendingInput.size;
-      if (held + bytes > fairShare) {
+      if (held + bytes > fairShare || this.#pendingInputTotal + bytes > 2 * maxTotal) {
         return Promise.resolve({ ok: false, code: ErrorCodes.EVAL_OVERLOADED, message: `the evaluation pool holds as much input as it may for all tenants (maxPendingInputBytesTotal), and tenant ${tenant}'s evaluations hold ${held} bytes of it already; this one is ${bytes} bytes` });
       }
     }
-    this.#pendingInput.set(tenant, held + bytes);
+    if (held + bytes > 0) this.#pendingInput.set(tenant, held + bytes); // an empty input holds nothing, nor counts for a share
     this.#pendingInputTotal += bytes;
     return new Promise<EvalOutcome>((resolve) => this.#admit({ item, resolve, deaths: 0 })).finally(() => {
       const left = (this.#pendingInput.get(tenant) ?? bytes) - bytes;

@@ -191,9 +191,14 @@ export async function lockHeld(file: string): Promise<boolean> {
   return (await holderOf(file, text)) !== undefined;
 }
 
-/** Whether `file` is this process's lock now (false when it is gone, or another's). */
+/** Whether `file` is this process's lock now (false when it is gone, or another's); throws what reading it throws but ENOENT. */
 export async function lockIsOurs(file: string): Promise<boolean> {
-  return (await readFile(file, 'utf8').catch(() => undefined)) === OURS;
+  try {
+    return (await readFile(file, 'utf8')) === OURS;
+  } catch (error) {
+    if (code(error) === 'ENOENT') return false;
+    throw error;
+  }
 }
 
 /** Remove `file` if it is this process's lock (one taken over meanwhile as stale is not touched). */
