@@ -118,12 +118,13 @@ export class RedisSharedState implements Component {
     const { keyPrefix: prefix, maxEntriesPerTenant: max } = config;
     const redis = this.#redis;
     const scripts = this.#redis as unknown as Record<ScriptName, (...args: Array<string | number>) => Promise<number>>;
-    const keyOf = (kind: 'nonce' | 'challenge', key: string): string => `${prefix}:${kind}:${sha256Hex(key)}`;
+    /** Where the entries of `kind` live: `<prefix>:<kind>:<sha-256 of the entry's key>` (the scripts drop gone ones by it). */
+    const entriesOf = (kind: 'nonce' | 'challenge'): string => `${prefix}:${kind}:`;
     /** The script on the tenant's counting set of `kind` and the entry's key. */
     const run = async (script: ScriptName, kind: 'nonce' | 'challenge', key: string, ...args: Array<string | number>): Promise<number> => {
       try {
         const member = sha256Hex(key);
-        return await scripts[script](`${prefix}:${kind}s:${tenantOfKey(key)}`, `${prefix}:${kind}:${member}`, member, ...args);
+        return await scripts[script](`${prefix}:${kind}s:${tenantOfKey(key)}`, entriesOf(kind) + member, member, ...args);
       } catch (error) {
         throw unavailable(error);
       }
@@ -133,13 +134,13 @@ export class RedisSharedState implements Component {
       new PavilionError(ErrorCodes.CREDENTIAL_STATE_UNAVAILABLE, `the ${what} of tenant ${tenantOfKey(key)} in Redis are at their bound (${max} live); the presentation is refused`);
     this.nonces = {
       async consumeOnce(key, expiresAtMs, nowMs) {
-        const outcome = await run('pavilionConsumeNonce', 'nonce', key, lifetime(expiresAtMs, nowMs), max, `${prefix}:nonce:`);
+        const outcome = await run('pavilionConsumeNonce', 'nonce', key, lifetime(expiresAtMs, nowMs), max, entriesOf('nonce'));
         if (outcome === -1) throw full(key, 'one-time nonces');
         return outcome === 1;
       },
       async seen(key) {
         try {
-          return (await redis.exists(keyOf('nonce', key))) === 1;
+          return (await redis.exists(entriesOf('nonce') + sha256Hex(key))) === 1;
         } catch (error) {
           throw unavailable(error);
         }
@@ -147,7 +148,7 @@ export class RedisSharedState implements Component {
     };
     this.challenges = {
       async remember(key, expiresAtMs, nowMs) {
-        if ((await run('pavilionRememberChallenge', 'challenge', key, lifetime(expiresAtMs, nowMs), max, `${prefix}:challenge:`)) !== 1) throw full(key, 'minted challenges');
+        if ((await run('pavilionRememberChallenge', 'challenge', key, lifetime(expiresAtMs, nowMs), max, entriesOf('challenge'))) !== 1) throw full(key, 'minted challenges');
       },
       async take(key) {
         return (await run('pavilionTakeChallenge', 'challenge', key)) === 1;
