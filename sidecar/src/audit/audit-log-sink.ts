@@ -39,7 +39,7 @@ import { sameCanonicalJson } from '../lib/canonical-json.ts';
 import { pathExists as exists, syncPath, writeFileDurably } from '../lib/durable-file.ts';
 import { ErrorCodes, PavilionError, describeThrown, isPavilionError } from '../lib/errors.ts';
 import { withDeadline, type ComponentState, type ComponentStatus } from '../lib/lifecycle.ts';
-import { lockHeld, lockIsOurs, tryLock, unlock } from '../lib/lock-file.ts';
+import { lockHeld, lockIsOurs, unlock } from '../lib/lock-file.ts';
 import { TENANT_ID_PATTERN } from '../lib/tenant-id.ts';
 import type { DecisionEventV1, DecisionSink } from './decision-event.ts';
 import {
@@ -65,6 +65,7 @@ import {
   listArchivedEpochs,
   proveFromLogFileOnThread,
   prunedEpochRecordOnThread,
+  takeAuditLock,
 } from './log/index.ts';
 
 export const UNROUTED_TENANT = '_unrouted';
@@ -354,18 +355,8 @@ export class AuditLogSink implements DecisionSink {
    */
   async #lockTenant(tenant: string): Promise<void> {
     if (this.#tenantLocks.has(tenant)) return;
-    const file = this.#tenantLockPath(tenant);
-    let attempt;
-    try {
-      attempt = await tryLock(file);
-    } catch (error) {
-      throw new PavilionError(ErrorCodes.AUDIT_LOG_IO, `cannot lock tenant ${tenant}'s audit log (${file}): ${describeThrown(error)}`, { cause: error, details: { tenant } });
-    }
-    if (attempt.taken && attempt.stalePid !== undefined) this.#staleTenantLocks.set(tenant, attempt.stalePid);
-    if (!attempt.taken) {
-      const by = attempt.thisProcess ? 'another audit log sink in this process' : attempt.pid === undefined ? 'another process (its lock is being taken or replaced)' : `process ${attempt.pid}`;
-      throw new PavilionError(ErrorCodes.AUDIT_LOG_LOCKED, `tenant ${tenant}'s audit log is in use by ${by} (${file})`, { details: { tenant, ...(attempt.pid === undefined ? {} : { pid: attempt.pid }) } });
-    }
+    const stalePid = await takeAuditLock(this.#tenantLockPath(tenant), `tenant ${tenant}'s audit log`, { tenant });
+    if (stalePid !== undefined) this.#staleTenantLocks.set(tenant, stalePid);
     this.#tenantLocks.add(tenant);
   }
 

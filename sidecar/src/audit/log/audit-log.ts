@@ -132,6 +132,26 @@ function corrupt(message: string, details: Record<string, unknown>): PavilionErr
   return new PavilionError(ErrorCodes.AUDIT_LOG_CORRUPT, message, { details });
 }
 
+/**
+ * Take the lock `file` that guards `what` (lib/lock-file.ts): the pid of a stale lock taken
+ * over (-1: unreadable), or undefined. ERR_AUDIT_LOG_LOCKED while another process, or another
+ * holder in this one, has it; ERR_AUDIT_LOG_IO when the file system refuses. `details` go into
+ * either error.
+ */
+export async function takeAuditLock(file: string, what: string, details: Readonly<Record<string, unknown>> = {}): Promise<number | undefined> {
+  let attempt;
+  try {
+    attempt = await tryLock(file);
+  } catch (error) {
+    throw new PavilionError(ErrorCodes.AUDIT_LOG_IO, `cannot lock ${what} (${file}): ${describeThrown(error)}`, { cause: error, details: { ...details } });
+  }
+  if (attempt.taken) return attempt.stalePid;
+  const by = attempt.thisProcess
+    ? 'another audit log sink in this process'
+    : attempt.pid === undefined ? 'another process (its lock is being taken or replaced, or holds no pid and is not yet 10 s old)' : `process ${attempt.pid}`;
+  throw new PavilionError(ErrorCodes.AUDIT_LOG_LOCKED, `${what} is in use by ${by} (${file})`, { details: { ...details, ...(attempt.pid === undefined ? {} : { pid: attempt.pid }) } });
+}
+
 export class AuditLog {
   readonly name: string;
   readonly #options: AuditLogOptions;
@@ -263,19 +283,9 @@ export class AuditLog {
     this.#checkpointTimer.unref();
   }
 
-  /** Take the directory's lock file (see lib/lock-file.ts); the pid of a stale one taken over. */
-  async #lock(): Promise<number | undefined> {
-    const directory = this.#options.directory;
-    let attempt;
-    try {
-      attempt = await tryLock(join(directory, LOCK_FILE));
-    } catch (error) {
-      throw new PavilionError(ErrorCodes.AUDIT_LOG_IO, `cannot lock ${directory}: ${describeThrown(error)}`, { cause: error });
-    }
-    if (attempt.taken) return attempt.stalePid;
-    if (attempt.thisProcess) throw new PavilionError(ErrorCodes.AUDIT_LOG_LOCKED, `the audit log in ${directory} is already open in this process`, { details: { pid: attempt.pid } });
-    if (attempt.pid !== undefined) throw new PavilionError(ErrorCodes.AUDIT_LOG_LOCKED, `the audit log in ${directory} is in use by process ${attempt.pid}`, { details: { pid: attempt.pid } });
-    throw new PavilionError(ErrorCodes.AUDIT_LOG_LOCKED, `cannot lock ${directory}: its lock is being taken or replaced by another process (or holds no pid, and is not yet 10 s old)`);
+  /** Take the directory's lock file (takeAuditLock); the pid of a stale one taken over. */
+  #lock(): Promise<number | undefined> {
+    return takeAuditLock(this.#lockPath(), `the audit log in ${this.#options.directory}`);
   }
 
   async #unlock(): Promise<void> {

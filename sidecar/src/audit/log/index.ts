@@ -3,6 +3,7 @@ export {
   AuditLog,
   LOCK_FILE,
   WAL_FILE,
+  takeAuditLock,
   type AuditLogOptions,
   type DecisionProofV1,
   type DecisionReceiptV1,
