@@ -470,15 +470,13 @@ export class AuditLogSink implements DecisionSink {
   }
 
   /**
-   * Open a refused tenant's log again. While another process still holds the tenant's lock, or
-   * its live log's (a process of an earlier version takes only that one), nothing is done: the
-   * same refusal again, without a pass over the file.
+   * Open a refused tenant's log again. A tenant lock another process holds refuses it in
+   * #open before anything is touched; a live log's lock held by a process of an earlier
+   * version (which takes only that one) is looked at here first, since #open would finish an
+   * interrupted rotation under that process's feet: the same refusal again.
    */
   async #reopen(tenant: string, refusal: PavilionError): Promise<AuditLog> {
-    if (refusal.code === ErrorCodes.AUDIT_LOG_LOCKED) {
-      const held = (!this.#tenantLocks.has(tenant) && (await lockHeld(this.#tenantLockPath(tenant)))) || (await lockHeld(join(this.#liveDirectory(tenant), LOCK_FILE)));
-      if (held) throw refusal.cause ?? refusal;
-    }
+    if (refusal.code === ErrorCodes.AUDIT_LOG_LOCKED && (await lockHeld(join(this.#liveDirectory(tenant), LOCK_FILE)))) throw refusal.cause ?? refusal;
     return this.#open(tenant);
   }
 
