@@ -930,27 +930,27 @@ export class AuditLogSink implements DecisionSink {
    */
   figures(): Map<string, AuditLogFigures> {
     const figures = new Map<string, AuditLogFigures>();
-    const tenants = (this.status().details as { tenants?: Record<string, ComponentStatus> } | undefined)?.tenants ?? {};
-    for (const [tenant, status] of Object.entries(tenants)) {
-      const log = this.#opened.get(tenant);
-      const d = (status.details ?? {}) as Record<string, unknown>;
+    // each tenant's entry of status(), without the sink's own (anchor, errors) around them
+    for (const [tenant, log] of this.#opened) {
+      const { state, details } = this.#withEpochs(tenant, log.status());
+      const d = (details ?? {}) as Record<string, unknown>;
       const n = (key: string): number => (typeof d[key] === 'number' ? d[key] : 0);
-      const checkpointAt = log?.latestCheckpoint === undefined ? undefined : Date.parse(log.latestCheckpoint.timestamp);
+      const checkpointAt = log.latestCheckpoint === undefined ? Number.NaN : Date.parse(log.latestCheckpoint.timestamp);
       figures.set(tenant, {
-        state: status.state,
-        ...(log === undefined || this.#refusedOpen.has(tenant) ? {} : {
-          bytes: n('bytes_on_disk'),
-          maxBytes: n('max_disk_bytes'),
-          leaves: n('leaves'),
-          checkpointedLeaves: n('checkpoint_size'),
-          anchoredLeaves: n('anchored_size'),
-          epoch: n('epoch'),
-          archivedBytes: n('archived_bytes'),
-          blockedWriters: n('blocked_writers'),
-          ...(checkpointAt === undefined || Number.isNaN(checkpointAt) ? {} : { checkpointTimestampMs: checkpointAt }),
-        }),
+        state,
+        bytes: n('bytes_on_disk'),
+        maxBytes: n('max_disk_bytes'),
+        leaves: n('leaves'),
+        checkpointedLeaves: n('checkpoint_size'),
+        anchoredLeaves: n('anchored_size'),
+        epoch: n('epoch'),
+        archivedBytes: n('archived_bytes'),
+        blockedWriters: n('blocked_writers'),
+        ...(Number.isNaN(checkpointAt) ? {} : { checkpointTimestampMs: checkpointAt }),
       });
     }
+    // as in status(): a refused tenant is ERROR, with nothing else to show
+    for (const tenant of this.#refusedOpen.keys()) figures.set(tenant, { state: 'ERROR' });
     return figures;
   }
 
