@@ -11,7 +11,7 @@
 import { Worker } from 'node:worker_threads';
 import { ErrorCodes, PavilionError, describeThrown, type ErrorCode } from '../../lib/errors.ts';
 import type { DecisionProofV1 } from './audit-log.ts';
-import type { PrunedEpochV1 } from './verify-log.ts';
+import type { PrunedEpochFacts, PrunedEpochV1 } from './verify-log.ts';
 
 /** What a thread is asked to do: one pass over the file at `path`. */
 export type LogFileJob =
@@ -23,7 +23,7 @@ export type LogFileJob =
     /** The trusted public keys (Keyring.load's directory), read by the thread. */
     readonly keysDirectory: string;
     readonly origin: string;
-    readonly facts: { readonly prunedAt: string; readonly removedBytes: number; readonly streamed: boolean };
+    readonly facts: PrunedEpochFacts;
   };
 
 /** What the thread posts: the answer, or the error with its code, message and details. */
@@ -51,14 +51,7 @@ export function proveFromLogFileOnThread(path: string, decisionId: string, optio
 }
 
 /** `prunedEpochRecord` (verify-log.ts) on a thread, with the keys read from `keysDirectory`. */
-export function prunedEpochRecordOnThread(
-  path: string,
-  epoch: number,
-  keysDirectory: string,
-  origin: string,
-  facts: { readonly prunedAt: string; readonly removedBytes: number; readonly streamed: boolean },
-  options: LogFileThreadOptions = {},
-): Promise<PrunedEpochV1> {
+export function prunedEpochRecordOnThread(path: string, epoch: number, keysDirectory: string, origin: string, facts: PrunedEpochFacts, options: LogFileThreadOptions = {}): Promise<PrunedEpochV1> {
   return onThread({ kind: 'pruned-record', path, epoch, keysDirectory, origin, facts }, 'its verification', options) as Promise<PrunedEpochV1>;
 }
 

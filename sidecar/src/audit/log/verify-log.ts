@@ -761,19 +761,20 @@ export interface PrunedEpochV1 {
   readonly streamed: boolean;
 }
 
+/** What a PRUNED record says beside the verified log: when, how many bytes go, whether JetStream held them. */
+export interface PrunedEpochFacts {
+  readonly prunedAt: string;
+  readonly removedBytes: number;
+  readonly streamed: boolean;
+}
+
 /**
  * Verify a sealed epoch's log file in full (as verifyLogFile, under `origin`) and return
  * what a PrunedEpochV1 keeps of it: nothing is removed that does not verify first. Throws
  * as verifyLogFile does, or ERR_AUDIT_EPOCH_LINK_BROKEN when the epoch is not sealed (leaves
  * past its last checkpoint) or epoch N > 0 does not open with a link.
  */
-export async function prunedEpochRecord(
-  path: string,
-  epoch: number,
-  keyring: Keyring,
-  origin: string,
-  facts: { readonly prunedAt: string; readonly removedBytes: number; readonly streamed: boolean },
-): Promise<PrunedEpochV1> {
+export async function prunedEpochRecord(path: string, epoch: number, keyring: Keyring, origin: string, facts: PrunedEpochFacts): Promise<PrunedEpochV1> {
   let first: Buffer | undefined;
   let tree: MerkleTree | undefined;
   const verified = await verifyLog(path, keyring, { origin }, (payload) => {
