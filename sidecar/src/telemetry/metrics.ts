@@ -1,7 +1,7 @@
 /**
  * Prometheus metrics, on a registry owned by this object (no global registry).
  */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
 import type { AuditLogFigures } from '../audit/index.ts';
 import type { CredentialObserver } from '../credentials/gate.ts';
 import type { EngineObserver } from '../engine/index.ts';
@@ -219,11 +219,12 @@ export class Metrics implements EngineObserver, CredentialObserver {
    * constructed, so only a sidecar with `bundles.source: "nats"` has them. Idempotent.
    */
   registerDistributionMetrics(): void {
-    // the registry knows what it holds: registering twice would throw
-    if (this.registry.getSingleMetric('pavilion_distribution_connected') !== undefined) return;
-    for (const metric of [this.distributionConnected, this.distributionReconnects, this.distributionUpdates, this.rolloutSeconds]) {
-      this.registry.registerMetric(metric);
-    }
+    this.#register([this.distributionConnected, this.distributionReconnects, this.distributionUpdates, this.rolloutSeconds]);
+  }
+
+  /** Export metrics created unregistered (the registry takes the same metric object again as a no-op). */
+  #register(metrics: readonly Metric[]): void {
+    for (const metric of metrics) this.registry.registerMetric(metric);
   }
 
   /**
@@ -233,8 +234,7 @@ export class Metrics implements EngineObserver, CredentialObserver {
    */
   registerAuditStreamMetrics(backlog: () => Readonly<Record<string, number>>): void {
     this.#auditStreamBacklogSource = backlog;
-    if (this.registry.getSingleMetric('pavilion_audit_stream_backlog') !== undefined) return;
-    for (const metric of [this.auditStreamBacklog, this.auditStreamPublished]) this.registry.registerMetric(metric);
+    this.#register([this.auditStreamBacklog, this.auditStreamPublished]);
   }
 
   /**
@@ -244,8 +244,7 @@ export class Metrics implements EngineObserver, CredentialObserver {
    */
   registerAuditLogMetrics(source: () => ReadonlyMap<string, AuditLogFigures>): void {
     this.#auditLogSource = source;
-    if (this.registry.getSingleMetric('pavilion_audit_log_state') !== undefined) return;
-    for (const metric of [this.auditEventsRefused, this.#auditLogState, ...this.#auditLogGauges]) this.registry.registerMetric(metric);
+    this.#register([this.auditEventsRefused, this.#auditLogState, ...this.#auditLogGauges]);
   }
 
   /** The audit log's figures, read once for all the gauges of one scrape. */
