@@ -80,10 +80,7 @@ export interface WorkerPoolOptions {
   readonly maxQueuedEvaluations: number;
   /** Input text (its length) one tenant's evaluations may hold in the pool at once (default: unbounded). */
   readonly maxPendingInputBytes?: number;
-  /**
-   * Input held by every tenant's evaluations in the pool together, at most, except that a
-   * tenant holding none is always let in once (see evaluate).
-   */
+  /** Input held by every tenant's evaluations in the pool together (past it: fair shares, see the header). */
   readonly maxPendingInputBytesTotal?: number;
   readonly memory: MemoryLimits;
   /** How long a tenant stays limited after its latest overrun (default QUARANTINE_MS). */
@@ -358,9 +355,9 @@ export class WorkerPool {
     const maxTotal = this.#options.maxPendingInputBytesTotal ?? Infinity;
     if (held > 0 && this.#pendingInputTotal + bytes > maxTotal) {
       // the pool is full: a tenant still under its fair share of it (the total over the
-      // tenants holding input) is let in; one over it waits for room. The message names only
-      // the asking tenant's own figures (it goes back to the caller).
-      // and never past twice the bound (the shares of tenants let in one after another add up)
+      // tenants holding input) is let in, but never past twice the bound (the shares of
+      // tenants let in one after another add up). The message names only the asking tenant's
+      // own figures: it goes back to the caller.
       const fairShare = maxTotal / this.#pendingInput.size;
       if (held + bytes > fairShare || this.#pendingInputTotal + bytes > 2 * maxTotal) {
         return Promise.resolve({ ok: false, code: ErrorCodes.EVAL_OVERLOADED, message: `the evaluation pool holds as much input as it may for all tenants (maxPendingInputBytesTotal), and tenant ${tenant}'s evaluations hold ${held} bytes of it already; this one is ${bytes} bytes` });
