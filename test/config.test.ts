@@ -19,6 +19,7 @@ describe('config', () => {
     const config = parseConfig({});
     assert.equal(config.http.host, '127.0.0.1');
     assert.equal(config.http.port, 8181);
+    assert.equal(config.http.maxConnections, 4096);
     assert.equal(config.engine.evaluationTimeoutMs, 250);
     assert.ok(config.engine.workers >= 1);
     assert.equal(config.engine.cache.enabled, true);
@@ -74,6 +75,8 @@ describe('config', () => {
   test('out-of-range and mistyped values are refused', () => {
     invalid({ http: { port: 70000 } }, /\$\.http\.port/);
     invalid({ engine: { workers: 0 } }, /\$\.engine\.workers/);
+    invalid({ http: { maxConnections: 0 } }, /\$\.http\.maxConnections/);
+    invalid({ extAuthz: { tenantFrom: { fixed: 'bank' }, grpc: { maxConnections: 0 } } }, /\$\.extAuthz\.grpc\.maxConnections/);
     invalid({ engine: { maxPendingInputBytes: 100 } }, /\$\.engine\.maxPendingInputBytes/);
     invalid({ engine: { maxPendingInputBytes: 4096, maxPendingInputBytesTotal: 2048 } }, /\$\.engine\.maxPendingInputBytesTotal: must be at least maxPendingInputBytes \(4096\)/);
     invalid({ engine: { cache: { enabled: 'yes' } } }, /\$\.engine\.cache\.enabled: must be a boolean/);

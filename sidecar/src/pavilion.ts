@@ -370,6 +370,7 @@ export class Pavilion {
       ...(this.apiTokens === undefined ? {} : { authorizer: this.apiTokens }),
       components: () => this.#components(),
       statusReport: (visible) => this.statusReport(visible),
+      ...(options.log === undefined ? {} : { log: options.log }),
     });
   }
 

@@ -42,6 +42,7 @@ import type { PavilionConfig } from '../config/index.ts';
 import { TENANT_ID_PATTERN } from '../config/index.ts';
 import type { Decision, DecisionLogRules, PolicyEngine } from '../engine/index.ts';
 import { assertDepth } from '../lib/canonical-json.ts';
+import { ConnectionLimit } from '../lib/connection-limit.ts';
 import { ErrorCodes, PavilionError, isPavilionError } from '../lib/errors.ts';
 import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
 import { stateOnly, withDeadline } from '../lib/lifecycle.ts';
@@ -85,6 +86,8 @@ export interface ApiServerDeps {
    * name any tenant).
    */
   readonly statusReport: (visible?: (tenant: string) => boolean) => unknown;
+  /** Operator log (connections refused past `http.maxConnections`). */
+  readonly log?: (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => void;
   /** A handler served under its own path prefix (Envoy ext_authz's HTTP service mode). */
   readonly mounted?: {
     readonly pathPrefix: string;
@@ -426,6 +429,7 @@ export class ApiServer implements Component {
   readonly name = 'http';
   readonly #deps: ApiServerDeps;
   readonly #server: Server;
+  readonly #connections: ConnectionLimit;
   #listening = false;
 
   constructor(deps: ApiServerDeps) {
@@ -442,6 +446,14 @@ export class ApiServer implements Component {
     this.#server.requestTimeout = deps.config.http.requestTimeoutMs;
     this.#server.headersTimeout = Math.min(deps.config.http.requestTimeoutMs, 60_000);
     this.#server.keepAliveTimeout = deps.config.http.keepAliveTimeoutMs;
+    this.#connections = new ConnectionLimit({
+      listener: 'http',
+      maxConnections: deps.config.http.maxConnections,
+      onRefused: (listener) => deps.metrics.connectionsRefused.inc({ listener }),
+      ...(deps.log === undefined ? {} : { log: deps.log }),
+    });
+    this.#connections.apply(this.#server);
+    deps.metrics.registerConnectionLimit(this.#connections);
   }
 
   async start(): Promise<void> {
@@ -469,7 +481,10 @@ export class ApiServer implements Component {
   }
 
   status(): ComponentStatus {
-    return this.#listening ? { state: 'OK' } : { state: 'NOT_READY', message: 'not listening' };
+    if (!this.#listening) return { state: 'NOT_READY', message: 'not listening' };
+    const details = this.#connections.details();
+    const warning = this.#connections.warning();
+    return warning === undefined ? { state: 'OK', details } : { state: 'WARN', message: warning, details };
   }
 
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {

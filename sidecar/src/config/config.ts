@@ -141,7 +141,14 @@ export type ExtAuthzTenantSource =
   | { readonly kind: 'fixed'; readonly tenant: string };
 
 export interface ExtAuthzConfig {
-  readonly grpc: { readonly enabled: boolean; readonly host: string; readonly port: number; readonly maxReceiveMessageBytes: number };
+  readonly grpc: {
+    readonly enabled: boolean;
+    readonly host: string;
+    readonly port: number;
+    readonly maxReceiveMessageBytes: number;
+    /** Open connections the gRPC listener keeps; past it a new connection is reset at once. */
+    readonly maxConnections: number;
+  };
   readonly http: { readonly enabled: boolean; readonly pathPrefix: string };
   readonly tenantFrom: ExtAuthzTenantSource;
   /** Settings for tenants without an entry in `tenants` (their path is `<tenant>/envoy/authz/allow`). */
@@ -276,6 +283,8 @@ export interface PavilionConfig {
     readonly tenantHeader: string;
     readonly requestTimeoutMs: number;
     readonly keepAliveTimeoutMs: number;
+    /** Open connections the API listener keeps; past it a new connection is reset at once (sidecar/src/lib/connection-limit.ts). */
+    readonly maxConnections: number;
     /**
      * OPA's `--authentication`: 'token' requires every tenant route to carry one of that
      * tenant's bearer tokens (a tenant without `apiTokensFile` cannot be reached); 'off'
@@ -362,6 +371,7 @@ export function defaultConfig(): PavilionConfig {
       tenantHeader: 'x-pavilion-tenant',
       requestTimeoutMs: 10_000,
       keepAliveTimeoutMs: 65_000,
+      maxConnections: 4096,
       authentication: 'off',
     },
     engine: {
@@ -457,7 +467,7 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
 
   const labels = section(root, 'labels', '$', ['id', 'version']);
   const http = section(root, 'http', '$', [
-    'host', 'port', 'maxBodyBytes', 'maxHeaderBytes', 'maxInputDepth', 'tenantHeader', 'requestTimeoutMs', 'keepAliveTimeoutMs', 'authentication',
+    'host', 'port', 'maxBodyBytes', 'maxHeaderBytes', 'maxInputDepth', 'tenantHeader', 'requestTimeoutMs', 'keepAliveTimeoutMs', 'maxConnections', 'authentication',
   ]);
   const engine = section(root, 'engine', '$', [
     'workers', 'evaluationTimeoutMs', 'maxQueuedEvaluations', 'maxPendingInputBytes', 'maxPendingInputBytesTotal', 'memoryInitialPages', 'memoryMaxBytes', 'cache',
@@ -546,6 +556,7 @@ export function parseConfig(raw: unknown, baseDir: string = process.cwd(), env: 
       tenantHeader: str(http, 'tenantHeader', '$.http', d.http.tenantHeader).toLowerCase(),
       requestTimeoutMs: int(http, 'requestTimeoutMs', '$.http', d.http.requestTimeoutMs, 100, 600_000),
       keepAliveTimeoutMs: int(http, 'keepAliveTimeoutMs', '$.http', d.http.keepAliveTimeoutMs, 100, 600_000),
+      maxConnections: int(http, 'maxConnections', '$.http', d.http.maxConnections, 1, 1_000_000),
       authentication,
     },
     engine: {
@@ -967,7 +978,7 @@ function destinationAddress(key: string): string | undefined {
 function parseExtAuthz(raw: unknown): ExtAuthzConfig {
   const root = objectAt(raw, '$.extAuthz');
   refuseUnknown(root, ['grpc', 'http', 'tenantFrom', 'tenants', ...EXTAUTHZ_TENANT_KEYS.filter((k) => k !== 'path')], '$.extAuthz');
-  const grpc = section(root, 'grpc', '$.extAuthz', ['enabled', 'host', 'port', 'maxReceiveMessageBytes']);
+  const grpc = section(root, 'grpc', '$.extAuthz', ['enabled', 'host', 'port', 'maxReceiveMessageBytes', 'maxConnections']);
   const http = section(root, 'http', '$.extAuthz', ['enabled', 'pathPrefix']);
   const pathPrefix = str(http, 'pathPrefix', '$.extAuthz.http', '/ext_authz');
   if (!/^(\/[A-Za-z0-9._~-]+)+$/.test(pathPrefix)) fail('$.extAuthz.http.pathPrefix', "must look like '/ext_authz' (segments, no trailing slash)");
@@ -1046,6 +1057,7 @@ function parseExtAuthz(raw: unknown): ExtAuthzConfig {
       host: str(grpc, 'host', '$.extAuthz.grpc', '127.0.0.1'),
       port: int(grpc, 'port', '$.extAuthz.grpc', 9191, 0, 65535),
       maxReceiveMessageBytes: int(grpc, 'maxReceiveMessageBytes', '$.extAuthz.grpc', 16 * MiB, 1024, 1024 * MiB),
+      maxConnections: int(grpc, 'maxConnections', '$.extAuthz.grpc', 4096, 1, 1_000_000),
     },
     http: { enabled: bool(http, 'enabled', '$.extAuthz.http', true), pathPrefix },
     tenantFrom,

@@ -6,6 +6,7 @@
 import type { DecisionEvents, DecisionSink } from '../audit/index.ts';
 import type { ExtAuthzConfig } from '../config/index.ts';
 import type { PolicyEngine } from '../engine/index.ts';
+import { ConnectionLimit } from '../lib/connection-limit.ts';
 import { ErrorCodes, PavilionError } from '../lib/errors.ts';
 import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
 import type { CredentialGate } from '../credentials/gate.ts';
@@ -52,6 +53,7 @@ export class ExtAuthz implements Component {
   readonly http: MountedHttpHandler | undefined;
   readonly #config: ExtAuthzConfig;
   readonly #deps: ExtAuthzDeps;
+  readonly #connections: ConnectionLimit | undefined;
   /** `tenant\0revision\0path` already warned about in the log. */
   readonly #warned = new Set<string>();
   #started = false;
@@ -68,7 +70,18 @@ export class ExtAuthz implements Component {
     }
     this.codec = new CheckCodec();
     this.service = new CheckService(deps);
-    this.grpc = deps.config.grpc.enabled ? new ExtAuthzGrpcServer(deps.config.grpc, this.service, this.codec) : undefined;
+    if (deps.config.grpc.enabled) {
+      this.#connections = new ConnectionLimit({
+        listener: 'grpc',
+        maxConnections: deps.config.grpc.maxConnections,
+        onRefused: (listener) => deps.metrics.connectionsRefused.inc({ listener }),
+        ...(deps.log === undefined ? {} : { log: deps.log }),
+      });
+      deps.metrics.registerConnectionLimit(this.#connections);
+      this.grpc = new ExtAuthzGrpcServer({ ...deps.config.grpc, connections: this.#connections }, this.service, this.codec);
+    } else {
+      this.grpc = undefined;
+    }
     this.http = deps.config.http.enabled ? createHttpHandler(this.service, deps.config.http.pathPrefix) : undefined;
   }
 
@@ -160,6 +173,7 @@ export class ExtAuthz implements Component {
       grpc: this.grpc === undefined ? 'disabled' : `${this.grpc.address().host}:${this.grpc.address().port}`,
       http: this.http === undefined ? 'disabled' : this.#config.http.pathPrefix,
       tenantFrom: this.#config.tenantFrom.kind,
+      ...(this.#connections === undefined ? {} : { grpcConnections: this.#connections.details() }),
     };
     const unservable = this.checkDecisionPaths();
     if (unservable.length > 0) {
@@ -175,6 +189,7 @@ export class ExtAuthz implements Component {
         },
       };
     }
-    return { state: 'OK', details };
+    const refusing = this.#connections?.warning();
+    return refusing === undefined ? { state: 'OK', details } : { state: 'WARN', message: refusing, details };
   }
 }

@@ -27,6 +27,7 @@ import type { AddressInfo } from 'node:net';
 import { promisify } from 'node:util';
 import { gunzip, inflate } from 'node:zlib';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
+import type { ConnectionLimit } from '../lib/connection-limit.ts';
 import { hostPort } from '../lib/host-port.ts';
 import { withDeadline } from '../lib/lifecycle.ts';
 import type { CheckService } from './check-service.ts';
@@ -37,6 +38,8 @@ export interface GrpcServerOptions {
   readonly host: string;
   readonly port: number;
   readonly maxReceiveMessageBytes: number;
+  /** The listener's bound on open connections. */
+  readonly connections: ConnectionLimit;
 }
 
 
@@ -111,6 +114,7 @@ export class ExtAuthzGrpcServer {
       maxSessionMemory: Math.max(10, Math.ceil((4 * this.#options.maxReceiveMessageBytes) / (1024 * 1024))),
       settings: { initialWindowSize: 1024 * 1024 },
     });
+    this.#options.connections.apply(server);
     server.on('session', (session) => {
       this.#sessions.add(session);
       session.on('close', () => this.#sessions.delete(session));

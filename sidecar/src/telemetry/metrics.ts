@@ -5,6 +5,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric
 import type { AuditLogFigures } from '../audit/index.ts';
 import type { CredentialObserver } from '../credentials/gate.ts';
 import type { EngineObserver } from '../engine/index.ts';
+import type { ConnectionLimit } from '../lib/connection-limit.ts';
 
 /**
  * How often the event-loop delay histogram (pavilion_nodejs_eventloop_lag_*) samples.
@@ -53,6 +54,10 @@ export class Metrics implements EngineObserver, CredentialObserver {
   readonly auditStreamBacklog: Gauge<'tenant'>;
   readonly auditStreamPublished: Counter<'tenant'>;
   readonly auditEventsRefused: Counter<'tenant' | 'code'>;
+  readonly connectionsRefused: Counter<'listener'>;
+  readonly #connectionsOpen: Gauge<'listener'>;
+  readonly #connectionsMax: Gauge<'listener'>;
+  readonly #connectionLimits = new Map<string, ConnectionLimit>();
   /** The pavilion_audit_log_* gauges; exported once registerAuditLogMetrics names their source. */
   readonly #auditLogGauges: Gauge<'tenant'>[] = [];
   readonly #auditLogState: Gauge<'tenant' | 'state'>;
@@ -204,6 +209,30 @@ export class Metrics implements EngineObserver, CredentialObserver {
       });
       this.#auditLogGauges.push(gauge);
     }
+    this.connectionsRefused = new Counter({
+      name: 'pavilion_connections_refused_total',
+      help: 'Connections reset as soon as accepted because the listener (http, grpc) held its maxConnections.',
+      labelNames: ['listener'],
+      registers: [this.registry],
+    });
+    this.#connectionsOpen = new Gauge({
+      name: 'pavilion_connections_open',
+      help: 'Connections open on the listener (http, grpc).',
+      labelNames: ['listener'],
+      registers: [this.registry],
+      collect: () => {
+        for (const limit of this.#connectionLimits.values()) this.#connectionsOpen.set({ listener: limit.listener }, limit.open);
+      },
+    });
+    this.#connectionsMax = new Gauge({
+      name: 'pavilion_connections_max',
+      help: 'The bound on open connections of the listener (http.maxConnections, extAuthz.grpc.maxConnections).',
+      labelNames: ['listener'],
+      registers: [this.registry],
+      collect: () => {
+        for (const limit of this.#connectionLimits.values()) this.#connectionsMax.set({ listener: limit.listener }, limit.maxConnections);
+      },
+    });
     this.rolloutSeconds = new Histogram({
       name: 'pavilion_bundle_rollout_seconds',
       help: 'From a pointer move (pushed_at, NATS distribution) to this sidecar serving it; includes clock skew between hosts.',
@@ -245,6 +274,11 @@ export class Metrics implements EngineObserver, CredentialObserver {
   registerAuditLogMetrics(source: () => ReadonlyMap<string, AuditLogFigures>): void {
     this.#auditLogSource = source;
     this.#register([this.auditEventsRefused, this.#auditLogState, ...this.#auditLogGauges]);
+  }
+
+  /** Export a listener's open connections and bound (pavilion_connections_open, _max), read at each scrape. */
+  registerConnectionLimit(limit: ConnectionLimit): void {
+    this.#connectionLimits.set(limit.listener, limit);
   }
 
   /** The audit log's figures, read once for all the gauges of one scrape. */
