@@ -6,11 +6,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== tools for the tests (helm for the chart tests, nats-server for distribution, SoftHSM2 for the PKCS#11 signer tests, redis-server for shared credential state)"
+echo "== tools for the tests (helm and promtool for the chart tests, nats-server for distribution, SoftHSM2 for the PKCS#11 signer tests, redis-server for shared credential state)"
 bash scripts/install-helm.sh
 bash scripts/install-nats.sh
 bash scripts/install-softhsm.sh
 bash scripts/install-redis.sh
+bash scripts/install-promtool.sh
 
 echo "== typecheck"
 npx tsc -p tsconfig.json --noEmit

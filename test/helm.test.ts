@@ -7,7 +7,9 @@
  * contradictory values fail the render.
  *
  * helm comes from .tools/bin/helm; `before` runs scripts/install-helm.sh, which is quiet
- * when helm v3.22 is there and builds it with `go install` (a few minutes) when not.
+ * when helm v3.22 is there and builds it with `go install` (a few minutes) when not. The
+ * alerts are evaluated by promtool (.tools/bin/promtool, scripts/install-promtool.sh, the
+ * same way).
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -526,7 +528,7 @@ describe('broker-example, values-production.yaml', () => {
     const rules = (rule.spec as { groups: { name: string; rules: { alert: string; expr: string; for?: string; labels: { severity: string } }[] }[] }).groups.flatMap((g) => g.rules);
     assert.deepEqual(rules.map((r) => r.alert).sort(), [
       'PavilionAuditCheckpointStale', 'PavilionAuditEventsRefused', 'PavilionAuditLogNearBudget', 'PavilionAuditLogState', 'PavilionAuditStreamBacklog',
-      'PavilionBundleRefused', 'PavilionDistributionDisconnected', 'PavilionEvaluationWorkerRestarts',
+      'PavilionBundleRefused', 'PavilionConnectionsRefused', 'PavilionDistributionDisconnected', 'PavilionEvaluationWorkerRestarts',
     ]);
     // every metric an alert reads is one the sidecar declares (with the audit log and NATS distribution)
     const metrics = new Metrics();
@@ -569,6 +571,148 @@ describe('broker-example, values-production.yaml', () => {
     const big = render([...on, '--values', valuesFile('prometheusRule:\n  streamBacklogEvents: 1000000\n')]);
     const backlog = (the(big, 'PrometheusRule').spec as { groups: { rules: { alert: string; expr: string }[] }[] }).groups.flatMap((g) => g.rules).find((r) => r.alert === 'PavilionAuditStreamBacklog');
     assert.match(backlog?.expr ?? '', / > 1000000$/);
+  });
+
+  test('the PrometheusRule fires, and stays quiet, as Prometheus evaluates it (promtool test rules on series for each alert)', () => {
+    const install = spawnSync('bash', [join(ROOT, 'scripts', 'install-promtool.sh')], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'] });
+    assert.equal(install.status, 0, 'scripts/install-promtool.sh installs promtool');
+    const groups = (the(production, 'PrometheusRule').spec as { groups: { rules: { alert: string; annotations: Record<string, string>; labels: Record<string, string> }[] }[] }).groups;
+    const rules = new Map(groups.flatMap((g) => g.rules).map((r) => [r.alert, r]));
+    const dir = mkdtempSync(join(tmpdir(), 'pavilion-alerts-'));
+    // the alert a series should raise: its labels (alertname and severity from the rule) and
+    // its annotations, the rule's templates filled as Prometheus fills them
+    const alert = (name: string, labels: Record<string, string>, value?: string): { exp_labels: Record<string, string>; exp_annotations: Record<string, string> } => {
+      const rule = rules.get(name);
+      assert.ok(rule, `${name} is a rule`);
+      const fill = (template: string): string => template.replace(/\{\{ \$(labels\.(\w+)|value)( \| humanizePercentage)? \}\}/g, (_m, _what: string, label: string | undefined, humanize: string | undefined) => {
+        if (label !== undefined) return labels[label] ?? assert.fail(`${name}: no label ${label}`);
+        assert.ok(value !== undefined, `${name} shows its value`);
+        return humanize === undefined ? value : `${Number(value) * 100}%`;
+      });
+      return { exp_labels: { ...labels, ...rule.labels }, exp_annotations: Object.fromEntries(Object.entries(rule.annotations).map(([k, v]) => [k, fill(v)])) };
+    };
+    const at = (minutes: number, name: string, ...alerts: ReturnType<typeof alert>[]): Record<string, unknown> => ({ eval_time: `${minutes}m`, alertname: name, exp_alerts: alerts });
+    const series = (name: string, labels: Record<string, string>, values: string): { series: string; values: string } => ({
+      series: `${name}{${Object.entries({ namespace: NAMESPACE, pod: 'broker-0', ...labels }).map(([k, v]) => `${k}="${v}"`).join(',')}}`,
+      values,
+    });
+    const pod = { namespace: NAMESPACE, pod: 'broker-0' };
+    const tests = [
+      {
+        // a refused event's series appears at 1 (prom-client exports a labelled counter at its
+        // first increment): it fires at once and for 5 minutes; one that was there at 0 fires
+        // when it grows; the same refusal in another namespace is not this release's
+        interval: '1m',
+        input_series: [
+          series('pavilion_audit_events_refused_total', { tenant: 'bank', code: 'ERR_AUDIT_LOG_FULL' }, '_ _ _ 1x20'),
+          series('pavilion_audit_events_refused_total', { tenant: 'shop', code: 'ERR_AUDIT_DISK_FULL' }, '0x7 1x20'),
+          { series: 'pavilion_audit_events_refused_total{namespace="other",pod="broker-0",tenant="bank",code="ERR_AUDIT_LOG_FULL"}', values: '_ _ _ 1x20' },
+        ],
+        alert_rule_test: [
+          at(2, 'PavilionAuditEventsRefused'),
+          at(4, 'PavilionAuditEventsRefused', alert('PavilionAuditEventsRefused', { ...pod, tenant: 'bank', code: 'ERR_AUDIT_LOG_FULL' })),
+          at(9, 'PavilionAuditEventsRefused', alert('PavilionAuditEventsRefused', { ...pod, tenant: 'shop', code: 'ERR_AUDIT_DISK_FULL' })),
+          at(20, 'PavilionAuditEventsRefused'),
+        ],
+      },
+      {
+        interval: '1m',
+        input_series: [
+          series('pavilion_audit_log_state', { tenant: 'bank', state: 'ERROR' }, '0 0 1 1 1 1 0 0'),
+          series('pavilion_audit_log_state', { tenant: 'bank', state: 'OK' }, '1 1 0 0 0 0 1 1'),
+          // the budget: 90% for bank, 50% for shop
+          series('pavilion_audit_log_bytes', { tenant: 'bank' }, '900x20'),
+          series('pavilion_audit_log_max_bytes', { tenant: 'bank' }, '1000x20'),
+          series('pavilion_audit_log_bytes', { tenant: 'shop' }, '500x20'),
+          series('pavilion_audit_log_max_bytes', { tenant: 'shop' }, '1000x20'),
+        ],
+        alert_rule_test: [
+          at(2, 'PavilionAuditLogState'),
+          at(3, 'PavilionAuditLogState', alert('PavilionAuditLogState', { ...pod, tenant: 'bank' })),
+          at(7, 'PavilionAuditLogState'),
+          at(4, 'PavilionAuditLogNearBudget'),
+          at(6, 'PavilionAuditLogNearBudget', alert('PavilionAuditLogNearBudget', { ...pod, tenant: 'bank' }, '0.9')),
+        ],
+      },
+      {
+        // checkpoints (staleness 300 s, for 5 minutes): bank's signer stopped at time 0 while
+        // leaves keep coming; shop's keeps signing; never's log was never signed; quiet's is
+        // old but has nothing waiting
+        interval: '1m',
+        input_series: [
+          series('pavilion_audit_log_leaves', { tenant: 'bank' }, '100+10x40'),
+          series('pavilion_audit_log_checkpointed_leaves', { tenant: 'bank' }, '100x40'),
+          series('pavilion_audit_log_last_checkpoint_timestamp_seconds', { tenant: 'bank' }, '0x40'),
+          series('pavilion_audit_log_leaves', { tenant: 'shop' }, '100+10x40'),
+          series('pavilion_audit_log_checkpointed_leaves', { tenant: 'shop' }, '95+10x40'),
+          series('pavilion_audit_log_last_checkpoint_timestamp_seconds', { tenant: 'shop' }, '0+60x40'),
+          series('pavilion_audit_log_leaves', { tenant: 'never' }, '5x40'),
+          series('pavilion_audit_log_checkpointed_leaves', { tenant: 'never' }, '0x40'),
+          series('pavilion_audit_log_leaves', { tenant: 'quiet' }, '50x40'),
+          series('pavilion_audit_log_checkpointed_leaves', { tenant: 'quiet' }, '50x40'),
+          series('pavilion_audit_log_last_checkpoint_timestamp_seconds', { tenant: 'quiet' }, '0x40'),
+        ],
+        alert_rule_test: [
+          at(4, 'PavilionAuditCheckpointStale'),
+          at(6, 'PavilionAuditCheckpointStale', alert('PavilionAuditCheckpointStale', { ...pod, tenant: 'never' })),
+          at(10, 'PavilionAuditCheckpointStale', alert('PavilionAuditCheckpointStale', { ...pod, tenant: 'never' })),
+          at(12, 'PavilionAuditCheckpointStale', alert('PavilionAuditCheckpointStale', { ...pod, tenant: 'bank' }), alert('PavilionAuditCheckpointStale', { ...pod, tenant: 'never' })),
+        ],
+      },
+      {
+        interval: '1m',
+        input_series: [
+          series('pavilion_audit_stream_backlog', { tenant: 'bank' }, '20000x30'),
+          series('pavilion_audit_stream_backlog', { tenant: 'shop' }, '10000x30'),
+          series('pavilion_bundle_activations_total', { tenant: 'bank', outcome: 'ok' }, '0+1x30'),
+          series('pavilion_bundle_activations_total', { tenant: 'bank', outcome: 'ERR_BUNDLE_SIGNATURE_INVALID' }, '_ _ 1x30'),
+          series('pavilion_distribution_connected', {}, '1 1 0 0 0 0 1 1'),
+          // 5 workers replaced between 10 and 15 minutes; increase() over 10 minutes at 20m
+          // extrapolates Prometheus' way: (5 - 1) x 600 s / 540 s
+          series('pavilion_engine_worker_restarts_total', { reason: 'timeout' }, '0x10 1 2 3 4 5x10'),
+          series('pavilion_connections_refused_total', { listener: 'http' }, '_ _ 1x20'),
+        ],
+        alert_rule_test: [
+          at(9, 'PavilionAuditStreamBacklog'),
+          at(11, 'PavilionAuditStreamBacklog', alert('PavilionAuditStreamBacklog', { ...pod, tenant: 'bank' }, '20000')),
+          at(3, 'PavilionBundleRefused', alert('PavilionBundleRefused', { ...pod, tenant: 'bank', outcome: 'ERR_BUNDLE_SIGNATURE_INVALID' })),
+          at(20, 'PavilionBundleRefused'),
+          at(3, 'PavilionDistributionDisconnected'),
+          at(4, 'PavilionDistributionDisconnected', alert('PavilionDistributionDisconnected', pod)),
+          at(6, 'PavilionDistributionDisconnected'),
+          at(12, 'PavilionEvaluationWorkerRestarts'),
+          at(20, 'PavilionEvaluationWorkerRestarts', alert('PavilionEvaluationWorkerRestarts', { ...pod, reason: 'timeout' }, String((4 * 600) / 540))),
+          at(3, 'PavilionConnectionsRefused', alert('PavilionConnectionsRefused', { ...pod, listener: 'http' })),
+          at(15, 'PavilionConnectionsRefused'),
+        ],
+      },
+    ];
+    // every alert is made to fire somewhere above
+    const fired = new Set(tests.flatMap((t) => t.alert_rule_test).filter((a) => (a['exp_alerts'] as unknown[]).length > 0).map((a) => a['alertname']));
+    assert.deepEqual([...fired].sort(), [...rules.keys()].sort());
+    try {
+      // a rule file is a PrometheusRule's spec; JSON is YAML to promtool
+      writeFileSync(join(dir, 'rules.json'), JSON.stringify({ groups }));
+      writeFileSync(join(dir, 'tests.json'), JSON.stringify({ rule_files: ['rules.json'], evaluation_interval: '1m', tests }));
+      const promtool = (args: readonly string[]): { status: number | null; output: string } => {
+        const run = spawnSync(join(ROOT, '.tools', 'bin', 'promtool'), args, { cwd: dir, encoding: 'utf8', timeout: 120_000 });
+        return { status: run.status, output: `${run.stdout}${run.stderr}` };
+      };
+      const checked = promtool(['check', 'rules', 'rules.json']);
+      assert.equal(checked.status, 0, checked.output);
+      const ran = promtool(['test', 'rules', 'tests.json']);
+      assert.equal(ran.status, 0, ran.output);
+      // and it can fail: the near-budget alert expected from tenant shop instead
+      const wrong = tests.map((t) => ({ ...t, alert_rule_test: t.alert_rule_test.map((a) => (a['alertname'] === 'PavilionAuditLogNearBudget' && (a['exp_alerts'] as unknown[]).length > 0
+        ? at(6, 'PavilionAuditLogNearBudget', alert('PavilionAuditLogNearBudget', { ...pod, tenant: 'shop' }, '0.5'))
+        : a)) }));
+      writeFileSync(join(dir, 'tests.json'), JSON.stringify({ rule_files: ['rules.json'], evaluation_interval: '1m', tests: wrong }));
+      const failed = promtool(['test', 'rules', 'tests.json']);
+      assert.equal(failed.status, 1, failed.output);
+      assert.match(failed.output, /PavilionAuditLogNearBudget/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('runs 3 replicas, keeps 2 available through disruptions, spread over zones', () => {
