@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { request } from 'node:http';
+import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
@@ -434,6 +435,73 @@ describe('Data API: OPA compatibility', () => {
       assert.equal('timer_rego_query_eval_ns' in hit, false, JSON.stringify(hit));
       assert.equal(hit['counter_pavilion_decision_cache_hit'], 1);
       assert.equal(typeof hit['timer_server_handler_ns'], 'number');
+    });
+  });
+
+  describe('9b. what is not HTTP/1.1', () => {
+    /** Raw bytes to the API port; the answer as status, headers and a JSON body (or the socket error). */
+    function raw(url: string, bytes: string): Promise<JsonResponse | string> {
+      return new Promise((resolve) => {
+        const { port } = new URL(url);
+        const socket = createConnection(Number(port), '127.0.0.1', () => socket.end(bytes));
+        const chunks: Buffer[] = [];
+        socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+        socket.on('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message));
+        socket.on('close', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          const [head = '', body = ''] = text.split('\r\n\r\n');
+          const [statusLine = '', ...fields] = head.split('\r\n');
+          const headers = new Headers(fields.map((f) => [f.slice(0, f.indexOf(':')), f.slice(f.indexOf(':') + 1).trim()] as [string, string]));
+          resolve({ status: Number(statusLine.split(' ')[1]), headers, body: JSON.parse(body) as Record<string, unknown> });
+        });
+      });
+    }
+
+    test('a bad request line, a raw non-ASCII path, a bad header or a bad chunk is 400 ERR_REQUEST_MALFORMED_HTTP with an OPA body, not a bare 400', async () => {
+      for (const bytes of [
+        'NOT HTTP AT ALL\r\n\r\n',
+        'GET /v1/data/\u00e9 HTTP/1.1\r\nhost: x\r\n\r\n',
+        'GET / HTTP/1.1\r\nbad header\r\n\r\n',
+        // a body that breaks HTTP after its request was taken, before the route answered
+        'POST /v1/data/acme/echo HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n',
+      ]) {
+        const answer = await raw(acme.url, bytes);
+        assert.ok(typeof answer === 'object', `${JSON.stringify(bytes)}: ${String(answer)}`);
+        assertRefused(answer, 400, 'invalid_parameter', 'ERR_REQUEST_MALFORMED_HTTP');
+        assert.equal(answer.headers.get('content-type'), 'application/json');
+        assert.equal(answer.headers.get('connection'), 'close');
+        assert.match(String(answer.body['message']), /^the request is not valid HTTP\/1\.1 \(HPE_[A-Z_]+: /);
+      }
+    });
+
+    test('a request not whole within http.requestTimeoutMs is 408 ERR_REQUEST_TIMEOUT with an OPA body', async () => {
+      const slow = await startPavilion({ bundles: { acme: await echoBundle() }, config: { http: { requestTimeoutMs: 300 } } });
+      try {
+        const started = performance.now();
+        const answer = await new Promise<JsonResponse | string>((resolve) => {
+          // the headers never end
+          const socket = createConnection(Number(new URL(slow.url).port), '127.0.0.1', () => socket.write('GET /health HTTP/1.1\r\nhost: x\r\n'));
+          const chunks: Buffer[] = [];
+          socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+          socket.on('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message));
+          socket.on('close', () => {
+            const [head = '', body = ''] = Buffer.concat(chunks).toString('utf8').split('\r\n\r\n');
+            resolve({ status: Number(head.split(' ')[1]), headers: new Headers(), body: JSON.parse(body) as Record<string, unknown> });
+          });
+        });
+        assert.ok(typeof answer === 'object', String(answer));
+        assertRefused(answer, 408, 'invalid_parameter', 'ERR_REQUEST_TIMEOUT');
+        assert.ok(performance.now() - started < 5000, 'Node looks for stalled requests every half timeout, not every 30 s');
+      } finally {
+        await slow.stop();
+      }
+    });
+
+    test('headers over http.maxHeaderBytes are 431 ERR_REQUEST_HEADERS_TOO_LARGE with an OPA body', async () => {
+      const answer = await raw(acme.url, `GET /v1/data/acme/echo HTTP/1.1\r\nhost: x\r\nx-big: ${'x'.repeat(MAX_HEADER_BYTES)}\r\n\r\n`);
+      // the server may close before it has read all that was sent: then the client sees a reset
+      if (typeof answer === 'string') assert.ok(['ECONNRESET', 'EPIPE'].includes(answer), answer);
+      else assertRefused(answer, 431, 'invalid_parameter', 'ERR_REQUEST_HEADERS_TOO_LARGE');
     });
   });
 

@@ -32,7 +32,8 @@
  * sinks are written without waiting.
  */
 import { randomUUID } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { STATUS_CODES, createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { AddressInfo } from 'node:net';
 import { pipeline, Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
@@ -425,6 +426,33 @@ function pluginsProblem(components: Readonly<Record<string, ComponentStatus>>, p
   return `one or more plugins are not up: ${down.map(([name, s]) => `${name}: ${s.message ?? s.state}`).join('; ')}`;
 }
 
+/**
+ * What Node's HTTP parser refuses before any route sees it (a bad request line, header or
+ * chunk; headers over `http.maxHeaderBytes`; a request not whole within `requestTimeoutMs`)
+ * gets the OPA error body every other refusal gets, with its own code, where Node would
+ * answer a bare 400, 431 or 408. As in Node, nothing is written into a response already
+ * started (a body that breaks HTTP after its route began to answer), and the connection
+ * closes once the answer is out.
+ */
+function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
+  const inFlight = (socket as { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+  if (error.code === 'ECONNRESET' || !socket.writable || inFlight?.headersSent === true) {
+    socket.destroy();
+    return;
+  }
+  const refusal = error.code === 'HPE_HEADER_OVERFLOW'
+    ? new PavilionError(ErrorCodes.REQUEST_HEADERS_TOO_LARGE, 'the request line and headers are over http.maxHeaderBytes')
+    : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+      ? new PavilionError(ErrorCodes.REQUEST_TIMEOUT, 'the request did not arrive whole within http.requestTimeoutMs')
+      : new PavilionError(ErrorCodes.REQUEST_MALFORMED_HTTP, `the request is not valid HTTP/1.1 (${error.code ?? 'parse error'}: ${error.message})`);
+  const { status, body } = toHttpError(refusal);
+  const text = JSON.stringify(body);
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\ncontent-type: ${JSON_TYPE}\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`,
+    () => socket.destroy(),
+  );
+}
+
 export class ApiServer implements Component {
   readonly name = 'http';
   readonly #deps: ApiServerDeps;
@@ -434,7 +462,13 @@ export class ApiServer implements Component {
 
   constructor(deps: ApiServerDeps) {
     this.#deps = deps;
-    this.#server = createServer({ maxHeaderSize: deps.config.http.maxHeaderBytes }, (req, res) => {
+    const headersTimeoutMs = Math.min(deps.config.http.requestTimeoutMs, 60_000);
+    this.#server = createServer({
+      maxHeaderSize: deps.config.http.maxHeaderBytes,
+      // how often Node looks for requests past their timeouts (its default, 30 s, would let a
+      // request that stalls linger up to 30 s past requestTimeoutMs)
+      connectionsCheckingInterval: Math.max(50, Math.min(30_000, Math.floor(headersTimeoutMs / 2))),
+    }, (req, res) => {
       this.#handle(req, res).catch((error: unknown) => {
         // #handle answers every error itself; reaching here is a bug. Never crash the
         // process over one request, and never leave it hanging.
@@ -444,8 +478,9 @@ export class ApiServer implements Component {
       });
     });
     this.#server.requestTimeout = deps.config.http.requestTimeoutMs;
-    this.#server.headersTimeout = Math.min(deps.config.http.requestTimeoutMs, 60_000);
+    this.#server.headersTimeout = headersTimeoutMs;
     this.#server.keepAliveTimeout = deps.config.http.keepAliveTimeoutMs;
+    this.#server.on('clientError', answerClientError);
     this.#connections = new ConnectionLimit({
       listener: 'http',
       maxConnections: deps.config.http.maxConnections,

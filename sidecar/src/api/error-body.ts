@@ -34,6 +34,10 @@ const MAPPING: Partial<Record<ErrorCode, readonly [status: number, code: OpaErro
   [ErrorCodes.REQUEST_NUMBER_INEXACT]: [400, 'invalid_parameter'],
   [ErrorCodes.REQUEST_GZIP_INVALID]: [400, 'invalid_parameter'],
   [ErrorCodes.REQUEST_PARAMETER_UNSUPPORTED]: [400, 'invalid_parameter'],
+  // answered by the HTTP parser's error hook, before any route (Node's bare 431/408/400 otherwise)
+  [ErrorCodes.REQUEST_HEADERS_TOO_LARGE]: [431, 'invalid_parameter'],
+  [ErrorCodes.REQUEST_TIMEOUT]: [408, 'invalid_parameter'],
+  [ErrorCodes.REQUEST_MALFORMED_HTTP]: [400, 'invalid_parameter'],
   // v0 Data API only: OPA answers an undefined decision there with 404 undefined_document
   [ErrorCodes.DOCUMENT_UNDEFINED]: [404, 'undefined_document'],
   [ErrorCodes.METHOD_NOT_ALLOWED]: [405, 'invalid_operation'],

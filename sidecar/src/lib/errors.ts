@@ -173,6 +173,12 @@ export const ErrorCodes = {
   REQUEST_GZIP_INVALID: 'ERR_REQUEST_GZIP_INVALID',
   /** A query parameter OPA honours that Wasm evaluation cannot (`explain`, `strict-builtin-errors=true`). */
   REQUEST_PARAMETER_UNSUPPORTED: 'ERR_REQUEST_PARAMETER_UNSUPPORTED',
+  /** The request line and headers are over `http.maxHeaderBytes` (HTTP 431). */
+  REQUEST_HEADERS_TOO_LARGE: 'ERR_REQUEST_HEADERS_TOO_LARGE',
+  /** The request did not arrive whole within `http.requestTimeoutMs` (HTTP 408). */
+  REQUEST_TIMEOUT: 'ERR_REQUEST_TIMEOUT',
+  /** Bytes that are not an HTTP/1.1 request (a bad request line, header or chunk): refused before any route sees them. */
+  REQUEST_MALFORMED_HTTP: 'ERR_REQUEST_MALFORMED_HTTP',
   /** v0 Data API: the decision is undefined (OPA answers 404 undefined_document there; v1 answers 200 without a result). */
   DOCUMENT_UNDEFINED: 'ERR_DOCUMENT_UNDEFINED',
   // delta updates (sidecar/src/distribution)
