@@ -199,6 +199,21 @@ describe('Data API: OPA compatibility', () => {
       assertRefused(json(await send(`${acme.url}/v0/data/acme/echo`, '{"n": 1e400}', ACME_JSON)), 400, 'invalid_parameter', 'ERR_REQUEST_NUMBER_INEXACT');
     });
 
+    test('a string with an unpaired surrogate escape ("\\ud800") is 400 ERR_REQUEST_INVALID, in a body, a ?input, a key, or cached or not; paired ones and an escaped backslash before "ud800" pass', async () => {
+      for (const body of ['{"input": "\\ud800"}', '{"input": {"a": ["x\\udfff"]}}', '{"input": {"\\udc00": 1}}', '{"input": "\\\\\\ud800"}']) {
+        const response = json(await send(`${acme.url}/v1/data/acme/echo`, body, ACME_JSON));
+        assertRefused(response, 400, 'invalid_parameter', 'ERR_REQUEST_INVALID');
+        assert.match(String(response.body['message']), /^input holds a string with an unpaired UTF-16 surrogate \(\\ud[89a-f][0-9a-f]{2}\), which a policy cannot read$/);
+      }
+      assertRefused(await get(`${acme.url}/v1/data/acme/echo?input=${encodeURIComponent('"\\ud800"')}`, ACME), 400, 'invalid_parameter', 'ERR_REQUEST_INVALID');
+      assertRefused(json(await send(`${acme.url}/v1/data/acme/echo?metrics`, '{"input": "\\ud800"}', ACME_JSON)), 400, 'invalid_parameter', 'ERR_REQUEST_INVALID');
+      for (const [body, value] of [['{"input": "\\ud83d\\ude00"}', '\u{1F600}'], ['{"input": "\\\\ud800"}', '\\ud800']] as const) {
+        const response = json(await send(`${acme.url}/v1/data/acme/echo`, body, ACME_JSON));
+        assert.equal(response.status, 200, JSON.stringify(response.body));
+        assert.equal(response.body['result'], value);
+      }
+    });
+
     test('numbers a double keeps pass in any spelling (1.0, 1e2, -0, 1e+23), and long digit runs in strings are not numbers', async () => {
       const text = '{"input": {"a": 1.0, "b": 1e2, "c": -0, "d": 100000000000000000000000, "e": 0.1, "s": "12345678901234567890 1e400", "t": "\\"1e400"}}';
       const response = json(await send(`${acme.url}/v1/data/acme/echo`, text, ACME_JSON));
@@ -495,6 +510,18 @@ describe('Data API: OPA compatibility', () => {
       } finally {
         await slow.stop();
       }
+    });
+
+    test('a HEAD the parser refuses is answered without a body', async () => {
+      const answer = await new Promise<string>((resolve) => {
+        const socket = createConnection(Number(new URL(acme.url).port), '127.0.0.1', () => socket.end('HEAD /v1/data/\u00e9 HTTP/1.1\r\nhost: x\r\n\r\n'));
+        const chunks: Buffer[] = [];
+        socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+        socket.on('error', () => undefined);
+        socket.on('close', () => resolve(Buffer.concat(chunks).toString('utf8')));
+      });
+      assert.match(answer, /^HTTP\/1\.1 400 Bad Request\r\n/);
+      assert.ok(answer.endsWith('\r\n\r\n'), `no body: ${answer}`);
     });
 
     test('headers over http.maxHeaderBytes are 431 ERR_REQUEST_HEADERS_TOO_LARGE with an OPA body', async () => {

@@ -434,7 +434,7 @@ function pluginsProblem(components: Readonly<Record<string, ComponentStatus>>, p
  * started (a body that breaks HTTP after its route began to answer), and the connection
  * closes once the answer is out.
  */
-function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
+function answerClientError(error: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Duplex): void {
   const inFlight = (socket as { _httpMessage?: { headersSent?: boolean } })._httpMessage;
   if (error.code === 'ECONNRESET' || !socket.writable || inFlight?.headersSent === true) {
     socket.destroy();
@@ -447,8 +447,10 @@ function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
       : new PavilionError(ErrorCodes.REQUEST_MALFORMED_HTTP, `the request is not valid HTTP/1.1 (${error.code ?? 'parse error'}: ${error.message})`);
   const { status, body } = toHttpError(refusal);
   const text = JSON.stringify(body);
+  // a HEAD is answered without a body (the bytes the parser was reading, when they start the request, say so)
+  const head = error.rawPacket?.subarray(0, 5).toString('latin1') === 'HEAD ';
   socket.end(
-    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\ncontent-type: ${JSON_TYPE}\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`,
+    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\ncontent-type: ${JSON_TYPE}\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${head ? '' : text}`,
     () => socket.destroy(),
   );
 }

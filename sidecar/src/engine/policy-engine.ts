@@ -125,6 +125,24 @@ export interface LoadedPolicy {
 
 type ActiveEntry = LoadedPolicy;
 
+/**
+ * A string with an unpaired UTF-16 surrogate (JSON.parse takes `"\ud800"`, and JSON.stringify
+ * writes it back as that escape): the policy's JSON parser in the Wasm refuses it, which
+ * would surface as a trap. OPA's Go decoder reads it as U+FFFD instead; Pavilion refuses the
+ * input, as it refuses a number a double would change, rather than decide on another text.
+ * The escape is matched only where its backslash is not itself escaped.
+ */
+const LONE_SURROGATE_ESCAPE = /(?<!\\)(?:\\\\)*\\ud[89a-f][0-9a-f]{2}/;
+
+/** `json` (JSON.stringify's or canonicalJson's text of an input), or a typed refusal. */
+function readableInput(json: string): string {
+  const match = LONE_SURROGATE_ESCAPE.exec(json);
+  if (match !== null) {
+    throw new PavilionError(ErrorCodes.REQUEST_INVALID, `input holds a string with an unpaired UTF-16 surrogate (${match[0].slice(match[0].lastIndexOf('\\'))}), which a policy cannot read`);
+  }
+  return json;
+}
+
 export class PolicyEngine implements Component {
   readonly name = 'engine';
   readonly #options: EngineOptions;
@@ -328,7 +346,7 @@ export class PolicyEngine implements Component {
   /** The input as JSON text for a worker, refused when nested past the bound. */
   #inputText(input: unknown): string {
     assertDepth(input, this.#options.maxInputDepth);
-    return JSON.stringify(input);
+    return readableInput(JSON.stringify(input));
   }
 
   static #failure(outcome: EvalFailure, entry: LoadedPolicy, path: string): PavilionError {
@@ -378,7 +396,7 @@ export class PolicyEngine implements Component {
     let cacheKey: string | undefined;
     if (input !== undefined) {
       if (cacheable) {
-        inputJson = canonicalJson(input, this.#options.maxInputDepth);
+        inputJson = readableInput(canonicalJson(input, this.#options.maxInputDepth));
         if (inputJson.length <= this.#options.cache.maxKeyBytes) cacheKey = DecisionCache.key(tenant, version, path, inputJson);
       } else {
         inputJson = this.#inputText(input);
