@@ -1,0 +1,32 @@
+/**
+ * Every fuzz target (test/fuzz/targets.ts) for a fixed number of cases from a fixed seed, so
+ * each target keeps working and keeps its property; `npm run fuzz` runs them for longer, from
+ * new seeds. A failure names the shrunk input and the seed and path that replay it.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { runTarget } from './fuzz/fuzz.ts';
+import { TARGETS } from './fuzz/targets.ts';
+
+const SEED = 20261201;
+const RUNS = 200;
+
+describe('fuzz targets, a short run each', () => {
+  test('the targets are the ones the README lists', () => {
+    assert.deepEqual(TARGETS.map((t) => t.name), ['bundle', 'delta', 'audit-wal', 'extauthz', 'data-api']);
+  });
+
+  for (const target of TARGETS) {
+    test(`${target.name}: ${target.summary}`, async () => {
+      const outcome = await runTarget(target, { seed: SEED, runs: RUNS });
+      assert.equal(outcome.failure, undefined, outcome.failure === undefined ? '' : [
+        outcome.failure.error,
+        `counterexample: ${outcome.failure.counterexample}`,
+        `replay: npm run fuzz -- ${target.name} --seed ${SEED} --path ${outcome.failure.path}`,
+      ].join('\n'));
+      assert.equal(outcome.runs, RUNS);
+      // the inputs reach past the first refusal: something is accepted, and more than one kind of refusal
+      assert.ok(Object.keys(outcome.outcomes).length >= 3, JSON.stringify(outcome.outcomes));
+    });
+  }
+});

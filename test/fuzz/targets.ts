@@ -1,0 +1,434 @@
+/**
+ * What is fuzzed, and what must hold for every input (each target's summary says it).
+ */
+import assert from 'node:assert/strict';
+import { cp, readFile, rm, writeFile } from 'node:fs/promises';
+import http from 'node:http';
+import { join } from 'node:path';
+import { gunzipSync, gzipSync } from 'node:zlib';
+import fc from 'fast-check';
+import { AuditLog, Keyring, SoftwareSigner, WAL_FILE, verifyLogFile } from '../../sidecar/src/audit/log/index.ts';
+import {
+  applyPatch,
+  defaultBuildDirectory,
+  loadVerificationKey,
+  parsePatch,
+  readBundle,
+  verifyBundleSignature,
+  type Bundle,
+  type SignaturePolicy,
+} from '../../sidecar/src/bundles/index.ts';
+import { CheckCodec } from '../../sidecar/src/extauthz/index.ts';
+import { ErrorCodes } from '../../sidecar/src/lib/errors.ts';
+import { decisionEvent, logOptions, ringOf, tempDir } from '../audit/fixtures.ts';
+import { startPavilion, type RunningPavilion } from '../harness/pavilion-harness.ts';
+import { assertRefusal, type FuzzTarget, type PreparedTarget } from './fuzz.ts';
+import { applyMutations, mutations, type Mutation } from './mutations.ts';
+
+const codesStartingWith = (prefix: string): ReadonlySet<string> => new Set(Object.values(ErrorCodes).filter((c) => c.startsWith(prefix)));
+
+// ---------------------------------------------------------------------------------------------
+// bundle: a signed bundle with its bytes edited
+
+const BUNDLE_REFUSALS = codesStartingWith('ERR_BUNDLE_');
+
+const bundleTarget: FuzzTarget = {
+  name: 'bundle',
+  summary: "the bank sample bundle (signed) with edits to its gzip bytes, or to its tar re-compressed: read and signature check refuse it with an ERR_BUNDLE_* code, or accept a bundle that means exactly what was signed (manifest, data, Wasm, entrypoints)",
+  async prepare(): Promise<PreparedTarget<unknown>> {
+    const build = defaultBuildDirectory();
+    const archive = await readFile(join(build, 'bank', 'bundle.tar.gz'));
+    const key = loadVerificationKey('bank', await readFile(join(build, 'keys', 'bank.pub.pem'), 'utf8'));
+    const policy: SignaturePolicy = { keys: new Map([[key.id, key]]), scope: 'bank', allowUnsigned: false };
+    const read = async (bytes: Buffer): Promise<Bundle> => {
+      const bundle = await readBundle(bytes, { tenant: 'bank', namespace: 'bank' });
+      await verifyBundleSignature(bundle.files, policy);
+      return bundle;
+    };
+    const signed = await read(archive);
+    const tar = gunzipSync(archive);
+    const arbitrary = fc.record({ layer: fc.constantFrom('gzip' as const, 'tar' as const), edits: mutations() });
+    return {
+      arbitrary,
+      async check(input: unknown): Promise<string> {
+        const { layer, edits } = input as { layer: 'gzip' | 'tar'; edits: Mutation[] };
+        const bytes = layer === 'gzip' ? applyMutations(archive, edits) : gzipSync(applyMutations(tar, edits));
+        let bundle: Bundle;
+        try {
+          bundle = await read(bytes);
+        } catch (error) {
+          return assertRefusal(error, BUNDLE_REFUSALS, 'an edited bundle');
+        }
+        assert.deepEqual(bundle.manifest, signed.manifest, 'an accepted bundle has the signed manifest');
+        assert.deepEqual(bundle.data, signed.data, 'an accepted bundle has the signed data');
+        assert.ok(bundle.wasm.equals(signed.wasm), 'an accepted bundle has the signed Wasm');
+        assert.deepEqual(bundle.entrypoints, signed.entrypoints);
+        assert.deepEqual([...bundle.files.keys()].sort(), [...signed.files.keys()].sort(), 'an accepted bundle has the signed files, no more');
+        return 'accepted';
+      },
+      async close(): Promise<void> {},
+    };
+  },
+};
+
+// ---------------------------------------------------------------------------------------------
+// delta: patch.json operations on the tenant's data
+
+const DELTA_REFUSALS = new Set<string>([ErrorCodes.BUNDLE_DELTA_INVALID, ErrorCodes.BUNDLE_DELTA_ROOTS]);
+
+const segment = fc.oneof(
+  fc.constantFrom('bank', 'limits', 'EUR', 'roles', '0', '1', '2', '-', '01', '__proto__', 'constructor', 'prototype', 'toString', '~0', '~1', '~2', '~', 'a~1b', ''),
+  fc.string({ maxLength: 6 }),
+);
+/** JSON-pointer-like text for `segments` (OPA's escapes: ~0 for '~', ~1 for '/'). */
+const pointer = (segments: readonly string[]): string => `/${segments.map((s) => s.replaceAll('~', '~0').replaceAll('/', '~1')).join('/')}`;
+
+/** Every path in `document` (own keys, array indexes), as segments. */
+function pathsIn(document: unknown, prefix: readonly string[] = []): string[][] {
+  if (typeof document !== 'object' || document === null) return [];
+  const entries = Array.isArray(document) ? document.map((v, i) => [String(i), v] as const) : Object.entries(document);
+  return entries.flatMap(([key, value]) => [[...prefix, key], ...pathsIn(value, [...prefix, key])]);
+}
+
+/** Paths in and around the data: existing ones (and one more segment), made-up ones under the root, outside it, and any text. */
+function patchPaths(existing: readonly string[][]): fc.Arbitrary<string> {
+  return fc.oneof(
+    { weight: 4, arbitrary: fc.tuple(fc.constantFrom(...existing), fc.option(segment, { nil: undefined })).map(([p, extra]) => pointer(extra === undefined ? p : [...p, extra])) },
+    { weight: 2, arbitrary: fc.array(segment, { maxLength: 5 }).map((s) => `/bank/${s.join('/')}`) },
+    { weight: 1, arbitrary: fc.array(segment, { maxLength: 5 }).map((s) => `/${s.join('/')}`) },
+    { weight: 1, arbitrary: fc.string({ maxLength: 12 }) },
+  );
+}
+
+// mostly well-formed operations (a tenth each: another op, another path type, no value)
+function operations(existing: readonly string[][]): fc.Arbitrary<Record<string, unknown>> {
+  return fc.tuple(
+    fc.oneof({ weight: 9, arbitrary: fc.constantFrom('upsert', 'remove', 'replace') }, { weight: 1, arbitrary: fc.jsonValue({ maxDepth: 1 }) }),
+    fc.oneof({ weight: 9, arbitrary: patchPaths(existing) }, { weight: 1, arbitrary: fc.jsonValue({ maxDepth: 1 }) }),
+    fc.jsonValue({ maxDepth: 3 }),
+    fc.nat({ max: 9 }),
+  ).map(([op, path, value, draw]) => (draw === 0 ? { op, path } : { op, path, value }));
+}
+
+/** Where a JSON-pointer-like path leads in `document` (own properties only), or undefined. */
+function lookUp(document: unknown, segments: readonly string[]): { found: boolean; value?: unknown } {
+  let at: unknown = document;
+  for (const s of segments) {
+    if (Array.isArray(at)) {
+      if (!/^(0|[1-9]\d*)$/.test(s) || Number(s) >= at.length) return { found: false };
+      at = at[Number(s)];
+    } else if (typeof at === 'object' && at !== null && Object.hasOwn(at, s)) {
+      at = (at as Record<string, unknown>)[s];
+    } else {
+      return { found: false };
+    }
+  }
+  return { found: true, value: at };
+}
+
+const deltaTarget: FuzzTarget = {
+  name: 'delta',
+  summary: "OPA patch.json operations (upsert, remove, replace, and anything else) on paths of all shapes, applied to the bank tenant's data under its root: refused with ERR_BUNDLE_DELTA_INVALID or _ROOTS, or applied leaving the input untouched, everything outside the root as it was, no prototype polluted, and the last operation's effect in place",
+  async prepare(): Promise<PreparedTarget<unknown>> {
+    const build = defaultBuildDirectory();
+    const bundle = await readBundle(await readFile(join(build, 'bank', 'bundle.tar.gz')), { tenant: 'bank', namespace: 'bank' });
+    const base = { ...structuredClone(bundle.data), outside: { untouched: [1, 2, 3] } };
+    const frozen = JSON.stringify(base);
+    const arbitrary = fc.record({ data: fc.array(operations(pathsIn(base)), { minLength: 1, maxLength: 4 }) });
+    return {
+      arbitrary,
+      async check(patch: unknown): Promise<string> {
+        let result: Record<string, unknown>;
+        let operations: ReturnType<typeof parsePatch>;
+        try {
+          operations = parsePatch(structuredClone(patch));
+          result = applyPatch(base, operations, ['bank']);
+        } catch (error) {
+          return assertRefusal(error, DELTA_REFUSALS, 'a delta');
+        } finally {
+          assert.equal(JSON.stringify(base), frozen, 'the data a delta applies to is not changed');
+          assert.equal(({} as Record<string, unknown>)['polluted'], undefined);
+          assert.equal(Object.getOwnPropertyNames(Object.prototype).sort().join(), PROTOTYPE_NAMES, 'Object.prototype is not touched');
+        }
+        assert.deepEqual(result['outside'], base.outside, 'outside the root nothing changes');
+        assert.equal(Object.getPrototypeOf(result), Object.prototype);
+        const last = operations.at(-1) as (typeof operations)[number];
+        const segments = last.path.replace(/^\/+|\/+$/g, '').split('/').map((s) => s.replaceAll('~1', '/').replaceAll('~0', '~'));
+        const parent = lookUp(result, segments.slice(0, -1));
+        if (Array.isArray(parent.value)) return `applied (${last.op} in an array)`; // a position moves with inserts and removals
+        const at = lookUp(result, segments);
+        if (last.op === 'remove') assert.equal(at.found, false, `remove ${last.path} leaves nothing there`);
+        else assert.deepEqual(at, { found: true, value: last.value }, `${last.op} ${last.path} leaves its value there`);
+        return `applied (${last.op})`;
+      },
+      async close(): Promise<void> {},
+    };
+  },
+};
+const PROTOTYPE_NAMES = Object.getOwnPropertyNames(Object.prototype).sort().join();
+
+// ---------------------------------------------------------------------------------------------
+// audit-wal: a tenant's audit log file with its bytes edited, then started
+
+const WAL_EVENTS = 60;
+const WAL_REFUSALS = new Set<string>([ErrorCodes.AUDIT_LOG_CORRUPT]);
+
+const auditWalTarget: FuzzTarget = {
+  name: 'audit-wal',
+  summary: `an audit log of ${WAL_EVENTS} decisions and their signed checkpoints with edits to its file, then started as a sidecar starts it: refused with ERR_AUDIT_LOG_CORRUPT, or started holding leaves identical to the first ones written, having cut only damage within its torn-tail bound (saved aside byte for byte); a started log takes a new decision and the whole file verifies`,
+  async prepare(): Promise<PreparedTarget<unknown>> {
+    const signer = SoftwareSigner.generate();
+    const keyring: Keyring = ringOf(signer);
+    const source = await tempDir('pavilion-fuzz-wal-');
+    const maxTornTailBytes = 2048;
+    const options = (directory: string) => logOptions(directory, signer, { fsync: 'never', checkpointEveryEvents: 7, maxTornTailBytes, scanOnThreadMinBytes: Number.MAX_SAFE_INTEGER });
+    const writer = new AuditLog(options(source));
+    await writer.start();
+    for (let n = 0; n < WAL_EVENTS; n++) await writer.append(decisionEvent(n));
+    await writer.checkpoint();
+    const leaves = Array.from({ length: writer.size }, (_, i) => writer.leafHashAt(i));
+    await writer.stop(5000);
+    const original = await readFile(join(source, WAL_FILE));
+    const work = await tempDir('pavilion-fuzz-wal-run-');
+    let round = 0;
+    return {
+      arbitrary: mutations(),
+      async check(edits: unknown): Promise<string> {
+        const bytes = applyMutations(original, edits as Mutation[]);
+        const directory = join(work, String(round++));
+        await cp(source, directory, { recursive: true });
+        await writeFile(join(directory, WAL_FILE), bytes);
+        const log = new AuditLog(options(directory));
+        try {
+          try {
+            await log.start();
+          } catch (error) {
+            return assertRefusal(error, WAL_REFUSALS, 'an edited log file');
+          }
+          const report = log.recovery;
+          for (let i = 0; i < log.size; i++) assert.equal(log.leafHashAt(i), leaves[i], `leaf ${i} is the one written`);
+          assert.ok(log.size <= leaves.length);
+          const torn = report.tornTail;
+          if (torn !== undefined) {
+            assert.ok(torn.bytesRemoved <= maxTornTailBytes || torn.offset === 0, `only a torn tail is cut (${torn.bytesRemoved} bytes at ${torn.offset})`);
+            assert.deepEqual(await readFile(torn.savedAs), bytes.subarray(torn.offset), 'the cut bytes are kept aside as they were');
+          }
+          await log.append(decisionEvent(WAL_EVENTS + 1, { decision_id: `after-${round}` }));
+          await log.checkpoint();
+        } finally {
+          await log.stop(5000);
+        }
+        const verified = await verifyLogFile(join(directory, WAL_FILE), keyring);
+        assert.equal(verified.leaves, log.size);
+        await rm(directory, { recursive: true, force: true });
+        return log.recovery.tornTail === undefined ? (log.size - 1 === leaves.length ? 'started whole' : 'started shorter (cut at a frame boundary)') : `torn tail cut (${log.recovery.tornTail.reason})`;
+      },
+      async close(): Promise<void> {
+        await rm(work, { recursive: true, force: true });
+        await rm(source, { recursive: true, force: true });
+      },
+    };
+  },
+};
+
+// ---------------------------------------------------------------------------------------------
+// Live targets: one sidecar (envoy_demo and bank), checked through its real entry points
+
+let live: { app: RunningPavilion; users: number } | undefined;
+
+async function liveSidecar(): Promise<RunningPavilion> {
+  if (live === undefined) {
+    const app = await startPavilion({
+      config: {
+        tenants: [{ id: 'bank' }, { id: 'envoy_demo' }],
+        engine: { evaluationTimeoutMs: 1000 },
+        extAuthz: { grpc: { port: 0 }, tenantFrom: { header: 'x-pavilion-tenant' }, timeoutMs: 2000 },
+      },
+    });
+    live = { app, users: 0 };
+  }
+  live.users++;
+  return live.app;
+}
+
+async function releaseSidecar(): Promise<void> {
+  if (live === undefined) return;
+  if (--live.users > 0) return;
+  const { app } = live;
+  live = undefined;
+  // whatever was thrown at it, it still answers
+  const ready = await fetch(`${app.url}/health/ready`);
+  await app.stop();
+  assert.equal(ready.status, 200, 'the sidecar is still ready after the fuzzing');
+}
+
+const CHECK_SEEDS = [
+  { attributes: { request: { http: { method: 'GET', path: '/api/v1/products?limit=10&x=%2F', host: 'shop.local', headers: { 'x-pavilion-tenant': 'envoy_demo', ':authority': 'shop.local' } } } } },
+  { attributes: { request: { http: { method: 'POST', path: '/api/v1/orders', headers: { 'x-pavilion-tenant': 'envoy_demo', 'content-type': 'application/json' }, body: '{"item":"a","qty":2,"tags":["x"]}' } } } },
+  { attributes: { request: { http: { method: 'POST', path: '/form', headers: { 'x-pavilion-tenant': 'envoy_demo', 'content-type': 'application/x-www-form-urlencoded' }, body: 'a=1&b=%20x&c' } } } },
+  { attributes: { request: { http: { method: 'POST', path: '/upload', headers: { 'x-pavilion-tenant': 'envoy_demo', 'content-type': 'multipart/form-data; boundary=XyZ' }, body: '--XyZ\r\ncontent-disposition: form-data; name="f"\r\ncontent-type: application/json\r\n\r\n{"a":1}\r\n--XyZ--\r\n' } } } },
+  { attributes: { source: { address: { socketAddress: { address: '10.0.0.1', portValue: 5000 } } }, contextExtensions: { tenant: 'envoy_demo' }, request: { http: { method: 'DELETE', path: '/api/v1/products/1', headers: { 'x-pavilion-tenant': 'bank' } } } } },
+];
+
+/** Codes a check may end with when the request is malformed or names no servable tenant; anything else (ERR_INTERNAL, a trap) is a defect. */
+const CHECK_CODES = new Set<string>([
+  ErrorCodes.EXTAUTHZ_REQUEST_MALFORMED, ErrorCodes.TENANT_REQUIRED, ErrorCodes.TENANT_UNKNOWN, ErrorCodes.ENTRYPOINT_UNKNOWN,
+  ...codesStartingWith('ERR_EXTAUTHZ_'), ...codesStartingWith('ERR_REQUEST_'),
+]);
+
+/** A multipart body of random parts (names, content types, JSON or not), with `boundary`, sometimes cut short. */
+const multipartBody = fc.tuple(
+  fc.array(fc.record({
+    name: fc.oneof(fc.constantFrom('f', 'file', 'a b', 'é', ''), fc.string({ maxLength: 8 })),
+    type: fc.option(fc.constantFrom('application/json', 'text/plain', 'application/octet-stream', 'application/json; charset=utf-8', 'multipart/mixed'), { nil: undefined }),
+    filename: fc.option(fc.string({ maxLength: 8 }), { nil: undefined }),
+    content: fc.oneof(fc.jsonValue({ maxDepth: 3 }).map((v) => JSON.stringify(v)), fc.string({ maxLength: 40 }), fc.constant('{"a":')),
+  }), { maxLength: 4 }),
+  fc.nat({ max: 4 }),
+).map(([parts, cut]) => {
+  const text = parts.map((p) => `--XyZ\r\ncontent-disposition: form-data; name="${p.name}"${p.filename === undefined ? '' : `; filename="${p.filename}"`}\r\n${p.type === undefined ? '' : `content-type: ${p.type}\r\n`}\r\n${p.content}\r\n`).join('') + '--XyZ--\r\n';
+  return cut === 0 ? text.slice(0, Math.floor(text.length / 2)) : text;
+});
+
+/** A CheckRequest built field by field: methods, paths with escapes, headers, bodies of each kind. */
+const structuredCheck = fc.record({
+  method: fc.constantFrom('GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'HEAD', 'get', ''),
+  path: fc.oneof(
+    fc.array(fc.constantFrom('api', 'v1', 'products', '%2F', '%', '%zz', '..', '?', '&', '=', '#', 'a=b', 'é', '%E2%82'), { maxLength: 6 }).map((s) => `/${s.join('/')}`),
+    fc.string({ maxLength: 30 }),
+  ),
+  tenant: fc.constantFrom('envoy_demo', 'envoy_demo', 'bank', 'nobody', ''),
+  headers: fc.dictionary(fc.constantFrom('content-length', 'x-envoy-auth-partial-body', 'authorization', 'x-forwarded-for', ':path', 'cookie', 'x-a'), fc.string({ maxLength: 20 }), { maxKeys: 3 }),
+  contentType: fc.option(fc.constantFrom('application/json', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=XyZ', 'multipart/form-data', 'multipart/form-data; boundary="XyZ"', 'application/grpc', 'text/plain'), { nil: undefined }),
+  body: fc.oneof(fc.jsonValue({ maxDepth: 4 }).map((v) => JSON.stringify(v)), fc.string({ maxLength: 60 }), multipartBody, fc.constantFrom('a=1&a=2&b', '%zz=1', '{"a":"\\ud800"}', '')),
+  rawBody: fc.boolean(),
+}).map((r) => ({
+  attributes: {
+    request: {
+      http: {
+        method: r.method,
+        path: r.path,
+        headers: { ...r.headers, 'x-pavilion-tenant': r.tenant, ...(r.contentType === undefined ? {} : { 'content-type': r.contentType }) },
+        ...(r.rawBody ? { rawBody: Buffer.from(r.body) } : { body: r.body }),
+      },
+    },
+  },
+}));
+
+const extAuthzTarget: FuzzTarget = {
+  name: 'extauthz',
+  summary: 'Envoy CheckRequests (GET, JSON, form, multipart bodies, context extensions) with edits to their protobuf bytes, or built with fields of every kind (paths with bad escapes, headers, JSON, form and multipart bodies cut short), decoded and checked by a running sidecar: always a CheckResponse that encodes, with a status, ending in a decision or a typed refusal of the request (never ERR_INTERNAL or a trap)',
+  async prepare(): Promise<PreparedTarget<unknown>> {
+    const app = await liveSidecar();
+    const extAuthz = app.pavilion.extAuthz;
+    assert.ok(extAuthz !== undefined);
+    const codec = new CheckCodec();
+    const seeds = CHECK_SEEDS.map((s) => codec.encodeRequest(s));
+    return {
+      // edited protobuf bytes, or well-formed messages whose fields are anything
+      arbitrary: fc.oneof(fc.record({ seed: fc.nat({ max: seeds.length - 1 }), edits: mutations() }), fc.record({ built: structuredCheck })),
+      async check(input: unknown): Promise<string> {
+        const bytes = 'built' in (input as object)
+          ? codec.encodeRequest((input as { built: Record<string, unknown> }).built)
+          : applyMutations(seeds[(input as { seed: number }).seed] as Buffer, (input as { edits: Mutation[] }).edits);
+        const decoded = codec.decodeRequest(bytes);
+        const result = await extAuthz.service.check(decoded.ok ? decoded.request : decoded.error, { transport: 'grpc', requestedBy: '127.0.0.1:1' });
+        assert.ok(result.code === undefined || CHECK_CODES.has(result.code), `a check ended with ${result.code}`);
+        const encoded = codec.encodeResponse(result.response);
+        const back = codec.decodeResponse(encoded) as { status?: { code?: number } };
+        assert.equal(typeof (back.status?.code ?? 0), 'number');
+        return result.code ?? (decoded.ok ? 'decided' : 'malformed');
+      },
+      async close(): Promise<void> {
+        await releaseSidecar();
+      },
+    };
+  },
+};
+
+// ---------------------------------------------------------------------------------------------
+// data-api: HTTP requests of all shapes to the Data API and the rest of the routes
+
+const VALID_BODY = '{"input":{"subject":{"id":"cust-1001","roles":["customer"],"kyc_tier":1,"accounts":["GB-0001"]},"action":"accounts.read","resource":{"account":"GB-0001"}}}';
+const OPA_CODES = new Set(['invalid_parameter', 'invalid_operation', 'resource_not_found', 'undefined_document', 'unauthorized', 'internal_error']);
+
+const requestShape = fc.record({
+  method: fc.constantFrom('GET', 'POST', 'POST', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'HEAD'),
+  path: fc.oneof(
+    fc.constantFrom('/v1/data/bank/authz/allow', '/v1/data/bank/authz/decision', '/v1/data', '/v1/data/', '/v0/data/bank/authz/allow', '/v1/tenants/bank/data/bank/authz/allow',
+      '/v1/tenants/bank', '/v1/tenants', '/v1/status', '/health', '/health?verbose', '/v1/tenants/bank/audit/checkpoint', '/v1/tenants/bank/audit/consistency?from=1&to=x',
+      '/v1/tenants/bank/audit/decisions/x/proof', '/', '/v1/data/bank/authz/%2e%2e/allow', '/v1/tenants/%62ank/data/bank', '/v1/data/bank//authz'),
+    fc.array(fc.constantFrom('v1', 'data', 'bank', 'authz', 'allow', 'tenants', '..', '.', '%00', '%2F', '%E2%82', 'é', ''), { maxLength: 6 }).map((s) => `/${s.join('/')}`),
+  ),
+  query: fc.array(fc.constantFrom('pretty', 'metrics=true', 'explain=full', 'instrument', 'receipt=1', 'strict-builtin-errors=true', 'provenance', 'input=%7B%7D', 'input=%7B', 'input=%5B1%5D', 'from=', '%ZZ', 'x=%E2'), { maxLength: 3 }),
+  tenant: fc.option(fc.constantFrom('bank', 'envoy_demo', 'nobody', 'BANK', 'bank ', '../bank', ''), { nil: undefined }),
+  contentType: fc.option(fc.constantFrom('application/json', 'application/x-yaml', 'text/plain', 'application/json; charset=latin1', 'multipart/form-data'), { nil: undefined }),
+  gzip: fc.constantFrom('none', 'none', 'valid', 'broken'),
+  body: fc.oneof(
+    { weight: 3, arbitrary: mutations().map((edits) => applyMutations(Buffer.from(VALID_BODY), edits)) },
+    { weight: 2, arbitrary: fc.jsonValue({ maxDepth: 4 }).map((v) => Buffer.from(JSON.stringify({ input: v }))) },
+    { weight: 1, arbitrary: fc.uint8Array({ maxLength: 200 }).map((b) => Buffer.from(b)) },
+    { weight: 1, arbitrary: fc.constantFrom('{"input":' + '['.repeat(200) + ']'.repeat(200) + '}', '{"input":12345678901234567890}', '{"input":{"a":1e400}}', '{"input":"\\ud800"}', '{}', '', 'null').map((s) => Buffer.from(s)) },
+  ),
+});
+
+type RequestShape = typeof requestShape extends fc.Arbitrary<infer T> ? T : never;
+
+function send(base: URL, shape: RequestShape): Promise<{ status: number; body: Buffer }> {
+  let body = shape.body;
+  const headers: Record<string, string> = {};
+  if (shape.tenant !== undefined) headers['x-pavilion-tenant'] = shape.tenant;
+  if (shape.contentType !== undefined) headers['content-type'] = shape.contentType;
+  if (shape.gzip !== 'none') {
+    headers['content-encoding'] = 'gzip';
+    body = shape.gzip === 'valid' ? gzipSync(body) : Buffer.concat([gzipSync(body).subarray(0, 12), Buffer.from('not gzip')]);
+  }
+  const path = shape.query.length === 0 ? shape.path : `${shape.path}${shape.path.includes('?') ? '&' : '?'}${shape.query.join('&')}`;
+  return new Promise((resolve, reject) => {
+    const request = http.request({ host: base.hostname, port: base.port, method: shape.method, path, headers: { ...headers, 'content-length': String(body.length) }, agent: false }, (response) => {
+      const chunks: Buffer[] = [];
+      response.on('data', (c: Buffer) => chunks.push(c));
+      response.on('end', () => resolve({ status: response.statusCode ?? 0, body: Buffer.concat(chunks) }));
+      response.on('error', reject);
+    });
+    request.on('error', reject);
+    request.end(body);
+  });
+}
+
+const dataApiTarget: FuzzTarget = {
+  name: 'data-api',
+  summary: "HTTP requests of every shape (methods, paths with dot segments and bad escapes, OPA's query parameters, tenants, content types, gzip valid and broken, edited and random bodies) to a running sidecar: every answer is a decision or a 4xx/503 with an OPA error body naming a typed Pavilion code, never a 500, and the sidecar stays ready",
+  async prepare(): Promise<PreparedTarget<unknown>> {
+    const app = await liveSidecar();
+    const base = new URL(app.url);
+    return {
+      arbitrary: requestShape,
+      async check(input: unknown): Promise<string> {
+        const shape = input as RequestShape;
+        const { status, body } = await send(base, shape);
+        // no 500: the sample tenants' policies decide on any input; a trap would be input that reached the Wasm unread
+        assert.ok([200, 400, 401, 404, 405, 408, 413, 415, 431, 503].includes(status), `status ${status}: ${body.toString('utf8').slice(0, 300)}`);
+        if (shape.method === 'HEAD') return `HEAD ${status}`;
+        if (status === 200 && shape.path.startsWith('/health')) return 'health';
+        let parsed: { code?: unknown; errors?: Array<{ code?: unknown }> };
+        try {
+          parsed = JSON.parse(body.toString('utf8')) as typeof parsed;
+        } catch {
+          assert.fail(`a ${status} answer is not JSON: ${body.toString('utf8').slice(0, 200)}`);
+        }
+        if (status === 200) return '200';
+        assert.ok(OPA_CODES.has(String(parsed.code)), `OPA's error code: ${String(parsed.code)}`);
+        const code = String(parsed.errors?.[0]?.code);
+        assert.match(code, /^ERR_[A-Z0-9_]+$/, 'a Pavilion code');
+        assert.notEqual(code, ErrorCodes.INTERNAL, `ERR_INTERNAL for ${JSON.stringify({ ...shape, body: shape.body.toString('latin1').slice(0, 100) })}`);
+        return `${status} ${code}`;
+      },
+      async close(): Promise<void> {
+        await releaseSidecar();
+      },
+    };
+  },
+};
+
+export const TARGETS: readonly FuzzTarget[] = [bundleTarget, deltaTarget, auditWalTarget, extAuthzTarget, dataApiTarget];
