@@ -20,7 +20,9 @@ import {
 } from '../../sidecar/src/bundles/index.ts';
 import { CheckCodec } from '../../sidecar/src/extauthz/index.ts';
 import { ErrorCodes } from '../../sidecar/src/lib/errors.ts';
+import { issueSdJwtVc, issueVcJwt, presentSdJwtVc } from '../../sidecar/src/credentials/samples.ts';
 import { decisionEvent, logOptions, ringOf, tempDir } from '../audit/fixtures.ts';
+import { CHALLENGE, DOMAIN, NOW_MS, keys, kycCredential, signed, trusting, verifier } from '../credentials/fixtures.ts';
 import { startPavilion, type RunningPavilion } from '../harness/pavilion-harness.ts';
 import { assertRefusal, type FuzzTarget, type PreparedTarget } from './fuzz.ts';
 import { applyMutations, mutations, type Mutation } from './mutations.ts';
@@ -232,6 +234,61 @@ const auditWalTarget: FuzzTarget = {
 };
 
 // ---------------------------------------------------------------------------------------------
+// credentials: a VC-JWT, an SD-JWT VC presentation and a Data Integrity credential, edited
+
+const CREDENTIAL_REFUSALS = codesStartingWith('ERR_CREDENTIAL_');
+
+const credentialsTarget: FuzzTarget = {
+  name: 'credentials',
+  summary: 'a VC-JWT (EdDSA), an SD-JWT VC presented with key binding and a Data Integrity credential (eddsa-rdfc-2022), with edits to their bytes, verified for a tenant that trusts their issuer: refused with an ERR_CREDENTIAL_* code, or accepted with the issuer, types and subject signed and claims that are the signed ones or fewer (what a holder may leave undisclosed)',
+  async prepare(): Promise<PreparedTarget<unknown>> {
+    const { issuer, holder } = await keys();
+    const v = await verifier(trusting(issuer.did));
+    const nowS = Math.floor(NOW_MS / 1000);
+    const options = { challenge: CHALLENGE, domain: DOMAIN };
+    const sdJwt = await issueSdJwtVc(
+      { iss: issuer.did, vct: 'KycCredential', iat: nowS - 3600, exp: nowS + 86_400, given_name: 'Alice', birthdate: '1990-01-01', kyc_level: 'full' },
+      ['given_name', 'birthdate', 'kyc_level'], issuer, holder, 'fuzz-salts',
+    );
+    const seeds: ReadonlyArray<{ kind: string; text: string; json: boolean }> = [
+      { kind: 'vc+jwt', text: await issueVcJwt(kycCredential(issuer.did), issuer), json: false },
+      { kind: 'sd-jwt', text: await presentSdJwtVc(sdJwt, ['kyc_level', 'given_name'], holder, { nonce: CHALLENGE, aud: DOMAIN, iatSeconds: nowS - 5 }), json: false },
+      { kind: 'data-integrity', text: JSON.stringify(await signed(kycCredential(issuer.did), issuer)), json: true },
+    ];
+    const parse = (seed: (typeof seeds)[number], text: string): unknown => {
+      if (!seed.json) return text;
+      try {
+        return JSON.parse(text) as unknown;
+      } catch {
+        return text; // not JSON any more: handed over as it is
+      }
+    };
+    const originals = await Promise.all(seeds.map((seed) => v.verify('bank', parse(seed, seed.text), options)));
+    return {
+      arbitrary: fc.record({ seed: fc.nat({ max: seeds.length - 1 }), edits: mutations(3) }),
+      async check(input: unknown): Promise<string> {
+        const { seed: at, edits } = input as { seed: number; edits: Mutation[] };
+        const seed = seeds[at] as (typeof seeds)[number];
+        const original = originals[at] as (typeof originals)[number];
+        const credential = parse(seed, applyMutations(Buffer.from(seed.text, 'latin1'), edits).toString('latin1'));
+        let facts: typeof original;
+        try {
+          facts = await v.verify('bank', credential, options);
+        } catch (error) {
+          return `${seed.kind}: ${assertRefusal(error, CREDENTIAL_REFUSALS, `an edited ${seed.kind} credential`)}`;
+        }
+        assert.equal(facts.issuer, original.issuer, 'an accepted credential has the signed issuer');
+        assert.deepEqual(facts.types, original.types);
+        assert.equal(facts.subject, original.subject);
+        for (const [claim, value] of Object.entries(facts.claims)) assert.deepEqual(value, original.claims[claim], `claim ${claim} is the signed one`);
+        return `${seed.kind}: accepted`;
+      },
+      async close(): Promise<void> {},
+    };
+  },
+};
+
+// ---------------------------------------------------------------------------------------------
 // Live targets: one sidecar (envoy_demo and bank), checked through its real entry points
 
 let live: { app: RunningPavilion; users: number } | undefined;
@@ -431,4 +488,4 @@ const dataApiTarget: FuzzTarget = {
   },
 };
 
-export const TARGETS: readonly FuzzTarget[] = [bundleTarget, deltaTarget, auditWalTarget, extAuthzTarget, dataApiTarget];
+export const TARGETS: readonly FuzzTarget[] = [bundleTarget, deltaTarget, auditWalTarget, credentialsTarget, extAuthzTarget, dataApiTarget];
