@@ -18,6 +18,7 @@ import {
   type Bundle,
   type SignaturePolicy,
 } from '../../sidecar/src/bundles/index.ts';
+import { compilePolicy, PolicyEngine } from '../../sidecar/src/engine/index.ts';
 import { CheckCodec } from '../../sidecar/src/extauthz/index.ts';
 import { ErrorCodes } from '../../sidecar/src/lib/errors.ts';
 import { issueSdJwtVc, issueVcJwt, presentSdJwtVc } from '../../sidecar/src/credentials/samples.ts';
@@ -228,6 +229,53 @@ const auditWalTarget: FuzzTarget = {
       async close(): Promise<void> {
         await rm(work, { recursive: true, force: true });
         await rm(source, { recursive: true, force: true });
+      },
+    };
+  },
+};
+
+// ---------------------------------------------------------------------------------------------
+// wasm: the policy module edited, compiled in the sandbox, loaded and evaluated
+
+const WASM_REFUSALS = new Set<string>([ErrorCodes.BUNDLE_WASM_INVALID, ErrorCodes.BUNDLE_ABI_UNSUPPORTED, ErrorCodes.BUNDLE_BUILTIN_MISSING, ErrorCodes.BUNDLE_MANIFEST_INVALID]);
+const EVALUATION_FAILURES = codesStartingWith('ERR_EVAL_');
+
+const wasmTarget: FuzzTarget = {
+  name: 'wasm',
+  summary: "the bank bundle's policy.wasm with edits to its bytes (an unsigned or a team's own broken module), compiled and inspected in the sandbox worker, then loaded and evaluated on the bank sample input: refused with ERR_BUNDLE_WASM_INVALID, _ABI_UNSUPPORTED, _BUILTIN_MISSING or _MANIFEST_INVALID, or loaded, answering or failing each evaluation with an ERR_EVAL_* code; the engine goes on serving the unedited policy",
+  async prepare(): Promise<PreparedTarget<unknown>> {
+    const bundle = await readBundle(await readFile(join(defaultBuildDirectory(), 'bank', 'bundle.tar.gz')), { tenant: 'bank', namespace: 'bank' });
+    const engine = new PolicyEngine({
+      workers: 1, evaluationTimeoutMs: 200, maxQueuedEvaluations: 100, memoryInitialPages: 5, memoryMaxBytes: 64 * 1024 * 1024, maxInputDepth: 32,
+      cache: { enabled: false, maxEntries: 1, maxBytes: 1024, maxKeyBytes: 1024 },
+    });
+    await engine.start();
+    await engine.activate(await compilePolicy(bundle, { initialMemoryPages: 5 }));
+    const input = JSON.parse(VALID_BODY).input as unknown;
+    const expected = (await engine.evaluate('bank', 'bank/authz/allow', input)).result;
+    return {
+      arbitrary: mutations(),
+      async check(edits: unknown): Promise<string> {
+        const wasm = applyMutations(bundle.wasm, edits as Mutation[]);
+        let outcome: string;
+        try {
+          const loaded = await engine.load(await compilePolicy({ ...bundle, wasm }, { initialMemoryPages: 5 }));
+          try {
+            await engine.evaluateLoaded(loaded, 'bank/authz/allow', input);
+            outcome = 'loaded, answered';
+          } catch (error) {
+            outcome = `loaded, ${assertRefusal(error, EVALUATION_FAILURES, 'an evaluation of an edited module')}`;
+          } finally {
+            engine.discard(loaded);
+          }
+        } catch (error) {
+          outcome = assertRefusal(error, WASM_REFUSALS, 'an edited module');
+        }
+        assert.deepEqual((await engine.evaluate('bank', 'bank/authz/allow', input)).result, expected, 'the unedited policy still answers');
+        return outcome;
+      },
+      async close(): Promise<void> {
+        await engine.stop();
       },
     };
   },
@@ -488,4 +536,4 @@ const dataApiTarget: FuzzTarget = {
   },
 };
 
-export const TARGETS: readonly FuzzTarget[] = [bundleTarget, deltaTarget, auditWalTarget, credentialsTarget, extAuthzTarget, dataApiTarget];
+export const TARGETS: readonly FuzzTarget[] = [bundleTarget, deltaTarget, wasmTarget, auditWalTarget, credentialsTarget, extAuthzTarget, dataApiTarget];
