@@ -7,12 +7,38 @@
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
 import { describe, test } from 'node:test';
-import { parsePatch, signDelta, verifyDeltaSignature, type PatchOperation, type SignaturePolicy } from '../sidecar/src/bundles/index.ts';
+import { applyPatch, parsePatch, signDelta, verifyDeltaSignature, type PatchOperation, type SignaturePolicy } from '../sidecar/src/bundles/index.ts';
 import { ErrorCodes, isPavilionError } from '../sidecar/src/lib/errors.ts';
 
 function refusedWith(pattern: RegExp): (error: unknown) => boolean {
   return (error: unknown) => isPavilionError(error, ErrorCodes.BUNDLE_DELTA_INVALID) && pattern.test(error.message);
 }
+
+describe('applyPatch: array positions as OPA reads them (Go strconv.Atoi), walked through or last', () => {
+  const data = { bank: { list: [{ id: 'a' }, { id: 'b' }] } };
+  const apply = (operations: PatchOperation[]): Record<string, unknown> => applyPatch(data, operations, ['bank']);
+  const list = (result: Record<string, unknown>): unknown => (result['bank'] as { list: unknown }).list;
+
+  test('"1", "01" and "+1" name the same element, in the middle of a path and at its end', () => {
+    for (const position of ['1', '01', '+1']) {
+      assert.deepEqual(list(apply([{ op: 'upsert', path: `/bank/list/${position}/x`, value: true }])), [{ id: 'a' }, { id: 'b', x: true }], position);
+      assert.deepEqual(list(apply([{ op: 'replace', path: `/bank/list/${position}`, value: 'B' }])), [{ id: 'a' }, 'B'], position);
+      assert.deepEqual(list(apply([{ op: 'remove', path: `/bank/list/${position}` }])), [{ id: 'a' }], position);
+    }
+    assert.deepEqual(list(apply([{ op: 'upsert', path: '/bank/list/-0', value: 'first' }])), ['first', { id: 'a' }, { id: 'b' }], '-0 is 0');
+  });
+
+  test('an upsert appends at "-" or at the length spelled plainly; other spellings of the length, negative and non-numeric positions are refused', () => {
+    assert.deepEqual(list(apply([{ op: 'upsert', path: '/bank/list/-', value: 'c' }])), [{ id: 'a' }, { id: 'b' }, 'c']);
+    assert.deepEqual(list(apply([{ op: 'upsert', path: '/bank/list/2', value: 'c' }])), [{ id: 'a' }, { id: 'b' }, 'c']);
+    assert.throws(() => apply([{ op: 'upsert', path: '/bank/list/02', value: 'c' }]), refusedWith(/index 2 is out of range/));
+    assert.throws(() => apply([{ op: 'replace', path: '/bank/list/2', value: 'c' }]), refusedWith(/index 2 is out of range/));
+    assert.throws(() => apply([{ op: 'remove', path: '/bank/list/-1' }]), refusedWith(/index -1 is out of range/));
+    assert.throws(() => apply([{ op: 'remove', path: '/bank/list/1x' }]), refusedWith(/"1x" is not an array index/));
+    assert.throws(() => apply([{ op: 'upsert', path: '/bank/list/-1/x', value: 1 }]), refusedWith(/document missing at \/bank\/list\/-1/));
+    assert.deepEqual(data.bank.list, [{ id: 'a' }, { id: 'b' }], 'the input is not changed');
+  });
+});
 
 describe('parsePatch', () => {
   test('well-formed operations pass as they are (a surrogate pair, U+FFFD itself and large finite numbers included)', () => {

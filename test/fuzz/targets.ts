@@ -113,12 +113,12 @@ function operations(existing: readonly string[][]): fc.Arbitrary<Record<string, 
   ).map(([op, path, value, draw]) => (draw === 0 ? { op, path } : { op, path, value }));
 }
 
-/** Where a JSON-pointer-like path leads in `document` (own properties only), or undefined. */
+/** Where a JSON-pointer-like path leads in `document` (own properties; array positions as Go's strconv.Atoi reads them, as OPA does), or undefined. */
 function lookUp(document: unknown, segments: readonly string[]): { found: boolean; value?: unknown } {
   let at: unknown = document;
   for (const s of segments) {
     if (Array.isArray(at)) {
-      if (!/^(0|[1-9]\d*)$/.test(s) || Number(s) >= at.length) return { found: false };
+      if (!/^[+-]?\d+$/.test(s) || Number(s) < 0 || Number(s) >= at.length) return { found: false };
       at = at[Number(s)];
     } else if (typeof at === 'object' && at !== null && Object.hasOwn(at, s)) {
       at = (at as Record<string, unknown>)[s];

@@ -128,17 +128,30 @@ function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
+/**
+ * An array position as OPA's storage reads one (Go's strconv.Atoi: optional sign, decimal
+ * digits, so "01" and "+1" are 1), or undefined when `key` is not one. The same rule for the
+ * positions a path walks through and for its last one.
+ */
+function arrayPosition(key: string): number | undefined {
+  return /^[+-]?\d+$/.test(key) ? Number(key) : undefined;
+}
+
 function child(container: unknown, key: string): unknown {
-  if (Array.isArray(container)) return /^\d+$/.test(key) ? container[Number(key)] : undefined;
+  if (Array.isArray(container)) {
+    const index = arrayPosition(key);
+    return index === undefined || index < 0 ? undefined : container[index];
+  }
   if (isObject(container)) return Object.hasOwn(container, key) ? container[key] : undefined;
   return undefined;
 }
 
+/** The position `key` names in `array`; with `allowEnd` (an upsert), `-` or the length itself spelled plainly append, as in OPA. */
 function arrayIndex(array: unknown[], key: string, allowEnd: boolean, path: string): number {
-  if (allowEnd && key === '-') return array.length;
-  if (!/^(0|[1-9]\d*)$/.test(key)) throw invalid(`${path}: ${JSON.stringify(key)} is not an array index`);
-  const index = Number(key);
-  if (index > array.length || (!allowEnd && index === array.length)) throw invalid(`${path}: index ${index} is out of range`);
+  if (allowEnd && (key === '-' || key === String(array.length))) return array.length;
+  const index = arrayPosition(key);
+  if (index === undefined) throw invalid(`${path}: ${JSON.stringify(key)} is not an array index`);
+  if (index < 0 || index >= array.length) throw invalid(`${path}: index ${index} is out of range`);
   return index;
 }
 
