@@ -43,7 +43,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { jetstreamManager, jetstream } from '@nats-io/jetstream';
+import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import {
   AuditLog,
@@ -70,6 +70,7 @@ import { REPO_ROOT } from '../sidecar/src/lib/tools.ts';
 import { startNats, type RunningNats } from '../test/harness/nats-server.ts';
 import { startPavilion } from '../test/harness/pavilion-harness.ts';
 import { DecisionLogCollector } from './lib/decision-log-collector.ts';
+import { DECISION_STREAM, streamDecisionIds } from './lib/decision-stream.ts';
 import { measureServer, runPaced, type LoadRequest, type LoadSpec } from './lib/load.ts';
 import { cpuSeconds } from './lib/process-stats.ts';
 import { opaName, startOpa } from './lib/opa.ts';
@@ -87,7 +88,6 @@ const ALL_CASES = ['in-process', 'http', 'latency', 'latency-in-process', 'proof
 const CASES = new Set((process.env['BENCH_AUDIT_CASES'] ?? ALL_CASES.join(',')).split(',').map((c) => c.trim()).filter((c) => c !== ''));
 const UNKNOWN_CASES = [...CASES].filter((c) => !ALL_CASES.includes(c));
 if (UNKNOWN_CASES.length > 0) throw new Error(`BENCH_AUDIT_CASES: unknown case(s) ${UNKNOWN_CASES.join(', ')}; the cases are ${ALL_CASES.join(', ')}`);
-const STREAM = 'PAVILION_DECISIONS';
 const TENANT = 'bank';
 const NO_PEER = 'none (no runnable peer)';
 const SOFTHSM_MODULE = ['/usr/lib/softhsm/libsofthsm2.so', '/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so'].find((p) => existsSync(p));
@@ -261,7 +261,7 @@ async function appendLoad(
 async function streamMessages(natsUrl: string): Promise<number> {
   const nc = await connect({ servers: [natsUrl], reconnect: false, timeout: 2000 });
   try {
-    return (await (await jetstreamManager(nc)).streams.info(STREAM)).state.messages;
+    return (await (await jetstreamManager(nc)).streams.info(DECISION_STREAM)).state.messages;
   } catch {
     return 0;
   } finally {
@@ -281,31 +281,6 @@ async function waitForStream(natsUrl: string, expected: number, timeoutMs: numbe
   return { messages, seconds: (performance.now() - started) / 1000 };
 }
 
-/** Every Nats-Msg-Id (= decision id) in the stream. */
-async function streamDecisionIds(natsUrl: string): Promise<{ ids: Set<string>; messages: number }> {
-  const nc = await connect({ servers: [natsUrl], reconnect: false, timeout: 2000 });
-  const ids = new Set<string>();
-  try {
-    // no stream yet (the case runs first, BENCH_AUDIT_CASES): nothing in it
-    const info = await (await jetstreamManager(nc)).streams.info(STREAM).catch((error: unknown) => {
-      if (/not found/i.test(String(error))) return undefined;
-      throw error;
-    });
-    if (info === undefined) return { ids, messages: 0 };
-    const total = info.state.messages;
-    if (total === 0) return { ids, messages: 0 };
-    const consumer = await jetstream(nc).consumers.get(STREAM);
-    const messages = await consumer.consume({ max_messages: 1000 });
-    let seen = 0;
-    for await (const message of messages) {
-      ids.add(message.headers?.get('Nats-Msg-Id') ?? '');
-      if (++seen >= total) break;
-    }
-    return { ids, messages: total };
-  } finally {
-    await nc.close();
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // HTTP servers under test

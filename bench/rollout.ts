@@ -43,17 +43,17 @@
  * (`--quick` or BENCH_QUICK=1): sizes 10 and 30, Pavilion only (no OPA fleet).
  */
 import { execFile } from 'node:child_process';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { Agent, request } from 'node:http';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { developmentKey, signBundle } from '../sidecar/src/bundles/index.ts';
+import { developmentKey } from '../sidecar/src/bundles/index.ts';
 import { DEFAULT_PERSIST_DELAY_MS, parseConfig, type NatsConfig } from '../sidecar/src/config/index.ts';
 import { NatsBundleStore, connectNats } from '../sidecar/src/distribution/index.ts';
 import { cpuSeconds } from './lib/process-stats.ts';
+import { buildRevision, opaBundleConfig, startBundleServer } from './lib/revisions.ts';
 import { findOpa, REPO_ROOT } from '../sidecar/src/lib/tools.ts';
 import { startNats } from '../test/harness/nats-server.ts';
 import { writeResults, type BenchCase, type Metrics } from './lib/results.ts';
@@ -98,24 +98,6 @@ async function totalCpuMs(pids: readonly number[], mainThreadOnly = false): Prom
 function cpuBeyondIdle(idle: { cpuMs: number | undefined; units: number }, busy: { cpuMs: number | undefined; units: number }): number | undefined {
   if (idle.cpuMs === undefined || busy.cpuMs === undefined || idle.units === 0) return undefined;
   return busy.cpuMs - (idle.cpuMs * busy.units) / idle.units;
-}
-
-function moduleFor(rev: string): string {
-  return `package bank.authz\n\nallow if input.user == "alice"\n\nrev := "${rev}"\n`;
-}
-
-/** Build revision `rev` with the real opa CLI: a signed Wasm bundle (Pavilion) and a signed rego bundle (OPA). */
-async function buildRevision(work: string, rev: string, keyFile: string, keyPem: string): Promise<{ wasm: Buffer; rego: Buffer }> {
-  const src = join(work, `src-${rev}`);
-  await mkdir(join(src, 'bank'), { recursive: true });
-  await writeFile(join(src, 'bank', 'authz.rego'), moduleFor(rev));
-  await writeFile(join(src, '.manifest'), JSON.stringify({ revision: rev, roots: ['bank'] }));
-  await writeFile(join(work, 'claims.json'), JSON.stringify({ scope: 'bank' }));
-  const opa = findOpa();
-  await exec(opa, ['build', '-t', 'wasm', '-b', src, '-e', 'bank/authz/allow', '-e', 'bank/authz/rev', '--revision', rev, '-o', join(work, `${rev}.wasm.tar.gz`)]);
-  await exec(opa, ['build', '-b', src, '--revision', rev, '--signing-key', keyFile, '--signing-alg', 'ES256', '--claims-file', join(work, 'claims.json'), '-o', join(work, `${rev}.rego.tar.gz`)]);
-  const wasm = await signBundle(await readFile(join(work, `${rev}.wasm.tar.gz`)), { key: keyPem, algorithm: 'ES256', keyId: 'bank', scope: 'bank' });
-  return { wasm, rego: await readFile(join(work, `${rev}.rego.tar.gz`)) };
 }
 
 interface Probe {
@@ -427,57 +409,6 @@ async function runPavilionFleet(n: number, work: string, revisions: readonly { r
 }
 
 /** An OPA bundle server with long polling: a 304 is held until a new bundle exists. */
-function startBundleServer(): Promise<{ url: string; publish(bundle: Buffer, etag: string): void; close(): Promise<void> }> {
-  let current: { bundle: Buffer; etag: string } | undefined;
-  let waiters: Array<() => void> = [];
-  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
-    const send = (): void => {
-      if (current === undefined) {
-        res.writeHead(404).end();
-        return;
-      }
-      if (req.headers['if-none-match'] === current.etag) {
-        res.writeHead(304, { etag: current.etag, 'content-type': 'application/vnd.openpolicyagent.bundles' }).end();
-        return;
-      }
-      res.writeHead(200, { etag: current.etag, 'content-type': 'application/vnd.openpolicyagent.bundles' }).end(current.bundle);
-    };
-    const wait = /wait=(\d+)/.exec(String(req.headers['prefer'] ?? ''));
-    if (wait !== null && current !== undefined && req.headers['if-none-match'] === current.etag) {
-      const timer = setTimeout(() => {
-        waiters = waiters.filter((w) => w !== wake);
-        send();
-      }, Number(wait[1]) * 1000);
-      const wake = (): void => {
-        clearTimeout(timer);
-        send();
-      };
-      waiters.push(wake);
-      return;
-    }
-    send();
-  });
-  server.keepAliveTimeout = 120_000;
-  return new Promise((resolve) => {
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      resolve({
-        url: `http://127.0.0.1:${port}`,
-        publish(bundle, etag) {
-          current = { bundle, etag };
-          const woken = waiters;
-          waiters = [];
-          for (const wake of woken) wake();
-        },
-        close: () => new Promise((done) => {
-          server.closeAllConnections();
-          server.close(() => done());
-        }),
-      });
-    });
-  });
-}
-
 async function runOpaFleet(n: number, work: string, revisions: readonly { rev: string; rego: Buffer }[], quiet: readonly { rev: string; rego: Buffer }[], publicKeyFile: string): Promise<FleetRun> {
   const bundles = await startBundleServer();
   const servers: Server[] = [];
@@ -485,28 +416,7 @@ async function runOpaFleet(n: number, work: string, revisions: readonly { rev: s
     const first = revisions[0] as { rev: string; rego: Buffer };
     bundles.publish(first.rego, `"${first.rev}"`);
     const opaConfig = join(work, 'opa.yaml');
-    await writeFile(opaConfig, [
-      'services:',
-      '  bundles:',
-      `    url: ${bundles.url}`,
-      'bundles:',
-      '  bank:',
-      '    service: bundles',
-      '    resource: bank.tar.gz',
-      '    polling:',
-      '      min_delay_seconds: 1',
-      '      max_delay_seconds: 1',
-      '      long_polling_timeout_seconds: 60',
-      '    signing:',
-      '      keyid: bank',
-      '      scope: bank',
-      'keys:',
-      '  bank:',
-      '    algorithm: ES256',
-      '    key: |',
-      ...(await readFile(publicKeyFile, 'utf8')).trim().split('\n').map((l) => `      ${l}`),
-      '',
-    ].join('\n'));
+    await writeFile(opaConfig, opaBundleConfig(bundles.url, await readFile(publicKeyFile, 'utf8')));
     for (let i = 0; i < n; i++) {
       const port = await freePort();
       servers.push(await startServer(findOpa(), ['run', '--server', '--addr', `127.0.0.1:${port}`, '--log-level', 'error', '-c', opaConfig], `http://127.0.0.1:${port}`, '/health?bundles'));

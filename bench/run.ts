@@ -8,6 +8,7 @@ const BENCHMARKS: Record<string, () => Promise<{ run(): Promise<void> }>> = {
   rollout: () => import('./rollout.ts'),
   credentials: () => import('./credentials.ts'),
   audit: () => import('./audit.ts'),
+  soak: () => import('./soak.ts'),
 };
 
 // flags (e.g. --quick) are for the benchmarks, which read them from process.argv

@@ -1,0 +1,269 @@
+/**
+ * `npm run bench -- soak` (`--quick`: 2 minutes): Pavilion and OPA side by side for a long
+ * while under the same steady load, with the same bundle swaps and the same outage, to see
+ * what grows: resident memory, open file descriptors, latency, lost decision events.
+ *
+ * Both sides, at the same time on one machine:
+ * - BENCH_SOAK_RATE decisions a second each (default 100; open loop, unique inputs, keep-alive);
+ * - a new bundle revision every BENCH_SOAK_SWAP_S seconds (default 30), cycling through three:
+ *   Pavilion's over NATS JetStream (push), OPA's from a bundle server it long-polls;
+ * - decision logging on: Pavilion's audit log (fsync interval) streaming to JetStream, OPA's
+ *   decision logger uploading to a collector every second;
+ * - at 40% of the run the log destination goes away for 15 s (nats-server SIGKILLed and
+ *   restarted; OPA's collector stopped and started).
+ * Sampled every BENCH_SOAK_SAMPLE_S seconds (default 10): RSS and open fds of each server.
+ * At the end: every answered decision must be in the destination (lost = answered, never
+ * delivered), and memory growth is the least-squares slope of RSS over the run after its
+ * first fifth (warm-up), in MB per hour.
+ *
+ * Env: BENCH_SOAK_MINUTES (default 10, quick 2), BENCH_SOAK_RATE, BENCH_SOAK_SWAP_S, BENCH_SOAK_SAMPLE_S.
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { Agent, request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { developmentKey } from '../sidecar/src/bundles/index.ts';
+import { parseConfig, type NatsConfig } from '../sidecar/src/config/index.ts';
+import { NatsBundleStore, connectNats } from '../sidecar/src/distribution/index.ts';
+import { REPO_ROOT, findOpa } from '../sidecar/src/lib/tools.ts';
+import { startNats } from '../test/harness/nats-server.ts';
+import { DecisionLogCollector } from './lib/decision-log-collector.ts';
+import { streamDecisionIds } from './lib/decision-stream.ts';
+import { opaName } from './lib/opa.ts';
+import { buildRevision, opaBundleConfig, startBundleServer } from './lib/revisions.ts';
+import { writeResults, type Metrics } from './lib/results.ts';
+import { buildSidecar, freePort, startServer, type Server } from './lib/servers.ts';
+
+const QUICK = process.env['BENCH_QUICK'] === '1' || process.argv.includes('--quick');
+const MINUTES = Number(process.env['BENCH_SOAK_MINUTES'] ?? (QUICK ? 2 : 10));
+const RATE = Number(process.env['BENCH_SOAK_RATE'] ?? 100);
+const SWAP_S = Number(process.env['BENCH_SOAK_SWAP_S'] ?? (QUICK ? 15 : 30));
+const SAMPLE_S = Number(process.env['BENCH_SOAK_SAMPLE_S'] ?? (QUICK ? 5 : 10));
+const OUTAGE_S = 15;
+const REVISIONS = 3;
+
+interface Side {
+  readonly name: 'pavilion' | 'opa';
+  readonly server: Server;
+  readonly headers: Record<string, string>;
+  /** Decision ids answered 200. */
+  readonly answered: Set<string>;
+  errors: number;
+  /** Latencies (ms) by minute of the run. */
+  readonly latencies: number[][];
+  readonly samples: Array<{ atS: number; rssMb: number; fds: number }>;
+}
+
+function rssMb(pid: number): number {
+  const line = readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((l) => l.startsWith('VmRSS:'));
+  return Number(line?.split(/\s+/)[1] ?? 0) / 1024;
+}
+
+function openFds(pid: number): number {
+  return readdirSync(`/proc/${pid}/fd`).length;
+}
+
+function percentile(values: readonly number[], p: number): number {
+  if (values.length === 0) return 0;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number;
+}
+
+/** Least-squares slope of y over x. */
+function slope(points: ReadonlyArray<readonly [number, number]>): number {
+  const n = points.length;
+  if (n < 2) return 0;
+  const mx = points.reduce((s, [x]) => s + x, 0) / n;
+  const my = points.reduce((s, [, y]) => s + y, 0) / n;
+  const sxy = points.reduce((s, [x, y]) => s + (x - mx) * (y - my), 0);
+  const sxx = points.reduce((s, [x]) => s + (x - mx) ** 2, 0);
+  return sxx === 0 ? 0 : sxy / sxx;
+}
+
+const round = (value: number, digits = 1): number => Math.round(value * 10 ** digits) / 10 ** digits;
+
+/** One decision: POST /v1/data/bank/authz/allow with a unique input; its latency and decision id. */
+function decide(side: Side, agent: Agent, n: number): Promise<{ ms: number; id: string | undefined }> {
+  const body = JSON.stringify({ input: { user: n % 2 === 0 ? 'alice' : 'bob', n } });
+  const url = new URL(side.server.url);
+  const started = performance.now();
+  return new Promise((resolve) => {
+    const req = request({ host: url.hostname, port: url.port, method: 'POST', path: '/v1/data/bank/authz/allow', agent, headers: { 'content-type': 'application/json', ...side.headers } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        let id: string | undefined;
+        try {
+          const parsed = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { decision_id?: unknown };
+          if (res.statusCode === 200 && typeof parsed.decision_id === 'string') id = parsed.decision_id;
+        } catch {
+          // counted as an error below
+        }
+        resolve({ ms: performance.now() - started, id });
+      });
+    });
+    req.on('error', () => resolve({ ms: performance.now() - started, id: undefined }));
+    req.end(body);
+  });
+}
+
+/** Send RATE decisions a second to `side` until `endAt` (open loop: each due at its time, whatever the earlier ones did). */
+async function drive(side: Side, startAt: number, endAt: number): Promise<void> {
+  const agent = new Agent({ keepAlive: true, maxSockets: 64 });
+  const pending: Promise<void>[] = [];
+  let n = 0;
+  for (;;) {
+    const due = startAt + (n * 1000) / RATE;
+    if (due >= endAt) break;
+    const wait = due - performance.now();
+    if (wait > 1) await sleep(wait);
+    const minute = Math.floor((due - startAt) / 60_000);
+    pending.push(decide(side, agent, n).then(({ ms, id }) => {
+      (side.latencies[minute] ??= []).push(ms);
+      if (id === undefined) side.errors++;
+      else side.answered.add(id);
+    }));
+    n++;
+    if (pending.length > 10_000) await Promise.all(pending.splice(0, 5_000));
+  }
+  await Promise.all(pending);
+  agent.destroy();
+}
+
+function summary(side: Side, delivered: (id: string) => boolean, swaps: number, durationS: number): Metrics {
+  const warm = side.samples.filter((s) => s.atS >= durationS / 5);
+  const minutes = side.latencies.filter((l) => l !== undefined && l.length > 0);
+  const lost = [...side.answered].filter((id) => !delivered(id)).length;
+  return {
+    requests: side.answered.size + side.errors,
+    errors: side.errors,
+    events_lost: lost,
+    bundle_swaps: swaps,
+    p99_ms_first_minute: round(percentile(minutes[0] ?? [], 99), 2),
+    p99_ms_last_minute: round(percentile(minutes.at(-1) ?? [], 99), 2),
+    p50_ms_last_minute: round(percentile(minutes.at(-1) ?? [], 50), 2),
+    rss_mb_after_warmup: round(warm[0]?.rssMb ?? 0),
+    rss_mb_end: round(side.samples.at(-1)?.rssMb ?? 0),
+    rss_mb_max: round(Math.max(...side.samples.map((s) => s.rssMb))),
+    rss_growth_mb_per_h: round(slope(warm.map((s) => [s.atS / 3600, s.rssMb] as const)), 1),
+    fds_after_warmup: warm[0]?.fds ?? 0,
+    fds_end: side.samples.at(-1)?.fds ?? 0,
+    fds_max: Math.max(...side.samples.map((s) => s.fds)),
+  };
+}
+
+export async function run(): Promise<void> {
+  const work = await mkdtemp(join(tmpdir(), 'pavilion-bench-soak-'));
+  const nats = await startNats();
+  const collector = new DecisionLogCollector(await freePort());
+  await collector.start();
+  const bundles = await startBundleServer();
+  const servers: Server[] = [];
+  let store: NatsBundleStore | undefined;
+  try {
+    const main = await buildSidecar(REPO_ROOT);
+    const key = await developmentKey('bank', work);
+    process.stdout.write(`soak: ${MINUTES} min, ${RATE} decisions/s to each side, a swap every ${SWAP_S} s, log destination away for ${OUTAGE_S} s at 40%\n`);
+    const revisions: Array<{ rev: string; wasm: Buffer; rego: Buffer }> = [];
+    for (let i = 0; i < REVISIONS; i++) {
+      const rev = `soak-${i}`;
+      revisions.push({ rev, ...(await buildRevision(work, rev, join(work, 'keys', 'bank.key.pem'), key.keyPem)) });
+    }
+    const natsConfig = parseConfig({ nats: { servers: [nats.url], name: 'bench-publisher' } }).nats as NatsConfig;
+    store = new NatsBundleStore(await connectNats(natsConfig), natsConfig);
+    await (store as NatsBundleStore).push('bank', (revisions[0] as { wasm: Buffer }).wasm, { revision: 'soak-0', pushedBy: 'bench' });
+    bundles.publish((revisions[0] as { rego: Buffer }).rego, '"soak-0"');
+
+    const port = await freePort();
+    const config = join(work, 'pavilion.json');
+    await writeFile(config, JSON.stringify({
+      http: { host: '127.0.0.1', port },
+      tenants: [{ id: 'bank' }],
+      bundles: { source: 'nats', keysDirectory: join(work, 'keys'), persistDirectory: join(work, 'lkg') },
+      decisionLog: { sink: 'audit', audit: { directory: join(work, 'audit'), fsync: 'interval', stream: { enabled: true } } },
+      nats: { servers: [nats.url] },
+      credentials: { tenants: {} },
+    }));
+    const pavilionServer = await startServer(process.execPath, [main], `http://127.0.0.1:${port}`, '/health/ready', { ...process.env, PAVILION_CONFIG: config });
+    servers.push(pavilionServer);
+    const opaPort = await freePort();
+    const opaConfig = join(work, 'opa.yaml');
+    const logged = opaBundleConfig(bundles.url, await readFile(join(work, 'keys', 'bank.pub.pem'), 'utf8'))
+      .replace('services:\n', `services:\n  collector:\n    url: ${collector.url}\n`);
+    await writeFile(opaConfig, `${logged}decision_logs:\n  service: collector\n  reporting:\n    min_delay_seconds: 1\n    max_delay_seconds: 1\n`);
+    const opaServer = await startServer(findOpa(), ['run', '--server', '--addr', `127.0.0.1:${opaPort}`, '--log-level', 'error', '-c', opaConfig], `http://127.0.0.1:${opaPort}`, '/health?bundles');
+    servers.push(opaServer);
+
+    const sides: Side[] = [
+      { name: 'pavilion', server: pavilionServer, headers: { 'x-pavilion-tenant': 'bank' }, answered: new Set(), errors: 0, latencies: [], samples: [] },
+      { name: 'opa', server: opaServer, headers: {}, answered: new Set(), errors: 0, latencies: [], samples: [] },
+    ];
+    const durationS = MINUTES * 60;
+    const startAt = performance.now();
+    const endAt = startAt + durationS * 1000;
+    const elapsedS = (): number => (performance.now() - startAt) / 1000;
+    const driving = sides.map((side) => drive(side, startAt, endAt));
+
+    let swaps = 0;
+    let outage: 'before' | 'during' | 'after' = 'before';
+    let nextSwapS = SWAP_S;
+    let nextSampleS = 0;
+    while (performance.now() < endAt) {
+      const now = elapsedS();
+      if (now >= nextSampleS) {
+        for (const side of sides) side.samples.push({ atS: now, rssMb: rssMb(side.server.pid), fds: openFds(side.server.pid) });
+        nextSampleS += SAMPLE_S;
+      }
+      if (now >= nextSwapS) {
+        swaps++;
+        const next = revisions[swaps % REVISIONS] as { rev: string; wasm: Buffer; rego: Buffer };
+        // both at once; a push while NATS is away waits for it (the sidecar catches up after)
+        await Promise.all([
+          (store as NatsBundleStore).push('bank', next.wasm, { revision: next.rev, pushedBy: 'bench' }).catch(() => undefined),
+          Promise.resolve(bundles.publish(next.rego, `"${next.rev}-${swaps}"`)),
+        ]);
+        nextSwapS += SWAP_S;
+      }
+      if (outage === 'before' && now >= durationS * 0.4) {
+        process.stdout.write(`soak: ${Math.round(now)} s: log destinations away (nats-server SIGKILL, OPA's collector stopped)\n`);
+        await Promise.all([nats.kill(), collector.stop()]);
+        outage = 'during';
+      } else if (outage === 'during' && now >= durationS * 0.4 + OUTAGE_S) {
+        await Promise.all([nats.restart(), collector.start()]);
+        process.stdout.write(`soak: ${Math.round(now)} s: log destinations back\n`);
+        outage = 'after';
+      }
+      await sleep(200);
+    }
+    await Promise.all(driving);
+    for (const side of sides) side.samples.push({ atS: elapsedS(), rssMb: rssMb(side.server.pid), fds: openFds(side.server.pid) });
+
+    // catch up: every answered decision in the destination, or the time runs out
+    const deadline = performance.now() + 120_000;
+    let streamed = new Set<string>();
+    const pavilion = sides[0] as Side;
+    const opa = sides[1] as Side;
+    while (performance.now() < deadline) {
+      streamed = (await streamDecisionIds(nats.url)).ids;
+      if ([...pavilion.answered].every((id) => streamed.has(id)) && [...opa.answered].every((id) => collector.ids.has(id))) break;
+      await sleep(2000);
+    }
+    const peerName = `${await opaName()}: bundles long-polled from a bundle server, decision logs uploaded every 1 s to a collector`;
+    await writeResults('soak', [{
+      name: `${MINUTES} min at ${RATE} decisions/s each, a bundle swap every ${SWAP_S} s, the log destination away for ${OUTAGE_S} s`,
+      pavilion: summary(pavilion, (id) => streamed.has(id), swaps, durationS),
+      peer: summary(opa, (id) => collector.ids.has(id), swaps, durationS),
+      peerName,
+      notes: 'both servers at once on one machine with their log destinations and the load generator; rss_growth_mb_per_h: least-squares slope of RSS after the first fifth of the run; events_lost: answered 200 but never in the destination (Pavilion: the JetStream stream; OPA: the collector) once the run ended and the destination caught up (at most 120 s)',
+    }], { method: `open-loop load at ${RATE}/s per side (unique inputs, keep-alive); samples every ${SAMPLE_S} s from /proc` });
+  } finally {
+    await Promise.all(servers.map((s) => s.stop()));
+    await store?.close();
+    await bundles.close();
+    await collector.stop();
+    await nats.stop();
+    await rm(work, { recursive: true, force: true });
+  }
+}
