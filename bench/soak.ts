@@ -250,13 +250,17 @@ export async function run(): Promise<void> {
       if ([...pavilion.answered].every((id) => streamed.has(id)) && [...opa.answered].every((id) => collector.ids.has(id))) break;
       await sleep(2000);
     }
+    // the live audit epoch keeps every leaf's hash, offset and decision id in memory (about
+    // 135 bytes a leaf, docs/audit-log.md): growth the log is designed to have, until rotation
+    const exposition = await (await fetch(`${pavilion.server.url}/metrics`)).text();
+    const leaves = Number(/^pavilion_audit_log_leaves\{tenant="bank"\} (\d+)/m.exec(exposition)?.[1] ?? 0);
     const peerName = `${await opaName()}: bundles long-polled from a bundle server, decision logs uploaded every 1 s to a collector`;
     await writeResults('soak', [{
       name: `${MINUTES} min at ${RATE} decisions/s each, a bundle swap every ${SWAP_S} s, the log destination away for ${OUTAGE_S} s`,
-      pavilion: summary(pavilion, (id) => streamed.has(id), swaps, durationS),
+      pavilion: { ...summary(pavilion, (id) => streamed.has(id), swaps, durationS), audit_log_leaves: leaves },
       peer: summary(opa, (id) => collector.ids.has(id), swaps, durationS),
       peerName,
-      notes: 'both servers at once on one machine with their log destinations and the load generator; rss_growth_mb_per_h: least-squares slope of RSS after the first fifth of the run; events_lost: answered 200 but never in the destination (Pavilion: the JetStream stream; OPA: the collector) once the run ended and the destination caught up (at most 120 s)',
+      notes: 'both servers at once on one machine with their log destinations and the load generator; rss_growth_mb_per_h: least-squares slope of RSS after the first fifth of the run (the live audit epoch of Pavilion holds about 135 bytes a leaf in memory by design, until rotation: audit_log_leaves x 135 B is the part of its growth the log accounts for); events_lost: answered 200 but never in the destination (Pavilion: the JetStream stream; OPA: the collector) once the run ended and the destination caught up (at most 120 s)',
     }], { method: `open-loop load at ${RATE}/s per side (unique inputs, keep-alive); samples every ${SAMPLE_S} s from /proc` });
   } finally {
     await Promise.all(servers.map((s) => s.stop()));
