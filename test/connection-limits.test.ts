@@ -70,7 +70,7 @@ describe('connection limits', () => {
       config: {
         http: { maxConnections: 2 },
         tenants: [{ id: 'envoy_demo' }],
-        extAuthz: { grpc: { port: 0, maxConnections: 1 }, tenantFrom: { header: 'x-pavilion-tenant' } },
+        extAuthz: { grpc: { port: 0, maxConnections: 1, handshakeTimeoutMs: 300 }, tenantFrom: { header: 'x-pavilion-tenant' } },
       },
       log: (level, message, fields) => lines.push({ level, message, fields }),
     });
@@ -97,7 +97,7 @@ describe('connection limits', () => {
     assert.match(status.message ?? '', /^http: connections refused in the last minute: 2 open connections is the bound \(1 refused since start\)$/);
     const warnings = lines.filter((l) => l.level === 'warn' && l.fields?.['listener'] === 'http');
     assert.equal(warnings.length, 1);
-    assert.deepEqual(warnings[0]?.fields, { listener: 'http', maxConnections: 2, refused: 1 });
+    assert.deepEqual(warnings[0]?.fields, { listener: 'http', maxConnections: 2, refusedSinceLastWarning: 1 });
 
     // a second refusal within the minute is counted, not logged again
     await refusedConnection(httpPort, 'GET /health HTTP/1.1\r\nhost: x\r\n\r\n');
@@ -114,6 +114,31 @@ describe('connection limits', () => {
     assert.equal(metric(text, 'pavilion_connections_open', 'http'), 2, 'the held one and the scrape\'s own');
     assert.equal(metric(text, 'pavilion_connections_max', 'grpc'), 1);
     held[1]?.destroy();
+  });
+
+  test('grpc: a connection that never speaks HTTP/2 is closed after handshakeTimeoutMs, so it cannot hold a slot', async () => {
+    const started = performance.now();
+    const silent = await new Promise<{ bytes: number; closed: boolean }>((resolve) => {
+      let bytes = 0;
+      const socket = connect(grpcPort, '127.0.0.1');
+      const timer = setTimeout(() => {
+        socket.destroy();
+        resolve({ bytes, closed: false });
+      }, 5000);
+      socket.on('data', (chunk: Buffer) => {
+        bytes += chunk.length; // the server's own SETTINGS come first
+      });
+      socket.on('error', () => undefined);
+      socket.on('close', () => {
+        clearTimeout(timer);
+        resolve({ bytes, closed: true });
+      });
+    });
+    assert.equal(silent.closed, true, 'the server closed the silent connection');
+    assert.ok(performance.now() - started >= 250, 'not before the handshake timeout');
+    assert.ok(silent.bytes >= 9, 'it was a live HTTP/2 server (its SETTINGS frame)');
+    const grpcDetails = (): { connections: number } => (app.pavilion.extAuthz?.status().details as { grpcConnections: { connections: number } }).grpcConnections;
+    await until(() => grpcDetails().connections === 0, 'the slot given back');
   });
 
   test('grpc: past maxConnections a session is reset before its settings; the ext_authz component warns; freed room checks again', async () => {

@@ -300,7 +300,7 @@ describe('tenant resolution (never guessed)', () => {
     const config = parseConfig({ extAuthz: { tenantFrom: { header: 'X-Tenant' }, tenants: { bank: { dryRun: true } } } }).extAuthz;
     assert.deepEqual(config?.tenantFrom, { kind: 'header', header: 'x-tenant' });
     assert.deepEqual(config?.tenants['bank'], { path: 'bank/envoy/authz/allow', dryRun: true, skipRequestBodyParse: false, maxRequestBodyBytes: 1048576, failureStatus: 403, timeoutMs: 200, receipts: 'on-request' });
-    assert.deepEqual(config?.grpc, { enabled: true, host: '127.0.0.1', port: 9191, maxReceiveMessageBytes: 16777216, maxConnections: 4096 });
+    assert.deepEqual(config?.grpc, { enabled: true, host: '127.0.0.1', port: 9191, maxReceiveMessageBytes: 16777216, maxConnections: 4096, handshakeTimeoutMs: 10000 });
     assert.equal(parseConfig({}).extAuthz, undefined);
   });
 

@@ -146,8 +146,10 @@ export interface ExtAuthzConfig {
     readonly host: string;
     readonly port: number;
     readonly maxReceiveMessageBytes: number;
-    /** Open connections the gRPC listener keeps; past it a new connection is reset at once. */
+    /** Open connections the gRPC listener keeps; past it a new connection is closed at once. */
     readonly maxConnections: number;
+    /** A connection whose client has not sent HTTP/2's preface and SETTINGS within this is closed (it would hold a slot of maxConnections for nothing). */
+    readonly handshakeTimeoutMs: number;
   };
   readonly http: { readonly enabled: boolean; readonly pathPrefix: string };
   readonly tenantFrom: ExtAuthzTenantSource;
@@ -283,7 +285,7 @@ export interface PavilionConfig {
     readonly tenantHeader: string;
     readonly requestTimeoutMs: number;
     readonly keepAliveTimeoutMs: number;
-    /** Open connections the API listener keeps; past it a new connection is reset at once (sidecar/src/lib/connection-limit.ts). */
+    /** Open connections the API listener keeps; past it a new connection is closed at once (sidecar/src/lib/connection-limit.ts). */
     readonly maxConnections: number;
     /**
      * OPA's `--authentication`: 'token' requires every tenant route to carry one of that
@@ -978,7 +980,7 @@ function destinationAddress(key: string): string | undefined {
 function parseExtAuthz(raw: unknown): ExtAuthzConfig {
   const root = objectAt(raw, '$.extAuthz');
   refuseUnknown(root, ['grpc', 'http', 'tenantFrom', 'tenants', ...EXTAUTHZ_TENANT_KEYS.filter((k) => k !== 'path')], '$.extAuthz');
-  const grpc = section(root, 'grpc', '$.extAuthz', ['enabled', 'host', 'port', 'maxReceiveMessageBytes', 'maxConnections']);
+  const grpc = section(root, 'grpc', '$.extAuthz', ['enabled', 'host', 'port', 'maxReceiveMessageBytes', 'maxConnections', 'handshakeTimeoutMs']);
   const http = section(root, 'http', '$.extAuthz', ['enabled', 'pathPrefix']);
   const pathPrefix = str(http, 'pathPrefix', '$.extAuthz.http', '/ext_authz');
   if (!/^(\/[A-Za-z0-9._~-]+)+$/.test(pathPrefix)) fail('$.extAuthz.http.pathPrefix', "must look like '/ext_authz' (segments, no trailing slash)");
@@ -1058,6 +1060,7 @@ function parseExtAuthz(raw: unknown): ExtAuthzConfig {
       port: int(grpc, 'port', '$.extAuthz.grpc', 9191, 0, 65535),
       maxReceiveMessageBytes: int(grpc, 'maxReceiveMessageBytes', '$.extAuthz.grpc', 16 * MiB, 1024, 1024 * MiB),
       maxConnections: int(grpc, 'maxConnections', '$.extAuthz.grpc', 4096, 1, 1_000_000),
+      handshakeTimeoutMs: int(grpc, 'handshakeTimeoutMs', '$.extAuthz.grpc', 10_000, 100, 600_000),
     },
     http: { enabled: bool(http, 'enabled', '$.extAuthz.http', true), pathPrefix },
     tenantFrom,

@@ -40,6 +40,8 @@ export interface GrpcServerOptions {
   readonly maxReceiveMessageBytes: number;
   /** The listener's bound on open connections. */
   readonly connections: ConnectionLimit;
+  /** A session whose client sent no SETTINGS (after HTTP/2's preface) within this is destroyed. */
+  readonly handshakeTimeoutMs: number;
 }
 
 
@@ -116,6 +118,11 @@ export class ExtAuthzGrpcServer {
     });
     this.#options.connections.apply(server);
     server.on('session', (session) => {
+      // a connection that never speaks HTTP/2 would hold one of maxConnections for good
+      const handshake = setTimeout(() => session.destroy(), this.#options.handshakeTimeoutMs);
+      handshake.unref();
+      session.once('remoteSettings', () => clearTimeout(handshake));
+      session.once('close', () => clearTimeout(handshake));
       this.#sessions.add(session);
       session.on('close', () => this.#sessions.delete(session));
       session.on('error', () => session.destroy());

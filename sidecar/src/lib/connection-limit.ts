@@ -3,7 +3,8 @@
  * `extAuthz.grpc.maxConnections`).
  *
  * Past the bound a new connection is closed as soon as it is accepted: Node's
- * `server.maxConnections`, so the client sees the connection reset before any byte is read.
+ * `server.maxConnections`, so the client sees the connection close before any byte is read or
+ * answered.
  * Every socket is a file descriptor, and the audit log, the last known good store and the
  * bundle downloads need descriptors too: a flood of connections must not be what makes a
  * log rotation fail. Neither OPA nor Go's `net/http` bounds connections; Envoy, in front of
@@ -32,7 +33,10 @@ export class ConnectionLimit {
   #open = 0;
   #refused = 0;
   #lastRefusedAtMs: number | undefined;
-  /** Refusals since the last log line, and when that line was written. */
+  /**
+   * Refusals since the last log line (reported with the next refusal after the minute, not
+   * when the minute ends: the counter has them all), and when that line was written.
+   */
   #refusedSinceLog = 0;
   #loggedAtMs: number | undefined;
 
@@ -84,7 +88,7 @@ export class ConnectionLimit {
     this.#options.log?.('warn', `${this.listener}: connection refused: ${this.maxConnections} open connections is the bound`, {
       listener: this.listener,
       maxConnections: this.maxConnections,
-      refused: this.#refusedSinceLog,
+      refusedSinceLastWarning: this.#refusedSinceLog,
     });
     this.#loggedAtMs = now;
     this.#refusedSinceLog = 0;

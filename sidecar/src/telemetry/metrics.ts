@@ -211,7 +211,7 @@ export class Metrics implements EngineObserver, CredentialObserver {
     }
     this.connectionsRefused = new Counter({
       name: 'pavilion_connections_refused_total',
-      help: 'Connections reset as soon as accepted because the listener (http, grpc) held its maxConnections.',
+      help: 'Connections closed as soon as accepted because the listener (http, grpc) held its maxConnections.',
       labelNames: ['listener'],
       registers: [this.registry],
     });
