@@ -426,13 +426,29 @@ function pluginsProblem(components: Readonly<Record<string, ComponentStatus>>, p
   return `one or more plugins are not up: ${down.map(([name, s]) => `${name}: ${s.message ?? s.state}`).join('; ')}`;
 }
 
+/** The typed refusal for an error of Node's HTTP parser (the status Node itself would answer, with a body). */
+function parserRefusal(error: NodeJS.ErrnoException): PavilionError {
+  switch (error.code) {
+    case 'HPE_HEADER_OVERFLOW':
+      return new PavilionError(ErrorCodes.REQUEST_HEADERS_TOO_LARGE, 'the request line and headers are over http.maxHeaderBytes');
+    case 'HPE_CHUNK_EXTENSIONS_OVERFLOW':
+      return new PavilionError(ErrorCodes.REQUEST_TOO_LARGE, "the chunk extensions of the request body are over the HTTP parser's limit");
+    case 'ERR_HTTP_REQUEST_TIMEOUT':
+      return new PavilionError(ErrorCodes.REQUEST_TIMEOUT, 'the request did not arrive whole within http.requestTimeoutMs');
+    default:
+      return new PavilionError(ErrorCodes.REQUEST_MALFORMED_HTTP, `the request is not valid HTTP/1.1 (${error.code ?? 'parse error'}: ${error.message})`);
+  }
+}
+
 /**
  * What Node's HTTP parser refuses before any route sees it (a bad request line, header or
  * chunk; headers over `http.maxHeaderBytes`; a request not whole within `requestTimeoutMs`)
  * gets the OPA error body every other refusal gets, with its own code, where Node would
- * answer a bare 400, 431 or 408. As in Node, nothing is written into a response already
- * started (a body that breaks HTTP after its route began to answer), and the connection
- * closes once the answer is out.
+ * answer a bare 400, 413, 431 or 408. As in Node, nothing is written into a response already
+ * started (a body that breaks HTTP after its route began to answer; this looks at whether the
+ * route set its headers, where Node looks at whether they were written, so a route that set
+ * them and wrote nothing yet gets no answer from here), and the connection closes once the
+ * answer is out.
  */
 function answerClientError(error: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Duplex): void {
   const inFlight = (socket as { _httpMessage?: { headersSent?: boolean } })._httpMessage;
@@ -440,14 +456,13 @@ function answerClientError(error: NodeJS.ErrnoException & { rawPacket?: Buffer }
     socket.destroy();
     return;
   }
-  const refusal = error.code === 'HPE_HEADER_OVERFLOW'
-    ? new PavilionError(ErrorCodes.REQUEST_HEADERS_TOO_LARGE, 'the request line and headers are over http.maxHeaderBytes')
-    : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-      ? new PavilionError(ErrorCodes.REQUEST_TIMEOUT, 'the request did not arrive whole within http.requestTimeoutMs')
-      : new PavilionError(ErrorCodes.REQUEST_MALFORMED_HTTP, `the request is not valid HTTP/1.1 (${error.code ?? 'parse error'}: ${error.message})`);
+  const refusal = parserRefusal(error);
   const { status, body } = toHttpError(refusal);
   const text = JSON.stringify(body);
-  // a HEAD is answered without a body (the bytes the parser was reading, when they start the request, say so)
+  // A HEAD is answered without a body. What the parser was reading shows it only when those
+  // bytes begin the request: a HEAD refused in a later packet, or one that timed out, gets
+  // the body, which its client may read as the start of a next answer (on a connection the
+  // answer closes).
   const head = error.rawPacket?.subarray(0, 5).toString('latin1') === 'HEAD ';
   socket.end(
     `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\ncontent-type: ${JSON_TYPE}\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${head ? '' : text}`,
