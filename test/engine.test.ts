@@ -98,6 +98,14 @@ describe('policy engine', () => {
 
   test('conflicting values -> ERR_EVAL_CONFLICT, and the next evaluation works', async () => {
     await rejects(engine.evaluate('heavy', 'heavy/conflict', { a: 'x', b: 'y' }), ErrorCodes.EVAL_CONFLICT);
+    // an unpaired surrogate the Wasm's JSON parser would trap on: refused before a worker, cached path or not
+    for (const cache of [true, false]) {
+      const refused = await rejects(engine.evaluate('heavy', 'heavy/echo', { s: ['ok', 'x\ud800'] }, { cache }), ErrorCodes.REQUEST_INVALID);
+      assert.match(refused.message, /unpaired UTF-16 surrogate \(\\ud800\)/);
+    }
+    assert.deepEqual((await engine.evaluate('heavy', 'heavy/echo', { s: '\u{1F600}\\ud800' }, { cache: false })).result, { s: '\u{1F600}\\ud800' }, 'a pair and an escaped backslash pass');
+    const [each] = await engine.evaluateEach('heavy', ['heavy/echo'], { s: '\udfff' }).then(() => [undefined], (e: unknown) => [e]);
+    assert.equal((each as PavilionError | undefined)?.code, ErrorCodes.REQUEST_INVALID, 'evaluateEach (the decision log rules) too');
     assert.equal((await engine.evaluate('heavy', 'heavy/conflict', { a: 'x' })).result, 'x');
   });
 
