@@ -25,8 +25,8 @@ describe('fuzz targets, a short run each', () => {
         `replay: npm run fuzz -- ${target.name} --seed ${SEED} --path ${outcome.failure.path}`,
       ].join('\n'));
       assert.equal(outcome.runs, RUNS);
-      // the inputs reach past the first check: they end in more than one way
-      assert.ok(Object.keys(outcome.outcomes).length >= 2, JSON.stringify(outcome.outcomes));
+      // some inputs get past the first checks into what the target is about
+      assert.ok(Object.keys(outcome.outcomes).some((o) => target.reached(o)), JSON.stringify(outcome.outcomes));
     });
   }
 });

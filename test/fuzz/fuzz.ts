@@ -25,6 +25,8 @@ export interface FuzzTarget {
   readonly name: string;
   /** What it feeds and what must hold. */
   readonly summary: string;
+  /** Whether a case that ended so got past the first checks (the archive parse, the JSON parse) into what the target is about. */
+  readonly reached: (outcome: string) => boolean;
   prepare(): Promise<PreparedTarget<unknown>>;
 }
 
