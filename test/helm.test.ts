@@ -578,7 +578,6 @@ describe('broker-example, values-production.yaml', () => {
     assert.equal(install.status, 0, 'scripts/install-promtool.sh installs promtool');
     const groups = (the(production, 'PrometheusRule').spec as { groups: { rules: { alert: string; annotations: Record<string, string>; labels: Record<string, string> }[] }[] }).groups;
     const rules = new Map(groups.flatMap((g) => g.rules).map((r) => [r.alert, r]));
-    const dir = mkdtempSync(join(tmpdir(), 'pavilion-alerts-'));
     // the alert a series should raise: its labels (alertname and severity from the rule) and
     // its annotations, the rule's templates filled as Prometheus fills them
     const alert = (name: string, labels: Record<string, string>, value?: string): { exp_labels: Record<string, string>; exp_annotations: Record<string, string> } => {
@@ -671,6 +670,9 @@ describe('broker-example, values-production.yaml', () => {
           // extrapolates Prometheus' way: (5 - 1) x 600 s / 540 s
           series('pavilion_engine_worker_restarts_total', { reason: 'timeout' }, '0x10 1 2 3 4 5x10'),
           series('pavilion_connections_refused_total', { listener: 'http' }, '_ _ 1x20'),
+          // a series there before, growing at 10 minutes; another namespace's refusals
+          series('pavilion_connections_refused_total', { listener: 'grpc' }, '0x9 3x20'),
+          { series: 'pavilion_connections_refused_total{namespace="other",pod="broker-0",listener="http"}', values: '_ _ 1x20' },
         ],
         alert_rule_test: [
           at(9, 'PavilionAuditStreamBacklog'),
@@ -683,13 +685,15 @@ describe('broker-example, values-production.yaml', () => {
           at(12, 'PavilionEvaluationWorkerRestarts'),
           at(20, 'PavilionEvaluationWorkerRestarts', alert('PavilionEvaluationWorkerRestarts', { ...pod, reason: 'timeout' }, String((4 * 600) / 540))),
           at(3, 'PavilionConnectionsRefused', alert('PavilionConnectionsRefused', { ...pod, listener: 'http' })),
-          at(15, 'PavilionConnectionsRefused'),
+          at(11, 'PavilionConnectionsRefused', alert('PavilionConnectionsRefused', { ...pod, listener: 'grpc' })),
+          at(20, 'PavilionConnectionsRefused'),
         ],
       },
     ];
     // every alert is made to fire somewhere above
     const fired = new Set(tests.flatMap((t) => t.alert_rule_test).filter((a) => (a['exp_alerts'] as unknown[]).length > 0).map((a) => a['alertname']));
     assert.deepEqual([...fired].sort(), [...rules.keys()].sort());
+    const dir = mkdtempSync(join(tmpdir(), 'pavilion-alerts-'));
     try {
       // a rule file is a PrometheusRule's spec; JSON is YAML to promtool
       writeFileSync(join(dir, 'rules.json'), JSON.stringify({ groups }));
