@@ -26,19 +26,12 @@ if command -v helm >/dev/null 2>&1 && is_wanted "$(command -v helm)"; then
   exit 0
 fi
 
-if ! command -v go >/dev/null 2>&1; then
-  say "helm v$HELM_VERSION is needed for the chart tests, and Go is not installed to build it."
-  say "Install Go 1.23+ (https://go.dev/doc/install, or 'apt-get install golang'), or put helm v$HELM_MINOR.x on PATH, then run again."
-  exit 1
-fi
-
-say "building helm v$HELM_VERSION with go install (a few minutes the first time)"
-mkdir -p .tools/bin
+. scripts/lib/go-tool.sh
 # helm's release builds stamp their version with -ldflags; a plain `go install` would report
 # only "v3.22", so stamp it the same way.
-GOBIN="$PWD/.tools/bin" GOFLAGS=-mod=mod go install \
-  -ldflags "-X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
-  "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION" >&2
+go_install_tool install-helm "the chart tests" "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION" \
+  "-X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
+  "put helm v$HELM_MINOR.x on PATH"
 if ! is_wanted .tools/bin/helm; then
   say "built .tools/bin/helm but it reports '$(helm_version .tools/bin/helm)', expected v$HELM_MINOR.x"
   exit 1

@@ -19,12 +19,6 @@ if command -v nats-server >/dev/null 2>&1 && [ "$(nats_version "$(command -v nat
   ln -sf "$(command -v nats-server)" .tools/bin/nats-server
   exit 0
 fi
-if ! command -v go >/dev/null 2>&1; then
-  say "nats-server v$NATS_VERSION is needed for the distribution tests, and Go is not installed to build it."
-  say "Install Go 1.23+, or put nats-server v$NATS_VERSION on PATH, then run again."
-  exit 1
-fi
-say "building nats-server v$NATS_VERSION with go install (about a minute the first time)"
-mkdir -p .tools/bin
-GOBIN="$PWD/.tools/bin" GOFLAGS=-mod=mod go install "github.com/nats-io/nats-server/v2@v$NATS_VERSION" >&2
+. scripts/lib/go-tool.sh
+go_install_tool install-nats "the distribution tests" "github.com/nats-io/nats-server/v2@v$NATS_VERSION" "" "put nats-server v$NATS_VERSION on PATH"
 say "installed $(.tools/bin/nats-server --version)"

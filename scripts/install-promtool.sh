@@ -16,17 +16,10 @@ is_wanted() { "$1" --version 2>/dev/null | grep -q "^promtool, version $PROMETHE
 if [ -x .tools/bin/promtool ] && is_wanted .tools/bin/promtool; then
   exit 0
 fi
-if ! command -v go >/dev/null 2>&1; then
-  say "promtool v$PROMETHEUS_MODULE_VERSION is needed for the chart's alert tests, and Go is not installed to build it."
-  say "Install Go (https://go.dev/doc/install), then run again."
-  exit 1
-fi
-say "building promtool (Prometheus module v$PROMETHEUS_MODULE_VERSION) with go install"
-mkdir -p .tools/bin
+. scripts/lib/go-tool.sh
 # release builds stamp their version with -ldflags; a plain `go install` reports none
-GOBIN="$PWD/.tools/bin" GOFLAGS=-mod=mod go install \
-  -ldflags "-X github.com/prometheus/common/version.Version=$PROMETHEUS_MODULE_VERSION" \
-  "github.com/prometheus/prometheus/cmd/promtool@v$PROMETHEUS_MODULE_VERSION" >&2
+go_install_tool install-promtool "the chart's alert tests" "github.com/prometheus/prometheus/cmd/promtool@v$PROMETHEUS_MODULE_VERSION" \
+  "-X github.com/prometheus/common/version.Version=$PROMETHEUS_MODULE_VERSION"
 if ! is_wanted .tools/bin/promtool; then
   say "built .tools/bin/promtool but it reports '$(.tools/bin/promtool --version 2>&1 | head -1)'"
   exit 1
