@@ -222,7 +222,9 @@ describe('a delta numbered again with other content', () => {
     await until('the conflict reported', () => sidecar.pavilion.tenants.tenant('bank')?.lastError?.code === ErrorCodes.BUNDLE_DELTA_CONFLICT);
     await publishRaw(base, 2, [{ op: 'upsert', path: '/bank/limits/max', value: 60 }]);
     await publishRaw(base, 3, [{ op: 'upsert', path: '/bank/limits/max', value: 70 }]);
-    await until('rebuilt from the snapshot with new 1-3', async () => (await query('max')) === 70);
+    // the rebuild serves its data a moment before its report is filed: wait for both
+    await until('rebuilt from the snapshot with new 1-3, and reported', async () => (await query('max')) === 70
+      && sidecar.pavilion.tenants.tenant('bank')?.lastError?.details?.['rebuilt'] === true);
     assert.equal(await query('flag'), undefined, 'nothing of old delta 2 is left');
     const reported = sidecar.pavilion.tenants.tenant('bank')?.lastError;
     assert.equal(reported?.code, ErrorCodes.BUNDLE_DELTA_CONFLICT);
