@@ -408,7 +408,7 @@ async function runPavilionFleet(n: number, work: string, revisions: readonly { r
   }
 }
 
-/** An OPA bundle server with long polling: a 304 is held until a new bundle exists. */
+/** The OPA fleet, polling the bundle server (bench/lib/revisions.ts), under the same deliveries. */
 async function runOpaFleet(n: number, work: string, revisions: readonly { rev: string; rego: Buffer }[], quiet: readonly { rev: string; rego: Buffer }[], publicKeyFile: string): Promise<FleetRun> {
   const bundles = await startBundleServer();
   const servers: Server[] = [];

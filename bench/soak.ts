@@ -5,16 +5,20 @@
  *
  * Both sides, at the same time on one machine:
  * - BENCH_SOAK_RATE decisions a second each (default 100; open loop, unique inputs, keep-alive);
- * - a new bundle revision every BENCH_SOAK_SWAP_S seconds (default 30), cycling through three:
- *   Pavilion's over NATS JetStream (push), OPA's from a bundle server it long-polls;
+ * - a new bundle revision every BENCH_SOAK_SWAP_S seconds (default 30), each one built for the
+ *   run (Pavilion refuses a revision it replaced before, as a replay): Pavilion's over NATS
+ *   JetStream (push), OPA's from a bundle server it long-polls; 10 s after each, both are asked
+ *   which revision they serve (`swaps_served`);
  * - decision logging on: Pavilion's audit log (fsync interval) streaming to JetStream, OPA's
  *   decision logger uploading to a collector every second;
- * - at 40% of the run the log destination goes away for 15 s (nats-server SIGKILLed and
- *   restarted; OPA's collector stopped and started).
+ * - at 40% of the run, between two swaps, the log destination goes away for 15 s
+ *   (nats-server SIGKILLed and restarted, which takes Pavilion's bundle channel with it; OPA's
+ *   collector stopped and started).
  * Sampled every BENCH_SOAK_SAMPLE_S seconds (default 10): RSS and open fds of each server.
  * At the end: every answered decision must be in the destination (lost = answered, never
- * delivered), and memory growth is the least-squares slope of RSS over the run after its
- * first fifth (warm-up), in MB per hour.
+ * delivered), and memory growth is the least-squares slope of RSS in MB per hour, before the
+ * outage (after the first fifth, warm-up) and after it (from 30 s after the destination is
+ * back). Latency is counted from when each request was due (open loop), answered ones only.
  *
  * Env: BENCH_SOAK_MINUTES (default 10, quick 2), BENCH_SOAK_RATE, BENCH_SOAK_SWAP_S, BENCH_SOAK_SAMPLE_S.
  */
@@ -28,11 +32,11 @@ import { developmentKey } from '../sidecar/src/bundles/index.ts';
 import { parseConfig, type NatsConfig } from '../sidecar/src/config/index.ts';
 import { NatsBundleStore, connectNats } from '../sidecar/src/distribution/index.ts';
 import { REPO_ROOT, findOpa } from '../sidecar/src/lib/tools.ts';
-import { startNats } from '../test/harness/nats-server.ts';
+import { startNats, type RunningNats } from '../test/harness/nats-server.ts';
 import { DecisionLogCollector } from './lib/decision-log-collector.ts';
 import { streamDecisionIds } from './lib/decision-stream.ts';
 import { opaName } from './lib/opa.ts';
-import { buildRevision, opaBundleConfig, startBundleServer } from './lib/revisions.ts';
+import { buildRevision, opaBundleConfig, startBundleServer, type BundleServer } from './lib/revisions.ts';
 import { writeResults, type Metrics } from './lib/results.ts';
 import { buildSidecar, freePort, startServer, type Server } from './lib/servers.ts';
 
@@ -42,7 +46,6 @@ const RATE = Number(process.env['BENCH_SOAK_RATE'] ?? 100);
 const SWAP_S = Number(process.env['BENCH_SOAK_SWAP_S'] ?? (QUICK ? 15 : 30));
 const SAMPLE_S = Number(process.env['BENCH_SOAK_SAMPLE_S'] ?? (QUICK ? 5 : 10));
 const OUTAGE_S = 15;
-const REVISIONS = 3;
 
 interface Side {
   readonly name: 'pavilion' | 'opa';
@@ -51,8 +54,10 @@ interface Side {
   /** Decision ids answered 200. */
   readonly answered: Set<string>;
   errors: number;
-  /** Latencies (ms) by minute of the run. */
+  /** Latencies (ms, from when each request was due) of answered requests, by minute of the run. */
   readonly latencies: number[][];
+  /** Swaps this side served within 10 s. */
+  served: number;
   readonly samples: Array<{ atS: number; rssMb: number; fds: number }>;
 }
 
@@ -85,10 +90,10 @@ function slope(points: ReadonlyArray<readonly [number, number]>): number {
 const round = (value: number, digits = 1): number => Math.round(value * 10 ** digits) / 10 ** digits;
 
 /** One decision: POST /v1/data/bank/authz/allow with a unique input; its latency and decision id. */
-function decide(side: Side, agent: Agent, n: number): Promise<{ ms: number; id: string | undefined }> {
+function decide(side: Side, agent: Agent, n: number, due: number): Promise<{ ms: number; id: string | undefined }> {
   const body = JSON.stringify({ input: { user: n % 2 === 0 ? 'alice' : 'bob', n } });
   const url = new URL(side.server.url);
-  const started = performance.now();
+  const started = due;
   return new Promise((resolve) => {
     const req = request({ host: url.hostname, port: url.port, method: 'POST', path: '/v1/data/bank/authz/allow', agent, headers: { 'content-type': 'application/json', ...side.headers } }, (res) => {
       const chunks: Buffer[] = [];
@@ -105,6 +110,7 @@ function decide(side: Side, agent: Agent, n: number): Promise<{ ms: number; id: 
       });
     });
     req.on('error', () => resolve({ ms: performance.now() - started, id: undefined }));
+    req.setTimeout(10_000, () => req.destroy(new Error('no answer within 10 s')));
     req.end(body);
   });
 }
@@ -120,10 +126,13 @@ async function drive(side: Side, startAt: number, endAt: number): Promise<void> 
     const wait = due - performance.now();
     if (wait > 1) await sleep(wait);
     const minute = Math.floor((due - startAt) / 60_000);
-    pending.push(decide(side, agent, n).then(({ ms, id }) => {
-      (side.latencies[minute] ??= []).push(ms);
-      if (id === undefined) side.errors++;
-      else side.answered.add(id);
+    pending.push(decide(side, agent, n, due).then(({ ms, id }) => {
+      if (id === undefined) {
+        side.errors++;
+      } else {
+        side.answered.add(id);
+        (side.latencies[minute] ??= []).push(ms);
+      }
     }));
     n++;
     if (pending.length > 10_000) await Promise.all(pending.splice(0, 5_000));
@@ -132,8 +141,10 @@ async function drive(side: Side, startAt: number, endAt: number): Promise<void> 
   agent.destroy();
 }
 
-function summary(side: Side, delivered: (id: string) => boolean, swaps: number, durationS: number): Metrics {
+function summary(side: Side, delivered: (id: string) => boolean, swaps: number, durationS: number, outage: { fromS: number; backS: number }): Metrics {
   const warm = side.samples.filter((s) => s.atS >= durationS / 5);
+  const before = warm.filter((s) => s.atS < outage.fromS);
+  const after = side.samples.filter((s) => s.atS >= outage.backS + 30);
   const minutes = side.latencies.filter((l) => l !== undefined && l.length > 0);
   const lost = [...side.answered].filter((id) => !delivered(id)).length;
   return {
@@ -141,40 +152,61 @@ function summary(side: Side, delivered: (id: string) => boolean, swaps: number, 
     errors: side.errors,
     events_lost: lost,
     bundle_swaps: swaps,
+    swaps_served: side.served,
     p99_ms_first_minute: round(percentile(minutes[0] ?? [], 99), 2),
     p99_ms_last_minute: round(percentile(minutes.at(-1) ?? [], 99), 2),
     p50_ms_last_minute: round(percentile(minutes.at(-1) ?? [], 50), 2),
     rss_mb_after_warmup: round(warm[0]?.rssMb ?? 0),
     rss_mb_end: round(side.samples.at(-1)?.rssMb ?? 0),
     rss_mb_max: round(Math.max(...side.samples.map((s) => s.rssMb))),
-    rss_growth_mb_per_h: round(slope(warm.map((s) => [s.atS / 3600, s.rssMb] as const)), 1),
+    rss_growth_mb_per_h_before_outage: round(slope(before.map((s) => [s.atS / 3600, s.rssMb] as const)), 1),
+    rss_growth_mb_per_h_after_outage: round(slope(after.map((s) => [s.atS / 3600, s.rssMb] as const)), 1),
     fds_after_warmup: warm[0]?.fds ?? 0,
     fds_end: side.samples.at(-1)?.fds ?? 0,
     fds_max: Math.max(...side.samples.map((s) => s.fds)),
   };
 }
 
+/** The revision `side` serves now (`bank/authz/rev`), or undefined. */
+async function servedRevision(side: Side): Promise<string | undefined> {
+  try {
+    const response = await fetch(`${side.server.url}/v1/data/bank/authz/rev`, { method: 'POST', headers: { 'content-type': 'application/json', ...side.headers }, body: '{"input":{}}', signal: AbortSignal.timeout(5000) });
+    const result = ((await response.json()) as { result?: unknown }).result;
+    return typeof result === 'string' ? result : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export async function run(): Promise<void> {
   const work = await mkdtemp(join(tmpdir(), 'pavilion-bench-soak-'));
-  const nats = await startNats();
-  const collector = new DecisionLogCollector(await freePort());
-  await collector.start();
-  const bundles = await startBundleServer();
   const servers: Server[] = [];
+  let nats: RunningNats | undefined;
+  let collector: DecisionLogCollector | undefined;
+  let bundles: BundleServer | undefined;
   let store: NatsBundleStore | undefined;
   try {
+    nats = await startNats();
+    collector = new DecisionLogCollector(await freePort());
+    await collector.start();
+    bundles = await startBundleServer();
     const main = await buildSidecar(REPO_ROOT);
     const key = await developmentKey('bank', work);
-    process.stdout.write(`soak: ${MINUTES} min, ${RATE} decisions/s to each side, a swap every ${SWAP_S} s, log destination away for ${OUTAGE_S} s at 40%\n`);
+    const durationS = MINUTES * 60;
+    const swapsPlanned = Math.floor(durationS / SWAP_S);
+    process.stdout.write(`soak: ${MINUTES} min, ${RATE} decisions/s to each side, a swap every ${SWAP_S} s, log destination away for ${OUTAGE_S} s at 40%; building ${swapsPlanned + 1} revisions with opa...\n`);
     const revisions: Array<{ rev: string; wasm: Buffer; rego: Buffer }> = [];
-    for (let i = 0; i < REVISIONS; i++) {
-      const rev = `soak-${i}`;
+    for (let i = 0; i <= swapsPlanned; i++) {
+      const rev = `soak-${String(i).padStart(3, '0')}`;
       revisions.push({ rev, ...(await buildRevision(work, rev, join(work, 'keys', 'bank.key.pem'), key.keyPem)) });
     }
+    const first = revisions[0] as { rev: string; wasm: Buffer; rego: Buffer };
     const natsConfig = parseConfig({ nats: { servers: [nats.url], name: 'bench-publisher' } }).nats as NatsConfig;
     store = new NatsBundleStore(await connectNats(natsConfig), natsConfig);
-    await (store as NatsBundleStore).push('bank', (revisions[0] as { wasm: Buffer }).wasm, { revision: 'soak-0', pushedBy: 'bench' });
-    bundles.publish((revisions[0] as { rego: Buffer }).rego, '"soak-0"');
+    await store.push('bank', first.wasm, { revision: first.rev, pushedBy: 'bench' });
+    // every revision's bytes in the Object Store before the clock starts, as the bundle server holds OPA's
+    for (const { rev, wasm } of revisions.slice(1)) await store.upload('bank', wasm, rev);
+    bundles.publish(first.rego, `"${first.rev}"`);
 
     const port = await freePort();
     const config = join(work, 'pavilion.json');
@@ -197,77 +229,89 @@ export async function run(): Promise<void> {
     servers.push(opaServer);
 
     const sides: Side[] = [
-      { name: 'pavilion', server: pavilionServer, headers: { 'x-pavilion-tenant': 'bank' }, answered: new Set(), errors: 0, latencies: [], samples: [] },
-      { name: 'opa', server: opaServer, headers: {}, answered: new Set(), errors: 0, latencies: [], samples: [] },
+      { name: 'pavilion', server: pavilionServer, headers: { 'x-pavilion-tenant': 'bank' }, answered: new Set(), errors: 0, latencies: [], served: 0, samples: [] },
+      { name: 'opa', server: opaServer, headers: {}, answered: new Set(), errors: 0, latencies: [], served: 0, samples: [] },
     ];
-    const durationS = MINUTES * 60;
+    const pavilion = sides[0] as Side;
+    const opa = sides[1] as Side;
     const startAt = performance.now();
     const endAt = startAt + durationS * 1000;
     const elapsedS = (): number => (performance.now() - startAt) / 1000;
     const driving = sides.map((side) => drive(side, startAt, endAt));
+    // between two swaps, so the outage never starts while a swap is being fetched
+    const outage = { fromS: Math.floor((durationS * 0.4) / SWAP_S) * SWAP_S + SWAP_S / 2, backS: 0 };
+    outage.backS = outage.fromS + OUTAGE_S;
 
     let swaps = 0;
-    let outage: 'before' | 'during' | 'after' = 'before';
+    const checks: Promise<void>[] = [];
+    let phase: 'before' | 'during' | 'after' = 'before';
     let nextSwapS = SWAP_S;
     let nextSampleS = 0;
+    const liveStore = store;
+    const liveBundles = bundles;
+    const liveNats = nats;
+    const liveCollector = collector;
     while (performance.now() < endAt) {
       const now = elapsedS();
       if (now >= nextSampleS) {
         for (const side of sides) side.samples.push({ atS: now, rssMb: rssMb(side.server.pid), fds: openFds(side.server.pid) });
         nextSampleS += SAMPLE_S;
       }
-      if (now >= nextSwapS) {
+      if (now >= nextSwapS && swaps < swapsPlanned) {
         swaps++;
-        const next = revisions[swaps % REVISIONS] as { rev: string; wasm: Buffer; rego: Buffer };
-        // both at once; a push while NATS is away waits for it (the sidecar catches up after)
-        await Promise.all([
-          (store as NatsBundleStore).push('bank', next.wasm, { revision: next.rev, pushedBy: 'bench' }).catch(() => undefined),
-          Promise.resolve(bundles.publish(next.rego, `"${next.rev}-${swaps}"`)),
-        ]);
+        const next = revisions[swaps] as { rev: string; wasm: Buffer; rego: Buffer };
+        // not awaited here: the samples and the outage keep their times
+        void liveStore.push('bank', next.wasm, { revision: next.rev, pushedBy: 'bench' }).catch(() => undefined);
+        liveBundles.publish(next.rego, `"${next.rev}"`);
+        checks.push(sleep(10_000).then(async () => {
+          for (const side of sides) if ((await servedRevision(side)) === next.rev) side.served++;
+        }));
         nextSwapS += SWAP_S;
       }
-      if (outage === 'before' && now >= durationS * 0.4) {
+      if (phase === 'before' && now >= outage.fromS) {
         process.stdout.write(`soak: ${Math.round(now)} s: log destinations away (nats-server SIGKILL, OPA's collector stopped)\n`);
-        await Promise.all([nats.kill(), collector.stop()]);
-        outage = 'during';
-      } else if (outage === 'during' && now >= durationS * 0.4 + OUTAGE_S) {
-        await Promise.all([nats.restart(), collector.start()]);
+        await Promise.all([liveNats.kill(), liveCollector.stop()]);
+        phase = 'during';
+      } else if (phase === 'during' && now >= outage.backS) {
+        await Promise.all([liveNats.restart(), liveCollector.start()]);
         process.stdout.write(`soak: ${Math.round(now)} s: log destinations back\n`);
-        outage = 'after';
+        phase = 'after';
       }
       await sleep(200);
     }
-    await Promise.all(driving);
+    await Promise.all([...driving, ...checks]);
     for (const side of sides) side.samples.push({ atS: elapsedS(), rssMb: rssMb(side.server.pid), fds: openFds(side.server.pid) });
 
     // catch up: every answered decision in the destination, or the time runs out
     const deadline = performance.now() + 120_000;
     let streamed = new Set<string>();
-    const pavilion = sides[0] as Side;
-    const opa = sides[1] as Side;
     while (performance.now() < deadline) {
       streamed = (await streamDecisionIds(nats.url)).ids;
-      if ([...pavilion.answered].every((id) => streamed.has(id)) && [...opa.answered].every((id) => collector.ids.has(id))) break;
+      if ([...pavilion.answered].every((id) => streamed.has(id)) && [...opa.answered].every((id) => liveCollector.ids.has(id))) break;
       await sleep(2000);
     }
     // the live audit epoch keeps every leaf's hash, offset and decision id in memory (about
     // 135 bytes a leaf, docs/audit-log.md): growth the log is designed to have, until rotation
     const exposition = await (await fetch(`${pavilion.server.url}/metrics`)).text();
-    const leaves = Number(/^pavilion_audit_log_leaves\{tenant="bank"\} (\d+)/m.exec(exposition)?.[1] ?? 0);
+    const leaves = Number(/^pavilion_audit_log_leaves\{[^}]*tenant="bank"[^}]*\} (\d+)/m.exec(exposition)?.[1] ?? Number.NaN);
     const peerName = `${await opaName()}: bundles long-polled from a bundle server, decision logs uploaded every 1 s to a collector`;
     await writeResults('soak', [{
-      name: `${MINUTES} min at ${RATE} decisions/s each, a bundle swap every ${SWAP_S} s, the log destination away for ${OUTAGE_S} s`,
-      pavilion: { ...summary(pavilion, (id) => streamed.has(id), swaps, durationS), audit_log_leaves: leaves },
-      peer: summary(opa, (id) => collector.ids.has(id), swaps, durationS),
+      name: `${MINUTES} min at ${RATE} decisions/s each, a new bundle revision every ${SWAP_S} s, the log destination away for ${OUTAGE_S} s`,
+      pavilion: {
+        ...summary(pavilion, (id) => streamed.has(id), swaps, durationS, outage),
+        audit_log_leaves: leaves,
+        audit_log_memory_mb_per_h_by_design: round((leaves / (durationS / 3600)) * 135 / 1e6, 1),
+      },
+      peer: summary(opa, (id) => liveCollector.ids.has(id), swaps, durationS, outage),
       peerName,
-      notes: 'both servers at once on one machine with their log destinations and the load generator; rss_growth_mb_per_h: least-squares slope of RSS after the first fifth of the run (the live audit epoch of Pavilion holds about 135 bytes a leaf in memory by design, until rotation: audit_log_leaves x 135 B is the part of its growth the log accounts for); events_lost: answered 200 but never in the destination (Pavilion: the JetStream stream; OPA: the collector) once the run ended and the destination caught up (at most 120 s)',
-    }], { method: `open-loop load at ${RATE}/s per side (unique inputs, keep-alive); samples every ${SAMPLE_S} s from /proc` });
+      notes: `both servers at once on one machine with their log destinations and the load generator; the outage from ${outage.fromS} to ${outage.backS} s (nats-server SIGKILLed, which also takes Pavilion's bundle channel; OPA's collector stopped); rss_growth_mb_per_h_*: least-squares slope of RSS after the first fifth of the run and before the outage, and from 30 s after it; audit_log_memory_mb_per_h_by_design: what the live audit epoch holds by design at this rate (about 135 bytes a leaf until rotation), part of Pavilion's growth; swaps_served: revisions a side answered with 10 s after their push; events_lost: answered 200 but never in the destination (Pavilion: the JetStream stream; OPA: the collector) once the run ended and the destination caught up (at most 120 s)`,
+    }], { method: `open-loop load at ${RATE}/s per side (unique inputs, keep-alive; latency from when each request was due); samples every ${SAMPLE_S} s from /proc` });
   } finally {
     await Promise.all(servers.map((s) => s.stop()));
     await store?.close();
-    await bundles.close();
-    await collector.stop();
-    await nats.stop();
+    await bundles?.close();
+    await collector?.stop();
+    await nats?.stop();
     await rm(work, { recursive: true, force: true });
   }
 }

@@ -38,7 +38,7 @@ export interface BundleServer {
   close(): Promise<void>;
 }
 
-/** OPA's bundle service for the peer fleet: one bundle, with ETags and long polling (`Prefer: wait=N`). */
+/** OPA's bundle service for the peer: one bundle, with ETags and long polling (`Prefer: wait=N`): a 304 is held until a new bundle exists. */
 export function startBundleServer(): Promise<BundleServer> {
   let current: { bundle: Buffer; etag: string } | undefined;
   let waiters: Array<() => void> = [];
