@@ -46,7 +46,8 @@ const BUNDLE_REFUSALS = codesStartingWith('ERR_BUNDLE_');
 
 const bundleTarget: FuzzTarget = {
   name: 'bundle',
-  reached: (outcome) => outcome !== 'ERR_BUNDLE_CORRUPT',
+  // past the archive: to its manifest, roots or signature, or accepted
+  reached: (outcome) => outcome === 'accepted' || /^ERR_BUNDLE_(MANIFEST|ROOTS|DATA|SIGNATURE)/.test(outcome),
   summary: "the bank sample bundle (signed) with edits to its gzip bytes, or to its tar re-compressed: read and signature check refuse it with an ERR_BUNDLE_* code, or accept a bundle that means exactly what was signed (manifest, data, Wasm, entrypoints)",
   async prepare(): Promise<PreparedTarget<unknown>> {
     const build = defaultBuildDirectory();
@@ -123,7 +124,12 @@ function operations(existing: readonly string[][]): fc.Arbitrary<Record<string, 
   ).map(([op, path, value, draw]) => (draw === 0 ? { op, path } : { op, path, value }));
 }
 
-/** Where a JSON-pointer-like path leads in `document` (own properties; array positions as Go's strconv.Atoi reads them, as OPA does), or undefined. */
+/**
+ * Where a JSON-pointer-like path leads in `document` (own properties; array positions as Go's
+ * strconv.Atoi reads them, as OPA does), or undefined. The position rule is the
+ * implementation's own, so this checks the effect of each operation, not OPA parity (the
+ * unit tests of applyPatch do).
+ */
 function lookUp(document: unknown, segments: readonly string[]): { found: boolean; value?: unknown } {
   let at: unknown = document;
   for (const s of segments) {
@@ -239,7 +245,7 @@ const auditWalTarget: FuzzTarget = {
         const torn = report.tornTail;
         if (torn !== undefined) {
           // a file shorter than its header is a new log whose header write was torn
-          assert.ok(torn.bytesRemoved <= maxTornTailBytes || torn.reason === 'short_header', `only a torn tail is cut (${torn.bytesRemoved} bytes at ${torn.offset})`);
+          assert.ok(torn.bytesRemoved <= maxTornTailBytes || (torn.reason === 'short_header' && torn.offset === 0), `only a torn tail is cut (${torn.bytesRemoved} bytes at ${torn.offset})`);
           assert.deepEqual(await readFile(torn.savedAs), bytes.subarray(torn.offset), 'the cut bytes are kept aside as they were');
         }
         await log.append(decisionEvent(WAL_EVENTS + 1, { decision_id: `after-${round}` }));
@@ -401,7 +407,8 @@ const CHECK_SEEDS = [
 const CHECK_CODES = new Set<string>([
   ErrorCodes.EXTAUTHZ_REQUEST_MALFORMED, ErrorCodes.TENANT_REQUIRED, ErrorCodes.TENANT_UNKNOWN, ErrorCodes.ENTRYPOINT_UNKNOWN,
   ...codesStartingWith('ERR_EXTAUTHZ_'), ...codesStartingWith('ERR_REQUEST_'),
-  // a machine too busy for the deadline: not the input's doing, and not a defect
+  // a machine too busy for the deadline: not the input's doing, and not a defect (an input
+  // that did make the evaluation slow would pass unnoticed too: the price of no flaky runs)
   ErrorCodes.EVAL_TIMEOUT, ErrorCodes.EVAL_OVERLOADED,
 ]);
 
@@ -530,7 +537,7 @@ function send(base: URL, shape: RequestShape): Promise<{ status: number; body: B
 
 const dataApiTarget: FuzzTarget = {
   name: 'data-api',
-  reached: (outcome) => outcome === '200',
+  reached: (outcome) => outcome === '200 decision',
   summary: "HTTP requests of every shape (methods, paths with dot segments and bad escapes, OPA's query parameters, tenants, content types, gzip valid and broken, edited and random bodies) to a running sidecar: every answer is a decision or a 4xx/503 with an OPA error body naming a typed Pavilion code, never a 500, and the sidecar stays ready",
   async prepare(): Promise<PreparedTarget<unknown>> {
     const app = await liveSidecar();
@@ -542,7 +549,7 @@ const dataApiTarget: FuzzTarget = {
         const { status, body } = await send(base, shape);
         // no 500 but a deadline a busy machine missed: the sample tenants' policies decide on
         // any input; a trap would be input that reached the Wasm unread
-        const timedOut = status === 500 && body.includes(ErrorCodes.EVAL_TIMEOUT);
+        const timedOut = status === 500 && /"code":\s*"ERR_EVAL_TIMEOUT"/.test(body.toString('utf8'));
         assert.ok([200, 400, 401, 404, 405, 408, 413, 415, 431, 503].includes(status) || timedOut, `status ${status}: ${body.toString('utf8').slice(0, 300)}`);
         if (shape.method === 'HEAD') return `HEAD ${status}`;
         if (status === 200 && shape.path.startsWith('/health')) return 'health';
@@ -552,7 +559,7 @@ const dataApiTarget: FuzzTarget = {
         } catch {
           assert.fail(`a ${status} answer is not JSON: ${body.toString('utf8').slice(0, 200)}`);
         }
-        if (status === 200) return '200';
+        if (status === 200) return shape.path.includes('/data') ? '200 decision' : '200';
         assert.ok(OPA_CODES.has(String(parsed.code)), `OPA's error code: ${String(parsed.code)}`);
         const code = String(parsed.errors?.[0]?.code);
         assert.match(code, /^ERR_[A-Z0-9_]+$/, 'a Pavilion code');
