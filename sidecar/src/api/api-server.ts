@@ -43,7 +43,7 @@ import type { PavilionConfig } from '../config/index.ts';
 import { TENANT_ID_PATTERN } from '../config/index.ts';
 import type { Decision, DecisionLogRules, PolicyEngine } from '../engine/index.ts';
 import { assertDepth } from '../lib/canonical-json.ts';
-import { ConnectionLimit } from '../lib/connection-limit.ts';
+import type { ConnectionLimit } from '../lib/connection-limit.ts';
 import { ErrorCodes, PavilionError, isPavilionError } from '../lib/errors.ts';
 import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
 import { stateOnly, withDeadline } from '../lib/lifecycle.ts';
@@ -498,14 +498,12 @@ export class ApiServer implements Component {
     this.#server.headersTimeout = headersTimeoutMs;
     this.#server.keepAliveTimeout = deps.config.http.keepAliveTimeoutMs;
     this.#server.on('clientError', answerClientError);
-    this.#connections = new ConnectionLimit({
+    this.#connections = deps.metrics.connectionLimit({
       listener: 'http',
       maxConnections: deps.config.http.maxConnections,
-      onRefused: (listener) => deps.metrics.connectionsRefused.inc({ listener }),
       ...(deps.log === undefined ? {} : { log: deps.log }),
     });
     this.#connections.apply(this.#server);
-    deps.metrics.registerConnectionLimit(this.#connections);
   }
 
   async start(): Promise<void> {

@@ -6,7 +6,7 @@
 import type { DecisionEvents, DecisionSink } from '../audit/index.ts';
 import type { ExtAuthzConfig } from '../config/index.ts';
 import type { PolicyEngine } from '../engine/index.ts';
-import { ConnectionLimit } from '../lib/connection-limit.ts';
+import type { ConnectionLimit } from '../lib/connection-limit.ts';
 import { ErrorCodes, PavilionError } from '../lib/errors.ts';
 import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
 import type { CredentialGate } from '../credentials/gate.ts';
@@ -71,13 +71,11 @@ export class ExtAuthz implements Component {
     this.codec = new CheckCodec();
     this.service = new CheckService(deps);
     if (deps.config.grpc.enabled) {
-      this.#connections = new ConnectionLimit({
+      this.#connections = deps.metrics.connectionLimit({
         listener: 'grpc',
         maxConnections: deps.config.grpc.maxConnections,
-        onRefused: (listener) => deps.metrics.connectionsRefused.inc({ listener }),
         ...(deps.log === undefined ? {} : { log: deps.log }),
       });
-      deps.metrics.registerConnectionLimit(this.#connections);
       this.grpc = new ExtAuthzGrpcServer({ ...deps.config.grpc, connections: this.#connections }, this.service, this.codec);
     } else {
       this.grpc = undefined;

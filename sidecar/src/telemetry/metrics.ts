@@ -5,7 +5,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric
 import type { AuditLogFigures } from '../audit/index.ts';
 import type { CredentialObserver } from '../credentials/gate.ts';
 import type { EngineObserver } from '../engine/index.ts';
-import type { ConnectionLimit } from '../lib/connection-limit.ts';
+import { ConnectionLimit, type ConnectionLimitOptions } from '../lib/connection-limit.ts';
 
 /**
  * How often the event-loop delay histogram (pavilion_nodejs_eventloop_lag_*) samples.
@@ -31,6 +31,12 @@ const AUDIT_LOG_GAUGES = [
   ['pavilion_audit_log_last_checkpoint_timestamp_seconds', "The signed time of the tenant's latest checkpoint, seconds since the Unix epoch.", (f) => (f.checkpointTimestampMs === undefined ? undefined : f.checkpointTimestampMs / 1000)],
 ] as const satisfies ReadonlyArray<readonly [string, string, (figures: AuditLogFigures) => number | undefined]>;
 
+/** The pavilion_connections_* gauges read from each listener's bound at each scrape: name, help, the figure. */
+const CONNECTION_GAUGES = [
+  ['pavilion_connections_open', 'Connections open on the listener (http, grpc).', (l) => l.open],
+  ['pavilion_connections_max', 'The bound on open connections of the listener (http.maxConnections, extAuthz.grpc.maxConnections).', (l) => l.maxConnections],
+] as const satisfies ReadonlyArray<readonly [string, string, (limit: ConnectionLimit) => number]>;
+
 /** How long one reading of the audit log's figures serves the gauges of a scrape. */
 const AUDIT_FIGURES_FRESH_MS = 250;
 
@@ -54,9 +60,7 @@ export class Metrics implements EngineObserver, CredentialObserver {
   readonly auditStreamBacklog: Gauge<'tenant'>;
   readonly auditStreamPublished: Counter<'tenant'>;
   readonly auditEventsRefused: Counter<'tenant' | 'code'>;
-  readonly connectionsRefused: Counter<'listener'>;
-  readonly #connectionsOpen: Gauge<'listener'>;
-  readonly #connectionsMax: Gauge<'listener'>;
+  readonly #connectionsRefused: Counter<'listener'>;
   readonly #connectionLimits = new Map<string, ConnectionLimit>();
   /** The pavilion_audit_log_* gauges; exported once registerAuditLogMetrics names their source. */
   readonly #auditLogGauges: Gauge<'tenant'>[] = [];
@@ -209,30 +213,23 @@ export class Metrics implements EngineObserver, CredentialObserver {
       });
       this.#auditLogGauges.push(gauge);
     }
-    this.connectionsRefused = new Counter({
+    this.#connectionsRefused = new Counter({
       name: 'pavilion_connections_refused_total',
       help: 'Connections closed as soon as accepted because the listener (http, grpc) held its maxConnections.',
       labelNames: ['listener'],
       registers: [this.registry],
     });
-    this.#connectionsOpen = new Gauge({
-      name: 'pavilion_connections_open',
-      help: 'Connections open on the listener (http, grpc).',
-      labelNames: ['listener'],
-      registers: [this.registry],
-      collect: () => {
-        for (const limit of this.#connectionLimits.values()) this.#connectionsOpen.set({ listener: limit.listener }, limit.open);
-      },
-    });
-    this.#connectionsMax = new Gauge({
-      name: 'pavilion_connections_max',
-      help: 'The bound on open connections of the listener (http.maxConnections, extAuthz.grpc.maxConnections).',
-      labelNames: ['listener'],
-      registers: [this.registry],
-      collect: () => {
-        for (const limit of this.#connectionLimits.values()) this.#connectionsMax.set({ listener: limit.listener }, limit.maxConnections);
-      },
-    });
+    for (const [name, help, figure] of CONNECTION_GAUGES) {
+      const gauge: Gauge<'listener'> = new Gauge({
+        name,
+        help,
+        labelNames: ['listener'],
+        registers: [this.registry],
+        collect: () => {
+          for (const limit of this.#connectionLimits.values()) gauge.set({ listener: limit.listener }, figure(limit));
+        },
+      });
+    }
     this.rolloutSeconds = new Histogram({
       name: 'pavilion_bundle_rollout_seconds',
       help: 'From a pointer move (pushed_at, NATS distribution) to this sidecar serving it; includes clock skew between hosts.',
@@ -276,9 +273,15 @@ export class Metrics implements EngineObserver, CredentialObserver {
     this.#register([this.auditEventsRefused, this.#auditLogState, ...this.#auditLogGauges]);
   }
 
-  /** Export a listener's open connections and bound (pavilion_connections_open, _max), read at each scrape. */
-  registerConnectionLimit(limit: ConnectionLimit): void {
+  /**
+   * A listener's bound on open connections, its refusals counted
+   * (pavilion_connections_refused_total) and its figures read at each scrape
+   * (pavilion_connections_open, _max).
+   */
+  connectionLimit(options: Omit<ConnectionLimitOptions, 'onRefused'>): ConnectionLimit {
+    const limit = new ConnectionLimit({ ...options, onRefused: (listener) => this.#connectionsRefused.inc({ listener }) });
     this.#connectionLimits.set(limit.listener, limit);
+    return limit;
   }
 
   /** The audit log's figures, read once for all the gauges of one scrape. */
