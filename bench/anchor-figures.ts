@@ -13,6 +13,7 @@
 import { SoftwareSigner, checkpointMessage, CHECKPOINT_ALGORITHM, type SignedCheckpointV1 } from '../sidecar/src/audit/log/index.ts';
 import { EvmAnchor, deployAnchorContract } from '../sidecar/src/audit/anchor/index.ts';
 import { startEvmChain } from '../test/harness/evm-chain.ts';
+import { percentile } from './lib/stats.ts';
 
 export interface AnchorFigures {
   readonly anchors: number;
@@ -28,11 +29,6 @@ export interface AnchorFigures {
   /** One anchor per minute per log, for a day (1,440 anchors at gas_per_anchor). */
   readonly gas_per_day_at_1_per_min: number;
   readonly contract_deploy_gas: number;
-}
-
-function percentile(values: readonly number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0;
 }
 
 export async function measureAnchor(options: { readonly anchors?: number } = {}): Promise<AnchorFigures> {

@@ -22,7 +22,6 @@
  *
  * Env: BENCH_SOAK_MINUTES (default 10, quick 2), BENCH_SOAK_RATE, BENCH_SOAK_SWAP_S, BENCH_SOAK_SAMPLE_S.
  */
-import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -36,9 +35,11 @@ import { startNats, type RunningNats } from '../test/harness/nats-server.ts';
 import { DecisionLogCollector } from './lib/decision-log-collector.ts';
 import { streamDecisionIds } from './lib/decision-stream.ts';
 import { opaName } from './lib/opa.ts';
+import { memoryMb, openFds } from './lib/process-stats.ts';
 import { buildRevision, opaBundleConfig, startBundleServer, type BundleServer } from './lib/revisions.ts';
 import { writeResults, type Metrics } from './lib/results.ts';
 import { buildSidecar, freePort, startServer, type Server } from './lib/servers.ts';
+import { percentile } from './lib/stats.ts';
 
 const QUICK = process.env['BENCH_QUICK'] === '1' || process.argv.includes('--quick');
 const MINUTES = Number(process.env['BENCH_SOAK_MINUTES'] ?? (QUICK ? 2 : 10));
@@ -61,19 +62,9 @@ interface Side {
   readonly samples: Array<{ atS: number; rssMb: number; fds: number }>;
 }
 
-function rssMb(pid: number): number {
-  const line = readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((l) => l.startsWith('VmRSS:'));
-  return Number(line?.split(/\s+/)[1] ?? 0) / 1024;
-}
-
-function openFds(pid: number): number {
-  return readdirSync(`/proc/${pid}/fd`).length;
-}
-
-function percentile(values: readonly number[], p: number): number {
-  if (values.length === 0) return 0;
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number;
+/** What `side`'s server holds now, `atS` into the run. */
+function sample(side: Side, atS: number): void {
+  side.samples.push({ atS, rssMb: memoryMb(side.server.pid).rss_mb, fds: openFds(side.server.pid) });
 }
 
 /** Least-squares slope of y over x. */
@@ -254,7 +245,7 @@ export async function run(): Promise<void> {
     while (performance.now() < endAt) {
       const now = elapsedS();
       if (now >= nextSampleS) {
-        for (const side of sides) side.samples.push({ atS: now, rssMb: rssMb(side.server.pid), fds: openFds(side.server.pid) });
+        for (const side of sides) sample(side, now);
         nextSampleS += SAMPLE_S;
       }
       if (now >= nextSwapS && swaps < swapsPlanned) {
@@ -280,7 +271,7 @@ export async function run(): Promise<void> {
       await sleep(200);
     }
     await Promise.all([...driving, ...checks]);
-    for (const side of sides) side.samples.push({ atS: elapsedS(), rssMb: rssMb(side.server.pid), fds: openFds(side.server.pid) });
+    for (const side of sides) sample(side, elapsedS());
 
     // catch up: every answered decision in the destination, or the time runs out
     const deadline = performance.now() + 120_000;

@@ -1,5 +1,5 @@
 /** CPU time and memory of a process, from /proc (Linux). */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 
 const CLOCK_TICKS_PER_SECOND = 100; // sysconf(_SC_CLK_TCK) on Linux x86-64
 
@@ -20,4 +20,9 @@ export function memoryMb(pid: number): { rss_mb: number; rss_peak_mb: number } {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (key: string): number => Number(new RegExp(`^${key}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? 0);
   return { rss_mb: Math.round(kb('VmRSS') / 102.4) / 10, rss_peak_mb: Math.round(kb('VmHWM') / 102.4) / 10 };
+}
+
+/** File descriptors `pid` holds open now. */
+export function openFds(pid: number): number {
+  return readdirSync(`/proc/${pid}/fd`).length;
 }
