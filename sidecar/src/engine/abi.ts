@@ -43,6 +43,12 @@ export interface WasmInspection {
  */
 const INSPECTION_SCRIPT = `
 const { parentPort } = require('node:worker_threads');
+// each inspection leaves an instance and its memory behind: collected after each reply (see
+// lib/collect-garbage.ts for why a worker must ask)
+const v8 = require('node:v8');
+v8.setFlagsFromString('--expose-gc');
+const gc = require('node:vm').runInNewContext('gc');
+v8.setFlagsFromString('--no-expose-gc');
 const refuse = () => { throw new Error('policy module called the host during inspection'); };
 const value = (g) => (g === undefined ? undefined : typeof g === 'number' ? g : Number(g.value));
 const text = (error) => String(error && error.message || error);
@@ -78,6 +84,7 @@ parentPort.on('message', ({ id, bytes, initialPages, maximumPages }) => {
   } catch (error) {
     parentPort.postMessage({ id, ok: false, stage: 'inspect', message: text(error) });
   }
+  setImmediate(gc);
 });
 `;
 

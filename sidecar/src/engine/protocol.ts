@@ -20,6 +20,11 @@ export interface LoadMessage {
 export interface UnloadMessage {
   readonly type: 'unload';
   readonly key: string;
+  /**
+   * When the worker collects the dropped instance: the pool staggers its workers, so that
+   * their collections (a pause of some 5-20 ms each) never stop all of them at once.
+   */
+  readonly collectAfterMs: number;
 }
 
 export interface EvalItem {

@@ -120,6 +120,11 @@ const BATCH_MAX_COST_NS = 2_000_000;
 const INITIAL_COST_NS = 100_000;
 /** The least an evaluation is charged: the hops that carry it cost the pool that much anyway. */
 const MIN_COST_NS = 20_000;
+/**
+ * Between two workers' collections after an unload (see UnloadMessage): longer than one
+ * such pause, so at most one worker is paused at a time while the others serve.
+ */
+const COLLECTION_STAGGER_MS = 100;
 
 /** Worker time a tenant's evaluations have used (its virtual time) and what one costs (a moving average). */
 interface Usage {
@@ -333,12 +338,12 @@ export class WorkerPool {
 
   unload(key: string): void {
     this.#policies.delete(key);
-    for (const slot of this.#slots) {
+    this.#slots.forEach((slot, i) => {
       slot.failedLoads.delete(key);
-      if (slot.dead || !slot.loaded.has(key)) continue;
+      if (slot.dead || !slot.loaded.has(key)) return;
       slot.loaded.delete(key);
-      slot.post({ type: 'unload', key });
-    }
+      slot.post({ type: 'unload', key, collectAfterMs: i * COLLECTION_STAGGER_MS });
+    });
   }
 
   evaluate(item: EvalItem): Promise<EvalOutcome> {
@@ -495,7 +500,7 @@ export class WorkerPool {
           // unloaded meanwhile (a load into another worker failed, or the policy was
           // discarded): do not keep an instance nothing will ever unload
           if (this.#policies.has(spec.key)) slot.loaded.add(spec.key);
-          else if (!slot.dead) slot.post({ type: 'unload', key: spec.key });
+          else if (!slot.dead) slot.post({ type: 'unload', key: spec.key, collectAfterMs: 0 });
           resolve();
         },
         reject,

@@ -3,12 +3,14 @@
  * evaluates batches of requests synchronously. The main thread watches the shared control
  * block and terminates this thread when an evaluation overruns its deadline. An instance a
  * failed evaluation leaves in doubt (a trap, memory or stack exhausted) is replaced at once
- * by a fresh one, under a load's deadline.
+ * by a fresh one, under a load's deadline. Whenever an instance is dropped, the thread
+ * collects its garbage soon after, which frees the instance's memory (see collect-garbage.ts).
  */
 import { createRequire } from 'node:module';
 import { parentPort, workerData } from 'node:worker_threads';
 import type { LoadedPolicy } from '@open-policy-agent/opa-wasm';
 import { assertDepth } from '../lib/canonical-json.ts';
+import { collectGarbage, collectSoon } from '../lib/collect-garbage.ts';
 import { ErrorCodes, PavilionError, describeThrown, type ErrorCode } from '../lib/errors.ts';
 import { createHostBuiltins, type EvaluationContext } from './builtins/index.ts';
 import {
@@ -135,7 +137,7 @@ function evaluate(item: EvalItem, entrypointId: number): EvalOutcome {
   }
   let rebuildNs = 0;
   const rebuilt = (): { rebuildNs?: number } => (rebuildNs === 0 ? {} : { rebuildNs });
-  let policy = instances.get(item.key);
+  let policy: LoadedPolicy | undefined = instances.get(item.key);
   if (policy === undefined) {
     // only when instantiating it again after the last failure failed too (see below)
     const fresh = rebuild(item.key, spec);
@@ -160,6 +162,7 @@ function evaluate(item: EvalItem, entrypointId: number): EvalOutcome {
       // (setting a large data document alone can overrun that). Its time is charged to this
       // item's tenant. One that fails is tried again at the next evaluation.
       instances.delete(item.key);
+      policy = undefined; // this frame's reference too, or the collection in the rebuild keeps it
       rebuildNs += rebuild(item.key, spec).ns;
     }
     return { ok: false, code, message: describeThrown(thrown), evalNs, ...rebuilt() };
@@ -182,12 +185,18 @@ function rebuild(key: string, spec: LoadMessage): ({ readonly policy: LoadedPoli
  * the watchdog reads CONTROL_REBUILDING meanwhile (an overrun there names this item). Then
  * the item's clock starts again. The start time is cleared around each change of the flag,
  * so the watchdog (which reads the flag before and after the start) never pairs them wrong.
+ *
+ * The instance it replaces (or a failed attempt's) is collected first, inside that deadline
+ * and that time: its memory, possibly grown to the maximum, is freed before a new one is
+ * taken, and a tenant whose inputs keep trapping pays for the collections it causes instead
+ * of piling up dead memories.
  */
 function instantiateApart(key: string, spec: LoadMessage): LoadedPolicy {
   control[CONTROL_START_MS] = 0;
   control[CONTROL_REBUILDING] = 1;
   control[CONTROL_START_MS] = nowMs();
   try {
+    collectGarbage();
     const policy = instantiate(spec);
     instances.set(key, policy);
     return policy;
@@ -212,6 +221,7 @@ port.on('message', (message: ToWorker) => {
       } catch (thrown) {
         control[CONTROL_START_MS] = 0;
         specs.delete(message.key);
+        collectSoon(); // what the failed instantiation allocated
         const code = thrown instanceof PavilionError ? thrown.code : ErrorCodes.BUNDLE_WASM_INVALID;
         port.postMessage({ type: 'loaded', key: message.key, error: { code, message: describeThrown(thrown) } });
       }
@@ -220,6 +230,7 @@ port.on('message', (message: ToWorker) => {
     case 'unload':
       specs.delete(message.key);
       instances.delete(message.key);
+      collectSoon(message.collectAfterMs);
       return;
     case 'eval': {
       const results: EvalOutcome[] = [];
