@@ -3,8 +3,9 @@
  * evaluates batches of requests synchronously. The main thread watches the shared control
  * block and terminates this thread when an evaluation overruns its deadline. An instance a
  * failed evaluation leaves in doubt (a trap, memory or stack exhausted) is replaced at once
- * by a fresh one, under a load's deadline. Whenever an instance is dropped, the thread
- * collects its garbage soon after, which frees the instance's memory (see collect-garbage.ts).
+ * by a fresh one, under a load's deadline. Dropped instances are counted, and the thread
+ * collects its garbage once they are enough to matter, which frees their memories (see
+ * DROPPED_MAX_INSTANCES).
  */
 import { createRequire } from 'node:module';
 import { parentPort, workerData } from 'node:worker_threads';
@@ -12,6 +13,7 @@ import type { LoadedPolicy } from '@open-policy-agent/opa-wasm';
 import { assertDepth } from '../lib/canonical-json.ts';
 import { collectGarbage, collectSoon } from '../lib/collect-garbage.ts';
 import { ErrorCodes, PavilionError, describeThrown, type ErrorCode } from '../lib/errors.ts';
+import { WASM_PAGE_BYTES } from './abi.ts';
 import { createHostBuiltins, type EvaluationContext } from './builtins/index.ts';
 import {
   CONTROL_BATCH,
@@ -21,6 +23,8 @@ import {
   CONTROL_PHASE,
   CONTROL_REBUILDING,
   CONTROL_START_MS,
+  DROPPED_MAX_BYTES,
+  DROPPED_MAX_INSTANCES,
   completeLogEvent,
   type EvalItem,
   type EvalOutcome,
@@ -48,6 +52,26 @@ let context: EvaluationContext = { nowNs: 0n };
 const builtins = createHostBuiltins(() => context);
 const specs = new Map<string, LoadMessage>();
 const instances = new Map<string, LoadedPolicy>();
+/** Instances dropped since the last collection, and the bytes of their memories. */
+const dropped = { instances: 0, bytes: 0 };
+
+/** opa-wasm keeps the instance's memory as `mem` (not in its typings). */
+function memoryBytes(policy: LoadedPolicy | undefined): number {
+  return (policy as { mem?: WebAssembly.Memory } | undefined)?.mem?.buffer.byteLength ?? 0;
+}
+
+/**
+ * Count an instance no longer referenced (`bytes` of memory); true when a collection is
+ * due, which the caller then runs or schedules (and the count starts again).
+ */
+function drop(bytes: number): boolean {
+  dropped.instances += 1;
+  dropped.bytes += bytes;
+  if (dropped.instances < DROPPED_MAX_INSTANCES && dropped.bytes < DROPPED_MAX_BYTES) return false;
+  dropped.instances = 0;
+  dropped.bytes = 0;
+  return true;
+}
 
 function instantiate(spec: LoadMessage): LoadedPolicy {
   const policy = loadPolicySync(
@@ -140,7 +164,7 @@ function evaluate(item: EvalItem, entrypointId: number): EvalOutcome {
   let policy: LoadedPolicy | undefined = instances.get(item.key);
   if (policy === undefined) {
     // only when instantiating it again after the last failure failed too (see below)
-    const fresh = rebuild(item.key, spec);
+    const fresh = rebuild(item.key, spec, false);
     rebuildNs = fresh.ns;
     // evalNs 0 (it did not evaluate): the item's other entrypoints' times still add up
     if (!('policy' in fresh)) return { ok: false, code: classify(fresh.thrown).code, message: describeThrown(fresh.thrown), evalNs: 0, rebuildNs };
@@ -161,21 +185,23 @@ function evaluate(item: EvalItem, entrypointId: number): EvalOutcome {
       // batch nor the tenant's next request instantiates it inside its evaluation deadline
       // (setting a large data document alone can overrun that). Its time is charged to this
       // item's tenant. One that fails is tried again at the next evaluation.
+      const due = drop(memoryBytes(policy));
       instances.delete(item.key);
-      policy = undefined; // this frame's reference too, or the collection in the rebuild keeps it
-      rebuildNs += rebuild(item.key, spec).ns;
+      policy = undefined; // this frame's reference too, or a collection in the rebuild keeps it
+      rebuildNs += rebuild(item.key, spec, due).ns;
     }
     return { ok: false, code, message: describeThrown(thrown), evalNs, ...rebuilt() };
   }
 }
 
 /** instantiateApart, timed: the fresh instance or what it threw, and the worker time it took. */
-function rebuild(key: string, spec: LoadMessage): ({ readonly policy: LoadedPolicy } | { readonly thrown: unknown }) & { readonly ns: number } {
+function rebuild(key: string, spec: LoadMessage, collectFirst: boolean): ({ readonly policy: LoadedPolicy } | { readonly thrown: unknown }) & { readonly ns: number } {
   const started = performance.now();
   try {
-    const policy = instantiateApart(key, spec);
+    const policy = instantiateApart(key, spec, collectFirst);
     return { policy, ns: nsSince(started) };
   } catch (thrown) {
+    if (drop(spec.memory.initialPages * WASM_PAGE_BYTES)) collectSoon(); // what the failed attempt allocated
     return { thrown, ns: nsSince(started) };
   }
 }
@@ -186,17 +212,16 @@ function rebuild(key: string, spec: LoadMessage): ({ readonly policy: LoadedPoli
  * the item's clock starts again. The start time is cleared around each change of the flag,
  * so the watchdog (which reads the flag before and after the start) never pairs them wrong.
  *
- * The instance it replaces (or a failed attempt's) is collected first, inside that deadline
- * and that time: its memory, possibly grown to the maximum, is freed before a new one is
- * taken, and a tenant whose inputs keep trapping pays for the collections it causes instead
- * of piling up dead memories.
+ * A collection due (`collectFirst`) runs first, inside that deadline and that time: the
+ * memory of the instance replaced, possibly grown to the maximum, is freed before a new one
+ * is taken, and a tenant whose inputs keep trapping pays for the collections it causes.
  */
-function instantiateApart(key: string, spec: LoadMessage): LoadedPolicy {
+function instantiateApart(key: string, spec: LoadMessage, collectFirst: boolean): LoadedPolicy {
   control[CONTROL_START_MS] = 0;
   control[CONTROL_REBUILDING] = 1;
   control[CONTROL_START_MS] = nowMs();
   try {
-    collectGarbage();
+    if (collectFirst) collectGarbage();
     const policy = instantiate(spec);
     instances.set(key, policy);
     return policy;
@@ -221,17 +246,20 @@ port.on('message', (message: ToWorker) => {
       } catch (thrown) {
         control[CONTROL_START_MS] = 0;
         specs.delete(message.key);
-        collectSoon(); // what the failed instantiation allocated
+        if (drop(message.memory.initialPages * WASM_PAGE_BYTES)) collectSoon(); // what the failed instantiation allocated
         const code = thrown instanceof PavilionError ? thrown.code : ErrorCodes.BUNDLE_WASM_INVALID;
         port.postMessage({ type: 'loaded', key: message.key, error: { code, message: describeThrown(thrown) } });
       }
       return;
     }
-    case 'unload':
+    case 'unload': {
+      const policy = instances.get(message.key);
+      const due = policy !== undefined && drop(memoryBytes(policy));
       specs.delete(message.key);
       instances.delete(message.key);
-      collectSoon(message.collectAfterMs);
+      if (due) collectSoon(message.collectAfterMs);
       return;
+    }
     case 'eval': {
       const results: EvalOutcome[] = [];
       control[CONTROL_BATCH] = message.batch;
