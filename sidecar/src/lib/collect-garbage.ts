@@ -1,6 +1,6 @@
 /**
- * A full garbage collection of the calling thread's heap, soon after it drops a policy
- * instance.
+ * A full garbage collection of the calling thread's heap, for threads that drop policy
+ * instances (the evaluation workers count them: engine/protocol.ts, DROPPED_MAX_INSTANCES).
  *
  * A dropped opa-wasm instance keeps its WebAssembly.Memory until V8 collects it, and V8
  * collects when the JavaScript heap asks for it - which a worker that evaluates policies
@@ -9,7 +9,7 @@
  * space (V8 caps a process's Wasm reservations at about 1 TiB). Measured before this: every
  * bundle swap left three memories behind (two evaluation workers and the inspection
  * sandbox), never collected during a run of 80 swaps, and the process's resident memory grew
- * by about 0.75 MB a swap; with a collection after each drop it levels off.
+ * by about 0.75 MB a swap; with collections it levels off.
  */
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
