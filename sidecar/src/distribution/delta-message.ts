@@ -22,7 +22,8 @@ export function parseDelta(bytes: Uint8Array, tenant: string): DeltaMessage {
   if (d['v'] !== 1) throw bad('unsupported version');
   if (d['tenant'] !== tenant) throw bad(`names tenant ${JSON.stringify(d['tenant'])} on ${tenant}'s subject`);
   for (const field of ['base', 'sequence'] as const) {
-    if (typeof d[field] !== 'number' || !Number.isInteger(d[field]) || (d[field] as number) < 1) throw bad(`${field} must be a positive integer`);
+    // safe integers: past 2^53 a number reads as its neighbour, another deploy or place
+    if (typeof d[field] !== 'number' || !Number.isSafeInteger(d[field]) || (d[field] as number) < 1) throw bad(`${field} must be a positive integer`);
   }
   const roots = d['roots'];
   if (!Array.isArray(roots) || !roots.every((r): r is string => typeof r === 'string')) throw bad('roots must be an array of strings');

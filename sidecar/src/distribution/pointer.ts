@@ -60,10 +60,11 @@ export function parsePointer(bytes: Uint8Array, tenant: string): BundlePointer {
     if (typeof p[field] !== 'string' || p[field] === '') throw invalid(`${field} must be a non-empty string`);
   }
   if (typeof p['digest'] !== 'string' || !DIGEST.test(p['digest'])) throw invalid('digest must be a hex SHA-256');
-  if (typeof p['size_bytes'] !== 'number' || !Number.isInteger(p['size_bytes']) || p['size_bytes'] < 0) throw invalid('size_bytes must be a natural number');
+  // safe integers: a number past 2^53 reads as another, a size or a KV revision it does not name
+  if (typeof p['size_bytes'] !== 'number' || !Number.isSafeInteger(p['size_bytes']) || p['size_bytes'] < 0) throw invalid('size_bytes must be a natural number');
   if (p['action'] !== 'push' && p['action'] !== 'rollback') throw invalid('action must be push or rollback');
   if (p['object_nuid'] !== undefined && (typeof p['object_nuid'] !== 'string' || !/^[A-Za-z0-9]{1,64}$/.test(p['object_nuid']))) throw invalid('object_nuid must be a NATS nuid');
-  if (p['restores'] !== undefined && (typeof p['restores'] !== 'number' || !Number.isInteger(p['restores']))) throw invalid('restores must be an integer');
+  if (p['restores'] !== undefined && (typeof p['restores'] !== 'number' || !Number.isSafeInteger(p['restores']) || p['restores'] < 1)) throw invalid('restores must be a KV revision (a positive integer)');
   return value as BundlePointer;
 }
 
