@@ -14,10 +14,14 @@ import {
   loadVerificationKey,
   parsePatch,
   readBundle,
+  signDelta,
   verifyBundleSignature,
+  verifyDeltaSignature,
   type Bundle,
+  type DeltaContent,
   type SignaturePolicy,
 } from '../../sidecar/src/bundles/index.ts';
+import { encodePointer, parseDelta, parsePointer, type BundlePointer } from '../../sidecar/src/distribution/index.ts';
 import { compilePolicy, PolicyEngine } from '../../sidecar/src/engine/index.ts';
 import { CheckCodec } from '../../sidecar/src/extauthz/index.ts';
 import { ErrorCodes } from '../../sidecar/src/lib/errors.ts';
@@ -186,6 +190,107 @@ const deltaTarget: FuzzTarget = {
   },
 };
 const PROTOTYPE_NAMES = Object.getOwnPropertyNames(Object.prototype).sort().join();
+
+// ---------------------------------------------------------------------------------------------
+// nats-messages: the two messages a sidecar reads from NATS about a tenant, edited
+
+const POINTER_FIELDS = ['v', 'tenant', 'revision', 'object', 'digest', 'size_bytes', 'action', 'pushed_by', 'pushed_at', 'object_nuid', 'restores', 'note'] as const;
+const DELTA_FIELDS = ['v', 'tenant', 'base', 'sequence', 'roots', 'patch', 'signatures'] as const;
+
+/** A JSON text's bytes with `field` set to `value` (undefined removes it). */
+function withField(message: object, field: string, value: fc.JsonValue | undefined): Buffer {
+  const edited: Record<string, unknown> = { ...message };
+  if (value === undefined) delete edited[field];
+  else edited[field] = value;
+  return Buffer.from(JSON.stringify(edited), 'utf8');
+}
+
+/** What a field may be set to: anything JSON, or a near miss of a valid value (a number off by one, a string changed). */
+const fieldValue = fc.oneof(
+  { weight: 3, arbitrary: json(3) },
+  { weight: 1, arbitrary: fc.constant(undefined) },
+  { weight: 2, arbitrary: fc.integer({ min: -2, max: 3 }) },
+  { weight: 1, arbitrary: fc.constantFrom(1.5, -0, 1e300, Number.MAX_SAFE_INTEGER + 2, '1', '', 'bank', 'push', 'rollback', ['bank'], [], {}, null) },
+);
+
+const natsMessagesTarget: FuzzTarget = {
+  name: 'nats-messages',
+  reached: (outcome) => !outcome.includes('not JSON'),
+  summary: "the bank tenant's bundle pointer (the KV value a deploy writes) and a signed delta message (as published on its subject), with edits to their bytes or to one field: a pointer is refused with ERR_BUNDLE_POINTER_INVALID or read with every field of the type the sidecar relies on; a delta is refused with an ERR_BUNDLE_* code (its shape or its signature) or accepted meaning exactly what was signed (deploy, place, roots, operations) and applying as the signed one does",
+  async prepare(): Promise<PreparedTarget<unknown>> {
+    const build = defaultBuildDirectory();
+    const keyPem = await readFile(join(build, 'keys', 'bank.key.pem'), 'utf8');
+    const key = loadVerificationKey('bank', await readFile(join(build, 'keys', 'bank.pub.pem'), 'utf8'));
+    const policy: SignaturePolicy = { keys: new Map([[key.id, key]]), scope: 'bank', allowUnsigned: false };
+    const bundle = await readBundle(await readFile(join(build, 'bank', 'bundle.tar.gz')), { tenant: 'bank', namespace: 'bank' });
+    const pointer: BundlePointer = {
+      v: 1, tenant: 'bank', revision: bundle.revision, object: 'a'.repeat(64), digest: 'a'.repeat(64), size_bytes: 4096,
+      action: 'rollback', pushed_by: 'alice', pushed_at: '2026-12-01T06:00:00Z', object_nuid: 'X4bLQy2Ab9AbCdEfGhIjKl', restores: 7, note: 'fuzz',
+    };
+    const pointerBytes = Buffer.from(encodePointer(pointer));
+    const signedContent: DeltaContent = {
+      tenant: 'bank', base: 7, sequence: 3, roots: ['bank'],
+      operations: parsePatch({ data: [{ op: 'upsert', path: '/bank/fuzz/limit', value: 100 }, { op: 'upsert', path: '/bank/fuzz/names', value: ['a', 'b'] }] }),
+    };
+    const signatures = await signDelta(signedContent, { key: keyPem, algorithm: 'ES256', keyId: 'bank', scope: 'bank' });
+    const delta = { v: 1, tenant: 'bank', base: signedContent.base, sequence: signedContent.sequence, roots: signedContent.roots, patch: { data: signedContent.operations }, signatures };
+    const deltaBytes = Buffer.from(JSON.stringify(delta), 'utf8');
+    const signedResult = applyPatch(bundle.data, signedContent.operations, signedContent.roots);
+    const arbitrary = fc.oneof(
+      fc.record({ message: fc.constantFrom('pointer' as const, 'delta' as const), edits: mutations() }),
+      fc.record({ message: fc.constant('pointer' as const), field: fc.constantFrom(...POINTER_FIELDS), value: fieldValue }),
+      fc.record({ message: fc.constant('delta' as const), field: fc.constantFrom(...DELTA_FIELDS), value: fieldValue }),
+    );
+    const describe = (error: unknown, codes: ReadonlySet<string>, what: string): string => {
+      const code = assertRefusal(error, codes, what);
+      return /not JSON/.test((error as Error).message) ? `${code} (not JSON)` : code;
+    };
+    return {
+      arbitrary,
+      async check(input: unknown): Promise<string> {
+        const c = input as { message: 'pointer' | 'delta'; edits?: Mutation[]; field?: string; value?: fc.JsonValue };
+        const original = c.message === 'pointer' ? pointerBytes : deltaBytes;
+        const bytes = c.edits !== undefined ? applyMutations(original, c.edits) : withField(c.message === 'pointer' ? pointer : delta, c.field as string, c.value);
+        if (c.message === 'pointer') {
+          let read: BundlePointer;
+          try {
+            read = parsePointer(bytes, 'bank');
+          } catch (error) {
+            return describe(error, POINTER_REFUSALS, 'an edited pointer');
+          }
+          assertPointer(read);
+          assert.deepEqual(parsePointer(encodePointer(read), 'bank'), read, 'a pointer read is written back the same');
+          return 'pointer accepted';
+        }
+        let content: DeltaContent;
+        try {
+          const message = parseDelta(bytes, 'bank');
+          content = { tenant: message.tenant, base: message.base, sequence: message.sequence, roots: message.roots, operations: message.patch.data };
+          await verifyDeltaSignature(content, message.signatures, policy);
+        } catch (error) {
+          return describe(error, BUNDLE_REFUSALS, 'an edited delta');
+        }
+        assert.deepEqual(content, signedContent, 'an accepted delta is the signed one');
+        assert.deepEqual(applyPatch(bundle.data, content.operations, content.roots), signedResult, 'an accepted delta applies as the signed one');
+        return 'delta accepted';
+      },
+      async close(): Promise<void> {},
+    };
+  },
+};
+const POINTER_REFUSALS = new Set<string>([ErrorCodes.BUNDLE_POINTER_INVALID]);
+
+/** What the sidecar relies on in a pointer it has read (object names, digests and sizes go into requests and checks). */
+function assertPointer(p: BundlePointer): void {
+  assert.equal(p.v, 1);
+  assert.equal(p.tenant, 'bank', 'a pointer read names the key it is under');
+  for (const field of ['revision', 'object', 'pushed_by', 'pushed_at'] as const) assert.ok(typeof p[field] === 'string' && p[field] !== '', `${field} is a non-empty string`);
+  assert.match(p.digest, /^[0-9a-f]{64}$/);
+  assert.ok(Number.isSafeInteger(p.size_bytes) && p.size_bytes >= 0, `size_bytes ${p.size_bytes} is a natural number`);
+  assert.ok(p.action === 'push' || p.action === 'rollback');
+  if (p.object_nuid !== undefined) assert.match(p.object_nuid, /^[A-Za-z0-9]{1,64}$/);
+  if (p.restores !== undefined) assert.ok(Number.isSafeInteger(p.restores), `restores ${p.restores} is an integer`);
+}
 
 // ---------------------------------------------------------------------------------------------
 // audit-wal: a tenant's audit log file with its bytes edited, then started
@@ -573,4 +678,4 @@ const dataApiTarget: FuzzTarget = {
   },
 };
 
-export const TARGETS: readonly FuzzTarget[] = [bundleTarget, deltaTarget, wasmTarget, auditWalTarget, credentialsTarget, extAuthzTarget, dataApiTarget];
+export const TARGETS: readonly FuzzTarget[] = [bundleTarget, deltaTarget, natsMessagesTarget, wasmTarget, auditWalTarget, credentialsTarget, extAuthzTarget, dataApiTarget];
