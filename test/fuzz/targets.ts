@@ -25,9 +25,10 @@ import { encodePointer, parseDelta, parsePointer, type BundlePointer } from '../
 import { compilePolicy, PolicyEngine } from '../../sidecar/src/engine/index.ts';
 import { CheckCodec } from '../../sidecar/src/extauthz/index.ts';
 import { ErrorCodes } from '../../sidecar/src/lib/errors.ts';
-import { issueSdJwtVc, issueVcJwt, presentSdJwtVc } from '../../sidecar/src/credentials/samples.ts';
+import { HttpStatusListSource } from '../../sidecar/src/credentials/http-status-list.ts';
+import { issueSdJwtVc, issueTokenStatusList, issueVcJwt, presentSdJwtVc } from '../../sidecar/src/credentials/samples.ts';
 import { decisionEvent, logOptions, ringOf, tempDir } from '../audit/fixtures.ts';
-import { CHALLENGE, DOMAIN, NOW_MS, keys, kycCredential, signed, trusting, verifier } from '../credentials/fixtures.ts';
+import { CHALLENGE, DOMAIN, NOW_MS, keys, kycCredential, signed, signedStatusList, trusting, verifier } from '../credentials/fixtures.ts';
 import { startPavilion, type RunningPavilion } from '../harness/pavilion-harness.ts';
 import { assertRefusal, type FuzzTarget, type PreparedTarget } from './fuzz.ts';
 import { applyMutations, mutations, type Mutation } from './mutations.ts';
@@ -470,6 +471,83 @@ const credentialsTarget: FuzzTarget = {
 };
 
 // ---------------------------------------------------------------------------------------------
+// status-lists: an issuer's status list, as its server answers it, edited
+
+const STATUS_REFUSALS = codesStartingWith('ERR_CREDENTIAL_');
+
+const statusListsTarget: FuzzTarget = {
+  name: 'status-lists',
+  // past the fetch's and the list's shape checks: its signature, or held
+  reached: (outcome) => outcome.endsWith('accepted') || outcome === ErrorCodes.CREDENTIAL_SIGNATURE_INVALID,
+  summary: "the issuer's Bitstring Status List credential (Data Integrity, index 7 revoked) and Status List Token (2 bits: 7 revoked, 8 suspended), with edits to the bytes its server answers, fetched by the sidecar's HTTP source and admitted as a refresh admits them: refused with an ERR_CREDENTIAL_* code, or held meaning exactly what was signed (credentials at indexes 6, 7 and 8 get valid, revoked and suspended as from the signed list)",
+  async prepare(): Promise<PreparedTarget<unknown>> {
+    const { issuer, holder } = await keys();
+    const nowS = Math.floor(NOW_MS / 1000);
+    let answer: Buffer = Buffer.alloc(0);
+    const server = http.createServer((_req, res) => res.writeHead(200).end(answer));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const base = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+    const listUrl = `${base}/list`;
+    const tokenUrl = `${base}/token`;
+    const sources = {
+      list: new HttpStatusListSource({ urls: [listUrl], timeoutMs: 5_000 }),
+      token: new HttpStatusListSource({ urls: [tokenUrl], timeoutMs: 5_000, format: 'jwt' }),
+    };
+    const originals = {
+      list: Buffer.from(JSON.stringify(await signedStatusList(issuer, listUrl, { set: [7] }))),
+      token: Buffer.from(issueTokenStatusList(issuer, tokenUrl, { bits: 2, size: 1024, values: new Map([[7, 1], [8, 2]]), iatSeconds: nowS })),
+    };
+    const v = await verifier({ ...trusting(issuer.did), keyBinding: { required: false } });
+    const listEntry = (index: number) => ({ id: `${listUrl}#${index}`, type: 'BitstringStatusListEntry', statusPurpose: 'revocation', statusListIndex: String(index), statusListCredential: listUrl });
+    const credentials: Record<'list' | 'token', unknown[]> = {
+      list: await Promise.all([6, 7].map(async (index) => signed(kycCredential(issuer.did, { credentialStatus: listEntry(index) }), issuer))),
+      token: await Promise.all([6, 7, 8].map(async (idx) => issueSdJwtVc(
+        { iss: issuer.did, vct: 'KycCredential', iat: nowS - 3600, exp: nowS + 86_400, kyc_level: 'full', status: { status_list: { idx, uri: tokenUrl } } },
+        ['kyc_level'], issuer, holder, `fuzz-status-${idx}`,
+      ))),
+    };
+    /** What each credential gets while the list held is `which`'s: 'valid' or the refusal's code. */
+    const statuses = async (which: 'list' | 'token'): Promise<string[]> => Promise.all(credentials[which].map(async (credential) => {
+      try {
+        await v.verify('bank', credential);
+        return 'valid';
+      } catch (error) {
+        return assertRefusal(error, STATUS_REFUSALS, 'a credential checked against a held list');
+      }
+    }));
+    const admit = async (which: 'list' | 'token', bytes: Buffer): Promise<void> => {
+      answer = bytes;
+      const fetched = await sources[which].fetch(which === 'list' ? listUrl : tokenUrl, AbortSignal.timeout(5_000));
+      if (which === 'list') await v.admitStatusList('bank', listUrl, fetched, NOW_MS);
+      else await v.admitTokenStatusList('bank', tokenUrl, fetched as string, NOW_MS);
+    };
+    await admit('list', originals.list);
+    await admit('token', originals.token);
+    const signedStatuses = { list: await statuses('list'), token: await statuses('token') };
+    assert.deepEqual(signedStatuses, {
+      list: ['valid', ErrorCodes.CREDENTIAL_REVOKED],
+      token: ['valid', ErrorCodes.CREDENTIAL_REVOKED, ErrorCodes.CREDENTIAL_SUSPENDED],
+    }, 'the signed lists decide as issued');
+    return {
+      arbitrary: fc.record({ which: fc.constantFrom('list' as const, 'token' as const), edits: mutations() }),
+      async check(input: unknown): Promise<string> {
+        const { which, edits } = input as { which: 'list' | 'token'; edits: Mutation[] };
+        try {
+          await admit(which, applyMutations(originals[which], edits));
+        } catch (error) {
+          return assertRefusal(error, STATUS_REFUSALS, `an edited status ${which}`);
+        }
+        assert.deepEqual(await statuses(which), signedStatuses[which], `an edited status ${which} that is held decides as the signed one`);
+        return `${which} accepted`;
+      },
+      async close(): Promise<void> {
+        await new Promise<void>((resolve) => server.close(() => resolve()));
+      },
+    };
+  },
+};
+
+// ---------------------------------------------------------------------------------------------
 // Live targets: one sidecar (envoy_demo and bank), checked through its real entry points
 
 let live: { app: RunningPavilion; users: number } | undefined;
@@ -678,4 +756,4 @@ const dataApiTarget: FuzzTarget = {
   },
 };
 
-export const TARGETS: readonly FuzzTarget[] = [bundleTarget, deltaTarget, natsMessagesTarget, wasmTarget, auditWalTarget, credentialsTarget, extAuthzTarget, dataApiTarget];
+export const TARGETS: readonly FuzzTarget[] = [bundleTarget, deltaTarget, natsMessagesTarget, wasmTarget, auditWalTarget, credentialsTarget, statusListsTarget, extAuthzTarget, dataApiTarget];
