@@ -3,7 +3,7 @@
  * which V8 backs on 64-bit Linux with an anonymous reservation of about 10 GiB of address
  * space; a worker that drops an instance must also collect it, or the memory stays (the
  * soak benchmark's growth of about 0.75 MB a swap). Counted here from /proc/self/maps: the
- * reservations alive after 40 swaps, each revision with new module bytes (so the inspection
+ * reservations alive after 30 swaps, each revision with new module bytes (so the inspection
  * sandbox instantiates each one too), against those before. Without the collections each
  * swap left up to three behind (two workers and the sandbox), never collected under load;
  * with them a worker holds fewer than DROPPED_MAX_INSTANCES dropped instances, and the
@@ -26,7 +26,13 @@ import { engineOptions } from '../sidecar/src/pavilion.ts';
 import { buildFixtureBundle } from './harness/fixtures.ts';
 
 const GIB = 1024 ** 3;
-const SWAPS = 40;
+/**
+ * Few enough that what the workers leave without their collections (up to two a swap) stays
+ * below V8's cap of about 100 reservations a process, where it collects on its own and
+ * would hide the leak; enough that it is well past the bound with them.
+ */
+const SWAPS = 30;
+const INSPECTIONS = 40;
 const WORKERS = 2;
 
 /** Anonymous inaccessible mappings of 4 GiB or more: the guard regions of Wasm memories. */
@@ -60,8 +66,8 @@ async function settle(target: number, ms: number): Promise<number> {
 }
 
 describe('memory of replaced revisions', { skip: process.platform !== 'linux' && 'reads /proc/self/maps' }, () => {
-  // an unload is due max(1 s, 4 x the deadline) after a swap
-  const engine = new PolicyEngine(engineOptions(parseConfig({ engine: { workers: WORKERS, evaluationTimeoutMs: 100 } })));
+  // an unload is due max(1 s, 4 x the deadline) after a swap: 2 s; a deadline a busy machine does not overrun
+  const engine = new PolicyEngine(engineOptions(parseConfig({ engine: { workers: WORKERS, evaluationTimeoutMs: 500 } })));
   after(async () => engine.stop());
 
   test(`${SWAPS} swaps leave no Wasm memory behind in the workers or the inspection sandbox`, async () => {
@@ -86,7 +92,7 @@ describe('memory of replaced revisions', { skip: process.platform !== 'linux' &&
         await sleep(2);
       }
     })();
-    await sleep(1_500);
+    await sleep(2_500);
     const before = await settle(0, 1_000);
 
     let most = before;
@@ -100,7 +106,7 @@ describe('memory of replaced revisions', { skip: process.platform !== 'linux' &&
     assert.ok(most >= before + 2, `reservations before ${before}, at most ${most} during the swaps`);
 
     const bound = before + WORKERS * (DROPPED_MAX_INSTANCES - 1);
-    const left = await settle(bound, 5_000);
+    const left = await settle(bound, 8_000);
     serving = false;
     await load;
     assert.ok(answered > 100, `${answered} decisions beside the swaps`);
@@ -109,7 +115,7 @@ describe('memory of replaced revisions', { skip: process.platform !== 'linux' &&
 });
 
 describe('memory of inspected modules', { skip: process.platform !== 'linux' && 'reads /proc/self/maps' }, () => {
-  test(`${SWAPS} inspections of new module bytes leave no Wasm memory behind in the sandbox`, async () => {
+  test(`${INSPECTIONS} inspections of new module bytes leave no Wasm memory behind in the sandbox`, async () => {
     const bundle = await readBundle(await buildFixtureBundle({
       modules: { 'p.rego': 'package t\n\nallow := true\n' },
       entrypoints: ['t/allow'],
@@ -117,11 +123,11 @@ describe('memory of inspected modules', { skip: process.platform !== 'linux' && 
     }), { tenant: 't', namespace: 't' });
     await compileAndInspectWasm(withCustomSection(bundle.wasm, -1), { initialPages: 5, maximumPages: 1024, timeoutMs: 5_000 });
     const before = await settle(0, 500);
-    for (let n = 0; n < SWAPS; n++) {
+    for (let n = 0; n < INSPECTIONS; n++) {
       const { inspection } = await compileAndInspectWasm(withCustomSection(bundle.wasm, n), { initialPages: 5, maximumPages: 1024, timeoutMs: 5_000 });
       assert.ok('t/allow' in inspection.entrypoints);
     }
     const left = await settle(before, 2_000);
-    assert.ok(left <= before, `reservations before ${before}, after ${SWAPS} inspections ${left}`);
+    assert.ok(left <= before, `reservations before ${before}, after ${INSPECTIONS} inspections ${left}`);
   });
 });

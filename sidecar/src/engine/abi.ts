@@ -10,6 +10,7 @@
  */
 import { hash } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
+import { exposeGcToWorkers } from '../lib/collect-garbage.ts';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
 
 export const SUPPORTED_ABI_MAJOR = 1;
@@ -44,11 +45,8 @@ export interface WasmInspection {
 const INSPECTION_SCRIPT = `
 const { parentPort } = require('node:worker_threads');
 // each inspection leaves an instance and its memory behind: collected after each reply (see
-// lib/collect-garbage.ts for why a worker must ask)
-const v8 = require('node:v8');
-v8.setFlagsFromString('--expose-gc');
-const gc = require('node:vm').runInNewContext('gc');
-v8.setFlagsFromString('--no-expose-gc');
+// lib/collect-garbage.ts for why a worker must ask; the main thread exposes gc before start)
+const collect = typeof globalThis.gc === 'function' ? globalThis.gc : () => undefined;
 const refuse = () => { throw new Error('policy module called the host during inspection'); };
 const value = (g) => (g === undefined ? undefined : typeof g === 'number' ? g : Number(g.value));
 const text = (error) => String(error && error.message || error);
@@ -84,7 +82,7 @@ parentPort.on('message', ({ id, bytes, initialPages, maximumPages }) => {
   } catch (error) {
     parentPort.postMessage({ id, ok: false, stage: 'inspect', message: text(error) });
   }
-  setImmediate(gc);
+  setImmediate(collect);
 });
 `;
 
@@ -122,6 +120,7 @@ class Inspector {
   }
 
   #spawn(): Worker {
+    exposeGcToWorkers();
     const worker = new Worker(INSPECTION_SCRIPT, {
       eval: true,
       resourceLimits: { maxOldGenerationSizeMb: 64, maxYoungGenerationSizeMb: 8 },

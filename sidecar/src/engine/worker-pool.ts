@@ -53,6 +53,7 @@
  *   tenant.
  */
 import { Worker } from 'node:worker_threads';
+import { exposeGcToWorkers } from '../lib/collect-garbage.ts';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
 import { tenantOfKey } from '../lib/tenant-id.ts';
 import {
@@ -122,7 +123,8 @@ const INITIAL_COST_NS = 100_000;
 const MIN_COST_NS = 20_000;
 /**
  * Between two workers' collections after an unload (see UnloadMessage): longer than one
- * such pause, so at most one worker is paused at a time while the others serve.
+ * such pause, so that the workers reaching their threshold on the same unload are not all
+ * paused at once.
  */
 const COLLECTION_STAGGER_MS = 100;
 
@@ -210,6 +212,7 @@ class Slot {
   solo = false;
 
   constructor(maxHeapBytes: number | undefined) {
+    exposeGcToWorkers();
     this.worker = new Worker(workerUrl, {
       workerData: { control: this.control.buffer },
       ...(maxHeapBytes === undefined ? {} : { resourceLimits: { maxOldGenerationSizeMb: Math.max(1, Math.floor(maxHeapBytes / 2 ** 20)) } }),

@@ -11,7 +11,7 @@ import { createRequire } from 'node:module';
 import { parentPort, workerData } from 'node:worker_threads';
 import type { LoadedPolicy } from '@open-policy-agent/opa-wasm';
 import { assertDepth } from '../lib/canonical-json.ts';
-import { collectGarbage, collectSoon } from '../lib/collect-garbage.ts';
+import { garbageCollector } from '../lib/collect-garbage.ts';
 import { ErrorCodes, PavilionError, describeThrown, type ErrorCode } from '../lib/errors.ts';
 import { WASM_PAGE_BYTES } from './abi.ts';
 import { createHostBuiltins, type EvaluationContext } from './builtins/index.ts';
@@ -52,6 +52,7 @@ let context: EvaluationContext = { nowNs: 0n };
 const builtins = createHostBuiltins(() => context);
 const specs = new Map<string, LoadMessage>();
 const instances = new Map<string, LoadedPolicy>();
+const collector = garbageCollector();
 /** Instances dropped since the last collection, and the bytes of their memories. */
 const dropped = { instances: 0, bytes: 0 };
 
@@ -161,10 +162,10 @@ function evaluate(item: EvalItem, entrypointId: number): EvalOutcome {
   }
   let rebuildNs = 0;
   const rebuilt = (): { rebuildNs?: number } => (rebuildNs === 0 ? {} : { rebuildNs });
-  let policy: LoadedPolicy | undefined = instances.get(item.key);
+  let policy = instances.get(item.key);
   if (policy === undefined) {
     // only when instantiating it again after the last failure failed too (see below)
-    const fresh = rebuild(item.key, spec, false);
+    const fresh = rebuild(item.key, spec);
     rebuildNs = fresh.ns;
     // evalNs 0 (it did not evaluate): the item's other entrypoints' times still add up
     if (!('policy' in fresh)) return { ok: false, code: classify(fresh.thrown).code, message: describeThrown(fresh.thrown), evalNs: 0, rebuildNs };
@@ -185,23 +186,23 @@ function evaluate(item: EvalItem, entrypointId: number): EvalOutcome {
       // batch nor the tenant's next request instantiates it inside its evaluation deadline
       // (setting a large data document alone can overrun that). Its time is charged to this
       // item's tenant. One that fails is tried again at the next evaluation.
-      const due = drop(memoryBytes(policy));
+      // collected after this batch, when nothing (this frame, the error's stack) holds it
+      if (drop(memoryBytes(policy))) collector.collectSoon();
       instances.delete(item.key);
-      policy = undefined; // this frame's reference too, or a collection in the rebuild keeps it
-      rebuildNs += rebuild(item.key, spec, due).ns;
+      rebuildNs += rebuild(item.key, spec).ns;
     }
     return { ok: false, code, message: describeThrown(thrown), evalNs, ...rebuilt() };
   }
 }
 
 /** instantiateApart, timed: the fresh instance or what it threw, and the worker time it took. */
-function rebuild(key: string, spec: LoadMessage, collectFirst: boolean): ({ readonly policy: LoadedPolicy } | { readonly thrown: unknown }) & { readonly ns: number } {
+function rebuild(key: string, spec: LoadMessage): ({ readonly policy: LoadedPolicy } | { readonly thrown: unknown }) & { readonly ns: number } {
   const started = performance.now();
   try {
-    const policy = instantiateApart(key, spec, collectFirst);
+    const policy = instantiateApart(key, spec);
     return { policy, ns: nsSince(started) };
   } catch (thrown) {
-    if (drop(spec.memory.initialPages * WASM_PAGE_BYTES)) collectSoon(); // what the failed attempt allocated
+    if (drop(spec.memory.initialPages * WASM_PAGE_BYTES)) collector.collectSoon(); // what the failed attempt allocated
     return { thrown, ns: nsSince(started) };
   }
 }
@@ -211,17 +212,12 @@ function rebuild(key: string, spec: LoadMessage, collectFirst: boolean): ({ read
  * the watchdog reads CONTROL_REBUILDING meanwhile (an overrun there names this item). Then
  * the item's clock starts again. The start time is cleared around each change of the flag,
  * so the watchdog (which reads the flag before and after the start) never pairs them wrong.
- *
- * A collection due (`collectFirst`) runs first, inside that deadline and that time: the
- * memory of the instance replaced, possibly grown to the maximum, is freed before a new one
- * is taken, and a tenant whose inputs keep trapping pays for the collections it causes.
  */
-function instantiateApart(key: string, spec: LoadMessage, collectFirst: boolean): LoadedPolicy {
+function instantiateApart(key: string, spec: LoadMessage): LoadedPolicy {
   control[CONTROL_START_MS] = 0;
   control[CONTROL_REBUILDING] = 1;
   control[CONTROL_START_MS] = nowMs();
   try {
-    if (collectFirst) collectGarbage();
     const policy = instantiate(spec);
     instances.set(key, policy);
     return policy;
@@ -246,7 +242,7 @@ port.on('message', (message: ToWorker) => {
       } catch (thrown) {
         control[CONTROL_START_MS] = 0;
         specs.delete(message.key);
-        if (drop(message.memory.initialPages * WASM_PAGE_BYTES)) collectSoon(); // what the failed instantiation allocated
+        if (drop(message.memory.initialPages * WASM_PAGE_BYTES)) collector.collectSoon(); // what the failed instantiation allocated
         const code = thrown instanceof PavilionError ? thrown.code : ErrorCodes.BUNDLE_WASM_INVALID;
         port.postMessage({ type: 'loaded', key: message.key, error: { code, message: describeThrown(thrown) } });
       }
@@ -257,7 +253,7 @@ port.on('message', (message: ToWorker) => {
       const due = policy !== undefined && drop(memoryBytes(policy));
       specs.delete(message.key);
       instances.delete(message.key);
-      if (due) collectSoon(message.collectAfterMs);
+      if (due) collector.collectSoon(message.collectAfterMs);
       return;
     }
     case 'eval': {

@@ -1,6 +1,7 @@
 /**
- * A full garbage collection of the calling thread's heap, for threads that drop policy
- * instances (the evaluation workers count them: engine/protocol.ts, DROPPED_MAX_INSTANCES).
+ * Full garbage collections on demand, for the worker threads that drop policy instances (the
+ * evaluation workers count their drops: engine/protocol.ts, DROPPED_MAX_INSTANCES; the
+ * inspection sandbox collects after each inspection).
  *
  * A dropped opa-wasm instance keeps its WebAssembly.Memory until V8 collects it, and V8
  * collects when the JavaScript heap asks for it - which a worker that evaluates policies
@@ -10,45 +11,52 @@
  * bundle swap left three memories behind (two evaluation workers and the inspection
  * sandbox), never collected during a run of 80 swaps, and the process's resident memory grew
  * by about 0.75 MB a swap; with collections it levels off.
+ *
+ * V8's `gc` function exists only in contexts made while its flag (--expose-gc) is on, and
+ * V8's flags belong to the whole process. So the main thread turns the flag on once, before
+ * it starts such a worker (`exposeGcToWorkers`), and never off: threads toggling it could
+ * race, one turning it off while another makes its context. Each worker takes the function
+ * from its global scope (`garbageCollector`); V8 makes that property non-configurable, so it
+ * stays there, in a worker that runs only Pavilion's code.
  */
 import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 
-/**
- * V8's `gc` without starting Node with --expose-gc: the flag is on only while one new
- * context is made, so the contexts of code that runs later do not get a global `gc`.
- */
-function exposedGc(): () => void {
-  const existing = (globalThis as { gc?: () => void }).gc;
-  if (typeof existing === 'function') return existing;
+let exposed = false;
+
+/** Main thread, before starting a worker that will call `garbageCollector`: contexts made from now on have `gc`. */
+export function exposeGcToWorkers(): void {
+  if (exposed) return;
   setFlagsFromString('--expose-gc');
-  try {
-    return runInNewContext('gc') as () => void;
-  } finally {
-    setFlagsFromString('--no-expose-gc');
-  }
+  exposed = true;
 }
 
-const gc = exposedGc();
-let due = false;
-
-/** Collect now, synchronously (the caller is charged the pause). */
-export function collectGarbage(): void {
-  gc();
+export interface GarbageCollector {
+  /**
+   * Collect once, `afterMs` from now or on the next turn of this thread's event loop: drops
+   * in one burst (a batch of unloads) share one collection, and the message or batch that
+   * dropped the instance is done with it first. A collection already due keeps its time.
+   */
+  collectSoon(afterMs?: number): void;
 }
 
 /**
- * Collect once, `afterMs` from now or on the next turn of this thread's event loop: drops in
- * one burst (a batch of unloads) share one collection, and the message that dropped the
- * instance is handled first. A collection already due keeps its time.
+ * In a worker, once at its start: V8's `gc`, from the global scope. Without
+ * `exposeGcToWorkers` first, its collections do nothing (memory is then collected only when
+ * V8 decides, as before).
  */
-export function collectSoon(afterMs = 0): void {
-  if (due) return;
-  due = true;
-  const collect = (): void => {
-    due = false;
-    gc();
+export function garbageCollector(): GarbageCollector {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  let due = false;
+  return {
+    collectSoon(afterMs = 0): void {
+      if (due || typeof gc !== 'function') return;
+      due = true;
+      const collect = (): void => {
+        due = false;
+        gc();
+      };
+      if (afterMs > 0) setTimeout(collect, afterMs);
+      else setImmediate(collect);
+    },
   };
-  if (afterMs > 0) setTimeout(collect, afterMs);
-  else setImmediate(collect);
 }
