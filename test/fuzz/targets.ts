@@ -281,7 +281,11 @@ const natsMessagesTarget: FuzzTarget = {
 };
 const POINTER_REFUSALS = new Set<string>([ErrorCodes.BUNDLE_POINTER_INVALID]);
 
-/** What the sidecar relies on in a pointer it has read (object names, digests and sizes go into requests and checks). */
+/**
+ * What the sidecar relies on in a pointer it has read (object names, digests and sizes go
+ * into requests and checks). The parser checks the same: this is the consistency of the two,
+ * written apart from it, so a check dropped from the parser is noticed.
+ */
 function assertPointer(p: BundlePointer): void {
   assert.equal(p.v, 1);
   assert.equal(p.tenant, 'bank', 'a pointer read names the key it is under');
@@ -290,7 +294,7 @@ function assertPointer(p: BundlePointer): void {
   assert.ok(Number.isSafeInteger(p.size_bytes) && p.size_bytes >= 0, `size_bytes ${p.size_bytes} is a natural number`);
   assert.ok(p.action === 'push' || p.action === 'rollback');
   if (p.object_nuid !== undefined) assert.match(p.object_nuid, /^[A-Za-z0-9]{1,64}$/);
-  if (p.restores !== undefined) assert.ok(Number.isSafeInteger(p.restores), `restores ${p.restores} is an integer`);
+  if (p.restores !== undefined) assert.ok(Number.isSafeInteger(p.restores) && p.restores >= 1, `restores ${p.restores} is a KV revision`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -479,7 +483,7 @@ const statusListsTarget: FuzzTarget = {
   name: 'status-lists',
   // past the fetch's and the list's shape checks: its signature, or held
   reached: (outcome) => outcome.endsWith('accepted') || outcome === ErrorCodes.CREDENTIAL_SIGNATURE_INVALID,
-  summary: "the issuer's Bitstring Status List credential (Data Integrity, index 7 revoked) and Status List Token (2 bits: 7 revoked, 8 suspended), with edits to the bytes its server answers, fetched by the sidecar's HTTP source and admitted as a refresh admits them: refused with an ERR_CREDENTIAL_* code, or held meaning exactly what was signed (credentials at indexes 6, 7 and 8 get valid, revoked and suspended as from the signed list)",
+  summary: "the issuer's Bitstring Status List credential (Data Integrity, index 7 revoked) and Status List Token (2 bits: 7 revoked, 8 suspended), with edits to the bytes its server answers, fetched by the sidecar's HTTP source and admitted as a refresh admits them: refused with an ERR_CREDENTIAL_* code, or held meaning exactly what was signed (credentials at the list's indexes 6 and 7 get valid and revoked, at the token's 6, 7 and 8 valid, revoked and suspended, as from the signed ones)",
   async prepare(): Promise<PreparedTarget<unknown>> {
     const { issuer, holder } = await keys();
     const nowS = Math.floor(NOW_MS / 1000);
