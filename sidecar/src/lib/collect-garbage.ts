@@ -1,7 +1,7 @@
 /**
  * Full garbage collections on demand, for the worker threads that drop policy instances (the
- * evaluation workers count their drops: engine/protocol.ts, DROPPED_MAX_INSTANCES; the
- * inspection sandbox collects after each inspection).
+ * evaluation workers and the inspection sandbox count their drops and collect once they add
+ * up: engine/protocol.ts, DROPPED_MAX_INSTANCES).
  *
  * A dropped opa-wasm instance keeps its WebAssembly.Memory until V8 collects it, and V8
  * collects when the JavaScript heap asks for it - which a worker that evaluates policies
