@@ -20,7 +20,7 @@ import { readBundle } from '../sidecar/src/bundles/index.ts';
 import { parseConfig } from '../sidecar/src/config/index.ts';
 import { compileAndInspectWasm } from '../sidecar/src/engine/abi.ts';
 import { compilePolicy, PolicyEngine } from '../sidecar/src/engine/index.ts';
-import { DROPPED_MAX_INSTANCES } from '../sidecar/src/engine/protocol.ts';
+import { DROPPED_MAX_INSTANCES } from '../sidecar/src/lib/collect-garbage.ts';
 import { engineOptions } from '../sidecar/src/pavilion.ts';
 import { buildFixtureBundle } from './harness/fixtures.ts';
 

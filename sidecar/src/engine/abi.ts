@@ -10,14 +10,12 @@
  */
 import { hash } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
-import { exposeGcToWorkers } from '../lib/collect-garbage.ts';
+import { DROPPED_MAX_BYTES, DROPPED_MAX_INSTANCES, exposeGcToWorkers } from '../lib/collect-garbage.ts';
 import { ErrorCodes, PavilionError, describeThrown } from '../lib/errors.ts';
-import { DROPPED_MAX_BYTES, DROPPED_MAX_INSTANCES } from './protocol.ts';
 
 export const SUPPORTED_ABI_MAJOR = 1;
 /** ABI 1.2 added the single-call `opa_eval` fast path that keeps the heap from growing. */
 export const MIN_ABI_MINOR = 2;
-export const WASM_PAGE_BYTES = 64 * 1024;
 
 
 export interface WasmInspection {

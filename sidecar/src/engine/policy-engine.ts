@@ -6,7 +6,7 @@
 import { ErrorCodes, PavilionError } from '../lib/errors.ts';
 import { assertDepth, canonicalJson, sameCanonicalJson } from '../lib/canonical-json.ts';
 import type { Component, ComponentStatus } from '../lib/lifecycle.ts';
-import { WASM_PAGE_BYTES } from './abi.ts';
+import { WASM_PAGE_BYTES } from './protocol.ts';
 import type { CompiledPolicy } from './compiled-policy.ts';
 import { DecisionCache } from './decision-cache.ts';
 import { policyKey, type EvalFailure, type EvalItem, type EvalOutcome, type LogRulesRequest } from './protocol.ts';

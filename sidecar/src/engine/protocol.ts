@@ -4,6 +4,8 @@
  */
 import type { ErrorCode } from '../lib/errors.ts';
 
+export const WASM_PAGE_BYTES = 64 * 1024;
+
 export interface MemoryLimits {
   readonly initialPages: number;
   readonly maximumPages: number;
@@ -21,24 +23,12 @@ export interface UnloadMessage {
   readonly type: 'unload';
   readonly key: string;
   /**
-   * When the worker collects, if this drop makes it due (see DROPPED_MAX_INSTANCES): the
-   * pool staggers its workers, so that their collections (a pause of some 5-20 ms each)
-   * never stop all of them at once.
+   * When the worker collects, if this drop makes it due (lib/collect-garbage.ts): the pool
+   * staggers its workers, so that their collections (a pause of some 5-20 ms each) never
+   * stop all of them at once.
    */
   readonly collectAfterMs: number;
 }
-
-/**
- * A worker collects its garbage once it has dropped this many policy instances (unloaded,
- * replaced after a failed evaluation, or a failed load) since its last collection, or
- * instances whose memories hold DROPPED_MAX_BYTES together, whichever comes first. A dropped
- * instance keeps its WebAssembly.Memory until then: the pages it touched and, on 64-bit
- * Linux, a reservation of about 10 GiB of address space, of which V8 allows a process about
- * 1 TiB (see lib/collect-garbage.ts). A collection pauses the worker for some 5-20 ms, so
- * it is not spent on every swap of a small policy.
- */
-export const DROPPED_MAX_INSTANCES = 8;
-export const DROPPED_MAX_BYTES = 32 * 1024 * 1024;
 
 export interface EvalItem {
   readonly key: string;

@@ -5,7 +5,7 @@
  * failed evaluation leaves in doubt (a trap, memory or stack exhausted) is replaced at once
  * by a fresh one, under a load's deadline. Dropped instances are counted, and the thread
  * collects its garbage once they are enough to matter, which frees their memories (see
- * DROPPED_MAX_INSTANCES).
+ * lib/collect-garbage.ts).
  */
 import { createRequire } from 'node:module';
 import { parentPort, workerData } from 'node:worker_threads';
@@ -13,7 +13,6 @@ import type { LoadedPolicy } from '@open-policy-agent/opa-wasm';
 import { assertDepth } from '../lib/canonical-json.ts';
 import { garbageCollector } from '../lib/collect-garbage.ts';
 import { ErrorCodes, PavilionError, describeThrown, type ErrorCode } from '../lib/errors.ts';
-import { WASM_PAGE_BYTES } from './abi.ts';
 import { createHostBuiltins, type EvaluationContext } from './builtins/index.ts';
 import {
   CONTROL_BATCH,
@@ -23,8 +22,7 @@ import {
   CONTROL_PHASE,
   CONTROL_REBUILDING,
   CONTROL_START_MS,
-  DROPPED_MAX_BYTES,
-  DROPPED_MAX_INSTANCES,
+  WASM_PAGE_BYTES,
   completeLogEvent,
   type EvalItem,
   type EvalOutcome,
@@ -53,25 +51,10 @@ const builtins = createHostBuiltins(() => context);
 const specs = new Map<string, LoadMessage>();
 const instances = new Map<string, LoadedPolicy>();
 const collector = garbageCollector();
-/** Instances dropped since the last collection, and the bytes of their memories. */
-const dropped = { instances: 0, bytes: 0 };
 
 /** opa-wasm keeps the instance's memory as `mem` (not in its typings). */
 function memoryBytes(policy: LoadedPolicy | undefined): number {
   return (policy as { mem?: WebAssembly.Memory } | undefined)?.mem?.buffer.byteLength ?? 0;
-}
-
-/**
- * Count an instance no longer referenced (`bytes` of memory); true when a collection is
- * due, which the caller then runs or schedules (and the count starts again).
- */
-function drop(bytes: number): boolean {
-  dropped.instances += 1;
-  dropped.bytes += bytes;
-  if (dropped.instances < DROPPED_MAX_INSTANCES && dropped.bytes < DROPPED_MAX_BYTES) return false;
-  dropped.instances = 0;
-  dropped.bytes = 0;
-  return true;
 }
 
 function instantiate(spec: LoadMessage): LoadedPolicy {
@@ -187,7 +170,7 @@ function evaluate(item: EvalItem, entrypointId: number): EvalOutcome {
       // (setting a large data document alone can overrun that). Its time is charged to this
       // item's tenant. One that fails is tried again at the next evaluation.
       // collected after this batch, when nothing (this frame, the error's stack) holds it
-      if (drop(memoryBytes(policy))) collector.collectSoon();
+      collector.dropped(memoryBytes(policy));
       instances.delete(item.key);
       rebuildNs += rebuild(item.key, spec).ns;
     }
@@ -202,7 +185,7 @@ function rebuild(key: string, spec: LoadMessage): ({ readonly policy: LoadedPoli
     const policy = instantiateApart(key, spec);
     return { policy, ns: nsSince(started) };
   } catch (thrown) {
-    if (drop(spec.memory.initialPages * WASM_PAGE_BYTES)) collector.collectSoon(); // what the failed attempt allocated
+    collector.dropped(spec.memory.initialPages * WASM_PAGE_BYTES); // what the failed attempt allocated
     return { thrown, ns: nsSince(started) };
   }
 }
@@ -242,7 +225,7 @@ port.on('message', (message: ToWorker) => {
       } catch (thrown) {
         control[CONTROL_START_MS] = 0;
         specs.delete(message.key);
-        if (drop(message.memory.initialPages * WASM_PAGE_BYTES)) collector.collectSoon(); // what the failed instantiation allocated
+        collector.dropped(message.memory.initialPages * WASM_PAGE_BYTES); // what the failed instantiation allocated
         const code = thrown instanceof PavilionError ? thrown.code : ErrorCodes.BUNDLE_WASM_INVALID;
         port.postMessage({ type: 'loaded', key: message.key, error: { code, message: describeThrown(thrown) } });
       }
@@ -250,10 +233,9 @@ port.on('message', (message: ToWorker) => {
     }
     case 'unload': {
       const policy = instances.get(message.key);
-      const due = policy !== undefined && drop(memoryBytes(policy));
       specs.delete(message.key);
       instances.delete(message.key);
-      if (due) collector.collectSoon(message.collectAfterMs);
+      if (policy !== undefined) collector.dropped(memoryBytes(policy), message.collectAfterMs);
       return;
     }
     case 'eval': {

@@ -1,7 +1,7 @@
 /**
- * Full garbage collections on demand, for the worker threads that drop policy instances (the
+ * Full garbage collections on demand, for the worker threads that drop policy instances: the
  * evaluation workers and the inspection sandbox count their drops and collect once they add
- * up: engine/protocol.ts, DROPPED_MAX_INSTANCES).
+ * up (DROPPED_MAX_INSTANCES).
  *
  * A dropped opa-wasm instance keeps its WebAssembly.Memory until V8 collects it, and V8
  * collects when the JavaScript heap asks for it - which a worker that evaluates policies
@@ -21,6 +21,17 @@
  */
 import { setFlagsFromString } from 'node:v8';
 
+/**
+ * A worker collects once it has dropped this many policy instances (unloaded, replaced after
+ * a failed evaluation, or a failed load) since its last collection, or instances whose
+ * memories hold DROPPED_MAX_BYTES together, whichever comes first. A dropped instance keeps
+ * its WebAssembly.Memory until then: the pages it touched and, on 64-bit Linux, a
+ * reservation of about 10 GiB of address space. A collection pauses the worker for some
+ * 5-20 ms, so it is not spent on every swap of a small policy.
+ */
+export const DROPPED_MAX_INSTANCES = 8;
+export const DROPPED_MAX_BYTES = 32 * 1024 * 1024;
+
 let exposed = false;
 
 /** Main thread, before starting a worker that will call `garbageCollector`: contexts made from now on have `gc`. */
@@ -32,11 +43,12 @@ export function exposeGcToWorkers(): void {
 
 export interface GarbageCollector {
   /**
-   * Collect once, `afterMs` from now or on the next turn of this thread's event loop: drops
-   * in one burst (a batch of unloads) share one collection, and the message or batch that
-   * dropped the instance is done with it first. A collection already due keeps its time.
+   * Count an instance this thread no longer references, holding `bytes` of memory. When the
+   * drops add up (DROPPED_MAX_INSTANCES, DROPPED_MAX_BYTES), collect once, `afterMs` from now
+   * or on the next turn of the event loop (the message or batch that dropped it is done with
+   * it first), and count again from zero. A collection already due keeps its time.
    */
-  collectSoon(afterMs?: number): void;
+  dropped(bytes: number, afterMs?: number): void;
 }
 
 /**
@@ -47,8 +59,15 @@ export interface GarbageCollector {
 export function garbageCollector(): GarbageCollector {
   const gc = (globalThis as { gc?: () => void }).gc;
   let due = false;
+  let instances = 0;
+  let total = 0;
   return {
-    collectSoon(afterMs = 0): void {
+    dropped(bytes, afterMs = 0): void {
+      instances += 1;
+      total += bytes;
+      if (instances < DROPPED_MAX_INSTANCES && total < DROPPED_MAX_BYTES) return;
+      instances = 0;
+      total = 0;
       if (due || typeof gc !== 'function') return;
       due = true;
       const collect = (): void => {
