@@ -14,7 +14,11 @@
  * - at 40% of the run, between two swaps, the log destination goes away for 15 s
  *   (nats-server SIGKILLed and restarted, which takes Pavilion's bundle channel with it; OPA's
  *   collector stopped and started).
- * Sampled every BENCH_SOAK_SAMPLE_S seconds (default 10): RSS and open fds of each server.
+ * Sampled every BENCH_SOAK_SAMPLE_S seconds (default 10): RSS and open fds of each server;
+ * for Pavilion also where its RSS lies: the event loop's V8 heap (committed and used) and
+ * external memory (Buffers and ArrayBuffers) from its /metrics, and anonymous against
+ * file-backed pages from /proc. The rest of its anonymous memory is the worker threads' heaps
+ * and Wasm memories, compiled code and native allocations (what no metric names apart).
  * At the end: every answered decision must be in the destination (lost = answered, never
  * delivered), and memory growth is the least-squares slope of RSS in MB per hour, before the
  * outage (after the first fifth, warm-up) and after it (from 30 s after the destination is
@@ -59,12 +63,78 @@ interface Side {
   readonly latencies: number[][];
   /** Swaps this side served within 10 s. */
   served: number;
-  readonly samples: Array<{ atS: number; rssMb: number; fds: number }>;
+  readonly samples: Sample[];
+}
+
+interface Sample {
+  readonly atS: number;
+  readonly rssMb: number;
+  readonly fds: number;
+  /** Pavilion only: where the RSS lies (MB). */
+  readonly parts?: MemoryParts;
+}
+
+interface MemoryParts {
+  readonly rssAnonMb: number;
+  readonly rssFileMb: number;
+  readonly mainHeapTotalMb: number;
+  readonly mainHeapUsedMb: number;
+  readonly externalMb: number;
+}
+
+const MB = 2 ** 20;
+
+/** A gauge of Pavilion's /metrics exposition (prom-client's process metrics carry the `pavilion_` prefix), in MB. */
+function gaugeMb(exposition: string, name: string): number {
+  const value = new RegExp(`^pavilion_${name} (\\S+)`, 'm').exec(exposition)?.[1];
+  return value === undefined ? Number.NaN : Number(value) / MB;
+}
+
+/** Where Pavilion's resident memory lies now: /proc's anonymous and file pages, its /metrics' main heap and external memory. */
+async function memoryParts(server: Server): Promise<MemoryParts | undefined> {
+  try {
+    const exposition = await (await fetch(`${server.url}/metrics`, { signal: AbortSignal.timeout(5000) })).text();
+    const status = await readFile(`/proc/${server.pid}/status`, 'utf8');
+    const kbMb = (key: string): number => Number(new RegExp(`^${key}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? Number.NaN) / 1024;
+    return {
+      rssAnonMb: kbMb('RssAnon'),
+      rssFileMb: kbMb('RssFile') + kbMb('RssShmem'),
+      mainHeapTotalMb: gaugeMb(exposition, 'nodejs_heap_size_total_bytes'),
+      mainHeapUsedMb: gaugeMb(exposition, 'nodejs_heap_size_used_bytes'),
+      externalMb: gaugeMb(exposition, 'nodejs_external_memory_bytes'),
+    };
+  } catch {
+    return undefined; // not answering now (a sample of RSS and fds is still taken)
+  }
 }
 
 /** What `side`'s server holds now, `atS` into the run. */
-function sample(side: Side, atS: number): void {
-  side.samples.push({ atS, rssMb: memoryMb(side.server.pid).rss_mb, fds: openFds(side.server.pid) });
+async function sample(side: Side, atS: number): Promise<void> {
+  const parts = side.name === 'pavilion' ? await memoryParts(side.server) : undefined;
+  side.samples.push({ atS, rssMb: memoryMb(side.server.pid).rss_mb, fds: openFds(side.server.pid), ...(parts === undefined ? {} : { parts }) });
+}
+
+/**
+ * Growth in MB/h of each part of Pavilion's RSS over `after` (the samples from 30 s after the
+ * outage: least-squares slopes, as for RSS), and each part at the last sample of `all`.
+ */
+function growthByPart(after: readonly Sample[], all: readonly Sample[]): Metrics {
+  const last = all.findLast((s) => s.parts !== undefined)?.parts;
+  const slopeOf = (part: (p: MemoryParts) => number): number => {
+    const points = after.flatMap((s) => (s.parts === undefined || !Number.isFinite(part(s.parts)) ? [] : [[s.atS / 3600, part(s.parts)] as const]));
+    return round(slope(points), 1);
+  };
+  return {
+    rss_anon_growth_mb_per_h_after_outage: slopeOf((p) => p.rssAnonMb),
+    rss_file_growth_mb_per_h_after_outage: slopeOf((p) => p.rssFileMb),
+    main_heap_total_growth_mb_per_h_after_outage: slopeOf((p) => p.mainHeapTotalMb),
+    main_heap_used_growth_mb_per_h_after_outage: slopeOf((p) => p.mainHeapUsedMb),
+    external_growth_mb_per_h_after_outage: slopeOf((p) => p.externalMb),
+    // anonymous pages neither the main heap nor external memory account for: worker heaps,
+    // Wasm memories, code, native allocations
+    rest_anon_growth_mb_per_h_after_outage: slopeOf((p) => p.rssAnonMb - p.mainHeapTotalMb - p.externalMb),
+    ...(last === undefined ? {} : { rss_anon_mb_end: round(last.rssAnonMb), main_heap_total_mb_end: round(last.mainHeapTotalMb), external_mb_end: round(last.externalMb) }),
+  };
 }
 
 /** Least-squares slope of y over x. */
@@ -245,7 +315,7 @@ export async function run(): Promise<void> {
     while (performance.now() < endAt) {
       const now = elapsedS();
       if (now >= nextSampleS) {
-        for (const side of sides) sample(side, now);
+        for (const side of sides) await sample(side, now);
         nextSampleS += SAMPLE_S;
       }
       if (now >= nextSwapS && swaps < swapsPlanned) {
@@ -271,7 +341,7 @@ export async function run(): Promise<void> {
       await sleep(200);
     }
     await Promise.all([...driving, ...checks]);
-    for (const side of sides) sample(side, elapsedS());
+    for (const side of sides) await sample(side, elapsedS());
 
     // catch up: every answered decision in the destination, or the time runs out
     const deadline = performance.now() + 120_000;
@@ -292,10 +362,11 @@ export async function run(): Promise<void> {
         ...summary(pavilion, (id) => streamed.has(id), swaps, durationS, outage),
         audit_log_leaves: leaves,
         audit_log_memory_mb_per_h_by_design: round((leaves / (durationS / 3600)) * 135 / 1e6, 1),
+        ...growthByPart(pavilion.samples.filter((s) => s.atS >= outage.backS + 30), pavilion.samples),
       },
       peer: summary(opa, (id) => liveCollector.ids.has(id), swaps, durationS, outage),
       peerName,
-      notes: `both servers at once on one machine with their log destinations and the load generator; the outage from ${outage.fromS} to ${outage.backS} s (nats-server SIGKILLed, which also takes Pavilion's bundle channel; OPA's collector stopped); rss_growth_mb_per_h_*: least-squares slope of RSS after the first fifth of the run and before the outage, and from 30 s after it; audit_log_memory_mb_per_h_by_design: what the live audit epoch holds by design at this rate (about 135 bytes a leaf until rotation), part of Pavilion's growth; swaps_served: revisions a side answered with 10 s after their push; events_lost: answered 200 but never in the destination (Pavilion: the JetStream stream; OPA: the collector) once the run ended and the destination caught up (at most 120 s)`,
+      notes: `both servers at once on one machine with their log destinations and the load generator; the outage from ${outage.fromS} to ${outage.backS} s (nats-server SIGKILLed, which also takes Pavilion's bundle channel; OPA's collector stopped); rss_growth_mb_per_h_*: least-squares slope of RSS after the first fifth of the run and before the outage, and from 30 s after it; *_growth_mb_per_h_after_outage by part (Pavilion): the same slope of its anonymous and file-backed pages (/proc), of its event loop's V8 heap, committed and used, and external memory (its /metrics), and of the anonymous pages none of those accounts for (worker heaps, Wasm memories, code, native allocations); audit_log_memory_mb_per_h_by_design: what the live audit epoch holds by design at this rate (about 135 bytes a leaf until rotation), part of Pavilion's growth; swaps_served: revisions a side answered with 10 s after their push; events_lost: answered 200 but never in the destination (Pavilion: the JetStream stream; OPA: the collector) once the run ended and the destination caught up (at most 120 s)`,
     }], { method: `open-loop load at ${RATE}/s per side (unique inputs, keep-alive; latency from when each request was due); samples every ${SAMPLE_S} s from /proc` });
   } finally {
     await Promise.all(servers.map((s) => s.stop()));
