@@ -129,6 +129,7 @@ describe('ext_authz gRPC transport (HTTP/2 wire protocol)', () => {
       { name: 'compressed flag without an encoding', body: framed(gzipSync(request()), true), code: 13, message: /compressed message without grpc-encoding/ },
       { name: 'no message at all', body: Buffer.alloc(0), code: 13, message: /no request message/ },
       { name: 'a truncated message', body: framed(request()).subarray(0, 20), code: 13, message: /truncated/ },
+      { name: 'a Compressed-Flag other than 0 or 1 (grpc-go: unexpected payload format)', body: Buffer.concat([Buffer.from([2]), framed(request()).subarray(1)]), code: 13, message: /unexpected payload format 2/ },
       { name: 'two messages on a unary call', body: Buffer.concat([framed(request()), framed(request())]), code: 13, message: /more than one request message/ },
       { name: 'a corrupt gzip stream', body: framed(Buffer.from('not gzip at all')), headers: { 'grpc-encoding': 'gzip' }, code: 0, message: /^$/ },
       { name: 'a declared length over the limit', body: framed(Buffer.alloc(LIMIT + 1)), code: 8, message: /larger than max \(262145 vs\. 262144\)/ },

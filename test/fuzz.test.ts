@@ -13,7 +13,7 @@ const RUNS = 200;
 
 describe('fuzz targets, a short run each', () => {
   test('the targets are the ones the README lists', () => {
-    assert.deepEqual(TARGETS.map((t) => t.name), ['bundle', 'delta', 'nats-messages', 'wasm', 'audit-wal', 'credentials', 'status-lists', 'extauthz', 'data-api']);
+    assert.deepEqual(TARGETS.map((t) => t.name), ['bundle', 'delta', 'nats-messages', 'wasm', 'audit-wal', 'credentials', 'status-lists', 'extauthz', 'grpc-framing', 'data-api']);
   });
 
   for (const target of TARGETS) {

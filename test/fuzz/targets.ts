@@ -4,8 +4,9 @@
 import assert from 'node:assert/strict';
 import { cp, readFile, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
+import http2 from 'node:http2';
 import { join } from 'node:path';
-import { gunzipSync, gzipSync } from 'node:zlib';
+import { deflateSync, gunzipSync, gzipSync, inflateSync } from 'node:zlib';
 import fc from 'fast-check';
 import { AuditLog, Keyring, SoftwareSigner, WAL_FILE, verifyLogFile } from '../../sidecar/src/audit/log/index.ts';
 import {
@@ -672,6 +673,186 @@ const extAuthzTarget: FuzzTarget = {
 };
 
 // ---------------------------------------------------------------------------------------------
+// grpc-framing: the gRPC wire protocol beneath ext_authz (PROTOCOL-HTTP2.md), over a live HTTP/2 session
+
+const CHECK_PATH = '/envoy.service.auth.v3.Authorization/Check';
+/** The live sidecar's extAuthz.grpc.maxReceiveMessageBytes (the default). */
+const GRPC_LIMIT_BYTES = 16 * 1024 * 1024;
+const RPC_OK = 0;
+const RPC_RESOURCE_EXHAUSTED = 8;
+const RPC_UNIMPLEMENTED = 12;
+const RPC_INTERNAL = 13;
+
+/** Mostly `usual`, sometimes any of `others` (so most calls get past the headers and the framing to a message). */
+const mostly = <T>(usual: T, ...others: T[]): fc.Arbitrary<T> => fc.oneof({ weight: 4, arbitrary: fc.constant(usual) }, { weight: 1, arbitrary: fc.constantFrom(usual, ...others) });
+
+const grpcCall = fc.record({
+  seed: fc.nat({ max: CHECK_SEEDS.length - 1 }),
+  method: mostly('POST', 'GET', 'PUT'),
+  path: mostly(CHECK_PATH, '/envoy.service.auth.v2.Authorization/Check', '/grpc.health.v1.Health/Check', '/', `${CHECK_PATH}/`),
+  contentType: mostly<string | undefined>('application/grpc', 'application/grpc+proto', 'application/grpc; charset=utf-8', 'application/grpcx', 'application/json', undefined),
+  /** `grpc-encoding`; 'match' names the compression actually used (none: no header). */
+  encoding: mostly<string | undefined>('match', undefined, 'identity', 'gzip', 'deflate', 'br', ''),
+  timeout: mostly<string | undefined>(undefined, '2S', '500m', '0n', '99999999H', 'bogus', '1'),
+  /** The Compressed-Flag byte (0 or 1 are the protocol's, anything else is not); 'match' says whether the message is compressed. */
+  flag: mostly<'match' | number>('match', 0, 1, 2, 255),
+  /** How the message bytes are actually compressed (the flag and the header may say otherwise). */
+  compression: fc.constantFrom<'none' | 'gzip' | 'deflate'>('none', 'none', 'gzip', 'deflate'),
+  /** The declared length against the bytes that follow. */
+  length: mostly<'exact' | 'short' | 'long' | 'zero' | 'over-limit' | 'max'>('exact', 'short', 'long', 'zero', 'over-limit', 'max'),
+  extra: mostly<'none' | 'second-message' | 'stray-bytes'>('none', 'second-message', 'stray-bytes'),
+  /** Keep only the first N bytes of the body (undefined: all of it). */
+  cut: fc.oneof({ weight: 8, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: fc.nat({ max: 12 }) }),
+  /** Edits to the message bytes before they are compressed and framed (in two calls of three). */
+  edits: fc.option(mutations(3), { nil: undefined, freq: 2 }),
+  /** Where the body is split into separate writes (DATA frames). */
+  splits: fc.array(fc.nat({ max: 64 }), { maxLength: 3 }),
+});
+
+type GrpcCall = typeof grpcCall extends fc.Arbitrary<infer T> ? T : never;
+
+const grpcEncoding = (call: GrpcCall): string | undefined => (call.encoding !== 'match' ? call.encoding : call.compression === 'none' ? undefined : call.compression);
+const grpcFlag = (call: GrpcCall): number => (call.flag !== 'match' ? call.flag : call.compression === 'none' ? 0 : 1);
+
+interface GrpcAnswer {
+  readonly httpStatus: number;
+  /** From the trailers, or the headers of a trailers-only response; undefined when neither has one. */
+  readonly grpcStatus: number | undefined;
+  readonly body: Buffer;
+}
+
+/** The call's body, and what the server must answer (from the protocol and grpc-go's codes): an HTTP status, or a gRPC code. */
+function grpcCallBody(call: GrpcCall, seeds: readonly Buffer[]): { body: Buffer; expected: { http: number } | { grpc: number } } {
+  const message = call.edits === undefined ? seeds[call.seed] as Buffer : applyMutations(seeds[call.seed] as Buffer, call.edits);
+  const payload = call.compression === 'gzip' ? gzipSync(message) : call.compression === 'deflate' ? deflateSync(message) : message;
+  const declared = { exact: payload.length, short: Math.max(0, payload.length - 1), long: payload.length + 1, zero: 0, 'over-limit': GRPC_LIMIT_BYTES + 1, max: 0xffffffff }[call.length];
+  const prefix = Buffer.alloc(5);
+  prefix[0] = grpcFlag(call);
+  prefix.writeUInt32BE(declared, 1);
+  const extra = call.extra === 'second-message' ? Buffer.concat([prefix, payload]) : call.extra === 'stray-bytes' ? Buffer.from([0, 0]) : Buffer.alloc(0);
+  const whole = Buffer.concat([prefix, payload, extra]);
+  const body = call.cut === undefined ? whole : whole.subarray(0, call.cut);
+  const expect = (): { http: number } | { grpc: number } => {
+    if (call.method !== 'POST') return { http: 405 };
+    if (call.contentType === undefined || !/^application\/grpc(?:$|[+;])/.test(call.contentType)) return { http: 415 };
+    if (call.path !== CHECK_PATH) return { grpc: RPC_UNIMPLEMENTED };
+    const encoding = grpcEncoding(call);
+    if (encoding !== undefined && !['identity', 'gzip', 'deflate'].includes(encoding)) return { grpc: RPC_UNIMPLEMENTED };
+    if (body.length >= 5 && body.readUInt32BE(1) > GRPC_LIMIT_BYTES) return { grpc: RPC_RESOURCE_EXHAUSTED };
+    if (body.length < 5 || body.length !== 5 + body.readUInt32BE(1)) return { grpc: RPC_INTERNAL }; // no message, cut short, or more than one
+    if (body[0] !== 0 && body[0] !== 1) return { grpc: RPC_INTERNAL }; // grpc-go: "unexpected payload format"
+    if (body[0] === 1) {
+      const inflate = encoding === 'gzip' ? gunzipSync : encoding === 'deflate' ? inflateSync : undefined;
+      if (inflate === undefined) return { grpc: RPC_INTERNAL }; // compressed, with no encoding to undo
+      try {
+        inflate(body.subarray(5), { maxOutputLength: GRPC_LIMIT_BYTES });
+      } catch {
+        return { grpc: RPC_INTERNAL };
+      }
+    }
+    // one well-framed message: whatever its bytes, a CheckResponse (a malformed one is a denial)
+    return { grpc: RPC_OK };
+  };
+  return { body, expected: expect() };
+}
+
+function sendGrpc(session: http2.ClientHttp2Session, call: GrpcCall, body: Buffer): Promise<GrpcAnswer> {
+  const headers: http2.OutgoingHttpHeaders = { ':method': call.method, ':path': call.path, te: 'trailers' };
+  if (call.contentType !== undefined) headers['content-type'] = call.contentType;
+  const encoding = grpcEncoding(call);
+  if (encoding !== undefined) headers['grpc-encoding'] = encoding;
+  if (call.timeout !== undefined) headers['grpc-timeout'] = call.timeout;
+  const cuts = [...new Set(call.splits.map((c) => Math.min(c, body.length)))].sort((a, b) => a - b);
+  const parts = [0, ...cuts, body.length].flatMap((from, i, all) => (i + 1 < all.length && (all[i + 1] as number) > from ? [body.subarray(from, all[i + 1])] : []));
+  return new Promise((resolve, reject) => {
+    const stream = session.request(headers, { endStream: call.method === 'GET' });
+    let response: http2.IncomingHttpHeaders | undefined;
+    let trailers: http2.IncomingHttpHeaders = {};
+    const chunks: Buffer[] = [];
+    const answer = (): GrpcAnswer => {
+      const status = trailers['grpc-status'] ?? response?.['grpc-status'];
+      return { httpStatus: Number(response?.[':status']), grpcStatus: status === undefined ? undefined : Number(status), body: Buffer.concat(chunks) };
+    };
+    stream.setTimeout(10_000, () => stream.close(http2.constants.NGHTTP2_CANCEL));
+    stream.on('response', (h) => {
+      response = h;
+    });
+    stream.on('trailers', (t) => {
+      trailers = t;
+    });
+    stream.on('data', (chunk: Buffer) => chunks.push(chunk));
+    stream.on('end', () => resolve(answer()));
+    // the server may answer (a refusal) and close the stream before the whole body was sent
+    stream.on('error', (error) => (response === undefined ? reject(error) : resolve(answer())));
+    stream.on('close', () => (response === undefined ? reject(new Error(`the stream closed without an answer (code ${stream.rstCode})`)) : resolve(answer())));
+    if (call.method === 'GET') return;
+    void (async () => {
+      for (const part of parts) {
+        if (stream.destroyed) return;
+        stream.write(part);
+        await new Promise((r) => setImmediate(r)); // each part its own DATA frame
+      }
+      if (!stream.destroyed) stream.end();
+    })();
+  });
+}
+
+const grpcFramingTarget: FuzzTarget = {
+  name: 'grpc-framing',
+  reached: (outcome) => outcome === 'grpc 0',
+  summary: "ext_authz calls over a live HTTP/2 session with everything gRPC's wire protocol leaves to the sender varied: method, path, content type, grpc-encoding, grpc-timeout, the Compressed-Flag, the declared length against the bytes sent (short, long, zero, over the limit), a second message or stray bytes, a body cut short, split across DATA frames, compressed or not, with the message's bytes edited: each gets exactly the answer the protocol and grpc-go's codes give (405, 415, or grpc-status 0 with one CheckResponse, 8, 12 or 13), and the same session still answers a valid check after it",
+  async prepare(): Promise<PreparedTarget<unknown>> {
+    const app = await liveSidecar();
+    const extAuthz = app.pavilion.extAuthz;
+    assert.ok(extAuthz !== undefined);
+    const codec = new CheckCodec();
+    const seeds = CHECK_SEEDS.map((s) => codec.encodeRequest(s));
+    const session = http2.connect(`http://127.0.0.1:${extAuthz.grpcAddress().port}`);
+    session.on('error', () => undefined); // seen as a closed session below
+    await new Promise<void>((resolve, reject) => {
+      session.once('connect', () => resolve());
+      session.once('error', reject);
+    });
+    const valid: GrpcCall = { seed: 0, method: 'POST', path: CHECK_PATH, contentType: 'application/grpc', encoding: 'match', timeout: undefined, flag: 'match', compression: 'none', length: 'exact', extra: 'none', cut: undefined, edits: undefined, splits: [] };
+    const oneResponse = (answer: GrpcAnswer): Record<string, unknown> => {
+      assert.ok(answer.body.length >= 5 && answer.body[0] === 0 && answer.body.readUInt32BE(1) === answer.body.length - 5, 'one uncompressed length-prefixed message');
+      return codec.decodeResponse(answer.body.subarray(5)) as Record<string, unknown>;
+    };
+    return {
+      arbitrary: grpcCall,
+      async check(input: unknown): Promise<string> {
+        const call = input as GrpcCall;
+        const { body, expected } = grpcCallBody(call, seeds);
+        const answer = await sendGrpc(session, call, body);
+        if ('http' in expected) {
+          assert.equal(answer.httpStatus, expected.http, `HTTP ${expected.http}`);
+          assert.equal(answer.grpcStatus, undefined, 'no gRPC status with an HTTP refusal');
+        } else {
+          assert.equal(answer.httpStatus, 200, 'a gRPC answer is HTTP 200');
+          assert.equal(answer.grpcStatus, expected.grpc, `grpc-status ${expected.grpc}`);
+          if (expected.grpc === RPC_OK) {
+            const response = oneResponse(answer) as { status?: unknown };
+            assert.ok(response.status !== undefined, 'the CheckResponse has a status');
+          } else {
+            assert.equal(answer.body.length, 0, 'a refusal is trailers-only');
+          }
+        }
+        // whatever this call was, the session still serves the next one
+        assert.ok(!session.closed && !session.destroyed, 'the server kept the session');
+        const after = await sendGrpc(session, valid, grpcCallBody(valid, seeds).body);
+        assert.equal(after.grpcStatus, RPC_OK, 'a valid check on the same session afterwards');
+        oneResponse(after);
+        return 'http' in expected ? `http ${expected.http}` : `grpc ${expected.grpc}`;
+      },
+      async close(): Promise<void> {
+        await new Promise<void>((resolve) => session.close(() => resolve()));
+        await releaseSidecar();
+      },
+    };
+  },
+};
+
+// ---------------------------------------------------------------------------------------------
 // data-api: HTTP requests of all shapes to the Data API and the rest of the routes
 
 const VALID_BODY = '{"input":{"subject":{"id":"cust-1001","roles":["customer"],"kyc_tier":1,"accounts":["GB-0001"]},"action":"accounts.read","resource":{"account":"GB-0001"}}}';
@@ -760,4 +941,4 @@ const dataApiTarget: FuzzTarget = {
   },
 };
 
-export const TARGETS: readonly FuzzTarget[] = [bundleTarget, deltaTarget, natsMessagesTarget, wasmTarget, auditWalTarget, credentialsTarget, statusListsTarget, extAuthzTarget, dataApiTarget];
+export const TARGETS: readonly FuzzTarget[] = [bundleTarget, deltaTarget, natsMessagesTarget, wasmTarget, auditWalTarget, credentialsTarget, statusListsTarget, extAuthzTarget, grpcFramingTarget, dataApiTarget];

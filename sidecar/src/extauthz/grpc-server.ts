@@ -15,7 +15,8 @@
  * - Transport-level refusals are gRPC statuses, as grpc-go gives them to opa-envoy-plugin's
  *   callers: a message over `maxReceiveMessageBytes` is RESOURCE_EXHAUSTED (8), an unknown
  *   method UNIMPLEMENTED (12), an unsupported `grpc-encoding` UNIMPLEMENTED, a call without
- *   exactly one message INTERNAL (13) (grpc-go's codes). Not POST: HTTP 405; not
+ *   exactly one message, or with a Compressed-Flag other than 0 or 1, INTERNAL (13) (grpc-go's
+ *   codes). Not POST: HTTP 405; not
  *   `application/grpc`: HTTP 415 (the spec's answers).
  * - `grpc-timeout` becomes the check's budget, so the answer arrives before the caller's
  *   deadline; a call the client cancels is dropped without an answer.
@@ -208,6 +209,11 @@ export class ExtAuthzGrpcServer {
     const length = body.readUInt32BE(1);
     if (body.length !== 5 + length) {
       this.#refuse(stream, RpcCode.INTERNAL, body.length < 5 + length ? 'the request message is truncated' : 'a unary call carries more than one request message');
+      return;
+    }
+    if (body[0] !== 0 && body[0] !== 1) {
+      // the Compressed-Flag is 0 or 1; grpc-go refuses any other as an unexpected payload format
+      this.#refuse(stream, RpcCode.INTERNAL, `unexpected payload format ${body[0]} (the Compressed-Flag is 0 or 1)`);
       return;
     }
     let message = body.subarray(5);
