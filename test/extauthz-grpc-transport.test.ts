@@ -131,6 +131,8 @@ describe('ext_authz gRPC transport (HTTP/2 wire protocol)', () => {
       { name: 'a truncated message', body: framed(request()).subarray(0, 20), code: 13, message: /truncated/ },
       { name: 'a Compressed-Flag other than 0 or 1 (grpc-go: unexpected payload format)', body: Buffer.concat([Buffer.from([2]), framed(request()).subarray(1)]), code: 13, message: /unexpected payload format 2/ },
       { name: 'two messages on a unary call', body: Buffer.concat([framed(request()), framed(request())]), code: 13, message: /more than one request message/ },
+      { name: 'a malformed grpc-timeout (grpc-go: INTERNAL, before the method is looked at)', body: framed(request()), headers: { 'grpc-timeout': '1', ':path': '/no.Such/Method' }, code: 13, message: /malformed grpc-timeout "1"/ },
+      { name: 'an empty grpc-encoding is identity', body: framed(request()), headers: { 'grpc-encoding': '' }, code: 0, message: /^$/ },
       { name: 'a corrupt gzip stream', body: framed(Buffer.from('not gzip at all')), headers: { 'grpc-encoding': 'gzip' }, code: 0, message: /^$/ },
       { name: 'a declared length over the limit', body: framed(Buffer.alloc(LIMIT + 1)), code: 8, message: /larger than max \(262145 vs\. 262144\)/ },
       { name: 'a gzip bomb inflating past the limit', body: framed(gzipSync(Buffer.alloc(LIMIT * 4)), true), headers: { 'grpc-encoding': 'gzip' }, code: 8, message: /larger than max/ },

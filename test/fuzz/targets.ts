@@ -703,7 +703,7 @@ const grpcCall = fc.record({
   extra: mostly<'none' | 'second-message' | 'stray-bytes'>('none', 'second-message', 'stray-bytes'),
   /** Keep only the first N bytes of the body (undefined: all of it). */
   cut: fc.oneof({ weight: 8, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: fc.nat({ max: 12 }) }),
-  /** Edits to the message bytes before they are compressed and framed (in two calls of three). */
+  /** Edits to the message bytes before they are compressed and framed (in half the calls). */
   edits: fc.option(mutations(3), { nil: undefined, freq: 2 }),
   /** Where the body is split into separate writes (DATA frames). */
   splits: fc.array(fc.nat({ max: 64 }), { maxLength: 3 }),
@@ -735,9 +735,10 @@ function grpcCallBody(call: GrpcCall, seeds: readonly Buffer[]): { body: Buffer;
   const expect = (): { http: number } | { grpc: number } => {
     if (call.method !== 'POST') return { http: 405 };
     if (call.contentType === undefined || !/^application\/grpc(?:$|[+;])/.test(call.contentType)) return { http: 415 };
+    if (call.timeout !== undefined && !/^\d{1,8}[HMSmun]$/.test(call.timeout)) return { grpc: RPC_INTERNAL }; // grpc-go: malformed grpc-timeout
     if (call.path !== CHECK_PATH) return { grpc: RPC_UNIMPLEMENTED };
     const encoding = grpcEncoding(call);
-    if (encoding !== undefined && !['identity', 'gzip', 'deflate'].includes(encoding)) return { grpc: RPC_UNIMPLEMENTED };
+    if (encoding !== undefined && !['', 'identity', 'gzip', 'deflate'].includes(encoding)) return { grpc: RPC_UNIMPLEMENTED };
     if (body.length >= 5 && body.readUInt32BE(1) > GRPC_LIMIT_BYTES) return { grpc: RPC_RESOURCE_EXHAUSTED };
     if (body.length < 5 || body.length !== 5 + body.readUInt32BE(1)) return { grpc: RPC_INTERNAL }; // no message, cut short, or more than one
     if (body[0] !== 0 && body[0] !== 1) return { grpc: RPC_INTERNAL }; // grpc-go: "unexpected payload format"
@@ -746,8 +747,8 @@ function grpcCallBody(call: GrpcCall, seeds: readonly Buffer[]): { body: Buffer;
       if (inflate === undefined) return { grpc: RPC_INTERNAL }; // compressed, with no encoding to undo
       try {
         inflate(body.subarray(5), { maxOutputLength: GRPC_LIMIT_BYTES });
-      } catch {
-        return { grpc: RPC_INTERNAL };
+      } catch (error) {
+        return { grpc: (error as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE' ? RPC_RESOURCE_EXHAUSTED : RPC_INTERNAL };
       }
     }
     // one well-framed message: whatever its bytes, a CheckResponse (a malformed one is a denial)
@@ -800,19 +801,25 @@ function sendGrpc(session: http2.ClientHttp2Session, call: GrpcCall, body: Buffe
 const grpcFramingTarget: FuzzTarget = {
   name: 'grpc-framing',
   reached: (outcome) => outcome === 'grpc 0',
-  summary: "ext_authz calls over a live HTTP/2 session with everything gRPC's wire protocol leaves to the sender varied: method, path, content type, grpc-encoding, grpc-timeout, the Compressed-Flag, the declared length against the bytes sent (short, long, zero, over the limit), a second message or stray bytes, a body cut short, split across DATA frames, compressed or not, with the message's bytes edited: each gets exactly the answer the protocol and grpc-go's codes give (405, 415, or grpc-status 0 with one CheckResponse, 8, 12 or 13), and the same session still answers a valid check after it",
+  summary: "ext_authz calls over a live HTTP/2 session with everything gRPC's wire protocol leaves to the sender varied: method, path, content type, grpc-encoding, grpc-timeout, the Compressed-Flag, the declared length against the bytes sent (short, long, zero, over the limit), a second message or stray bytes, a body cut short, split across DATA frames, compressed or not, with the message's bytes edited: each gets exactly its answer: HTTP 405 for a method other than POST (where grpc-go resets the stream), 415 for a content type other than gRPC's, else the grpc-status grpc-go gives it (13 for a malformed grpc-timeout, 12 for an unknown method or encoding, 8 over the size limit, 13 for framing other than one message with a Compressed-Flag of 0 or 1 that inflates, trailers-only), or 0 with one CheckResponse; and the same session still answers a valid check after it",
   async prepare(): Promise<PreparedTarget<unknown>> {
     const app = await liveSidecar();
     const extAuthz = app.pavilion.extAuthz;
     assert.ok(extAuthz !== undefined);
     const codec = new CheckCodec();
     const seeds = CHECK_SEEDS.map((s) => codec.encodeRequest(s));
-    const session = http2.connect(`http://127.0.0.1:${extAuthz.grpcAddress().port}`);
-    session.on('error', () => undefined); // seen as a closed session below
-    await new Promise<void>((resolve, reject) => {
-      session.once('connect', () => resolve());
-      session.once('error', reject);
-    });
+    const connect = async (): Promise<http2.ClientHttp2Session> => {
+      const session = http2.connect(`http://127.0.0.1:${extAuthz.grpcAddress().port}`);
+      session.on('error', () => undefined); // seen as a closed session below
+      await new Promise<void>((resolve, reject) => {
+        session.once('connect', () => resolve());
+        session.once('error', reject);
+      });
+      return session;
+    };
+    const gone = (s: http2.ClientHttp2Session): boolean => s.closed || s.destroyed;
+    // a case that lost the session failed; the next (shrinking's too) starts on a new one
+    let session = await connect();
     const valid: GrpcCall = { seed: 0, method: 'POST', path: CHECK_PATH, contentType: 'application/grpc', encoding: 'match', timeout: undefined, flag: 'match', compression: 'none', length: 'exact', extra: 'none', cut: undefined, edits: undefined, splits: [] };
     const oneResponse = (answer: GrpcAnswer): Record<string, unknown> => {
       assert.ok(answer.body.length >= 5 && answer.body[0] === 0 && answer.body.readUInt32BE(1) === answer.body.length - 5, 'one uncompressed length-prefixed message');
@@ -822,6 +829,7 @@ const grpcFramingTarget: FuzzTarget = {
       arbitrary: grpcCall,
       async check(input: unknown): Promise<string> {
         const call = input as GrpcCall;
+        if (gone(session)) session = await connect();
         const { body, expected } = grpcCallBody(call, seeds);
         const answer = await sendGrpc(session, call, body);
         if ('http' in expected) {
@@ -838,14 +846,16 @@ const grpcFramingTarget: FuzzTarget = {
           }
         }
         // whatever this call was, the session still serves the next one
-        assert.ok(!session.closed && !session.destroyed, 'the server kept the session');
+        assert.ok(!gone(session), 'the server kept the session');
         const after = await sendGrpc(session, valid, grpcCallBody(valid, seeds).body);
         assert.equal(after.grpcStatus, RPC_OK, 'a valid check on the same session afterwards');
         oneResponse(after);
         return 'http' in expected ? `http ${expected.http}` : `grpc ${expected.grpc}`;
       },
       async close(): Promise<void> {
-        await new Promise<void>((resolve) => session.close(() => resolve()));
+        // close() never calls back on a session already closed or destroyed
+        if (gone(session)) session.destroy();
+        else await new Promise<void>((resolve) => session.close(() => resolve()));
         await releaseSidecar();
       },
     };

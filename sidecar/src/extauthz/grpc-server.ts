@@ -19,7 +19,8 @@
  *   codes). Not POST: HTTP 405; not
  *   `application/grpc`: HTTP 415 (the spec's answers).
  * - `grpc-timeout` becomes the check's budget, so the answer arrives before the caller's
- *   deadline; a call the client cancels is dropped without an answer.
+ *   deadline; a malformed one is INTERNAL, as grpc-go answers it; a call the client cancels
+ *   is dropped without an answer.
  * - Compressed messages (`grpc-encoding: gzip | deflate`, flag set) are inflated off the
  *   event loop, bounded by the same size limit.
  */
@@ -157,17 +158,24 @@ export class ExtAuthzGrpcServer {
       stream.respond({ ':status': 415, 'content-type': 'text/plain' }, { endStream: true });
       return;
     }
+    // a deadline the caller cannot have meant: grpc-go refuses the call before looking at its method
+    const timeoutMs = parseGrpcTimeoutMs(headers['grpc-timeout']);
+    if (headers['grpc-timeout'] !== undefined && timeoutMs === undefined) {
+      this.#refuse(stream, RpcCode.INTERNAL, `malformed grpc-timeout ${JSON.stringify(String(headers['grpc-timeout']).slice(0, 100))}`);
+      return;
+    }
     if (headers[':path'] !== CHECK_METHOD_PATH) {
       this.#refuse(stream, RpcCode.UNIMPLEMENTED, `unknown method ${String(headers[':path']).slice(0, 200)}`);
       return;
     }
+    // absent, empty or identity: not compressed (an empty grpc-encoding is identity to grpc-go too)
     const encoding = headers['grpc-encoding'];
-    const inflater = encoding === undefined || encoding === 'identity' ? undefined : inflaters[String(encoding)];
-    if (encoding !== undefined && encoding !== 'identity' && inflater === undefined) {
+    const identity = encoding === undefined || encoding === '' || encoding === 'identity';
+    const inflater = identity ? undefined : inflaters[String(encoding)];
+    if (!identity && inflater === undefined) {
       this.#refuse(stream, RpcCode.UNIMPLEMENTED, `message encoding ${String(encoding).slice(0, 100)} is not supported`);
       return;
     }
-    const timeoutMs = parseGrpcTimeoutMs(headers['grpc-timeout']);
     const deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
     const limit = this.#options.maxReceiveMessageBytes;
     const chunks: Buffer[] = [];
