@@ -16,9 +16,10 @@
  *   collector stopped and started).
  * Sampled every BENCH_SOAK_SAMPLE_S seconds (default 10): RSS and open fds of each server;
  * for Pavilion also where its RSS lies: the event loop's V8 heap (committed and used) and
- * external memory (Buffers and ArrayBuffers) from its /metrics, and anonymous against
- * file-backed pages from /proc. The rest of its anonymous memory is the worker threads' heaps
- * and Wasm memories, compiled code and native allocations (what no metric names apart).
+ * external memory (Buffers and ArrayBuffers) from its /metrics, anonymous against
+ * file-backed pages from /proc, and the resident pages of every thread's WebAssembly memories
+ * (from /proc's smaps: V8's 10 GiB reservations). The rest of its anonymous memory is the
+ * worker threads' heaps, compiled code and native allocations (what no metric names apart).
  * At the end: every answered decision must be in the destination (lost = answered, never
  * delivered), and memory growth is the least-squares slope of RSS in MB per hour, before the
  * outage (after the first fifth, warm-up) and after it (from 30 s after the destination is
@@ -39,7 +40,7 @@ import { startNats, type RunningNats } from '../test/harness/nats-server.ts';
 import { DecisionLogCollector } from './lib/decision-log-collector.ts';
 import { streamDecisionIds } from './lib/decision-stream.ts';
 import { opaName } from './lib/opa.ts';
-import { memoryMb, openFds } from './lib/process-stats.ts';
+import { memoryMb, openFds, wasmResidentMb } from './lib/process-stats.ts';
 import { buildRevision, opaBundleConfig, startBundleServer, type BundleServer } from './lib/revisions.ts';
 import { writeResults, type Metrics } from './lib/results.ts';
 import { buildSidecar, freePort, startServer, type Server } from './lib/servers.ts';
@@ -80,6 +81,8 @@ interface MemoryParts {
   readonly mainHeapTotalMb: number;
   readonly mainHeapUsedMb: number;
   readonly externalMb: number;
+  /** Resident pages of the WebAssembly memories of every thread (wasmResidentMb). */
+  readonly wasmMb: number;
 }
 
 const MB = 2 ** 20;
@@ -102,6 +105,7 @@ async function memoryParts(server: Server): Promise<MemoryParts | undefined> {
       mainHeapTotalMb: gaugeMb(exposition, 'nodejs_heap_size_total_bytes'),
       mainHeapUsedMb: gaugeMb(exposition, 'nodejs_heap_size_used_bytes'),
       externalMb: gaugeMb(exposition, 'nodejs_external_memory_bytes'),
+      wasmMb: wasmResidentMb(server.pid),
     };
   } catch {
     return undefined; // not answering now (a sample of RSS and fds is still taken)
@@ -120,20 +124,27 @@ async function sample(side: Side, atS: number): Promise<void> {
  */
 function growthByPart(after: readonly Sample[], all: readonly Sample[]): Metrics {
   const last = all.findLast((s) => s.parts !== undefined)?.parts;
-  const slopeOf = (part: (p: MemoryParts) => number): number => {
+  // a part with fewer than two readable samples is left out (not reported as no growth)
+  const slopeOf = (name: string, part: (p: MemoryParts) => number): Metrics => {
     const points = after.flatMap((s) => (s.parts === undefined || !Number.isFinite(part(s.parts)) ? [] : [[s.atS / 3600, part(s.parts)] as const]));
-    return round(slope(points), 1);
+    return points.length < 2 ? {} : { [name]: round(slope(points), 1) };
   };
+  const endOf = (name: string, value: number | undefined): Metrics => (value === undefined || !Number.isFinite(value) ? {} : { [name]: round(value) });
   return {
-    rss_anon_growth_mb_per_h_after_outage: slopeOf((p) => p.rssAnonMb),
-    rss_file_growth_mb_per_h_after_outage: slopeOf((p) => p.rssFileMb),
-    main_heap_total_growth_mb_per_h_after_outage: slopeOf((p) => p.mainHeapTotalMb),
-    main_heap_used_growth_mb_per_h_after_outage: slopeOf((p) => p.mainHeapUsedMb),
-    external_growth_mb_per_h_after_outage: slopeOf((p) => p.externalMb),
-    // anonymous pages neither the main heap nor external memory account for: worker heaps,
-    // Wasm memories, code, native allocations
-    rest_anon_growth_mb_per_h_after_outage: slopeOf((p) => p.rssAnonMb - p.mainHeapTotalMb - p.externalMb),
-    ...(last === undefined ? {} : { rss_anon_mb_end: round(last.rssAnonMb), main_heap_total_mb_end: round(last.mainHeapTotalMb), external_mb_end: round(last.externalMb) }),
+    ...slopeOf('rss_anon_growth_mb_per_h_after_outage', (p) => p.rssAnonMb),
+    ...slopeOf('rss_file_growth_mb_per_h_after_outage', (p) => p.rssFileMb),
+    ...slopeOf('main_heap_total_growth_mb_per_h_after_outage', (p) => p.mainHeapTotalMb),
+    ...slopeOf('main_heap_used_growth_mb_per_h_after_outage', (p) => p.mainHeapUsedMb),
+    ...slopeOf('external_growth_mb_per_h_after_outage', (p) => p.externalMb),
+    ...slopeOf('wasm_growth_mb_per_h_after_outage', (p) => p.wasmMb),
+    // a residual, not a measurement: resident anonymous pages less the committed main heap, the
+    // external memory V8 accounts (allocated, not necessarily resident) and the Wasm pages -
+    // the workers' heaps, code and native allocations, and the error of those subtractions
+    ...slopeOf('rest_anon_growth_mb_per_h_after_outage', (p) => p.rssAnonMb - p.mainHeapTotalMb - p.externalMb - p.wasmMb),
+    ...endOf('rss_anon_mb_end', last?.rssAnonMb),
+    ...endOf('main_heap_total_mb_end', last?.mainHeapTotalMb),
+    ...endOf('external_mb_end', last?.externalMb),
+    ...endOf('wasm_mb_end', last?.wasmMb),
   };
 }
 
@@ -308,6 +319,7 @@ export async function run(): Promise<void> {
     let phase: 'before' | 'during' | 'after' = 'before';
     let nextSwapS = SWAP_S;
     let nextSampleS = 0;
+    const samplings: Promise<void>[] = [];
     const liveStore = store;
     const liveBundles = bundles;
     const liveNats = nats;
@@ -315,7 +327,8 @@ export async function run(): Promise<void> {
     while (performance.now() < endAt) {
       const now = elapsedS();
       if (now >= nextSampleS) {
-        for (const side of sides) await sample(side, now);
+        // not awaited: a slow /metrics must not hold up the swaps and the outage
+        samplings.push(...sides.map((side) => sample(side, now)));
         nextSampleS += SAMPLE_S;
       }
       if (now >= nextSwapS && swaps < swapsPlanned) {
@@ -340,8 +353,9 @@ export async function run(): Promise<void> {
       }
       await sleep(200);
     }
-    await Promise.all([...driving, ...checks]);
+    await Promise.all([...driving, ...checks, ...samplings]);
     for (const side of sides) await sample(side, elapsedS());
+    for (const side of sides) side.samples.sort((a, b) => a.atS - b.atS);
 
     // catch up: every answered decision in the destination, or the time runs out
     const deadline = performance.now() + 120_000;
@@ -361,13 +375,13 @@ export async function run(): Promise<void> {
       pavilion: {
         ...summary(pavilion, (id) => streamed.has(id), swaps, durationS, outage),
         audit_log_leaves: leaves,
-        audit_log_memory_mb_per_h_by_design: round((leaves / (durationS / 3600)) * 135 / 1e6, 1),
+        audit_log_memory_mb_per_h_by_design: round((leaves / (durationS / 3600)) * 135 / MB, 1),
         ...growthByPart(pavilion.samples.filter((s) => s.atS >= outage.backS + 30), pavilion.samples),
       },
       peer: summary(opa, (id) => liveCollector.ids.has(id), swaps, durationS, outage),
       peerName,
-      notes: `both servers at once on one machine with their log destinations and the load generator; the outage from ${outage.fromS} to ${outage.backS} s (nats-server SIGKILLed, which also takes Pavilion's bundle channel; OPA's collector stopped); rss_growth_mb_per_h_*: least-squares slope of RSS after the first fifth of the run and before the outage, and from 30 s after it; *_growth_mb_per_h_after_outage by part (Pavilion): the same slope of its anonymous and file-backed pages (/proc), of its event loop's V8 heap, committed and used, and external memory (its /metrics), and of the anonymous pages none of those accounts for (worker heaps, Wasm memories, code, native allocations); audit_log_memory_mb_per_h_by_design: what the live audit epoch holds by design at this rate (about 135 bytes a leaf until rotation), part of Pavilion's growth; swaps_served: revisions a side answered with 10 s after their push; events_lost: answered 200 but never in the destination (Pavilion: the JetStream stream; OPA: the collector) once the run ended and the destination caught up (at most 120 s)`,
-    }], { method: `open-loop load at ${RATE}/s per side (unique inputs, keep-alive; latency from when each request was due); samples every ${SAMPLE_S} s from /proc` });
+      notes: `both servers at once on one machine with their log destinations and the load generator; the outage from ${outage.fromS} to ${outage.backS} s (nats-server SIGKILLed, which also takes Pavilion's bundle channel; OPA's collector stopped); rss_growth_mb_per_h_*: least-squares slope of RSS after the first fifth of the run and before the outage, and from 30 s after it; *_growth_mb_per_h_after_outage by part (Pavilion): the same slope of its anonymous and file-backed pages (/proc), of its event loop's V8 heap, committed and used, and external memory (its /metrics), of the resident pages of the WebAssembly memories of every thread (smaps), and of the anonymous pages none of those accounts for (worker heaps, code, native allocations); audit_log_memory_mb_per_h_by_design: what the live audit epoch holds by design at this rate (about 135 bytes a leaf until rotation), part of Pavilion's growth; swaps_served: revisions a side answered with 10 s after their push; events_lost: answered 200 but never in the destination (Pavilion: the JetStream stream; OPA: the collector) once the run ended and the destination caught up (at most 120 s)`,
+    }], { method: `open-loop load at ${RATE}/s per side (unique inputs, keep-alive; latency from when each request was due); samples every ${SAMPLE_S} s from /proc (and Pavilion's /metrics)` });
   } finally {
     await Promise.all(servers.map((s) => s.stop()));
     await store?.close();

@@ -26,3 +26,28 @@ export function memoryMb(pid: number): { rss_mb: number; rss_peak_mb: number } {
 export function openFds(pid: number): number {
   return readdirSync(`/proc/${pid}/fd`).length;
 }
+
+/**
+ * A WebAssembly memory is a reservation of about 10 GiB of address space (V8's guard regions):
+ * its pages in use are a read-write mapping, and the rest an inaccessible one right after it,
+ * larger than anything else a Node process maps.
+ */
+const WASM_GUARD_MIN_BYTES = 4 * 2 ** 30;
+
+/** The resident MB of `pid`'s WebAssembly memories: its read-write mappings that end where a Wasm guard region begins (/proc/<pid>/smaps). */
+export function wasmResidentMb(pid: number): number {
+  const smaps = readFileSync(`/proc/${pid}/smaps`, 'utf8');
+  const mappings: Array<{ start: bigint; end: bigint; perms: string; rssKb: number }> = [];
+  for (const line of smaps.split('\n')) {
+    const head = /^([0-9a-f]+)-([0-9a-f]+) (\S{4}) /.exec(line);
+    if (head !== null) {
+      mappings.push({ start: BigInt(`0x${head[1]}`), end: BigInt(`0x${head[2]}`), perms: head[3] as string, rssKb: 0 });
+      continue;
+    }
+    const rss = /^Rss:\s+(\d+) kB/.exec(line);
+    const last = mappings.at(-1);
+    if (rss !== null && last !== undefined) last.rssKb = Number(rss[1]);
+  }
+  const guardStarts = new Set(mappings.filter((m) => m.perms.startsWith('---') && m.end - m.start >= BigInt(WASM_GUARD_MIN_BYTES)).map((m) => m.start));
+  return mappings.filter((m) => m.perms.startsWith('rw') && guardStarts.has(m.end)).reduce((kb, m) => kb + m.rssKb, 0) / 1024;
+}
