@@ -639,16 +639,20 @@ const structuredCheck = fc.record({
   },
 }));
 
+/** The shared live sidecar's ext_authz, a codec, and the CheckRequest seeds encoded. */
+async function liveExtAuthz(): Promise<{ extAuthz: NonNullable<RunningPavilion['pavilion']['extAuthz']>; codec: CheckCodec; seeds: Buffer[] }> {
+  const extAuthz = (await liveSidecar()).pavilion.extAuthz;
+  assert.ok(extAuthz !== undefined);
+  const codec = new CheckCodec();
+  return { extAuthz, codec, seeds: CHECK_SEEDS.map((s) => codec.encodeRequest(s)) };
+}
+
 const extAuthzTarget: FuzzTarget = {
   name: 'extauthz',
   reached: (outcome) => outcome === 'decided',
   summary: 'Envoy CheckRequests (GET, JSON, form, multipart bodies, context extensions) with edits to their protobuf bytes, or built with fields of every kind (paths with bad escapes, headers, JSON, form and multipart bodies cut short), decoded and checked by a running sidecar: always a CheckResponse that encodes, with a status, ending in a decision or a typed refusal of the request (never ERR_INTERNAL or a trap)',
   async prepare(): Promise<PreparedTarget<unknown>> {
-    const app = await liveSidecar();
-    const extAuthz = app.pavilion.extAuthz;
-    assert.ok(extAuthz !== undefined);
-    const codec = new CheckCodec();
-    const seeds = CHECK_SEEDS.map((s) => codec.encodeRequest(s));
+    const { extAuthz, codec, seeds } = await liveExtAuthz();
     return {
       // edited protobuf bytes, or well-formed messages whose fields are anything
       arbitrary: fc.oneof(fc.record({ seed: fc.nat({ max: seeds.length - 1 }), edits: mutations() }), fc.record({ built: structuredCheck })),
@@ -803,11 +807,7 @@ const grpcFramingTarget: FuzzTarget = {
   reached: (outcome) => outcome === 'grpc 0',
   summary: "ext_authz calls over a live HTTP/2 session with everything gRPC's wire protocol leaves to the sender varied: method, path, content type, grpc-encoding, grpc-timeout, the Compressed-Flag, the declared length against the bytes sent (short, long, zero, over the limit), a second message or stray bytes, a body cut short, split across DATA frames, compressed or not, with the message's bytes edited: each gets exactly its answer: HTTP 405 for a method other than POST (where grpc-go resets the stream), 415 for a content type other than gRPC's, else the grpc-status grpc-go gives it (13 for a malformed grpc-timeout, 12 for an unknown method or encoding, 8 over the size limit, 13 for framing other than one message with a Compressed-Flag of 0 or 1 that inflates, trailers-only), or 0 with one CheckResponse; and the same session still answers a valid check after it",
   async prepare(): Promise<PreparedTarget<unknown>> {
-    const app = await liveSidecar();
-    const extAuthz = app.pavilion.extAuthz;
-    assert.ok(extAuthz !== undefined);
-    const codec = new CheckCodec();
-    const seeds = CHECK_SEEDS.map((s) => codec.encodeRequest(s));
+    const { extAuthz, codec, seeds } = await liveExtAuthz();
     const connect = async (): Promise<http2.ClientHttp2Session> => {
       const session = http2.connect(`http://127.0.0.1:${extAuthz.grpcAddress().port}`);
       session.on('error', () => undefined); // seen as a closed session below
