@@ -320,15 +320,19 @@ export async function run(): Promise<void> {
     let nextSwapS = SWAP_S;
     let nextSampleS = 0;
     const samplings: Promise<void>[] = [];
+    let sampleError: unknown;
     const liveStore = store;
     const liveBundles = bundles;
     const liveNats = nats;
     const liveCollector = collector;
     while (performance.now() < endAt) {
+      if (sampleError !== undefined) throw sampleError;
       const now = elapsedS();
       if (now >= nextSampleS) {
         // not awaited: a slow /metrics must not hold up the swaps and the outage
-        samplings.push(...sides.map((side) => sample(side, now)));
+        samplings.push(...sides.map((side) => sample(side, now).catch((error: unknown) => {
+          sampleError ??= error; // a server gone: the loop stops at its next turn
+        })));
         nextSampleS += SAMPLE_S;
       }
       if (now >= nextSwapS && swaps < swapsPlanned) {
@@ -354,6 +358,7 @@ export async function run(): Promise<void> {
       await sleep(200);
     }
     await Promise.all([...driving, ...checks, ...samplings]);
+    if (sampleError !== undefined) throw sampleError;
     for (const side of sides) await sample(side, elapsedS());
     for (const side of sides) side.samples.sort((a, b) => a.atS - b.atS);
 

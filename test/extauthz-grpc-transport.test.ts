@@ -126,6 +126,8 @@ describe('ext_authz gRPC transport (HTTP/2 wire protocol)', () => {
     const cases: Array<{ name: string; body: Buffer; headers?: http2.OutgoingHttpHeaders; code: number; message: RegExp }> = [
       { name: 'unknown method', body: framed(request()), headers: { ':path': '/envoy.service.auth.v2.Authorization/Check' }, code: 12, message: /unknown method/ },
       { name: 'unsupported encoding', body: framed(request()), headers: { 'grpc-encoding': 'snappy' }, code: 12, message: /snappy is not supported/ },
+      { name: 'an encoding named like an inherited property', body: framed(gzipSync(request()), true), headers: { 'grpc-encoding': 'constructor' }, code: 12, message: /constructor is not supported/ },
+      { name: 'an encoding named toString, uncompressed', body: framed(request()), headers: { 'grpc-encoding': 'toString' }, code: 12, message: /toString is not supported/ },
       { name: 'compressed flag without an encoding', body: framed(gzipSync(request()), true), code: 13, message: /compressed message without grpc-encoding/ },
       { name: 'no message at all', body: Buffer.alloc(0), code: 13, message: /no request message/ },
       { name: 'a truncated message', body: framed(request()).subarray(0, 20), code: 13, message: /truncated/ },

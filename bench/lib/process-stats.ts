@@ -28,13 +28,14 @@ export function openFds(pid: number): number {
 }
 
 /**
- * A WebAssembly memory is a reservation of about 10 GiB of address space (V8's guard regions):
- * its pages in use are a read-write mapping, and the rest an inaccessible one right after it,
- * larger than anything else a Node process maps.
+ * A WebAssembly memory is a reservation of about 10 GiB of address space: an inaccessible
+ * 2 GiB guard, its pages in use (a read-write mapping), and an inaccessible 8 GiB guard after
+ * them, larger than anything else a Node process maps.
  */
-const WASM_GUARD_MIN_BYTES = 4 * 2 ** 30;
+const WASM_GUARD_BEFORE_MIN_BYTES = 2 ** 30;
+const WASM_GUARD_AFTER_MIN_BYTES = 4 * 2 ** 30;
 
-/** The resident MB of `pid`'s WebAssembly memories: its read-write mappings that end where a Wasm guard region begins (/proc/<pid>/smaps). */
+/** The resident MB of `pid`'s WebAssembly memories: its read-write mappings between two Wasm guard regions (/proc/<pid>/smaps). */
 export function wasmResidentMb(pid: number): number {
   const smaps = readFileSync(`/proc/${pid}/smaps`, 'utf8');
   const mappings: Array<{ start: bigint; end: bigint; perms: string; rssKb: number }> = [];
@@ -48,6 +49,8 @@ export function wasmResidentMb(pid: number): number {
     const last = mappings.at(-1);
     if (rss !== null && last !== undefined) last.rssKb = Number(rss[1]);
   }
-  const guardStarts = new Set(mappings.filter((m) => m.perms.startsWith('---') && m.end - m.start >= BigInt(WASM_GUARD_MIN_BYTES)).map((m) => m.start));
-  return mappings.filter((m) => m.perms.startsWith('rw') && guardStarts.has(m.end)).reduce((kb, m) => kb + m.rssKb, 0) / 1024;
+  const guards = (minBytes: number): Array<{ start: bigint; end: bigint }> => mappings.filter((m) => m.perms.startsWith('---') && m.end - m.start >= BigInt(minBytes));
+  const guardEnds = new Set(guards(WASM_GUARD_BEFORE_MIN_BYTES).map((m) => m.end));
+  const guardStarts = new Set(guards(WASM_GUARD_AFTER_MIN_BYTES).map((m) => m.start));
+  return mappings.filter((m) => m.perms.startsWith('rw') && guardEnds.has(m.start) && guardStarts.has(m.end)).reduce((kb, m) => kb + m.rssKb, 0) / 1024;
 }

@@ -696,7 +696,7 @@ const grpcCall = fc.record({
   path: mostly(CHECK_PATH, '/envoy.service.auth.v2.Authorization/Check', '/grpc.health.v1.Health/Check', '/', `${CHECK_PATH}/`),
   contentType: mostly<string | undefined>('application/grpc', 'application/grpc+proto', 'application/grpc; charset=utf-8', 'application/grpcx', 'application/json', undefined),
   /** `grpc-encoding`; 'match' names the compression actually used (none: no header). */
-  encoding: mostly<string | undefined>('match', undefined, 'identity', 'gzip', 'deflate', 'br', ''),
+  encoding: mostly<string | undefined>('match', undefined, 'identity', 'gzip', 'deflate', 'br', '', 'constructor', '__proto__'),
   timeout: mostly<string | undefined>(undefined, '2S', '500m', '0n', '99999999H', 'bogus', '1'),
   /** The Compressed-Flag byte (0 or 1 are the protocol's, anything else is not); 'match' says whether the message is compressed. */
   flag: mostly<'match' | number>('match', 0, 1, 2, 255),

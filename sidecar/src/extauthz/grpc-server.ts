@@ -171,7 +171,8 @@ export class ExtAuthzGrpcServer {
     // absent, empty or identity: not compressed (an empty grpc-encoding is identity to grpc-go too)
     const encoding = headers['grpc-encoding'];
     const identity = encoding === undefined || encoding === '' || encoding === 'identity';
-    const inflater = identity ? undefined : inflaters[String(encoding)];
+    // own names only: `constructor` or `toString` must not be taken for a decompressor
+    const inflater = identity || !Object.hasOwn(inflaters, String(encoding)) ? undefined : inflaters[String(encoding)];
     if (!identity && inflater === undefined) {
       this.#refuse(stream, RpcCode.UNIMPLEMENTED, `message encoding ${String(encoding).slice(0, 100)} is not supported`);
       return;
