@@ -48,10 +48,11 @@ export interface GrpcServerOptions {
 
 
 const ACCEPT_ENCODING = 'identity,deflate,gzip';
-const inflaters: Readonly<Record<string, (input: Buffer, options: { maxOutputLength: number }) => Promise<Buffer>>> = {
-  gzip: promisify(gunzip),
-  deflate: promisify(inflate),
-};
+/** By `grpc-encoding` (a Map: a header naming an inherited property, `constructor`, finds nothing). */
+const inflaters: ReadonlyMap<string, (input: Buffer, options: { maxOutputLength: number }) => Promise<Buffer>> = new Map([
+  ['gzip', promisify(gunzip)],
+  ['deflate', promisify(inflate)],
+]);
 
 /** `grpc-timeout`: at most 8 digits and a unit (PROTOCOL-HTTP2.md); undefined when absent or malformed. */
 export function parseGrpcTimeoutMs(value: string | string[] | undefined): number | undefined {
@@ -171,8 +172,7 @@ export class ExtAuthzGrpcServer {
     // absent, empty or identity: not compressed (an empty grpc-encoding is identity to grpc-go too)
     const encoding = headers['grpc-encoding'];
     const identity = encoding === undefined || encoding === '' || encoding === 'identity';
-    // own names only: `constructor` or `toString` must not be taken for a decompressor
-    const inflater = identity || !Object.hasOwn(inflaters, String(encoding)) ? undefined : inflaters[String(encoding)];
+    const inflater = identity ? undefined : inflaters.get(String(encoding));
     if (!identity && inflater === undefined) {
       this.#refuse(stream, RpcCode.UNIMPLEMENTED, `message encoding ${String(encoding).slice(0, 100)} is not supported`);
       return;
