@@ -24,7 +24,7 @@ import {
 } from '../../sidecar/src/bundles/index.ts';
 import { encodePointer, parseDelta, parsePointer, type BundlePointer } from '../../sidecar/src/distribution/index.ts';
 import { compilePolicy, PolicyEngine } from '../../sidecar/src/engine/index.ts';
-import { CheckCodec } from '../../sidecar/src/extauthz/index.ts';
+import { CHECK_METHOD_PATH, CheckCodec, RpcCode, parseGrpcTimeoutMs } from '../../sidecar/src/extauthz/index.ts';
 import { ErrorCodes } from '../../sidecar/src/lib/errors.ts';
 import { HttpStatusListSource } from '../../sidecar/src/credentials/http-status-list.ts';
 import { issueSdJwtVc, issueTokenStatusList, issueVcJwt, presentSdJwtVc } from '../../sidecar/src/credentials/samples.ts';
@@ -639,12 +639,13 @@ const structuredCheck = fc.record({
   },
 }));
 
-/** The shared live sidecar's ext_authz, a codec, and the CheckRequest seeds encoded. */
-async function liveExtAuthz(): Promise<{ extAuthz: NonNullable<RunningPavilion['pavilion']['extAuthz']>; codec: CheckCodec; seeds: Buffer[] }> {
-  const extAuthz = (await liveSidecar()).pavilion.extAuthz;
-  assert.ok(extAuthz !== undefined);
+/** The shared live sidecar's ext_authz and its gRPC message limit, a codec, and the CheckRequest seeds encoded. */
+async function liveExtAuthz(): Promise<{ extAuthz: NonNullable<RunningPavilion['pavilion']['extAuthz']>; limitBytes: number; codec: CheckCodec; seeds: Buffer[] }> {
+  const app = await liveSidecar();
+  const extAuthz = app.pavilion.extAuthz;
+  assert.ok(extAuthz !== undefined && app.config.extAuthz !== undefined);
   const codec = new CheckCodec();
-  return { extAuthz, codec, seeds: CHECK_SEEDS.map((s) => codec.encodeRequest(s)) };
+  return { extAuthz, limitBytes: app.config.extAuthz.grpc.maxReceiveMessageBytes, codec, seeds: CHECK_SEEDS.map((s) => codec.encodeRequest(s)) };
 }
 
 const extAuthzTarget: FuzzTarget = {
@@ -679,21 +680,13 @@ const extAuthzTarget: FuzzTarget = {
 // ---------------------------------------------------------------------------------------------
 // grpc-framing: the gRPC wire protocol beneath ext_authz (PROTOCOL-HTTP2.md), over a live HTTP/2 session
 
-const CHECK_PATH = '/envoy.service.auth.v3.Authorization/Check';
-/** The live sidecar's extAuthz.grpc.maxReceiveMessageBytes (the default). */
-const GRPC_LIMIT_BYTES = 16 * 1024 * 1024;
-const RPC_OK = 0;
-const RPC_RESOURCE_EXHAUSTED = 8;
-const RPC_UNIMPLEMENTED = 12;
-const RPC_INTERNAL = 13;
-
 /** Mostly `usual`, sometimes any of `others` (so most calls get past the headers and the framing to a message). */
 const mostly = <T>(usual: T, ...others: T[]): fc.Arbitrary<T> => fc.oneof({ weight: 4, arbitrary: fc.constant(usual) }, { weight: 1, arbitrary: fc.constantFrom(usual, ...others) });
 
 const grpcCall = fc.record({
   seed: fc.nat({ max: CHECK_SEEDS.length - 1 }),
   method: mostly('POST', 'GET', 'PUT'),
-  path: mostly(CHECK_PATH, '/envoy.service.auth.v2.Authorization/Check', '/grpc.health.v1.Health/Check', '/', `${CHECK_PATH}/`),
+  path: mostly(CHECK_METHOD_PATH, '/envoy.service.auth.v2.Authorization/Check', '/grpc.health.v1.Health/Check', '/', `${CHECK_METHOD_PATH}/`),
   contentType: mostly<string | undefined>('application/grpc', 'application/grpc+proto', 'application/grpc; charset=utf-8', 'application/grpcx', 'application/json', undefined),
   /** `grpc-encoding`; 'match' names the compression actually used (none: no header). */
   encoding: mostly<string | undefined>('match', undefined, 'identity', 'gzip', 'deflate', 'br', '', 'constructor', '__proto__'),
@@ -725,11 +718,14 @@ interface GrpcAnswer {
   readonly body: Buffer;
 }
 
-/** The call's body, and what the server must answer (from the protocol and grpc-go's codes): an HTTP status, or a gRPC code. */
-function grpcCallBody(call: GrpcCall, seeds: readonly Buffer[]): { body: Buffer; expected: { http: number } | { grpc: number } } {
+/**
+ * The call's body, and what a server refusing messages over `limitBytes` must answer (from the
+ * protocol and grpc-go's codes): an HTTP status, or a gRPC code.
+ */
+function grpcCallBody(call: GrpcCall, seeds: readonly Buffer[], limitBytes: number): { body: Buffer; expected: { http: number } | { grpc: number } } {
   const message = call.edits === undefined ? seeds[call.seed] as Buffer : applyMutations(seeds[call.seed] as Buffer, call.edits);
   const payload = call.compression === 'gzip' ? gzipSync(message) : call.compression === 'deflate' ? deflateSync(message) : message;
-  const declared = { exact: payload.length, short: Math.max(0, payload.length - 1), long: payload.length + 1, zero: 0, 'over-limit': GRPC_LIMIT_BYTES + 1, max: 0xffffffff }[call.length];
+  const declared = { exact: payload.length, short: Math.max(0, payload.length - 1), long: payload.length + 1, zero: 0, 'over-limit': limitBytes + 1, max: 0xffffffff }[call.length];
   const prefix = Buffer.alloc(5);
   prefix[0] = grpcFlag(call);
   prefix.writeUInt32BE(declared, 1);
@@ -739,24 +735,24 @@ function grpcCallBody(call: GrpcCall, seeds: readonly Buffer[]): { body: Buffer;
   const expect = (): { http: number } | { grpc: number } => {
     if (call.method !== 'POST') return { http: 405 };
     if (call.contentType === undefined || !/^application\/grpc(?:$|[+;])/.test(call.contentType)) return { http: 415 };
-    if (call.timeout !== undefined && !/^\d{1,8}[HMSmun]$/.test(call.timeout)) return { grpc: RPC_INTERNAL }; // grpc-go: malformed grpc-timeout
-    if (call.path !== CHECK_PATH) return { grpc: RPC_UNIMPLEMENTED };
+    if (call.timeout !== undefined && parseGrpcTimeoutMs(call.timeout) === undefined) return { grpc: RpcCode.INTERNAL }; // grpc-go: malformed grpc-timeout
+    if (call.path !== CHECK_METHOD_PATH) return { grpc: RpcCode.UNIMPLEMENTED };
     const encoding = grpcEncoding(call);
-    if (encoding !== undefined && !['', 'identity', 'gzip', 'deflate'].includes(encoding)) return { grpc: RPC_UNIMPLEMENTED };
-    if (body.length >= 5 && body.readUInt32BE(1) > GRPC_LIMIT_BYTES) return { grpc: RPC_RESOURCE_EXHAUSTED };
-    if (body.length < 5 || body.length !== 5 + body.readUInt32BE(1)) return { grpc: RPC_INTERNAL }; // no message, cut short, or more than one
-    if (body[0] !== 0 && body[0] !== 1) return { grpc: RPC_INTERNAL }; // grpc-go: "unexpected payload format"
+    if (encoding !== undefined && !['', 'identity', 'gzip', 'deflate'].includes(encoding)) return { grpc: RpcCode.UNIMPLEMENTED };
+    if (body.length >= 5 && body.readUInt32BE(1) > limitBytes) return { grpc: RpcCode.RESOURCE_EXHAUSTED };
+    if (body.length < 5 || body.length !== 5 + body.readUInt32BE(1)) return { grpc: RpcCode.INTERNAL }; // no message, cut short, or more than one
+    if (body[0] !== 0 && body[0] !== 1) return { grpc: RpcCode.INTERNAL }; // grpc-go: "unexpected payload format"
     if (body[0] === 1) {
       const inflate = encoding === 'gzip' ? gunzipSync : encoding === 'deflate' ? inflateSync : undefined;
-      if (inflate === undefined) return { grpc: RPC_INTERNAL }; // compressed, with no encoding to undo
+      if (inflate === undefined) return { grpc: RpcCode.INTERNAL }; // compressed, with no encoding to undo
       try {
-        inflate(body.subarray(5), { maxOutputLength: GRPC_LIMIT_BYTES });
+        inflate(body.subarray(5), { maxOutputLength: limitBytes });
       } catch (error) {
-        return { grpc: (error as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE' ? RPC_RESOURCE_EXHAUSTED : RPC_INTERNAL };
+        return { grpc: (error as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE' ? RpcCode.RESOURCE_EXHAUSTED : RpcCode.INTERNAL };
       }
     }
     // one well-framed message: whatever its bytes, a CheckResponse (a malformed one is a denial)
-    return { grpc: RPC_OK };
+    return { grpc: RpcCode.OK };
   };
   return { body, expected: expect() };
 }
@@ -807,7 +803,7 @@ const grpcFramingTarget: FuzzTarget = {
   reached: (outcome) => outcome === 'grpc 0',
   summary: "ext_authz calls over a live HTTP/2 session with everything gRPC's wire protocol leaves to the sender varied: method, path, content type, grpc-encoding, grpc-timeout, the Compressed-Flag, the declared length against the bytes sent (short, long, zero, over the limit), a second message or stray bytes, a body cut short, split across DATA frames, compressed or not, with the message's bytes edited: each gets exactly its answer: HTTP 405 for a method other than POST (where grpc-go resets the stream), 415 for a content type other than gRPC's, else the grpc-status grpc-go gives it (13 for a malformed grpc-timeout, 12 for an unknown method or encoding, 8 over the size limit, 13 for framing other than one message with a Compressed-Flag of 0 or 1 that inflates, trailers-only), or 0 with one CheckResponse; and the same session still answers a valid check after it",
   async prepare(): Promise<PreparedTarget<unknown>> {
-    const { extAuthz, codec, seeds } = await liveExtAuthz();
+    const { extAuthz, limitBytes, codec, seeds } = await liveExtAuthz();
     const connect = async (): Promise<http2.ClientHttp2Session> => {
       const session = http2.connect(`http://127.0.0.1:${extAuthz.grpcAddress().port}`);
       session.on('error', () => undefined); // seen as a closed session below
@@ -820,7 +816,8 @@ const grpcFramingTarget: FuzzTarget = {
     const gone = (s: http2.ClientHttp2Session): boolean => s.closed || s.destroyed;
     // a case that lost the session failed; the next (shrinking's too) starts on a new one
     let session = await connect();
-    const valid: GrpcCall = { seed: 0, method: 'POST', path: CHECK_PATH, contentType: 'application/grpc', encoding: 'match', timeout: undefined, flag: 'match', compression: 'none', length: 'exact', extra: 'none', cut: undefined, edits: undefined, splits: [] };
+    const valid: GrpcCall = { seed: 0, method: 'POST', path: CHECK_METHOD_PATH, contentType: 'application/grpc', encoding: 'match', timeout: undefined, flag: 'match', compression: 'none', length: 'exact', extra: 'none', cut: undefined, edits: undefined, splits: [] };
+    const validBody = grpcCallBody(valid, seeds, limitBytes).body;
     const oneResponse = (answer: GrpcAnswer): Record<string, unknown> => {
       assert.ok(answer.body.length >= 5 && answer.body[0] === 0 && answer.body.readUInt32BE(1) === answer.body.length - 5, 'one uncompressed length-prefixed message');
       return codec.decodeResponse(answer.body.subarray(5)) as Record<string, unknown>;
@@ -830,7 +827,7 @@ const grpcFramingTarget: FuzzTarget = {
       async check(input: unknown): Promise<string> {
         const call = input as GrpcCall;
         if (gone(session)) session = await connect();
-        const { body, expected } = grpcCallBody(call, seeds);
+        const { body, expected } = grpcCallBody(call, seeds, limitBytes);
         const answer = await sendGrpc(session, call, body);
         if ('http' in expected) {
           assert.equal(answer.httpStatus, expected.http, `HTTP ${expected.http}`);
@@ -838,7 +835,7 @@ const grpcFramingTarget: FuzzTarget = {
         } else {
           assert.equal(answer.httpStatus, 200, 'a gRPC answer is HTTP 200');
           assert.equal(answer.grpcStatus, expected.grpc, `grpc-status ${expected.grpc}`);
-          if (expected.grpc === RPC_OK) {
+          if (expected.grpc === RpcCode.OK) {
             const response = oneResponse(answer) as { status?: unknown };
             assert.ok(response.status !== undefined, 'the CheckResponse has a status');
           } else {
@@ -847,8 +844,8 @@ const grpcFramingTarget: FuzzTarget = {
         }
         // whatever this call was, the session still serves the next one
         assert.ok(!gone(session), 'the server kept the session');
-        const after = await sendGrpc(session, valid, grpcCallBody(valid, seeds).body);
-        assert.equal(after.grpcStatus, RPC_OK, 'a valid check on the same session afterwards');
+        const after = await sendGrpc(session, valid, validBody);
+        assert.equal(after.grpcStatus, RpcCode.OK, 'a valid check on the same session afterwards');
         oneResponse(after);
         return 'http' in expected ? `http ${expected.http}` : `grpc ${expected.grpc}`;
       },
