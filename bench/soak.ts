@@ -40,7 +40,7 @@ import { startNats, type RunningNats } from '../test/harness/nats-server.ts';
 import { DecisionLogCollector } from './lib/decision-log-collector.ts';
 import { streamDecisionIds } from './lib/decision-stream.ts';
 import { opaName } from './lib/opa.ts';
-import { memoryMb, openFds, wasmResidentMb } from './lib/process-stats.ts';
+import { openFds, residentMb, wasmResidentMb } from './lib/process-stats.ts';
 import { buildRevision, opaBundleConfig, startBundleServer, type BundleServer } from './lib/revisions.ts';
 import { writeResults, type Metrics } from './lib/results.ts';
 import { buildSidecar, freePort, startServer, type Server } from './lib/servers.ts';
@@ -93,15 +93,13 @@ function gaugeMb(exposition: string, name: string): number {
   return value === undefined ? Number.NaN : Number(value) / MB;
 }
 
-/** Where Pavilion's resident memory lies now: /proc's anonymous and file pages, its /metrics' main heap and external memory. */
-async function memoryParts(server: Server): Promise<MemoryParts | undefined> {
+/** Where Pavilion's resident memory lies now: `resident`'s anonymous and file pages, its /metrics' main heap and external memory, its Wasm pages. */
+async function memoryParts(server: Server, resident: { readonly anon: number; readonly file: number }): Promise<MemoryParts | undefined> {
   try {
     const exposition = await (await fetch(`${server.url}/metrics`, { signal: AbortSignal.timeout(5000) })).text();
-    const status = await readFile(`/proc/${server.pid}/status`, 'utf8');
-    const kbMb = (key: string): number => Number(new RegExp(`^${key}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? Number.NaN) / 1024;
     return {
-      rssAnonMb: kbMb('RssAnon'),
-      rssFileMb: kbMb('RssFile') + kbMb('RssShmem'),
+      rssAnonMb: resident.anon,
+      rssFileMb: resident.file,
       mainHeapTotalMb: gaugeMb(exposition, 'nodejs_heap_size_total_bytes'),
       mainHeapUsedMb: gaugeMb(exposition, 'nodejs_heap_size_used_bytes'),
       externalMb: gaugeMb(exposition, 'nodejs_external_memory_bytes'),
@@ -114,8 +112,9 @@ async function memoryParts(server: Server): Promise<MemoryParts | undefined> {
 
 /** What `side`'s server holds now, `atS` into the run. */
 async function sample(side: Side, atS: number): Promise<void> {
-  const parts = side.name === 'pavilion' ? await memoryParts(side.server) : undefined;
-  side.samples.push({ atS, rssMb: memoryMb(side.server.pid).rss_mb, fds: openFds(side.server.pid), ...(parts === undefined ? {} : { parts }) });
+  const resident = residentMb(side.server.pid);
+  const parts = side.name === 'pavilion' ? await memoryParts(side.server, resident) : undefined;
+  side.samples.push({ atS, rssMb: resident.rss, fds: openFds(side.server.pid), ...(parts === undefined ? {} : { parts }) });
 }
 
 /**

@@ -15,11 +15,28 @@ export function cpuSeconds(pid: number, mainThreadOnly = false): number {
   return (utime + stime) / CLOCK_TICKS_PER_SECOND;
 }
 
+/** The kB fields of /proc/<pid>/status, read once (undefined for a field it does not have). */
+function statusKb(pid: number): (key: string) => number | undefined {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return (key) => {
+    const value = new RegExp(`^${key}:\\s+(\\d+)`, 'm').exec(status)?.[1];
+    return value === undefined ? undefined : Number(value);
+  };
+}
+
+const roundedMb = (kb: number): number => Math.round(kb / 102.4) / 10;
+
 /** Current and peak resident set size in MB. */
 export function memoryMb(pid: number): { rss_mb: number; rss_peak_mb: number } {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = (key: string): number => Number(new RegExp(`^${key}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? 0);
-  return { rss_mb: Math.round(kb('VmRSS') / 102.4) / 10, rss_peak_mb: Math.round(kb('VmHWM') / 102.4) / 10 };
+  const kb = statusKb(pid);
+  return { rss_mb: roundedMb(kb('VmRSS') ?? 0), rss_peak_mb: roundedMb(kb('VmHWM') ?? 0) };
+}
+
+/** The resident set in MB (as memoryMb gives it), and its anonymous and file-backed pages (shared memory with the files; NaN where the kernel does not say). */
+export function residentMb(pid: number): { rss: number; anon: number; file: number } {
+  const kb = statusKb(pid);
+  const mb = (key: string): number => (kb(key) ?? Number.NaN) / 1024;
+  return { rss: roundedMb(kb('VmRSS') ?? 0), anon: mb('RssAnon'), file: mb('RssFile') + mb('RssShmem') };
 }
 
 /** File descriptors `pid` holds open now. */
